@@ -1,0 +1,12 @@
+//! Baton's common layer: the data shared between the eBPF programs and userspace.
+//!
+//! Everything here compiles for `bpfel-unknown-none` as well as for the host, so it is
+//! `no_std`, allocation-free and panic-free on every path the kernel runs. Structs that
+//! live in eBPF maps are `#[repr(C)]` with explicit padding, and their sizes are tested,
+//! because the kernel and userspace must agree on them byte for byte.
+//!
+//! This crate must never depend on `std`, allocate, or hold anything the verifier would
+//! reject (unbounded loops, recursion, floating point).
+#![no_std]
+
+pub mod counter;

@@ -1,0 +1,751 @@
+//! The lab: a Baton cluster in network namespaces on one host.
+//!
+//! ```text
+//!  client ── router ══ LAN bridge (in `lan`) ══ fe, be1 .. beN
+//! ```
+//!
+//! The addressing plan below is a contract that the tests, the demo and the benchmarks
+//! rely on; the README documents it. All addresses are in the benchmarking range
+//! 198.18.0.0/15 and live only inside namespaces the lab creates. Several labs can run at
+//! once under different names (`BATON_LAB`): same addresses, separate namespaces.
+
+use std::{
+    fmt, fs,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{netns, webroot};
+
+pub const DEFAULT_BACKENDS: u8 = 3;
+pub const MAX_BACKENDS: u8 = 32;
+/// The lab's name when `BATON_LAB` is unset: namespaces are `baton-client`, `baton-fe`, ...
+pub const DEFAULT_NAME: &str = "baton";
+
+/// The virtual IP: the router sends it to `fe`.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// The client's network, between `client` and `router`.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const ROUTER_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The cluster LAN, on the bridge.
+pub const ROUTER_LAN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const FE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// Port the back-ends' web servers listen on.
+pub const HTTP_PORT: u16 = 80;
+
+/// One node of the lab; each is a network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    Client,
+    Router,
+    /// Holds only the LAN bridge; a switch, not a host.
+    Lan,
+    Fe,
+    /// Back-end `be<k>`, k in 1..=32.
+    Backend(u8),
+}
+
+impl Node {
+    /// Parses a node name as users type it: `client`, `router`, `lan`, `fe`, `be1`...
+    pub fn parse(name: &str, backends: u8) -> anyhow::Result<Self> {
+        let node = match name {
+            "client" => Self::Client,
+            "router" => Self::Router,
+            "lan" => Self::Lan,
+            "fe" => Self::Fe,
+            _ => match name.strip_prefix("be").and_then(|k| k.parse::<u8>().ok()) {
+                Some(k) if (1..=backends).contains(&k) && name == format!("be{k}") => {
+                    Self::Backend(k)
+                }
+                _ => bail!(
+                    "unknown lab node `{name}`; nodes are client, router, lan, fe and be1..be{backends}"
+                ),
+            },
+        };
+        Ok(node)
+    }
+
+    /// The node's address on the cluster LAN (or the client network, for `client`).
+    pub fn addr(self) -> Option<Ipv4Addr> {
+        match self {
+            Self::Client => Some(CLIENT_ADDR),
+            Self::Router => Some(ROUTER_LAN_ADDR),
+            Self::Lan => None,
+            Self::Fe => Some(FE_ADDR),
+            Self::Backend(k) => Some(backend_addr(k)),
+        }
+    }
+
+    /// Every node of a lab with `backends` back-ends, in bring-up order.
+    pub fn all(backends: u8) -> Vec<Node> {
+        let mut nodes = vec![Self::Client, Self::Router, Self::Lan, Self::Fe];
+        nodes.extend((1..=backends).map(Self::Backend));
+        nodes
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Client => f.write_str("client"),
+            Self::Router => f.write_str("router"),
+            Self::Lan => f.write_str("lan"),
+            Self::Fe => f.write_str("fe"),
+            Self::Backend(k) => write!(f, "be{k}"),
+        }
+    }
+}
+
+/// Back-end k's LAN address: 198.18.1.(10 + k).
+pub const fn backend_addr(k: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 1, 10 + k)
+}
+
+/// A MAC address derived from an IPv4 address (locally administered, `02:ba:70:` then
+/// the address's last three bytes), so a capture shows who is who without a lookup.
+pub fn mac_for(addr: Ipv4Addr) -> String {
+    let [_, b, c, d] = addr.octets();
+    format!("02:ba:70:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// One interface of the addressing plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Interface {
+    pub node: String,
+    pub iface: String,
+    /// `addr/prefix`, or empty for a bridge port.
+    pub addr: String,
+    pub mac: String,
+    pub role: String,
+}
+
+/// The whole addressing plan of a lab with `backends` back-ends.
+pub fn plan(backends: u8) -> Vec<Interface> {
+    let i = |node: &str, iface: &str, addr: Option<(Ipv4Addr, u8)>, role: &str| Interface {
+        node: node.into(),
+        iface: iface.into(),
+        addr: addr.map(|(a, p)| format!("{a}/{p}")).unwrap_or_default(),
+        mac: addr.map(|(a, _)| mac_for(a)).unwrap_or_default(),
+        role: role.into(),
+    };
+    let mut plan = vec![
+        i(
+            "client",
+            "eth0",
+            Some((CLIENT_ADDR, 24)),
+            "HTTP clients (curl, wrk); default via 198.18.0.1",
+        ),
+        i(
+            "router",
+            "eth0",
+            Some((ROUTER_CLIENT_ADDR, 24)),
+            "router, client side",
+        ),
+        i(
+            "router",
+            "eth1",
+            Some((ROUTER_LAN_ADDR, 24)),
+            "router, LAN side; routes the VIP 198.18.2.1/32 via 198.18.1.2",
+        ),
+        i(
+            "lan",
+            "br0",
+            None,
+            "LAN bridge; ports p-router, p-fe, p-be1..p-beN",
+        ),
+        i(
+            "fe",
+            "eth0",
+            Some((FE_ADDR, 24)),
+            "front-end; default via 198.18.1.1",
+        ),
+        i(
+            "fe",
+            "lo",
+            Some((VIP, 32)),
+            "the VIP, owned by the front-end",
+        ),
+    ];
+    for k in 1..=backends {
+        let name = format!("be{k}");
+        plan.push(i(
+            &name,
+            "eth0",
+            Some((backend_addr(k), 24)),
+            "back-end, web server on :80; default via 198.18.1.1",
+        ));
+    }
+    plan
+}
+
+/// Which web server the back-ends run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// nginx if installed, else the built-in server.
+    Auto,
+    Nginx,
+    /// Baton's built-in static server (a stand-in for when nginx cannot be installed).
+    Builtin,
+}
+
+/// What `lab up` records, for `status`, `exec` and `down`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabState {
+    pub name: String,
+    pub backends: u8,
+    pub server: ServerKind,
+}
+
+/// A lab, by name. All its namespaces are `<name>-<node>`, its files under `state_dir`.
+#[derive(Clone, Debug)]
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    /// The lab named by `BATON_LAB`, or `baton`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let name = std::env::var("BATON_LAB").unwrap_or_else(|_| DEFAULT_NAME.into());
+        Self::named(&name)
+    }
+
+    pub fn named(name: &str) -> anyhow::Result<Self> {
+        // Namespace names become file names under /run/netns; keep them plain.
+        if name.is_empty()
+            || name.len() > 24
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!("lab name `{name}` must be 1 to 24 characters of [A-Za-z0-9_-]");
+        }
+        Ok(Self { name: name.into() })
+    }
+
+    pub fn namespace(&self, node: Node) -> String {
+        format!("{}-{node}", self.name)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/{}-lab", self.name))
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.state_dir().join("lab.json")
+    }
+
+    /// The recorded state of a lab that is up.
+    pub fn state(&self) -> anyhow::Result<LabState> {
+        let path = self.state_file();
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "lab `{}` is not up (no {}); start it with `baton lab up`",
+                self.name,
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("corrupt {}; run `baton lab down`", path.display()))
+    }
+
+    /// Namespaces of this lab that exist now, whatever state the lab is in.
+    pub fn existing_namespaces(&self) -> Vec<String> {
+        Node::all(MAX_BACKENDS)
+            .into_iter()
+            .map(|n| self.namespace(n))
+            .filter(|ns| netns::exists(ns))
+            .collect()
+    }
+
+    /// Brings the lab up. On any failure it removes what it made and reports the cause.
+    pub fn up(
+        &self,
+        backends: u8,
+        server: ServerKind,
+        log: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<LabState> {
+        if !(1..=MAX_BACKENDS).contains(&backends) {
+            bail!("--backends must be between 1 and {MAX_BACKENDS}, not {backends}");
+        }
+        let left = self.existing_namespaces();
+        if !left.is_empty() || self.state_dir().exists() {
+            bail!(
+                "lab `{}` is already up (or left over: {}); run `baton lab down` first",
+                self.name,
+                if left.is_empty() {
+                    self.state_dir().display().to_string()
+                } else {
+                    left.join(", ")
+                }
+            );
+        }
+        require_root()?;
+        let server = match server {
+            ServerKind::Auto if have("nginx") => ServerKind::Nginx,
+            ServerKind::Auto => {
+                log(
+                    "nginx is not installed (scripts/setup installs it); back-ends use Baton's built-in static server",
+                );
+                ServerKind::Builtin
+            }
+            ServerKind::Nginx if !have("nginx") => {
+                bail!(
+                    "--server nginx, but nginx is not installed; run scripts/setup or use --server builtin"
+                )
+            }
+            other => other,
+        };
+        let state = LabState {
+            name: self.name.clone(),
+            backends,
+            server,
+        };
+        match self.try_up(&state, log) {
+            Ok(()) => Ok(state),
+            Err(e) => {
+                log("bring-up failed; removing what was made");
+                let _ = self.down(&mut |_| {});
+                Err(e)
+            }
+        }
+    }
+
+    fn try_up(&self, state: &LabState, log: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let dir = self.state_dir();
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::write(self.state_file(), serde_json::to_string_pretty(state)?)?;
+
+        let nodes = Node::all(state.backends);
+        for &node in &nodes {
+            let ns = self.namespace(node);
+            netns::ip(&["netns", "add", &ns])?;
+            netns::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            // IPv6 off: the lab is IPv4, and router solicitations would muddy packet counts.
+            let mut sysctls = vec![
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ];
+            if node == Node::Router {
+                // The router forwards, and sees the VIP as a source address on the LAN side
+                // when back-ends answer clients directly: loose reverse-path checks.
+                sysctls.extend([
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0",
+                ]);
+            }
+            let mut args = vec!["netns", "exec", &ns, "sysctl", "-q", "-w"];
+            args.extend(sysctls);
+            netns::ip(&args)?;
+        }
+        log(&format!("namespaces: {} created", nodes.len()));
+
+        let client = self.namespace(Node::Client);
+        let router = self.namespace(Node::Router);
+        let lan = self.namespace(Node::Lan);
+        let fe = self.namespace(Node::Fe);
+
+        // client <-> router, a point-to-point link.
+        veth(&client, "eth0", &router, "eth0")?;
+        addr_up(&client, "eth0", CLIENT_ADDR, 24)?;
+        addr_up(&router, "eth0", ROUTER_CLIENT_ADDR, 24)?;
+        netns::ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_CLIENT_ADDR.to_string(),
+        ])?;
+
+        // The LAN: a bridge with no STP delay, so ports forward at once.
+        netns::ip(&[
+            "-n",
+            &lan,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
+        netns::ip(&["-n", &lan, "link", "set", "br0", "up"])?;
+        let lan_port = |ns: &str, port: &str, addr: Ipv4Addr, iface: &str| -> anyhow::Result<()> {
+            veth(ns, iface, &lan, port)?;
+            netns::ip(&["-n", &lan, "link", "set", port, "master", "br0", "up"])?;
+            addr_up(ns, iface, addr, 24)
+        };
+        lan_port(&router, "p-router", ROUTER_LAN_ADDR, "eth1")?;
+        lan_port(&fe, "p-fe", FE_ADDR, "eth0")?;
+        netns::ip(&[
+            "-n",
+            &router,
+            "route",
+            "add",
+            &format!("{VIP}/32"),
+            "via",
+            &FE_ADDR.to_string(),
+        ])?;
+        netns::ip(&["-n", &fe, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        netns::ip(&[
+            "-n",
+            &fe,
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_LAN_ADDR.to_string(),
+        ])?;
+        for k in 1..=state.backends {
+            let be = self.namespace(Node::Backend(k));
+            lan_port(&be, &format!("p-be{k}"), backend_addr(k), "eth0")?;
+            netns::ip(&[
+                "-n",
+                &be,
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER_LAN_ADDR.to_string(),
+            ])?;
+        }
+        log(&format!(
+            "network: client - router - LAN bridge - fe, be1..be{}",
+            state.backends
+        ));
+
+        let data = dir.join("data");
+        let sums = webroot::write_data_files(&data)?;
+        for k in 1..=state.backends {
+            let node = Node::Backend(k);
+            let root = dir.join(node.to_string()).join("www");
+            webroot::write_site(&root, &node.to_string(), backend_addr(k), &data, &sums)?;
+            match state.server {
+                ServerKind::Builtin => self.start_builtin(node, &root)?,
+                _ => self.start_nginx(node, &root)?,
+            }
+        }
+        let kind = if state.server == ServerKind::Builtin {
+            "built-in server"
+        } else {
+            "nginx"
+        };
+        log(&format!(
+            "web servers: {kind} on be1..be{} port {HTTP_PORT}",
+            state.backends
+        ));
+
+        // Ready when the client can open a connection to every back-end through the router.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for k in 1..=state.backends {
+            let target = SocketAddr::from((backend_addr(k), HTTP_PORT));
+            let ok = netns::run_in(&client, || {
+                loop {
+                    if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+                        return true;
+                    }
+                    if Instant::now() > deadline {
+                        return false;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            })?;
+            if !ok {
+                bail!(
+                    "be{k} ({target}) did not accept connections from client within 10 s; see {}",
+                    dir.join(format!("be{k}")).display()
+                );
+            }
+        }
+        log(&format!(
+            "ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    fn start_nginx(&self, node: Node, root: &Path) -> anyhow::Result<()> {
+        let dir = root.parent().expect("www has a parent");
+        for sub in ["tmp", "logs"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let conf = dir.join("nginx.conf");
+        fs::write(&conf, nginx_conf(&node.to_string(), dir, root))?;
+        let ns = self.namespace(node);
+        netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "nginx",
+                "-e",
+                &dir.join("logs/error.log").to_string_lossy(),
+                "-c",
+                &conf.to_string_lossy(),
+            ],
+        )
+        .with_context(|| format!("starting nginx on {node}"))
+    }
+
+    fn start_builtin(&self, node: Node, root: &Path) -> anyhow::Result<()> {
+        let dir = root.parent().expect("www has a parent");
+        let log = fs::File::create(dir.join("server.log"))?;
+        let exe = std::env::current_exe().context("finding the baton binary")?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.namespace(node)])
+            .arg(exe)
+            .args(["lab", "serve", "--backend", &node.to_string(), "--root"])
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Its own session, so it outlives `baton lab up` and ignores the terminal's signals;
+        // `lab down` finds it by namespace.
+        // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .with_context(|| format!("starting the built-in server on {node}"))?;
+        Ok(())
+    }
+
+    /// Removes every namespace, process and file of the lab. Works on a healthy lab, a
+    /// half-made one and the remains of a crash; does nothing if there is nothing.
+    pub fn down(&self, log: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+        let namespaces = self.existing_namespaces();
+        // Processes first: a namespace file can go while processes keep the namespace alive.
+        let mut killed = 0;
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            let pids: Vec<i32> = namespaces.iter().flat_map(|ns| netns::pids(ns)).collect();
+            if pids.is_empty() {
+                break;
+            }
+            for &pid in &pids {
+                // SAFETY: plain syscall on a pid the kernel just listed.
+                unsafe { libc::kill(pid, sig) };
+            }
+            if sig == libc::SIGTERM {
+                killed = pids.len();
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline
+                    && namespaces.iter().any(|ns| !netns::pids(ns).is_empty())
+                {
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        for ns in &namespaces {
+            netns::ip(&["netns", "del", ns])?;
+        }
+        let dir = self.state_dir();
+        let had_files = dir.exists();
+        if had_files {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        if namespaces.is_empty() && !had_files {
+            log(&format!("lab `{}` is not up; nothing to remove", self.name));
+        } else {
+            log(&format!(
+                "lab `{}` removed: {} namespaces, {killed} processes, {}",
+                self.name,
+                namespaces.len(),
+                if had_files {
+                    dir.display().to_string()
+                } else {
+                    "no files".into()
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replaces this process with `cmd` run inside `node`'s namespace.
+    pub fn exec(&self, node: &str, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
+        let state = self.state()?;
+        let node = Node::parse(node, state.backends)?;
+        if cmd.is_empty() {
+            bail!("nothing to run: baton lab exec {node} -- COMMAND [ARGS...]");
+        }
+        // `ip netns exec` also gives the command a /sys of the namespace's own interfaces.
+        let err = Command::new("ip")
+            .args(["netns", "exec", &self.namespace(node)])
+            .args(cmd)
+            .exec();
+        Err(err).context("running `ip netns exec`")
+    }
+
+    /// What is up: nodes, their addresses and processes.
+    pub fn status(&self) -> anyhow::Result<Status> {
+        let state = self.state()?;
+        let nodes = Node::all(state.backends)
+            .into_iter()
+            .map(|node| {
+                let ns = self.namespace(node);
+                NodeStatus {
+                    node: node.to_string(),
+                    namespace: ns.clone(),
+                    up: netns::exists(&ns),
+                    addr: node.addr().map(|a| a.to_string()),
+                    processes: netns::pids(&ns).len(),
+                }
+            })
+            .collect();
+        Ok(Status {
+            state,
+            vip: VIP.to_string(),
+            nodes,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub namespace: String,
+    pub up: bool,
+    pub addr: Option<String>,
+    pub processes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub state: LabState,
+    pub vip: String,
+    pub nodes: Vec<NodeStatus>,
+}
+
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> anyhow::Result<()> {
+    // Created straight into both namespaces, so no name ever appears in the host's.
+    netns::ip(&[
+        "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b,
+    ])?;
+    netns::ip(&["-n", ns_b, "link", "set", b, "up"])
+}
+
+fn addr_up(ns: &str, iface: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
+    netns::ip(&["-n", ns, "link", "set", iface, "address", &mac_for(addr)])?;
+    netns::ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/{prefix}"),
+        "dev",
+        iface,
+    ])?;
+    netns::ip(&["-n", ns, "link", "set", iface, "up"])
+}
+
+fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        || Path::new("/usr/sbin").join(program).is_file()
+}
+
+pub fn require_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab needs root (network namespaces, veth, eBPF); run as root");
+    }
+    Ok(())
+}
+
+fn nginx_conf(node: &str, dir: &Path, root: &Path) -> String {
+    let d = dir.display();
+    let r = root.display();
+    format!(
+        r#"# Generated by `baton lab up` for {node}; removed by `baton lab down`.
+daemon on;
+worker_processes auto;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    types {{
+        text/html html; application/json json; text/css css; application/javascript js;
+        image/svg+xml svg; image/jpeg jpg jpeg; image/png png; text/plain txt;
+        application/octet-stream bin;
+    }}
+    default_type application/octet-stream;
+    access_log {d}/logs/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    server {{
+        listen {HTTP_PORT} reuseport backlog=4096;
+        server_name _;
+        root {r};
+        index index.html index.json;
+        add_header X-Baton-Backend {node} always;
+    }}
+}}
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_round_trip_and_reject_unknowns() {
+        for node in Node::all(32) {
+            assert_eq!(Node::parse(&node.to_string(), 32).unwrap(), node);
+        }
+        for bad in ["be0", "be4", "be01", "be", "host", "BE1", "be+1"] {
+            assert!(Node::parse(bad, 3).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn plan_stays_in_the_benchmarking_range_and_is_unique() {
+        let plan = plan(MAX_BACKENDS);
+        let mut seen = std::collections::HashSet::new();
+        for i in plan.iter().filter(|i| !i.addr.is_empty()) {
+            let addr: Ipv4Addr = i.addr.split('/').next().unwrap().parse().unwrap();
+            let [a, b, ..] = addr.octets();
+            assert!(
+                a == 198 && (b == 18 || b == 19),
+                "{addr} outside 198.18.0.0/15"
+            );
+            assert!(seen.insert(addr), "{addr} used twice");
+        }
+        assert_eq!(backend_addr(32), Ipv4Addr::new(198, 18, 1, 42));
+        assert_eq!(mac_for(backend_addr(1)), "02:ba:70:12:01:0b");
+    }
+
+    #[test]
+    fn lab_names_are_checked() {
+        assert!(Lab::named("baton").is_ok());
+        assert!(Lab::named("").is_err());
+        assert!(Lab::named("../etc").is_err());
+        assert_eq!(
+            Lab::named("t1").unwrap().namespace(Node::Backend(2)),
+            "t1-be2"
+        );
+    }
+}

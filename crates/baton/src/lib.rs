@@ -1,0 +1,13 @@
+//! The `baton` binary's library: daemons, operations and the lab, on top of the protocol,
+//! dispatch and eBPF layers.
+//!
+//! This is the only layer that touches the operating system (namespaces, sockets, eBPF
+//! loading). It must never hold protocol or dispatch logic: those stay in `baton-proto`
+//! and `baton-dispatch`, where they are tested without a kernel.
+
+pub mod counter;
+pub mod ebpf;
+pub mod lab;
+pub mod netns;
+pub mod static_server;
+pub mod webroot;

@@ -1,0 +1,251 @@
+//! `baton`: the command-line entry point. Parses arguments and hands off to the library.
+
+use std::{
+    io::{self, Read as _},
+    net::TcpListener,
+    path::PathBuf,
+    process::ExitCode,
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use baton::{
+    counter::TrafficCounter,
+    lab::{self, Lab, ServerKind},
+    static_server,
+};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Content-aware TCP-handoff load balancer for Linux web clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The network-namespace lab: client, router, LAN bridge, front-end and back-ends.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Count packets and bytes on an interface with an eBPF tc program, until stdin closes
+    /// (Ctrl-D) or --seconds elapse, then print the totals.
+    Counter {
+        /// Interface in this network namespace (use `baton lab exec NODE -- baton counter IFACE`).
+        iface: String,
+        /// Stop after this many seconds instead of waiting for stdin to close.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Also print running totals every this many seconds.
+        #[arg(long)]
+        interval: Option<u64>,
+        /// One JSON object per line: an `attached` event, then the totals.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Create the namespaces, links and addresses, and start a web server on each back-end.
+    Up {
+        /// Number of back-ends, 1 to 32.
+        #[arg(long, default_value_t = lab::DEFAULT_BACKENDS)]
+        backends: u8,
+        /// Web server on the back-ends.
+        #[arg(long, value_enum, default_value_t = ServerKind::Auto)]
+        server: ServerKind,
+    },
+    /// Remove every namespace, process and file of the lab (also after a crash).
+    Down,
+    /// Show the lab's nodes, addresses and processes.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the addressing plan.
+    Plan {
+        #[arg(long, default_value_t = lab::DEFAULT_BACKENDS)]
+        backends: u8,
+    },
+    /// Run a command inside a node's network namespace.
+    Exec {
+        /// client, router, lan, fe or be1..beN.
+        node: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The built-in static server that `lab up --server builtin` runs on each back-end.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        backend: String,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:80")]
+        listen: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Lab(cmd) => run_lab(cmd),
+        Command::Counter {
+            iface,
+            seconds,
+            interval,
+            json,
+        } => run_counter(&iface, seconds, interval, json),
+    }
+}
+
+fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
+    let lab = Lab::from_env()?;
+    let mut log = |line: &str| eprintln!("lab: {line}");
+    match cmd {
+        LabCommand::Up { backends, server } => {
+            let state = lab.up(backends, server, &mut log)?;
+            eprintln!(
+                "lab: `{}` is up with {} back-ends ({:?} web servers); VIP {}; try `baton lab status`",
+                state.name,
+                state.backends,
+                state.server,
+                lab::VIP
+            );
+            Ok(())
+        }
+        LabCommand::Down => lab.down(&mut log),
+        LabCommand::Status { json } => {
+            let status = lab.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            println!(
+                "lab `{}`: {} back-ends, web server {:?}, VIP {}",
+                status.state.name, status.state.backends, status.state.server, status.vip
+            );
+            println!(
+                "{:<8} {:<16} {:<4} {:<14} {:>9}",
+                "NODE", "NAMESPACE", "UP", "ADDRESS", "PROCESSES"
+            );
+            for n in &status.nodes {
+                println!(
+                    "{:<8} {:<16} {:<4} {:<14} {:>9}",
+                    n.node,
+                    n.namespace,
+                    if n.up { "yes" } else { "NO" },
+                    n.addr.as_deref().unwrap_or("-"),
+                    n.processes
+                );
+            }
+            Ok(())
+        }
+        LabCommand::Plan { backends } => {
+            println!("| node | interface | address | MAC | role |\n|---|---|---|---|---|");
+            for i in lab::plan(backends) {
+                println!(
+                    "| {} | {} | {} | {} | {} |",
+                    i.node, i.iface, i.addr, i.mac, i.role
+                );
+            }
+            Ok(())
+        }
+        LabCommand::Exec { node, command } => match lab.exec(&node, &command)? {},
+        LabCommand::Serve {
+            backend,
+            root,
+            listen,
+        } => {
+            let listener =
+                TcpListener::bind(&listen).with_context(|| format!("binding {listen}"))?;
+            eprintln!(
+                "baton-lab built-in server for {backend}: serving {} on {listen}",
+                root.display()
+            );
+            static_server::serve(listener, root, backend)?;
+            Ok(())
+        }
+    }
+}
+
+fn run_counter(
+    iface: &str,
+    seconds: Option<u64>,
+    interval: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let counter = TrafficCounter::attach(iface)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "attached", "iface": iface, "ifindex": counter.ifindex()})
+        );
+    } else {
+        eprintln!(
+            "counter: attached to {iface} (ifindex {}) at tc ingress and egress; Ctrl-D or --seconds to stop",
+            counter.ifindex()
+        );
+    }
+    // Stop when stdin closes: a test holds a pipe open while it sends traffic.
+    let (stop_tx, stop_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = io::copy(&mut io::stdin().lock().take(u64::MAX), &mut io::sink());
+        let _ = stop_tx.send(());
+    });
+    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let tick = Duration::from_secs(interval.unwrap_or(3600).max(1));
+    loop {
+        let wait = deadline.map_or(tick, |d| {
+            d.saturating_duration_since(Instant::now()).min(tick)
+        });
+        match stop_rx.recv_timeout(wait) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if interval.is_some() {
+                    print_counts(&counter, json)?;
+                }
+            }
+        }
+    }
+    print_counts(&counter, json)
+}
+
+fn print_counts(counter: &TrafficCounter, json: bool) -> anyhow::Result<()> {
+    let c = counter.read()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "totals", "iface": counter.iface(), "ingress": c.ingress, "egress": c.egress})
+        );
+    } else {
+        println!(
+            "{}: ingress {} packets {} bytes, egress {} packets {} bytes",
+            counter.iface(),
+            c.ingress.packets,
+            c.ingress.bytes,
+            c.egress.packets,
+            c.egress.bytes
+        );
+    }
+    Ok(())
+}
