@@ -532,26 +532,20 @@ impl Lab {
     pub fn down(&self, log: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
         let namespaces = self.existing_namespaces();
         // Processes first: a namespace file can go while processes keep the namespace alive.
-        let mut killed = 0;
+        let pids: Vec<i32> = namespaces.iter().flat_map(|ns| netns::pids(ns)).collect();
         for sig in [libc::SIGTERM, libc::SIGKILL] {
-            let pids: Vec<i32> = namespaces.iter().flat_map(|ns| netns::pids(ns)).collect();
-            if pids.is_empty() {
-                break;
-            }
-            for &pid in &pids {
-                // SAFETY: plain syscall on a pid the kernel just listed.
+            for &pid in pids.iter().filter(|&&p| netns::running(p)) {
+                // SAFETY: plain syscall on a pid the kernel listed in the lab's namespace.
                 unsafe { libc::kill(pid, sig) };
             }
-            if sig == libc::SIGTERM {
-                killed = pids.len();
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline
-                    && namespaces.iter().any(|ns| !netns::pids(ns).is_empty())
-                {
-                    thread::sleep(Duration::from_millis(50));
-                }
+            // A process leaves its namespace before it has finished exiting; wait for the
+            // exit itself so that nothing of the lab still runs when `down` returns.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && pids.iter().any(|&p| netns::running(p)) {
+                thread::sleep(Duration::from_millis(20));
             }
         }
+        let killed = pids.len();
         for ns in &namespaces {
             netns::ip(&["netns", "del", ns])?;
         }

@@ -1,11 +1,10 @@
 //! `baton`: the command-line entry point. Parses arguments and hands off to the library.
 
 use std::{
-    io::{self, Read as _},
     net::TcpListener,
     path::PathBuf,
     process::ExitCode,
-    sync::mpsc,
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -34,12 +33,12 @@ enum Command {
     /// The network-namespace lab: client, router, LAN bridge, front-end and back-ends.
     #[command(subcommand)]
     Lab(LabCommand),
-    /// Count packets and bytes on an interface with an eBPF tc program, until stdin closes
-    /// (Ctrl-D) or --seconds elapse, then print the totals.
+    /// Count packets and bytes on an interface with an eBPF tc program until Ctrl-C,
+    /// SIGTERM or --seconds, then print the totals.
     Counter {
         /// Interface in this network namespace (use `baton lab exec NODE -- baton counter IFACE`).
         iface: String,
-        /// Stop after this many seconds instead of waiting for stdin to close.
+        /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
         /// Also print running totals every this many seconds.
@@ -199,32 +198,19 @@ fn run_counter(
         );
     } else {
         eprintln!(
-            "counter: attached to {iface} (ifindex {}) at tc ingress and egress; Ctrl-D or --seconds to stop",
+            "counter: attached to {iface} (ifindex {}) at tc ingress and egress; Ctrl-C to stop",
             counter.ifindex()
         );
     }
-    // Stop when stdin closes: a test holds a pipe open while it sends traffic.
-    let (stop_tx, stop_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = io::copy(&mut io::stdin().lock().take(u64::MAX), &mut io::sink());
-        let _ = stop_tx.send(());
-    });
-    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let tick = Duration::from_secs(interval.unwrap_or(3600).max(1));
-    loop {
-        let wait = deadline.map_or(tick, |d| {
-            d.saturating_duration_since(Instant::now()).min(tick)
-        });
-        match stop_rx.recv_timeout(wait) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                if interval.is_some() {
-                    print_counts(&counter, json)?;
-                }
-            }
+    let stop = stop_on_signals();
+    let started = Instant::now();
+    let deadline = seconds.map(|s| started + Duration::from_secs(s));
+    let mut next_report = interval.map(|i| started + Duration::from_secs(i.max(1)));
+    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+        thread::sleep(Duration::from_millis(50));
+        if let Some(at) = next_report.filter(|&at| Instant::now() >= at) {
+            print_counts(&counter, json)?;
+            next_report = Some(at + Duration::from_secs(interval.unwrap_or(1).max(1)));
         }
     }
     print_counts(&counter, json)
@@ -248,4 +234,18 @@ fn print_counts(counter: &TrafficCounter, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Set by SIGINT or SIGTERM, so `counter` can print its totals before it exits.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn stop_on_signals() -> &'static AtomicBool {
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    &STOP
 }

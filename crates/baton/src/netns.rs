@@ -81,3 +81,16 @@ pub fn pids(ns: &str) -> Vec<i32> {
         })
         .unwrap_or_default()
 }
+
+/// Whether process `pid` still runs: it exists and is not a zombie waiting for its parent
+/// (daemons such as nginx are reaped by the system's init, which may take a moment).
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next());
+        !matches!(state, Some("Z" | "X"))
+    })
+}
