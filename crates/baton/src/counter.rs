@@ -4,7 +4,8 @@
 use aya::{
     Ebpf,
     maps::{MapError, PerCpuHashMap},
-    programs::{SchedClassifier, TcAttachType},
+    programs::{SchedClassifier, TcAttachType, tc},
+    util::KernelVersion,
 };
 use baton_common::counter::{Direction, TrafficCount, TrafficKey};
 use serde::Serialize;
@@ -46,6 +47,11 @@ impl TrafficCounter {
     /// namespace (tcx links on Linux >= 6.6, so other tc programs there are untouched).
     pub fn attach(iface: &str) -> anyhow::Result<Self> {
         let ifindex = ifindex(iface)?;
+        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+            // Before tcx (Linux 6.6) tc programs hang off a clsact qdisc. It may exist
+            // already (EEXIST is fine); any real problem shows up when attaching below.
+            let _ = tc::qdisc_add_clsact(iface);
+        }
         let mut ebpf = Ebpf::load(crate::ebpf::OBJECT).context("loading the eBPF object")?;
         for (name, hook) in [
             ("traffic_in", TcAttachType::Ingress),
