@@ -133,7 +133,10 @@ pub fn plan(backends: u8) -> Vec<Interface> {
         iface: iface.into(),
         addr: addr.map(|(a, p)| format!("{a}/{p}")).unwrap_or_default(),
         // Loopback and bridge have no MAC of the plan's own.
-        mac: addr.filter(|_| iface != "lo").map(|(a, _)| mac_for(a)).unwrap_or_default(),
+        mac: addr
+            .filter(|_| iface != "lo")
+            .map(|(a, _)| mac_for(a))
+            .unwrap_or_default(),
         role: role.into(),
     };
     let mut plan = vec![
