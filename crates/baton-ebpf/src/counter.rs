@@ -17,13 +17,13 @@ static TRAFFIC: PerCpuHashMap<TrafficKey, TrafficCount> =
 #[classifier]
 pub fn traffic_in(ctx: TcContext) -> i32 {
     count(&ctx, Direction::Ingress);
-    TC_ACT_PIPE as i32
+    TC_ACT_PIPE
 }
 
 #[classifier]
 pub fn traffic_out(ctx: TcContext) -> i32 {
     count(&ctx, Direction::Egress);
-    TC_ACT_PIPE as i32
+    TC_ACT_PIPE
 }
 
 #[inline(always)]
@@ -39,7 +39,7 @@ fn count(ctx: &TcContext, direction: Direction) {
     // create the entry keeps its count; if we lose the race, the entry now exists.
     let first = TrafficCount { packets: 1, bytes };
     if TRAFFIC
-        .insert(&key, &first, u64::from(BPF_NOEXIST))
+        .insert(key, first, u64::from(BPF_NOEXIST))
         .is_err()
     {
         add(&key, bytes);
