@@ -38,10 +38,7 @@ fn count(ctx: &TcContext, direction: Direction) {
     // First packet on this interface and direction. NOEXIST so that a CPU racing us to
     // create the entry keeps its count; if we lose the race, the entry now exists.
     let first = TrafficCount { packets: 1, bytes };
-    if TRAFFIC
-        .insert(key, first, u64::from(BPF_NOEXIST))
-        .is_err()
-    {
+    if TRAFFIC.insert(key, first, u64::from(BPF_NOEXIST)).is_err() {
         add(&key, bytes);
     }
 }
