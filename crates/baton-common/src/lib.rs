@@ -7,6 +7,16 @@
 //!
 //! This crate must never depend on `std`, allocate, or hold anything the verifier would
 //! reject (unbounded loops, recursion, floating point).
+//!
+//! - [`counter`]: the traffic counter's map key and value.
+//! - [`translate`]: the per-packet TCP translation of a handed-off connection (sequence,
+//!   acknowledgement, SACK, timestamps, window) and incremental checksum updates.
+//! - [`handoff_option`]: the authenticated TCP option in the replayed SYN, and the walk
+//!   over a TCP options area that finds and blanks it.
+//! - [`siphash`]: SipHash-2-4, the handoff option's MAC.
 #![no_std]
 
 pub mod counter;
+pub mod handoff_option;
+pub mod siphash;
+pub mod translate;
