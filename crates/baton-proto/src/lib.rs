@@ -7,3 +7,11 @@
 //!
 //! This crate must never open a socket, read a clock, spawn a thread or block: time and
 //! packets come in as arguments, and effects go out as values.
+//!
+//! - [`wire`]: checked zero-copy views and parse/emit representations of Ethernet II,
+//!   IPv4 and TCP (with options), the only way bytes from the network enter this crate;
+//! - [`request`]: has a client sent a complete HTTP/1.x request head or TLS ClientHello
+//!   yet, and what does the dispatcher need from it.
+
+pub mod request;
+pub mod wire;
