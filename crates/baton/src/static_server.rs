@@ -17,10 +17,10 @@ use std::{
     time::Duration,
 };
 
+use baton_proto::request::{RequestError, RequestLimits, parse_http_head};
+
 use crate::webroot::BACKEND_HEADER;
 
-/// Largest request head accepted; nginx's default large header buffers are 4 x 8 KiB.
-pub const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once; more are closed at accept, which a client sees as a reset.
 pub const MAX_CONNECTIONS: usize = 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,11 +43,11 @@ pub struct Request {
 /// Why a request head was refused, with the status code it earns.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeadError {
-    /// Not valid HTTP/1.x (400).
+    /// Not valid HTTP/1.x, or not origin-form (400).
     Malformed,
     /// A method other than GET or HEAD (405).
     MethodNotAllowed,
-    /// Head larger than [`MAX_HEAD`] (431).
+    /// Head larger than the front-end's default limit (431).
     TooLarge,
 }
 
@@ -61,50 +61,42 @@ impl HeadError {
     }
 }
 
-/// Parses a request head from the start of `buf`. `Ok(None)` means "incomplete, read more";
-/// `Ok(Some((request, len)))` gives the head's length so pipelined bytes stay in the buffer.
+/// Parses a request head from the start of `buf` with the project's one HTTP head parser
+/// (the one the front-end uses, and fuzzed). `Ok(None)` means "incomplete, read more";
+/// `Ok(Some((request, len)))` gives the head's length so pipelined bytes stay buffered.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+    let head = match parse_http_head(buf, &RequestLimits::default()) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
+        Err(RequestError::TooLarge { .. }) => return Err(HeadError::TooLarge),
         Err(_) => return Err(HeadError::Malformed),
     };
-    if len > MAX_HEAD {
-        return Err(HeadError::TooLarge);
-    }
-    let method = match req.method {
-        Some("GET") => Method::Get,
-        Some("HEAD") => Method::Head,
+    let method = match head.method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
         _ => return Err(HeadError::MethodNotAllowed),
     };
-    let target = req.path.ok_or(HeadError::Malformed)?;
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    if !path.starts_with('/') {
+    // A static server only takes origin-form targets (RFC 9112 section 3.2.1).
+    if !head.target.starts_with('/') {
         return Err(HeadError::Malformed);
     }
-    let connection = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("connection"))
-        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+    let connection = head
+        .header("connection")
+        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
     // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless asked.
-    let keep_alive = match (req.version, connection.as_deref()) {
+    let keep_alive = match (head.minor_version, connection.as_deref()) {
         (_, Some(c)) if c.contains("close") => false,
-        (Some(0), Some(c)) => c.contains("keep-alive"),
-        (Some(0), None) => false,
+        (0, Some(c)) => c.contains("keep-alive"),
+        (0, None) => false,
         _ => true,
     };
     Ok(Some((
         Request {
             method,
-            path: path.to_string(),
+            path: head.path().to_string(),
             keep_alive,
         },
-        len,
+        head.head_len,
     )))
 }
 
@@ -258,7 +250,7 @@ mod tests {
     fn incomplete_oversize_and_garbage_heads() {
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost:"), Ok(None));
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        big.resize(MAX_HEAD + 1, b'a');
+        big.resize(baton_proto::request::DEFAULT_MAX_HEAD_LEN + 1, b'a');
         assert_eq!(parse_head(&big), Err(HeadError::TooLarge));
         assert_eq!(
             parse_head(b"\x16\x03\x01\x00\xff"),
