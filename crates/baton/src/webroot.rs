@@ -38,9 +38,13 @@ pub const BACKEND_HEADER: &str = "X-Baton-Backend";
 
 /// Writes the data files into `dir` and returns `(name, sha256 hex)` for each.
 pub fn write_data_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    write_files(dir, &DATA_FILES)
+}
+
+fn write_files(dir: &Path, files: &[(&str, u64)]) -> anyhow::Result<Vec<(String, String)>> {
     fs::create_dir_all(dir)?;
     let mut sums = Vec::new();
-    for (name, size) in DATA_FILES {
+    for &(name, size) in files {
         let path = dir.join(name);
         let file =
             fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -153,10 +157,12 @@ mod tests {
     fn data_files_are_deterministic_and_sized() {
         let a = tempdir("a");
         let b = tempdir("b");
-        let sums_a = write_data_files(&a).unwrap();
-        let sums_b = write_data_files(&b).unwrap();
+        // Small sizes keep the unoptimised test build quick; an odd size checks the tail.
+        let files = [("1K.bin", 1024), ("odd.bin", 70_001)];
+        let sums_a = write_files(&a, &files).unwrap();
+        let sums_b = write_files(&b, &files).unwrap();
         assert_eq!(sums_a, sums_b);
-        for (name, size) in DATA_FILES {
+        for (name, size) in files {
             assert_eq!(fs::metadata(a.join(name)).unwrap().len(), size);
         }
         // Different files must not share content (each has its own seed).
