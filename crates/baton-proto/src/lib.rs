@@ -13,5 +13,6 @@
 //! - [`request`]: has a client sent a complete HTTP/1.x request head or TLS ClientHello
 //!   yet, and what does the dispatcher need from it.
 
+pub mod frontend;
 pub mod request;
 pub mod wire;

@@ -1,0 +1,1387 @@
+//! Per-connection state and the rules each state applies to segments and timers.
+
+use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
+
+use baton_common::handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption};
+
+use super::config::{MAX_CANDIDATES, MIN_MSS};
+use super::cookie::{decode_ts_options, encode_ts_options};
+use super::packet::{self, bare_segment, seq_le, seq_lt, with_timestamps};
+use super::{Backend, Dispatch, Event, FlowKey, FrontEnd, HandedOff, Instant, ResetReason};
+use crate::request::{ClientRequest, parse_request};
+use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
+
+/// Where a connection is, as [`FrontEnd::connection_state`] reports it.
+///
+/// | state | entered on | timer | leaves on |
+/// |---|---|---|---|
+/// | `SynReceived` | client SYN, SYN/ACK sent | SYN/ACK retransmission, doubling (RFC 6298 §5) | the handshake's ACK; RST; timeout → reset |
+/// | `Receiving` | the handshake's ACK (or a valid cookie ACK) | request timeout (slowloris) | a complete head → dispatch; error → response or reset; FIN/RST → freed |
+/// | `HandingOffSynSent` | dispatch chose a back-end, SYN' sent | SYN' retransmission, doubling | SYN/ACK' → ACK' and request sent; exhausted or RST → next candidate |
+/// | `HandingOffRequestSent` | valid SYN/ACK' | request retransmission, doubling | back-end's ACK of the request's last byte → handed off |
+/// | `Forwarding` | handoff confirmed | idle timeout | FIN both ways or RST → grace |
+/// | `Closing` | error response (with FIN) sent | response retransmission | client ACKs the FIN → grace; exhausted → reset |
+/// | `TimeWait` | close or reset observed | grace period | timer → freed, `Closed`/`Reset` event |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateName {
+    /// SYN/ACK sent, awaiting the handshake's ACK.
+    SynReceived,
+    /// Established with the client, buffering its request head.
+    Receiving,
+    /// SYN' sent to a back-end, awaiting its SYN/ACK'.
+    HandingOffSynSent,
+    /// ACK' and request sent, awaiting the back-end's acknowledgement of the request.
+    HandingOffRequestSent,
+    /// Handed off: client packets go to the back-end.
+    Forwarding,
+    /// Error response and FIN sent, awaiting the client's acknowledgement.
+    Closing,
+    /// Closed or reset; lingering for late packets.
+    TimeWait,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    SynSent,
+    RequestSent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Closed,
+    Reset(ResetReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    SynReceived,
+    Receiving,
+    HandingOff(Phase),
+    Forwarding,
+    Closing,
+    TimeWait(Outcome),
+}
+
+/// What a handler wants done with the connection it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Put it back.
+    Keep,
+    /// Free it.
+    Free,
+    /// Free it, then handle the segment again as one for an unknown flow (a new SYN
+    /// reusing the 4-tuple of a connection in its grace period).
+    Replay,
+}
+
+/// What the front-end keeps of the client's SYN, to answer it and to replay it as the
+/// SYN' (DESIGN.md §2, step 4). Only options the front-end agreed to are replayed, so the
+/// back-end can never negotiate something the client does not know about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientSyn {
+    /// The client's ISN.
+    isn: u32,
+    /// The SYN's window field (never scaled, RFC 7323 §2.2).
+    window: u16,
+    /// The client's MSS option, if any.
+    mss: Option<u16>,
+    /// The client's window shift, if it offered window scaling (the front-end always
+    /// agrees).
+    window_scale: Option<u8>,
+    /// The SYN's TSval (the ACK's, after a cookie).
+    tsval: u32,
+    /// The SYN's TTL, replayed.
+    ttl: u8,
+}
+
+/// The front-end's side of the handshake, as the client knows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrontTerms {
+    isn_f: u32,
+    /// TSval of every segment the front-end sends the client: it never advances, so
+    /// that the back-end's translated TSvals, which start again from `tsv_f`, never
+    /// look older than one the client has seen (PAWS, RFC 7323 §5).
+    tsv_f: u32,
+    /// The shift announced, if window scaling was negotiated.
+    ws_f: Option<u8>,
+    timestamps: bool,
+    sack: bool,
+}
+
+/// One tracked connection. Its size is pinned by a test (see
+/// [`super::CONNECTION_SIZE_BOUND`]); the heap holds only the request buffer and the
+/// packets held during a handoff, both bounded by configuration.
+pub(crate) struct Connection {
+    pub(crate) flow: FlowKey,
+    pub(crate) state: State,
+    syn: ClientSyn,
+    terms: FrontTerms,
+    /// Next client sequence number expected; everything before it is buffered (before
+    /// the handoff) and acknowledged.
+    rcv_nxt: u32,
+    /// Next sequence number the front-end sends the client.
+    snd_nxt: u32,
+    /// The client's latest TSval (TS.Recent, RFC 7323 §4.3): echoed to the client,
+    /// replayed to the back-end.
+    ts_recent: u32,
+    /// The client's latest window field.
+    client_window: u16,
+    /// The back-end's MSS from its SYN/ACK'.
+    backend_mss: u16,
+    /// Retransmissions so far in the current state.
+    tries: u8,
+    /// Back-ends tried so far, `tried[..candidates]`; the last is the current one.
+    candidates: u8,
+    handed_off: bool,
+    client_fin: bool,
+    backend_fin: bool,
+    tried: [Option<Backend>; MAX_CANDIDATES],
+    /// Current retransmission timeout.
+    rto: Duration,
+    /// The armed deadline, mirrored in the front-end's timer set.
+    pub(crate) timer: Option<Instant>,
+    /// The error response being delivered in `Closing`.
+    response: &'static [u8],
+    /// The client's bytes, up to the request limit; released at the handoff.
+    request: Vec<u8>,
+    /// Client packets held during the handoff, in arrival order.
+    queue: VecDeque<Vec<u8>>,
+    queued_bytes: usize,
+}
+
+impl Connection {
+    fn new(flow: FlowKey, state: State, syn: ClientSyn, terms: FrontTerms) -> Self {
+        Self {
+            flow,
+            state,
+            syn,
+            terms,
+            rcv_nxt: syn.isn.wrapping_add(1),
+            snd_nxt: terms.isn_f.wrapping_add(1),
+            ts_recent: syn.tsval,
+            client_window: syn.window,
+            backend_mss: MIN_MSS,
+            tries: 0,
+            candidates: 0,
+            handed_off: false,
+            client_fin: false,
+            backend_fin: false,
+            tried: [None; MAX_CANDIDATES],
+            rto: Duration::ZERO,
+            timer: None,
+            response: b"",
+            request: Vec::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+        }
+    }
+
+    pub(crate) fn state_name(&self) -> StateName {
+        match self.state {
+            State::SynReceived => StateName::SynReceived,
+            State::Receiving => StateName::Receiving,
+            State::HandingOff(Phase::SynSent) => StateName::HandingOffSynSent,
+            State::HandingOff(Phase::RequestSent) => StateName::HandingOffRequestSent,
+            State::Forwarding => StateName::Forwarding,
+            State::Closing => StateName::Closing,
+            State::TimeWait(_) => StateName::TimeWait,
+        }
+    }
+
+    /// The back-end currently (or last) chosen.
+    fn backend(&self) -> Option<Backend> {
+        self.candidates
+            .checked_sub(1)
+            .and_then(|i| self.tried.get(usize::from(i)).copied().flatten())
+    }
+
+    fn tsopt(&self) -> Option<(u32, u32)> {
+        self.terms
+            .timestamps
+            .then_some((self.terms.tsv_f, self.ts_recent))
+    }
+}
+
+/// Responses for requests that cannot be handed off. `Connection: close` and an empty
+/// body: the front-end closes right after (RFC 9110 §15.5.1, §15.6.4; RFC 6585 §5).
+const RESPONSE_400: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const RESPONSE_503: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// What the request parser and the dispatcher made of the buffer.
+enum Decision {
+    NeedMore,
+    Dispatched { tls: bool, backend: Option<Backend> },
+    Refused(Option<u16>),
+}
+
+impl<D: Dispatch> FrontEnd<D> {
+    // ----- client segments -----
+
+    pub(super) fn on_client_segment(
+        &mut self,
+        now: Instant,
+        flow: FlowKey,
+        ip: &Ipv4Repr,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) {
+        let Some(slot) = self.slot_of(&flow) else {
+            self.on_unknown_client_segment(now, flow, ip, tcp, raw);
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        match self.client_segment(now, slot, &mut conn, tcp, raw) {
+            Next::Keep => self.put(slot, conn),
+            Next::Free => self.release(slot, conn),
+            Next::Replay => {
+                self.release(slot, conn);
+                self.on_unknown_client_segment(now, flow, ip, tcp, raw);
+            }
+        }
+    }
+
+    fn on_unknown_client_segment(
+        &mut self,
+        now: Instant,
+        flow: FlowKey,
+        ip: &Ipv4Repr,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) {
+        let flags = tcp.flags;
+        if flags.contains(TcpFlags::RST) {
+            // Never answer a RST (RFC 9293 §3.10.7.1).
+            self.stats.stray_segments += 1;
+            return;
+        }
+        if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) {
+            self.on_syn(now, flow, ip, tcp);
+            return;
+        }
+        if flags.contains(TcpFlags::ACK)
+            && !flags.contains(TcpFlags::SYN)
+            && self.config.syn_cookies
+            && self.on_cookie_ack(now, flow, ip, tcp, raw)
+        {
+            return;
+        }
+        self.stats.stray_segments += 1;
+        self.send_stray_reset(flow, tcp);
+    }
+
+    /// A SYN for a new connection (DESIGN.md §2, step 1).
+    fn on_syn(&mut self, now: Instant, flow: FlowKey, ip: &Ipv4Repr, tcp: &TcpRepr<'_>) {
+        self.stats.syns_received += 1;
+        // Data in a SYN (TCP Fast Open, RFC 7413) is not acknowledged; the client sends
+        // it again after the handshake (RFC 7413 §4.2.2: fall back to a regular
+        // handshake when the SYN/ACK does not acknowledge the data).
+        let timestamps = self.config.timestamps && tcp.timestamps.is_some();
+        let sack = self.config.sack && tcp.sack_permitted;
+        if self.half_open >= self.config.max_half_open || self.table_full() {
+            if self.config.syn_cookies {
+                self.send_cookie_syn_ack(now, flow, ip, tcp, timestamps, sack);
+            } else {
+                self.stats.syns_dropped_table_full += 1;
+            }
+            return;
+        }
+        let Some(slot) = self.allocate() else {
+            self.stats.syns_dropped_table_full += 1;
+            return;
+        };
+        let syn = ClientSyn {
+            isn: tcp.seq_number,
+            window: tcp.window_len,
+            mss: tcp.max_seg_size,
+            window_scale: tcp.window_scale,
+            tsval: tcp.timestamps.map_or(0, |ts| ts.tsval),
+            ttl: ip.ttl,
+        };
+        let terms = FrontTerms {
+            isn_f: self.secrets.isn(now, &flow),
+            tsv_f: if timestamps {
+                self.secrets.tsval(now, &flow)
+            } else {
+                0
+            },
+            ws_f: tcp.window_scale.map(|_| self.config.window_shift),
+            timestamps,
+            sack,
+        };
+        let mut conn = Connection::new(flow, State::SynReceived, syn, terms);
+        conn.rto = self.config.syn_ack_rto;
+        self.send_syn_ack(&conn.flow, &conn.syn, &conn.terms);
+        self.stats.syn_acks_sent += 1;
+        let deadline = now + conn.rto;
+        self.arm(slot, &mut conn, deadline);
+        self.insert(slot, conn);
+    }
+
+    /// A stateless SYN/ACK whose ISN is a SYN cookie (RFC 4987 §3.6); see
+    /// [`super::cookie`] for what it keeps of the SYN.
+    fn send_cookie_syn_ack(
+        &mut self,
+        now: Instant,
+        flow: FlowKey,
+        ip: &Ipv4Repr,
+        tcp: &TcpRepr<'_>,
+        timestamps: bool,
+        sack: bool,
+    ) {
+        // RFC 9293 §3.7.1: without an MSS option, assume 536.
+        let mss = tcp.max_seg_size.unwrap_or(MIN_MSS);
+        let isn_f = self.secrets.make_cookie(now, &flow, tcp.seq_number, mss);
+        // Without timestamps there is nowhere to keep window scale and SACK: offer neither.
+        let (window_scale, sack) = if timestamps {
+            (tcp.window_scale, sack)
+        } else {
+            (None, false)
+        };
+        let tsv_f = if timestamps {
+            encode_ts_options(self.secrets.tsval(now, &flow), window_scale, sack)
+        } else {
+            0
+        };
+        let syn = ClientSyn {
+            isn: tcp.seq_number,
+            window: tcp.window_len,
+            mss: Some(mss),
+            window_scale,
+            tsval: tcp.timestamps.map_or(0, |ts| ts.tsval),
+            ttl: ip.ttl,
+        };
+        let terms = FrontTerms {
+            isn_f,
+            tsv_f,
+            ws_f: window_scale.map(|_| self.config.window_shift),
+            timestamps,
+            sack,
+        };
+        self.send_syn_ack(&flow, &syn, &terms);
+        self.stats.syn_acks_sent += 1;
+        self.stats.syn_cookies_sent += 1;
+    }
+
+    /// An ACK for no known flow: if it carries a valid SYN cookie, the connection is
+    /// rebuilt and the segment processed. Returns whether it was a valid cookie.
+    fn on_cookie_ack(
+        &mut self,
+        now: Instant,
+        flow: FlowKey,
+        ip: &Ipv4Repr,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) -> bool {
+        let client_isn = tcp.seq_number.wrapping_sub(1);
+        let isn_f = tcp.ack_number.wrapping_sub(1);
+        let Some(mss) = self.secrets.check_cookie(now, &flow, client_isn, isn_f) else {
+            return false;
+        };
+        self.stats.syn_cookies_accepted += 1;
+        let Some(slot) = self.allocate() else {
+            // The client believes it is connected; its retransmissions retry this.
+            self.stats.cookie_acks_dropped_table_full += 1;
+            return true;
+        };
+        let (window_scale, sack, timestamps, tsv_f, tsval) = match tcp.timestamps {
+            Some(ts) if self.config.timestamps => {
+                let (ws, sack) = decode_ts_options(ts.tsecr);
+                (ws, sack && self.config.sack, true, ts.tsecr, ts.tsval)
+            }
+            _ => (None, false, false, 0, 0),
+        };
+        // The SYN's window is unscaled; the ACK's is scaled by the client's shift.
+        let window = (u32::from(tcp.window_len) << window_scale.unwrap_or(0).min(14))
+            .min(u32::from(u16::MAX)) as u16;
+        let syn = ClientSyn {
+            isn: client_isn,
+            window,
+            mss: Some(mss),
+            window_scale,
+            tsval,
+            ttl: ip.ttl,
+        };
+        let terms = FrontTerms {
+            isn_f,
+            tsv_f,
+            ws_f: window_scale.map(|_| self.config.window_shift),
+            timestamps,
+            sack,
+        };
+        let mut conn = Connection::new(flow, State::Receiving, syn, terms);
+        self.stats.handshakes_completed += 1;
+        self.arm(slot, &mut conn, now + self.config.request_timeout);
+        match self.client_segment(now, slot, &mut conn, tcp, raw) {
+            Next::Keep => self.insert(slot, conn),
+            Next::Free | Next::Replay => {
+                if let Some(deadline) = conn.timer {
+                    self.timers.remove(&(deadline, slot));
+                }
+                self.free.push(slot);
+            }
+        }
+        true
+    }
+
+    fn client_segment(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) -> Next {
+        match conn.state {
+            State::SynReceived | State::Receiving => {
+                self.client_before_dispatch(now, slot, conn, tcp, raw)
+            }
+            State::HandingOff(phase) => {
+                self.client_during_handoff(now, slot, conn, phase, tcp, raw)
+            }
+            State::Forwarding => self.client_after_handoff(now, slot, conn, tcp, raw),
+            State::TimeWait(_) if conn.handed_off => {
+                self.client_after_handoff(now, slot, conn, tcp, raw)
+            }
+            State::Closing | State::TimeWait(_) => self.client_while_closing(now, slot, conn, tcp),
+        }
+    }
+
+    /// Whether a client RST is in the receive window (RFC 9293 §3.10.7.4, first check).
+    fn rst_acceptable(&self, conn: &Connection, seq: u32) -> bool {
+        let window = self.config.max_request_len.max(1) as u32;
+        seq_le(conn.rcv_nxt, seq) && seq_lt(seq, conn.rcv_nxt.wrapping_add(window))
+    }
+
+    /// SYN-RECEIVED and ESTABLISHED before dispatch (DESIGN.md §2, steps 2 and 3).
+    fn client_before_dispatch(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) -> Next {
+        let flags = tcp.flags;
+        if flags.contains(TcpFlags::RST) {
+            if self.rst_acceptable(conn, tcp.seq_number) {
+                self.stats.client_resets_before_handoff += 1;
+                return self.abort(conn, ResetReason::ClientReset, false);
+            }
+            self.stats.unacceptable_segments += 1;
+            return Next::Keep;
+        }
+        if flags.contains(TcpFlags::SYN) {
+            if tcp.seq_number == conn.syn.isn && !flags.contains(TcpFlags::ACK) {
+                // A retransmitted SYN: our SYN/ACK or the client's ACK was lost. Repeat
+                // ourselves (RFC 9293 §3.10.7.4).
+                if conn.state == State::SynReceived {
+                    self.send_syn_ack(&conn.flow, &conn.syn, &conn.terms);
+                    self.stats.syn_ack_retransmits += 1;
+                } else {
+                    self.send_ack(conn);
+                }
+            } else {
+                self.stats.unacceptable_segments += 1;
+            }
+            return Next::Keep;
+        }
+        if !flags.contains(TcpFlags::ACK) {
+            self.stats.unacceptable_segments += 1;
+            return Next::Keep;
+        }
+        if tcp.ack_number != conn.snd_nxt {
+            self.stats.unacceptable_segments += 1;
+            if conn.state == State::SynReceived {
+                // RFC 9293 §3.10.7.4: an unacceptable ACK in SYN-RECEIVED draws
+                // <SEQ=SEG.ACK><CTL=RST>.
+                self.send_stray_reset(conn.flow, tcp);
+            } else {
+                self.send_ack(conn);
+            }
+            return Next::Keep;
+        }
+        if conn.state == State::SynReceived {
+            conn.state = State::Receiving;
+            self.half_open = self.half_open.saturating_sub(1);
+            self.update_gauges();
+            self.stats.handshakes_completed += 1;
+            self.arm(slot, conn, now + self.config.request_timeout);
+        }
+        // RFC 7323 §4.3: TS.Recent takes the TSval of a segment that covers RCV.NXT.
+        if let Some(ts) = tcp.timestamps
+            && seq_le(tcp.seq_number, conn.rcv_nxt)
+        {
+            conn.ts_recent = ts.tsval;
+        }
+        conn.client_window = tcp.window_len;
+        self.receive_request(now, slot, conn, tcp, raw)
+    }
+
+    /// Buffers in-order request bytes, then asks whether the head is complete.
+    fn receive_request(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) -> Next {
+        let payload = tcp.payload;
+        let fin = tcp.flags.contains(TcpFlags::FIN);
+        if payload.is_empty() && !fin {
+            return Next::Keep;
+        }
+        if seq_lt(conn.rcv_nxt, tcp.seq_number) {
+            // A gap: the front-end keeps no out-of-order data (at most 16 KiB arrive
+            // before dispatch, and the client's SACK or RTO resends the hole). A
+            // duplicate ACK tells the client where the hole starts (RFC 9293 §3.10.7.4).
+            self.stats.out_of_order_dropped += 1;
+            self.send_ack(conn);
+            return Next::Keep;
+        }
+        let skip = conn.rcv_nxt.wrapping_sub(tcp.seq_number) as usize;
+        let Some(new) = payload.get(skip..) else {
+            // Entirely old: our ACK was lost; repeat it.
+            self.send_ack(conn);
+            return Next::Keep;
+        };
+        let room = self
+            .config
+            .max_request_len
+            .saturating_sub(conn.request.len());
+        let take = new.len().min(room);
+        if take < new.len() {
+            // Past the window the front-end announced; the client should not send it.
+            self.stats.request_bytes_trimmed += (new.len() - take) as u64;
+        }
+        let fin_in_order = fin && take == new.len();
+        if take == 0 {
+            if fin_in_order {
+                self.stats.client_early_closes += 1;
+                return self.abort(conn, ResetReason::ClientClosedEarly, true);
+            }
+            self.send_ack(conn);
+            return Next::Keep;
+        }
+        let was_empty = conn.request.is_empty();
+        conn.request.extend_from_slice(&new[..take]);
+        conn.rcv_nxt = conn.rcv_nxt.wrapping_add(take as u32);
+        let decision = if self.worth_parsing(conn, was_empty, &new[..take]) {
+            self.decide(conn)
+        } else {
+            Decision::NeedMore
+        };
+        match decision {
+            Decision::NeedMore => {
+                if fin_in_order {
+                    // Half-closed before the head was complete: no request will come.
+                    self.stats.client_early_closes += 1;
+                    return self.abort(conn, ResetReason::ClientClosedEarly, true);
+                }
+                self.send_ack(conn);
+                Next::Keep
+            }
+            Decision::Refused(Some(status)) => self.respond(now, slot, conn, status),
+            Decision::Refused(None) => {
+                // TLS, malformed: an HTTP answer means nothing to a TLS client.
+                self.stats.tls_resets += 1;
+                self.abort(conn, ResetReason::MalformedTls, true)
+            }
+            Decision::Dispatched { tls, backend } => {
+                match backend {
+                    Some(backend) => {
+                        // Acknowledge everything buffered: the client must not resend
+                        // it while the back-end is being set up.
+                        self.send_ack(conn);
+                        self.start_handoff(now, slot, conn, backend);
+                        if fin_in_order {
+                            // The client half-closed right after its request: the FIN is
+                            // the back-end's to acknowledge, so hold the segment for it.
+                            self.hold(conn, raw);
+                        }
+                        Next::Keep
+                    }
+                    None if tls => {
+                        self.stats.no_backend += 1;
+                        self.stats.tls_resets += 1;
+                        self.abort(conn, ResetReason::NoBackend, true)
+                    }
+                    None => {
+                        self.stats.no_backend += 1;
+                        self.respond(now, slot, conn, 503)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the new bytes can have completed or invalidated the head, so that parsing
+    /// the whole buffer again is worth it. Without this a client sending one byte per
+    /// segment would make the front-end parse 16 KiB thousands of times.
+    fn worth_parsing(&self, conn: &Connection, was_empty: bool, new: &[u8]) -> bool {
+        was_empty
+            // A TLS record header says how much is needed: the parser stops early.
+            || conn.request.first() == Some(&0x16)
+            // An HTTP head ends with an empty line (RFC 9112 §2.1).
+            || new.contains(&b'\n')
+            || conn.request.len() >= self.config.max_request_len
+    }
+
+    /// Parses the buffer and, when the head is complete, dispatches it.
+    fn decide(&mut self, conn: &Connection) -> Decision {
+        let limits = self.config.request_limits();
+        match parse_request(&conn.request, &limits) {
+            Ok(None) => Decision::NeedMore,
+            Ok(Some(request)) => Decision::Dispatched {
+                tls: matches!(request, ClientRequest::Tls(_)),
+                backend: self.dispatcher.dispatch(&conn.flow, &request, &[]),
+            },
+            Err(error) => Decision::Refused(error.http_status()),
+        }
+    }
+
+    /// Client segments while a handoff is under way (DESIGN.md §2, step 7).
+    fn client_during_handoff(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        phase: Phase,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) -> Next {
+        let flags = tcp.flags;
+        if flags.contains(TcpFlags::RST) {
+            if self.rst_acceptable(conn, tcp.seq_number) {
+                self.stats.client_resets_before_handoff += 1;
+                return self.abort(conn, ResetReason::ClientReset, false);
+            }
+            self.stats.unacceptable_segments += 1;
+            return Next::Keep;
+        }
+        if flags.contains(TcpFlags::SYN) {
+            self.stats.unacceptable_segments += 1;
+            return Next::Keep;
+        }
+        let data_end = tcp.seq_number.wrapping_add(tcp.payload.len() as u32);
+        let new_data = !tcp.payload.is_empty() && seq_lt(conn.rcv_nxt, data_end);
+        let fin = flags.contains(TcpFlags::FIN);
+        // An acknowledgement of data past the SYN/ACK is of data only the back-end can
+        // have sent: it has the request, whatever happened to its copy to us.
+        let acks_backend_data = flags.contains(TcpFlags::ACK)
+            && seq_lt(conn.terms.isn_f.wrapping_add(1), tcp.ack_number);
+        if new_data || fin || acks_backend_data {
+            // Bytes past the request are the back-end's to acknowledge: held, in order,
+            // and flushed to it after the handoff.
+            self.hold(conn, raw);
+            if fin {
+                conn.client_fin = true;
+            }
+        } else if !tcp.payload.is_empty() {
+            // Bytes the front-end already acknowledged: that ACK was lost.
+            self.send_ack(conn);
+        }
+        if acks_backend_data && phase == Phase::RequestSent {
+            return self.complete_handoff(now, slot, conn);
+        }
+        Next::Keep
+    }
+
+    /// Client segments of a handed-off flow that still reach the slow path (before the
+    /// fast path has its entry, or in the grace period): forwarded, as XDP would.
+    fn client_after_handoff(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        tcp: &TcpRepr<'_>,
+        raw: &[u8],
+    ) -> Next {
+        if let Some(backend) = conn.backend() {
+            self.forward(raw, backend);
+        }
+        if conn.state != State::Forwarding {
+            return Next::Keep;
+        }
+        if tcp.flags.contains(TcpFlags::RST) {
+            // The back-end judges the RST's sequence number; the front-end only starts
+            // the grace period, during which the flow is still forwarded.
+            self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
+        } else if tcp.flags.contains(TcpFlags::FIN) {
+            conn.client_fin = true;
+            self.check_closed(now, slot, conn);
+        }
+        Next::Keep
+    }
+
+    /// `Closing` and a grace period that was never handed off: the front-end's own
+    /// close. Client data is read and discarded (a lingering close, as web servers do,
+    /// so the client reads the response rather than a reset).
+    fn client_while_closing(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        tcp: &TcpRepr<'_>,
+    ) -> Next {
+        let flags = tcp.flags;
+        if flags.contains(TcpFlags::RST) {
+            return match conn.state {
+                State::TimeWait(outcome) => {
+                    self.finish(conn, outcome);
+                    Next::Free
+                }
+                _ => self.abort(conn, ResetReason::ClientReset, false),
+            };
+        }
+        if flags.contains(TcpFlags::SYN) {
+            if matches!(conn.state, State::TimeWait(_)) && seq_lt(conn.rcv_nxt, tcp.seq_number) {
+                // A new connection reusing the 4-tuple with a higher ISN, which TIME-WAIT
+                // accepts (RFC 9293 §3.10.7.4 note, RFC 6191).
+                self.finish(conn, Outcome::Closed);
+                return Next::Replay;
+            }
+            self.stats.unacceptable_segments += 1;
+            return Next::Keep;
+        }
+        if conn.state == State::Closing
+            && flags.contains(TcpFlags::ACK)
+            && tcp.ack_number == conn.snd_nxt
+        {
+            self.enter_time_wait(now, slot, conn, Outcome::Closed);
+        }
+        let fin = u32::from(flags.contains(TcpFlags::FIN));
+        let end = tcp
+            .seq_number
+            .wrapping_add(tcp.payload.len() as u32)
+            .wrapping_add(fin);
+        if seq_le(tcp.seq_number, conn.rcv_nxt) && seq_lt(conn.rcv_nxt, end) {
+            conn.rcv_nxt = end;
+        }
+        if !tcp.payload.is_empty() || fin == 1 {
+            self.send_ack(conn);
+        }
+        Next::Keep
+    }
+
+    // ----- back-end segments -----
+
+    pub(super) fn on_backend_segment(&mut self, now: Instant, flow: FlowKey, tcp: &TcpRepr<'_>) {
+        let Some(slot) = self.slot_of(&flow) else {
+            self.stats.stray_backend_segments += 1;
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        let next = match conn.state {
+            State::HandingOff(phase) => {
+                self.backend_during_handoff(now, slot, &mut conn, phase, tcp)
+            }
+            State::Forwarding | State::TimeWait(_) if conn.handed_off => {
+                self.backend_after_handoff(now, slot, &mut conn, tcp)
+            }
+            _ => {
+                self.stats.stray_backend_segments += 1;
+                Next::Keep
+            }
+        };
+        match next {
+            Next::Keep => self.put(slot, conn),
+            Next::Free | Next::Replay => self.release(slot, conn),
+        }
+    }
+
+    /// The SYN/ACK', and the confirmation that the back-end has the request
+    /// (DESIGN.md §2, steps 6 and 7, and the loss pitfall).
+    fn backend_during_handoff(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        phase: Phase,
+        tcp: &TcpRepr<'_>,
+    ) -> Next {
+        let flags = tcp.flags;
+        if flags.contains(TcpFlags::RST) {
+            // No listener, or the back-end's ingress refused the option.
+            self.stats.backend_refusals += 1;
+            return self.next_candidate(now, slot, conn);
+        }
+        if flags.contains(TcpFlags::SYN) && flags.contains(TcpFlags::ACK) {
+            // Translated by the back-end's egress: its seq is isn_f, and it acknowledges
+            // the client's SYN.
+            if tcp.seq_number != conn.terms.isn_f || tcp.ack_number != conn.syn.isn.wrapping_add(1)
+            {
+                self.stats.bad_syn_acks += 1;
+                return Next::Keep;
+            }
+            if phase == Phase::SynSent {
+                conn.backend_mss = tcp.max_seg_size.unwrap_or(MIN_MSS).max(MIN_MSS);
+                if conn.terms.timestamps != tcp.timestamps.is_some()
+                    || (conn.terms.sack && !tcp.sack_permitted)
+                {
+                    self.stats.backend_terms_mismatch += 1;
+                }
+                conn.state = State::HandingOff(Phase::RequestSent);
+                conn.tries = 0;
+                conn.rto = self.config.handoff_rto;
+            }
+            // In RequestSent a repeated SYN/ACK' means our ACK' was lost: answer now
+            // rather than at the timer (RFC 9293 §3.10.7.3).
+            self.send_request(conn);
+            let deadline = now + conn.rto;
+            self.arm(slot, conn, deadline);
+            return Next::Keep;
+        }
+        if phase == Phase::RequestSent
+            && flags.contains(TcpFlags::ACK)
+            && seq_le(conn.rcv_nxt, tcp.ack_number)
+        {
+            if flags.contains(TcpFlags::FIN) {
+                conn.backend_fin = true;
+            }
+            return self.complete_handoff(now, slot, conn);
+        }
+        self.stats.unacceptable_segments += 1;
+        Next::Keep
+    }
+
+    /// Copies of the back-end's control segments after the handoff: close tracking
+    /// (DESIGN.md §2, step 9).
+    fn backend_after_handoff(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        tcp: &TcpRepr<'_>,
+    ) -> Next {
+        if conn.state != State::Forwarding {
+            return Next::Keep;
+        }
+        if tcp.flags.contains(TcpFlags::RST) {
+            self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::BackendReset));
+        } else if tcp.flags.contains(TcpFlags::FIN) {
+            conn.backend_fin = true;
+            self.check_closed(now, slot, conn);
+        }
+        Next::Keep
+    }
+
+    // ----- timers -----
+
+    pub(super) fn on_timeout(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
+        match conn.state {
+            State::SynReceived => {
+                if conn.tries < self.config.syn_ack_retries {
+                    conn.tries += 1;
+                    conn.rto = conn.rto.saturating_mul(2);
+                    self.send_syn_ack(&conn.flow, &conn.syn, &conn.terms);
+                    self.stats.syn_ack_retransmits += 1;
+                    let deadline = now + conn.rto;
+                    self.arm(slot, conn, deadline);
+                    Next::Keep
+                } else {
+                    self.stats.handshake_timeouts += 1;
+                    self.abort(conn, ResetReason::HandshakeTimeout, true)
+                }
+            }
+            State::Receiving => {
+                self.stats.request_timeouts += 1;
+                self.abort(conn, ResetReason::RequestTimeout, true)
+            }
+            State::HandingOff(phase) => {
+                if conn.tries < self.config.handoff_retries {
+                    conn.tries += 1;
+                    conn.rto = conn.rto.saturating_mul(2);
+                    match phase {
+                        Phase::SynSent => {
+                            self.send_syn_prime(conn);
+                            self.stats.syn_prime_retransmits += 1;
+                        }
+                        Phase::RequestSent => {
+                            self.send_request(conn);
+                            self.stats.request_retransmits += 1;
+                        }
+                    }
+                    let deadline = now + conn.rto;
+                    self.arm(slot, conn, deadline);
+                    Next::Keep
+                } else {
+                    self.stats.backend_timeouts += 1;
+                    self.next_candidate(now, slot, conn)
+                }
+            }
+            State::Forwarding => {
+                self.stats.idle_timeouts += 1;
+                self.finish(conn, Outcome::Reset(ResetReason::IdleTimeout));
+                Next::Free
+            }
+            State::Closing => {
+                if conn.tries < self.config.response_retries {
+                    conn.tries += 1;
+                    conn.rto = conn.rto.saturating_mul(2);
+                    self.send_response(conn);
+                    self.stats.response_retransmits += 1;
+                    let deadline = now + conn.rto;
+                    self.arm(slot, conn, deadline);
+                    Next::Keep
+                } else {
+                    self.abort(conn, ResetReason::ResponseUnacknowledged, true)
+                }
+            }
+            State::TimeWait(outcome) => {
+                self.finish(conn, outcome);
+                Next::Free
+            }
+        }
+    }
+
+    // ----- transitions -----
+
+    /// Sends the SYN' to `backend` (DESIGN.md §2, step 4).
+    fn start_handoff(&mut self, now: Instant, slot: u32, conn: &mut Connection, backend: Backend) {
+        if let Some(entry) = conn.tried.get_mut(usize::from(conn.candidates)) {
+            *entry = Some(backend);
+            conn.candidates += 1;
+        }
+        if conn.candidates == 1 {
+            self.stats.handoffs_started += 1;
+        }
+        conn.state = State::HandingOff(Phase::SynSent);
+        conn.tries = 0;
+        conn.rto = self.config.handoff_rto;
+        self.send_syn_prime(conn);
+        self.stats.syn_primes_sent += 1;
+        let deadline = now + conn.rto;
+        self.arm(slot, conn, deadline);
+    }
+
+    /// Gives up on the current back-end and asks the dispatcher for another, excluding
+    /// every one tried. The client never saw the failed back-end, so this is safe
+    /// (DESIGN.md §2, loss pitfall).
+    fn next_candidate(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
+        // Lets the failed back-end drop whatever half-open state it has.
+        self.send_backend_reset(conn);
+        let tried = usize::from(conn.candidates);
+        if tried >= usize::from(self.config.max_candidates) {
+            self.stats.backends_exhausted += 1;
+            return self.abort_after_backend(conn);
+        }
+        let mut exclude = [Backend::new(Ipv4Addr::UNSPECIFIED, 0); MAX_CANDIDATES];
+        for (slot, backend) in exclude.iter_mut().zip(conn.tried.iter().flatten()) {
+            *slot = *backend;
+        }
+        let exclude = &exclude[..tried];
+        let limits = self.config.request_limits();
+        let choice = match parse_request(&conn.request, &limits) {
+            Ok(Some(request)) => self.dispatcher.dispatch(&conn.flow, &request, exclude),
+            _ => None,
+        };
+        match choice {
+            Some(backend) if !exclude.contains(&backend) => {
+                self.start_handoff(now, slot, conn, backend);
+                Next::Keep
+            }
+            _ => {
+                self.stats.backends_exhausted += 1;
+                self.abort_after_backend(conn)
+            }
+        }
+    }
+
+    /// Resets the client after the last candidate failed; the back-end was already told.
+    fn abort_after_backend(&mut self, conn: &mut Connection) -> Next {
+        conn.state = State::Receiving;
+        self.abort(conn, ResetReason::BackendsExhausted, true)
+    }
+
+    /// The back-end has the request: the handoff is done.
+    fn complete_handoff(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
+        let Some(backend) = conn.backend() else {
+            return Next::Keep;
+        };
+        conn.state = State::Forwarding;
+        conn.handed_off = true;
+        self.stats.handoffs_completed += 1;
+        // Held client packets go first, in order, before the fast path takes over.
+        while let Some(held) = conn.queue.pop_front() {
+            self.forward(&held, backend);
+        }
+        conn.queued_bytes = 0;
+        conn.queue = VecDeque::new();
+        conn.request = Vec::new();
+        self.emit(Event::HandedOff(HandedOff {
+            flow: conn.flow,
+            backend,
+            client_isn: conn.syn.isn,
+            isn_f: conn.terms.isn_f,
+            tsv_f: conn.terms.tsv_f,
+            ws_f: conn.terms.ws_f.unwrap_or(0),
+            timestamps: conn.terms.timestamps,
+            sack: conn.terms.sack,
+            request_end: conn.rcv_nxt,
+            candidate: conn.candidates,
+        }));
+        self.arm(slot, conn, now + self.config.idle_timeout);
+        self.check_closed(now, slot, conn);
+        Next::Keep
+    }
+
+    fn check_closed(&mut self, now: Instant, slot: u32, conn: &mut Connection) {
+        if conn.state == State::Forwarding && conn.client_fin && conn.backend_fin {
+            self.enter_time_wait(now, slot, conn, Outcome::Closed);
+        }
+    }
+
+    fn enter_time_wait(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        outcome: Outcome,
+    ) {
+        conn.state = State::TimeWait(outcome);
+        conn.response = b"";
+        self.arm(slot, conn, now + self.config.time_wait);
+    }
+
+    /// Sends an error response with FIN and waits for its acknowledgement.
+    fn respond(&mut self, now: Instant, slot: u32, conn: &mut Connection, status: u16) -> Next {
+        conn.response = match status {
+            431 => {
+                self.stats.responses_431 += 1;
+                RESPONSE_431
+            }
+            503 => {
+                self.stats.responses_503 += 1;
+                RESPONSE_503
+            }
+            _ => {
+                self.stats.responses_400 += 1;
+                RESPONSE_400
+            }
+        };
+        conn.request = Vec::new();
+        conn.state = State::Closing;
+        conn.tries = 0;
+        conn.rto = self.config.response_rto;
+        self.send_response(conn);
+        conn.snd_nxt = conn
+            .terms
+            .isn_f
+            .wrapping_add(1)
+            .wrapping_add(conn.response.len() as u32)
+            .wrapping_add(1);
+        let deadline = now + conn.rto;
+        self.arm(slot, conn, deadline);
+        Next::Keep
+    }
+
+    /// Aborts: resets the client if asked, the back-end if a handoff was under way,
+    /// raises the event, and frees.
+    fn abort(&mut self, conn: &mut Connection, reason: ResetReason, reset_client: bool) -> Next {
+        if reset_client {
+            let rst = bare_segment(
+                conn.flow.service.port(),
+                conn.flow.client.port(),
+                conn.snd_nxt,
+                conn.rcv_nxt,
+                TcpFlags::RST | TcpFlags::ACK,
+                0,
+            );
+            self.send_to_client(&conn.flow, &rst);
+        }
+        if matches!(conn.state, State::HandingOff(_)) {
+            self.send_backend_reset(conn);
+        }
+        self.finish(conn, Outcome::Reset(reason));
+        Next::Free
+    }
+
+    /// Counts the end of a connection and raises its event.
+    fn finish(&mut self, conn: &Connection, outcome: Outcome) {
+        let flow = conn.flow;
+        let backend = conn.backend();
+        match outcome {
+            Outcome::Closed => {
+                self.stats.closes += 1;
+                self.emit(Event::Closed { flow, backend });
+            }
+            Outcome::Reset(reason) => {
+                self.stats.resets += 1;
+                self.emit(Event::Reset {
+                    flow,
+                    backend,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Queues a client packet for the back-end until the handoff completes.
+    fn hold(&mut self, conn: &mut Connection, raw: &[u8]) {
+        if conn.queue.len() >= self.config.max_queued_packets
+            || conn.queued_bytes + raw.len() > self.config.max_queued_bytes
+        {
+            // The client retransmits it; by then the handoff may be done.
+            self.stats.queue_overflows += 1;
+            return;
+        }
+        conn.queued_bytes += raw.len();
+        conn.queue.push_back(raw.to_vec());
+        self.stats.packets_queued += 1;
+    }
+
+    // ----- packets out -----
+
+    fn forward(&mut self, raw: &[u8], backend: Backend) {
+        self.stats.packets_forwarded += 1;
+        let packet = packet::rewrite_destination(raw, backend);
+        self.transmit(packet);
+    }
+
+    fn send_to_client(&mut self, flow: &FlowKey, tcp: &TcpRepr<'_>) {
+        let packet = packet::build(*flow.service.ip(), *flow.client.ip(), self.config.ttl, tcp);
+        self.transmit(packet);
+    }
+
+    /// The window the front-end announces: the request buffer's free space, so the
+    /// right edge stays put as bytes arrive and the client can never send past the limit.
+    fn receive_window(&self, conn: &Connection) -> u16 {
+        let room = self
+            .config
+            .max_request_len
+            .saturating_sub(conn.request.len());
+        (room >> conn.terms.ws_f.unwrap_or(0)).min(usize::from(u16::MAX)) as u16
+    }
+
+    fn send_syn_ack(&mut self, flow: &FlowKey, syn: &ClientSyn, terms: &FrontTerms) {
+        // Not scaled in a SYN (RFC 7323 §2.2).
+        let window = self.config.max_request_len.min(usize::from(u16::MAX)) as u16;
+        let mut tcp = bare_segment(
+            flow.service.port(),
+            flow.client.port(),
+            terms.isn_f,
+            syn.isn.wrapping_add(1),
+            TcpFlags::SYN | TcpFlags::ACK,
+            window,
+        );
+        // Mirror the client: MSS clamped to ours (RFC 9293 §3.7.1), window scale only if
+        // offered (RFC 7323 §2.2), SACK-permitted only if offered (RFC 2018 §2),
+        // timestamps only if offered, echoing its TSval (RFC 7323 §3.2). No ECN: the SYN'
+        // drops ECE and CWR, so nothing the back-end does assumes it.
+        tcp.max_seg_size = Some(
+            syn.mss
+                .map_or(self.config.mss, |mss| mss.clamp(MIN_MSS, self.config.mss)),
+        );
+        tcp.window_scale = terms.ws_f;
+        tcp.sack_permitted = terms.sack;
+        if terms.timestamps {
+            tcp.timestamps = Some(TcpTimestamps {
+                tsval: terms.tsv_f,
+                tsecr: syn.tsval,
+            });
+        }
+        self.send_to_client(flow, &tcp);
+    }
+
+    fn send_ack(&mut self, conn: &Connection) {
+        let tcp = bare_segment(
+            conn.flow.service.port(),
+            conn.flow.client.port(),
+            conn.snd_nxt,
+            conn.rcv_nxt,
+            TcpFlags::ACK,
+            self.receive_window(conn),
+        );
+        let tcp = with_timestamps(tcp, conn.tsopt());
+        self.send_to_client(&conn.flow, &tcp);
+    }
+
+    fn send_response(&mut self, conn: &Connection) {
+        let mut tcp = bare_segment(
+            conn.flow.service.port(),
+            conn.flow.client.port(),
+            conn.terms.isn_f.wrapping_add(1),
+            conn.rcv_nxt,
+            TcpFlags::ACK | TcpFlags::PSH | TcpFlags::FIN,
+            self.receive_window(conn),
+        );
+        tcp.payload = conn.response;
+        let tcp = with_timestamps(tcp, conn.tsopt());
+        self.send_to_client(&conn.flow, &tcp);
+    }
+
+    /// <SEQ=SEG.ACK><CTL=RST> for an ACK, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
+    /// otherwise (RFC 9293 §3.10.7.1).
+    fn send_stray_reset(&mut self, flow: FlowKey, tcp: &TcpRepr<'_>) {
+        let rst = if tcp.flags.contains(TcpFlags::ACK) {
+            bare_segment(
+                flow.service.port(),
+                flow.client.port(),
+                tcp.ack_number,
+                0,
+                TcpFlags::RST,
+                0,
+            )
+        } else {
+            bare_segment(
+                flow.service.port(),
+                flow.client.port(),
+                0,
+                tcp.seq_number.wrapping_add(tcp.segment_len() as u32),
+                TcpFlags::RST | TcpFlags::ACK,
+                0,
+            )
+        };
+        self.stats.stray_resets_sent += 1;
+        self.send_to_client(&flow, &rst);
+    }
+
+    /// The client's SYN, replayed to the back-end with the handoff option
+    /// (DESIGN.md §2, step 4). Only options the front-end agreed to are replayed;
+    /// ECE/CWR and any SYN data are dropped.
+    fn send_syn_prime(&mut self, conn: &Connection) {
+        let Some(backend) = conn.backend() else {
+            return;
+        };
+        let terms = &conn.terms;
+        let mut flags = 0;
+        if terms.timestamps {
+            flags |= HandoffOption::TIMESTAMPS;
+        }
+        if terms.sack {
+            flags |= HandoffOption::SACK;
+        }
+        let option = HandoffOption::new(terms.isn_f, terms.tsv_f, terms.ws_f.unwrap_or(0), flags);
+        let binding = HandoffBinding {
+            client_ip: conn.flow.client.ip().octets(),
+            client_port: conn.flow.client.port(),
+            backend_ip: backend.ip().octets(),
+            backend_port: backend.port(),
+            client_isn: conn.syn.isn,
+        };
+        let encoded = option.encode(&self.secrets.handoff, &binding);
+        let mut tcp = bare_segment(
+            conn.flow.client.port(),
+            backend.port(),
+            conn.syn.isn,
+            0,
+            TcpFlags::SYN,
+            conn.syn.window,
+        );
+        tcp.max_seg_size = conn.syn.mss;
+        tcp.window_scale = conn.syn.window_scale;
+        tcp.sack_permitted = terms.sack;
+        if terms.timestamps {
+            tcp.timestamps = Some(TcpTimestamps {
+                tsval: conn.syn.tsval,
+                tsecr: 0,
+            });
+        }
+        if tcp
+            .unknown_options
+            .push(HANDOFF_OPTION_KIND, &encoded[2..])
+            .is_err()
+        {
+            self.stats.emit_errors += 1;
+            return;
+        }
+        let packet = packet::build(*conn.flow.client.ip(), *backend.ip(), conn.syn.ttl, &tcp);
+        self.transmit(packet);
+    }
+
+    /// The client's ACK' and its buffered bytes, replayed to the back-end in the
+    /// client's terms: `ack` in the front-end's sequence space and TSecr on the
+    /// front-end's clock, which the back-end's ingress translates (DESIGN.md §2, step 8).
+    fn send_request(&mut self, conn: &Connection) {
+        let Some(backend) = conn.backend() else {
+            return;
+        };
+        let src_port = conn.flow.client.port();
+        let ack = conn.terms.isn_f.wrapping_add(1);
+        let ts = conn
+            .terms
+            .timestamps
+            .then_some((conn.ts_recent, conn.terms.tsv_f));
+        let first = conn.syn.isn.wrapping_add(1);
+        let ack_prime = bare_segment(
+            src_port,
+            backend.port(),
+            first,
+            ack,
+            TcpFlags::ACK,
+            conn.client_window,
+        );
+        let ack_prime = with_timestamps(ack_prime, ts);
+        let client = *conn.flow.client.ip();
+        let packet = packet::build(client, *backend.ip(), conn.syn.ttl, &ack_prime);
+        self.transmit(packet);
+        // Segments no larger than the back-end's MSS less the timestamp option. The
+        // back-end's initial receive window (64 KiB on Linux) exceeds the request limit,
+        // so all are sent at once.
+        let overhead = if ts.is_some() { 12 } else { 0 };
+        let segment = usize::from(conn.backend_mss.min(self.config.mss)) - overhead;
+        let chunks = conn.request.chunks(segment.max(1));
+        let count = chunks.len();
+        let mut seq = first;
+        for (i, chunk) in chunks.enumerate() {
+            let flags = if i + 1 == count {
+                TcpFlags::ACK | TcpFlags::PSH
+            } else {
+                TcpFlags::ACK
+            };
+            let mut tcp = bare_segment(
+                src_port,
+                backend.port(),
+                seq,
+                ack,
+                flags,
+                conn.client_window,
+            );
+            tcp.payload = chunk;
+            let tcp = with_timestamps(tcp, ts);
+            let packet = packet::build(client, *backend.ip(), conn.syn.ttl, &tcp);
+            self.transmit(packet);
+            seq = seq.wrapping_add(chunk.len() as u32);
+        }
+    }
+
+    /// A RST for the back-end's half-open or embryonic connection: in its window, since
+    /// its `rcv_nxt` is the client's ISN + 1 until the request arrives.
+    fn send_backend_reset(&mut self, conn: &Connection) {
+        let Some(backend) = conn.backend() else {
+            return;
+        };
+        let rst = bare_segment(
+            conn.flow.client.port(),
+            backend.port(),
+            conn.syn.isn.wrapping_add(1),
+            0,
+            TcpFlags::RST,
+            0,
+        );
+        let packet = packet::build(*conn.flow.client.ip(), *backend.ip(), conn.syn.ttl, &rst);
+        self.transmit(packet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_state_fits_its_documented_bound() {
+        let size = std::mem::size_of::<Connection>();
+        assert!(
+            size <= super::super::CONNECTION_SIZE_BOUND,
+            "Connection is {size} bytes"
+        );
+    }
+}

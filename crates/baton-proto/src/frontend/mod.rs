@@ -1,0 +1,633 @@
+//! The front-end connection state machine (DESIGN.md §2, steps 1 to 9), sans-IO.
+//!
+//! [`FrontEnd`] answers clients' handshakes for the virtual services, buffers and parses
+//! each client's first request, asks a [`Dispatch`] implementation for a back-end, hands
+//! the connection off by replaying the client's SYN (with the authenticated handoff
+//! option) and request to it, and then tracks the connection until it closes. It opens no
+//! socket, reads no clock and draws no random number: packets and time come in as
+//! arguments, packets and events go out as values.
+//!
+//! # Driving it
+//!
+//! ```text
+//! loop {
+//!     // one input:
+//!     front_end.handle_packet(now, ipv4_packet);   // or
+//!     front_end.handle_timeout(now);               // when the armed timer fires
+//!     // then drain, in this order:
+//!     while let Some(t) = front_end.poll_transmit() { send(t.destination, t.packet) }
+//!     while let Some(e) = front_end.poll_event() { apply(e) }   // e.g. XDP table updates
+//!     timer = front_end.poll_timeout();
+//! }
+//! ```
+//!
+//! Transmits before events: a [`Event::HandedOff`] is raised after the client packets
+//! held during the handoff have been queued for the back-end, so installing the fast-path
+//! entry after sending them keeps the client's packets in order.
+//!
+//! # Addressing (L3 mode)
+//!
+//! - Client to service: `C → V`, the packets `handle_packet` mostly sees.
+//! - Front-end to client: `V → C` (SYN/ACK, ACKs, error responses, resets).
+//! - Front-end to back-end: `C → B` with the back-end's address and port as destination
+//!   (the SYN', the ACK', request data, forwarded client packets).
+//! - Back-end to front-end: the SYN/ACK' and copies of control segments, already
+//!   translated by the back-end's egress into what the client would see, so `V → C`,
+//!   with `seq` in the front-end's sequence space (a SYN/ACK' has `seq == isn_f`).
+//!   The front-end tells them from client packets by their source being a service. It
+//!   never forwards a back-end segment to the client: the egress sends the original to
+//!   the client and only a copy here.
+//!
+//! # Life of a connection
+//!
+//! `SynReceived → Receiving → HandingOff(SynSent → RequestSent) → Forwarding → TimeWait`,
+//! or `Receiving → Closing → TimeWait` for an error response, or a reset from any state.
+//! See [`StateName`] for each state's rules and timers.
+//!
+//! # Choices
+//!
+//! - **SYN cookies** (RFC 4987 §3.6) engage when [`Config::max_half_open`] connections
+//!   are in SYN-RECEIVED or the table is full. Fidelity, as Linux: the MSS rounds down to
+//!   536/1300/1440/1460 (2 bits of the cookie); window shift and SACK-permitted ride in
+//!   the low 6 bits of `tsv_f` and come back in the ACK's TSecr, so they survive only
+//!   with timestamps; without timestamps the cookie SYN/ACK offers neither. The cookie's
+//!   hash also covers the client's ISN, so an ACK with a shifted `seq` fails.
+//! - **ISNs** are RFC 6528's `M + F(4-tuple, secret)` with SipHash-2-4; `tsv_f` is a
+//!   keyed per-connection offset plus a 1 ms clock (RFC 7323 §7.1).
+//! - **The front-end's TSval never advances**: every segment it sends the client carries
+//!   `tsv_f`, because the back-end's translated TSvals start again from `tsv_f` and the
+//!   client's PAWS check (RFC 7323 §5) would drop anything older than what it saw.
+//! - **Request over the limit: HTTP 431** with `Connection: close` and FIN, not a reset:
+//!   the client learns why (RFC 6585 §5), and the window announced never lets it send
+//!   more than the limit, so the response is the only answer needed. The close lingers
+//!   (client data is acknowledged and discarded) so that the client reads the response;
+//!   unacknowledged, the response is retransmitted, then the client is reset.
+//! - **Garbage**: a first byte that starts neither an HTTP request line nor a TLS
+//!   handshake record, or a malformed HTTP head, gets **400** and a close; a malformed
+//!   ClientHello gets a **reset**, since an HTTP answer means nothing to a TLS client.
+//! - **No back-end: 503** for HTTP, a reset for TLS (same reason).
+//! - **Candidate selection**: the dispatcher is called again with the back-ends already
+//!   tried in `exclude` (no candidate list is stored), at most [`Config::max_candidates`]
+//!   times; a back-end fails by staying silent through [`Config::handoff_retries`]
+//!   retransmissions (exponential back-off from [`Config::handoff_rto`]) or by answering
+//!   RST. The failed back-end gets a RST for its half-open state. After the last, the
+//!   client is reset: it never saw any back-end, so changing back-end is always safe.
+//! - **Confirmation** is the back-end's acknowledgement of the request's last byte
+//!   (copied by its egress), or, if that copy is lost, a client ACK beyond `isn_f + 1`,
+//!   which only the back-end's data can have caused. Only then is [`Event::HandedOff`]
+//!   raised: installing the fast path at the SYN/ACK' (DESIGN.md §2, step 7) would make
+//!   switching to another candidate impossible.
+//! - **Client data during the handoff** past the request is not acknowledged by the
+//!   front-end: it is held (bounded by [`Config::max_queued_packets`] and
+//!   [`Config::max_queued_bytes`], overflow dropped and counted, the client retransmits)
+//!   and flushed to the back-end in order. Pure ACKs with nothing new are absorbed.
+//! - **Client FIN**: before the request head is complete, the client gets a reset and
+//!   everything is freed. A FIN after a complete head (a client that half-closes after
+//!   its request) is held and forwarded: the request is served. A client RST at any
+//!   point before the handoff completes frees everything, and resets the back-end.
+//! - **Out-of-order request bytes** are dropped with a duplicate ACK rather than
+//!   buffered: at most 16 KiB arrive before dispatch, and the client's retransmission
+//!   fills the hole.
+//! - **Options in the SYN'**: only what the front-end agreed to with the client (MSS,
+//!   window scale, SACK-permitted, timestamps) plus the handoff option; unknown options
+//!   (TFO, MPTCP, ...), ECE/CWR and SYN data are dropped, so the back-end never agrees to
+//!   something the client was refused.
+//!
+//! # Memory
+//!
+//! Each tracked connection costs one `Connection` struct (size pinned by a test, at most
+//! [`CONNECTION_SIZE_BOUND`] bytes) in a slab of at most
+//! [`Config::max_connections`], a flow-table entry and a timer entry, plus on the heap
+//! the request buffer (at most [`Config::max_request_len`], released at handoff) and the
+//! packets held during the handoff (at most [`Config::max_queued_bytes`]). SYN cookies
+//! cost nothing. Output queues are bounded by [`Config::max_pending_transmits`] and
+//! [`Config::max_pending_events`]. Every refusal is counted in [`Stats`].
+
+pub mod config;
+mod connection;
+mod cookie;
+mod packet;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+pub use config::{Config, ConfigError, MAX_CANDIDATES};
+pub use connection::StateName;
+pub use time::Instant;
+
+use crate::request::ClientRequest;
+use connection::Connection;
+use cookie::{FlowHashBuilder, Secrets};
+
+/// The bound the size test holds the per-connection state to, in bytes (heap excluded).
+pub const CONNECTION_SIZE_BOUND: usize = 256;
+
+/// A back-end: the address and port the handed-off connection goes to.
+pub type Backend = SocketAddrV4;
+
+/// One client connection to one virtual service, as the client names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// The client's address and port.
+    pub client: SocketAddrV4,
+    /// The virtual service (VIP and port) the client connected to.
+    pub service: SocketAddrV4,
+}
+
+impl FlowKey {
+    /// The 12 bytes the keyed hashes cover: client address, service address, client
+    /// port, service port, in network order.
+    pub(crate) fn to_bytes(self) -> [u8; 12] {
+        let mut b = [0; 12];
+        b[..4].copy_from_slice(&self.client.ip().octets());
+        b[4..8].copy_from_slice(&self.service.ip().octets());
+        b[8..10].copy_from_slice(&self.client.port().to_be_bytes());
+        b[10..].copy_from_slice(&self.service.port().to_be_bytes());
+        b
+    }
+}
+
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.to_bytes());
+    }
+}
+
+/// The content-aware decision: which back-end serves this request.
+///
+/// Called when a request head is complete, and again, with the back-ends already tried in
+/// `exclude`, each time a handoff to a back-end fails (it stays silent or resets), up to
+/// [`Config::max_candidates`] back-ends in all. Returning a back-end already in `exclude`
+/// counts as `None`. `None` for the first call answers the client 503 (or resets a TLS
+/// client); `None` on a later call resets the client.
+///
+/// Implemented for closures `FnMut(&FlowKey, &ClientRequest, &[Backend]) -> Option<Backend>`.
+pub trait Dispatch {
+    /// Picks a back-end for `request` on `flow`, other than those in `exclude`.
+    fn dispatch(
+        &mut self,
+        flow: &FlowKey,
+        request: &ClientRequest<'_>,
+        exclude: &[Backend],
+    ) -> Option<Backend>;
+}
+
+impl<F> Dispatch for F
+where
+    F: FnMut(&FlowKey, &ClientRequest<'_>, &[Backend]) -> Option<Backend>,
+{
+    fn dispatch(
+        &mut self,
+        flow: &FlowKey,
+        request: &ClientRequest<'_>,
+        exclude: &[Backend],
+    ) -> Option<Backend> {
+        self(flow, request, exclude)
+    }
+}
+
+/// An IPv4 packet to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where it goes: the client (packets from the VIP) or a back-end. Equal to the
+    /// packet's destination address.
+    pub destination: Ipv4Addr,
+    /// The whole IPv4 packet, checksums filled in.
+    pub packet: Vec<u8>,
+}
+
+/// What the daemon must learn of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The back-end has the request: install the flow in the fast path (XDP forwarding
+    /// table). From now on the client's packets go straight to `backend`.
+    HandedOff(HandedOff),
+    /// The connection ended cleanly (FINs both ways, or an error response delivered) and
+    /// its grace period is over: remove any fast-path entry.
+    Closed {
+        /// The connection.
+        flow: FlowKey,
+        /// The back-end it was handed to, if it was.
+        backend: Option<Backend>,
+    },
+    /// The connection was aborted, and is freed (after the grace period if it had been
+    /// handed off): remove any fast-path entry.
+    Reset {
+        /// The connection.
+        flow: FlowKey,
+        /// The back-end it was handed to or being handed to, if any.
+        backend: Option<Backend>,
+        /// Why.
+        reason: ResetReason,
+    },
+}
+
+/// A completed handoff: what the fast path needs, and the terms the back-end's
+/// translation was built from. `seq_delta` and `ts_delta` are not here: the back-end's
+/// egress computes them from its own ISN and TSval, which the front-end never sees
+/// (the SYN/ACK' it receives is already translated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandedOff {
+    /// The connection.
+    pub flow: FlowKey,
+    /// Where its packets now go.
+    pub backend: Backend,
+    /// The client's initial sequence number.
+    pub client_isn: u32,
+    /// The front-end's initial sequence number, as the client knows it.
+    pub isn_f: u32,
+    /// The front-end's TSval (0 without timestamps).
+    pub tsv_f: u32,
+    /// The window shift the front-end announced (0 without window scaling).
+    pub ws_f: u8,
+    /// Whether timestamps were negotiated with the client.
+    pub timestamps: bool,
+    /// Whether SACK was negotiated with the client.
+    pub sack: bool,
+    /// The client sequence number just past the bytes replayed to the back-end.
+    pub request_end: u32,
+    /// 1 for the first back-end tried, 2 for the second, ...
+    pub candidate: u8,
+}
+
+/// Why a connection was reset or abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The client sent a RST.
+    ClientReset,
+    /// The back-end sent a RST after the handoff.
+    BackendReset,
+    /// The client sent a FIN before its request head was complete.
+    ClientClosedEarly,
+    /// The client never acknowledged the SYN/ACK.
+    HandshakeTimeout,
+    /// The request head was not complete within [`Config::request_timeout`].
+    RequestTimeout,
+    /// The client speaks TLS but its ClientHello is malformed (an HTTP answer means
+    /// nothing to it).
+    MalformedTls,
+    /// A TLS client for which the dispatcher found no back-end.
+    NoBackend,
+    /// Every candidate back-end failed or refused the handoff.
+    BackendsExhausted,
+    /// The client never acknowledged an error response.
+    ResponseUnacknowledged,
+    /// Nothing was heard of a handed-off flow for [`Config::idle_timeout`].
+    IdleTimeout,
+}
+
+/// Counters, readable by the daemon at any time. Every packet dropped or refused is in
+/// one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets given to `handle_packet`.
+    pub packets_received: u64,
+    /// Packets that did not parse as IPv4 + TCP (truncated, bad checksum, fragment...).
+    pub malformed: u64,
+    /// Packets neither to nor from a configured service.
+    pub not_for_service: u64,
+    /// Client SYNs received for unknown flows.
+    pub syns_received: u64,
+    /// SYN/ACKs sent, first transmissions, stateful and cookie.
+    pub syn_acks_sent: u64,
+    /// SYN/ACK retransmissions (timer or duplicate SYN).
+    pub syn_ack_retransmits: u64,
+    /// SYN/ACKs carrying a SYN cookie instead of creating state.
+    pub syn_cookies_sent: u64,
+    /// ACKs that carried a valid cookie and created a connection.
+    pub syn_cookies_accepted: u64,
+    /// SYNs dropped because a table was full and cookies are off.
+    pub syns_dropped_table_full: u64,
+    /// Valid cookie ACKs dropped because the connection table was full.
+    pub cookie_acks_dropped_table_full: u64,
+    /// Handshakes completed (stateful or cookie).
+    pub handshakes_completed: u64,
+    /// Connections reset for lack of the handshake's ACK.
+    pub handshake_timeouts: u64,
+    /// Segments for no known flow that were neither SYN nor a valid cookie ACK.
+    pub stray_segments: u64,
+    /// RSTs sent in answer to stray segments (RFC 9293 §3.10.7.1).
+    pub stray_resets_sent: u64,
+    /// Segments dropped by a connection: bad ACK, unacceptable RST, no ACK flag,
+    /// unexpected flags for the state.
+    pub unacceptable_segments: u64,
+    /// Client data segments beyond the next expected byte, dropped (not buffered).
+    pub out_of_order_dropped: u64,
+    /// Client bytes past the request limit, not buffered or acknowledged.
+    pub request_bytes_trimmed: u64,
+    /// Connections reset for an incomplete request head at the request timeout.
+    pub request_timeouts: u64,
+    /// Clients that closed (FIN) before their request head was complete.
+    pub client_early_closes: u64,
+    /// Client RSTs before the handoff completed.
+    pub client_resets_before_handoff: u64,
+    /// 400 Bad Request responses.
+    pub responses_400: u64,
+    /// 431 Request Header Fields Too Large responses.
+    pub responses_431: u64,
+    /// 503 Service Unavailable responses (no back-end).
+    pub responses_503: u64,
+    /// Error responses retransmitted.
+    pub response_retransmits: u64,
+    /// TLS clients reset: malformed ClientHello, or no back-end.
+    pub tls_resets: u64,
+    /// Handoffs started (first candidate).
+    pub handoffs_started: u64,
+    /// SYN's sent, all candidates, first transmissions.
+    pub syn_primes_sent: u64,
+    /// SYN' retransmissions.
+    pub syn_prime_retransmits: u64,
+    /// ACK' and request retransmissions.
+    pub request_retransmits: u64,
+    /// Back-end SYN/ACK's that did not match (wrong `seq` or `ack`), dropped.
+    pub bad_syn_acks: u64,
+    /// SYN/ACK's whose options disagree with what the client negotiated (timestamps or
+    /// SACK missing): the connection goes on, but this is a misconfigured back-end.
+    pub backend_terms_mismatch: u64,
+    /// Back-ends that reset a handoff.
+    pub backend_refusals: u64,
+    /// Back-ends abandoned after exhausting retransmissions.
+    pub backend_timeouts: u64,
+    /// Connections reset because every candidate failed.
+    pub backends_exhausted: u64,
+    /// Dispatcher answers of "no back-end" for a first request.
+    pub no_backend: u64,
+    /// Handoffs completed.
+    pub handoffs_completed: u64,
+    /// Client packets held during a handoff.
+    pub packets_queued: u64,
+    /// Client packets dropped because the handoff queue was full.
+    pub queue_overflows: u64,
+    /// Client packets forwarded to a back-end by the slow path (held ones and late ones).
+    pub packets_forwarded: u64,
+    /// Segments from a back-end for no known flow, or in a state that expects none.
+    pub stray_backend_segments: u64,
+    /// Flows freed after a clean close.
+    pub closes: u64,
+    /// Flows freed after a reset or timeout.
+    pub resets: u64,
+    /// Handed-off flows freed as idle.
+    pub idle_timeouts: u64,
+    /// Packets that could not be built (options overflow); never expected.
+    pub emit_errors: u64,
+    /// Transmits dropped because the caller did not drain `poll_transmit`.
+    pub transmit_overflows: u64,
+    /// Events dropped because the caller did not drain `poll_event`.
+    pub event_overflows: u64,
+    /// Connections currently tracked.
+    pub connections: u64,
+    /// Connections currently in SYN-RECEIVED.
+    pub half_open: u64,
+}
+
+/// The front-end's state: every tracked connection, the timers, the output queues.
+pub struct FrontEnd<D> {
+    config: Config,
+    dispatcher: D,
+    secrets: Secrets,
+    /// Connection slots; `None` is free. Never longer than `max_connections`.
+    slots: Vec<Option<Connection>>,
+    /// Free slot indices.
+    free: Vec<u32>,
+    flows: HashMap<FlowKey, u32, FlowHashBuilder>,
+    /// Armed timers, one per connection at most, as (deadline, slot).
+    timers: BTreeSet<(Instant, u32)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    half_open: usize,
+}
+
+impl<D: Dispatch> FrontEnd<D> {
+    /// A front-end with no connections.
+    pub fn new(config: Config, dispatcher: D) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let secrets = Secrets::new(config.secret, config.handoff_key);
+        let flows = HashMap::with_hasher(secrets.flow_hasher());
+        Ok(Self {
+            config,
+            dispatcher,
+            secrets,
+            slots: Vec::new(),
+            free: Vec::new(),
+            flows,
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            half_open: 0,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The dispatcher, e.g. to update its back-end set.
+    pub fn dispatcher_mut(&mut self) -> &mut D {
+        &mut self.dispatcher
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// How many connections are tracked.
+    pub fn connection_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The state of `flow`'s connection, if tracked (for tests and `baton status`).
+    pub fn connection_state(&self, flow: &FlowKey) -> Option<StateName> {
+        let &slot = self.flows.get(flow)?;
+        self.slots
+            .get(slot as usize)?
+            .as_ref()
+            .map(|c| c.state_name())
+    }
+
+    /// Handles one IPv4 packet (no link-layer header) that arrived for a service: from a
+    /// client, or from a back-end's egress. Never panics; anything it cannot use is
+    /// counted in [`Stats`] and dropped.
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.packets_received += 1;
+        let Ok((ip, tcp)) = packet::parse(packet, self.config.checksums) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let dst = SocketAddrV4::new(ip.dst_addr, tcp.dst_port);
+        let src = SocketAddrV4::new(ip.src_addr, tcp.src_port);
+        if self.config.services.contains(&dst) {
+            let flow = FlowKey {
+                client: src,
+                service: dst,
+            };
+            self.on_client_segment(now, flow, &ip, &tcp, packet);
+        } else if self.config.services.contains(&src) {
+            let flow = FlowKey {
+                client: dst,
+                service: src,
+            };
+            self.on_backend_segment(now, flow, &tcp);
+        } else {
+            self.stats.not_for_service += 1;
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, slot)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(mut conn) = self.take(slot) else {
+                continue;
+            };
+            conn.timer = None;
+            match self.on_timeout(now, slot, &mut conn) {
+                connection::Next::Keep => self.put(slot, conn),
+                connection::Next::Free | connection::Next::Replay => self.release(slot, conn),
+            }
+        }
+    }
+
+    /// Tells the front-end that the fast path has seen traffic on `flow` (the daemon
+    /// reads it from the XDP table), pushing back its idle timeout.
+    pub fn note_activity(&mut self, now: Instant, flow: &FlowKey) {
+        let Some(&slot) = self.flows.get(flow) else {
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        if conn.state_name() == connection::StateName::Forwarding {
+            self.arm(slot, &mut conn, now + self.config.idle_timeout);
+        }
+        self.put(slot, conn);
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`FrontEnd::handle_timeout`] next, if any timer is armed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(deadline, _)| deadline)
+    }
+
+    // ----- plumbing shared by the state handlers -----
+
+    fn slot_of(&self, flow: &FlowKey) -> Option<u32> {
+        self.flows.get(flow).copied()
+    }
+
+    /// Moves a connection out of its slot so that handlers can borrow `self` freely.
+    fn take(&mut self, slot: u32) -> Option<Connection> {
+        self.slots.get_mut(slot as usize)?.take()
+    }
+
+    fn put(&mut self, slot: u32, conn: Connection) {
+        if let Some(entry) = self.slots.get_mut(slot as usize) {
+            *entry = Some(conn);
+        }
+    }
+
+    /// A free slot, or `None` when `max_connections` are tracked.
+    fn allocate(&mut self) -> Option<u32> {
+        if let Some(slot) = self.free.pop() {
+            return Some(slot);
+        }
+        if self.slots.len() >= self.config.max_connections {
+            return None;
+        }
+        self.slots.push(None);
+        // validate() bounds max_connections to u32.
+        Some((self.slots.len() - 1) as u32)
+    }
+
+    fn table_full(&self) -> bool {
+        self.free.is_empty() && self.slots.len() >= self.config.max_connections
+    }
+
+    /// Inserts a new connection.
+    fn insert(&mut self, slot: u32, conn: Connection) {
+        self.flows.insert(conn.flow, slot);
+        if conn.state_name() == connection::StateName::SynReceived {
+            self.half_open += 1;
+        }
+        self.put(slot, conn);
+        self.update_gauges();
+    }
+
+    /// Frees a connection taken out of `slot`: timer, flow entry, slot.
+    fn release(&mut self, slot: u32, conn: Connection) {
+        if let Some(deadline) = conn.timer {
+            self.timers.remove(&(deadline, slot));
+        }
+        if conn.state_name() == connection::StateName::SynReceived {
+            self.half_open = self.half_open.saturating_sub(1);
+        }
+        self.flows.remove(&conn.flow);
+        if let Some(entry) = self.slots.get_mut(slot as usize) {
+            *entry = None;
+        }
+        self.free.push(slot);
+        self.update_gauges();
+    }
+
+    fn update_gauges(&mut self) {
+        self.stats.connections = self.flows.len() as u64;
+        self.stats.half_open = self.half_open as u64;
+    }
+
+    /// Arms the connection's single timer for `deadline`, replacing any earlier one.
+    fn arm(&mut self, slot: u32, conn: &mut Connection, deadline: Instant) {
+        if let Some(old) = conn.timer.take() {
+            self.timers.remove(&(old, slot));
+        }
+        self.timers.insert((deadline, slot));
+        conn.timer = Some(deadline);
+    }
+
+    fn transmit(&mut self, packet: Result<Vec<u8>, crate::wire::WireError>) {
+        let Ok(packet) = packet else {
+            self.stats.emit_errors += 1;
+            return;
+        };
+        if self.transmits.len() >= self.config.max_pending_transmits {
+            self.stats.transmit_overflows += 1;
+            return;
+        }
+        // The destination address is bytes 16..20 of the header `build` wrote.
+        let destination = packet.get(16..20).map_or(Ipv4Addr::UNSPECIFIED, |d| {
+            Ipv4Addr::new(d[0], d[1], d[2], d[3])
+        });
+        self.transmits.push_back(Transmit {
+            destination,
+            packet,
+        });
+    }
+
+    fn emit(&mut self, event: Event) {
+        if self.events.len() >= self.config.max_pending_events {
+            self.stats.event_overflows += 1;
+            return;
+        }
+        self.events.push_back(event);
+    }
+}

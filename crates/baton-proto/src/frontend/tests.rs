@@ -1,0 +1,860 @@
+//! Unit tests: [`FrontEnd`] driven with packets built by hand with the wire module's
+//! representations, one test per rule of DESIGN.md §2 the state machine implements.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use baton_common::handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption};
+use baton_common::siphash::SipKey;
+
+use super::packet::{bare_segment, build, parse};
+use super::*;
+use crate::wire::{Checksums, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const SERVICE: SocketAddrV4 = SocketAddrV4::new(VIP, 80);
+const B1: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 1), 8080);
+const B2: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 2), 8080);
+const CPORT: u16 = 40_000;
+const CISN: u32 = 0xfff0_0000;
+const CTSVAL: u32 = 1_000;
+const HANDOFF_KEY: [u8; 16] = [2; 16];
+const REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: shop.example.com\r\n\r\n";
+
+/// Hands every request to the first back-end of its list not excluded.
+struct Pool {
+    backends: Vec<Backend>,
+    calls: usize,
+}
+
+impl Dispatch for Pool {
+    fn dispatch(
+        &mut self,
+        _flow: &FlowKey,
+        _request: &ClientRequest<'_>,
+        exclude: &[Backend],
+    ) -> Option<Backend> {
+        self.calls += 1;
+        self.backends.iter().copied().find(|b| !exclude.contains(b))
+    }
+}
+
+fn config() -> Config {
+    Config {
+        services: vec![SERVICE],
+        secret: [1; 16],
+        handoff_key: HANDOFF_KEY,
+        ..Config::default()
+    }
+}
+
+struct Harness {
+    fe: FrontEnd<Pool>,
+    now: Instant,
+    port: u16,
+}
+
+fn harness_with(config: Config, backends: Vec<Backend>) -> Harness {
+    Harness {
+        fe: FrontEnd::new(config, Pool { backends, calls: 0 }).unwrap(),
+        now: Instant::from_nanos(1_000_000_000_000),
+        port: CPORT,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(config(), vec![B1, B2])
+}
+
+/// A parsed outgoing packet, owning its bytes.
+struct Out {
+    bytes: Vec<u8>,
+}
+
+impl Out {
+    fn ip(&self) -> Ipv4Repr {
+        parse(&self.bytes, Checksums::Verify).unwrap().0
+    }
+    fn tcp(&self) -> TcpRepr<'_> {
+        parse(&self.bytes, Checksums::Verify).unwrap().1
+    }
+}
+
+impl Harness {
+    fn flow(&self) -> FlowKey {
+        FlowKey {
+            client: SocketAddrV4::new(CLIENT, self.port),
+            service: SERVICE,
+        }
+    }
+
+    fn client_seg(&self, flags: TcpFlags, seq: u32, ack: u32) -> TcpRepr<'static> {
+        bare_segment(self.port, 80, seq, ack, flags, 502)
+    }
+
+    fn client_sends(&mut self, tcp: &TcpRepr<'_>) {
+        let packet = build(CLIENT, VIP, 64, tcp).unwrap();
+        self.fe.handle_packet(self.now, &packet);
+    }
+
+    /// A segment from a back-end's egress: already in the client's view, `V → C`.
+    fn backend_sends(&mut self, mut tcp: TcpRepr<'_>) {
+        tcp.src_port = 80;
+        tcp.dst_port = self.port;
+        let packet = build(VIP, CLIENT, 64, &tcp).unwrap();
+        self.fe.handle_packet(self.now, &packet);
+    }
+
+    fn drain(&mut self) -> Vec<Out> {
+        let mut out = Vec::new();
+        while let Some(t) = self.fe.poll_transmit() {
+            let ip = parse(&t.packet, Checksums::Verify).unwrap().0;
+            assert_eq!(t.destination, ip.dst_addr);
+            out.push(Out { bytes: t.packet });
+        }
+        out
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.fe.poll_event()).collect()
+    }
+
+    fn advance_to_timer(&mut self) {
+        self.now = self.fe.poll_timeout().expect("a timer is armed");
+        self.fe.handle_timeout(self.now);
+    }
+
+    fn syn(&self) -> TcpRepr<'static> {
+        let mut syn = self.client_seg(TcpFlags::SYN, CISN, 0);
+        syn.window_len = 64_240;
+        syn.max_seg_size = Some(1460);
+        syn.window_scale = Some(7);
+        syn.sack_permitted = true;
+        syn.timestamps = Some(TcpTimestamps {
+            tsval: CTSVAL,
+            tsecr: 0,
+        });
+        syn
+    }
+
+    /// SYN, SYN/ACK, ACK; returns `isn_f` and `tsv_f`.
+    fn handshake(&mut self) -> (u32, u32) {
+        self.client_sends(&self.syn());
+        let out = self.drain();
+        assert_eq!(out.len(), 1);
+        let syn_ack = out[0].tcp();
+        let isn_f = syn_ack.seq_number;
+        let tsv_f = syn_ack.timestamps.unwrap().tsval;
+        let ack = self.ack(isn_f, tsv_f, CISN + 1, &[]);
+        self.client_sends(&ack);
+        assert!(self.drain().is_empty(), "a pure ACK draws no answer");
+        (isn_f, tsv_f)
+    }
+
+    fn ack<'a>(&self, isn_f: u32, tsv_f: u32, seq: u32, data: &'a [u8]) -> TcpRepr<'a> {
+        let mut tcp = self.client_seg(TcpFlags::ACK, seq, isn_f.wrapping_add(1));
+        tcp.timestamps = Some(TcpTimestamps {
+            tsval: CTSVAL + 1,
+            tsecr: tsv_f,
+        });
+        tcp.payload = data;
+        tcp
+    }
+
+    /// Handshake and the whole request; returns `isn_f`, `tsv_f` and the SYN'.
+    fn up_to_syn_prime(&mut self) -> (u32, u32, Out) {
+        let (isn_f, tsv_f) = self.handshake();
+        let request = self.ack(isn_f, tsv_f, CISN + 1, REQUEST);
+        self.client_sends(&request);
+        let mut out = self.drain();
+        assert_eq!(out.len(), 2, "ACK to the client, SYN' to the back-end");
+        let syn_prime = out.pop().unwrap();
+        assert_eq!(out[0].tcp().ack_number, CISN + 1 + REQUEST.len() as u32);
+        (isn_f, tsv_f, syn_prime)
+    }
+
+    fn backend_syn_ack(&self, isn_f: u32, tsv_f: u32) -> TcpRepr<'static> {
+        let mut tcp = bare_segment(0, 0, isn_f, CISN + 1, TcpFlags::SYN | TcpFlags::ACK, 65_160);
+        tcp.max_seg_size = Some(1460);
+        tcp.window_scale = Some(9);
+        tcp.sack_permitted = true;
+        tcp.timestamps = Some(TcpTimestamps {
+            tsval: tsv_f,
+            tsecr: CTSVAL,
+        });
+        tcp
+    }
+
+    /// The back-end's acknowledgement of the request's last byte (copied by its egress).
+    fn confirmation(&self, isn_f: u32) -> TcpRepr<'static> {
+        bare_segment(
+            0,
+            0,
+            isn_f + 1,
+            CISN + 1 + REQUEST.len() as u32,
+            TcpFlags::ACK,
+            500,
+        )
+    }
+
+    fn state(&self) -> Option<StateName> {
+        self.fe.connection_state(&self.flow())
+    }
+}
+
+#[test]
+fn config_is_validated() {
+    assert_eq!(
+        FrontEnd::new(
+            Config::default(),
+            Pool {
+                backends: vec![],
+                calls: 0
+            }
+        )
+        .err(),
+        Some(ConfigError::NoServices)
+    );
+    let bad = Config {
+        window_shift: 15,
+        ..config()
+    };
+    assert_eq!(
+        FrontEnd::new(
+            bad,
+            Pool {
+                backends: vec![],
+                calls: 0
+            }
+        )
+        .err(),
+        Some(ConfigError::WindowShift(15))
+    );
+}
+
+#[test]
+fn syn_ack_mirrors_the_clients_options() {
+    let mut h = harness();
+    let mut syn = h.syn();
+    syn.max_seg_size = Some(9000);
+    h.client_sends(&syn);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().src_addr, VIP);
+    assert_eq!(out[0].ip().dst_addr, CLIENT);
+    let sa = out[0].tcp();
+    assert_eq!(sa.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(sa.ack_number, CISN + 1);
+    assert_eq!(sa.max_seg_size, Some(1460), "clamped to the configured MSS");
+    assert_eq!(sa.window_scale, Some(7), "ws_f from the configuration");
+    assert!(sa.sack_permitted);
+    assert_eq!(
+        sa.timestamps.unwrap().tsecr,
+        CTSVAL,
+        "echoes the client's TSval"
+    );
+    assert_eq!(h.state(), Some(StateName::SynReceived));
+    assert_eq!(h.fe.stats().half_open, 1);
+
+    // A bare SYN gets a bare SYN/ACK: nothing the client did not offer.
+    h.port += 1;
+    let bare = h.client_seg(TcpFlags::SYN, 77, 0);
+    h.client_sends(&bare);
+    let out = h.drain();
+    let sa = out[0].tcp();
+    assert_eq!(sa.max_seg_size, Some(1460));
+    assert_eq!(sa.window_scale, None);
+    assert!(!sa.sack_permitted);
+    assert_eq!(sa.timestamps, None);
+    assert_eq!(sa.ack_number, 78);
+}
+
+#[test]
+fn isns_differ_per_flow() {
+    let mut h = harness();
+    h.client_sends(&h.syn());
+    let a = h.drain()[0].tcp().seq_number;
+    h.port += 1;
+    h.client_sends(&h.syn());
+    let b = h.drain()[0].tcp().seq_number;
+    assert_ne!(a, b);
+}
+
+#[test]
+fn request_split_over_segments_is_buffered_then_handed_off() {
+    let mut h = harness();
+    let (isn_f, tsv_f) = h.handshake();
+    assert_eq!(h.state(), Some(StateName::Receiving));
+    let (first, second) = REQUEST.split_at(10);
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, first));
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "only an ACK");
+    let ack = out[0].tcp();
+    assert_eq!(ack.ack_number, CISN + 11);
+    assert_eq!(ack.timestamps.unwrap().tsval, tsv_f, "TSval never advances");
+    // Out of order: dropped, with a duplicate ACK.
+    let later = h.ack(isn_f, tsv_f, CISN + 1 + 20, &second[10..]);
+    h.client_sends(&later);
+    assert_eq!(h.drain()[0].tcp().ack_number, CISN + 11);
+    assert_eq!(h.fe.stats().out_of_order_dropped, 1);
+    // The rest, overlapping what was already buffered.
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 6, &REQUEST[5..]));
+    let out = h.drain();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].tcp().ack_number, CISN + 1 + REQUEST.len() as u32);
+    let syn_prime = &out[1];
+    assert_eq!(syn_prime.ip().src_addr, CLIENT);
+    assert_eq!(syn_prime.ip().dst_addr, *B1.ip());
+    let tcp = syn_prime.tcp();
+    assert_eq!(tcp.flags, TcpFlags::SYN);
+    assert_eq!((tcp.src_port, tcp.dst_port), (CPORT, B1.port()));
+    assert_eq!(tcp.seq_number, CISN);
+    assert_eq!(tcp.max_seg_size, Some(1460));
+    assert_eq!(tcp.window_scale, Some(7), "the client's own shift");
+    assert!(tcp.sack_permitted);
+    assert_eq!(tcp.timestamps.unwrap().tsval, CTSVAL);
+    let raw = tcp.unknown_options.find(HANDOFF_OPTION_KIND).unwrap();
+    let mut bytes = vec![HANDOFF_OPTION_KIND, 20];
+    bytes.extend_from_slice(raw.data);
+    let binding = HandoffBinding {
+        client_ip: CLIENT.octets(),
+        client_port: CPORT,
+        backend_ip: B1.ip().octets(),
+        backend_port: B1.port(),
+        client_isn: CISN,
+    };
+    let option =
+        HandoffOption::parse_and_verify(&bytes, &SipKey::from_bytes(HANDOFF_KEY), &binding)
+            .unwrap();
+    assert_eq!(option.isn_f(), isn_f);
+    assert_eq!(option.tsv_f(), tsv_f);
+    assert_eq!(option.ws_f(), 7);
+    assert!(option.has_timestamps() && option.has_sack());
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+}
+
+#[test]
+fn request_over_the_limit_gets_431_and_a_close() {
+    let mut h = harness_with(
+        Config {
+            max_request_len: 64,
+            ..config()
+        },
+        vec![B1],
+    );
+    let (isn_f, tsv_f) = h.handshake();
+    let long = [b"GET / HTTP/1.1\r\nX-Long: ".as_slice(), &[b'a'; 100]].concat();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, &long));
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    let response = out[0].tcp();
+    assert!(response.payload.starts_with(b"HTTP/1.1 431 "));
+    assert!(response.flags.contains(TcpFlags::FIN));
+    assert_eq!(
+        response.ack_number,
+        CISN + 1 + 64,
+        "only the limit was accepted"
+    );
+    assert_eq!(h.fe.stats().responses_431, 1);
+    assert_eq!(h.fe.stats().request_bytes_trimmed, long.len() as u64 - 64);
+    assert_eq!(h.state(), Some(StateName::Closing));
+    // The client acknowledges the response and its FIN, then closes its side.
+    let fin_acked = isn_f + 1 + response.payload.len() as u32 + 1;
+    let mut ack = h.client_seg(TcpFlags::ACK | TcpFlags::FIN, CISN + 1 + 64, fin_acked);
+    ack.timestamps = Some(TcpTimestamps {
+        tsval: CTSVAL + 2,
+        tsecr: tsv_f,
+    });
+    h.client_sends(&ack);
+    assert_eq!(
+        h.drain()[0].tcp().ack_number,
+        CISN + 1 + 64 + 1,
+        "FIN acknowledged"
+    );
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    h.advance_to_timer();
+    assert_eq!(h.state(), None);
+    assert!(matches!(
+        h.events()[..],
+        [Event::Closed { backend: None, .. }]
+    ));
+}
+
+#[test]
+fn unacknowledged_error_response_is_retransmitted_then_reset() {
+    let mut h = harness_with(config(), vec![]);
+    let (isn_f, tsv_f) = h.handshake();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    assert!(h.drain()[0].tcp().payload.starts_with(b"HTTP/1.1 503 "));
+    for _ in 0..3 {
+        h.advance_to_timer();
+        assert!(h.drain()[0].tcp().payload.starts_with(b"HTTP/1.1 503 "));
+    }
+    h.advance_to_timer();
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.state(), None);
+}
+
+#[test]
+fn garbage_gets_400() {
+    let mut h = harness();
+    let (isn_f, tsv_f) = h.handshake();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, b"\x00\x01\x02garbage"));
+    let out = h.drain();
+    assert!(out[0].tcp().payload.starts_with(b"HTTP/1.1 400 "));
+    assert_eq!(h.fe.stats().responses_400, 1);
+    assert_eq!(h.fe.dispatcher_mut().calls, 0);
+}
+
+#[test]
+fn malformed_tls_is_reset() {
+    let mut h = harness();
+    let (isn_f, tsv_f) = h.handshake();
+    // A handshake record holding a ServerHello (type 2), not a ClientHello.
+    let record = b"\x16\x03\x01\x00\x08\x02\x00\x00\x04\x03\x03\x00\x00";
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, record));
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.state(), None);
+    assert_eq!(h.fe.stats().tls_resets, 1);
+}
+
+#[test]
+fn no_backend_gets_503() {
+    let mut h = harness_with(config(), vec![]);
+    let (isn_f, tsv_f) = h.handshake();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].tcp().payload.starts_with(b"HTTP/1.1 503 "));
+    assert_eq!(h.fe.stats().no_backend, 1);
+    assert_eq!(h.fe.dispatcher_mut().calls, 1);
+}
+
+#[test]
+fn handoff_happy_path_then_forwarding_then_close() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    let out = h.drain();
+    assert_eq!(out.len(), 2, "ACK' and one request segment");
+    for o in &out {
+        assert_eq!(o.ip().src_addr, CLIENT);
+        assert_eq!(o.ip().dst_addr, *B1.ip());
+        let tcp = o.tcp();
+        assert_eq!(tcp.dst_port, B1.port());
+        assert_eq!(tcp.ack_number, isn_f + 1, "in the client's terms");
+        assert_eq!(tcp.timestamps.unwrap().tsecr, tsv_f);
+    }
+    assert_eq!(out[0].tcp().payload, b"");
+    assert_eq!(out[0].tcp().seq_number, CISN + 1);
+    assert_eq!(out[1].tcp().payload, REQUEST);
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    assert!(h.events().is_empty(), "not handed off before confirmation");
+
+    h.backend_sends(h.confirmation(isn_f));
+    let events = h.events();
+    let [Event::HandedOff(handoff)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(handoff.backend, B1);
+    assert_eq!(handoff.isn_f, isn_f);
+    assert_eq!(handoff.tsv_f, tsv_f);
+    assert_eq!(handoff.ws_f, 7);
+    assert_eq!(handoff.request_end, CISN + 1 + REQUEST.len() as u32);
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+
+    // A client packet that still reaches the slow path is forwarded as XDP would.
+    let seq = CISN + 1 + REQUEST.len() as u32;
+    let mut ack = h.ack(isn_f, tsv_f, seq, &[]);
+    ack.ack_number = isn_f + 1 + 5000;
+    ack.flags = TcpFlags::ACK | TcpFlags::FIN;
+    h.client_sends(&ack);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].tcp().dst_port, B1.port());
+    assert_eq!(out[0].tcp().ack_number, isn_f + 1 + 5000, "unchanged");
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    // The back-end's FIN, copied by its egress, completes the close.
+    let fin = bare_segment(
+        0,
+        0,
+        isn_f + 5001,
+        seq + 1,
+        TcpFlags::ACK | TcpFlags::FIN,
+        500,
+    );
+    h.backend_sends(fin);
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert!(
+        h.drain().is_empty(),
+        "back-end segments are never forwarded"
+    );
+    h.advance_to_timer();
+    assert_eq!(h.state(), None);
+    assert!(matches!(
+        h.events()[..],
+        [Event::Closed {
+            backend: Some(B1),
+            ..
+        }]
+    ));
+    assert_eq!(h.fe.connection_count(), 0);
+}
+
+#[test]
+fn bad_syn_ack_prime_is_dropped() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f + 1, tsv_f));
+    assert!(h.drain().is_empty());
+    assert_eq!(h.fe.stats().bad_syn_acks, 1);
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+}
+
+#[test]
+fn lost_syn_prime_is_retransmitted_with_back_off() {
+    let mut h = harness();
+    let start = h.now;
+    let (_, _, first) = h.up_to_syn_prime();
+    let mut expected = start;
+    for rto_ms in [200, 400, 800, 1600] {
+        expected += Duration::from_millis(rto_ms);
+        assert_eq!(h.fe.poll_timeout(), Some(expected));
+        h.advance_to_timer();
+        let out = h.drain();
+        if rto_ms < 1600 {
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].bytes, first.bytes, "the same SYN'");
+        }
+    }
+    assert_eq!(h.fe.stats().syn_prime_retransmits, 3);
+}
+
+#[test]
+fn lost_ack_prime_is_repeated_on_a_repeated_syn_ack() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    assert_eq!(h.drain().len(), 2);
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    assert_eq!(h.drain().len(), 2, "ACK' and request again");
+    h.advance_to_timer();
+    assert_eq!(h.drain().len(), 2, "and at the timer");
+    assert_eq!(h.fe.stats().request_retransmits, 1);
+}
+
+#[test]
+fn silent_backend_then_next_candidate_then_reset() {
+    let mut h = harness();
+    h.up_to_syn_prime();
+    for _ in 0..3 {
+        h.advance_to_timer();
+        h.drain();
+    }
+    h.advance_to_timer();
+    let out = h.drain();
+    assert_eq!(out.len(), 2, "RST to B1, SYN' to B2");
+    assert!(out[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[1].tcp().flags, TcpFlags::SYN);
+    assert_eq!(out[1].ip().dst_addr, *B2.ip());
+    assert_eq!(h.fe.dispatcher_mut().calls, 2);
+    for _ in 0..4 {
+        h.advance_to_timer();
+    }
+    let out = h.drain();
+    let last: Vec<_> = out.iter().rev().take(2).collect();
+    assert!(last[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(last[0].ip().dst_addr, CLIENT, "the client is reset last");
+    assert!(last[1].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(last[1].ip().dst_addr, *B2.ip());
+    assert_eq!(h.state(), None);
+    assert!(matches!(
+        h.events()[..],
+        [Event::Reset {
+            reason: ResetReason::BackendsExhausted,
+            ..
+        }]
+    ));
+    assert_eq!(h.fe.stats().backend_timeouts, 2);
+    assert_eq!(h.fe.poll_timeout(), None);
+}
+
+#[test]
+fn backend_reset_moves_to_the_next_candidate_at_once() {
+    let mut h = harness();
+    let (isn_f, _, _) = h.up_to_syn_prime();
+    h.backend_sends(bare_segment(
+        0,
+        0,
+        isn_f + 1,
+        CISN + 1,
+        TcpFlags::RST | TcpFlags::ACK,
+        0,
+    ));
+    let out = h.drain();
+    assert_eq!(out.last().unwrap().ip().dst_addr, *B2.ip());
+    assert_eq!(h.fe.stats().backend_refusals, 1);
+}
+
+#[test]
+fn client_reset_mid_handoff_frees_everything() {
+    let mut h = harness();
+    let (isn_f, _, _) = h.up_to_syn_prime();
+    let rst = h.client_seg(TcpFlags::RST, CISN + 1 + REQUEST.len() as u32, isn_f + 1);
+    h.client_sends(&rst);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(
+        out[0].ip().dst_addr,
+        *B1.ip(),
+        "the back-end drops its state too"
+    );
+    assert_eq!(h.state(), None);
+    assert_eq!(h.fe.poll_timeout(), None);
+    assert!(matches!(
+        h.events()[..],
+        [Event::Reset {
+            reason: ResetReason::ClientReset,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn client_data_during_handoff_is_held_and_flushed_in_order() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    let seq = CISN + 1 + REQUEST.len() as u32;
+    h.client_sends(&h.ack(isn_f, tsv_f, seq, b"body-1"));
+    h.client_sends(&h.ack(isn_f, tsv_f, seq + 6, b"body-2"));
+    assert!(h.drain().is_empty(), "not acknowledged by the front-end");
+    // A retransmission of acknowledged request bytes: our ACK was lost.
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    assert_eq!(h.drain()[0].tcp().ack_number, seq);
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.drain();
+    h.backend_sends(h.confirmation(isn_f));
+    let out = h.drain();
+    let payloads: Vec<_> = out.iter().map(|o| o.tcp().payload.to_vec()).collect();
+    assert_eq!(payloads, [b"body-1".to_vec(), b"body-2".to_vec()]);
+    assert!(out.iter().all(|o| o.ip().dst_addr == *B1.ip()));
+    assert_eq!(h.fe.stats().packets_queued, 2);
+}
+
+#[test]
+fn handoff_queue_is_bounded() {
+    let mut h = harness_with(
+        Config {
+            max_queued_packets: 2,
+            ..config()
+        },
+        vec![B1],
+    );
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    let seq = CISN + 1 + REQUEST.len() as u32;
+    for i in 0..5 {
+        h.client_sends(&h.ack(isn_f, tsv_f, seq + i, b"x"));
+    }
+    assert_eq!(h.fe.stats().packets_queued, 2);
+    assert_eq!(h.fe.stats().queue_overflows, 3);
+}
+
+#[test]
+fn client_ack_of_backend_data_confirms_the_handoff() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.drain();
+    // The back-end's copy was lost, but the client acknowledges its response.
+    let mut ack = h.ack(isn_f, tsv_f, CISN + 1 + REQUEST.len() as u32, &[]);
+    ack.ack_number = isn_f + 1 + 1000;
+    h.client_sends(&ack);
+    assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+    assert_eq!(h.drain().len(), 1, "the ACK itself goes to the back-end");
+}
+
+#[test]
+fn client_fin_before_the_request_frees_state() {
+    let mut h = harness();
+    let (isn_f, tsv_f) = h.handshake();
+    let mut fin = h.ack(isn_f, tsv_f, CISN + 1, b"GET / HT");
+    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+    h.client_sends(&fin);
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.state(), None);
+    assert_eq!(h.fe.stats().client_early_closes, 1);
+}
+
+#[test]
+fn handshake_timeout_resets_and_frees() {
+    let mut h = harness();
+    h.client_sends(&h.syn());
+    h.drain();
+    let start = h.now;
+    for _ in 0..3 {
+        h.advance_to_timer();
+        assert_eq!(h.drain()[0].tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
+    }
+    h.advance_to_timer();
+    assert_eq!(
+        h.now.saturating_duration_since(start),
+        Duration::from_secs(15)
+    );
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.state(), None);
+    assert_eq!(h.fe.stats().half_open, 0);
+    assert_eq!(h.fe.stats().handshake_timeouts, 1);
+}
+
+#[test]
+fn slowloris_request_timeout_resets_and_frees() {
+    let mut h = harness();
+    let (isn_f, tsv_f) = h.handshake();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, b"GET / HTTP/1.1\r\n"));
+    h.drain();
+    let start = h.now;
+    h.advance_to_timer();
+    assert_eq!(
+        h.now.saturating_duration_since(start),
+        Duration::from_secs(10)
+    );
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.state(), None);
+    assert_eq!(h.fe.stats().request_timeouts, 1);
+}
+
+#[test]
+fn syn_cookies_engage_past_the_half_open_limit() {
+    let mut h = harness_with(
+        Config {
+            max_half_open: 1,
+            ..config()
+        },
+        vec![B1],
+    );
+    h.client_sends(&h.syn());
+    h.drain();
+    assert_eq!(h.fe.connection_count(), 1);
+    h.port += 1;
+    let mut syn = h.syn();
+    syn.max_seg_size = Some(1400);
+    syn.window_scale = Some(9);
+    h.client_sends(&syn);
+    let out = h.drain();
+    let sa = out[0].tcp();
+    assert_eq!(h.fe.connection_count(), 1, "no state for a cookie");
+    assert_eq!(h.fe.stats().syn_cookies_sent, 1);
+    assert_eq!(sa.window_scale, Some(7));
+    assert!(sa.sack_permitted);
+    let cookie = sa.seq_number;
+    let tsv_f = sa.timestamps.unwrap().tsval;
+
+    // A forged ACK is no cookie: reset, no state.
+    h.client_sends(&h.ack(cookie ^ 0x55, tsv_f, CISN + 1, &[]));
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.fe.connection_count(), 1);
+
+    // The real ACK, carrying the request: the connection is rebuilt.
+    h.client_sends(&h.ack(cookie, tsv_f, CISN + 1, REQUEST));
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    assert_eq!(h.fe.stats().syn_cookies_accepted, 1);
+    let out = h.drain();
+    let syn_prime = out[1].tcp();
+    assert_eq!(
+        syn_prime.max_seg_size,
+        Some(1300),
+        "rounded down to the table"
+    );
+    assert_eq!(syn_prime.window_scale, Some(9), "kept in the TSval");
+    assert!(syn_prime.sack_permitted, "kept in the TSval");
+    assert_eq!(syn_prime.seq_number, CISN);
+    assert!(syn_prime.timestamps.is_some());
+}
+
+#[test]
+fn syn_cookie_without_timestamps_offers_no_scaling_or_sack() {
+    let mut h = harness_with(
+        Config {
+            max_half_open: 0,
+            ..config()
+        },
+        vec![B1],
+    );
+    let mut syn = h.syn();
+    syn.timestamps = None;
+    h.client_sends(&syn);
+    let sa = h.drain().remove(0);
+    let sa = sa.tcp();
+    assert_eq!(sa.window_scale, None);
+    assert!(!sa.sack_permitted);
+    let mut ack = h.client_seg(TcpFlags::ACK, CISN + 1, sa.seq_number + 1);
+    ack.payload = REQUEST;
+    h.client_sends(&ack);
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+}
+
+#[test]
+fn malformed_and_foreign_packets_are_counted_drops() {
+    let mut h = harness();
+    h.fe.handle_packet(h.now, b"");
+    h.fe.handle_packet(h.now, &[0x45; 40]);
+    let mut packet = build(CLIENT, VIP, 64, &h.syn()).unwrap();
+    packet[30] ^= 0xff; // corrupt the TCP checksum's coverage
+    h.fe.handle_packet(h.now, &packet);
+    assert_eq!(h.fe.stats().malformed, 3);
+    let other = build(CLIENT, Ipv4Addr::new(198, 18, 9, 9), 64, &h.syn()).unwrap();
+    h.fe.handle_packet(h.now, &other);
+    assert_eq!(h.fe.stats().not_for_service, 1);
+    assert!(h.drain().is_empty());
+    assert_eq!(h.fe.connection_count(), 0);
+}
+
+#[test]
+fn stray_segments_are_reset_and_stray_resets_ignored() {
+    let mut h = harness();
+    let ack = h.client_seg(TcpFlags::ACK, 5, 1234);
+    h.client_sends(&ack);
+    let out = h.drain();
+    let rst = out[0].tcp();
+    assert_eq!(rst.flags, TcpFlags::RST);
+    assert_eq!(rst.seq_number, 1234);
+    h.client_sends(&h.client_seg(TcpFlags::RST, 5, 0));
+    assert!(h.drain().is_empty());
+    h.backend_sends(bare_segment(0, 0, 1, 1, TcpFlags::ACK, 0));
+    assert_eq!(h.fe.stats().stray_backend_segments, 1);
+}
+
+#[test]
+fn connection_table_is_bounded() {
+    let mut h = harness_with(
+        Config {
+            max_connections: 3,
+            max_half_open: 100,
+            syn_cookies: false,
+            ..config()
+        },
+        vec![B1],
+    );
+    for _ in 0..10 {
+        h.client_sends(&h.syn());
+        h.port += 1;
+    }
+    assert_eq!(h.fe.connection_count(), 3);
+    assert_eq!(h.fe.stats().syns_dropped_table_full, 7);
+}
+
+#[test]
+fn retransmitted_syn_repeats_the_syn_ack() {
+    let mut h = harness();
+    h.client_sends(&h.syn());
+    let first = h.drain().remove(0);
+    h.client_sends(&h.syn());
+    let again = h.drain().remove(0);
+    assert_eq!(first.bytes, again.bytes);
+    assert_eq!(h.fe.connection_count(), 1);
+}
