@@ -1,0 +1,208 @@
+//! The real front-end ([`baton_proto::frontend::FrontEnd`]) as a simulation node, driven
+//! by the virtual clock, with a model of the front-end's XDP fast path beside it.
+//!
+//! The fast path is installed from [`Event::HandedOff`] and removed on
+//! [`Event::Closed`]/[`Event::Reset`], as the daemon does with the XDP table. A client
+//! packet of an installed flow is rewritten (destination := back-end, RFC 1624 checksum
+//! updates through `baton_common`) and sent on without the state machine seeing it;
+//! FIN and RST go to the slow path instead (`XDP_PASS`), which forwards them itself and
+//! tracks the close (DESIGN.md section 2, step 9).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use baton_common::translate::csum_replace4;
+use baton_proto::frontend::{
+    Backend, Config, Dispatch, Event, FlowKey, FrontEnd, Instant, StateName,
+};
+use baton_proto::request::ClientRequest;
+
+use super::net::NodeId;
+use super::packet::PacketInfo;
+use super::world::FrontNode;
+
+/// What the dispatcher was asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DispatchCall {
+    pub host: Option<String>,
+    pub tls: bool,
+    pub path: Option<String>,
+    pub excluded: Vec<Backend>,
+    pub chose: Option<Backend>,
+}
+
+/// A test dispatcher: the first back-end in its list not yet tried; records each call.
+pub struct SimDispatch {
+    pub backends: Vec<Backend>,
+    pub calls: Vec<DispatchCall>,
+}
+
+impl Dispatch for SimDispatch {
+    fn dispatch(
+        &mut self,
+        _flow: &FlowKey,
+        request: &ClientRequest<'_>,
+        exclude: &[Backend],
+    ) -> Option<Backend> {
+        let chose = self.backends.iter().copied().find(|b| !exclude.contains(b));
+        self.calls.push(DispatchCall {
+            host: request.host().map(str::to_owned),
+            tls: matches!(request, ClientRequest::Tls(_)),
+            path: match request {
+                ClientRequest::Http(head) => Some(head.path().to_owned()),
+                ClientRequest::Tls(_) => None,
+            },
+            excluded: exclude.to_vec(),
+            chose,
+        });
+        chose
+    }
+}
+
+pub fn instant(now: Duration) -> Instant {
+    Instant::from_nanos(now.as_nanos() as u64)
+}
+
+fn duration(at: Instant) -> Duration {
+    Duration::from_nanos(at.as_nanos())
+}
+
+pub struct RealFront {
+    pub fe: FrontEnd<SimDispatch>,
+    /// The XDP forwarding table: client (address, port) -> back-end address.
+    pub fast_path: HashMap<(Ipv4Addr, u16), Ipv4Addr>,
+    pub events: Vec<Event>,
+    pub fast_path_packets: u64,
+    out: Vec<Vec<u8>>,
+}
+
+impl RealFront {
+    pub fn new(config: Config, backends: Vec<Backend>) -> Self {
+        let dispatch = SimDispatch {
+            backends,
+            calls: Vec::new(),
+        };
+        Self {
+            fe: FrontEnd::new(config, dispatch).expect("valid front-end config"),
+            fast_path: HashMap::new(),
+            events: Vec::new(),
+            fast_path_packets: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// The default configuration for the lab: one service, secrets from the seed.
+    pub fn lab_config(vip: Ipv4Addr, port: u16, key: [u8; 16], seed: u64) -> Config {
+        let mut secret = [0u8; 16];
+        secret[..8].copy_from_slice(&seed.to_le_bytes());
+        secret[8..].copy_from_slice(&(!seed).to_le_bytes());
+        Config {
+            services: vec![SocketAddrV4::new(vip, port)],
+            secret,
+            handoff_key: key,
+            ..Config::default()
+        }
+    }
+
+    pub fn dispatch_calls(&mut self) -> &[DispatchCall] {
+        &self.fe.dispatcher_mut().calls
+    }
+
+    pub fn state_of(&self, client: SocketAddrV4, service: SocketAddrV4) -> Option<StateName> {
+        self.fe.connection_state(&FlowKey { client, service })
+    }
+
+    fn drain(&mut self) {
+        // Transmits before events (see `baton_proto::frontend`).
+        while let Some(t) = self.fe.poll_transmit() {
+            let info = PacketInfo::parse(&t.packet).expect("front-end packets parse");
+            assert_eq!(
+                t.destination, info.dst,
+                "Transmit::destination differs from the packet's: {info}"
+            );
+            self.out.push(t.packet);
+        }
+        while let Some(event) = self.fe.poll_event() {
+            match &event {
+                Event::HandedOff(h) => {
+                    self.fast_path
+                        .insert((*h.flow.client.ip(), h.flow.client.port()), *h.backend.ip());
+                }
+                Event::Closed { flow, .. } | Event::Reset { flow, .. } => {
+                    self.fast_path
+                        .remove(&(*flow.client.ip(), flow.client.port()));
+                }
+            }
+            self.events.push(event);
+        }
+    }
+
+    /// The XDP program: forwards a client packet of an installed flow, or returns it for
+    /// the slow path.
+    fn xdp(&mut self, mut pkt: Vec<u8>) -> Option<Vec<u8>> {
+        let info = PacketInfo::parse(&pkt).ok()?;
+        let Some(&backend) = self.fast_path.get(&(info.src, info.sport)) else {
+            return Some(pkt);
+        };
+        if info.is_fin() || info.is_rst() {
+            return Some(pkt);
+        }
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let old = u32::from(info.dst);
+        let new = u32::from(backend);
+        let ip_check = u16::from_be_bytes([pkt[10], pkt[11]]);
+        let tcp_check = u16::from_be_bytes([pkt[ihl + 16], pkt[ihl + 17]]);
+        pkt[10..12].copy_from_slice(&csum_replace4(ip_check, old, new).to_be_bytes());
+        pkt[ihl + 16..ihl + 18].copy_from_slice(&csum_replace4(tcp_check, old, new).to_be_bytes());
+        pkt[16..20].copy_from_slice(&backend.octets());
+        self.fast_path_packets += 1;
+        self.out.push(pkt);
+        None
+    }
+}
+
+impl FrontNode for RealFront {
+    fn receive(&mut self, now: Duration, from: NodeId, pkt: Vec<u8>) {
+        let pkt = if from == NodeId::Client {
+            match self.xdp(pkt) {
+                Some(pkt) => pkt,
+                None => return,
+            }
+        } else {
+            pkt
+        };
+        self.fe.handle_packet(instant(now), &pkt);
+        self.drain();
+    }
+
+    fn poll(&mut self, now: Duration) {
+        if self.fe.poll_timeout().is_some_and(|at| at <= instant(now)) {
+            self.fe.handle_timeout(instant(now));
+        }
+        self.drain();
+    }
+
+    fn next_wakeup(&mut self) -> Option<Duration> {
+        self.fe.poll_timeout().map(duration)
+    }
+
+    fn take_transmits(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "connections {}, fast path entries {}, fast-path packets {}, events {:?}, stats {:?}",
+            self.fe.connection_count(),
+            self.fast_path.len(),
+            self.fast_path_packets,
+            self.events,
+            self.fe.stats()
+        )
+    }
+}

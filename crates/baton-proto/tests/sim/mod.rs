@@ -1,0 +1,192 @@
+//! Deterministic simulation harness for the handoff (issue 3, item 5).
+//!
+//! - [`rng`]: a seeded PRNG; every random choice derives from the scenario's `u64` seed.
+//! - [`net`]: the network: per-hop delay, jitter (reordering), loss and duplication, and
+//!   targeted drop rules; it verifies every packet's checksums at every hop.
+//! - [`host`]: smoltcp client and back-end servers over `Medium::Ip` devices.
+//! - [`backend_module`]: the back-end's tc programs, in Rust, on `baton_common`'s code.
+//! - [`standin`]: the harness self-test's stand-in front-end (not the handoff).
+//! - [`front`]: the real front-end state machine as a node, with the XDP fast path.
+//! - [`world`]: nodes, routing, the virtual clock and the event loop; monitors for PAWS,
+//!   ACK/SACK/TSecr translation and windows; the failure report.
+//!
+//! No wall clock, no thread, no unseeded randomness: a failing seed replays exactly.
+
+pub mod backend_module;
+pub mod front;
+pub mod host;
+pub mod net;
+pub mod packet;
+pub mod rng;
+pub mod standin;
+pub mod world;
+
+use std::time::Duration;
+
+use host::{ClientApp, ClientSpec, Expect, ServerApp, ServerSpec, TcpHost, response_for};
+use net::{LinkFaults, Network, NodeId};
+use rng::SimRng;
+use world::{Addrs, BackendMonitor, BackendNode, ClientMonitor, ClientNode, FrontNode, World};
+
+/// The key the front-end and back-ends share for the handoff option's tag.
+pub const HANDOFF_KEY: [u8; 16] = *b"baton-sim-key-01";
+
+/// The service port.
+pub const HTTP_PORT: u16 = 80;
+
+/// A plain HTTP/1.1 GET.
+pub fn http_get(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: baton-sim\r\n\
+         Accept: */*\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Everything a scenario chooses.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub scenario: String,
+    pub seed: u64,
+    pub backends: usize,
+    /// Back-ends that never answer (their index).
+    pub silent_backends: Vec<usize>,
+    pub request: Vec<u8>,
+    /// See [`ClientSpec::parts`].
+    pub request_parts: Vec<usize>,
+    pub body_len: usize,
+    /// `None`: the back-end's exact response.
+    pub expect: Option<Expect>,
+    pub client_timestamps: bool,
+    pub server_timestamps: bool,
+    pub strip_sack_permitted: bool,
+    /// Receive buffers; a buffer of 2^(16+n) bytes makes smoltcp announce shift n.
+    pub client_rx: usize,
+    pub server_rx: usize,
+    pub server_tx: usize,
+    /// One-way delay between the client and the lab (router), and on the LAN.
+    pub wan_delay: Duration,
+    pub lan_delay: Duration,
+}
+
+impl SimConfig {
+    pub fn new(scenario: &str, seed: u64) -> Self {
+        Self {
+            scenario: scenario.to_string(),
+            seed,
+            backends: 1,
+            silent_backends: Vec::new(),
+            request: http_get("/download/1m.bin"),
+            request_parts: Vec::new(),
+            body_len: 1 << 20,
+            expect: None,
+            client_timestamps: true,
+            server_timestamps: true,
+            strip_sack_permitted: false,
+            client_rx: 256 * 1024,
+            server_rx: 64 * 1024,
+            server_tx: 256 * 1024,
+            wan_delay: Duration::from_millis(5),
+            lan_delay: Duration::from_micros(100),
+        }
+    }
+
+    /// The response body the back-ends serve: pseudo-random, so a misplaced segment
+    /// cannot go unnoticed.
+    pub fn body(&self) -> Vec<u8> {
+        SimRng::new(self.seed ^ 0x0b0d_7b0d_7b0d_7b0d).bytes(self.body_len)
+    }
+
+    /// The window shift smoltcp announces for a receive buffer of `rx` bytes.
+    pub fn smoltcp_shift(rx: usize) -> u8 {
+        (usize::BITS - 1 - rx.leading_zeros()).saturating_sub(16) as u8
+    }
+}
+
+/// Builds the lab for `cfg`; `front` makes the front-end node from the addresses.
+pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontNode>) -> World {
+    let mut rng = SimRng::new(cfg.seed);
+    let addrs = Addrs::lab(cfg.backends);
+    let mut net = Network::new(rng.fork(), LinkFaults::clean(cfg.lan_delay));
+    for hop in [
+        (NodeId::Client, NodeId::FrontEnd),
+        (NodeId::FrontEnd, NodeId::Client),
+    ] {
+        net.set_hop(hop.0, hop.1, LinkFaults::clean(cfg.wan_delay));
+    }
+    for i in 0..cfg.backends {
+        net.set_hop(
+            NodeId::Backend(i),
+            NodeId::Client,
+            LinkFaults::clean(cfg.wan_delay),
+        );
+    }
+    let body = cfg.body();
+    let expect = cfg
+        .expect
+        .clone()
+        .unwrap_or_else(|| Expect::Exact(response_for(&cfg.request, &body)));
+
+    // Clocks: each host's TSval starts at a random point, so ts_delta is arbitrary and
+    // wraps at 2^32 in some seeds.
+    let client_ts = rng.next_u32();
+    let mut client_host = TcpHost::new(addrs.client, addrs.client_gw, &mut rng, client_ts);
+    let spec = ClientSpec {
+        port: 49_152 + rng.below(16_000) as u16,
+        request: cfg.request.clone(),
+        parts: cfg.request_parts.clone(),
+        expect,
+        rx_buffer: cfg.client_rx,
+        tx_buffer: 64 * 1024,
+        timestamps: cfg.client_timestamps,
+    };
+    let app = ClientApp::connect(&mut client_host, spec, addrs.vip, HTTP_PORT);
+    let client = ClientNode {
+        host: client_host,
+        app,
+        monitor: ClientMonitor::default(),
+        strip_sack_permitted: cfg.strip_sack_permitted,
+    };
+
+    let backends = (0..cfg.backends)
+        .map(|i| {
+            let ts_offset = rng.next_u32();
+            let mut host = TcpHost::new(addrs.backends[i], addrs.lan_gw, &mut rng, ts_offset);
+            let server = ServerApp::listen(
+                &mut host,
+                ServerSpec {
+                    port: HTTP_PORT,
+                    rx_buffer: cfg.server_rx,
+                    tx_buffer: cfg.server_tx,
+                    timestamps: cfg.server_timestamps,
+                    body: body.clone(),
+                },
+            );
+            BackendNode {
+                host,
+                server,
+                module: backend_module::BackendModule::new(
+                    HANDOFF_KEY,
+                    addrs.backends[i],
+                    addrs.vip,
+                    HTTP_PORT,
+                ),
+                monitor: BackendMonitor::default(),
+                silent: cfg.silent_backends.contains(&i),
+                ingress_drops: Vec::new(),
+            }
+        })
+        .collect();
+    let front = front(&addrs);
+    World {
+        seed: cfg.seed,
+        scenario: cfg.scenario.clone(),
+        now: Duration::ZERO,
+        addrs,
+        net,
+        client,
+        front,
+        backends,
+        steps: 0,
+    }
+}
