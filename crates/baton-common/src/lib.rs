@@ -14,9 +14,13 @@
 //! - [`handoff_option`]: the authenticated TCP option in the replayed SYN, and the walk
 //!   over a TCP options area that finds and blanks it.
 //! - [`siphash`]: SipHash-2-4, the handoff option's MAC.
+//! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
+//! - [`backend`]: the back-end module's flow table, configuration and counters.
 #![no_std]
 
+pub mod backend;
 pub mod counter;
 pub mod handoff_option;
 pub mod siphash;
+pub mod tcp_options;
 pub mod translate;

@@ -52,7 +52,7 @@ impl TrafficCounter {
             // already (EEXIST is fine); any real problem shows up when attaching below.
             let _ = tc::qdisc_add_clsact(iface);
         }
-        let mut ebpf = Ebpf::load(crate::ebpf::OBJECT).context("loading the eBPF object")?;
+        let mut ebpf = Ebpf::load(crate::ebpf::COUNTER).context("loading the eBPF object")?;
         for (name, hook) in [
             ("traffic_in", TcAttachType::Ingress),
             ("traffic_out", TcAttachType::Egress),

@@ -1,4 +1,9 @@
-//! The eBPF object built from `crates/baton-ebpf` by `build.rs`, embedded in the binary.
+//! The eBPF objects built from `crates/baton-ebpf` by `build.rs`, embedded in the binary,
+//! 8-byte aligned as aya needs.
 
-/// The ELF object holding every Baton eBPF program and map, 8-byte aligned as aya needs.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-ebpf"));
+/// The per-interface traffic counter (`traffic_in`, `traffic_out`, map `TRAFFIC`).
+pub static COUNTER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-counter"));
+
+/// The back-end module (`backend_ingress`, `backend_egress`; maps `BACKEND_FLOWS`,
+/// `BACKEND_CONFIG`, `BACKEND_STATS`).
+pub static BACKEND: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-backend"));

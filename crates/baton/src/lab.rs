@@ -242,6 +242,12 @@ impl Lab {
         PathBuf::from(format!("/run/{}-lab", self.name))
     }
 
+    /// The BPF filesystem mounted for `node` (front-end and back-ends), where its agent
+    /// pins maps and links: `pin_dir` in the node's configuration.
+    pub fn bpffs(&self, node: Node) -> PathBuf {
+        self.state_dir().join(node.to_string()).join("bpf")
+    }
+
     fn state_file(&self) -> PathBuf {
         self.state_dir().join("lab.json")
     }
@@ -431,6 +437,13 @@ impl Lab {
             state.backends
         ));
 
+        // A BPF filesystem per front-end and back-end node, for the agents' pins. `ip netns
+        // exec` gives each command a private /sys, so /sys/fs/bpf would not outlive it;
+        // these mounts live in the host's mount namespace, visible to every exec.
+        for node in std::iter::once(Node::Fe).chain((1..=state.backends).map(Node::Backend)) {
+            mount_bpffs(&self.bpffs(node))?;
+        }
+
         let data = dir.join("data");
         let sums = webroot::write_data_files(&data)?;
         for k in 1..=state.backends {
@@ -554,6 +567,7 @@ impl Lab {
             netns::ip(&["netns", "del", ns])?;
         }
         let dir = self.state_dir();
+        let mounts = unmount_below(&dir)?;
         let had_files = dir.exists();
         if had_files {
             fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -562,7 +576,7 @@ impl Lab {
             log(&format!("lab `{}` is not up; nothing to remove", self.name));
         } else {
             log(&format!(
-                "lab `{}` removed: {} namespaces, {killed} processes, {}",
+                "lab `{}` removed: {} namespaces, {killed} processes, {mounts} mounts, {}",
                 self.name,
                 namespaces.len(),
                 if had_files {
@@ -629,6 +643,48 @@ pub struct Status {
     pub state: LabState,
     pub vip: String,
     pub nodes: Vec<NodeStatus>,
+}
+
+fn mount_bpffs(at: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(at)?;
+    let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())?;
+    // SAFETY: valid C strings; a fresh bpf filesystem instance on a directory we made.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mounting a BPF filesystem on {}", at.display()));
+    }
+    Ok(())
+}
+
+/// Unmounts every mount at or below `dir` (deepest first), also those a crashed run left.
+fn unmount_below(dir: &Path) -> anyhow::Result<usize> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for point in &points {
+        let target = std::ffi::CString::new(point.as_os_str().as_encoded_bytes())?;
+        // SAFETY: a valid C string; MNT_DETACH so a busy mount still goes.
+        if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("unmounting {}", point.display()));
+        }
+    }
+    Ok(points.len())
 }
 
 fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> anyhow::Result<()> {

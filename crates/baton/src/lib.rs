@@ -5,9 +5,12 @@
 //! loading). It must never hold protocol or dispatch logic: those stay in `baton-proto`
 //! and `baton-dispatch`, where they are tested without a kernel.
 
+pub mod backend;
 pub mod counter;
 pub mod ebpf;
+pub mod handoff_key;
 pub mod lab;
 pub mod netns;
+pub mod signals;
 pub mod static_server;
 pub mod webroot;

@@ -4,7 +4,7 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::ExitCode,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::Ordering,
     thread,
     time::{Duration, Instant},
 };
@@ -30,6 +30,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The back-end agent: attaches the back-end module to the LAN interface (pinned, so
+    /// it outlives the agent), then garbage-collects its flow table until SIGTERM/SIGINT.
+    Backend {
+        /// TOML configuration (see examples/backend-lab.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Remove the module (programs, links and maps) from the interface and exit.
+        #[arg(long)]
+        detach: bool,
+    },
     /// The network-namespace lab: client, router, LAN bridge, front-end and back-ends.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -105,6 +115,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
+        Command::Backend { config, detach } => baton::backend::run(&config, detach),
         Command::Counter {
             iface,
             seconds,
@@ -202,7 +213,7 @@ fn run_counter(
             counter.ifindex()
         );
     }
-    let stop = stop_on_signals();
+    let stop = baton::signals::stop_flag()?;
     let started = Instant::now();
     let deadline = seconds.map(|s| started + Duration::from_secs(s));
     let mut next_report = interval.map(|i| started + Duration::from_secs(i.max(1)));
@@ -234,18 +245,4 @@ fn print_counts(counter: &TrafficCounter, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Set by SIGINT or SIGTERM, so `counter` can print its totals before it exits.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-fn stop_on_signals() -> &'static AtomicBool {
-    extern "C" fn on_signal(_: libc::c_int) {
-        STOP.store(true, Ordering::Relaxed);
-    }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-    }
-    &STOP
 }

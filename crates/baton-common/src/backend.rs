@@ -1,0 +1,170 @@
+//! The back-end module's maps: the flow table, the configuration and the counters that
+//! the tc programs (`backend_ingress`, `backend_egress`) share with `baton backend`.
+
+use crate::siphash::SipKey;
+use crate::translate::Translation;
+
+/// Default number of flow-table entries. An entry costs the key and value (12 + 24
+/// bytes) plus the kernel's per-element overhead for an LRU hash (about 60 bytes on
+/// 64-bit kernels), so roughly 100 MB at this size; `flow_table_size` sets it.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1_048_576;
+
+/// A handed-off connection as the back-end sees it: addresses and ports in network byte
+/// order, exactly as they sit in the packet, so the programs copy them without swapping.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendFlowKey {
+    pub client_addr_be: u32,
+    pub backend_addr_be: u32,
+    pub client_port_be: u16,
+    pub backend_port_be: u16,
+}
+
+/// A flow-table value: how to translate, and where the handoff stands.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendFlow {
+    pub translation: Translation,
+    /// [`BackendFlow::CONFIRMED`].
+    pub state: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+}
+
+impl BackendFlow {
+    /// The back-end has sent response data, so its acknowledgement of the whole request
+    /// has reached the front-end: egress stops copying segments to the front-end (only
+    /// FIN and RST still go there, DESIGN.md section 2 step 9).
+    pub const CONFIRMED: u32 = 1 << 0;
+
+    pub const fn new(translation: Translation) -> Self {
+        Self {
+            translation,
+            state: 0,
+            _pad: 0,
+        }
+    }
+
+    pub const fn is_confirmed(&self) -> bool {
+        self.state & Self::CONFIRMED != 0
+    }
+}
+
+/// The one entry of the configuration map, written by `baton backend` before it attaches
+/// the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The key the front-end signs handoff options with.
+    pub handoff_key: SipKey,
+    /// The virtual service the back-end answers as.
+    pub vip_addr_be: u32,
+    pub vip_port_be: u16,
+    /// The back-end's own port that handed-off connections arrive on.
+    pub service_port_be: u16,
+    /// Where SYN/ACK's and control copies go: the front-end's MAC on the LAN.
+    pub frontend_mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// [`BackendConfig::ENABLED`]; without it the programs pass everything untouched.
+    pub flags: u32,
+    pub _pad2: u32,
+}
+
+impl BackendConfig {
+    pub const ENABLED: u32 = 1 << 0;
+}
+
+/// Indexes of the per-CPU counter array: one per outcome of the programs, so that every
+/// packet they touch or refuse is accounted for.
+pub mod stat {
+    /// A SYN' with a valid handoff option: flow recorded, option blanked, passed up.
+    pub const IN_SYN_ACCEPTED: u32 = 0;
+    /// A SYN without a handoff option: a direct client, passed untouched.
+    pub const IN_SYN_PLAIN: u32 = 1;
+    /// A handoff option whose tag does not verify (forged, or copied from another
+    /// connection): dropped.
+    pub const IN_SYN_BAD_TAG: u32 = 2;
+    /// A handoff option that is truncated or malformed: dropped.
+    pub const IN_SYN_BAD_OPTION: u32 = 3;
+    /// A client segment of a handed-off flow, translated (ack, SACK, TSecr).
+    pub const IN_TRANSLATED: u32 = 4;
+    /// A client segment for a flow whose SYN/ACK' has not left yet: dropped (the
+    /// front-end retransmits).
+    pub const IN_BEFORE_SYN_ACK: u32 = 5;
+    /// A segment to the service port of no handed-off flow: passed untouched.
+    pub const IN_NOT_HANDED_OFF: u32 = 6;
+    /// An unreadable or malformed IPv4/TCP header or options area: passed untouched for
+    /// the kernel to judge, or dropped when it carried a handoff option.
+    pub const IN_MALFORMED: u32 = 7;
+    /// The flow table refused an insert: the SYN' is dropped.
+    pub const IN_FLOW_TABLE_FULL: u32 = 8;
+    /// B's SYN/ACK', turned into the front-end's terms and sent to the front-end.
+    pub const OUT_SYN_ACK_TO_FRONTEND: u32 = 9;
+    /// A back-end segment of a handed-off flow, translated and sent to the client.
+    pub const OUT_TRANSLATED: u32 = 10;
+    /// A copy sent to the front-end while the handoff is unconfirmed.
+    pub const OUT_COPY_TO_FRONTEND: u32 = 11;
+    /// A FIN or RST copied to the front-end.
+    pub const OUT_CONTROL_TO_FRONTEND: u32 = 12;
+    /// A back-end segment of no handed-off flow: passed untouched.
+    pub const OUT_NOT_HANDED_OFF: u32 = 13;
+    /// A back-end segment for a flow still awaiting its SYN/ACK' that is not a RST:
+    /// dropped.
+    pub const OUT_BEFORE_SYN_ACK: u32 = 14;
+    /// An unreadable or malformed header on egress: passed untouched.
+    pub const OUT_MALFORMED: u32 = 15;
+    /// A kernel helper failed mid-rewrite: the segment is dropped rather than sent
+    /// half-translated; TCP retransmits it.
+    pub const REWRITE_FAILED: u32 = 16;
+    /// Number of counters.
+    pub const COUNT: u32 = 17;
+
+    /// Counter names, by index, for logs and metrics.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "in_syn_accepted",
+        "in_syn_plain",
+        "in_syn_bad_tag",
+        "in_syn_bad_option",
+        "in_translated",
+        "in_before_syn_ack",
+        "in_not_handed_off",
+        "in_malformed",
+        "in_flow_table_full",
+        "out_syn_ack_to_frontend",
+        "out_translated",
+        "out_copy_to_frontend",
+        "out_control_to_frontend",
+        "out_not_handed_off",
+        "out_before_syn_ack",
+        "out_malformed",
+        "rewrite_failed",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `#[repr(C)]`, integers only, padding explicit (checked by the size tests).
+    unsafe impl aya::Pod for super::BackendFlowKey {}
+    unsafe impl aya::Pod for super::BackendFlow {}
+    unsafe impl aya::Pod for super::BackendConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn kernel_shared_layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<BackendFlowKey>(), 12);
+        assert_eq!(size_of::<BackendFlow>(), 24);
+        assert_eq!(size_of::<BackendConfig>(), 40);
+    }
+
+    #[test]
+    fn counter_names_are_unique() {
+        for (i, a) in stat::NAMES.iter().enumerate() {
+            assert!(!stat::NAMES[i + 1..].contains(a), "{a} twice");
+        }
+    }
+}

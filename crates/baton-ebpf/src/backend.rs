@@ -1,0 +1,547 @@
+//! The back-end module (the patent's BTCP_BE): tc ingress and egress on the back-end's LAN
+//! interface, so that an unmodified server answers a handed-off client directly, as if it
+//! were the front-end (DESIGN.md section 2, steps 5, 6, 8 and 9).
+//!
+//! - ingress: accepts a SYN' only with a handoff option that verifies under the shared
+//!   key, records the flow, blanks the option and passes the SYN up; then translates every
+//!   later client segment of the flow (ack, SACK blocks, TSecr).
+//! - egress: turns the SYN/ACK' into the front-end's terms and sends it to the front-end;
+//!   then rewrites every back-end segment (source VIP, seq, TSval, window), copies
+//!   segments to the front-end until the back-end has answered (its acknowledgement of
+//!   the request is in that first answer), and copies FIN and RST to it.
+//!
+//! All arithmetic comes from `baton_common` (tested on the host). Packets are read and
+//! written with the skb helpers and checksums fixed with `bpf_l3/l4_csum_replace`, which
+//! are right for `CHECKSUM_PARTIAL` packets, the norm on egress, and for GSO super-packets,
+//! whose headers are all we touch.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_F_PSEUDO_HDR, TC_ACT_PIPE, TC_ACT_SHOT},
+    macros::{classifier, map},
+    maps::{Array, LruHashMap, PerCpuArray},
+    programs::TcContext,
+};
+use baton_common::{
+    backend::{BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, stat},
+    handoff_option::{
+        HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
+        find_handoff_option,
+    },
+    tcp_options::{sack, timestamps, window_shift},
+    translate::{SynAckTerms, Translation},
+};
+
+// Not pinned here: `baton backend` pins them under its own directory (so restarts reuse
+// them), while tests load the object with maps of their own.
+#[map]
+static BACKEND_FLOWS: LruHashMap<BackendFlowKey, BackendFlow> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+#[map]
+static BACKEND_CONFIG: Array<BackendConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static BACKEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+const ETH_LEN: usize = 14;
+const ETH_P_IP_BE: [u8; 2] = [0x08, 0x00];
+const IPPROTO_TCP: u8 = 6;
+const IP_CHECK: usize = 10;
+const IP_SADDR: usize = 12;
+const TCP_SEQ: usize = 4;
+const TCP_ACK: usize = 8;
+const TCP_WINDOW: usize = 14;
+const TCP_CHECK: usize = 16;
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// What a program decided, each with its counter.
+enum Verdict {
+    /// Carry on (tcx: next program, then the stack), counting `stat`.
+    Pass(u32),
+    /// Drop, counting `stat`.
+    Drop(u32),
+}
+
+#[classifier]
+pub fn backend_ingress(ctx: TcContext) -> i32 {
+    finish(ingress(&ctx))
+}
+
+#[classifier]
+pub fn backend_egress(ctx: TcContext) -> i32 {
+    finish(egress(&ctx))
+}
+
+#[inline(always)]
+fn finish(verdict: Option<Verdict>) -> i32 {
+    match verdict {
+        // Not IPv4 TCP for the service: not ours, and not counted, so unrelated traffic
+        // costs one parse and no map access.
+        None => TC_ACT_PIPE,
+        Some(Verdict::Pass(stat)) => {
+            count(stat);
+            TC_ACT_PIPE
+        }
+        Some(Verdict::Drop(stat)) => {
+            count(stat);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn count(stat: u32) {
+    if let Some(counter) = BACKEND_STATS.get_ptr_mut(stat) {
+        // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// The headers a program needs, read once.
+struct Segment {
+    tcp: usize,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+    flags: u8,
+    options_len: usize,
+    payload_len: usize,
+}
+
+/// Reads Ethernet, IPv4 and TCP headers. `None`: not IPv4 TCP, or a fragment.
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Option<Result<Segment, ()>> {
+    let proto: [u8; 2] = ctx.load(12).ok()?;
+    if proto != ETH_P_IP_BE {
+        return None;
+    }
+    let [version_ihl, _]: [u8; 2] = ctx.load(ETH_LEN).ok()?;
+    let ip_proto: u8 = ctx.load(ETH_LEN + 9).ok()?;
+    if version_ihl >> 4 != 4 || ip_proto != IPPROTO_TCP {
+        return None;
+    }
+    let [f0, f1]: [u8; 2] = ctx.load(ETH_LEN + 6).ok()?;
+    if u16::from_be_bytes([f0, f1]) & 0x3fff != 0 {
+        return None; // a fragment: only the first has the TCP header; never ours
+    }
+    Some(parse_tcp(ctx, usize::from(version_ihl & 0x0f) * 4))
+}
+
+#[inline(always)]
+fn parse_tcp(ctx: &TcContext, ihl: usize) -> Result<Segment, ()> {
+    if ihl < 20 {
+        return Err(());
+    }
+    let tcp = ETH_LEN + ihl;
+    let [l0, l1]: [u8; 2] = ctx.load(ETH_LEN + 2).map_err(|_| ())?;
+    let saddr: [u8; 4] = ctx.load(ETH_LEN + IP_SADDR).map_err(|_| ())?;
+    let daddr: [u8; 4] = ctx.load(ETH_LEN + IP_SADDR + 4).map_err(|_| ())?;
+    let ports: [u8; 4] = ctx.load(tcp).map_err(|_| ())?;
+    let [doff, flags]: [u8; 2] = ctx.load(tcp + 12).map_err(|_| ())?;
+    let header_len = usize::from(doff >> 4) * 4;
+    if header_len < 20 {
+        return Err(());
+    }
+    // GSO super-packets carry the whole length here (or 0 with BIG TCP, where the
+    // saturating subtraction gives 0 and we only lose the "has payload" hint).
+    let payload_len = usize::from(u16::from_be_bytes([l0, l1])).saturating_sub(ihl + header_len);
+    Ok(Segment {
+        tcp,
+        saddr,
+        daddr,
+        sport: [ports[0], ports[1]],
+        dport: [ports[2], ports[3]],
+        flags,
+        options_len: header_len - 20,
+        payload_len,
+    })
+}
+
+#[inline(always)]
+fn config() -> Option<BackendConfig> {
+    let config = *BACKEND_CONFIG.get(0)?;
+    (config.flags & BackendConfig::ENABLED != 0).then_some(config)
+}
+
+/// Copies the options area onto the stack. TCP options come in whole 32-bit words, so
+/// they are loaded a word at a time: every load has a constant size, which the verifier
+/// accepts where a variable-length one would need proofs it cannot make. The rest of the
+/// buffer stays zero, which reads as End of Option List, so callers walk the whole fixed
+/// buffer: every index is then checked against a constant, which the verifier can follow.
+#[inline(always)]
+fn load_options(
+    ctx: &TcContext,
+    seg: &Segment,
+    buf: &mut [u8; MAX_OPTIONS_LEN],
+) -> Result<usize, ()> {
+    let len = seg.options_len;
+    if len > MAX_OPTIONS_LEN {
+        return Err(());
+    }
+    for word in 0..MAX_OPTIONS_LEN / 4 {
+        let at = word * 4;
+        if at >= len {
+            break;
+        }
+        let bytes: [u8; 4] = ctx.load(seg.tcp + 20 + at).map_err(|_| ())?;
+        if let Some(slot) = buf.get_mut(at..at + 4) {
+            slot.copy_from_slice(&bytes);
+        }
+    }
+    Ok(len)
+}
+
+fn ingress(ctx: &TcContext) -> Option<Verdict> {
+    let config = config()?;
+    let seg = match parse(ctx)? {
+        Ok(seg) => seg,
+        Err(()) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
+    };
+    if u16::from_ne_bytes(seg.dport) != config.service_port_be {
+        return None;
+    }
+    let key = BackendFlowKey {
+        client_addr_be: u32::from_ne_bytes(seg.saddr),
+        backend_addr_be: u32::from_ne_bytes(seg.daddr),
+        client_port_be: u16::from_ne_bytes(seg.sport),
+        backend_port_be: u16::from_ne_bytes(seg.dport),
+    };
+    if seg.flags & (SYN | ACK) == SYN {
+        return Some(ingress_syn(ctx, &config, &seg, &key));
+    }
+    let Some(flow) = BACKEND_FLOWS.get_ptr(key) else {
+        return Some(Verdict::Pass(stat::IN_NOT_HANDED_OFF));
+    };
+    // SAFETY: a map value pointer, valid for this program run; copied out at once.
+    let translation = unsafe { (*flow).translation };
+    if translation.is_awaiting_syn_ack() {
+        return Some(Verdict::Drop(stat::IN_BEFORE_SYN_ACK));
+    }
+    Some(match translate_in(ctx, &seg, &translation) {
+        Ok(()) => Verdict::Pass(stat::IN_TRANSLATED),
+        Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
+    })
+}
+
+fn ingress_syn(
+    ctx: &TcContext,
+    config: &BackendConfig,
+    seg: &Segment,
+    key: &BackendFlowKey,
+) -> Verdict {
+    let mut options = [0u8; MAX_OPTIONS_LEN];
+    let Ok(len) = load_options(ctx, seg, &mut options) else {
+        return Verdict::Pass(stat::IN_MALFORMED);
+    };
+    let span = match find_handoff_option(&options) {
+        Ok(Some(span)) => span,
+        Ok(None) => return Verdict::Pass(stat::IN_SYN_PLAIN),
+        // An area we cannot walk is the kernel's to judge unless it claims to be ours.
+        Err(_) => return Verdict::Pass(stat::IN_MALFORMED),
+    };
+    let Ok(seq) = ctx.load::<[u8; 4]>(seg.tcp + TCP_SEQ) else {
+        return Verdict::Drop(stat::IN_SYN_BAD_OPTION);
+    };
+    let binding = HandoffBinding {
+        client_ip: seg.saddr,
+        client_port: u16::from_be_bytes(seg.sport),
+        backend_ip: seg.daddr,
+        backend_port: u16::from_be_bytes(seg.dport),
+        client_isn: u32::from_be_bytes(seq),
+    };
+    if span.start + span.len > len {
+        // Runs past the options area into our zero padding: truncated.
+        return Verdict::Pass(stat::IN_MALFORMED);
+    }
+    let Some(option_bytes) = options.get(span.start..) else {
+        return Verdict::Drop(stat::IN_SYN_BAD_OPTION);
+    };
+    let option = match HandoffOption::parse_and_verify(option_bytes, &config.handoff_key, &binding)
+    {
+        Ok(option) => option,
+        Err(HandoffOptionError::BadTag) => return Verdict::Drop(stat::IN_SYN_BAD_TAG),
+        Err(_) => return Verdict::Drop(stat::IN_SYN_BAD_OPTION),
+    };
+    // A retransmitted SYN' overwrites the entry with the same values.
+    if BACKEND_FLOWS
+        .insert(
+            key,
+            BackendFlow::new(option.translation()),
+            u64::from(BPF_ANY),
+        )
+        .is_err()
+    {
+        return Verdict::Drop(stat::IN_FLOW_TABLE_FULL);
+    }
+    // The server must see a plain SYN: NOPs in place of the option, checksum fixed.
+    let at = seg.tcp + 20 + span.start;
+    for chunk in 0..HANDOFF_OPTION_LEN / 4 {
+        let i = span.start + chunk * 4;
+        let Some(&[a, b, c, d]) = options.get(i..i + 4).and_then(|s| s.first_chunk::<4>()) else {
+            return Verdict::Drop(stat::REWRITE_FAILED);
+        };
+        if rewrite4(ctx, seg.tcp, at + chunk * 4, [a, b, c, d], [1; 4]).is_err() {
+            return Verdict::Drop(stat::REWRITE_FAILED);
+        }
+    }
+    Verdict::Pass(stat::IN_SYN_ACCEPTED)
+}
+
+/// C→B: ack, SACK edges and TSecr into the back-end's terms.
+#[inline(always)]
+fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), ()> {
+    if seg.flags & ACK != 0 {
+        let old: [u8; 4] = ctx.load(seg.tcp + TCP_ACK).map_err(|_| ())?;
+        let new = t.ack_to_backend(u32::from_be_bytes(old)).to_be_bytes();
+        rewrite4(ctx, seg.tcp, seg.tcp + TCP_ACK, old, new)?;
+    }
+    if !t.has_timestamps() && !t.has_sack() {
+        return Ok(());
+    }
+    let mut options = [0u8; MAX_OPTIONS_LEN];
+    load_options(ctx, seg, &mut options)?;
+    let base = seg.tcp + 20;
+    if t.has_timestamps()
+        && let Some(ts) = timestamps(&options)
+    {
+        let old = field4(&options, ts + 6)?;
+        let new = t.tsecr_to_backend(u32::from_be_bytes(old)).to_be_bytes();
+        rewrite4(ctx, seg.tcp, base + ts + 6, old, new)?;
+    }
+    if t.has_sack()
+        && let Some((at, blocks)) = sack(&options)
+    {
+        for edge in 0..2 * baton_common::tcp_options::MAX_SACK_BLOCKS {
+            if edge >= 2 * blocks {
+                break;
+            }
+            let at = at + 2 + edge * 4;
+            let old = field4(&options, at)?;
+            let new = t
+                .sack_edge_to_backend(u32::from_be_bytes(old))
+                .to_be_bytes();
+            rewrite4(ctx, seg.tcp, base + at, old, new)?;
+        }
+    }
+    Ok(())
+}
+
+fn egress(ctx: &TcContext) -> Option<Verdict> {
+    let config = config()?;
+    let seg = match parse(ctx)? {
+        Ok(seg) => seg,
+        Err(()) => return Some(Verdict::Pass(stat::OUT_MALFORMED)),
+    };
+    if u16::from_ne_bytes(seg.sport) != config.service_port_be {
+        return None;
+    }
+    let key = BackendFlowKey {
+        client_addr_be: u32::from_ne_bytes(seg.daddr),
+        backend_addr_be: u32::from_ne_bytes(seg.saddr),
+        client_port_be: u16::from_ne_bytes(seg.dport),
+        backend_port_be: u16::from_ne_bytes(seg.sport),
+    };
+    let Some(flow) = BACKEND_FLOWS.get_ptr_mut(key) else {
+        return Some(Verdict::Pass(stat::OUT_NOT_HANDED_OFF));
+    };
+    // SAFETY: a map value pointer, valid for this program run.
+    let mut value = unsafe { *flow };
+    let syn_ack = seg.flags & (SYN | ACK) == (SYN | ACK);
+    if value.translation.is_awaiting_syn_ack() && !syn_ack {
+        // The server refused the connection before the handoff finished: the front-end
+        // must learn of it to try another back-end. Anything else cannot be translated.
+        if seg.flags & RST == 0 {
+            return Some(Verdict::Drop(stat::OUT_BEFORE_SYN_ACK));
+        }
+        return Some(
+            match to_frontend_addresses(ctx, &seg, &config)
+                .and_then(|()| set_dst_mac(ctx, config.frontend_mac))
+            {
+                Ok(()) => Verdict::Pass(stat::OUT_CONTROL_TO_FRONTEND),
+                Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
+            },
+        );
+    }
+    let mut options = [0u8; MAX_OPTIONS_LEN];
+    if load_options(ctx, &seg, &mut options).is_err() {
+        return Some(Verdict::Drop(stat::REWRITE_FAILED));
+    }
+    if syn_ack {
+        let Ok(isn) = ctx.load::<[u8; 4]>(seg.tcp + TCP_SEQ) else {
+            return Some(Verdict::Drop(stat::REWRITE_FAILED));
+        };
+        let tsval = match timestamps(&options) {
+            Some(ts) => match field4(&options, ts + 2) {
+                Ok(v) => u32::from_be_bytes(v),
+                Err(()) => return Some(Verdict::Drop(stat::REWRITE_FAILED)),
+            },
+            None => 0,
+        };
+        value.translation = value.translation.with_backend(SynAckTerms {
+            isn: u32::from_be_bytes(isn),
+            tsval,
+            window_shift: window_shift(&options).unwrap_or(0),
+        });
+        // SAFETY: as above; the completed translation serves every later segment.
+        unsafe { (*flow).translation = value.translation };
+    }
+    if translate_out(ctx, &seg, &config, &value.translation, &options, syn_ack).is_err() {
+        return Some(Verdict::Drop(stat::REWRITE_FAILED));
+    }
+    if syn_ack {
+        // The SYN/ACK' goes to the front-end only: the client already had its SYN/ACK.
+        return Some(match set_dst_mac(ctx, config.frontend_mac) {
+            Ok(()) => Verdict::Pass(stat::OUT_SYN_ACK_TO_FRONTEND),
+            Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
+        });
+    }
+    let control = seg.flags & (FIN | RST) != 0;
+    if control || !value.is_confirmed() {
+        if copy_to_frontend(ctx, config.frontend_mac).is_err() {
+            return Some(Verdict::Drop(stat::REWRITE_FAILED));
+        }
+        if !value.is_confirmed() && seg.payload_len > 0 {
+            // SAFETY: as above.
+            unsafe { (*flow).state |= BackendFlow::CONFIRMED };
+        }
+        count(if control {
+            stat::OUT_CONTROL_TO_FRONTEND
+        } else {
+            stat::OUT_COPY_TO_FRONTEND
+        });
+    }
+    Some(Verdict::Pass(stat::OUT_TRANSLATED))
+}
+
+/// B→C: source VIP, seq, TSval and (except on SYN) the window into the client's terms.
+#[inline(always)]
+fn translate_out(
+    ctx: &TcContext,
+    seg: &Segment,
+    config: &BackendConfig,
+    t: &Translation,
+    options: &[u8; MAX_OPTIONS_LEN],
+    syn: bool,
+) -> Result<(), ()> {
+    to_frontend_addresses(ctx, seg, config)?;
+    let old: [u8; 4] = ctx.load(seg.tcp + TCP_SEQ).map_err(|_| ())?;
+    let new = t.seq_to_client(u32::from_be_bytes(old)).to_be_bytes();
+    rewrite4(ctx, seg.tcp, seg.tcp + TCP_SEQ, old, new)?;
+    if !syn {
+        // RFC 7323 section 2.2: the window of a SYN segment is never scaled.
+        let old: [u8; 2] = ctx.load(seg.tcp + TCP_WINDOW).map_err(|_| ())?;
+        let new = t.window_to_client(u16::from_be_bytes(old)).to_be_bytes();
+        rewrite2(ctx, seg.tcp, seg.tcp + TCP_WINDOW, old, new)?;
+    }
+    if t.has_timestamps()
+        && let Some(ts) = timestamps(options)
+    {
+        let old = field4(options, ts + 2)?;
+        let new = t.tsval_to_client(u32::from_be_bytes(old)).to_be_bytes();
+        rewrite4(ctx, seg.tcp, seg.tcp + 20 + ts + 2, old, new)?;
+    }
+    Ok(())
+}
+
+/// Source address and port become the VIP's: the client only ever talks to the VIP.
+#[inline(always)]
+fn to_frontend_addresses(ctx: &TcContext, seg: &Segment, config: &BackendConfig) -> Result<(), ()> {
+    let vip = config.vip_addr_be.to_ne_bytes();
+    let (old, new) = (u32::from_ne_bytes(seg.saddr), u32::from_ne_bytes(vip));
+    if old != new {
+        ctx.store(ETH_LEN + IP_SADDR, &vip, 0).map_err(|_| ())?;
+        ctx.l3_csum_replace(ETH_LEN + IP_CHECK, u64::from(old), u64::from(new), 4)
+            .map_err(|_| ())?;
+        // The address is in the TCP pseudo-header.
+        ctx.l4_csum_replace(
+            seg.tcp + TCP_CHECK,
+            u64::from(old),
+            u64::from(new),
+            u64::from(BPF_F_PSEUDO_HDR) | 4,
+        )
+        .map_err(|_| ())?;
+    }
+    let port = config.vip_port_be.to_ne_bytes();
+    if port != seg.sport {
+        rewrite2(ctx, seg.tcp, seg.tcp, seg.sport, port)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn set_dst_mac(ctx: &TcContext, mac: [u8; 6]) -> Result<(), ()> {
+    ctx.store(0, &mac, 0).map_err(|_| ())
+}
+
+/// Sends a copy of the (already translated) segment to the front-end on the same link,
+/// then restores the original destination MAC for the client-bound original. The copy
+/// passes through this program again, where its source (now the VIP) matches no flow.
+#[inline(always)]
+fn copy_to_frontend(ctx: &TcContext, frontend_mac: [u8; 6]) -> Result<(), ()> {
+    let original: [u8; 6] = ctx.load(0).map_err(|_| ())?;
+    set_dst_mac(ctx, frontend_mac)?;
+    // SAFETY: the context pointer the kernel passed in.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    ctx.clone_redirect(ifindex, 0).map_err(|_| ())?;
+    set_dst_mac(ctx, original)
+}
+
+#[inline(always)]
+fn field4(options: &[u8; MAX_OPTIONS_LEN], at: usize) -> Result<[u8; 4], ()> {
+    options
+        .get(at..at + 4)
+        .and_then(|s| s.first_chunk::<4>())
+        .copied()
+        .ok_or(())
+}
+
+/// Writes a 4-byte field at packet offset `at` and updates the TCP checksum for it. A
+/// field at an odd offset from the TCP header (possible in options) adds to the
+/// one's-complement sum like the value rotated by a byte (RFC 1071 section 2(B)).
+#[inline(always)]
+fn rewrite4(ctx: &TcContext, tcp: usize, at: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), ()> {
+    if old == new {
+        return Ok(());
+    }
+    ctx.store(at, &new, 0).map_err(|_| ())?;
+    let (from, to) = if (at - tcp) & 1 == 0 {
+        (old, new)
+    } else {
+        (
+            [old[3], old[0], old[1], old[2]],
+            [new[3], new[0], new[1], new[2]],
+        )
+    };
+    ctx.l4_csum_replace(
+        tcp + TCP_CHECK,
+        u64::from(u32::from_ne_bytes(from)),
+        u64::from(u32::from_ne_bytes(to)),
+        4,
+    )
+    .map_err(|_| ())
+}
+
+/// [`rewrite4`] for a 2-byte field (at an odd offset its bytes sum swapped).
+#[inline(always)]
+fn rewrite2(ctx: &TcContext, tcp: usize, at: usize, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
+    if old == new {
+        return Ok(());
+    }
+    ctx.store(at, &new, 0).map_err(|_| ())?;
+    let (from, to) = if (at - tcp) & 1 == 0 {
+        (old, new)
+    } else {
+        ([old[1], old[0]], [new[1], new[0]])
+    };
+    ctx.l4_csum_replace(
+        tcp + TCP_CHECK,
+        u64::from(u16::from_ne_bytes(from)),
+        u64::from(u16::from_ne_bytes(to)),
+        2,
+    )
+    .map_err(|_| ())
+}

@@ -1,0 +1,7 @@
+//! The per-interface traffic counter object (`baton counter`).
+#![no_std]
+#![no_main]
+
+#[path = "../counter.rs"]
+mod counter;
+include!("../runtime.rs");

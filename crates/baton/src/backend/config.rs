@@ -1,0 +1,161 @@
+//! `baton backend --config FILE`: the TOML file, checked. Unknown keys are rejected and
+//! every error names its field.
+
+use std::{
+    net::SocketAddrV4,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use baton_common::{
+    backend::{BackendConfig, DEFAULT_FLOW_TABLE_SIZE},
+    siphash::SipKey,
+};
+use serde::Deserialize;
+
+/// Where the agent pins its maps and links by default: one folder per interface below.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/baton/backend";
+
+/// The file as written; see `examples/backend-lab.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    interface: String,
+    vip: SocketAddrV4,
+    service_port: Option<u16>,
+    frontend_mac: String,
+    handoff_key: Option<String>,
+    handoff_key_file: Option<PathBuf>,
+    flow_table_size: Option<u32>,
+    pin_dir: Option<PathBuf>,
+    gc_interval_ms: Option<u64>,
+}
+
+/// A checked back-end agent configuration.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The LAN interface handed-off connections arrive on and answers leave by.
+    pub interface: String,
+    /// The virtual service the back-end answers as.
+    pub vip: SocketAddrV4,
+    /// The local port the server listens on; the VIP's port unless set.
+    pub service_port: u16,
+    /// The front-end's MAC on the LAN, where SYN/ACK's and control copies go.
+    pub frontend_mac: [u8; 6],
+    pub handoff_key: [u8; 16],
+    pub flow_table_size: u32,
+    pub pin_dir: PathBuf,
+    /// How often entries whose socket is gone are looked for; an entry goes at the second
+    /// sweep that finds no socket, so a connection being set up is never taken for dead.
+    pub gc_interval: Duration,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: FileConfig = toml::from_str(text)?;
+        if file.interface.is_empty() || file.interface.len() > 15 {
+            bail!("`interface`: an interface name of 1 to 15 characters");
+        }
+        let flow_table_size = file.flow_table_size.unwrap_or(DEFAULT_FLOW_TABLE_SIZE);
+        if !(1024..=1 << 26).contains(&flow_table_size) {
+            bail!("`flow_table_size`: between 1024 and 67108864 entries, not {flow_table_size}");
+        }
+        let gc_interval = Duration::from_millis(file.gc_interval_ms.unwrap_or(10_000));
+        if gc_interval < Duration::from_millis(100) {
+            bail!("`gc_interval_ms`: at least 100");
+        }
+        Ok(Self {
+            interface: file.interface,
+            vip: file.vip,
+            service_port: file.service_port.unwrap_or(file.vip.port()),
+            frontend_mac: parse_mac(&file.frontend_mac).context("`frontend_mac`")?,
+            handoff_key: crate::handoff_key::load(
+                file.handoff_key.as_deref(),
+                file.handoff_key_file.as_deref(),
+                "handoff_key",
+            )?,
+            flow_table_size,
+            pin_dir: file.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+            gc_interval,
+        })
+    }
+
+    /// The value of the programs' configuration map.
+    pub fn map_value(&self) -> BackendConfig {
+        BackendConfig {
+            handoff_key: SipKey::from_bytes(self.handoff_key),
+            vip_addr_be: u32::from_ne_bytes(self.vip.ip().octets()),
+            vip_port_be: u16::from_ne_bytes(self.vip.port().to_be_bytes()),
+            service_port_be: u16::from_ne_bytes(self.service_port.to_be_bytes()),
+            frontend_mac: self.frontend_mac,
+            _pad: [0; 2],
+            flags: BackendConfig::ENABLED,
+            _pad2: 0,
+        }
+    }
+}
+
+pub fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next().unwrap_or("");
+        if part.len() != 2 {
+            bail!("expected a MAC such as 02:ba:70:12:01:02, got `{text}`");
+        }
+        *byte = u8::from_str_radix(part, 16)
+            .with_context(|| format!("expected a MAC such as 02:ba:70:12:01:02, got `{text}`"))?;
+    }
+    if parts.next().is_some() {
+        bail!("expected a MAC such as 02:ba:70:12:01:02, got `{text}`");
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        interface = "eth0"
+        vip = "198.18.2.1:80"
+        frontend_mac = "02:ba:70:12:01:02"
+        handoff_key = "000102030405060708090a0b0c0d0e0f"
+    "#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(c.service_port, 80);
+        assert_eq!(c.flow_table_size, DEFAULT_FLOW_TABLE_SIZE);
+        assert_eq!(c.frontend_mac, [2, 0xba, 0x70, 0x12, 1, 2]);
+        let v = c.map_value();
+        assert_eq!(v.vip_addr_be.to_ne_bytes(), [198, 18, 2, 1]);
+        assert_eq!(v.service_port_be.to_ne_bytes(), [0, 80]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                GOOD.replace("02:ba:70:12:01:02", "02:ba:70"),
+                "frontend_mac",
+            ),
+            (GOOD.replace("0e0f", "0e"), "handoff_key"),
+            (format!("{GOOD}\nflow_table_size = 5"), "flow_table_size"),
+            (format!("{GOOD}\nbogus = 1"), "bogus"),
+            (GOOD.replace("198.18.2.1:80", "198.18.2.1"), "vip"),
+        ];
+        for (text, field) in cases {
+            let err = format!("{:#}", AgentConfig::parse(&text).unwrap_err());
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+}

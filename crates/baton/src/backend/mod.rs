@@ -1,0 +1,328 @@
+//! `baton backend`: loads the back-end module (tc ingress and egress on the LAN
+//! interface), pins its maps and links so that they outlive the agent, and garbage-collects
+//! the flow table against the kernel's socket table.
+//!
+//! Pins live in `<pin_dir>/<interface>/`: `flows`, `config`, `stats` (maps) and
+//! `link_ingress`, `link_egress` (tcx links). While the link pins exist the programs stay
+//! attached whether or not the agent runs, so an agent restart disturbs no connection:
+//! it finds the pins and reattaches to the maps. `--detach` removes the pins, which
+//! detaches the programs and frees the maps.
+
+pub mod config;
+pub mod sockdiag;
+
+use std::{
+    collections::HashSet,
+    fs,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::{
+        SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+    },
+};
+use baton_common::backend::{BackendConfig, BackendFlow, BackendFlowKey, stat};
+
+pub use config::AgentConfig;
+
+/// `statfs` magic of the BPF filesystem, where pins must live.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The pins of one interface.
+struct Pins {
+    dir: PathBuf,
+}
+
+impl Pins {
+    fn new(config: &AgentConfig) -> Self {
+        Self {
+            dir: config.pin_dir.join(&config.interface),
+        }
+    }
+    fn flows(&self) -> PathBuf {
+        self.dir.join("flows")
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+    fn stats(&self) -> PathBuf {
+        self.dir.join("stats")
+    }
+    fn link(&self, hook: TcAttachType) -> PathBuf {
+        self.dir.join(match hook {
+            TcAttachType::Ingress => "link_ingress",
+            _ => "link_egress",
+        })
+    }
+}
+
+/// How [`BackendModule::start`] found things.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Programs loaded and attached now.
+    Attached,
+    /// Programs were attached (pins found): maps reopened, configuration rewritten,
+    /// connections untouched.
+    Reattached,
+}
+
+/// The attached back-end module's maps, through their pins.
+pub struct BackendModule {
+    flows: HashMap<MapData, BackendFlowKey, BackendFlow>,
+    stats: PerCpuArray<MapData, u64>,
+    /// Flows found without a socket at the last sweep: removed if still so at the next.
+    suspects: HashSet<BackendFlowKey>,
+}
+
+impl BackendModule {
+    /// Attaches the module to `config.interface`, or reattaches to the one already there.
+    pub fn start(config: &AgentConfig) -> anyhow::Result<(Self, Start)> {
+        let pins = Pins::new(config);
+        require_bpffs(&config.pin_dir)?;
+        fs::create_dir_all(&pins.dir)
+            .with_context(|| format!("creating {}", pins.dir.display()))?;
+        let hooks = [TcAttachType::Ingress, TcAttachType::Egress];
+        let start = if hooks.iter().all(|&h| pins.link(h).exists()) {
+            Start::Reattached
+        } else {
+            attach(config, &pins)?;
+            Start::Attached
+        };
+        let mut config_map: Array<MapData, BackendConfig> =
+            Array::try_from(Map::Array(MapData::from_pin(pins.config())?))?;
+        config_map
+            .set(0, config.map_value(), 0)
+            .context("writing the configuration map")?;
+        let module = Self {
+            flows: HashMap::try_from(Map::LruHashMap(MapData::from_pin(pins.flows())?))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(MapData::from_pin(pins.stats())?))?,
+            suspects: HashSet::new(),
+        };
+        Ok((module, start))
+    }
+
+    /// Removes the pins: the programs detach and the maps are freed once nothing holds
+    /// them. Says whether there was anything to remove.
+    pub fn detach(config: &AgentConfig) -> anyhow::Result<bool> {
+        let pins = Pins::new(config);
+        if !pins.dir.exists() {
+            return Ok(false);
+        }
+        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+            if let Ok(link) = PinnedLink::from_pin(pins.link(hook)) {
+                // Unpinning and dropping the last descriptor detaches the program.
+                drop(link.unpin().context("unpinning a link")?);
+            }
+        }
+        for map in [pins.flows(), pins.config(), pins.stats()] {
+            if map.exists() {
+                fs::remove_file(&map).with_context(|| format!("removing {}", map.display()))?;
+            }
+        }
+        fs::remove_dir(&pins.dir).with_context(|| format!("removing {}", pins.dir.display()))?;
+        Ok(true)
+    }
+
+    /// The counters, summed over CPUs, by [`stat`] index.
+    pub fn stats(&self) -> anyhow::Result<[u64; stat::COUNT as usize]> {
+        let mut out = [0u64; stat::COUNT as usize];
+        for (i, total) in out.iter_mut().enumerate() {
+            *total = self.stats.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Entries in the flow table now.
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().filter(Result::is_ok).count()
+    }
+
+    /// One garbage-collection sweep against the live connections of the service port:
+    /// an entry without a socket is removed if it had none at the previous sweep either.
+    /// Returns (entries kept, entries removed).
+    pub fn collect_garbage(&mut self, live: &HashSet<sockdiag::TcpConnection>) -> (usize, usize) {
+        let keys: Vec<BackendFlowKey> = self.flows.keys().filter_map(Result::ok).collect();
+        let mut suspects = HashSet::new();
+        let mut removed = 0;
+        for key in &keys {
+            if live.contains(&connection_of(key)) {
+                continue;
+            }
+            if self.suspects.contains(key) {
+                if self.flows.remove(key).is_ok() {
+                    removed += 1;
+                }
+            } else {
+                suspects.insert(*key);
+            }
+        }
+        self.suspects = suspects;
+        (keys.len() - removed, removed)
+    }
+}
+
+/// The socket-table view of a flow: local is the back-end's end.
+fn connection_of(key: &BackendFlowKey) -> sockdiag::TcpConnection {
+    let addr = |be: u32, port_be: u16| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(be.to_ne_bytes()),
+            u16::from_be_bytes(port_be.to_ne_bytes()),
+        )
+    };
+    sockdiag::TcpConnection {
+        local: addr(key.backend_addr_be, key.backend_port_be),
+        remote: addr(key.client_addr_be, key.client_port_be),
+    }
+}
+
+/// Loads the object with its maps pinned (reusing pinned maps a previous agent left),
+/// attaches both programs and pins their links. A single link left pinned (an agent
+/// that died half-way) is updated in place rather than attached twice.
+fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<()> {
+    let (flows, cfg, stats) = (pins.flows(), pins.config(), pins.stats());
+    let mut ebpf = EbpfLoader::new()
+        .map_pin_path("BACKEND_FLOWS", flows.as_path())
+        .map_pin_path("BACKEND_CONFIG", cfg.as_path())
+        .map_pin_path("BACKEND_STATS", stats.as_path())
+        .map_max_entries("BACKEND_FLOWS", config.flow_table_size)
+        .load(crate::ebpf::BACKEND)
+        .context("loading the back-end module's eBPF object")?;
+    // The configuration goes in before the programs can see a packet.
+    let mut config_map: Array<_, BackendConfig> = Array::try_from(
+        ebpf.map_mut("BACKEND_CONFIG")
+            .context("map BACKEND_CONFIG missing")?,
+    )?;
+    config_map.set(0, config.map_value(), 0)?;
+    for (name, hook) in [
+        ("backend_ingress", TcAttachType::Ingress),
+        ("backend_egress", TcAttachType::Egress),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("loading {name} (the verifier's log follows)"))?;
+        let pin = pins.link(hook);
+        let id = match PinnedLink::from_pin(&pin) {
+            Ok(old) => {
+                fs::remove_file(&pin)?;
+                prog.attach_to_link(FdLink::from(old).try_into()?)
+                    .with_context(|| format!("replacing the program of {}", pin.display()))?
+            }
+            Err(_) => prog
+                .attach(&config.interface, hook)
+                .with_context(|| format!("attaching {name} to {} {hook:?}", config.interface))?,
+        };
+        let link: FdLink = prog.take_link(id)?.try_into()?;
+        link.pin(&pin)
+            .with_context(|| format!("pinning the link at {}", pin.display()))?;
+    }
+    Ok(())
+}
+
+fn require_bpffs(dir: &Path) -> anyhow::Result<()> {
+    // The nearest existing ancestor tells which filesystem the pins would land on.
+    let mut at = dir;
+    while !at.exists() {
+        at = at.parent().unwrap_or(Path::new("/"));
+    }
+    let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())?;
+    // SAFETY: `stat` is plain data filled by the kernel; `path` is a valid C string.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", at.display()));
+    }
+    if stat.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "`pin_dir` {} is not on a BPF filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or choose another pin_dir",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `baton backend --config FILE [--detach]`.
+pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
+    let config = AgentConfig::load(path)?;
+    let pins = Pins::new(&config);
+    if detach {
+        if BackendModule::detach(&config)? {
+            eprintln!(
+                "backend: detached from {}; removed {}",
+                config.interface,
+                pins.dir.display()
+            );
+        } else {
+            eprintln!(
+                "backend: nothing attached to {} (no {})",
+                config.interface,
+                pins.dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let stop = crate::signals::stop_flag()?;
+    let (mut module, start) = BackendModule::start(&config)?;
+    eprintln!(
+        "backend: {} {} (tc ingress and egress), service port {}, answering as {}; pins in {}; {} flows",
+        match start {
+            Start::Attached => "attached to",
+            Start::Reattached => "reattached to the module already on",
+        },
+        config.interface,
+        config.service_port,
+        config.vip,
+        pins.dir.display(),
+        module.flow_count(),
+    );
+    let mut diag = sockdiag::SockDiag::open().context("opening a sock_diag socket")?;
+    let mut live = HashSet::new();
+    let mut last_stats = module.stats()?;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // Sleep in short steps so a signal is answered within 100 ms.
+        let deadline = std::time::Instant::now() + config.gc_interval;
+        while std::time::Instant::now() < deadline
+            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        match diag.tcp_connections(config.service_port, &mut live) {
+            Ok(()) => {
+                let (kept, removed) = module.collect_garbage(&live);
+                if removed > 0 {
+                    eprintln!(
+                        "backend: flow table: {removed} entries without a socket removed, {kept} kept"
+                    );
+                }
+            }
+            // An interrupted dump may miss sockets: skip the sweep rather than act on it.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => eprintln!("backend: socket table unreadable ({e}); sweep skipped"),
+        }
+        let stats = module.stats()?;
+        if stats != last_stats {
+            let changed: Vec<String> = stat::NAMES
+                .iter()
+                .zip(stats.iter().zip(last_stats.iter()))
+                .filter(|(_, (now, before))| now != before)
+                .map(|(name, (now, _))| format!("{name}={now}"))
+                .collect();
+            eprintln!("backend: counters: {}", changed.join(" "));
+            last_stats = stats;
+        }
+    }
+    eprintln!(
+        "backend: stopping; the module stays attached (pinned in {}); `baton backend --config {} --detach` removes it",
+        pins.dir.display(),
+        path.display()
+    );
+    Ok(())
+}

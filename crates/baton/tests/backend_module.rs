@@ -1,0 +1,438 @@
+//! The back-end module's eBPF programs run by the kernel on crafted packets
+//! (`BPF_PROG_TEST_RUN`), their output checked against the host's translation functions
+//! in `baton_common` and parsed with checksum verification by `baton_proto::wire`.
+//!
+//! Needs root (loading programs); without it each test prints why it skipped. The runs
+//! happen inside a network namespace of the test's own, because a copy the egress
+//! program sends to the front-end (`bpf_clone_redirect`) leaves through the test run's
+//! device there (its loopback, the device test runs use), where nothing routes it
+//! anywhere.
+
+use std::{
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    sync::Mutex,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+};
+use baton::{backend::AgentConfig, netns};
+use baton_common::{
+    backend::{BackendConfig, BackendFlow, BackendFlowKey, stat},
+    handoff_option::{HandoffBinding, HandoffOption},
+    siphash::SipKey,
+    translate::{SynAckTerms, Translation, ones_complement_sum, tcp_ipv4_pseudo_header_sum},
+};
+use baton_proto::wire::{Checksums, TcpFrameRepr};
+
+const NS: &str = "batontest-bpf";
+const TC_ACT_PIPE: u32 = 3;
+const TC_ACT_SHOT: u32 = 2;
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const CLIENT: [u8; 4] = [198, 18, 0, 2];
+const BACKEND: [u8; 4] = [198, 18, 1, 11];
+const VIP: [u8; 4] = [198, 18, 2, 1];
+const FE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x02];
+const BE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x0b];
+const ROUTER_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x01];
+const CLIENT_PORT: u16 = 40_000;
+const KEY: [u8; 16] = *b"baton-test-key-0";
+// Near the top of the sequence space, so the test crosses 2^32.
+const ISN_F: u32 = 0xffff_ff00;
+const TSV_F: u32 = 0x7000_0000;
+const WS_F: u8 = 7;
+const CLIENT_ISN: u32 = 1000;
+const ISN_B: u32 = 0x0000_1000;
+const TSV_B: u32 = 0x100;
+const WS_B: u8 = 9;
+
+fn agent_config() -> AgentConfig {
+    AgentConfig::parse(&format!(
+        "interface = \"eth0\"\nvip = \"198.18.2.1:80\"\nfrontend_mac = \"02:ba:70:12:01:02\"\n\
+         handoff_key = \"{}\"\n",
+        KEY.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+    .unwrap()
+}
+
+/// Builds an Ethernet/IPv4/TCP frame with correct checksums.
+struct Frame {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    fn bytes(&self) -> Vec<u8> {
+        assert_eq!(self.options.len() % 4, 0);
+        let tcp_len = 20 + self.options.len() + self.payload.len();
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + tcp_len) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&self.src.0);
+        ip.extend_from_slice(&self.dst.0);
+        let check = !ones_complement_sum(&ip);
+        ip[10..12].copy_from_slice(&check.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut tcp = Vec::new();
+        tcp.extend_from_slice(&self.src.1.to_be_bytes());
+        tcp.extend_from_slice(&self.dst.1.to_be_bytes());
+        tcp.extend_from_slice(&self.seq.to_be_bytes());
+        tcp.extend_from_slice(&self.ack.to_be_bytes());
+        tcp.push((((20 + self.options.len()) / 4) << 4) as u8);
+        tcp.push(self.flags);
+        tcp.extend_from_slice(&self.window.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 0]);
+        tcp.extend_from_slice(&self.options);
+        tcp.extend_from_slice(&self.payload);
+        let sum = ones_complement_sum(&tcp);
+        let pseudo = tcp_ipv4_pseudo_header_sum(self.src.0, self.dst.0, tcp_len as u16);
+        let check = !baton_common::translate::ones_complement_add(sum, pseudo);
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        f.extend_from_slice(&tcp);
+        f
+    }
+}
+
+/// Timestamps behind two NOPs, as Linux aligns them: 12 bytes.
+fn ts_option(tsval: u32, tsecr: u32) -> Vec<u8> {
+    let mut o = vec![1, 1, 8, 10];
+    o.extend_from_slice(&tsval.to_be_bytes());
+    o.extend_from_slice(&tsecr.to_be_bytes());
+    o
+}
+
+fn binding(backend: [u8; 4]) -> HandoffBinding {
+    HandoffBinding {
+        client_ip: CLIENT,
+        client_port: CLIENT_PORT,
+        backend_ip: backend,
+        backend_port: 80,
+        client_isn: CLIENT_ISN,
+    }
+}
+
+fn handoff_option() -> HandoffOption {
+    HandoffOption::new(
+        ISN_F,
+        TSV_F,
+        WS_F,
+        HandoffOption::TIMESTAMPS | HandoffOption::SACK,
+    )
+}
+
+/// The client's SYN as the front-end replays it: Linux's 20 bytes of options, then the
+/// handoff option (40 in all). The timestamps sit at an odd offset here (after MSS and
+/// SACK-permitted, no NOPs), which exercises the odd-offset checksum path.
+fn syn_prime(option: [u8; 20]) -> Frame {
+    let mut options = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
+    options.extend_from_slice(&5555u32.to_be_bytes());
+    options.extend_from_slice(&0u32.to_be_bytes());
+    options.extend_from_slice(&[1, 3, 3, 7]);
+    options.extend_from_slice(&option);
+    Frame {
+        src_mac: FE_MAC,
+        dst_mac: BE_MAC,
+        src: (CLIENT, CLIENT_PORT),
+        dst: (BACKEND, 80),
+        seq: CLIENT_ISN,
+        ack: 0,
+        flags: 0x02,
+        window: 64240,
+        options,
+        payload: vec![],
+    }
+}
+
+struct Module {
+    ebpf: Ebpf,
+}
+
+impl Module {
+    fn load() -> Self {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("BACKEND_FLOWS", 1024)
+            .load(baton::ebpf::BACKEND)
+            .expect("load object");
+        let mut config: Array<_, BackendConfig> =
+            Array::try_from(ebpf.map_mut("BACKEND_CONFIG").unwrap()).unwrap();
+        config.set(0, agent_config().map_value(), 0).unwrap();
+        for name in ["backend_ingress", "backend_egress"] {
+            let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            prog.load()
+                .unwrap_or_else(|e| panic!("verifier refused {name}: {e:?}"));
+        }
+        Self { ebpf }
+    }
+
+    /// Runs a program on `frame`; returns its verdict and the frame as it left.
+    fn run(&self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &SchedClassifier = self.ebpf.program(program).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 64];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    fn stat(&self, index: u32) -> u64 {
+        let stats: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("BACKEND_STATS").unwrap()).unwrap();
+        stats.get(&index, 0).unwrap().iter().sum()
+    }
+
+    fn flow(&self) -> Option<BackendFlow> {
+        let flows: HashMap<_, BackendFlowKey, BackendFlow> =
+            HashMap::try_from(self.ebpf.map("BACKEND_FLOWS").unwrap()).unwrap();
+        let key = BackendFlowKey {
+            client_addr_be: u32::from_ne_bytes(CLIENT),
+            backend_addr_be: u32::from_ne_bytes(BACKEND),
+            client_port_be: u16::from_ne_bytes(CLIENT_PORT.to_be_bytes()),
+            backend_port_be: u16::from_ne_bytes(80u16.to_be_bytes()),
+        };
+        flows.get(&key, 0).ok()
+    }
+}
+
+/// Runs `f` as root in a fresh namespace, or prints why it skipped.
+fn privileged(test: &str, f: impl FnOnce() + Send) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED {test}: needs root to load eBPF programs");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = Command::new("ip")
+        .args(["netns", "del", NS])
+        .stderr(Stdio::null())
+        .status();
+    for args in [
+        &["netns", "add", NS][..],
+        &["-n", NS, "link", "set", "lo", "up"],
+    ] {
+        assert!(Command::new("ip").args(args).status().unwrap().success());
+    }
+    let result = netns::run_in(NS, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    });
+    let _ = Command::new("ip").args(["netns", "del", NS]).status();
+    if let Err(panic) = result.expect("enter namespace") {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn parse(frame: &[u8]) -> TcpFrameRepr<'_> {
+    TcpFrameRepr::parse(frame, Checksums::Verify).expect("valid frame with valid checksums")
+}
+
+#[test]
+fn handoff_syn_is_verified_recorded_and_blanked() {
+    privileged("handoff SYN", || {
+        let module = Module::load();
+        let option = handoff_option().encode(&SipKey::from_bytes(KEY), &binding(BACKEND));
+        let input = syn_prime(option).bytes();
+        let (verdict, out) = module.run("backend_ingress", &input);
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(module.stat(stat::IN_SYN_ACCEPTED), 1);
+        // Only the option changed (to NOPs), and the checksum still verifies.
+        let tcp_options = 14 + 20 + 20;
+        assert_eq!(&out[tcp_options + 20..tcp_options + 40], &[1u8; 20]);
+        assert_eq!(&out[..tcp_options - 4], &input[..tcp_options - 4]);
+        let parsed = parse(&out);
+        assert_eq!(parsed.tcp.timestamps.unwrap().tsval, 5555);
+        assert_eq!(parsed.tcp.window_scale, Some(7));
+        let flow = module.flow().expect("flow recorded");
+        assert_eq!(flow.translation, handoff_option().translation());
+        assert!(flow.translation.is_awaiting_syn_ack());
+    });
+}
+
+#[test]
+fn forged_or_replayed_handoff_syns_are_dropped_and_counted() {
+    privileged("forged SYN", || {
+        let module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let mut forged = handoff_option().encode(&key, &binding(BACKEND));
+        forged[19] ^= 1;
+        let (verdict, _) = module.run("backend_ingress", &syn_prime(forged).bytes());
+        assert_eq!(verdict, TC_ACT_SHOT);
+        // Signed for another back-end: the tag binds the destination.
+        let elsewhere = handoff_option().encode(&key, &binding([198, 18, 1, 12]));
+        let (verdict, _) = module.run("backend_ingress", &syn_prime(elsewhere).bytes());
+        assert_eq!(verdict, TC_ACT_SHOT);
+        // Signed with another key.
+        let other_key = handoff_option().encode(&SipKey::from_bytes([7; 16]), &binding(BACKEND));
+        let (verdict, _) = module.run("backend_ingress", &syn_prime(other_key).bytes());
+        assert_eq!(verdict, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::IN_SYN_BAD_TAG), 3);
+        assert_eq!(module.flow(), None, "nothing recorded for a forged SYN");
+        // A truncated option (length byte says 20, area ends early) is malformed.
+        let mut truncated = syn_prime(handoff_option().encode(&key, &binding(BACKEND)));
+        truncated.options.truncate(36);
+        let (verdict, _) = module.run("backend_ingress", &truncated.bytes());
+        assert_eq!(
+            verdict, TC_ACT_PIPE,
+            "an options area the kernel will judge itself"
+        );
+        assert_eq!(module.stat(stat::IN_MALFORMED), 1);
+        // A plain SYN (a direct client) passes untouched.
+        let mut plain = syn_prime([1; 20]);
+        plain.options.truncate(20);
+        let input = plain.bytes();
+        let (verdict, out) = module.run("backend_ingress", &input);
+        assert_eq!((verdict, out), (TC_ACT_PIPE, input));
+        assert_eq!(module.stat(stat::IN_SYN_PLAIN), 1);
+    });
+}
+
+#[test]
+fn a_whole_connection_is_translated_as_the_host_functions_say() {
+    privileged("translation", || {
+        let module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let (verdict, _) = module.run(
+            "backend_ingress",
+            &syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes(),
+        );
+        assert_eq!(verdict, TC_ACT_PIPE);
+
+        // B's SYN/ACK': to the front-end, in the front-end's terms.
+        let mut syn_ack_options = vec![2, 4, 0x05, 0xb4, 4, 2];
+        syn_ack_options.extend(ts_option(TSV_B, 5555).into_iter().skip(2));
+        syn_ack_options.extend_from_slice(&[1, 3, 3, WS_B]);
+        let syn_ack = Frame {
+            src_mac: BE_MAC,
+            dst_mac: ROUTER_MAC,
+            src: (BACKEND, 80),
+            dst: (CLIENT, CLIENT_PORT),
+            seq: ISN_B,
+            ack: CLIENT_ISN + 1,
+            flags: 0x12,
+            window: 65160,
+            options: syn_ack_options,
+            payload: vec![],
+        };
+        let (verdict, out) = module.run("backend_egress", &syn_ack.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(&out[..6], &FE_MAC, "the SYN/ACK' goes to the front-end");
+        let p = parse(&out);
+        assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
+        assert_eq!(p.tcp.seq_number, ISN_F);
+        assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F);
+        assert_eq!(p.tcp.window_len, 65160, "a SYN's window is never scaled");
+        let expected = Translation::new(
+            SynAckTerms {
+                isn: ISN_F,
+                tsval: TSV_F,
+                window_shift: WS_F,
+            },
+            SynAckTerms {
+                isn: ISN_B,
+                tsval: TSV_B,
+                window_shift: WS_B,
+            },
+            Translation::TIMESTAMPS | Translation::SACK,
+        );
+        assert_eq!(module.flow().unwrap().translation, expected);
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 1);
+
+        // A client segment: ack, TSecr and SACK edges into B's terms (crossing 2^32).
+        let mut options = ts_option(77, TSV_F.wrapping_add(3));
+        options.extend_from_slice(&[1, 1, 5, 10]);
+        options.extend_from_slice(&ISN_F.wrapping_add(301).to_be_bytes());
+        options.extend_from_slice(&ISN_F.wrapping_add(401).to_be_bytes());
+        let client_ack = Frame {
+            src_mac: FE_MAC,
+            dst_mac: BE_MAC,
+            src: (CLIENT, CLIENT_PORT),
+            dst: (BACKEND, 80),
+            seq: CLIENT_ISN + 1,
+            ack: ISN_F.wrapping_add(201),
+            flags: 0x10,
+            window: 502,
+            options,
+            payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        };
+        let (verdict, out) = module.run("backend_ingress", &client_ack.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        let p = parse(&out);
+        assert_eq!(
+            p.tcp.ack_number,
+            expected.ack_to_backend(ISN_F.wrapping_add(201))
+        );
+        assert_eq!(p.tcp.ack_number, ISN_B + 201);
+        assert_eq!(p.tcp.timestamps.unwrap().tsecr, TSV_B + 3);
+        let sack = p.tcp.sack_blocks[0].unwrap();
+        assert_eq!((sack.left, sack.right), (ISN_B + 301, ISN_B + 401));
+        assert_eq!(p.tcp.payload, b"GET / HTTP/1.1\r\n\r\n");
+
+        // B's response: source VIP, seq, TSval and window into the client's terms, and
+        // (the first data) a copy to the front-end.
+        let response = Frame {
+            src_mac: BE_MAC,
+            dst_mac: ROUTER_MAC,
+            src: (BACKEND, 80),
+            dst: (CLIENT, CLIENT_PORT),
+            seq: ISN_B + 1,
+            ack: CLIENT_ISN + 19,
+            flags: 0x18,
+            window: 1000,
+            options: ts_option(TSV_B + 10, 77),
+            payload: vec![b'x'; 100],
+        };
+        let (verdict, out) = module.run("backend_egress", &response.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(
+            &out[..6],
+            &ROUTER_MAC,
+            "the original goes to the client's next hop"
+        );
+        let p = parse(&out);
+        assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
+        assert_eq!(p.tcp.src_port, 80);
+        assert_eq!(p.tcp.seq_number, expected.seq_to_client(ISN_B + 1));
+        assert_eq!(p.tcp.seq_number, ISN_F.wrapping_add(1));
+        assert_eq!(p.tcp.window_len, expected.window_to_client(1000));
+        assert_eq!(p.tcp.window_len, 4000);
+        assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F + 10);
+        assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
+        assert!(
+            module.flow().unwrap().is_confirmed(),
+            "the first answer confirms the handoff"
+        );
+
+        // Once confirmed, only FIN and RST still go to the front-end.
+        let (_, _) = module.run("backend_egress", &response.bytes());
+        assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
+        let fin = Frame {
+            flags: 0x11,
+            payload: vec![],
+            ..response
+        };
+        let (verdict, _) = module.run("backend_egress", &fin.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 1);
+        assert_eq!(module.stat(stat::OUT_TRANSLATED), 3);
+        assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
+    });
+}
