@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod counter;
 pub mod ebpf;
+pub mod frontend;
 pub mod handoff_key;
 pub mod lab;
 pub mod netns;

@@ -30,6 +30,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The front-end daemon (slow path): answers clients on the VIP, reads each request,
+    /// hands the connection to a back-end. Runs in the foreground until SIGTERM/SIGINT.
+    Frontend {
+        /// TOML configuration (see examples/frontend-lab.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// The back-end agent: attaches the back-end module to the LAN interface (pinned, so
     /// it outlives the agent), then garbage-collects its flow table until SIGTERM/SIGINT.
     Backend {
@@ -116,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
         Command::Backend { config, detach } => baton::backend::run(&config, detach),
+        Command::Frontend { config } => baton::frontend::run(&config),
         Command::Counter {
             iface,
             seconds,

@@ -24,9 +24,12 @@ use baton_common::{
     backend::{BackendConfig, BackendFlow, BackendFlowKey, stat},
     handoff_option::{HandoffBinding, HandoffOption},
     siphash::SipKey,
-    translate::{SynAckTerms, Translation, ones_complement_sum, tcp_ipv4_pseudo_header_sum},
+    translate::{SynAckTerms, Translation},
 };
 use baton_proto::wire::{Checksums, TcpFrameRepr};
+use support::Frame;
+
+mod support;
 
 const NS: &str = "batontest-bpf";
 const TC_ACT_PIPE: u32 = 3;
@@ -57,56 +60,6 @@ fn agent_config() -> AgentConfig {
         KEY.iter().map(|b| format!("{b:02x}")).collect::<String>()
     ))
     .unwrap()
-}
-
-/// Builds an Ethernet/IPv4/TCP frame with correct checksums.
-struct Frame {
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    window: u16,
-    options: Vec<u8>,
-    payload: Vec<u8>,
-}
-
-impl Frame {
-    fn bytes(&self) -> Vec<u8> {
-        assert_eq!(self.options.len() % 4, 0);
-        let tcp_len = 20 + self.options.len() + self.payload.len();
-        let mut f = Vec::new();
-        f.extend_from_slice(&self.dst_mac);
-        f.extend_from_slice(&self.src_mac);
-        f.extend_from_slice(&[0x08, 0x00]);
-        let total = (20 + tcp_len) as u16;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip.extend_from_slice(&self.src.0);
-        ip.extend_from_slice(&self.dst.0);
-        let check = !ones_complement_sum(&ip);
-        ip[10..12].copy_from_slice(&check.to_be_bytes());
-        f.extend_from_slice(&ip);
-        let mut tcp = Vec::new();
-        tcp.extend_from_slice(&self.src.1.to_be_bytes());
-        tcp.extend_from_slice(&self.dst.1.to_be_bytes());
-        tcp.extend_from_slice(&self.seq.to_be_bytes());
-        tcp.extend_from_slice(&self.ack.to_be_bytes());
-        tcp.push((((20 + self.options.len()) / 4) << 4) as u8);
-        tcp.push(self.flags);
-        tcp.extend_from_slice(&self.window.to_be_bytes());
-        tcp.extend_from_slice(&[0, 0, 0, 0]);
-        tcp.extend_from_slice(&self.options);
-        tcp.extend_from_slice(&self.payload);
-        let sum = ones_complement_sum(&tcp);
-        let pseudo = tcp_ipv4_pseudo_header_sum(self.src.0, self.dst.0, tcp_len as u16);
-        let check = !baton_common::translate::ones_complement_add(sum, pseudo);
-        tcp[16..18].copy_from_slice(&check.to_be_bytes());
-        f.extend_from_slice(&tcp);
-        f
-    }
 }
 
 /// Timestamps behind two NOPs, as Linux aligns them: 12 bytes.

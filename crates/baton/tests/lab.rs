@@ -6,55 +6,24 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Child, Command, Output, Stdio},
-    sync::{Mutex, MutexGuard},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
 };
 
 use serde_json::Value;
+use support::{LabGuard, ok, stdout};
+
+mod support;
 
 const LAB: &str = "batontest";
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Holds the lock and takes the test lab down however the test ends.
-struct LabGuard(#[expect(dead_code, reason = "held for its Drop")] MutexGuard<'static, ()>);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = baton(&["lab", "down"]).output();
-    }
-}
-
-/// Takes the lock and clears any remains of an earlier run, or `None` when not root.
 fn lab_guard(test: &str) -> Option<LabGuard> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED {test}: needs root for network namespaces and eBPF");
-        return None;
-    }
-    let guard = LabGuard(SERIAL.lock().unwrap_or_else(|e| e.into_inner()));
-    let _ = baton(&["lab", "down"]).output();
-    Some(guard)
+    support::lab_guard(LAB, &SERIAL, test)
 }
 
 fn baton(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
-    cmd.args(args).env("BATON_LAB", LAB);
-    cmd
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(ok(cmd).stdout).unwrap()
+    support::baton(LAB, args)
 }
 
 fn fails_with(cmd: &mut Command, needle: &str) {

@@ -1152,13 +1152,20 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// The window the front-end announces: the request buffer's free space, so the
-    /// right edge stays put as bytes arrive and the client can never send past the limit.
+    /// right edge stays put as bytes arrive.
+    ///
+    /// Rounded up to the next unit of `2^ws_f`: rounded down, the last partial unit would
+    /// never be offered, the client would stall a few bytes short of the limit and an
+    /// oversized head would end in a request timeout instead of a 431. The client may so
+    /// send up to `2^ws_f - 1` bytes past the limit; they are trimmed (and counted), and
+    /// the full buffer is what makes the parser answer "too large".
     fn receive_window(&self, conn: &Connection) -> u16 {
         let room = self
             .config
             .max_request_len
             .saturating_sub(conn.request.len());
-        (room >> conn.terms.ws_f.unwrap_or(0)).min(usize::from(u16::MAX)) as u16
+        let unit = 1usize << conn.terms.ws_f.unwrap_or(0).min(14);
+        room.div_ceil(unit).min(usize::from(u16::MAX)) as u16
     }
 
     fn send_syn_ack(&mut self, flow: &FlowKey, syn: &ClientSyn, terms: &FrontTerms) {

@@ -107,6 +107,26 @@ impl BackendModule {
         Ok((module, start))
     }
 
+    /// Opens the maps of the module attached to `config.interface`, changing nothing:
+    /// for reading counters and the flow table from outside the agent.
+    pub fn open(config: &AgentConfig) -> anyhow::Result<Self> {
+        let pins = Pins::new(config);
+        let open = |path: PathBuf| {
+            MapData::from_pin(&path).with_context(|| {
+                format!(
+                    "{} not found: is `baton backend` attached to {}?",
+                    path.display(),
+                    config.interface
+                )
+            })
+        };
+        Ok(Self {
+            flows: HashMap::try_from(Map::LruHashMap(open(pins.flows())?))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins.stats())?))?,
+            suspects: HashSet::new(),
+        })
+    }
+
     /// Removes the pins: the programs detach and the maps are freed once nothing holds
     /// them. Says whether there was anything to remove.
     pub fn detach(config: &AgentConfig) -> anyhow::Result<bool> {
@@ -199,9 +219,11 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<()> {
             .context("map BACKEND_CONFIG missing")?,
     )?;
     config_map.set(0, config.map_value(), 0)?;
+    // Egress first: once ingress accepts a SYN', the server's SYN/ACK must meet a
+    // translating egress, or it would leave untranslated for the client, which resets it.
     for (name, hook) in [
-        ("backend_ingress", TcAttachType::Ingress),
         ("backend_egress", TcAttachType::Egress),
+        ("backend_ingress", TcAttachType::Ingress),
     ] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)

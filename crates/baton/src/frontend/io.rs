@@ -1,0 +1,709 @@
+//! The slow path's packet I/O: raw frames in through AF_PACKET, IPv4 packets out through
+//! a raw IPv4 socket, and an nftables rule that keeps the host's own TCP away from the
+//! service.
+//!
+//! **Receive.** An `AF_PACKET` socket bound to the configured interface for `ETH_P_IP`,
+//! with a classic BPF filter (`SO_ATTACH_FILTER`) so that the kernel queues only IPv4
+//! TCP packets to VIP:port (from clients) or from VIP:port (back-ends' egress copies,
+//! addressed to the client but sent to this host's MAC). Outgoing frames are ignored
+//! (`PACKET_IGNORE_OUTGOING`, and the filter checks the packet type too): the daemon's own
+//! transmissions to clients come *from* VIP:port and would otherwise come back as if a
+//! back-end had sent them. One buffer is reused for every frame.
+//!
+//! **Checksums.** A frame that crossed only veths and bridges still carries the partial
+//! checksum its sender's stack left for offload (`CHECKSUM_PARTIAL`); the kernel says so
+//! in the packet's auxiliary data (`TP_STATUS_CSUMNOTREADY`), and the TCP checksum is
+//! completed here, exactly as a NIC would have done, before the protocol core verifies
+//! it. (GRO-merged packets are in the same state and are completed the same way.)
+//!
+//! **Transmit.** `AF_INET`/`SOCK_RAW`/`IPPROTO_RAW` (`IP_HDRINCL`): the state machine
+//! builds whole IPv4 packets, some with a source that is not this host's (a client's
+//! address, in the SYN' and forwarded segments to back-ends); the kernel routes and ARPs
+//! for them. The socket is non-blocking: a full send buffer drops the packet (counted),
+//! and TCP's retransmission recovers, rather than stalling every connection.
+//!
+//! **The host's TCP.** The VIP is an address of this host, so without help the kernel's
+//! TCP would answer every client SYN to VIP:port with a RST (no listener), racing the
+//! daemon's SYN/ACK. [`HostTcpFilter`] installs `table inet baton_fe`, which drops TCP to
+//! VIP:port in prerouting. AF_PACKET taps frames in the device layer, before netfilter,
+//! so the daemon still sees them. Prerouting at `raw` priority rather than input: the
+//! packets are dropped before routing and before connection tracking would spend an
+//! entry on each client. Other ports of the VIP, and the host's own traffic, are left
+//! alone. The table is removed on exit so that a stopped front-end leaves the host as it
+//! was; a table left behind by a crash is replaced atomically at the next start.
+
+use std::{
+    io::{self, Write as _},
+    mem,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+use baton_proto::wire::{Ipv4Packet, TcpSegment, ethernet};
+
+/// `linux/if_packet.h` values, spelt out here so as not to depend on which libc release
+/// exports them.
+const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_AUXDATA: libc::c_int = 8;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_OUTGOING: u32 = 4;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+
+/// `struct tpacket_auxdata` (`linux/if_packet.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// `struct tpacket_stats` (`linux/if_packet.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketStats {
+    tp_packets: u32,
+    tp_drops: u32,
+}
+
+/// An IPv4 packet is at most 65,535 bytes; with the Ethernet header that is the largest
+/// frame the receive path ever needs to hold (larger ones, BIG TCP GRO, are truncated and
+/// counted).
+const RECV_BUFFER_LEN: usize = ethernet::HEADER_LEN + 65_535;
+
+/// Socket buffers: a few milliseconds of a busy link, so a burst of SYNs does not
+/// overflow while the daemon works through the previous batch.
+const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
+
+/// What the I/O layer saw and dropped. Together with the protocol core's [`Stats`] this
+/// accounts for every packet.
+///
+/// [`Stats`]: baton_proto::frontend::Stats
+#[derive(Debug, Clone, Default)]
+pub struct IoStats {
+    /// Frames read from the AF_PACKET socket.
+    pub frames_received: u64,
+    /// Frames dropped by the kernel because the socket's queue was full
+    /// (`PACKET_STATISTICS`).
+    pub kernel_drops: u64,
+    /// Frames longer than the receive buffer, dropped.
+    pub truncated: u64,
+    /// Frames shorter than an Ethernet header, dropped.
+    pub runts: u64,
+    /// TCP checksums completed for `CHECKSUM_PARTIAL` frames.
+    pub checksums_completed: u64,
+    /// Receive errors other than "nothing more to read".
+    pub recv_errors: u64,
+    /// Packets handed to the kernel.
+    pub packets_sent: u64,
+    /// Packets dropped because the send buffer was full (`EAGAIN`, `ENOBUFS`).
+    pub send_busy: u64,
+    /// Packets the kernel refused (no route, too big, ...).
+    pub send_errors: u64,
+}
+
+/// The two sockets and the receive buffer.
+pub struct PacketIo {
+    rx: OwnedFd,
+    tx: OwnedFd,
+    buf: Box<[u8]>,
+    stats: IoStats,
+    /// The last send error, for the log (logged once per distinct errno).
+    last_send_errno: Option<i32>,
+}
+
+/// What [`PacketIo::recv`] found.
+pub enum Received<'a> {
+    /// An IPv4 packet (Ethernet header stripped; may carry link-layer padding after the
+    /// IPv4 total length, which the parser ignores).
+    Packet(&'a [u8]),
+    /// A frame was read but dropped (counted in [`IoStats`]).
+    Dropped,
+    /// Nothing more to read now.
+    Empty,
+}
+
+impl PacketIo {
+    /// Opens both sockets on `interface` for `service`.
+    pub fn open(interface: &str, service: SocketAddrV4) -> anyhow::Result<Self> {
+        let ifname = std::ffi::CString::new(interface).context("interface name")?;
+        // SAFETY: `ifname` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("interface `{interface}` not found"));
+        }
+        let rx = open_capture(ifindex, service)
+            .with_context(|| format!("opening the AF_PACKET socket on {interface}"))?;
+        let tx = open_raw_ipv4().context("opening the raw IPv4 socket")?;
+        Ok(Self {
+            rx,
+            tx,
+            buf: vec![0; RECV_BUFFER_LEN].into_boxed_slice(),
+            stats: IoStats::default(),
+            last_send_errno: None,
+        })
+    }
+
+    /// The descriptor to poll for readability.
+    pub fn rx_fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+
+    /// Reads one frame without blocking.
+    pub fn recv(&mut self) -> Received<'_> {
+        let mut iov = libc::iovec {
+            iov_base: self.buf.as_mut_ptr().cast(),
+            iov_len: self.buf.len(),
+        };
+        // Room for one cmsghdr carrying a tpacket_auxdata, u64-aligned.
+        let mut control = [0u64; 8];
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&control);
+        // MSG_TRUNC: the return value is the frame's real length, so truncation shows.
+        // SAFETY: `msg` points at live buffers of the stated sizes.
+        let n = unsafe { libc::recvmsg(self.rx.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Received::Empty,
+                _ => {
+                    self.stats.recv_errors += 1;
+                    Received::Dropped
+                }
+            };
+        }
+        self.stats.frames_received += 1;
+        let len = n as usize;
+        if len > self.buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0 {
+            self.stats.truncated += 1;
+            return Received::Dropped;
+        }
+        if len < ethernet::HEADER_LEN {
+            self.stats.runts += 1;
+            return Received::Dropped;
+        }
+        let status = auxdata_status(&msg);
+        let packet = &mut self.buf[ethernet::HEADER_LEN..len];
+        if status & TP_STATUS_CSUMNOTREADY != 0 && complete_tcp_checksum(packet) {
+            self.stats.checksums_completed += 1;
+        }
+        Received::Packet(&self.buf[ethernet::HEADER_LEN..len])
+    }
+
+    /// Sends one IPv4 packet to `destination`. Failures are counted, never fatal: TCP
+    /// (the client's, the back-end's, or the core's timers) retransmits.
+    pub fn send(&mut self, destination: Ipv4Addr, packet: &[u8]) {
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut addr: libc::sockaddr_in = unsafe { mem::zeroed() };
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes(destination.octets());
+        // SAFETY: `packet` and `addr` are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                self.tx.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&raw const addr).cast(),
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if n >= 0 {
+            self.stats.packets_sent += 1;
+            return;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::ENOBUFS) => self.stats.send_busy += 1,
+            errno => {
+                self.stats.send_errors += 1;
+                if errno != self.last_send_errno {
+                    self.last_send_errno = errno;
+                    super::log::line(
+                        "send_error",
+                        &[
+                            ("destination", &destination),
+                            ("len", &packet.len()),
+                            ("error", &err),
+                        ],
+                    );
+                }
+            }
+        }
+    }
+
+    /// The counters, with the kernel's drop count brought up to date.
+    pub fn stats(&mut self) -> &IoStats {
+        let mut s = TpacketStats::default();
+        let mut len = mem::size_of::<TpacketStats>() as libc::socklen_t;
+        // SAFETY: `s` is a writable tpacket_stats and `len` its size. Reading resets the
+        // kernel's counters, so they are accumulated here.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.rx.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                (&raw mut s).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            self.stats.kernel_drops += u64::from(s.tp_drops);
+        }
+        &self.stats
+    }
+}
+
+/// The `tp_status` of the frame's auxiliary data, 0 if absent.
+fn auxdata_status(msg: &libc::msghdr) -> u32 {
+    // SAFETY: `msg` was filled by recvmsg; the CMSG macros stay within msg_control.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_PACKET
+                && (*cmsg).cmsg_type == PACKET_AUXDATA
+                && (*cmsg).cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<TpacketAuxdata>() as u32) as usize
+            {
+                let aux: TpacketAuxdata = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                return aux.tp_status;
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    0
+}
+
+/// Fills in the TCP checksum of an IPv4/TCP packet whose sender left it to offload.
+/// Returns whether it did (a packet that does not parse is left for the core to count).
+fn complete_tcp_checksum(packet: &mut [u8]) -> bool {
+    let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
+        return false;
+    };
+    if ip.is_fragment() || ip.protocol() != baton_proto::wire::IpProtocol::Tcp {
+        return false;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let (start, end) = (ip.header_len(), ip.total_len());
+    let Some(segment) = packet.get_mut(start..end) else {
+        return false;
+    };
+    let Ok(mut tcp) = TcpSegment::new_checked(segment) else {
+        return false;
+    };
+    tcp.fill_checksum(src, dst);
+    true
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points at a live T of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A larger socket buffer: the `FORCE` variant (root) passes `net.core.*mem_max`.
+fn grow_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, libc::SOL_SOCKET, force, &SOCKET_BUFFER_BYTES)
+        .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, plain, &SOCKET_BUFFER_BYTES))
+}
+
+fn open_capture(ifindex: u32, service: SocketAddrV4) -> anyhow::Result<OwnedFd> {
+    // Protocol 0: the socket receives nothing until `bind` names ETH_P_IP, so no frame
+    // slips in before the filter is attached.
+    // SAFETY: plain socket(2).
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
+    }
+    // SAFETY: `fd` is a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = fd.as_raw_fd();
+
+    let mut program = service_filter(service);
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+        .context("SO_ATTACH_FILTER")?;
+    // Since Linux 4.20; the filter's packet-type test covers older kernels.
+    let _ = setsockopt(
+        raw,
+        libc::SOL_PACKET,
+        PACKET_IGNORE_OUTGOING,
+        &1 as &libc::c_int,
+    );
+    setsockopt(raw, libc::SOL_PACKET, PACKET_AUXDATA, &1 as &libc::c_int)
+        .context("PACKET_AUXDATA")?;
+    grow_buffer(raw, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF).context("SO_RCVBUF")?;
+
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            (&raw const sll).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).context("bind(AF_PACKET)");
+    }
+    Ok(fd)
+}
+
+fn open_raw_ipv4() -> anyhow::Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("socket(AF_INET, SOCK_RAW)");
+    }
+    // SAFETY: `fd` is a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // IPPROTO_RAW implies it (raw(7)); said explicitly, since the packets' source
+    // addresses must go out as built.
+    setsockopt(
+        fd.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_HDRINCL,
+        &1 as &libc::c_int,
+    )
+    .context("IP_HDRINCL")?;
+    grow_buffer(fd.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF).context("SO_SNDBUF")?;
+    Ok(fd)
+}
+
+// Classic BPF (linux/filter.h): opcode classes and modes used below.
+const BPF_LD: u16 = 0x00;
+const BPF_LDX: u16 = 0x01;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_W: u16 = 0x00;
+const BPF_H: u16 = 0x08;
+const BPF_B: u16 = 0x10;
+const BPF_ABS: u16 = 0x20;
+const BPF_IND: u16 = 0x40;
+const BPF_MSH: u16 = 0xa0;
+const BPF_JEQ: u16 = 0x10;
+const BPF_JSET: u16 = 0x40;
+const BPF_K: u16 = 0x00;
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The socket filter: accept IPv4 TCP frames that are not outgoing, not non-first
+/// fragments, and either to `service` or from it. Offsets are from the Ethernet header
+/// (an untagged frame: 14 bytes, then IPv4); `ldxb 4*([14]&0xf)` loads the IPv4 header
+/// length so the ports are found after any IP options.
+fn service_filter(service: SocketAddrV4) -> Vec<libc::sock_filter> {
+    const ETH: u32 = ethernet::HEADER_LEN as u32;
+    let vip = u32::from(*service.ip());
+    let port = u32::from(service.port());
+    let pkttype = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
+    let prog = vec![
+        // 0: packet type (ancillary): drop our own outgoing frames.
+        stmt(BPF_LD | BPF_W | BPF_ABS, pkttype),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OUTGOING, 16, 0),
+        // 2: EtherType IPv4.
+        stmt(BPF_LD | BPF_H | BPF_ABS, 12),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 14),
+        // 4: protocol TCP.
+        stmt(BPF_LD | BPF_B | BPF_ABS, ETH + 9),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 12),
+        // 6: no fragment offset (ports are only in the first fragment).
+        stmt(BPF_LD | BPF_H | BPF_ABS, ETH + 6),
+        jump(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, 10, 0),
+        // 8: X = IPv4 header length.
+        stmt(BPF_LDX | BPF_B | BPF_MSH, ETH),
+        // 9: destination VIP and port?
+        stmt(BPF_LD | BPF_W | BPF_ABS, ETH + 16),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, vip, 0, 2),
+        stmt(BPF_LD | BPF_H | BPF_IND, ETH + 2),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, port, 4, 0),
+        // 13: source VIP and port?
+        stmt(BPF_LD | BPF_W | BPF_ABS, ETH + 12),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, vip, 0, 3),
+        stmt(BPF_LD | BPF_H | BPF_IND, ETH),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, port, 0, 1),
+        // 17: accept the whole frame.
+        stmt(BPF_RET | BPF_K, u32::MAX),
+        // 18: drop.
+        stmt(BPF_RET | BPF_K, 0),
+    ];
+    debug_assert_eq!(prog.len(), 19);
+    prog
+}
+
+/// The nftables table that hides VIP:port from the host's TCP; removed on drop.
+pub struct HostTcpFilter {
+    removed: bool,
+}
+
+/// The table's name (`inet` family). One front-end per host owns it.
+pub const NFT_TABLE: &str = "baton_fe";
+
+impl HostTcpFilter {
+    /// Installs (or atomically replaces) the table.
+    pub fn install(service: SocketAddrV4) -> anyhow::Result<Self> {
+        // `table` then `delete table` in one transaction: replaces a table a crashed
+        // daemon left behind, and works when there is none.
+        let script = format!(
+            "table inet {NFT_TABLE}\n\
+             delete table inet {NFT_TABLE}\n\
+             table inet {NFT_TABLE} {{\n\
+             \tchain prerouting {{\n\
+             \t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t\tip daddr {ip} tcp dport {port} counter drop comment \"baton frontend: VIP traffic is read from AF_PACKET; the host's TCP must not answer it\"\n\
+             \t}}\n\
+             }}\n",
+            ip = service.ip(),
+            port = service.port(),
+        );
+        nft_script(&script)
+            .context("installing the nftables table that hides VIP:port from the host's TCP")?;
+        Ok(Self { removed: false })
+    }
+
+    /// Removes the table now, reporting failure.
+    pub fn remove(mut self) -> anyhow::Result<()> {
+        self.removed = true;
+        nft_script(&format!("delete table inet {NFT_TABLE}\n"))
+    }
+}
+
+impl Drop for HostTcpFilter {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = nft_script(&format!("delete table inet {NFT_TABLE}\n"));
+        }
+    }
+}
+
+fn nft_script(script: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run `nft`; is nftables installed (scripts/setup)?")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the classic BPF program on `frame` the way the kernel does for the parts
+    /// used here (no ancillary loads: packet type given separately).
+    fn run(prog: &[libc::sock_filter], frame: &[u8], pkttype: u32) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        for _ in 0..64 {
+            let ins = prog[pc];
+            let k = ins.k;
+            let load = |off: usize, size: usize| -> Option<u32> {
+                let b = frame.get(off..off + size)?;
+                Some(b.iter().fold(0u32, |v, &x| (v << 8) | u32::from(x)))
+            };
+            match ins.code {
+                c if c == BPF_LD | BPF_W | BPF_ABS
+                    && k == (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32 =>
+                {
+                    a = pkttype
+                }
+                c if c == BPF_LD | BPF_W | BPF_ABS => match load(k as usize, 4) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                c if c == BPF_LD | BPF_H | BPF_ABS => match load(k as usize, 2) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                c if c == BPF_LD | BPF_B | BPF_ABS => match load(k as usize, 1) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                c if c == BPF_LD | BPF_H | BPF_IND => match load((x + k) as usize, 2) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                c if c == BPF_LDX | BPF_B | BPF_MSH => match load(k as usize, 1) {
+                    Some(v) => x = 4 * (v & 0xf),
+                    None => return 0,
+                },
+                c if c == BPF_JMP | BPF_JEQ | BPF_K => {
+                    pc += usize::from(if a == k { ins.jt } else { ins.jf });
+                }
+                c if c == BPF_JMP | BPF_JSET | BPF_K => {
+                    pc += usize::from(if a & k != 0 { ins.jt } else { ins.jf });
+                }
+                c if c == BPF_RET | BPF_K => return k,
+                other => panic!("opcode {other:#x} not modelled"),
+            }
+            pc += 1;
+        }
+        panic!("program did not return");
+    }
+
+    fn frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[14 + 9] = proto;
+        f[14 + 12..14 + 16].copy_from_slice(&src);
+        f[14 + 16..14 + 20].copy_from_slice(&dst);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn filter_takes_service_traffic_both_ways_and_nothing_else() {
+        let prog = service_filter("198.18.2.1:80".parse().unwrap());
+        let vip = [198, 18, 2, 1];
+        let client = [198, 18, 0, 2];
+        let fe = [198, 18, 1, 2];
+        assert_ne!(
+            run(&prog, &frame(client, 4000, vip, 80, 6), 0),
+            0,
+            "client to VIP:80"
+        );
+        assert_ne!(
+            run(&prog, &frame(vip, 80, client, 4000, 6), 0),
+            0,
+            "copy from a back-end"
+        );
+        assert_eq!(
+            run(&prog, &frame(vip, 80, client, 4000, 6), PACKET_OUTGOING),
+            0,
+            "our own"
+        );
+        assert_eq!(
+            run(&prog, &frame(client, 4000, vip, 22, 6), 0),
+            0,
+            "other VIP port"
+        );
+        assert_eq!(run(&prog, &frame(client, 4000, vip, 80, 17), 0), 0, "UDP");
+        assert_eq!(
+            run(&prog, &frame(client, 4000, fe, 80, 6), 0),
+            0,
+            "host address"
+        );
+        let mut fragment = frame(client, 4000, vip, 80, 6);
+        fragment[14 + 7] = 1;
+        assert_eq!(run(&prog, &fragment, 0), 0, "non-first fragment");
+        // IP options move the ports.
+        let mut opts = frame(client, 4000, vip, 80, 6);
+        opts[14] = 0x46;
+        opts.splice(34..34, [1, 1, 1, 0]);
+        assert_ne!(run(&prog, &opts, 0), 0, "with IP options");
+        let mut arp = frame(client, 4000, vip, 80, 6);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(run(&prog, &arp, 0), 0, "not IPv4");
+    }
+
+    #[test]
+    fn checksum_completion_makes_a_partial_checksum_verify() {
+        use baton_proto::wire::{Checksums, TcpFlags, TcpRepr};
+        let src = Ipv4Addr::new(198, 18, 0, 2);
+        let dst = Ipv4Addr::new(198, 18, 2, 1);
+        let tcp = TcpRepr {
+            src_port: 4000,
+            dst_port: 80,
+            seq_number: 1,
+            ack_number: 0,
+            flags: TcpFlags::ACK,
+            window_len: 1000,
+            urgent_pointer: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_blocks: [None; 4],
+            timestamps: None,
+            unknown_options: baton_proto::wire::UnknownTcpOptions::new(),
+            payload: b"hello",
+        };
+        let ip = baton_proto::wire::Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            protocol: baton_proto::wire::IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            dscp_ecn: 0,
+        };
+        let mut pkt = vec![0; 20 + tcp.buffer_len()];
+        ip.emit(&mut pkt[..20]).unwrap();
+        tcp.emit(src, dst, &mut pkt[20..]).unwrap();
+        pkt[20 + 16] ^= 0x5a; // a partial (pseudo-header only) checksum
+        let ok = |p: &[u8]| {
+            let ipp = Ipv4Packet::new_checked(p).unwrap();
+            let seg = TcpSegment::new_checked(ipp.payload()).unwrap();
+            TcpRepr::parse(&seg, src, dst, Checksums::Verify).is_ok()
+        };
+        assert!(!ok(&pkt));
+        assert!(complete_tcp_checksum(&mut pkt));
+        assert!(ok(&pkt));
+    }
+}

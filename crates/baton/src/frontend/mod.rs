@@ -1,0 +1,386 @@
+//! `baton frontend --config FILE`: the front-end daemon, slow path only.
+//!
+//! It runs the protocol core ([`baton_proto::frontend::FrontEnd`]) over real packets:
+//! [`io`] captures the service's packets from the interface and sends what the core
+//! builds through a raw IPv4 socket, [`config`] reads the TOML file, and [`dispatch`] is
+//! the first, simple content rule set. Until the XDP fast path lands, the core forwards
+//! handed-off flows' client packets itself (through `poll_transmit`): correct, only slower.
+//!
+//! # The loop
+//!
+//! One thread, `poll(2)` on the capture socket with the core's next deadline as timeout.
+//! Each round: read up to [`RECV_BATCH`] frames and feed them all to the core, run the
+//! timers that are due, then send every transmit, then apply every event (log lines
+//! now; fast-path table updates later), in the order the core documents (transmits
+//! before events). Time is `CLOCK_MONOTONIC`, so ISNs and SYN cookies keep advancing
+//! across a restart of the daemon (they are time since boot, not since start).
+//!
+//! # Stopping
+//!
+//! SIGTERM or SIGINT starts the drain: new connections are refused (their SYNs dropped
+//! and counted, so that a client's retransmitted SYN finds a restarted front-end rather
+//! than a reset), existing ones go on, and the daemon exits after the drain period or as
+//! soon as no connection is tracked, prints its counters, and removes its nftables table.
+
+pub mod config;
+pub mod dispatch;
+pub mod io;
+mod log;
+
+use std::{
+    net::SocketAddrV4,
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use baton_proto::{
+    frontend::{Event, FrontEnd, HandedOff, Instant},
+    wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
+};
+
+use dispatch::RouteDispatcher;
+use io::{HostTcpFilter, PacketIo, Received};
+
+/// Frames read per round before the transmits are sent. Bounded so that the core's
+/// output queue (`max_pending_transmits`, 4096 by default) cannot overflow in one
+/// round: one client packet causes at most one transmit, plus at a completed handoff
+/// the held packets (`max_queued_packets`, 32 by default): 64 × 33 < 4096.
+pub const RECV_BATCH: usize = 64;
+
+/// The longest `poll` sleeps: a signal that lands between the stop check and `poll`
+/// waits at most this long to be noticed.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
+
+/// The daemon's own counters (the core's and the I/O layer's are separate).
+#[derive(Debug, Default)]
+struct DaemonStats {
+    /// Client SYNs dropped because the daemon was draining.
+    syns_refused_draining: u64,
+    /// Handoffs logged with a latency.
+    handoffs_logged: u64,
+    /// Sum of logged handoff latencies, in microseconds (mean = sum / count).
+    handoff_latency_us_sum: u64,
+    /// Largest logged handoff latency, in microseconds.
+    handoff_latency_us_max: u64,
+    /// Resets logged.
+    resets_logged: u64,
+    /// Rounds of the loop.
+    rounds: u64,
+}
+
+/// Runs the daemon until a stop signal and the drain that follows.
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let settings = config::load(config_path)?;
+    let config::Settings {
+        interface,
+        service,
+        drain,
+        secret_generated,
+        proto,
+        mut dispatcher,
+    } = settings;
+    dispatcher.set_max_pending(proto.max_connections);
+    let routes = config::describe_routes(&dispatcher);
+    let max_connections = proto.max_connections;
+    let mut fe = FrontEnd::new(proto, dispatcher).context("protocol core configuration")?;
+
+    // Filter first: from here on the host's TCP never answers VIP:port; a SYN that
+    // arrives before the capture socket is open is dropped and retransmitted by the
+    // client, rather than reset by the host.
+    let filter = HostTcpFilter::install(service)?;
+    let mut io = PacketIo::open(&interface, service)?;
+    let stop = stop_on_signals()?;
+    log::line(
+        "ready",
+        &[
+            ("interface", &interface),
+            ("service", &service),
+            ("routes", &routes),
+            ("max_connections", &max_connections),
+            ("drain_ms", &drain.as_millis()),
+            (
+                "secret",
+                &if secret_generated {
+                    "generated"
+                } else {
+                    "configured"
+                },
+            ),
+            ("nft_table", &format!("inet {}", io::NFT_TABLE)),
+        ],
+    );
+
+    let mut stats = DaemonStats::default();
+    let result = event_loop(&mut fe, &mut io, service, drain, stop, &mut stats);
+
+    log::counters("frontend_stats", fe.stats());
+    log::counters("io_stats", io.stats());
+    log::counters("daemon_stats", &stats);
+    if let Err(e) = filter.remove() {
+        log::line("nft_remove_failed", &[("error", &format!("{e:#}"))]);
+    }
+    log::line("exit", &[("connections_left", &fe.connection_count())]);
+    result
+}
+
+fn event_loop(
+    fe: &mut FrontEnd<RouteDispatcher>,
+    io: &mut PacketIo,
+    service: SocketAddrV4,
+    drain: Duration,
+    stop: &AtomicBool,
+    stats: &mut DaemonStats,
+) -> anyhow::Result<()> {
+    let mut drain_until: Option<Instant> = None;
+    let mut more_to_read = false;
+    loop {
+        stats.rounds += 1;
+        let now = clock();
+        if drain_until.is_none() && stop.load(Ordering::Relaxed) {
+            drain_until = Some(now + drain);
+            log::line(
+                "draining",
+                &[
+                    ("connections", &fe.connection_count()),
+                    ("drain_ms", &drain.as_millis()),
+                ],
+            );
+        }
+        if let Some(until) = drain_until
+            && (fe.connection_count() == 0 || now >= until)
+        {
+            return Ok(());
+        }
+
+        let wake = [fe.poll_timeout(), drain_until].into_iter().flatten().min();
+        let sleep = if more_to_read {
+            Duration::ZERO
+        } else {
+            wake.map_or(MAX_SLEEP, |at| {
+                at.saturating_duration_since(now).min(MAX_SLEEP)
+            })
+        };
+        let readable = wait_readable(io.rx_fd(), sleep)?;
+
+        let now = clock();
+        more_to_read = false;
+        if readable {
+            more_to_read = true;
+            for _ in 0..RECV_BATCH {
+                match io.recv() {
+                    Received::Packet(packet) => {
+                        if drain_until.is_some() && is_client_syn(packet, service) {
+                            stats.syns_refused_draining += 1;
+                            continue;
+                        }
+                        fe.dispatcher_mut().set_now(now);
+                        fe.handle_packet(now, packet);
+                    }
+                    Received::Dropped => {}
+                    Received::Empty => {
+                        more_to_read = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if fe.poll_timeout().is_some_and(|at| at <= now) {
+            fe.dispatcher_mut().set_now(now);
+            fe.handle_timeout(now);
+        }
+        while let Some(t) = fe.poll_transmit() {
+            io.send(t.destination, &t.packet);
+        }
+        // Retries first: a retry that found no back-end is followed by the reset event.
+        for retry in fe.dispatcher_mut().drain_retries() {
+            let failed = retry.failed.map_or("-".into(), |b| b.to_string());
+            let next = retry.next.map_or("none".into(), |b| b.to_string());
+            log::line(
+                "handoff_retry",
+                &[
+                    ("client", &retry.flow.client),
+                    ("failed_backend", &failed),
+                    ("next_backend", &next),
+                ],
+            );
+        }
+        while let Some(event) = fe.poll_event() {
+            on_event(fe, now, event, stats);
+        }
+    }
+}
+
+/// Applies one event. Today that is the log; with the fast path it also updates the XDP
+/// forwarding table.
+fn on_event(
+    fe: &mut FrontEnd<RouteDispatcher>,
+    now: Instant,
+    event: Event,
+    stats: &mut DaemonStats,
+) {
+    match event {
+        Event::HandedOff(HandedOff {
+            flow,
+            backend,
+            candidate,
+            ..
+        }) => {
+            let pending = fe.dispatcher_mut().take_pending(&flow);
+            let (request, latency_us) = match &pending {
+                Some(p) => {
+                    let us = now.saturating_duration_since(p.dispatched_at).as_micros() as u64;
+                    stats.handoffs_logged += 1;
+                    stats.handoff_latency_us_sum += us;
+                    stats.handoff_latency_us_max = stats.handoff_latency_us_max.max(us);
+                    (p.request.as_str(), us.to_string())
+                }
+                None => ("-", "-".into()),
+            };
+            log::line(
+                "handoff",
+                &[
+                    ("client", &flow.client),
+                    ("service", &flow.service),
+                    ("request", &request),
+                    ("backend", &backend),
+                    ("candidate", &candidate),
+                    ("latency_us", &latency_us),
+                ],
+            );
+        }
+        Event::Reset {
+            flow,
+            backend,
+            reason,
+        } => {
+            stats.resets_logged += 1;
+            let pending = fe.dispatcher_mut().take_pending(&flow);
+            let backend = backend.map_or("-".into(), |b| b.to_string());
+            let request = pending.as_ref().map_or("-", |p| p.request.as_str());
+            log::line(
+                "reset",
+                &[
+                    ("client", &flow.client),
+                    ("service", &flow.service),
+                    ("reason", &format!("{reason:?}")),
+                    ("backend", &backend),
+                    ("request", &request),
+                ],
+            );
+        }
+        Event::Closed { flow, .. } => {
+            // A clean close is the normal end: counted by the core, not logged per flow.
+            fe.dispatcher_mut().take_pending(&flow);
+        }
+    }
+}
+
+/// Whether `packet` opens a new connection to the service: a client SYN without ACK.
+fn is_client_syn(packet: &[u8], service: SocketAddrV4) -> bool {
+    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        return false;
+    };
+    if ip.protocol() != IpProtocol::Tcp || ip.dst_addr() != *service.ip() || ip.is_fragment() {
+        return false;
+    }
+    let Ok(tcp) = TcpSegment::new_checked(ip.payload()) else {
+        return false;
+    };
+    let flags = tcp.flags();
+    tcp.dst_port() == service.port()
+        && flags.contains(TcpFlags::SYN)
+        && !flags.contains(TcpFlags::ACK)
+}
+
+/// `CLOCK_MONOTONIC` as the core's [`Instant`].
+fn clock() -> Instant {
+    // SAFETY: all-zero is a valid timespec, and clock_gettime writes one.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is writable. CLOCK_MONOTONIC cannot fail on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Instant::from_nanos(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Waits up to `timeout` for `fd` to be readable. A signal ends the wait early (and
+/// reads as "not readable"), so the loop sees a stop request at once.
+fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> anyhow::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Round up: waking a little before a deadline would only spin until it passes.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `pfd` is one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(err).context("poll");
+    }
+    if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        anyhow::bail!("capture socket failed (poll revents {:#x})", pfd.revents);
+    }
+    Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
+}
+
+/// Set by SIGINT or SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn stop_on_signals() -> anyhow::Result<&'static AtomicBool> {
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: all-zero is a valid sigaction; the handler only stores to an atomic,
+        // which is async-signal-safe. No SA_RESTART: poll returns EINTR at once.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("sigaction");
+        }
+    }
+    Ok(&STOP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_syns_are_told_apart() {
+        let service: SocketAddrV4 = "198.18.2.1:80".parse().unwrap();
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[198, 18, 0, 2]);
+        p[16..20].copy_from_slice(&[198, 18, 2, 1]);
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+        p[32] = 5 << 4;
+        p[33] = 0x02; // SYN
+        assert!(is_client_syn(&p, service));
+        p[33] = 0x12; // SYN+ACK
+        assert!(!is_client_syn(&p, service));
+        p[33] = 0x02;
+        p[22..24].copy_from_slice(&81u16.to_be_bytes());
+        assert!(!is_client_syn(&p, service));
+        assert!(!is_client_syn(&p[..30], service));
+    }
+
+    #[test]
+    fn clock_is_monotonic() {
+        let a = clock();
+        let b = clock();
+        assert!(b >= a);
+        assert!(a > Instant::ZERO);
+    }
+}

@@ -1,0 +1,240 @@
+//! End-to-end handoff in the lab: `baton frontend` in `fe`, `baton backend` on each
+//! back-end, stock nginx, and an unmodified curl on `client` whose kernel TCP talks to
+//! the VIP and gets its answers straight from the back-ends.
+//!
+//! Root only (each test prints why it skipped otherwise); lab name `batontestho`; one
+//! test at a time.
+
+use std::{path::PathBuf, sync::Mutex};
+
+use baton::backend::{AgentConfig, BackendModule};
+use baton_common::backend::stat;
+use support::{Daemon, Frame, LabGuard, baton, lab_guard, nstat, send_raw, stdout};
+
+mod support;
+
+const LAB: &str = "batontestho";
+static SERIAL: Mutex<()> = Mutex::new(());
+const FRONTEND_CONFIG: &str = include_str!("../../../examples/frontend-lab.toml");
+const BACKEND_CONFIG: &str = include_str!("../../../examples/backend-lab.toml");
+const VIP: &str = "198.18.2.1";
+
+/// The lab with three back-ends, each with its agent, and the front-end.
+struct Cluster {
+    backends: Vec<(Daemon, AgentConfig)>,
+    frontend: Daemon,
+    _guard: LabGuard,
+}
+
+fn config_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{LAB}-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn cluster(test: &str) -> Option<Cluster> {
+    let guard = lab_guard(LAB, &SERIAL, test)?;
+    support::ok(&mut baton(LAB, &["lab", "up", "--backends", "3"]));
+    let mut backends = Vec::new();
+    for k in 1..=3 {
+        let text = BACKEND_CONFIG.replace(
+            "/run/baton-lab/be1/bpf",
+            &format!("/run/{LAB}-lab/be{k}/bpf"),
+        );
+        let path = config_file(&format!("be{k}"), &text);
+        let daemon = Daemon::start(
+            LAB,
+            &format!("be{k}"),
+            &["backend", "--config", path.to_str().unwrap()],
+            "backend: attached",
+        );
+        backends.push((daemon, AgentConfig::parse(&text).unwrap()));
+    }
+    let path = config_file("fe", FRONTEND_CONFIG);
+    let frontend = Daemon::start(
+        LAB,
+        "fe",
+        &["frontend", "--config", path.to_str().unwrap()],
+        "event=ready",
+    );
+    Some(Cluster {
+        backends,
+        frontend,
+        _guard: guard,
+    })
+}
+
+impl Cluster {
+    fn counters(&self, k: usize) -> [u64; stat::COUNT as usize] {
+        BackendModule::open(&self.backends[k - 1].1)
+            .unwrap()
+            .stats()
+            .unwrap()
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "30"];
+    all.extend_from_slice(args);
+    stdout(&mut baton(LAB, &all))
+}
+
+/// Downloads `/files/NAME` through the VIP and checks it against the back-ends'
+/// published SHA256SUMS.
+fn assert_download_byte_exact(name: &str) {
+    let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let fetch = format!("curl -sS -m 60 http://{VIP}/files/{name} | sha256sum");
+    let got = stdout(&mut baton(
+        LAB,
+        &["lab", "exec", "client", "--", "sh", "-c", &fetch],
+    ));
+    let want = sums
+        .lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .unwrap();
+    assert_eq!(
+        got.split_whitespace().next(),
+        want.split_whitespace().next(),
+        "{name} via the VIP"
+    );
+}
+
+#[test]
+fn requests_land_on_the_backend_their_path_names() {
+    let Some(cluster) = cluster("routing by path") else {
+        return;
+    };
+    for (path, backend) in [("/img/", "be1"), ("/api/", "be2"), ("/static/", "be3")] {
+        let head = curl(&["-D", "-", "-o", "/dev/null", &format!("http://{VIP}{path}")]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        assert!(
+            head.contains(&format!("X-Baton-Backend: {backend}")),
+            "{path}: {head}"
+        );
+    }
+    // The default route spreads the rest over all three.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let head = curl(&["-D", "-", "-o", "/dev/null", &format!("http://{VIP}/")]);
+        let backend = head
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Baton-Backend: "))
+            .unwrap();
+        seen.insert(backend.trim().to_string());
+    }
+    assert_eq!(seen.len(), 3, "round robin over the default pool: {seen:?}");
+    for k in 1..=3 {
+        let c = cluster.counters(k);
+        assert!(c[stat::IN_SYN_ACCEPTED as usize] >= 1, "be{k}: {c:?}");
+        assert_eq!(c[stat::REWRITE_FAILED as usize], 0, "be{k}: {c:?}");
+        assert_eq!(c[stat::IN_SYN_BAD_TAG as usize], 0, "be{k}: {c:?}");
+    }
+}
+
+#[test]
+fn downloads_arrive_byte_exact_whatever_the_client_negotiates() {
+    let Some(cluster) = cluster("100 MiB downloads") else {
+        return;
+    };
+    // Each alone, as the issue asks: no timestamps, no SACK, no window scaling, then all
+    // on (the default).
+    for sysctl in ["tcp_timestamps", "tcp_sack", "tcp_window_scaling", ""] {
+        if !sysctl.is_empty() {
+            stdout(&mut baton(
+                LAB,
+                &[
+                    "lab",
+                    "exec",
+                    "client",
+                    "--",
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.{sysctl}=0"),
+                ],
+            ));
+        }
+        let csum_errors = nstat(LAB, "client", "TcpInCsumErrors");
+        let retransmits = nstat(LAB, "client", "TcpRetransSegs");
+        assert_download_byte_exact("100M.bin");
+        assert_eq!(
+            nstat(LAB, "client", "TcpInCsumErrors"),
+            csum_errors,
+            "{sysctl}=0: checksum errors"
+        );
+        assert_eq!(
+            nstat(LAB, "client", "TcpRetransSegs"),
+            retransmits,
+            "{sysctl}=0: retransmissions on a clean link"
+        );
+        if !sysctl.is_empty() {
+            stdout(&mut baton(
+                LAB,
+                &[
+                    "lab",
+                    "exec",
+                    "client",
+                    "--",
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.{sysctl}=1"),
+                ],
+            ));
+        }
+    }
+    let translated: u64 = (1..=3)
+        .map(|k| cluster.counters(k)[stat::OUT_TRANSLATED as usize])
+        .sum();
+    assert!(
+        translated > 1000,
+        "the back-ends' egress translated the responses: {translated}"
+    );
+}
+
+#[test]
+fn forged_handoff_syns_are_dropped_and_counted_and_never_reach_nginx() {
+    let Some(cluster) = cluster("forged SYN") else {
+        return;
+    };
+    // A SYN' whose option has the right shape and a made-up tag, from the client side
+    // (routed through the router) and from another LAN host (the router's LAN address).
+    let mut option = vec![254, 20];
+    option.extend_from_slice(&[0x5a; 18]);
+    for (node, source) in [("client", [198, 18, 0, 2]), ("router", [198, 18, 1, 1])] {
+        let mut options = vec![2, 4, 0x05, 0xb4, 4, 2, 1, 1, 1, 3, 3, 7];
+        options.extend_from_slice(&option);
+        let syn = Frame {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            src: (source, 45_678),
+            dst: ([198, 18, 1, 11], 80),
+            seq: 12345,
+            ack: 0,
+            flags: 0x02,
+            window: 64240,
+            options,
+            payload: vec![],
+        };
+        send_raw(&format!("{LAB}-{node}"), &syn.ip_packet());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while cluster.counters(1)[stat::IN_SYN_BAD_TAG as usize] < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "forged SYNs not counted: {:?}",
+            cluster.counters(1)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sockets = stdout(&mut baton(
+        LAB,
+        &["lab", "exec", "be1", "--", "ss", "-tan", "sport", "= :80"],
+    ));
+    assert!(
+        !sockets.contains(":45678"),
+        "nginx's kernel saw a forged SYN: {sockets}"
+    );
+    assert_eq!(cluster.counters(1)[stat::IN_SYN_ACCEPTED as usize], 0);
+    // The cluster still serves.
+    assert!(curl(&[&format!("http://{VIP}/img/")]).contains("backend=be1"));
+    drop(cluster.frontend);
+}

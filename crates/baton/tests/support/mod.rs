@@ -1,0 +1,255 @@
+//! What the privileged lab tests share: running `baton` against a named lab, taking the
+//! lab down however a test ends, and daemons run inside lab nodes with their logs kept.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{
+    fs::{self, File},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// `baton ARGS` against lab `lab`.
+pub fn baton(lab: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+    cmd.args(args).env("BATON_LAB", lab);
+    cmd
+}
+
+/// Runs `cmd`, failing the test with its output if it fails.
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8(ok(cmd).stdout).unwrap()
+}
+
+/// Holds the test binary's lock and takes the lab down however the test ends.
+pub struct LabGuard {
+    lab: &'static str,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = baton(self.lab, &["lab", "down"]).output();
+    }
+}
+
+/// Takes the lock and clears any remains of an earlier run, or `None` (with the reason
+/// printed) when not root.
+pub fn lab_guard(lab: &'static str, serial: &'static Mutex<()>, test: &str) -> Option<LabGuard> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED {test}: needs root for network namespaces and eBPF");
+        return None;
+    }
+    let guard = LabGuard {
+        lab,
+        _serial: serial.lock().unwrap_or_else(|e| e.into_inner()),
+    };
+    let _ = baton(lab, &["lab", "down"]).output();
+    Some(guard)
+}
+
+/// A `baton` daemon running inside a lab node, its standard error kept in a file; killed
+/// on drop if not stopped.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `baton ARGS` in `node` and waits until its log shows `ready`, failing the
+    /// test with the log if it exits first or takes over 10 s.
+    pub fn start(lab: &str, node: &str, args: &[&str], ready: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("{lab}-{node}-{}.log", std::process::id()));
+        let mut all = vec!["lab", "exec", node, "--", env!("CARGO_BIN_EXE_baton")];
+        all.extend_from_slice(args);
+        // `lab exec` becomes `ip netns exec`, which execs the daemon in place: the child's
+        // pid is the daemon's, so signals reach it.
+        let child = baton(lab, &all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Self {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !daemon.log_text().contains(ready) {
+            let exited = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "{args:?} exited ({exited:?}) before `{ready}`:\n{}",
+                daemon.log_text()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no `{ready}` from {args:?} within 10 s:\n{}",
+                daemon.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait for a successful exit (at most 15 s), and return the whole log.
+    pub fn stop(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not exit within 15 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let log = self.log_text();
+        assert!(status.success(), "daemon failed ({status}):\n{log}");
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// One line of `nstat -az` in a lab node: a kernel SNMP counter's absolute value.
+pub fn nstat(lab: &str, node: &str, counter: &str) -> u64 {
+    let out = stdout(&mut baton(
+        lab,
+        &["lab", "exec", node, "--", "nstat", "-az", counter],
+    ));
+    out.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(counter)).then(|| f.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {counter} in nstat output: {out}"))
+}
+
+/// Builds an Ethernet/IPv4/TCP frame with correct checksums.
+pub struct Frame {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: ([u8; 4], u16),
+    pub dst: ([u8; 4], u16),
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn bytes(&self) -> Vec<u8> {
+        assert_eq!(self.options.len() % 4, 0);
+        let tcp_len = 20 + self.options.len() + self.payload.len();
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + tcp_len) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&self.src.0);
+        ip.extend_from_slice(&self.dst.0);
+        let check = !baton_common::translate::ones_complement_sum(&ip);
+        ip[10..12].copy_from_slice(&check.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut tcp = Vec::new();
+        tcp.extend_from_slice(&self.src.1.to_be_bytes());
+        tcp.extend_from_slice(&self.dst.1.to_be_bytes());
+        tcp.extend_from_slice(&self.seq.to_be_bytes());
+        tcp.extend_from_slice(&self.ack.to_be_bytes());
+        tcp.push((((20 + self.options.len()) / 4) << 4) as u8);
+        tcp.push(self.flags);
+        tcp.extend_from_slice(&self.window.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 0]);
+        tcp.extend_from_slice(&self.options);
+        tcp.extend_from_slice(&self.payload);
+        let sum = baton_common::translate::ones_complement_sum(&tcp);
+        let pseudo = baton_common::translate::tcp_ipv4_pseudo_header_sum(
+            self.src.0,
+            self.dst.0,
+            tcp_len as u16,
+        );
+        let check = !baton_common::translate::ones_complement_add(sum, pseudo);
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    /// The IPv4 packet without its Ethernet header, for a raw IP socket.
+    pub fn ip_packet(&self) -> Vec<u8> {
+        self.bytes().split_off(14)
+    }
+}
+
+/// Sends a hand-made IPv4 packet from inside lab namespace `ns` through a raw socket
+/// (the kernel routes it and resolves the next hop, nothing else).
+pub fn send_raw(ns: &str, packet: &[u8]) {
+    let dst = [packet[16], packet[17], packet[18], packet[19]];
+    baton::netns::run_in(ns, || {
+        // SAFETY: plain socket calls; every result is checked.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let mut to: libc::sockaddr_in = std::mem::zeroed();
+            to.sin_family = libc::AF_INET as libc::sa_family_t;
+            to.sin_addr.s_addr = u32::from_ne_bytes(dst);
+            let sent = libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&raw const to).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            libc::close(fd);
+            assert_eq!(
+                sent,
+                packet.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    })
+    .unwrap();
+}
