@@ -91,7 +91,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     // client, rather than reset by the host.
     let filter = HostTcpFilter::install(service)?;
     let mut io = PacketIo::open(&interface, service)?;
-    let stop = stop_on_signals()?;
+    let stop = crate::signals::stop_flag()?;
     log::line(
         "ready",
         &[
@@ -326,29 +326,6 @@ fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> anyhow::Result<bo
         anyhow::bail!("capture socket failed (poll revents {:#x})", pfd.revents);
     }
     Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
-}
-
-/// Set by SIGINT or SIGTERM.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-fn stop_on_signals() -> anyhow::Result<&'static AtomicBool> {
-    extern "C" fn on_signal(_: libc::c_int) {
-        STOP.store(true, Ordering::Relaxed);
-    }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: all-zero is a valid sigaction; the handler only stores to an atomic,
-        // which is async-signal-safe. No SA_RESTART: poll returns EINTR at once.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("sigaction");
-        }
-    }
-    Ok(&STOP)
 }
 
 #[cfg(test)]
