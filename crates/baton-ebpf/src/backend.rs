@@ -17,6 +17,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_PSEUDO_HDR, TC_ACT_PIPE, TC_ACT_SHOT},
+    helpers::bpf_skb_load_bytes,
     macros::{classifier, map},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::TcContext,
@@ -100,13 +101,17 @@ fn count(stat: u32) {
     }
 }
 
-/// The headers a program needs, read once.
+/// The headers a program needs, read with two loads (Ethernet and the fixed IPv4 header,
+/// then the fixed TCP header): helper calls are most of a packet's cost here.
 struct Segment {
     tcp: usize,
     saddr: [u8; 4],
     daddr: [u8; 4],
     sport: [u8; 2],
     dport: [u8; 2],
+    seq: [u8; 4],
+    ack: [u8; 4],
+    window: [u8; 2],
     flags: u8,
     options_len: usize,
     payload_len: usize,
@@ -115,50 +120,46 @@ struct Segment {
 /// Reads Ethernet, IPv4 and TCP headers. `None`: not IPv4 TCP, or a fragment.
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Option<Result<Segment, ()>> {
-    let proto: [u8; 2] = ctx.load(12).ok()?;
-    if proto != ETH_P_IP_BE {
+    let l3: [u8; ETH_LEN + 20] = ctx.load(0).ok()?;
+    if [l3[12], l3[13]] != ETH_P_IP_BE {
         return None;
     }
-    let [version_ihl, _]: [u8; 2] = ctx.load(ETH_LEN).ok()?;
-    let ip_proto: u8 = ctx.load(ETH_LEN + 9).ok()?;
-    if version_ihl >> 4 != 4 || ip_proto != IPPROTO_TCP {
+    let version_ihl = l3[ETH_LEN];
+    if version_ihl >> 4 != 4 || l3[ETH_LEN + 9] != IPPROTO_TCP {
         return None;
     }
-    let [f0, f1]: [u8; 2] = ctx.load(ETH_LEN + 6).ok()?;
-    if u16::from_be_bytes([f0, f1]) & 0x3fff != 0 {
+    if u16::from_be_bytes([l3[ETH_LEN + 6], l3[ETH_LEN + 7]]) & 0x3fff != 0 {
         return None; // a fragment: only the first has the TCP header; never ours
     }
-    Some(parse_tcp(ctx, usize::from(version_ihl & 0x0f) * 4))
-}
-
-#[inline(always)]
-fn parse_tcp(ctx: &TcContext, ihl: usize) -> Result<Segment, ()> {
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
     if ihl < 20 {
-        return Err(());
+        return Some(Err(()));
     }
     let tcp = ETH_LEN + ihl;
-    let [l0, l1]: [u8; 2] = ctx.load(ETH_LEN + 2).map_err(|_| ())?;
-    let saddr: [u8; 4] = ctx.load(ETH_LEN + IP_SADDR).map_err(|_| ())?;
-    let daddr: [u8; 4] = ctx.load(ETH_LEN + IP_SADDR + 4).map_err(|_| ())?;
-    let ports: [u8; 4] = ctx.load(tcp).map_err(|_| ())?;
-    let [doff, flags]: [u8; 2] = ctx.load(tcp + 12).map_err(|_| ())?;
-    let header_len = usize::from(doff >> 4) * 4;
+    let Ok(h) = ctx.load::<[u8; 20]>(tcp) else {
+        return Some(Err(()));
+    };
+    let header_len = usize::from(h[12] >> 4) * 4;
     if header_len < 20 {
-        return Err(());
+        return Some(Err(()));
     }
-    // GSO super-packets carry the whole length here (or 0 with BIG TCP, where the
-    // saturating subtraction gives 0 and we only lose the "has payload" hint).
-    let payload_len = usize::from(u16::from_be_bytes([l0, l1])).saturating_sub(ihl + header_len);
-    Ok(Segment {
+    let total_len = usize::from(u16::from_be_bytes([l3[ETH_LEN + 2], l3[ETH_LEN + 3]]));
+    let at = |i: usize| [l3[i], l3[i + 1], l3[i + 2], l3[i + 3]];
+    Some(Ok(Segment {
         tcp,
-        saddr,
-        daddr,
-        sport: [ports[0], ports[1]],
-        dport: [ports[2], ports[3]],
-        flags,
+        saddr: at(ETH_LEN + IP_SADDR),
+        daddr: at(ETH_LEN + IP_SADDR + 4),
+        sport: [h[0], h[1]],
+        dport: [h[2], h[3]],
+        seq: [h[4], h[5], h[6], h[7]],
+        ack: [h[8], h[9], h[10], h[11]],
+        window: [h[14], h[15]],
+        flags: h[13],
         options_len: header_len - 20,
-        payload_len,
-    })
+        // GSO super-packets carry the whole length here (or 0 with BIG TCP, where the
+        // saturating subtraction gives 0 and only the "has payload" hint is lost).
+        payload_len: total_len.saturating_sub(ihl + header_len),
+    }))
 }
 
 #[inline(always)]
@@ -167,32 +168,44 @@ fn config() -> Option<BackendConfig> {
     (config.flags & BackendConfig::ENABLED != 0).then_some(config)
 }
 
-/// Copies the options area onto the stack. TCP options come in whole 32-bit words, so
-/// they are loaded a word at a time: every load has a constant size, which the verifier
-/// accepts where a variable-length one would need proofs it cannot make. The rest of the
-/// buffer stays zero, which reads as End of Option List, so callers walk the whole fixed
-/// buffer: every index is then checked against a constant, which the verifier can follow.
+/// Room for any options area a data offset can describe (60 bytes), of which TCP allows
+/// 40; the walkers only ever see the first 40 ([`opts`]).
+type OptionsBuf = [u8; 60];
+
 #[inline(always)]
-fn load_options(
-    ctx: &TcContext,
-    seg: &Segment,
-    buf: &mut [u8; MAX_OPTIONS_LEN],
-) -> Result<usize, ()> {
-    let len = seg.options_len;
-    if len > MAX_OPTIONS_LEN {
+fn opts(buf: &OptionsBuf) -> &[u8; MAX_OPTIONS_LEN] {
+    buf.first_chunk::<MAX_OPTIONS_LEN>()
+        .unwrap_or(&[0; MAX_OPTIONS_LEN])
+}
+
+/// Copies the options area onto the stack in one load. The rest of the buffer stays
+/// zero, which reads as End of Option List, so callers walk the whole fixed buffer: every
+/// index is then checked against a constant, which the verifier can follow.
+#[inline(always)]
+fn load_options(ctx: &TcContext, seg: &Segment, buf: &mut OptionsBuf) -> Result<usize, ()> {
+    // Options are whole 32-bit words; the mask gives the verifier the bound it needs for
+    // a variable-length load (at most 60, which the buffer has room for, so the bound
+    // holds even where the compiler moves the 40-byte check below).
+    let len = (seg.options_len as u32) & 0x3c;
+    if len == 0 {
+        return Ok(0);
+    }
+    if len > MAX_OPTIONS_LEN as u32 {
         return Err(());
     }
-    for word in 0..MAX_OPTIONS_LEN / 4 {
-        let at = word * 4;
-        if at >= len {
-            break;
-        }
-        let bytes: [u8; 4] = ctx.load(seg.tcp + 20 + at).map_err(|_| ())?;
-        if let Some(slot) = buf.get_mut(at..at + 4) {
-            slot.copy_from_slice(&bytes);
-        }
+    // SAFETY: `buf` holds 60 >= len bytes; the kernel checks the packet side.
+    let rc = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            (seg.tcp + 20) as u32,
+            buf.as_mut_ptr().cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(());
     }
-    Ok(len)
+    Ok(len as usize)
 }
 
 fn ingress(ctx: &TcContext) -> Option<Verdict> {
@@ -233,19 +246,18 @@ fn ingress_syn(
     seg: &Segment,
     key: &BackendFlowKey,
 ) -> Verdict {
-    let mut options = [0u8; MAX_OPTIONS_LEN];
-    let Ok(len) = load_options(ctx, seg, &mut options) else {
+    let mut options_buf: OptionsBuf = [0; 60];
+    let Ok(len) = load_options(ctx, seg, &mut options_buf) else {
         return Verdict::Pass(stat::IN_MALFORMED);
     };
-    let span = match find_handoff_option(&options) {
+    let options = opts(&options_buf);
+    let span = match find_handoff_option(options) {
         Ok(Some(span)) => span,
         Ok(None) => return Verdict::Pass(stat::IN_SYN_PLAIN),
         // An area we cannot walk is the kernel's to judge unless it claims to be ours.
         Err(_) => return Verdict::Pass(stat::IN_MALFORMED),
     };
-    let Ok(seq) = ctx.load::<[u8; 4]>(seg.tcp + TCP_SEQ) else {
-        return Verdict::Drop(stat::IN_SYN_BAD_OPTION);
-    };
+    let seq = seg.seq;
     let binding = HandoffBinding {
         client_ip: seg.saddr,
         client_port: u16::from_be_bytes(seg.sport),
@@ -295,32 +307,32 @@ fn ingress_syn(
 #[inline(always)]
 fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), ()> {
     if seg.flags & ACK != 0 {
-        let old: [u8; 4] = ctx.load(seg.tcp + TCP_ACK).map_err(|_| ())?;
-        let new = t.ack_to_backend(u32::from_be_bytes(old)).to_be_bytes();
-        rewrite4(ctx, seg.tcp, seg.tcp + TCP_ACK, old, new)?;
+        let new = t.ack_to_backend(u32::from_be_bytes(seg.ack)).to_be_bytes();
+        rewrite4(ctx, seg.tcp, seg.tcp + TCP_ACK, seg.ack, new)?;
     }
     if !t.has_timestamps() && !t.has_sack() {
         return Ok(());
     }
-    let mut options = [0u8; MAX_OPTIONS_LEN];
-    load_options(ctx, seg, &mut options)?;
+    let mut options_buf: OptionsBuf = [0; 60];
+    load_options(ctx, seg, &mut options_buf)?;
+    let options = opts(&options_buf);
     let base = seg.tcp + 20;
     if t.has_timestamps()
-        && let Some(ts) = timestamps(&options)
+        && let Some(ts) = timestamps(options)
     {
-        let old = field4(&options, ts + 6)?;
+        let old = field4(options, ts + 6)?;
         let new = t.tsecr_to_backend(u32::from_be_bytes(old)).to_be_bytes();
         rewrite4(ctx, seg.tcp, base + ts + 6, old, new)?;
     }
     if t.has_sack()
-        && let Some((at, blocks)) = sack(&options)
+        && let Some((at, blocks)) = sack(options)
     {
         for edge in 0..2 * baton_common::tcp_options::MAX_SACK_BLOCKS {
             if edge >= 2 * blocks {
                 break;
             }
             let at = at + 2 + edge * 4;
-            let old = field4(&options, at)?;
+            let old = field4(options, at)?;
             let new = t
                 .sack_edge_to_backend(u32::from_be_bytes(old))
                 .to_be_bytes();
@@ -336,7 +348,10 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         Ok(seg) => seg,
         Err(()) => return Some(Verdict::Pass(stat::OUT_MALFORMED)),
     };
-    if u16::from_ne_bytes(seg.sport) != config.service_port_be {
+    // Our own copies to the front-end pass here again, already from the VIP: not counted.
+    if u16::from_ne_bytes(seg.sport) != config.service_port_be
+        || u32::from_ne_bytes(seg.saddr) == config.vip_addr_be
+    {
         return None;
     }
     let key = BackendFlowKey {
@@ -366,16 +381,15 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             },
         );
     }
-    let mut options = [0u8; MAX_OPTIONS_LEN];
-    if load_options(ctx, &seg, &mut options).is_err() {
+    let mut options_buf: OptionsBuf = [0; 60];
+    if load_options(ctx, &seg, &mut options_buf).is_err() {
         return Some(Verdict::Drop(stat::REWRITE_FAILED));
     }
+    let options = opts(&options_buf);
     if syn_ack {
-        let Ok(isn) = ctx.load::<[u8; 4]>(seg.tcp + TCP_SEQ) else {
-            return Some(Verdict::Drop(stat::REWRITE_FAILED));
-        };
-        let tsval = match timestamps(&options) {
-            Some(ts) => match field4(&options, ts + 2) {
+        let isn = seg.seq;
+        let tsval = match timestamps(options) {
+            Some(ts) => match field4(options, ts + 2) {
                 Ok(v) => u32::from_be_bytes(v),
                 Err(()) => return Some(Verdict::Drop(stat::REWRITE_FAILED)),
             },
@@ -384,12 +398,12 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         value.translation = value.translation.with_backend(SynAckTerms {
             isn: u32::from_be_bytes(isn),
             tsval,
-            window_shift: window_shift(&options).unwrap_or(0),
+            window_shift: window_shift(options).unwrap_or(0),
         });
         // SAFETY: as above; the completed translation serves every later segment.
         unsafe { (*flow).translation = value.translation };
     }
-    if translate_out(ctx, &seg, &config, &value.translation, &options, syn_ack).is_err() {
+    if translate_out(ctx, &seg, &config, &value.translation, options, syn_ack).is_err() {
         return Some(Verdict::Drop(stat::REWRITE_FAILED));
     }
     if syn_ack {
@@ -428,14 +442,14 @@ fn translate_out(
     syn: bool,
 ) -> Result<(), ()> {
     to_frontend_addresses(ctx, seg, config)?;
-    let old: [u8; 4] = ctx.load(seg.tcp + TCP_SEQ).map_err(|_| ())?;
-    let new = t.seq_to_client(u32::from_be_bytes(old)).to_be_bytes();
-    rewrite4(ctx, seg.tcp, seg.tcp + TCP_SEQ, old, new)?;
+    let new = t.seq_to_client(u32::from_be_bytes(seg.seq)).to_be_bytes();
+    rewrite4(ctx, seg.tcp, seg.tcp + TCP_SEQ, seg.seq, new)?;
     if !syn {
         // RFC 7323 section 2.2: the window of a SYN segment is never scaled.
-        let old: [u8; 2] = ctx.load(seg.tcp + TCP_WINDOW).map_err(|_| ())?;
-        let new = t.window_to_client(u16::from_be_bytes(old)).to_be_bytes();
-        rewrite2(ctx, seg.tcp, seg.tcp + TCP_WINDOW, old, new)?;
+        let new = t
+            .window_to_client(u16::from_be_bytes(seg.window))
+            .to_be_bytes();
+        rewrite2(ctx, seg.tcp, seg.tcp + TCP_WINDOW, seg.window, new)?;
     }
     if t.has_timestamps()
         && let Some(ts) = timestamps(options)

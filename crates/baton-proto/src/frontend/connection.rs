@@ -444,6 +444,22 @@ impl<D: Dispatch> FrontEnd<D> {
                 self.client_during_handoff(now, slot, conn, phase, tcp, raw)
             }
             State::Forwarding => self.client_after_handoff(now, slot, conn, tcp, raw),
+            State::TimeWait(_)
+                if conn.handed_off
+                    && tcp.flags.contains(TcpFlags::SYN)
+                    && !tcp.flags.contains(TcpFlags::ACK)
+                    && tcp.seq_number != conn.syn.isn =>
+            {
+                // A new connection on the 4-tuple of one that has closed: a client that
+                // closed second reuses its port at once (Connection: close under load).
+                // Forwarded to the old back-end it would meet that socket's TIME-WAIT, so
+                // the grace period ends here and the SYN starts a handshake of its own
+                // (RFC 9293 section 3.10.7.4; only the old connection's own SYN repeats its
+                // ISN).
+                self.stats.time_wait_reused += 1;
+                self.finish(conn, Outcome::Closed);
+                Next::Replay
+            }
             State::TimeWait(_) if conn.handed_off => {
                 self.client_after_handoff(now, slot, conn, tcp, raw)
             }

@@ -317,6 +317,9 @@ pub struct Stats {
     /// Segments dropped by a connection: bad ACK, unacceptable RST, no ACK flag,
     /// unexpected flags for the state.
     pub unacceptable_segments: u64,
+    /// New SYNs that ended a handed-off connection's grace period early, reusing its
+    /// 4-tuple.
+    pub time_wait_reused: u64,
     /// Client data segments beyond the next expected byte, dropped (not buffered).
     pub out_of_order_dropped: u64,
     /// Client bytes past the request limit, not buffered or acknowledged.

@@ -858,3 +858,56 @@ fn retransmitted_syn_repeats_the_syn_ack() {
     assert_eq!(first.bytes, again.bytes);
     assert_eq!(h.fe.connection_count(), 1);
 }
+
+#[test]
+fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.drain();
+    h.backend_sends(h.confirmation(isn_f));
+    h.events();
+    // Both FINs seen: the flow waits out its grace period.
+    let seq = CISN + 1 + REQUEST.len() as u32;
+    let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
+    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+    h.client_sends(&fin);
+    h.drain();
+    h.backend_sends(bare_segment(
+        0,
+        0,
+        isn_f + 1,
+        seq + 1,
+        TcpFlags::ACK | TcpFlags::FIN,
+        500,
+    ));
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    h.events();
+
+    // The old connection's SYN, repeated, is still forwarded to its back-end...
+    h.client_sends(&h.syn());
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    // ...but a SYN with a new ISN is a new connection: the old one is closed at once and
+    // the front-end answers the handshake itself, instead of forwarding the SYN to the
+    // old back-end's TIME-WAIT socket.
+    let mut new_syn = h.syn();
+    new_syn.seq_number = CISN.wrapping_add(1_000_000);
+    h.client_sends(&new_syn);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
+    assert_eq!(out[0].tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(out[0].tcp().ack_number, CISN.wrapping_add(1_000_001));
+    assert!(matches!(
+        h.events()[..],
+        [Event::Closed {
+            backend: Some(B1),
+            ..
+        }]
+    ));
+    assert_eq!(h.state(), Some(StateName::SynReceived));
+    assert_eq!(h.fe.stats().time_wait_reused, 1);
+}
