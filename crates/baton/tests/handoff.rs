@@ -32,15 +32,25 @@ fn config_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// The example back-end configuration with back-end `k`'s pin folder.
+fn backend_config(k: usize) -> String {
+    BACKEND_CONFIG.replace(
+        "/run/baton-lab/be1/bpf",
+        &format!("/run/{LAB}-lab/be{k}/bpf"),
+    )
+}
+
 fn cluster(test: &str) -> Option<Cluster> {
+    cluster_with(test, "")
+}
+
+/// [`cluster`] with `extra` appended to every back-end's configuration.
+fn cluster_with(test: &str, extra: &str) -> Option<Cluster> {
     let guard = lab_guard(LAB, &SERIAL, test)?;
     support::ok(&mut baton(LAB, &["lab", "up", "--backends", "3"]));
     let mut backends = Vec::new();
     for k in 1..=3 {
-        let text = BACKEND_CONFIG.replace(
-            "/run/baton-lab/be1/bpf",
-            &format!("/run/{LAB}-lab/be{k}/bpf"),
-        );
+        let text = backend_config(k) + extra;
         let path = config_file(&format!("be{k}"), &text);
         let daemon = Daemon::start(
             LAB,
@@ -70,6 +80,12 @@ impl Cluster {
             .unwrap()
             .stats()
             .unwrap()
+    }
+
+    fn flows(&self, k: usize) -> usize {
+        BackendModule::open(&self.backends[k - 1].1)
+            .unwrap()
+            .flow_count()
     }
 }
 
@@ -237,4 +253,127 @@ fn forged_handoff_syns_are_dropped_and_counted_and_never_reach_nginx() {
     // The cluster still serves.
     assert!(curl(&[&format!("http://{VIP}/img/")]).contains("backend=be1"));
     drop(cluster.frontend);
+}
+
+#[test]
+fn flow_entries_go_when_their_sockets_are_gone() {
+    // Sweeps every 200 ms; an entry goes at the second sweep that finds no socket.
+    let Some(cluster) = cluster_with("flow-table GC", "gc_interval_ms = 200\n") else {
+        return;
+    };
+    // No TIME-WAIT on be1, so a closed connection's socket is gone at once.
+    stdout(&mut baton(
+        LAB,
+        &[
+            "lab",
+            "exec",
+            "be1",
+            "--",
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_max_tw_buckets=0",
+        ],
+    ));
+    for _ in 0..5 {
+        assert!(curl(&[&format!("http://{VIP}/img/")]).contains("backend=be1"));
+    }
+    // A connection that stays open keeps its entry: 100 MiB at 10 MB/s, sent to be1 by
+    // the /img/ route (curl keeps the dot segments; nginx resolves them).
+    let slow = baton(
+        LAB,
+        &[
+            "lab",
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-sS",
+            "--path-as-is",
+            "--limit-rate",
+            "10M",
+            "-o",
+            "/dev/null",
+            &format!("http://{VIP}/img/../files/100M.bin"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut slow = scopeguard(slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (flows, log) = (cluster.flows(1), cluster.backends[0].0.log_text());
+        if flows == 1 && log.contains("entries without a socket removed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "be1 kept {flows} flows:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = slow.0.kill();
+}
+
+#[test]
+fn an_agent_restart_does_not_disturb_a_live_download() {
+    let Some(mut cluster) = cluster("agent restart") else {
+        return;
+    };
+    // 100 MiB at 25 MB/s from be1 (the /img/ route): about four seconds, with be1's agent
+    // restarted in the middle.
+    let fetch = format!(
+        "curl -sS --path-as-is --limit-rate 25M http://{VIP}/img/../files/100M.bin | sha256sum"
+    );
+    let download = baton(LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut download = download;
+    assert!(
+        download.try_wait().unwrap().is_none(),
+        "the download is still running"
+    );
+    let before = cluster.counters(1)[stat::OUT_TRANSLATED as usize];
+    assert!(
+        before > 100,
+        "be1 is serving it: {before} segments translated"
+    );
+    let (agent, config) = cluster.backends.remove(0);
+    let log = agent.stop();
+    assert!(log.contains("stays attached"), "{log}");
+    let path = config_file("be1-again", &backend_config(1));
+    let again = Daemon::start(
+        LAB,
+        "be1",
+        &["backend", "--config", path.to_str().unwrap()],
+        "backend: reattached",
+    );
+    cluster.backends.insert(0, (again, config));
+    let out = download.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let want = sums.lines().find(|l| l.ends_with(" 100M.bin")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next(),
+        want.split_whitespace().next(),
+        "the download that spanned the restart"
+    );
+    assert_eq!(cluster.counters(1)[stat::REWRITE_FAILED as usize], 0);
+}
+
+/// Kills the child process when dropped, so a failing test leaves nothing running.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scopeguard(child: std::process::Child) -> ChildGuard {
+    ChildGuard(child)
 }
