@@ -26,8 +26,9 @@ struct Cluster {
     _guard: LabGuard,
 }
 
+/// Writes a configuration into the lab's folder, which `lab down` removes.
 fn config_file(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{LAB}-{name}-{}.toml", std::process::id()));
+    let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
 }

@@ -74,7 +74,8 @@ impl Daemon {
     /// Starts `baton ARGS` in `node` and waits until its log shows `ready`, failing the
     /// test with the log if it exits first or takes over 10 s.
     pub fn start(lab: &str, node: &str, args: &[&str], ready: &str) -> Self {
-        let log = std::env::temp_dir().join(format!("{lab}-{node}-{}.log", std::process::id()));
+        // In the lab's folder, which `lab down` removes with everything else.
+        let log = PathBuf::from(format!("/run/{lab}-lab/{node}-{}.log", args[0]));
         let mut all = vec!["lab", "exec", node, "--", env!("CARGO_BIN_EXE_baton")];
         all.extend_from_slice(args);
         // `lab exec` becomes `ip netns exec`, which execs the daemon in place: the child's
