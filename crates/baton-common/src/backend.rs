@@ -4,9 +4,9 @@
 use crate::siphash::SipKey;
 use crate::translate::Translation;
 
-/// Default number of flow-table entries. An entry costs the key and value (12 + 24
-/// bytes) plus the kernel's per-element overhead for an LRU hash (about 60 bytes on
-/// 64-bit kernels), so roughly 100 MB at this size; `flow_table_size` sets it.
+/// Default number of flow-table entries. An entry costs 104 bytes as the kernel accounts
+/// it (key 12 + value 24 + LRU hash element overhead; `bpftool map show` memlock), all
+/// preallocated: 109 MB at this size. `flow_table_size` sets it.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1_048_576;
 
 /// A handed-off connection as the back-end sees it: addresses and ports in network byte
