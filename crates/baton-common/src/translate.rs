@@ -331,6 +331,78 @@ pub fn tcp_ipv4_pseudo_header_sum(saddr: [u8; 4], daddr: [u8; 4], tcp_len: u16) 
     ones_complement_sum(&[s0, s1, s2, s3, d0, d1, d2, d3, 0, 6, l0, l1])
 }
 
+/// The one's-complement difference several field changes make to a TCP checksum, summed
+/// so that one `bpf_l4_csum_replace(skb, off, 0, diff, 0)` (the "by diff" form) applies
+/// them all: one helper call per packet instead of one per field.
+///
+/// Values are in memory order: 16-bit words as the bytes sit in the packet, read natively
+/// (little-endian on bpfel and x86_64), which is how the kernel's `__wsum` arithmetic
+/// reads them; one's-complement sums commute with byte order (RFC 1071 section 2(B)), so
+/// the result is the checksum's memory-order form. For a `CHECKSUM_PARTIAL` packet the
+/// kernel ignores a non-pseudo-header difference, as it must.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChecksumDiff(u32);
+
+impl ChecksumDiff {
+    pub const fn new() -> Self {
+        Self(0)
+    }
+
+    /// 32-bit end-around addition, the kernel's `csum_add`.
+    #[inline(always)]
+    const fn add(self, value: u32) -> Self {
+        let (sum, carry) = self.0.overflowing_add(value);
+        Self(sum.wrapping_add(carry as u32))
+    }
+
+    /// A 16-bit word at an even offset from the TCP header changed from `old` to `new`
+    /// (memory order).
+    #[inline(always)]
+    pub const fn word(self, old: [u8; 2], new: [u8; 2]) -> Self {
+        self.add(!u16::from_ne_bytes(old) as u32)
+            .add(u16::from_ne_bytes(new) as u32)
+    }
+
+    /// A 2-byte field changed; `odd` when it starts at an odd offset from the TCP header,
+    /// where its bytes sum like the swapped pair.
+    #[inline(always)]
+    pub const fn field2(self, old: [u8; 2], new: [u8; 2], odd: bool) -> Self {
+        if odd {
+            self.word([old[1], old[0]], [new[1], new[0]])
+        } else {
+            self.word(old, new)
+        }
+    }
+
+    /// A 4-byte field changed; at an odd offset its bytes `b0 b1 b2 b3` sum like the words
+    /// `b3 b0` and `b1 b2`.
+    #[inline(always)]
+    pub const fn field4(self, old: [u8; 4], new: [u8; 4], odd: bool) -> Self {
+        let (o, n) = if odd {
+            (
+                [old[3], old[0], old[1], old[2]],
+                [new[3], new[0], new[1], new[2]],
+            )
+        } else {
+            (old, new)
+        };
+        self.word([o[0], o[1]], [n[0], n[1]])
+            .word([o[2], o[3]], [n[2], n[3]])
+    }
+
+    /// The value to give the kernel (`to`, with `from` and size 0).
+    pub const fn as_wsum(self) -> u32 {
+        self.0
+    }
+
+    /// What the kernel does with it for a packet whose checksum is complete
+    /// (`inet_proto_csum_replace_by_diff`): the new checksum field, in memory order.
+    pub const fn apply(self, check: [u8; 2]) -> [u8; 2] {
+        let sum = self.add(!u16::from_ne_bytes(check) as u32).0;
+        (!fold(sum)).to_ne_bytes()
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `#[repr(C)]`, integers only, padding explicit (checked by the size test), so
@@ -653,6 +725,45 @@ mod tests {
                     }
                 };
                 prop_assert_eq!(updated, full_tcp_checksum(saddr, daddr, seg));
+            }
+
+            /// Several field changes summed in one [`ChecksumDiff`] and applied at once
+            /// equal a full recomputation, at even and odd offsets alike.
+            #[test]
+            fn checksum_diff_equals_recomputation(
+                seg: [u8; 40],
+                changes in proptest::collection::vec((0usize..36, any::<[u8; 4]>(), any::<bool>()), 1..5),
+            ) {
+                let mut seg = seg;
+                seg[16] = 0;
+                seg[17] = 0;
+                let check = (!ones_complement_sum(&seg)).to_be_bytes();
+                seg[16..18].copy_from_slice(&check);
+                let mut diff = ChecksumDiff::new();
+                for (at, new, wide) in changes {
+                    // Never the checksum field itself.
+                    let at = if (14..18).contains(&at) || (at < 18 && at + 4 > 16) { 20 + at % 16 } else { at };
+                    let odd = at % 2 == 1;
+                    if wide {
+                        let old: [u8; 4] = seg[at..at + 4].try_into().unwrap();
+                        diff = diff.field4(old, new, odd);
+                        seg[at..at + 4].copy_from_slice(&new);
+                    } else {
+                        let old: [u8; 2] = seg[at..at + 2].try_into().unwrap();
+                        let new2 = [new[0], new[1]];
+                        diff = diff.field2(old, new2, odd);
+                        seg[at..at + 2].copy_from_slice(&new2);
+                    }
+                }
+                let applied = diff.apply([seg[16], seg[17]]);
+                seg[16] = 0;
+                seg[17] = 0;
+                let recomputed = (!ones_complement_sum(&seg)).to_be_bytes();
+                // 0x0000 and 0xffff are the same one's-complement value.
+                let same = applied == recomputed
+                    || (applied.iter().all(|b| *b == 0xff) && recomputed == [0, 0])
+                    || (applied == [0, 0] && recomputed.iter().all(|b| *b == 0xff));
+                prop_assert!(same, "applied {applied:?} recomputed {recomputed:?}");
             }
 
             /// The odd-offset variants equal recomputation for a 16- or 32-bit field at any

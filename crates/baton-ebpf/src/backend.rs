@@ -29,7 +29,7 @@ use baton_common::{
         find_handoff_option,
     },
     tcp_options::{sack, timestamps, window_shift},
-    translate::{SynAckTerms, Translation},
+    translate::{ChecksumDiff, SynAckTerms, Translation, csum_replace4},
 };
 
 // Not pinned here: `baton backend` pins them under its own directory (so restarts reuse
@@ -112,6 +112,7 @@ struct Segment {
     seq: [u8; 4],
     ack: [u8; 4],
     window: [u8; 2],
+    ip_check: [u8; 2],
     flags: u8,
     options_len: usize,
     payload_len: usize,
@@ -154,6 +155,7 @@ fn parse(ctx: &TcContext) -> Option<Result<Segment, ()>> {
         seq: [h[4], h[5], h[6], h[7]],
         ack: [h[8], h[9], h[10], h[11]],
         window: [h[14], h[15]],
+        ip_check: [l3[ETH_LEN + IP_CHECK], l3[ETH_LEN + IP_CHECK + 1]],
         flags: h[13],
         options_len: header_len - 20,
         // GSO super-packets carry the whole length here (or 0 with BIG TCP, where the
@@ -290,15 +292,19 @@ fn ingress_syn(
         return Verdict::Drop(stat::IN_FLOW_TABLE_FULL);
     }
     // The server must see a plain SYN: NOPs in place of the option, checksum fixed.
+    let mut rewrite = Rewrite::new(ctx, seg);
     let at = seg.tcp + 20 + span.start;
     for chunk in 0..HANDOFF_OPTION_LEN / 4 {
         let i = span.start + chunk * 4;
-        let Some(&[a, b, c, d]) = options.get(i..i + 4).and_then(|s| s.first_chunk::<4>()) else {
+        let Some(&old) = options.get(i..i + 4).and_then(|s| s.first_chunk::<4>()) else {
             return Verdict::Drop(stat::REWRITE_FAILED);
         };
-        if rewrite4(ctx, seg.tcp, at + chunk * 4, [a, b, c, d], [1; 4]).is_err() {
+        if rewrite.field4(at + chunk * 4, old, [1; 4]).is_err() {
             return Verdict::Drop(stat::REWRITE_FAILED);
         }
+    }
+    if rewrite.finish().is_err() {
+        return Verdict::Drop(stat::REWRITE_FAILED);
     }
     Verdict::Pass(stat::IN_SYN_ACCEPTED)
 }
@@ -306,40 +312,40 @@ fn ingress_syn(
 /// C→B: ack, SACK edges and TSecr into the back-end's terms.
 #[inline(always)]
 fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), ()> {
+    let mut rewrite = Rewrite::new(ctx, seg);
     if seg.flags & ACK != 0 {
         let new = t.ack_to_backend(u32::from_be_bytes(seg.ack)).to_be_bytes();
-        rewrite4(ctx, seg.tcp, seg.tcp + TCP_ACK, seg.ack, new)?;
+        rewrite.field4(seg.tcp + TCP_ACK, seg.ack, new)?;
     }
-    if !t.has_timestamps() && !t.has_sack() {
-        return Ok(());
-    }
-    let mut options_buf: OptionsBuf = [0; 60];
-    load_options(ctx, seg, &mut options_buf)?;
-    let options = opts(&options_buf);
-    let base = seg.tcp + 20;
-    if t.has_timestamps()
-        && let Some(ts) = timestamps(options)
-    {
-        let old = field4(options, ts + 6)?;
-        let new = t.tsecr_to_backend(u32::from_be_bytes(old)).to_be_bytes();
-        rewrite4(ctx, seg.tcp, base + ts + 6, old, new)?;
-    }
-    if t.has_sack()
-        && let Some((at, blocks)) = sack(options)
-    {
-        for edge in 0..2 * baton_common::tcp_options::MAX_SACK_BLOCKS {
-            if edge >= 2 * blocks {
-                break;
+    if t.has_timestamps() || t.has_sack() {
+        let mut options_buf: OptionsBuf = [0; 60];
+        load_options(ctx, seg, &mut options_buf)?;
+        let options = opts(&options_buf);
+        let base = seg.tcp + 20;
+        if t.has_timestamps()
+            && let Some(ts) = timestamps(options)
+        {
+            let old = field4(options, ts + 6)?;
+            let new = t.tsecr_to_backend(u32::from_be_bytes(old)).to_be_bytes();
+            rewrite.field4(base + ts + 6, old, new)?;
+        }
+        if t.has_sack()
+            && let Some((at, blocks)) = sack(options)
+        {
+            for edge in 0..2 * baton_common::tcp_options::MAX_SACK_BLOCKS {
+                if edge >= 2 * blocks {
+                    break;
+                }
+                let at = at + 2 + edge * 4;
+                let old = field4(options, at)?;
+                let new = t
+                    .sack_edge_to_backend(u32::from_be_bytes(old))
+                    .to_be_bytes();
+                rewrite.field4(base + at, old, new)?;
             }
-            let at = at + 2 + edge * 4;
-            let old = field4(options, at)?;
-            let new = t
-                .sack_edge_to_backend(u32::from_be_bytes(old))
-                .to_be_bytes();
-            rewrite4(ctx, seg.tcp, base + at, old, new)?;
         }
     }
-    Ok(())
+    rewrite.finish()
 }
 
 fn egress(ctx: &TcContext) -> Option<Verdict> {
@@ -441,49 +447,74 @@ fn translate_out(
     options: &[u8; MAX_OPTIONS_LEN],
     syn: bool,
 ) -> Result<(), ()> {
-    to_frontend_addresses(ctx, seg, config)?;
+    let mut rewrite = Rewrite::new(ctx, seg);
     let new = t.seq_to_client(u32::from_be_bytes(seg.seq)).to_be_bytes();
-    rewrite4(ctx, seg.tcp, seg.tcp + TCP_SEQ, seg.seq, new)?;
+    rewrite.field4(seg.tcp + TCP_SEQ, seg.seq, new)?;
     if !syn {
         // RFC 7323 section 2.2: the window of a SYN segment is never scaled.
         let new = t
             .window_to_client(u16::from_be_bytes(seg.window))
             .to_be_bytes();
-        rewrite2(ctx, seg.tcp, seg.tcp + TCP_WINDOW, seg.window, new)?;
+        rewrite.field2(seg.tcp + TCP_WINDOW, seg.window, new)?;
     }
     if t.has_timestamps()
         && let Some(ts) = timestamps(options)
     {
         let old = field4(options, ts + 2)?;
         let new = t.tsval_to_client(u32::from_be_bytes(old)).to_be_bytes();
-        rewrite4(ctx, seg.tcp, seg.tcp + 20 + ts + 2, old, new)?;
+        rewrite.field4(seg.tcp + 20 + ts + 2, old, new)?;
     }
-    Ok(())
+    rewrite.port_to_vip(config)?;
+    rewrite.finish()?;
+    source_to_vip(ctx, seg, config)
 }
 
-/// Source address and port become the VIP's: the client only ever talks to the VIP.
+/// The source address becomes the VIP: the client only ever talks to the VIP. The IPv4
+/// header checksum is always complete, so it is updated in place; the TCP checksum covers
+/// the address through the pseudo-header, which only the kernel's helper updates right
+/// for both complete and `CHECKSUM_PARTIAL` packets.
+#[inline(always)]
+fn source_to_vip(ctx: &TcContext, seg: &Segment, config: &BackendConfig) -> Result<(), ()> {
+    let vip = config.vip_addr_be.to_ne_bytes();
+    if vip == seg.saddr {
+        return Ok(());
+    }
+    let check = csum_replace4(
+        u16::from_be_bytes(seg.ip_check),
+        u32::from_be_bytes(seg.saddr),
+        u32::from_be_bytes(vip),
+    );
+    // SAFETY: `packet_mut` checked both fields lie inside the packet's linear data.
+    unsafe {
+        *packet_mut::<[u8; 4]>(ctx, ETH_LEN + IP_SADDR)? = vip;
+        *packet_mut::<[u8; 2]>(ctx, ETH_LEN + IP_CHECK)? = check.to_be_bytes();
+    }
+    ctx.l4_csum_replace(
+        seg.tcp + TCP_CHECK,
+        u64::from(u32::from_ne_bytes(seg.saddr)),
+        u64::from(u32::from_ne_bytes(vip)),
+        u64::from(BPF_F_PSEUDO_HDR) | 4,
+    )
+    .map_err(|_| ())
+}
+
+/// The source port becomes the VIP's, when they differ, as part of a [`Rewrite`].
+impl Rewrite<'_> {
+    #[inline(always)]
+    fn port_to_vip(&mut self, config: &BackendConfig) -> Result<(), ()> {
+        let port = config.vip_port_be.to_ne_bytes();
+        let old = self.sport;
+        self.field2(self.tcp, old, port)
+    }
+}
+
+/// The addresses and port a control segment needs to reach the front-end as the VIP's.
 #[inline(always)]
 fn to_frontend_addresses(ctx: &TcContext, seg: &Segment, config: &BackendConfig) -> Result<(), ()> {
-    let vip = config.vip_addr_be.to_ne_bytes();
-    let (old, new) = (u32::from_ne_bytes(seg.saddr), u32::from_ne_bytes(vip));
-    if old != new {
-        ctx.store(ETH_LEN + IP_SADDR, &vip, 0).map_err(|_| ())?;
-        ctx.l3_csum_replace(ETH_LEN + IP_CHECK, u64::from(old), u64::from(new), 4)
-            .map_err(|_| ())?;
-        // The address is in the TCP pseudo-header.
-        ctx.l4_csum_replace(
-            seg.tcp + TCP_CHECK,
-            u64::from(old),
-            u64::from(new),
-            u64::from(BPF_F_PSEUDO_HDR) | 4,
-        )
-        .map_err(|_| ())?;
-    }
-    let port = config.vip_port_be.to_ne_bytes();
-    if port != seg.sport {
-        rewrite2(ctx, seg.tcp, seg.tcp, seg.sport, port)?;
-    }
-    Ok(())
+    let mut rewrite = Rewrite::new(ctx, seg);
+    rewrite.port_to_vip(config)?;
+    rewrite.finish()?;
+    source_to_vip(ctx, seg, config)
 }
 
 #[inline(always)]
@@ -513,49 +544,86 @@ fn field4(options: &[u8; MAX_OPTIONS_LEN], at: usize) -> Result<[u8; 4], ()> {
         .ok_or(())
 }
 
-/// Writes a 4-byte field at packet offset `at` and updates the TCP checksum for it. A
-/// field at an odd offset from the TCP header (possible in options) adds to the
-/// one's-complement sum like the value rotated by a byte (RFC 1071 section 2(B)).
+/// A pointer to `T` at `offset` in the packet's linear data, checked against its end so
+/// the verifier accepts the access.
 #[inline(always)]
-fn rewrite4(ctx: &TcContext, tcp: usize, at: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), ()> {
-    if old == new {
-        return Ok(());
+fn packet_mut<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, ()> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(());
     }
-    ctx.store(at, &new, 0).map_err(|_| ())?;
-    let (from, to) = if (at - tcp) & 1 == 0 {
-        (old, new)
-    } else {
-        (
-            [old[3], old[0], old[1], old[2]],
-            [new[3], new[0], new[1], new[2]],
-        )
-    };
-    ctx.l4_csum_replace(
-        tcp + TCP_CHECK,
-        u64::from(u32::from_ne_bytes(from)),
-        u64::from(u32::from_ne_bytes(to)),
-        4,
-    )
-    .map_err(|_| ())
+    Ok((start + offset) as *mut T)
 }
 
-/// [`rewrite4`] for a 2-byte field (at an odd offset its bytes sum swapped).
-#[inline(always)]
-fn rewrite2(ctx: &TcContext, tcp: usize, at: usize, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
-    if old == new {
-        return Ok(());
+/// The field rewrites of one segment: each written straight into the packet, their
+/// checksum difference summed and applied with one helper call in [`Rewrite::finish`]
+/// (a helper call per field was most of a packet's cost). Headers are pulled into the
+/// linear area first if they are not there already.
+struct Rewrite<'a> {
+    ctx: &'a TcContext,
+    tcp: usize,
+    sport: [u8; 2],
+    diff: ChecksumDiff,
+    changed: bool,
+    linear: Result<(), ()>,
+}
+
+impl<'a> Rewrite<'a> {
+    #[inline(always)]
+    fn new(ctx: &'a TcContext, seg: &Segment) -> Self {
+        let headers = seg.tcp + 20 + seg.options_len;
+        let linear = if ctx.data() + headers <= ctx.data_end() {
+            Ok(())
+        } else {
+            ctx.pull_data(headers as u32).map_err(|_| ())
+        };
+        Self {
+            ctx,
+            tcp: seg.tcp,
+            sport: seg.sport,
+            diff: ChecksumDiff::new(),
+            changed: false,
+            linear,
+        }
     }
-    ctx.store(at, &new, 0).map_err(|_| ())?;
-    let (from, to) = if (at - tcp) & 1 == 0 {
-        (old, new)
-    } else {
-        ([old[1], old[0]], [new[1], new[0]])
-    };
-    ctx.l4_csum_replace(
-        tcp + TCP_CHECK,
-        u64::from(u16::from_ne_bytes(from)),
-        u64::from(u16::from_ne_bytes(to)),
-        2,
-    )
-    .map_err(|_| ())
+
+    /// A 4-byte field at packet offset `at`, from `old` to `new`.
+    #[inline(always)]
+    fn field4(&mut self, at: usize, old: [u8; 4], new: [u8; 4]) -> Result<(), ()> {
+        self.linear?;
+        if old == new {
+            return Ok(());
+        }
+        // SAFETY: checked inside the packet by `packet_mut`; `[u8; 4]` has alignment 1.
+        unsafe { *packet_mut::<[u8; 4]>(self.ctx, at)? = new };
+        self.diff = self.diff.field4(old, new, (at - self.tcp) & 1 == 1);
+        self.changed = true;
+        Ok(())
+    }
+
+    /// A 2-byte field at packet offset `at`, from `old` to `new`.
+    #[inline(always)]
+    fn field2(&mut self, at: usize, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
+        self.linear?;
+        if old == new {
+            return Ok(());
+        }
+        // SAFETY: as in `field4`.
+        unsafe { *packet_mut::<[u8; 2]>(self.ctx, at)? = new };
+        self.diff = self.diff.field2(old, new, (at - self.tcp) & 1 == 1);
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Applies the summed difference to the TCP checksum (the helper's "by diff" form,
+    /// size 0), which leaves a `CHECKSUM_PARTIAL` packet's field alone, as it must.
+    #[inline(always)]
+    fn finish(self) -> Result<(), ()> {
+        if !self.changed {
+            return Ok(());
+        }
+        self.ctx
+            .l4_csum_replace(self.tcp + TCP_CHECK, 0, u64::from(self.diff.as_wsum()), 0)
+            .map_err(|_| ())
+    }
 }

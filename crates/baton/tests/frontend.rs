@@ -26,7 +26,7 @@ use support::{LabGuard, lab_guard, ok};
 
 mod support;
 
-const LAB: &str = "batontestfe";
+static LAB: support::LabName = support::LabName::new(|| support::unique("btfe"));
 const VIP: &str = "198.18.2.1";
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -34,12 +34,12 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const LAB_CONFIG: &str = include_str!("../../../examples/frontend-lab.toml");
 
 fn baton(args: &[&str]) -> Command {
-    support::baton(LAB, args)
+    support::baton(&LAB, args)
 }
 
 /// Takes the lock and brings up a fresh lab, or `None` when not root.
 fn lab_up(test: &str) -> Option<LabGuard> {
-    let guard = lab_guard(LAB, &SERIAL, test)?;
+    let guard = lab_guard(&LAB, &SERIAL, test)?;
     ok(&mut baton(&["lab", "up", "--backends", "3"]));
     Some(guard)
 }
@@ -52,7 +52,7 @@ impl Daemon {
         let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
         std::fs::write(&path, config).unwrap();
         support::Daemon::start(
-            LAB,
+            &LAB,
             "fe",
             &["frontend", "--config", path.to_str().unwrap()],
             "event=ready",
@@ -74,7 +74,7 @@ fn stat(log: &str, line: &str, key: &str) -> u64 {
 
 /// The host TCP's count of RSTs sent in `fe`.
 fn fe_host_tcp_resets() -> u64 {
-    support::nstat(LAB, "fe", "TcpOutRsts")
+    support::nstat(&LAB, "fe", "TcpOutRsts")
 }
 
 fn nft_tables_in_fe() -> String {

@@ -13,7 +13,7 @@ use support::{Daemon, Frame, LabGuard, baton, lab_guard, nstat, send_raw, stdout
 
 mod support;
 
-const LAB: &str = "batontestho";
+static LAB: support::LabName = support::LabName::new(|| support::unique("btho"));
 static SERIAL: Mutex<()> = Mutex::new(());
 const FRONTEND_CONFIG: &str = include_str!("../../../examples/frontend-lab.toml");
 const BACKEND_CONFIG: &str = include_str!("../../../examples/backend-lab.toml");
@@ -47,14 +47,14 @@ fn cluster(test: &str) -> Option<Cluster> {
 
 /// [`cluster`] with `extra` appended to every back-end's configuration.
 fn cluster_with(test: &str, extra: &str) -> Option<Cluster> {
-    let guard = lab_guard(LAB, &SERIAL, test)?;
-    support::ok(&mut baton(LAB, &["lab", "up", "--backends", "3"]));
+    let guard = lab_guard(&LAB, &SERIAL, test)?;
+    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
     let mut backends = Vec::new();
     for k in 1..=3 {
         let text = backend_config(k) + extra;
         let path = config_file(&format!("be{k}"), &text);
         let daemon = Daemon::start(
-            LAB,
+            &LAB,
             &format!("be{k}"),
             &["backend", "--config", path.to_str().unwrap()],
             "backend: attached",
@@ -63,7 +63,7 @@ fn cluster_with(test: &str, extra: &str) -> Option<Cluster> {
     }
     let path = config_file("fe", FRONTEND_CONFIG);
     let frontend = Daemon::start(
-        LAB,
+        &LAB,
         "fe",
         &["frontend", "--config", path.to_str().unwrap()],
         "event=ready",
@@ -93,7 +93,7 @@ impl Cluster {
 fn curl(args: &[&str]) -> String {
     let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "30"];
     all.extend_from_slice(args);
-    stdout(&mut baton(LAB, &all))
+    stdout(&mut baton(&LAB, &all))
 }
 
 /// Downloads `/files/NAME` through the VIP and checks it against the back-ends'
@@ -102,7 +102,7 @@ fn assert_download_byte_exact(name: &str) {
     let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
     let fetch = format!("curl -sS -m 60 http://{VIP}/files/{name} | sha256sum");
     let got = stdout(&mut baton(
-        LAB,
+        &LAB,
         &["lab", "exec", "client", "--", "sh", "-c", &fetch],
     ));
     let want = sums
@@ -158,7 +158,7 @@ fn downloads_arrive_byte_exact_whatever_the_client_negotiates() {
     for sysctl in ["tcp_timestamps", "tcp_sack", "tcp_window_scaling", ""] {
         if !sysctl.is_empty() {
             stdout(&mut baton(
-                LAB,
+                &LAB,
                 &[
                     "lab",
                     "exec",
@@ -170,22 +170,22 @@ fn downloads_arrive_byte_exact_whatever_the_client_negotiates() {
                 ],
             ));
         }
-        let csum_errors = nstat(LAB, "client", "TcpInCsumErrors");
-        let retransmits = nstat(LAB, "client", "TcpRetransSegs");
+        let csum_errors = nstat(&LAB, "client", "TcpInCsumErrors");
+        let retransmits = nstat(&LAB, "client", "TcpRetransSegs");
         assert_download_byte_exact("100M.bin");
         assert_eq!(
-            nstat(LAB, "client", "TcpInCsumErrors"),
+            nstat(&LAB, "client", "TcpInCsumErrors"),
             csum_errors,
             "{sysctl}=0: checksum errors"
         );
         assert_eq!(
-            nstat(LAB, "client", "TcpRetransSegs"),
+            nstat(&LAB, "client", "TcpRetransSegs"),
             retransmits,
             "{sysctl}=0: retransmissions on a clean link"
         );
         if !sysctl.is_empty() {
             stdout(&mut baton(
-                LAB,
+                &LAB,
                 &[
                     "lab",
                     "exec",
@@ -243,7 +243,7 @@ fn forged_handoff_syns_are_dropped_and_counted_and_never_reach_nginx() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let sockets = stdout(&mut baton(
-        LAB,
+        &LAB,
         &["lab", "exec", "be1", "--", "ss", "-tan", "sport", "= :80"],
     ));
     assert!(
@@ -264,7 +264,7 @@ fn flow_entries_go_when_their_sockets_are_gone() {
     };
     // No TIME-WAIT on be1, so a closed connection's socket is gone at once.
     stdout(&mut baton(
-        LAB,
+        &LAB,
         &[
             "lab",
             "exec",
@@ -281,7 +281,7 @@ fn flow_entries_go_when_their_sockets_are_gone() {
     // A connection that stays open keeps its entry: 100 MiB at 10 MB/s, sent to be1 by
     // the /img/ route (curl keeps the dot segments; nginx resolves them).
     let slow = baton(
-        LAB,
+        &LAB,
         &[
             "lab",
             "exec",
@@ -325,7 +325,7 @@ fn an_agent_restart_does_not_disturb_a_live_download() {
     let fetch = format!(
         "curl -sS --path-as-is --limit-rate 25M http://{VIP}/img/../files/100M.bin | sha256sum"
     );
-    let download = baton(LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
+    let download = baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -345,7 +345,7 @@ fn an_agent_restart_does_not_disturb_a_live_download() {
     assert!(log.contains("stays attached"), "{log}");
     let path = config_file("be1-again", &backend_config(1));
     let again = Daemon::start(
-        LAB,
+        &LAB,
         "be1",
         &["backend", "--config", path.to_str().unwrap()],
         "backend: reattached",

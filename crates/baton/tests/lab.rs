@@ -15,15 +15,15 @@ use support::{LabGuard, ok, stdout};
 
 mod support;
 
-const LAB: &str = "batontest";
+static LAB: support::LabName = support::LabName::new(|| support::unique("batontest"));
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn lab_guard(test: &str) -> Option<LabGuard> {
-    support::lab_guard(LAB, &SERIAL, test)
+    support::lab_guard(&LAB, &SERIAL, test)
 }
 
 fn baton(args: &[&str]) -> Command {
-    support::baton(LAB, args)
+    support::baton(&LAB, args)
 }
 
 fn fails_with(cmd: &mut Command, needle: &str) {

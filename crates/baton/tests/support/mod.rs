@@ -4,13 +4,42 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::{
+    fmt,
     fs::{self, File},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
-    sync::{Mutex, MutexGuard},
+    sync::{LazyLock, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
+
+/// A test binary's lab name: a prefix and the process id, so that test runs going on at
+/// the same time (a developer's and CI's, say) never share namespaces or files.
+pub struct LabName(pub LazyLock<String>);
+
+impl LabName {
+    pub const fn new(make: fn() -> String) -> Self {
+        Self(LazyLock::new(make))
+    }
+}
+
+/// `prefix` followed by this process's id, within the lab's 24-character limit.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", std::process::id())
+}
+
+impl std::ops::Deref for LabName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LabName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
 
 /// `baton ARGS` against lab `lab`.
 pub fn baton(lab: &str, args: &[&str]) -> Command {
