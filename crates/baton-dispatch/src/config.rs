@@ -1,0 +1,961 @@
+//! The TOML configuration: the file's shape (serde, unknown keys refused) and its
+//! compilation into a [`Dispatcher`], checking everything that serde cannot.
+//!
+//! Every value whose check can fail after parsing is read as a [`Spanned`] one, so the
+//! error says its line as well as its field.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    net::SocketAddrV4,
+    ops::Range,
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+
+use crate::{
+    ConfigError, Dispatcher,
+    dispatcher::{HealthPolicy, Pool, Rule, Sticky, StickyBy},
+    matcher::{Condition, HostPattern, PathRegex, SharedNames, ValueTest},
+    pool::{HashKey, Lard, LeastConnections, Member, Policy, Server, SmoothWeighted},
+};
+
+/// The 503 body when a request's pool has no back-end up and no body is configured.
+pub const DEFAULT_UNAVAILABLE_BODY: &str = "<html><body><h1>503 Service Unavailable</h1>\n\
+    No server is available to handle this request.\n</body></html>\n";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    default_pool: Spanned<String>,
+    unavailable_body: Option<String>,
+    #[serde(default)]
+    health: HealthFile,
+    pools: BTreeMap<String, Spanned<PoolFile>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RuleFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    #[serde(default = "default_failures")]
+    failures: Spanned<u32>,
+    #[serde(default = "default_backoff_ms")]
+    backoff_ms: Spanned<u64>,
+    #[serde(default = "default_max_backoff_ms")]
+    max_backoff_ms: Spanned<u64>,
+}
+
+impl Default for HealthFile {
+    fn default() -> Self {
+        Self {
+            failures: default_failures(),
+            backoff_ms: default_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+fn default_failures() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+fn default_backoff_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1_000)
+}
+fn default_max_backoff_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 60_000)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolFile {
+    #[serde(default)]
+    policy: PolicyName,
+    backends: Vec<Spanned<BackendFile>>,
+    hash_key: Option<Spanned<HashKeyFile>>,
+    lard: Option<Spanned<LardFile>>,
+    sticky: Option<Spanned<StickyFile>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PolicyName {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    ConsistentHash,
+    Lard,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    address: SocketAddrV4,
+    #[serde(default = "one")]
+    weight: u32,
+    id: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum HashKeyFile {
+    Path,
+    Url,
+    Host,
+    ClientAddress,
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+impl HashKeyFile {
+    fn compile(&self) -> Result<HashKey, &'static str> {
+        let name = |n: &str| {
+            if n.is_empty() {
+                Err("the name must not be empty")
+            } else {
+                Ok(Box::from(n))
+            }
+        };
+        Ok(match self {
+            Self::Path => HashKey::Path,
+            Self::Url => HashKey::Url,
+            Self::Host => HashKey::Host,
+            Self::ClientAddress => HashKey::ClientAddress,
+            Self::Header(n) => HashKey::Header(name(n)?),
+            Self::Cookie(n) => HashKey::Cookie(name(n)?),
+            Self::Query(n) => HashKey::Query(name(n)?),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LardFile {
+    #[serde(default = "path_key")]
+    target: HashKeyFile,
+    #[serde(default = "default_low")]
+    low_load: u32,
+    #[serde(default = "default_high")]
+    high_load: u32,
+    #[serde(default = "default_shrink_ms")]
+    shrink_after_ms: u64,
+    #[serde(default = "default_targets")]
+    targets: usize,
+}
+
+fn path_key() -> HashKeyFile {
+    HashKeyFile::Path
+}
+// The paper's values (Pai et al. 1998, §2.2): T_low 25, T_high 65 connections, K 20 s.
+fn default_low() -> u32 {
+    25
+}
+fn default_high() -> u32 {
+    65
+}
+fn default_shrink_ms() -> u64 {
+    20_000
+}
+fn default_targets() -> usize {
+    16_384
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickyFile {
+    cookie: String,
+    #[serde(default)]
+    by: StickyByFile,
+    separator: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StickyByFile {
+    #[default]
+    Id,
+    Hash,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: Option<String>,
+    pool: Spanned<String>,
+    #[serde(rename = "match")]
+    condition: Spanned<MatchFile>,
+}
+
+/// A `match` table: every key given must hold (they are ANDed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchFile {
+    host: Option<Names>,
+    sni: Option<Names>,
+    path: Option<Names>,
+    path_prefix: Option<Names>,
+    path_regex: Option<String>,
+    extension: Option<Names>,
+    method: Option<Names>,
+    header: Option<HeaderFile>,
+    cookie: Option<NamedValueFile>,
+    query: Option<NamedValueFile>,
+    all: Option<Vec<MatchFile>>,
+    any: Option<Vec<MatchFile>>,
+    not: Option<Box<MatchFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderFile {
+    name: String,
+    equals: Option<String>,
+    regex: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedValueFile {
+    name: String,
+    equals: Option<String>,
+}
+
+/// A string or a list of strings (`host = "a"` or `host = ["a", "b"]`).
+#[derive(Debug)]
+struct Names(Vec<String>);
+
+impl<'de> Deserialize<'de> for Names {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Names;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Names, E> {
+                Ok(Names(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Names, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element()? {
+                    names.push(n);
+                }
+                Ok(Names(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Turns byte offsets into lines for errors.
+struct Lines<'t>(&'t str);
+
+impl Lines<'_> {
+    fn of(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.0.len());
+        self.0.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+}
+
+/// Parses and checks `text`; see the crate documentation for the format.
+pub(crate) fn parse(text: &str) -> Result<Dispatcher, ConfigError> {
+    let lines = Lines(text);
+    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        line: e.span().map_or(1, |s| lines.of(s)),
+        message: e.message().trim_end().to_owned(),
+    })?;
+    compile(file, &lines)
+}
+
+fn invalid(line: usize, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        line,
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn compile(file: FileConfig, lines: &Lines<'_>) -> Result<Dispatcher, ConfigError> {
+    let health = compile_health(&file.health, lines)?;
+
+    let mut servers: Vec<Server> = Vec::new();
+    let mut server_index: HashMap<SocketAddrV4, usize> = HashMap::new();
+    let mut pools = Vec::with_capacity(file.pools.len());
+    let mut pool_index = HashMap::new();
+    for (name, spanned) in &file.pools {
+        let line = lines.of(spanned.span());
+        let field = format!("pools.{name}");
+        let pool = compile_pool(
+            name,
+            spanned.get_ref(),
+            line,
+            &field,
+            lines,
+            health.backoff,
+            &mut servers,
+            &mut server_index,
+        )?;
+        pool_index.insert(name.as_str(), pools.len());
+        pools.push(pool);
+    }
+
+    let resolve = |name: &Spanned<String>, field: &str| {
+        pool_index
+            .get(name.get_ref().as_str())
+            .copied()
+            .ok_or_else(|| ConfigError::UnknownPool {
+                line: lines.of(name.span()),
+                field: field.to_owned(),
+                pool: name.get_ref().clone(),
+            })
+    };
+    let default_pool = resolve(&file.default_pool, "default_pool")?;
+
+    let mut rules = Vec::with_capacity(file.rules.len());
+    let mut names = HashSet::new();
+    let mut shared_names = SharedNames::default();
+    for (i, spanned) in file.rules.iter().enumerate() {
+        let rule = spanned.get_ref();
+        let field = format!("rules[{i}]");
+        let line = lines.of(spanned.span());
+        let name = match &rule.name {
+            Some(n) if n.is_empty() => {
+                return Err(invalid(line, format!("{field}.name"), "must not be empty"));
+            }
+            Some(n) => n.clone(),
+            None => field.clone(),
+        };
+        if !names.insert(name.clone()) {
+            return Err(ConfigError::Duplicate {
+                line,
+                field: format!("{field}.name"),
+                what: format!("rule name `{name}`"),
+            });
+        }
+        let pool = resolve(&rule.pool, &format!("{field}.pool"))?;
+        let match_line = lines.of(rule.condition.span());
+        let condition = compile_match(
+            rule.condition.get_ref(),
+            match_line,
+            &format!("{field}.match"),
+            &mut shared_names,
+        )?;
+        rules.push(Rule {
+            name: name.into(),
+            condition,
+            pool,
+        });
+    }
+
+    Ok(Dispatcher::from_parts(
+        rules,
+        shared_names,
+        default_pool,
+        pools,
+        servers,
+        server_index,
+        health,
+        file.unavailable_body
+            .unwrap_or_else(|| DEFAULT_UNAVAILABLE_BODY.to_owned())
+            .into(),
+    ))
+}
+
+fn compile_health(h: &HealthFile, lines: &Lines<'_>) -> Result<HealthPolicy, ConfigError> {
+    if *h.failures.get_ref() == 0 {
+        return Err(invalid(
+            lines.of(h.failures.span()),
+            "health.failures",
+            "must be at least 1",
+        ));
+    }
+    if *h.backoff_ms.get_ref() == 0 {
+        return Err(invalid(
+            lines.of(h.backoff_ms.span()),
+            "health.backoff_ms",
+            "must be at least 1",
+        ));
+    }
+    if h.max_backoff_ms.get_ref() < h.backoff_ms.get_ref() {
+        // A default has no place in the file: point at the value that is there.
+        let span = if h.max_backoff_ms.span().is_empty() {
+            h.backoff_ms.span()
+        } else {
+            h.max_backoff_ms.span()
+        };
+        return Err(invalid(
+            lines.of(span),
+            "health.max_backoff_ms",
+            "must be at least health.backoff_ms",
+        ));
+    }
+    Ok(HealthPolicy {
+        failures: *h.failures.get_ref(),
+        backoff: Duration::from_millis(*h.backoff_ms.get_ref()),
+        max_backoff: Duration::from_millis(*h.max_backoff_ms.get_ref()),
+    })
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the arguments are the build's state"
+)]
+fn compile_pool(
+    name: &str,
+    p: &PoolFile,
+    line: usize,
+    field: &str,
+    lines: &Lines<'_>,
+    backoff: Duration,
+    servers: &mut Vec<Server>,
+    server_index: &mut HashMap<SocketAddrV4, usize>,
+) -> Result<Pool, ConfigError> {
+    if p.backends.is_empty() {
+        return Err(ConfigError::EmptyPool {
+            line,
+            field: format!("{field}.backends"),
+        });
+    }
+    let mut members: Vec<Member> = Vec::with_capacity(p.backends.len());
+    for (i, spanned) in p.backends.iter().enumerate() {
+        let b = spanned.get_ref();
+        let line = lines.of(spanned.span());
+        let field = format!("{field}.backends[{i}]");
+        if b.weight == 0 {
+            return Err(ConfigError::ZeroWeight {
+                line,
+                field: format!("{field}.weight"),
+            });
+        }
+        if members.iter().any(|m| m.addr == b.address) {
+            return Err(ConfigError::Duplicate {
+                line,
+                field: format!("{field}.address"),
+                what: format!("back-end {}", b.address),
+            });
+        }
+        if let Some(id) = &b.id {
+            if id.is_empty() {
+                return Err(invalid(line, format!("{field}.id"), "must not be empty"));
+            }
+            if members.iter().any(|m| m.id.as_deref() == Some(id.as_str())) {
+                return Err(ConfigError::Duplicate {
+                    line,
+                    field: format!("{field}.id"),
+                    what: format!("back-end id `{id}`"),
+                });
+            }
+        }
+        let server = *server_index.entry(b.address).or_insert_with(|| {
+            servers.push(Server::new(b.address, backoff));
+            servers.len() - 1
+        });
+        members.push(Member::new(
+            server,
+            b.address,
+            b.weight,
+            b.id.as_deref().map(Box::from),
+        ));
+    }
+
+    let only_for = |what: &str, policy: &str, span: Range<usize>| {
+        invalid(
+            lines.of(span),
+            format!("{field}.{what}"),
+            format!("only for `policy = \"{policy}\"`"),
+        )
+    };
+    let policy = match p.policy {
+        PolicyName::RoundRobin | PolicyName::LeastConnections => {
+            if let Some(k) = &p.hash_key {
+                return Err(only_for("hash_key", "consistent_hash", k.span()));
+            }
+            if let Some(l) = &p.lard {
+                return Err(only_for("lard", "lard", l.span()));
+            }
+            if p.policy == PolicyName::RoundRobin {
+                Policy::SmoothWeighted(SmoothWeighted::new(members.len()))
+            } else {
+                Policy::LeastConnections(LeastConnections::default())
+            }
+        }
+        PolicyName::ConsistentHash => {
+            if let Some(l) = &p.lard {
+                return Err(only_for("lard", "lard", l.span()));
+            }
+            let key = match &p.hash_key {
+                Some(k) => k
+                    .get_ref()
+                    .compile()
+                    .map_err(|r| invalid(lines.of(k.span()), format!("{field}.hash_key"), r))?,
+                None => HashKey::Path,
+            };
+            Policy::ConsistentHash(key)
+        }
+        PolicyName::Lard => {
+            if let Some(k) = &p.hash_key {
+                return Err(only_for("hash_key", "consistent_hash", k.span()));
+            }
+            let (l, lard_line) = match &p.lard {
+                Some(l) => (l.get_ref(), lines.of(l.span())),
+                None => (&DEFAULT_LARD, line),
+            };
+            let lf = |f: &str| format!("{field}.lard.{f}");
+            if members.len() > Lard::MAX_MEMBERS {
+                return Err(invalid(
+                    line,
+                    format!("{field}.backends"),
+                    format!("a LARD pool has at most {} back-ends", Lard::MAX_MEMBERS),
+                ));
+            }
+            if l.high_load == 0 || l.low_load >= l.high_load {
+                return Err(invalid(
+                    lard_line,
+                    lf("low_load"),
+                    "needs 0 <= low_load < high_load",
+                ));
+            }
+            if l.targets == 0 || l.targets > 1 << 24 {
+                return Err(invalid(lard_line, lf("targets"), "must be 1..=16777216"));
+            }
+            let target = l
+                .target
+                .compile()
+                .map_err(|r| invalid(lard_line, lf("target"), r))?;
+            Policy::Lard(Box::new(Lard::new(
+                target,
+                l.low_load,
+                l.high_load,
+                Duration::from_millis(l.shrink_after_ms),
+                l.targets,
+            )))
+        }
+    };
+
+    let sticky = match &p.sticky {
+        None => None,
+        Some(s) => {
+            let sline = lines.of(s.span());
+            let s = s.get_ref();
+            if s.cookie.is_empty() {
+                return Err(invalid(
+                    sline,
+                    format!("{field}.sticky.cookie"),
+                    "must not be empty",
+                ));
+            }
+            let by = match (s.by, &s.separator) {
+                (StickyByFile::Id, separator) => {
+                    if !members.iter().any(|m| m.id.is_some()) {
+                        return Err(invalid(
+                            sline,
+                            format!("{field}.sticky"),
+                            "sticky by id needs an `id` on the pool's back-ends",
+                        ));
+                    }
+                    match separator.as_deref() {
+                        Some("") => {
+                            return Err(invalid(
+                                sline,
+                                format!("{field}.sticky.separator"),
+                                "must not be empty",
+                            ));
+                        }
+                        sep => StickyBy::Id {
+                            separator: sep.map(Box::from),
+                        },
+                    }
+                }
+                (StickyByFile::Hash, None) => StickyBy::Hash,
+                (StickyByFile::Hash, Some(_)) => {
+                    return Err(invalid(
+                        sline,
+                        format!("{field}.sticky.separator"),
+                        "only for `by = \"id\"`",
+                    ));
+                }
+            };
+            Some(Sticky {
+                cookie: s.cookie.as_str().into(),
+                by,
+            })
+        }
+    };
+
+    Ok(Pool {
+        name: name.into(),
+        members: members.into(),
+        policy,
+        sticky,
+    })
+}
+
+const DEFAULT_LARD: LardFile = LardFile {
+    target: HashKeyFile::Path,
+    low_load: 25,
+    high_load: 65,
+    shrink_after_ms: 20_000,
+    targets: 16_384,
+};
+
+/// Lowers a `match` table to one condition: its keys ANDed.
+fn compile_match(
+    m: &MatchFile,
+    line: usize,
+    field: &str,
+    names: &mut SharedNames,
+) -> Result<Condition, ConfigError> {
+    let mut all = Vec::new();
+    let sub = |key: &str| format!("{field}.{key}");
+    let nonempty = |names: &Names, key: &str| -> Result<Vec<String>, ConfigError> {
+        if names.0.is_empty() || names.0.iter().any(String::is_empty) {
+            return Err(invalid(line, sub(key), "needs non-empty values"));
+        }
+        Ok(names.0.clone())
+    };
+    let hosts = |names: &Names, key: &str| -> Result<Box<[HostPattern]>, ConfigError> {
+        nonempty(names, key)?
+            .iter()
+            .map(|n| {
+                HostPattern::parse(n).ok_or_else(|| {
+                    invalid(
+                        line,
+                        sub(key),
+                        format!("`{n}` is neither a host name nor `*.` and a host name"),
+                    )
+                })
+            })
+            .collect()
+    };
+    let boxed = |v: Vec<String>| v.into_iter().map(Box::from).collect::<Box<[Box<str>]>>();
+    let regex_error = |key: &str, e: regex::Error| ConfigError::BadRegex {
+        line,
+        field: sub(key),
+        message: e.to_string(),
+    };
+
+    if let Some(h) = &m.host {
+        all.push(Condition::Host(hosts(h, "host")?));
+    }
+    if let Some(h) = &m.sni {
+        all.push(Condition::Sni(hosts(h, "sni")?));
+    }
+    if let Some(p) = &m.path {
+        let paths = nonempty(p, "path")?;
+        if paths.iter().any(|p| !p.starts_with('/')) {
+            return Err(invalid(line, sub("path"), "a path starts with `/`"));
+        }
+        all.push(Condition::PathExact(boxed(paths)));
+    }
+    if let Some(p) = &m.path_prefix {
+        let prefixes = nonempty(p, "path_prefix")?;
+        if prefixes.iter().any(|p| !p.starts_with('/')) {
+            return Err(invalid(line, sub("path_prefix"), "a path starts with `/`"));
+        }
+        all.push(Condition::PathPrefix(boxed(prefixes)));
+    }
+    if let Some(r) = &m.path_regex {
+        let re = PathRegex::new(r).map_err(|e| regex_error("path_regex", e))?;
+        all.push(Condition::PathRegex(re));
+    }
+    if let Some(e) = &m.extension {
+        let exts: Vec<String> = nonempty(e, "extension")?
+            .iter()
+            .map(|e| e.strip_prefix('.').unwrap_or(e).to_ascii_lowercase())
+            .collect();
+        if exts.iter().any(|e| e.is_empty() || e.contains(['.', '/'])) {
+            return Err(invalid(
+                line,
+                sub("extension"),
+                "an extension such as `png`, without dots",
+            ));
+        }
+        all.push(Condition::Extension(boxed(exts)));
+    }
+    if let Some(methods) = &m.method {
+        all.push(Condition::Method(boxed(nonempty(methods, "method")?)));
+    }
+    if let Some(h) = &m.header {
+        if h.name.is_empty() {
+            return Err(invalid(line, sub("header.name"), "must not be empty"));
+        }
+        let test = match (&h.equals, &h.regex) {
+            (None, None) => ValueTest::Present,
+            (Some(v), None) => ValueTest::Equals(v.as_bytes().into()),
+            (None, Some(r)) => ValueTest::Regex(
+                regex::bytes::Regex::new(r).map_err(|e| regex_error("header.regex", e))?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    line,
+                    sub("header"),
+                    "`equals` or `regex`, not both",
+                ));
+            }
+        };
+        let name = h.name.to_ascii_lowercase();
+        all.push(Condition::Header {
+            slot: names.header_slot(&name),
+            name: name.into(),
+            test,
+        });
+    }
+    if let Some(c) = &m.cookie {
+        if c.name.is_empty() {
+            return Err(invalid(line, sub("cookie.name"), "must not be empty"));
+        }
+        all.push(Condition::Cookie {
+            name: c.name.as_str().into(),
+            slot: names.cookie_slot(&c.name),
+            equals: c.equals.as_deref().map(Box::from),
+        });
+    }
+    if let Some(q) = &m.query {
+        if q.name.is_empty() {
+            return Err(invalid(line, sub("query.name"), "must not be empty"));
+        }
+        all.push(Condition::Query {
+            name: q.name.as_str().into(),
+            equals: q.equals.as_deref().map(Box::from),
+        });
+    }
+    if let Some(list) = &m.all {
+        let inner = list
+            .iter()
+            .enumerate()
+            .map(|(i, m)| compile_match(m, line, &format!("{field}.all[{i}]"), names))
+            .collect::<Result<_, _>>()?;
+        all.push(Condition::All(inner));
+    }
+    if let Some(list) = &m.any {
+        let inner = list
+            .iter()
+            .enumerate()
+            .map(|(i, m)| compile_match(m, line, &format!("{field}.any[{i}]"), names))
+            .collect::<Result<_, _>>()?;
+        all.push(Condition::Any(inner));
+    }
+    if let Some(inner) = &m.not {
+        all.push(Condition::Not(Box::new(compile_match(
+            inner,
+            line,
+            &sub("not"),
+            names,
+        )?)));
+    }
+    match all.len() {
+        0 => Err(invalid(
+            line,
+            field,
+            "no condition (a request that matches no rule goes to default_pool)",
+        )),
+        // One condition needs no wrapper: one less indirection per decision.
+        1 => Ok(all.swap_remove(0)),
+        _ => Ok(Condition::All(all.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOLS: &str = r#"default_pool = "web"
+[pools.web]
+backends = [{ address = "198.18.1.11:80" }]
+"#;
+
+    fn error(text: &str) -> ConfigError {
+        Dispatcher::from_toml(text).unwrap_err()
+    }
+
+    /// The error's line and field, as a user would read them.
+    fn at(text: &str) -> (usize, Option<String>) {
+        let e = error(text);
+        (e.line(), e.field().map(str::to_owned))
+    }
+
+    #[test]
+    fn the_repository_example_loads() {
+        let text = include_str!("../../../examples/dispatch.toml");
+        let d = Dispatcher::from_toml(text).unwrap();
+        let policies: HashSet<_> = d.pools().map(|(_, p)| p).collect();
+        assert_eq!(policies.len(), 4, "every policy is shown: {policies:?}");
+    }
+
+    #[test]
+    fn the_crate_documentation_example_loads() {
+        let doc: String = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .skip_while(|l| *l != "```toml")
+            .skip(1)
+            .take_while(|l| *l != "```")
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(doc.contains("[pools.web]"));
+        Dispatcher::from_toml(&doc).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let e = error(&format!(
+            "{POOLS}[[rules]]\npool = \"web\"\nmatch = {{ pth = \"/\" }}\n"
+        ));
+        assert!(matches!(e, ConfigError::Syntax { line: 6, .. }), "{e}");
+        assert!(e.to_string().contains("pth"), "{e}");
+        let e = error(&format!("{POOLS}colour = 1\n"));
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = error(
+            "default_pool = \"web\"\n[pools.web]\nbackends = [{ address = \"198.18.1.11\" }]\n",
+        );
+        assert_eq!(e.line(), 3, "{e}");
+    }
+
+    #[test]
+    fn unknown_pools() {
+        assert_eq!(
+            at(&format!(
+                "{POOLS}[[rules]]\npool = \"web\"\nmatch = {{ path = \"/\" }}\n[[rules]]\npool = \"wbe\"\nmatch = {{ path = \"/a\" }}\n"
+            )),
+            (8, Some("rules[1].pool".into()))
+        );
+        let e = error(&POOLS.replace("default_pool = \"web\"", "default_pool = \"x\""));
+        assert_eq!(
+            e,
+            ConfigError::UnknownPool {
+                line: 1,
+                field: "default_pool".into(),
+                pool: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn empty_pools_zero_weights_duplicates() {
+        assert_eq!(
+            at("default_pool = \"web\"\n[pools.web]\nbackends = []\n"),
+            (2, Some("pools.web.backends".into()))
+        );
+        assert_eq!(
+            at(
+                "default_pool = \"web\"\n[pools.web]\nbackends = [\n { address = \"198.18.1.11:80\" },\n { address = \"198.18.1.12:80\", weight = 0 },\n]\n"
+            ),
+            (5, Some("pools.web.backends[1].weight".into()))
+        );
+        let e = error(
+            "default_pool = \"web\"\n[pools.web]\nbackends = [\n { address = \"198.18.1.11:80\" },\n { address = \"198.18.1.11:80\" },\n]\n",
+        );
+        assert!(
+            matches!(&e, ConfigError::Duplicate { line: 5, field, .. } if field == "pools.web.backends[1].address"),
+            "{e}"
+        );
+        let e = error(
+            "default_pool = \"web\"\n[pools.web]\nbackends = [\n { address = \"198.18.1.11:80\", id = \"a\" },\n { address = \"198.18.1.12:80\", id = \"a\" },\n]\n",
+        );
+        assert!(
+            matches!(&e, ConfigError::Duplicate { field, .. } if field == "pools.web.backends[1].id"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{POOLS}[[rules]]\nname = \"r\"\npool = \"web\"\nmatch = {{ path = \"/\" }}\n[[rules]]\nname = \"r\"\npool = \"web\"\nmatch = {{ path = \"/a\" }}\n"
+        ));
+        assert!(
+            matches!(&e, ConfigError::Duplicate { line: 8, field, .. } if field == "rules[1].name"),
+            "{e}"
+        );
+        // Two pools of one name: the TOML parser's own duplicate-key error.
+        let e = error(&format!(
+            "{POOLS}[pools.web]\nbackends = [{{ address = \"198.18.1.12:80\" }}]\n"
+        ));
+        assert!(matches!(e, ConfigError::Syntax { line: 4, .. }), "{e}");
+    }
+
+    #[test]
+    fn bad_regexes() {
+        let e = error(&format!(
+            "{POOLS}[[rules]]\npool = \"web\"\nmatch = {{ any = [{{ path = \"/\" }}, {{ path_regex = \"^/(a\" }}] }}\n"
+        ));
+        assert!(
+            matches!(&e, ConfigError::BadRegex { line: 6, field, .. } if field == "rules[0].match.any[1].path_regex"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{POOLS}[[rules]]\npool = \"web\"\nmatch = {{ header = {{ name = \"a\", regex = \"[\" }} }}\n"
+        ));
+        assert_eq!(e.field(), Some("rules[0].match.header.regex"));
+    }
+
+    #[test]
+    fn inconsistent_values() {
+        let rule = |m: &str| format!("{POOLS}[[rules]]\npool = \"web\"\nmatch = {m}\n");
+        for (m, field) in [
+            ("{}", "rules[0].match"),
+            ("{ host = \"*\" }", "rules[0].match.host"),
+            ("{ host = [] }", "rules[0].match.host"),
+            ("{ path_prefix = \"img/\" }", "rules[0].match.path_prefix"),
+            ("{ extension = \"a.b\" }", "rules[0].match.extension"),
+            (
+                "{ header = { name = \"a\", equals = \"b\", regex = \"c\" } }",
+                "rules[0].match.header",
+            ),
+            ("{ not = { all = [{}] } }", "rules[0].match.not.all[0]"),
+        ] {
+            assert_eq!(at(&rule(m)), (6, Some(field.into())), "{m}");
+        }
+        let pool = |extra: &str| {
+            format!(
+                "default_pool = \"web\"\n[pools.web]\nbackends = [{{ address = \"198.18.1.11:80\" }}]\n{extra}\n"
+            )
+        };
+        for (extra, field) in [
+            ("hash_key = \"path\"", "pools.web.hash_key"),
+            (
+                "policy = \"lard\"\nlard = { low_load = 9, high_load = 9 }",
+                "pools.web.lard.low_load",
+            ),
+            ("sticky = { cookie = \"s\" }", "pools.web.sticky"),
+            (
+                "sticky = { cookie = \"s\", by = \"hash\", separator = \".\" }",
+                "pools.web.sticky.separator",
+            ),
+            (
+                "policy = \"consistent_hash\"\nhash_key = { header = \"\" }",
+                "pools.web.hash_key",
+            ),
+        ] {
+            assert_eq!(at(&pool(extra)).1, Some(field.into()), "{extra}");
+        }
+        assert_eq!(
+            at(&format!("{POOLS}[health]\nfailures = 0\n")),
+            (5, Some("health.failures".into()))
+        );
+        assert_eq!(
+            at(&format!("{POOLS}[health]\nbackoff_ms = 100000\n")),
+            (5, Some("health.max_backoff_ms".into()))
+        );
+    }
+
+    #[test]
+    fn display_names_line_and_field() {
+        let e = error(
+            "default_pool = \"web\"\n[pools.web]\nbackends = [{ address = \"198.18.1.11:80\", weight = 0 }]\n",
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 3: pools.web.backends[0].weight: a weight must be at least 1"
+        );
+    }
+}

@@ -1,0 +1,629 @@
+//! Pools, their back-ends' shared state (health, load), and the selection policies.
+//!
+//! Shaped after pingora's load-balancing selection (`pingora-load-balancing/src/selection/`):
+//! a policy is built once from a pool's back-ends and then answers "which one" given a
+//! key, with an `accept` filter (healthy, not already tried) applied during selection
+//! rather than by retrying, so a decision is a single pass over the pool and never
+//! allocates. Unlike pingora's, some policies here are stateful (smooth weighted round
+//! robin's current weights, LARD's server sets), so selection takes `&mut self` on a
+//! single-threaded dispatcher instead of atomics behind `&self`.
+
+use std::{net::SocketAddrV4, time::Duration};
+
+use baton_proto::frontend::{Backend, Instant};
+
+use crate::{hash, view::RequestView};
+
+/// One back-end's state, shared by every pool that lists it: its health and its load
+/// are properties of the server, not of a pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    pub(crate) addr: Backend,
+    /// What the caller last said (`Dispatcher::set_health`), e.g. from active checks.
+    pub(crate) admin_up: bool,
+    /// Handoff failures since the last success.
+    pub(crate) consecutive_failures: u32,
+    /// Passively marked down until this instant.
+    pub(crate) retry_at: Option<Instant>,
+    /// The back-off the next passive marking will use.
+    pub(crate) next_backoff: Duration,
+    /// Connections handed off and not yet closed.
+    pub(crate) active: u32,
+}
+
+impl Server {
+    pub(crate) fn new(addr: Backend, backoff: Duration) -> Self {
+        Self {
+            addr,
+            admin_up: true,
+            consecutive_failures: 0,
+            retry_at: None,
+            next_backoff: backoff,
+            active: 0,
+        }
+    }
+
+    /// May it take a new connection at `now`?
+    #[inline]
+    pub(crate) fn is_available(&self, now: Instant) -> bool {
+        self.admin_up && self.retry_at.is_none_or(|t| now >= t)
+    }
+}
+
+/// A pool's entry for one server.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    /// Index into the dispatcher's servers.
+    pub(crate) server: usize,
+    pub(crate) addr: Backend,
+    pub(crate) weight: u32,
+    /// The id a sticky cookie names it by.
+    pub(crate) id: Option<Box<str>>,
+    /// The server's identity for rendezvous hashing: a hash of its address, so a key's
+    /// owner depends on which servers are present, never on their order in the file.
+    pub(crate) seed: u64,
+}
+
+impl Member {
+    pub(crate) fn new(server: usize, addr: Backend, weight: u32, id: Option<Box<str>>) -> Self {
+        Self {
+            server,
+            addr,
+            weight,
+            id,
+            seed: address_seed(addr),
+        }
+    }
+}
+
+fn address_seed(addr: SocketAddrV4) -> u64 {
+    let mut bytes = [0u8; 6];
+    bytes[..4].copy_from_slice(&addr.ip().octets());
+    bytes[4..].copy_from_slice(&addr.port().to_be_bytes());
+    hash::hash_bytes(&bytes)
+}
+
+/// The back-ends one decision may use: a pool's members, the servers' state, the
+/// time, and those already tried.
+pub(crate) struct Candidates<'s> {
+    pub(crate) members: &'s [Member],
+    pub(crate) servers: &'s [Server],
+    pub(crate) now: Instant,
+    pub(crate) exclude: &'s [Backend],
+}
+
+impl Candidates<'_> {
+    /// Member `i` is up and not yet tried for this connection.
+    #[inline]
+    pub(crate) fn accept(&self, i: usize) -> bool {
+        let m = &self.members[i];
+        self.servers[m.server].is_available(self.now) && !self.exclude.contains(&m.addr)
+    }
+
+    /// Member `i`'s server's active connections.
+    #[inline]
+    pub(crate) fn load(&self, i: usize) -> u32 {
+        self.servers[self.members[i].server].active
+    }
+}
+
+/// What a key-based policy hashes.
+#[derive(Debug, Clone)]
+pub(crate) enum HashKey {
+    /// The URL path (without query).
+    Path,
+    /// The path and the query.
+    Url,
+    /// The Host (or SNI).
+    Host,
+    /// The client's IPv4 address.
+    ClientAddress,
+    /// The first value of this header field (name stored lower case).
+    Header(Box<str>),
+    /// This cookie's value.
+    Cookie(Box<str>),
+    /// This query parameter's value.
+    Query(Box<str>),
+}
+
+impl HashKey {
+    /// The key's hash, or, when the request lacks the key (no such header, a TLS
+    /// request's path), the client address's: a deterministic fallback that keeps one
+    /// client on one back-end rather than spraying it.
+    pub(crate) fn hash(&self, view: &RequestView<'_>) -> u64 {
+        let key = match self {
+            Self::Path => view.path.map(str::as_bytes),
+            Self::Url => {
+                return match (view.path, view.query) {
+                    (Some(p), Some(q)) => hash::mix64(
+                        hash::hash_bytes(p.as_bytes())
+                            ^ hash::hash_bytes(q.as_bytes()).rotate_left(17),
+                    ),
+                    (Some(p), None) => hash::hash_bytes(p.as_bytes()),
+                    _ => client_hash(view),
+                };
+            }
+            Self::Host => {
+                // Case-insensitive without allocating: fold as we go would need a
+                // second hash function; hosts are short, so lower into a stack buffer.
+                return match view.host {
+                    Some(h) if h.len() <= 255 => {
+                        let mut buf = [0u8; 255];
+                        for (d, s) in buf.iter_mut().zip(h.bytes()) {
+                            *d = s.to_ascii_lowercase();
+                        }
+                        hash::hash_bytes(&buf[..h.len()])
+                    }
+                    _ => client_hash(view),
+                };
+            }
+            Self::ClientAddress => None,
+            Self::Header(name) => view.header_values(name).next(),
+            Self::Cookie(name) => view.cookie(name).map(str::as_bytes),
+            Self::Query(name) => view.query_param(name).map(str::as_bytes),
+        };
+        key.map_or_else(|| client_hash(view), hash::hash_bytes)
+    }
+}
+
+fn client_hash(view: &RequestView<'_>) -> u64 {
+    view.client
+        .map_or(0, |ip| hash::mix64(u64::from(u32::from(ip)) ^ 0x5bd1_e995))
+}
+
+/// How a pool chooses among its accepted members.
+#[derive(Debug, Clone)]
+pub(crate) enum Policy {
+    SmoothWeighted(SmoothWeighted),
+    LeastConnections(LeastConnections),
+    ConsistentHash(HashKey),
+    Lard(Box<Lard>),
+}
+
+impl Policy {
+    pub(crate) fn select(&mut self, c: &Candidates<'_>, view: &RequestView<'_>) -> Option<usize> {
+        match self {
+            Self::SmoothWeighted(p) => p.select(c),
+            Self::LeastConnections(p) => p.select(c),
+            Self::ConsistentHash(key) => rendezvous(c, key.hash(view)),
+            Self::Lard(p) => {
+                let target = p.target.hash(view);
+                p.select(c, target)
+            }
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::SmoothWeighted(_) => "round_robin",
+            Self::LeastConnections(_) => "least_connections",
+            Self::ConsistentHash(_) => "consistent_hash",
+            Self::Lard(_) => "lard",
+        }
+    }
+}
+
+/// nginx's smooth weighted round robin (`ngx_http_upstream_get_peer` in
+/// `src/http/ngx_http_upstream_round_robin.c`): each pick adds every peer's weight to its current weight, takes the
+/// peer with the largest current weight (the first on ties) and subtracts the total from
+/// it. Weights 5, 1, 1 give `a a b a c a a`, interleaved rather than `a a a a a b c`.
+/// Down and already-tried peers take no part in a pick, as in nginx.
+#[derive(Debug, Clone)]
+pub(crate) struct SmoothWeighted {
+    current: Box<[i64]>,
+}
+
+impl SmoothWeighted {
+    pub(crate) fn new(members: usize) -> Self {
+        Self {
+            current: vec![0; members].into(),
+        }
+    }
+
+    fn select(&mut self, c: &Candidates<'_>) -> Option<usize> {
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for i in 0..c.members.len() {
+            if !c.accept(i) {
+                continue;
+            }
+            let weight = i64::from(c.members[i].weight);
+            self.current[i] += weight;
+            total += weight;
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
+            }
+        }
+        let b = best?;
+        self.current[b] -= total;
+        Some(b)
+    }
+}
+
+/// Weighted least connections (LVS's `wlc`): the member with the fewest active
+/// connections per unit of weight, compared as `active_a * weight_b < active_b *
+/// weight_a` so there is no division. Ties go round robin (a rotating starting point):
+/// the dispatcher hears of a connection only once its handoff is confirmed, so a burst
+/// of decisions in between would otherwise all land on the first idle member.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeastConnections {
+    next: usize,
+}
+
+impl LeastConnections {
+    fn select(&mut self, c: &Candidates<'_>) -> Option<usize> {
+        let n = c.members.len();
+        let start = self.next % n.max(1);
+        self.next = self.next.wrapping_add(1);
+        let mut best: Option<(usize, u64, u64)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if !c.accept(i) {
+                continue;
+            }
+            let (load, weight) = (u64::from(c.load(i)), u64::from(c.members[i].weight));
+            if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
+                best = Some((i, load, weight));
+            }
+        }
+        best.map(|(i, _, _)| i)
+    }
+}
+
+/// Weighted rendezvous (highest random weight) hashing: each accepted member scores
+/// `hash(key, member)`, the highest wins. With weights, the score is
+/// `weight / -ln(u)` for `u = hash` mapped to (0, 1) (Schindelhauer and Schomaker's
+/// logarithmic method), which gives each member a share of keys proportional to its
+/// weight.
+///
+/// Why rendezvous rather than Maglev: removing a member (down, excluded on a retry, or
+/// gone from the configuration) moves exactly the keys it owned and no other, and they
+/// come back when it returns, with no table to rebuild on every health change and no
+/// 65,537-entry table per pool; a lookup costs one hash per member, which for pools of
+/// tens of back-ends is tens of nanoseconds. Maglev's O(1) lookup pays off with hundreds
+/// of back-ends per pool, which a handoff cluster does not have.
+pub(crate) fn rendezvous(c: &Candidates<'_>, key: u64) -> Option<usize> {
+    let uniform = c.members.windows(2).all(|w| w[0].weight == w[1].weight);
+    let mut best: Option<(usize, f64, u64)> = None;
+    for i in 0..c.members.len() {
+        if !c.accept(i) {
+            continue;
+        }
+        let m = &c.members[i];
+        let h = hash::mix64(key ^ m.seed);
+        let score = if uniform {
+            0.0
+        } else {
+            // 53 random bits, centred in their interval so u is never 0 or 1.
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            f64::from(m.weight) / -u.ln()
+        };
+        let better = best.is_none_or(|(_, bs, bh)| {
+            if uniform {
+                h > bh
+            } else {
+                score > bs || (score == bs && h > bh)
+            }
+        });
+        if better {
+            best = Some((i, score, h));
+        }
+    }
+    best.map(|(i, _, _)| i)
+}
+
+/// LARD with replication (Pai et al., "Locality-Aware Request Distribution in
+/// Cluster-based Network Servers", ASPLOS 1998, §2.3 and figure 4), as read here:
+///
+/// ```text
+/// set = server_set[target]
+/// if set is empty:                       n = least loaded node; set = {n}
+/// else:
+///     n = least loaded node in set;  m = most loaded node in set
+///     if (load(n) > T_high and some node has load < T_low) or load(n) >= 2 T_high:
+///         p = least loaded node; set += p; n = p
+///     if |set| > 1 and now - set.last_change > K:  set -= m
+/// if set changed: set.last_change = now
+/// send to n
+/// ```
+///
+/// A node's load is its number of active connections (handed off, not yet closed), the
+/// paper's measure. The paper's nodes are identical, so weights play no part here. Down
+/// and already-tried nodes are not nodes for this decision: a set whose members are all
+/// unavailable is treated as empty. Targets are hashed into a fixed, direct-mapped table
+/// (a slot remembers its target's full hash): a target evicted by a collision is simply
+/// new again, which LARD handles by design, and the table never grows, so no decision
+/// allocates. Sets are bit masks, so a LARD pool has at most 64 members. "Least loaded"
+/// ties are broken from a target-dependent starting point, so that new targets spread
+/// over idle nodes instead of piling onto the first.
+#[derive(Debug, Clone)]
+pub(crate) struct Lard {
+    pub(crate) target: HashKey,
+    pub(crate) low: u32,
+    pub(crate) high: u32,
+    /// K: a set that has not changed for this long loses its most loaded node.
+    pub(crate) shrink_after: Duration,
+    slots: Box<[LardSlot]>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LardSlot {
+    target: u64,
+    servers: u64,
+    last_change: Instant,
+}
+
+impl Lard {
+    /// At most this many members: sets are `u64` masks.
+    pub(crate) const MAX_MEMBERS: usize = 64;
+
+    pub(crate) fn new(
+        target: HashKey,
+        low: u32,
+        high: u32,
+        shrink_after: Duration,
+        targets: usize,
+    ) -> Self {
+        let size = targets.max(1).next_power_of_two();
+        Self {
+            target,
+            low,
+            high,
+            shrink_after,
+            slots: vec![LardSlot::default(); size].into(),
+        }
+    }
+
+    /// The set currently serving `target`, as a mask of member indices.
+    #[cfg(test)]
+    pub(crate) fn server_set(&self, target: u64) -> u64 {
+        let slot = &self.slots[self.slot_index(target)];
+        if slot.target == target {
+            slot.servers
+        } else {
+            0
+        }
+    }
+
+    fn slot_index(&self, target: u64) -> usize {
+        // The table size is a power of two; the hash is well mixed, so its low bits do.
+        (target as usize) & (self.slots.len() - 1)
+    }
+
+    fn select(&mut self, c: &Candidates<'_>, target: u64) -> Option<usize> {
+        let n_members = c.members.len();
+        let mut accepted = 0u64;
+        let mut under_low = false;
+        for i in 0..n_members {
+            if c.accept(i) {
+                accepted |= 1 << i;
+                under_low |= c.load(i) < self.low;
+            }
+        }
+        if accepted == 0 {
+            return None;
+        }
+        let start = (target % n_members as u64) as usize;
+        let least_in = |mask: u64| -> usize {
+            let mut best = usize::MAX;
+            for k in 0..n_members {
+                let i = (start + k) % n_members;
+                if mask & (1 << i) != 0 && (best == usize::MAX || c.load(i) < c.load(best)) {
+                    best = i;
+                }
+            }
+            best
+        };
+        let index = self.slot_index(target);
+        let slot = &mut self.slots[index];
+        if slot.target != target {
+            *slot = LardSlot {
+                target,
+                ..LardSlot::default()
+            };
+        }
+        let live = slot.servers & accepted;
+        let chosen;
+        let mut changed = false;
+        if live == 0 {
+            chosen = least_in(accepted);
+            slot.servers = 1 << chosen;
+            changed = true;
+        } else {
+            let mut n = least_in(live);
+            let mut m = n;
+            for i in 0..n_members {
+                if live & (1 << i) != 0 && c.load(i) > c.load(m) {
+                    m = i;
+                }
+            }
+            let load = c.load(n);
+            if (load > self.high && under_low) || load >= 2 * self.high {
+                let p = least_in(accepted);
+                if slot.servers & (1 << p) == 0 {
+                    slot.servers |= 1 << p;
+                    changed = true;
+                }
+                n = p;
+            }
+            if slot.servers.count_ones() > 1
+                && m != n
+                && c.now.saturating_duration_since(slot.last_change) > self.shrink_after
+            {
+                slot.servers &= !(1 << m);
+                changed = true;
+            }
+            chosen = n;
+        }
+        if changed {
+            slot.last_change = c.now;
+        }
+        Some(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn be(k: u8) -> Backend {
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10 + k), 80)
+    }
+
+    fn setup(weights: &[u32]) -> (Vec<Member>, Vec<Server>) {
+        let servers: Vec<_> = (0..weights.len())
+            .map(|i| Server::new(be(i as u8 + 1), Duration::from_secs(1)))
+            .collect();
+        let members = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Member::new(i, be(i as u8 + 1), w, None))
+            .collect();
+        (members, servers)
+    }
+
+    fn cands<'a>(m: &'a [Member], s: &'a [Server], exclude: &'a [Backend]) -> Candidates<'a> {
+        Candidates {
+            members: m,
+            servers: s,
+            now: Instant::ZERO,
+            exclude,
+        }
+    }
+
+    #[test]
+    fn smooth_weighted_matches_nginx() {
+        let (m, s) = setup(&[5, 1, 1]);
+        let mut p = SmoothWeighted::new(3);
+        let picks: String = (0..14)
+            .map(|_| (b'a' + p.select(&cands(&m, &s, &[])).unwrap() as u8) as char)
+            .collect();
+        assert_eq!(picks, "aabacaaaabacaa");
+    }
+
+    #[test]
+    fn smooth_weighted_skips_down_and_excluded() {
+        let (m, mut s) = setup(&[5, 1, 1]);
+        s[0].admin_up = false;
+        let mut p = SmoothWeighted::new(3);
+        let picks: Vec<_> = (0..4)
+            .map(|_| p.select(&cands(&m, &s, &[])).unwrap())
+            .collect();
+        assert_eq!(picks, [1, 2, 1, 2]);
+        assert_eq!(p.select(&cands(&m, &s, &[be(2)])), Some(2));
+        assert_eq!(p.select(&cands(&m, &s, &[be(2), be(3)])), None);
+    }
+
+    #[test]
+    fn least_connections_by_weight() {
+        let (m, mut s) = setup(&[1, 3, 1]);
+        // 2/1, 5/3, 1/1: the last is least loaded per unit of weight.
+        s[0].active = 2;
+        s[1].active = 5;
+        s[2].active = 1;
+        let mut p = LeastConnections::default();
+        for _ in 0..3 {
+            assert_eq!(p.select(&cands(&m, &s, &[])), Some(2));
+        }
+        // 2/1, 5/3, 2/1: now the heavy one (5/3 < 2).
+        s[2].active = 2;
+        assert_eq!(p.select(&cands(&m, &s, &[])), Some(1));
+        assert_eq!(
+            p.select(&cands(&m, &s, &[be(2)])).map(|i| i != 1),
+            Some(true)
+        );
+        // Ties rotate.
+        for srv in &mut s {
+            srv.active = 0;
+        }
+        let mut seen: Vec<_> = (0..3)
+            .map(|_| p.select(&cands(&m, &s, &[])).unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2]);
+    }
+
+    #[test]
+    fn rendezvous_is_stable_and_skips_unavailable() {
+        let (m, mut s) = setup(&[1, 1, 1, 1]);
+        let key = hash::hash_bytes(b"/some/object");
+        let owner = rendezvous(&cands(&m, &s, &[]), key).unwrap();
+        assert_eq!(rendezvous(&cands(&m, &s, &[]), key), Some(owner));
+        s[owner].admin_up = false;
+        let second = rendezvous(&cands(&m, &s, &[]), key).unwrap();
+        assert_ne!(second, owner);
+        // The retry order is the same ranking: excluding the owner gives the same second.
+        s[owner].admin_up = true;
+        assert_eq!(
+            rendezvous(&cands(&m, &s, &[m[owner].addr]), key),
+            Some(second)
+        );
+    }
+
+    #[test]
+    fn lard_moves_a_hot_target_past_t_high() {
+        let (m, mut s) = setup(&[1, 1, 1]);
+        let mut lard = Lard::new(HashKey::Path, 25, 65, Duration::from_secs(20), 64);
+        let target = hash::hash_bytes(b"/hot");
+        let first = lard.select(&cands(&m, &s, &[]), target).unwrap();
+        assert_eq!(lard.server_set(target), 1 << first);
+        // Under T_high it stays, however loaded the others are not.
+        s[first].active = 65;
+        assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(first));
+        // Past T_high with an idle node (< T_low) elsewhere: a new node joins the set.
+        s[first].active = 66;
+        let other = (first + 1) % 3;
+        s[other].active = 10;
+        s[(first + 2) % 3].active = 30;
+        assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(other));
+        assert_eq!(lard.server_set(target), (1 << first) | (1 << other));
+        // Both in the set serve it, the least loaded first.
+        assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(other));
+    }
+
+    #[test]
+    fn lard_moves_at_twice_t_high_without_an_idle_node() {
+        let (m, mut s) = setup(&[1, 1]);
+        let mut lard = Lard::new(HashKey::Path, 25, 65, Duration::from_secs(20), 64);
+        let target = hash::hash_bytes(b"/x");
+        let first = lard.select(&cands(&m, &s, &[]), target).unwrap();
+        s[first].active = 129;
+        s[1 - first].active = 100;
+        assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(first));
+        s[first].active = 130;
+        assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(1 - first));
+    }
+
+    #[test]
+    fn lard_shrinks_an_idle_set_after_k() {
+        let (m, mut s) = setup(&[1, 1]);
+        let mut lard = Lard::new(HashKey::Path, 25, 65, Duration::from_secs(20), 64);
+        let target = hash::hash_bytes(b"/y");
+        let first = lard.select(&cands(&m, &s, &[]), target).unwrap();
+        s[first].active = 200;
+        let second = lard.select(&cands(&m, &s, &[]), target).unwrap();
+        assert_eq!(lard.server_set(target).count_ones(), 2);
+        let later = Candidates {
+            now: Instant::ZERO + Duration::from_secs(21),
+            ..cands(&m, &s, &[])
+        };
+        // The most loaded node leaves the set.
+        assert_eq!(lard.select(&later, target), Some(second));
+        assert_eq!(lard.server_set(target), 1 << second);
+    }
+
+    #[test]
+    fn lard_reassigns_when_the_set_is_down() {
+        let (m, mut s) = setup(&[1, 1]);
+        let mut lard = Lard::new(HashKey::Path, 25, 65, Duration::from_secs(20), 64);
+        let target = hash::hash_bytes(b"/z");
+        let first = lard.select(&cands(&m, &s, &[]), target).unwrap();
+        s[first].admin_up = false;
+        assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(1 - first));
+        assert_eq!(lard.server_set(target), 1 << (1 - first));
+        s[1 - first].admin_up = false;
+        assert_eq!(lard.select(&cands(&m, &s, &[]), target), None);
+    }
+}
