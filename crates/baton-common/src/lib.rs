@@ -16,10 +16,12 @@
 //! - [`siphash`]: SipHash-2-4, the handoff option's MAC.
 //! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
 //! - [`backend`]: the back-end module's flow table, configuration and counters.
+//! - [`frontend`]: the front-end fast path's flow table, configuration and counters.
 #![no_std]
 
 pub mod backend;
 pub mod counter;
+pub mod frontend;
 pub mod handoff_option;
 pub mod siphash;
 pub mod tcp_options;

@@ -7,3 +7,11 @@ pub static COUNTER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The back-end module (`backend_ingress`, `backend_egress`; maps `BACKEND_FLOWS`,
 /// `BACKEND_CONFIG`, `BACKEND_STATS`).
 pub static BACKEND: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-backend"));
+
+/// The front-end fast path (`frontend_forward`, XDP; maps `FRONTEND_FLOWS`,
+/// `FRONTEND_CONFIG`, `FRONTEND_STATS`).
+pub static FRONTEND: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-frontend"));
+
+/// The lab's XDP pass program for the LAN bridge's port facing `fe` (`lab_xdp_pass`).
+pub static LAB: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-lab"));

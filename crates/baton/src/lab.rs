@@ -242,8 +242,8 @@ impl Lab {
         PathBuf::from(format!("/run/{}-lab", self.name))
     }
 
-    /// The BPF filesystem mounted for `node` (front-end and back-ends), where its agent
-    /// pins maps and links: `pin_dir` in the node's configuration.
+    /// The BPF filesystem mounted for `node` (`lan`, front-end and back-ends), where its
+    /// agent pins maps and links: `pin_dir` in the node's configuration.
     pub fn bpffs(&self, node: Node) -> PathBuf {
         self.state_dir().join(node.to_string()).join("bpf")
     }
@@ -358,6 +358,16 @@ impl Lab {
             netns::ip(&args)?;
         }
         log(&format!("namespaces: {} created", nodes.len()));
+        // A BPF filesystem per front-end and back-end node, for the agents' pins, and one
+        // for the lab's own (`lan`). `ip netns exec` gives each command a private /sys, so
+        // /sys/fs/bpf would not outlive it; these mounts live in the host's mount
+        // namespace, visible to every exec.
+        for node in [Node::Lan, Node::Fe]
+            .into_iter()
+            .chain((1..=state.backends).map(Node::Backend))
+        {
+            mount_bpffs(&self.bpffs(node))?;
+        }
 
         let client = self.namespace(Node::Client);
         let router = self.namespace(Node::Router);
@@ -400,6 +410,7 @@ impl Lab {
         };
         lan_port(&router, "p-router", ROUTER_LAN_ADDR, "eth1")?;
         lan_port(&fe, "p-fe", FE_ADDR, "eth0")?;
+        self.pass_xdp_tx_to_bridge(&lan)?;
         netns::ip(&[
             "-n",
             &router,
@@ -440,9 +451,6 @@ impl Lab {
         // A BPF filesystem per front-end and back-end node, for the agents' pins. `ip netns
         // exec` gives each command a private /sys, so /sys/fs/bpf would not outlive it;
         // these mounts live in the host's mount namespace, visible to every exec.
-        for node in std::iter::once(Node::Fe).chain((1..=state.backends).map(Node::Backend)) {
-            mount_bpffs(&self.bpffs(node))?;
-        }
 
         let data = dir.join("data");
         let sums = webroot::write_data_files(&data)?;
@@ -492,6 +500,29 @@ impl Lab {
             started.elapsed().as_secs_f64()
         ));
         Ok(())
+    }
+
+    /// Attaches the lab's XDP pass program to `p-fe`, so frames the front-end's fast path
+    /// sends back out with `XDP_TX` are received by the bridge (see `baton-ebpf/src/lab.rs`).
+    /// The link is pinned in the `lan` node's BPF filesystem, so it outlives this process
+    /// and goes with `lab down`.
+    fn pass_xdp_tx_to_bridge(&self, lan: &str) -> anyhow::Result<()> {
+        let pin = self.bpffs(Node::Lan).join("p-fe-xdp");
+        netns::run_in(lan, || -> anyhow::Result<()> {
+            let mut ebpf =
+                aya::Ebpf::load(crate::ebpf::LAB).context("loading the lab's eBPF object")?;
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut("lab_xdp_pass")
+                .context("program lab_xdp_pass missing")?
+                .try_into()?;
+            prog.load()?;
+            let id = prog
+                .attach("p-fe", aya::programs::xdp::XdpMode::Driver)
+                .context("attaching XDP to p-fe")?;
+            let link: aya::programs::links::FdLink = prog.take_link(id)?.try_into()?;
+            link.pin(&pin).context("pinning p-fe's XDP link")?;
+            Ok(())
+        })?
     }
 
     fn start_nginx(&self, node: Node, root: &Path) -> anyhow::Result<()> {

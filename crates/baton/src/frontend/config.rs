@@ -48,6 +48,11 @@ pub struct FileConfig {
     /// first either way.
     #[serde(default = "default_true")]
     pub verify_checksums: bool,
+    /// Forward handed-off flows' client packets in the XDP fast path (default). Off, or
+    /// when the program cannot be loaded or attached (logged as `fastpath_unavailable`),
+    /// the slow path forwards them: correct, only slower.
+    #[serde(default = "default_true")]
+    pub fast_path: bool,
     /// TCP terms offered to clients.
     #[serde(default)]
     pub tcp: TcpTerms,
@@ -144,6 +149,8 @@ pub struct Settings {
     pub proto: ProtoConfig,
     /// The content rules.
     pub dispatcher: RouteDispatcher,
+    /// Whether to try the XDP fast path.
+    pub fast_path: bool,
 }
 
 /// Reads and checks `path`.
@@ -282,6 +289,7 @@ impl FileConfig {
             secret_generated,
             proto,
             dispatcher: RouteDispatcher::new(routes, default),
+            fast_path: self.fast_path,
         })
     }
 }

@@ -1,10 +1,13 @@
-//! `baton frontend --config FILE`: the front-end daemon, slow path only.
+//! `baton frontend --config FILE`: the front-end daemon.
 //!
 //! It runs the protocol core ([`baton_proto::frontend::FrontEnd`]) over real packets:
 //! [`io`] captures the service's packets from the interface and sends what the core
 //! builds through a raw IPv4 socket, [`config`] reads the TOML file, and [`dispatch`] is
-//! the first, simple content rule set. Until the XDP fast path lands, the core forwards
-//! handed-off flows' client packets itself (through `poll_transmit`): correct, only slower.
+//! the first, simple content rule set. [`fastpath`] is the XDP forwarder: once a flow is
+//! handed off, its client segments go to the back-end without leaving the driver. The
+//! core still forwards what reaches it of a handed-off flow (packets held during the
+//! handoff, FIN/RST, segments with payload, or everything when the fast path is off or
+//! failed to load): correct, only slower.
 //!
 //! # The loop
 //!
@@ -24,6 +27,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod fastpath;
 pub mod io;
 mod log;
 
@@ -41,6 +45,7 @@ use baton_proto::{
 };
 
 use dispatch::RouteDispatcher;
+use fastpath::{FastPath, FastPathStats};
 use io::{HostTcpFilter, PacketIo, Received};
 
 /// Frames read per round before the transmits are sent. Bounded so that the core's
@@ -52,6 +57,10 @@ pub const RECV_BATCH: usize = 64;
 /// The longest `poll` sleeps: a signal that lands between the stop check and `poll`
 /// waits at most this long to be noticed.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
+
+/// How often the fast path's last-seen stamps are read and fed to the core's idle
+/// timers: far below any sensible idle timeout, and a map lookup per installed flow.
+const ACTIVITY_SCAN: Duration = Duration::from_secs(1);
 
 /// The daemon's own counters (the core's and the I/O layer's are separate).
 #[derive(Debug, Default)]
@@ -80,6 +89,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         secret_generated,
         proto,
         mut dispatcher,
+        fast_path,
     } = settings;
     dispatcher.set_max_pending(proto.max_connections);
     let routes = config::describe_routes(&dispatcher);
@@ -91,6 +101,27 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     // client, rather than reset by the host.
     let filter = HostTcpFilter::install(service)?;
     let mut io = PacketIo::open(&interface, service)?;
+    let mut fp_stats = FastPathStats::default();
+    let mut fast = if fast_path {
+        match FastPath::attach(&interface, service) {
+            Ok(fast) => Some(fast),
+            Err(e) => {
+                // Loud, counted, not fatal: the slow path forwards correctly on its own.
+                fp_stats.load_failed = 1;
+                log::line(
+                    "fastpath_unavailable",
+                    &[
+                        ("interface", &interface),
+                        ("error", &format!("{e:#}")),
+                        ("effect", &"the slow path forwards every handed-off packet"),
+                    ],
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let stop = crate::signals::stop_flag()?;
     log::line(
         "ready",
@@ -109,15 +140,47 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
                 },
             ),
             ("nft_table", &format!("inet {}", io::NFT_TABLE)),
+            (
+                "fast_path",
+                &match (&fast, fast_path) {
+                    (Some(_), _) => "xdp",
+                    (None, true) => "unavailable",
+                    (None, false) => "off",
+                },
+            ),
         ],
     );
 
     let mut stats = DaemonStats::default();
-    let result = event_loop(&mut fe, &mut io, service, drain, stop, &mut stats);
+    let mut fast_path = Fast {
+        path: fast.as_mut(),
+        stats: &mut fp_stats,
+    };
+    let result = event_loop(
+        &mut fe,
+        &mut io,
+        &mut fast_path,
+        service,
+        drain,
+        stop,
+        &mut stats,
+    );
 
     log::counters("frontend_stats", fe.stats());
     log::counters("io_stats", io.stats());
     log::counters("daemon_stats", &stats);
+    log::counters("fastpath_stats", &fp_stats);
+    if let Some(fast) = &fast {
+        let counters = fast.counters();
+        let fields: Vec<(&str, &dyn std::fmt::Display)> = counters
+            .iter()
+            .map(|(name, n)| (*name, n as &dyn std::fmt::Display))
+            .collect();
+        log::line("fastpath_counters", &fields);
+    }
+    // Detaches the program before the host filter goes: from then on the host's TCP
+    // would see VIP:port again, and no flow is forwarded behind its back.
+    drop(fast);
     if let Err(e) = filter.remove() {
         log::line("nft_remove_failed", &[("error", &format!("{e:#}"))]);
     }
@@ -125,9 +188,16 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     result
 }
 
+/// The fast path if attached, and its bookkeeping either way.
+struct Fast<'a> {
+    path: Option<&'a mut FastPath>,
+    stats: &'a mut FastPathStats,
+}
+
 fn event_loop(
     fe: &mut FrontEnd<RouteDispatcher>,
     io: &mut PacketIo,
+    fast: &mut Fast<'_>,
     service: SocketAddrV4,
     drain: Duration,
     stop: &AtomicBool,
@@ -135,6 +205,7 @@ fn event_loop(
 ) -> anyhow::Result<()> {
     let mut drain_until: Option<Instant> = None;
     let mut more_to_read = false;
+    let mut next_scan = clock() + ACTIVITY_SCAN;
     loop {
         stats.rounds += 1;
         let now = clock();
@@ -206,16 +277,24 @@ fn event_loop(
                 ],
             );
         }
+        // Events after the transmits: a flow enters the fast path only once the core
+        // has sent the back-end everything it held for it.
         while let Some(event) = fe.poll_event() {
-            on_event(fe, now, event, stats);
+            on_event(fe, fast, now, event, stats);
+        }
+        if now >= next_scan {
+            next_scan = now + ACTIVITY_SCAN;
+            if let Some(path) = fast.path.as_deref_mut() {
+                path.scan_activity(fe, now, fast.stats);
+            }
         }
     }
 }
 
-/// Applies one event. Today that is the log; with the fast path it also updates the XDP
-/// forwarding table.
+/// Applies one event: the log, and the fast path's flow table.
 fn on_event(
     fe: &mut FrontEnd<RouteDispatcher>,
+    fast: &mut Fast<'_>,
     now: Instant,
     event: Event,
     stats: &mut DaemonStats,
@@ -227,6 +306,9 @@ fn on_event(
             candidate,
             ..
         }) => {
+            if let Some(path) = fast.path.as_deref_mut() {
+                path.install(flow, backend, fast.stats);
+            }
             let pending = fe.dispatcher_mut().take_pending(&flow);
             let (request, latency_us) = match &pending {
                 Some(p) => {
@@ -255,6 +337,9 @@ fn on_event(
             backend,
             reason,
         } => {
+            if let Some(path) = fast.path.as_deref_mut() {
+                path.remove(&flow, fast.stats);
+            }
             stats.resets_logged += 1;
             let pending = fe.dispatcher_mut().take_pending(&flow);
             let backend = backend.map_or("-".into(), |b| b.to_string());
@@ -271,6 +356,9 @@ fn on_event(
             );
         }
         Event::Closed { flow, .. } => {
+            if let Some(path) = fast.path.as_deref_mut() {
+                path.remove(&flow, fast.stats);
+            }
             // A clean close is the normal end: counted by the core, not logged per flow.
             fe.dispatcher_mut().take_pending(&flow);
         }

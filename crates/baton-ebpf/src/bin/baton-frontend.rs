@@ -1,0 +1,7 @@
+//! The front-end fast path object (`baton frontend`): the patent's BIP_FE.
+#![no_std]
+#![no_main]
+
+#[path = "../frontend.rs"]
+mod frontend;
+include!("../runtime.rs");

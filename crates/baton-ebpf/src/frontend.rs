@@ -1,0 +1,272 @@
+//! The front-end fast path (the patent's BIP_FE, DESIGN.md section 2 step 8): XDP on the
+//! front-end's LAN interface. A client segment of a handed-off connection gets its
+//! destination (address, port if it differs, MACs) rewritten to the back-end, its
+//! checksums fixed, and goes straight back out of the same interface (`XDP_TX`), never
+//! touching the front-end's stack or its slow path. SYN, FIN and RST go up (`XDP_PASS`):
+//! the slow path tracks opens and closes and forwards those itself. So do segments of
+//! unknown flows, and segments with payload (below).
+//!
+//! # XDP, not tc: the evidence
+//!
+//! - The slow path captures with an `AF_PACKET` socket. Device taps run in
+//!   `__netif_receive_skb_core` *before* tc ingress, so with a tc program every
+//!   fast-path packet would still be cloned to the daemon, which would forward it a
+//!   second time. XDP runs before the taps: an `XDP_TX`'d segment never reaches them, and
+//!   no skb is built for it on the front-end at all.
+//! - The price is checksums. In the lab every link is a veth and the client's kernel sends
+//!   TCP with `CHECKSUM_PARTIAL`: the checksum field holds only the pseudo-header sum, and
+//!   the router forwards it so. With native XDP on a veth, `veth_xdp_rcv_skb`
+//!   (drivers/net/veth.c) runs the program on a buffer made from the skb and, on
+//!   `XDP_TX`, consumes the skb and sends an `xdp_frame`, which carries no checksum state;
+//!   the peer (`p-fe`, no XDP program) builds a fresh skb from it with `CHECKSUM_NONE`,
+//!   the bridge forwards it, and the back-end's TCP verifies the field. An incremental
+//!   update of a partial checksum therefore arrives wrong (TcpInCsumErrors on the
+//!   back-end); it must leave here complete. An XDP program cannot tell a partial field
+//!   from a complete one without summing the whole segment, so:
+//! - **header-only segments** (ACKs, window updates: everything a downloading client
+//!   sends) are summed whole here, at most 60 bytes: if the field is the right complete
+//!   checksum or the pseudo-header sum an offloading sender leaves, the checksum is
+//!   recomputed for the new destination; anything else is passed up for the slow path
+//!   to verify and drop (never forwarded with a laundered checksum);
+//! - **segments with payload** go up to the slow path, which completes partial checksums
+//!   (`TP_STATUS_CSUMNOTREADY`) and forwards them. Uploads thus still cross userspace;
+//!   summing payloads here (a bounded loop over up to an MSS) is the next step.
+//!
+//! On real NICs frames on the wire always carry complete checksums, so the whole-sum
+//! rule is only stricter than needed there. Generic (skb-mode) XDP is not used: it keeps
+//! the skb's `CHECKSUM_PARTIAL` state through `XDP_TX`, so a device would later add the
+//! payload sum to the complete checksum written here.
+//!
+//! The DESIGN.md pitfall applies: a veth drops `XDP_TX`'d frames unless its peer has an
+//! XDP program (GRO alone, `ethtool -K p-fe gro on`, did not make `p-fe` take them: only
+//! the first few forwarded ACKs arrived and downloads stalled after about 15 KB). The lab
+//! therefore attaches an `XDP_PASS` program to `p-fe` (`baton-ebpf/src/lab.rs`); a real
+//! switch port needs nothing of the kind.
+//!
+//! Only IPv4 headers without options are forwarded (the TCP header is then at a constant
+//! offset, which keeps every packet access a constant the verifier follows); the rest
+//! goes up, counted.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_PASS, XDP_TX},
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use baton_common::{
+    frontend::{DEFAULT_FLOW_TABLE_SIZE, FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
+    translate::{csum_replace4, ones_complement_add},
+};
+
+// Not pinned: `baton frontend` owns the program and its maps for its lifetime (pinning,
+// so that a restart keeps handed-off flows forwarding, is a later step).
+#[map]
+static FRONTEND_FLOWS: HashMap<FrontendFlowKey, FrontendFlow> =
+    HashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+#[map]
+static FRONTEND_CONFIG: Array<FrontendConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static FRONTEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+const ETH_LEN: usize = 14;
+const IP_LEN: usize = 20;
+/// The TCP header's offset when the IPv4 header has no options (the only case forwarded).
+const TCP: usize = ETH_LEN + IP_LEN;
+const TCP_MAX_WORDS: usize = 30;
+const IPPROTO_TCP: u8 = 6;
+const SYN_FIN_RST: u8 = 0x07;
+
+/// What the program decided.
+enum Verdict {
+    /// Rewritten: transmit, counting [`stat::FORWARDED`].
+    Forward,
+    /// Up to the stack (and the slow path), counting `stat`.
+    Pass(u32),
+}
+
+#[xdp]
+pub fn frontend_forward(ctx: XdpContext) -> u32 {
+    match forward(&ctx) {
+        // Not IPv4 TCP to VIP:port: not ours, not counted.
+        None => XDP_PASS,
+        Some(Verdict::Forward) => {
+            count(stat::FORWARDED);
+            XDP_TX
+        }
+        Some(Verdict::Pass(stat)) => {
+            count(stat);
+            XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn count(stat: u32) {
+    if let Some(counter) = FRONTEND_STATS.get_ptr_mut(stat) {
+        // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// A pointer to `N` bytes at `offset`, if the packet holds them.
+#[inline(always)]
+fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*mut [u8; N]> {
+    let start = ctx.data();
+    if start + offset + N > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *mut [u8; N])
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    match (b.get(at), b.get(at + 1)) {
+        (Some(&hi), Some(&lo)) => u16::from_be_bytes([hi, lo]),
+        _ => 0,
+    }
+}
+
+/// The one's-complement sum of the IPv4 TCP pseudo-header (RFC 9293 section 3.1).
+#[inline(always)]
+fn pseudo_sum(saddr: [u8; 4], daddr: [u8; 4], tcp_len: u16) -> u16 {
+    let mut sum = 0;
+    for word in [
+        u16::from_be_bytes([saddr[0], saddr[1]]),
+        u16::from_be_bytes([saddr[2], saddr[3]]),
+        u16::from_be_bytes([daddr[0], daddr[1]]),
+        u16::from_be_bytes([daddr[2], daddr[3]]),
+        u16::from(IPPROTO_TCP),
+        tcp_len,
+    ] {
+        sum = ones_complement_add(sum, word);
+    }
+    sum
+}
+
+fn forward(ctx: &XdpContext) -> Option<Verdict> {
+    let config = *FRONTEND_CONFIG.get(0)?;
+    if config.flags & FrontendConfig::ENABLED == 0 {
+        return None;
+    }
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
+    let l3 = unsafe { bytes_at::<TCP>(ctx, 0)?.read_unaligned() };
+    if [l3[12], l3[13]] != [0x08, 0x00] || l3[ETH_LEN + 9] != IPPROTO_TCP {
+        return None;
+    }
+    let daddr = [l3[30], l3[31], l3[32], l3[33]];
+    if u32::from_ne_bytes(daddr) != config.vip_addr_be {
+        return None;
+    }
+    if l3[ETH_LEN] != 0x45 || be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
+        // IPv4 options or a fragment (possibly without a TCP header): the slow path's.
+        return Some(Verdict::Pass(stat::PASS_UNUSUAL_IP));
+    }
+    let Some(tcp_ptr) = bytes_at::<20>(ctx, TCP) else {
+        return Some(Verdict::Pass(stat::PASS_MALFORMED));
+    };
+    // SAFETY: as above.
+    let tcp = unsafe { tcp_ptr.read_unaligned() };
+    let dport = [tcp[2], tcp[3]];
+    if u16::from_ne_bytes(dport) != config.vip_port_be {
+        return None;
+    }
+    if tcp[13] & SYN_FIN_RST != 0 {
+        return Some(Verdict::Pass(stat::PASS_CONTROL));
+    }
+    let key = FrontendFlowKey {
+        client_addr_be: u32::from_ne_bytes([l3[26], l3[27], l3[28], l3[29]]),
+        vip_addr_be: config.vip_addr_be,
+        client_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
+        vip_port_be: config.vip_port_be,
+    };
+    let flow = FRONTEND_FLOWS.get_ptr_mut(key)?;
+    Some(forward_flow(ctx, &config, &l3, &tcp, flow))
+}
+
+/// Rewrites a segment of a handed-off flow. Nothing is written until every check has
+/// passed, so a segment passed up is the one that arrived.
+#[inline(always)]
+fn forward_flow(
+    ctx: &XdpContext,
+    config: &FrontendConfig,
+    l3: &[u8; TCP],
+    tcp: &[u8; 20],
+    flow: *mut FrontendFlow,
+) -> Verdict {
+    // SAFETY: a map value pointer, valid for this program run; copied out at once.
+    let target = unsafe { *flow };
+    let total_len = usize::from(be16(l3, ETH_LEN + 2));
+    let header_len = usize::from(tcp[12] >> 4) * 4;
+    if header_len < 20 || total_len < IP_LEN + header_len {
+        return Verdict::Pass(stat::PASS_MALFORMED);
+    }
+    if total_len > IP_LEN + header_len {
+        return Verdict::Pass(stat::PASS_PAYLOAD);
+    }
+    let tcp_len = header_len as u16;
+
+    // The header's words except the checksum, with the old and the new port.
+    let mut words: u16 = 0;
+    for i in 0..TCP_MAX_WORDS {
+        if i * 2 >= header_len {
+            break;
+        }
+        if i == 1 || i == 8 {
+            continue; // destination port and checksum: added below
+        }
+        let Some(word) = bytes_at::<2>(ctx, TCP + i * 2) else {
+            return Verdict::Pass(stat::PASS_MALFORMED);
+        };
+        // SAFETY: bounds checked just above.
+        let word = unsafe { word.read_unaligned() };
+        words = ones_complement_add(words, u16::from_be_bytes(word));
+    }
+    let old_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let new_port = u16::from_be_bytes(target.backend_port_be.to_ne_bytes());
+    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let saddr = [l3[26], l3[27], l3[28], l3[29]];
+    let daddr = [l3[30], l3[31], l3[32], l3[33]];
+    let old_pseudo = pseudo_sum(saddr, daddr, tcp_len);
+    let complete = ones_complement_add(ones_complement_add(old_pseudo, words), old_port);
+    // Complete and right, or the partial sum an offloading sender leaves (the folded
+    // pseudo-header sum, `tcp_v4_send_check` in net/ipv4/tcp_ipv4.c).
+    if ones_complement_add(complete, check) != 0xffff && check != old_pseudo {
+        return Verdict::Pass(stat::PASS_BAD_CHECKSUM);
+    }
+    let new_daddr = target.backend_addr_be.to_ne_bytes();
+    let new_pseudo = pseudo_sum(saddr, new_daddr, tcp_len);
+    let new_check = !ones_complement_add(ones_complement_add(new_pseudo, words), new_port);
+    let ip_check = csum_replace4(
+        be16(l3, ETH_LEN + 10),
+        u32::from_be_bytes(daddr),
+        u32::from_be_bytes(new_daddr),
+    );
+
+    let (Some(eth), Some(ip_check_at), Some(daddr_at), Some(port_at), Some(check_at)) = (
+        bytes_at::<12>(ctx, 0),
+        bytes_at::<2>(ctx, ETH_LEN + 10),
+        bytes_at::<4>(ctx, ETH_LEN + 16),
+        bytes_at::<2>(ctx, TCP + 2),
+        bytes_at::<2>(ctx, TCP + 16),
+    ) else {
+        return Verdict::Pass(stat::PASS_MALFORMED);
+    };
+    let m = target.backend_mac;
+    let s = config.interface_mac;
+    // SAFETY: every pointer was bounds-checked by `bytes_at`; XDP owns the buffer.
+    unsafe {
+        eth.write_unaligned([
+            m[0], m[1], m[2], m[3], m[4], m[5], s[0], s[1], s[2], s[3], s[4], s[5],
+        ]);
+        ip_check_at.write_unaligned(ip_check.to_be_bytes());
+        daddr_at.write_unaligned(new_daddr);
+        port_at.write_unaligned(new_port.to_be_bytes());
+        check_at.write_unaligned(new_check.to_be_bytes());
+        // A plain store: racing CPUs all write "now".
+        (*flow).last_seen_ns = bpf_ktime_get_ns();
+    }
+    Verdict::Forward
+}
