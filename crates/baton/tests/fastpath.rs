@@ -50,7 +50,7 @@ fn cluster(test: &str) -> Option<Cluster> {
             "backend: attached",
         ));
     }
-    let text = FRONTEND_CONFIG.replace("drain_ms = 5000", "drain_ms = 5000\nfast_path = true");
+    let text = FRONTEND_CONFIG.to_string();
     let path = config_file("fe", &text);
     let frontend = Daemon::start(
         &LAB,
@@ -219,8 +219,12 @@ fn with_the_fast_path_off_the_slow_path_still_forwards() {
         &["backend", "--config", path.to_str().unwrap()],
         "backend: attached",
     );
+    assert!(
+        FRONTEND_CONFIG.contains("fast_path = true"),
+        "the example turns it on"
+    );
     let fe_text = FRONTEND_CONFIG
-        .replace("drain_ms = 5000", "drain_ms = 5000\nfast_path = false")
+        .replace("fast_path = true", "fast_path = false")
         .replace(
             r#"["198.18.1.11:80", "198.18.1.12:80", "198.18.1.13:80"]"#,
             r#"["198.18.1.11:80"]"#,
