@@ -27,6 +27,14 @@ struct Cluster {
     _guard: LabGuard,
 }
 
+fn curl(args: &[&str]) -> String {
+    support::curl(&LAB, args)
+}
+
+fn assert_download_byte_exact(name: &str) {
+    support::assert_download_byte_exact(&LAB, VIP, name);
+}
+
 fn config_file(name: &str, text: &str) -> PathBuf {
     let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -68,31 +76,6 @@ fn cluster(test: &str) -> Option<Cluster> {
         frontend,
         _guard: guard,
     })
-}
-
-fn curl(args: &[&str]) -> String {
-    let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "60"];
-    all.extend_from_slice(args);
-    stdout(&mut baton(&LAB, &all))
-}
-
-/// Downloads `/files/NAME` through the VIP and checks it against the published sums.
-fn assert_download_byte_exact(name: &str) {
-    let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
-    let fetch = format!("curl -sS -m 60 http://{VIP}/files/{name} | sha256sum");
-    let got = stdout(&mut baton(
-        &LAB,
-        &["lab", "exec", "client", "--", "sh", "-c", &fetch],
-    ));
-    let want = sums
-        .lines()
-        .find(|l| l.ends_with(&format!(" {name}")))
-        .unwrap();
-    assert_eq!(
-        got.split_whitespace().next(),
-        want.split_whitespace().next(),
-        "{name} via the VIP"
-    );
 }
 
 /// `fe`'s `eth0` counters (`ip -s -j link show`): rx bytes + tx bytes.
@@ -197,8 +180,13 @@ fn the_fast_path_carries_a_download_and_the_cluster_stays_byte_exact() {
     assert_eq!(logged(&log, "fastpath_stats", "load_failed"), 0);
     assert_eq!(logged(&log, "fastpath_counters", "pass_bad_checksum"), 0);
     // Every ACK of the 100 MiB went through XDP, leaving the slow path a handful of
-    // packets per connection (held during the handoff, and the client's FIN).
-    assert!(fast > 1000, "fast path forwarded only {fast}:\n{log}");
+    // packets per connection (held during the handoff, and the client's FIN). How many
+    // ACKs a download takes depends on the client's GRO and timing (846 to over 1,000
+    // seen here), so the bound is loose: several hundred, and far more than the slow path.
+    assert!(
+        fast >= 400 && fast >= 5 * slow,
+        "fast path forwarded {fast}, slow path {slow}:\n{log}"
+    );
     assert!(
         slow <= 4 * handoffs,
         "slow path forwarded {slow} packets for {handoffs} connections:\n{log}"

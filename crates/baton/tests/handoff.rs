@@ -27,6 +27,14 @@ struct Cluster {
 }
 
 /// Writes a configuration into the lab's folder, which `lab down` removes.
+fn curl(args: &[&str]) -> String {
+    support::curl(&LAB, args)
+}
+
+fn assert_download_byte_exact(name: &str) {
+    support::assert_download_byte_exact(&LAB, VIP, name);
+}
+
 fn config_file(name: &str, text: &str) -> PathBuf {
     let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -88,32 +96,6 @@ impl Cluster {
             .unwrap()
             .flow_count()
     }
-}
-
-fn curl(args: &[&str]) -> String {
-    let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "30"];
-    all.extend_from_slice(args);
-    stdout(&mut baton(&LAB, &all))
-}
-
-/// Downloads `/files/NAME` through the VIP and checks it against the back-ends'
-/// published SHA256SUMS.
-fn assert_download_byte_exact(name: &str) {
-    let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
-    let fetch = format!("curl -sS -m 60 http://{VIP}/files/{name} | sha256sum");
-    let got = stdout(&mut baton(
-        &LAB,
-        &["lab", "exec", "client", "--", "sh", "-c", &fetch],
-    ));
-    let want = sums
-        .lines()
-        .find(|l| l.ends_with(&format!(" {name}")))
-        .unwrap();
-    assert_eq!(
-        got.split_whitespace().next(),
-        want.split_whitespace().next(),
-        "{name} via the VIP"
-    );
 }
 
 #[test]

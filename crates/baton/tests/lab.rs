@@ -47,28 +47,7 @@ fn lab_namespaces() -> Vec<String> {
 }
 
 fn curl(args: &[&str]) -> String {
-    let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "10"];
-    all.extend_from_slice(args);
-    stdout(&mut baton(&all))
-}
-
-/// Downloads `/files/NAME` from `addr` on `client` and checks it against the server's
-/// published SHA256SUMS: the bytes arrived exactly.
-fn assert_download_matches_checksum(addr: &str, name: &str) {
-    let sums = curl(&[&format!("http://{addr}/files/SHA256SUMS")]);
-    let fetch = format!("curl -sS http://{addr}/files/{name} | sha256sum");
-    let got = stdout(&mut baton(&[
-        "lab", "exec", "client", "--", "sh", "-c", &fetch,
-    ]));
-    let want = sums
-        .lines()
-        .find(|l| l.ends_with(&format!(" {name}")))
-        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS: {sums}"));
-    assert_eq!(
-        got.split_whitespace().next(),
-        want.split_whitespace().next(),
-        "{name} from {addr}"
-    );
+    support::curl(&LAB, args)
 }
 
 fn assert_fully_down() {
@@ -138,7 +117,7 @@ fn lab_comes_up_serves_each_backend_through_the_router_and_goes_down_clean() {
         assert!(api.contains(&format!("\"backend\":\"be{k}\"")), "{api}");
     }
     // The data files arrive byte-exact and match the published checksums.
-    assert_download_matches_checksum("198.18.1.12", "1M.bin");
+    support::assert_download_byte_exact(&LAB, "198.18.1.12", "1M.bin");
     // The router sends the VIP to the front-end.
     ok(&mut baton(&[
         "lab",
@@ -211,7 +190,7 @@ fn builtin_server_serves_the_same_content() {
         "http://198.18.1.11/nope",
     ]);
     assert_eq!(missing, "404");
-    assert_download_matches_checksum("198.18.1.11", "1M.bin");
+    support::assert_download_byte_exact(&LAB, "198.18.1.11", "1M.bin");
     let status: Value =
         serde_json::from_str(&stdout(&mut baton(&["lab", "status", "--json"]))).unwrap();
     assert_eq!(status["server"], "builtin");

@@ -179,11 +179,39 @@ impl Drop for Daemon {
     }
 }
 
-/// One line of `nstat -az` in a lab node: a kernel SNMP counter's absolute value.
+/// curl on the lab's `client` with `ARGS` (and a 60 s limit); its standard output.
+pub fn curl(lab: &str, args: &[&str]) -> String {
+    let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "60"];
+    all.extend_from_slice(args);
+    stdout(&mut baton(lab, &all))
+}
+
+/// Downloads `http://ADDR/files/NAME` on `client` and checks it against the back-ends'
+/// published SHA256SUMS: the bytes arrived exactly.
+pub fn assert_download_byte_exact(lab: &str, addr: &str, name: &str) {
+    let sums = curl(lab, &[&format!("http://{addr}/files/SHA256SUMS")]);
+    let fetch = format!("curl -sS -m 60 http://{addr}/files/{name} | sha256sum");
+    let got = stdout(&mut baton(
+        lab,
+        &["lab", "exec", "client", "--", "sh", "-c", &fetch],
+    ));
+    let want = sums
+        .lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS: {sums}"));
+    assert_eq!(
+        got.split_whitespace().next(),
+        want.split_whitespace().next(),
+        "{name} from {addr}"
+    );
+}
+
+/// A kernel SNMP counter's absolute value in a lab node (`nstat -asz`: without touching
+/// nstat's history file, which is per user and not per namespace).
 pub fn nstat(lab: &str, node: &str, counter: &str) -> u64 {
     let out = stdout(&mut baton(
         lab,
-        &["lab", "exec", node, "--", "nstat", "-az", counter],
+        &["lab", "exec", node, "--", "nstat", "-asz", counter],
     ));
     out.lines()
         .find_map(|l| {
