@@ -206,6 +206,9 @@ fn event_loop(
     let mut drain_until: Option<Instant> = None;
     let mut more_to_read = false;
     let mut next_scan = clock() + ACTIVITY_SCAN;
+    // Reused every round, so a round allocates nothing once they have grown.
+    let mut transmits = Vec::new();
+    let mut handed_off = Vec::new();
     loop {
         stats.rounds += 1;
         let now = clock();
@@ -261,9 +264,12 @@ fn event_loop(
             fe.dispatcher_mut().set_now(now);
             fe.handle_timeout(now);
         }
-        while let Some(t) = fe.poll_transmit() {
-            io.send(t.destination, &t.packet);
-        }
+        // A flow that ends leaves the fast path before this round's packets go out: a
+        // client reusing its port gets its SYN/ACK in the same round as the old flow's
+        // Closed event, and its answer must not meet the old entry in XDP (which would
+        // send it to the old back-end). A flow that starts enters the fast path after
+        // them, once the back-end has everything the core held for it.
+        transmits.extend(std::iter::from_fn(|| fe.poll_transmit()));
         // Retries first: a retry that found no back-end is followed by the reset event.
         for retry in fe.dispatcher_mut().drain_retries() {
             let failed = retry.failed.map_or("-".into(), |b| b.to_string());
@@ -277,9 +283,16 @@ fn event_loop(
                 ],
             );
         }
-        // Events after the transmits: a flow enters the fast path only once the core
-        // has sent the back-end everything it held for it.
         while let Some(event) = fe.poll_event() {
+            match event {
+                Event::HandedOff(_) => handed_off.push(event),
+                other => on_event(fe, fast, now, other, stats),
+            }
+        }
+        for t in transmits.drain(..) {
+            io.send(t.destination, &t.packet);
+        }
+        for event in handed_off.drain(..) {
             on_event(fe, fast, now, event, stats);
         }
         if now >= next_scan {
