@@ -467,6 +467,17 @@ impl<D: Dispatch> FrontEnd<D> {
         }
     }
 
+    /// A client RST before the handoff completed: in the window it frees everything
+    /// (and resets the back-end, if a handoff was under way); out of it, it is dropped.
+    fn client_reset_before_handoff(&mut self, conn: &mut Connection, tcp: &TcpRepr<'_>) -> Next {
+        if self.rst_acceptable(conn, tcp.seq_number) {
+            self.stats.client_resets_before_handoff += 1;
+            return self.abort(conn, ResetReason::ClientReset, false);
+        }
+        self.stats.unacceptable_segments += 1;
+        Next::Keep
+    }
+
     /// Whether a client RST is in the receive window (RFC 9293 §3.10.7.4, first check).
     fn rst_acceptable(&self, conn: &Connection, seq: u32) -> bool {
         let window = self.config.max_request_len.max(1) as u32;
@@ -484,12 +495,7 @@ impl<D: Dispatch> FrontEnd<D> {
     ) -> Next {
         let flags = tcp.flags;
         if flags.contains(TcpFlags::RST) {
-            if self.rst_acceptable(conn, tcp.seq_number) {
-                self.stats.client_resets_before_handoff += 1;
-                return self.abort(conn, ResetReason::ClientReset, false);
-            }
-            self.stats.unacceptable_segments += 1;
-            return Next::Keep;
+            return self.client_reset_before_handoff(conn, tcp);
         }
         if flags.contains(TcpFlags::SYN) {
             if tcp.seq_number == conn.syn.isn && !flags.contains(TcpFlags::ACK) {
@@ -673,12 +679,7 @@ impl<D: Dispatch> FrontEnd<D> {
     ) -> Next {
         let flags = tcp.flags;
         if flags.contains(TcpFlags::RST) {
-            if self.rst_acceptable(conn, tcp.seq_number) {
-                self.stats.client_resets_before_handoff += 1;
-                return self.abort(conn, ResetReason::ClientReset, false);
-            }
-            self.stats.unacceptable_segments += 1;
-            return Next::Keep;
+            return self.client_reset_before_handoff(conn, tcp);
         }
         if flags.contains(TcpFlags::SYN) {
             self.stats.unacceptable_segments += 1;
