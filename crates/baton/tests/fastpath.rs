@@ -6,7 +6,7 @@
 //! Root only (each test prints why it skipped otherwise); lab name `batontestfp`; one
 //! test at a time.
 
-use std::{path::PathBuf, process::Command, sync::Mutex};
+use std::{process::Command, sync::Mutex};
 
 use serde_json::Value;
 use support::{Daemon, LabGuard, baton, lab_guard, nstat, stdout};
@@ -15,8 +15,7 @@ mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btfp"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const FRONTEND_CONFIG: &str = include_str!("../../../examples/frontend-lab.toml");
-const BACKEND_CONFIG: &str = include_str!("../../../examples/backend-lab.toml");
+use support::FRONTEND_CONFIG;
 const VIP: &str = "198.18.2.1";
 const MIB_100: u64 = 100 << 20;
 
@@ -35,37 +34,14 @@ fn assert_download_byte_exact(name: &str) {
     support::assert_download_byte_exact(&LAB, VIP, name);
 }
 
-fn config_file(name: &str, text: &str) -> PathBuf {
-    let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn cluster(test: &str) -> Option<Cluster> {
     let guard = lab_guard(&LAB, &SERIAL, test)?;
     support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let mut backends = Vec::new();
-    for k in 1..=3 {
-        let text = BACKEND_CONFIG.replace(
-            "/run/baton-lab/be1/bpf",
-            &format!("/run/{LAB}-lab/be{k}/bpf"),
-        );
-        let path = config_file(&format!("be{k}"), &text);
-        backends.push(Daemon::start(
-            &LAB,
-            &format!("be{k}"),
-            &["backend", "--config", path.to_str().unwrap()],
-            "backend: attached",
-        ));
-    }
-    let text = FRONTEND_CONFIG.to_string();
-    let path = config_file("fe", &text);
-    let frontend = Daemon::start(
-        &LAB,
-        "fe",
-        &["frontend", "--config", path.to_str().unwrap()],
-        "event=ready",
-    );
+    let backends = support::start_backends(&LAB, 3, "")
+        .into_iter()
+        .map(|(daemon, _)| daemon)
+        .collect();
+    let frontend = support::start_frontend(&LAB, "fe", FRONTEND_CONFIG);
     assert!(
         frontend.log_text().contains("fast_path=xdp"),
         "the fast path did not attach:\n{}",
@@ -199,14 +175,7 @@ fn with_the_fast_path_off_the_slow_path_still_forwards() {
         return;
     };
     support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "1"]));
-    let text = BACKEND_CONFIG.replace("/run/baton-lab/be1/bpf", &format!("/run/{LAB}-lab/be1/bpf"));
-    let path = config_file("be1-off", &text);
-    let _backend = Daemon::start(
-        &LAB,
-        "be1",
-        &["backend", "--config", path.to_str().unwrap()],
-        "backend: attached",
-    );
+    let _backend = support::start_backends(&LAB, 1, "");
     assert!(
         FRONTEND_CONFIG.contains("fast_path = true"),
         "the example turns it on"
@@ -217,13 +186,7 @@ fn with_the_fast_path_off_the_slow_path_still_forwards() {
             r#"["198.18.1.11:80", "198.18.1.12:80", "198.18.1.13:80"]"#,
             r#"["198.18.1.11:80"]"#,
         );
-    let path = config_file("fe-off", &fe_text);
-    let frontend = Daemon::start(
-        &LAB,
-        "fe",
-        &["frontend", "--config", path.to_str().unwrap()],
-        "event=ready",
-    );
+    let frontend = support::start_frontend(&LAB, "fe-off", &fe_text);
     assert!(frontend.log_text().contains("fast_path=off"));
     assert_download_byte_exact("1M.bin");
     let log = frontend.stop();

@@ -5,7 +5,7 @@
 //! Root only (each test prints why it skipped otherwise); lab name `batontestho`; one
 //! test at a time.
 
-use std::{path::PathBuf, sync::Mutex};
+use std::sync::Mutex;
 
 use baton::backend::{AgentConfig, BackendModule};
 use baton_common::backend::stat;
@@ -15,8 +15,6 @@ mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btho"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const FRONTEND_CONFIG: &str = include_str!("../../../examples/frontend-lab.toml");
-const BACKEND_CONFIG: &str = include_str!("../../../examples/backend-lab.toml");
 const VIP: &str = "198.18.2.1";
 
 /// The lab with three back-ends, each with its agent, and the front-end.
@@ -26,27 +24,12 @@ struct Cluster {
     _guard: LabGuard,
 }
 
-/// Writes a configuration into the lab's folder, which `lab down` removes.
 fn curl(args: &[&str]) -> String {
     support::curl(&LAB, args)
 }
 
 fn assert_download_byte_exact(name: &str) {
     support::assert_download_byte_exact(&LAB, VIP, name);
-}
-
-fn config_file(name: &str, text: &str) -> PathBuf {
-    let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The example back-end configuration with back-end `k`'s pin folder.
-fn backend_config(k: usize) -> String {
-    BACKEND_CONFIG.replace(
-        "/run/baton-lab/be1/bpf",
-        &format!("/run/{LAB}-lab/be{k}/bpf"),
-    )
 }
 
 fn cluster(test: &str) -> Option<Cluster> {
@@ -57,25 +40,8 @@ fn cluster(test: &str) -> Option<Cluster> {
 fn cluster_with(test: &str, extra: &str) -> Option<Cluster> {
     let guard = lab_guard(&LAB, &SERIAL, test)?;
     support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let mut backends = Vec::new();
-    for k in 1..=3 {
-        let text = backend_config(k) + extra;
-        let path = config_file(&format!("be{k}"), &text);
-        let daemon = Daemon::start(
-            &LAB,
-            &format!("be{k}"),
-            &["backend", "--config", path.to_str().unwrap()],
-            "backend: attached",
-        );
-        backends.push((daemon, AgentConfig::parse(&text).unwrap()));
-    }
-    let path = config_file("fe", FRONTEND_CONFIG);
-    let frontend = Daemon::start(
-        &LAB,
-        "fe",
-        &["frontend", "--config", path.to_str().unwrap()],
-        "event=ready",
-    );
+    let backends = support::start_backends(&LAB, 3, extra);
+    let frontend = support::start_frontend(&LAB, "fe", support::FRONTEND_CONFIG);
     Some(Cluster {
         backends,
         frontend,
@@ -325,7 +291,7 @@ fn an_agent_restart_does_not_disturb_a_live_download() {
     let (agent, config) = cluster.backends.remove(0);
     let log = agent.stop();
     assert!(log.contains("stays attached"), "{log}");
-    let path = config_file("be1-again", &backend_config(1));
+    let path = support::config_file(&LAB, "be1-again", &support::backend_config(&LAB, 1));
     let again = Daemon::start(
         &LAB,
         "be1",

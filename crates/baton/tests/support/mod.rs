@@ -179,6 +179,58 @@ impl Drop for Daemon {
     }
 }
 
+/// The example configurations the cluster tests start from.
+pub const FRONTEND_CONFIG: &str = include_str!("../../../../examples/frontend-lab.toml");
+pub const BACKEND_CONFIG: &str = include_str!("../../../../examples/backend-lab.toml");
+
+/// Writes a configuration into the lab's folder, which `lab down` removes.
+pub fn config_file(lab: &str, name: &str, text: &str) -> PathBuf {
+    let path = PathBuf::from(format!("/run/{lab}-lab/{name}.toml"));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// The example back-end configuration with back-end `k`'s pin folder in `lab`.
+pub fn backend_config(lab: &str, k: usize) -> String {
+    BACKEND_CONFIG.replace(
+        "/run/baton-lab/be1/bpf",
+        &format!("/run/{lab}-lab/be{k}/bpf"),
+    )
+}
+
+/// Starts `baton backend` on be1..beN of a lab that is up, each with the example
+/// configuration plus `extra`; returns the daemons and their parsed configurations.
+pub fn start_backends(
+    lab: &str,
+    n: usize,
+    extra: &str,
+) -> Vec<(Daemon, baton::backend::AgentConfig)> {
+    (1..=n)
+        .map(|k| {
+            let text = backend_config(lab, k) + extra;
+            let path = config_file(lab, &format!("be{k}"), &text);
+            let daemon = Daemon::start(
+                lab,
+                &format!("be{k}"),
+                &["backend", "--config", path.to_str().unwrap()],
+                "backend: attached",
+            );
+            (daemon, baton::backend::AgentConfig::parse(&text).unwrap())
+        })
+        .collect()
+}
+
+/// Starts `baton frontend` on `fe` with configuration `text`.
+pub fn start_frontend(lab: &str, name: &str, text: &str) -> Daemon {
+    let path = config_file(lab, name, text);
+    Daemon::start(
+        lab,
+        "fe",
+        &["frontend", "--config", path.to_str().unwrap()],
+        "event=ready",
+    )
+}
+
 /// curl on the lab's `client` with `ARGS` (and a 60 s limit); its standard output.
 pub fn curl(lab: &str, args: &[&str]) -> String {
     let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "60"];
