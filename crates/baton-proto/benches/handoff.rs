@@ -18,9 +18,7 @@ use std::{
 
 use baton_proto::frontend::{Backend, Config, Dispatch, Event, FlowKey, FrontEnd, Instant};
 use baton_proto::request::ClientRequest;
-use baton_proto::wire::{
-    IpProtocol, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps, UnknownTcpOptions, ipv4,
-};
+use baton_proto::wire::{IpProtocol, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps, ipv4};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -38,22 +36,7 @@ impl Dispatch for One {
 }
 
 fn segment(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: TcpFlags) -> TcpRepr<'static> {
-    TcpRepr {
-        src_port,
-        dst_port,
-        seq_number: seq,
-        ack_number: ack,
-        flags,
-        window_len: 502,
-        urgent_pointer: 0,
-        max_seg_size: None,
-        window_scale: None,
-        sack_permitted: false,
-        sack_blocks: [None; 4],
-        timestamps: None,
-        unknown_options: UnknownTcpOptions::new(),
-        payload: &[],
-    }
+    TcpRepr::bare(src_port, dst_port, seq, ack, flags, 502)
 }
 
 fn packet(src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpRepr<'_>) -> Vec<u8> {

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use crate::wire::{
     Checksums, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpRepr, TcpSegment, TcpTimestamps,
-    UnknownTcpOptions, WireError, ipv4,
+    WireError, ipv4,
 };
 
 /// Parses an IPv4 packet carrying a TCP segment.
@@ -57,22 +57,9 @@ pub(crate) fn bare_segment(
     flags: TcpFlags,
     window_len: u16,
 ) -> TcpRepr<'static> {
-    TcpRepr {
-        src_port,
-        dst_port,
-        seq_number,
-        ack_number,
-        flags,
-        window_len,
-        urgent_pointer: 0,
-        max_seg_size: None,
-        window_scale: None,
-        sack_permitted: false,
-        sack_blocks: [None; 4],
-        timestamps: None,
-        unknown_options: UnknownTcpOptions::new(),
-        payload: &[],
-    }
+    TcpRepr::bare(
+        src_port, dst_port, seq_number, ack_number, flags, window_len,
+    )
 }
 
 /// With timestamps when `tsval` is `Some`.

@@ -693,6 +693,36 @@ pub struct TcpRepr<'a> {
     pub payload: &'a [u8],
 }
 
+impl TcpRepr<'static> {
+    /// A segment with no options and no payload: the base that builders of control
+    /// segments (SYN/ACKs, ACKs, resets) and tests start from.
+    pub fn bare(
+        src_port: u16,
+        dst_port: u16,
+        seq_number: u32,
+        ack_number: u32,
+        flags: TcpFlags,
+        window_len: u16,
+    ) -> Self {
+        Self {
+            src_port,
+            dst_port,
+            seq_number,
+            ack_number,
+            flags,
+            window_len,
+            urgent_pointer: 0,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            sack_blocks: [None; MAX_SACK_BLOCKS],
+            timestamps: None,
+            unknown_options: UnknownTcpOptions::new(),
+            payload: &[],
+        }
+    }
+}
+
 impl<'a> TcpRepr<'a> {
     /// Validates a checked segment sent from `src` to `dst` and decodes it.
     pub fn parse(
