@@ -1,9 +1,19 @@
 //! The front-end fast path's maps (the patent's BIP_FE): the flow table, the
 //! configuration and the counters that the XDP program (`frontend_forward`) shares with
 //! `baton frontend`.
+//!
+//! `baton frontend` pins the three maps (and the program's XDP link) in bpffs, so they
+//! outlive the daemon: a restarted daemon reopens them, finds the handed-off flows in
+//! the flow table and takes them over. That is why a flow's value carries, beside what
+//! the program needs, what the daemon's protocol core needs to go on tracking the
+//! connection ([`FrontendFlow::client_isn`], [`FrontendFlow::close_state`]).
+
+use crate::translate::{csum_replace2, csum_replace4};
 
 /// Default number of flow-table entries: one per handed-off connection. An entry costs
-/// the key and value (12 + 24 bytes) plus the kernel's per-element overhead.
+/// the key and value (12 + 32 bytes, each rounded up to 8 by the kernel) plus its
+/// per-element overhead, all preallocated: measured, `bpftool map show` reports memlock
+/// 29,361,232 B for the default size, 112 B an entry.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 
 /// A handed-off connection as the front-end sees it: the client's address and port and
@@ -18,7 +28,13 @@ pub struct FrontendFlowKey {
     pub vip_port_be: u16,
 }
 
-/// Where a handed-off connection's client packets go.
+/// Where a handed-off connection's client packets go, and what a restarted daemon needs
+/// to take the connection over (`baton_proto::frontend::Handover`).
+///
+/// Layout (32 bytes, no implicit padding, pinned by a test): back-end address (0..4),
+/// port (4..6), MAC (6..12), `client_isn` (12..16), `close_state` (16..20), padding
+/// (20..24), `last_seen_ns` (24..32). The program reads the first three and writes the
+/// last; the two in between are the daemon's alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrontendFlow {
@@ -27,12 +43,34 @@ pub struct FrontendFlow {
     pub backend_port_be: u16,
     /// The back-end's MAC on the LAN: the frame's new destination.
     pub backend_mac: [u8; 6],
+    /// The client's initial sequence number (host order). Not read by the program: a
+    /// restarted daemon needs it to tell the connection's own SYN, repeated during the
+    /// grace period after its close, from a new connection on the same 4-tuple.
+    pub client_isn: u32,
+    /// How far the connection's close has got, as the daemon last saw it: `CLIENT_FIN`,
+    /// `BACKEND_FIN`, `CLIENT_RESET`, `BACKEND_RESET` (bits below). Not read by the
+    /// program: a restarted daemon resumes close tracking from it, so that a connection
+    /// whose FINs (or RST) the previous daemon saw still leaves the table after its grace
+    /// period rather than at the idle timeout. Written by the daemon within a second of
+    /// a change, and at its exit.
+    pub close_state: u32,
     /// Explicit padding; zero.
-    pub _pad: [u8; 4],
+    pub _pad: u32,
     /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`) of the last packet forwarded; 0 before the
     /// first. The daemon reads it to push back the connection's idle timeout. Written
     /// without atomics: CPUs racing only ever store "now", and any of them will do.
     pub last_seen_ns: u64,
+}
+
+impl FrontendFlow {
+    /// [`FrontendFlow::close_state`]: the client's FIN has been seen.
+    pub const CLIENT_FIN: u32 = 1 << 0;
+    /// [`FrontendFlow::close_state`]: the back-end's FIN has been seen.
+    pub const BACKEND_FIN: u32 = 1 << 1;
+    /// [`FrontendFlow::close_state`]: the client reset the connection (grace period).
+    pub const CLIENT_RESET: u32 = 1 << 2;
+    /// [`FrontendFlow::close_state`]: the back-end reset the connection (grace period).
+    pub const BACKEND_RESET: u32 = 1 << 3;
 }
 
 /// The one entry of the configuration map, written by `baton frontend` before it
@@ -64,10 +102,13 @@ pub mod stat {
     pub const PASS_NO_FLOW: u32 = 1;
     /// SYN, FIN or RST: passed to the slow path, which tracks opens and closes.
     pub const PASS_CONTROL: u32 = 2;
-    /// A segment with payload of a handed-off flow: passed to the slow path, which
-    /// forwards it (the program only completes checksums of header-only segments; see
-    /// the module docs of `baton-ebpf/src/frontend.rs`).
-    pub const PASS_PAYLOAD: u32 = 3;
+    /// A segment with payload of a handed-off flow whose TCP checksum field holds the
+    /// partial (pseudo-header) sum a `CHECKSUM_PARTIAL` sender leaves, not a complete
+    /// checksum: passed to the slow path, which completes it and forwards it (see
+    /// [`super::redirected_tcp_checksum`] and the module docs of
+    /// `baton-ebpf/src/frontend.rs`). Zero behind a real wire, which carries complete
+    /// checksums only.
+    pub const PASS_PARTIAL_CHECKSUM: u32 = 3;
     /// An IPv4 header with options, or a fragment: passed to the slow path.
     pub const PASS_UNUSUAL_IP: u32 = 4;
     /// A truncated or malformed IPv4/TCP header: passed for the kernel to judge.
@@ -84,7 +125,7 @@ pub mod stat {
         "forwarded",
         "pass_no_flow",
         "pass_control",
-        "pass_payload",
+        "pass_partial_checksum",
         "pass_unusual_ip",
         "pass_malformed",
         "pass_bad_checksum",
@@ -98,6 +139,39 @@ pub mod stat {
 #[inline(always)]
 pub const fn tcp_checksum(pseudo: u16, header_sum: u16) -> u16 {
     !crate::translate::ones_complement_add(pseudo, header_sum)
+}
+
+/// The TCP checksum of a client segment the fast path redirects from VIP:port (`from`) to
+/// a back-end (`to`), given its checksum field `check` and `pseudo`, the pseudo-header
+/// sum of the segment as it arrived ([`crate::translate::tcp_ipv4_pseudo_header_sum`]);
+/// or `None` when `check` equals `pseudo`, the partial sum a `CHECKSUM_PARTIAL` sender
+/// leaves for the device to complete, which a redirect must not forward (the module docs
+/// of `baton-ebpf/src/frontend.rs` say why).
+///
+/// Any other field is taken as complete, as frames from a real wire are, and updated
+/// incrementally for the new destination address and port (RFC 1624 equation 3,
+/// [`csum_replace4`], [`csum_replace2`]), without reading the payload. The update keeps
+/// a wrong checksum exactly as wrong, so a segment corrupted on its way still fails the
+/// back-end's verification. A complete checksum equal to the pseudo-header sum (one in
+/// 2^16) is mistaken for a partial one, which only sends that segment the slow way.
+///
+/// All values numeric (`from_be_bytes` of the packet's bytes).
+#[inline(always)]
+pub const fn redirected_tcp_checksum(
+    check: u16,
+    pseudo: u16,
+    from: (u32, u16),
+    to: (u32, u16),
+) -> Option<u16> {
+    if check == pseudo {
+        return None;
+    }
+    let check = csum_replace4(check, from.0, to.0);
+    if from.1 == to.1 {
+        Some(check)
+    } else {
+        Some(csum_replace2(check, from.1, to.1))
+    }
 }
 
 #[cfg(feature = "user")]
@@ -117,7 +191,10 @@ mod tests {
     #[test]
     fn kernel_shared_layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FrontendFlowKey>(), 12);
-        assert_eq!(size_of::<FrontendFlow>(), 24);
+        assert_eq!(size_of::<FrontendFlow>(), 32);
+        assert_eq!(core::mem::offset_of!(FrontendFlow, client_isn), 12);
+        assert_eq!(core::mem::offset_of!(FrontendFlow, close_state), 16);
+        assert_eq!(core::mem::offset_of!(FrontendFlow, last_seen_ns), 24);
         assert_eq!(size_of::<FrontendConfig>(), 16);
     }
 
@@ -141,5 +218,67 @@ mod tests {
         tcp[16..18].copy_from_slice(&check.to_be_bytes());
         let all = crate::translate::ones_complement_add(pseudo, ones_complement_sum(&tcp));
         assert_eq!(all, 0xffff);
+    }
+
+    /// The complete checksum of `segment` (its checksum field ignored) from `saddr` to
+    /// `daddr`, numeric.
+    fn full_checksum(saddr: [u8; 4], daddr: [u8; 4], segment: &[u8]) -> u16 {
+        let mut zeroed = segment.to_vec();
+        zeroed[16..18].copy_from_slice(&[0, 0]);
+        let pseudo = tcp_ipv4_pseudo_header_sum(saddr, daddr, segment.len() as u16);
+        tcp_checksum(pseudo, ones_complement_sum(&zeroed))
+    }
+
+    #[test]
+    fn a_partial_checksum_is_not_redirected() {
+        let (client, vip) = ([198, 18, 0, 2], [198, 18, 2, 1]);
+        let pseudo = tcp_ipv4_pseudo_header_sum(client, vip, 20 + 100);
+        let to = (u32::from_be_bytes([198, 18, 1, 11]), 8080);
+        assert_eq!(
+            redirected_tcp_checksum(pseudo, pseudo, (u32::from_be_bytes(vip), 80), to),
+            None
+        );
+    }
+
+    mod property {
+        use super::*;
+        use proptest::{prelude::*, sample::Index};
+
+        proptest! {
+            /// A complete checksum, redirected, equals the checksum computed whole over the
+            /// redirected segment; one corrupted bit stays a wrong checksum after it.
+            #[test]
+            fn redirected_checksum_equals_recomputation_and_keeps_errors(
+                header: [u8; 20],
+                payload in proptest::collection::vec(any::<u8>(), 1..1500),
+                client: [u8; 4],
+                vip: [u8; 4],
+                backend: [u8; 4],
+                backend_port: u16,
+                flip: Index,
+                bit in 0u8..8,
+            ) {
+                let mut seg = header.to_vec();
+                seg.extend_from_slice(&payload);
+                let check = full_checksum(client, vip, &seg);
+                seg[16..18].copy_from_slice(&check.to_be_bytes());
+                let pseudo = tcp_ipv4_pseudo_header_sum(client, vip, seg.len() as u16);
+                prop_assume!(check != pseudo); // the one-in-2^16 collision
+                let vip_port = u16::from_be_bytes([seg[2], seg[3]]);
+                let from = (u32::from_be_bytes(vip), vip_port);
+                let to = (u32::from_be_bytes(backend), backend_port);
+                let redirected = redirected_tcp_checksum(check, pseudo, from, to).unwrap();
+                seg[2..4].copy_from_slice(&backend_port.to_be_bytes());
+                prop_assert_eq!(redirected, full_checksum(client, backend, &seg));
+
+                // The same segment with one payload bit flipped after its checksum was made.
+                let at = 20 + flip.index(payload.len());
+                seg[2..4].copy_from_slice(&vip_port.to_be_bytes());
+                seg[at] ^= 1 << bit;
+                let redirected = redirected_tcp_checksum(check, pseudo, from, to).unwrap();
+                seg[2..4].copy_from_slice(&backend_port.to_be_bytes());
+                prop_assert_ne!(redirected, full_checksum(client, backend, &seg));
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 use crate::{
-    ConfigError, Dispatcher,
+    ConfigError, Dispatcher, HealthCheck,
     dispatcher::{HealthPolicy, Pool, Rule, Sticky, StickyBy},
     matcher::{Condition, HostPattern, PathRegex, SharedNames, ValueTest},
     pool::{HashKey, Lard, LeastConnections, Member, Policy, Server, SmoothWeighted},
@@ -25,6 +25,14 @@ use crate::{
 /// The 503 body when a request's pool has no back-end up and no body is configured.
 pub const DEFAULT_UNAVAILABLE_BODY: &str = "<html><body><h1>503 Service Unavailable</h1>\n\
     No server is available to handle this request.\n</body></html>\n";
+
+/// The dispatcher's configuration as deserialized, not yet checked: for a program whose
+/// own TOML file holds it as a table (the front-end daemon's `[dispatch]`). Deserialize
+/// it as part of the whole file, so that every value keeps its place in that file, then
+/// give it to [`Dispatcher::from_table`] with the file's text.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct DispatchTable(FileConfig);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +46,8 @@ struct FileConfig {
     rules: Vec<Spanned<RuleFile>>,
 }
 
+/// `[health]`: passive marking (`failures`, `backoff_ms`, `max_backoff_ms`) and the
+/// active checks every pool inherits (the keys of [`CheckFile`]; on when `path` is set).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HealthFile {
@@ -47,6 +57,12 @@ struct HealthFile {
     backoff_ms: Spanned<u64>,
     #[serde(default = "default_max_backoff_ms")]
     max_backoff_ms: Spanned<u64>,
+    path: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    interval_ms: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
 }
 
 impl Default for HealthFile {
@@ -55,9 +71,49 @@ impl Default for HealthFile {
             failures: default_failures(),
             backoff_ms: default_backoff_ms(),
             max_backoff_ms: default_max_backoff_ms(),
+            path: None,
+            port: None,
+            interval_ms: None,
+            timeout_ms: None,
+            rise: None,
+            fall: None,
         }
     }
 }
+
+impl HealthFile {
+    /// The active-check keys, as a pool's `health` table would give them.
+    fn check(&self) -> CheckFile {
+        CheckFile {
+            path: self.path.clone(),
+            port: self.port.clone(),
+            interval_ms: self.interval_ms.clone(),
+            timeout_ms: self.timeout_ms.clone(),
+            rise: self.rise.clone(),
+            fall: self.fall.clone(),
+        }
+    }
+}
+
+/// Active HTTP check settings: `[health]`'s, or a pool's `health` table, whose keys
+/// override `[health]`'s one by one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    path: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    interval_ms: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+}
+
+/// HAProxy's defaults: `inter 2s`, `rise 2`, `fall 3`; a check that takes longer than a
+/// second on a LAN is as good as failed.
+const DEFAULT_CHECK_INTERVAL_MS: u64 = 2_000;
+const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
+const DEFAULT_CHECK_RISE: u32 = 2;
+const DEFAULT_CHECK_FALL: u32 = 3;
 
 fn default_failures() -> Spanned<u32> {
     Spanned::new(0..0, 3)
@@ -78,6 +134,7 @@ struct PoolFile {
     hash_key: Option<Spanned<HashKeyFile>>,
     lard: Option<Spanned<LardFile>>,
     sticky: Option<Spanned<StickyFile>>,
+    health: Option<Spanned<CheckFile>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -279,6 +336,11 @@ pub(crate) fn parse(text: &str) -> Result<Dispatcher, ConfigError> {
     compile(file, &lines)
 }
 
+/// Checks a table deserialized from `text` (its lines are that text's).
+pub(crate) fn from_table(table: DispatchTable, text: &str) -> Result<Dispatcher, ConfigError> {
+    compile(table.0, &Lines(text))
+}
+
 fn invalid(line: usize, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::InvalidValue {
         line,
@@ -289,14 +351,26 @@ fn invalid(line: usize, field: impl Into<String>, reason: impl Into<String>) -> 
 
 fn compile(file: FileConfig, lines: &Lines<'_>) -> Result<Dispatcher, ConfigError> {
     let health = compile_health(&file.health, lines)?;
+    let global_check = file.health.check();
 
     let mut servers: Vec<Server> = Vec::new();
     let mut server_index: HashMap<SocketAddrV4, usize> = HashMap::new();
     let mut pools = Vec::with_capacity(file.pools.len());
     let mut pool_index = HashMap::new();
+    let mut checks: Vec<(SocketAddrV4, HealthCheck)> = Vec::new();
     for (name, spanned) in &file.pools {
         let line = lines.of(spanned.span());
         let field = format!("pools.{name}");
+        let pool_check = spanned.get_ref().health.as_ref();
+        let check = compile_check(&global_check, pool_check, &field, lines)?;
+        if let Some(check) = check {
+            for b in &spanned.get_ref().backends {
+                let entry = (b.get_ref().address, check.clone());
+                if !checks.contains(&entry) {
+                    checks.push(entry);
+                }
+            }
+        }
         let pool = compile_pool(
             name,
             spanned.get_ref(),
@@ -367,10 +441,117 @@ fn compile(file: FileConfig, lines: &Lines<'_>) -> Result<Dispatcher, ConfigErro
         servers,
         server_index,
         health,
+        checks,
         file.unavailable_body
             .unwrap_or_else(|| DEFAULT_UNAVAILABLE_BODY.to_owned())
             .into(),
     ))
+}
+
+/// A pool's active check: its own `health` keys over `[health]`'s, or `None` when
+/// neither gives a `path`. Each error names the table the offending key came from.
+fn compile_check(
+    global: &CheckFile,
+    pool: Option<&Spanned<CheckFile>>,
+    pool_field: &str,
+    lines: &Lines<'_>,
+) -> Result<Option<HealthCheck>, ConfigError> {
+    let own = pool.map(Spanned::get_ref);
+    // The value in force for one key, and the field it came from.
+    fn pick<'a, T>(
+        own: Option<&'a Option<Spanned<T>>>,
+        global: &'a Option<Spanned<T>>,
+        pool_field: &str,
+        key: &str,
+    ) -> Option<(&'a Spanned<T>, String)> {
+        match own.and_then(Option::as_ref) {
+            Some(v) => Some((v, format!("{pool_field}.health.{key}"))),
+            None => global.as_ref().map(|v| (v, format!("health.{key}"))),
+        }
+    }
+    let Some((path, path_field)) = pick(own.map(|c| &c.path), &global.path, pool_field, "path")
+    else {
+        if let Some(p) = pool {
+            return Err(invalid(
+                lines.of(p.span()),
+                format!("{pool_field}.health.path"),
+                "an active check needs a path (here or in [health])",
+            ));
+        }
+        return Ok(None);
+    };
+    let p = path.get_ref();
+    if !p.starts_with('/') || !p.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            lines.of(path.span()),
+            path_field,
+            "a path such as `/healthz`: starts with `/`, printable ASCII, no spaces",
+        ));
+    }
+    let number =
+        |v: Option<(&Spanned<u64>, String)>, default: u64, min: u64| -> Result<u64, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some((v, field)) if *v.get_ref() < min || *v.get_ref() > 3_600_000 => Err(invalid(
+                    lines.of(v.span()),
+                    field,
+                    format!("must be {min}..=3600000"),
+                )),
+                Some((v, _)) => Ok(*v.get_ref()),
+            }
+        };
+    let count = |v: Option<(&Spanned<u32>, String)>, default: u32| -> Result<u32, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some((v, field)) if *v.get_ref() == 0 || *v.get_ref() > 100 => {
+                Err(invalid(lines.of(v.span()), field, "must be 1..=100"))
+            }
+            Some((v, _)) => Ok(*v.get_ref()),
+        }
+    };
+    let interval = number(
+        pick(
+            own.map(|c| &c.interval_ms),
+            &global.interval_ms,
+            pool_field,
+            "interval_ms",
+        ),
+        DEFAULT_CHECK_INTERVAL_MS,
+        10,
+    )?;
+    let timeout = number(
+        pick(
+            own.map(|c| &c.timeout_ms),
+            &global.timeout_ms,
+            pool_field,
+            "timeout_ms",
+        ),
+        DEFAULT_CHECK_TIMEOUT_MS,
+        1,
+    )?;
+    let rise = count(
+        pick(own.map(|c| &c.rise), &global.rise, pool_field, "rise"),
+        DEFAULT_CHECK_RISE,
+    )?;
+    let fall = count(
+        pick(own.map(|c| &c.fall), &global.fall, pool_field, "fall"),
+        DEFAULT_CHECK_FALL,
+    )?;
+    let port = match pick(own.map(|c| &c.port), &global.port, pool_field, "port") {
+        Some((p, field)) if *p.get_ref() == 0 => {
+            return Err(invalid(lines.of(p.span()), field, "must be 1..=65535"));
+        }
+        Some((p, _)) => Some(*p.get_ref()),
+        None => None,
+    };
+    Ok(Some(HealthCheck {
+        path: p.as_str().into(),
+        port,
+        interval: Duration::from_millis(interval),
+        timeout: Duration::from_millis(timeout),
+        rise,
+        fall,
+    }))
 }
 
 fn compile_health(h: &HealthFile, lines: &Lines<'_>) -> Result<HealthPolicy, ConfigError> {
@@ -946,6 +1127,100 @@ backends = [{ address = "198.18.1.11:80" }]
             at(&format!("{POOLS}[health]\nbackoff_ms = 100000\n")),
             (5, Some("health.max_backoff_ms".into()))
         );
+    }
+
+    #[test]
+    fn active_checks_inherit_and_override() {
+        let text = r#"default_pool = "web"
+[health]
+path = "/"
+interval_ms = 500
+fall = 2
+[pools.web]
+backends = [{ address = "198.18.1.11:80" }, { address = "198.18.1.12:80" }]
+[pools.api]
+backends = [{ address = "198.18.1.12:80" }]
+health = { path = "/api/status.json", rise = 1 }
+[pools.tls]
+backends = [{ address = "198.18.1.13:443" }]
+health = { port = 80 }
+"#;
+        let d = Dispatcher::from_toml(text).unwrap();
+        let checks: Vec<_> = d
+            .health_checks()
+            .iter()
+            .map(|(b, c)| (b.to_string(), &*c.path, c.port, c.interval, c.rise, c.fall))
+            .collect();
+        let ms = Duration::from_millis;
+        // Pools in name order: api, tls, web; be2 is checked twice, once per path.
+        assert_eq!(
+            checks,
+            [
+                (
+                    "198.18.1.12:80".into(),
+                    "/api/status.json",
+                    None,
+                    ms(500),
+                    1,
+                    2
+                ),
+                ("198.18.1.13:443".into(), "/", Some(80), ms(500), 2, 2),
+                ("198.18.1.11:80".into(), "/", None, ms(500), 2, 2),
+                ("198.18.1.12:80".into(), "/", None, ms(500), 2, 2),
+            ]
+        );
+        assert_eq!(d.health_checks()[0].1.timeout, ms(1000), "default timeout");
+        // No path anywhere: no checks.
+        assert!(
+            Dispatcher::from_toml(POOLS)
+                .unwrap()
+                .health_checks()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn active_check_errors_name_their_table() {
+        assert_eq!(
+            at(&format!("{POOLS}health = {{ interval_ms = 100 }}\n")),
+            (4, Some("pools.web.health.path".into()))
+        );
+        assert_eq!(
+            at(&format!("{POOLS}[health]\npath = \"/a b\"\n")),
+            (5, Some("health.path".into()))
+        );
+        assert_eq!(
+            at(&format!("{POOLS}[health]\npath = \"/\"\ninterval_ms = 0\n")),
+            (6, Some("health.interval_ms".into()))
+        );
+        assert_eq!(
+            at(&format!("{POOLS}health = {{ path = \"/\", fall = 0 }}\n")),
+            (4, Some("pools.web.health.fall".into()))
+        );
+        let e = error(&format!("{POOLS}health = {{ path = \"/\", colour = 1 }}\n"));
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn a_table_of_a_larger_file_keeps_that_files_lines() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[expect(dead_code, reason = "read by serde only")]
+        struct Outer {
+            name: String,
+            dispatch: DispatchTable,
+        }
+        let text = "name = \"fe\"\n[dispatch]\ndefault_pool = \"web\"\n[dispatch.pools.web]\nbackends = [{ address = \"198.18.1.11:80\", weight = 0 }]\n";
+        let outer: Outer = toml::from_str(text).unwrap();
+        let e = Dispatcher::from_table(outer.dispatch, text)
+            .unwrap_err()
+            .in_table("dispatch");
+        assert_eq!(
+            e.to_string(),
+            "line 5: dispatch.pools.web.backends[0].weight: a weight must be at least 1"
+        );
+        let ok: Outer = toml::from_str(&text.replace("weight = 0", "weight = 2")).unwrap();
+        assert!(Dispatcher::from_table(ok.dispatch, text).is_ok());
     }
 
     #[test]

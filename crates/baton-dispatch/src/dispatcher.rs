@@ -96,6 +96,27 @@ pub enum Route {
     Default,
 }
 
+/// An active HTTP health check the caller runs for a back-end (the dispatcher does no
+/// I/O): every `interval`, `GET path` on the back-end's address (on `port` instead of
+/// its own when set), answered with a 2xx or 3xx status within `timeout`; `fall` failures
+/// in a row take it down, `rise` successes in a row bring it back. The caller reports
+/// the outcome with [`Dispatcher::set_health`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// The request target, such as `/healthz`: printable ASCII, no spaces.
+    pub path: Box<str>,
+    /// The port to check instead of the back-end's own (a TLS back-end's plain HTTP one).
+    pub port: Option<u16>,
+    /// Time from one check's start to the next.
+    pub interval: Duration,
+    /// Longest a check may take, connection included.
+    pub timeout: Duration,
+    /// Successes in a row that bring a down back-end up.
+    pub rise: u32,
+    /// Failures in a row that take an up back-end down.
+    pub fall: u32,
+}
+
 /// A back-end's state as the dispatcher sees it, for status and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendStatus {
@@ -122,10 +143,13 @@ pub struct Dispatcher {
     servers: Box<[Server]>,
     server_index: HashMap<Backend, usize>,
     health: HealthPolicy,
+    checks: Box<[(Backend, HealthCheck)]>,
     unavailable_body: Box<str>,
     rule_hits: Box<[u64]>,
     default_hits: u64,
     unavailable: u64,
+    /// The route and pool (index into `pools`) of the last decision.
+    last: (Route, usize),
     now: Instant,
 }
 
@@ -133,6 +157,13 @@ impl Dispatcher {
     /// Parses and checks a TOML configuration (see the crate documentation).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         crate::config::parse(text)
+    }
+
+    /// Checks a configuration that was deserialized as a table of a larger TOML file
+    /// whose text is `text`: errors give that file's lines, and fields relative to the
+    /// table (see [`ConfigError::in_table`]).
+    pub fn from_table(table: crate::DispatchTable, text: &str) -> Result<Self, ConfigError> {
+        crate::config::from_table(table, text)
     }
 
     #[expect(
@@ -147,6 +178,7 @@ impl Dispatcher {
         servers: Vec<Server>,
         server_index: HashMap<Backend, usize>,
         health: HealthPolicy,
+        checks: Vec<(Backend, HealthCheck)>,
         unavailable_body: Box<str>,
     ) -> Self {
         let rule_hits = vec![0; rules.len()].into();
@@ -158,10 +190,12 @@ impl Dispatcher {
             servers: servers.into(),
             server_index,
             health,
+            checks: checks.into(),
             unavailable_body,
             rule_hits,
             default_hits: 0,
             unavailable: 0,
+            last: (Route::Default, default_pool),
             now: Instant::ZERO,
         }
     }
@@ -204,6 +238,7 @@ impl Dispatcher {
                 Route::Default => self.default_hits += 1,
             }
         }
+        self.last = (route, pool_index);
         let pool = &mut self.pools[pool_index];
         let c = Candidates {
             members: &pool.members,
@@ -270,6 +305,39 @@ impl Dispatcher {
         }
     }
 
+    /// Takes over what `old` (the configuration this one replaces) knows of the
+    /// back-ends both list: active connections (so that connections handed off before a
+    /// reload are counted, and their closes too), passive marking and its back-off, and
+    /// the active checks' verdict for back-ends this configuration still checks (one it
+    /// no longer checks is up). Rules, pools and policy state start afresh.
+    pub fn take_state_from(&mut self, old: &Dispatcher) {
+        self.now = self.now.max(old.now);
+        let (min, max) = (self.health.backoff, self.health.max_backoff);
+        for s in self.servers.iter_mut() {
+            let Some(&i) = old.server_index.get(&s.addr) else {
+                continue;
+            };
+            let o = &old.servers[i];
+            s.active = o.active;
+            s.consecutive_failures = o.consecutive_failures;
+            s.retry_at = o.retry_at;
+            s.next_backoff = o.next_backoff.clamp(min, max);
+            s.admin_up = o.admin_up || !self.checks.iter().any(|(b, _)| *b == s.addr);
+        }
+    }
+
+    /// The route and the pool (an index into [`Self::pools`]) of the last decision made,
+    /// first or retry: what to log beside a handoff.
+    pub fn last_route(&self) -> (Route, usize) {
+        self.last
+    }
+
+    /// The active health checks to run, one per back-end and distinct check (a back-end
+    /// in pools with different checks has each; it is up while every one passes).
+    pub fn health_checks(&self) -> &[(Backend, HealthCheck)] {
+        &self.checks
+    }
+
     /// The state of `backend`, `None` if no pool lists it.
     pub fn backend_status(&self, backend: Backend) -> Option<BackendStatus> {
         let s = &self.servers[*self.server_index.get(&backend)?];
@@ -307,7 +375,8 @@ impl Dispatcher {
         self.rules.iter().map(|r| &*r.name)
     }
 
-    /// The pools' names and policies, in name order.
+    /// The pools' names and policies, in name order (the order [`Self::last_route`]
+    /// indexes).
     pub fn pools(&self) -> impl Iterator<Item = (&str, &'static str)> + '_ {
         self.pools.iter().map(|p| (&*p.name, p.policy.name()))
     }
@@ -544,6 +613,66 @@ mod tests {
             owners.insert(first);
         }
         assert_eq!(owners.len(), 3, "sessions spread over the pool");
+    }
+
+    #[test]
+    fn the_last_route_names_rule_and_pool() {
+        let mut d = Dispatcher::from_toml(LAB).unwrap();
+        let pools: Vec<_> = d.pools().map(|(name, _)| name.to_owned()).collect();
+        pick(&mut d, &get("/img/a"), &[]);
+        let (route, pool) = d.last_route();
+        assert_eq!((route, pools[pool].as_str()), (Route::Rule(0), "img"));
+        pick(&mut d, &get("/"), &[]);
+        let (route, pool) = d.last_route();
+        assert_eq!((route, pools[pool].as_str()), (Route::Default, "all"));
+    }
+
+    #[test]
+    fn a_reload_takes_over_counts_and_health() {
+        let ms = |m: u64| Instant::from_nanos(m * 1_000_000);
+        let mut old = Dispatcher::from_toml(LAB).unwrap();
+        old.on_handed_off(be(1));
+        old.on_handed_off(be(1));
+        old.on_handed_off(be(3));
+        old.on_handoff_failed(be(2), ms(10));
+        old.on_handoff_failed(be(2), ms(20));
+        old.set_health(be(3), false);
+        // be3 is still checked in the new configuration, be1 and be2 are not; be4 is new.
+        let mut new = Dispatcher::from_toml(
+            r#"
+            default_pool = "p"
+            [health]
+            failures = 2
+            backoff_ms = 100
+            max_backoff_ms = 150
+            [pools.p]
+            backends = [
+                { address = "198.18.1.11:80" },
+                { address = "198.18.1.12:80" },
+                { address = "198.18.1.14:80" },
+            ]
+            [pools.q]
+            backends = [{ address = "198.18.1.13:80" }]
+            health = { path = "/" }
+            "#,
+        )
+        .unwrap();
+        new.take_state_from(&old);
+        assert_eq!(new.backend_status(be(1)).unwrap().active, 2);
+        let b2 = new.backend_status(be(2)).unwrap();
+        assert_eq!((b2.consecutive_failures, b2.retry_at), (2, Some(ms(120))));
+        assert!(!b2.available);
+        let b3 = new.backend_status(be(3)).unwrap();
+        assert_eq!((b3.active, b3.admin_up), (1, false));
+        assert_eq!(new.backend_status(be(4)).unwrap().active, 0);
+        // Closes of connections handed off before the reload are counted.
+        new.on_closed(be(1));
+        assert_eq!(new.backend_status(be(1)).unwrap().active, 1);
+        // A back-end no longer checked is not left down by a check that no longer runs.
+        old.set_health(be(1), false);
+        let mut again = Dispatcher::from_toml(LAB).unwrap();
+        again.take_state_from(&old);
+        assert!(again.backend_status(be(1)).unwrap().admin_up);
     }
 
     #[test]

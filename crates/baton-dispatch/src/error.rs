@@ -86,6 +86,22 @@ impl ConfigError {
         }
     }
 
+    /// The same error for a configuration held as `table` of a larger file (see
+    /// [`crate::Dispatcher::from_table`]): its field gains the prefix, `pools.web` becoming
+    /// `dispatch.pools.web`.
+    pub fn in_table(mut self, table: &str) -> Self {
+        match &mut self {
+            Self::Syntax { .. } => {}
+            Self::UnknownPool { field, .. }
+            | Self::EmptyPool { field, .. }
+            | Self::ZeroWeight { field, .. }
+            | Self::Duplicate { field, .. }
+            | Self::BadRegex { field, .. }
+            | Self::InvalidValue { field, .. } => *field = format!("{table}.{field}"),
+        }
+        self
+    }
+
     /// The dotted path of the field the error is about; `None` for a syntax error (its
     /// message names the key).
     pub fn field(&self) -> Option<&str> {

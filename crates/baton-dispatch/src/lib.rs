@@ -36,7 +36,11 @@
 //! [`baton_proto::frontend::Dispatch`]: call [`Dispatcher::set_now`] before each input,
 //! and report [`Dispatcher::on_handed_off`], [`Dispatcher::on_closed`] and
 //! [`Dispatcher::on_handoff_failed`] from the core's events. Retries come with the
-//! back-ends already tried in `exclude`, and never get one of them again.
+//! back-ends already tried in `exclude`, and never get one of them again. A program
+//! whose own file holds this configuration as a table deserializes a [`DispatchTable`]
+//! with the rest of its file and checks it with [`Dispatcher::from_table`]; on a reload,
+//! [`Dispatcher::take_state_from`] carries the back-ends' connection counts and health
+//! over to the new dispatcher.
 //!
 //! # Configuration
 //!
@@ -52,6 +56,11 @@
 //! failures = 3                        # consecutive failures before a back-end is down
 //! backoff_ms = 1000                   # first back-off, doubled at each further failure
 //! max_backoff_ms = 60000
+//! path = "/healthz"                   # active HTTP checks, the caller's to run (off
+//! interval_ms = 2000                  #   without a path); these are the defaults
+//! timeout_ms = 1000
+//! rise = 2                            # successes in a row to come back up
+//! fall = 3                            # failures in a row to go down
 //!
 //! [pools.web]
 //! policy = "round_robin"              # round_robin | least_connections | consistent_hash | lard
@@ -63,6 +72,7 @@
 //!
 //! [pools.cache]
 //! policy = "consistent_hash"
+//! health = { path = "/cache/ping", interval_ms = 500 }   # over [health]'s, key by key
 //! hash_key = { header = "X-Cache-Key" }  # "path" (default) | "url" | "host" | "client_address"
 //!                                        # | { header = N } | { cookie = N } | { query = N }
 //! backends = [{ address = "198.18.1.13:80" }, { address = "198.18.1.14:80" }]
@@ -122,6 +132,14 @@
 //! A back-end is down when the caller says so ([`Dispatcher::set_health`], from active
 //! checks) or after `health.failures` handoff failures in a row (passive marking, with
 //! exponential back-off before it is tried again). Down, it gets no new connections.
+//!
+//! Active checks are configured here and run by the caller, which does the I/O
+//! ([`Dispatcher::health_checks`]): `[health]`'s `path`, `port`, `interval_ms`,
+//! `timeout_ms`, `rise` and `fall` apply to every pool once `path` is set, and a pool's
+//! `health` table overrides them key by key (its own `path` turns checks on for that
+//! pool alone). `port` checks another port than the back-end's, such as a TLS
+//! back-end's plain HTTP one. A back-end listed by pools with different checks gets each
+//! of them, and is up while all pass.
 //! When every back-end of the chosen pool is down, the decision is
 //! [`Decision::Unavailable`] with the configured 503 body; requests do not spill into
 //! another pool, which might not serve that content.
@@ -156,7 +174,7 @@ mod matcher;
 mod pool;
 mod view;
 
-pub use config::DEFAULT_UNAVAILABLE_BODY;
-pub use dispatcher::{BackendStatus, Decision, Dispatcher, Route};
+pub use config::{DEFAULT_UNAVAILABLE_BODY, DispatchTable};
+pub use dispatcher::{BackendStatus, Decision, Dispatcher, HealthCheck, Route};
 pub use error::ConfigError;
 pub use view::RequestView;

@@ -4,38 +4,56 @@
 //! checksums fixed, and goes straight back out of the same interface (`XDP_TX`), never
 //! touching the front-end's stack or its slow path. SYN, FIN and RST go up (`XDP_PASS`):
 //! the slow path tracks opens and closes and forwards those itself. So do segments of
-//! unknown flows, and segments with payload (below).
+//! unknown flows, and segments whose checksum is partial (below).
 //!
 //! # XDP, not tc: the evidence
 //!
-//! - The slow path captures with an `AF_PACKET` socket. Device taps run in
-//!   `__netif_receive_skb_core` *before* tc ingress, so with a tc program every
-//!   fast-path packet would still be cloned to the daemon, which would forward it a
-//!   second time. XDP runs before the taps: an `XDP_TX`'d segment never reaches them, and
-//!   no skb is built for it on the front-end at all.
-//! - The price is checksums. In the lab every link is a veth and the client's kernel sends
-//!   TCP with `CHECKSUM_PARTIAL`: the checksum field holds only the pseudo-header sum, and
-//!   the router forwards it so. With native XDP on a veth, `veth_xdp_rcv_skb`
-//!   (drivers/net/veth.c) runs the program on a buffer made from the skb and, on
-//!   `XDP_TX`, consumes the skb and sends an `xdp_frame`, which carries no checksum state;
-//!   the peer (`p-fe`, no XDP program) builds a fresh skb from it with `CHECKSUM_NONE`,
-//!   the bridge forwards it, and the back-end's TCP verifies the field. An incremental
-//!   update of a partial checksum therefore arrives wrong (TcpInCsumErrors on the
-//!   back-end); it must leave here complete. An XDP program cannot tell a partial field
-//!   from a complete one without summing the whole segment, so:
-//! - **header-only segments** (ACKs, window updates: everything a downloading client
-//!   sends) are summed whole here, at most 60 bytes: if the field is the right complete
-//!   checksum or the pseudo-header sum an offloading sender leaves, the checksum is
-//!   recomputed for the new destination; anything else is passed up for the slow path
-//!   to verify and drop (never forwarded with a laundered checksum);
-//! - **segments with payload** go up to the slow path, which completes partial checksums
-//!   (`TP_STATUS_CSUMNOTREADY`) and forwards them. Uploads thus still cross userspace;
-//!   summing payloads here (a bounded loop over up to an MSS) is the next step.
+//! The slow path captures with an `AF_PACKET` socket. Device taps run in
+//! `__netif_receive_skb_core` *before* tc ingress, so with a tc program every fast-path
+//! packet would still be cloned to the daemon, which would forward it a second time. XDP
+//! runs before the taps: an `XDP_TX`'d segment never reaches them, and no skb is built
+//! for it on the front-end at all.
 //!
-//! On real NICs frames on the wire always carry complete checksums, so the whole-sum
-//! rule is only stricter than needed there. Generic (skb-mode) XDP is not used: it keeps
-//! the skb's `CHECKSUM_PARTIAL` state through `XDP_TX`, so a device would later add the
-//! payload sum to the complete checksum written here.
+//! # Checksums
+//!
+//! The price is that XDP sees bytes, not an skb's checksum state, and after `XDP_TX`
+//! nothing downstream completes a checksum: the TCP checksum must leave here complete.
+//! Frames from a real wire always carry complete ones. A sender that offloads
+//! (`CHECKSUM_PARTIAL`) leaves only the pseudo-header sum in the field
+//! (`tcp_v4_send_check`, net/ipv4/tcp_ipv4.c) for its device to complete; over veths
+//! nothing does, and native XDP on a veth (`veth_xdp_rcv_skb`, drivers/net/veth.c) sends
+//! an `xdp_frame` without that state, so the back-end would verify the partial sum and
+//! drop the segment. An XDP program cannot tell the two forms apart without summing the
+//! whole segment, so it trusts a field to be complete unless it is visibly partial, as
+//! L4 balancers do (IPVS in NAT mode updates it incrementally, `tcp_fast_csum_update` in
+//! net/netfilter/ipvs/ip_vs_proto_tcp.c; Katran leaves it untouched inside its
+//! encapsulation):
+//!
+//! - **segments with payload** (requests on a kept-alive connection, uploads): a field
+//!   equal to the arriving segment's pseudo-header sum is taken as partial and the
+//!   segment goes up (`stat::PASS_PARTIAL_CHECKSUM`) to the slow path, which completes it
+//!   (`TP_STATUS_CSUMNOTREADY`) and forwards it. Any other field is taken as complete and
+//!   updated incrementally for the new address and port
+//!   (`baton_common::frontend::redirected_tcp_checksum`, RFC 1624): no loop over the
+//!   payload. An incremental update keeps a wrong checksum exactly as wrong, so a segment
+//!   corrupted on its way still fails the back-end's TCP checksum and is dropped there
+//!   (TcpInCsumErrors), never laundered. A complete checksum that happens to equal the
+//!   pseudo-header sum (one in 2^16) merely takes the slow path;
+//! - **header-only segments** (ACKs, window updates: everything a downloading client
+//!   sends) are summed whole, at most 60 bytes: a field that is the right complete
+//!   checksum or the partial sum is replaced by the complete checksum for the new
+//!   destination; anything else goes up (`stat::PASS_BAD_CHECKSUM`) for the slow path to
+//!   verify and drop. Incremental updates would do for a complete field too, but the
+//!   whole sum, cheap at this size, also keeps a partial-checksum client's downloads
+//!   (a container on the same host, say) entirely in XDP instead of sending every ACK
+//!   through userspace.
+//!
+//! The lab's client sends complete checksums (`baton lab up` turns transmit checksum
+//! offload off on its interface), as a host behind a real wire does, so the lab runs
+//! the production path; a test turns offload back on to check the partial one.
+//! Generic (skb-mode) XDP is not used: it keeps the skb's `CHECKSUM_PARTIAL` state
+//! through `XDP_TX`, so a device would later add the payload sum to the complete
+//! checksum written here.
 //!
 //! The DESIGN.md pitfall applies: a veth drops `XDP_TX`'d frames unless its peer has an
 //! XDP program (GRO alone, `ethtool -K p-fe gro on`, did not make `p-fe` take them: only
@@ -55,12 +73,18 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use baton_common::{
-    frontend::{DEFAULT_FLOW_TABLE_SIZE, FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
-    translate::{csum_replace4, ones_complement_add},
+    frontend::{
+        DEFAULT_FLOW_TABLE_SIZE, FrontendConfig, FrontendFlow, FrontendFlowKey,
+        redirected_tcp_checksum, stat, tcp_checksum,
+    },
+    translate::{csum_replace4, ones_complement_add, tcp_ipv4_pseudo_header_sum},
 };
 
-// Not pinned: `baton frontend` owns the program and its maps for its lifetime (pinning,
-// so that a restart keeps handed-off flows forwarding, is a later step).
+// `baton frontend` pins all three (and the XDP link) under `<pin_dir>/frontend-<iface>/`
+// when it loads the object, and reuses the pins when it finds them: the maps and the
+// program outlive the daemon, so handed-off flows keep forwarding across its restart,
+// and a newer program replaces this one in the link against the same maps. The flow
+// value's `client_isn` and `close_state` are the daemon's, never read here.
 #[map]
 static FRONTEND_FLOWS: HashMap<FrontendFlowKey, FrontendFlow> =
     HashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
@@ -129,23 +153,6 @@ fn be16(b: &[u8], at: usize) -> u16 {
     }
 }
 
-/// The one's-complement sum of the IPv4 TCP pseudo-header (RFC 9293 section 3.1).
-#[inline(always)]
-fn pseudo_sum(saddr: [u8; 4], daddr: [u8; 4], tcp_len: u16) -> u16 {
-    let mut sum = 0;
-    for word in [
-        u16::from_be_bytes([saddr[0], saddr[1]]),
-        u16::from_be_bytes([saddr[2], saddr[3]]),
-        u16::from_be_bytes([daddr[0], daddr[1]]),
-        u16::from_be_bytes([daddr[2], daddr[3]]),
-        u16::from(IPPROTO_TCP),
-        tcp_len,
-    ] {
-        sum = ones_complement_add(sum, word);
-    }
-    sum
-}
-
 fn forward(ctx: &XdpContext) -> Option<Verdict> {
     let config = *FRONTEND_CONFIG.get(0)?;
     if config.flags & FrontendConfig::ENABLED == 0 {
@@ -182,7 +189,9 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         client_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
         vip_port_be: config.vip_port_be,
     };
-    let flow = FRONTEND_FLOWS.get_ptr_mut(key)?;
+    let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
+        return Some(Verdict::Pass(stat::PASS_NO_FLOW));
+    };
     Some(forward_flow(ctx, &config, &l3, &tcp, flow))
 }
 
@@ -200,45 +209,58 @@ fn forward_flow(
     let target = unsafe { *flow };
     let total_len = usize::from(be16(l3, ETH_LEN + 2));
     let header_len = usize::from(tcp[12] >> 4) * 4;
-    if header_len < 20 || total_len < IP_LEN + header_len {
+    if header_len < 20
+        || total_len < IP_LEN + header_len
+        || ctx.data() + ETH_LEN + total_len > ctx.data_end()
+    {
         return Verdict::Pass(stat::PASS_MALFORMED);
     }
-    if total_len > IP_LEN + header_len {
-        return Verdict::Pass(stat::PASS_PAYLOAD);
-    }
-    let tcp_len = header_len as u16;
-
-    // The header's words except the checksum, with the old and the new port.
-    let mut words: u16 = 0;
-    for i in 0..TCP_MAX_WORDS {
-        if i * 2 >= header_len {
-            break;
-        }
-        if i == 1 || i == 8 {
-            continue; // destination port and checksum: added below
-        }
-        let Some(word) = bytes_at::<2>(ctx, TCP + i * 2) else {
-            return Verdict::Pass(stat::PASS_MALFORMED);
-        };
-        // SAFETY: bounds checked just above.
-        let word = unsafe { word.read_unaligned() };
-        words = ones_complement_add(words, u16::from_be_bytes(word));
-    }
+    let tcp_len = (total_len - IP_LEN) as u16;
+    let saddr = [l3[26], l3[27], l3[28], l3[29]];
+    let daddr = [l3[30], l3[31], l3[32], l3[33]];
+    let new_daddr = target.backend_addr_be.to_ne_bytes();
     let old_port = u16::from_be_bytes([tcp[2], tcp[3]]);
     let new_port = u16::from_be_bytes(target.backend_port_be.to_ne_bytes());
     let check = u16::from_be_bytes([tcp[16], tcp[17]]);
-    let saddr = [l3[26], l3[27], l3[28], l3[29]];
-    let daddr = [l3[30], l3[31], l3[32], l3[33]];
-    let old_pseudo = pseudo_sum(saddr, daddr, tcp_len);
-    let complete = ones_complement_add(ones_complement_add(old_pseudo, words), old_port);
-    // Complete and right, or the partial sum an offloading sender leaves (the folded
-    // pseudo-header sum, `tcp_v4_send_check` in net/ipv4/tcp_ipv4.c).
-    if ones_complement_add(complete, check) != 0xffff && check != old_pseudo {
-        return Verdict::Pass(stat::PASS_BAD_CHECKSUM);
-    }
-    let new_daddr = target.backend_addr_be.to_ne_bytes();
-    let new_pseudo = pseudo_sum(saddr, new_daddr, tcp_len);
-    let new_check = !ones_complement_add(ones_complement_add(new_pseudo, words), new_port);
+    let old_pseudo = tcp_ipv4_pseudo_header_sum(saddr, daddr, tcp_len);
+
+    let new_check = if total_len > IP_LEN + header_len {
+        // Payload: complete fields are updated, partial ones go up (module docs).
+        match redirected_tcp_checksum(
+            check,
+            old_pseudo,
+            (u32::from_be_bytes(daddr), old_port),
+            (u32::from_be_bytes(new_daddr), new_port),
+        ) {
+            Some(new_check) => new_check,
+            None => return Verdict::Pass(stat::PASS_PARTIAL_CHECKSUM),
+        }
+    } else {
+        // Header only: summed whole. The header's words except the checksum and the
+        // destination port, which differ between the old and the new sum.
+        let mut words: u16 = 0;
+        for i in 0..TCP_MAX_WORDS {
+            if i * 2 >= header_len {
+                break;
+            }
+            if i == 1 || i == 8 {
+                continue;
+            }
+            let Some(word) = bytes_at::<2>(ctx, TCP + i * 2) else {
+                return Verdict::Pass(stat::PASS_MALFORMED);
+            };
+            // SAFETY: bounds checked just above.
+            let word = unsafe { word.read_unaligned() };
+            words = ones_complement_add(words, u16::from_be_bytes(word));
+        }
+        let complete = ones_complement_add(ones_complement_add(old_pseudo, words), old_port);
+        // Complete and right, or the partial sum an offloading sender leaves.
+        if ones_complement_add(complete, check) != 0xffff && check != old_pseudo {
+            return Verdict::Pass(stat::PASS_BAD_CHECKSUM);
+        }
+        let new_pseudo = tcp_ipv4_pseudo_header_sum(saddr, new_daddr, tcp_len);
+        tcp_checksum(new_pseudo, ones_complement_add(words, new_port))
+    };
     let ip_check = csum_replace4(
         be16(l3, ETH_LEN + 10),
         u32::from_be_bytes(daddr),

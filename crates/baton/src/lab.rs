@@ -39,6 +39,8 @@ pub const ROUTER_LAN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const FE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 /// Port the back-ends' web servers listen on.
 pub const HTTP_PORT: u16 = 80;
+/// The port back-ends serve TLS on once [`Lab::enable_tls`] has run.
+pub const HTTPS_PORT: u16 = 443;
 
 /// One node of the lab; each is a network namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -377,6 +379,16 @@ impl Lab {
         // client <-> router, a point-to-point link.
         veth(&client, "eth0", &router, "eth0")?;
         addr_up(&client, "eth0", CLIENT_ADDR, 24)?;
+        // The client sends complete TCP checksums, as any host behind a real wire does:
+        // with offload on, a veth passes on the bare pseudo-header sum, which the
+        // front-end's fast path must send the slow way (baton-ebpf/src/frontend.rs).
+        netns::run(
+            "ip",
+            &[
+                "netns", "exec", &client, "ethtool", "-K", "eth0", "tx", "off",
+            ],
+        )
+        .context("turning the client's checksum offload off")?;
         addr_up(&router, "eth0", ROUTER_CLIENT_ADDR, 24)?;
         netns::ip(&[
             "-n",
@@ -505,8 +517,10 @@ impl Lab {
     /// Attaches the lab's XDP pass program to `p-fe`, so frames the front-end's fast path
     /// sends back out with `XDP_TX` are received by the bridge (see `baton-ebpf/src/lab.rs`).
     /// The link is pinned in the `lan` node's BPF filesystem, so it outlives this process
-    /// and goes with `lab down`.
-    fn pass_xdp_tx_to_bridge(&self, lan: &str) -> anyhow::Result<()> {
+    /// and goes with `lab down`. (`baton bench` removes it for the turns of systems
+    /// without a fast path and puts it back for Baton's: a veth whose peer runs XDP
+    /// loses TSO, which would slow down a front-end that sends, like HAProxy.)
+    pub fn pass_xdp_tx_to_bridge(&self, lan: &str) -> anyhow::Result<()> {
         let pin = self.bpffs(Node::Lan).join("p-fe-xdp");
         netns::run_in(lan, || -> anyhow::Result<()> {
             let mut ebpf =
@@ -525,11 +539,91 @@ impl Lab {
         })?
     }
 
+    /// Makes every back-end's nginx serve its tree over TLS as well, on [`HTTPS_PORT`],
+    /// with the PEM certificate chain `cert` and key `key` (one certificate for all
+    /// back-ends, naming whatever the caller will ask for), and waits until each accepts
+    /// connections from `client`. Needs nginx, not the built-in server. The server
+    /// blocks go in each back-end's `conf.d/`, which `lab down` removes with the rest.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) -> anyhow::Result<()> {
+        let state = self.state()?;
+        if state.server == ServerKind::Builtin {
+            bail!("TLS back-ends need nginx; this lab runs the built-in server");
+        }
+        let (cert, key) = (
+            fs::canonicalize(cert).with_context(|| format!("{}", cert.display()))?,
+            fs::canonicalize(key).with_context(|| format!("{}", key.display()))?,
+        );
+        for k in 1..=state.backends {
+            let node = Node::Backend(k);
+            let dir = self.state_dir().join(node.to_string());
+            let root = dir.join("www");
+            fs::create_dir_all(dir.join("conf.d"))?;
+            fs::write(
+                dir.join("conf.d/tls.conf"),
+                format!(
+                    "# Written by `baton lab tls` for {node}.\n\
+                     server {{\n    listen {HTTPS_PORT} ssl reuseport backlog=4096;\n    \
+                     server_name _;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+                     root {};\n    index index.html index.json;\n    \
+                     add_header X-Baton-Backend {node} always;\n}}\n",
+                    cert.display(),
+                    key.display(),
+                    root.display()
+                ),
+            )?;
+            netns::run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.namespace(node),
+                    "nginx",
+                    "-e",
+                    &dir.join("logs/error.log").to_string_lossy(),
+                    "-c",
+                    &dir.join("nginx.conf").to_string_lossy(),
+                    "-s",
+                    "reload",
+                ],
+            )
+            .with_context(|| format!("reloading nginx on {node} with TLS"))?;
+        }
+        // A reload starts new workers asynchronously: wait for the port.
+        let client = self.namespace(Node::Client);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for k in 1..=state.backends {
+            let target = SocketAddr::from((backend_addr(k), HTTPS_PORT));
+            let ok = netns::run_in(&client, || {
+                loop {
+                    if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+                        return true;
+                    }
+                    if Instant::now() > deadline {
+                        return false;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            })?;
+            if !ok {
+                bail!("be{k} did not accept TLS connections on {target} within 10 s");
+            }
+        }
+        Ok(())
+    }
+
     fn start_nginx(&self, node: Node, root: &Path) -> anyhow::Result<()> {
         let dir = root.parent().expect("www has a parent");
-        for sub in ["tmp", "logs"] {
+        for sub in ["tmp", "logs", "conf.d"] {
             fs::create_dir_all(dir.join(sub))?;
         }
+        // Where `PUT /upload/NAME` stores bodies (nginx.conf), as nginx's unprivileged
+        // workers.
+        let upload = root.join("upload");
+        fs::create_dir_all(&upload)?;
+        fs::set_permissions(
+            &upload,
+            <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+        )?;
         let conf = dir.join("nginx.conf");
         fs::write(&conf, nginx_conf(&node.to_string(), dir, root))?;
         let ns = self.namespace(node);
@@ -786,7 +880,15 @@ http {{
         root {r};
         index index.html index.json;
         add_header X-Baton-Backend {node} always;
+        # Uploads: `PUT /upload/NAME` stores the body as www/upload/NAME (201), so a test
+        # can send a large request body and check what arrived.
+        location /upload/ {{
+            dav_methods PUT;
+            client_max_body_size 256m;
+        }}
     }}
+    # More servers, such as the TLS one `baton lab tls` adds.
+    include {d}/conf.d/*.conf;
 }}
 "#
     )

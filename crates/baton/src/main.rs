@@ -36,6 +36,30 @@ enum Command {
         /// TOML configuration (see examples/frontend-lab.toml).
         #[arg(long)]
         config: PathBuf,
+        /// Remove what a stopped daemon leaves in place for its successor (the fast
+        /// path's pinned program, link and flow table, and the nftables table) and exit.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Check a front-end configuration file as `baton frontend` would read it: prints OK
+    /// and what it holds (rules, pools, back-ends, health checks), or the error with its
+    /// line and field (exit code 1).
+    Check {
+        /// The front-end's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Make the running front-end reload its configuration (SIGHUP): checks FILE, then
+    /// signals every `baton frontend --config FILE` (same file, found in /proc). New
+    /// rules, pools, health checks and 503 body apply to new connections; established
+    /// ones are untouched. Exit code 1 if FILE is invalid or no daemon uses it.
+    Reload {
+        /// The configuration file the daemon was started with, edited.
+        #[arg(long)]
+        config: PathBuf,
+        /// Signal this process instead of looking for daemons by their --config.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// The back-end agent: attaches the back-end module to the LAN interface (pinned, so
     /// it outlives the agent), then garbage-collects its flow table until SIGTERM/SIGINT.
@@ -90,6 +114,14 @@ enum LabCommand {
         #[arg(long, default_value_t = lab::DEFAULT_BACKENDS)]
         backends: u8,
     },
+    /// Make every back-end's nginx also serve TLS on port 443 with this certificate and
+    /// key (PEM; one certificate for all back-ends, e.g. with their SNI names).
+    Tls {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Run a command inside a node's network namespace.
     Exec {
         /// client, router, lan, fe or be1..beN.
@@ -123,7 +155,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
         Command::Backend { config, detach } => baton::backend::run(&config, detach),
-        Command::Frontend { config } => baton::frontend::run(&config),
+        Command::Frontend { config, detach } => baton::frontend::run(&config, detach),
+        Command::Check { config } => {
+            print!("{}", baton::frontend::control::check(&config)?);
+            Ok(())
+        }
+        Command::Reload { config, pid } => {
+            let pids = baton::frontend::control::reload(&config, pid)?;
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            println!(
+                "reload: {} checked; SIGHUP sent to {} (the daemon logs `reloaded`, or `reload_failed` and why)",
+                config.display(),
+                list.join(", ")
+            );
+            Ok(())
+        }
         Command::Counter {
             iface,
             seconds,
@@ -186,6 +232,15 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Exec { node, command } => match lab.exec(&node, &command)? {},
+        LabCommand::Tls { cert, key } => {
+            lab.enable_tls(&cert, &key)?;
+            eprintln!(
+                "lab: back-ends serve TLS on port {} with {}",
+                lab::HTTPS_PORT,
+                cert.display()
+            );
+            Ok(())
+        }
         LabCommand::Serve {
             backend,
             root,

@@ -50,7 +50,8 @@ struct Daemon;
 impl Daemon {
     fn start(name: &str, config: &str) -> support::Daemon {
         let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
-        std::fs::write(&path, config).unwrap();
+        // The example's pin folder is the default lab's: this lab's instead.
+        std::fs::write(&path, support::frontend_pins_in(&LAB, config)).unwrap();
         support::Daemon::start(
             &LAB,
             "fe",
@@ -124,6 +125,11 @@ fn frontend_completes_the_client_handshake_itself_and_keeps_the_host_tcp_out() {
         return;
     };
     let rsts_before = fe_host_tcp_resets();
+    // The lab's client sends complete checksums; with transmit offload on, its veth
+    // carries partial ones, which the slow path must complete (`checksums_completed`).
+    ok(&mut baton(&[
+        "lab", "exec", "client", "--", "ethtool", "-K", "eth0", "tx", "on",
+    ]));
     let daemon = Daemon::start("handshake", LAB_CONFIG);
     assert!(
         nft_tables_in_fe().contains("table inet baton_fe"),
@@ -167,9 +173,20 @@ fn frontend_completes_the_client_handshake_itself_and_keeps_the_host_tcp_out() {
         0,
         "the host's TCP never answered VIP:80"
     );
+    // The table outlives the daemon (so that a restart never lets the host reset a
+    // handed-off client); `--detach` removes it.
+    assert!(
+        nft_tables_in_fe().contains("table inet baton_fe"),
+        "the nftables table stays at exit"
+    );
+    let config = format!("/run/{LAB}-lab/handshake.toml");
+    let bin = env!("CARGO_BIN_EXE_baton");
+    ok(&mut baton(&[
+        "lab", "exec", "fe", "--", bin, "frontend", "--config", &config, "--detach",
+    ]));
     assert!(
         !nft_tables_in_fe().contains("baton_fe"),
-        "the nftables table is removed at exit"
+        "`--detach` removes the nftables table"
     );
     // Other ports of the VIP stay the host's: nothing listens on 81, so the host's TCP
     // refuses the connection (curl exit 7) at once.
@@ -274,8 +291,10 @@ fn frontend_resets_the_client_when_no_backend_answers() {
         [limits]
         handoff_rto_ms = 100
         handoff_retries = 2
-        [default_route]
-        backends = ["198.18.1.99:80"]
+        [dispatch]
+        default_pool = "dead"
+        [dispatch.pools.dead]
+        backends = [{ address = "198.18.1.99:80" }]
     "#;
     let daemon = Daemon::start("dead-backend", config);
     let (got, end, elapsed) = exchange(

@@ -183,4 +183,7 @@ pub enum ConfigError {
     /// A connection limit of zero or beyond u32.
     #[error("max_connections {0} out of range")]
     Connections(usize),
+    /// A 503 body longer than [`super::MAX_UNAVAILABLE_BODY`].
+    #[error("a 503 body of {0} bytes; at most 1024 fit the one segment it is sent in")]
+    UnavailableBody(usize),
 }

@@ -1,13 +1,15 @@
 //! Per-connection state and the rules each state applies to segments and timers.
 
-use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
+use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use baton_common::handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption};
 
 use super::config::{MAX_CANDIDATES, MIN_MSS};
 use super::cookie::{decode_ts_options, encode_ts_options};
 use super::packet::{self, bare_segment, seq_le, seq_lt, with_timestamps};
-use super::{Backend, Dispatch, Event, FlowKey, FrontEnd, HandedOff, Instant, ResetReason};
+use super::{
+    Backend, Dispatch, Event, FlowKey, FrontEnd, HandedOff, Handover, Instant, ResetReason,
+};
 use crate::request::{ClientRequest, parse_request};
 use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
 
@@ -140,8 +142,9 @@ pub(crate) struct Connection {
     rto: Duration,
     /// The armed deadline, mirrored in the front-end's timer set.
     pub(crate) timer: Option<Instant>,
-    /// The error response being delivered in `Closing`.
-    response: &'static [u8],
+    /// The error response being delivered in `Closing`: shared with the front-end, so
+    /// that a new 503 body (a reload) never changes bytes already sent.
+    response: Option<Arc<[u8]>>,
     /// The client's bytes, up to the request limit; released at the handoff.
     request: Vec<u8>,
     /// Client packets held during the handoff, in arrival order.
@@ -169,11 +172,74 @@ impl Connection {
             tried: [None; MAX_CANDIDATES],
             rto: Duration::ZERO,
             timer: None,
-            response: b"",
+            response: None,
             request: Vec::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
         }
+    }
+
+    /// A connection handed off by another front-end, rebuilt from its [`Handover`]
+    /// (see [`FrontEnd::adopt`]).
+    ///
+    /// Only what a handed-off connection still reads is real: the back-end (forwarding,
+    /// events), the client's ISN (the grace period's test for a new SYN on the 4-tuple),
+    /// the FINs seen (`check_closed`) and the state. The rest of the client's SYN and the
+    /// front-end's terms (`isn_f`, `tsv_f`, window scale, SACK) are known only to the
+    /// previous front-end and are zeroed, which is safe because after a handoff the
+    /// front-end never builds a segment of its own for the connection: it only forwards
+    /// the client's (the SYN/ACK, ACKs, error responses, resets and the SYN' are all
+    /// reachable only before the handoff or in `Closing`, which a handed-off connection
+    /// never enters), and its idle timeout and grace period free it silently. `rcv_nxt`
+    /// (the client ISN + 1, as [`Connection::new`] sets it) is read only before the
+    /// handoff and in a close the front-end makes itself.
+    pub(crate) fn adopted(flow: FlowKey, handover: &Handover, ttl: u8) -> Self {
+        let syn = ClientSyn {
+            isn: handover.client_isn,
+            window: 0,
+            mss: None,
+            window_scale: None,
+            tsval: 0,
+            ttl,
+        };
+        let terms = FrontTerms {
+            isn_f: 0,
+            tsv_f: 0,
+            ws_f: None,
+            timestamps: false,
+            sack: false,
+        };
+        let state = match handover.reset {
+            Some(reason) => State::TimeWait(Outcome::Reset(reason)),
+            None if handover.client_fin && handover.backend_fin => State::TimeWait(Outcome::Closed),
+            None => State::Forwarding,
+        };
+        let mut conn = Self::new(flow, state, syn, terms);
+        conn.handed_off = true;
+        conn.tried[0] = Some(handover.backend);
+        conn.candidates = 1;
+        conn.client_fin = handover.client_fin;
+        conn.backend_fin = handover.backend_fin;
+        conn
+    }
+
+    /// What another front-end needs to adopt this connection, once it is handed off.
+    pub(crate) fn handover(&self) -> Option<Handover> {
+        if !self.handed_off {
+            return None;
+        }
+        let reset = match self.state {
+            State::Forwarding | State::TimeWait(Outcome::Closed) => None,
+            State::TimeWait(Outcome::Reset(reason)) => Some(reason),
+            _ => return None,
+        };
+        Some(Handover {
+            backend: self.backend()?,
+            client_isn: self.syn.isn,
+            client_fin: self.client_fin,
+            backend_fin: self.backend_fin,
+            reset,
+        })
     }
 
     pub(crate) fn state_name(&self) -> StateName {
@@ -202,13 +268,52 @@ impl Connection {
     }
 }
 
-/// Responses for requests that cannot be handed off. `Connection: close` and an empty
-/// body: the front-end closes right after (RFC 9110 §15.5.1, §15.6.4; RFC 6585 §5).
+/// Responses for requests that cannot be handed off. `Connection: close`: the front-end
+/// closes right after (RFC 9110 §15.5.1, §15.6.4; RFC 6585 §5). Each goes out as one
+/// segment with the FIN, which is why the 503's configurable body is bounded by
+/// [`super::MAX_UNAVAILABLE_BODY`].
 const RESPONSE_400: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-const RESPONSE_503: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// The error responses, built once (the 503 again when its body changes).
+pub(crate) struct Responses {
+    bad_request: Arc<[u8]>,
+    too_large: Arc<[u8]>,
+    unavailable: Arc<[u8]>,
+}
+
+impl Responses {
+    pub(crate) fn new() -> Self {
+        Self {
+            bad_request: RESPONSE_400.into(),
+            too_large: RESPONSE_431.into(),
+            unavailable: unavailable_response(b"").into(),
+        }
+    }
+
+    pub(crate) fn set_unavailable_body(&mut self, body: &[u8]) {
+        self.unavailable = unavailable_response(body).into();
+    }
+}
+
+/// `503 Service Unavailable` with `body` (HTML, as HAProxy's and nginx's error pages).
+fn unavailable_response(body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(128 + body.len());
+    r.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\n");
+    if !body.is_empty() {
+        r.extend_from_slice(b"Content-Type: text/html; charset=utf-8\r\n");
+    }
+    r.extend_from_slice(
+        format!(
+            "Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    r.extend_from_slice(body);
+    r
+}
 
 /// What the request parser and the dispatcher made of the buffer.
 enum Decision {
@@ -1064,26 +1169,27 @@ impl<D: Dispatch> FrontEnd<D> {
         outcome: Outcome,
     ) {
         conn.state = State::TimeWait(outcome);
-        conn.response = b"";
+        conn.response = None;
         self.arm(slot, conn, now + self.config.time_wait);
     }
 
     /// Sends an error response with FIN and waits for its acknowledgement.
     fn respond(&mut self, now: Instant, slot: u32, conn: &mut Connection, status: u16) -> Next {
-        conn.response = match status {
+        // An `Arc` clone: no allocation per response.
+        conn.response = Some(match status {
             431 => {
                 self.stats.responses_431 += 1;
-                RESPONSE_431
+                self.responses.too_large.clone()
             }
             503 => {
                 self.stats.responses_503 += 1;
-                RESPONSE_503
+                self.responses.unavailable.clone()
             }
             _ => {
                 self.stats.responses_400 += 1;
-                RESPONSE_400
+                self.responses.bad_request.clone()
             }
-        };
+        });
         conn.request = Vec::new();
         conn.state = State::Closing;
         conn.tries = 0;
@@ -1093,7 +1199,7 @@ impl<D: Dispatch> FrontEnd<D> {
             .terms
             .isn_f
             .wrapping_add(1)
-            .wrapping_add(conn.response.len() as u32)
+            .wrapping_add(conn.response.as_deref().map_or(0, <[u8]>::len) as u32)
             .wrapping_add(1);
         let deadline = now + conn.rto;
         self.arm(slot, conn, deadline);
@@ -1237,7 +1343,7 @@ impl<D: Dispatch> FrontEnd<D> {
             TcpFlags::ACK | TcpFlags::PSH | TcpFlags::FIN,
             self.receive_window(conn),
         );
-        tcp.payload = conn.response;
+        tcp.payload = conn.response.as_deref().unwrap_or_default();
         let tcp = with_timestamps(tcp, conn.tsopt());
         self.send_to_client(&conn.flow, &tcp);
     }

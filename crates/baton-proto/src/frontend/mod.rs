@@ -65,7 +65,10 @@
 //! - **Garbage**: a first byte that starts neither an HTTP request line nor a TLS
 //!   handshake record, or a malformed HTTP head, gets **400** and a close; a malformed
 //!   ClientHello gets a **reset**, since an HTTP answer means nothing to a TLS client.
-//! - **No back-end: 503** for HTTP, a reset for TLS (same reason).
+//! - **No back-end: 503** for HTTP, a reset for TLS (same reason). The 503's body is the
+//!   daemon's to choose ([`FrontEnd::set_unavailable_body`], empty by default); it goes
+//!   out in the one segment that carries the FIN, so it is bounded by
+//!   [`MAX_UNAVAILABLE_BODY`].
 //! - **Candidate selection**: the dispatcher is called again with the back-ends already
 //!   tried in `exclude` (no candidate list is stored), at most [`Config::max_candidates`]
 //!   times; a back-end fails by staying silent through [`Config::handoff_retries`]
@@ -92,6 +95,20 @@
 //!   window scale, SACK-permitted, timestamps) plus the handoff option; unknown options
 //!   (TFO, MPTCP, ...), ECE/CWR and SYN data are dropped, so the back-end never agrees to
 //!   something the client was refused.
+//!
+//! # Restarts: handover and adoption
+//!
+//! A handed-off connection needs little of the front-end: its back-end, and the state of
+//! its close. The daemon keeps that beside the fast path's flow entry, which outlives
+//! it (pinned in bpffs), so a restarted daemon can take the connection over:
+//! [`FrontEnd::handover`] reads what to keep of a handed-off connection,
+//! [`FrontEnd::adopt`] makes a new front-end track it again, as a connection in
+//! `Forwarding` (or in its grace period, if it had closed or been reset): its slow-path
+//! packets (FIN, RST, data) are forwarded, its close is tracked and its entry removed when
+//! done, exactly as if this front-end had handed it off. Nothing is sent on adoption and no
+//! [`Event::HandedOff`] is raised: the fast path already has the flow. Connections not yet
+//! handed off (handshake, request, handoff under way) cannot be carried over; the daemon's
+//! drain lets them finish before it stops.
 //!
 //! # Memory
 //!
@@ -127,6 +144,11 @@ use cookie::{FlowHashBuilder, Secrets};
 
 /// The bound the size test holds the per-connection state to, in bytes (heap excluded).
 pub const CONNECTION_SIZE_BOUND: usize = 256;
+
+/// The longest 503 body [`FrontEnd::set_unavailable_body`] takes: the response goes out
+/// as one segment, so with its head (about 150 bytes) and IPv4 and TCP headers it stays
+/// under the 1280-byte MTU that any path this side of a tunnel carries unfragmented.
+pub const MAX_UNAVAILABLE_BODY: usize = 1024;
 
 /// A back-end: the address and port the handed-off connection goes to.
 pub type Backend = SocketAddrV4;
@@ -256,6 +278,40 @@ pub struct HandedOff {
     pub candidate: u8,
 }
 
+/// What a front-end must know to take over a handed-off connection from another (a
+/// restarted daemon): see [`FrontEnd::handover`] and [`FrontEnd::adopt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handover {
+    /// Where the connection's client packets go.
+    pub backend: Backend,
+    /// The client's initial sequence number: a SYN repeating it during the grace period
+    /// is the old connection's and is forwarded, any other SYN starts a new connection
+    /// on the 4-tuple (see [`Stats::time_wait_reused`]).
+    pub client_isn: u32,
+    /// The client's FIN has been seen.
+    pub client_fin: bool,
+    /// The back-end's FIN has been seen (its egress copies it to the front-end).
+    pub backend_fin: bool,
+    /// The connection was reset ([`ResetReason::ClientReset`] or
+    /// [`ResetReason::BackendReset`]) and is in its grace period.
+    pub reset: Option<ResetReason>,
+}
+
+/// Why [`FrontEnd::adopt`] refused a connection. Each refusal is also counted in
+/// [`Stats::adoptions_refused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdoptError {
+    /// The flow is already tracked.
+    #[error("the flow is already tracked")]
+    Exists,
+    /// [`Config::max_connections`] connections are tracked.
+    #[error("the connection table is full")]
+    TableFull,
+    /// The flow's service is not one of [`Config::services`].
+    #[error("not a configured service")]
+    NotAService,
+}
+
 /// Why a connection was reset or abandoned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetReason {
@@ -377,6 +433,10 @@ pub struct Stats {
     pub resets: u64,
     /// Handed-off flows freed as idle.
     pub idle_timeouts: u64,
+    /// Handed-off connections taken over from a previous front-end ([`FrontEnd::adopt`]).
+    pub adopted: u64,
+    /// Adoptions refused (flow already tracked, table full, unknown service).
+    pub adoptions_refused: u64,
     /// Packets that could not be built (options overflow); never expected.
     pub emit_errors: u64,
     /// Transmits dropped because the caller did not drain `poll_transmit`.
@@ -405,6 +465,7 @@ pub struct FrontEnd<D> {
     events: VecDeque<Event>,
     stats: Stats,
     half_open: usize,
+    responses: connection::Responses,
 }
 
 impl<D: Dispatch> FrontEnd<D> {
@@ -425,7 +486,19 @@ impl<D: Dispatch> FrontEnd<D> {
             events: VecDeque::new(),
             stats: Stats::default(),
             half_open: 0,
+            responses: connection::Responses::new(),
         })
+    }
+
+    /// Sets the body of the 503 response sent when the dispatcher finds no back-end for
+    /// an HTTP request (sent as `text/html`; empty by default). Responses already under
+    /// way keep the body they started with.
+    pub fn set_unavailable_body(&mut self, body: &[u8]) -> Result<(), ConfigError> {
+        if body.len() > MAX_UNAVAILABLE_BODY {
+            return Err(ConfigError::UnavailableBody(body.len()));
+        }
+        self.responses.set_unavailable_body(body);
+        Ok(())
     }
 
     /// The configuration in force.
@@ -516,6 +589,54 @@ impl<D: Dispatch> FrontEnd<D> {
             self.arm(slot, &mut conn, now + self.config.idle_timeout);
         }
         self.put(slot, conn);
+    }
+
+    /// What to keep of `flow` so that another front-end can [`FrontEnd::adopt`] it:
+    /// `Some` once it is handed off (forwarding, or in its grace period after a close
+    /// or reset), `None` otherwise.
+    pub fn handover(&self, flow: &FlowKey) -> Option<Handover> {
+        let &slot = self.flows.get(flow)?;
+        self.slots.get(slot as usize)?.as_ref()?.handover()
+    }
+
+    /// Takes over a connection that another front-end handed off (a restarted daemon
+    /// adopting the flows it finds in the pinned fast-path table). From now on it is
+    /// tracked as if handed off here: client segments that reach the slow path are
+    /// forwarded to `handover.backend`, FINs and RSTs from both sides are tracked, and
+    /// [`Event::Closed`] or [`Event::Reset`] is raised when it ends (or it is freed as
+    /// idle after [`Config::idle_timeout`]). With both FINs seen, or a reset, it starts a
+    /// full grace period ([`Config::time_wait`]) from `now`: the old one's end is not
+    /// known, and longer is the safe side. Sends nothing and raises no event.
+    pub fn adopt(
+        &mut self,
+        now: Instant,
+        flow: FlowKey,
+        handover: Handover,
+    ) -> Result<(), AdoptError> {
+        let refused = if !self.config.services.contains(&flow.service) {
+            Some(AdoptError::NotAService)
+        } else if self.flows.contains_key(&flow) {
+            Some(AdoptError::Exists)
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            self.stats.adoptions_refused += 1;
+            return Err(error);
+        }
+        let Some(slot) = self.allocate() else {
+            self.stats.adoptions_refused += 1;
+            return Err(AdoptError::TableFull);
+        };
+        let mut conn = Connection::adopted(flow, &handover, self.config.ttl);
+        let deadline = match conn.state_name() {
+            StateName::Forwarding => now + self.config.idle_timeout,
+            _ => now + self.config.time_wait,
+        };
+        self.arm(slot, &mut conn, deadline);
+        self.insert(slot, conn);
+        self.stats.adopted += 1;
+        Ok(())
     }
 
     /// The next packet to send.

@@ -433,6 +433,27 @@ fn no_backend_gets_503() {
 }
 
 #[test]
+fn the_503_body_is_configurable_and_a_response_under_way_keeps_its_own() {
+    let mut h = harness_with(config(), vec![]);
+    h.fe.set_unavailable_body(b"<h1>all down</h1>").unwrap();
+    let (isn_f, tsv_f) = h.handshake();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    let first = h.drain()[0].tcp().payload.to_vec();
+    let text = String::from_utf8(first.clone()).unwrap();
+    assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    assert!(text.contains("\r\nContent-Length: 17\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n<h1>all down</h1>"), "{text}");
+    // A new body (a reload) does not change the bytes being retransmitted.
+    h.fe.set_unavailable_body(b"other").unwrap();
+    h.advance_to_timer();
+    assert_eq!(h.drain()[0].tcp().payload, &first[..]);
+    assert_eq!(
+        h.fe.set_unavailable_body(&[b'x'; MAX_UNAVAILABLE_BODY + 1]),
+        Err(ConfigError::UnavailableBody(MAX_UNAVAILABLE_BODY + 1))
+    );
+}
+
+#[test]
 fn handoff_happy_path_then_forwarding_then_close() {
     let mut h = harness();
     let (isn_f, tsv_f, _) = h.up_to_syn_prime();
@@ -910,4 +931,235 @@ fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
     ));
     assert_eq!(h.state(), Some(StateName::SynReceived));
     assert_eq!(h.fe.stats().time_wait_reused, 1);
+}
+
+// ----- adoption: a restarted front-end takes over handed-off connections -----
+
+fn handover(backend: Backend) -> Handover {
+    Handover {
+        backend,
+        client_isn: CISN,
+        client_fin: false,
+        backend_fin: false,
+        reset: None,
+    }
+}
+
+/// The back-end's FIN as its egress copies it to the front-end.
+fn backend_fin() -> TcpRepr<'static> {
+    bare_segment(0, 0, 5_000, 6_000, TcpFlags::ACK | TcpFlags::FIN, 500)
+}
+
+#[test]
+fn an_adopted_flow_forwards_a_fin_and_closes_after_both_fins() {
+    let mut h = harness();
+    let flow = h.flow();
+    h.fe.adopt(h.now, flow, handover(B2)).unwrap();
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    assert!(h.drain().is_empty(), "adoption sends nothing");
+    assert!(h.events().is_empty(), "and raises no event");
+    assert_eq!(h.fe.stats().adopted, 1);
+    assert_eq!(h.fe.stats().connections, 1);
+    assert_eq!(h.fe.handover(&flow), Some(handover(B2)));
+
+    // The client's FIN reaches the slow path (XDP passes it up): forwarded to the
+    // adopted back-end, untouched but for the destination.
+    let mut fin = h.client_seg(TcpFlags::ACK | TcpFlags::FIN, CISN + 10_001, 777);
+    fin.payload = b"last";
+    h.client_sends(&fin);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().src_addr, CLIENT);
+    assert_eq!(out[0].ip().dst_addr, *B2.ip());
+    let tcp = out[0].tcp();
+    assert_eq!(tcp.dst_port, B2.port());
+    assert_eq!(
+        (tcp.seq_number, tcp.ack_number),
+        (CISN + 10_001, 777),
+        "unchanged"
+    );
+    assert_eq!(tcp.payload, b"last");
+    assert_eq!(
+        h.state(),
+        Some(StateName::Forwarding),
+        "one FIN is not a close"
+    );
+    assert!(h.fe.handover(&flow).unwrap().client_fin);
+
+    h.backend_sends(backend_fin());
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert!(
+        h.drain().is_empty(),
+        "back-end segments are never forwarded"
+    );
+    let before = h.now;
+    h.advance_to_timer();
+    assert_eq!(
+        h.now.saturating_duration_since(before),
+        config().time_wait,
+        "a full grace period"
+    );
+    assert_eq!(
+        h.events(),
+        [Event::Closed {
+            flow,
+            backend: Some(B2),
+        }]
+    );
+    assert_eq!(h.fe.connection_count(), 0);
+    assert_eq!(h.fe.stats().closes, 1);
+}
+
+#[test]
+fn a_handover_carries_a_connection_and_its_close_to_another_front_end() {
+    // The first front-end hands the connection off and sees the client's FIN.
+    let mut old = harness();
+    let (isn_f, tsv_f, _) = old.up_to_syn_prime();
+    old.backend_sends(old.backend_syn_ack(isn_f, tsv_f));
+    old.backend_sends(old.confirmation(isn_f));
+    old.drain();
+    old.events();
+    let flow = old.flow();
+    assert_eq!(old.fe.handover(&flow), Some(handover(B1)));
+    let seq = CISN + 1 + REQUEST.len() as u32;
+    let mut fin = old.ack(isn_f, tsv_f, seq, &[]);
+    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+    old.client_sends(&fin);
+    let carried = old.fe.handover(&flow).unwrap();
+    assert!(carried.client_fin && !carried.backend_fin);
+
+    // A second one (a restarted daemon) adopts it: the back-end's FIN alone closes it.
+    let mut new = harness();
+    new.fe.adopt(new.now, flow, carried).unwrap();
+    new.backend_sends(backend_fin());
+    assert_eq!(new.state(), Some(StateName::TimeWait));
+    assert_eq!(
+        new.fe.handover(&flow),
+        Some(Handover {
+            client_fin: true,
+            backend_fin: true,
+            ..handover(B1)
+        })
+    );
+    new.advance_to_timer();
+    assert_eq!(
+        new.events(),
+        [Event::Closed {
+            flow,
+            backend: Some(B1),
+        }]
+    );
+    // Not handed off, nothing to carry.
+    let mut fresh = harness();
+    fresh.handshake();
+    assert_eq!(fresh.fe.handover(&fresh.flow()), None);
+}
+
+#[test]
+fn adoption_is_refused_for_a_tracked_flow_a_full_table_or_another_service() {
+    let mut h = harness_with(
+        Config {
+            max_connections: 1,
+            ..config()
+        },
+        vec![B1],
+    );
+    let flow = h.flow();
+    h.fe.adopt(h.now, flow, handover(B1)).unwrap();
+    assert_eq!(
+        h.fe.adopt(h.now, flow, handover(B2)),
+        Err(AdoptError::Exists)
+    );
+    assert_eq!(
+        h.fe.handover(&flow).unwrap().backend,
+        B1,
+        "the first adoption stands"
+    );
+    let other = FlowKey {
+        client: SocketAddrV4::new(CLIENT, CPORT + 1),
+        service: SERVICE,
+    };
+    assert_eq!(
+        h.fe.adopt(h.now, other, handover(B1)),
+        Err(AdoptError::TableFull)
+    );
+    let elsewhere = FlowKey {
+        client: other.client,
+        service: SocketAddrV4::new(VIP, 443),
+    };
+    assert_eq!(
+        h.fe.adopt(h.now, elsewhere, handover(B1)),
+        Err(AdoptError::NotAService)
+    );
+    assert_eq!(h.fe.stats().adopted, 1);
+    assert_eq!(h.fe.stats().adoptions_refused, 3);
+    assert_eq!(h.fe.connection_count(), 1);
+    assert_eq!(h.fe.connection_state(&other), None);
+}
+
+#[test]
+fn an_adopted_closed_flow_keeps_its_grace_period_and_its_isn() {
+    let mut h = harness();
+    let flow = h.flow();
+    let closed = Handover {
+        client_fin: true,
+        backend_fin: true,
+        ..handover(B1)
+    };
+    h.fe.adopt(h.now, flow, closed).unwrap();
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    // The old connection's own SYN, repeated, still goes to its back-end...
+    h.client_sends(&h.syn());
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    // ...a new ISN is a new connection, answered by the front-end itself.
+    let mut new_syn = h.syn();
+    new_syn.seq_number = CISN.wrapping_add(1_000_000);
+    h.client_sends(&new_syn);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, CLIENT);
+    assert_eq!(out[0].tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(h.state(), Some(StateName::SynReceived));
+    assert_eq!(h.fe.stats().time_wait_reused, 1);
+}
+
+#[test]
+fn an_adopted_reset_or_idle_flow_ends_with_its_reason() {
+    let mut h = harness();
+    let flow = h.flow();
+    let reset = Handover {
+        reset: Some(ResetReason::BackendReset),
+        ..handover(B1)
+    };
+    h.fe.adopt(h.now, flow, reset).unwrap();
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    h.advance_to_timer();
+    assert_eq!(
+        h.events(),
+        [Event::Reset {
+            flow,
+            backend: Some(B1),
+            reason: ResetReason::BackendReset,
+        }]
+    );
+
+    // Adopted and never heard of again: freed as idle, like any handed-off flow.
+    h.fe.adopt(h.now, flow, handover(B1)).unwrap();
+    let before = h.now;
+    h.advance_to_timer();
+    assert_eq!(
+        h.now.saturating_duration_since(before),
+        config().idle_timeout
+    );
+    assert_eq!(
+        h.events(),
+        [Event::Reset {
+            flow,
+            backend: Some(B1),
+            reason: ResetReason::IdleTimeout,
+        }]
+    );
+    assert_eq!(h.fe.connection_count(), 0);
 }

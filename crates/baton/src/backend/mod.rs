@@ -249,7 +249,9 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn require_bpffs(dir: &Path) -> anyhow::Result<()> {
+/// Fails with a clear message unless `dir` is (or would be created) on a BPF
+/// filesystem, where pins must live. Shared with the front-end's fast path.
+pub(crate) fn require_bpffs(dir: &Path) -> anyhow::Result<()> {
     // The nearest existing ancestor tells which filesystem the pins would land on.
     let mut at = dir;
     while !at.exists() {

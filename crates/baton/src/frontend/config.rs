@@ -2,21 +2,28 @@
 //! core's [`baton_proto::frontend::Config`] plus the daemon's own settings.
 //!
 //! Every table rejects unknown keys (a misspelt limit must not silently fall back to its
-//! default), and every error names the field it is about. Limits left out take the
-//! protocol core's defaults, so this file never restates them.
+//! default), and every error names the line and the field it is about. Limits left out
+//! take the protocol core's defaults, so this file never restates them.
+//!
+//! The content rules are the dispatcher's own configuration (crate `baton-dispatch`,
+//! `examples/dispatch.toml`) held whole in the `[dispatch]` table: `[dispatch.pools.NAME]`,
+//! `[[dispatch.rules]]`, `[dispatch.health]`. Keeping them in a table of their own keeps
+//! the two key spaces apart (the daemon's `[limits]` beside the dispatcher's `[health]`),
+//! lets errors name fields unambiguously (`dispatch.pools.web.backends[1].weight`), and
+//! draws the line a reload follows: `[dispatch]` changes live, everything else needs a
+//! restart ([`RestartOnly`]).
 
 use std::{
-    fmt::Write as _,
+    fmt,
     net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
-use baton_proto::frontend::{Config as ProtoConfig, ConfigError};
+use anyhow::{Context as _, anyhow, bail};
+use baton_dispatch::{DispatchTable, Dispatcher};
+use baton_proto::frontend::{Config as ProtoConfig, ConfigError, MAX_UNAVAILABLE_BODY};
 use serde::Deserialize;
-
-use super::dispatch::{Route, RouteDispatcher};
 
 /// The file as written. See `examples/frontend-lab.toml` for a commented example.
 #[derive(Debug, Deserialize)]
@@ -53,17 +60,19 @@ pub struct FileConfig {
     /// the slow path forwards them: correct, only slower.
     #[serde(default = "default_true")]
     pub fast_path: bool,
+    /// A folder on a BPF filesystem for the fast path's pins (maps and XDP link, in
+    /// `frontend-<interface>/`), which keep handed-off connections forwarding across a
+    /// restart of the daemon. Default `/sys/fs/bpf/baton`.
+    pub pin_dir: Option<PathBuf>,
     /// TCP terms offered to clients.
     #[serde(default)]
     pub tcp: TcpTerms,
     /// Table sizes, request limits and timers.
     #[serde(default)]
     pub limits: Limits,
-    /// Content rules, tried in order; the first that matches picks the pool.
-    #[serde(default, rename = "route")]
-    pub routes: Vec<RouteConfig>,
-    /// The pool for requests no route matches; without it they get 503.
-    pub default_route: Option<DefaultRoute>,
+    /// `[dispatch]`: rules, pools, policies, health checks and the 503 body, in the
+    /// dispatcher's format (crate `baton-dispatch`).
+    pub dispatch: DispatchTable,
 }
 
 /// `[tcp]`: what the front-end agrees to in its SYN/ACK. Absent keys keep the protocol
@@ -102,27 +111,6 @@ pub struct Limits {
     pub idle_timeout_ms: Option<u64>,
 }
 
-/// `[[route]]`: requests whose path starts with `prefix` (and, if given, whose Host or
-/// TLS SNI is `host`) go to `backends`, round robin.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Path prefix, starting with `/`. Absent: any path (and TLS, which has none).
-    pub prefix: Option<String>,
-    /// Host name (HTTP Host or TLS SNI), compared case-insensitively. Absent: any host.
-    pub host: Option<String>,
-    /// Back-ends as `ip:port`.
-    pub backends: Vec<String>,
-}
-
-/// `[default_route]`: the pool for everything no `[[route]]` matched.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DefaultRoute {
-    /// Back-ends as `ip:port`.
-    pub backends: Vec<String>,
-}
-
 fn default_port() -> u16 {
     80
 }
@@ -147,10 +135,27 @@ pub struct Settings {
     pub secret_generated: bool,
     /// The protocol core's configuration.
     pub proto: ProtoConfig,
-    /// The content rules.
-    pub dispatcher: RouteDispatcher,
+    /// The content rules, pools and health checks.
+    pub dispatcher: Dispatcher,
+    /// What a reload cannot change.
+    pub restart_only: RestartOnly,
     /// Whether to try the XDP fast path.
     pub fast_path: bool,
+    /// Where the fast path's pins live (a BPF filesystem folder).
+    pub pin_dir: PathBuf,
+}
+
+impl fmt::Debug for Settings {
+    /// What the settings are about, never their keys or secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("interface", &self.interface)
+            .field("service", &self.service)
+            .field("drain", &self.drain)
+            .field("dispatch", &Summary(&self.dispatcher).to_string())
+            .field("fast_path", &self.fast_path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads and checks `path`.
@@ -162,15 +167,118 @@ pub fn load(path: &Path) -> anyhow::Result<Settings> {
 }
 
 /// Parses and checks a configuration; relative key-file paths are taken from `base`.
+/// Errors read `line N: FIELD: what is wrong` (a syntax error: `line N: message`, the
+/// message naming the key).
 pub fn parse(text: &str, base: &Path) -> anyhow::Result<Settings> {
-    // toml's errors already say the line, the column and the key (unknown field, wrong
-    // type), so they are passed on as they are.
-    let file: FileConfig = toml::from_str(text)?;
-    file.check(base)
+    let syntax = |e: toml::de::Error| {
+        let line = e.span().map_or(1, |s| line_at(text, s.start));
+        anyhow!("line {line}: {}", e.message().trim_end())
+    };
+    let table: toml::Table = toml::from_str(text).map_err(syntax)?;
+    let file: FileConfig = toml::from_str(text).map_err(syntax)?;
+    let mut settings = file.check(text, base).map_err(|e| with_line(text, e))?;
+    settings.restart_only = RestartOnly::new(table, settings.proto.handoff_key);
+    Ok(settings)
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Puts the line of the field an error begins with (`limits.handoff_rto_ms: ...`) in
+/// front of it; errors that already say their line, or name no field of the file, are
+/// left as they are.
+fn with_line(text: &str, e: anyhow::Error) -> anyhow::Error {
+    let message = format!("{e:#}");
+    if message.starts_with("line ") {
+        return e;
+    }
+    let field = message.split(": ").next().unwrap_or("").trim_matches('`');
+    match field_line(text, field) {
+        Some(line) => anyhow!("line {line}: {message}"),
+        None => e,
+    }
+}
+
+/// The line where `field` (dotted, such as `limits.handoff_rto_ms`) is written.
+fn field_line(text: &str, field: &str) -> Option<usize> {
+    if field.is_empty()
+        || !field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.".contains(&b))
+    {
+        return None;
+    }
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item = doc.as_item();
+    let mut span = None;
+    for key in field.split('.') {
+        let (k, next) = item.as_table_like()?.get_key_value(key)?;
+        span = k.span().or_else(|| next.span()).or(span);
+        item = next;
+    }
+    span.map(|s| line_at(text, s.start))
+}
+
+/// The settings a reload cannot change: the whole file but `[dispatch]` (interface,
+/// VIP, port, keys, TCP terms, limits, fast path...), compared as written, plus the
+/// handoff key itself (its file's contents may change under the same name).
+#[derive(Clone, PartialEq, Default)]
+pub struct RestartOnly {
+    table: toml::Table,
+    handoff_key: [u8; 16],
+}
+
+impl fmt::Debug for RestartOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the keys.
+        f.debug_struct("RestartOnly").finish_non_exhaustive()
+    }
+}
+
+impl RestartOnly {
+    fn new(mut table: toml::Table, handoff_key: [u8; 16]) -> Self {
+        table.remove("dispatch");
+        Self { table, handoff_key }
+    }
+
+    /// The fields whose values differ in `new`: top-level keys, and a table's keys one
+    /// level down (`limits.handoff_rto_ms`), in order.
+    pub fn changes(&self, new: &RestartOnly) -> Vec<String> {
+        let mut out = Vec::new();
+        let keys: std::collections::BTreeSet<&String> =
+            self.table.keys().chain(new.table.keys()).collect();
+        for key in keys {
+            match (self.table.get(key), new.table.get(key)) {
+                (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+                    let inner: std::collections::BTreeSet<&String> =
+                        a.keys().chain(b.keys()).collect();
+                    for k in inner {
+                        if a.get(k) != b.get(k) {
+                            out.push(format!("{key}.{k}"));
+                        }
+                    }
+                }
+                (a, b) if a != b => out.push(key.clone()),
+                _ => {}
+            }
+        }
+        if self.handoff_key != new.handoff_key && !out.iter().any(|f| f.starts_with("handoff_key"))
+        {
+            out.push("handoff_key (file contents)".into());
+        }
+        out
+    }
 }
 
 impl FileConfig {
-    fn check(self, base: &Path) -> anyhow::Result<Settings> {
+    fn check(self, text: &str, base: &Path) -> anyhow::Result<Settings> {
         if self.interface.is_empty() || self.interface.len() >= libc::IFNAMSIZ {
             bail!(
                 "interface: `{}` is not a valid interface name",
@@ -254,33 +362,19 @@ impl FileConfig {
                 ConfigError::Candidates(_) => "limits.max_candidates",
                 ConfigError::RequestLimits => "limits.max_request_len or limits.max_headers",
                 ConfigError::Connections(_) => "limits.max_connections",
+                ConfigError::UnavailableBody(_) => "dispatch.unavailable_body",
             };
             anyhow::anyhow!("{field}: {e}")
         })?;
 
-        let mut routes = Vec::with_capacity(self.routes.len());
-        for (i, r) in self.routes.into_iter().enumerate() {
-            if let Some(prefix) = &r.prefix
-                && !prefix.starts_with('/')
-            {
-                bail!("route[{i}].prefix: `{prefix}` must start with `/`");
-            }
-            if r.host.as_deref().is_some_and(str::is_empty) {
-                bail!("route[{i}].host: empty (leave it out to match any host)");
-            }
-            let backends = parse_backends(&r.backends, &format!("route[{i}].backends"))?;
-            routes.push(Route::new(r.prefix, r.host, backends));
-        }
-        let default = match self.default_route {
-            Some(d) => Some(Route::new(
-                None,
-                None,
-                parse_backends(&d.backends, "default_route.backends")?,
-            )),
-            None => None,
-        };
-        if routes.is_empty() && default.is_none() {
-            bail!("route: no [[route]] and no [default_route]; every request would get 503");
+        let dispatcher = Dispatcher::from_table(self.dispatch, text)
+            .map_err(|e| anyhow!("{}", e.in_table("dispatch")))?;
+        let body = dispatcher.unavailable_body().len();
+        if body > MAX_UNAVAILABLE_BODY {
+            bail!(
+                "dispatch.unavailable_body: {body} bytes; at most {MAX_UNAVAILABLE_BODY} (the \
+                 front-end sends the 503 in one segment)"
+            );
         }
         Ok(Settings {
             interface: self.interface,
@@ -288,30 +382,14 @@ impl FileConfig {
             drain: Duration::from_millis(self.drain_ms),
             secret_generated,
             proto,
-            dispatcher: RouteDispatcher::new(routes, default),
+            dispatcher,
+            restart_only: RestartOnly::default(),
             fast_path: self.fast_path,
+            pin_dir: self
+                .pin_dir
+                .unwrap_or_else(|| PathBuf::from(super::fastpath::DEFAULT_PIN_DIR)),
         })
     }
-}
-
-fn parse_backends(list: &[String], field: &str) -> anyhow::Result<Vec<SocketAddrV4>> {
-    if list.is_empty() {
-        bail!("{field}: empty; give at least one `ip:port`");
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for (i, s) in list.iter().enumerate() {
-        let addr: SocketAddrV4 = s
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{field}[{i}]: `{s}` is not an IPv4 `ip:port`"))?;
-        if addr.port() == 0 || addr.ip().is_unspecified() {
-            bail!("{field}[{i}]: `{s}` needs a real address and a port");
-        }
-        if out.contains(&addr) {
-            bail!("{field}[{i}]: `{s}` listed twice");
-        }
-        out.push(addr);
-    }
-    Ok(out)
 }
 
 /// 16 bytes from the kernel's CSPRNG (getrandom(2), blocking only before the pool is
@@ -343,22 +421,25 @@ fn random_secret() -> std::io::Result<[u8; 16]> {
     Ok(secret)
 }
 
-/// A one-line summary of what the configuration does, for the start-up log.
-pub fn describe_routes(dispatcher: &RouteDispatcher) -> String {
-    let mut out = String::new();
-    for (i, r) in dispatcher.routes().iter().enumerate() {
-        if i > 0 {
-            out.push_str("; ");
-        }
-        let _ = write!(out, "{r}");
+/// What a configuration's dispatcher holds, for the start-up log, `baton check` and
+/// reloads: `5 rules, 4 pools, 3 back-ends, 4 health checks`.
+pub struct Summary<'d>(pub &'d Dispatcher);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let (rules, pools) = (d.rule_names().count(), d.pools().count());
+        let (backends, checks) = (d.backends().count(), d.health_checks().len());
+        write!(
+            f,
+            "{rules} rule{}, {pools} pool{}, {backends} back-end{}, {checks} health check{}",
+            plural(rules),
+            plural(pools),
+            plural(backends),
+            plural(checks)
+        )
     }
-    if let Some(d) = dispatcher.default_route() {
-        if !out.is_empty() {
-            out.push_str("; ");
-        }
-        let _ = write!(out, "default -> {}", d.backends_display());
-    }
-    out
 }
 
 #[cfg(test)]
@@ -369,14 +450,16 @@ mod tests {
         interface = "eth0"
         vip = "198.18.2.1"
         handoff_key = "000102030405060708090a0b0c0d0e0f"
-        [default_route]
-        backends = ["198.18.1.11:80"]
+        [dispatch]
+        default_pool = "web"
+        [dispatch.pools.web]
+        backends = [{ address = "198.18.1.11:80" }]
     "#;
 
     fn err(text: &str) -> String {
         format!(
             "{:#}",
-            parse(text, Path::new(".")).err().expect("should fail")
+            parse(text, Path::new(".")).expect_err("should fail")
         )
     }
 
@@ -391,14 +474,19 @@ mod tests {
         assert!(s.secret_generated);
         assert_ne!(s.proto.secret, [0; 16], "a random secret");
         assert_eq!(s.drain, Duration::from_secs(5));
+        assert_eq!(s.pin_dir, Path::new("/sys/fs/bpf/baton"));
     }
 
     #[test]
     fn the_lab_example_parses() {
         let text = include_str!("../../../../examples/frontend-lab.toml");
         let s = parse(text, Path::new(".")).unwrap();
-        assert_eq!(s.dispatcher.routes().len(), 3);
-        assert!(s.dispatcher.default_route().is_some());
+        assert_eq!(
+            Summary(&s.dispatcher).to_string(),
+            "5 rules, 5 pools, 3 back-ends, 4 health checks"
+        );
+        assert!(s.dispatcher.unavailable_body().contains("503"));
+        assert_eq!(s.pin_dir, Path::new("/run/baton-lab/fe/bpf"));
     }
 
     #[test]
@@ -410,21 +498,73 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_field() {
+    fn errors_name_the_line_and_the_field() {
         let e = err(&MINIMAL.replace("0f\"", "0g\""));
-        assert!(e.contains("handoff_key"), "{e}");
-        let e = err(&MINIMAL.replace("198.18.1.11:80", "198.18.1.11"));
-        assert!(e.contains("default_route.backends[0]"), "{e}");
+        assert!(e.starts_with("line 4: `handoff_key`"), "{e}");
+        // MINIMAL ends with line 9, indentation only.
         let e = err(&format!("{MINIMAL}\n[tcp]\nmss = 100\n"));
-        assert!(e.contains("tcp.mss"), "{e}");
+        assert!(e.starts_with("line 11: tcp.mss: "), "{e}");
         let e = err(&format!("{MINIMAL}\n[limits]\nhandoff_rto_ms = 0\n"));
-        assert!(e.contains("limits.handoff_rto_ms"), "{e}");
-        let e = err(&format!(
-            "{MINIMAL}\n[[route]]\nprefix = \"img\"\nbackends = [\"1.2.3.4:80\"]\n"
-        ));
-        assert!(e.contains("route[0].prefix"), "{e}");
+        assert_eq!(e, "line 11: limits.handoff_rto_ms: must be above 0");
+        let e = err(&MINIMAL.replace("vip =", "port = 0\nvip ="));
+        assert!(e.starts_with("line 3: port: "), "{e}");
         let e = err(&MINIMAL.replace("handoff_key =", "secret ="));
         assert!(e.contains("handoff_key"), "{e}");
+        // The dispatcher's own errors, with the file's lines and the table's prefix.
+        let e = err(&MINIMAL.replace("198.18.1.11:80\" }", "198.18.1.11:80\", weight = 0 }"));
+        assert_eq!(
+            e,
+            "line 8: dispatch.pools.web.backends[0].weight: a weight must be at least 1"
+        );
+        let e = err(&MINIMAL.replace("default_pool = \"web\"", "default_pool = \"wbe\""));
+        assert!(e.starts_with("line 6: dispatch.default_pool: "), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[[dispatch.rules]]\npool = \"web\"\nmatch = {{ pth = \"/\" }}\n"
+        ));
+        assert!(e.starts_with("line 12: unknown field `pth`"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[dispatch.health]\npath = \"/\"\ninterval_ms = 0\n"
+        ));
+        assert!(
+            e.starts_with("line 12: dispatch.health.interval_ms: "),
+            "{e}"
+        );
+        let long = "x".repeat(MAX_UNAVAILABLE_BODY + 1);
+        let e = err(&MINIMAL.replace(
+            "default_pool = \"web\"",
+            &format!("default_pool = \"web\"\nunavailable_body = \"{long}\""),
+        ));
+        assert!(
+            e.starts_with("line 7: dispatch.unavailable_body: 1025 bytes"),
+            "{e}"
+        );
+        // The old `[[route]]` format is refused, by name.
+        let e = err(&format!("{MINIMAL}\n[[route]]\nprefix = \"/\"\n"));
+        assert!(e.contains("unknown field `route`"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_knows_what_needs_a_restart() {
+        let old = parse(MINIMAL, Path::new(".")).unwrap().restart_only;
+        let same = parse(
+            &MINIMAL.replace("198.18.1.11:80", "198.18.1.12:80"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(old.changes(&same.restart_only), Vec::<String>::new());
+        let text = MINIMAL.replace("vip = \"198.18.2.1\"", "vip = \"198.18.2.2\"\nport = 81")
+            + "\n[limits]\nhandoff_rto_ms = 100\n";
+        let new = parse(&text, Path::new(".")).unwrap().restart_only;
+        assert_eq!(old.changes(&new), ["limits", "port", "vip"]);
+        let text = format!("{MINIMAL}\n[limits]\nhandoff_rto_ms = 200\n");
+        let newer = parse(&text, Path::new(".")).unwrap().restart_only;
+        assert_eq!(
+            new.changes(&newer),
+            ["limits.handoff_rto_ms", "port", "vip"]
+        );
+        let text = MINIMAL.replace("0f\"", "0e\"");
+        let key = parse(&text, Path::new(".")).unwrap().restart_only;
+        assert_eq!(old.changes(&key), ["handoff_key"]);
     }
 
     #[test]

@@ -6,43 +6,74 @@
 //!
 //! **Failure is not fatal.** The slow path forwards handed-off flows correctly on its
 //! own, so if the object cannot be loaded or attached (an old kernel, a driver without
-//! native XDP, a verifier refusal) the daemon logs `fastpath_unavailable` with the
-//! reason, counts it, and runs without. Generic (skb-mode) XDP is never used as a
-//! fallback: it keeps `CHECKSUM_PARTIAL` through `XDP_TX`, which would corrupt the
-//! complete checksums the program writes.
+//! native XDP, a verifier refusal, a `pin_dir` that is not on a BPF filesystem) the
+//! daemon logs `fastpath_unavailable` with the reason, counts it, and runs without.
+//! Generic (skb-mode) XDP is never used as a fallback: it keeps `CHECKSUM_PARTIAL`
+//! through `XDP_TX`, which would corrupt the complete checksums the program writes.
 //!
-//! **Lifetime.** Not pinned yet: the XDP link lives as long as the daemon (its
-//! descriptor is closed at exit, or by the kernel if the daemon dies), so a restart
-//! loses the table and the handed-off connections with it, as it already loses the
-//! core's state. Pinning the maps and the link under a bpffs folder, so that a restarted
-//! daemon reattaches and its connections keep flowing, is the next step (issue 5, item 3).
+//! **Lifetime: pinned.** The maps and the XDP link are pinned in
+//! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `link_xdp`), so they
+//! outlive the daemon: while the link's pin exists the program stays attached and
+//! handed-off flows go on forwarding, whether a daemon runs or not. At start,
+//! [`FastPath::start`] finds the pins (or makes them): it loads the program (possibly a
+//! newer one) against the pinned maps, rewrites the configuration and replaces the
+//! program in the existing link atomically (`BPF_LINK_UPDATE`), so not a packet is lost;
+//! [`FastPath::adopt_pinned`] then hands every flow found in the table to the protocol
+//! core ([`FrontEnd::adopt`]), which goes on tracking it (FIN, RST, payload segments) and
+//! raises its `Closed` or `Reset` event in time, which removes it. [`FastPath::detach`]
+//! (`baton frontend --detach`) removes the pins, which detaches the program and frees the
+//! maps.
+//!
+//! **What a flow's value carries for that** (`baton_common::frontend::FrontendFlow`):
+//! the back-end (address, port, MAC: the program's), and for the core the client's ISN
+//! and the state of the close (FINs seen, reset). The daemon writes the close state when
+//! the core's changes (at each [`FastPath::scan_activity`], every second, and at exit), so
+//! a successor — even one started after a crash — resumes close tracking where the
+//! previous daemon left it: a connection in its grace period leaves the table after
+//! one, not at the idle timeout an hour later, and a client reusing its port gets a
+//! handshake of its own rather than the old back-end.
 //!
 //! **Activity.** The program stamps each flow with the time of its last forwarded
 //! packet (`CLOCK_MONOTONIC`, the daemon's clock too); [`FastPath::scan_activity`] reads
-//! the stamps of the flows the daemon installed and tells the core, which would
-//! otherwise time the quiet-to-it flows out as idle.
+//! the stamps of the flows the daemon installed or adopted and tells the core, which
+//! would otherwise time the quiet-to-it flows out as idle.
 
 use std::{
     collections::HashMap as StdHashMap,
+    fs,
     net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
 };
 use baton_common::frontend::{FrontendConfig, FrontendFlow, FrontendFlowKey, stat};
-use baton_proto::frontend::{FlowKey, FrontEnd, Instant};
+use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
 
 use super::log;
+
+/// Where the pins go when the configuration names no `pin_dir`.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/baton";
 
 /// The daemon's fast-path bookkeeping, printed with the other counters at exit.
 #[derive(Debug, Default)]
 pub struct FastPathStats {
     /// 1 when the program could not be loaded or attached (see `fastpath_unavailable`).
     pub load_failed: u64,
+    /// Flows found in the pinned table at start (left by a previous daemon).
+    pub flows_found: u64,
+    /// Of those, flows the protocol core adopted.
+    pub flows_adopted: u64,
+    /// Of those, flows the core refused (table full, another service), removed.
+    pub adoptions_refused: u64,
     /// Flows inserted into the XDP table.
     pub flows_installed: u64,
     /// Handed-off flows left to the slow path: the table refused the insert.
@@ -54,27 +85,155 @@ pub struct FastPathStats {
     pub flows_removed: u64,
     /// Times the core was told a flow is alive because the fast path forwarded for it.
     pub activity_noted: u64,
+    /// Close states written to the table for a successor to resume from.
+    pub close_states_recorded: u64,
 }
 
-/// The attached program and its maps.
+/// The pins of one interface: `<pin_dir>/frontend-<interface>/`.
+pub struct Pins {
+    dir: PathBuf,
+}
+
+impl Pins {
+    pub fn new(pin_dir: &Path, interface: &str) -> Self {
+        Self {
+            dir: pin_dir.join(format!("frontend-{interface}")),
+        }
+    }
+    /// The folder holding them.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn flows(&self) -> PathBuf {
+        self.dir.join("flows")
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+    fn stats(&self) -> PathBuf {
+        self.dir.join("stats")
+    }
+    fn link(&self) -> PathBuf {
+        self.dir.join("link_xdp")
+    }
+}
+
+/// How [`FastPath::start`] found things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// No pinned link: the program was attached now, and pinned.
+    Attached,
+    /// A pinned link (a previous daemon's): the program in it was replaced, the pinned
+    /// maps kept, with their flows.
+    Reattached,
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Attached => "attached",
+            Self::Reattached => "reattached",
+        })
+    }
+}
+
+/// What [`FastPath::adopt_pinned`] did with the flows it found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Adoption {
+    /// Flows in the pinned table.
+    pub found: usize,
+    /// Adopted by the core.
+    pub adopted: usize,
+    /// Refused by the core, and removed from the table.
+    pub refused: usize,
+}
+
+/// A flow the daemon keeps in the table (installed or adopted).
+#[derive(Debug, Clone, Copy)]
+struct Installed {
+    /// The last-seen stamp already reported to the core.
+    noted: u64,
+    /// The close state last written to the table.
+    close_state: u32,
+}
+
+/// The attached program's maps, through their pins.
 pub struct FastPath {
-    /// Owns the program and its XDP link: dropping it detaches.
-    _ebpf: Ebpf,
     interface: String,
     flows: HashMap<MapData, FrontendFlowKey, FrontendFlow>,
     stats: PerCpuArray<MapData, u64>,
-    /// Flows installed, with the last-seen stamp already reported to the core.
-    installed: StdHashMap<FlowKey, u64>,
+    installed: StdHashMap<FlowKey, Installed>,
+    neighbours: Neighbours,
+}
+
+/// The back-ends' MACs, read from the kernel's neighbour table. Read once per scan
+/// ([`FastPath::scan_activity`], every second) and again when a handoff names a back-end
+/// not in it (at most every [`Neighbours::MISS_REREAD`]), rather than at every handoff:
+/// reading `/proc/net/arp` costs an open, a read and a close, and at every handoff it was
+/// 7% of the daemon's time under `Connection: close` load. A back-end whose MAC changes
+/// (a replaced host keeping its address) is forwarded to the old MAC for at most a scan.
+#[derive(Debug, Default)]
+struct Neighbours {
+    macs: StdHashMap<Ipv4Addr, [u8; 6]>,
+    /// When a miss last made the table be read again.
+    last_miss_read: Option<Instant>,
+}
+
+impl Neighbours {
+    /// Shortest time between two reads caused by misses, so that a back-end with no
+    /// resolved neighbour entry (off-link, misconfigured) costs a read per 100 ms, not
+    /// one per handoff.
+    const MISS_REREAD: std::time::Duration = std::time::Duration::from_millis(100);
+
+    fn refresh(&mut self, interface: &str) {
+        self.macs.clear();
+        if let Ok(table) = std::fs::read_to_string("/proc/net/arp") {
+            self.macs.extend(parse_arp_table(&table, interface));
+        }
+    }
+
+    fn lookup(&mut self, now: Instant, addr: Ipv4Addr, interface: &str) -> Option<[u8; 6]> {
+        if let Some(mac) = self.macs.get(&addr) {
+            return Some(*mac);
+        }
+        let due = self
+            .last_miss_read
+            .is_none_or(|at| now.saturating_duration_since(at) >= Self::MISS_REREAD);
+        if !due {
+            return None;
+        }
+        self.last_miss_read = Some(now);
+        self.refresh(interface);
+        self.macs.get(&addr).copied()
+    }
 }
 
 impl FastPath {
-    /// Loads the program, writes its configuration and attaches it to `interface`.
-    pub fn attach(interface: &str, service: SocketAddrV4) -> anyhow::Result<Self> {
+    /// Attaches the program to `interface` with its maps and link pinned under
+    /// `pin_dir`, or, when a previous daemon's pins are there, loads the program against
+    /// the pinned maps and replaces the one in the pinned link. Either way the
+    /// configuration is (re)written before the new program sees a packet.
+    pub fn start(
+        interface: &str,
+        service: SocketAddrV4,
+        pin_dir: &Path,
+    ) -> anyhow::Result<(Self, Start)> {
         let mac = interface_mac(interface)?;
+        crate::backend::require_bpffs(pin_dir)?;
+        let pins = Pins::new(pin_dir, interface);
+        fs::create_dir_all(pins.dir())
+            .with_context(|| format!("creating {}", pins.dir().display()))?;
+        check_pinned_flows(&pins)?;
+        let (flows_pin, config_pin, stats_pin) = (pins.flows(), pins.config(), pins.stats());
+        // Maps already pinned are reused as they are (flows and all); missing ones are
+        // made and pinned.
         let mut ebpf = EbpfLoader::new()
+            .map_pin_path("FRONTEND_FLOWS", flows_pin.as_path())
+            .map_pin_path("FRONTEND_CONFIG", config_pin.as_path())
+            .map_pin_path("FRONTEND_STATS", stats_pin.as_path())
             .load(crate::ebpf::FRONTEND)
             .context("loading the fast path's eBPF object")?;
-        // The configuration goes in before the program can see a packet.
+        // The configuration goes in before the (new) program can see a packet.
         let mut config: Array<_, FrontendConfig> = Array::try_from(
             ebpf.map_mut("FRONTEND_CONFIG")
                 .context("map FRONTEND_CONFIG missing")?,
@@ -103,21 +262,106 @@ impl FastPath {
             .try_into()?;
         prog.load()
             .context("loading frontend_forward (the verifier's log follows)")?;
-        prog.attach(interface, XdpMode::Driver)
-            .with_context(|| format!("attaching frontend_forward to {interface} (native XDP)"))?;
-        Ok(Self {
-            _ebpf: ebpf,
-            interface: interface.to_string(),
-            flows,
-            stats,
-            installed: StdHashMap::new(),
-        })
+        let link_pin = pins.link();
+        let start = match PinnedLink::from_pin(&link_pin) {
+            Ok(pinned) => {
+                // The pin stays: it names the same kernel link, now running the new
+                // program. Should the update fail, the old program goes on forwarding.
+                let link = XdpLink::try_from(FdLink::from(pinned))
+                    .with_context(|| format!("{} is not an XDP link", link_pin.display()))?;
+                let id = prog.attach_to_link(link).with_context(|| {
+                    format!(
+                        "replacing the program in {} (`baton frontend --detach` clears stale pins)",
+                        link_pin.display()
+                    )
+                })?;
+                // Dropping our descriptor leaves the pinned link attached.
+                drop(prog.take_link(id)?);
+                Start::Reattached
+            }
+            Err(_) => {
+                let id = prog.attach(interface, XdpMode::Driver).with_context(|| {
+                    format!("attaching frontend_forward to {interface} (native XDP)")
+                })?;
+                let link = FdLink::try_from(prog.take_link(id)?).context(
+                    "the kernel attached XDP without a BPF link, which cannot be pinned",
+                )?;
+                link.pin(&link_pin)
+                    .with_context(|| format!("pinning the link at {}", link_pin.display()))?;
+                Start::Attached
+            }
+        };
+        // `ebpf` goes now: the link holds the program, the pins hold the maps, and the
+        // maps taken above hold their own descriptors.
+        Ok((
+            Self {
+                interface: interface.to_string(),
+                flows,
+                stats,
+                installed: StdHashMap::new(),
+                neighbours: Neighbours::default(),
+            },
+            start,
+        ))
+    }
+
+    /// Hands every flow in the (pinned) table to the core, as a connection handed off by
+    /// a previous daemon; flows the core refuses are removed from the table, so nothing
+    /// is forwarded that no one tracks. Call once, right after [`FastPath::start`] and
+    /// before the first packet.
+    pub fn adopt_pinned<D: baton_proto::frontend::Dispatch>(
+        &mut self,
+        fe: &mut FrontEnd<D>,
+        now: Instant,
+        stats: &mut FastPathStats,
+    ) -> Adoption {
+        // Collected first: deleting while iterating a BPF hash map restarts the walk.
+        let found: Vec<(FrontendFlowKey, FrontendFlow)> =
+            self.flows.iter().filter_map(Result::ok).collect();
+        let mut adoption = Adoption {
+            found: found.len(),
+            ..Adoption::default()
+        };
+        for (key, value) in found {
+            let flow = flow_of(&key);
+            match fe.adopt(now, flow, handover_of(&value)) {
+                Ok(()) => {
+                    adoption.adopted += 1;
+                    self.installed.insert(
+                        flow,
+                        Installed {
+                            noted: value.last_seen_ns,
+                            close_state: value.close_state,
+                        },
+                    );
+                }
+                Err(e) => {
+                    adoption.refused += 1;
+                    let _ = self.flows.remove(&key);
+                    log::line(
+                        "fastpath_adopt_refused",
+                        &[("client", &flow.client), ("reason", &e)],
+                    );
+                }
+            }
+        }
+        stats.flows_found += adoption.found as u64;
+        stats.flows_adopted += adoption.adopted as u64;
+        stats.adoptions_refused += adoption.refused as u64;
+        adoption
     }
 
     /// Sends `flow`'s client packets to `backend` from now on. Failures leave the flow
     /// to the slow path, counted.
-    pub fn install(&mut self, flow: FlowKey, backend: SocketAddrV4, stats: &mut FastPathStats) {
-        let Some(mac) = neighbour_mac(*backend.ip(), &self.interface) else {
+    pub fn install(
+        &mut self,
+        now: Instant,
+        flow: FlowKey,
+        backend: SocketAddrV4,
+        client_isn: u32,
+        stats: &mut FastPathStats,
+    ) {
+        let Some(mac) = self.neighbours.lookup(now, *backend.ip(), &self.interface) else {
             stats.no_neighbour += 1;
             log::line(
                 "fastpath_no_neighbour",
@@ -129,13 +373,21 @@ impl FastPath {
             backend_addr_be: u32::from_ne_bytes(backend.ip().octets()),
             backend_port_be: u16::from_ne_bytes(backend.port().to_be_bytes()),
             backend_mac: mac,
-            _pad: [0; 4],
+            client_isn,
+            close_state: 0,
+            _pad: 0,
             last_seen_ns: 0,
         };
         match self.flows.insert(key_of(&flow), value, 0) {
             Ok(()) => {
                 stats.flows_installed += 1;
-                self.installed.insert(flow, 0);
+                self.installed.insert(
+                    flow,
+                    Installed {
+                        noted: 0,
+                        close_state: 0,
+                    },
+                );
             }
             Err(e) => {
                 stats.install_failed += 1;
@@ -155,27 +407,65 @@ impl FastPath {
         }
     }
 
-    /// Tells the core about every installed flow the program forwarded for since the
-    /// last scan.
+    /// Tells the core about every flow the program forwarded for since the last scan,
+    /// and records in the table every close state that changed since the last scan
+    /// ([`FastPath::record_close_states`]).
     pub fn scan_activity<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
         now: Instant,
         stats: &mut FastPathStats,
     ) {
-        for (flow, noted) in &mut self.installed {
+        for (flow, installed) in &mut self.installed {
             let Ok(value) = self.flows.get(&key_of(flow), 0) else {
                 continue;
             };
-            if value.last_seen_ns > *noted {
-                *noted = value.last_seen_ns;
+            if value.last_seen_ns > installed.noted {
+                installed.noted = value.last_seen_ns;
                 fe.note_activity(now, flow);
                 stats.activity_noted += 1;
             }
         }
+        self.record_close_states(fe, stats);
+        self.neighbours.refresh(&self.interface);
     }
 
-    /// The program's counters summed over CPUs, by name.
+    /// Writes into the table the close state of every flow whose state in the core
+    /// changed since it was last written, for a successor daemon to resume from. Called
+    /// every scan and at exit.
+    ///
+    /// A read-modify-write of the whole value: a `last_seen_ns` the program stores in
+    /// between is overwritten with the one read, which only delays the core's next
+    /// activity note by a scan.
+    pub fn record_close_states<D: baton_proto::frontend::Dispatch>(
+        &mut self,
+        fe: &FrontEnd<D>,
+        stats: &mut FastPathStats,
+    ) {
+        for (flow, installed) in &mut self.installed {
+            let Some(handover) = fe.handover(flow) else {
+                continue;
+            };
+            let close_state = close_state_of(&handover);
+            if close_state == installed.close_state {
+                continue;
+            }
+            let key = key_of(flow);
+            let Ok(mut value) = self.flows.get(&key, 0) else {
+                continue;
+            };
+            value.close_state = close_state;
+            value.client_isn = handover.client_isn;
+            // BPF_EXIST: never re-create an entry removed meanwhile.
+            if self.flows.insert(key, value, BPF_EXIST).is_ok() {
+                installed.close_state = close_state;
+                stats.close_states_recorded += 1;
+            }
+        }
+    }
+
+    /// The program's counters summed over CPUs, by name (since the maps were made: the
+    /// pinned counters outlive daemons).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         stat::NAMES
             .iter()
@@ -188,6 +478,123 @@ impl FastPath {
                 (*name, total)
             })
             .collect()
+    }
+
+    /// Removes the pins of `interface` under `pin_dir`: the program detaches (its link
+    /// goes with its last reference) and the maps are freed once nothing holds them.
+    /// Returns the number of flows the table still held, or `None` if nothing was
+    /// pinned there.
+    pub fn detach(pin_dir: &Path, interface: &str) -> anyhow::Result<Option<usize>> {
+        let pins = Pins::new(pin_dir, interface);
+        if !pins.dir().exists() {
+            return Ok(None);
+        }
+        let flows = pinned_flow_count(pin_dir, interface).unwrap_or(0);
+        if let Ok(link) = PinnedLink::from_pin(pins.link()) {
+            // Unpinning and dropping the last descriptor detaches the program.
+            drop(link.unpin().context("unpinning the XDP link")?);
+        }
+        for path in [pins.link(), pins.flows(), pins.config(), pins.stats()] {
+            if path.exists() {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        fs::remove_dir(pins.dir()).with_context(|| format!("removing {}", pins.dir().display()))?;
+        Ok(Some(flows))
+    }
+}
+
+/// `BPF_EXIST` (`linux/bpf.h`): update an element only if it exists.
+const BPF_EXIST: u64 = 2;
+
+/// Entries in the pinned flow table of `interface` under `pin_dir` (for tests and
+/// operators: the table outlives the daemon).
+pub fn pinned_flow_count(pin_dir: &Path, interface: &str) -> anyhow::Result<usize> {
+    let path = Pins::new(pin_dir, interface).flows();
+    let map = MapData::from_pin(&path)
+        .with_context(|| format!("{} not found: no front-end pinned there", path.display()))?;
+    let flows: HashMap<_, FrontendFlowKey, FrontendFlow> = HashMap::try_from(Map::HashMap(map))?;
+    Ok(flows.keys().filter(Result::is_ok).count())
+}
+
+/// Refuses a pinned flow table this build cannot use (one a different version made
+/// with another key or value layout), rather than loading a program that would read it
+/// wrong or fail the verifier.
+fn check_pinned_flows(pins: &Pins) -> anyhow::Result<()> {
+    let path = pins.flows();
+    if !path.exists() {
+        return Ok(());
+    }
+    let info = MapInfo::from_pin(&path)
+        .with_context(|| format!("reading the pinned flow table {}", path.display()))?;
+    let want = (
+        size_of::<FrontendFlowKey>() as u32,
+        size_of::<FrontendFlow>() as u32,
+    );
+    if (info.key_size(), info.value_size()) != want {
+        bail!(
+            "the pinned flow table {} has {}-byte keys and {}-byte values, this build needs {} and {}: \
+             it was made by another version; `baton frontend --config FILE --detach` removes it (and its flows)",
+            path.display(),
+            info.key_size(),
+            info.value_size(),
+            want.0,
+            want.1
+        );
+    }
+    Ok(())
+}
+
+/// The core's view of a pinned flow.
+fn handover_of(value: &FrontendFlow) -> Handover {
+    let close = value.close_state;
+    Handover {
+        backend: SocketAddrV4::new(
+            Ipv4Addr::from(value.backend_addr_be.to_ne_bytes()),
+            u16::from_be_bytes(value.backend_port_be.to_ne_bytes()),
+        ),
+        client_isn: value.client_isn,
+        client_fin: close & FrontendFlow::CLIENT_FIN != 0,
+        backend_fin: close & FrontendFlow::BACKEND_FIN != 0,
+        reset: if close & FrontendFlow::CLIENT_RESET != 0 {
+            Some(ResetReason::ClientReset)
+        } else if close & FrontendFlow::BACKEND_RESET != 0 {
+            Some(ResetReason::BackendReset)
+        } else {
+            None
+        },
+    }
+}
+
+/// [`FrontendFlow::close_state`] of a handover. A handed-off connection is only ever
+/// reset by its client or its back-end (an idle one is freed, not kept), so any other
+/// reason is recorded as the back-end's.
+fn close_state_of(handover: &Handover) -> u32 {
+    let mut bits = 0;
+    if handover.client_fin {
+        bits |= FrontendFlow::CLIENT_FIN;
+    }
+    if handover.backend_fin {
+        bits |= FrontendFlow::BACKEND_FIN;
+    }
+    match handover.reset {
+        None => {}
+        Some(ResetReason::ClientReset) => bits |= FrontendFlow::CLIENT_RESET,
+        Some(_) => bits |= FrontendFlow::BACKEND_RESET,
+    }
+    bits
+}
+
+fn flow_of(key: &FrontendFlowKey) -> FlowKey {
+    let addr = |be: u32, port_be: u16| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(be.to_ne_bytes()),
+            u16::from_be_bytes(port_be.to_ne_bytes()),
+        )
+    };
+    FlowKey {
+        client: addr(key.client_addr_be, key.client_port_be),
+        service: addr(key.vip_addr_be, key.vip_port_be),
     }
 }
 
@@ -236,33 +643,32 @@ fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
     Ok(std::array::from_fn(|i| data[i] as u8))
 }
 
-/// The MAC of `addr` on `interface` from the kernel's neighbour table
-/// (`/proc/net/arp`, which follows the reader's network namespace). The handoff itself
-/// made the kernel resolve it: the SYN' and the ACK' went to the back-end through it.
-fn neighbour_mac(addr: Ipv4Addr, interface: &str) -> Option<[u8; 6]> {
-    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-    parse_arp_table(&table, addr, interface)
-}
-
 /// `ATF_COM` (`linux/if_arp.h`): the entry is resolved.
 const ATF_COM: u32 = 0x02;
 
-fn parse_arp_table(table: &str, addr: Ipv4Addr, interface: &str) -> Option<[u8; 6]> {
-    table.lines().skip(1).find_map(|line| {
+/// The resolved entries of `interface` in `/proc/net/arp`'s text (which follows the
+/// reader's network namespace). The handoff itself made the kernel resolve a back-end:
+/// the SYN' and the ACK' went to it through the neighbour table.
+fn parse_arp_table<'a>(
+    table: &'a str,
+    interface: &'a str,
+) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + 'a {
+    table.lines().skip(1).filter_map(move |line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [ip, _hw_type, flags, mac, _mask, device] = fields.as_slice() else {
             return None;
         };
         let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?;
-        if ip.parse::<Ipv4Addr>().ok()? != addr || *device != interface || flags & ATF_COM == 0 {
+        if *device != interface || flags & ATF_COM == 0 {
             return None;
         }
+        let ip = ip.parse::<Ipv4Addr>().ok()?;
         let mut out = [0u8; 6];
         let mut parts = mac.split(':');
         for byte in &mut out {
             *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
         }
-        Some(out)
+        Some((ip, out))
     })
 }
 
@@ -279,23 +685,35 @@ IP address       HW type     Flags       HW address            Mask     Device
 
     #[test]
     fn neighbours_are_found_only_when_resolved_on_the_interface() {
-        let be1: Ipv4Addr = "198.18.1.11".parse().unwrap();
+        let found: Vec<_> = parse_arp_table(TABLE, "eth0").collect();
         assert_eq!(
-            parse_arp_table(TABLE, be1, "eth0"),
-            Some([0x02, 0xba, 0x70, 0x12, 0x01, 0x0b])
+            found,
+            [(
+                "198.18.1.11".parse().unwrap(),
+                [0x02, 0xba, 0x70, 0x12, 0x01, 0x0b]
+            )]
         );
-        assert_eq!(
-            parse_arp_table(TABLE, "198.18.1.12".parse().unwrap(), "eth0"),
-            None
-        );
-        assert_eq!(
-            parse_arp_table(TABLE, "198.18.1.13".parse().unwrap(), "eth0"),
-            None
-        );
-        assert_eq!(
-            parse_arp_table(TABLE, "198.18.1.14".parse().unwrap(), "eth0"),
-            None
-        );
+        assert_eq!(parse_arp_table(TABLE, "eth1").count(), 1);
+        assert_eq!(parse_arp_table(TABLE, "eth2").count(), 0);
+    }
+
+    #[test]
+    fn a_missing_neighbour_rereads_the_table_at_most_every_interval() {
+        let mut n = Neighbours::default();
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let nowhere: Ipv4Addr = "198.18.1.99".parse().unwrap();
+        // `lo` has no resolved entries: every read finds nothing.
+        assert_eq!(n.lookup(t0, nowhere, "lo"), None);
+        assert_eq!(n.last_miss_read, Some(t0));
+        let soon = t0 + Neighbours::MISS_REREAD / 2;
+        assert_eq!(n.lookup(soon, nowhere, "lo"), None);
+        assert_eq!(n.last_miss_read, Some(t0), "re-read within the interval");
+        let later = t0 + Neighbours::MISS_REREAD;
+        assert_eq!(n.lookup(later, nowhere, "lo"), None);
+        assert_eq!(n.last_miss_read, Some(later));
+        // A cached MAC is answered without a read.
+        n.macs.insert(nowhere, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(n.lookup(later, nowhere, "lo"), Some([2, 0, 0, 0, 0, 1]));
     }
 
     #[test]
@@ -308,5 +726,46 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert_eq!(key.client_addr_be.to_ne_bytes(), [198, 18, 0, 2]);
         assert_eq!(key.vip_port_be.to_ne_bytes(), [0, 80]);
         assert_eq!(key.client_port_be.to_ne_bytes(), 50000u16.to_be_bytes());
+        assert_eq!(flow_of(&key), flow);
+    }
+
+    #[test]
+    fn close_states_round_trip_through_the_table_value() {
+        let backend: SocketAddrV4 = "198.18.1.12:8080".parse().unwrap();
+        let cases = [
+            (false, false, None),
+            (true, false, None),
+            (false, true, None),
+            (true, true, None),
+            (false, false, Some(ResetReason::ClientReset)),
+            (true, false, Some(ResetReason::BackendReset)),
+        ];
+        for (client_fin, backend_fin, reset) in cases {
+            let handover = Handover {
+                backend,
+                client_isn: 0xdead_beef,
+                client_fin,
+                backend_fin,
+                reset,
+            };
+            let value = FrontendFlow {
+                backend_addr_be: u32::from_ne_bytes(backend.ip().octets()),
+                backend_port_be: u16::from_ne_bytes(backend.port().to_be_bytes()),
+                client_isn: handover.client_isn,
+                close_state: close_state_of(&handover),
+                ..FrontendFlow::default()
+            };
+            assert_eq!(handover_of(&value), handover);
+        }
+    }
+
+    #[test]
+    fn pins_live_in_a_folder_per_interface() {
+        let pins = Pins::new(Path::new("/sys/fs/bpf/baton"), "eth0");
+        assert_eq!(pins.dir(), Path::new("/sys/fs/bpf/baton/frontend-eth0"));
+        assert_eq!(
+            pins.link(),
+            Path::new("/sys/fs/bpf/baton/frontend-eth0/link_xdp")
+        );
     }
 }

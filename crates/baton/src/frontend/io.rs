@@ -29,8 +29,11 @@
 //! so the daemon still sees them. Prerouting at `raw` priority rather than input: the
 //! packets are dropped before routing and before connection tracking would spend an
 //! entry on each client. Other ports of the VIP, and the host's own traffic, are left
-//! alone. The table is removed on exit so that a stopped front-end leaves the host as it
-//! was; a table left behind by a crash is replaced atomically at the next start.
+//! alone. The table stays when the daemon exits, with the fast path's pins (see
+//! `fastpath`): handed-off connections outlive the daemon, and while none runs (a
+//! restart) their FIN and payload segments reach the host's stack, which must drop them
+//! (the client retransmits them to the next daemon) rather than reset the client. The
+//! next start replaces the table atomically; `baton frontend --detach` removes it.
 
 use std::{
     io::{self, Write as _},
@@ -483,18 +486,18 @@ fn service_filter(service: SocketAddrV4) -> Vec<libc::sock_filter> {
     prog
 }
 
-/// The nftables table that hides VIP:port from the host's TCP; removed on drop.
-pub struct HostTcpFilter {
-    removed: bool,
-}
+/// The nftables table that hides VIP:port from the host's TCP. It outlives the daemon
+/// on purpose (module docs); [`HostTcpFilter::remove`] takes it away.
+pub struct HostTcpFilter;
 
 /// The table's name (`inet` family). One front-end per host owns it.
 pub const NFT_TABLE: &str = "baton_fe";
 
 impl HostTcpFilter {
-    /// Installs (or atomically replaces) the table.
-    pub fn install(service: SocketAddrV4) -> anyhow::Result<Self> {
-        // `table` then `delete table` in one transaction: replaces a table a crashed
+    /// Installs the table, or atomically replaces one already there (a previous
+    /// daemon's, stopped or crashed): never a moment without it.
+    pub fn install(service: SocketAddrV4) -> anyhow::Result<()> {
+        // `table` then `delete table` in one transaction: replaces a table a previous
         // daemon left behind, and works when there is none.
         let script = format!(
             "table inet {NFT_TABLE}\n\
@@ -509,22 +512,19 @@ impl HostTcpFilter {
             port = service.port(),
         );
         nft_script(&script)
-            .context("installing the nftables table that hides VIP:port from the host's TCP")?;
-        Ok(Self { removed: false })
+            .context("installing the nftables table that hides VIP:port from the host's TCP")
     }
 
-    /// Removes the table now, reporting failure.
-    pub fn remove(mut self) -> anyhow::Result<()> {
-        self.removed = true;
-        nft_script(&format!("delete table inet {NFT_TABLE}\n"))
-    }
-}
-
-impl Drop for HostTcpFilter {
-    fn drop(&mut self) {
-        if !self.removed {
-            let _ = nft_script(&format!("delete table inet {NFT_TABLE}\n"));
+    /// Removes the table, if there is one; says whether there was.
+    pub fn remove() -> anyhow::Result<bool> {
+        // Deleting a table that is not there fails; tell that apart from a real failure
+        // by asking first.
+        if nft_script(&format!("list table inet {NFT_TABLE}\n")).is_err() {
+            return Ok(false);
         }
+        nft_script(&format!("delete table inet {NFT_TABLE}\n"))
+            .context("removing the nftables table")?;
+        Ok(true)
     }
 }
 

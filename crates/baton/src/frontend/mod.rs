@@ -2,8 +2,10 @@
 //!
 //! It runs the protocol core ([`baton_proto::frontend::FrontEnd`]) over real packets:
 //! [`io`] captures the service's packets from the interface and sends what the core
-//! builds through a raw IPv4 socket, [`config`] reads the TOML file, and [`dispatch`] is
-//! the first, simple content rule set. [`fastpath`] is the XDP forwarder: once a flow is
+//! builds through a raw IPv4 socket, [`config`] reads the TOML file, [`dispatch`] puts
+//! the content-aware dispatcher (crate `baton-dispatch`) in the core's hands and keeps
+//! its books from the core's events, and [`health`] runs its active health checks on
+//! threads of their own. [`fastpath`] is the XDP forwarder: once a flow is
 //! handed off, its client segments go to the back-end without leaving the driver. The
 //! core still forwards what reaches it of a handed-off flow (packets held during the
 //! handoff, FIN/RST, segments with payload, or everything when the fast path is off or
@@ -18,22 +20,49 @@
 //! before events). Time is `CLOCK_MONOTONIC`, so ISNs and SYN cookies keep advancing
 //! across a restart of the daemon (they are time since boot, not since start).
 //!
+//! Before each round the loop takes what arrived between rounds: a reload request
+//! (SIGHUP, see `Control::reload`) and the health checks' verdicts ([`health`]), so
+//! that either applies to every request of the round. The dispatcher hears of handoffs
+//! in the events' order (before the transmits), so a flow handed off and reset in one
+//! round is counted in and out.
+//!
 //! # Stopping
 //!
 //! SIGTERM or SIGINT starts the drain: new connections are refused (their SYNs dropped
 //! and counted, so that a client's retransmitted SYN finds a restarted front-end rather
 //! than a reset), existing ones go on, and the daemon exits after the drain period or as
-//! soon as no connection is tracked, prints its counters, and removes its nftables table.
+//! soon as no connection is tracked, and prints its counters. It leaves two things in
+//! place: the fast path's pins (program, link and flow table, see [`fastpath`]), with
+//! each flow's close state written into its entry, and the nftables table `inet
+//! baton_fe` ([`io::HostTcpFilter`]). Handed-off connections therefore go on while no
+//! daemon runs: XDP forwards their ACKs, and the client's FIN and payload segments, which
+//! XDP passes up, are dropped by the table rather than reset by the host's TCP; the
+//! client retransmits them, and the next daemon forwards them.
+//!
+//! # Restarting
+//!
+//! A daemon that finds the pins (of a stopped, or killed, predecessor) reattaches:
+//! loads its program against the pinned maps, replaces the program in the pinned link
+//! atomically, rewrites the configuration, replaces the nftables table atomically, and
+//! has the protocol core adopt every flow in the table ([`FrontEnd::adopt`]): their
+//! slow-path packets are forwarded, their closes tracked and their entries removed when
+//! they end. It logs `fastpath` with `state=attached` or `state=reattached` and the
+//! flows found and adopted. Connections that were not handed off yet (handshake,
+//! request, handoff under way) are lost in a restart; the drain is there to let them
+//! finish first. `baton frontend --config FILE --detach` removes the pins (detaching the
+//! program) and the nftables table, for good: run it with no daemon running.
 
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod fastpath;
+pub mod health;
 pub mod io;
 mod log;
 
 use std::{
     net::SocketAddrV4,
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -44,7 +73,7 @@ use baton_proto::{
     wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
 };
 
-use dispatch::RouteDispatcher;
+use dispatch::{ContentDispatch, Note};
 use fastpath::{FastPath, FastPathStats};
 use io::{HostTcpFilter, PacketIo, Received};
 
@@ -80,31 +109,65 @@ struct DaemonStats {
 }
 
 /// Runs the daemon until a stop signal and the drain that follows.
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     let settings = config::load(config_path)?;
+    if detach {
+        return detach_all(&settings.interface, &settings.pin_dir);
+    }
     let config::Settings {
         interface,
         service,
         drain,
         secret_generated,
         proto,
-        mut dispatcher,
+        dispatcher,
+        restart_only,
         fast_path,
+        pin_dir,
     } = settings;
-    dispatcher.set_max_pending(proto.max_connections);
-    let routes = config::describe_routes(&dispatcher);
+    let routes = config::Summary(&dispatcher).to_string();
     let max_connections = proto.max_connections;
+    let body = dispatcher.unavailable_body().as_bytes().to_vec();
+    let mut dispatcher = ContentDispatch::new(dispatcher);
+    dispatcher.set_max_pending(proto.max_connections);
     let mut fe = FrontEnd::new(proto, dispatcher).context("protocol core configuration")?;
+    fe.set_unavailable_body(&body)
+        .context("dispatch.unavailable_body")?;
+    let mut control = Control {
+        config_path: config_path.to_path_buf(),
+        reload: crate::signals::reload_flag()?,
+        health: health::HealthChecks::start(fe.dispatcher_mut().dispatcher())?,
+        restart_only,
+    };
 
     // Filter first: from here on the host's TCP never answers VIP:port; a SYN that
     // arrives before the capture socket is open is dropped and retransmitted by the
     // client, rather than reset by the host.
-    let filter = HostTcpFilter::install(service)?;
+    HostTcpFilter::install(service)?;
     let mut io = PacketIo::open(&interface, service)?;
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
-        match FastPath::attach(&interface, service) {
-            Ok(fast) => Some(fast),
+        match FastPath::start(&interface, service, &pin_dir) {
+            Ok((mut fast, start)) => {
+                // Before the first packet: the flows a previous daemon handed off are
+                // this one's to track from now on.
+                let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
+                log::line(
+                    "fastpath",
+                    &[
+                        ("state", &start),
+                        ("interface", &interface),
+                        (
+                            "pins",
+                            &fastpath::Pins::new(&pin_dir, &interface).dir().display(),
+                        ),
+                        ("flows", &adoption.found),
+                        ("adopted", &adoption.adopted),
+                        ("refused", &adoption.refused),
+                    ],
+                );
+                Some(fast)
+            }
             Err(e) => {
                 // Loud, counted, not fatal: the slow path forwards correctly on its own.
                 fp_stats.load_failed = 1;
@@ -120,6 +183,19 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         }
     } else {
+        let pins = fastpath::Pins::new(&pin_dir, &interface);
+        if pins.dir().exists() {
+            log::line(
+                "fastpath_pins_ignored",
+                &[
+                    ("pins", &pins.dir().display()),
+                    (
+                        "effect",
+                        &"fast_path = false: a previous daemon's program stays attached and its flows are not adopted; `--detach` removes them",
+                    ),
+                ],
+            );
+        }
         None
     };
     let stop = crate::signals::stop_flag()?;
@@ -128,7 +204,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         &[
             ("interface", &interface),
             ("service", &service),
-            ("routes", &routes),
+            ("dispatch", &routes),
             ("max_connections", &max_connections),
             ("drain_ms", &drain.as_millis()),
             (
@@ -164,8 +240,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         drain,
         stop,
         &mut stats,
+        &mut control,
     );
 
+    // The close states as they stand, for the next daemon to resume from.
+    if let Some(fast) = &mut fast {
+        fast.record_close_states(&fe, &mut fp_stats);
+    }
     log::counters("frontend_stats", fe.stats());
     log::counters("io_stats", io.stats());
     log::counters("daemon_stats", &stats);
@@ -178,14 +259,57 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             .collect();
         log::line("fastpath_counters", &fields);
     }
-    // Detaches the program before the host filter goes: from then on the host's TCP
-    // would see VIP:port again, and no flow is forwarded behind its back.
-    drop(fast);
-    if let Err(e) = filter.remove() {
-        log::line("nft_remove_failed", &[("error", &format!("{e:#}"))]);
-    }
-    log::line("exit", &[("connections_left", &fe.connection_count())]);
+    // The pins and the nftables table stay (module docs, "Stopping").
+    let pins = fastpath::Pins::new(&pin_dir, &interface);
+    log::line(
+        "exit",
+        &[
+            ("connections_left", &fe.connection_count()),
+            (
+                "left_in_place",
+                &format!(
+                    "{}nftables table inet {}",
+                    if fast.is_some() {
+                        format!("pins {}, ", pins.dir().display())
+                    } else {
+                        String::new()
+                    },
+                    io::NFT_TABLE
+                ),
+            ),
+            (
+                "remove_with",
+                &format!("baton frontend --config {} --detach", config_path.display()),
+            ),
+        ],
+    );
     result
+}
+
+/// `--detach`: removes the fast path's pins (detaching the program first, so that no
+/// flow is forwarded behind the host's back) and then the nftables table, and says what
+/// it removed.
+fn detach_all(interface: &str, pin_dir: &Path) -> anyhow::Result<()> {
+    let pins = fastpath::Pins::new(pin_dir, interface);
+    match FastPath::detach(pin_dir, interface)? {
+        Some(flows) => eprintln!(
+            "frontend: detached the fast path from {interface}: removed {} (XDP program, link and maps; {flows} flows in the table)",
+            pins.dir().display()
+        ),
+        None => eprintln!(
+            "frontend: no fast path pinned for {interface} (no {})",
+            pins.dir().display()
+        ),
+    }
+    if HostTcpFilter::remove()? {
+        eprintln!(
+            "frontend: removed the nftables table inet {}",
+            io::NFT_TABLE
+        );
+    } else {
+        eprintln!("frontend: no nftables table inet {}", io::NFT_TABLE);
+    }
+    Ok(())
 }
 
 /// The fast path if attached, and its bookkeeping either way.
@@ -194,14 +318,89 @@ struct Fast<'a> {
     stats: &'a mut FastPathStats,
 }
 
+/// What the loop needs to reload its configuration and to hear from the health checks.
+struct Control {
+    config_path: PathBuf,
+    /// Set by SIGHUP.
+    reload: &'static AtomicBool,
+    health: health::HealthChecks,
+    /// The running settings a reload cannot change.
+    restart_only: config::RestartOnly,
+}
+
+impl Control {
+    /// A reload (SIGHUP): the file is read and checked again; if it is valid, its
+    /// `[dispatch]` replaces the dispatcher for new connections (connections already
+    /// handed off are untouched, and the back-ends' connection counts and health carry
+    /// over), its 503 body applies to responses from now on, and its health checks
+    /// replace the running ones. Anything else that changed is reported as needing a
+    /// restart and keeps its running value. An invalid file changes nothing and the log
+    /// says why.
+    fn reload(&mut self, fe: &mut FrontEnd<ContentDispatch>) {
+        let path = self.config_path.display();
+        let settings = match config::load(&self.config_path) {
+            Ok(s) => s,
+            Err(e) => {
+                log::line(
+                    "reload_failed",
+                    &[
+                        ("config", &path),
+                        ("error", &format!("{e:#}")),
+                        ("effect", &"the configuration in force stays"),
+                    ],
+                );
+                return;
+            }
+        };
+        let restart = self.restart_only.changes(&settings.restart_only);
+        let summary = config::Summary(&settings.dispatcher).to_string();
+        // Checked by `config::load` against the same bound.
+        if let Err(e) = fe.set_unavailable_body(settings.dispatcher.unavailable_body().as_bytes()) {
+            log::line(
+                "reload_failed",
+                &[("config", &path), ("error", &format!("{e}"))],
+            );
+            return;
+        }
+        fe.dispatcher_mut().replace(settings.dispatcher);
+        match health::HealthChecks::start(fe.dispatcher_mut().dispatcher()) {
+            Ok(checks) => std::mem::replace(&mut self.health, checks).retire(),
+            // The old checks go on; they report by back-end address.
+            Err(e) => log::line("health_checks_failed", &[("error", &format!("{e:#}"))]),
+        }
+        log::line(
+            "reloaded",
+            &[
+                ("config", &path),
+                ("dispatch", &summary),
+                ("health_checks", &self.health.len()),
+            ],
+        );
+        if !restart.is_empty() {
+            log::line(
+                "reload_needs_restart",
+                &[
+                    ("fields", &restart.join(",")),
+                    ("effect", &"these keep their running values until a restart"),
+                ],
+            );
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the loop's whole state, passed rather than bundled"
+)]
 fn event_loop(
-    fe: &mut FrontEnd<RouteDispatcher>,
+    fe: &mut FrontEnd<ContentDispatch>,
     io: &mut PacketIo,
     fast: &mut Fast<'_>,
     service: SocketAddrV4,
     drain: Duration,
     stop: &AtomicBool,
     stats: &mut DaemonStats,
+    control: &mut Control,
 ) -> anyhow::Result<()> {
     let mut drain_until: Option<Instant> = None;
     let mut more_to_read = false;
@@ -209,7 +408,11 @@ fn event_loop(
     // Reused every round, so a round allocates nothing once they have grown.
     let mut transmits = Vec::new();
     let mut handed_off = Vec::new();
+    // The round's log lines go out together at its end (see `log`); dropped on return,
+    // which flushes what is left.
+    let _log = log::Buffered::start();
     loop {
+        log::flush();
         stats.rounds += 1;
         let now = clock();
         if drain_until.is_none() && stop.load(Ordering::Relaxed) {
@@ -227,6 +430,13 @@ fn event_loop(
         {
             return Ok(());
         }
+        // Between rounds, so that a reload or a health verdict applies to every request
+        // of the next round. Both are cheap when there is nothing to do: an atomic swap
+        // and a `try_recv`.
+        if control.reload.swap(false, Ordering::Relaxed) {
+            control.reload(fe);
+        }
+        control.health.apply(fe.dispatcher_mut().dispatcher_mut());
 
         let wake = [fe.poll_timeout(), drain_until].into_iter().flatten().min();
         let sleep = if more_to_read {
@@ -271,29 +481,26 @@ fn event_loop(
         // them, once the back-end has everything the core held for it.
         transmits.extend(std::iter::from_fn(|| fe.poll_transmit()));
         // Retries first: a retry that found no back-end is followed by the reset event.
-        for retry in fe.dispatcher_mut().drain_retries() {
-            let failed = retry.failed.map_or("-".into(), |b| b.to_string());
-            let next = retry.next.map_or("none".into(), |b| b.to_string());
-            log::line(
-                "handoff_retry",
-                &[
-                    ("client", &retry.flow.client),
-                    ("failed_backend", &failed),
-                    ("next_backend", &next),
-                ],
-            );
+        for note in fe.dispatcher_mut().drain_notes() {
+            log_note(note);
         }
         while let Some(event) = fe.poll_event() {
             match event {
-                Event::HandedOff(_) => handed_off.push(event),
-                other => on_event(fe, fast, now, other, stats),
+                // Counted now, in the events' order (a flow that is handed off and reset
+                // in one round is counted in and out); installed and logged after the
+                // transmits.
+                Event::HandedOff(h) => {
+                    let flow = fe.dispatcher_mut().on_handed_off(&h.flow, h.backend);
+                    handed_off.push((h, flow));
+                }
+                other => on_event(fe, fast, other, stats),
             }
         }
         for t in transmits.drain(..) {
             io.send(t.destination, &t.packet);
         }
-        for event in handed_off.drain(..) {
-            on_event(fe, fast, now, event, stats);
+        for (h, flow) in handed_off.drain(..) {
+            on_handed_off(fast, now, h, flow, stats);
         }
         if now >= next_scan {
             next_scan = now + ACTIVITY_SCAN;
@@ -304,47 +511,61 @@ fn event_loop(
     }
 }
 
-/// Applies one event: the log, and the fast path's flow table.
-fn on_event(
-    fe: &mut FrontEnd<RouteDispatcher>,
+/// A confirmed handoff (already counted by the dispatcher): the fast path's entry and
+/// the log line, with what the dispatcher remembered of the flow.
+fn on_handed_off(
     fast: &mut Fast<'_>,
     now: Instant,
+    handoff: HandedOff,
+    remembered: Option<dispatch::Flow>,
+    stats: &mut DaemonStats,
+) {
+    let HandedOff {
+        flow,
+        backend,
+        candidate,
+        client_isn,
+        ..
+    } = handoff;
+    if let Some(path) = fast.path.as_deref_mut() {
+        path.install(now, flow, backend, client_isn, fast.stats);
+    }
+    let (request, rule, pool, latency_us) = match &remembered {
+        Some(f) => {
+            let us = now.saturating_duration_since(f.dispatched_at).as_micros() as u64;
+            stats.handoffs_logged += 1;
+            stats.handoff_latency_us_sum += us;
+            stats.handoff_latency_us_max = stats.handoff_latency_us_max.max(us);
+            (f.request.as_str(), &*f.rule, &*f.pool, us.to_string())
+        }
+        None => ("-", "-", "-", "-".into()),
+    };
+    log::line(
+        "handoff",
+        &[
+            ("client", &flow.client),
+            ("service", &flow.service),
+            ("request", &request),
+            ("rule", &rule),
+            ("pool", &pool),
+            ("backend", &backend),
+            ("candidate", &candidate),
+            ("latency_us", &latency_us),
+        ],
+    );
+}
+
+/// Applies the end of a flow: the fast path's flow table, the dispatcher's books, the
+/// log.
+fn on_event(
+    fe: &mut FrontEnd<ContentDispatch>,
+    fast: &mut Fast<'_>,
     event: Event,
     stats: &mut DaemonStats,
 ) {
     match event {
-        Event::HandedOff(HandedOff {
-            flow,
-            backend,
-            candidate,
-            ..
-        }) => {
-            if let Some(path) = fast.path.as_deref_mut() {
-                path.install(flow, backend, fast.stats);
-            }
-            let pending = fe.dispatcher_mut().take_pending(&flow);
-            let (request, latency_us) = match &pending {
-                Some(p) => {
-                    let us = now.saturating_duration_since(p.dispatched_at).as_micros() as u64;
-                    stats.handoffs_logged += 1;
-                    stats.handoff_latency_us_sum += us;
-                    stats.handoff_latency_us_max = stats.handoff_latency_us_max.max(us);
-                    (p.request.as_str(), us.to_string())
-                }
-                None => ("-", "-".into()),
-            };
-            log::line(
-                "handoff",
-                &[
-                    ("client", &flow.client),
-                    ("service", &flow.service),
-                    ("request", &request),
-                    ("backend", &backend),
-                    ("candidate", &candidate),
-                    ("latency_us", &latency_us),
-                ],
-            );
-        }
+        // Handled by the loop: counted at once, installed after the transmits.
+        Event::HandedOff(_) => {}
         Event::Reset {
             flow,
             backend,
@@ -354,9 +575,13 @@ fn on_event(
                 path.remove(&flow, fast.stats);
             }
             stats.resets_logged += 1;
-            let pending = fe.dispatcher_mut().take_pending(&flow);
+            let remembered = fe.dispatcher_mut().on_end(&flow, backend, Some(reason));
             let backend = backend.map_or("-".into(), |b| b.to_string());
-            let request = pending.as_ref().map_or("-", |p| p.request.as_str());
+            let (request, rule, pool) = match &remembered {
+                Some(f) if !f.request.is_empty() => (f.request.as_str(), &*f.rule, &*f.pool),
+                Some(f) => ("-", &*f.rule, &*f.pool),
+                None => ("-", "-", "-"),
+            };
             log::line(
                 "reset",
                 &[
@@ -365,16 +590,62 @@ fn on_event(
                     ("reason", &format!("{reason:?}")),
                     ("backend", &backend),
                     ("request", &request),
+                    ("rule", &rule),
+                    ("pool", &pool),
                 ],
             );
         }
-        Event::Closed { flow, .. } => {
+        Event::Closed { flow, backend } => {
             if let Some(path) = fast.path.as_deref_mut() {
                 path.remove(&flow, fast.stats);
             }
             // A clean close is the normal end: counted by the core, not logged per flow.
-            fe.dispatcher_mut().take_pending(&flow);
+            fe.dispatcher_mut().on_end(&flow, backend, None);
         }
+    }
+}
+
+/// Logs a retry or a 503 the dispatcher noted.
+fn log_note(note: Note) {
+    match note {
+        Note::Retry {
+            flow,
+            failed,
+            next,
+            rule,
+            pool,
+        } => {
+            let failed = failed.map_or("-".into(), |b| b.to_string());
+            let next = next.map_or("none".into(), |b| b.to_string());
+            log::line(
+                "handoff_retry",
+                &[
+                    ("client", &flow.client),
+                    ("failed_backend", &failed),
+                    ("next_backend", &next),
+                    ("rule", &rule),
+                    ("pool", &pool),
+                ],
+            );
+        }
+        Note::Unavailable {
+            flow,
+            request,
+            rule,
+            pool,
+        } => log::line(
+            "unavailable",
+            &[
+                ("client", &flow.client),
+                ("request", &request),
+                ("rule", &rule),
+                ("pool", &pool),
+                (
+                    "effect",
+                    &"503 (HTTP) or reset (TLS): no back-end of the pool is up",
+                ),
+            ],
+        ),
     }
 }
 

@@ -220,9 +220,10 @@ pub fn start_backends(
         .collect()
 }
 
-/// Starts `baton frontend` on `fe` with configuration `text`.
+/// Starts `baton frontend` on `fe` with configuration `text` (the example's pin folder,
+/// if it names it, moved to this lab's, as [`frontend_config`] does).
 pub fn start_frontend(lab: &str, name: &str, text: &str) -> Daemon {
-    let path = config_file(lab, name, text);
+    let path = config_file(lab, name, &frontend_pins_in(lab, text));
     Daemon::start(
         lab,
         "fe",
@@ -362,4 +363,71 @@ pub fn send_raw(ns: &str, packet: &[u8]) {
         }
     })
     .unwrap();
+}
+
+/// The example front-end configuration with `lab`'s pin folder (its `fe` node's BPF
+/// filesystem), so that a test's front-end never pins into another lab's.
+pub fn frontend_config(lab: &str) -> String {
+    frontend_pins_in(lab, FRONTEND_CONFIG)
+}
+
+/// `text` with the example's pin folder (the default lab's) replaced by `lab`'s.
+pub fn frontend_pins_in(lab: &str, text: &str) -> String {
+    text.replace("/run/baton-lab/fe/bpf", &frontend_pin_dir(lab))
+}
+
+/// `lab`'s front-end pin folder: the BPF filesystem `lab up` mounts for `fe`.
+pub fn frontend_pin_dir(lab: &str) -> String {
+    format!("/run/{lab}-lab/fe/bpf")
+}
+
+impl Daemon {
+    /// SIGKILL: no drain, no exit path, as in a crash. Waits for it and returns the log.
+    pub fn kill(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "killed by SIGKILL, not exited before: {status}"
+        );
+        self.log_text()
+    }
+}
+
+impl Daemon {
+    /// The daemon's process id (`lab exec` execs it in place), e.g. to signal it.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+/// Waits up to `within` for `daemon`'s log to satisfy `done`; returns how long it took,
+/// or fails the test with the log and `what`.
+pub fn wait_for_log(
+    daemon: &Daemon,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let log = daemon.log_text();
+        if done(&log) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "no {what} within {within:?}:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `X-Baton-Backend` of a response head (`curl -D -`), or `None`.
+pub fn served_by(head: &str) -> Option<String> {
+    head.lines()
+        .find_map(|l| l.strip_prefix("X-Baton-Backend: "))
+        .map(|b| b.trim().to_owned())
 }

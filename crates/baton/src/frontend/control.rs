@@ -1,0 +1,188 @@
+//! `baton check` and `baton reload`: operating on a front-end configuration from outside
+//! the daemon.
+//!
+//! `baton reload --config FILE` checks FILE first (a file the daemon would refuse is
+//! reported here, and nothing is signalled), then sends SIGHUP to every running `baton
+//! frontend` whose `--config` is that same file: it finds them in `/proc` by their
+//! command line, resolving a relative `--config` against the daemon's working directory
+//! and comparing canonical paths. No pidfile to keep right, and a daemon started in a
+//! network namespace (`ip netns exec`, `baton lab exec`) is found all the same: they
+//! share the process table. `--pid` signals one given process instead (after checking
+//! that it is a `baton frontend`).
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::config::{self, Summary};
+
+/// Checks the front-end configuration at `path` as the daemon would (key files
+/// included) and describes it.
+pub fn check(path: &Path) -> anyhow::Result<String> {
+    let s = config::load(path)?;
+    let d = &s.dispatcher;
+    let mut out = format!(
+        "OK {}: service {} on {}; {}\n",
+        path.display(),
+        s.service,
+        s.interface,
+        Summary(d)
+    );
+    let list = |items: Vec<String>| items.join(", ");
+    let _ = writeln!(
+        out,
+        "  rules:     {} (then the default pool)",
+        list(d.rule_names().map(str::to_owned).collect())
+    );
+    let _ = writeln!(
+        out,
+        "  pools:     {}",
+        list(d.pools().map(|(n, p)| format!("{n} ({p})")).collect())
+    );
+    let _ = writeln!(
+        out,
+        "  back-ends: {}",
+        list(d.backends().map(|b| b.to_string()).collect())
+    );
+    if !d.health_checks().is_empty() {
+        let checks = d
+            .health_checks()
+            .iter()
+            .map(|(b, c)| {
+                format!(
+                    "{}:{}{} every {} ms",
+                    b.ip(),
+                    c.port.unwrap_or(b.port()),
+                    c.path,
+                    c.interval.as_millis()
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  checks:    {}", list(checks));
+    }
+    Ok(out)
+}
+
+/// Checks `path`, then asks the daemons running with it (or process `pid`) to reload
+/// it. Returns the processes signalled.
+pub fn reload(path: &Path, pid: Option<u32>) -> anyhow::Result<Vec<u32>> {
+    config::load(path).context("not reloading: the daemon would refuse this file")?;
+    let pids = match pid {
+        Some(pid) => {
+            if frontend_config(pid).is_none() {
+                bail!("process {pid} is not a running `baton frontend --config FILE`");
+            }
+            vec![pid]
+        }
+        None => {
+            let want =
+                fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+            let pids = daemons_with(&want)?;
+            if pids.is_empty() {
+                bail!(
+                    "no running `baton frontend` uses {} (use --pid for one started otherwise)",
+                    want.display()
+                );
+            }
+            pids
+        }
+    };
+    for &pid in &pids {
+        // SAFETY: kill(2) with a plain signal number has no memory-safety preconditions.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sending SIGHUP to {pid}"));
+        }
+    }
+    Ok(pids)
+}
+
+/// Every `baton frontend` process whose configuration file is `want` (canonical).
+fn daemons_with(want: &Path) -> anyhow::Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").context("reading /proc")? {
+        let Some(pid) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if frontend_config(pid).is_some_and(|p| p == want) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// The canonical configuration path of process `pid` if it is `baton frontend`.
+fn frontend_config(pid: u32) -> Option<PathBuf> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&str> = cmdline
+        .split(|&b| b == 0)
+        .filter_map(|a| std::str::from_utf8(a).ok())
+        .collect();
+    let config = frontend_config_arg(&args)?;
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    fs::canonicalize(cwd.join(config)).ok()
+}
+
+/// `--config`'s value in a `baton frontend` command line (`argv[0]` named `baton*`).
+fn frontend_config_arg<'a>(args: &[&'a str]) -> Option<&'a str> {
+    let exe = Path::new(args.first()?).file_name()?.to_str()?;
+    if !exe.starts_with("baton") || args.get(1) != Some(&"frontend") {
+        return None;
+    }
+    let mut rest = args[2..].iter();
+    while let Some(a) = rest.next() {
+        if *a == "--config" {
+            return rest.next().copied();
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_config_of_a_frontend_command_line() {
+        let cases: [(&[&str], Option<&str>); 5] = [
+            (
+                &["/usr/bin/baton", "frontend", "--config", "fe.toml"],
+                Some("fe.toml"),
+            ),
+            (
+                &["baton", "frontend", "--config=/etc/fe.toml"],
+                Some("/etc/fe.toml"),
+            ),
+            (&["baton", "backend", "--config", "be.toml"], None),
+            (&["curl", "frontend", "--config", "x"], None),
+            (&["baton", "frontend"], None),
+        ];
+        for (args, want) in cases {
+            assert_eq!(frontend_config_arg(args), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_lab_example_checks() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/frontend-lab.toml"
+        ));
+        let out = check(path).unwrap();
+        assert!(out.starts_with("OK "), "{out}");
+        assert!(out.contains("service 198.18.2.1:80 on eth0"), "{out}");
+    }
+}

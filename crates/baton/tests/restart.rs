@@ -1,0 +1,322 @@
+//! A restart of `baton frontend` in the middle of a download, in the lab: the fast
+//! path's program, link and flow table are pinned and the nftables table stays, so the
+//! handed-off connection keeps flowing while no daemon runs; the next daemon reattaches
+//! to the pins, adopts the flow, forwards what XDP passes up of it (the client's FIN),
+//! tracks its close and removes it from the table. Beside it, a short request that closed
+//! just before the restart is still in its grace period: its close state, carried in the
+//! table, lets the next daemon free it after a grace period too (without it, it would be
+//! adopted as open and stay for the idle timeout). Once stopped by SIGTERM (after a short
+//! drain: the close state is written at exit), once killed with SIGKILL (a crash: it was
+//! written within the second); each time `--detach` then leaves no pin and no nftables
+//! table.
+//!
+//! Root only (each test prints why it skipped otherwise); lab name `btrs<pid>`; one test
+//! at a time.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use baton::frontend::fastpath;
+use support::{Daemon, LabGuard, baton, lab_guard, nstat, stdout};
+
+mod support;
+
+static LAB: support::LabName = support::LabName::new(|| support::unique("btrs"));
+static SERIAL: Mutex<()> = Mutex::new(());
+const VIP: &str = "198.18.2.1";
+const INTERFACE: &str = "eth0";
+/// 100 MiB at 20 MiB/s: five seconds, plenty of room for a restart in the middle.
+const RATE: &str = "20M";
+
+/// How the first daemon goes.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// SIGTERM: the drain (300 ms here), the counters, an orderly exit.
+    Term,
+    /// SIGKILL: nothing at all.
+    Kill,
+}
+
+/// The lab with three back-ends and their agents; the front-end's configuration.
+struct Cluster {
+    _backends: Vec<Daemon>,
+    config: PathBuf,
+    pin_dir: PathBuf,
+    _guard: LabGuard,
+}
+
+fn cluster(test: &str) -> Option<Cluster> {
+    let guard = lab_guard(&LAB, &SERIAL, test)?;
+    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
+    let backends = support::start_backends(&LAB, 3, "")
+        .into_iter()
+        .map(|(daemon, _)| daemon)
+        .collect();
+    // A short drain, so that SIGTERM ends the daemon in the middle of the download, and
+    // a short grace period, so that closed flows leave the table soon after they end (but
+    // longer than the drain, so that the short request's is still there at the stop).
+    let example = support::frontend_config(&LAB);
+    let text = example
+        .replace("drain_ms = 5000", "drain_ms = 300")
+        .replace("[limits]\n", "[limits]\ntime_wait_ms = 3000\n");
+    assert!(
+        text.contains("drain_ms = 300") && text.contains("time_wait_ms = 3000"),
+        "the example changed: {text}"
+    );
+    let pin_dir = PathBuf::from(support::frontend_pin_dir(&LAB));
+    assert!(
+        text.contains(&format!("pin_dir = \"{}\"", pin_dir.display())),
+        "the example sets pin_dir"
+    );
+    Some(Cluster {
+        _backends: backends,
+        config: support::config_file(&LAB, "fe-restart", &text),
+        pin_dir,
+        _guard: guard,
+    })
+}
+
+impl Cluster {
+    fn start_frontend(&self) -> Daemon {
+        Daemon::start(
+            &LAB,
+            "fe",
+            &["frontend", "--config", self.config.to_str().unwrap()],
+            "event=ready",
+        )
+    }
+
+    fn flows(&self) -> usize {
+        fastpath::pinned_flow_count(&self.pin_dir, INTERFACE).expect("the pinned flow table")
+    }
+
+    fn pins(&self) -> PathBuf {
+        fastpath::Pins::new(&self.pin_dir, INTERFACE)
+            .dir()
+            .to_path_buf()
+    }
+
+    /// Waits up to `limit` for the pinned flow table to hold `n` flows; how long it took.
+    fn wait_for_flows(&self, n: usize, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let flows = self.flows();
+            if flows == n {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the pinned flow table holds {flows} flows, not {n}, after {limit:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The value of `key` on the first `event=EVENT` line of a daemon log.
+fn logged(log: &str, event: &str, key: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!(" event={event} ")))
+        .unwrap_or_else(|| panic!("no {event} line:\n{log}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .to_string()
+}
+
+fn logged_number(log: &str, event: &str, key: &str) -> u64 {
+    logged(log, event, key).parse().unwrap()
+}
+
+fn nft_table_in_fe() -> bool {
+    stdout(&mut baton(
+        &LAB,
+        &["lab", "exec", "fe", "--", "nft", "list", "tables"],
+    ))
+    .contains("table inet baton_fe")
+}
+
+/// Kills the download if the test fails half-way.
+struct Download(Option<Child>);
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn expected_sha256(name: &str) -> String {
+    let sums = std::fs::read_to_string(format!("/run/{LAB}-lab/be1/www/files/SHA256SUMS")).unwrap();
+    sums.lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS: {sums}"))
+        .to_string()
+}
+
+/// The whole scenario: download, stop or kill the daemon in the middle, start another,
+/// check what it adopted, that the download arrived whole, that the close was tracked,
+/// and that `--detach` leaves nothing behind.
+fn restart_mid_download(test: &str, stop: Stop) {
+    let Some(cluster) = cluster(test) else {
+        return;
+    };
+    let first = cluster.start_frontend();
+    let log = first.log_text();
+    assert_eq!(logged(&log, "fastpath", "state"), "attached", "{log}");
+    assert_eq!(logged_number(&log, "fastpath", "flows"), 0, "{log}");
+    let host_resets = nstat(&LAB, "fe", "TcpOutRsts");
+
+    let fetch = format!("curl -sS --limit-rate {RATE} http://{VIP}/files/100M.bin | sha256sum");
+    let started = Instant::now();
+    let mut download = Download(Some(
+        baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    cluster.wait_for_flows(1, Duration::from_secs(5));
+    thread::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed()));
+    // A short request, closed at once: its flow waits out its 3 s grace in the table.
+    support::curl(
+        &LAB,
+        &["-o", "/dev/null", &format!("http://{VIP}/files/1K.bin")],
+    );
+    cluster.wait_for_flows(2, Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(200));
+    if let Stop::Kill = stop {
+        // No exit path: the close state must already be in the table, which the daemon
+        // updates every second.
+        thread::sleep(Duration::from_millis(1200));
+    }
+    let child = download.0.as_mut().unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the download is still running when the daemon stops"
+    );
+
+    let stopping = Instant::now();
+    let log = match stop {
+        Stop::Term => first.stop(),
+        Stop::Kill => first.kill(),
+    };
+    let stopped_after = stopping.elapsed();
+    if let Stop::Term = stop {
+        let exit = log
+            .lines()
+            .find(|l| l.contains(" event=exit "))
+            .unwrap_or_else(|| panic!("no exit line:\n{log}"));
+        assert!(
+            exit.contains("left_in_place=") && exit.contains("nftables table inet baton_fe"),
+            "{exit}"
+        );
+    }
+    // The gap: no daemon. The pins and the host filter hold the connection.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.flows(), 2, "the flows outlive the daemon");
+    assert!(nft_table_in_fe(), "the nftables table outlives the daemon");
+    let second = cluster.start_frontend();
+    let gap = stopping.elapsed();
+    let log = second.log_text();
+    eprintln!(
+        "{stop:?}: daemon gone after {stopped_after:?}, the next one ready {gap:?} after the stop; {}",
+        log.lines()
+            .find(|l| l.contains(" event=fastpath "))
+            .unwrap_or("")
+    );
+    assert_eq!(logged(&log, "fastpath", "state"), "reattached", "{log}");
+    assert_eq!(logged_number(&log, "fastpath", "flows"), 2, "{log}");
+    assert_eq!(logged_number(&log, "fastpath", "adopted"), 2, "{log}");
+    assert_eq!(logged_number(&log, "fastpath", "refused"), 0, "{log}");
+
+    let out = download.0.take().unwrap().wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "the download failed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or(""),
+        expected_sha256("100M.bin"),
+        "the 100 MiB that spanned the restart arrived byte-exact"
+    );
+    // The client's FIN went up to the new daemon, which forwarded it and tracked the
+    // close (the back-end's FIN comes as a copy), then freed the flow after its 3 s
+    // grace period; the short request's flow went after the grace period it was adopted
+    // into: the table is empty again.
+    let emptied = cluster.wait_for_flows(0, Duration::from_secs(10));
+    eprintln!("{stop:?}: download took {took:?}; table empty {emptied:?} after it ended");
+    assert_eq!(
+        nstat(&LAB, "fe", "TcpOutRsts"),
+        host_resets,
+        "the host's TCP never answered the VIP, not even while no daemon ran"
+    );
+
+    let log = second.stop();
+    assert_eq!(logged_number(&log, "frontend_stats", "adopted"), 2, "{log}");
+    assert_eq!(logged_number(&log, "frontend_stats", "closes"), 2, "{log}");
+    assert_eq!(
+        logged_number(&log, "fastpath_stats", "flows_removed"),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        logged_number(&log, "frontend_stats", "stray_segments"),
+        0,
+        "{log}"
+    );
+
+    // `--detach` takes everything away, and says so.
+    assert!(cluster.pins().exists());
+    let out = support::ok(&mut baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "fe",
+            "--",
+            env!("CARGO_BIN_EXE_baton"),
+            "frontend",
+            "--config",
+            cluster.config.to_str().unwrap(),
+            "--detach",
+        ],
+    ));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("detached the fast path") && said.contains("removed the nftables table"),
+        "{said}"
+    );
+    assert!(!cluster.pins().exists(), "pins left: {said}");
+    // Only what the kernel puts in every BPF filesystem (`maps.debug`, `progs.debug`).
+    let left: Vec<String> = std::fs::read_dir(&cluster.pin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(".debug"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left in {}: {left:?}",
+        cluster.pin_dir.display()
+    );
+    assert!(!nft_table_in_fe(), "the nftables table is gone: {said}");
+}
+
+#[test]
+fn a_frontend_stopped_mid_download_hands_its_flow_to_the_next() {
+    restart_mid_download("restart after SIGTERM", Stop::Term);
+}
+
+#[test]
+fn a_frontend_killed_mid_download_hands_its_flow_to_the_next() {
+    restart_mid_download("restart after SIGKILL", Stop::Kill);
+}
