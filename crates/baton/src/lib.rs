@@ -6,6 +6,7 @@
 //! and `baton-dispatch`, where they are tested without a kernel.
 
 pub mod backend;
+pub mod bench;
 pub mod counter;
 pub mod ebpf;
 pub mod frontend;

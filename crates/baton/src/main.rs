@@ -74,6 +74,23 @@ enum Command {
     /// The network-namespace lab: client, router, LAN bridge, front-end and back-ends.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Benchmark Baton against direct and HAProxy on a lab of its own, in one run:
+    /// markdown tables on standard output, results.md, results.json and bench.png in
+    /// --out. Root only; takes the lab down at the end (docs/benchmarks.md).
+    Bench {
+        /// A smoke run (one short round, under two minutes), for development and CI.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of direct, HAProxy, Baton (default 3; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Seconds of each wrk workload (default 10; 3 with --quick).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Where the results go.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
     /// Count packets and bytes on an interface with an eBPF tc program until Ctrl-C,
     /// SIGTERM or --seconds, then print the totals.
     Counter {
@@ -169,6 +186,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 list.join(", ")
             );
             Ok(())
+        }
+        Command::Bench {
+            quick,
+            rounds,
+            duration,
+            out,
+        } => {
+            let mut plan = if quick {
+                baton::bench::Plan::quick()
+            } else {
+                baton::bench::Plan::full()
+            };
+            plan.rounds = rounds.unwrap_or(plan.rounds);
+            plan.duration_s = duration.unwrap_or(plan.duration_s);
+            baton::bench::run(&plan, quick, &out)
         }
         Command::Counter {
             iface,

@@ -1,0 +1,588 @@
+//! From samples to results: medians over rounds, ratios to direct, and the three
+//! outputs (markdown tables, JSON, a PNG chart drawn by gnuplot).
+
+use std::{fmt::Write as _, fs, path::Path, process::Command};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{
+    Plan,
+    measure::{WrkReport, median},
+    systems::System,
+};
+
+/// CPU time spent on the front-end's side during one workload.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Cpu {
+    /// The front-end process's time on CPUs: the sum of its threads' scheduler run
+    /// time (`/proc/PID/task/*/schedstat`, nanosecond resolution).
+    pub process_s: f64,
+    /// `process_s` split into user and system time in the proportion of the process's
+    /// tick-sampled `utime` and `stime` (`/proc/PID/stat`, 10 ms resolution).
+    pub user_s: f64,
+    pub system_s: f64,
+    /// Run time of the eBPF programs attached in `fe` (bpftool's `run_time_ns`).
+    pub bpf_s: f64,
+    pub bpf_runs: u64,
+}
+
+impl Cpu {
+    pub fn total_s(&self) -> f64 {
+        self.process_s + self.bpf_s
+    }
+}
+
+/// The 100 MiB workload: sequential transfers on one connection.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Large {
+    pub transfers: u32,
+    pub bytes: u64,
+    /// Sum of the transfers' own times (curl's `time_total`).
+    pub seconds: f64,
+}
+
+impl Large {
+    pub fn gbit_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.bytes as f64 * 8.0 / self.seconds / 1e9
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One system's figures in one round. CPU is `None` for direct: no front-end.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub system: System,
+    pub round: u32,
+    pub close: WrkReport,
+    pub close_cpu: Option<Cpu>,
+    pub keep_alive: WrkReport,
+    pub keep_alive_cpu: Option<Cpu>,
+    pub large: Large,
+    pub large_cpu: Option<Cpu>,
+    /// Median time to first byte over the round's sequential requests.
+    pub ttfb_ms: f64,
+}
+
+/// A figure over the rounds: the median and the range.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Option<Self> {
+        Some(Self {
+            median: median(values)?,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+}
+
+/// One system's medians over the rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub system: System,
+    pub rounds: usize,
+    pub close_rps: Spread,
+    pub close_p50_ms: Spread,
+    pub close_p99_ms: Spread,
+    /// Socket errors and non-2xx responses, all rounds together.
+    pub close_errors: u64,
+    pub keep_alive_rps: Spread,
+    pub keep_alive_p50_ms: Spread,
+    pub keep_alive_p99_ms: Spread,
+    pub keep_alive_errors: u64,
+    pub large_gbit_s: Spread,
+    /// Front-end CPU per request (close and keep-alive), in microseconds, and per GB
+    /// served (100 MiB objects), in milliseconds; `None` without a front-end.
+    pub cpu_us_per_request_close: Option<CpuPer>,
+    pub cpu_us_per_request_keep_alive: Option<CpuPer>,
+    pub cpu_ms_per_gb: Option<CpuPer>,
+    pub ttfb_ms: Spread,
+}
+
+/// A CPU figure per unit of work, with its parts (medians of each, over the rounds, so
+/// the parts need not add up to the total exactly).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CpuPer {
+    pub total: Spread,
+    pub user: f64,
+    pub system: f64,
+    pub bpf: f64,
+}
+
+impl CpuPer {
+    /// `cpu` of each round divided by the round's `work`, times `scale`.
+    fn of(rounds: &[(Option<Cpu>, f64)], scale: f64) -> Option<Self> {
+        let per: Vec<(Cpu, f64)> = rounds
+            .iter()
+            .filter_map(|&(cpu, work)| Some((cpu?, work)))
+            .filter(|&(_, work)| work > 0.0)
+            .collect();
+        let part = |f: fn(&Cpu) -> f64| {
+            median(
+                &per.iter()
+                    .map(|(c, w)| f(c) / w * scale)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        Some(Self {
+            total: Spread::of(
+                &per.iter()
+                    .map(|(c, w)| c.total_s() / w * scale)
+                    .collect::<Vec<_>>(),
+            )?,
+            user: part(|c| c.user_s)?,
+            system: part(|c| c.system_s)?,
+            bpf: part(|c| c.bpf_s)?,
+        })
+    }
+}
+
+pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
+    System::ALL
+        .iter()
+        .filter_map(|&system| {
+            let s: Vec<&Sample> = samples.iter().filter(|s| s.system == system).collect();
+            let spread =
+                |f: fn(&Sample) -> f64| Spread::of(&s.iter().map(|x| f(x)).collect::<Vec<_>>());
+            Some(Summary {
+                system,
+                rounds: s.len(),
+                close_rps: spread(|x| x.close.per_second)?,
+                close_p50_ms: spread(|x| x.close.p50_ms)?,
+                close_p99_ms: spread(|x| x.close.p99_ms)?,
+                close_errors: s.iter().map(|x| x.close.errors()).sum(),
+                keep_alive_rps: spread(|x| x.keep_alive.per_second)?,
+                keep_alive_p50_ms: spread(|x| x.keep_alive.p50_ms)?,
+                keep_alive_p99_ms: spread(|x| x.keep_alive.p99_ms)?,
+                keep_alive_errors: s.iter().map(|x| x.keep_alive.errors()).sum(),
+                large_gbit_s: spread(|x| x.large.gbit_s())?,
+                cpu_us_per_request_close: CpuPer::of(
+                    &s.iter()
+                        .map(|x| (x.close_cpu, x.close.requests as f64))
+                        .collect::<Vec<_>>(),
+                    1e6,
+                ),
+                cpu_us_per_request_keep_alive: CpuPer::of(
+                    &s.iter()
+                        .map(|x| (x.keep_alive_cpu, x.keep_alive.requests as f64))
+                        .collect::<Vec<_>>(),
+                    1e6,
+                ),
+                cpu_ms_per_gb: CpuPer::of(
+                    &s.iter()
+                        .map(|x| (x.large_cpu, x.large.bytes as f64 / 1e9))
+                        .collect::<Vec<_>>(),
+                    1e3,
+                ),
+                ttfb_ms: spread(|x| x.ttfb_ms)?,
+            })
+        })
+        .collect()
+}
+
+/// The machine and the run, for the report's header.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Meta {
+    /// UTC, ISO 8601, when the run started.
+    pub date: String,
+    pub cpu: String,
+    pub cpus: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    /// The share of all CPUs busy during one second before the lab came up: other
+    /// work on the machine, which the figures cannot tell from their own.
+    pub busy_before_pct: f64,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub versions: Vec<String>,
+    pub lab: String,
+    pub mode: String,
+}
+
+/// Everything the JSON file holds.
+#[derive(Serialize)]
+pub struct Report<'a> {
+    pub meta: &'a Meta,
+    pub plan: &'a Plan,
+    pub summary: &'a [Summary],
+    pub samples: &'a [Sample],
+}
+
+fn ratio(value: f64, direct: Option<f64>) -> String {
+    match direct {
+        Some(d) if d > 0.0 => format!("{:.2}", value / d),
+        _ => "-".into(),
+    }
+}
+
+/// `median (min–max)` when there was more than one round.
+fn spread(s: Spread, decimals: usize) -> String {
+    if s.min < s.max {
+        format!(
+            "{:.decimals$} ({:.decimals$}–{:.decimals$})",
+            s.median, s.min, s.max
+        )
+    } else {
+        format!("{:.decimals$}", s.median)
+    }
+}
+
+/// The markdown tables, one per workload, under a header naming machine and run.
+pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
+    let direct = summary.iter().find(|s| s.system == System::Direct);
+    let haproxy = summary.iter().find(|s| s.system == System::Haproxy);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Baton bench, {}: {} ({} round{} of {} s per wrk workload), lab `{}`.\n\
+         Machine: {}, {} CPUs, {:.0} GiB, Linux {}; {:.0}% busy before the run, load {} before, {} after.\n\
+         Medians over rounds (range in brackets); ratios are to direct, the client straight to a back-end \
+         (be{}; HAProxy and Baton send the measured path to be{}).\n",
+        meta.date,
+        meta.mode,
+        plan.rounds,
+        if plan.rounds == 1 { "" } else { "s" },
+        plan.duration_s,
+        meta.lab,
+        meta.cpu,
+        meta.cpus,
+        meta.memory_gib,
+        meta.kernel,
+        meta.busy_before_pct,
+        meta.loadavg_before,
+        meta.loadavg_after,
+        super::systems::DIRECT_BACKEND,
+        super::systems::BALANCED_BACKEND,
+    );
+    for (title, close) in [
+        (
+            format!(
+                "(a) New connection per request, 1 KiB (`wrk -t{} -c{} -H 'Connection: close'`)",
+                plan.threads, plan.connections
+            ),
+            true,
+        ),
+        (
+            format!(
+                "(b) Keep-alive, 1 KiB (`wrk -t{} -c{}`)",
+                plan.threads, plan.connections
+            ),
+            false,
+        ),
+    ] {
+        let _ = writeln!(
+            md,
+            "### {title}\n\n| system | req/s | vs direct | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for s in summary {
+            let (rps, p50, p99, errors, d) = if close {
+                (
+                    s.close_rps,
+                    s.close_p50_ms,
+                    s.close_p99_ms,
+                    s.close_errors,
+                    direct.map(|d| d.close_rps.median),
+                )
+            } else {
+                (
+                    s.keep_alive_rps,
+                    s.keep_alive_p50_ms,
+                    s.keep_alive_p99_ms,
+                    s.keep_alive_errors,
+                    direct.map(|d| d.keep_alive_rps.median),
+                )
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.2} | {:.2} | {errors} |",
+                s.system.name(),
+                spread(rps, 0),
+                ratio(rps.median, d),
+                p50.median,
+                p99.median,
+            );
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "### (c) 100 MiB objects (`curl`, {} sequential transfers on one connection)\n\n\
+         | system | Gbit/s | vs direct |\n|---|---:|---:|",
+        plan.large_transfers
+    );
+    for s in summary {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            s.system.name(),
+            spread(s.large_gbit_s, 2),
+            ratio(s.large_gbit_s.median, direct.map(|d| d.large_gbit_s.median))
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### (d) Front-end CPU (process user + system time, plus eBPF run time in `fe`)\n\n\
+         | system | µs per request, (a) | user / sys / eBPF | µs per request, (b) | ms per GB, (c) | (a) vs HAProxy |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    let cpu = |c: Option<CpuPer>, decimals: usize| {
+        c.map_or_else(|| "-".into(), |c| spread(c.total, decimals))
+    };
+    for s in summary {
+        if s.system == System::Direct {
+            let _ = writeln!(md, "| direct | no front-end | | | | |");
+            continue;
+        }
+        let parts = s.cpu_us_per_request_close.map_or_else(
+            || "-".into(),
+            |c| format!("{:.1} / {:.1} / {:.1}", c.user, c.system, c.bpf),
+        );
+        let vs = match (
+            s.cpu_us_per_request_close,
+            haproxy.and_then(|h| h.cpu_us_per_request_close),
+        ) {
+            (Some(c), Some(h)) => ratio(c.total.median, Some(h.total.median)),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {parts} | {} | {} | {vs} |",
+            s.system.name(),
+            cpu(s.cpu_us_per_request_close, 1),
+            cpu(s.cpu_us_per_request_keep_alive, 1),
+            cpu(s.cpu_ms_per_gb, 1),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### (e) Time to first byte (`curl`, {} sequential requests, each on a new connection)\n\n\
+         | system | median ms | added over direct, µs |\n|---|---:|---:|",
+        plan.ttfb_requests
+    );
+    for s in summary {
+        let added = direct.map_or_else(
+            || "-".into(),
+            |d| format!("{:+.0}", (s.ttfb_ms.median - d.ttfb_ms.median) * 1000.0),
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {added} |",
+            s.system.name(),
+            spread(s.ttfb_ms, 3)
+        );
+    }
+    md
+}
+
+/// A throughput figure of a system's summary.
+type Figure = fn(&Summary) -> f64;
+
+/// The chart's groups: its label and figure for each workload measured as a rate.
+const CHARTED: [(&str, Figure); 3] = [
+    ("\"(a) close, 1 KiB\"", |s| s.close_rps.median),
+    ("\"(b) keep-alive, 1 KiB\"", |s| s.keep_alive_rps.median),
+    ("\"(c) 100 MiB\"", |s| s.large_gbit_s.median),
+];
+
+/// `figure` of `s` over direct's, or 0 without direct.
+fn ratio_to_direct(summary: &[Summary], s: &Summary, figure: Figure) -> f64 {
+    summary
+        .iter()
+        .find(|d| d.system == System::Direct)
+        .map_or(0.0, |d| {
+            let d = figure(d);
+            if d > 0.0 { figure(s) / d } else { 0.0 }
+        })
+}
+
+/// gnuplot's data: one row per workload, one column per system, ratios to direct.
+pub fn chart_data(summary: &[Summary]) -> String {
+    let mut data = String::from("workload");
+    for s in summary {
+        let _ = write!(data, " {}", s.system.name());
+    }
+    data.push('\n');
+    for (label, figure) in CHARTED {
+        data.push_str(label);
+        for s in summary {
+            let _ = write!(data, " {:.3}", ratio_to_direct(summary, s, figure));
+        }
+        data.push('\n');
+    }
+    data
+}
+
+/// The chart's y range: a little above the tallest bar, and never below 1.15 so that
+/// direct's bars (1.0) have room above them.
+fn top_of(summary: &[Summary]) -> f64 {
+    let tallest = summary
+        .iter()
+        .flat_map(|s| CHARTED.map(|(_, figure)| ratio_to_direct(summary, s, figure)))
+        .filter(|r| r.is_finite())
+        .fold(1.0, f64::max);
+    (tallest * 1.1).max(1.15)
+}
+
+/// Writes `bench.dat` and `bench.gp` into `dir` and runs gnuplot to draw `bench.png`.
+/// Returns false (and says why) when gnuplot is missing: the tables and JSON stand
+/// without the chart.
+pub fn chart(dir: &Path, meta: &Meta, summary: &[Summary]) -> anyhow::Result<bool> {
+    fs::write(dir.join("bench.dat"), chart_data(summary))?;
+    let columns = summary.len();
+    let mut plot = String::from("plot 'bench.dat' using 2:xtic(1) title columnheader(2)");
+    for c in 3..=columns + 1 {
+        let _ = write!(plot, ", '' using {c} title columnheader({c})");
+    }
+    let script = format!(
+        "# Written by `baton bench`; run `gnuplot bench.gp` in this folder to redraw.\n\
+         set terminal pngcairo size 900,520 font 'DejaVu Sans,11'\n\
+         set output 'bench.png'\n\
+         set title \"Baton bench {date}: throughput as a ratio to direct (medians)\\n{cpus} CPUs, Linux {kernel}\"\n\
+         set style data histograms\n\
+         set style histogram clustered gap 1\n\
+         set style fill solid 0.85 border -1\n\
+         set boxwidth 0.9\n\
+         set yrange [0:{top:.2}]\n\
+         set bmargin 4\n\
+         set ylabel 'ratio to direct'\n\
+         set grid ytics\n\
+         set key outside right top\n\
+         set datafile separator whitespace\n\
+         {plot}\n",
+        date = meta.date,
+        cpus = meta.cpus,
+        kernel = meta.kernel,
+        top = top_of(summary),
+    );
+    fs::write(dir.join("bench.gp"), script)?;
+    match Command::new("gnuplot")
+        .arg("bench.gp")
+        .current_dir(dir)
+        .output()
+    {
+        Err(_) => {
+            eprintln!("bench: no gnuplot (scripts/setup installs gnuplot-nox): no bench.png");
+            Ok(false)
+        }
+        Ok(out) if !out.status.success() => Err(anyhow::anyhow!(
+            "gnuplot failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+        .context("drawing bench.png"),
+        Ok(_) => Ok(true),
+    }
+}
+
+/// The UTC date and time of `unix` seconds, ISO 8601 to the minute.
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(system: System, round: u32, rps: f64, cpu_s: Option<f64>) -> Sample {
+        let wrk = WrkReport {
+            requests: (rps * 10.0) as u64,
+            per_second: rps,
+            p50_ms: 1.0,
+            p99_ms: 5.0,
+            ..WrkReport::default()
+        };
+        let cpu = cpu_s.map(|s| Cpu {
+            process_s: s,
+            user_s: s / 2.0,
+            system_s: s / 2.0,
+            ..Cpu::default()
+        });
+        Sample {
+            system,
+            round,
+            close: wrk.clone(),
+            close_cpu: cpu,
+            keep_alive: wrk,
+            keep_alive_cpu: cpu,
+            large: Large {
+                transfers: 2,
+                bytes: 2 * 104_857_600,
+                seconds: rps / 1000.0,
+            },
+            large_cpu: cpu,
+            ttfb_ms: 1000.0 / rps,
+        }
+    }
+
+    #[test]
+    fn medians_and_ratios() {
+        let samples = vec![
+            sample(System::Direct, 1, 1000.0, None),
+            sample(System::Direct, 2, 3000.0, None),
+            sample(System::Direct, 3, 2000.0, None),
+            sample(System::Baton, 1, 1800.0, Some(0.5)),
+            sample(System::Baton, 2, 1700.0, Some(0.5)),
+            sample(System::Baton, 3, 1900.0, Some(0.5)),
+        ];
+        let summary = summarize(&samples);
+        assert_eq!(summary.len(), 2, "no HAProxy samples, no HAProxy row");
+        let baton = &summary[1];
+        assert_eq!(baton.close_rps.median, 1800.0);
+        assert_eq!((baton.close_rps.min, baton.close_rps.max), (1700.0, 1900.0));
+        // 0.5 s over 18000 requests.
+        let cpu = baton.cpu_us_per_request_close.unwrap();
+        assert!((cpu.total.median - 0.5 / 18_000.0 * 1e6).abs() < 1e-9);
+        assert!(summary[0].cpu_us_per_request_close.is_none());
+        let md = markdown(&Meta::default(), &Plan::quick(), &summary);
+        assert!(md.contains("| Baton | 1800 (1700–1900) | 0.90 |"), "{md}");
+        assert!(md.contains("| direct | no front-end |"));
+        let data = chart_data(&summary);
+        assert!(data.starts_with("workload direct Baton\n"), "{data}");
+        assert!(
+            data.contains("\"(b) keep-alive, 1 KiB\" 1.000 0.900\n"),
+            "{data}"
+        );
+    }
+
+    #[test]
+    fn large_transfer_rate() {
+        let l = Large {
+            transfers: 1,
+            bytes: 125_000_000,
+            seconds: 1.0,
+        };
+        assert!((l.gbit_s() - 1.0).abs() < 1e-12);
+        assert_eq!(Large::default().gbit_s(), 0.0);
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_795_807_501), "2026-11-27 19:25 UTC");
+    }
+}

@@ -1,0 +1,545 @@
+//! The three systems the benchmark compares, how each is started and stopped on the
+//! lab, and their configurations: the same content switching for HAProxy and Baton.
+//!
+//! Only one runs at a time. Baton's front-end takes VIP:80 with an nftables table and an
+//! XDP program, HAProxy binds a socket on it: they would fight over the same packets. So
+//! a system is stopped completely (Baton: daemons stopped, then `--detach` for the
+//! front-end's pins and nftables table and for each back-end's module) before the next
+//! one starts, and the benchmark checks that nothing of Baton is left on `fe`.
+
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::lab::{self, Lab, Node};
+
+/// Back-ends in the bench lab: one per content rule, as in the example configuration.
+pub const BACKENDS: u8 = 3;
+/// Where the measured path goes through HAProxy and Baton (`/files/` → `files` pool).
+pub const BALANCED_BACKEND: u8 = 1;
+/// The back-end "direct" runs against: not the one the balancers use (module docs of
+/// `bench`, on TIME-WAIT), serving the same bytes.
+pub const DIRECT_BACKEND: u8 = 2;
+
+/// How long a daemon may take to say it is ready: the back-end agent loads its eBPF
+/// object first, which takes seconds on a busy two-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon may take to exit after SIGTERM (Baton's front-end drains first).
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    /// The client straight to a back-end: no balancer, the limit.
+    Direct,
+    /// HAProxy in `fe`, bound to the VIP, with the same content switching.
+    Haproxy,
+    /// `baton frontend` in `fe` and `baton backend` on every back-end.
+    Baton,
+}
+
+impl System {
+    /// In the order each round runs them.
+    pub const ALL: [System; 3] = [System::Direct, System::Haproxy, System::Baton];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Direct => "direct",
+            System::Haproxy => "HAProxy",
+            System::Baton => "Baton",
+        }
+    }
+
+    /// The address the client sends to, and the back-end that must answer.
+    pub fn target(self) -> (std::net::Ipv4Addr, u8) {
+        match self {
+            System::Direct => (lab::backend_addr(DIRECT_BACKEND), DIRECT_BACKEND),
+            System::Haproxy | System::Baton => (lab::VIP, BALANCED_BACKEND),
+        }
+    }
+}
+
+/// The bench's files in the lab's folder (removed with the lab).
+pub struct Files {
+    pub dir: PathBuf,
+}
+
+impl Files {
+    pub fn write(lab: &Lab) -> anyhow::Result<Self> {
+        let dir = lab.state_dir().join("bench");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let files = Self { dir };
+        fs::write(files.frontend_config(), frontend_config(lab))?;
+        fs::write(files.haproxy_config(), haproxy_config())?;
+        for k in 1..=BACKENDS {
+            fs::write(files.backend_config(k), backend_config(lab, k))?;
+        }
+        Ok(files)
+    }
+
+    pub fn frontend_config(&self) -> PathBuf {
+        self.dir.join("frontend.toml")
+    }
+    pub fn haproxy_config(&self) -> PathBuf {
+        self.dir.join("haproxy.cfg")
+    }
+    pub fn backend_config(&self, k: u8) -> PathBuf {
+        self.dir.join(format!("be{k}.toml"))
+    }
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+}
+
+/// The content rules both balancers apply, in order: (name, path prefix, back-end).
+/// Everything else goes round robin to all back-ends. The measured requests
+/// (`/files/...`) match the last rule, so each of them is checked against all four.
+pub const RULES: [(&str, &str, u8); 4] = [
+    ("images", "/img/", 1),
+    ("api", "/api/", 2),
+    ("static", "/static/", 3),
+    ("files", "/files/", BALANCED_BACKEND),
+];
+
+/// Baton's front-end: the lab's interface and key, the fast path on, no active health
+/// checks (HAProxy gets none either), a short drain so that stopping takes half a
+/// second, and [`RULES`].
+pub fn frontend_config(lab: &Lab) -> String {
+    let mut text = format!(
+        r#"# Written by `baton bench`; HAProxy's configuration beside it switches the same way.
+interface = "eth0"
+vip = "{vip}"
+port = {port}
+handoff_key = "{key}"
+drain_ms = 500
+fast_path = true
+pin_dir = "{pins}"
+
+[dispatch]
+default_pool = "all"
+
+[dispatch.pools.all]
+policy = "round_robin"
+backends = [{all}]
+"#,
+        vip = lab::VIP,
+        port = lab::HTTP_PORT,
+        key = HANDOFF_KEY,
+        pins = lab.bpffs(Node::Fe).display(),
+        all = (1..=BACKENDS)
+            .map(|k| format!(
+                r#"{{ address = "{}:{}" }}"#,
+                lab::backend_addr(k),
+                lab::HTTP_PORT
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for (name, _, k) in RULES {
+        text += &format!(
+            "\n[dispatch.pools.{name}]\nbackends = [{{ address = \"{}:{}\" }}]\n",
+            lab::backend_addr(k),
+            lab::HTTP_PORT
+        );
+    }
+    for (name, prefix, _) in RULES {
+        text += &format!(
+            "\n[[dispatch.rules]]\nname = \"{name}\"\npool = \"{name}\"\nmatch = {{ path_prefix = \"{prefix}\" }}\n"
+        );
+    }
+    text
+}
+
+/// The lab's handoff key (the example configurations').
+const HANDOFF_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// The example back-end configuration with back-end `k`'s pin folder in `lab`.
+pub fn backend_config(lab: &Lab, k: u8) -> String {
+    format!(
+        "# Written by `baton bench`.\ninterface = \"eth0\"\nvip = \"{}:{}\"\nfrontend_mac = \"{}\"\nhandoff_key = \"{HANDOFF_KEY}\"\npin_dir = \"{}\"\n",
+        lab::VIP,
+        lab::HTTP_PORT,
+        lab::mac_for(lab::FE_ADDR),
+        lab.bpffs(Node::Backend(k)).display()
+    )
+}
+
+/// HAProxy with the same switching as Baton and the settings that make it fastest here:
+/// splicing both ways, one thread per core, server-side keep-alive reused across client
+/// connections (`http-reuse always`: every request here is an idempotent GET), no
+/// logging, no health checks. `maxconn` stays within the lab's file-descriptor limit
+/// (HAProxy needs two descriptors per connection), far above the 32 connections used.
+pub fn haproxy_config() -> String {
+    let threads = thread::available_parallelism().map_or(2, |n| n.get());
+    let server = |k: u8| {
+        format!(
+            "    server be{k} {}:{}\n",
+            lab::backend_addr(k),
+            lab::HTTP_PORT
+        )
+    };
+    let mut text = format!(
+        "# Written by `baton bench`: the content switching of Baton's frontend.toml beside it.
+global
+    nbthread {threads}
+    maxconn 4096
+defaults
+    mode http
+    option splice-request
+    option splice-response
+    option http-keep-alive
+    http-reuse always
+    maxconn 4096
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+frontend vip
+    bind {vip}:{port}
+",
+        vip = lab::VIP,
+        port = lab::HTTP_PORT
+    );
+    for (name, prefix, _) in RULES {
+        text += &format!("    acl {name} path_beg {prefix}\n");
+    }
+    for (name, _, _) in RULES {
+        text += &format!("    use_backend {name} if {name}\n");
+    }
+    text += "    default_backend all\nbackend all\n    balance roundrobin\n";
+    for k in 1..=BACKENDS {
+        text += &server(k);
+    }
+    for (name, _, k) in RULES {
+        text += &format!("backend {name}\n{}", server(k));
+    }
+    text
+}
+
+/// A process running in a lab node, its standard error in a log file; killed on drop
+/// if not stopped.
+pub struct Daemon {
+    name: String,
+    /// What asks it to finish: SIGTERM for Baton's daemons; SIGUSR1 for HAProxy, whose
+    /// soft stop exits 0 once its connections are done (SIGTERM kills it outright).
+    stop_signal: libc::c_int,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `program ARGS` in `node` (through `ip netns exec`, which execs it in place:
+    /// the child's pid is the program's) and, if `ready` is given, waits until the log
+    /// shows it.
+    pub fn start(
+        lab: &Lab,
+        files: &Files,
+        node: Node,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        ready: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let log = files.log(name);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.namespace(node)])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).with_context(|| format!("creating {}", log.display()))?)
+            .spawn()
+            .with_context(|| format!("starting {name} in {node}"))?;
+        let mut daemon = Self {
+            name: name.into(),
+            stop_signal: if name == "haproxy" {
+                libc::SIGUSR1
+            } else {
+                libc::SIGTERM
+            },
+            child: Some(child),
+            log,
+        };
+        let Some(ready) = ready else {
+            return Ok(daemon);
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !daemon.log_text().contains(ready) {
+            if let Some(status) = daemon.exited()? {
+                bail!(
+                    "{name} exited ({status}) before `{ready}`:\n{}",
+                    daemon.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no `{ready}` from {name} within {READY_TIMEOUT:?}:\n{}",
+                    daemon.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(daemon)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends its stop signal, then waits for the exit (SIGKILL after [`STOP_TIMEOUT`]);
+    /// fails if it did not exit cleanly.
+    pub fn stop(mut self) -> anyhow::Result<String> {
+        let mut child = self.child.take().context("stopped twice")?;
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, self.stop_signal) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{} did not exit within {STOP_TIMEOUT:?} of its stop signal:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let log = self.log_text();
+        if !status.success() {
+            bail!("{} failed ({status}):\n{log}", self.name);
+        }
+        Ok(log)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A system while it runs: its processes, the front-end's first.
+pub struct Running {
+    pub system: System,
+    /// HAProxy, or `baton frontend`: whose CPU time is the front-end's.
+    pub frontend: Option<Daemon>,
+    backends: Vec<Daemon>,
+}
+
+impl Running {
+    pub fn start(system: System, lab: &Lab, files: &Files, baton: &Path) -> anyhow::Result<Self> {
+        let mut running = Self {
+            system,
+            frontend: None,
+            backends: Vec::new(),
+        };
+        match system {
+            System::Direct => {}
+            System::Haproxy => {
+                let cfg = files.haproxy_config();
+                running.frontend = Some(Daemon::start(
+                    lab,
+                    files,
+                    Node::Fe,
+                    "haproxy",
+                    Path::new("haproxy"),
+                    &["-db", "-f", path_str(&cfg)?],
+                    None,
+                )?);
+            }
+            System::Baton => {
+                bridge_pass(lab, true)?;
+                for k in 1..=BACKENDS {
+                    let cfg = files.backend_config(k);
+                    running.backends.push(Daemon::start(
+                        lab,
+                        files,
+                        Node::Backend(k),
+                        &format!("be{k}-backend"),
+                        baton,
+                        &["backend", "--config", path_str(&cfg)?],
+                        Some("backend: attached"),
+                    )?);
+                }
+                let cfg = files.frontend_config();
+                let fe = Daemon::start(
+                    lab,
+                    files,
+                    Node::Fe,
+                    "frontend",
+                    baton,
+                    &["frontend", "--config", path_str(&cfg)?],
+                    Some("event=ready"),
+                )?;
+                if !fe.log_text().contains("fast_path=xdp") {
+                    bail!(
+                        "Baton's fast path did not attach; the figures would be the slow path's:\n{}",
+                        fe.log_text()
+                    );
+                }
+                running.frontend = Some(fe);
+            }
+        }
+        Ok(running)
+    }
+
+    /// Stops every process, Baton's front-end first, and removes what Baton leaves in
+    /// place for a successor (pins, links, nftables table), then checks `fe` is bare.
+    pub fn stop(mut self, lab: &Lab, files: &Files, baton: &Path) -> anyhow::Result<()> {
+        if let Some(fe) = self.frontend.take() {
+            fe.stop()?;
+        }
+        if self.system == System::Baton {
+            let cfg = files.frontend_config();
+            run_in(
+                lab,
+                Node::Fe,
+                baton,
+                &["frontend", "--config", path_str(&cfg)?, "--detach"],
+            )?;
+        }
+        for (k, be) in (1..=BACKENDS).zip(std::mem::take(&mut self.backends)) {
+            be.stop()?;
+            let cfg = files.backend_config(k);
+            run_in(
+                lab,
+                Node::Backend(k),
+                baton,
+                &["backend", "--config", path_str(&cfg)?, "--detach"],
+            )?;
+        }
+        if self.system == System::Baton {
+            bridge_pass(lab, false)?;
+        }
+        let tables = output_in(lab, Node::Fe, Path::new("nft"), &["list", "tables"])?;
+        let programs = output_in(lab, Node::Fe, Path::new("bpftool"), &["-j", "net", "show"])?;
+        if tables.contains("baton") || !super::measure::parse_net_show(&programs)?.is_empty() {
+            bail!(
+                "{} left state on fe: nft tables `{tables}`, programs {programs}",
+                self.system.name()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Puts the lab's XDP pass program on the bridge port facing `fe` (`p-fe`), or takes it
+/// off. Baton's fast path needs it: a veth delivers `XDP_TX`'d frames only to a peer
+/// that runs XDP. But a veth whose peer runs XDP loses TSO (the kernel's
+/// `veth_fix_features`), so with it `fe` segments everything it sends in software,
+/// which costs HAProxy, whose responses leave through `fe`, a factor of four in 100 MiB
+/// throughput here. So the program is on only for Baton's turns.
+pub fn bridge_pass(lab: &Lab, on: bool) -> anyhow::Result<()> {
+    // The pin `Lab::pass_xdp_tx_to_bridge` makes; the link goes when it is unlinked.
+    let pin = lab.bpffs(Node::Lan).join("p-fe-xdp");
+    if on {
+        if !pin.exists() {
+            lab.pass_xdp_tx_to_bridge(&lab.namespace(Node::Lan))?;
+        }
+    } else if pin.exists() {
+        fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+    }
+    let programs = output_in(lab, Node::Lan, Path::new("bpftool"), &["-j", "net", "show"])?;
+    let attached = !super::measure::parse_net_show(&programs)?.is_empty();
+    if attached != on {
+        bail!(
+            "the XDP pass program on p-fe is {} attached: {programs}",
+            if attached { "still" } else { "not" }
+        );
+    }
+    Ok(())
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// Runs `program ARGS` in `node` to completion; fails with its output if it fails.
+pub fn run_in(lab: &Lab, node: Node, program: &Path, args: &[&str]) -> anyhow::Result<()> {
+    output_in(lab, node, program, args).map(drop)
+}
+
+/// Runs `program ARGS` in `node` to completion and returns its standard output.
+pub fn output_in(lab: &Lab, node: Node, program: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.namespace(node)])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} in {node}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`{} {}` in {node} failed ({}): {}{}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).context("output is not UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_balancers_switch_the_same_way() {
+        let lab = Lab::named("t").unwrap();
+        let baton = crate::frontend::config::parse(&frontend_config(&lab), Path::new("/"));
+        assert!(baton.is_ok(), "{baton:?}");
+        for k in 1..=BACKENDS {
+            let agent = crate::backend::AgentConfig::parse(&backend_config(&lab, k));
+            assert!(agent.is_ok(), "{agent:?}");
+        }
+        let haproxy = haproxy_config();
+        for (name, prefix, k) in RULES {
+            assert!(haproxy.contains(&format!("acl {name} path_beg {prefix}\n")));
+            assert!(haproxy.contains(&format!(
+                "backend {name}\n    server be{k} 198.18.1.1{k}:80\n"
+            )));
+        }
+        assert!(
+            haproxy.contains("option splice-request") && haproxy.contains("option splice-response")
+        );
+    }
+
+    #[test]
+    fn direct_avoids_the_balanced_backend() {
+        assert_ne!(System::Direct.target().1, System::Baton.target().1);
+        assert_eq!(System::Haproxy.target(), System::Baton.target());
+        assert_eq!(
+            RULES.iter().find(|r| r.0 == "files").unwrap().2,
+            BALANCED_BACKEND
+        );
+    }
+}
