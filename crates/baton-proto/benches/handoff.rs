@@ -3,7 +3,7 @@
 //!
 //! One iteration is one connection, each with its own client port: the SYN, the
 //! handshake's ACK carrying the request, the back-end's SYN/ACK' and its confirmation go
-//! in; the SYN/ACK, the ACK, the SYN', the ACK' and the request segment come out, and the
+//! in; the SYN/ACK, the ACK, the SYN' and the request segment (which is the ACK') come out, and the
 //! `HandedOff` event. The packets the front-end receives are built before the clock
 //! starts, except the two from the back-end, which depend on the front-end's ISN and
 //! TSval: building them is inside the measurement, so the figure is a slight

@@ -324,13 +324,16 @@ fn loss_of_syn_ack_prime() {
     );
 }
 
+// The ACK' is the request's first segment (no bare ACK' is sent), so its loss is
+// `loss_of_request_data`; the first pure ACK from the front-end to the back-end is now a
+// client ACK the front-end forwards.
 #[test]
-fn loss_of_ack_prime() {
+fn loss_of_a_forwarded_pure_ack() {
     handoff_with_loss(
-        "loss of ACK'",
+        "loss of a forwarded pure ACK",
         23,
         drop_rule(
-            "ACK'",
+            "forwarded pure ACK",
             NodeId::FrontEnd,
             NodeId::Backend(0),
             1,

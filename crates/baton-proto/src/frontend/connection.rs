@@ -19,7 +19,7 @@ use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
 /// |---|---|---|---|
 /// | `SynReceived` | client SYN, SYN/ACK sent | SYN/ACK retransmission, doubling (RFC 6298 §5) | the handshake's ACK; RST; timeout → reset |
 /// | `Receiving` | the handshake's ACK (or a valid cookie ACK) | request timeout (slowloris) | a complete head → dispatch; error → response or reset; FIN/RST → freed |
-/// | `HandingOffSynSent` | dispatch chose a back-end, SYN' sent | SYN' retransmission, doubling | SYN/ACK' → ACK' and request sent; exhausted or RST → next candidate |
+/// | `HandingOffSynSent` | dispatch chose a back-end, SYN' sent | SYN' retransmission, doubling | SYN/ACK' → request sent (its first segment is the ACK'); exhausted or RST → next candidate |
 /// | `HandingOffRequestSent` | valid SYN/ACK' | request retransmission, doubling | back-end's ACK of the request's last byte → handed off |
 /// | `Forwarding` | handoff confirmed | idle timeout | FIN both ways or RST → grace |
 /// | `Closing` | error response (with FIN) sent | response retransmission | client ACKs the FIN → grace; exhausted → reset |
@@ -32,7 +32,7 @@ pub enum StateName {
     Receiving,
     /// SYN' sent to a back-end, awaiting its SYN/ACK'.
     HandingOffSynSent,
-    /// ACK' and request sent, awaiting the back-end's acknowledgement of the request.
+    /// Request sent (its first segment is the ACK'), awaiting the back-end's acknowledgement of the request.
     HandingOffRequestSent,
     /// Handed off: client packets go to the back-end.
     Forwarding,
@@ -1430,6 +1430,11 @@ impl<D: Dispatch> FrontEnd<D> {
     /// The client's ACK' and its buffered bytes, replayed to the back-end in the
     /// client's terms: `ack` in the front-end's sequence space and TSecr on the
     /// front-end's clock, which the back-end's ingress translates (DESIGN.md §2, step 8).
+    ///
+    /// The ACK' is the request's first segment: a segment that completes the handshake
+    /// may carry data (RFC 9293 §3.10.7.3, SYN-RECEIVED), so a separate bare ACK' would
+    /// only cost the slow path a send and the back-end a segment per connection. A bare
+    /// ACK' goes out only for an empty request, which dispatch never hands off today.
     fn send_request(&mut self, conn: &Connection) {
         let Some(backend) = conn.backend() else {
             return;
@@ -1441,6 +1446,10 @@ impl<D: Dispatch> FrontEnd<D> {
             .timestamps
             .then_some((conn.ts_recent, conn.terms.tsv_f));
         let first = conn.syn.isn.wrapping_add(1);
+        if !conn.request.is_empty() {
+            self.send_request_segments(conn, backend, first, ack, ts);
+            return;
+        }
         let ack_prime = bare_segment(
             src_port,
             backend.port(),
@@ -1453,6 +1462,20 @@ impl<D: Dispatch> FrontEnd<D> {
         let client = *conn.flow.client.ip();
         let packet = packet::build(client, *backend.ip(), conn.syn.ttl, &ack_prime);
         self.transmit(packet);
+    }
+
+    /// The request's bytes as segments from `first`, each acknowledging the back-end's
+    /// SYN (`ack`); the first completes the back-end's handshake.
+    fn send_request_segments(
+        &mut self,
+        conn: &Connection,
+        backend: Backend,
+        first: u32,
+        ack: u32,
+        ts: Option<(u32, u32)>,
+    ) {
+        let src_port = conn.flow.client.port();
+        let client = *conn.flow.client.ip();
         // Segments no larger than the back-end's MSS less the timestamp option. The
         // back-end's initial receive window (64 KiB on Linux) exceeds the request limit,
         // so all are sent at once.
