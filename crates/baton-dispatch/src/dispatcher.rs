@@ -381,6 +381,14 @@ impl Dispatcher {
         self.pools.iter().map(|p| (&*p.name, p.policy.name()))
     }
 
+    /// Every pool's members with their weights, as (pool, back-end, weight), pools in
+    /// name order and members in the file's order: for status and metrics.
+    pub fn pool_members(&self) -> impl Iterator<Item = (&str, Backend, u32)> + '_ {
+        self.pools
+            .iter()
+            .flat_map(|p| p.members.iter().map(|m| (&*p.name, m.addr, m.weight)))
+    }
+
     /// The body of the 503 response when a pool has no back-end available.
     pub fn unavailable_body(&self) -> &str {
         &self.unavailable_body

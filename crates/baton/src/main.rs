@@ -61,6 +61,20 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// What the running front-end is doing: service, back-ends with health, weight and
+    /// active connections, flow table, key counters. Read from its metrics endpoint (the
+    /// configuration's `metrics` key); exit code 1 if it cannot be reached.
+    Status {
+        /// The front-end's configuration file (for its `metrics` address).
+        #[arg(long, required_unless_present = "metrics")]
+        config: Option<PathBuf>,
+        /// The metrics address instead, such as 127.0.0.1:9180.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The back-end agent: attaches the back-end module to the LAN interface (pinned, so
     /// it outlives the agent), then garbage-collects its flow table until SIGTERM/SIGINT.
     Backend {
@@ -185,6 +199,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.display(),
                 list.join(", ")
             );
+            Ok(())
+        }
+        Command::Status {
+            config,
+            metrics,
+            json,
+        } => {
+            let addr = match (metrics, config) {
+                (Some(addr), _) => addr,
+                (None, Some(config)) => baton::status::metrics_address(&config)?,
+                (None, None) => anyhow::bail!("--config FILE or --metrics ADDRESS"),
+            };
+            let status = baton::status::fetch(addr)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.table());
+            }
             Ok(())
         }
         Command::Bench {

@@ -134,7 +134,7 @@ pub(crate) struct Connection {
     tries: u8,
     /// Back-ends tried so far, `tried[..candidates]`; the last is the current one.
     candidates: u8,
-    handed_off: bool,
+    pub(crate) handed_off: bool,
     client_fin: bool,
     backend_fin: bool,
     tried: [Option<Backend>; MAX_CANDIDATES],
@@ -1130,6 +1130,7 @@ impl<D: Dispatch> FrontEnd<D> {
         };
         conn.state = State::Forwarding;
         conn.handed_off = true;
+        self.handed_off += 1;
         self.stats.handoffs_completed += 1;
         // Held client packets go first, in order, before the fast path takes over.
         while let Some(held) = conn.queue.pop_front() {

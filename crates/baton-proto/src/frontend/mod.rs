@@ -465,6 +465,8 @@ pub struct FrontEnd<D> {
     events: VecDeque<Event>,
     stats: Stats,
     half_open: usize,
+    /// Tracked connections that are handed off (forwarding or in their grace period).
+    handed_off: usize,
     responses: connection::Responses,
 }
 
@@ -486,6 +488,7 @@ impl<D: Dispatch> FrontEnd<D> {
             events: VecDeque::new(),
             stats: Stats::default(),
             half_open: 0,
+            handed_off: 0,
             responses: connection::Responses::new(),
         })
     }
@@ -519,6 +522,14 @@ impl<D: Dispatch> FrontEnd<D> {
     /// How many connections are tracked.
     pub fn connection_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// How many tracked connections are not handed off: in their handshake, receiving
+    /// their request, being handed off, or closing with an error response. These are the
+    /// ones only this front-end can finish; a handed-off one can be adopted by another
+    /// ([`FrontEnd::adopt`]).
+    pub fn unfinished_count(&self) -> usize {
+        self.flows.len() - self.handed_off
     }
 
     /// The state of `flow`'s connection, if tracked (for tests and `baton status`).
@@ -694,6 +705,9 @@ impl<D: Dispatch> FrontEnd<D> {
         if conn.state_name() == connection::StateName::SynReceived {
             self.half_open += 1;
         }
+        if conn.handed_off {
+            self.handed_off += 1;
+        }
         self.put(slot, conn);
         self.update_gauges();
     }
@@ -705,6 +719,9 @@ impl<D: Dispatch> FrontEnd<D> {
         }
         if conn.state_name() == connection::StateName::SynReceived {
             self.half_open = self.half_open.saturating_sub(1);
+        }
+        if conn.handed_off {
+            self.handed_off = self.handed_off.saturating_sub(1);
         }
         self.flows.remove(&conn.flow);
         if let Some(entry) = self.slots.get_mut(slot as usize) {

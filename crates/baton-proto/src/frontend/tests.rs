@@ -476,12 +476,14 @@ fn handoff_happy_path_then_forwarding_then_close() {
     }
     assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
     assert!(h.events().is_empty(), "not handed off before confirmation");
+    assert_eq!(h.fe.unfinished_count(), 1);
 
     h.backend_sends(h.confirmation(isn_f));
     let events = h.events();
     let [Event::HandedOff(handoff)] = &events[..] else {
         panic!("{events:?}")
     };
+    assert_eq!((h.fe.connection_count(), h.fe.unfinished_count()), (1, 0));
     assert_eq!(handoff.backend, B1);
     assert_eq!(handoff.isn_f, isn_f);
     assert_eq!(handoff.tsv_f, tsv_f);
@@ -526,6 +528,7 @@ fn handoff_happy_path_then_forwarding_then_close() {
         }]
     ));
     assert_eq!(h.fe.connection_count(), 0);
+    assert_eq!(h.fe.unfinished_count(), 0);
 }
 
 #[test]
@@ -963,6 +966,7 @@ fn an_adopted_flow_forwards_a_fin_and_closes_after_both_fins() {
     assert!(h.events().is_empty(), "and raises no event");
     assert_eq!(h.fe.stats().adopted, 1);
     assert_eq!(h.fe.stats().connections, 1);
+    assert_eq!(h.fe.unfinished_count(), 0, "an adopted flow is handed off");
     assert_eq!(h.fe.handover(&flow), Some(handover(B2)));
 
     // The client's FIN reaches the slow path (XDP passes it up): forwarded to the

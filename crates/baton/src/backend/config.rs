@@ -30,6 +30,7 @@ struct FileConfig {
     flow_table_size: Option<u32>,
     pin_dir: Option<PathBuf>,
     gc_interval_ms: Option<u64>,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// A checked back-end agent configuration.
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     /// How often entries whose socket is gone are looked for; an entry goes at the second
     /// sweep that finds no socket, so a connection being set up is never taken for dead.
     pub gc_interval: Duration,
+    /// Where to serve metrics (`http://ADDRESS/metrics`), if anywhere. Off by default.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -84,6 +87,7 @@ impl AgentConfig {
             flow_table_size,
             pin_dir: file.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             gc_interval,
+            metrics: file.metrics,
         })
     }
 

@@ -5,10 +5,13 @@
 //! Pins live in `<pin_dir>/<interface>/`: `flows`, `config`, `stats` (maps) and
 //! `link_ingress`, `link_egress` (tcx links). While the link pins exist the programs stay
 //! attached whether or not the agent runs, so an agent restart disturbs no connection:
-//! it finds the pins and reattaches to the maps. `--detach` removes the pins, which
-//! detaches the programs and frees the maps.
+//! it finds the pins, loads its own build of the programs against the pinned maps and
+//! swaps them into the pinned links atomically (`BPF_LINK_UPDATE`): starting a new build
+//! of the agent upgrades the module under traffic, flows kept. `--detach` removes the
+//! pins, which detaches the programs and frees the maps.
 
 pub mod config;
+pub mod metrics;
 pub mod sockdiag;
 
 use std::{
@@ -62,14 +65,22 @@ impl Pins {
     }
 }
 
+/// The kernel's ids of the programs in the two links (as `bpftool prog` shows them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgramIds {
+    pub ingress: u32,
+    pub egress: u32,
+}
+
 /// How [`BackendModule::start`] found things.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Start {
     /// Programs loaded and attached now.
-    Attached,
-    /// Programs were attached (pins found): maps reopened, configuration rewritten,
-    /// connections untouched.
-    Reattached,
+    Attached { programs: ProgramIds },
+    /// Links were pinned: this build's programs replaced the running ones in them
+    /// atomically (`BPF_LINK_UPDATE`), with the pinned maps (flows, counters) kept and
+    /// the configuration rewritten; connections untouched.
+    Reattached { old: ProgramIds, new: ProgramIds },
 }
 
 /// The attached back-end module's maps, through their pins.
@@ -87,13 +98,8 @@ impl BackendModule {
         require_bpffs(&config.pin_dir)?;
         fs::create_dir_all(&pins.dir)
             .with_context(|| format!("creating {}", pins.dir.display()))?;
-        let hooks = [TcAttachType::Ingress, TcAttachType::Egress];
-        let start = if hooks.iter().all(|&h| pins.link(h).exists()) {
-            Start::Reattached
-        } else {
-            attach(config, &pins)?;
-            Start::Attached
-        };
+        check_pinned_maps(&pins)?;
+        let start = attach(config, &pins)?;
         let mut config_map: Array<MapData, BackendConfig> =
             Array::try_from(Map::Array(MapData::from_pin(pins.config())?))?;
         config_map
@@ -202,9 +208,12 @@ fn connection_of(key: &BackendFlowKey) -> sockdiag::TcpConnection {
 }
 
 /// Loads the object with its maps pinned (reusing pinned maps a previous agent left),
-/// attaches both programs and pins their links. A single link left pinned (an agent
-/// that died half-way) is updated in place rather than attached twice.
-fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<()> {
+/// and puts both programs in place: a link already pinned (a previous agent's, possibly
+/// an older build) gets the new program atomically through `BPF_LINK_UPDATE`, so every
+/// packet meets either the old program or the new one, never none; a missing link is
+/// attached and pinned. The maps, and with them the flows, are the pinned ones
+/// throughout.
+fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
     let (flows, cfg, stats) = (pins.flows(), pins.config(), pins.stats());
     let mut ebpf = EbpfLoader::new()
         .map_pin_path("BACKEND_FLOWS", flows.as_path())
@@ -221,6 +230,8 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<()> {
     config_map.set(0, config.map_value(), 0)?;
     // Egress first: once ingress accepts a SYN', the server's SYN/ACK must meet a
     // translating egress, or it would leave untranslated for the client, which resets it.
+    let (mut old, mut new) = (ProgramIds::default(), ProgramIds::default());
+    let mut replaced = 0;
     for (name, hook) in [
         ("backend_egress", TcAttachType::Egress),
         ("backend_ingress", TcAttachType::Ingress),
@@ -232,19 +243,72 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<()> {
         prog.load()
             .with_context(|| format!("loading {name} (the verifier's log follows)"))?;
         let pin = pins.link(hook);
-        let id = match PinnedLink::from_pin(&pin) {
-            Ok(old) => {
-                fs::remove_file(&pin)?;
-                prog.attach_to_link(FdLink::from(old).try_into()?)
-                    .with_context(|| format!("replacing the program of {}", pin.display()))?
+        let (was, now) = match PinnedLink::from_pin(&pin) {
+            Ok(pinned) => {
+                // The pin stays: it names the same kernel link, now running the new
+                // program. Should the update fail, the old program goes on running.
+                let link = FdLink::from(pinned);
+                let was = link.info()?.program_id();
+                let id = prog
+                    .attach_to_link(link.try_into()?)
+                    .with_context(|| format!("replacing the program in {}", pin.display()))?;
+                let link: FdLink = prog.take_link(id)?.try_into()?;
+                replaced += 1;
+                // Dropping our descriptor leaves the pinned link attached.
+                (was, link.info()?.program_id())
             }
-            Err(_) => prog
-                .attach(&config.interface, hook)
-                .with_context(|| format!("attaching {name} to {} {hook:?}", config.interface))?,
+            Err(_) => {
+                let id = prog.attach(&config.interface, hook).with_context(|| {
+                    format!("attaching {name} to {} {hook:?}", config.interface)
+                })?;
+                let link: FdLink = prog.take_link(id)?.try_into()?;
+                let now = link.info()?.program_id();
+                link.pin(&pin)
+                    .with_context(|| format!("pinning the link at {}", pin.display()))?;
+                (0, now)
+            }
         };
-        let link: FdLink = prog.take_link(id)?.try_into()?;
-        link.pin(&pin)
-            .with_context(|| format!("pinning the link at {}", pin.display()))?;
+        let (o, n) = match hook {
+            TcAttachType::Ingress => (&mut old.ingress, &mut new.ingress),
+            _ => (&mut old.egress, &mut new.egress),
+        };
+        (*o, *n) = (was, now);
+    }
+    // A single link left pinned (an agent that died half-way) counts as a first attach.
+    Ok(if replaced == 2 {
+        Start::Reattached { old, new }
+    } else {
+        Start::Attached { programs: new }
+    })
+}
+
+/// Refuses pinned maps whose shape this build's programs do not expect (made by another
+/// version): reusing them would have the programs read past their entries.
+fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
+    let want = [
+        (
+            pins.flows(),
+            size_of::<BackendFlowKey>(),
+            size_of::<BackendFlow>(),
+        ),
+        (pins.config(), size_of::<u32>(), size_of::<BackendConfig>()),
+        (pins.stats(), size_of::<u32>(), size_of::<u64>()),
+    ];
+    for (path, key, value) in want {
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the pinned map {}", path.display()))?;
+        if (info.key_size() as usize, info.value_size() as usize) != (key, value) {
+            bail!(
+                "the pinned map {} has {}-byte keys and {}-byte values, this build needs {key} and {value}: \
+                 it was made by another version; `baton backend --config FILE --detach` removes the module (and its flows)",
+                path.display(),
+                info.key_size(),
+                info.value_size(),
+            );
+        }
     }
     Ok(())
 }
@@ -296,17 +360,28 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
     let stop = crate::signals::stop_flag()?;
     let (mut module, start) = BackendModule::start(&config)?;
     eprintln!(
-        "backend: {} {} (tc ingress and egress), service port {}, answering as {}; pins in {}; {} flows",
+        "backend: {} {} (tc ingress and egress), {}; service port {}, answering as {}; pins in {}; {} flows",
         match start {
-            Start::Attached => "attached to",
-            Start::Reattached => "reattached to the module already on",
+            Start::Attached { .. } => "attached to",
+            Start::Reattached { .. } => "reattached to the module already on",
         },
         config.interface,
+        match start {
+            Start::Attached { programs } => format!(
+                "programs ingress={} egress={}",
+                programs.ingress, programs.egress
+            ),
+            Start::Reattached { old, new } => format!(
+                "programs replaced in the pinned links: ingress={}->{} egress={}->{}",
+                old.ingress, new.ingress, old.egress, new.egress
+            ),
+        },
         config.service_port,
         config.vip,
         pins.dir.display(),
         module.flow_count(),
     );
+    metrics::start(&config)?;
     let mut diag = sockdiag::SockDiag::open().context("opening a sock_diag socket")?;
     let mut live = HashSet::new();
     let mut last_stats = module.stats()?;

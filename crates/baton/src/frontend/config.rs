@@ -64,6 +64,12 @@ pub struct FileConfig {
     /// `frontend-<interface>/`), which keep handed-off connections forwarding across a
     /// restart of the daemon. Default `/sys/fs/bpf/baton`.
     pub pin_dir: Option<PathBuf>,
+    /// Serve metrics (Prometheus text format) on `http://ADDRESS/metrics`, such as
+    /// `"127.0.0.1:9180"`. Off when absent. `baton status` reads them.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Write one line per handoff to this file (created if missing, appended to; a
+    /// relative path is taken from the configuration file's folder). Off when absent.
+    pub access_log: Option<PathBuf>,
     /// TCP terms offered to clients.
     #[serde(default)]
     pub tcp: TcpTerms,
@@ -143,6 +149,10 @@ pub struct Settings {
     pub fast_path: bool,
     /// Where the fast path's pins live (a BPF filesystem folder).
     pub pin_dir: PathBuf,
+    /// Where to serve metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The access log's path, if any.
+    pub access_log: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -388,6 +398,8 @@ impl FileConfig {
             pin_dir: self
                 .pin_dir
                 .unwrap_or_else(|| PathBuf::from(super::fastpath::DEFAULT_PIN_DIR)),
+            metrics: self.metrics,
+            access_log: self.access_log.map(|p| base.join(p)),
         })
     }
 }
@@ -475,6 +487,30 @@ mod tests {
         assert_ne!(s.proto.secret, [0; 16], "a random secret");
         assert_eq!(s.drain, Duration::from_secs(5));
         assert_eq!(s.pin_dir, Path::new("/sys/fs/bpf/baton"));
+        assert_eq!(
+            (s.metrics, s.access_log),
+            (None, None),
+            "both off by default"
+        );
+    }
+
+    #[test]
+    fn metrics_and_access_log_are_read() {
+        let text = MINIMAL.replace(
+            "vip =",
+            "metrics = \"127.0.0.1:9180\"\naccess_log = \"access.log\"\nvip =",
+        );
+        let s = parse(&text, Path::new("/etc/baton")).unwrap();
+        assert_eq!(s.metrics, Some("127.0.0.1:9180".parse().unwrap()));
+        assert_eq!(
+            s.access_log.as_deref(),
+            Some(Path::new("/etc/baton/access.log"))
+        );
+        let e = err(&MINIMAL.replace("vip =", "metrics = \"localhost\"\nvip ="));
+        assert!(
+            e.starts_with("line 3: ") && e.contains("socket address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ const MAX_LOGGED_REQUEST: usize = 200;
 pub struct Flow {
     /// The request line, or `TLS sni=NAME`; emptied once handed off.
     pub request: String,
+    /// The Host (or TLS SNI) as sent, cut like the request line; empty when none (for
+    /// the access log); emptied once handed off.
+    pub host: String,
     /// The rule that chose the pool (its `name`, `rules[i]`, or `default`).
     pub rule: Arc<str>,
     /// The pool.
@@ -145,6 +148,7 @@ impl ContentDispatch {
                 f.handed_off = Some(backend);
                 Some(Flow {
                     request: std::mem::take(&mut f.request),
+                    host: std::mem::take(&mut f.host),
                     rule: f.rule.clone(),
                     pool: f.pool.clone(),
                     dispatched_at: f.dispatched_at,
@@ -157,6 +161,7 @@ impl ContentDispatch {
                     *flow,
                     Flow {
                         request: String::new(),
+                        host: String::new(),
                         rule: self.default_name.clone(),
                         pool: self.default_name.clone(),
                         dispatched_at: self.now,
@@ -244,6 +249,7 @@ impl Dispatch for ContentDispatch {
                 *flow,
                 Flow {
                     request: summarize(request),
+                    host: request.host().map(cut).unwrap_or_default(),
                     rule,
                     pool,
                     dispatched_at: self.now,
@@ -280,6 +286,15 @@ fn summarize(request: &ClientRequest<'_>) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// `text`, cut to [`MAX_LOGGED_REQUEST`] characters like a request line.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_LOGGED_REQUEST);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 #[cfg(test)]
@@ -332,6 +347,7 @@ mod tests {
         let b = pick(&mut d, flow(1), "GET /img/logo.svg HTTP/1.1\r\n\r\n", &[]).unwrap();
         let f = d.on_handed_off(&flow(1), b).unwrap();
         assert_eq!(f.request, "GET /img/logo.svg HTTP/1.1");
+        assert_eq!(f.host, "");
         assert_eq!((&*f.rule, &*f.pool), ("images", "img"));
         assert_eq!(f.dispatched_at, Instant::from_nanos(7));
         pick(&mut d, flow(2), "GET / HTTP/1.1\r\n\r\n", &[]).unwrap();

@@ -464,6 +464,15 @@ impl FastPath {
         }
     }
 
+    /// Flows in the table that this daemon installed or adopted, and the table's
+    /// capacity (for metrics).
+    pub fn flow_table(&self) -> (usize, u32) {
+        (
+            self.installed.len(),
+            baton_common::frontend::DEFAULT_FLOW_TABLE_SIZE,
+        )
+    }
+
     /// The program's counters summed over CPUs, by name (since the maps were made: the
     /// pinned counters outlive daemons).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -120,7 +120,7 @@ pub fn line(event: &str, fields: &[(&str, &dyn Display)]) {
     }
 }
 
-fn push_value(out: &mut String, value: &dyn Display) {
+pub(super) fn push_value(out: &mut String, value: &dyn Display) {
     let start = out.len();
     let _ = write!(out, "{value}");
     let needs_quotes = out[start..].is_empty()

@@ -26,12 +26,19 @@
 //! in the events' order (before the transmits), so a flow handed off and reset in one
 //! round is counted in and out.
 //!
+//! Operators see the loop through two outlets that never make it wait: metrics scrapes,
+//! answered between rounds with a copy of its numbers ([`metrics`]), and the access log,
+//! whose lines for a round go out in one `write` with the round's log lines
+//! ([`access_log`]).
+//!
 //! # Stopping
 //!
 //! SIGTERM or SIGINT starts the drain: new connections are refused (their SYNs dropped
 //! and counted, so that a client's retransmitted SYN finds a restarted front-end rather
 //! than a reset), existing ones go on, and the daemon exits after the drain period or as
-//! soon as no connection is tracked, and prints its counters. It leaves two things in
+//! soon as no connection needs it, and prints its counters. With the fast path, that is
+//! as soon as every connection is handed off (the next daemon adopts those); without,
+//! as soon as none is tracked. It leaves two things in
 //! place: the fast path's pins (program, link and flow table, see [`fastpath`]), with
 //! each flow's close state written into its entry, and the nftables table `inet
 //! baton_fe` ([`io::HostTcpFilter`]). Handed-off connections therefore go on while no
@@ -52,6 +59,7 @@
 //! finish first. `baton frontend --config FILE --detach` removes the pins (detaching the
 //! program) and the nftables table, for good: run it with no daemon running.
 
+pub mod access_log;
 pub mod config;
 pub mod control;
 pub mod dispatch;
@@ -59,6 +67,7 @@ pub mod fastpath;
 pub mod health;
 pub mod io;
 mod log;
+pub mod metrics;
 
 use std::{
     net::SocketAddrV4,
@@ -124,6 +133,8 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         restart_only,
         fast_path,
         pin_dir,
+        metrics: metrics_addr,
+        access_log,
     } = settings;
     let routes = config::Summary(&dispatcher).to_string();
     let max_connections = proto.max_connections;
@@ -139,6 +150,14 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         health: health::HealthChecks::start(fe.dispatcher_mut().dispatcher())?,
         restart_only,
     };
+
+    // Before anything is installed, so that a taken port or an unwritable file fails
+    // the start with nothing to undo.
+    let access_log_file = access_log
+        .as_deref()
+        .map(access_log::AccessLog::open)
+        .transpose()?;
+    let metrics_server = metrics_addr.map(metrics::start).transpose()?;
 
     // Filter first: from here on the host's TCP never answers VIP:port; a SYN that
     // arrives before the capture socket is open is dropped and retransmitted by the
@@ -199,6 +218,21 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         None
     };
     let stop = crate::signals::stop_flag()?;
+    let metrics_bound = metrics_server
+        .as_ref()
+        .map_or("off".into(), |(_, bound)| bound.to_string());
+    let mut ops = Ops {
+        book: metrics::Book::default(),
+        requests: metrics_server.map(|(requests, _)| requests),
+        access_log: access_log_file,
+        interface: interface.clone(),
+        fast_path: match (&fast, fast_path) {
+            (Some(_), _) => "xdp",
+            (None, true) => "unavailable",
+            (None, false) => "off",
+        },
+        max_connections,
+    };
     log::line(
         "ready",
         &[
@@ -216,13 +250,13 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
                 },
             ),
             ("nft_table", &format!("inet {}", io::NFT_TABLE)),
+            ("fast_path", &ops.fast_path),
+            ("metrics", &metrics_bound),
             (
-                "fast_path",
-                &match (&fast, fast_path) {
-                    (Some(_), _) => "xdp",
-                    (None, true) => "unavailable",
-                    (None, false) => "off",
-                },
+                "access_log",
+                &access_log
+                    .as_deref()
+                    .map_or("off".into(), |p| p.display().to_string()),
             ),
         ],
     );
@@ -241,7 +275,10 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         stop,
         &mut stats,
         &mut control,
+        &mut ops,
     );
+    // Whatever the last round left.
+    drop(ops);
 
     // The close states as they stand, for the next daemon to resume from.
     if let Some(fast) = &mut fast {
@@ -310,6 +347,62 @@ fn detach_all(interface: &str, pin_dir: &Path) -> anyhow::Result<()> {
         eprintln!("frontend: no nftables table inet {}", io::NFT_TABLE);
     }
     Ok(())
+}
+
+/// What the loop keeps and writes for operators: the metrics' own counts, the scrapes
+/// waiting for an answer, the access log.
+struct Ops {
+    book: metrics::Book,
+    requests: Option<metrics::Requests>,
+    access_log: Option<access_log::AccessLog>,
+    interface: String,
+    fast_path: &'static str,
+    max_connections: usize,
+}
+
+impl Ops {
+    /// Answers the scrapes waiting, if any (between rounds; see [`metrics`]).
+    fn answer(
+        &self,
+        fe: &mut FrontEnd<ContentDispatch>,
+        io: &mut PacketIo,
+        fast: &Fast<'_>,
+        service: SocketAddrV4,
+        stats: &DaemonStats,
+    ) {
+        let Some(requests) = &self.requests else {
+            return;
+        };
+        requests.answer(|| {
+            let core = fe.stats().clone();
+            let d = fe.dispatcher_mut().dispatcher();
+            let (rules, backends, members) = metrics::Snapshot::dispatch_parts(d, &self.book);
+            metrics::Snapshot {
+                service,
+                interface: self.interface.clone(),
+                fast_path: self.fast_path,
+                core,
+                max_connections: self.max_connections,
+                io: io.stats().clone(),
+                daemon: metrics::pairs(stats),
+                fast_path_book: metrics::pairs(&*fast.stats),
+                xdp: fast
+                    .path
+                    .as_deref()
+                    .map(FastPath::counters)
+                    .unwrap_or_default(),
+                flow_table: fast.path.as_deref().map(FastPath::flow_table),
+                rules,
+                default_hits: d.default_hits(),
+                unavailable: d.unavailable_count(),
+                backends,
+                members,
+                latency: self.book.latency.clone(),
+                retries: self.book.retries,
+                access_log: self.access_log.as_ref().map(|a| (a.lines, a.errors)),
+            }
+        });
+    }
 }
 
 /// The fast path if attached, and its bookkeeping either way.
@@ -401,6 +494,7 @@ fn event_loop(
     stop: &AtomicBool,
     stats: &mut DaemonStats,
     control: &mut Control,
+    ops: &mut Ops,
 ) -> anyhow::Result<()> {
     let mut drain_until: Option<Instant> = None;
     let mut more_to_read = false;
@@ -413,6 +507,9 @@ fn event_loop(
     let _log = log::Buffered::start();
     loop {
         log::flush();
+        if let Some(a) = &mut ops.access_log {
+            a.flush();
+        }
         stats.rounds += 1;
         let now = clock();
         if drain_until.is_none() && stop.load(Ordering::Relaxed) {
@@ -425,8 +522,17 @@ fn event_loop(
                 ],
             );
         }
+        // With the fast path pinned, a handed-off connection outlives the daemon and the
+        // next one adopts it: only the unfinished ones (handshake, request, handoff under
+        // way) need this daemon, and waiting for the rest would hold back a restart, and
+        // every client's retransmitted SYN with it, for the whole drain period.
+        let left = if fast.path.is_some() {
+            fe.unfinished_count()
+        } else {
+            fe.connection_count()
+        };
         if let Some(until) = drain_until
-            && (fe.connection_count() == 0 || now >= until)
+            && (left == 0 || now >= until)
         {
             return Ok(());
         }
@@ -435,8 +541,13 @@ fn event_loop(
         // and a `try_recv`.
         if control.reload.swap(false, Ordering::Relaxed) {
             control.reload(fe);
+            // For log rotation: the file may have been moved away.
+            if let Some(a) = &mut ops.access_log {
+                a.reopen();
+            }
         }
         control.health.apply(fe.dispatcher_mut().dispatcher_mut());
+        ops.answer(fe, io, fast, service, stats);
 
         let wake = [fe.poll_timeout(), drain_until].into_iter().flatten().min();
         let sleep = if more_to_read {
@@ -482,6 +593,9 @@ fn event_loop(
         transmits.extend(std::iter::from_fn(|| fe.poll_transmit()));
         // Retries first: a retry that found no back-end is followed by the reset event.
         for note in fe.dispatcher_mut().drain_notes() {
+            if matches!(note, Note::Retry { .. }) {
+                ops.book.retries += 1;
+            }
             log_note(note);
         }
         while let Some(event) = fe.poll_event() {
@@ -500,7 +614,7 @@ fn event_loop(
             io.send(t.destination, &t.packet);
         }
         for (h, flow) in handed_off.drain(..) {
-            on_handed_off(fast, now, h, flow, stats);
+            on_handed_off(fast, now, h, flow, stats, ops);
         }
         if now >= next_scan {
             next_scan = now + ACTIVITY_SCAN;
@@ -519,6 +633,7 @@ fn on_handed_off(
     handoff: HandedOff,
     remembered: Option<dispatch::Flow>,
     stats: &mut DaemonStats,
+    ops: &mut Ops,
 ) {
     let HandedOff {
         flow,
@@ -527,6 +642,7 @@ fn on_handed_off(
         client_isn,
         ..
     } = handoff;
+    *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
         path.install(now, flow, backend, client_isn, fast.stats);
     }
@@ -536,10 +652,27 @@ fn on_handed_off(
             stats.handoffs_logged += 1;
             stats.handoff_latency_us_sum += us;
             stats.handoff_latency_us_max = stats.handoff_latency_us_max.max(us);
+            ops.book.latency.observe(us as f64 / 1e6);
             (f.request.as_str(), &*f.rule, &*f.pool, us.to_string())
         }
         None => ("-", "-", "-", "-".into()),
     };
+    if let Some(a) = &mut ops.access_log {
+        a.record(&access_log::Entry {
+            time: std::time::SystemTime::now(),
+            client: flow.client,
+            service: flow.service,
+            request,
+            host: remembered.as_ref().map_or("", |f| f.host.as_str()),
+            rule,
+            pool,
+            backend,
+            candidate,
+            latency_us: remembered
+                .as_ref()
+                .map(|f| now.saturating_duration_since(f.dispatched_at).as_micros() as u64),
+        });
+    }
     log::line(
         "handoff",
         &[

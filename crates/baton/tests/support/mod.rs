@@ -431,3 +431,48 @@ pub fn served_by(head: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("X-Baton-Backend: "))
         .map(|b| b.trim().to_owned())
 }
+
+impl Daemon {
+    /// As [`Daemon::start`], waiting up to `within` for `ready`: for a start that loads
+    /// eBPF programs on a loaded machine (the verifier alone takes seconds there).
+    pub fn start_within(
+        lab: &str,
+        node: &str,
+        args: &[&str],
+        ready: &str,
+        within: Duration,
+    ) -> Self {
+        let log = PathBuf::from(format!("/run/{lab}-lab/{node}-{}.log", args[0]));
+        let mut all = vec!["lab", "exec", node, "--", env!("CARGO_BIN_EXE_baton")];
+        all.extend_from_slice(args);
+        let child = baton(lab, &all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Self {
+            child: Some(child),
+            log,
+        };
+        let started = Instant::now();
+        while !daemon.log_text().contains(ready) {
+            let exited = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "{args:?} exited ({exited:?}) before `{ready}`:\n{}",
+                daemon.log_text()
+            );
+            assert!(
+                started.elapsed() < within,
+                "no `{ready}` from {args:?} within {within:?}:\n{}",
+                daemon.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+}
