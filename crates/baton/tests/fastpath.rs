@@ -431,10 +431,12 @@ fn a_client_sending_partial_checksums_is_served_by_the_slow_path() {
     let grew = grown(&before, &fastpath_counters());
     client_tx_offload(false);
     eprintln!("with tx offload on: fast-path counters grew by {grew:?}");
-    // Requests 2..REQUESTS (one may race the flow's installation) and the upload's
-    // segments all went up.
+    // Requests 2..REQUESTS and the upload's segments all went up: as partial, or as
+    // `pass_no_flow` for those that raced the flow's installation (how many depends on
+    // timing).
     assert!(
-        grew["pass_partial_checksum"] as usize >= REQUESTS - 2 + LEN / 1500,
+        (grew["pass_partial_checksum"] + grew["pass_no_flow"]) as usize
+            >= REQUESTS - 2 + LEN / 1500,
         "{grew:?}"
     );
     let log = cluster.frontend.stop();

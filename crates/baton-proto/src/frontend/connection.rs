@@ -548,6 +548,23 @@ impl<D: Dispatch> FrontEnd<D> {
             State::HandingOff(phase) => {
                 self.client_during_handoff(now, slot, conn, phase, tcp, raw)
             }
+            State::Forwarding
+                if conn.client_fin
+                    && tcp.flags.contains(TcpFlags::SYN)
+                    && !tcp.flags.contains(TcpFlags::ACK)
+                    && tcp.seq_number != conn.syn.isn =>
+            {
+                // The same, when the back-end's FIN never reached the front-end: its
+                // egress copies the FIN once, and a lost copy leaves the flow forwarding
+                // until its idle timeout. The client sent its FIN, so a new SYN with a
+                // new ISN on its port means its old connection is gone: forwarded, the
+                // SYN would meet the old flow on the back-end and never connect. (A blind
+                // SYN could only end the tracking of a connection whose client has
+                // already finished sending.)
+                self.stats.half_closed_reused += 1;
+                self.finish(conn, Outcome::Closed);
+                Next::Replay
+            }
             State::Forwarding => self.client_after_handoff(now, slot, conn, tcp, raw),
             State::TimeWait(_)
                 if conn.handed_off

@@ -376,6 +376,9 @@ pub struct Stats {
     /// New SYNs that ended a handed-off connection's grace period early, reusing its
     /// 4-tuple.
     pub time_wait_reused: u64,
+    /// New SYNs that ended a handed-off connection whose client had sent its FIN but
+    /// whose back-end's FIN was never seen (its copy lost), reusing its 4-tuple.
+    pub half_closed_reused: u64,
     /// Client data segments beyond the next expected byte, dropped (not buffered).
     pub out_of_order_dropped: u64,
     /// Client bytes past the request limit, not buffered or acknowledged.

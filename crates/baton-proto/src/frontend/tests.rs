@@ -939,6 +939,67 @@ fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
     assert_eq!(h.fe.stats().time_wait_reused, 1);
 }
 
+#[test]
+fn a_new_syn_after_the_clients_fin_starts_a_new_connection_when_the_backends_fin_was_lost() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.drain();
+    h.backend_sends(h.confirmation(isn_f));
+    h.events();
+    // The client's FIN is seen; the back-end's FIN copy is lost.
+    let seq = CISN + 1 + REQUEST.len() as u32;
+    let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
+    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+    h.client_sends(&fin);
+    h.drain();
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+
+    // The original SYN, repeated, is still the old connection's: forwarded.
+    h.client_sends(&h.syn());
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    // A SYN with a new ISN: the client's old connection is gone; a new handshake.
+    let mut new_syn = h.syn();
+    new_syn.seq_number = CISN.wrapping_add(1_000_000);
+    h.client_sends(&new_syn);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
+    assert_eq!(out[0].tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert!(matches!(
+        h.events()[..],
+        [Event::Closed {
+            backend: Some(B1),
+            ..
+        }]
+    ));
+    assert_eq!(h.state(), Some(StateName::SynReceived));
+    assert_eq!(h.fe.stats().half_closed_reused, 1);
+}
+
+#[test]
+fn a_new_syn_on_a_live_handed_off_flow_is_forwarded() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.drain();
+    h.backend_sends(h.confirmation(isn_f));
+    h.events();
+    // No FIN from the client: its connection may be alive, so the flow is not given up
+    // to a SYN (which a blind attacker could send).
+    let mut new_syn = h.syn();
+    new_syn.seq_number = CISN.wrapping_add(1_000_000);
+    h.client_sends(&new_syn);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    assert_eq!(h.fe.stats().half_closed_reused, 0);
+}
+
 // ----- adoption: a restarted front-end takes over handed-off connections -----
 
 fn handover(backend: Backend) -> Handover {

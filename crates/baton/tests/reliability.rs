@@ -1,0 +1,1500 @@
+//! Reliability and security in the lab (issue 9): random loss on the LAN, a back-end
+//! that dies under load, restarts of both daemons under load, a SYN flood, and bad
+//! input. Each test prints its figures (docs/reliability.md collects them); they assert
+//! correctness (no failed request, resets rather than hangs, counters engaged, memory
+//! bounded), never speed.
+//!
+//! Clients are counted one request per connection: a std `TcpStream` from inside the
+//! `client` namespace sends `GET ... Connection: close` and reads to the end; a request
+//! succeeds when the status is 200 and the body is as long as `Content-Length`. Their
+//! timeouts are generous enough for TCP's own recovery: 30 s to connect (SYN
+//! retransmissions at 1, 3, 7 and 15 s) and 30 s per read or write (data retransmissions
+//! start at 200 ms and double), so a loss the protocol can repair never counts as a
+//! failure, and a hang still ends the test.
+//!
+//! Root only (each test prints why it skipped otherwise); lab name `btrl<pid>`; one test
+//! at a time. Knobs: `BATON_LOSS_CONNECTIONS` (connections per loss level, default 300;
+//! the issue's figure is 10,000), `BATON_FLOOD=1` (a 10 s flood instead of 5 s).
+
+use std::{
+    collections::BTreeMap,
+    io::{ErrorKind, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use support::{Daemon, Frame, LabGuard, baton, lab_guard, stdout};
+
+mod support;
+
+static LAB: support::LabName = support::LabName::new(|| support::unique("btrl"));
+static SERIAL: Mutex<()> = Mutex::new(());
+const VIP: &str = "198.18.2.1";
+/// The front-end's own address: the health checks' traffic, which the loss rules spare.
+const FE_ADDR: &str = "198.18.1.2";
+
+struct Cluster {
+    backends: Vec<Daemon>,
+    frontend: Option<Daemon>,
+    config: PathBuf,
+    _guard: LabGuard,
+}
+
+/// Three back-ends with their agents and the example front-end, with `edit` applied to
+/// its configuration.
+fn cluster(test: &str, edit: impl Fn(String) -> String) -> Option<Cluster> {
+    let guard = lab_guard(&LAB, &SERIAL, test)?;
+    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
+    let backends = support::start_backends(&LAB, 3, "")
+        .into_iter()
+        .map(|(daemon, _)| daemon)
+        .collect();
+    let text = edit(support::frontend_config(&LAB));
+    let config = support::config_file(&LAB, "fe-reliability", &text);
+    let mut cluster = Cluster {
+        backends,
+        frontend: None,
+        config,
+        _guard: guard,
+    };
+    cluster.frontend = Some(cluster.start_frontend());
+    Some(cluster)
+}
+
+impl Cluster {
+    fn start_frontend(&self) -> Daemon {
+        Daemon::start(
+            &LAB,
+            "fe",
+            &["frontend", "--config", self.config.to_str().unwrap()],
+            "event=ready",
+        )
+    }
+
+    fn frontend(&self) -> &Daemon {
+        self.frontend.as_ref().unwrap()
+    }
+
+    /// Stops the front-end (SIGTERM, drain) and returns its log.
+    fn stop_frontend(&mut self) -> String {
+        self.frontend.take().unwrap().stop()
+    }
+}
+
+/// A counter from the daemon's line `event=<line>` (e.g. `frontend_stats`).
+fn stat(log: &str, line: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("event={line} ")))
+        .unwrap_or_else(|| panic!("no {line} line in:\n{log}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in: {line}"))
+}
+
+fn lab_exec(node: &str, args: &[&str]) -> String {
+    let mut all = vec!["lab", "exec", node, "--"];
+    all.extend_from_slice(args);
+    stdout(&mut baton(&LAB, &all))
+}
+
+// ---------------------------------------------------------------------------------
+// Clients
+
+/// How one request ended.
+#[derive(Debug, Clone)]
+struct Outcome {
+    /// When it ended, from the start of its run.
+    at: Duration,
+    took: Duration,
+    /// The back-end that answered, or what went wrong.
+    result: Result<String, String>,
+}
+
+/// One request on a connection of its own, from the current (client) namespace.
+fn one_request(path: &str, timeout: Duration) -> Result<String, String> {
+    let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let mut stream =
+        TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e} (port {port})"))?;
+    let mut got = Vec::new();
+    stream
+        .read_to_end(&mut got)
+        .map_err(|e| format!("read: {e} after {} bytes (port {port})", got.len()))?;
+    let text = String::from_utf8_lossy(&got);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Err(format!("no complete head in {} bytes", got.len()));
+    };
+    if !head.starts_with("HTTP/1.1 200 ") {
+        return Err(format!(
+            "status: {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let length: usize = header("Content-Length")
+        .and_then(|v| v.parse().ok())
+        .ok_or("no Content-Length")?;
+    // The body is binary: compare byte counts, not characters.
+    let body_bytes = got.len() - (head.len() + 4);
+    if body_bytes != length {
+        return Err(format!(
+            "body {body_bytes} of {length} bytes ({})",
+            body.len()
+        ));
+    }
+    Ok(header("X-Baton-Backend").unwrap_or_default())
+}
+
+/// `workers` clients in `client`, each making requests one after another until `count`
+/// requests in all have been made, `until` has passed or `stop` is set.
+fn load(
+    path: &str,
+    workers: usize,
+    count: usize,
+    until: Duration,
+    timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<Outcome> {
+    let ns = format!("{LAB}-client");
+    let path = path.to_owned();
+    baton::netns::run_in(&ns, move || {
+        let started = Instant::now();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut outcomes = Vec::new();
+                        while next.fetch_add(1, Ordering::Relaxed) < count
+                            && started.elapsed() < until
+                            && !stop.load(Ordering::Relaxed)
+                        {
+                            let begun = Instant::now();
+                            let result = one_request(&path, timeout);
+                            outcomes.push(Outcome {
+                                at: started.elapsed(),
+                                took: begun.elapsed(),
+                                result,
+                            });
+                        }
+                        outcomes
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        })
+    })
+    .expect("enter the client namespace")
+}
+
+/// The same in a thread of its own, for tests that act while it runs.
+fn load_in_background(
+    path: &'static str,
+    workers: usize,
+    until: Duration,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<Vec<Outcome>> {
+    thread::spawn(move || load(path, workers, usize::MAX, until, LONG, stop))
+}
+
+/// The clients' timeout (module docs).
+const LONG: Duration = Duration::from_secs(30);
+
+struct Summary {
+    requests: usize,
+    failed: Vec<Outcome>,
+    by_backend: BTreeMap<String, usize>,
+    slowest: Duration,
+}
+
+fn summarize(outcomes: &[Outcome]) -> Summary {
+    let mut by_backend = BTreeMap::new();
+    for o in outcomes {
+        if let Ok(b) = &o.result {
+            *by_backend.entry(b.clone()).or_insert(0) += 1;
+        }
+    }
+    Summary {
+        requests: outcomes.len(),
+        failed: outcomes
+            .iter()
+            .filter(|o| o.result.is_err())
+            .cloned()
+            .collect(),
+        by_backend,
+        slowest: outcomes.iter().map(|o| o.took).max().unwrap_or_default(),
+    }
+}
+
+/// Kills a child process if the test ends before it does.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn is_running(&mut self) -> bool {
+        self.0.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    fn wait(mut self) -> std::process::Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_in(node: &str, args: &[&str]) -> ChildGuard {
+    let mut all = vec!["lab", "exec", node, "--"];
+    all.extend_from_slice(args);
+    ChildGuard(Some(
+        baton(&LAB, &all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------
+// 1. Loss
+
+/// Random loss on the LAN bridge: every IPv4 frame the bridge forwards between its
+/// ports (router, fe, back-ends), both ways, is dropped with probability `percent`%,
+/// except the front-end's own traffic (health checks), so that what is measured is the
+/// handoff's recovery and not the health checker's 500 ms timeout marking back-ends
+/// down. Client-fe, fe-back-end (SYN', SYN/ACK', ACK', request, control copies) and
+/// back-end-client (responses) all cross the bridge.
+fn set_loss(percent: u32) {
+    let _ = baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "lan",
+            "--",
+            "nft",
+            "delete",
+            "table",
+            "bridge",
+            "baton_loss",
+        ],
+    )
+    .output();
+    if percent == 0 {
+        return;
+    }
+    lab_exec("lan", &["nft", "add", "table", "bridge", "baton_loss"]);
+    lab_exec(
+        "lan",
+        &[
+            "nft",
+            "add chain bridge baton_loss forward { type filter hook forward priority 0; policy accept; }",
+        ],
+    );
+    let rule = format!(
+        "add rule bridge baton_loss forward ip saddr != {FE_ADDR} ip daddr != {FE_ADDR} \
+         numgen random mod 100 < {percent} counter drop"
+    );
+    lab_exec("lan", &["nft", &rule]);
+}
+
+/// Packets the loss rule has dropped so far.
+fn loss_drops() -> u64 {
+    let out = lab_exec("lan", &["nft", "list", "table", "bridge", "baton_loss"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {out}"))
+}
+
+#[test]
+fn loss_on_the_lan_fails_no_request() {
+    // A client whose SYN or SYN/ACK was lost starts its connection with a 3 s RTO
+    // (RFC 6298 section 5.7), so two more losses of its request take it past the
+    // example's 10 s request timeout (slowloris protection), and the front-end resets
+    // it: 3 of 10,000 connections at 10% loss. A link that loses one packet in ten
+    // needs a longer allowance; 30 s is what this test gives it.
+    let Some(mut cluster) = cluster("2% and 10% loss", |t| {
+        let edited = t.replace("request_timeout_ms = 10000", "request_timeout_ms = 30000");
+        assert_ne!(edited, t, "the example's request timeout changed");
+        edited
+    }) else {
+        return;
+    };
+    let count: usize = std::env::var("BATON_LOSS_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut figures = Vec::new();
+    let mut failures = Vec::new();
+    for percent in [2, 10] {
+        set_loss(percent);
+        let retrans = support::nstat(&LAB, "client", "TcpRetransSegs");
+        let started = Instant::now();
+        let outcomes = load(
+            "/files/1K.bin",
+            48,
+            count,
+            Duration::from_secs(3600),
+            LONG,
+            Arc::new(AtomicBool::new(false)),
+        );
+        let took = started.elapsed();
+        let dropped = loss_drops();
+        let s = summarize(&outcomes);
+        let line = format!(
+            "| {percent}% | {} | {} | {:.1} s | {:.0} conn/s | {dropped} | {} | {:.2} s | {:?} |",
+            s.requests,
+            s.failed.len(),
+            took.as_secs_f64(),
+            s.requests as f64 / took.as_secs_f64(),
+            support::nstat(&LAB, "client", "TcpRetransSegs") - retrans,
+            s.slowest.as_secs_f64(),
+            s.by_backend,
+        );
+        eprintln!("{line}");
+        figures.push(line);
+        assert_eq!(s.requests, count);
+        assert!(dropped > 0, "the loss rule dropped nothing");
+        failures.push((percent, s.failed));
+    }
+    set_loss(0);
+    let log = cluster.stop_frontend();
+    // What the front-end said of the failed clients' connections, if they got that far.
+    for (percent, failed) in &failures {
+        for o in failed {
+            eprintln!("{percent}% failure: {o:?}");
+            if let Err(e) = &o.result
+                && let Some(port) = e.rsplit("port ").next().filter(|p| p.ends_with(')'))
+            {
+                let client = format!("client=198.18.0.2:{}", port.trim_end_matches(')'));
+                for line in log.lines().filter(|l| l.contains(&client)) {
+                    eprintln!("    {line}");
+                }
+            }
+        }
+    }
+    let mut reasons = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("event=reset ")) {
+        let reason = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("reason="))
+            .unwrap_or("?");
+        *reasons.entry(reason.to_owned()).or_insert(0) += 1;
+    }
+    eprintln!("front-end resets by reason: {reasons:?}");
+    eprintln!(
+        "loss, {count} new connections per level, 48 clients, GET /files/1K.bin:\n\
+         | loss | requests | failed | time | rate | frames dropped | client retransmits | slowest | by back-end |\n\
+         |---|---|---|---|---|---|---|---|---|\n{}",
+        figures.join("\n")
+    );
+    for key in [
+        "handoffs_completed",
+        "syn_prime_retransmits",
+        "request_retransmits",
+        "syn_ack_retransmits",
+        "backend_timeouts",
+        "backends_exhausted",
+        "handshake_timeouts",
+    ] {
+        eprint!("{key}={} ", stat(&log, "frontend_stats", key));
+    }
+    eprintln!();
+    for (percent, failed) in &failures {
+        assert!(
+            failed.is_empty(),
+            "{percent}% loss: {} of {count} requests failed, e.g. {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+    assert_eq!(stat(&log, "frontend_stats", "backends_exhausted"), 0);
+}
+
+/// What caused failures at 10% loss, isolated: when the back-end's FIN copy to the
+/// front-end is lost, the front-end kept the flow as forwarding, and a client that
+/// reuses its port (it closed second, so the port is free at once) had its new SYN
+/// forwarded, raw and without a handoff option, to the old back-end: `connect` timed
+/// out. The core now treats a SYN with a new ISN after the client's FIN as a new
+/// connection (`half_closed_reused`, `client_segment` in baton-proto's `connection.rs`).
+#[test]
+fn a_port_reused_after_a_lost_fin_copy_connects() {
+    let Some(_cluster) = cluster("port reuse after a lost FIN copy", |t| t) else {
+        return;
+    };
+    // Drop the back-end's FIN copies to the front-end (to fe's MAC, from the VIP).
+    lab_exec("lan", &["nft", "add", "table", "bridge", "baton_fin"]);
+    lab_exec(
+        "lan",
+        &[
+            "nft",
+            "add chain bridge baton_fin c { type filter hook forward priority 0; policy accept; }",
+        ],
+    );
+    lab_exec(
+        "lan",
+        &[
+            "nft",
+            "add rule bridge baton_fin c ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & fin == fin counter drop",
+        ],
+    );
+    for attempt in 1..=2 {
+        let out = baton(
+            &LAB,
+            &[
+                "lab",
+                "exec",
+                "client",
+                "--",
+                "curl",
+                "-sS",
+                "-m",
+                "8",
+                "--local-port",
+                "45004",
+                "-H",
+                "Connection: close",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://{VIP}/img/"),
+            ],
+        )
+        .output()
+        .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "attempt {attempt} from port 45004: {code} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        assert_eq!(code, "200", "attempt {attempt}");
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// 2. A back-end dies
+
+/// The pids of the processes named `name` in lab node `node` (the lab started them).
+fn pids_named(node: &str, name: &str) -> Vec<i32> {
+    baton::netns::pids(&format!("{LAB}-{node}"))
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .collect()
+}
+
+fn count_in_log(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
+    let Some(mut cluster) = cluster("back-end killed under load", |t| t) else {
+        return;
+    };
+    // A connection be1 holds: 100 MiB at 2 MB/s (the /img/ route goes to be1 alone).
+    let mut held = spawn_in(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "--path-as-is",
+            "--limit-rate",
+            "2M",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &format!("http://{VIP}/img/../files/100M.bin"),
+        ],
+    );
+    // New connections round robin over the three, all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let clients = load_in_background("/files/1K.bin", 8, Duration::from_secs(12), stop.clone());
+    thread::sleep(Duration::from_secs(3));
+
+    let nginx = pids_named("be1", "nginx");
+    assert!(!nginx.is_empty(), "no nginx in be1");
+    let killed_at = started.elapsed();
+    for pid in &nginx {
+        // SAFETY: kill(2) on processes of the lab this test brought up.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let killed = Instant::now();
+    let from_be1 = "failed_backend=198.18.1.11:80";
+    let retries_before = count_in_log(&cluster.frontend().log_text(), from_be1);
+    // Watch the log: when the health check takes be1 down, and when the last retry away
+    // from it happens.
+    let mut down_after = None;
+    let mut last_retry = Duration::ZERO;
+    let mut retries = retries_before;
+    let mut held_ended = None;
+    while killed.elapsed() < Duration::from_secs(6)
+        || (held_ended.is_none() && killed.elapsed() < LONG)
+    {
+        if held_ended.is_none() && !held.is_running() {
+            held_ended = Some(killed.elapsed());
+        }
+        let log = cluster.frontend().log_text();
+        let now = count_in_log(&log, from_be1);
+        if now > retries {
+            retries = now;
+            last_retry = killed.elapsed();
+        }
+        if down_after.is_none()
+            && log.lines().any(|l| {
+                l.contains("event=health backend=198.18.1.11:80")
+                    && l.contains("backend_state=down")
+            })
+        {
+            down_after = Some(killed.elapsed());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = held.wait();
+    let held_ended = held_ended.unwrap_or(killed.elapsed());
+    let held_said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let held_err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let outcomes = clients.join().unwrap();
+    let s = summarize(&outcomes);
+    let after: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.at > killed_at + Duration::from_millis(50))
+        .collect();
+    let after_ok = after.iter().filter(|o| o.result.is_ok()).count();
+    let log = cluster.stop_frontend();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("event=handoff_retry") || l.contains("event=reset"))
+    {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "back-end be1 killed (nginx SIGKILL, agent left) {:.1} s into 12 s of 8 clients:\n\
+         requests {} (after the kill {}, served {after_ok}), failed {} {:?}, by back-end {:?}, slowest {:.2} s;\n\
+         health check took be1 down {:?} after the kill; handoff retries after the kill {} (the last {:.2} s after);\n\
+         the held download ended {:.2} s after the kill: curl exit {:?} {held_said:?} {}",
+        killed_at.as_secs_f64(),
+        s.requests,
+        after.len(),
+        s.failed.len(),
+        s.failed
+            .iter()
+            .map(|o| (o.at, o.result.clone()))
+            .collect::<Vec<_>>(),
+        s.by_backend,
+        s.slowest.as_secs_f64(),
+        down_after,
+        retries - retries_before,
+        last_retry.as_secs_f64(),
+        held_ended.as_secs_f64(),
+        out.status.code(),
+        held_err.trim(),
+    );
+    eprintln!(
+        "frontend_stats: backend_refusals={} backend_timeouts={} backends_exhausted={} handoffs_completed={}",
+        stat(&log, "frontend_stats", "backend_refusals"),
+        stat(&log, "frontend_stats", "backend_timeouts"),
+        stat(&log, "frontend_stats", "backends_exhausted"),
+        stat(&log, "frontend_stats", "handoffs_completed"),
+    );
+    // Connections not yet handed off go to another back-end (the retries above); only
+    // those be1's kernel had already taken (handed off, waiting in nginx's accept queue
+    // or just accepted) can fail, at the kill, and they get a reset.
+    let held_by_be1 = |o: &&Outcome| {
+        o.at >= killed_at
+            && o.at < killed_at + Duration::from_secs(1)
+            && o.result.as_ref().is_err_and(|e| e.contains("reset"))
+    };
+    assert!(
+        s.failed.iter().all(|o| held_by_be1(&o)),
+        "only connections be1 held at the kill fail, with a reset: {:?}",
+        &s.failed[..s.failed.len().min(5)]
+    );
+    assert!(
+        s.failed.len() <= 8,
+        "at most one per client: {:?}",
+        s.failed
+    );
+    assert!(after_ok > 20, "the load went on after the kill: {after_ok}");
+    let be1_after = after
+        .iter()
+        .filter(|o| o.result.as_deref() == Ok("be1"))
+        .count();
+    assert_eq!(be1_after, 0, "nothing is served by a dead nginx");
+    let down = down_after.expect("the health check took be1 down");
+    assert!(
+        down < Duration::from_millis(3500),
+        "down within fall (2) x interval (1 s) + timeout and the loop's 250 ms: {down:?}"
+    );
+    // A retry is logged when a handoff to be1 gives up: at once for a refusal (RST), or
+    // after the SYN' budget (200 + 400 + 800 + 1600 ms) for a silent be1; so the last
+    // handoff *started* towards be1 is at most that long before its retry line. None may
+    // start once be1 is down.
+    let budget = Duration::from_millis(200 + 400 + 800 + 1600);
+    assert!(
+        last_retry <= down + budget + Duration::from_millis(500),
+        "new connections avoid be1 once it is down: last retry {last_retry:?}, down {down:?}"
+    );
+    assert!(
+        !out.status.success(),
+        "the held download cannot have completed: {held_said}"
+    );
+    // The killed nginx's socket is closed with data still queued: the kernel sends that
+    // (seconds of it at 2 MB/s), then the FIN, and the client sees the truncation. A
+    // hang would be the client waiting forever.
+    assert!(
+        held_ended < Duration::from_secs(20),
+        "the held client got an error quickly, not a hang: {held_ended:?}"
+    );
+    drop(cluster.backends);
+}
+
+// ---------------------------------------------------------------------------------
+// 3. Restarts under load
+
+/// wrk's figures: requests, and its socket errors (connect, read, write, timeout) and
+/// non-2xx responses, zero when wrk printed no such line.
+#[derive(Debug, Default)]
+struct Wrk {
+    requests: u64,
+    errors: [u64; 4],
+    non_2xx: u64,
+}
+
+fn parse_wrk(output: &str) -> Wrk {
+    let mut w = Wrk::default();
+    for line in output.lines().map(str::trim) {
+        if line.contains(" requests in ") {
+            w.requests = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            for (i, part) in rest.split(',').enumerate().take(4) {
+                w.errors[i] = part
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            }
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            w.non_2xx = rest.trim().parse().unwrap_or(0);
+        }
+    }
+    w
+}
+
+#[test]
+fn wrk_output_is_parsed() {
+    let w = parse_wrk(
+        "  1234 requests in 12.00s, 1.2MB read\n  Socket errors: connect 1, read 2, write 3, timeout 4\n  Non-2xx or 3xx responses: 5\n",
+    );
+    assert_eq!(w.requests, 1234);
+    assert_eq!(w.errors, [1, 2, 3, 4]);
+    assert_eq!(w.non_2xx, 5);
+}
+
+#[test]
+fn restarts_under_load_keep_established_connections() {
+    let Some(mut cluster) = cluster("restarts under load", |t| {
+        t.replace("drain_ms = 5000", "drain_ms = 300")
+    }) else {
+        return;
+    };
+    let seconds = 25;
+    let wrk = |close: bool| {
+        let d = format!("{seconds}s");
+        let mut args = vec!["wrk", "-t1", "-c8", "-d", &d, "--timeout", "10s"];
+        if close {
+            args.extend(["-H", "Connection: close"]);
+        }
+        let url = format!("http://{VIP}/files/1K.bin");
+        args.push(&url);
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        spawn_in("client", &refs)
+    };
+    let started = Instant::now();
+    let keep_alive = wrk(false);
+    let close = wrk(true);
+    // An established download across both restarts: 100 MiB at 10 MB/s from be1.
+    let download = spawn_in(
+        "client",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "curl -sS -m 60 --path-as-is --limit-rate 10M http://{VIP}/img/../files/100M.bin | sha256sum"
+            ),
+        ],
+    );
+    thread::sleep(Duration::from_secs(3));
+
+    // The back-end agent restarts: the programs and pinned maps stay.
+    let agent = cluster.backends.remove(0);
+    let agent_log = agent.stop();
+    assert!(agent_log.contains("stays attached"), "{agent_log}");
+    let path = support::config_file(&LAB, "be1-again", &support::backend_config(&LAB, 1));
+    let agent_stopped = started.elapsed();
+    // The new agent loads its programs (the verifier takes seconds on a busy machine)
+    // and swaps them into the pinned links.
+    cluster.backends.insert(
+        0,
+        Daemon::start_within(
+            &LAB,
+            "be1",
+            &["backend", "--config", path.to_str().unwrap()],
+            "backend: reattached",
+            Duration::from_secs(30),
+        ),
+    );
+    let agent_at = started.elapsed();
+    thread::sleep(Duration::from_secs(3));
+
+    // The front-end crashes and comes back.
+    let killed_at = started.elapsed();
+    let killed_log = cluster.frontend.take().unwrap().kill();
+    let gap = Instant::now();
+    cluster.frontend = Some(cluster.start_frontend());
+    let gap = gap.elapsed();
+    let reattached = cluster
+        .frontend()
+        .log_text()
+        .lines()
+        .find(|l| l.contains("event=fastpath "))
+        .unwrap_or_default()
+        .to_owned();
+
+    let ka = parse_wrk(&String::from_utf8_lossy(&keep_alive.wait().stdout));
+    let cl_out = close.wait();
+    let cl = parse_wrk(&String::from_utf8_lossy(&cl_out.stdout));
+    let dl = download.wait();
+    let log = cluster.stop_frontend();
+    let handoffs_before_kill = count_in_log(&killed_log, "event=handoff ");
+    eprintln!(
+        "restarts under load ({seconds} s of wrk -c8 keep-alive and -c8 Connection: close, /files/1K.bin):\n\
+         be1 agent stopped at {:.1} s, the next one reattached at {:.1} s; front-end kill -9 at {:.1} s, the next one ready {:.0} ms later: {reattached}\n\
+         keep-alive: {} requests, errors connect/read/write/timeout {:?}, non-2xx {}\n\
+         close:      {} requests, errors connect/read/write/timeout {:?}, non-2xx {}\n\
+         first daemon: {handoffs_before_kill} handoffs; second: stray_segments={} stray_resets_sent={} adopted={}",
+        agent_stopped.as_secs_f64(),
+        agent_at.as_secs_f64(),
+        killed_at.as_secs_f64(),
+        gap.as_secs_f64() * 1000.0,
+        ka.requests,
+        ka.errors,
+        ka.non_2xx,
+        cl.requests,
+        cl.errors,
+        cl.non_2xx,
+        stat(&log, "frontend_stats", "stray_segments"),
+        stat(&log, "frontend_stats", "stray_resets_sent"),
+        stat(&log, "frontend_stats", "adopted"),
+    );
+    // The download spanned both restarts and arrived whole.
+    let sums = std::fs::read_to_string(format!("/run/{LAB}-lab/be1/www/files/SHA256SUMS")).unwrap();
+    let want = sums
+        .lines()
+        .find(|l| l.ends_with(" 100M.bin"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&dl.stdout)
+            .split_whitespace()
+            .next(),
+        Some(want),
+        "the download across both restarts"
+    );
+    // Established keep-alive connections flow through both restarts.
+    assert!(ka.requests > 1000, "{ka:?}");
+    assert_eq!(
+        ka.errors, [0; 4],
+        "keep-alive connections were disturbed: {ka:?}"
+    );
+    assert_eq!(ka.non_2xx + cl.non_2xx, 0);
+    // New connections: only those caught half-way at the kill can fail (their state
+    // was the dead daemon's), each once, with a reset (a read or connect error), never
+    // a timeout. wrk -c8 has at most 8 in flight.
+    assert!(cl.requests > 500, "{cl:?}");
+    assert_eq!(cl.errors[3], 0, "no connection hung: {cl:?}");
+    let failed = cl.errors[0] + cl.errors[1] + cl.errors[2];
+    assert!(
+        failed <= 16,
+        "at most the connections in flight at the kill (8), twice: {cl:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 4. SYN flood
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
+    let Some(mut cluster) = cluster("SYN flood", |t| t) else {
+        return;
+    };
+    let seconds: u64 = if std::env::var_os("BATON_FLOOD").is_some_and(|v| v == "1") {
+        10
+    } else {
+        5
+    };
+    let pid = cluster.frontend().pid();
+    let rss_before = vm_rss_kib(pid);
+    // From the router, so the measuring clients' own link stays theirs; spoofed
+    // sources in 198.18.64.0/18, which nothing in the lab owns (the SYN/ACKs die at
+    // the router).
+    let flood = spawn_in(
+        "router",
+        &[
+            env!("CARGO_BIN_EXE_synflood"),
+            "--target",
+            &format!("{VIP}:80"),
+            "--sources",
+            "198.18.64.0/18",
+            "--seconds",
+            &seconds.to_string(),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    thread::sleep(Duration::from_millis(300));
+    let clients = load_in_background(
+        "/files/1K.bin",
+        16,
+        Duration::from_secs(seconds).saturating_sub(Duration::from_millis(300)),
+        stop,
+    );
+    let mut rss_max = rss_before;
+    while !clients.is_finished() {
+        rss_max = rss_max.max(vm_rss_kib(pid));
+        thread::sleep(Duration::from_millis(200));
+    }
+    let outcomes = clients.join().unwrap();
+    let flood_out = flood.wait();
+    let flood_said = String::from_utf8_lossy(&flood_out.stdout).trim().to_owned();
+    rss_max = rss_max.max(vm_rss_kib(pid));
+    let s = summarize(&outcomes);
+    let rate = 100.0 * (s.requests - s.failed.len()) as f64 / s.requests.max(1) as f64;
+    // The daemon still serves after it.
+    let after = load(
+        "/files/1K.bin",
+        1,
+        5,
+        LONG,
+        LONG,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let log = cluster.stop_frontend();
+    eprintln!(
+        "SYN flood for {seconds} s from router: {flood_said}\n\
+         clients (16, one request per connection): {} requests, {} failed, success {rate:.2}%, slowest {:.2} s\n\
+         front-end VmRSS {} KiB before, {} KiB at most during\n\
+         frontend_stats: syns_received={} syn_acks_sent={} syn_cookies_sent={} syn_cookies_accepted={} handshakes_completed={} handoffs_completed={}\n\
+         io_stats: {}",
+        s.requests,
+        s.failed.len(),
+        s.slowest.as_secs_f64(),
+        rss_before,
+        rss_max,
+        stat(&log, "frontend_stats", "syns_received"),
+        stat(&log, "frontend_stats", "syn_acks_sent"),
+        stat(&log, "frontend_stats", "syn_cookies_sent"),
+        stat(&log, "frontend_stats", "syn_cookies_accepted"),
+        stat(&log, "frontend_stats", "handshakes_completed"),
+        stat(&log, "frontend_stats", "handoffs_completed"),
+        log.lines()
+            .find(|l| l.contains("event=io_stats "))
+            .unwrap_or_default(),
+    );
+    assert!(flood_out.status.success(), "{flood_said}");
+    assert!(s.requests >= 16, "the clients ran: {}", s.requests);
+    assert!(
+        rate >= 99.0,
+        "success {rate:.2}%: {:?}",
+        &s.failed[..s.failed.len().min(5)]
+    );
+    assert!(
+        stat(&log, "frontend_stats", "syn_cookies_sent") > 0,
+        "SYN cookies engaged once the half-open table (4096) was full"
+    );
+    assert!(
+        rss_max < rss_before + 64 * 1024,
+        "front-end memory bounded: {rss_before} -> {rss_max} KiB"
+    );
+    assert!(
+        summarize(&after).failed.is_empty(),
+        "served after the flood"
+    );
+}
+
+#[test]
+fn the_flooder_refuses_addresses_outside_the_benchmarking_range() {
+    for args in [
+        &["--target", "10.0.0.1:80", "--seconds", "1"][..],
+        &["--target", "198.18.2.1:80", "--sources", "192.168.0.0/16"][..],
+        &["--target", "8.8.8.8:53"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_synflood"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refused"),
+            "{args:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// 5. Bad input
+
+/// The client's address, for hand-made connections whose answers it must see.
+const CLIENT: [u8; 4] = [198, 18, 0, 2];
+/// Ports of hand-made connections: the client's kernel has no socket there and would
+/// reset every answer; an nftables rule in `client` drops those resets (the kernel's
+/// have TTL 64; ours are sent with 65 and pass).
+const RAW_PORTS: (u16, u16) = (41_000, 41_099);
+
+/// A raw TCP endpoint inside `client`: sends hand-made segments and sees every TCP
+/// segment the namespace receives.
+struct RawPeer {
+    fd: i32,
+}
+
+impl RawPeer {
+    fn open() -> Self {
+        // SAFETY: a plain socket call; checked.
+        let fd = baton::netns::run_in(&format!("{LAB}-client"), || unsafe {
+            libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP)
+        })
+        .unwrap();
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        // SAFETY: setsockopt with a timeval of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const timeout).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        Self { fd }
+    }
+
+    /// Sends a segment from `CLIENT:port` to the VIP.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one per header field the tests vary, read at the call like a segment"
+    )]
+    fn send(
+        &self,
+        port: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+        options: Vec<u8>,
+        payload: &[u8],
+    ) {
+        let frame = Frame {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            src: (CLIENT, port),
+            dst: ([198, 18, 2, 1], 80),
+            seq,
+            ack,
+            flags,
+            window,
+            options,
+            payload: payload.to_vec(),
+        };
+        let mut packet = frame.ip_packet();
+        // TTL 65: past the rule that drops the kernel's resets (the kernel completes the
+        // IP checksum of a raw IP_HDRINCL packet).
+        packet[8] = 65;
+        support::send_raw(&format!("{LAB}-client"), &packet);
+    }
+
+    /// The next segment from the VIP to `port` within `within` that satisfies `want`:
+    /// (flags, seq, ack, window, payload).
+    fn expect(
+        &self,
+        port: u16,
+        within: Duration,
+        want: impl Fn(u8, &[u8]) -> bool,
+    ) -> Option<(u8, u32, u32, u16, Vec<u8>)> {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 65_536];
+        while Instant::now() < deadline {
+            // SAFETY: `buf` outlives the call and its length is passed.
+            let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                continue;
+            }
+            let p = &buf[..n as usize];
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            if p.len() < ihl + 20 || p[12..16] != [198, 18, 2, 1] {
+                continue;
+            }
+            let t = &p[ihl..];
+            if u16::from_be_bytes([t[2], t[3]]) != port {
+                continue;
+            }
+            let off = usize::from(t[12] >> 4) * 4;
+            let (flags, payload) = (t[13], t.get(off..).unwrap_or_default());
+            if want(flags, payload) {
+                let word = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+                return Some((
+                    flags,
+                    word(4),
+                    word(8),
+                    u16::from_be_bytes([t[14], t[15]]),
+                    payload.to_vec(),
+                ));
+            }
+        }
+        None
+    }
+
+    /// A handshake from `port` with initial sequence number `iss`: the front-end's ISN.
+    fn handshake(&self, port: u16, iss: u32, window: u16) -> u32 {
+        self.send(port, iss, 0, SYN, 64_240, vec![2, 4, 0x05, 0xb4], b"");
+        let (_, isn_f, ack, _, _) = self
+            .expect(port, Duration::from_secs(3), |f, _| {
+                f & (SYN | ACK) == SYN | ACK
+            })
+            .expect("a SYN/ACK");
+        assert_eq!(ack, iss.wrapping_add(1));
+        self.send(
+            port,
+            iss.wrapping_add(1),
+            isn_f.wrapping_add(1),
+            ACK,
+            window,
+            vec![],
+            b"",
+        );
+        isn_f
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+/// Connects with the kernel's TCP, sends `chunks` with `gap` between them, and reads
+/// until EOF, an error or 15 s: what was read, how it ended, and when.
+fn exchange(chunks: &[&[u8]], gap: Duration) -> (Vec<u8>, Result<(), ErrorKind>, Duration) {
+    let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
+    baton::netns::run_in(&format!("{LAB}-client"), move || {
+        let started = Instant::now();
+        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        for chunk in &chunks {
+            if let Err(e) = stream.write_all(chunk) {
+                return (Vec::new(), Err(e.kind()), started.elapsed());
+            }
+            thread::sleep(gap);
+        }
+        let mut got = Vec::new();
+        let end = stream
+            .read_to_end(&mut got)
+            .map(|_| ())
+            .map_err(|e| e.kind());
+        (got, end, started.elapsed())
+    })
+    .unwrap()
+}
+
+/// Prints a finding at once and keeps it for the summary.
+fn note(report: &mut Vec<String>, line: String) {
+    eprintln!("{line}");
+    report.push(line);
+}
+
+#[test]
+fn bad_input_gets_its_documented_outcome_and_leaves_nothing_behind() {
+    let Some(mut cluster) = cluster("bad input", |t| {
+        let t = t.replace(
+            "request_timeout_ms = 10000",
+            "request_timeout_ms = 2000\nsyn_ack_rto_ms = 200\nsyn_ack_retries = 2\ntime_wait_ms = 1000",
+        );
+        assert!(t.contains("time_wait_ms = 1000"), "the example changed");
+        t
+    }) else {
+        return;
+    };
+    let mut report = Vec::new();
+
+    // Slowloris: a request head trickled a byte every 250 ms is reset at the request
+    // timeout (2 s here), however much keeps arriving.
+    let head =
+        b"GET / HTTP/1.1\r\nHost: lab\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let bytes: Vec<&[u8]> = head.chunks(1).collect();
+    let (got, end, took) = exchange(&bytes, Duration::from_millis(250));
+    note(
+        &mut report,
+        format!(
+            "slowloris (1 byte/250 ms): {end:?} after {took:.2?}, {} bytes back",
+            got.len()
+        ),
+    );
+    assert!(
+        matches!(end, Err(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)),
+        "slowloris is reset: {end:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "at the 2 s request timeout: {took:?}"
+    );
+
+    // Garbage after the handshake: 400, then a clean close.
+    let (got, end, took) = exchange(&[b"\x16\x03\x01garbage \x00\xff\r\n\r\n"], Duration::ZERO);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    note(
+        &mut report,
+        format!(
+            "garbage: {:?} {end:?} after {took:.2?}",
+            text.lines().next().unwrap_or("")
+        ),
+    );
+    // A TLS record type first: the front-end takes it for a ClientHello and resets
+    // (a TLS client cannot read an HTTP error); plain garbage gets 400.
+    let (got, end, _) = exchange(&[b"\x01\x02\x03 not http\r\n\r\n"], Duration::ZERO);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    note(
+        &mut report,
+        format!(
+            "non-TLS garbage: {:?} {end:?}",
+            text.lines().next().unwrap_or("")
+        ),
+    );
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
+
+    // An oversized head: 431.
+    let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(17_000));
+    let (got, end, _) = exchange(&[big.as_bytes()], Duration::ZERO);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    note(
+        &mut report,
+        format!(
+            "17 kB head: {:?} {end:?}",
+            text.lines().next().unwrap_or("")
+        ),
+    );
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text:?}");
+
+    // Hand-made segments: the client's kernel must not reset their answers.
+    let rule = format!(
+        "add rule ip baton_raw out tcp sport {}-{} tcp flags rst ip ttl 64 drop",
+        RAW_PORTS.0, RAW_PORTS.1
+    );
+    lab_exec("client", &["nft", "add", "table", "ip", "baton_raw"]);
+    lab_exec(
+        "client",
+        &[
+            "nft",
+            "add chain ip baton_raw out { type filter hook output priority 0; policy accept; }",
+        ],
+    );
+    lab_exec("client", &["nft", &rule]);
+    let raw = RawPeer::open();
+
+    // Malformed TCP options on a SYN: the front-end's parser refuses the segment
+    // (counted as malformed), no SYN/ACK.
+    let malformed_options: [(&str, Vec<u8>); 4] = [
+        ("option length 0", vec![2, 0, 0, 0]),
+        ("option length past the header", vec![8, 40, 0, 0]),
+        ("MSS of length 3", vec![2, 3, 5, 0]),
+        ("window scale truncated", vec![1, 1, 1, 3]),
+    ];
+    for (i, (what, options)) in malformed_options.iter().enumerate() {
+        let port = RAW_PORTS.0 + i as u16;
+        raw.send(port, 1000, 0, SYN, 64_240, options.clone(), b"");
+        let answer = raw.expect(port, Duration::from_millis(600), |_, _| true);
+        note(
+            &mut report,
+            format!("SYN with {what}: answer {:?}", answer.as_ref().map(|a| a.0)),
+        );
+        assert!(answer.is_none(), "{what}: no answer");
+    }
+
+    // A zero window after the handshake: the request is taken and handed off; the
+    // back-end holds its response until the window opens, then it arrives.
+    let port = RAW_PORTS.0 + 10;
+    let iss = 5_000;
+    let isn_f = raw.handshake(port, iss, 0);
+    let request = b"GET /img/logo.svg HTTP/1.1\r\nHost: lab\r\n\r\n";
+    raw.send(
+        port,
+        iss + 1,
+        isn_f.wrapping_add(1),
+        ACK | PSH,
+        0,
+        vec![],
+        request,
+    );
+    let held = raw.expect(port, Duration::from_millis(1500), |_, p| !p.is_empty());
+    let next = iss + 1 + request.len() as u32;
+    raw.send(port, next, isn_f.wrapping_add(1), ACK, 64_240, vec![], b"");
+    let answer = raw.expect(port, Duration::from_secs(3), |_, p| {
+        p.starts_with(b"HTTP/1.1 ")
+    });
+    note(
+        &mut report,
+        format!(
+            "zero window: data while closed {:?}; after opening {:?}",
+            held.as_ref().map(|h| h.4.len()),
+            answer.as_ref().map(|a| String::from_utf8_lossy(&a.4)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned())
+        ),
+    );
+    assert!(held.is_none(), "nothing is sent into a zero window");
+    let (_, seq_b, _, _, body) = answer.expect("the response once the window opens");
+    assert!(
+        body.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    raw.send(port, next, seq_b, RST, 0, vec![], b"");
+
+    // Out-of-window segments: far ahead and far behind. Dropped (and acknowledged, RFC
+    // 9293 section 3.10.7.4); the connection goes on and its real request is served.
+    let port = RAW_PORTS.0 + 11;
+    let iss = 9_000;
+    let isn_f = raw.handshake(port, iss, 64_240);
+    let ack = isn_f.wrapping_add(1);
+    raw.send(
+        port,
+        iss + 1 + 10_000_000,
+        ack,
+        ACK | PSH,
+        64_240,
+        vec![],
+        b"ahead of the window",
+    );
+    raw.send(
+        port,
+        iss.wrapping_sub(100_000),
+        ack,
+        ACK | PSH,
+        64_240,
+        vec![],
+        b"behind the window",
+    );
+    raw.send(
+        port,
+        iss + 1,
+        ack.wrapping_add(1_000_000),
+        ACK | PSH,
+        64_240,
+        vec![],
+        b"acks the future",
+    );
+    let request = b"GET /img/logo.svg HTTP/1.1\r\nHost: lab\r\n\r\n";
+    raw.send(port, iss + 1, ack, ACK | PSH, 64_240, vec![], request);
+    let answer = raw.expect(port, Duration::from_secs(3), |_, p| {
+        p.starts_with(b"HTTP/1.1 ")
+    });
+    note(
+        &mut report,
+        format!(
+            "out-of-window segments then a request: {:?}",
+            answer.as_ref().map(|a| String::from_utf8_lossy(&a.4)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned())
+        ),
+    );
+    let (_, seq_b, _, _, body) =
+        answer.expect("the request after out-of-window segments is served");
+    assert!(body.starts_with(b"HTTP/1.1 200"));
+    raw.send(
+        port,
+        iss + 1 + request.len() as u32,
+        seq_b,
+        RST,
+        0,
+        vec![],
+        b"",
+    );
+
+    // A forged handoff SYN from the client side: to the VIP it is an ordinary SYN (the
+    // option means nothing there: SYN/ACK, nothing handed off); to a back-end it is
+    // dropped by the module's tag check (counted).
+    let port = RAW_PORTS.0 + 20;
+    let mut forged = vec![2, 4, 0x05, 0xb4];
+    forged.extend_from_slice(&[254, 20]);
+    forged.extend_from_slice(&[0x5a; 18]);
+    raw.send(port, 77, 0, SYN, 64_240, forged.clone(), b"");
+    let answer = raw.expect(port, Duration::from_secs(1), |f, _| f & SYN != 0);
+    note(
+        &mut report,
+        format!(
+            "forged handoff SYN to the VIP: answer flags {:?}",
+            answer.map(|a| a.0)
+        ),
+    );
+    raw.send(port, 78, 0, RST, 0, vec![], b"");
+    let be1 = baton::backend::AgentConfig::parse(&support::backend_config(&LAB, 1)).unwrap();
+    let bad_tag = |c: &baton::backend::AgentConfig| {
+        baton::backend::BackendModule::open(c)
+            .unwrap()
+            .stats()
+            .unwrap()[baton_common::backend::stat::IN_SYN_BAD_TAG as usize]
+    };
+    let before = bad_tag(&be1);
+    let mut to_be1 = Frame {
+        src_mac: [0; 6],
+        dst_mac: [0; 6],
+        src: (CLIENT, port + 1),
+        dst: ([198, 18, 1, 11], 80),
+        seq: 79,
+        ack: 0,
+        flags: SYN,
+        window: 64_240,
+        options: forged,
+        payload: vec![],
+    }
+    .ip_packet();
+    to_be1[8] = 65;
+    support::send_raw(&format!("{LAB}-client"), &to_be1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while bad_tag(&be1) == before && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    note(
+        &mut report,
+        format!(
+            "forged handoff SYN to be1: in_syn_bad_tag {before} -> {}",
+            bad_tag(&be1)
+        ),
+    );
+    assert_eq!(
+        bad_tag(&be1),
+        before + 1,
+        "the forged SYN' is dropped and counted"
+    );
+
+    // Everything settles: half-open entries time out (200 + 400 + 800 ms), closed flows
+    // leave after their 1 s grace; the daemon still serves.
+    thread::sleep(Duration::from_secs(4));
+    assert!(support::curl(&LAB, &[&format!("http://{VIP}/img/")]).contains("backend=be1"));
+    thread::sleep(Duration::from_secs(2));
+    let log = cluster.stop_frontend();
+    let draining = log
+        .lines()
+        .find(|l| l.contains("event=draining "))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("{} inputs tried; {draining}", report.len());
+    let keys = [
+        "request_timeouts",
+        "responses_400",
+        "responses_431",
+        "tls_resets",
+        "malformed",
+        "syns_received",
+        "out_of_order_dropped",
+        "unacceptable_segments",
+        "handshake_timeouts",
+        "client_resets_before_handoff",
+        "handoffs_completed",
+        "connections",
+    ];
+    let stats: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{k}={}", stat(&log, "frontend_stats", k)))
+        .collect();
+    eprintln!("frontend_stats: {}", stats.join(" "));
+    assert!(
+        stat(&log, "frontend_stats", "request_timeouts") >= 1,
+        "{log}"
+    );
+    assert!(stat(&log, "frontend_stats", "responses_400") >= 1, "{log}");
+    assert_eq!(stat(&log, "frontend_stats", "responses_431"), 1, "{log}");
+    assert_eq!(stat(&log, "frontend_stats", "tls_resets"), 1, "{log}");
+    assert_eq!(
+        stat(&log, "frontend_stats", "malformed"),
+        malformed_options.len() as u64,
+        "each malformed SYN refused and counted"
+    );
+    assert!(
+        stat(&log, "frontend_stats", "out_of_order_dropped") >= 1,
+        "{log}"
+    );
+    assert!(
+        stat(&log, "frontend_stats", "unacceptable_segments") >= 1,
+        "{log}"
+    );
+    assert!(
+        draining.contains("connections=0"),
+        "the connection table is back to its baseline: {draining}"
+    );
+}
