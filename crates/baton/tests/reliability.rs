@@ -13,8 +13,8 @@
 //! failure, and a hang still ends the test.
 //!
 //! Root only (each test prints why it skipped otherwise); lab name `btrl<pid>`; one test
-//! at a time. Knobs: `BATON_LOSS_CONNECTIONS` (connections per loss level, default 300;
-//! the figure is 10,000), `BATON_FLOOD=1` (a 10 s flood instead of 5 s).
+//! at a time. Knobs: `BATON_LOSS_CONNECTIONS` (connections per loss level, default the
+//! issue's 10,000: about 100 s), `BATON_FLOOD=1` (a 10 s flood instead of 5 s).
 
 use std::{
     collections::BTreeMap,
@@ -223,6 +223,11 @@ fn load_in_background(
 /// The clients' timeout (module docs).
 const LONG: Duration = Duration::from_secs(30);
 
+/// The clients' and the front-end's timeouts in the loss test: at 10% loss a few
+/// connections in 10,000 need several backed-off retransmissions (the slowest took
+/// 24.6 s in a run), and the test is about loss, not about where to cut them off.
+const LOSS_TIMEOUT: Duration = Duration::from_secs(60);
+
 struct Summary {
     requests: usize,
     failed: Vec<Outcome>,
@@ -343,9 +348,9 @@ fn loss_on_the_lan_fails_no_request() {
     // (RFC 6298 section 5.7), so two more losses of its request take it past the
     // example's 10 s request timeout (slowloris protection), and the front-end resets
     // it: 3 of 10,000 connections at 10% loss. A link that loses one packet in ten
-    // needs a longer allowance; 30 s is what this test gives it.
+    // needs a longer allowance: the front-end and the clients get LOSS_TIMEOUT.
     let Some(mut cluster) = cluster("2% and 10% loss", |t| {
-        let edited = t.replace("request_timeout_ms = 10000", "request_timeout_ms = 30000");
+        let edited = t.replace("request_timeout_ms = 10000", "request_timeout_ms = 60000");
         assert_ne!(edited, t, "the example's request timeout changed");
         edited
     }) else {
@@ -354,7 +359,7 @@ fn loss_on_the_lan_fails_no_request() {
     let count: usize = std::env::var("BATON_LOSS_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(10_000);
     let mut figures = Vec::new();
     let mut failures = Vec::new();
     for percent in [2, 10] {
@@ -366,7 +371,7 @@ fn loss_on_the_lan_fails_no_request() {
             48,
             count,
             Duration::from_secs(3600),
-            LONG,
+            LOSS_TIMEOUT,
             Arc::new(AtomicBool::new(false)),
         );
         let took = started.elapsed();
