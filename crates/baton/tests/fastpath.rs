@@ -334,9 +334,12 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
         "a keep-alive run of 3 s made {requests} requests"
     );
     // Every request but the first (it travels with the handoff) is one client segment
-    // with payload; one or two more may race the flow's installation.
+    // with payload, forwarded by XDP; the few that race the flow's installation go up as
+    // `pass_no_flow`, and one in 2^16 as `pass_partial_checksum` (below): each request
+    // is accounted for, and nearly all went through XDP.
+    let passed = grew["pass_no_flow"] + grew["pass_partial_checksum"];
     assert!(
-        grew["forwarded"] + 3 >= requests,
+        grew["forwarded"] + passed + 1 >= requests && grew["forwarded"] * 100 >= requests * 99,
         "{requests} requests, {} forwarded by XDP: {grew:?}",
         grew["forwarded"]
     );
