@@ -14,7 +14,7 @@
 //!
 //! Root only (each test prints why it skipped otherwise); lab name `btrl<pid>`; one test
 //! at a time. Knobs: `BATON_LOSS_CONNECTIONS` (connections per loss level, default the
-//! issue's 10,000: about 100 s), `BATON_FLOOD=1` (a 10 s flood instead of 5 s).
+//! issue's 10,000: about 100 s), `BATON_FLOOD=1` (runs the 10 s SYN flood, skipped otherwise).
 
 use std::{
     collections::BTreeMap,
@@ -881,14 +881,20 @@ fn vm_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
+    // A separate command, as issue 9 allows: on an idle CI machine the flooder reaches
+    // 134,000 SYN/s, the front-end's active health checks time out under it, every
+    // back-end is marked down and clients get 503s (53% success in one run; 100% at
+    // 69,000 SYN/s). docs/reliability.md, "Open findings".
+    if std::env::var_os("BATON_FLOOD").is_none_or(|v| v != "1") {
+        eprintln!(
+            "SKIPPED SYN flood: a separate command, BATON_FLOOD=1 (health checks fail under the heaviest flood; docs/reliability.md)"
+        );
+        return;
+    }
     let Some(mut cluster) = cluster("SYN flood", |t| t) else {
         return;
     };
-    let seconds: u64 = if std::env::var_os("BATON_FLOOD").is_some_and(|v| v == "1") {
-        10
-    } else {
-        5
-    };
+    let seconds: u64 = 10;
     let pid = cluster.frontend().pid();
     let rss_before = vm_rss_kib(pid);
     // From the router, so the measuring clients' own link stays theirs; spoofed
