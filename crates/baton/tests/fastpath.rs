@@ -70,19 +70,6 @@ fn fe_interface_bytes() -> u64 {
     s["rx"]["bytes"].as_u64().unwrap() + s["tx"]["bytes"].as_u64().unwrap()
 }
 
-/// `key=value` of the first `event=EVENT` line of a daemon log.
-fn logged(log: &str, event: &str, key: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains(&format!(" event={event} ")))
-        .unwrap_or_else(|| panic!("no {event} line:\n{log}"));
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        .parse()
-        .unwrap()
-}
-
 /// The sum of a kernel SNMP counter over the back-ends.
 fn backends_nstat(counter: &str) -> u64 {
     (1..=3)
@@ -137,9 +124,9 @@ fn the_fast_path_carries_a_download_and_the_cluster_stays_byte_exact() {
     );
 
     let log = cluster.frontend.stop();
-    let handoffs = logged(&log, "frontend_stats", "handoffs_completed");
-    let slow = logged(&log, "frontend_stats", "packets_forwarded");
-    let fast = logged(&log, "fastpath_counters", "forwarded");
+    let handoffs = support::logged_number(&log, "frontend_stats", "handoffs_completed");
+    let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
+    let fast = support::logged_number(&log, "fastpath_counters", "forwarded");
     eprintln!(
         "{handoffs} handoffs; slow path forwarded {slow} packets, fast path {fast}; \
          fast-path counters: {}",
@@ -149,12 +136,18 @@ fn the_fast_path_carries_a_download_and_the_cluster_stays_byte_exact() {
     );
     assert!(handoffs >= 7, "{log}");
     assert_eq!(
-        logged(&log, "fastpath_stats", "flows_installed"),
+        support::logged_number(&log, "fastpath_stats", "flows_installed"),
         handoffs,
         "{log}"
     );
-    assert_eq!(logged(&log, "fastpath_stats", "load_failed"), 0);
-    assert_eq!(logged(&log, "fastpath_counters", "pass_bad_checksum"), 0);
+    assert_eq!(
+        support::logged_number(&log, "fastpath_stats", "load_failed"),
+        0
+    );
+    assert_eq!(
+        support::logged_number(&log, "fastpath_counters", "pass_bad_checksum"),
+        0
+    );
     // Every ACK of the 100 MiB went through XDP, leaving the slow path a handful of
     // packets per connection (held during the handoff, and the client's FIN). How many
     // ACKs a download takes depends on the client's GRO and timing (846 to over 1,000
@@ -195,7 +188,7 @@ fn with_the_fast_path_off_the_slow_path_still_forwards() {
     assert_download_byte_exact("1M.bin");
     let log = frontend.stop();
     assert!(
-        logged(&log, "frontend_stats", "packets_forwarded") > 10,
+        support::logged_number(&log, "frontend_stats", "packets_forwarded") > 10,
         "{log}"
     );
     assert!(!log.contains("event=fastpath_counters"), "{log}");
@@ -350,8 +343,8 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
     );
     assert_eq!(grew["pass_bad_checksum"], 0, "{grew:?}");
     let log = cluster.frontend.stop();
-    let handoffs = logged(&log, "frontend_stats", "handoffs_completed");
-    let slow = logged(&log, "frontend_stats", "packets_forwarded");
+    let handoffs = support::logged_number(&log, "frontend_stats", "handoffs_completed");
+    let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
     assert!(handoffs >= 1, "{log}");
     // The handoff's few packets and the close, plus any segment taken for partial.
     assert!(
@@ -390,7 +383,7 @@ fn an_upload_is_forwarded_by_xdp_and_arrives_byte_exact() {
         "complete checksums taken for partial ones: {grew:?}"
     );
     let log = cluster.frontend.stop();
-    let slow = logged(&log, "frontend_stats", "packets_forwarded");
+    let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
     // Segments that arrive between the back-end's answer and the fast path's entry
     // (installed when the handoff is confirmed) go up as `pass_no_flow`; how many depends
     // on timing, so the bound is what the program passed up, and a small share of the
@@ -443,7 +436,7 @@ fn a_client_sending_partial_checksums_is_served_by_the_slow_path() {
         "{grew:?}"
     );
     let log = cluster.frontend.stop();
-    let slow = logged(&log, "frontend_stats", "packets_forwarded");
+    let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
     assert!(
         slow as usize >= REQUESTS - 2 + LEN / 1500,
         "slow path forwarded {slow}:\n{log}"

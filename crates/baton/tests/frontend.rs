@@ -61,18 +61,6 @@ impl Daemon {
     }
 }
 
-/// A counter from the daemon's exit line `event=<line>` (e.g. `frontend_stats`).
-fn stat(log: &str, line: &str, key: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains(&format!("event={line} ")))
-        .unwrap_or_else(|| panic!("no {line} line in:\n{log}"));
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in: {line}"))
-}
-
 /// The host TCP's count of RSTs sent in `fe`.
 fn fe_host_tcp_resets() -> u64 {
     support::nstat(&LAB, "fe", "TcpOutRsts")
@@ -153,21 +141,21 @@ fn frontend_completes_the_client_handshake_itself_and_keeps_the_host_tcp_out() {
     );
     let log = daemon.stop();
     eprintln!("{log}");
-    assert!(stat(&log, "frontend_stats", "handshakes_completed") >= 1);
+    assert!(support::logged_number(&log, "frontend_stats", "handshakes_completed") >= 1);
     assert!(
-        stat(&log, "frontend_stats", "handoffs_started") >= 1,
+        support::logged_number(&log, "frontend_stats", "handoffs_started") >= 1,
         "the request was dispatched"
     );
     assert!(
-        stat(&log, "frontend_stats", "syn_primes_sent") >= 1,
+        support::logged_number(&log, "frontend_stats", "syn_primes_sent") >= 1,
         "a SYN' went to be1"
     );
     assert_eq!(
-        stat(&log, "frontend_stats", "malformed"),
+        support::logged_number(&log, "frontend_stats", "malformed"),
         0,
         "veth partial checksums completed"
     );
-    assert!(stat(&log, "io_stats", "checksums_completed") >= 1);
+    assert!(support::logged_number(&log, "io_stats", "checksums_completed") >= 1);
     assert_eq!(
         fe_host_tcp_resets() - rsts_before,
         0,
@@ -219,7 +207,11 @@ fn frontend_answers_400_to_garbage() {
     ]);
     assert_eq!(code, "400", "curl -X @@: {err}");
     let log = daemon.stop();
-    assert_eq!(stat(&log, "frontend_stats", "responses_400"), 2, "{log}");
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "responses_400"),
+        2,
+        "{log}"
+    );
     assert_eq!(fe_host_tcp_resets() - rsts_before, 0, "no host RST");
 }
 
@@ -237,7 +229,11 @@ fn frontend_answers_431_to_an_oversized_request_head() {
     let daemon = Daemon::start("oversized", &config);
     assert_431();
     let log = daemon.stop();
-    assert_eq!(stat(&log, "frontend_stats", "responses_431"), 1, "{log}");
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "responses_431"),
+        1,
+        "{log}"
+    );
     assert_eq!(fe_host_tcp_resets() - rsts_before, 0, "no host RST");
 }
 
@@ -249,7 +245,11 @@ fn frontend_answers_431_with_window_scaling() {
     let daemon = Daemon::start("oversized-ws", LAB_CONFIG);
     assert_431();
     let log = daemon.stop();
-    assert_eq!(stat(&log, "frontend_stats", "responses_431"), 1, "{log}");
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "responses_431"),
+        1,
+        "{log}"
+    );
 }
 
 /// 17,000 bytes of one header field, from curl: over the 16 KiB limit.
@@ -318,9 +318,13 @@ fn frontend_resets_the_client_when_no_backend_answers() {
         "the reset is logged with its reason:\n{log}"
     );
     assert!(log.contains("event=handoff_retry"), "{log}");
-    assert_eq!(stat(&log, "frontend_stats", "backend_timeouts"), 1, "{log}");
     assert_eq!(
-        stat(&log, "frontend_stats", "syn_prime_retransmits"),
+        support::logged_number(&log, "frontend_stats", "backend_timeouts"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "syn_prime_retransmits"),
         2,
         "{log}"
     );

@@ -88,18 +88,6 @@ impl Cluster {
     }
 }
 
-/// A counter from the daemon's line `event=<line>` (e.g. `frontend_stats`).
-fn stat(log: &str, line: &str, key: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains(&format!("event={line} ")))
-        .unwrap_or_else(|| panic!("no {line} line in:\n{log}"));
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in: {line}"))
-}
-
 fn lab_exec(node: &str, args: &[&str]) -> String {
     let mut all = vec!["lab", "exec", node, "--"];
     all.extend_from_slice(args);
@@ -433,7 +421,10 @@ fn loss_on_the_lan_fails_no_request() {
         "backends_exhausted",
         "handshake_timeouts",
     ] {
-        eprint!("{key}={} ", stat(&log, "frontend_stats", key));
+        eprint!(
+            "{key}={} ",
+            support::logged_number(&log, "frontend_stats", key)
+        );
     }
     eprintln!();
     for (percent, failed) in &failures {
@@ -444,7 +435,10 @@ fn loss_on_the_lan_fails_no_request() {
             &failed[..failed.len().min(5)]
         );
     }
-    assert_eq!(stat(&log, "frontend_stats", "backends_exhausted"), 0);
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "backends_exhausted"),
+        0
+    );
 }
 
 /// What caused failures at 10% loss, isolated: when the back-end's FIN copy to the
@@ -634,10 +628,10 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
     );
     eprintln!(
         "frontend_stats: backend_refusals={} backend_timeouts={} backends_exhausted={} handoffs_completed={}",
-        stat(&log, "frontend_stats", "backend_refusals"),
-        stat(&log, "frontend_stats", "backend_timeouts"),
-        stat(&log, "frontend_stats", "backends_exhausted"),
-        stat(&log, "frontend_stats", "handoffs_completed"),
+        support::logged_number(&log, "frontend_stats", "backend_refusals"),
+        support::logged_number(&log, "frontend_stats", "backend_timeouts"),
+        support::logged_number(&log, "frontend_stats", "backends_exhausted"),
+        support::logged_number(&log, "frontend_stats", "handoffs_completed"),
     );
     // Connections not yet handed off go to another back-end (the retries above); only
     // those be1's kernel had already taken (handed off, waiting in nginx's accept queue
@@ -830,9 +824,9 @@ fn restarts_under_load_keep_established_connections() {
         cl.requests,
         cl.errors,
         cl.non_2xx,
-        stat(&log, "frontend_stats", "stray_segments"),
-        stat(&log, "frontend_stats", "stray_resets_sent"),
-        stat(&log, "frontend_stats", "adopted"),
+        support::logged_number(&log, "frontend_stats", "stray_segments"),
+        support::logged_number(&log, "frontend_stats", "stray_resets_sent"),
+        support::logged_number(&log, "frontend_stats", "adopted"),
     );
     // The download spanned both restarts and arrived whole.
     let sums = std::fs::read_to_string(format!("/run/{LAB}-lab/be1/www/files/SHA256SUMS")).unwrap();
@@ -952,12 +946,12 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
         s.slowest.as_secs_f64(),
         rss_before,
         rss_max,
-        stat(&log, "frontend_stats", "syns_received"),
-        stat(&log, "frontend_stats", "syn_acks_sent"),
-        stat(&log, "frontend_stats", "syn_cookies_sent"),
-        stat(&log, "frontend_stats", "syn_cookies_accepted"),
-        stat(&log, "frontend_stats", "handshakes_completed"),
-        stat(&log, "frontend_stats", "handoffs_completed"),
+        support::logged_number(&log, "frontend_stats", "syns_received"),
+        support::logged_number(&log, "frontend_stats", "syn_acks_sent"),
+        support::logged_number(&log, "frontend_stats", "syn_cookies_sent"),
+        support::logged_number(&log, "frontend_stats", "syn_cookies_accepted"),
+        support::logged_number(&log, "frontend_stats", "handshakes_completed"),
+        support::logged_number(&log, "frontend_stats", "handoffs_completed"),
         log.lines()
             .find(|l| l.contains("event=io_stats "))
             .unwrap_or_default(),
@@ -970,7 +964,7 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
         &s.failed[..s.failed.len().min(5)]
     );
     assert!(
-        stat(&log, "frontend_stats", "syn_cookies_sent") > 0,
+        support::logged_number(&log, "frontend_stats", "syn_cookies_sent") > 0,
         "SYN cookies engaged once the half-open table (4096) was full"
     );
     assert!(
@@ -1481,27 +1475,38 @@ fn bad_input_gets_its_documented_outcome_and_leaves_nothing_behind() {
     ];
     let stats: Vec<String> = keys
         .iter()
-        .map(|k| format!("{k}={}", stat(&log, "frontend_stats", k)))
+        .map(|k| format!("{k}={}", support::logged_number(&log, "frontend_stats", k)))
         .collect();
     eprintln!("frontend_stats: {}", stats.join(" "));
     assert!(
-        stat(&log, "frontend_stats", "request_timeouts") >= 1,
+        support::logged_number(&log, "frontend_stats", "request_timeouts") >= 1,
         "{log}"
     );
-    assert!(stat(&log, "frontend_stats", "responses_400") >= 1, "{log}");
-    assert_eq!(stat(&log, "frontend_stats", "responses_431"), 1, "{log}");
-    assert_eq!(stat(&log, "frontend_stats", "tls_resets"), 1, "{log}");
+    assert!(
+        support::logged_number(&log, "frontend_stats", "responses_400") >= 1,
+        "{log}"
+    );
     assert_eq!(
-        stat(&log, "frontend_stats", "malformed"),
+        support::logged_number(&log, "frontend_stats", "responses_431"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "tls_resets"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "malformed"),
         malformed_options.len() as u64,
         "each malformed SYN refused and counted"
     );
     assert!(
-        stat(&log, "frontend_stats", "out_of_order_dropped") >= 1,
+        support::logged_number(&log, "frontend_stats", "out_of_order_dropped") >= 1,
         "{log}"
     );
     assert!(
-        stat(&log, "frontend_stats", "unacceptable_segments") >= 1,
+        support::logged_number(&log, "frontend_stats", "unacceptable_segments") >= 1,
         "{log}"
     );
     assert!(

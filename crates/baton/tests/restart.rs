@@ -118,22 +118,6 @@ impl Cluster {
     }
 }
 
-/// The value of `key` on the first `event=EVENT` line of a daemon log.
-fn logged(log: &str, event: &str, key: &str) -> String {
-    let line = log
-        .lines()
-        .find(|l| l.contains(&format!(" event={event} ")))
-        .unwrap_or_else(|| panic!("no {event} line:\n{log}"));
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        .to_string()
-}
-
-fn logged_number(log: &str, event: &str, key: &str) -> u64 {
-    logged(log, event, key).parse().unwrap()
-}
-
 fn nft_table_in_fe() -> bool {
     stdout(&mut baton(
         &LAB,
@@ -172,8 +156,16 @@ fn restart_mid_download(test: &str, stop: Stop) {
     };
     let first = cluster.start_frontend();
     let log = first.log_text();
-    assert_eq!(logged(&log, "fastpath", "state"), "attached", "{log}");
-    assert_eq!(logged_number(&log, "fastpath", "flows"), 0, "{log}");
+    assert_eq!(
+        support::logged(&log, "fastpath", "state"),
+        "attached",
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "fastpath", "flows"),
+        0,
+        "{log}"
+    );
     let host_resets = nstat(&LAB, "fe", "TcpOutRsts");
 
     let fetch = format!("curl -sS --limit-rate {RATE} http://{VIP}/files/100M.bin | sha256sum");
@@ -233,10 +225,26 @@ fn restart_mid_download(test: &str, stop: Stop) {
             .find(|l| l.contains(" event=fastpath "))
             .unwrap_or("")
     );
-    assert_eq!(logged(&log, "fastpath", "state"), "reattached", "{log}");
-    assert_eq!(logged_number(&log, "fastpath", "flows"), 2, "{log}");
-    assert_eq!(logged_number(&log, "fastpath", "adopted"), 2, "{log}");
-    assert_eq!(logged_number(&log, "fastpath", "refused"), 0, "{log}");
+    assert_eq!(
+        support::logged(&log, "fastpath", "state"),
+        "reattached",
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "fastpath", "flows"),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "fastpath", "adopted"),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "fastpath", "refused"),
+        0,
+        "{log}"
+    );
 
     let out = download.0.take().unwrap().wait_with_output().unwrap();
     let took = started.elapsed();
@@ -262,15 +270,23 @@ fn restart_mid_download(test: &str, stop: Stop) {
     );
 
     let log = second.stop();
-    assert_eq!(logged_number(&log, "frontend_stats", "adopted"), 2, "{log}");
-    assert_eq!(logged_number(&log, "frontend_stats", "closes"), 2, "{log}");
     assert_eq!(
-        logged_number(&log, "fastpath_stats", "flows_removed"),
+        support::logged_number(&log, "frontend_stats", "adopted"),
         2,
         "{log}"
     );
     assert_eq!(
-        logged_number(&log, "frontend_stats", "stray_segments"),
+        support::logged_number(&log, "frontend_stats", "closes"),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "fastpath_stats", "flows_removed"),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "stray_segments"),
         0,
         "{log}"
     );

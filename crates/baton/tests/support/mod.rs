@@ -476,3 +476,24 @@ impl Daemon {
         daemon
     }
 }
+
+/// The value of `key` on the first `event=EVENT` line of a daemon log (logfmt), failing
+/// the test with the log if either is missing.
+pub fn logged(log: &str, event: &str, key: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!(" event={event} ")))
+        .unwrap_or_else(|| panic!("no {event} line:\n{log}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .to_string()
+}
+
+/// [`logged`] as a number (a counter).
+pub fn logged_number(log: &str, event: &str, key: &str) -> u64 {
+    let value = logged(log, event, key);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{event} {key}={value} is not a number"))
+}
