@@ -117,8 +117,12 @@ pub mod stat {
     /// partial (pseudo-header) sum an offloading sender leaves: passed to the slow path,
     /// which verifies and drops it, rather than forwarded with a laundered checksum.
     pub const PASS_BAD_CHECKSUM: u32 = 6;
+    /// A SYN answered here with a cookie SYN/ACK (`XDP_TX`), while the protocol core
+    /// asks for it (its half-open table is full: a flood); no state anywhere until the
+    /// client's ACK brings the cookie back to the slow path (`crate::syncookie`).
+    pub const SYN_COOKIES_SENT: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -129,6 +133,7 @@ pub mod stat {
         "pass_unusual_ip",
         "pass_malformed",
         "pass_bad_checksum",
+        "syn_cookies_sent",
     ];
 }
 

@@ -14,6 +14,7 @@
 //! - [`handoff_option`]: the authenticated TCP option in the replayed SYN, and the walk
 //!   over a TCP options area that finds and blanks it.
 //! - [`siphash`]: SipHash-2-4, the handoff option's MAC.
+//! - [`syncookie`]: SYN cookies, made by the protocol core and by the fast path alike.
 //! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
 //! - [`backend`]: the back-end module's flow table, configuration and counters.
 //! - [`frontend`]: the front-end fast path's flow table, configuration and counters.
@@ -24,5 +25,6 @@ pub mod counter;
 pub mod frontend;
 pub mod handoff_option;
 pub mod siphash;
+pub mod syncookie;
 pub mod tcp_options;
 pub mod translate;

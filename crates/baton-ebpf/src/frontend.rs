@@ -61,13 +61,34 @@
 //! therefore attaches an `XDP_PASS` program to `p-fe` (`baton-ebpf/src/lab.rs`); a real
 //! switch port needs nothing of the kind.
 //!
+//! # SYN cookies under a flood
+//!
+//! While the protocol core's half-open table is full (a SYN flood), the daemon sets
+//! `SynCookieConfig::ENGAGED` in `FRONTEND_SYN_COOKIES`, and this program answers each
+//! bare SYN to the service that belongs to no handed-off flow itself: the SYN's frame is
+//! turned into a cookie SYN/ACK (`baton_common::syncookie`, the arithmetic the core checks
+//! the client's ACK with) and sent back out (`XDP_TX`, `stat::SYN_COOKIES_SENT`). A
+//! flood's SYNs then cost no skb, no copy to the packet socket and no trip through
+//! userspace, so they cannot crowd out the legitimate clients' segments, the back-ends'
+//! replies or the health checks in the queues between. A SYN this program cannot answer
+//! (options it cannot walk, data, an IPv4 header with options, a frame it cannot resize)
+//! goes up as before, where the core answers it with the same cookie.
+//!
 //! Only IPv4 headers without options are forwarded (the TCP header is then at a constant
 //! offset, which keeps every packet access a constant the verifier follows); the rest
 //! goes up, counted.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_PASS, XDP_TX},
-    helpers::bpf_ktime_get_ns,
+    bindings::{
+        xdp_action::{XDP_PASS, XDP_TX},
+        xdp_md,
+    },
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
+    },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -76,6 +97,11 @@ use baton_common::{
     frontend::{
         DEFAULT_FLOW_TABLE_SIZE, FrontendConfig, FrontendFlow, FrontendFlowKey,
         redirected_tcp_checksum, stat, tcp_checksum,
+    },
+    handoff_option::MAX_OPTIONS_LEN,
+    syncookie::{
+        self, MAX_OPTION_STEPS, OPTIONS_AREA, SYN_ACK_FRAME_LEN, SynAddresses, SynCookieConfig,
+        SynOptions, SynOptionsWalk, write_syn_ack_frame,
     },
     translate::{csum_replace4, ones_complement_add, tcp_ipv4_pseudo_header_sum},
 };
@@ -95,6 +121,11 @@ static FRONTEND_CONFIG: Array<FrontendConfig> = Array::with_max_entries(1, 0);
 #[map]
 static FRONTEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+// Not pinned: every daemon writes its own keys at start, and sets and clears
+// `ENGAGED` as its half-open table fills and drains.
+#[map]
+static FRONTEND_SYN_COOKIES: Array<SynCookieConfig> = Array::with_max_entries(1, 0);
+
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
 /// The TCP header's offset when the IPv4 header has no options (the only case forwarded).
@@ -102,28 +133,63 @@ const TCP: usize = ETH_LEN + IP_LEN;
 const TCP_MAX_WORDS: usize = 30;
 const IPPROTO_TCP: u8 = 6;
 const SYN_FIN_RST: u8 = 0x07;
+const SYN: u8 = 0x02;
+/// FIN, SYN, RST, ACK: a bare SYN has only SYN among these.
+const HANDSHAKE_FLAGS: u8 = 0x17;
 
 /// What the program decided.
 enum Verdict {
     /// Rewritten: transmit, counting [`stat::FORWARDED`].
     Forward,
+    /// A bare SYN for no handed-off flow: answered with a cookie if cookies are engaged
+    /// (`answer_syn`), else up to the slow path like other control segments.
+    Syn,
     /// Up to the stack (and the slow path), counting `stat`.
     Pass(u32),
 }
 
 #[xdp]
 pub fn frontend_forward(ctx: XdpContext) -> u32 {
-    match forward(&ctx) {
+    match classify(&ctx) {
         // Not IPv4 TCP to VIP:port: not ours, not counted.
-        None => XDP_PASS,
-        Some(Verdict::Forward) => {
+        NOT_OURS => XDP_PASS,
+        FORWARDED => {
             count(stat::FORWARDED);
             XDP_TX
         }
-        Some(Verdict::Pass(stat)) => {
-            count(stat);
+        BARE_SYN => {
+            if answer_syn(&ctx).is_some() {
+                count(stat::SYN_COOKIES_SENT);
+                XDP_TX
+            } else {
+                count(stat::PASS_CONTROL);
+                XDP_PASS
+            }
+        }
+        pass => {
+            count(pass);
             XDP_PASS
         }
+    }
+}
+
+/// [`classify`]'s answers besides a `stat` index to pass up with.
+const NOT_OURS: u32 = u32::MAX;
+const FORWARDED: u32 = u32::MAX - 1;
+const BARE_SYN: u32 = u32::MAX - 2;
+
+/// [`forward`] as a plain number across a BPF-to-BPF call: an enum with a payload
+/// returned from a function that is not inlined leaves the payload's register undefined
+/// for the variants without one, which the verifier refuses to read. A function of its
+/// own, as `answer_syn` is, so that each has a stack frame of its own (one frame for
+/// both would pass the verifier's 512 bytes).
+#[inline(never)]
+fn classify(ctx: &XdpContext) -> u32 {
+    match forward(ctx) {
+        None => NOT_OURS,
+        Some(Verdict::Forward) => FORWARDED,
+        Some(Verdict::Syn) => BARE_SYN,
+        Some(Verdict::Pass(stat)) => stat,
     }
 }
 
@@ -153,6 +219,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
     }
 }
 
+#[inline(always)]
 fn forward(ctx: &XdpContext) -> Option<Verdict> {
     let config = *FRONTEND_CONFIG.get(0)?;
     if config.flags & FrontendConfig::ENABLED == 0 {
@@ -180,15 +247,19 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     if u16::from_ne_bytes(dport) != config.vip_port_be {
         return None;
     }
-    if tcp[13] & SYN_FIN_RST != 0 {
-        return Some(Verdict::Pass(stat::PASS_CONTROL));
-    }
     let key = FrontendFlowKey {
         client_addr_be: u32::from_ne_bytes([l3[26], l3[27], l3[28], l3[29]]),
         vip_addr_be: config.vip_addr_be,
         client_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
         vip_port_be: config.vip_port_be,
     };
+    if tcp[13] & SYN_FIN_RST != 0 {
+        // A SYN on a handed-off flow's port (a reuse) is the slow path's to judge.
+        if tcp[13] & HANDSHAKE_FLAGS == SYN && unsafe { FRONTEND_FLOWS.get(key) }.is_none() {
+            return Some(Verdict::Syn);
+        }
+        return Some(Verdict::Pass(stat::PASS_CONTROL));
+    }
     let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
         return Some(Verdict::Pass(stat::PASS_NO_FLOW));
     };
@@ -291,4 +362,153 @@ fn forward_flow(
         (*flow).last_seen_ns = bpf_ktime_get_ns();
     }
     Verdict::Forward
+}
+
+/// Replaces a bare SYN with its cookie SYN/ACK, if cookies are engaged and the SYN is one
+/// this program can answer; `None` leaves the frame as it arrived, for the slow path.
+///
+/// A function of its own (a BPF-to-BPF call), so that its stack is not added to the
+/// forwarding path's in one frame past the verifier's 512 bytes.
+#[inline(never)]
+fn answer_syn(ctx: &XdpContext) -> Option<()> {
+    let cookies = FRONTEND_SYN_COOKIES.get(0)?;
+    if cookies.flags & SynCookieConfig::ENGAGED == 0 {
+        return None;
+    }
+    let config = FRONTEND_CONFIG.get(0)?;
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack (`forward` checked
+    // them to be IPv4 without options, TCP, to the service).
+    let l3 = unsafe { bytes_at::<TCP>(ctx, 0)?.read_unaligned() };
+    let tcp = unsafe { bytes_at::<20>(ctx, TCP)?.read_unaligned() };
+    let total_len = usize::from(be16(&l3, ETH_LEN + 2));
+    let header_len = usize::from(tcp[12] >> 4) * 4;
+    // Data in a SYN (TCP Fast Open) and odd lengths: the slow path's.
+    if header_len < 20
+        || total_len != IP_LEN + header_len
+        || ctx.data() + ETH_LEN + total_len > ctx.data_end()
+    {
+        return None;
+    }
+    let client_isn = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let to = SynAddresses {
+        client_mac: [l3[6], l3[7], l3[8], l3[9], l3[10], l3[11]],
+        our_mac: config.interface_mac,
+        client_addr: [l3[26], l3[27], l3[28], l3[29]],
+        service_addr: [l3[30], l3[31], l3[32], l3[33]],
+        client_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+        service_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+    };
+    // The SYN's checksum, summed whole (no payload, so at most 60 bytes): a corrupted
+    // SYN gets no answer here, as the kernel would give none. The partial sum an
+    // offloading sender leaves is taken, as in `forward_flow`.
+    let tcp_len = header_len as u16;
+    let pseudo = tcp_ipv4_pseudo_header_sum(to.client_addr, to.service_addr, tcp_len);
+    let mut words: u16 = 0;
+    for i in 0..TCP_MAX_WORDS {
+        if i * 2 >= header_len {
+            break;
+        }
+        let word = bytes_at::<2>(ctx, TCP + i * 2)?;
+        // SAFETY: bounds checked by `bytes_at`.
+        words = ones_complement_add(words, u16::from_be_bytes(unsafe { word.read_unaligned() }));
+    }
+    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
+        return None;
+    }
+    let flow = syncookie::flow_bytes(
+        to.client_addr,
+        to.service_addr,
+        to.client_port,
+        to.service_port,
+    );
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Hashing before the walk over the options: the verifier then checks the hashing
+    // once, not once per way the walk ends.
+    let hashes = hash_syn(&cookies.keys, now, &flow, client_isn);
+    let options = syn_options(ctx.ctx, header_len - 20)?;
+    let answer = syncookie::cookie_syn_ack_with(cookies, &hashes, now, client_isn, &options);
+    // Resize to the answer's length; a frame that cannot be resized goes up unchanged.
+    let delta = SYN_ACK_FRAME_LEN as i32 - (ctx.data_end() - ctx.data()) as i32;
+    if delta != 0 {
+        // SAFETY: the context pointer is the program's own.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+            return None;
+        }
+    }
+    let out = bytes_at::<SYN_ACK_FRAME_LEN>(ctx, 0)?;
+    // SAFETY: bounds checked by `bytes_at`; XDP owns the buffer, and nothing of the SYN
+    // is read from it any more.
+    write_syn_ack_frame(
+        unsafe { &mut *out },
+        &to,
+        client_isn,
+        cookies.window,
+        &answer,
+    );
+    Some(())
+}
+
+/// The cookie's hashes; a function of its own, like [`syn_options`], so that the stack
+/// of each is not added to `answer_syn`'s (the verifier allows 512 bytes along a chain
+/// of calls).
+#[inline(never)]
+fn hash_syn(
+    keys: &syncookie::CookieKeys,
+    now: u64,
+    flow: &[u8; 12],
+    client_isn: u32,
+) -> syncookie::CookieHashes {
+    syncookie::cookie_hashes(keys, now, flow, client_isn)
+}
+
+/// The options of a SYN whose options area is `len` bytes: copied onto the stack in one
+/// load and walked with the shared walk (`SynOptionsWalk`), one step per `bpf_loop`
+/// iteration. `None` for an area the walk rejects: the slow path judges those (and
+/// counts them as malformed).
+#[inline(never)]
+fn syn_options(ctx: *mut xdp_md, len: usize) -> Option<SynOptions> {
+    let mut walk = OptionsLoop {
+        area: [0u8; OPTIONS_AREA],
+        walk: SynOptionsWalk::new(0),
+    };
+    // Options are whole 32-bit words; the mask gives the verifier the load's bound.
+    let len = (len as u32) & 0x3c;
+    if len > MAX_OPTIONS_LEN as u32 {
+        return None;
+    }
+    if len > 0 {
+        // SAFETY: `area` holds 72 >= len bytes; the kernel checks the packet side.
+        let rc =
+            unsafe { bpf_xdp_load_bytes(ctx, TCP as u32 + 20, walk.area.as_mut_ptr().cast(), len) };
+        if rc != 0 {
+            return None;
+        }
+    }
+    walk.walk = SynOptionsWalk::new(len as usize);
+    // SAFETY: `options_step` is a BPF function taking the `OptionsLoop` passed with it.
+    unsafe {
+        bpf_loop(
+            MAX_OPTION_STEPS,
+            options_step as *mut c_void,
+            (&mut walk as *mut OptionsLoop).cast(),
+            0,
+        );
+    }
+    walk.walk.finish()
+}
+
+/// The state `options_step` works on, on `syn_options`' stack.
+#[repr(C)]
+struct OptionsLoop {
+    area: [u8; OPTIONS_AREA],
+    walk: SynOptionsWalk,
+}
+
+/// One step of the walk; `bpf_loop` stops at a non-zero return.
+unsafe extern "C" fn options_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `syn_options` passes its own `OptionsLoop`, alive for the whole loop.
+    let state = unsafe { &mut *ctx.cast::<OptionsLoop>() };
+    if state.walk.step(&state.area) { 0 } else { 1 }
 }

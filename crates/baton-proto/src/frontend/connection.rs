@@ -2,10 +2,12 @@
 
 use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 
-use baton_common::handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption};
+use baton_common::{
+    handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption},
+    syncookie::{self, SynOptions, decode_ts_options},
+};
 
 use super::config::{MAX_CANDIDATES, MIN_MSS};
-use super::cookie::{decode_ts_options, encode_ts_options};
 use super::packet::{self, bare_segment, seq_le, seq_lt, with_timestamps};
 use super::{
     Backend, Dispatch, Event, FlowKey, FrontEnd, HandedOff, Handover, Instant, ResetReason,
@@ -389,7 +391,7 @@ impl<D: Dispatch> FrontEnd<D> {
         let sack = self.config.sack && tcp.sack_permitted;
         if self.half_open >= self.config.max_half_open || self.table_full() {
             if self.config.syn_cookies {
-                self.send_cookie_syn_ack(now, flow, ip, tcp, timestamps, sack);
+                self.send_cookie_syn_ack(now, flow, ip, tcp);
             } else {
                 self.stats.syns_dropped_table_full += 1;
             }
@@ -435,37 +437,35 @@ impl<D: Dispatch> FrontEnd<D> {
         flow: FlowKey,
         ip: &Ipv4Repr,
         tcp: &TcpRepr<'_>,
-        timestamps: bool,
-        sack: bool,
     ) {
-        // RFC 9293 §3.7.1: without an MSS option, assume 536.
-        let mss = tcp.max_seg_size.unwrap_or(MIN_MSS);
-        let isn_f = self.secrets.make_cookie(now, &flow, tcp.seq_number, mss);
-        // Without timestamps there is nowhere to keep window scale and SACK: offer neither.
-        let (window_scale, sack) = if timestamps {
-            (tcp.window_scale, sack)
-        } else {
-            (None, false)
-        };
-        let tsv_f = if timestamps {
-            encode_ts_options(self.secrets.tsval(now, &flow), window_scale, sack)
-        } else {
-            0
-        };
+        // The same decisions as the fast path's cookie SYN/ACKs: one definition.
+        let answer = syncookie::cookie_syn_ack(
+            &self.syn_cookie_config(),
+            now.as_nanos(),
+            &flow.to_bytes(),
+            tcp.seq_number,
+            &SynOptions {
+                mss: tcp.max_seg_size,
+                window_scale: tcp.window_scale,
+                sack_permitted: tcp.sack_permitted,
+                tsval: tcp.timestamps.map(|ts| ts.tsval),
+            },
+        );
         let syn = ClientSyn {
             isn: tcp.seq_number,
             window: tcp.window_len,
-            mss: Some(mss),
-            window_scale,
+            // RFC 9293 §3.7.1: without an MSS option, assume 536.
+            mss: Some(tcp.max_seg_size.unwrap_or(MIN_MSS)),
+            window_scale: tcp.window_scale,
             tsval: tcp.timestamps.map_or(0, |ts| ts.tsval),
             ttl: ip.ttl,
         };
         let terms = FrontTerms {
-            isn_f,
-            tsv_f,
-            ws_f: window_scale.map(|_| self.config.window_shift),
-            timestamps,
-            sack,
+            isn_f: answer.isn,
+            tsv_f: answer.timestamps.map_or(0, |(tsv, _)| tsv),
+            ws_f: answer.window_shift,
+            timestamps: answer.timestamps.is_some(),
+            sack: answer.sack,
         };
         self.send_syn_ack(&flow, &syn, &terms);
         self.stats.syn_acks_sent += 1;
@@ -639,6 +639,24 @@ impl<D: Dispatch> FrontEnd<D> {
             return Next::Keep;
         }
         if tcp.ack_number != conn.snd_nxt {
+            if conn.state == State::SynReceived
+                && self.config.syn_cookies
+                && tcp.seq_number.wrapping_sub(1) == conn.syn.isn
+                && self
+                    .secrets
+                    .check_cookie(
+                        now,
+                        &conn.flow,
+                        conn.syn.isn,
+                        tcp.ack_number.wrapping_sub(1),
+                    )
+                    .is_some()
+            {
+                // The client's SYN was answered twice: by us with state, then (its
+                // retransmission) by the fast path with a cookie, engaged meanwhile, and
+                // the cookie's answer arrived first. Its ACK is good: start over from it.
+                return Next::Replay;
+            }
             self.stats.unacceptable_segments += 1;
             if conn.state == State::SynReceived {
                 // RFC 9293 §3.10.7.4: an unacceptable ACK in SYN-RECEIVED draws

@@ -142,6 +142,8 @@ use crate::request::ClientRequest;
 use connection::Connection;
 use cookie::{FlowHashBuilder, Secrets};
 
+pub use baton_common::syncookie::SynCookieConfig;
+
 /// The bound the size test holds the per-connection state to, in bytes (heap excluded).
 pub const CONNECTION_SIZE_BOUND: usize = 256;
 
@@ -525,6 +527,40 @@ impl<D: Dispatch> FrontEnd<D> {
     /// How many connections are tracked.
     pub fn connection_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// What the fast path needs to answer SYNs with the cookies this front-end checks:
+    /// its keys and TCP settings. [`SynCookieConfig::ENGAGED`] is left clear; the caller
+    /// sets it while [`FrontEnd::wants_syn_cookies`].
+    pub fn syn_cookie_config(&self) -> SynCookieConfig {
+        let mut flags = 0;
+        if self.config.timestamps {
+            flags |= SynCookieConfig::TIMESTAMPS;
+        }
+        if self.config.sack {
+            flags |= SynCookieConfig::SACK;
+        }
+        SynCookieConfig {
+            keys: self.secrets.cookie_keys(),
+            flags,
+            max_mss: self.config.mss,
+            // Not scaled in a SYN (RFC 7323 §2.2); as the core's own SYN/ACKs.
+            window: self.config.max_request_len.min(usize::from(u16::MAX)) as u16,
+            window_shift: self.config.window_shift,
+            _pad: [0; 7],
+        }
+    }
+
+    /// Whether new SYNs should be answered with cookies rather than create state: cookies
+    /// are on and the half-open table is full, or the connection table is. `engaged` is
+    /// the caller's current answer; once engaged, cookies stay until the half-open table
+    /// is down to half, so that a flood's end is not mistaken for its gaps.
+    pub fn wants_syn_cookies(&self, engaged: bool) -> bool {
+        if !self.config.syn_cookies {
+            return false;
+        }
+        let max = self.config.max_half_open;
+        self.half_open >= max || (engaged && self.half_open > max / 2) || self.table_full()
     }
 
     /// How many tracked connections are not handed off: in their handshake, receiving

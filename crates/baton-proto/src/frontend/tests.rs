@@ -825,6 +825,166 @@ fn syn_cookie_without_timestamps_offers_no_scaling_or_sack() {
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
 }
 
+/// A SYN/ACK the fast path made from [`FrontEnd::syn_cookie_config`] (as the XDP program
+/// does, through the same `baton_common::syncookie`), for the harness's SYN.
+fn fast_path_cookie(h: &Harness, now: Instant) -> baton_common::syncookie::CookieSynAck {
+    let flow = h.flow();
+    let syn = h.syn();
+    baton_common::syncookie::cookie_syn_ack(
+        &h.fe.syn_cookie_config(),
+        now.as_nanos(),
+        &baton_common::syncookie::flow_bytes(
+            flow.client.ip().octets(),
+            flow.service.ip().octets(),
+            flow.client.port(),
+            flow.service.port(),
+        ),
+        syn.seq_number,
+        &baton_common::syncookie::SynOptions {
+            mss: syn.max_seg_size,
+            window_scale: syn.window_scale,
+            sack_permitted: syn.sack_permitted,
+            tsval: syn.timestamps.map(|ts| ts.tsval),
+        },
+    )
+}
+
+#[test]
+fn a_cookie_the_fast_path_made_is_taken_by_the_core() {
+    let mut h = harness();
+    let answer = fast_path_cookie(&h, h.now);
+    assert_eq!(answer.window_shift, Some(7));
+    assert!(answer.sack);
+    let (tsv_f, tsecr) = answer.timestamps.expect("timestamps agreed");
+    assert_eq!(tsecr, CTSVAL);
+    // The frame the XDP program sends: well-formed, checksums right, options as agreed.
+    let addresses = baton_common::syncookie::SynAddresses {
+        client_mac: [2, 0, 0, 0, 0, 1],
+        our_mac: [2, 0, 0, 0, 0, 2],
+        client_addr: CLIENT.octets(),
+        service_addr: VIP.octets(),
+        client_port: CPORT,
+        service_port: SERVICE.port(),
+    };
+    let frame = baton_common::syncookie::syn_ack_frame(&addresses, CISN, 16_384, &answer);
+    assert_eq!(frame[..12], [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
+    let (ip, sa) = parse(&frame[14..], Checksums::Verify).expect("checksums verify");
+    assert_eq!((ip.src_addr, ip.dst_addr, ip.ttl), (VIP, CLIENT, 64));
+    assert_eq!((sa.src_port, sa.dst_port), (SERVICE.port(), CPORT));
+    assert_eq!(sa.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!((sa.seq_number, sa.ack_number), (answer.isn, CISN + 1));
+    assert_eq!(sa.window_len, 16_384);
+    assert_eq!(sa.max_seg_size, Some(1460));
+    assert_eq!(sa.window_scale, Some(7));
+    assert!(sa.sack_permitted);
+    assert_eq!(
+        sa.timestamps,
+        Some(TcpTimestamps {
+            tsval: tsv_f,
+            tsecr: CTSVAL
+        })
+    );
+    let bare = baton_common::syncookie::CookieSynAck {
+        window_shift: None,
+        sack: false,
+        timestamps: None,
+        ..answer
+    };
+    let frame = baton_common::syncookie::syn_ack_frame(&addresses, CISN, 16_384, &bare);
+    let (_, sa) = parse(&frame[14..], Checksums::Verify).expect("checksums verify");
+    assert_eq!(
+        (sa.window_scale, sa.sack_permitted, sa.timestamps),
+        (None, false, None),
+        "NOPs in their place"
+    );
+    // The core never saw the SYN: the ACK with the request rebuilds the connection.
+    h.client_sends(&h.ack(answer.isn, tsv_f, CISN + 1, REQUEST));
+    assert_eq!(h.fe.stats().syn_cookies_accepted, 1);
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    let out = h.drain();
+    let syn_prime = out[1].tcp();
+    assert_eq!(syn_prime.seq_number, CISN);
+    assert_eq!(
+        syn_prime.window_scale,
+        Some(7),
+        "the client's shift, kept in the TSval"
+    );
+    assert!(syn_prime.sack_permitted);
+}
+
+#[test]
+fn a_cookie_answer_to_a_retransmitted_syn_replaces_the_half_open_connection() {
+    let mut h = harness();
+    // The core answers the SYN with state; the client retransmits it, the fast path
+    // (engaged meanwhile) answers that with a cookie, which reaches the client first.
+    h.client_sends(&h.syn());
+    let stateful = h.drain()[0].tcp().seq_number;
+    assert_eq!(h.state(), Some(StateName::SynReceived));
+    let answer = fast_path_cookie(&h, h.now);
+    assert_ne!(answer.isn, stateful);
+    let (tsv_f, _) = answer.timestamps.unwrap();
+    h.client_sends(&h.ack(answer.isn, tsv_f, CISN + 1, REQUEST));
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    assert_eq!(h.fe.stats().syn_cookies_accepted, 1);
+    assert_eq!(h.fe.stats().half_open, 0);
+    // A made-up ACK in SYN-RECEIVED is still reset.
+    h.port += 1;
+    h.client_sends(&h.syn());
+    h.drain();
+    h.client_sends(&h.ack(answer.isn ^ 0x55, tsv_f, CISN + 1, &[]));
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.state(), Some(StateName::SynReceived));
+}
+
+#[test]
+fn the_fast_path_is_asked_for_cookies_from_a_full_half_open_table_down_to_half() {
+    let mut h = harness_with(
+        Config {
+            max_half_open: 4,
+            ..config()
+        },
+        vec![B1],
+    );
+    let mut engaged = false;
+    let mut history = Vec::new();
+    for _ in 0..4 {
+        h.client_sends(&h.syn());
+        h.port += 1;
+        engaged = h.fe.wants_syn_cookies(engaged);
+        history.push(engaged);
+    }
+    assert_eq!(history, [false, false, false, true], "engaged at the limit");
+    // The half-open connections time out one by one (all at once here): released only
+    // once at most half are left.
+    h.port -= 4;
+    assert_eq!(h.fe.stats().half_open, 4);
+    h.client_sends(&h.client_seg(TcpFlags::RST, CISN + 1, 0));
+    h.port += 1;
+    assert!(
+        h.fe.wants_syn_cookies(true),
+        "3 of 4 half-open: still engaged"
+    );
+    h.client_sends(&h.client_seg(TcpFlags::RST, CISN + 1, 0));
+    assert_eq!(h.fe.stats().half_open, 2);
+    assert!(!h.fe.wants_syn_cookies(true), "2 of 4: released");
+    assert!(!h.fe.wants_syn_cookies(false));
+    let off = harness_with(
+        Config {
+            max_half_open: 0,
+            syn_cookies: false,
+            ..config()
+        },
+        vec![B1],
+    );
+    assert!(!off.fe.wants_syn_cookies(false), "cookies off: never");
+    let config = h.fe.syn_cookie_config();
+    assert_eq!(
+        config.flags & baton_common::syncookie::SynCookieConfig::ENGAGED,
+        0
+    );
+    assert_eq!((config.max_mss, config.window_shift), (1460, 7));
+}
+
 #[test]
 fn malformed_and_foreign_packets_are_counted_drops() {
     let mut h = harness();

@@ -55,7 +55,10 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use baton_common::frontend::{FrontendConfig, FrontendFlow, FrontendFlowKey, stat};
+use baton_common::{
+    frontend::{FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
+    syncookie::SynCookieConfig,
+};
 use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
 
 use super::log;
@@ -87,6 +90,9 @@ pub struct FastPathStats {
     pub activity_noted: u64,
     /// Close states written to the table for a successor to resume from.
     pub close_states_recorded: u64,
+    /// Times the program was asked to answer SYNs with cookies (the half-open table
+    /// filled: a flood began, or went on after a lull).
+    pub syn_cookies_engaged: u64,
 }
 
 /// The pins of one interface: `<pin_dir>/frontend-<interface>/`.
@@ -162,6 +168,9 @@ pub struct FastPath {
     interface: String,
     flows: HashMap<MapData, FrontendFlowKey, FrontendFlow>,
     stats: PerCpuArray<MapData, u64>,
+    syn_cookies: Array<MapData, SynCookieConfig>,
+    /// What `syn_cookies` holds (`ENGAGED` included).
+    syn_cookie_config: SynCookieConfig,
     installed: StdHashMap<FlowKey, Installed>,
     neighbours: Neighbours,
 }
@@ -213,10 +222,13 @@ impl FastPath {
     /// `pin_dir`, or, when a previous daemon's pins are there, loads the program against
     /// the pinned maps and replaces the one in the pinned link. Either way the
     /// configuration is (re)written before the new program sees a packet.
+    /// `syn_cookies` is the core's ([`FrontEnd::syn_cookie_config`]), written with
+    /// `ENGAGED` clear; [`FastPath::steer_syn_cookies`] sets and clears it.
     pub fn start(
         interface: &str,
         service: SocketAddrV4,
         pin_dir: &Path,
+        syn_cookies: SynCookieConfig,
     ) -> anyhow::Result<(Self, Start)> {
         let mac = interface_mac(interface)?;
         crate::backend::require_bpffs(pin_dir)?;
@@ -224,6 +236,7 @@ impl FastPath {
         fs::create_dir_all(pins.dir())
             .with_context(|| format!("creating {}", pins.dir().display()))?;
         check_pinned_flows(&pins)?;
+        replace_outgrown_stats(&pins)?;
         let (flows_pin, config_pin, stats_pin) = (pins.flows(), pins.config(), pins.stats());
         // Maps already pinned are reused as they are (flows and all); missing ones are
         // made and pinned.
@@ -248,6 +261,15 @@ impl FastPath {
             },
             0,
         )?;
+        let syn_cookie_config = SynCookieConfig {
+            flags: syn_cookies.flags & !SynCookieConfig::ENGAGED,
+            ..syn_cookies
+        };
+        let mut syn_cookies = Array::try_from(
+            ebpf.take_map("FRONTEND_SYN_COOKIES")
+                .context("map FRONTEND_SYN_COOKIES missing")?,
+        )?;
+        syn_cookies.set(0, syn_cookie_config, 0)?;
         let flows = HashMap::try_from(
             ebpf.take_map("FRONTEND_FLOWS")
                 .context("map FRONTEND_FLOWS missing")?,
@@ -298,6 +320,8 @@ impl FastPath {
                 interface: interface.to_string(),
                 flows,
                 stats,
+                syn_cookies,
+                syn_cookie_config,
                 installed: StdHashMap::new(),
                 neighbours: Neighbours::default(),
             },
@@ -464,6 +488,47 @@ impl FastPath {
         }
     }
 
+    /// Has the program answer SYNs with cookies while the core wants it
+    /// ([`FrontEnd::wants_syn_cookies`]: its half-open table is full), and stop once the
+    /// table is down to half. Called every round; writes the map only on a change.
+    pub fn steer_syn_cookies<D: baton_proto::frontend::Dispatch>(
+        &mut self,
+        fe: &FrontEnd<D>,
+        stats: &mut FastPathStats,
+    ) {
+        let engaged = self.syn_cookie_config.flags & SynCookieConfig::ENGAGED != 0;
+        let want = fe.wants_syn_cookies(engaged);
+        if want != engaged {
+            self.set_syn_cookies(want);
+            if want {
+                stats.syn_cookies_engaged += 1;
+            }
+            log::line(
+                "syn_cookies",
+                &[
+                    ("state", &if want { "engaged" } else { "released" }),
+                    ("half_open", &fe.stats().half_open),
+                    ("connections", &fe.connection_count()),
+                ],
+            );
+        }
+    }
+
+    /// Sets or clears `ENGAGED`. At exit the daemon clears it: with no daemon to take
+    /// the cookie ACKs, SYNs are better left to the next one.
+    pub fn set_syn_cookies(&mut self, engaged: bool) {
+        let mut config = self.syn_cookie_config;
+        if engaged {
+            config.flags |= SynCookieConfig::ENGAGED;
+        } else {
+            config.flags &= !SynCookieConfig::ENGAGED;
+        }
+        match self.syn_cookies.set(0, config, 0) {
+            Ok(()) => self.syn_cookie_config = config,
+            Err(e) => log::line("syn_cookies_unset", &[("error", &e)]),
+        }
+    }
+
     /// Flows in the table that this daemon installed or adopted, and the table's
     /// capacity (for metrics).
     pub fn flow_table(&self) -> (usize, u32) {
@@ -549,6 +614,30 @@ fn check_pinned_flows(pins: &Pins) -> anyhow::Result<()> {
             info.value_size(),
             want.0,
             want.1
+        );
+    }
+    Ok(())
+}
+
+/// Unpins a counter array made by an older version with fewer counters, so that the
+/// loader makes one with room for all of this build's (a program still running keeps its
+/// own array; only its counts since the last start are lost).
+fn replace_outgrown_stats(pins: &Pins) -> anyhow::Result<()> {
+    let path = pins.stats();
+    if !path.exists() {
+        return Ok(());
+    }
+    let info = MapInfo::from_pin(&path)
+        .with_context(|| format!("reading the pinned counters {}", path.display()))?;
+    if info.max_entries() != stat::COUNT {
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        log::line(
+            "fastpath_counters_replaced",
+            &[
+                ("pin", &path.display()),
+                ("counters", &info.max_entries()),
+                ("now", &stat::COUNT),
+            ],
         );
     }
     Ok(())

@@ -166,7 +166,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     let mut io = PacketIo::open(&interface, service)?;
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
-        match FastPath::start(&interface, service, &pin_dir) {
+        match FastPath::start(&interface, service, &pin_dir, fe.syn_cookie_config()) {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
@@ -283,6 +283,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     // The close states as they stand, for the next daemon to resume from.
     if let Some(fast) = &mut fast {
         fast.record_close_states(&fe, &mut fp_stats);
+        fast.set_syn_cookies(false);
     }
     log::counters("frontend_stats", fe.stats());
     log::counters("io_stats", io.stats());
@@ -584,6 +585,9 @@ fn event_loop(
         if fe.poll_timeout().is_some_and(|at| at <= now) {
             fe.dispatcher_mut().set_now(now);
             fe.handle_timeout(now);
+        }
+        if let Some(path) = fast.path.as_deref_mut() {
+            path.steer_syn_cookies(fe, fast.stats);
         }
         // A flow that ends leaves the fast path before this round's packets go out: a
         // client reusing its port gets its SYN/ACK in the same round as the old flow's

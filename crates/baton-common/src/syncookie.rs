@@ -1,0 +1,789 @@
+//! SYN cookies (RFC 4987 §3.6): the one definition of their arithmetic, used by the
+//! protocol core (`baton-proto`, which answers SYNs with cookies once its half-open table
+//! is full, and checks every cookie ACK) and by the front-end's XDP program (which answers
+//! a flood's SYNs itself while the core asks it to, so that they never cost an skb, a
+//! packet-socket copy or a trip through userspace).
+//!
+//! # Layout and fidelity
+//!
+//! The ISN of a cookie SYN/ACK is, as in Linux's `secure_tcp_syn_cookie`:
+//!
+//! ```text
+//! isn_f = H1(flow) + client_isn + (minute << 24) + ((H2(flow, minute, client_isn) + mss_index) mod 2^24)
+//! ```
+//!
+//! `minute` is a 60-second count of `CLOCK_MONOTONIC` (8 bits travel); a cookie is
+//! honoured for up to two minutes. What survives the round trip through the client:
+//!
+//! | client's SYN offered | kept | how |
+//! |---|---|---|
+//! | MSS | rounded down to 536, 1300, 1440 or 1460 | 2 bits in the cookie (Linux's `msstab`) |
+//! | window scale | exactly (shift 0..=14) | TSval low 4 bits, echoed in TSecr; only with timestamps |
+//! | SACK-permitted | yes | TSval bit 4; only with timestamps |
+//! | timestamps | yes | the ACK carries TSopt; `tsv_f` is its TSecr |
+//! | anything else (TFO, MPTCP, ...) | no | never mirrored, so never agreed anyway |
+//!
+//! Without timestamps there is nowhere to keep window scale and SACK, so a cookie SYN/ACK
+//! to such a client offers neither (Linux's `tcp_clear_options` when `want_cookie` and no
+//! timestamp).
+//!
+//! Everything is SipHash-2-4 ([`crate::siphash`]) over fixed-length messages, so the eBPF
+//! program runs exactly the host's code, without loops the verifier cannot bound.
+
+use crate::{
+    siphash::{SipKey, siphash24},
+    translate::ones_complement_add,
+};
+
+/// MSS values a cookie can carry, smallest first (Linux `msstab`, net/ipv4/syncookies.c).
+pub const MSS_TABLE: [u16; 4] = [536, 1300, 1440, 1460];
+/// The MSS assumed when a SYN has no MSS option (RFC 9293 §3.7.1).
+pub const DEFAULT_MSS: u16 = 536;
+
+/// Bits of the cookie below the minute counter.
+const COOKIE_BITS: u32 = 24;
+const COOKIE_MASK: u32 = (1 << COOKIE_BITS) - 1;
+/// A cookie is honoured in the minute it was made and the one after (Linux
+/// `MAX_SYNCOOKIE_AGE`).
+const MAX_COOKIE_AGE: u32 = 2;
+/// Length of one cookie "minute" in nanoseconds.
+pub const COOKIE_MINUTE_NANOS: u64 = 60_000_000_000;
+
+/// TSval low bits carrying options in a cookie SYN/ACK (Linux `TSBITS`).
+pub const TS_OPT_BITS: u32 = 6;
+const TS_OPT_MASK: u32 = (1 << TS_OPT_BITS) - 1;
+/// Window shift field in the TSval; 0xf means "no window scaling".
+const TS_OPT_WSCALE_MASK: u32 = 0xf;
+/// SACK-permitted bit in the TSval.
+const TS_OPT_SACK: u32 = 1 << 4;
+
+/// The keys a cookie SYN/ACK is made with: sub-keys the protocol core derives from its
+/// secret, copied into the fast path's map so that XDP makes the cookies the core checks.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CookieKeys {
+    /// `H1`: the per-flow offset.
+    pub cookie1: SipKey,
+    /// `H2`: the per-flow, per-minute, per-ISN check bits.
+    pub cookie2: SipKey,
+    /// The per-connection TSval offset (RFC 7323 §7.1).
+    pub tsval: SipKey,
+}
+
+/// Never prints the keys.
+impl core::fmt::Debug for CookieKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CookieKeys(..)")
+    }
+}
+
+/// The 12 bytes the keyed hashes cover: client address, service address, client port,
+/// service port, each in network order.
+#[inline(always)]
+pub const fn flow_bytes(
+    client_addr: [u8; 4],
+    service_addr: [u8; 4],
+    client_port: u16,
+    service_port: u16,
+) -> [u8; 12] {
+    let [cp0, cp1] = client_port.to_be_bytes();
+    let [sp0, sp1] = service_port.to_be_bytes();
+    [
+        client_addr[0],
+        client_addr[1],
+        client_addr[2],
+        client_addr[3],
+        service_addr[0],
+        service_addr[1],
+        service_addr[2],
+        service_addr[3],
+        cp0,
+        cp1,
+        sp0,
+        sp1,
+    ]
+}
+
+/// The cookie minute of a `CLOCK_MONOTONIC` reading.
+#[inline(always)]
+pub const fn cookie_minute(now_ns: u64) -> u32 {
+    (now_ns / COOKIE_MINUTE_NANOS) as u32
+}
+
+/// Index into [`MSS_TABLE`] of the largest entry not above `mss` (0 below 536).
+#[inline(always)]
+pub const fn mss_index(mss: u16) -> u32 {
+    if mss >= MSS_TABLE[3] {
+        3
+    } else if mss >= MSS_TABLE[2] {
+        2
+    } else if mss >= MSS_TABLE[1] {
+        1
+    } else {
+        0
+    }
+}
+
+#[inline(always)]
+fn h1(keys: &CookieKeys, flow: &[u8; 12]) -> u32 {
+    siphash24(&keys.cookie1, flow) as u32
+}
+
+/// Unlike Linux, the client's ISN is also hashed here, not only added: otherwise an ACK
+/// whose `seq` is off by `k` would pass with the MSS index moved by `k`.
+#[inline(always)]
+fn h2(keys: &CookieKeys, flow: &[u8; 12], minute: u32, client_isn: u32) -> u32 {
+    let m = minute.to_be_bytes();
+    let i = client_isn.to_be_bytes();
+    let msg = [
+        flow[0], flow[1], flow[2], flow[3], flow[4], flow[5], flow[6], flow[7], flow[8], flow[9],
+        flow[10], flow[11], m[0], m[1], m[2], m[3], i[0], i[1], i[2], i[3],
+    ];
+    siphash24(&keys.cookie2, &msg) as u32
+}
+
+/// The keyed hashes a cookie SYN/ACK needs, computed before anything that depends on the
+/// SYN's options: the XDP program hashes first and walks the options after, so that the
+/// verifier follows the hashing once rather than once per way the walk can end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CookieHashes {
+    minute: u32,
+    h1: u32,
+    h2: u32,
+    tsval_offset: u32,
+}
+
+/// [`CookieHashes`] for a SYN with `client_isn` on `flow` at `now_ns`.
+#[inline(always)]
+pub fn cookie_hashes(
+    keys: &CookieKeys,
+    now_ns: u64,
+    flow: &[u8; 12],
+    client_isn: u32,
+) -> CookieHashes {
+    let minute = cookie_minute(now_ns);
+    CookieHashes {
+        minute,
+        h1: h1(keys, flow),
+        h2: h2(keys, flow, minute, client_isn),
+        tsval_offset: siphash24(&keys.tsval, flow) as u32,
+    }
+}
+
+/// The cookie ISN from its hashes, for a SYN whose MSS rounds down to
+/// `MSS_TABLE[mss_index(mss)]`.
+#[inline(always)]
+pub const fn cookie_isn(hashes: &CookieHashes, client_isn: u32, mss: u16) -> u32 {
+    hashes
+        .h1
+        .wrapping_add(client_isn)
+        .wrapping_add(hashes.minute << COOKIE_BITS)
+        .wrapping_add(hashes.h2.wrapping_add(mss_index(mss)) & COOKIE_MASK)
+}
+
+/// The cookie ISN for a SYN with `client_isn` on `flow` at `now_ns` whose MSS rounds
+/// down to `MSS_TABLE[mss_index(mss)]`.
+#[inline(always)]
+pub fn make_cookie(
+    keys: &CookieKeys,
+    now_ns: u64,
+    flow: &[u8; 12],
+    client_isn: u32,
+    mss: u16,
+) -> u32 {
+    cookie_isn(
+        &cookie_hashes(keys, now_ns, flow, client_isn),
+        client_isn,
+        mss,
+    )
+}
+
+/// The MSS a valid, fresh `cookie` (the ACK's `ack - 1`) encodes for a client whose ISN
+/// was `client_isn` (the ACK's `seq - 1`), or `None`. As Linux's `__cookie_v4_check`.
+#[inline(always)]
+pub fn check_cookie(
+    keys: &CookieKeys,
+    now_ns: u64,
+    flow: &[u8; 12],
+    client_isn: u32,
+    cookie: u32,
+) -> Option<u16> {
+    let diff = cookie.wrapping_sub(h1(keys, flow)).wrapping_sub(client_isn);
+    let minute_now = cookie_minute(now_ns);
+    let age = minute_now.wrapping_sub(diff >> COOKIE_BITS) & (u32::MAX >> COOKIE_BITS);
+    if age >= MAX_COOKIE_AGE {
+        return None;
+    }
+    let minute = minute_now.wrapping_sub(age);
+    let index = diff.wrapping_sub(h2(keys, flow, minute, client_isn)) & COOKIE_MASK;
+    match index {
+        0..=3 => Some(MSS_TABLE[index as usize]),
+        _ => None,
+    }
+}
+
+/// `tsv_f`: a per-connection random offset plus a 1 ms clock (RFC 7323 §5.4, §7.1), so
+/// that TSvals reveal nothing of the host's uptime and differ between connections.
+#[inline(always)]
+pub fn tsval(keys: &CookieKeys, now_ns: u64, flow: &[u8; 12]) -> u32 {
+    ms_clock(now_ns).wrapping_add(siphash24(&keys.tsval, flow) as u32)
+}
+
+#[inline(always)]
+const fn ms_clock(now_ns: u64) -> u32 {
+    (now_ns / 1_000_000) as u32
+}
+
+/// `tsv` with its low bits replaced by the options a cookie must remember (Linux
+/// `cookie_init_timestamp`). The clock loses 6 bits of resolution; it stays monotonic over
+/// 64 ms, which is all PAWS needs (RFC 7323 §5).
+#[inline(always)]
+pub const fn encode_ts_options(tsv: u32, window_scale: Option<u8>, sack: bool) -> u32 {
+    let ws = match window_scale {
+        Some(s) if s < 14 => s as u32,
+        Some(_) => 14,
+        None => TS_OPT_WSCALE_MASK,
+    };
+    let sack = if sack { TS_OPT_SACK } else { 0 };
+    (tsv & !TS_OPT_MASK) | ws | sack
+}
+
+/// The options [`encode_ts_options`] put in a TSval, read back from the TSecr.
+#[inline(always)]
+pub const fn decode_ts_options(tsecr: u32) -> (Option<u8>, bool) {
+    let ws = tsecr & TS_OPT_WSCALE_MASK;
+    let window_scale = if ws == TS_OPT_WSCALE_MASK {
+        None
+    } else if ws > 14 {
+        Some(14)
+    } else {
+        Some(ws as u8)
+    };
+    (window_scale, tsecr & TS_OPT_SACK != 0)
+}
+
+/// What the fast path needs to answer SYNs with cookies, written by the daemon into the
+/// fast path's `FRONTEND_SYN_COOKIES` map; [`SynCookieConfig::ENGAGED`] is set and
+/// cleared as the protocol core's half-open table fills and drains.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynCookieConfig {
+    pub keys: CookieKeys,
+    /// [`SynCookieConfig::ENGAGED`], [`SynCookieConfig::TIMESTAMPS`],
+    /// [`SynCookieConfig::SACK`].
+    pub flags: u32,
+    /// The front-end's own MSS: the SYN/ACK offers the client's, clamped to
+    /// `DEFAULT_MSS..=max_mss`.
+    pub max_mss: u16,
+    /// The SYN/ACK's (unscaled) window.
+    pub window: u16,
+    /// The window shift offered to a client that offers window scaling.
+    pub window_shift: u8,
+    pub _pad: [u8; 7],
+}
+
+impl SynCookieConfig {
+    /// Answer SYNs with cookies in XDP; without it SYNs go to the slow path.
+    pub const ENGAGED: u32 = 1 << 0;
+    /// Timestamps are enabled (`[tcp] timestamps`): agreed when the client offers them.
+    pub const TIMESTAMPS: u32 = 1 << 1;
+    /// SACK is enabled (`[tcp] sack`): agreed when the client offers it.
+    pub const SACK: u32 = 1 << 2;
+}
+
+/// The options of a client's SYN that a cookie SYN/ACK answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynOptions {
+    pub mss: Option<u16>,
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    /// The client's TSval, if it sent timestamps.
+    pub tsval: Option<u32>,
+}
+
+/// Room for a SYN's options (at most 40 bytes) and the reads a walk makes from an index
+/// masked to 0..=63 (up to 5 bytes on), so that every read stays in bounds for the eBPF
+/// verifier without a check the compiler could fold away.
+pub const OPTIONS_AREA: usize = 72;
+
+/// The options of a SYN whose options area is `area[..len]` (`area` zero past `len`):
+/// [`SynOptionsWalk`] to its end. `None` for an area that is malformed: an option length
+/// below 2 or running past `len`, which the slow path then judges (and drops, counted).
+/// An option of a known kind with another length is ignored, as the kernel's
+/// `tcp_parse_options` ignores it. The `syn_options` fuzz target checks it against the
+/// protocol core's parser.
+pub fn parse_syn_options(area: &[u8; OPTIONS_AREA], len: usize) -> Option<SynOptions> {
+    let mut walk = SynOptionsWalk::new(len);
+    for _ in 0..MAX_OPTION_STEPS {
+        if !walk.step(area) {
+            break;
+        }
+    }
+    walk.finish()
+}
+
+/// Most steps a walk can take: one byte each at least, 40 bytes at most.
+pub const MAX_OPTION_STEPS: u32 = 40;
+
+/// A walk over a SYN's options, one option per [`SynOptionsWalk::step`]. The XDP program
+/// runs the steps from `bpf_loop`, whose callback the verifier checks once, where an
+/// inlined loop with four kinds of option to remember made it follow every path through
+/// 40 iterations (past its million instructions).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynOptionsWalk {
+    at: u32,
+    len: u32,
+    malformed: bool,
+    out: SynOptions,
+}
+
+impl SynOptionsWalk {
+    /// A walk over an options area of `len` bytes (40 at most).
+    #[inline(always)]
+    pub const fn new(len: usize) -> Self {
+        Self {
+            at: 0,
+            len: if len > 40 { 40 } else { len as u32 },
+            malformed: false,
+            out: SynOptions {
+                mss: None,
+                window_scale: None,
+                sack_permitted: false,
+                tsval: None,
+            },
+        }
+    }
+
+    /// Reads one option (or NOP); `false` once the walk is over: the area's end, End of
+    /// Option List, or a malformed option. Every index is masked into the area (below
+    /// 40 the mask changes nothing), so that every read is in bounds for the verifier.
+    #[inline(always)]
+    pub fn step(&mut self, area: &[u8; OPTIONS_AREA]) -> bool {
+        const MASK: usize = 63;
+        let at = self.at as usize & MASK;
+        let len = self.len as usize;
+        if at >= len {
+            return false;
+        }
+        let byte = |i: usize| area[(at + i) & MASK];
+        let kind = byte(0);
+        if kind == 0 {
+            return false;
+        }
+        if kind == 1 {
+            self.at = at as u32 + 1;
+            return true;
+        }
+        let size = usize::from(byte(1));
+        if size < 2 || at + size > len {
+            self.malformed = true;
+            return false;
+        }
+        match (kind, size) {
+            (2, 4) => self.out.mss = Some(u16::from_be_bytes([byte(2), byte(3)])),
+            (3, 3) => self.out.window_scale = Some(byte(2)),
+            (4, 2) => self.out.sack_permitted = true,
+            (8, 10) => {
+                self.out.tsval = Some(u32::from_be_bytes([byte(2), byte(3), byte(4), byte(5)]))
+            }
+            _ => {}
+        }
+        self.at = (at + size) as u32;
+        true
+    }
+
+    /// What the walk found, or `None` if it met a malformed option.
+    #[inline(always)]
+    pub const fn finish(self) -> Option<SynOptions> {
+        if self.malformed { None } else { Some(self.out) }
+    }
+}
+
+/// What a cookie SYN/ACK says, decided from the SYN in one place for the protocol core
+/// and the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CookieSynAck {
+    /// The SYN/ACK's ISN.
+    pub isn: u32,
+    /// The MSS option's value.
+    pub mss: u16,
+    /// The window shift to offer (`None`: no window-scale option).
+    pub window_shift: Option<u8>,
+    /// Whether to offer SACK-permitted.
+    pub sack: bool,
+    /// `(TSval, TSecr)`, if timestamps are agreed.
+    pub timestamps: Option<(u32, u32)>,
+}
+
+/// The cookie SYN/ACK for a SYN with `client_isn` and `options` on `flow` at `now_ns`,
+/// under the enabled features in `config.flags`.
+#[inline(always)]
+pub fn cookie_syn_ack(
+    config: &SynCookieConfig,
+    now_ns: u64,
+    flow: &[u8; 12],
+    client_isn: u32,
+    options: &SynOptions,
+) -> CookieSynAck {
+    let hashes = cookie_hashes(&config.keys, now_ns, flow, client_isn);
+    cookie_syn_ack_with(config, &hashes, now_ns, client_isn, options)
+}
+
+/// [`cookie_syn_ack`] from hashes already made ([`cookie_hashes`] at the same `now_ns`).
+#[inline(always)]
+pub fn cookie_syn_ack_with(
+    config: &SynCookieConfig,
+    hashes: &CookieHashes,
+    now_ns: u64,
+    client_isn: u32,
+    options: &SynOptions,
+) -> CookieSynAck {
+    let client_mss = match options.mss {
+        Some(mss) => mss,
+        None => DEFAULT_MSS,
+    };
+    let isn = cookie_isn(hashes, client_isn, client_mss);
+    let mss = if client_mss < DEFAULT_MSS {
+        DEFAULT_MSS
+    } else if client_mss > config.max_mss {
+        config.max_mss
+    } else {
+        client_mss
+    };
+    let (window_scale, sack, timestamps) = match options.tsval {
+        Some(client_tsval) if config.flags & SynCookieConfig::TIMESTAMPS != 0 => {
+            let sack = options.sack_permitted && config.flags & SynCookieConfig::SACK != 0;
+            let tsv = encode_ts_options(
+                ms_clock(now_ns).wrapping_add(hashes.tsval_offset),
+                options.window_scale,
+                sack,
+            );
+            (options.window_scale, sack, Some((tsv, client_tsval)))
+        }
+        // Without timestamps there is nowhere to keep window scale and SACK: offer
+        // neither.
+        _ => (None, false, None),
+    };
+    CookieSynAck {
+        isn,
+        mss,
+        window_shift: window_scale.map(|_| config.window_shift),
+        sack,
+        timestamps,
+    }
+}
+
+/// The length of the SYN/ACK frame [`syn_ack_frame`] builds: Ethernet (14), IPv4 without
+/// options (20), TCP with 20 bytes of options (40).
+pub const SYN_ACK_FRAME_LEN: usize = 74;
+
+/// The addresses of a SYN a frame answers, from the SYN's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynAddresses {
+    /// The SYN's Ethernet source (the answer's destination) and destination (our own).
+    pub client_mac: [u8; 6],
+    pub our_mac: [u8; 6],
+    pub client_addr: [u8; 4],
+    pub service_addr: [u8; 4],
+    pub client_port: u16,
+    pub service_port: u16,
+}
+
+/// The whole Ethernet frame of a cookie SYN/ACK: what the XDP program transmits in place
+/// of the SYN, and what the host tests parse. The options always take 20 bytes, in
+/// Linux's order, an option not agreed left as NOPs, so the frame has one length and
+/// every write is at a constant offset:
+///
+/// ```text
+/// MSS(4) | SACK-permitted(2) or NOP NOP | timestamps(10) or 10 NOPs | NOP window-scale(3) or 4 NOPs
+/// ```
+///
+/// IPv4: TTL 64, DF, ID 0 (an atomic datagram, RFC 6864 §4.1), both checksums complete.
+pub fn syn_ack_frame(
+    to: &SynAddresses,
+    client_isn: u32,
+    window: u16,
+    answer: &CookieSynAck,
+) -> [u8; SYN_ACK_FRAME_LEN] {
+    let mut frame = [0u8; SYN_ACK_FRAME_LEN];
+    write_syn_ack_frame(&mut frame, to, client_isn, window, answer);
+    frame
+}
+
+/// [`syn_ack_frame`], written over `f` (every byte): the XDP program writes the frame
+/// in place, since a copy on its stack would not fit beside the rest.
+#[inline(always)]
+pub fn write_syn_ack_frame(
+    f: &mut [u8; SYN_ACK_FRAME_LEN],
+    to: &SynAddresses,
+    client_isn: u32,
+    window: u16,
+    answer: &CookieSynAck,
+) {
+    put(f, 0, &to.client_mac);
+    put(f, 6, &to.our_mac);
+    put(f, 12, &[0x08, 0x00]);
+    // IPv4 header.
+    put(f, 14, &[0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    put(f, 26, &to.service_addr);
+    put(f, 30, &to.client_addr);
+    let ip_check = !sum_words(f, 14, 34);
+    put(f, 24, &ip_check.to_be_bytes());
+    // TCP header.
+    put(f, 34, &to.service_port.to_be_bytes());
+    put(f, 36, &to.client_port.to_be_bytes());
+    put(f, 38, &answer.isn.to_be_bytes());
+    put(f, 42, &client_isn.wrapping_add(1).to_be_bytes());
+    put(f, 46, &[10 << 4, 0x12]);
+    put(f, 48, &window.to_be_bytes());
+    // Checksum (summed as zero) and urgent pointer.
+    put(f, 50, &[0, 0, 0, 0]);
+    // Options.
+    let mss = answer.mss.to_be_bytes();
+    put(f, 54, &[2, 4, mss[0], mss[1]]);
+    put(f, 58, &if answer.sack { [4, 2] } else { [1, 1] });
+    match answer.timestamps {
+        Some((tsval, tsecr)) => {
+            put(f, 60, &[8, 10]);
+            put(f, 62, &tsval.to_be_bytes());
+            put(f, 66, &tsecr.to_be_bytes());
+        }
+        None => put(f, 60, &[1; 10]),
+    }
+    match answer.window_shift {
+        Some(shift) => put(f, 70, &[1, 3, 3, shift]),
+        None => put(f, 70, &[1; 4]),
+    }
+    // The pseudo-header: addresses, protocol, TCP length (40).
+    let pseudo = ones_complement_add(
+        ones_complement_add(sum_words(f, 26, 34), 6),
+        (SYN_ACK_FRAME_LEN - 34) as u16,
+    );
+    let tcp_check = !ones_complement_add(pseudo, sum_words(f, 34, SYN_ACK_FRAME_LEN));
+    put(f, 50, &tcp_check.to_be_bytes());
+}
+
+#[inline(always)]
+fn put<const N: usize>(frame: &mut [u8; SYN_ACK_FRAME_LEN], at: usize, bytes: &[u8; N]) {
+    let mut i = 0;
+    while i < N {
+        if let Some(b) = frame.get_mut(at + i) {
+            *b = bytes[i];
+        }
+        i += 1;
+    }
+}
+
+/// The one's-complement sum of the big-endian words of `frame[start..end]` (even bounds),
+/// with constant bounds for the verifier.
+#[inline(always)]
+fn sum_words(frame: &[u8; SYN_ACK_FRAME_LEN], start: usize, end: usize) -> u16 {
+    let mut sum = 0u16;
+    let mut i = start;
+    while i + 1 < end {
+        if let (Some(&hi), Some(&lo)) = (frame.get(i), frame.get(i + 1)) {
+            sum = ones_complement_add(sum, u16::from_be_bytes([hi, lo]));
+        }
+        i += 2;
+    }
+    sum
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `#[repr(C)]`, integers only, no implicit padding (sizes tested below).
+    unsafe impl aya::Pod for super::CookieKeys {}
+    unsafe impl aya::Pod for super::SynCookieConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLOW: [u8; 12] = flow_bytes([198, 18, 0, 2], [198, 18, 1, 10], 1000, 80);
+
+    fn keys(seed: u64) -> CookieKeys {
+        CookieKeys {
+            cookie1: SipKey { k0: seed, k1: 1 },
+            cookie2: SipKey { k0: seed, k1: 2 },
+            tsval: SipKey { k0: seed, k1: 3 },
+        }
+    }
+
+    #[test]
+    fn cookie_round_trips_mss_and_expires() {
+        let k = keys(7);
+        let t0 = 5 * COOKIE_MINUTE_NANOS + 1;
+        let other = flow_bytes([198, 18, 0, 2], [198, 18, 1, 10], 1001, 80);
+        for (mss, want) in [(1460, 1460), (1400, 1300), (9000, 1460), (100, 536)] {
+            let c = make_cookie(&k, t0, &FLOW, 42, mss);
+            assert_eq!(check_cookie(&k, t0, &FLOW, 42, c), Some(want));
+            let later = t0 + 61_000_000_000;
+            assert_eq!(check_cookie(&k, later, &FLOW, 42, c), Some(want));
+            let stale = t0 + 121_000_000_000;
+            assert_eq!(check_cookie(&k, stale, &FLOW, 42, c), None);
+            assert_eq!(check_cookie(&k, t0, &other, 42, c), None, "other flow");
+            assert_eq!(check_cookie(&k, t0, &FLOW, 43, c), None, "other ISN");
+            assert_eq!(check_cookie(&keys(8), t0, &FLOW, 42, c), None, "other key");
+        }
+    }
+
+    #[test]
+    fn a_random_ack_is_rarely_a_cookie() {
+        let k = keys(9);
+        let accepted = (0..100_000u32)
+            .filter(|n| check_cookie(&k, 1, &FLOW, 1, n.wrapping_mul(2_654_435_761)).is_some())
+            .count();
+        // 2 valid minutes * 4 MSS values in 2^32: about 2^-29 per guess.
+        assert_eq!(accepted, 0);
+    }
+
+    #[test]
+    fn ts_options_round_trip() {
+        for ws in [None, Some(0), Some(7), Some(14)] {
+            for sack in [false, true] {
+                let ts = encode_ts_options(0xdead_beef, ws, sack);
+                assert_eq!(ts & !TS_OPT_MASK, 0xdead_beef & !TS_OPT_MASK);
+                assert_eq!(decode_ts_options(ts), (ws, sack));
+            }
+        }
+        assert_eq!(
+            decode_ts_options(encode_ts_options(0, Some(15), false)).0,
+            Some(14)
+        );
+    }
+
+    #[test]
+    fn flow_bytes_are_addresses_then_ports_in_network_order() {
+        assert_eq!(FLOW, [198, 18, 0, 2, 198, 18, 1, 10, 0x03, 0xe8, 0, 80]);
+    }
+
+    fn config(flags: u32) -> SynCookieConfig {
+        SynCookieConfig {
+            keys: keys(3),
+            flags,
+            max_mss: 1400,
+            window: 16384,
+            window_shift: 7,
+            _pad: [0; 7],
+        }
+    }
+
+    const LINUX: SynOptions = SynOptions {
+        mss: Some(1460),
+        window_scale: Some(9),
+        sack_permitted: true,
+        tsval: Some(77),
+    };
+
+    #[test]
+    fn a_syn_ack_mirrors_what_the_cookie_can_keep() {
+        let all = SynCookieConfig::TIMESTAMPS | SynCookieConfig::SACK;
+        let a = cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX);
+        assert_eq!(a.mss, 1400, "clamped to ours");
+        assert_eq!(
+            a.window_shift,
+            Some(7),
+            "ours, offered because the client's was"
+        );
+        assert!(a.sack);
+        let (tsv, tsecr) = a.timestamps.unwrap();
+        assert_eq!(tsecr, 77, "the client's TSval echoed");
+        assert_eq!(
+            decode_ts_options(tsv),
+            (Some(9), true),
+            "the client's shift kept"
+        );
+        assert_eq!(
+            check_cookie(&config(all).keys, 1, &FLOW, 500, a.isn),
+            Some(1460)
+        );
+
+        // No timestamps from the client: no window scale, no SACK.
+        let bare = SynOptions {
+            tsval: None,
+            ..LINUX
+        };
+        let b = cookie_syn_ack(&config(all), 1, &FLOW, 500, &bare);
+        assert_eq!((b.window_shift, b.sack, b.timestamps), (None, false, None));
+        // Timestamps or SACK disabled here.
+        let c = cookie_syn_ack(&config(SynCookieConfig::TIMESTAMPS), 1, &FLOW, 500, &LINUX);
+        assert!(!c.sack && c.timestamps.is_some());
+        let d = cookie_syn_ack(&config(SynCookieConfig::SACK), 1, &FLOW, 500, &LINUX);
+        assert_eq!((d.window_shift, d.sack, d.timestamps), (None, false, None));
+        // No MSS option: 536 assumed, and offered.
+        let e = cookie_syn_ack(
+            &config(all),
+            1,
+            &FLOW,
+            500,
+            &SynOptions { mss: None, ..LINUX },
+        );
+        assert_eq!(e.mss, 536);
+        assert_eq!(
+            check_cookie(&config(all).keys, 1, &FLOW, 500, e.isn),
+            Some(536)
+        );
+    }
+
+    fn area(bytes: &[u8]) -> ([u8; OPTIONS_AREA], usize) {
+        let mut area = [0u8; OPTIONS_AREA];
+        area[..bytes.len()].copy_from_slice(bytes);
+        (area, bytes.len())
+    }
+
+    #[test]
+    fn syn_options_of_common_stacks() {
+        // Linux: MSS, SACK-permitted, timestamps, NOP, window scale.
+        let (a, n) = area(&[
+            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 1, 0, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
+        let linux = SynOptions {
+            mss: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+            tsval: Some(256),
+        };
+        assert_eq!(parse_syn_options(&a, n), Some(linux));
+        // Windows: MSS, NOP, window scale, NOP, NOP, SACK-permitted; no timestamps.
+        let (a, n) = area(&[2, 4, 5, 180, 1, 3, 3, 8, 1, 1, 4, 2]);
+        let windows = SynOptions {
+            mss: Some(1460),
+            window_scale: Some(8),
+            sack_permitted: true,
+            tsval: None,
+        };
+        assert_eq!(parse_syn_options(&a, n), Some(windows));
+        // None at all; an End of Option List and what follows it.
+        assert_eq!(
+            parse_syn_options(&[0; OPTIONS_AREA], 0),
+            Some(SynOptions::default())
+        );
+        let (a, n) = area(&[0, 0, 0, 0, 2, 4, 5, 180]);
+        assert_eq!(parse_syn_options(&a, n), Some(SynOptions::default()));
+        // Known kinds with other lengths: ignored.
+        let (a, n) = area(&[2, 3, 5, 3, 2, 0, 0, 0]);
+        assert_eq!(parse_syn_options(&a, n), Some(SynOptions::default()));
+    }
+
+    #[test]
+    fn malformed_syn_options_are_refused() {
+        for bad in [
+            &[2, 0, 0, 0][..],    // length 0
+            &[2, 1, 0, 0][..],    // length 1
+            &[8, 10, 0, 0][..],   // past the area
+            &[1, 1, 1, 3, 3][..], // window scale cut short
+            &[2][..],             // no length byte
+        ] {
+            let (a, n) = area(bad);
+            assert_eq!(parse_syn_options(&a, n), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_config_layout_is_fixed() {
+        assert_eq!(core::mem::size_of::<CookieKeys>(), 48);
+        assert_eq!(core::mem::size_of::<SynCookieConfig>(), 64);
+    }
+}
