@@ -308,10 +308,10 @@ pub const OPTIONS_AREA: usize = 72;
 
 /// The options of a SYN whose options area is `area[..len]` (`area` zero past `len`):
 /// [`SynOptionsWalk`] to its end. `None` for an area that is malformed: an option length
-/// below 2 or running past `len`, which the slow path then judges (and drops, counted).
-/// An option of a known kind with another length is ignored, as the kernel's
-/// `tcp_parse_options` ignores it. The `syn_options` fuzz target checks it against the
-/// protocol core's parser.
+/// below 2 or running past `len`, or a known kind (MSS, window scale, SACK-permitted,
+/// SACK, timestamps) of another length: what the protocol core refuses too, so that the slow
+/// path judges it (and drops it, counted) whether or not a flood is on. The
+/// `syn_options` fuzz target checks it against the core's parser.
 pub fn parse_syn_options(area: &[u8; OPTIONS_AREA], len: usize) -> Option<SynOptions> {
     let mut walk = SynOptionsWalk::new(len);
     for _ in 0..MAX_OPTION_STEPS {
@@ -386,6 +386,14 @@ impl SynOptionsWalk {
             (4, 2) => self.out.sack_permitted = true,
             (8, 10) => {
                 self.out.tsval = Some(u32::from_be_bytes([byte(2), byte(3), byte(4), byte(5)]))
+            }
+            // SACK blocks (meaningless in a SYN, but well-formed): 1 to 4 of them.
+            (5, 10 | 18 | 26 | 34) => {}
+            // A known kind with another length: the protocol core refuses the SYN, so
+            // the slow path gets it, to answer (or not) as it does without a flood.
+            (2..=5 | 8, _) => {
+                self.malformed = true;
+                return false;
             }
             _ => {}
         }
@@ -762,9 +770,9 @@ mod tests {
         );
         let (a, n) = area(&[0, 0, 0, 0, 2, 4, 5, 180]);
         assert_eq!(parse_syn_options(&a, n), Some(SynOptions::default()));
-        // Known kinds with other lengths: ignored.
-        let (a, n) = area(&[2, 3, 5, 3, 2, 0, 0, 0]);
-        assert_eq!(parse_syn_options(&a, n), Some(SynOptions::default()));
+        // Unknown kinds: skipped.
+        let (a, n) = area(&[30, 4, 0, 0, 2, 4, 5, 180]);
+        assert_eq!(parse_syn_options(&a, n).unwrap().mss, Some(1460));
     }
 
     #[test]
