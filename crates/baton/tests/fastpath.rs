@@ -356,6 +356,12 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
         slow <= 4 * handoffs + grew["pass_partial_checksum"],
         "slow path forwarded {slow} packets for {handoffs} connections:\n{log}"
     );
+    // The once-a-second scan read the table in batches and saw the connection forwarding
+    // (else the core would time it out as idle while XDP carries it).
+    let book = |key| support::logged_number(&log, "fastpath_stats", key);
+    assert!(book("batch_reads") >= 1, "{log}");
+    assert_eq!(book("batch_read_errors"), 0, "{log}");
+    assert!(book("activity_noted") >= 1, "{log}");
 }
 
 #[test]
@@ -383,8 +389,12 @@ fn an_upload_is_forwarded_by_xdp_and_arrives_byte_exact() {
         "{} segments forwarded by XDP for {LEN} bytes: {grew:?}",
         grew["forwarded"]
     );
+    // A complete checksum equal to the pseudo-header sum (one in 2^16) goes up as
+    // partial; so, on a loaded machine, does the odd segment the router's GRO merged and
+    // split again, which leaves with a partial checksum. Treating complete ones as
+    // partial would send them all.
     assert!(
-        grew["pass_partial_checksum"] <= 1 + grew["forwarded"] / 4096,
+        grew["pass_partial_checksum"] <= 1 + grew["forwarded"] / 100,
         "complete checksums taken for partial ones: {grew:?}"
     );
     let log = cluster.frontend.stop();
