@@ -82,6 +82,11 @@ pub struct Config {
     /// fast path forwards without telling, so the daemon reports activity it sees in the
     /// XDP table with [`super::FrontEnd::note_activity`].
     pub idle_timeout: Duration,
+    /// The same once either side has sent its FIN (Linux's `tcp_fin_timeout` for the
+    /// same reason): a half-closed flow that still carries data stays (every packet
+    /// counts), but one whose last FIN the front-end never saw (the back-end copies its
+    /// FIN once, and the copy can be lost) is freed after this, not after an hour.
+    pub half_closed_idle_timeout: Duration,
     /// Most packets waiting in [`super::FrontEnd::poll_transmit`] (a guard for a caller that
     /// does not drain; drops past it are counted).
     pub max_pending_transmits: usize,
@@ -121,6 +126,7 @@ impl Default for Config {
             response_retries: 3,
             time_wait: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(3600),
+            half_closed_idle_timeout: Duration::from_secs(60),
             max_pending_transmits: 4096,
             max_pending_events: 4096,
             checksums: Checksums::Verify,

@@ -144,6 +144,10 @@ pub(crate) struct Connection {
     rto: Duration,
     /// The armed deadline, mirrored in the front-end's timer set.
     pub(crate) timer: Option<Instant>,
+    /// When a packet of the flow was last seen (by the slow path, or by the fast path as
+    /// the daemon reports). The idle timer is armed lazily: it fires at most once per
+    /// idle period and re-arms itself from this, rather than every packet moving it.
+    pub(crate) last_heard: Instant,
     /// The error response being delivered in `Closing`: shared with the front-end, so
     /// that a new 503 body (a reload) never changes bytes already sent.
     response: Option<Arc<[u8]>>,
@@ -174,6 +178,7 @@ impl Connection {
             tried: [None; MAX_CANDIDATES],
             rto: Duration::ZERO,
             timer: None,
+            last_heard: Instant::ZERO,
             response: None,
             request: Vec::new(),
             queue: VecDeque::new(),
@@ -865,6 +870,7 @@ impl<D: Dispatch> FrontEnd<D> {
         if conn.state != State::Forwarding {
             return Next::Keep;
         }
+        conn.last_heard = now;
         if tcp.flags.contains(TcpFlags::RST) {
             // The back-end judges the RST's sequence number; the front-end only starts
             // the grace period, during which the flow is still forwarded.
@@ -872,6 +878,7 @@ impl<D: Dispatch> FrontEnd<D> {
         } else if tcp.flags.contains(TcpFlags::FIN) {
             conn.client_fin = true;
             self.check_closed(now, slot, conn);
+            self.shorten_idle_timer(slot, conn);
         }
         Next::Keep
     }
@@ -1021,11 +1028,13 @@ impl<D: Dispatch> FrontEnd<D> {
         if conn.state != State::Forwarding {
             return Next::Keep;
         }
+        conn.last_heard = now;
         if tcp.flags.contains(TcpFlags::RST) {
             self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::BackendReset));
         } else if tcp.flags.contains(TcpFlags::FIN) {
             conn.backend_fin = true;
             self.check_closed(now, slot, conn);
+            self.shorten_idle_timer(slot, conn);
         }
         Next::Keep
     }
@@ -1075,6 +1084,12 @@ impl<D: Dispatch> FrontEnd<D> {
                 }
             }
             State::Forwarding => {
+                let deadline = self.idle_deadline(conn);
+                if deadline > now {
+                    // Heard from since the timer was armed: not idle yet.
+                    self.arm(slot, conn, deadline);
+                    return Next::Keep;
+                }
                 self.stats.idle_timeouts += 1;
                 self.finish(conn, Outcome::Reset(ResetReason::IdleTimeout));
                 Next::Free
@@ -1186,9 +1201,37 @@ impl<D: Dispatch> FrontEnd<D> {
             request_end: conn.rcv_nxt,
             candidate: conn.candidates,
         }));
-        self.arm(slot, conn, now + self.config.idle_timeout);
+        conn.last_heard = now;
+        let deadline = self.idle_deadline(conn);
+        self.arm(slot, conn, deadline);
         self.check_closed(now, slot, conn);
         Next::Keep
+    }
+
+    /// When a forwarding flow last heard from at `conn.last_heard` counts as idle:
+    /// [`Config::idle_timeout`] after it, or [`Config::half_closed_idle_timeout`] once
+    /// either side has sent its FIN.
+    pub(super) fn idle_deadline(&self, conn: &Connection) -> Instant {
+        let timeout = if conn.client_fin || conn.backend_fin {
+            self.config
+                .idle_timeout
+                .min(self.config.half_closed_idle_timeout)
+        } else {
+            self.config.idle_timeout
+        };
+        conn.last_heard + timeout
+    }
+
+    /// Brings a forwarding flow's idle timer forward after a FIN, if the shorter
+    /// half-closed timeout now ends sooner.
+    fn shorten_idle_timer(&mut self, slot: u32, conn: &mut Connection) {
+        if conn.state != State::Forwarding {
+            return;
+        }
+        let deadline = self.idle_deadline(conn);
+        if conn.timer.is_none_or(|armed| deadline < armed) {
+            self.arm(slot, conn, deadline);
+        }
     }
 
     fn check_closed(&mut self, now: Instant, slot: u32, conn: &mut Connection) {

@@ -635,9 +635,8 @@ impl<D: Dispatch> FrontEnd<D> {
         let Some(mut conn) = self.take(slot) else {
             return;
         };
-        if conn.state_name() == connection::StateName::Forwarding {
-            self.arm(slot, &mut conn, now + self.config.idle_timeout);
-        }
+        // The idle timer re-arms itself from this when it fires.
+        conn.last_heard = now;
         self.put(slot, conn);
     }
 
@@ -679,8 +678,9 @@ impl<D: Dispatch> FrontEnd<D> {
             return Err(AdoptError::TableFull);
         };
         let mut conn = Connection::adopted(flow, &handover, self.config.ttl);
+        conn.last_heard = now;
         let deadline = match conn.state_name() {
-            StateName::Forwarding => now + self.config.idle_timeout,
+            StateName::Forwarding => self.idle_deadline(&conn),
             _ => now + self.config.time_wait,
         };
         self.arm(slot, &mut conn, deadline);

@@ -531,6 +531,102 @@ fn handoff_happy_path_then_forwarding_then_close() {
     assert_eq!(h.fe.unfinished_count(), 0);
 }
 
+/// Handshake, request, handoff confirmed: the flow is forwarding. Returns `isn_f`,
+/// `tsv_f` and the client's next sequence number.
+fn forwarding(h: &mut Harness) -> (u32, u32, u32) {
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.backend_sends(h.confirmation(isn_f));
+    h.drain();
+    h.events();
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    (isn_f, tsv_f, CISN + 1 + REQUEST.len() as u32)
+}
+
+#[test]
+fn a_flow_the_slow_path_forwards_for_is_not_idle() {
+    let mut h = harness_with(
+        Config {
+            idle_timeout: Duration::from_secs(100),
+            ..config()
+        },
+        vec![B1],
+    );
+    let (isn_f, tsv_f, seq) = forwarding(&mut h);
+    // A packet every 60 s for 5 minutes: never 100 s of silence.
+    for _ in 0..5 {
+        h.now += Duration::from_secs(60);
+        if h.fe.poll_timeout().is_some_and(|at| at <= h.now) {
+            h.fe.handle_timeout(h.now);
+        }
+        assert_eq!(
+            h.state(),
+            Some(StateName::Forwarding),
+            "timed out while active"
+        );
+        h.client_sends(&h.ack(isn_f, tsv_f, seq, &[]));
+    }
+    // The fast path's activity counts the same.
+    h.now += Duration::from_secs(60);
+    h.fe.note_activity(h.now, &h.flow());
+    let last = h.now;
+    h.now += Duration::from_secs(60);
+    h.fe.handle_timeout(h.now);
+    assert_eq!(
+        h.state(),
+        Some(StateName::Forwarding),
+        "activity noted 60 s ago"
+    );
+    // Then silence: idle 100 s after the last word.
+    for _ in 0..3 {
+        h.advance_to_timer();
+        if h.state().is_none() {
+            break;
+        }
+    }
+    assert_eq!(h.state(), None);
+    assert_eq!(
+        h.now.saturating_duration_since(last),
+        Duration::from_secs(100)
+    );
+    assert_eq!(h.fe.stats().idle_timeouts, 1);
+}
+
+#[test]
+fn a_half_closed_flow_whose_last_fin_is_never_seen_times_out_sooner() {
+    let mut h = harness(); // idle 1 h, half-closed 60 s
+    let (isn_f, tsv_f, seq) = forwarding(&mut h);
+    let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
+    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+    h.client_sends(&fin);
+    let fin_at = h.now;
+    // A half-closed flow still downloading stays: the client's ACKs keep coming.
+    for _ in 0..3 {
+        h.now += Duration::from_secs(40);
+        if h.fe.poll_timeout().is_some_and(|at| at <= h.now) {
+            h.fe.handle_timeout(h.now);
+        }
+        assert_eq!(h.state(), Some(StateName::Forwarding));
+        h.client_sends(&h.ack(isn_f, tsv_f, seq + 1, &[]));
+    }
+    // The back-end's FIN copy is lost: 60 s after the last ACK, not an hour. (The timer
+    // is lazy: it may fire once early and re-arm from the last packet heard.)
+    let last = h.now;
+    for _ in 0..3 {
+        h.advance_to_timer();
+        if h.state().is_none() {
+            break;
+        }
+    }
+    assert_eq!(h.state(), None);
+    assert_eq!(
+        h.now.saturating_duration_since(last),
+        Duration::from_secs(60)
+    );
+    assert!(h.now.saturating_duration_since(fin_at) < Duration::from_secs(300));
+    assert_eq!(h.fe.stats().idle_timeouts, 1);
+}
+
 #[test]
 fn bad_syn_ack_prime_is_dropped() {
     let mut h = harness();

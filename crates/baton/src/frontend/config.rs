@@ -115,6 +115,7 @@ pub struct Limits {
     pub response_retries: Option<u8>,
     pub time_wait_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
+    pub half_closed_idle_timeout_ms: Option<u64>,
 }
 
 fn default_port() -> u16 {
@@ -342,6 +343,10 @@ impl FileConfig {
             response_retries: l.response_retries.unwrap_or(defaults.response_retries),
             time_wait: ms(l.time_wait_ms, defaults.time_wait),
             idle_timeout: ms(l.idle_timeout_ms, defaults.idle_timeout),
+            half_closed_idle_timeout: ms(
+                l.half_closed_idle_timeout_ms,
+                defaults.half_closed_idle_timeout,
+            ),
             checksums: if self.verify_checksums {
                 baton_proto::wire::Checksums::Verify
             } else {
@@ -356,6 +361,10 @@ impl FileConfig {
             ("limits.handoff_rto_ms", proto.handoff_rto),
             ("limits.response_rto_ms", proto.response_rto),
             ("limits.idle_timeout_ms", proto.idle_timeout),
+            (
+                "limits.half_closed_idle_timeout_ms",
+                proto.half_closed_idle_timeout,
+            ),
         ] {
             if value.is_zero() {
                 bail!("{field}: must be above 0");
