@@ -62,7 +62,10 @@ fn cluster(test: &str) -> Option<Cluster> {
     // longer than the drain, so that the short request's is still there at the stop).
     let example = support::frontend_config(&LAB);
     let text = example
-        .replace("drain_ms = 5000", "drain_ms = 300")
+        .replace(
+            "drain_ms = 5000",
+            "drain_ms = 300\nmetrics = \"127.0.0.1:9180\"",
+        )
         .replace("[limits]\n", "[limits]\ntime_wait_ms = 3000\n");
     assert!(
         text.contains("drain_ms = 300") && text.contains("time_wait_ms = 3000"),
@@ -116,6 +119,29 @@ impl Cluster {
             thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `baton_frontend_backend_active_connections` summed over back-ends, from the daemon's
+/// metrics endpoint in `fe`.
+fn active_connections() -> u64 {
+    let text = support::stdout(&mut baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "fe",
+            "--",
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "http://127.0.0.1:9180/metrics",
+        ],
+    ));
+    text.lines()
+        .filter(|l| l.starts_with("baton_frontend_backend_active_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn nft_table_in_fe() -> bool {
@@ -245,6 +271,8 @@ fn restart_mid_download(test: &str, stop: Stop) {
         0,
         "{log}"
     );
+    // The dispatcher counts the adopted flows as its back-ends' connections.
+    assert_eq!(active_connections(), 2, "adopted flows counted");
 
     let out = download.0.take().unwrap().wait_with_output().unwrap();
     let took = started.elapsed();
@@ -262,6 +290,7 @@ fn restart_mid_download(test: &str, stop: Stop) {
     // grace period; the short request's flow went after the grace period it was adopted
     // into: the table is empty again.
     let emptied = cluster.wait_for_flows(0, Duration::from_secs(10));
+    assert_eq!(active_connections(), 0, "and uncounted as they end");
     eprintln!("{stop:?}: download took {took:?}; table empty {emptied:?} after it ended");
     assert_eq!(
         nstat(&LAB, "fe", "TcpOutRsts"),

@@ -344,11 +344,16 @@ impl FastPath {
     /// a previous daemon; flows the core refuses are removed from the table, so nothing
     /// is forwarded that no one tracks. Call once, right after [`FastPath::start`] and
     /// before the first packet.
+    ///
+    /// `adopted` is told of each flow the core took, with its back-end, so that the
+    /// dispatcher counts it as a connection of that back-end (least-connections and
+    /// LARD would otherwise see the back-ends emptier than they are after a restart).
     pub fn adopt_pinned<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
         now: Instant,
         stats: &mut FastPathStats,
+        mut adopted: impl FnMut(&mut FrontEnd<D>, &FlowKey, SocketAddrV4),
     ) -> Adoption {
         // Collected first: deleting while iterating a BPF hash map restarts the walk.
         let found: Vec<(FrontendFlowKey, FrontendFlow)> =
@@ -359,8 +364,10 @@ impl FastPath {
         };
         for (key, value) in found {
             let flow = flow_of(&key);
-            match fe.adopt(now, flow, handover_of(&value)) {
+            let handover = handover_of(&value);
+            match fe.adopt(now, flow, handover) {
                 Ok(()) => {
+                    adopted(fe, &flow, handover.backend);
                     adoption.adopted += 1;
                     self.installed.insert(
                         flow,

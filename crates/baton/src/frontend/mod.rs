@@ -170,7 +170,10 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
-                let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
+                let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats, |fe, flow, b| {
+                    // Counted as the back-end's until its Closed or Reset event.
+                    fe.dispatcher_mut().on_handed_off(flow, b);
+                });
                 log::line(
                     "fastpath",
                     &[
