@@ -65,13 +65,20 @@ pub struct BackendConfig {
     /// Where SYN/ACK's and control copies go: the front-end's MAC on the LAN.
     pub frontend_mac: [u8; 6],
     pub _pad: [u8; 2],
-    /// [`BackendConfig::ENABLED`]; without it the programs pass everything untouched.
+    /// [`BackendConfig::ENABLED`], [`BackendConfig::PREVIOUS_KEY`].
     pub flags: u32,
     pub _pad2: u32,
+    /// During a key rotation, the key being retired: options it signs are still
+    /// accepted (counted apart) while [`BackendConfig::PREVIOUS_KEY`] is set, so that
+    /// front-ends can move to the new key one by one.
+    pub previous_handoff_key: SipKey,
 }
 
 impl BackendConfig {
+    /// Without it the programs pass everything untouched.
     pub const ENABLED: u32 = 1 << 0;
+    /// `previous_handoff_key` is in use.
+    pub const PREVIOUS_KEY: u32 = 1 << 1;
 }
 
 /// Indexes of the per-CPU counter array: one per outcome of the programs, so that every
@@ -116,8 +123,12 @@ pub mod stat {
     /// A kernel helper failed mid-rewrite: the segment is dropped rather than sent
     /// half-translated; TCP retransmits it.
     pub const REWRITE_FAILED: u32 = 16;
+    /// Of [`IN_SYN_ACCEPTED`], the SYN's whose option verified only with the previous
+    /// key (a key rotation under way): once it stops growing, every front-end has the
+    /// new key and the previous one can go.
+    pub const IN_SYN_PREVIOUS_KEY: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -138,6 +149,7 @@ pub mod stat {
         "out_before_syn_ack",
         "out_malformed",
         "rewrite_failed",
+        "in_syn_previous_key",
     ];
 }
 
@@ -158,7 +170,7 @@ mod tests {
     fn kernel_shared_layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<BackendFlowKey>(), 12);
         assert_eq!(size_of::<BackendFlow>(), 24);
-        assert_eq!(size_of::<BackendConfig>(), 40);
+        assert_eq!(size_of::<BackendConfig>(), 56);
     }
 
     #[test]

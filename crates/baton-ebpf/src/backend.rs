@@ -274,12 +274,26 @@ fn ingress_syn(
     let Some(option_bytes) = options.get(span.start..) else {
         return Verdict::Drop(stat::IN_SYN_BAD_OPTION);
     };
-    let option = match HandoffOption::parse_and_verify(option_bytes, &config.handoff_key, &binding)
-    {
+    // During a key rotation, the key being retired is tried when the current one fails.
+    // The key is chosen first, by value, and the option verified once with it, so that
+    // the verifier follows one path from here on, whichever key it was.
+    let tag_key = if config.flags & BackendConfig::PREVIOUS_KEY != 0
+        && matches!(
+            HandoffOption::parse_and_verify(option_bytes, &config.handoff_key, &binding),
+            Err(HandoffOptionError::BadTag)
+        ) {
+        config.previous_handoff_key
+    } else {
+        config.handoff_key
+    };
+    let option = match HandoffOption::parse_and_verify(option_bytes, &tag_key, &binding) {
         Ok(option) => option,
         Err(HandoffOptionError::BadTag) => return Verdict::Drop(stat::IN_SYN_BAD_TAG),
         Err(_) => return Verdict::Drop(stat::IN_SYN_BAD_OPTION),
     };
+    if tag_key != config.handoff_key {
+        count(stat::IN_SYN_PREVIOUS_KEY);
+    }
     // A retransmitted SYN' overwrites the entry with the same values.
     if BACKEND_FLOWS
         .insert(

@@ -326,3 +326,101 @@ impl Drop for ChildGuard {
 fn scopeguard(child: std::process::Child) -> ChildGuard {
     ChildGuard(child)
 }
+
+/// Rotating the handoff key without a failed connection: the back-ends take the new key
+/// and keep the old one as `previous_handoff_key`; the front-end, still signing with the
+/// old key, is served (counted as `in_syn_previous_key`); moved to the new key, it is
+/// served without the previous key's help; and once the back-ends drop the old key, a
+/// front-end still signing with it is refused (`in_syn_bad_tag`), which is why the
+/// previous key is needed meanwhile.
+#[test]
+fn the_handoff_key_rotates_without_a_failed_connection() {
+    const OLD: &str = "0123456789abcdef0123456789abcdef";
+    const NEW: &str = "fedcba9876543210fedcba9876543210";
+    let Some(guard) = lab_guard(&LAB, &SERIAL, "key rotation") else {
+        return;
+    };
+    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "1"]));
+    let backend_text = |previous: bool| {
+        let text = support::backend_config(&LAB, 1);
+        assert!(text.contains(&format!("handoff_key = \"{OLD}\"")), "{text}");
+        let text = text.replace(
+            &format!("handoff_key = \"{OLD}\""),
+            &format!("handoff_key = \"{NEW}\""),
+        );
+        if previous {
+            format!("{text}\nprevious_handoff_key = \"{OLD}\"\n")
+        } else {
+            text
+        }
+    };
+    let start_backend = |previous: bool| {
+        let text = backend_text(previous);
+        let path = support::config_file(&LAB, "be1", &text);
+        let daemon = Daemon::start(
+            &LAB,
+            "be1",
+            &["backend", "--config", path.to_str().unwrap()],
+            "backend: ",
+        );
+        (daemon, AgentConfig::parse(&text).unwrap())
+    };
+    let frontend_with = |key: &str| {
+        let text = support::FRONTEND_CONFIG.replace(
+            &format!("handoff_key = \"{OLD}\""),
+            &format!("handoff_key = \"{key}\""),
+        );
+        support::start_frontend(&LAB, "fe", &text)
+    };
+    let counters = |config: &AgentConfig| BackendModule::open(config).unwrap().stats().unwrap();
+    let served = || curl(&["-sS", "-m", "20", &format!("http://{VIP}/img/")]);
+
+    // 1. Back-ends on the new key, the old one still accepted; the front-end on the old.
+    let (backend, config) = start_backend(true);
+    let frontend = frontend_with(OLD);
+    assert!(served().contains("backend=be1"));
+    let c = counters(&config);
+    assert_eq!(c[stat::IN_SYN_PREVIOUS_KEY as usize], 1, "{c:?}");
+    assert_eq!(c[stat::IN_SYN_ACCEPTED as usize], 1, "{c:?}");
+    drop(frontend.stop());
+
+    // 2. The front-end moves to the new key.
+    let frontend = frontend_with(NEW);
+    assert!(served().contains("backend=be1"));
+    let c = counters(&config);
+    assert_eq!(
+        c[stat::IN_SYN_PREVIOUS_KEY as usize],
+        1,
+        "no longer needed: {c:?}"
+    );
+    assert_eq!(c[stat::IN_SYN_ACCEPTED as usize], 2, "{c:?}");
+    drop(frontend.stop());
+
+    // 3. The back-end drops the old key: a front-end that kept it is refused.
+    drop(backend.stop());
+    let (backend, config) = start_backend(false);
+    let frontend = frontend_with(OLD);
+    let refused = support::baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-sS",
+            "-m",
+            "20",
+            &format!("http://{VIP}/img/"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!refused.status.success(), "served with a retired key");
+    let c = counters(&config);
+    assert!(c[stat::IN_SYN_BAD_TAG as usize] >= 1, "{c:?}");
+    assert_eq!(c[stat::IN_SYN_ACCEPTED as usize], 2, "{c:?}");
+    drop(frontend.stop());
+    drop(backend.stop());
+    drop(guard);
+}

@@ -27,6 +27,8 @@ struct FileConfig {
     frontend_mac: String,
     handoff_key: Option<String>,
     handoff_key_file: Option<PathBuf>,
+    previous_handoff_key: Option<String>,
+    previous_handoff_key_file: Option<PathBuf>,
     flow_table_size: Option<u32>,
     pin_dir: Option<PathBuf>,
     gc_interval_ms: Option<u64>,
@@ -45,6 +47,9 @@ pub struct AgentConfig {
     /// The front-end's MAC on the LAN, where SYN/ACK's and control copies go.
     pub frontend_mac: [u8; 6],
     pub handoff_key: [u8; 16],
+    /// During a key rotation, the key being retired, still accepted (see
+    /// `docs/operations.md`, "Rotating the handoff key").
+    pub previous_handoff_key: Option<[u8; 16]>,
     pub flow_table_size: u32,
     pub pin_dir: PathBuf,
     /// How often entries whose socket is gone are looked for; an entry goes at the second
@@ -84,6 +89,13 @@ impl AgentConfig {
                 file.handoff_key_file.as_deref(),
                 "handoff_key",
             )?,
+            previous_handoff_key: match (
+                file.previous_handoff_key.as_deref(),
+                file.previous_handoff_key_file.as_deref(),
+            ) {
+                (None, None) => None,
+                (hex, path) => Some(crate::handoff_key::load(hex, path, "previous_handoff_key")?),
+            },
             flow_table_size,
             pin_dir: file.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             gc_interval,
@@ -93,14 +105,19 @@ impl AgentConfig {
 
     /// The value of the programs' configuration map.
     pub fn map_value(&self) -> BackendConfig {
+        let mut flags = BackendConfig::ENABLED;
+        if self.previous_handoff_key.is_some() {
+            flags |= BackendConfig::PREVIOUS_KEY;
+        }
         BackendConfig {
             handoff_key: SipKey::from_bytes(self.handoff_key),
+            previous_handoff_key: SipKey::from_bytes(self.previous_handoff_key.unwrap_or([0; 16])),
             vip_addr_be: u32::from_ne_bytes(self.vip.ip().octets()),
             vip_port_be: u16::from_ne_bytes(self.vip.port().to_be_bytes()),
             service_port_be: u16::from_ne_bytes(self.service_port.to_be_bytes()),
             frontend_mac: self.frontend_mac,
             _pad: [0; 2],
-            flags: BackendConfig::ENABLED,
+            flags,
             _pad2: 0,
         }
     }
@@ -133,6 +150,27 @@ mod tests {
         frontend_mac = "02:ba:70:12:01:02"
         handoff_key = "000102030405060708090a0b0c0d0e0f"
     "#;
+
+    #[test]
+    fn a_previous_key_is_optional_and_sets_its_flag() {
+        let c = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(c.previous_handoff_key, None);
+        assert_eq!(c.map_value().flags, BackendConfig::ENABLED);
+        let text = format!("{GOOD}\nprevious_handoff_key = \"ffeeddccbbaa99887766554433221100\"\n");
+        let c = AgentConfig::parse(&text).unwrap();
+        let v = c.map_value();
+        assert_eq!(
+            v.flags,
+            BackendConfig::ENABLED | BackendConfig::PREVIOUS_KEY
+        );
+        assert_eq!(
+            v.previous_handoff_key,
+            SipKey::from_bytes(c.previous_handoff_key.unwrap())
+        );
+        let bad = format!("{GOOD}\nprevious_handoff_key = \"ffee\"\n");
+        let e = format!("{:#}", AgentConfig::parse(&bad).unwrap_err());
+        assert!(e.contains("previous_handoff_key"), "{e}");
+    }
 
     #[test]
     fn parses_with_defaults() {

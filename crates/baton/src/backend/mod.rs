@@ -282,18 +282,38 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
     })
 }
 
-/// Refuses pinned maps whose shape this build's programs do not expect (made by another
-/// version): reusing them would have the programs read past their entries.
+/// Refuses a pinned flow table whose shape this build's programs do not expect (made by
+/// another version): reusing it would have the programs read past its entries, and its
+/// flows cannot be carried over. A configuration or counter map of another shape holds
+/// nothing worth keeping (the agent rewrites the one, the other only counts): it is
+/// unpinned, so that the loader makes one this build's programs fit, and an upgrade that
+/// changes them stays live (a program still running keeps its own).
 fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
-    let want = [
-        (
-            pins.flows(),
-            size_of::<BackendFlowKey>(),
-            size_of::<BackendFlow>(),
-        ),
-        (pins.config(), size_of::<u32>(), size_of::<BackendConfig>()),
-        (pins.stats(), size_of::<u32>(), size_of::<u64>()),
+    let replaceable = [
+        (pins.config(), size_of::<BackendConfig>(), 1),
+        (pins.stats(), size_of::<u64>(), stat::COUNT),
     ];
+    for (path, value, entries) in replaceable {
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the pinned map {}", path.display()))?;
+        if (info.value_size() as usize, info.max_entries()) != (value, entries) {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            eprintln!(
+                "backend: {} was made by another version ({}-byte values, {} entries; now {value} and {entries}): replaced",
+                path.display(),
+                info.value_size(),
+                info.max_entries()
+            );
+        }
+    }
+    let want = [(
+        pins.flows(),
+        size_of::<BackendFlowKey>(),
+        size_of::<BackendFlow>(),
+    )];
     for (path, key, value) in want {
         if !path.exists() {
             continue;

@@ -99,45 +99,16 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+/// How long a daemon may take to be ready. Both load eBPF programs, and the verifier
+/// alone takes about 3 s for the back-end's on an idle 2-core machine, more when three
+/// agents start at once beside a test's other work (a CI run once took over 10 s).
+pub const DAEMON_START: Duration = Duration::from_secs(30);
+
 impl Daemon {
     /// Starts `baton ARGS` in `node` and waits until its log shows `ready`, failing the
-    /// test with the log if it exits first or takes over 10 s.
+    /// test with the log if it exits first or takes over [`DAEMON_START`].
     pub fn start(lab: &str, node: &str, args: &[&str], ready: &str) -> Self {
-        // In the lab's folder, which `lab down` removes with everything else.
-        let log = PathBuf::from(format!("/run/{lab}-lab/{node}-{}.log", args[0]));
-        let mut all = vec!["lab", "exec", node, "--", env!("CARGO_BIN_EXE_baton")];
-        all.extend_from_slice(args);
-        // `lab exec` becomes `ip netns exec`, which execs the daemon in place: the child's
-        // pid is the daemon's, so signals reach it.
-        let child = baton(lab, &all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut daemon = Self {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !daemon.log_text().contains(ready) {
-            let exited = daemon
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none(),
-                "{args:?} exited ({exited:?}) before `{ready}`:\n{}",
-                daemon.log_text()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "no `{ready}` from {args:?} within 10 s:\n{}",
-                daemon.log_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        daemon
+        Self::start_within(lab, node, args, ready, DAEMON_START)
     }
 
     pub fn log_text(&self) -> String {
