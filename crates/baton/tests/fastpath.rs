@@ -200,18 +200,9 @@ fn with_the_fast_path_off_the_slow_path_still_forwards() {
     drop(guard);
 }
 
-/// The fast path's counters now, by name, from the program's pinned per-CPU array (the
-/// daemon's `fastpath_counters` line gives the same at its exit).
+/// The fast path's counters now, by name (`support::fastpath_counters`).
 fn fastpath_counters() -> std::collections::HashMap<&'static str, u64> {
-    use aya::maps::{Map, MapData, PerCpuArray};
-    let path = format!("{}/frontend-eth0/stats", support::frontend_pin_dir(&LAB));
-    let map = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
-    baton_common::frontend::stat::NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (*name, stats.get(&(i as u32), 0).unwrap().iter().sum()))
-        .collect()
+    support::fastpath_counters(&LAB)
 }
 
 /// How much each counter grew from `before` to `after`.

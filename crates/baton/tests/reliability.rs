@@ -864,19 +864,6 @@ fn restarts_under_load_keep_established_connections() {
 // ---------------------------------------------------------------------------------
 // 4. SYN flood
 
-/// The front-end fast path's counters (its pinned per-CPU array), summed, by name.
-fn xdp_counters() -> std::collections::HashMap<&'static str, u64> {
-    use aya::maps::{Map, MapData, PerCpuArray};
-    let path = format!("{}/frontend-eth0/stats", support::frontend_pin_dir(&LAB));
-    let map = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
-    baton_common::frontend::stat::NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (*name, stats.get(&(i as u32), 0).unwrap().iter().sum()))
-        .collect()
-}
-
 fn vm_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -897,7 +884,7 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
     } else {
         5
     };
-    let xdp_before = xdp_counters();
+    let xdp_before = support::fastpath_counters(&LAB);
     let pid = cluster.frontend().pid();
     let rss_before = vm_rss_kib(pid);
     // From the router, so the measuring clients' own link stays theirs; spoofed
@@ -943,7 +930,7 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
         LONG,
         Arc::new(AtomicBool::new(false)),
     );
-    let xdp = xdp_counters();
+    let xdp = support::fastpath_counters(&LAB);
     let xdp_cookies = xdp["syn_cookies_sent"] - xdp_before["syn_cookies_sent"];
     let log = cluster.stop_frontend();
     let marked_down = log

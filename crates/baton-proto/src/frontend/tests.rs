@@ -543,6 +543,35 @@ fn forwarding(h: &mut Harness) -> (u32, u32, u32) {
     (isn_f, tsv_f, CISN + 1 + REQUEST.len() as u32)
 }
 
+/// Fires timers until the harness's flow is freed (an idle timer is lazy: it may fire
+/// early once and re-arm from the last packet heard).
+fn run_timers_until_freed(h: &mut Harness) {
+    for _ in 0..3 {
+        h.advance_to_timer();
+        if h.state().is_none() {
+            return;
+        }
+    }
+    panic!("still {:?} after three timers", h.state());
+}
+
+/// Sends a pure ACK every `every`, `times` times, firing due timers first, and checks
+/// that the flow is still forwarding each time.
+fn keep_acking(h: &mut Harness, isn_f: u32, tsv_f: u32, seq: u32, every: Duration, times: u32) {
+    for _ in 0..times {
+        h.now += every;
+        if h.fe.poll_timeout().is_some_and(|at| at <= h.now) {
+            h.fe.handle_timeout(h.now);
+        }
+        assert_eq!(
+            h.state(),
+            Some(StateName::Forwarding),
+            "timed out while active"
+        );
+        h.client_sends(&h.ack(isn_f, tsv_f, seq, &[]));
+    }
+}
+
 #[test]
 fn a_flow_the_slow_path_forwards_for_is_not_idle() {
     let mut h = harness_with(
@@ -554,18 +583,7 @@ fn a_flow_the_slow_path_forwards_for_is_not_idle() {
     );
     let (isn_f, tsv_f, seq) = forwarding(&mut h);
     // A packet every 60 s for 5 minutes: never 100 s of silence.
-    for _ in 0..5 {
-        h.now += Duration::from_secs(60);
-        if h.fe.poll_timeout().is_some_and(|at| at <= h.now) {
-            h.fe.handle_timeout(h.now);
-        }
-        assert_eq!(
-            h.state(),
-            Some(StateName::Forwarding),
-            "timed out while active"
-        );
-        h.client_sends(&h.ack(isn_f, tsv_f, seq, &[]));
-    }
+    keep_acking(&mut h, isn_f, tsv_f, seq, Duration::from_secs(60), 5);
     // The fast path's activity counts the same.
     h.now += Duration::from_secs(60);
     h.fe.note_activity(h.now, &h.flow());
@@ -578,13 +596,7 @@ fn a_flow_the_slow_path_forwards_for_is_not_idle() {
         "activity noted 60 s ago"
     );
     // Then silence: idle 100 s after the last word.
-    for _ in 0..3 {
-        h.advance_to_timer();
-        if h.state().is_none() {
-            break;
-        }
-    }
-    assert_eq!(h.state(), None);
+    run_timers_until_freed(&mut h);
     assert_eq!(
         h.now.saturating_duration_since(last),
         Duration::from_secs(100)
@@ -601,24 +613,11 @@ fn a_half_closed_flow_whose_last_fin_is_never_seen_times_out_sooner() {
     h.client_sends(&fin);
     let fin_at = h.now;
     // A half-closed flow still downloading stays: the client's ACKs keep coming.
-    for _ in 0..3 {
-        h.now += Duration::from_secs(40);
-        if h.fe.poll_timeout().is_some_and(|at| at <= h.now) {
-            h.fe.handle_timeout(h.now);
-        }
-        assert_eq!(h.state(), Some(StateName::Forwarding));
-        h.client_sends(&h.ack(isn_f, tsv_f, seq + 1, &[]));
-    }
+    keep_acking(&mut h, isn_f, tsv_f, seq + 1, Duration::from_secs(40), 3);
     // The back-end's FIN copy is lost: 60 s after the last ACK, not an hour. (The timer
     // is lazy: it may fire once early and re-arm from the last packet heard.)
     let last = h.now;
-    for _ in 0..3 {
-        h.advance_to_timer();
-        if h.state().is_none() {
-            break;
-        }
-    }
-    assert_eq!(h.state(), None);
+    run_timers_until_freed(&mut h);
     assert_eq!(
         h.now.saturating_duration_since(last),
         Duration::from_secs(60)

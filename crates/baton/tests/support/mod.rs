@@ -468,3 +468,17 @@ pub fn logged_number(log: &str, event: &str, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{event} {key}={value} is not a number"))
 }
+
+/// The front-end fast path's counters in `lab` (its pinned per-CPU array, summed over
+/// CPUs), by name; the daemon's `fastpath_counters` line gives the same at its exit.
+pub fn fastpath_counters(lab: &str) -> std::collections::HashMap<&'static str, u64> {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    let path = format!("{}/frontend-eth0/stats", frontend_pin_dir(lab));
+    let map = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
+    baton_common::frontend::stat::NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, stats.get(&(i as u32), 0).unwrap().iter().sum()))
+        .collect()
+}
