@@ -27,8 +27,10 @@ pub struct BackendFlow {
     pub translation: Translation,
     /// [`BackendFlow::CONFIRMED`].
     pub state: u32,
-    /// Explicit padding; zero.
-    pub _pad: u32,
+    /// The client's ISN (the SYN''s sequence number), which tells a repeated SYN' of
+    /// this connection from a new connection on the same ports
+    /// ([`BackendFlow::is_same_connection`]). Zero in entries of older builds.
+    pub client_isn: u32,
 }
 
 impl BackendFlow {
@@ -37,12 +39,22 @@ impl BackendFlow {
     /// FIN and RST still go there, DESIGN.md section 2 step 9).
     pub const CONFIRMED: u32 = 1 << 0;
 
-    pub const fn new(translation: Translation) -> Self {
+    pub const fn new(translation: Translation, client_isn: u32) -> Self {
         Self {
             translation,
             state: 0,
-            _pad: 0,
+            client_isn,
         }
+    }
+
+    /// Whether a verified SYN' with `client_isn` belongs to this entry's connection: a
+    /// retransmitted or delayed SYN' (the front-end resends it when the SYN/ACK' is
+    /// slow). Its entry must be kept: reset to awaiting the SYN/ACK' after the server
+    /// has answered, it would drop every later segment of the server's (the duplicate
+    /// SYN draws an ACK, never a SYN/ACK, from an established socket). Any other SYN' on
+    /// the same ports is a new connection and replaces the entry.
+    pub const fn is_same_connection(&self, client_isn: u32) -> bool {
+        self.client_isn == client_isn && self.client_isn != 0
     }
 
     pub const fn is_confirmed(&self) -> bool {
@@ -164,7 +176,28 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::SynAckTerms;
     use core::mem::size_of;
+
+    #[test]
+    fn a_repeated_syn_prime_keeps_its_entry_and_a_new_connection_replaces_it() {
+        let t = Translation::awaiting_syn_ack(
+            SynAckTerms {
+                isn: 7,
+                tsval: 9,
+                window_shift: 7,
+            },
+            0,
+        );
+        let entry = BackendFlow::new(t, 1000);
+        assert!(entry.is_same_connection(1000), "the same SYN' again");
+        assert!(
+            !entry.is_same_connection(2000),
+            "a new connection on the ports"
+        );
+        // An entry an older build wrote (no ISN) is always replaced, as before.
+        assert!(!BackendFlow::new(t, 0).is_same_connection(0));
+    }
 
     #[test]
     fn kernel_shared_layouts_have_no_implicit_padding() {

@@ -294,14 +294,19 @@ fn ingress_syn(
     if tag_key != config.handoff_key {
         count(stat::IN_SYN_PREVIOUS_KEY);
     }
-    // A retransmitted SYN' overwrites the entry with the same values.
-    if BACKEND_FLOWS
-        .insert(
-            key,
-            BackendFlow::new(option.translation()),
-            u64::from(BPF_ANY),
-        )
-        .is_err()
+    // A repeated SYN' of the same connection keeps its entry (which may be complete
+    // already); a new connection on the same ports replaces it.
+    // SAFETY: the value is read once and copied; no reference outlives the lookup.
+    let same = unsafe { BACKEND_FLOWS.get(key) }
+        .is_some_and(|flow| flow.is_same_connection(binding.client_isn));
+    if !same
+        && BACKEND_FLOWS
+            .insert(
+                key,
+                BackendFlow::new(option.translation(), binding.client_isn),
+                u64::from(BPF_ANY),
+            )
+            .is_err()
     {
         return Verdict::Drop(stat::IN_FLOW_TABLE_FULL);
     }

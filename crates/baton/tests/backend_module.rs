@@ -389,3 +389,74 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
         assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
     });
 }
+
+/// The front-end resends its SYN' when the SYN/ACK' is slow, and the first may arrive
+/// after the connection is established: the entry must stay complete, or every later
+/// segment of the server's would be dropped as if the SYN/ACK' were still to come (a
+/// connection in the 10% loss test once hung that way). A SYN' of a new connection on
+/// the same ports still replaces it.
+#[test]
+fn a_repeated_syn_prime_keeps_the_connection_and_a_new_one_replaces_it() {
+    privileged("repeated SYN'", || {
+        let module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let syn_ack = Frame {
+            src_mac: BE_MAC,
+            dst_mac: ROUTER_MAC,
+            src: (BACKEND, 80),
+            dst: (CLIENT, CLIENT_PORT),
+            seq: ISN_B,
+            ack: CLIENT_ISN + 1,
+            flags: 0x12,
+            window: 65160,
+            options: vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B],
+            payload: vec![],
+        };
+        assert_eq!(
+            module.run("backend_egress", &syn_ack.bytes()).0,
+            TC_ACT_PIPE
+        );
+        let complete = module.flow().unwrap();
+        assert!(!complete.translation.is_awaiting_syn_ack());
+
+        // The same SYN' again: passed up (the kernel answers it), the entry untouched.
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        assert_eq!(module.flow().unwrap(), complete, "the entry was reset");
+        // The server's answer to it (an ACK from an established socket) and its data
+        // are translated and sent, not dropped as before the SYN/ACK'.
+        let data = Frame {
+            src_mac: BE_MAC,
+            dst_mac: ROUTER_MAC,
+            src: (BACKEND, 80),
+            dst: (CLIENT, CLIENT_PORT),
+            seq: ISN_B + 1,
+            ack: CLIENT_ISN + 19,
+            flags: 0x18,
+            window: 1000,
+            options: vec![],
+            payload: vec![b'x'; 100],
+        };
+        let (verdict, out) = module.run("backend_egress", &data.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(parse(&out).tcp.seq_number, ISN_F.wrapping_add(1));
+        assert_eq!(module.stat(stat::OUT_BEFORE_SYN_ACK), 0);
+
+        // A new connection on the same ports (another client ISN): a fresh entry.
+        let other_isn = CLIENT_ISN.wrapping_add(1_000_000);
+        let other = HandoffBinding {
+            client_isn: other_isn,
+            ..binding(BACKEND)
+        };
+        let mut new_syn = syn_prime(handoff_option().encode(&key, &other));
+        new_syn.seq = other_isn;
+        assert_eq!(
+            module.run("backend_ingress", &new_syn.bytes()).0,
+            TC_ACT_PIPE
+        );
+        let fresh = module.flow().unwrap();
+        assert!(fresh.translation.is_awaiting_syn_ack(), "{fresh:?}");
+        assert_eq!(fresh.client_isn, other_isn);
+    });
+}
