@@ -56,8 +56,8 @@ pub struct FrontendFlow {
     pub close_state: u32,
     /// Explicit padding; zero.
     pub _pad: u32,
-    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`) of the last packet forwarded; 0 before the
-    /// first. The daemon reads it to push back the connection's idle timeout. Written
+    /// `CLOCK_MONOTONIC` at tick resolution (`bpf_ktime_get_coarse_ns`) of the last
+    /// packet forwarded; 0 before the first. The daemon reads it to push back the connection's idle timeout. Written
     /// without atomics: CPUs racing only ever store "now", and any of them will do.
     pub last_seen_ns: u64,
 }

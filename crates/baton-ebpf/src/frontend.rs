@@ -87,7 +87,7 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
+        generated::{bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
@@ -358,8 +358,10 @@ fn forward_flow(
         daddr_at.write_unaligned(new_daddr);
         port_at.write_unaligned(new_port.to_be_bytes());
         check_at.write_unaligned(new_check.to_be_bytes());
-        // A plain store: racing CPUs all write "now".
-        (*flow).last_seen_ns = bpf_ktime_get_ns();
+        // A plain store: racing CPUs all write "now". The coarse clock (the same
+        // CLOCK_MONOTONIC, at tick resolution) is enough for a scan once a second, and
+        // cheaper per packet than the precise one.
+        (*flow).last_seen_ns = bpf_ktime_get_coarse_ns();
     }
     Verdict::Forward
 }
