@@ -307,23 +307,11 @@ fn forward_flow(
             None => return Verdict::Pass(stat::PASS_PARTIAL_CHECKSUM),
         }
     } else {
-        // Header only: summed whole. The header's words except the checksum and the
-        // destination port, which differ between the old and the new sum.
-        let mut words: u16 = 0;
-        for i in 0..TCP_MAX_WORDS {
-            if i * 2 >= header_len {
-                break;
-            }
-            if i == 1 || i == 8 {
-                continue;
-            }
-            let Some(word) = bytes_at::<2>(ctx, TCP + i * 2) else {
-                return Verdict::Pass(stat::PASS_MALFORMED);
-            };
-            // SAFETY: bounds checked just above.
-            let word = unsafe { word.read_unaligned() };
-            words = ones_complement_add(words, u16::from_be_bytes(word));
-        }
+        // Header only: summed whole. The header's words except the destination port
+        // (word 1) and the checksum (word 8), which differ between the old and the new sum.
+        let Some(words) = tcp_header_sum(ctx, header_len, [1, 8]) else {
+            return Verdict::Pass(stat::PASS_MALFORMED);
+        };
         let complete = ones_complement_add(ones_complement_add(old_pseudo, words), old_port);
         // Complete and right, or the partial sum an offloading sender leaves.
         if ones_complement_add(complete, check) != 0xffff && check != old_pseudo {
@@ -366,6 +354,26 @@ fn forward_flow(
     Verdict::Forward
 }
 
+/// The one's-complement sum of the TCP header's 16-bit words (`header_len` bytes, at
+/// most 60), leaving out the words at the indexes in `skip` (`usize::MAX` for none).
+/// `None` if the packet is shorter than the header.
+#[inline(always)]
+fn tcp_header_sum(ctx: &XdpContext, header_len: usize, skip: [usize; 2]) -> Option<u16> {
+    let mut sum: u16 = 0;
+    for i in 0..TCP_MAX_WORDS {
+        if i * 2 >= header_len {
+            break;
+        }
+        if i == skip[0] || i == skip[1] {
+            continue;
+        }
+        let word = bytes_at::<2>(ctx, TCP + i * 2)?;
+        // SAFETY: bounds checked by `bytes_at`.
+        sum = ones_complement_add(sum, u16::from_be_bytes(unsafe { word.read_unaligned() }));
+    }
+    Some(sum)
+}
+
 /// Replaces a bare SYN with its cookie SYN/ACK, if cookies are engaged and the SYN is one
 /// this program can answer; `None` leaves the frame as it arrived, for the slow path.
 ///
@@ -405,15 +413,7 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
     // offloading sender leaves is taken, as in `forward_flow`.
     let tcp_len = header_len as u16;
     let pseudo = tcp_ipv4_pseudo_header_sum(to.client_addr, to.service_addr, tcp_len);
-    let mut words: u16 = 0;
-    for i in 0..TCP_MAX_WORDS {
-        if i * 2 >= header_len {
-            break;
-        }
-        let word = bytes_at::<2>(ctx, TCP + i * 2)?;
-        // SAFETY: bounds checked by `bytes_at`.
-        words = ones_complement_add(words, u16::from_be_bytes(unsafe { word.read_unaligned() }));
-    }
+    let words = tcp_header_sum(ctx, header_len, [usize::MAX; 2])?;
     let check = u16::from_be_bytes([tcp[16], tcp[17]]);
     if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
         return None;

@@ -1144,11 +1144,7 @@ fn retransmitted_syn_repeats_the_syn_ack() {
 #[test]
 fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
     let mut h = harness();
-    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
-    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
-    h.drain();
-    h.backend_sends(h.confirmation(isn_f));
-    h.events();
+    let (isn_f, tsv_f, _) = forwarding(&mut h);
     // Both FINs seen: the flow waits out its grace period.
     let seq = CISN + 1 + REQUEST.len() as u32;
     let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
@@ -1197,11 +1193,7 @@ fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
 #[test]
 fn a_new_syn_after_the_clients_fin_starts_a_new_connection_when_the_backends_fin_was_lost() {
     let mut h = harness();
-    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
-    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
-    h.drain();
-    h.backend_sends(h.confirmation(isn_f));
-    h.events();
+    let (isn_f, tsv_f, _) = forwarding(&mut h);
     // The client's FIN is seen; the back-end's FIN copy is lost.
     let seq = CISN + 1 + REQUEST.len() as u32;
     let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
@@ -1238,11 +1230,7 @@ fn a_new_syn_after_the_clients_fin_starts_a_new_connection_when_the_backends_fin
 #[test]
 fn a_new_syn_on_a_live_handed_off_flow_is_forwarded() {
     let mut h = harness();
-    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
-    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
-    h.drain();
-    h.backend_sends(h.confirmation(isn_f));
-    h.events();
+    forwarding(&mut h);
     // No FIN from the client: its connection may be alive, so the flow is not given up
     // to a SYN (which a blind attacker could send).
     let mut new_syn = h.syn();

@@ -92,7 +92,7 @@ pub struct FastPathStats {
     pub close_states_recorded: u64,
     /// Whole-table reads of the activity scan (one per second).
     pub batch_reads: u64,
-    /// Scans that fell back to a lookup per flow (the kernel refused the batch read).
+    /// Scans whose batch read the kernel refused (activity not noted for that scan).
     pub batch_read_errors: u64,
     /// Times the program was asked to answer SYNs with cookies (the half-open table
     /// filled: a flood began, or went on after a lull).
@@ -466,10 +466,11 @@ impl FastPath {
         stats: &mut FastPathStats,
     ) {
         if let Err(e) = self.batch.read_all(&self.flows_data) {
-            // Not fatal: the per-flow path below does the same, slower.
+            // Batch reads of hash maps exist since Linux 5.6 (this build needs 6.1), so
+            // this is not expected; the next scan tries again.
             stats.batch_read_errors += 1;
             log::line("fastpath_batch_read_failed", &[("error", &e)]);
-            self.scan_activity_per_flow(fe, now, stats);
+            self.neighbours.refresh(&self.interface);
             return;
         }
         stats.batch_reads += 1;
@@ -500,28 +501,6 @@ impl FastPath {
                 }
             }
         }
-        self.neighbours.refresh(&self.interface);
-    }
-
-    /// [`FastPath::scan_activity`] with a lookup per flow, for a kernel that refuses
-    /// batch reads.
-    fn scan_activity_per_flow<D: baton_proto::frontend::Dispatch>(
-        &mut self,
-        fe: &mut FrontEnd<D>,
-        now: Instant,
-        stats: &mut FastPathStats,
-    ) {
-        for (flow, installed) in &mut self.installed {
-            let Ok(value) = self.flows.get(&key_of(flow), 0) else {
-                continue;
-            };
-            if value.last_seen_ns > installed.noted {
-                installed.noted = value.last_seen_ns;
-                fe.note_activity(now, flow);
-                stats.activity_noted += 1;
-            }
-        }
-        self.record_close_states(fe, stats);
         self.neighbours.refresh(&self.interface);
     }
 
