@@ -86,6 +86,9 @@ pub struct FastPathStats {
     pub no_neighbour: u64,
     /// Flows removed after a close or reset.
     pub flows_removed: u64,
+    /// Handed-off flows not installed: they ended in the round of their handoff (a
+    /// client FIN completed the handoff and a SYN on the same port ended it).
+    pub ended_before_install: u64,
     /// Times the core was told a flow is alive because the fast path forwarded for it.
     pub activity_noted: u64,
     /// Close states written to the table for a successor to resume from.

@@ -621,7 +621,15 @@ fn event_loop(
             io.send(t.destination, &t.packet);
         }
         for (h, flow) in handed_off.drain(..) {
-            on_handed_off(fast, now, h, flow, stats, ops);
+            // A flow can be handed off and end in one round: its client's FIN completes
+            // the handoff (the back-end's confirmation was lost) and a SYN reusing its
+            // port, read in the same batch, ends it. Its Closed event found nothing to
+            // remove, so installing it now would leave an entry that outlives it, and
+            // XDP would send the next connection on that port to the old back-end.
+            let live = fe
+                .handover(&h.flow)
+                .is_some_and(|now| now.backend == h.backend && now.client_isn == h.client_isn);
+            on_handed_off(fast, now, h, flow, live, stats, ops);
         }
         if now >= next_scan {
             next_scan = now + ACTIVITY_SCAN;
@@ -632,13 +640,15 @@ fn event_loop(
     }
 }
 
-/// A confirmed handoff (already counted by the dispatcher): the fast path's entry and
-/// the log line, with what the dispatcher remembered of the flow.
+/// A confirmed handoff (already counted by the dispatcher): the fast path's entry, if
+/// the flow is still `live` in the core, and the log line, with what the dispatcher
+/// remembered of the flow.
 fn on_handed_off(
     fast: &mut Fast<'_>,
     now: Instant,
     handoff: HandedOff,
     remembered: Option<dispatch::Flow>,
+    live: bool,
     stats: &mut DaemonStats,
     ops: &mut Ops,
 ) {
@@ -651,7 +661,11 @@ fn on_handed_off(
     } = handoff;
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
-        path.install(now, flow, backend, client_isn, fast.stats);
+        if live {
+            path.install(now, flow, backend, client_isn, fast.stats);
+        } else {
+            fast.stats.ended_before_install += 1;
+        }
     }
     let (request, rule, pool, latency_us) = match &remembered {
         Some(f) => {
