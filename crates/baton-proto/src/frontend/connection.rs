@@ -139,6 +139,10 @@ pub(crate) struct Connection {
     pub(crate) handed_off: bool,
     client_fin: bool,
     backend_fin: bool,
+    /// The dispatched request is not acknowledged yet: the back-end's first segment
+    /// acknowledges it, straight to the client, and the front-end only does so itself if
+    /// the handoff's first timer fires first (see `receive_request`).
+    ack_owed: bool,
     tried: [Option<Backend>; MAX_CANDIDATES],
     /// Current retransmission timeout.
     rto: Duration,
@@ -173,6 +177,7 @@ impl Connection {
             tries: 0,
             candidates: 0,
             handed_off: false,
+            ack_owed: false,
             client_fin: false,
             backend_fin: false,
             tried: [None; MAX_CANDIDATES],
@@ -762,9 +767,14 @@ impl<D: Dispatch> FrontEnd<D> {
             Decision::Dispatched { tls, backend } => {
                 match backend {
                     Some(backend) => {
-                        // Acknowledge everything buffered: the client must not resend
-                        // it while the back-end is being set up.
-                        self.send_ack(conn);
+                        // The back-end acknowledges the request, to the client directly,
+                        // within a round trip on the LAN, so an ACK from here now would
+                        // be a frame more per connection for nothing (RFC 9293 §3.8.6.3
+                        // lets an ACK wait up to 500 ms). If the handoff's first timer
+                        // fires first, the ACK goes then (`pay_owed_ack`), before the
+                        // client's own retransmission timer (200 ms at least) has cost
+                        // more than a segment.
+                        conn.ack_owed = true;
                         self.start_handoff(now, slot, conn, backend);
                         if fin_in_order {
                             // The client half-closed right after its request: the FIN is
@@ -845,8 +855,10 @@ impl<D: Dispatch> FrontEnd<D> {
                 conn.client_fin = true;
             }
         } else if !tcp.payload.is_empty() {
-            // Bytes the front-end already acknowledged: that ACK was lost.
+            // Bytes the front-end already acknowledged (that ACK was lost), or has yet
+            // to: the client's timer beat ours.
             self.send_ack(conn);
+            conn.ack_owed = false;
         }
         if acks_backend_data && phase == Phase::RequestSent {
             return self.complete_handoff(now, slot, conn);
@@ -1062,6 +1074,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 self.abort(conn, ResetReason::RequestTimeout, true)
             }
             State::HandingOff(phase) => {
+                self.pay_owed_ack(conn);
                 if conn.tries < self.config.handoff_retries {
                     conn.tries += 1;
                     conn.rto = conn.rto.saturating_mul(2);
@@ -1180,6 +1193,8 @@ impl<D: Dispatch> FrontEnd<D> {
         };
         conn.state = State::Forwarding;
         conn.handed_off = true;
+        // The back-end has answered the client, acknowledging the request.
+        conn.ack_owed = false;
         self.handed_off += 1;
         self.stats.handoffs_completed += 1;
         // Held client packets go first, in order, before the fast path takes over.
@@ -1398,6 +1413,15 @@ impl<D: Dispatch> FrontEnd<D> {
             });
         }
         self.send_to_client(flow, &tcp);
+    }
+
+    /// The request's acknowledgement, when the back-end has not given it in time.
+    fn pay_owed_ack(&mut self, conn: &mut Connection) {
+        if conn.ack_owed {
+            conn.ack_owed = false;
+            self.send_ack(conn);
+            self.stats.request_acks_at_timer += 1;
+        }
     }
 
     fn send_ack(&mut self, conn: &Connection) {

@@ -80,6 +80,11 @@
 //!   which only the back-end's data can have caused. Only then is [`Event::HandedOff`]
 //!   raised: installing the fast path at the SYN/ACK' (DESIGN.md §2, step 7) would make
 //!   switching to another candidate impossible.
+//! - **The request's acknowledgement** comes from the back-end: its first segment reaches
+//!   the client directly within a round trip on the LAN, so one from the front-end at
+//!   dispatch would be a frame more per connection for nothing. The front-end sends its
+//!   own only if the handoff's first timer fires before confirmation
+//!   ([`Stats::request_acks_at_timer`]), or at once if the client resends the request.
 //! - **Client data during the handoff** past the request is not acknowledged by the
 //!   front-end: it is held (bounded by [`Config::max_queued_packets`] and
 //!   [`Config::max_queued_bytes`], overflow dropped and counted, the client retransmits)
@@ -409,6 +414,10 @@ pub struct Stats {
     pub syn_prime_retransmits: u64,
     /// ACK' and request retransmissions.
     pub request_retransmits: u64,
+    /// Dispatched requests the front-end acknowledged itself, at the handoff's first
+    /// timer, because the back-end had not (its acknowledgement normally reaches the
+    /// client first and makes the front-end's unnecessary).
+    pub request_acks_at_timer: u64,
     /// Back-end SYN/ACK's that did not match (wrong `seq` or `ack`), dropped.
     pub bad_syn_acks: u64,
     /// SYN/ACK's whose options disagree with what the client negotiated (timestamps or

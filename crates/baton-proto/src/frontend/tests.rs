@@ -167,9 +167,13 @@ impl Harness {
         let request = self.ack(isn_f, tsv_f, CISN + 1, REQUEST);
         self.client_sends(&request);
         let mut out = self.drain();
-        assert_eq!(out.len(), 2, "ACK to the client, SYN' to the back-end");
+        assert_eq!(
+            out.len(),
+            1,
+            "the SYN' to the back-end; the back-end acknowledges the request"
+        );
         let syn_prime = out.pop().unwrap();
-        assert_eq!(out[0].tcp().ack_number, CISN + 1 + REQUEST.len() as u32);
+        assert_eq!(syn_prime.ip().dst_addr, *B1.ip());
         (isn_f, tsv_f, syn_prime)
     }
 
@@ -300,9 +304,12 @@ fn request_split_over_segments_is_buffered_then_handed_off() {
     // The rest, overlapping what was already buffered.
     h.client_sends(&h.ack(isn_f, tsv_f, CISN + 6, &REQUEST[5..]));
     let out = h.drain();
-    assert_eq!(out.len(), 2);
-    assert_eq!(out[0].tcp().ack_number, CISN + 1 + REQUEST.len() as u32);
-    let syn_prime = &out[1];
+    assert_eq!(
+        out.len(),
+        1,
+        "the SYN' alone: the back-end acknowledges the request"
+    );
+    let syn_prime = &out[0];
     assert_eq!(syn_prime.ip().src_addr, CLIENT);
     assert_eq!(syn_prime.ip().dst_addr, *B1.ip());
     let tcp = syn_prime.tcp();
@@ -646,13 +653,51 @@ fn lost_syn_prime_is_retransmitted_with_back_off() {
         expected += Duration::from_millis(rto_ms);
         assert_eq!(h.fe.poll_timeout(), Some(expected));
         h.advance_to_timer();
-        let out = h.drain();
+        let out: Vec<_> = h
+            .drain()
+            .into_iter()
+            .filter(|o| o.ip().dst_addr == *B1.ip())
+            .collect();
         if rto_ms < 1600 {
             assert_eq!(out.len(), 1);
             assert_eq!(out[0].bytes, first.bytes, "the same SYN'");
         }
     }
     assert_eq!(h.fe.stats().syn_prime_retransmits, 3);
+}
+
+#[test]
+fn the_request_is_acknowledged_by_the_backend_or_at_the_handoffs_first_timer() {
+    // A handoff within the timer: the front-end never acknowledges the request (the
+    // back-end's acknowledgement reaches the client directly).
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.backend_sends(h.confirmation(isn_f));
+    let out = h.drain();
+    assert!(
+        out.iter().all(|o| o.ip().dst_addr == *B1.ip()),
+        "nothing to the client: {}",
+        out.len()
+    );
+    h.advance_to_timer();
+    assert!(h.drain().iter().all(|o| o.ip().dst_addr == *B1.ip()));
+    assert_eq!(h.fe.stats().request_acks_at_timer, 0);
+
+    // A slow back-end: the first timer acknowledges the request, once.
+    let mut h = harness();
+    let (_, tsv_f, _) = h.up_to_syn_prime();
+    h.advance_to_timer();
+    let out = h.drain();
+    let to_client: Vec<_> = out.iter().filter(|o| o.ip().dst_addr == CLIENT).collect();
+    assert_eq!(to_client.len(), 1, "one ACK beside the SYN'");
+    let ack = to_client[0].tcp();
+    assert_eq!(ack.flags, TcpFlags::ACK);
+    assert_eq!(ack.ack_number, CISN + 1 + REQUEST.len() as u32);
+    assert_eq!(ack.timestamps.unwrap().tsval, tsv_f);
+    h.advance_to_timer();
+    assert!(h.drain().iter().all(|o| o.ip().dst_addr != CLIENT));
+    assert_eq!(h.fe.stats().request_acks_at_timer, 1);
 }
 
 #[test]
@@ -664,7 +709,10 @@ fn lost_ack_prime_is_repeated_on_a_repeated_syn_ack() {
     h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
     assert_eq!(h.drain().len(), 1, "the request (the ACK') again");
     h.advance_to_timer();
-    assert_eq!(h.drain().len(), 1, "and at the timer");
+    let out = h.drain();
+    let to_backend = out.iter().filter(|o| o.ip().dst_addr == *B1.ip()).count();
+    assert_eq!(to_backend, 1, "and at the timer");
+    assert_eq!(out.len(), 2, "with the request's owed ACK to the client");
     assert_eq!(h.fe.stats().request_retransmits, 1);
 }
 
@@ -755,9 +803,12 @@ fn client_data_during_handoff_is_held_and_flushed_in_order() {
     h.client_sends(&h.ack(isn_f, tsv_f, seq, b"body-1"));
     h.client_sends(&h.ack(isn_f, tsv_f, seq + 6, b"body-2"));
     assert!(h.drain().is_empty(), "not acknowledged by the front-end");
-    // A retransmission of acknowledged request bytes: our ACK was lost.
+    // A retransmission of the request, whose acknowledgement is owed: answered at once.
     h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
     assert_eq!(h.drain()[0].tcp().ack_number, seq);
+    h.advance_to_timer();
+    assert_eq!(h.drain().len(), 1, "the SYN' again, and no second ACK");
+    assert_eq!(h.fe.stats().request_acks_at_timer, 0);
     h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
     h.drain();
     h.backend_sends(h.confirmation(isn_f));
@@ -886,7 +937,7 @@ fn syn_cookies_engage_past_the_half_open_limit() {
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
     assert_eq!(h.fe.stats().syn_cookies_accepted, 1);
     let out = h.drain();
-    let syn_prime = out[1].tcp();
+    let syn_prime = out[0].tcp();
     assert_eq!(
         syn_prime.max_seg_size,
         Some(1300),
@@ -997,7 +1048,7 @@ fn a_cookie_the_fast_path_made_is_taken_by_the_core() {
     assert_eq!(h.fe.stats().syn_cookies_accepted, 1);
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
     let out = h.drain();
-    let syn_prime = out[1].tcp();
+    let syn_prime = out[0].tcp();
     assert_eq!(syn_prime.seq_number, CISN);
     assert_eq!(
         syn_prime.window_scale,
