@@ -104,6 +104,11 @@ enum Command {
         /// Where the results go.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
+        /// HAProxy's `http-reuse`: `always` keeps its back-end connections open across
+        /// client connections (its fastest); `never` opens one per client connection, as
+        /// a handoff does.
+        #[arg(long, value_enum, default_value = "always")]
+        haproxy_http_reuse: baton::bench::HttpReuse,
     },
     /// Count packets and bytes on an interface with an eBPF tc program until Ctrl-C,
     /// SIGTERM or --seconds, then print the totals.
@@ -224,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rounds,
             duration,
             out,
+            haproxy_http_reuse,
         } => {
             let mut plan = if quick {
                 baton::bench::Plan::quick()
@@ -232,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             plan.rounds = rounds.unwrap_or(plan.rounds);
             plan.duration_s = duration.unwrap_or(plan.duration_s);
+            plan.haproxy_http_reuse = haproxy_http_reuse;
             baton::bench::run(&plan, quick, &out)
         }
         Command::Counter {

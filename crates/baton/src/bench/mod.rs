@@ -66,6 +66,27 @@ pub struct Plan {
     pub warm_up_s: u64,
     pub large_transfers: u32,
     pub ttfb_requests: u32,
+    /// HAProxy's `http-reuse`: `always` (its fastest here, and the default) keeps
+    /// back-end connections open across client connections, which a handoff cannot;
+    /// `never` opens one per client connection, as Baton does (`--haproxy-http-reuse`).
+    pub haproxy_http_reuse: HttpReuse,
+}
+
+/// HAProxy's `http-reuse` setting for the bench.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpReuse {
+    Always,
+    Never,
+}
+
+impl HttpReuse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
 }
 
 impl Plan {
@@ -79,6 +100,7 @@ impl Plan {
             warm_up_s: 2,
             large_transfers: 5,
             ttfb_requests: 200,
+            haproxy_http_reuse: HttpReuse::Always,
         }
     }
 
@@ -153,7 +175,7 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
 
     let guard = LabDown(&lab);
     lab.up(systems::BACKENDS, ServerKind::Nginx, &mut log)?;
-    let files = Files::write(&lab)?;
+    let files = Files::write(&lab, plan.haproxy_http_reuse)?;
     systems::bridge_pass(&lab, false)?;
     crate::frontend::control::check(&files.frontend_config())
         .context("the bench's front-end configuration")?;

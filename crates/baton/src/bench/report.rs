@@ -243,7 +243,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Baton bench, {}: {} ({} round{} of {} s per wrk workload), lab `{}`.\n\
+        "Baton bench, {}: {} ({} round{} of {} s per wrk workload, HAProxy `http-reuse {}`), lab `{}`.\n\
          Machine: {}, {} CPUs, {:.0} GiB, Linux {}; {:.0}% busy before the run, load {} before, {} after.\n\
          Medians over rounds (range in brackets); ratios are to direct, the client straight to a back-end \
          (be{}; HAProxy and Baton send the measured path to be{}).\n",
@@ -252,6 +252,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         plan.rounds,
         if plan.rounds == 1 { "" } else { "s" },
         plan.duration_s,
+        plan.haproxy_http_reuse.as_str(),
         meta.lab,
         meta.cpu,
         meta.cpus,

@@ -72,12 +72,12 @@ pub struct Files {
 }
 
 impl Files {
-    pub fn write(lab: &Lab) -> anyhow::Result<Self> {
+    pub fn write(lab: &Lab, reuse: super::HttpReuse) -> anyhow::Result<Self> {
         let dir = lab.state_dir().join("bench");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let files = Self { dir };
         fs::write(files.frontend_config(), frontend_config(lab))?;
-        fs::write(files.haproxy_config(), haproxy_config())?;
+        fs::write(files.haproxy_config(), haproxy_config(reuse))?;
         for k in 1..=BACKENDS {
             fs::write(files.backend_config(k), backend_config(lab, k))?;
         }
@@ -173,10 +173,11 @@ pub fn backend_config(lab: &Lab, k: u8) -> String {
 
 /// HAProxy with the same switching as Baton and the settings that make it fastest here:
 /// splicing both ways, one thread per core, server-side keep-alive reused across client
-/// connections (`http-reuse always`: every request here is an idempotent GET), no
-/// logging, no health checks. `maxconn` stays within the lab's file-descriptor limit
+/// connections (`http-reuse always`: every request here is an idempotent GET; `reuse`
+/// can say `never`, one back-end connection per client connection as with a handoff),
+/// no logging, no health checks. `maxconn` stays within the lab's file-descriptor limit
 /// (HAProxy needs two descriptors per connection), far above the 32 connections used.
-pub fn haproxy_config() -> String {
+pub fn haproxy_config(reuse: super::HttpReuse) -> String {
     let threads = thread::available_parallelism().map_or(2, |n| n.get());
     let server = |k: u8| {
         format!(
@@ -195,7 +196,7 @@ defaults
     option splice-request
     option splice-response
     option http-keep-alive
-    http-reuse always
+    http-reuse {reuse}
     maxconn 4096
     timeout connect 5s
     timeout client 30s
@@ -206,7 +207,8 @@ frontend vip
     bind {vip}:{port}
 ",
         vip = lab::VIP,
-        port = lab::HTTP_PORT
+        port = lab::HTTP_PORT,
+        reuse = reuse.as_str()
     );
     for (name, prefix, _) in RULES {
         text += &format!("    acl {name} path_beg {prefix}\n");
@@ -521,7 +523,9 @@ mod tests {
             let agent = crate::backend::AgentConfig::parse(&backend_config(&lab, k));
             assert!(agent.is_ok(), "{agent:?}");
         }
-        let haproxy = haproxy_config();
+        let haproxy = haproxy_config(crate::bench::HttpReuse::Always);
+        assert!(haproxy.contains("    http-reuse always\n"));
+        assert!(haproxy_config(crate::bench::HttpReuse::Never).contains("    http-reuse never\n"));
         for (name, prefix, k) in RULES {
             assert!(haproxy.contains(&format!("acl {name} path_beg {prefix}\n")));
             assert!(haproxy.contains(&format!(
