@@ -305,19 +305,31 @@ fn set_loss(percent: u32) {
     if percent == 0 {
         return;
     }
-    lab_exec("lan", &["nft", "add", "table", "bridge", "baton_loss"]);
+    bridge_rule(
+        "baton_loss",
+        &format!(
+            "ip saddr != {FE_ADDR} ip daddr != {FE_ADDR} numgen random mod 100 < {percent} counter drop"
+        ),
+    );
+}
+
+/// Adds `rule` to the forward chain of the LAN bridge's nftables table `table`, creating
+/// both if needed: the lab's way to lose chosen frames between its hosts.
+fn bridge_rule(table: &str, rule: &str) {
+    lab_exec("lan", &["nft", "add", "table", "bridge", table]);
     lab_exec(
         "lan",
         &[
             "nft",
-            "add chain bridge baton_loss forward { type filter hook forward priority 0; policy accept; }",
+            &format!(
+                "add chain bridge {table} forward {{ type filter hook forward priority 0; policy accept; }}"
+            ),
         ],
     );
-    let rule = format!(
-        "add rule bridge baton_loss forward ip saddr != {FE_ADDR} ip daddr != {FE_ADDR} \
-         numgen random mod 100 < {percent} counter drop"
+    lab_exec(
+        "lan",
+        &["nft", &format!("add rule bridge {table} forward {rule}")],
     );
-    lab_exec("lan", &["nft", &rule]);
 }
 
 /// Packets the loss rule has dropped so far.
@@ -453,20 +465,9 @@ fn a_port_reused_after_a_lost_fin_copy_connects() {
         return;
     };
     // Drop the back-end's FIN copies to the front-end (to fe's MAC, from the VIP).
-    lab_exec("lan", &["nft", "add", "table", "bridge", "baton_fin"]);
-    lab_exec(
-        "lan",
-        &[
-            "nft",
-            "add chain bridge baton_fin c { type filter hook forward priority 0; policy accept; }",
-        ],
-    );
-    lab_exec(
-        "lan",
-        &[
-            "nft",
-            "add rule bridge baton_fin c ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & fin == fin counter drop",
-        ],
+    bridge_rule(
+        "baton_fin",
+        "ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & fin == fin counter drop",
     );
     for attempt in 1..=2 {
         let out = baton(
@@ -522,21 +523,10 @@ fn a_flow_handed_off_and_closed_in_one_round_leaves_no_fast_path_entry() {
     }) else {
         return;
     };
-    lab_exec("lan", &["nft", "add", "table", "bridge", "baton_copies"]);
-    lab_exec(
-        "lan",
-        &[
-            "nft",
-            "add chain bridge baton_copies c { type filter hook forward priority 0; policy accept; }",
-        ],
-    );
     // Everything the back-ends send fe's MAC from the VIP but the SYN/ACK'.
-    lab_exec(
-        "lan",
-        &[
-            "nft",
-            "add rule bridge baton_copies c ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & syn == 0 counter drop",
-        ],
+    bridge_rule(
+        "baton_copies",
+        "ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & syn == 0 counter drop",
     );
     let raw = RawPeer::open();
     let port = RAW_PORTS.0 + 50;
