@@ -112,6 +112,29 @@ fn syn_prime(option: [u8; 20]) -> Frame {
     }
 }
 
+/// A segment the server sends the client, as the back-end's egress sees it.
+fn server_segment(
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: Vec<u8>,
+    payload: Vec<u8>,
+) -> Frame {
+    Frame {
+        src_mac: BE_MAC,
+        dst_mac: ROUTER_MAC,
+        src: (BACKEND, 80),
+        dst: (CLIENT, CLIENT_PORT),
+        seq,
+        ack,
+        flags,
+        window,
+        options,
+        payload,
+    }
+}
+
 struct Module {
     ebpf: Ebpf,
 }
@@ -273,18 +296,7 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
         let mut syn_ack_options = vec![2, 4, 0x05, 0xb4, 4, 2];
         syn_ack_options.extend(ts_option(TSV_B, 5555).into_iter().skip(2));
         syn_ack_options.extend_from_slice(&[1, 3, 3, WS_B]);
-        let syn_ack = Frame {
-            src_mac: BE_MAC,
-            dst_mac: ROUTER_MAC,
-            src: (BACKEND, 80),
-            dst: (CLIENT, CLIENT_PORT),
-            seq: ISN_B,
-            ack: CLIENT_ISN + 1,
-            flags: 0x12,
-            window: 65160,
-            options: syn_ack_options,
-            payload: vec![],
-        };
+        let syn_ack = server_segment(ISN_B, CLIENT_ISN + 1, 0x12, 65160, syn_ack_options, vec![]);
         let (verdict, out) = module.run("backend_egress", &syn_ack.bytes());
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(&out[..6], &FE_MAC, "the SYN/ACK' goes to the front-end");
@@ -341,18 +353,14 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
 
         // B's response: source VIP, seq, TSval and window into the client's terms, and
         // (the first data) a copy to the front-end.
-        let response = Frame {
-            src_mac: BE_MAC,
-            dst_mac: ROUTER_MAC,
-            src: (BACKEND, 80),
-            dst: (CLIENT, CLIENT_PORT),
-            seq: ISN_B + 1,
-            ack: CLIENT_ISN + 19,
-            flags: 0x18,
-            window: 1000,
-            options: ts_option(TSV_B + 10, 77),
-            payload: vec![b'x'; 100],
-        };
+        let response = server_segment(
+            ISN_B + 1,
+            CLIENT_ISN + 19,
+            0x18,
+            1000,
+            ts_option(TSV_B + 10, 77),
+            vec![b'x'; 100],
+        );
         let (verdict, out) = module.run("backend_egress", &response.bytes());
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(
@@ -402,18 +410,14 @@ fn a_repeated_syn_prime_keeps_the_connection_and_a_new_one_replaces_it() {
         let key = SipKey::from_bytes(KEY);
         let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
         assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
-        let syn_ack = Frame {
-            src_mac: BE_MAC,
-            dst_mac: ROUTER_MAC,
-            src: (BACKEND, 80),
-            dst: (CLIENT, CLIENT_PORT),
-            seq: ISN_B,
-            ack: CLIENT_ISN + 1,
-            flags: 0x12,
-            window: 65160,
-            options: vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B],
-            payload: vec![],
-        };
+        let syn_ack = server_segment(
+            ISN_B,
+            CLIENT_ISN + 1,
+            0x12,
+            65160,
+            vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B],
+            vec![],
+        );
         assert_eq!(
             module.run("backend_egress", &syn_ack.bytes()).0,
             TC_ACT_PIPE
@@ -426,18 +430,14 @@ fn a_repeated_syn_prime_keeps_the_connection_and_a_new_one_replaces_it() {
         assert_eq!(module.flow().unwrap(), complete, "the entry was reset");
         // The server's answer to it (an ACK from an established socket) and its data
         // are translated and sent, not dropped as before the SYN/ACK'.
-        let data = Frame {
-            src_mac: BE_MAC,
-            dst_mac: ROUTER_MAC,
-            src: (BACKEND, 80),
-            dst: (CLIENT, CLIENT_PORT),
-            seq: ISN_B + 1,
-            ack: CLIENT_ISN + 19,
-            flags: 0x18,
-            window: 1000,
-            options: vec![],
-            payload: vec![b'x'; 100],
-        };
+        let data = server_segment(
+            ISN_B + 1,
+            CLIENT_ISN + 19,
+            0x18,
+            1000,
+            vec![],
+            vec![b'x'; 100],
+        );
         let (verdict, out) = module.run("backend_egress", &data.bytes());
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(parse(&out).tcp.seq_number, ISN_F.wrapping_add(1));

@@ -400,19 +400,10 @@ fn the_handoff_key_rotates_without_a_failed_connection() {
     drop(backend.stop());
     let (backend, config) = start_backend(false);
     let frontend = frontend_with(OLD);
-    let refused = support::baton(
+    let refused = support::in_node(
         &LAB,
-        &[
-            "lab",
-            "exec",
-            "client",
-            "--",
-            "curl",
-            "-sS",
-            "-m",
-            "20",
-            &format!("http://{VIP}/img/"),
-        ],
+        "client",
+        &["curl", "-sS", "-m", "20", &format!("http://{VIP}/img/")],
     )
     .output()
     .unwrap();

@@ -89,9 +89,7 @@ impl Cluster {
 }
 
 fn lab_exec(node: &str, args: &[&str]) -> String {
-    let mut all = vec!["lab", "exec", node, "--"];
-    all.extend_from_slice(args);
-    stdout(&mut baton(&LAB, &all))
+    stdout(&mut support::in_node(&LAB, node, args))
 }
 
 // ---------------------------------------------------------------------------------
@@ -470,13 +468,10 @@ fn a_port_reused_after_a_lost_fin_copy_connects() {
         "ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & fin == fin counter drop",
     );
     for attempt in 1..=2 {
-        let out = baton(
+        let out = support::in_node(
             &LAB,
+            "client",
             &[
-                "lab",
-                "exec",
-                "client",
-                "--",
                 "curl",
                 "-sS",
                 "-m",

@@ -124,19 +124,10 @@ impl Cluster {
 /// `baton_frontend_backend_active_connections` summed over back-ends, from the daemon's
 /// metrics endpoint in `fe`.
 fn active_connections() -> u64 {
-    let text = support::stdout(&mut baton(
+    let text = support::stdout(&mut support::in_node(
         &LAB,
-        &[
-            "lab",
-            "exec",
-            "fe",
-            "--",
-            "curl",
-            "-sS",
-            "-m",
-            "5",
-            "http://127.0.0.1:9180/metrics",
-        ],
+        "fe",
+        &["curl", "-sS", "-m", "5", "http://127.0.0.1:9180/metrics"],
     ));
     text.lines()
         .filter(|l| l.starts_with("baton_frontend_backend_active_connections{"))

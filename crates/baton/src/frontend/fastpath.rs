@@ -487,21 +487,10 @@ impl FastPath {
                 fe.note_activity(now, &flow);
                 stats.activity_noted += 1;
             }
-            let Some(handover) = fe.handover(&flow) else {
-                continue;
-            };
-            let close_state = close_state_of(&handover);
-            if close_state != installed.close_state {
-                let value = FrontendFlow {
-                    close_state,
-                    client_isn: handover.client_isn,
-                    ..*value
-                };
-                // BPF_EXIST: never re-create an entry removed meanwhile.
-                if self.flows.insert(key, value, BPF_EXIST).is_ok() {
-                    installed.close_state = close_state;
-                    stats.close_states_recorded += 1;
-                }
+            if let Some(handover) = fe.handover(&flow)
+                && installed.close_state != close_state_of(&handover)
+            {
+                write_close_state(&mut self.flows, key, *value, &handover, installed, stats);
             }
         }
         self.neighbours.refresh(&self.interface);
@@ -523,20 +512,12 @@ impl FastPath {
             let Some(handover) = fe.handover(flow) else {
                 continue;
             };
-            let close_state = close_state_of(&handover);
-            if close_state == installed.close_state {
+            if installed.close_state == close_state_of(&handover) {
                 continue;
             }
             let key = key_of(flow);
-            let Ok(mut value) = self.flows.get(&key, 0) else {
-                continue;
-            };
-            value.close_state = close_state;
-            value.client_isn = handover.client_isn;
-            // BPF_EXIST: never re-create an entry removed meanwhile.
-            if self.flows.insert(key, value, BPF_EXIST).is_ok() {
-                installed.close_state = close_state;
-                stats.close_states_recorded += 1;
+            if let Ok(value) = self.flows.get(&key, 0) {
+                write_close_state(&mut self.flows, &key, value, &handover, installed, stats);
             }
         }
     }
@@ -715,6 +696,28 @@ impl FlowBatch {
             token_in = token_out;
             first = false;
         }
+    }
+}
+
+/// Writes `handover`'s close state (and client ISN) into `value`, the table's entry for
+/// `key`, for a successor daemon to resume from; `installed` remembers what was written.
+fn write_close_state(
+    flows: &mut HashMap<MapData, FrontendFlowKey, FrontendFlow>,
+    key: &FrontendFlowKey,
+    value: FrontendFlow,
+    handover: &Handover,
+    installed: &mut Installed,
+    stats: &mut FastPathStats,
+) {
+    let value = FrontendFlow {
+        close_state: close_state_of(handover),
+        client_isn: handover.client_isn,
+        ..value
+    };
+    // BPF_EXIST: never re-create an entry removed meanwhile.
+    if flows.insert(key, value, BPF_EXIST).is_ok() {
+        installed.close_state = value.close_state;
+        stats.close_states_recorded += 1;
     }
 }
 

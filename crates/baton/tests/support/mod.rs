@@ -48,6 +48,13 @@ pub fn baton(lab: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// `ARGS` run inside lab node `node` (`baton lab exec NODE -- ARGS`).
+pub fn in_node(lab: &str, node: &str, args: &[&str]) -> Command {
+    let mut all = vec!["lab", "exec", node, "--"];
+    all.extend_from_slice(args);
+    baton(lab, &all)
+}
+
 /// Runs `cmd`, failing the test with its output if it fails.
 pub fn ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");
