@@ -139,8 +139,14 @@ pub mod stat {
     /// key (a key rotation under way): once it stops growing, every front-end has the
     /// new key and the previous one can go.
     pub const IN_SYN_PREVIOUS_KEY: u32 = 17;
+    /// A SYN/ACK that answers another SYN than the entry's SYN': the server accepted a
+    /// new connection on a handed-off connection's ports (a client reaching the
+    /// back-end's own address from a port it used through the VIP before). The stale
+    /// entry is removed and the segment passed untouched, so the new connection is the
+    /// client's own and not taken for the old one.
+    pub const OUT_STALE_FLOW_REMOVED: u32 = 18;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -162,6 +168,7 @@ pub mod stat {
         "out_malformed",
         "rewrite_failed",
         "in_syn_previous_key",
+        "out_stale_flow_removed",
     ];
 }
 

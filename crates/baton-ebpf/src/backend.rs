@@ -391,6 +391,19 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
     // SAFETY: a map value pointer, valid for this program run.
     let mut value = unsafe { *flow };
     let syn_ack = seg.flags & (SYN | ACK) == (SYN | ACK);
+    if syn_ack
+        && value.client_isn != 0
+        && u32::from_be_bytes(seg.ack) != value.client_isn.wrapping_add(1)
+    {
+        // The server answers another SYN than this entry's SYN' (which it, like a
+        // retransmission of its SYN/ACK', would acknowledge as `client_isn + 1`): a new
+        // connection on the ports of an earlier handed-off one, from a client reaching
+        // this host's own address. Taken for the old connection, its SYN/ACK would go to
+        // the front-end and the client would never connect. Entries of older builds
+        // (`client_isn` 0) cannot tell, and keep the old behaviour.
+        let _ = BACKEND_FLOWS.remove(key);
+        return Some(Verdict::Pass(stat::OUT_STALE_FLOW_REMOVED));
+    }
     if value.translation.is_awaiting_syn_ack() && !syn_ack {
         // The server refused the connection before the handoff finished: the front-end
         // must learn of it to try another back-end. Anything else cannot be translated.

@@ -460,3 +460,78 @@ fn a_repeated_syn_prime_keeps_the_connection_and_a_new_one_replaces_it() {
         assert_eq!(fresh.client_isn, other_isn);
     });
 }
+
+/// A client that reaches the back-end's own address from the ports of an earlier
+/// handed-off connection (whose entry outlives it, with the server's TIME-WAIT) gets the
+/// server's SYN/ACK itself, untouched: taken for the old connection's, it went to the
+/// front-end and the client never connected.
+#[test]
+fn a_syn_ack_for_another_connection_on_the_ports_removes_the_stale_entry() {
+    privileged("stale entry", || {
+        let module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let syn_ack_options = vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B];
+        let syn_ack = server_segment(
+            ISN_B,
+            CLIENT_ISN + 1,
+            0x12,
+            65160,
+            syn_ack_options.clone(),
+            vec![],
+        );
+        assert_eq!(
+            module.run("backend_egress", &syn_ack.bytes()).0,
+            TC_ACT_PIPE
+        );
+        assert!(module.flow().is_some());
+        // The SYN/ACK' again (the server retransmits it): still the handed-off one.
+        let (_, out) = module.run("backend_egress", &syn_ack.bytes());
+        assert_eq!(parse(&out).ipv4.src_addr, Ipv4Addr::from(VIP), "translated");
+        assert_eq!(module.stat(stat::OUT_STALE_FLOW_REMOVED), 0);
+
+        // The client's own SYN to the back-end's address: passed as it is.
+        let direct_isn = CLIENT_ISN.wrapping_add(7_777_777);
+        let direct_syn = Frame {
+            src_mac: ROUTER_MAC,
+            seq: direct_isn,
+            options: vec![2, 4, 0x05, 0xb4],
+            ..syn_prime([1; 20])
+        };
+        assert_eq!(
+            module.run("backend_ingress", &direct_syn.bytes()).0,
+            TC_ACT_PIPE
+        );
+        assert_eq!(module.stat(stat::IN_SYN_PLAIN), 1);
+        // The server's answer to it leaves untouched, for the client, and the old entry
+        // is gone.
+        let answer = server_segment(
+            ISN_B.wrapping_add(99),
+            direct_isn.wrapping_add(1),
+            0x12,
+            65160,
+            syn_ack_options,
+            vec![],
+        )
+        .bytes();
+        let (verdict, out) = module.run("backend_egress", &answer);
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(out, answer, "the direct connection's SYN/ACK was rewritten");
+        assert_eq!(module.stat(stat::OUT_STALE_FLOW_REMOVED), 1);
+        assert!(module.flow().is_none(), "the stale entry stayed");
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 2);
+        // The rest of the direct connection is not the module's.
+        let data = server_segment(
+            ISN_B.wrapping_add(100),
+            direct_isn.wrapping_add(1),
+            0x18,
+            512,
+            vec![],
+            vec![b'y'; 10],
+        )
+        .bytes();
+        assert_eq!(module.run("backend_egress", &data), (TC_ACT_PIPE, data));
+        assert_eq!(module.stat(stat::OUT_NOT_HANDED_OFF), 1);
+    });
+}

@@ -415,3 +415,53 @@ fn the_handoff_key_rotates_without_a_failed_connection() {
     drop(backend.stop());
     drop(guard);
 }
+
+/// A client that reaches a back-end's own address from the ports of a connection it had
+/// through the VIP a moment before (the server holds that one in TIME-WAIT, the module
+/// its entry) connects and is served, and the module counts the stale entry removed.
+/// Before, the module took the new connection's SYN/ACK for the old one's and sent it to
+/// the front-end, and the client never connected.
+#[test]
+fn a_client_reaching_a_backend_directly_from_a_handed_off_port_connects() {
+    let Some(cluster) = cluster("direct after handoff") else {
+        return;
+    };
+    let port = "47001";
+    let code = |url: &str| {
+        curl(&[
+            "-m",
+            "10",
+            "--local-port",
+            port,
+            // The server closes first and holds the TIME-WAIT, so the client may reuse
+            // its port at once, and the back-end still knows the old connection.
+            "-H",
+            "Connection: close",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+    };
+    assert_eq!(
+        code(&format!("http://{VIP}/img/")),
+        "200",
+        "through the VIP"
+    );
+    let before = cluster.counters(1);
+    assert_eq!(
+        before[stat::OUT_STALE_FLOW_REMOVED as usize],
+        0,
+        "{before:?}"
+    );
+    let direct = format!("http://{}/img/", baton::lab::backend_addr(1));
+    assert_eq!(code(&direct), "200", "straight to be1, same client port");
+    let after = cluster.counters(1);
+    assert_eq!(after[stat::OUT_STALE_FLOW_REMOVED as usize], 1, "{after:?}");
+    assert_eq!(
+        after[stat::OUT_SYN_ACK_TO_FRONTEND as usize],
+        before[stat::OUT_SYN_ACK_TO_FRONTEND as usize],
+        "the direct connection's SYN/ACK went to the front-end"
+    );
+}
