@@ -628,6 +628,57 @@ fn count_in_log(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
+/// Clients from many ports fill the connection table with grace periods (30 s each) at
+/// any sustained rate above `max_connections / time_wait`. Such a table must still take
+/// new clients: each ends the grace period nearest its end (`time_wait_evicted`).
+/// Before, the table refused them: SYN cookies engaged, and their ACKs were dropped for
+/// want of a slot (`cookie_acks_dropped_table_full`), so every client past the 64th
+/// here timed out.
+#[test]
+fn a_table_full_of_grace_periods_still_takes_new_clients() {
+    let Some(mut cluster) = cluster("table full of grace periods", |t| {
+        let edited = t.replace("max_connections = 65536", "max_connections = 64");
+        assert_ne!(edited, t, "the example's max_connections changed");
+        edited
+    }) else {
+        return;
+    };
+    let outcomes = load(
+        "/files/1K.bin",
+        4,
+        1_000,
+        Duration::from_secs(120),
+        Duration::from_secs(10),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let s = summarize(&outcomes);
+    let log = cluster.stop_frontend();
+    let evicted = support::logged_number(&log, "frontend_stats", "time_wait_evicted");
+    let removed = support::logged_number(&log, "fastpath_stats", "flows_removed");
+    eprintln!(
+        "{} requests, {} failed, slowest {:.2} s; time_wait_evicted={evicted} flows_removed={removed}",
+        s.requests,
+        s.failed.len(),
+        s.slowest.as_secs_f64()
+    );
+    assert_eq!(s.requests, 1_000);
+    assert!(
+        s.failed.is_empty(),
+        "{:?}",
+        &s.failed[..s.failed.len().min(5)]
+    );
+    assert!(evicted >= 900, "time_wait_evicted={evicted}\n{log}");
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "cookie_acks_dropped_table_full"),
+        0
+    );
+    // Each ended grace period took its fast-path entry with it.
+    assert!(
+        removed >= evicted,
+        "flows_removed={removed} evicted={evicted}"
+    );
+}
+
 #[test]
 fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
     let Some(mut cluster) = cluster("back-end killed under load", |t| t) else {

@@ -77,6 +77,7 @@ pub struct Config {
     /// TIME-WAIT-like grace after a close (both FINs, or a RST) before the flow is freed,
     /// so late retransmissions still reach the back-end. Linux waits 60 s
     /// (`TCP_TIMEWAIT_LEN`); the back-end keeps the real TIME-WAIT, so less is enough.
+    /// A full table ends the grace period nearest its end for a new client.
     pub time_wait: Duration,
     /// A handed-off flow the slow path has not heard of for this long is freed. The
     /// fast path forwards without telling, so the daemon reports activity it sees in the

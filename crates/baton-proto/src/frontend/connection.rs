@@ -399,7 +399,7 @@ impl<D: Dispatch> FrontEnd<D> {
         // handshake when the SYN/ACK does not acknowledge the data).
         let timestamps = self.config.timestamps && tcp.timestamps.is_some();
         let sack = self.config.sack && tcp.sack_permitted;
-        if self.half_open >= self.config.max_half_open || self.table_full() {
+        if self.half_open >= self.config.max_half_open || !self.make_room() {
             if self.config.syn_cookies {
                 self.send_cookie_syn_ack(now, flow, ip, tcp);
             } else {
@@ -498,6 +498,7 @@ impl<D: Dispatch> FrontEnd<D> {
             return false;
         };
         self.stats.syn_cookies_accepted += 1;
+        self.make_room();
         let Some(slot) = self.allocate() else {
             // The client believes it is connected; its retransmissions retry this.
             self.stats.cookie_acks_dropped_table_full += 1;
@@ -1262,9 +1263,19 @@ impl<D: Dispatch> FrontEnd<D> {
         conn: &mut Connection,
         outcome: Outcome,
     ) {
+        if !matches!(conn.state, State::TimeWait(_)) {
+            self.time_wait += 1;
+        }
         conn.state = State::TimeWait(outcome);
         conn.response = None;
         self.arm(slot, conn, now + self.config.time_wait);
+    }
+
+    /// Ends a grace period before its timer, as the timer would (`make_room`).
+    pub(super) fn end_grace(&mut self, conn: &Connection) {
+        if let State::TimeWait(outcome) = conn.state {
+            self.finish(conn, outcome);
+        }
     }
 
     /// Sends an error response with FIN and waits for its acknowledgement.

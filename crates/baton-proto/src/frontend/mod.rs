@@ -157,6 +157,11 @@ pub const CONNECTION_SIZE_BOUND: usize = 256;
 /// under the 1280-byte MTU that any path this side of a tunnel carries unfragmented.
 pub const MAX_UNAVAILABLE_BODY: usize = 1024;
 
+/// How many of the earliest timers a full table looks through for a grace period to end
+/// (`FrontEnd::make_room`): enough to pass the handshakes and handoffs under way, few
+/// enough that a SYN to a table full of live connections costs little.
+const EVICTION_SCAN: usize = 256;
+
 /// A back-end: the address and port the handed-off connection goes to.
 pub type Backend = SocketAddrV4;
 
@@ -383,6 +388,9 @@ pub struct Stats {
     /// New SYNs that ended a handed-off connection's grace period early, reusing its
     /// 4-tuple.
     pub time_wait_reused: u64,
+    /// Connections in their grace period ended early to make room in a full table for a
+    /// new client (the one nearest its end each time; see `make_room`).
+    pub time_wait_evicted: u64,
     /// New SYNs that ended a handed-off connection whose client had sent its FIN but
     /// whose back-end's FIN was never seen (its copy lost), reusing its 4-tuple.
     pub half_closed_reused: u64,
@@ -481,6 +489,9 @@ pub struct FrontEnd<D> {
     half_open: usize,
     /// Tracked connections that are handed off (forwarding or in their grace period).
     handed_off: usize,
+    /// Tracked connections in their grace period, which a full table may end early
+    /// ([`FrontEnd::make_room`]).
+    time_wait: usize,
     responses: connection::Responses,
 }
 
@@ -503,6 +514,7 @@ impl<D: Dispatch> FrontEnd<D> {
             stats: Stats::default(),
             half_open: 0,
             handed_off: 0,
+            time_wait: 0,
             responses: connection::Responses::new(),
         })
     }
@@ -561,7 +573,8 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// Whether new SYNs should be answered with cookies rather than create state: cookies
-    /// are on and the half-open table is full, or the connection table is. `engaged` is
+    /// are on and the half-open table is full, or the connection table is with no grace
+    /// period to end for room ([`FrontEnd::make_room`]). `engaged` is
     /// the caller's current answer; once engaged, cookies stay until the half-open table
     /// is down to half, so that a flood's end is not mistaken for its gaps.
     pub fn wants_syn_cookies(&self, engaged: bool) -> bool {
@@ -569,7 +582,9 @@ impl<D: Dispatch> FrontEnd<D> {
             return false;
         }
         let max = self.config.max_half_open;
-        self.half_open >= max || (engaged && self.half_open > max / 2) || self.table_full()
+        self.half_open >= max
+            || (engaged && self.half_open > max / 2)
+            || (self.table_full() && self.time_wait == 0)
     }
 
     /// How many tracked connections are not handed off: in their handshake, receiving
@@ -747,6 +762,44 @@ impl<D: Dispatch> FrontEnd<D> {
         self.free.is_empty() && self.slots.len() >= self.config.max_connections
     }
 
+    /// Frees a slot in a full table by ending the grace period nearest its end, if one
+    /// is among the [`EVICTION_SCAN`] earliest timers; `true` if the table has room.
+    ///
+    /// Clients from many addresses fill the table with grace periods at any sustained
+    /// rate above `max_connections / time_wait` (2,184 a second with the defaults), and
+    /// a grace period only forwards late retransmissions, while the back-end keeps the
+    /// real TIME-WAIT. So a new connection takes the place of the oldest one, as Linux
+    /// stops keeping TIME-WAIT sockets past `tcp_max_tw_buckets`. Live connections are
+    /// never ended for a new one. Timers are ordered by deadline and every grace period
+    /// lasts `time_wait`, so the first grace period met is the oldest; the scan is
+    /// bounded because the earliest timers may all be handshakes and handoffs.
+    fn make_room(&mut self) -> bool {
+        if !self.table_full() {
+            return true;
+        }
+        let victim = self
+            .timers
+            .iter()
+            .take(EVICTION_SCAN)
+            .map(|&(_, slot)| slot)
+            .find(|&slot| {
+                self.slots.get(slot as usize).is_some_and(|conn| {
+                    conn.as_ref()
+                        .is_some_and(|c| c.state_name() == connection::StateName::TimeWait)
+                })
+            });
+        let Some(slot) = victim else {
+            return false;
+        };
+        let Some(conn) = self.take(slot) else {
+            return false;
+        };
+        self.stats.time_wait_evicted += 1;
+        self.end_grace(&conn);
+        self.release(slot, conn);
+        true
+    }
+
     /// Inserts a new connection.
     fn insert(&mut self, slot: u32, conn: Connection) {
         self.flows.insert(conn.flow, slot);
@@ -755,6 +808,9 @@ impl<D: Dispatch> FrontEnd<D> {
         }
         if conn.handed_off {
             self.handed_off += 1;
+        }
+        if conn.state_name() == connection::StateName::TimeWait {
+            self.time_wait += 1;
         }
         self.put(slot, conn);
         self.update_gauges();
@@ -770,6 +826,9 @@ impl<D: Dispatch> FrontEnd<D> {
         }
         if conn.handed_off {
             self.handed_off = self.handed_off.saturating_sub(1);
+        }
+        if conn.state_name() == connection::StateName::TimeWait {
+            self.time_wait = self.time_wait.saturating_sub(1);
         }
         self.flows.remove(&conn.flow);
         if let Some(entry) = self.slots.get_mut(slot as usize) {

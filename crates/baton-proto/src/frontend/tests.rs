@@ -1525,3 +1525,79 @@ fn an_adopted_reset_or_idle_flow_ends_with_its_reason() {
     );
     assert_eq!(h.fe.connection_count(), 0);
 }
+
+/// Brings the harness's flow through a whole handed-off connection to its grace period
+/// (both FINs seen).
+fn closed(h: &mut Harness) {
+    let (isn_f, tsv_f, seq) = forwarding(h);
+    let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
+    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+    h.client_sends(&fin);
+    h.backend_sends(bare_segment(
+        0,
+        0,
+        isn_f + 1,
+        seq + 1,
+        TcpFlags::ACK | TcpFlags::FIN,
+        500,
+    ));
+    h.drain();
+    h.events();
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+}
+
+/// Clients from many addresses and ports fill the table with connections in their grace
+/// period at any sustained rate above `max_connections / time_wait` (2,184 a second
+/// with the defaults). A new connection then takes the place of the grace period
+/// nearest its end, as Linux drops TIME-WAIT sockets past `tcp_max_tw_buckets`: the
+/// back-end keeps the real TIME-WAIT, and the grace only forwards late retransmissions.
+#[test]
+fn a_full_table_makes_room_for_a_new_connection_by_ending_the_oldest_grace_period() {
+    let mut h = harness_with(
+        Config {
+            max_connections: 3,
+            ..config()
+        },
+        vec![B1],
+    );
+    for k in 0..3 {
+        h.port = CPORT + k;
+        closed(&mut h);
+        h.now += Duration::from_millis(10);
+    }
+    assert_eq!(h.fe.connection_count(), 3);
+
+    h.port = CPORT + 3;
+    let (isn_f, _) = h.handshake();
+    assert_ne!(isn_f, 0);
+    assert_eq!(h.state(), Some(StateName::Receiving));
+    let [Event::Closed { flow, backend }] = h.events()[..] else {
+        panic!("the oldest grace period was not ended");
+    };
+    assert_eq!(flow.client.port(), CPORT, "the oldest");
+    assert_eq!(backend, Some(B1));
+    assert_eq!(h.fe.connection_count(), 3);
+    assert_eq!(h.fe.stats().time_wait_evicted, 1);
+    assert_eq!(h.fe.stats().syn_cookies_sent, 0);
+    h.port = CPORT + 1;
+    assert_eq!(h.state(), Some(StateName::TimeWait), "only one made room");
+
+    // Live connections are never ended for a new one: a table of them stays full.
+    let mut h = harness_with(
+        Config {
+            max_connections: 2,
+            syn_cookies: false,
+            ..config()
+        },
+        vec![B1],
+    );
+    for k in 0..2 {
+        h.port = CPORT + k;
+        forwarding(&mut h);
+    }
+    h.port = CPORT + 2;
+    h.client_sends(&h.syn());
+    assert!(h.drain().is_empty());
+    assert_eq!(h.fe.stats().syns_dropped_table_full, 1);
+    assert_eq!(h.fe.stats().time_wait_evicted, 0);
+}
