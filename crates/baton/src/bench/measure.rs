@@ -160,6 +160,53 @@ pub fn parse_proc_stat(stat: &str) -> anyhow::Result<ProcessTicks> {
     })
 }
 
+/// The whole host's CPU time so far, from the `cpu` line of `/proc/stat`, in clock ticks
+/// summed over every CPU: `busy` is everything but `idle` and `iowait`. In the lab every
+/// namespace (client, front-end, back-ends, the bridge and router between them) runs on
+/// these CPUs, so the busy time per request is what one request costs the machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostTicks {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl HostTicks {
+    /// The busy ticks and all ticks since `before`.
+    pub fn since(self, before: HostTicks) -> HostTicks {
+        HostTicks {
+            busy: self.busy.saturating_sub(before.busy),
+            total: self.total.saturating_sub(before.total),
+        }
+    }
+}
+
+/// Reads the aggregate `cpu` line of `/proc/stat` (proc(5)): user, nice, system, idle,
+/// iowait, irq, softirq, steal. `guest` and `guest_nice` follow but are already counted
+/// in user and nice, so they are left out.
+pub fn parse_host_stat(stat: &str) -> anyhow::Result<HostTicks> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no aggregate `cpu` line in /proc/stat")?;
+    let ticks = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse::<u64>().context("/proc/stat: a `cpu` field"))
+        .collect::<anyhow::Result<Vec<u64>>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+        bail!(
+            "/proc/stat: {} fields on the `cpu` line, 8 needed",
+            ticks.len()
+        );
+    };
+    let busy = user + nice + system + irq + softirq + steal;
+    Ok(HostTicks {
+        busy,
+        total: busy + idle + iowait,
+    })
+}
+
 /// A thread's time on a CPU, in nanoseconds: the first field of
 /// `/proc/PID/task/TID/schedstat` (the scheduler's `sum_exec_runtime`, kept whatever the
 /// kernel's configuration, unlike the tick-sampled `utime` and `stime`).
@@ -313,6 +360,34 @@ Transfer/sec:      6.41MB
             }
         );
         assert!(parse_proc_stat("4242 (baton) S 1").is_err());
+    }
+
+    #[test]
+    fn host_stat_counts_all_but_idle_and_iowait_as_busy() {
+        // Captured on the 2-core machine; guest fields are part of user already.
+        let stat = "cpu  1094486 7619 835987 1835584 6919 0 191968 1014 50 7\n\
+                    cpu0 547243 3809 417993 917792 3459 0 95984 507 0 0\nintr 1 2 3\n";
+        let busy = 1094486 + 7619 + 835987 + 191968 + 1014;
+        assert_eq!(
+            parse_host_stat(stat).unwrap(),
+            HostTicks {
+                busy,
+                total: busy + 1835584 + 6919,
+            }
+        );
+        let later = HostTicks {
+            busy: busy + 150,
+            total: busy + 1835584 + 6919 + 200,
+        };
+        assert_eq!(
+            later.since(parse_host_stat(stat).unwrap()),
+            HostTicks {
+                busy: 150,
+                total: 200
+            }
+        );
+        assert!(parse_host_stat("cpu0 1 2 3 4 5 6 7 8\n").is_err());
+        assert!(parse_host_stat("cpu  1 2 3\n").is_err());
     }
 
     #[test]

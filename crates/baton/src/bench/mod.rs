@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use crate::lab::{self, Lab, Node, ServerKind};
 use measure::{CURL_WRITE_OUT, ProcessTicks, ProgRunTime};
-use report::{Cpu, Large, Meta, Report, Sample};
+use report::{Cpu, HostCpu, Large, Meta, Report, Sample};
 use systems::{Files, Running, System};
 
 /// The bench's lab name when `BATON_LAB` is unset.
@@ -286,13 +286,15 @@ impl Bench<'_> {
         self.wrk(&small, false, p.warm_up_s)?;
         let pid = running.frontend.as_ref().map(systems::Daemon::pid);
 
-        let before = self.cpu(pid)?;
+        let (before, host_before) = (self.cpu(pid)?, host()?);
         let close = self.wrk(&small, true, p.duration_s)?;
+        let close_host = host_cpu(host()?.since(host_before));
         let close_cpu = self.cpu(pid)?.since(before);
         self.check_stop()?;
 
-        let before = self.cpu(pid)?;
+        let (before, host_before) = (self.cpu(pid)?, host()?);
         let keep_alive = self.wrk(&small, false, p.duration_s)?;
+        let keep_alive_host = host_cpu(host()?.since(host_before));
         let keep_alive_cpu = self.cpu(pid)?.since(before);
         self.check_stop()?;
 
@@ -307,8 +309,10 @@ impl Bench<'_> {
             round,
             close,
             close_cpu,
+            close_host,
             keep_alive,
             keep_alive_cpu,
+            keep_alive_host,
             large,
             large_cpu,
             ttfb_ms,
@@ -499,6 +503,24 @@ impl Bench<'_> {
             bpf,
         })
     }
+}
+
+/// The host's CPU counters now.
+fn host() -> anyhow::Result<measure::HostTicks> {
+    measure::parse_host_stat(&std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
+}
+
+/// Ticks spent over a run, in seconds and as a share; `None` if no time passed.
+fn host_cpu(spent: measure::HostTicks) -> Option<HostCpu> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if spent.total == 0 || hz <= 0 {
+        return None;
+    }
+    Some(HostCpu {
+        busy_s: spent.busy as f64 / hz as f64,
+        busy_share: spent.busy as f64 / spent.total as f64,
+    })
 }
 
 /// A reading of the front-end's CPU counters.

@@ -33,6 +33,15 @@ impl Cpu {
     }
 }
 
+/// What the whole host spent during a run (every namespace shares its CPUs).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct HostCpu {
+    /// Busy time summed over all CPUs (`/proc/stat`, 10 ms resolution).
+    pub busy_s: f64,
+    /// The busy share of all CPUs' time, 0 to 1.
+    pub busy_share: f64,
+}
+
 /// The 100 MiB workload: sequential transfers on one connection.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Large {
@@ -59,8 +68,10 @@ pub struct Sample {
     pub round: u32,
     pub close: WrkReport,
     pub close_cpu: Option<Cpu>,
+    pub close_host: Option<HostCpu>,
     pub keep_alive: WrkReport,
     pub keep_alive_cpu: Option<Cpu>,
+    pub keep_alive_host: Option<HostCpu>,
     pub large: Large,
     pub large_cpu: Option<Cpu>,
     /// Median time to first byte over the round's sequential requests.
@@ -99,6 +110,12 @@ pub struct Summary {
     pub keep_alive_p50_ms: Spread,
     pub keep_alive_p99_ms: Spread,
     pub keep_alive_errors: u64,
+    /// The whole host's busy CPU time per request (µs) and busy share (%), for (a) and
+    /// (b); `None` in reports of runs that did not measure it.
+    pub host_us_per_request_close: Option<Spread>,
+    pub host_busy_pct_close: Option<Spread>,
+    pub host_us_per_request_keep_alive: Option<Spread>,
+    pub host_busy_pct_keep_alive: Option<Spread>,
     pub large_gbit_s: Spread,
     /// Front-end CPU per request (close and keep-alive), in microseconds, and per GB
     /// served (100 MiB objects), in milliseconds; `None` without a front-end.
@@ -164,6 +181,20 @@ pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
                 keep_alive_p50_ms: spread(|x| x.keep_alive.p50_ms)?,
                 keep_alive_p99_ms: spread(|x| x.keep_alive.p99_ms)?,
                 keep_alive_errors: s.iter().map(|x| x.keep_alive.errors()).sum(),
+                host_us_per_request_close: host_spread(&s, |x| {
+                    x.close_host
+                        .map(|h| h.busy_s / x.close.requests as f64 * 1e6)
+                }),
+                host_busy_pct_close: host_spread(&s, |x| {
+                    x.close_host.map(|h| h.busy_share * 100.0)
+                }),
+                host_us_per_request_keep_alive: host_spread(&s, |x| {
+                    x.keep_alive_host
+                        .map(|h| h.busy_s / x.keep_alive.requests as f64 * 1e6)
+                }),
+                host_busy_pct_keep_alive: host_spread(&s, |x| {
+                    x.keep_alive_host.map(|h| h.busy_share * 100.0)
+                }),
                 large_gbit_s: spread(|x| x.large.gbit_s())?,
                 cpu_us_per_request_close: CpuPer::of(
                     &s.iter()
@@ -187,6 +218,17 @@ pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
             })
         })
         .collect()
+}
+
+/// The spread of a host figure over the rounds that have it (and made requests).
+fn host_spread(samples: &[&Sample], figure: fn(&Sample) -> Option<f64>) -> Option<Spread> {
+    Spread::of(
+        &samples
+            .iter()
+            .filter_map(|x| figure(x))
+            .filter(|v| v.is_finite())
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The machine and the run, for the report's header.
@@ -282,16 +324,19 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
     ] {
         let _ = writeln!(
             md,
-            "### {title}\n\n| system | req/s | vs direct | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|"
+            "### {title}\n\n| system | req/s | vs direct | p50 ms | p99 ms | errors | host CPU µs/request | host busy |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|"
         );
         for s in summary {
-            let (rps, p50, p99, errors, d) = if close {
+            let (rps, p50, p99, errors, d, host_us, host_pct) = if close {
                 (
                     s.close_rps,
                     s.close_p50_ms,
                     s.close_p99_ms,
                     s.close_errors,
                     direct.map(|d| d.close_rps.median),
+                    s.host_us_per_request_close,
+                    s.host_busy_pct_close,
                 )
             } else {
                 (
@@ -300,19 +345,27 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
                     s.keep_alive_p99_ms,
                     s.keep_alive_errors,
                     direct.map(|d| d.keep_alive_rps.median),
+                    s.host_us_per_request_keep_alive,
+                    s.host_busy_pct_keep_alive,
                 )
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:.2} | {:.2} | {errors} |",
+                "| {} | {} | {} | {:.2} | {:.2} | {errors} | {} | {} |",
                 s.system.name(),
                 spread(rps, 0),
                 ratio(rps.median, d),
                 p50.median,
                 p99.median,
+                host_us.map_or_else(|| "-".into(), |h| spread(h, 1)),
+                host_pct.map_or_else(|| "-".into(), |h| format!("{:.0}%", h.median)),
             );
         }
-        md.push('\n');
+        md.push_str(
+            "\nHost CPU: every CPU's busy time during the run (client, back-ends, front-end and \
+             the lab's bridge and router share them), per request. Where the host is near fully \
+             busy, req/s vs direct is about direct's host CPU per request over the system's.\n\n",
+        );
     }
     let _ = writeln!(
         md,
@@ -527,8 +580,10 @@ mod tests {
             round,
             close: wrk.clone(),
             close_cpu: cpu,
+            close_host: None,
             keep_alive: wrk,
             keep_alive_cpu: cpu,
+            keep_alive_host: None,
             large: Large {
                 transfers: 2,
                 bytes: 2 * 104_857_600,
@@ -566,6 +621,39 @@ mod tests {
         assert!(
             data.contains("\"(b) keep-alive, 1 KiB\" 1.000 0.900\n"),
             "{data}"
+        );
+    }
+
+    #[test]
+    fn host_cpu_per_request_is_busy_time_over_requests() {
+        let mut samples = vec![
+            sample(System::Direct, 1, 1000.0, None),
+            sample(System::Baton, 1, 500.0, Some(0.5)),
+        ];
+        // 10,000 and 5,000 requests; the host busy 1.9 s and 1.8 s of 2 s.
+        samples[0].close_host = Some(HostCpu {
+            busy_s: 1.9,
+            busy_share: 0.95,
+        });
+        samples[1].close_host = Some(HostCpu {
+            busy_s: 1.8,
+            busy_share: 0.9,
+        });
+        let summary = summarize(&samples);
+        let direct = summary[0].host_us_per_request_close.unwrap();
+        let baton = summary[1].host_us_per_request_close.unwrap();
+        assert!((direct.median - 190.0).abs() < 1e-9);
+        assert!((baton.median - 360.0).abs() < 1e-9);
+        assert!(
+            summary[1].host_us_per_request_keep_alive.is_none(),
+            "not measured"
+        );
+        let md = markdown(&Meta::default(), &Plan::quick(), &summary);
+        assert!(md.contains("| 0 | 190.0 | 95% |"), "{md}");
+        assert!(md.contains("| 0 | 360.0 | 90% |"), "{md}");
+        assert!(
+            md.contains("| 0 | - | - |"),
+            "(b) without host figures: {md}"
         );
     }
 
