@@ -373,6 +373,16 @@ impl FileConfig {
         if proto.max_half_open == 0 {
             bail!("limits.max_half_open: must be above 0");
         }
+        // Every tracked connection may hold an entry in the fast path's table; past its
+        // size, handoffs would stay in the slow path (`install_failed`) without a word.
+        let flow_table = baton_common::frontend::DEFAULT_FLOW_TABLE_SIZE as usize;
+        if proto.max_connections > flow_table {
+            bail!(
+                "limits.max_connections: {} is more than the fast path's flow table holds \
+                 ({flow_table} entries)",
+                proto.max_connections
+            );
+        }
         proto.validate().map_err(|e| {
             let field = match e {
                 ConfigError::NoServices => "vip",
@@ -551,6 +561,12 @@ mod tests {
         assert!(e.starts_with("line 11: tcp.mss: "), "{e}");
         let e = err(&format!("{MINIMAL}\n[limits]\nhandoff_rto_ms = 0\n"));
         assert_eq!(e, "line 11: limits.handoff_rto_ms: must be above 0");
+        let e = err(&format!("{MINIMAL}\n[limits]\nmax_connections = 300000\n"));
+        assert_eq!(
+            e,
+            "line 11: limits.max_connections: 300000 is more than the fast path's flow table \
+             holds (262144 entries)"
+        );
         let e = err(&MINIMAL.replace("vip =", "port = 0\nvip ="));
         assert!(e.starts_with("line 3: port: "), "{e}");
         let e = err(&MINIMAL.replace("handoff_key =", "secret ="));
