@@ -426,23 +426,10 @@ fn a_client_reaching_a_backend_directly_from_a_handed_off_port_connects() {
     let Some(cluster) = cluster("direct after handoff") else {
         return;
     };
-    let port = "47001";
     let code = |url: &str| {
-        curl(&[
-            "-m",
-            "10",
-            "--local-port",
-            port,
-            // The server closes first and holds the TIME-WAIT, so the client may reuse
-            // its port at once, and the back-end still knows the old connection.
-            "-H",
-            "Connection: close",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            url,
-        ])
+        let (code, error) = support::status_from_port(&LAB, 47_001, url, 10);
+        assert_eq!(error, "", "{url}");
+        code
     };
     assert_eq!(
         code(&format!("http://{VIP}/img/")),

@@ -468,32 +468,9 @@ fn a_port_reused_after_a_lost_fin_copy_connects() {
         "ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & fin == fin counter drop",
     );
     for attempt in 1..=2 {
-        let out = support::in_node(
-            &LAB,
-            "client",
-            &[
-                "curl",
-                "-sS",
-                "-m",
-                "8",
-                "--local-port",
-                "45004",
-                "-H",
-                "Connection: close",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("http://{VIP}/img/"),
-            ],
-        )
-        .output()
-        .unwrap();
-        let code = String::from_utf8_lossy(&out.stdout).into_owned();
-        eprintln!(
-            "attempt {attempt} from port 45004: {code} {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let (code, error) =
+            support::status_from_port(&LAB, 45_004, &format!("http://{VIP}/img/"), 8);
+        eprintln!("attempt {attempt} from port 45004: {code} {error}");
         assert_eq!(code, "200", "attempt {attempt}");
         thread::sleep(Duration::from_secs(1));
     }

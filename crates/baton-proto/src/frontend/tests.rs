@@ -1195,23 +1195,8 @@ fn retransmitted_syn_repeats_the_syn_ack() {
 #[test]
 fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
     let mut h = harness();
-    let (isn_f, tsv_f, _) = forwarding(&mut h);
     // Both FINs seen: the flow waits out its grace period.
-    let seq = CISN + 1 + REQUEST.len() as u32;
-    let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
-    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
-    h.client_sends(&fin);
-    h.drain();
-    h.backend_sends(bare_segment(
-        0,
-        0,
-        isn_f + 1,
-        seq + 1,
-        TcpFlags::ACK | TcpFlags::FIN,
-        500,
-    ));
-    assert_eq!(h.state(), Some(StateName::TimeWait));
-    h.events();
+    closed(&mut h);
 
     // The old connection's SYN, repeated, is still forwarded to its back-end...
     h.client_sends(&h.syn());

@@ -217,6 +217,38 @@ pub fn curl(lab: &str, args: &[&str]) -> String {
     stdout(&mut baton(lab, &all))
 }
 
+/// One request by curl on `client` from local port `port`, with `Connection: close`: the
+/// server closes first and holds the TIME-WAIT, so the client may reuse the port at once
+/// while the back-end still knows the old connection. Returns curl's status code ("000"
+/// when it got no response within `max_s` seconds) and its error output.
+pub fn status_from_port(lab: &str, port: u16, url: &str, max_s: u32) -> (String, String) {
+    let out = in_node(
+        lab,
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            &max_s.to_string(),
+            "--local-port",
+            &port.to_string(),
+            "-H",
+            "Connection: close",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ],
+    )
+    .output()
+    .expect("run curl in the client namespace");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
 /// Downloads `http://ADDR/files/NAME` on `client` and checks it against the back-ends'
 /// published SHA256SUMS: the bytes arrived exactly.
 pub fn assert_download_byte_exact(lab: &str, addr: &str, name: &str) {
