@@ -777,16 +777,20 @@ impl<D: Dispatch> FrontEnd<D> {
         if !self.table_full() {
             return true;
         }
+        // A table full of live connections: nothing to look for, on every SYN.
+        if self.time_wait == 0 {
+            return false;
+        }
         let victim = self
             .timers
             .iter()
             .take(EVICTION_SCAN)
             .map(|&(_, slot)| slot)
             .find(|&slot| {
-                self.slots.get(slot as usize).is_some_and(|conn| {
-                    conn.as_ref()
-                        .is_some_and(|c| c.state_name() == connection::StateName::TimeWait)
-                })
+                self.slots
+                    .get(slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| c.state_name() == connection::StateName::TimeWait)
             });
         let Some(slot) = victim else {
             return false;

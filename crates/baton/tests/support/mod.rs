@@ -212,9 +212,9 @@ pub fn start_frontend(lab: &str, name: &str, text: &str) -> Daemon {
 
 /// curl on the lab's `client` with `ARGS` (and a 60 s limit); its standard output.
 pub fn curl(lab: &str, args: &[&str]) -> String {
-    let mut all = vec!["lab", "exec", "client", "--", "curl", "-sS", "-m", "60"];
+    let mut all = vec!["curl", "-sS", "-m", "60"];
     all.extend_from_slice(args);
-    stdout(&mut baton(lab, &all))
+    stdout(&mut in_node(lab, "client", &all))
 }
 
 /// One request by curl on `client` from local port `port`, with `Connection: close`: the
