@@ -16,6 +16,15 @@ use crate::translate::{csum_replace2, csum_replace4};
 /// 29,361,232 B for the default size, 112 B an entry.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 
+/// Bytes of the ring (`BPF_MAP_TYPE_RINGBUF`) in which the program tells the daemon of
+/// each client FIN it forwards: one record per FIN, a [`FrontendFlowKey`] behind the
+/// ring's 8-byte header, 24 bytes in all, so about 43,000 FINs: four seconds of
+/// connections at the slow path's top rate, time for a restarted daemon to come and
+/// read them. A FIN that finds the ring full goes up to the slow path
+/// ([`stat::PASS_FIN_RING_FULL`]) as every FIN used to. A power of two, as the kernel
+/// requires.
+pub const CLIENT_FIN_RING_SIZE: u32 = 1 << 20;
+
 /// A handed-off connection as the front-end sees it: the client's address and port and
 /// the virtual service it connected to, in network byte order exactly as they sit in
 /// the packet, so the program copies them without swapping.
@@ -100,7 +109,8 @@ pub mod stat {
     pub const FORWARDED: u32 = 0;
     /// A segment of no handed-off flow: passed to the slow path.
     pub const PASS_NO_FLOW: u32 = 1;
-    /// SYN, FIN or RST: passed to the slow path, which tracks opens and closes.
+    /// SYN or RST, or a FIN of no handed-off flow: passed to the slow path, which tracks
+    /// opens and closes.
     pub const PASS_CONTROL: u32 = 2;
     /// A segment with payload of a handed-off flow whose TCP checksum field holds the
     /// partial (pseudo-header) sum a `CHECKSUM_PARTIAL` sender leaves, not a complete
@@ -121,8 +131,17 @@ pub mod stat {
     /// asks for it (its half-open table is full: a flood); no state anywhere until the
     /// client's ACK brings the cookie back to the slow path (`crate::syncookie`).
     pub const SYN_COOKIES_SENT: u32 = 7;
+    /// A client FIN of a handed-off flow, rewritten and transmitted like any of its
+    /// segments (`XDP_TX`) after its flow was written to the client-FIN ring
+    /// ([`super::CLIENT_FIN_RING_SIZE`]) for the daemon's protocol core. Not counted in
+    /// [`FORWARDED`].
+    pub const FORWARDED_FIN: u32 = 8;
+    /// A client FIN of a handed-off flow passed up because the client-FIN ring was
+    /// full (no daemon has read it for a while): the slow path forwards it, or the
+    /// client's retransmission reaches the next daemon.
+    pub const PASS_FIN_RING_FULL: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -134,6 +153,8 @@ pub mod stat {
         "pass_malformed",
         "pass_bad_checksum",
         "syn_cookies_sent",
+        "forwarded_fin",
+        "pass_fin_ring_full",
     ];
 }
 

@@ -2,9 +2,27 @@
 //! front-end's LAN interface. A client segment of a handed-off connection gets its
 //! destination (address, port if it differs, MACs) rewritten to the back-end, its
 //! checksums fixed, and goes straight back out of the same interface (`XDP_TX`), never
-//! touching the front-end's stack or its slow path. SYN, FIN and RST go up (`XDP_PASS`):
-//! the slow path tracks opens and closes and forwards those itself. So do segments of
-//! unknown flows, and segments whose checksum is partial (below).
+//! touching the front-end's stack or its slow path. SYN and RST go up (`XDP_PASS`): the
+//! slow path tracks opens and resets and forwards those itself. So do segments of unknown
+//! flows, and segments whose checksum is partial (below).
+//!
+//! # Client FINs: forwarded here, told to the daemon through a ring
+//!
+//! The patent has the client's FIN travel through the front-end so that it can free the
+//! connection's state. It still does, but no longer through userspace: a FIN of a
+//! handed-off flow is forwarded here like any other segment, and its flow is written to
+//! `FRONTEND_CLIENT_FINS`, a BPF ring the daemon reads before each packet it handles
+//! (`FastPath::note_client_fins`), so its protocol core still starts the grace period and
+//! still tells a new SYN on the port from the old connection's. Under `Connection: close`
+//! load this takes a receive and a send per connection off the slow path's one thread
+//! (the send alone is most of the cost: veth runs the receivers' softirq work inside
+//! it). The record is committed before the FIN is transmitted, so it is in the ring
+//! before anything the FIN causes (the back-end's ACK, the client's next SYN on the port)
+//! can reach the daemon. A separate ring, not a bit in the flow's value, because the
+//! daemon writes whole values and would clobber a bit set between its read and its
+//! write. No wakeup is asked for (`BPF_RB_NO_WAKEUP`): the daemon reads the ring at every
+//! round and before every packet, and a wakeup per FIN would cost an `irq_work`. When the
+//! ring is full (no daemon for seconds), the FIN goes up as before.
 //!
 //! # XDP, not tc: the evidence
 //!
@@ -82,6 +100,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
+        BPF_RB_NO_WAKEUP,
         xdp_action::{XDP_PASS, XDP_TX},
         xdp_md,
     },
@@ -90,13 +109,13 @@ use aya_ebpf::{
         generated::{bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use baton_common::{
     frontend::{
-        DEFAULT_FLOW_TABLE_SIZE, FrontendConfig, FrontendFlow, FrontendFlowKey,
-        redirected_tcp_checksum, stat, tcp_checksum,
+        CLIENT_FIN_RING_SIZE, DEFAULT_FLOW_TABLE_SIZE, FrontendConfig, FrontendFlow,
+        FrontendFlowKey, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     syncookie::{
@@ -121,6 +140,10 @@ static FRONTEND_CONFIG: Array<FrontendConfig> = Array::with_max_entries(1, 0);
 #[map]
 static FRONTEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+// Pinned too: FINs forwarded while no daemon runs wait here for the next one.
+#[map]
+static FRONTEND_CLIENT_FINS: RingBuf = RingBuf::with_byte_size(CLIENT_FIN_RING_SIZE, 0);
+
 // Not pinned: every daemon writes its own keys at start, and sets and clears
 // `ENGAGED` as its half-open table fills and drains.
 #[map]
@@ -134,6 +157,7 @@ const TCP_MAX_WORDS: usize = 30;
 const IPPROTO_TCP: u8 = 6;
 const SYN_FIN_RST: u8 = 0x07;
 const SYN: u8 = 0x02;
+const SYN_RST: u8 = 0x06;
 /// FIN, SYN, RST, ACK: a bare SYN has only SYN among these.
 const HANDSHAKE_FLAGS: u8 = 0x17;
 
@@ -141,6 +165,9 @@ const HANDSHAKE_FLAGS: u8 = 0x17;
 enum Verdict {
     /// Rewritten: transmit, counting [`stat::FORWARDED`].
     Forward,
+    /// A client FIN rewritten and recorded in the ring: transmit, counting
+    /// [`stat::FORWARDED_FIN`].
+    ForwardFin,
     /// A bare SYN for no handed-off flow: answered with a cookie if cookies are engaged
     /// (`answer_syn`), else up to the slow path like other control segments.
     Syn,
@@ -155,6 +182,10 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
         NOT_OURS => XDP_PASS,
         FORWARDED => {
             count(stat::FORWARDED);
+            XDP_TX
+        }
+        FORWARDED_FIN => {
+            count(stat::FORWARDED_FIN);
             XDP_TX
         }
         BARE_SYN => {
@@ -177,6 +208,7 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
 const NOT_OURS: u32 = u32::MAX;
 const FORWARDED: u32 = u32::MAX - 1;
 const BARE_SYN: u32 = u32::MAX - 2;
+const FORWARDED_FIN: u32 = u32::MAX - 3;
 
 /// [`forward`] as a plain number across a BPF-to-BPF call: an enum with a payload
 /// returned from a function that is not inlined leaves the payload's register undefined
@@ -188,6 +220,7 @@ fn classify(ctx: &XdpContext) -> u32 {
     match forward(ctx) {
         None => NOT_OURS,
         Some(Verdict::Forward) => FORWARDED,
+        Some(Verdict::ForwardFin) => FORWARDED_FIN,
         Some(Verdict::Syn) => BARE_SYN,
         Some(Verdict::Pass(stat)) => stat,
     }
@@ -258,12 +291,48 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         if tcp[13] & HANDSHAKE_FLAGS == SYN && unsafe { FRONTEND_FLOWS.get(key) }.is_none() {
             return Some(Verdict::Syn);
         }
+        // A FIN without SYN or RST, of a handed-off flow: forwarded, and told (module docs).
+        if tcp[13] & SYN_RST == 0
+            && let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key)
+        {
+            return Some(forward_fin(ctx, &config, &l3, &tcp, flow, key));
+        }
         return Some(Verdict::Pass(stat::PASS_CONTROL));
     }
     let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
         return Some(Verdict::Pass(stat::PASS_NO_FLOW));
     };
     Some(forward_flow(ctx, &config, &l3, &tcp, flow))
+}
+
+/// A client FIN of a handed-off flow: its flow recorded in the client-FIN ring and the
+/// segment forwarded, or, if the ring is full or the segment must go up anyway, the
+/// segment passed up untouched and nothing recorded.
+#[inline(always)]
+fn forward_fin(
+    ctx: &XdpContext,
+    config: &FrontendConfig,
+    l3: &[u8; TCP],
+    tcp: &[u8; 20],
+    flow: *mut FrontendFlow,
+    key: FrontendFlowKey,
+) -> Verdict {
+    // Reserved first: a full ring must leave the segment as it arrived.
+    let Some(mut record) = FRONTEND_CLIENT_FINS.reserve::<FrontendFlowKey>(0) else {
+        return Verdict::Pass(stat::PASS_FIN_RING_FULL);
+    };
+    match forward_flow(ctx, config, l3, tcp, flow) {
+        Verdict::Forward => {
+            record.write(key);
+            // Committed before `XDP_TX` sends the FIN on (module docs).
+            record.submit(u64::from(BPF_RB_NO_WAKEUP));
+            Verdict::ForwardFin
+        }
+        other => {
+            record.discard(u64::from(BPF_RB_NO_WAKEUP));
+            other
+        }
+    }
 }
 
 /// Rewrites a segment of a handed-off flow. Nothing is written until every check has

@@ -355,6 +355,69 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
     assert!(book("activity_noted") >= 1, "{log}");
 }
 
+/// Client FINs of handed-off flows are forwarded by XDP, which tells the daemon through
+/// its ring: the core still sees every close through, so with a short grace period every
+/// flow is gone soon after the load stops. Were the ring's records lost, each flow whose
+/// FIN went through XDP would stay half-closed for `half_closed_idle_timeout_ms` (60 s).
+#[test]
+fn client_fins_are_forwarded_by_xdp_and_their_flows_still_close() {
+    let config = FRONTEND_CONFIG.replace("[limits]\n", "[limits]\ntime_wait_ms = 500\n");
+    assert_ne!(config, FRONTEND_CONFIG, "the example has no [limits]");
+    let Some(cluster) = cluster_with("client FINs in XDP", &config) else {
+        return;
+    };
+    let before = fastpath_counters();
+    let out = stdout(&mut baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "client",
+            "--",
+            "wrk",
+            "-t1",
+            "-c4",
+            "-d3s",
+            "-H",
+            "Connection: close",
+            &format!("http://{VIP}/"),
+        ],
+    ));
+    assert!(
+        !out.contains("Non-2xx") && !out.contains("Socket errors"),
+        "{out}"
+    );
+    // Past every grace period (0.5 s) and an activity scan (1 s).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let grew = grown(&before, &fastpath_counters());
+    let log = cluster.frontend.stop();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    let book = |key| support::logged_number(&log, "fastpath_stats", key);
+    let handoffs = core("handoffs_completed");
+    eprintln!(
+        "{handoffs} connections; FINs forwarded by XDP {}, passed up {}; {grew:?}",
+        grew["forwarded_fin"], grew["pass_control"]
+    );
+    assert!(handoffs >= 100, "{out}\n{log}");
+    // FINs that beat their flow's entry into the table go up and are forwarded by the
+    // slow path, as before; the rest go through XDP.
+    assert!(grew["forwarded_fin"] >= 1, "{grew:?}");
+    assert_eq!(grew["pass_fin_ring_full"], 0, "{grew:?}");
+    // Every record read, each for a flow the core tracked.
+    assert_eq!(book("client_fins_noted"), grew["forwarded_fin"], "{log}");
+    assert_eq!(book("client_fin_records_short"), 0, "{log}");
+    assert_eq!(
+        core("client_fins_from_fast_path"),
+        grew["forwarded_fin"],
+        "{log}"
+    );
+    assert_eq!(core("client_fins_unknown"), 0, "{log}");
+    // And every flow closed: none left tracked, each entry removed from the table.
+    assert_eq!(core("connections"), 0, "{log}");
+    assert_eq!(core("idle_timeouts"), 0, "{log}");
+    assert_eq!(book("flows_removed"), book("flows_installed"), "{log}");
+}
+
 #[test]
 fn an_upload_is_forwarded_by_xdp_and_arrives_byte_exact() {
     let Some(cluster) = cluster("upload in XDP") else {

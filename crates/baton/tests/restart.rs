@@ -276,8 +276,9 @@ fn restart_mid_download(test: &str, stop: Stop) {
         expected_sha256("100M.bin"),
         "the 100 MiB that spanned the restart arrived byte-exact"
     );
-    // The client's FIN went up to the new daemon, which forwarded it and tracked the
-    // close (the back-end's FIN comes as a copy), then freed the flow after its 3 s
+    // The client's FIN went through the new daemon's XDP program, which told the daemon
+    // through its ring (the back-end's FIN comes as a copy); the daemon tracked the
+    // close and freed the flow after its 3 s
     // grace period; the short request's flow went after the grace period it was adopted
     // into: the table is empty again.
     let emptied = cluster.wait_for_flows(0, Duration::from_secs(10));
@@ -303,6 +304,16 @@ fn restart_mid_download(test: &str, stop: Stop) {
     assert_eq!(
         support::logged_number(&log, "fastpath_stats", "flows_removed"),
         2,
+        "{log}"
+    );
+    // The download's FIN came through the ring, and the core knew the flow.
+    assert!(
+        support::logged_number(&log, "fastpath_stats", "client_fins_noted") >= 1,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "client_fins_unknown"),
+        0,
         "{log}"
     );
     assert_eq!(

@@ -889,11 +889,22 @@ impl<D: Dispatch> FrontEnd<D> {
             // the grace period, during which the flow is still forwarded.
             self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
         } else if tcp.flags.contains(TcpFlags::FIN) {
-            conn.client_fin = true;
-            self.check_closed(now, slot, conn);
-            self.shorten_idle_timer(slot, conn);
+            self.client_fin_forwarded(slot, conn, now);
         }
         Next::Keep
+    }
+
+    /// The client's FIN of a forwarding flow has gone to its back-end, from the slow
+    /// path (above) or from the fast path ([`FrontEnd::note_client_fin`]): the grace
+    /// period starts if the back-end's FIN was seen, the half-closed idle timeout if not.
+    pub(super) fn client_fin_forwarded(&mut self, slot: u32, conn: &mut Connection, now: Instant) {
+        if conn.state != State::Forwarding {
+            return;
+        }
+        conn.last_heard = now;
+        conn.client_fin = true;
+        self.check_closed(now, slot, conn);
+        self.shorten_idle_timer(slot, conn);
     }
 
     /// `Closing` and a grace period that was never handed off: the front-end's own

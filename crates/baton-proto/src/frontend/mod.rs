@@ -447,6 +447,10 @@ pub struct Stats {
     pub queue_overflows: u64,
     /// Client packets forwarded to a back-end by the slow path (held ones and late ones).
     pub packets_forwarded: u64,
+    /// Client FINs the fast path forwarded and told of ([`FrontEnd::note_client_fin`]).
+    pub client_fins_from_fast_path: u64,
+    /// Client FINs the fast path told of for flows no longer tracked (ended in between).
+    pub client_fins_unknown: u64,
     /// Segments from a back-end for no known flow, or in a state that expects none.
     pub stray_backend_segments: u64,
     /// Flows freed after a clean close.
@@ -661,6 +665,26 @@ impl<D: Dispatch> FrontEnd<D> {
         };
         // The idle timer re-arms itself from this when it fires.
         conn.last_heard = now;
+        self.put(slot, conn);
+    }
+
+    /// The fast path forwarded `flow`'s client FIN itself (the FIN never reaches
+    /// [`FrontEnd::handle_packet`]): tracked as if the slow path had forwarded it, so the
+    /// grace period starts once both FINs are seen and a new SYN on the port is told
+    /// from the old connection's. A flow not forwarding (unknown, or already in its grace
+    /// period) is left as it is.
+    pub fn note_client_fin(&mut self, now: Instant, flow: &FlowKey) {
+        let Some(&slot) = self.flows.get(flow) else {
+            self.stats.client_fins_unknown += 1;
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        if conn.handed_off {
+            self.stats.client_fins_from_fast_path += 1;
+            self.client_fin_forwarded(slot, &mut conn, now);
+        }
         self.put(slot, conn);
     }
 

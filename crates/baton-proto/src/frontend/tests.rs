@@ -1263,6 +1263,70 @@ fn a_new_syn_after_the_clients_fin_starts_a_new_connection_when_the_backends_fin
     assert_eq!(h.fe.stats().half_closed_reused, 1);
 }
 
+/// The fast path forwards the client's FIN itself and tells the core
+/// (`FrontEnd::note_client_fin`): the core tracks the close as if it had forwarded the
+/// FIN, without sending anything.
+#[test]
+fn a_client_fin_told_by_the_fast_path_closes_the_flow_like_a_forwarded_one() {
+    let mut h = harness();
+    let (isn_f, _, seq) = forwarding(&mut h);
+    let flow = h.flow();
+    let now = h.now;
+    h.fe.note_client_fin(now, &flow);
+    assert!(
+        h.drain().is_empty(),
+        "the FIN went through XDP: nothing to send"
+    );
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    assert_eq!(h.fe.handover(&flow).map(|x| x.client_fin), Some(true));
+    // The back-end's FIN copy completes the close: the grace period, then the end.
+    h.backend_sends(bare_segment(
+        0,
+        0,
+        isn_f + 1,
+        seq + 1,
+        TcpFlags::ACK | TcpFlags::FIN,
+        500,
+    ));
+    h.drain();
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    // Told again (a retransmitted FIN), or for a flow the core no longer has: no change.
+    h.fe.note_client_fin(now, &flow);
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    let other = FlowKey {
+        client: "198.18.0.9:1234".parse().unwrap(),
+        ..flow
+    };
+    h.fe.note_client_fin(now, &other);
+    assert_eq!(h.fe.stats().client_fins_from_fast_path, 2);
+    assert_eq!(h.fe.stats().client_fins_unknown, 1);
+    // A SYN with a new ISN on the port is a new connection.
+    let mut new_syn = h.syn();
+    new_syn.seq_number = CISN.wrapping_add(1_000_000);
+    h.client_sends(&new_syn);
+    let out = h.drain();
+    assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
+    assert_eq!(h.fe.stats().time_wait_reused, 1);
+}
+
+/// Told of the client's FIN with the back-end's FIN copy lost, the core gives the port
+/// to a new SYN as it would had the slow path forwarded the FIN.
+#[test]
+fn a_client_fin_told_by_the_fast_path_lets_a_new_syn_end_a_half_closed_flow() {
+    let mut h = harness();
+    forwarding(&mut h);
+    let flow = h.flow();
+    let now = h.now;
+    h.fe.note_client_fin(now, &flow);
+    let mut new_syn = h.syn();
+    new_syn.seq_number = CISN.wrapping_add(1_000_000);
+    h.client_sends(&new_syn);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
+    assert_eq!(h.fe.stats().half_closed_reused, 1);
+}
+
 #[test]
 fn a_new_syn_on_a_live_handed_off_flow_is_forwarded() {
     let mut h = harness();

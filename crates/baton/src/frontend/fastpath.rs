@@ -48,7 +48,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray, RingBuf},
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -97,6 +97,11 @@ pub struct FastPathStats {
     pub batch_reads: u64,
     /// Scans whose batch read the kernel refused (activity not noted for that scan).
     pub batch_read_errors: u64,
+    /// Client FINs the program forwarded, read from its ring and told to the core.
+    pub client_fins_noted: u64,
+    /// Records in the client-FIN ring too short to hold a flow; never expected (the
+    /// program writes whole keys), counted rather than trusted.
+    pub client_fin_records_short: u64,
     /// Times the program was asked to answer SYNs with cookies (the half-open table
     /// filled: a flood began, or went on after a lull).
     pub syn_cookies_engaged: u64,
@@ -128,6 +133,9 @@ impl Pins {
     }
     fn link(&self) -> PathBuf {
         self.dir.join("link_xdp")
+    }
+    fn client_fins(&self) -> PathBuf {
+        self.dir.join("client_fins")
     }
 }
 
@@ -178,6 +186,9 @@ pub struct FastPath {
     flows_data: MapData,
     batch: FlowBatch,
     stats: PerCpuArray<MapData, u64>,
+    /// The client FINs the program forwarded (`FRONTEND_CLIENT_FINS`), read through its
+    /// shared pages: checking it costs two loads, no system call.
+    client_fins: RingBuf<MapData>,
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
@@ -248,12 +259,14 @@ impl FastPath {
         check_pinned_flows(&pins)?;
         replace_outgrown_stats(&pins)?;
         let (flows_pin, config_pin, stats_pin) = (pins.flows(), pins.config(), pins.stats());
+        let client_fins_pin = pins.client_fins();
         // Maps already pinned are reused as they are (flows and all); missing ones are
         // made and pinned.
         let mut ebpf = EbpfLoader::new()
             .map_pin_path("FRONTEND_FLOWS", flows_pin.as_path())
             .map_pin_path("FRONTEND_CONFIG", config_pin.as_path())
             .map_pin_path("FRONTEND_STATS", stats_pin.as_path())
+            .map_pin_path("FRONTEND_CLIENT_FINS", client_fins_pin.as_path())
             .load(crate::ebpf::FRONTEND)
             .context("loading the fast path's eBPF object")?;
         // The configuration goes in before the (new) program can see a packet.
@@ -289,6 +302,10 @@ impl FastPath {
         let stats = PerCpuArray::try_from(
             ebpf.take_map("FRONTEND_STATS")
                 .context("map FRONTEND_STATS missing")?,
+        )?;
+        let client_fins = RingBuf::try_from(
+            ebpf.take_map("FRONTEND_CLIENT_FINS")
+                .context("map FRONTEND_CLIENT_FINS missing")?,
         )?;
         let prog: &mut Xdp = ebpf
             .program_mut("frontend_forward")
@@ -334,6 +351,7 @@ impl FastPath {
                 flows_data,
                 batch: FlowBatch::default(),
                 stats,
+                client_fins,
                 syn_cookies,
                 syn_cookie_config,
                 installed: StdHashMap::new(),
@@ -440,6 +458,29 @@ impl FastPath {
                     "fastpath_install_failed",
                     &[("client", &flow.client), ("error", &e)],
                 );
+            }
+        }
+    }
+
+    /// Tells the core of every client FIN the program forwarded since the last call
+    /// (the ring's records, oldest first; module docs of `baton-ebpf/src/frontend.rs`).
+    /// The event loop calls it before each packet it hands the core: a FIN is in the
+    /// ring before it leaves for the back-end, so before any SYN its close lets the
+    /// client send on the same port, and the core judges that SYN knowing of the FIN.
+    /// With nothing new it reads two positions from memory shared with the kernel.
+    pub fn note_client_fins<D: baton_proto::frontend::Dispatch>(
+        &mut self,
+        fe: &mut FrontEnd<D>,
+        now: Instant,
+        stats: &mut FastPathStats,
+    ) {
+        while let Some(record) = self.client_fins.next() {
+            match client_fin_flow(&record) {
+                Some(flow) => {
+                    fe.note_client_fin(now, &flow);
+                    stats.client_fins_noted += 1;
+                }
+                None => stats.client_fin_records_short += 1,
             }
         }
     }
@@ -602,7 +643,13 @@ impl FastPath {
             // Unpinning and dropping the last descriptor detaches the program.
             drop(link.unpin().context("unpinning the XDP link")?);
         }
-        for path in [pins.link(), pins.flows(), pins.config(), pins.stats()] {
+        for path in [
+            pins.link(),
+            pins.flows(),
+            pins.config(),
+            pins.stats(),
+            pins.client_fins(),
+        ] {
             if path.exists() {
                 fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             }
@@ -839,6 +886,22 @@ fn flow_of(key: &FrontendFlowKey) -> FlowKey {
     }
 }
 
+/// The flow in a client-FIN ring record: a [`FrontendFlowKey`] as the program wrote it,
+/// its fields' bytes in packet order (addresses, then ports). `None` if too short.
+fn client_fin_flow(record: &[u8]) -> Option<FlowKey> {
+    let b: &[u8; 12] = record.get(..12)?.try_into().ok()?;
+    let addr = |at: usize, port_at: usize| {
+        SocketAddrV4::new(
+            Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]),
+            u16::from_be_bytes([b[port_at], b[port_at + 1]]),
+        )
+    };
+    Some(FlowKey {
+        client: addr(0, 8),
+        service: addr(4, 10),
+    })
+}
+
 fn key_of(flow: &FlowKey) -> FrontendFlowKey {
     FrontendFlowKey {
         client_addr_be: u32::from_ne_bytes(flow.client.ip().octets()),
@@ -923,6 +986,23 @@ IP address       HW type     Flags       HW address            Mask     Device
 198.18.1.12      0x1         0x0         00:00:00:00:00:00     *        eth0
 198.18.1.13      0x1         0x2         02:ba:70:12:01:0d     *        eth1
 ";
+
+    #[test]
+    fn a_client_fin_record_reads_back_as_the_flow_the_program_keyed() {
+        let flow = FlowKey {
+            client: "198.18.0.2:40001".parse().unwrap(),
+            service: "198.18.2.1:80".parse().unwrap(),
+        };
+        // The record is the key's memory, as `record.write(key)` leaves it in the ring.
+        let key = key_of(&flow);
+        // SAFETY: `FrontendFlowKey` is `repr(C)`, 12 bytes of integers, no padding.
+        let bytes: [u8; 12] = unsafe { core::mem::transmute(key) };
+        assert_eq!(client_fin_flow(&bytes), Some(flow));
+        // The ring pads records to 8 bytes; the tail is ignored.
+        let padded = [&bytes[..], &[0xee; 4]].concat();
+        assert_eq!(client_fin_flow(&padded), Some(flow));
+        assert_eq!(client_fin_flow(&bytes[..11]), None);
+    }
 
     #[test]
     fn neighbours_are_found_only_when_resolved_on_the_interface() {

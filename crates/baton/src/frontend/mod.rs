@@ -8,8 +8,9 @@
 //! threads of their own. [`fastpath`] is the XDP forwarder: once a flow is
 //! handed off, its client segments go to the back-end without leaving the driver. The
 //! core still forwards what reaches it of a handed-off flow (packets held during the
-//! handoff, FIN/RST, segments with payload, or everything when the fast path is off or
-//! failed to load): correct, only slower.
+//! handoff, RSTs, segments with partial checksums, or everything when the fast path is
+//! off or failed to load): correct, only slower. Client FINs XDP forwards itself and
+//! tells the core of through a ring, read before each packet.
 //!
 //! # The loop
 //!
@@ -42,9 +43,10 @@
 //! place: the fast path's pins (program, link and flow table, see [`fastpath`]), with
 //! each flow's close state written into its entry, and the nftables table `inet
 //! baton_fe` ([`io::HostTcpFilter`]). Handed-off connections therefore go on while no
-//! daemon runs: XDP forwards their ACKs, and the client's FIN and payload segments, which
-//! XDP passes up, are dropped by the table rather than reset by the host's TCP; the
-//! client retransmits them, and the next daemon forwards them.
+//! daemon runs: XDP forwards their ACKs, payload and FINs (the FINs wait in the pinned
+//! client-FIN ring for the next daemon's core), and what XDP passes up (RSTs, say) is
+//! dropped by the table rather than reset by the host's TCP; the client retransmits it,
+//! and the next daemon forwards it.
 //!
 //! # Restarting
 //!
@@ -564,6 +566,11 @@ fn event_loop(
         let readable = wait_readable(io.rx_fd(), sleep)?;
 
         let now = clock();
+        // Client FINs the fast path forwarded while the loop slept, before the timers
+        // judge their flows.
+        if let Some(path) = fast.path.as_deref_mut() {
+            path.note_client_fins(fe, now, fast.stats);
+        }
         more_to_read = false;
         if readable {
             more_to_read = true;
@@ -573,6 +580,12 @@ fn event_loop(
                         if drain_until.is_some() && is_client_syn(packet, service) {
                             stats.syns_refused_draining += 1;
                             continue;
+                        }
+                        // And again for each packet: a SYN reusing the port of a flow
+                        // whose FIN XDP forwarded must meet a core that knows of the FIN
+                        // (`FastPath::note_client_fins`).
+                        if let Some(path) = fast.path.as_deref_mut() {
+                            path.note_client_fins(fe, now, fast.stats);
                         }
                         fe.dispatcher_mut().set_now(now);
                         fe.handle_packet(now, packet);
