@@ -16,14 +16,34 @@ use crate::translate::{csum_replace2, csum_replace4};
 /// 29,361,232 B for the default size, 112 B an entry.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 
-/// Bytes of the ring (`BPF_MAP_TYPE_RINGBUF`) in which the program tells the daemon of
-/// each client FIN it forwards: one record per FIN, a [`FrontendFlowKey`] behind the
-/// ring's 8-byte header, 24 bytes in all, so about 43,000 FINs: four seconds of
-/// connections at the slow path's top rate, time for a restarted daemon to come and
-/// read them. A FIN that finds the ring full goes up to the slow path
-/// ([`stat::PASS_FIN_RING_FULL`]) as every FIN used to. A power of two, as the kernel
-/// requires.
-pub const CLIENT_FIN_RING_SIZE: u32 = 1 << 20;
+/// Bytes of the ring (`BPF_MAP_TYPE_RINGBUF`) in which the program tells the daemon what
+/// it forwarded that the protocol core must know of: one [`FlowNotice`] per segment,
+/// 24 bytes with the ring's 8-byte header, so about 43,000 notices: two per connection
+/// at most, two seconds of connections at the slow path's top rate, time for a
+/// restarted daemon to come and read them. A segment that finds the ring full goes up
+/// to the slow path ([`stat::PASS_RING_FULL`]) as it used to. A power of two, as the
+/// kernel requires.
+pub const NOTICE_RING_SIZE: u32 = 1 << 20;
+
+/// What the program tells the daemon of a segment it forwarded (the ring above): which
+/// flow, and what happened ([`FlowNotice::CLIENT_FIN`], [`FlowNotice::BACKEND_ANSWERED`],
+/// or both).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowNotice {
+    pub key: FrontendFlowKey,
+    pub what: u32,
+}
+
+impl FlowNotice {
+    /// The client's FIN went to the back-end: the core tracks the close.
+    pub const CLIENT_FIN: u32 = 1 << 0;
+    /// A client segment acknowledged data past the front-end's SYN/ACK, which only the
+    /// back-end can have sent, while the flow awaited that
+    /// ([`FrontendFlow::AWAITING_ANSWER`]): the back-end has the request, and the core
+    /// completes the handoff.
+    pub const BACKEND_ANSWERED: u32 = 1 << 1;
+}
 
 /// A handed-off connection as the front-end sees it: the client's address and port and
 /// the virtual service it connected to, in network byte order exactly as they sit in
@@ -41,9 +61,10 @@ pub struct FrontendFlowKey {
 /// to take the connection over (`baton_proto::frontend::Handover`).
 ///
 /// Layout (32 bytes, no implicit padding, pinned by a test): back-end address (0..4),
-/// port (4..6), MAC (6..12), `client_isn` (12..16), `close_state` (16..20), padding
-/// (20..24), `last_seen_ns` (24..32). The program reads the first three and writes the
-/// last; the two in between are the daemon's alone.
+/// port (4..6), MAC (6..12), `client_isn` (12..16), `close_state` (16..20), `isn_f`
+/// (20..24), `last_seen_ns` (24..32). The program reads the first three, `isn_f` and
+/// the [`FrontendFlow::AWAITING_ANSWER`] bit of `close_state`, which it clears; it
+/// writes `last_seen_ns`. The rest is the daemon's alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrontendFlow {
@@ -57,14 +78,17 @@ pub struct FrontendFlow {
     /// grace period after its close, from a new connection on the same 4-tuple.
     pub client_isn: u32,
     /// How far the connection's close has got, as the daemon last saw it: `CLIENT_FIN`,
-    /// `BACKEND_FIN`, `CLIENT_RESET`, `BACKEND_RESET` (bits below). Not read by the
-    /// program: a restarted daemon resumes close tracking from it, so that a connection
-    /// whose FINs (or RST) the previous daemon saw still leaves the table after its grace
-    /// period rather than at the idle timeout. Written by the daemon within a second of
-    /// a change, and at its exit.
+    /// `BACKEND_FIN`, `CLIENT_RESET`, `BACKEND_RESET` (bits below). A restarted daemon
+    /// resumes close tracking from it, so that a connection whose FINs (or RST) the
+    /// previous daemon saw still leaves the table after its grace period rather than at
+    /// the idle timeout. Written by the daemon within a second of a change, and at its
+    /// exit. Bit [`FrontendFlow::AWAITING_ANSWER`] is the program's cue, not a close
+    /// state, and the only bit the program reads.
     pub close_state: u32,
-    /// Explicit padding; zero.
-    pub _pad: u32,
+    /// The front-end's initial sequence number as the client knows it (host order):
+    /// while the flow awaits the back-end's answer, a client segment acknowledging data
+    /// past `isn_f + 1` is the proof the program forwards on.
+    pub isn_f: u32,
     /// `CLOCK_MONOTONIC` at tick resolution (`bpf_ktime_get_coarse_ns`) of the last
     /// packet forwarded; 0 before the first. The daemon reads it to push back the connection's idle timeout. Written
     /// without atomics: CPUs racing only ever store "now", and any of them will do.
@@ -80,6 +104,13 @@ impl FrontendFlow {
     pub const CLIENT_RESET: u32 = 1 << 2;
     /// [`FrontendFlow::close_state`]: the back-end reset the connection (grace period).
     pub const BACKEND_RESET: u32 = 1 << 3;
+    /// In [`FrontendFlow::close_state`], set by the daemon when it takes a flow in at
+    /// the request's going out, before the back-end has confirmed it: the program then
+    /// forwards only a client segment acknowledging data past [`FrontendFlow::isn_f`]
+    /// plus one (the back-end's answer has reached the client, so the back-end has the
+    /// request), clears the bit and tells the daemon ([`FlowNotice::BACKEND_ANSWERED`]);
+    /// everything else goes up, for the core to hold until the handoff completes.
+    pub const AWAITING_ANSWER: u32 = 1 << 31;
 }
 
 /// The one entry of the configuration map, written by `baton frontend` before it
@@ -132,16 +163,24 @@ pub mod stat {
     /// client's ACK brings the cookie back to the slow path (`crate::syncookie`).
     pub const SYN_COOKIES_SENT: u32 = 7;
     /// A client FIN of a handed-off flow, rewritten and transmitted like any of its
-    /// segments (`XDP_TX`) after its flow was written to the client-FIN ring
-    /// ([`super::CLIENT_FIN_RING_SIZE`]) for the daemon's protocol core. Not counted in
+    /// segments (`XDP_TX`) after a notice was written to the ring
+    /// ([`super::NOTICE_RING_SIZE`]) for the daemon's protocol core. Not counted in
     /// [`FORWARDED`].
     pub const FORWARDED_FIN: u32 = 8;
-    /// A client FIN of a handed-off flow passed up because the client-FIN ring was
-    /// full (no daemon has read it for a while): the slow path forwards it, or the
-    /// client's retransmission reaches the next daemon.
-    pub const PASS_FIN_RING_FULL: u32 = 9;
+    /// A segment that needed a notice passed up because the ring was full (no daemon
+    /// has read it for a while): the slow path forwards it, or the client's
+    /// retransmission reaches the next daemon.
+    pub const PASS_RING_FULL: u32 = 9;
+    /// A client segment of a flow awaiting its back-end's answer
+    /// ([`super::FrontendFlow::AWAITING_ANSWER`]) that does not acknowledge any: passed
+    /// to the slow path, which holds it until the handoff completes.
+    pub const PASS_AWAITING_ANSWER: u32 = 10;
+    /// A client segment (not a FIN) acknowledging the back-end's answer while its flow
+    /// awaited it: forwarded, the flow's bit cleared and the daemon told
+    /// ([`super::FlowNotice::BACKEND_ANSWERED`]). Not counted in [`FORWARDED`].
+    pub const FORWARDED_ANSWER: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -154,8 +193,20 @@ pub mod stat {
         "pass_bad_checksum",
         "syn_cookies_sent",
         "forwarded_fin",
-        "pass_fin_ring_full",
+        "pass_ring_full",
+        "pass_awaiting_answer",
+        "forwarded_answer",
     ];
+}
+
+/// Whether a client's acknowledgement number `ack` acknowledges data past the
+/// front-end's SYN/ACK (sequence number `isn_f`), which only the back-end can have sent
+/// after a handoff: the proof that the back-end has the request, for the protocol core
+/// and the program alike ([`FrontendFlow::AWAITING_ANSWER`]). Sequence-space order
+/// (RFC 9293 section 3.4): `ack` after `isn_f + 1`.
+#[inline(always)]
+pub const fn acknowledges_backend_data(isn_f: u32, ack: u32) -> bool {
+    (ack.wrapping_sub(isn_f.wrapping_add(1)) as i32) > 0
 }
 
 /// The TCP checksum of a header-only IPv4 segment, computed whole: the one's-complement
@@ -206,6 +257,7 @@ mod pod {
     unsafe impl aya::Pod for super::FrontendFlowKey {}
     unsafe impl aya::Pod for super::FrontendFlow {}
     unsafe impl aya::Pod for super::FrontendConfig {}
+    unsafe impl aya::Pod for super::FlowNotice {}
 }
 
 #[cfg(test)]
@@ -220,8 +272,34 @@ mod tests {
         assert_eq!(size_of::<FrontendFlow>(), 32);
         assert_eq!(core::mem::offset_of!(FrontendFlow, client_isn), 12);
         assert_eq!(core::mem::offset_of!(FrontendFlow, close_state), 16);
+        assert_eq!(core::mem::offset_of!(FrontendFlow, isn_f), 20);
         assert_eq!(core::mem::offset_of!(FrontendFlow, last_seen_ns), 24);
         assert_eq!(size_of::<FrontendConfig>(), 16);
+        assert_eq!(size_of::<FlowNotice>(), 16);
+    }
+
+    #[test]
+    fn only_acknowledgements_past_the_syn_ack_prove_an_answer() {
+        for isn_f in [0, 1_000, u32::MAX - 1, u32::MAX] {
+            assert!(!acknowledges_backend_data(isn_f, isn_f), "{isn_f}");
+            assert!(
+                !acknowledges_backend_data(isn_f, isn_f.wrapping_add(1)),
+                "{isn_f}"
+            );
+            assert!(
+                acknowledges_backend_data(isn_f, isn_f.wrapping_add(2)),
+                "{isn_f}"
+            );
+            assert!(acknowledges_backend_data(
+                isn_f,
+                isn_f.wrapping_add(1 << 30)
+            ));
+            // An old acknowledgement, before the SYN/ACK.
+            assert!(
+                !acknowledges_backend_data(isn_f, isn_f.wrapping_sub(5)),
+                "{isn_f}"
+            );
+        }
     }
 
     #[test]

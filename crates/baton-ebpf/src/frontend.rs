@@ -6,23 +6,37 @@
 //! slow path tracks opens and resets and forwards those itself. So do segments of unknown
 //! flows, and segments whose checksum is partial (below).
 //!
-//! # Client FINs: forwarded here, told to the daemon through a ring
+//! # Notices: what the core must know, told through a ring
 //!
-//! The patent has the client's FIN travel through the front-end so that it can free the
-//! connection's state. It still does, but no longer through userspace: a FIN of a
-//! handed-off flow is forwarded here like any other segment, and its flow is written to
-//! `FRONTEND_CLIENT_FINS`, a BPF ring the daemon reads before each packet it handles
-//! (`FastPath::note_client_fins`), so its protocol core still starts the grace period and
-//! still tells a new SYN on the port from the old connection's. Under `Connection: close`
-//! load this takes a receive and a send per connection off the slow path's one thread
-//! (the send alone is most of the cost: veth runs the receivers' softirq work inside
-//! it). The record is committed before the FIN is transmitted, so it is in the ring
-//! before anything the FIN causes (the back-end's ACK, the client's next SYN on the port)
-//! can reach the daemon. A separate ring, not a bit in the flow's value, because the
-//! daemon writes whole values and would clobber a bit set between its read and its
-//! write. No wakeup is asked for (`BPF_RB_NO_WAKEUP`): the daemon reads the ring at every
-//! round and before every packet, and a wakeup per FIN would cost an `irq_work`. When the
-//! ring is full (no daemon for seconds), the FIN goes up as before.
+//! Two kinds of client segment used to go up only so that the protocol core would see
+//! them; both are now forwarded here and told to the daemon through `FRONTEND_NOTICES`,
+//! a BPF ring it reads before each packet it handles (`FastPath::note_flow_notices`):
+//!
+//! - **the client's FIN.** The patent has it travel through the front-end so that the
+//!   front-end can free the connection's state. It still does, but not through
+//!   userspace; the core still starts the grace period and tells a new SYN on the port
+//!   from the old connection's;
+//! - **the client's reply to the back-end's answer.** The daemon takes a flow in as soon
+//!   as the request has gone to the back-end, marked `AWAITING_ANSWER`; the back-end's
+//!   confirmation (a copy of its first segment) reaches the daemon through a busy
+//!   packet socket, often after the client, quicker, has acknowledged the response and
+//!   sent its FIN. A client segment acknowledging data past the front-end's SYN/ACK
+//!   proves the back-end has the request (the core's own test,
+//!   `baton_common::frontend::acknowledges_backend_data`): it is forwarded, the mark
+//!   cleared, and the core completes the handoff. Other segments of a marked flow go up,
+//!   for the core to hold until then.
+//!
+//! Under `Connection: close` load this took the slow path's forwarding from about two
+//! client segments per connection to almost none: a receive and a send each, off the
+//! slow path's one thread (the send is most of the cost: veth runs the receivers'
+//! softirq work inside it). A notice is committed before its segment is transmitted, so
+//! it is in the ring before anything the segment causes (the back-end's ACK, the
+//! client's next SYN on the port) can reach the daemon. A ring, not bits in the flow's
+//! value, because the daemon writes whole values and would clobber a bit set between
+//! its read and its write. No wakeup is asked for (`BPF_RB_NO_WAKEUP`): the daemon reads
+//! the ring at every round and before every packet, and a wakeup per notice would cost
+//! an `irq_work`. When the ring is full (no daemon for seconds), the segment goes up as
+//! before.
 //!
 //! # XDP, not tc: the evidence
 //!
@@ -114,8 +128,8 @@ use aya_ebpf::{
 };
 use baton_common::{
     frontend::{
-        CLIENT_FIN_RING_SIZE, DEFAULT_FLOW_TABLE_SIZE, FrontendConfig, FrontendFlow,
-        FrontendFlowKey, redirected_tcp_checksum, stat, tcp_checksum,
+        DEFAULT_FLOW_TABLE_SIZE, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
+        NOTICE_RING_SIZE, acknowledges_backend_data, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     syncookie::{
@@ -129,7 +143,8 @@ use baton_common::{
 // when it loads the object, and reuses the pins when it finds them: the maps and the
 // program outlive the daemon, so handed-off flows keep forwarding across its restart,
 // and a newer program replaces this one in the link against the same maps. The flow
-// value's `client_isn` and `close_state` are the daemon's, never read here.
+// value's `client_isn` and `close_state` are the daemon's; of them this program only
+// reads and clears `close_state`'s `AWAITING_ANSWER`.
 #[map]
 static FRONTEND_FLOWS: HashMap<FrontendFlowKey, FrontendFlow> =
     HashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
@@ -140,9 +155,9 @@ static FRONTEND_CONFIG: Array<FrontendConfig> = Array::with_max_entries(1, 0);
 #[map]
 static FRONTEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-// Pinned too: FINs forwarded while no daemon runs wait here for the next one.
+// Pinned too: notices of segments forwarded while no daemon runs wait here for the next.
 #[map]
-static FRONTEND_CLIENT_FINS: RingBuf = RingBuf::with_byte_size(CLIENT_FIN_RING_SIZE, 0);
+static FRONTEND_NOTICES: RingBuf = RingBuf::with_byte_size(NOTICE_RING_SIZE, 0);
 
 // Not pinned: every daemon writes its own keys at start, and sets and clears
 // `ENGAGED` as its half-open table fills and drains.
@@ -155,19 +170,17 @@ const IP_LEN: usize = 20;
 const TCP: usize = ETH_LEN + IP_LEN;
 const TCP_MAX_WORDS: usize = 30;
 const IPPROTO_TCP: u8 = 6;
-const SYN_FIN_RST: u8 = 0x07;
+const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const SYN_RST: u8 = 0x06;
+const ACK: u8 = 0x10;
 /// FIN, SYN, RST, ACK: a bare SYN has only SYN among these.
 const HANDSHAKE_FLAGS: u8 = 0x17;
 
 /// What the program decided.
 enum Verdict {
-    /// Rewritten: transmit, counting [`stat::FORWARDED`].
-    Forward,
-    /// A client FIN rewritten and recorded in the ring: transmit, counting
-    /// [`stat::FORWARDED_FIN`].
-    ForwardFin,
+    /// Rewritten: transmit, counting this `stat`.
+    Transmit(u32),
     /// A bare SYN for no handed-off flow: answered with a cookie if cookies are engaged
     /// (`answer_syn`), else up to the slow path like other control segments.
     Syn,
@@ -180,14 +193,6 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
     match classify(&ctx) {
         // Not IPv4 TCP to VIP:port: not ours, not counted.
         NOT_OURS => XDP_PASS,
-        FORWARDED => {
-            count(stat::FORWARDED);
-            XDP_TX
-        }
-        FORWARDED_FIN => {
-            count(stat::FORWARDED_FIN);
-            XDP_TX
-        }
         BARE_SYN => {
             if answer_syn(&ctx).is_some() {
                 count(stat::SYN_COOKIES_SENT);
@@ -197,6 +202,10 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                 XDP_PASS
             }
         }
+        transmit if transmit & TRANSMIT != 0 => {
+            count(transmit & !TRANSMIT);
+            XDP_TX
+        }
         pass => {
             count(pass);
             XDP_PASS
@@ -204,11 +213,11 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
     }
 }
 
-/// [`classify`]'s answers besides a `stat` index to pass up with.
+/// [`classify`]'s answers besides a `stat` index to pass up with, or one to transmit
+/// with (`TRANSMIT | stat`); matched before `TRANSMIT`.
 const NOT_OURS: u32 = u32::MAX;
-const FORWARDED: u32 = u32::MAX - 1;
-const BARE_SYN: u32 = u32::MAX - 2;
-const FORWARDED_FIN: u32 = u32::MAX - 3;
+const BARE_SYN: u32 = u32::MAX - 1;
+const TRANSMIT: u32 = 1 << 31;
 
 /// [`forward`] as a plain number across a BPF-to-BPF call: an enum with a payload
 /// returned from a function that is not inlined leaves the payload's register undefined
@@ -219,8 +228,7 @@ const FORWARDED_FIN: u32 = u32::MAX - 3;
 fn classify(ctx: &XdpContext) -> u32 {
     match forward(ctx) {
         None => NOT_OURS,
-        Some(Verdict::Forward) => FORWARDED,
-        Some(Verdict::ForwardFin) => FORWARDED_FIN,
+        Some(Verdict::Transmit(stat)) => TRANSMIT | stat,
         Some(Verdict::Syn) => BARE_SYN,
         Some(Verdict::Pass(stat)) => stat,
     }
@@ -286,50 +294,79 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         client_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
         vip_port_be: config.vip_port_be,
     };
-    if tcp[13] & SYN_FIN_RST != 0 {
+    let flags = tcp[13];
+    if flags & SYN_RST != 0 {
         // A SYN on a handed-off flow's port (a reuse) is the slow path's to judge.
-        if tcp[13] & HANDSHAKE_FLAGS == SYN && unsafe { FRONTEND_FLOWS.get(key) }.is_none() {
+        if flags & HANDSHAKE_FLAGS == SYN && unsafe { FRONTEND_FLOWS.get(key) }.is_none() {
             return Some(Verdict::Syn);
-        }
-        // A FIN without SYN or RST, of a handed-off flow: forwarded, and told (module docs).
-        if tcp[13] & SYN_RST == 0
-            && let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key)
-        {
-            return Some(forward_fin(ctx, &config, &l3, &tcp, flow, key));
         }
         return Some(Verdict::Pass(stat::PASS_CONTROL));
     }
     let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
-        return Some(Verdict::Pass(stat::PASS_NO_FLOW));
+        return Some(Verdict::Pass(if flags & FIN != 0 {
+            stat::PASS_CONTROL
+        } else {
+            stat::PASS_NO_FLOW
+        }));
     };
-    Some(forward_flow(ctx, &config, &l3, &tcp, flow))
+    // What the core must be told of, if this segment is forwarded (module docs).
+    let mut what = if flags & FIN != 0 {
+        FlowNotice::CLIENT_FIN
+    } else {
+        0
+    };
+    // SAFETY: a map value pointer, valid for this program run.
+    let (close_state, isn_f) = unsafe { ((*flow).close_state, (*flow).isn_f) };
+    if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
+        let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+        if flags & ACK == 0 || !acknowledges_backend_data(isn_f, ack) {
+            return Some(Verdict::Pass(stat::PASS_AWAITING_ANSWER));
+        }
+        what |= FlowNotice::BACKEND_ANSWERED;
+    }
+    if what == 0 {
+        return Some(forward_flow(ctx, &config, &l3, &tcp, flow));
+    }
+    Some(forward_noticed(ctx, &config, &l3, &tcp, flow, key, what))
 }
 
-/// A client FIN of a handed-off flow: its flow recorded in the client-FIN ring and the
-/// segment forwarded, or, if the ring is full or the segment must go up anyway, the
-/// segment passed up untouched and nothing recorded.
+/// A segment the core must be told of (`what`, [`FlowNotice`]): the notice written to
+/// the ring and the segment forwarded, with a flow's `AWAITING_ANSWER` cleared if this
+/// is the answer; or, if the ring is full or the segment must go up anyway, the segment
+/// passed up untouched and nothing written.
 #[inline(always)]
-fn forward_fin(
+fn forward_noticed(
     ctx: &XdpContext,
     config: &FrontendConfig,
     l3: &[u8; TCP],
     tcp: &[u8; 20],
     flow: *mut FrontendFlow,
     key: FrontendFlowKey,
+    what: u32,
 ) -> Verdict {
     // Reserved first: a full ring must leave the segment as it arrived.
-    let Some(mut record) = FRONTEND_CLIENT_FINS.reserve::<FrontendFlowKey>(0) else {
-        return Verdict::Pass(stat::PASS_FIN_RING_FULL);
+    let Some(mut notice) = FRONTEND_NOTICES.reserve::<FlowNotice>(0) else {
+        return Verdict::Pass(stat::PASS_RING_FULL);
     };
     match forward_flow(ctx, config, l3, tcp, flow) {
-        Verdict::Forward => {
-            record.write(key);
-            // Committed before `XDP_TX` sends the FIN on (module docs).
-            record.submit(u64::from(BPF_RB_NO_WAKEUP));
-            Verdict::ForwardFin
+        Verdict::Transmit(_) => {
+            if what & FlowNotice::BACKEND_ANSWERED != 0 {
+                // SAFETY: a map value pointer, valid for this program run. Racing CPUs
+                // only ever clear the same bit; the daemon's next write of the value
+                // (the completed handoff's) leaves it clear too.
+                unsafe { (*flow).close_state &= !FrontendFlow::AWAITING_ANSWER };
+            }
+            notice.write(FlowNotice { key, what });
+            // Committed before `XDP_TX` sends the segment on (module docs).
+            notice.submit(u64::from(BPF_RB_NO_WAKEUP));
+            Verdict::Transmit(if what & FlowNotice::CLIENT_FIN != 0 {
+                stat::FORWARDED_FIN
+            } else {
+                stat::FORWARDED_ANSWER
+            })
         }
         other => {
-            record.discard(u64::from(BPF_RB_NO_WAKEUP));
+            notice.discard(u64::from(BPF_RB_NO_WAKEUP));
             other
         }
     }
@@ -420,7 +457,7 @@ fn forward_flow(
         // cheaper per packet than the precise one.
         (*flow).last_seen_ns = bpf_ktime_get_coarse_ns();
     }
-    Verdict::Forward
+    Verdict::Transmit(stat::FORWARDED)
 }
 
 /// The one's-complement sum of the TCP header's 16-bit words (`header_len` bytes, at

@@ -125,7 +125,8 @@ fn connection(fe: &mut FrontEnd<One>, now: Instant, n: u64, syn: &[u8]) -> usize
     let end = CISN + 1 + REQUEST.len() as u32;
     let confirmation = segment(80, port, isn_f.wrapping_add(1), end, TcpFlags::ACK);
     fe.handle_packet(now, &packet(VIP, addr, &confirmation));
-    match fe.poll_event() {
+    // The request's going out (`RequestSent`) first, then the confirmation's.
+    match std::iter::from_fn(|| fe.poll_event()).find(|e| !matches!(e, Event::RequestSent(_))) {
         Some(Event::HandedOff(_)) => {}
         other => panic!("no handoff: {other:?}"),
     }

@@ -3,6 +3,7 @@
 use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use baton_common::{
+    frontend::acknowledges_backend_data,
     handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption},
     syncookie::{self, SynOptions, decode_ts_options},
 };
@@ -847,7 +848,7 @@ impl<D: Dispatch> FrontEnd<D> {
         // An acknowledgement of data past the SYN/ACK is of data only the back-end can
         // have sent: it has the request, whatever happened to its copy to us.
         let acks_backend_data = flags.contains(TcpFlags::ACK)
-            && seq_lt(conn.terms.isn_f.wrapping_add(1), tcp.ack_number);
+            && acknowledges_backend_data(conn.terms.isn_f, tcp.ack_number);
         if new_data || fin || acks_backend_data {
             // Bytes past the request are the back-end's to acknowledge: held, in order,
             // and flushed to it after the handoff.
@@ -1009,7 +1010,8 @@ impl<D: Dispatch> FrontEnd<D> {
                 self.stats.bad_syn_acks += 1;
                 return Next::Keep;
             }
-            if phase == Phase::SynSent {
+            let first = phase == Phase::SynSent;
+            if first {
                 conn.backend_mss = tcp.max_seg_size.unwrap_or(MIN_MSS).max(MIN_MSS);
                 if conn.terms.timestamps != tcp.timestamps.is_some()
                     || (conn.terms.sack && !tcp.sack_permitted)
@@ -1023,6 +1025,9 @@ impl<D: Dispatch> FrontEnd<D> {
             // In RequestSent a repeated SYN/ACK' means our ACK' was lost: answer now
             // rather than at the timer (RFC 9293 §3.10.7.3).
             self.send_request(conn);
+            if first && let Some(handoff) = self.handoff_of(conn) {
+                self.emit(Event::RequestSent(handoff));
+            }
             let deadline = now + conn.rto;
             self.arm(slot, conn, deadline);
             return Next::Keep;
@@ -1198,11 +1203,46 @@ impl<D: Dispatch> FrontEnd<D> {
         self.abort(conn, ResetReason::BackendsExhausted, true)
     }
 
+    /// The fast path forwarded a client segment acknowledging data past the front-end's
+    /// SYN/ACK, which only the back-end can have sent ([`FrontEnd::note_backend_answered`]):
+    /// the back-end has the request, as when the slow path sees such a segment
+    /// (`client_during_handoff`), and the handoff is done. Anything else is left alone.
+    pub(super) fn backend_answered(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+    ) -> Next {
+        if conn.state != State::HandingOff(Phase::RequestSent) {
+            return Next::Keep;
+        }
+        self.stats.handoffs_confirmed_by_fast_path += 1;
+        self.complete_handoff(now, slot, conn)
+    }
+
+    /// What the fast path needs of a handoff under way or done; `None` before a
+    /// back-end is chosen.
+    fn handoff_of(&self, conn: &Connection) -> Option<HandedOff> {
+        Some(HandedOff {
+            flow: conn.flow,
+            backend: conn.backend()?,
+            client_isn: conn.syn.isn,
+            isn_f: conn.terms.isn_f,
+            tsv_f: conn.terms.tsv_f,
+            ws_f: conn.terms.ws_f.unwrap_or(0),
+            timestamps: conn.terms.timestamps,
+            sack: conn.terms.sack,
+            request_end: conn.rcv_nxt,
+            candidate: conn.candidates,
+        })
+    }
+
     /// The back-end has the request: the handoff is done.
     fn complete_handoff(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
-        let Some(backend) = conn.backend() else {
+        let Some(handoff) = self.handoff_of(conn) else {
             return Next::Keep;
         };
+        let backend = handoff.backend;
         conn.state = State::Forwarding;
         conn.handed_off = true;
         // The back-end has answered the client, acknowledging the request.
@@ -1217,16 +1257,8 @@ impl<D: Dispatch> FrontEnd<D> {
         conn.queue = VecDeque::new();
         conn.request = Vec::new();
         self.emit(Event::HandedOff(HandedOff {
-            flow: conn.flow,
-            backend,
-            client_isn: conn.syn.isn,
-            isn_f: conn.terms.isn_f,
-            tsv_f: conn.terms.tsv_f,
-            ws_f: conn.terms.ws_f.unwrap_or(0),
-            timestamps: conn.terms.timestamps,
-            sack: conn.terms.sack,
             request_end: conn.rcv_nxt,
-            candidate: conn.candidates,
+            ..handoff
         }));
         conn.last_heard = now;
         let deadline = self.idle_deadline(conn);

@@ -239,6 +239,16 @@ pub struct Transmit {
 /// What the daemon must learn of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The back-end accepted the SYN' and the request went to it (the ACK'), not yet
+    /// confirmed: the fast path may take the flow in, forwarding only client segments
+    /// that prove the back-end has answered (they acknowledge data past the front-end's
+    /// SYN/ACK, which only the back-end can have sent) and telling the core of the first
+    /// ([`FrontEnd::note_backend_answered`]). The rest still come up to the core, which
+    /// holds them until the handoff completes. Raised once per back-end tried; a
+    /// [`Event::Reset`] follows if the handoff fails for good. Without it the client's
+    /// reply to the response would often reach the core before the back-end's copy of
+    /// that response, so every connection's last segments took the slow path.
+    RequestSent(HandedOff),
     /// The back-end has the request: install the flow in the fast path (XDP forwarding
     /// table). From now on the client's packets go straight to `backend`.
     HandedOff(HandedOff),
@@ -262,7 +272,7 @@ pub enum Event {
     },
 }
 
-/// A completed handoff: what the fast path needs, and the terms the back-end's
+/// A handoff (completed, or under way for [`Event::RequestSent`]): what the fast path needs, and the terms the back-end's
 /// translation was built from. `seq_delta` and `ts_delta` are not here: the back-end's
 /// egress computes them from its own ISN and TSval, which the front-end never sees
 /// (the SYN/ACK' it receives is already translated).
@@ -447,6 +457,9 @@ pub struct Stats {
     pub queue_overflows: u64,
     /// Client packets forwarded to a back-end by the slow path (held ones and late ones).
     pub packets_forwarded: u64,
+    /// Handoffs completed on the fast path's word that a client segment acknowledged
+    /// the back-end's data ([`FrontEnd::note_backend_answered`]).
+    pub handoffs_confirmed_by_fast_path: u64,
     /// Client FINs the fast path forwarded and told of ([`FrontEnd::note_client_fin`]).
     pub client_fins_from_fast_path: u64,
     /// Client FINs the fast path told of for flows no longer tracked (ended in between).
@@ -686,6 +699,23 @@ impl<D: Dispatch> FrontEnd<D> {
             self.client_fin_forwarded(slot, &mut conn, now);
         }
         self.put(slot, conn);
+    }
+
+    /// The fast path forwarded a client segment of `flow` acknowledging data only its
+    /// back-end can have sent (see [`Event::RequestSent`]): if the handoff is still
+    /// waiting for the back-end's confirmation, it is complete now ([`Event::HandedOff`]
+    /// follows). Otherwise nothing changes.
+    pub fn note_backend_answered(&mut self, now: Instant, flow: &FlowKey) {
+        let Some(&slot) = self.flows.get(flow) else {
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        match self.backend_answered(now, slot, &mut conn) {
+            connection::Next::Keep => self.put(slot, conn),
+            connection::Next::Free | connection::Next::Replay => self.release(slot, conn),
+        }
     }
 
     /// What to keep of `flow` so that another front-end can [`FrontEnd::adopt`] it:

@@ -482,7 +482,12 @@ fn handoff_happy_path_then_forwarding_then_close() {
         assert_eq!(tcp.timestamps.unwrap().tsecr, tsv_f);
     }
     assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
-    assert!(h.events().is_empty(), "not handed off before confirmation");
+    // Not handed off before confirmation; the fast path may wait for the answer.
+    let events = h.events();
+    let [Event::RequestSent(sent)] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert_eq!((sent.backend, sent.isn_f), (B1, isn_f));
     assert_eq!(h.fe.unfinished_count(), 1);
 
     h.backend_sends(h.confirmation(isn_f));
@@ -847,8 +852,37 @@ fn client_ack_of_backend_data_confirms_the_handoff() {
     let mut ack = h.ack(isn_f, tsv_f, CISN + 1 + REQUEST.len() as u32, &[]);
     ack.ack_number = isn_f + 1 + 1000;
     h.client_sends(&ack);
-    assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+    assert!(matches!(
+        h.events()[..],
+        [Event::RequestSent(_), Event::HandedOff(_)]
+    ));
     assert_eq!(h.drain().len(), 1, "the ACK itself goes to the back-end");
+}
+
+/// The same acknowledgement forwarded by the fast path instead, which tells the core
+/// (`FrontEnd::note_backend_answered`): the handoff completes without the segment.
+#[test]
+fn the_fast_path_telling_of_an_answer_confirms_the_handoff() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.drain();
+    assert!(matches!(h.events()[..], [Event::RequestSent(_)]));
+    // Before the request went out, or once handed off, it changes nothing.
+    let flow = h.flow();
+    let now = h.now;
+    h.fe.note_backend_answered(now, &flow);
+    let events = h.events();
+    let [Event::HandedOff(done)] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(done.backend, B1);
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    assert!(h.drain().is_empty(), "nothing held, nothing to send");
+    h.fe.note_backend_answered(now, &flow);
+    assert!(h.events().is_empty());
+    assert_eq!(h.fe.stats().handoffs_confirmed_by_fast_path, 1);
+    assert_eq!(h.fe.stats().handoffs_completed, 1);
 }
 
 #[test]

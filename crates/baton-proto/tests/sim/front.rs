@@ -1,22 +1,27 @@
 //! The real front-end ([`baton_proto::frontend::FrontEnd`]) as a simulation node, driven
 //! by the virtual clock, with a model of the front-end's XDP fast path beside it.
 //!
-//! The fast path is installed from [`Event::HandedOff`] and removed on
-//! [`Event::Closed`]/[`Event::Reset`], as the daemon does with the XDP table. A client
-//! packet of an installed flow is rewritten (destination := back-end, RFC 1624 checksum
-//! updates through `baton_common`) and sent on without the state machine seeing it;
-//! FIN and RST go to the slow path instead (`XDP_PASS`), which forwards them itself and
-//! tracks the close (DESIGN.md section 2, step 9).
+//! The fast path takes a flow in from [`Event::RequestSent`] (awaiting the back-end's
+//! answer) and [`Event::HandedOff`], and lets it go on [`Event::Closed`]/[`Event::Reset`],
+//! as the daemon does with the XDP table. A client packet of an entry is rewritten
+//! (destination := back-end, RFC 1624 checksum updates through `baton_common`) and sent
+//! on without the state machine seeing it, as `baton-ebpf/src/frontend.rs` does: SYN and
+//! RST go to the slow path (`XDP_PASS`); while the entry awaits the answer only a
+//! segment acknowledging data past the front-end's SYN/ACK is forwarded, and the core is
+//! told (`FrontEnd::note_backend_answered`); a FIN is forwarded and the core told
+//! (`FrontEnd::note_client_fin`), as the program does through its ring, which the daemon
+//! reads before the next packet.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use baton_common::translate::csum_replace4;
+use baton_common::{frontend::acknowledges_backend_data, translate::csum_replace4};
 use baton_proto::frontend::{
     Backend, Config, Dispatch, Event, FlowKey, FrontEnd, Instant, StateName,
 };
 use baton_proto::request::ClientRequest;
+use baton_proto::wire::TcpFlags;
 
 use super::net::NodeId;
 use super::packet::PacketInfo;
@@ -68,10 +73,19 @@ fn duration(at: Instant) -> Duration {
     Duration::from_nanos(at.as_nanos())
 }
 
+/// An entry of the modelled XDP table.
+#[derive(Clone, Copy, Debug)]
+pub struct FastEntry {
+    pub backend: Ipv4Addr,
+    /// While the core waits for the back-end's confirmation: the front-end's ISN, past
+    /// which a client segment must acknowledge data to be forwarded.
+    pub awaiting_answer: Option<u32>,
+}
+
 pub struct RealFront {
     pub fe: FrontEnd<SimDispatch>,
-    /// The XDP forwarding table: client (address, port) -> back-end address.
-    pub fast_path: HashMap<(Ipv4Addr, u16), Ipv4Addr>,
+    /// The XDP forwarding table: client (address, port) -> its entry.
+    pub fast_path: HashMap<(Ipv4Addr, u16), FastEntry>,
     pub events: Vec<Event>,
     pub fast_path_packets: u64,
     out: Vec<Vec<u8>>,
@@ -125,9 +139,21 @@ impl RealFront {
         }
         while let Some(event) = self.fe.poll_event() {
             match &event {
-                Event::HandedOff(h) => {
+                Event::RequestSent(h) => {
+                    let entry = FastEntry {
+                        backend: *h.backend.ip(),
+                        awaiting_answer: Some(h.isn_f),
+                    };
                     self.fast_path
-                        .insert((*h.flow.client.ip(), h.flow.client.port()), *h.backend.ip());
+                        .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
+                }
+                Event::HandedOff(h) => {
+                    let entry = FastEntry {
+                        backend: *h.backend.ip(),
+                        awaiting_answer: None,
+                    };
+                    self.fast_path
+                        .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
                 }
                 Event::Closed { flow, .. } | Event::Reset { flow, .. } => {
                     self.fast_path
@@ -140,13 +166,40 @@ impl RealFront {
 
     /// The XDP program: forwards a client packet of an installed flow, or returns it for
     /// the slow path.
-    fn xdp(&mut self, mut pkt: Vec<u8>) -> Option<Vec<u8>> {
+    fn xdp(&mut self, now: Duration, mut pkt: Vec<u8>) -> Option<Vec<u8>> {
         let info = PacketInfo::parse(&pkt).ok()?;
-        let Some(&backend) = self.fast_path.get(&(info.src, info.sport)) else {
+        let key = (info.src, info.sport);
+        let Some(&entry) = self.fast_path.get(&key) else {
             return Some(pkt);
         };
-        if info.is_fin() || info.is_rst() {
+        if info.has(TcpFlags::SYN) || info.is_rst() {
             return Some(pkt);
+        }
+        let answered = match entry.awaiting_answer {
+            None => false,
+            Some(isn_f)
+                if info.has(TcpFlags::ACK) && acknowledges_backend_data(isn_f, info.ack) =>
+            {
+                true
+            }
+            Some(_) => return Some(pkt),
+        };
+        let backend = entry.backend;
+        let flow = FlowKey {
+            client: SocketAddrV4::new(info.src, info.sport),
+            service: SocketAddrV4::new(info.dst, info.dport),
+        };
+        if answered {
+            if let Some(e) = self.fast_path.get_mut(&key) {
+                e.awaiting_answer = None;
+            }
+            self.fe.note_backend_answered(instant(now), &flow);
+        }
+        if info.is_fin() {
+            self.fe.note_client_fin(instant(now), &flow);
+        }
+        if answered || info.is_fin() {
+            self.drain();
         }
         let ihl = usize::from(pkt[0] & 0x0f) * 4;
         let old = u32::from(info.dst);
@@ -165,7 +218,7 @@ impl RealFront {
 impl FrontNode for RealFront {
     fn receive(&mut self, now: Duration, from: NodeId, pkt: Vec<u8>) {
         let pkt = if from == NodeId::Client {
-            match self.xdp(pkt) {
+            match self.xdp(now, pkt) {
                 Some(pkt) => pkt,
                 None => return,
             }

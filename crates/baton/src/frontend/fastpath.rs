@@ -56,7 +56,7 @@ use aya::{
     },
 };
 use baton_common::{
-    frontend::{FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
+    frontend::{FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
     syncookie::SynCookieConfig,
 };
 use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
@@ -97,11 +97,17 @@ pub struct FastPathStats {
     pub batch_reads: u64,
     /// Scans whose batch read the kernel refused (activity not noted for that scan).
     pub batch_read_errors: u64,
+    /// Of the flows inserted, those taken in when the request went to the back-end,
+    /// awaiting its answer (`FrontendFlow::AWAITING_ANSWER`).
+    pub flows_awaiting_answer: u64,
     /// Client FINs the program forwarded, read from its ring and told to the core.
     pub client_fins_noted: u64,
-    /// Records in the client-FIN ring too short to hold a flow; never expected (the
-    /// program writes whole keys), counted rather than trusted.
-    pub client_fin_records_short: u64,
+    /// Back-end answers the program saw a client acknowledge, read from its ring and
+    /// told to the core.
+    pub answers_noted: u64,
+    /// Records in the ring too short to hold a notice; never expected (the program
+    /// writes whole notices), counted rather than trusted.
+    pub notices_short: u64,
     /// Times the program was asked to answer SYNs with cookies (the half-open table
     /// filled: a flood began, or went on after a lull).
     pub syn_cookies_engaged: u64,
@@ -134,8 +140,8 @@ impl Pins {
     fn link(&self) -> PathBuf {
         self.dir.join("link_xdp")
     }
-    fn client_fins(&self) -> PathBuf {
-        self.dir.join("client_fins")
+    fn notices(&self) -> PathBuf {
+        self.dir.join("notices")
     }
 }
 
@@ -186,9 +192,9 @@ pub struct FastPath {
     flows_data: MapData,
     batch: FlowBatch,
     stats: PerCpuArray<MapData, u64>,
-    /// The client FINs the program forwarded (`FRONTEND_CLIENT_FINS`), read through its
-    /// shared pages: checking it costs two loads, no system call.
-    client_fins: RingBuf<MapData>,
+    /// What the program forwarded that the core must know of (`FRONTEND_NOTICES`), read
+    /// through its shared pages: checking it costs two loads, no system call.
+    notices: RingBuf<MapData>,
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
@@ -259,14 +265,14 @@ impl FastPath {
         check_pinned_flows(&pins)?;
         replace_outgrown_stats(&pins)?;
         let (flows_pin, config_pin, stats_pin) = (pins.flows(), pins.config(), pins.stats());
-        let client_fins_pin = pins.client_fins();
+        let notices_pin = pins.notices();
         // Maps already pinned are reused as they are (flows and all); missing ones are
         // made and pinned.
         let mut ebpf = EbpfLoader::new()
             .map_pin_path("FRONTEND_FLOWS", flows_pin.as_path())
             .map_pin_path("FRONTEND_CONFIG", config_pin.as_path())
             .map_pin_path("FRONTEND_STATS", stats_pin.as_path())
-            .map_pin_path("FRONTEND_CLIENT_FINS", client_fins_pin.as_path())
+            .map_pin_path("FRONTEND_NOTICES", notices_pin.as_path())
             .load(crate::ebpf::FRONTEND)
             .context("loading the fast path's eBPF object")?;
         // The configuration goes in before the (new) program can see a packet.
@@ -303,9 +309,9 @@ impl FastPath {
             ebpf.take_map("FRONTEND_STATS")
                 .context("map FRONTEND_STATS missing")?,
         )?;
-        let client_fins = RingBuf::try_from(
-            ebpf.take_map("FRONTEND_CLIENT_FINS")
-                .context("map FRONTEND_CLIENT_FINS missing")?,
+        let notices = RingBuf::try_from(
+            ebpf.take_map("FRONTEND_NOTICES")
+                .context("map FRONTEND_NOTICES missing")?,
         )?;
         let prog: &mut Xdp = ebpf
             .program_mut("frontend_forward")
@@ -351,7 +357,7 @@ impl FastPath {
                 flows_data,
                 batch: FlowBatch::default(),
                 stats,
-                client_fins,
+                notices,
                 syn_cookies,
                 syn_cookie_config,
                 installed: StdHashMap::new(),
@@ -414,14 +420,17 @@ impl FastPath {
         adoption
     }
 
-    /// Sends `flow`'s client packets to `backend` from now on. Failures leave the flow
-    /// to the slow path, counted.
+    /// Sends `flow`'s client packets to `backend` from now on; with `awaiting_answer`
+    /// (the front-end's ISN, `isn_f`), only those proving the back-end has answered
+    /// (`FrontendFlow::AWAITING_ANSWER`), until one does. Failures leave the flow to the
+    /// slow path, counted.
     pub fn install(
         &mut self,
         now: Instant,
         flow: FlowKey,
         backend: SocketAddrV4,
         client_isn: u32,
+        awaiting_answer: Option<u32>,
         stats: &mut FastPathStats,
     ) {
         let Some(mac) = self.neighbours.lookup(now, *backend.ip(), &self.interface) else {
@@ -437,20 +446,34 @@ impl FastPath {
             backend_port_be: u16::from_ne_bytes(backend.port().to_be_bytes()),
             backend_mac: mac,
             client_isn,
-            close_state: 0,
-            _pad: 0,
+            close_state: if awaiting_answer.is_some() {
+                FrontendFlow::AWAITING_ANSWER
+            } else {
+                0
+            },
+            isn_f: awaiting_answer.unwrap_or(0),
             last_seen_ns: 0,
         };
         match self.flows.insert(key_of(&flow), value, 0) {
             Ok(()) => {
-                stats.flows_installed += 1;
-                self.installed.insert(
-                    flow,
-                    Installed {
-                        noted: 0,
-                        close_state: 0,
-                    },
-                );
+                // A flow taken in awaiting its answer is updated, not inserted, when the
+                // handoff completes.
+                let inserted = self
+                    .installed
+                    .insert(
+                        flow,
+                        Installed {
+                            noted: 0,
+                            close_state: 0,
+                        },
+                    )
+                    .is_none();
+                if inserted {
+                    stats.flows_installed += 1;
+                }
+                if awaiting_answer.is_some() {
+                    stats.flows_awaiting_answer += 1;
+                }
             }
             Err(e) => {
                 stats.install_failed += 1;
@@ -462,25 +485,34 @@ impl FastPath {
         }
     }
 
-    /// Tells the core of every client FIN the program forwarded since the last call
-    /// (the ring's records, oldest first; module docs of `baton-ebpf/src/frontend.rs`).
-    /// The event loop calls it before each packet it hands the core: a FIN is in the
-    /// ring before it leaves for the back-end, so before any SYN its close lets the
-    /// client send on the same port, and the core judges that SYN knowing of the FIN.
-    /// With nothing new it reads two positions from memory shared with the kernel.
-    pub fn note_client_fins<D: baton_proto::frontend::Dispatch>(
+    /// Tells the core of everything the program forwarded that it must know of since
+    /// the last call (the ring's notices, oldest first; module docs of
+    /// `baton-ebpf/src/frontend.rs`): a back-end's answer completes its handoff, a
+    /// client's FIN is tracked. The event loop calls it before each packet it hands the
+    /// core: a notice is in the ring before its segment leaves for the back-end, so
+    /// before anything that segment causes (the client's next SYN on the port, once its
+    /// close is acknowledged) can reach the daemon. With nothing new it reads two
+    /// positions from memory shared with the kernel.
+    pub fn note_flow_notices<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
         now: Instant,
         stats: &mut FastPathStats,
     ) {
-        while let Some(record) = self.client_fins.next() {
-            match client_fin_flow(&record) {
-                Some(flow) => {
-                    fe.note_client_fin(now, &flow);
-                    stats.client_fins_noted += 1;
-                }
-                None => stats.client_fin_records_short += 1,
+        while let Some(record) = self.notices.next() {
+            let Some((flow, what)) = parse_notice(&record) else {
+                stats.notices_short += 1;
+                continue;
+            };
+            // The answer first: a FIN that also acknowledges the response finds the
+            // handoff complete.
+            if what & FlowNotice::BACKEND_ANSWERED != 0 {
+                fe.note_backend_answered(now, &flow);
+                stats.answers_noted += 1;
+            }
+            if what & FlowNotice::CLIENT_FIN != 0 {
+                fe.note_client_fin(now, &flow);
+                stats.client_fins_noted += 1;
             }
         }
     }
@@ -648,7 +680,7 @@ impl FastPath {
             pins.flows(),
             pins.config(),
             pins.stats(),
-            pins.client_fins(),
+            pins.notices(),
         ] {
             if path.exists() {
                 fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
@@ -886,20 +918,22 @@ fn flow_of(key: &FrontendFlowKey) -> FlowKey {
     }
 }
 
-/// The flow in a client-FIN ring record: a [`FrontendFlowKey`] as the program wrote it,
-/// its fields' bytes in packet order (addresses, then ports). `None` if too short.
-fn client_fin_flow(record: &[u8]) -> Option<FlowKey> {
-    let b: &[u8; 12] = record.get(..12)?.try_into().ok()?;
+/// The flow and what happened in a ring record: a [`FlowNotice`] as the program wrote
+/// it, the key's fields' bytes in packet order (addresses, then ports), then `what` in
+/// the host's order. `None` if too short.
+fn parse_notice(record: &[u8]) -> Option<(FlowKey, u32)> {
+    let b: &[u8; 16] = record.get(..16)?.try_into().ok()?;
     let addr = |at: usize, port_at: usize| {
         SocketAddrV4::new(
             Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]),
             u16::from_be_bytes([b[port_at], b[port_at + 1]]),
         )
     };
-    Some(FlowKey {
+    let flow = FlowKey {
         client: addr(0, 8),
         service: addr(4, 10),
-    })
+    };
+    Some((flow, u32::from_ne_bytes([b[12], b[13], b[14], b[15]])))
 }
 
 fn key_of(flow: &FlowKey) -> FrontendFlowKey {
@@ -988,20 +1022,24 @@ IP address       HW type     Flags       HW address            Mask     Device
 ";
 
     #[test]
-    fn a_client_fin_record_reads_back_as_the_flow_the_program_keyed() {
+    fn a_notice_reads_back_as_the_flow_and_news_the_program_wrote() {
         let flow = FlowKey {
             client: "198.18.0.2:40001".parse().unwrap(),
             service: "198.18.2.1:80".parse().unwrap(),
         };
-        // The record is the key's memory, as `record.write(key)` leaves it in the ring.
-        let key = key_of(&flow);
-        // SAFETY: `FrontendFlowKey` is `repr(C)`, 12 bytes of integers, no padding.
-        let bytes: [u8; 12] = unsafe { core::mem::transmute(key) };
-        assert_eq!(client_fin_flow(&bytes), Some(flow));
-        // The ring pads records to 8 bytes; the tail is ignored.
-        let padded = [&bytes[..], &[0xee; 4]].concat();
-        assert_eq!(client_fin_flow(&padded), Some(flow));
-        assert_eq!(client_fin_flow(&bytes[..11]), None);
+        let what = FlowNotice::CLIENT_FIN | FlowNotice::BACKEND_ANSWERED;
+        // The record is the notice's memory, as `notice.write(..)` leaves it in the ring.
+        let notice = FlowNotice {
+            key: key_of(&flow),
+            what,
+        };
+        // SAFETY: `FlowNotice` is `repr(C)`, 16 bytes of integers, no padding.
+        let bytes: [u8; 16] = unsafe { core::mem::transmute(notice) };
+        assert_eq!(parse_notice(&bytes), Some((flow, what)));
+        // A longer record: the tail is ignored.
+        let padded = [&bytes[..], &[0xee; 8]].concat();
+        assert_eq!(parse_notice(&padded), Some((flow, what)));
+        assert_eq!(parse_notice(&bytes[..15]), None);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! handed off, its client segments go to the back-end without leaving the driver. The
 //! core still forwards what reaches it of a handed-off flow (packets held during the
 //! handoff, RSTs, segments with partial checksums, or everything when the fast path is
-//! off or failed to load): correct, only slower. Client FINs XDP forwards itself and
-//! tells the core of through a ring, read before each packet.
+//! off or failed to load): correct, only slower. The fast path takes a flow in as soon as
+//! the request has gone to the back-end, and forwards client FINs and the client's
+//! acknowledgement of the back-end's answer itself, telling the core of them through a
+//! ring read before each packet.
 //!
 //! # The loop
 //!
@@ -43,8 +45,8 @@
 //! place: the fast path's pins (program, link and flow table, see [`fastpath`]), with
 //! each flow's close state written into its entry, and the nftables table `inet
 //! baton_fe` ([`io::HostTcpFilter`]). Handed-off connections therefore go on while no
-//! daemon runs: XDP forwards their ACKs, payload and FINs (the FINs wait in the pinned
-//! client-FIN ring for the next daemon's core), and what XDP passes up (RSTs, say) is
+//! daemon runs: XDP forwards their ACKs, payload and FINs (the notices of FINs wait in
+//! the pinned ring for the next daemon's core), and what XDP passes up (RSTs, say) is
 //! dropped by the table rather than reset by the host's TCP; the client retransmits it,
 //! and the next daemon forwards it.
 //!
@@ -80,7 +82,7 @@ use std::{
 
 use anyhow::Context as _;
 use baton_proto::{
-    frontend::{Event, FrontEnd, HandedOff, Instant},
+    frontend::{Event, FrontEnd, HandedOff, Instant, StateName},
     wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
 };
 
@@ -507,6 +509,7 @@ fn event_loop(
     let mut next_scan = clock() + ACTIVITY_SCAN;
     // Reused every round, so a round allocates nothing once they have grown.
     let mut transmits = Vec::new();
+    let mut requests_sent = Vec::new();
     let mut handed_off = Vec::new();
     // The round's log lines go out together at its end (see `log`); dropped on return,
     // which flushes what is left.
@@ -566,10 +569,10 @@ fn event_loop(
         let readable = wait_readable(io.rx_fd(), sleep)?;
 
         let now = clock();
-        // Client FINs the fast path forwarded while the loop slept, before the timers
-        // judge their flows.
+        // What the fast path forwarded while the loop slept (client FINs, back-ends'
+        // answers), before the timers judge their flows.
         if let Some(path) = fast.path.as_deref_mut() {
-            path.note_client_fins(fe, now, fast.stats);
+            path.note_flow_notices(fe, now, fast.stats);
         }
         more_to_read = false;
         if readable {
@@ -583,9 +586,9 @@ fn event_loop(
                         }
                         // And again for each packet: a SYN reusing the port of a flow
                         // whose FIN XDP forwarded must meet a core that knows of the FIN
-                        // (`FastPath::note_client_fins`).
+                        // (`FastPath::note_flow_notices`).
                         if let Some(path) = fast.path.as_deref_mut() {
-                            path.note_client_fins(fe, now, fast.stats);
+                            path.note_flow_notices(fe, now, fast.stats);
                         }
                         fe.dispatcher_mut().set_now(now);
                         fe.handle_packet(now, packet);
@@ -608,8 +611,9 @@ fn event_loop(
         // A flow that ends leaves the fast path before this round's packets go out: a
         // client reusing its port gets its SYN/ACK in the same round as the old flow's
         // Closed event, and its answer must not meet the old entry in XDP (which would
-        // send it to the old back-end). A flow that starts enters the fast path after
-        // them, once the back-end has everything the core held for it.
+        // send it to the old back-end). A flow whose handoff completes is updated after
+        // them, once the back-end has everything the core held for it; one whose request
+        // goes out is taken in before them, awaiting the answer (below).
         transmits.extend(std::iter::from_fn(|| fe.poll_transmit()));
         // Retries first: a retry that found no back-end is followed by the reset event.
         for note in fe.dispatcher_mut().drain_notes() {
@@ -627,7 +631,29 @@ fn event_loop(
                     let flow = fe.dispatcher_mut().on_handed_off(&h.flow, h.backend);
                     handed_off.push((h, flow));
                 }
+                // Taken in before the transmits, awaiting the back-end's answer.
+                Event::RequestSent(h) => requests_sent.push(h),
                 other => on_event(fe, fast, other, stats),
+            }
+        }
+        for h in requests_sent.drain(..) {
+            // Before the transmits, the request among them: XDP forwards nothing of a
+            // flow awaiting its answer until a client acknowledges that answer, which
+            // the back-end cannot send before it has the request, and the entry must be
+            // there before the client's quick reply. Only if still waiting: a flow whose
+            // handoff completed or ended in this round has its own event, after this one.
+            let waiting = fe.connection_state(&h.flow) == Some(StateName::HandingOffRequestSent);
+            if let Some(path) = fast.path.as_deref_mut()
+                && waiting
+            {
+                path.install(
+                    now,
+                    h.flow,
+                    h.backend,
+                    h.client_isn,
+                    Some(h.isn_f),
+                    fast.stats,
+                );
             }
         }
         for t in transmits.drain(..) {
@@ -675,7 +701,7 @@ fn on_handed_off(
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
         if live {
-            path.install(now, flow, backend, client_isn, fast.stats);
+            path.install(now, flow, backend, client_isn, None, fast.stats);
         } else {
             fast.stats.ended_before_install += 1;
         }
@@ -732,7 +758,7 @@ fn on_event(
 ) {
     match event {
         // Handled by the loop: counted at once, installed after the transmits.
-        Event::HandedOff(_) => {}
+        Event::HandedOff(_) | Event::RequestSent(_) => {}
         Event::Reset {
             flow,
             backend,
