@@ -200,6 +200,12 @@ fn with_the_fast_path_off_the_slow_path_still_forwards() {
     drop(guard);
 }
 
+/// wrk on `client` with `args`, its standard output.
+fn wrk(args: &[&str]) -> String {
+    let all = [&["lab", "exec", "client", "--", "wrk"][..], args].concat();
+    stdout(&mut baton(&LAB, &all))
+}
+
 /// The fast path's counters now, by name (`support::fastpath_counters`).
 fn fastpath_counters() -> std::collections::HashMap<&'static str, u64> {
     support::fastpath_counters(&LAB)
@@ -285,20 +291,7 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
     let before = fastpath_counters();
     let started = std::time::Instant::now();
     // One connection, one request after another, for 3 s.
-    let out = stdout(&mut baton(
-        &LAB,
-        &[
-            "lab",
-            "exec",
-            "client",
-            "--",
-            "wrk",
-            "-t1",
-            "-c1",
-            "-d3s",
-            &format!("http://{VIP}/"),
-        ],
-    ));
+    let out = wrk(&["-t1", "-c1", "-d3s", &format!("http://{VIP}/")]);
     let grew = grown(&before, &fastpath_counters());
     let requests: u64 = out
         .lines()
@@ -370,22 +363,14 @@ fn client_replies_and_fins_are_forwarded_by_xdp_and_their_flows_still_close() {
         return;
     };
     let before = fastpath_counters();
-    let out = stdout(&mut baton(
-        &LAB,
-        &[
-            "lab",
-            "exec",
-            "client",
-            "--",
-            "wrk",
-            "-t1",
-            "-c4",
-            "-d3s",
-            "-H",
-            "Connection: close",
-            &format!("http://{VIP}/"),
-        ],
-    ));
+    let out = wrk(&[
+        "-t1",
+        "-c4",
+        "-d3s",
+        "-H",
+        "Connection: close",
+        &format!("http://{VIP}/"),
+    ]);
     assert!(
         !out.contains("Non-2xx") && !out.contains("Socket errors"),
         "{out}"

@@ -137,6 +137,13 @@ impl Harness {
         syn
     }
 
+    /// A SYN on the same ports with a new ISN: the client's next connection.
+    fn next_connection_syn(&self) -> TcpRepr<'static> {
+        let mut syn = self.syn();
+        syn.seq_number = CISN.wrapping_add(1_000_000);
+        syn
+    }
+
     /// SYN, SYN/ACK, ACK; returns `isn_f` and `tsv_f`.
     fn handshake(&mut self) -> (u32, u32) {
         self.client_sends(&self.syn());
@@ -1241,9 +1248,7 @@ fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
     // ...but a SYN with a new ISN is a new connection: the old one is closed at once and
     // the front-end answers the handshake itself, instead of forwarding the SYN to the
     // old back-end's TIME-WAIT socket.
-    let mut new_syn = h.syn();
-    new_syn.seq_number = CISN.wrapping_add(1_000_000);
-    h.client_sends(&new_syn);
+    h.client_sends(&h.next_connection_syn());
     let out = h.drain();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
@@ -1279,9 +1284,7 @@ fn a_new_syn_after_the_clients_fin_starts_a_new_connection_when_the_backends_fin
     assert_eq!(out[0].ip().dst_addr, *B1.ip());
     assert_eq!(h.state(), Some(StateName::Forwarding));
     // A SYN with a new ISN: the client's old connection is gone; a new handshake.
-    let mut new_syn = h.syn();
-    new_syn.seq_number = CISN.wrapping_add(1_000_000);
-    h.client_sends(&new_syn);
+    h.client_sends(&h.next_connection_syn());
     let out = h.drain();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
@@ -1314,16 +1317,7 @@ fn a_client_fin_told_by_the_fast_path_closes_the_flow_like_a_forwarded_one() {
     assert_eq!(h.state(), Some(StateName::Forwarding));
     assert_eq!(h.fe.handover(&flow).map(|x| x.client_fin), Some(true));
     // The back-end's FIN copy completes the close: the grace period, then the end.
-    h.backend_sends(bare_segment(
-        0,
-        0,
-        isn_f + 1,
-        seq + 1,
-        TcpFlags::ACK | TcpFlags::FIN,
-        500,
-    ));
-    h.drain();
-    assert_eq!(h.state(), Some(StateName::TimeWait));
+    backend_fin_copy(&mut h, isn_f, seq);
     // Told again (a retransmitted FIN), or for a flow the core no longer has: no change.
     h.fe.note_client_fin(now, &flow);
     assert_eq!(h.state(), Some(StateName::TimeWait));
@@ -1335,12 +1329,18 @@ fn a_client_fin_told_by_the_fast_path_closes_the_flow_like_a_forwarded_one() {
     assert_eq!(h.fe.stats().client_fins_from_fast_path, 2);
     assert_eq!(h.fe.stats().client_fins_unknown, 1);
     // A SYN with a new ISN on the port is a new connection.
-    let mut new_syn = h.syn();
-    new_syn.seq_number = CISN.wrapping_add(1_000_000);
-    h.client_sends(&new_syn);
-    let out = h.drain();
-    assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
+    new_connection_is_answered(&mut h);
     assert_eq!(h.fe.stats().time_wait_reused, 1);
+}
+
+/// Sends the client's next connection's SYN and checks that the front-end answers it
+/// itself (a SYN/ACK to the client) rather than forwarding it to the old back-end.
+fn new_connection_is_answered(h: &mut Harness) {
+    h.client_sends(&h.next_connection_syn());
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
+    assert_eq!(out[0].tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
 }
 
 /// Told of the client's FIN with the back-end's FIN copy lost, the core gives the port
@@ -1352,12 +1352,7 @@ fn a_client_fin_told_by_the_fast_path_lets_a_new_syn_end_a_half_closed_flow() {
     let flow = h.flow();
     let now = h.now;
     h.fe.note_client_fin(now, &flow);
-    let mut new_syn = h.syn();
-    new_syn.seq_number = CISN.wrapping_add(1_000_000);
-    h.client_sends(&new_syn);
-    let out = h.drain();
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].ip().dst_addr, CLIENT, "a SYN/ACK from the front-end");
+    new_connection_is_answered(&mut h);
     assert_eq!(h.fe.stats().half_closed_reused, 1);
 }
 
@@ -1367,9 +1362,7 @@ fn a_new_syn_on_a_live_handed_off_flow_is_forwarded() {
     forwarding(&mut h);
     // No FIN from the client: its connection may be alive, so the flow is not given up
     // to a SYN (which a blind attacker could send).
-    let mut new_syn = h.syn();
-    new_syn.seq_number = CISN.wrapping_add(1_000_000);
-    h.client_sends(&new_syn);
+    h.client_sends(&h.next_connection_syn());
     let out = h.drain();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].ip().dst_addr, *B1.ip());
@@ -1559,9 +1552,7 @@ fn an_adopted_closed_flow_keeps_its_grace_period_and_its_isn() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].ip().dst_addr, *B1.ip());
     // ...a new ISN is a new connection, answered by the front-end itself.
-    let mut new_syn = h.syn();
-    new_syn.seq_number = CISN.wrapping_add(1_000_000);
-    h.client_sends(&new_syn);
+    h.client_sends(&h.next_connection_syn());
     let out = h.drain();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].ip().dst_addr, CLIENT);
@@ -1616,6 +1607,13 @@ fn closed(h: &mut Harness) {
     let mut fin = h.ack(isn_f, tsv_f, seq, &[]);
     fin.flags = TcpFlags::ACK | TcpFlags::FIN;
     h.client_sends(&fin);
+    backend_fin_copy(h, isn_f, seq);
+    h.events();
+}
+
+/// The back-end's FIN copy of the harness's forwarding flow, after the client's FIN (at
+/// `seq`): the close is complete, and the flow in its grace period.
+fn backend_fin_copy(h: &mut Harness, isn_f: u32, seq: u32) {
     h.backend_sends(bare_segment(
         0,
         0,
@@ -1625,7 +1623,6 @@ fn closed(h: &mut Harness) {
         500,
     ));
     h.drain();
-    h.events();
     assert_eq!(h.state(), Some(StateName::TimeWait));
 }
 

@@ -1,8 +1,11 @@
 //! The XDP fast path, from the daemon's side: loads the embedded `baton-frontend` object
 //! (see `crates/baton-ebpf/src/frontend.rs` for the program and why it is XDP), attaches
 //! it to the LAN interface in native (driver) mode, writes its configuration, and keeps
-//! its flow table in step with the protocol core's events: a flow goes in when it is
-//! handed off and out when it is closed or reset.
+//! its flow table in step with the protocol core's events: a flow goes in when its
+//! request goes to the back-end (awaiting the back-end's answer), is updated when it is
+//! handed off and goes out when it is closed or reset. What the program forwards that
+//! the core must know of (a client's FIN, the client's acknowledgement of the back-end's
+//! answer) comes back through its notices ring ([`FastPath::note_flow_notices`]).
 //!
 //! **Failure is not fatal.** The slow path forwards handed-off flows correctly on its
 //! own, so if the object cannot be loaded or attached (an old kernel, a driver without
@@ -12,15 +15,16 @@
 //! through `XDP_TX`, which would corrupt the complete checksums the program writes.
 //!
 //! **Lifetime: pinned.** The maps and the XDP link are pinned in
-//! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `link_xdp`), so they
-//! outlive the daemon: while the link's pin exists the program stays attached and
-//! handed-off flows go on forwarding, whether a daemon runs or not. At start,
+//! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `notices`, `link_xdp`),
+//! so they outlive the daemon: while the link's pin exists the program stays attached
+//! and handed-off flows go on forwarding, whether a daemon runs or not. At start,
 //! [`FastPath::start`] finds the pins (or makes them): it loads the program (possibly a
 //! newer one) against the pinned maps, rewrites the configuration and replaces the
 //! program in the existing link atomically (`BPF_LINK_UPDATE`), so not a packet is lost;
 //! [`FastPath::adopt_pinned`] then hands every flow found in the table to the protocol
-//! core ([`FrontEnd::adopt`]), which goes on tracking it (FIN, RST, payload segments) and
-//! raises its `Closed` or `Reset` event in time, which removes it. [`FastPath::detach`]
+//! core ([`FrontEnd::adopt`]), which goes on tracking it (FINs, RSTs, the notices left
+//! in the ring while no daemon ran) and raises its `Closed` or `Reset` event in time,
+//! which removes it. [`FastPath::detach`]
 //! (`baton frontend --detach`) removes the pins, which detaches the program and frees the
 //! maps.
 //!
