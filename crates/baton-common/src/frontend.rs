@@ -25,9 +25,9 @@ pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 /// kernel requires.
 pub const NOTICE_RING_SIZE: u32 = 1 << 20;
 
-/// What the program tells the daemon of a segment it forwarded (the ring above): which
-/// flow, and what happened ([`FlowNotice::CLIENT_FIN`], [`FlowNotice::BACKEND_ANSWERED`],
-/// or both).
+/// What the program tells the daemon of a segment it forwarded or took in (the ring
+/// above): which flow, and what happened ([`FlowNotice::CLIENT_FIN`] and
+/// [`FlowNotice::BACKEND_ANSWERED`], one or both, or [`FlowNotice::BACKEND_FIN`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowNotice {
@@ -43,6 +43,9 @@ impl FlowNotice {
     /// ([`FrontendFlow::AWAITING_ANSWER`]): the back-end has the request, and the core
     /// completes the handoff.
     pub const BACKEND_ANSWERED: u32 = 1 << 1;
+    /// The back-end's copy of its FIN reached the front-end and was taken in by the
+    /// program (not passed up): the core tracks the close.
+    pub const BACKEND_FIN: u32 = 1 << 2;
 }
 
 /// A handed-off connection as the front-end sees it: the client's address and port and
@@ -179,8 +182,14 @@ pub mod stat {
     /// awaited it: forwarded, the flow's bit cleared and the daemon told
     /// ([`super::FlowNotice::BACKEND_ANSWERED`]). Not counted in [`FORWARDED`].
     pub const FORWARDED_ANSWER: u32 = 11;
+    /// A back-end's copy of its FIN (from VIP:port to a client, a header-only segment
+    /// with a complete or partial checksum) of a handed-off flow: taken in and dropped
+    /// here (`XDP_DROP`), the daemon told ([`super::FlowNotice::BACKEND_FIN`]). The copy
+    /// exists only to tell the front-end; copies with payload, of flows still handing
+    /// off or of no flow, go up as before and are not counted.
+    pub const BACKEND_FIN_NOTED: u32 = 12;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -196,6 +205,7 @@ pub mod stat {
         "pass_ring_full",
         "pass_awaiting_answer",
         "forwarded_answer",
+        "backend_fin_noted",
     ];
 }
 

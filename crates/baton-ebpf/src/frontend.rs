@@ -24,11 +24,16 @@
 //!   proves the back-end has the request (the core's own test,
 //!   `baton_common::frontend::acknowledges_backend_data`): it is forwarded, the mark
 //!   cleared, and the core completes the handoff. Other segments of a marked flow go up,
-//!   for the core to hold until then.
+//!   for the core to hold until then;
+//! - **the back-end's copy of its FIN.** The back-end module copies its FIN to the
+//!   front-end (from the VIP, to this interface) only so that the front-end can track
+//!   the close; a header-only FIN+ACK of a handed-off flow whose checksum holds is taken
+//!   in here (`XDP_DROP`, `stat::BACKEND_FIN_NOTED`) and told. Anything else from the
+//!   VIP goes up as before.
 //!
 //! Under `Connection: close` load this took the slow path's forwarding from about two
-//! client segments per connection to almost none: a receive and a send each, off the
-//! slow path's one thread (the send is most of the cost: veth runs the receivers'
+//! client segments per connection to almost none, and one receive more per connection
+//! with the FIN copies: a receive and a send each, off the slow path's one thread (the send is most of the cost: veth runs the receivers'
 //! softirq work inside it). A notice is committed before its segment is transmitted, so
 //! it is in the ring before anything the segment causes (the back-end's ACK, the
 //! client's next SYN on the port) can reach the daemon. A ring, not bits in the flow's
@@ -115,7 +120,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{
         BPF_RB_NO_WAKEUP,
-        xdp_action::{XDP_PASS, XDP_TX},
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
         xdp_md,
     },
     helpers::{
@@ -181,6 +186,8 @@ const HANDSHAKE_FLAGS: u8 = 0x17;
 enum Verdict {
     /// Rewritten: transmit, counting this `stat`.
     Transmit(u32),
+    /// Taken in: drop, counting this `stat`.
+    Drop(u32),
     /// A bare SYN for no handed-off flow: answered with a cookie if cookies are engaged
     /// (`answer_syn`), else up to the slow path like other control segments.
     Syn,
@@ -206,6 +213,10 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
             count(transmit & !TRANSMIT);
             XDP_TX
         }
+        drop if drop & DROP != 0 => {
+            count(drop & !DROP);
+            XDP_DROP
+        }
         pass => {
             count(pass);
             XDP_PASS
@@ -214,10 +225,11 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
 }
 
 /// [`classify`]'s answers besides a `stat` index to pass up with, or one to transmit
-/// with (`TRANSMIT | stat`); matched before `TRANSMIT`.
+/// with (`TRANSMIT | stat`) or drop with (`DROP | stat`); matched before those.
 const NOT_OURS: u32 = u32::MAX;
 const BARE_SYN: u32 = u32::MAX - 1;
 const TRANSMIT: u32 = 1 << 31;
+const DROP: u32 = 1 << 30;
 
 /// [`forward`] as a plain number across a BPF-to-BPF call: an enum with a payload
 /// returned from a function that is not inlined leaves the payload's register undefined
@@ -229,6 +241,7 @@ fn classify(ctx: &XdpContext) -> u32 {
     match forward(ctx) {
         None => NOT_OURS,
         Some(Verdict::Transmit(stat)) => TRANSMIT | stat,
+        Some(Verdict::Drop(stat)) => DROP | stat,
         Some(Verdict::Syn) => BARE_SYN,
         Some(Verdict::Pass(stat)) => stat,
     }
@@ -273,6 +286,10 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     }
     let daddr = [l3[30], l3[31], l3[32], l3[33]];
     if u32::from_ne_bytes(daddr) != config.vip_addr_be {
+        if u32::from_ne_bytes([l3[26], l3[27], l3[28], l3[29]]) == config.vip_addr_be {
+            // From the VIP to this interface: a back-end's copy of a control segment.
+            return backend_fin_copy(ctx, &config, &l3);
+        }
         return None;
     }
     if l3[ETH_LEN] != 0x45 || be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
@@ -328,6 +345,60 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         return Some(forward_flow(ctx, &config, &l3, &tcp, flow));
     }
     Some(forward_noticed(ctx, &config, &l3, &tcp, flow, key, what))
+}
+
+/// A back-end's copy of its FIN (from VIP:port to a client) of a handed-off flow: taken
+/// in and dropped, with a notice for the core, when it is a plain header-only FIN+ACK
+/// whose checksum holds (complete, or the partial sum a veth leaves) and the ring has
+/// room. `None` otherwise: up to the slow path, uncounted, as every copy used to go. The
+/// copy exists only to tell the front-end; a copy of a flow still handing off goes up,
+/// where the core may need it to complete the handoff.
+#[inline(always)]
+fn backend_fin_copy(ctx: &XdpContext, config: &FrontendConfig, l3: &[u8; TCP]) -> Option<Verdict> {
+    if l3[ETH_LEN] != 0x45 || be16(l3, ETH_LEN + 6) & 0x3fff != 0 {
+        return None;
+    }
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
+    let tcp = unsafe { bytes_at::<20>(ctx, TCP)?.read_unaligned() };
+    if u16::from_ne_bytes([tcp[0], tcp[1]]) != config.vip_port_be
+        || tcp[13] & HANDSHAKE_FLAGS != FIN | ACK
+    {
+        return None;
+    }
+    let total_len = usize::from(be16(l3, ETH_LEN + 2));
+    let header_len = usize::from(tcp[12] >> 4) * 4;
+    if header_len < 20
+        || total_len != IP_LEN + header_len
+        || ctx.data() + ETH_LEN + total_len > ctx.data_end()
+    {
+        return None;
+    }
+    let client = [l3[30], l3[31], l3[32], l3[33]];
+    let key = FrontendFlowKey {
+        client_addr_be: u32::from_ne_bytes(client),
+        vip_addr_be: config.vip_addr_be,
+        client_port_be: u16::from_ne_bytes([tcp[2], tcp[3]]),
+        vip_port_be: config.vip_port_be,
+    };
+    // SAFETY: a map value, copied out at once.
+    let close_state = unsafe { FRONTEND_FLOWS.get(key) }?.close_state;
+    if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
+        return None;
+    }
+    let vip = config.vip_addr_be.to_ne_bytes();
+    let pseudo = tcp_ipv4_pseudo_header_sum(vip, client, header_len as u16);
+    let words = tcp_header_sum(ctx, header_len, [usize::MAX; 2])?;
+    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
+        return None;
+    }
+    let mut notice = FRONTEND_NOTICES.reserve::<FlowNotice>(0)?;
+    notice.write(FlowNotice {
+        key,
+        what: FlowNotice::BACKEND_FIN,
+    });
+    notice.submit(u64::from(BPF_RB_NO_WAKEUP));
+    Some(Verdict::Drop(stat::BACKEND_FIN_NOTED))
 }
 
 /// A segment the core must be told of (`what`, [`FlowNotice`]): the notice written to

@@ -1061,11 +1061,23 @@ impl<D: Dispatch> FrontEnd<D> {
         if tcp.flags.contains(TcpFlags::RST) {
             self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::BackendReset));
         } else if tcp.flags.contains(TcpFlags::FIN) {
-            conn.backend_fin = true;
-            self.check_closed(now, slot, conn);
-            self.shorten_idle_timer(slot, conn);
+            self.backend_fin_copied(slot, conn, now);
         }
         Next::Keep
+    }
+
+    /// The back-end's FIN of a forwarding flow, from its copy to the front-end, read by
+    /// the slow path (above) or noted by the fast path ([`FrontEnd::note_backend_fin`]):
+    /// the grace period starts if the client's FIN was seen, the half-closed idle timeout
+    /// if not.
+    pub(super) fn backend_fin_copied(&mut self, slot: u32, conn: &mut Connection, now: Instant) {
+        if conn.state != State::Forwarding {
+            return;
+        }
+        conn.last_heard = now;
+        conn.backend_fin = true;
+        self.check_closed(now, slot, conn);
+        self.shorten_idle_timer(slot, conn);
     }
 
     // ----- timers -----

@@ -464,6 +464,9 @@ pub struct Stats {
     pub client_fins_from_fast_path: u64,
     /// Client FINs the fast path told of for flows no longer tracked (ended in between).
     pub client_fins_unknown: u64,
+    /// Back-end FIN copies the fast path took in and told of
+    /// ([`FrontEnd::note_backend_fin`]).
+    pub backend_fins_from_fast_path: u64,
     /// Segments from a back-end for no known flow, or in a state that expects none.
     pub stray_backend_segments: u64,
     /// Flows freed after a clean close.
@@ -697,6 +700,24 @@ impl<D: Dispatch> FrontEnd<D> {
         if conn.handed_off {
             self.stats.client_fins_from_fast_path += 1;
             self.client_fin_forwarded(slot, &mut conn, now);
+        }
+        self.put(slot, conn);
+    }
+
+    /// The fast path took in the back-end's copy of its FIN for `flow` (the copy never
+    /// reaches [`FrontEnd::handle_packet`]): tracked as if the slow path had read it. A
+    /// flow not forwarding (unknown, still handing off, or in its grace period) is left
+    /// as it is; the program leaves copies of flows still handing off to the slow path.
+    pub fn note_backend_fin(&mut self, now: Instant, flow: &FlowKey) {
+        let Some(&slot) = self.flows.get(flow) else {
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        if conn.handed_off {
+            self.stats.backend_fins_from_fast_path += 1;
+            self.backend_fin_copied(slot, &mut conn, now);
         }
         self.put(slot, conn);
     }

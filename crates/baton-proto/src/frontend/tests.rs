@@ -1343,6 +1343,30 @@ fn new_connection_is_answered(h: &mut Harness) {
     assert_eq!(out[0].tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
 }
 
+/// The fast path takes in the back-end's FIN copy and tells the core
+/// (`FrontEnd::note_backend_fin`): with the client's FIN, the close is complete.
+#[test]
+fn a_backend_fin_told_by_the_fast_path_completes_the_close() {
+    let mut h = harness();
+    forwarding(&mut h);
+    let flow = h.flow();
+    let now = h.now;
+    h.fe.note_backend_fin(now, &flow);
+    assert!(h.drain().is_empty());
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    assert_eq!(h.fe.handover(&flow).map(|x| x.backend_fin), Some(true));
+    h.fe.note_client_fin(now, &flow);
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert_eq!(h.fe.stats().backend_fins_from_fast_path, 1);
+    // Still handing off: left to the slow path's copy, which completes the handoff.
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.fe.note_backend_fin(now, &flow);
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    assert_eq!(h.fe.stats().backend_fins_from_fast_path, 0);
+}
+
 /// Told of the client's FIN with the back-end's FIN copy lost, the core gives the port
 /// to a new SYN as it would had the slow path forwarded the FIN.
 #[test]

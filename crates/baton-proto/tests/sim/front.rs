@@ -10,7 +10,8 @@
 //! segment acknowledging data past the front-end's SYN/ACK is forwarded, and the core is
 //! told (`FrontEnd::note_backend_answered`); a FIN is forwarded and the core told
 //! (`FrontEnd::note_client_fin`), as the program does through its ring, which the daemon
-//! reads before the next packet.
+//! reads before the next packet. A back-end's copy of its FIN (header-only) of a
+//! handed-off entry is taken in and the core told (`FrontEnd::note_backend_fin`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -164,6 +165,34 @@ impl RealFront {
         }
     }
 
+    /// The XDP program on a back-end's copy: a header-only FIN+ACK of a handed-off entry
+    /// is taken in and the core told (`FrontEnd::note_backend_fin`); anything else is
+    /// returned for the slow path.
+    fn xdp_backend_copy(&mut self, now: Duration, pkt: Vec<u8>) -> Option<Vec<u8>> {
+        let Ok(info) = PacketInfo::parse(&pkt) else {
+            return Some(pkt);
+        };
+        let fin_ack = info.has(TcpFlags::FIN)
+            && info.has(TcpFlags::ACK)
+            && !info.has(TcpFlags::SYN)
+            && !info.is_rst()
+            && info.payload_len == 0;
+        let handed_off = self
+            .fast_path
+            .get(&(info.dst, info.dport))
+            .is_some_and(|e| e.awaiting_answer.is_none());
+        if !fin_ack || !handed_off {
+            return Some(pkt);
+        }
+        let flow = FlowKey {
+            client: SocketAddrV4::new(info.dst, info.dport),
+            service: SocketAddrV4::new(info.src, info.sport),
+        };
+        self.fe.note_backend_fin(instant(now), &flow);
+        self.drain();
+        None
+    }
+
     /// The XDP program: forwards a client packet of an installed flow, or returns it for
     /// the slow path.
     fn xdp(&mut self, now: Duration, mut pkt: Vec<u8>) -> Option<Vec<u8>> {
@@ -223,7 +252,10 @@ impl FrontNode for RealFront {
                 None => return,
             }
         } else {
-            pkt
+            match self.xdp_backend_copy(now, pkt) {
+                Some(pkt) => pkt,
+                None => return,
+            }
         };
         self.fe.handle_packet(instant(now), &pkt);
         self.drain();

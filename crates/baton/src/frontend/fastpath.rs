@@ -109,6 +109,8 @@ pub struct FastPathStats {
     /// Back-end answers the program saw a client acknowledge, read from its ring and
     /// told to the core.
     pub answers_noted: u64,
+    /// Back-end FIN copies the program took in, read from its ring and told to the core.
+    pub backend_fins_noted: u64,
     /// Records in the ring too short to hold a notice; never expected (the program
     /// writes whole notices), counted rather than trusted.
     pub notices_short: u64,
@@ -492,7 +494,7 @@ impl FastPath {
     /// Tells the core of everything the program forwarded that it must know of since
     /// the last call (the ring's notices, oldest first; module docs of
     /// `baton-ebpf/src/frontend.rs`): a back-end's answer completes its handoff, a
-    /// client's FIN is tracked. The event loop calls it before each packet it hands the
+    /// client's FIN and a back-end's FIN are tracked. The event loop calls it before each packet it hands the
     /// core: a notice is in the ring before its segment leaves for the back-end, so
     /// before anything that segment causes (the client's next SYN on the port, once its
     /// close is acknowledged) can reach the daemon. With nothing new it reads two
@@ -517,6 +519,10 @@ impl FastPath {
             if what & FlowNotice::CLIENT_FIN != 0 {
                 fe.note_client_fin(now, &flow);
                 stats.client_fins_noted += 1;
+            }
+            if what & FlowNotice::BACKEND_FIN != 0 {
+                fe.note_backend_fin(now, &flow);
+                stats.backend_fins_noted += 1;
             }
         }
     }
