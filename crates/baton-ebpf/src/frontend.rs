@@ -392,12 +392,14 @@ fn backend_fin_copy(ctx: &XdpContext, config: &FrontendConfig, l3: &[u8; TCP]) -
     if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
         return None;
     }
-    let mut notice = FRONTEND_NOTICES.reserve::<FlowNotice>(0)?;
-    notice.write(FlowNotice {
+    // Nothing was rewritten: a copy into the ring, and a full one leaves the copy to go up.
+    let notice = FlowNotice {
         key,
         what: FlowNotice::BACKEND_FIN,
-    });
-    notice.submit(u64::from(BPF_RB_NO_WAKEUP));
+    };
+    FRONTEND_NOTICES
+        .output::<FlowNotice>(&notice, u64::from(BPF_RB_NO_WAKEUP))
+        .ok()?;
     Some(Verdict::Drop(stat::BACKEND_FIN_NOTED))
 }
 

@@ -67,6 +67,13 @@ pub(crate) enum State {
     TimeWait(Outcome),
 }
 
+/// Which end of a handed-off connection a FIN came from (`fin_seen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Backend,
+}
+
 /// What a handler wants done with the connection it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
@@ -890,20 +897,24 @@ impl<D: Dispatch> FrontEnd<D> {
             // the grace period, during which the flow is still forwarded.
             self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
         } else if tcp.flags.contains(TcpFlags::FIN) {
-            self.client_fin_forwarded(slot, conn, now);
+            self.fin_seen(slot, conn, now, Side::Client);
         }
         Next::Keep
     }
 
-    /// The client's FIN of a forwarding flow has gone to its back-end, from the slow
-    /// path (above) or from the fast path ([`FrontEnd::note_client_fin`]): the grace
-    /// period starts if the back-end's FIN was seen, the half-closed idle timeout if not.
-    pub(super) fn client_fin_forwarded(&mut self, slot: u32, conn: &mut Connection, now: Instant) {
+    /// A FIN of a forwarding flow, from `side`: the client's gone to its back-end, or the
+    /// back-end's copy to the front-end; read by the slow path or told by the fast path
+    /// ([`FrontEnd::note_client_fin`], [`FrontEnd::note_backend_fin`]). The grace period
+    /// starts once both sides' FINs are seen, the half-closed idle timeout after the first.
+    pub(super) fn fin_seen(&mut self, slot: u32, conn: &mut Connection, now: Instant, side: Side) {
         if conn.state != State::Forwarding {
             return;
         }
         conn.last_heard = now;
-        conn.client_fin = true;
+        match side {
+            Side::Client => conn.client_fin = true,
+            Side::Backend => conn.backend_fin = true,
+        }
         self.check_closed(now, slot, conn);
         self.shorten_idle_timer(slot, conn);
     }
@@ -1061,23 +1072,9 @@ impl<D: Dispatch> FrontEnd<D> {
         if tcp.flags.contains(TcpFlags::RST) {
             self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::BackendReset));
         } else if tcp.flags.contains(TcpFlags::FIN) {
-            self.backend_fin_copied(slot, conn, now);
+            self.fin_seen(slot, conn, now, Side::Backend);
         }
         Next::Keep
-    }
-
-    /// The back-end's FIN of a forwarding flow, from its copy to the front-end, read by
-    /// the slow path (above) or noted by the fast path ([`FrontEnd::note_backend_fin`]):
-    /// the grace period starts if the client's FIN was seen, the half-closed idle timeout
-    /// if not.
-    pub(super) fn backend_fin_copied(&mut self, slot: u32, conn: &mut Connection, now: Instant) {
-        if conn.state != State::Forwarding {
-            return;
-        }
-        conn.last_heard = now;
-        conn.backend_fin = true;
-        self.check_closed(now, slot, conn);
-        self.shorten_idle_timer(slot, conn);
     }
 
     // ----- timers -----

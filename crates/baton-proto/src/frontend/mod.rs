@@ -690,18 +690,7 @@ impl<D: Dispatch> FrontEnd<D> {
     /// from the old connection's. A flow not forwarding (unknown, or already in its grace
     /// period) is left as it is.
     pub fn note_client_fin(&mut self, now: Instant, flow: &FlowKey) {
-        let Some(&slot) = self.flows.get(flow) else {
-            self.stats.client_fins_unknown += 1;
-            return;
-        };
-        let Some(mut conn) = self.take(slot) else {
-            return;
-        };
-        if conn.handed_off {
-            self.stats.client_fins_from_fast_path += 1;
-            self.client_fin_forwarded(slot, &mut conn, now);
-        }
-        self.put(slot, conn);
+        self.note_fin(now, flow, connection::Side::Client);
     }
 
     /// The fast path took in the back-end's copy of its FIN for `flow` (the copy never
@@ -709,15 +698,26 @@ impl<D: Dispatch> FrontEnd<D> {
     /// flow not forwarding (unknown, still handing off, or in its grace period) is left
     /// as it is; the program leaves copies of flows still handing off to the slow path.
     pub fn note_backend_fin(&mut self, now: Instant, flow: &FlowKey) {
+        self.note_fin(now, flow, connection::Side::Backend);
+    }
+
+    /// [`FrontEnd::note_client_fin`] and [`FrontEnd::note_backend_fin`].
+    fn note_fin(&mut self, now: Instant, flow: &FlowKey, side: connection::Side) {
         let Some(&slot) = self.flows.get(flow) else {
+            if side == connection::Side::Client {
+                self.stats.client_fins_unknown += 1;
+            }
             return;
         };
         let Some(mut conn) = self.take(slot) else {
             return;
         };
         if conn.handed_off {
-            self.stats.backend_fins_from_fast_path += 1;
-            self.backend_fin_copied(slot, &mut conn, now);
+            match side {
+                connection::Side::Client => self.stats.client_fins_from_fast_path += 1,
+                connection::Side::Backend => self.stats.backend_fins_from_fast_path += 1,
+            }
+            self.fin_seen(slot, &mut conn, now, side);
         }
         self.put(slot, conn);
     }

@@ -929,21 +929,15 @@ fn flow_of(key: &FrontendFlowKey) -> FlowKey {
 }
 
 /// The flow and what happened in a ring record: a [`FlowNotice`] as the program wrote
-/// it, the key's fields' bytes in packet order (addresses, then ports), then `what` in
-/// the host's order. `None` if too short.
+/// it. `None` if too short.
 fn parse_notice(record: &[u8]) -> Option<(FlowKey, u32)> {
-    let b: &[u8; 16] = record.get(..16)?.try_into().ok()?;
-    let addr = |at: usize, port_at: usize| {
-        SocketAddrV4::new(
-            Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]),
-            u16::from_be_bytes([b[port_at], b[port_at + 1]]),
-        )
-    };
-    let flow = FlowKey {
-        client: addr(0, 8),
-        service: addr(4, 10),
-    };
-    Some((flow, u32::from_ne_bytes([b[12], b[13], b[14], b[15]])))
+    if record.len() < std::mem::size_of::<FlowNotice>() {
+        return None;
+    }
+    // SAFETY: the length is checked; `FlowNotice` is `repr(C)` integers (aya `Pod`), any
+    // bytes are a value of it; the ring only aligns records to 8, so read unaligned.
+    let notice = unsafe { record.as_ptr().cast::<FlowNotice>().read_unaligned() };
+    Some((flow_of(&notice.key), notice.what))
 }
 
 fn key_of(flow: &FlowKey) -> FrontendFlowKey {
