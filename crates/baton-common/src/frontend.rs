@@ -11,9 +11,9 @@
 use crate::translate::{csum_replace2, csum_replace4};
 
 /// Default number of flow-table entries: one per handed-off connection. An entry costs
-/// the key and value (12 + 32 bytes, each rounded up to 8 by the kernel) plus its
+/// the key and value (12 + 40 bytes, each rounded up to 8 by the kernel) plus its
 /// per-element overhead, all preallocated: measured, `bpftool map show` reports memlock
-/// 29,361,232 B for the default size, 112 B an entry.
+/// 31,458,384 B for the default size, 120 B an entry.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 
 /// Bytes of the ring (`BPF_MAP_TYPE_RINGBUF`) in which the program tells the daemon what
@@ -46,6 +46,89 @@ impl FlowNotice {
     /// The back-end's copy of its FIN reached the front-end and was taken in by the
     /// program (not passed up): the core tracks the close.
     pub const BACKEND_FIN: u32 = 1 << 2;
+    /// The client's RST, at exactly the sequence number the connection expects
+    /// ([`judge_client_segment`]), went to the back-end: the core starts the grace
+    /// period.
+    pub const CLIENT_RST: u32 = 1 << 3;
+}
+
+/// What a client segment of a handed-off connection does to the front-end's view of the
+/// client's sequence space ([`judge_client_segment`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientSegmentVerdict {
+    /// The client's next sequence number after the segment.
+    pub client_next: u32,
+    /// [`FlowNotice::CLIENT_FIN`] if the segment carries a FIN at exactly the expected
+    /// sequence number, [`FlowNotice::CLIENT_RST`] for such a RST, else 0: the only
+    /// closes the front-end acts on.
+    pub close: u32,
+    /// The segment carries a FIN or RST the front-end does not act on (it is forwarded
+    /// all the same, for the back-end's TCP to judge).
+    pub ignored_close: bool,
+}
+
+/// Judges a client segment of a handed-off connection against `client_next`, the
+/// client's next sequence number as the front-end has seen it: the one arithmetic the
+/// XDP program and the protocol core share, so that nobody off the path can end a
+/// connection through the front-end with a segment a plain Linux server would ignore.
+///
+/// - A RST is acted on only at exactly `client_next` (RFC 5961 §3.2; RFC 9293
+///   §3.10.7.4). Any other RST is forwarded unacted: the back-end's TCP, which knows the
+///   window, drops it or answers a challenge ACK, and a real client answers that with
+///   a RST at the right number.
+/// - Data and FIN advance `client_next` only when the segment starts at or before it and
+///   reaches past it (in order, or overlapping what was seen). A segment beyond a gap
+///   does not: the front-end keeps no out-of-order map. A FIN is acted on only when it
+///   sits at exactly `client_next` once the segment's data is counted (RFC 5961 §4's
+///   reasoning applied to FIN: only the sender, or someone on its path, knows the
+///   number).
+///
+/// A blind attacker must therefore guess the exact 32-bit number, as against Linux. The
+/// price: a FIN arriving ahead of a client segment still in flight (reordering between
+/// client and front-end) is forwarded but not acted on, so that connection is freed by
+/// the idle timeout rather than its grace period.
+///
+/// `payload_len` excludes the FIN. `fin` and `rst` are the segment's flags.
+#[inline(always)]
+pub const fn judge_client_segment(
+    client_next: u32,
+    seq: u32,
+    payload_len: u32,
+    fin: bool,
+    rst: bool,
+) -> ClientSegmentVerdict {
+    if rst {
+        let exact = seq == client_next;
+        return ClientSegmentVerdict {
+            client_next,
+            close: if exact { FlowNotice::CLIENT_RST } else { 0 },
+            ignored_close: !exact,
+        };
+    }
+    let data_end = seq.wrapping_add(payload_len);
+    // In order: seq <= client_next <= data_end, in sequence-space order.
+    let in_order = (client_next.wrapping_sub(seq) as i32) >= 0
+        && (data_end.wrapping_sub(client_next) as i32) >= 0;
+    if !in_order {
+        return ClientSegmentVerdict {
+            client_next,
+            close: 0,
+            ignored_close: fin,
+        };
+    }
+    if fin {
+        ClientSegmentVerdict {
+            client_next: data_end.wrapping_add(1),
+            close: FlowNotice::CLIENT_FIN,
+            ignored_close: false,
+        }
+    } else {
+        ClientSegmentVerdict {
+            client_next: data_end,
+            close: 0,
+            ignored_close: false,
+        }
+    }
 }
 
 /// A handed-off connection as the front-end sees it: the client's address and port and
@@ -63,11 +146,12 @@ pub struct FrontendFlowKey {
 /// Where a handed-off connection's client packets go, and what a restarted daemon needs
 /// to take the connection over (`baton_proto::frontend::Handover`).
 ///
-/// Layout (32 bytes, no implicit padding, pinned by a test): back-end address (0..4),
+/// Layout (40 bytes, no implicit padding, pinned by a test): back-end address (0..4),
 /// port (4..6), MAC (6..12), `client_isn` (12..16), `close_state` (16..20), `isn_f`
-/// (20..24), `last_seen_ns` (24..32). The program reads the first three, `isn_f` and
-/// the [`FrontendFlow::AWAITING_ANSWER`] bit of `close_state`, which it clears; it
-/// writes `last_seen_ns`. The rest is the daemon's alone.
+/// (20..24), `client_next` (24..28), reserved (28..32), `last_seen_ns` (32..40). The
+/// program reads the first three, `isn_f` and the [`FrontendFlow::AWAITING_ANSWER`]
+/// bit of `close_state`, which it clears; it reads and writes `client_next` and writes
+/// `last_seen_ns`. The rest is the daemon's alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrontendFlow {
@@ -92,6 +176,15 @@ pub struct FrontendFlow {
     /// while the flow awaits the back-end's answer, a client segment acknowledging data
     /// past `isn_f + 1` is the proof the program forwards on.
     pub isn_f: u32,
+    /// The client's next sequence number as the front-end has seen it (host order):
+    /// what a client FIN or RST must carry to be acted on ([`judge_client_segment`]).
+    /// The daemon sets it when it takes the flow in (the end of what the client sent
+    /// before the handoff), the program advances it with every in-order segment it
+    /// forwards or passes up to be forwarded. The daemon's rewrites of a value keep the
+    /// later of its own and the table's.
+    pub client_next: u32,
+    /// Zero; keeps `last_seen_ns` 8-byte aligned.
+    pub reserved: u32,
     /// `CLOCK_MONOTONIC` at tick resolution (`bpf_ktime_get_coarse_ns`) of the last
     /// packet forwarded; 0 before the first. The daemon reads it to push back the connection's idle timeout. Written
     /// without atomics: CPUs racing only ever store "now", and any of them will do.
@@ -143,7 +236,7 @@ pub mod stat {
     pub const FORWARDED: u32 = 0;
     /// A segment of no handed-off flow: passed to the slow path.
     pub const PASS_NO_FLOW: u32 = 1;
-    /// SYN or RST, or a FIN of no handed-off flow: passed to the slow path, which tracks
+    /// SYN, or a FIN or RST of no handed-off flow: passed to the slow path, which tracks
     /// opens and closes.
     pub const PASS_CONTROL: u32 = 2;
     /// A segment with payload of a handed-off flow whose TCP checksum field holds the
@@ -153,7 +246,7 @@ pub mod stat {
     /// `baton-ebpf/src/frontend.rs`). Zero behind a real wire, which carries complete
     /// checksums only.
     pub const PASS_PARTIAL_CHECKSUM: u32 = 3;
-    /// An IPv4 header with options, or a fragment: passed to the slow path.
+    /// An IPv4 header with options: passed to the slow path.
     pub const PASS_UNUSUAL_IP: u32 = 4;
     /// A truncated or malformed IPv4/TCP header: passed for the kernel to judge.
     pub const PASS_MALFORMED: u32 = 5;
@@ -188,8 +281,24 @@ pub mod stat {
     /// exists only to tell the front-end; copies with payload, of flows still handing
     /// off or of no flow, go up as before and are not counted.
     pub const BACKEND_FIN_NOTED: u32 = 12;
+    /// A client FIN of a handed-off flow not at the sequence number the connection
+    /// expects (`judge_client_segment`): forwarded for the back-end's TCP to judge, with
+    /// no notice, so nothing changes on the front-end. A blind FIN, or one overtaking
+    /// the client's last data.
+    pub const FORWARDED_FIN_IGNORED: u32 = 13;
+    /// A client RST of a handed-off flow at exactly the expected sequence number:
+    /// forwarded after a notice ([`super::FlowNotice::CLIENT_RST`]); the core starts the
+    /// grace period.
+    pub const FORWARDED_RST: u32 = 14;
+    /// A client RST of a handed-off flow at any other sequence number: forwarded with no
+    /// notice (the back-end's TCP drops it or answers a challenge ACK, RFC 5961 §3.2).
+    pub const FORWARDED_RST_IGNORED: u32 = 15;
+    /// An IPv4 fragment to the service: dropped here (`XDP_DROP`). Clients of a TCP
+    /// service do not fragment (Linux sets DF and follows the path MTU), the TCP header
+    /// may be in another fragment, and the front-end reassembles nothing.
+    pub const DROP_FRAGMENT: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 17;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -206,6 +315,10 @@ pub mod stat {
         "pass_awaiting_answer",
         "forwarded_answer",
         "backend_fin_noted",
+        "forwarded_fin_ignored",
+        "forwarded_rst",
+        "forwarded_rst_ignored",
+        "drop_fragment",
     ];
 }
 
@@ -279,11 +392,12 @@ mod tests {
     #[test]
     fn kernel_shared_layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FrontendFlowKey>(), 12);
-        assert_eq!(size_of::<FrontendFlow>(), 32);
+        assert_eq!(size_of::<FrontendFlow>(), 40);
         assert_eq!(core::mem::offset_of!(FrontendFlow, client_isn), 12);
         assert_eq!(core::mem::offset_of!(FrontendFlow, close_state), 16);
         assert_eq!(core::mem::offset_of!(FrontendFlow, isn_f), 20);
-        assert_eq!(core::mem::offset_of!(FrontendFlow, last_seen_ns), 24);
+        assert_eq!(core::mem::offset_of!(FrontendFlow, client_next), 24);
+        assert_eq!(core::mem::offset_of!(FrontendFlow, last_seen_ns), 32);
         assert_eq!(size_of::<FrontendConfig>(), 16);
         assert_eq!(size_of::<FlowNotice>(), 16);
     }
@@ -310,6 +424,64 @@ mod tests {
                 "{isn_f}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_close_at_the_expected_number_is_acted_on() {
+        for next in [0u32, 1_000, u32::MAX - 2, u32::MAX] {
+            // RST: exactly at `next`, nowhere else (in the window or far off).
+            let exact = judge_client_segment(next, next, 0, false, true);
+            assert_eq!(
+                (exact.close, exact.client_next),
+                (FlowNotice::CLIENT_RST, next)
+            );
+            for off in [1u32, 1_000, 3_000_000, 1 << 31, u32::MAX] {
+                let v = judge_client_segment(next, next.wrapping_add(off), 0, false, true);
+                assert_eq!((v.close, v.ignored_close, v.client_next), (0, true, next));
+            }
+            // FIN alone at `next`; with data ending at `next`; a far-off one.
+            let fin = judge_client_segment(next, next, 0, true, false);
+            assert_eq!(fin.close, FlowNotice::CLIENT_FIN);
+            assert_eq!(fin.client_next, next.wrapping_add(1));
+            let with_data = judge_client_segment(next, next.wrapping_sub(10), 25, true, false);
+            assert_eq!(with_data.close, FlowNotice::CLIENT_FIN);
+            assert_eq!(with_data.client_next, next.wrapping_add(16));
+            let blind = judge_client_segment(next, next.wrapping_add(3_000_000), 0, true, false);
+            assert_eq!((blind.close, blind.ignored_close), (0, true));
+            assert_eq!(blind.client_next, next);
+            // A repeated FIN (already counted) is not acted on again.
+            let again = judge_client_segment(next.wrapping_add(1), next, 0, true, false);
+            assert_eq!((again.close, again.client_next), (0, next.wrapping_add(1)));
+        }
+    }
+
+    #[test]
+    fn data_advances_only_in_order() {
+        let next = u32::MAX - 5; // across the wrap
+        assert_eq!(
+            judge_client_segment(next, next, 100, false, false).client_next,
+            94
+        );
+        // Overlapping: starts before, ends after.
+        assert_eq!(
+            judge_client_segment(next, next.wrapping_sub(50), 100, false, false).client_next,
+            next.wrapping_add(50)
+        );
+        // Old, and beyond a gap: no change.
+        assert_eq!(
+            judge_client_segment(next, next.wrapping_sub(200), 100, false, false).client_next,
+            next
+        );
+        assert_eq!(
+            judge_client_segment(next, next.wrapping_add(1), 100, false, false).client_next,
+            next
+        );
+        // A bare ACK at `next` changes nothing.
+        let ack = judge_client_segment(next, next, 0, false, false);
+        assert_eq!(
+            (ack.client_next, ack.close, ack.ignored_close),
+            (next, 0, false)
+        );
     }
 
     #[test]
@@ -359,6 +531,35 @@ mod tests {
         use proptest::{prelude::*, sample::Index};
 
         proptest! {
+            /// Against a model in unwrapped integers: a segment covering `next` advances
+            /// it to its end, anything else changes nothing, and a FIN or RST is acted
+            /// on only at exactly the number expected.
+            #[test]
+            fn judging_matches_an_unwrapped_model(
+                next: u32,
+                offset in -70_000i64..70_000,
+                payload_len in 0u32..65_536,
+                fin: bool,
+                rst: bool,
+            ) {
+                let seq = (i64::from(next) + offset).rem_euclid(1 << 32) as u32;
+                let v = judge_client_segment(next, seq, payload_len, fin, rst);
+                let end = offset + i64::from(payload_len);
+                if rst {
+                    prop_assert_eq!(v.client_next, next);
+                    prop_assert_eq!(v.close == FlowNotice::CLIENT_RST, offset == 0);
+                } else if offset <= 0 && end >= 0 {
+                    let fin_len = i64::from(fin);
+                    let want = (i64::from(next) + end + fin_len).rem_euclid(1 << 32) as u32;
+                    prop_assert_eq!(v.client_next, want);
+                    prop_assert_eq!(v.close == FlowNotice::CLIENT_FIN, fin);
+                } else {
+                    prop_assert_eq!(v.client_next, next);
+                    prop_assert_eq!(v.close, 0);
+                    prop_assert_eq!(v.ignored_close, fin);
+                }
+            }
+
             /// A complete checksum, redirected, equals the checksum computed whole over the
             /// redirected segment; one corrupted bit stays a wrong checksum after it.
             #[test]

@@ -2,9 +2,23 @@
 //! front-end's LAN interface. A client segment of a handed-off connection gets its
 //! destination (address, port if it differs, MACs) rewritten to the back-end, its
 //! checksums fixed, and goes straight back out of the same interface (`XDP_TX`), never
-//! touching the front-end's stack or its slow path. SYN and RST go up (`XDP_PASS`): the
-//! slow path tracks opens and resets and forwards those itself. So do segments of unknown
-//! flows, and segments whose checksum is partial (below).
+//! touching the front-end's stack or its slow path. SYNs go up (`XDP_PASS`): the slow
+//! path tracks opens and forwards those itself. So do segments of unknown flows, and
+//! segments whose checksum is partial (below). IPv4 fragments to the service are dropped
+//! and counted (`stat::DROP_FRAGMENT`).
+//!
+//! # Client FINs and RSTs: acted on only at the expected sequence number
+//!
+//! Nobody off the path may end a connection through the front-end that they could not
+//! end on a plain Linux server (RFC 5961). The flow's value keeps `client_next`, the
+//! client's next sequence number as seen here, advanced by every in-order segment
+//! (`baton_common::frontend::judge_client_segment`, the arithmetic the protocol core uses
+//! too). A client FIN or RST is always forwarded, for the back-end's TCP to judge, but the
+//! core is told of it (and so starts a close or a grace period) only when it sits at
+//! exactly `client_next`; any other is counted (`stat::FORWARDED_FIN_IGNORED`,
+//! `stat::FORWARDED_RST_IGNORED`) and changes nothing here. A blind RST in the back-end's
+//! window draws its challenge ACK (RFC 5961 §3.2), which a real client answers with a RST
+//! at the exact number, and that one is acted on.
 //!
 //! # Notices: what the core must know, told through a ring
 //!
@@ -134,7 +148,8 @@ use aya_ebpf::{
 use baton_common::{
     frontend::{
         DEFAULT_FLOW_TABLE_SIZE, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
-        NOTICE_RING_SIZE, acknowledges_backend_data, redirected_tcp_checksum, stat, tcp_checksum,
+        NOTICE_RING_SIZE, acknowledges_backend_data, judge_client_segment, redirected_tcp_checksum,
+        stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     syncookie::{
@@ -177,7 +192,7 @@ const TCP_MAX_WORDS: usize = 30;
 const IPPROTO_TCP: u8 = 6;
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
-const SYN_RST: u8 = 0x06;
+const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 /// FIN, SYN, RST, ACK: a bare SYN has only SYN among these.
 const HANDSHAKE_FLAGS: u8 = 0x17;
@@ -292,8 +307,12 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         }
         return None;
     }
-    if l3[ETH_LEN] != 0x45 || be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
-        // IPv4 options or a fragment (possibly without a TCP header): the slow path's.
+    if be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
+        // A fragment (possibly without a TCP header): nothing reassembles here.
+        return Some(Verdict::Drop(stat::DROP_FRAGMENT));
+    }
+    if l3[ETH_LEN] != 0x45 {
+        // IPv4 options: the slow path's.
         return Some(Verdict::Pass(stat::PASS_UNUSUAL_IP));
     }
     let Some(tcp_ptr) = bytes_at::<20>(ctx, TCP) else {
@@ -312,7 +331,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         vip_port_be: config.vip_port_be,
     };
     let flags = tcp[13];
-    if flags & SYN_RST != 0 {
+    if flags & SYN != 0 {
         // A SYN on a handed-off flow's port (a reuse) is the slow path's to judge.
         if flags & HANDSHAKE_FLAGS == SYN && unsafe { FRONTEND_FLOWS.get(key) }.is_none() {
             return Some(Verdict::Syn);
@@ -320,31 +339,67 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         return Some(Verdict::Pass(stat::PASS_CONTROL));
     }
     let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
-        return Some(Verdict::Pass(if flags & FIN != 0 {
+        return Some(Verdict::Pass(if flags & (FIN | RST) != 0 {
             stat::PASS_CONTROL
         } else {
             stat::PASS_NO_FLOW
         }));
     };
-    // What the core must be told of, if this segment is forwarded (module docs).
-    let mut what = if flags & FIN != 0 {
-        FlowNotice::CLIENT_FIN
-    } else {
-        0
-    };
+    let total_len = usize::from(be16(&l3, ETH_LEN + 2));
+    let header_len = usize::from(tcp[12] >> 4) * 4;
+    if header_len < 20 || total_len < IP_LEN + header_len {
+        return Some(Verdict::Pass(stat::PASS_MALFORMED));
+    }
     // SAFETY: a map value pointer, valid for this program run.
-    let (close_state, isn_f) = unsafe { ((*flow).close_state, (*flow).isn_f) };
+    let (close_state, isn_f, client_next) =
+        unsafe { ((*flow).close_state, (*flow).isn_f, (*flow).client_next) };
+    // What the segment does to the connection, judged by its sequence number: only a
+    // FIN or RST at exactly the number expected is told to the core (module docs).
+    let judged = judge_client_segment(
+        client_next,
+        u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        (total_len - IP_LEN - header_len) as u32,
+        flags & FIN != 0,
+        flags & RST != 0,
+    );
+    let mut what = judged.close;
     if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
         let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
         if flags & ACK == 0 || !acknowledges_backend_data(isn_f, ack) {
+            // Held by the core and forwarded after the handoff: counted as seen.
+            // SAFETY: as above; racing CPUs store numbers of the same stream.
+            unsafe { (*flow).client_next = judged.client_next };
             return Some(Verdict::Pass(stat::PASS_AWAITING_ANSWER));
         }
         what |= FlowNotice::BACKEND_ANSWERED;
     }
-    if what == 0 {
-        return Some(forward_flow(ctx, &config, &l3, &tcp, flow));
+    let verdict = if what == 0 {
+        match forward_flow(ctx, &config, &l3, &tcp, flow) {
+            Verdict::Transmit(_) if judged.ignored_close => {
+                Verdict::Transmit(if flags & RST != 0 {
+                    stat::FORWARDED_RST_IGNORED
+                } else {
+                    stat::FORWARDED_FIN_IGNORED
+                })
+            }
+            other => other,
+        }
+    } else {
+        forward_noticed(ctx, &config, &l3, &tcp, flow, key, what)
+    };
+    // Segments on their way to the back-end (from here, or from the slow path, which
+    // forwards the ones it is passed for these reasons) move the expected number on;
+    // ones the slow path will drop (a bad checksum, malformed) do not.
+    if matches!(
+        verdict,
+        Verdict::Transmit(_)
+            | Verdict::Pass(stat::PASS_PARTIAL_CHECKSUM)
+            | Verdict::Pass(stat::PASS_RING_FULL)
+    ) {
+        // SAFETY: as above.
+        unsafe { (*flow).client_next = judged.client_next };
     }
-    Some(forward_noticed(ctx, &config, &l3, &tcp, flow, key, what))
+    Some(verdict)
 }
 
 /// A back-end's copy of its FIN (from VIP:port to a client) of a handed-off flow: taken
@@ -434,6 +489,8 @@ fn forward_noticed(
             notice.submit(u64::from(BPF_RB_NO_WAKEUP));
             Verdict::Transmit(if what & FlowNotice::CLIENT_FIN != 0 {
                 stat::FORWARDED_FIN
+            } else if what & FlowNotice::CLIENT_RST != 0 {
+                stat::FORWARDED_RST
             } else {
                 stat::FORWARDED_ANSWER
             })

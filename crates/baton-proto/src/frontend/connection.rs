@@ -3,7 +3,7 @@
 use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use baton_common::{
-    frontend::acknowledges_backend_data,
+    frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
     handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption},
     syncookie::{self, SynOptions, decode_ts_options},
 };
@@ -131,6 +131,11 @@ pub(crate) struct Connection {
     /// Next client sequence number expected; everything before it is buffered (before
     /// the handoff) and acknowledged.
     rcv_nxt: u32,
+    /// From dispatch on: the client's next sequence number as the front-end has seen it,
+    /// past the request, the segments held during the handoff and those forwarded after
+    /// it (`judge_client_segment`). A client FIN or RST is acted on only at exactly this
+    /// number, so a blind one cannot end the connection (RFC 5961).
+    client_next: u32,
     /// Next sequence number the front-end sends the client.
     snd_nxt: u32,
     /// The client's latest TSval (TS.Recent, RFC 7323 §4.3): echoed to the client,
@@ -178,6 +183,7 @@ impl Connection {
             syn,
             terms,
             rcv_nxt: syn.isn.wrapping_add(1),
+            client_next: syn.isn.wrapping_add(1),
             snd_nxt: terms.isn_f.wrapping_add(1),
             ts_recent: syn.tsval,
             client_window: syn.window,
@@ -235,6 +241,7 @@ impl Connection {
             None => State::Forwarding,
         };
         let mut conn = Self::new(flow, state, syn, terms);
+        conn.client_next = handover.client_next;
         conn.handed_off = true;
         conn.tried[0] = Some(handover.backend);
         conn.candidates = 1;
@@ -256,6 +263,7 @@ impl Connection {
         Some(Handover {
             backend: self.backend()?,
             client_isn: self.syn.isn,
+            client_next: self.client_next,
             client_fin: self.client_fin,
             backend_fin: self.backend_fin,
             reset,
@@ -353,6 +361,13 @@ impl<D: Dispatch> FrontEnd<D> {
         tcp: &TcpRepr<'_>,
         raw: &[u8],
     ) {
+        if tcp.flags.contains(TcpFlags::SYN) && tcp.flags.contains(TcpFlags::FIN) {
+            // No SYN may carry a FIN: Linux drops such a segment unanswered, whatever the
+            // socket's state (`tcp_rcv_state_process`, `tcp_validate_incoming`), and so
+            // does the front-end, before it can open or touch a connection.
+            self.stats.syn_fin_dropped += 1;
+            return;
+        }
         let Some(slot) = self.slot_of(&flow) else {
             self.on_unknown_client_segment(now, flow, ip, tcp, raw);
             return;
@@ -608,21 +623,60 @@ impl<D: Dispatch> FrontEnd<D> {
         }
     }
 
-    /// A client RST before the handoff completed: in the window it frees everything
-    /// (and resets the back-end, if a handoff was under way); out of it, it is dropped.
+    /// A client RST before the handoff completed (RFC 5961 §3.2): at exactly the next
+    /// sequence number expected it frees everything (and resets the back-end, if a
+    /// handoff was under way); elsewhere in the window it draws a challenge ACK, which a
+    /// real client answers with a RST at the right number, and changes nothing; out of
+    /// the window it is dropped. In SYN-RECEIVED an in-window one is dropped without a
+    /// challenge: the SYN/ACK's retransmission already tells the client where it is.
     fn client_reset_before_handoff(&mut self, conn: &mut Connection, tcp: &TcpRepr<'_>) -> Next {
-        if self.rst_acceptable(conn, tcp.seq_number) {
+        let expected = self.expected_client_seq(conn);
+        if tcp.seq_number == expected {
             self.stats.client_resets_before_handoff += 1;
             return self.abort(conn, ResetReason::ClientReset, false);
         }
-        self.stats.unacceptable_segments += 1;
+        let window = self.config.max_request_len.max(1) as u32;
+        if seq_lt(expected, tcp.seq_number)
+            && seq_lt(tcp.seq_number, expected.wrapping_add(window))
+            && conn.state != State::SynReceived
+        {
+            self.stats.client_resets_challenged += 1;
+            self.send_ack(conn);
+            return Next::Keep;
+        }
+        self.stats.client_resets_ignored += 1;
         Next::Keep
     }
 
-    /// Whether a client RST is in the receive window (RFC 9293 §3.10.7.4, first check).
-    fn rst_acceptable(&self, conn: &Connection, seq: u32) -> bool {
-        let window = self.config.max_request_len.max(1) as u32;
-        seq_le(conn.rcv_nxt, seq) && seq_lt(seq, conn.rcv_nxt.wrapping_add(window))
+    /// The client sequence number a RST must carry to be acted on: `rcv_nxt` while the
+    /// front-end receives the request, [`Connection::client_next`] from dispatch on.
+    fn expected_client_seq(&self, conn: &Connection) -> u32 {
+        match conn.state {
+            State::SynReceived | State::Receiving => conn.rcv_nxt,
+            _ => conn.client_next,
+        }
+    }
+
+    /// Judges a client segment of a connection past dispatch by its sequence number
+    /// (`judge_client_segment`, the fast path's arithmetic): moves `client_next` on and
+    /// says which close, if any, to act on, counting the ones ignored.
+    fn judge_client(&mut self, conn: &mut Connection, tcp: &TcpRepr<'_>) -> u32 {
+        let verdict = judge_client_segment(
+            conn.client_next,
+            tcp.seq_number,
+            tcp.payload.len() as u32,
+            tcp.flags.contains(TcpFlags::FIN),
+            tcp.flags.contains(TcpFlags::RST),
+        );
+        conn.client_next = verdict.client_next;
+        if verdict.ignored_close {
+            if tcp.flags.contains(TcpFlags::RST) {
+                self.stats.client_resets_ignored += 1;
+            } else {
+                self.stats.client_fins_ignored += 1;
+            }
+        }
+        verdict.close
     }
 
     /// SYN-RECEIVED and ESTABLISHED before dispatch (DESIGN.md §2, steps 2 and 3).
@@ -776,6 +830,11 @@ impl<D: Dispatch> FrontEnd<D> {
             Decision::Dispatched { tls, backend } => {
                 match backend {
                     Some(backend) => {
+                        // From here on the client's sequence space is judged against
+                        // `client_next` (the request's end, and its FIN if it came with
+                        // it: in order, so acted on).
+                        conn.client_next = conn.rcv_nxt.wrapping_add(u32::from(fin_in_order));
+                        conn.client_fin = fin_in_order;
                         // The back-end acknowledges the request, to the client directly,
                         // within a round trip on the LAN, so an ACK from here now would
                         // be a frame more per connection for nothing (RFC 9293 §3.8.6.3
@@ -860,7 +919,7 @@ impl<D: Dispatch> FrontEnd<D> {
             // Bytes past the request are the back-end's to acknowledge: held, in order,
             // and flushed to it after the handoff.
             self.hold(conn, raw);
-            if fin {
+            if self.judge_client(conn, tcp) == FlowNotice::CLIENT_FIN {
                 conn.client_fin = true;
             }
         } else if !tcp.payload.is_empty() {
@@ -892,14 +951,23 @@ impl<D: Dispatch> FrontEnd<D> {
             return Next::Keep;
         }
         conn.last_heard = now;
-        if tcp.flags.contains(TcpFlags::RST) {
-            // The back-end judges the RST's sequence number; the front-end only starts
-            // the grace period, during which the flow is still forwarded.
-            self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
-        } else if tcp.flags.contains(TcpFlags::FIN) {
-            self.fin_seen(slot, conn, now, Side::Client);
+        // Forwarded whatever it is, for the back-end's TCP to judge; the front-end acts
+        // only on a FIN or RST at exactly the number expected (`judge_client_segment`).
+        match self.judge_client(conn, tcp) {
+            FlowNotice::CLIENT_RST => {
+                // The grace period, during which the flow is still forwarded.
+                self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
+            }
+            FlowNotice::CLIENT_FIN => self.fin_seen(slot, conn, now, Side::Client),
+            _ => {}
         }
         Next::Keep
+    }
+
+    /// A client RST at the expected number, told by the fast path: the grace period.
+    pub(super) fn client_reset_noted(&mut self, now: Instant, slot: u32, conn: &mut Connection) {
+        conn.last_heard = now;
+        self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
     }
 
     /// A FIN of a forwarding flow, from `side`: the client's gone to its back-end, or the
@@ -931,6 +999,11 @@ impl<D: Dispatch> FrontEnd<D> {
     ) -> Next {
         let flags = tcp.flags;
         if flags.contains(TcpFlags::RST) {
+            if tcp.seq_number != conn.rcv_nxt {
+                // Only a RST at exactly the next number ends it (RFC 5961 §3.2).
+                self.stats.client_resets_ignored += 1;
+                return Next::Keep;
+            }
             return match conn.state {
                 State::TimeWait(outcome) => {
                     self.finish(conn, outcome);
@@ -1236,6 +1309,7 @@ impl<D: Dispatch> FrontEnd<D> {
             flow: conn.flow,
             backend: conn.backend()?,
             client_isn: conn.syn.isn,
+            client_next: conn.client_next,
             isn_f: conn.terms.isn_f,
             tsv_f: conn.terms.tsv_f,
             ws_f: conn.terms.ws_f.unwrap_or(0),

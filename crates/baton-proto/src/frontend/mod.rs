@@ -284,6 +284,10 @@ pub struct HandedOff {
     pub backend: Backend,
     /// The client's initial sequence number.
     pub client_isn: u32,
+    /// The client's next sequence number as the front-end has seen it: where the fast
+    /// path starts judging the client's FIN and RST
+    /// (`baton_common::frontend::FrontendFlow::client_next`).
+    pub client_next: u32,
     /// The front-end's initial sequence number, as the client knows it.
     pub isn_f: u32,
     /// The front-end's TSval (0 without timestamps).
@@ -310,6 +314,9 @@ pub struct Handover {
     /// is the old connection's and is forwarded, any other SYN starts a new connection
     /// on the 4-tuple (see [`Stats::time_wait_reused`]).
     pub client_isn: u32,
+    /// The client's next sequence number, as the previous front-end saw it: a FIN or RST
+    /// is acted on only there.
+    pub client_next: u32,
     /// The client's FIN has been seen.
     pub client_fin: bool,
     /// The back-end's FIN has been seen (its egress copies it to the front-end).
@@ -412,8 +419,23 @@ pub struct Stats {
     pub request_timeouts: u64,
     /// Clients that closed (FIN) before their request head was complete.
     pub client_early_closes: u64,
-    /// Client RSTs before the handoff completed.
+    /// Client RSTs before the handoff completed, at exactly the next sequence number:
+    /// the connection ended.
     pub client_resets_before_handoff: u64,
+    /// Client RSTs in the window but not at exactly the next sequence number, before the
+    /// handoff completed: answered with a challenge ACK, nothing else (RFC 5961 §3.2).
+    pub client_resets_challenged: u64,
+    /// Client RSTs out of the window, or (after the handoff, or in a close of the
+    /// front-end's own) not at exactly the next sequence number: forwarded or dropped,
+    /// and not acted on.
+    pub client_resets_ignored: u64,
+    /// Client FINs not at the next sequence number, during or after the handoff:
+    /// forwarded, not acted on (`baton_common::frontend::judge_client_segment`).
+    pub client_fins_ignored: u64,
+    /// SYNs with FIN set: dropped unanswered, as Linux does.
+    pub syn_fin_dropped: u64,
+    /// Client RSTs the fast path forwarded and told of ([`FrontEnd::note_client_reset`]).
+    pub client_resets_from_fast_path: u64,
     /// 400 Bad Request responses.
     pub responses_400: u64,
     /// 431 Request Header Fields Too Large responses.
@@ -691,6 +713,23 @@ impl<D: Dispatch> FrontEnd<D> {
     /// period) is left as it is.
     pub fn note_client_fin(&mut self, now: Instant, flow: &FlowKey) {
         self.note_fin(now, flow, connection::Side::Client);
+    }
+
+    /// The fast path forwarded `flow`'s client RST, at exactly the sequence number the
+    /// connection expected (it tells of no other): the grace period starts, as if the
+    /// slow path had forwarded it. A flow not forwarding is left as it is.
+    pub fn note_client_reset(&mut self, now: Instant, flow: &FlowKey) {
+        let Some(&slot) = self.flows.get(flow) else {
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        if conn.handed_off && conn.state == connection::State::Forwarding {
+            self.stats.client_resets_from_fast_path += 1;
+            self.client_reset_noted(now, slot, &mut conn);
+        }
+        self.put(slot, conn);
     }
 
     /// The fast path took in the back-end's copy of its FIN for `flow` (the copy never

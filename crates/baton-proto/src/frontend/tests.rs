@@ -1400,6 +1400,7 @@ fn handover(backend: Backend) -> Handover {
     Handover {
         backend,
         client_isn: CISN,
+        client_next: CISN.wrapping_add(1 + REQUEST.len() as u32),
         client_fin: false,
         backend_fin: false,
         reset: None,
@@ -1426,7 +1427,9 @@ fn an_adopted_flow_forwards_a_fin_and_closes_after_both_fins() {
 
     // The client's FIN reaches the slow path (XDP passes it up): forwarded to the
     // adopted back-end, untouched but for the destination.
-    let mut fin = h.client_seg(TcpFlags::ACK | TcpFlags::FIN, CISN + 10_001, 777);
+    // At the number the handover carries: acted on.
+    let seq = handover(B2).client_next;
+    let mut fin = h.client_seg(TcpFlags::ACK | TcpFlags::FIN, seq, 777);
     fin.payload = b"last";
     h.client_sends(&fin);
     let out = h.drain();
@@ -1435,11 +1438,7 @@ fn an_adopted_flow_forwards_a_fin_and_closes_after_both_fins() {
     assert_eq!(out[0].ip().dst_addr, *B2.ip());
     let tcp = out[0].tcp();
     assert_eq!(tcp.dst_port, B2.port());
-    assert_eq!(
-        (tcp.seq_number, tcp.ack_number),
-        (CISN + 10_001, 777),
-        "unchanged"
-    );
+    assert_eq!((tcp.seq_number, tcp.ack_number), (seq, 777), "unchanged");
     assert_eq!(tcp.payload, b"last");
     assert_eq!(
         h.state(),
@@ -1498,6 +1497,7 @@ fn a_handover_carries_a_connection_and_its_close_to_another_front_end() {
     assert_eq!(
         new.fe.handover(&flow),
         Some(Handover {
+            client_next: seq + 1,
             client_fin: true,
             backend_fin: true,
             ..handover(B1)
@@ -1704,4 +1704,150 @@ fn a_full_table_makes_room_for_a_new_connection_by_ending_the_oldest_grace_perio
     assert!(h.drain().is_empty());
     assert_eq!(h.fe.stats().syns_dropped_table_full, 1);
     assert_eq!(h.fe.stats().time_wait_evicted, 0);
+}
+
+// ----- blind RST, FIN and SYN (RFC 5961): nobody off the path ends a connection -----
+
+/// The five ways one spoofed segment used to end a handed-off connection: a RST or a
+/// FIN far from the client's next number, and either followed by a SYN on the same
+/// ports with another ISN. Each is forwarded (the back-end's TCP judges it, and ignores
+/// it) and changes nothing on the front-end.
+#[test]
+fn blind_resets_fins_and_syns_after_the_handoff_change_nothing() {
+    for blind in [TcpFlags::RST, TcpFlags::ACK | TcpFlags::FIN] {
+        for then_syn in [false, true] {
+            let mut h = harness();
+            let (isn_f, tsv_f, next) = forwarding(&mut h);
+            let far = next.wrapping_add(3_000_000);
+            h.client_sends(&h.client_seg(blind, far, isn_f + 1));
+            let out = h.drain();
+            assert_eq!(out.len(), 1, "{blind:?}: forwarded");
+            assert_eq!(out[0].ip().dst_addr, *B1.ip());
+            if then_syn {
+                h.client_sends(&h.next_connection_syn());
+                let out = h.drain();
+                assert_eq!(
+                    out.len(),
+                    1,
+                    "the SYN goes to the back-end, which answers it"
+                );
+                assert_eq!(out[0].ip().dst_addr, *B1.ip());
+            }
+            assert_eq!(
+                h.state(),
+                Some(StateName::Forwarding),
+                "{blind:?} {then_syn}"
+            );
+            assert!(!h.fe.handover(&h.flow()).unwrap().client_fin);
+            assert!(h.events().is_empty());
+            let stats = h.fe.stats();
+            assert_eq!(stats.half_closed_reused + stats.time_wait_reused, 0);
+            let ignored = stats.client_resets_ignored + stats.client_fins_ignored;
+            assert_eq!(ignored, 1, "{stats:?}");
+
+            // The connection goes on, and its own close at the right number is acted on.
+            let request = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+            h.client_sends(&h.ack(isn_f, tsv_f, next, request));
+            let after = next + request.len() as u32;
+            let mut fin = h.ack(isn_f, tsv_f, after, &[]);
+            fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+            h.client_sends(&fin);
+            h.drain();
+            assert!(h.fe.handover(&h.flow()).unwrap().client_fin, "an exact FIN");
+        }
+    }
+}
+
+#[test]
+fn an_exact_client_reset_after_the_handoff_starts_the_grace_period() {
+    let mut h = harness();
+    let (isn_f, _, next) = forwarding(&mut h);
+    // In the window but not exact: ignored (the back-end answers a challenge ACK).
+    h.client_sends(&h.client_seg(TcpFlags::RST, next + 1, isn_f + 1));
+    assert_eq!(h.drain().len(), 1);
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    h.client_sends(&h.client_seg(TcpFlags::RST, next, isn_f + 1));
+    assert_eq!(h.drain().len(), 1);
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert_eq!(h.fe.stats().client_resets_ignored, 1);
+}
+
+#[test]
+fn the_fast_path_telling_of_an_exact_reset_starts_the_grace_period() {
+    let mut h = harness();
+    forwarding(&mut h);
+    let flow = h.flow();
+    h.fe.note_client_reset(h.now, &flow);
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert_eq!(h.fe.stats().client_resets_from_fast_path, 1);
+    assert_eq!(
+        h.fe.handover(&flow).unwrap().reset,
+        Some(ResetReason::ClientReset)
+    );
+}
+
+/// Before the handoff the front-end holds the connection: a RST in the window but not
+/// at exactly the next number draws a challenge ACK (RFC 5961 §3.2) and changes nothing.
+#[test]
+fn an_in_window_reset_before_the_handoff_draws_a_challenge_ack() {
+    for mid_handoff in [false, true] {
+        let mut h = harness();
+        let (isn_f, next) = if mid_handoff {
+            let (isn_f, _, _) = h.up_to_syn_prime();
+            (isn_f, CISN + 1 + REQUEST.len() as u32)
+        } else {
+            let (isn_f, _) = h.handshake();
+            (isn_f, CISN + 1)
+        };
+        let before = h.state();
+        h.client_sends(&h.client_seg(TcpFlags::RST, next + 100, isn_f + 1));
+        let out = h.drain();
+        assert_eq!(out.len(), 1, "one challenge ACK");
+        assert_eq!(out[0].ip().dst_addr, CLIENT);
+        let ack = out[0].tcp();
+        assert_eq!(ack.flags, TcpFlags::ACK);
+        assert_eq!(h.state(), before);
+        // Far out of the window: dropped.
+        h.client_sends(&h.client_seg(TcpFlags::RST, next.wrapping_add(3_000_000), isn_f + 1));
+        assert!(h.drain().is_empty());
+        assert_eq!(h.state(), before);
+        let stats = h.fe.stats();
+        assert_eq!(
+            (stats.client_resets_challenged, stats.client_resets_ignored),
+            (1, 1)
+        );
+        // The real client's answer, at the number: the end.
+        h.client_sends(&h.client_seg(TcpFlags::RST, next, isn_f + 1));
+        h.drain();
+        assert_eq!(h.state(), None);
+    }
+}
+
+/// A FIN held during the handoff is acted on only in order.
+#[test]
+fn a_blind_fin_during_the_handoff_is_not_a_close() {
+    let mut h = harness();
+    let (isn_f, tsv_f, _) = h.up_to_syn_prime();
+    let next = CISN + 1 + REQUEST.len() as u32;
+    let mut fin = h.ack(isn_f, tsv_f, next.wrapping_add(3_000_000), &[]);
+    fin.flags = TcpFlags::ACK | TcpFlags::FIN;
+    h.client_sends(&fin);
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    h.backend_sends(h.confirmation(isn_f));
+    h.drain();
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    assert!(!h.fe.handover(&h.flow()).unwrap().client_fin);
+    assert_eq!(h.fe.stats().client_fins_ignored, 1);
+}
+
+/// Linux drops a SYN with FIN set unanswered; so does the front-end.
+#[test]
+fn a_syn_with_fin_is_dropped_and_counted() {
+    let mut h = harness();
+    let mut syn = h.syn();
+    syn.flags = TcpFlags::SYN | TcpFlags::FIN;
+    h.client_sends(&syn);
+    assert!(h.drain().is_empty());
+    assert_eq!(h.state(), None);
+    assert_eq!(h.fe.stats().syn_fin_dropped, 1);
 }

@@ -5,19 +5,24 @@
 //! answer) and [`Event::HandedOff`], and lets it go on [`Event::Closed`]/[`Event::Reset`],
 //! as the daemon does with the XDP table. A client packet of an entry is rewritten
 //! (destination := back-end, RFC 1624 checksum updates through `baton_common`) and sent
-//! on without the state machine seeing it, as `baton-ebpf/src/frontend.rs` does: SYN and
-//! RST go to the slow path (`XDP_PASS`); while the entry awaits the answer only a
-//! segment acknowledging data past the front-end's SYN/ACK is forwarded, and the core is
-//! told (`FrontEnd::note_backend_answered`); a FIN is forwarded and the core told
-//! (`FrontEnd::note_client_fin`), as the program does through its ring, which the daemon
-//! reads before the next packet. A back-end's copy of its FIN (header-only) of a
+//! on without the state machine seeing it, as `baton-ebpf/src/frontend.rs` does: SYNs go
+//! to the slow path (`XDP_PASS`); while the entry awaits the answer only a segment
+//! acknowledging data past the front-end's SYN/ACK is forwarded, and the core is told
+//! (`FrontEnd::note_backend_answered`); the others go up, counted towards the entry's
+//! `client_next` all the same. A FIN or RST is forwarded, and the core told
+//! (`FrontEnd::note_client_fin`, `FrontEnd::note_client_reset`) only when it sits at the
+//! entry's `client_next` (`judge_client_segment`, the program's arithmetic), as the
+//! program does through its ring, which the daemon reads before the next packet. A back-end's copy of its FIN (header-only) of a
 //! handed-off entry is taken in and the core told (`FrontEnd::note_backend_fin`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use baton_common::{frontend::acknowledges_backend_data, translate::csum_replace4};
+use baton_common::{
+    frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
+    translate::csum_replace4,
+};
 use baton_proto::frontend::{
     Backend, Config, Dispatch, Event, FlowKey, FrontEnd, Instant, StateName,
 };
@@ -81,6 +86,8 @@ pub struct FastEntry {
     /// While the core waits for the back-end's confirmation: the front-end's ISN, past
     /// which a client segment must acknowledge data to be forwarded.
     pub awaiting_answer: Option<u32>,
+    /// The client's next sequence number as the program has seen it.
+    pub client_next: u32,
 }
 
 pub struct RealFront {
@@ -144,14 +151,24 @@ impl RealFront {
                     let entry = FastEntry {
                         backend: *h.backend.ip(),
                         awaiting_answer: Some(h.isn_f),
+                        client_next: h.client_next,
                     };
                     self.fast_path
                         .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
                 }
                 Event::HandedOff(h) => {
+                    // As the daemon does: the later of the core's number and the entry's.
+                    let key = (*h.flow.client.ip(), h.flow.client.port());
+                    let client_next = match self.fast_path.get(&key) {
+                        Some(e) if (e.client_next.wrapping_sub(h.client_next) as i32) > 0 => {
+                            e.client_next
+                        }
+                        _ => h.client_next,
+                    };
                     let entry = FastEntry {
                         backend: *h.backend.ip(),
                         awaiting_answer: None,
+                        client_next,
                     };
                     self.fast_path
                         .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
@@ -201,8 +218,18 @@ impl RealFront {
         let Some(&entry) = self.fast_path.get(&key) else {
             return Some(pkt);
         };
-        if info.has(TcpFlags::SYN) || info.is_rst() {
+        if info.has(TcpFlags::SYN) {
             return Some(pkt);
+        }
+        let judged = judge_client_segment(
+            entry.client_next,
+            info.seq,
+            info.payload_len as u32,
+            info.is_fin(),
+            info.is_rst(),
+        );
+        if let Some(e) = self.fast_path.get_mut(&key) {
+            e.client_next = judged.client_next;
         }
         let answered = match entry.awaiting_answer {
             None => false,
@@ -224,10 +251,13 @@ impl RealFront {
             }
             self.fe.note_backend_answered(instant(now), &flow);
         }
-        if info.is_fin() {
+        if judged.close == FlowNotice::CLIENT_FIN {
             self.fe.note_client_fin(instant(now), &flow);
         }
-        if answered || info.is_fin() {
+        if judged.close == FlowNotice::CLIENT_RST {
+            self.fe.note_client_reset(instant(now), &flow);
+        }
+        if answered || judged.close != 0 {
             self.drain();
         }
         let ihl = usize::from(pkt[0] & 0x0f) * 4;

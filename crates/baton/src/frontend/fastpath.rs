@@ -111,6 +111,9 @@ pub struct FastPathStats {
     pub answers_noted: u64,
     /// Back-end FIN copies the program took in, read from its ring and told to the core.
     pub backend_fins_noted: u64,
+    /// Client RSTs at the expected sequence number the program forwarded, read from its
+    /// ring and told to the core.
+    pub client_resets_noted: u64,
     /// Records in the ring too short to hold a notice; never expected (the program
     /// writes whole notices), counted rather than trusted.
     pub notices_short: u64,
@@ -428,14 +431,21 @@ impl FastPath {
 
     /// Sends `flow`'s client packets to `backend` from now on; with `awaiting_answer`
     /// (the front-end's ISN, `isn_f`), only those proving the back-end has answered
-    /// (`FrontendFlow::AWAITING_ANSWER`), until one does. Failures leave the flow to the
-    /// slow path, counted.
+    /// (`FrontendFlow::AWAITING_ANSWER`), until one does. `client_next` is the client's
+    /// next sequence number as the core has seen it; an entry already there (a flow taken
+    /// in awaiting its answer) keeps its own if the program has seen further. Failures
+    /// leave the flow to the slow path, counted.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the flow's handoff terms, each needed; one caller per kind of install"
+    )]
     pub fn install(
         &mut self,
         now: Instant,
         flow: FlowKey,
         backend: SocketAddrV4,
         client_isn: u32,
+        client_next: u32,
         awaiting_answer: Option<u32>,
         stats: &mut FastPathStats,
     ) {
@@ -458,6 +468,8 @@ impl FastPath {
                 0
             },
             isn_f: awaiting_answer.unwrap_or(0),
+            client_next: self.later_client_next(&flow, client_next),
+            reserved: 0,
             last_seen_ns: 0,
         };
         match self.flows.insert(key_of(&flow), value, 0) {
@@ -488,6 +500,20 @@ impl FastPath {
                     &[("client", &flow.client), ("error", &e)],
                 );
             }
+        }
+    }
+
+    /// The later of `ours` and the `client_next` of `flow`'s entry, if the daemon put
+    /// one there: the program moves it on as segments pass, and a rewrite of the whole
+    /// value must not take it back (a client segment beyond the number would then never
+    /// be counted, and its FIN never acted on). The entry is read only if there is one.
+    fn later_client_next(&self, flow: &FlowKey, ours: u32) -> u32 {
+        if !self.installed.contains_key(flow) {
+            return ours;
+        }
+        match self.flows.get(&key_of(flow), 0) {
+            Ok(value) if (value.client_next.wrapping_sub(ours) as i32) > 0 => value.client_next,
+            _ => ours,
         }
     }
 
@@ -523,6 +549,10 @@ impl FastPath {
             if what & FlowNotice::BACKEND_FIN != 0 {
                 fe.note_backend_fin(now, &flow);
                 stats.backend_fins_noted += 1;
+            }
+            if what & FlowNotice::CLIENT_RST != 0 {
+                fe.note_client_reset(now, &flow);
+                stats.client_resets_noted += 1;
             }
         }
     }
@@ -884,6 +914,7 @@ fn handover_of(value: &FrontendFlow) -> Handover {
             u16::from_be_bytes(value.backend_port_be.to_ne_bytes()),
         ),
         client_isn: value.client_isn,
+        client_next: value.client_next,
         client_fin: close & FrontendFlow::CLIENT_FIN != 0,
         backend_fin: close & FrontendFlow::BACKEND_FIN != 0,
         reset: if close & FrontendFlow::CLIENT_RESET != 0 {
@@ -1107,6 +1138,7 @@ IP address       HW type     Flags       HW address            Mask     Device
             let handover = Handover {
                 backend,
                 client_isn: 0xdead_beef,
+                client_next: 0x1234_5678,
                 client_fin,
                 backend_fin,
                 reset,
@@ -1116,6 +1148,7 @@ IP address       HW type     Flags       HW address            Mask     Device
                 backend_port_be: u16::from_ne_bytes(backend.port().to_be_bytes()),
                 client_isn: handover.client_isn,
                 close_state: close_state_of(&handover),
+                client_next: handover.client_next,
                 ..FrontendFlow::default()
             };
             assert_eq!(handover_of(&value), handover);

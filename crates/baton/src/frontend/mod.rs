@@ -651,6 +651,7 @@ fn event_loop(
                     h.flow,
                     h.backend,
                     h.client_isn,
+                    h.client_next,
                     Some(h.isn_f),
                     fast.stats,
                 );
@@ -696,12 +697,21 @@ fn on_handed_off(
         backend,
         candidate,
         client_isn,
+        client_next,
         ..
     } = handoff;
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
         if live {
-            path.install(now, flow, backend, client_isn, None, fast.stats);
+            path.install(
+                now,
+                flow,
+                backend,
+                client_isn,
+                client_next,
+                None,
+                fast.stats,
+            );
         } else {
             fast.stats.ended_before_install += 1;
         }
