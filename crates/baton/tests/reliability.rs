@@ -1660,3 +1660,275 @@ fn bad_input_gets_its_documented_outcome_and_leaves_nothing_behind() {
         "the connection table is back to its baseline: {draining}"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Blind RST, FIN and SYN (RFC 5961): one spoofed segment must not end a connection
+
+/// A keep-alive connection from inside the client namespace, one request answered.
+struct KeepAlive {
+    stream: TcpStream,
+    port: u16,
+}
+
+impl KeepAlive {
+    fn open() -> Self {
+        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let stream = baton::netns::run_in(&format!("{LAB}-client"), || {
+            TcpStream::connect_timeout(&target, Duration::from_secs(10))
+        })
+        .unwrap()
+        .expect("connect to the VIP");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let port = stream.local_addr().unwrap().port();
+        let mut conn = Self { stream, port };
+        conn.request().expect("the first request");
+        conn
+    }
+
+    /// One `GET /` on the connection: the back-end that answered, or what went wrong.
+    fn request(&mut self) -> Result<String, String> {
+        let port = self.port;
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n")
+            .map_err(|e| format!("write: {e} (port {port})"))?;
+        read_response(&mut self.stream).map_err(|e| format!("{e} (port {port})"))
+    }
+
+    /// The client's next sequence number, read from its kernel (`TCP_REPAIR`, as CRIU
+    /// does; leaving repair mode without a window probe changes nothing on the wire).
+    fn snd_nxt(&self) -> u32 {
+        use std::os::fd::AsRawFd as _;
+        const TCP_REPAIR: libc::c_int = 19;
+        const TCP_REPAIR_QUEUE: libc::c_int = 20;
+        const TCP_QUEUE_SEQ: libc::c_int = 21;
+        const TCP_SEND_QUEUE: libc::c_int = 2;
+        const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
+        let fd = self.stream.as_raw_fd();
+        let set = |opt: libc::c_int, value: libc::c_int| {
+            // SAFETY: a valid socket and an int option.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    opt,
+                    (&raw const value).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(
+                rc,
+                0,
+                "setsockopt {opt}: {}",
+                std::io::Error::last_os_error()
+            );
+        };
+        set(TCP_REPAIR, 1);
+        set(TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
+        let mut seq: u32 = 0;
+        let mut len = size_of::<u32>() as libc::socklen_t;
+        // SAFETY: as above, with room for the u32 the kernel writes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                TCP_QUEUE_SEQ,
+                (&raw mut seq).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
+        set(TCP_REPAIR, TCP_REPAIR_OFF_NO_WP);
+        seq
+    }
+
+    /// A segment on this connection's 4-tuple, as an off-path attacker who knows only
+    /// the 4-tuple would forge it.
+    fn forge(&self, flags: u8, seq: u32) {
+        let frame = Frame {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            src: ([198, 18, 0, 2], self.port),
+            dst: ([198, 18, 2, 1], 80),
+            seq,
+            ack: if flags & 0x10 != 0 { 12_345 } else { 0 },
+            flags,
+            window: 512,
+            options: Vec::new(),
+            payload: Vec::new(),
+        };
+        support::send_raw(&format!("{LAB}-client"), &frame.ip_packet());
+    }
+}
+
+/// Reads one response with a `Content-Length` body; the back-end's name.
+fn read_response(stream: &mut TcpStream) -> Result<String, String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {} bytes", got.len()));
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let length: usize = header("Content-Length")
+            .and_then(|v| v.parse().ok())
+            .ok_or("no Content-Length")?;
+        if body.len() < length {
+            continue;
+        }
+        if !head.starts_with("HTTP/1.1 200 ") {
+            return Err(head.lines().next().unwrap_or_default().to_owned());
+        }
+        return Ok(header("X-Baton-Backend").unwrap_or_default());
+    }
+}
+
+/// Issue 16, item 1. An off-path attacker who knows only the 4-tuple used to end a
+/// handed-off connection with one segment: a RST or FIN at any sequence number (the
+/// front-end entered its grace period, or the half-closed timeout, and then reset the
+/// client's next segment), or either followed by a SYN on the same ports (which ended
+/// it at once). Now each is forwarded for the back-end's TCP to judge (it ignores them)
+/// and changes nothing on the front-end: every connection answers its next request
+/// 65 s later, past both the grace period (30 s) and the half-closed timeout (60 s).
+/// Before the handoff, an in-window RST gets a challenge ACK and the request goes on.
+/// A FIN and a RST at the exact number still end their connections as before.
+#[test]
+fn blind_resets_fins_and_syns_end_no_connection() {
+    let Some(mut cluster) = cluster("blind_resets_fins_and_syns_end_no_connection", |t| t) else {
+        return;
+    };
+    const RST: u8 = 0x04;
+    const FIN_ACK: u8 = 0x11;
+    const SYN: u8 = 0x02;
+    let far = 3_000_000u32;
+    let cases: [(&str, u8, bool); 4] = [
+        ("RST far off", RST, false),
+        ("FIN far off", FIN_ACK, false),
+        ("RST far off, then SYN", RST, true),
+        ("FIN far off, then SYN", FIN_ACK, true),
+    ];
+    let mut attacked = Vec::new();
+    for (name, flags, then_syn) in cases {
+        let conn = KeepAlive::open();
+        let next = conn.snd_nxt();
+        conn.forge(flags, next.wrapping_add(far));
+        if then_syn {
+            thread::sleep(Duration::from_millis(50));
+            conn.forge(SYN, next.wrapping_add(0x4000_0000));
+        }
+        attacked.push((name, conn));
+    }
+
+    // Before the handoff: a head in two parts, an in-window RST between them.
+    let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let mut early = baton::netns::run_in(&format!("{LAB}-client"), || {
+        TcpStream::connect_timeout(&target, Duration::from_secs(10))
+    })
+    .unwrap()
+    .unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    early.write_all(b"GET / HTTP/1.1\r\nHost: lab\r\n").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let early_conn = KeepAlive {
+        port: early.local_addr().unwrap().port(),
+        stream: early.try_clone().unwrap(),
+    };
+    early_conn.forge(RST, early_conn.snd_nxt().wrapping_add(100));
+    thread::sleep(Duration::from_millis(200));
+    early.write_all(b"\r\n").unwrap();
+    let early_answer = read_response(&mut early);
+    println!("before the handoff, after an in-window RST: {early_answer:?}");
+    assert!(early_answer.is_ok(), "{early_answer:?}");
+    attacked.push(("in-window RST before the handoff", early_conn));
+
+    // Past the grace period and the half-closed timeout.
+    println!("waiting 65 s");
+    thread::sleep(Duration::from_secs(65));
+    let mut failed = Vec::new();
+    for (name, conn) in &mut attacked {
+        let answer = conn.request();
+        println!("{name}: next request 65 s later: {answer:?}");
+        if answer.is_err() {
+            failed.push(*name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "connections ended by a blind segment: {failed:?}"
+    );
+
+    // The client's own FIN and RST, at the exact number, still end their connections.
+    let counters = support::fastpath_counters(&LAB);
+    let mut fin_conn = KeepAlive::open();
+    fin_conn.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let end = fin_conn.stream.read_to_end(&mut rest);
+    println!("after the client's FIN: {end:?}, {} bytes", rest.len());
+    let rst_conn = KeepAlive::open();
+    {
+        use std::os::fd::AsRawFd as _;
+        // SO_LINGER with a zero timeout: close() sends a RST at the exact number.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and a `linger` value.
+        let rc = unsafe {
+            libc::setsockopt(
+                rst_conn.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+    drop(rst_conn);
+    thread::sleep(Duration::from_millis(500));
+    let after = support::fastpath_counters(&LAB);
+    let delta = |name: &str| after[name] - counters[name];
+    println!(
+        "fast path: forwarded_fin {} forwarded_rst {}; over the test: forwarded_fin_ignored {} forwarded_rst_ignored {}",
+        delta("forwarded_fin"),
+        delta("forwarded_rst"),
+        after["forwarded_fin_ignored"],
+        after["forwarded_rst_ignored"]
+    );
+    assert!(delta("forwarded_fin") >= 1, "the exact FIN is acted on");
+    assert_eq!(delta("forwarded_rst"), 1, "the exact RST is acted on");
+    assert!(after["forwarded_fin_ignored"] >= 2);
+    assert!(after["forwarded_rst_ignored"] >= 2);
+
+    drop(attacked);
+    let log = cluster.stop_frontend();
+    let core = |key: &str| support::logged_number(&log, "frontend_stats", key);
+    println!(
+        "core: client_resets_challenged {} client_resets_from_fast_path {} half_closed_reused {} time_wait_reused {}",
+        core("client_resets_challenged"),
+        core("client_resets_from_fast_path"),
+        core("half_closed_reused"),
+        core("time_wait_reused")
+    );
+    assert!(core("client_resets_challenged") >= 1, "{log}");
+    assert_eq!(core("client_resets_from_fast_path"), 1, "{log}");
+    assert_eq!(
+        core("half_closed_reused") + core("time_wait_reused"),
+        0,
+        "{log}"
+    );
+}
