@@ -214,17 +214,30 @@ impl FrontendFlow {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrontendConfig {
-    /// The virtual service: only packets to it are looked up.
-    pub vip_addr_be: u32,
-    pub vip_port_be: u16,
     /// The MAC of the interface the program is attached to: forwarded frames' source.
     pub interface_mac: [u8; 6],
+    pub _pad: [u8; 2],
     /// [`FrontendConfig::ENABLED`]; without it the program passes everything untouched.
     pub flags: u32,
 }
 
 impl FrontendConfig {
     pub const ENABLED: u32 = 1 << 0;
+}
+
+/// Most virtual services (VIP and port pairs) one front-end serves: the size of the
+/// services map. One daemon and one program serve them all.
+pub const MAX_SERVICES: u32 = 64;
+
+/// A virtual service the front-end serves, the key of the services map: only packets
+/// to one (client segments) or from one (back-ends' FIN copies) are the program's.
+/// Network byte order, as in the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FrontendService {
+    pub vip_addr_be: u32,
+    pub vip_port_be: u16,
+    pub _pad: u16,
 }
 
 /// Indexes of the per-CPU counter array: one per outcome, so that every packet to the
@@ -380,6 +393,7 @@ mod pod {
     unsafe impl aya::Pod for super::FrontendFlowKey {}
     unsafe impl aya::Pod for super::FrontendFlow {}
     unsafe impl aya::Pod for super::FrontendConfig {}
+    unsafe impl aya::Pod for super::FrontendService {}
     unsafe impl aya::Pod for super::FlowNotice {}
 }
 
@@ -398,7 +412,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(FrontendFlow, isn_f), 20);
         assert_eq!(core::mem::offset_of!(FrontendFlow, client_next), 24);
         assert_eq!(core::mem::offset_of!(FrontendFlow, last_seen_ns), 32);
-        assert_eq!(size_of::<FrontendConfig>(), 16);
+        assert_eq!(size_of::<FrontendConfig>(), 12);
+        assert_eq!(size_of::<FrontendService>(), 8);
         assert_eq!(size_of::<FlowNotice>(), 16);
     }
 

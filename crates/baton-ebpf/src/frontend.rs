@@ -148,8 +148,8 @@ use aya_ebpf::{
 use baton_common::{
     frontend::{
         DEFAULT_FLOW_TABLE_SIZE, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
-        NOTICE_RING_SIZE, acknowledges_backend_data, judge_client_segment, redirected_tcp_checksum,
-        stat, tcp_checksum,
+        FrontendService, MAX_SERVICES, NOTICE_RING_SIZE, acknowledges_backend_data,
+        judge_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     syncookie::{
@@ -171,6 +171,12 @@ static FRONTEND_FLOWS: HashMap<FrontendFlowKey, FrontendFlow> =
 
 #[map]
 static FRONTEND_CONFIG: Array<FrontendConfig> = Array::with_max_entries(1, 0);
+
+// The virtual services, (VIP, port) and (VIP, 0) for each VIP: rewritten by every
+// daemon at start, before its program sees a packet.
+#[map]
+static FRONTEND_SERVICES: HashMap<FrontendService, u32> =
+    HashMap::with_max_entries(MAX_SERVICES * 2, 0);
 
 #[map]
 static FRONTEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -262,6 +268,19 @@ fn classify(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// Whether (`addr_be`, `port_be`) is one of the front-end's services; port 0 asks
+/// whether `addr_be` is a VIP at all.
+#[inline(always)]
+fn is_service(addr_be: u32, port_be: u16) -> bool {
+    let key = FrontendService {
+        vip_addr_be: addr_be,
+        vip_port_be: port_be,
+        _pad: 0,
+    };
+    // SAFETY: only the presence is read.
+    unsafe { FRONTEND_SERVICES.get(&key) }.is_some()
+}
+
 #[inline(always)]
 fn count(stat: u32) {
     if let Some(counter) = FRONTEND_STATS.get_ptr_mut(stat) {
@@ -299,36 +318,37 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     if [l3[12], l3[13]] != [0x08, 0x00] || l3[ETH_LEN + 9] != IPPROTO_TCP {
         return None;
     }
-    let daddr = [l3[30], l3[31], l3[32], l3[33]];
-    if u32::from_ne_bytes(daddr) != config.vip_addr_be {
-        if u32::from_ne_bytes([l3[26], l3[27], l3[28], l3[29]]) == config.vip_addr_be {
-            // From the VIP to this interface: a back-end's copy of a control segment.
-            return backend_fin_copy(ctx, &config, &l3);
+    let daddr = u32::from_ne_bytes([l3[30], l3[31], l3[32], l3[33]]);
+    let saddr = u32::from_ne_bytes([l3[26], l3[27], l3[28], l3[29]]);
+    if l3[ETH_LEN] != 0x45 || be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
+        // No ports at a fixed offset (IPv4 options), or maybe none at all (a fragment):
+        // told apart by the address alone, which the services map holds with port 0.
+        if !is_service(daddr, 0) {
+            return None;
         }
-        return None;
-    }
-    if be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
-        // A fragment (possibly without a TCP header): nothing reassembles here.
-        return Some(Verdict::Drop(stat::DROP_FRAGMENT));
-    }
-    if l3[ETH_LEN] != 0x45 {
+        if be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
+            // Nothing reassembles here, and clients of a TCP service set DF.
+            return Some(Verdict::Drop(stat::DROP_FRAGMENT));
+        }
         // IPv4 options: the slow path's.
         return Some(Verdict::Pass(stat::PASS_UNUSUAL_IP));
     }
-    let Some(tcp_ptr) = bytes_at::<20>(ctx, TCP) else {
-        return Some(Verdict::Pass(stat::PASS_MALFORMED));
-    };
+    let tcp_ptr = bytes_at::<20>(ctx, TCP)?;
     // SAFETY: as above.
     let tcp = unsafe { tcp_ptr.read_unaligned() };
-    let dport = [tcp[2], tcp[3]];
-    if u16::from_ne_bytes(dport) != config.vip_port_be {
+    let dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+    if !is_service(daddr, dport) {
+        if is_service(saddr, u16::from_ne_bytes([tcp[0], tcp[1]])) {
+            // From a service to this interface: a back-end's copy of a control segment.
+            return backend_fin_copy(ctx, &l3, &tcp);
+        }
         return None;
     }
     let key = FrontendFlowKey {
-        client_addr_be: u32::from_ne_bytes([l3[26], l3[27], l3[28], l3[29]]),
-        vip_addr_be: config.vip_addr_be,
+        client_addr_be: saddr,
+        vip_addr_be: daddr,
         client_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
-        vip_port_be: config.vip_port_be,
+        vip_port_be: dport,
     };
     let flags = tcp[13];
     if flags & SYN != 0 {
@@ -409,15 +429,8 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
 /// copy exists only to tell the front-end; a copy of a flow still handing off goes up,
 /// where the core may need it to complete the handoff.
 #[inline(always)]
-fn backend_fin_copy(ctx: &XdpContext, config: &FrontendConfig, l3: &[u8; TCP]) -> Option<Verdict> {
-    if l3[ETH_LEN] != 0x45 || be16(l3, ETH_LEN + 6) & 0x3fff != 0 {
-        return None;
-    }
-    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
-    let tcp = unsafe { bytes_at::<20>(ctx, TCP)?.read_unaligned() };
-    if u16::from_ne_bytes([tcp[0], tcp[1]]) != config.vip_port_be
-        || tcp[13] & HANDSHAKE_FLAGS != FIN | ACK
-    {
+fn backend_fin_copy(ctx: &XdpContext, l3: &[u8; TCP], tcp: &[u8; 20]) -> Option<Verdict> {
+    if tcp[13] & HANDSHAKE_FLAGS != FIN | ACK {
         return None;
     }
     let total_len = usize::from(be16(l3, ETH_LEN + 2));
@@ -429,18 +442,18 @@ fn backend_fin_copy(ctx: &XdpContext, config: &FrontendConfig, l3: &[u8; TCP]) -
         return None;
     }
     let client = [l3[30], l3[31], l3[32], l3[33]];
+    let vip = [l3[26], l3[27], l3[28], l3[29]];
     let key = FrontendFlowKey {
         client_addr_be: u32::from_ne_bytes(client),
-        vip_addr_be: config.vip_addr_be,
+        vip_addr_be: u32::from_ne_bytes(vip),
         client_port_be: u16::from_ne_bytes([tcp[2], tcp[3]]),
-        vip_port_be: config.vip_port_be,
+        vip_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
     };
     // SAFETY: a map value, copied out at once.
     let close_state = unsafe { FRONTEND_FLOWS.get(key) }?.close_state;
     if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
         return None;
     }
-    let vip = config.vip_addr_be.to_ne_bytes();
     let pseudo = tcp_ipv4_pseudo_header_sum(vip, client, header_len as u16);
     let words = tcp_header_sum(ctx, header_len, [usize::MAX; 2])?;
     let check = u16::from_be_bytes([tcp[16], tcp[17]]);

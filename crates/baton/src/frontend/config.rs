@@ -31,12 +31,16 @@ use serde::Deserialize;
 pub struct FileConfig {
     /// The interface clients' packets (and back-ends' control copies) arrive on.
     pub interface: String,
-    /// The virtual IP; it must be an address of this host (e.g. on `lo`) so that the
-    /// kernel routes and ARPs for it.
-    pub vip: Ipv4Addr,
-    /// The service's TCP port on the VIP. Only this port is taken from the host's TCP.
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// The virtual IP of a front-end with one service; it must be an address of this
+    /// host (e.g. on `lo`) so that the kernel routes and ARPs for it. `services` instead
+    /// for several.
+    pub vip: Option<Ipv4Addr>,
+    /// The one service's TCP port on `vip` (default 80). Only the services' ports are
+    /// taken from the host's TCP.
+    pub port: Option<u16>,
+    /// Several virtual services, `"VIP:PORT"` each (HTTP and HTTPS on one VIP, more than
+    /// one VIP): one daemon and one XDP program serve them all. Instead of `vip`/`port`.
+    pub services: Option<Vec<SocketAddrV4>>,
     /// The key shared with the back-ends for the handoff option's tag: 32 hex digits.
     pub handoff_key: Option<String>,
     /// A file holding the handoff key as 32 hex digits (surrounding whitespace ignored);
@@ -118,9 +122,7 @@ pub struct Limits {
     pub half_closed_idle_timeout_ms: Option<u64>,
 }
 
-fn default_port() -> u16 {
-    80
-}
+const DEFAULT_PORT: u16 = 80;
 
 fn default_drain_ms() -> u64 {
     5_000
@@ -134,8 +136,8 @@ fn default_true() -> bool {
 pub struct Settings {
     /// The interface to capture on.
     pub interface: String,
-    /// VIP and port.
-    pub service: SocketAddrV4,
+    /// The virtual services (VIP and port), at least one.
+    pub services: Vec<SocketAddrV4>,
     /// How long to keep serving after a stop signal.
     pub drain: Duration,
     /// Whether the secret was generated (logged, never printed).
@@ -161,7 +163,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("interface", &self.interface)
-            .field("service", &self.service)
+            .field("services", &self.services)
             .field("drain", &self.drain)
             .field("dispatch", &Summary(&self.dispatcher).to_string())
             .field("fast_path", &self.fast_path)
@@ -289,6 +291,39 @@ impl RestartOnly {
 }
 
 impl FileConfig {
+    /// The services as written: `vip` (and `port`), or `services`; never both, at least
+    /// one, no repeats, ports 1..=65535, at most `MAX_SERVICES`.
+    fn services(&self) -> anyhow::Result<Vec<SocketAddrV4>> {
+        let services = match (&self.services, self.vip) {
+            (Some(_), Some(_)) => {
+                bail!("services: give either `vip` (and `port`) or `services`, not both")
+            }
+            (Some(_), None) if self.port.is_some() => {
+                bail!("port: with `services`, each service names its port (\"VIP:PORT\")")
+            }
+            (Some(list), None) => list.clone(),
+            (None, Some(_)) if self.port == Some(0) => bail!("port: must be 1..=65535"),
+            (None, Some(vip)) => vec![SocketAddrV4::new(vip, self.port.unwrap_or(DEFAULT_PORT))],
+            (None, None) => bail!("vip: missing (or `services = [\"VIP:PORT\", ...]`)"),
+        };
+        if services.is_empty() {
+            bail!("services: at least one \"VIP:PORT\"");
+        }
+        let max = baton_common::frontend::MAX_SERVICES as usize;
+        if services.len() > max {
+            bail!("services: {} given, at most {max}", services.len());
+        }
+        for (i, service) in services.iter().enumerate() {
+            if service.port() == 0 {
+                bail!("services: {service}: the port must be 1..=65535");
+            }
+            if services[..i].contains(service) {
+                bail!("services: {service} given twice");
+            }
+        }
+        Ok(services)
+    }
+
     fn check(self, text: &str, base: &Path) -> anyhow::Result<Settings> {
         if self.interface.is_empty() || self.interface.len() >= libc::IFNAMSIZ {
             bail!(
@@ -296,9 +331,7 @@ impl FileConfig {
                 self.interface
             );
         }
-        if self.port == 0 {
-            bail!("port: must be 1..=65535");
-        }
+        let services = self.services()?;
         // One parser for the key on both sides (`crate::handoff_key`), so a key file
         // written for the back-ends works here unchanged. A relative key file is taken
         // from the configuration file's directory.
@@ -318,7 +351,7 @@ impl FileConfig {
         let l = &self.limits;
         let t = &self.tcp;
         let proto = ProtoConfig {
-            services: vec![SocketAddrV4::new(self.vip, self.port)],
+            services: services.clone(),
             secret,
             handoff_key,
             mss: t.mss.unwrap_or(defaults.mss),
@@ -407,7 +440,7 @@ impl FileConfig {
         }
         Ok(Settings {
             interface: self.interface,
-            service: SocketAddrV4::new(self.vip, self.port),
+            services,
             drain: Duration::from_millis(self.drain_ms),
             secret_generated,
             proto,
@@ -498,7 +531,7 @@ mod tests {
     fn minimal_config_takes_the_cores_defaults() {
         let s = parse(MINIMAL, Path::new(".")).unwrap();
         let d = ProtoConfig::default();
-        assert_eq!(s.service, "198.18.2.1:80".parse().unwrap());
+        assert_eq!(s.services, ["198.18.2.1:80".parse().unwrap()]);
         assert_eq!(s.proto.max_connections, d.max_connections);
         assert_eq!(s.proto.handoff_rto, d.handoff_rto);
         assert_eq!(s.proto.handoff_key[15], 0x0f);
@@ -511,6 +544,66 @@ mod tests {
             (None, None),
             "both off by default"
         );
+    }
+
+    #[test]
+    fn several_services_are_one_list_and_mistakes_are_named() {
+        let text = MINIMAL.replace(
+            "vip = \"198.18.2.1\"",
+            "services = [\"198.18.2.1:80\", \"198.18.2.1:443\", \"198.18.2.2:80\"]",
+        );
+        let s = parse(&text, Path::new(".")).unwrap();
+        let want: Vec<SocketAddrV4> = ["198.18.2.1:80", "198.18.2.1:443", "198.18.2.2:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(s.services, want);
+        assert_eq!(s.proto.services, want, "the core serves them all");
+        let with_port =
+            MINIMAL.replace("vip = \"198.18.2.1\"", "vip = \"198.18.2.1\"\nport = 8080");
+        assert_eq!(
+            parse(&with_port, Path::new(".")).unwrap().services,
+            ["198.18.2.1:8080".parse().unwrap()]
+        );
+        let cases = [
+            (
+                MINIMAL.replace(
+                    "vip = \"198.18.2.1\"",
+                    "vip = \"198.18.2.1\"\nservices = [\"198.18.2.1:443\"]",
+                ),
+                "not both",
+            ),
+            (
+                MINIMAL.replace("vip = \"198.18.2.1\"", "services = []"),
+                "at least one",
+            ),
+            (
+                MINIMAL.replace(
+                    "vip = \"198.18.2.1\"",
+                    "services = [\"198.18.2.1:80\", \"198.18.2.1:80\"]",
+                ),
+                "twice",
+            ),
+            (
+                MINIMAL.replace(
+                    "vip = \"198.18.2.1\"",
+                    "services = [\"198.18.2.1:80\"]\nport = 80",
+                ),
+                "each service names its port",
+            ),
+            (
+                MINIMAL.replace("vip = \"198.18.2.1\"", "port = 80"),
+                "vip: missing",
+            ),
+            (
+                MINIMAL.replace("vip = \"198.18.2.1\"", "services = [\"198.18.2.1:0\"]"),
+                "1..=65535",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
     let mut out = format!(
         "OK {}: service {} on {}; {}\n",
         path.display(),
-        s.service,
+        super::services_label(&s.services),
         s.interface,
         Summary(d)
     );

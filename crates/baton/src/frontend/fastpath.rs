@@ -60,7 +60,7 @@ use aya::{
     },
 };
 use baton_common::{
-    frontend::{FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
+    frontend::{FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, stat},
     syncookie::SynCookieConfig,
 };
 use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
@@ -262,7 +262,7 @@ impl FastPath {
     /// `ENGAGED` clear; [`FastPath::steer_syn_cookies`] sets and clears it.
     pub fn start(
         interface: &str,
-        service: SocketAddrV4,
+        services: &[SocketAddrV4],
         pin_dir: &Path,
         syn_cookies: SynCookieConfig,
     ) -> anyhow::Result<(Self, Start)> {
@@ -273,6 +273,7 @@ impl FastPath {
             .with_context(|| format!("creating {}", pins.dir().display()))?;
         check_pinned_flows(&pins)?;
         replace_outgrown_stats(&pins)?;
+        replace_reshaped_config(&pins)?;
         let (flows_pin, config_pin, stats_pin) = (pins.flows(), pins.config(), pins.stats());
         let notices_pin = pins.notices();
         // Maps already pinned are reused as they are (flows and all); missing ones are
@@ -292,13 +293,23 @@ impl FastPath {
         config.set(
             0,
             FrontendConfig {
-                vip_addr_be: u32::from_ne_bytes(service.ip().octets()),
-                vip_port_be: u16::from_ne_bytes(service.port().to_be_bytes()),
                 interface_mac: mac,
+                _pad: [0; 2],
                 flags: FrontendConfig::ENABLED,
             },
             0,
         )?;
+        // The services: this program's own map (not pinned), filled before it is
+        // attached or swapped into the link.
+        let mut service_map: HashMap<_, FrontendService, u32> = HashMap::try_from(
+            ebpf.map_mut("FRONTEND_SERVICES")
+                .context("map FRONTEND_SERVICES missing")?,
+        )?;
+        for key in service_keys(services) {
+            service_map
+                .insert(key, 1, 0)
+                .context("writing the services map")?;
+        }
         let syn_cookie_config = SynCookieConfig {
             flags: syn_cookies.flags & !SynCookieConfig::ENGAGED,
             ..syn_cookies
@@ -877,6 +888,41 @@ fn check_pinned_flows(pins: &Pins) -> anyhow::Result<()> {
             want.0,
             want.1
         );
+    }
+    Ok(())
+}
+
+/// The services map's keys for `services`: each (VIP, port), and (VIP, 0) for each VIP,
+/// which tells the program a fragment or an options-bearing packet is for a VIP.
+fn service_keys(services: &[SocketAddrV4]) -> Vec<FrontendService> {
+    let key = |addr: &Ipv4Addr, port: u16| FrontendService {
+        vip_addr_be: u32::from_ne_bytes(addr.octets()),
+        vip_port_be: u16::from_ne_bytes(port.to_be_bytes()),
+        _pad: 0,
+    };
+    let mut keys: Vec<FrontendService> = Vec::new();
+    for service in services {
+        for k in [key(service.ip(), service.port()), key(service.ip(), 0)] {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys
+}
+
+/// Unpins a configuration map of another shape (an older version's, which held one
+/// service): every daemon rewrites its one entry at start, so nothing is lost, and the
+/// running program keeps its own map until it is replaced.
+fn replace_reshaped_config(pins: &Pins) -> anyhow::Result<()> {
+    let path = pins.config();
+    if !path.exists() {
+        return Ok(());
+    }
+    let info = MapInfo::from_pin(&path)
+        .with_context(|| format!("reading the pinned configuration {}", path.display()))?;
+    if info.value_size() != size_of::<FrontendConfig>() as u32 {
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     }
     Ok(())
 }

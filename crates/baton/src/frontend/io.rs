@@ -148,7 +148,7 @@ pub enum Received<'a> {
 
 impl PacketIo {
     /// Opens both sockets on `interface` for `service`.
-    pub fn open(interface: &str, service: SocketAddrV4) -> anyhow::Result<Self> {
+    pub fn open(interface: &str, services: &[SocketAddrV4]) -> anyhow::Result<Self> {
         let ifname = std::ffi::CString::new(interface).context("interface name")?;
         // SAFETY: `ifname` is a valid NUL-terminated string.
         let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
@@ -156,7 +156,7 @@ impl PacketIo {
             return Err(io::Error::last_os_error())
                 .with_context(|| format!("interface `{interface}` not found"));
         }
-        let rx = open_capture(ifindex, service)
+        let rx = open_capture(ifindex, services)
             .with_context(|| format!("opening the AF_PACKET socket on {interface}"))?;
         let tx = open_raw_ipv4().context("opening the raw IPv4 socket")?;
         Ok(Self {
@@ -347,7 +347,7 @@ fn grow_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int) -> io::Result<
         .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, plain, &SOCKET_BUFFER_BYTES))
 }
 
-fn open_capture(ifindex: u32, service: SocketAddrV4) -> anyhow::Result<OwnedFd> {
+fn open_capture(ifindex: u32, services: &[SocketAddrV4]) -> anyhow::Result<OwnedFd> {
     // Protocol 0: the socket receives nothing until `bind` names ETH_P_IP, so no frame
     // slips in before the filter is attached.
     // SAFETY: plain socket(2).
@@ -365,7 +365,7 @@ fn open_capture(ifindex: u32, service: SocketAddrV4) -> anyhow::Result<OwnedFd> 
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let raw = fd.as_raw_fd();
 
-    let mut program = service_filter(service);
+    let mut program = service_filter(services);
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
@@ -433,6 +433,7 @@ fn open_raw_ipv4() -> anyhow::Result<OwnedFd> {
 const BPF_LD: u16 = 0x00;
 const BPF_LDX: u16 = 0x01;
 const BPF_JMP: u16 = 0x05;
+const BPF_JA: u16 = 0x00;
 const BPF_RET: u16 = 0x06;
 const BPF_W: u16 = 0x00;
 const BPF_H: u16 = 0x08;
@@ -458,45 +459,54 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 }
 
 /// The socket filter: accept IPv4 TCP frames that are not outgoing, not non-first
-/// fragments, and either to `service` or from it. Offsets are from the Ethernet header
-/// (an untagged frame: 14 bytes, then IPv4); `ldxb 4*([14]&0xf)` loads the IPv4 header
-/// length so the ports are found after any IP options.
-fn service_filter(service: SocketAddrV4) -> Vec<libc::sock_filter> {
+/// fragments, and either to one of `services` or from one. Offsets are from the Ethernet
+/// header (an untagged frame: 14 bytes, then IPv4); `ldxb 4*([14]&0xf)` loads the IPv4
+/// header length so the ports are found after any IP options. One block of ten
+/// instructions per service, each jump local (classic BPF jumps reach 255 ahead), so
+/// the program grows linearly and stays far below the kernel's 4,096 instructions at
+/// `MAX_SERVICES`.
+fn service_filter(services: &[SocketAddrV4]) -> Vec<libc::sock_filter> {
     const ETH: u32 = ethernet::HEADER_LEN as u32;
-    let vip = u32::from(*service.ip());
-    let port = u32::from(service.port());
+    const ACCEPT: u32 = u32::MAX;
     let pkttype = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
-    let prog = vec![
+    let mut prog = vec![
         // 0: packet type (ancillary): drop our own outgoing frames.
         stmt(BPF_LD | BPF_W | BPF_ABS, pkttype),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OUTGOING, 16, 0),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OUTGOING, 8, 0),
         // 2: EtherType IPv4.
         stmt(BPF_LD | BPF_H | BPF_ABS, 12),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 14),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 6),
         // 4: protocol TCP.
         stmt(BPF_LD | BPF_B | BPF_ABS, ETH + 9),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 12),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 4),
         // 6: no fragment offset (ports are only in the first fragment).
         stmt(BPF_LD | BPF_H | BPF_ABS, ETH + 6),
-        jump(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, 10, 0),
-        // 8: X = IPv4 header length.
+        jump(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, 2, 0),
+        // 8: X = IPv4 header length; over the drop below to the services.
         stmt(BPF_LDX | BPF_B | BPF_MSH, ETH),
-        // 9: destination VIP and port?
-        stmt(BPF_LD | BPF_W | BPF_ABS, ETH + 16),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, vip, 0, 2),
-        stmt(BPF_LD | BPF_H | BPF_IND, ETH + 2),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, port, 4, 0),
-        // 13: source VIP and port?
-        stmt(BPF_LD | BPF_W | BPF_ABS, ETH + 12),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, vip, 0, 3),
-        stmt(BPF_LD | BPF_H | BPF_IND, ETH),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, port, 0, 1),
-        // 17: accept the whole frame.
-        stmt(BPF_RET | BPF_K, u32::MAX),
-        // 18: drop.
+        stmt(BPF_JMP | BPF_JA, 1),
+        // 10: drop.
         stmt(BPF_RET | BPF_K, 0),
     ];
-    debug_assert_eq!(prog.len(), 19);
+    for service in services {
+        let vip = u32::from(*service.ip());
+        let port = u32::from(service.port());
+        prog.extend([
+            // To the service?
+            stmt(BPF_LD | BPF_W | BPF_ABS, ETH + 16),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, vip, 0, 3),
+            stmt(BPF_LD | BPF_H | BPF_IND, ETH + 2),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, port, 0, 1),
+            stmt(BPF_RET | BPF_K, ACCEPT),
+            // From it (a back-end's copy)?
+            stmt(BPF_LD | BPF_W | BPF_ABS, ETH + 12),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, vip, 0, 3),
+            stmt(BPF_LD | BPF_H | BPF_IND, ETH),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, port, 0, 1),
+            stmt(BPF_RET | BPF_K, ACCEPT),
+        ]);
+    }
+    prog.push(stmt(BPF_RET | BPF_K, 0));
     prog
 }
 
@@ -510,20 +520,28 @@ pub const NFT_TABLE: &str = "baton_fe";
 impl HostTcpFilter {
     /// Installs the table, or atomically replaces one already there (a previous
     /// daemon's, stopped or crashed): never a moment without it.
-    pub fn install(service: SocketAddrV4) -> anyhow::Result<()> {
-        // `table` then `delete table` in one transaction: replaces a table a previous
-        // daemon left behind, and works when there is none.
+    pub fn install(services: &[SocketAddrV4]) -> anyhow::Result<()> {
+        // One rule per service; `table` then `delete table` in one transaction: replaces
+        // a table a previous daemon left behind, and works when there is none.
+        let rules: String = services
+            .iter()
+            .map(|service| {
+                format!(
+                    "\t\tip daddr {ip} tcp dport {port} counter drop comment \"baton frontend: VIP traffic is read from AF_PACKET; the host's TCP must not answer it\"\n",
+                    ip = service.ip(),
+                    port = service.port(),
+                )
+            })
+            .collect();
         let script = format!(
             "table inet {NFT_TABLE}\n\
              delete table inet {NFT_TABLE}\n\
              table inet {NFT_TABLE} {{\n\
              \tchain prerouting {{\n\
              \t\ttype filter hook prerouting priority raw; policy accept;\n\
-             \t\tip daddr {ip} tcp dport {port} counter drop comment \"baton frontend: VIP traffic is read from AF_PACKET; the host's TCP must not answer it\"\n\
+             {rules}\
              \t}}\n\
              }}\n",
-            ip = service.ip(),
-            port = service.port(),
         );
         nft_script(&script)
             .context("installing the nftables table that hides VIP:port from the host's TCP")
@@ -572,7 +590,8 @@ mod tests {
     /// used here (no ancillary loads: packet type given separately).
     fn run(prog: &[libc::sock_filter], frame: &[u8], pkttype: u32) -> u32 {
         let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-        for _ in 0..64 {
+        // Classic BPF only jumps forward: the program's length bounds the run.
+        for _ in 0..prog.len() {
             let ins = prog[pc];
             let k = ins.k;
             let load = |off: usize, size: usize| -> Option<u32> {
@@ -605,6 +624,7 @@ mod tests {
                     Some(v) => x = 4 * (v & 0xf),
                     None => return 0,
                 },
+                c if c == BPF_JMP | BPF_JA => pc += k as usize,
                 c if c == BPF_JMP | BPF_JEQ | BPF_K => {
                     pc += usize::from(if a == k { ins.jt } else { ins.jf });
                 }
@@ -633,7 +653,7 @@ mod tests {
 
     #[test]
     fn filter_takes_service_traffic_both_ways_and_nothing_else() {
-        let prog = service_filter("198.18.2.1:80".parse().unwrap());
+        let prog = service_filter(&["198.18.2.1:80".parse().unwrap()]);
         let vip = [198, 18, 2, 1];
         let client = [198, 18, 0, 2];
         let fe = [198, 18, 1, 2];
@@ -675,6 +695,48 @@ mod tests {
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(run(&prog, &arp, 0), 0, "not IPv4");
     }
+
+    #[test]
+    fn filter_takes_every_service_and_only_them() {
+        let services: Vec<SocketAddrV4> = (0..MAX_TEST_SERVICES)
+            .map(|i| {
+                SocketAddrV4::new(
+                    Ipv4Addr::new(198, 18, 2, 1 + (i / 2) as u8),
+                    [80, 443][i % 2],
+                )
+            })
+            .collect();
+        let prog = service_filter(&services);
+        assert!(prog.len() <= 4096, "{} instructions", prog.len());
+        let client = [198, 18, 0, 2];
+        for s in &services {
+            let vip = s.ip().octets();
+            assert_ne!(
+                run(&prog, &frame(client, 4000, vip, s.port(), 6), 0),
+                0,
+                "to {s}"
+            );
+            assert_ne!(
+                run(&prog, &frame(vip, s.port(), client, 4000, 6), 0),
+                0,
+                "from {s}"
+            );
+            assert_eq!(
+                run(&prog, &frame(client, 4000, vip, 8080, 6), 0),
+                0,
+                "{s} other port"
+            );
+        }
+        // A VIP's port that belongs to another VIP only.
+        let last = services.last().unwrap();
+        let other = Ipv4Addr::new(198, 18, 2, 200).octets();
+        assert_eq!(
+            run(&prog, &frame(client, 4000, other, last.port(), 6), 0),
+            0
+        );
+    }
+
+    const MAX_TEST_SERVICES: usize = baton_common::frontend::MAX_SERVICES as usize;
 
     #[test]
     fn checksum_completion_makes_a_partial_checksum_verify() {

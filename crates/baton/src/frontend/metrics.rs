@@ -16,7 +16,7 @@
 
 use std::{
     collections::HashMap,
-    net::{SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     sync::mpsc::{self, Receiver, Sender, SyncSender},
     time::Duration,
 };
@@ -77,7 +77,8 @@ pub struct BackendRow {
 /// A copy of the loop's numbers, made between rounds.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub service: SocketAddrV4,
+    /// The services, `VIP:PORT` comma-separated.
+    pub service: String,
     pub interface: String,
     pub fast_path: &'static str,
     pub core: Stats,
@@ -174,16 +175,16 @@ impl Snapshot {
     pub fn render(&self) -> String {
         let mut e = Exposition::new();
         let c = &self.core;
-        let service = self.service.to_string();
+        let service = &self.service;
         e.family(
             "baton_frontend_info",
             Kind::Gauge,
-            "The front-end's service, interface and fast path (always 1).",
+            "The front-end's services (VIP:PORT, comma-separated), interface and fast path (always 1).",
         )
         .sample(
             "baton_frontend_info",
             &[
-                ("service", &service),
+                ("service", service),
                 ("interface", &self.interface),
                 ("fast_path", self.fast_path),
                 ("version", env!("CARGO_PKG_VERSION")),
@@ -441,7 +442,7 @@ mod tests {
         .unwrap();
         let (rules, backends, members) = Snapshot::dispatch_parts(&d, &book);
         Snapshot {
-            service: "198.18.2.1:80".parse().unwrap(),
+            service: "198.18.2.1:80".into(),
             interface: "eth0".into(),
             fast_path: "xdp",
             core: Stats {

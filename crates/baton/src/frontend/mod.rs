@@ -129,7 +129,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     }
     let config::Settings {
         interface,
-        service,
+        services,
         drain,
         secret_generated,
         proto,
@@ -166,11 +166,11 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     // Filter first: from here on the host's TCP never answers VIP:port; a SYN that
     // arrives before the capture socket is open is dropped and retransmitted by the
     // client, rather than reset by the host.
-    HostTcpFilter::install(service)?;
-    let mut io = PacketIo::open(&interface, service)?;
+    HostTcpFilter::install(&services)?;
+    let mut io = PacketIo::open(&interface, &services)?;
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
-        match FastPath::start(&interface, service, &pin_dir, fe.syn_cookie_config()) {
+        match FastPath::start(&interface, &services, &pin_dir, fe.syn_cookie_config()) {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
@@ -244,7 +244,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         "ready",
         &[
             ("interface", &interface),
-            ("service", &service),
+            ("service", &services_label(&services)),
             ("dispatch", &routes),
             ("max_connections", &max_connections),
             ("drain_ms", &drain.as_millis()),
@@ -277,7 +277,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         &mut fe,
         &mut io,
         &mut fast_path,
-        service,
+        &services,
         drain,
         stop,
         &mut stats,
@@ -375,7 +375,7 @@ impl Ops {
         fe: &mut FrontEnd<ContentDispatch>,
         io: &mut PacketIo,
         fast: &Fast<'_>,
-        service: SocketAddrV4,
+        services: &[SocketAddrV4],
         stats: &DaemonStats,
     ) {
         let Some(requests) = &self.requests else {
@@ -386,7 +386,7 @@ impl Ops {
             let d = fe.dispatcher_mut().dispatcher();
             let (rules, backends, members) = metrics::Snapshot::dispatch_parts(d, &self.book);
             metrics::Snapshot {
-                service,
+                service: services_label(services),
                 interface: self.interface.clone(),
                 fast_path: self.fast_path,
                 core,
@@ -497,7 +497,7 @@ fn event_loop(
     fe: &mut FrontEnd<ContentDispatch>,
     io: &mut PacketIo,
     fast: &mut Fast<'_>,
-    service: SocketAddrV4,
+    services: &[SocketAddrV4],
     drain: Duration,
     stop: &AtomicBool,
     stats: &mut DaemonStats,
@@ -556,7 +556,7 @@ fn event_loop(
             }
         }
         control.health.apply(fe.dispatcher_mut().dispatcher_mut());
-        ops.answer(fe, io, fast, service, stats);
+        ops.answer(fe, io, fast, services, stats);
 
         let wake = [fe.poll_timeout(), drain_until].into_iter().flatten().min();
         let sleep = if more_to_read {
@@ -580,7 +580,7 @@ fn event_loop(
             for _ in 0..RECV_BATCH {
                 match io.recv() {
                     Received::Packet(packet) => {
-                        if drain_until.is_some() && is_client_syn(packet, service) {
+                        if drain_until.is_some() && is_client_syn(packet, services) {
                             stats.syns_refused_draining += 1;
                             continue;
                         }
@@ -852,21 +852,34 @@ fn log_note(note: Note) {
     }
 }
 
-/// Whether `packet` opens a new connection to the service: a client SYN without ACK.
-fn is_client_syn(packet: &[u8], service: SocketAddrV4) -> bool {
+/// Whether `packet` opens a new connection to one of the services: a client SYN
+/// without ACK.
+fn is_client_syn(packet: &[u8], services: &[SocketAddrV4]) -> bool {
     let Ok(ip) = Ipv4Packet::new_checked(packet) else {
         return false;
     };
-    if ip.protocol() != IpProtocol::Tcp || ip.dst_addr() != *service.ip() || ip.is_fragment() {
+    if ip.protocol() != IpProtocol::Tcp || ip.is_fragment() {
         return false;
     }
     let Ok(tcp) = TcpSegment::new_checked(ip.payload()) else {
         return false;
     };
     let flags = tcp.flags();
-    tcp.dst_port() == service.port()
+    services.contains(&SocketAddrV4::new(ip.dst_addr(), tcp.dst_port()))
         && flags.contains(TcpFlags::SYN)
         && !flags.contains(TcpFlags::ACK)
+}
+
+/// The services as one label for logs and metrics: `VIP:PORT`, comma-separated.
+pub fn services_label(services: &[SocketAddrV4]) -> String {
+    let mut label = String::new();
+    for (i, service) in services.iter().enumerate() {
+        if i > 0 {
+            label.push(',');
+        }
+        label.push_str(&service.to_string());
+    }
+    label
 }
 
 /// `CLOCK_MONOTONIC` as the core's [`Instant`].
@@ -919,13 +932,13 @@ mod tests {
         p[22..24].copy_from_slice(&80u16.to_be_bytes());
         p[32] = 5 << 4;
         p[33] = 0x02; // SYN
-        assert!(is_client_syn(&p, service));
+        assert!(is_client_syn(&p, &[service]));
         p[33] = 0x12; // SYN+ACK
-        assert!(!is_client_syn(&p, service));
+        assert!(!is_client_syn(&p, &[service]));
         p[33] = 0x02;
         p[22..24].copy_from_slice(&81u16.to_be_bytes());
-        assert!(!is_client_syn(&p, service));
-        assert!(!is_client_syn(&p[..30], service));
+        assert!(!is_client_syn(&p, &[service]));
+        assert!(!is_client_syn(&p[..30], &[service]));
     }
 
     #[test]
