@@ -688,6 +688,20 @@ impl Lab {
             }
         }
         let killed = pids.len();
+        // The lock files its daemons left if they were killed ([`crate::daemon_lock`]):
+        // keyed by these namespaces (gone in a moment) and by pins in the lab's folder.
+        let inodes: Vec<u64> = namespaces
+            .iter()
+            .filter_map(|ns| fs::metadata(format!("/run/netns/{ns}")).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .collect();
+        let pins = format!("pins-run_{}-lab_", self.name);
+        crate::daemon_lock::remove_unheld(Path::new(crate::daemon_lock::RUN_DIR), |name| {
+            name.starts_with(&pins)
+                || inodes
+                    .iter()
+                    .any(|ino| name.ends_with(&format!("-netns{ino}.lock")))
+        });
         for ns in &namespaces {
             netns::ip(&["netns", "del", ns])?;
         }
