@@ -424,6 +424,7 @@ impl Ops {
         };
         requests.answer(|| {
             let core = fe.stats().clone();
+            let answered = fe.answered_count() as u64;
             let d = fe.dispatcher_mut().dispatcher();
             let (rules, backends, members) = metrics::Snapshot::dispatch_parts(d, &self.book);
             metrics::Snapshot {
@@ -431,6 +432,7 @@ impl Ops {
                 interface: self.interface.clone(),
                 fast_path: self.fast_path,
                 core,
+                answered,
                 max_connections: self.max_connections,
                 io: io.stats().clone(),
                 daemon: metrics::pairs(stats),
