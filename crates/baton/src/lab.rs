@@ -540,20 +540,36 @@ impl Lab {
     }
 
     /// Makes every back-end's nginx serve its tree over TLS as well, on [`HTTPS_PORT`],
-    /// with the PEM certificate chain `cert` and key `key` (one certificate for all
-    /// back-ends, naming whatever the caller will ask for), and waits until each accepts
-    /// connections from `client`. Needs nginx, not the built-in server. The server
-    /// blocks go in each back-end's `conf.d/`, which `lab down` removes with the rest.
-    pub fn enable_tls(&self, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    /// HTTP/2 and HTTP/1.1 by ALPN, with the certificates `certs` says, and waits until
+    /// each accepts connections from `client`. Needs nginx, not the built-in server. The
+    /// server blocks go in each back-end's `conf.d/`, which `lab down` removes with the
+    /// rest. Returns the CA file clients should trust (`curl --cacert`): the lab CA's,
+    /// or the shared certificate itself.
+    pub fn enable_tls(&self, certs: &TlsCerts) -> anyhow::Result<PathBuf> {
         let state = self.state()?;
         if state.server == ServerKind::Builtin {
             bail!("TLS back-ends need nginx; this lab runs the built-in server");
         }
-        let (cert, key) = (
-            fs::canonicalize(cert).with_context(|| format!("{}", cert.display()))?,
-            fs::canonicalize(key).with_context(|| format!("{}", key.display()))?,
-        );
-        for k in 1..=state.backends {
+        let (pairs, trust): (Vec<(PathBuf, PathBuf)>, PathBuf) = match certs {
+            TlsCerts::Shared { cert, key } => {
+                let pair = (
+                    fs::canonicalize(cert).with_context(|| format!("{}", cert.display()))?,
+                    fs::canonicalize(key).with_context(|| format!("{}", key.display()))?,
+                );
+                let trust = pair.0.clone();
+                (vec![pair; usize::from(state.backends)], trust)
+            }
+            TlsCerts::PerBackend { names } => {
+                let dir = self.state_dir().join("tls");
+                fs::create_dir_all(&dir)?;
+                let ca = LabCa::open_or_make(&dir, &self.name)?;
+                let pairs = (1..=state.backends)
+                    .map(|k| ca.issue(&dir, k, names))
+                    .collect::<anyhow::Result<_>>()?;
+                (pairs, ca.cert)
+            }
+        };
+        for (k, (cert, key)) in (1..=state.backends).zip(&pairs) {
             let node = Node::Backend(k);
             let dir = self.state_dir().join(node.to_string());
             let root = dir.join("www");
@@ -562,7 +578,7 @@ impl Lab {
                 dir.join("conf.d/tls.conf"),
                 format!(
                     "# Written by `baton lab tls` for {node}.\n\
-                     server {{\n    listen {HTTPS_PORT} ssl reuseport backlog=4096;\n    \
+                     server {{\n    listen {HTTPS_PORT} ssl http2 reuseport backlog=4096;\n    \
                      server_name _;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
                      root {};\n    index index.html index.json;\n    \
                      add_header X-Baton-Backend {node} always;\n}}\n",
@@ -608,7 +624,7 @@ impl Lab {
                 bail!("be{k} did not accept TLS connections on {target} within 10 s");
             }
         }
-        Ok(())
+        Ok(trust)
     }
 
     fn start_nginx(&self, node: Node, root: &Path) -> anyhow::Result<()> {
@@ -688,6 +704,20 @@ impl Lab {
             }
         }
         let killed = pids.len();
+        // The lock files its daemons left if they were killed ([`crate::daemon_lock`]):
+        // keyed by these namespaces (gone in a moment) and by pins in the lab's folder.
+        let inodes: Vec<u64> = namespaces
+            .iter()
+            .filter_map(|ns| fs::metadata(format!("/run/netns/{ns}")).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .collect();
+        let pins = format!("pins-run_{}-lab_", self.name);
+        crate::daemon_lock::remove_unheld(Path::new(crate::daemon_lock::RUN_DIR), |name| {
+            name.starts_with(&pins)
+                || inodes
+                    .iter()
+                    .any(|ino| name.ends_with(&format!("-netns{ino}.lock")))
+        });
         for ns in &namespaces {
             netns::ip(&["netns", "del", ns])?;
         }
@@ -892,6 +922,144 @@ http {{
 }}
 "#
     )
+}
+
+/// Which certificates [`Lab::enable_tls`] gives the back-ends.
+#[derive(Debug, Clone)]
+pub enum TlsCerts {
+    /// Each back-end its own, made now: subject `CN=beK`, names `beK`, its address,
+    /// `baton.test`, `*.baton.test` and `names`, signed by the lab's CA
+    /// (`/run/<lab>-lab/tls/ca.pem`, made on first use and kept until `lab down`). A
+    /// client that trusts the CA sees at the TLS layer which back-end answered.
+    PerBackend { names: Vec<String> },
+    /// One certificate chain and key (PEM) for every back-end.
+    Shared { cert: PathBuf, key: PathBuf },
+}
+
+/// The lab's certificate authority: a self-signed P-256 certificate and its key, in the
+/// lab's `tls/` folder.
+struct LabCa {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// How long the lab's certificates are valid: the lab lives hours, not months.
+const LAB_CERT_DAYS: &str = "30";
+
+impl LabCa {
+    /// The CA in `dir`, made if missing.
+    fn open_or_make(dir: &Path, lab: &str) -> anyhow::Result<Self> {
+        let ca = Self {
+            cert: dir.join("ca.pem"),
+            key: dir.join("ca.key"),
+        };
+        if ca.cert.exists() && ca.key.exists() {
+            return Ok(ca);
+        }
+        let subject = format!("/CN=Baton lab {lab} CA");
+        let cert = ca.cert.to_string_lossy().into_owned();
+        let key = ca.key.to_string_lossy().into_owned();
+        netns::run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                LAB_CERT_DAYS,
+                "-subj",
+                &subject,
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &key,
+                "-out",
+                &cert,
+            ],
+        )
+        .context("making the lab's CA")?;
+        Ok(ca)
+    }
+
+    /// Makes back-end `k`'s key and certificate in `dir` (`beK.key`, `beK.pem`), signed
+    /// by this CA; returns (certificate, key).
+    fn issue(&self, dir: &Path, k: u8, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let node = Node::Backend(k).to_string();
+        let (cert, key, csr, ext) = (
+            dir.join(format!("{node}.pem")),
+            dir.join(format!("{node}.key")),
+            dir.join(format!("{node}.csr")),
+            dir.join(format!("{node}.ext")),
+        );
+        let mut san = vec![
+            format!("DNS:{node}"),
+            format!("IP:{}", backend_addr(k)),
+            "DNS:baton.test".to_string(),
+            "DNS:*.baton.test".to_string(),
+        ];
+        san.extend(names.iter().map(|n| format!("DNS:{n}")));
+        fs::write(
+            &ext,
+            format!(
+                "basicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=serverAuth\n\
+                 subjectAltName={}\n",
+                san.join(",")
+            ),
+        )?;
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        netns::run(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                &format!("/CN={node}"),
+                "-keyout",
+                &path(&key),
+                "-out",
+                &path(&csr),
+            ],
+        )
+        .with_context(|| format!("making {node}'s key"))?;
+        netns::run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &path(&csr),
+                "-CA",
+                &path(&self.cert),
+                "-CAkey",
+                &path(&self.key),
+                "-set_serial",
+                &format!("{}", u64::from(k) << 32 | u64::from(std::process::id())),
+                "-days",
+                LAB_CERT_DAYS,
+                "-extfile",
+                &path(&ext),
+                "-out",
+                &path(&cert),
+            ],
+        )
+        .with_context(|| format!("signing {node}'s certificate with the lab's CA"))?;
+        let _ = fs::remove_file(&csr);
+        let _ = fs::remove_file(&ext);
+        Ok((cert, key))
+    }
 }
 
 #[cfg(test)]

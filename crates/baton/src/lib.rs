@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod bench;
 pub mod counter;
+pub mod daemon_lock;
 pub mod ebpf;
 pub mod frontend;
 pub mod handoff_key;

@@ -150,13 +150,22 @@ enum LabCommand {
         #[arg(long, default_value_t = lab::DEFAULT_BACKENDS)]
         backends: u8,
     },
-    /// Make every back-end's nginx also serve TLS on port 443 with this certificate and
-    /// key (PEM; one certificate for all back-ends, e.g. with their SNI names).
+    /// Make every back-end's nginx also serve TLS on port 443, HTTP/2 and HTTP/1.1: by
+    /// default each with its own certificate (CN=beK; names beK, its address,
+    /// baton.test, *.baton.test and every --name) signed by the lab's CA
+    /// (/run/<lab>-lab/tls/ca.pem, for `curl --cacert`); with --cert and --key, that
+    /// one certificate on every back-end.
     Tls {
-        #[arg(long)]
-        cert: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
+        /// A further name for every back-end's certificate (repeatable), such as an SNI
+        /// name outside baton.test that the rules route on.
+        #[arg(long = "name", value_name = "NAME", conflicts_with = "cert")]
+        names: Vec<String>,
+        /// One certificate chain (PEM) for every back-end instead.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Its key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
     },
     /// Run a command inside a node's network namespace.
     Exec {
@@ -303,12 +312,25 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Exec { node, command } => match lab.exec(&node, &command)? {},
-        LabCommand::Tls { cert, key } => {
-            lab.enable_tls(&cert, &key)?;
+        LabCommand::Tls { names, cert, key } => {
+            let certs = match (cert, key) {
+                (Some(cert), Some(key)) => lab::TlsCerts::Shared { cert, key },
+                _ => lab::TlsCerts::PerBackend { names },
+            };
+            let trust = lab.enable_tls(&certs)?;
             eprintln!(
-                "lab: back-ends serve TLS on port {} with {}",
+                "lab: back-ends serve TLS (HTTP/2 and HTTP/1.1) on port {} with {}; clients trust {} \
+                 (curl --cacert {} --resolve NAME:{}:{} https://NAME/)",
                 lab::HTTPS_PORT,
-                cert.display()
+                match certs {
+                    lab::TlsCerts::Shared { .. } => "one certificate for all",
+                    lab::TlsCerts::PerBackend { .. } =>
+                        "a certificate each (CN=beK), signed by the lab's CA",
+                },
+                trust.display(),
+                trust.display(),
+                lab::HTTPS_PORT,
+                lab::VIP,
             );
             Ok(())
         }

@@ -38,6 +38,9 @@ pub struct Connections {
     pub handshake: u64,
     pub in_progress: u64,
     pub handed_off: u64,
+    /// Answered by the front-end itself (400, 431, 503) or reset before a handoff, in
+    /// their close or grace period: never handed off, and no longer in progress.
+    pub answered: u64,
     pub max: u64,
     pub accepted_total: u64,
 }
@@ -189,6 +192,7 @@ pub fn from_page(addr: SocketAddr, page: &str) -> anyhow::Result<Status> {
             handshake: value("baton_frontend_connections", Some(("state", "handshake"))),
             in_progress: value("baton_frontend_connections", Some(("state", "in_progress"))),
             handed_off: value("baton_frontend_connections", Some(("state", "handed_off"))),
+            answered: value("baton_frontend_connections", Some(("state", "answered"))),
             max: value("baton_frontend_connections_max", None),
             accepted_total: value("baton_frontend_connections_accepted_total", None),
         },
@@ -230,8 +234,8 @@ impl Status {
         let c = &self.connections;
         let _ = write!(
             o,
-            "connections: {} handed off, {} in progress, {} in handshake (max {}); {} accepted",
-            c.handed_off, c.in_progress, c.handshake, c.max, c.accepted_total
+            "connections: {} handed off, {} in progress, {} answered here (closing), {} in handshake (max {}); {} accepted",
+            c.handed_off, c.in_progress, c.answered, c.handshake, c.max, c.accepted_total
         );
         match &self.flow_table {
             Some(f) => {
@@ -297,6 +301,8 @@ mod tests {
 # TYPE baton_frontend_info gauge
 baton_frontend_info{service="198.18.2.1:80",interface="eth0",fast_path="xdp",version="0.1.0"} 1
 baton_frontend_connections{state="handed_off"} 2
+baton_frontend_connections{state="in_progress"} 1
+baton_frontend_connections{state="answered"} 3
 baton_frontend_handoffs_total{result="completed"} 4
 baton_frontend_handoff_latency_seconds_sum 0.002
 baton_frontend_handoff_latency_seconds_count 4
@@ -330,6 +336,11 @@ baton_frontend_flow_table_capacity 262144
         );
         assert!(t.contains("198.18.1.12:80         DOWN"), "{t}");
         assert!(t.contains("rules: images=3 default=1"), "{t}");
+        assert_eq!((s.connections.in_progress, s.connections.answered), (1, 3));
+        assert!(
+            t.contains("connections: 2 handed off, 1 in progress, 3 answered here (closing), 0 in handshake"),
+            "{t}"
+        );
         assert!(from_page("127.0.0.1:1".parse().unwrap(), "x 1\n").is_err());
     }
 

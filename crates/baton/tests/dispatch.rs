@@ -5,7 +5,8 @@
 //! - routing by Host, path and file type, with the example configuration;
 //! - sticky sessions: a server id in a cookie, and a hashed session cookie;
 //! - TLS: SNI rules sending unmodified `curl https://NAME/` to the nginx back-end its name
-//!   dictates, with a certificate made for the test;
+//!   dictates, each back-end with its own certificate from `lab tls` (the subject names
+//!   the back-end that answered), over HTTP/1.1 and HTTP/2;
 //! - active health checks: a back-end whose nginx stops gets no new connections within
 //!   the check interval, all down gives the configured 503, a back-end that comes back
 //!   gets traffic again;
@@ -235,12 +236,8 @@ fn sticky_cookies_keep_a_session_on_its_backend() {
 
 #[test]
 fn sni_rules_send_tls_clients_to_the_backend_their_name_dictates() {
-    let names = [
-        "shop.baton.test",
-        "api.baton.test",
-        "v2.api.baton.test",
-        "other.baton.test",
-    ];
+    // Beyond baton.test and *.baton.test, which every lab certificate names.
+    let names = ["v2.api.baton.test", "other.example"];
     let tls_dir = || PathBuf::from(format!("/run/{LAB}-lab/tls"));
     let frontend = with_dispatch(
         443,
@@ -285,46 +282,27 @@ match = { sni = ["api.baton.test", "*.api.baton.test"] }
             .collect()
     };
     let tls = || {
-        // A certificate made for this run, naming every host the test asks for; the
-        // client trusts it as its own CA (it is self-signed, `CA:TRUE`).
-        let dir = tls_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        let san = names.map(|n| format!("DNS:{n}")).join(",");
-        ok(std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=baton lab test",
-                "-addext",
-                &format!("subjectAltName={san}"),
-                "-keyout",
-            ])
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem")));
-        baton::lab::Lab::named(&LAB)
+        // `lab tls`: a certificate per back-end (CN=beK), signed by the lab's CA, with
+        // the names outside baton.test the test asks for.
+        let trust = baton::lab::Lab::named(&LAB)
             .unwrap()
-            .enable_tls(&dir.join("cert.pem"), &dir.join("key.pem"))
+            .enable_tls(&baton::lab::TlsCerts::PerBackend {
+                names: names.map(String::from).to_vec(),
+            })
             .unwrap();
+        assert_eq!(trust, tls_dir().join("ca.pem"));
     };
     let Some(cluster) = cluster_with("SNI routing", &frontend, agents, tls) else {
         return;
     };
-    let cacert = tls_dir().join("cert.pem");
+    let cacert = tls_dir().join("ca.pem");
     let cacert = cacert.to_str().unwrap();
     for (name, want) in [
         ("shop.baton.test", "be1"),
         ("api.baton.test", "be2"),
         ("v2.api.baton.test", "be2"),
         ("other.baton.test", "be3"),
+        ("other.example", "be3"),
         ("shop.baton.test", "be1"),
     ] {
         // Unmodified curl: the name resolves to the VIP, the certificate is verified.
@@ -332,11 +310,54 @@ match = { sni = ["api.baton.test", "*.api.baton.test"] }
         let url = format!("https://{name}/");
         let out = support::curl(
             &LAB,
-            &["--resolve", &resolve, "--cacert", cacert, "-D", "-", &url],
+            &[
+                "--http1.1",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                cacert,
+                "-D",
+                "-",
+                &url,
+            ],
         );
         assert!(out.starts_with("HTTP/1.1 200"), "{name}: {out}");
         assert_eq!(served_by(&out).as_deref(), Some(want), "{name}: {out}");
         assert!(out.contains(&format!("backend={want}")), "{name}: {out}");
+        // HTTP/2 through the handoff (ALPN is the back-end's), and the certificate that
+        // answered names the back-end the rule chose.
+        let out = support::in_node(
+            &LAB,
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "-v",
+                "-m",
+                "60",
+                "--http2",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                cacert,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                &url,
+            ],
+        )
+        .output()
+        .unwrap();
+        let (code, verbose) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(code, "200 2", "{name} over HTTP/2: {verbose}");
+        assert!(
+            verbose.contains(&format!("subject: CN={want}")),
+            "{name}: the certificate names {want}:\n{verbose}"
+        );
     }
     // A download over TLS through the handoff, byte-exact.
     let sums = stdout(&mut baton(

@@ -358,6 +358,42 @@ fn metrics_status_and_access_log_follow_the_requests() {
         assert!(us < 2_000_000, "{line}");
     }
 
+    // A request the front-end answers itself (400: not HTTP) is told apart from those
+    // in progress while it waits out its grace period (`limits.time_wait_ms`, 30 s).
+    let reply = stdout(&mut support::in_node(
+        &LAB,
+        "client",
+        &[
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{VIP}/80; printf 'garbage\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
+            ),
+        ],
+    ));
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    let m = scrape("fe", FE_METRICS);
+    let connections = |state| value(&m, "baton_frontend_connections", Some(("state", state)));
+    assert_eq!(connections("answered"), 1, "the 400 in its grace period");
+    assert_eq!(connections("in_progress"), 0, "nothing is in progress");
+    let json = stdout(&mut baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "fe",
+            "--",
+            env!("CARGO_BIN_EXE_baton"),
+            "status",
+            "--config",
+            &config_path,
+            "--json",
+        ],
+    ));
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["connections"]["answered"], 1, "{json}");
+    assert_eq!(status["connections"]["in_progress"], 0, "{json}");
+
     // Not a metrics path: 404.
     let code = stdout(&mut baton(
         &LAB,

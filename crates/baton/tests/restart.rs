@@ -10,6 +10,11 @@
 //! written within the second); each time `--detach` then leaves no pin and no nftables
 //! table.
 //!
+//! Beside the restarts, the lock that keeps a second daemon off a running one's
+//! interface, pins and nftables table: a second `baton frontend` (or `baton backend`)
+//! with the same configuration refuses to start, naming the first, which goes on
+//! serving; a successor of one killed with SIGKILL starts.
+//!
 //! Root only (each test prints why it skipped otherwise); lab name `btrs<pid>`; one test
 //! at a time.
 
@@ -44,7 +49,7 @@ enum Stop {
 
 /// The lab with three back-ends and their agents; the front-end's configuration.
 struct Cluster {
-    _backends: Vec<Daemon>,
+    backends: Vec<Daemon>,
     config: PathBuf,
     pin_dir: PathBuf,
     _guard: LabGuard,
@@ -77,7 +82,7 @@ fn cluster(test: &str) -> Option<Cluster> {
         "the example sets pin_dir"
     );
     Some(Cluster {
-        _backends: backends,
+        backends,
         config: support::config_file(&LAB, "fe-restart", &text),
         pin_dir,
         _guard: guard,
@@ -366,4 +371,141 @@ fn a_frontend_stopped_mid_download_hands_its_flow_to_the_next() {
 #[test]
 fn a_frontend_killed_mid_download_hands_its_flow_to_the_next() {
     restart_mid_download("restart after SIGKILL", Stop::Kill);
+}
+
+/// Ten requests from `client`, each on a new connection, spread over the four pools'
+/// paths (so every back-end answers some); how many got a 200.
+fn served_of_ten() -> usize {
+    let script = format!(
+        "for p in img/logo.svg api/status.json static/app.css files/1K.bin \
+                  img/logo.svg api/status.json static/app.css files/1K.bin \
+                  img/logo.svg files/1K.bin; do \
+           curl -s -m 5 -o /dev/null -w '%{{http_code}}\\n' http://{VIP}/$p || echo failed; \
+         done"
+    );
+    let out = stdout(&mut support::in_node(
+        &LAB,
+        "client",
+        &["sh", "-c", &script],
+    ));
+    out.lines().filter(|l| *l == "200").count()
+}
+
+/// Runs `baton ARGS` in `node` as a second daemon beside a running one: it must exit
+/// non-zero on its own within 20 s (it is killed and the test fails otherwise); its
+/// standard error.
+fn second_daemon_refused(node: &str, args: &[&str]) -> String {
+    let bin = env!("CARGO_BIN_EXE_baton");
+    let mut all = vec!["lab", "exec", node, "--", bin];
+    all.extend_from_slice(args);
+    let log = PathBuf::from(format!("/run/{}-lab/{node}-second.log", &*LAB));
+    let mut child = baton(&LAB, &all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            // What the first daemon's clients meet while both run, for the failure.
+            let served = served_of_ten();
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "a second {args:?} in {node} started beside the first ({served} of 10 requests served meanwhile):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "the second {args:?} exited 0:\n{err}");
+    err
+}
+
+#[test]
+fn a_second_daemon_is_refused_and_a_killed_ones_successor_starts() {
+    let Some(mut cluster) =
+        cluster("a_second_daemon_is_refused_and_a_killed_ones_successor_starts")
+    else {
+        return;
+    };
+    // The example as it is: no `metrics` address, whose bind would refuse a second
+    // daemon by accident (and without naming the first).
+    let text = support::frontend_config(&LAB);
+    assert!(
+        !text.contains("\nmetrics"),
+        "the example has no metrics address"
+    );
+    let config = support::config_file(&LAB, "fe-lock", &text);
+    let config = config.to_str().unwrap().to_string();
+    let start_frontend = || {
+        Daemon::start(
+            &LAB,
+            "fe",
+            &["frontend", "--config", &config],
+            "event=ready",
+        )
+    };
+    let first = start_frontend();
+    assert_eq!(served_of_ten(), 10, "the cluster serves");
+
+    // The same file again: refused, naming the first; nothing of the first touched.
+    let err = second_daemon_refused("fe", &["frontend", "--config", &config]);
+    eprintln!("second front-end: {err}");
+    assert!(
+        err.contains(&format!(
+            "another baton frontend is running: pid {}",
+            first.pid()
+        )),
+        "the refusal names the running front-end's pid {}:\n{err}",
+        first.pid()
+    );
+    assert!(err.contains(&config), "and its configuration:\n{err}");
+    assert!(err.contains("interface eth0"), "and its interface:\n{err}");
+    // `--detach` would pull the pins and the table from under it: refused as well.
+    let err = second_daemon_refused("fe", &["frontend", "--config", &config, "--detach"]);
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    assert_eq!(served_of_ten(), 10, "the first front-end still serves");
+
+    // The same for a back-end agent: a second one on be1 with be1's file.
+    let be1 = format!("/run/{}-lab/be1.toml", &*LAB);
+    let agent_pid = cluster.backends[0].pid();
+    let err = second_daemon_refused("be1", &["backend", "--config", &be1]);
+    eprintln!("second agent: {err}");
+    assert!(
+        err.contains(&format!(
+            "another baton backend is running: pid {agent_pid}"
+        )),
+        "the refusal names be1's agent (pid {agent_pid}):\n{err}"
+    );
+    assert!(err.contains(&be1), "{err}");
+    assert_eq!(served_of_ten(), 10, "be1's module untouched");
+
+    // A crash leaves the locks free: the successors start and adopt what is pinned.
+    first.kill();
+    let next = start_frontend();
+    assert!(
+        next.log_text().contains("state=reattached"),
+        "{}",
+        next.log_text()
+    );
+    cluster.backends.remove(0).kill();
+    let agent = Daemon::start(
+        &LAB,
+        "be1",
+        &["backend", "--config", &be1],
+        "backend: reattached",
+    );
+    assert_eq!(served_of_ten(), 10, "served after both successors started");
+    // And their clean exits free the locks as well.
+    next.stop();
+    agent.stop();
+    let again = start_frontend();
+    assert_eq!(served_of_ten(), 10);
+    again.stop();
 }

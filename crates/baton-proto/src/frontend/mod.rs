@@ -592,6 +592,25 @@ impl<D: Dispatch> FrontEnd<D> {
         self.flows.len()
     }
 
+    /// How many tracked connections ended here, never handed off: the front-end answered
+    /// them itself (an error response, 400, 431 or 503, in `Closing`) or they were reset
+    /// before a handoff, and they wait out their close or grace period (`TimeWait`).
+    /// Neither in progress nor any back-end's. A walk over the table, for gauges read
+    /// now and then (a metrics scrape), not per packet.
+    pub fn answered_count(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|c| {
+                !c.handed_off
+                    && matches!(
+                        c.state_name(),
+                        connection::StateName::Closing | connection::StateName::TimeWait
+                    )
+            })
+            .count()
+    }
+
     /// What the fast path needs to answer SYNs with the cookies this front-end checks:
     /// its keys and TCP settings. [`SynCookieConfig::ENGAGED`] is left clear; the caller
     /// sets it while [`FrontEnd::wants_syn_cookies`].

@@ -372,6 +372,7 @@ fn request_over_the_limit_gets_431_and_a_close() {
     assert_eq!(h.fe.stats().responses_431, 1);
     assert_eq!(h.fe.stats().request_bytes_trimmed, long.len() as u64 - 64);
     assert_eq!(h.state(), Some(StateName::Closing));
+    assert_eq!(h.fe.answered_count(), 1, "answered here, not in progress");
     // The client acknowledges the response and its FIN, then closes its side.
     let fin_acked = isn_f + 1 + response.payload.len() as u32 + 1;
     let mut ack = h.client_seg(TcpFlags::ACK | TcpFlags::FIN, CISN + 1 + 64, fin_acked);
@@ -386,8 +387,14 @@ fn request_over_the_limit_gets_431_and_a_close() {
         "FIN acknowledged"
     );
     assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert_eq!(
+        h.fe.answered_count(),
+        1,
+        "answered here, in its grace period"
+    );
     h.advance_to_timer();
     assert_eq!(h.state(), None);
+    assert_eq!(h.fe.answered_count(), 0);
     assert!(matches!(
         h.events()[..],
         [Event::Closed { backend: None, .. }]
@@ -533,6 +540,11 @@ fn handoff_happy_path_then_forwarding_then_close() {
     );
     h.backend_sends(fin);
     assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert_eq!(
+        h.fe.answered_count(),
+        0,
+        "handed off: the back-end's, not answered here"
+    );
     assert!(
         h.drain().is_empty(),
         "back-end segments are never forwarded"

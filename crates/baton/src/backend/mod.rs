@@ -8,7 +8,8 @@
 //! it finds the pins, loads its own build of the programs against the pinned maps and
 //! swaps them into the pinned links atomically (`BPF_LINK_UPDATE`): starting a new build
 //! of the agent upgrades the module under traffic, flows kept. `--detach` removes the
-//! pins, which detaches the programs and frees the maps.
+//! pins, which detaches the programs and frees the maps. One agent at a time per
+//! interface and per pins: [`crate::daemon_lock`] makes a second refuse, naming the first.
 
 pub mod config;
 pub mod metrics;
@@ -357,10 +358,39 @@ pub(crate) fn require_bpffs(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes the agent's locks ([`crate::daemon_lock`]): the interface in this network
+/// namespace (its tc programs) and the pins. A second agent that would touch either
+/// refuses to start, naming the running one.
+fn lock(
+    path: &Path,
+    config: &AgentConfig,
+    pins: &Pins,
+) -> anyhow::Result<crate::daemon_lock::DaemonLock> {
+    use crate::daemon_lock::{Claim, DaemonLock, Holder};
+    let claims = [
+        Claim::network_namespace(
+            &format!("backend-{}", config.interface),
+            format!("the back-end module on {}", config.interface),
+        )?,
+        Claim::pins(&pins.dir)?,
+    ];
+    DaemonLock::acquire(
+        &claims,
+        &Holder {
+            role: "backend",
+            config: path.to_path_buf(),
+            interface: config.interface.clone(),
+        },
+    )
+}
+
 /// `baton backend --config FILE [--detach]`.
 pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
     let config = AgentConfig::load(path)?;
     let pins = Pins::new(&config);
+    // Before anything is touched, held until the agent exits (and through `--detach`,
+    // which must not pull the module from under a running agent).
+    let _lock = lock(path, &config, &pins)?;
     if detach {
         if BackendModule::detach(&config)? {
             eprintln!(

@@ -194,6 +194,43 @@ pub fn parse(text: &str, base: &Path) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// What the daemon adds to the dispatcher's own checks: the 503 body fits one segment.
+fn check_unavailable_body(dispatcher: &Dispatcher, field: &str) -> anyhow::Result<()> {
+    let body = dispatcher.unavailable_body().len();
+    if body > MAX_UNAVAILABLE_BODY {
+        bail!(
+            "{field}: {body} bytes; at most {MAX_UNAVAILABLE_BODY} (the front-end sends the \
+             503 in one segment)"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `text` is a bare dispatcher configuration, the body of a front-end's
+/// `[dispatch]` table (as `examples/dispatch.toml`), rather than a whole front-end file:
+/// none of the daemon's own `interface` and `vip` keys nor a `dispatch` table, and
+/// the dispatcher's keys (`default_pool`, `pools`, `rules`) at the top. `None` if it is
+/// not TOML at all (the caller's parse then says where).
+pub fn is_dispatch_body(text: &str) -> Option<bool> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let daemon = ["interface", "vip", "dispatch"]
+        .iter()
+        .any(|k| table.contains_key(*k));
+    let dispatcher = ["default_pool", "pools", "rules"]
+        .iter()
+        .any(|k| table.contains_key(*k));
+    Some(!daemon && dispatcher)
+}
+
+/// Parses and checks a bare dispatcher configuration (see [`is_dispatch_body`]) as the
+/// daemon would its `[dispatch]` table; errors name the line and the field as written
+/// in this file (`line 12: pools.web.backends[0].weight: ...`).
+pub fn parse_dispatch_body(text: &str) -> anyhow::Result<Dispatcher> {
+    let dispatcher = Dispatcher::from_toml(text).map_err(|e| anyhow!("{e}"))?;
+    check_unavailable_body(&dispatcher, "unavailable_body").map_err(|e| with_line(text, e))?;
+    Ok(dispatcher)
+}
+
 /// The 1-based line of byte `offset` of `text`.
 fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
@@ -431,13 +468,7 @@ impl FileConfig {
 
         let dispatcher = Dispatcher::from_table(self.dispatch, text)
             .map_err(|e| anyhow!("{}", e.in_table("dispatch")))?;
-        let body = dispatcher.unavailable_body().len();
-        if body > MAX_UNAVAILABLE_BODY {
-            bail!(
-                "dispatch.unavailable_body: {body} bytes; at most {MAX_UNAVAILABLE_BODY} (the \
-                 front-end sends the 503 in one segment)"
-            );
-        }
+        check_unavailable_body(&dispatcher, "dispatch.unavailable_body")?;
         Ok(Settings {
             interface: self.interface,
             services,

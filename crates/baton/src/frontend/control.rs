@@ -21,17 +21,34 @@ use anyhow::{Context as _, bail};
 use super::config::{self, Summary};
 
 /// Checks the front-end configuration at `path` as the daemon would (key files
-/// included) and describes it.
+/// included) and describes it. A bare dispatcher configuration, the body of a
+/// `[dispatch]` table (as `examples/dispatch.toml`), is checked as the daemon would
+/// check that table, and said to be one.
 pub fn check(path: &Path) -> anyhow::Result<String> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if config::is_dispatch_body(&text) == Some(true) {
+        let d = config::parse_dispatch_body(&text)
+            .with_context(|| format!("in {} (a [dispatch] body)", path.display()))?;
+        let head = format!(
+            "OK {}: a [dispatch] body (no interface or vip: the dispatcher's part of a front-end file); {}\n",
+            path.display(),
+            Summary(&d)
+        );
+        return Ok(describe(head, &d));
+    }
     let s = config::load(path)?;
-    let d = &s.dispatcher;
-    let mut out = format!(
+    let head = format!(
         "OK {}: service {} on {}; {}\n",
         path.display(),
         super::services_label(&s.services),
         s.interface,
-        Summary(d)
+        Summary(&s.dispatcher)
     );
+    Ok(describe(head, &s.dispatcher))
+}
+
+/// `head` and the dispatcher's rules, pools, back-ends and health checks, one line each.
+fn describe(mut out: String, d: &baton_dispatch::Dispatcher) -> String {
     let list = |items: Vec<String>| items.join(", ");
     let _ = writeln!(
         out,
@@ -64,7 +81,7 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
             .collect();
         let _ = writeln!(out, "  checks:    {}", list(checks));
     }
-    Ok(out)
+    out
 }
 
 /// Checks `path`, then asks the daemons running with it (or process `pid`) to reload
@@ -184,5 +201,54 @@ mod tests {
         let out = check(path).unwrap();
         assert!(out.starts_with("OK "), "{out}");
         assert!(out.contains("service 198.18.2.1:80 on eth0"), "{out}");
+    }
+
+    #[test]
+    fn a_bare_dispatch_body_checks_too() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/dispatch.toml"
+        ));
+        let out = check(path).unwrap();
+        assert!(out.starts_with("OK "), "{out}");
+        assert!(out.contains("a [dispatch] body"), "{out}");
+        assert!(out.contains("  pools:"), "{out}");
+
+        let dir = std::env::temp_dir().join(format!("baton-check-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            fs::write(&p, text).unwrap();
+            p
+        };
+        // A body's errors name its own lines and fields (no `dispatch.` prefix).
+        let bad = file(
+            "bad.toml",
+            "default_pool = \"web\"\n[pools.web]\nbackends = [{ address = \"198.18.1.11:80\", weight = 0 }]\n",
+        );
+        let e = format!("{:#}", check(&bad).unwrap_err());
+        assert!(e.contains("a [dispatch] body"), "{e}");
+        assert!(
+            e.contains("line 3: pools.web.backends[0].weight: a weight must be at least 1"),
+            "{e}"
+        );
+        let long = file(
+            "long.toml",
+            &format!(
+                "default_pool = \"web\"\nunavailable_body = \"{}\"\n[pools.web]\nbackends = [{{ address = \"198.18.1.11:80\" }}]\n",
+                "x".repeat(2000)
+            ),
+        );
+        let e = format!("{:#}", check(&long).unwrap_err());
+        assert!(e.contains("line 2: unavailable_body: 2000 bytes"), "{e}");
+        // A front-end file that lacks a key is still read as one, and says what is missing.
+        let front = file(
+            "front.toml",
+            "vip = \"198.18.2.1\"\n[dispatch]\ndefault_pool = \"web\"\n[dispatch.pools.web]\nbackends = [{ address = \"198.18.1.11:80\" }]\n",
+        );
+        let e = format!("{:#}", check(&front).unwrap_err());
+        assert!(e.contains("interface"), "{e}");
+        assert!(!e.contains("[dispatch] body"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
     }
 }

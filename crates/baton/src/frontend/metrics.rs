@@ -82,6 +82,10 @@ pub struct Snapshot {
     pub interface: String,
     pub fast_path: &'static str,
     pub core: Stats,
+    /// Connections that ended here, never handed off ([`FrontEnd::answered_count`]).
+    ///
+    /// [`FrontEnd::answered_count`]: baton_proto::frontend::FrontEnd::answered_count
+    pub answered: u64,
     pub max_connections: usize,
     pub io: IoStats,
     /// `DaemonStats` and `FastPathStats` as name/value pairs.
@@ -193,15 +197,19 @@ impl Snapshot {
         );
         let handed_off: u64 = self.backends.iter().map(|b| u64::from(b.active)).sum();
         let half_open = c.half_open;
-        let other = c.connections.saturating_sub(half_open + handed_off);
+        let answered = self.answered;
+        let other = c
+            .connections
+            .saturating_sub(half_open + handed_off + answered);
         e.family(
             "baton_frontend_connections",
             Kind::Gauge,
-            "Connections tracked now, by state: handshake (SYN-RECEIVED), in_progress (reading the request or being handed off), handed_off (handed off, until freed).",
+            "Connections tracked now, by state: handshake (SYN-RECEIVED), in_progress (reading the request or being handed off), handed_off (handed off, until freed), answered (answered by the front-end itself, 400, 431 or 503, or reset before a handoff; closing or in their grace period, never handed off).",
         )
         .sample("baton_frontend_connections", &[("state", "handshake")], half_open)
         .sample("baton_frontend_connections", &[("state", "in_progress")], other)
-        .sample("baton_frontend_connections", &[("state", "handed_off")], handed_off);
+        .sample("baton_frontend_connections", &[("state", "handed_off")], handed_off)
+        .sample("baton_frontend_connections", &[("state", "answered")], answered);
         e.single(
             "baton_frontend_connections_max",
             Kind::Gauge,
@@ -451,6 +459,7 @@ mod tests {
                 half_open: 1,
                 ..Stats::default()
             },
+            answered: 1,
             max_connections: 100,
             io: IoStats::default(),
             daemon: vec![("rounds".into(), "9".into())],
@@ -489,7 +498,12 @@ mod tests {
         );
         assert_eq!(
             get("baton_frontend_connections", ("state", "in_progress")),
-            4.0
+            3.0,
+            "five tracked: one in its handshake, one answered here"
+        );
+        assert_eq!(
+            get("baton_frontend_connections", ("state", "answered")),
+            1.0
         );
         assert_eq!(
             get(

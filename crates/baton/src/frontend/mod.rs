@@ -62,6 +62,14 @@
 //! request, handoff under way) are lost in a restart; the drain is there to let them
 //! finish first. `baton frontend --config FILE --detach` removes the pins (detaching the
 //! program) and the nftables table, for good: run it with no daemon running.
+//!
+//! # One at a time
+//!
+//! Before it touches anything the daemon (and `--detach`) takes the locks of
+//! [`crate::daemon_lock`] for its network namespace and its pins, held to its exit: a
+//! second daemon that would rewrite the same link, maps or nftables table under it
+//! refuses to start, naming it. A killed daemon's locks go with it, so its successor
+//! starts and reattaches as above.
 
 pub mod access_log;
 pub mod config;
@@ -124,6 +132,9 @@ struct DaemonStats {
 /// Runs the daemon until a stop signal and the drain that follows.
 pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     let settings = config::load(config_path)?;
+    // Before anything is touched, and held to the end of the drain (and of `--detach`,
+    // which must not pull the pins from under a running daemon).
+    let _lock = lock(config_path, &settings.interface, &settings.pin_dir)?;
     if detach {
         return detach_all(&settings.interface, &settings.pin_dir);
     }
@@ -331,6 +342,36 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     result
 }
 
+/// Takes the front-end's locks ([`crate::daemon_lock`]): this network namespace's (its
+/// nftables table `inet baton_fe` has one fixed name, and the interface's XDP program is
+/// one), and the fast path's pins'. A second daemon that would touch either refuses to
+/// start, naming the running one.
+fn lock(
+    config_path: &Path,
+    interface: &str,
+    pin_dir: &Path,
+) -> anyhow::Result<crate::daemon_lock::DaemonLock> {
+    use crate::daemon_lock::{Claim, DaemonLock, Holder};
+    let claims = [
+        Claim::network_namespace(
+            "frontend",
+            format!(
+                "the nftables table inet {} and the front-end's XDP program",
+                io::NFT_TABLE
+            ),
+        )?,
+        Claim::pins(fastpath::Pins::new(pin_dir, interface).dir())?,
+    ];
+    DaemonLock::acquire(
+        &claims,
+        &Holder {
+            role: "frontend",
+            config: config_path.to_path_buf(),
+            interface: interface.to_string(),
+        },
+    )
+}
+
 /// `--detach`: removes the fast path's pins (detaching the program first, so that no
 /// flow is forwarded behind the host's back) and then the nftables table, and says what
 /// it removed.
@@ -383,6 +424,7 @@ impl Ops {
         };
         requests.answer(|| {
             let core = fe.stats().clone();
+            let answered = fe.answered_count() as u64;
             let d = fe.dispatcher_mut().dispatcher();
             let (rules, backends, members) = metrics::Snapshot::dispatch_parts(d, &self.book);
             metrics::Snapshot {
@@ -390,6 +432,7 @@ impl Ops {
                 interface: self.interface.clone(),
                 fast_path: self.fast_path,
                 core,
+                answered,
                 max_connections: self.max_connections,
                 io: io.stats().clone(),
                 daemon: metrics::pairs(stats),
