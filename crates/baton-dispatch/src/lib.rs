@@ -102,13 +102,26 @@
 //! |---|---|
 //! | `host = "example.com"` or a list, `"*.example.com"` | the HTTP Host (or TLS SNI) is one of them, ASCII case-insensitively; `*.example.com` wants at least one label in front, not `example.com` itself |
 //! | `sni = "..."` or a list | a TLS ClientHello's server name is one of them (never for plaintext HTTP) |
-//! | `path = "/exact"`, `path_prefix = "/img/"` (or lists), `path_regex = "^/u/[0-9]+$"` | the path, without query, is / starts with / is matched by it (unanchored unless anchored) |
-//! | `extension = ["png", "JPG"]` | the last path segment's extension, case-insensitively |
+//! | `path = "/exact"`, `path_prefix = "/img/"` (or lists), `path_regex = "^/u/[0-9]+$"` | the normalised path (below), without query, is / starts with / is matched by it (unanchored unless anchored) |
+//! | `extension = ["png", "JPG"]` | the normalised path's last segment's extension, case-insensitively |
 //! | `method = ["GET", "HEAD"]` | the method (case-sensitive, RFC 9110 §9.1) |
 //! | `header = { name = "X-A" }`, `... equals = "v" }`, `... regex = "(?i)mobile" }` | some field of that name is present / equals the value byte for byte / is matched |
 //! | `cookie = { name = "beta" }`, `... equals = "1" }` | the cookie is present / has that value |
 //! | `query = { name = "v" }`, `... equals = "2" }` | the query parameter is present / has that value as sent (no percent-decoding) |
 //! | `all = [ {..}, .. ]`, `any = [ {..}, .. ]`, `not = {..}` | every one / some / not the condition |
+//!
+//! # What a path rule matches
+//!
+//! The path the back-end's server will serve, not the bytes the client sent: the parser
+//! normalises it as nginx does before choosing a location
+//! ([`baton_proto::request::normalize_path`], after `ngx_http_parse_complex_uri` with
+//! `merge_slashes` on): each `%XX` decoded once, slashes merged, `.` and `..` segments
+//! removed (RFC 3986 §5.2.4). `/img/../api/x`, `/%61pi/x` and `//api/x` are all `/api/x`
+//! to `path`, `path_prefix`, `path_regex` and `extension`, and to the `path` and `url`
+//! hash keys of `consistent_hash` and `lard`, so `/a//b` and `/a/b` land on one back-end.
+//! Query parameters are matched as sent. A path no server would resolve (a `..` above
+//! the root, an invalid escape, `%00`) never reaches the dispatcher: the front-end
+//! answers 400.
 //!
 //! # Policies
 //!

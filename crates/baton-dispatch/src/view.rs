@@ -8,7 +8,8 @@ use baton_proto::{
 };
 
 /// The parts of a request the matchers and hash keys read, computed once per decision
-/// and borrowed from the client's buffer: building one never allocates.
+/// and borrowed from the parsed request (the client's buffer, or the normalised path the
+/// parser made): building one never allocates.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestView<'a> {
     /// HTTP Host (or absolute-form authority) or TLS SNI, without port or trailing dot.
@@ -17,11 +18,14 @@ pub struct RequestView<'a> {
     pub sni: Option<&'a str>,
     /// The HTTP method; `None` for TLS.
     pub method: Option<&'a str>,
-    /// The path without query; `None` for TLS.
+    /// The path without query, normalised as the back-end's server resolves it
+    /// (percent-decoded, slashes merged, dot segments removed: see
+    /// [`HttpRequestHead::path`](baton_proto::request::HttpRequestHead::path)), so rules
+    /// and hash keys see the file that will be served; `None` for TLS.
     pub path: Option<&'a str>,
-    /// The query string without `?`.
+    /// The query string without `?`, as sent.
     pub query: Option<&'a str>,
-    /// The path's file extension, without the dot.
+    /// The normalised path's file extension, without the dot.
     pub extension: Option<&'a str>,
     /// Every HTTP header field in order; empty for TLS.
     pub headers: &'a [HttpHeader<'a>],
@@ -129,5 +133,17 @@ mod tests {
         assert_eq!(view.cookie("c"), None);
         let tags: Vec<_> = view.header_values("X-TAG").collect();
         assert_eq!(tags, [&b"one"[..], b"two"]);
+    }
+
+    #[test]
+    fn path_and_extension_are_the_normalised_paths() {
+        let raw = b"GET /img/..//a%2Fb/./logo%2esvg?p=/../x HTTP/1.1\r\n\r\n";
+        let request = parse_request(raw, &RequestLimits::default())
+            .unwrap()
+            .unwrap();
+        let view = RequestView::new(&request, None);
+        assert_eq!(view.path, Some("/a/b/logo.svg"));
+        assert_eq!(view.extension, Some("svg"));
+        assert_eq!(view.query, Some("p=/../x"));
     }
 }

@@ -3,6 +3,8 @@
 //! unmodified curl on `client`.
 //!
 //! - routing by Host, path and file type, with the example configuration;
+//! - rules matching the path nginx resolves (`/img/../api/`, `/%61pi/`, `//api/`), and
+//!   the front-end's 400 for a path no server would resolve;
 //! - sticky sessions: a server id in a cookie, and a hashed session cookie;
 //! - TLS: SNI rules sending unmodified `curl https://NAME/` to the nginx back-end its name
 //!   dictates, each back-end with its own certificate from `lab tls` (the subject names
@@ -187,6 +189,50 @@ fn requests_are_routed_by_host_path_and_file_type() {
         );
     }
     assert!(log.contains(" dispatch=\"5 rules, 5 pools, 3 back-ends, 4 health checks\""));
+}
+
+#[test]
+fn rules_match_the_path_nginx_resolves_and_unresolvable_paths_get_400() {
+    let Some(cluster) = cluster("path normalisation", FRONTEND_CONFIG) else {
+        return;
+    };
+    // curl resolves dot segments itself unless told not to; these must reach the VIP
+    // as written. nginx serves each from /api/, so the api rule (be2) must take them,
+    // whatever the images rule (be1, `/img/`) or round robin would say about the bytes.
+    // Three times each: round robin over the three back-ends would miss be2 at least
+    // once, so no example can pass by luck.
+    for path in [
+        "/img/../api/status.json",
+        "/%61pi/status.json",
+        "//api/status.json",
+        "/img/%2e%2e/api/status.json",
+    ] {
+        for _ in 0..3 {
+            let head = head(&format!("http://{VIP}{path}"), &["--path-as-is"]);
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+            assert_eq!(served_by(&head).as_deref(), Some("be2"), "{path}: {head}");
+        }
+    }
+    // A path above the root is the front-end's 400, before any back-end sees it: no
+    // `X-Baton-Backend`, and counted by the front-end.
+    for path in ["/../etc/passwd", "/api/%zz", "/api/%4"] {
+        let head = head(&format!("http://{VIP}{path}"), &["--path-as-is"]);
+        assert!(head.starts_with("HTTP/1.1 400"), "{path}: {head}");
+        assert_eq!(served_by(&head), None, "{path}: {head}");
+    }
+    let log = cluster.frontend.stop();
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "responses_400"),
+        3,
+        "{log}"
+    );
+    // The access log line shows the request as sent, the rule as matched.
+    let want = "request=\"GET /img/../api/status.json HTTP/1.1\" rule=api pool=api ";
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event=handoff ") && l.contains(want)),
+        "no handoff line with `{want}`:\n{log}"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! HTTP/1.x request heads (RFC 9112 §2-§3), parsed with `httparse`.
 
-use super::{MAX_HEADERS, RequestError, RequestLimits, need_more};
+use std::borrow::Cow;
+
+use super::{MAX_HEADERS, RequestError, RequestLimits, need_more, path::normalize_path};
 
 /// One header field as sent, borrowed from the client's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,20 +33,27 @@ pub struct HttpRequestHead<'a> {
     pub headers: Vec<HttpHeader<'a>>,
     /// Bytes of the buffer the head occupies, up to and including its empty line.
     pub head_len: usize,
+    /// [`Self::raw_path`] normalised as the back-end's server will resolve it; borrowed
+    /// from the buffer unless normalising changed it. Private: only the parser, which
+    /// refuses what cannot be normalised, makes one.
+    path: Cow<'a, str>,
 }
 
 impl<'a> HttpRequestHead<'a> {
-    /// The target's path, without query or fragment; `/` for an absolute-form target
-    /// with an empty path, and the target itself for authority-form or `*`.
-    pub fn path(&self) -> &'a str {
-        let Some((_, rest)) = absolute_form_authority(self.target) else {
-            return self.target.split(['?', '#']).next().unwrap_or(self.target);
-        };
-        match rest.split(['?', '#']).next() {
-            // RFC 9112 §3.2.1: an empty path in absolute-form means "/".
-            Some("") | None => "/",
-            Some(path) => path,
-        }
+    /// The path the back-end will serve, which is what rules should match: the target's
+    /// path percent-decoded, with slashes merged and dot segments removed, as nginx does
+    /// before choosing a location ([`super::normalize_path`]); `/img/../api/x`,
+    /// `/%61pi/x` and `//api/x` are all `/api/x`. Without query or fragment; `/` for an
+    /// absolute-form target with an empty path; the target itself, as sent, for
+    /// authority-form or `*`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The target's path as sent, without query or fragment; `/` for an absolute-form
+    /// target with an empty path, and the target itself for authority-form or `*`.
+    pub fn raw_path(&self) -> &'a str {
+        raw_path_of(self.target)
     }
 
     /// The query string after `?`, if any, without the `?`.
@@ -53,9 +62,9 @@ impl<'a> HttpRequestHead<'a> {
         Some(query.split('#').next().unwrap_or(query))
     }
 
-    /// The path's file extension (after the last dot of the last segment), for rules on
-    /// file type such as "images to the image servers".
-    pub fn file_extension(&self) -> Option<&'a str> {
+    /// The normalised path's file extension (after the last dot of the last segment),
+    /// for rules on file type such as "images to the image servers".
+    pub fn file_extension(&self) -> Option<&str> {
         let last_segment = self.path().rsplit('/').next()?;
         let (stem, ext) = last_segment.rsplit_once('.')?;
         (!stem.is_empty() && !ext.is_empty()).then_some(ext)
@@ -135,6 +144,14 @@ pub fn parse_http_head<'a>(
         Some((authority, _)) => host_of(authority)?,
         None => host_field(&headers)?,
     };
+    let raw_path = raw_path_of(target);
+    // Origin-form and absolute-form paths start with `/` and are what servers resolve;
+    // `*` (OPTIONS) and authority-form (CONNECT) name no file and are kept as sent.
+    let path = if raw_path.starts_with('/') {
+        normalize_path(raw_path).map_err(RequestError::InvalidPath)?
+    } else {
+        Cow::Borrowed(raw_path)
+    };
     Ok(Some(HttpRequestHead {
         method,
         target,
@@ -142,7 +159,21 @@ pub fn parse_http_head<'a>(
         host,
         headers,
         head_len,
+        path,
     }))
+}
+
+/// The path of `target`, as sent, without query or fragment; `/` for an absolute-form
+/// target with an empty path, and the target itself for authority-form or `*`.
+fn raw_path_of(target: &str) -> &str {
+    let Some((_, rest)) = absolute_form_authority(target) else {
+        return target.split(['?', '#']).next().unwrap_or(target);
+    };
+    match rest.split(['?', '#']).next() {
+        // RFC 9112 §3.2.1: an empty path in absolute-form means "/".
+        Some("") | None => "/",
+        Some(path) => path,
+    }
 }
 
 /// The Host field's host, refusing a repeated or non-UTF-8 one (RFC 9112 §3.2: "A server
@@ -201,6 +232,7 @@ pub(super) fn is_tchar(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::PathError;
 
     const REQUEST: &[u8] = b"GET /img/logo.png?v=3 HTTP/1.1\r\n\
         Host: Shop.Example.com:8080\r\n\
@@ -280,6 +312,62 @@ mod tests {
         assert_eq!(v6.file_extension(), None);
         let empty_host = head(b"GET / HTTP/1.1\r\nHost:\r\n\r\n");
         assert_eq!(empty_host.host, None);
+    }
+
+    #[test]
+    fn the_path_is_the_one_the_server_resolves() {
+        let head = |buf: &'static [u8]| parse(buf).unwrap().unwrap();
+        let dotted = head(b"GET /img/../api/status.json?x=/../ HTTP/1.1\r\n\r\n");
+        assert_eq!(dotted.path(), "/api/status.json");
+        assert_eq!(dotted.raw_path(), "/img/../api/status.json");
+        assert_eq!(dotted.query(), Some("x=/../"));
+        assert_eq!(dotted.file_extension(), Some("json"));
+        assert_eq!(head(b"GET /%61pi/x HTTP/1.1\r\n\r\n").path(), "/api/x");
+        assert_eq!(head(b"GET //api/x#/.. HTTP/1.1\r\n\r\n").path(), "/api/x");
+        // The extension is the normalised path's: `logo.svg/..` is the directory.
+        assert_eq!(
+            head(b"GET /logo.svg/.. HTTP/1.1\r\n\r\n").file_extension(),
+            None
+        );
+        assert_eq!(
+            head(b"GET /a/logo%2Esvg HTTP/1.1\r\n\r\n").file_extension(),
+            Some("svg")
+        );
+        let absolute = head(b"GET http://h.example//a/./b/%2E%2E/c HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (absolute.path(), absolute.raw_path()),
+            ("/a/c", "//a/./b/%2E%2E/c")
+        );
+        // `*` and authority-form name no file: kept as sent.
+        assert_eq!(head(b"OPTIONS * HTTP/1.1\r\n\r\n").path(), "*");
+    }
+
+    #[test]
+    fn paths_no_server_would_resolve_are_refused() {
+        for (buf, error) in [
+            (
+                &b"GET /../etc/passwd HTTP/1.1\r\n\r\n"[..],
+                PathError::AboveRoot,
+            ),
+            (
+                b"GET /a/%2e%2e/%2E%2E/b HTTP/1.1\r\n\r\n",
+                PathError::AboveRoot,
+            ),
+            (
+                b"GET http://h.example/.. HTTP/1.1\r\n\r\n",
+                PathError::AboveRoot,
+            ),
+            (b"GET /%zz HTTP/1.1\r\n\r\n", PathError::InvalidEscape),
+            (b"GET /%4 HTTP/1.1\r\n\r\n", PathError::InvalidEscape),
+            (b"GET /%4?q HTTP/1.1\r\n\r\n", PathError::InvalidEscape),
+            (b"GET /a%00.png HTTP/1.1\r\n\r\n", PathError::Nul),
+        ] {
+            let error = RequestError::InvalidPath(error);
+            assert_eq!(parse(buf), Err(error), "{buf:?}");
+            assert_eq!(error.http_status(), Some(400));
+        }
+        // The query is not the path's business.
+        assert!(parse(b"GET /a?%zz=/../.. HTTP/1.1\r\n\r\n").is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | `Err(RequestError::TooLarge { .. })` | the head exceeds [`RequestLimits::max_head_len`] | answer 431 and close ([`RequestError::http_status`]) |
 //! | `Err(RequestError::Garbage)` | neither HTTP nor TLS | answer 400, or reset |
 //! | `Err(RequestError::MalformedHttp(..))` / `InvalidHost` | HTTP, but broken | answer 400 and close |
+//! | `Err(RequestError::InvalidPath(..))` | HTTP whose path cannot be normalised ([`normalize_path`]) | answer 400 and close, as nginx would |
 //! | `Err(RequestError::MalformedTls(..))` | TLS, but broken | reset (an HTTP answer means nothing to a TLS client) |
 //!
 //! Once the buffer holds [`RequestLimits::max_head_len`] bytes the answer is never
@@ -23,9 +24,11 @@
 //! ClientHello) are ignored here and replayed to the back-end with the rest.
 
 mod http;
+mod path;
 mod tls;
 
 pub use http::{HttpHeader, HttpRequestHead, parse_http_head};
+pub use path::{PathError, normalize_path};
 pub use tls::{TlsClientHello, parse_client_hello};
 
 /// The default [`RequestLimits::max_head_len`]: 16 KiB, twice nginx's default
@@ -100,6 +103,12 @@ pub enum RequestError {
     /// More than one Host field, or one that is not a valid authority (RFC 9112 §3.2).
     #[error("invalid or repeated Host header field")]
     InvalidHost,
+    /// An HTTP request whose path cannot be normalised the way the back-end's server
+    /// would: an invalid or NUL escape, or a `..` above the root. nginx answers these
+    /// 400 itself; refusing them here means no rule is asked about a path no server
+    /// would serve.
+    #[error("invalid request path: {0}")]
+    InvalidPath(PathError),
     /// Starts like a TLS handshake record but is not a valid ClientHello.
     #[error("malformed TLS ClientHello: {0}")]
     MalformedTls(&'static str),
@@ -112,7 +121,9 @@ impl RequestError {
         match self {
             // RFC 6585 §5: Request Header Fields Too Large.
             Self::TooLarge { .. } => Some(431),
-            Self::Garbage | Self::MalformedHttp(_) | Self::InvalidHost => Some(400),
+            Self::Garbage | Self::MalformedHttp(_) | Self::InvalidHost | Self::InvalidPath(_) => {
+                Some(400)
+            }
             Self::MalformedTls(_) => None,
         }
     }
@@ -202,6 +213,10 @@ mod tests {
         assert_eq!(RequestError::TooLarge { limit: 1 }.http_status(), Some(431));
         assert_eq!(RequestError::MalformedTls("x").http_status(), None);
         assert_eq!(RequestError::InvalidHost.http_status(), Some(400));
+        assert_eq!(
+            RequestError::InvalidPath(PathError::AboveRoot).http_status(),
+            Some(400)
+        );
     }
 
     #[test]
