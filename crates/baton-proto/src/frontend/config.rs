@@ -44,7 +44,9 @@ pub struct Config {
     /// believing in an ECN the back-end ignores; the back-end module then drops the
     /// client's CE-marked segments, which turns those congestion marks into the losses a
     /// path without ECN would have had (RFC 6040 §4.2's rule for a Not-ECT inner header),
-    /// and the front-end counts the connection in `backend_terms_mismatch`.
+    /// and the front-end counts the connection in `backend_terms_mismatch`. The request's
+    /// own segments, received here and replayed Not-ECT, lose any CE mark they carried
+    /// (at most `max_request_len` bytes once per connection).
     pub ecn: bool,
     /// Largest request head the front-end buffers before dispatching, and the most
     /// bytes it acknowledges itself (default 16 KiB).
