@@ -576,3 +576,79 @@ fn ecn_is_negotiated_end_to_end_through_the_handoff() {
         "the refusal counted"
     );
 }
+
+/// ECN through a cookie SYN/ACK from the front-end's XDP program: with the half-open
+/// table full (one entry, `max_half_open = 1`, held by a spoofed SYN nobody completes),
+/// the program answers the client's ECN-setup SYN itself, with ECE and the grant kept
+/// in the TSval's bit 5; the core reads it back from the cookie ACK and the SYN' asks
+/// be1, left at Linux's default `tcp_ecn = 2` (accept when asked), for ECN. Both ends
+/// then have it, as without cookies.
+#[test]
+fn ecn_is_granted_through_cookie_syn_acks_from_xdp() {
+    let Some(guard) = lab_guard(&LAB, &SERIAL, "ECN through XDP cookies") else {
+        return;
+    };
+    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
+    let backends = support::start_backends(&LAB, 3, "");
+    let config = support::FRONTEND_CONFIG
+        .replace("max_half_open = 4096", "max_half_open = 1")
+        .replace(
+            "request_timeout_ms = 10000",
+            "request_timeout_ms = 10000\nsyn_ack_rto_ms = 2000\nsyn_ack_retries = 2",
+        );
+    assert!(config.contains("max_half_open = 1\n") && config.contains("syn_ack_retries = 2"));
+    let frontend = support::start_frontend(&LAB, "fe-cookies", &config);
+    let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let want = sums.lines().find(|l| l.ends_with(" 100M.bin")).unwrap();
+    let want = want.split_whitespace().next().unwrap();
+    set_tcp_ecn("client", 1);
+    support::ok(&mut baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "router",
+            "--",
+            env!("CARGO_BIN_EXE_synflood"),
+            "--target",
+            &format!("{VIP}:80"),
+            "--sources",
+            "198.18.64.0/30",
+            "--count",
+            "1",
+        ],
+    ));
+    support::wait_for_log(
+        &frontend,
+        std::time::Duration::from_secs(5),
+        "syn_cookies state=engaged",
+        |log| log.contains("event=syn_cookies state=engaged"),
+    );
+    let cookies = support::fastpath_counters(&LAB)["syn_cookies_sent"];
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts");
+    let (options, digest, status) = ecn_download();
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts") - ect0;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(digest, want, "byte-exact");
+    assert!(
+        support::fastpath_counters(&LAB)["syn_cookies_sent"] > cookies,
+        "the SYN/ACK was XDP's cookie"
+    );
+    assert_ne!(
+        options & TCPI_OPT_ECN,
+        0,
+        "the client's socket has ECN: {options:#x}"
+    );
+    assert_ne!(
+        options & TCPI_OPT_ECN_SEEN,
+        0,
+        "be1 sends ECT: {options:#x}"
+    );
+    assert!(ect0 > 10_000, "nginx's segments arrived ECT(0): {ect0}");
+    let log = frontend.stop();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    assert!(core("syn_cookies_accepted") >= 1);
+    assert_eq!(core("backend_terms_mismatch"), 0);
+    drop(backends);
+    drop(guard);
+}
