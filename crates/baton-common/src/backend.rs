@@ -25,7 +25,8 @@ pub struct BackendFlowKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendFlow {
     pub translation: Translation,
-    /// [`BackendFlow::CONFIRMED`].
+    /// [`BackendFlow::CONFIRMED`], [`BackendFlow::ECN_GRANTED`],
+    /// [`BackendFlow::ECN_REFUSED`].
     pub state: u32,
     /// The client's ISN (the SYN''s sequence number), which tells a repeated SYN' of
     /// this connection from a new connection on the same ports
@@ -38,13 +39,52 @@ impl BackendFlow {
     /// has reached the front-end: egress stops copying segments to the front-end (only
     /// FIN and RST still go there, DESIGN.md section 2 step 9).
     pub const CONFIRMED: u32 = 1 << 0;
+    /// The SYN' asked for ECN (ECE and CWR, RFC 3168 §6.1.1): the front-end granted it
+    /// to the client in its SYN/ACK, so the client sends ECT segments.
+    pub const ECN_GRANTED: u32 = 1 << 1;
+    /// ECN was granted to the client but the server's SYN/ACK' refused it (no ECE: Linux
+    /// with `net.ipv4.tcp_ecn = 0`). The server ignores CE marks on this connection, so
+    /// a congestion mark on the client's segments would be lost: ingress drops them
+    /// instead ([`BackendFlow::drops`]).
+    pub const ECN_REFUSED: u32 = 1 << 2;
 
-    pub const fn new(translation: Translation, client_isn: u32) -> Self {
+    /// The entry a verified SYN' makes; `syn_flags` is its TCP header's byte 13.
+    pub const fn new(translation: Translation, client_isn: u32, syn_flags: u8) -> Self {
         Self {
             translation,
-            state: 0,
+            state: if syn_flags & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR {
+                Self::ECN_GRANTED
+            } else {
+                0
+            },
             client_isn,
         }
+    }
+
+    /// The state once the server's SYN/ACK', whose TCP header's byte 13 is
+    /// `syn_ack_flags`, has left: [`BackendFlow::ECN_REFUSED`] added if the SYN' asked
+    /// for ECN and the server did not agree (RFC 3168 §6.1.1: ECE in the SYN/ACK).
+    ///
+    /// Branch-free, so that it adds no path for the verifier to walk through the egress
+    /// program's SYN/ACK' rewrite (a tight fit under its million instructions).
+    #[inline(always)]
+    pub const fn state_after_syn_ack(&self, syn_ack_flags: u8) -> u32 {
+        // ECN_GRANTED (bit 1) moved onto ECN_REFUSED (bit 2), unless ECE (bit 6 of the
+        // flags) moved onto the same bit clears it.
+        let granted = (self.state & Self::ECN_GRANTED) << 1;
+        let agreed = (syn_ack_flags as u32 & TCP_ECE as u32) >> 4;
+        self.state | (granted & !agreed)
+    }
+
+    /// Whether ingress drops a client segment whose IPv4 TOS byte is `tos`: a CE mark
+    /// (ECN field `0b11`) on a connection whose server refused the ECN the client was
+    /// granted. The server would ignore the mark, and the client, which reacts to loss,
+    /// would never slow down; dropped, the mark becomes the loss a path without ECN
+    /// would have had, as RFC 6040 §4.2 has a tunnel's egress drop a CE-marked packet
+    /// whose inner header is Not-ECT. ECT(0) and ECT(1) segments pass, as every segment
+    /// of every other flow: the programs never rewrite the ECN field.
+    pub const fn drops(&self, tos: u8) -> bool {
+        self.state & Self::ECN_REFUSED != 0 && ce(tos)
     }
 
     /// Whether a verified SYN' with `client_isn` belongs to this entry's connection: a
@@ -60,6 +100,20 @@ impl BackendFlow {
     pub const fn is_confirmed(&self) -> bool {
         self.state & Self::CONFIRMED != 0
     }
+}
+
+/// ECN-Echo and Congestion Window Reduced, in the TCP header's byte 13 (RFC 3168 §6.1).
+const TCP_ECE: u8 = 0x40;
+const TCP_CWR: u8 = 0x80;
+/// The ECN field of the IPv4 TOS byte, and its Congestion Experienced codepoint
+/// (RFC 3168 §5).
+const ECN_MASK: u8 = 0b11;
+const ECN_CE: u8 = 0b11;
+
+/// Whether an IPv4 TOS byte's ECN field says Congestion Experienced (RFC 3168 §5).
+#[inline(always)]
+pub const fn ce(tos: u8) -> bool {
+    tos & ECN_MASK == ECN_CE
 }
 
 /// The one entry of the configuration map, written by `baton backend` before it attaches
@@ -145,8 +199,12 @@ pub mod stat {
     /// entry is removed and the segment passed untouched, so the new connection is the
     /// client's own and not taken for the old one.
     pub const OUT_STALE_FLOW_REMOVED: u32 = 18;
+    /// A client segment marked CE on a flow whose server refused the ECN the front-end
+    /// granted the client: dropped, so that the client sees the congestion as a loss
+    /// ([`super::BackendFlow::drops`]).
+    pub const IN_CE_DROPPED: u32 = 19;
     /// Number of counters.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -169,6 +227,7 @@ pub mod stat {
         "rewrite_failed",
         "in_syn_previous_key",
         "out_stale_flow_removed",
+        "in_ce_dropped",
     ];
 }
 
@@ -196,14 +255,49 @@ mod tests {
             },
             0,
         );
-        let entry = BackendFlow::new(t, 1000);
+        let entry = BackendFlow::new(t, 1000, 0x02);
         assert!(entry.is_same_connection(1000), "the same SYN' again");
         assert!(
             !entry.is_same_connection(2000),
             "a new connection on the ports"
         );
         // An entry an older build wrote (no ISN) is always replaced, as before.
-        assert!(!BackendFlow::new(t, 0).is_same_connection(0));
+        assert!(!BackendFlow::new(t, 0, 0x02).is_same_connection(0));
+    }
+
+    #[test]
+    fn ce_marks_are_dropped_only_where_the_server_refused_the_ecn_granted() {
+        const SYN: u8 = 0x02;
+        const SYN_ACK: u8 = 0x12;
+        let t = Translation::default();
+        let granted = BackendFlow::new(t, 1, SYN | TCP_ECE | TCP_CWR);
+        assert_eq!(granted.state, BackendFlow::ECN_GRANTED);
+        for (flags, what) in [(SYN, "plain"), (SYN | TCP_ECE, "ECE alone")] {
+            assert_eq!(BackendFlow::new(t, 1, flags).state, 0, "{what}");
+        }
+        let agreed = BackendFlow {
+            state: granted.state_after_syn_ack(SYN_ACK | TCP_ECE),
+            ..granted
+        };
+        let refused = BackendFlow {
+            state: granted.state_after_syn_ack(SYN_ACK),
+            ..granted
+        };
+        let never = BackendFlow::new(t, 1, SYN);
+        assert_eq!(never.state_after_syn_ack(SYN_ACK), 0, "nothing to refuse");
+        assert_eq!(
+            refused.state & BackendFlow::ECN_REFUSED,
+            BackendFlow::ECN_REFUSED
+        );
+        // CE with any DSCP; Not-ECT, ECT(1) and ECT(0) never.
+        for tos in [0b11, 0xbb] {
+            assert!(refused.drops(tos));
+            assert!(!agreed.drops(tos), "the server echoes it");
+            assert!(!never.drops(tos), "a Not-ECT client is not marked");
+        }
+        for tos in [0b00, 0b01, 0b10, 0xb8] {
+            assert!(!refused.drops(tos));
+        }
     }
 
     #[test]

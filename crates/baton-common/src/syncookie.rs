@@ -20,12 +20,13 @@
 //! | MSS | rounded down to 536, 1300, 1440 or 1460 | 2 bits in the cookie (Linux's `msstab`) |
 //! | window scale | exactly (shift 0..=14) | TSval low 4 bits, echoed in TSecr; only with timestamps |
 //! | SACK-permitted | yes | TSval bit 4; only with timestamps |
+//! | ECN (an ECN-setup SYN, RFC 3168 §6.1.1) | yes | TSval bit 5 (Linux's `TS_OPT_ECN`); only with timestamps |
 //! | timestamps | yes | the ACK carries TSopt; `tsv_f` is its TSecr |
 //! | anything else (TFO, MPTCP, ...) | no | never mirrored, so never agreed anyway |
 //!
-//! Without timestamps there is nowhere to keep window scale and SACK, so a cookie SYN/ACK
-//! to such a client offers neither (Linux's `tcp_clear_options` when `want_cookie` and no
-//! timestamp).
+//! Without timestamps there is nowhere to keep window scale, SACK and ECN, so a cookie
+//! SYN/ACK to such a client offers none of them (Linux's `tcp_clear_options` when
+//! `want_cookie` and no timestamp; its `cookie_ecn_ok` finds no ECN bit then either).
 //!
 //! Everything is SipHash-2-4 ([`crate::siphash`]) over fixed-length messages, so the eBPF
 //! program runs exactly the host's code, without loops the verifier cannot bound.
@@ -56,6 +57,23 @@ const TS_OPT_MASK: u32 = (1 << TS_OPT_BITS) - 1;
 const TS_OPT_WSCALE_MASK: u32 = 0xf;
 /// SACK-permitted bit in the TSval.
 const TS_OPT_SACK: u32 = 1 << 4;
+/// ECN bit in the TSval: the SYN/ACK granted ECN (Linux `TS_OPT_ECN`,
+/// `cookie_timestamp_decode` and `cookie_ecn_ok` in net/ipv4/syncookies.c).
+const TS_OPT_ECN: u32 = 1 << 5;
+
+/// TCP header flag bits (byte 13) an ECN-setup SYN carries: ECE and CWR (RFC 3168 §6.1.1).
+const TCP_ECE: u8 = 0x40;
+const TCP_CWR: u8 = 0x80;
+
+/// Whether a SYN asks for ECN in a way a server may grant (RFC 3168 §6.1.1): ECE and CWR
+/// both set (`tcp_flags`, the TCP header's byte 13), and the IP header's ECN field
+/// (`tos`, byte 1, low two bits) Not-ECT. A SYN must not be ECT (RFC 3168 §6.1.1); one
+/// that is tells of a path that rewrites the field, and Linux refuses ECN to it
+/// (`tcp_ecn_create_request`, net/ipv4/tcp_input.c), as Baton does.
+#[inline(always)]
+pub const fn ecn_setup_syn(tcp_flags: u8, tos: u8) -> bool {
+    tcp_flags & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR && tos & 0b11 == 0
+}
 
 /// The keys a cookie SYN/ACK is made with: sub-keys the protocol core derives from its
 /// secret, copied into the fast path's map so that XDP makes the cookies the core checks.
@@ -235,22 +253,24 @@ const fn ms_clock(now_ns: u64) -> u32 {
 }
 
 /// `tsv` with its low bits replaced by the options a cookie must remember (Linux
-/// `cookie_init_timestamp`). The clock loses 6 bits of resolution; it stays monotonic over
-/// 64 ms, which is all PAWS needs (RFC 7323 §5).
+/// `cookie_init_timestamp`): the client's window shift, SACK and whether the SYN/ACK
+/// granted ECN. The clock loses 6 bits of resolution; it stays monotonic over 64 ms,
+/// which is all PAWS needs (RFC 7323 §5).
 #[inline(always)]
-pub const fn encode_ts_options(tsv: u32, window_scale: Option<u8>, sack: bool) -> u32 {
+pub const fn encode_ts_options(tsv: u32, window_scale: Option<u8>, sack: bool, ecn: bool) -> u32 {
     let ws = match window_scale {
         Some(s) if s < 14 => s as u32,
         Some(_) => 14,
         None => TS_OPT_WSCALE_MASK,
     };
     let sack = if sack { TS_OPT_SACK } else { 0 };
-    (tsv & !TS_OPT_MASK) | ws | sack
+    let ecn = if ecn { TS_OPT_ECN } else { 0 };
+    (tsv & !TS_OPT_MASK) | ws | sack | ecn
 }
 
 /// The options [`encode_ts_options`] put in a TSval, read back from the TSecr.
 #[inline(always)]
-pub const fn decode_ts_options(tsecr: u32) -> (Option<u8>, bool) {
+pub const fn decode_ts_options(tsecr: u32) -> TsOptions {
     let ws = tsecr & TS_OPT_WSCALE_MASK;
     let window_scale = if ws == TS_OPT_WSCALE_MASK {
         None
@@ -259,7 +279,22 @@ pub const fn decode_ts_options(tsecr: u32) -> (Option<u8>, bool) {
     } else {
         Some(ws as u8)
     };
-    (window_scale, tsecr & TS_OPT_SACK != 0)
+    TsOptions {
+        window_scale,
+        sack: tsecr & TS_OPT_SACK != 0,
+        ecn: tsecr & TS_OPT_ECN != 0,
+    }
+}
+
+/// What a cookie SYN/ACK's TSval remembers ([`decode_ts_options`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TsOptions {
+    /// The client's window shift, if it offered window scaling.
+    pub window_scale: Option<u8>,
+    /// SACK was agreed.
+    pub sack: bool,
+    /// ECN was granted (the SYN/ACK carried ECE).
+    pub ecn: bool,
 }
 
 /// What the fast path needs to answer SYNs with cookies, written by the daemon into the
@@ -289,6 +324,8 @@ impl SynCookieConfig {
     pub const TIMESTAMPS: u32 = 1 << 1;
     /// SACK is enabled (`[tcp] sack`): agreed when the client offers it.
     pub const SACK: u32 = 1 << 2;
+    /// ECN is enabled (`[tcp] ecn`): granted to an ECN-setup SYN that has timestamps.
+    pub const ECN: u32 = 1 << 3;
 }
 
 /// The options of a client's SYN that a cookie SYN/ACK answers.
@@ -299,6 +336,9 @@ pub struct SynOptions {
     pub sack_permitted: bool,
     /// The client's TSval, if it sent timestamps.
     pub tsval: Option<u32>,
+    /// The SYN is an ECN-setup SYN ([`ecn_setup_syn`]). Not an option but header flags:
+    /// the options walk leaves it false and the caller sets it from the headers.
+    pub ecn_setup: bool,
 }
 
 /// Room for a SYN's options (at most 40 bytes) and the reads a walk makes from an index
@@ -351,6 +391,7 @@ impl SynOptionsWalk {
                 window_scale: None,
                 sack_permitted: false,
                 tsval: None,
+                ecn_setup: false,
             },
         }
     }
@@ -420,6 +461,8 @@ pub struct CookieSynAck {
     pub window_shift: Option<u8>,
     /// Whether to offer SACK-permitted.
     pub sack: bool,
+    /// Whether to grant ECN (ECE in the SYN/ACK, RFC 3168 §6.1.1).
+    pub ecn: bool,
     /// `(TSval, TSecr)`, if timestamps are agreed.
     pub timestamps: Option<(u32, u32)>,
 }
@@ -459,25 +502,28 @@ pub fn cookie_syn_ack_with(
     } else {
         client_mss
     };
-    let (window_scale, sack, timestamps) = match options.tsval {
+    let (window_scale, sack, ecn, timestamps) = match options.tsval {
         Some(client_tsval) if config.flags & SynCookieConfig::TIMESTAMPS != 0 => {
             let sack = options.sack_permitted && config.flags & SynCookieConfig::SACK != 0;
+            let ecn = options.ecn_setup && config.flags & SynCookieConfig::ECN != 0;
             let tsv = encode_ts_options(
                 ms_clock(now_ns).wrapping_add(hashes.tsval_offset),
                 options.window_scale,
                 sack,
+                ecn,
             );
-            (options.window_scale, sack, Some((tsv, client_tsval)))
+            (options.window_scale, sack, ecn, Some((tsv, client_tsval)))
         }
-        // Without timestamps there is nowhere to keep window scale and SACK: offer
-        // neither.
-        _ => (None, false, None),
+        // Without timestamps there is nowhere to keep window scale, SACK and ECN: offer
+        // none of them.
+        _ => (None, false, false, None),
     };
     CookieSynAck {
         isn,
         mss,
         window_shift: window_scale.map(|_| config.window_shift),
         sack,
+        ecn,
         timestamps,
     }
 }
@@ -543,7 +589,9 @@ pub fn write_syn_ack_frame(
     put(f, 36, &to.client_port.to_be_bytes());
     put(f, 38, &answer.isn.to_be_bytes());
     put(f, 42, &client_isn.wrapping_add(1).to_be_bytes());
-    put(f, 46, &[10 << 4, 0x12]);
+    // SYN and ACK, and ECE when ECN is granted (never CWR, RFC 3168 §6.1.1). The IP
+    // header's ECN field stays Not-ECT: a SYN/ACK is never ECT (same section).
+    put(f, 46, &[10 << 4, if answer.ecn { 0x52 } else { 0x12 }]);
     put(f, 48, &window.to_be_bytes());
     // Checksum (summed as zero) and urgent pointer.
     put(f, 50, &[0, 0, 0, 0]);
@@ -651,15 +699,24 @@ mod tests {
     fn ts_options_round_trip() {
         for ws in [None, Some(0), Some(7), Some(14)] {
             for sack in [false, true] {
-                let ts = encode_ts_options(0xdead_beef, ws, sack);
-                assert_eq!(ts & !TS_OPT_MASK, 0xdead_beef & !TS_OPT_MASK);
-                assert_eq!(decode_ts_options(ts), (ws, sack));
+                for ecn in [false, true] {
+                    let ts = encode_ts_options(0xdead_beef, ws, sack, ecn);
+                    assert_eq!(ts & !TS_OPT_MASK, 0xdead_beef & !TS_OPT_MASK);
+                    let want = TsOptions {
+                        window_scale: ws,
+                        sack,
+                        ecn,
+                    };
+                    assert_eq!(decode_ts_options(ts), want);
+                }
             }
         }
         assert_eq!(
-            decode_ts_options(encode_ts_options(0, Some(15), false)).0,
+            decode_ts_options(encode_ts_options(0, Some(15), false, false)).window_scale,
             Some(14)
         );
+        // Linux's layout: shift in bits 0-3, SACK bit 4, ECN bit 5.
+        assert_eq!(encode_ts_options(0, Some(7), true, true), 0x37);
     }
 
     #[test]
@@ -683,6 +740,7 @@ mod tests {
         window_scale: Some(9),
         sack_permitted: true,
         tsval: Some(77),
+        ecn_setup: false,
     };
 
     #[test]
@@ -698,9 +756,10 @@ mod tests {
         assert!(a.sack);
         let (tsv, tsecr) = a.timestamps.unwrap();
         assert_eq!(tsecr, 77, "the client's TSval echoed");
+        let kept = decode_ts_options(tsv);
         assert_eq!(
-            decode_ts_options(tsv),
-            (Some(9), true),
+            (kept.window_scale, kept.sack, kept.ecn),
+            (Some(9), true, false),
             "the client's shift kept"
         );
         assert_eq!(
@@ -735,6 +794,59 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_ecn_setup_syn_is_granted_ecn_through_the_tsval_only_with_timestamps() {
+        // RFC 3168 §6.1.1: ECE and CWR, on a Not-ECT SYN.
+        assert!(ecn_setup_syn(0x02 | 0x40 | 0x80, 0));
+        assert!(
+            ecn_setup_syn(0x02 | 0x40 | 0x80, 0xb8),
+            "DSCP bits don't matter"
+        );
+        assert!(!ecn_setup_syn(0x02 | 0x40, 0), "ECE alone");
+        assert!(!ecn_setup_syn(0x02 | 0x80, 0), "CWR alone");
+        for ect in 1..=3 {
+            assert!(!ecn_setup_syn(0x02 | 0x40 | 0x80, ect), "an ECT or CE SYN");
+        }
+        let all = SynCookieConfig::TIMESTAMPS | SynCookieConfig::SACK | SynCookieConfig::ECN;
+        let asks = SynOptions {
+            ecn_setup: true,
+            ..LINUX
+        };
+        let a = cookie_syn_ack(&config(all), 1, &FLOW, 500, &asks);
+        assert!(a.ecn);
+        assert!(
+            decode_ts_options(a.timestamps.unwrap().0).ecn,
+            "kept for the ACK"
+        );
+        let to = SynAddresses {
+            client_mac: [2; 6],
+            our_mac: [3; 6],
+            client_addr: [198, 18, 0, 2],
+            service_addr: [198, 18, 1, 10],
+            client_port: 1000,
+            service_port: 80,
+        };
+        let frame = syn_ack_frame(&to, 500, 16384, &a);
+        assert_eq!(frame[47], 0x52, "SYN, ACK and ECE; not CWR");
+        assert_eq!(frame[15] & 0b11, 0, "the SYN/ACK itself is Not-ECT");
+        let plain = syn_ack_frame(
+            &to,
+            500,
+            16384,
+            &cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX),
+        );
+        assert_eq!(plain[47], 0x12, "no ECE for a SYN that did not ask");
+        // Not granted: disabled, no timestamps (nowhere to remember it), or not asked.
+        let off = cookie_syn_ack(&config(all & !SynCookieConfig::ECN), 1, &FLOW, 500, &asks);
+        assert!(!off.ecn && !decode_ts_options(off.timestamps.unwrap().0).ecn);
+        let no_ts = SynOptions {
+            tsval: None,
+            ..asks
+        };
+        assert!(!cookie_syn_ack(&config(all), 1, &FLOW, 500, &no_ts).ecn);
+        assert!(!cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX).ecn);
+    }
+
     fn area(bytes: &[u8]) -> ([u8; OPTIONS_AREA], usize) {
         let mut area = [0u8; OPTIONS_AREA];
         area[..bytes.len()].copy_from_slice(bytes);
@@ -752,6 +864,7 @@ mod tests {
             window_scale: Some(7),
             sack_permitted: true,
             tsval: Some(256),
+            ecn_setup: false,
         };
         assert_eq!(parse_syn_options(&a, n), Some(linux));
         // Windows: MSS, NOP, window scale, NOP, NOP, SACK-permitted; no timestamps.
@@ -761,6 +874,7 @@ mod tests {
             window_scale: Some(8),
             sack_permitted: true,
             tsval: None,
+            ecn_setup: false,
         };
         assert_eq!(parse_syn_options(&a, n), Some(windows));
         // None at all; an End of Option List and what follows it.

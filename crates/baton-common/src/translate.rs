@@ -634,6 +634,34 @@ mod tests {
                 );
             }
 
+            /// The address rewrites of both programs (destination in the front-end's XDP,
+            /// source in the back-end's egress) update the IPv4 header checksum
+            /// incrementally over the address alone: for any TOS byte, ECT and CE
+            /// codepoints included, the result equals a recomputation and the TOS is the
+            /// one that arrived (RFC 3168 §5: the ECN field is the routers' to mark and
+            /// the end points' to read, never a rewriter's).
+            #[test]
+            fn an_address_rewrite_keeps_the_tos_and_a_right_header_checksum(
+                tos: u8,
+                ttl: u8,
+                old: [u8; 4],
+                new: [u8; 4],
+                other: [u8; 4],
+                source in any::<bool>(),
+            ) {
+                let mut header = [0x45, tos, 0, 60, 0, 0, 0x40, 0, ttl, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                let (at, other_at) = if source { (12, 16) } else { (16, 12) };
+                header[at..at + 4].copy_from_slice(&old);
+                header[other_at..other_at + 4].copy_from_slice(&other);
+                let check = !ones_complement_sum(&header);
+                header[10..12].copy_from_slice(&check.to_be_bytes());
+                let updated = csum_replace4(check, u32::from_be_bytes(old), u32::from_be_bytes(new));
+                header[at..at + 4].copy_from_slice(&new);
+                header[10..12].copy_from_slice(&updated.to_be_bytes());
+                prop_assert_eq!(header[1], tos);
+                prop_assert_eq!(ones_complement_sum(&header), 0xffff, "the header verifies");
+            }
+
             /// B→C then C's acknowledgement C→B gives back B's own sequence number, for
             /// any ISNs, including every wrap at 2^32.
             #[test]

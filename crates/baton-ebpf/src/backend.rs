@@ -9,6 +9,11 @@
 //!   then rewrites every back-end segment (source VIP, seq, TSval, window), copies
 //!   segments to the front-end until the back-end has answered (its acknowledgement of
 //!   the request is in that first answer), and copies FIN and RST to it.
+//! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
+//!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
+//!   address rewrite updates the header checksum incrementally, RFC 1624). Where the
+//!   server refused the ECN the front-end granted the client, ingress drops the client's
+//!   CE-marked segments (`BackendFlow::drops`).
 //!
 //! All arithmetic comes from `baton_common` (tested on the host). Packets are read and
 //! written with the skb helpers and checksums fixed with `bpf_l3/l4_csum_replace`, which
@@ -23,7 +28,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use baton_common::{
-    backend::{BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, stat},
+    backend::{BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, ce, stat},
     handoff_option::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
         find_handoff_option,
@@ -232,11 +237,18 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
         return Some(Verdict::Pass(stat::IN_NOT_HANDED_OFF));
     };
     // SAFETY: a map value pointer, valid for this program run; copied out at once.
-    let translation = unsafe { (*flow).translation };
-    if translation.is_awaiting_syn_ack() {
+    let value = unsafe { *flow };
+    if value.translation.is_awaiting_syn_ack() {
         return Some(Verdict::Drop(stat::IN_BEFORE_SYN_ACK));
     }
-    Some(match translate_in(ctx, &seg, &translation) {
+    Some(match translate_in(ctx, &seg, &value.translation) {
+        // Decided last, after the rewrite: with this branch before it, the verifier
+        // walked the rewrite on more paths than its million instructions allow.
+        Ok(()) if value.state & BackendFlow::ECN_REFUSED != 0 && ce_marked(ctx) => {
+            // A congestion mark the server would ignore: a loss instead
+            // (`BackendFlow::drops`).
+            Verdict::Drop(stat::IN_CE_DROPPED)
+        }
         Ok(()) => Verdict::Pass(stat::IN_TRANSLATED),
         Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
     })
@@ -303,7 +315,7 @@ fn ingress_syn(
         && BACKEND_FLOWS
             .insert(
                 key,
-                BackendFlow::new(option.translation(), binding.client_isn),
+                BackendFlow::new(option.translation(), binding.client_isn, seg.flags),
                 u64::from(BPF_ANY),
             )
             .is_err()
@@ -326,6 +338,13 @@ fn ingress_syn(
         return Verdict::Drop(stat::REWRITE_FAILED);
     }
     Verdict::Pass(stat::IN_SYN_ACCEPTED)
+}
+
+/// Whether the packet's IPv4 ECN field is CE (RFC 3168 §5). The TOS byte is read here
+/// and never written by either program.
+#[inline(always)]
+fn ce_marked(ctx: &TcContext) -> bool {
+    ctx.load::<u8>(ETH_LEN + 1).is_ok_and(ce)
 }
 
 /// C→B: ack, SACK edges and TSecr into the back-end's terms.
@@ -438,8 +457,14 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             tsval,
             window_shift: window_shift(options).unwrap_or(0),
         });
-        // SAFETY: as above; the completed translation serves every later segment.
-        unsafe { (*flow).translation = value.translation };
+        // SAFETY: as above; the completed translation serves every later segment. The
+        // flags pass untouched (ECE included: the front-end reads the server's answer to
+        // the ECN request); the entry notes a refusal, written straight to the map so
+        // that nothing below depends on it.
+        unsafe {
+            (*flow).translation = value.translation;
+            (*flow).state = value.state_after_syn_ack(seg.flags);
+        }
     }
     if translate_out(ctx, &seg, &config, &value.translation, options, syn_ack).is_err() {
         return Some(Verdict::Drop(stat::REWRITE_FAILED));

@@ -678,7 +678,9 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
     // Hashing before the walk over the options: the verifier then checks the hashing
     // once, not once per way the walk ends.
     let hashes = hash_syn(&cookies.keys, now, &flow, client_isn);
-    let options = syn_options(ctx.ctx, header_len - 20)?;
+    let mut options = syn_options(ctx.ctx, header_len - 20)?;
+    // ECN is asked for in the header, not the options (RFC 3168 §6.1.1).
+    options.ecn_setup = syncookie::ecn_setup_syn(tcp[13], l3[ETH_LEN + 1]);
     let answer = syncookie::cookie_syn_ack_with(cookies, &hashes, now, client_isn, &options);
     // Resize to the answer's length; a frame that cannot be resized goes up unchanged.
     let delta = SYN_ACK_FRAME_LEN as i32 - (ctx.data_end() - ctx.data()) as i32;

@@ -535,3 +535,101 @@ fn a_syn_ack_for_another_connection_on_the_ports_removes_the_stale_entry() {
         assert_eq!(module.stat(stat::OUT_NOT_HANDED_OFF), 1);
     });
 }
+
+/// `frame` with its IPv4 TOS byte set to `tos` and the header checksum made right again.
+fn with_tos(mut frame: Vec<u8>, tos: u8) -> Vec<u8> {
+    frame[15] = tos;
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let check = !baton_common::translate::ones_complement_sum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&check.to_be_bytes());
+    frame
+}
+
+/// ECN through the module: the SYN''s ECE and CWR reach the server, the SYN/ACK''s ECE
+/// the front-end, and no segment's ECN field is rewritten either way (the checksums
+/// still verify). Where the server refused the ECN the front-end granted the client
+/// (a SYN/ACK' without ECE), a client segment marked CE is dropped and counted, so that
+/// the client sees a loss instead of a mark nobody answers; ECT segments pass.
+#[test]
+fn ecn_flags_and_fields_pass_and_ce_is_dropped_where_the_server_refused_ecn() {
+    privileged("ECN", || {
+        let key = SipKey::from_bytes(KEY);
+        let syn_ack_options = || {
+            let mut o = vec![2, 4, 0x05, 0xb4, 4, 2];
+            o.extend(ts_option(TSV_B, 5555).into_iter().skip(2));
+            o.extend_from_slice(&[1, 3, 3, WS_B]);
+            o
+        };
+        let client_data = |tos: u8| {
+            let frame = Frame {
+                src_mac: FE_MAC,
+                dst_mac: BE_MAC,
+                src: (CLIENT, CLIENT_PORT),
+                dst: (BACKEND, 80),
+                seq: CLIENT_ISN + 1,
+                ack: ISN_F.wrapping_add(1),
+                flags: 0x18,
+                window: 502,
+                options: ts_option(77, TSV_F),
+                payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            };
+            with_tos(frame.bytes(), tos)
+        };
+        for server_agrees in [true, false] {
+            let module = Module::load();
+            let mut syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND)));
+            syn.flags = 0x02 | 0x40 | 0x80;
+            let (verdict, out) = module.run("backend_ingress", &syn.bytes());
+            assert_eq!(verdict, TC_ACT_PIPE);
+            assert_eq!(out[14 + 20 + 13], 0xc2, "SYN, ECE and CWR reach the server");
+            assert_eq!(module.flow().unwrap().state, BackendFlow::ECN_GRANTED);
+
+            let flags = if server_agrees { 0x52 } else { 0x12 };
+            let syn_ack = server_segment(
+                ISN_B,
+                CLIENT_ISN + 1,
+                flags,
+                65160,
+                syn_ack_options(),
+                vec![],
+            );
+            let (verdict, out) = module.run("backend_egress", &syn_ack.bytes());
+            assert_eq!(verdict, TC_ACT_PIPE);
+            assert_eq!(out[14 + 20 + 13], flags, "the server's answer, untouched");
+            let refused = module.flow().unwrap().state & BackendFlow::ECN_REFUSED != 0;
+            assert_eq!(refused, !server_agrees);
+
+            // ECT(0), ECT(1) and (where the server answers marks) CE pass unchanged.
+            for tos in [0b10, 0b01, 0xb9] {
+                let (verdict, out) = module.run("backend_ingress", &client_data(tos));
+                assert_eq!(verdict, TC_ACT_PIPE, "{tos:#x}");
+                assert_eq!(out[15], tos, "the ECN field is never rewritten");
+                parse(&out);
+            }
+            let (verdict, out) = module.run("backend_ingress", &client_data(0b11));
+            if server_agrees {
+                assert_eq!(verdict, TC_ACT_PIPE);
+                assert_eq!(out[15], 0b11);
+                assert_eq!(module.stat(stat::IN_CE_DROPPED), 0);
+            } else {
+                assert_eq!(verdict, TC_ACT_SHOT, "a mark the server would ignore");
+                assert_eq!(module.stat(stat::IN_CE_DROPPED), 1);
+            }
+
+            // The server's own ECT(0) data leaves with its field as it was.
+            let response = server_segment(
+                ISN_B + 1,
+                CLIENT_ISN + 19,
+                0x18,
+                1000,
+                ts_option(TSV_B + 10, 77),
+                vec![b'x'; 100],
+            );
+            let (verdict, out) = module.run("backend_egress", &with_tos(response.bytes(), 0b10));
+            assert_eq!(verdict, TC_ACT_PIPE);
+            assert_eq!(out[15], 0b10);
+            assert_eq!(parse(&out).ipv4.src_addr, Ipv4Addr::from(VIP));
+            assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
+        }
+    });
+}

@@ -452,3 +452,203 @@ fn a_client_reaching_a_backend_directly_from_a_handed_off_port_connects() {
         "the direct connection's SYN/ACK went to the front-end"
     );
 }
+
+/// `sysctl -qw net.ipv4.tcp_ecn=VALUE` in lab node `node`.
+fn set_tcp_ecn(node: &str, value: u8) {
+    stdout(&mut support::in_node(
+        &LAB,
+        node,
+        &["sysctl", "-qw", &format!("net.ipv4.tcp_ecn={value}")],
+    ));
+}
+
+/// Downloads `/files/100M.bin` from be1 (the /img/ route) through the VIP with a client
+/// that reads its own socket's `TCP_INFO` once the response starts: prints
+/// `tcpi_options` (`TCPI_OPT_ECN` 8: ECN negotiated; `TCPI_OPT_ECN_SEEN` 16: an ECT
+/// segment arrived, which only a sender that negotiated ECN sends, RFC 3168 §6.1.1)
+/// and the body's SHA-256. `ss -ti` would name the same bits `ecn` and `ecnseen`, but
+/// the iproute2 6.1 `ss` of these machines prints none of the option words (not even
+/// `ts` or `sack`) for the kernel's sockets, so the test asks the socket itself.
+const ECN_CLIENT: &str = r#"
+import hashlib, socket
+s = socket.create_connection(("198.18.2.1", 80))
+s.sendall(b"GET /img/../files/100M.bin HTTP/1.1\r\nHost: baton.test\r\nConnection: close\r\n\r\n")
+data = b""
+while b"\r\n\r\n" not in data:
+    data += s.recv(65536)
+options = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[5]
+head, body = data.split(b"\r\n\r\n", 1)
+digest = hashlib.sha256(body)
+while True:
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        break
+    digest.update(chunk)
+print(options, digest.hexdigest(), head.split(b"\r\n")[0].decode())
+"#;
+
+/// What [`ECN_CLIENT`] saw: `tcpi_options`, the body's SHA-256 and the status line.
+fn ecn_download() -> (u8, String, String) {
+    let out = stdout(&mut support::in_node(
+        &LAB,
+        "client",
+        &["python3", "-c", ECN_CLIENT],
+    ));
+    let mut words = out.split_whitespace();
+    let options = words.next().unwrap().parse().unwrap();
+    let digest = words.next().unwrap().to_string();
+    (options, digest, words.collect::<Vec<_>>().join(" "))
+}
+
+const TCPI_OPT_ECN: u8 = 8;
+const TCPI_OPT_ECN_SEEN: u8 = 16;
+
+/// ECN survives the handoff (issue 16, item 4). A client that asks for it
+/// (`tcp_ecn = 1`) is granted it by the front-end's SYN/ACK, and the SYN' asks the
+/// back-end in the client's name, so both ends have ECN on: the client's socket says so,
+/// and nginx's data arrives ECT(0) (counted by the client's `IpExtInECT0Pkts`), which
+/// Linux sends only on a connection that negotiated ECN. The download is byte-exact.
+/// Then with ECN off on the back-end (`tcp_ecn = 0`): the client still has it (the
+/// front-end answered before choosing a back-end), nginx's data is Not-ECT, the download
+/// is still exact, and the front-end counts the mismatch. Before the fix the client's
+/// socket had no ECN (no ECE in the SYN/ACK) and nothing arrived ECT(0) (no ECE or CWR in
+/// the SYN').
+#[test]
+fn ecn_is_negotiated_end_to_end_through_the_handoff() {
+    let Some(cluster) = cluster("ECN through the handoff") else {
+        return;
+    };
+    let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let want = sums.lines().find(|l| l.ends_with(" 100M.bin")).unwrap();
+    let want = want.split_whitespace().next().unwrap();
+    set_tcp_ecn("client", 1);
+    set_tcp_ecn("be1", 1);
+
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts");
+    let (options, digest, status) = ecn_download();
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts") - ect0;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(digest, want, "byte-exact with ECN");
+    assert_ne!(
+        options & TCPI_OPT_ECN,
+        0,
+        "the client's socket has ECN: {options:#x}"
+    );
+    assert_ne!(
+        options & TCPI_OPT_ECN_SEEN,
+        0,
+        "the back-end sends ECT segments: {options:#x}"
+    );
+    assert!(
+        ect0 > 10_000,
+        "nginx's segments arrived ECT(0), so its socket has ECN: {ect0}"
+    );
+
+    set_tcp_ecn("be1", 0);
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts");
+    let (options, digest, _) = ecn_download();
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts") - ect0;
+    assert_eq!(digest, want, "byte-exact with ECN refused by the back-end");
+    assert_ne!(
+        options & TCPI_OPT_ECN,
+        0,
+        "granted by the front-end: {options:#x}"
+    );
+    assert_eq!(
+        options & TCPI_OPT_ECN_SEEN,
+        0,
+        "refused by be1: {options:#x}"
+    );
+    assert_eq!(ect0, 0, "nginx's segments are Not-ECT");
+    let c = cluster.counters(1);
+    assert_eq!(c[stat::REWRITE_FAILED as usize], 0, "{c:?}");
+    // No router of the lab marks CE, so nothing is dropped for it.
+    assert_eq!(c[stat::IN_CE_DROPPED as usize], 0, "{c:?}");
+    let Cluster {
+        frontend,
+        backends: _backends,
+        _guard,
+    } = cluster;
+    let log = frontend.stop();
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "backend_terms_mismatch"),
+        1,
+        "the refusal counted"
+    );
+}
+
+/// ECN through a cookie SYN/ACK from the front-end's XDP program: with the half-open
+/// table full (one entry, `max_half_open = 1`, held by a spoofed SYN nobody completes),
+/// the program answers the client's ECN-setup SYN itself, with ECE and the grant kept
+/// in the TSval's bit 5; the core reads it back from the cookie ACK and the SYN' asks
+/// be1, left at Linux's default `tcp_ecn = 2` (accept when asked), for ECN. Both ends
+/// then have it, as without cookies.
+#[test]
+fn ecn_is_granted_through_cookie_syn_acks_from_xdp() {
+    let Some(guard) = lab_guard(&LAB, &SERIAL, "ECN through XDP cookies") else {
+        return;
+    };
+    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
+    let backends = support::start_backends(&LAB, 3, "");
+    let config = support::FRONTEND_CONFIG
+        .replace("max_half_open = 4096", "max_half_open = 1")
+        .replace(
+            "request_timeout_ms = 10000",
+            "request_timeout_ms = 10000\nsyn_ack_rto_ms = 2000\nsyn_ack_retries = 2",
+        );
+    assert!(config.contains("max_half_open = 1\n") && config.contains("syn_ack_retries = 2"));
+    let frontend = support::start_frontend(&LAB, "fe-cookies", &config);
+    let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let want = sums.lines().find(|l| l.ends_with(" 100M.bin")).unwrap();
+    let want = want.split_whitespace().next().unwrap();
+    set_tcp_ecn("client", 1);
+    support::ok(&mut baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "router",
+            "--",
+            env!("CARGO_BIN_EXE_synflood"),
+            "--target",
+            &format!("{VIP}:80"),
+            "--sources",
+            "198.18.64.0/30",
+            "--count",
+            "1",
+        ],
+    ));
+    support::wait_for_log(
+        &frontend,
+        std::time::Duration::from_secs(5),
+        "syn_cookies state=engaged",
+        |log| log.contains("event=syn_cookies state=engaged"),
+    );
+    let cookies = support::fastpath_counters(&LAB)["syn_cookies_sent"];
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts");
+    let (options, digest, status) = ecn_download();
+    let ect0 = nstat(&LAB, "client", "IpExtInECT0Pkts") - ect0;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(digest, want, "byte-exact");
+    assert!(
+        support::fastpath_counters(&LAB)["syn_cookies_sent"] > cookies,
+        "the SYN/ACK was XDP's cookie"
+    );
+    assert_ne!(
+        options & TCPI_OPT_ECN,
+        0,
+        "the client's socket has ECN: {options:#x}"
+    );
+    assert_ne!(
+        options & TCPI_OPT_ECN_SEEN,
+        0,
+        "be1 sends ECT: {options:#x}"
+    );
+    assert!(ect0 > 10_000, "nginx's segments arrived ECT(0): {ect0}");
+    let log = frontend.stop();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    assert!(core("syn_cookies_accepted") >= 1);
+    assert_eq!(core("backend_terms_mismatch"), 0);
+    drop(backends);
+    drop(guard);
+}

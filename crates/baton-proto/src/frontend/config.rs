@@ -37,6 +37,17 @@ pub struct Config {
     pub sack: bool,
     /// Whether to agree to timestamps when a client offers them (RFC 7323 §3).
     pub timestamps: bool,
+    /// Whether to grant ECN to a client whose SYN asks for it (ECE and CWR, RFC 3168
+    /// §6.1.1), as a Linux server does: the SYN/ACK carries ECE and the SYN' the client's
+    /// ECE and CWR, so the back-end's kernel negotiates ECN with the client too. A
+    /// back-end that refuses it (Linux with `net.ipv4.tcp_ecn = 0`) leaves the client
+    /// believing in an ECN the back-end ignores; the back-end module then drops the
+    /// client's CE-marked segments, which turns those congestion marks into the losses a
+    /// path without ECN would have had (RFC 6040 §4.2's rule for a Not-ECT inner header),
+    /// and the front-end counts the connection in `backend_terms_mismatch`. The request's
+    /// own segments, received here and replayed Not-ECT, lose any CE mark they carried
+    /// (at most `max_request_len` bytes once per connection).
+    pub ecn: bool,
     /// Largest request head the front-end buffers before dispatching, and the most
     /// bytes it acknowledges itself (default 16 KiB).
     pub max_request_len: usize,
@@ -110,6 +121,7 @@ impl Default for Config {
             window_shift: 7,
             sack: true,
             timestamps: true,
+            ecn: true,
             max_request_len: DEFAULT_MAX_HEAD_LEN,
             max_headers: 100,
             max_connections: 65_536,

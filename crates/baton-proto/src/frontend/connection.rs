@@ -118,6 +118,8 @@ pub(crate) struct FrontTerms {
     ws_f: Option<u8>,
     timestamps: bool,
     sack: bool,
+    /// ECN granted: the SYN/ACK carried ECE, and the SYN' carries ECE and CWR.
+    ecn: bool,
 }
 
 /// One tracked connection. Its size is pinned by a test (see
@@ -234,6 +236,7 @@ impl Connection {
             ws_f: None,
             timestamps: false,
             sack: false,
+            ecn: false,
         };
         let state = match handover.reset {
             Some(reason) => State::TimeWait(Outcome::Reset(reason)),
@@ -343,6 +346,12 @@ fn unavailable_response(body: &[u8]) -> Vec<u8> {
     r
 }
 
+/// Whether the client's SYN asks for ECN in a way a server grants: the one definition the
+/// fast path's cookie SYN/ACKs use too.
+fn ecn_setup(ip: &Ipv4Repr, tcp: &TcpRepr<'_>) -> bool {
+    syncookie::ecn_setup_syn(tcp.flags.bits() as u8, ip.dscp_ecn)
+}
+
 /// What the request parser and the dispatcher made of the buffer.
 enum Decision {
     NeedMore,
@@ -422,6 +431,7 @@ impl<D: Dispatch> FrontEnd<D> {
         // handshake when the SYN/ACK does not acknowledge the data).
         let timestamps = self.config.timestamps && tcp.timestamps.is_some();
         let sack = self.config.sack && tcp.sack_permitted;
+        let ecn = self.config.ecn && ecn_setup(ip, tcp);
         if self.half_open >= self.config.max_half_open || !self.make_room() {
             if self.config.syn_cookies {
                 self.send_cookie_syn_ack(now, flow, ip, tcp);
@@ -452,6 +462,7 @@ impl<D: Dispatch> FrontEnd<D> {
             ws_f: tcp.window_scale.map(|_| self.config.window_shift),
             timestamps,
             sack,
+            ecn,
         };
         let mut conn = Connection::new(flow, State::SynReceived, syn, terms);
         conn.rto = self.config.syn_ack_rto;
@@ -482,6 +493,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 window_scale: tcp.window_scale,
                 sack_permitted: tcp.sack_permitted,
                 tsval: tcp.timestamps.map(|ts| ts.tsval),
+                ecn_setup: ecn_setup(ip, tcp),
             },
         );
         let syn = ClientSyn {
@@ -499,6 +511,7 @@ impl<D: Dispatch> FrontEnd<D> {
             ws_f: answer.window_shift,
             timestamps: answer.timestamps.is_some(),
             sack: answer.sack,
+            ecn: answer.ecn,
         };
         self.send_syn_ack(&flow, &syn, &terms);
         self.stats.syn_acks_sent += 1;
@@ -527,12 +540,16 @@ impl<D: Dispatch> FrontEnd<D> {
             self.stats.cookie_acks_dropped_table_full += 1;
             return true;
         };
-        let (window_scale, sack, timestamps, tsv_f, tsval) = match tcp.timestamps {
+        let (window_scale, sack, ecn, timestamps, tsv_f, tsval) = match tcp.timestamps {
             Some(ts) if self.config.timestamps => {
-                let (ws, sack) = decode_ts_options(ts.tsecr);
-                (ws, sack && self.config.sack, true, ts.tsecr, ts.tsval)
+                // What the cookie SYN/ACK agreed to, remembered in its TSval; ECN only if
+                // it is still enabled, as SACK (Linux's `cookie_ecn_ok`).
+                let kept = decode_ts_options(ts.tsecr);
+                let sack = kept.sack && self.config.sack;
+                let ecn = kept.ecn && self.config.ecn;
+                (kept.window_scale, sack, ecn, true, ts.tsecr, ts.tsval)
             }
-            _ => (None, false, false, 0, 0),
+            _ => (None, false, false, false, 0, 0),
         };
         // The SYN's window is unscaled; the ACK's is scaled by the client's shift.
         let window = (u32::from(tcp.window_len) << window_scale.unwrap_or(0).min(14))
@@ -551,6 +568,7 @@ impl<D: Dispatch> FrontEnd<D> {
             ws_f: window_scale.map(|_| self.config.window_shift),
             timestamps,
             sack,
+            ecn,
         };
         let mut conn = Connection::new(flow, State::Receiving, syn, terms);
         self.stats.handshakes_completed += 1;
@@ -1097,8 +1115,12 @@ impl<D: Dispatch> FrontEnd<D> {
             let first = phase == Phase::SynSent;
             if first {
                 conn.backend_mss = tcp.max_seg_size.unwrap_or(MIN_MSS).max(MIN_MSS);
+                // A back-end that refuses ECN the client was granted (no ECE here) is
+                // counted too: its module turns the client's CE marks into drops
+                // (`Config::ecn`).
                 if conn.terms.timestamps != tcp.timestamps.is_some()
                     || (conn.terms.sack && !tcp.sack_permitted)
+                    || (conn.terms.ecn && !tcp.flags.contains(TcpFlags::ECE))
                 {
                     self.stats.backend_terms_mismatch += 1;
                 }
@@ -1525,18 +1547,24 @@ impl<D: Dispatch> FrontEnd<D> {
     fn send_syn_ack(&mut self, flow: &FlowKey, syn: &ClientSyn, terms: &FrontTerms) {
         // Not scaled in a SYN (RFC 7323 §2.2).
         let window = self.config.max_request_len.min(usize::from(u16::MAX)) as u16;
+        let flags = if terms.ecn {
+            TcpFlags::SYN | TcpFlags::ACK | TcpFlags::ECE
+        } else {
+            TcpFlags::SYN | TcpFlags::ACK
+        };
         let mut tcp = bare_segment(
             flow.service.port(),
             flow.client.port(),
             terms.isn_f,
             syn.isn.wrapping_add(1),
-            TcpFlags::SYN | TcpFlags::ACK,
+            flags,
             window,
         );
         // Mirror the client: MSS clamped to ours (RFC 9293 §3.7.1), window scale only if
         // offered (RFC 7323 §2.2), SACK-permitted only if offered (RFC 2018 §2),
-        // timestamps only if offered, echoing its TSval (RFC 7323 §3.2). No ECN: the SYN'
-        // drops ECE and CWR, so nothing the back-end does assumes it.
+        // timestamps only if offered, echoing its TSval (RFC 7323 §3.2), ECN only if
+        // asked: ECE and not CWR (RFC 3168 §6.1.1), the SYN' then asking the back-end
+        // for it in the client's name (`Config::ecn`).
         tcp.max_seg_size = Some(
             syn.mss
                 .map_or(self.config.mss, |mss| mss.clamp(MIN_MSS, self.config.mss)),
@@ -1615,8 +1643,10 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// The client's SYN, replayed to the back-end with the handoff option
-    /// (DESIGN.md §2, step 4). Only options the front-end agreed to are replayed;
-    /// ECE/CWR and any SYN data are dropped.
+    /// (DESIGN.md §2, step 4). Only options the front-end agreed to are replayed, and
+    /// ECE and CWR only if it granted ECN (RFC 3168 §6.1.1: the back-end's kernel then
+    /// negotiates ECN as it would with the client); any SYN data is dropped. The SYN' is
+    /// Not-ECT, as every SYN must be (same section; Linux refuses ECN to an ECT SYN).
     fn send_syn_prime(&mut self, conn: &Connection) {
         let Some(backend) = conn.backend() else {
             return;
@@ -1638,12 +1668,17 @@ impl<D: Dispatch> FrontEnd<D> {
             client_isn: conn.syn.isn,
         };
         let encoded = option.encode(&self.secrets.handoff, &binding);
+        let syn_flags = if terms.ecn {
+            TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR
+        } else {
+            TcpFlags::SYN
+        };
         let mut tcp = bare_segment(
             conn.flow.client.port(),
             backend.port(),
             conn.syn.isn,
             0,
-            TcpFlags::SYN,
+            syn_flags,
             conn.syn.window,
         );
         tcp.max_seg_size = conn.syn.mss;

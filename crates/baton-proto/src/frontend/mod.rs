@@ -461,7 +461,8 @@ pub struct Stats {
     /// Back-end SYN/ACK's that did not match (wrong `seq` or `ack`), dropped.
     pub bad_syn_acks: u64,
     /// SYN/ACK's whose options disagree with what the client negotiated (timestamps or
-    /// SACK missing): the connection goes on, but this is a misconfigured back-end.
+    /// SACK missing, or no ECE where the client was granted ECN): the connection goes on,
+    /// but this is a misconfigured back-end.
     pub backend_terms_mismatch: u64,
     /// Back-ends that reset a handoff.
     pub backend_refusals: u64,
@@ -621,6 +622,9 @@ impl<D: Dispatch> FrontEnd<D> {
         }
         if self.config.sack {
             flags |= SynCookieConfig::SACK;
+        }
+        if self.config.ecn {
+            flags |= SynCookieConfig::ECN;
         }
         SynCookieConfig {
             keys: self.secrets.cookie_keys(),

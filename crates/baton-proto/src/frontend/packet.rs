@@ -96,3 +96,28 @@ pub(crate) fn seq_lt(a: u32, b: u32) -> bool {
 pub(crate) fn seq_le(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) <= 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client packet held during the handoff is forwarded with its ECN field as it
+    /// arrived (RFC 3168 §5), as the XDP program forwards every later one.
+    #[test]
+    fn a_rewritten_destination_keeps_the_ecn_field() {
+        let tcp = bare_segment(40_000, 80, 1, 2, TcpFlags::ACK | TcpFlags::PSH, 500);
+        let client = Ipv4Addr::new(198, 18, 0, 2);
+        let backend = std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 11), 8080);
+        for ecn in 0..=3 {
+            let mut raw = build(client, Ipv4Addr::new(198, 18, 2, 1), 64, &tcp).unwrap();
+            raw[1] = 0xb8 | ecn;
+            Ipv4Packet::new_checked(&mut raw[..])
+                .unwrap()
+                .fill_checksum();
+            let out = rewrite_destination(&raw, backend).unwrap();
+            let (ip, tcp) = parse(&out, Checksums::Verify).unwrap();
+            assert_eq!(ip.dscp_ecn, 0xb8 | ecn);
+            assert_eq!((ip.dst_addr, tcp.dst_port), (*backend.ip(), 8080));
+        }
+    }
+}

@@ -280,6 +280,143 @@ fn syn_ack_mirrors_the_clients_options() {
     assert_eq!(sa.ack_number, 78);
 }
 
+/// The harness's SYN as an ECN-setup SYN (RFC 3168 §6.1.1): ECE and CWR.
+fn ecn_setup_syn(h: &Harness) -> TcpRepr<'static> {
+    let mut syn = h.syn();
+    syn.flags |= TcpFlags::ECE | TcpFlags::CWR;
+    syn
+}
+
+/// The IP header's ECN field (the low two bits of the TOS byte).
+fn ecn_field(out: &Out) -> u8 {
+    out.ip().dscp_ecn & 0b11
+}
+
+#[test]
+fn an_ecn_setup_syn_is_granted_ecn_and_replayed_to_the_backend_with_ece_and_cwr() {
+    let mut h = harness();
+    h.client_sends(&ecn_setup_syn(&h));
+    let out = h.drain();
+    assert_eq!(
+        out[0].tcp().flags,
+        TcpFlags::SYN | TcpFlags::ACK | TcpFlags::ECE,
+        "ECE and not CWR, as a Linux server answers"
+    );
+    assert_eq!(ecn_field(&out[0]), 0, "a SYN/ACK is Not-ECT");
+    let isn_f = out[0].tcp().seq_number;
+    let tsv_f = out[0].tcp().timestamps.unwrap().tsval;
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, &[]));
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    let out = h.drain();
+    let syn_prime = out[0].tcp();
+    assert_eq!(
+        syn_prime.flags,
+        TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR,
+        "the client's ECN request, for the back-end's kernel to answer"
+    );
+    assert_eq!(
+        ecn_field(&out[0]),
+        0,
+        "the SYN' is Not-ECT, or Linux refuses ECN"
+    );
+
+    // The back-end agrees: its SYN/ACK' carries ECE, which is no mismatch.
+    let mut syn_ack = h.backend_syn_ack(isn_f, tsv_f);
+    syn_ack.flags |= TcpFlags::ECE;
+    h.backend_sends(syn_ack);
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    assert_eq!(h.fe.stats().backend_terms_mismatch, 0);
+    let out = h.drain();
+    assert_eq!(out[0].tcp().payload, REQUEST);
+
+    // A back-end that refuses ECN (no ECE) still gets the connection, counted.
+    h.port += 1;
+    h.client_sends(&ecn_setup_syn(&h));
+    let sa = h.drain().remove(0);
+    let (isn_f, tsv_f) = (sa.tcp().seq_number, sa.tcp().timestamps.unwrap().tsval);
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    h.drain();
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    assert_eq!(h.fe.stats().backend_terms_mismatch, 1);
+    assert_eq!(h.drain()[0].tcp().payload, REQUEST);
+}
+
+#[test]
+fn ecn_is_granted_only_when_enabled_and_asked_for_by_a_not_ect_syn() {
+    // Disabled, ECE alone, CWR alone, and an ECN-setup SYN marked ECT(0): none is granted
+    // ECN, and none of their SYN's asks the back-end for it.
+    let mut off = harness_with(
+        Config {
+            ecn: false,
+            ..config()
+        },
+        vec![B1],
+    );
+    let syn = ecn_setup_syn(&off);
+    off.client_sends(&syn);
+    let mut cases = vec![("disabled", off)];
+    for (name, flags) in [("ECE alone", TcpFlags::ECE), ("CWR alone", TcpFlags::CWR)] {
+        let mut h = harness();
+        let mut syn = h.syn();
+        syn.flags |= flags;
+        h.client_sends(&syn);
+        cases.push((name, h));
+    }
+    let mut h = harness();
+    let mut packet = build(CLIENT, VIP, 64, &ecn_setup_syn(&h)).unwrap();
+    packet[1] = 0b10; // the TOS byte: ECT(0)
+    crate::wire::Ipv4Packet::new_checked(&mut packet[..])
+        .unwrap()
+        .fill_checksum();
+    h.fe.handle_packet(h.now, &packet);
+    cases.push(("an ECT SYN", h));
+    for (name, mut h) in cases {
+        let sa = h.drain().remove(0);
+        assert_eq!(sa.tcp().flags, TcpFlags::SYN | TcpFlags::ACK, "{name}");
+        let (isn_f, tsv_f) = (sa.tcp().seq_number, sa.tcp().timestamps.unwrap().tsval);
+        h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+        assert_eq!(h.drain()[0].tcp().flags, TcpFlags::SYN, "{name}");
+    }
+}
+
+#[test]
+fn a_cookie_syn_ack_grants_ecn_and_its_ack_brings_it_back() {
+    let mut h = harness_with(
+        Config {
+            max_half_open: 0,
+            ..config()
+        },
+        vec![B1],
+    );
+    h.client_sends(&ecn_setup_syn(&h));
+    let sa = h.drain().remove(0);
+    assert_eq!(h.fe.stats().syn_cookies_sent, 1);
+    assert_eq!(
+        sa.tcp().flags,
+        TcpFlags::SYN | TcpFlags::ACK | TcpFlags::ECE
+    );
+    let (cookie, tsv_f) = (sa.tcp().seq_number, sa.tcp().timestamps.unwrap().tsval);
+    h.client_sends(&h.ack(cookie, tsv_f, CISN + 1, REQUEST));
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    assert_eq!(
+        h.drain()[0].tcp().flags,
+        TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR,
+        "ECN kept in the TSval"
+    );
+    // Without timestamps a cookie cannot remember ECN, so it is not granted.
+    h.port += 1;
+    let mut syn = ecn_setup_syn(&h);
+    syn.timestamps = None;
+    h.client_sends(&syn);
+    let sa = h.drain().remove(0);
+    assert_eq!(sa.tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
+    let mut ack = h.client_seg(TcpFlags::ACK, CISN + 1, sa.tcp().seq_number + 1);
+    ack.payload = REQUEST;
+    h.client_sends(&ack);
+    assert_eq!(h.drain()[0].tcp().flags, TcpFlags::SYN);
+}
+
 #[test]
 fn isns_differ_per_flow() {
     let mut h = harness();
@@ -1044,6 +1181,7 @@ fn fast_path_cookie(h: &Harness, now: Instant) -> baton_common::syncookie::Cooki
             window_scale: syn.window_scale,
             sack_permitted: syn.sack_permitted,
             tsval: syn.timestamps.map(|ts| ts.tsval),
+            ecn_setup: baton_common::syncookie::ecn_setup_syn(syn.flags.bits() as u8, 0),
         },
     )
 }

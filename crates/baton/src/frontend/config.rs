@@ -94,6 +94,8 @@ pub struct TcpTerms {
     pub window_shift: Option<u8>,
     pub sack: Option<bool>,
     pub timestamps: Option<bool>,
+    /// Grant ECN to clients that ask (RFC 3168 §6.1.1); see the core's `Config::ecn`.
+    pub ecn: Option<bool>,
     pub syn_cookies: Option<bool>,
     pub ttl: Option<u8>,
 }
@@ -395,6 +397,7 @@ impl FileConfig {
             window_shift: t.window_shift.unwrap_or(defaults.window_shift),
             sack: t.sack.unwrap_or(defaults.sack),
             timestamps: t.timestamps.unwrap_or(defaults.timestamps),
+            ecn: t.ecn.unwrap_or(defaults.ecn),
             syn_cookies: t.syn_cookies.unwrap_or(defaults.syn_cookies),
             ttl: t.ttl.unwrap_or(defaults.ttl),
             max_request_len: l.max_request_len.unwrap_or(defaults.max_request_len),
@@ -635,6 +638,13 @@ mod tests {
             let e = err(&text);
             assert!(e.contains(want), "{want}: {e}");
         }
+    }
+
+    #[test]
+    fn ecn_is_granted_by_default_and_can_be_turned_off() {
+        assert!(parse(MINIMAL, Path::new(".")).unwrap().proto.ecn);
+        let off = format!("{MINIMAL}\n[tcp]\necn = false\n");
+        assert!(!parse(&off, Path::new(".")).unwrap().proto.ecn);
     }
 
     #[test]
