@@ -278,7 +278,7 @@ fn is_service(addr_be: u32, port_be: u16) -> bool {
         _pad: 0,
     };
     // SAFETY: only the presence is read.
-    unsafe { FRONTEND_SERVICES.get(&key) }.is_some()
+    unsafe { FRONTEND_SERVICES.get(key) }.is_some()
 }
 
 #[inline(always)]
