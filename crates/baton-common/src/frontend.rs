@@ -13,7 +13,7 @@ use crate::translate::{csum_replace2, csum_replace4};
 /// Default number of flow-table entries: one per handed-off connection. An entry costs
 /// the key and value (12 + 40 bytes, each rounded up to 8 by the kernel) plus its
 /// per-element overhead, all preallocated: measured, `bpftool map show` reports memlock
-/// 31,458,384 B for the default size, 120 B an entry.
+/// 31,458,400 B for the default size, 120 B an entry.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 
 /// Bytes of the ring (`BPF_MAP_TYPE_RINGBUF`) in which the program tells the daemon what

@@ -257,6 +257,7 @@ struct RuleFile {
 struct MatchFile {
     host: Option<Names>,
     sni: Option<Names>,
+    service: Option<Names>,
     path: Option<Names>,
     path_prefix: Option<Names>,
     path_regex: Option<String>,
@@ -851,6 +852,28 @@ fn compile_match(
         let re = PathRegex::new(r).map_err(|e| regex_error("path_regex", e))?;
         all.push(Condition::PathRegex(re));
     }
+    if let Some(s) = &m.service {
+        let services = nonempty(s, "service")?
+            .iter()
+            .map(|s| {
+                let (vip, port) = s.rsplit_once(':').unwrap_or(("", ""));
+                let port = port.parse::<u16>().ok().filter(|&p| p != 0);
+                let vip = match vip {
+                    "*" => Some(None),
+                    v => v.parse::<std::net::Ipv4Addr>().ok().map(Some),
+                };
+                match (vip, port) {
+                    (Some(vip), Some(port)) => Ok((vip, port)),
+                    _ => Err(invalid(
+                        line,
+                        sub("service"),
+                        format!("`{s}` is neither `VIP:PORT` nor `*:PORT`"),
+                    )),
+                }
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
+        all.push(Condition::Service(services));
+    }
     if let Some(e) = &m.extension {
         let exts: Vec<String> = nonempty(e, "extension")?
             .iter()
@@ -965,6 +988,23 @@ backends = [{ address = "198.18.1.11:80" }]
     fn at(text: &str) -> (usize, Option<String>) {
         let e = error(text);
         (e.line(), e.field().map(str::to_owned))
+    }
+
+    #[test]
+    fn service_rules_take_vip_and_port_or_any_vip() {
+        let rules = |service: &str| {
+            format!(
+                "default_pool = \"web\"\n[pools.web]\nbackends = [{{ address = \"198.18.1.11:80\" }}]\n\
+                 [pools.tls]\nbackends = [{{ address = \"198.18.1.13:443\" }}]\n\
+                 [[rules]]\nname = \"tls\"\npool = \"tls\"\nmatch = {{ service = {service} }}\n"
+            )
+        };
+        assert!(Dispatcher::from_toml(&rules("\"198.18.2.1:443\"")).is_ok());
+        assert!(Dispatcher::from_toml(&rules("[\"*:443\", \"198.18.2.2:8443\"]")).is_ok());
+        for bad in ["\"443\"", "\"198.18.2.1\"", "\"vip:443\"", "\"*:0\"", "[]"] {
+            let e = Dispatcher::from_toml(&rules(bad)).unwrap_err().to_string();
+            assert!(e.contains("service"), "{bad}: {e}");
+        }
     }
 
     #[test]

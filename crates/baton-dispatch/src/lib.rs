@@ -102,6 +102,7 @@
 //! |---|---|
 //! | `host = "example.com"` or a list, `"*.example.com"` | the HTTP Host (or TLS SNI) is one of them, ASCII case-insensitively; `*.example.com` wants at least one label in front, not `example.com` itself |
 //! | `sni = "..."` or a list | a TLS ClientHello's server name is one of them (never for plaintext HTTP) |
+//! | `service = "198.18.2.1:443"` or a list, `"*:443"` | the connection's virtual service (VIP and port) is one of them; `*:PORT` is that port on any VIP. For a front-end serving several services (HTTP and HTTPS on one VIP): `match = { service = "*:443" }` sends every TLS connection to a TLS pool, whatever its SNI |
 //! | `path = "/exact"`, `path_prefix = "/img/"` (or lists), `path_regex = "^/u/[0-9]+$"` | the normalised path (below), without query, is / starts with / is matched by it (unanchored unless anchored) |
 //! | `extension = ["png", "JPG"]` | the normalised path's last segment's extension, case-insensitively |
 //! | `method = ["GET", "HEAD"]` | the method (case-sensitive, RFC 9110 §9.1) |

@@ -293,6 +293,8 @@ pub(crate) enum Condition {
     PathPrefix(Box<[Box<str>]>),
     /// The regular expression finds a match in the path (anchor it with `^`/`$`).
     PathRegex(PathRegex),
+    /// The connection's virtual service is one of these: a VIP (`None`: any) and port.
+    Service(Box<[(Option<std::net::Ipv4Addr>, u16)]>),
     /// The file extension is one of these, ASCII case-insensitively (stored lower case).
     Extension(Box<[Box<str>]>),
     /// The method is one of these (methods are case-sensitive, RFC 9110 §9.1).
@@ -340,6 +342,11 @@ impl Condition {
                 .path
                 .is_some_and(|path| prefixes.iter().any(|p| starts_with(path, p))),
             Self::PathRegex(re) => view.path.is_some_and(|path| re.is_match(path)),
+            Self::Service(services) => view.service.is_some_and(|s| {
+                services
+                    .iter()
+                    .any(|&(vip, port)| s.port() == port && vip.is_none_or(|v| v == *s.ip()))
+            }),
             Self::Extension(exts) => view
                 .extension
                 .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x))),
@@ -478,6 +485,29 @@ mod tests {
         assert!(HostPattern::parse("*").is_none());
         assert!(HostPattern::parse("a..b").is_none());
         assert!(HostPattern::parse("a.*.b").is_none());
+    }
+
+    #[test]
+    fn a_rule_on_the_service_reads_the_connections_vip_and_port() {
+        use baton_proto::frontend::FlowKey;
+        let c = Condition::Service(Box::new([
+            (Some("198.18.2.1".parse().unwrap()), 443),
+            (None, 8443),
+        ]));
+        let r = request(TLS_HELLO);
+        let on = |service: &str| {
+            let flow = FlowKey {
+                client: "198.18.0.2:40000".parse().unwrap(),
+                service: service.parse().unwrap(),
+            };
+            let view = RequestView::new(&r, Some(&flow));
+            c.matches(&view, &mut Facts::new(&SharedNames::default()))
+        };
+        assert!(on("198.18.2.1:443"));
+        assert!(!on("198.18.2.1:80"), "another port");
+        assert!(!on("198.18.2.2:443"), "another VIP");
+        assert!(on("198.18.2.2:8443"), "`*:8443`: any VIP");
+        assert!(!check(&c, TLS_HELLO), "no connection, no service");
     }
 
     #[test]

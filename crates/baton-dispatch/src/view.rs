@@ -1,6 +1,6 @@
 //! [`RequestView`]: what the rules look at, borrowed from the parsed request.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use baton_proto::{
     frontend::FlowKey,
@@ -31,12 +31,15 @@ pub struct RequestView<'a> {
     pub headers: &'a [HttpHeader<'a>],
     /// The client's address, the hash key of last resort.
     pub client: Option<Ipv4Addr>,
+    /// The virtual service (VIP and port) the client connected to, for rules on it.
+    pub service: Option<SocketAddrV4>,
 }
 
 impl<'a> RequestView<'a> {
     /// The view of a parsed request; `flow` supplies the client address.
     pub fn new(request: &'a ClientRequest<'a>, flow: Option<&FlowKey>) -> Self {
         let client = flow.map(|f| *f.client.ip());
+        let service = flow.map(|f| f.service);
         match request {
             ClientRequest::Http(head) => Self {
                 host: head.host.map(normalize_host),
@@ -47,6 +50,7 @@ impl<'a> RequestView<'a> {
                 extension: head.file_extension(),
                 headers: &head.headers,
                 client,
+                service,
             },
             ClientRequest::Tls(hello) => {
                 let sni = hello.server_name.as_deref().map(normalize_host);
@@ -54,6 +58,7 @@ impl<'a> RequestView<'a> {
                     host: sni,
                     sni,
                     client,
+                    service,
                     ..Self::default()
                 }
             }

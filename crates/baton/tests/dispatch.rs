@@ -623,3 +623,126 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
     let log = cluster.frontend.stop();
     assert_eq!(log.matches(" event=reloaded ").count(), 2, "{log}");
 }
+
+/// Issue 16, item 2: one front-end daemon (one XDP program, one capture socket, one
+/// nftables table) serves several services, on two VIPs: HTTP on 198.18.2.1:80 and
+/// 198.18.2.2:80, HTTPS on 198.18.2.1:443, with rules on the service. Before, a second
+/// daemon for 443 took over the first's XDP link, configuration and nftables table, and
+/// port 80's clients were reset.
+#[test]
+fn one_frontend_serves_http_and_https_on_two_vips() {
+    const VIP2: &str = "198.18.2.2";
+    let frontend = FRONTEND_CONFIG
+        .replace(
+            "\nvip = \"198.18.2.1\"\n",
+            "\nservices = [\"198.18.2.1:80\", \"198.18.2.1:443\", \"198.18.2.2:80\"]\n",
+        )
+        .replace("\nport = 80\n", "\n");
+    assert!(frontend.contains("services = "));
+    let at = frontend.find("\n[dispatch]\n").unwrap();
+    let frontend = format!(
+        "{}\n{}",
+        &frontend[..at],
+        r#"[dispatch]
+default_pool = "http1"
+[dispatch.health]
+path = "/"
+port = 80
+interval_ms = 500
+[dispatch.pools.http1]
+backends = [{ address = "198.18.1.11:80" }]
+[dispatch.pools.http2]
+backends = [{ address = "198.18.1.12:80" }]
+[dispatch.pools.tls]
+backends = [{ address = "198.18.1.13:443" }]
+[[dispatch.rules]]
+name = "tls"
+pool = "tls"
+match = { service = "*:443" }
+[[dispatch.rules]]
+name = "second_vip"
+pool = "http2"
+match = { service = "198.18.2.2:80" }
+"#
+    );
+    // One agent per back-end, each answering as its service: be1 as VIP:80, be2 as
+    // VIP2:80, be3 as VIP:443 (nginx serves TLS there).
+    let agents = || {
+        [(1, "198.18.2.1:80"), (2, "198.18.2.2:80"), (3, "198.18.2.1:443")]
+            .into_iter()
+            .map(|(k, vip)| {
+                let text = support::backend_config(&LAB, k)
+                    .replace("vip = \"198.18.2.1:80\"", &format!("vip = \"{vip}\""));
+                assert!(text.contains(vip));
+                let path = config_file(&LAB, &format!("be{k}-services"), &text);
+                Daemon::start(
+                    &LAB,
+                    &format!("be{k}"),
+                    &["backend", "--config", path.to_str().unwrap()],
+                    "backend: attached",
+                )
+            })
+            .collect()
+    };
+    let before_frontend = || {
+        baton::lab::Lab::named(&LAB)
+            .unwrap()
+            .enable_tls(&baton::lab::TlsCerts::PerBackend { names: Vec::new() })
+            .unwrap();
+        // The second VIP: on fe's `lo`, routed to fe by the router.
+        for (node, args) in [
+            ("fe", vec!["ip", "addr", "add", "198.18.2.2/32", "dev", "lo"]),
+            (
+                "router",
+                vec!["ip", "route", "add", "198.18.2.2/32", "via", "198.18.1.2"],
+            ),
+        ] {
+            let mut all = vec!["lab", "exec", node, "--"];
+            all.extend(args);
+            ok(&mut baton(&LAB, &all));
+        }
+    };
+    let Some(cluster) = cluster_with("several services", &frontend, agents, before_frontend)
+    else {
+        return;
+    };
+    let ready = cluster.frontend.log_text();
+    assert!(
+        ready.contains("service=198.18.2.1:80,198.18.2.1:443,198.18.2.2:80"),
+        "{ready}"
+    );
+    let cacert = format!("/run/{LAB}-lab/tls/ca.pem");
+    for round in 0..3 {
+        assert_eq!(backend_for("/", &[]), "be1", "round {round}: VIP:80");
+        let out = head(&format!("http://{VIP2}/"), &[]);
+        assert_eq!(served_by(&out).as_deref(), Some("be2"), "VIP2:80: {out}");
+        let resolve = format!("baton.test:443:{VIP}");
+        let out = support::curl(
+            &LAB,
+            &[
+                "--resolve",
+                &resolve,
+                "--cacert",
+                &cacert,
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "https://baton.test/",
+            ],
+        );
+        assert!(out.starts_with("HTTP/"), "{out}");
+        assert_eq!(served_by(&out).as_deref(), Some("be3"), "VIP:443: {out}");
+    }
+    // Every one of them took the fast path's one program: handed-off flows of all three
+    // services were forwarded in XDP.
+    let xdp = support::fastpath_counters(&LAB);
+    assert!(xdp["forwarded"] > 0, "{xdp:?}");
+    let log = cluster.frontend.stop();
+    for (rule, pool) in [("tls", "tls"), ("second_vip", "http2"), ("default", "http1")] {
+        assert!(
+            log.contains(&format!("rule={rule} pool={pool} ")),
+            "rule {rule}:\n{log}"
+        );
+    }
+}
