@@ -220,6 +220,93 @@ fn clean_handoff() {
     assert!(front(&mut world).fast_path.is_empty());
 }
 
+/// RFC 5961: a RST and a FIN forged with the client's 4-tuple but a sequence number far
+/// from the one expected, injected while the response flows, are forwarded (the
+/// back-end's TCP ignores them) and change nothing on the front-end: the download
+/// completes byte-exact, and the flow closes only with the client's own FIN.
+#[test]
+fn blind_reset_and_fin_change_nothing() {
+    let cfg = SimConfig::new("blind reset and FIN", 21);
+    let mut world = handoff_world(&cfg, |_| {});
+    let mut injected = false;
+    let result = world
+        .run(LIMIT, |w| {
+            if !injected {
+                let port = w.client.app.spec.port;
+                let client = w.addrs.client;
+                let entry = front(w)
+                    .fast_path
+                    .get(&(client, port))
+                    .filter(|e| e.awaiting_answer.is_none())
+                    .copied();
+                if let Some(entry) = entry
+                    && w.client.app.received.len() > 100_000
+                {
+                    // RST, and FIN without ACK: the attacker cannot know an acceptable
+                    // acknowledgement number either (the back-end's monitor would flag
+                    // a made-up one as a translation error).
+                    for flags in [0x04u8, 0x01] {
+                        let forged = forged_segment(
+                            (w.addrs.client, port),
+                            (w.addrs.vip, HTTP_PORT),
+                            entry.client_next.wrapping_add(3_000_000),
+                            flags,
+                        );
+                        let now = w.now;
+                        w.net.send(now, NodeId::Client, NodeId::FrontEnd, forged);
+                    }
+                    injected = true;
+                }
+            }
+            w.clean_finish()
+        })
+        .and_then(|()| world.check_monitors())
+        .and_then(|()| handoff_invariants(&mut world));
+    if let Err(report) = result {
+        panic!("{report}");
+    }
+    assert!(injected, "the response ended before the injection");
+    let stats = front(&mut world).fe.stats().clone();
+    assert_eq!(stats.client_resets_from_fast_path, 0, "{stats:?}");
+    assert_eq!(
+        stats.client_fins_from_fast_path, 1,
+        "only the real FIN: {stats:?}"
+    );
+    let events = front(&mut world).events.clone();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Reset { .. })),
+        "{events:?}"
+    );
+    run_until_freed(&mut world);
+}
+
+/// An IPv4 TCP segment from `from` to `to` with `seq` and `flags`, no payload, checksums
+/// filled: what an off-path attacker who knows the 4-tuple can send.
+fn forged_segment(
+    from: (std::net::Ipv4Addr, u16),
+    to: (std::net::Ipv4Addr, u16),
+    seq: u32,
+    flags: u8,
+) -> Vec<u8> {
+    let mut pkt = vec![0u8; 40];
+    pkt[0] = 0x45;
+    pkt[2..4].copy_from_slice(&40u16.to_be_bytes());
+    pkt[6] = 0x40; // DF
+    pkt[8] = 64;
+    pkt[9] = 6;
+    pkt[12..16].copy_from_slice(&from.0.octets());
+    pkt[16..20].copy_from_slice(&to.0.octets());
+    pkt[20..22].copy_from_slice(&from.1.to_be_bytes());
+    pkt[22..24].copy_from_slice(&to.1.to_be_bytes());
+    pkt[24..28].copy_from_slice(&seq.to_be_bytes());
+    pkt[28..32].copy_from_slice(&1u32.to_be_bytes());
+    pkt[32] = 5 << 4;
+    pkt[33] = flags;
+    pkt[34..36].copy_from_slice(&512u16.to_be_bytes());
+    sim::packet::fill_checksums(&mut pkt);
+    pkt
+}
+
 #[test]
 fn request_over_several_segments() {
     let mut cfg = SimConfig::new("request over several segments", 12);

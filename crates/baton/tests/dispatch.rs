@@ -668,21 +668,25 @@ match = { service = "198.18.2.2:80" }
     // One agent per back-end, each answering as its service: be1 as VIP:80, be2 as
     // VIP2:80, be3 as VIP:443 (nginx serves TLS there).
     let agents = || {
-        [(1, "198.18.2.1:80"), (2, "198.18.2.2:80"), (3, "198.18.2.1:443")]
-            .into_iter()
-            .map(|(k, vip)| {
-                let text = support::backend_config(&LAB, k)
-                    .replace("vip = \"198.18.2.1:80\"", &format!("vip = \"{vip}\""));
-                assert!(text.contains(vip));
-                let path = config_file(&LAB, &format!("be{k}-services"), &text);
-                Daemon::start(
-                    &LAB,
-                    &format!("be{k}"),
-                    &["backend", "--config", path.to_str().unwrap()],
-                    "backend: attached",
-                )
-            })
-            .collect()
+        [
+            (1, "198.18.2.1:80"),
+            (2, "198.18.2.2:80"),
+            (3, "198.18.2.1:443"),
+        ]
+        .into_iter()
+        .map(|(k, vip)| {
+            let text = support::backend_config(&LAB, k)
+                .replace("vip = \"198.18.2.1:80\"", &format!("vip = \"{vip}\""));
+            assert!(text.contains(vip));
+            let path = config_file(&LAB, &format!("be{k}-services"), &text);
+            Daemon::start(
+                &LAB,
+                &format!("be{k}"),
+                &["backend", "--config", path.to_str().unwrap()],
+                "backend: attached",
+            )
+        })
+        .collect()
     };
     let before_frontend = || {
         baton::lab::Lab::named(&LAB)
@@ -691,7 +695,10 @@ match = { service = "198.18.2.2:80" }
             .unwrap();
         // The second VIP: on fe's `lo`, routed to fe by the router.
         for (node, args) in [
-            ("fe", vec!["ip", "addr", "add", "198.18.2.2/32", "dev", "lo"]),
+            (
+                "fe",
+                vec!["ip", "addr", "add", "198.18.2.2/32", "dev", "lo"],
+            ),
             (
                 "router",
                 vec!["ip", "route", "add", "198.18.2.2/32", "via", "198.18.1.2"],
@@ -702,8 +709,7 @@ match = { service = "198.18.2.2:80" }
             ok(&mut baton(&LAB, &all));
         }
     };
-    let Some(cluster) = cluster_with("several services", &frontend, agents, before_frontend)
-    else {
+    let Some(cluster) = cluster_with("several services", &frontend, agents, before_frontend) else {
         return;
     };
     let ready = cluster.frontend.log_text();
@@ -739,7 +745,11 @@ match = { service = "198.18.2.2:80" }
     let xdp = support::fastpath_counters(&LAB);
     assert!(xdp["forwarded"] > 0, "{xdp:?}");
     let log = cluster.frontend.stop();
-    for (rule, pool) in [("tls", "tls"), ("second_vip", "http2"), ("default", "http1")] {
+    for (rule, pool) in [
+        ("tls", "tls"),
+        ("second_vip", "http2"),
+        ("default", "http1"),
+    ] {
         assert!(
             log.contains(&format!("rule={rule} pool={pool} ")),
             "rule {rule}:\n{log}"
