@@ -632,13 +632,20 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
 #[test]
 fn one_frontend_serves_http_and_https_on_two_vips() {
     const VIP2: &str = "198.18.2.2";
-    let frontend = FRONTEND_CONFIG
-        .replace(
-            "\nvip = \"198.18.2.1\"\n",
-            "\nservices = [\"198.18.2.1:80\", \"198.18.2.1:443\", \"198.18.2.2:80\"]\n",
-        )
-        .replace("\nport = 80\n", "\n");
-    assert!(frontend.contains("services = "));
+    // The example's `vip` and `port` lines become one `services` line.
+    let frontend: String = FRONTEND_CONFIG
+        .lines()
+        .filter(|l| !l.starts_with("port ="))
+        .map(|l| {
+            if l.starts_with("vip =") {
+                "services = [\"198.18.2.1:80\", \"198.18.2.1:443\", \"198.18.2.2:80\"]"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(frontend.contains("\nservices = [") && !frontend.contains("\nvip ="));
     let at = frontend.find("\n[dispatch]\n").unwrap();
     let frontend = format!(
         "{}\n{}",
@@ -726,6 +733,7 @@ match = { service = "198.18.2.2:80" }
         let out = support::curl(
             &LAB,
             &[
+                "--http1.1",
                 "--resolve",
                 &resolve,
                 "--cacert",
