@@ -359,6 +359,15 @@ enum Decision {
     Refused(Option<u16>),
 }
 
+/// Whether `tcp` is a bare SYN with another ISN than `conn`'s own: a new connection on
+/// the 4-tuple, not the old connection's SYN repeated (only that one repeats its ISN).
+/// The callers let it end a handed-off connection only after an accepted FIN or RST.
+fn opens_a_new_connection(conn: &Connection, tcp: &TcpRepr<'_>) -> bool {
+    tcp.flags.contains(TcpFlags::SYN)
+        && !tcp.flags.contains(TcpFlags::ACK)
+        && tcp.seq_number != conn.syn.isn
+}
+
 impl<D: Dispatch> FrontEnd<D> {
     // ----- client segments -----
 
@@ -600,36 +609,24 @@ impl<D: Dispatch> FrontEnd<D> {
             State::HandingOff(phase) => {
                 self.client_during_handoff(now, slot, conn, phase, tcp, raw)
             }
-            State::Forwarding
-                if conn.client_fin
-                    && tcp.flags.contains(TcpFlags::SYN)
-                    && !tcp.flags.contains(TcpFlags::ACK)
-                    && tcp.seq_number != conn.syn.isn =>
-            {
+            State::Forwarding if conn.client_fin && opens_a_new_connection(conn, tcp) => {
                 // The same, when the back-end's FIN never reached the front-end: its
                 // egress copies the FIN once, and a lost copy leaves the flow forwarding
-                // until its idle timeout. The client sent its FIN, so a new SYN with a
-                // new ISN on its port means its old connection is gone: forwarded, the
-                // SYN would meet the old flow on the back-end and never connect. (A blind
-                // SYN could only end the tracking of a connection whose client has
-                // already finished sending.)
+                // until its idle timeout. The client sent its FIN (one at exactly the
+                // expected number: a blind FIN does not count, RFC 5961), so a new SYN
+                // with a new ISN on its port means its old connection is gone: forwarded,
+                // the SYN would meet the old flow on the back-end and never connect.
                 self.stats.half_closed_reused += 1;
                 self.finish(conn, Outcome::Closed);
                 Next::Replay
             }
             State::Forwarding => self.client_after_handoff(now, slot, conn, tcp, raw),
-            State::TimeWait(_)
-                if conn.handed_off
-                    && tcp.flags.contains(TcpFlags::SYN)
-                    && !tcp.flags.contains(TcpFlags::ACK)
-                    && tcp.seq_number != conn.syn.isn =>
-            {
+            State::TimeWait(_) if conn.handed_off && opens_a_new_connection(conn, tcp) => {
                 // A new connection on the 4-tuple of one that has closed: a client that
                 // closed second reuses its port at once (Connection: close under load).
                 // Forwarded to the old back-end it would meet that socket's TIME-WAIT, so
                 // the grace period ends here and the SYN starts a handshake of its own
-                // (RFC 9293 section 3.10.7.4; only the old connection's own SYN repeats its
-                // ISN).
+                // (RFC 9293 section 3.10.7.4).
                 self.stats.time_wait_reused += 1;
                 self.finish(conn, Outcome::Closed);
                 Next::Replay
