@@ -16,6 +16,7 @@
 
 use std::{sync::Mutex, time::Duration};
 
+use baton::bench::measure::WrkReport;
 use support::{Daemon, LabGuard, baton, lab_guard};
 
 mod support;
@@ -65,16 +66,10 @@ fn url(host: &str) -> String {
     format!("http://{host}{PATH}")
 }
 
-/// What wrk reported for one run.
+/// What wrk reported for one run (the bench's reader), with its output for messages.
 #[derive(Debug)]
 struct WrkRun {
-    requests: u64,
-    per_second: f64,
-    p99_ms: f64,
-    /// wrk's `Socket errors:` line, if any (connect, read, write, timeout).
-    socket_errors: Option<String>,
-    /// wrk's `Non-2xx or 3xx responses:` line, if any.
-    non_2xx: Option<String>,
+    report: WrkReport,
     output: String,
 }
 
@@ -103,47 +98,10 @@ fn wrk(target: &str, close: bool) -> WrkRun {
 }
 
 fn parse_wrk(output: &str) -> WrkRun {
-    let line = |prefix: &str| {
-        output
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
-            .map(str::to_string)
-    };
-    let requests = output
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{output}"));
-    let per_second = line("Requests/sec:")
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{output}"));
-    let p99_ms = line("99%")
-        .and_then(|l| l.split_whitespace().nth(1).map(latency_ms))
-        .unwrap_or_else(|| panic!("no 99% latency in wrk's output:\n{output}"));
     WrkRun {
-        requests,
-        per_second,
-        p99_ms,
-        socket_errors: line("Socket errors:"),
-        non_2xx: line("Non-2xx or 3xx responses:"),
+        report: baton::bench::measure::parse_wrk(output).unwrap_or_else(|e| panic!("{e:#}")),
         output: output.to_string(),
     }
-}
-
-/// wrk's latency field (`812.00us`, `2.54ms`, `1.02s`) in milliseconds.
-fn latency_ms(field: &str) -> f64 {
-    let (number, scale) = if let Some(n) = field.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = field.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = field.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        panic!("unknown latency unit in `{field}`")
-    };
-    number.parse::<f64>().unwrap() * scale
 }
 
 /// One workload: Baton for [`RUN`], asserted clean, then the same run direct.
@@ -153,15 +111,15 @@ fn run_workload(name: &str, close: bool) {
     };
     let baton_run = wrk(VIP, close);
     assert!(
-        baton_run.socket_errors.is_none() && baton_run.non_2xx.is_none(),
+        baton_run.report.errors() == 0,
         "{name} through Baton was not clean:\n{}\nfront-end log tail:\n{}",
         baton_run.output,
         tail(&cluster.frontend.log_text(), 40)
     );
     assert!(
-        baton_run.requests > 1000,
+        baton_run.report.requests > 1000,
         "{name}: only {} requests in {RUN:?}:\n{}",
-        baton_run.requests,
+        baton_run.report.requests,
         baton_run.output
     );
     let log = cluster.frontend.stop();
@@ -173,16 +131,16 @@ fn run_workload(name: &str, close: bool) {
          | direct to be2 | {} | {:.0} | {:.2} | 1.00 |\n\
          | Baton to be1 | {} | {:.0} | {:.2} | {:.2} |",
         RUN.as_secs(),
-        direct.requests,
-        direct.per_second,
-        direct.p99_ms,
-        baton_run.requests,
-        baton_run.per_second,
-        baton_run.p99_ms,
-        baton_run.per_second / direct.per_second,
+        direct.report.requests,
+        direct.report.per_second,
+        direct.report.p99_ms,
+        baton_run.report.requests,
+        baton_run.report.per_second,
+        baton_run.report.p99_ms,
+        baton_run.report.per_second / direct.report.per_second,
     );
-    if let Some(errors) = &direct.socket_errors {
-        eprintln!("(the direct run had errors: {errors})");
+    if direct.report.errors() > 0 {
+        eprintln!("(the direct run had errors: {:?})", direct.report);
     }
     for event in ["frontend_stats", "fastpath_counters", "daemon_stats"] {
         if let Some(line) = log.lines().find(|l| l.contains(&format!("event={event} "))) {
@@ -204,31 +162,4 @@ fn thirty_seconds_of_new_connections_have_no_errors() {
 #[test]
 fn thirty_seconds_of_keep_alive_have_no_errors() {
     run_workload("wrk, keep-alive", false);
-}
-
-#[test]
-fn wrk_output_is_read_whole() {
-    let clean = "Running 30s test @ http://198.18.2.1/img/logo.svg
-  2 threads and 32 connections
-  Latency Distribution
-     50%    2.54ms
-     99%  812.00us
-  243421 requests in 30.01s, 96.11MB read
-Requests/sec:   8112.36
-";
-    let run = parse_wrk(clean);
-    assert_eq!(run.requests, 243_421);
-    assert!((run.per_second - 8112.36).abs() < 1e-6);
-    assert!((run.p99_ms - 0.812).abs() < 1e-9);
-    assert!(run.socket_errors.is_none() && run.non_2xx.is_none());
-    let dirty = format!(
-        "{clean}  Socket errors: connect 0, read 3, write 0, timeout 12\n  Non-2xx or 3xx responses: 7\n"
-    );
-    let run = parse_wrk(&dirty);
-    assert_eq!(
-        run.socket_errors.as_deref(),
-        Some("Socket errors: connect 0, read 3, write 0, timeout 12")
-    );
-    assert_eq!(run.non_2xx.as_deref(), Some("Non-2xx or 3xx responses: 7"));
-    assert_eq!(latency_ms("1.50s"), 1500.0);
 }

@@ -30,6 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use baton::bench::measure::WrkReport;
 use support::{Daemon, Frame, LabGuard, baton, lab_guard, stdout};
 
 mod support;
@@ -823,47 +824,9 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
 // ---------------------------------------------------------------------------------
 // 3. Restarts under load
 
-/// wrk's figures: requests, and its socket errors (connect, read, write, timeout) and
-/// non-2xx responses, zero when wrk printed no such line.
-#[derive(Debug, Default)]
-struct Wrk {
-    requests: u64,
-    errors: [u64; 4],
-    non_2xx: u64,
-}
-
-fn parse_wrk(output: &str) -> Wrk {
-    let mut w = Wrk::default();
-    for line in output.lines().map(str::trim) {
-        if line.contains(" requests in ") {
-            w.requests = line
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
-            for (i, part) in rest.split(',').enumerate().take(4) {
-                w.errors[i] = part
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-            }
-        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            w.non_2xx = rest.trim().parse().unwrap_or(0);
-        }
-    }
-    w
-}
-
-#[test]
-fn wrk_output_is_parsed() {
-    let w = parse_wrk(
-        "  1234 requests in 12.00s, 1.2MB read\n  Socket errors: connect 1, read 2, write 3, timeout 4\n  Non-2xx or 3xx responses: 5\n",
-    );
-    assert_eq!(w.requests, 1234);
-    assert_eq!(w.errors, [1, 2, 3, 4]);
-    assert_eq!(w.non_2xx, 5);
+/// wrk's report, read by the bench's reader (`--latency` is given for it).
+fn parse_wrk(output: &str) -> WrkReport {
+    baton::bench::measure::parse_wrk(output).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[test]
@@ -876,7 +839,16 @@ fn restarts_under_load_keep_established_connections() {
     let seconds = 25;
     let wrk = |close: bool| {
         let d = format!("{seconds}s");
-        let mut args = vec!["wrk", "-t1", "-c8", "-d", &d, "--timeout", "10s"];
+        let mut args = vec![
+            "wrk",
+            "-t1",
+            "-c8",
+            "-d",
+            &d,
+            "--timeout",
+            "10s",
+            "--latency",
+        ];
         if close {
             args.extend(["-H", "Connection: close"]);
         }
@@ -954,10 +926,10 @@ fn restarts_under_load_keep_established_connections() {
         killed_at.as_secs_f64(),
         gap.as_secs_f64() * 1000.0,
         ka.requests,
-        ka.errors,
+        ka.socket_errors_by_kind,
         ka.non_2xx,
         cl.requests,
-        cl.errors,
+        cl.socket_errors_by_kind,
         cl.non_2xx,
         support::logged_number(&log, "frontend_stats", "stray_segments"),
         support::logged_number(&log, "frontend_stats", "stray_resets_sent"),
@@ -980,7 +952,7 @@ fn restarts_under_load_keep_established_connections() {
     // Established keep-alive connections flow through both restarts.
     assert!(ka.requests > 1000, "{ka:?}");
     assert_eq!(
-        ka.errors, [0; 4],
+        ka.socket_errors_by_kind, [0; 4],
         "keep-alive connections were disturbed: {ka:?}"
     );
     assert_eq!(ka.non_2xx + cl.non_2xx, 0);
@@ -988,8 +960,9 @@ fn restarts_under_load_keep_established_connections() {
     // was the dead daemon's), each once, with a reset (a read or connect error), never
     // a timeout. wrk -c8 has at most 8 in flight.
     assert!(cl.requests > 500, "{cl:?}");
-    assert_eq!(cl.errors[3], 0, "no connection hung: {cl:?}");
-    let failed = cl.errors[0] + cl.errors[1] + cl.errors[2];
+    assert_eq!(cl.socket_errors_by_kind[3], 0, "no connection hung: {cl:?}");
+    let failed =
+        cl.socket_errors_by_kind[0] + cl.socket_errors_by_kind[1] + cl.socket_errors_by_kind[2];
     assert!(
         failed <= 16,
         "at most the connections in flight at the kill (8), twice: {cl:?}"

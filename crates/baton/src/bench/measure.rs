@@ -17,6 +17,8 @@ pub struct WrkReport {
     pub p99_ms: f64,
     /// Connect, read, write and timeout errors together (`Socket errors:`).
     pub socket_errors: u64,
+    /// The same by kind: connect, read, write, timeout.
+    pub socket_errors_by_kind: [u64; 4],
     /// `Non-2xx or 3xx responses:`.
     pub non_2xx: u64,
 }
@@ -53,14 +55,17 @@ pub fn parse_wrk(output: &str) -> anyhow::Result<WrkReport> {
     let p50_ms = latency_ms(second_field("50%")?)?;
     let p99_ms = latency_ms(second_field("99%")?)?;
     // `Socket errors: connect 0, read 3, write 0, timeout 12`
-    let socket_errors = line("Socket errors:")
-        .map(|l| {
-            l.trim_start_matches("Socket errors:")
-                .split(',')
-                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
+    let mut socket_errors_by_kind = [0u64; 4];
+    if let Some(l) = line("Socket errors:") {
+        let counts = l
+            .trim_start_matches("Socket errors:")
+            .split(',')
+            .map(|part| part.split_whitespace().nth(1).and_then(|n| n.parse().ok()));
+        for (slot, count) in socket_errors_by_kind.iter_mut().zip(counts) {
+            *slot = count.unwrap_or(0);
+        }
+    }
+    let socket_errors = socket_errors_by_kind.iter().sum();
     let non_2xx = line("Non-2xx or 3xx responses:")
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0);
@@ -70,6 +75,7 @@ pub fn parse_wrk(output: &str) -> anyhow::Result<WrkReport> {
         p50_ms,
         p99_ms,
         socket_errors,
+        socket_errors_by_kind,
         non_2xx,
     })
 }
@@ -320,6 +326,7 @@ Transfer/sec:      6.41MB
         );
         let r = parse_wrk(&dirty).unwrap();
         assert_eq!((r.socket_errors, r.non_2xx, r.errors()), (16, 7, 23));
+        assert_eq!(r.socket_errors_by_kind, [1, 3, 0, 12]);
     }
 
     #[test]
