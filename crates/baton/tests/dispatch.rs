@@ -538,8 +538,8 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
             "sh",
             "-c",
             &format!(
-                "curl -sS -m 60 --path-as-is --limit-rate 256k -D {header} \
-                 http://{VIP}/img/../files/1M.bin | sha256sum"
+                "curl -sS -m 60 -H 'Host: img.baton.test' --limit-rate 256k -D {header} \
+                 http://{VIP}/files/1M.bin | sha256sum"
             ),
         ],
     )
@@ -547,7 +547,7 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
     .spawn()
     .unwrap();
     wait_for_log(daemon, Duration::from_secs(5), "the slow handoff", |log| {
-        log.contains("request=\"GET /img/../files/1M.bin HTTP/1.1\"")
+        log.contains("request=\"GET /files/1M.bin HTTP/1.1\"")
     });
 
     // The new rules: images on be3, the API on be1.

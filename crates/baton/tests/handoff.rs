@@ -237,12 +237,13 @@ fn flow_entries_go_when_their_sockets_are_gone() {
             "--",
             "curl",
             "-sS",
-            "--path-as-is",
+            "-H",
+            "Host: img.baton.test",
             "--limit-rate",
             "10M",
             "-o",
             "/dev/null",
-            &format!("http://{VIP}/img/../files/100M.bin"),
+            &format!("http://{VIP}/files/100M.bin"),
         ],
     )
     .spawn()
@@ -268,10 +269,10 @@ fn an_agent_restart_does_not_disturb_a_live_download() {
     let Some(mut cluster) = cluster("agent restart") else {
         return;
     };
-    // 100 MiB at 25 MB/s from be1 (the /img/ route): about four seconds, with be1's agent
+    // 100 MiB at 25 MB/s from be1 (the `images-host` rule): about four seconds, with be1's agent
     // restarted in the middle.
     let fetch = format!(
-        "curl -sS --path-as-is --limit-rate 25M http://{VIP}/img/../files/100M.bin | sha256sum"
+        "curl -sS -H 'Host: img.baton.test' --limit-rate 25M http://{VIP}/files/100M.bin | sha256sum"
     );
     let download = baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
         .stdout(std::process::Stdio::piped())
@@ -462,7 +463,8 @@ fn set_tcp_ecn(node: &str, value: u8) {
     ));
 }
 
-/// Downloads `/files/100M.bin` from be1 (the /img/ route) through the VIP with a client
+/// Downloads `/files/100M.bin` from be1 (the `images-host` rule: `Host: img.baton.test`;
+/// a path through `/img/..` would be normalised first) through the VIP with a client
 /// that reads its own socket's `TCP_INFO` once the response starts: prints
 /// `tcpi_options` (`TCPI_OPT_ECN` 8: ECN negotiated; `TCPI_OPT_ECN_SEEN` 16: an ECT
 /// segment arrived, which only a sender that negotiated ECN sends, RFC 3168 §6.1.1)
@@ -472,7 +474,7 @@ fn set_tcp_ecn(node: &str, value: u8) {
 const ECN_CLIENT: &str = r#"
 import hashlib, socket
 s = socket.create_connection(("198.18.2.1", 80))
-s.sendall(b"GET /img/../files/100M.bin HTTP/1.1\r\nHost: baton.test\r\nConnection: close\r\n\r\n")
+s.sendall(b"GET /files/100M.bin HTTP/1.1\r\nHost: img.baton.test\r\nConnection: close\r\n\r\n")
 data = b""
 while b"\r\n\r\n" not in data:
     data += s.recv(65536)

@@ -668,14 +668,15 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
         &[
             "curl",
             "-sS",
-            "--path-as-is",
+            "-H",
+            "Host: img.baton.test",
             "--limit-rate",
             "2M",
             "-o",
             "/dev/null",
             "-w",
             "%{http_code} %{size_download}",
-            &format!("http://{VIP}/img/../files/100M.bin"),
+            &format!("http://{VIP}/files/100M.bin"),
         ],
     );
     // New connections round robin over the three, all along.
@@ -868,7 +869,7 @@ fn restarts_under_load_keep_established_connections() {
             "sh",
             "-c",
             &format!(
-                "curl -sS -m 60 --path-as-is --limit-rate 10M http://{VIP}/img/../files/100M.bin | sha256sum"
+                "curl -sS -m 60 -H 'Host: img.baton.test' --limit-rate 10M http://{VIP}/files/100M.bin | sha256sum"
             ),
         ],
     );
