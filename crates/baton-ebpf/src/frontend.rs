@@ -430,7 +430,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
 /// A back-end's copy of its FIN (from VIP:port to a client) of a handed-off flow: taken
 /// in and dropped, with a notice for the core, when it is a plain header-only FIN+ACK
 /// whose checksum holds (complete, or the partial sum a veth leaves) and the ring has
-/// room. `None` otherwise: up to the slow path, uncounted, as every copy used to go. The
+/// room. `None` otherwise: up to the slow path, uncounted, for the core to read. The
 /// copy exists only to tell the front-end; a copy of a flow still handing off goes up,
 /// where the core may need it to complete the handoff.
 #[inline(always)]
