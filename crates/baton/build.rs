@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     if !linker_ok {
         bail!(
             "bpf-linker is missing or broken; it must be built against the nightly toolchain's \
-             LLVM. Run `scripts/setup` from the repository root (DESIGN.md section 5)."
+             LLVM. Run `scripts/setup` from the repository root (docs/design.md, \"Toolchain\")."
         );
     }
     // aya-build watches the eBPF crate's folder; the shared layouts and arithmetic it

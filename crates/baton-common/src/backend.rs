@@ -37,7 +37,7 @@ pub struct BackendFlow {
 impl BackendFlow {
     /// The back-end has sent response data, so its acknowledgement of the whole request
     /// has reached the front-end: egress stops copying segments to the front-end (only
-    /// FIN and RST still go there, DESIGN.md section 2 step 9).
+    /// FIN and RST still go there, docs/design.md, "Packet walk", step 9).
     pub const CONFIRMED: u32 = 1 << 0;
     /// The SYN' asked for ECN (ECE and CWR, RFC 3168 §6.1.1): the front-end granted it
     /// to the client in its SYN/ACK, so the client sends ECT segments.

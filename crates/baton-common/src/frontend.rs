@@ -21,7 +21,7 @@ pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 /// 24 bytes with the ring's 8-byte header, so about 43,000 notices: two per connection
 /// at most, two seconds of connections at the slow path's top rate, time for a
 /// restarted daemon to come and read them. A segment that finds the ring full goes up
-/// to the slow path ([`stat::PASS_RING_FULL`]) as it used to. A power of two, as the
+/// to the slow path ([`stat::PASS_RING_FULL`]), which forwards it. A power of two, as the
 /// kernel requires.
 pub const NOTICE_RING_SIZE: u32 = 1 << 20;
 
@@ -292,7 +292,7 @@ pub mod stat {
     /// with a complete or partial checksum) of a handed-off flow: taken in and dropped
     /// here (`XDP_DROP`), the daemon told ([`super::FlowNotice::BACKEND_FIN`]). The copy
     /// exists only to tell the front-end; copies with payload, of flows still handing
-    /// off or of no flow, go up as before and are not counted.
+    /// off or of no flow, go up and are not counted.
     pub const BACKEND_FIN_NOTED: u32 = 12;
     /// A client FIN of a handed-off flow not at the sequence number the connection
     /// expects (`judge_client_segment`): forwarded for the back-end's TCP to judge, with

@@ -1,5 +1,6 @@
 //! The handoff option: the authenticated TCP option the front-end adds to the client's
-//! SYN when it replays it to the chosen back-end (the SYN', DESIGN.md section 2, step 4).
+//! SYN when it replays it to the chosen back-end (the SYN': docs/design.md, "Packet walk",
+//! step 4, and "The handoff option").
 //!
 //! It tells the back-end's tc ingress the terms the client already agreed with the
 //! front-end (`isn_f`, `tsv_f`, `ws_f`, whether timestamps and SACK were negotiated), so

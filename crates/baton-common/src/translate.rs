@@ -1,9 +1,10 @@
 //! The TCP translation both ends of a handed-off connection apply to every packet.
 //!
 //! After the handoff the client C talks to the back-end B while believing it talks to the
-//! front-end F (DESIGN.md section 2, steps 6 and 8). C learned F's initial sequence number
-//! `isn_f`, F's first timestamp `tsv_f` and F's window scale `ws_f` from F's SYN/ACK; B
-//! chose its own `isn_b`, `tsv_b` and `ws_b` in the SYN/ACK' it sent to F. So:
+//! front-end F (docs/design.md, "Packet walk", steps 6 and 8, and "Translation
+//! arithmetic"). C learned F's initial sequence number `isn_f`, F's first timestamp
+//! `tsv_f` and F's window scale `ws_f` from F's SYN/ACK; B chose its own `isn_b`, `tsv_b`
+//! and `ws_b` in the SYN/ACK' it sent to F. So:
 //!
 //! - B→C (back-end egress): `seq += seq_delta`, `TSval += ts_delta`, and the window is
 //!   rescaled from `ws_b` to `ws_f`.
@@ -24,7 +25,7 @@
 //! Each rewritten field changes the TCP checksum. [`csum_replace2`] and [`csum_replace4`]
 //! update it incrementally with RFC 1624's equation 3. In tc programs the kernel's
 //! `bpf_l4_csum_replace` does the same and also handles `CHECKSUM_PARTIAL` packets, where
-//! the header holds only the pseudo-header sum (DESIGN.md section 2, pitfalls); these
+//! the header holds only the pseudo-header sum (docs/design.md, "Checksums"); these
 //! functions serve the XDP fast path, the front-end's userspace and the tests.
 //!
 //! All checksum arguments must be in one byte order. Reading fields with

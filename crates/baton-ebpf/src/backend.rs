@@ -1,6 +1,6 @@
 //! The back-end module (the patent's BTCP_BE): tc ingress and egress on the back-end's LAN
 //! interface, so that an unmodified server answers a handed-off client directly, as if it
-//! were the front-end (DESIGN.md section 2, steps 5, 6, 8 and 9).
+//! were the front-end (docs/design.md, "Packet walk", steps 5, 6, 8 and 9).
 //!
 //! - ingress: accepts a SYN' only with a handoff option that verifies under the shared
 //!   key, records the flow, blanks the option and passes the SYN up; then translates every

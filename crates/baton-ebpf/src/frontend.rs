@@ -1,61 +1,64 @@
-//! The front-end fast path (the patent's BIP_FE, DESIGN.md section 2 step 8): XDP on the
-//! front-end's LAN interface. A client segment of a handed-off connection gets its
+//! The front-end fast path (the patent's BIP_FE; docs/design.md, "Packet walk", step 8):
+//! XDP on the front-end's LAN interface, one program for every service the front-end
+//! serves (`FRONTEND_SERVICES`). A client segment of a handed-off connection gets its
 //! destination (address, port if it differs, MACs) rewritten to the back-end, its
 //! checksums fixed, and goes straight back out of the same interface (`XDP_TX`), never
 //! touching the front-end's stack or its slow path. SYNs go up (`XDP_PASS`): the slow
 //! path tracks opens and forwards those itself. So do segments of unknown flows, and
-//! segments whose checksum is partial (below). IPv4 fragments to the service are dropped
+//! segments whose checksum is partial (below). IPv4 fragments to a service are dropped
 //! and counted (`stat::DROP_FRAGMENT`).
 //!
 //! # Client FINs and RSTs: acted on only at the expected sequence number
 //!
 //! Nobody off the path may end a connection through the front-end that they could not
-//! end on a plain Linux server (RFC 5961). The flow's value keeps `client_next`, the
-//! client's next sequence number as seen here, advanced by every in-order segment
-//! (`baton_common::frontend::judge_client_segment`, the arithmetic the protocol core uses
-//! too). A client FIN or RST is always forwarded, for the back-end's TCP to judge, but the
-//! core is told of it (and so starts a close or a grace period) only when it sits at
-//! exactly `client_next`; any other is counted (`stat::FORWARDED_FIN_IGNORED`,
-//! `stat::FORWARDED_RST_IGNORED`) and changes nothing here. A blind RST in the back-end's
-//! window draws its challenge ACK (RFC 5961 §3.2), which a real client answers with a RST
-//! at the exact number, and that one is acted on.
+//! end on a plain Linux server (RFC 5961; docs/design.md, "Client FINs and RSTs"). The
+//! flow's value keeps `client_next`, the client's next sequence number as seen here,
+//! advanced by every in-order segment (`baton_common::frontend::judge_client_segment`,
+//! the arithmetic the protocol core uses too). A client FIN or RST is always forwarded,
+//! for the back-end's TCP to judge, but the core is told of it (and so starts a close or
+//! a grace period) only when it sits at exactly `client_next`; any other is counted
+//! (`stat::FORWARDED_FIN_IGNORED`, `stat::FORWARDED_RST_IGNORED`) and changes nothing
+//! here. A blind RST in the back-end's window draws its challenge ACK (RFC 5961 §3.2),
+//! which a real client answers with a RST at the exact number, and that one is acted on.
 //!
 //! # Notices: what the core must know, told through a ring
 //!
-//! Two kinds of client segment used to go up only so that the protocol core would see
-//! them; both are now forwarded here and told to the daemon through `FRONTEND_NOTICES`,
-//! a BPF ring it reads before each packet it handles (`FastPath::note_flow_notices`):
+//! Some segments the program forwards or takes in matter to the protocol core, which
+//! tracks every connection's handoff and close. The program tells the daemon of them
+//! through `FRONTEND_NOTICES`, a BPF ring it reads before each packet it handles
+//! (`FastPath::note_flow_notices`; docs/design.md, "The notices ring"):
 //!
-//! - **the client's FIN.** The patent has it travel through the front-end so that the
-//!   front-end can free the connection's state. It still does, but not through
-//!   userspace; the core still starts the grace period and tells a new SYN on the port
-//!   from the old connection's;
-//! - **the client's reply to the back-end's answer.** The daemon takes a flow in as soon
-//!   as the request has gone to the back-end, marked `AWAITING_ANSWER`; the back-end's
-//!   confirmation (a copy of its first segment) reaches the daemon through a busy
-//!   packet socket, often after the client, quicker, has acknowledged the response and
-//!   sent its FIN. A client segment acknowledging data past the front-end's SYN/ACK
-//!   proves the back-end has the request (the core's own test,
-//!   `baton_common::frontend::acknowledges_backend_data`): it is forwarded, the mark
-//!   cleared, and the core completes the handoff. Other segments of a marked flow go up,
-//!   for the core to hold until then;
-//! - **the back-end's copy of its FIN.** The back-end module copies its FIN to the
-//!   front-end (from the VIP, to this interface) only so that the front-end can track
-//!   the close; a header-only FIN+ACK of a handed-off flow whose checksum holds is taken
-//!   in here (`XDP_DROP`, `stat::BACKEND_FIN_NOTED`) and told. Anything else from the
-//!   VIP goes up as before.
+//! - **the client's FIN** (`FlowNotice::CLIENT_FIN`) **and RST** (`CLIENT_RST`), at the
+//!   expected sequence number: forwarded, and the core tracks the close (the grace
+//!   period, and a new SYN on the port told from the old connection's). The patent has
+//!   the FIN travel through the front-end so that it can free the connection's state; it
+//!   does, without a trip through userspace;
+//! - **the client's reply to the back-end's answer** (`BACKEND_ANSWERED`). The daemon
+//!   takes a flow in as soon as the request has gone to the back-end, marked
+//!   `AWAITING_ANSWER`; the back-end's confirmation (a copy of its first segment)
+//!   reaches the daemon through a busy packet socket, often after the client, quicker,
+//!   has acknowledged the response and sent its FIN. A client segment acknowledging data
+//!   past the front-end's SYN/ACK proves the back-end has the request (the core's own
+//!   test, `baton_common::frontend::acknowledges_backend_data`): it is forwarded, the
+//!   mark cleared, and the core completes the handoff. Other segments of a marked flow go
+//!   up, for the core to hold until then;
+//! - **the back-end's copy of its FIN** (`BACKEND_FIN`). The back-end module copies its
+//!   FIN to the front-end (from the VIP, to this interface) only so that the front-end
+//!   can track the close; a header-only FIN+ACK of a handed-off flow whose checksum holds
+//!   is taken in here (`XDP_DROP`, `stat::BACKEND_FIN_NOTED`) and told. Anything else
+//!   from a VIP goes up.
 //!
-//! Under `Connection: close` load this took the slow path's forwarding from about two
-//! client segments per connection to almost none, and one receive more per connection
-//! with the FIN copies: a receive and a send each, off the slow path's one thread (the send is most of the cost: veth runs the receivers'
-//! softirq work inside it). A notice is committed before its segment is transmitted, so
-//! it is in the ring before anything the segment causes (the back-end's ACK, the
-//! client's next SYN on the port) can reach the daemon. A ring, not bits in the flow's
-//! value, because the daemon writes whole values and would clobber a bit set between
-//! its read and its write. No wakeup is asked for (`BPF_RB_NO_WAKEUP`): the daemon reads
-//! the ring at every round and before every packet, and a wakeup per notice would cost
-//! an `irq_work`. When the ring is full (no daemon for seconds), the segment goes up as
-//! before.
+//! The slow path thus carries almost no client segment of a handed-off connection, and
+//! none of the back-end's FIN copies: each would cost the daemon's one thread a receive
+//! and a send (veth runs the receivers' softirq work inside the send). A notice is
+//! committed before its segment is transmitted, so it is in the ring before anything the
+//! segment causes (the back-end's ACK, the client's next SYN on the port) can reach the
+//! daemon. A ring, not bits in the flow's value, because the daemon writes whole values
+//! and would clobber a bit set between its read and its write. No wakeup is asked for
+//! (`BPF_RB_NO_WAKEUP`): the daemon reads the ring at every round and before every
+//! packet, and a wakeup per notice would cost an `irq_work`. When the ring is full (no
+//! daemon for seconds), the segment goes up instead (`stat::PASS_RING_FULL`), and the
+//! slow path forwards it.
 //!
 //! # XDP, not tc: the evidence
 //!
@@ -106,24 +109,25 @@
 //! through `XDP_TX`, so a device would later add the payload sum to the complete
 //! checksum written here.
 //!
-//! The DESIGN.md pitfall applies: a veth drops `XDP_TX`'d frames unless its peer has an
-//! XDP program (GRO alone, `ethtool -K p-fe gro on`, did not make `p-fe` take them: only
-//! the first few forwarded ACKs arrived and downloads stalled after about 15 KB). The lab
-//! therefore attaches an `XDP_PASS` program to `p-fe` (`baton-ebpf/src/lab.rs`); a real
-//! switch port needs nothing of the kind.
+//! The veth pitfall applies (docs/design.md, "Pitfalls"): a veth drops `XDP_TX`'d frames
+//! unless its peer has an XDP program (GRO alone, `ethtool -K p-fe gro on`, did not make
+//! `p-fe` take them: only the first few forwarded ACKs arrived and downloads stalled
+//! after about 15 KB). The lab therefore attaches an `XDP_PASS` program to `p-fe`
+//! (`baton-ebpf/src/lab.rs`); a real switch port needs nothing of the kind.
 //!
 //! # SYN cookies under a flood
 //!
 //! While the protocol core's half-open table is full (a SYN flood), the daemon sets
 //! `SynCookieConfig::ENGAGED` in `FRONTEND_SYN_COOKIES`, and this program answers each
-//! bare SYN to the service that belongs to no handed-off flow itself: the SYN's frame is
+//! bare SYN to a service that belongs to no handed-off flow itself: the SYN's frame is
 //! turned into a cookie SYN/ACK (`baton_common::syncookie`, the arithmetic the core checks
 //! the client's ACK with) and sent back out (`XDP_TX`, `stat::SYN_COOKIES_SENT`). A
 //! flood's SYNs then cost no skb, no copy to the packet socket and no trip through
 //! userspace, so they cannot crowd out the legitimate clients' segments, the back-ends'
 //! replies or the health checks in the queues between. A SYN this program cannot answer
 //! (options it cannot walk, data, an IPv4 header with options, a frame it cannot resize)
-//! goes up as before, where the core answers it with the same cookie.
+//! goes up, where the core answers it with the same cookie (docs/design.md, "SYN
+//! floods").
 //!
 //! Only IPv4 headers without options are forwarded (the TCP header is then at a constant
 //! offset, which keeps every packet access a constant the verifier follows); the rest
@@ -159,7 +163,8 @@ use baton_common::{
     translate::{csum_replace4, ones_complement_add, tcp_ipv4_pseudo_header_sum},
 };
 
-// `baton frontend` pins all three (and the XDP link) under `<pin_dir>/frontend-<iface>/`
+// `baton frontend` pins the flows, config, stats and notices maps (and the XDP link)
+// under `<pin_dir>/frontend-<iface>/`
 // when it loads the object, and reuses the pins when it finds them: the maps and the
 // program outlive the daemon, so handed-off flows keep forwarding across its restart,
 // and a newer program replaces this one in the link against the same maps. The flow
@@ -425,7 +430,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
 /// A back-end's copy of its FIN (from VIP:port to a client) of a handed-off flow: taken
 /// in and dropped, with a notice for the core, when it is a plain header-only FIN+ACK
 /// whose checksum holds (complete, or the partial sum a veth leaves) and the ring has
-/// room. `None` otherwise: up to the slow path, uncounted, as every copy used to go. The
+/// room. `None` otherwise: up to the slow path, uncounted, for the core to read. The
 /// copy exists only to tell the front-end; a copy of a flow still handing off goes up,
 /// where the core may need it to complete the handoff.
 #[inline(always)]

@@ -139,7 +139,7 @@ fn handoff_invariants(world: &mut World) -> Result<(), String> {
     if b.server.requests != vec![request] {
         return Err(world.report("the back-end did not receive the client's request byte-exact"));
     }
-    // The front-end never carries a response byte (DESIGN.md section 2, step 8).
+    // The front-end never carries a response byte (docs/design.md, "Packet walk", step 8).
     let through_front = world
         .net
         .stats(NodeId::FrontEnd, NodeId::Client)

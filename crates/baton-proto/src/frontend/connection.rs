@@ -87,8 +87,9 @@ pub(crate) enum Next {
 }
 
 /// What the front-end keeps of the client's SYN, to answer it and to replay it as the
-/// SYN' (DESIGN.md §2, step 4). Only options the front-end agreed to are replayed, so the
-/// back-end can never negotiate something the client does not know about.
+/// SYN' (docs/design.md, "Packet walk", step 4). Only options the front-end agreed to are
+/// replayed, so the back-end can never negotiate something the client does not know
+/// about.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientSyn {
     /// The client's ISN.
@@ -432,7 +433,7 @@ impl<D: Dispatch> FrontEnd<D> {
         self.send_stray_reset(flow, tcp);
     }
 
-    /// A SYN for a new connection (DESIGN.md §2, step 1).
+    /// A SYN for a new connection (docs/design.md, "Packet walk", step 1).
     fn on_syn(&mut self, now: Instant, flow: FlowKey, ip: &Ipv4Repr, tcp: &TcpRepr<'_>) {
         self.stats.syns_received += 1;
         // Data in a SYN (TCP Fast Open, RFC 7413) is not acknowledged; the client sends
@@ -694,7 +695,7 @@ impl<D: Dispatch> FrontEnd<D> {
         verdict.close
     }
 
-    /// SYN-RECEIVED and ESTABLISHED before dispatch (DESIGN.md §2, steps 2 and 3).
+    /// SYN-RECEIVED and ESTABLISHED before dispatch (docs/design.md, "Packet walk", steps 2 and 3).
     fn client_before_dispatch(
         &mut self,
         now: Instant,
@@ -905,7 +906,7 @@ impl<D: Dispatch> FrontEnd<D> {
         }
     }
 
-    /// Client segments while a handoff is under way (DESIGN.md §2, step 7).
+    /// Client segments while a handoff is under way (docs/design.md, "Packet walk", step 7).
     fn client_during_handoff(
         &mut self,
         now: Instant,
@@ -1086,7 +1087,7 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// The SYN/ACK', and the confirmation that the back-end has the request
-    /// (DESIGN.md §2, steps 6 and 7, and the loss pitfall).
+    /// (docs/design.md, "Packet walk", steps 6 and 7).
     fn backend_during_handoff(
         &mut self,
         now: Instant,
@@ -1149,7 +1150,7 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// Copies of the back-end's control segments after the handoff: close tracking
-    /// (DESIGN.md §2, step 9).
+    /// (docs/design.md, "Packet walk", step 9).
     fn backend_after_handoff(
         &mut self,
         now: Instant,
@@ -1247,7 +1248,7 @@ impl<D: Dispatch> FrontEnd<D> {
 
     // ----- transitions -----
 
-    /// Sends the SYN' to `backend` (DESIGN.md §2, step 4).
+    /// Sends the SYN' to `backend` (docs/design.md, "Packet walk", step 4).
     fn start_handoff(&mut self, now: Instant, slot: u32, conn: &mut Connection, backend: Backend) {
         if let Some(entry) = conn.tried.get_mut(usize::from(conn.candidates)) {
             *entry = Some(backend);
@@ -1267,7 +1268,7 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// Gives up on the current back-end and asks the dispatcher for another, excluding
     /// every one tried. The client never saw the failed back-end, so this is safe
-    /// (DESIGN.md §2, loss pitfall).
+    /// (docs/design.md, "Packet walk", step 7).
     fn next_candidate(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
         // Lets the failed back-end drop whatever half-open state it has.
         self.send_backend_reset(conn);
@@ -1640,10 +1641,11 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// The client's SYN, replayed to the back-end with the handoff option
-    /// (DESIGN.md §2, step 4). Only options the front-end agreed to are replayed, and
-    /// ECE and CWR only if it granted ECN (RFC 3168 §6.1.1: the back-end's kernel then
-    /// negotiates ECN as it would with the client); any SYN data is dropped. The SYN' is
-    /// Not-ECT, as every SYN must be (same section; Linux refuses ECN to an ECT SYN).
+    /// (docs/design.md, "Packet walk", step 4). Only options the front-end agreed to are
+    /// replayed, and ECE and CWR only if it granted ECN (RFC 3168 §6.1.1: the back-end's
+    /// kernel then negotiates ECN as it would with the client); any SYN data is dropped.
+    /// The SYN' is Not-ECT, as every SYN must be (same section; Linux refuses ECN to an
+    /// ECT SYN).
     fn send_syn_prime(&mut self, conn: &Connection) {
         let Some(backend) = conn.backend() else {
             return;
@@ -1701,7 +1703,8 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// The client's ACK' and its buffered bytes, replayed to the back-end in the
     /// client's terms: `ack` in the front-end's sequence space and TSecr on the
-    /// front-end's clock, which the back-end's ingress translates (DESIGN.md §2, step 8).
+    /// front-end's clock, which the back-end's ingress translates (docs/design.md,
+    /// "Packet walk", steps 7 and 8).
     ///
     /// The ACK' is the request's first segment: a segment that completes the handshake
     /// may carry data (RFC 9293 §3.10.7.3, SYN-RECEIVED), so a separate bare ACK' would

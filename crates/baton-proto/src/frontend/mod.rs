@@ -1,4 +1,4 @@
-//! The front-end connection state machine (DESIGN.md §2, steps 1 to 9), sans-IO.
+//! The front-end connection state machine (docs/design.md, "Packet walk"), sans-IO.
 //!
 //! [`FrontEnd`] answers clients' handshakes for the virtual services, buffers and parses
 //! each client's first request, asks a [`Dispatch`] implementation for a back-end, hands
@@ -48,9 +48,9 @@
 //!
 //! - **SYN cookies** (RFC 4987 §3.6) engage when [`Config::max_half_open`] connections
 //!   are in SYN-RECEIVED or the table is full. Fidelity, as Linux: the MSS rounds down to
-//!   536/1300/1440/1460 (2 bits of the cookie); window shift and SACK-permitted ride in
-//!   the low 6 bits of `tsv_f` and come back in the ACK's TSecr, so they survive only
-//!   with timestamps; without timestamps the cookie SYN/ACK offers neither. The cookie's
+//!   536/1300/1440/1460 (2 bits of the cookie); window shift, SACK-permitted and ECN
+//!   ride in the low 6 bits of `tsv_f` and come back in the ACK's TSecr, so they survive
+//!   only with timestamps; without timestamps the cookie SYN/ACK offers none. The cookie's
 //!   hash also covers the client's ISN, so an ACK with a shifted `seq` fails.
 //! - **ISNs** are RFC 6528's `M + F(4-tuple, secret)` with SipHash-2-4; `tsv_f` is a
 //!   keyed per-connection offset plus a 1 ms clock (RFC 7323 §7.1).
@@ -78,8 +78,8 @@
 //! - **Confirmation** is the back-end's acknowledgement of the request's last byte
 //!   (copied by its egress), or, if that copy is lost, a client ACK beyond `isn_f + 1`,
 //!   which only the back-end's data can have caused. Only then is [`Event::HandedOff`]
-//!   raised: installing the fast path at the SYN/ACK' (DESIGN.md §2, step 7) would make
-//!   switching to another candidate impossible.
+//!   raised: installing the fast path for good at the SYN/ACK' (docs/design.md,
+//!   "Packet walk", step 7) would make switching to another candidate impossible.
 //! - **The request's acknowledgement** comes from the back-end: its first segment reaches
 //!   the client directly within a round trip on the LAN, so one from the front-end at
 //!   dispatch would be a frame more per connection for nothing. The front-end sends its
@@ -97,9 +97,10 @@
 //!   buffered: at most 16 KiB arrive before dispatch, and the client's retransmission
 //!   fills the hole.
 //! - **Options in the SYN'**: only what the front-end agreed to with the client (MSS,
-//!   window scale, SACK-permitted, timestamps) plus the handoff option; unknown options
-//!   (TFO, MPTCP, ...), ECE/CWR and SYN data are dropped, so the back-end never agrees to
-//!   something the client was refused.
+//!   window scale, SACK-permitted, timestamps) plus the handoff option, and ECE and CWR
+//!   only if it granted the client ECN ([`Config::ecn`]); unknown options (TFO, MPTCP,
+//!   ...) and SYN data are dropped, so the back-end never agrees to something the client
+//!   was refused.
 //!
 //! # Restarts: handover and adoption
 //!

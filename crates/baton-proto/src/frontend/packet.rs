@@ -70,7 +70,7 @@ pub(crate) fn with_timestamps(mut tcp: TcpRepr<'_>, ts: Option<(u32, u32)>) -> T
 
 /// A copy of the client packet `raw` with its destination rewritten to `to`, both
 /// checksums recomputed: what the XDP program does to every packet of a handed-off flow
-/// (DESIGN.md §2, step 8). Bytes past the IPv4 total length are dropped.
+/// (docs/design.md, "Packet walk", step 8). Bytes past the IPv4 total length are dropped.
 pub(crate) fn rewrite_destination(
     raw: &[u8],
     to: std::net::SocketAddrV4,

@@ -1,5 +1,6 @@
 //! Unit tests: [`FrontEnd`] driven with packets built by hand with the wire module's
-//! representations, one test per rule of DESIGN.md §2 the state machine implements.
+//! representations, one test per rule of docs/design.md's "Packet walk" that the state
+//! machine implements.
 
 use std::{net::Ipv4Addr, time::Duration};
 

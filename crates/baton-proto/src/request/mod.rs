@@ -1,10 +1,10 @@
 //! Request completion: has the client sent enough for the dispatcher to decide?
 //!
-//! The front-end acknowledges and buffers a client's first bytes (DESIGN.md §2, step 2)
-//! and after each new segment calls [`parse_request`] on everything buffered so far. A
-//! request may arrive split anywhere, across any number of segments, so the parsers are
-//! restartable by construction: they look at the whole accumulated buffer every time and
-//! keep no state between calls. The outcomes:
+//! The front-end acknowledges and buffers a client's first bytes (docs/design.md,
+//! "Packet walk", step 2) and after each new segment calls [`parse_request`] on
+//! everything buffered so far. A request may arrive split anywhere, across any number of
+//! segments, so the parsers are restartable by construction: they look at the whole
+//! accumulated buffer every time and keep no state between calls. The outcomes:
 //!
 //! | result | meaning | what the front-end does |
 //! |---|---|---|

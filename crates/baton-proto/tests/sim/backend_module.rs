@@ -1,5 +1,5 @@
 //! The back-end module: in Rust, exactly what the back-end's tc eBPF programs do
-//! (DESIGN.md section 2, steps 5, 6, 8 and 9), so the simulation exercises the same
+//! (docs/design.md, "Packet walk", steps 5, 6, 8 and 9), so the simulation exercises the same
 //! arithmetic the kernel will run. Every rewrite goes through `baton_common`:
 //! [`find_handoff_option`], [`HandoffOption::parse_and_verify`], [`blank_option`] and
 //! [`find_option`] for options, [`Translation`] for every field, and the RFC 1624
@@ -267,7 +267,7 @@ impl BackendModule {
             return Verdict::Drop("awaiting SYN/ACK'");
         }
         // C -> B: ack -= seq_delta, SACK edges -= seq_delta, TSecr -= ts_delta
-        // (DESIGN.md section 2, step 8).
+        // (docs/design.md, "Packet walk", step 8).
         if flags & ACK != 0 {
             let ack = be32(pkt, tcp + TCP_ACK);
             rewrite32(pkt, tcp, tcp + TCP_ACK, t.ack_to_backend(ack));
@@ -300,7 +300,7 @@ impl BackendModule {
     }
 
     /// Ingress of a SYN: a handoff SYN' is accepted only with an authentic option, which
-    /// becomes the flow entry and is then blanked (DESIGN.md section 2, step 5).
+    /// becomes the flow entry and is then blanked (docs/design.md, "Packet walk", step 5).
     fn ingress_syn(&mut self, pkt: &mut [u8], layout: &Layout, key: FlowKey) -> Verdict {
         let tcp = layout.tcp;
         let options = layout.options();
@@ -386,7 +386,7 @@ impl BackendModule {
         };
         let flags = pkt[tcp + TCP_FLAGS];
         if flags & SYN != 0 {
-            // SYN/ACK': complete the entry with B's terms (DESIGN.md section 2, step 6),
+            // SYN/ACK': complete the entry with B's terms (docs/design.md, "Packet walk", step 6),
             // put it in the front-end's terms (source VIP, seq isn_f, TSval tsv_f: what
             // the client would see) and send it to the front-end, not the client. A
             // retransmitted SYN/ACK' leaves the completed entry as it is.
@@ -414,14 +414,14 @@ impl BackendModule {
             return vec![(EgressTo::FrontEnd, pkt)];
         }
         // B -> C: source := VIP, seq += seq_delta, TSval += ts_delta, window rescaled
-        // (DESIGN.md section 2, step 8).
+        // (docs/design.md, "Packet walk", step 8).
         let t = flow.translation;
         rewrite_src_addr(&mut pkt, tcp, self.vip);
         translate_to_client(&mut pkt, &layout, t, true);
         self.counters.egress_translated += 1;
 
         // The front-end learns that B has the request from B's acknowledgements, and of
-        // B's FIN and RST (DESIGN.md section 2, loss bullet and step 9). The egress does
+        // B's FIN and RST (docs/design.md, "Packet walk", steps 7 and 9). The egress does
         // not know where the request ends, so it copies every segment whose ACK is new,
         // every pure ACK (B's answer to a retransmitted request segment repeats its
         // ACK) and every FIN and RST. During a download the client sends only ACKs, so

@@ -1,7 +1,7 @@
 //! The simulated lab: a client, a front-end, back-ends and the network between them,
 //! driven by a virtual clock.
 //!
-//! Routing follows the lab (DESIGN.md section 4): the client's packets to the VIP reach
+//! Routing follows the lab (docs/design.md, "The lab"): the client's packets to the VIP reach
 //! the front-end; the front-end's reach the back-end or the client by destination
 //! address; a back-end's egress goes to the client (VIP-sourced packets, by route) or to
 //! the front-end (its SYN/ACK' and the copies its egress makes).
@@ -22,7 +22,7 @@ use super::host::{ClientApp, ServerApp, TcpHost};
 use super::net::{Network, NodeId};
 use super::packet::{PacketInfo, kind};
 
-/// The lab's addresses, in the benchmarking range 198.18.0.0/15 (DESIGN.md section 4).
+/// The lab's addresses, in the benchmarking range 198.18.0.0/15 (docs/design.md, "The lab").
 #[derive(Clone, Debug)]
 pub struct Addrs {
     pub client: Ipv4Addr,

@@ -1,5 +1,5 @@
 //! `baton bench`: Baton against direct and HAProxy, on one lab, in one run
-//! (DESIGN.md section 6; docs/benchmarks.md says how to read the results).
+//! (docs/design.md, "Measuring"; docs/benchmarks.md says how to read the results).
 //!
 //! The command brings up a lab of its own (`baton-bench`, or `BATON_LAB`), then runs
 //! rounds; each round measures the three systems one after the other (direct, HAProxy,

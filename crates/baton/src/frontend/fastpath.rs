@@ -1,11 +1,15 @@
 //! The XDP fast path, from the daemon's side: loads the embedded `baton-frontend` object
 //! (see `crates/baton-ebpf/src/frontend.rs` for the program and why it is XDP), attaches
-//! it to the LAN interface in native (driver) mode, writes its configuration, and keeps
-//! its flow table in step with the protocol core's events: a flow goes in when its
-//! request goes to the back-end (awaiting the back-end's answer), is updated when it is
-//! handed off and goes out when it is closed or reset. What the program forwards that
-//! the core must know of (a client's FIN, the client's acknowledgement of the back-end's
-//! answer) comes back through its notices ring ([`FastPath::note_flow_notices`]).
+//! it to the LAN interface in native (driver) mode, writes its configuration and its
+//! services, and keeps its flow table in step with the protocol core's events: a flow
+//! goes in when its request goes to the back-end (`Event::RequestSent`, marked as
+//! awaiting the back-end's answer), is updated when it is handed off
+//! (`Event::HandedOff`) and goes out when it is closed or reset, after its grace period.
+//! What the program forwards or takes in that the core must know of (a client's FIN or
+//! RST at the expected sequence number, the client's acknowledgement of the back-end's
+//! answer, a back-end's copy of its FIN) comes back through its notices ring
+//! ([`FastPath::note_flow_notices`]). docs/design.md, "Packet walk", steps 7 to 9, and
+//! "The notices ring", tell the whole story.
 //!
 //! **Failure is not fatal.** The slow path forwards handed-off flows correctly on its
 //! own, so if the object cannot be loaded or attached (an old kernel, a driver without
@@ -17,25 +21,28 @@
 //! **Lifetime: pinned.** The maps and the XDP link are pinned in
 //! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `notices`, `link_xdp`),
 //! so they outlive the daemon: while the link's pin exists the program stays attached
-//! and handed-off flows go on forwarding, whether a daemon runs or not. At start,
-//! [`FastPath::start`] finds the pins (or makes them): it loads the program (possibly a
-//! newer one) against the pinned maps, rewrites the configuration and replaces the
-//! program in the existing link atomically (`BPF_LINK_UPDATE`), so not a packet is lost;
+//! and handed-off flows go on forwarding, whether a daemon runs or not. The services and
+//! SYN-cookie maps are not pinned: each daemon writes its own. At start,
+//! [`FastPath::start`] finds the pins (or makes them): it loads this build's program
+//! against the pinned maps, rewrites the configuration and replaces the program in the
+//! existing link atomically (`BPF_LINK_UPDATE`), so not a packet is lost;
 //! [`FastPath::adopt_pinned`] then hands every flow found in the table to the protocol
 //! core ([`FrontEnd::adopt`]), which goes on tracking it (FINs, RSTs, the notices left
 //! in the ring while no daemon ran) and raises its `Closed` or `Reset` event in time,
-//! which removes it. [`FastPath::detach`]
-//! (`baton frontend --detach`) removes the pins, which detaches the program and frees the
-//! maps.
+//! which removes it. [`FastPath::detach`] (`baton frontend --detach`) removes the pins,
+//! which detaches the program and frees the maps. docs/design.md, "Restarts, upgrades
+//! and locks".
 //!
 //! **What a flow's value carries for that** (`baton_common::frontend::FrontendFlow`):
-//! the back-end (address, port, MAC: the program's), and for the core the client's ISN
-//! and the state of the close (FINs seen, reset). The daemon writes the close state when
-//! the core's changes (at each [`FastPath::scan_activity`], every second, and at exit), so
-//! a successor — even one started after a crash — resumes close tracking where the
-//! previous daemon left it: a connection in its grace period leaves the table after
-//! one, not at the idle timeout an hour later, and a client reusing its port gets a
-//! handshake of its own rather than the old back-end.
+//! the back-end (address, port, MAC: the program's), the client's next sequence number
+//! (`client_next`, which the program advances and the core reads back on adoption), and
+//! for the core the client's ISN and the state of the close (FINs seen, reset). The
+//! daemon writes the close state when the core's changes (at each
+//! [`FastPath::scan_activity`], every second, and at exit), so a successor — even one
+//! started after a crash — resumes close tracking where the previous daemon left it: a
+//! connection in its grace period leaves the table after one, not at the idle timeout
+//! an hour later, and a client reusing its port gets a handshake of its own rather than
+//! the old back-end.
 //!
 //! **Activity.** The program stamps each flow with the time of its last forwarded
 //! packet (`CLOCK_MONOTONIC`, the daemon's clock too); [`FastPath::scan_activity`] reads
