@@ -15,6 +15,7 @@ pub mod handoff_key;
 pub mod lab;
 pub mod metrics;
 pub mod netns;
+pub mod pins;
 pub mod signals;
 pub mod static_server;
 pub mod status;

@@ -104,7 +104,7 @@ impl Cluster {
     }
 
     fn pins(&self) -> PathBuf {
-        fastpath::Pins::new(&self.pin_dir, INTERFACE)
+        baton::pins::Pins::frontend(&self.pin_dir, INTERFACE)
             .dir()
             .to_path_buf()
     }

@@ -35,36 +35,7 @@ use baton_common::backend::{BackendConfig, BackendFlow, BackendFlowKey, stat};
 
 pub use config::AgentConfig;
 
-/// `statfs` magic of the BPF filesystem, where pins must live.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// The pins of one interface.
-struct Pins {
-    dir: PathBuf,
-}
-
-impl Pins {
-    fn new(config: &AgentConfig) -> Self {
-        Self {
-            dir: config.pin_dir.join(&config.interface),
-        }
-    }
-    fn flows(&self) -> PathBuf {
-        self.dir.join("flows")
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.join("config")
-    }
-    fn stats(&self) -> PathBuf {
-        self.dir.join("stats")
-    }
-    fn link(&self, hook: TcAttachType) -> PathBuf {
-        self.dir.join(match hook {
-            TcAttachType::Ingress => "link_ingress",
-            _ => "link_egress",
-        })
-    }
-}
+use crate::pins::Pins;
 
 /// The kernel's ids of the programs in the two links (as `bpftool prog` shows them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,10 +66,10 @@ pub struct BackendModule {
 impl BackendModule {
     /// Attaches the module to `config.interface`, or reattaches to the one already there.
     pub fn start(config: &AgentConfig) -> anyhow::Result<(Self, Start)> {
-        let pins = Pins::new(config);
-        require_bpffs(&config.pin_dir)?;
-        fs::create_dir_all(&pins.dir)
-            .with_context(|| format!("creating {}", pins.dir.display()))?;
+        let pins = Pins::backend(&config.pin_dir, &config.interface);
+        crate::pins::require_bpffs(&config.pin_dir)?;
+        fs::create_dir_all(pins.dir())
+            .with_context(|| format!("creating {}", pins.dir().display()))?;
         check_pinned_maps(&pins)?;
         let start = attach(config, &pins)?;
         let mut config_map: Array<MapData, BackendConfig> =
@@ -117,7 +88,7 @@ impl BackendModule {
     /// Opens the maps of the module attached to `config.interface`, changing nothing:
     /// for reading counters and the flow table from outside the agent.
     pub fn open(config: &AgentConfig) -> anyhow::Result<Self> {
-        let pins = Pins::new(config);
+        let pins = Pins::backend(&config.pin_dir, &config.interface);
         let open = |path: PathBuf| {
             MapData::from_pin(&path).with_context(|| {
                 format!(
@@ -137,12 +108,12 @@ impl BackendModule {
     /// Removes the pins: the programs detach and the maps are freed once nothing holds
     /// them. Says whether there was anything to remove.
     pub fn detach(config: &AgentConfig) -> anyhow::Result<bool> {
-        let pins = Pins::new(config);
-        if !pins.dir.exists() {
+        let pins = Pins::backend(&config.pin_dir, &config.interface);
+        if !pins.dir().exists() {
             return Ok(false);
         }
         for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
-            if let Ok(link) = PinnedLink::from_pin(pins.link(hook)) {
+            if let Ok(link) = PinnedLink::from_pin(pins.tc_link(hook)) {
                 // Unpinning and dropping the last descriptor detaches the program.
                 drop(link.unpin().context("unpinning a link")?);
             }
@@ -152,7 +123,7 @@ impl BackendModule {
                 fs::remove_file(&map).with_context(|| format!("removing {}", map.display()))?;
             }
         }
-        fs::remove_dir(&pins.dir).with_context(|| format!("removing {}", pins.dir.display()))?;
+        fs::remove_dir(pins.dir()).with_context(|| format!("removing {}", pins.dir().display()))?;
         Ok(true)
     }
 
@@ -243,7 +214,7 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
             .try_into()?;
         prog.load()
             .with_context(|| format!("loading {name} (the verifier's log follows)"))?;
-        let pin = pins.link(hook);
+        let pin = pins.tc_link(hook);
         let (was, now) = match PinnedLink::from_pin(&pin) {
             Ok(pinned) => {
                 // The pin stays: it names the same kernel link, now running the new
@@ -334,30 +305,6 @@ fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fails with a clear message unless `dir` is (or would be created) on a BPF
-/// filesystem, where pins must live. Shared with the front-end's fast path.
-pub(crate) fn require_bpffs(dir: &Path) -> anyhow::Result<()> {
-    // The nearest existing ancestor tells which filesystem the pins would land on.
-    let mut at = dir;
-    while !at.exists() {
-        at = at.parent().unwrap_or(Path::new("/"));
-    }
-    let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())?;
-    // SAFETY: `stat` is plain data filled by the kernel; `path` is a valid C string.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", at.display()));
-    }
-    if stat.f_type as i64 != BPF_FS_MAGIC {
-        bail!(
-            "`pin_dir` {} is not on a BPF filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or choose another pin_dir",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
 /// Takes the agent's locks ([`crate::daemon_lock`]): the interface in this network
 /// namespace (its tc programs) and the pins. A second agent that would touch either
 /// refuses to start, naming the running one.
@@ -372,7 +319,7 @@ fn lock(
             &format!("backend-{}", config.interface),
             format!("the back-end module on {}", config.interface),
         )?,
-        Claim::pins(&pins.dir)?,
+        Claim::pins(pins.dir())?,
     ];
     DaemonLock::acquire(
         &claims,
@@ -387,7 +334,7 @@ fn lock(
 /// `baton backend --config FILE [--detach]`.
 pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
     let config = AgentConfig::load(path)?;
-    let pins = Pins::new(&config);
+    let pins = Pins::backend(&config.pin_dir, &config.interface);
     // Before anything is touched, held until the agent exits (and through `--detach`,
     // which must not pull the module from under a running agent).
     let _lock = lock(path, &config, &pins)?;
@@ -396,13 +343,13 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
             eprintln!(
                 "backend: detached from {}; removed {}",
                 config.interface,
-                pins.dir.display()
+                pins.dir().display()
             );
         } else {
             eprintln!(
                 "backend: nothing attached to {} (no {})",
                 config.interface,
-                pins.dir.display()
+                pins.dir().display()
             );
         }
         return Ok(());
@@ -428,7 +375,7 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
         },
         config.service_port,
         config.vip,
-        pins.dir.display(),
+        pins.dir().display(),
         module.flow_count(),
     );
     metrics::start(&config)?;
@@ -470,7 +417,7 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
     }
     eprintln!(
         "backend: stopping; the module stays attached (pinned in {}); `baton backend --config {} --detach` removes it",
-        pins.dir.display(),
+        pins.dir().display(),
         path.display()
     );
     Ok(())

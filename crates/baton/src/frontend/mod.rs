@@ -196,7 +196,9 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
                         ("interface", &interface),
                         (
                             "pins",
-                            &fastpath::Pins::new(&pin_dir, &interface).dir().display(),
+                            &crate::pins::Pins::frontend(&pin_dir, &interface)
+                                .dir()
+                                .display(),
                         ),
                         ("flows", &adoption.found),
                         ("adopted", &adoption.adopted),
@@ -220,7 +222,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             }
         }
     } else {
-        let pins = fastpath::Pins::new(&pin_dir, &interface);
+        let pins = crate::pins::Pins::frontend(&pin_dir, &interface);
         if pins.dir().exists() {
             log::line(
                 "fastpath_pins_ignored",
@@ -316,7 +318,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         log::line("fastpath_counters", &fields);
     }
     // The pins and the nftables table stay (module docs, "Stopping").
-    let pins = fastpath::Pins::new(&pin_dir, &interface);
+    let pins = crate::pins::Pins::frontend(&pin_dir, &interface);
     log::line(
         "exit",
         &[
@@ -360,7 +362,7 @@ fn lock(
                 io::NFT_TABLE
             ),
         )?,
-        Claim::pins(fastpath::Pins::new(pin_dir, interface).dir())?,
+        Claim::pins(crate::pins::Pins::frontend(pin_dir, interface).dir())?,
     ];
     DaemonLock::acquire(
         &claims,
@@ -376,7 +378,7 @@ fn lock(
 /// flow is forwarded behind the host's back) and then the nftables table, and says what
 /// it removed.
 fn detach_all(interface: &str, pin_dir: &Path) -> anyhow::Result<()> {
-    let pins = fastpath::Pins::new(pin_dir, interface);
+    let pins = crate::pins::Pins::frontend(pin_dir, interface);
     match FastPath::detach(pin_dir, interface)? {
         Some(flows) => eprintln!(
             "frontend: detached the fast path from {interface}: removed {} (XDP program, link and maps; {flows} flows in the table)",

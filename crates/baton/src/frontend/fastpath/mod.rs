@@ -53,13 +53,13 @@ use std::{
     collections::HashMap as StdHashMap,
     fs,
     net::{Ipv4Addr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -73,9 +73,16 @@ use baton_common::{
 use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
 
 use super::log;
+use crate::pins::Pins;
 
-/// Where the pins go when the configuration names no `pin_dir`.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/baton";
+mod pins;
+mod sys;
+mod table;
+
+pub use pins::{DEFAULT_PIN_DIR, pinned_flow_count};
+use pins::{check_pinned_flows, replace_outgrown_stats, replace_reshaped_config};
+use sys::{Neighbours, interface_mac};
+use table::{FlowBatch, write_close_state};
 
 /// The daemon's fast-path bookkeeping, printed with the other counters at exit.
 #[derive(Debug, Default)]
@@ -127,38 +134,6 @@ pub struct FastPathStats {
     /// Times the program was asked to answer SYNs with cookies (the half-open table
     /// filled: a flood began, or went on after a lull).
     pub syn_cookies_engaged: u64,
-}
-
-/// The pins of one interface: `<pin_dir>/frontend-<interface>/`.
-pub struct Pins {
-    dir: PathBuf,
-}
-
-impl Pins {
-    pub fn new(pin_dir: &Path, interface: &str) -> Self {
-        Self {
-            dir: pin_dir.join(format!("frontend-{interface}")),
-        }
-    }
-    /// The folder holding them.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-    fn flows(&self) -> PathBuf {
-        self.dir.join("flows")
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.join("config")
-    }
-    fn stats(&self) -> PathBuf {
-        self.dir.join("stats")
-    }
-    fn link(&self) -> PathBuf {
-        self.dir.join("link_xdp")
-    }
-    fn notices(&self) -> PathBuf {
-        self.dir.join("notices")
-    }
 }
 
 /// How [`FastPath::start`] found things.
@@ -218,48 +193,6 @@ pub struct FastPath {
     neighbours: Neighbours,
 }
 
-/// The back-ends' MACs, read from the kernel's neighbour table. Read once per scan
-/// ([`FastPath::scan_activity`], every second) and again when a handoff names a back-end
-/// not in it (at most every [`Neighbours::MISS_REREAD`]), rather than at every handoff:
-/// reading `/proc/net/arp` costs an open, a read and a close, and at every handoff it was
-/// 7% of the daemon's time under `Connection: close` load. A back-end whose MAC changes
-/// (a replaced host keeping its address) is forwarded to the old MAC for at most a scan.
-#[derive(Debug, Default)]
-struct Neighbours {
-    macs: StdHashMap<Ipv4Addr, [u8; 6]>,
-    /// When a miss last made the table be read again.
-    last_miss_read: Option<Instant>,
-}
-
-impl Neighbours {
-    /// Shortest time between two reads caused by misses, so that a back-end with no
-    /// resolved neighbour entry (off-link, misconfigured) costs a read per 100 ms, not
-    /// one per handoff.
-    const MISS_REREAD: std::time::Duration = std::time::Duration::from_millis(100);
-
-    fn refresh(&mut self, interface: &str) {
-        self.macs.clear();
-        if let Ok(table) = std::fs::read_to_string("/proc/net/arp") {
-            self.macs.extend(parse_arp_table(&table, interface));
-        }
-    }
-
-    fn lookup(&mut self, now: Instant, addr: Ipv4Addr, interface: &str) -> Option<[u8; 6]> {
-        if let Some(mac) = self.macs.get(&addr) {
-            return Some(*mac);
-        }
-        let due = self
-            .last_miss_read
-            .is_none_or(|at| now.saturating_duration_since(at) >= Self::MISS_REREAD);
-        if !due {
-            return None;
-        }
-        self.last_miss_read = Some(now);
-        self.refresh(interface);
-        self.macs.get(&addr).copied()
-    }
-}
-
 impl FastPath {
     /// Attaches the program to `interface` with its maps and link pinned under
     /// `pin_dir`, or, when a previous daemon's pins are there, loads the program against
@@ -274,8 +207,8 @@ impl FastPath {
         syn_cookies: SynCookieConfig,
     ) -> anyhow::Result<(Self, Start)> {
         let mac = interface_mac(interface)?;
-        crate::backend::require_bpffs(pin_dir)?;
-        let pins = Pins::new(pin_dir, interface);
+        crate::pins::require_bpffs(pin_dir)?;
+        let pins = Pins::frontend(pin_dir, interface);
         fs::create_dir_all(pins.dir())
             .with_context(|| format!("creating {}", pins.dir().display()))?;
         check_pinned_flows(&pins)?;
@@ -346,7 +279,7 @@ impl FastPath {
             .try_into()?;
         prog.load()
             .context("loading frontend_forward (the verifier's log follows)")?;
-        let link_pin = pins.link();
+        let link_pin = pins.xdp_link();
         let start = match PinnedLink::from_pin(&link_pin) {
             Ok(pinned) => {
                 // The pin stays: it names the same kernel link, now running the new
@@ -724,17 +657,17 @@ impl FastPath {
     /// Returns the number of flows the table still held, or `None` if nothing was
     /// pinned there.
     pub fn detach(pin_dir: &Path, interface: &str) -> anyhow::Result<Option<usize>> {
-        let pins = Pins::new(pin_dir, interface);
+        let pins = Pins::frontend(pin_dir, interface);
         if !pins.dir().exists() {
             return Ok(None);
         }
         let flows = pinned_flow_count(pin_dir, interface).unwrap_or(0);
-        if let Ok(link) = PinnedLink::from_pin(pins.link()) {
+        if let Ok(link) = PinnedLink::from_pin(pins.xdp_link()) {
             // Unpinning and dropping the last descriptor detaches the program.
             drop(link.unpin().context("unpinning the XDP link")?);
         }
         for path in [
-            pins.link(),
+            pins.xdp_link(),
             pins.flows(),
             pins.config(),
             pins.stats(),
@@ -747,156 +680,6 @@ impl FastPath {
         fs::remove_dir(pins.dir()).with_context(|| format!("removing {}", pins.dir().display()))?;
         Ok(Some(flows))
     }
-}
-
-/// The whole flow table, read in batches; the buffers are kept between scans, so a scan
-/// allocates nothing once they have grown to the table's size.
-#[derive(Default)]
-struct FlowBatch {
-    keys: Vec<FrontendFlowKey>,
-    values: Vec<FrontendFlow>,
-}
-
-/// `struct bpf_attr` for the `BPF_MAP_*_BATCH` commands (`linux/bpf.h`).
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-impl FlowBatch {
-    /// Entries asked for per system call.
-    const CHUNK: usize = 4096;
-    /// `BPF_MAP_LOOKUP_BATCH` (`enum bpf_cmd`).
-    const LOOKUP_BATCH: libc::c_long = 24;
-
-    /// Replaces the buffers' contents with every entry of `map`. A hash table's batch
-    /// token is a bucket index (`u32`); `ENOENT` ends the walk, with the last entries
-    /// still returned; `ENOSPC` (a bucket with more entries than asked for) doubles the
-    /// chunk.
-    fn read_all(&mut self, map: &MapData) -> std::io::Result<()> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        self.keys.clear();
-        self.values.clear();
-        let fd = map.fd().as_fd().as_raw_fd() as u32;
-        let mut chunk = Self::CHUNK;
-        let (mut token_in, mut token_out) = (0u32, 0u32);
-        let mut first = true;
-        loop {
-            let start = self.keys.len();
-            self.keys.resize(start + chunk, FrontendFlowKey::default());
-            self.values.resize(start + chunk, FrontendFlow::default());
-            let mut attr = BatchAttr {
-                in_batch: if first { 0 } else { &raw const token_in as u64 },
-                out_batch: &raw mut token_out as u64,
-                keys: self.keys[start..].as_mut_ptr() as u64,
-                values: self.values[start..].as_mut_ptr() as u64,
-                count: chunk as u32,
-                map_fd: fd,
-                ..BatchAttr::default()
-            };
-            // SAFETY: `attr` points at buffers with room for `count` keys and values,
-            // and at the two tokens, all alive for the call.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    Self::LOOKUP_BATCH,
-                    &raw mut attr,
-                    size_of::<BatchAttr>(),
-                )
-            };
-            let got = (attr.count as usize).min(chunk);
-            let error = (rc < 0).then(std::io::Error::last_os_error);
-            match error.as_ref().and_then(std::io::Error::raw_os_error) {
-                Some(libc::ENOSPC) if got == 0 => {
-                    self.keys.truncate(start);
-                    self.values.truncate(start);
-                    chunk *= 2;
-                    continue;
-                }
-                _ => {}
-            }
-            self.keys.truncate(start + got);
-            self.values.truncate(start + got);
-            match error {
-                None => {}
-                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-                Some(e) => return Err(e),
-            }
-            token_in = token_out;
-            first = false;
-        }
-    }
-}
-
-/// Writes `handover`'s close state (and client ISN) into `value`, the table's entry for
-/// `key`, for a successor daemon to resume from; `installed` remembers what was written.
-fn write_close_state(
-    flows: &mut HashMap<MapData, FrontendFlowKey, FrontendFlow>,
-    key: &FrontendFlowKey,
-    value: FrontendFlow,
-    handover: &Handover,
-    installed: &mut Installed,
-    stats: &mut FastPathStats,
-) {
-    let value = FrontendFlow {
-        close_state: close_state_of(handover),
-        client_isn: handover.client_isn,
-        ..value
-    };
-    // BPF_EXIST: never re-create an entry removed meanwhile.
-    if flows.insert(key, value, BPF_EXIST).is_ok() {
-        installed.close_state = value.close_state;
-        stats.close_states_recorded += 1;
-    }
-}
-
-/// `BPF_EXIST` (`linux/bpf.h`): update an element only if it exists.
-const BPF_EXIST: u64 = 2;
-
-/// Entries in the pinned flow table of `interface` under `pin_dir` (for tests and
-/// operators: the table outlives the daemon).
-pub fn pinned_flow_count(pin_dir: &Path, interface: &str) -> anyhow::Result<usize> {
-    let path = Pins::new(pin_dir, interface).flows();
-    let map = MapData::from_pin(&path)
-        .with_context(|| format!("{} not found: no front-end pinned there", path.display()))?;
-    let flows: HashMap<_, FrontendFlowKey, FrontendFlow> = HashMap::try_from(Map::HashMap(map))?;
-    Ok(flows.keys().filter(Result::is_ok).count())
-}
-
-/// Refuses a pinned flow table this build cannot use (one a different version made
-/// with another key or value layout), rather than loading a program that would read it
-/// wrong or fail the verifier.
-fn check_pinned_flows(pins: &Pins) -> anyhow::Result<()> {
-    let path = pins.flows();
-    if !path.exists() {
-        return Ok(());
-    }
-    let info = MapInfo::from_pin(&path)
-        .with_context(|| format!("reading the pinned flow table {}", path.display()))?;
-    let want = (
-        size_of::<FrontendFlowKey>() as u32,
-        size_of::<FrontendFlow>() as u32,
-    );
-    if (info.key_size(), info.value_size()) != want {
-        bail!(
-            "the pinned flow table {} has {}-byte keys and {}-byte values, this build needs {} and {}: \
-             it was made by another version; `baton frontend --config FILE --detach` removes it (and its flows)",
-            path.display(),
-            info.key_size(),
-            info.value_size(),
-            want.0,
-            want.1
-        );
-    }
-    Ok(())
 }
 
 /// The services map's keys for `services`: each (VIP, port), and (VIP, 0) for each VIP,
@@ -916,46 +699,6 @@ fn service_keys(services: &[SocketAddrV4]) -> Vec<FrontendService> {
         }
     }
     keys
-}
-
-/// Unpins a configuration map of another shape (an older version's, which held one
-/// service): every daemon rewrites its one entry at start, so nothing is lost, and the
-/// running program keeps its own map until it is replaced.
-fn replace_reshaped_config(pins: &Pins) -> anyhow::Result<()> {
-    let path = pins.config();
-    if !path.exists() {
-        return Ok(());
-    }
-    let info = MapInfo::from_pin(&path)
-        .with_context(|| format!("reading the pinned configuration {}", path.display()))?;
-    if info.value_size() != size_of::<FrontendConfig>() as u32 {
-        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Unpins a counter array made by an older version with fewer counters, so that the
-/// loader makes one with room for all of this build's (a program still running keeps its
-/// own array; only its counts since the last start are lost).
-fn replace_outgrown_stats(pins: &Pins) -> anyhow::Result<()> {
-    let path = pins.stats();
-    if !path.exists() {
-        return Ok(());
-    }
-    let info = MapInfo::from_pin(&path)
-        .with_context(|| format!("reading the pinned counters {}", path.display()))?;
-    if info.max_entries() != stat::COUNT {
-        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        log::line(
-            "fastpath_counters_replaced",
-            &[
-                ("pin", &path.display()),
-                ("counters", &info.max_entries()),
-                ("now", &stat::COUNT),
-            ],
-        );
-    }
-    Ok(())
 }
 
 /// The core's view of a pinned flow.
@@ -1033,73 +776,9 @@ fn key_of(flow: &FlowKey) -> FrontendFlowKey {
     }
 }
 
-/// The interface's MAC (`SIOCGIFHWADDR`: asks the kernel of this network namespace,
-/// unlike `/sys`, which shows the namespace it was mounted in).
-fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
-    // SAFETY: plain socket creation; the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket for SIOCGIFHWADDR");
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid ifreq.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = interface.as_bytes();
-    if name.len() >= req.ifr_name.len() {
-        bail!("interface name `{interface}` too long");
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `req` is a valid ifreq with a NUL-terminated name.
-    let rc = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::SIOCGIFHWADDR,
-            &mut req,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("reading the MAC of {interface}"));
-    }
-    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
-    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-    Ok(std::array::from_fn(|i| data[i] as u8))
-}
-
-/// `ATF_COM` (`linux/if_arp.h`): the entry is resolved.
-const ATF_COM: u32 = 0x02;
-
-/// The resolved entries of `interface` in `/proc/net/arp`'s text (which follows the
-/// reader's network namespace). The handoff itself made the kernel resolve a back-end:
-/// the SYN' and the ACK' went to it through the neighbour table.
-fn parse_arp_table<'a>(
-    table: &'a str,
-    interface: &'a str,
-) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + 'a {
-    table.lines().skip(1).filter_map(move |line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [ip, _hw_type, flags, mac, _mask, device] = fields.as_slice() else {
-            return None;
-        };
-        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?;
-        if *device != interface || flags & ATF_COM == 0 {
-            return None;
-        }
-        let ip = ip.parse::<Ipv4Addr>().ok()?;
-        let mut out = [0u8; 6];
-        let mut parts = mac.split(':');
-        for byte in &mut out {
-            *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-        }
-        Some((ip, out))
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::sys::parse_arp_table;
     use super::*;
 
     const TABLE: &str = "\
@@ -1206,15 +885,5 @@ IP address       HW type     Flags       HW address            Mask     Device
             };
             assert_eq!(handover_of(&value), handover);
         }
-    }
-
-    #[test]
-    fn pins_live_in_a_folder_per_interface() {
-        let pins = Pins::new(Path::new("/sys/fs/bpf/baton"), "eth0");
-        assert_eq!(pins.dir(), Path::new("/sys/fs/bpf/baton/frontend-eth0"));
-        assert_eq!(
-            pins.link(),
-            Path::new("/sys/fs/bpf/baton/frontend-eth0/link_xdp")
-        );
     }
 }
