@@ -1,6 +1,8 @@
 //! The back-end module's maps: the flow table, the configuration and the counters that
 //! the tc programs (`backend_ingress`, `backend_egress`) share with `baton backend`.
 
+// ECN-Echo and Congestion Window Reduced, in the TCP header's flags (RFC 3168 §6.1).
+use crate::layout::tcp_flag::{CWR as TCP_CWR, ECE as TCP_ECE};
 use crate::siphash::SipKey;
 use crate::translate::Translation;
 
@@ -102,9 +104,6 @@ impl BackendFlow {
     }
 }
 
-/// ECN-Echo and Congestion Window Reduced, in the TCP header's byte 13 (RFC 3168 §6.1).
-const TCP_ECE: u8 = 0x40;
-const TCP_CWR: u8 = 0x80;
 /// The ECN field of the IPv4 TOS byte, and its Congestion Experienced codepoint
 /// (RFC 3168 §5).
 const ECN_MASK: u8 = 0b11;

@@ -16,6 +16,8 @@
 //! - [`siphash`]: SipHash-2-4, the handoff option's MAC.
 //! - [`syncookie`]: SYN cookies, made by the protocol core and by the fast path alike.
 //! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
+//! - [`layout`]: Ethernet, IPv4 and TCP header offsets, flags and accessors, shared by
+//!   both eBPF programs and the cookie SYN/ACK frame writer.
 //! - [`backend`]: the back-end module's flow table, configuration and counters.
 //! - [`frontend`]: the front-end fast path's flow table, configuration and counters.
 #![no_std]
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod counter;
 pub mod frontend;
 pub mod handoff_option;
+pub mod layout;
 pub mod siphash;
 pub mod syncookie;
 pub mod tcp_options;

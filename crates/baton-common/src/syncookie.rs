@@ -32,6 +32,12 @@
 //! program runs exactly the host's code, without loops the verifier cannot bound.
 
 use crate::{
+    layout::{
+        ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_P_IP, ETH_PROTO, ETH_SOURCE, IP_CHECK, IP_DADDR,
+        IP_DF, IP_SADDR, IPPROTO_TCP, IPV4_VERSION_IHL_NO_OPTIONS, TCP_ACK_SEQ, TCP_CHECK,
+        TCP_DEST, TCP_DOFF, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL,
+        tcp_flag::{ACK, CWR, ECE, SYN},
+    },
     siphash::{SipKey, siphash24},
     translate::ones_complement_add,
 };
@@ -61,10 +67,6 @@ const TS_OPT_SACK: u32 = 1 << 4;
 /// `cookie_timestamp_decode` and `cookie_ecn_ok` in net/ipv4/syncookies.c).
 const TS_OPT_ECN: u32 = 1 << 5;
 
-/// TCP header flag bits (byte 13) an ECN-setup SYN carries: ECE and CWR (RFC 3168 §6.1.1).
-const TCP_ECE: u8 = 0x40;
-const TCP_CWR: u8 = 0x80;
-
 /// Whether a SYN asks for ECN in a way a server may grant (RFC 3168 §6.1.1): ECE and CWR
 /// both set (`tcp_flags`, the TCP header's byte 13), and the IP header's ECN field
 /// (`tos`, byte 1, low two bits) Not-ECT. A SYN must not be ECT (RFC 3168 §6.1.1); one
@@ -72,7 +74,7 @@ const TCP_CWR: u8 = 0x80;
 /// (`tcp_ecn_create_request`, net/ipv4/tcp_input.c), as Baton does.
 #[inline(always)]
 pub const fn ecn_setup_syn(tcp_flags: u8, tos: u8) -> bool {
-    tcp_flags & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR && tos & 0b11 == 0
+    tcp_flags & (ECE | CWR) == ECE | CWR && tos & 0b11 == 0
 }
 
 /// The keys a cookie SYN/ACK is made with: sub-keys the protocol core derives from its
@@ -575,49 +577,78 @@ pub fn write_syn_ack_frame(
     window: u16,
     answer: &CookieSynAck,
 ) {
-    put(f, 0, &to.client_mac);
-    put(f, 6, &to.our_mac);
-    put(f, 12, &[0x08, 0x00]);
-    // IPv4 header.
-    put(f, 14, &[0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0]);
-    put(f, 26, &to.service_addr);
-    put(f, 30, &to.client_addr);
-    let ip_check = !sum_words(f, 14, 34);
-    put(f, 24, &ip_check.to_be_bytes());
+    const IP: usize = ETH_HLEN;
+    const TCP: usize = ETH_IPV4_LEN;
+    const TCP_LEN: usize = SYN_ACK_FRAME_LEN - TCP;
+    // Where each option starts, in the fixed order above.
+    const MSS: usize = TCP + TCP_OPTIONS;
+    const SACK_PERMITTED: usize = MSS + 4;
+    const TIMESTAMPS: usize = SACK_PERMITTED + 2;
+    const WINDOW_SCALE: usize = TIMESTAMPS + 10;
+    put(f, ETH_DEST, &to.client_mac);
+    put(f, ETH_SOURCE, &to.our_mac);
+    put(f, ETH_PROTO, &ETH_P_IP);
+    // IPv4 header up to the addresses: version and length, TOS, total length, ID (0,
+    // RFC 6864 §4.1), flags and fragment offset (DF), TTL, protocol, checksum (summed as
+    // zero).
+    #[rustfmt::skip]
+    const IPV4_HEAD: [u8; IP_SADDR] = [
+        IPV4_VERSION_IHL_NO_OPTIONS, 0, 0, (SYN_ACK_FRAME_LEN - ETH_HLEN) as u8, 0, 0,
+        (IP_DF >> 8) as u8, 0, 64, IPPROTO_TCP, 0, 0,
+    ];
+    put(f, IP, &IPV4_HEAD);
+    put(f, IP + IP_SADDR, &to.service_addr);
+    put(f, IP + IP_DADDR, &to.client_addr);
+    let ip_check = !sum_words(f, IP, TCP);
+    put(f, IP + IP_CHECK, &ip_check.to_be_bytes());
     // TCP header.
-    put(f, 34, &to.service_port.to_be_bytes());
-    put(f, 36, &to.client_port.to_be_bytes());
-    put(f, 38, &answer.isn.to_be_bytes());
-    put(f, 42, &client_isn.wrapping_add(1).to_be_bytes());
+    put(f, TCP + TCP_SOURCE, &to.service_port.to_be_bytes());
+    put(f, TCP + TCP_DEST, &to.client_port.to_be_bytes());
+    put(f, TCP + TCP_SEQ, &answer.isn.to_be_bytes());
+    put(
+        f,
+        TCP + TCP_ACK_SEQ,
+        &client_isn.wrapping_add(1).to_be_bytes(),
+    );
     // SYN and ACK, and ECE when ECN is granted (never CWR, RFC 3168 §6.1.1). The IP
     // header's ECN field stays Not-ECT: a SYN/ACK is never ECT (same section).
-    put(f, 46, &[10 << 4, if answer.ecn { 0x52 } else { 0x12 }]);
-    put(f, 48, &window.to_be_bytes());
+    let data_offset = ((TCP_LEN / 4) << 4) as u8;
+    let flags = if answer.ecn {
+        SYN | ACK | ECE
+    } else {
+        SYN | ACK
+    };
+    put(f, TCP + TCP_DOFF, &[data_offset, flags]);
+    put(f, TCP + TCP_WINDOW, &window.to_be_bytes());
     // Checksum (summed as zero) and urgent pointer.
-    put(f, 50, &[0, 0, 0, 0]);
+    put(f, TCP + TCP_CHECK, &[0, 0, 0, 0]);
     // Options.
     let mss = answer.mss.to_be_bytes();
-    put(f, 54, &[2, 4, mss[0], mss[1]]);
-    put(f, 58, &if answer.sack { [4, 2] } else { [1, 1] });
+    put(f, MSS, &[2, 4, mss[0], mss[1]]);
+    put(
+        f,
+        SACK_PERMITTED,
+        &if answer.sack { [4, 2] } else { [1, 1] },
+    );
     match answer.timestamps {
         Some((tsval, tsecr)) => {
-            put(f, 60, &[8, 10]);
-            put(f, 62, &tsval.to_be_bytes());
-            put(f, 66, &tsecr.to_be_bytes());
+            put(f, TIMESTAMPS, &[8, 10]);
+            put(f, TIMESTAMPS + TSOPT_TSVAL, &tsval.to_be_bytes());
+            put(f, TIMESTAMPS + TSOPT_TSECR, &tsecr.to_be_bytes());
         }
-        None => put(f, 60, &[1; 10]),
+        None => put(f, TIMESTAMPS, &[1; 10]),
     }
     match answer.window_shift {
-        Some(shift) => put(f, 70, &[1, 3, 3, shift]),
-        None => put(f, 70, &[1; 4]),
+        Some(shift) => put(f, WINDOW_SCALE, &[1, 3, 3, shift]),
+        None => put(f, WINDOW_SCALE, &[1; 4]),
     }
     // The pseudo-header: addresses, protocol, TCP length (40).
     let pseudo = ones_complement_add(
-        ones_complement_add(sum_words(f, 26, 34), 6),
-        (SYN_ACK_FRAME_LEN - 34) as u16,
+        ones_complement_add(sum_words(f, IP + IP_SADDR, TCP), u16::from(IPPROTO_TCP)),
+        TCP_LEN as u16,
     );
-    let tcp_check = !ones_complement_add(pseudo, sum_words(f, 34, SYN_ACK_FRAME_LEN));
-    put(f, 50, &tcp_check.to_be_bytes());
+    let tcp_check = !ones_complement_add(pseudo, sum_words(f, TCP, SYN_ACK_FRAME_LEN));
+    put(f, TCP + TCP_CHECK, &tcp_check.to_be_bytes());
 }
 
 #[inline(always)]

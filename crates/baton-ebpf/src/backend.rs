@@ -33,6 +33,15 @@ use baton_common::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
         find_handoff_option,
     },
+    layout::{
+        ETH_ALEN, ETH_DEST, ETH_HLEN, EthIpv4, IP_CHECK, IP_SADDR, IP_TOS, IPPROTO_TCP, IPV4_HLEN,
+        SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE,
+        TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, ip_check, ip_daddr, ip_header_len,
+        ip_protocol, ip_saddr, ip_tot_len, ip_version, ip_version_ihl, is_fragment, is_ipv4,
+        tcp_ack_seq, tcp_dest,
+        tcp_flag::{ACK, FIN, RST, SYN},
+        tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
+    },
     tcp_options::{sack, timestamps, window_shift},
     translate::{ChecksumDiff, SynAckTerms, Translation, csum_replace4},
 };
@@ -48,20 +57,6 @@ static BACKEND_CONFIG: Array<BackendConfig> = Array::with_max_entries(1, 0);
 
 #[map]
 static BACKEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
-
-const ETH_LEN: usize = 14;
-const ETH_P_IP_BE: [u8; 2] = [0x08, 0x00];
-const IPPROTO_TCP: u8 = 6;
-const IP_CHECK: usize = 10;
-const IP_SADDR: usize = 12;
-const TCP_SEQ: usize = 4;
-const TCP_ACK: usize = 8;
-const TCP_WINDOW: usize = 14;
-const TCP_CHECK: usize = 16;
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
 
 /// What a program decided, each with its counter.
 enum Verdict {
@@ -126,43 +121,42 @@ struct Segment {
 /// Reads Ethernet, IPv4 and TCP headers. `None`: not IPv4 TCP, or a fragment.
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Option<Result<Segment, ()>> {
-    let l3: [u8; ETH_LEN + 20] = ctx.load(0).ok()?;
-    if [l3[12], l3[13]] != ETH_P_IP_BE {
+    let l3: EthIpv4 = ctx.load(ETH_DEST).ok()?;
+    if !is_ipv4(&l3) {
         return None;
     }
-    let version_ihl = l3[ETH_LEN];
-    if version_ihl >> 4 != 4 || l3[ETH_LEN + 9] != IPPROTO_TCP {
+    let version_ihl = ip_version_ihl(&l3);
+    if ip_version(version_ihl) != 4 || ip_protocol(&l3) != IPPROTO_TCP {
         return None;
     }
-    if u16::from_be_bytes([l3[ETH_LEN + 6], l3[ETH_LEN + 7]]) & 0x3fff != 0 {
+    if is_fragment(&l3) {
         return None; // a fragment: only the first has the TCP header; never ours
     }
-    let ihl = usize::from(version_ihl & 0x0f) * 4;
-    if ihl < 20 {
+    let ihl = ip_header_len(version_ihl);
+    if ihl < IPV4_HLEN {
         return Some(Err(()));
     }
-    let tcp = ETH_LEN + ihl;
-    let Ok(h) = ctx.load::<[u8; 20]>(tcp) else {
+    let tcp = ETH_HLEN + ihl;
+    let Ok(h) = ctx.load::<TcpHeader>(tcp) else {
         return Some(Err(()));
     };
-    let header_len = usize::from(h[12] >> 4) * 4;
-    if header_len < 20 {
+    let header_len = tcp_header_len(&h);
+    if header_len < TCP_HLEN {
         return Some(Err(()));
     }
-    let total_len = usize::from(u16::from_be_bytes([l3[ETH_LEN + 2], l3[ETH_LEN + 3]]));
-    let at = |i: usize| [l3[i], l3[i + 1], l3[i + 2], l3[i + 3]];
+    let total_len = usize::from(ip_tot_len(&l3));
     Some(Ok(Segment {
         tcp,
-        saddr: at(ETH_LEN + IP_SADDR),
-        daddr: at(ETH_LEN + IP_SADDR + 4),
-        sport: [h[0], h[1]],
-        dport: [h[2], h[3]],
-        seq: [h[4], h[5], h[6], h[7]],
-        ack: [h[8], h[9], h[10], h[11]],
-        window: [h[14], h[15]],
-        ip_check: [l3[ETH_LEN + IP_CHECK], l3[ETH_LEN + IP_CHECK + 1]],
-        flags: h[13],
-        options_len: header_len - 20,
+        saddr: ip_saddr(&l3),
+        daddr: ip_daddr(&l3),
+        sport: tcp_source(&h),
+        dport: tcp_dest(&h),
+        seq: tcp_seq(&h),
+        ack: tcp_ack_seq(&h),
+        window: tcp_window(&h),
+        ip_check: ip_check(&l3),
+        flags: tcp_flags(&h),
+        options_len: header_len - TCP_HLEN,
         // GSO super-packets carry the whole length here (or 0 with BIG TCP, where the
         // saturating subtraction gives 0 and only the "has payload" hint is lost).
         payload_len: total_len.saturating_sub(ihl + header_len),
@@ -204,7 +198,7 @@ fn load_options(ctx: &TcContext, seg: &Segment, buf: &mut OptionsBuf) -> Result<
     let rc = unsafe {
         bpf_skb_load_bytes(
             ctx.skb.skb.cast(),
-            (seg.tcp + 20) as u32,
+            (seg.tcp + TCP_OPTIONS) as u32,
             buf.as_mut_ptr().cast(),
             len,
         )
@@ -324,7 +318,7 @@ fn ingress_syn(
     }
     // The server must see a plain SYN: NOPs in place of the option, checksum fixed.
     let mut rewrite = Rewrite::new(ctx, seg);
-    let at = seg.tcp + 20 + span.start;
+    let at = seg.tcp + TCP_OPTIONS + span.start;
     for chunk in 0..HANDOFF_OPTION_LEN / 4 {
         let i = span.start + chunk * 4;
         let Some(&old) = options.get(i..i + 4).and_then(|s| s.first_chunk::<4>()) else {
@@ -344,7 +338,7 @@ fn ingress_syn(
 /// and never written by either program.
 #[inline(always)]
 fn ce_marked(ctx: &TcContext) -> bool {
-    ctx.load::<u8>(ETH_LEN + 1).is_ok_and(ce)
+    ctx.load::<u8>(ETH_HLEN + IP_TOS).is_ok_and(ce)
 }
 
 /// C→B: ack, SACK edges and TSecr into the back-end's terms.
@@ -353,19 +347,19 @@ fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), (
     let mut rewrite = Rewrite::new(ctx, seg);
     if seg.flags & ACK != 0 {
         let new = t.ack_to_backend(u32::from_be_bytes(seg.ack)).to_be_bytes();
-        rewrite.field4(seg.tcp + TCP_ACK, seg.ack, new)?;
+        rewrite.field4(seg.tcp + TCP_ACK_SEQ, seg.ack, new)?;
     }
     if t.has_timestamps() || t.has_sack() {
         let mut options_buf: OptionsBuf = [0; 60];
         load_options(ctx, seg, &mut options_buf)?;
         let options = opts(&options_buf);
-        let base = seg.tcp + 20;
+        let base = seg.tcp + TCP_OPTIONS;
         if t.has_timestamps()
             && let Some(ts) = timestamps(options)
         {
-            let old = field4(options, ts + 6)?;
+            let old = field4(options, ts + TSOPT_TSECR)?;
             let new = t.tsecr_to_backend(u32::from_be_bytes(old)).to_be_bytes();
-            rewrite.field4(base + ts + 6, old, new)?;
+            rewrite.field4(base + ts + TSOPT_TSECR, old, new)?;
         }
         if t.has_sack()
             && let Some((at, blocks)) = sack(options)
@@ -374,7 +368,7 @@ fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), (
                 if edge >= 2 * blocks {
                     break;
                 }
-                let at = at + 2 + edge * 4;
+                let at = at + SACKOPT_EDGES + edge * SEQ_LEN;
                 let old = field4(options, at)?;
                 let new = t
                     .sack_edge_to_backend(u32::from_be_bytes(old))
@@ -446,7 +440,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
     if syn_ack {
         let isn = seg.seq;
         let tsval = match timestamps(options) {
-            Some(ts) => match field4(options, ts + 2) {
+            Some(ts) => match field4(options, ts + TSOPT_TSVAL) {
                 Ok(v) => u32::from_be_bytes(v),
                 Err(()) => return Some(Verdict::Drop(stat::REWRITE_FAILED)),
             },
@@ -517,9 +511,9 @@ fn translate_out(
     if t.has_timestamps()
         && let Some(ts) = timestamps(options)
     {
-        let old = field4(options, ts + 2)?;
+        let old = field4(options, ts + TSOPT_TSVAL)?;
         let new = t.tsval_to_client(u32::from_be_bytes(old)).to_be_bytes();
-        rewrite.field4(seg.tcp + 20 + ts + 2, old, new)?;
+        rewrite.field4(seg.tcp + TCP_OPTIONS + ts + TSOPT_TSVAL, old, new)?;
     }
     rewrite.port_to_vip(config)?;
     rewrite.finish()?;
@@ -543,8 +537,8 @@ fn source_to_vip(ctx: &TcContext, seg: &Segment, config: &BackendConfig) -> Resu
     );
     // SAFETY: `packet_mut` checked both fields lie inside the packet's linear data.
     unsafe {
-        *packet_mut::<[u8; 4]>(ctx, ETH_LEN + IP_SADDR)? = vip;
-        *packet_mut::<[u8; 2]>(ctx, ETH_LEN + IP_CHECK)? = check.to_be_bytes();
+        *packet_mut::<[u8; 4]>(ctx, ETH_HLEN + IP_SADDR)? = vip;
+        *packet_mut::<[u8; 2]>(ctx, ETH_HLEN + IP_CHECK)? = check.to_be_bytes();
     }
     ctx.l4_csum_replace(
         seg.tcp + TCP_CHECK,
@@ -561,7 +555,7 @@ impl Rewrite<'_> {
     fn port_to_vip(&mut self, config: &BackendConfig) -> Result<(), ()> {
         let port = config.vip_port_be.to_ne_bytes();
         let old = self.sport;
-        self.field2(self.tcp, old, port)
+        self.field2(self.tcp + TCP_SOURCE, old, port)
     }
 }
 
@@ -576,7 +570,7 @@ fn to_frontend_addresses(ctx: &TcContext, seg: &Segment, config: &BackendConfig)
 
 #[inline(always)]
 fn set_dst_mac(ctx: &TcContext, mac: [u8; 6]) -> Result<(), ()> {
-    ctx.store(0, &mac, 0).map_err(|_| ())
+    ctx.store(ETH_DEST, &mac, 0).map_err(|_| ())
 }
 
 /// Sends a copy of the (already translated) segment to the front-end on the same link,
@@ -584,7 +578,7 @@ fn set_dst_mac(ctx: &TcContext, mac: [u8; 6]) -> Result<(), ()> {
 /// passes through this program again, where its source (now the VIP) matches no flow.
 #[inline(always)]
 fn copy_to_frontend(ctx: &TcContext, frontend_mac: [u8; 6]) -> Result<(), ()> {
-    let original: [u8; 6] = ctx.load(0).map_err(|_| ())?;
+    let original: [u8; ETH_ALEN] = ctx.load(ETH_DEST).map_err(|_| ())?;
     set_dst_mac(ctx, frontend_mac)?;
     // SAFETY: the context pointer the kernel passed in.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -628,7 +622,7 @@ struct Rewrite<'a> {
 impl<'a> Rewrite<'a> {
     #[inline(always)]
     fn new(ctx: &'a TcContext, seg: &Segment) -> Self {
-        let headers = seg.tcp + 20 + seg.options_len;
+        let headers = seg.tcp + TCP_OPTIONS + seg.options_len;
         let linear = if ctx.data() + headers <= ctx.data_end() {
             Ok(())
         } else {

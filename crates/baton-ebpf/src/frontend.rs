@@ -156,6 +156,14 @@ use baton_common::{
         judge_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
+    layout::{
+        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
+        IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST, TCP_HLEN, TCP_MAX_HLEN,
+        TCP_OPTIONS, TcpHeader, eth_source, ip_check, ip_daddr, ip_protocol, ip_saddr, ip_tos,
+        ip_tot_len, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_check, tcp_dest,
+        tcp_flag::{ACK, FIN, RST, SYN},
+        tcp_flags, tcp_header_len, tcp_seq, tcp_source,
+    },
     syncookie::{
         self, MAX_OPTION_STEPS, OPTIONS_AREA, SYN_ACK_FRAME_LEN, SynAddresses, SynCookieConfig,
         SynOptions, SynOptionsWalk, write_syn_ack_frame,
@@ -195,18 +203,11 @@ static FRONTEND_NOTICES: RingBuf = RingBuf::with_byte_size(NOTICE_RING_SIZE, 0);
 #[map]
 static FRONTEND_SYN_COOKIES: Array<SynCookieConfig> = Array::with_max_entries(1, 0);
 
-const ETH_LEN: usize = 14;
-const IP_LEN: usize = 20;
 /// The TCP header's offset when the IPv4 header has no options (the only case forwarded).
-const TCP: usize = ETH_LEN + IP_LEN;
-const TCP_MAX_WORDS: usize = 30;
-const IPPROTO_TCP: u8 = 6;
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
+const TCP: usize = ETH_IPV4_LEN;
+const TCP_MAX_WORDS: usize = TCP_MAX_HLEN / 2;
 /// FIN, SYN, RST, ACK: a bare SYN has only SYN among these.
-const HANDSHAKE_FLAGS: u8 = 0x17;
+const HANDSHAKE_FLAGS: u8 = FIN | SYN | RST | ACK;
 
 /// What the program decided.
 enum Verdict {
@@ -305,14 +306,6 @@ fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*mut [u8;
 }
 
 #[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    match (b.get(at), b.get(at + 1)) {
-        (Some(&hi), Some(&lo)) => u16::from_be_bytes([hi, lo]),
-        _ => 0,
-    }
-}
-
-#[inline(always)]
 fn forward(ctx: &XdpContext) -> Option<Verdict> {
     let config = *FRONTEND_CONFIG.get(0)?;
     if config.flags & FrontendConfig::ENABLED == 0 {
@@ -320,30 +313,30 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     }
     // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
     let l3 = unsafe { bytes_at::<TCP>(ctx, 0)?.read_unaligned() };
-    if [l3[12], l3[13]] != [0x08, 0x00] || l3[ETH_LEN + 9] != IPPROTO_TCP {
+    if !is_ipv4(&l3) || ip_protocol(&l3) != IPPROTO_TCP {
         return None;
     }
-    let daddr = u32::from_ne_bytes([l3[30], l3[31], l3[32], l3[33]]);
-    let saddr = u32::from_ne_bytes([l3[26], l3[27], l3[28], l3[29]]);
-    if l3[ETH_LEN] != 0x45 || be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
+    let daddr = u32::from_ne_bytes(ip_daddr(&l3));
+    let saddr = u32::from_ne_bytes(ip_saddr(&l3));
+    if ip_version_ihl(&l3) != IPV4_VERSION_IHL_NO_OPTIONS || is_fragment(&l3) {
         // No ports at a fixed offset (IPv4 options), or maybe none at all (a fragment):
         // told apart by the address alone, which the services map holds with port 0.
         if !is_service(daddr, 0) {
             return None;
         }
-        if be16(&l3, ETH_LEN + 6) & 0x3fff != 0 {
+        if is_fragment(&l3) {
             // Nothing reassembles here, and clients of a TCP service set DF.
             return Some(Verdict::Drop(stat::DROP_FRAGMENT));
         }
         // IPv4 options: the slow path's.
         return Some(Verdict::Pass(stat::PASS_UNUSUAL_IP));
     }
-    let tcp_ptr = bytes_at::<20>(ctx, TCP)?;
+    let tcp_ptr = bytes_at::<TCP_HLEN>(ctx, TCP)?;
     // SAFETY: as above.
     let tcp = unsafe { tcp_ptr.read_unaligned() };
-    let dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+    let dport = u16::from_ne_bytes(tcp_dest(&tcp));
     if !is_service(daddr, dport) {
-        if is_service(saddr, u16::from_ne_bytes([tcp[0], tcp[1]])) {
+        if is_service(saddr, u16::from_ne_bytes(tcp_source(&tcp))) {
             // From a service to this interface: a back-end's copy of a control segment.
             return backend_fin_copy(ctx, &l3, &tcp);
         }
@@ -352,10 +345,10 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     let key = FrontendFlowKey {
         client_addr_be: saddr,
         vip_addr_be: daddr,
-        client_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
+        client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
         vip_port_be: dport,
     };
-    let flags = tcp[13];
+    let flags = tcp_flags(&tcp);
     if flags & SYN != 0 {
         // A SYN on a handed-off flow's port (a reuse) is the slow path's to judge.
         if flags & HANDSHAKE_FLAGS == SYN && unsafe { FRONTEND_FLOWS.get(key) }.is_none() {
@@ -370,9 +363,9 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
             stat::PASS_NO_FLOW
         }));
     };
-    let total_len = usize::from(be16(&l3, ETH_LEN + 2));
-    let header_len = usize::from(tcp[12] >> 4) * 4;
-    if header_len < 20 || total_len < IP_LEN + header_len {
+    let total_len = usize::from(ip_tot_len(&l3));
+    let header_len = tcp_header_len(&tcp);
+    if header_len < TCP_HLEN || total_len < IPV4_HLEN + header_len {
         return Some(Verdict::Pass(stat::PASS_MALFORMED));
     }
     // SAFETY: a map value pointer, valid for this program run.
@@ -382,14 +375,14 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     // FIN or RST at exactly the number expected is told to the core (module docs).
     let judged = judge_client_segment(
         client_next,
-        u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        (total_len - IP_LEN - header_len) as u32,
+        u32::from_be_bytes(tcp_seq(&tcp)),
+        (total_len - IPV4_HLEN - header_len) as u32,
         flags & FIN != 0,
         flags & RST != 0,
     );
     let mut what = judged.close;
     if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
-        let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+        let ack = u32::from_be_bytes(tcp_ack_seq(&tcp));
         if flags & ACK == 0 || !acknowledges_backend_data(isn_f, ack) {
             // Held by the core and forwarded after the handoff: counted as seen.
             // SAFETY: as above; racing CPUs store numbers of the same stream.
@@ -434,25 +427,25 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
 /// copy exists only to tell the front-end; a copy of a flow still handing off goes up,
 /// where the core may need it to complete the handoff.
 #[inline(always)]
-fn backend_fin_copy(ctx: &XdpContext, l3: &[u8; TCP], tcp: &[u8; 20]) -> Option<Verdict> {
-    if tcp[13] & HANDSHAKE_FLAGS != FIN | ACK {
+fn backend_fin_copy(ctx: &XdpContext, l3: &EthIpv4, tcp: &TcpHeader) -> Option<Verdict> {
+    if tcp_flags(tcp) & HANDSHAKE_FLAGS != FIN | ACK {
         return None;
     }
-    let total_len = usize::from(be16(l3, ETH_LEN + 2));
-    let header_len = usize::from(tcp[12] >> 4) * 4;
-    if header_len < 20
-        || total_len != IP_LEN + header_len
-        || ctx.data() + ETH_LEN + total_len > ctx.data_end()
+    let total_len = usize::from(ip_tot_len(l3));
+    let header_len = tcp_header_len(tcp);
+    if header_len < TCP_HLEN
+        || total_len != IPV4_HLEN + header_len
+        || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
     {
         return None;
     }
-    let client = [l3[30], l3[31], l3[32], l3[33]];
-    let vip = [l3[26], l3[27], l3[28], l3[29]];
+    let client = ip_daddr(l3);
+    let vip = ip_saddr(l3);
     let key = FrontendFlowKey {
         client_addr_be: u32::from_ne_bytes(client),
         vip_addr_be: u32::from_ne_bytes(vip),
-        client_port_be: u16::from_ne_bytes([tcp[2], tcp[3]]),
-        vip_port_be: u16::from_ne_bytes([tcp[0], tcp[1]]),
+        client_port_be: u16::from_ne_bytes(tcp_dest(tcp)),
+        vip_port_be: u16::from_ne_bytes(tcp_source(tcp)),
     };
     // SAFETY: a map value, copied out at once.
     let close_state = unsafe { FRONTEND_FLOWS.get(key) }?.close_state;
@@ -461,7 +454,7 @@ fn backend_fin_copy(ctx: &XdpContext, l3: &[u8; TCP], tcp: &[u8; 20]) -> Option<
     }
     let pseudo = tcp_ipv4_pseudo_header_sum(vip, client, header_len as u16);
     let words = tcp_header_sum(ctx, header_len, [usize::MAX; 2])?;
-    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let check = u16::from_be_bytes(tcp_check(tcp));
     if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
         return None;
     }
@@ -484,8 +477,8 @@ fn backend_fin_copy(ctx: &XdpContext, l3: &[u8; TCP], tcp: &[u8; 20]) -> Option<
 fn forward_noticed(
     ctx: &XdpContext,
     config: &FrontendConfig,
-    l3: &[u8; TCP],
-    tcp: &[u8; 20],
+    l3: &EthIpv4,
+    tcp: &TcpHeader,
     flow: *mut FrontendFlow,
     key: FrontendFlowKey,
     what: u32,
@@ -526,30 +519,30 @@ fn forward_noticed(
 fn forward_flow(
     ctx: &XdpContext,
     config: &FrontendConfig,
-    l3: &[u8; TCP],
-    tcp: &[u8; 20],
+    l3: &EthIpv4,
+    tcp: &TcpHeader,
     flow: *mut FrontendFlow,
 ) -> Verdict {
     // SAFETY: a map value pointer, valid for this program run; copied out at once.
     let target = unsafe { *flow };
-    let total_len = usize::from(be16(l3, ETH_LEN + 2));
-    let header_len = usize::from(tcp[12] >> 4) * 4;
-    if header_len < 20
-        || total_len < IP_LEN + header_len
-        || ctx.data() + ETH_LEN + total_len > ctx.data_end()
+    let total_len = usize::from(ip_tot_len(l3));
+    let header_len = tcp_header_len(tcp);
+    if header_len < TCP_HLEN
+        || total_len < IPV4_HLEN + header_len
+        || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
     {
         return Verdict::Pass(stat::PASS_MALFORMED);
     }
-    let tcp_len = (total_len - IP_LEN) as u16;
-    let saddr = [l3[26], l3[27], l3[28], l3[29]];
-    let daddr = [l3[30], l3[31], l3[32], l3[33]];
+    let tcp_len = (total_len - IPV4_HLEN) as u16;
+    let saddr = ip_saddr(l3);
+    let daddr = ip_daddr(l3);
     let new_daddr = target.backend_addr_be.to_ne_bytes();
-    let old_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let old_port = u16::from_be_bytes(tcp_dest(tcp));
     let new_port = u16::from_be_bytes(target.backend_port_be.to_ne_bytes());
-    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let check = u16::from_be_bytes(tcp_check(tcp));
     let old_pseudo = tcp_ipv4_pseudo_header_sum(saddr, daddr, tcp_len);
 
-    let new_check = if total_len > IP_LEN + header_len {
+    let new_check = if total_len > IPV4_HLEN + header_len {
         // Payload: complete fields are updated, partial ones go up (module docs).
         match redirected_tcp_checksum(
             check,
@@ -562,8 +555,8 @@ fn forward_flow(
         }
     } else {
         // Header only: summed whole. The header's words except the destination port
-        // (word 1) and the checksum (word 8), which differ between the old and the new sum.
-        let Some(words) = tcp_header_sum(ctx, header_len, [1, 8]) else {
+        // and the checksum, which differ between the old and the new sum.
+        let Some(words) = tcp_header_sum(ctx, header_len, [TCP_DEST / 2, TCP_CHECK / 2]) else {
             return Verdict::Pass(stat::PASS_MALFORMED);
         };
         let complete = ones_complement_add(ones_complement_add(old_pseudo, words), old_port);
@@ -575,17 +568,17 @@ fn forward_flow(
         tcp_checksum(new_pseudo, ones_complement_add(words, new_port))
     };
     let ip_check = csum_replace4(
-        be16(l3, ETH_LEN + 10),
+        u16::from_be_bytes(ip_check(l3)),
         u32::from_be_bytes(daddr),
         u32::from_be_bytes(new_daddr),
     );
 
     let (Some(eth), Some(ip_check_at), Some(daddr_at), Some(port_at), Some(check_at)) = (
-        bytes_at::<12>(ctx, 0),
-        bytes_at::<2>(ctx, ETH_LEN + 10),
-        bytes_at::<4>(ctx, ETH_LEN + 16),
-        bytes_at::<2>(ctx, TCP + 2),
-        bytes_at::<2>(ctx, TCP + 16),
+        bytes_at::<{ 2 * ETH_ALEN }>(ctx, ETH_DEST),
+        bytes_at::<2>(ctx, ETH_HLEN + IP_CHECK),
+        bytes_at::<4>(ctx, ETH_HLEN + IP_DADDR),
+        bytes_at::<2>(ctx, TCP + TCP_DEST),
+        bytes_at::<2>(ctx, TCP + TCP_CHECK),
     ) else {
         return Verdict::Pass(stat::PASS_MALFORMED);
     };
@@ -643,24 +636,24 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
     // SAFETY: `bytes_at` checked the bounds; read once onto the stack (`forward` checked
     // them to be IPv4 without options, TCP, to the service).
     let l3 = unsafe { bytes_at::<TCP>(ctx, 0)?.read_unaligned() };
-    let tcp = unsafe { bytes_at::<20>(ctx, TCP)?.read_unaligned() };
-    let total_len = usize::from(be16(&l3, ETH_LEN + 2));
-    let header_len = usize::from(tcp[12] >> 4) * 4;
+    let tcp = unsafe { bytes_at::<TCP_HLEN>(ctx, TCP)?.read_unaligned() };
+    let total_len = usize::from(ip_tot_len(&l3));
+    let header_len = tcp_header_len(&tcp);
     // Data in a SYN (TCP Fast Open) and odd lengths: the slow path's.
-    if header_len < 20
-        || total_len != IP_LEN + header_len
-        || ctx.data() + ETH_LEN + total_len > ctx.data_end()
+    if header_len < TCP_HLEN
+        || total_len != IPV4_HLEN + header_len
+        || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
     {
         return None;
     }
-    let client_isn = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let client_isn = u32::from_be_bytes(tcp_seq(&tcp));
     let to = SynAddresses {
-        client_mac: [l3[6], l3[7], l3[8], l3[9], l3[10], l3[11]],
+        client_mac: eth_source(&l3),
         our_mac: config.interface_mac,
-        client_addr: [l3[26], l3[27], l3[28], l3[29]],
-        service_addr: [l3[30], l3[31], l3[32], l3[33]],
-        client_port: u16::from_be_bytes([tcp[0], tcp[1]]),
-        service_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        client_addr: ip_saddr(&l3),
+        service_addr: ip_daddr(&l3),
+        client_port: u16::from_be_bytes(tcp_source(&tcp)),
+        service_port: u16::from_be_bytes(tcp_dest(&tcp)),
     };
     // The SYN's checksum, summed whole (no payload, so at most 60 bytes): a corrupted
     // SYN gets no answer here, as the kernel would give none. The partial sum an
@@ -668,7 +661,7 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
     let tcp_len = header_len as u16;
     let pseudo = tcp_ipv4_pseudo_header_sum(to.client_addr, to.service_addr, tcp_len);
     let words = tcp_header_sum(ctx, header_len, [usize::MAX; 2])?;
-    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let check = u16::from_be_bytes(tcp_check(&tcp));
     if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
         return None;
     }
@@ -683,9 +676,9 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
     // Hashing before the walk over the options: the verifier then checks the hashing
     // once, not once per way the walk ends.
     let hashes = hash_syn(&cookies.keys, now, &flow, client_isn);
-    let mut options = syn_options(ctx.ctx, header_len - 20)?;
+    let mut options = syn_options(ctx.ctx, header_len - TCP_HLEN)?;
     // ECN is asked for in the header, not the options (RFC 3168 §6.1.1).
-    options.ecn_setup = syncookie::ecn_setup_syn(tcp[13], l3[ETH_LEN + 1]);
+    options.ecn_setup = syncookie::ecn_setup_syn(tcp_flags(&tcp), ip_tos(&l3));
     let answer = syncookie::cookie_syn_ack_with(cookies, &hashes, now, client_isn, &options);
     // Resize to the answer's length; a frame that cannot be resized goes up unchanged.
     let delta = SYN_ACK_FRAME_LEN as i32 - (ctx.data_end() - ctx.data()) as i32;
@@ -738,8 +731,14 @@ fn syn_options(ctx: *mut xdp_md, len: usize) -> Option<SynOptions> {
     }
     if len > 0 {
         // SAFETY: `area` holds 72 >= len bytes; the kernel checks the packet side.
-        let rc =
-            unsafe { bpf_xdp_load_bytes(ctx, TCP as u32 + 20, walk.area.as_mut_ptr().cast(), len) };
+        let rc = unsafe {
+            bpf_xdp_load_bytes(
+                ctx,
+                (TCP + TCP_OPTIONS) as u32,
+                walk.area.as_mut_ptr().cast(),
+                len,
+            )
+        };
         if rc != 0 {
             return None;
         }

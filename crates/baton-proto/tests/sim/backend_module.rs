@@ -22,33 +22,17 @@ use std::net::Ipv4Addr;
 use baton_common::handoff_option::{
     HandoffBinding, HandoffOption, OptionSpan, blank_option, find_handoff_option, find_option,
 };
+use baton_common::layout::{
+    IP_CHECK, IP_DADDR, IP_PROTOCOL, IP_SADDR, IPPROTO_TCP, IPV4_HLEN, SACKOPT_EDGES, TCP_ACK_SEQ,
+    TCP_CHECK, TCP_DEST, TCP_DOFF, TCP_FLAGS, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE,
+    TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, ip_header_len, ip_version,
+    tcp_flag::{ACK, FIN, RST, SYN},
+};
 use baton_common::siphash::SipKey;
+use baton_common::tcp_options::{KIND_SACK, KIND_TIMESTAMPS, KIND_WINDOW_SCALE};
 use baton_common::translate::{
     SackBlock, SynAckTerms, Translation, csum_replace2, csum_replace4, csum_replace4_odd,
 };
-
-/// IPv4 header fields (RFC 791 section 3.1).
-const IP_CHECK: usize = 10;
-const IP_SRC: usize = 12;
-const IP_DST: usize = 16;
-/// TCP header fields (RFC 9293 section 3.1), from the start of the TCP header.
-const TCP_SRC_PORT: usize = 0;
-const TCP_DST_PORT: usize = 2;
-const TCP_SEQ: usize = 4;
-const TCP_ACK: usize = 8;
-const TCP_FLAGS: usize = 13;
-const TCP_WINDOW: usize = 14;
-const TCP_CHECK: usize = 16;
-const TCP_OPTIONS: usize = 20;
-
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-
-const KIND_WINDOW_SCALE: u8 = 3;
-const KIND_SACK: u8 = 5;
-const KIND_TIMESTAMPS: u8 = 8;
 
 /// A flow as the back-end sees it: the client's address and port (the back-end's own
 /// address and the service port are fixed per module).
@@ -125,12 +109,16 @@ impl Layout {
     /// Checks the lengths the rewrite relies on; anything else is passed untouched by the
     /// caller (the kernel drops what its TCP cannot parse).
     fn of(pkt: &[u8]) -> Option<Self> {
-        let ihl = usize::from(*pkt.first()? & 0x0f) * 4;
-        if pkt.first()? >> 4 != 4 || ihl < 20 || pkt.len() < ihl + 20 || *pkt.get(9)? != 6 {
+        let ihl = ip_header_len(*pkt.first()?);
+        if ip_version(*pkt.first()?) != 4
+            || ihl < IPV4_HLEN
+            || pkt.len() < ihl + TCP_HLEN
+            || *pkt.get(IP_PROTOCOL)? != IPPROTO_TCP
+        {
             return None;
         }
-        let tcp_header_len = usize::from(pkt[ihl + 12] >> 4) * 4;
-        if tcp_header_len < 20 || pkt.len() < ihl + tcp_header_len {
+        let tcp_header_len = usize::from(pkt[ihl + TCP_DOFF] >> 4) * 4;
+        if tcp_header_len < TCP_HLEN || pkt.len() < ihl + tcp_header_len {
             return None;
         }
         Some(Self {
@@ -187,11 +175,11 @@ fn rewrite_window(pkt: &mut [u8], tcp: usize, new: u16) {
 /// the TCP checksum (`bpf_l3_csum_replace` and `bpf_l4_csum_replace` with
 /// `BPF_F_PSEUDO_HDR` in tc).
 fn rewrite_src_addr(pkt: &mut [u8], tcp: usize, new: Ipv4Addr) {
-    let old = u32::from(addr(pkt, IP_SRC));
+    let old = u32::from(addr(pkt, IP_SADDR));
     let new = u32::from(new);
     let ip_check = csum_replace4(be16(pkt, IP_CHECK), old, new);
     let tcp_check = csum_replace4(be16(pkt, tcp + TCP_CHECK), old, new);
-    pkt[IP_SRC..IP_SRC + 4].copy_from_slice(&new.to_be_bytes());
+    pkt[IP_SADDR..IP_SADDR + 4].copy_from_slice(&new.to_be_bytes());
     pkt[IP_CHECK..IP_CHECK + 2].copy_from_slice(&ip_check.to_be_bytes());
     pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&tcp_check.to_be_bytes());
 }
@@ -239,12 +227,12 @@ impl BackendModule {
             return Verdict::Pass;
         };
         let tcp = layout.tcp;
-        if addr(pkt, IP_DST) != self.addr || be16(pkt, tcp + TCP_DST_PORT) != self.port {
+        if addr(pkt, IP_DADDR) != self.addr || be16(pkt, tcp + TCP_DEST) != self.port {
             return Verdict::Pass;
         }
         let key = FlowKey {
-            client_ip: addr(pkt, IP_SRC),
-            client_port: be16(pkt, tcp + TCP_SRC_PORT),
+            client_ip: addr(pkt, IP_SADDR),
+            client_port: be16(pkt, tcp + TCP_SOURCE),
         };
         let flags = pkt[tcp + TCP_FLAGS];
         if flags & SYN != 0 && flags & ACK == 0 {
@@ -269,13 +257,13 @@ impl BackendModule {
         // C -> B: ack -= seq_delta, SACK edges -= seq_delta, TSecr -= ts_delta
         // (docs/design.md, "Packet walk", step 8).
         if flags & ACK != 0 {
-            let ack = be32(pkt, tcp + TCP_ACK);
-            rewrite32(pkt, tcp, tcp + TCP_ACK, t.ack_to_backend(ack));
+            let ack = be32(pkt, tcp + TCP_ACK_SEQ);
+            rewrite32(pkt, tcp, tcp + TCP_ACK_SEQ, t.ack_to_backend(ack));
         }
         if t.has_sack()
             && let Some(span) = option_span(pkt, &layout, KIND_SACK)
         {
-            let first = layout.options().start + span.start + 2;
+            let first = layout.options().start + span.start + SACKOPT_EDGES;
             let blocks = (span.len - 2) / 8;
             for i in 0..blocks.min(4) {
                 let at = first + 8 * i;
@@ -291,7 +279,7 @@ impl BackendModule {
             && let Some(span) = option_span(pkt, &layout, KIND_TIMESTAMPS)
             && span.len == 10
         {
-            let at = layout.options().start + span.start + 6;
+            let at = layout.options().start + span.start + TSOPT_TSECR;
             let tsecr = be32(pkt, at);
             rewrite32(pkt, tcp, at, t.tsecr_to_backend(tsecr));
         }
@@ -374,12 +362,12 @@ impl BackendModule {
             return vec![(EgressTo::Route, pkt)];
         };
         let tcp = layout.tcp;
-        if addr(&pkt, IP_SRC) != self.addr || be16(&pkt, tcp + TCP_SRC_PORT) != self.port {
+        if addr(&pkt, IP_SADDR) != self.addr || be16(&pkt, tcp + TCP_SOURCE) != self.port {
             return vec![(EgressTo::Route, pkt)];
         }
         let key = FlowKey {
-            client_ip: addr(&pkt, IP_DST),
-            client_port: be16(&pkt, tcp + TCP_DST_PORT),
+            client_ip: addr(&pkt, IP_DADDR),
+            client_port: be16(&pkt, tcp + TCP_DEST),
         };
         let Some(flow) = self.flows.get_mut(&key) else {
             return vec![(EgressTo::Route, pkt)];
@@ -392,7 +380,7 @@ impl BackendModule {
             // retransmitted SYN/ACK' leaves the completed entry as it is.
             let tsval = option_span(&pkt, &layout, KIND_TIMESTAMPS)
                 .filter(|s| s.len == 10)
-                .map(|s| be32(&pkt, layout.options().start + s.start + 2));
+                .map(|s| be32(&pkt, layout.options().start + s.start + TSOPT_TSVAL));
             let window_shift = option_span(&pkt, &layout, KIND_WINDOW_SCALE)
                 .filter(|s| s.len == 3)
                 .map_or(0, |s| pkt[layout.options().start + s.start + 2]);
@@ -426,7 +414,7 @@ impl BackendModule {
         // every pure ACK (B's answer to a retransmitted request segment repeats its
         // ACK) and every FIN and RST. During a download the client sends only ACKs, so
         // B's acknowledgement does not move and nothing else is copied.
-        let ack = be32(&pkt, tcp + TCP_ACK);
+        let ack = be32(&pkt, tcp + TCP_ACK_SEQ);
         let payload_len = pkt.len() - tcp - layout.tcp_header_len;
         let new_ack = flags & ACK != 0
             && flow
@@ -456,7 +444,7 @@ fn translate_to_client(pkt: &mut [u8], layout: &Layout, t: Translation, rescale:
         && let Some(span) = option_span(pkt, layout, KIND_TIMESTAMPS)
         && span.len == 10
     {
-        let at = layout.options().start + span.start + 2;
+        let at = layout.options().start + span.start + TSOPT_TSVAL;
         let tsval = be32(pkt, at);
         rewrite32(pkt, tcp, at, t.tsval_to_client(tsval));
     }
