@@ -13,6 +13,7 @@ pub mod ebpf;
 pub mod frontend;
 pub mod handoff_key;
 pub mod lab;
+pub mod log;
 pub mod metrics;
 pub mod netns;
 pub mod pins;

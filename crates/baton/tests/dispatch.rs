@@ -322,7 +322,7 @@ match = { sni = ["api.baton.test", "*.api.baton.test"] }
                     &LAB,
                     &format!("be{k}"),
                     &["backend", "--config", path.to_str().unwrap()],
-                    "backend: attached",
+                    "event=attached ",
                 )
             })
             .collect()
@@ -690,7 +690,7 @@ match = { service = "198.18.2.2:80" }
                 &LAB,
                 &format!("be{k}"),
                 &["backend", "--config", path.to_str().unwrap()],
-                "backend: attached",
+                "event=attached ",
             )
         })
         .collect()

@@ -252,7 +252,7 @@ fn flow_entries_go_when_their_sockets_are_gone() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let (flows, log) = (cluster.flows(1), cluster.backends[0].0.log_text());
-        if flows == 1 && log.contains("entries without a socket removed") {
+        if flows == 1 && log.contains(" event=gc ") {
             break;
         }
         assert!(
@@ -297,7 +297,7 @@ fn an_agent_restart_does_not_disturb_a_live_download() {
         &LAB,
         "be1",
         &["backend", "--config", path.to_str().unwrap()],
-        "backend: reattached",
+        "event=reattached ",
     );
     cluster.backends.insert(0, (again, config));
     let out = download.wait_with_output().unwrap();
@@ -362,7 +362,7 @@ fn the_handoff_key_rotates_without_a_failed_connection() {
             &LAB,
             "be1",
             &["backend", "--config", path.to_str().unwrap()],
-            "backend: ",
+            "attached interface=", // event=attached or event=reattached
         );
         (daemon, AgentConfig::parse(&text).unwrap())
     };

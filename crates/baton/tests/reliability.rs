@@ -889,7 +889,7 @@ fn restarts_under_load_keep_established_connections() {
             &LAB,
             "be1",
             &["backend", "--config", path.to_str().unwrap()],
-            "backend: reattached",
+            "event=reattached ",
             Duration::from_secs(30),
         ),
     );

@@ -345,7 +345,7 @@ fn restart_mid_download(test: &str, stop: Stop) {
     ));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("detached the fast path") && said.contains("removed the nftables table"),
+        said.contains(" event=detached ") && said.contains(" event=nftables_removed "),
         "{said}"
     );
     assert!(!cluster.pins().exists(), "pins left: {said}");
@@ -499,7 +499,7 @@ fn a_second_daemon_is_refused_and_a_killed_ones_successor_starts() {
         &LAB,
         "be1",
         &["backend", "--config", &be1],
-        "backend: reattached",
+        "event=reattached ",
     );
     assert_eq!(served_of_ten(), 10, "served after both successors started");
     // And their clean exits free the locks as well.

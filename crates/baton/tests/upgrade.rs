@@ -158,7 +158,7 @@ fn programs_replaced_under_load_without_errors() {
         )
     };
     let mut backends: Vec<Option<Daemon>> = (1..=BACKENDS)
-        .map(|k| Some(agent(k, "backend: attached")))
+        .map(|k| Some(agent(k, "event=attached ")))
         .collect();
     // The example's drain (5 s): it ends as soon as every connection is handed off.
     let text = support::frontend_config(&LAB);
@@ -241,7 +241,7 @@ fn programs_replaced_under_load_without_errors() {
         assert!(log.contains("stays attached"), "{log}");
         // The new programs go through the verifier (seconds, more under this load)
         // while the old ones go on running.
-        let new = agent(k, "backend: reattached");
+        let new = agent(k, "event=reattached ");
         let took = swap.elapsed();
         let log = new.log_text();
         backends[k - 1] = Some(new);

@@ -21,7 +21,7 @@ pub fn start(config: &AgentConfig) -> anyhow::Result<()> {
         let counters = module.stats().map_err(|e| format!("{e:#}"))?;
         Ok(render(&cfg, &counters, module.flow_count()))
     })?;
-    eprintln!("backend: metrics on http://{bound}/metrics");
+    crate::log::line("metrics", &[("url", &format!("http://{bound}/metrics"))]);
     Ok(())
 }
 

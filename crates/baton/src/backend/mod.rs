@@ -35,7 +35,7 @@ use baton_common::backend::{BackendConfig, BackendFlow, BackendFlowKey, stat};
 
 pub use config::AgentConfig;
 
-use crate::pins::Pins;
+use crate::{log, pins::Pins};
 
 /// The kernel's ids of the programs in the two links (as `bpftool prog` shows them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -273,11 +273,16 @@ fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
             .with_context(|| format!("reading the pinned map {}", path.display()))?;
         if (info.value_size() as usize, info.max_entries()) != (value, entries) {
             fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            eprintln!(
-                "backend: {} was made by another version ({}-byte values, {} entries; now {value} and {entries}): replaced",
-                path.display(),
-                info.value_size(),
-                info.max_entries()
+            log::line(
+                "map_replaced",
+                &[
+                    ("pin", &path.display()),
+                    ("reason", &"made by another version"),
+                    ("value_size", &info.value_size()),
+                    ("entries", &info.max_entries()),
+                    ("now_value_size", &value),
+                    ("now_entries", &entries),
+                ],
             );
         }
     }
@@ -340,43 +345,51 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
     let _lock = lock(path, &config, &pins)?;
     if detach {
         if BackendModule::detach(&config)? {
-            eprintln!(
-                "backend: detached from {}; removed {}",
-                config.interface,
-                pins.dir().display()
+            log::line(
+                "detached",
+                &[
+                    ("interface", &config.interface),
+                    ("removed", &pins.dir().display()),
+                ],
             );
         } else {
-            eprintln!(
-                "backend: nothing attached to {} (no {})",
-                config.interface,
-                pins.dir().display()
+            log::line(
+                "nothing_attached",
+                &[
+                    ("interface", &config.interface),
+                    ("pins", &pins.dir().display()),
+                ],
             );
         }
         return Ok(());
     }
     let stop = crate::signals::stop_flag()?;
     let (mut module, start) = BackendModule::start(&config)?;
-    eprintln!(
-        "backend: {} {} (tc ingress and egress), {}; service port {}, answering as {}; pins in {}; {} flows",
-        match start {
-            Start::Attached { .. } => "attached to",
-            Start::Reattached { .. } => "reattached to the module already on",
-        },
-        config.interface,
-        match start {
-            Start::Attached { programs } => format!(
-                "programs ingress={} egress={}",
-                programs.ingress, programs.egress
-            ),
-            Start::Reattached { old, new } => format!(
-                "programs replaced in the pinned links: ingress={}->{} egress={}->{}",
-                old.ingress, new.ingress, old.egress, new.egress
-            ),
-        },
-        config.service_port,
-        config.vip,
-        pins.dir().display(),
-        module.flow_count(),
+    let (event, ingress, egress) = match start {
+        Start::Attached { programs } => (
+            "attached",
+            programs.ingress.to_string(),
+            programs.egress.to_string(),
+        ),
+        // The program ids before and after the replacement in the pinned links.
+        Start::Reattached { old, new } => (
+            "reattached",
+            format!("{}->{}", old.ingress, new.ingress),
+            format!("{}->{}", old.egress, new.egress),
+        ),
+    };
+    log::line(
+        event,
+        &[
+            ("interface", &config.interface),
+            ("hooks", &"tc ingress and egress"),
+            ("ingress", &ingress),
+            ("egress", &egress),
+            ("service_port", &config.service_port),
+            ("vip", &config.vip),
+            ("pins", &pins.dir().display()),
+            ("flows", &module.flow_count()),
+        ],
     );
     metrics::start(&config)?;
     let mut diag = sockdiag::SockDiag::open().context("opening a sock_diag socket")?;
@@ -394,31 +407,41 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
             Ok(()) => {
                 let (kept, removed) = module.collect_garbage(&live);
                 if removed > 0 {
-                    eprintln!(
-                        "backend: flow table: {removed} entries without a socket removed, {kept} kept"
-                    );
+                    // Entries whose connection has no socket any more.
+                    log::line("gc", &[("removed", &removed), ("kept", &kept)]);
                 }
             }
             // An interrupted dump may miss sockets: skip the sweep rather than act on it.
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => eprintln!("backend: socket table unreadable ({e}); sweep skipped"),
+            Err(e) => log::warn(
+                "sweep_skipped",
+                &[("reason", &"socket table unreadable"), ("error", &e)],
+            ),
         }
         let stats = module.stats()?;
         if stats != last_stats {
-            let changed: Vec<String> = stat::NAMES
+            let changed: Vec<(&str, &dyn std::fmt::Display)> = stat::NAMES
                 .iter()
                 .zip(stats.iter().zip(last_stats.iter()))
                 .filter(|(_, (now, before))| now != before)
-                .map(|(name, (now, _))| format!("{name}={now}"))
+                .map(|(name, (now, _))| (*name, now as &dyn std::fmt::Display))
                 .collect();
-            eprintln!("backend: counters: {}", changed.join(" "));
+            log::line("counters", &changed);
             last_stats = stats;
         }
     }
-    eprintln!(
-        "backend: stopping; the module stays attached (pinned in {}); `baton backend --config {} --detach` removes it",
-        pins.dir().display(),
-        path.display()
+    log::line(
+        "exit",
+        &[
+            (
+                "left_in_place",
+                &format!("the module, pinned in {}", pins.dir().display()),
+            ),
+            (
+                "remove_with",
+                &format!("baton backend --config {} --detach", path.display()),
+            ),
+        ],
     );
     Ok(())
 }

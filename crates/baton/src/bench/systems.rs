@@ -386,7 +386,7 @@ impl Running {
                         &format!("be{k}-backend"),
                         baton,
                         &["backend", "--config", path_str(&cfg)?],
-                        Some("backend: attached"),
+                        Some("event=attached "),
                     )?);
                 }
                 let cfg = files.frontend_config();

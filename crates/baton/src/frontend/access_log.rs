@@ -90,7 +90,7 @@ impl AccessLog {
                 self.errors += 1;
                 if !self.failing {
                     self.failing = true;
-                    log::line(
+                    log::error(
                         "access_log_failed",
                         &[
                             ("path", &self.path.display()),
@@ -110,7 +110,7 @@ impl AccessLog {
         self.flush();
         match open(&self.path) {
             Ok(f) => self.file = f,
-            Err(e) => log::line("access_log_reopen_failed", &[("error", &format!("{e:#}"))]),
+            Err(e) => log::error("access_log_reopen_failed", &[("error", &format!("{e:#}"))]),
         }
     }
 }

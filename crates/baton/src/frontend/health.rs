@@ -134,7 +134,14 @@ impl HealthChecks {
             let probe = &self.probes[report.probe];
             let port = probe.check.port.unwrap_or(backend.port());
             let state = |up: bool| if up { "up" } else { "down" };
-            log::line(
+            // A failed check is a warning; a back-end coming (back) up is news.
+            let level = if report.up {
+                log::Level::Info
+            } else {
+                log::Level::Warn
+            };
+            log::emit(
+                level,
                 "health",
                 &[
                     ("backend", &backend),

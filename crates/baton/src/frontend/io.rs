@@ -247,7 +247,7 @@ impl PacketIo {
                 self.stats.send_errors += 1;
                 if errno != self.last_send_errno {
                     self.last_send_errno = errno;
-                    super::log::line(
+                    super::log::warn(
                         "send_error",
                         &[
                             ("destination", &destination),

@@ -78,7 +78,6 @@ pub mod dispatch;
 pub mod fastpath;
 pub mod health;
 pub mod io;
-mod log;
 pub mod metrics;
 
 use std::{
@@ -94,6 +93,7 @@ use baton_proto::{
     wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
 };
 
+use crate::log;
 use dispatch::{ContentDispatch, Note};
 use fastpath::{FastPath, FastPathStats};
 use io::{HostTcpFilter, PacketIo, Received};
@@ -210,7 +210,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             Err(e) => {
                 // Loud, counted, not fatal: the slow path forwards correctly on its own.
                 fp_stats.load_failed = 1;
-                log::line(
+                log::warn(
                     "fastpath_unavailable",
                     &[
                         ("interface", &interface),
@@ -224,7 +224,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     } else {
         let pins = crate::pins::Pins::frontend(&pin_dir, &interface);
         if pins.dir().exists() {
-            log::line(
+            log::warn(
                 "fastpath_pins_ignored",
                 &[
                     ("pins", &pins.dir().display()),
@@ -380,22 +380,25 @@ fn lock(
 fn detach_all(interface: &str, pin_dir: &Path) -> anyhow::Result<()> {
     let pins = crate::pins::Pins::frontend(pin_dir, interface);
     match FastPath::detach(pin_dir, interface)? {
-        Some(flows) => eprintln!(
-            "frontend: detached the fast path from {interface}: removed {} (XDP program, link and maps; {flows} flows in the table)",
-            pins.dir().display()
+        Some(flows) => log::line(
+            "detached",
+            &[
+                ("interface", &interface),
+                ("removed", &pins.dir().display()),
+                ("what", &"XDP program, link and maps"),
+                ("flows", &flows),
+            ],
         ),
-        None => eprintln!(
-            "frontend: no fast path pinned for {interface} (no {})",
-            pins.dir().display()
+        None => log::line(
+            "nothing_attached",
+            &[("interface", &interface), ("pins", &pins.dir().display())],
         ),
     }
+    let table = format!("inet {}", io::NFT_TABLE);
     if HostTcpFilter::remove()? {
-        eprintln!(
-            "frontend: removed the nftables table inet {}",
-            io::NFT_TABLE
-        );
+        log::line("nftables_removed", &[("table", &table)]);
     } else {
-        eprintln!("frontend: no nftables table inet {}", io::NFT_TABLE);
+        log::line("nftables_absent", &[("table", &table)]);
     }
     Ok(())
 }
@@ -487,7 +490,7 @@ impl Control {
         let settings = match config::load(&self.config_path) {
             Ok(s) => s,
             Err(e) => {
-                log::line(
+                log::warn(
                     "reload_failed",
                     &[
                         ("config", &path),
@@ -502,7 +505,7 @@ impl Control {
         let summary = config::Summary(&settings.dispatcher).to_string();
         // Checked by `config::load` against the same bound.
         if let Err(e) = fe.set_unavailable_body(settings.dispatcher.unavailable_body().as_bytes()) {
-            log::line(
+            log::warn(
                 "reload_failed",
                 &[("config", &path), ("error", &format!("{e}"))],
             );
@@ -512,7 +515,7 @@ impl Control {
         match health::HealthChecks::start(fe.dispatcher_mut().dispatcher()) {
             Ok(checks) => std::mem::replace(&mut self.health, checks).retire(),
             // The old checks go on; they report by back-end address.
-            Err(e) => log::line("health_checks_failed", &[("error", &format!("{e:#}"))]),
+            Err(e) => log::error("health_checks_failed", &[("error", &format!("{e:#}"))]),
         }
         log::line(
             "reloaded",
@@ -523,7 +526,7 @@ impl Control {
             ],
         );
         if !restart.is_empty() {
-            log::line(
+            log::warn(
                 "reload_needs_restart",
                 &[
                     ("fields", &restart.join(",")),
@@ -865,7 +868,7 @@ fn log_note(note: Note) {
         } => {
             let failed = failed.map_or("-".into(), |b| b.to_string());
             let next = next.map_or("none".into(), |b| b.to_string());
-            log::line(
+            log::warn(
                 "handoff_retry",
                 &[
                     ("client", &flow.client),
@@ -881,7 +884,7 @@ fn log_note(note: Note) {
             request,
             rule,
             pool,
-        } => log::line(
+        } => log::warn(
             "unavailable",
             &[
                 ("client", &flow.client),

@@ -191,7 +191,7 @@ pub fn start_backends(
                 lab,
                 &format!("be{k}"),
                 &["backend", "--config", path.to_str().unwrap()],
-                "backend: attached",
+                "event=attached ",
             );
             (daemon, baton::backend::AgentConfig::parse(&text).unwrap())
         })

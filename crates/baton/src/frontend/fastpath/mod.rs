@@ -367,7 +367,7 @@ impl FastPath {
                 Err(e) => {
                     adoption.refused += 1;
                     let _ = self.flows.remove(&key);
-                    log::line(
+                    log::warn(
                         "fastpath_adopt_refused",
                         &[("client", &flow.client), ("reason", &e)],
                     );
@@ -402,7 +402,7 @@ impl FastPath {
     ) {
         let Some(mac) = self.neighbours.lookup(now, *backend.ip(), &self.interface) else {
             stats.no_neighbour += 1;
-            log::line(
+            log::warn(
                 "fastpath_no_neighbour",
                 &[("client", &flow.client), ("backend", &backend)],
             );
@@ -446,7 +446,7 @@ impl FastPath {
             }
             Err(e) => {
                 stats.install_failed += 1;
-                log::line(
+                log::warn(
                     "fastpath_install_failed",
                     &[("client", &flow.client), ("error", &e)],
                 );
@@ -536,7 +536,7 @@ impl FastPath {
             // Batch reads of hash maps exist since Linux 5.6 (this build needs 6.1), so
             // this is not expected; the next scan tries again.
             stats.batch_read_errors += 1;
-            log::line("fastpath_batch_read_failed", &[("error", &e)]);
+            log::warn("fastpath_batch_read_failed", &[("error", &e)]);
             self.neighbours.refresh(&self.interface);
             return;
         }
@@ -623,7 +623,7 @@ impl FastPath {
         }
         match self.syn_cookies.set(0, config, 0) {
             Ok(()) => self.syn_cookie_config = config,
-            Err(e) => log::line("syn_cookies_unset", &[("error", &e)]),
+            Err(e) => log::warn("syn_cookies_unset", &[("error", &e)]),
         }
     }
 
