@@ -291,7 +291,7 @@ fn an_agent_restart_does_not_disturb_a_live_download() {
     );
     let (agent, config) = cluster.backends.remove(0);
     let log = agent.stop();
-    assert!(log.contains("stays attached"), "{log}");
+    assert!(log.contains(" event=exit "), "{log}");
     let path = support::config_file(&LAB, "be1-again", &support::backend_config(&LAB, 1));
     let again = Daemon::start(
         &LAB,
