@@ -132,15 +132,8 @@ fn one_request(path: &str, timeout: Duration) -> Result<String, String> {
             head.lines().next().unwrap_or_default()
         ));
     }
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    };
-    let length: usize = header("Content-Length")
-        .and_then(|v| v.parse().ok())
-        .ok_or("no Content-Length")?;
+    let header = |name: &str| header_value(head, name);
+    let length = content_length(head)?;
     // The body is binary: compare byte counts, not characters.
     let body_bytes = got.len() - (head.len() + 4);
     if body_bytes != length {
@@ -150,6 +143,21 @@ fn one_request(path: &str, timeout: Duration) -> Result<String, String> {
         ));
     }
     Ok(header("X-Baton-Backend").unwrap_or_default())
+}
+
+/// The value of the response head's field `name` (case-insensitive), trimmed.
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// The response head's `Content-Length`.
+fn content_length(head: &str) -> Result<usize, String> {
+    header_value(head, "Content-Length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| "no Content-Length".to_owned())
 }
 
 /// `workers` clients in `client`, each making requests one after another until `count`
@@ -1750,22 +1758,14 @@ fn read_response(stream: &mut TcpStream) -> Result<String, String> {
         let Some((head, body)) = text.split_once("\r\n\r\n") else {
             continue;
         };
-        let header = |name: &str| {
-            head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-            })
-        };
-        let length: usize = header("Content-Length")
-            .and_then(|v| v.parse().ok())
-            .ok_or("no Content-Length")?;
+        let length = content_length(head)?;
         if body.len() < length {
             continue;
         }
         if !head.starts_with("HTTP/1.1 200 ") {
             return Err(head.lines().next().unwrap_or_default().to_owned());
         }
-        return Ok(header("X-Baton-Backend").unwrap_or_default());
+        return Ok(header_value(head, "X-Baton-Backend").unwrap_or_default());
     }
 }
 
