@@ -209,6 +209,15 @@ const TCP_MAX_WORDS: usize = TCP_MAX_HLEN / 2;
 /// FIN, SYN, RST, ACK: a bare SYN has only SYN among these.
 const HANDSHAKE_FLAGS: u8 = FIN | SYN | RST | ACK;
 
+/// A client segment's lengths, checked against its frame by `forward`.
+#[derive(Clone, Copy)]
+struct Segment {
+    /// The TCP header and payload.
+    tcp_len: usize,
+    /// The TCP header alone, options included.
+    header_len: usize,
+}
+
 /// What the program decided.
 enum Verdict {
     /// Rewritten: transmit, counting this `stat`.
@@ -331,7 +340,10 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         // IPv4 options: the slow path's.
         return Some(Verdict::Pass(stat::PASS_UNUSUAL_IP));
     }
-    let tcp_ptr = bytes_at::<TCP_HLEN>(ctx, TCP)?;
+    let Some(tcp_ptr) = bytes_at::<TCP_HLEN>(ctx, TCP) else {
+        // Too short for a TCP header: counted if it is for a VIP.
+        return is_service(daddr, 0).then_some(Verdict::Pass(stat::PASS_MALFORMED));
+    };
     // SAFETY: as above.
     let tcp = unsafe { tcp_ptr.read_unaligned() };
     let dport = u16::from_ne_bytes(tcp_dest(&tcp));
@@ -363,11 +375,20 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
             stat::PASS_NO_FLOW
         }));
     };
+    // The lengths every later step trusts (the judgement's payload length, the
+    // rewrite's checksums), checked once against the frame.
     let total_len = usize::from(ip_tot_len(&l3));
     let header_len = tcp_header_len(&tcp);
-    if header_len < TCP_HLEN || total_len < IPV4_HLEN + header_len {
+    if header_len < TCP_HLEN
+        || total_len < IPV4_HLEN + header_len
+        || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
+    {
         return Some(Verdict::Pass(stat::PASS_MALFORMED));
     }
+    let segment = Segment {
+        tcp_len: total_len - IPV4_HLEN,
+        header_len,
+    };
     // SAFETY: a map value pointer, valid for this program run.
     let (close_state, isn_f, client_next) =
         unsafe { ((*flow).close_state, (*flow).isn_f, (*flow).client_next) };
@@ -376,7 +397,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     let judged = judge_client_segment(
         client_next,
         u32::from_be_bytes(tcp_seq(&tcp)),
-        (total_len - IPV4_HLEN - header_len) as u32,
+        (segment.tcp_len - header_len) as u32,
         flags & FIN != 0,
         flags & RST != 0,
     );
@@ -392,7 +413,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         what |= FlowNotice::BACKEND_ANSWERED;
     }
     let verdict = if what == 0 {
-        match forward_flow(ctx, &config, &l3, &tcp, flow) {
+        match forward_flow(ctx, &config, &l3, &tcp, segment, flow) {
             Verdict::Transmit(_) if judged.ignored_close => {
                 Verdict::Transmit(if flags & RST != 0 {
                     stat::FORWARDED_RST_IGNORED
@@ -403,7 +424,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
             other => other,
         }
     } else {
-        forward_noticed(ctx, &config, &l3, &tcp, flow, key, what)
+        forward_noticed(ctx, &config, &l3, &tcp, segment, flow, key, what)
     };
     // Segments on their way to the back-end (from here, or from the slow path, which
     // forwards the ones it is passed for these reasons) move the expected number on;
@@ -473,12 +494,17 @@ fn backend_fin_copy(ctx: &XdpContext, l3: &EthIpv4, tcp: &TcpHeader) -> Option<V
 /// the ring and the segment forwarded, with a flow's `AWAITING_ANSWER` cleared if this
 /// is the answer; or, if the ring is full or the segment must go up anyway, the segment
 /// passed up untouched and nothing written.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the segment as `forward` parsed and checked it, passed on rather than parsed again"
+)]
 #[inline(always)]
 fn forward_noticed(
     ctx: &XdpContext,
     config: &FrontendConfig,
     l3: &EthIpv4,
     tcp: &TcpHeader,
+    segment: Segment,
     flow: *mut FrontendFlow,
     key: FrontendFlowKey,
     what: u32,
@@ -487,7 +513,7 @@ fn forward_noticed(
     let Some(mut notice) = FRONTEND_NOTICES.reserve::<FlowNotice>(0) else {
         return Verdict::Pass(stat::PASS_RING_FULL);
     };
-    match forward_flow(ctx, config, l3, tcp, flow) {
+    match forward_flow(ctx, config, l3, tcp, segment, flow) {
         Verdict::Transmit(_) => {
             if what & FlowNotice::BACKEND_ANSWERED != 0 {
                 // SAFETY: a map value pointer, valid for this program run. Racing CPUs
@@ -521,28 +547,24 @@ fn forward_flow(
     config: &FrontendConfig,
     l3: &EthIpv4,
     tcp: &TcpHeader,
+    segment: Segment,
     flow: *mut FrontendFlow,
 ) -> Verdict {
     // SAFETY: a map value pointer, valid for this program run; copied out at once.
     let target = unsafe { *flow };
-    let total_len = usize::from(ip_tot_len(l3));
-    let header_len = tcp_header_len(tcp);
-    if header_len < TCP_HLEN
-        || total_len < IPV4_HLEN + header_len
-        || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
-    {
-        return Verdict::Pass(stat::PASS_MALFORMED);
-    }
-    let tcp_len = (total_len - IPV4_HLEN) as u16;
+    let Segment {
+        tcp_len,
+        header_len,
+    } = segment;
     let saddr = ip_saddr(l3);
     let daddr = ip_daddr(l3);
     let new_daddr = target.backend_addr_be.to_ne_bytes();
     let old_port = u16::from_be_bytes(tcp_dest(tcp));
     let new_port = u16::from_be_bytes(target.backend_port_be.to_ne_bytes());
     let check = u16::from_be_bytes(tcp_check(tcp));
-    let old_pseudo = tcp_ipv4_pseudo_header_sum(saddr, daddr, tcp_len);
+    let old_pseudo = tcp_ipv4_pseudo_header_sum(saddr, daddr, tcp_len as u16);
 
-    let new_check = if total_len > IPV4_HLEN + header_len {
+    let new_check = if tcp_len > header_len {
         // Payload: complete fields are updated, partial ones go up (module docs).
         match redirected_tcp_checksum(
             check,
@@ -564,7 +586,7 @@ fn forward_flow(
         if ones_complement_add(complete, check) != 0xffff && check != old_pseudo {
             return Verdict::Pass(stat::PASS_BAD_CHECKSUM);
         }
-        let new_pseudo = tcp_ipv4_pseudo_header_sum(saddr, new_daddr, tcp_len);
+        let new_pseudo = tcp_ipv4_pseudo_header_sum(saddr, new_daddr, tcp_len as u16);
         tcp_checksum(new_pseudo, ones_complement_add(words, new_port))
     };
     let ip_check = csum_replace4(
