@@ -69,6 +69,61 @@ impl Pins {
     }
 }
 
+/// Unpins the map at `path` if a build of another shape made it (value size or entry
+/// count, say a counter array with fewer counters), so that the loader makes one this
+/// build's programs fit. Only for maps that hold nothing worth keeping (a configuration
+/// every daemon rewrites, counters): a program still running keeps its own map until it
+/// is replaced.
+pub fn replace_reshaped(path: &Path, value_size: usize, entries: u32) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let info = aya::maps::MapInfo::from_pin(path)
+        .with_context(|| format!("reading the pinned map {}", path.display()))?;
+    if (info.value_size() as usize, info.max_entries()) != (value_size, entries) {
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        crate::log::line(
+            "map_replaced",
+            &[
+                ("pin", &path.display()),
+                ("reason", &"made by another version"),
+                ("value_size", &info.value_size()),
+                ("entries", &info.max_entries()),
+                ("now_value_size", &value_size),
+                ("now_entries", &entries),
+            ],
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a pinned map at `path` whose key or value size differs from this build's (a
+/// flow table made by another version): its entries cannot be carried over, and a
+/// program loaded against it would read them wrong. `detach` names the command that
+/// removes it.
+pub fn require_shape(
+    path: &Path,
+    key_size: usize,
+    value_size: usize,
+    detach: &str,
+) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let info = aya::maps::MapInfo::from_pin(path)
+        .with_context(|| format!("reading the pinned map {}", path.display()))?;
+    if (info.key_size() as usize, info.value_size() as usize) != (key_size, value_size) {
+        bail!(
+            "the pinned map {} has {}-byte keys and {}-byte values, this build needs {key_size} \
+             and {value_size}: it was made by another version; `{detach}` removes it (and its flows)",
+            path.display(),
+            info.key_size(),
+            info.value_size(),
+        );
+    }
+    Ok(())
+}
+
 /// `BPF_FS_MAGIC` (`linux/magic.h`).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 

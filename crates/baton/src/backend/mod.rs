@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
@@ -261,53 +261,14 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
 /// unpinned, so that the loader makes one this build's programs fit, and an upgrade that
 /// changes them stays live (a program still running keeps its own).
 fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
-    let replaceable = [
-        (pins.config(), size_of::<BackendConfig>(), 1),
-        (pins.stats(), size_of::<u64>(), stat::COUNT),
-    ];
-    for (path, value, entries) in replaceable {
-        if !path.exists() {
-            continue;
-        }
-        let info = aya::maps::MapInfo::from_pin(&path)
-            .with_context(|| format!("reading the pinned map {}", path.display()))?;
-        if (info.value_size() as usize, info.max_entries()) != (value, entries) {
-            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            log::line(
-                "map_replaced",
-                &[
-                    ("pin", &path.display()),
-                    ("reason", &"made by another version"),
-                    ("value_size", &info.value_size()),
-                    ("entries", &info.max_entries()),
-                    ("now_value_size", &value),
-                    ("now_entries", &entries),
-                ],
-            );
-        }
-    }
-    let want = [(
-        pins.flows(),
+    crate::pins::replace_reshaped(&pins.config(), size_of::<BackendConfig>(), 1)?;
+    crate::pins::replace_reshaped(&pins.stats(), size_of::<u64>(), stat::COUNT)?;
+    crate::pins::require_shape(
+        &pins.flows(),
         size_of::<BackendFlowKey>(),
         size_of::<BackendFlow>(),
-    )];
-    for (path, key, value) in want {
-        if !path.exists() {
-            continue;
-        }
-        let info = aya::maps::MapInfo::from_pin(&path)
-            .with_context(|| format!("reading the pinned map {}", path.display()))?;
-        if (info.key_size() as usize, info.value_size() as usize) != (key, value) {
-            bail!(
-                "the pinned map {} has {}-byte keys and {}-byte values, this build needs {key} and {value}: \
-                 it was made by another version; `baton backend --config FILE --detach` removes the module (and its flows)",
-                path.display(),
-                info.key_size(),
-                info.value_size(),
-            );
-        }
-    }
-    Ok(())
+        "baton backend --config FILE --detach",
+    )
 }
 
 /// Takes the agent's locks ([`crate::daemon_lock`]): the interface in this network

@@ -79,8 +79,8 @@ mod pins;
 mod sys;
 mod table;
 
+use pins::check_pinned_maps;
 pub use pins::{DEFAULT_PIN_DIR, pinned_flow_count};
-use pins::{check_pinned_flows, replace_outgrown_stats, replace_reshaped_config};
 use sys::{Neighbours, interface_mac};
 use table::{FlowBatch, write_close_state};
 
@@ -211,9 +211,7 @@ impl FastPath {
         let pins = Pins::frontend(pin_dir, interface);
         fs::create_dir_all(pins.dir())
             .with_context(|| format!("creating {}", pins.dir().display()))?;
-        check_pinned_flows(&pins)?;
-        replace_outgrown_stats(&pins)?;
-        replace_reshaped_config(&pins)?;
+        check_pinned_maps(&pins)?;
         let (flows_pin, config_pin, stats_pin) = (pins.flows(), pins.config(), pins.stats());
         let notices_pin = pins.notices();
         // Maps already pinned are reused as they are (flows and all); missing ones are
