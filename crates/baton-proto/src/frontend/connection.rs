@@ -945,7 +945,7 @@ impl<D: Dispatch> FrontEnd<D> {
             conn.ack_owed = false;
         }
         if acks_backend_data && phase == Phase::RequestSent {
-            return self.complete_handoff(now, slot, conn);
+            return self.complete_handoff(now, slot, conn, false);
         }
         Next::Keep
     }
@@ -1143,7 +1143,7 @@ impl<D: Dispatch> FrontEnd<D> {
             if flags.contains(TcpFlags::FIN) {
                 conn.backend_fin = true;
             }
-            return self.complete_handoff(now, slot, conn);
+            return self.complete_handoff(now, slot, conn, false);
         }
         self.stats.unacceptable_segments += 1;
         Next::Keep
@@ -1319,7 +1319,7 @@ impl<D: Dispatch> FrontEnd<D> {
             return Next::Keep;
         }
         self.stats.handoffs_confirmed_by_fast_path += 1;
-        self.complete_handoff(now, slot, conn)
+        self.complete_handoff(now, slot, conn, true)
     }
 
     /// What the fast path needs of a handoff under way or done; `None` before a
@@ -1337,11 +1337,19 @@ impl<D: Dispatch> FrontEnd<D> {
             sack: conn.terms.sack,
             request_end: conn.rcv_nxt,
             candidate: conn.candidates,
+            confirmed_by_fast_path: false,
         })
     }
 
-    /// The back-end has the request: the handoff is done.
-    fn complete_handoff(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
+    /// The back-end has the request: the handoff is done. `by_fast_path`: the fast path
+    /// saw the proof and told of it ([`FrontEnd::note_backend_answered`]).
+    fn complete_handoff(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        by_fast_path: bool,
+    ) -> Next {
         let Some(handoff) = self.handoff_of(conn) else {
             return Next::Keep;
         };
@@ -1361,6 +1369,7 @@ impl<D: Dispatch> FrontEnd<D> {
         conn.request = Vec::new();
         self.emit(Event::HandedOff(HandedOff {
             request_end: conn.rcv_nxt,
+            confirmed_by_fast_path: by_fast_path,
             ..handoff
         }));
         conn.last_heard = now;

@@ -303,6 +303,10 @@ pub struct HandedOff {
     pub request_end: u32,
     /// 1 for the first back-end tried, 2 for the second, ...
     pub candidate: u8,
+    /// In [`Event::HandedOff`]: the fast path saw the back-end's answer and told of it
+    /// ([`FrontEnd::note_backend_answered`]), clearing its entry's wait itself, so the
+    /// entry taken in at [`Event::RequestSent`] already forwards as it should.
+    pub confirmed_by_fast_path: bool,
 }
 
 /// What a front-end must know to take over a handed-off connection from another (a

@@ -1009,10 +1009,11 @@ fn client_ack_of_backend_data_confirms_the_handoff() {
     let mut ack = h.ack(isn_f, tsv_f, CISN + 1 + REQUEST.len() as u32, &[]);
     ack.ack_number = isn_f + 1 + 1000;
     h.client_sends(&ack);
-    assert!(matches!(
-        h.events()[..],
-        [Event::RequestSent(_), Event::HandedOff(_)]
-    ));
+    let events = h.events();
+    let [Event::RequestSent(_), Event::HandedOff(done)] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert!(!done.confirmed_by_fast_path, "the slow path saw the proof");
     assert_eq!(h.drain().len(), 1, "the ACK itself goes to the back-end");
 }
 
@@ -1034,6 +1035,10 @@ fn the_fast_path_telling_of_an_answer_confirms_the_handoff() {
         panic!("{events:?}");
     };
     assert_eq!(done.backend, B1);
+    assert!(
+        done.confirmed_by_fast_path,
+        "its entry is already forwarding"
+    );
     assert_eq!(h.state(), Some(StateName::Forwarding));
     assert!(h.drain().is_empty(), "nothing held, nothing to send");
     h.fe.note_backend_answered(now, &flow);

@@ -156,6 +156,15 @@ impl RealFront {
                     self.fast_path
                         .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
                 }
+                Event::HandedOff(h)
+                    if h.confirmed_by_fast_path
+                        && self
+                            .fast_path
+                            .contains_key(&(*h.flow.client.ip(), h.flow.client.port())) =>
+                {
+                    // As the daemon does: the program cleared its entry's wait itself, and
+                    // the entry stays as it is.
+                }
                 Event::HandedOff(h) => {
                     // As the daemon does: the later of the core's number and the entry's.
                     let key = (*h.flow.client.ip(), h.flow.client.port());

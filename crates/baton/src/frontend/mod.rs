@@ -746,11 +746,17 @@ fn on_handed_off(
         candidate,
         client_isn,
         client_next,
+        confirmed_by_fast_path,
         ..
     } = handoff;
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
-        if live {
+        if live && confirmed_by_fast_path && path.is_installed(&flow) {
+            // The program saw the answer and cleared its entry's wait itself: the entry
+            // taken in with the request already forwards, and rewriting it would cost
+            // a read and a write (the read to keep the program's `client_next`).
+            fast.stats.confirmed_in_place += 1;
+        } else if live {
             path.install(
                 now,
                 flow,

@@ -128,6 +128,9 @@ pub struct FastPathStats {
     /// Client RSTs at the expected sequence number the program forwarded, read from its
     /// ring and told to the core.
     pub client_resets_noted: u64,
+    /// Handoffs the program confirmed itself, whose entry (taken in with the request)
+    /// was left as it was rather than rewritten.
+    pub confirmed_in_place: u64,
     /// Records in the ring too short to hold a notice; never expected (the program
     /// writes whole notices), counted rather than trusted.
     pub notices_short: u64,
@@ -450,6 +453,11 @@ impl FastPath {
                 );
             }
         }
+    }
+
+    /// Whether `flow` has an entry the daemon put in the table (or adopted).
+    pub fn is_installed(&self, flow: &FlowKey) -> bool {
+        self.installed.contains_key(flow)
     }
 
     /// The later of `ours` and the `client_next` of `flow`'s entry, if the daemon put
