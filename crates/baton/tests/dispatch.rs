@@ -113,6 +113,32 @@ fn with_dispatch(port: u16, dispatch: &str) -> String {
     format!("{daemon}\n{dispatch}")
 }
 
+/// The VIP and port of the lab's TLS service.
+const VIP_TLS: &str = "198.18.2.1:443";
+
+/// A back-end agent on each `beK` of `agents`, answering as its service (`VIP:PORT`).
+fn agents_answering_as(agents: &[(usize, &str)]) -> Vec<Daemon> {
+    agents
+        .iter()
+        .map(|&(k, vip)| {
+            let text = support::backend_config(&LAB, k)
+                .replace("vip = \"198.18.2.1:80\"", &format!("vip = \"{vip}\""));
+            assert!(text.contains(vip));
+            let path = config_file(
+                &LAB,
+                &format!("be{k}-{}", vip.replace([':', '.'], "-")),
+                &text,
+            );
+            Daemon::start(
+                &LAB,
+                &format!("be{k}"),
+                &["backend", "--config", path.to_str().unwrap()],
+                "event=attached ",
+            )
+        })
+        .collect()
+}
+
 /// Runs `nginx` on back-end `k` with the lab's configuration and `args`.
 fn nginx(k: usize, args: &[&str]) {
     let dir = format!("/run/{LAB}-lab/be{k}");
@@ -310,23 +336,8 @@ pool = "be2"
 match = { sni = ["api.baton.test", "*.api.baton.test"] }
 "#,
     );
-    let agents = || {
-        // The back-end module answers as VIP:443, where nginx serves TLS.
-        (1..=3)
-            .map(|k| {
-                let text = support::backend_config(&LAB, k)
-                    .replace("vip = \"198.18.2.1:80\"", "vip = \"198.18.2.1:443\"");
-                assert!(text.contains(":443\""));
-                let path = config_file(&LAB, &format!("be{k}-tls"), &text);
-                Daemon::start(
-                    &LAB,
-                    &format!("be{k}"),
-                    &["backend", "--config", path.to_str().unwrap()],
-                    "event=attached ",
-                )
-            })
-            .collect()
-    };
+    // The back-end module answers as VIP:443, where nginx serves TLS.
+    let agents = || agents_answering_as(&[(1, VIP_TLS), (2, VIP_TLS), (3, VIP_TLS)]);
     let tls = || {
         // `lab tls`: a certificate per back-end (CN=beK), signed by the lab's CA, with
         // the names outside baton.test the test asks for.
@@ -674,27 +685,8 @@ match = { service = "198.18.2.2:80" }
     );
     // One agent per back-end, each answering as its service: be1 as VIP:80, be2 as
     // VIP2:80, be3 as VIP:443 (nginx serves TLS there).
-    let agents = || {
-        [
-            (1, "198.18.2.1:80"),
-            (2, "198.18.2.2:80"),
-            (3, "198.18.2.1:443"),
-        ]
-        .into_iter()
-        .map(|(k, vip)| {
-            let text = support::backend_config(&LAB, k)
-                .replace("vip = \"198.18.2.1:80\"", &format!("vip = \"{vip}\""));
-            assert!(text.contains(vip));
-            let path = config_file(&LAB, &format!("be{k}-services"), &text);
-            Daemon::start(
-                &LAB,
-                &format!("be{k}"),
-                &["backend", "--config", path.to_str().unwrap()],
-                "event=attached ",
-            )
-        })
-        .collect()
-    };
+    let agents =
+        || agents_answering_as(&[(1, "198.18.2.1:80"), (2, "198.18.2.2:80"), (3, VIP_TLS)]);
     let before_frontend = || {
         baton::lab::Lab::named(&LAB)
             .unwrap()
