@@ -12,7 +12,7 @@ use std::{fmt::Write as _, hint::black_box};
 
 use baton_dispatch::Dispatcher;
 use baton_proto::{
-    frontend::{Dispatch, FlowKey},
+    frontend::{Dispatch, FlowKey, Instant},
     request::{RequestLimits, parse_request},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -89,12 +89,14 @@ fn bench(c: &mut Criterion) {
             baton_dispatch::Route::Rule(98)
         );
         group.bench_function(format!("match_at_98/{policy}"), |b| {
-            b.iter(|| black_box(d.dispatch(black_box(&flow), black_box(&near_end), &[])))
+            b.iter(|| {
+                black_box(d.dispatch(Instant::ZERO, black_box(&flow), black_box(&near_end), &[]))
+            })
         });
     }
     let mut d = Dispatcher::from_toml(&config("round_robin")).unwrap();
     group.bench_function("no_match_default", |b| {
-        b.iter(|| black_box(d.dispatch(black_box(&flow), black_box(&no_match), &[])))
+        b.iter(|| black_box(d.dispatch(Instant::ZERO, black_box(&flow), black_box(&no_match), &[])))
     });
     group.finish();
 }

@@ -3,7 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use baton_proto::{
-    frontend::{Backend, Dispatch, FlowKey, Instant},
+    frontend::{Backend, Dispatch, Feedback, FlowKey, Instant},
     request::ClientRequest,
 };
 
@@ -200,11 +200,9 @@ impl Dispatcher {
         }
     }
 
-    /// Tells the time of the input about to be handled; [`Dispatch::dispatch`], which
-    /// takes no time, uses the last one given (here or to [`Self::decide`] or
-    /// [`Self::on_handoff_failed`]). Time never goes backwards: an earlier instant is
-    /// ignored.
-    pub fn set_now(&mut self, now: Instant) {
+    /// Notes the time of an input. Time never goes backwards: an earlier instant is
+    /// ignored. [`Self::backend_status`] reports as of the latest.
+    fn set_now(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 
@@ -414,19 +412,38 @@ impl Dispatcher {
 }
 
 impl Dispatch for Dispatcher {
-    /// [`Dispatcher::decide`] at the last time given to [`Dispatcher::set_now`];
-    /// `Unavailable` becomes `None`, which the front-end answers with 503 (first call)
-    /// or a reset (a retry).
+    /// [`Dispatcher::decide`]; `Unavailable` becomes `None`, which the front-end answers
+    /// with 503 (first call) or a reset (a retry).
     fn dispatch(
         &mut self,
+        now: Instant,
         flow: &FlowKey,
         request: &ClientRequest<'_>,
         exclude: &[Backend],
     ) -> Option<Backend> {
         let view = RequestView::new(request, Some(flow));
-        match self.decide(self.now, &view, exclude) {
+        match self.decide(now, &view, exclude) {
             Decision::Backend(b) => Some(b),
             Decision::Unavailable { .. } => None,
+        }
+    }
+
+    /// Keeps the books from the core's word: a handoff counts an active connection
+    /// ([`Dispatcher::on_handed_off`]) until the connection ends
+    /// ([`Dispatcher::on_closed`]), and a failed one counts toward passive marking
+    /// ([`Dispatcher::on_handoff_failed`]).
+    fn feedback(&mut self, now: Instant, _flow: &FlowKey, feedback: Feedback) {
+        self.set_now(now);
+        match feedback {
+            Feedback::Failed { backend, .. } => self.on_handoff_failed(backend, now),
+            Feedback::HandedOff { backend } => self.on_handed_off(backend),
+            Feedback::Ended {
+                handed_off: Some(backend),
+                ..
+            } => self.on_closed(backend),
+            Feedback::Ended {
+                handed_off: None, ..
+            } => {}
         }
     }
 }
@@ -450,11 +467,22 @@ mod tests {
         }
     }
 
+    /// A decision at the latest time the dispatcher was given.
     fn pick(d: &mut Dispatcher, raw: &str, exclude: &[Backend]) -> Option<Backend> {
+        let now = d.now;
+        pick_at(d, now, raw, exclude)
+    }
+
+    fn pick_at(
+        d: &mut Dispatcher,
+        now: Instant,
+        raw: &str,
+        exclude: &[Backend],
+    ) -> Option<Backend> {
         let request = parse_request(raw.as_bytes(), &RequestLimits::default())
             .unwrap()
             .unwrap();
-        d.dispatch(&flow(), &request, exclude)
+        d.dispatch(now, &flow(), &request, exclude)
     }
 
     fn get(path: &str) -> String {
@@ -567,10 +595,8 @@ mod tests {
         d.on_handoff_failed(be(1), ms(10));
         assert_eq!(d.backend_status(be(1)).unwrap().retry_at, Some(ms(110)));
         assert_eq!(pick(&mut d, &img, &[]), None);
-        d.set_now(ms(109));
-        assert_eq!(pick(&mut d, &img, &[]), None);
-        d.set_now(ms(110));
-        assert_eq!(pick(&mut d, &img, &[]), Some(be(1)));
+        assert_eq!(pick_at(&mut d, ms(109), &img, &[]), None);
+        assert_eq!(pick_at(&mut d, ms(110), &img, &[]), Some(be(1)));
         // Fails again on its trial: down for twice as long, then capped at 350 ms.
         d.on_handoff_failed(be(1), ms(120));
         assert_eq!(d.backend_status(be(1)).unwrap().retry_at, Some(ms(320)));

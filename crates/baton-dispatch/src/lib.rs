@@ -33,10 +33,11 @@
 //! ```
 //!
 //! The daemon can hand a [`Dispatcher`] to the protocol core as its
-//! [`baton_proto::frontend::Dispatch`]: call [`Dispatcher::set_now`] before each input,
-//! and report [`Dispatcher::on_handed_off`], [`Dispatcher::on_closed`] and
-//! [`Dispatcher::on_handoff_failed`] from the core's events. Retries come with the
-//! back-ends already tried in `exclude`, and never get one of them again. A program
+//! [`baton_proto::frontend::Dispatch`]: the core gives it the time with each decision and
+//! tells it what became of each back-end it chose (`Dispatch::feedback`), which keeps
+//! its books ([`Dispatcher::on_handed_off`], [`Dispatcher::on_closed`],
+//! [`Dispatcher::on_handoff_failed`]). Retries come with the back-ends already tried in
+//! `exclude`, and never get one of them again. A program
 //! whose own file holds this configuration as a table deserializes a [`DispatchTable`]
 //! with the rest of its file and checks it with [`Dispatcher::from_table`]; on a reload,
 //! [`Dispatcher::take_state_from`] carries the back-ends' connection counts and health

@@ -79,16 +79,16 @@ fn decisions_do_not_allocate() {
     // The regex crate builds each regex's search cache on its first use in a thread;
     // that is once per regex, not per decision.
     for request in &parsed {
-        d.dispatch(&flow, request, &[]);
+        d.dispatch(Instant::ZERO, &flow, request, &[]);
     }
 
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let mut chosen = 0;
     for round in 0..200u64 {
-        d.set_now(Instant::from_nanos(round * 1_000_000));
+        let now = Instant::from_nanos(round * 1_000_000);
         for request in &parsed {
-            chosen += usize::from(d.dispatch(&flow, request, &[]).is_some());
-            chosen += usize::from(d.dispatch(&flow, request, &exclude).is_some());
+            chosen += usize::from(d.dispatch(now, &flow, request, &[]).is_some());
+            chosen += usize::from(d.dispatch(now, &flow, request, &exclude).is_some());
         }
         d.on_handed_off(be);
         d.on_handoff_failed(be, Instant::from_nanos(round * 1_000_000));

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant as WallClock},
 };
 
-use baton_proto::frontend::{Backend, Config, Dispatch, Event, FlowKey, FrontEnd, Instant};
+use baton_proto::frontend::{Backend, Config, Dispatch, Event, FlowKey, FrontEnd, Instant, Output};
 use baton_proto::request::ClientRequest;
 use baton_proto::wire::{IpProtocol, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps, ipv4};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -30,7 +30,13 @@ const CISN: u32 = 0x1234_5678;
 struct One;
 
 impl Dispatch for One {
-    fn dispatch(&mut self, _: &FlowKey, _: &ClientRequest<'_>, _: &[Backend]) -> Option<Backend> {
+    fn dispatch(
+        &mut self,
+        _: Instant,
+        _: &FlowKey,
+        _: &ClientRequest<'_>,
+        _: &[Backend],
+    ) -> Option<Backend> {
         Some(BACKEND)
     }
 }
@@ -88,7 +94,10 @@ fn connection(fe: &mut FrontEnd<One>, now: Instant, n: u64, syn: &[u8]) -> usize
     let (addr, port) = client(n);
     let mut sent = 0;
     fe.handle_packet(now, syn);
-    let syn_ack = fe.poll_transmit().expect("SYN/ACK").packet;
+    let Some(Output::Transmit(syn_ack)) = fe.poll_output() else {
+        panic!("no SYN/ACK");
+    };
+    let syn_ack = syn_ack.packet;
     sent += 1;
     // seq at TCP offset 4; TSval at option offset 8 (Linux layout: MSS 4 bytes, SACK-permitted
     // 2, then the timestamps option's kind and length).
@@ -107,9 +116,7 @@ fn connection(fe: &mut FrontEnd<One>, now: Instant, n: u64, syn: &[u8]) -> usize
     });
     ack.payload = REQUEST;
     fe.handle_packet(now, &packet(addr, VIP, &ack));
-    while fe.poll_transmit().is_some() {
-        sent += 1;
-    }
+    sent += transmits(fe);
     let mut syn_ack_prime = segment(80, port, isn_f, CISN + 1, TcpFlags::SYN | TcpFlags::ACK);
     syn_ack_prime.max_seg_size = Some(1460);
     syn_ack_prime.window_scale = Some(9);
@@ -119,18 +126,22 @@ fn connection(fe: &mut FrontEnd<One>, now: Instant, n: u64, syn: &[u8]) -> usize
         tsecr: 1001,
     });
     fe.handle_packet(now, &packet(VIP, addr, &syn_ack_prime));
-    while fe.poll_transmit().is_some() {
-        sent += 1;
-    }
+    sent += transmits(fe);
     let end = CISN + 1 + REQUEST.len() as u32;
     let confirmation = segment(80, port, isn_f.wrapping_add(1), end, TcpFlags::ACK);
     fe.handle_packet(now, &packet(VIP, addr, &confirmation));
-    // The request's going out (`RequestSent`) first, then the confirmation's.
-    match std::iter::from_fn(|| fe.poll_event()).find(|e| !matches!(e, Event::RequestSent(_))) {
-        Some(Event::HandedOff(_)) => {}
+    match fe.poll_output() {
+        Some(Output::Event(Event::HandedOff(_))) => {}
         other => panic!("no handoff: {other:?}"),
     }
     sent
+}
+
+/// Drains the outputs, counting the packets among them (the events go nowhere here).
+fn transmits(fe: &mut FrontEnd<One>) -> usize {
+    std::iter::from_fn(|| fe.poll_output())
+        .filter(|o| matches!(o, Output::Transmit(_)))
+        .count()
 }
 
 fn config() -> Config {

@@ -99,11 +99,11 @@ pub struct Config {
     /// counts), but one whose last FIN the front-end never saw (the back-end copies its
     /// FIN once, and the copy can be lost) is freed after this, not after an hour.
     pub half_closed_idle_timeout: Duration,
-    /// Most packets waiting in [`super::FrontEnd::poll_transmit`] (a guard for a caller that
-    /// does not drain; drops past it are counted).
-    pub max_pending_transmits: usize,
-    /// Most events waiting in [`super::FrontEnd::poll_event`] (same guard).
-    pub max_pending_events: usize,
+    /// Most outputs waiting in [`super::FrontEnd::poll_output`]: a guard for a caller
+    /// that does not drain; drops past it are counted (`Stats::output_overflows`). A
+    /// caller must drain often enough never to reach it, since a dropped
+    /// [`super::Event`] leaves the fast path out of step.
+    pub max_pending_outputs: usize,
     /// Whether to verify IPv4 and TCP checksums of incoming packets. `Trust` is for
     /// packets whose checksums the NIC verified, or test fixtures.
     pub checksums: Checksums,
@@ -140,8 +140,7 @@ impl Default for Config {
             time_wait: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(3600),
             half_closed_idle_timeout: Duration::from_secs(60),
-            max_pending_transmits: 4096,
-            max_pending_events: 4096,
+            max_pending_outputs: 8192,
             checksums: Checksums::Verify,
             ttl: 64,
         }

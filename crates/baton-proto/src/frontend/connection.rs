@@ -11,7 +11,8 @@ use baton_common::{
 use super::config::{MAX_CANDIDATES, MIN_MSS};
 use super::packet::{self, bare_segment, seq_le, seq_lt, with_timestamps};
 use super::{
-    Backend, Dispatch, Event, FlowKey, FrontEnd, HandedOff, Handover, Instant, ResetReason,
+    Backend, Dispatch, Event, Feedback, FlowKey, FrontEnd, HandedOff, HandoffFailure, Handover,
+    Instant, ResetReason,
 };
 use crate::request::{ClientRequest, parse_request};
 use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
@@ -442,7 +443,7 @@ impl<D: Dispatch> FrontEnd<D> {
         let timestamps = self.config.timestamps && tcp.timestamps.is_some();
         let sack = self.config.sack && tcp.sack_permitted;
         let ecn = self.config.ecn && ecn_setup(ip, tcp);
-        if self.half_open >= self.config.max_half_open || !self.make_room() {
+        if self.half_open >= self.config.max_half_open || !self.make_room(now) {
             if self.config.syn_cookies {
                 self.send_cookie_syn_ack(now, flow, ip, tcp);
             } else {
@@ -544,7 +545,7 @@ impl<D: Dispatch> FrontEnd<D> {
             return false;
         };
         self.stats.syn_cookies_accepted += 1;
-        self.make_room();
+        self.make_room(now);
         let Some(slot) = self.allocate() else {
             // The client believes it is connected; its retransmissions retry this.
             self.stats.cookie_acks_dropped_table_full += 1;
@@ -618,7 +619,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 // with a new ISN on its port means its old connection is gone: forwarded,
                 // the SYN would meet the old flow on the back-end and never connect.
                 self.stats.half_closed_reused += 1;
-                self.finish(conn, Outcome::Closed);
+                self.finish(now, conn, Outcome::Closed);
                 Next::Replay
             }
             State::Forwarding => self.client_after_handoff(now, slot, conn, tcp, raw),
@@ -629,7 +630,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 // the grace period ends here and the SYN starts a handshake of its own
                 // (RFC 9293 section 3.10.7.4).
                 self.stats.time_wait_reused += 1;
-                self.finish(conn, Outcome::Closed);
+                self.finish(now, conn, Outcome::Closed);
                 Next::Replay
             }
             State::TimeWait(_) if conn.handed_off => {
@@ -645,11 +646,16 @@ impl<D: Dispatch> FrontEnd<D> {
     /// real client answers with a RST at the right number, and changes nothing; out of
     /// the window it is dropped. In SYN-RECEIVED an in-window one is dropped without a
     /// challenge: the SYN/ACK's retransmission already tells the client where it is.
-    fn client_reset_before_handoff(&mut self, conn: &mut Connection, tcp: &TcpRepr<'_>) -> Next {
+    fn client_reset_before_handoff(
+        &mut self,
+        now: Instant,
+        conn: &mut Connection,
+        tcp: &TcpRepr<'_>,
+    ) -> Next {
         let expected = self.expected_client_seq(conn);
         if tcp.seq_number == expected {
             self.stats.client_resets_before_handoff += 1;
-            return self.abort(conn, ResetReason::ClientReset, false);
+            return self.abort(now, conn, ResetReason::ClientReset, false);
         }
         let window = self.config.max_request_len.max(1) as u32;
         if seq_lt(expected, tcp.seq_number)
@@ -706,7 +712,7 @@ impl<D: Dispatch> FrontEnd<D> {
     ) -> Next {
         let flags = tcp.flags;
         if flags.contains(TcpFlags::RST) {
-            return self.client_reset_before_handoff(conn, tcp);
+            return self.client_reset_before_handoff(now, conn, tcp);
         }
         if flags.contains(TcpFlags::SYN) {
             if tcp.seq_number == conn.syn.isn && !flags.contains(TcpFlags::ACK) {
@@ -814,7 +820,7 @@ impl<D: Dispatch> FrontEnd<D> {
         if take == 0 {
             if fin_in_order {
                 self.stats.client_early_closes += 1;
-                return self.abort(conn, ResetReason::ClientClosedEarly, true);
+                return self.abort(now, conn, ResetReason::ClientClosedEarly, true);
             }
             self.send_ack(conn);
             return Next::Keep;
@@ -823,7 +829,7 @@ impl<D: Dispatch> FrontEnd<D> {
         conn.request.extend_from_slice(&new[..take]);
         conn.rcv_nxt = conn.rcv_nxt.wrapping_add(take as u32);
         let decision = if self.worth_parsing(conn, was_empty, &new[..take]) {
-            self.decide(conn)
+            self.decide(now, conn)
         } else {
             Decision::NeedMore
         };
@@ -832,7 +838,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 if fin_in_order {
                     // Half-closed before the head was complete: no request will come.
                     self.stats.client_early_closes += 1;
-                    return self.abort(conn, ResetReason::ClientClosedEarly, true);
+                    return self.abort(now, conn, ResetReason::ClientClosedEarly, true);
                 }
                 self.send_ack(conn);
                 Next::Keep
@@ -841,7 +847,7 @@ impl<D: Dispatch> FrontEnd<D> {
             Decision::Refused(None) => {
                 // TLS, malformed: an HTTP answer means nothing to a TLS client.
                 self.stats.tls_resets += 1;
-                self.abort(conn, ResetReason::MalformedTls, true)
+                self.abort(now, conn, ResetReason::MalformedTls, true)
             }
             Decision::Dispatched { tls, backend } => {
                 match backend {
@@ -870,7 +876,7 @@ impl<D: Dispatch> FrontEnd<D> {
                     None if tls => {
                         self.stats.no_backend += 1;
                         self.stats.tls_resets += 1;
-                        self.abort(conn, ResetReason::NoBackend, true)
+                        self.abort(now, conn, ResetReason::NoBackend, true)
                     }
                     None => {
                         self.stats.no_backend += 1;
@@ -894,13 +900,13 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// Parses the buffer and, when the head is complete, dispatches it.
-    fn decide(&mut self, conn: &Connection) -> Decision {
+    fn decide(&mut self, now: Instant, conn: &Connection) -> Decision {
         let limits = self.config.request_limits();
         match parse_request(&conn.request, &limits) {
             Ok(None) => Decision::NeedMore,
             Ok(Some(request)) => Decision::Dispatched {
                 tls: matches!(request, ClientRequest::Tls(_)),
-                backend: self.dispatcher.dispatch(&conn.flow, &request, &[]),
+                backend: self.dispatcher.dispatch(now, &conn.flow, &request, &[]),
             },
             Err(error) => Decision::Refused(error.http_status()),
         }
@@ -918,7 +924,7 @@ impl<D: Dispatch> FrontEnd<D> {
     ) -> Next {
         let flags = tcp.flags;
         if flags.contains(TcpFlags::RST) {
-            return self.client_reset_before_handoff(conn, tcp);
+            return self.client_reset_before_handoff(now, conn, tcp);
         }
         if flags.contains(TcpFlags::SYN) {
             self.stats.unacceptable_segments += 1;
@@ -1022,17 +1028,17 @@ impl<D: Dispatch> FrontEnd<D> {
             }
             return match conn.state {
                 State::TimeWait(outcome) => {
-                    self.finish(conn, outcome);
+                    self.finish(now, conn, outcome);
                     Next::Free
                 }
-                _ => self.abort(conn, ResetReason::ClientReset, false),
+                _ => self.abort(now, conn, ResetReason::ClientReset, false),
             };
         }
         if flags.contains(TcpFlags::SYN) {
             if matches!(conn.state, State::TimeWait(_)) && seq_lt(conn.rcv_nxt, tcp.seq_number) {
                 // A new connection reusing the 4-tuple with a higher ISN, which TIME-WAIT
                 // accepts (RFC 9293 §3.10.7.4 note, RFC 6191).
-                self.finish(conn, Outcome::Closed);
+                self.finish(now, conn, Outcome::Closed);
                 return Next::Replay;
             }
             self.stats.unacceptable_segments += 1;
@@ -1100,7 +1106,7 @@ impl<D: Dispatch> FrontEnd<D> {
         if flags.contains(TcpFlags::RST) {
             // No listener, or the back-end's ingress refused the option.
             self.stats.backend_refusals += 1;
-            return self.next_candidate(now, slot, conn);
+            return self.next_candidate(now, slot, conn, HandoffFailure::Refused);
         }
         if flags.contains(TcpFlags::SYN) && flags.contains(TcpFlags::ACK) {
             // Translated by the back-end's egress: its seq is isn_f, and it acknowledges
@@ -1126,12 +1132,15 @@ impl<D: Dispatch> FrontEnd<D> {
                 conn.tries = 0;
                 conn.rto = self.config.handoff_rto;
             }
-            // In RequestSent a repeated SYN/ACK' means our ACK' was lost: answer now
-            // rather than at the timer (RFC 9293 §3.10.7.3).
-            self.send_request(conn);
+            // The fast path takes the flow in before the request goes out: the
+            // back-end's answer can reach the client, and the client's acknowledgement
+            // of it the front-end, before the next output is applied.
             if first && let Some(handoff) = self.handoff_of(conn) {
                 self.emit(Event::RequestSent(handoff));
             }
+            // In RequestSent a repeated SYN/ACK' means our ACK' was lost: answer now
+            // rather than at the timer (RFC 9293 §3.10.7.3).
+            self.send_request(conn);
             let deadline = now + conn.rto;
             self.arm(slot, conn, deadline);
             return Next::Keep;
@@ -1185,12 +1194,12 @@ impl<D: Dispatch> FrontEnd<D> {
                     Next::Keep
                 } else {
                     self.stats.handshake_timeouts += 1;
-                    self.abort(conn, ResetReason::HandshakeTimeout, true)
+                    self.abort(now, conn, ResetReason::HandshakeTimeout, true)
                 }
             }
             State::Receiving => {
                 self.stats.request_timeouts += 1;
-                self.abort(conn, ResetReason::RequestTimeout, true)
+                self.abort(now, conn, ResetReason::RequestTimeout, true)
             }
             State::HandingOff(phase) => {
                 self.pay_owed_ack(conn);
@@ -1212,7 +1221,7 @@ impl<D: Dispatch> FrontEnd<D> {
                     Next::Keep
                 } else {
                     self.stats.backend_timeouts += 1;
-                    self.next_candidate(now, slot, conn)
+                    self.next_candidate(now, slot, conn, HandoffFailure::Silent)
                 }
             }
             State::Forwarding => {
@@ -1223,7 +1232,7 @@ impl<D: Dispatch> FrontEnd<D> {
                     return Next::Keep;
                 }
                 self.stats.idle_timeouts += 1;
-                self.finish(conn, Outcome::Reset(ResetReason::IdleTimeout));
+                self.finish(now, conn, Outcome::Reset(ResetReason::IdleTimeout));
                 Next::Free
             }
             State::Closing => {
@@ -1236,11 +1245,11 @@ impl<D: Dispatch> FrontEnd<D> {
                     self.arm(slot, conn, deadline);
                     Next::Keep
                 } else {
-                    self.abort(conn, ResetReason::ResponseUnacknowledged, true)
+                    self.abort(now, conn, ResetReason::ResponseUnacknowledged, true)
                 }
             }
             State::TimeWait(outcome) => {
-                self.finish(conn, outcome);
+                self.finish(now, conn, outcome);
                 Next::Free
             }
         }
@@ -1266,16 +1275,27 @@ impl<D: Dispatch> FrontEnd<D> {
         self.arm(slot, conn, deadline);
     }
 
-    /// Gives up on the current back-end and asks the dispatcher for another, excluding
-    /// every one tried. The client never saw the failed back-end, so this is safe
-    /// (docs/design.md, "Packet walk", step 7).
-    fn next_candidate(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
+    /// Gives up on the current back-end, tells the dispatcher why
+    /// ([`Feedback::Failed`]), and asks it for another, excluding every one tried. The
+    /// client never saw the failed back-end, so this is safe (docs/design.md, "Packet
+    /// walk", step 7).
+    fn next_candidate(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        cause: HandoffFailure,
+    ) -> Next {
+        if let Some(backend) = conn.backend() {
+            self.dispatcher
+                .feedback(now, &conn.flow, Feedback::Failed { backend, cause });
+        }
         // Lets the failed back-end drop whatever half-open state it has.
         self.send_backend_reset(conn);
         let tried = usize::from(conn.candidates);
         if tried >= usize::from(self.config.max_candidates) {
             self.stats.backends_exhausted += 1;
-            return self.abort_after_backend(conn);
+            return self.abort_after_backend(now, conn);
         }
         let mut exclude = [Backend::new(Ipv4Addr::UNSPECIFIED, 0); MAX_CANDIDATES];
         for (slot, backend) in exclude.iter_mut().zip(conn.tried.iter().flatten()) {
@@ -1284,7 +1304,7 @@ impl<D: Dispatch> FrontEnd<D> {
         let exclude = &exclude[..tried];
         let limits = self.config.request_limits();
         let choice = match parse_request(&conn.request, &limits) {
-            Ok(Some(request)) => self.dispatcher.dispatch(&conn.flow, &request, exclude),
+            Ok(Some(request)) => self.dispatcher.dispatch(now, &conn.flow, &request, exclude),
             _ => None,
         };
         match choice {
@@ -1294,15 +1314,15 @@ impl<D: Dispatch> FrontEnd<D> {
             }
             _ => {
                 self.stats.backends_exhausted += 1;
-                self.abort_after_backend(conn)
+                self.abort_after_backend(now, conn)
             }
         }
     }
 
     /// Resets the client after the last candidate failed; the back-end was already told.
-    fn abort_after_backend(&mut self, conn: &mut Connection) -> Next {
+    fn abort_after_backend(&mut self, now: Instant, conn: &mut Connection) -> Next {
         conn.state = State::Receiving;
-        self.abort(conn, ResetReason::BackendsExhausted, true)
+        self.abort(now, conn, ResetReason::BackendsExhausted, true)
     }
 
     /// The fast path forwarded a client segment acknowledging data past the front-end's
@@ -1360,6 +1380,8 @@ impl<D: Dispatch> FrontEnd<D> {
         conn.ack_owed = false;
         self.handed_off += 1;
         self.stats.handoffs_completed += 1;
+        self.dispatcher
+            .feedback(now, &conn.flow, Feedback::HandedOff { backend });
         // Held client packets go first, in order, before the fast path takes over.
         while let Some(held) = conn.queue.pop_front() {
             self.forward(&held, backend);
@@ -1427,9 +1449,9 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// Ends a grace period before its timer, as the timer would (`make_room`).
-    pub(super) fn end_grace(&mut self, conn: &Connection) {
+    pub(super) fn end_grace(&mut self, now: Instant, conn: &Connection) {
         if let State::TimeWait(outcome) = conn.state {
-            self.finish(conn, outcome);
+            self.finish(now, conn, outcome);
         }
     }
 
@@ -1466,9 +1488,18 @@ impl<D: Dispatch> FrontEnd<D> {
         Next::Keep
     }
 
-    /// Aborts: resets the client if asked, the back-end if a handoff was under way,
-    /// raises the event, and frees.
-    fn abort(&mut self, conn: &mut Connection, reason: ResetReason, reset_client: bool) -> Next {
+    /// Aborts: raises the event, resets the client if asked and the back-end if a
+    /// handoff was under way, and frees. The event goes first: it takes the flow out of
+    /// the fast path, which must be done before the client can answer the reset with a
+    /// new connection on the same port.
+    fn abort(
+        &mut self,
+        now: Instant,
+        conn: &mut Connection,
+        reason: ResetReason,
+        reset_client: bool,
+    ) -> Next {
+        self.finish(now, conn, Outcome::Reset(reason));
         if reset_client {
             let rst = bare_segment(
                 conn.flow.service.port(),
@@ -1483,14 +1514,23 @@ impl<D: Dispatch> FrontEnd<D> {
         if matches!(conn.state, State::HandingOff(_)) {
             self.send_backend_reset(conn);
         }
-        self.finish(conn, Outcome::Reset(reason));
         Next::Free
     }
 
-    /// Counts the end of a connection and raises its event.
-    fn finish(&mut self, conn: &Connection, outcome: Outcome) {
+    /// Counts the end of a connection, tells the dispatcher if it had been asked about
+    /// it ([`Feedback::Ended`]), and raises its event.
+    fn finish(&mut self, now: Instant, conn: &Connection, outcome: Outcome) {
         let flow = conn.flow;
         let backend = conn.backend();
+        if conn.candidates > 0 {
+            let reason = match outcome {
+                Outcome::Closed => None,
+                Outcome::Reset(reason) => Some(reason),
+            };
+            let handed_off = if conn.handed_off { backend } else { None };
+            self.dispatcher
+                .feedback(now, &flow, Feedback::Ended { handed_off, reason });
+        }
         match outcome {
             Outcome::Closed => {
                 self.stats.closes += 1;

@@ -11,19 +11,45 @@
 //!
 //! ```text
 //! loop {
-//!     // one input:
-//!     front_end.handle_packet(now, ipv4_packet);   // or
+//!     // inputs, as many as the caller likes:
+//!     front_end.handle_packet(now, ipv4_packet);   // a packet the fast path passed up
+//!     front_end.note_client_fin(now, &flow);       // what the fast path did, told
 //!     front_end.handle_timeout(now);               // when the armed timer fires
-//!     // then drain, in this order:
-//!     while let Some(t) = front_end.poll_transmit() { send(t.destination, t.packet) }
-//!     while let Some(e) = front_end.poll_event() { apply(e) }   // e.g. XDP table updates
+//!     // then apply every output, in the order given:
+//!     while let Some(output) = front_end.poll_output() {
+//!         match output {
+//!             Output::Transmit(t) => send(t.destination, &t.packet),
+//!             Output::Event(e) => apply(e),        // the fast path's flow table
+//!         }
+//!     }
 //!     timer = front_end.poll_timeout();
 //! }
 //! ```
 //!
-//! Transmits before events: a [`Event::HandedOff`] is raised after the client packets
-//! held during the handoff have been queued for the back-end, so installing the fast-path
-//! entry after sending them keeps the client's packets in order.
+//! # The order of outputs is the contract
+//!
+//! The outputs form one stream, and applying each in turn, completely, before the next
+//! is all the caller must do: the core puts them in the order the world must see them.
+//! The rules it keeps, each of which a lab test once caught broken:
+//!
+//! - **A flow leaves the fast path before anything that ends it goes out.** A
+//!   [`Event::Closed`] or [`Event::Reset`] comes before the reset it sends and before
+//!   the SYN/ACK of a new connection reusing its port, so the client's answer never
+//!   meets the old entry (which would send it to the old back-end).
+//! - **A flow enters the fast path, awaiting the answer, before its request goes out.**
+//!   [`Event::RequestSent`] comes before the request (the ACK'): the back-end's first
+//!   segment reaches the client directly, and the client's acknowledgement of it can
+//!   reach the fast path before the caller's next step.
+//! - **A flow is forwarded by the fast path only after the packets held for it.**
+//!   [`Event::HandedOff`] comes after the client packets held during the handoff have
+//!   been queued for the back-end, so the client's bytes reach it in order.
+//! - **Outputs of several inputs keep their inputs' order.** A caller may handle many
+//!   inputs before draining (the daemon reads a batch of packets per round): a flow
+//!   handed off by one packet and ended by the next is taken in and then out again,
+//!   never left behind.
+//!
+//! The dispatcher is told of each connection's fate directly, at the moment the core
+//! knows it ([`Dispatch::feedback`]); it is not an output.
 //!
 //! # Addressing (L3 mode)
 //!
@@ -123,8 +149,8 @@
 //! [`Config::max_connections`], a flow-table entry and a timer entry, plus on the heap
 //! the request buffer (at most [`Config::max_request_len`], released at handoff) and the
 //! packets held during the handoff (at most [`Config::max_queued_bytes`]). SYN cookies
-//! cost nothing. Output queues are bounded by [`Config::max_pending_transmits`] and
-//! [`Config::max_pending_events`]. Every refusal is counted in [`Stats`].
+//! cost nothing. The output queue is bounded by [`Config::max_pending_outputs`]. Every
+//! refusal is counted in [`Stats`].
 
 pub mod config;
 mod connection;
@@ -196,21 +222,36 @@ impl std::hash::Hash for FlowKey {
 
 /// The content-aware decision: which back-end serves this request.
 ///
-/// Called when a request head is complete, and again, with the back-ends already tried in
-/// `exclude`, each time a handoff to a back-end fails (it stays silent or resets), up to
+/// [`Dispatch::dispatch`] is called when a request head is complete, and again, with the
+/// back-ends already tried in `exclude`, each time a handoff to a back-end fails, up to
 /// [`Config::max_candidates`] back-ends in all. Returning a back-end already in `exclude`
 /// counts as `None`. `None` for the first call answers the client 503 (or resets a TLS
 /// client); `None` on a later call resets the client.
 ///
-/// Implemented for closures `FnMut(&FlowKey, &ClientRequest, &[Backend]) -> Option<Backend>`.
+/// Everything a dispatcher learns comes in as an argument: the time of the input being
+/// handled, and through [`Dispatch::feedback`] what became of each back-end it chose, so
+/// that it never has to infer a failure from `exclude` or read a clock.
+///
+/// Implemented for closures `FnMut(&FlowKey, &ClientRequest, &[Backend]) -> Option<Backend>`
+/// (which take no time and want no feedback).
 pub trait Dispatch {
-    /// Picks a back-end for `request` on `flow`, other than those in `exclude`.
+    /// Picks a back-end for `request` on `flow` at `now`, other than those in `exclude`.
     fn dispatch(
         &mut self,
+        now: Instant,
         flow: &FlowKey,
         request: &ClientRequest<'_>,
         exclude: &[Backend],
     ) -> Option<Backend>;
+
+    /// What became of a connection this dispatcher chose a back-end for, at `now`. For
+    /// each connection dispatched: one [`Feedback::Failed`] per back-end that did not
+    /// take it (before the next [`Dispatch::dispatch`] call for it), at most one
+    /// [`Feedback::HandedOff`], and one [`Feedback::Ended`], last. Does nothing by
+    /// default.
+    fn feedback(&mut self, now: Instant, flow: &FlowKey, feedback: Feedback) {
+        let _ = (now, flow, feedback);
+    }
 }
 
 impl<F> Dispatch for F
@@ -219,12 +260,59 @@ where
 {
     fn dispatch(
         &mut self,
+        _now: Instant,
         flow: &FlowKey,
         request: &ClientRequest<'_>,
         exclude: &[Backend],
     ) -> Option<Backend> {
         self(flow, request, exclude)
     }
+}
+
+/// What the core tells the dispatcher of a connection it dispatched
+/// ([`Dispatch::feedback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// `backend` did not take the connection; another is asked for, if
+    /// [`Config::max_candidates`] allows, or the client is reset.
+    Failed {
+        /// The back-end that failed.
+        backend: Backend,
+        /// How.
+        cause: HandoffFailure,
+    },
+    /// `backend` has the request: the handoff is complete, and the connection is the
+    /// back-end's until it ends.
+    HandedOff {
+        /// The back-end that took it.
+        backend: Backend,
+    },
+    /// The connection is over and freed (after its grace period, if it had one).
+    Ended {
+        /// The back-end it had been handed off to, if it was.
+        handed_off: Option<Backend>,
+        /// Why it was reset, or `None` for a clean close.
+        reason: Option<ResetReason>,
+    },
+}
+
+/// How a back-end failed a handoff ([`Feedback::Failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffFailure {
+    /// It answered the SYN' with a RST: no listener, or its module refused the option.
+    Refused,
+    /// It stayed silent through every retransmission ([`Config::handoff_retries`]).
+    Silent,
+}
+
+/// One thing the caller must do, in the order [`FrontEnd::poll_output`] gives them (see
+/// "The order of outputs is the contract" above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a packet.
+    Transmit(Transmit),
+    /// Change the fast path's flow table (and learn of a connection's end).
+    Event(Event),
 }
 
 /// An IPv4 packet to send.
@@ -237,7 +325,7 @@ pub struct Transmit {
     pub packet: Vec<u8>,
 }
 
-/// What the daemon must learn of.
+/// What the fast path's flow table must learn of (an [`Output`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The back-end accepted the SYN' and the request went to it (the ACK'), not yet
@@ -509,10 +597,8 @@ pub struct Stats {
     pub adoptions_refused: u64,
     /// Packets that could not be built (options overflow); never expected.
     pub emit_errors: u64,
-    /// Transmits dropped because the caller did not drain `poll_transmit`.
-    pub transmit_overflows: u64,
-    /// Events dropped because the caller did not drain `poll_event`.
-    pub event_overflows: u64,
+    /// Outputs dropped because the caller did not drain [`FrontEnd::poll_output`].
+    pub output_overflows: u64,
     /// Connections currently tracked.
     pub connections: u64,
     /// Connections currently in SYN-RECEIVED.
@@ -531,8 +617,8 @@ pub struct FrontEnd<D> {
     flows: HashMap<FlowKey, u32, FlowHashBuilder>,
     /// Armed timers, one per connection at most, as (deadline, slot).
     timers: BTreeSet<(Instant, u32)>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
+    /// What the caller must do, in order ([`FrontEnd::poll_output`]).
+    outputs: VecDeque<Output>,
     stats: Stats,
     half_open: usize,
     /// Tracked connections that are handed off (forwarding or in their grace period).
@@ -557,8 +643,7 @@ impl<D: Dispatch> FrontEnd<D> {
             free: Vec::new(),
             flows,
             timers: BTreeSet::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            outputs: VecDeque::new(),
             stats: Stats::default(),
             half_open: 0,
             handed_off: 0,
@@ -821,7 +906,8 @@ impl<D: Dispatch> FrontEnd<D> {
     /// [`Event::Closed`] or [`Event::Reset`] is raised when it ends (or it is freed as
     /// idle after [`Config::idle_timeout`]). With both FINs seen, or a reset, it starts a
     /// full grace period ([`Config::time_wait`]) from `now`: the old one's end is not
-    /// known, and longer is the safe side. Sends nothing and raises no event.
+    /// known, and longer is the safe side. Sends nothing and raises no event; the
+    /// dispatcher is told of it as a handoff ([`Feedback::HandedOff`]).
     pub fn adopt(
         &mut self,
         now: Instant,
@@ -852,17 +938,21 @@ impl<D: Dispatch> FrontEnd<D> {
         self.arm(slot, &mut conn, deadline);
         self.insert(slot, conn);
         self.stats.adopted += 1;
+        // The dispatcher counts it as its back-end's until it ends, as if handed off here.
+        self.dispatcher.feedback(
+            now,
+            &flow,
+            Feedback::HandedOff {
+                backend: handover.backend,
+            },
+        );
         Ok(())
     }
 
-    /// The next packet to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+    /// The next thing to do: apply each completely, in the order given, before the next
+    /// (see "The order of outputs is the contract" above).
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
     }
 
     /// When to call [`FrontEnd::handle_timeout`] next, if any timer is armed.
@@ -915,7 +1005,7 @@ impl<D: Dispatch> FrontEnd<D> {
     /// never ended for a new one. Timers are ordered by deadline and every grace period
     /// lasts `time_wait`, so the first grace period met is the oldest; the scan is
     /// bounded because the earliest timers may all be handshakes and handoffs.
-    fn make_room(&mut self) -> bool {
+    fn make_room(&mut self, now: Instant) -> bool {
         if !self.table_full() {
             return true;
         }
@@ -941,7 +1031,7 @@ impl<D: Dispatch> FrontEnd<D> {
             return false;
         };
         self.stats.time_wait_evicted += 1;
-        self.end_grace(&conn);
+        self.end_grace(now, &conn);
         self.release(slot, conn);
         true
     }
@@ -1003,25 +1093,25 @@ impl<D: Dispatch> FrontEnd<D> {
             self.stats.emit_errors += 1;
             return;
         };
-        if self.transmits.len() >= self.config.max_pending_transmits {
-            self.stats.transmit_overflows += 1;
+        if self.outputs.len() >= self.config.max_pending_outputs {
+            self.stats.output_overflows += 1;
             return;
         }
         // The destination address is bytes 16..20 of the header `build` wrote.
         let destination = packet.get(16..20).map_or(Ipv4Addr::UNSPECIFIED, |d| {
             Ipv4Addr::new(d[0], d[1], d[2], d[3])
         });
-        self.transmits.push_back(Transmit {
+        self.outputs.push_back(Output::Transmit(Transmit {
             destination,
             packet,
-        });
+        }));
     }
 
     fn emit(&mut self, event: Event) {
-        if self.events.len() >= self.config.max_pending_events {
-            self.stats.event_overflows += 1;
+        if self.outputs.len() >= self.config.max_pending_outputs {
+            self.stats.output_overflows += 1;
             return;
         }
-        self.events.push_back(event);
+        self.outputs.push_back(Output::Event(event));
     }
 }

@@ -12,8 +12,15 @@
 //! `client_next` all the same. A FIN or RST is forwarded, and the core told
 //! (`FrontEnd::note_client_fin`, `FrontEnd::note_client_reset`) only when it sits at the
 //! entry's `client_next` (`judge_client_segment`, the program's arithmetic), as the
-//! program does through its ring, which the daemon reads before the next packet. A back-end's copy of its FIN (header-only) of a
-//! handed-off entry is taken in and the core told (`FrontEnd::note_backend_fin`).
+//! program does through its ring, which the daemon reads before the next packet. A
+//! back-end's copy of its FIN (header-only) of a handed-off entry is taken in and the core
+//! told (`FrontEnd::note_backend_fin`).
+//!
+//! The core's outputs are applied as the daemon applies them: one stream, each in turn.
+//! Normally the node drains after every input; a scenario can make it stall
+//! ([`RealFront::stall`]), as a daemon busy or stopped does: the fast path keeps
+//! forwarding, while what it tells the core and the packets it passes up wait, and are
+//! handled all in one round when the node resumes, before one drain.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -24,7 +31,7 @@ use baton_common::{
     translate::csum_replace4,
 };
 use baton_proto::frontend::{
-    Backend, Config, Dispatch, Event, FlowKey, FrontEnd, Instant, StateName,
+    Backend, Config, Dispatch, Event, Feedback, FlowKey, FrontEnd, Instant, Output, StateName,
 };
 use baton_proto::request::ClientRequest;
 use baton_proto::wire::TcpFlags;
@@ -43,15 +50,22 @@ pub struct DispatchCall {
     pub chose: Option<Backend>,
 }
 
-/// A test dispatcher: the first back-end in its list not yet tried; records each call.
+/// A test dispatcher: the first back-end in its list not yet tried; records each call
+/// and the feedback it is given.
 pub struct SimDispatch {
     pub backends: Vec<Backend>,
     pub calls: Vec<DispatchCall>,
+    pub feedback: Vec<Feedback>,
 }
 
 impl Dispatch for SimDispatch {
+    fn feedback(&mut self, _now: Instant, _flow: &FlowKey, feedback: Feedback) {
+        self.feedback.push(feedback);
+    }
+
     fn dispatch(
         &mut self,
+        _now: Instant,
         _flow: &FlowKey,
         request: &ClientRequest<'_>,
         exclude: &[Backend],
@@ -90,6 +104,21 @@ pub struct FastEntry {
     pub client_next: u32,
 }
 
+/// What the fast path tells the core (through the program's ring in the daemon).
+#[derive(Clone, Copy, Debug)]
+enum Notice {
+    Answered,
+    ClientFin,
+    ClientReset,
+    BackendFin,
+}
+
+/// An input that waits while the node stalls.
+enum Input {
+    Notice(Duration, Notice, FlowKey),
+    Packet(Duration, Vec<u8>),
+}
+
 pub struct RealFront {
     pub fe: FrontEnd<SimDispatch>,
     /// The XDP forwarding table: client (address, port) -> its entry.
@@ -97,6 +126,8 @@ pub struct RealFront {
     pub events: Vec<Event>,
     pub fast_path_packets: u64,
     out: Vec<Vec<u8>>,
+    /// While `Some`, the slow path is stalled and its inputs wait here.
+    stalled: Option<Vec<Input>>,
 }
 
 impl RealFront {
@@ -104,6 +135,7 @@ impl RealFront {
         let dispatch = SimDispatch {
             backends,
             calls: Vec::new(),
+            feedback: Vec::new(),
         };
         Self {
             fe: FrontEnd::new(config, dispatch).expect("valid front-end config"),
@@ -111,6 +143,63 @@ impl RealFront {
             events: Vec::new(),
             fast_path_packets: 0,
             out: Vec::new(),
+            stalled: None,
+        }
+    }
+
+    /// Stops the slow path, as a busy or stopped daemon: from now on its inputs wait.
+    pub fn stall(&mut self) {
+        self.stalled.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether the slow path is stalled.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.is_some()
+    }
+
+    /// Whether a client FIN the fast path forwarded waits to be told.
+    pub fn client_fin_waiting(&self) -> bool {
+        self.stalled
+            .iter()
+            .flatten()
+            .any(|i| matches!(i, Input::Notice(_, Notice::ClientFin, _)))
+    }
+
+    /// Whether a SYN waits to be read.
+    pub fn syn_waiting(&self) -> bool {
+        self.stalled.iter().flatten().any(|i| match i {
+            Input::Packet(_, pkt) => PacketInfo::parse(pkt).is_ok_and(|p| p.has(TcpFlags::SYN)),
+            Input::Notice(..) => false,
+        })
+    }
+
+    /// Handles every input that waited, in order, as one round of the daemon's loop,
+    /// then applies the round's outputs.
+    pub fn resume(&mut self) {
+        for input in self.stalled.take().unwrap_or_default() {
+            match input {
+                Input::Notice(at, notice, flow) => self.tell(at, notice, &flow),
+                Input::Packet(at, pkt) => self.fe.handle_packet(instant(at), &pkt),
+            }
+        }
+        self.drain();
+    }
+
+    fn tell(&mut self, now: Duration, notice: Notice, flow: &FlowKey) {
+        let now = instant(now);
+        match notice {
+            Notice::Answered => self.fe.note_backend_answered(now, flow),
+            Notice::ClientFin => self.fe.note_client_fin(now, flow),
+            Notice::ClientReset => self.fe.note_client_reset(now, flow),
+            Notice::BackendFin => self.fe.note_backend_fin(now, flow),
+        }
+    }
+
+    /// The fast path tells the core of `notice`: at once, or after the stall.
+    fn notify(&mut self, now: Duration, notice: Notice, flow: FlowKey) {
+        match &mut self.stalled {
+            Some(waiting) => waiting.push(Input::Notice(now, notice, flow)),
+            None => self.tell(now, notice, &flow),
         }
     }
 
@@ -135,17 +224,21 @@ impl RealFront {
         self.fe.connection_state(&FlowKey { client, service })
     }
 
+    /// Applies the core's outputs, each in turn, as the daemon does.
     fn drain(&mut self) {
-        // Transmits before events (see `baton_proto::frontend`).
-        while let Some(t) = self.fe.poll_transmit() {
-            let info = PacketInfo::parse(&t.packet).expect("front-end packets parse");
-            assert_eq!(
-                t.destination, info.dst,
-                "Transmit::destination differs from the packet's: {info}"
-            );
-            self.out.push(t.packet);
-        }
-        while let Some(event) = self.fe.poll_event() {
+        while let Some(output) = self.fe.poll_output() {
+            let event = match output {
+                Output::Transmit(t) => {
+                    let info = PacketInfo::parse(&t.packet).expect("front-end packets parse");
+                    assert_eq!(
+                        t.destination, info.dst,
+                        "Transmit::destination differs from the packet's: {info}"
+                    );
+                    self.out.push(t.packet);
+                    continue;
+                }
+                Output::Event(event) => event,
+            };
             match &event {
                 Event::RequestSent(h) => {
                     let entry = FastEntry {
@@ -214,8 +307,10 @@ impl RealFront {
             client: SocketAddrV4::new(info.dst, info.dport),
             service: SocketAddrV4::new(info.src, info.sport),
         };
-        self.fe.note_backend_fin(instant(now), &flow);
-        self.drain();
+        self.notify(now, Notice::BackendFin, flow);
+        if !self.is_stalled() {
+            self.drain();
+        }
         None
     }
 
@@ -258,15 +353,15 @@ impl RealFront {
             if let Some(e) = self.fast_path.get_mut(&key) {
                 e.awaiting_answer = None;
             }
-            self.fe.note_backend_answered(instant(now), &flow);
+            self.notify(now, Notice::Answered, flow);
         }
         if judged.close == FlowNotice::CLIENT_FIN {
-            self.fe.note_client_fin(instant(now), &flow);
+            self.notify(now, Notice::ClientFin, flow);
         }
         if judged.close == FlowNotice::CLIENT_RST {
-            self.fe.note_client_reset(instant(now), &flow);
+            self.notify(now, Notice::ClientReset, flow);
         }
-        if answered || judged.close != 0 {
+        if (answered || judged.close != 0) && !self.is_stalled() {
             self.drain();
         }
         let ihl = usize::from(pkt[0] & 0x0f) * 4;
@@ -296,11 +391,18 @@ impl FrontNode for RealFront {
                 None => return,
             }
         };
+        if let Some(waiting) = &mut self.stalled {
+            waiting.push(Input::Packet(now, pkt));
+            return;
+        }
         self.fe.handle_packet(instant(now), &pkt);
         self.drain();
     }
 
     fn poll(&mut self, now: Duration) {
+        if self.is_stalled() {
+            return;
+        }
         if self.fe.poll_timeout().is_some_and(|at| at <= instant(now)) {
             self.fe.handle_timeout(instant(now));
         }
@@ -308,6 +410,9 @@ impl FrontNode for RealFront {
     }
 
     fn next_wakeup(&mut self) -> Option<Duration> {
+        if self.is_stalled() {
+            return None;
+        }
         self.fe.poll_timeout().map(duration)
     }
 

@@ -1,26 +1,21 @@
 //! The daemon's side of dispatching: [`baton_dispatch::Dispatcher`] (rules, pools,
-//! policies, health) as the protocol core's [`Dispatch`], fed with the core's events,
-//! and what the daemon's log needs.
+//! policies, health) as the protocol core's [`Dispatch`], and what the daemon's log needs.
 //!
-//! The dispatcher decides; [`ContentDispatch`] keeps its books from the core's events:
-//! a confirmed handoff ([`ContentDispatch::on_handed_off`]) counts an active connection
-//! for the back-end and clears its passive marking, the end of a handed-off connection
-//! ([`ContentDispatch::on_end`]) uncounts it, and a failed candidate (a retry, or the
-//! last candidate of a connection reset with `BackendsExhausted`) counts toward passive
-//! marking. Which flows were handed off is remembered here, per flow, because a `Reset`
-//! event names the back-end of a connection still being handed off as well as of one
-//! that was.
-//!
-//! For the log it remembers each flow's request line, rule, pool and dispatch time until
-//! the handoff completes (bounded by [`ContentDispatch::set_max_pending`]), and queues
-//! retries and 503s as [`Note`]s. Rule and pool names are shared (`Arc<str>`), so a
-//! decision copies no string but the request line.
+//! The dispatcher decides and keeps its books from the core's feedback
+//! ([`Dispatch::feedback`]): a confirmed handoff counts an active connection for the
+//! back-end and clears its passive marking, the end of a handed-off connection uncounts
+//! it, and a failed candidate counts toward passive marking. [`ContentDispatch`] adds
+//! what the log needs: each flow's request line, rule, pool and dispatch time, from the
+//! decision until the daemon logs the connection's handoff ([`ContentDispatch::take_for_log`])
+//! and end ([`ContentDispatch::forget`]) as it applies the core's outputs (bounded by
+//! [`ContentDispatch::set_max_pending`]), and retries and 503s as [`Note`]s. Rule and pool
+//! names are shared (`Arc<str>`), so a decision copies no string but the request line.
 
 use std::{collections::HashMap, sync::Arc};
 
 use baton_dispatch::{Dispatcher, Route};
 use baton_proto::{
-    frontend::{Backend, Dispatch, FlowKey, Instant, ResetReason},
+    frontend::{Backend, Dispatch, Feedback, FlowKey, Instant},
     request::ClientRequest,
 };
 
@@ -41,8 +36,6 @@ pub struct Flow {
     pub pool: Arc<str>,
     /// When the dispatcher first chose a back-end for it.
     pub dispatched_at: Instant,
-    /// The back-end it was handed off to, once confirmed.
-    pub handed_off: Option<Backend>,
 }
 
 /// A decision the daemon should log besides handoffs and resets.
@@ -73,12 +66,13 @@ pub struct ContentDispatch {
     pool_names: Box<[Arc<str>]>,
     default_name: Arc<str>,
     flows: HashMap<FlowKey, Flow>,
-    /// Most flows remembered with a request line (set to the connection limit by the
-    /// daemon); past it a handoff is logged without request line or latency. Handed-off
-    /// flows are always remembered: they are tracked connections, which the core bounds.
+    /// Most flows remembered (set to the connection limit by the daemon); past it a
+    /// handoff is logged without request line or latency.
     max_pending: usize,
     notes: Vec<Note>,
-    now: Instant,
+    /// The back-end that just failed the flow's handoff ([`Feedback::Failed`]), for the
+    /// retry's note when the core asks for the next candidate.
+    failed: Option<(FlowKey, Backend)>,
 }
 
 impl ContentDispatch {
@@ -92,7 +86,7 @@ impl ContentDispatch {
             flows: HashMap::new(),
             max_pending: 65_536,
             notes: Vec::new(),
-            now: Instant::ZERO,
+            failed: None,
         };
         d.name_routes();
         d
@@ -110,12 +104,6 @@ impl ContentDispatch {
     /// Bounds the per-flow memory kept for logging.
     pub fn set_max_pending(&mut self, max: usize) {
         self.max_pending = max;
-    }
-
-    /// The time of the input the front-end is about to handle.
-    pub fn set_now(&mut self, now: Instant) {
-        self.now = now;
-        self.inner.set_now(now);
     }
 
     /// The dispatcher in force.
@@ -139,57 +127,22 @@ impl ContentDispatch {
         self.name_routes();
     }
 
-    /// The core confirmed the handoff of `flow` to `backend`: counted, and what was
-    /// remembered for the log is returned (the request line is released).
-    pub fn on_handed_off(&mut self, flow: &FlowKey, backend: Backend) -> Option<Flow> {
-        self.inner.on_handed_off(backend);
-        match self.flows.get_mut(flow) {
-            Some(f) => {
-                f.handed_off = Some(backend);
-                Some(Flow {
-                    request: std::mem::take(&mut f.request),
-                    host: std::mem::take(&mut f.host),
-                    rule: f.rule.clone(),
-                    pool: f.pool.clone(),
-                    dispatched_at: f.dispatched_at,
-                    handed_off: f.handed_off,
-                })
-            }
-            None => {
-                // Not remembered (over the bound): still counted until it ends.
-                self.flows.insert(
-                    *flow,
-                    Flow {
-                        request: String::new(),
-                        host: String::new(),
-                        rule: self.default_name.clone(),
-                        pool: self.default_name.clone(),
-                        dispatched_at: self.now,
-                        handed_off: Some(backend),
-                    },
-                );
-                None
-            }
-        }
+    /// What was remembered of `flow` for the log of its handoff: the request line and
+    /// Host are taken (released), the rule, pool and dispatch time stay for its end.
+    pub fn take_for_log(&mut self, flow: &FlowKey) -> Option<Flow> {
+        let f = self.flows.get_mut(flow)?;
+        Some(Flow {
+            request: std::mem::take(&mut f.request),
+            host: std::mem::take(&mut f.host),
+            rule: f.rule.clone(),
+            pool: f.pool.clone(),
+            dispatched_at: f.dispatched_at,
+        })
     }
 
-    /// `flow` ended (a `Closed` or `Reset` event naming `backend`, for `reason` if
-    /// reset): a handed-off connection is uncounted, and a connection whose every
-    /// candidate failed counts its last one's failure. Returns what was remembered.
-    pub fn on_end(
-        &mut self,
-        flow: &FlowKey,
-        backend: Option<Backend>,
-        reason: Option<ResetReason>,
-    ) -> Option<Flow> {
-        if let (Some(ResetReason::BackendsExhausted), Some(b)) = (reason, backend) {
-            self.inner.on_handoff_failed(b, self.now);
-        }
-        let flow = self.flows.remove(flow)?;
-        if let Some(b) = flow.handed_off {
-            self.inner.on_closed(b);
-        }
-        Some(flow)
+    /// `flow` ended: what was remembered of it, for the log, now forgotten.
+    pub fn forget(&mut self, flow: &FlowKey) -> Option<Flow> {
+        self.flows.remove(flow)
     }
 
     /// Retries and 503s since the last call, for the log.
@@ -215,21 +168,24 @@ impl ContentDispatch {
 impl Dispatch for ContentDispatch {
     fn dispatch(
         &mut self,
+        now: Instant,
         flow: &FlowKey,
         request: &ClientRequest<'_>,
         exclude: &[Backend],
     ) -> Option<Backend> {
-        // A retry: the last back-end tried stayed silent or refused.
-        if let Some(&failed) = exclude.last() {
-            self.inner.on_handoff_failed(failed, self.now);
-        }
-        let choice = self.inner.dispatch(flow, request, exclude);
+        let choice = self.inner.dispatch(now, flow, request, exclude);
         let (rule, pool) = self.route_names();
         if !exclude.is_empty() {
+            // A retry: the core told of the failure just before asking.
+            let failed = self
+                .failed
+                .take()
+                .filter(|(f, _)| f == flow)
+                .map(|(_, b)| b);
             if self.notes.len() < self.max_pending {
                 self.notes.push(Note::Retry {
                     flow: *flow,
-                    failed: exclude.last().copied(),
+                    failed,
                     next: choice,
                     rule,
                     pool,
@@ -245,24 +201,27 @@ impl Dispatch for ContentDispatch {
                 });
             }
         } else if self.flows.len() < self.max_pending {
-            let old = self.flows.insert(
+            self.flows.insert(
                 *flow,
                 Flow {
                     request: summarize(request),
                     host: request.host().map(cut).unwrap_or_default(),
                     rule,
                     pool,
-                    dispatched_at: self.now,
-                    handed_off: None,
+                    dispatched_at: now,
                 },
             );
-            // The core reuses a 4-tuple in its grace period only after ending the old
-            // connection, so this is defensive: never leave a count behind.
-            if let Some(b) = old.and_then(|o| o.handed_off) {
-                self.inner.on_closed(b);
-            }
         }
         choice
+    }
+
+    fn feedback(&mut self, now: Instant, flow: &FlowKey, feedback: Feedback) {
+        self.inner.feedback(now, flow, feedback);
+        match feedback {
+            Feedback::Failed { backend, .. } => self.failed = Some((*flow, backend)),
+            Feedback::Ended { .. } => self.failed = None,
+            Feedback::HandedOff { .. } => {}
+        }
     }
 }
 
@@ -301,6 +260,7 @@ fn cut(text: &str) -> String {
 mod tests {
     use std::net::SocketAddrV4;
 
+    use baton_proto::frontend::{HandoffFailure, ResetReason};
     use baton_proto::request::{RequestLimits, parse_request};
 
     use super::*;
@@ -334,63 +294,121 @@ mod tests {
     }
 
     fn pick(d: &mut ContentDispatch, f: FlowKey, raw: &str, ex: &[Backend]) -> Option<Backend> {
+        pick_at(d, Instant::ZERO, f, raw, ex)
+    }
+
+    fn pick_at(
+        d: &mut ContentDispatch,
+        now: Instant,
+        f: FlowKey,
+        raw: &str,
+        ex: &[Backend],
+    ) -> Option<Backend> {
         let req = parse_request(raw.as_bytes(), &RequestLimits::default())
             .unwrap()
             .unwrap();
-        d.dispatch(&f, &req, ex)
+        d.dispatch(now, &f, &req, ex)
+    }
+
+    fn handed_off(d: &mut ContentDispatch, f: FlowKey, backend: Backend) {
+        d.feedback(Instant::ZERO, &f, Feedback::HandedOff { backend });
+    }
+
+    fn ended(
+        d: &mut ContentDispatch,
+        f: FlowKey,
+        handed_off: Option<Backend>,
+        reason: Option<ResetReason>,
+    ) {
+        d.feedback(Instant::ZERO, &f, Feedback::Ended { handed_off, reason });
+        d.forget(&f);
     }
 
     #[test]
     fn remembers_request_rule_and_pool_for_the_log() {
         let mut d = lab();
-        d.set_now(Instant::from_nanos(7));
-        let b = pick(&mut d, flow(1), "GET /img/logo.svg HTTP/1.1\r\n\r\n", &[]).unwrap();
-        let f = d.on_handed_off(&flow(1), b).unwrap();
+        let at = Instant::from_nanos(7);
+        let b = pick_at(
+            &mut d,
+            at,
+            flow(1),
+            "GET /img/logo.svg HTTP/1.1\r\n\r\n",
+            &[],
+        )
+        .unwrap();
+        handed_off(&mut d, flow(1), b);
+        let f = d.take_for_log(&flow(1)).unwrap();
         assert_eq!(f.request, "GET /img/logo.svg HTTP/1.1");
         assert_eq!(f.host, "");
         assert_eq!((&*f.rule, &*f.pool), ("images", "img"));
-        assert_eq!(f.dispatched_at, Instant::from_nanos(7));
+        assert_eq!(f.dispatched_at, at);
         pick(&mut d, flow(2), "GET / HTTP/1.1\r\n\r\n", &[]).unwrap();
-        let f = d.on_end(&flow(2), None, None).unwrap();
+        let f = d.forget(&flow(2)).unwrap();
         assert_eq!((&*f.rule, &*f.pool), ("default", "all"));
         assert_eq!(d.remembered(), 1, "the handed-off flow stays until it ends");
+        let f = d.forget(&flow(1)).unwrap();
+        assert_eq!(f.request, "", "released at the handoff's log");
+        assert_eq!(d.remembered(), 0);
     }
 
     #[test]
     fn handoffs_and_ends_drive_least_connections() {
         let mut d = lab();
         let first = pick(&mut d, flow(1), "GET / HTTP/1.1\r\n\r\n", &[]).unwrap();
-        d.on_handed_off(&flow(1), first);
+        handed_off(&mut d, flow(1), first);
         // The busy back-end is avoided while its connection lasts...
         for port in 2..5 {
             let b = pick(&mut d, flow(port), "GET / HTTP/1.1\r\n\r\n", &[]).unwrap();
             assert_ne!(b, first);
-            d.on_end(&flow(port), Some(b), Some(ResetReason::ClientReset));
+            ended(&mut d, flow(port), None, Some(ResetReason::ClientReset));
         }
         let status = d.dispatcher().backend_status(first).unwrap();
         assert_eq!(status.active, 1, "resets before a handoff do not uncount");
         // ... and counted out when it ends.
-        d.on_end(&flow(1), Some(first), Some(ResetReason::BackendReset));
+        ended(
+            &mut d,
+            flow(1),
+            Some(first),
+            Some(ResetReason::BackendReset),
+        );
         assert_eq!(d.dispatcher().backend_status(first).unwrap().active, 0);
     }
 
     #[test]
-    fn retries_and_exhaustion_count_as_handoff_failures() {
+    fn failures_told_by_the_core_count_and_name_the_retrys_failed_backend() {
         let mut d = ContentDispatch::new(
             Dispatcher::from_toml(&format!("{LAB}\n[health]\nfailures = 2\n")).unwrap(),
         );
         let raw = "GET /img/a HTTP/1.1\r\n\r\n";
         assert_eq!(pick(&mut d, flow(1), raw, &[]), Some(be(3)));
-        // be3 failed: the retry has nowhere to go.
+        // be3 refused: the retry has nowhere to go.
+        d.feedback(
+            Instant::ZERO,
+            &flow(1),
+            Feedback::Failed {
+                backend: be(3),
+                cause: HandoffFailure::Refused,
+            },
+        );
         assert_eq!(pick(&mut d, flow(1), raw, &[be(3)]), None);
-        d.on_end(&flow(1), Some(be(3)), Some(ResetReason::BackendsExhausted));
         let notes: Vec<_> = d.drain_notes().collect();
         assert!(matches!(
             &notes[..],
             [Note::Retry { failed: Some(f), next: None, rule, .. }] if *f == be(3) && &**rule == "images"
         ));
-        // Two failures in a row: passively down, so the next request gets a 503.
-        assert_eq!(pick(&mut d, flow(2), raw, &[]), None);
+        // Silent on the next connection's try too: two failures in a row, passively
+        // down, so the next request gets a 503.
+        assert_eq!(pick(&mut d, flow(2), raw, &[]), Some(be(3)));
+        d.feedback(
+            Instant::ZERO,
+            &flow(2),
+            Feedback::Failed {
+                backend: be(3),
+                cause: HandoffFailure::Silent,
+            },
+        );
+        d.drain_notes();
+        assert_eq!(pick(&mut d, flow(3), raw, &[]), None);
         assert!(matches!(
             &d.drain_notes().collect::<Vec<_>>()[..],
             [Note::Unavailable { request, pool, .. }] if request == "GET /img/a HTTP/1.1" && &**pool == "img"
@@ -401,13 +419,14 @@ mod tests {
     fn a_reload_keeps_counting_connections_it_did_not_hand_off() {
         let mut d = lab();
         let b = pick(&mut d, flow(1), "GET / HTTP/1.1\r\n\r\n", &[]).unwrap();
-        d.on_handed_off(&flow(1), b);
+        handed_off(&mut d, flow(1), b);
         d.replace(Dispatcher::from_toml(&LAB.replace("\"images\"", "\"pictures\"")).unwrap());
         assert_eq!(d.dispatcher().backend_status(b).unwrap().active, 1);
         pick(&mut d, flow(2), "GET /img/ HTTP/1.1\r\n\r\n", &[]).unwrap();
-        let f = d.on_handed_off(&flow(2), be(3)).unwrap();
+        handed_off(&mut d, flow(2), be(3));
+        let f = d.take_for_log(&flow(2)).unwrap();
         assert_eq!(&*f.rule, "pictures");
-        d.on_end(&flow(1), Some(b), None);
+        ended(&mut d, flow(1), Some(b), None);
         assert_eq!(d.dispatcher().backend_status(b).unwrap().active, 0);
     }
 }

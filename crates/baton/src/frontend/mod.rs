@@ -89,7 +89,7 @@ use std::{
 
 use anyhow::Context as _;
 use baton_proto::{
-    frontend::{Event, FrontEnd, HandedOff, Instant, StateName},
+    frontend::{Event, FrontEnd, HandedOff, Instant, Output},
     wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
 };
 
@@ -98,10 +98,11 @@ use dispatch::{ContentDispatch, Note};
 use fastpath::{FastPath, FastPathStats};
 use io::{HostTcpFilter, PacketIo, Received};
 
-/// Frames read per round before the transmits are sent. Bounded so that the core's
-/// output queue (`max_pending_transmits`, 4096 by default) cannot overflow in one
-/// round: one client packet causes at most one transmit, plus at a completed handoff
-/// the held packets (`max_queued_packets`, 32 by default): 64 × 33 < 4096.
+/// Frames read per round before the outputs are applied. Bounded so that the core's
+/// output queue (`max_pending_outputs`, 8192 by default) cannot overflow in one round:
+/// one client packet causes at most a few outputs (a transmit or two and an event), plus
+/// at a completed handoff the held packets (`max_queued_packets`, 32 by default):
+/// 64 × 40 < 8192.
 pub const RECV_BATCH: usize = 64;
 
 /// The longest `poll` sleeps: a signal that lands between the stop check and `poll`
@@ -185,10 +186,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
-                let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats, |fe, flow, b| {
-                    // Counted as the back-end's until its Closed or Reset event.
-                    fe.dispatcher_mut().on_handed_off(flow, b);
-                });
+                let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
                 log::line(
                     "fastpath",
                     &[
@@ -555,10 +553,6 @@ fn event_loop(
     let mut drain_until: Option<Instant> = None;
     let mut more_to_read = false;
     let mut next_scan = clock() + ACTIVITY_SCAN;
-    // Reused every round, so a round allocates nothing once they have grown.
-    let mut transmits = Vec::new();
-    let mut requests_sent = Vec::new();
-    let mut handed_off = Vec::new();
     // The round's log lines go out together at its end (see `log`); dropped on return,
     // which flushes what is left.
     let _log = log::Buffered::start();
@@ -638,7 +632,6 @@ fn event_loop(
                         if let Some(path) = fast.path.as_deref_mut() {
                             path.note_flow_notices(fe, now, fast.stats);
                         }
-                        fe.dispatcher_mut().set_now(now);
                         fe.handle_packet(now, packet);
                     }
                     Received::Dropped => {}
@@ -650,50 +643,53 @@ fn event_loop(
             }
         }
         if fe.poll_timeout().is_some_and(|at| at <= now) {
-            fe.dispatcher_mut().set_now(now);
             fe.handle_timeout(now);
         }
         if let Some(path) = fast.path.as_deref_mut() {
             path.steer_syn_cookies(fe, fast.stats);
         }
-        // A flow that ends leaves the fast path before this round's packets go out: a
-        // client reusing its port gets its SYN/ACK in the same round as the old flow's
-        // Closed event, and its answer must not meet the old entry in XDP (which would
-        // send it to the old back-end). A flow whose handoff completes is updated after
-        // them, once the back-end has everything the core held for it; one whose request
-        // goes out is taken in before them, awaiting the answer (below).
-        transmits.extend(std::iter::from_fn(|| fe.poll_transmit()));
-        // Retries first: a retry that found no back-end is followed by the reset event.
+        // Retries and 503s the dispatcher noted, logged before the outputs: a retry that
+        // found no back-end is followed by the connection's reset.
         for note in fe.dispatcher_mut().drain_notes() {
             if matches!(note, Note::Retry { .. }) {
                 ops.book.retries += 1;
             }
             log_note(note);
         }
-        while let Some(event) = fe.poll_event() {
-            match event {
-                // Counted now, in the events' order (a flow that is handed off and reset
-                // in one round is counted in and out); installed and logged after the
-                // transmits.
-                Event::HandedOff(h) => {
-                    let flow = fe.dispatcher_mut().on_handed_off(&h.flow, h.backend);
-                    handed_off.push((h, flow));
-                }
-                // Taken in before the transmits, awaiting the back-end's answer.
-                Event::RequestSent(h) => requests_sent.push(h),
-                other => on_event(fe, fast, other, stats),
+        // The round's outputs, each applied in full before the next, in the order the
+        // core gives them: that order is the contract between the core and the world
+        // (`baton_proto::frontend`, "The order of outputs is the contract"), and nothing
+        // here reorders or defers any of them.
+        while let Some(output) = fe.poll_output() {
+            match output {
+                Output::Transmit(t) => io.send(t.destination, &t.packet),
+                Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
             }
         }
-        for h in requests_sent.drain(..) {
-            // Before the transmits, the request among them: XDP forwards nothing of a
-            // flow awaiting its answer until a client acknowledges that answer, which
-            // the back-end cannot send before it has the request, and the entry must be
-            // there before the client's quick reply. Only if still waiting: a flow whose
-            // handoff completed or ended in this round has its own event, after this one.
-            let waiting = fe.connection_state(&h.flow) == Some(StateName::HandingOffRequestSent);
-            if let Some(path) = fast.path.as_deref_mut()
-                && waiting
-            {
+        if now >= next_scan {
+            next_scan = now + ACTIVITY_SCAN;
+            if let Some(path) = fast.path.as_deref_mut() {
+                path.scan_activity(fe, now, fast.stats);
+            }
+        }
+    }
+}
+
+/// Applies one of the core's events: the fast path's flow table, and the log with what
+/// the dispatcher remembered of the flow (its books were kept from the core's feedback).
+fn on_event(
+    fe: &mut FrontEnd<ContentDispatch>,
+    fast: &mut Fast<'_>,
+    now: Instant,
+    event: Event,
+    stats: &mut DaemonStats,
+    ops: &mut Ops,
+) {
+    match event {
+        Event::RequestSent(h) => {
+            // Taken in awaiting the answer: XDP forwards nothing of the flow until a
+            // client segment acknowledges data only the back-end can have sent.
+            if let Some(path) = fast.path.as_deref_mut() {
                 path.install(
                     now,
                     h.flow,
@@ -705,38 +701,56 @@ fn event_loop(
                 );
             }
         }
-        for t in transmits.drain(..) {
-            io.send(t.destination, &t.packet);
+        Event::HandedOff(h) => {
+            let remembered = fe.dispatcher_mut().take_for_log(&h.flow);
+            on_handed_off(fast, now, h, remembered, stats, ops);
         }
-        for (h, flow) in handed_off.drain(..) {
-            // A flow can be handed off and end in one round: its client's FIN completes
-            // the handoff (the back-end's confirmation was lost) and a SYN reusing its
-            // port, read in the same batch, ends it. Its Closed event found nothing to
-            // remove, so installing it now would leave an entry that outlives it, and
-            // XDP would send the next connection on that port to the old back-end.
-            let live = fe
-                .handover(&h.flow)
-                .is_some_and(|now| now.backend == h.backend && now.client_isn == h.client_isn);
-            on_handed_off(fast, now, h, flow, live, stats, ops);
-        }
-        if now >= next_scan {
-            next_scan = now + ACTIVITY_SCAN;
+        Event::Reset {
+            flow,
+            backend,
+            reason,
+        } => {
             if let Some(path) = fast.path.as_deref_mut() {
-                path.scan_activity(fe, now, fast.stats);
+                path.remove(&flow, fast.stats);
             }
+            stats.resets_logged += 1;
+            let remembered = fe.dispatcher_mut().forget(&flow);
+            let backend = backend.map_or("-".into(), |b| b.to_string());
+            let (request, rule, pool) = match &remembered {
+                Some(f) if !f.request.is_empty() => (f.request.as_str(), &*f.rule, &*f.pool),
+                Some(f) => ("-", &*f.rule, &*f.pool),
+                None => ("-", "-", "-"),
+            };
+            log::line(
+                "reset",
+                &[
+                    ("client", &flow.client),
+                    ("service", &flow.service),
+                    ("reason", &format!("{reason:?}")),
+                    ("backend", &backend),
+                    ("request", &request),
+                    ("rule", &rule),
+                    ("pool", &pool),
+                ],
+            );
+        }
+        Event::Closed { flow, .. } => {
+            if let Some(path) = fast.path.as_deref_mut() {
+                path.remove(&flow, fast.stats);
+            }
+            // A clean close is the normal end: counted by the core, not logged per flow.
+            fe.dispatcher_mut().forget(&flow);
         }
     }
 }
 
-/// A confirmed handoff (already counted by the dispatcher): the fast path's entry, if
-/// the flow is still `live` in the core, and the log line, with what the dispatcher
-/// remembered of the flow.
+/// A confirmed handoff: the fast path's entry, and the log line, with what the
+/// dispatcher remembered of the flow.
 fn on_handed_off(
     fast: &mut Fast<'_>,
     now: Instant,
     handoff: HandedOff,
     remembered: Option<dispatch::Flow>,
-    live: bool,
     stats: &mut DaemonStats,
     ops: &mut Ops,
 ) {
@@ -751,12 +765,12 @@ fn on_handed_off(
     } = handoff;
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
-        if live && confirmed_by_fast_path && path.is_installed(&flow) {
+        if confirmed_by_fast_path && path.is_installed(&flow) {
             // The program saw the answer and cleared its entry's wait itself: the entry
             // taken in with the request already forwards, and rewriting it would cost
             // a read and a write (the read to keep the program's `client_next`).
             fast.stats.confirmed_in_place += 1;
-        } else if live {
+        } else {
             path.install(
                 now,
                 flow,
@@ -766,8 +780,6 @@ fn on_handed_off(
                 None,
                 fast.stats,
             );
-        } else {
-            fast.stats.ended_before_install += 1;
         }
     }
     let (request, rule, pool, latency_us) = match &remembered {
@@ -810,56 +822,6 @@ fn on_handed_off(
             ("latency_us", &latency_us),
         ],
     );
-}
-
-/// Applies the end of a flow: the fast path's flow table, the dispatcher's books, the
-/// log.
-fn on_event(
-    fe: &mut FrontEnd<ContentDispatch>,
-    fast: &mut Fast<'_>,
-    event: Event,
-    stats: &mut DaemonStats,
-) {
-    match event {
-        // Handled by the loop: counted at once, installed after the transmits.
-        Event::HandedOff(_) | Event::RequestSent(_) => {}
-        Event::Reset {
-            flow,
-            backend,
-            reason,
-        } => {
-            if let Some(path) = fast.path.as_deref_mut() {
-                path.remove(&flow, fast.stats);
-            }
-            stats.resets_logged += 1;
-            let remembered = fe.dispatcher_mut().on_end(&flow, backend, Some(reason));
-            let backend = backend.map_or("-".into(), |b| b.to_string());
-            let (request, rule, pool) = match &remembered {
-                Some(f) if !f.request.is_empty() => (f.request.as_str(), &*f.rule, &*f.pool),
-                Some(f) => ("-", &*f.rule, &*f.pool),
-                None => ("-", "-", "-"),
-            };
-            log::line(
-                "reset",
-                &[
-                    ("client", &flow.client),
-                    ("service", &flow.service),
-                    ("reason", &format!("{reason:?}")),
-                    ("backend", &backend),
-                    ("request", &request),
-                    ("rule", &rule),
-                    ("pool", &pool),
-                ],
-            );
-        }
-        Event::Closed { flow, backend } => {
-            if let Some(path) = fast.path.as_deref_mut() {
-                path.remove(&flow, fast.stats);
-            }
-            // A clean close is the normal end: counted by the core, not logged per flow.
-            fe.dispatcher_mut().on_end(&flow, backend, None);
-        }
-    }
 }
 
 /// Logs a retry or a 503 the dispatcher noted.

@@ -104,9 +104,6 @@ pub struct FastPathStats {
     pub no_neighbour: u64,
     /// Flows removed after a close or reset.
     pub flows_removed: u64,
-    /// Handed-off flows not installed: they ended in the round of their handoff (a
-    /// client FIN completed the handoff and a SYN on the same port ended it).
-    pub ended_before_install: u64,
     /// Times the core was told a flow is alive because the fast path forwarded for it.
     pub activity_noted: u64,
     /// Close states written to the table for a successor to resume from.
@@ -331,17 +328,13 @@ impl FastPath {
     /// Hands every flow in the (pinned) table to the core, as a connection handed off by
     /// a previous daemon; flows the core refuses are removed from the table, so nothing
     /// is forwarded that no one tracks. Call once, right after [`FastPath::start`] and
-    /// before the first packet.
-    ///
-    /// `adopted` is told of each flow the core took, with its back-end, so that the
-    /// dispatcher counts it as a connection of that back-end (least-connections and
-    /// LARD would otherwise see the back-ends emptier than they are after a restart).
+    /// before the first packet. The core tells its dispatcher of each flow it takes, so
+    /// that least-connections and LARD count it as its back-end's.
     pub fn adopt_pinned<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
         now: Instant,
         stats: &mut FastPathStats,
-        mut adopted: impl FnMut(&mut FrontEnd<D>, &FlowKey, SocketAddrV4),
     ) -> Adoption {
         // Collected first: deleting while iterating a BPF hash map restarts the walk.
         let found: Vec<(FrontendFlowKey, FrontendFlow)> =
@@ -355,7 +348,6 @@ impl FastPath {
             let handover = handover_of(&value);
             match fe.adopt(now, flow, handover) {
                 Ok(()) => {
-                    adopted(fe, &flow, handover.backend);
                     adoption.adopted += 1;
                     self.installed.insert(
                         flow,
