@@ -137,6 +137,49 @@ struct PoolFile {
     health: Option<Spanned<CheckFile>>,
 }
 
+/// A pool's policy with the keys that only it takes, as one value: compiling matches on
+/// this, so no key can reach a policy it does not belong to. The file keeps them as
+/// sibling fields (`policy = "consistent_hash"`, `hash_key = ...`), which
+/// [`PoolFile::policy`] turns into this, refusing a key set beside another policy.
+enum PolicyFile<'p> {
+    RoundRobin,
+    LeastConnections,
+    /// The key, if set (the request path otherwise).
+    ConsistentHash(Option<&'p Spanned<HashKeyFile>>),
+    /// The LARD settings, if set (the paper's otherwise).
+    Lard(Option<&'p Spanned<LardFile>>),
+}
+
+impl PoolFile {
+    /// The policy with its keys; a key beside a policy that does not take it is an error
+    /// at the key's line, naming the policy it is for.
+    fn policy(&self, field: &str, lines: &Lines<'_>) -> Result<PolicyFile<'_>, ConfigError> {
+        let misplaced = |what: &str, policy: &str, span: Range<usize>| {
+            Err(invalid(
+                lines.of(span),
+                format!("{field}.{what}"),
+                format!("only for `policy = \"{policy}\"`"),
+            ))
+        };
+        if let Some(k) = &self.hash_key
+            && self.policy != PolicyName::ConsistentHash
+        {
+            return misplaced("hash_key", "consistent_hash", k.span());
+        }
+        if let Some(l) = &self.lard
+            && self.policy != PolicyName::Lard
+        {
+            return misplaced("lard", "lard", l.span());
+        }
+        Ok(match self.policy {
+            PolicyName::RoundRobin => PolicyFile::RoundRobin,
+            PolicyName::LeastConnections => PolicyFile::LeastConnections,
+            PolicyName::ConsistentHash => PolicyFile::ConsistentHash(self.hash_key.as_ref()),
+            PolicyName::Lard => PolicyFile::Lard(self.lard.as_ref()),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum PolicyName {
@@ -652,32 +695,11 @@ fn compile_pool(
         ));
     }
 
-    let only_for = |what: &str, policy: &str, span: Range<usize>| {
-        invalid(
-            lines.of(span),
-            format!("{field}.{what}"),
-            format!("only for `policy = \"{policy}\"`"),
-        )
-    };
-    let policy = match p.policy {
-        PolicyName::RoundRobin | PolicyName::LeastConnections => {
-            if let Some(k) = &p.hash_key {
-                return Err(only_for("hash_key", "consistent_hash", k.span()));
-            }
-            if let Some(l) = &p.lard {
-                return Err(only_for("lard", "lard", l.span()));
-            }
-            if p.policy == PolicyName::RoundRobin {
-                Policy::SmoothWeighted(SmoothWeighted::new(members.len()))
-            } else {
-                Policy::LeastConnections(LeastConnections::default())
-            }
-        }
-        PolicyName::ConsistentHash => {
-            if let Some(l) = &p.lard {
-                return Err(only_for("lard", "lard", l.span()));
-            }
-            let key = match &p.hash_key {
+    let policy = match p.policy(field, lines)? {
+        PolicyFile::RoundRobin => Policy::SmoothWeighted(SmoothWeighted::new(members.len())),
+        PolicyFile::LeastConnections => Policy::LeastConnections(LeastConnections::default()),
+        PolicyFile::ConsistentHash(key) => {
+            let key = match key {
                 Some(k) => k
                     .get_ref()
                     .compile()
@@ -686,11 +708,8 @@ fn compile_pool(
             };
             Policy::ConsistentHash(key)
         }
-        PolicyName::Lard => {
-            if let Some(k) = &p.hash_key {
-                return Err(only_for("hash_key", "consistent_hash", k.span()));
-            }
-            let (l, lard_line) = match &p.lard {
+        PolicyFile::Lard(lard) => {
+            let (l, lard_line) = match lard {
                 Some(l) => (l.get_ref(), lines.of(l.span())),
                 None => (&DEFAULT_LARD, line),
             };
@@ -1143,6 +1162,11 @@ backends = [{ address = "198.18.1.11:80" }]
         };
         for (extra, field) in [
             ("hash_key = \"path\"", "pools.web.hash_key"),
+            (
+                "policy = \"consistent_hash\"\nlard = { low_load = 1 }",
+                "pools.web.lard",
+            ),
+            ("policy = \"lard\"\nhash_key = \"host\"", "pools.web.hash_key"),
             (
                 "policy = \"lard\"\nlard = { low_load = 9, high_load = 9 }",
                 "pools.web.lard.low_load",
