@@ -1166,7 +1166,10 @@ backends = [{ address = "198.18.1.11:80" }]
                 "policy = \"consistent_hash\"\nlard = { low_load = 1 }",
                 "pools.web.lard",
             ),
-            ("policy = \"lard\"\nhash_key = \"host\"", "pools.web.hash_key"),
+            (
+                "policy = \"lard\"\nhash_key = \"host\"",
+                "pools.web.hash_key",
+            ),
             (
                 "policy = \"lard\"\nlard = { low_load = 9, high_load = 9 }",
                 "pools.web.lard.low_load",

@@ -77,6 +77,12 @@ pub struct Config {
     pub handoff_retries: u8,
     /// Back-ends tried per connection before resetting the client, 1..=[`MAX_CANDIDATES`].
     pub max_candidates: u8,
+    /// The one-turn handoff (docs/design.md, "One-turn handoff"): a request that fits
+    /// in one segment rides in the SYN', nothing waits for the back-end's SYN/ACK', and
+    /// the client's retransmissions of its request, not timers, drive the SYN''s. Needs
+    /// back-end modules that complete the server's handshake themselves; a back-end
+    /// whose SYN/ACK' shows it took only the SYN gets the request as before.
+    pub one_turn: bool,
     /// Client packets held per connection while a handoff is under way.
     pub max_queued_packets: usize,
     /// Client bytes (whole IPv4 packets) held per connection while a handoff is under way.
@@ -133,6 +139,7 @@ impl Default for Config {
             handoff_rto: Duration::from_millis(200),
             handoff_retries: 3,
             max_candidates: 3,
+            one_turn: false,
             max_queued_packets: 32,
             max_queued_bytes: 64 * 1024,
             response_rto: Duration::from_secs(1),

@@ -160,6 +160,8 @@ pub(crate) struct Connection {
     /// acknowledges it, straight to the client, and the front-end only does so itself if
     /// the handoff's first timer fires first (see `receive_request`).
     ack_owed: bool,
+    /// The request rode in the SYN' to the current back-end (the one-turn handoff).
+    request_in_syn: bool,
     tried: [Option<Backend>; MAX_CANDIDATES],
     /// Current retransmission timeout.
     rto: Duration,
@@ -196,6 +198,7 @@ impl Connection {
             candidates: 0,
             handed_off: false,
             ack_owed: false,
+            request_in_syn: false,
             client_fin: false,
             backend_fin: false,
             tried: [None; MAX_CANDIDATES],
@@ -944,6 +947,9 @@ impl<D: Dispatch> FrontEnd<D> {
             if self.judge_client(conn, tcp) == FlowNotice::CLIENT_FIN {
                 conn.client_fin = true;
             }
+        } else if !tcp.payload.is_empty() && conn.request_in_syn {
+            // Only the back-end acknowledges a request that rode in the SYN'.
+            return self.request_resent(now, slot, conn);
         } else if !tcp.payload.is_empty() {
             // Bytes the front-end already acknowledged (that ACK was lost), or has yet
             // to: the client's timer beat ours.
@@ -1110,10 +1116,31 @@ impl<D: Dispatch> FrontEnd<D> {
         }
         if flags.contains(TcpFlags::SYN) && flags.contains(TcpFlags::ACK) {
             // Translated by the back-end's egress: its seq is isn_f, and it acknowledges
-            // the client's SYN.
-            if tcp.seq_number != conn.terms.isn_f || tcp.ack_number != conn.syn.isn.wrapping_add(1)
+            // the client's SYN (and, in a one-turn handoff, perhaps the request with it).
+            let syn_acked = conn.syn.isn.wrapping_add(1);
+            if conn.request_in_syn
+                && tcp.seq_number == conn.terms.isn_f
+                && tcp.ack_number == conn.rcv_nxt
+                && tcp.ack_number != syn_acked
             {
+                // A module that copies its SYN/ACK': the back-end has the request.
+                return self.complete_handoff(now, slot, conn, false);
+            }
+            if tcp.seq_number != conn.terms.isn_f || tcp.ack_number != syn_acked {
                 self.stats.bad_syn_acks += 1;
+                return Next::Keep;
+            }
+            if conn.request_in_syn {
+                // The back-end took the SYN and dropped its data: the request goes after
+                // it, as in the three-turn handoff. The fast path already awaits.
+                conn.request_in_syn = false;
+                self.stats.requests_after_syn_ack += 1;
+                conn.backend_mss = tcp.max_seg_size.unwrap_or(MIN_MSS).max(MIN_MSS);
+                self.send_request(conn);
+                conn.tries = 0;
+                conn.rto = self.config.handoff_rto;
+                let deadline = now + conn.rto;
+                self.arm(slot, conn, deadline);
                 return Next::Keep;
             }
             let first = phase == Phase::SynSent;
@@ -1201,6 +1228,11 @@ impl<D: Dispatch> FrontEnd<D> {
                 self.stats.request_timeouts += 1;
                 self.abort(now, conn, ResetReason::RequestTimeout, true)
             }
+            State::HandingOff(_) if conn.request_in_syn => {
+                // The client would have resent an unacknowledged request by now.
+                self.stats.handoffs_confirmed_by_silence += 1;
+                self.complete_handoff(now, slot, conn, false)
+            }
             State::HandingOff(phase) => {
                 self.pay_owed_ack(conn);
                 if conn.tries < self.config.handoff_retries {
@@ -1266,13 +1298,69 @@ impl<D: Dispatch> FrontEnd<D> {
         if conn.candidates == 1 {
             self.stats.handoffs_started += 1;
         }
-        conn.state = State::HandingOff(Phase::SynSent);
         conn.tries = 0;
         conn.rto = self.config.handoff_rto;
-        self.send_syn_prime(conn);
+        let syn_prime = if self.config.one_turn {
+            self.syn_prime(conn, true)
+                .filter(|p| p.len() <= usize::from(self.config.mss) + 40)
+        } else {
+            None
+        };
+        conn.request_in_syn = syn_prime.is_some();
+        match syn_prime {
+            Some(packet) => {
+                // One turn: the back-end has everything once the SYN' arrives. The fast
+                // path takes the flow in, awaiting the answer, before it goes out.
+                conn.state = State::HandingOff(Phase::RequestSent);
+                conn.ack_owed = false;
+                if let Some(handoff) = self.handoff_of(conn) {
+                    self.emit(Event::RequestSent(handoff));
+                }
+                self.transmit(Ok(packet));
+                self.stats.requests_in_syn += 1;
+                let deadline = now + self.quiet_period();
+                self.arm(slot, conn, deadline);
+            }
+            None => {
+                conn.state = State::HandingOff(Phase::SynSent);
+                self.send_syn_prime(conn);
+                let deadline = now + conn.rto;
+                self.arm(slot, conn, deadline);
+            }
+        }
         self.stats.syn_primes_sent += 1;
-        let deadline = now + conn.rto;
+    }
+
+    /// How long a one-turn handoff waits without hearing the client again before taking
+    /// the silence as the back-end's answer: the client resends its request until some
+    /// acknowledgement reaches it, and only the back-end acknowledges it, so a client
+    /// that stays quiet past the whole retransmission schedule has had its request
+    /// acknowledged (a slow application that has not answered yet). Longer than any
+    /// client's first retransmission timeout (1 s at most, RFC 6298 §2).
+    fn quiet_period(&self) -> Duration {
+        self.config
+            .handoff_rto
+            .saturating_mul(1 << (self.config.handoff_retries.min(8) + 1))
+            .max(Duration::from_secs(2))
+    }
+
+    /// The client resent its request during a one-turn handoff: nothing acknowledged it,
+    /// so the SYN' or the back-end's answer was lost, or the back-end is gone. The SYN'
+    /// goes again (a duplicate is harmless at the back-end at every stage), and past
+    /// [`super::Config::handoff_retries`] resends the next candidate is tried.
+    fn request_resent(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
+        if conn.tries >= self.config.handoff_retries {
+            self.stats.backend_timeouts += 1;
+            return self.next_candidate(now, slot, conn, HandoffFailure::Silent);
+        }
+        conn.tries += 1;
+        if let Some(packet) = self.syn_prime(conn, true) {
+            self.transmit(Ok(packet));
+        }
+        self.stats.syn_prime_retransmits += 1;
+        let deadline = now + self.quiet_period();
         self.arm(slot, conn, deadline);
+        Next::Keep
     }
 
     /// Gives up on the current back-end, tells the dispatcher why
@@ -1696,9 +1784,16 @@ impl<D: Dispatch> FrontEnd<D> {
     /// The SYN' is Not-ECT, as every SYN must be (same section; Linux refuses ECN to an
     /// ECT SYN).
     fn send_syn_prime(&mut self, conn: &Connection) {
-        let Some(backend) = conn.backend() else {
-            return;
-        };
+        if let Some(packet) = self.syn_prime(conn, false) {
+            self.transmit(Ok(packet));
+        }
+    }
+
+    /// The SYN' to the current back-end, carrying the request as its payload if
+    /// `with_request` (the one-turn handoff); `None` without a back-end, or if it cannot
+    /// be built (counted).
+    fn syn_prime(&mut self, conn: &Connection, with_request: bool) -> Option<Vec<u8>> {
+        let backend = conn.backend()?;
         let terms = &conn.terms;
         let mut flags = 0;
         if terms.timestamps {
@@ -1738,16 +1833,24 @@ impl<D: Dispatch> FrontEnd<D> {
                 tsecr: 0,
             });
         }
+        if with_request {
+            tcp.payload = &conn.request;
+        }
         if tcp
             .unknown_options
             .push(HANDOFF_OPTION_KIND, &encoded[2..])
             .is_err()
         {
             self.stats.emit_errors += 1;
-            return;
+            return None;
         }
-        let packet = packet::build(*conn.flow.client.ip(), *backend.ip(), conn.syn.ttl, &tcp);
-        self.transmit(packet);
+        match packet::build(*conn.flow.client.ip(), *backend.ip(), conn.syn.ttl, &tcp) {
+            Ok(packet) => Some(packet),
+            Err(_) => {
+                self.stats.emit_errors += 1;
+                None
+            }
+        }
     }
 
     /// The client's ACK' and its buffered bytes, replayed to the back-end in the

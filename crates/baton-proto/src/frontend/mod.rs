@@ -543,8 +543,17 @@ pub struct Stats {
     pub handoffs_started: u64,
     /// SYN's sent, all candidates, first transmissions.
     pub syn_primes_sent: u64,
-    /// SYN' retransmissions.
+    /// SYN' retransmissions (in a one-turn handoff: SYN''s sent again because the
+    /// client resent its request).
     pub syn_prime_retransmits: u64,
+    /// SYN''s that carried the request (the one-turn handoff, [`Config::one_turn`]).
+    pub requests_in_syn: u64,
+    /// One-turn handoffs whose back-end took only the SYN (its SYN/ACK' acknowledged no
+    /// data): the request went after it, as in the three-turn handoff.
+    pub requests_after_syn_ack: u64,
+    /// One-turn handoffs taken as done because the client, which resends an
+    /// unacknowledged request, stayed quiet past the retransmission schedule.
+    pub handoffs_confirmed_by_silence: u64,
     /// ACK' and request retransmissions.
     pub request_retransmits: u64,
     /// Dispatched requests the front-end acknowledged itself, at the handoff's first

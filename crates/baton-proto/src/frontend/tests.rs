@@ -2259,3 +2259,185 @@ fn the_dispatcher_is_told_what_became_of_each_backend_it_chose() {
     }
     assert!(h.fe.dispatcher_mut().feedback.is_empty());
 }
+
+fn one_turn() -> Harness {
+    harness_with(
+        Config {
+            one_turn: true,
+            ..config()
+        },
+        vec![B1, B2],
+    )
+}
+
+/// Handshake and request with the one-turn handoff: returns `isn_f`, `tsv_f` and the
+/// outputs of the request's arrival.
+fn request_in_syn(h: &mut Harness) -> (u32, u32, Vec<Output>) {
+    let (isn_f, tsv_f) = h.handshake();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    (isn_f, tsv_f, h.outputs())
+}
+
+fn tcp_of(t: &Transmit) -> TcpRepr<'_> {
+    parse(&t.packet, Checksums::Verify).unwrap().1
+}
+
+/// The request rides in the SYN': one packet out for the request, no ACK to the client
+/// (only the back-end acknowledges it), and the fast path takes the flow in, awaiting
+/// the answer, before the SYN' goes.
+#[test]
+fn one_turn_the_request_rides_in_the_syn_prime() {
+    let mut h = one_turn();
+    let (isn_f, _, outputs) = request_in_syn(&mut h);
+    let [
+        Output::Event(Event::RequestSent(sent)),
+        Output::Transmit(syn),
+    ] = &outputs[..]
+    else {
+        panic!("{outputs:?}");
+    };
+    assert_eq!((sent.backend, sent.isn_f), (B1, isn_f));
+    assert_eq!(syn.destination, *B1.ip());
+    let tcp = tcp_of(syn);
+    assert!(tcp.flags.contains(TcpFlags::SYN) && !tcp.flags.contains(TcpFlags::ACK));
+    assert_eq!(tcp.seq_number, CISN, "the client's ISN");
+    assert_eq!(tcp.payload, REQUEST);
+    assert!(
+        tcp.unknown_options.find(HANDOFF_OPTION_KIND).is_some(),
+        "the handoff option"
+    );
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    assert_eq!(h.fe.stats().requests_in_syn, 1);
+    // The fast path sees the client acknowledge the back-end's data.
+    let flow = h.flow();
+    let now = h.now;
+    h.fe.note_backend_answered(now, &flow);
+    assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+}
+
+/// The client's retransmission of its request, not a timer, sends the SYN' again; past
+/// the retries the next candidate gets it, and the first is reset.
+#[test]
+fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candidate() {
+    let mut h = one_turn();
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+    let resend = h.ack(isn_f, tsv_f, CISN + 1, REQUEST);
+    for _ in 0..3 {
+        h.now += Duration::from_millis(300);
+        h.client_sends(&resend);
+        let out = h.drain();
+        assert_eq!(out.len(), 1, "the SYN' again, nothing to the client");
+        assert_eq!(out[0].ip().dst_addr, *B1.ip());
+        assert_eq!(out[0].tcp().payload, REQUEST);
+    }
+    h.client_sends(&resend);
+    let outputs = h.outputs();
+    let sent: Vec<_> = outputs
+        .iter()
+        .map(|o| match o {
+            Output::Transmit(t) => format!("{:?} to {}", tcp_of(t).flags, t.destination),
+            Output::Event(e) => format!("{e:?}").chars().take(11).collect(),
+        })
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent[0].contains("RST") && sent[0].ends_with(&B1.ip().to_string()),
+        "{sent:?}"
+    );
+    assert!(sent[1].starts_with("RequestSent"), "{sent:?}");
+    assert!(sent[2].ends_with(&B2.ip().to_string()), "{sent:?}");
+    assert_eq!(h.fe.stats().syn_prime_retransmits, 3);
+    assert_eq!(h.fe.stats().backend_timeouts, 1);
+    assert_eq!(
+        h.fe.dispatcher_mut().feedback.last().map(|f| f.2),
+        Some(Feedback::Failed {
+            backend: B1,
+            cause: HandoffFailure::Silent
+        })
+    );
+}
+
+/// A client that stays quiet after sending its request had it acknowledged, and only the
+/// back-end can have: past the quiet period the handoff is done.
+#[test]
+fn one_turn_a_quiet_client_means_the_backend_has_the_request() {
+    let mut h = one_turn();
+    let (_, _, _) = request_in_syn(&mut h);
+    let at = h.fe.poll_timeout().unwrap();
+    assert!(at.saturating_duration_since(h.now) >= Duration::from_secs(2));
+    h.advance_to_timer();
+    let outputs = h.outputs();
+    assert!(
+        matches!(&outputs[..], [Output::Event(Event::HandedOff(d))] if !d.confirmed_by_fast_path),
+        "{outputs:?}"
+    );
+    assert_eq!(h.fe.stats().handoffs_confirmed_by_silence, 1);
+}
+
+/// A back-end whose SYN/ACK' acknowledges only the SYN (its module dropped the data, or
+/// an older module): the request goes after it, as in the three-turn handoff; one whose
+/// SYN/ACK' acknowledges the request has it.
+#[test]
+fn one_turn_a_syn_ack_prime_says_whether_the_backend_took_the_request() {
+    let mut h = one_turn();
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].tcp().payload, REQUEST);
+    assert!(!out[0].tcp().flags.contains(TcpFlags::SYN));
+    assert_eq!(h.fe.stats().requests_after_syn_ack, 1);
+    h.backend_sends(h.confirmation(isn_f));
+    assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+
+    let mut h = one_turn();
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+    let mut took = h.backend_syn_ack(isn_f, tsv_f);
+    took.ack_number = CISN + 1 + REQUEST.len() as u32;
+    h.backend_sends(took);
+    assert!(h.drain().is_empty());
+    assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+}
+
+/// A refusing back-end (a RST answering the SYN') moves the request to the next
+/// candidate at once, in its SYN'.
+#[test]
+fn one_turn_a_refusal_moves_to_the_next_candidate() {
+    let mut h = one_turn();
+    let (isn_f, _, _) = request_in_syn(&mut h);
+    h.backend_sends(bare_segment(
+        0,
+        0,
+        isn_f + 1,
+        CISN + 1,
+        TcpFlags::RST | TcpFlags::ACK,
+        0,
+    ));
+    let out = h.drain();
+    let last = out.last().unwrap();
+    assert_eq!(last.ip().dst_addr, *B2.ip());
+    assert_eq!(last.tcp().payload, REQUEST);
+    assert_eq!(h.fe.stats().backend_refusals, 1);
+}
+
+/// A request too long for one segment takes the three-turn handoff.
+#[test]
+fn one_turn_a_request_over_one_segment_takes_three_turns() {
+    let mut h = one_turn();
+    let (isn_f, tsv_f) = h.handshake();
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: shop.example.com\r\nCookie: {}\r\n\r\n",
+        "c".repeat(1_500)
+    );
+    let mss = 1_400;
+    let (first, second) = long.as_bytes().split_at(mss);
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, first));
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1 + mss as u32, second));
+    let out = h.drain();
+    let syn = out.last().unwrap();
+    assert!(syn.tcp().flags.contains(TcpFlags::SYN));
+    assert!(syn.tcp().payload.is_empty());
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    assert_eq!(h.fe.stats().requests_in_syn, 0);
+}
