@@ -1318,7 +1318,11 @@ impl<D: Dispatch> FrontEnd<D> {
                 }
                 self.transmit(Ok(packet));
                 self.stats.requests_in_syn += 1;
-                let deadline = now + self.quiet_period();
+                // `last_heard` and `rto` hold the time of the client's latest sending of
+                // its request and the gap before it, until the handoff completes.
+                conn.last_heard = now;
+                conn.rto = Duration::ZERO;
+                let deadline = now + self.quiet_period(conn);
                 self.arm(slot, conn, deadline);
             }
             None => {
@@ -1334,14 +1338,16 @@ impl<D: Dispatch> FrontEnd<D> {
     /// How long a one-turn handoff waits without hearing the client again before taking
     /// the silence as the back-end's answer: the client resends its request until some
     /// acknowledgement reaches it, and only the back-end acknowledges it, so a client
-    /// that stays quiet past the whole retransmission schedule has had its request
-    /// acknowledged (a slow application that has not answered yet). Longer than any
-    /// client's first retransmission timeout (1 s at most, RFC 6298 §2).
-    fn quiet_period(&self) -> Duration {
-        self.config
-            .handoff_rto
-            .saturating_mul(1 << (self.config.handoff_retries.min(8) + 1))
-            .max(Duration::from_secs(2))
+    /// that stays quiet past its next retransmission has had its request acknowledged (a
+    /// slow application that has not answered yet). The client's timer is not known:
+    /// at least 3 s (three times RFC 6298's largest initial timeout), and 2.5 times the
+    /// last gap between its sendings, since each gap at most doubles the one before.
+    fn quiet_period(&self, conn: &Connection) -> Duration {
+        conn.rto
+            .saturating_mul(5)
+            .checked_div(2)
+            .unwrap_or_default()
+            .max(Duration::from_secs(3))
     }
 
     /// The client resent its request during a one-turn handoff: nothing acknowledged it,
@@ -1354,11 +1360,13 @@ impl<D: Dispatch> FrontEnd<D> {
             return self.next_candidate(now, slot, conn, HandoffFailure::Silent);
         }
         conn.tries += 1;
+        conn.rto = now.saturating_duration_since(conn.last_heard);
+        conn.last_heard = now;
         if let Some(packet) = self.syn_prime(conn, true) {
             self.transmit(Ok(packet));
         }
         self.stats.syn_prime_retransmits += 1;
-        let deadline = now + self.quiet_period();
+        let deadline = now + self.quiet_period(conn);
         self.arm(slot, conn, deadline);
         Next::Keep
     }

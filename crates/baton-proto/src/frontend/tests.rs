@@ -2365,7 +2365,7 @@ fn one_turn_a_quiet_client_means_the_backend_has_the_request() {
     let mut h = one_turn();
     let (_, _, _) = request_in_syn(&mut h);
     let at = h.fe.poll_timeout().unwrap();
-    assert!(at.saturating_duration_since(h.now) >= Duration::from_secs(2));
+    assert_eq!(at.saturating_duration_since(h.now), Duration::from_secs(3));
     h.advance_to_timer();
     let outputs = h.outputs();
     assert!(
@@ -2373,6 +2373,16 @@ fn one_turn_a_quiet_client_means_the_backend_has_the_request() {
         "{outputs:?}"
     );
     assert_eq!(h.fe.stats().handoffs_confirmed_by_silence, 1);
+
+    // A client with a long timer: after a 2 s gap, the next may come 4 s later, and the
+    // silence must outlast it.
+    let mut h = one_turn();
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+    h.now += Duration::from_secs(2);
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    h.drain();
+    let at = h.fe.poll_timeout().unwrap();
+    assert_eq!(at.saturating_duration_since(h.now), Duration::from_secs(5));
 }
 
 /// A back-end whose SYN/ACK' acknowledges only the SYN (its module dropped the data, or
