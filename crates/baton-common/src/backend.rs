@@ -202,8 +202,14 @@ pub mod stat {
     /// granted the client: dropped, so that the client sees the congestion as a loss
     /// ([`super::BackendFlow::drops`]).
     pub const IN_CE_DROPPED: u32 = 19;
+    /// A SYN the ingress could not hand to its SYN' program (the slot
+    /// [`super::ingress_program::SYN`] empty, which the agent never leaves it while the
+    /// ingress is attached): passed untouched and unverified, no entry made. A SYN' so
+    /// passed draws the server's SYN/ACK straight to the client, which resets it, and the
+    /// front-end tries another back-end; a direct client is served as ever.
+    pub const IN_SYN_UNCHECKED: u32 = 20;
     /// Number of counters.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -227,7 +233,28 @@ pub mod stat {
         "in_syn_previous_key",
         "out_stale_flow_removed",
         "in_ce_dropped",
+        "in_syn_unchecked",
     ];
+}
+
+/// Slots of the ingress's program array (`BACKEND_INGRESS_PROGRAMS`, a
+/// `BPF_MAP_TYPE_PROG_ARRAY`): the programs `backend_ingress` hands a segment to by tail
+/// call, each verified on its own, under its own million instructions, so that the
+/// per-packet translation path and the once-per-connection SYN' path do not share one
+/// budget (docs/design.md, "Packet walk", step 5).
+///
+/// The entry program passes nothing but the packet: a tail-called program parses it again
+/// and reads the same maps. So an entry program of one build can call the program of
+/// another for the same slot (as during a live upgrade, when the agent fills the pinned
+/// array before it replaces the entry); a build that changes what a slot's program
+/// expects must give it a new slot.
+pub mod ingress_program {
+    /// `backend_syn`: a SYN to the service port. Verifies a handoff option,
+    /// records the flow and blanks the option; passes a plain SYN untouched.
+    pub const SYN: u32 = 0;
+    /// Slots in the map: room for programs later builds add, without reshaping the
+    /// pinned map (a prog array loses its programs when its last pin and descriptor go).
+    pub const SLOTS: u32 = 4;
 }
 
 #[cfg(feature = "user")]

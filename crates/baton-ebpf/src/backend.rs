@@ -2,9 +2,14 @@
 //! interface, so that an unmodified server answers a handed-off client directly, as if it
 //! were the front-end (docs/design.md, "Packet walk", steps 5, 6, 8 and 9).
 //!
-//! - ingress: accepts a SYN' only with a handoff option that verifies under the shared
-//!   key, records the flow, blanks the option and passes the SYN up; then translates every
-//!   later client segment of the flow (ack, SACK blocks, TSecr).
+//! - ingress: translates every client segment of a handed-off flow (ack, SACK blocks,
+//!   TSecr), and hands every SYN to the service port by tail call to `backend_syn`,
+//!   which accepts a SYN' only with a handoff option that verifies under the shared key,
+//!   records the flow, blanks the option and passes the SYN up. Two programs, so that each
+//!   has the verifier's million instructions and 512 bytes of stack to itself: together
+//!   they walked 998,001 of the million, and the SYN' path (once per connection) must be
+//!   able to grow without costing the per-packet path anything. Only a SYN pays for the
+//!   tail call.
 //! - egress: turns the SYN/ACK' into the front-end's terms and sends it to the front-end;
 //!   then rewrites every back-end segment (source VIP, seq, TSval, window), copies
 //!   segments to the front-end until the back-end has answered (its acknowledgement of
@@ -24,11 +29,14 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_PSEUDO_HDR, TC_ACT_PIPE, TC_ACT_SHOT},
     helpers::bpf_skb_load_bytes,
     macros::{classifier, map},
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray},
     programs::TcContext,
 };
 use baton_common::{
-    backend::{BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, ce, stat},
+    backend::{
+        BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, ce, ingress_program,
+        stat,
+    },
     handoff_option::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
         find_handoff_option,
@@ -58,6 +66,13 @@ static BACKEND_CONFIG: Array<BackendConfig> = Array::with_max_entries(1, 0);
 #[map]
 static BACKEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// The programs the ingress tail-calls, by [`ingress_program`] slot. The agent pins it
+/// and fills it before it attaches the ingress; a prog array is emptied by the kernel
+/// once no pin or descriptor holds it, whatever programs still use it.
+#[map]
+static BACKEND_INGRESS_PROGRAMS: ProgramArray =
+    ProgramArray::with_max_entries(ingress_program::SLOTS, 0);
+
 /// What a program decided, each with its counter.
 enum Verdict {
     /// Carry on (tcx: next program, then the stack), counting `stat`.
@@ -69,6 +84,13 @@ enum Verdict {
 #[classifier]
 pub fn backend_ingress(ctx: TcContext) -> i32 {
     finish(ingress(&ctx))
+}
+
+/// The SYN' path, reached only by tail call from `backend_ingress`
+/// ([`ingress_program::SYN`]).
+#[classifier]
+pub fn backend_syn(ctx: TcContext) -> i32 {
+    finish(syn(&ctx))
 }
 
 #[classifier]
@@ -218,15 +240,16 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
     if u16::from_ne_bytes(seg.dport) != config.service_port_be {
         return None;
     }
-    let key = BackendFlowKey {
-        client_addr_be: u32::from_ne_bytes(seg.saddr),
-        backend_addr_be: u32::from_ne_bytes(seg.daddr),
-        client_port_be: u16::from_ne_bytes(seg.sport),
-        backend_port_be: u16::from_ne_bytes(seg.dport),
-    };
     if seg.flags & (SYN | ACK) == SYN {
-        return Some(ingress_syn(ctx, &config, &seg, &key));
+        // A SYN (a SYN', or a direct client's) goes on in `backend_syn`: the tail
+        // call does not return when the slot holds a program. Its verdict is that
+        // program's, its counters too.
+        // SAFETY: the context is the one the kernel passed this program, as the helper
+        // needs; nothing here runs after a successful call.
+        unsafe { BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::SYN) };
+        return Some(Verdict::Pass(stat::IN_SYN_UNCHECKED));
     }
+    let key = flow_key_in(&seg);
     let Some(flow) = BACKEND_FLOWS.get_ptr(key) else {
         return Some(Verdict::Pass(stat::IN_NOT_HANDED_OFF));
     };
@@ -248,6 +271,33 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
     })
 }
 
+/// The flow key of a client segment (source: the client).
+#[inline(always)]
+fn flow_key_in(seg: &Segment) -> BackendFlowKey {
+    BackendFlowKey {
+        client_addr_be: u32::from_ne_bytes(seg.saddr),
+        backend_addr_be: u32::from_ne_bytes(seg.daddr),
+        client_port_be: u16::from_ne_bytes(seg.sport),
+        backend_port_be: u16::from_ne_bytes(seg.dport),
+    }
+}
+
+/// `backend_syn`: the packet parsed again (the entry program passes nothing
+/// else, see [`ingress_program`]) and its checks repeated, so that the program decides
+/// soundly on whatever reaches it, then [`ingress_syn`].
+fn syn(ctx: &TcContext) -> Option<Verdict> {
+    let config = config()?;
+    let seg = match parse(ctx)? {
+        Ok(seg) => seg,
+        Err(()) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
+    };
+    if u16::from_ne_bytes(seg.dport) != config.service_port_be || seg.flags & (SYN | ACK) != SYN {
+        return None;
+    }
+    Some(ingress_syn(ctx, &config, &seg, &flow_key_in(&seg)))
+}
+
+#[inline(always)]
 fn ingress_syn(
     ctx: &TcContext,
     config: &BackendConfig,
@@ -369,7 +419,7 @@ fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), (
                     break;
                 }
                 let at = at + SACKOPT_EDGES + edge * SEQ_LEN;
-                let old = field4(options, at)?;
+                let old = field4_barrier(options, at)?;
                 let new = t
                     .sack_edge_to_backend(u32::from_be_bytes(old))
                     .to_be_bytes();
@@ -593,6 +643,19 @@ fn field4(options: &[u8; MAX_OPTIONS_LEN], at: usize) -> Result<[u8; 4], ()> {
         .and_then(|s| s.first_chunk::<4>())
         .copied()
         .ok_or(())
+}
+
+/// [`field4`] for an index the compiler would otherwise turn into a stack pointer before
+/// the bounds check, checking a copy: the verifier, which tracks bounds per register,
+/// then sees a pointer that may leave the buffer ("invalid variable-offset read from
+/// stack") even though the check holds. The index passes through `black_box` after the
+/// check, so the pointer can only be made from the checked value.
+#[inline(always)]
+fn field4_barrier(options: &[u8; MAX_OPTIONS_LEN], at: usize) -> Result<[u8; 4], ()> {
+    if at + 4 > MAX_OPTIONS_LEN {
+        return Err(());
+    }
+    field4(options, core::hint::black_box(at))
 }
 
 /// A pointer to `T` at `offset` in the packet's linear data, checked against its end so

@@ -50,6 +50,11 @@ impl Pins {
         self.dir.join("stats")
     }
 
+    /// A back-end's program array: the programs its ingress tail-calls.
+    pub fn ingress_programs(&self) -> PathBuf {
+        self.dir.join("ingress_programs")
+    }
+
     /// The front-end's notices ring.
     pub fn notices(&self) -> PathBuf {
         self.dir.join("notices")
@@ -166,6 +171,10 @@ mod tests {
         );
         let be = Pins::backend(base, "eth0");
         assert_eq!(be.flows(), Path::new("/sys/fs/bpf/baton/eth0/flows"));
+        assert_eq!(
+            be.ingress_programs(),
+            Path::new("/sys/fs/bpf/baton/eth0/ingress_programs")
+        );
         assert_eq!(
             be.tc_link(TcAttachType::Egress),
             Path::new("/sys/fs/bpf/baton/eth0/link_egress")

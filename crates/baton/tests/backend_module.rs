@@ -16,12 +16,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use baton::{backend::AgentConfig, netns};
 use baton_common::{
-    backend::{BackendConfig, BackendFlow, BackendFlowKey, stat},
+    backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat},
     handoff_option::{HandoffBinding, HandoffOption},
     siphash::SipKey,
     translate::{SynAckTerms, Translation},
@@ -148,11 +148,14 @@ impl Module {
         let mut config: Array<_, BackendConfig> =
             Array::try_from(ebpf.map_mut("BACKEND_CONFIG").unwrap()).unwrap();
         config.set(0, agent_config().map_value(), 0).unwrap();
-        for name in ["backend_ingress", "backend_egress"] {
+        for name in ["backend_ingress", "backend_syn", "backend_egress"] {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.load()
                 .unwrap_or_else(|e| panic!("verifier refused {name}: {e:?}"));
         }
+        // As the agent does before it attaches the ingress: a SYN reaches the SYN'
+        // program only through this array.
+        baton::backend::fill_ingress_programs(&mut ebpf).expect("fill the program array");
         Self { ebpf }
     }
 
@@ -395,6 +398,85 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
         assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 1);
         assert_eq!(module.stat(stat::OUT_TRANSLATED), 3);
         assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
+    });
+}
+
+/// The SYN' path runs in `backend_syn`, which the ingress reaches by tail call through
+/// its program array: there an option this version refuses is dropped and counted as
+/// before. With the slot empty (which the agent never lets the attached ingress see) a
+/// SYN passes untouched, unverified and unrecorded (`in_syn_unchecked`), and the
+/// per-packet translation, which never takes the tail call, goes on as ever.
+#[test]
+fn the_syn_prime_path_is_tail_called_and_an_empty_slot_passes_syns_unchecked() {
+    privileged("tail call", || {
+        let mut module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        // The handoff option's kind with a length of 16: a malformed option, dropped.
+        let mut short = [1u8; 20];
+        short[..16].copy_from_slice(&handoff_option().encode(&key, &binding(BACKEND))[..16]);
+        short[1] = 16;
+        let (verdict, _) = module.run("backend_ingress", &syn_prime(short).bytes());
+        assert_eq!(verdict, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::IN_SYN_BAD_OPTION), 1);
+        assert_eq!(module.flow(), None);
+        // Run on its own, the SYN' program judges only SYNs to the service port.
+        let not_syn = Frame {
+            flags: 0x10,
+            ..syn_prime([1; 20])
+        }
+        .bytes();
+        assert_eq!(module.run("backend_syn", &not_syn), (TC_ACT_PIPE, not_syn));
+
+        let mut slots: ProgramArray<_> =
+            ProgramArray::try_from(module.ebpf.map_mut("BACKEND_INGRESS_PROGRAMS").unwrap())
+                .unwrap();
+        slots.clear_index(&ingress_program::SYN).unwrap();
+        let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        assert_eq!(
+            module.run("backend_ingress", &syn),
+            (TC_ACT_PIPE, syn.clone())
+        );
+        assert_eq!(module.stat(stat::IN_SYN_UNCHECKED), 1);
+        assert_eq!(module.stat(stat::IN_SYN_ACCEPTED), 0);
+        assert_eq!(
+            module.flow(),
+            None,
+            "nothing recorded for an unverified SYN'"
+        );
+
+        // The SYN' program records the flow; the client's segments are then translated
+        // by the ingress alone.
+        assert_eq!(module.run("backend_syn", &syn).0, TC_ACT_PIPE);
+        assert_eq!(module.stat(stat::IN_SYN_ACCEPTED), 1);
+        let syn_ack = server_segment(
+            ISN_B,
+            CLIENT_ISN + 1,
+            0x12,
+            65160,
+            vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B],
+            vec![],
+        );
+        assert_eq!(
+            module.run("backend_egress", &syn_ack.bytes()).0,
+            TC_ACT_PIPE
+        );
+        let ack = Frame {
+            src_mac: FE_MAC,
+            dst_mac: BE_MAC,
+            src: (CLIENT, CLIENT_PORT),
+            dst: (BACKEND, 80),
+            seq: CLIENT_ISN + 1,
+            ack: ISN_F.wrapping_add(1),
+            flags: 0x10,
+            window: 502,
+            options: vec![],
+            payload: vec![],
+        };
+        let (verdict, out) = module.run("backend_ingress", &ack.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(parse(&out).tcp.ack_number, ISN_B + 1);
+        assert_eq!(module.stat(stat::IN_TRANSLATED), 1);
+        assert_eq!(module.stat(stat::IN_SYN_UNCHECKED), 1);
     });
 }
 

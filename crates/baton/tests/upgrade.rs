@@ -237,8 +237,8 @@ fn programs_replaced_under_load_without_errors() {
         let ids = |hook| pinned_link(&be_link(k, hook));
         let (ingress, egress) = (ids("ingress"), ids("egress"));
         let swap = Instant::now();
-        let log = backends[k - 1].take().unwrap().stop();
-        assert!(log.contains(" event=exit "), "{log}");
+        let log_before = backends[k - 1].take().unwrap().stop();
+        assert!(log_before.contains(" event=exit "), "{log_before}");
         // The new programs go through the verifier (seconds, more under this load)
         // while the old ones go on running.
         let new = agent(k, "event=reattached ");
@@ -259,6 +259,39 @@ fn programs_replaced_under_load_without_errors() {
                 now.1
             );
         }
+        // The SYN' program the ingress tail-calls was replaced in the pinned program
+        // array too, by this build's, before the ingress.
+        let syn_program = |log: &str| -> u64 {
+            let at = log
+                .find(" ingress_syn=")
+                .expect("the agent logs ingress_syn")
+                + 13;
+            log[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        };
+        let (syn_was, syn_now) = (syn_program(&log_before), syn_program(&log));
+        assert_ne!(syn_now, syn_was, "be{k}'s SYN' program was replaced");
+        let slots = support::stdout(std::process::Command::new("bpftool").args([
+            "map",
+            "dump",
+            "pinned",
+            &be_link(k, "ingress").replace("link_ingress", "ingress_programs"),
+            "-j",
+        ]));
+        let value: Vec<String> = syn_now
+            .to_le_bytes()
+            .iter()
+            .map(|b| format!("\"0x{b:02x}\""))
+            .take(4)
+            .collect();
+        assert!(
+            slots.replace(' ', "").contains(&value.join(",")),
+            "be{k}'s program array holds {syn_now}: {slots}"
+        );
         eprintln!(
             "upgrade: be{k}: ingress program {} -> {}, egress {} -> {}, agent swapped in {took:?} (at {:?})",
             ingress.1,

@@ -8,7 +8,10 @@
 //! the next hop.
 //!
 //! Kept in its own file so it can be compared line by line with the eBPF programs:
-//! - [`BackendModule::ingress`] is the tc ingress program;
+//! - [`BackendModule::ingress`] is the tc ingress program, and [`BackendModule::ingress_syn`]
+//!   the SYN' program (`backend_syn`) it hands every SYN to by tail call; the model calls
+//!   it directly, as the kernel does whenever the program array is filled, which the
+//!   agent ensures before the ingress is attached;
 //! - [`BackendModule::egress`] is the tc egress program; [`EgressTo::FrontEnd`] stands for
 //!   a redirect (or `bpf_clone_redirect` copy) to the front-end's MAC.
 //!
@@ -287,8 +290,9 @@ impl BackendModule {
         Verdict::Pass
     }
 
-    /// Ingress of a SYN: a handoff SYN' is accepted only with an authentic option, which
-    /// becomes the flow entry and is then blanked (docs/design.md, "Packet walk", step 5).
+    /// Ingress of a SYN, the tail-called `backend_syn`: a handoff SYN' is accepted only
+    /// with an authentic option, which becomes the flow entry and is then blanked
+    /// (docs/design.md, "Packet walk", step 5).
     fn ingress_syn(&mut self, pkt: &mut [u8], layout: &Layout, key: FlowKey) -> Verdict {
         let tcp = layout.tcp;
         let options = layout.options();

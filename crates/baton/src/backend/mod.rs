@@ -2,8 +2,9 @@
 //! interface), pins its maps and links so that they outlive the agent, and garbage-collects
 //! the flow table against the kernel's socket table.
 //!
-//! Pins live in `<pin_dir>/<interface>/`: `flows`, `config`, `stats` (maps) and
-//! `link_ingress`, `link_egress` (tcx links). While the link pins exist the programs stay
+//! Pins live in `<pin_dir>/<interface>/`: `flows`, `config`, `stats`, `ingress_programs`
+//! (maps: the last is the program array the ingress tail-calls its SYN' program through)
+//! and `link_ingress`, `link_egress` (tcx links). While the link pins exist the programs stay
 //! attached whether or not the agent runs, so an agent restart disturbs no connection:
 //! it finds the pins, loads its own build of the programs against the pinned maps and
 //! swaps them into the pinned links atomically (`BPF_LINK_UPDATE`): starting a new build
@@ -24,24 +25,28 @@ use std::{
 
 use anyhow::Context as _;
 use aya::{
-    EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray},
     programs::{
         SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
     },
 };
-use baton_common::backend::{BackendConfig, BackendFlow, BackendFlowKey, stat};
+use baton_common::backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat};
 
 pub use config::AgentConfig;
 
 use crate::{log, pins::Pins};
 
-/// The kernel's ids of the programs in the two links (as `bpftool prog` shows them).
+/// The kernel's ids of the programs in the two links (as `bpftool prog` shows them), and
+/// of the SYN' program in the ingress's program array.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProgramIds {
     pub ingress: u32,
     pub egress: u32,
+    /// `backend_syn`; 0 in the ids of programs replaced (the array's slot is
+    /// overwritten, not read).
+    pub ingress_syn: u32,
 }
 
 /// How [`BackendModule::start`] found things.
@@ -118,7 +123,12 @@ impl BackendModule {
                 drop(link.unpin().context("unpinning a link")?);
             }
         }
-        for map in [pins.flows(), pins.config(), pins.stats()] {
+        for map in [
+            pins.flows(),
+            pins.config(),
+            pins.stats(),
+            pins.ingress_programs(),
+        ] {
             if map.exists() {
                 fs::remove_file(&map).with_context(|| format!("removing {}", map.display()))?;
             }
@@ -180,17 +190,20 @@ fn connection_of(key: &BackendFlowKey) -> sockdiag::TcpConnection {
 }
 
 /// Loads the object with its maps pinned (reusing pinned maps a previous agent left),
-/// and puts both programs in place: a link already pinned (a previous agent's, possibly
+/// and puts the programs in place: a link already pinned (a previous agent's, possibly
 /// an older build) gets the new program atomically through `BPF_LINK_UPDATE`, so every
 /// packet meets either the old program or the new one, never none; a missing link is
 /// attached and pinned. The maps, and with them the flows, are the pinned ones
-/// throughout.
+/// throughout. Every program goes through the verifier before anything is swapped, so a
+/// refusal leaves the running module as it was.
 fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
     let (flows, cfg, stats) = (pins.flows(), pins.config(), pins.stats());
+    let programs = pins.ingress_programs();
     let mut ebpf = EbpfLoader::new()
         .map_pin_path("BACKEND_FLOWS", flows.as_path())
         .map_pin_path("BACKEND_CONFIG", cfg.as_path())
         .map_pin_path("BACKEND_STATS", stats.as_path())
+        .map_pin_path("BACKEND_INGRESS_PROGRAMS", programs.as_path())
         .map_max_entries("BACKEND_FLOWS", config.flow_table_size)
         .load(crate::ebpf::BACKEND)
         .context("loading the back-end module's eBPF object")?;
@@ -200,20 +213,34 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
             .context("map BACKEND_CONFIG missing")?,
     )?;
     config_map.set(0, config.map_value(), 0)?;
-    // Egress first: once ingress accepts a SYN', the server's SYN/ACK must meet a
-    // translating egress, or it would leave untranslated for the client, which resets it.
-    let (mut old, mut new) = (ProgramIds::default(), ProgramIds::default());
-    let mut replaced = 0;
-    for (name, hook) in [
+    const HOOKS: [(&str, TcAttachType); 2] = [
         ("backend_egress", TcAttachType::Egress),
         ("backend_ingress", TcAttachType::Ingress),
-    ] {
+    ];
+    for name in ["backend_syn", HOOKS[0].0, HOOKS[1].0] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?
             .try_into()?;
         prog.load()
             .with_context(|| format!("loading {name} (the verifier's log follows)"))?;
+    }
+    // Egress first: once ingress accepts a SYN', the server's SYN/ACK must meet a
+    // translating egress, or it would leave untranslated for the client, which resets it.
+    // Then the program array, then ingress: the new ingress must never find its SYN'
+    // program missing. Until the ingress is replaced, a previous build's ingress calls
+    // the new SYN' program through the pinned array, which is sound because an entry
+    // program passes it nothing but the packet (`baton_common::backend::ingress_program`).
+    let (mut old, mut new) = (ProgramIds::default(), ProgramIds::default());
+    let mut replaced = 0;
+    for (name, hook) in HOOKS {
+        if matches!(hook, TcAttachType::Ingress) {
+            new.ingress_syn = fill_ingress_programs(&mut ebpf)?;
+        }
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
         let pin = pins.tc_link(hook);
         let (was, now) = match PinnedLink::from_pin(&pin) {
             Ok(pinned) => {
@@ -254,6 +281,28 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
     })
 }
 
+/// Puts the loaded `backend_syn` of `ebpf` in its slot of the ingress's program
+/// array ([`ingress_program::SYN`]) and returns its id. The update is one atomic store
+/// per slot: a tail call meets the program that was there or this one. `ebpf` must have
+/// loaded the program; the array is the one the object's ingress uses (the pinned one,
+/// for the agent).
+pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
+    let prog: &SchedClassifier = ebpf
+        .program("backend_syn")
+        .context("program backend_syn missing")?
+        .try_into()?;
+    let fd = prog.fd()?.try_clone()?;
+    let id = prog.info()?.id();
+    let mut slots: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut("BACKEND_INGRESS_PROGRAMS")
+            .context("map BACKEND_INGRESS_PROGRAMS missing")?,
+    )?;
+    slots
+        .set(ingress_program::SYN, &fd, 0)
+        .context("putting backend_syn in the ingress's program array")?;
+    Ok(id)
+}
+
 /// Refuses a pinned flow table whose shape this build's programs do not expect (made by
 /// another version): reusing it would have the programs read past its entries, and its
 /// flows cannot be carried over. A configuration or counter map of another shape holds
@@ -263,6 +312,15 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
 fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
     crate::pins::replace_reshaped(&pins.config(), size_of::<BackendConfig>(), 1)?;
     crate::pins::replace_reshaped(&pins.stats(), size_of::<u64>(), stat::COUNT)?;
+    // Unpinned, a program array is emptied at once (the kernel clears one no pin or
+    // descriptor holds), so a running ingress passes SYNs unchecked until it is replaced
+    // moments later (`in_syn_unchecked`); the slots leave room so that this need not
+    // happen (`ingress_program::SLOTS`).
+    crate::pins::replace_reshaped(
+        &pins.ingress_programs(),
+        size_of::<u32>(),
+        ingress_program::SLOTS,
+    )?;
     crate::pins::require_shape(
         &pins.flows(),
         size_of::<BackendFlowKey>(),
@@ -326,17 +384,19 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
     }
     let stop = crate::signals::stop_flag()?;
     let (mut module, start) = BackendModule::start(&config)?;
-    let (event, ingress, egress) = match start {
+    let (event, ingress, egress, ingress_syn) = match start {
         Start::Attached { programs } => (
             "attached",
             programs.ingress.to_string(),
             programs.egress.to_string(),
+            programs.ingress_syn,
         ),
         // The program ids before and after the replacement in the pinned links.
         Start::Reattached { old, new } => (
             "reattached",
             format!("{}->{}", old.ingress, new.ingress),
             format!("{}->{}", old.egress, new.egress),
+            new.ingress_syn,
         ),
     };
     log::line(
@@ -346,6 +406,7 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
             ("hooks", &"tc ingress and egress"),
             ("ingress", &ingress),
             ("egress", &egress),
+            ("ingress_syn", &ingress_syn),
             ("service_port", &config.service_port),
             ("vip", &config.vip),
             ("pins", &pins.dir().display()),
