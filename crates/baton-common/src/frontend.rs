@@ -9,7 +9,7 @@
 //! connection ([`FrontendFlow::client_isn`], [`FrontendFlow::close_state`]).
 
 use crate::{
-    layout::tcp_flag::{ACK, FIN, RST},
+    layout::tcp_flag::{ACK, FIN, RST, SYN},
     translate::{csum_replace2, csum_replace4},
 };
 
@@ -226,6 +226,17 @@ pub const fn decide_client_segment(
         notice,
         counter,
     }
+}
+
+/// Whether a segment from a service to a client has the shape of a back-end's copy of
+/// its FIN that the fast path takes in (`stat::BACKEND_FIN_NOTED`): a header-only FIN+ACK,
+/// neither SYN nor RST. The rest is the caller's: the flow must be in the table and no
+/// longer awaiting the answer (a copy of a flow still handing off goes up, where the
+/// core may need it), the checksum must hold and the ring have room. Shared by the XDP
+/// program and the simulation's model of it.
+#[inline(always)]
+pub const fn is_backend_fin_copy(flags: u8, payload_len: u32) -> bool {
+    flags & (FIN | SYN | RST | ACK) == FIN | ACK && payload_len == 0
 }
 
 /// A handed-off connection as the front-end sees it: the client's address and port and
@@ -685,6 +696,17 @@ mod tests {
                 stat::FORWARDED_ANSWER
             )
         );
+    }
+
+    #[test]
+    fn only_a_header_only_fin_ack_is_a_fin_copy() {
+        use crate::layout::tcp_flag::{ACK, ECE, FIN, PSH, RST, SYN, URG};
+        assert!(is_backend_fin_copy(FIN | ACK, 0));
+        assert!(is_backend_fin_copy(FIN | ACK | PSH | ECE | URG, 0));
+        assert!(!is_backend_fin_copy(FIN | ACK, 1));
+        for flags in [FIN, ACK, FIN | ACK | SYN, FIN | ACK | RST, RST | ACK] {
+            assert!(!is_backend_fin_copy(flags, 0), "{flags:#x}");
+        }
     }
 
     #[test]

@@ -153,7 +153,7 @@ use baton_common::{
     frontend::{
         ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE, FlowNotice, FrontendConfig,
         FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES, NOTICE_RING_SIZE,
-        decide_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
+        decide_client_segment, is_backend_fin_copy, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     layout::{
@@ -448,13 +448,11 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
 /// where the core may need it to complete the handoff.
 #[inline(always)]
 fn backend_fin_copy(ctx: &XdpContext, l3: &EthIpv4, tcp: &TcpHeader) -> Option<Verdict> {
-    if tcp_flags(tcp) & HANDSHAKE_FLAGS != FIN | ACK {
-        return None;
-    }
     let total_len = usize::from(ip_tot_len(l3));
     let header_len = tcp_header_len(tcp);
-    if header_len < TCP_HLEN
-        || total_len != IPV4_HLEN + header_len
+    let payload_len = total_len.wrapping_sub(IPV4_HLEN + header_len) as u32;
+    if !is_backend_fin_copy(tcp_flags(tcp), payload_len)
+        || header_len < TCP_HLEN
         || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
     {
         return None;

@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use baton_common::{
-    frontend::{ClientSegment, FlowNotice, decide_client_segment},
+    frontend::{ClientSegment, FlowNotice, decide_client_segment, is_backend_fin_copy},
     translate::csum_replace4,
 };
 use baton_proto::frontend::{
@@ -198,11 +198,8 @@ impl RealFront {
         let Ok(info) = PacketInfo::parse(&pkt) else {
             return Some(pkt);
         };
-        let fin_ack = info.has(TcpFlags::FIN)
-            && info.has(TcpFlags::ACK)
-            && !info.has(TcpFlags::SYN)
-            && !info.is_rst()
-            && info.payload_len == 0;
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let fin_ack = is_backend_fin_copy(pkt[ihl + 13], info.payload_len as u32);
         let handed_off = self
             .fast_path
             .get(&(info.dst, info.dport))
