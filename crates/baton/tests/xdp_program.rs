@@ -974,6 +974,12 @@ fn syns_are_answered_with_cookies_while_engaged() {
         let bare = syn(SYN, vec![]).bytes();
         assert!(bare.len() < SYN_ACK_FRAME_LEN);
         expect_cookie_answer(&mut p, &config, &bare, SynOptions::default());
+        // 40 bytes of options (padded with NOPs): the frame shrinks to the answer's length.
+        let mut padded = linux_syn_options(1460);
+        padded.extend_from_slice(&[1; 20]);
+        let long = syn(SYN, padded).bytes();
+        assert!(long.len() > SYN_ACK_FRAME_LEN);
+        expect_cookie_answer(&mut p, &config, &long, linux_options);
         // Timestamps off in the configuration: none offered, so no window scale or SACK.
         let no_ts = cookie_config(SynCookieConfig::SACK | SynCookieConfig::ENGAGED);
         p.set_syn_cookies(no_ts);
