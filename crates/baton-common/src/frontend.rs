@@ -8,7 +8,10 @@
 //! the program needs, what the daemon's protocol core needs to go on tracking the
 //! connection ([`FrontendFlow::client_isn`], [`FrontendFlow::close_state`]).
 
-use crate::translate::{csum_replace2, csum_replace4};
+use crate::{
+    layout::tcp_flag::{ACK, FIN, RST, SYN},
+    translate::{csum_replace2, csum_replace4},
+};
 
 /// Default number of flow-table entries: one per handed-off connection. An entry costs
 /// the key and value (12 + 40 bytes, each rounded up to 8 by the kernel) plus its
@@ -129,6 +132,111 @@ pub const fn judge_client_segment(
             ignored_close: false,
         }
     }
+}
+
+/// The header fields of a client segment that [`decide_client_segment`] reads, numeric
+/// (`from_be_bytes` of the packet's bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientSegment {
+    pub seq: u32,
+    pub ack: u32,
+    /// The TCP flags byte (`crate::layout::tcp_flag`).
+    pub flags: u8,
+    /// The payload's length, the FIN not counted.
+    pub payload_len: u32,
+}
+
+/// What the fast path does with a client segment of a flow in its table, before any
+/// check of the frame's checksum ([`decide_client_segment`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientSegmentDecision {
+    /// The entry's `client_next` once the segment is on its way to the back-end:
+    /// forwarded, held by the core, or passed up for the slow path to forward (a partial
+    /// checksum, a full ring). Not for a segment the slow path will drop (a bad
+    /// checksum, malformed).
+    pub client_next: u32,
+    /// The entry awaits the back-end's answer and the segment is no proof of one: up,
+    /// for the core to hold until the handoff completes
+    /// ([`stat::PASS_AWAITING_ANSWER`]); nothing below applies.
+    pub hold: bool,
+    /// What the core must be told as the segment is forwarded ([`FlowNotice`] bits:
+    /// `CLIENT_FIN`, `CLIENT_RST`, `BACKEND_ANSWERED`); 0 for nothing. With
+    /// `BACKEND_ANSWERED` the entry's [`FrontendFlow::AWAITING_ANSWER`] is cleared too.
+    pub notice: u32,
+    /// The counter ([`stat`]) of the segment once forwarded, or
+    /// [`stat::PASS_AWAITING_ANSWER`] when held.
+    pub counter: u32,
+}
+
+/// The fast path's decision on a client segment of a flow in its table: `client_next`
+/// is the entry's, `awaiting_answer` its `isn_f` while it carries
+/// [`FrontendFlow::AWAITING_ANSWER`]. The one decision the XDP program runs and the
+/// simulation's model of it calls (docs/design.md, "Packet walk", steps 7 and 8, and
+/// "Client FINs and RSTs"):
+///
+/// - the segment is judged against `client_next` ([`judge_client_segment`]): only a FIN
+///   or RST at exactly the expected number is told to the core;
+/// - while the entry awaits the answer, only a segment acknowledging data past
+///   `isn_f + 1` ([`acknowledges_backend_data`]) is forwarded, and told as the proof;
+///   any other is held, counted towards `client_next` all the same;
+/// - the counter names the most telling of what the segment did: an exact FIN, an exact
+///   RST, the proof, a FIN or RST not acted on, else a plain forward.
+///
+/// The checksums, the ring's room and the rewrite are the caller's: a segment passed up
+/// for one of them keeps the notice untold.
+#[inline(always)]
+pub const fn decide_client_segment(
+    client_next: u32,
+    awaiting_answer: Option<u32>,
+    segment: ClientSegment,
+) -> ClientSegmentDecision {
+    let fin = segment.flags & FIN != 0;
+    let rst = segment.flags & RST != 0;
+    let judged = judge_client_segment(client_next, segment.seq, segment.payload_len, fin, rst);
+    let mut notice = judged.close;
+    if let Some(isn_f) = awaiting_answer {
+        if segment.flags & ACK == 0 || !acknowledges_backend_data(isn_f, segment.ack) {
+            return ClientSegmentDecision {
+                client_next: judged.client_next,
+                hold: true,
+                notice: 0,
+                counter: stat::PASS_AWAITING_ANSWER,
+            };
+        }
+        notice |= FlowNotice::BACKEND_ANSWERED;
+    }
+    let counter = if notice & FlowNotice::CLIENT_FIN != 0 {
+        stat::FORWARDED_FIN
+    } else if notice & FlowNotice::CLIENT_RST != 0 {
+        stat::FORWARDED_RST
+    } else if notice & FlowNotice::BACKEND_ANSWERED != 0 {
+        stat::FORWARDED_ANSWER
+    } else if judged.ignored_close {
+        if rst {
+            stat::FORWARDED_RST_IGNORED
+        } else {
+            stat::FORWARDED_FIN_IGNORED
+        }
+    } else {
+        stat::FORWARDED
+    };
+    ClientSegmentDecision {
+        client_next: judged.client_next,
+        hold: false,
+        notice,
+        counter,
+    }
+}
+
+/// Whether a segment from a service to a client has the shape of a back-end's copy of
+/// its FIN that the fast path takes in (`stat::BACKEND_FIN_NOTED`): a header-only FIN+ACK,
+/// neither SYN nor RST. The rest is the caller's: the flow must be in the table and no
+/// longer awaiting the answer (a copy of a flow still handing off goes up, where the
+/// core may need it), the checksum must hold and the ring have room. Shared by the XDP
+/// program and the simulation's model of it.
+#[inline(always)]
+pub const fn is_backend_fin_copy(flags: u8, payload_len: u32) -> bool {
+    flags & (FIN | SYN | RST | ACK) == FIN | ACK && payload_len == 0
 }
 
 /// A handed-off connection as the front-end sees it: the client's address and port and
@@ -500,6 +608,108 @@ mod tests {
     }
 
     #[test]
+    fn each_decision_names_its_counter_and_notice() {
+        use crate::layout::tcp_flag::{ACK, FIN, PSH, RST};
+        let next = u32::MAX - 3; // across the wrap
+        let isn_f = 7_000;
+        let seg = |seq: u32, ack: u32, flags: u8, payload_len: u32| ClientSegment {
+            seq,
+            ack,
+            flags,
+            payload_len,
+        };
+        let decide = |awaiting, s| {
+            let d = decide_client_segment(next, awaiting, s);
+            (d.client_next, d.hold, d.notice, d.counter)
+        };
+        let answer = isn_f + 100;
+        // Handed off.
+        assert_eq!(
+            decide(None, seg(next, answer, ACK | PSH, 10)),
+            (next.wrapping_add(10), false, 0, stat::FORWARDED)
+        );
+        assert_eq!(
+            decide(None, seg(next.wrapping_sub(5), answer, FIN | ACK, 5)),
+            (
+                next.wrapping_add(1),
+                false,
+                FlowNotice::CLIENT_FIN,
+                stat::FORWARDED_FIN
+            )
+        );
+        assert_eq!(
+            decide(None, seg(next.wrapping_add(1), answer, FIN | ACK, 0)),
+            (next, false, 0, stat::FORWARDED_FIN_IGNORED)
+        );
+        assert_eq!(
+            decide(None, seg(next, 0, RST, 0)),
+            (next, false, FlowNotice::CLIENT_RST, stat::FORWARDED_RST)
+        );
+        assert_eq!(
+            decide(None, seg(next.wrapping_add(1), 0, RST, 0)),
+            (next, false, 0, stat::FORWARDED_RST_IGNORED)
+        );
+        // Awaiting the answer: held unless it acknowledges data past the SYN/ACK.
+        assert_eq!(
+            decide(Some(isn_f), seg(next, isn_f + 1, ACK | PSH, 10)),
+            (next.wrapping_add(10), true, 0, stat::PASS_AWAITING_ANSWER)
+        );
+        assert_eq!(
+            decide(Some(isn_f), seg(next, answer, FIN, 0)),
+            (next.wrapping_add(1), true, 0, stat::PASS_AWAITING_ANSWER),
+            "no ACK flag: no proof, whatever the number"
+        );
+        assert_eq!(
+            decide(Some(isn_f), seg(next, answer, ACK, 0)),
+            (
+                next,
+                false,
+                FlowNotice::BACKEND_ANSWERED,
+                stat::FORWARDED_ANSWER
+            )
+        );
+        assert_eq!(
+            decide(Some(isn_f), seg(next, answer, FIN | ACK, 0)),
+            (
+                next.wrapping_add(1),
+                false,
+                FlowNotice::CLIENT_FIN | FlowNotice::BACKEND_ANSWERED,
+                stat::FORWARDED_FIN
+            )
+        );
+        assert_eq!(
+            decide(Some(isn_f), seg(next, answer, RST | ACK, 0)),
+            (
+                next,
+                false,
+                FlowNotice::CLIENT_RST | FlowNotice::BACKEND_ANSWERED,
+                stat::FORWARDED_RST
+            )
+        );
+        // The proof with a FIN not acted on counts as the proof.
+        assert_eq!(
+            decide(Some(isn_f), seg(next.wrapping_add(9), answer, FIN | ACK, 0)),
+            (
+                next,
+                false,
+                FlowNotice::BACKEND_ANSWERED,
+                stat::FORWARDED_ANSWER
+            )
+        );
+    }
+
+    #[test]
+    fn only_a_header_only_fin_ack_is_a_fin_copy() {
+        use crate::layout::tcp_flag::{ACK, ECE, FIN, PSH, RST, SYN, URG};
+        assert!(is_backend_fin_copy(FIN | ACK, 0));
+        assert!(is_backend_fin_copy(FIN | ACK | PSH | ECE | URG, 0));
+        assert!(!is_backend_fin_copy(FIN | ACK, 1));
+        for flags in [FIN, ACK, FIN | ACK | SYN, FIN | ACK | RST, RST | ACK] {
+            assert!(!is_backend_fin_copy(flags, 0), "{flags:#x}");
+        }
+    }
+
+    #[test]
     fn counter_names_are_unique() {
         for (i, a) in stat::NAMES.iter().enumerate() {
             assert!(!stat::NAMES[i + 1..].contains(a), "{a} twice");
@@ -572,6 +782,37 @@ mod tests {
                     prop_assert_eq!(v.client_next, next);
                     prop_assert_eq!(v.close, 0);
                     prop_assert_eq!(v.ignored_close, fin);
+                }
+            }
+
+            /// The decision is the judgement of the segment, plus the wait for the answer:
+            /// held exactly when awaiting and no proof, and a notice exactly when the
+            /// judgement acts on a close or the proof is seen.
+            #[test]
+            fn deciding_is_judging_plus_the_wait(
+                next: u32,
+                seq: u32,
+                ack: u32,
+                flags: u8,
+                payload_len in 0u32..65_536,
+                awaiting: Option<u32>,
+            ) {
+                use crate::layout::tcp_flag::{ACK, FIN, RST};
+                let segment = ClientSegment { seq, ack, flags, payload_len };
+                let d = decide_client_segment(next, awaiting, segment);
+                let judged =
+                    judge_client_segment(next, seq, payload_len, flags & FIN != 0, flags & RST != 0);
+                prop_assert_eq!(d.client_next, judged.client_next);
+                let proof = flags & ACK != 0
+                    && awaiting.is_some_and(|isn_f| acknowledges_backend_data(isn_f, ack));
+                prop_assert_eq!(d.hold, awaiting.is_some() && !proof);
+                if d.hold {
+                    prop_assert_eq!((d.notice, d.counter), (0, stat::PASS_AWAITING_ANSWER));
+                } else {
+                    let answered = if proof { FlowNotice::BACKEND_ANSWERED } else { 0 };
+                    prop_assert_eq!(d.notice, judged.close | answered);
+                    prop_assert!(d.counter != stat::PASS_AWAITING_ANSWER);
+                    prop_assert_eq!(d.counter == stat::FORWARDED, d.notice == 0 && !judged.ignored_close);
                 }
             }
 

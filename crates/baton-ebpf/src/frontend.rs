@@ -151,9 +151,9 @@ use aya_ebpf::{
 };
 use baton_common::{
     frontend::{
-        DEFAULT_FLOW_TABLE_SIZE, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
-        FrontendService, MAX_SERVICES, NOTICE_RING_SIZE, acknowledges_backend_data,
-        judge_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
+        ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE, FlowNotice, FrontendConfig,
+        FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES, NOTICE_RING_SIZE,
+        decide_client_segment, is_backend_fin_copy, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     layout::{
@@ -392,39 +392,38 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     // SAFETY: a map value pointer, valid for this program run.
     let (close_state, isn_f, client_next) =
         unsafe { ((*flow).close_state, (*flow).isn_f, (*flow).client_next) };
-    // What the segment does to the connection, judged by its sequence number: only a
-    // FIN or RST at exactly the number expected is told to the core (module docs).
-    let judged = judge_client_segment(
+    // What the segment does to the connection (the decision the simulation's model
+    // runs too): judged by its sequence number, only a FIN or RST at exactly the number
+    // expected is told to the core (module docs), and while the flow awaits the answer
+    // only the proof of one goes on.
+    let awaiting_answer = if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
+        Some(isn_f)
+    } else {
+        None
+    };
+    let decision = decide_client_segment(
         client_next,
-        u32::from_be_bytes(tcp_seq(&tcp)),
-        (segment.tcp_len - header_len) as u32,
-        flags & FIN != 0,
-        flags & RST != 0,
+        awaiting_answer,
+        ClientSegment {
+            seq: u32::from_be_bytes(tcp_seq(&tcp)),
+            ack: u32::from_be_bytes(tcp_ack_seq(&tcp)),
+            flags,
+            payload_len: (segment.tcp_len - header_len) as u32,
+        },
     );
-    let mut what = judged.close;
-    if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
-        let ack = u32::from_be_bytes(tcp_ack_seq(&tcp));
-        if flags & ACK == 0 || !acknowledges_backend_data(isn_f, ack) {
-            // Held by the core and forwarded after the handoff: counted as seen.
-            // SAFETY: as above; racing CPUs store numbers of the same stream.
-            unsafe { (*flow).client_next = judged.client_next };
-            return Some(Verdict::Pass(stat::PASS_AWAITING_ANSWER));
-        }
-        what |= FlowNotice::BACKEND_ANSWERED;
+    if decision.hold {
+        // Held by the core and forwarded after the handoff: counted as seen.
+        // SAFETY: as above; racing CPUs store numbers of the same stream.
+        unsafe { (*flow).client_next = decision.client_next };
+        return Some(Verdict::Pass(stat::PASS_AWAITING_ANSWER));
     }
-    let verdict = if what == 0 {
+    let verdict = if decision.notice == 0 {
         match forward_flow(ctx, &config, &l3, &tcp, segment, flow) {
-            Verdict::Transmit(_) if judged.ignored_close => {
-                Verdict::Transmit(if flags & RST != 0 {
-                    stat::FORWARDED_RST_IGNORED
-                } else {
-                    stat::FORWARDED_FIN_IGNORED
-                })
-            }
+            Verdict::Transmit(_) => Verdict::Transmit(decision.counter),
             other => other,
         }
     } else {
-        forward_noticed(ctx, &config, &l3, &tcp, segment, flow, key, what)
+        forward_noticed(ctx, &config, &l3, &tcp, segment, flow, key, decision)
     };
     // Segments on their way to the back-end (from here, or from the slow path, which
     // forwards the ones it is passed for these reasons) move the expected number on;
@@ -436,7 +435,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
             | Verdict::Pass(stat::PASS_RING_FULL)
     ) {
         // SAFETY: as above.
-        unsafe { (*flow).client_next = judged.client_next };
+        unsafe { (*flow).client_next = decision.client_next };
     }
     Some(verdict)
 }
@@ -449,13 +448,11 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
 /// where the core may need it to complete the handoff.
 #[inline(always)]
 fn backend_fin_copy(ctx: &XdpContext, l3: &EthIpv4, tcp: &TcpHeader) -> Option<Verdict> {
-    if tcp_flags(tcp) & HANDSHAKE_FLAGS != FIN | ACK {
-        return None;
-    }
     let total_len = usize::from(ip_tot_len(l3));
     let header_len = tcp_header_len(tcp);
-    if header_len < TCP_HLEN
-        || total_len != IPV4_HLEN + header_len
+    let payload_len = total_len.wrapping_sub(IPV4_HLEN + header_len) as u32;
+    if !is_backend_fin_copy(tcp_flags(tcp), payload_len)
+        || header_len < TCP_HLEN
         || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
     {
         return None;
@@ -490,10 +487,10 @@ fn backend_fin_copy(ctx: &XdpContext, l3: &EthIpv4, tcp: &TcpHeader) -> Option<V
     Some(Verdict::Drop(stat::BACKEND_FIN_NOTED))
 }
 
-/// A segment the core must be told of (`what`, [`FlowNotice`]): the notice written to
-/// the ring and the segment forwarded, with a flow's `AWAITING_ANSWER` cleared if this
-/// is the answer; or, if the ring is full or the segment must go up anyway, the segment
-/// passed up untouched and nothing written.
+/// A segment the core must be told of (`decision.notice`, [`FlowNotice`]): the notice
+/// written to the ring and the segment forwarded, counted as `decision.counter`, with a
+/// flow's `AWAITING_ANSWER` cleared if this is the answer; or, if the ring is full or
+/// the segment must go up anyway, the segment passed up untouched and nothing written.
 #[expect(
     clippy::too_many_arguments,
     reason = "the segment as `forward` parsed and checked it, passed on rather than parsed again"
@@ -507,7 +504,7 @@ fn forward_noticed(
     segment: Segment,
     flow: *mut FrontendFlow,
     key: FrontendFlowKey,
-    what: u32,
+    decision: ClientSegmentDecision,
 ) -> Verdict {
     // Reserved first: a full ring must leave the segment as it arrived.
     let Some(mut notice) = FRONTEND_NOTICES.reserve::<FlowNotice>(0) else {
@@ -515,6 +512,7 @@ fn forward_noticed(
     };
     match forward_flow(ctx, config, l3, tcp, segment, flow) {
         Verdict::Transmit(_) => {
+            let what = decision.notice;
             if what & FlowNotice::BACKEND_ANSWERED != 0 {
                 // SAFETY: a map value pointer, valid for this program run. Racing CPUs
                 // only ever clear the same bit; the daemon's next write of the value
@@ -524,13 +522,7 @@ fn forward_noticed(
             notice.write(FlowNotice { key, what });
             // Committed before `XDP_TX` sends the segment on (module docs).
             notice.submit(u64::from(BPF_RB_NO_WAKEUP));
-            Verdict::Transmit(if what & FlowNotice::CLIENT_FIN != 0 {
-                stat::FORWARDED_FIN
-            } else if what & FlowNotice::CLIENT_RST != 0 {
-                stat::FORWARDED_RST
-            } else {
-                stat::FORWARDED_ANSWER
-            })
+            Verdict::Transmit(decision.counter)
         }
         other => {
             notice.discard(u64::from(BPF_RB_NO_WAKEUP));

@@ -11,7 +11,7 @@
 //! (`FrontEnd::note_backend_answered`); the others go up, counted towards the entry's
 //! `client_next` all the same. A FIN or RST is forwarded, and the core told
 //! (`FrontEnd::note_client_fin`, `FrontEnd::note_client_reset`) only when it sits at the
-//! entry's `client_next` (`judge_client_segment`, the program's arithmetic), as the
+//! entry's `client_next` (`decide_client_segment`, the program's own decision), as the
 //! program does through its ring, which the daemon reads before the next packet. A
 //! back-end's copy of its FIN (header-only) of a handed-off entry is taken in and the core
 //! told (`FrontEnd::note_backend_fin`).
@@ -27,7 +27,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use baton_common::{
-    frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
+    frontend::{ClientSegment, FlowNotice, decide_client_segment, is_backend_fin_copy},
     translate::csum_replace4,
 };
 use baton_proto::frontend::{
@@ -291,11 +291,8 @@ impl RealFront {
         let Ok(info) = PacketInfo::parse(&pkt) else {
             return Some(pkt);
         };
-        let fin_ack = info.has(TcpFlags::FIN)
-            && info.has(TcpFlags::ACK)
-            && !info.has(TcpFlags::SYN)
-            && !info.is_rst()
-            && info.payload_len == 0;
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let fin_ack = is_backend_fin_copy(pkt[ihl + 13], info.payload_len as u32);
         let handed_off = self
             .fast_path
             .get(&(info.dst, info.dport))
@@ -325,46 +322,46 @@ impl RealFront {
         if info.has(TcpFlags::SYN) {
             return Some(pkt);
         }
-        let judged = judge_client_segment(
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        // The program's own decision (the simulation's segments carry complete
+        // checksums and the ring never fills, so every segment not held is forwarded).
+        let decision = decide_client_segment(
             entry.client_next,
-            info.seq,
-            info.payload_len as u32,
-            info.is_fin(),
-            info.is_rst(),
+            entry.awaiting_answer,
+            ClientSegment {
+                seq: info.seq,
+                ack: info.ack,
+                flags: pkt[ihl + 13],
+                payload_len: info.payload_len as u32,
+            },
         );
         if let Some(e) = self.fast_path.get_mut(&key) {
-            e.client_next = judged.client_next;
+            e.client_next = decision.client_next;
         }
-        let answered = match entry.awaiting_answer {
-            None => false,
-            Some(isn_f)
-                if info.has(TcpFlags::ACK) && acknowledges_backend_data(isn_f, info.ack) =>
-            {
-                true
-            }
-            Some(_) => return Some(pkt),
-        };
+        if decision.hold {
+            return Some(pkt);
+        }
         let backend = entry.backend;
         let flow = FlowKey {
             client: SocketAddrV4::new(info.src, info.sport),
             service: SocketAddrV4::new(info.dst, info.dport),
         };
-        if answered {
+        // Told in the order the daemon reads one notice's bits.
+        if decision.notice & FlowNotice::BACKEND_ANSWERED != 0 {
             if let Some(e) = self.fast_path.get_mut(&key) {
                 e.awaiting_answer = None;
             }
             self.notify(now, Notice::Answered, flow);
         }
-        if judged.close == FlowNotice::CLIENT_FIN {
+        if decision.notice & FlowNotice::CLIENT_FIN != 0 {
             self.notify(now, Notice::ClientFin, flow);
         }
-        if judged.close == FlowNotice::CLIENT_RST {
+        if decision.notice & FlowNotice::CLIENT_RST != 0 {
             self.notify(now, Notice::ClientReset, flow);
         }
-        if (answered || judged.close != 0) && !self.is_stalled() {
+        if decision.notice != 0 && !self.is_stalled() {
             self.drain();
         }
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
         let old = u32::from(info.dst);
         let new = u32::from(backend);
         let ip_check = u16::from_be_bytes([pkt[10], pkt[11]]);
