@@ -98,6 +98,9 @@ pub struct TcpTerms {
     pub ecn: Option<bool>,
     pub syn_cookies: Option<bool>,
     pub ttl: Option<u8>,
+    /// The one-turn handoff: a request that fits in one segment rides in the SYN'; see
+    /// the core's `Config::one_turn`.
+    pub one_turn: Option<bool>,
 }
 
 /// `[limits]`: sizes and timers (durations in milliseconds). Absent keys keep the
@@ -400,6 +403,7 @@ impl FileConfig {
             ecn: t.ecn.unwrap_or(defaults.ecn),
             syn_cookies: t.syn_cookies.unwrap_or(defaults.syn_cookies),
             ttl: t.ttl.unwrap_or(defaults.ttl),
+            one_turn: t.one_turn.unwrap_or(defaults.one_turn),
             max_request_len: l.max_request_len.unwrap_or(defaults.max_request_len),
             max_headers: l.max_headers.unwrap_or(defaults.max_headers),
             max_connections: l.max_connections.unwrap_or(defaults.max_connections),
