@@ -418,8 +418,14 @@ pub mod stat {
     /// service do not fragment (Linux sets DF and follows the path MTU), the TCP header
     /// may be in another fragment, and the front-end reassembles nothing.
     pub const DROP_FRAGMENT: u32 = 16;
+    /// The handshake's bare ACK of a connection whose SYN/ACK carried a cookie: the
+    /// cookie checked here (`crate::syncookie::check_cookie`) and the segment dropped
+    /// (`XDP_DROP`). It carries nothing the front-end needs: the client's first data
+    /// segment brings the cookie back again, and the core rebuilds the connection from
+    /// that one. Counted only while cookies are engaged.
+    pub const HANDSHAKE_ACK_ABSORBED: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -440,6 +446,7 @@ pub mod stat {
         "forwarded_rst",
         "forwarded_rst_ignored",
         "drop_fragment",
+        "handshake_ack_absorbed",
     ];
 }
 

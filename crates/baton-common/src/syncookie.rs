@@ -228,17 +228,68 @@ pub fn check_cookie(
     client_isn: u32,
     cookie: u32,
 ) -> Option<u16> {
-    let diff = cookie.wrapping_sub(h1(keys, flow)).wrapping_sub(client_isn);
-    let minute_now = cookie_minute(now_ns);
-    let age = minute_now.wrapping_sub(diff >> COOKIE_BITS) & (u32::MAX >> COOKIE_BITS);
-    if age >= MAX_COOKIE_AGE {
-        return None;
+    match check_cookie_with(
+        &cookie_hashes(keys, now_ns, flow, client_isn),
+        client_isn,
+        cookie,
+    ) {
+        CookieCheck::Valid(mss) => Some(mss),
+        CookieCheck::MinutesOld(age) => check_cookie_with(
+            &cookie_hashes(
+                keys,
+                now_ns.wrapping_sub(u64::from(age) * COOKIE_MINUTE_NANOS),
+                flow,
+                client_isn,
+            ),
+            client_isn,
+            cookie,
+        )
+        .valid(),
+        CookieCheck::Invalid => None,
     }
-    let minute = minute_now.wrapping_sub(age);
-    let index = diff.wrapping_sub(h2(keys, flow, minute, client_isn)) & COOKIE_MASK;
-    match index {
-        0..=3 => Some(MSS_TABLE[index as usize]),
-        _ => None,
+}
+
+/// What [`check_cookie_with`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CookieCheck {
+    /// Made in the hashes' minute; the MSS it encodes.
+    Valid(u16),
+    /// Made this many minutes before the hashes' (fewer than the two a cookie lives):
+    /// check it again with hashes of that minute.
+    MinutesOld(u32),
+    /// Not a cookie of this flow and client ISN, or too old.
+    Invalid,
+}
+
+impl CookieCheck {
+    /// The MSS of a [`CookieCheck::Valid`] check.
+    #[inline(always)]
+    pub const fn valid(self) -> Option<u16> {
+        match self {
+            Self::Valid(mss) => Some(mss),
+            _ => None,
+        }
+    }
+}
+
+/// [`check_cookie`] from hashes already made ([`cookie_hashes`] for the flow and client
+/// ISN at the check's time): the XDP program hashes in a frame of its own, shared with
+/// its SYN answers, and calls it again for an older minute only when asked.
+#[inline(always)]
+pub const fn check_cookie_with(hashes: &CookieHashes, client_isn: u32, cookie: u32) -> CookieCheck {
+    let diff = cookie.wrapping_sub(hashes.h1).wrapping_sub(client_isn);
+    let age = hashes.minute.wrapping_sub(diff >> COOKIE_BITS) & (u32::MAX >> COOKIE_BITS);
+    if age >= MAX_COOKIE_AGE {
+        return CookieCheck::Invalid;
+    }
+    if age > 0 {
+        return CookieCheck::MinutesOld(age);
+    }
+    let index = diff.wrapping_sub(hashes.h2) & COOKIE_MASK;
+    if index <= 3 {
+        CookieCheck::Valid(MSS_TABLE[index as usize])
+    } else {
+        CookieCheck::Invalid
     }
 }
 

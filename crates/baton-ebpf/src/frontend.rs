@@ -227,6 +227,9 @@ enum Verdict {
     /// A bare SYN for no handed-off flow: answered with a cookie if cookies are engaged
     /// (`answer_syn`), else up to the slow path like other control segments.
     Syn,
+    /// An ACK (no SYN, FIN or RST) of no handed-off flow: taken in if it is the
+    /// handshake's answering a cookie (`is_handshake_ack`), else up.
+    BareAck,
     /// Up to the stack (and the slow path), counting `stat`.
     Pass(u32),
 }
@@ -242,6 +245,15 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                 XDP_TX
             } else {
                 count(stat::PASS_CONTROL);
+                XDP_PASS
+            }
+        }
+        BARE_ACK => {
+            if is_handshake_ack(&ctx) {
+                count(stat::HANDSHAKE_ACK_ABSORBED);
+                XDP_DROP
+            } else {
+                count(stat::PASS_NO_FLOW);
                 XDP_PASS
             }
         }
@@ -264,6 +276,7 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
 /// with (`TRANSMIT | stat`) or drop with (`DROP | stat`); matched before those.
 const NOT_OURS: u32 = u32::MAX;
 const BARE_SYN: u32 = u32::MAX - 1;
+const BARE_ACK: u32 = u32::MAX - 2;
 const TRANSMIT: u32 = 1 << 31;
 const DROP: u32 = 1 << 30;
 
@@ -279,6 +292,7 @@ fn classify(ctx: &XdpContext) -> u32 {
         Some(Verdict::Transmit(stat)) => TRANSMIT | stat,
         Some(Verdict::Drop(stat)) => DROP | stat,
         Some(Verdict::Syn) => BARE_SYN,
+        Some(Verdict::BareAck) => BARE_ACK,
         Some(Verdict::Pass(stat)) => stat,
     }
 }
@@ -369,6 +383,9 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         return Some(Verdict::Pass(stat::PASS_CONTROL));
     }
     let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
+        if flags & HANDSHAKE_FLAGS == ACK {
+            return Some(Verdict::BareAck);
+        }
         return Some(Verdict::Pass(if flags & (FIN | RST) != 0 {
             stat::PASS_CONTROL
         } else {
@@ -713,6 +730,59 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
         &answer,
     );
     Some(())
+}
+
+/// Whether a bare ACK of no handed-off flow is the handshake's last segment answering a
+/// cookie SYN/ACK (while cookies are engaged): no payload, and `ack - 1` a fresh cookie
+/// for `seq - 1`. The core needs nothing from it: the client's first data segment brings
+/// the same cookie back, and the core rebuilds the connection from that. Any other ACK
+/// goes up as before (a stateful handshake's, or a stray one the core answers with a
+/// reset). Called from the entry point, like `answer_syn`, so that its stack (the two
+/// hashes) is not added to `classify`'s.
+#[inline(never)]
+fn is_handshake_ack(ctx: &XdpContext) -> bool {
+    let Some(cookies) = FRONTEND_SYN_COOKIES.get(0) else {
+        return false;
+    };
+    if cookies.flags & SynCookieConfig::ENGAGED == 0 {
+        return false;
+    }
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack (`forward` checked
+    // them to be IPv4 without options, TCP, to the service).
+    let Some(l3) = bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }) else {
+        return false;
+    };
+    let Some(tcp) = bytes_at::<TCP_HLEN>(ctx, TCP).map(|p| unsafe { p.read_unaligned() }) else {
+        return false;
+    };
+    if usize::from(ip_tot_len(&l3)) != IPV4_HLEN + tcp_header_len(&tcp) {
+        return false;
+    }
+    let flow = syncookie::flow_bytes(
+        ip_saddr(&l3),
+        ip_daddr(&l3),
+        u16::from_be_bytes(tcp_source(&tcp)),
+        u16::from_be_bytes(tcp_dest(&tcp)),
+    );
+    let client_isn = u32::from_be_bytes(tcp_seq(&tcp)).wrapping_sub(1);
+    let cookie = u32::from_be_bytes(tcp_ack_seq(&tcp)).wrapping_sub(1);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The hashes in `hash_syn`'s frame, the one the SYN answers use (a second caller of
+    // the hashing would make the compiler outline it, a frame more on the SYN answer's
+    // chain), and again for the minute before if the cookie is that old.
+    let hashes = hash_syn(&cookies.keys, now, &flow, client_isn);
+    match syncookie::check_cookie_with(&hashes, client_isn, cookie) {
+        syncookie::CookieCheck::Valid(_) => true,
+        syncookie::CookieCheck::MinutesOld(age) => {
+            let then = now.wrapping_sub(u64::from(age) * syncookie::COOKIE_MINUTE_NANOS);
+            let hashes = hash_syn(&cookies.keys, then, &flow, client_isn);
+            syncookie::check_cookie_with(&hashes, client_isn, cookie)
+                .valid()
+                .is_some()
+        }
+        syncookie::CookieCheck::Invalid => false,
+    }
 }
 
 /// The cookie's hashes; a function of its own, like [`syn_options`], so that the stack

@@ -1019,3 +1019,65 @@ fn syns_are_answered_with_cookies_while_engaged() {
         assert_eq!(p.notices(), []);
     });
 }
+
+/// While cookies are engaged, the handshake's bare ACK answering a cookie SYN/ACK is
+/// taken in here (the client's first data segment brings the cookie back to the core);
+/// an ACK whose cookie does not check, one with data, and any ACK while cookies are not
+/// engaged go up as before.
+#[test]
+fn the_handshakes_ack_to_a_cookie_is_taken_in_while_engaged() {
+    privileged("handshake ACK", || {
+        let mut p = Program::load();
+        let all = SynCookieConfig::TIMESTAMPS | SynCookieConfig::SACK | SynCookieConfig::ECN;
+        let config = cookie_config(all | SynCookieConfig::ENGAGED);
+        p.set_syn_cookies(config);
+        let flow = syncookie::flow_bytes(CLIENT, VIP, CLIENT_PORT, SERVICE_PORT);
+        let cookie = syncookie::make_cookie(
+            &config.keys,
+            clock(libc::CLOCK_MONOTONIC),
+            &flow,
+            CLIENT_ISN,
+            1460,
+        );
+        let ack = |ack: u32, payload: &[u8]| {
+            Frame {
+                ack,
+                ..client(CLIENT_ISN.wrapping_add(1), ACK, payload)
+            }
+            .bytes()
+        };
+        let handshake = ack(cookie.wrapping_add(1), b"");
+        p.expect(&handshake, XDP_DROP, &[("handshake_ack_absorbed", 1)]);
+        // A wrong cookie (off by one), or the client's ISN not the one hashed: up, for
+        // the core to answer as a stray segment.
+        p.expect_passed(&ack(cookie.wrapping_add(2), b""), &[("pass_no_flow", 1)]);
+        let shifted = Frame {
+            ack: cookie.wrapping_add(1),
+            ..client(CLIENT_ISN.wrapping_add(2), ACK, b"")
+        }
+        .bytes();
+        p.expect_passed(&shifted, &[("pass_no_flow", 1)]);
+        // The request itself, with the same cookie: up, the core rebuilds the
+        // connection from it.
+        p.expect_passed(
+            &ack(cookie.wrapping_add(1), b"GET / HTTP/1.1\r\n\r\n"),
+            &[("pass_no_flow", 1)],
+        );
+        // FIN or RST with it: control, up.
+        let fin = Frame {
+            ack: cookie.wrapping_add(1),
+            ..client(CLIENT_ISN.wrapping_add(1), FIN | ACK, b"")
+        }
+        .bytes();
+        p.expect_passed(&fin, &[("pass_control", 1)]);
+        // Not engaged: every ACK of no flow goes up.
+        p.set_syn_cookies(cookie_config(all));
+        p.expect_passed(&handshake, &[("pass_no_flow", 1)]);
+        // A handed-off flow's bare ACK is forwarded, never taken for a handshake's.
+        p.set_syn_cookies(config);
+        p.set_flow(key(CLIENT_PORT), entry(BACKEND_PORT, 0));
+        let (verdict, _) = p.run(&handshake);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(p.counted(), [("forwarded", 1)]);
+    });
+}

@@ -62,6 +62,12 @@ pub struct Config {
     /// Whether to answer with SYN cookies when a table is full; without, such SYNs are
     /// dropped.
     pub syn_cookies: bool,
+    /// Whether the fast path answers every SYN with a cookie, not only under a flood
+    /// ([`super::FrontEnd::wants_syn_cookies`]; needs `syn_cookies`): the handshake then
+    /// costs the slow path nothing, and the core meets the connection at its first data
+    /// segment, which brings the cookie back. A client without timestamps gets the
+    /// cookie's terms (no window scaling, no SACK; docs/design.md, "SYN floods").
+    pub every_syn_in_fast_path: bool,
     /// First SYN/ACK retransmission timeout (RFC 6298 §2.1: 1 s).
     pub syn_ack_rto: Duration,
     /// SYN/ACK retransmissions before the handshake times out; the handshake timeout is
@@ -133,6 +139,7 @@ impl Default for Config {
             max_connections: 65_536,
             max_half_open: 4_096,
             syn_cookies: true,
+            every_syn_in_fast_path: false,
             syn_ack_rto: Duration::from_secs(1),
             syn_ack_retries: 3,
             request_timeout: Duration::from_secs(10),

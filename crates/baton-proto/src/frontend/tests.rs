@@ -2451,3 +2451,40 @@ fn one_turn_a_request_over_one_segment_takes_three_turns() {
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
     assert_eq!(h.fe.stats().requests_in_syn, 0);
 }
+
+/// With the fast path answering every SYN (`every_syn_in_fast_path`) the core asks for
+/// cookies from the start, and meets the connection at its request: the first data
+/// segment brings the cookie back (the handshake's bare ACK was taken in by XDP), and
+/// the core rebuilds the connection from it and hands the request off at once.
+#[test]
+fn with_every_syn_in_the_fast_path_the_request_brings_the_cookie() {
+    let mut h = harness_with(
+        Config {
+            every_syn_in_fast_path: true,
+            ..config()
+        },
+        vec![B1, B2],
+    );
+    assert!(h.fe.wants_syn_cookies(false), "from the first SYN");
+    let answer = fast_path_cookie(&h, h.now);
+    let (tsv_f, _) = answer.timestamps.expect("timestamps agreed");
+    let request = h.ack(answer.isn, tsv_f, CISN + 1, REQUEST);
+    h.client_sends(&request);
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "the SYN', and nothing to the client");
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert!(out[0].tcp().flags.contains(TcpFlags::SYN));
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    let stats = h.fe.stats();
+    assert_eq!(
+        (
+            stats.syn_cookies_accepted,
+            stats.syns_received,
+            stats.packets_received
+        ),
+        (1, 0, 1),
+        "one packet per connection reached the core"
+    );
+    // Off, a table with room answers statefully.
+    assert!(!harness().fe.wants_syn_cookies(false));
+}

@@ -101,6 +101,9 @@ pub struct TcpTerms {
     /// The one-turn handoff: a request that fits in one segment rides in the SYN'; see
     /// the core's `Config::one_turn`.
     pub one_turn: Option<bool>,
+    /// XDP answers every SYN with a cookie, not only under a flood; see the core's
+    /// `Config::every_syn_in_fast_path`.
+    pub syns_in_xdp: Option<bool>,
 }
 
 /// `[limits]`: sizes and timers (durations in milliseconds). Absent keys keep the
@@ -404,6 +407,7 @@ impl FileConfig {
             syn_cookies: t.syn_cookies.unwrap_or(defaults.syn_cookies),
             ttl: t.ttl.unwrap_or(defaults.ttl),
             one_turn: t.one_turn.unwrap_or(defaults.one_turn),
+            every_syn_in_fast_path: t.syns_in_xdp.unwrap_or(defaults.every_syn_in_fast_path),
             max_request_len: l.max_request_len.unwrap_or(defaults.max_request_len),
             max_headers: l.max_headers.unwrap_or(defaults.max_headers),
             max_connections: l.max_connections.unwrap_or(defaults.max_connections),
