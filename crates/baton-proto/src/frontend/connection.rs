@@ -434,6 +434,15 @@ impl<D: Dispatch> FrontEnd<D> {
             return;
         }
         self.stats.stray_segments += 1;
+        if self.config.every_syn_in_fast_path && flags.contains(TcpFlags::ACK) {
+            // Every connection starts from a cookie, which only a segment at the
+            // client's ISN + 1 brings back: one past a lost first segment (the client's
+            // next data, or its ACK of a repeated SYN/ACK) fails the check, yet belongs
+            // to a live connection that the retransmission of that first segment will
+            // start. A reset would end it; dropped, the client resends.
+            self.stats.stray_dropped_for_cookies += 1;
+            return;
+        }
         self.send_stray_reset(flow, tcp);
     }
 

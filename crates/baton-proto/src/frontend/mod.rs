@@ -492,6 +492,10 @@ pub struct Stats {
     pub stray_segments: u64,
     /// RSTs sent in answer to stray segments (RFC 9293 §3.10.7.1).
     pub stray_resets_sent: u64,
+    /// Stray ACKs dropped unanswered because every connection starts from a cookie
+    /// ([`Config::every_syn_in_fast_path`]): one past a lost first segment fails the
+    /// cookie's check but belongs to a live connection.
+    pub stray_dropped_for_cookies: u64,
     /// Segments dropped by a connection: bad ACK, unacceptable RST, no ACK flag,
     /// unexpected flags for the state.
     pub unacceptable_segments: u64,

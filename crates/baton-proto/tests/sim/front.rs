@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use baton_common::{
     frontend::{ClientSegment, FlowNotice, decide_client_segment, is_backend_fin_copy},
+    syncookie,
     translate::csum_replace4,
 };
 use baton_proto::frontend::{
@@ -125,6 +126,9 @@ pub struct RealFront {
     pub fast_path: HashMap<(Ipv4Addr, u16), FastEntry>,
     pub events: Vec<Event>,
     pub fast_path_packets: u64,
+    /// Cookie SYN/ACKs the modelled program sent, and handshake ACKs it took in.
+    pub syn_acks_from_xdp: u64,
+    pub handshake_acks_absorbed: u64,
     out: Vec<Vec<u8>>,
     /// While `Some`, the slow path is stalled and its inputs wait here.
     stalled: Option<Vec<Input>>,
@@ -142,6 +146,8 @@ impl RealFront {
             fast_path: HashMap::new(),
             events: Vec::new(),
             fast_path_packets: 0,
+            syn_acks_from_xdp: 0,
+            handshake_acks_absorbed: 0,
             out: Vec::new(),
             stalled: None,
         }
@@ -311,13 +317,14 @@ impl RealFront {
         None
     }
 
-    /// The XDP program: forwards a client packet of an installed flow, or returns it for
+    /// The XDP program: forwards a client packet of an installed flow, answers a SYN or
+    /// takes in the handshake's ACK while cookies are engaged, or returns the packet for
     /// the slow path.
     fn xdp(&mut self, now: Duration, mut pkt: Vec<u8>) -> Option<Vec<u8>> {
         let info = PacketInfo::parse(&pkt).ok()?;
         let key = (info.src, info.sport);
         let Some(&entry) = self.fast_path.get(&key) else {
-            return Some(pkt);
+            return self.xdp_no_flow(now, pkt, &info);
         };
         if info.has(TcpFlags::SYN) {
             return Some(pkt);
@@ -372,6 +379,56 @@ impl RealFront {
         self.fast_path_packets += 1;
         self.out.push(pkt);
         None
+    }
+}
+
+impl RealFront {
+    /// The program on a segment of no flow in its table, while the core asks for cookies
+    /// (as the daemon engages them): a bare SYN is answered with the cookie SYN/ACK
+    /// `baton_common::syncookie` builds (the program's own code), and a bare ACK whose
+    /// cookie checks is taken in (`handshake_ack_absorbed`). Everything else goes up.
+    fn xdp_no_flow(&mut self, now: Duration, pkt: Vec<u8>, info: &PacketInfo) -> Option<Vec<u8>> {
+        if !self.fe.wants_syn_cookies(true) {
+            return Some(pkt);
+        }
+        // SYN, FIN, RST, ACK: the bits that tell a bare SYN or a bare ACK.
+        let control = info.flags.bits() & 0x17;
+        let flow =
+            syncookie::flow_bytes(info.src.octets(), info.dst.octets(), info.sport, info.dport);
+        let now_ns = now.as_nanos() as u64;
+        let config = self.fe.syn_cookie_config();
+        if control == 0x02 && info.payload_len == 0 {
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let header_len = usize::from(pkt[ihl + 12] >> 4) * 4;
+            let mut area = [0u8; syncookie::OPTIONS_AREA];
+            let options_len = header_len.saturating_sub(20).min(40);
+            area[..options_len].copy_from_slice(&pkt[ihl + 20..ihl + 20 + options_len]);
+            let mut options = syncookie::parse_syn_options(&area, options_len)?;
+            options.ecn_setup = syncookie::ecn_setup_syn(info.flags.bits() as u8, pkt[1]);
+            let answer = syncookie::cookie_syn_ack(&config, now_ns, &flow, info.seq, &options);
+            let to = syncookie::SynAddresses {
+                client_mac: [0; 6],
+                our_mac: [0; 6],
+                client_addr: info.src.octets(),
+                service_addr: info.dst.octets(),
+                client_port: info.sport,
+                service_port: info.dport,
+            };
+            let frame = syncookie::syn_ack_frame(&to, info.seq, config.window, &answer);
+            self.syn_acks_from_xdp += 1;
+            // The IPv4 packet inside the frame the program sends.
+            self.out.push(frame[14..].to_vec());
+            return None;
+        }
+        if control == 0x10 && info.payload_len == 0 {
+            let cookie = info.ack.wrapping_sub(1);
+            let client_isn = info.seq.wrapping_sub(1);
+            if syncookie::check_cookie(&config.keys, now_ns, &flow, client_isn, cookie).is_some() {
+                self.handshake_acks_absorbed += 1;
+                return None;
+            }
+        }
+        Some(pkt)
     }
 }
 
