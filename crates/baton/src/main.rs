@@ -109,6 +109,10 @@ enum Command {
         /// a handoff does.
         #[arg(long, value_enum, default_value = "always")]
         haproxy_http_reuse: baton::bench::HttpReuse,
+        /// A `[tcp]` setting for Baton's front-end, `key=value` (repeatable), e.g.
+        /// `--baton-tcp syns_in_xdp=true`; checked like any configuration.
+        #[arg(long = "baton-tcp", value_name = "KEY=VALUE")]
+        baton_tcp: Vec<String>,
     },
     /// Count packets and bytes on an interface with an eBPF tc program until Ctrl-C,
     /// SIGTERM or --seconds, then print the totals.
@@ -239,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             duration,
             out,
             haproxy_http_reuse,
+            baton_tcp,
         } => {
             let mut plan = if quick {
                 baton::bench::Plan::quick()
@@ -248,6 +253,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             plan.rounds = rounds.unwrap_or(plan.rounds);
             plan.duration_s = duration.unwrap_or(plan.duration_s);
             plan.haproxy_http_reuse = haproxy_http_reuse;
+            plan.baton_tcp = baton_tcp
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => Ok(format!("{} = {}", k.trim(), v.trim())),
+                    None => Err(anyhow::anyhow!("--baton-tcp {kv:?}: expected KEY=VALUE")),
+                })
+                .collect::<anyhow::Result<_>>()?;
             baton::bench::run(&plan, quick, &out)
         }
         Command::Counter {

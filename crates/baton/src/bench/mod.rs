@@ -70,6 +70,10 @@ pub struct Plan {
     /// back-end connections open across client connections, which a handoff cannot;
     /// `never` opens one per client connection, as Baton does (`--haproxy-http-reuse`).
     pub haproxy_http_reuse: HttpReuse,
+    /// Baton's `[tcp]` settings beyond the defaults, as `key = value` lines
+    /// (`--baton-tcp`), e.g. `syns_in_xdp = true`: how a setting's cost is measured
+    /// against the same run's peers.
+    pub baton_tcp: Vec<String>,
 }
 
 /// HAProxy's `http-reuse` setting for the bench.
@@ -101,6 +105,7 @@ impl Plan {
             large_transfers: 5,
             ttfb_requests: 200,
             haproxy_http_reuse: HttpReuse::Always,
+            baton_tcp: Vec::new(),
         }
     }
 
@@ -175,7 +180,7 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
 
     let guard = LabDown(&lab);
     lab.up(systems::BACKENDS, ServerKind::Nginx, &mut log)?;
-    let files = Files::write(&lab, plan.haproxy_http_reuse)?;
+    let files = Files::write(&lab, plan.haproxy_http_reuse, &plan.baton_tcp)?;
     systems::bridge_pass(&lab, false)?;
     crate::frontend::control::check(&files.frontend_config())
         .context("the bench's front-end configuration")?;

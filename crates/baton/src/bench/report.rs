@@ -285,7 +285,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Baton bench, {}: {} ({} round{} of {} s per wrk workload, HAProxy `http-reuse {}`), lab `{}`.\n\
+        "Baton bench, {}: {} ({} round{} of {} s per wrk workload, HAProxy `http-reuse {}`, Baton `[tcp]` {}), lab `{}`.\n\
          Machine: {}, {} CPUs, {:.0} GiB, Linux {}; {:.0}% busy before the run, load {} before, {} after.\n\
          Medians over rounds (range in brackets); ratios are to direct, the client straight to a back-end \
          (be{}; HAProxy and Baton send the measured path to be{}).\n",
@@ -295,6 +295,11 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         if plan.rounds == 1 { "" } else { "s" },
         plan.duration_s,
         plan.haproxy_http_reuse.as_str(),
+        if plan.baton_tcp.is_empty() {
+            "defaults".to_owned()
+        } else {
+            plan.baton_tcp.join(", ")
+        },
         meta.lab,
         meta.cpu,
         meta.cpus,

@@ -72,11 +72,11 @@ pub struct Files {
 }
 
 impl Files {
-    pub fn write(lab: &Lab, reuse: super::HttpReuse) -> anyhow::Result<Self> {
+    pub fn write(lab: &Lab, reuse: super::HttpReuse, baton_tcp: &[String]) -> anyhow::Result<Self> {
         let dir = lab.state_dir().join("bench");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let files = Self { dir };
-        fs::write(files.frontend_config(), frontend_config(lab))?;
+        fs::write(files.frontend_config(), frontend_config(lab, baton_tcp))?;
         fs::write(files.haproxy_config(), haproxy_config(reuse))?;
         for k in 1..=BACKENDS {
             fs::write(files.backend_config(k), backend_config(lab, k))?;
@@ -110,8 +110,8 @@ pub const RULES: [(&str, &str, u8); 4] = [
 
 /// Baton's front-end: the lab's interface and key, the fast path on, no active health
 /// checks (HAProxy gets none either), a short drain so that stopping takes half a
-/// second, and [`RULES`].
-pub fn frontend_config(lab: &Lab) -> String {
+/// second, [`RULES`], and `tcp` (`key = value` lines) as its `[tcp]` table.
+pub fn frontend_config(lab: &Lab, tcp: &[String]) -> String {
     let mut text = format!(
         r#"# Written by `baton bench`; HAProxy's configuration beside it switches the same way.
 interface = "eth0"
@@ -142,6 +142,9 @@ backends = [{all}]
             .collect::<Vec<_>>()
             .join(", "),
     );
+    if !tcp.is_empty() {
+        text += &format!("\n[tcp]\n{}\n", tcp.join("\n"));
+    }
     for (name, _, k) in RULES {
         text += &format!(
             "\n[dispatch.pools.{name}]\nbackends = [{{ address = \"{}:{}\" }}]\n",
@@ -517,7 +520,7 @@ mod tests {
     #[test]
     fn both_balancers_switch_the_same_way() {
         let lab = Lab::named("t").unwrap();
-        let baton = crate::frontend::config::parse(&frontend_config(&lab), Path::new("/"));
+        let baton = crate::frontend::config::parse(&frontend_config(&lab, &[]), Path::new("/"));
         assert!(baton.is_ok(), "{baton:?}");
         for k in 1..=BACKENDS {
             let agent = crate::backend::AgentConfig::parse(&backend_config(&lab, k));
