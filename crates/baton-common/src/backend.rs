@@ -28,7 +28,10 @@ pub struct BackendFlowKey {
 pub struct BackendFlow {
     pub translation: Translation,
     /// [`BackendFlow::CONFIRMED`], [`BackendFlow::ECN_GRANTED`],
-    /// [`BackendFlow::ECN_REFUSED`].
+    /// [`BackendFlow::ECN_REFUSED`], [`BackendFlow::SYN_ACK_ABSORBED`] in the low bits;
+    /// bits 16..32 hold the length of the data the SYN' carried
+    /// ([`BackendFlow::syn_data_len`]; 0 for a SYN' without data, and in entries of older
+    /// builds), kept here so that the value keeps the size pinned tables have.
     pub state: u32,
     /// The client's ISN (the SYN''s sequence number), which tells a repeated SYN' of
     /// this connection from a new connection on the same ports
@@ -49,17 +52,65 @@ impl BackendFlow {
     /// a congestion mark on the client's segments would be lost: ingress drops them
     /// instead ([`BackendFlow::drops`]).
     pub const ECN_REFUSED: u32 = 1 << 2;
+    /// The server's SYN/ACK' acknowledged the SYN''s data (a one-turn handoff taken by
+    /// TCP Fast Open's server path) and was dropped on the back-end: the front-end learns
+    /// of the handoff from the client's acknowledgement of the answer. Set with
+    /// [`BackendFlow::CONFIRMED`], so that no answer is copied to the front-end either;
+    /// a retransmitted SYN/ACK' is dropped too (docs/design.md, "The one-turn handoff").
+    pub const SYN_ACK_ABSORBED: u32 = 1 << 3;
+    /// Where [`BackendFlow::syn_data_len`] sits in `state`.
+    const SYN_DATA_SHIFT: u32 = 16;
 
-    /// The entry a verified SYN' makes; `syn_flags` is its TCP header's byte 13.
-    pub const fn new(translation: Translation, client_isn: u32, syn_flags: u8) -> Self {
+    /// The entry a verified SYN' makes; `syn_flags` is its TCP header's byte 13 and
+    /// `syn_data_len` the length of the request it carries (0 without one; a one-turn
+    /// SYN' carries at most one segment, so it fits 16 bits, and a longer claim is taken
+    /// as its low 16 bits, which can only make the SYN/ACK' go to the front-end).
+    pub const fn new(
+        translation: Translation,
+        client_isn: u32,
+        syn_flags: u8,
+        syn_data_len: u16,
+    ) -> Self {
+        let ecn = if syn_flags & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR {
+            Self::ECN_GRANTED
+        } else {
+            0
+        };
         Self {
             translation,
-            state: if syn_flags & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR {
-                Self::ECN_GRANTED
-            } else {
-                0
-            },
+            state: ecn | ((syn_data_len as u32) << Self::SYN_DATA_SHIFT),
             client_isn,
+        }
+    }
+
+    /// The length of the data the entry's SYN' carried.
+    pub const fn syn_data_len(&self) -> u32 {
+        self.state >> Self::SYN_DATA_SHIFT
+    }
+
+    /// What the egress does with a SYN/ACK from the server whose acknowledgement number
+    /// is `ack` (in the client's numbers: the egress never translates it).
+    ///
+    /// - `client_isn + 1`: the server took the SYN alone (a SYN' without data, or fast
+    ///   open refused: its queue full, SYN cookies in use, a listener without
+    ///   `fastopen`): [`SynAckFate::ToFrontend`], which sends the request after it
+    ///   (step 7), as before the one-turn handoff. Also for entries of older builds
+    ///   (`client_isn` 0), which cannot tell.
+    /// - past it by at most the SYN''s data: [`SynAckFate::Absorbed`] (the server has the
+    ///   request; Linux takes a SYN's data whole or not at all, so the ack is exactly
+    ///   `client_isn + 1 + len`, the range only errs toward keeping the connection).
+    /// - anything else answers another SYN: [`SynAckFate::OtherConnection`].
+    pub const fn syn_ack_fate(&self, ack: u32) -> SynAckFate {
+        if self.client_isn == 0 {
+            return SynAckFate::ToFrontend;
+        }
+        let acked = ack.wrapping_sub(self.client_isn.wrapping_add(1));
+        if acked == 0 {
+            SynAckFate::ToFrontend
+        } else if acked <= self.syn_data_len() {
+            SynAckFate::Absorbed
+        } else {
+            SynAckFate::OtherConnection
         }
     }
 
@@ -102,6 +153,19 @@ impl BackendFlow {
     pub const fn is_confirmed(&self) -> bool {
         self.state & Self::CONFIRMED != 0
     }
+}
+
+/// Where a server's SYN/ACK goes ([`BackendFlow::syn_ack_fate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynAckFate {
+    /// The SYN/ACK' of a SYN' without data, or one whose data the server did not take:
+    /// translated and sent to the front-end (step 6).
+    ToFrontend,
+    /// It acknowledges the SYN''s data: the translation is recorded and the segment
+    /// dropped, so that it never leaves the back-end.
+    Absorbed,
+    /// It answers another SYN on the entry's ports: the entry is stale.
+    OtherConnection,
 }
 
 /// The ECN field of the IPv4 TOS byte, and its Congestion Experienced codepoint
@@ -208,8 +272,21 @@ pub mod stat {
     /// passed draws the server's SYN/ACK straight to the client, which resets it, and the
     /// front-end tries another back-end; a direct client is served as ever.
     pub const IN_SYN_UNCHECKED: u32 = 20;
+    /// A SYN carrying data without a handoff option that verifies: dropped. With TCP
+    /// Fast Open's no-cookie mode (`tcp_fastopen` `0x200`, which one-turn handoffs need)
+    /// the server would otherwise answer any spoofed SYN with a response to its forged
+    /// source. A real TFO client retries without data when its SYN goes unanswered.
+    pub const IN_SYN_DATA_DROPPED: u32 = 21;
+    /// Of [`IN_SYN_ACCEPTED`], the SYN's that carry the request (a one-turn handoff).
+    pub const IN_SYN_DATA_ACCEPTED: u32 = 22;
+    /// A SYN/ACK' that acknowledges the SYN''s data: its translation recorded, the
+    /// segment dropped (the front-end needs it not; the client must never see it).
+    pub const OUT_SYN_ACK_ABSORBED: u32 = 23;
+    /// A SYN/ACK' retransmitted by a server whose first was absorbed (its handshake not
+    /// yet completed by the client's acknowledgement of the answer): dropped.
+    pub const OUT_SYN_ACK_REPEAT_DROPPED: u32 = 24;
     /// Number of counters.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 25;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -234,6 +311,10 @@ pub mod stat {
         "out_stale_flow_removed",
         "in_ce_dropped",
         "in_syn_unchecked",
+        "in_syn_data_dropped",
+        "in_syn_data_accepted",
+        "out_syn_ack_absorbed",
+        "out_syn_ack_repeat_dropped",
     ];
 }
 
@@ -281,14 +362,14 @@ mod tests {
             },
             0,
         );
-        let entry = BackendFlow::new(t, 1000, 0x02);
+        let entry = BackendFlow::new(t, 1000, 0x02, 0);
         assert!(entry.is_same_connection(1000), "the same SYN' again");
         assert!(
             !entry.is_same_connection(2000),
             "a new connection on the ports"
         );
         // An entry an older build wrote (no ISN) is always replaced, as before.
-        assert!(!BackendFlow::new(t, 0, 0x02).is_same_connection(0));
+        assert!(!BackendFlow::new(t, 0, 0x02, 0).is_same_connection(0));
     }
 
     #[test]
@@ -296,10 +377,10 @@ mod tests {
         const SYN: u8 = 0x02;
         const SYN_ACK: u8 = 0x12;
         let t = Translation::default();
-        let granted = BackendFlow::new(t, 1, SYN | TCP_ECE | TCP_CWR);
+        let granted = BackendFlow::new(t, 1, SYN | TCP_ECE | TCP_CWR, 0);
         assert_eq!(granted.state, BackendFlow::ECN_GRANTED);
         for (flags, what) in [(SYN, "plain"), (SYN | TCP_ECE, "ECE alone")] {
-            assert_eq!(BackendFlow::new(t, 1, flags).state, 0, "{what}");
+            assert_eq!(BackendFlow::new(t, 1, flags, 0).state, 0, "{what}");
         }
         let agreed = BackendFlow {
             state: granted.state_after_syn_ack(SYN_ACK | TCP_ECE),
@@ -309,7 +390,7 @@ mod tests {
             state: granted.state_after_syn_ack(SYN_ACK),
             ..granted
         };
-        let never = BackendFlow::new(t, 1, SYN);
+        let never = BackendFlow::new(t, 1, SYN, 0);
         assert_eq!(never.state_after_syn_ack(SYN_ACK), 0, "nothing to refuse");
         assert_eq!(
             refused.state & BackendFlow::ECN_REFUSED,
@@ -324,6 +405,40 @@ mod tests {
         for tos in [0b00, 0b01, 0b10, 0xb8] {
             assert!(!refused.drops(tos));
         }
+    }
+
+    #[test]
+    fn a_syn_ack_acknowledging_the_syn_data_is_absorbed_and_one_acknowledging_the_syn_goes_on() {
+        let t = Translation::default();
+        let isn = u32::MAX - 10; // the acknowledgement wraps
+        let one_turn = BackendFlow::new(t, isn, 0x02 | TCP_ECE | TCP_CWR, 57);
+        assert_eq!(one_turn.syn_data_len(), 57);
+        assert_eq!(one_turn.state & 0xffff, BackendFlow::ECN_GRANTED);
+        let at = |n: u32| one_turn.syn_ack_fate(isn.wrapping_add(n));
+        assert_eq!(at(1), SynAckFate::ToFrontend, "fast open refused: fallback");
+        assert_eq!(at(58), SynAckFate::Absorbed, "the request taken whole");
+        assert_eq!(at(59), SynAckFate::OtherConnection);
+        assert_eq!(at(0), SynAckFate::OtherConnection);
+        assert_eq!(at(0x8000_0000), SynAckFate::OtherConnection);
+        // Without data, only the SYN can be acknowledged; older entries always go on.
+        let plain = BackendFlow::new(t, isn, 0x02, 0);
+        assert_eq!(
+            plain.syn_ack_fate(isn.wrapping_add(1)),
+            SynAckFate::ToFrontend
+        );
+        assert_eq!(
+            plain.syn_ack_fate(isn.wrapping_add(2)),
+            SynAckFate::OtherConnection
+        );
+        let old = BackendFlow::new(t, 0, 0x02, 0);
+        assert_eq!(old.syn_ack_fate(12345), SynAckFate::ToFrontend);
+        // The later state changes keep the length.
+        let after = BackendFlow {
+            state: one_turn.state_after_syn_ack(0x12) | BackendFlow::CONFIRMED,
+            ..one_turn
+        };
+        assert_eq!(after.syn_data_len(), 57);
+        assert!(after.drops(0b11), "ECN refused");
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!   they walked 998,001 of the million, and the SYN' path (once per connection) must be
 //!   able to grow without costing the per-packet path anything. Only a SYN pays for the
 //!   tail call.
-//! - egress: turns the SYN/ACK' into the front-end's terms and sends it to the front-end;
-//!   then rewrites every back-end segment (source VIP, seq, TSval, window), copies
+//! - egress: turns the SYN/ACK' into the front-end's terms and sends it to the front-end,
+//!   or, when it acknowledges the request the SYN' carried (a one-turn handoff), records
+//!   the translation and drops it; then rewrites every back-end segment (source VIP, seq, TSval, window), copies
 //!   segments to the front-end until the back-end has answered (its acknowledgement of
 //!   the request is in that first answer), and copies FIN and RST to it.
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
@@ -34,19 +35,19 @@ use aya_ebpf::{
 };
 use baton_common::{
     backend::{
-        BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, ce, ingress_program,
-        stat,
+        BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, SynAckFate, ce,
+        ingress_program, stat,
     },
     handoff_option::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
         find_handoff_option,
     },
     layout::{
-        ETH_ALEN, ETH_DEST, ETH_HLEN, EthIpv4, IP_CHECK, IP_SADDR, IP_TOS, IPPROTO_TCP, IPV4_HLEN,
-        SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE,
-        TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, ip_check, ip_daddr, ip_header_len,
-        ip_protocol, ip_saddr, ip_tot_len, ip_version, ip_version_ihl, is_fragment, is_ipv4,
-        tcp_ack_seq, tcp_dest,
+        ETH_ALEN, ETH_DEST, ETH_HLEN, EthIpv4, IP_CHECK, IP_SADDR, IP_TOS, IP_TOT_LEN, IPPROTO_TCP,
+        IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK, TCP_HLEN, TCP_OPTIONS, TCP_SEQ,
+        TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, ip_check, ip_daddr,
+        ip_header_len, ip_protocol, ip_saddr, ip_tot_len, ip_version, ip_version_ihl, is_fragment,
+        is_ipv4, tcp_ack_seq, tcp_dest,
         tcp_flag::{ACK, FIN, RST, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
@@ -247,7 +248,12 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
         // SAFETY: the context is the one the kernel passed this program, as the helper
         // needs; nothing here runs after a successful call.
         unsafe { BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::SYN) };
-        return Some(Verdict::Pass(stat::IN_SYN_UNCHECKED));
+        // Unchecked, a SYN may still not bring data to the server (see `syn`).
+        return Some(if seg.payload_len > 0 {
+            Verdict::Drop(stat::IN_SYN_DATA_DROPPED)
+        } else {
+            Verdict::Pass(stat::IN_SYN_UNCHECKED)
+        });
     }
     let key = flow_key_in(&seg);
     let Some(flow) = BACKEND_FLOWS.get_ptr(key) else {
@@ -297,6 +303,33 @@ fn syn(ctx: &TcContext) -> Option<Verdict> {
     Some(ingress_syn(ctx, &config, &seg, &flow_key_in(&seg)))
 }
 
+/// A SYN that would pass without a handoff option that verifies: dropped if it carries
+/// data. The one-turn handoff has the server take a SYN's data with TCP Fast Open and no
+/// cookie, which would otherwise answer any spoofed SYN with a response to its forged
+/// source (docs/one-turn-handoff-notes.md, "Security"). Decided on each such path before
+/// the option is verified.
+#[inline(always)]
+fn unverified(ctx: &TcContext, seg: &Segment, stat: u32) -> Verdict {
+    if syn_data_len(ctx, seg) > 0 {
+        Verdict::Drop(stat::IN_SYN_DATA_DROPPED)
+    } else {
+        Verdict::Pass(stat)
+    }
+}
+
+/// The length of a SYN's data, from the IPv4 total length read again: kept in
+/// [`Segment`] across the option's verification, it cost the SYN' program the 32 bytes of
+/// stack that the verifier's 512 (for it and `parse_and_verify` together) no longer had.
+/// An unreadable length counts as data, so that it is dropped rather than passed.
+#[inline(always)]
+fn syn_data_len(ctx: &TcContext, seg: &Segment) -> usize {
+    match ctx.load::<[u8; 2]>(ETH_HLEN + IP_TOT_LEN) {
+        Ok(total) => usize::from(u16::from_be_bytes(total))
+            .saturating_sub(seg.tcp - ETH_HLEN + TCP_HLEN + seg.options_len),
+        Err(_) => 1,
+    }
+}
+
 #[inline(always)]
 fn ingress_syn(
     ctx: &TcContext,
@@ -306,14 +339,14 @@ fn ingress_syn(
 ) -> Verdict {
     let mut options_buf: OptionsBuf = [0; 60];
     let Ok(len) = load_options(ctx, seg, &mut options_buf) else {
-        return Verdict::Pass(stat::IN_MALFORMED);
+        return unverified(ctx, seg, stat::IN_MALFORMED);
     };
     let options = opts(&options_buf);
     let span = match find_handoff_option(options) {
         Ok(Some(span)) => span,
-        Ok(None) => return Verdict::Pass(stat::IN_SYN_PLAIN),
+        Ok(None) => return unverified(ctx, seg, stat::IN_SYN_PLAIN),
         // An area we cannot walk is the kernel's to judge unless it claims to be ours.
-        Err(_) => return Verdict::Pass(stat::IN_MALFORMED),
+        Err(_) => return unverified(ctx, seg, stat::IN_MALFORMED),
     };
     let seq = seg.seq;
     let binding = HandoffBinding {
@@ -325,7 +358,7 @@ fn ingress_syn(
     };
     if span.start + span.len > len {
         // Runs past the options area into our zero padding: truncated.
-        return Verdict::Pass(stat::IN_MALFORMED);
+        return unverified(ctx, seg, stat::IN_MALFORMED);
     }
     let Some(option_bytes) = options.get(span.start..) else {
         return Verdict::Drop(stat::IN_SYN_BAD_OPTION);
@@ -359,7 +392,12 @@ fn ingress_syn(
         && BACKEND_FLOWS
             .insert(
                 key,
-                BackendFlow::new(option.translation(), binding.client_isn, seg.flags),
+                BackendFlow::new(
+                    option.translation(),
+                    binding.client_isn,
+                    seg.flags,
+                    syn_data_len(ctx, seg) as u16,
+                ),
                 u64::from(BPF_ANY),
             )
             .is_err()
@@ -380,6 +418,9 @@ fn ingress_syn(
     }
     if rewrite.finish().is_err() {
         return Verdict::Drop(stat::REWRITE_FAILED);
+    }
+    if syn_data_len(ctx, seg) > 0 {
+        count(stat::IN_SYN_DATA_ACCEPTED);
     }
     Verdict::Pass(stat::IN_SYN_ACCEPTED)
 }
@@ -454,18 +495,35 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
     // SAFETY: a map value pointer, valid for this program run.
     let mut value = unsafe { *flow };
     let syn_ack = seg.flags & (SYN | ACK) == (SYN | ACK);
-    if syn_ack
-        && value.client_isn != 0
-        && u32::from_be_bytes(seg.ack) != value.client_isn.wrapping_add(1)
-    {
-        // The server answers another SYN than this entry's SYN' (which it, like a
-        // retransmission of its SYN/ACK', would acknowledge as `client_isn + 1`): a new
-        // connection on the ports of an earlier handed-off one, from a client reaching
-        // this host's own address. Taken for the old connection, its SYN/ACK would go to
-        // the front-end and the client would never connect. Entries of older builds
-        // (`client_isn` 0) cannot tell, and keep the old behaviour.
-        let _ = BACKEND_FLOWS.remove(key);
-        return Some(Verdict::Pass(stat::OUT_STALE_FLOW_REMOVED));
+    if syn_ack {
+        match value.syn_ack_fate(u32::from_be_bytes(seg.ack)) {
+            SynAckFate::ToFrontend => {}
+            SynAckFate::Absorbed => {
+                if value.state & BackendFlow::SYN_ACK_ABSORBED != 0 {
+                    // The server retransmits it: the client has not yet acknowledged
+                    // the answer, which completes the server's handshake.
+                    return Some(Verdict::Drop(stat::OUT_SYN_ACK_REPEAT_DROPPED));
+                }
+                // Noted in the map, not in a variable: the SYN/ACK' rewrite below
+                // then walks the same paths for either fate (the egress's verifier
+                // budget has no room for two).
+                // SAFETY: a map value pointer, valid for this program run.
+                unsafe {
+                    (*flow).state |= BackendFlow::SYN_ACK_ABSORBED | BackendFlow::CONFIRMED;
+                }
+            }
+            SynAckFate::OtherConnection => {
+                // The server answers another SYN than this entry's SYN' (which it, like
+                // a retransmission of its SYN/ACK', would acknowledge as `client_isn +
+                // 1`, or past the SYN''s data): a new connection on the ports of an
+                // earlier handed-off one, from a client reaching this host's own
+                // address. Taken for the old connection, its SYN/ACK would go to the
+                // front-end and the client would never connect. Entries of older builds
+                // (`client_isn` 0) cannot tell, and keep the old behaviour.
+                let _ = BACKEND_FLOWS.remove(key);
+                return Some(Verdict::Pass(stat::OUT_STALE_FLOW_REMOVED));
+            }
+        }
     }
     if value.translation.is_awaiting_syn_ack() && !syn_ack {
         // The server refused the connection before the handoff finished: the front-end
@@ -504,10 +562,19 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         // SAFETY: as above; the completed translation serves every later segment. The
         // flags pass untouched (ECE included: the front-end reads the server's answer to
         // the ECN request); the entry notes a refusal, written straight to the map so
-        // that nothing below depends on it.
-        unsafe {
+        // that nothing below depends on it. An absorbed SYN/ACK' has marked it already.
+        let absorbed = unsafe {
             (*flow).translation = value.translation;
-            (*flow).state = value.state_after_syn_ack(seg.flags);
+            (*flow).state |= value.state_after_syn_ack(seg.flags);
+            (*flow).state & BackendFlow::SYN_ACK_ABSORBED != 0
+        };
+        if absorbed {
+            // The server took the request with the SYN' (one-turn handoff): the
+            // SYN/ACK' stays here; the flow is confirmed, so that nothing but FIN and
+            // RST is copied to the front-end, which learns of the handoff from the
+            // client's acknowledgement of the answer (noticed by its XDP). The client had its SYN/ACK from the front-end, and
+            // the front-end needs none (docs/design.md, "The one-turn handoff").
+            return Some(Verdict::Drop(stat::OUT_SYN_ACK_ABSORBED));
         }
     }
     if translate_out(ctx, &seg, &config, &value.translation, options, syn_ack).is_err() {

@@ -355,6 +355,14 @@ impl Lab {
                     "net.ipv4.conf.default.rp_filter=0",
                 ]);
             }
+            if matches!(node, Node::Backend(_)) {
+                // One-turn handoffs: the server takes the SYN''s request with TCP Fast
+                // Open, without a cookie (0x202: server enabled, no cookie needed), on
+                // listeners that ask for it (nginx's `fastopen=`). Set before the server
+                // listens, which sizes its fast-open queue then
+                // (docs/one-turn-handoff-notes.md).
+                sysctls.push("net.ipv4.tcp_fastopen=0x202");
+            }
             let mut args = vec!["netns", "exec", &ns, "sysctl", "-q", "-w"];
             args.extend(sysctls);
             netns::ip(&args)?;
@@ -905,7 +913,8 @@ http {{
     tcp_nopush on;
     keepalive_requests 100000;
     server {{
-        listen {HTTP_PORT} reuseport backlog=4096;
+        # fastopen: the one-turn handoff's request, carried by the SYN', taken at once.
+        listen {HTTP_PORT} reuseport backlog=4096 fastopen=256;
         server_name _;
         root {r};
         index index.html index.json;

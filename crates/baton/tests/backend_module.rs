@@ -715,3 +715,221 @@ fn ecn_flags_and_fields_pass_and_ce_is_dropped_where_the_server_refused_ecn() {
         }
     });
 }
+
+/// The request a one-turn SYN' carries.
+const REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: be\r\nConnection: close\r\n\r\n";
+
+/// The SYN/ACK' of the server with timestamps, acknowledging `ack`.
+fn syn_ack_acking(ack: u32) -> Frame {
+    let mut options = vec![2, 4, 0x05, 0xb4, 4, 2];
+    options.extend(ts_option(TSV_B, 5555).into_iter().skip(2));
+    options.extend_from_slice(&[1, 3, 3, WS_B]);
+    server_segment(ISN_B, ack, 0x12, 65160, options, vec![])
+}
+
+/// A one-turn handoff's SYN' (the request as payload, docs/design.md, "The one-turn
+/// handoff") passes with its data, the option blanked; a SYN with data and no option
+/// that verifies is dropped whatever else would have passed it (no option, a bad tag,
+/// an options area left to the kernel, the SYN' program missing), so that fast open's
+/// no-cookie mode never answers a spoofed source.
+#[test]
+fn syn_data_passes_only_with_a_verified_handoff_option() {
+    privileged("SYN data", || {
+        let mut module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let with_data = |option: [u8; 20]| Frame {
+            payload: REQUEST.to_vec(),
+            ..syn_prime(option)
+        };
+        let input = with_data(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        let (verdict, out) = module.run("backend_ingress", &input);
+        assert_eq!(verdict, TC_ACT_PIPE);
+        let tcp_options = 14 + 20 + 20;
+        assert_eq!(&out[tcp_options + 20..tcp_options + 40], &[1u8; 20]);
+        let parsed = parse(&out);
+        assert_eq!(
+            parsed.tcp.payload, REQUEST,
+            "the request reaches the server"
+        );
+        assert_eq!(module.stat(stat::IN_SYN_ACCEPTED), 1);
+        assert_eq!(module.stat(stat::IN_SYN_DATA_ACCEPTED), 1);
+        let flow = module.flow().expect("flow recorded");
+        assert_eq!(flow.syn_data_len(), REQUEST.len() as u32);
+        assert_eq!(flow.state & 0xffff, 0);
+
+        // A plain SYN with data (a TFO client, or a spoofed source): dropped.
+        let mut plain = with_data([1; 20]);
+        plain.options.truncate(20);
+        assert_eq!(module.run("backend_ingress", &plain.bytes()).0, TC_ACT_SHOT);
+        // A forged tag with data: dropped as a bad tag.
+        let mut forged = handoff_option().encode(&key, &binding(BACKEND));
+        forged[19] ^= 1;
+        assert_eq!(
+            module.run("backend_ingress", &with_data(forged).bytes()).0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(module.stat(stat::IN_SYN_BAD_TAG), 1);
+        // A truncated option, which alone would be the kernel's to judge.
+        let mut truncated = with_data(handoff_option().encode(&key, &binding(BACKEND)));
+        truncated.options.truncate(36);
+        assert_eq!(
+            module.run("backend_ingress", &truncated.bytes()).0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(module.stat(stat::IN_SYN_DATA_DROPPED), 2);
+        assert_eq!(module.stat(stat::IN_SYN_PLAIN), 0);
+        assert_eq!(module.stat(stat::IN_MALFORMED), 0);
+        // The same SYN without data still passes untouched (a direct client).
+        let mut plain = syn_prime([1; 20]);
+        plain.options.truncate(20);
+        let input = plain.bytes();
+        assert_eq!(module.run("backend_ingress", &input), (TC_ACT_PIPE, input));
+
+        // With the SYN' program missing, data on a SYN is dropped all the same.
+        let mut slots: ProgramArray<_> =
+            ProgramArray::try_from(module.ebpf.map_mut("BACKEND_INGRESS_PROGRAMS").unwrap())
+                .unwrap();
+        slots.clear_index(&ingress_program::SYN).unwrap();
+        let input = with_data(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        assert_eq!(module.run("backend_ingress", &input).0, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::IN_SYN_DATA_DROPPED), 3);
+        assert_eq!(module.stat(stat::IN_SYN_UNCHECKED), 0);
+    });
+}
+
+/// The server took the request with the SYN' (fast open): its SYN/ACK' acknowledges
+/// `client_isn + 1 + len`, has its translation recorded and is dropped, as is its
+/// retransmission; the answer is translated for the client and not copied to the
+/// front-end (which learns of the handoff from the client's ACK), FIN and RST still are.
+/// A SYN/ACK' acknowledging the SYN alone (fast open refused) goes to the front-end, which
+/// then sends the request (the fallback).
+#[test]
+fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_syn_goes_on() {
+    privileged("one-turn SYN/ACK'", || {
+        let key = SipKey::from_bytes(KEY);
+        let syn = Frame {
+            payload: REQUEST.to_vec(),
+            ..syn_prime(handoff_option().encode(&key, &binding(BACKEND)))
+        }
+        .bytes();
+        let after_request = CLIENT_ISN + 1 + REQUEST.len() as u32;
+        let expected = Translation::new(
+            SynAckTerms {
+                isn: ISN_F,
+                tsval: TSV_F,
+                window_shift: WS_F,
+            },
+            SynAckTerms {
+                isn: ISN_B,
+                tsval: TSV_B,
+                window_shift: WS_B,
+            },
+            Translation::TIMESTAMPS | Translation::SACK,
+        );
+
+        let module = Module::load();
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let (verdict, _) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
+        assert_eq!(verdict, TC_ACT_SHOT, "absorbed");
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_ABSORBED), 1);
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 0);
+        let flow = module.flow().unwrap();
+        assert_eq!(flow.translation, expected);
+        assert_eq!(
+            flow.state & 0xffff,
+            BackendFlow::SYN_ACK_ABSORBED | BackendFlow::CONFIRMED
+        );
+        // Retransmitted: dropped, counted apart, the entry as it was.
+        let (verdict, _) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
+        assert_eq!(verdict, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_DROPPED), 1);
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_ABSORBED), 1);
+        assert_eq!(module.flow().unwrap(), flow);
+        // The answer, sent in SYN-RECV: translated for the client, no copy.
+        let response = server_segment(
+            ISN_B + 1,
+            after_request,
+            0x18,
+            1000,
+            ts_option(TSV_B + 10, 5555),
+            vec![b'x'; 100],
+        );
+        let (verdict, out) = module.run("backend_egress", &response.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(&out[..6], &ROUTER_MAC);
+        let p = parse(&out);
+        assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
+        assert_eq!(p.tcp.seq_number, ISN_F.wrapping_add(1));
+        assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F + 10);
+        assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 0);
+        // The client's ACK of it (forwarded by the front-end's XDP) is translated.
+        let client_ack = Frame {
+            src_mac: FE_MAC,
+            dst_mac: BE_MAC,
+            src: (CLIENT, CLIENT_PORT),
+            dst: (BACKEND, 80),
+            seq: after_request,
+            ack: ISN_F.wrapping_add(101),
+            flags: 0x10,
+            window: 502,
+            options: ts_option(5556, TSV_F + 10),
+            payload: vec![],
+        };
+        let (verdict, out) = module.run("backend_ingress", &client_ack.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        let p = parse(&out);
+        assert_eq!(p.tcp.ack_number, ISN_B + 101);
+        assert_eq!(p.tcp.timestamps.unwrap().tsecr, TSV_B + 10);
+        // The server's FIN still goes to the front-end too.
+        let fin = Frame {
+            seq: ISN_B + 101,
+            flags: 0x11,
+            payload: vec![],
+            options: vec![],
+            ..server_segment(0, after_request, 0, 1000, vec![], vec![])
+        };
+        assert_eq!(module.run("backend_egress", &fin.bytes()).0, TC_ACT_PIPE);
+        assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 1);
+        assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
+
+        // Fast open refused: the SYN/ACK' acknowledges the SYN alone and goes to the
+        // front-end as before, which sends the request after it; its answer is copied.
+        let module = Module::load();
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let (verdict, out) = module.run("backend_egress", &syn_ack_acking(CLIENT_ISN + 1).bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(&out[..6], &FE_MAC, "the SYN/ACK' goes to the front-end");
+        assert_eq!(parse(&out).tcp.seq_number, ISN_F);
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 1);
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_ABSORBED), 0);
+        let flow = module.flow().unwrap();
+        assert_eq!(flow.state & 0xffff, 0);
+        assert_eq!(
+            module.run("backend_egress", &response.bytes()).0,
+            TC_ACT_PIPE
+        );
+        assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
+
+        // Past the request: another connection's SYN/ACK, the stale entry removed.
+        let module = Module::load();
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let answer = syn_ack_acking(after_request + 1).bytes();
+        assert_eq!(module.run("backend_egress", &answer), (TC_ACT_PIPE, answer));
+        assert_eq!(module.stat(stat::OUT_STALE_FLOW_REMOVED), 1);
+        assert!(module.flow().is_none());
+    });
+}
+
+/// The verifier's figures for each program (`verified_insns` from the kernel: the
+/// instructions it walked, of its million), printed for docs/design.md's "Limits".
+#[test]
+fn verifier_figures() {
+    privileged("verifier figures", || {
+        let module = Module::load();
+        for name in ["backend_ingress", "backend_syn", "backend_egress"] {
+            let prog: &SchedClassifier = module.ebpf.program(name).unwrap().try_into().unwrap();
+            let walked = prog.info().unwrap().verified_instruction_count();
+            eprintln!("verifier: {name} walked {walked:?} instructions");
+        }
+    });
+}

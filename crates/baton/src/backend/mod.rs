@@ -355,6 +355,54 @@ fn lock(
     )
 }
 
+/// This network namespace's `net.ipv4.tcp_fastopen` (the agent runs in the server's).
+const TCP_FASTOPEN_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_fastopen";
+
+/// The `tcp_fastopen` flags a one-turn handoff needs on the back-end
+/// (`Documentation/networking/ip-sysctl.rst`): `0x2` the server side enabled, `0x200`
+/// data accepted on a SYN without a cookie (the SYN' carries none; the module admits
+/// data only on a SYN whose handoff option verifies).
+const FAST_OPEN_NEEDED: u32 = 0x202;
+
+/// What `tcp_fastopen` (the sysctl file's text, `None` if unreadable) lacks for one-turn
+/// handoffs, or `None` if nothing. The sysctl prints decimal; hexadecimal is read too.
+pub fn fast_open_missing(sysctl: Option<&str>) -> Option<u32> {
+    let text = sysctl.map(str::trim).unwrap_or("");
+    let value = match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+    .unwrap_or(0);
+    let missing = FAST_OPEN_NEEDED & !value;
+    (missing != 0).then_some(missing)
+}
+
+/// One warning at start when this namespace's TCP cannot take a one-turn handoff's
+/// request from the SYN': every such handoff then falls back to three turns (the
+/// SYN/ACK' acknowledges only the SYN and goes to the front-end, which sends the request
+/// after it). The agent leaves the sysctl alone: it is the host's, and must be set
+/// before the server listens (docs/one-turn-handoff-notes.md).
+fn warn_without_fast_open(sysctl: Option<&str>) {
+    let Some(missing) = fast_open_missing(sysctl) else {
+        return;
+    };
+    log::warn(
+        "fast_open_off",
+        &[
+            ("tcp_fastopen", &sysctl.map_or("unreadable", str::trim)),
+            ("missing", &format_args!("{missing:#x}")),
+            (
+                "effect",
+                &"one-turn handoffs to this back-end fall back to three turns",
+            ),
+            (
+                "fix",
+                &"sysctl -w net.ipv4.tcp_fastopen=0x202 (or add 0x202 to the flags) in this namespace, then restart the server with fastopen on its listener (nginx: listen ... fastopen=256)",
+            ),
+        ],
+    );
+}
+
 /// `baton backend --config FILE [--detach]`.
 pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
     let config = AgentConfig::load(path)?;
@@ -413,6 +461,7 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
             ("flows", &module.flow_count()),
         ],
     );
+    warn_without_fast_open(fs::read_to_string(TCP_FASTOPEN_SYSCTL).ok().as_deref());
     metrics::start(&config)?;
     let mut diag = sockdiag::SockDiag::open().context("opening a sock_diag socket")?;
     let mut live = HashSet::new();
@@ -466,4 +515,25 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
         ],
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fast_open_missing;
+
+    #[test]
+    fn fast_open_needs_the_server_and_no_cookie_flags() {
+        assert_eq!(fast_open_missing(Some("514\n")), None, "0x202");
+        assert_eq!(fast_open_missing(Some("1539\n")), None, "0x603");
+        assert_eq!(fast_open_missing(Some("0x202")), None);
+        assert_eq!(fast_open_missing(Some("1\n")), Some(0x202), "the default");
+        assert_eq!(
+            fast_open_missing(Some("3\n")),
+            Some(0x200),
+            "cookies needed"
+        );
+        assert_eq!(fast_open_missing(Some("512\n")), Some(0x2), "server off");
+        assert_eq!(fast_open_missing(None), Some(0x202), "unreadable");
+        assert_eq!(fast_open_missing(Some("garbage")), Some(0x202));
+    }
 }

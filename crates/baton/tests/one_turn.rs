@@ -1,0 +1,143 @@
+//! The one-turn handoff in the lab (docs/design.md, "The one-turn handoff"): with the
+//! front-end's `[tcp] one_turn = true`, the request rides in the SYN', the back-ends'
+//! nginx takes it with TCP Fast Open (the lab sets `tcp_fastopen` 0x202 and `fastopen=`
+//! on the listener), and the server's SYN/ACK' stays on the back-end; a back-end whose
+//! TCP does not take SYN data still serves, by the fallback (the SYN/ACK' to the
+//! front-end, the request after it).
+//!
+//! Root only (each test prints why it skipped otherwise); one test at a time.
+
+use std::sync::Mutex;
+
+use baton::backend::BackendModule;
+use baton_common::backend::stat;
+use support::{baton, in_node, lab_guard, stdout};
+
+mod support;
+
+static LAB: support::LabName = support::LabName::new(|| support::unique("bt1t"));
+static SERIAL: Mutex<()> = Mutex::new(());
+const VIP: &str = "198.18.2.1";
+
+/// `GET path` through the VIP: status line and the back-end that answered.
+fn get(path: &str) -> (String, String) {
+    let head = support::curl(
+        &LAB,
+        &["-D", "-", "-o", "/dev/null", &format!("http://{VIP}{path}")],
+    );
+    let backend = support::served_by(&head).unwrap_or_default();
+    (
+        head.lines().next().unwrap_or("").trim().to_string(),
+        backend,
+    )
+}
+
+#[test]
+fn one_turn_handoffs_take_the_request_in_the_syn_and_fall_back_where_fast_open_is_off() {
+    let Some(_guard) = lab_guard(&LAB, &SERIAL, "one-turn handoff") else {
+        return;
+    };
+    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
+    for k in 1..=3 {
+        let value = stdout(&mut in_node(
+            &LAB,
+            &format!("be{k}"),
+            &["sysctl", "-n", "net.ipv4.tcp_fastopen"],
+        ));
+        assert_eq!(value.trim(), "514", "be{k}: the lab sets 0x202");
+    }
+    // be3's TCP takes no SYN data (its listener asks for it, the sysctl refuses it).
+    support::ok(&mut in_node(
+        &LAB,
+        "be3",
+        &["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"],
+    ));
+    let backends = support::start_backends(&LAB, 3, "");
+    let config = support::FRONTEND_CONFIG.replacen("[tcp]\n", "[tcp]\none_turn = true\n", 1);
+    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    let frontend = support::start_frontend(&LAB, "fe", &config);
+
+    // /img/ goes to be1, /api/ to be2, /static/ to be3 (examples/frontend-lab.toml).
+    let rounds = 5;
+    for _ in 0..rounds {
+        for (path, backend) in [("/img/", "be1"), ("/api/", "be2"), ("/static/", "be3")] {
+            let (status, by) = get(path);
+            assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
+            assert_eq!(by, backend, "{path}");
+        }
+    }
+    // Byte-exact, over the default pool (all three, round robin).
+    for name in ["1K.bin", "1M.bin", "1K.bin", "1M.bin"] {
+        support::assert_download_byte_exact(&LAB, VIP, name);
+    }
+
+    let counters: Vec<[u64; stat::COUNT as usize]> = backends
+        .iter()
+        .map(|(_, config)| BackendModule::open(config).unwrap().stats().unwrap())
+        .collect();
+    for (k, c) in counters.iter().enumerate() {
+        let named: Vec<_> = stat::NAMES
+            .iter()
+            .zip(c)
+            .filter(|(_, v)| **v != 0)
+            .collect();
+        eprintln!("be{}: {named:?}", k + 1);
+        assert_eq!(c[stat::IN_SYN_DATA_DROPPED as usize], 0, "be{}", k + 1);
+        assert_eq!(c[stat::REWRITE_FAILED as usize], 0, "be{}", k + 1);
+        assert_eq!(c[stat::IN_SYN_BAD_TAG as usize], 0, "be{}", k + 1);
+        assert!(
+            c[stat::IN_SYN_DATA_ACCEPTED as usize] >= rounds,
+            "be{}: every SYN' carried its request",
+            k + 1
+        );
+    }
+    // be1 and be2 took every request in one turn: no SYN/ACK' left them.
+    for c in &counters[..2] {
+        assert!(c[stat::OUT_SYN_ACK_ABSORBED as usize] >= rounds, "{c:?}");
+        assert_eq!(c[stat::OUT_SYN_ACK_TO_FRONTEND as usize], 0, "{c:?}");
+        assert_eq!(c[stat::OUT_COPY_TO_FRONTEND as usize], 0, "{c:?}");
+    }
+    // be3 fell back: its SYN/ACK's went to the front-end, which sent the requests.
+    let be3 = &counters[2];
+    assert_eq!(be3[stat::OUT_SYN_ACK_ABSORBED as usize], 0, "{be3:?}");
+    assert!(
+        be3[stat::OUT_SYN_ACK_TO_FRONTEND as usize] >= rounds,
+        "{be3:?}"
+    );
+
+    // The agents said which back-end cannot take one-turn handoffs.
+    let logs: Vec<String> = backends.into_iter().map(|(d, _)| d.stop()).collect();
+    assert!(!logs[0].contains("event=fast_open_off"), "{}", logs[0]);
+    assert!(
+        logs[2].contains("level=warn event=fast_open_off") && logs[2].contains("missing=0x202"),
+        "{}",
+        logs[2]
+    );
+
+    let log = frontend.stop();
+    let number = |key| support::logged_number(&log, "frontend_stats", key);
+    let (in_syn, after, fast) = (
+        number("requests_in_syn"),
+        number("requests_after_syn_ack"),
+        number("handoffs_confirmed_by_fast_path"),
+    );
+    eprintln!(
+        "front-end: requests_in_syn={in_syn} requests_after_syn_ack={after} \
+         handoffs_confirmed_by_fast_path={fast}"
+    );
+    let handoffs = number("handoffs_completed");
+    assert_eq!(in_syn, handoffs, "every request rode in the SYN'");
+    assert!(after >= rounds, "be3's fallbacks");
+    assert!(
+        after <= be3[stat::OUT_SYN_ACK_TO_FRONTEND as usize],
+        "only be3 fell back"
+    );
+    let one_turn: u64 = counters[..2]
+        .iter()
+        .map(|c| c[stat::OUT_SYN_ACK_ABSORBED as usize])
+        .sum();
+    assert!(
+        fast >= one_turn,
+        "one-turn handoffs are confirmed by the client's ACK of the answer, noticed in XDP"
+    );
+}
