@@ -55,9 +55,15 @@ impl BackendFlow {
     /// The server's SYN/ACK' acknowledged the SYN''s data (a one-turn handoff taken by
     /// TCP Fast Open's server path) and was dropped on the back-end: the front-end learns
     /// of the handoff from the client's acknowledgement of the answer. Set with
-    /// [`BackendFlow::CONFIRMED`], so that no answer is copied to the front-end either;
-    /// a retransmitted SYN/ACK' is dropped too (docs/design.md, "The one-turn handoff").
+    /// [`BackendFlow::CONFIRMED`], so that no answer is copied to the front-end either
+    /// (docs/design.md, "The one-turn handoff").
     pub const SYN_ACK_ABSORBED: u32 = 1 << 3;
+    /// The server retransmitted its absorbed SYN/ACK' (the client resent its request,
+    /// whose acknowledgement rode on the absorbed one, and the front-end sent the SYN'
+    /// again; or the server's timer): the first retransmission goes to the front-end,
+    /// the proof that this back-end has the request, so that a slow application is not
+    /// taken for a dead back-end. Later ones are dropped.
+    pub const SYN_ACK_REPEATED: u32 = 1 << 4;
     /// Where [`BackendFlow::syn_data_len`] sits in `state`.
     const SYN_DATA_SHIFT: u32 = 16;
 
@@ -283,10 +289,14 @@ pub mod stat {
     /// segment dropped (the front-end needs it not; the client must never see it).
     pub const OUT_SYN_ACK_ABSORBED: u32 = 23;
     /// A SYN/ACK' retransmitted by a server whose first was absorbed (its handshake not
-    /// yet completed by the client's acknowledgement of the answer): dropped.
+    /// yet completed by the client's acknowledgement of the answer), after the first
+    /// such retransmission went to the front-end (`SYN_ACK_REPEATED`): dropped.
     pub const OUT_SYN_ACK_REPEAT_DROPPED: u32 = 24;
+    /// The first retransmission of an absorbed SYN/ACK': sent to the front-end (also
+    /// counted in `OUT_SYN_ACK_TO_FRONTEND`), the proof that the server has the request.
+    pub const OUT_SYN_ACK_REPEAT_TO_FRONTEND: u32 = 25;
     /// Number of counters.
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 26;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -315,6 +325,7 @@ pub mod stat {
         "in_syn_data_accepted",
         "out_syn_ack_absorbed",
         "out_syn_ack_repeat_dropped",
+        "out_syn_ack_repeat_to_frontend",
     ];
 }
 

@@ -499,10 +499,18 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         match value.syn_ack_fate(u32::from_be_bytes(seg.ack)) {
             SynAckFate::ToFrontend => {}
             SynAckFate::Absorbed => {
-                if value.state & BackendFlow::SYN_ACK_ABSORBED != 0 {
-                    // The server retransmits it: the client has not yet acknowledged
-                    // the answer, which completes the server's handshake.
+                if value.state & BackendFlow::SYN_ACK_REPEATED != 0 {
+                    // Retransmitted again: the front-end has had its proof.
                     return Some(Verdict::Drop(stat::OUT_SYN_ACK_REPEAT_DROPPED));
+                }
+                if value.state & BackendFlow::SYN_ACK_ABSORBED != 0 {
+                    // The server retransmits it: the client resent its request (whose
+                    // acknowledgement rode on the absorbed one) and the front-end the
+                    // SYN', or the server's timer fired. This one goes to the front-end
+                    // below, translated, as the proof that the server has the request.
+                    count(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND);
+                    // SAFETY: a map value pointer, valid for this program run.
+                    unsafe { (*flow).state |= BackendFlow::SYN_ACK_REPEATED };
                 }
                 // Noted in the map, not in a variable: the SYN/ACK' rewrite below
                 // then walks the same paths for either fate (the egress's verifier
@@ -566,7 +574,8 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         let absorbed = unsafe {
             (*flow).translation = value.translation;
             (*flow).state |= value.state_after_syn_ack(seg.flags);
-            (*flow).state & BackendFlow::SYN_ACK_ABSORBED != 0
+            (*flow).state & (BackendFlow::SYN_ACK_ABSORBED | BackendFlow::SYN_ACK_REPEATED)
+                == BackendFlow::SYN_ACK_ABSORBED
         };
         if absorbed {
             // The server took the request with the SYN' (one-turn handoff): the

@@ -839,12 +839,29 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
             flow.state & 0xffff,
             BackendFlow::SYN_ACK_ABSORBED | BackendFlow::CONFIRMED
         );
-        // Retransmitted: dropped, counted apart, the entry as it was.
+        // Retransmitted (the client resent its request, the front-end its SYN'): the
+        // first repeat goes to the front-end, translated (the proof the server has the
+        // request), later ones are dropped; the translation stays as it was.
+        let (verdict, out) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(&out[..6], &FE_MAC, "to the front-end");
+        let p = parse(&out);
+        assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
+        assert_eq!(
+            (p.tcp.seq_number, p.tcp.ack_number),
+            (ISN_F, after_request),
+            "in the front-end's terms"
+        );
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND), 1);
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 1);
         let (verdict, _) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
         assert_eq!(verdict, TC_ACT_SHOT);
         assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_DROPPED), 1);
         assert_eq!(module.stat(stat::OUT_SYN_ACK_ABSORBED), 1);
-        assert_eq!(module.flow().unwrap(), flow);
+        let repeated = module.flow().unwrap();
+        assert_eq!(repeated.translation, flow.translation);
+        assert_eq!(repeated.state, flow.state | BackendFlow::SYN_ACK_REPEATED);
+        let flow = repeated;
         // The answer, sent in SYN-RECV: translated for the client, no copy.
         let response = server_segment(
             ISN_B + 1,
