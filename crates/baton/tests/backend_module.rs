@@ -861,7 +861,6 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
         let repeated = module.flow().unwrap();
         assert_eq!(repeated.translation, flow.translation);
         assert_eq!(repeated.state, flow.state | BackendFlow::SYN_ACK_REPEATED);
-        let flow = repeated;
         // The answer, sent in SYN-RECV: translated for the client, no copy.
         let response = server_segment(
             ISN_B + 1,
