@@ -31,6 +31,10 @@ pub const DEFAULT_NAME: &str = "baton";
 
 /// The virtual IP: the router sends it to `fe`.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// A second virtual IP beside [`VIP`], for a front-end serving several services. `lab up`
+/// leaves it unassigned: whoever uses it adds it on `fe`'s `lo` and routes it to
+/// [`FE_ADDR`] on the router, as `lab up` does for the first.
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 /// The client's network, between `client` and `router`.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const ROUTER_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -113,8 +117,14 @@ pub const fn backend_addr(k: u8) -> Ipv4Addr {
 /// A MAC address derived from an IPv4 address (locally administered, `02:ba:70:` then
 /// the address's last three bytes), so a capture shows who is who without a lookup.
 pub fn mac_for(addr: Ipv4Addr) -> String {
+    let [a, b, c, d, e, f] = mac_octets(addr);
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// [`mac_for`] as bytes, for a hand-made frame.
+pub const fn mac_octets(addr: Ipv4Addr) -> [u8; 6] {
     let [_, b, c, d] = addr.octets();
-    format!("02:ba:70:{b:02x}:{c:02x}:{d:02x}")
+    [0x02, 0xba, 0x70, b, c, d]
 }
 
 /// One interface of the addressing plan.

@@ -19,7 +19,7 @@ use aya::{
     maps::{Array, HashMap, PerCpuArray, ProgramArray},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
-use baton::{backend::AgentConfig, netns};
+use baton::{backend::AgentConfig, lab, netns};
 use baton_common::{
     backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat},
     handoff_option::{HandoffBinding, HandoffOption},
@@ -36,12 +36,13 @@ const TC_ACT_PIPE: u32 = 3;
 const TC_ACT_SHOT: u32 = 2;
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const CLIENT: [u8; 4] = [198, 18, 0, 2];
-const BACKEND: [u8; 4] = [198, 18, 1, 11];
-const VIP: [u8; 4] = [198, 18, 2, 1];
-const FE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x02];
-const BE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x0b];
-const ROUTER_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x01];
+// The lab's plan (the module reads only what its configuration and the frames say).
+const CLIENT: [u8; 4] = lab::CLIENT_ADDR.octets();
+const BACKEND: [u8; 4] = lab::backend_addr(1).octets();
+const VIP: [u8; 4] = lab::VIP.octets();
+const FE_MAC: [u8; 6] = lab::mac_octets(lab::FE_ADDR);
+const BE_MAC: [u8; 6] = lab::mac_octets(lab::backend_addr(1));
+const ROUTER_MAC: [u8; 6] = lab::mac_octets(lab::ROUTER_LAN_ADDR);
 const CLIENT_PORT: u16 = 40_000;
 const KEY: [u8; 16] = *b"baton-test-key-0";
 // Near the top of the sequence space, so the test crosses 2^32.
@@ -55,8 +56,11 @@ const WS_B: u8 = 9;
 
 fn agent_config() -> AgentConfig {
     AgentConfig::parse(&format!(
-        "interface = \"eth0\"\nvip = \"198.18.2.1:80\"\nfrontend_mac = \"02:ba:70:12:01:02\"\n\
+        "interface = \"eth0\"\nvip = \"{}:{}\"\nfrontend_mac = \"{}\"\n\
          handoff_key = \"{}\"\n",
+        lab::VIP,
+        lab::HTTP_PORT,
+        lab::mac_for(lab::FE_ADDR),
         KEY.iter().map(|b| format!("{b:02x}")).collect::<String>()
     ))
     .unwrap()
@@ -256,7 +260,7 @@ fn forged_or_replayed_handoff_syns_are_dropped_and_counted() {
         let (verdict, _) = module.run("backend_ingress", &syn_prime(forged).bytes());
         assert_eq!(verdict, TC_ACT_SHOT);
         // Signed for another back-end: the tag binds the destination.
-        let elsewhere = handoff_option().encode(&key, &binding([198, 18, 1, 12]));
+        let elsewhere = handoff_option().encode(&key, &binding(lab::backend_addr(2).octets()));
         let (verdict, _) = module.run("backend_ingress", &syn_prime(elsewhere).bytes());
         assert_eq!(verdict, TC_ACT_SHOT);
         // Signed with another key.

@@ -27,56 +27,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
-    Daemon, FRONTEND_CONFIG, LabGuard, baton, config_file, lab_guard, ok, served_by, stdout,
-    wait_for_log,
-};
+use baton::lab::{FE_ADDR, HTTP_PORT, HTTPS_PORT, VIP, VIP2};
+use support::{Cluster, FRONTEND_CONFIG, backend_at, baton, ok, served_by, stdout, wait_for_log};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btdi"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
 
-/// The lab with three back-ends, each with its agent, and the front-end. Dropped in
-/// field order: the front-end, the agents, then the lab.
-struct Cluster {
-    frontend: Daemon,
-    _backends: Vec<Daemon>,
-    _guard: LabGuard,
-}
-
-/// A lab with the agents started by `agents` and a front-end with `frontend`.
-fn cluster_with(
-    test: &str,
-    frontend: &str,
-    agents: impl FnOnce() -> Vec<Daemon>,
-    before_frontend: impl FnOnce(),
-) -> Option<Cluster> {
-    let guard = lab_guard(&LAB, &SERIAL, test)?;
-    ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let backends = agents();
-    before_frontend();
-    let frontend = support::start_frontend(&LAB, "fe", frontend);
-    Some(Cluster {
-        frontend,
-        _backends: backends,
-        _guard: guard,
-    })
-}
-
+/// The lab with three back-ends, each with its agent, and a front-end with `frontend`.
 fn cluster(test: &str, frontend: &str) -> Option<Cluster> {
-    cluster_with(
-        test,
-        frontend,
-        || {
-            support::start_backends(&LAB, 3, "")
-                .into_iter()
-                .map(|(d, _)| d)
-                .collect()
-        },
-        || {},
-    )
+    Cluster::builder(&LAB, &SERIAL, test)
+        .frontend(frontend)
+        .up()
 }
 
 /// curl on `client` for `url` with `args`; the response head.
@@ -113,30 +76,9 @@ fn with_dispatch(port: u16, dispatch: &str) -> String {
     format!("{daemon}\n{dispatch}")
 }
 
-/// The VIP and port of the lab's TLS service.
-const VIP_TLS: &str = "198.18.2.1:443";
-
-/// A back-end agent on each `beK` of `agents`, answering as its service (`VIP:PORT`).
-fn agents_answering_as(agents: &[(usize, &str)]) -> Vec<Daemon> {
-    agents
-        .iter()
-        .map(|&(k, vip)| {
-            let text = support::backend_config(&LAB, k)
-                .replace("vip = \"198.18.2.1:80\"", &format!("vip = \"{vip}\""));
-            assert!(text.contains(vip));
-            let path = config_file(
-                &LAB,
-                &format!("be{k}-{}", vip.replace([':', '.'], "-")),
-                &text,
-            );
-            Daemon::start(
-                &LAB,
-                &format!("be{k}"),
-                &["backend", "--config", path.to_str().unwrap()],
-                "event=attached ",
-            )
-        })
-        .collect()
+/// The lab's TLS service: the VIP, HTTPS port.
+fn vip_tls() -> String {
+    format!("{VIP}:{HTTPS_PORT}")
 }
 
 /// Runs `nginx` on back-end `k` with the lab's configuration and `args`.
@@ -164,14 +106,14 @@ fn stop_nginx(k: usize) {
 fn health_says(log: &str, k: usize, state: &str) -> bool {
     log.lines().any(|l| {
         l.contains(" event=health ")
-            && l.contains(&format!(" backend=198.18.1.{}:", 10 + k))
+            && l.contains(&format!(" backend={}:", baton::lab::backend_addr(k as u8)))
             && l.contains(&format!(" backend_state={state} "))
     })
 }
 
 #[test]
 fn requests_are_routed_by_host_path_and_file_type() {
-    let Some(cluster) = cluster("routing by content", FRONTEND_CONFIG) else {
+    let Some(mut cluster) = cluster("routing by content", FRONTEND_CONFIG) else {
         return;
     };
     for (path, args, want) in [
@@ -200,7 +142,7 @@ fn requests_are_routed_by_host_path_and_file_type() {
     // A request the example routes nowhere else is served, byte-exact.
     support::assert_download_byte_exact(&LAB, VIP, "1M.bin");
 
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     for (rule, pool, request) in [
         ("images-host", "images", "\"GET / HTTP/1.1\""),
         ("api", "api", "\"GET /api/status.json HTTP/1.1\""),
@@ -219,7 +161,7 @@ fn requests_are_routed_by_host_path_and_file_type() {
 
 #[test]
 fn rules_match_the_path_nginx_resolves_and_unresolvable_paths_get_400() {
-    let Some(cluster) = cluster("path normalisation", FRONTEND_CONFIG) else {
+    let Some(mut cluster) = cluster("path normalisation", FRONTEND_CONFIG) else {
         return;
     };
     // curl resolves dot segments itself unless told not to; these must reach the VIP
@@ -246,7 +188,7 @@ fn rules_match_the_path_nginx_resolves_and_unresolvable_paths_get_400() {
         assert!(head.starts_with("HTTP/1.1 400"), "{path}: {head}");
         assert_eq!(served_by(&head), None, "{path}: {head}");
     }
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     assert_eq!(
         support::logged_number(&log, "frontend_stats", "responses_400"),
         3,
@@ -312,46 +254,51 @@ fn sni_rules_send_tls_clients_to_the_backend_their_name_dictates() {
     let names = ["v2.api.baton.test", "other.example"];
     let tls_dir = || PathBuf::from(format!("/run/{LAB}-lab/tls"));
     let frontend = with_dispatch(
-        443,
-        r#"[dispatch]
+        HTTPS_PORT,
+        &format!(
+            r#"[dispatch]
 default_pool = "be3"
 # Checked over plain HTTP on port 80: the pools' addresses are TLS ports.
 [dispatch.health]
 path = "/"
-port = 80
+port = {HTTP_PORT}
 interval_ms = 500
 [dispatch.pools.be1]
-backends = [{ address = "198.18.1.11:443" }]
+backends = [{{ address = "{be1}" }}]
 [dispatch.pools.be2]
-backends = [{ address = "198.18.1.12:443" }]
+backends = [{{ address = "{be2}" }}]
 [dispatch.pools.be3]
-backends = [{ address = "198.18.1.13:443" }]
+backends = [{{ address = "{be3}" }}]
 [[dispatch.rules]]
 name = "shop"
 pool = "be1"
-match = { sni = "shop.baton.test" }
+match = {{ sni = "shop.baton.test" }}
 [[dispatch.rules]]
 name = "api"
 pool = "be2"
-match = { sni = ["api.baton.test", "*.api.baton.test"] }
+match = {{ sni = ["api.baton.test", "*.api.baton.test"] }}
 "#,
+            be1 = backend_at(1, HTTPS_PORT),
+            be2 = backend_at(2, HTTPS_PORT),
+            be3 = backend_at(3, HTTPS_PORT),
+        ),
     );
     // The back-end module answers as VIP:443, where nginx serves TLS.
-    let agents = || agents_answering_as(&[(1, VIP_TLS), (2, VIP_TLS), (3, VIP_TLS)]);
-    let tls = || {
-        // `lab tls`: a certificate per back-end (CN=beK), signed by the lab's CA, with
-        // the names outside baton.test the test asks for.
-        let trust = baton::lab::Lab::named(&LAB)
-            .unwrap()
-            .enable_tls(&baton::lab::TlsCerts::PerBackend {
-                names: names.map(String::from).to_vec(),
-            })
-            .unwrap();
-        assert_eq!(trust, tls_dir().join("ca.pem"));
-    };
-    let Some(cluster) = cluster_with("SNI routing", &frontend, agents, tls) else {
+    let vip_tls = vip_tls();
+    let agents = [(1, &*vip_tls), (2, &vip_tls), (3, &vip_tls)];
+    // `lab tls`: a certificate per back-end (CN=beK), signed by the lab's CA, with the
+    // names outside baton.test the test asks for.
+    let Some(mut cluster) = Cluster::builder(&LAB, &SERIAL, "SNI routing")
+        .agents_answering_as(&agents)
+        .tls(baton::lab::TlsCerts::PerBackend {
+            names: names.map(String::from).to_vec(),
+        })
+        .frontend(&frontend)
+        .up()
+    else {
         return;
     };
+    assert_eq!(cluster.tls_ca.as_ref(), Some(&tls_dir().join("ca.pem")));
     let cacert = tls_dir().join("ca.pem");
     let cacert = cacert.to_str().unwrap();
     for (name, want) in [
@@ -442,7 +389,7 @@ match = { sni = ["api.baton.test", "*.api.baton.test"] }
         .unwrap()
         .to_owned();
     assert_eq!(sums.split_whitespace().next(), Some(want.as_str()));
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     assert!(
         log.contains("request=\"TLS sni=v2.api.baton.test\" rule=api pool=be2 "),
         "{log}"
@@ -460,10 +407,10 @@ fn health_checks_take_a_stopped_backend_out_and_all_down_gives_the_503() {
         .replace("interval_ms = 1000", "interval_ms = 300")
         .replace("timeout_ms = 500", "timeout_ms = 200");
     assert!(config.contains("interval_ms = 300") && config.contains("fall = 2"));
-    let Some(cluster) = cluster("health checks", &config) else {
+    let Some(mut cluster) = cluster("health checks", &config) else {
         return;
     };
-    let daemon = &cluster.frontend;
+    let daemon = cluster.frontend();
     assert_eq!(spread("/", &[], 6).len(), 3, "all three serve at first");
 
     // be2's nginx stops: its host refuses connections, and two checks later (600 ms,
@@ -517,7 +464,7 @@ fn health_checks_take_a_stopped_backend_out_and_all_down_gives_the_503() {
         health_says(log, 1, "up")
     });
     assert_eq!(spread("/", &[], 3), BTreeMap::from([("be1".into(), 3)]));
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     assert!(log.contains(" event=unavailable "), "{log}");
     assert!(
         log.contains("reason=\"connect: Connection refused (os error 111)\""),
@@ -527,10 +474,10 @@ fn health_checks_take_a_stopped_backend_out_and_all_down_gives_the_503() {
 
 #[test]
 fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes_nothing() {
-    let Some(cluster) = cluster("reload", FRONTEND_CONFIG) else {
+    let Some(mut cluster) = cluster("reload", FRONTEND_CONFIG) else {
         return;
     };
-    let daemon = &cluster.frontend;
+    let daemon = cluster.frontend();
     let path = PathBuf::from(format!("/run/{LAB}-lab/fe.toml"));
     let running = std::fs::read_to_string(&path).unwrap();
     assert_eq!(backend_for("/api/", &[]), "be2");
@@ -562,12 +509,18 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
     });
 
     // The new rules: images on be3, the API on be1.
-    let images = "[dispatch.pools.images]\nbackends = [{ address = \"198.18.1.11:80\" }]";
-    let api = "policy = \"least_connections\"\nbackends = [{ address = \"198.18.1.12:80\" }]";
-    assert!(running.contains(images) && running.contains(api));
+    let on = |k| {
+        format!(
+            "backends = [{{ address = \"{}\" }}]",
+            backend_at(k, HTTP_PORT)
+        )
+    };
+    let images = |k| format!("[dispatch.pools.images]\n{}", on(k));
+    let api = |k| format!("policy = \"least_connections\"\n{}", on(k));
+    assert!(running.contains(&images(1)) && running.contains(&api(2)));
     let new = running
-        .replace(images, &images.replace("1.11:", "1.13:"))
-        .replace(api, &api.replace("1.12:", "1.11:"));
+        .replace(&images(1), &images(3))
+        .replace(&api(2), &api(1));
     std::fs::write(&path, &new).unwrap();
     let out = stdout(&mut baton(
         &LAB,
@@ -617,10 +570,10 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
     assert_eq!(backend_for("/img/", &[]), "be3");
 
     // Settings a running daemon cannot change are reported; the rules still apply.
-    let images_now = images.replace("1.11:", "1.13:");
+    let images_now = images(3);
     let restart = new
         .replace("handoff_rto_ms = 200", "handoff_rto_ms = 300")
-        .replace(&images_now, &images.replace("1.11:", "1.12:"));
+        .replace(&images_now, &images(2));
     assert!(!restart.contains(&images_now) && restart.contains("handoff_rto_ms = 300"));
     std::fs::write(&path, &restart).unwrap();
     ok(&mut baton(
@@ -631,7 +584,7 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
         log.contains("event=reload_needs_restart fields=limits.handoff_rto_ms ")
     });
     assert_eq!(backend_for("/img/", &[]), "be2");
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     assert_eq!(log.matches(" event=reloaded ").count(), 2, "{log}");
 }
 
@@ -642,14 +595,19 @@ fn a_reload_changes_routing_for_new_connections_only_and_an_invalid_file_changes
 /// port 80's clients were reset.
 #[test]
 fn one_frontend_serves_http_and_https_on_two_vips() {
-    const VIP2: &str = "198.18.2.2";
+    let (vip_http, vip_tls, vip2_http) = (
+        format!("{VIP}:{HTTP_PORT}"),
+        vip_tls(),
+        format!("{VIP2}:{HTTP_PORT}"),
+    );
     // The example's `vip` and `port` lines become one `services` line.
+    let services = format!("services = [\"{vip_http}\", \"{vip_tls}\", \"{vip2_http}\"]");
     let frontend: String = FRONTEND_CONFIG
         .lines()
         .filter(|l| !l.starts_with("port ="))
         .map(|l| {
             if l.starts_with("vip =") {
-                "services = [\"198.18.2.1:80\", \"198.18.2.1:443\", \"198.18.2.2:80\"]"
+                services.as_str()
             } else {
                 l
             }
@@ -658,62 +616,60 @@ fn one_frontend_serves_http_and_https_on_two_vips() {
         .join("\n");
     assert!(frontend.contains("\nservices = [") && !frontend.contains("\nvip ="));
     let at = frontend.find("\n[dispatch]\n").unwrap();
-    let frontend = format!(
-        "{}\n{}",
-        &frontend[..at],
+    let dispatch = format!(
         r#"[dispatch]
 default_pool = "http1"
 [dispatch.health]
 path = "/"
-port = 80
+port = {HTTP_PORT}
 interval_ms = 500
 [dispatch.pools.http1]
-backends = [{ address = "198.18.1.11:80" }]
+backends = [{{ address = "{be1}" }}]
 [dispatch.pools.http2]
-backends = [{ address = "198.18.1.12:80" }]
+backends = [{{ address = "{be2}" }}]
 [dispatch.pools.tls]
-backends = [{ address = "198.18.1.13:443" }]
+backends = [{{ address = "{be3}" }}]
 [[dispatch.rules]]
 name = "tls"
 pool = "tls"
-match = { service = "*:443" }
+match = {{ service = "*:{HTTPS_PORT}" }}
 [[dispatch.rules]]
 name = "second_vip"
 pool = "http2"
-match = { service = "198.18.2.2:80" }
-"#
+match = {{ service = "{vip2_http}" }}
+"#,
+        be1 = backend_at(1, HTTP_PORT),
+        be2 = backend_at(2, HTTP_PORT),
+        be3 = backend_at(3, HTTPS_PORT),
     );
+    let frontend = format!("{}\n{dispatch}", &frontend[..at]);
     // One agent per back-end, each answering as its service: be1 as VIP:80, be2 as
     // VIP2:80, be3 as VIP:443 (nginx serves TLS there).
-    let agents =
-        || agents_answering_as(&[(1, "198.18.2.1:80"), (2, "198.18.2.2:80"), (3, VIP_TLS)]);
-    let before_frontend = || {
-        baton::lab::Lab::named(&LAB)
-            .unwrap()
-            .enable_tls(&baton::lab::TlsCerts::PerBackend { names: Vec::new() })
-            .unwrap();
+    let agents = [(1, &*vip_http), (2, &vip2_http), (3, &vip_tls)];
+    let second_vip = || {
         // The second VIP: on fe's `lo`, routed to fe by the router.
+        let (vip2, fe) = (format!("{VIP2}/32"), FE_ADDR.to_string());
         for (node, args) in [
-            (
-                "fe",
-                vec!["ip", "addr", "add", "198.18.2.2/32", "dev", "lo"],
-            ),
-            (
-                "router",
-                vec!["ip", "route", "add", "198.18.2.2/32", "via", "198.18.1.2"],
-            ),
+            ("fe", vec!["ip", "addr", "add", &vip2, "dev", "lo"]),
+            ("router", vec!["ip", "route", "add", &vip2, "via", &fe]),
         ] {
             let mut all = vec!["lab", "exec", node, "--"];
             all.extend(args);
             ok(&mut baton(&LAB, &all));
         }
     };
-    let Some(cluster) = cluster_with("several services", &frontend, agents, before_frontend) else {
+    let Some(mut cluster) = Cluster::builder(&LAB, &SERIAL, "several services")
+        .agents_answering_as(&agents)
+        .tls(baton::lab::TlsCerts::PerBackend { names: Vec::new() })
+        .before_frontend(second_vip)
+        .frontend(&frontend)
+        .up()
+    else {
         return;
     };
-    let ready = cluster.frontend.log_text();
+    let ready = cluster.frontend().log_text();
     assert!(
-        ready.contains("service=198.18.2.1:80,198.18.2.1:443,198.18.2.2:80"),
+        ready.contains(&format!("service={vip_http},{vip_tls},{vip2_http}")),
         "{ready}"
     );
     let cacert = format!("/run/{LAB}-lab/tls/ca.pem");
@@ -744,7 +700,7 @@ match = { service = "198.18.2.2:80" }
     // services were forwarded in XDP.
     let xdp = support::fastpath_counters(&LAB);
     assert!(xdp["forwarded"] > 0, "{xdp:?}");
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     for (rule, pool) in [
         ("tls", "tls"),
         ("second_vip", "http2"),

@@ -8,23 +8,15 @@
 
 use std::{process::Command, sync::Mutex};
 
+use baton::lab::{HTTP_PORT, VIP};
 use serde_json::Value;
-use support::{Daemon, LabGuard, baton, lab_guard, nstat, stdout};
+use support::{Cluster, FRONTEND_CONFIG, backend_at, baton, nstat, stdout};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btfp"));
 static SERIAL: Mutex<()> = Mutex::new(());
-use support::FRONTEND_CONFIG;
-const VIP: &str = "198.18.2.1";
 const MIB_100: u64 = 100 << 20;
-
-/// The lab with three back-ends, each with its agent, and the front-end.
-struct Cluster {
-    _backends: Vec<Daemon>,
-    frontend: Daemon,
-    _guard: LabGuard,
-}
 
 fn curl(args: &[&str]) -> String {
     support::curl(&LAB, args)
@@ -38,25 +30,14 @@ fn cluster(test: &str) -> Option<Cluster> {
     cluster_with(test, FRONTEND_CONFIG)
 }
 
-/// [`cluster`] with the front-end configured by `config` (the example's, edited).
+/// The lab with three back-ends, each with its agent, and the front-end configured by
+/// `config` (the example's, edited), its fast path attached.
 fn cluster_with(test: &str, config: &str) -> Option<Cluster> {
-    let guard = lab_guard(&LAB, &SERIAL, test)?;
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let backends = support::start_backends(&LAB, 3, "")
-        .into_iter()
-        .map(|(daemon, _)| daemon)
-        .collect();
-    let frontend = support::start_frontend(&LAB, "fe", config);
-    assert!(
-        frontend.log_text().contains("fast_path=xdp"),
-        "the fast path did not attach:\n{}",
-        frontend.log_text()
-    );
-    Some(Cluster {
-        _backends: backends,
-        frontend,
-        _guard: guard,
-    })
+    let cluster = Cluster::builder(&LAB, &SERIAL, test)
+        .frontend(config)
+        .up()?;
+    cluster.assert_fast_path_attached();
+    Some(cluster)
 }
 
 /// `fe`'s `eth0` counters (`ip -s -j link show`): rx bytes + tx bytes.
@@ -84,7 +65,7 @@ fn backends_nstat(counter: &str) -> u64 {
 
 #[test]
 fn the_fast_path_carries_a_download_and_the_cluster_stays_byte_exact() {
-    let Some(cluster) = cluster("fast path, routing and 100 MiB") else {
+    let Some(mut cluster) = cluster("fast path, routing and 100 MiB") else {
         return;
     };
     let csum_client = nstat(&LAB, "client", "TcpInCsumErrors");
@@ -128,7 +109,7 @@ fn the_fast_path_carries_a_download_and_the_cluster_stays_byte_exact() {
         "back-ends' checksum errors: the fast path's checksums are wrong"
     );
 
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     let handoffs = support::logged_number(&log, "frontend_stats", "handoffs_completed");
     let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
     let fast = support::logged_number(&log, "fastpath_counters", "forwarded");
@@ -169,35 +150,40 @@ fn the_fast_path_carries_a_download_and_the_cluster_stays_byte_exact() {
 
 #[test]
 fn with_the_fast_path_off_the_slow_path_still_forwards() {
-    let Some(guard) = lab_guard(&LAB, &SERIAL, "fast path off") else {
-        return;
-    };
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "1"]));
-    let _backend = support::start_backends(&LAB, 1, "");
     assert!(
         FRONTEND_CONFIG.contains("fast_path = true"),
         "the example turns it on"
     );
     // One back-end: the default pool keeps be1 alone.
-    let others = "    { address = \"198.18.1.12:80\", id = \"be2\" },\n    \
-                  { address = \"198.18.1.13:80\", id = \"be3\" },\n";
+    let others: String = [2, 3]
+        .map(|k| {
+            let at = backend_at(k, HTTP_PORT);
+            format!("    {{ address = \"{at}\", id = \"be{k}\" }},\n")
+        })
+        .concat();
     assert!(
-        FRONTEND_CONFIG.contains(others),
+        FRONTEND_CONFIG.contains(&others),
         "the example's default pool"
     );
     let fe_text = FRONTEND_CONFIG
         .replace("fast_path = true", "fast_path = false")
-        .replace(others, "");
-    let frontend = support::start_frontend(&LAB, "fe-off", &fe_text);
-    assert!(frontend.log_text().contains("fast_path=off"));
+        .replace(&others, "");
+    let Some(mut cluster) = Cluster::builder(&LAB, &SERIAL, "fast path off")
+        .backends(1)
+        .frontend_named("fe-off", &fe_text)
+        .up()
+    else {
+        return;
+    };
+    assert!(cluster.frontend().log_text().contains("fast_path=off"));
     assert_download_byte_exact("1M.bin");
-    let log = frontend.stop();
+    let log = cluster.stop_frontend();
     assert!(
         support::logged_number(&log, "frontend_stats", "packets_forwarded") > 10,
         "{log}"
     );
     assert!(!log.contains("event=fastpath_counters"), "{log}");
-    drop(guard);
+    drop(cluster);
 }
 
 /// wrk on `client` with `args`, its standard output.
@@ -284,7 +270,7 @@ fn assert_upload_byte_exact(name: &str, len: usize) {
 
 #[test]
 fn keep_alive_requests_are_forwarded_by_xdp() {
-    let Some(cluster) = cluster("keep-alive requests in XDP") else {
+    let Some(mut cluster) = cluster("keep-alive requests in XDP") else {
         return;
     };
     let csum_backends = backends_nstat("TcpInCsumErrors");
@@ -331,7 +317,7 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
         "complete checksums taken for partial ones: {grew:?}"
     );
     assert_eq!(grew["pass_bad_checksum"], 0, "{grew:?}");
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     let handoffs = support::logged_number(&log, "frontend_stats", "handoffs_completed");
     let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
     assert!(handoffs >= 1, "{log}");
@@ -359,7 +345,7 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
 fn client_replies_and_fins_are_forwarded_by_xdp_and_their_flows_still_close() {
     let config = FRONTEND_CONFIG.replace("[limits]\n", "[limits]\ntime_wait_ms = 500\n");
     assert_ne!(config, FRONTEND_CONFIG, "the example has no [limits]");
-    let Some(cluster) = cluster_with("client FINs in XDP", &config) else {
+    let Some(mut cluster) = cluster_with("client FINs in XDP", &config) else {
         return;
     };
     let before = fastpath_counters();
@@ -384,7 +370,7 @@ fn client_replies_and_fins_are_forwarded_by_xdp_and_their_flows_still_close() {
     // Past every grace period (0.5 s) and an activity scan (1 s).
     std::thread::sleep(std::time::Duration::from_secs(3));
     let grew = grown(&before, &fastpath_counters());
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     let core = |key| support::logged_number(&log, "frontend_stats", key);
     let book = |key| support::logged_number(&log, "fastpath_stats", key);
     let handoffs = core("handoffs_completed");
@@ -435,7 +421,7 @@ fn client_replies_and_fins_are_forwarded_by_xdp_and_their_flows_still_close() {
 
 #[test]
 fn an_upload_is_forwarded_by_xdp_and_arrives_byte_exact() {
-    let Some(cluster) = cluster("upload in XDP") else {
+    let Some(mut cluster) = cluster("upload in XDP") else {
         return;
     };
     const LEN: usize = 4 << 20;
@@ -466,7 +452,7 @@ fn an_upload_is_forwarded_by_xdp_and_arrives_byte_exact() {
         grew["pass_partial_checksum"] <= 1 + grew["forwarded"] / 100,
         "complete checksums taken for partial ones: {grew:?}"
     );
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
     // Segments that arrive between the back-end's answer and the fast path's entry
     // (installed when the handoff is confirmed) go up as `pass_no_flow`; how many depends
@@ -482,7 +468,7 @@ fn an_upload_is_forwarded_by_xdp_and_arrives_byte_exact() {
 
 #[test]
 fn a_client_sending_partial_checksums_is_served_by_the_slow_path() {
-    let Some(cluster) = cluster("partial checksums") else {
+    let Some(mut cluster) = cluster("partial checksums") else {
         return;
     };
     const REQUESTS: usize = 10;
@@ -519,7 +505,7 @@ fn a_client_sending_partial_checksums_is_served_by_the_slow_path() {
             >= REQUESTS - 2 + LEN / 1500,
         "{grew:?}"
     );
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     let slow = support::logged_number(&log, "frontend_stats", "packets_forwarded");
     assert!(
         slow as usize >= REQUESTS - 2 + LEN / 1500,
@@ -542,10 +528,10 @@ fn syns_are_answered_by_xdp_with_cookies_while_the_half_open_table_is_full() {
             "request_timeout_ms = 10000\nsyn_ack_rto_ms = 2000\nsyn_ack_retries = 2",
         );
     assert!(config.contains("max_half_open = 1\n") && config.contains("syn_ack_retries = 2"));
-    let Some(cluster) = cluster_with("SYN cookies from XDP", &config) else {
+    let Some(mut cluster) = cluster_with("SYN cookies from XDP", &config) else {
         return;
     };
-    let fe = &cluster.frontend;
+    let fe = cluster.frontend();
     let before = fastpath_counters();
     support::ok(&mut baton(
         &LAB,
@@ -556,8 +542,9 @@ fn syns_are_answered_by_xdp_with_cookies_while_the_half_open_table_is_full() {
             "--",
             env!("CARGO_BIN_EXE_synflood"),
             "--target",
-            &format!("{VIP}:80"),
+            &format!("{VIP}:{HTTP_PORT}"),
             "--sources",
+            // Spoofed sources: in the lab's range, owned by no node.
             "198.18.64.0/30",
             "--count",
             "1",
@@ -590,7 +577,7 @@ fn syns_are_answered_by_xdp_with_cookies_while_the_half_open_table_is_full() {
         |log| log.contains("event=syn_cookies state=released"),
     );
     eprintln!("released {released:?} after the last request");
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     let core = |key| support::logged_number(&log, "frontend_stats", key);
     eprintln!(
         "frontend_stats: syns_received={} syn_cookies_sent={} syn_cookies_accepted={} handoffs_completed={}",

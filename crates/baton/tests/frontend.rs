@@ -16,49 +16,35 @@
 use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    path::PathBuf,
     process::Command,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use support::{LabGuard, lab_guard, ok};
+use baton::lab::{HTTP_PORT, VIP};
+use support::{LabGuard, ok};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btfe"));
-const VIP: &str = "198.18.2.1";
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The lab's example configuration (three back-ends, path routes, default pool).
-const LAB_CONFIG: &str = include_str!("../../../examples/frontend-lab.toml");
+const LAB_CONFIG: &str = support::FRONTEND_CONFIG;
 
 fn baton(args: &[&str]) -> Command {
     support::baton(&LAB, args)
 }
 
-/// Takes the lock and brings up a fresh lab, or `None` when not root.
+/// Takes the lock and brings up a fresh lab (no daemons), or `None` when not root.
 fn lab_up(test: &str) -> Option<LabGuard> {
-    let guard = lab_guard(&LAB, &SERIAL, test)?;
-    ok(&mut baton(&["lab", "up", "--backends", "3"]));
-    Some(guard)
+    support::lab_up(&LAB, &SERIAL, test, 3)
 }
 
-/// A running `baton frontend` in `fe` with `config` (written under the lab's folder).
-struct Daemon;
-
-impl Daemon {
-    fn start(name: &str, config: &str) -> support::Daemon {
-        let path = PathBuf::from(format!("/run/{LAB}-lab/{name}.toml"));
-        // The example's pin folder is the default lab's: this lab's instead.
-        std::fs::write(&path, support::frontend_pins_in(&LAB, config)).unwrap();
-        support::Daemon::start(
-            &LAB,
-            "fe",
-            &["frontend", "--config", path.to_str().unwrap()],
-            "event=ready",
-        )
-    }
+/// A running `baton frontend` in `fe` with `config` (written under the lab's folder as
+/// `NAME.toml`, the example's pin folder moved to this lab's).
+fn start_frontend(name: &str, config: &str) -> support::Daemon {
+    support::start_frontend(&LAB, name, config)
 }
 
 /// The host TCP's count of RSTs sent in `fe`.
@@ -95,7 +81,7 @@ fn exchange(request: &[u8], timeout: Duration) -> (Vec<u8>, std::io::Result<()>,
     let request = request.to_vec();
     baton::netns::run_in(&ns, move || {
         let started = Instant::now();
-        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let target = SocketAddr::from((VIP, HTTP_PORT));
         let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
             .expect("the front-end completes the handshake");
         stream.set_read_timeout(Some(timeout)).unwrap();
@@ -118,7 +104,7 @@ fn frontend_completes_the_client_handshake_itself_and_keeps_the_host_tcp_out() {
     ok(&mut baton(&[
         "lab", "exec", "client", "--", "ethtool", "-K", "eth0", "tx", "on",
     ]));
-    let daemon = Daemon::start("handshake", LAB_CONFIG);
+    let daemon = start_frontend("handshake", LAB_CONFIG);
     assert!(
         nft_tables_in_fe().contains("table inet baton_fe"),
         "the nftables table is installed while the daemon runs"
@@ -188,7 +174,7 @@ fn frontend_answers_400_to_garbage() {
         return;
     };
     let rsts_before = fe_host_tcp_resets();
-    let daemon = Daemon::start("garbage", LAB_CONFIG);
+    let daemon = start_frontend("garbage", LAB_CONFIG);
     let (got, end, _) = exchange(b"\x01\x02\x03 not http\r\n\r\n", Duration::from_secs(5));
     let text = String::from_utf8_lossy(&got);
     assert!(end.is_ok(), "a clean close after the response: {end:?}");
@@ -226,7 +212,7 @@ fn frontend_answers_431_to_an_oversized_request_head() {
     let rsts_before = fe_host_tcp_resets();
     let config = LAB_CONFIG.replace("window_shift = 7", "window_shift = 0");
     assert_ne!(config, LAB_CONFIG, "the example sets window_shift");
-    let daemon = Daemon::start("oversized", &config);
+    let daemon = start_frontend("oversized", &config);
     assert_431();
     let log = daemon.stop();
     assert_eq!(
@@ -242,7 +228,7 @@ fn frontend_answers_431_with_window_scaling() {
     let Some(_lab) = lab_up("frontend 431, window scaling") else {
         return;
     };
-    let daemon = Daemon::start("oversized-ws", LAB_CONFIG);
+    let daemon = start_frontend("oversized-ws", LAB_CONFIG);
     assert_431();
     let log = daemon.stop();
     assert_eq!(
@@ -283,9 +269,10 @@ fn frontend_resets_the_client_when_no_backend_answers() {
     let rsts_before = fe_host_tcp_resets();
     // 198.18.1.99 is on the LAN but nobody has it: the SYN's go unanswered. Budget:
     // 100 + 200 + 400 ms of retransmissions, then no other candidate: reset.
-    let config = r#"
+    let config = &format!(
+        r#"
         interface = "eth0"
-        vip = "198.18.2.1"
+        vip = "{VIP}"
         handoff_key = "0123456789abcdef0123456789abcdef"
         drain_ms = 1000
         [limits]
@@ -294,9 +281,10 @@ fn frontend_resets_the_client_when_no_backend_answers() {
         [dispatch]
         default_pool = "dead"
         [dispatch.pools.dead]
-        backends = [{ address = "198.18.1.99:80" }]
-    "#;
-    let daemon = Daemon::start("dead-backend", config);
+        backends = [{{ address = "198.18.1.99:{HTTP_PORT}" }}]
+    "#
+    );
+    let daemon = start_frontend("dead-backend", config);
     let (got, end, elapsed) = exchange(
         b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n",
         Duration::from_secs(10),

@@ -8,21 +8,14 @@
 use std::sync::Mutex;
 
 use baton::backend::{AgentConfig, BackendModule};
+use baton::lab::{CLIENT_ADDR, HTTP_PORT, ROUTER_LAN_ADDR, VIP, backend_addr};
 use baton_common::backend::stat;
-use support::{Daemon, Frame, LabGuard, baton, lab_guard, nstat, send_raw, stdout};
+use support::{Cluster, Daemon, Frame, baton, nstat, send_raw, stdout};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btho"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
-
-/// The lab with three back-ends, each with its agent, and the front-end.
-struct Cluster {
-    backends: Vec<(Daemon, AgentConfig)>,
-    frontend: Daemon,
-    _guard: LabGuard,
-}
 
 fn curl(args: &[&str]) -> String {
     support::curl(&LAB, args)
@@ -32,21 +25,16 @@ fn assert_download_byte_exact(name: &str) {
     support::assert_download_byte_exact(&LAB, VIP, name);
 }
 
+/// The lab with three back-ends, each with its agent, and the front-end.
 fn cluster(test: &str) -> Option<Cluster> {
     cluster_with(test, "")
 }
 
 /// [`cluster`] with `extra` appended to every back-end's configuration.
 fn cluster_with(test: &str, extra: &str) -> Option<Cluster> {
-    let guard = lab_guard(&LAB, &SERIAL, test)?;
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let backends = support::start_backends(&LAB, 3, extra);
-    let frontend = support::start_frontend(&LAB, "fe", support::FRONTEND_CONFIG);
-    Some(Cluster {
-        backends,
-        frontend,
-        _guard: guard,
-    })
+    Cluster::builder(&LAB, &SERIAL, test)
+        .agent_extra(extra)
+        .up()
 }
 
 impl Cluster {
@@ -164,14 +152,14 @@ fn forged_handoff_syns_are_dropped_and_counted_and_never_reach_nginx() {
     // (routed through the router) and from another LAN host (the router's LAN address).
     let mut option = vec![254, 20];
     option.extend_from_slice(&[0x5a; 18]);
-    for (node, source) in [("client", [198, 18, 0, 2]), ("router", [198, 18, 1, 1])] {
+    for (node, source) in [("client", CLIENT_ADDR), ("router", ROUTER_LAN_ADDR)] {
         let mut options = vec![2, 4, 0x05, 0xb4, 4, 2, 1, 1, 1, 3, 3, 7];
         options.extend_from_slice(&option);
         let syn = Frame {
             src_mac: [0; 6],
             dst_mac: [0; 6],
-            src: (source, 45_678),
-            dst: ([198, 18, 1, 11], 80),
+            src: (source.octets(), 45_678),
+            dst: (backend_addr(1).octets(), HTTP_PORT),
             seq: 12345,
             ack: 0,
             flags: 0x02,
@@ -338,10 +326,9 @@ fn scopeguard(child: std::process::Child) -> ChildGuard {
 fn the_handoff_key_rotates_without_a_failed_connection() {
     const OLD: &str = "0123456789abcdef0123456789abcdef";
     const NEW: &str = "fedcba9876543210fedcba9876543210";
-    let Some(guard) = lab_guard(&LAB, &SERIAL, "key rotation") else {
+    let Some(guard) = support::lab_up(&LAB, &SERIAL, "key rotation", 1) else {
         return;
     };
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "1"]));
     let backend_text = |previous: bool| {
         let text = support::backend_config(&LAB, 1);
         assert!(text.contains(&format!("handoff_key = \"{OLD}\"")), "{text}");
@@ -472,8 +459,8 @@ fn set_tcp_ecn(node: &str, value: u8) {
 /// the iproute2 6.1 `ss` of these machines prints none of the option words (not even
 /// `ts` or `sack`) for the kernel's sockets, so the test asks the socket itself.
 const ECN_CLIENT: &str = r#"
-import hashlib, socket
-s = socket.create_connection(("198.18.2.1", 80))
+import hashlib, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s.sendall(b"GET /files/100M.bin HTTP/1.1\r\nHost: img.baton.test\r\nConnection: close\r\n\r\n")
 data = b""
 while b"\r\n\r\n" not in data:
@@ -489,12 +476,19 @@ while True:
 print(options, digest.hexdigest(), head.split(b"\r\n")[0].decode())
 "#;
 
-/// What [`ECN_CLIENT`] saw: `tcpi_options`, the body's SHA-256 and the status line.
+/// What [`ECN_CLIENT`] saw from the VIP: `tcpi_options`, the body's SHA-256 and the
+/// status line.
 fn ecn_download() -> (u8, String, String) {
     let out = stdout(&mut support::in_node(
         &LAB,
         "client",
-        &["python3", "-c", ECN_CLIENT],
+        &[
+            "python3",
+            "-c",
+            ECN_CLIENT,
+            &VIP.to_string(),
+            &HTTP_PORT.to_string(),
+        ],
     ));
     let mut words = out.split_whitespace();
     let options = words.next().unwrap().parse().unwrap();
@@ -517,7 +511,7 @@ const TCPI_OPT_ECN_SEEN: u8 = 16;
 /// the SYN').
 #[test]
 fn ecn_is_negotiated_end_to_end_through_the_handoff() {
-    let Some(cluster) = cluster("ECN through the handoff") else {
+    let Some(mut cluster) = cluster("ECN through the handoff") else {
         return;
     };
     let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
@@ -566,12 +560,7 @@ fn ecn_is_negotiated_end_to_end_through_the_handoff() {
     assert_eq!(c[stat::REWRITE_FAILED as usize], 0, "{c:?}");
     // No router of the lab marks CE, so nothing is dropped for it.
     assert_eq!(c[stat::IN_CE_DROPPED as usize], 0, "{c:?}");
-    let Cluster {
-        frontend,
-        backends: _backends,
-        _guard,
-    } = cluster;
-    let log = frontend.stop();
+    let log = cluster.stop_frontend();
     assert_eq!(
         support::logged_number(&log, "frontend_stats", "backend_terms_mismatch"),
         1,
@@ -587,11 +576,6 @@ fn ecn_is_negotiated_end_to_end_through_the_handoff() {
 /// then have it, as without cookies.
 #[test]
 fn ecn_is_granted_through_cookie_syn_acks_from_xdp() {
-    let Some(guard) = lab_guard(&LAB, &SERIAL, "ECN through XDP cookies") else {
-        return;
-    };
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let backends = support::start_backends(&LAB, 3, "");
     let config = support::FRONTEND_CONFIG
         .replace("max_half_open = 4096", "max_half_open = 1")
         .replace(
@@ -599,7 +583,12 @@ fn ecn_is_granted_through_cookie_syn_acks_from_xdp() {
             "request_timeout_ms = 10000\nsyn_ack_rto_ms = 2000\nsyn_ack_retries = 2",
         );
     assert!(config.contains("max_half_open = 1\n") && config.contains("syn_ack_retries = 2"));
-    let frontend = support::start_frontend(&LAB, "fe-cookies", &config);
+    let Some(mut cluster) = Cluster::builder(&LAB, &SERIAL, "ECN through XDP cookies")
+        .frontend_named("fe-cookies", &config)
+        .up()
+    else {
+        return;
+    };
     let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);
     let want = sums.lines().find(|l| l.ends_with(" 100M.bin")).unwrap();
     let want = want.split_whitespace().next().unwrap();
@@ -613,15 +602,16 @@ fn ecn_is_granted_through_cookie_syn_acks_from_xdp() {
             "--",
             env!("CARGO_BIN_EXE_synflood"),
             "--target",
-            &format!("{VIP}:80"),
+            &format!("{VIP}:{HTTP_PORT}"),
             "--sources",
+            // Spoofed sources: in the lab's range, owned by no node.
             "198.18.64.0/30",
             "--count",
             "1",
         ],
     ));
     support::wait_for_log(
-        &frontend,
+        cluster.frontend(),
         std::time::Duration::from_secs(5),
         "syn_cookies state=engaged",
         |log| log.contains("event=syn_cookies state=engaged"),
@@ -647,10 +637,9 @@ fn ecn_is_granted_through_cookie_syn_acks_from_xdp() {
         "be1 sends ECT: {options:#x}"
     );
     assert!(ect0 > 10_000, "nginx's segments arrived ECT(0): {ect0}");
-    let log = frontend.stop();
+    let log = cluster.stop_frontend();
     let core = |key| support::logged_number(&log, "frontend_stats", key);
     assert!(core("syn_cookies_accepted") >= 1);
     assert_eq!(core("backend_terms_mismatch"), 0);
-    drop(backends);
-    drop(guard);
+    drop(cluster);
 }

@@ -10,6 +10,7 @@ use std::{
     sync::Mutex,
 };
 
+use baton::lab::{VIP, backend_addr};
 use serde_json::Value;
 use support::{LabGuard, ok, stdout};
 
@@ -109,7 +110,7 @@ fn lab_comes_up_serves_each_backend_through_the_router_and_goes_down_clean() {
             .all(|n| n["up"] == true)
     );
 
-    for (k, addr) in [(1, "198.18.1.11"), (2, "198.18.1.12")] {
+    for (k, addr) in [1, 2].map(|k| (k, backend_addr(k))) {
         let page = curl(&["-i", &format!("http://{addr}/")]);
         assert!(page.contains(&format!("backend=be{k}")), "{page}");
         assert!(page.contains(&format!("X-Baton-Backend: be{k}")), "{page}");
@@ -117,7 +118,7 @@ fn lab_comes_up_serves_each_backend_through_the_router_and_goes_down_clean() {
         assert!(api.contains(&format!("\"backend\":\"be{k}\"")), "{api}");
     }
     // The data files arrive byte-exact and match the published checksums.
-    support::assert_download_byte_exact(&LAB, "198.18.1.12", "1M.bin");
+    support::assert_download_byte_exact(&LAB, backend_addr(2), "1M.bin");
     // The router sends the VIP to the front-end.
     ok(&mut baton(&[
         "lab",
@@ -127,7 +128,7 @@ fn lab_comes_up_serves_each_backend_through_the_router_and_goes_down_clean() {
         "ping",
         "-c1",
         "-W2",
-        "198.18.2.1",
+        &VIP.to_string(),
     ]));
 
     let nginx_pids: Vec<i32> = ["be1", "be2"]
@@ -179,7 +180,8 @@ fn builtin_server_serves_the_same_content() {
         "--server",
         "builtin",
     ]));
-    let page = curl(&["-i", "http://198.18.1.11/static/"]);
+    let be1 = backend_addr(1);
+    let page = curl(&["-i", &format!("http://{be1}/static/")]);
     assert!(page.contains("backend=be1"), "{page}");
     assert!(page.contains("X-Baton-Backend: be1"), "{page}");
     let missing = curl(&[
@@ -187,10 +189,10 @@ fn builtin_server_serves_the_same_content() {
         "/dev/null",
         "-w",
         "%{http_code}",
-        "http://198.18.1.11/nope",
+        &format!("http://{be1}/nope"),
     ]);
     assert_eq!(missing, "404");
-    support::assert_download_byte_exact(&LAB, "198.18.1.11", "1M.bin");
+    support::assert_download_byte_exact(&LAB, be1, "1M.bin");
     let status: Value =
         serde_json::from_str(&stdout(&mut baton(&["lab", "status", "--json"]))).unwrap();
     assert_eq!(status["server"], "builtin");
@@ -230,10 +232,9 @@ impl Drop for CounterProcess {
 
 #[test]
 fn ebpf_counter_matches_the_kernels_interface_counters() {
-    let Some(_guard) = lab_guard("eBPF counter") else {
+    let Some(_guard) = support::lab_up(&LAB, &SERIAL, "eBPF counter", 1) else {
         return;
     };
-    ok(&mut baton(&["lab", "up", "--backends", "1"]));
 
     let mut counter = CounterProcess(
         baton(&[
@@ -255,7 +256,8 @@ fn ebpf_counter_matches_the_kernels_interface_counters() {
     assert_eq!(attached["event"], "attached");
 
     let before = iface_stats("be1", "eth0");
-    curl(&["-o", "/dev/null", "http://198.18.1.11/files/1M.bin"]);
+    let be1 = backend_addr(1);
+    curl(&["-o", "/dev/null", &format!("http://{be1}/files/1M.bin")]);
     ok(&mut baton(&[
         "lab",
         "exec",
@@ -264,7 +266,7 @@ fn ebpf_counter_matches_the_kernels_interface_counters() {
         "ping",
         "-c5",
         "-i0.05",
-        "198.18.1.11",
+        &be1.to_string(),
     ]));
     let after = iface_stats("be1", "eth0");
 

@@ -14,55 +14,37 @@
 //!
 //! Root only (each test prints why it skipped otherwise); one test at a time.
 
-use std::{sync::Mutex, time::Duration};
+use std::{net::Ipv4Addr, sync::Mutex, time::Duration};
 
-use baton::bench::measure::WrkReport;
-use support::{Daemon, LabGuard, baton, lab_guard};
+use baton::{bench::measure::WrkReport, lab::VIP};
+use support::{Cluster, baton};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btld"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
 /// A small object every back-end serves, routed to `be1` by the example configuration.
 const PATH: &str = "/img/logo.svg";
-const DIRECT: &str = "198.18.1.12";
+/// The back-end the direct runs go to: not be1, which Baton sends everything to.
+const DIRECT: Ipv4Addr = baton::lab::backend_addr(2);
 /// The issue's duration for each run.
 const RUN: Duration = Duration::from_secs(30);
 
-struct Cluster {
-    _backends: Vec<Daemon>,
-    frontend: Daemon,
-    _guard: LabGuard,
-}
-
+/// The lab with two back-ends, each with its agent, and the example front-end with its
+/// fast path attached.
 fn cluster(test: &str) -> Option<Cluster> {
-    let guard = lab_guard(&LAB, &SERIAL, test)?;
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "2"]));
-    let backends = support::start_backends(&LAB, 2, "")
-        .into_iter()
-        .map(|(daemon, _)| daemon)
-        .collect();
-    let frontend = support::start_frontend(&LAB, "fe", support::FRONTEND_CONFIG);
-    assert!(
-        frontend.log_text().contains("fast_path=xdp"),
-        "the fast path did not attach:\n{}",
-        frontend.log_text()
-    );
+    let cluster = Cluster::builder(&LAB, &SERIAL, test).backends(2).up()?;
+    cluster.assert_fast_path_attached();
     // The route this test relies on: everything it sends lands on be1.
     let head = support::curl(&LAB, &["-D", "-", "-o", "/dev/null", &url(VIP)]);
     assert!(
         head.contains("X-Baton-Backend: be1"),
         "{PATH} is not routed to be1: {head}"
     );
-    Some(Cluster {
-        _backends: backends,
-        frontend,
-        _guard: guard,
-    })
+    Some(cluster)
 }
 
-fn url(host: &str) -> String {
+fn url(host: Ipv4Addr) -> String {
     format!("http://{host}{PATH}")
 }
 
@@ -74,7 +56,7 @@ struct WrkRun {
 }
 
 /// Runs wrk from `client`: 2 threads (the machine's cores), 32 connections.
-fn wrk(target: &str, close: bool) -> WrkRun {
+fn wrk(target: Ipv4Addr, close: bool) -> WrkRun {
     let duration = format!("{}s", RUN.as_secs());
     let mut args = vec![
         "lab",
@@ -106,7 +88,7 @@ fn parse_wrk(output: &str) -> WrkRun {
 
 /// One workload: Baton for [`RUN`], asserted clean, then the same run direct.
 fn run_workload(name: &str, close: bool) {
-    let Some(cluster) = cluster(name) else {
+    let Some(mut cluster) = cluster(name) else {
         return;
     };
     let baton_run = wrk(VIP, close);
@@ -114,7 +96,7 @@ fn run_workload(name: &str, close: bool) {
         baton_run.report.errors() == 0,
         "{name} through Baton was not clean:\n{}\nfront-end log tail:\n{}",
         baton_run.output,
-        tail(&cluster.frontend.log_text(), 40)
+        tail(&cluster.frontend().log_text(), 40)
     );
     assert!(
         baton_run.report.requests > 1000,
@@ -122,7 +104,7 @@ fn run_workload(name: &str, close: bool) {
         baton_run.report.requests,
         baton_run.output
     );
-    let log = cluster.frontend.stop();
+    let log = cluster.stop_frontend();
     let direct = wrk(DIRECT, close);
     eprintln!(
         "{name}, wrk -t2 -c32 -d{}s {PATH}:\n\

@@ -21,14 +21,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use baton::lab::{HTTP_PORT, VIP, backend_addr};
 use baton::metrics::{Sample, parse};
-use support::{baton, lab_guard, ok, served_by, stdout};
+use support::{Cluster, backend_at, baton, served_by, stdout};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btop"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
 const FE_METRICS: &str = "127.0.0.1:9180";
 const BE_METRICS: &str = "127.0.0.1:9181";
 
@@ -62,7 +62,7 @@ fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> u64 {
 /// `be2` -> `198.18.1.12:80`.
 fn address_of(node: &str) -> String {
     let k: u8 = node.trim_start_matches("be").parse().unwrap();
-    format!("198.18.1.{}:80", 10 + k)
+    backend_at(k, HTTP_PORT).to_string()
 }
 
 /// A logfmt field's value (quotes and escapes removed), or `None`.
@@ -87,15 +87,6 @@ fn field(line: &str, key: &str) -> Option<String> {
 
 #[test]
 fn metrics_status_and_access_log_follow_the_requests() {
-    let Some(_guard) = lab_guard(
-        &LAB,
-        &SERIAL,
-        "metrics_status_and_access_log_follow_the_requests",
-    ) else {
-        return;
-    };
-    ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let backends = support::start_backends(&LAB, 3, &format!("metrics = \"{BE_METRICS}\"\n"));
     let access_log = format!("/run/{LAB}-lab/access.log");
     let config = support::frontend_config(&LAB).replacen(
         "\nport = 80\n",
@@ -103,7 +94,16 @@ fn metrics_status_and_access_log_follow_the_requests() {
         1,
     );
     assert!(config.contains("access_log"), "the example has `port = 80`");
-    let frontend = support::start_frontend(&LAB, "fe", &config);
+    let Some(mut cluster) = Cluster::builder(
+        &LAB,
+        &SERIAL,
+        "metrics_status_and_access_log_follow_the_requests",
+    )
+    .agent_extra(&format!("metrics = \"{BE_METRICS}\"\n"))
+    .frontend(&config)
+    .up() else {
+        return;
+    };
     let config_path = format!("/run/{LAB}-lab/fe.toml");
 
     // Nothing handed off yet: the counters start at zero.
@@ -286,7 +286,7 @@ fn metrics_status_and_access_log_follow_the_requests() {
         ],
     ));
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(status["service"], "198.18.2.1:80", "{json}");
+    assert_eq!(status["service"], format!("{VIP}:{HTTP_PORT}"), "{json}");
     assert_eq!(status["handoffs"]["completed"], n, "{json}");
     let rows = status["backends"].as_array().unwrap();
     assert_eq!(rows.len(), 3, "{json}");
@@ -321,7 +321,9 @@ fn metrics_status_and_access_log_follow_the_requests() {
     assert!(
         table
             .lines()
-            .filter(|l| l.starts_with("198.18.1.1") && l.contains(" up "))
+            .filter(|l| {
+                (1..=3).any(|k| l.starts_with(&backend_addr(k).to_string())) && l.contains(" up ")
+            })
             .count()
             == 3,
         "{table}"
@@ -346,7 +348,11 @@ fn metrics_status_and_access_log_follow_the_requests() {
             Some(&*format!("GET {path} HTTP/1.1")),
             "{line}"
         );
-        assert_eq!(field(line, "host").as_deref(), Some(VIP), "{line}");
+        assert_eq!(
+            field(line, "host").as_deref(),
+            Some(&*VIP.to_string()),
+            "{line}"
+        );
         assert_eq!(field(line, "rule").as_deref(), Some(rule), "{line}");
         assert_eq!(
             field(line, "backend").as_deref(),
@@ -367,7 +373,7 @@ fn metrics_status_and_access_log_follow_the_requests() {
             "bash",
             "-c",
             &format!(
-                "exec 3<>/dev/tcp/{VIP}/80; printf 'garbage\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
+                "exec 3<>/dev/tcp/{VIP}/{HTTP_PORT}; printf 'garbage\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
             ),
         ],
     ));
@@ -414,7 +420,7 @@ fn metrics_status_and_access_log_follow_the_requests() {
     assert_eq!(code, "404");
 
     // The daemon gone, `status` says so.
-    frontend.stop();
+    cluster.stop_frontend();
     let out = baton(
         &LAB,
         &[
@@ -433,5 +439,5 @@ fn metrics_status_and_access_log_follow_the_requests() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is `baton frontend` running"), "{err}");
-    drop(backends);
+    drop(cluster);
 }

@@ -20,7 +20,6 @@ use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -30,63 +29,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use baton::bench::measure::WrkReport;
-use support::{Daemon, Frame, LabGuard, baton, lab_guard, stdout};
+use baton::{
+    bench::measure::WrkReport,
+    lab::{CLIENT_ADDR, FE_ADDR, HTTP_PORT, VIP, backend_addr, mac_for},
+};
+use support::{Cluster, Daemon, Frame, backend_at, baton, stdout};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btrl"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
-/// The front-end's own address: the health checks' traffic, which the loss rules spare.
-const FE_ADDR: &str = "198.18.1.2";
-
-struct Cluster {
-    backends: Vec<Daemon>,
-    frontend: Option<Daemon>,
-    config: PathBuf,
-    _guard: LabGuard,
-}
 
 /// Three back-ends with their agents and the example front-end, with `edit` applied to
-/// its configuration.
+/// its configuration (the health checks' traffic, from [`FE_ADDR`], is what the loss
+/// rules spare).
 fn cluster(test: &str, edit: impl Fn(String) -> String) -> Option<Cluster> {
-    let guard = lab_guard(&LAB, &SERIAL, test)?;
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let backends = support::start_backends(&LAB, 3, "")
-        .into_iter()
-        .map(|(daemon, _)| daemon)
-        .collect();
     let text = edit(support::frontend_config(&LAB));
-    let config = support::config_file(&LAB, "fe-reliability", &text);
-    let mut cluster = Cluster {
-        backends,
-        frontend: None,
-        config,
-        _guard: guard,
-    };
-    cluster.frontend = Some(cluster.start_frontend());
-    Some(cluster)
+    Cluster::builder(&LAB, &SERIAL, test)
+        .frontend_named("fe-reliability", &text)
+        .up()
 }
 
-impl Cluster {
-    fn start_frontend(&self) -> Daemon {
-        Daemon::start(
-            &LAB,
-            "fe",
-            &["frontend", "--config", self.config.to_str().unwrap()],
-            "event=ready",
-        )
-    }
-
-    fn frontend(&self) -> &Daemon {
-        self.frontend.as_ref().unwrap()
-    }
-
-    /// Stops the front-end (SIGTERM, drain) and returns its log.
-    fn stop_frontend(&mut self) -> String {
-        self.frontend.take().unwrap().stop()
-    }
+/// The VIP's HTTP service, where the clients connect.
+fn vip_http() -> SocketAddr {
+    SocketAddr::from((VIP, HTTP_PORT))
 }
 
 fn lab_exec(node: &str, args: &[&str]) -> String {
@@ -108,7 +74,7 @@ struct Outcome {
 
 /// One request on a connection of its own, from the current (client) namespace.
 fn one_request(path: &str, timeout: Duration) -> Result<String, String> {
-    let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let target = vip_http();
     let mut stream =
         TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(timeout)).unwrap();
@@ -409,7 +375,7 @@ fn loss_on_the_lan_fails_no_request() {
             if let Err(e) = &o.result
                 && let Some(port) = e.rsplit("port ").next().filter(|p| p.ends_with(')'))
             {
-                let client = format!("client=198.18.0.2:{}", port.trim_end_matches(')'));
+                let client = format!("client={CLIENT_ADDR}:{}", port.trim_end_matches(')'));
                 for line in log.lines().filter(|l| l.contains(&client)) {
                     eprintln!("    {line}");
                 }
@@ -474,7 +440,10 @@ fn a_port_reused_after_a_lost_fin_copy_connects() {
     // Drop the back-end's FIN copies to the front-end (to fe's MAC, from the VIP).
     bridge_rule(
         "baton_fin",
-        "ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & fin == fin counter drop",
+        &format!(
+            "ether daddr {} ip saddr {VIP} tcp flags & fin == fin counter drop",
+            mac_for(FE_ADDR)
+        ),
     );
     for attempt in 1..=2 {
         let (code, error) =
@@ -507,7 +476,10 @@ fn a_flow_handed_off_and_closed_in_one_round_leaves_no_fast_path_entry() {
     // Everything the back-ends send fe's MAC from the VIP but the SYN/ACK'.
     bridge_rule(
         "baton_copies",
-        "ether daddr 02:ba:70:12:01:02 ip saddr 198.18.2.1 tcp flags & syn == 0 counter drop",
+        &format!(
+            "ether daddr {} ip saddr {VIP} tcp flags & syn == 0 counter drop",
+            mac_for(FE_ADDR)
+        ),
     );
     let raw = RawPeer::open();
     let port = RAW_PORTS.0 + 50;
@@ -701,7 +673,7 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     let killed = Instant::now();
-    let from_be1 = "failed_backend=198.18.1.11:80";
+    let from_be1 = &format!("failed_backend={}", backend_at(1, HTTP_PORT));
     let retries_before = count_in_log(&cluster.frontend().log_text(), from_be1);
     // Watch the log: when the health check takes be1 down, and when the last retry away
     // from it happens.
@@ -723,8 +695,10 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
         }
         if down_after.is_none()
             && log.lines().any(|l| {
-                l.contains("event=health backend=198.18.1.11:80")
-                    && l.contains("backend_state=down")
+                l.contains(&format!(
+                    "event=health backend={}",
+                    backend_at(1, HTTP_PORT)
+                )) && l.contains("backend_state=down")
             })
         {
             down_after = Some(killed.elapsed());
@@ -884,7 +858,7 @@ fn restarts_under_load_keep_established_connections() {
     thread::sleep(Duration::from_secs(3));
 
     // The back-end agent restarts: the programs and pinned maps stay.
-    let agent = cluster.backends.remove(0);
+    let (agent, config) = cluster.backends.remove(0);
     let agent_log = agent.stop();
     assert!(agent_log.contains(" event=exit "), "{agent_log}");
     let path = support::config_file(&LAB, "be1-again", &support::backend_config(&LAB, 1));
@@ -893,12 +867,15 @@ fn restarts_under_load_keep_established_connections() {
     // and swaps them into the pinned links.
     cluster.backends.insert(
         0,
-        Daemon::start_within(
-            &LAB,
-            "be1",
-            &["backend", "--config", path.to_str().unwrap()],
-            "event=reattached ",
-            Duration::from_secs(30),
+        (
+            Daemon::start_within(
+                &LAB,
+                "be1",
+                &["backend", "--config", path.to_str().unwrap()],
+                "event=reattached ",
+                Duration::from_secs(30),
+            ),
+            config,
         ),
     );
     let agent_at = started.elapsed();
@@ -1012,7 +989,7 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
         &[
             env!("CARGO_BIN_EXE_synflood"),
             "--target",
-            &format!("{VIP}:80"),
+            &format!("{VIP}:{HTTP_PORT}"),
             "--sources",
             "198.18.64.0/18",
             "--seconds",
@@ -1105,9 +1082,11 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
 
 #[test]
 fn the_flooder_refuses_addresses_outside_the_benchmarking_range() {
+    let vip = vip_http().to_string();
+    // Each has an address outside 198.18.0.0/15 (the lab's VIP is inside, its sources not).
     for args in [
         &["--target", "10.0.0.1:80", "--seconds", "1"][..],
-        &["--target", "198.18.2.1:80", "--sources", "192.168.0.0/16"][..],
+        &["--target", &vip, "--sources", "192.168.0.0/16"][..],
         &["--target", "8.8.8.8:53"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_synflood"))
@@ -1126,7 +1105,7 @@ fn the_flooder_refuses_addresses_outside_the_benchmarking_range() {
 // 5. Bad input
 
 /// The client's address, for hand-made connections whose answers it must see.
-const CLIENT: [u8; 4] = [198, 18, 0, 2];
+const CLIENT: [u8; 4] = CLIENT_ADDR.octets();
 /// Ports of hand-made connections: the client's kernel has no socket there and would
 /// reset every answer; an nftables rule in `client` drops those resets (the kernel's
 /// have TTL 64; ours are sent with 65 and pass).
@@ -1198,7 +1177,7 @@ impl RawPeer {
             src_mac: [0; 6],
             dst_mac: [0; 6],
             src: (CLIENT, port),
-            dst: ([198, 18, 2, 1], 80),
+            dst: (VIP.octets(), HTTP_PORT),
             seq,
             ack,
             flags,
@@ -1231,7 +1210,7 @@ impl RawPeer {
             }
             let p = &buf[..n as usize];
             let ihl = usize::from(p[0] & 0x0f) * 4;
-            if p.len() < ihl + 20 || p[12..16] != [198, 18, 2, 1] {
+            if p.len() < ihl + 20 || p[12..16] != VIP.octets() {
                 continue;
             }
             let t = &p[ihl..];
@@ -1294,7 +1273,7 @@ fn exchange(chunks: &[&[u8]], gap: Duration) -> (Vec<u8>, Result<(), ErrorKind>,
     let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
     baton::netns::run_in(&format!("{LAB}-client"), move || {
         let started = Instant::now();
-        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let target = vip_http();
         let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
@@ -1547,7 +1526,7 @@ fn bad_input_gets_its_documented_outcome_and_leaves_nothing_behind() {
         src_mac: [0; 6],
         dst_mac: [0; 6],
         src: (CLIENT, port + 1),
-        dst: ([198, 18, 1, 11], 80),
+        dst: (backend_addr(1).octets(), HTTP_PORT),
         seq: 79,
         ack: 0,
         flags: SYN,
@@ -1654,7 +1633,7 @@ struct KeepAlive {
 
 impl KeepAlive {
     fn open() -> Self {
-        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let target = vip_http();
         let stream = baton::netns::run_in(&format!("{LAB}-client"), || {
             TcpStream::connect_timeout(&target, Duration::from_secs(10))
         })
@@ -1731,8 +1710,8 @@ impl KeepAlive {
         let frame = Frame {
             src_mac: [0; 6],
             dst_mac: [0; 6],
-            src: ([198, 18, 0, 2], self.port),
-            dst: ([198, 18, 2, 1], 80),
+            src: (CLIENT, self.port),
+            dst: (VIP.octets(), HTTP_PORT),
             seq,
             ack: if flags & 0x10 != 0 { 12_345 } else { 0 },
             flags,
@@ -1806,7 +1785,7 @@ fn blind_resets_fins_and_syns_end_no_connection() {
     }
 
     // Before the handoff: a head in two parts, an in-window RST between them.
-    let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let target = vip_http();
     let mut early = baton::netns::run_in(&format!("{LAB}-client"), || {
         TcpStream::connect_timeout(&target, Duration::from_secs(10))
     })

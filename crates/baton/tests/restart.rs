@@ -27,13 +27,13 @@ use std::{
 };
 
 use baton::frontend::fastpath;
-use support::{Daemon, LabGuard, baton, lab_guard, nstat, stdout};
+use baton::lab::VIP;
+use support::{Cluster, Daemon, baton, nstat, stdout};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btrs"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
 const INTERFACE: &str = "eth0";
 /// 100 MiB at 20 MiB/s: five seconds, plenty of room for a restart in the middle.
 const RATE: &str = "20M";
@@ -47,21 +47,9 @@ enum Stop {
     Kill,
 }
 
-/// The lab with three back-ends and their agents; the front-end's configuration.
-struct Cluster {
-    backends: Vec<Daemon>,
-    config: PathBuf,
-    pin_dir: PathBuf,
-    _guard: LabGuard,
-}
-
+/// The lab with three back-ends and their agents; the front-end's configuration
+/// written, the front-end not started.
 fn cluster(test: &str) -> Option<Cluster> {
-    let guard = lab_guard(&LAB, &SERIAL, test)?;
-    support::ok(&mut baton(&LAB, &["lab", "up", "--backends", "3"]));
-    let backends = support::start_backends(&LAB, 3, "")
-        .into_iter()
-        .map(|(daemon, _)| daemon)
-        .collect();
     // A short drain, so that SIGTERM ends the daemon in the middle of the download, and
     // a short grace period, so that closed flows leave the table soon after they end (but
     // longer than the drain, so that the short request's is still there at the stop).
@@ -76,35 +64,28 @@ fn cluster(test: &str) -> Option<Cluster> {
         text.contains("drain_ms = 300") && text.contains("time_wait_ms = 3000"),
         "the example changed: {text}"
     );
-    let pin_dir = PathBuf::from(support::frontend_pin_dir(&LAB));
     assert!(
-        text.contains(&format!("pin_dir = \"{}\"", pin_dir.display())),
+        text.contains(&format!("pin_dir = \"{}\"", pin_dir().display())),
         "the example sets pin_dir"
     );
-    Some(Cluster {
-        backends,
-        config: support::config_file(&LAB, "fe-restart", &text),
-        pin_dir,
-        _guard: guard,
-    })
+    Cluster::builder(&LAB, &SERIAL, test)
+        .frontend_named("fe-restart", &text)
+        .frontend_not_started()
+        .up()
+}
+
+/// The front-end's pin folder in this lab.
+fn pin_dir() -> PathBuf {
+    PathBuf::from(support::frontend_pin_dir(&LAB))
 }
 
 impl Cluster {
-    fn start_frontend(&self) -> Daemon {
-        Daemon::start(
-            &LAB,
-            "fe",
-            &["frontend", "--config", self.config.to_str().unwrap()],
-            "event=ready",
-        )
-    }
-
     fn flows(&self) -> usize {
-        fastpath::pinned_flow_count(&self.pin_dir, INTERFACE).expect("the pinned flow table")
+        fastpath::pinned_flow_count(&pin_dir(), INTERFACE).expect("the pinned flow table")
     }
 
     fn pins(&self) -> PathBuf {
-        baton::pins::Pins::frontend(&self.pin_dir, INTERFACE)
+        baton::pins::Pins::frontend(&pin_dir(), INTERFACE)
             .dir()
             .to_path_buf()
     }
@@ -339,7 +320,7 @@ fn restart_mid_download(test: &str, stop: Stop) {
             env!("CARGO_BIN_EXE_baton"),
             "frontend",
             "--config",
-            cluster.config.to_str().unwrap(),
+            cluster.frontend_config.to_str().unwrap(),
             "--detach",
         ],
     ));
@@ -350,16 +331,12 @@ fn restart_mid_download(test: &str, stop: Stop) {
     );
     assert!(!cluster.pins().exists(), "pins left: {said}");
     // Only what the kernel puts in every BPF filesystem (`maps.debug`, `progs.debug`).
-    let left: Vec<String> = std::fs::read_dir(&cluster.pin_dir)
+    let left: Vec<String> = std::fs::read_dir(pin_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| !name.ends_with(".debug"))
         .collect();
-    assert!(
-        left.is_empty(),
-        "left in {}: {left:?}",
-        cluster.pin_dir.display()
-    );
+    assert!(left.is_empty(), "left in {}: {left:?}", pin_dir().display());
     assert!(!nft_table_in_fe(), "the nftables table is gone: {said}");
 }
 
@@ -474,7 +451,7 @@ fn a_second_daemon_is_refused_and_a_killed_ones_successor_starts() {
 
     // The same for a back-end agent: a second one on be1 with be1's file.
     let be1 = format!("/run/{}-lab/be1.toml", &*LAB);
-    let agent_pid = cluster.backends[0].pid();
+    let agent_pid = cluster.backends[0].0.pid();
     let err = second_daemon_refused("be1", &["backend", "--config", &be1]);
     eprintln!("second agent: {err}");
     assert!(
@@ -494,7 +471,7 @@ fn a_second_daemon_is_refused_and_a_killed_ones_successor_starts() {
         "{}",
         next.log_text()
     );
-    cluster.backends.remove(0).kill();
+    cluster.backends.remove(0).0.kill();
     let agent = Daemon::start(
         &LAB,
         "be1",

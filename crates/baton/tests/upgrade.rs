@@ -27,13 +27,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Daemon, baton, lab_guard};
+use baton::lab::VIP;
+use support::{Daemon, baton};
 
 mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("btup"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
 const BACKENDS: usize = 3;
 /// The longest wrk may run; it is stopped (SIGINT: it reports and exits) once every swap
 /// is done. A back-end's swap takes 5 to 20 s under this load on two cores, nearly all
@@ -138,14 +138,14 @@ fn assert_clean(name: &str, run: Reaped) -> u64 {
 
 #[test]
 fn programs_replaced_under_load_without_errors() {
-    let Some(_guard) = lab_guard(&LAB, &SERIAL, "programs_replaced_under_load_without_errors")
-    else {
+    let Some(_guard) = support::lab_up(
+        &LAB,
+        &SERIAL,
+        "programs_replaced_under_load_without_errors",
+        BACKENDS as u8,
+    ) else {
         return;
     };
-    support::ok(&mut baton(
-        &LAB,
-        &["lab", "up", "--backends", &BACKENDS.to_string()],
-    ));
     // As `support::start_backends`, with room for the verifier on a busy machine.
     let agent = |k: usize, ready: &str| {
         let path = support::config_file(&LAB, &format!("be{k}"), &support::backend_config(&LAB, k));

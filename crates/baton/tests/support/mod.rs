@@ -6,12 +6,15 @@
 use std::{
     fmt,
     fs::{self, File},
+    net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::{LazyLock, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
+
+use baton::lab::{HTTP_PORT, VIP, backend_addr};
 
 /// A test binary's lab name: a prefix and the process id, so that test runs going on at
 /// the same time (a developer's and CI's, say) never share namespaces or files.
@@ -99,6 +102,22 @@ pub fn lab_guard(lab: &'static str, serial: &'static Mutex<()>, test: &str) -> O
     Some(guard)
 }
 
+/// [`lab_guard`], then `lab up` with `backends` back-ends: a fresh lab for a test that
+/// starts its daemons itself ([`Cluster`] starts them too).
+pub fn lab_up(
+    lab: &'static str,
+    serial: &'static Mutex<()>,
+    test: &str,
+    backends: u8,
+) -> Option<LabGuard> {
+    let guard = lab_guard(lab, serial, test)?;
+    ok(&mut baton(
+        lab,
+        &["lab", "up", "--backends", &backends.to_string()],
+    ));
+    Some(guard)
+}
+
 /// A `baton` daemon running inside a lab node, its standard error kept in a file; killed
 /// on drop if not stopped.
 pub struct Daemon {
@@ -176,24 +195,41 @@ pub fn backend_config(lab: &str, k: usize) -> String {
     )
 }
 
+/// A back-end agent and the configuration it runs with.
+pub type Agent = (Daemon, baton::backend::AgentConfig);
+
+/// Starts `baton backend` on `beK` with configuration `text` (written as `NAME.toml`)
+/// and waits for it to attach.
+fn start_agent(lab: &str, k: usize, name: &str, text: &str) -> Agent {
+    let path = config_file(lab, name, text);
+    let daemon = Daemon::start(
+        lab,
+        &format!("be{k}"),
+        &["backend", "--config", path.to_str().unwrap()],
+        "event=attached ",
+    );
+    (daemon, baton::backend::AgentConfig::parse(text).unwrap())
+}
+
 /// Starts `baton backend` on be1..beN of a lab that is up, each with the example
 /// configuration plus `extra`; returns the daemons and their parsed configurations.
-pub fn start_backends(
-    lab: &str,
-    n: usize,
-    extra: &str,
-) -> Vec<(Daemon, baton::backend::AgentConfig)> {
+pub fn start_backends(lab: &str, n: usize, extra: &str) -> Vec<Agent> {
     (1..=n)
-        .map(|k| {
-            let text = backend_config(lab, k) + extra;
-            let path = config_file(lab, &format!("be{k}"), &text);
-            let daemon = Daemon::start(
-                lab,
-                &format!("be{k}"),
-                &["backend", "--config", path.to_str().unwrap()],
-                "event=attached ",
-            );
-            (daemon, baton::backend::AgentConfig::parse(&text).unwrap())
+        .map(|k| start_agent(lab, k, &format!("be{k}"), &(backend_config(lab, k) + extra)))
+        .collect()
+}
+
+/// A back-end agent on each `beK` of `agents`, answering as its service (`VIP:PORT`)
+/// instead of the example's.
+pub fn start_agents_answering_as(lab: &str, agents: &[(usize, &str)]) -> Vec<Agent> {
+    let example = format!("vip = \"{VIP}:{HTTP_PORT}\"");
+    agents
+        .iter()
+        .map(|&(k, service)| {
+            let text = backend_config(lab, k).replace(&example, &format!("vip = \"{service}\""));
+            assert!(text.contains(service), "the example has `{example}`");
+            let name = format!("be{k}-{}", service.replace([':', '.'], "-"));
+            start_agent(lab, k, &name, &text)
         })
         .collect()
 }
@@ -251,7 +287,7 @@ pub fn status_from_port(lab: &str, port: u16, url: &str, max_s: u32) -> (String,
 
 /// Downloads `http://ADDR/files/NAME` on `client` and checks it against the back-ends'
 /// published SHA256SUMS: the bytes arrived exactly.
-pub fn assert_download_byte_exact(lab: &str, addr: &str, name: &str) {
+pub fn assert_download_byte_exact(lab: &str, addr: Ipv4Addr, name: &str) {
     let sums = curl(lab, &[&format!("http://{addr}/files/SHA256SUMS")]);
     let fetch = format!("curl -sS -m 60 http://{addr}/files/{name} | sha256sum");
     let got = stdout(&mut baton(
@@ -520,4 +556,192 @@ pub fn fastpath_counters(lab: &str) -> std::collections::HashMap<&'static str, u
         .enumerate()
         .map(|(i, name)| (*name, stats.get(&(i as u32), 0).unwrap().iter().sum()))
         .collect()
+}
+
+/// Back-end `k`'s address and `port`, as configurations name it (`198.18.1.11:80`).
+pub fn backend_at(k: u8, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(backend_addr(k), port)
+}
+
+/// What a cluster test brings up before its own steps: a fresh lab, back-end agents and
+/// a front-end, each waited for. [`Cluster::builder`] gives the common case (three back-ends
+/// with the example agent configuration, the example front-end); the builder's methods
+/// change what differs. Everything it started ends with it: the daemons (killed unless a
+/// test stopped them), then the lab ([`LabGuard`]).
+pub struct ClusterBuilder<'a> {
+    lab: &'static str,
+    serial: &'static Mutex<()>,
+    test: &'a str,
+    backends: u8,
+    agents: Agents<'a>,
+    tls: Option<baton::lab::TlsCerts>,
+    before_frontend: Option<Box<dyn FnOnce() + 'a>>,
+    frontend_name: &'a str,
+    frontend: Option<String>,
+    start_frontend: bool,
+}
+
+/// Which agents a [`ClusterBuilder`] starts.
+enum Agents<'a> {
+    /// On every back-end, the example configuration plus these lines.
+    Example(String),
+    /// On each `beK` listed, answering as the service beside it.
+    AnsweringAs(&'a [(usize, &'a str)]),
+}
+
+/// A lab with back-end agents and (unless the builder said otherwise) a front-end, all
+/// running. Dropped in field order: the front-end, the agents, then the lab.
+pub struct Cluster {
+    /// The front-end, while it runs; see [`Cluster::frontend`].
+    pub frontend: Option<Daemon>,
+    /// The agents, be1's first (or in the order the builder listed them).
+    pub backends: Vec<Agent>,
+    /// The front-end's configuration file, to start it again with [`Cluster::start_frontend`].
+    pub frontend_config: PathBuf,
+    /// The CA that signs the back-ends' certificates, when the builder enabled TLS.
+    pub tls_ca: Option<PathBuf>,
+    lab: &'static str,
+    _guard: LabGuard,
+}
+
+impl Cluster {
+    /// The common cluster of test `test` in lab `lab`, holding `serial` while it lives.
+    pub fn builder<'a>(
+        lab: &'static str,
+        serial: &'static Mutex<()>,
+        test: &'a str,
+    ) -> ClusterBuilder<'a> {
+        ClusterBuilder {
+            lab,
+            serial,
+            test,
+            backends: 3,
+            agents: Agents::Example(String::new()),
+            tls: None,
+            before_frontend: None,
+            frontend_name: "fe",
+            frontend: None,
+            start_frontend: true,
+        }
+    }
+
+    /// The running front-end.
+    pub fn frontend(&self) -> &Daemon {
+        self.frontend.as_ref().expect("the front-end runs")
+    }
+
+    /// Stops the front-end (SIGTERM, drain) and returns its whole log.
+    pub fn stop_frontend(&mut self) -> String {
+        self.frontend.take().expect("the front-end runs").stop()
+    }
+
+    /// Starts a front-end with the cluster's configuration file and waits until it is
+    /// ready; the caller keeps it.
+    pub fn start_frontend(&self) -> Daemon {
+        Daemon::start(
+            self.lab,
+            "fe",
+            &[
+                "frontend",
+                "--config",
+                self.frontend_config.to_str().unwrap(),
+            ],
+            "event=ready",
+        )
+    }
+
+    /// Fails the test unless the front-end's XDP fast path attached.
+    pub fn assert_fast_path_attached(&self) {
+        let log = self.frontend().log_text();
+        assert!(
+            log.contains("fast_path=xdp"),
+            "the fast path did not attach:\n{log}"
+        );
+    }
+}
+
+impl<'a> ClusterBuilder<'a> {
+    /// How many back-ends the lab has (3 unless told).
+    pub fn backends(mut self, n: u8) -> Self {
+        self.backends = n;
+        self
+    }
+
+    /// Lines appended to every agent's configuration.
+    pub fn agent_extra(mut self, extra: &str) -> Self {
+        self.agents = Agents::Example(extra.to_owned());
+        self
+    }
+
+    /// Agents only on the `beK` listed, each answering as its service (`VIP:PORT`).
+    pub fn agents_answering_as(mut self, agents: &'a [(usize, &'a str)]) -> Self {
+        self.agents = Agents::AnsweringAs(agents);
+        self
+    }
+
+    /// `lab tls` with `certs` once the agents run, before the front-end starts.
+    pub fn tls(mut self, certs: baton::lab::TlsCerts) -> Self {
+        self.tls = Some(certs);
+        self
+    }
+
+    /// Runs `step` once the agents run (and TLS is on), before the front-end starts.
+    pub fn before_frontend(mut self, step: impl FnOnce() + 'a) -> Self {
+        self.before_frontend = Some(Box::new(step));
+        self
+    }
+
+    /// The front-end's configuration (the example's pin folder moved to this lab's).
+    pub fn frontend(self, config: &str) -> Self {
+        self.frontend_named("fe", config)
+    }
+
+    /// [`Self::frontend`], written as `NAME.toml` in the lab's folder.
+    pub fn frontend_named(mut self, name: &'a str, config: &str) -> Self {
+        self.frontend_name = name;
+        self.frontend = Some(config.to_owned());
+        self
+    }
+
+    /// Writes the front-end's configuration but leaves starting it to the test.
+    pub fn frontend_not_started(mut self) -> Self {
+        self.start_frontend = false;
+        self
+    }
+
+    /// Brings it all up, or `None` (with the reason printed) when not root.
+    pub fn up(self) -> Option<Cluster> {
+        let guard = lab_up(self.lab, self.serial, self.test, self.backends)?;
+        let backends = match self.agents {
+            Agents::Example(extra) => start_backends(self.lab, self.backends.into(), &extra),
+            Agents::AnsweringAs(agents) => start_agents_answering_as(self.lab, agents),
+        };
+        let tls_ca = self.tls.map(|certs| {
+            baton::lab::Lab::named(self.lab)
+                .unwrap()
+                .enable_tls(&certs)
+                .unwrap()
+        });
+        if let Some(step) = self.before_frontend {
+            step();
+        }
+        let text = self.frontend.as_deref().unwrap_or(FRONTEND_CONFIG);
+        let frontend_config = config_file(
+            self.lab,
+            self.frontend_name,
+            &frontend_pins_in(self.lab, text),
+        );
+        let mut cluster = Cluster {
+            frontend: None,
+            backends,
+            frontend_config,
+            tls_ca,
+            lab: self.lab,
+            _guard: guard,
+        };
+        if self.start_frontend {
+            cluster.frontend = Some(cluster.start_frontend());
+        }
+        Some(cluster)
+    }
 }
