@@ -10,6 +10,7 @@
 use std::sync::Mutex;
 
 use baton::backend::BackendModule;
+use baton::lab::VIP;
 use baton_common::backend::stat;
 use support::{baton, in_node, lab_guard, stdout};
 
@@ -17,7 +18,6 @@ mod support;
 
 static LAB: support::LabName = support::LabName::new(|| support::unique("bt1t"));
 static SERIAL: Mutex<()> = Mutex::new(());
-const VIP: &str = "198.18.2.1";
 
 /// `GET path` through the VIP: status line and the back-end that answered.
 fn get(path: &str) -> (String, String) {
