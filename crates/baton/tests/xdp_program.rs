@@ -45,7 +45,7 @@ const XDP_TX: u32 = 3;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const CLIENT: [u8; 4] = [198, 18, 0, 2];
-const VIP: [u8; 4] = [198, 18, 2, 1];
+const VIP: [u8; 4] = baton::lab::VIP.octets();
 const BACKEND: [u8; 4] = [198, 18, 1, 11];
 const FE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x02];
 const BE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x0b];
