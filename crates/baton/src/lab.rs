@@ -38,6 +38,8 @@ pub const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 /// The client's network, between `client` and `router`.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const ROUTER_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The router's interface on the client's link (`eth0`; `eth1` faces the LAN).
+pub const ROUTER_CLIENT_LINK: &str = "eth0";
 /// The cluster LAN, on the bridge.
 pub const ROUTER_LAN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const FE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -407,7 +409,7 @@ impl Lab {
             ],
         )
         .context("turning the client's checksum offload off")?;
-        addr_up(&router, "eth0", ROUTER_CLIENT_ADDR, 24)?;
+        addr_up(&router, ROUTER_CLIENT_LINK, ROUTER_CLIENT_ADDR, 24)?;
         netns::ip(&[
             "-n",
             &client,

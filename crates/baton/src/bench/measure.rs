@@ -291,6 +291,24 @@ pub fn median(values: &[f64]) -> Option<f64> {
 }
 
 #[cfg(test)]
+mod frame_tests {
+    use super::*;
+
+    #[test]
+    fn tx_packets_sum_the_ports_not_the_bridge_or_loopback() {
+        let json = r#"[
+            {"ifname":"lo","link_type":"loopback","stats64":{"tx":{"packets":7}}},
+            {"ifname":"br","link_type":"ether","linkinfo":{"info_kind":"bridge"},"stats64":{"tx":{"packets":100}}},
+            {"ifname":"p-fe","link_type":"ether","linkinfo":{"info_kind":"veth"},"stats64":{"tx":{"packets":30}}},
+            {"ifname":"p-be1","link_type":"ether","linkinfo":{"info_kind":"veth"},"stats64":{"tx":{"packets":12}}}
+        ]"#;
+        assert_eq!(parse_tx_packets(json).unwrap(), 42);
+        assert!(parse_tx_packets("{}").is_err());
+        assert!(parse_tx_packets(r#"[{"ifname":"x"}]"#).is_err());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -441,4 +459,28 @@ Transfer/sec:      6.41MB
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
     }
+}
+
+/// Packets sent (`stats64.tx.packets`) by every interface in `ip -j -s link show`'s output
+/// except the loopback and bridge devices themselves: in the LAN's namespace, the frames
+/// its bridge delivered out of its ports (each frame once per port it left by, which is
+/// once for a unicast frame); in the client's, the frames it put on its link.
+pub fn parse_tx_packets(json: &str) -> anyhow::Result<u64> {
+    let links: serde_json::Value =
+        serde_json::from_str(json).context("`ip -j -s link show`: not JSON")?;
+    let links = links
+        .as_array()
+        .context("`ip -j -s link show`: not a list")?;
+    let mut total = 0;
+    for link in links {
+        let name = link["ifname"].as_str().unwrap_or("");
+        let kind = link["linkinfo"]["info_kind"].as_str().unwrap_or("");
+        if name == "lo" || kind == "bridge" || link["link_type"].as_str() == Some("loopback") {
+            continue;
+        }
+        total += link["stats64"]["tx"]["packets"]
+            .as_u64()
+            .with_context(|| format!("`ip -j -s link show`: no tx packets for {name}"))?;
+    }
+    Ok(total)
 }

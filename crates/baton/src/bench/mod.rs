@@ -291,10 +291,11 @@ impl Bench<'_> {
         self.wrk(&small, false, p.warm_up_s)?;
         let pid = running.frontend.as_ref().map(systems::Daemon::pid);
 
-        let (before, host_before) = (self.cpu(pid)?, host()?);
+        let (before, host_before, frames_before) = (self.cpu(pid)?, host()?, self.frames()?);
         let close = self.wrk(&small, true, p.duration_s)?;
         let close_host = host_cpu(host()?.since(host_before));
         let close_cpu = self.cpu(pid)?.since(before);
+        let close_frames = self.frames()?.since(frames_before);
         self.check_stop()?;
 
         let (before, host_before) = (self.cpu(pid)?, host()?);
@@ -315,6 +316,7 @@ impl Bench<'_> {
             close,
             close_cpu,
             close_host,
+            close_frames,
             keep_alive,
             keep_alive_cpu,
             keep_alive_host,
@@ -467,6 +469,40 @@ impl Bench<'_> {
             bail!("{program} {} failed ({status}): {out}{err}", args.join(" "));
         }
         Ok(out)
+    }
+
+    /// Frames sent so far on the lab's LAN (out of the bridge's ports) and on the
+    /// client's link (by the client and by the router towards it).
+    fn frames(&self) -> anyhow::Result<report::Frames> {
+        let tx = |node: Node| -> anyhow::Result<u64> {
+            measure::parse_tx_packets(&systems::output_in(
+                self.lab,
+                node,
+                Path::new("ip"),
+                &["-j", "-s", "-d", "link", "show"],
+            )?)
+        };
+        let client = tx(Node::Client)?;
+        // The router's side of the client's link: the only interface of the router's
+        // that faces the client (its other one is a port on the LAN).
+        let router = measure::parse_tx_packets(&systems::output_in(
+            self.lab,
+            Node::Router,
+            Path::new("ip"),
+            &[
+                "-j",
+                "-s",
+                "-d",
+                "link",
+                "show",
+                "dev",
+                lab::ROUTER_CLIENT_LINK,
+            ],
+        )?)?;
+        Ok(report::Frames {
+            lan: tx(Node::Lan)?,
+            client_link: client + router,
+        })
     }
 
     /// The front-end's CPU so far: its process's ticks and its programs' run time.

@@ -69,6 +69,8 @@ pub struct Sample {
     pub close: WrkReport,
     pub close_cpu: Option<Cpu>,
     pub close_host: Option<HostCpu>,
+    /// Frames during (a), on the LAN and on the client's link.
+    pub close_frames: Frames,
     pub keep_alive: WrkReport,
     pub keep_alive_cpu: Option<Cpu>,
     pub keep_alive_host: Option<HostCpu>,
@@ -76,6 +78,24 @@ pub struct Sample {
     pub large_cpu: Option<Cpu>,
     /// Median time to first byte over the round's sequential requests.
     pub ttfb_ms: f64,
+}
+
+/// Frames sent on the lab's LAN (out of the bridge's ports) and on the client's link
+/// (both ways), counted from the interfaces' packet counters.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Frames {
+    pub lan: u64,
+    pub client_link: u64,
+}
+
+impl Frames {
+    /// What was sent since `before`.
+    pub fn since(self, before: Frames) -> Frames {
+        Frames {
+            lan: self.lan.saturating_sub(before.lan),
+            client_link: self.client_link.saturating_sub(before.client_link),
+        }
+    }
 }
 
 /// A figure over the rounds: the median and the range.
@@ -123,6 +143,9 @@ pub struct Summary {
     pub cpu_us_per_request_keep_alive: Option<CpuPer>,
     pub cpu_ms_per_gb: Option<CpuPer>,
     pub ttfb_ms: Spread,
+    /// Frames per request during (a): on the LAN, and on the client's link.
+    pub lan_frames_per_request_close: Option<Spread>,
+    pub client_frames_per_request_close: Option<Spread>,
 }
 
 /// A CPU figure per unit of work, with its parts (medians of each, over the rounds, so
@@ -215,6 +238,12 @@ pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
                     1e3,
                 ),
                 ttfb_ms: spread(|x| x.ttfb_ms)?,
+                lan_frames_per_request_close: host_spread(&s, |x| {
+                    Some(x.close_frames.lan as f64 / x.close.requests as f64)
+                }),
+                client_frames_per_request_close: host_spread(&s, |x| {
+                    Some(x.close_frames.client_link as f64 / x.close.requests as f64)
+                }),
             })
         })
         .collect()
@@ -371,6 +400,25 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
              the lab's bridge and router share them), per request. Where the host is near fully \
              busy, req/s vs direct is about direct's host CPU per request over the system's.\n\n",
         );
+        if close {
+            md.push_str(
+                "Frames per request during (a), from the interfaces' packet counters: sent out \
+                 of the LAN bridge's ports, and on the client's link (both ways).\n\n\
+                 | system | LAN frames/request | client-link frames/request |\n|---|---:|---:|\n",
+            );
+            for s in summary {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    s.system.name(),
+                    s.lan_frames_per_request_close
+                        .map_or_else(|| "-".into(), |f| spread(f, 1)),
+                    s.client_frames_per_request_close
+                        .map_or_else(|| "-".into(), |f| spread(f, 1)),
+                );
+            }
+            md.push('\n');
+        }
     }
     let _ = writeln!(
         md,
@@ -586,6 +634,10 @@ mod tests {
             close: wrk.clone(),
             close_cpu: cpu,
             close_host: None,
+            close_frames: Frames {
+                lan: 16 * wrk.requests,
+                client_link: 9 * wrk.requests,
+            },
             keep_alive: wrk,
             keep_alive_cpu: cpu,
             keep_alive_host: None,
@@ -621,6 +673,10 @@ mod tests {
         let md = markdown(&Meta::default(), &Plan::quick(), &summary);
         assert!(md.contains("| Baton | 1800 (1700–1900) | 0.90 |"), "{md}");
         assert!(md.contains("| direct | no front-end |"));
+        assert!(
+            md.contains("| Baton | 16.0 | 9.0 |"),
+            "frames per request: {md}"
+        );
         let data = chart_data(&summary);
         assert!(data.starts_with("workload direct Baton\n"), "{data}");
         assert!(
