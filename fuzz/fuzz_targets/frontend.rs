@@ -48,12 +48,18 @@ impl Input<'_> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The first byte also picks the handoff's settings, so that both handshakes (the
+    // core's, and every SYN in the fast path) and both handoffs (three turns, one) are
+    // explored.
+    let settings = data.first().copied().unwrap_or(0);
     let config = Config {
         services: vec![SocketAddrV4::new(VIP, 80)],
         max_connections: MAX_CONNECTIONS,
         max_half_open: 4,
         max_request_len: 512,
         checksums: Checksums::Trust,
+        one_turn: settings & 0x40 != 0,
+        every_syn_in_fast_path: settings & 0x80 != 0,
         ..Config::default()
     };
     let Ok(mut front_end) = FrontEnd::new(config, FirstFree) else {
@@ -107,6 +113,7 @@ struct FirstFree;
 impl Dispatch for FirstFree {
     fn dispatch(
         &mut self,
+        _now: Instant,
         _flow: &FlowKey,
         _request: &ClientRequest<'_>,
         exclude: &[SocketAddrV4],
@@ -116,8 +123,7 @@ impl Dispatch for FirstFree {
 }
 
 fn drain<D: Dispatch>(front_end: &mut FrontEnd<D>) {
-    while front_end.poll_transmit().is_some() {}
-    while front_end.poll_event().is_some() {}
+    while front_end.poll_output().is_some() {}
 }
 
 /// One TCP segment from a client (one of four) to the VIP, or from a back-end's egress

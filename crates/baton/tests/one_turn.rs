@@ -141,3 +141,74 @@ fn one_turn_handoffs_take_the_request_in_the_syn_and_fall_back_where_fast_open_i
         "one-turn handoffs are confirmed by the client's ACK of the answer, noticed in XDP"
     );
 }
+
+/// Every SYN answered in XDP (`[tcp] syns_in_xdp`) and the request in the SYN'
+/// (`one_turn`), with back-ends that take it (fast open): the front-end's slow path sees
+/// one packet per connection, the request, and the handshake never reaches it. Each
+/// download is byte-exact, also from a client that sends no timestamps (whose cookie
+/// then keeps no window scale or SACK).
+#[test]
+fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() {
+    let config = support::FRONTEND_CONFIG.replacen(
+        "[tcp]\n",
+        "[tcp]\nsyns_in_xdp = true\none_turn = true\n",
+        1,
+    );
+    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    let Some(mut cluster) =
+        support::Cluster::builder(&LAB, &SERIAL, "one packet per connection")
+            .frontend(&config)
+            .up()
+    else {
+        return;
+    };
+    cluster.assert_fast_path_attached();
+    let connections = 40;
+    for i in 0..connections {
+        let path = ["/img/", "/api/", "/static/", "/"][i % 4];
+        let (status, _) = get(path);
+        assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
+    }
+    let xdp = support::fastpath_counters(&LAB);
+    let log = cluster.stop_frontend();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    eprintln!(
+        "{connections} connections: packets_received={} syns_received={} syn_cookies_accepted={} \
+         requests_in_syn={} requests_after_syn_ack={} xdp syn_cookies_sent={} handshake_ack_absorbed={}",
+        core("packets_received"),
+        core("syns_received"),
+        core("syn_cookies_accepted"),
+        core("requests_in_syn"),
+        core("requests_after_syn_ack"),
+        xdp["syn_cookies_sent"],
+        xdp["handshake_ack_absorbed"],
+    );
+    let n = connections as u64;
+    assert_eq!(xdp["syn_cookies_sent"], n, "every SYN answered in XDP");
+    assert_eq!(xdp["handshake_ack_absorbed"], n, "every handshake ACK taken in");
+    assert_eq!(core("syns_received"), 0);
+    assert_eq!(core("syn_cookies_accepted"), n);
+    assert_eq!(core("requests_in_syn"), n);
+    assert_eq!(core("requests_after_syn_ack"), 0, "fast open took every one");
+    // One packet per connection (the request); a back-end FIN copy that overtakes the
+    // client's acknowledgement of the answer may come up too.
+    let packets = core("packets_received");
+    assert!(
+        (n..=n + n / 4).contains(&packets),
+        "{packets} packets reached the slow path for {n} connections"
+    );
+
+    // Byte-exact, with and without client timestamps.
+    cluster.frontend = Some(cluster.start_frontend());
+    for name in ["1K.bin", "1M.bin"] {
+        support::assert_download_byte_exact(&LAB, VIP, name);
+    }
+    support::ok(&mut in_node(
+        &LAB,
+        "client",
+        &["sysctl", "-qw", "net.ipv4.tcp_timestamps=0"],
+    ));
+    for name in ["1K.bin", "1M.bin"] {
+        support::assert_download_byte_exact(&LAB, VIP, name);
+    }
+}

@@ -187,6 +187,9 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
                 let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
+                // Before the first packet too: with every SYN in the fast path the
+                // program answers from the first one on, not from the loop's first round.
+                fast.steer_syn_cookies(&fe, &mut fp_stats);
                 log::line(
                     "fastpath",
                     &[
