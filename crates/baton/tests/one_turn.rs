@@ -155,10 +155,9 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
         1,
     );
     assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
-    let Some(mut cluster) =
-        support::Cluster::builder(&LAB, &SERIAL, "one packet per connection")
-            .frontend(&config)
-            .up()
+    let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "one packet per connection")
+        .frontend(&config)
+        .up()
     else {
         return;
     };
@@ -185,11 +184,18 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
     );
     let n = connections as u64;
     assert_eq!(xdp["syn_cookies_sent"], n, "every SYN answered in XDP");
-    assert_eq!(xdp["handshake_ack_absorbed"], n, "every handshake ACK taken in");
+    assert_eq!(
+        xdp["handshake_ack_absorbed"], n,
+        "every handshake ACK taken in"
+    );
     assert_eq!(core("syns_received"), 0);
     assert_eq!(core("syn_cookies_accepted"), n);
     assert_eq!(core("requests_in_syn"), n);
-    assert_eq!(core("requests_after_syn_ack"), 0, "fast open took every one");
+    assert_eq!(
+        core("requests_after_syn_ack"),
+        0,
+        "fast open took every one"
+    );
     // One packet per connection (the request); a back-end FIN copy that overtakes the
     // client's acknowledgement of the answer may come up too.
     let packets = core("packets_received");
