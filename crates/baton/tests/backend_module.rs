@@ -228,6 +228,24 @@ fn parse(frame: &[u8]) -> TcpFrameRepr<'_> {
     TcpFrameRepr::parse(frame, Checksums::Verify).expect("valid frame with valid checksums")
 }
 
+/// The translation the test SYN' and SYN/ACK' make: the front-end's and the back-end's
+/// terms above, timestamps and SACK on.
+fn lab_translation() -> Translation {
+    Translation::new(
+        SynAckTerms {
+            isn: ISN_F,
+            tsval: TSV_F,
+            window_shift: WS_F,
+        },
+        SynAckTerms {
+            isn: ISN_B,
+            tsval: TSV_B,
+            window_shift: WS_B,
+        },
+        Translation::TIMESTAMPS | Translation::SACK,
+    )
+}
+
 #[test]
 fn handoff_syn_is_verified_recorded_and_blanked() {
     privileged("handoff SYN", || {
@@ -312,19 +330,7 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
         assert_eq!(p.tcp.seq_number, ISN_F);
         assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F);
         assert_eq!(p.tcp.window_len, 65160, "a SYN's window is never scaled");
-        let expected = Translation::new(
-            SynAckTerms {
-                isn: ISN_F,
-                tsval: TSV_F,
-                window_shift: WS_F,
-            },
-            SynAckTerms {
-                isn: ISN_B,
-                tsval: TSV_B,
-                window_shift: WS_B,
-            },
-            Translation::TIMESTAMPS | Translation::SACK,
-        );
+        let expected = lab_translation();
         assert_eq!(module.flow().unwrap().translation, expected);
         assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 1);
 
@@ -817,19 +823,7 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
         }
         .bytes();
         let after_request = CLIENT_ISN + 1 + REQUEST.len() as u32;
-        let expected = Translation::new(
-            SynAckTerms {
-                isn: ISN_F,
-                tsval: TSV_F,
-                window_shift: WS_F,
-            },
-            SynAckTerms {
-                isn: ISN_B,
-                tsval: TSV_B,
-                window_shift: WS_B,
-            },
-            Translation::TIMESTAMPS | Translation::SACK,
-        );
+        let expected = lab_translation();
 
         let module = Module::load();
         assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
