@@ -361,28 +361,33 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     // SAFETY: as above.
     let tcp = unsafe { tcp_ptr.read_unaligned() };
     let dport = u16::from_ne_bytes(tcp_dest(&tcp));
-    if !is_service(daddr, dport) {
-        if is_service(saddr, u16::from_ne_bytes(tcp_source(&tcp))) {
-            // From a service to this interface: a back-end's copy of a control segment.
-            return backend_fin_copy(ctx, &l3, &tcp);
-        }
-        return None;
-    }
     let key = FrontendFlowKey {
         client_addr_be: saddr,
         vip_addr_be: daddr,
         client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
         vip_port_be: dport,
     };
+    // The flow table holds only the services' flows (the daemon installs no other, and a
+    // successor refuses to adopt one of a service it no longer has), so a segment of a
+    // flow in it needs no lookup of the services: the table first, one hash lookup per
+    // forwarded segment, and the services only for the rest.
+    let flow = FRONTEND_FLOWS.get_ptr_mut(key);
+    if flow.is_none() && !is_service(daddr, dport) {
+        if is_service(saddr, u16::from_ne_bytes(tcp_source(&tcp))) {
+            // From a service to this interface: a back-end's copy of a control segment.
+            return backend_fin_copy(ctx, &l3, &tcp);
+        }
+        return None;
+    }
     let flags = tcp_flags(&tcp);
     if flags & SYN != 0 {
         // A SYN on a handed-off flow's port (a reuse) is the slow path's to judge.
-        if flags & HANDSHAKE_FLAGS == SYN && unsafe { FRONTEND_FLOWS.get(key) }.is_none() {
+        if flags & HANDSHAKE_FLAGS == SYN && flow.is_none() {
             return Some(Verdict::Syn);
         }
         return Some(Verdict::Pass(stat::PASS_CONTROL));
     }
-    let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
+    let Some(flow) = flow else {
         if flags & HANDSHAKE_FLAGS == ACK {
             return Some(Verdict::BareAck);
         }
