@@ -73,7 +73,9 @@
 //! # Choices
 //!
 //! - **SYN cookies** (RFC 4987 §3.6) engage when [`Config::max_half_open`] connections
-//!   are in SYN-RECEIVED or the table is full. Fidelity, as Linux: the MSS rounds down to
+//!   are in SYN-RECEIVED or the table is full, or always with
+//!   [`Config::every_syn_in_fast_path`] (the fast path then answers every SYN and the
+//!   core meets each connection at its first data segment). Fidelity, as Linux: the MSS rounds down to
 //!   536/1300/1440/1460 (2 bits of the cookie); window shift, SACK-permitted and ECN
 //!   ride in the low 6 bits of `tsv_f` and come back in the ACK's TSecr, so they survive
 //!   only with timestamps; without timestamps the cookie SYN/ACK offers none. The cookie's
