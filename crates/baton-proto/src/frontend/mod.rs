@@ -745,7 +745,7 @@ impl<D: Dispatch> FrontEnd<D> {
     /// Whether new SYNs should be answered with cookies rather than create state: cookies
     /// are on and the fast path answers every SYN ([`Config::every_syn_in_fast_path`]),
     /// or the half-open table is full, or the connection table is with no grace period
-    /// to end for room ([`FrontEnd::make_room`]). `engaged` is
+    /// to end for room (`FrontEnd::make_room`). `engaged` is
     /// the caller's current answer; once engaged, cookies stay until the half-open table
     /// is down to half, so that a flood's end is not mistaken for its gaps.
     pub fn wants_syn_cookies(&self, engaged: bool) -> bool {
