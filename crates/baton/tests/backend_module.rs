@@ -31,7 +31,9 @@ use support::Frame;
 
 mod support;
 
-const NS: &str = "batontest-bpf";
+/// The namespace the programs run in, this process's own: two runs of the suite at once
+/// never share it.
+static NS: support::LabName = support::LabName::new(|| support::unique("btbpf"));
 const TC_ACT_PIPE: u32 = 3;
 const TC_ACT_SHOT: u32 = 2;
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -206,19 +208,19 @@ fn privileged(test: &str, f: impl FnOnce() + Send) {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _ = Command::new("ip")
-        .args(["netns", "del", NS])
+        .args(["netns", "del", &*NS])
         .stderr(Stdio::null())
         .status();
     for args in [
-        &["netns", "add", NS][..],
-        &["-n", NS, "link", "set", "lo", "up"],
+        &["netns", "add", &*NS][..],
+        &["-n", &*NS, "link", "set", "lo", "up"],
     ] {
         assert!(Command::new("ip").args(args).status().unwrap().success());
     }
-    let result = netns::run_in(NS, || {
+    let result = netns::run_in(&NS, || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
     });
-    let _ = Command::new("ip").args(["netns", "del", NS]).status();
+    let _ = Command::new("ip").args(["netns", "del", &*NS]).status();
     if let Err(panic) = result.expect("enter namespace") {
         std::panic::resume_unwind(panic);
     }
