@@ -957,8 +957,19 @@ impl<D: Dispatch> FrontEnd<D> {
                 conn.client_fin = true;
             }
         } else if !tcp.payload.is_empty() && conn.request_in_syn {
-            // Only the back-end acknowledges a request that rode in the SYN'.
-            return self.request_resent(now, slot, conn);
+            // Only the back-end acknowledges a request that rode in the SYN'. A resend
+            // moves the handoff on (the SYN' again, and in the end another back-end), so
+            // it counts only as the client's own: the whole request at exactly its
+            // numbers, acknowledging the front-end's SYN/ACK; a blind segment would have
+            // to guess the client's ISN (RFC 5961's bar). Anything else is dropped.
+            if flags.contains(TcpFlags::ACK)
+                && tcp.ack_number == conn.terms.isn_f.wrapping_add(1)
+                && tcp.seq_number == conn.syn.isn.wrapping_add(1)
+                && data_end == conn.rcv_nxt
+            {
+                return self.request_resent(now, slot, conn);
+            }
+            self.stats.unacceptable_segments += 1;
         } else if !tcp.payload.is_empty() {
             // Bytes the front-end already acknowledged (that ACK was lost), or has yet
             // to: the client's timer beat ours.

@@ -2358,6 +2358,43 @@ fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candida
     );
 }
 
+/// Only the client's own resend of its request (the whole of it, at its numbers) moves a
+/// one-turn handoff on: old data at other numbers, as a blind sender would forge it, sends
+/// nothing, counts as no try and never moves the request to another back-end.
+#[test]
+fn one_turn_a_forged_resend_moves_nothing() {
+    let mut h = one_turn();
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+    // Old data before the request's numbers, far before them, and a part of the request.
+    for (seq, data) in [
+        (CISN, REQUEST),
+        (CISN.wrapping_sub(1_000_000), REQUEST),
+        (CISN + 1, &REQUEST[..10]),
+    ] {
+        for _ in 0..5 {
+            h.client_sends(&h.ack(isn_f, tsv_f, seq, data));
+            assert!(h.drain().is_empty(), "nothing sent for seq {seq}");
+        }
+    }
+    // Nor a resend that acknowledges something else than the front-end's SYN/ACK.
+    let mut wrong_ack = h.ack(isn_f, tsv_f, CISN + 1, REQUEST);
+    wrong_ack.ack_number = isn_f;
+    h.client_sends(&wrong_ack);
+    assert!(h.drain().is_empty());
+    let stats = h.fe.stats().clone();
+    assert_eq!(
+        (stats.syn_prime_retransmits, stats.backend_timeouts),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.unacceptable_segments, 16);
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    // The client's own resend still does.
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    assert_eq!(h.drain().len(), 1, "the SYN' again");
+    assert_eq!(h.fe.stats().syn_prime_retransmits, 1);
+}
+
 /// A client that stays quiet after sending its request had it acknowledged, and only the
 /// back-end can have: past the quiet period the handoff is done.
 #[test]
