@@ -320,10 +320,7 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
         assert_eq!(verdict, TC_ACT_PIPE);
 
         // B's SYN/ACK': to the front-end, in the front-end's terms.
-        let mut syn_ack_options = vec![2, 4, 0x05, 0xb4, 4, 2];
-        syn_ack_options.extend(ts_option(TSV_B, 5555).into_iter().skip(2));
-        syn_ack_options.extend_from_slice(&[1, 3, 3, WS_B]);
-        let syn_ack = server_segment(ISN_B, CLIENT_ISN + 1, 0x12, 65160, syn_ack_options, vec![]);
+        let syn_ack = syn_ack_acking(CLIENT_ISN + 1);
         let (verdict, out) = module.run("backend_egress", &syn_ack.bytes());
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(&out[..6], &FE_MAC, "the SYN/ACK' goes to the front-end");
@@ -460,14 +457,7 @@ fn the_syn_prime_path_is_tail_called_and_an_empty_slot_passes_syns_unchecked() {
         // by the ingress alone.
         assert_eq!(module.run("backend_syn", &syn).0, TC_ACT_PIPE);
         assert_eq!(module.stat(stat::IN_SYN_ACCEPTED), 1);
-        let syn_ack = server_segment(
-            ISN_B,
-            CLIENT_ISN + 1,
-            0x12,
-            65160,
-            vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B],
-            vec![],
-        );
+        let syn_ack = plain_syn_ack();
         assert_eq!(
             module.run("backend_egress", &syn_ack.bytes()).0,
             TC_ACT_PIPE
@@ -504,14 +494,7 @@ fn a_repeated_syn_prime_keeps_the_connection_and_a_new_one_replaces_it() {
         let key = SipKey::from_bytes(KEY);
         let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
         assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
-        let syn_ack = server_segment(
-            ISN_B,
-            CLIENT_ISN + 1,
-            0x12,
-            65160,
-            vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B],
-            vec![],
-        );
+        let syn_ack = plain_syn_ack();
         assert_eq!(
             module.run("backend_egress", &syn_ack.bytes()).0,
             TC_ACT_PIPE
@@ -732,6 +715,21 @@ fn ecn_flags_and_fields_pass_and_ce_is_dropped_where_the_server_refused_ecn() {
 const REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: be\r\nConnection: close\r\n\r\n";
 
 /// The SYN/ACK' of the server with timestamps, acknowledging `ack`.
+/// The server's SYN/ACK' to the test SYN' with MSS and window scale only (no
+/// timestamps, no SACK), acknowledging the SYN alone.
+fn plain_syn_ack() -> Frame {
+    server_segment(
+        ISN_B,
+        CLIENT_ISN + 1,
+        0x12,
+        65160,
+        vec![2, 4, 0x05, 0xb4, 1, 3, 3, WS_B],
+        vec![],
+    )
+}
+
+/// The server's SYN/ACK' with MSS, SACK-permitted, timestamps and window scale,
+/// acknowledging `ack` (`CLIENT_ISN + 1` for the SYN alone).
 fn syn_ack_acking(ack: u32) -> Frame {
     let mut options = vec![2, 4, 0x05, 0xb4, 4, 2];
     options.extend(ts_option(TSV_B, 5555).into_iter().skip(2));
