@@ -30,6 +30,18 @@ impl Pins {
         }
     }
 
+    /// Removes the pinned `files` that exist, then the folder (a detach, once the links
+    /// are unpinned): the maps go with their last reference.
+    pub fn remove(&self, files: &[PathBuf]) -> anyhow::Result<()> {
+        for path in files {
+            if path.exists() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        std::fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+
     /// The folder holding them.
     pub fn dir(&self) -> &Path {
         &self.dir

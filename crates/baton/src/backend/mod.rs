@@ -123,17 +123,12 @@ impl BackendModule {
                 drop(link.unpin().context("unpinning a link")?);
             }
         }
-        for map in [
+        pins.remove(&[
             pins.flows(),
             pins.config(),
             pins.stats(),
             pins.ingress_programs(),
-        ] {
-            if map.exists() {
-                fs::remove_file(&map).with_context(|| format!("removing {}", map.display()))?;
-            }
-        }
-        fs::remove_dir(pins.dir()).with_context(|| format!("removing {}", pins.dir().display()))?;
+        ])?;
         Ok(true)
     }
 

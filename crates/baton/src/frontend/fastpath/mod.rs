@@ -664,18 +664,13 @@ impl FastPath {
             // Unpinning and dropping the last descriptor detaches the program.
             drop(link.unpin().context("unpinning the XDP link")?);
         }
-        for path in [
+        pins.remove(&[
             pins.xdp_link(),
             pins.flows(),
             pins.config(),
             pins.stats(),
             pins.notices(),
-        ] {
-            if path.exists() {
-                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            }
-        }
-        fs::remove_dir(pins.dir()).with_context(|| format!("removing {}", pins.dir().display()))?;
+        ])?;
         Ok(Some(flows))
     }
 }
