@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use smoltcp::socket::tcp;
 
-use super::backend_module::{BackendModule, EgressTo, FlowKey, Verdict};
+use baton_common::backend::{Verdict, stat};
+
+use super::backend_module::{BackendModule, EgressTo, FlowKey};
 use super::host::{ClientApp, ServerApp, TcpHost};
 use super::net::{Network, NodeId};
 use super::packet::{PacketInfo, kind};
@@ -383,7 +385,7 @@ impl World {
                     return;
                 }
                 match b.module.ingress(&mut pkt) {
-                    Verdict::Pass => {
+                    None | Some(Verdict::Pass(_)) => {
                         match PacketInfo::parse_verified(&pkt) {
                             Ok(info) => b.monitor.received(&info),
                             Err(e) => panic!(
@@ -393,7 +395,7 @@ impl World {
                         }
                         b.host.device.rx.push_back(pkt);
                     }
-                    Verdict::Drop(why) => b.ingress_drops.push(why),
+                    Some(Verdict::Drop(why)) => b.ingress_drops.push(stat::NAMES[why as usize]),
                 }
             }
         }
