@@ -293,6 +293,7 @@ impl World {
         consider(self.client.host.poll_at(now));
         for b in &mut self.backends {
             consider(b.host.poll_at(now));
+            consider(b.server.wake_at(now));
         }
         consider(self.front.next_wakeup());
         next
@@ -322,11 +323,19 @@ impl World {
             let mut out = Vec::new();
             {
                 let b = &mut self.backends[i];
-                b.server.step(&mut b.host);
-                b.host.poll(now);
-                b.server.step(&mut b.host);
-                b.host.poll(now);
-                for pkt in std::mem::take(&mut b.host.device.tx) {
+                let mut sent = Vec::new();
+                loop {
+                    b.server.step(now, &mut b.host);
+                    b.host.poll(now);
+                    b.server.step(now, &mut b.host);
+                    b.host.poll(now);
+                    sent.extend(b.host.take_sent(now));
+                    // Until what the fast-open path handed smoltcp is taken in.
+                    if !b.host.has_input() {
+                        break;
+                    }
+                }
+                for pkt in sent {
                     let raw = PacketInfo::parse(&pkt).expect("smoltcp packets parse");
                     b.monitor.sent(&raw);
                     for (to, pkt) in b.module.egress(pkt) {
@@ -393,7 +402,7 @@ impl World {
                                 self.seed, self.scenario
                             ),
                         }
-                        b.host.device.rx.push_back(pkt);
+                        b.host.receive(now, pkt);
                     }
                     Some(Verdict::Drop(why)) => b.ingress_drops.push(stat::NAMES[why as usize]),
                 }
