@@ -1,5 +1,11 @@
 //! The back-end module's maps: the flow table, the configuration and the counters that
-//! the tc programs (`backend_ingress`, `backend_egress`) share with `baton backend`.
+//! the tc programs (`backend_ingress`, `backend_syn`, `backend_egress`) share with
+//! `baton backend`; and the programs' per-packet decisions, as pure functions that the
+//! programs and the simulation's back-end module both call, so that the simulation runs
+//! the kernel's logic rather than a copy of it: [`admit_syn`] for a SYN,
+//! [`client_segment_fate`] and [`BackendFlow::drops`] for the ingress's other segments,
+//! [`BackendFlow::syn_ack_fate`] and [`BackendFlow::keeps_syn_ack`] for a SYN/ACK',
+//! [`server_segment_fate`] and [`frontend_copy`] for the egress's other segments.
 
 // ECN-Echo and Congestion Window Reduced, in the TCP header's flags (RFC 3168 §6.1).
 use crate::layout::tcp_flag::{ACK, CWR as TCP_CWR, ECE as TCP_ECE, FIN, RST, SYN};

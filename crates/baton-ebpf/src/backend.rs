@@ -21,7 +21,8 @@
 //!   server refused the ECN the front-end granted the client, ingress drops the client's
 //!   CE-marked segments (`BackendFlow::drops`).
 //!
-//! All arithmetic comes from `baton_common` (tested on the host). Packets are read and
+//! All arithmetic and every decision come from `baton_common` (tested on the host, and
+//! run by the simulation's model of this module: `baton_common::backend`'s functions). Packets are read and
 //! written with the skb helpers and checksums fixed with `bpf_l3/l4_csum_replace`, which
 //! are right for `CHECKSUM_PARTIAL` packets, the norm on egress, and for GSO super-packets,
 //! whose headers are all we touch.

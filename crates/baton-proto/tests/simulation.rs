@@ -697,18 +697,19 @@ fn one_turn_loss_of_the_clients_first_ack_of_the_answer() {
     }
 }
 
-/// An application slower than the client's retransmission timeout: the client resends
-/// its request before any answer, the front-end sends the SYN' again, and the server,
-/// still waiting for the client's ACK of its SYN/ACK, answers with the SYN/ACK again,
-/// whose first repeat the module sends to the front-end as the proof that it has the
-/// request: a slow back-end is not taken for a dead one, and the client's next resend,
-/// forwarded, completes the server's handshake.
+/// An application slower than the client's retransmission timeout (10 s: the client
+/// resends its request more often than the front-end's `handoff_retries` before any
+/// answer): the front-end sends the SYN' again, and the server, still waiting for the
+/// client's ACK of its SYN/ACK, sends its SYN/ACK again (on the repeated SYN' or on its
+/// own timer), whose first repeat the module sends to the front-end as the proof that it
+/// has the request. A slow back-end is not taken for a dead one, and the client's next
+/// resend, forwarded, completes the server's handshake.
 #[test]
 fn one_turn_a_slow_server_answers_after_the_clients_timeout() {
     for mut world in one_turn_worlds(
         "one-turn: a slow server",
         86,
-        |c| c.response_delay = Duration::from_secs(3),
+        |c| c.response_delay = Duration::from_secs(10),
         |_| {},
     ) {
         run_clean(&mut world);
