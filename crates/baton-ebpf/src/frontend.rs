@@ -127,7 +127,14 @@
 //! replies or the health checks in the queues between. A SYN this program cannot answer
 //! (options it cannot walk, data, an IPv4 header with options, a frame it cannot resize)
 //! goes up, where the core answers it with the same cookie (docs/design.md, "SYN
-//! floods").
+//! floods"). With `[tcp] syns_in_xdp` it answers every bare SYN so.
+//!
+//! A cookie keeps window scale, SACK and ECN in the TSval, so only for a client with
+//! timestamps. For one without, the program keeps what the SYN/ACK agreed to in the
+//! half-open map (`FRONTEND_HALF_OPEN`, an LRU hash by 4-tuple), offers it as the core's
+//! own SYN/ACK would (`syncookie::agreed_options`), and marks the cookie; the core takes
+//! the entry with the client's request (`baton_common::syncookie`, "Clients without
+//! timestamps"; `stat::HALF_OPEN_KEPT`, `stat::SYN_ACK_WITHOUT_OPTIONS`).
 //!
 //! Only IPv4 headers without options are forwarded (the TCP header is then at a constant
 //! offset, which keeps every packet access a constant the verifier follows); the rest

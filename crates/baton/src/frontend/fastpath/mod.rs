@@ -22,7 +22,8 @@
 //! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `notices`, `link_xdp`),
 //! so they outlive the daemon: while the link's pin exists the program stays attached
 //! and handed-off flows go on forwarding, whether a daemon runs or not. The services and
-//! SYN-cookie maps are not pinned: each daemon writes its own. At start,
+//! SYN-cookie maps are not pinned: each daemon writes its own; nor is the half-open map
+//! (handshakes under way are not carried over; see [`FastPath::half_open_syns`]). At start,
 //! [`FastPath::start`] finds the pins (or makes them): it loads this build's program
 //! against the pinned maps, rewrites the configuration and replaces the program in the
 //! existing link atomically (`BPF_LINK_UPDATE`), so not a packet is lost;
