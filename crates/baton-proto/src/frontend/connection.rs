@@ -569,14 +569,15 @@ impl<D: Dispatch> FrontEnd<D> {
     /// What the SYN/ACK agreed to beyond the MSS comes back in the ACK's TSecr, or, for a
     /// cookie the fast path marked (a client without timestamps), from its half-open map
     /// (`syns`), bound to the client's ISN. A marked cookie whose entry is gone (the map's
-    /// LRU evicted it) or is another connection's (another ISN) is reset
+    /// LRU evicted it) or is another connection's (another ISN: a stale ACK of an earlier
+    /// connection on the ports, whose taking costs the newer one its entry too) is reset
     /// ([`super::Stats::half_open_entries_lost`]): the client scales every window it
     /// announces by a shift only the entry knew, and a connection built without it
     /// would hand the back-end terms the client never agreed to. The reset answers a
-    /// segment whose cookie verified, so it tells nothing a blind sender could not learn
-    /// from the SYN/ACK (RFC 5961 concerns the resets a host accepts, not this); the
-    /// client learns at once, where a silent drop would leave it resending until it
-    /// gives up.
+    /// segment whose cookie verified, as RFC 9293 §3.10.7.1 answers one of no connection
+    /// (`<SEQ=SEG.ACK><CTL=RST>`; RFC 5961 is about the resets a host accepts, and a blind
+    /// sender still has to guess the cookie); the client learns at once, where a silent
+    /// drop would leave it resending its request until it gives up.
     fn on_cookie_ack(
         &mut self,
         now: Instant,
