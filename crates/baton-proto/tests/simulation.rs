@@ -1190,19 +1190,46 @@ fn tls_client_hello_split_across_segments() {
     assert_eq!(calls[0].host.as_deref(), Some("shop.example.com"));
 }
 
+/// Whether the front-end of `world` kept its SYN options in the modelled half-open map
+/// and took them back, or (`false`) never used it: the client's SYN came with timestamps
+/// agreed (the TSval keeps them), or the core answered it.
+fn assert_half_open_used(world: &mut World, used: bool) {
+    let f = front(world);
+    let stats = f.fe.stats().clone();
+    let want = u64::from(used);
+    assert_eq!(f.half_open_kept, want, "{stats:?}");
+    assert_eq!(stats.half_open_entries_used, want, "{stats:?}");
+    assert_eq!(stats.half_open_entries_lost, 0, "{stats:?}");
+    assert!(f.half_open.0.is_empty(), "every entry taken");
+}
+
 #[test]
 fn timestamps_on_and_off() {
-    // (client offers, front-end agrees)
-    for (i, (client, front_end)) in [(true, true), (false, true), (true, false)]
-        .into_iter()
-        .enumerate()
+    // (client offers, front-end agrees, every SYN in the fast path). Without timestamps
+    // a cookie cannot keep the window scale or SACK: the fast path's half-open map does.
+    for (i, (client, front_end, every_syn)) in [
+        (true, true, false),
+        (false, true, false),
+        (true, false, false),
+        (true, true, true),
+        (false, true, true),
+        (true, false, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut cfg = SimConfig::new(
-            &format!("timestamps: client offers {client}, front-end agrees {front_end}"),
+            &format!(
+                "timestamps: client offers {client}, front-end agrees {front_end}, \
+                 every SYN in the fast path {every_syn}"
+            ),
             50 + i as u64,
         );
         cfg.client_timestamps = client;
-        let mut world = handoff_world(&cfg, |c| c.timestamps = front_end);
+        let mut world = handoff_world(&cfg, |c| {
+            c.timestamps = front_end;
+            c.every_syn_in_fast_path = every_syn;
+        });
         world
             .net
             .set_loss_everywhere(0.02, 0.0, Duration::from_micros(200));
@@ -1222,21 +1249,40 @@ fn timestamps_on_and_off() {
             negotiated,
             "timestamps on the client's SYN/ACK"
         );
+        // Window scaling and SACK whatever the timestamps and whoever answered the SYN.
+        assert_eq!(world.client.monitor.ws_f, Some(7), "{handed:?}");
+        assert_eq!(handed.ws_f, 7, "{handed:?}");
+        assert!(handed.sack, "{handed:?}");
+        assert_half_open_used(&mut world, every_syn && !negotiated);
     }
 }
 
 #[test]
 fn sack_on_and_off() {
-    for (i, (client, front_end)) in [(true, true), (false, true), (true, false)]
-        .into_iter()
-        .enumerate()
+    // (client offers, front-end agrees, client timestamps and every SYN in the fast path)
+    for (i, (client, front_end, cookie_without_timestamps)) in [
+        (true, true, false),
+        (false, true, false),
+        (true, false, false),
+        (true, true, true),
+        (false, true, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut cfg = SimConfig::new(
-            &format!("SACK: client offers {client}, front-end agrees {front_end}"),
+            &format!(
+                "SACK: client offers {client}, front-end agrees {front_end}, \
+                 a cookie without timestamps {cookie_without_timestamps}"
+            ),
             60 + i as u64,
         );
         cfg.strip_sack_permitted = !client;
-        let mut world = handoff_world(&cfg, |c| c.sack = front_end);
+        cfg.client_timestamps = !cookie_without_timestamps;
+        let mut world = handoff_world(&cfg, |c| {
+            c.sack = front_end;
+            c.every_syn_in_fast_path = cookie_without_timestamps;
+        });
         // Loss on the way to the client makes it send SACK blocks, which the back-end's
         // ingress must translate (the back-end monitor checks every edge).
         world.net.keep_observed = true;
@@ -1259,6 +1305,8 @@ fn sack_on_and_off() {
         } else {
             assert_eq!(sack_blocks_seen, 0, "SACK was not negotiated");
         }
+        // Without timestamps the map keeps the window scale whether or not SACK is on.
+        assert_half_open_used(&mut world, cookie_without_timestamps);
     }
 }
 
@@ -1267,18 +1315,22 @@ fn window_scales_differ_between_front_end_and_back_end() {
     // ws_f from the front-end's configuration; ws_b from the back-end's receive buffer.
     // The client uploads a body after the head, so the windows the back-end announces
     // (rescaled from ws_b to ws_f) govern what the client sends; the back-end monitor
-    // checks it never sends past them.
+    // checks it never sends past them. The last cases: a client without timestamps
+    // whose SYN the fast path answers, its shift kept in the half-open map.
     let cases = [
-        (0u8, 16 * 1024),
-        (7, 16 * 1024),
-        (2, 1 << 20),
-        (14, 1 << 20),
-        (7, 4096),
+        (0u8, 16 * 1024, false),
+        (7, 16 * 1024, false),
+        (2, 1 << 20, false),
+        (14, 1 << 20, false),
+        (7, 4096, false),
+        (2, 1 << 20, true),
+        (14, 1 << 20, true),
     ];
-    for (i, (ws_f, server_rx)) in cases.into_iter().enumerate() {
+    for (i, (ws_f, server_rx, cookie_without_timestamps)) in cases.into_iter().enumerate() {
         let mut cfg = SimConfig::new(
             &format!(
-                "window scales: ws_f {ws_f}, ws_b {}",
+                "window scales: ws_f {ws_f}, ws_b {}, a cookie without timestamps \
+                 {cookie_without_timestamps}",
                 SimConfig::smoltcp_shift(server_rx)
             ),
             70 + i as u64,
@@ -1293,8 +1345,14 @@ fn window_scales_differ_between_front_end_and_back_end() {
         cfg.request = request;
         cfg.server_rx = server_rx;
         cfg.body_len = 256 * 1024;
-        let mut world = handoff_world(&cfg, |c| c.window_shift = ws_f);
+        cfg.client_timestamps = !cookie_without_timestamps;
+        let mut world = handoff_world(&cfg, |c| {
+            c.window_shift = ws_f;
+            c.every_syn_in_fast_path = cookie_without_timestamps;
+        });
         run_clean(&mut world);
+        assert_eq!(world.client.monitor.ws_f, Some(ws_f), "the client's shift");
+        assert_half_open_used(&mut world, cookie_without_timestamps);
     }
 }
 
