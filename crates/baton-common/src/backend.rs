@@ -1,8 +1,14 @@
 //! The back-end module's maps: the flow table, the configuration and the counters that
-//! the tc programs (`backend_ingress`, `backend_egress`) share with `baton backend`.
+//! the tc programs (`backend_ingress`, `backend_syn`, `backend_egress`) share with
+//! `baton backend`; and the programs' per-packet decisions, as pure functions that the
+//! programs and the simulation's back-end module both call, so that the simulation runs
+//! the kernel's logic rather than a copy of it: [`admit_syn`] for a SYN,
+//! [`client_segment_fate`] and [`BackendFlow::drops`] for the ingress's other segments,
+//! [`BackendFlow::syn_ack_fate`] and [`BackendFlow::keeps_syn_ack`] for a SYN/ACK',
+//! [`server_segment_fate`] and [`frontend_copy`] for the egress's other segments.
 
 // ECN-Echo and Congestion Window Reduced, in the TCP header's flags (RFC 3168 §6.1).
-use crate::layout::tcp_flag::{CWR as TCP_CWR, ECE as TCP_ECE};
+use crate::layout::tcp_flag::{ACK, CWR as TCP_CWR, ECE as TCP_ECE, FIN, RST, SYN};
 use crate::siphash::SipKey;
 use crate::translate::Translation;
 
@@ -95,17 +101,24 @@ impl BackendFlow {
     }
 
     /// What the egress does with a SYN/ACK from the server whose acknowledgement number
-    /// is `ack` (in the client's numbers: the egress never translates it).
+    /// is `ack` (in the client's numbers: the egress never translates it), given what
+    /// earlier SYN/ACK's of the entry did (its [`BackendFlow::SYN_ACK_ABSORBED`] and
+    /// [`BackendFlow::SYN_ACK_REPEATED`]).
     ///
     /// - `client_isn + 1`: the server took the SYN alone (a SYN' without data, or fast
     ///   open refused: its queue full, SYN cookies in use, a listener without
     ///   `fastopen`): [`SynAckFate::ToFrontend`], which sends the request after it
     ///   (step 7), as before the one-turn handoff. Also for entries of older builds
     ///   (`client_isn` 0), which cannot tell.
-    /// - past it by at most the SYN''s data: [`SynAckFate::Absorbed`] (the server has the
-    ///   request; Linux takes a SYN's data whole or not at all, so the ack is exactly
-    ///   `client_isn + 1 + len`, the range only errs toward keeping the connection).
+    /// - past it by at most the SYN''s data: the server has the request (Linux takes a
+    ///   SYN's data whole or not at all, so the ack is exactly `client_isn + 1 + len`,
+    ///   the range only errs toward keeping the connection). The first such SYN/ACK' is
+    ///   [`SynAckFate::Absorbed`]; the server sends it again while the client has not
+    ///   completed its handshake (a repeated SYN', or its own timer), and the first
+    ///   repeat is [`SynAckFate::RepeatToFrontend`], later ones
+    ///   [`SynAckFate::RepeatDropped`].
     /// - anything else answers another SYN: [`SynAckFate::OtherConnection`].
+    #[inline(always)]
     pub const fn syn_ack_fate(&self, ack: u32) -> SynAckFate {
         if self.client_isn == 0 {
             return SynAckFate::ToFrontend;
@@ -113,11 +126,25 @@ impl BackendFlow {
         let acked = ack.wrapping_sub(self.client_isn.wrapping_add(1));
         if acked == 0 {
             SynAckFate::ToFrontend
-        } else if acked <= self.syn_data_len() {
-            SynAckFate::Absorbed
-        } else {
+        } else if acked > self.syn_data_len() {
             SynAckFate::OtherConnection
+        } else if self.state & Self::SYN_ACK_REPEATED != 0 {
+            SynAckFate::RepeatDropped
+        } else if self.state & Self::SYN_ACK_ABSORBED != 0 {
+            SynAckFate::RepeatToFrontend
+        } else {
+            SynAckFate::Absorbed
         }
+    }
+
+    /// Whether the SYN/ACK' just recorded, whose fate's [`SynAckFate::marks`] are in
+    /// `state`, stays on the back-end: only the first that acknowledges the request
+    /// ([`SynAckFate::Absorbed`]). Read from the entry's state rather than from the fate,
+    /// so that the egress can keep the fate in the map and walk one rewrite path for
+    /// every fate (its verifier budget has no room for two).
+    #[inline(always)]
+    pub const fn keeps_syn_ack(state: u32) -> bool {
+        state & (Self::SYN_ACK_ABSORBED | Self::SYN_ACK_REPEATED) == Self::SYN_ACK_ABSORBED
     }
 
     /// The state once the server's SYN/ACK', whose TCP header's byte 13 is
@@ -143,7 +170,14 @@ impl BackendFlow {
     /// whose inner header is Not-ECT. ECT(0) and ECT(1) segments pass, as every segment
     /// of every other flow: the programs never rewrite the ECN field.
     pub const fn drops(&self, tos: u8) -> bool {
-        self.state & Self::ECN_REFUSED != 0 && ce(tos)
+        self.refuses_ecn() && ce(tos)
+    }
+
+    /// The server refused the ECN the client was granted: the first half of
+    /// [`BackendFlow::drops`], for a caller that reads the TOS byte only when it is needed.
+    #[inline(always)]
+    pub const fn refuses_ecn(&self) -> bool {
+        self.state & Self::ECN_REFUSED != 0
     }
 
     /// Whether a verified SYN' with `client_isn` belongs to this entry's connection: a
@@ -167,11 +201,215 @@ pub enum SynAckFate {
     /// The SYN/ACK' of a SYN' without data, or one whose data the server did not take:
     /// translated and sent to the front-end (step 6).
     ToFrontend,
-    /// It acknowledges the SYN''s data: the translation is recorded and the segment
-    /// dropped, so that it never leaves the back-end.
+    /// The first to acknowledge the SYN''s data: the translation is recorded and the
+    /// segment dropped, so that it never leaves the back-end; the flow is confirmed
+    /// (docs/design.md, "The one-turn handoff").
     Absorbed,
-    /// It answers another SYN on the entry's ports: the entry is stale.
+    /// The first repeat of an absorbed one: translated and sent to the front-end
+    /// ([`stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND`]), the proof that this back-end has the
+    /// request, so that a slow application is not taken for a dead back-end.
+    RepeatToFrontend,
+    /// A later repeat: dropped ([`stat::OUT_SYN_ACK_REPEAT_DROPPED`]); the front-end has
+    /// had its proof.
+    RepeatDropped,
+    /// It answers another SYN on the entry's ports: the entry is stale, removed, and the
+    /// segment passed untouched ([`stat::OUT_STALE_FLOW_REMOVED`]).
     OtherConnection,
+}
+
+impl SynAckFate {
+    /// The [`BackendFlow`] state bits the entry takes on with this SYN/ACK'.
+    #[inline(always)]
+    pub const fn marks(self) -> u32 {
+        match self {
+            Self::Absorbed => BackendFlow::SYN_ACK_ABSORBED | BackendFlow::CONFIRMED,
+            Self::RepeatToFrontend => {
+                BackendFlow::SYN_ACK_REPEATED
+                    | BackendFlow::SYN_ACK_ABSORBED
+                    | BackendFlow::CONFIRMED
+            }
+            Self::ToFrontend | Self::RepeatDropped | Self::OtherConnection => 0,
+        }
+    }
+}
+
+/// What a program does with a packet, with the counter ([`stat`]) it counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// On to the stack (tcx: the next program, then the stack).
+    Pass(u32),
+    /// Dropped.
+    Drop(u32),
+}
+
+/// Whether a segment to the service port is a SYN (a SYN', or a direct client's), which
+/// the ingress hands to the SYN' program ([`admit_syn`]) rather than look up a flow.
+#[inline(always)]
+pub const fn is_syn(flags: u8) -> bool {
+    flags & (SYN | ACK) == SYN
+}
+
+/// What the SYN' program found of a handoff option in a SYN to the service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoffOptionCheck {
+    /// No handoff option: a direct client's SYN.
+    Absent,
+    /// An options area that cannot be read or walked, or a handoff option running past
+    /// it: the kernel's to judge, unless it carries data.
+    Unreadable,
+    /// The SYN' program was not reached (its slot empty, which the agent never leaves
+    /// it while the ingress is attached): nothing was checked.
+    Unchecked,
+    /// A handoff option whose tag does not verify (forged, or copied from another
+    /// connection).
+    BadTag,
+    /// A handoff option that is malformed.
+    BadOption,
+    /// A handoff option that verifies under the key, or the previous key during a
+    /// rotation.
+    Verified,
+}
+
+/// What becomes of a SYN to the service port ([`admit_syn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynAdmission {
+    /// Passed up or dropped as it is.
+    Verdict(Verdict),
+    /// A SYN': the flow recorded ([`BackendFlow::new`]; kept if the entry is of the same
+    /// connection, [`BackendFlow::is_same_connection`]), the option blanked, the SYN
+    /// passed up ([`stat::IN_SYN_ACCEPTED`]). `with_data`: it carries the request, for
+    /// the server's TCP Fast Open path ([`stat::IN_SYN_DATA_ACCEPTED`] too).
+    Accept { with_data: bool },
+}
+
+impl SynAdmission {
+    /// What the program returns: an admitted SYN passes up ([`stat::IN_SYN_ACCEPTED`])
+    /// once its entry is recorded and its option blanked.
+    #[inline(always)]
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Self::Verdict(verdict) => verdict,
+            Self::Accept { .. } => Verdict::Pass(stat::IN_SYN_ACCEPTED),
+        }
+    }
+}
+
+/// The SYN' program's decision on a SYN to the service port that carries `data_len`
+/// bytes (docs/design.md, "Packet walk", step 5, and "The one-turn handoff"):
+///
+/// - a verified option admits the SYN, data or not;
+/// - a bad tag or a malformed option is dropped;
+/// - any other SYN passes as a direct client's, unless it carries data: with TCP Fast
+///   Open's no-cookie mode (`tcp_fastopen` `0x200`, which one-turn handoffs need) the
+///   server would answer a spoofed SYN with a response to its forged source, so only a
+///   verified option lets data ride on a SYN ([`stat::IN_SYN_DATA_DROPPED`]). A real
+///   TFO client retries without data when its SYN goes unanswered.
+#[inline(always)]
+pub const fn admit_syn(check: HandoffOptionCheck, data_len: u32) -> SynAdmission {
+    let verdict = match check {
+        HandoffOptionCheck::Verified => {
+            return SynAdmission::Accept {
+                with_data: data_len > 0,
+            };
+        }
+        HandoffOptionCheck::BadTag => Verdict::Drop(stat::IN_SYN_BAD_TAG),
+        HandoffOptionCheck::BadOption => Verdict::Drop(stat::IN_SYN_BAD_OPTION),
+        _ if data_len > 0 => Verdict::Drop(stat::IN_SYN_DATA_DROPPED),
+        HandoffOptionCheck::Absent => Verdict::Pass(stat::IN_SYN_PLAIN),
+        HandoffOptionCheck::Unreadable => Verdict::Pass(stat::IN_MALFORMED),
+        HandoffOptionCheck::Unchecked => Verdict::Pass(stat::IN_SYN_UNCHECKED),
+    };
+    SynAdmission::Verdict(verdict)
+}
+
+/// What the ingress does with a client segment to the service port that is not a SYN
+/// ([`client_segment_fate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientSegmentFate {
+    /// Passed or dropped untouched.
+    Verdict(Verdict),
+    /// Translated into the back-end's terms (ack, SACK edges, TSecr), then passed
+    /// ([`stat::IN_TRANSLATED`]), unless [`BackendFlow::drops`] its CE mark.
+    Translate,
+}
+
+/// The ingress's decision on a client segment (not a SYN, [`is_syn`]) by its flow's
+/// entry, `None` if it has none: a segment of no handed-off flow passes untouched (a
+/// direct client's); one of a flow whose SYN/ACK' has not left is dropped, since there is
+/// nothing to translate it with (the front-end retransmits); any other is translated.
+#[inline(always)]
+pub const fn client_segment_fate(flow: Option<&BackendFlow>) -> ClientSegmentFate {
+    match flow {
+        None => ClientSegmentFate::Verdict(Verdict::Pass(stat::IN_NOT_HANDED_OFF)),
+        Some(flow) if flow.translation.is_awaiting_syn_ack() => {
+            ClientSegmentFate::Verdict(Verdict::Drop(stat::IN_BEFORE_SYN_ACK))
+        }
+        Some(_) => ClientSegmentFate::Translate,
+    }
+}
+
+/// What the egress does with a server segment of a handed-off flow that is not a
+/// SYN/ACK ([`server_segment_fate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerSegmentFate {
+    /// Dropped untranslated.
+    Drop(u32),
+    /// A RST before the SYN/ACK' has left: the server refused the connection before the
+    /// handoff finished, and the front-end must learn of it to try another back-end. Sent
+    /// to the front-end from the VIP's address and port, its numbers untranslated
+    /// ([`stat::OUT_CONTROL_TO_FRONTEND`]).
+    ControlToFrontend,
+    /// Translated into the front-end's terms and sent to the client
+    /// ([`stat::OUT_TRANSLATED`]); a copy may go to the front-end ([`frontend_copy`]).
+    Translate,
+}
+
+/// The egress's decision on a server segment other than a SYN/ACK whose TCP flags are
+/// `flags`, by its flow's entry: translated once the SYN/ACK' has given the back-end's
+/// terms; before that only a RST has anywhere to go (the front-end).
+#[inline(always)]
+pub const fn server_segment_fate(flow: &BackendFlow, flags: u8) -> ServerSegmentFate {
+    if !flow.translation.is_awaiting_syn_ack() {
+        ServerSegmentFate::Translate
+    } else if flags & RST != 0 {
+        ServerSegmentFate::ControlToFrontend
+    } else {
+        ServerSegmentFate::Drop(stat::OUT_BEFORE_SYN_ACK)
+    }
+}
+
+/// Whether a translated server segment is copied to the front-end, and what it does to
+/// the entry ([`frontend_copy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendCopy {
+    /// The counter of the copy ([`stat::OUT_CONTROL_TO_FRONTEND`],
+    /// [`stat::OUT_COPY_TO_FRONTEND`]), or `None`: no copy.
+    pub counter: Option<u32>,
+    /// The segment carries the server's first response data: the entry becomes
+    /// [`BackendFlow::CONFIRMED`] (its acknowledgement of the whole request is in that
+    /// segment, and the copy takes it to the front-end).
+    pub confirms: bool,
+}
+
+/// Which translated server segments of a flow in state `state` go to the front-end as a
+/// copy too (docs/design.md, "Packet walk", steps 7 and 9): every FIN and RST, for the
+/// front-end's close tracking, and every segment until the server has sent response data
+/// (the flow unconfirmed), since the front-end learns that the back-end has the request
+/// from its acknowledgement. The one place that decides it, for the egress and the
+/// simulation alike.
+#[inline(always)]
+pub const fn frontend_copy(flags: u8, payload_len: u32, state: u32) -> FrontendCopy {
+    let confirmed = state & BackendFlow::CONFIRMED != 0;
+    FrontendCopy {
+        counter: if flags & (FIN | RST) != 0 {
+            Some(stat::OUT_CONTROL_TO_FRONTEND)
+        } else if !confirmed {
+            Some(stat::OUT_COPY_TO_FRONTEND)
+        } else {
+            None
+        },
+        confirms: !confirmed && payload_len > 0,
+    }
 }
 
 /// The ECN field of the IPv4 TOS byte, and its Congestion Experienced codepoint
@@ -450,6 +688,150 @@ mod tests {
         };
         assert_eq!(after.syn_data_len(), 57);
         assert!(after.drops(0b11), "ECN refused");
+    }
+
+    #[test]
+    fn repeats_of_an_absorbed_syn_ack_go_to_the_front_end_once() {
+        let isn = 4000;
+        let mut flow = BackendFlow::new(Translation::default(), isn, 0x02, 57);
+        let request_acked = isn.wrapping_add(58);
+        // (fate, what the entry is marked with, whether the SYN/ACK' stays here), for
+        // the server's first SYN/ACK' and three repeats.
+        let walk = [
+            (SynAckFate::Absorbed, true),
+            (SynAckFate::RepeatToFrontend, false),
+            (SynAckFate::RepeatDropped, false),
+            (SynAckFate::RepeatDropped, false),
+        ];
+        for (i, (fate, stays)) in walk.into_iter().enumerate() {
+            assert_eq!(flow.syn_ack_fate(request_acked), fate, "SYN/ACK' {i}");
+            flow.state |= fate.marks();
+            if fate != SynAckFate::RepeatDropped {
+                assert_eq!(
+                    BackendFlow::keeps_syn_ack(flow.state),
+                    stays,
+                    "SYN/ACK' {i}"
+                );
+            }
+            assert!(flow.is_confirmed(), "nothing of the answer is copied");
+        }
+        assert_eq!(flow.syn_data_len(), 57, "the marks keep the length");
+        // One that acknowledges only the SYN, or answers another SYN, is told apart
+        // whatever the marks.
+        assert_eq!(
+            flow.syn_ack_fate(isn.wrapping_add(1)),
+            SynAckFate::ToFrontend
+        );
+        assert_eq!(
+            flow.syn_ack_fate(isn.wrapping_add(59)),
+            SynAckFate::OtherConnection
+        );
+        for fate in [
+            SynAckFate::ToFrontend,
+            SynAckFate::RepeatDropped,
+            SynAckFate::OtherConnection,
+        ] {
+            assert_eq!(fate.marks(), 0, "{fate:?} leaves the entry as it is");
+        }
+    }
+
+    #[test]
+    fn a_syn_is_admitted_by_its_option_and_data_only_with_a_verified_one() {
+        use HandoffOptionCheck::*;
+        use SynAdmission::{Accept, Verdict as V};
+        let cases = [
+            // (what the option check found, data length, admission)
+            (Verified, 0, Accept { with_data: false }),
+            (Verified, 57, Accept { with_data: true }),
+            (BadTag, 0, V(Verdict::Drop(stat::IN_SYN_BAD_TAG))),
+            (BadTag, 57, V(Verdict::Drop(stat::IN_SYN_BAD_TAG))),
+            (BadOption, 0, V(Verdict::Drop(stat::IN_SYN_BAD_OPTION))),
+            (BadOption, 57, V(Verdict::Drop(stat::IN_SYN_BAD_OPTION))),
+            (Absent, 0, V(Verdict::Pass(stat::IN_SYN_PLAIN))),
+            (Absent, 1, V(Verdict::Drop(stat::IN_SYN_DATA_DROPPED))),
+            (Unreadable, 0, V(Verdict::Pass(stat::IN_MALFORMED))),
+            (Unreadable, 57, V(Verdict::Drop(stat::IN_SYN_DATA_DROPPED))),
+            (Unchecked, 0, V(Verdict::Pass(stat::IN_SYN_UNCHECKED))),
+            (Unchecked, 57, V(Verdict::Drop(stat::IN_SYN_DATA_DROPPED))),
+        ];
+        for (check, len, admission) in cases {
+            assert_eq!(
+                admit_syn(check, len),
+                admission,
+                "{check:?} with {len} bytes"
+            );
+        }
+        assert!(is_syn(SYN) && is_syn(SYN | TCP_ECE | TCP_CWR));
+        assert!(!is_syn(SYN | ACK) && !is_syn(ACK) && !is_syn(FIN | ACK));
+    }
+
+    #[test]
+    fn client_segments_are_translated_only_once_the_syn_ack_has_given_the_terms() {
+        let terms = SynAckTerms {
+            isn: 7,
+            tsval: 9,
+            window_shift: 7,
+        };
+        let awaiting = BackendFlow::new(Translation::awaiting_syn_ack(terms, 0), 1, SYN, 0);
+        let complete = BackendFlow::new(Translation::new(terms, terms, 0), 1, SYN, 0);
+        let pass = |s| ClientSegmentFate::Verdict(Verdict::Pass(s));
+        let drop = |s| ClientSegmentFate::Verdict(Verdict::Drop(s));
+        assert_eq!(client_segment_fate(None), pass(stat::IN_NOT_HANDED_OFF));
+        assert_eq!(
+            client_segment_fate(Some(&awaiting)),
+            drop(stat::IN_BEFORE_SYN_ACK)
+        );
+        assert_eq!(
+            client_segment_fate(Some(&complete)),
+            ClientSegmentFate::Translate
+        );
+        // The server's segments: before the SYN/ACK' only a RST goes anywhere.
+        for (flags, fate) in [
+            (ACK, ServerSegmentFate::Drop(stat::OUT_BEFORE_SYN_ACK)),
+            (ACK | FIN, ServerSegmentFate::Drop(stat::OUT_BEFORE_SYN_ACK)),
+            (RST, ServerSegmentFate::ControlToFrontend),
+            (RST | ACK, ServerSegmentFate::ControlToFrontend),
+        ] {
+            assert_eq!(server_segment_fate(&awaiting, flags), fate, "{flags:#x}");
+            assert_eq!(
+                server_segment_fate(&complete, flags),
+                ServerSegmentFate::Translate
+            );
+        }
+    }
+
+    #[test]
+    fn the_front_end_gets_copies_until_the_answer_and_every_fin_and_rst() {
+        const C: u32 = BackendFlow::CONFIRMED;
+        let copy = |counter, confirms| FrontendCopy { counter, confirms };
+        let to_front = Some(stat::OUT_COPY_TO_FRONTEND);
+        let control = Some(stat::OUT_CONTROL_TO_FRONTEND);
+        let cases = [
+            // (flags, payload, state, copy)
+            (ACK, 0, 0, copy(to_front, false)),
+            (ACK, 100, 0, copy(to_front, true)),
+            (ACK | FIN, 100, 0, copy(control, true)),
+            (ACK | FIN, 0, 0, copy(control, false)),
+            (ACK, 0, C, copy(None, false)),
+            (ACK, 100, C, copy(None, false)),
+            (ACK | FIN, 0, C, copy(control, false)),
+            (ACK | FIN, 100, C, copy(control, false)),
+            (RST, 0, C, copy(control, false)),
+            // An absorbed SYN/ACK' confirms the flow: nothing but FIN and RST.
+            (
+                ACK,
+                100,
+                C | BackendFlow::SYN_ACK_ABSORBED,
+                copy(None, false),
+            ),
+        ];
+        for (flags, payload, state, expected) in cases {
+            assert_eq!(
+                frontend_copy(flags, payload, state),
+                expected,
+                "flags {flags:#x}, {payload} bytes, state {state:#x}"
+            );
+        }
     }
 
     #[test]

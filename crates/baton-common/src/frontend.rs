@@ -19,6 +19,16 @@ use crate::{
 /// 31,458,400 B for the default size, 120 B an entry.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
 
+/// Entries of the half-open map by default (`[tcp] half_open_entries`): the SYN options
+/// of clients without timestamps whose handshake the program answered
+/// (`crate::syncookie::HalfOpenSyn`), each until the client's first data segment takes
+/// it, a round trip later. An LRU hash, so the oldest go first when it is full: at the
+/// default, a client's entry outlives 65,536 newer SYNs without timestamps (a flood of
+/// 1 million a second leaves it 65 ms). The kernel preallocates it all: a 12-byte key
+/// and a 12-byte value, each rounded up to 8, and the element's overhead, measured by
+/// `bpftool map show` at 6,292,352 B memlock, 96 B an entry.
+pub const DEFAULT_HALF_OPEN_ENTRIES: u32 = 65_536;
+
 /// Bytes of the ring (`BPF_MAP_TYPE_RINGBUF`) in which the program tells the daemon what
 /// it forwarded that the protocol core must know of: one [`FlowNotice`] per segment,
 /// 24 bytes with the ring's 8-byte header, so about 43,000 notices: two per connection
@@ -376,8 +386,10 @@ pub mod stat {
     /// which verifies and drops it, rather than forwarded with a laundered checksum.
     pub const PASS_BAD_CHECKSUM: u32 = 6;
     /// A SYN answered here with a cookie SYN/ACK (`XDP_TX`), while the protocol core
-    /// asks for it (its half-open table is full: a flood); no state anywhere until the
-    /// client's ACK brings the cookie back to the slow path (`crate::syncookie`).
+    /// asks for it (its half-open table is full: a flood; or always, with `[tcp]
+    /// syns_in_xdp`); no state until the client's first data segment brings the cookie
+    /// back to the slow path (`crate::syncookie`), but for a client without timestamps
+    /// the half-open map's entry ([`HALF_OPEN_KEPT`]).
     pub const SYN_COOKIES_SENT: u32 = 7;
     /// A client FIN of a handed-off flow, rewritten and transmitted like any of its
     /// segments (`XDP_TX`) after a notice was written to the ring
@@ -424,8 +436,18 @@ pub mod stat {
     /// segment brings the cookie back again, and the core rebuilds the connection from
     /// that one. Counted only while cookies are engaged.
     pub const HANDSHAKE_ACK_ABSORBED: u32 = 17;
+    /// Of the [`SYN_COOKIES_SENT`]: a SYN without timestamps whose SYN/ACK agreed to
+    /// window scaling, SACK or ECN, its options kept in the half-open map
+    /// (`crate::syncookie::HalfOpenSyn`) and the cookie marked so; the protocol core
+    /// takes the entry at the client's first data segment.
+    pub const HALF_OPEN_KEPT: u32 = 18;
+    /// Of the [`SYN_COOKIES_SENT`]: a SYN without timestamps that offered window scaling,
+    /// SACK or ECN (within the settings), answered without them because the half-open
+    /// map is off (`[tcp] half_open_entries = 0`) or refused the entry: the cookie's own
+    /// encoding, which keeps only the MSS.
+    pub const SYN_ACK_WITHOUT_OPTIONS: u32 = 19;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 20;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -447,6 +469,8 @@ pub mod stat {
         "forwarded_rst_ignored",
         "drop_fragment",
         "handshake_ack_absorbed",
+        "half_open_kept",
+        "syn_ack_without_options",
     ];
 }
 

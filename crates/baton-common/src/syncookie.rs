@@ -1,15 +1,17 @@
 //! SYN cookies (RFC 4987 §3.6): the one definition of their arithmetic, used by the
 //! protocol core (`baton-proto`, which answers SYNs with cookies once its half-open table
 //! is full, and checks every cookie ACK) and by the front-end's XDP program (which answers
-//! a flood's SYNs itself while the core asks it to, so that they never cost an skb, a
-//! packet-socket copy or a trip through userspace).
+//! a flood's SYNs itself while the core asks it to, or every SYN with `[tcp]
+//! syns_in_xdp`, so that they never cost an skb, a packet-socket copy or a trip through
+//! userspace).
 //!
 //! # Layout and fidelity
 //!
 //! The ISN of a cookie SYN/ACK is, as in Linux's `secure_tcp_syn_cookie`:
 //!
 //! ```text
-//! isn_f = H1(flow) + client_isn + (minute << 24) + ((H2(flow, minute, client_isn) + mss_index) mod 2^24)
+//! isn_f = H1(flow) + client_isn + (minute << 24) + ((H2(flow, minute, client_isn) + index) mod 2^24)
+//! index = mss_index | (4 if the SYN's options are in the half-open map)
 //! ```
 //!
 //! `minute` is a 60-second count of `CLOCK_MONOTONIC` (8 bits travel); a cookie is
@@ -17,16 +19,39 @@
 //!
 //! | client's SYN offered | kept | how |
 //! |---|---|---|
-//! | MSS | rounded down to 536, 1300, 1440 or 1460 | 2 bits in the cookie (Linux's `msstab`) |
-//! | window scale | exactly (shift 0..=14) | TSval low 4 bits, echoed in TSecr; only with timestamps |
-//! | SACK-permitted | yes | TSval bit 4; only with timestamps |
-//! | ECN (an ECN-setup SYN, RFC 3168 §6.1.1) | yes | TSval bit 5 (Linux's `TS_OPT_ECN`); only with timestamps |
+//! | MSS | rounded down to 536, 1300, 1440 or 1460 (exactly, in the half-open map) | 2 bits of the index (Linux's `msstab`) |
+//! | window scale | exactly (shift 0..=14) | TSval low 4 bits, echoed in TSecr; without timestamps, the half-open map |
+//! | SACK-permitted | yes | TSval bit 4; without timestamps, the half-open map |
+//! | ECN (an ECN-setup SYN, RFC 3168 §6.1.1) | yes | TSval bit 5 (Linux's `TS_OPT_ECN`); without timestamps, the half-open map |
 //! | timestamps | yes | the ACK carries TSopt; `tsv_f` is its TSecr |
 //! | anything else (TFO, MPTCP, ...) | no | never mirrored, so never agreed anyway |
 //!
-//! Without timestamps there is nowhere to keep window scale, SACK and ECN, so a cookie
-//! SYN/ACK to such a client offers none of them (Linux's `tcp_clear_options` when
-//! `want_cookie` and no timestamp; its `cookie_ecn_ok` finds no ECN bit then either).
+//! # Clients without timestamps: the half-open map
+//!
+//! Without timestamps a cookie has nowhere to keep window scale, SACK and ECN (Linux
+//! answers such a client with none of them: `tcp_clear_options` when `want_cookie` and
+//! no timestamp). The XDP program instead keeps what it agreed to in a bounded LRU hash
+//! keyed by the 4-tuple, the half-open map ([`HalfOpenSyn`], `[tcp] half_open_entries`),
+//! answers with the options the core's own SYN/ACK would offer ([`agreed_options`]), and
+//! marks the cookie: bit 2 of the index ([`Cookie::syn_in_map`]). The protocol core takes
+//! the entry (one lookup-and-delete) with the client's first data segment, which brings
+//! the cookie back. The entry is bound to the client's ISN; one gone (evicted by newer
+//! SYNs: a flood of SYNs without timestamps faster than the map's size per round trip)
+//! or of another ISN leaves the core unable to know the client's window shift, which the
+//! client now applies to every window it announces: the core resets the connection
+//! (counted), rather than complete it on terms the client did not agree to. Only when
+//! the map is off (`half_open_entries = 0`) or refuses the entry does the SYN/ACK fall
+//! back to the cookie's own encoding, offering none of them (counted).
+//!
+//! # What a blind forger's guess is worth
+//!
+//! To complete a handshake without seeing the SYN/ACK, an ACK must carry a cookie that
+//! checks: the minute field one of the two honoured (2 of 256 values) and the low 24 bits
+//! within the valid indexes of `H2` (8 of 2^24: 4 MSS indexes, with the half-open bit or
+//! without). Per guess: 2 × 8 / 2^32 = 2^-28, where Linux's cookies (4 indexes) give
+//! 2^-29: the half-open bit costs one bit of the hash. What a forger who also sent the
+//! SYN (from the spoofed address, the SYN/ACK going there) finds in the map is what that
+//! SYN said, nothing more.
 //!
 //! Everything is SipHash-2-4 ([`crate::siphash`]) over fixed-length messages, so the eBPF
 //! program runs exactly the host's code, without loops the verifier cannot bound.
@@ -50,6 +75,10 @@ pub const DEFAULT_MSS: u16 = 536;
 /// Bits of the cookie below the minute counter.
 const COOKIE_BITS: u32 = 24;
 const COOKIE_MASK: u32 = (1 << COOKIE_BITS) - 1;
+/// The index bit saying the SYN's options are in the half-open map (module docs).
+const INDEX_SYN_IN_MAP: u32 = 1 << 2;
+/// The largest valid index: an MSS index (0..=3), with or without [`INDEX_SYN_IN_MAP`].
+const MAX_INDEX: u32 = INDEX_SYN_IN_MAP | 3;
 /// A cookie is honoured in the minute it was made and the one after (Linux
 /// `MAX_SYNCOOKIE_AGE`).
 const MAX_COOKIE_AGE: u32 = 2;
@@ -191,18 +220,24 @@ pub fn cookie_hashes(
 }
 
 /// The cookie ISN from its hashes, for a SYN whose MSS rounds down to
-/// `MSS_TABLE[mss_index(mss)]`.
+/// `MSS_TABLE[mss_index(mss)]`, marked if its options are in the half-open map
+/// (`syn_in_map`).
 #[inline(always)]
-pub const fn cookie_isn(hashes: &CookieHashes, client_isn: u32, mss: u16) -> u32 {
+pub const fn cookie_isn(hashes: &CookieHashes, client_isn: u32, mss: u16, syn_in_map: bool) -> u32 {
+    let index = if syn_in_map {
+        mss_index(mss) | INDEX_SYN_IN_MAP
+    } else {
+        mss_index(mss)
+    };
     hashes
         .h1
         .wrapping_add(client_isn)
         .wrapping_add(hashes.minute << COOKIE_BITS)
-        .wrapping_add(hashes.h2.wrapping_add(mss_index(mss)) & COOKIE_MASK)
+        .wrapping_add(hashes.h2.wrapping_add(index) & COOKIE_MASK)
 }
 
 /// The cookie ISN for a SYN with `client_isn` on `flow` at `now_ns` whose MSS rounds
-/// down to `MSS_TABLE[mss_index(mss)]`.
+/// down to `MSS_TABLE[mss_index(mss)]`, marked if its options are in the half-open map.
 #[inline(always)]
 pub fn make_cookie(
     keys: &CookieKeys,
@@ -210,16 +245,29 @@ pub fn make_cookie(
     flow: &[u8; 12],
     client_isn: u32,
     mss: u16,
+    syn_in_map: bool,
 ) -> u32 {
     cookie_isn(
         &cookie_hashes(keys, now_ns, flow, client_isn),
         client_isn,
         mss,
+        syn_in_map,
     )
 }
 
-/// The MSS a valid, fresh `cookie` (the ACK's `ack - 1`) encodes for a client whose ISN
-/// was `client_isn` (the ACK's `seq - 1`), or `None`. As Linux's `__cookie_v4_check`.
+/// What a valid cookie says of the SYN it answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cookie {
+    /// The client's MSS, rounded down to one of [`MSS_TABLE`].
+    pub mss: u16,
+    /// The SYN's options are in the fast path's half-open map ([`HalfOpenSyn`]), not in
+    /// the TSval: the SYN/ACK agreed to window scaling, SACK or ECN with a client
+    /// without timestamps.
+    pub syn_in_map: bool,
+}
+
+/// What a valid, fresh `cookie` (the ACK's `ack - 1`) says for a client whose ISN was
+/// `client_isn` (the ACK's `seq - 1`), or `None`. As Linux's `__cookie_v4_check`.
 #[inline(always)]
 pub fn check_cookie(
     keys: &CookieKeys,
@@ -227,13 +275,13 @@ pub fn check_cookie(
     flow: &[u8; 12],
     client_isn: u32,
     cookie: u32,
-) -> Option<u16> {
+) -> Option<Cookie> {
     match check_cookie_with(
         &cookie_hashes(keys, now_ns, flow, client_isn),
         client_isn,
         cookie,
     ) {
-        CookieCheck::Valid(mss) => Some(mss),
+        CookieCheck::Valid(found) => Some(found),
         CookieCheck::MinutesOld(age) => check_cookie_with(
             &cookie_hashes(
                 keys,
@@ -252,8 +300,8 @@ pub fn check_cookie(
 /// What [`check_cookie_with`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CookieCheck {
-    /// Made in the hashes' minute; the MSS it encodes.
-    Valid(u16),
+    /// Made in the hashes' minute; what it says.
+    Valid(Cookie),
     /// Made this many minutes before the hashes' (fewer than the two a cookie lives):
     /// check it again with hashes of that minute.
     MinutesOld(u32),
@@ -262,11 +310,11 @@ pub enum CookieCheck {
 }
 
 impl CookieCheck {
-    /// The MSS of a [`CookieCheck::Valid`] check.
+    /// What a [`CookieCheck::Valid`] cookie says.
     #[inline(always)]
-    pub const fn valid(self) -> Option<u16> {
+    pub const fn valid(self) -> Option<Cookie> {
         match self {
-            Self::Valid(mss) => Some(mss),
+            Self::Valid(found) => Some(found),
             _ => None,
         }
     }
@@ -286,8 +334,11 @@ pub const fn check_cookie_with(hashes: &CookieHashes, client_isn: u32, cookie: u
         return CookieCheck::MinutesOld(age);
     }
     let index = diff.wrapping_sub(hashes.h2) & COOKIE_MASK;
-    if index <= 3 {
-        CookieCheck::Valid(MSS_TABLE[index as usize])
+    if index <= MAX_INDEX {
+        CookieCheck::Valid(Cookie {
+            mss: MSS_TABLE[(index & 3) as usize],
+            syn_in_map: index & INDEX_SYN_IN_MAP != 0,
+        })
     } else {
         CookieCheck::Invalid
     }
@@ -323,7 +374,7 @@ pub const fn encode_ts_options(tsv: u32, window_scale: Option<u8>, sack: bool, e
 
 /// The options [`encode_ts_options`] put in a TSval, read back from the TSecr.
 #[inline(always)]
-pub const fn decode_ts_options(tsecr: u32) -> TsOptions {
+pub const fn decode_ts_options(tsecr: u32) -> KeptOptions {
     let ws = tsecr & TS_OPT_WSCALE_MASK;
     let window_scale = if ws == TS_OPT_WSCALE_MASK {
         None
@@ -332,22 +383,32 @@ pub const fn decode_ts_options(tsecr: u32) -> TsOptions {
     } else {
         Some(ws as u8)
     };
-    TsOptions {
+    KeptOptions {
         window_scale,
         sack: tsecr & TS_OPT_SACK != 0,
         ecn: tsecr & TS_OPT_ECN != 0,
     }
 }
 
-/// What a cookie SYN/ACK's TSval remembers ([`decode_ts_options`]).
+/// What a cookie SYN/ACK agreed to beyond the MSS, as its TSval remembers it
+/// ([`decode_ts_options`]) or the half-open map ([`HalfOpenSyn::kept`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TsOptions {
+pub struct KeptOptions {
     /// The client's window shift, if it offered window scaling.
     pub window_scale: Option<u8>,
     /// SACK was agreed.
     pub sack: bool,
     /// ECN was granted (the SYN/ACK carried ECE).
     pub ecn: bool,
+}
+
+impl KeptOptions {
+    /// Nothing agreed beyond the MSS: a cookie SYN/ACK without timestamps or the map.
+    pub const NONE: Self = Self {
+        window_scale: None,
+        sack: false,
+        ecn: false,
+    };
 }
 
 /// What the fast path needs to answer SYNs with cookies, written by the daemon into the
@@ -377,8 +438,134 @@ impl SynCookieConfig {
     pub const TIMESTAMPS: u32 = 1 << 1;
     /// SACK is enabled (`[tcp] sack`): agreed when the client offers it.
     pub const SACK: u32 = 1 << 2;
-    /// ECN is enabled (`[tcp] ecn`): granted to an ECN-setup SYN that has timestamps.
+    /// ECN is enabled (`[tcp] ecn`): granted to an ECN-setup SYN.
     pub const ECN: u32 = 1 << 3;
+    /// The half-open map is on (`[tcp] half_open_entries` above 0): the options of a
+    /// client without timestamps are kept there (module docs).
+    pub const HALF_OPEN: u32 = 1 << 4;
+}
+
+/// What a SYN/ACK agrees to of a client's SYN: the one choice of the protocol core's own
+/// SYN/ACKs, of the cookie SYN/ACKs (the core's and the XDP program's) and of the
+/// simulation's model of the program ([`agreed_options`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgreedOptions {
+    /// The window shift the front-end announces (its own), if the client offered window
+    /// scaling.
+    pub window_shift: Option<u8>,
+    /// SACK-permitted.
+    pub sack: bool,
+    /// ECN granted: ECE in the SYN/ACK.
+    pub ecn: bool,
+    /// Timestamps: the client's TSval, echoed as the SYN/ACK's TSecr.
+    pub timestamps: Option<u32>,
+}
+
+impl AgreedOptions {
+    /// Whether a cookie must keep something beyond the MSS that only timestamps (the
+    /// TSval) or the half-open map can hold: window scaling, SACK or ECN without
+    /// timestamps.
+    #[inline(always)]
+    pub const fn need_the_half_open_map(&self) -> bool {
+        self.timestamps.is_none() && (self.window_shift.is_some() || self.sack || self.ecn)
+    }
+}
+
+/// What a SYN/ACK agrees to of `options` under the front-end's settings: `flags` (of
+/// [`SynCookieConfig::TIMESTAMPS`], [`SynCookieConfig::SACK`], [`SynCookieConfig::ECN`])
+/// and its `window_shift`. Each only if the client offered it: window scaling always
+/// then, with the front-end's shift (RFC 7323 §2.2), SACK-permitted if enabled (RFC 2018
+/// §2), timestamps if enabled, echoing the client's TSval (RFC 7323 §3.2), ECN if
+/// enabled and the SYN is an ECN-setup SYN (RFC 3168 §6.1.1).
+#[inline(always)]
+pub const fn agreed_options(flags: u32, window_shift: u8, options: &SynOptions) -> AgreedOptions {
+    AgreedOptions {
+        window_shift: match options.window_scale {
+            Some(_) => Some(window_shift),
+            None => None,
+        },
+        sack: options.sack_permitted && flags & SynCookieConfig::SACK != 0,
+        ecn: options.ecn_setup && flags & SynCookieConfig::ECN != 0,
+        timestamps: match options.tsval {
+            Some(tsval) if flags & SynCookieConfig::TIMESTAMPS != 0 => Some(tsval),
+            _ => None,
+        },
+    }
+}
+
+/// What the fast path keeps of a SYN whose cookie cannot (no timestamps agreed, and
+/// window scaling, SACK or ECN agreed: [`AgreedOptions::need_the_half_open_map`]), in
+/// its half-open map, an LRU hash keyed by the 4-tuple
+/// ([`crate::frontend::FrontendFlowKey`]), until the protocol core takes it at the
+/// client's first data segment (module docs).
+///
+/// Layout (12 bytes, no implicit padding, pinned by a test): `client_isn` (0..4), `mss`
+/// (4..6), `window` (6..8), `window_scale` (8), `flags` (9), padding (10..12).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HalfOpenSyn {
+    /// The client's ISN: the entry is this connection's, not another's on the same ports.
+    pub client_isn: u32,
+    /// The client's MSS option ([`DEFAULT_MSS`] if it sent none), exactly.
+    pub mss: u16,
+    /// The SYN's window field (never scaled, RFC 7323 §2.2), replayed in the SYN'.
+    pub window: u16,
+    /// The client's window shift, [`HalfOpenSyn::NO_WINDOW_SCALE`] if it offered none.
+    pub window_scale: u8,
+    /// [`HalfOpenSyn::SACK`], [`HalfOpenSyn::ECN`]: what the SYN/ACK agreed to.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+impl HalfOpenSyn {
+    /// SACK was agreed.
+    pub const SACK: u8 = 1 << 0;
+    /// ECN was granted.
+    pub const ECN: u8 = 1 << 1;
+    /// `window_scale` of a client that offered no window scaling.
+    pub const NO_WINDOW_SCALE: u8 = 0xff;
+
+    /// The entry for a SYN with `client_isn`, window field `window` and `options`, whose
+    /// SYN/ACK agreed to `agreed`.
+    #[inline(always)]
+    pub const fn new(
+        client_isn: u32,
+        window: u16,
+        options: &SynOptions,
+        agreed: &AgreedOptions,
+    ) -> Self {
+        let sack = if agreed.sack { Self::SACK } else { 0 };
+        let ecn = if agreed.ecn { Self::ECN } else { 0 };
+        Self {
+            client_isn,
+            mss: match options.mss {
+                Some(mss) => mss,
+                None => DEFAULT_MSS,
+            },
+            window,
+            window_scale: match options.window_scale {
+                Some(shift) => shift,
+                None => Self::NO_WINDOW_SCALE,
+            },
+            flags: sack | ecn,
+            _pad: [0; 2],
+        }
+    }
+
+    /// What the SYN/ACK agreed to, as a TSval would have kept it (a shift above 14 taken
+    /// as 14, RFC 7323 §2.3).
+    #[inline(always)]
+    pub const fn kept(&self) -> KeptOptions {
+        KeptOptions {
+            window_scale: match self.window_scale {
+                Self::NO_WINDOW_SCALE => None,
+                s if s > 14 => Some(14),
+                s => Some(s),
+            },
+            sack: self.flags & Self::SACK != 0,
+            ecn: self.flags & Self::ECN != 0,
+        }
+    }
 }
 
 /// The options of a client's SYN that a cookie SYN/ACK answers.
@@ -521,7 +708,8 @@ pub struct CookieSynAck {
 }
 
 /// The cookie SYN/ACK for a SYN with `client_isn` and `options` on `flow` at `now_ns`,
-/// under the enabled features in `config.flags`.
+/// under the enabled features in `config.flags`; `syn_in_map` when the SYN's options are
+/// in the half-open map ([`HalfOpenSyn`]).
 #[inline(always)]
 pub fn cookie_syn_ack(
     config: &SynCookieConfig,
@@ -529,12 +717,16 @@ pub fn cookie_syn_ack(
     flow: &[u8; 12],
     client_isn: u32,
     options: &SynOptions,
+    syn_in_map: bool,
 ) -> CookieSynAck {
     let hashes = cookie_hashes(&config.keys, now_ns, flow, client_isn);
-    cookie_syn_ack_with(config, &hashes, now_ns, client_isn, options)
+    cookie_syn_ack_with(config, &hashes, now_ns, client_isn, options, syn_in_map)
 }
 
 /// [`cookie_syn_ack`] from hashes already made ([`cookie_hashes`] at the same `now_ns`).
+/// The options are [`agreed_options`]' choice, kept in the TSval with timestamps, in the
+/// half-open map without them (`syn_in_map`, the cookie then marked), and otherwise not
+/// offered (all but the MSS): a cookie SYN/ACK offers nothing it cannot remember.
 #[inline(always)]
 pub fn cookie_syn_ack_with(
     config: &SynCookieConfig,
@@ -542,12 +734,12 @@ pub fn cookie_syn_ack_with(
     now_ns: u64,
     client_isn: u32,
     options: &SynOptions,
+    syn_in_map: bool,
 ) -> CookieSynAck {
     let client_mss = match options.mss {
         Some(mss) => mss,
         None => DEFAULT_MSS,
     };
-    let isn = cookie_isn(hashes, client_isn, client_mss);
     let mss = if client_mss < DEFAULT_MSS {
         DEFAULT_MSS
     } else if client_mss > config.max_mss {
@@ -555,26 +747,43 @@ pub fn cookie_syn_ack_with(
     } else {
         client_mss
     };
-    let (window_scale, sack, ecn, timestamps) = match options.tsval {
-        Some(client_tsval) if config.flags & SynCookieConfig::TIMESTAMPS != 0 => {
-            let sack = options.sack_permitted && config.flags & SynCookieConfig::SACK != 0;
-            let ecn = options.ecn_setup && config.flags & SynCookieConfig::ECN != 0;
+    let agreed = agreed_options(config.flags, config.window_shift, options);
+    let (isn, window_shift, sack, ecn, timestamps) = match agreed.timestamps {
+        Some(client_tsval) => {
             let tsv = encode_ts_options(
                 ms_clock(now_ns).wrapping_add(hashes.tsval_offset),
                 options.window_scale,
-                sack,
-                ecn,
+                agreed.sack,
+                agreed.ecn,
             );
-            (options.window_scale, sack, ecn, Some((tsv, client_tsval)))
+            (
+                cookie_isn(hashes, client_isn, client_mss, false),
+                agreed.window_shift,
+                agreed.sack,
+                agreed.ecn,
+                Some((tsv, client_tsval)),
+            )
         }
-        // Without timestamps there is nowhere to keep window scale, SACK and ECN: offer
-        // none of them.
-        _ => (None, false, false, None),
+        None if syn_in_map => (
+            cookie_isn(hashes, client_isn, client_mss, true),
+            agreed.window_shift,
+            agreed.sack,
+            agreed.ecn,
+            None,
+        ),
+        // Nowhere to keep window scale, SACK and ECN: offer none of them.
+        None => (
+            cookie_isn(hashes, client_isn, client_mss, false),
+            None,
+            false,
+            false,
+            None,
+        ),
     };
     CookieSynAck {
         isn,
         mss,
-        window_shift: window_scale.map(|_| config.window_shift),
+        window_shift,
         sack,
         ecn,
         timestamps,
@@ -733,6 +942,7 @@ mod pod {
     // SAFETY: `#[repr(C)]`, integers only, no implicit padding (sizes tested below).
     unsafe impl aya::Pod for super::CookieKeys {}
     unsafe impl aya::Pod for super::SynCookieConfig {}
+    unsafe impl aya::Pod for super::HalfOpenSyn {}
 }
 
 #[cfg(test)]
@@ -755,10 +965,23 @@ mod tests {
         let t0 = 5 * COOKIE_MINUTE_NANOS + 1;
         let other = flow_bytes([198, 18, 0, 2], [198, 18, 1, 10], 1001, 80);
         for (mss, want) in [(1460, 1460), (1400, 1300), (9000, 1460), (100, 536)] {
-            let c = make_cookie(&k, t0, &FLOW, 42, mss);
-            assert_eq!(check_cookie(&k, t0, &FLOW, 42, c), Some(want));
+            let c = make_cookie(&k, t0, &FLOW, 42, mss, false);
+            let found = Cookie {
+                mss: want,
+                syn_in_map: false,
+            };
+            assert_eq!(check_cookie(&k, t0, &FLOW, 42, c), Some(found));
             let later = t0 + 61_000_000_000;
-            assert_eq!(check_cookie(&k, later, &FLOW, 42, c), Some(want));
+            assert_eq!(check_cookie(&k, later, &FLOW, 42, c), Some(found));
+            // Marked: the same MSS, and the mark read back, in either minute.
+            let marked = make_cookie(&k, t0, &FLOW, 42, mss, true);
+            assert_ne!(marked, c);
+            let in_map = Cookie {
+                syn_in_map: true,
+                ..found
+            };
+            assert_eq!(check_cookie(&k, t0, &FLOW, 42, marked), Some(in_map));
+            assert_eq!(check_cookie(&k, later, &FLOW, 42, marked), Some(in_map));
             let stale = t0 + 121_000_000_000;
             assert_eq!(check_cookie(&k, stale, &FLOW, 42, c), None);
             assert_eq!(check_cookie(&k, t0, &other, 42, c), None, "other flow");
@@ -773,7 +996,8 @@ mod tests {
         let accepted = (0..100_000u32)
             .filter(|n| check_cookie(&k, 1, &FLOW, 1, n.wrapping_mul(2_654_435_761)).is_some())
             .count();
-        // 2 valid minutes * 4 MSS values in 2^32: about 2^-29 per guess.
+        // 2 valid minutes * 8 indexes (4 MSS values, marked or not) in 2^32: 2^-28 per
+        // guess (module docs).
         assert_eq!(accepted, 0);
     }
 
@@ -784,7 +1008,7 @@ mod tests {
                 for ecn in [false, true] {
                     let ts = encode_ts_options(0xdead_beef, ws, sack, ecn);
                     assert_eq!(ts & !TS_OPT_MASK, 0xdead_beef & !TS_OPT_MASK);
-                    let want = TsOptions {
+                    let want = KeptOptions {
                         window_scale: ws,
                         sack,
                         ecn,
@@ -828,7 +1052,7 @@ mod tests {
     #[test]
     fn a_syn_ack_mirrors_what_the_cookie_can_keep() {
         let all = SynCookieConfig::TIMESTAMPS | SynCookieConfig::SACK;
-        let a = cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX);
+        let a = cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX, false);
         assert_eq!(a.mss, 1400, "clamped to ours");
         assert_eq!(
             a.window_shift,
@@ -846,7 +1070,10 @@ mod tests {
         );
         assert_eq!(
             check_cookie(&config(all).keys, 1, &FLOW, 500, a.isn),
-            Some(1460)
+            Some(Cookie {
+                mss: 1460,
+                syn_in_map: false
+            })
         );
 
         // No timestamps from the client: no window scale, no SACK.
@@ -854,12 +1081,19 @@ mod tests {
             tsval: None,
             ..LINUX
         };
-        let b = cookie_syn_ack(&config(all), 1, &FLOW, 500, &bare);
+        let b = cookie_syn_ack(&config(all), 1, &FLOW, 500, &bare, false);
         assert_eq!((b.window_shift, b.sack, b.timestamps), (None, false, None));
         // Timestamps or SACK disabled here.
-        let c = cookie_syn_ack(&config(SynCookieConfig::TIMESTAMPS), 1, &FLOW, 500, &LINUX);
+        let c = cookie_syn_ack(
+            &config(SynCookieConfig::TIMESTAMPS),
+            1,
+            &FLOW,
+            500,
+            &LINUX,
+            false,
+        );
         assert!(!c.sack && c.timestamps.is_some());
-        let d = cookie_syn_ack(&config(SynCookieConfig::SACK), 1, &FLOW, 500, &LINUX);
+        let d = cookie_syn_ack(&config(SynCookieConfig::SACK), 1, &FLOW, 500, &LINUX, false);
         assert_eq!((d.window_shift, d.sack, d.timestamps), (None, false, None));
         // No MSS option: 536 assumed, and offered.
         let e = cookie_syn_ack(
@@ -868,10 +1102,11 @@ mod tests {
             &FLOW,
             500,
             &SynOptions { mss: None, ..LINUX },
+            false,
         );
         assert_eq!(e.mss, 536);
         assert_eq!(
-            check_cookie(&config(all).keys, 1, &FLOW, 500, e.isn),
+            check_cookie(&config(all).keys, 1, &FLOW, 500, e.isn).map(|c| c.mss),
             Some(536)
         );
     }
@@ -894,7 +1129,7 @@ mod tests {
             ecn_setup: true,
             ..LINUX
         };
-        let a = cookie_syn_ack(&config(all), 1, &FLOW, 500, &asks);
+        let a = cookie_syn_ack(&config(all), 1, &FLOW, 500, &asks, false);
         assert!(a.ecn);
         assert!(
             decode_ts_options(a.timestamps.unwrap().0).ecn,
@@ -915,18 +1150,25 @@ mod tests {
             &to,
             500,
             16384,
-            &cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX),
+            &cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX, false),
         );
         assert_eq!(plain[47], 0x12, "no ECE for a SYN that did not ask");
         // Not granted: disabled, no timestamps (nowhere to remember it), or not asked.
-        let off = cookie_syn_ack(&config(all & !SynCookieConfig::ECN), 1, &FLOW, 500, &asks);
+        let off = cookie_syn_ack(
+            &config(all & !SynCookieConfig::ECN),
+            1,
+            &FLOW,
+            500,
+            &asks,
+            false,
+        );
         assert!(!off.ecn && !decode_ts_options(off.timestamps.unwrap().0).ecn);
         let no_ts = SynOptions {
             tsval: None,
             ..asks
         };
-        assert!(!cookie_syn_ack(&config(all), 1, &FLOW, 500, &no_ts).ecn);
-        assert!(!cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX).ecn);
+        assert!(!cookie_syn_ack(&config(all), 1, &FLOW, 500, &no_ts, false).ecn);
+        assert!(!cookie_syn_ack(&config(all), 1, &FLOW, 500, &LINUX, false).ecn);
     }
 
     fn area(bytes: &[u8]) -> ([u8; OPTIONS_AREA], usize) {
@@ -989,5 +1231,136 @@ mod tests {
     fn the_config_layout_is_fixed() {
         assert_eq!(core::mem::size_of::<CookieKeys>(), 48);
         assert_eq!(core::mem::size_of::<SynCookieConfig>(), 64);
+        assert_eq!(core::mem::size_of::<HalfOpenSyn>(), 12);
+        assert_eq!(core::mem::offset_of!(HalfOpenSyn, window_scale), 8);
+        assert_eq!(core::mem::offset_of!(HalfOpenSyn, flags), 9);
+    }
+
+    /// Windows' SYN: MSS, window scale 8, SACK-permitted, no timestamps; ECN asked.
+    const WINDOWS: SynOptions = SynOptions {
+        mss: Some(1460),
+        window_scale: Some(8),
+        sack_permitted: true,
+        tsval: None,
+        ecn_setup: true,
+    };
+
+    #[test]
+    fn the_options_agreed_are_the_clients_offer_within_the_settings() {
+        let all = SynCookieConfig::TIMESTAMPS | SynCookieConfig::SACK | SynCookieConfig::ECN;
+        let ecn_linux = SynOptions {
+            ecn_setup: true,
+            ..LINUX
+        };
+        assert_eq!(
+            agreed_options(all, 7, &ecn_linux),
+            AgreedOptions {
+                window_shift: Some(7),
+                sack: true,
+                ecn: true,
+                timestamps: Some(77),
+            },
+            "ours announced, the client's TSval echoed"
+        );
+        assert_eq!(
+            agreed_options(0, 7, &ecn_linux),
+            AgreedOptions {
+                window_shift: Some(7),
+                sack: false,
+                ecn: false,
+                timestamps: None,
+            },
+            "window scaling is always agreed when offered"
+        );
+        assert_eq!(
+            agreed_options(all, 7, &SynOptions::default()),
+            AgreedOptions {
+                window_shift: None,
+                sack: false,
+                ecn: false,
+                timestamps: None,
+            },
+            "nothing offered, nothing agreed"
+        );
+        assert!(!agreed_options(all, 7, &LINUX).need_the_half_open_map());
+        assert!(agreed_options(all, 7, &WINDOWS).need_the_half_open_map());
+        assert!(!agreed_options(all, 7, &SynOptions::default()).need_the_half_open_map());
+        let sack_only = SynOptions {
+            sack_permitted: true,
+            ..SynOptions::default()
+        };
+        assert!(agreed_options(all, 7, &sack_only).need_the_half_open_map());
+        assert!(!agreed_options(0, 7, &sack_only).need_the_half_open_map());
+    }
+
+    #[test]
+    fn a_syn_without_timestamps_keeps_its_options_in_the_half_open_map() {
+        let all = SynCookieConfig::TIMESTAMPS
+            | SynCookieConfig::SACK
+            | SynCookieConfig::ECN
+            | SynCookieConfig::HALF_OPEN;
+        let config = config(all);
+        // In the map: offered as the core's own SYN/ACK would, the cookie marked.
+        let a = cookie_syn_ack(&config, 1, &FLOW, 500, &WINDOWS, true);
+        assert_eq!(
+            (a.window_shift, a.sack, a.ecn, a.timestamps),
+            (Some(7), true, true, None)
+        );
+        assert_eq!(
+            check_cookie(&config.keys, 1, &FLOW, 500, a.isn),
+            Some(Cookie {
+                mss: 1460,
+                syn_in_map: true
+            })
+        );
+        // Not in the map: the cookie's own encoding, nothing but the MSS.
+        let b = cookie_syn_ack(&config, 1, &FLOW, 500, &WINDOWS, false);
+        assert_eq!(
+            (b.window_shift, b.sack, b.ecn, b.timestamps),
+            (None, false, false, None)
+        );
+        assert_eq!(
+            check_cookie(&config.keys, 1, &FLOW, 500, b.isn).map(|c| c.syn_in_map),
+            Some(false)
+        );
+        // With timestamps the TSval keeps them: never marked.
+        let c = cookie_syn_ack(&config, 1, &FLOW, 500, &LINUX, true);
+        assert_eq!(c, cookie_syn_ack(&config, 1, &FLOW, 500, &LINUX, false));
+        // The entry: what the SYN said and the SYN/ACK agreed, read back as a TSval would.
+        let agreed = agreed_options(config.flags, config.window_shift, &WINDOWS);
+        let entry = HalfOpenSyn::new(500, 64_240, &WINDOWS, &agreed);
+        assert_eq!(
+            (entry.client_isn, entry.mss, entry.window),
+            (500, 1460, 64_240)
+        );
+        assert_eq!(
+            entry.kept(),
+            KeptOptions {
+                window_scale: Some(8),
+                sack: true,
+                ecn: true
+            }
+        );
+        let plain = SynOptions {
+            mss: None,
+            window_scale: None,
+            ..WINDOWS
+        };
+        let no_sack = agreed_options(SynCookieConfig::ECN, 7, &plain);
+        let entry = HalfOpenSyn::new(500, 1, &plain, &no_sack);
+        assert_eq!(entry.mss, DEFAULT_MSS);
+        assert_eq!(
+            entry.kept(),
+            KeptOptions {
+                window_scale: None,
+                sack: false,
+                ecn: true
+            }
+        );
+        let huge = HalfOpenSyn {
+            window_scale: 15,
+            ..entry
+        };
+        assert_eq!(huge.kept().window_scale, Some(14), "RFC 7323 §2.3");
     }
 }

@@ -21,7 +21,8 @@
 //!   server refused the ECN the front-end granted the client, ingress drops the client's
 //!   CE-marked segments (`BackendFlow::drops`).
 //!
-//! All arithmetic comes from `baton_common` (tested on the host). Packets are read and
+//! All arithmetic and every decision come from `baton_common` (tested on the host, and
+//! run by the simulation's model of this module: `baton_common::backend`'s functions). Packets are read and
 //! written with the skb helpers and checksums fixed with `bpf_l3/l4_csum_replace`, which
 //! are right for `CHECKSUM_PARTIAL` packets, the norm on egress, and for GSO super-packets,
 //! whose headers are all we touch.
@@ -35,8 +36,9 @@ use aya_ebpf::{
 };
 use baton_common::{
     backend::{
-        BackendConfig, BackendFlow, BackendFlowKey, DEFAULT_FLOW_TABLE_SIZE, SynAckFate, ce,
-        ingress_program, stat,
+        BackendConfig, BackendFlow, BackendFlowKey, ClientSegmentFate, DEFAULT_FLOW_TABLE_SIZE,
+        HandoffOptionCheck, ServerSegmentFate, SynAckFate, SynAdmission, Verdict, admit_syn, ce,
+        client_segment_fate, frontend_copy, ingress_program, is_syn, server_segment_fate, stat,
     },
     handoff_option::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
@@ -48,7 +50,7 @@ use baton_common::{
         TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, ip_check, ip_daddr,
         ip_header_len, ip_protocol, ip_saddr, ip_tot_len, ip_version, ip_version_ihl, is_fragment,
         is_ipv4, tcp_ack_seq, tcp_dest,
-        tcp_flag::{ACK, FIN, RST, SYN},
+        tcp_flag::{ACK, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
     tcp_options::{sack, timestamps, window_shift},
@@ -73,14 +75,6 @@ static BACKEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COU
 #[map]
 static BACKEND_INGRESS_PROGRAMS: ProgramArray =
     ProgramArray::with_max_entries(ingress_program::SLOTS, 0);
-
-/// What a program decided, each with its counter.
-enum Verdict {
-    /// Carry on (tcx: next program, then the stack), counting `stat`.
-    Pass(u32),
-    /// Drop, counting `stat`.
-    Drop(u32),
-}
 
 #[classifier]
 pub fn backend_ingress(ctx: TcContext) -> i32 {
@@ -241,7 +235,7 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
     if u16::from_ne_bytes(seg.dport) != config.service_port_be {
         return None;
     }
-    if seg.flags & (SYN | ACK) == SYN {
+    if is_syn(seg.flags) {
         // A SYN (a SYN', or a direct client's) goes on in `backend_syn`: the tail
         // call does not return when the slot holds a program. Its verdict is that
         // program's, its counters too.
@@ -249,25 +243,21 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
         // needs; nothing here runs after a successful call.
         unsafe { BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::SYN) };
         // Unchecked, a SYN may still not bring data to the server (see `syn`).
-        return Some(if seg.payload_len > 0 {
-            Verdict::Drop(stat::IN_SYN_DATA_DROPPED)
-        } else {
-            Verdict::Pass(stat::IN_SYN_UNCHECKED)
-        });
+        return Some(admit_syn(HandoffOptionCheck::Unchecked, seg.payload_len as u32).verdict());
     }
     let key = flow_key_in(&seg);
-    let Some(flow) = BACKEND_FLOWS.get_ptr(key) else {
-        return Some(Verdict::Pass(stat::IN_NOT_HANDED_OFF));
-    };
     // SAFETY: a map value pointer, valid for this program run; copied out at once.
-    let value = unsafe { *flow };
-    if value.translation.is_awaiting_syn_ack() {
-        return Some(Verdict::Drop(stat::IN_BEFORE_SYN_ACK));
+    let value = BACKEND_FLOWS.get_ptr(key).map(|flow| unsafe { *flow });
+    if let ClientSegmentFate::Verdict(verdict) = client_segment_fate(value.as_ref()) {
+        return Some(verdict);
     }
+    // Only a flow in the table is translated.
+    let value = value?;
     Some(match translate_in(ctx, &seg, &value.translation) {
         // Decided last, after the rewrite: with this branch before it, the verifier
-        // walked the rewrite on more paths than its million instructions allow.
-        Ok(()) if value.state & BackendFlow::ECN_REFUSED != 0 && ce_marked(ctx) => {
+        // walked the rewrite on more paths than its million instructions allow. The TOS
+        // byte is read only for a flow that refused ECN (`BackendFlow::drops`).
+        Ok(()) if value.refuses_ecn() && ce_marked(ctx) => {
             // A congestion mark the server would ignore: a loss instead
             // (`BackendFlow::drops`).
             Verdict::Drop(stat::IN_CE_DROPPED)
@@ -297,24 +287,21 @@ fn syn(ctx: &TcContext) -> Option<Verdict> {
         Ok(seg) => seg,
         Err(()) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
     };
-    if u16::from_ne_bytes(seg.dport) != config.service_port_be || seg.flags & (SYN | ACK) != SYN {
+    if u16::from_ne_bytes(seg.dport) != config.service_port_be || !is_syn(seg.flags) {
         return None;
     }
     Some(ingress_syn(ctx, &config, &seg, &flow_key_in(&seg)))
 }
 
-/// A SYN that would pass without a handoff option that verifies: dropped if it carries
-/// data. The one-turn handoff has the server take a SYN's data with TCP Fast Open and no
-/// cookie, which would otherwise answer any spoofed SYN with a response to its forged
-/// source (docs/one-turn-handoff-notes.md, "Security"). Decided on each such path before
-/// the option is verified.
+/// A SYN whose handoff option is not verified (`check` says why): passed or dropped as
+/// [`admit_syn`] says, which drops it if it carries data. The one-turn handoff has the
+/// server take a SYN's data with TCP Fast Open and no cookie, which would otherwise
+/// answer any spoofed SYN with a response to its forged source
+/// (docs/one-turn-handoff-notes.md, "Security"). Decided on each such path before the
+/// option is verified.
 #[inline(always)]
-fn unverified(ctx: &TcContext, seg: &Segment, stat: u32) -> Verdict {
-    if syn_data_len(ctx, seg) > 0 {
-        Verdict::Drop(stat::IN_SYN_DATA_DROPPED)
-    } else {
-        Verdict::Pass(stat)
-    }
+fn unverified(ctx: &TcContext, seg: &Segment, check: HandoffOptionCheck) -> Verdict {
+    admit_syn(check, syn_data_len(ctx, seg) as u32).verdict()
 }
 
 /// The length of a SYN's data, from the IPv4 total length read again: kept in
@@ -339,14 +326,14 @@ fn ingress_syn(
 ) -> Verdict {
     let mut options_buf: OptionsBuf = [0; 60];
     let Ok(len) = load_options(ctx, seg, &mut options_buf) else {
-        return unverified(ctx, seg, stat::IN_MALFORMED);
+        return unverified(ctx, seg, HandoffOptionCheck::Unreadable);
     };
     let options = opts(&options_buf);
     let span = match find_handoff_option(options) {
         Ok(Some(span)) => span,
-        Ok(None) => return unverified(ctx, seg, stat::IN_SYN_PLAIN),
+        Ok(None) => return unverified(ctx, seg, HandoffOptionCheck::Absent),
         // An area we cannot walk is the kernel's to judge unless it claims to be ours.
-        Err(_) => return unverified(ctx, seg, stat::IN_MALFORMED),
+        Err(_) => return unverified(ctx, seg, HandoffOptionCheck::Unreadable),
     };
     let seq = seg.seq;
     let binding = HandoffBinding {
@@ -358,10 +345,10 @@ fn ingress_syn(
     };
     if span.start + span.len > len {
         // Runs past the options area into our zero padding: truncated.
-        return unverified(ctx, seg, stat::IN_MALFORMED);
+        return unverified(ctx, seg, HandoffOptionCheck::Unreadable);
     }
     let Some(option_bytes) = options.get(span.start..) else {
-        return Verdict::Drop(stat::IN_SYN_BAD_OPTION);
+        return admit_syn(HandoffOptionCheck::BadOption, 0).verdict();
     };
     // During a key rotation, the key being retired is tried when the current one fails.
     // The key is chosen first, by value, and the option verified once with it, so that
@@ -377,8 +364,11 @@ fn ingress_syn(
     };
     let option = match HandoffOption::parse_and_verify(option_bytes, &tag_key, &binding) {
         Ok(option) => option,
-        Err(HandoffOptionError::BadTag) => return Verdict::Drop(stat::IN_SYN_BAD_TAG),
-        Err(_) => return Verdict::Drop(stat::IN_SYN_BAD_OPTION),
+        // Dropped whatever they carry: data plays no part in the decision.
+        Err(HandoffOptionError::BadTag) => {
+            return admit_syn(HandoffOptionCheck::BadTag, 0).verdict();
+        }
+        Err(_) => return admit_syn(HandoffOptionCheck::BadOption, 0).verdict(),
     };
     if tag_key != config.handoff_key {
         count(stat::IN_SYN_PREVIOUS_KEY);
@@ -419,10 +409,13 @@ fn ingress_syn(
     if rewrite.finish().is_err() {
         return Verdict::Drop(stat::REWRITE_FAILED);
     }
-    if syn_data_len(ctx, seg) > 0 {
+    // Decided here, at the end, so that nothing more is kept on the stack across the
+    // option's verification (see `syn_data_len`).
+    let admission = admit_syn(HandoffOptionCheck::Verified, syn_data_len(ctx, seg) as u32);
+    if let SynAdmission::Accept { with_data: true } = admission {
         count(stat::IN_SYN_DATA_ACCEPTED);
     }
-    Verdict::Pass(stat::IN_SYN_ACCEPTED)
+    admission.verdict()
 }
 
 /// Whether the packet's IPv4 ECN field is CE (RFC 3168 §5). The TOS byte is read here
@@ -496,29 +489,26 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
     let mut value = unsafe { *flow };
     let syn_ack = seg.flags & (SYN | ACK) == (SYN | ACK);
     if syn_ack {
-        match value.syn_ack_fate(u32::from_be_bytes(seg.ack)) {
+        let fate = value.syn_ack_fate(u32::from_be_bytes(seg.ack));
+        match fate {
             SynAckFate::ToFrontend => {}
-            SynAckFate::Absorbed => {
-                if value.state & BackendFlow::SYN_ACK_REPEATED != 0 {
-                    // Retransmitted again: the front-end has had its proof.
-                    return Some(Verdict::Drop(stat::OUT_SYN_ACK_REPEAT_DROPPED));
-                }
-                if value.state & BackendFlow::SYN_ACK_ABSORBED != 0 {
+            // Retransmitted again: the front-end has had its proof.
+            SynAckFate::RepeatDropped => {
+                return Some(Verdict::Drop(stat::OUT_SYN_ACK_REPEAT_DROPPED));
+            }
+            SynAckFate::Absorbed | SynAckFate::RepeatToFrontend => {
+                if fate == SynAckFate::RepeatToFrontend {
                     // The server retransmits it: the client resent its request (whose
                     // acknowledgement rode on the absorbed one) and the front-end the
                     // SYN', or the server's timer fired. This one goes to the front-end
                     // below, translated, as the proof that the server has the request.
                     count(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND);
-                    // SAFETY: a map value pointer, valid for this program run.
-                    unsafe { (*flow).state |= BackendFlow::SYN_ACK_REPEATED };
                 }
                 // Noted in the map, not in a variable: the SYN/ACK' rewrite below
                 // then walks the same paths for either fate (the egress's verifier
                 // budget has no room for two).
                 // SAFETY: a map value pointer, valid for this program run.
-                unsafe {
-                    (*flow).state |= BackendFlow::SYN_ACK_ABSORBED | BackendFlow::CONFIRMED;
-                }
+                unsafe { (*flow).state |= fate.marks() };
             }
             SynAckFate::OtherConnection => {
                 // The server answers another SYN than this entry's SYN' (which it, like
@@ -533,20 +523,23 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             }
         }
     }
-    if value.translation.is_awaiting_syn_ack() && !syn_ack {
-        // The server refused the connection before the handoff finished: the front-end
-        // must learn of it to try another back-end. Anything else cannot be translated.
-        if seg.flags & RST == 0 {
-            return Some(Verdict::Drop(stat::OUT_BEFORE_SYN_ACK));
+    if !syn_ack {
+        match server_segment_fate(&value, seg.flags) {
+            ServerSegmentFate::Translate => {}
+            ServerSegmentFate::Drop(stat) => return Some(Verdict::Drop(stat)),
+            // The server refused the connection before the handoff finished: the
+            // front-end must learn of it to try another back-end.
+            ServerSegmentFate::ControlToFrontend => {
+                return Some(
+                    match to_frontend_addresses(ctx, &seg, &config)
+                        .and_then(|()| set_dst_mac(ctx, config.frontend_mac))
+                    {
+                        Ok(()) => Verdict::Pass(stat::OUT_CONTROL_TO_FRONTEND),
+                        Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
+                    },
+                );
+            }
         }
-        return Some(
-            match to_frontend_addresses(ctx, &seg, &config)
-                .and_then(|()| set_dst_mac(ctx, config.frontend_mac))
-            {
-                Ok(()) => Verdict::Pass(stat::OUT_CONTROL_TO_FRONTEND),
-                Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
-            },
-        );
     }
     let mut options_buf: OptionsBuf = [0; 60];
     if load_options(ctx, &seg, &mut options_buf).is_err() {
@@ -574,8 +567,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         let absorbed = unsafe {
             (*flow).translation = value.translation;
             (*flow).state |= value.state_after_syn_ack(seg.flags);
-            (*flow).state & (BackendFlow::SYN_ACK_ABSORBED | BackendFlow::SYN_ACK_REPEATED)
-                == BackendFlow::SYN_ACK_ABSORBED
+            BackendFlow::keeps_syn_ack((*flow).state)
         };
         if absorbed {
             // The server took the request with the SYN' (one-turn handoff): the
@@ -596,20 +588,16 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
         });
     }
-    let control = seg.flags & (FIN | RST) != 0;
-    if control || !value.is_confirmed() {
+    let copy = frontend_copy(seg.flags, seg.payload_len as u32, value.state);
+    if let Some(counter) = copy.counter {
         if copy_to_frontend(ctx, config.frontend_mac).is_err() {
             return Some(Verdict::Drop(stat::REWRITE_FAILED));
         }
-        if !value.is_confirmed() && seg.payload_len > 0 {
+        if copy.confirms {
             // SAFETY: as above.
             unsafe { (*flow).state |= BackendFlow::CONFIRMED };
         }
-        count(if control {
-            stat::OUT_CONTROL_TO_FRONTEND
-        } else {
-            stat::OUT_COPY_TO_FRONTEND
-        });
+        count(counter);
     }
     Some(Verdict::Pass(stat::OUT_TRANSLATED))
 }

@@ -127,7 +127,14 @@
 //! replies or the health checks in the queues between. A SYN this program cannot answer
 //! (options it cannot walk, data, an IPv4 header with options, a frame it cannot resize)
 //! goes up, where the core answers it with the same cookie (docs/design.md, "SYN
-//! floods").
+//! floods"). With `[tcp] syns_in_xdp` it answers every bare SYN so.
+//!
+//! A cookie keeps window scale, SACK and ECN in the TSval, so only for a client with
+//! timestamps. For one without, the program keeps what the SYN/ACK agreed to in the
+//! half-open map (`FRONTEND_HALF_OPEN`, an LRU hash by 4-tuple), offers it as the core's
+//! own SYN/ACK would (`syncookie::agreed_options`), and marks the cookie; the core takes
+//! the entry with the client's request (`baton_common::syncookie`, "Clients without
+//! timestamps"; `stat::HALF_OPEN_KEPT`, `stat::SYN_ACK_WITHOUT_OPTIONS`).
 //!
 //! Only IPv4 headers without options are forwarded (the TCP header is then at a constant
 //! offset, which keeps every packet access a constant the verifier follows); the rest
@@ -146,14 +153,15 @@ use aya_ebpf::{
         generated::{bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use baton_common::{
     frontend::{
-        ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE, FlowNotice, FrontendConfig,
-        FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES, NOTICE_RING_SIZE,
-        decide_client_segment, is_backend_fin_copy, redirected_tcp_checksum, stat, tcp_checksum,
+        ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_HALF_OPEN_ENTRIES,
+        FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES,
+        NOTICE_RING_SIZE, decide_client_segment, is_backend_fin_copy, redirected_tcp_checksum,
+        stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     layout::{
@@ -162,11 +170,11 @@ use baton_common::{
         TCP_OPTIONS, TcpHeader, eth_source, ip_check, ip_daddr, ip_protocol, ip_saddr, ip_tos,
         ip_tot_len, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_check, tcp_dest,
         tcp_flag::{ACK, FIN, RST, SYN},
-        tcp_flags, tcp_header_len, tcp_seq, tcp_source,
+        tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
     syncookie::{
-        self, MAX_OPTION_STEPS, OPTIONS_AREA, SYN_ACK_FRAME_LEN, SynAddresses, SynCookieConfig,
-        SynOptions, SynOptionsWalk, write_syn_ack_frame,
+        self, HalfOpenSyn, MAX_OPTION_STEPS, OPTIONS_AREA, SYN_ACK_FRAME_LEN, SynAddresses,
+        SynCookieConfig, SynOptions, SynOptionsWalk, write_syn_ack_frame,
     },
     translate::{csum_replace4, ones_complement_add, tcp_ipv4_pseudo_header_sum},
 };
@@ -202,6 +210,16 @@ static FRONTEND_NOTICES: RingBuf = RingBuf::with_byte_size(NOTICE_RING_SIZE, 0);
 // `ENGAGED` as its half-open table fills and drains.
 #[map]
 static FRONTEND_SYN_COOKIES: Array<SynCookieConfig> = Array::with_max_entries(1, 0);
+
+// The half-open map: the SYN options of clients without timestamps whose cookie cannot
+// keep them (`baton_common::syncookie`, "Clients without timestamps"), written here and
+// taken (looked up and deleted) by the daemon's protocol core at the client's first data
+// segment; the LRU evicts the rest (floods, clients that never send). Sized by the
+// daemon (`[tcp] half_open_entries`). Not pinned: like the core's own half-open
+// connections, the handshakes under way at a restart are not carried over.
+#[map]
+static FRONTEND_HALF_OPEN: LruHashMap<FrontendFlowKey, HalfOpenSyn> =
+    LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
 
 /// The TCP header's offset when the IPv4 header has no options (the only case forwarded).
 const TCP: usize = ETH_IPV4_LEN;
@@ -715,8 +733,9 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
     let mut options = syn_options(ctx.ctx, header_len - TCP_HLEN)?;
     // ECN is asked for in the header, not the options (RFC 3168 §6.1.1).
     options.ecn_setup = syncookie::ecn_setup_syn(tcp_flags(&tcp), ip_tos(&l3));
-    let answer = syncookie::cookie_syn_ack_with(cookies, &hashes, now, client_isn, &options);
     // Resize to the answer's length; a frame that cannot be resized goes up unchanged.
+    // Before the half-open map is written, so that a SYN that goes up leaves no entry;
+    // nothing of the SYN is read from the frame after it.
     let delta = SYN_ACK_FRAME_LEN as i32 - (ctx.data_end() - ctx.data()) as i32;
     if delta != 0 {
         // SAFETY: the context pointer is the program's own.
@@ -724,6 +743,27 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
             return None;
         }
     }
+    // Without timestamps, what the cookie cannot keep goes into the half-open map, and
+    // the SYN/ACK offers it as the core's own would; if it cannot, it offers none of it.
+    let agreed = syncookie::agreed_options(cookies.flags, cookies.window_shift, &options);
+    let syn_in_map = agreed.need_the_half_open_map()
+        && keep_half_open(
+            cookies.flags,
+            &FrontendFlowKey {
+                client_addr_be: u32::from_ne_bytes(to.client_addr),
+                vip_addr_be: u32::from_ne_bytes(to.service_addr),
+                client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
+                vip_port_be: u16::from_ne_bytes(tcp_dest(&tcp)),
+            },
+            &HalfOpenSyn::new(
+                client_isn,
+                u16::from_be_bytes(tcp_window(&tcp)),
+                &options,
+                &agreed,
+            ),
+        );
+    let answer =
+        syncookie::cookie_syn_ack_with(cookies, &hashes, now, client_isn, &options, syn_in_map);
     let out = bytes_at::<SYN_ACK_FRAME_LEN>(ctx, 0)?;
     // SAFETY: bounds checked by `bytes_at`; XDP owns the buffer, and nothing of the SYN
     // is read from it any more.
@@ -735,6 +775,23 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
         &answer,
     );
     Some(())
+}
+
+/// Writes `syn` into the half-open map under `key`, if the map is on (`flags`, the
+/// daemon's [`SynCookieConfig::HALF_OPEN`]); `false`, counted, if it is off or refuses
+/// the entry (an LRU hash evicts rather than fill, so refusals are not expected). An
+/// entry already there (the client's SYN again, or a new connection on the ports) is
+/// replaced: the latest SYN is the one the client's ACK answers. Inlined: as a frame of
+/// its own it made the verifier walk more of the program, not less.
+#[inline(always)]
+fn keep_half_open(flags: u32, key: &FrontendFlowKey, syn: &HalfOpenSyn) -> bool {
+    if flags & SynCookieConfig::HALF_OPEN != 0 && FRONTEND_HALF_OPEN.insert(key, syn, 0).is_ok() {
+        count(stat::HALF_OPEN_KEPT);
+        true
+    } else {
+        count(stat::SYN_ACK_WITHOUT_OPTIONS);
+        false
+    }
 }
 
 /// Whether a bare ACK of no handed-off flow is the handshake's last segment answering a

@@ -12,9 +12,11 @@ mod sim;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use baton_common::backend::stat;
 use baton_common::translate::Translation;
 use baton_proto::frontend::{Config, Event, Feedback, HandoffFailure, ResetReason, StateName};
 
+use baton_proto::wire::TcpFlags;
 use sim::backend_module::FlowKey;
 use sim::front::RealFront;
 use sim::host::Expect;
@@ -70,8 +72,8 @@ fn harness_self_test_translation_path_without_front_end() {
             panic!("{report}");
         }
         let counters = world.backends[0].module.counters;
-        assert!(counters.egress_translated > 700, "{counters:?}");
-        assert!(counters.ingress_translated > 0, "{counters:?}");
+        assert!(counters.get(stat::OUT_TRANSLATED) > 700, "{counters:?}");
+        assert!(counters.get(stat::IN_TRANSLATED) > 0, "{counters:?}");
         assert_eq!(
             world.backends[0]
                 .module
@@ -490,6 +492,390 @@ fn loss_of_the_request_after_a_cookie_handshake() {
     assert_eq!(front(&mut world).handshake_acks_absorbed, 1);
 }
 
+// ---------------------------------------------------------------------------------------
+// The one-turn handoff: the request rides in the SYN' (docs/design.md, "The one-turn
+// handoff"). The back-ends take it through the stand-in for Linux's TCP Fast Open server
+// path (`sim/fast_open.rs`) unless a scenario turns it off.
+// ---------------------------------------------------------------------------------------
+
+fn one_turn(c: &mut Config) {
+    c.one_turn = true;
+}
+
+fn one_turn_and_every_syn_in_the_fast_path(c: &mut Config) {
+    c.one_turn = true;
+    c.every_syn_in_fast_path = true;
+}
+
+/// A setting of the front-end, named.
+type Setting = (&'static str, fn(&mut Config));
+
+/// The front-end settings each one-turn scenario runs with: the core's own handshake,
+/// and every SYN answered in the fast path (the slow path then meets the connection at
+/// its request).
+const ONE_TURN: [Setting; 2] = [
+    ("core handshake", one_turn),
+    (
+        "every SYN in the fast path",
+        one_turn_and_every_syn_in_the_fast_path,
+    ),
+];
+
+/// A one-turn lab for each of [`ONE_TURN`]'s settings, seeds from `seed` on; `adjust`
+/// changes the configuration and `prepare` the world before it runs.
+fn one_turn_worlds(
+    scenario: &str,
+    seed: u64,
+    adjust: impl Fn(&mut SimConfig),
+    prepare: impl Fn(&mut World),
+) -> Vec<World> {
+    ONE_TURN
+        .into_iter()
+        .enumerate()
+        .map(|(i, (setting, tweak))| {
+            let mut cfg = SimConfig::new(&format!("{scenario}, {setting}"), seed + i as u64);
+            adjust(&mut cfg);
+            let mut world = handoff_world(&cfg, tweak);
+            prepare(&mut world);
+            world
+        })
+        .collect()
+}
+
+fn module_counter(world: &World, backend: usize, index: u32) -> u64 {
+    world.backends[backend].module.counters.get(index)
+}
+
+fn is_syn_prime_with_data(p: &PacketInfo) -> bool {
+    is_handoff_syn(p) && p.payload_len > 0
+}
+
+/// The whole one-turn handoff: one SYN'+data, the server's SYN/ACK' (acknowledging the
+/// request) absorbed on the back-end, nothing of the answer copied to the front-end,
+/// which learns of the handoff from the client's acknowledgement of the answer, noticed
+/// by the fast path. Only the back-end's FIN still comes back.
+#[test]
+fn one_turn_handoff() {
+    for mut world in one_turn_worlds("one-turn handoff", 80, |_| {}, |_| {}) {
+        run_clean(&mut world);
+        let m = world.backends[0].module.counters;
+        let absorbed = (
+            m.get(stat::IN_SYN_DATA_ACCEPTED),
+            m.get(stat::OUT_SYN_ACK_ABSORBED),
+            m.get(stat::OUT_SYN_ACK_TO_FRONTEND),
+            m.get(stat::OUT_COPY_TO_FRONTEND),
+        );
+        assert_eq!(absorbed, (1, 1, 0, 0), "{m:?}");
+        assert_eq!(world.backends[0].host.fast_open.syns_with_data_taken, 1);
+        let to_front = world.net.stats(NodeId::Backend(0), NodeId::FrontEnd);
+        assert_eq!(
+            to_front.packets,
+            m.get(stat::OUT_CONTROL_TO_FRONTEND),
+            "only FIN and RST copies reach the front-end"
+        );
+        let fast_path_packets = front(&mut world).fast_path_packets;
+        let stats = front(&mut world).fe.stats().clone();
+        assert_eq!(
+            (
+                stats.requests_in_syn,
+                stats.requests_after_syn_ack,
+                stats.syn_prime_retransmits,
+                stats.handoffs_confirmed_by_fast_path,
+                stats.handoffs_confirmed_by_silence,
+            ),
+            (1, 0, 0, 1, 0),
+            "{stats:?}"
+        );
+        // The slow path's packets from the client: SYN, the handshake's ACK and the
+        // request, or with every SYN in the fast path the request alone (the rest it
+        // received are the back-end's copies that the fast path did not take in).
+        let from_client = if front(&mut world).syn_acks_from_xdp == 1 {
+            1
+        } else {
+            3
+        };
+        assert_eq!(
+            stats.packets_received,
+            from_client + to_front.packets - stats.backend_fins_from_fast_path,
+            "{stats:?}"
+        );
+        // One packet of the front-end's own to the back-end, the SYN'+data; the fast
+        // path forwarded every other.
+        assert_eq!(
+            world
+                .net
+                .stats(NodeId::FrontEnd, NodeId::Backend(0))
+                .packets,
+            fast_path_packets + 1 + stats.packets_forwarded
+        );
+        run_until_freed(&mut world);
+    }
+}
+
+/// The SYN'+data lost on the LAN: no front-end timer sends it again; the client's own
+/// resend of its request (nothing acknowledged it) reaches the slow path, which sends the
+/// SYN'+data again.
+#[test]
+fn one_turn_loss_of_the_syn_prime_with_the_request() {
+    let lose_syn_prime = |w: &mut World| {
+        w.net.rules.push(drop_rule(
+            "SYN'+data",
+            NodeId::FrontEnd,
+            NodeId::Backend(0),
+            1,
+            is_syn_prime_with_data,
+        ));
+    };
+    for mut world in one_turn_worlds(
+        "one-turn: loss of the SYN'+data",
+        82,
+        |_| {},
+        lose_syn_prime,
+    ) {
+        run_clean(&mut world);
+        assert_rule_fired(&mut world);
+        let stats = front(&mut world).fe.stats().clone();
+        assert_eq!(
+            (
+                stats.syn_prime_retransmits,
+                stats.handoffs_confirmed_by_silence,
+                stats.backend_timeouts
+            ),
+            (1, 0, 0),
+            "{stats:?}"
+        );
+        assert_eq!(module_counter(&world, 0, stat::IN_SYN_DATA_ACCEPTED), 1);
+    }
+}
+
+/// The client's first acknowledgement of the answer lost on its way to the front-end:
+/// the next one, whichever it is, completes both the front-end's handoff (noticed by the
+/// fast path) and the server's handshake (the server sends no SYN/ACK again).
+#[test]
+fn one_turn_loss_of_the_clients_first_ack_of_the_answer() {
+    let lose_first_ack = |w: &mut World| {
+        // The handshake's ACK acknowledges the front-end's SYN/ACK; the first client
+        // segment that acknowledges more acknowledges the answer.
+        let handshake_ack = std::cell::Cell::new(None);
+        w.net.rules.push(drop_rule(
+            "the client's first ACK of the answer",
+            NodeId::Client,
+            NodeId::FrontEnd,
+            1,
+            move |p| {
+                if p.has(TcpFlags::SYN) || !p.has(TcpFlags::ACK) {
+                    return false;
+                }
+                match handshake_ack.get() {
+                    None => {
+                        handshake_ack.set(Some(p.ack));
+                        false
+                    }
+                    Some(ack) => p.ack != ack,
+                }
+            },
+        ));
+    };
+    for mut world in one_turn_worlds(
+        "one-turn: loss of the client's first ACK of the answer",
+        84,
+        |_| {},
+        lose_first_ack,
+    ) {
+        run_clean(&mut world);
+        assert_rule_fired(&mut world);
+        let stats = front(&mut world).fe.stats().clone();
+        assert_eq!(
+            (
+                stats.handoffs_confirmed_by_fast_path,
+                stats.handoffs_confirmed_by_silence
+            ),
+            (1, 0),
+            "{stats:?}"
+        );
+        assert_eq!(world.backends[0].host.fast_open.syn_acks_repeated, 0);
+    }
+}
+
+/// An application slower than the client's retransmission timeout (10 s: the client
+/// resends its request more often than the front-end's `handoff_retries` before any
+/// answer): the front-end sends the SYN' again, and the server, still waiting for the
+/// client's ACK of its SYN/ACK, sends its SYN/ACK again (on the repeated SYN' or on its
+/// own timer), whose first repeat the module sends to the front-end as the proof that it
+/// has the request. A slow back-end is not taken for a dead one, and the client's next
+/// resend, forwarded, completes the server's handshake.
+#[test]
+fn one_turn_a_slow_server_answers_after_the_clients_timeout() {
+    for mut world in one_turn_worlds(
+        "one-turn: a slow server",
+        86,
+        |c| c.response_delay = Duration::from_secs(10),
+        |_| {},
+    ) {
+        run_clean(&mut world);
+        let m = world.backends[0].module.counters;
+        assert_eq!(
+            (
+                m.get(stat::OUT_SYN_ACK_ABSORBED),
+                m.get(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND)
+            ),
+            (1, 1),
+            "{m:?}"
+        );
+        let stats = front(&mut world).fe.stats().clone();
+        assert!(stats.syn_prime_retransmits >= 1, "{stats:?}");
+        assert_eq!(
+            (
+                stats.backend_timeouts,
+                stats.handoffs_confirmed_by_fast_path,
+                stats.handoffs_confirmed_by_silence
+            ),
+            (0, 0, 0),
+            "confirmed by the repeated SYN/ACK': {stats:?}"
+        );
+    }
+}
+
+/// A back-end whose server takes no data on a SYN (fast open off): its SYN/ACK'
+/// acknowledges only the SYN and goes to the front-end, which sends the request after it
+/// as in the three-turn handoff.
+#[test]
+fn one_turn_a_backend_without_fast_open_gets_the_request_after_its_syn_ack() {
+    for mut world in one_turn_worlds(
+        "one-turn: a back-end without fast open",
+        88,
+        |c| c.backend_fast_open = false,
+        |_| {},
+    ) {
+        run_clean(&mut world);
+        let m = world.backends[0].module.counters;
+        assert_eq!(
+            (
+                m.get(stat::IN_SYN_DATA_ACCEPTED),
+                m.get(stat::OUT_SYN_ACK_ABSORBED),
+                m.get(stat::OUT_SYN_ACK_TO_FRONTEND)
+            ),
+            (1, 0, 1),
+            "{m:?}"
+        );
+        let stats = front(&mut world).fe.stats().clone();
+        assert_eq!(stats.requests_after_syn_ack, 1, "{stats:?}");
+    }
+}
+
+/// A dead back-end: the client's resends drive the SYN' to it again, and past the
+/// front-end's `handoff_retries` the next candidate gets the SYN'+data.
+#[test]
+fn one_turn_a_silent_backend_is_replaced_by_another() {
+    for mut world in one_turn_worlds(
+        "one-turn: a silent back-end",
+        90,
+        |c| {
+            c.backends = 2;
+            c.silent_backends = vec![0];
+        },
+        |_| {},
+    ) {
+        run_clean(&mut world);
+        let b0 = SocketAddrV4::new(world.addrs.backends[0], HTTP_PORT);
+        let b1 = SocketAddrV4::new(world.addrs.backends[1], HTTP_PORT);
+        let calls = front(&mut world).dispatch_calls().to_vec();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!((calls[0].chose, calls[1].chose), (Some(b0), Some(b1)));
+        let stats = front(&mut world).fe.stats().clone();
+        assert_eq!(
+            (stats.backend_timeouts, stats.handoffs_confirmed_by_silence),
+            (1, 0),
+            "{stats:?}"
+        );
+        assert_eq!(
+            front(&mut world).fe.dispatcher_mut().feedback[..2],
+            [
+                Feedback::Failed {
+                    backend: b0,
+                    cause: HandoffFailure::Silent
+                },
+                Feedback::HandedOff { backend: b1 },
+            ]
+        );
+        assert_eq!(module_counter(&world, 1, stat::IN_SYN_DATA_ACCEPTED), 1);
+    }
+}
+
+/// Where a repeated SYN'+data meets the back-end.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stage {
+    /// Its SYN/ACK' absorbed, the answer on its way, the client's ACK not there yet.
+    HalfProcessed,
+    /// The server's handshake completed by the client's ACK, the answer flowing.
+    Completed,
+}
+
+/// A repeated SYN'+data (the front-end's, sent again on a client's resend) is harmless
+/// at every stage. The first lost: `one_turn_loss_of_the_syn_prime_with_the_request`.
+/// Half-processed: the server answers the SYN/ACK again, which the module sends to the
+/// front-end once, and the request reaches the application once. Completed: the module
+/// keeps the entry (same client ISN), so the connection goes on translated, and the
+/// server ignores the SYN.
+#[test]
+fn one_turn_a_repeated_syn_prime_is_harmless_at_every_stage() {
+    for stage in [Stage::HalfProcessed, Stage::Completed] {
+        let capture = |w: &mut World| {
+            w.net.capture = Some((
+                NodeId::FrontEnd,
+                NodeId::Backend(0),
+                Box::new(is_syn_prime_with_data),
+            ));
+        };
+        for mut world in one_turn_worlds(
+            &format!("one-turn: a repeated SYN'+data, {stage:?}"),
+            92,
+            |_| {},
+            capture,
+        ) {
+            let mut repeated = false;
+            let result = world
+                .run(LIMIT, |w| {
+                    let due = match stage {
+                        Stage::HalfProcessed => {
+                            module_counter(w, 0, stat::OUT_SYN_ACK_ABSORBED) == 1
+                                && w.client.app.received.is_empty()
+                        }
+                        Stage::Completed => w.client.app.received.len() > 100_000,
+                    };
+                    if due && !repeated {
+                        let syn_prime = w.net.captured[0].clone();
+                        let now = w.now;
+                        w.net
+                            .send(now, NodeId::FrontEnd, NodeId::Backend(0), syn_prime);
+                        repeated = true;
+                    }
+                    w.clean_finish()
+                })
+                .and_then(|()| world.check_monitors())
+                .and_then(|()| handoff_invariants(&mut world));
+            if let Err(report) = result {
+                panic!("{report}");
+            }
+            assert!(repeated, "{stage:?} never came");
+            let m = world.backends[0].module.counters;
+            let repeats = match stage {
+                Stage::HalfProcessed => 1,
+                Stage::Completed => 0,
+            };
+            assert_eq!(
+                (
+                    m.get(stat::IN_SYN_DATA_ACCEPTED),
+                    m.get(stat::OUT_SYN_ACK_ABSORBED),
+                    m.get(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND)
+                ),
+                (2, 1, repeats),
+                "{m:?}"
+            );
+        }
+    }
+}
+
 /// An IPv4 TCP segment from `from` to `to` with `seq` and `flags`, no payload, checksums
 /// filled: what an off-path attacker who knows the 4-tuple can send.
 fn forged_segment(
@@ -618,8 +1004,9 @@ fn loss_of_syn_ack_prime() {
         |w| {
             let stats = front(w).fe.stats().clone();
             assert!(stats.syn_prime_retransmits >= 1, "{stats:?}");
+            // The SYN' again, and the entry kept.
             let counters = w.backends[0].module.counters;
-            assert!(counters.handoff_syns_retransmitted >= 1, "{counters:?}");
+            assert!(counters.get(stat::IN_SYN_ACCEPTED) >= 2, "{counters:?}");
         },
     );
 }
@@ -803,19 +1190,46 @@ fn tls_client_hello_split_across_segments() {
     assert_eq!(calls[0].host.as_deref(), Some("shop.example.com"));
 }
 
+/// Whether the front-end of `world` kept its SYN options in the modelled half-open map
+/// and took them back, or (`false`) never used it: the client's SYN came with timestamps
+/// agreed (the TSval keeps them), or the core answered it.
+fn assert_half_open_used(world: &mut World, used: bool) {
+    let f = front(world);
+    let stats = f.fe.stats().clone();
+    let want = u64::from(used);
+    assert_eq!(f.half_open_kept, want, "{stats:?}");
+    assert_eq!(stats.half_open_entries_used, want, "{stats:?}");
+    assert_eq!(stats.half_open_entries_lost, 0, "{stats:?}");
+    assert!(f.half_open.0.is_empty(), "every entry taken");
+}
+
 #[test]
 fn timestamps_on_and_off() {
-    // (client offers, front-end agrees)
-    for (i, (client, front_end)) in [(true, true), (false, true), (true, false)]
-        .into_iter()
-        .enumerate()
+    // (client offers, front-end agrees, every SYN in the fast path). Without timestamps
+    // a cookie cannot keep the window scale or SACK: the fast path's half-open map does.
+    for (i, (client, front_end, every_syn)) in [
+        (true, true, false),
+        (false, true, false),
+        (true, false, false),
+        (true, true, true),
+        (false, true, true),
+        (true, false, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut cfg = SimConfig::new(
-            &format!("timestamps: client offers {client}, front-end agrees {front_end}"),
+            &format!(
+                "timestamps: client offers {client}, front-end agrees {front_end}, \
+                 every SYN in the fast path {every_syn}"
+            ),
             50 + i as u64,
         );
         cfg.client_timestamps = client;
-        let mut world = handoff_world(&cfg, |c| c.timestamps = front_end);
+        let mut world = handoff_world(&cfg, |c| {
+            c.timestamps = front_end;
+            c.every_syn_in_fast_path = every_syn;
+        });
         world
             .net
             .set_loss_everywhere(0.02, 0.0, Duration::from_micros(200));
@@ -835,21 +1249,40 @@ fn timestamps_on_and_off() {
             negotiated,
             "timestamps on the client's SYN/ACK"
         );
+        // Window scaling and SACK whatever the timestamps and whoever answered the SYN.
+        assert_eq!(world.client.monitor.ws_f, Some(7), "{handed:?}");
+        assert_eq!(handed.ws_f, 7, "{handed:?}");
+        assert!(handed.sack, "{handed:?}");
+        assert_half_open_used(&mut world, every_syn && !negotiated);
     }
 }
 
 #[test]
 fn sack_on_and_off() {
-    for (i, (client, front_end)) in [(true, true), (false, true), (true, false)]
-        .into_iter()
-        .enumerate()
+    // (client offers, front-end agrees, client timestamps and every SYN in the fast path)
+    for (i, (client, front_end, cookie_without_timestamps)) in [
+        (true, true, false),
+        (false, true, false),
+        (true, false, false),
+        (true, true, true),
+        (false, true, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut cfg = SimConfig::new(
-            &format!("SACK: client offers {client}, front-end agrees {front_end}"),
+            &format!(
+                "SACK: client offers {client}, front-end agrees {front_end}, \
+                 a cookie without timestamps {cookie_without_timestamps}"
+            ),
             60 + i as u64,
         );
         cfg.strip_sack_permitted = !client;
-        let mut world = handoff_world(&cfg, |c| c.sack = front_end);
+        cfg.client_timestamps = !cookie_without_timestamps;
+        let mut world = handoff_world(&cfg, |c| {
+            c.sack = front_end;
+            c.every_syn_in_fast_path = cookie_without_timestamps;
+        });
         // Loss on the way to the client makes it send SACK blocks, which the back-end's
         // ingress must translate (the back-end monitor checks every edge).
         world.net.keep_observed = true;
@@ -872,6 +1305,8 @@ fn sack_on_and_off() {
         } else {
             assert_eq!(sack_blocks_seen, 0, "SACK was not negotiated");
         }
+        // Without timestamps the map keeps the window scale whether or not SACK is on.
+        assert_half_open_used(&mut world, cookie_without_timestamps);
     }
 }
 
@@ -880,18 +1315,22 @@ fn window_scales_differ_between_front_end_and_back_end() {
     // ws_f from the front-end's configuration; ws_b from the back-end's receive buffer.
     // The client uploads a body after the head, so the windows the back-end announces
     // (rescaled from ws_b to ws_f) govern what the client sends; the back-end monitor
-    // checks it never sends past them.
+    // checks it never sends past them. The last cases: a client without timestamps
+    // whose SYN the fast path answers, its shift kept in the half-open map.
     let cases = [
-        (0u8, 16 * 1024),
-        (7, 16 * 1024),
-        (2, 1 << 20),
-        (14, 1 << 20),
-        (7, 4096),
+        (0u8, 16 * 1024, false),
+        (7, 16 * 1024, false),
+        (2, 1 << 20, false),
+        (14, 1 << 20, false),
+        (7, 4096, false),
+        (2, 1 << 20, true),
+        (14, 1 << 20, true),
     ];
-    for (i, (ws_f, server_rx)) in cases.into_iter().enumerate() {
+    for (i, (ws_f, server_rx, cookie_without_timestamps)) in cases.into_iter().enumerate() {
         let mut cfg = SimConfig::new(
             &format!(
-                "window scales: ws_f {ws_f}, ws_b {}",
+                "window scales: ws_f {ws_f}, ws_b {}, a cookie without timestamps \
+                 {cookie_without_timestamps}",
                 SimConfig::smoltcp_shift(server_rx)
             ),
             70 + i as u64,
@@ -906,13 +1345,21 @@ fn window_scales_differ_between_front_end_and_back_end() {
         cfg.request = request;
         cfg.server_rx = server_rx;
         cfg.body_len = 256 * 1024;
-        let mut world = handoff_world(&cfg, |c| c.window_shift = ws_f);
+        cfg.client_timestamps = !cookie_without_timestamps;
+        let mut world = handoff_world(&cfg, |c| {
+            c.window_shift = ws_f;
+            c.every_syn_in_fast_path = cookie_without_timestamps;
+        });
         run_clean(&mut world);
+        assert_eq!(world.client.monitor.ws_f, Some(ws_f), "the client's shift");
+        assert_half_open_used(&mut world, cookie_without_timestamps);
     }
 }
 
 /// N seeds (BATON_SIM_SEEDS, default 1000) at 5% loss with duplication and reordering:
-/// the client receives 1 MiB byte-exact and both ends close cleanly, every time.
+/// the client receives 1 MiB byte-exact and both ends close cleanly, every time, with
+/// the three-turn and the one-turn handoff, each with and without every SYN in the fast
+/// path.
 #[test]
 fn many_seeds_at_five_percent_loss() {
     let seeds: u64 = std::env::var("BATON_SIM_SEEDS")
@@ -924,14 +1371,21 @@ fn many_seeds_at_five_percent_loss() {
     let mut virtual_total = Duration::ZERO;
     for seed in 0..seeds {
         let cfg = SimConfig::new("many seeds, 5% loss", 1_000_000 + seed);
+        let one_turn = seed % 3 == 0;
         // Every other seed with every SYN answered by the fast path (cookie SYN/ACKs
         // and the handshake's ACK taken in there), the rest with the core's own
-        // handshake.
-        let mut world = handoff_world(&cfg, |c| c.every_syn_in_fast_path = seed % 2 == 1);
+        // handshake; every third seed with the request in the SYN' (one turn), so that
+        // each pair of settings comes up.
+        let mut world = handoff_world(&cfg, |c| {
+            c.every_syn_in_fast_path = seed % 2 == 1;
+            c.one_turn = one_turn;
+        });
         world
             .net
             .set_loss_everywhere(0.05, 0.01, Duration::from_millis(1));
         run_clean(&mut world);
+        let requests_in_syn = front(&mut world).fe.stats().requests_in_syn;
+        assert_eq!(requests_in_syn > 0, one_turn, "seed {}", cfg.seed);
         virtual_total += world.now;
     }
     println!(

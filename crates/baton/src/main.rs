@@ -104,11 +104,17 @@ enum Command {
         /// Where the results go.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
-        /// HAProxy's `http-reuse`: `always` keeps its back-end connections open across
-        /// client connections (its fastest); `never` opens one per client connection, as
-        /// a handoff does.
-        #[arg(long, value_enum, default_value = "always")]
-        haproxy_http_reuse: baton::bench::HttpReuse,
+        /// HAProxy's `http-reuse`, one or both (comma-separated), each measured as a
+        /// system of its own: `always` keeps its back-end connections open across client
+        /// connections (its fastest); `never` opens one per client connection, as a
+        /// handoff does.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "always,never"
+        )]
+        haproxy_http_reuse: Vec<baton::bench::HttpReuse>,
         /// A `[tcp]` setting for Baton's front-end, `key=value` (repeatable), e.g.
         /// `--baton-tcp syns_in_xdp=true`; checked like any configuration.
         #[arg(long = "baton-tcp", value_name = "KEY=VALUE")]
@@ -253,6 +259,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             plan.rounds = rounds.unwrap_or(plan.rounds);
             plan.duration_s = duration.unwrap_or(plan.duration_s);
             plan.haproxy_http_reuse = haproxy_http_reuse;
+            plan.haproxy_http_reuse.sort_unstable();
+            plan.haproxy_http_reuse.dedup();
             plan.baton_tcp = baton_tcp
                 .iter()
                 .map(|kv| match kv.split_once('=') {

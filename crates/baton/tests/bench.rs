@@ -44,7 +44,11 @@ fn quick_bench_runs_clean_and_writes_its_outputs() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let summary = json["summary"].as_array().unwrap();
-    assert_eq!(summary.len(), 3, "direct, HAProxy and Baton");
+    assert_eq!(
+        summary.len(),
+        4,
+        "direct, HAProxy (always and never) and Baton"
+    );
     for s in summary {
         assert_eq!(s["close_errors"], 0, "{s}");
         assert_eq!(s["keep_alive_errors"], 0, "{s}");

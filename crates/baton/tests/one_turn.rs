@@ -142,11 +142,57 @@ fn one_turn_handoffs_take_the_request_in_the_syn_and_fall_back_where_fast_open_i
     );
 }
 
+/// Downloads `/files/1M.bin` through the VIP with a client that reads its own socket's
+/// `TCP_INFO` once the response starts, and prints `tcpi_options` (`TCPI_OPT_TIMESTAMPS`
+/// 1, `TCPI_OPT_SACK` 2, `TCPI_OPT_WSCALE` 4), `tcpi_snd_wscale` (the shift the VIP
+/// announced), the body's SHA-256 and the status line. `ss -ti` would print the same
+/// (`ts sack wscale:7,..`), but the iproute2 6.1 `ss` of these machines prints none of
+/// the option words for the kernel's sockets (tests/handoff.rs, `ECN_CLIENT`).
+const OPTIONS_CLIENT: &str = r#"
+import hashlib, socket, sys
+s = socket.create_connection((sys.argv[1], 80))
+s.sendall(b"GET /files/1M.bin HTTP/1.1\r\nHost: www.baton.test\r\nConnection: close\r\n\r\n")
+data = b""
+while b"\r\n\r\n" not in data:
+    data += s.recv(65536)
+info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+head, body = data.split(b"\r\n\r\n", 1)
+digest = hashlib.sha256(body)
+while True:
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        break
+    digest.update(chunk)
+print(info[5], info[6] & 0x0f, digest.hexdigest(), head.split(b"\r\n")[0].decode())
+"#;
+
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+const TCPI_OPT_SACK: u8 = 2;
+const TCPI_OPT_WSCALE: u8 = 4;
+
+/// What [`OPTIONS_CLIENT`] saw from the VIP: `tcpi_options` and `tcpi_snd_wscale`, after
+/// checking the status and that the body is byte-exact.
+fn options_download() -> (u8, u8) {
+    let sums = support::curl(&LAB, &[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let want = sums.lines().find(|l| l.ends_with(" 1M.bin")).unwrap();
+    let out = stdout(&mut in_node(
+        &LAB,
+        "client",
+        &["python3", "-c", OPTIONS_CLIENT, &VIP.to_string()],
+    ));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words[3..].join(" "), "HTTP/1.1 200 OK", "{out}");
+    assert_eq!(Some(words[2]), want.split_whitespace().next(), "byte-exact");
+    (words[0].parse().unwrap(), words[1].parse().unwrap())
+}
+
 /// Every SYN answered in XDP (`[tcp] syns_in_xdp`) and the request in the SYN'
 /// (`one_turn`), with back-ends that take it (fast open): the front-end's slow path sees
 /// one packet per connection, the request, and the handshake never reaches it. Each
-/// download is byte-exact, also from a client that sends no timestamps (whose cookie
-/// then keeps no window scale or SACK).
+/// download is byte-exact, also from a client that sends no timestamps, which keeps
+/// window scaling and SACK: its SYN's options wait in XDP's half-open map for its
+/// request, as its socket shows. With the map off (`half_open_entries = 0`), such a
+/// client gets the cookie's own terms, neither of them.
 #[test]
 fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() {
     let config = support::FRONTEND_CONFIG.replacen(
@@ -209,6 +255,15 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
     for name in ["1K.bin", "1M.bin"] {
         support::assert_download_byte_exact(&LAB, VIP, name);
     }
+    let (options, shift) = options_download();
+    assert_eq!(
+        (
+            options & (TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE),
+            shift
+        ),
+        (TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE, 7),
+        "with timestamps, the cookie's TSval keeps them: {options:#x}"
+    );
     support::ok(&mut in_node(
         &LAB,
         "client",
@@ -217,4 +272,42 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
     for name in ["1K.bin", "1M.bin"] {
         support::assert_download_byte_exact(&LAB, VIP, name);
     }
+    let kept_before = support::fastpath_counters(&LAB)["half_open_kept"];
+    let (options, shift) = options_download();
+    assert_eq!(
+        (
+            options & (TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE),
+            shift
+        ),
+        (TCPI_OPT_SACK | TCPI_OPT_WSCALE, 7),
+        "without timestamps, window scaling and SACK all the same: {options:#x}"
+    );
+    let xdp = support::fastpath_counters(&LAB);
+    assert!(xdp["half_open_kept"] > kept_before, "{xdp:?}");
+    assert_eq!(xdp["syn_ack_without_options"], 0, "{xdp:?}");
+    let log = cluster.stop_frontend();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    eprintln!(
+        "without timestamps: half_open_kept={} half_open_entries_used={} half_open_entries_lost={}",
+        xdp["half_open_kept"],
+        core("half_open_entries_used"),
+        core("half_open_entries_lost"),
+    );
+    // Every connection of this daemon without timestamps took its entry: SHA256SUMS and
+    // the file for each of the two downloads, SHA256SUMS and the socket's download.
+    assert_eq!(core("half_open_entries_used"), 6);
+    assert_eq!(core("half_open_entries_lost"), 0);
+
+    // The map off: the cookie's own terms, counted.
+    let off = config.replacen("[tcp]\n", "[tcp]\nhalf_open_entries = 0\n", 1);
+    let frontend = support::start_frontend(&LAB, "fe-off", &off);
+    let (options, _) = options_download();
+    assert_eq!(
+        options & (TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE),
+        0,
+        "{options:#x}"
+    );
+    let xdp = support::fastpath_counters(&LAB);
+    assert!(xdp["syn_ack_without_options"] >= 2, "{xdp:?}");
+    drop(frontend.stop());
 }

@@ -29,8 +29,8 @@ use baton_common::{
     },
     siphash::SipKey,
     syncookie::{
-        self, CookieKeys, SYN_ACK_FRAME_LEN, SynAddresses, SynCookieConfig, SynOptions,
-        decode_ts_options,
+        self, Cookie, CookieKeys, HalfOpenSyn, SYN_ACK_FRAME_LEN, SynAddresses, SynCookieConfig,
+        SynOptions, decode_ts_options,
     },
     translate::{ones_complement_add, ones_complement_sum, tcp_ipv4_pseudo_header_sum},
 };
@@ -125,6 +125,19 @@ impl Program {
         let mut flows: HashMap<_, FrontendFlowKey, FrontendFlow> =
             HashMap::try_from(self.ebpf.map_mut("FRONTEND_FLOWS").unwrap()).unwrap();
         flows.insert(key, value, 0).unwrap();
+    }
+
+    /// The half-open map's entry for `key`, if any.
+    fn half_open(&self, key: FrontendFlowKey) -> Option<HalfOpenSyn> {
+        let map: HashMap<_, FrontendFlowKey, HalfOpenSyn> =
+            HashMap::try_from(self.ebpf.map("FRONTEND_HALF_OPEN").unwrap()).unwrap();
+        map.get(&key, 0).ok()
+    }
+
+    fn forget_half_open(&mut self, key: FrontendFlowKey) {
+        let mut map: HashMap<_, FrontendFlowKey, HalfOpenSyn> =
+            HashMap::try_from(self.ebpf.map_mut("FRONTEND_HALF_OPEN").unwrap()).unwrap();
+        let _ = map.remove(&key);
     }
 
     fn flow(&self, key: FrontendFlowKey) -> FrontendFlow {
@@ -877,18 +890,31 @@ fn linux_syn_options(mss: u16) -> Vec<u8> {
 
 /// Runs a SYN with cookies engaged, asserting it was answered with exactly the frame the
 /// host's `syncookie` functions build for it (the ISN checked by `check_cookie`, the
-/// TSval within the run's clock readings).
+/// TSval within the run's clock readings), with plain cookie counters.
 fn expect_cookie_answer(
     p: &mut Program,
     config: &SynCookieConfig,
     syn: &[u8],
     options: SynOptions,
 ) {
+    expect_answer(p, config, syn, options, false, &[("syn_cookies_sent", 1)]);
+}
+
+/// [`expect_cookie_answer`] for an answer whose SYN's options are in the half-open map
+/// (`syn_in_map`, the cookie marked) or not, moving exactly `counted`.
+fn expect_answer(
+    p: &mut Program,
+    config: &SynCookieConfig,
+    syn: &[u8],
+    options: SynOptions,
+    syn_in_map: bool,
+    counted: &[(&str, u64)],
+) {
     let before = clock(libc::CLOCK_MONOTONIC);
     let (verdict, out) = p.run(syn);
     let after = clock(libc::CLOCK_MONOTONIC);
     assert_eq!(verdict, XDP_TX);
-    assert_eq!(p.counted(), [("syn_cookies_sent", 1)]);
+    assert_eq!(p.counted(), counted);
     assert_eq!(out.len(), SYN_ACK_FRAME_LEN);
     let flow = syncookie::flow_bytes(CLIENT, VIP, CLIENT_PORT, SERVICE_PORT);
     let answer = parse(&out);
@@ -897,13 +923,17 @@ fn expect_cookie_answer(
     let mss_in_cookie = syncookie::MSS_TABLE[syncookie::mss_index(client_mss) as usize];
     assert_eq!(
         syncookie::check_cookie(&config.keys, after, &flow, CLIENT_ISN, isn),
-        Some(mss_in_cookie),
+        Some(Cookie {
+            mss: mss_in_cookie,
+            syn_in_map
+        }),
         "the cookie checks"
     );
     // The frame the host builds at either clock reading, with the run's TSval: equal
     // byte for byte (checksums included).
-    let mut want = syncookie::cookie_syn_ack(config, before, &flow, CLIENT_ISN, &options);
-    let later = syncookie::cookie_syn_ack(config, after, &flow, CLIENT_ISN, &options);
+    let mut want =
+        syncookie::cookie_syn_ack(config, before, &flow, CLIENT_ISN, &options, syn_in_map);
+    let later = syncookie::cookie_syn_ack(config, after, &flow, CLIENT_ISN, &options, syn_in_map);
     // The two readings may straddle a cookie minute.
     assert!(isn == want.isn || isn == later.isn, "ISN {isn:#x}");
     want.isn = isn;
@@ -980,10 +1010,18 @@ fn syns_are_answered_with_cookies_while_engaged() {
         let long = syn(SYN, padded).bytes();
         assert!(long.len() > SYN_ACK_FRAME_LEN);
         expect_cookie_answer(&mut p, &config, &long, linux_options);
-        // Timestamps off in the configuration: none offered, so no window scale or SACK.
+        // Timestamps off in the configuration and the half-open map off: none offered,
+        // so no window scale or SACK.
         let no_ts = cookie_config(SynCookieConfig::SACK | SynCookieConfig::ENGAGED);
         p.set_syn_cookies(no_ts);
-        expect_cookie_answer(&mut p, &no_ts, &linux, linux_options);
+        expect_answer(
+            &mut p,
+            &no_ts,
+            &linux,
+            linux_options,
+            false,
+            &[("syn_cookies_sent", 1), ("syn_ack_without_options", 1)],
+        );
         let out = p.run(&linux).1;
         let parsed = parse(&out);
         assert_eq!(
@@ -1038,6 +1076,7 @@ fn the_handshakes_ack_to_a_cookie_is_taken_in_while_engaged() {
             &flow,
             CLIENT_ISN,
             1460,
+            false,
         );
         let ack = |ack: u32, payload: &[u8]| {
             Frame {
@@ -1048,9 +1087,12 @@ fn the_handshakes_ack_to_a_cookie_is_taken_in_while_engaged() {
         };
         let handshake = ack(cookie.wrapping_add(1), b"");
         p.expect(&handshake, XDP_DROP, &[("handshake_ack_absorbed", 1)]);
-        // A wrong cookie (off by one), or the client's ISN not the one hashed: up, for
-        // the core to answer as a stray segment.
-        p.expect_passed(&ack(cookie.wrapping_add(2), b""), &[("pass_no_flow", 1)]);
+        // A wrong cookie (MSS index 3 moved to 8, past the eight valid indexes), or the
+        // client's ISN not the one hashed: up, for the core to answer as a stray segment.
+        p.expect_passed(
+            &ack(cookie.wrapping_add(1 + 5), b""),
+            &[("pass_no_flow", 1)],
+        );
         let shifted = Frame {
             ack: cookie.wrapping_add(1),
             ..client(CLIENT_ISN.wrapping_add(2), ACK, b"")
@@ -1079,5 +1121,121 @@ fn the_handshakes_ack_to_a_cookie_is_taken_in_while_engaged() {
         let (verdict, _) = p.run(&handshake);
         assert_eq!(verdict, XDP_TX);
         assert_eq!(p.counted(), [("forwarded", 1)]);
+    });
+}
+
+/// Windows' SYN options: MSS, NOP, window scale 8, NOP, NOP, SACK-permitted; no
+/// timestamps (12 bytes).
+fn windows_syn_options() -> Vec<u8> {
+    vec![2, 4, 0x05, 0xb4, 1, 3, 3, 8, 1, 1, 4, 2]
+}
+
+/// A SYN without timestamps answered in XDP: its options go into the half-open map and
+/// the SYN/ACK offers window scaling and SACK (and ECN, asked for) as the core's own
+/// would, its cookie marked; the handshake's ACK to it is taken in like any. With the map
+/// off, the cookie's own encoding: none of them, counted. A SYN with timestamps, or with
+/// nothing to keep, or one that goes up, leaves no entry.
+#[test]
+fn a_syn_without_timestamps_keeps_its_options_in_the_half_open_map() {
+    privileged("half-open map", || {
+        let mut p = Program::load();
+        let all = SynCookieConfig::TIMESTAMPS | SynCookieConfig::SACK | SynCookieConfig::ECN;
+        let config = cookie_config(all | SynCookieConfig::HALF_OPEN | SynCookieConfig::ENGAGED);
+        p.set_syn_cookies(config);
+        let windows = syn(SYN | ECE | CWR, windows_syn_options()).bytes();
+        let options = SynOptions {
+            mss: Some(1460),
+            window_scale: Some(8),
+            sack_permitted: true,
+            tsval: None,
+            ecn_setup: true,
+        };
+        assert_eq!(p.half_open(key(CLIENT_PORT)), None);
+        expect_answer(
+            &mut p,
+            &config,
+            &windows,
+            options,
+            true,
+            &[("syn_cookies_sent", 1), ("half_open_kept", 1)],
+        );
+        let out = p.run(&windows).1;
+        p.counted();
+        let answer = parse(&out).tcp;
+        assert_eq!(answer.window_scale, Some(7), "ours, as the core's SYN/ACK");
+        assert!(answer.sack_permitted);
+        assert_eq!(answer.timestamps, None);
+        assert!(answer.flags.contains(baton_proto::wire::TcpFlags::ECE));
+        let agreed = syncookie::agreed_options(config.flags, config.window_shift, &options);
+        let entry = HalfOpenSyn::new(CLIENT_ISN, 64_240, &options, &agreed);
+        assert_eq!(p.half_open(key(CLIENT_PORT)), Some(entry), "the entry");
+        assert_eq!(
+            (
+                entry.kept().window_scale,
+                entry.kept().sack,
+                entry.kept().ecn
+            ),
+            (Some(8), true, true)
+        );
+
+        // The handshake's ACK to the marked cookie is taken in; the entry waits for the
+        // request.
+        let handshake = Frame {
+            ack: answer.seq_number.wrapping_add(1),
+            options: vec![],
+            ..client(CLIENT_ISN.wrapping_add(1), ACK, b"")
+        }
+        .bytes();
+        p.expect(&handshake, XDP_DROP, &[("handshake_ack_absorbed", 1)]);
+        assert_eq!(p.half_open(key(CLIENT_PORT)), Some(entry));
+
+        // The map off: the cookie's own encoding, counted, and no entry written.
+        p.forget_half_open(key(CLIENT_PORT));
+        let off = cookie_config(all | SynCookieConfig::ENGAGED);
+        p.set_syn_cookies(off);
+        expect_answer(
+            &mut p,
+            &off,
+            &windows,
+            options,
+            false,
+            &[("syn_cookies_sent", 1), ("syn_ack_without_options", 1)],
+        );
+        let out = p.run(&windows).1;
+        p.counted();
+        let answer = parse(&out).tcp;
+        assert_eq!((answer.window_scale, answer.sack_permitted), (None, false));
+        assert_eq!(p.half_open(key(CLIENT_PORT)), None);
+
+        // Nothing to keep (no window scaling, SACK or ECN), timestamps (the TSval keeps
+        // them), a SYN that goes up (a wrong checksum): no entry.
+        p.set_syn_cookies(config);
+        let mss_only = syn(SYN, vec![2, 4, 0x05, 0xb4]).bytes();
+        expect_cookie_answer(
+            &mut p,
+            &config,
+            &mss_only,
+            SynOptions {
+                mss: Some(1460),
+                ..SynOptions::default()
+            },
+        );
+        let linux = syn(SYN, linux_syn_options(1460)).bytes();
+        expect_cookie_answer(
+            &mut p,
+            &config,
+            &linux,
+            SynOptions {
+                mss: Some(1460),
+                window_scale: Some(7),
+                sack_permitted: true,
+                tsval: Some(4_242),
+                ecn_setup: false,
+            },
+        );
+        let mut bad = windows.clone();
+        bad[TCP + 16] ^= 0x01;
+        p.expect_passed(&bad, &[("pass_control", 1)]);
+        assert_eq!(p.half_open(key(CLIENT_PORT)), None);
     });
 }

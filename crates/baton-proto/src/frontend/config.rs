@@ -65,8 +65,9 @@ pub struct Config {
     /// Whether the fast path answers every SYN with a cookie, not only under a flood
     /// ([`super::FrontEnd::wants_syn_cookies`]; needs `syn_cookies`): the handshake then
     /// costs the slow path nothing, and the core meets the connection at its first data
-    /// segment, which brings the cookie back. A client without timestamps gets the
-    /// cookie's terms (no window scaling, no SACK; docs/design.md, "SYN floods").
+    /// segment, which brings the cookie back. A client without timestamps keeps window
+    /// scaling, SACK and ECN through the fast path's half-open map
+    /// ([`super::HalfOpenSyns`]; docs/design.md, "SYN floods").
     pub every_syn_in_fast_path: bool,
     /// First SYN/ACK retransmission timeout (RFC 6298 §2.1: 1 s).
     pub syn_ack_rto: Duration,

@@ -5,14 +5,14 @@ use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 use baton_common::{
     frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
     handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption},
-    syncookie::{self, SynOptions, decode_ts_options},
+    syncookie::{self, KeptOptions, SynOptions, decode_ts_options},
 };
 
 use super::config::{MAX_CANDIDATES, MIN_MSS};
 use super::packet::{self, bare_segment, seq_le, seq_lt, with_timestamps};
 use super::{
-    Backend, Dispatch, Event, Feedback, FlowKey, FrontEnd, HandedOff, HandoffFailure, Handover,
-    Instant, ResetReason,
+    Backend, Dispatch, Event, Feedback, FlowKey, FrontEnd, HalfOpenSyns, HandedOff, HandoffFailure,
+    Handover, Instant, ResetReason,
 };
 use crate::request::{ClientRequest, parse_request};
 use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
@@ -357,6 +357,17 @@ fn ecn_setup(ip: &Ipv4Repr, tcp: &TcpRepr<'_>) -> bool {
     syncookie::ecn_setup_syn(tcp.flags.bits() as u8, ip.dscp_ecn)
 }
 
+/// The client's SYN as the choice of options ([`syncookie::agreed_options`]) reads it.
+fn syn_options(ip: &Ipv4Repr, tcp: &TcpRepr<'_>) -> SynOptions {
+    SynOptions {
+        mss: tcp.max_seg_size,
+        window_scale: tcp.window_scale,
+        sack_permitted: tcp.sack_permitted,
+        tsval: tcp.timestamps.map(|ts| ts.tsval),
+        ecn_setup: ecn_setup(ip, tcp),
+    }
+}
+
 /// What the request parser and the dispatcher made of the buffer.
 enum Decision {
     NeedMore,
@@ -383,6 +394,7 @@ impl<D: Dispatch> FrontEnd<D> {
         ip: &Ipv4Repr,
         tcp: &TcpRepr<'_>,
         raw: &[u8],
+        syns: &mut dyn HalfOpenSyns,
     ) {
         if tcp.flags.contains(TcpFlags::SYN) && tcp.flags.contains(TcpFlags::FIN) {
             // No SYN may carry a FIN: Linux drops such a segment unanswered, whatever the
@@ -392,7 +404,7 @@ impl<D: Dispatch> FrontEnd<D> {
             return;
         }
         let Some(slot) = self.slot_of(&flow) else {
-            self.on_unknown_client_segment(now, flow, ip, tcp, raw);
+            self.on_unknown_client_segment(now, flow, ip, tcp, raw, syns);
             return;
         };
         let Some(mut conn) = self.take(slot) else {
@@ -403,7 +415,7 @@ impl<D: Dispatch> FrontEnd<D> {
             Next::Free => self.release(slot, conn),
             Next::Replay => {
                 self.release(slot, conn);
-                self.on_unknown_client_segment(now, flow, ip, tcp, raw);
+                self.on_unknown_client_segment(now, flow, ip, tcp, raw, syns);
             }
         }
     }
@@ -415,6 +427,7 @@ impl<D: Dispatch> FrontEnd<D> {
         ip: &Ipv4Repr,
         tcp: &TcpRepr<'_>,
         raw: &[u8],
+        syns: &mut dyn HalfOpenSyns,
     ) {
         let flags = tcp.flags;
         if flags.contains(TcpFlags::RST) {
@@ -429,7 +442,7 @@ impl<D: Dispatch> FrontEnd<D> {
         if flags.contains(TcpFlags::ACK)
             && !flags.contains(TcpFlags::SYN)
             && self.config.syn_cookies
-            && self.on_cookie_ack(now, flow, ip, tcp, raw)
+            && self.on_cookie_ack(now, flow, ip, tcp, raw, syns)
         {
             return;
         }
@@ -452,9 +465,12 @@ impl<D: Dispatch> FrontEnd<D> {
         // Data in a SYN (TCP Fast Open, RFC 7413) is not acknowledged; the client sends
         // it again after the handshake (RFC 7413 §4.2.2: fall back to a regular
         // handshake when the SYN/ACK does not acknowledge the data).
-        let timestamps = self.config.timestamps && tcp.timestamps.is_some();
-        let sack = self.config.sack && tcp.sack_permitted;
-        let ecn = self.config.ecn && ecn_setup(ip, tcp);
+        // The options the fast path's cookie SYN/ACKs offer too: one choice.
+        let agreed = syncookie::agreed_options(
+            self.option_flags(),
+            self.config.window_shift,
+            &syn_options(ip, tcp),
+        );
         if self.half_open >= self.config.max_half_open || !self.make_room(now) {
             if self.config.syn_cookies {
                 self.send_cookie_syn_ack(now, flow, ip, tcp);
@@ -475,6 +491,7 @@ impl<D: Dispatch> FrontEnd<D> {
             tsval: tcp.timestamps.map_or(0, |ts| ts.tsval),
             ttl: ip.ttl,
         };
+        let timestamps = agreed.timestamps.is_some();
         let terms = FrontTerms {
             isn_f: self.secrets.isn(now, &flow),
             tsv_f: if timestamps {
@@ -482,10 +499,10 @@ impl<D: Dispatch> FrontEnd<D> {
             } else {
                 0
             },
-            ws_f: tcp.window_scale.map(|_| self.config.window_shift),
+            ws_f: agreed.window_shift,
             timestamps,
-            sack,
-            ecn,
+            sack: agreed.sack,
+            ecn: agreed.ecn,
         };
         let mut conn = Connection::new(flow, State::SynReceived, syn, terms);
         conn.rto = self.config.syn_ack_rto;
@@ -505,19 +522,24 @@ impl<D: Dispatch> FrontEnd<D> {
         ip: &Ipv4Repr,
         tcp: &TcpRepr<'_>,
     ) {
-        // The same decisions as the fast path's cookie SYN/ACKs: one definition.
+        // The same decisions as the fast path's cookie SYN/ACKs: one definition. The core
+        // keeps no half-open map of its own: a client without timestamps gets the
+        // cookie's terms here (the XDP program's answers, with its map, are the common
+        // case; this one is for the SYNs it passes up).
+        let config = self.syn_cookie_config();
+        let options = syn_options(ip, tcp);
+        if syncookie::agreed_options(config.flags, config.window_shift, &options)
+            .need_the_half_open_map()
+        {
+            self.stats.syn_cookies_without_options += 1;
+        }
         let answer = syncookie::cookie_syn_ack(
-            &self.syn_cookie_config(),
+            &config,
             now.as_nanos(),
             &flow.to_bytes(),
             tcp.seq_number,
-            &SynOptions {
-                mss: tcp.max_seg_size,
-                window_scale: tcp.window_scale,
-                sack_permitted: tcp.sack_permitted,
-                tsval: tcp.timestamps.map(|ts| ts.tsval),
-                ecn_setup: ecn_setup(ip, tcp),
-            },
+            &options,
+            false,
         );
         let syn = ClientSyn {
             isn: tcp.seq_number,
@@ -543,6 +565,19 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// An ACK for no known flow: if it carries a valid SYN cookie, the connection is
     /// rebuilt and the segment processed. Returns whether it was a valid cookie.
+    ///
+    /// What the SYN/ACK agreed to beyond the MSS comes back in the ACK's TSecr, or, for a
+    /// cookie the fast path marked (a client without timestamps), from its half-open map
+    /// (`syns`), bound to the client's ISN. A marked cookie whose entry is gone (the map's
+    /// LRU evicted it) or is another connection's (another ISN: a stale ACK of an earlier
+    /// connection on the ports, whose taking costs the newer one its entry too) is reset
+    /// ([`super::Stats::half_open_entries_lost`]): the client scales every window it
+    /// announces by a shift only the entry knew, and a connection built without it
+    /// would hand the back-end terms the client never agreed to. The reset answers a
+    /// segment whose cookie verified, as RFC 9293 §3.10.7.1 answers one of no connection
+    /// (`<SEQ=SEG.ACK><CTL=RST>`; RFC 5961 is about the resets a host accepts, and a blind
+    /// sender still has to guess the cookie); the client learns at once, where a silent
+    /// drop would leave it resending its request until it gives up.
     fn on_cookie_ack(
         &mut self,
         now: Instant,
@@ -550,46 +585,68 @@ impl<D: Dispatch> FrontEnd<D> {
         ip: &Ipv4Repr,
         tcp: &TcpRepr<'_>,
         raw: &[u8],
+        syns: &mut dyn HalfOpenSyns,
     ) -> bool {
         let client_isn = tcp.seq_number.wrapping_sub(1);
         let isn_f = tcp.ack_number.wrapping_sub(1);
-        let Some(mss) = self.secrets.check_cookie(now, &flow, client_isn, isn_f) else {
+        let Some(cookie) = self.secrets.check_cookie(now, &flow, client_isn, isn_f) else {
             return false;
         };
         self.stats.syn_cookies_accepted += 1;
         self.make_room(now);
         let Some(slot) = self.allocate() else {
-            // The client believes it is connected; its retransmissions retry this.
+            // The client believes it is connected; its retransmissions retry this (the
+            // half-open map's entry, if any, still waits for them).
             self.stats.cookie_acks_dropped_table_full += 1;
             return true;
         };
-        let (window_scale, sack, ecn, timestamps, tsv_f, tsval) = match tcp.timestamps {
-            Some(ts) if self.config.timestamps => {
-                // What the cookie SYN/ACK agreed to, remembered in its TSval; ECN only if
-                // it is still enabled, as SACK (Linux's `cookie_ecn_ok`).
-                let kept = decode_ts_options(ts.tsecr);
-                let sack = kept.sack && self.config.sack;
-                let ecn = kept.ecn && self.config.ecn;
-                (kept.window_scale, sack, ecn, true, ts.tsecr, ts.tsval)
+        // Timestamps agreed: the ACK's TSecr is the SYN/ACK's TSval, which kept the rest.
+        let timestamps = tcp
+            .timestamps
+            .filter(|_| self.config.timestamps && !cookie.syn_in_map);
+        let (kept, mss, syn_window) = if cookie.syn_in_map {
+            match syns.take(&flow) {
+                Some(entry) if entry.client_isn == client_isn => {
+                    self.stats.half_open_entries_used += 1;
+                    (entry.kept(), entry.mss, Some(entry.window))
+                }
+                _ => {
+                    self.stats.half_open_entries_lost += 1;
+                    self.free.push(slot);
+                    self.send_reset(flow, tcp);
+                    return true;
+                }
             }
-            _ => (None, false, false, false, 0, 0),
+        } else if let Some(ts) = timestamps {
+            (decode_ts_options(ts.tsecr), cookie.mss, None)
+        } else {
+            (KeptOptions::NONE, cookie.mss, None)
         };
-        // The SYN's window is unscaled; the ACK's is scaled by the client's shift.
-        let window = (u32::from(tcp.window_len) << window_scale.unwrap_or(0).min(14))
-            .min(u32::from(u16::MAX)) as u16;
+        // ECN only if it is still enabled, as SACK (Linux's `cookie_ecn_ok`).
+        let (window_scale, sack, ecn) = (
+            kept.window_scale,
+            kept.sack && self.config.sack,
+            kept.ecn && self.config.ecn,
+        );
+        // The SYN's window is unscaled; the ACK's is scaled by the client's shift. The
+        // half-open map kept the SYN's own.
+        let window = syn_window.unwrap_or(
+            (u32::from(tcp.window_len) << window_scale.unwrap_or(0).min(14))
+                .min(u32::from(u16::MAX)) as u16,
+        );
         let syn = ClientSyn {
             isn: client_isn,
             window,
             mss: Some(mss),
             window_scale,
-            tsval,
+            tsval: timestamps.map_or(0, |ts| ts.tsval),
             ttl: ip.ttl,
         };
         let terms = FrontTerms {
             isn_f,
-            tsv_f,
+            tsv_f: timestamps.map_or(0, |ts| ts.tsecr),
             ws_f: window_scale.map(|_| self.config.window_shift),
-            timestamps,
+            timestamps: timestamps.is_some(),
             sack,
             ecn,
         };
@@ -1779,9 +1836,15 @@ impl<D: Dispatch> FrontEnd<D> {
         self.send_to_client(&conn.flow, &tcp);
     }
 
-    /// <SEQ=SEG.ACK><CTL=RST> for an ACK, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
-    /// otherwise (RFC 9293 §3.10.7.1).
+    /// The reset answering a segment of no connection, counted as such.
     fn send_stray_reset(&mut self, flow: FlowKey, tcp: &TcpRepr<'_>) {
+        self.stats.stray_resets_sent += 1;
+        self.send_reset(flow, tcp);
+    }
+
+    /// The reset answering `tcp` (RFC 9293 §3.10.7.1): `<SEQ=SEG.ACK><CTL=RST>` for a
+    /// segment with an ACK, else `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`.
+    fn send_reset(&mut self, flow: FlowKey, tcp: &TcpRepr<'_>) {
         let rst = if tcp.flags.contains(TcpFlags::ACK) {
             bare_segment(
                 flow.service.port(),
@@ -1801,7 +1864,6 @@ impl<D: Dispatch> FrontEnd<D> {
                 0,
             )
         };
-        self.stats.stray_resets_sent += 1;
         self.send_to_client(&flow, &rst);
     }
 

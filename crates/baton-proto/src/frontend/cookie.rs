@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use baton_common::{
     siphash::{SipKey, siphash24},
-    syncookie::{self, CookieKeys},
+    syncookie::{self, Cookie, CookieKeys},
 };
 
 use super::{FlowKey, Instant};
@@ -77,15 +77,15 @@ impl Secrets {
         self.cookies
     }
 
-    /// The MSS a valid, fresh `cookie` (the ACK's `ack - 1`) encodes for a client whose
-    /// ISN was `client_isn` (the ACK's `seq - 1`), or `None`.
+    /// What a valid, fresh `cookie` (the ACK's `ack - 1`) says for a client whose ISN was
+    /// `client_isn` (the ACK's `seq - 1`), or `None`.
     pub fn check_cookie(
         &self,
         now: Instant,
         flow: &FlowKey,
         client_isn: u32,
         cookie: u32,
-    ) -> Option<u16> {
+    ) -> Option<Cookie> {
         syncookie::check_cookie(
             &self.cookies,
             now.as_nanos(),

@@ -77,9 +77,13 @@
 //!   [`Config::every_syn_in_fast_path`] (the fast path then answers every SYN and the
 //!   core meets each connection at its first data segment). Fidelity, as Linux: the MSS rounds down to
 //!   536/1300/1440/1460 (2 bits of the cookie); window shift, SACK-permitted and ECN
-//!   ride in the low 6 bits of `tsv_f` and come back in the ACK's TSecr, so they survive
-//!   only with timestamps; without timestamps the cookie SYN/ACK offers none. The cookie's
-//!   hash also covers the client's ISN, so an ACK with a shifted `seq` fails.
+//!   ride in the low 6 bits of `tsv_f` and come back in the ACK's TSecr. Without
+//!   timestamps the fast path keeps them in its half-open map and marks the cookie
+//!   (a third bit); the core takes the entry at the client's first data segment
+//!   ([`HalfOpenSyns`], lent to [`FrontEnd::handle_packet_with`]), and resets a marked
+//!   connection whose entry is gone. The core's own cookie SYN/ACKs (the SYNs the fast
+//!   path passes up) keep no map and offer a client without timestamps none of them.
+//!   The cookie's hash also covers the client's ISN, so an ACK with a shifted `seq` fails.
 //! - **ISNs** are RFC 6528's `M + F(4-tuple, secret)` with SipHash-2-4; `tsv_f` is a
 //!   keyed per-connection offset plus a 1 ms clock (RFC 7323 §7.1).
 //! - **The front-end's TSval never advances**: every segment it sends the client carries
@@ -176,7 +180,7 @@ use crate::request::ClientRequest;
 use connection::Connection;
 use cookie::{FlowHashBuilder, Secrets};
 
-pub use baton_common::syncookie::SynCookieConfig;
+pub use baton_common::syncookie::{HalfOpenSyn, SynCookieConfig};
 
 /// The bound the size test holds the per-connection state to, in bytes (heap excluded).
 pub const CONNECTION_SIZE_BOUND: usize = 256;
@@ -268,6 +272,28 @@ where
         exclude: &[Backend],
     ) -> Option<Backend> {
         self(flow, request, exclude)
+    }
+}
+
+/// The fast path's half-open map as the core reads it: the SYN options of clients without
+/// timestamps whose SYN the XDP program answered with a cookie it marked
+/// (`baton_common::syncookie`, "Clients without timestamps"). The core stays without I/O:
+/// the caller lends it for one [`FrontEnd::handle_packet_with`] call; the daemon's
+/// implementation is one lookup-and-delete system call on the BPF map, the simulation's
+/// its model of the program's map. Asked only for a cookie that verified and is marked,
+/// so once per such connection.
+pub trait HalfOpenSyns {
+    /// Removes `flow`'s entry and returns it, if there is one.
+    fn take(&mut self, flow: &FlowKey) -> Option<HalfOpenSyn>;
+}
+
+/// No half-open map (no fast path, or none lent): a marked cookie finds its entry gone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHalfOpenMap;
+
+impl HalfOpenSyns for NoHalfOpenMap {
+    fn take(&mut self, _flow: &FlowKey) -> Option<HalfOpenSyn> {
+        None
     }
 }
 
@@ -486,6 +512,18 @@ pub struct Stats {
     pub syns_dropped_table_full: u64,
     /// Valid cookie ACKs dropped because the connection table was full.
     pub cookie_acks_dropped_table_full: u64,
+    /// Cookie SYN/ACKs the core sent to clients without timestamps that offered window
+    /// scaling, SACK or ECN, offering none of them: the cookie cannot keep them, and the
+    /// core keeps no half-open map of its own (the fast path's answers keep them in its
+    /// map; these are the SYNs it passed up).
+    pub syn_cookies_without_options: u64,
+    /// Cookie ACKs the fast path had marked (a client without timestamps) whose SYN
+    /// options were taken from its half-open map ([`HalfOpenSyns`]).
+    pub half_open_entries_used: u64,
+    /// Cookie ACKs the fast path had marked whose half-open entry was gone (evicted) or
+    /// another connection's (another client ISN): reset, since the client's window
+    /// shift is lost (see `on_cookie_ack`).
+    pub half_open_entries_lost: u64,
     /// Handshakes completed (stateful or cookie).
     pub handshakes_completed: u64,
     /// Connections reset for lack of the handshake's ACK.
@@ -719,8 +757,24 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// What the fast path needs to answer SYNs with the cookies this front-end checks:
     /// its keys and TCP settings. [`SynCookieConfig::ENGAGED`] is left clear; the caller
-    /// sets it while [`FrontEnd::wants_syn_cookies`].
+    /// sets it while [`FrontEnd::wants_syn_cookies`]. So is [`SynCookieConfig::HALF_OPEN`]:
+    /// the fast path that has a half-open map sets it, and lends the map to
+    /// [`FrontEnd::handle_packet_with`].
     pub fn syn_cookie_config(&self) -> SynCookieConfig {
+        SynCookieConfig {
+            keys: self.secrets.cookie_keys(),
+            flags: self.option_flags(),
+            max_mss: self.config.mss,
+            // Not scaled in a SYN (RFC 7323 §2.2); as the core's own SYN/ACKs.
+            window: self.config.max_request_len.min(usize::from(u16::MAX)) as u16,
+            window_shift: self.config.window_shift,
+            _pad: [0; 7],
+        }
+    }
+
+    /// The enabled options as [`SynCookieConfig`] flags, for the one choice of what a
+    /// SYN/ACK agrees to (`baton_common::syncookie::agreed_options`).
+    fn option_flags(&self) -> u32 {
         let mut flags = 0;
         if self.config.timestamps {
             flags |= SynCookieConfig::TIMESTAMPS;
@@ -731,15 +785,7 @@ impl<D: Dispatch> FrontEnd<D> {
         if self.config.ecn {
             flags |= SynCookieConfig::ECN;
         }
-        SynCookieConfig {
-            keys: self.secrets.cookie_keys(),
-            flags,
-            max_mss: self.config.mss,
-            // Not scaled in a SYN (RFC 7323 §2.2); as the core's own SYN/ACKs.
-            window: self.config.max_request_len.min(usize::from(u16::MAX)) as u16,
-            window_shift: self.config.window_shift,
-            _pad: [0; 7],
-        }
+        flags
     }
 
     /// Whether new SYNs should be answered with cookies rather than create state: cookies
@@ -780,8 +826,16 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// Handles one IPv4 packet (no link-layer header) that arrived for a service: from a
     /// client, or from a back-end's egress. Never panics; anything it cannot use is
-    /// counted in [`Stats`] and dropped.
+    /// counted in [`Stats`] and dropped. With no half-open map to read: for a front-end
+    /// whose fast path keeps none ([`FrontEnd::handle_packet_with`]).
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        self.handle_packet_with(now, packet, &mut NoHalfOpenMap);
+    }
+
+    /// [`FrontEnd::handle_packet`], with the fast path's half-open map lent for the call:
+    /// a client's first data segment whose cookie the fast path marked takes its SYN's
+    /// options from there.
+    pub fn handle_packet_with(&mut self, now: Instant, packet: &[u8], syns: &mut dyn HalfOpenSyns) {
         self.stats.packets_received += 1;
         let Ok((ip, tcp)) = packet::parse(packet, self.config.checksums) else {
             self.stats.malformed += 1;
@@ -794,7 +848,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 client: src,
                 service: dst,
             };
-            self.on_client_segment(now, flow, &ip, &tcp, packet);
+            self.on_client_segment(now, flow, &ip, &tcp, packet, syns);
         } else if self.config.services.contains(&src) {
             let flow = FlowKey {
                 client: dst,

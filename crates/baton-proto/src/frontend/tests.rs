@@ -1205,17 +1205,34 @@ fn syn_cookie_without_timestamps_offers_no_scaling_or_sack() {
     let sa = sa.tcp();
     assert_eq!(sa.window_scale, None);
     assert!(!sa.sack_permitted);
+    assert_eq!(h.fe.stats().syn_cookies_without_options, 1);
     let mut ack = h.client_seg(TcpFlags::ACK, CISN + 1, sa.seq_number + 1);
     ack.payload = REQUEST;
     h.client_sends(&ack);
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
 }
 
-/// A SYN/ACK the fast path made from [`FrontEnd::syn_cookie_config`] (as the XDP program
-/// does, through the same `baton_common::syncookie`), for the harness's SYN.
-fn fast_path_cookie(h: &Harness, now: Instant) -> baton_common::syncookie::CookieSynAck {
+/// The harness's SYN as the fast path reads it.
+fn syn_options(syn: &TcpRepr<'_>) -> baton_common::syncookie::SynOptions {
+    baton_common::syncookie::SynOptions {
+        mss: syn.max_seg_size,
+        window_scale: syn.window_scale,
+        sack_permitted: syn.sack_permitted,
+        tsval: syn.timestamps.map(|ts| ts.tsval),
+        ecn_setup: baton_common::syncookie::ecn_setup_syn(syn.flags.bits() as u8, 0),
+    }
+}
+
+/// A SYN/ACK the fast path made for `syn` from [`FrontEnd::syn_cookie_config`] (as the
+/// XDP program does, through the same `baton_common::syncookie`), its options in the
+/// half-open map if `syn_in_map`.
+fn fast_path_answer(
+    h: &Harness,
+    now: Instant,
+    syn: &TcpRepr<'_>,
+    syn_in_map: bool,
+) -> baton_common::syncookie::CookieSynAck {
     let flow = h.flow();
-    let syn = h.syn();
     baton_common::syncookie::cookie_syn_ack(
         &h.fe.syn_cookie_config(),
         now.as_nanos(),
@@ -1226,14 +1243,143 @@ fn fast_path_cookie(h: &Harness, now: Instant) -> baton_common::syncookie::Cooki
             flow.service.port(),
         ),
         syn.seq_number,
-        &baton_common::syncookie::SynOptions {
-            mss: syn.max_seg_size,
-            window_scale: syn.window_scale,
-            sack_permitted: syn.sack_permitted,
-            tsval: syn.timestamps.map(|ts| ts.tsval),
-            ecn_setup: baton_common::syncookie::ecn_setup_syn(syn.flags.bits() as u8, 0),
-        },
+        &syn_options(syn),
+        syn_in_map,
     )
+}
+
+/// [`fast_path_answer`] for the harness's SYN (with timestamps).
+fn fast_path_cookie(h: &Harness, now: Instant) -> baton_common::syncookie::CookieSynAck {
+    fast_path_answer(h, now, &h.syn(), false)
+}
+
+/// A model of the fast path's half-open map, for [`FrontEnd::handle_packet_with`].
+#[derive(Default)]
+struct HalfOpenMap(std::collections::HashMap<FlowKey, HalfOpenSyn>);
+
+impl HalfOpenSyns for HalfOpenMap {
+    fn take(&mut self, flow: &FlowKey) -> Option<HalfOpenSyn> {
+        self.0.remove(flow)
+    }
+}
+
+/// A Windows-like SYN without timestamps: MSS 1400 (which a cookie would round down to
+/// 1300), window scale 8, SACK-permitted.
+fn syn_without_timestamps(h: &Harness) -> TcpRepr<'static> {
+    let mut syn = h.syn();
+    syn.timestamps = None;
+    syn.max_seg_size = Some(1400);
+    syn.window_scale = Some(8);
+    syn.window_len = 65_535;
+    syn
+}
+
+/// The fast path's answer to a SYN without timestamps, its options in the map (as the
+/// program writes the entry: `HalfOpenSyn::new` from the same choice of options).
+fn answer_into_the_map(h: &Harness, syn: &TcpRepr<'_>, map: &mut HalfOpenMap) -> u32 {
+    let answer = fast_path_answer(h, h.now, syn, true);
+    assert_eq!(
+        (answer.window_shift, answer.sack, answer.timestamps),
+        (Some(7), true, None),
+        "offered as the core's own SYN/ACK would"
+    );
+    let config = h.fe.syn_cookie_config();
+    let options = syn_options(syn);
+    let agreed =
+        baton_common::syncookie::agreed_options(config.flags, config.window_shift, &options);
+    map.0.insert(
+        h.flow(),
+        HalfOpenSyn::new(syn.seq_number, syn.window_len, &options, &agreed),
+    );
+    answer.isn
+}
+
+/// The client's first data segment after a SYN/ACK without timestamps: the request.
+fn request_without_timestamps(h: &Harness, isn_f: u32) -> TcpRepr<'static> {
+    let mut ack = h.client_seg(TcpFlags::ACK, CISN + 1, isn_f.wrapping_add(1));
+    ack.payload = REQUEST;
+    ack
+}
+
+#[test]
+fn a_client_without_timestamps_keeps_its_options_through_the_half_open_map() {
+    let mut h = harness();
+    let syn = syn_without_timestamps(&h);
+    let mut map = HalfOpenMap::default();
+    let isn_f = answer_into_the_map(&h, &syn, &mut map);
+    let packet = build(CLIENT, VIP, 64, &request_without_timestamps(&h, isn_f)).unwrap();
+    h.fe.handle_packet_with(h.now, &packet, &mut map);
+    assert!(map.0.is_empty(), "the entry is taken");
+    let stats = h.fe.stats().clone();
+    assert_eq!(
+        (stats.syn_cookies_accepted, stats.half_open_entries_used),
+        (1, 1)
+    );
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    let out = h.drain();
+    let syn_prime = out[0].tcp();
+    assert_eq!(syn_prime.seq_number, CISN);
+    assert_eq!(syn_prime.window_scale, Some(8), "the client's shift");
+    assert!(syn_prime.sack_permitted);
+    assert_eq!(syn_prime.max_seg_size, Some(1400), "exact, not rounded");
+    assert_eq!(syn_prime.window_len, 65_535, "the SYN's own window");
+    assert_eq!(syn_prime.timestamps, None);
+}
+
+#[test]
+fn a_marked_cookie_whose_entry_is_gone_is_reset() {
+    let mut h = harness();
+    let syn = syn_without_timestamps(&h);
+    let mut map = HalfOpenMap::default();
+    let isn_f = answer_into_the_map(&h, &syn, &mut map);
+    // Evicted: the client's window shift is known nowhere.
+    map.0.clear();
+    let packet = build(CLIENT, VIP, 64, &request_without_timestamps(&h, isn_f)).unwrap();
+    h.fe.handle_packet_with(h.now, &packet, &mut map);
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "the reset, and no SYN'");
+    let rst = out[0].tcp();
+    assert_eq!(rst.flags, TcpFlags::RST);
+    assert_eq!(
+        rst.seq_number,
+        isn_f.wrapping_add(1),
+        "at the client's RCV.NXT"
+    );
+    assert_eq!(h.fe.connection_count(), 0);
+    let stats = h.fe.stats().clone();
+    assert_eq!(
+        (stats.half_open_entries_lost, stats.half_open_entries_used),
+        (1, 0)
+    );
+    assert_eq!(stats.stray_resets_sent, 0, "not a stray segment");
+
+    // An entry of another connection on the ports (another ISN): the same.
+    answer_into_the_map(&h, &syn, &mut map);
+    map.0.get_mut(&h.flow()).unwrap().client_isn ^= 1;
+    h.fe.handle_packet_with(h.now, &packet, &mut map);
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.fe.stats().half_open_entries_lost, 2);
+    assert_eq!(h.fe.connection_count(), 0);
+
+    // With no map lent at all (`handle_packet`): the same.
+    h.client_sends(&request_without_timestamps(&h, isn_f));
+    assert!(h.drain()[0].tcp().flags.contains(TcpFlags::RST));
+    assert_eq!(h.fe.stats().half_open_entries_lost, 3);
+
+    // An unmarked cookie of the same SYN never asks the map.
+    answer_into_the_map(&h, &syn, &mut map);
+    let plain = fast_path_answer(&h, h.now, &syn, false);
+    let packet = build(CLIENT, VIP, 64, &request_without_timestamps(&h, plain.isn)).unwrap();
+    h.fe.handle_packet_with(h.now, &packet, &mut map);
+    assert_eq!(map.0.len(), 1, "left to the LRU");
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    let out = h.drain();
+    let syn_prime = out[0].tcp();
+    assert_eq!(
+        (syn_prime.window_scale, syn_prime.sack_permitted),
+        (None, false),
+        "the cookie's own terms"
+    );
 }
 
 #[test]

@@ -1,40 +1,52 @@
-//! The back-end module: in Rust, exactly what the back-end's tc eBPF programs do
-//! (docs/design.md, "Packet walk", steps 5, 6, 8 and 9), so the simulation exercises the same
-//! arithmetic the kernel will run. Every rewrite goes through `baton_common`:
-//! [`find_handoff_option`], [`HandoffOption::parse_and_verify`], [`blank_option`] and
-//! [`find_option`] for options, [`Translation`] for every field, and the RFC 1624
-//! [`csum_replace2`]/[`csum_replace4`] (and their odd-offset forms) for every checksum.
-//! No checksum is ever recomputed from scratch here; the network verifies each one at
-//! the next hop.
+//! The back-end module's tc programs (docs/design.md, "Packet walk", steps 5, 6, 8 and 9,
+//! and "The one-turn handoff") on the simulation's packets. Every decision is the
+//! programs' own: a function of `baton_common::backend` that
+//! `crates/baton-ebpf/src/backend.rs` calls too, on the entry the programs keep
+//! ([`BackendFlow`]) and with their counters ([`stat`]):
 //!
-//! Kept in its own file so it can be compared line by line with the eBPF programs:
-//! - [`BackendModule::ingress`] is the tc ingress program, and [`BackendModule::ingress_syn`]
-//!   the SYN' program (`backend_syn`) it hands every SYN to by tail call; the model calls
-//!   it directly, as the kernel does whenever the program array is filled, which the
-//!   agent ensures before the ingress is attached;
-//! - [`BackendModule::egress`] is the tc egress program; [`EgressTo::FrontEnd`] stands for
-//!   a redirect (or `bpf_clone_redirect` copy) to the front-end's MAC.
+//! - the SYN' program (`backend_syn`, which the ingress hands every SYN to by tail call,
+//!   [`is_syn`]): [`admit_syn`] on what [`find_handoff_option`] and
+//!   [`HandoffOption::parse_and_verify`] found and on the SYN's data, and
+//!   [`BackendFlow::is_same_connection`] for whether a verified SYN' keeps its entry;
+//! - the ingress on other client segments: [`client_segment_fate`], then
+//!   [`BackendFlow::drops`] for a CE mark;
+//! - the egress: [`BackendFlow::syn_ack_fate`] and [`SynAckFate::marks`] for a SYN/ACK',
+//!   [`BackendFlow::keeps_syn_ack`] once its terms are recorded, [`server_segment_fate`]
+//!   for every other segment and [`frontend_copy`] for the copies to the front-end.
 //!
-//! Where the eBPF programs differ: they use `bpf_l3_csum_replace`/`bpf_l4_csum_replace`
-//! (same arithmetic, plus `CHECKSUM_PARTIAL` handling), a hash map instead of a
-//! `HashMap`, and per-CPU counters instead of [`ModuleCounters`].
+//! What is left here is what the programs do with kernel helpers: reading and writing the
+//! fields, the map (a `HashMap`, no LRU), the redirect to the front-end
+//! ([`EgressTo::FrontEnd`]), and the checksums, updated with the RFC 1624
+//! [`csum_replace2`]/[`csum_replace4`] (and their odd-offset forms) where the programs
+//! use `bpf_l3_csum_replace`/`bpf_l4_csum_replace` (same arithmetic, plus
+//! `CHECKSUM_PARTIAL` handling). No checksum is ever recomputed from scratch here; the
+//! network verifies each one at the next hop. Not modelled: the key rotation's previous
+//! key, a tail call to an empty slot, and the agent's sweep of entries whose socket is
+//! gone.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 
+use baton_common::backend::{
+    BackendFlow, ClientSegmentFate, HandoffOptionCheck, ServerSegmentFate, SynAckFate,
+    SynAdmission, Verdict, admit_syn, client_segment_fate, frontend_copy, is_syn,
+    server_segment_fate, stat,
+};
 use baton_common::handoff_option::{
-    HandoffBinding, HandoffOption, OptionSpan, blank_option, find_handoff_option, find_option,
+    HandoffBinding, HandoffOption, HandoffOptionError, blank_option, find_handoff_option,
 };
 use baton_common::layout::{
-    IP_CHECK, IP_DADDR, IP_PROTOCOL, IP_SADDR, IPPROTO_TCP, IPV4_HLEN, SACKOPT_EDGES, TCP_ACK_SEQ,
-    TCP_CHECK, TCP_DEST, TCP_DOFF, TCP_FLAGS, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE,
-    TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, ip_header_len, ip_version,
-    tcp_flag::{ACK, FIN, RST, SYN},
+    IP_CHECK, IP_DADDR, IP_PROTOCOL, IP_SADDR, IP_TOS, IP_TOT_LEN, IPPROTO_TCP, IPV4_HLEN,
+    SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK, TCP_DEST, TCP_DOFF, TCP_FLAGS, TCP_HLEN,
+    TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, ip_header_len,
+    ip_version,
+    tcp_flag::{ACK, SYN},
 };
 use baton_common::siphash::SipKey;
-use baton_common::tcp_options::{KIND_SACK, KIND_TIMESTAMPS, KIND_WINDOW_SCALE};
+use baton_common::tcp_options::{sack, timestamps, window_shift};
 use baton_common::translate::{
-    SackBlock, SynAckTerms, Translation, csum_replace2, csum_replace4, csum_replace4_odd,
+    SynAckTerms, Translation, csum_replace2, csum_replace4, csum_replace4_odd,
 };
 
 /// A flow as the back-end sees it: the client's address and port (the back-end's own
@@ -45,39 +57,32 @@ pub struct FlowKey {
     pub client_port: u16,
 }
 
-/// The per-flow map value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flow {
-    pub translation: Translation,
-    /// The option the flow was accepted with, so that a retransmitted SYN' (same option)
-    /// keeps the entry and a new handoff of the same 4-tuple replaces it.
-    pub option: Option<HandoffOption>,
-    /// Highest acknowledgement number (client terms) already copied to the front-end.
-    pub copied_ack: Option<u32>,
+/// The programs' per-CPU counter array, summed: one per outcome, indexed by [`stat`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ModuleCounters([u64; stat::COUNT as usize]);
+
+impl ModuleCounters {
+    pub fn get(&self, index: u32) -> u64 {
+        self.0[index as usize]
+    }
+
+    fn count(&mut self, index: u32) {
+        self.0[index as usize] += 1;
+    }
 }
 
-/// Why a packet was dropped, or what was done; one counter each.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ModuleCounters {
-    pub handoff_syns: u64,
-    pub handoff_syns_retransmitted: u64,
-    pub direct_syns: u64,
-    pub bad_options: u64,
-    pub ingress_translated: u64,
-    pub ingress_awaiting_drop: u64,
-    pub syn_acks_to_front: u64,
-    pub egress_translated: u64,
-    pub copies_to_front: u64,
-    pub malformed: u64,
-}
-
-/// What ingress decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Up to the back-end's TCP (possibly rewritten in place).
-    Pass,
-    /// Dropped, with the counter's name.
-    Drop(&'static str),
+impl fmt::Debug for ModuleCounters {
+    /// The counters that moved, by name, as `baton backend` logs them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                stat::NAMES
+                    .iter()
+                    .zip(self.0)
+                    .filter(|(_, value)| *value != 0),
+            )
+            .finish()
+    }
 }
 
 /// Where an egress packet goes.
@@ -96,7 +101,7 @@ pub struct BackendModule {
     vip: Ipv4Addr,
     /// The service port the back-end's server listens on.
     port: u16,
-    flows: HashMap<FlowKey, Flow>,
+    flows: HashMap<FlowKey, BackendFlow>,
     pub counters: ModuleCounters,
 }
 
@@ -106,6 +111,8 @@ struct Layout {
     tcp: usize,
     /// Length of the TCP header (with options).
     tcp_header_len: usize,
+    /// Bytes after the TCP header, from the IPv4 total length as the programs read it.
+    payload_len: usize,
 }
 
 impl Layout {
@@ -124,9 +131,11 @@ impl Layout {
         if tcp_header_len < TCP_HLEN || pkt.len() < ihl + tcp_header_len {
             return None;
         }
+        let total = usize::from(be16(pkt, IP_TOT_LEN));
         Some(Self {
             tcp: ihl,
             tcp_header_len,
+            payload_len: total.saturating_sub(ihl + tcp_header_len),
         })
     }
 
@@ -169,6 +178,9 @@ fn rewrite32(pkt: &mut [u8], tcp: usize, at: usize, new: u32) {
 fn rewrite_window(pkt: &mut [u8], tcp: usize, new: u16) {
     let at = tcp + TCP_WINDOW;
     let old = be16(pkt, at);
+    if old == new {
+        return;
+    }
     let check = csum_replace2(be16(pkt, tcp + TCP_CHECK), old, new);
     pkt[at..at + 2].copy_from_slice(&new.to_be_bytes());
     pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&check.to_be_bytes());
@@ -176,7 +188,8 @@ fn rewrite_window(pkt: &mut [u8], tcp: usize, new: u16) {
 
 /// Rewrites the source address: the IPv4 header checksum and, through the pseudo-header,
 /// the TCP checksum (`bpf_l3_csum_replace` and `bpf_l4_csum_replace` with
-/// `BPF_F_PSEUDO_HDR` in tc).
+/// `BPF_F_PSEUDO_HDR` in tc). The VIP's port is the service port in the simulation, so
+/// the source port stays.
 fn rewrite_src_addr(pkt: &mut [u8], tcp: usize, new: Ipv4Addr) {
     let old = u32::from(addr(pkt, IP_SADDR));
     let new = u32::from(new);
@@ -187,13 +200,6 @@ fn rewrite_src_addr(pkt: &mut [u8], tcp: usize, new: Ipv4Addr) {
     pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&tcp_check.to_be_bytes());
 }
 
-/// The span of option `kind` if its length is `len`; a malformed area or another length
-/// counts as absent (the kernel's parser would ignore it too).
-fn option_span(pkt: &[u8], layout: &Layout, kind: u8) -> Option<OptionSpan> {
-    let options = &pkt[layout.options()];
-    find_option(options, kind).ok().flatten()
-}
-
 impl BackendModule {
     pub fn new(key: [u8; 16], addr: Ipv4Addr, vip: Ipv4Addr, port: u16) -> Self {
         Self {
@@ -202,257 +208,264 @@ impl BackendModule {
             vip,
             port,
             flows: HashMap::new(),
-            counters: ModuleCounters::default(),
+            counters: ModuleCounters([0; stat::COUNT as usize]),
         }
     }
 
-    pub fn flow(&self, key: FlowKey) -> Option<&Flow> {
+    pub fn flow(&self, key: FlowKey) -> Option<&BackendFlow> {
         self.flows.get(&key)
     }
 
     /// Installs a flow entry by hand, as if a handoff had happened: for the harness
-    /// self-test only, which runs the translation path without a front-end.
+    /// self-test only, which runs the translation path without a front-end. Without a
+    /// client ISN, as an entry of an older build: every SYN/ACK goes to the front-end.
     pub fn install_flow(&mut self, key: FlowKey, translation: Translation) {
-        self.flows.insert(
-            key,
-            Flow {
-                translation,
-                option: None,
-                copied_ack: None,
-            },
-        );
+        self.flows
+            .insert(key, BackendFlow::new(translation, 0, SYN, 0));
     }
 
-    /// The tc ingress program, on a packet arriving for the back-end's TCP.
-    pub fn ingress(&mut self, pkt: &mut [u8]) -> Verdict {
+    /// Counts a verdict, as the programs' `finish` does.
+    fn finish(&mut self, verdict: Verdict) -> Verdict {
+        let (Verdict::Pass(index) | Verdict::Drop(index)) = verdict;
+        self.counters.count(index);
+        verdict
+    }
+
+    /// `backend_ingress`, on a packet arriving for the back-end's TCP; `None` for a packet
+    /// not to the service port, which passes uncounted.
+    pub fn ingress(&mut self, pkt: &mut [u8]) -> Option<Verdict> {
         let Some(layout) = Layout::of(pkt) else {
-            self.counters.malformed += 1;
-            return Verdict::Pass;
+            return Some(self.finish(Verdict::Pass(stat::IN_MALFORMED)));
         };
         let tcp = layout.tcp;
-        if addr(pkt, IP_DADDR) != self.addr || be16(pkt, tcp + TCP_DEST) != self.port {
-            return Verdict::Pass;
+        if be16(pkt, tcp + TCP_DEST) != self.port {
+            return None;
         }
         let key = FlowKey {
             client_ip: addr(pkt, IP_SADDR),
             client_port: be16(pkt, tcp + TCP_SOURCE),
         };
         let flags = pkt[tcp + TCP_FLAGS];
-        if flags & SYN != 0 && flags & ACK == 0 {
-            return self.ingress_syn(pkt, &layout, key);
+        if is_syn(flags) {
+            // The tail call: the agent fills the slot before it attaches the ingress.
+            let verdict = self.syn(pkt, &layout, key);
+            return Some(self.finish(verdict));
         }
-        let Some(flow) = self.flows.get(&key).copied() else {
-            // Not a handed-off flow: a direct connection.
-            return Verdict::Pass;
+        let flow = match client_segment_fate(self.flows.get(&key)) {
+            ClientSegmentFate::Verdict(verdict) => return Some(self.finish(verdict)),
+            ClientSegmentFate::Translate => self.flows[&key],
         };
-        let t = flow.translation;
-        if t.is_awaiting_syn_ack() {
-            // Nothing but a SYN' can be meant for a flow whose SYN/ACK' B has not sent,
-            // except a RST (the front-end abandoning the handoff): it passes, and the
-            // entry goes with the half-open connection it ends.
-            if flags & RST != 0 {
-                self.flows.remove(&key);
-                return Verdict::Pass;
-            }
-            self.counters.ingress_awaiting_drop += 1;
-            return Verdict::Drop("awaiting SYN/ACK'");
-        }
-        // C -> B: ack -= seq_delta, SACK edges -= seq_delta, TSecr -= ts_delta
-        // (docs/design.md, "Packet walk", step 8).
-        if flags & ACK != 0 {
-            let ack = be32(pkt, tcp + TCP_ACK_SEQ);
-            rewrite32(pkt, tcp, tcp + TCP_ACK_SEQ, t.ack_to_backend(ack));
-        }
-        if t.has_sack()
-            && let Some(span) = option_span(pkt, &layout, KIND_SACK)
-        {
-            let first = layout.options().start + span.start + SACKOPT_EDGES;
-            let blocks = (span.len - 2) / 8;
-            for i in 0..blocks.min(4) {
-                let at = first + 8 * i;
-                let block = t.sack_block_to_backend(SackBlock {
-                    left: be32(pkt, at),
-                    right: be32(pkt, at + 4),
-                });
-                rewrite32(pkt, tcp, at, block.left);
-                rewrite32(pkt, tcp, at + 4, block.right);
-            }
-        }
-        if t.has_timestamps()
-            && let Some(span) = option_span(pkt, &layout, KIND_TIMESTAMPS)
-            && span.len == 10
-        {
-            let at = layout.options().start + span.start + TSOPT_TSECR;
-            let tsecr = be32(pkt, at);
-            rewrite32(pkt, tcp, at, t.tsecr_to_backend(tsecr));
-        }
-        self.counters.ingress_translated += 1;
-        Verdict::Pass
+        translate_in(pkt, &layout, flow.translation, flags);
+        let verdict = if flow.drops(pkt[IP_TOS]) {
+            Verdict::Drop(stat::IN_CE_DROPPED)
+        } else {
+            Verdict::Pass(stat::IN_TRANSLATED)
+        };
+        Some(self.finish(verdict))
     }
 
-    /// Ingress of a SYN, the tail-called `backend_syn`: a handoff SYN' is accepted only
-    /// with an authentic option, which becomes the flow entry and is then blanked
-    /// (docs/design.md, "Packet walk", step 5).
-    fn ingress_syn(&mut self, pkt: &mut [u8], layout: &Layout, key: FlowKey) -> Verdict {
+    /// `backend_syn`: a SYN' is accepted only with an authentic option, which becomes
+    /// the flow entry and is then blanked; any other SYN passes, unless it carries data
+    /// ([`admit_syn`]).
+    fn syn(&mut self, pkt: &mut [u8], layout: &Layout, key: FlowKey) -> Verdict {
         let tcp = layout.tcp;
         let options = layout.options();
+        let data_len = layout.payload_len as u32;
         let span = match find_handoff_option(&pkt[options.clone()]) {
             Ok(Some(span)) => span,
-            Ok(None) => {
-                // A plain SYN (a direct connection) passes untouched and leaves any entry
-                // alone: entries go when the agent sees B's socket gone, and ingress
-                // stays a lookup, never a delete, on the SYN path. The harness self-test
-                // relies on this to install a flow by hand before the client's SYN.
-                self.counters.direct_syns += 1;
-                return Verdict::Pass;
-            }
-            Err(_) => {
-                self.counters.bad_options += 1;
-                return Verdict::Drop("malformed options");
-            }
+            Ok(None) => return admit_syn(HandoffOptionCheck::Absent, data_len).verdict(),
+            Err(_) => return admit_syn(HandoffOptionCheck::Unreadable, data_len).verdict(),
         };
+        let client_isn = be32(pkt, tcp + TCP_SEQ);
         let binding = HandoffBinding {
             client_ip: key.client_ip.octets(),
             client_port: key.client_port,
             backend_ip: self.addr.octets(),
             backend_port: self.port,
-            client_isn: be32(pkt, tcp + TCP_SEQ),
+            client_isn,
         };
-        let option = match HandoffOption::parse_and_verify(
+        let check = match HandoffOption::parse_and_verify(
             &pkt[options.start + span.start..options.end],
             &self.key,
             &binding,
         ) {
-            Ok(option) => option,
-            Err(_) => {
-                self.counters.bad_options += 1;
-                return Verdict::Drop("handoff option rejected");
-            }
+            Ok(option) => Ok(option),
+            Err(HandoffOptionError::BadTag) => Err(HandoffOptionCheck::BadTag),
+            Err(_) => Err(HandoffOptionCheck::BadOption),
         };
-        match self.flows.get(&key) {
-            Some(flow) if flow.option == Some(option) => {
-                self.counters.handoff_syns_retransmitted += 1;
-            }
-            _ => {
-                self.flows.insert(
-                    key,
-                    Flow {
-                        translation: option.translation(),
-                        option: Some(option),
-                        copied_ack: None,
-                    },
-                );
-                self.counters.handoff_syns += 1;
-            }
+        let option = match check {
+            Ok(option) => option,
+            Err(check) => return admit_syn(check, data_len).verdict(),
+        };
+        let admission = admit_syn(HandoffOptionCheck::Verified, data_len);
+        // A repeated SYN' of the same connection keeps its entry (which may be complete
+        // already); a new connection on the same ports replaces it.
+        if !self
+            .flows
+            .get(&key)
+            .is_some_and(|flow| flow.is_same_connection(client_isn))
+        {
+            let flow = BackendFlow::new(
+                option.translation(),
+                client_isn,
+                pkt[tcp + TCP_FLAGS],
+                data_len as u16,
+            );
+            self.flows.insert(key, flow);
         }
         let check = be16(pkt, tcp + TCP_CHECK);
         match blank_option(&mut pkt[options], span, check) {
             Ok(check) => {
                 pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&check.to_be_bytes());
-                Verdict::Pass
             }
-            Err(_) => {
-                self.counters.bad_options += 1;
-                Verdict::Drop("handoff option rejected")
-            }
+            Err(_) => return Verdict::Drop(stat::REWRITE_FAILED),
         }
+        if let SynAdmission::Accept { with_data: true } = admission {
+            self.counters.count(stat::IN_SYN_DATA_ACCEPTED);
+        }
+        admission.verdict()
     }
 
-    /// The tc egress program, on a packet the back-end's TCP sends. Returns where the
-    /// packet (and any copy) goes.
+    /// `backend_egress`, on a packet the back-end's TCP sends: where the packet (and any
+    /// copy) goes; nothing if it is dropped.
     pub fn egress(&mut self, mut pkt: Vec<u8>) -> Vec<(EgressTo, Vec<u8>)> {
         let Some(layout) = Layout::of(&pkt) else {
-            self.counters.malformed += 1;
+            self.counters.count(stat::OUT_MALFORMED);
             return vec![(EgressTo::Route, pkt)];
         };
         let tcp = layout.tcp;
-        if addr(&pkt, IP_SADDR) != self.addr || be16(&pkt, tcp + TCP_SOURCE) != self.port {
+        if be16(&pkt, tcp + TCP_SOURCE) != self.port || addr(&pkt, IP_SADDR) == self.vip {
             return vec![(EgressTo::Route, pkt)];
         }
         let key = FlowKey {
             client_ip: addr(&pkt, IP_DADDR),
             client_port: be16(&pkt, tcp + TCP_DEST),
         };
-        let Some(flow) = self.flows.get_mut(&key) else {
+        let Some(&flow) = self.flows.get(&key) else {
+            self.counters.count(stat::OUT_NOT_HANDED_OFF);
             return vec![(EgressTo::Route, pkt)];
         };
         let flags = pkt[tcp + TCP_FLAGS];
-        if flags & SYN != 0 {
-            // SYN/ACK': complete the entry with B's terms (docs/design.md, "Packet walk", step 6),
-            // put it in the front-end's terms (source VIP, seq isn_f, TSval tsv_f: what
-            // the client would see) and send it to the front-end, not the client. A
-            // retransmitted SYN/ACK' leaves the completed entry as it is.
-            let tsval = option_span(&pkt, &layout, KIND_TIMESTAMPS)
-                .filter(|s| s.len == 10)
-                .map(|s| be32(&pkt, layout.options().start + s.start + TSOPT_TSVAL));
-            let window_shift = option_span(&pkt, &layout, KIND_WINDOW_SCALE)
-                .filter(|s| s.len == 3)
-                .map_or(0, |s| pkt[layout.options().start + s.start + 2]);
-            flow.translation = flow.translation.with_backend(SynAckTerms {
-                isn: be32(&pkt, tcp + TCP_SEQ),
-                tsval: tsval.unwrap_or(0),
-                window_shift,
-            });
-            let t = flow.translation;
-            rewrite_src_addr(&mut pkt, tcp, self.vip);
-            translate_to_client(&mut pkt, &layout, t, false);
-            self.counters.syn_acks_to_front += 1;
-            return vec![(EgressTo::FrontEnd, pkt)];
-        }
-        if flow.translation.is_awaiting_syn_ack() {
-            // B's TCP answering a flow whose SYN/ACK' it never sent (a RST to a stray
-            // segment): nothing to translate with; let the client see it untranslated
-            // would confuse it, so it goes to the front-end, which owns the flow.
-            return vec![(EgressTo::FrontEnd, pkt)];
-        }
-        // B -> C: source := VIP, seq += seq_delta, TSval += ts_delta, window rescaled
-        // (docs/design.md, "Packet walk", step 8).
-        let t = flow.translation;
-        rewrite_src_addr(&mut pkt, tcp, self.vip);
-        translate_to_client(&mut pkt, &layout, t, true);
-        self.counters.egress_translated += 1;
-
-        // The front-end learns that B has the request from B's acknowledgements, and of
-        // B's FIN and RST (docs/design.md, "Packet walk", steps 7 and 9). The egress does
-        // not know where the request ends, so it copies every segment whose ACK is new,
-        // every pure ACK (B's answer to a retransmitted request segment repeats its
-        // ACK) and every FIN and RST. During a download the client sends only ACKs, so
-        // B's acknowledgement does not move and nothing else is copied.
-        let ack = be32(&pkt, tcp + TCP_ACK_SEQ);
-        let payload_len = pkt.len() - tcp - layout.tcp_header_len;
-        let new_ack = flags & ACK != 0
-            && flow
-                .copied_ack
-                .is_none_or(|copied| (ack.wrapping_sub(copied) as i32) > 0);
-        let pure_ack = flags & ACK != 0 && flags & (FIN | RST) == 0 && payload_len == 0;
-        let copy = new_ack || pure_ack || flags & (FIN | RST) != 0;
-        if new_ack {
-            flow.copied_ack = Some(ack);
-        }
-        if copy {
-            self.counters.copies_to_front += 1;
-            vec![(EgressTo::FrontEnd, pkt.clone()), (EgressTo::Route, pkt)]
+        let syn_ack = flags & (SYN | ACK) == SYN | ACK;
+        if syn_ack {
+            let fate = flow.syn_ack_fate(be32(&pkt, tcp + TCP_ACK_SEQ));
+            match fate {
+                SynAckFate::ToFrontend => {}
+                SynAckFate::RepeatDropped => {
+                    self.counters.count(stat::OUT_SYN_ACK_REPEAT_DROPPED);
+                    return Vec::new();
+                }
+                SynAckFate::Absorbed | SynAckFate::RepeatToFrontend => {
+                    if fate == SynAckFate::RepeatToFrontend {
+                        self.counters.count(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND);
+                    }
+                    self.flow_mut(key).state |= fate.marks();
+                }
+                SynAckFate::OtherConnection => {
+                    self.flows.remove(&key);
+                    self.counters.count(stat::OUT_STALE_FLOW_REMOVED);
+                    return vec![(EgressTo::Route, pkt)];
+                }
+            }
         } else {
-            vec![(EgressTo::Route, pkt)]
+            match server_segment_fate(&flow, flags) {
+                ServerSegmentFate::Translate => {}
+                ServerSegmentFate::Drop(index) => {
+                    self.counters.count(index);
+                    return Vec::new();
+                }
+                ServerSegmentFate::ControlToFrontend => {
+                    rewrite_src_addr(&mut pkt, tcp, self.vip);
+                    self.counters.count(stat::OUT_CONTROL_TO_FRONTEND);
+                    return vec![(EgressTo::FrontEnd, pkt)];
+                }
+            }
+        }
+        let options = &pkt[layout.options()];
+        if syn_ack {
+            // The back-end's terms complete the entry (a repeat leaves a complete one as
+            // it is); the state notes an ECN refusal.
+            let terms = SynAckTerms {
+                isn: be32(&pkt, tcp + TCP_SEQ),
+                tsval: timestamps(options).map_or(0, |ts| {
+                    be32(&pkt, layout.options().start + ts + TSOPT_TSVAL)
+                }),
+                window_shift: window_shift(options).unwrap_or(0),
+            };
+            let flow = self.flow_mut(key);
+            flow.translation = flow.translation.with_backend(terms);
+            flow.state |= flow.state_after_syn_ack(flags);
+            if BackendFlow::keeps_syn_ack(flow.state) {
+                self.counters.count(stat::OUT_SYN_ACK_ABSORBED);
+                return Vec::new();
+            }
+        }
+        let flow = self.flows[&key];
+        rewrite_src_addr(&mut pkt, tcp, self.vip);
+        translate_out(&mut pkt, &layout, flow.translation, !syn_ack);
+        if syn_ack {
+            // The client already had its SYN/ACK from the front-end.
+            self.counters.count(stat::OUT_SYN_ACK_TO_FRONTEND);
+            return vec![(EgressTo::FrontEnd, pkt)];
+        }
+        self.counters.count(stat::OUT_TRANSLATED);
+        let copy = frontend_copy(flags, layout.payload_len as u32, flow.state);
+        let Some(counter) = copy.counter else {
+            return vec![(EgressTo::Route, pkt)];
+        };
+        if copy.confirms {
+            self.flow_mut(key).state |= BackendFlow::CONFIRMED;
+        }
+        self.counters.count(counter);
+        vec![(EgressTo::FrontEnd, pkt.clone()), (EgressTo::Route, pkt)]
+    }
+
+    fn flow_mut(&mut self, key: FlowKey) -> &mut BackendFlow {
+        self.flows.get_mut(&key).expect("the entry just read")
+    }
+}
+
+/// C -> B: ack, SACK edges and TSecr into the back-end's terms (docs/design.md, "Packet
+/// walk", step 8).
+fn translate_in(pkt: &mut [u8], layout: &Layout, t: Translation, flags: u8) {
+    let tcp = layout.tcp;
+    if flags & ACK != 0 {
+        let ack = be32(pkt, tcp + TCP_ACK_SEQ);
+        rewrite32(pkt, tcp, tcp + TCP_ACK_SEQ, t.ack_to_backend(ack));
+    }
+    let base = layout.options().start;
+    if t.has_timestamps()
+        && let Some(ts) = timestamps(&pkt[layout.options()])
+    {
+        let at = base + ts + TSOPT_TSECR;
+        let tsecr = be32(pkt, at);
+        rewrite32(pkt, tcp, at, t.tsecr_to_backend(tsecr));
+    }
+    if t.has_sack()
+        && let Some((at, blocks)) = sack(&pkt[layout.options()])
+    {
+        for edge in 0..2 * blocks {
+            let at = base + at + SACKOPT_EDGES + edge * SEQ_LEN;
+            let old = be32(pkt, at);
+            rewrite32(pkt, tcp, at, t.sack_edge_to_backend(old));
         }
     }
 }
 
 /// B -> C rewrites of the TCP header: seq, TSval and (not on SYNs, whose window is never
 /// scaled, RFC 7323 section 2.2) the window.
-fn translate_to_client(pkt: &mut [u8], layout: &Layout, t: Translation, rescale: bool) {
+fn translate_out(pkt: &mut [u8], layout: &Layout, t: Translation, rescale: bool) {
     let tcp = layout.tcp;
     let seq = be32(pkt, tcp + TCP_SEQ);
     rewrite32(pkt, tcp, tcp + TCP_SEQ, t.seq_to_client(seq));
     if t.has_timestamps()
-        && let Some(span) = option_span(pkt, layout, KIND_TIMESTAMPS)
-        && span.len == 10
+        && let Some(ts) = timestamps(&pkt[layout.options()])
     {
-        let at = layout.options().start + span.start + TSOPT_TSVAL;
+        let at = layout.options().start + ts + TSOPT_TSVAL;
         let tsval = be32(pkt, at);
         rewrite32(pkt, tcp, at, t.tsval_to_client(tsval));
     }
-    if rescale && t.ws_b != t.ws_f {
+    if rescale {
         let window = be16(pkt, tcp + TCP_WINDOW);
         rewrite_window(pkt, tcp, t.window_to_client(window));
     }

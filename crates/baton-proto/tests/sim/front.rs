@@ -16,6 +16,12 @@
 //! back-end's copy of its FIN (header-only) of a handed-off entry is taken in and the core
 //! told (`FrontEnd::note_backend_fin`).
 //!
+//! While cookies are engaged the model answers a bare SYN as the program does, with the
+//! same functions: the choice of options (`syncookie::agreed_options`), the cookie, and,
+//! for a client without timestamps, the entry in the half-open map
+//! ([`SimHalfOpenMap`]), which the core takes through [`FrontEnd::handle_packet_with`]
+//! as the daemon lends it the BPF map.
+//!
 //! The core's outputs are applied as the daemon applies them: one stream, each in turn.
 //! Normally the node drains after every input; a scenario can make it stall
 //! ([`RealFront::stall`]), as a daemon busy or stopped does: the fast path keeps
@@ -28,11 +34,12 @@ use std::time::Duration;
 
 use baton_common::{
     frontend::{ClientSegment, FlowNotice, decide_client_segment, is_backend_fin_copy},
-    syncookie,
+    syncookie::{self, HalfOpenSyn, SynCookieConfig},
     translate::csum_replace4,
 };
 use baton_proto::frontend::{
-    Backend, Config, Dispatch, Event, Feedback, FlowKey, FrontEnd, Instant, Output, StateName,
+    Backend, Config, Dispatch, Event, Feedback, FlowKey, FrontEnd, HalfOpenSyns, Instant, Output,
+    StateName,
 };
 use baton_proto::request::ClientRequest;
 use baton_proto::wire::TcpFlags;
@@ -114,6 +121,18 @@ enum Notice {
     BackendFin,
 }
 
+/// The model of the program's half-open map: the SYN options of clients without
+/// timestamps, by flow, until the core takes them (unbounded: the simulation's clients
+/// are few, and the core's unit tests cover an entry gone).
+#[derive(Default)]
+pub struct SimHalfOpenMap(pub HashMap<FlowKey, HalfOpenSyn>);
+
+impl HalfOpenSyns for SimHalfOpenMap {
+    fn take(&mut self, flow: &FlowKey) -> Option<HalfOpenSyn> {
+        self.0.remove(flow)
+    }
+}
+
 /// An input that waits while the node stalls.
 enum Input {
     Notice(Duration, Notice, FlowKey),
@@ -129,6 +148,9 @@ pub struct RealFront {
     /// Cookie SYN/ACKs the modelled program sent, and handshake ACKs it took in.
     pub syn_acks_from_xdp: u64,
     pub handshake_acks_absorbed: u64,
+    /// The modelled program's half-open map, and the entries it wrote.
+    pub half_open: SimHalfOpenMap,
+    pub half_open_kept: u64,
     out: Vec<Vec<u8>>,
     /// While `Some`, the slow path is stalled and its inputs wait here.
     stalled: Option<Vec<Input>>,
@@ -148,6 +170,8 @@ impl RealFront {
             fast_path_packets: 0,
             syn_acks_from_xdp: 0,
             handshake_acks_absorbed: 0,
+            half_open: SimHalfOpenMap::default(),
+            half_open_kept: 0,
             out: Vec::new(),
             stalled: None,
         }
@@ -185,7 +209,10 @@ impl RealFront {
         for input in self.stalled.take().unwrap_or_default() {
             match input {
                 Input::Notice(at, notice, flow) => self.tell(at, notice, &flow),
-                Input::Packet(at, pkt) => self.fe.handle_packet(instant(at), &pkt),
+                Input::Packet(at, pkt) => {
+                    self.fe
+                        .handle_packet_with(instant(at), &pkt, &mut self.half_open)
+                }
             }
         }
         self.drain();
@@ -385,7 +412,8 @@ impl RealFront {
 impl RealFront {
     /// The program on a segment of no flow in its table, while the core asks for cookies
     /// (as the daemon engages them): a bare SYN is answered with the cookie SYN/ACK
-    /// `baton_common::syncookie` builds (the program's own code), and a bare ACK whose
+    /// `baton_common::syncookie` builds (the program's own code), its options kept in the
+    /// half-open map if the cookie cannot keep them (no timestamps), and a bare ACK whose
     /// cookie checks is taken in (`handshake_ack_absorbed`). Everything else goes up.
     fn xdp_no_flow(&mut self, now: Duration, pkt: Vec<u8>, info: &PacketInfo) -> Option<Vec<u8>> {
         if !self.fe.wants_syn_cookies(true) {
@@ -396,7 +424,9 @@ impl RealFront {
         let flow =
             syncookie::flow_bytes(info.src.octets(), info.dst.octets(), info.sport, info.dport);
         let now_ns = now.as_nanos() as u64;
-        let config = self.fe.syn_cookie_config();
+        // As the daemon writes it with a half-open map.
+        let mut config = self.fe.syn_cookie_config();
+        config.flags |= SynCookieConfig::HALF_OPEN;
         if control == 0x02 && info.payload_len == 0 {
             let ihl = usize::from(pkt[0] & 0x0f) * 4;
             let header_len = usize::from(pkt[ihl + 12] >> 4) * 4;
@@ -405,7 +435,19 @@ impl RealFront {
             area[..options_len].copy_from_slice(&pkt[ihl + 20..ihl + 20 + options_len]);
             let mut options = syncookie::parse_syn_options(&area, options_len)?;
             options.ecn_setup = syncookie::ecn_setup_syn(info.flags.bits() as u8, pkt[1]);
-            let answer = syncookie::cookie_syn_ack(&config, now_ns, &flow, info.seq, &options);
+            let agreed = syncookie::agreed_options(config.flags, config.window_shift, &options);
+            let syn_in_map = agreed.need_the_half_open_map();
+            if syn_in_map {
+                let key = FlowKey {
+                    client: SocketAddrV4::new(info.src, info.sport),
+                    service: SocketAddrV4::new(info.dst, info.dport),
+                };
+                let entry = HalfOpenSyn::new(info.seq, info.window, &options, &agreed);
+                self.half_open.0.insert(key, entry);
+                self.half_open_kept += 1;
+            }
+            let answer =
+                syncookie::cookie_syn_ack(&config, now_ns, &flow, info.seq, &options, syn_in_map);
             let to = syncookie::SynAddresses {
                 client_mac: [0; 6],
                 our_mac: [0; 6],
@@ -449,7 +491,8 @@ impl FrontNode for RealFront {
             waiting.push(Input::Packet(now, pkt));
             return;
         }
-        self.fe.handle_packet(instant(now), &pkt);
+        self.fe
+            .handle_packet_with(instant(now), &pkt, &mut self.half_open);
         self.drain();
     }
 

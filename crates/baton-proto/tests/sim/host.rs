@@ -16,6 +16,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
+use super::fast_open::FastOpen;
 use super::packet;
 use super::rng::SimRng;
 
@@ -84,13 +85,17 @@ impl Device for SimDevice {
     }
 }
 
-/// One smoltcp interface with its sockets.
+/// One smoltcp interface with its sockets, and the stand-in for the kernel's TCP Fast
+/// Open server path in front of it ([`FastOpen`], off unless
+/// [`TcpHost::set_fast_open`]): packets in go through [`TcpHost::receive`], packets out
+/// come from [`TcpHost::take_sent`].
 pub struct TcpHost {
     pub iface: Interface,
     pub device: SimDevice,
     pub sockets: SocketSet<'static>,
     /// Added to the virtual milliseconds to make this host's TSval clock.
     pub ts_offset: u32,
+    pub fast_open: FastOpen,
 }
 
 impl TcpHost {
@@ -113,7 +118,45 @@ impl TcpHost {
             device,
             sockets: SocketSet::new(Vec::new()),
             ts_offset,
+            fast_open: FastOpen::new(false),
         }
+    }
+
+    /// A server whose listener takes data on a SYN (`tcp_fastopen = 0x202` and
+    /// `listen ... fastopen=N`), or not.
+    pub fn set_fast_open(&mut self, enabled: bool) {
+        self.fast_open = FastOpen::new(enabled);
+    }
+
+    /// This host's TSval at `now`.
+    fn tsval(&self, now: Duration) -> u32 {
+        (now.as_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// A packet arrives for this host's TCP.
+    pub fn receive(&mut self, now: Duration, pkt: Vec<u8>) {
+        let tsval = self.tsval(now);
+        if let Some(pkt) = self.fast_open.receive(now, tsval, pkt) {
+            self.device.rx.push_back(pkt);
+        }
+    }
+
+    /// The packets the host sent since the last call. What the fast-open path hands
+    /// smoltcp in return waits in its receive queue for the next [`TcpHost::poll`]
+    /// ([`TcpHost::has_input`]).
+    pub fn take_sent(&mut self, now: Duration) -> Vec<Vec<u8>> {
+        let mut sent: Vec<_> = std::mem::take(&mut self.device.tx)
+            .into_iter()
+            .filter_map(|pkt| self.fast_open.sent(now, pkt))
+            .collect();
+        sent.append(&mut self.fast_open.to_wire);
+        self.device.rx.extend(self.fast_open.to_smoltcp.drain(..));
+        sent
+    }
+
+    /// Packets wait for smoltcp.
+    pub fn has_input(&self) -> bool {
+        !self.device.rx.is_empty()
     }
 
     pub fn add_socket(&mut self, rx: usize, tx: usize, timestamps: bool) -> SocketHandle {
@@ -133,22 +176,29 @@ impl TcpHost {
     }
 
     fn set_clock(&self, now: Duration) {
-        TS_NOW.with(|c| c.set((now.as_millis() as u32).wrapping_add(self.ts_offset)));
+        TS_NOW.with(|c| c.set(self.tsval(now)));
     }
 
-    /// Lets smoltcp process received packets and timers; what it sends lands in
-    /// `device.tx`.
+    /// Lets the fast-open path's timer and smoltcp process received packets and timers;
+    /// what they send lands in `device.tx`.
     pub fn poll(&mut self, now: Duration) {
+        let tsval = self.tsval(now);
+        self.fast_open.poll(now, tsval);
         self.set_clock(now);
         self.iface
             .poll(smol_now(now), &mut self.device, &mut self.sockets);
     }
 
-    /// When smoltcp next wants to be polled.
+    /// When the host next wants to be polled.
     pub fn poll_at(&mut self, now: Duration) -> Option<Duration> {
-        self.iface
+        let smoltcp = self
+            .iface
             .poll_at(smol_now(now), &self.sockets)
-            .map(|at| Duration::from_micros(at.total_micros().max(0) as u64))
+            .map(|at| Duration::from_micros(at.total_micros().max(0) as u64));
+        [smoltcp, self.fast_open.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -371,6 +421,8 @@ pub struct ServerSpec {
     pub tx_buffer: usize,
     pub timestamps: bool,
     pub body: Vec<u8>,
+    /// How long the application takes to answer once it has the whole request.
+    pub response_delay: Duration,
 }
 
 /// The back-end's server: read a request, answer it, close.
@@ -381,6 +433,8 @@ pub struct ServerApp {
     /// Every complete request it read.
     pub requests: Vec<Vec<u8>>,
     response: Option<Vec<u8>>,
+    /// When the response may be written ([`ServerSpec::response_delay`]).
+    answer_at: Option<Duration>,
     written: usize,
     pub close_called: bool,
     /// Connections that ended without our close (reset or timed out).
@@ -398,6 +452,7 @@ impl ServerApp {
             request: Vec::new(),
             requests: Vec::new(),
             response: None,
+            answer_at: None,
             written: 0,
             close_called: false,
             aborted: 0,
@@ -405,11 +460,16 @@ impl ServerApp {
         }
     }
 
+    /// When the application next has something to do: the response's time.
+    pub fn wake_at(&self, now: Duration) -> Option<Duration> {
+        self.answer_at.filter(|&at| at > now)
+    }
+
     pub fn state(&self, host: &mut TcpHost) -> tcp::State {
         host.socket(self.handle).state()
     }
 
-    pub fn step(&mut self, host: &mut TcpHost) {
+    pub fn step(&mut self, now: Duration, host: &mut TcpHost) {
         let socket = host.sockets.get_mut::<tcp::Socket>(self.handle);
         if socket.state() == tcp::State::Established {
             self.established = true;
@@ -420,6 +480,7 @@ impl ServerApp {
             self.established = false;
             self.request.clear();
             self.response = None;
+            self.answer_at = None;
             self.written = 0;
             socket.listen(self.spec.port).expect("listen");
             return;
@@ -434,9 +495,12 @@ impl ServerApp {
         {
             let request = self.request[..len].to_vec();
             self.response = Some(response_for(&request, &self.spec.body));
+            self.answer_at = Some(now + self.spec.response_delay);
             self.requests.push(request);
         }
-        if let Some(response) = &self.response {
+        if let Some(response) = &self.response
+            && self.answer_at.is_some_and(|at| at <= now)
+        {
             while self.written < response.len() && socket.can_send() {
                 let n = socket.send_slice(&response[self.written..]).expect("send");
                 if n == 0 {

@@ -4,6 +4,8 @@
 //! - [`net`]: the network: per-hop delay, jitter (reordering), loss and duplication, and
 //!   targeted drop rules; it verifies every packet's checksums at every hop.
 //! - [`host`]: smoltcp client and back-end servers over `Medium::Ip` devices.
+//! - [`fast_open`]: a stand-in for Linux's TCP Fast Open server path in front of the
+//!   back-ends' smoltcp, which has none, for the one-turn handoff's SYN'+data.
 //! - [`backend_module`]: the back-end's tc programs, in Rust, on `baton_common`'s code.
 //! - [`standin`]: the harness self-test's stand-in front-end (not the handoff).
 //! - [`front`]: the real front-end state machine as a node, with the XDP fast path.
@@ -13,6 +15,7 @@
 //! No wall clock, no thread, no unseeded randomness: a failing seed replays exactly.
 
 pub mod backend_module;
+pub mod fast_open;
 pub mod front;
 pub mod host;
 pub mod net;
@@ -67,6 +70,12 @@ pub struct SimConfig {
     /// One-way delay between the client and the lab (router), and on the LAN.
     pub wan_delay: Duration,
     pub lan_delay: Duration,
+    /// The back-ends take data on a SYN (`tcp_fastopen = 0x202` and a `fastopen`
+    /// listener, as the lab sets them up), through [`fast_open`]; off, they acknowledge
+    /// only the SYN.
+    pub backend_fast_open: bool,
+    /// How long the back-ends' application takes to answer a request.
+    pub response_delay: Duration,
 }
 
 impl SimConfig {
@@ -88,6 +97,8 @@ impl SimConfig {
             server_tx: 256 * 1024,
             wan_delay: Duration::from_millis(5),
             lan_delay: Duration::from_micros(100),
+            backend_fast_open: true,
+            response_delay: Duration::ZERO,
         }
     }
 
@@ -152,6 +163,7 @@ pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontN
         .map(|i| {
             let ts_offset = rng.next_u32();
             let mut host = TcpHost::new(addrs.backends[i], addrs.lan_gw, &mut rng, ts_offset);
+            host.set_fast_open(cfg.backend_fast_open);
             let server = ServerApp::listen(
                 &mut host,
                 ServerSpec {
@@ -160,6 +172,7 @@ pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontN
                     tx_buffer: cfg.server_tx,
                     timestamps: cfg.server_timestamps,
                     body: body.clone(),
+                    response_delay: cfg.response_delay,
                 },
             );
             BackendNode {

@@ -190,7 +190,14 @@ pub struct Network {
     /// reset when the SYN' appears.
     pub observed: Vec<(Duration, NodeId, NodeId, PacketInfo)>,
     pub keep_observed: bool,
+    /// Packets kept whole, as sent (before faults), for a scenario to send again: those
+    /// of hop `(from, to)` that the closure accepts.
+    pub capture: Option<Capture>,
+    pub captured: Vec<Vec<u8>>,
 }
+
+/// Which packets [`Network::captured`] keeps.
+pub type Capture = (NodeId, NodeId, Box<dyn Fn(&PacketInfo) -> bool>);
 
 impl Network {
     pub fn new(rng: SimRng, default: LinkFaults) -> Self {
@@ -206,6 +213,8 @@ impl Network {
             stats: Vec::new(),
             observed: Vec::new(),
             keep_observed: false,
+            capture: None,
+            captured: Vec::new(),
         }
     }
 
@@ -284,6 +293,12 @@ impl Network {
         }
         if self.keep_observed {
             self.observed.push((now, from, to, info));
+        }
+        if let Some((hop_from, hop_to, matches)) = &self.capture
+            && (*hop_from, *hop_to) == (from, to)
+            && matches(&info)
+        {
+            self.captured.push(bytes.clone());
         }
         let mut entry = TraceEntry {
             at: now,

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use smoltcp::socket::tcp;
 
-use super::backend_module::{BackendModule, EgressTo, FlowKey, Verdict};
+use baton_common::backend::{Verdict, stat};
+
+use super::backend_module::{BackendModule, EgressTo, FlowKey};
 use super::host::{ClientApp, ServerApp, TcpHost};
 use super::net::{Network, NodeId};
 use super::packet::{PacketInfo, kind};
@@ -291,6 +293,7 @@ impl World {
         consider(self.client.host.poll_at(now));
         for b in &mut self.backends {
             consider(b.host.poll_at(now));
+            consider(b.server.wake_at(now));
         }
         consider(self.front.next_wakeup());
         next
@@ -320,11 +323,19 @@ impl World {
             let mut out = Vec::new();
             {
                 let b = &mut self.backends[i];
-                b.server.step(&mut b.host);
-                b.host.poll(now);
-                b.server.step(&mut b.host);
-                b.host.poll(now);
-                for pkt in std::mem::take(&mut b.host.device.tx) {
+                let mut sent = Vec::new();
+                loop {
+                    b.server.step(now, &mut b.host);
+                    b.host.poll(now);
+                    b.server.step(now, &mut b.host);
+                    b.host.poll(now);
+                    sent.extend(b.host.take_sent(now));
+                    // Until what the fast-open path handed smoltcp is taken in.
+                    if !b.host.has_input() {
+                        break;
+                    }
+                }
+                for pkt in sent {
                     let raw = PacketInfo::parse(&pkt).expect("smoltcp packets parse");
                     b.monitor.sent(&raw);
                     for (to, pkt) in b.module.egress(pkt) {
@@ -383,7 +394,7 @@ impl World {
                     return;
                 }
                 match b.module.ingress(&mut pkt) {
-                    Verdict::Pass => {
+                    None | Some(Verdict::Pass(_)) => {
                         match PacketInfo::parse_verified(&pkt) {
                             Ok(info) => b.monitor.received(&info),
                             Err(e) => panic!(
@@ -391,9 +402,9 @@ impl World {
                                 self.seed, self.scenario
                             ),
                         }
-                        b.host.device.rx.push_back(pkt);
+                        b.host.receive(now, pkt);
                     }
-                    Verdict::Drop(why) => b.ingress_drops.push(why),
+                    Some(Verdict::Drop(why)) => b.ingress_drops.push(stat::NAMES[why as usize]),
                 }
             }
         }

@@ -66,10 +66,13 @@ pub struct Plan {
     pub warm_up_s: u64,
     pub large_transfers: u32,
     pub ttfb_requests: u32,
-    /// HAProxy's `http-reuse`: `always` (its fastest here, and the default) keeps
-    /// back-end connections open across client connections, which a handoff cannot;
-    /// `never` opens one per client connection, as Baton does (`--haproxy-http-reuse`).
-    pub haproxy_http_reuse: HttpReuse,
+    /// HAProxy's `http-reuse` settings, each measured as a system of its own in every
+    /// round: `always` (its fastest here) keeps back-end connections open across client
+    /// connections, which a handoff cannot; `never` opens one per client connection, as
+    /// Baton does (`--haproxy-http-reuse`; both by default, so that one run compares
+    /// Baton's cost per connection with the like-for-like proxy and its latency with
+    /// the fastest).
+    pub haproxy_http_reuse: Vec<HttpReuse>,
     /// Baton's `[tcp]` settings beyond the defaults, as `key = value` lines
     /// (`--baton-tcp`), e.g. `syns_in_xdp = true`: how a setting's cost is measured
     /// against the same run's peers.
@@ -77,7 +80,7 @@ pub struct Plan {
 }
 
 /// HAProxy's `http-reuse` setting for the bench.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum HttpReuse {
     Always,
@@ -104,7 +107,7 @@ impl Plan {
             warm_up_s: 2,
             large_transfers: 5,
             ttfb_requests: 200,
-            haproxy_http_reuse: HttpReuse::Always,
+            haproxy_http_reuse: vec![HttpReuse::Always, HttpReuse::Never],
             baton_tcp: Vec::new(),
         }
     }
@@ -180,13 +183,15 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
 
     let guard = LabDown(&lab);
     lab.up(systems::BACKENDS, ServerKind::Nginx, &mut log)?;
-    let files = Files::write(&lab, plan.haproxy_http_reuse, &plan.baton_tcp)?;
+    let files = Files::write(&lab, &plan.haproxy_http_reuse, &plan.baton_tcp)?;
     systems::bridge_pass(&lab, false)?;
     crate::frontend::control::check(&files.frontend_config())
         .context("the bench's front-end configuration")?;
-    let cfg = files.haproxy_config();
-    crate::netns::run("haproxy", &["-c", "-q", "-f", &cfg.to_string_lossy()])
-        .context("the bench's HAProxy configuration")?;
+    for &reuse in &plan.haproxy_http_reuse {
+        let cfg = files.haproxy_config(reuse);
+        crate::netns::run("haproxy", &["-c", "-q", "-f", &cfg.to_string_lossy()])
+            .context("the bench's HAProxy configuration")?;
+    }
 
     let bench = Bench {
         lab: &lab,
@@ -197,7 +202,7 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
     };
     let mut samples = Vec::new();
     for round in 1..=plan.rounds {
-        for system in System::ALL {
+        for system in System::all(&plan.haproxy_http_reuse) {
             bench.check_stop()?;
             eprintln!("bench: round {round}/{}: {}", plan.rounds, system.name());
             let sample = bench

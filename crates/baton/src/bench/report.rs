@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{
-    Plan,
+    HttpReuse, Plan,
     measure::{WrkReport, median},
     systems::System,
 };
@@ -133,6 +133,10 @@ pub struct Summary {
     /// The whole host's busy CPU time per request (µs) and busy share (%), for (a) and
     /// (b); `None` in reports of runs that did not measure it.
     pub host_us_per_request_close: Option<Spread>,
+    /// The host CPU per request of (a) minus direct's in the same round (µs): all the
+    /// work the balancer adds, wherever it runs (its process, its eBPF programs, the
+    /// softirq work of its packets on every hop, the back-end module); `None` for direct.
+    pub host_us_added_close: Option<Spread>,
     pub host_busy_pct_close: Option<Spread>,
     pub host_us_per_request_keep_alive: Option<Spread>,
     pub host_busy_pct_keep_alive: Option<Spread>,
@@ -186,10 +190,31 @@ impl CpuPer {
     }
 }
 
+/// The host's busy CPU per request of (a) in one round, in µs.
+fn host_us_close(x: &Sample) -> Option<f64> {
+    x.close_host
+        .map(|h| h.busy_s / x.close.requests as f64 * 1e6)
+}
+
 pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
-    System::ALL
-        .iter()
-        .filter_map(|&system| {
+    // Systems in the order the rounds ran them.
+    let mut systems: Vec<System> = Vec::new();
+    for x in samples {
+        if !systems.contains(&x.system) {
+            systems.push(x.system);
+        }
+    }
+    // Direct's host CPU per request in each round: what a system adds is measured
+    // against the same round's direct, minutes apart rather than the whole run.
+    let direct_host = |round: u32| {
+        samples
+            .iter()
+            .find(|d| d.system == System::Direct && d.round == round)
+            .and_then(host_us_close)
+    };
+    systems
+        .into_iter()
+        .filter_map(|system| {
             let s: Vec<&Sample> = samples.iter().filter(|s| s.system == system).collect();
             let spread =
                 |f: fn(&Sample) -> f64| Spread::of(&s.iter().map(|x| f(x)).collect::<Vec<_>>());
@@ -204,10 +229,17 @@ pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
                 keep_alive_p50_ms: spread(|x| x.keep_alive.p50_ms)?,
                 keep_alive_p99_ms: spread(|x| x.keep_alive.p99_ms)?,
                 keep_alive_errors: s.iter().map(|x| x.keep_alive.errors()).sum(),
-                host_us_per_request_close: host_spread(&s, |x| {
-                    x.close_host
-                        .map(|h| h.busy_s / x.close.requests as f64 * 1e6)
-                }),
+                host_us_per_request_close: host_spread(&s, host_us_close),
+                host_us_added_close: (system != System::Direct)
+                    .then(|| {
+                        Spread::of(
+                            &s.iter()
+                                .filter_map(|x| Some(host_us_close(x)? - direct_host(x.round)?))
+                                .filter(|v| v.is_finite())
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .flatten(),
                 host_busy_pct_close: host_spread(&s, |x| {
                     x.close_host.map(|h| h.busy_share * 100.0)
                 }),
@@ -310,7 +342,12 @@ fn spread(s: Spread, decimals: usize) -> String {
 /// The markdown tables, one per workload, under a header naming machine and run.
 pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
     let direct = summary.iter().find(|s| s.system == System::Direct);
-    let haproxy = summary.iter().find(|s| s.system == System::Haproxy);
+    // The proxy Baton's cost per connection is held against: HAProxy opening a back-end
+    // connection per client connection, as a handoff does, when the run measured it.
+    let haproxy = [HttpReuse::Never, HttpReuse::Always]
+        .into_iter()
+        .find_map(|r| summary.iter().find(|s| s.system == System::Haproxy(r)));
+    let haproxy_name = haproxy.map_or("HAProxy", |h| h.system.name());
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -323,7 +360,11 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         plan.rounds,
         if plan.rounds == 1 { "" } else { "s" },
         plan.duration_s,
-        plan.haproxy_http_reuse.as_str(),
+        plan.haproxy_http_reuse
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join("` and `"),
         if plan.baton_tcp.is_empty() {
             "defaults".to_owned()
         } else {
@@ -437,16 +478,16 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
     }
     let _ = writeln!(
         md,
-        "\n### (d) Front-end CPU (process user + system time, plus eBPF run time in `fe`)\n\n\
-         | system | µs per request, (a) | user / sys / eBPF | µs per request, (b) | ms per GB, (c) | (a) vs HAProxy |\n\
-         |---|---:|---:|---:|---:|---:|"
+        "\n### (d) Front-end CPU (process user + system time, plus eBPF run time in `fe`), and the host CPU each balancer adds\n\n\
+         | system | µs per request, (a) | user / sys / eBPF | (a) vs {haproxy_name} | host CPU added over direct, µs per request, (a) | added vs {haproxy_name} | µs per request, (b) | ms per GB, (c) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
     );
     let cpu = |c: Option<CpuPer>, decimals: usize| {
         c.map_or_else(|| "-".into(), |c| spread(c.total, decimals))
     };
     for s in summary {
         if s.system == System::Direct {
-            let _ = writeln!(md, "| direct | no front-end | | | | |");
+            let _ = writeln!(md, "| direct | no front-end | | | | | | |");
             continue;
         }
         let parts = s.cpu_us_per_request_close.map_or_else(
@@ -460,15 +501,32 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
             (Some(c), Some(h)) => ratio(c.total.median, Some(h.total.median)),
             _ => "-".into(),
         };
+        let added_vs = match (
+            s.host_us_added_close,
+            haproxy.and_then(|h| h.host_us_added_close),
+        ) {
+            (Some(a), Some(h)) => ratio(a.median, Some(h.median)),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {parts} | {} | {} | {vs} |",
+            "| {} | {} | {parts} | {vs} | {} | {added_vs} | {} | {} |",
             s.system.name(),
             cpu(s.cpu_us_per_request_close, 1),
+            s.host_us_added_close
+                .map_or_else(|| "-".into(), |a| spread(a, 1)),
             cpu(s.cpu_us_per_request_keep_alive, 1),
             cpu(s.cpu_ms_per_gb, 1),
         );
     }
+    md.push_str(
+        "\nThe process figure charges a front-end for the receivers' work its sends run (veth \
+         delivery is synchronous) and misses its own receive path run in other processes' \
+         calls; the host CPU added over direct (the host's busy time per request minus \
+         direct's in the same round) counts everything a balancer adds, wherever it runs: \
+         its process, its eBPF programs, the softirq work of its packets on every hop, and \
+         for Baton the back-end module. See docs/benchmarks.md, (d).\n",
+    );
     let _ = writeln!(
         md,
         "\n### (e) Time to first byte (`curl`, {} sequential requests, each on a new connection)\n\n\
@@ -705,6 +763,13 @@ mod tests {
         let baton = summary[1].host_us_per_request_close.unwrap();
         assert!((direct.median - 190.0).abs() < 1e-9);
         assert!((baton.median - 360.0).abs() < 1e-9);
+        // What Baton adds: its 360 µs less direct's 190 in the same round.
+        let added = summary[1].host_us_added_close.unwrap();
+        assert!((added.median - 170.0).abs() < 1e-9);
+        assert!(
+            summary[0].host_us_added_close.is_none(),
+            "direct adds nothing"
+        );
         assert!(
             summary[1].host_us_per_request_keep_alive.is_none(),
             "not measured"
@@ -712,6 +777,10 @@ mod tests {
         let md = markdown(&Meta::default(), &Plan::quick(), &summary);
         assert!(md.contains("| 0 | 190.0 | 95% |"), "{md}");
         assert!(md.contains("| 0 | 360.0 | 90% |"), "{md}");
+        assert!(
+            md.contains("| - | 170.0 | - |"),
+            "(d) added over direct: {md}"
+        );
         assert!(
             md.contains("| 0 | - | - |"),
             "(b) without host figures: {md}"

@@ -39,20 +39,28 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum System {
     /// The client straight to a back-end: no balancer, the limit.
     Direct,
-    /// HAProxy in `fe`, bound to the VIP, with the same content switching.
-    Haproxy,
+    /// HAProxy in `fe`, bound to the VIP, with the same content switching and the
+    /// `http-reuse` setting given.
+    Haproxy(super::HttpReuse),
     /// `baton frontend` in `fe` and `baton backend` on every back-end.
     Baton,
 }
 
 impl System {
-    /// In the order each round runs them.
-    pub const ALL: [System; 3] = [System::Direct, System::Haproxy, System::Baton];
+    /// The systems a run compares, in the order each round runs them: direct, HAProxy
+    /// with each `http-reuse` setting asked for, Baton.
+    pub fn all(reuse: &[super::HttpReuse]) -> Vec<System> {
+        let mut all = vec![System::Direct];
+        all.extend(reuse.iter().map(|&r| System::Haproxy(r)));
+        all.push(System::Baton);
+        all
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             System::Direct => "direct",
-            System::Haproxy => "HAProxy",
+            System::Haproxy(super::HttpReuse::Always) => "HAProxy (always)",
+            System::Haproxy(super::HttpReuse::Never) => "HAProxy (never)",
             System::Baton => "Baton",
         }
     }
@@ -61,7 +69,7 @@ impl System {
     pub fn target(self) -> (std::net::Ipv4Addr, u8) {
         match self {
             System::Direct => (lab::backend_addr(DIRECT_BACKEND), DIRECT_BACKEND),
-            System::Haproxy | System::Baton => (lab::VIP, BALANCED_BACKEND),
+            System::Haproxy(_) | System::Baton => (lab::VIP, BALANCED_BACKEND),
         }
     }
 }
@@ -72,12 +80,18 @@ pub struct Files {
 }
 
 impl Files {
-    pub fn write(lab: &Lab, reuse: super::HttpReuse, baton_tcp: &[String]) -> anyhow::Result<Self> {
+    pub fn write(
+        lab: &Lab,
+        reuse: &[super::HttpReuse],
+        baton_tcp: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = lab.state_dir().join("bench");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let files = Self { dir };
         fs::write(files.frontend_config(), frontend_config(lab, baton_tcp))?;
-        fs::write(files.haproxy_config(), haproxy_config(reuse))?;
+        for &r in reuse {
+            fs::write(files.haproxy_config(r), haproxy_config(r))?;
+        }
         for k in 1..=BACKENDS {
             fs::write(files.backend_config(k), backend_config(lab, k))?;
         }
@@ -87,8 +101,8 @@ impl Files {
     pub fn frontend_config(&self) -> PathBuf {
         self.dir.join("frontend.toml")
     }
-    pub fn haproxy_config(&self) -> PathBuf {
-        self.dir.join("haproxy.cfg")
+    pub fn haproxy_config(&self, reuse: super::HttpReuse) -> PathBuf {
+        self.dir.join(format!("haproxy-{}.cfg", reuse.as_str()))
     }
     pub fn backend_config(&self, k: u8) -> PathBuf {
         self.dir.join(format!("be{k}.toml"))
@@ -366,8 +380,8 @@ impl Running {
         };
         match system {
             System::Direct => {}
-            System::Haproxy => {
-                let cfg = files.haproxy_config();
+            System::Haproxy(reuse) => {
+                let cfg = files.haproxy_config(reuse);
                 running.frontend = Some(Daemon::start(
                     lab,
                     files,
@@ -543,7 +557,10 @@ mod tests {
     #[test]
     fn direct_avoids_the_balanced_backend() {
         assert_ne!(System::Direct.target().1, System::Baton.target().1);
-        assert_eq!(System::Haproxy.target(), System::Baton.target());
+        assert_eq!(
+            System::Haproxy(crate::bench::HttpReuse::Never).target(),
+            System::Baton.target()
+        );
         assert_eq!(
             RULES.iter().find(|r| r.0 == "files").unwrap().2,
             BALANCED_BACKEND

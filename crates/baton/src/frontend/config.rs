@@ -105,7 +105,18 @@ pub struct TcpTerms {
     /// XDP answers every SYN with a cookie, not only under a flood; see the core's
     /// `Config::every_syn_in_fast_path`.
     pub syns_in_xdp: Option<bool>,
+    /// Entries of the fast path's half-open map, where the SYN options of clients without
+    /// timestamps wait for their first data segment when XDP answers their SYN (default
+    /// `baton_common::frontend::DEFAULT_HALF_OPEN_ENTRIES`; 0: off, such clients get the
+    /// cookie's terms, without window scaling or SACK). At most
+    /// [`MAX_HALF_OPEN_ENTRIES`].
+    pub half_open_entries: Option<u32>,
 }
+
+/// The most `[tcp] half_open_entries` takes: about 1.5 GiB of kernel memory (96 bytes an
+/// entry), which the map preallocates; past it a start would fail in the kernel rather
+/// than here.
+pub const MAX_HALF_OPEN_ENTRIES: u32 = 1 << 24;
 
 /// `[limits]`: sizes and timers (durations in milliseconds). Absent keys keep the
 /// protocol core's defaults.
@@ -165,6 +176,8 @@ pub struct Settings {
     pub metrics: Option<std::net::SocketAddr>,
     /// The access log's path, if any.
     pub access_log: Option<PathBuf>,
+    /// Entries of the fast path's half-open map (0: off).
+    pub half_open_entries: u32,
 }
 
 impl fmt::Debug for Settings {
@@ -463,6 +476,15 @@ impl FileConfig {
         if proto.max_half_open == 0 {
             bail!("limits.max_half_open: must be above 0");
         }
+        let half_open_entries = t
+            .half_open_entries
+            .unwrap_or(baton_common::frontend::DEFAULT_HALF_OPEN_ENTRIES);
+        if half_open_entries > MAX_HALF_OPEN_ENTRIES {
+            bail!(
+                "tcp.half_open_entries: {half_open_entries} is more than {MAX_HALF_OPEN_ENTRIES} \
+                 (the map is preallocated, 96 bytes an entry)"
+            );
+        }
         // Every tracked connection may hold an entry in the fast path's table; past its
         // size, handoffs would stay in the slow path (`install_failed`) without a word.
         let flow_table = baton_common::frontend::DEFAULT_FLOW_TABLE_SIZE as usize;
@@ -503,6 +525,7 @@ impl FileConfig {
                 .unwrap_or_else(|| PathBuf::from(super::fastpath::DEFAULT_PIN_DIR)),
             metrics: self.metrics,
             access_log: self.access_log.map(|p| base.join(p)),
+            half_open_entries,
         })
     }
 }
@@ -662,6 +685,32 @@ mod tests {
         assert!(parse(MINIMAL, Path::new(".")).unwrap().proto.ecn);
         let off = format!("{MINIMAL}\n[tcp]\necn = false\n");
         assert!(!parse(&off, Path::new(".")).unwrap().proto.ecn);
+    }
+
+    #[test]
+    fn the_half_open_map_is_sized_by_tcp_half_open_entries() {
+        let entries = |tcp: &str| {
+            parse(&format!("{MINIMAL}\n[tcp]\n{tcp}\n"), Path::new("."))
+                .map(|s| s.half_open_entries)
+        };
+        assert_eq!(
+            entries("").unwrap(),
+            baton_common::frontend::DEFAULT_HALF_OPEN_ENTRIES
+        );
+        assert_eq!(entries("half_open_entries = 0").unwrap(), 0, "off");
+        assert_eq!(entries("half_open_entries = 1024").unwrap(), 1024);
+        let e = format!(
+            "{:#}",
+            entries(&format!(
+                "half_open_entries = {}",
+                MAX_HALF_OPEN_ENTRIES + 1
+            ))
+            .unwrap_err()
+        );
+        assert!(
+            e.starts_with("line ") && e.contains("tcp.half_open_entries"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         pin_dir,
         metrics: metrics_addr,
         access_log,
+        half_open_entries,
     } = settings;
     let routes = config::Summary(&dispatcher).to_string();
     let max_connections = proto.max_connections;
@@ -182,7 +183,13 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     let mut io = PacketIo::open(&interface, &services)?;
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
-        match FastPath::start(&interface, &services, &pin_dir, fe.syn_cookie_config()) {
+        match FastPath::start(
+            &interface,
+            &services,
+            &pin_dir,
+            fe.syn_cookie_config(),
+            half_open_entries,
+        ) {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
@@ -631,11 +638,17 @@ fn event_loop(
                         }
                         // And again for each packet: a SYN reusing the port of a flow
                         // whose FIN XDP forwarded must meet a core that knows of the FIN
-                        // (`FastPath::note_flow_notices`).
-                        if let Some(path) = fast.path.as_deref_mut() {
-                            path.note_flow_notices(fe, now, fast.stats);
+                        // (`FastPath::note_flow_notices`). The program's half-open map is
+                        // lent to the core for the packet: a client without timestamps
+                        // has its SYN's options there.
+                        match fast.path.as_deref_mut() {
+                            Some(path) => {
+                                path.note_flow_notices(fe, now, fast.stats);
+                                let mut syns = path.half_open_syns(fast.stats);
+                                fe.handle_packet_with(now, packet, &mut syns);
+                            }
+                            None => fe.handle_packet(now, packet),
                         }
-                        fe.handle_packet(now, packet);
                     }
                     Received::Dropped => {}
                     Received::Empty => {

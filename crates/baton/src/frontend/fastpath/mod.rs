@@ -22,7 +22,8 @@
 //! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `notices`, `link_xdp`),
 //! so they outlive the daemon: while the link's pin exists the program stays attached
 //! and handed-off flows go on forwarding, whether a daemon runs or not. The services and
-//! SYN-cookie maps are not pinned: each daemon writes its own. At start,
+//! SYN-cookie maps are not pinned: each daemon writes its own; nor is the half-open map
+//! (handshakes under way are not carried over; see [`FastPath::half_open_syns`]). At start,
 //! [`FastPath::start`] finds the pins (or makes them): it loads this build's program
 //! against the pinned maps, rewrites the configuration and replaces the program in the
 //! existing link atomically (`BPF_LINK_UPDATE`), so not a packet is lost;
@@ -59,7 +60,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -75,10 +76,13 @@ use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
 use super::log;
 use crate::pins::Pins;
 
+mod half_open;
 mod pins;
 mod sys;
 mod table;
 
+pub use half_open::HalfOpenLookup;
+use half_open::HalfOpenMap;
 use pins::check_pinned_maps;
 pub use pins::{DEFAULT_PIN_DIR, pinned_flow_count};
 use sys::{Neighbours, interface_mac};
@@ -134,6 +138,9 @@ pub struct FastPathStats {
     /// Times the program was asked to answer SYNs with cookies (the half-open table
     /// filled: a flood began, or went on after a lull).
     pub syn_cookies_engaged: u64,
+    /// Lookups of the half-open map that failed otherwise than by finding no entry;
+    /// never expected (the core resets such a connection, as for an entry gone).
+    pub half_open_take_failed: u64,
 }
 
 /// How [`FastPath::start`] found things.
@@ -189,6 +196,9 @@ pub struct FastPath {
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
+    /// The SYN options of clients without timestamps (`FRONTEND_HALF_OPEN`), which the
+    /// core takes through [`FastPath::half_open_syns`].
+    half_open: HalfOpenMap,
     installed: StdHashMap<FlowKey, Installed>,
     neighbours: Neighbours,
 }
@@ -200,11 +210,14 @@ impl FastPath {
     /// configuration is (re)written before the new program sees a packet.
     /// `syn_cookies` is the core's ([`FrontEnd::syn_cookie_config`]), written with
     /// `ENGAGED` clear; [`FastPath::steer_syn_cookies`] sets and clears it.
+    /// `half_open_entries` sizes the half-open map (`[tcp] half_open_entries`); 0 turns it
+    /// off (`HALF_OPEN` clear: a client without timestamps gets the cookie's terms).
     pub fn start(
         interface: &str,
         services: &[SocketAddrV4],
         pin_dir: &Path,
         syn_cookies: SynCookieConfig,
+        half_open_entries: u32,
     ) -> anyhow::Result<(Self, Start)> {
         let mac = interface_mac(interface)?;
         crate::pins::require_bpffs(pin_dir)?;
@@ -221,6 +234,8 @@ impl FastPath {
             .map_pin_path("FRONTEND_CONFIG", config_pin.as_path())
             .map_pin_path("FRONTEND_STATS", stats_pin.as_path())
             .map_pin_path("FRONTEND_NOTICES", notices_pin.as_path())
+            // A map has at least one entry; off, the program never writes it.
+            .map_max_entries("FRONTEND_HALF_OPEN", half_open_entries.max(1))
             .load(crate::ebpf::FRONTEND)
             .context("loading the fast path's eBPF object")?;
         // The configuration goes in before the (new) program can see a packet.
@@ -248,9 +263,21 @@ impl FastPath {
                 .insert(key, 1, 0)
                 .context("writing the services map")?;
         }
+        let half_open = if half_open_entries > 0 {
+            SynCookieConfig::HALF_OPEN
+        } else {
+            0
+        };
         let syn_cookie_config = SynCookieConfig {
-            flags: syn_cookies.flags & !SynCookieConfig::ENGAGED,
+            flags: (syn_cookies.flags & !SynCookieConfig::ENGAGED) | half_open,
             ..syn_cookies
+        };
+        let half_open = match ebpf
+            .take_map("FRONTEND_HALF_OPEN")
+            .context("map FRONTEND_HALF_OPEN missing")?
+        {
+            Map::LruHashMap(data) => HalfOpenMap::new(data),
+            _ => anyhow::bail!("map FRONTEND_HALF_OPEN is not an LRU hash"),
         };
         let mut syn_cookies = Array::try_from(
             ebpf.take_map("FRONTEND_SYN_COOKIES")
@@ -318,6 +345,7 @@ impl FastPath {
                 notices,
                 syn_cookies,
                 syn_cookie_config,
+                half_open,
                 installed: StdHashMap::new(),
                 neighbours: Neighbours::default(),
             },
@@ -607,6 +635,15 @@ impl FastPath {
                     ("connections", &fe.connection_count()),
                 ],
             );
+        }
+    }
+
+    /// The half-open map, lent to the core for one packet
+    /// ([`FrontEnd::handle_packet_with`]); its failures counted in `stats`.
+    pub fn half_open_syns<'a>(&'a self, stats: &'a mut FastPathStats) -> HalfOpenLookup<'a> {
+        HalfOpenLookup {
+            map: &self.half_open,
+            stats,
         }
     }
 

@@ -1,0 +1,326 @@
+//! A stand-in for Linux's TCP Fast Open server path, which smoltcp has none of: smoltcp
+//! ignores the data of a SYN (RFC 9293), where a back-end set up for the one-turn
+//! handoff (`net.ipv4.tcp_fastopen = 0x202` and a listener with `TCP_FASTOPEN`, nginx's
+//! `listen ... fastopen=N`; docs/one-turn-handoff-notes.md) takes the request the SYN'
+//! carries, answers at once and acknowledges it in its SYN/ACK. The stand-in sits
+//! between the back-end module and smoltcp, where the kernel's TCP would be, and only
+//! for a SYN with data:
+//!
+//! - it gives smoltcp the SYN without its data; when smoltcp's SYN/ACK comes out (the
+//!   handshake's numbers now known), it makes that SYN/ACK acknowledge the data too, and
+//!   hands smoltcp the client's completing ACK carrying the data, so the server reads the
+//!   request and answers before the client has said anything more, as Linux's child
+//!   socket in SYN-RECV does (`tcp_fastopen_create_child`);
+//! - until a client segment acknowledges the SYN/ACK (Linux's SYN-RECV; smoltcp is
+//!   already established), it answers a repeated SYN of the connection with the SYN/ACK
+//!   again, at most once per 500 ms (`tcp_check_req`, "pure retransmitted SYN", and
+//!   `tcp_invalid_ratelimit`), and sends the SYN/ACK again on Linux's timer: 1 s, then
+//!   doubling, six times (`tcp_fastopen_synack_timer`: `tcp_synack_retries` + 1), each
+//!   with a fresh TSval.
+//!
+//! Where it differs from Linux: smoltcp retransmits its answer on its own timer while
+//! Linux, in SYN-RECV, retransmits only the SYN/ACK; a repeated SYN after the handshake
+//! draws no challenge ACK (RFC 5961 §4); and the socket is not dropped after the last
+//! SYN/ACK. With `enabled` off it stands for a back-end without fast open
+//! (`tcp_fastopen = 1`, or a listener made before the sysctl): every packet goes to
+//! smoltcp as it is, which acknowledges only the SYN.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use baton_proto::wire::TcpFlags;
+
+use super::packet::{PacketInfo, fill_checksums};
+
+/// Linux's first SYN/ACK retransmission timeout (`TCP_TIMEOUT_INIT`).
+const SYN_ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// SYN/ACK retransmissions of a fast-open child: `tcp_synack_retries` (5) + 1.
+const SYN_ACK_RETRIES: u32 = 6;
+/// At most one SYN/ACK per this long in answer to repeated SYNs
+/// (`net.ipv4.tcp_invalid_ratelimit`).
+const REPEATED_SYN_RATE_LIMIT: Duration = Duration::from_millis(500);
+
+/// A connection whose SYN carried data.
+struct Child {
+    client_isn: u32,
+    data: Vec<u8>,
+    /// The SYN's TSval, window field and window shift, for the completing ACK.
+    tsval: Option<u32>,
+    window: u16,
+    window_shift: Option<u8>,
+    state: ChildState,
+}
+
+enum ChildState {
+    /// smoltcp has the bare SYN; its SYN/ACK has not come out yet.
+    SynGiven,
+    /// The SYN/ACK acknowledging the data is out and the data delivered; no client
+    /// segment has acknowledged the SYN/ACK yet (Linux's SYN-RECV).
+    SynReceived {
+        /// The SYN/ACK as sent, to send again.
+        syn_ack: Vec<u8>,
+        isn_b: u32,
+        retransmits: u32,
+        next_retransmit: Duration,
+        /// When a repeated SYN was last answered.
+        last_answer: Option<Duration>,
+        /// smoltcp has not yet sent anything since it was handed the data: its first
+        /// segment may be a bare ACK of the data, which Linux never sends (its SYN/ACK
+        /// acknowledged the data) and which would tell the client its request arrived.
+        ack_of_data_owed: bool,
+    },
+    /// The client acknowledged the SYN/ACK.
+    Established,
+}
+
+/// The kernel's fast-open server path for one host; see the module's docs.
+pub struct FastOpen {
+    pub enabled: bool,
+    children: HashMap<(Ipv4Addr, u16), Child>,
+    /// Segments for smoltcp that the stand-in made (the completing ACK with the data).
+    pub to_smoltcp: Vec<Vec<u8>>,
+    /// Segments the stand-in sends itself (the SYN/ACK again), as the kernel does.
+    pub to_wire: Vec<Vec<u8>>,
+    /// SYN/ACKs the stand-in sent itself (repeats).
+    pub syn_acks_repeated: u32,
+    /// SYNs whose data it took.
+    pub syns_with_data_taken: u32,
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl FastOpen {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            children: HashMap::new(),
+            to_smoltcp: Vec::new(),
+            to_wire: Vec::new(),
+            syn_acks_repeated: 0,
+            syns_with_data_taken: 0,
+        }
+    }
+
+    /// A packet arriving for the host's TCP (after the back-end module's ingress): what
+    /// smoltcp gets of it, if anything. What the stand-in answers itself, with the host's
+    /// TSval `tsval`, goes to [`FastOpen::to_wire`].
+    pub fn receive(&mut self, now: Duration, tsval: u32, pkt: Vec<u8>) -> Option<Vec<u8>> {
+        if !self.enabled {
+            return Some(pkt);
+        }
+        let info = PacketInfo::parse(&pkt).expect("the network verified it");
+        let key = (info.src, info.sport);
+        if info.is_syn() {
+            let same = self
+                .children
+                .get(&key)
+                .is_some_and(|c| c.client_isn == info.seq);
+            if !same {
+                self.children.remove(&key);
+                if info.payload_len == 0 {
+                    return Some(pkt);
+                }
+                let (bare, data) = split_syn(&pkt);
+                self.children.insert(
+                    key,
+                    Child {
+                        client_isn: info.seq,
+                        data,
+                        tsval: info.timestamps.map(|(tsval, _)| tsval),
+                        window: info.window,
+                        window_shift: info.window_scale,
+                        state: ChildState::SynGiven,
+                    },
+                );
+                self.syns_with_data_taken += 1;
+                return Some(bare);
+            }
+            // A repeated SYN: in SYN-RECV the SYN/ACK again (its data thrown away);
+            // otherwise nothing (smoltcp has it, or the handshake is done).
+            let child = self.children.get_mut(&key).expect("found above");
+            if let ChildState::SynReceived {
+                syn_ack,
+                last_answer,
+                ..
+            } = &mut child.state
+                && last_answer.is_none_or(|at| now.saturating_sub(at) >= REPEATED_SYN_RATE_LIMIT)
+            {
+                *last_answer = Some(now);
+                self.to_wire.push(with_tsval(syn_ack, tsval));
+                self.syn_acks_repeated += 1;
+            }
+            return None;
+        }
+        if let Some(child) = self.children.get_mut(&key)
+            && let ChildState::SynReceived { isn_b, .. } = child.state
+        {
+            if info.is_rst() {
+                self.children.remove(&key);
+            } else if info.has(TcpFlags::ACK) && seq_lt(isn_b, info.ack) {
+                child.state = ChildState::Established;
+            }
+        }
+        Some(pkt)
+    }
+
+    /// A packet smoltcp sends: what leaves the host, if anything. A SYN/ACK answering a
+    /// SYN whose data was taken acknowledges the data, and smoltcp is handed the client's
+    /// completing ACK with the data ([`FastOpen::to_smoltcp`]); smoltcp's bare ACK of that
+    /// data goes no further.
+    pub fn sent(&mut self, now: Duration, mut pkt: Vec<u8>) -> Option<Vec<u8>> {
+        if !self.enabled {
+            return Some(pkt);
+        }
+        let info = PacketInfo::parse(&pkt).expect("smoltcp's packets parse");
+        let Some(child) = self.children.get_mut(&(info.dst, info.dport)) else {
+            return Some(pkt);
+        };
+        if let ChildState::SynReceived {
+            ack_of_data_owed, ..
+        } = &mut child.state
+            && *ack_of_data_owed
+        {
+            *ack_of_data_owed = false;
+            if info.is_pure_ack() {
+                return None;
+            }
+        }
+        if !info.is_syn_ack()
+            || !matches!(child.state, ChildState::SynGiven)
+            || info.ack != child.client_isn.wrapping_add(1)
+        {
+            return Some(pkt);
+        }
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let ack = info.ack.wrapping_add(child.data.len() as u32);
+        pkt[ihl + 8..ihl + 12].copy_from_slice(&ack.to_be_bytes());
+        fill_checksums(&mut pkt);
+        let shift = child.window_shift.unwrap_or(0).min(14);
+        // The client's TSval from its SYN, echoing the SYN/ACK's.
+        let timestamps = child
+            .tsval
+            .zip(info.timestamps)
+            .map(|(client, (server, _))| (client, server));
+        self.to_smoltcp.push(data_segment(
+            (info.dst, info.dport),
+            (info.src, info.sport),
+            child.client_isn.wrapping_add(1),
+            info.seq.wrapping_add(1),
+            child.window >> shift,
+            timestamps,
+            &child.data,
+        ));
+        child.state = ChildState::SynReceived {
+            syn_ack: pkt.clone(),
+            isn_b: info.seq,
+            retransmits: 0,
+            next_retransmit: now + SYN_ACK_TIMEOUT,
+            last_answer: None,
+            ack_of_data_owed: true,
+        };
+        Some(pkt)
+    }
+
+    /// Linux's SYN/ACK timer: the SYN/ACKs due at `now` to [`FastOpen::to_wire`], each
+    /// with the host's TSval `tsval`.
+    pub fn poll(&mut self, now: Duration, tsval: u32) {
+        for child in self.children.values_mut() {
+            if let ChildState::SynReceived {
+                syn_ack,
+                retransmits,
+                next_retransmit,
+                ..
+            } = &mut child.state
+                && *retransmits < SYN_ACK_RETRIES
+                && *next_retransmit <= now
+            {
+                *retransmits += 1;
+                *next_retransmit = now + SYN_ACK_TIMEOUT * (1 << *retransmits);
+                self.to_wire.push(with_tsval(syn_ack, tsval));
+                self.syn_acks_repeated += 1;
+            }
+        }
+    }
+
+    /// When the next SYN/ACK is due.
+    pub fn poll_at(&self) -> Option<Duration> {
+        self.children
+            .values()
+            .filter_map(|child| match child.state {
+                ChildState::SynReceived {
+                    retransmits,
+                    next_retransmit,
+                    ..
+                } if retransmits < SYN_ACK_RETRIES => Some(next_retransmit),
+                _ => None,
+            })
+            .min()
+    }
+}
+
+/// A SYN's headers alone (its IPv4 total length cut, checksums filled) and its data.
+fn split_syn(pkt: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let headers = ihl + usize::from(pkt[ihl + 12] >> 4) * 4;
+    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+    let mut bare = pkt[..headers].to_vec();
+    bare[2..4].copy_from_slice(&(headers as u16).to_be_bytes());
+    fill_checksums(&mut bare);
+    (bare, pkt[headers..total].to_vec())
+}
+
+/// A copy of `syn_ack` with its TSval (if it has timestamps) set to `tsval`.
+fn with_tsval(syn_ack: &[u8], tsval: u32) -> Vec<u8> {
+    let mut pkt = syn_ack.to_vec();
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let end = ihl + usize::from(pkt[ihl + 12] >> 4) * 4;
+    let options = ihl + 20..end;
+    if let Some(ts) = baton_common::tcp_options::timestamps(&pkt[options.clone()]) {
+        let at = options.start + ts + 2;
+        pkt[at..at + 4].copy_from_slice(&tsval.to_be_bytes());
+        fill_checksums(&mut pkt);
+    }
+    pkt
+}
+
+/// An IPv4 TCP segment with ACK and PSH from `from` to `to` carrying `data`, with the
+/// timestamps option if `timestamps` (TSval, TSecr) is given; checksums filled.
+fn data_segment(
+    from: (Ipv4Addr, u16),
+    to: (Ipv4Addr, u16),
+    seq: u32,
+    ack: u32,
+    window: u16,
+    timestamps: Option<(u32, u32)>,
+    data: &[u8],
+) -> Vec<u8> {
+    let options_len = if timestamps.is_some() { 12 } else { 0 };
+    let header = 40 + options_len;
+    let total = header + data.len();
+    let mut pkt = vec![0u8; total];
+    pkt[0] = 0x45;
+    pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    pkt[6] = 0x40; // DF
+    pkt[8] = 64;
+    pkt[9] = 6;
+    pkt[12..16].copy_from_slice(&from.0.octets());
+    pkt[16..20].copy_from_slice(&to.0.octets());
+    pkt[20..22].copy_from_slice(&from.1.to_be_bytes());
+    pkt[22..24].copy_from_slice(&to.1.to_be_bytes());
+    pkt[24..28].copy_from_slice(&seq.to_be_bytes());
+    pkt[28..32].copy_from_slice(&ack.to_be_bytes());
+    pkt[32] = (((20 + options_len) / 4) << 4) as u8;
+    pkt[33] = 0x18; // ACK, PSH
+    pkt[34..36].copy_from_slice(&window.to_be_bytes());
+    if let Some((tsval, tsecr)) = timestamps {
+        pkt[40..44].copy_from_slice(&[1, 1, 8, 10]);
+        pkt[44..48].copy_from_slice(&tsval.to_be_bytes());
+        pkt[48..52].copy_from_slice(&tsecr.to_be_bytes());
+    }
+    pkt[header..].copy_from_slice(data);
+    fill_checksums(&mut pkt);
+    pkt
+}
