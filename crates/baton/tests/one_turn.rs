@@ -311,3 +311,83 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
     assert!(xdp["syn_ack_without_options"] >= 2, "{xdp:?}");
     drop(frontend.stop());
 }
+
+/// What stays on the slow path under the defaults (one-turn handoff and every SYN in
+/// XDP, examples/frontend-lab.toml with no `[tcp]` setting of either): a client's SYN
+/// carrying data (TCP Fast Open, here without a cookie, `tcp_fastopen = 0x5` on the
+/// client) goes up, is answered by the core, which takes none of the data, and the
+/// request the client sends again after the handshake is served; a request head that
+/// spans several segments (a 6 KB cookie) takes the three-turn handoff, the SYN' first and
+/// the request after the back-end's SYN/ACK'. Each download is byte-exact.
+#[test]
+fn under_the_defaults_fast_open_clients_and_long_heads_take_the_slow_path_and_are_served() {
+    let Some(mut cluster) =
+        support::Cluster::builder(&LAB, &SERIAL, "slow path under the defaults").up()
+    else {
+        return;
+    };
+    cluster.assert_fast_path_attached();
+
+    // Fast Open: 0x1 client on, 0x4 data in the SYN without a cookie.
+    support::ok(&mut in_node(
+        &LAB,
+        "client",
+        &["sysctl", "-qw", "net.ipv4.tcp_fastopen=5"],
+    ));
+    let sums = support::curl(&LAB, &[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let want = sums.lines().find(|l| l.ends_with(" 1M.bin")).unwrap();
+    let want = want.split_whitespace().next().unwrap();
+    let fetch = format!("curl -sS -m 60 --tcp-fastopen http://{VIP}/files/1M.bin | sha256sum");
+    for _ in 0..3 {
+        let got = stdout(&mut in_node(&LAB, "client", &["sh", "-c", &fetch]));
+        assert_eq!(
+            got.split_whitespace().next(),
+            Some(want),
+            "fast open: byte-exact"
+        );
+    }
+    support::ok(&mut in_node(
+        &LAB,
+        "client",
+        &["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"],
+    ));
+
+    // A head of three segments.
+    let cookie = format!("Cookie: c={}", "x".repeat(6000));
+    let head = support::curl(
+        &LAB,
+        &[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            &cookie,
+            &format!("http://{VIP}/files/1K.bin"),
+        ],
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "long head: {head}");
+
+    let log = cluster.stop_frontend();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    eprintln!(
+        "core syns_received={} requests_in_syn={} requests_after_syn_ack={} handoffs={}",
+        core("syns_received"),
+        core("requests_in_syn"),
+        core("requests_after_syn_ack"),
+        core("handoffs_completed"),
+    );
+    assert!(
+        core("syns_received") >= 3,
+        "each SYN with data went up to the core, which answered it"
+    );
+    // The SHA256SUMS fetch rode in its SYN' (one segment), and so did the three
+    // fast-open clients' requests, sent again after the handshake; the long head could
+    // not.
+    assert_eq!(core("requests_in_syn"), 4);
+    assert_eq!(
+        core("handoffs_completed") - core("requests_in_syn"),
+        1,
+        "the long head took the three turns"
+    );
+}
