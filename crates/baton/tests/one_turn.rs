@@ -142,48 +142,23 @@ fn one_turn_handoffs_take_the_request_in_the_syn_and_fall_back_where_fast_open_i
     );
 }
 
-/// Downloads `/files/1M.bin` through the VIP with a client that reads its own socket's
-/// `TCP_INFO` once the response starts, and prints `tcpi_options` (`TCPI_OPT_TIMESTAMPS`
-/// 1, `TCPI_OPT_SACK` 2, `TCPI_OPT_WSCALE` 4), `tcpi_snd_wscale` (the shift the VIP
-/// announced), the body's SHA-256 and the status line. `ss -ti` would print the same
-/// (`ts sack wscale:7,..`), but the iproute2 6.1 `ss` of these machines prints none of
-/// the option words for the kernel's sockets (tests/handoff.rs, `ECN_CLIENT`).
-const OPTIONS_CLIENT: &str = r#"
-import hashlib, socket, sys
-s = socket.create_connection((sys.argv[1], 80))
-s.sendall(b"GET /files/1M.bin HTTP/1.1\r\nHost: www.baton.test\r\nConnection: close\r\n\r\n")
-data = b""
-while b"\r\n\r\n" not in data:
-    data += s.recv(65536)
-info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-head, body = data.split(b"\r\n\r\n", 1)
-digest = hashlib.sha256(body)
-while True:
-    chunk = s.recv(1 << 20)
-    if not chunk:
-        break
-    digest.update(chunk)
-print(info[5], info[6] & 0x0f, digest.hexdigest(), head.split(b"\r\n")[0].decode())
-"#;
-
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
 const TCPI_OPT_WSCALE: u8 = 4;
 
-/// What [`OPTIONS_CLIENT`] saw from the VIP: `tcpi_options` and `tcpi_snd_wscale`, after
-/// checking the status and that the body is byte-exact.
+/// `tcpi_options` and `tcpi_snd_wscale` of a client downloading `/files/1M.bin` through
+/// the VIP, after checking the status and that the body is byte-exact.
 fn options_download() -> (u8, u8) {
     let sums = support::curl(&LAB, &[&format!("http://{VIP}/files/SHA256SUMS")]);
     let want = sums.lines().find(|l| l.ends_with(" 1M.bin")).unwrap();
-    let out = stdout(&mut in_node(
-        &LAB,
-        "client",
-        &["python3", "-c", OPTIONS_CLIENT, &VIP.to_string()],
-    ));
-    let words: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(words[3..].join(" "), "HTTP/1.1 200 OK", "{out}");
-    assert_eq!(Some(words[2]), want.split_whitespace().next(), "byte-exact");
-    (words[0].parse().unwrap(), words[1].parse().unwrap())
+    let view = support::socket_download(&LAB, VIP, "/files/1M.bin", "www.baton.test");
+    assert_eq!(view.status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        Some(view.digest.as_str()),
+        want.split_whitespace().next(),
+        "byte-exact"
+    );
+    (view.options, view.snd_wscale)
 }
 
 /// Every SYN answered in XDP (`[tcp] syns_in_xdp`) and the request in the SYN'
