@@ -49,6 +49,8 @@
 //! The close is tracked from the client's side alone (docs/design.md, "Packet walk",
 //! step 9), so the back-end's FIN is neither copied nor needed; a FIN copy from a
 //! back-end module of an older build goes up too, and the core counts and ignores it.
+//! (A first answer that carries the server's FIN is still copied, as the confirmation
+//! of a handoff under way.)
 //!
 //! The slow path thus carries almost no client segment of a handed-off connection: each
 //! would cost the daemon's one thread a receive and a send (veth runs the receivers'

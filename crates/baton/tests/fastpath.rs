@@ -395,10 +395,12 @@ fn client_replies_and_fins_are_forwarded_by_xdp_and_their_flows_still_close() {
     // Every record read, each for a flow the core tracked.
     assert_eq!(book("client_fins_noted"), grew["forwarded_fin"], "{log}");
     assert!(book("answers_noted") >= grew["forwarded_answer"], "{log}");
-    // No back-end FIN reached the front-end, by XDP or the slow path.
+    // XDP took in no back-end FIN, and no notice of one was read. (Under `Connection:
+    // close` the server's first answer carries its FIN, and its copy, which would
+    // confirm the handoff, reaches the core after XDP has confirmed it: counted in
+    // `backend_fins_ignored`, it changes nothing. No FIN is copied after that.)
     assert_eq!(grew["backend_fin_noted"], 0, "{grew:?}");
     assert_eq!(book("backend_fin_notices_ignored"), 0, "{log}");
-    assert_eq!(core("backend_fins_ignored"), 0, "{log}");
     assert_eq!(book("notices_short"), 0, "{log}");
     assert_eq!(
         core("client_fins_from_fast_path"),

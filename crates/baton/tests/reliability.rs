@@ -430,16 +430,18 @@ fn loss_on_the_lan_fails_no_request() {
 /// front-end was lost, the front-end kept the flow as forwarding, and a client that
 /// reuses its port (it closed second, so the port is free at once) had its new SYN
 /// forwarded, raw and without a handoff option, to the old back-end: `connect` timed
-/// out. The back-ends copy no FIN now (a rule counting any that reaches the front-end
-/// finds none): the client's FIN alone starts the grace period, and a SYN with a new ISN
-/// in it is a new connection (`time_wait_reused`, `client_segment` in baton-proto's
-/// `connection.rs`).
+/// out. The back-ends copy no FIN once a flow is confirmed now, and no close waits for
+/// one: the client's FIN alone starts the grace period, and a SYN with a new ISN in it is
+/// a new connection (`time_wait_reused`, `client_segment` in baton-proto's
+/// `connection.rs`). The rule that dropped the FIN copies stays: all it still finds is
+/// the server's first answer when it carries the FIN (`Connection: close`), the copy
+/// that would confirm the handoff, whose loss XDP's word of the client's ACK makes up.
 #[test]
 fn a_port_reused_right_after_its_close_connects() {
     let Some(mut cluster) = cluster("port reuse right after a close", |t| t) else {
         return;
     };
-    // Count (and drop) any back-end FIN copy to the front-end (to fe's MAC, from the VIP).
+    // Drop whatever the back-ends send the front-end with a FIN (to fe's MAC, from the VIP).
     bridge_rule(
         "baton_fin",
         &format!(
@@ -455,9 +457,9 @@ fn a_port_reused_right_after_its_close_connects() {
         thread::sleep(Duration::from_secs(1));
     }
     let rule = lab_exec("lan", &["nft", "list", "table", "bridge", "baton_fin"]);
-    assert!(
-        rule.contains("counter packets 0 "),
-        "a back-end FIN reached the front-end: {rule}"
+    eprintln!(
+        "{}",
+        rule.lines().find(|l| l.contains("counter")).unwrap_or("")
     );
     let log = cluster.stop_frontend();
     assert_eq!(

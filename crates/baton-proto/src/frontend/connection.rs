@@ -1254,10 +1254,11 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// Copies of the back-end's segments after the handoff (docs/design.md, "Packet
-    /// walk", step 9): a RST starts the grace period. Anything else changes nothing: a
-    /// FIN comes only from a back-end module of an older build (during a rolling
-    /// upgrade), which still copies its FINs, and is counted and ignored, since the close
-    /// is tracked from the client's side.
+    /// walk", step 9): a RST starts the grace period. Anything else changes nothing. A
+    /// FIN here is the copy of a first answer that carried it, overtaken by the fast
+    /// path's word that the client acknowledged that answer (`Connection: close`), or a
+    /// FIN copy from a back-end module of an older build (a rolling upgrade): counted and
+    /// ignored, since the close is tracked from the client's side.
     fn backend_after_handoff(
         &mut self,
         now: Instant,

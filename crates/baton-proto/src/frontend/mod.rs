@@ -633,9 +633,10 @@ pub struct Stats {
     pub client_fins_from_fast_path: u64,
     /// Client FINs the fast path told of for flows no longer tracked (ended in between).
     pub client_fins_unknown: u64,
-    /// Back-end FINs read after the handoff, copied by a back-end module of an older
-    /// build (during a rolling upgrade): counted and ignored, since the close is tracked
-    /// from the client's side.
+    /// Back-end FINs read after the handoff: the copy of a first answer that carried the
+    /// FIN, reaching the core after the fast path confirmed the handoff, or a FIN copy
+    /// from a back-end module of an older build (a rolling upgrade). Counted and ignored,
+    /// since the close is tracked from the client's side.
     pub backend_fins_ignored: u64,
     /// Segments from a back-end for no known flow, or in a state that expects none.
     pub stray_backend_segments: u64,
