@@ -45,7 +45,7 @@
 //!   for the core to hold until then.
 //!
 //! Nothing from a back-end is taken in here: the back-ends copy the front-end only what
-//! a handoff under way needs, and RSTs (`BackendFlow::copy_to_frontend`), which all go up.
+//! a handoff under way needs, and RSTs (`baton_common::backend::frontend_copy`), which all go up.
 //! The close is tracked from the client's side alone (docs/design.md, "Packet walk",
 //! step 9), so the back-end's FIN is neither copied nor needed; a FIN copy from a
 //! back-end module of an older build goes up too, and the core counts and ignores it.
