@@ -8,7 +8,7 @@
 //! [`server_segment_fate`] and [`frontend_copy`] for the egress's other segments.
 
 // ECN-Echo and Congestion Window Reduced, in the TCP header's flags (RFC 3168 §6.1).
-use crate::layout::tcp_flag::{ACK, CWR as TCP_CWR, ECE as TCP_ECE, FIN, RST, SYN};
+use crate::layout::tcp_flag::{ACK, CWR as TCP_CWR, ECE as TCP_ECE, RST, SYN};
 use crate::siphash::SipKey;
 use crate::translate::Translation;
 
@@ -48,7 +48,7 @@ pub struct BackendFlow {
 impl BackendFlow {
     /// The back-end has sent response data, so its acknowledgement of the whole request
     /// has reached the front-end: egress stops copying segments to the front-end (only
-    /// FIN and RST still go there, docs/design.md, "Packet walk", step 9).
+    /// a RST still goes there, [`frontend_copy`]).
     pub const CONFIRMED: u32 = 1 << 0;
     /// The SYN' asked for ECN (ECE and CWR, RFC 3168 §6.1.1): the front-end granted it
     /// to the client in its SYN/ACK, so the client sends ECT segments.
@@ -62,7 +62,7 @@ impl BackendFlow {
     /// TCP Fast Open's server path) and was dropped on the back-end: the front-end learns
     /// of the handoff from the client's acknowledgement of the answer. Set with
     /// [`BackendFlow::CONFIRMED`], so that no answer is copied to the front-end either
-    /// (docs/design.md, "The one-turn handoff").
+    /// (docs/design.md, "The one-turn handoff"): only a RST ever is.
     pub const SYN_ACK_ABSORBED: u32 = 1 << 3;
     /// The server retransmitted its absorbed SYN/ACK' (the client resent its request,
     /// whose acknowledgement rode on the absorbed one, and the front-end sent the SYN'
@@ -392,16 +392,23 @@ pub struct FrontendCopy {
 }
 
 /// Which translated server segments of a flow in state `state` go to the front-end as a
-/// copy too (docs/design.md, "Packet walk", steps 7 and 9): every FIN and RST, for the
-/// front-end's close tracking, and every segment until the server has sent response data
-/// (the flow unconfirmed), since the front-end learns that the back-end has the request
-/// from its acknowledgement. The one place that decides it, for the egress and the
-/// simulation alike.
+/// copy too (docs/design.md, "Packet walk", steps 7 and 9). The one place that decides
+/// it, for the egress and the simulation alike:
+///
+/// - every segment until the server has sent response data (the flow unconfirmed), FIN
+///   included ([`stat::OUT_COPY_TO_FRONTEND`]): a three-turn handoff is confirmed by the
+///   server's acknowledgement of the request, which rides on whatever it sends first;
+/// - a RST always ([`stat::OUT_CONTROL_TO_FRONTEND`]): a server's abort is rare, and the
+///   client it reaches goes quiet without a FIN, so without the copy the front-end would
+///   keep the flow until its idle timeout (an hour) rather than its grace period;
+/// - nothing else, a FIN included: the front-end tracks the close from what it sees of
+///   the client (its FIN or RST, then its silence for the grace period) and needs
+///   nothing of the server's; a copy per connection would cost its slow path a receive.
 #[inline(always)]
 pub const fn frontend_copy(flags: u8, payload_len: u32, state: u32) -> FrontendCopy {
     let confirmed = state & BackendFlow::CONFIRMED != 0;
     FrontendCopy {
-        counter: if flags & (FIN | RST) != 0 {
+        counter: if flags & RST != 0 {
             Some(stat::OUT_CONTROL_TO_FRONTEND)
         } else if !confirmed {
             Some(stat::OUT_COPY_TO_FRONTEND)
@@ -484,7 +491,10 @@ pub mod stat {
     pub const OUT_TRANSLATED: u32 = 10;
     /// A copy sent to the front-end while the handoff is unconfirmed.
     pub const OUT_COPY_TO_FRONTEND: u32 = 11;
-    /// A FIN or RST copied to the front-end.
+    /// A RST copied to the front-end (of a translated flow, or before the SYN/ACK': the
+    /// server refused the SYN'). FINs are not copied once a flow is confirmed
+    /// ([`super::frontend_copy`]; an unconfirmed one counts as
+    /// [`OUT_COPY_TO_FRONTEND`]); builds before that counted them here.
     pub const OUT_CONTROL_TO_FRONTEND: u32 = 12;
     /// A back-end segment of no handed-off flow: passed untouched.
     pub const OUT_NOT_HANDED_OFF: u32 = 13;
@@ -598,6 +608,7 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::tcp_flag::FIN;
     use crate::translate::SynAckTerms;
     use core::mem::size_of;
 
@@ -801,7 +812,7 @@ mod tests {
     }
 
     #[test]
-    fn the_front_end_gets_copies_until_the_answer_and_every_fin_and_rst() {
+    fn the_front_end_gets_copies_until_the_answer_and_every_rst_but_no_fin_after() {
         const C: u32 = BackendFlow::CONFIRMED;
         let copy = |counter, confirms| FrontendCopy { counter, confirms };
         let to_front = Some(stat::OUT_COPY_TO_FRONTEND);
@@ -810,14 +821,24 @@ mod tests {
             // (flags, payload, state, copy)
             (ACK, 0, 0, copy(to_front, false)),
             (ACK, 100, 0, copy(to_front, true)),
-            (ACK | FIN, 100, 0, copy(control, true)),
-            (ACK | FIN, 0, 0, copy(control, false)),
+            // Unconfirmed, a FIN goes as any segment does (the confirmation may ride on
+            // it); confirmed, it goes to the client alone.
+            (ACK | FIN, 100, 0, copy(to_front, true)),
+            (ACK | FIN, 0, 0, copy(to_front, false)),
             (ACK, 0, C, copy(None, false)),
             (ACK, 100, C, copy(None, false)),
-            (ACK | FIN, 0, C, copy(control, false)),
-            (ACK | FIN, 100, C, copy(control, false)),
-            (RST, 0, C, copy(control, false)),
-            // An absorbed SYN/ACK' confirms the flow: nothing but FIN and RST.
+            (ACK | FIN, 0, C, copy(None, false)),
+            (ACK | FIN, 100, C, copy(None, false)),
+            (RST, 0, 0, copy(control, false)),
+            (RST | ACK, 0, C, copy(control, false)),
+            (RST | ACK | FIN, 0, C, copy(control, false)),
+            // An absorbed SYN/ACK' confirms the flow: nothing but a RST.
+            (
+                ACK | FIN,
+                0,
+                C | BackendFlow::SYN_ACK_ABSORBED,
+                copy(None, false),
+            ),
             (
                 ACK,
                 100,

@@ -9,7 +9,7 @@
 //! connection ([`FrontendFlow::client_isn`], [`FrontendFlow::close_state`]).
 
 use crate::{
-    layout::tcp_flag::{ACK, FIN, RST, SYN},
+    layout::tcp_flag::{ACK, FIN, RST},
     translate::{csum_replace2, csum_replace4},
 };
 
@@ -38,9 +38,9 @@ pub const DEFAULT_HALF_OPEN_ENTRIES: u32 = 65_536;
 /// kernel requires.
 pub const NOTICE_RING_SIZE: u32 = 1 << 20;
 
-/// What the program tells the daemon of a segment it forwarded or took in (the ring
-/// above): which flow, and what happened ([`FlowNotice::CLIENT_FIN`] and
-/// [`FlowNotice::BACKEND_ANSWERED`], one or both, or [`FlowNotice::BACKEND_FIN`]).
+/// What the program tells the daemon of a segment it forwarded (the ring above): which
+/// flow, and what happened ([`FlowNotice::CLIENT_FIN`] or [`FlowNotice::CLIENT_RST`],
+/// [`FlowNotice::BACKEND_ANSWERED`], one or both).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowNotice {
@@ -56,8 +56,11 @@ impl FlowNotice {
     /// ([`FrontendFlow::AWAITING_ANSWER`]): the back-end has the request, and the core
     /// completes the handoff.
     pub const BACKEND_ANSWERED: u32 = 1 << 1;
-    /// The back-end's copy of its FIN reached the front-end and was taken in by the
-    /// program (not passed up): the core tracks the close.
+    /// Retired: a program of an older build took in a back-end's copy of its FIN. The
+    /// back-ends no longer copy their FINs and the close is tracked from the client's
+    /// side, so no program writes it; the bit stays reserved because the ring is pinned
+    /// and a daemon may find such a notice left by the program it replaced (it ignores
+    /// it).
     pub const BACKEND_FIN: u32 = 1 << 2;
     /// The client's RST, at exactly the sequence number the connection expects
     /// ([`judge_client_segment`]), went to the back-end: the core starts the grace
@@ -238,17 +241,6 @@ pub const fn decide_client_segment(
     }
 }
 
-/// Whether a segment from a service to a client has the shape of a back-end's copy of
-/// its FIN that the fast path takes in (`stat::BACKEND_FIN_NOTED`): a header-only FIN+ACK,
-/// neither SYN nor RST. The rest is the caller's: the flow must be in the table and no
-/// longer awaiting the answer (a copy of a flow still handing off goes up, where the
-/// core may need it), the checksum must hold and the ring have room. Shared by the XDP
-/// program and the simulation's model of it.
-#[inline(always)]
-pub const fn is_backend_fin_copy(flags: u8, payload_len: u32) -> bool {
-    flags & (FIN | SYN | RST | ACK) == FIN | ACK && payload_len == 0
-}
-
 /// A handed-off connection as the front-end sees it: the client's address and port and
 /// the virtual service it connected to, in network byte order exactly as they sit in
 /// the packet, so the program copies them without swapping.
@@ -283,10 +275,10 @@ pub struct FrontendFlow {
     /// grace period after its close, from a new connection on the same 4-tuple.
     pub client_isn: u32,
     /// How far the connection's close has got, as the daemon last saw it: `CLIENT_FIN`,
-    /// `BACKEND_FIN`, `CLIENT_RESET`, `BACKEND_RESET` (bits below). A restarted daemon
-    /// resumes close tracking from it, so that a connection whose FINs (or RST) the
-    /// previous daemon saw still leaves the table after its grace period rather than at
-    /// the idle timeout. Written by the daemon within a second of a change, and at its
+    /// `CLIENT_RESET`, `BACKEND_RESET` (bits below; `BACKEND_FIN` only in entries of
+    /// older builds). A restarted daemon resumes close tracking from it, so that a
+    /// connection whose client's FIN (or a RST) the previous daemon saw still leaves the
+    /// table after its grace period rather than at the idle timeout. Written by the daemon within a second of a change, and at its
     /// exit. Bit [`FrontendFlow::AWAITING_ANSWER`] is the program's cue, not a close
     /// state, and the only bit the program reads.
     pub close_state: u32,
@@ -312,7 +304,9 @@ pub struct FrontendFlow {
 impl FrontendFlow {
     /// [`FrontendFlow::close_state`]: the client's FIN has been seen.
     pub const CLIENT_FIN: u32 = 1 << 0;
-    /// [`FrontendFlow::close_state`]: the back-end's FIN has been seen.
+    /// [`FrontendFlow::close_state`]: the back-end's FIN had been seen. Written only by
+    /// daemons of older builds, when the back-ends copied their FINs; read by none (the
+    /// close ends with the client's FIN). Reserved, since the table is pinned.
     pub const BACKEND_FIN: u32 = 1 << 1;
     /// [`FrontendFlow::close_state`]: the client reset the connection (grace period).
     pub const CLIENT_RESET: u32 = 1 << 2;
@@ -348,7 +342,7 @@ impl FrontendConfig {
 pub const MAX_SERVICES: u32 = 64;
 
 /// A virtual service the front-end serves, the key of the services map: only packets
-/// to one (client segments) or from one (back-ends' FIN copies) are the program's.
+/// to one (client segments) are the program's.
 /// Network byte order, as in the packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -408,11 +402,11 @@ pub mod stat {
     /// awaited it: forwarded, the flow's bit cleared and the daemon told
     /// ([`super::FlowNotice::BACKEND_ANSWERED`]). Not counted in [`FORWARDED`].
     pub const FORWARDED_ANSWER: u32 = 11;
-    /// A back-end's copy of its FIN (from VIP:port to a client, a header-only segment
-    /// with a complete or partial checksum) of a handed-off flow: taken in and dropped
-    /// here (`XDP_DROP`), the daemon told ([`super::FlowNotice::BACKEND_FIN`]). The copy
-    /// exists only to tell the front-end; copies with payload, of flows still handing
-    /// off or of no flow, go up and are not counted.
+    /// Retired: a back-end's copy of its FIN, taken in by a program of an older build.
+    /// The back-ends no longer copy their FINs (the close is tracked from the client's
+    /// side), and this program takes in nothing from a back-end: every copy goes up,
+    /// uncounted. The slot keeps its index so that the counters after it keep theirs in
+    /// the pinned map; it only ever shows what older programs counted.
     pub const BACKEND_FIN_NOTED: u32 = 12;
     /// A client FIN of a handed-off flow not at the sequence number the connection
     /// expects (`judge_client_segment`): forwarded for the back-end's TCP to judge, with
@@ -727,17 +721,6 @@ mod tests {
                 stat::FORWARDED_ANSWER
             )
         );
-    }
-
-    #[test]
-    fn only_a_header_only_fin_ack_is_a_fin_copy() {
-        use crate::layout::tcp_flag::{ACK, ECE, FIN, PSH, RST, SYN, URG};
-        assert!(is_backend_fin_copy(FIN | ACK, 0));
-        assert!(is_backend_fin_copy(FIN | ACK | PSH | ECE | URG, 0));
-        assert!(!is_backend_fin_copy(FIN | ACK, 1));
-        for flags in [FIN, ACK, FIN | ACK | SYN, FIN | ACK | RST, RST | ACK] {
-            assert!(!is_backend_fin_copy(flags, 0), "{flags:#x}");
-        }
     }
 
     #[test]

@@ -12,9 +12,11 @@
 //!   tail call.
 //! - egress: turns the SYN/ACK' into the front-end's terms and sends it to the front-end,
 //!   or, when it acknowledges the request the SYN' carried (a one-turn handoff), records
-//!   the translation and drops it; then rewrites every back-end segment (source VIP, seq, TSval, window), copies
-//!   segments to the front-end until the back-end has answered (its acknowledgement of
-//!   the request is in that first answer), and copies FIN and RST to it.
+//!   the translation and drops it; then rewrites every back-end segment (source VIP, seq,
+//!   TSval, window), copies segments to the front-end until the back-end has answered
+//!   (its acknowledgement of the request is in that first answer), and copies a RST to
+//!   it. Never a FIN once the flow is confirmed: the front-end tracks the close from the
+//!   client's side (`frontend_copy` says why).
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
 //!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
 //!   address rewrite updates the header checksum incrementally, RFC 1624). Where the
@@ -571,10 +573,11 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         };
         if absorbed {
             // The server took the request with the SYN' (one-turn handoff): the
-            // SYN/ACK' stays here; the flow is confirmed, so that nothing but FIN and
-            // RST is copied to the front-end, which learns of the handoff from the
-            // client's acknowledgement of the answer (noticed by its XDP). The client had its SYN/ACK from the front-end, and
-            // the front-end needs none (docs/design.md, "The one-turn handoff").
+            // SYN/ACK' stays here; the flow is confirmed, so that nothing but a RST is
+            // copied to the front-end, which learns of the handoff from the client's
+            // acknowledgement of the answer (noticed by its XDP). The client had its
+            // SYN/ACK from the front-end, and the front-end needs none (docs/design.md,
+            // "The one-turn handoff").
             return Some(Verdict::Drop(stat::OUT_SYN_ACK_ABSORBED));
         }
     }

@@ -35,22 +35,26 @@
 //!   does, without a trip through userspace;
 //! - **the client's reply to the back-end's answer** (`BACKEND_ANSWERED`). The daemon
 //!   takes a flow in as soon as the request has gone to the back-end, marked
-//!   `AWAITING_ANSWER`; the back-end's confirmation (a copy of its first segment)
-//!   reaches the daemon through a busy packet socket, often after the client, quicker,
-//!   has acknowledged the response and sent its FIN. A client segment acknowledging data
-//!   past the front-end's SYN/ACK proves the back-end has the request (the core's own
-//!   test, `baton_common::frontend::acknowledges_backend_data`): it is forwarded, the
-//!   mark cleared, and the core completes the handoff. Other segments of a marked flow go
-//!   up, for the core to hold until then;
-//! - **the back-end's copy of its FIN** (`BACKEND_FIN`). The back-end module copies its
-//!   FIN to the front-end (from the VIP, to this interface) only so that the front-end
-//!   can track the close; a header-only FIN+ACK of a handed-off flow whose checksum holds
-//!   is taken in here (`XDP_DROP`, `stat::BACKEND_FIN_NOTED`) and told. Anything else
-//!   from a VIP goes up.
+//!   `AWAITING_ANSWER`; the back-end's confirmation (a copy of its first segment, in a
+//!   three-turn handoff; none at all in a one-turn one) reaches the daemon through a
+//!   busy packet socket, often after the client, quicker, has acknowledged the response
+//!   and sent its FIN. A client segment acknowledging data past the front-end's SYN/ACK
+//!   proves the back-end has the request (the core's own test,
+//!   `baton_common::frontend::acknowledges_backend_data`): it is forwarded, the mark
+//!   cleared, and the core completes the handoff. Other segments of a marked flow go up,
+//!   for the core to hold until then.
 //!
-//! The slow path thus carries almost no client segment of a handed-off connection, and
-//! none of the back-end's FIN copies: each would cost the daemon's one thread a receive
-//! and a send (veth runs the receivers' softirq work inside the send). A notice is
+//! Nothing from a back-end is taken in here: the back-ends copy the front-end only what
+//! a handoff under way needs, and RSTs (`baton_common::backend::frontend_copy`), which all go up.
+//! The close is tracked from the client's side alone (docs/design.md, "Packet walk",
+//! step 9), so the back-end's FIN is neither copied nor needed; a FIN copy from a
+//! back-end module of an older build goes up too, and the core counts and ignores it.
+//! (A first answer that carries the server's FIN is still copied, as the confirmation
+//! of a handoff under way.)
+//!
+//! The slow path thus carries almost no client segment of a handed-off connection: each
+//! would cost the daemon's one thread a receive and a send (veth runs the receivers'
+//! softirq work inside the send). A notice is
 //! committed before its segment is transmitted, so it is in the ring before anything the
 //! segment causes (the back-end's ACK, the client's next SYN on the port) can reach the
 //! daemon. A ring, not bits in the flow's value, because the daemon writes whole values
@@ -160,8 +164,7 @@ use baton_common::{
     frontend::{
         ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_HALF_OPEN_ENTRIES,
         FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES,
-        NOTICE_RING_SIZE, decide_client_segment, is_backend_fin_copy, redirected_tcp_checksum,
-        stat, tcp_checksum,
+        NOTICE_RING_SIZE, decide_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     layout::{
@@ -389,12 +392,9 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     // successor refuses to adopt one of a service it no longer has), so a segment of a
     // flow in it needs no lookup of the services: the table first, one hash lookup per
     // forwarded segment, and the services only for the rest.
+    // Not to a service (a back-end's copy to this interface among them): not ours.
     let flow = FRONTEND_FLOWS.get_ptr_mut(key);
     if flow.is_none() && !is_service(daddr, dport) {
-        if is_service(saddr, u16::from_ne_bytes(tcp_source(&tcp))) {
-            // From a service to this interface: a back-end's copy of a control segment.
-            return backend_fin_copy(ctx, &l3, &tcp);
-        }
         return None;
     }
     let flags = tcp_flags(&tcp);
@@ -478,53 +478,6 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
         unsafe { (*flow).client_next = decision.client_next };
     }
     Some(verdict)
-}
-
-/// A back-end's copy of its FIN (from VIP:port to a client) of a handed-off flow: taken
-/// in and dropped, with a notice for the core, when it is a plain header-only FIN+ACK
-/// whose checksum holds (complete, or the partial sum a veth leaves) and the ring has
-/// room. `None` otherwise: up to the slow path, uncounted, for the core to read. The
-/// copy exists only to tell the front-end; a copy of a flow still handing off goes up,
-/// where the core may need it to complete the handoff.
-#[inline(always)]
-fn backend_fin_copy(ctx: &XdpContext, l3: &EthIpv4, tcp: &TcpHeader) -> Option<Verdict> {
-    let total_len = usize::from(ip_tot_len(l3));
-    let header_len = tcp_header_len(tcp);
-    let payload_len = total_len.wrapping_sub(IPV4_HLEN + header_len) as u32;
-    if !is_backend_fin_copy(tcp_flags(tcp), payload_len)
-        || header_len < TCP_HLEN
-        || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
-    {
-        return None;
-    }
-    let client = ip_daddr(l3);
-    let vip = ip_saddr(l3);
-    let key = FrontendFlowKey {
-        client_addr_be: u32::from_ne_bytes(client),
-        vip_addr_be: u32::from_ne_bytes(vip),
-        client_port_be: u16::from_ne_bytes(tcp_dest(tcp)),
-        vip_port_be: u16::from_ne_bytes(tcp_source(tcp)),
-    };
-    // SAFETY: a map value, copied out at once.
-    let close_state = unsafe { FRONTEND_FLOWS.get(key) }?.close_state;
-    if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
-        return None;
-    }
-    let pseudo = tcp_ipv4_pseudo_header_sum(vip, client, header_len as u16);
-    let words = tcp_header_sum(ctx, header_len, [usize::MAX; 2])?;
-    let check = u16::from_be_bytes(tcp_check(tcp));
-    if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
-        return None;
-    }
-    // Nothing was rewritten: a copy into the ring, and a full one leaves the copy to go up.
-    let notice = FlowNotice {
-        key,
-        what: FlowNotice::BACKEND_FIN,
-    };
-    FRONTEND_NOTICES
-        .output::<FlowNotice>(&notice, u64::from(BPF_RB_NO_WAKEUP))
-        .ok()?;
-    Some(Verdict::Drop(stat::BACKEND_FIN_NOTED))
 }
 
 /// A segment the core must be told of (`decision.notice`, [`FlowNotice`]): the notice

@@ -394,18 +394,31 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
             "the first answer confirms the handoff"
         );
 
-        // Once confirmed, only FIN and RST still go to the front-end.
+        // Once confirmed, only a RST still goes to the front-end: not more data, and
+        // not the FIN (the front-end tracks the close from the client's side).
         let (_, _) = module.run("backend_egress", &response.bytes());
         assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
         let fin = Frame {
             flags: 0x11,
             payload: vec![],
+            ..response.clone()
+        };
+        let (verdict, out) = module.run("backend_egress", &fin.bytes());
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(&out[..6], &ROUTER_MAC, "the FIN goes to the client");
+        assert_eq!(parse(&out).tcp.seq_number, ISN_F.wrapping_add(1));
+        assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 0, "no FIN copy");
+        assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
+        let rst = Frame {
+            flags: 0x14,
+            payload: vec![],
             ..response
         };
-        let (verdict, _) = module.run("backend_egress", &fin.bytes());
+        let (verdict, out) = module.run("backend_egress", &rst.bytes());
         assert_eq!(verdict, TC_ACT_PIPE);
-        assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 1);
-        assert_eq!(module.stat(stat::OUT_TRANSLATED), 3);
+        assert_eq!(&out[..6], &ROUTER_MAC, "the original goes to the client");
+        assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 1, "a RST copy");
+        assert_eq!(module.stat(stat::OUT_TRANSLATED), 4);
         assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
     });
 }
@@ -809,8 +822,8 @@ fn syn_data_passes_only_with_a_verified_handoff_option() {
 
 /// The server took the request with the SYN' (fast open): its SYN/ACK' acknowledges
 /// `client_isn + 1 + len`, has its translation recorded and is dropped, as is its
-/// retransmission; the answer is translated for the client and not copied to the
-/// front-end (which learns of the handoff from the client's ACK), FIN and RST still are.
+/// retransmission; the answer and the FIN are translated for the client and not copied
+/// to the front-end (which learns of the handoff from the client's ACK), a RST still is.
 /// A SYN/ACK' acknowledging the SYN alone (fast open refused) goes to the front-end, which
 /// then sends the request (the fallback).
 #[test]
@@ -894,7 +907,7 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
         let p = parse(&out);
         assert_eq!(p.tcp.ack_number, ISN_B + 101);
         assert_eq!(p.tcp.timestamps.unwrap().tsecr, TSV_B + 10);
-        // The server's FIN still goes to the front-end too.
+        // The server's FIN goes to the client alone; a RST is copied to the front-end.
         let fin = Frame {
             seq: ISN_B + 101,
             flags: 0x11,
@@ -903,6 +916,14 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
             ..server_segment(0, after_request, 0, 1000, vec![], vec![])
         };
         assert_eq!(module.run("backend_egress", &fin.bytes()).0, TC_ACT_PIPE);
+        assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 0);
+        assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 0);
+        let rst = Frame {
+            seq: ISN_B + 102,
+            flags: 0x14,
+            ..fin
+        };
+        assert_eq!(module.run("backend_egress", &rst.bytes()).0, TC_ACT_PIPE);
         assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 1);
         assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
 

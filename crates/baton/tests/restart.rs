@@ -263,10 +263,10 @@ fn restart_mid_download(test: &str, stop: Stop) {
         "the 100 MiB that spanned the restart arrived byte-exact"
     );
     // The client's FIN went through the new daemon's XDP program, which told the daemon
-    // through its ring (the back-end's FIN comes as a copy); the daemon tracked the
-    // close and freed the flow after its 3 s
-    // grace period; the short request's flow went after the grace period it was adopted
-    // into: the table is empty again.
+    // through its ring (the back-end's FIN is never needed); the daemon tracked the
+    // close and freed the flow once the client had been quiet for its 3 s grace period;
+    // the short request's flow went after the grace period it was adopted into: the
+    // table is empty again.
     let emptied = cluster.wait_for_flows(0, Duration::from_secs(10));
     assert_eq!(active_connections(), 0, "and uncounted as they end");
     eprintln!("{stop:?}: download took {took:?}; table empty {emptied:?} after it ended");

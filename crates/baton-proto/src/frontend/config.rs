@@ -98,20 +98,20 @@ pub struct Config {
     pub response_rto: Duration,
     /// Retransmissions of an error response before the client is reset.
     pub response_retries: u8,
-    /// TIME-WAIT-like grace after a close (both FINs, or a RST) before the flow is freed,
-    /// so late retransmissions still reach the back-end. Linux waits 60 s
-    /// (`TCP_TIMEWAIT_LEN`); the back-end keeps the real TIME-WAIT, so less is enough.
-    /// A full table ends the grace period nearest its end for a new client.
+    /// TIME-WAIT-like grace after a close (the client's FIN, or a RST either way) before
+    /// the flow is freed, so late retransmissions still reach the back-end. Linux waits
+    /// 60 s (`TCP_TIMEWAIT_LEN`); the back-end keeps the real TIME-WAIT, so less is
+    /// enough. Once handed off, it lasts until the client has been quiet this long: the
+    /// front-end never sees the server's FIN, so after the client's half-close the
+    /// server may still be sending, and the client's ACKs keep the flow. A full table
+    /// ends the quiet grace period nearest its end for a new client.
     pub time_wait: Duration,
     /// A handed-off flow the slow path has not heard of for this long is freed. The
     /// fast path forwards without telling, so the daemon reports activity it sees in the
-    /// XDP table with [`super::FrontEnd::note_activity`].
+    /// XDP table with [`super::FrontEnd::note_activity`]. It is also what frees a flow
+    /// whose client went away without a FIN or RST (the server's FIN, which the
+    /// front-end no longer sees, could not shorten it).
     pub idle_timeout: Duration,
-    /// The same once either side has sent its FIN (Linux's `tcp_fin_timeout` for the
-    /// same reason): a half-closed flow that still carries data stays (every packet
-    /// counts), but one whose last FIN the front-end never saw (the back-end copies its
-    /// FIN once, and the copy can be lost) is freed after this, not after an hour.
-    pub half_closed_idle_timeout: Duration,
     /// Most outputs waiting in [`super::FrontEnd::poll_output`]: a guard for a caller
     /// that does not drain; drops past it are counted (`Stats::output_overflows`). A
     /// caller must drain often enough never to reach it, since a dropped
@@ -154,7 +154,6 @@ impl Default for Config {
             response_retries: 3,
             time_wait: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(3600),
-            half_closed_idle_timeout: Duration::from_secs(60),
             max_pending_outputs: 8192,
             checksums: Checksums::Verify,
             ttl: 64,

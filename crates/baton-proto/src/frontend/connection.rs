@@ -25,9 +25,9 @@ use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
 /// | `Receiving` | the handshake's ACK (or a valid cookie ACK) | request timeout (slowloris) | a complete head → dispatch; error → response or reset; FIN/RST → freed |
 /// | `HandingOffSynSent` | dispatch chose a back-end, SYN' sent | SYN' retransmission, doubling | SYN/ACK' → request sent (its first segment is the ACK'); exhausted or RST → next candidate |
 /// | `HandingOffRequestSent` | valid SYN/ACK' | request retransmission, doubling | back-end's ACK of the request's last byte → handed off |
-/// | `Forwarding` | handoff confirmed | idle timeout | FIN both ways or RST → grace |
+/// | `Forwarding` | handoff confirmed | idle timeout | the client's FIN, or a RST either way → grace |
 /// | `Closing` | error response (with FIN) sent | response retransmission | client ACKs the FIN → grace; exhausted → reset |
-/// | `TimeWait` | close or reset observed | grace period | timer → freed, `Closed`/`Reset` event |
+/// | `TimeWait` | close or reset observed | grace period: once handed off, ends only when the client has been quiet that long | timer → freed, `Closed`/`Reset` event |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateName {
     /// SYN/ACK sent, awaiting the handshake's ACK.
@@ -42,7 +42,10 @@ pub enum StateName {
     Forwarding,
     /// Error response and FIN sent, awaiting the client's acknowledgement.
     Closing,
-    /// Closed or reset; lingering for late packets.
+    /// Closed or reset; lingering for late packets. Once handed off: the client has
+    /// sent its FIN (the server may still be sending) or a RST went either way, and the
+    /// client's segments are still forwarded until it has been quiet for the grace
+    /// period.
     TimeWait,
 }
 
@@ -66,13 +69,6 @@ pub(crate) enum State {
     Forwarding,
     Closing,
     TimeWait(Outcome),
-}
-
-/// Which end of a handed-off connection a FIN came from (`fin_seen`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    Client,
-    Backend,
 }
 
 /// What a handler wants done with the connection it was given.
@@ -154,8 +150,9 @@ pub(crate) struct Connection {
     /// Back-ends tried so far, `tried[..candidates]`; the last is the current one.
     candidates: u8,
     pub(crate) handed_off: bool,
+    /// The client's FIN has been seen (at exactly the expected number): after the
+    /// handoff, the connection is in its grace period.
     client_fin: bool,
-    backend_fin: bool,
     /// The dispatched request is not acknowledged yet: the back-end's first segment
     /// acknowledges it, straight to the client, and the front-end only does so itself if
     /// the handoff's first timer fires first (see `receive_request`).
@@ -168,8 +165,9 @@ pub(crate) struct Connection {
     /// The armed deadline, mirrored in the front-end's timer set.
     pub(crate) timer: Option<Instant>,
     /// When a packet of the flow was last seen (by the slow path, or by the fast path as
-    /// the daemon reports). The idle timer is armed lazily: it fires at most once per
-    /// idle period and re-arms itself from this, rather than every packet moving it.
+    /// the daemon reports). The idle timer and, once handed off, the grace period's are
+    /// armed lazily: each fires at most once per period and re-arms itself from this,
+    /// rather than every packet moving it.
     pub(crate) last_heard: Instant,
     /// The error response being delivered in `Closing`: shared with the front-end, so
     /// that a new 503 body (a reload) never changes bytes already sent.
@@ -200,7 +198,6 @@ impl Connection {
             ack_owed: false,
             request_in_syn: false,
             client_fin: false,
-            backend_fin: false,
             tried: [None; MAX_CANDIDATES],
             rto: Duration::ZERO,
             timer: None,
@@ -217,7 +214,7 @@ impl Connection {
     ///
     /// Only what a handed-off connection still reads is real: the back-end (forwarding,
     /// events), the client's ISN (the grace period's test for a new SYN on the 4-tuple),
-    /// the FINs seen (`check_closed`) and the state. The rest of the client's SYN and the
+    /// whether the client's FIN was seen, and the state. The rest of the client's SYN and the
     /// front-end's terms (`isn_f`, `tsv_f`, window scale, SACK) are known only to the
     /// previous front-end and are zeroed, which is safe because after a handoff the
     /// front-end never builds a segment of its own for the connection: it only forwards
@@ -245,7 +242,7 @@ impl Connection {
         };
         let state = match handover.reset {
             Some(reason) => State::TimeWait(Outcome::Reset(reason)),
-            None if handover.client_fin && handover.backend_fin => State::TimeWait(Outcome::Closed),
+            None if handover.client_fin => State::TimeWait(Outcome::Closed),
             None => State::Forwarding,
         };
         let mut conn = Self::new(flow, state, syn, terms);
@@ -254,7 +251,6 @@ impl Connection {
         conn.tried[0] = Some(handover.backend);
         conn.candidates = 1;
         conn.client_fin = handover.client_fin;
-        conn.backend_fin = handover.backend_fin;
         conn
     }
 
@@ -273,9 +269,16 @@ impl Connection {
             client_isn: self.syn.isn,
             client_next: self.client_next,
             client_fin: self.client_fin,
-            backend_fin: self.backend_fin,
             reset,
         })
+    }
+
+    /// In the grace period, whether the client was heard after its timer was armed
+    /// (which was `time_wait` after the client's last segment then): its grace period
+    /// will go on when the timer fires, so it is not one to end for a new connection.
+    pub(crate) fn heard_during_grace(&self, time_wait: Duration) -> bool {
+        self.timer
+            .is_some_and(|deadline| self.last_heard + time_wait > deadline)
     }
 
     pub(crate) fn state_name(&self) -> StateName {
@@ -697,24 +700,14 @@ impl<D: Dispatch> FrontEnd<D> {
             State::HandingOff(phase) => {
                 self.client_during_handoff(now, slot, conn, phase, tcp, raw)
             }
-            State::Forwarding if conn.client_fin && opens_a_new_connection(conn, tcp) => {
-                // The same, when the back-end's FIN never reached the front-end: its
-                // egress copies the FIN once, and a lost copy leaves the flow forwarding
-                // until its idle timeout. The client sent its FIN (one at exactly the
-                // expected number: a blind FIN does not count, RFC 5961), so a new SYN
-                // with a new ISN on its port means its old connection is gone: forwarded,
-                // the SYN would meet the old flow on the back-end and never connect.
-                self.stats.half_closed_reused += 1;
-                self.finish(now, conn, Outcome::Closed);
-                Next::Replay
-            }
             State::Forwarding => self.client_after_handoff(now, slot, conn, tcp, raw),
             State::TimeWait(_) if conn.handed_off && opens_a_new_connection(conn, tcp) => {
-                // A new connection on the 4-tuple of one that has closed: a client that
-                // closed second reuses its port at once (Connection: close under load).
-                // Forwarded to the old back-end it would meet that socket's TIME-WAIT, so
-                // the grace period ends here and the SYN starts a handshake of its own
-                // (RFC 9293 section 3.10.7.4).
+                // A new connection on the 4-tuple of one whose client has closed (its FIN
+                // at exactly the expected number: a blind FIN does not count, RFC 5961)
+                // or that was reset: a client that closed second reuses its port at once
+                // (Connection: close under load). Forwarded to the old back-end it would
+                // meet that socket's TIME-WAIT, so the grace period ends here and the SYN
+                // starts a handshake of its own (RFC 9293 section 3.10.7.4).
                 self.stats.time_wait_reused += 1;
                 self.finish(now, conn, Outcome::Closed);
                 Next::Replay
@@ -1057,7 +1050,8 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// Client segments of a handed-off flow that still reach the slow path (before the
-    /// fast path has its entry, or in the grace period): forwarded, as XDP would.
+    /// fast path has its entry, or in the grace period): forwarded, as XDP would, and
+    /// heard (the grace period lasts until the client has been quiet that long).
     fn client_after_handoff(
         &mut self,
         now: Instant,
@@ -1069,10 +1063,10 @@ impl<D: Dispatch> FrontEnd<D> {
         if let Some(backend) = conn.backend() {
             self.forward(raw, backend);
         }
+        conn.last_heard = now;
         if conn.state != State::Forwarding {
             return Next::Keep;
         }
-        conn.last_heard = now;
         // Forwarded whatever it is, for the back-end's TCP to judge; the front-end acts
         // only on a FIN or RST at exactly the number expected (`judge_client_segment`).
         match self.judge_client(conn, tcp) {
@@ -1080,7 +1074,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 // The grace period, during which the flow is still forwarded.
                 self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
             }
-            FlowNotice::CLIENT_FIN => self.fin_seen(slot, conn, now, Side::Client),
+            FlowNotice::CLIENT_FIN => self.client_closed(now, slot, conn),
             _ => {}
         }
         Next::Keep
@@ -1092,21 +1086,21 @@ impl<D: Dispatch> FrontEnd<D> {
         self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::ClientReset));
     }
 
-    /// A FIN of a forwarding flow, from `side`: the client's gone to its back-end, or the
-    /// back-end's copy to the front-end; read by the slow path or told by the fast path
-    /// ([`FrontEnd::note_client_fin`], [`FrontEnd::note_backend_fin`]). The grace period
-    /// starts once both sides' FINs are seen, the half-closed idle timeout after the first.
-    pub(super) fn fin_seen(&mut self, slot: u32, conn: &mut Connection, now: Instant, side: Side) {
+    /// The client's FIN of a forwarding flow, at exactly the expected number, gone to its
+    /// back-end: read by the slow path or told by the fast path
+    /// ([`FrontEnd::note_client_fin`]). The grace period starts: the client has no more
+    /// to send, and what the front-end still forwards (its ACKs of a server that goes on
+    /// sending after the client's half-close, retransmissions) keeps the flow until the
+    /// client has been quiet for the grace period (`on_timeout`). The server's FIN is
+    /// never waited for: the back-end no longer copies it (docs/design.md, "Packet walk",
+    /// step 9).
+    pub(super) fn client_closed(&mut self, now: Instant, slot: u32, conn: &mut Connection) {
         if conn.state != State::Forwarding {
             return;
         }
         conn.last_heard = now;
-        match side {
-            Side::Client => conn.client_fin = true,
-            Side::Backend => conn.backend_fin = true,
-        }
+        conn.client_fin = true;
         self.check_closed(now, slot, conn);
-        self.shorten_idle_timer(slot, conn);
     }
 
     /// `Closing` and a grace period that was never handed off: the front-end's own
@@ -1270,17 +1264,18 @@ impl<D: Dispatch> FrontEnd<D> {
             && flags.contains(TcpFlags::ACK)
             && seq_le(conn.rcv_nxt, tcp.ack_number)
         {
-            if flags.contains(TcpFlags::FIN) {
-                conn.backend_fin = true;
-            }
             return self.complete_handoff(now, slot, conn, false);
         }
         self.stats.unacceptable_segments += 1;
         Next::Keep
     }
 
-    /// Copies of the back-end's control segments after the handoff: close tracking
-    /// (docs/design.md, "Packet walk", step 9).
+    /// Copies of the back-end's segments after the handoff (docs/design.md, "Packet
+    /// walk", step 9): a RST starts the grace period. Anything else changes nothing. A
+    /// FIN here is the copy of a first answer that carried it, overtaken by the fast
+    /// path's word that the client acknowledged that answer (`Connection: close`), or a
+    /// FIN copy from a back-end module of an older build (a rolling upgrade): counted and
+    /// ignored, since the close is tracked from the client's side.
     fn backend_after_handoff(
         &mut self,
         now: Instant,
@@ -1288,14 +1283,13 @@ impl<D: Dispatch> FrontEnd<D> {
         conn: &mut Connection,
         tcp: &TcpRepr<'_>,
     ) -> Next {
-        if conn.state != State::Forwarding {
-            return Next::Keep;
-        }
-        conn.last_heard = now;
         if tcp.flags.contains(TcpFlags::RST) {
-            self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::BackendReset));
+            if conn.state == State::Forwarding {
+                conn.last_heard = now;
+                self.enter_time_wait(now, slot, conn, Outcome::Reset(ResetReason::BackendReset));
+            }
         } else if tcp.flags.contains(TcpFlags::FIN) {
-            self.fin_seen(slot, conn, now, Side::Backend);
+            self.stats.backend_fins_ignored += 1;
         }
         Next::Keep
     }
@@ -1375,6 +1369,17 @@ impl<D: Dispatch> FrontEnd<D> {
                 }
             }
             State::TimeWait(outcome) => {
+                // A handed-off connection's grace period ends only once the client has
+                // been quiet for its length: after a half-close the server may still be
+                // sending, and the client's ACKs (forwarded by the fast path, which the
+                // daemon reports) must go on reaching it. Freed, the flow's next client
+                // segment would meet no entry and be answered with a reset.
+                let quiet_until = conn.last_heard + self.config.time_wait;
+                if conn.handed_off && quiet_until > now {
+                    self.stats.time_wait_extended += 1;
+                    self.arm(slot, conn, quiet_until);
+                    return Next::Keep;
+                }
                 self.finish(now, conn, outcome);
                 Next::Free
             }
@@ -1603,33 +1608,15 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// When a forwarding flow last heard from at `conn.last_heard` counts as idle:
-    /// [`Config::idle_timeout`] after it, or [`Config::half_closed_idle_timeout`] once
-    /// either side has sent its FIN.
+    /// [`Config::idle_timeout`] after it.
     pub(super) fn idle_deadline(&self, conn: &Connection) -> Instant {
-        let timeout = if conn.client_fin || conn.backend_fin {
-            self.config
-                .idle_timeout
-                .min(self.config.half_closed_idle_timeout)
-        } else {
-            self.config.idle_timeout
-        };
-        conn.last_heard + timeout
+        conn.last_heard + self.config.idle_timeout
     }
 
-    /// Brings a forwarding flow's idle timer forward after a FIN, if the shorter
-    /// half-closed timeout now ends sooner.
-    fn shorten_idle_timer(&mut self, slot: u32, conn: &mut Connection) {
-        if conn.state != State::Forwarding {
-            return;
-        }
-        let deadline = self.idle_deadline(conn);
-        if conn.timer.is_none_or(|armed| deadline < armed) {
-            self.arm(slot, conn, deadline);
-        }
-    }
-
+    /// A forwarding flow whose client has sent its FIN (held during the handoff, or
+    /// just seen) enters its grace period.
     fn check_closed(&mut self, now: Instant, slot: u32, conn: &mut Connection) {
-        if conn.state == State::Forwarding && conn.client_fin && conn.backend_fin {
+        if conn.state == State::Forwarding && conn.client_fin {
             self.enter_time_wait(now, slot, conn, Outcome::Closed);
         }
     }

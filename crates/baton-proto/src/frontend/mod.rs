@@ -57,7 +57,8 @@
 //! - Front-end to client: `V → C` (SYN/ACK, ACKs, error responses, resets).
 //! - Front-end to back-end: `C → B` with the back-end's address and port as destination
 //!   (the SYN', the ACK', request data, forwarded client packets).
-//! - Back-end to front-end: the SYN/ACK' and copies of control segments, already
+//! - Back-end to front-end: the SYN/ACK', copies of its segments until the handoff is
+//!   confirmed, and of its RSTs (never of a later FIN), already
 //!   translated by the back-end's egress into what the client would see, so `V → C`,
 //!   with `seq` in the front-end's sequence space (a SYN/ACK' has `seq == isn_f`).
 //!   The front-end tells them from client packets by their source being a service. It
@@ -369,8 +370,8 @@ pub enum Event {
     /// The back-end has the request: install the flow in the fast path (XDP forwarding
     /// table). From now on the client's packets go straight to `backend`.
     HandedOff(HandedOff),
-    /// The connection ended cleanly (FINs both ways, or an error response delivered) and
-    /// its grace period is over: remove any fast-path entry.
+    /// The connection ended cleanly (the client's FIN, or an error response delivered)
+    /// and its grace period is over: remove any fast-path entry.
     Closed {
         /// The connection.
         flow: FlowKey,
@@ -438,10 +439,8 @@ pub struct Handover {
     /// The client's next sequence number, as the previous front-end saw it: a FIN or RST
     /// is acted on only there.
     pub client_next: u32,
-    /// The client's FIN has been seen.
+    /// The client's FIN has been seen: the connection is in its grace period.
     pub client_fin: bool,
-    /// The back-end's FIN has been seen (its egress copies it to the front-end).
-    pub backend_fin: bool,
     /// The connection was reset ([`ResetReason::ClientReset`] or
     /// [`ResetReason::BackendReset`]) and is in its grace period.
     pub reset: Option<ResetReason>,
@@ -545,9 +544,10 @@ pub struct Stats {
     /// Connections in their grace period ended early to make room in a full table for a
     /// new client (the one nearest its end each time; see `make_room`).
     pub time_wait_evicted: u64,
-    /// New SYNs that ended a handed-off connection whose client had sent its FIN but
-    /// whose back-end's FIN was never seen (its copy lost), reusing its 4-tuple.
-    pub half_closed_reused: u64,
+    /// Grace periods of handed-off connections that went on past their length because
+    /// the client was heard in the meantime (a server still sending after the client's
+    /// half-close, the client acknowledging): the timer re-armed from the last segment.
+    pub time_wait_extended: u64,
     /// Client data segments beyond the next expected byte, dropped (not buffered).
     pub out_of_order_dropped: u64,
     /// Client bytes past the request limit, not buffered or acknowledged.
@@ -638,9 +638,11 @@ pub struct Stats {
     pub client_fins_from_fast_path: u64,
     /// Client FINs the fast path told of for flows no longer tracked (ended in between).
     pub client_fins_unknown: u64,
-    /// Back-end FIN copies the fast path took in and told of
-    /// ([`FrontEnd::note_backend_fin`]).
-    pub backend_fins_from_fast_path: u64,
+    /// Back-end FINs read after the handoff: the copy of a first answer that carried the
+    /// FIN, reaching the core after the fast path confirmed the handoff, or a FIN copy
+    /// from a back-end module of an older build (a rolling upgrade). Counted and ignored,
+    /// since the close is tracked from the client's side.
+    pub backend_fins_ignored: u64,
     /// Segments from a back-end for no known flow, or in a state that expects none.
     pub stray_backend_segments: u64,
     /// Flows freed after a clean close.
@@ -883,27 +885,42 @@ impl<D: Dispatch> FrontEnd<D> {
         }
     }
 
-    /// Tells the front-end that the fast path has seen traffic on `flow` (the daemon
-    /// reads it from the XDP table), pushing back its idle timeout.
-    pub fn note_activity(&mut self, now: Instant, flow: &FlowKey) {
+    /// Tells the front-end that the fast path forwarded a client segment of `flow` at
+    /// `last_seen` (the stamp the daemon reads from the XDP table; taken as `now` if
+    /// later), pushing back its idle timeout and, once the client has closed, the end of
+    /// its grace period. An older stamp than one already noted changes nothing.
+    pub fn note_activity(&mut self, now: Instant, flow: &FlowKey, last_seen: Instant) {
         let Some(&slot) = self.flows.get(flow) else {
             return;
         };
         let Some(mut conn) = self.take(slot) else {
             return;
         };
-        // The idle timer re-arms itself from this when it fires.
-        conn.last_heard = now;
+        // The connection's timer re-arms itself from this when it fires. The stamp's
+        // own time rather than `now`: a stamp read after the client's FIN was told is
+        // often the FIN's own, which is no sign of life (`make_room` tells a grace
+        // period whose client was heard in it from one whose was not).
+        conn.last_heard = conn.last_heard.max(last_seen.min(now));
         self.put(slot, conn);
     }
 
     /// The fast path forwarded `flow`'s client FIN itself (the FIN never reaches
     /// [`FrontEnd::handle_packet`]): tracked as if the slow path had forwarded it, so the
-    /// grace period starts once both FINs are seen and a new SYN on the port is told
-    /// from the old connection's. A flow not forwarding (unknown, or already in its grace
-    /// period) is left as it is.
+    /// grace period starts and a new SYN on the port is told from the old connection's.
+    /// A flow not forwarding (unknown, or already in its grace period) is left as it is.
     pub fn note_client_fin(&mut self, now: Instant, flow: &FlowKey) {
-        self.note_fin(now, flow, connection::Side::Client);
+        let Some(&slot) = self.flows.get(flow) else {
+            self.stats.client_fins_unknown += 1;
+            return;
+        };
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        if conn.handed_off {
+            self.stats.client_fins_from_fast_path += 1;
+            self.client_closed(now, slot, &mut conn);
+        }
+        self.put(slot, conn);
     }
 
     /// The fast path forwarded `flow`'s client RST, at exactly the sequence number the
@@ -919,35 +936,6 @@ impl<D: Dispatch> FrontEnd<D> {
         if conn.handed_off && conn.state == connection::State::Forwarding {
             self.stats.client_resets_from_fast_path += 1;
             self.client_reset_noted(now, slot, &mut conn);
-        }
-        self.put(slot, conn);
-    }
-
-    /// The fast path took in the back-end's copy of its FIN for `flow` (the copy never
-    /// reaches [`FrontEnd::handle_packet`]): tracked as if the slow path had read it. A
-    /// flow not forwarding (unknown, still handing off, or in its grace period) is left
-    /// as it is; the program leaves copies of flows still handing off to the slow path.
-    pub fn note_backend_fin(&mut self, now: Instant, flow: &FlowKey) {
-        self.note_fin(now, flow, connection::Side::Backend);
-    }
-
-    /// [`FrontEnd::note_client_fin`] and [`FrontEnd::note_backend_fin`].
-    fn note_fin(&mut self, now: Instant, flow: &FlowKey, side: connection::Side) {
-        let Some(&slot) = self.flows.get(flow) else {
-            if side == connection::Side::Client {
-                self.stats.client_fins_unknown += 1;
-            }
-            return;
-        };
-        let Some(mut conn) = self.take(slot) else {
-            return;
-        };
-        if conn.handed_off {
-            match side {
-                connection::Side::Client => self.stats.client_fins_from_fast_path += 1,
-                connection::Side::Backend => self.stats.backend_fins_from_fast_path += 1,
-            }
-            self.fin_seen(slot, &mut conn, now, side);
         }
         self.put(slot, conn);
     }
@@ -980,11 +968,11 @@ impl<D: Dispatch> FrontEnd<D> {
     /// Takes over a connection that another front-end handed off (a restarted daemon
     /// adopting the flows it finds in the pinned fast-path table). From now on it is
     /// tracked as if handed off here: client segments that reach the slow path are
-    /// forwarded to `handover.backend`, FINs and RSTs from both sides are tracked, and
-    /// [`Event::Closed`] or [`Event::Reset`] is raised when it ends (or it is freed as
-    /// idle after [`Config::idle_timeout`]). With both FINs seen, or a reset, it starts a
-    /// full grace period ([`Config::time_wait`]) from `now`: the old one's end is not
-    /// known, and longer is the safe side. Sends nothing and raises no event; the
+    /// forwarded to `handover.backend`, the client's FIN and RSTs either way are tracked,
+    /// and [`Event::Closed`] or [`Event::Reset`] is raised when it ends (or it is freed as
+    /// idle after [`Config::idle_timeout`]). With the client's FIN seen, or a reset, it
+    /// starts a full grace period ([`Config::time_wait`]) from `now`: the old one's end
+    /// is not known, and longer is the safe side. Sends nothing and raises no event; the
     /// dispatcher is told of it as a handoff ([`Feedback::HandedOff`]).
     pub fn adopt(
         &mut self,
@@ -1080,9 +1068,13 @@ impl<D: Dispatch> FrontEnd<D> {
     /// a grace period only forwards late retransmissions, while the back-end keeps the
     /// real TIME-WAIT. So a new connection takes the place of the oldest one, as Linux
     /// stops keeping TIME-WAIT sockets past `tcp_max_tw_buckets`. Live connections are
-    /// never ended for a new one. Timers are ordered by deadline and every grace period
-    /// lasts `time_wait`, so the first grace period met is the oldest; the scan is
-    /// bounded because the earliest timers may all be handshakes and handoffs.
+    /// never ended for a new one, and neither is a grace period whose client was heard
+    /// since its timer was armed: after the client's half-close the server may still be
+    /// sending, which only the client's ACKs show (Linux keeps a FIN-WAIT-2 socket past
+    /// `tcp_max_tw_buckets` too). Timers are ordered by deadline and every grace period
+    /// lasts `time_wait` from its client's last segment, so the first quiet one met is
+    /// the oldest; the scan is bounded because the earliest timers may all be
+    /// handshakes, handoffs and busy grace periods.
     fn make_room(&mut self, now: Instant) -> bool {
         if !self.table_full() {
             return true;
@@ -1100,7 +1092,10 @@ impl<D: Dispatch> FrontEnd<D> {
                 self.slots
                     .get(slot as usize)
                     .and_then(Option::as_ref)
-                    .is_some_and(|c| c.state_name() == connection::StateName::TimeWait)
+                    .is_some_and(|c| {
+                        c.state_name() == connection::StateName::TimeWait
+                            && !c.heard_during_grace(self.config.time_wait)
+                    })
             });
         let Some(slot) = victim else {
             return false;

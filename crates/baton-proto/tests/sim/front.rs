@@ -12,9 +12,11 @@
 //! `client_next` all the same. A FIN or RST is forwarded, and the core told
 //! (`FrontEnd::note_client_fin`, `FrontEnd::note_client_reset`) only when it sits at the
 //! entry's `client_next` (`decide_client_segment`, the program's own decision), as the
-//! program does through its ring, which the daemon reads before the next packet. A
-//! back-end's copy of its FIN (header-only) of a handed-off entry is taken in and the core
-//! told (`FrontEnd::note_backend_fin`).
+//! program does through its ring, which the daemon reads before the next packet. Every
+//! forwarded segment stamps its entry with the time, and the core is told of the stamps
+//! (`FrontEnd::note_activity`) before its timers run, as the daemon's scan does once a
+//! second: the idle timeout and the grace period after the client's FIN run from the
+//! client's last segment. Nothing from a back-end is taken in: its copies go up.
 //!
 //! While cookies are engaged the model answers a bare SYN as the program does, with the
 //! same functions: the choice of options (`syncookie::agreed_options`), the cookie, and,
@@ -33,7 +35,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use baton_common::{
-    frontend::{ClientSegment, FlowNotice, decide_client_segment, is_backend_fin_copy},
+    frontend::{ClientSegment, FlowNotice, decide_client_segment},
     syncookie::{self, HalfOpenSyn, SynCookieConfig},
     translate::csum_replace4,
 };
@@ -110,6 +112,10 @@ pub struct FastEntry {
     pub awaiting_answer: Option<u32>,
     /// The client's next sequence number as the program has seen it.
     pub client_next: u32,
+    /// When the program last forwarded a segment of the flow (its `last_seen_ns`), and
+    /// whether the core has been told of it since.
+    pub last_seen: Option<Duration>,
+    pub seen_noted: bool,
 }
 
 /// What the fast path tells the core (through the program's ring in the daemon).
@@ -118,7 +124,6 @@ enum Notice {
     Answered,
     ClientFin,
     ClientReset,
-    BackendFin,
 }
 
 /// The model of the program's half-open map: the SYN options of clients without
@@ -224,7 +229,6 @@ impl RealFront {
             Notice::Answered => self.fe.note_backend_answered(now, flow),
             Notice::ClientFin => self.fe.note_client_fin(now, flow),
             Notice::ClientReset => self.fe.note_client_reset(now, flow),
-            Notice::BackendFin => self.fe.note_backend_fin(now, flow),
         }
     }
 
@@ -278,6 +282,8 @@ impl RealFront {
                         backend: *h.backend.ip(),
                         awaiting_answer: Some(h.isn_f),
                         client_next: h.client_next,
+                        last_seen: None,
+                        seen_noted: true,
                     };
                     self.fast_path
                         .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
@@ -294,7 +300,8 @@ impl RealFront {
                 Event::HandedOff(h) => {
                     // As the daemon does: the later of the core's number and the entry's.
                     let key = (*h.flow.client.ip(), h.flow.client.port());
-                    let client_next = match self.fast_path.get(&key) {
+                    let old = self.fast_path.get(&key);
+                    let client_next = match old {
                         Some(e) if (e.client_next.wrapping_sub(h.client_next) as i32) > 0 => {
                             e.client_next
                         }
@@ -304,6 +311,8 @@ impl RealFront {
                         backend: *h.backend.ip(),
                         awaiting_answer: None,
                         client_next,
+                        last_seen: old.and_then(|e| e.last_seen),
+                        seen_noted: old.is_none_or(|e| e.seen_noted),
                     };
                     self.fast_path
                         .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
@@ -315,33 +324,6 @@ impl RealFront {
             }
             self.events.push(event);
         }
-    }
-
-    /// The XDP program on a back-end's copy: a header-only FIN+ACK of a handed-off entry
-    /// is taken in and the core told (`FrontEnd::note_backend_fin`); anything else is
-    /// returned for the slow path.
-    fn xdp_backend_copy(&mut self, now: Duration, pkt: Vec<u8>) -> Option<Vec<u8>> {
-        let Ok(info) = PacketInfo::parse(&pkt) else {
-            return Some(pkt);
-        };
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
-        let fin_ack = is_backend_fin_copy(pkt[ihl + 13], info.payload_len as u32);
-        let handed_off = self
-            .fast_path
-            .get(&(info.dst, info.dport))
-            .is_some_and(|e| e.awaiting_answer.is_none());
-        if !fin_ack || !handed_off {
-            return Some(pkt);
-        }
-        let flow = FlowKey {
-            client: SocketAddrV4::new(info.dst, info.dport),
-            service: SocketAddrV4::new(info.src, info.sport),
-        };
-        self.notify(now, Notice::BackendFin, flow);
-        if !self.is_stalled() {
-            self.drain();
-        }
-        None
     }
 
     /// The XDP program: forwards a client packet of an installed flow, answers a SYN or
@@ -374,6 +356,10 @@ impl RealFront {
         }
         if decision.hold {
             return Some(pkt);
+        }
+        if let Some(e) = self.fast_path.get_mut(&key) {
+            e.last_seen = Some(now);
+            e.seen_noted = false;
         }
         let backend = entry.backend;
         let flow = FlowKey {
@@ -410,6 +396,25 @@ impl RealFront {
 }
 
 impl RealFront {
+    /// The daemon's activity scan: the core told of every entry forwarded for since the
+    /// last scan, with the stamp's own time. Run before the core's timers, which is when
+    /// it matters; the daemon's runs every second, which gives the same `last_heard`.
+    fn note_activity(&mut self, now: Duration) {
+        // The simulation's one service: the modelled table is keyed by the client alone.
+        let service = self.fe.config().services[0];
+        for (&(ip, port), entry) in &mut self.fast_path {
+            let Some(seen) = entry.last_seen.filter(|_| !entry.seen_noted) else {
+                continue;
+            };
+            entry.seen_noted = true;
+            let flow = FlowKey {
+                client: SocketAddrV4::new(ip, port),
+                service,
+            };
+            self.fe.note_activity(instant(now), &flow, instant(seen));
+        }
+    }
+
     /// The program on a segment of no flow in its table, while the core asks for cookies
     /// (as the daemon engages them): a bare SYN is answered with the cookie SYN/ACK
     /// `baton_common::syncookie` builds (the program's own code), its options kept in the
@@ -482,10 +487,7 @@ impl FrontNode for RealFront {
                 None => return,
             }
         } else {
-            match self.xdp_backend_copy(now, pkt) {
-                Some(pkt) => pkt,
-                None => return,
-            }
+            pkt
         };
         if let Some(waiting) = &mut self.stalled {
             waiting.push(Input::Packet(now, pkt));
@@ -500,6 +502,7 @@ impl FrontNode for RealFront {
         if self.is_stalled() {
             return;
         }
+        self.note_activity(now);
         if self.fe.poll_timeout().is_some_and(|at| at <= instant(now)) {
             self.fe.handle_timeout(instant(now));
         }

@@ -255,10 +255,13 @@ pub struct ClientSpec {
     pub rx_buffer: usize,
     pub tx_buffer: usize,
     pub timestamps: bool,
+    /// Close the sending side as soon as the whole request is written
+    /// (`shutdown(SHUT_WR)`), before any answer, and read the response after.
+    pub half_close: bool,
 }
 
 /// The client application: connect, write the request, read the response to the end,
-/// check it, close.
+/// check it, close (or, half-closing, close first and then read).
 pub struct ClientApp {
     pub handle: SocketHandle,
     pub spec: ClientSpec,
@@ -330,6 +333,10 @@ impl ClientApp {
                 .send_slice(&self.spec.request[self.written..end])
                 .expect("send");
             self.written += n;
+        }
+        if self.spec.half_close && !self.close_called && self.written == self.spec.request.len() {
+            socket.close();
+            self.close_called = true;
         }
         while socket.can_recv() {
             let mut buf = [0u8; 16 * 1024];

@@ -67,6 +67,9 @@ pub struct SimConfig {
     pub client_rx: usize,
     pub server_rx: usize,
     pub server_tx: usize,
+    /// The client half-closes as soon as its request is written (see
+    /// [`ClientSpec::half_close`]).
+    pub client_half_close: bool,
     /// One-way delay between the client and the lab (router), and on the LAN.
     pub wan_delay: Duration,
     pub lan_delay: Duration,
@@ -95,6 +98,7 @@ impl SimConfig {
             client_rx: 256 * 1024,
             server_rx: 64 * 1024,
             server_tx: 256 * 1024,
+            client_half_close: false,
             wan_delay: Duration::from_millis(5),
             lan_delay: Duration::from_micros(100),
             backend_fast_open: true,
@@ -150,6 +154,7 @@ pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontN
         rx_buffer: cfg.client_rx,
         tx_buffer: 64 * 1024,
         timestamps: cfg.client_timestamps,
+        half_close: cfg.client_half_close,
     };
     let app = ClientApp::connect(&mut client_host, spec, addrs.vip, HTTP_PORT);
     let client = ClientNode {

@@ -139,6 +139,11 @@ pub struct Limits {
     pub response_retries: Option<u8>,
     pub time_wait_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
+    /// Read and ignored: it shortened the idle timeout once either side's FIN was seen,
+    /// for a flow whose back-end's FIN copy was lost. Back-ends copy no FIN any more and
+    /// the close ends with the client's (docs/design.md, "Packet walk", step 9); kept
+    /// so that a file written for an earlier build still loads, and logged at start
+    /// ([`Settings::ignored_keys`]).
     pub half_closed_idle_timeout_ms: Option<u64>,
 }
 
@@ -178,6 +183,9 @@ pub struct Settings {
     pub access_log: Option<PathBuf>,
     /// Entries of the fast path's half-open map (0: off).
     pub half_open_entries: u32,
+    /// Keys the file sets that this build reads and ignores (a warning at start says
+    /// so): `limits.half_closed_idle_timeout_ms`.
+    pub ignored_keys: Vec<&'static str>,
 }
 
 impl fmt::Debug for Settings {
@@ -409,6 +417,11 @@ impl FileConfig {
         let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
         let l = &self.limits;
         let t = &self.tcp;
+        let ignored_keys = if l.half_closed_idle_timeout_ms.is_some() {
+            vec!["limits.half_closed_idle_timeout_ms"]
+        } else {
+            Vec::new()
+        };
         let proto = ProtoConfig {
             services: services.clone(),
             secret,
@@ -446,10 +459,6 @@ impl FileConfig {
             response_retries: l.response_retries.unwrap_or(defaults.response_retries),
             time_wait: ms(l.time_wait_ms, defaults.time_wait),
             idle_timeout: ms(l.idle_timeout_ms, defaults.idle_timeout),
-            half_closed_idle_timeout: ms(
-                l.half_closed_idle_timeout_ms,
-                defaults.half_closed_idle_timeout,
-            ),
             checksums: if self.verify_checksums {
                 baton_proto::wire::Checksums::Verify
             } else {
@@ -464,10 +473,6 @@ impl FileConfig {
             ("limits.handoff_rto_ms", proto.handoff_rto),
             ("limits.response_rto_ms", proto.response_rto),
             ("limits.idle_timeout_ms", proto.idle_timeout),
-            (
-                "limits.half_closed_idle_timeout_ms",
-                proto.half_closed_idle_timeout,
-            ),
         ] {
             if value.is_zero() {
                 bail!("{field}: must be above 0");
@@ -526,6 +531,7 @@ impl FileConfig {
             metrics: self.metrics,
             access_log: self.access_log.map(|p| base.join(p)),
             half_open_entries,
+            ignored_keys,
         })
     }
 }
@@ -750,6 +756,15 @@ mod tests {
         assert!(e.contains("max_conections"), "{e}");
         let e = err(&MINIMAL.replace("interface", "interfase"));
         assert!(e.contains("interfase"), "{e}");
+    }
+
+    #[test]
+    fn a_retired_key_still_loads_and_is_named_as_ignored() {
+        let s = parse(MINIMAL, Path::new(".")).unwrap();
+        assert!(s.ignored_keys.is_empty());
+        let text = format!("{MINIMAL}\n[limits]\nhalf_closed_idle_timeout_ms = 60000\n");
+        let s = parse(&text, Path::new(".")).unwrap();
+        assert_eq!(s.ignored_keys, ["limits.half_closed_idle_timeout_ms"]);
     }
 
     #[test]

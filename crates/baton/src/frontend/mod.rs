@@ -152,7 +152,20 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         metrics: metrics_addr,
         access_log,
         half_open_entries,
+        ignored_keys,
     } = settings;
+    for key in ignored_keys {
+        log::warn(
+            "config_key_ignored",
+            &[
+                ("key", &key),
+                (
+                    "reason",
+                    &"the close is tracked from the client's side and back-ends copy no FIN: a handed-off flow whose client went away without a FIN or RST is freed by limits.idle_timeout_ms",
+                ),
+            ],
+        );
+    }
     let routes = config::Summary(&dispatcher).to_string();
     let max_connections = proto.max_connections;
     let body = dispatcher.unavailable_body().as_bytes().to_vec();

@@ -321,6 +321,7 @@ pub fn nstat(lab: &str, node: &str, counter: &str) -> u64 {
 }
 
 /// Builds an Ethernet/IPv4/TCP frame with correct checksums.
+#[derive(Clone)]
 pub struct Frame {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],

@@ -7,7 +7,7 @@
 //! (`Event::HandedOff`) and goes out when it is closed or reset, after its grace period.
 //! What the program forwards or takes in that the core must know of (a client's FIN or
 //! RST at the expected sequence number, the client's acknowledgement of the back-end's
-//! answer, a back-end's copy of its FIN) comes back through its notices ring
+//! answer) comes back through its notices ring
 //! ([`FastPath::note_flow_notices`]). docs/design.md, "Packet walk", steps 7 to 9, and
 //! "The notices ring", tell the whole story.
 //!
@@ -37,7 +37,8 @@
 //! **What a flow's value carries for that** (`baton_common::frontend::FrontendFlow`):
 //! the back-end (address, port, MAC: the program's), the client's next sequence number
 //! (`client_next`, which the program advances and the core reads back on adoption), and
-//! for the core the client's ISN and the state of the close (FINs seen, reset). The
+//! for the core the client's ISN and the state of the close (the client's FIN seen,
+//! reset). The
 //! daemon writes the close state when the core's changes (at each
 //! [`FastPath::scan_activity`], every second, and at exit), so a successor — even one
 //! started after a crash — resumes close tracking where the previous daemon left it: a
@@ -48,7 +49,8 @@
 //! **Activity.** The program stamps each flow with the time of its last forwarded
 //! packet (`CLOCK_MONOTONIC`, the daemon's clock too); [`FastPath::scan_activity`] reads
 //! the stamps of the flows the daemon installed or adopted and tells the core, which
-//! would otherwise time the quiet-to-it flows out as idle.
+//! would otherwise time the quiet-to-it flows out as idle, and end the grace period of
+//! a client still acknowledging a server that sends after its half-close.
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -124,8 +126,10 @@ pub struct FastPathStats {
     /// Back-end answers the program saw a client acknowledge, read from its ring and
     /// told to the core.
     pub answers_noted: u64,
-    /// Back-end FIN copies the program took in, read from its ring and told to the core.
-    pub backend_fins_noted: u64,
+    /// Notices of back-end FIN copies, which a program of an older build took in and
+    /// left in the pinned ring: read and ignored (the core tracks the close from the
+    /// client's side, and back-ends no longer copy their FINs).
+    pub backend_fin_notices_ignored: u64,
     /// Client RSTs at the expected sequence number the program forwarded, read from its
     /// ring and told to the core.
     pub client_resets_noted: u64,
@@ -497,8 +501,9 @@ impl FastPath {
     /// Tells the core of everything the program forwarded that it must know of since
     /// the last call (the ring's notices, oldest first; module docs of
     /// `baton-ebpf/src/frontend.rs`): a back-end's answer completes its handoff, a
-    /// client's FIN and a back-end's FIN are tracked. The event loop calls it before each packet it hands the
-    /// core: a notice is in the ring before its segment leaves for the back-end, so
+    /// client's FIN or RST starts the grace period. The event loop calls it before each
+    /// packet it hands the core: a notice is in the ring before its segment leaves for the
+    /// back-end, so
     /// before anything that segment causes (the client's next SYN on the port, once its
     /// close is acknowledged) can reach the daemon. With nothing new it reads two
     /// positions from memory shared with the kernel.
@@ -524,8 +529,9 @@ impl FastPath {
                 stats.client_fins_noted += 1;
             }
             if what & FlowNotice::BACKEND_FIN != 0 {
-                fe.note_backend_fin(now, &flow);
-                stats.backend_fins_noted += 1;
+                // Written only by a program of an older build, before this daemon
+                // replaced it: nothing in the close waits for the back-end's FIN.
+                stats.backend_fin_notices_ignored += 1;
             }
             if what & FlowNotice::CLIENT_RST != 0 {
                 fe.note_client_reset(now, &flow);
@@ -574,7 +580,11 @@ impl FastPath {
             };
             if value.last_seen_ns > installed.noted {
                 installed.noted = value.last_seen_ns;
-                fe.note_activity(now, &flow);
+                // The stamp's own time (the same CLOCK_MONOTONIC, at tick resolution):
+                // the client's FIN, told through the ring, is often the last segment
+                // stamped, and read here a moment later it must not count as a sign of
+                // life after it (`FrontEnd::note_activity`).
+                fe.note_activity(now, &flow, Instant::from_nanos(value.last_seen_ns));
                 stats.activity_noted += 1;
             }
             if let Some(handover) = fe.handover(&flow)
@@ -741,8 +751,9 @@ fn handover_of(value: &FrontendFlow) -> Handover {
         ),
         client_isn: value.client_isn,
         client_next: value.client_next,
+        // `BACKEND_FIN`, which daemons of older builds wrote, means nothing now: the
+        // close waits for the client alone.
         client_fin: close & FrontendFlow::CLIENT_FIN != 0,
-        backend_fin: close & FrontendFlow::BACKEND_FIN != 0,
         reset: if close & FrontendFlow::CLIENT_RESET != 0 {
             Some(ResetReason::ClientReset)
         } else if close & FrontendFlow::BACKEND_RESET != 0 {
@@ -760,9 +771,6 @@ fn close_state_of(handover: &Handover) -> u32 {
     let mut bits = 0;
     if handover.client_fin {
         bits |= FrontendFlow::CLIENT_FIN;
-    }
-    if handover.backend_fin {
-        bits |= FrontendFlow::BACKEND_FIN;
     }
     match handover.reset {
         None => {}
@@ -889,20 +897,17 @@ IP address       HW type     Flags       HW address            Mask     Device
     fn close_states_round_trip_through_the_table_value() {
         let backend: SocketAddrV4 = "198.18.1.12:8080".parse().unwrap();
         let cases = [
-            (false, false, None),
-            (true, false, None),
-            (false, true, None),
-            (true, true, None),
-            (false, false, Some(ResetReason::ClientReset)),
-            (true, false, Some(ResetReason::BackendReset)),
+            (false, None),
+            (true, None),
+            (false, Some(ResetReason::ClientReset)),
+            (true, Some(ResetReason::BackendReset)),
         ];
-        for (client_fin, backend_fin, reset) in cases {
+        for (client_fin, reset) in cases {
             let handover = Handover {
                 backend,
                 client_isn: 0xdead_beef,
                 client_next: 0x1234_5678,
                 client_fin,
-                backend_fin,
                 reset,
             };
             let value = FrontendFlow {
@@ -914,6 +919,12 @@ IP address       HW type     Flags       HW address            Mask     Device
                 ..FrontendFlow::default()
             };
             assert_eq!(handover_of(&value), handover);
+            // The back-end's FIN, which older daemons recorded, changes nothing.
+            let older = FrontendFlow {
+                close_state: value.close_state | FrontendFlow::BACKEND_FIN,
+                ..value
+            };
+            assert_eq!(handover_of(&older), handover);
         }
     }
 }
