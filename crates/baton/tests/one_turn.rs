@@ -288,17 +288,23 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
     drop(frontend.stop());
 }
 
-/// What stays on the slow path under the defaults (one-turn handoff and every SYN in
-/// XDP, examples/frontend-lab.toml with no `[tcp]` setting of either): a client's SYN
-/// carrying data (TCP Fast Open, here without a cookie, `tcp_fastopen = 0x5` on the
-/// client) goes up, is answered by the core, which takes none of the data, and the
-/// request the client sends again after the handshake is served; a request head that
+/// What stays on the slow path with the one-turn handoff and every SYN in XDP: a
+/// client's SYN carrying data (TCP Fast Open, here without a cookie, `tcp_fastopen = 0x5`
+/// on the client) goes up, is answered by the core, which takes none of the data, and
+/// the request the client sends again after the handshake is served; a request head that
 /// spans several segments (a 6 KB cookie) takes the three-turn handoff, the SYN' first and
 /// the request after the back-end's SYN/ACK'. Each download is byte-exact.
 #[test]
-fn under_the_defaults_fast_open_clients_and_long_heads_take_the_slow_path_and_are_served() {
-    let Some(mut cluster) =
-        support::Cluster::builder(&LAB, &SERIAL, "slow path under the defaults").up()
+fn with_one_turn_fast_open_clients_and_long_heads_take_the_slow_path_and_are_served() {
+    let config = support::FRONTEND_CONFIG.replacen(
+        "[tcp]\n",
+        "[tcp]\nsyns_in_xdp = true\none_turn = true\n",
+        1,
+    );
+    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "slow path with one turn")
+        .frontend(&config)
+        .up()
     else {
         return;
     };
