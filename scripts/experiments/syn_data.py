@@ -1,5 +1,6 @@
 """Sends a SYN carrying an HTTP request from a raw socket and prints what the server
-answers, before and after the client's ACK. Usage: syn_data.py ACK_AFTER_S [no-ack]."""
+answers, before and after the client's ACK. Usage: syn_data.py ACK_AFTER_S [no-ack] [dup]
+[win=N] (the SYN's window field, 64240 unless given)."""
 import random, select, socket, struct, sys, time
 
 SRC, DST, DPORT = "198.18.200.2", "198.18.200.1", 80
@@ -13,9 +14,11 @@ def csum(b):
 
 sport, isn = random.randint(20000, 60000), random.randint(0, 2**32 - 1)
 
-def seg(seq, ack, flags, payload=b"", opts=b""):
+SYN_WINDOW = int(next((a[4:] for a in sys.argv if a.startswith("win=")), "64240"))
+
+def seg(seq, ack, flags, payload=b"", opts=b"", window=64240):
     doff = (20 + len(opts)) // 4
-    h = struct.pack("!HHIIBBHHH", sport, DPORT, seq, ack, doff << 4, flags, 64240, 0, 0) + opts
+    h = struct.pack("!HHIIBBHHH", sport, DPORT, seq, ack, doff << 4, flags, window, 0, 0) + opts
     ph = socket.inet_aton(SRC) + socket.inet_aton(DST) + struct.pack("!BBH", 0, 6, len(h) + len(payload))
     c = csum(ph + h + payload)
     return h[:16] + struct.pack("!H", c) + h[18:] + payload
@@ -39,12 +42,12 @@ def collect(until):
         got.append((fl, seq, ack, data))
 
 print("client: SYN isn=%d with %d bytes of request" % (isn, len(REQ)))
-s.sendto(seg(isn, 0, 0x02, REQ, opts=bytes([2, 4, 5, 0xb4])), (DST, 0))
+s.sendto(seg(isn, 0, 0x02, REQ, opts=bytes([2, 4, 5, 0xb4]), window=SYN_WINDOW), (DST, 0))
 ack_after = float(sys.argv[1])
 got = collect(time.time() + ack_after)
 if "dup" in sys.argv:
     print("client: the same SYN again")
-    s.sendto(seg(isn, 0, 0x02, REQ, opts=bytes([2, 4, 5, 0xb4])), (DST, 0))
+    s.sendto(seg(isn, 0, 0x02, REQ, opts=bytes([2, 4, 5, 0xb4]), window=SYN_WINDOW), (DST, 0))
     got += collect(time.time() + ack_after)
 if "no-ack" not in sys.argv and got:
     synack = [g for g in got if g[0] & 0x12 == 0x12][0]

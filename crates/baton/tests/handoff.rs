@@ -451,49 +451,13 @@ fn set_tcp_ecn(node: &str, value: u8) {
 }
 
 /// Downloads `/files/100M.bin` from be1 (the `images-host` rule: `Host: img.baton.test`;
-/// a path through `/img/..` would be normalised first) through the VIP with a client
-/// that reads its own socket's `TCP_INFO` once the response starts: prints
-/// `tcpi_options` (`TCPI_OPT_ECN` 8: ECN negotiated; `TCPI_OPT_ECN_SEEN` 16: an ECT
-/// segment arrived, which only a sender that negotiated ECN sends, RFC 3168 §6.1.1)
-/// and the body's SHA-256. `ss -ti` would name the same bits `ecn` and `ecnseen`, but
-/// the iproute2 6.1 `ss` of these machines prints none of the option words (not even
-/// `ts` or `sack`) for the kernel's sockets, so the test asks the socket itself.
-const ECN_CLIENT: &str = r#"
-import hashlib, socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-s.sendall(b"GET /files/100M.bin HTTP/1.1\r\nHost: img.baton.test\r\nConnection: close\r\n\r\n")
-data = b""
-while b"\r\n\r\n" not in data:
-    data += s.recv(65536)
-options = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[5]
-head, body = data.split(b"\r\n\r\n", 1)
-digest = hashlib.sha256(body)
-while True:
-    chunk = s.recv(1 << 20)
-    if not chunk:
-        break
-    digest.update(chunk)
-print(options, digest.hexdigest(), head.split(b"\r\n")[0].decode())
-"#;
-
-/// What [`ECN_CLIENT`] saw from the VIP: `tcpi_options`, the body's SHA-256 and the
-/// status line.
+/// a path through `/img/..` would be normalised first) through the VIP, asking the
+/// client's socket what it agreed to: `tcpi_options` (`TCPI_OPT_ECN` 8: ECN negotiated;
+/// `TCPI_OPT_ECN_SEEN` 16: an ECT segment arrived, which only a sender that negotiated
+/// ECN sends, RFC 3168 §6.1.1), the body's SHA-256 and the status line.
 fn ecn_download() -> (u8, String, String) {
-    let out = stdout(&mut support::in_node(
-        &LAB,
-        "client",
-        &[
-            "python3",
-            "-c",
-            ECN_CLIENT,
-            &VIP.to_string(),
-            &HTTP_PORT.to_string(),
-        ],
-    ));
-    let mut words = out.split_whitespace();
-    let options = words.next().unwrap().parse().unwrap();
-    let digest = words.next().unwrap().to_string();
-    (options, digest, words.collect::<Vec<_>>().join(" "))
+    let view = support::socket_download(&LAB, VIP, "/files/100M.bin", "img.baton.test");
+    (view.options, view.digest, view.status)
 }
 
 const TCPI_OPT_ECN: u8 = 8;
@@ -508,10 +472,16 @@ const TCPI_OPT_ECN_SEEN: u8 = 16;
 /// front-end answered before choosing a back-end), nginx's data is Not-ECT, the download
 /// is still exact, and the front-end counts the mismatch. Before the fix the client's
 /// socket had no ECN (no ECE in the SYN/ACK) and nothing arrived ECT(0) (no ECE or CWR in
-/// the SYN').
+/// the SYN'). With the three-turn handoff: the mismatch is seen in the back-end's
+/// SYN/ACK', which a one-turn handoff never shows the front-end (the module absorbs it).
 #[test]
 fn ecn_is_negotiated_end_to_end_through_the_handoff() {
-    let Some(mut cluster) = cluster("ECN through the handoff") else {
+    let config = support::FRONTEND_CONFIG.replacen("[tcp]\n", "[tcp]\none_turn = false\n", 1);
+    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    let Some(mut cluster) = Cluster::builder(&LAB, &SERIAL, "ECN through the handoff")
+        .frontend(&config)
+        .up()
+    else {
         return;
     };
     let sums = curl(&[&format!("http://{VIP}/files/SHA256SUMS")]);

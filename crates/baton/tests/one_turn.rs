@@ -142,48 +142,23 @@ fn one_turn_handoffs_take_the_request_in_the_syn_and_fall_back_where_fast_open_i
     );
 }
 
-/// Downloads `/files/1M.bin` through the VIP with a client that reads its own socket's
-/// `TCP_INFO` once the response starts, and prints `tcpi_options` (`TCPI_OPT_TIMESTAMPS`
-/// 1, `TCPI_OPT_SACK` 2, `TCPI_OPT_WSCALE` 4), `tcpi_snd_wscale` (the shift the VIP
-/// announced), the body's SHA-256 and the status line. `ss -ti` would print the same
-/// (`ts sack wscale:7,..`), but the iproute2 6.1 `ss` of these machines prints none of
-/// the option words for the kernel's sockets (tests/handoff.rs, `ECN_CLIENT`).
-const OPTIONS_CLIENT: &str = r#"
-import hashlib, socket, sys
-s = socket.create_connection((sys.argv[1], 80))
-s.sendall(b"GET /files/1M.bin HTTP/1.1\r\nHost: www.baton.test\r\nConnection: close\r\n\r\n")
-data = b""
-while b"\r\n\r\n" not in data:
-    data += s.recv(65536)
-info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-head, body = data.split(b"\r\n\r\n", 1)
-digest = hashlib.sha256(body)
-while True:
-    chunk = s.recv(1 << 20)
-    if not chunk:
-        break
-    digest.update(chunk)
-print(info[5], info[6] & 0x0f, digest.hexdigest(), head.split(b"\r\n")[0].decode())
-"#;
-
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
 const TCPI_OPT_WSCALE: u8 = 4;
 
-/// What [`OPTIONS_CLIENT`] saw from the VIP: `tcpi_options` and `tcpi_snd_wscale`, after
-/// checking the status and that the body is byte-exact.
+/// `tcpi_options` and `tcpi_snd_wscale` of a client downloading `/files/1M.bin` through
+/// the VIP, after checking the status and that the body is byte-exact.
 fn options_download() -> (u8, u8) {
     let sums = support::curl(&LAB, &[&format!("http://{VIP}/files/SHA256SUMS")]);
     let want = sums.lines().find(|l| l.ends_with(" 1M.bin")).unwrap();
-    let out = stdout(&mut in_node(
-        &LAB,
-        "client",
-        &["python3", "-c", OPTIONS_CLIENT, &VIP.to_string()],
-    ));
-    let words: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(words[3..].join(" "), "HTTP/1.1 200 OK", "{out}");
-    assert_eq!(Some(words[2]), want.split_whitespace().next(), "byte-exact");
-    (words[0].parse().unwrap(), words[1].parse().unwrap())
+    let view = support::socket_download(&LAB, VIP, "/files/1M.bin", "www.baton.test");
+    assert_eq!(view.status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        Some(view.digest.as_str()),
+        want.split_whitespace().next(),
+        "byte-exact"
+    );
+    (view.options, view.snd_wscale)
 }
 
 /// Every SYN answered in XDP (`[tcp] syns_in_xdp`) and the request in the SYN'
@@ -311,4 +286,90 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
     let xdp = support::fastpath_counters(&LAB);
     assert!(xdp["syn_ack_without_options"] >= 2, "{xdp:?}");
     drop(frontend.stop());
+}
+
+/// What stays on the slow path with the one-turn handoff and every SYN in XDP: a
+/// client's SYN carrying data (TCP Fast Open, here without a cookie, `tcp_fastopen = 0x5`
+/// on the client) goes up, is answered by the core, which takes none of the data, and
+/// the request the client sends again after the handshake is served; a request head that
+/// spans several segments (a 6 KB cookie) takes the three-turn handoff, the SYN' first and
+/// the request after the back-end's SYN/ACK'. Each download is byte-exact.
+#[test]
+fn with_one_turn_fast_open_clients_and_long_heads_take_the_slow_path_and_are_served() {
+    let config = support::FRONTEND_CONFIG.replacen(
+        "[tcp]\n",
+        "[tcp]\nsyns_in_xdp = true\none_turn = true\n",
+        1,
+    );
+    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "slow path with one turn")
+        .frontend(&config)
+        .up()
+    else {
+        return;
+    };
+    cluster.assert_fast_path_attached();
+
+    // Fast Open: 0x1 client on, 0x4 data in the SYN without a cookie.
+    support::ok(&mut in_node(
+        &LAB,
+        "client",
+        &["sysctl", "-qw", "net.ipv4.tcp_fastopen=5"],
+    ));
+    let sums = support::curl(&LAB, &[&format!("http://{VIP}/files/SHA256SUMS")]);
+    let want = sums.lines().find(|l| l.ends_with(" 1M.bin")).unwrap();
+    let want = want.split_whitespace().next().unwrap();
+    let fetch = format!("curl -sS -m 60 --tcp-fastopen http://{VIP}/files/1M.bin | sha256sum");
+    for _ in 0..3 {
+        let got = stdout(&mut in_node(&LAB, "client", &["sh", "-c", &fetch]));
+        assert_eq!(
+            got.split_whitespace().next(),
+            Some(want),
+            "fast open: byte-exact"
+        );
+    }
+    support::ok(&mut in_node(
+        &LAB,
+        "client",
+        &["sysctl", "-qw", "net.ipv4.tcp_fastopen=1"],
+    ));
+
+    // A head of three segments.
+    let cookie = format!("Cookie: c={}", "x".repeat(6000));
+    let head = support::curl(
+        &LAB,
+        &[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            &cookie,
+            &format!("http://{VIP}/files/1K.bin"),
+        ],
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "long head: {head}");
+
+    let log = cluster.stop_frontend();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    eprintln!(
+        "core syns_received={} requests_in_syn={} requests_after_syn_ack={} handoffs={}",
+        core("syns_received"),
+        core("requests_in_syn"),
+        core("requests_after_syn_ack"),
+        core("handoffs_completed"),
+    );
+    assert!(
+        core("syns_received") >= 3,
+        "each SYN with data went up to the core, which answered it"
+    );
+    // The SHA256SUMS fetch rode in its SYN' (one segment), and so did the three
+    // fast-open clients' requests, sent again after the handshake; the long head could
+    // not.
+    assert_eq!(core("requests_in_syn"), 4);
+    assert_eq!(
+        core("handoffs_completed") - core("requests_in_syn"),
+        1,
+        "the long head took the three turns"
+    );
 }

@@ -300,6 +300,13 @@ impl Connection {
             .and_then(|i| self.tried.get(usize::from(i)).copied().flatten())
     }
 
+    /// The client's latest window as a SYN' announces it ([`window_in_syn`]); its shift
+    /// applies only if both sides sent the option (RFC 7323 §2.2).
+    fn window_in_syn(&self) -> u16 {
+        let shift = self.terms.ws_f.and(self.syn.window_scale);
+        window_in_syn(self.client_window, shift)
+    }
+
     fn tsopt(&self) -> Option<(u32, u32)> {
         self.terms
             .timestamps
@@ -376,6 +383,16 @@ enum Decision {
     NeedMore,
     Dispatched { tls: bool, backend: Option<Backend> },
     Refused(Option<u16>),
+}
+
+/// The client's receive window as a SYN announces it: a SYN's window field is never
+/// scaled (RFC 7323 §2.2), so `window_field`, from a segment after the SYN, is shifted by
+/// the client's `shift` when scaling is in effect (at most 14, §2.3) and capped at what
+/// the field holds. Exact below 64 KiB; above, less than the client's, which only slows
+/// the back-end's first flight until the client's next ACK announces the rest.
+fn window_in_syn(window_field: u16, shift: Option<u8>) -> u16 {
+    let bytes = u32::from(window_field) << shift.unwrap_or(0).min(14);
+    bytes.min(u32::from(u16::MAX)) as u16
 }
 
 /// Whether `tcp` is a bare SYN with another ISN than `conn`'s own: a new connection on
@@ -1382,7 +1399,18 @@ impl<D: Dispatch> FrontEnd<D> {
         }
         conn.tries = 0;
         conn.rto = self.config.handoff_rto;
-        let syn_prime = if self.config.one_turn {
+        // The SYN' is all the back-end hears of the client before it answers: Linux's
+        // fast-open path takes its send window from the SYN's window field
+        // (`tcp_fastopen_create_child`), where the three-turn ACK' would have carried the
+        // client's latest. A closed window takes the three turns: announced in a SYN'
+        // it would hold the answer until the client's window update, which the core does
+        // not pass on while it awaits the answer (the update acknowledges nothing of the
+        // back-end's), so neither side would send again.
+        let one_turn = self.config.one_turn && conn.window_in_syn() > 0;
+        if self.config.one_turn && !one_turn && conn.candidates == 1 {
+            self.stats.closed_window_handoffs += 1;
+        }
+        let syn_prime = if one_turn {
             self.syn_prime(conn, true)
                 .filter(|p| p.len() <= usize::from(self.config.mss) + 40)
         } else {
@@ -1893,13 +1921,21 @@ impl<D: Dispatch> FrontEnd<D> {
         } else {
             TcpFlags::SYN
         };
+        // With the request, the client's window as it sent the request: the back-end
+        // answers at once, sending into it (see `start_handoff`). A bare SYN''s window
+        // is replaced by the ACK''s.
+        let window = if with_request {
+            conn.window_in_syn()
+        } else {
+            conn.syn.window
+        };
         let mut tcp = bare_segment(
             conn.flow.client.port(),
             backend.port(),
             conn.syn.isn,
             0,
             syn_flags,
-            conn.syn.window,
+            window,
         );
         tcp.max_seg_size = conn.syn.mss;
         tcp.window_scale = conn.syn.window_scale;
@@ -2040,5 +2076,24 @@ mod tests {
             size <= super::super::CONNECTION_SIZE_BOUND,
             "Connection is {size} bytes"
         );
+    }
+
+    /// The window a SYN announces for a window field sent after it: scaled when scaling
+    /// is in effect, the shift capped at 14 (RFC 7323 §2.3), the bytes at 16 bits.
+    #[test]
+    fn a_window_in_a_syn_is_the_scaled_field_in_sixteen_bits() {
+        for (field, shift, syn) in [
+            (0, Some(7), 0),
+            (0, None, 0),
+            (100, None, 100),
+            (3, Some(7), 384),
+            (511, Some(7), 65_408),
+            (512, Some(7), u16::MAX),
+            (u16::MAX, None, u16::MAX),
+            (1, Some(15), 1 << 14),
+            (4, Some(14), u16::MAX),
+        ] {
+            assert_eq!(window_in_syn(field, shift), syn, "{field} << {shift:?}");
+        }
     }
 }

@@ -595,6 +595,11 @@ pub struct Stats {
     /// One-turn handoffs whose back-end took only the SYN (its SYN/ACK' acknowledged no
     /// data): the request went after it, as in the three-turn handoff.
     pub requests_after_syn_ack: u64,
+    /// Handoffs that took the three turns although [`Config::one_turn`] is on, because
+    /// the client's window was closed when its request was dispatched: the ACK' carries
+    /// it, as the client sent it, where a SYN' announcing it would leave the back-end's
+    /// answer waiting for a window update the core does not pass on.
+    pub closed_window_handoffs: u64,
     /// One-turn handoffs taken as done because the client, which resends an
     /// unacknowledged request, stayed quiet past the retransmission schedule.
     pub handoffs_confirmed_by_silence: u64,

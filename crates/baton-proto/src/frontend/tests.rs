@@ -2711,6 +2711,80 @@ fn one_turn_a_request_over_one_segment_takes_three_turns() {
     assert_eq!(h.fe.stats().requests_in_syn, 0);
 }
 
+/// A request sent with a closed window takes the three turns: the SYN' goes bare, and
+/// the ACK' that brings the request announces the client's zero window, which holds the
+/// back-end's answer until the client opens it (RFC 9293 §3.8.6), as a SYN' announcing
+/// it would not: Linux's fast-open path would wait for a window update the core does not
+/// pass on before the handoff completes.
+#[test]
+fn one_turn_a_closed_window_takes_three_turns_whose_ack_prime_announces_it() {
+    let mut h = one_turn();
+    let (isn_f, tsv_f) = h.handshake();
+    let mut request = h.ack(isn_f, tsv_f, CISN + 1, REQUEST);
+    request.window_len = 0;
+    h.client_sends(&request);
+    let out = h.drain();
+    let [syn] = &out[..] else {
+        panic!("{} packets out", out.len());
+    };
+    assert!(syn.tcp().flags.contains(TcpFlags::SYN));
+    assert!(syn.tcp().payload.is_empty(), "no request in the SYN'");
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    assert_eq!(h.fe.stats().requests_in_syn, 0);
+    assert_eq!(h.fe.stats().closed_window_handoffs, 1);
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    let out = h.drain();
+    let [ack_prime] = &out[..] else {
+        panic!("{} packets out", out.len());
+    };
+    assert_eq!(ack_prime.tcp().payload, REQUEST);
+    assert_eq!(ack_prime.tcp().window_len, 0, "the client's closed window");
+
+    // The same when the core meets the connection at its request (every SYN answered
+    // in the fast path): the request's window is all the core knows of the client's.
+    let mut h = harness_with(
+        Config {
+            one_turn: true,
+            every_syn_in_fast_path: true,
+            ..config()
+        },
+        vec![B1, B2],
+    );
+    let answer = fast_path_cookie(&h, h.now);
+    let (tsv_f, _) = answer.timestamps.expect("timestamps agreed");
+    let mut request = h.ack(answer.isn, tsv_f, CISN + 1, REQUEST);
+    request.window_len = 0;
+    h.client_sends(&request);
+    let out = h.drain();
+    let [syn] = &out[..] else {
+        panic!("{} packets out", out.len());
+    };
+    assert!(syn.tcp().payload.is_empty(), "no request in the SYN'");
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    assert_eq!(h.fe.stats().closed_window_handoffs, 1);
+}
+
+/// An open window rides in the SYN' with the request as the client announced it with
+/// the request, in bytes (a SYN's window is never scaled, RFC 7323 §2.2), not as its SYN
+/// did: the back-end answers into it at once.
+#[test]
+fn one_turn_the_syn_prime_announces_the_window_the_request_came_with() {
+    let mut h = one_turn();
+    let (isn_f, tsv_f) = h.handshake();
+    let mut request = h.ack(isn_f, tsv_f, CISN + 1, REQUEST);
+    request.window_len = 3;
+    h.client_sends(&request);
+    let out = h.drain();
+    let syn = out.last().unwrap().tcp();
+    assert_eq!(syn.payload, REQUEST);
+    assert_eq!(
+        syn.window_len,
+        3 << 7,
+        "the field scaled by the client's shift"
+    );
+    assert_eq!(h.fe.stats().closed_window_handoffs, 0);
+}
+
 /// With the fast path answering every SYN (`every_syn_in_fast_path`) the core asks for
 /// cookies from the start, and meets the connection at its request: the first data
 /// segment brings the cookie back (the handshake's bare ACK was taken in by XDP), and

@@ -746,3 +746,64 @@ impl<'a> ClusterBuilder<'a> {
         Some(cluster)
     }
 }
+
+/// A client that downloads `http://ADDR/PATH` with `Host: HOST` and `Connection: close`,
+/// reads its own socket's `TCP_INFO` once the response starts, and prints
+/// `tcpi_options`, `tcpi_snd_wscale`, the body's SHA-256 and the status line. `ss -ti`
+/// would name the same bits, but the iproute2 6.1 `ss` of these machines prints none of
+/// the option words (not even `ts` or `sack`) for the kernel's sockets, so the test asks
+/// the socket itself.
+const TCP_INFO_CLIENT: &str = r#"
+import hashlib, socket, sys
+s = socket.create_connection((sys.argv[1], 80))
+s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.1\r\nHost: " + sys.argv[3].encode() + b"\r\nConnection: close\r\n\r\n")
+data = b""
+while b"\r\n\r\n" not in data:
+    data += s.recv(65536)
+info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+head, body = data.split(b"\r\n\r\n", 1)
+digest = hashlib.sha256(body)
+while True:
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        break
+    digest.update(chunk)
+print(info[5], info[6] & 0x0f, digest.hexdigest(), head.split(b"\r\n")[0].decode())
+"#;
+
+/// What the client's own socket saw of a download ([`socket_download`]).
+pub struct SocketView {
+    /// `tcpi_options`: `TCPI_OPT_TIMESTAMPS` 1, `TCPI_OPT_SACK` 2, `TCPI_OPT_WSCALE` 4,
+    /// `TCPI_OPT_ECN` 8 (negotiated), `TCPI_OPT_ECN_SEEN` 16 (an ECT segment arrived).
+    pub options: u8,
+    /// `tcpi_snd_wscale`: the shift the server announced.
+    pub snd_wscale: u8,
+    /// The body's SHA-256, hex.
+    pub digest: String,
+    pub status: String,
+}
+
+/// Downloads `path` from `addr` with `Host: host` on lab node `client`, asking the
+/// client's socket what it agreed to (`TCP_INFO`).
+pub fn socket_download(lab: &str, addr: Ipv4Addr, path: &str, host: &str) -> SocketView {
+    let out = stdout(&mut in_node(
+        lab,
+        "client",
+        &[
+            "python3",
+            "-c",
+            TCP_INFO_CLIENT,
+            &addr.to_string(),
+            path,
+            host,
+        ],
+    ));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert!(words.len() >= 4, "the client printed {out:?}");
+    SocketView {
+        options: words[0].parse().unwrap(),
+        snd_wscale: words[1].parse().unwrap(),
+        digest: words[2].to_owned(),
+        status: words[3..].join(" "),
+    }
+}
