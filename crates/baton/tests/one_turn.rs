@@ -161,6 +161,17 @@ fn options_download() -> (u8, u8) {
     (view.options, view.snd_wscale)
 }
 
+/// The lab's front-end configuration with `syns_in_xdp` and `one_turn` on.
+fn with_syns_in_xdp_and_one_turn() -> String {
+    let config = support::FRONTEND_CONFIG.replacen(
+        "[tcp]\n",
+        "[tcp]\nsyns_in_xdp = true\none_turn = true\n",
+        1,
+    );
+    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    config
+}
+
 /// Every SYN answered in XDP (`[tcp] syns_in_xdp`) and the request in the SYN'
 /// (`one_turn`), with back-ends that take it (fast open): the front-end's slow path sees
 /// one packet per connection, the request, and the handshake never reaches it. Each
@@ -170,12 +181,7 @@ fn options_download() -> (u8, u8) {
 /// client gets the cookie's own terms, neither of them.
 #[test]
 fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() {
-    let config = support::FRONTEND_CONFIG.replacen(
-        "[tcp]\n",
-        "[tcp]\nsyns_in_xdp = true\none_turn = true\n",
-        1,
-    );
-    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    let config = with_syns_in_xdp_and_one_turn();
     let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "one packet per connection")
         .frontend(&config)
         .up()
@@ -296,12 +302,7 @@ fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() 
 /// the request after the back-end's SYN/ACK'. Each download is byte-exact.
 #[test]
 fn with_one_turn_fast_open_clients_and_long_heads_take_the_slow_path_and_are_served() {
-    let config = support::FRONTEND_CONFIG.replacen(
-        "[tcp]\n",
-        "[tcp]\nsyns_in_xdp = true\none_turn = true\n",
-        1,
-    );
-    assert_ne!(config, support::FRONTEND_CONFIG, "no [tcp] table to extend");
+    let config = with_syns_in_xdp_and_one_turn();
     let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "slow path with one turn")
         .frontend(&config)
         .up()

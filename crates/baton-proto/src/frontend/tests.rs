@@ -147,6 +147,13 @@ impl Harness {
         std::mem::take(&mut self.transmits)
     }
 
+    /// The one packet sent since the last call; fails the test if there were more or none.
+    fn drain_one(&mut self) -> Out {
+        let mut out = self.drain();
+        assert_eq!(out.len(), 1, "{} packets out", out.len());
+        out.pop().unwrap()
+    }
+
     /// The events raised since the last call.
     fn events(&mut self) -> Vec<Event> {
         self.pump();
@@ -2723,20 +2730,14 @@ fn one_turn_a_closed_window_takes_three_turns_whose_ack_prime_announces_it() {
     let mut request = h.ack(isn_f, tsv_f, CISN + 1, REQUEST);
     request.window_len = 0;
     h.client_sends(&request);
-    let out = h.drain();
-    let [syn] = &out[..] else {
-        panic!("{} packets out", out.len());
-    };
+    let syn = h.drain_one();
     assert!(syn.tcp().flags.contains(TcpFlags::SYN));
     assert!(syn.tcp().payload.is_empty(), "no request in the SYN'");
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
     assert_eq!(h.fe.stats().requests_in_syn, 0);
     assert_eq!(h.fe.stats().closed_window_handoffs, 1);
     h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
-    let out = h.drain();
-    let [ack_prime] = &out[..] else {
-        panic!("{} packets out", out.len());
-    };
+    let ack_prime = h.drain_one();
     assert_eq!(ack_prime.tcp().payload, REQUEST);
     assert_eq!(ack_prime.tcp().window_len, 0, "the client's closed window");
 
@@ -2755,10 +2756,7 @@ fn one_turn_a_closed_window_takes_three_turns_whose_ack_prime_announces_it() {
     let mut request = h.ack(answer.isn, tsv_f, CISN + 1, REQUEST);
     request.window_len = 0;
     h.client_sends(&request);
-    let out = h.drain();
-    let [syn] = &out[..] else {
-        panic!("{} packets out", out.len());
-    };
+    let syn = h.drain_one();
     assert!(syn.tcp().payload.is_empty(), "no request in the SYN'");
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
     assert_eq!(h.fe.stats().closed_window_handoffs, 1);
