@@ -66,9 +66,10 @@ impl BackendFlow {
     pub const SYN_ACK_ABSORBED: u32 = 1 << 3;
     /// The server retransmitted its absorbed SYN/ACK' (the client resent its request,
     /// whose acknowledgement rode on the absorbed one, and the front-end sent the SYN'
-    /// again; or the server's timer): the first retransmission goes to the front-end,
-    /// the proof that this back-end has the request, so that a slow application is not
-    /// taken for a dead back-end. Later ones are dropped.
+    /// again; or the server's timer): every retransmission goes to the front-end, the
+    /// proof that this back-end has the request (a slow application is not a dead
+    /// back-end) and the server's call for the client's ACK, which the front-end sends
+    /// in the client's name ([`SynAckFate::RepeatToFrontend`]).
     pub const SYN_ACK_REPEATED: u32 = 1 << 4;
     /// Where [`BackendFlow::syn_data_len`] sits in `state`.
     const SYN_DATA_SHIFT: u32 = 16;
@@ -113,10 +114,10 @@ impl BackendFlow {
     /// - past it by at most the SYN''s data: the server has the request (Linux takes a
     ///   SYN's data whole or not at all, so the ack is exactly `client_isn + 1 + len`,
     ///   the range only errs toward keeping the connection). The first such SYN/ACK' is
-    ///   [`SynAckFate::Absorbed`]; the server sends it again while the client has not
-    ///   completed its handshake (a repeated SYN', or its own timer), and the first
-    ///   repeat is [`SynAckFate::RepeatToFrontend`], later ones
-    ///   [`SynAckFate::RepeatDropped`].
+    ///   [`SynAckFate::Absorbed`]; the server sends it again while nothing has completed
+    ///   its handshake (a repeated SYN', or its own timer), and every repeat is
+    ///   [`SynAckFate::RepeatToFrontend`]: until its handshake completes, the server
+    ///   sends nothing else again, its answer included.
     /// - anything else answers another SYN: [`SynAckFate::OtherConnection`].
     #[inline(always)]
     pub const fn syn_ack_fate(&self, ack: u32) -> SynAckFate {
@@ -128,8 +129,6 @@ impl BackendFlow {
             SynAckFate::ToFrontend
         } else if acked > self.syn_data_len() {
             SynAckFate::OtherConnection
-        } else if self.state & Self::SYN_ACK_REPEATED != 0 {
-            SynAckFate::RepeatDropped
         } else if self.state & Self::SYN_ACK_ABSORBED != 0 {
             SynAckFate::RepeatToFrontend
         } else {
@@ -205,13 +204,15 @@ pub enum SynAckFate {
     /// segment dropped, so that it never leaves the back-end; the flow is confirmed
     /// (docs/design.md, "The one-turn handoff").
     Absorbed,
-    /// The first repeat of an absorbed one: translated and sent to the front-end
+    /// A repeat of an absorbed one: translated and sent to the front-end
     /// ([`stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND`]), the proof that this back-end has the
-    /// request, so that a slow application is not taken for a dead back-end.
+    /// request, so that a slow application is not taken for a dead back-end, and the
+    /// server's call for the ACK that completes its handshake. Linux's fast-open child
+    /// retransmits nothing but its SYN/ACK until then, so an answer lost whole on its
+    /// way to the client, which leaves the client nothing to acknowledge, is sent again
+    /// only once the front-end has answered (docs/design.md, "The one-turn handoff").
+    /// The server's timer bounds the repeats (six, over 63 s), and the answer ends them.
     RepeatToFrontend,
-    /// A later repeat: dropped ([`stat::OUT_SYN_ACK_REPEAT_DROPPED`]); the front-end has
-    /// had its proof.
-    RepeatDropped,
     /// It answers another SYN on the entry's ports: the entry is stale, removed, and the
     /// segment passed untouched ([`stat::OUT_STALE_FLOW_REMOVED`]).
     OtherConnection,
@@ -228,7 +229,7 @@ impl SynAckFate {
                     | BackendFlow::SYN_ACK_ABSORBED
                     | BackendFlow::CONFIRMED
             }
-            Self::ToFrontend | Self::RepeatDropped | Self::OtherConnection => 0,
+            Self::ToFrontend | Self::OtherConnection => 0,
         }
     }
 }
@@ -536,12 +537,14 @@ pub mod stat {
     /// A SYN/ACK' that acknowledges the SYN''s data: its translation recorded, the
     /// segment dropped (the front-end needs it not; the client must never see it).
     pub const OUT_SYN_ACK_ABSORBED: u32 = 23;
-    /// A SYN/ACK' retransmitted by a server whose first was absorbed (its handshake not
-    /// yet completed by the client's acknowledgement of the answer), after the first
-    /// such retransmission went to the front-end (`SYN_ACK_REPEATED`): dropped.
+    /// Never counted now: it counted the repeats of an absorbed SYN/ACK' after the
+    /// first, which were dropped, until every repeat went to the front-end
+    /// ([`super::SynAckFate::RepeatToFrontend`]). The slot stays so that the counter
+    /// array keeps its size (pinned across upgrades) and later indexes their meaning.
     pub const OUT_SYN_ACK_REPEAT_DROPPED: u32 = 24;
-    /// The first retransmission of an absorbed SYN/ACK': sent to the front-end (also
-    /// counted in `OUT_SYN_ACK_TO_FRONTEND`), the proof that the server has the request.
+    /// A retransmission of an absorbed SYN/ACK': sent to the front-end (also counted in
+    /// `OUT_SYN_ACK_TO_FRONTEND`), the proof that the server has the request and its
+    /// call for the client's ACK, which the front-end sends.
     pub const OUT_SYN_ACK_REPEAT_TO_FRONTEND: u32 = 25;
     /// Number of counters.
     pub const COUNT: u32 = 26;
@@ -702,28 +705,24 @@ mod tests {
     }
 
     #[test]
-    fn repeats_of_an_absorbed_syn_ack_go_to_the_front_end_once() {
+    fn every_repeat_of_an_absorbed_syn_ack_goes_to_the_front_end() {
         let isn = 4000;
         let mut flow = BackendFlow::new(Translation::default(), isn, 0x02, 57);
         let request_acked = isn.wrapping_add(58);
-        // (fate, what the entry is marked with, whether the SYN/ACK' stays here), for
-        // the server's first SYN/ACK' and three repeats.
-        let walk = [
-            (SynAckFate::Absorbed, true),
-            (SynAckFate::RepeatToFrontend, false),
-            (SynAckFate::RepeatDropped, false),
-            (SynAckFate::RepeatDropped, false),
-        ];
-        for (i, (fate, stays)) in walk.into_iter().enumerate() {
+        // (fate, whether the SYN/ACK' stays here), for the server's first SYN/ACK' and
+        // its six timer repeats: each repeat is the server asking for the client's ACK,
+        // which only the front-end can send, so none may be lost on the back-end.
+        let walk = [(SynAckFate::Absorbed, true)]
+            .into_iter()
+            .chain([(SynAckFate::RepeatToFrontend, false); 6]);
+        for (i, (fate, stays)) in walk.enumerate() {
             assert_eq!(flow.syn_ack_fate(request_acked), fate, "SYN/ACK' {i}");
             flow.state |= fate.marks();
-            if fate != SynAckFate::RepeatDropped {
-                assert_eq!(
-                    BackendFlow::keeps_syn_ack(flow.state),
-                    stays,
-                    "SYN/ACK' {i}"
-                );
-            }
+            assert_eq!(
+                BackendFlow::keeps_syn_ack(flow.state),
+                stays,
+                "SYN/ACK' {i}"
+            );
             assert!(flow.is_confirmed(), "nothing of the answer is copied");
         }
         assert_eq!(flow.syn_data_len(), 57, "the marks keep the length");
@@ -737,11 +736,7 @@ mod tests {
             flow.syn_ack_fate(isn.wrapping_add(59)),
             SynAckFate::OtherConnection
         );
-        for fate in [
-            SynAckFate::ToFrontend,
-            SynAckFate::RepeatDropped,
-            SynAckFate::OtherConnection,
-        ] {
+        for fate in [SynAckFate::ToFrontend, SynAckFate::OtherConnection] {
             assert_eq!(fate.marks(), 0, "{fate:?} leaves the entry as it is");
         }
     }

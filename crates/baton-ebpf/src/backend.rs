@@ -494,16 +494,13 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         let fate = value.syn_ack_fate(u32::from_be_bytes(seg.ack));
         match fate {
             SynAckFate::ToFrontend => {}
-            // Retransmitted again: the front-end has had its proof.
-            SynAckFate::RepeatDropped => {
-                return Some(Verdict::Drop(stat::OUT_SYN_ACK_REPEAT_DROPPED));
-            }
             SynAckFate::Absorbed | SynAckFate::RepeatToFrontend => {
                 if fate == SynAckFate::RepeatToFrontend {
                     // The server retransmits it: the client resent its request (whose
                     // acknowledgement rode on the absorbed one) and the front-end the
-                    // SYN', or the server's timer fired. This one goes to the front-end
-                    // below, translated, as the proof that the server has the request.
+                    // SYN', or the server's timer fired. It goes to the front-end below,
+                    // translated: the proof that the server has the request, and its
+                    // call for the client's ACK, which the front-end answers.
                     count(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND);
                 }
                 // Noted in the map, not in a variable: the SYN/ACK' rewrite below

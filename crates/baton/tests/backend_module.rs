@@ -821,9 +821,10 @@ fn syn_data_passes_only_with_a_verified_handoff_option() {
 }
 
 /// The server took the request with the SYN' (fast open): its SYN/ACK' acknowledges
-/// `client_isn + 1 + len`, has its translation recorded and is dropped, as is its
-/// retransmission; the answer and the FIN are translated for the client and not copied
-/// to the front-end (which learns of the handoff from the client's ACK), a RST still is.
+/// `client_isn + 1 + len`, has its translation recorded and is dropped; every
+/// retransmission goes to the front-end, which answers with the client's ACK'; the
+/// answer and the FIN are translated for the client and not copied to the front-end
+/// (which learns of the handoff from the client's ACK), a RST still is.
 /// A SYN/ACK' acknowledging the SYN alone (fast open refused) goes to the front-end, which
 /// then sends the request (the fallback).
 #[test]
@@ -850,24 +851,26 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
             flow.state & 0xffff,
             BackendFlow::SYN_ACK_ABSORBED | BackendFlow::CONFIRMED
         );
-        // Retransmitted (the client resent its request, the front-end its SYN'): the
-        // first repeat goes to the front-end, translated (the proof the server has the
-        // request), later ones are dropped; the translation stays as it was.
-        let (verdict, out) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
-        assert_eq!(verdict, TC_ACT_PIPE);
-        assert_eq!(&out[..6], &FE_MAC, "to the front-end");
-        let p = parse(&out);
-        assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
-        assert_eq!(
-            (p.tcp.seq_number, p.tcp.ack_number),
-            (ISN_F, after_request),
-            "in the front-end's terms"
-        );
-        assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND), 1);
-        assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 1);
-        let (verdict, _) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
-        assert_eq!(verdict, TC_ACT_SHOT);
-        assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_DROPPED), 1);
+        // Retransmitted (the client resent its request, the front-end its SYN', or the
+        // server's timer): every repeat goes to the front-end, translated, the proof the
+        // server has the request and its call for the client's ACK, which only the
+        // front-end can send; the translation stays as it was.
+        for repeat in 1..=3 {
+            let (verdict, out) =
+                module.run("backend_egress", &syn_ack_acking(after_request).bytes());
+            assert_eq!(verdict, TC_ACT_PIPE, "repeat {repeat}");
+            assert_eq!(&out[..6], &FE_MAC, "to the front-end");
+            let p = parse(&out);
+            assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
+            assert_eq!(
+                (p.tcp.seq_number, p.tcp.ack_number),
+                (ISN_F, after_request),
+                "in the front-end's terms"
+            );
+            assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND), repeat);
+            assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), repeat);
+        }
+        assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_DROPPED), 0);
         assert_eq!(module.stat(stat::OUT_SYN_ACK_ABSORBED), 1);
         let repeated = module.flow().unwrap();
         assert_eq!(repeated.translation, flow.translation);

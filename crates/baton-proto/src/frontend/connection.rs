@@ -1206,12 +1206,11 @@ impl<D: Dispatch> FrontEnd<D> {
             // Translated by the back-end's egress: its seq is isn_f, and it acknowledges
             // the client's SYN (and, in a one-turn handoff, perhaps the request with it).
             let syn_acked = conn.syn.isn.wrapping_add(1);
-            if conn.request_in_syn
-                && tcp.seq_number == conn.terms.isn_f
-                && tcp.ack_number == conn.rcv_nxt
-                && tcp.ack_number != syn_acked
-            {
-                // A module that copies its SYN/ACK': the back-end has the request.
+            if self.acknowledges_request_in_syn(conn, tcp) {
+                // The back-end has the request: a repeat of the SYN/ACK' its module
+                // absorbed, or a module that copies every SYN/ACK'. Its server waits in
+                // SYN-RECV for the client's ACK, which goes first.
+                self.answer_backend_syn_ack(conn, tcp);
                 return self.complete_handoff(now, slot, conn, false);
             }
             if tcp.seq_number != conn.terms.isn_f || tcp.ack_number != syn_acked {
@@ -1270,8 +1269,69 @@ impl<D: Dispatch> FrontEnd<D> {
         Next::Keep
     }
 
+    /// Whether a back-end segment is a SYN/ACK' that acknowledges the request a one-turn
+    /// SYN' carried: from the front-end's ISN, acknowledging exactly the request's end
+    /// (what the back-end's egress sends the front-end of a server that took the request
+    /// with TCP Fast Open and repeats its SYN/ACK').
+    fn acknowledges_request_in_syn(&self, conn: &Connection, tcp: &TcpRepr<'_>) -> bool {
+        conn.request_in_syn
+            && tcp.flags.contains(TcpFlags::SYN | TcpFlags::ACK)
+            && !tcp.flags.contains(TcpFlags::RST)
+            && tcp.seq_number == conn.terms.isn_f
+            && tcp.ack_number == conn.rcv_nxt
+            && tcp.ack_number != conn.syn.isn.wrapping_add(1)
+    }
+
+    /// The client's ACK' for a server that took a one-turn request in its SYN' and
+    /// repeats its SYN/ACK': the handshake's completing ACK, at the request's end,
+    /// acknowledging the SYN, in the client's terms (the back-end's ingress translates
+    /// it, docs/design.md, "Packet walk", step 7).
+    ///
+    /// The client cannot send it: its SYN/ACK was the front-end's, and the server's stays
+    /// on the back-end. Linux's fast-open child in SYN-RECV sends its answer once and then
+    /// retransmits nothing but the SYN/ACK until a client segment in its window
+    /// completes the handshake (`tcp_retransmit_timer`, `tcp_check_req`); a client whose
+    /// whole answer was lost on the way has nothing to acknowledge, and its resent request
+    /// starts before that window, so it only draws a bare ACK that silences it. Without
+    /// this ACK' such a client waits for ever. Every repeat is answered (the module sends
+    /// each to the front-end), so a lost ACK' costs one more of the server's SYN/ACK
+    /// timeouts, not the connection.
+    ///
+    /// The timestamps echo the SYN/ACK' answered, which the ingress turns back into the
+    /// server's own recent TSval, so that its first RTT sample is this exchange's and not
+    /// the time since its first SYN/ACK (the server's retransmission timeout, which its
+    /// answer waits for, starts from that sample); the TSval is the client's latest,
+    /// at least the SYN''s, which the server's PAWS check compares it with.
+    fn answer_backend_syn_ack(&mut self, conn: &Connection, syn_ack: &TcpRepr<'_>) {
+        let Some(backend) = conn.backend() else {
+            return;
+        };
+        self.stats.syn_ack_repeats_answered += 1;
+        let ack_prime = bare_segment(
+            conn.flow.client.port(),
+            backend.port(),
+            conn.rcv_nxt,
+            conn.terms.isn_f.wrapping_add(1),
+            TcpFlags::ACK,
+            conn.client_window,
+        );
+        let ts = conn.terms.timestamps.then(|| {
+            let echoed = syn_ack.timestamps.map_or(conn.terms.tsv_f, |ts| ts.tsval);
+            (conn.ts_recent, echoed)
+        });
+        let ack_prime = with_timestamps(ack_prime, ts);
+        let packet = packet::build(
+            *conn.flow.client.ip(),
+            *backend.ip(),
+            conn.syn.ttl,
+            &ack_prime,
+        );
+        self.transmit(packet);
+    }
+
     /// Copies of the back-end's segments after the handoff (docs/design.md, "Packet
-    /// walk", step 9): a RST starts the grace period. Anything else changes nothing. A
+    /// walk", step 9): a RST starts the grace period, and a SYN/ACK' repeated by the
+    /// server of a one-turn handoff gets the client's ACK'. Anything else changes nothing. A
     /// FIN here is the copy of a first answer that carried it, overtaken by the fast
     /// path's word that the client acknowledged that answer (`Connection: close`), or a
     /// FIN copy from a back-end module of an older build (a rolling upgrade): counted and
@@ -1283,6 +1343,15 @@ impl<D: Dispatch> FrontEnd<D> {
         conn: &mut Connection,
         tcp: &TcpRepr<'_>,
     ) -> Next {
+        if conn.state == State::Forwarding && self.acknowledges_request_in_syn(conn, tcp) {
+            // The server of a one-turn handoff is still in SYN-RECV: the handoff was
+            // confirmed by an earlier repeat whose ACK' the network lost, or by the
+            // client's acknowledgement of the answer, lost between the fast path and the
+            // server; the answer, or its retransmissions, may never reach the client.
+            conn.last_heard = now;
+            self.answer_backend_syn_ack(conn, tcp);
+            return Next::Keep;
+        }
         if tcp.flags.contains(TcpFlags::RST) {
             if conn.state == State::Forwarding {
                 conn.last_heard = now;
@@ -1317,9 +1386,19 @@ impl<D: Dispatch> FrontEnd<D> {
                 self.abort(now, conn, ResetReason::RequestTimeout, true)
             }
             State::HandingOff(_) if conn.request_in_syn => {
-                // The client would have resent an unacknowledged request by now.
-                self.stats.handoffs_confirmed_by_silence += 1;
-                self.complete_handoff(now, slot, conn, false)
+                // Neither the client nor the back-end heard from for a quiet period. Not
+                // proof that the back-end has the request: the client's resends may have
+                // been lost (a Linux client's first retransmission after a 200 ms tail
+                // loss probe comes about 2 s later, so one lost resend makes 3 s of
+                // silence), and a back-end that never had the SYN' would then get the
+                // client's segments with no connection to take them. A back-end that has
+                // it shows it (its SYN/ACK' repeats, every one sent here, or the client's
+                // acknowledgement of its answer), so the SYN' goes again instead.
+                if conn.tries < self.config.handoff_retries {
+                    self.stats.syn_primes_after_silence += 1;
+                }
+                let quiet = self.quiet_period(conn);
+                self.send_request_in_syn_again(now, slot, conn, quiet)
             }
             State::HandingOff(phase) => {
                 self.pay_owed_ack(conn);
@@ -1429,7 +1508,8 @@ impl<D: Dispatch> FrontEnd<D> {
                 self.transmit(Ok(packet));
                 self.stats.requests_in_syn += 1;
                 // `last_heard` and `rto` hold the time of the client's latest sending of
-                // its request and the gap before it, until the handoff completes.
+                // its request and the gap before it (or the last quiet period, after
+                // which the front-end sent the SYN' itself), until the handoff completes.
                 conn.last_heard = now;
                 conn.rto = Duration::ZERO;
                 let deadline = now + self.quiet_period(conn);
@@ -1445,13 +1525,14 @@ impl<D: Dispatch> FrontEnd<D> {
         self.stats.syn_primes_sent += 1;
     }
 
-    /// How long a one-turn handoff waits without hearing the client again before taking
-    /// the silence as the back-end's answer: the client resends its request until some
-    /// acknowledgement reaches it, and only the back-end acknowledges it, so a client
-    /// that stays quiet past its next retransmission has had its request acknowledged (a
-    /// slow application that has not answered yet). The client's timer is not known:
-    /// at least 3 s (three times RFC 6298's largest initial timeout), and 2.5 times the
-    /// last gap between its sendings, since each gap at most doubles the one before.
+    /// How long a one-turn handoff waits without hearing the client again before it
+    /// sends the SYN' again itself: the client resends its request until some
+    /// acknowledgement reaches it, and each resend sends the SYN' again, so this timer
+    /// only fires when resends were lost (or the client is gone) and no proof came from
+    /// the back-end either. The client's timer is not known: at least 3 s (three times
+    /// RFC 6298's largest initial timeout), and 2.5 times the last gap between its
+    /// sendings (or the last quiet period), so that the front-end's own SYN''s stay
+    /// rarer than the client's resends.
     fn quiet_period(&self, conn: &Connection) -> Duration {
         conn.rto
             .saturating_mul(5)
@@ -1462,16 +1543,31 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// The client resent its request during a one-turn handoff: nothing acknowledged it,
     /// so the SYN' or the back-end's answer was lost, or the back-end is gone. The SYN'
-    /// goes again (a duplicate is harmless at the back-end at every stage), and past
-    /// [`super::Config::handoff_retries`] resends the next candidate is tried.
+    /// goes again.
     fn request_resent(&mut self, now: Instant, slot: u32, conn: &mut Connection) -> Next {
+        let gap = now.saturating_duration_since(conn.last_heard);
+        conn.last_heard = now;
+        self.send_request_in_syn_again(now, slot, conn, gap)
+    }
+
+    /// The SYN' with the request again, on a client's resend or after a quiet period
+    /// (`gap`, what the next quiet period grows from): a duplicate is harmless at the
+    /// back-end at every stage, and draws a repeat of its SYN/ACK' if its server has the
+    /// request. Past [`super::Config::handoff_retries`] the back-end has failed
+    /// ([`HandoffFailure::Silent`]) and the next candidate is tried.
+    fn send_request_in_syn_again(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        conn: &mut Connection,
+        gap: Duration,
+    ) -> Next {
         if conn.tries >= self.config.handoff_retries {
             self.stats.backend_timeouts += 1;
             return self.next_candidate(now, slot, conn, HandoffFailure::Silent);
         }
         conn.tries += 1;
-        conn.rto = now.saturating_duration_since(conn.last_heard);
-        conn.last_heard = now;
+        conn.rto = gap;
         if let Some(packet) = self.syn_prime(conn, true) {
             self.transmit(Ok(packet));
         }

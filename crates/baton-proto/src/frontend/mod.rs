@@ -600,9 +600,14 @@ pub struct Stats {
     /// it, as the client sent it, where a SYN' announcing it would leave the back-end's
     /// answer waiting for a window update the core does not pass on.
     pub closed_window_handoffs: u64,
-    /// One-turn handoffs taken as done because the client, which resends an
-    /// unacknowledged request, stayed quiet past the retransmission schedule.
-    pub handoffs_confirmed_by_silence: u64,
+    /// SYN''s with the request sent again because neither the client (which resends an
+    /// unacknowledged request) nor the back-end was heard from for a quiet period: the
+    /// client's resends were lost, or it is gone. Counted in `syn_prime_retransmits` too.
+    pub syn_primes_after_silence: u64,
+    /// SYN/ACK's of one-turn handoffs (the server's repeats, its request taken with the
+    /// SYN') answered with the client's ACK', which completes the server's handshake so
+    /// that it sends its answer again if that was lost.
+    pub syn_ack_repeats_answered: u64,
     /// ACK' and request retransmissions.
     pub request_retransmits: u64,
     /// Dispatched requests the front-end acknowledged itself, at the handoff's first

@@ -2624,24 +2624,60 @@ fn one_turn_a_forged_resend_moves_nothing() {
     assert_eq!(h.fe.stats().syn_prime_retransmits, 1);
 }
 
-/// A client that stays quiet after sending its request had it acknowledged, and only the
-/// back-end can have: past the quiet period the handoff is done.
+/// Silence is no proof that the back-end has the request (the client's resends can all
+/// be lost, and a back-end that never had the SYN' would then get the client's segments
+/// with no connection to take them): past the quiet period the SYN' goes again, counted
+/// as a try, and the handoff waits for a proof; past the retries the next candidate gets
+/// the request.
 #[test]
-fn one_turn_a_quiet_client_means_the_backend_has_the_request() {
+fn one_turn_silence_sends_the_syn_prime_again() {
     let mut h = one_turn();
-    let (_, _, _) = request_in_syn(&mut h);
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
     let at = h.fe.poll_timeout().unwrap();
     assert_eq!(at.saturating_duration_since(h.now), Duration::from_secs(3));
     h.advance_to_timer();
-    let outputs = h.outputs();
-    assert!(
-        matches!(&outputs[..], [Output::Event(Event::HandedOff(d))] if !d.confirmed_by_fast_path),
-        "{outputs:?}"
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "the SYN' again");
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert!(out[0].tcp().flags.contains(TcpFlags::SYN));
+    assert_eq!(out[0].tcp().payload, REQUEST);
+    assert!(h.events().is_empty(), "not handed off");
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    assert_eq!(h.fe.stats().syn_primes_after_silence, 1);
+    // The next quiet period grows from the last (2.5 times 3 s).
+    let at = h.fe.poll_timeout().unwrap();
+    assert_eq!(
+        at.saturating_duration_since(h.now),
+        Duration::from_millis(7500)
     );
-    assert_eq!(h.fe.stats().handoffs_confirmed_by_silence, 1);
+    // A proof still completes it: the server's SYN/ACK' acknowledging the request.
+    let mut took = h.backend_syn_ack(isn_f, tsv_f);
+    took.ack_number = CISN + 1 + REQUEST.len() as u32;
+    h.backend_sends(took);
+    assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+
+    // Nothing at all: after the retries (silences and resends alike), the next
+    // candidate.
+    let mut h = one_turn();
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+    h.advance_to_timer();
+    h.drain();
+    h.now += Duration::from_secs(1);
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    h.drain();
+    h.advance_to_timer();
+    h.drain();
+    h.advance_to_timer();
+    let out = h.drain();
+    assert!(
+        out.last().is_some_and(|o| o.ip().dst_addr == *B2.ip()),
+        "the next candidate"
+    );
+    assert_eq!(h.fe.stats().backend_timeouts, 1);
+    assert_eq!(h.fe.stats().syn_primes_after_silence, 2);
 
     // A client with a long timer: after a 2 s gap, the next may come 4 s later, and the
-    // silence must outlast it.
+    // quiet period must outlast it.
     let mut h = one_turn();
     let (isn_f, tsv_f, _) = request_in_syn(&mut h);
     h.now += Duration::from_secs(2);
@@ -2653,7 +2689,8 @@ fn one_turn_a_quiet_client_means_the_backend_has_the_request() {
 
 /// A back-end whose SYN/ACK' acknowledges only the SYN (its module dropped the data, or
 /// an older module): the request goes after it, as in the three-turn handoff; one whose
-/// SYN/ACK' acknowledges the request has it.
+/// SYN/ACK' acknowledges the request has it, and gets the client's ACK' that completes
+/// its server's handshake.
 #[test]
 fn one_turn_a_syn_ack_prime_says_whether_the_backend_took_the_request() {
     let mut h = one_turn();
@@ -2672,8 +2709,74 @@ fn one_turn_a_syn_ack_prime_says_whether_the_backend_took_the_request() {
     let mut took = h.backend_syn_ack(isn_f, tsv_f);
     took.ack_number = CISN + 1 + REQUEST.len() as u32;
     h.backend_sends(took);
-    assert!(h.drain().is_empty());
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "the ACK', nothing to the client");
+    assert_eq!(out[0].ip().dst_addr, *B1.ip());
     assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+}
+
+/// The client's ACK' for the server of a one-turn handoff that repeats its SYN/ACK':
+/// Linux's fast-open server, still in SYN-RECV, sends its answer again only once a
+/// client segment at the request's end completes its handshake, and a client that lost
+/// the whole answer has none to send (its resent request starts before that). Every
+/// repeat is answered, before the handoff is confirmed and after (here confirmed by the
+/// fast path's word of the client's acknowledgement, which the network can still lose
+/// before the server); the ACK' echoes the repeat's TSval and carries the client's
+/// latest. A SYN/ACK' that acknowledges something else draws nothing.
+#[test]
+fn one_turn_every_syn_ack_prime_that_acknowledges_the_request_draws_the_clients_ack() {
+    let request_end = CISN + 1 + REQUEST.len() as u32;
+    for confirmed_first in [false, true] {
+        let mut h = one_turn();
+        let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+        if confirmed_first {
+            let (now, flow) = (h.now, h.flow());
+            h.fe.note_backend_answered(now, &flow);
+            assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
+            assert!(h.drain().is_empty());
+        }
+        for repeat in 1..=3u32 {
+            let mut syn_ack = h.backend_syn_ack(isn_f, tsv_f + 1000 * repeat);
+            syn_ack.ack_number = request_end;
+            h.backend_sends(syn_ack);
+            let out = h.drain();
+            assert_eq!(out.len(), 1, "repeat {repeat}: {confirmed_first}");
+            assert_eq!(out[0].ip().src_addr, CLIENT, "in the client's name");
+            assert_eq!(out[0].ip().dst_addr, *B1.ip());
+            let ack = out[0].tcp();
+            assert_eq!(ack.flags, TcpFlags::ACK);
+            assert_eq!((ack.src_port, ack.dst_port), (h.port, B1.port()));
+            assert_eq!(ack.seq_number, request_end, "in the server's window");
+            assert_eq!(
+                ack.ack_number,
+                isn_f + 1,
+                "the SYN, in the front-end's numbers"
+            );
+            assert!(ack.payload.is_empty());
+            assert_eq!(
+                ack.timestamps,
+                Some(TcpTimestamps {
+                    tsval: CTSVAL + 1,
+                    tsecr: tsv_f + 1000 * repeat
+                })
+            );
+        }
+        assert_eq!(h.fe.stats().syn_ack_repeats_answered, 3);
+        assert_eq!(h.state(), Some(StateName::Forwarding));
+        // Another connection's numbers, or the SYN alone, are no repeat of this one's.
+        for (seq, ack) in [
+            (isn_f + 1, request_end),
+            (isn_f, request_end + 1),
+            (isn_f, CISN + 1),
+        ] {
+            let mut other = h.backend_syn_ack(isn_f, tsv_f);
+            other.seq_number = seq;
+            other.ack_number = ack;
+            h.backend_sends(other);
+            assert!(h.drain().is_empty(), "{seq} {ack}");
+        }
+        assert_eq!(h.fe.stats().syn_ack_repeats_answered, 3);
+    }
 }
 
 /// A refusing back-end (a RST answering the SYN') moves the request to the next

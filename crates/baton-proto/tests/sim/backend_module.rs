@@ -351,10 +351,6 @@ impl BackendModule {
             let fate = flow.syn_ack_fate(be32(&pkt, tcp + TCP_ACK_SEQ));
             match fate {
                 SynAckFate::ToFrontend => {}
-                SynAckFate::RepeatDropped => {
-                    self.counters.count(stat::OUT_SYN_ACK_REPEAT_DROPPED);
-                    return Vec::new();
-                }
                 SynAckFate::Absorbed | SynAckFate::RepeatToFrontend => {
                     if fate == SynAckFate::RepeatToFrontend {
                         self.counters.count(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND);

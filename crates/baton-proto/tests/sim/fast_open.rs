@@ -11,19 +11,35 @@
 //!   hands smoltcp the client's completing ACK carrying the data, so the server reads the
 //!   request and answers before the client has said anything more, as Linux's child
 //!   socket in SYN-RECV does (`tcp_fastopen_create_child`);
-//! - until a client segment acknowledges the SYN/ACK (Linux's SYN-RECV; smoltcp is
-//!   already established), it answers a repeated SYN of the connection with the SYN/ACK
-//!   again, at most once per 500 ms (`tcp_check_req`, "pure retransmitted SYN", and
-//!   `tcp_invalid_ratelimit`), and sends the SYN/ACK again on Linux's timer: 1 s, then
-//!   doubling, six times (`tcp_fastopen_synack_timer`: `tcp_synack_retries` + 1), each
-//!   with a fresh TSval.
+//! - until a client segment completes the handshake (Linux's SYN-RECV; smoltcp is
+//!   already established), it keeps Linux's rules, which decide whether an answer lost
+//!   on its way to the client is ever sent again:
+//!   - the answer goes out once and is not retransmitted: `tcp_retransmit_timer` calls
+//!     only `tcp_fastopen_synack_timer` while the child has its request sock ("before we
+//!     receive ACK to our SYN-ACK don't retransmit anything else"). smoltcp's
+//!     retransmissions are held back and go out once the handshake completes (Linux's
+//!     `tcp_rcv_synrecv_state_fastopen` rearms the retransmission timer, and the loss
+//!     state its SYN/ACK timer entered sends the rest);
+//!   - only a segment in the child's window completes the handshake (`tcp_check_req`,
+//!     `tcp_in_window`): one at the request's end, which a client sends once it has
+//!     some of the answer. The client's request sent again whole ends there but starts
+//!     before it: out of the window, it is dropped and answered with a bare ACK
+//!     (`req->rsk_ops->send_ack`, which acknowledges the request, so the client stops
+//!     sending it);
+//!   - a repeated SYN of the connection is answered with the SYN/ACK again (its data
+//!     thrown away; `tcp_check_req`, "pure retransmitted SYN"), and the SYN/ACK goes
+//!     again on Linux's timer: 1 s, then doubling, six times (`tcp_fastopen_synack_timer`:
+//!     `tcp_synack_retries` + 1), each with a fresh TSval. Answers to repeated SYNs and
+//!     to out-of-window segments without data share one limit, one per 500 ms
+//!     (`tcp_invalid_ratelimit`, the request sock's `last_oow_ack_time`); a segment
+//!     with data is always answered (`tcp_oow_rate_limited`).
 //!
-//! Where it differs from Linux: smoltcp retransmits its answer on its own timer while
-//! Linux, in SYN-RECV, retransmits only the SYN/ACK; a repeated SYN after the handshake
-//! draws no challenge ACK (RFC 5961 §4); and the socket is not dropped after the last
-//! SYN/ACK. With `enabled` off it stands for a back-end without fast open
-//! (`tcp_fastopen = 1`, or a listener made before the sysctl): every packet goes to
-//! smoltcp as it is, which acknowledges only the SYN.
+//! Where it differs from Linux: the held retransmissions go out at once when the
+//! handshake completes, where Linux may wait for its retransmission timer; a repeated
+//! SYN after the handshake draws no challenge ACK (RFC 5961 §4); and the socket is not
+//! dropped after the last SYN/ACK. With `enabled` off it stands for a back-end without
+//! fast open (`tcp_fastopen = 1`, or a listener made before the sysctl): every packet
+//! goes to smoltcp as it is, which acknowledges only the SYN.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -37,9 +53,9 @@ use super::packet::{PacketInfo, fill_checksums};
 const SYN_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// SYN/ACK retransmissions of a fast-open child: `tcp_synack_retries` (5) + 1.
 const SYN_ACK_RETRIES: u32 = 6;
-/// At most one SYN/ACK per this long in answer to repeated SYNs
+/// At most one answer per this long to repeated SYNs and out-of-window segments
 /// (`net.ipv4.tcp_invalid_ratelimit`).
-const REPEATED_SYN_RATE_LIMIT: Duration = Duration::from_millis(500);
+const OUT_OF_WINDOW_RATE_LIMIT: Duration = Duration::from_millis(500);
 
 /// A connection whose SYN carried data.
 struct Child {
@@ -52,6 +68,15 @@ struct Child {
     state: ChildState,
 }
 
+impl Child {
+    /// The child's next expected sequence number: past the SYN and its data.
+    fn rcv_nxt(&self) -> u32 {
+        self.client_isn
+            .wrapping_add(1)
+            .wrapping_add(self.data.len() as u32)
+    }
+}
+
 enum ChildState {
     /// smoltcp has the bare SYN; its SYN/ACK has not come out yet.
     SynGiven,
@@ -61,14 +86,22 @@ enum ChildState {
         /// The SYN/ACK as sent, to send again.
         syn_ack: Vec<u8>,
         isn_b: u32,
+        /// The window field of the child's bare ACKs: the SYN/ACK's, scaled by the
+        /// shift it announced.
+        window: u16,
         retransmits: u32,
         next_retransmit: Duration,
-        /// When a repeated SYN was last answered.
+        /// When a repeated SYN or an out-of-window segment was last answered.
         last_answer: Option<Duration>,
         /// smoltcp has not yet sent anything since it was handed the data: its first
         /// segment may be a bare ACK of the data, which Linux never sends (its SYN/ACK
         /// acknowledged the data) and which would tell the client its request arrived.
         ack_of_data_owed: bool,
+        /// Past the last byte (or FIN) smoltcp has sent: what it sends below this is a
+        /// retransmission.
+        snd_nxt: u32,
+        /// smoltcp's retransmissions, held back until the handshake completes.
+        held: Vec<Vec<u8>>,
     },
     /// The client acknowledged the SYN/ACK.
     Established,
@@ -86,6 +119,10 @@ pub struct FastOpen {
     pub syn_acks_repeated: u32,
     /// SYNs whose data it took.
     pub syns_with_data_taken: u32,
+    /// Retransmissions smoltcp made in SYN-RECV, held back.
+    pub retransmissions_held: u32,
+    /// Client segments out of a child's window, dropped (and answered).
+    pub out_of_window: u32,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -101,6 +138,8 @@ impl FastOpen {
             to_wire: Vec::new(),
             syn_acks_repeated: 0,
             syns_with_data_taken: 0,
+            retransmissions_held: 0,
+            out_of_window: 0,
         }
     }
 
@@ -146,7 +185,7 @@ impl FastOpen {
                 last_answer,
                 ..
             } = &mut child.state
-                && last_answer.is_none_or(|at| now.saturating_sub(at) >= REPEATED_SYN_RATE_LIMIT)
+                && last_answer.is_none_or(|at| now.saturating_sub(at) >= OUT_OF_WINDOW_RATE_LIMIT)
             {
                 *last_answer = Some(now);
                 self.to_wire.push(with_tsval(syn_ack, tsval));
@@ -154,14 +193,58 @@ impl FastOpen {
             }
             return None;
         }
-        if let Some(child) = self.children.get_mut(&key)
-            && let ChildState::SynReceived { isn_b, .. } = child.state
-        {
-            if info.is_rst() {
-                self.children.remove(&key);
-            } else if info.has(TcpFlags::ACK) && seq_lt(isn_b, info.ack) {
-                child.state = ChildState::Established;
+        let Some(child) = self.children.get_mut(&key) else {
+            return Some(pkt);
+        };
+        let rcv_nxt = child.rcv_nxt();
+        let ts_recent = child.tsval;
+        let ChildState::SynReceived {
+            isn_b,
+            window,
+            last_answer,
+            snd_nxt,
+            held,
+            ..
+        } = &mut child.state
+        else {
+            return Some(pkt);
+        };
+        if info.is_rst() {
+            self.children.remove(&key);
+            return Some(pkt);
+        }
+        // `tcp_in_window` against the child's receive window (its SYN/ACK's, at most
+        // 64 KiB), the FIN counted.
+        let end = info.seq.wrapping_add(info.seq_len());
+        let in_window = info.seq == rcv_nxt
+            || (seq_lt(rcv_nxt, end)
+                && seq_lt(info.seq, rcv_nxt.wrapping_add(u32::from(u16::MAX))));
+        if !in_window {
+            self.out_of_window += 1;
+            // Only segments without data count against the limit (`tcp_oow_rate_limited`:
+            // data is not likely part of an ACK loop).
+            let limited = info.payload_len == 0
+                && last_answer.is_some_and(|at| now.saturating_sub(at) < OUT_OF_WINDOW_RATE_LIMIT);
+            if !limited {
+                *last_answer = Some(now);
+                self.to_wire.push(data_segment(
+                    (info.dst, info.dport),
+                    (info.src, info.sport),
+                    *snd_nxt,
+                    rcv_nxt,
+                    *window,
+                    ts_recent.map(|client| (tsval, client)),
+                    &[],
+                ));
             }
+            return None;
+        }
+        if info.has(TcpFlags::ACK) && seq_lt(*isn_b, info.ack) {
+            // The handshake completes: what smoltcp retransmitted meanwhile goes out.
+            for segment in held.drain(..) {
+                self.to_wire.push(with_tsval(&segment, tsval));
+            }
+            child.state = ChildState::Established;
         }
         Some(pkt)
     }
@@ -179,13 +262,28 @@ impl FastOpen {
             return Some(pkt);
         };
         if let ChildState::SynReceived {
-            ack_of_data_owed, ..
+            ack_of_data_owed,
+            snd_nxt,
+            held,
+            ..
         } = &mut child.state
-            && *ack_of_data_owed
         {
-            *ack_of_data_owed = false;
-            if info.is_pure_ack() {
+            if *ack_of_data_owed {
+                *ack_of_data_owed = false;
+                if info.is_pure_ack() {
+                    return None;
+                }
+            }
+            let end = info.seq.wrapping_add(info.seq_len());
+            if info.seq_len() > 0 && !seq_lt(*snd_nxt, end) {
+                // Sent before: Linux retransmits nothing but the SYN/ACK in SYN-RECV.
+                held.retain(|p| PacketInfo::parse(p).map(|h| h.seq) != Ok(info.seq));
+                held.push(pkt);
+                self.retransmissions_held += 1;
                 return None;
+            }
+            if seq_lt(*snd_nxt, end) {
+                *snd_nxt = end;
             }
         }
         if !info.is_syn_ack()
@@ -213,13 +311,17 @@ impl FastOpen {
             timestamps,
             &child.data,
         ));
+        let syn_ack_shift = info.window_scale.unwrap_or(0).min(14);
         child.state = ChildState::SynReceived {
             syn_ack: pkt.clone(),
             isn_b: info.seq,
+            window: info.window >> syn_ack_shift,
             retransmits: 0,
             next_retransmit: now + SYN_ACK_TIMEOUT,
             last_answer: None,
             ack_of_data_owed: true,
+            snd_nxt: info.seq.wrapping_add(1),
+            held: Vec::new(),
         };
         Some(pkt)
     }
@@ -272,9 +374,10 @@ fn split_syn(pkt: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (bare, pkt[headers..total].to_vec())
 }
 
-/// A copy of `syn_ack` with its TSval (if it has timestamps) set to `tsval`.
-fn with_tsval(syn_ack: &[u8], tsval: u32) -> Vec<u8> {
-    let mut pkt = syn_ack.to_vec();
+/// A copy of `segment` (a SYN/ACK sent again, a held retransmission) with its TSval
+/// (if it has timestamps) set to `tsval`.
+fn with_tsval(segment: &[u8], tsval: u32) -> Vec<u8> {
+    let mut pkt = segment.to_vec();
     let ihl = usize::from(pkt[0] & 0x0f) * 4;
     let end = ihl + usize::from(pkt[ihl + 12] >> 4) * 4;
     let options = ihl + 20..end;
@@ -286,8 +389,9 @@ fn with_tsval(syn_ack: &[u8], tsval: u32) -> Vec<u8> {
     pkt
 }
 
-/// An IPv4 TCP segment with ACK and PSH from `from` to `to` carrying `data`, with the
-/// timestamps option if `timestamps` (TSval, TSecr) is given; checksums filled.
+/// An IPv4 TCP segment with ACK (and PSH if it carries data) from `from` to `to`
+/// carrying `data`, with the timestamps option if `timestamps` (TSval, TSecr) is given;
+/// checksums filled.
 fn data_segment(
     from: (Ipv4Addr, u16),
     to: (Ipv4Addr, u16),
@@ -313,7 +417,7 @@ fn data_segment(
     pkt[24..28].copy_from_slice(&seq.to_be_bytes());
     pkt[28..32].copy_from_slice(&ack.to_be_bytes());
     pkt[32] = (((20 + options_len) / 4) << 4) as u8;
-    pkt[33] = 0x18; // ACK, PSH
+    pkt[33] = if data.is_empty() { 0x10 } else { 0x18 }; // ACK, PSH
     pkt[34..36].copy_from_slice(&window.to_be_bytes());
     if let Some((tsval, tsecr)) = timestamps {
         pkt[40..44].copy_from_slice(&[1, 1, 8, 10]);

@@ -80,6 +80,12 @@ pub struct ClientMonitor {
     /// Segments dropped as PAWS would: TSval older than `tsv_f`, or more than
     /// [`PAWS_REORDER_SLACK_MS`] older than the newest (reordering allowance).
     pub paws_drops: u64,
+    /// One past the highest sequence number the client sent (its FIN counted).
+    pub snd_nxt: Option<u32>,
+    /// The highest acknowledgement delivered to the client.
+    pub snd_una: Option<u32>,
+    /// ACKs kept from smoltcp in its closing states ([`World::stalls_smoltcp_close`]).
+    pub closing_acks_withheld: u64,
     pub findings: Vec<String>,
 }
 
@@ -316,6 +322,11 @@ impl World {
                 info.dst, self.addrs.vip,
                 "the client only talks to the VIP: {info}"
             );
+            let end = info.seq.wrapping_add(info.seq_len());
+            let m = &mut self.client.monitor;
+            if m.snd_nxt.is_none_or(|n| seq_lt(n, end)) {
+                m.snd_nxt = Some(end);
+            }
             self.net.send(now, NodeId::Client, NodeId::FrontEnd, pkt);
         }
         // Back-ends.
@@ -382,7 +393,7 @@ impl World {
         match to {
             NodeId::Client => {
                 let info = PacketInfo::parse(&pkt).expect("delivered packets parse");
-                if self.paws_rejects(&info) {
+                if self.paws_rejects(&info) || self.stalls_smoltcp_close(&info) {
                     return;
                 }
                 self.client.host.device.rx.push_back(clamp_mss(pkt));
@@ -408,6 +419,33 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Whether `info`, for the client, is a duplicate bare ACK (it acknowledges nothing
+    /// new, and something the client sent is unacknowledged) while the client's socket
+    /// is closing (CLOSE-WAIT, CLOSING, LAST-ACK): smoltcp stops its retransmission
+    /// timer on any ACK in these states (`set_for_idle`, without the `ack_all` check it
+    /// makes in ESTABLISHED and FIN-WAIT-1), so a FIN the network lost would never go
+    /// again, where a Linux client's timer runs while anything is unacknowledged. Such
+    /// an ACK tells a Linux client nothing, so it is kept from smoltcp, and counted.
+    fn stalls_smoltcp_close(&mut self, info: &PacketInfo) -> bool {
+        let closing = matches!(
+            self.client.app.state(&mut self.client.host),
+            tcp::State::CloseWait | tcp::State::Closing | tcp::State::LastAck
+        );
+        let m = &mut self.client.monitor;
+        let duplicate = m.snd_una.is_some_and(|una| !seq_lt(una, info.ack))
+            && m.snd_nxt.is_some_and(|n| seq_lt(info.ack, n));
+        if info.has(baton_proto::wire::TcpFlags::ACK)
+            && m.snd_una.is_none_or(|una| seq_lt(una, info.ack))
+        {
+            m.snd_una = Some(info.ack);
+        }
+        let stalls = closing && info.is_pure_ack() && duplicate;
+        if stalls {
+            m.closing_acks_withheld += 1;
+        }
+        stalls
     }
 
     /// A Linux client's PAWS check on a segment from the VIP (RFC 7323 section 5.3).
