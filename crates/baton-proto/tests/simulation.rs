@@ -1039,23 +1039,7 @@ fn forged_segment(
     seq: u32,
     flags: u8,
 ) -> Vec<u8> {
-    let mut pkt = vec![0u8; 40];
-    pkt[0] = 0x45;
-    pkt[2..4].copy_from_slice(&40u16.to_be_bytes());
-    pkt[6] = 0x40; // DF
-    pkt[8] = 64;
-    pkt[9] = 6;
-    pkt[12..16].copy_from_slice(&from.0.octets());
-    pkt[16..20].copy_from_slice(&to.0.octets());
-    pkt[20..22].copy_from_slice(&from.1.to_be_bytes());
-    pkt[22..24].copy_from_slice(&to.1.to_be_bytes());
-    pkt[24..28].copy_from_slice(&seq.to_be_bytes());
-    pkt[28..32].copy_from_slice(&1u32.to_be_bytes());
-    pkt[32] = 5 << 4;
-    pkt[33] = flags;
-    pkt[34..36].copy_from_slice(&512u16.to_be_bytes());
-    sim::packet::fill_checksums(&mut pkt);
-    pkt
+    sim::packet::tcp_segment(from, to, seq, 1, flags, 512, None, &[])
 }
 
 #[test]

@@ -401,30 +401,7 @@ fn data_segment(
     timestamps: Option<(u32, u32)>,
     data: &[u8],
 ) -> Vec<u8> {
-    let options_len = if timestamps.is_some() { 12 } else { 0 };
-    let header = 40 + options_len;
-    let total = header + data.len();
-    let mut pkt = vec![0u8; total];
-    pkt[0] = 0x45;
-    pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    pkt[6] = 0x40; // DF
-    pkt[8] = 64;
-    pkt[9] = 6;
-    pkt[12..16].copy_from_slice(&from.0.octets());
-    pkt[16..20].copy_from_slice(&to.0.octets());
-    pkt[20..22].copy_from_slice(&from.1.to_be_bytes());
-    pkt[22..24].copy_from_slice(&to.1.to_be_bytes());
-    pkt[24..28].copy_from_slice(&seq.to_be_bytes());
-    pkt[28..32].copy_from_slice(&ack.to_be_bytes());
-    pkt[32] = (((20 + options_len) / 4) << 4) as u8;
-    pkt[33] = if data.is_empty() { 0x10 } else { 0x18 }; // ACK, PSH
-    pkt[34..36].copy_from_slice(&window.to_be_bytes());
-    if let Some((tsval, tsecr)) = timestamps {
-        pkt[40..44].copy_from_slice(&[1, 1, 8, 10]);
-        pkt[44..48].copy_from_slice(&tsval.to_be_bytes());
-        pkt[48..52].copy_from_slice(&tsecr.to_be_bytes());
-    }
-    pkt[header..].copy_from_slice(data);
-    fill_checksums(&mut pkt);
-    pkt
+    // ACK, and PSH with data.
+    let flags = if data.is_empty() { 0x10 } else { 0x18 };
+    super::packet::tcp_segment(from, to, seq, ack, flags, window, timestamps, data)
 }

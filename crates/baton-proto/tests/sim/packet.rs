@@ -228,3 +228,46 @@ impl fmt::Display for PacketInfo {
         Ok(())
     }
 }
+
+/// An IPv4 TCP segment from `from` to `to` with the given numbers, flags (the TCP
+/// header's byte 13) and window, the timestamps option if `timestamps` (TSval, TSecr) is
+/// given, carrying `data`; checksums filled. What the simulation's own senders (the
+/// fast-open stand-in, forged segments) put on the wire.
+#[allow(clippy::too_many_arguments, reason = "one argument per header field")]
+pub fn tcp_segment(
+    from: (Ipv4Addr, u16),
+    to: (Ipv4Addr, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    timestamps: Option<(u32, u32)>,
+    data: &[u8],
+) -> Vec<u8> {
+    let options_len = if timestamps.is_some() { 12 } else { 0 };
+    let header = 40 + options_len;
+    let total = header + data.len();
+    let mut pkt = vec![0u8; total];
+    pkt[0] = 0x45;
+    pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    pkt[6] = 0x40; // DF
+    pkt[8] = 64;
+    pkt[9] = 6;
+    pkt[12..16].copy_from_slice(&from.0.octets());
+    pkt[16..20].copy_from_slice(&to.0.octets());
+    pkt[20..22].copy_from_slice(&from.1.to_be_bytes());
+    pkt[22..24].copy_from_slice(&to.1.to_be_bytes());
+    pkt[24..28].copy_from_slice(&seq.to_be_bytes());
+    pkt[28..32].copy_from_slice(&ack.to_be_bytes());
+    pkt[32] = (((20 + options_len) / 4) << 4) as u8;
+    pkt[33] = flags;
+    pkt[34..36].copy_from_slice(&window.to_be_bytes());
+    if let Some((tsval, tsecr)) = timestamps {
+        pkt[40..44].copy_from_slice(&[1, 1, 8, 10]);
+        pkt[44..48].copy_from_slice(&tsval.to_be_bytes());
+        pkt[48..52].copy_from_slice(&tsecr.to_be_bytes());
+    }
+    pkt[header..].copy_from_slice(data);
+    fill_checksums(&mut pkt);
+    pkt
+}
