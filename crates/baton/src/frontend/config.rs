@@ -85,8 +85,9 @@ pub struct FileConfig {
     pub dispatch: DispatchTable,
 }
 
-/// `[tcp]`: what the front-end agrees to in its SYN/ACK. Absent keys keep the protocol
-/// core's defaults.
+/// `[tcp]`: what the front-end agrees to in its SYN/ACK, and how it hands off. Absent
+/// keys keep the protocol core's defaults, but for `one_turn` and `syns_in_xdp`, on by
+/// default here (`FileConfig::check`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpTerms {
@@ -432,8 +433,16 @@ impl FileConfig {
             ecn: t.ecn.unwrap_or(defaults.ecn),
             syn_cookies: t.syn_cookies.unwrap_or(defaults.syn_cookies),
             ttl: t.ttl.unwrap_or(defaults.ttl),
-            one_turn: t.one_turn.unwrap_or(defaults.one_turn),
-            every_syn_in_fast_path: t.syns_in_xdp.unwrap_or(defaults.every_syn_in_fast_path),
+            // The daemon's defaults are the fast forms: the one-turn handoff, and every
+            // SYN answered in XDP when there is an XDP program to answer it and cookies
+            // to answer with. (The core's `Config::default()` keeps the protocol's plain
+            // three-turn form, which its own tests are written against.) A back-end whose
+            // server takes no data on a SYN still works: it gets the request after its
+            // SYN/ACK', as with `one_turn = false`.
+            one_turn: t.one_turn.unwrap_or(true),
+            every_syn_in_fast_path: t
+                .syns_in_xdp
+                .unwrap_or(self.fast_path && t.syn_cookies.unwrap_or(defaults.syn_cookies)),
             max_request_len: l.max_request_len.unwrap_or(defaults.max_request_len),
             max_headers: l.max_headers.unwrap_or(defaults.max_headers),
             max_connections: l.max_connections.unwrap_or(defaults.max_connections),
