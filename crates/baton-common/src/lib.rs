@@ -26,6 +26,7 @@ pub mod backend;
 pub mod counter;
 pub mod frontend;
 pub mod handoff_option;
+pub mod kernel_dispatch;
 pub mod layout;
 pub mod siphash;
 pub mod syncookie;

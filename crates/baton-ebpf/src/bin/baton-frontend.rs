@@ -2,6 +2,8 @@
 #![no_std]
 #![no_main]
 
+#[path = "../dispatch.rs"]
+mod dispatch;
 #[path = "../frontend.rs"]
 mod frontend;
 include!("../runtime.rs");
