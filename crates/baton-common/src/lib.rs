@@ -29,6 +29,7 @@ pub mod handoff_option;
 pub mod kernel_dispatch;
 pub mod layout;
 pub mod siphash;
+pub mod syn_prime;
 pub mod syncookie;
 pub mod tcp_options;
 pub mod translate;

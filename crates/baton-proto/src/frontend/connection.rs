@@ -4,7 +4,8 @@ use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use baton_common::{
     frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
-    handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption},
+    handoff_option::{HandoffBinding, HandoffOption},
+    syn_prime::{SYN_PRIME_HEADERS_LEN, SynPrime, payload_sum, write_syn_prime_headers},
     syncookie::{self, KeptOptions, SynOptions, decode_ts_options},
 };
 
@@ -2012,11 +2013,6 @@ impl<D: Dispatch> FrontEnd<D> {
             client_isn: conn.syn.isn,
         };
         let encoded = option.encode(&self.secrets.handoff, &binding);
-        let syn_flags = if terms.ecn {
-            TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR
-        } else {
-            TcpFlags::SYN
-        };
         // With the request, the client's window as it sent the request: the back-end
         // answers at once, sending into it (see `start_handoff`). A bare SYN''s window
         // is replaced by the ACK''s.
@@ -2025,41 +2021,35 @@ impl<D: Dispatch> FrontEnd<D> {
         } else {
             conn.syn.window
         };
-        let mut tcp = bare_segment(
-            conn.flow.client.port(),
-            backend.port(),
-            conn.syn.isn,
-            0,
-            syn_flags,
+        // The layout the XDP program writes for the handoffs decided in the kernel
+        // (`baton_common::syn_prime`), so a back-end sees one SYN' whichever path sent it.
+        let prime = SynPrime {
+            client_addr: conn.flow.client.ip().octets(),
+            backend_addr: backend.ip().octets(),
+            client_port: conn.flow.client.port(),
+            backend_port: backend.port(),
+            client_isn: conn.syn.isn,
             window,
-        );
-        tcp.max_seg_size = conn.syn.mss;
-        tcp.window_scale = conn.syn.window_scale;
-        tcp.sack_permitted = terms.sack;
-        if terms.timestamps {
-            tcp.timestamps = Some(TcpTimestamps {
-                tsval: conn.syn.tsval,
-                tsecr: 0,
-            });
-        }
-        if with_request {
-            tcp.payload = &conn.request;
-        }
-        if tcp
-            .unknown_options
-            .push(HANDOFF_OPTION_KIND, &encoded[2..])
-            .is_err()
-        {
+            ttl: conn.syn.ttl,
+            ecn: terms.ecn,
+            mss: conn.syn.mss,
+            window_shift: conn.syn.window_scale,
+            sack_permitted: terms.sack,
+            tsval: terms.timestamps.then_some(conn.syn.tsval),
+            handoff: encoded,
+        };
+        let payload: &[u8] = if with_request { &conn.request } else { &[] };
+        let Ok(payload_len) = u16::try_from(payload.len()) else {
             self.stats.emit_errors += 1;
             return None;
+        };
+        let mut packet = vec![0; SYN_PRIME_HEADERS_LEN + payload.len()];
+        let (headers, rest) = packet.split_at_mut(SYN_PRIME_HEADERS_LEN);
+        rest.copy_from_slice(payload);
+        if let Ok(headers) = <&mut [u8; SYN_PRIME_HEADERS_LEN]>::try_from(headers) {
+            write_syn_prime_headers(headers, &prime, payload_len, payload_sum(payload));
         }
-        match packet::build(*conn.flow.client.ip(), *backend.ip(), conn.syn.ttl, &tcp) {
-            Ok(packet) => Some(packet),
-            Err(_) => {
-                self.stats.emit_errors += 1;
-                None
-            }
-        }
+        Some(packet)
     }
 
     /// The client's ACK' and its buffered bytes, replayed to the back-end in the
