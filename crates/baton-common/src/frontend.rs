@@ -440,8 +440,18 @@ pub mod stat {
     /// map is off (`[tcp] half_open_entries = 0`) or refused the entry: the cookie's own
     /// encoding, which keeps only the MSS.
     pub const SYN_ACK_WITHOUT_OPTIONS: u32 = 19;
+    /// A client's request, its head whole in one segment after a cookie handshake,
+    /// handed off by the program itself: the segment rewritten into the SYN' carrying
+    /// it, and transmitted to the back-end the kernel's dispatch chose
+    /// (`baton_common::kernel_dispatch`; docs/design.md, "Dispatch in the kernel").
+    pub const HANDED_OFF_IN_KERNEL: u32 = 20;
+    /// Such a request the program did not hand off (a rule the kernel cannot evaluate,
+    /// a head over one segment, a client without timestamps whose options wait in the
+    /// half-open map, no usable back-end, a full ring): passed to the slow path, which
+    /// decides as it would without the kernel's dispatch.
+    pub const PASS_REQUEST_TO_SLOW_PATH: u32 = 21;
     /// Number of counters.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 22;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -465,6 +475,8 @@ pub mod stat {
         "handshake_ack_absorbed",
         "half_open_kept",
         "syn_ack_without_options",
+        "handed_off_in_kernel",
+        "pass_request_to_slow_path",
     ];
 }
 

@@ -166,6 +166,26 @@ pub fn write_syn_prime_frame_headers(
     }
 }
 
+/// The window a SYN' announces for the client: a SYN's window field is never scaled
+/// (RFC 7323 §2.2), so `window_field`, from a segment after the SYN, is shifted by the
+/// client's `shift` when scaling is in effect (at most 14, §2.3) and capped at what the
+/// field holds. Exact below 64 KiB; above, less than the client's, which only slows the
+/// back-end's first flight until the client's next ACK announces the rest.
+#[inline(always)]
+pub const fn window_in_syn(window_field: u16, shift: Option<u8>) -> u16 {
+    let shift = match shift {
+        Some(s) if s < 14 => s,
+        Some(_) => 14,
+        None => 0,
+    };
+    let bytes = (window_field as u32) << shift;
+    if bytes > u16::MAX as u32 {
+        u16::MAX
+    } else {
+        bytes as u16
+    }
+}
+
 /// The one's-complement sum of a segment's payload, recovered from its complete TCP
 /// checksum `check`, its pseudo-header sum `pseudo` and the sum of its TCP header's
 /// words with the checksum field left out `header_sum`: the checksum is the complement

@@ -5,7 +5,9 @@ use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 use baton_common::{
     frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
     handoff_option::{HandoffBinding, HandoffOption},
-    syn_prime::{SYN_PRIME_HEADERS_LEN, SynPrime, payload_sum, write_syn_prime_headers},
+    syn_prime::{
+        SYN_PRIME_HEADERS_LEN, SynPrime, payload_sum, window_in_syn, write_syn_prime_headers,
+    },
     syncookie::{self, KeptOptions, SynOptions, decode_ts_options},
 };
 
@@ -384,16 +386,6 @@ enum Decision {
     NeedMore,
     Dispatched { tls: bool, backend: Option<Backend> },
     Refused(Option<u16>),
-}
-
-/// The client's receive window as a SYN announces it: a SYN's window field is never
-/// scaled (RFC 7323 §2.2), so `window_field`, from a segment after the SYN, is shifted by
-/// the client's `shift` when scaling is in effect (at most 14, §2.3) and capped at what
-/// the field holds. Exact below 64 KiB; above, less than the client's, which only slows
-/// the back-end's first flight until the client's next ACK announces the rest.
-fn window_in_syn(window_field: u16, shift: Option<u8>) -> u16 {
-    let bytes = u32::from(window_field) << shift.unwrap_or(0).min(14);
-    bytes.min(u32::from(u16::MAX)) as u16
 }
 
 /// Whether `tcp` is a bare SYN with another ISN than `conn`'s own: a new connection on
