@@ -144,6 +144,12 @@ pub const fn is_fragment(f: &EthIpv4) -> bool {
     u16::from_be_bytes(bytes2(f, ETH_HLEN + IP_FRAG_OFF)) & IP_FRAGMENT_MASK != 0
 }
 
+/// The time to live: the SYN' carries the client's own.
+#[inline(always)]
+pub const fn ip_ttl(f: &EthIpv4) -> u8 {
+    f[ETH_HLEN + IP_TTL]
+}
+
 #[inline(always)]
 pub const fn ip_protocol(f: &EthIpv4) -> u8 {
     f[ETH_HLEN + IP_PROTOCOL]

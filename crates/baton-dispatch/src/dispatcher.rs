@@ -260,6 +260,25 @@ impl Dispatcher {
         }
     }
 
+    /// Books a decision the kernel made for `view` (kernel dispatch): its route counts
+    /// toward its rule's hits and becomes [`Dispatcher::last_route`], as with
+    /// [`Dispatcher::decide`]; the back-end is the kernel's, not chosen here.
+    pub fn assign(&mut self, now: Instant, view: &RequestView<'_>) {
+        self.set_now(now);
+        let route = self.route(view);
+        let pool_index = match route {
+            Route::Rule(i) => {
+                self.rule_hits[i] += 1;
+                self.rules[i].pool
+            }
+            Route::Default => {
+                self.default_hits += 1;
+                self.default_pool
+            }
+        };
+        self.last = (route, pool_index);
+    }
+
     /// Sets a back-end's health as the caller sees it (active checks, an operator).
     /// Down, it gets no new connection; its established ones are not the dispatcher's
     /// business. Returns `false` for an address no pool lists.
@@ -426,6 +445,11 @@ impl Dispatch for Dispatcher {
             Decision::Backend(b) => Some(b),
             Decision::Unavailable { .. } => None,
         }
+    }
+
+    /// [`Dispatcher::assign`].
+    fn assign(&mut self, now: Instant, flow: &FlowKey, request: &ClientRequest<'_>, _: Backend) {
+        self.assign(now, &RequestView::new(request, Some(flow)));
     }
 
     /// Keeps the books from the core's word: a handoff counts an active connection

@@ -148,13 +148,16 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        BPF_RB_NO_WAKEUP,
+        BPF_NOEXIST, BPF_RB_NO_WAKEUP,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
         xdp_md,
     },
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
+        generated::{
+            bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+            bpf_xdp_load_bytes,
+        },
     },
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -166,14 +169,24 @@ use baton_common::{
         FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES,
         NOTICE_RING_SIZE, decide_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
     },
-    handoff_option::MAX_OPTIONS_LEN,
+    handoff_option::{HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, MAX_OPTIONS_LEN},
+    kernel_dispatch::{
+        HANDOFF_RING_SIZE, KernelBackend, KernelDecision, KernelHandoffConfig, KernelHandoffRecord,
+        KernelHandoffScratch, MAX_RECORDED_PACKET,
+    },
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
         IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST, TCP_HLEN, TCP_MAX_HLEN,
-        TCP_OPTIONS, TcpHeader, eth_source, ip_check, ip_daddr, ip_protocol, ip_saddr, ip_tos,
-        ip_tot_len, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_check, tcp_dest,
-        tcp_flag::{ACK, FIN, RST, SYN},
+        TCP_OPTIONS, TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, eth_source, ip_check, ip_daddr,
+        ip_protocol, ip_saddr, ip_tos, ip_tot_len, ip_ttl, ip_version_ihl, is_fragment, is_ipv4,
+        tcp_ack_seq, tcp_check, tcp_dest,
+        tcp_flag::{ACK, FIN, RST, SYN, URG},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
+    },
+    siphash::SipKey,
+    syn_prime::{
+        SYN_PRIME_FRAME_HEADERS_LEN, SYN_PRIME_TCP_HLEN, SynPrime, payload_sum_from_checksum,
+        window_in_syn, write_syn_prime_frame_headers,
     },
     syncookie::{
         self, HalfOpenSyn, MAX_OPTION_STEPS, OPTIONS_AREA, SYN_ACK_FRAME_LEN, SynAddresses,
@@ -223,6 +236,23 @@ static FRONTEND_SYN_COOKIES: Array<SynCookieConfig> = Array::with_max_entries(1,
 #[map]
 static FRONTEND_HALF_OPEN: LruHashMap<FrontendFlowKey, HalfOpenSyn> =
     LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
+
+// The daemon's local secret, pinned and never read here: a restarted or upgraded daemon
+// takes it over, so that cookies this program gave out across the swap still verify.
+#[map]
+static FRONTEND_SECRET: Array<[u8; 16]> = Array::with_max_entries(1, 0);
+
+// Kernel dispatch (docs/design.md, "Dispatch in the kernel"): the handoff key and the
+// switch, written by every daemon at start (not pinned); the ring of handoffs made here,
+// read by the daemon; the scratch a record is built in.
+#[map]
+static FRONTEND_KERNEL_HANDOFF: Array<KernelHandoffConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static FRONTEND_HANDOFFS: RingBuf = RingBuf::with_byte_size(HANDOFF_RING_SIZE, 0);
+
+#[map]
+static HANDOFF_SCRATCH: PerCpuArray<KernelHandoffScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The TCP header's offset when the IPv4 header has no options (the only case forwarded).
 const TCP: usize = ETH_IPV4_LEN;
@@ -274,8 +304,20 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                 count(stat::HANDSHAKE_ACK_ABSORBED);
                 XDP_DROP
             } else {
-                count(stat::PASS_NO_FLOW);
-                XDP_PASS
+                match hand_off_request(&ctx) {
+                    HANDED_OFF => {
+                        count(stat::HANDED_OFF_IN_KERNEL);
+                        XDP_TX
+                    }
+                    NOT_A_REQUEST => {
+                        count(stat::PASS_NO_FLOW);
+                        XDP_PASS
+                    }
+                    _ => {
+                        count(stat::PASS_REQUEST_TO_SLOW_PATH);
+                        XDP_PASS
+                    }
+                }
             }
         }
         transmit if transmit & TRANSMIT != 0 => {
@@ -867,4 +909,351 @@ unsafe extern "C" fn options_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `syn_options` passes its own `OptionsLoop`, alive for the whole loop.
     let state = unsafe { &mut *ctx.cast::<OptionsLoop>() };
     if state.walk.step(&state.area) { 0 } else { 1 }
+}
+
+/// [`hand_off_request`]'s answers.
+const HANDED_OFF: u32 = 0;
+/// No request to hand off here: no payload, kernel dispatch off, not a cookie of ours.
+const NOT_A_REQUEST: u32 = 1;
+/// A request the kernel leaves to the slow path.
+const TO_SLOW_PATH: u32 = 2;
+
+/// Hands off a client's request in the kernel (docs/design.md, "Dispatch in the kernel"):
+/// a data segment of no handed-off flow whose acknowledgement is a valid cookie (XDP
+/// answered the SYN and took in the handshake's ACK: `[tcp] syns_in_xdp`), whose head
+/// the kernel's matcher judges whole and routes (`crate::dispatch::decide_request`), is
+/// rewritten in place into the SYN' carrying it (`baton_common::syn_prime`), the flow
+/// taken into the table awaiting the back-end's answer, and the daemon told through
+/// `FRONTEND_HANDOFFS` (the request segment as it arrived), from which its protocol core
+/// builds the connection as if it had made the handoff. What the program cannot judge
+/// exactly as the core would goes up untouched: the core then does it all, as without
+/// this path.
+///
+/// Nothing is written to the frame, the table or the ring until every check has passed,
+/// and the frame is restored if a later step fails, so a request passed up is the one
+/// that arrived.
+#[inline(never)]
+fn hand_off_request(ctx: &XdpContext) -> u32 {
+    let Some(kernel) = FRONTEND_KERNEL_HANDOFF.get(0) else {
+        return NOT_A_REQUEST;
+    };
+    if kernel.flags & KernelHandoffConfig::ENABLED == 0 {
+        return NOT_A_REQUEST;
+    }
+    let Some(cookies) = FRONTEND_SYN_COOKIES.get(0) else {
+        return NOT_A_REQUEST;
+    };
+    let Some(config) = FRONTEND_CONFIG.get(0) else {
+        return NOT_A_REQUEST;
+    };
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack (`forward` checked
+    // them to be IPv4 without options, TCP, to the service, no SYN, FIN or RST).
+    let Some(l3) = bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }) else {
+        return NOT_A_REQUEST;
+    };
+    let Some(tcp) = bytes_at::<TCP_HLEN>(ctx, TCP).map(|p| unsafe { p.read_unaligned() }) else {
+        return NOT_A_REQUEST;
+    };
+    let total_len = usize::from(ip_tot_len(&l3));
+    let header_len = tcp_header_len(&tcp);
+    if header_len < TCP_HLEN
+        || total_len <= IPV4_HLEN + header_len
+        || ctx.data() + ETH_HLEN + total_len > ctx.data_end()
+    {
+        return NOT_A_REQUEST;
+    }
+    let payload_len = total_len - IPV4_HLEN - header_len;
+    // Urgent data is the slow path's (the core ignores the pointer; so would a back-end
+    // handed an URG-less SYN').
+    if tcp_flags(&tcp) & URG != 0 {
+        return NOT_A_REQUEST;
+    }
+    let seq = u32::from_be_bytes(tcp_seq(&tcp));
+    let client_isn = seq.wrapping_sub(1);
+    let isn_f = u32::from_be_bytes(tcp_ack_seq(&tcp)).wrapping_sub(1);
+    let (client_addr, service_addr) = (ip_saddr(&l3), ip_daddr(&l3));
+    let (client_port, service_port) = (
+        u16::from_be_bytes(tcp_source(&tcp)),
+        u16::from_be_bytes(tcp_dest(&tcp)),
+    );
+    let flow = syncookie::flow_bytes(client_addr, service_addr, client_port, service_port);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let hashes = hash_syn(&cookies.keys, now, &flow, client_isn);
+    let cookie = match syncookie::check_cookie_with(&hashes, client_isn, isn_f) {
+        syncookie::CookieCheck::Valid(cookie) => cookie,
+        syncookie::CookieCheck::MinutesOld(age) => {
+            let then = now.wrapping_sub(u64::from(age) * syncookie::COOKIE_MINUTE_NANOS);
+            let hashes = hash_syn(&cookies.keys, then, &flow, client_isn);
+            match syncookie::check_cookie_with(&hashes, client_isn, isn_f).valid() {
+                Some(cookie) => cookie,
+                None => return NOT_A_REQUEST,
+            }
+        }
+        syncookie::CookieCheck::Invalid => return NOT_A_REQUEST,
+    };
+    // From here on it is a request the kernel could take: anything else is counted.
+    // A client without timestamps whose options wait in the half-open map: the core
+    // takes the entry (one system call it makes anyway).
+    if cookie.syn_in_map || payload_len > kernel.max_payload as usize {
+        return TO_SLOW_PATH;
+    }
+    let Some(timestamps) = request_timestamps(ctx, header_len) else {
+        return TO_SLOW_PATH;
+    };
+    // As the core's cookie path (`on_cookie_ack`): timestamps only if still enabled; the
+    // TSecr is the cookie SYN/ACK's TSval, which kept the options.
+    let timestamps = if cookies.flags & SynCookieConfig::TIMESTAMPS != 0 {
+        timestamps
+    } else {
+        None
+    };
+    let kept = match timestamps {
+        Some((_, tsecr)) => syncookie::decode_ts_options(tsecr),
+        None => syncookie::KeptOptions::NONE,
+    };
+    let window = window_in_syn(u16::from_be_bytes(tcp_window(&tcp)), kept.window_scale);
+    // A closed window takes the three turns (the core's `start_handoff` says why).
+    if window == 0 {
+        return TO_SLOW_PATH;
+    }
+    let decision = crate::dispatch::decide_request(ctx, TCP + header_len, payload_len);
+    if decision.verdict != KernelDecision::HAND_OFF {
+        return TO_SLOW_PATH;
+    }
+    let Some(backend) = crate::dispatch::FRONTEND_BACKENDS.get(decision.backend) else {
+        return TO_SLOW_PATH;
+    };
+    if backend.flags & KernelBackend::USABLE == 0 {
+        return TO_SLOW_PATH;
+    }
+    // The payload's sum, from the segment's checksum; a partial one (an offloading
+    // sender's) goes up, as in `forward_flow`.
+    let check = u16::from_be_bytes(tcp_check(&tcp));
+    let pseudo =
+        tcp_ipv4_pseudo_header_sum(client_addr, service_addr, (total_len - IPV4_HLEN) as u16);
+    if check == pseudo {
+        return TO_SLOW_PATH;
+    }
+    let Some(header_sum) = tcp_header_sum(ctx, header_len, [TCP_CHECK / 2, usize::MAX]) else {
+        return TO_SLOW_PATH;
+    };
+    let sack = kept.sack && cookies.flags & SynCookieConfig::SACK != 0;
+    let ecn = kept.ecn && cookies.flags & SynCookieConfig::ECN != 0;
+    let Some(work) = HANDOFF_WORK.get_ptr_mut(0) else {
+        return TO_SLOW_PATH;
+    };
+    // SAFETY: a per-CPU map value, this CPU's alone while the program runs. The SYN''s
+    // terms, the flow's key and value are built there, off the stack (the verifier
+    // allows 512 bytes along a chain of calls).
+    let work = unsafe { &mut *work };
+    work.prime = SynPrime {
+        client_addr,
+        backend_addr: backend.addr_be.to_ne_bytes(),
+        client_port,
+        backend_port: u16::from_be(backend.port_be),
+        client_isn,
+        window,
+        ttl: ip_ttl(&l3),
+        ecn,
+        mss: Some(cookie.mss),
+        window_shift: kept.window_scale,
+        sack_permitted: sack,
+        tsval: timestamps.map(|(tsval, _)| tsval),
+        handoff: [0; HANDOFF_OPTION_LEN],
+    };
+    work.option = HandoffOption::new(
+        isn_f,
+        timestamps.map_or(0, |(_, tsecr)| tsecr),
+        kept.window_scale.map_or(0, |_| cookies.window_shift),
+        if timestamps.is_some() {
+            HandoffOption::TIMESTAMPS
+        } else {
+            0
+        } | if sack { HandoffOption::SACK } else { 0 },
+    );
+    work.key = FrontendFlowKey {
+        client_addr_be: u32::from_ne_bytes(client_addr),
+        vip_addr_be: u32::from_ne_bytes(service_addr),
+        client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
+        vip_port_be: u16::from_ne_bytes(tcp_dest(&tcp)),
+    };
+    work.flow = FrontendFlow {
+        backend_addr_be: backend.addr_be,
+        backend_port_be: backend.port_be,
+        backend_mac: backend.mac,
+        client_isn,
+        close_state: FrontendFlow::AWAITING_ANSWER,
+        isn_f,
+        client_next: seq.wrapping_add(payload_len as u32),
+        reserved: 0,
+        last_seen_ns: 0,
+    };
+    work.header_len = header_len as u32;
+    work.total_len = total_len as u32;
+    work.payload_sum = payload_sum_from_checksum(check, pseudo, header_sum);
+    work.rule = decision.rule;
+    encode_handoff_option(&kernel.handoff_key, work);
+    emit_syn_prime(ctx, &config.interface_mac, work)
+}
+
+/// What [`hand_off_request`] builds for [`emit_syn_prime`], in a per-CPU map value.
+struct HandoffWork {
+    prime: SynPrime,
+    option: HandoffOption,
+    key: FrontendFlowKey,
+    flow: FrontendFlow,
+    header_len: u32,
+    total_len: u32,
+    payload_sum: u16,
+    rule: u32,
+}
+
+#[map]
+static HANDOFF_WORK: PerCpuArray<HandoffWork> = PerCpuArray::with_max_entries(1, 0);
+
+/// The handoff option into `work.prime` (`HandoffOption::encode`, the core's own); a
+/// frame of its own for the hashing's stack.
+#[inline(never)]
+fn encode_handoff_option(key: &SipKey, work: &mut HandoffWork) {
+    let p = &work.prime;
+    let binding = HandoffBinding {
+        client_ip: p.client_addr,
+        client_port: p.client_port,
+        backend_ip: p.backend_addr,
+        backend_port: p.backend_port,
+        client_isn: p.client_isn,
+    };
+    work.prime.handoff = work.option.encode(key, &binding);
+}
+
+/// Turns the request's frame into the SYN' and takes the flow in (see
+/// [`hand_off_request`]): `HANDED_OFF`, or `TO_SLOW_PATH` with the frame as it arrived.
+#[inline(never)]
+fn emit_syn_prime(ctx: &XdpContext, our_mac: &[u8; ETH_ALEN], work: &HandoffWork) -> u32 {
+    let header_len = work.header_len as usize;
+    let total_len = work.total_len as usize;
+    if !(TCP_HLEN..=SYN_PRIME_TCP_HLEN).contains(&header_len) || total_len <= IPV4_HLEN + header_len
+    {
+        return TO_SLOW_PATH;
+    }
+    let payload_len = total_len - IPV4_HLEN - header_len;
+    // The SYN''s header is longer than the request's (60 bytes of TCP header against
+    // the request's 20 to 60): the frame grows at the front, the payload stays in place.
+    let grow = (SYN_PRIME_TCP_HLEN - header_len) as i32;
+    // SAFETY: the context pointer is the program's own.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
+        return TO_SLOW_PATH;
+    }
+    let Some(frame) = bytes_at::<SYN_PRIME_FRAME_HEADERS_LEN>(ctx, 0) else {
+        // SAFETY: as above; gives back what was just taken.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, grow) };
+        return TO_SLOW_PATH;
+    };
+    // Only a flow not in the table yet: a copy of the request handed off on another CPU
+    // a moment ago has its entry, and this one goes up, to the core, which knows it.
+    if FRONTEND_FLOWS
+        .insert(work.key, work.flow, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // SAFETY: as above.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, grow) };
+        return TO_SLOW_PATH;
+    }
+    // The daemon's record last: once it is in the ring, the handoff is made. The request
+    // segment as it arrived now starts `grow` bytes into the frame.
+    if !record_request(ctx, ETH_HLEN + grow as usize, total_len, work) {
+        let _ = FRONTEND_FLOWS.remove(work.key);
+        // SAFETY: as above.
+        unsafe { bpf_xdp_adjust_head(ctx.ctx, grow) };
+        return TO_SLOW_PATH;
+    }
+    // SAFETY: bounds checked by `bytes_at`; XDP owns the buffer, and nothing of the
+    // request's headers is read from it any more.
+    write_syn_prime_frame_headers(
+        unsafe { &mut *frame },
+        &work.flow.backend_mac,
+        our_mac,
+        &work.prime,
+        payload_len as u16,
+        work.payload_sum,
+    );
+    HANDED_OFF
+}
+
+/// The request segment's TSval and TSecr: `Some(None)` without options, `None` for any
+/// options but the timestamps alone in Linux's layout (NOP, NOP, timestamps: what a
+/// data segment after the handshake carries), which the slow path judges. A constant
+/// layout, not a walk: the walk's variable offsets into the stack are what the verifier
+/// refuses here, and a first data segment has no other options.
+#[inline(always)]
+fn request_timestamps(ctx: &XdpContext, header_len: usize) -> Option<Option<(u32, u32)>> {
+    const LINUX_TIMESTAMPS: usize = 12;
+    if header_len == TCP_HLEN {
+        return Some(None);
+    }
+    if header_len != TCP_HLEN + LINUX_TIMESTAMPS {
+        return None;
+    }
+    // SAFETY: bounds checked by `bytes_at`; read once onto the stack.
+    let o = unsafe { bytes_at::<LINUX_TIMESTAMPS>(ctx, TCP + TCP_OPTIONS)?.read_unaligned() };
+    if o[..4] != [1, 1, 8, 10] {
+        return None;
+    }
+    let (v, e) = (2 + TSOPT_TSVAL, 2 + TSOPT_TSECR);
+    Some(Some((
+        u32::from_be_bytes([o[v], o[v + 1], o[v + 2], o[v + 3]]),
+        u32::from_be_bytes([o[e], o[e + 1], o[e + 2], o[e + 3]]),
+    )))
+}
+
+/// Tells the daemon of a handoff made here: a [`KernelHandoffRecord`] and the request's
+/// IPv4 packet (`len` bytes at `offset` of the frame) into `FRONTEND_HANDOFFS`; `false`
+/// if the ring is full or the packet too long to record.
+#[inline(never)]
+fn record_request(ctx: &XdpContext, offset: usize, len: usize, work: &HandoffWork) -> bool {
+    let Some(scratch) = HANDOFF_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    if len > MAX_RECORDED_PACKET {
+        return false;
+    }
+    // A power of two less one: the verifier's bound on the copies.
+    let len = (len as u32) & 0x7ff;
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: a per-CPU map value, this CPU's alone while the program runs.
+    let scratch = unsafe { &mut *scratch };
+    scratch.record = KernelHandoffRecord {
+        backend_addr_be: work.flow.backend_addr_be,
+        backend_port_be: work.flow.backend_port_be,
+        _pad: 0,
+        rule: work.rule,
+        packet_len: len,
+    };
+    // SAFETY: `packet` holds 2048 > len bytes; the kernel checks the packet side.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            offset as u32,
+            scratch.packet.as_mut_ptr().cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return false;
+    }
+    let total = (size_of::<KernelHandoffRecord>() as u32 + len) as usize;
+    // SAFETY: the scratch is `#[repr(C)]`, the record then the packet, `total` bytes of
+    // it written above.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            (scratch as *const KernelHandoffScratch).cast::<u8>(),
+            total.min(size_of::<KernelHandoffScratch>()),
+        )
+    };
+    // Default flags: the daemon is woken when it had caught up (an empty ring), so a
+    // busy daemon reads records in batches without a wakeup each.
+    FRONTEND_HANDOFFS.output::<[u8]>(bytes, 0).is_ok()
 }

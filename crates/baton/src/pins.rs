@@ -72,6 +72,13 @@ impl Pins {
         self.dir.join("notices")
     }
 
+    /// The front-end's local secret (ISNs, timestamps, SYN cookies) when the
+    /// configuration sets none: kept for the next daemon, so that the cookies of
+    /// handshakes XDP answered across a restart or an upgrade still verify.
+    pub fn secret(&self) -> PathBuf {
+        self.dir.join("secret")
+    }
+
     /// The front-end's XDP link.
     pub fn xdp_link(&self) -> PathBuf {
         self.dir.join("link_xdp")

@@ -15,7 +15,7 @@ use super::config::{MAX_CANDIDATES, MIN_MSS};
 use super::packet::{self, bare_segment, seq_le, seq_lt, with_timestamps};
 use super::{
     Backend, Dispatch, Event, Feedback, FlowKey, FrontEnd, HalfOpenSyns, HandedOff, HandoffFailure,
-    Handover, Instant, ResetReason,
+    Handover, Instant, KernelHandoff, ResetReason,
 };
 use crate::request::{ClientRequest, parse_request};
 use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
@@ -978,7 +978,16 @@ impl<D: Dispatch> FrontEnd<D> {
             Ok(None) => Decision::NeedMore,
             Ok(Some(request)) => Decision::Dispatched {
                 tls: matches!(request, ClientRequest::Tls(_)),
-                backend: self.dispatcher.dispatch(now, &conn.flow, &request, &[]),
+                backend: match self.kernel_handoff {
+                    // The fast path decided and sent the SYN' (`adopt_kernel_handoff`):
+                    // the dispatcher books its choice instead of making one.
+                    KernelHandoff::Chosen(backend) => {
+                        self.kernel_handoff = KernelHandoff::Sent;
+                        self.dispatcher.assign(now, &conn.flow, &request, backend);
+                        Some(backend)
+                    }
+                    _ => self.dispatcher.dispatch(now, &conn.flow, &request, &[]),
+                },
             },
             Err(error) => Decision::Refused(error.http_status()),
         }
@@ -1478,13 +1487,20 @@ impl<D: Dispatch> FrontEnd<D> {
         // it would hold the answer until the client's window update, which the core does
         // not pass on while it awaits the answer (the update acknowledges nothing of the
         // back-end's), so neither side would send again.
-        let one_turn = self.config.one_turn && conn.window_in_syn() > 0;
+        // A handoff the fast path made (`adopt_kernel_handoff`): its SYN' is out, with
+        // the request, under the same conditions as below.
+        let sent_by_kernel = self.kernel_handoff == KernelHandoff::Sent;
+        let one_turn = sent_by_kernel || (self.config.one_turn && conn.window_in_syn() > 0);
         if self.config.one_turn && !one_turn && conn.candidates == 1 {
             self.stats.closed_window_handoffs += 1;
         }
-        let syn_prime = if one_turn {
+        let syn_prime = if sent_by_kernel {
+            self.kernel_handoff = KernelHandoff::Adopted;
+            Some(None)
+        } else if one_turn {
             self.syn_prime(conn, true)
                 .filter(|p| p.len() <= usize::from(self.config.mss) + 40)
+                .map(Some)
         } else {
             None
         };
@@ -1498,7 +1514,10 @@ impl<D: Dispatch> FrontEnd<D> {
                 if let Some(handoff) = self.handoff_of(conn) {
                     self.emit(Event::RequestSent(handoff));
                 }
-                self.transmit(Ok(packet));
+                match packet {
+                    Some(packet) => self.transmit(Ok(packet)),
+                    None => self.stats.kernel_handoffs_adopted += 1,
+                }
                 self.stats.requests_in_syn += 1;
                 // `last_heard` and `rto` hold the time of the client's latest sending of
                 // its request and the gap before it (or the last quiet period, after

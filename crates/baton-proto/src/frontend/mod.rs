@@ -259,6 +259,33 @@ pub trait Dispatch {
     fn feedback(&mut self, now: Instant, flow: &FlowKey, feedback: Feedback) {
         let _ = (now, flow, feedback);
     }
+
+    /// The fast path chose `backend` for `request` on `flow` at `now` and handed the
+    /// connection off itself (kernel dispatch; [`FrontEnd::adopt_kernel_handoff`]): book
+    /// it as a decision of this dispatcher's (rule hits, the access log's names). The
+    /// feedback that follows is as for [`Dispatch::dispatch`]. Does nothing by default.
+    fn assign(
+        &mut self,
+        now: Instant,
+        flow: &FlowKey,
+        request: &ClientRequest<'_>,
+        backend: Backend,
+    ) {
+        let _ = (now, flow, request, backend);
+    }
+}
+
+/// Where [`FrontEnd::adopt_kernel_handoff`] has got within one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelHandoff {
+    /// No adoption under way: the dispatcher decides.
+    None,
+    /// The fast path chose this back-end; the request is being parsed.
+    Chosen(Backend),
+    /// The choice was booked; the handoff starts without sending its SYN'.
+    Sent,
+    /// The connection is handing off, as if the core had sent the SYN'.
+    Adopted,
 }
 
 impl<F> Dispatch for F
@@ -590,8 +617,16 @@ pub struct Stats {
     /// SYN' retransmissions (in a one-turn handoff: SYN''s sent again because the
     /// client resent its request).
     pub syn_prime_retransmits: u64,
-    /// SYN''s that carried the request (the one-turn handoff, [`Config::one_turn`]).
+    /// SYN''s that carried the request (the one-turn handoff, [`Config::one_turn`]),
+    /// those the fast path sent included.
     pub requests_in_syn: u64,
+    /// Handoffs the fast path made itself (kernel dispatch), adopted
+    /// ([`FrontEnd::adopt_kernel_handoff`]).
+    pub kernel_handoffs_adopted: u64,
+    /// Such handoffs the core did not come to adopt (the segment judged otherwise: a
+    /// connection already on the ports, an incomplete request); the caller drops the fast
+    /// path's entry.
+    pub kernel_handoffs_refused: u64,
     /// One-turn handoffs whose back-end took only the SYN (its SYN/ACK' acknowledged no
     /// data): the request went after it, as in the three-turn handoff.
     pub requests_after_syn_ack: u64,
@@ -692,6 +727,8 @@ pub struct FrontEnd<D> {
     /// ([`FrontEnd::make_room`]).
     time_wait: usize,
     responses: connection::Responses,
+    /// Set only during [`FrontEnd::adopt_kernel_handoff`].
+    kernel_handoff: KernelHandoff,
 }
 
 impl<D: Dispatch> FrontEnd<D> {
@@ -714,6 +751,7 @@ impl<D: Dispatch> FrontEnd<D> {
             handed_off: 0,
             time_wait: 0,
             responses: connection::Responses::new(),
+            kernel_handoff: KernelHandoff::None,
         })
     }
 
@@ -870,6 +908,34 @@ impl<D: Dispatch> FrontEnd<D> {
         } else {
             self.stats.not_for_service += 1;
         }
+    }
+
+    /// A handoff the fast path made itself (kernel dispatch; docs/design.md, "Dispatch
+    /// in the kernel"): `packet` is the client's request segment as it arrived (an IPv4
+    /// packet, its cookie in the acknowledgement), `backend` the back-end the fast path
+    /// chose and sent the SYN' with the request to, the flow already in its table
+    /// awaiting the answer. The core builds the connection exactly as for a request it
+    /// hands off itself in one turn (the cookie checked, the request parsed, the
+    /// dispatcher told through [`Dispatch::assign`], [`Event::RequestSent`] emitted) and
+    /// sends nothing now; from then on it is one of its own, its loss and failure
+    /// handling included. `false` if it did not come to the handoff (a segment the core
+    /// judges otherwise, counted), for the caller to drop the fast path's entry.
+    pub fn adopt_kernel_handoff(&mut self, now: Instant, packet: &[u8], backend: Backend) -> bool {
+        struct NoHalfOpenSyns;
+        impl HalfOpenSyns for NoHalfOpenSyns {
+            // The fast path hands off no client whose options wait in its half-open map.
+            fn take(&mut self, _: &FlowKey) -> Option<HalfOpenSyn> {
+                None
+            }
+        }
+        self.kernel_handoff = KernelHandoff::Chosen(backend);
+        self.handle_packet_with(now, packet, &mut NoHalfOpenSyns);
+        let adopted = self.kernel_handoff == KernelHandoff::Adopted;
+        self.kernel_handoff = KernelHandoff::None;
+        if !adopted {
+            self.stats.kernel_handoffs_refused += 1;
+        }
+        adopted
     }
 
     /// Runs every timer due at `now`.

@@ -46,9 +46,10 @@ pub struct FileConfig {
     /// A file holding the handoff key as 32 hex digits (surrounding whitespace ignored);
     /// the alternative to `handoff_key`, so the key need not sit in the config file.
     pub handoff_key_file: Option<PathBuf>,
-    /// The local secret for ISNs, timestamps and SYN cookies, 32 hex digits. Random at
-    /// every start when absent, which is what a single front-end wants: a restart then
-    /// only invalidates SYN cookies that were in flight.
+    /// The local secret for ISNs, timestamps and SYN cookies, 32 hex digits. When
+    /// absent, the previous daemon's on the interface (pinned with the fast path's maps),
+    /// else random: what a single front-end wants, and a restart or an upgrade keeps the
+    /// cookies XDP gave out across it valid.
     pub secret: Option<String>,
     /// Milliseconds the daemon keeps serving existing connections after SIGTERM/SIGINT
     /// before it exits (it exits earlier when none is left).

@@ -215,6 +215,29 @@ impl Dispatch for ContentDispatch {
         choice
     }
 
+    fn assign(
+        &mut self,
+        now: Instant,
+        flow: &FlowKey,
+        request: &ClientRequest<'_>,
+        backend: Backend,
+    ) {
+        Dispatch::assign(&mut self.inner, now, flow, request, backend);
+        let (rule, pool) = self.route_names();
+        if self.flows.len() < self.max_pending {
+            self.flows.insert(
+                *flow,
+                Flow {
+                    request: summarize(request),
+                    host: request.host().map(cut).unwrap_or_default(),
+                    rule,
+                    pool,
+                    dispatched_at: now,
+                },
+            );
+        }
+    }
+
     fn feedback(&mut self, now: Instant, flow: &FlowKey, feedback: Feedback) {
         self.inner.feedback(now, flow, feedback);
         match feedback {

@@ -144,7 +144,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         services,
         drain,
         secret_generated,
-        proto,
+        mut proto,
         dispatcher,
         restart_only,
         fast_path,
@@ -166,6 +166,20 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             ],
         );
     }
+    // A secret left by the previous daemon on this interface beats a new random one: the
+    // handshakes XDP answered across the swap carry cookies made with it.
+    let secret_source = if !secret_generated {
+        "configured"
+    } else if let Some(pinned) = fast_path
+        .then(|| fastpath::pinned_secret(&pin_dir, &interface))
+        .flatten()
+    {
+        proto.secret = pinned;
+        "pinned"
+    } else {
+        "generated"
+    };
+    let secret = proto.secret;
     let routes = config::Summary(&dispatcher).to_string();
     let max_connections = proto.max_connections;
     let body = dispatcher.unavailable_body().as_bytes().to_vec();
@@ -202,6 +216,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             &pin_dir,
             fe.syn_cookie_config(),
             half_open_entries,
+            secret,
         ) {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
@@ -282,14 +297,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             ("dispatch", &routes),
             ("max_connections", &max_connections),
             ("drain_ms", &drain.as_millis()),
-            (
-                "secret",
-                &if secret_generated {
-                    "generated"
-                } else {
-                    "configured"
-                },
-            ),
+            ("secret", &secret_source),
             ("nft_table", &format!("inet {}", io::NFT_TABLE)),
             ("fast_path", &ops.fast_path),
             ("metrics", &metrics_bound),

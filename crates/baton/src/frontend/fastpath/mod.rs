@@ -222,6 +222,7 @@ impl FastPath {
         pin_dir: &Path,
         syn_cookies: SynCookieConfig,
         half_open_entries: u32,
+        secret: [u8; 16],
     ) -> anyhow::Result<(Self, Start)> {
         let mac = interface_mac(interface)?;
         crate::pins::require_bpffs(pin_dir)?;
@@ -238,6 +239,7 @@ impl FastPath {
             .map_pin_path("FRONTEND_CONFIG", config_pin.as_path())
             .map_pin_path("FRONTEND_STATS", stats_pin.as_path())
             .map_pin_path("FRONTEND_NOTICES", notices_pin.as_path())
+            .map_pin_path("FRONTEND_SECRET", pins.secret().as_path())
             // A map has at least one entry; off, the program never writes it.
             .map_max_entries("FRONTEND_HALF_OPEN", half_open_entries.max(1))
             .load(crate::ebpf::FRONTEND)
@@ -256,6 +258,13 @@ impl FastPath {
             },
             0,
         )?;
+        // The secret, for the next daemon (`pinned_secret`).
+        Array::<_, [u8; 16]>::try_from(
+            ebpf.map_mut("FRONTEND_SECRET")
+                .context("map FRONTEND_SECRET missing")?,
+        )?
+        .set(0, secret, 0)
+        .context("writing the pinned secret")?;
         // The services: this program's own map (not pinned), filled before it is
         // attached or swapped into the link.
         let mut service_map: HashMap<_, FrontendService, u32> = HashMap::try_from(
@@ -795,6 +804,17 @@ fn flow_of(key: &FrontendFlowKey) -> FlowKey {
 
 /// The flow and what happened in a ring record: a [`FlowNotice`] as the program wrote
 /// it. `None` if too short.
+/// The local secret a previous daemon on `interface` left pinned under `pin_dir`, if
+/// any: a daemon whose configuration sets no `secret` takes it over rather than drawing
+/// one, so that the cookies XDP gave out across a restart or an upgrade (every SYN, with
+/// `[tcp] syns_in_xdp`) verify and those clients' requests are served. The pins live as
+/// long as the flows (until `baton frontend --detach` or a reboot).
+pub fn pinned_secret(pin_dir: &Path, interface: &str) -> Option<[u8; 16]> {
+    let map = MapData::from_pin(Pins::frontend(pin_dir, interface).secret()).ok()?;
+    let secret: Array<_, [u8; 16]> = Array::try_from(Map::Array(map)).ok()?;
+    secret.get(&0, 0).ok().filter(|s| s.iter().any(|&b| b != 0))
+}
+
 fn parse_notice(record: &[u8]) -> Option<(FlowKey, u32)> {
     if record.len() < std::mem::size_of::<FlowNotice>() {
         return None;
