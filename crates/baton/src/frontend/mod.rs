@@ -88,6 +88,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use baton_common::kernel_dispatch::KernelHandoffConfig;
 use baton_proto::{
     frontend::{Event, FrontEnd, HandedOff, Instant, Output},
     wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
@@ -128,6 +129,24 @@ struct DaemonStats {
     resets_logged: u64,
     /// Rounds of the loop.
     rounds: u64,
+}
+
+/// What the fast path needs to hand requests off itself (docs/design.md, "Dispatch in
+/// the kernel"): on when the core hands off in one turn and XDP answers every SYN (the
+/// kernel's handoff starts from its cookie and sends the request in the SYN'); the rules
+/// the kernel can evaluate decide which requests it takes.
+fn kernel_handoff_config(core: &baton_proto::frontend::Config) -> KernelHandoffConfig {
+    KernelHandoffConfig {
+        handoff_key: baton_common::siphash::SipKey::from_bytes(core.handoff_key),
+        flags: if core.one_turn && core.every_syn_in_fast_path {
+            KernelHandoffConfig::ENABLED
+        } else {
+            0
+        },
+        // The core's one-turn bound: a SYN' of at most `mss + 40` bytes, 60 of them
+        // headers.
+        max_payload: u32::from(core.mss).saturating_sub(20),
+    }
 }
 
 /// Runs the daemon until a stop signal and the drain that follows.
@@ -217,6 +236,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             fe.syn_cookie_config(),
             half_open_entries,
             secret,
+            kernel_handoff_config(fe.config()),
         ) {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
@@ -639,12 +659,14 @@ fn event_loop(
                 at.saturating_duration_since(now).min(MAX_SLEEP)
             })
         };
-        let readable = wait_readable(io.rx_fd(), sleep)?;
+        let handoffs_fd = fast.path.as_deref().map(FastPath::handoffs_fd);
+        let readable = wait_readable(io.rx_fd(), handoffs_fd, sleep)?;
 
         let now = clock();
-        // What the fast path forwarded while the loop slept (client FINs, back-ends'
-        // answers), before the timers judge their flows.
+        // What the fast path did while the loop slept (handoffs it made, client FINs,
+        // back-ends' answers), before the timers judge their flows.
         if let Some(path) = fast.path.as_deref_mut() {
+            path.note_kernel_handoffs(fe, now, fast.stats);
             path.note_flow_notices(fe, now, fast.stats);
         }
         more_to_read = false;
@@ -664,6 +686,7 @@ fn event_loop(
                         // has its SYN's options there.
                         match fast.path.as_deref_mut() {
                             Some(path) => {
+                                path.note_kernel_handoffs(fe, now, fast.stats);
                                 path.note_flow_notices(fe, now, fast.stats);
                                 let mut syns = path.half_open_syns(fast.stats);
                                 fe.handle_packet_with(now, packet, &mut syns);
@@ -946,16 +969,31 @@ fn clock() -> Instant {
 
 /// Waits up to `timeout` for `fd` to be readable. A signal ends the wait early (and
 /// reads as "not readable"), so the loop sees a stop request at once.
-fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> anyhow::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+fn wait_readable(
+    fd: std::os::fd::RawFd,
+    handoffs: Option<std::os::fd::RawFd>,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let mut pfds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        // The fast path's ring of the handoffs it made: it wakes the loop, which reads
+        // it every round anyway; only the packet socket's readiness is returned. A
+        // negative descriptor is ignored by poll.
+        libc::pollfd {
+            fd: handoffs.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
     // Round up: waking a little before a deadline would only spin until it passes.
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: `pfd` is one valid pollfd.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: `pfds` are two valid pollfds.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
+    let pfd = pfds[0];
     if n < 0 {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::Interrupted {

@@ -53,7 +53,7 @@
 //! a client still acknowledging a server that sends after its half-close.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     fs,
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
@@ -71,6 +71,7 @@ use aya::{
 };
 use baton_common::{
     frontend::{FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, stat},
+    kernel_dispatch::{KernelHandoffConfig, KernelHandoffRecord},
     syncookie::SynCookieConfig,
 };
 use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
@@ -133,6 +134,10 @@ pub struct FastPathStats {
     /// Client RSTs at the expected sequence number the program forwarded, read from its
     /// ring and told to the core.
     pub client_resets_noted: u64,
+    /// Handoffs the program made itself (kernel dispatch) that the core adopted.
+    pub kernel_handoffs_adopted: u64,
+    /// Such handoffs the core did not adopt: their flows taken out of the table.
+    pub kernel_handoffs_refused: u64,
     /// Handoffs the program confirmed itself, whose entry (taken in with the request)
     /// was left as it was rather than rewritten.
     pub confirmed_in_place: u64,
@@ -197,6 +202,12 @@ pub struct FastPath {
     /// What the program forwarded that the core must know of (`FRONTEND_NOTICES`), read
     /// through its shared pages: checking it costs two loads, no system call.
     notices: RingBuf<MapData>,
+    /// The handoffs the program made itself (`FRONTEND_HANDOFFS`, kernel dispatch), read
+    /// like the notices, before them.
+    handoffs: RingBuf<MapData>,
+    /// Flows the program took in with a handoff it made, whose entry the core's
+    /// `RequestSent` must not rewrite.
+    kernel_adopted: HashSet<FlowKey>,
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
@@ -223,6 +234,7 @@ impl FastPath {
         syn_cookies: SynCookieConfig,
         half_open_entries: u32,
         secret: [u8; 16],
+        kernel: KernelHandoffConfig,
     ) -> anyhow::Result<(Self, Start)> {
         let mac = interface_mac(interface)?;
         crate::pins::require_bpffs(pin_dir)?;
@@ -311,6 +323,17 @@ impl FastPath {
             ebpf.take_map("FRONTEND_NOTICES")
                 .context("map FRONTEND_NOTICES missing")?,
         )?;
+        // Kernel dispatch: the handoffs ring and the switch (nothing is handed off in the
+        // kernel until the rules are written, `write_kernel_rules`).
+        let handoffs = RingBuf::try_from(
+            ebpf.take_map("FRONTEND_HANDOFFS")
+                .context("map FRONTEND_HANDOFFS missing")?,
+        )?;
+        let mut kernel_config: Array<_, KernelHandoffConfig> = Array::try_from(
+            ebpf.take_map("FRONTEND_KERNEL_HANDOFF")
+                .context("map FRONTEND_KERNEL_HANDOFF missing")?,
+        )?;
+        kernel_config.set(0, kernel, 0)?;
         let prog: &mut Xdp = ebpf
             .program_mut("frontend_forward")
             .context("program frontend_forward missing")?
@@ -356,6 +379,8 @@ impl FastPath {
                 batch: FlowBatch::default(),
                 stats,
                 notices,
+                handoffs,
+                kernel_adopted: HashSet::new(),
                 syn_cookies,
                 syn_cookie_config,
                 half_open,
@@ -434,6 +459,20 @@ impl FastPath {
         awaiting_answer: Option<u32>,
         stats: &mut FastPathStats,
     ) {
+        if self.kernel_adopted.remove(&flow) {
+            // The program inserted the entry with its handoff, awaiting the answer, and may
+            // have moved it on since (`client_next`, the answer's proof): left as it is.
+            self.installed.insert(
+                flow,
+                Installed {
+                    noted: 0,
+                    close_state: 0,
+                },
+            );
+            stats.flows_installed += 1;
+            stats.flows_awaiting_answer += 1;
+            return;
+        }
         let Some(mac) = self.neighbours.lookup(now, *backend.ip(), &self.interface) else {
             stats.no_neighbour += 1;
             log::warn(
@@ -547,6 +586,47 @@ impl FastPath {
                 stats.client_resets_noted += 1;
             }
         }
+    }
+
+    /// Hands the core every handoff the program made itself since the last call (kernel
+    /// dispatch; docs/design.md, "Dispatch in the kernel"), in the order it made them:
+    /// before the notices (a FIN the program forwarded for such a flow comes after its
+    /// handoff) and before any packet, as the notices are. A record the core does not
+    /// adopt has its flow taken out of the table, so that nothing is forwarded that no
+    /// one tracks.
+    pub fn note_kernel_handoffs<D: baton_proto::frontend::Dispatch>(
+        &mut self,
+        fe: &mut FrontEnd<D>,
+        now: Instant,
+        stats: &mut FastPathStats,
+    ) {
+        while let Some(record) = self.handoffs.next() {
+            let Some((backend, packet)) = parse_handoff(&record) else {
+                stats.notices_short += 1;
+                continue;
+            };
+            let Some(flow) = packet_flow(packet) else {
+                stats.notices_short += 1;
+                continue;
+            };
+            self.kernel_adopted.insert(flow);
+            if fe.adopt_kernel_handoff(now, packet, backend) {
+                stats.kernel_handoffs_adopted += 1;
+            } else {
+                stats.kernel_handoffs_refused += 1;
+                self.kernel_adopted.remove(&flow);
+                let _ = self.flows.remove(&key_of(&flow));
+            }
+            // Taken by the core's `RequestSent` (`install`) when adopted.
+            self.kernel_adopted.remove(&flow);
+        }
+    }
+
+    /// The descriptor the daemon polls beside its packet socket: readable when the
+    /// program made a handoff while the daemon had caught up with the ring.
+    pub fn handoffs_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd as _;
+        self.handoffs.as_raw_fd()
     }
 
     /// Stops forwarding `flow` (it is closed or reset); a flow never installed is a
@@ -813,6 +893,45 @@ pub fn pinned_secret(pin_dir: &Path, interface: &str) -> Option<[u8; 16]> {
     let map = MapData::from_pin(Pins::frontend(pin_dir, interface).secret()).ok()?;
     let secret: Array<_, [u8; 16]> = Array::try_from(Map::Array(map)).ok()?;
     secret.get(&0, 0).ok().filter(|s| s.iter().any(|&b| b != 0))
+}
+
+/// A record of `FRONTEND_HANDOFFS`: the back-end and the request's IPv4 packet.
+fn parse_handoff(record: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
+    let head = size_of::<KernelHandoffRecord>();
+    if record.len() < head {
+        return None;
+    }
+    // SAFETY: the length is checked; `KernelHandoffRecord` is `repr(C)` integers, any
+    // bytes are a value of it; read unaligned (the ring aligns records to 8 only).
+    let r = unsafe {
+        record
+            .as_ptr()
+            .cast::<KernelHandoffRecord>()
+            .read_unaligned()
+    };
+    let packet = record.get(head..head + r.packet_len as usize)?;
+    let backend = SocketAddrV4::new(
+        Ipv4Addr::from(r.backend_addr_be.to_ne_bytes()),
+        u16::from_be(r.backend_port_be),
+    );
+    Some((backend, packet))
+}
+
+/// The client-to-service flow of a client's IPv4/TCP packet, read from its headers
+/// (checked again by the core, which parses it whole).
+fn packet_flow(packet: &[u8]) -> Option<FlowKey> {
+    let ihl = usize::from(packet.first()? & 0x0f) * 4;
+    let addr = |at: usize| -> Option<Ipv4Addr> {
+        let b: [u8; 4] = packet.get(at..at + 4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(b))
+    };
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(packet.get(at..at + 2)?.try_into().ok()?))
+    };
+    Some(FlowKey {
+        client: SocketAddrV4::new(addr(12)?, port(ihl)?),
+        service: SocketAddrV4::new(addr(16)?, port(ihl + 2)?),
+    })
 }
 
 fn parse_notice(record: &[u8]) -> Option<(FlowKey, u32)> {
