@@ -74,13 +74,6 @@ impl KernelDecision {
     pub const HAND_OFF: u32 = 1;
 }
 
-#[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]` plain data without padding or pointers.
-unsafe impl aya::Pod for KernelBackend {}
-#[cfg(feature = "user")]
-// SAFETY: as above.
-unsafe impl aya::Pod for KernelDecision {}
-
 /// Back-ends per generation of the compiled tables: the back-ends table holds two
 /// generations, so that a reload writes one while requests read the other.
 pub const BACKENDS_PER_GENERATION: u32 = MAX_KERNEL_BACKENDS / 2;
@@ -841,10 +834,14 @@ fn compare(
         _ => start,
     };
     let fold = if mode == Compare::Folded { 0x20 } else { 0 };
-    for k in 0..MAX_TEXT_LEN {
-        if k as u32 >= want {
-            break;
-        }
+    // The count through `black_box`, bounded again: without it the compiler counts the
+    // loop by the request's length (equal to the text's, for an exact comparison),
+    // which the verifier cannot bound.
+    let count = core::hint::black_box(want) as usize;
+    if count > MAX_TEXT_LEN {
+        return false;
+    }
+    for k in 0..count {
         let mut b = buf[(from as usize + k) & SCRATCH_MASK];
         if b.is_ascii_uppercase() {
             b |= fold;
