@@ -1,10 +1,34 @@
 //! Dispatch in the kernel (issue 19): what the front-end's XDP program needs to hand off
 //! a request whose head arrives whole in one segment without the slow path. The request
 //! matcher and the compiled rules live here as pure functions over plain bytes, called
-//! by the XDP program and by the host tests, which compare them with `baton-dispatch`.
+//! by the XDP program (`baton-ebpf`'s `dispatch.rs`, one step per `bpf_loop` iteration)
+//! and by the host tests, which compare them with `baton-dispatch`.
 //!
-//! This file starts with the types the handoff half of the program shares with the
-//! matcher half: the back-ends table and the matcher's decision.
+//! The kernel answers only when it can answer exactly as the slow path would; anything
+//! else is [`KernelDecision::SLOW_PATH`] with a [`reason`], and the daemon decides as
+//! without the kernel path. The pieces, in the order a request meets them:
+//!
+//! 1. [`RequestScan`]: the request head, copied into a [`SCRATCH_LEN`]-byte buffer, read
+//!    byte by byte ([`RequestScan::step`] reads [`SCAN_STEP_BYTES`]). It accepts only a
+//!    head `baton_proto::request::parse_request` parses to the same method, path, Host and
+//!    extension: an upper-case method, an origin-form path that is already normal
+//!    (nothing to decode, no `//`, no dot segments), `HTTP/1.0` or `HTTP/1.1`, CRLF line
+//!    ends, token header names, printable header values, one Host of host-name bytes
+//!    (lower-cased in place, port and trailing dot cut as `RequestView` does), ending
+//!    with the empty line exactly at the segment's end.
+//! 2. [`RuleEval`]: the rules as one postfix program of [`KernelTerm`]s in `[dispatch]`
+//!    order, in three-valued (Kleene) logic: a condition the kernel cannot judge (a
+//!    regex, a header, a cookie of a request that has one) is *unknown*, and a rule whose
+//!    condition is unknown stops the program with the slow path, so a later rule is never
+//!    taken where an earlier one might have matched.
+//! 3. The pool ([`KernelPool`]): round robin over a slot array that is one period of
+//!    nginx's smooth weighted round robin, or rendezvous hashing of the path, URL or Host
+//!    over the pool's members exactly as `baton-dispatch` does it ([`hash_bytes`],
+//!    [`mix64`]: the one definition both use).
+//!
+//! Every table the program reads is bounded (the `MAX_*` constants); a configuration
+//! past a bound compiles the affected conditions or pools to "slow path", never to a
+//! wrong answer.
 
 /// Entries of the back-ends table (`FRONTEND_BACKENDS`, an array): every back-end of
 /// every pool the kernel may pick, indexed as the compiled pools name them.
@@ -110,6 +134,1137 @@ pub struct KernelHandoffScratch {
     pub packet: [u8; 2048],
 }
 
+/// Back-ends per generation of the compiled tables: the back-ends table holds two
+/// generations, so that a reload writes one while requests read the other.
+pub const BACKENDS_PER_GENERATION: u32 = MAX_KERNEL_BACKENDS / 2;
+
+/// Why a request went to the slow path: [`KernelDecision::reason`]. Zero for a hand-off.
+pub mod reason {
+    /// Kernel dispatch is off, or the daemon has written no rules yet.
+    pub const OFF: u32 = 1;
+    /// The segment is empty or longer than the scratch buffer ([`super::SCRATCH_LEN`]).
+    pub const SEGMENT_SIZE: u32 = 2;
+    /// The payload could not be copied out of the frame.
+    pub const LOAD: u32 = 3;
+    /// The method is not upper-case letters followed by one space (TLS, HTTP/2's
+    /// preface, lower-case or exotic methods, garbage).
+    pub const METHOD: u32 = 4;
+    /// The target is not origin-form (`*`, absolute-form, authority-form).
+    pub const TARGET_FORM: u32 = 5;
+    /// The path has a byte the kernel does not judge: `%` (percent-encoding), `\`, `#`,
+    /// control or non-ASCII bytes.
+    pub const PATH_BYTES: u32 = 6;
+    /// The path is not normal: `//`, `.` or `..` segments (the slow path resolves them).
+    pub const PATH_NOT_NORMAL: u32 = 7;
+    /// The query has a byte that is not printable ASCII, or a fragment.
+    pub const QUERY_BYTES: u32 = 8;
+    /// The version is not `HTTP/1.0` or `HTTP/1.1`, or the request line does not end
+    /// in CRLF.
+    pub const VERSION: u32 = 9;
+    /// A header name with a byte other than letters, digits, `-` and `_`.
+    pub const HEADER_NAME: u32 = 10;
+    /// A header value with a control or non-ASCII byte.
+    pub const HEADER_VALUE: u32 = 11;
+    /// A line that starts with a space or tab (obs-fold, RFC 9112 §5.2).
+    pub const OBS_FOLD: u32 = 12;
+    /// A line that does not end in CRLF.
+    pub const LINE_END: u32 = 13;
+    /// A Host value that is not a plain host name with an optional numeric port, or
+    /// empty after its trailing dot, or over 255 bytes.
+    pub const HOST: u32 = 14;
+    /// More than one Host field (the slow path answers 400).
+    pub const HOST_REPEATED: u32 = 15;
+    /// The head does not end within the segment.
+    pub const INCOMPLETE: u32 = 16;
+    /// Bytes after the head's empty line (a body or a pipelined request).
+    pub const TRAILING_BYTES: u32 = 17;
+    /// More header fields, or more bytes, than the daemon's request limits allow.
+    pub const LIMITS: u32 = 18;
+    /// A rule whose condition the kernel cannot judge for this request might match.
+    pub const RULE: u32 = 19;
+    /// The chosen pool's policy does not run in the kernel.
+    pub const POOL_POLICY: u32 = 20;
+    /// The chosen pool is sticky and the request has a Cookie field.
+    pub const STICKY: u32 = 21;
+    /// No back-end of the chosen pool is up (the slow path answers 503).
+    pub const POOL_DOWN: u32 = 22;
+    /// A compiled table is inconsistent (an index past its map): never for tables the
+    /// daemon wrote.
+    pub const TABLES: u32 = 23;
+    /// The chosen back-end has no resolved MAC, or may take no new connection.
+    pub const BACKEND_UNUSABLE: u32 = 24;
+    /// The consistent-hash key is missing from the request (no Host: the slow path
+    /// hashes the client's address instead).
+    pub const HASH_KEY: u32 = 25;
+    /// Most reasons plus one, for counter arrays.
+    pub const COUNT: u32 = 26;
+}
+
+/// Bytes of the scratch buffer the request is copied into: a power of two, so that
+/// every index is masked into it, and over one Ethernet MSS, so that any one segment
+/// fits.
+pub const SCRATCH_LEN: usize = 2048;
+const SCRATCH_MASK: usize = SCRATCH_LEN - 1;
+/// Bytes one [`RequestScan::step`] reads at most: enough that a common request takes a
+/// handful of `bpf_loop` iterations, few enough that the verifier checks the step cheaply.
+pub const SCAN_STEP_BYTES: u32 = 16;
+/// `bpf_loop` iterations that scan a whole buffer.
+pub const MAX_SCAN_STEPS: u32 = SCRATCH_LEN as u32 / SCAN_STEP_BYTES + 1;
+/// Longest host, as `baton-dispatch` hashes it on the stack.
+pub const MAX_HOST_LEN: u32 = 255;
+
+mod phase {
+    pub const METHOD: u32 = 0;
+    pub const TARGET: u32 = 1;
+    pub const PATH: u32 = 2;
+    pub const QUERY: u32 = 3;
+    pub const VERSION: u32 = 4;
+    pub const LINE: u32 = 5;
+    pub const NAME: u32 = 6;
+    pub const VALUE: u32 = 7;
+    pub const VALUE_LF: u32 = 8;
+    pub const HOST_SPACE: u32 = 9;
+    pub const HOST: u32 = 10;
+    pub const HOST_PORT: u32 = 11;
+    pub const FINAL_LF: u32 = 12;
+    pub const DONE: u32 = 13;
+    pub const SLOW: u32 = 14;
+}
+
+/// Candidate header names while a name is read: bit set while the name read so far is
+/// a prefix of it (case-insensitively).
+const NAME_HOST: u32 = 1;
+const NAME_COOKIE: u32 = 2;
+
+/// What a scan found: the request's parts as offsets into the scratch buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestScan {
+    at: u32,
+    len: u32,
+    phase: u32,
+    /// Why the slow path, once `phase` is `SLOW`.
+    reason: u32,
+    /// Where the token being read (header name, version) started.
+    mark: u32,
+    names: u32,
+    pub method_end: u32,
+    pub path_start: u32,
+    pub path_end: u32,
+    /// The byte after `?`, or 0 without a query.
+    pub query_start: u32,
+    pub query_end: u32,
+    /// The first byte of the path's current (at the end: last) segment.
+    segment: u32,
+    /// The last `.` of the current segment, or 0.
+    dot: u32,
+    /// The extension's first byte (it ends at `path_end`), or 0 without one.
+    pub ext_start: u32,
+    /// The Host's name, lower-cased in the buffer, without port or trailing dot;
+    /// `host_end == host_start` when the request has no Host (or an empty one).
+    pub host_start: u32,
+    pub host_end: u32,
+    /// Header fields seen.
+    pub headers: u32,
+    /// [`RequestScan::HOST_FIELD`], [`RequestScan::COOKIE_FIELD`].
+    pub fields: u32,
+}
+
+impl RequestScan {
+    /// The request has a Host field (perhaps empty).
+    pub const HOST_FIELD: u32 = 1;
+    /// The request has a Cookie field.
+    pub const COOKIE_FIELD: u32 = 2;
+
+    /// A scan of the first `len` bytes of the buffer.
+    #[inline(always)]
+    pub const fn new(len: usize) -> Self {
+        let mut scan = Self {
+            at: 0,
+            len: 0,
+            phase: phase::METHOD,
+            reason: 0,
+            mark: 0,
+            names: 0,
+            method_end: 0,
+            path_start: 0,
+            path_end: 0,
+            query_start: 0,
+            query_end: 0,
+            segment: 0,
+            dot: 0,
+            ext_start: 0,
+            host_start: 0,
+            host_end: 0,
+            headers: 0,
+            fields: 0,
+        };
+        if len == 0 || len > SCRATCH_LEN {
+            scan.phase = phase::SLOW;
+            scan.reason = reason::SEGMENT_SIZE;
+        } else {
+            scan.len = len as u32;
+        }
+        scan
+    }
+
+    /// Reads up to [`SCAN_STEP_BYTES`] bytes; `false` once the scan is over (the head's
+    /// end, or a reason for the slow path). Lower-cases the Host in `buf`.
+    #[inline(always)]
+    pub fn step(&mut self, buf: &mut [u8; SCRATCH_LEN]) -> bool {
+        for _ in 0..SCAN_STEP_BYTES {
+            if !self.byte(buf) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The scan's outcome: `Ok` when the head is complete, ends at the segment's end and
+    /// is within `max_head_len` bytes and `max_headers` fields; else the slow path's
+    /// reason.
+    pub fn finish(&self, max_head_len: u32, max_headers: u32) -> Result<(), u32> {
+        match self.phase {
+            phase::DONE if self.len > max_head_len || self.headers > max_headers => {
+                Err(reason::LIMITS)
+            }
+            phase::DONE => Ok(()),
+            phase::SLOW => Err(self.reason),
+            _ => Err(reason::INCOMPLETE),
+        }
+    }
+
+    /// Whether the request has a Host (non-empty).
+    #[inline(always)]
+    pub fn has_host(&self) -> bool {
+        self.host_end > self.host_start
+    }
+
+    #[inline(always)]
+    fn slow(&mut self, why: u32) -> bool {
+        self.phase = phase::SLOW;
+        self.reason = why;
+        false
+    }
+
+    /// One byte of the head.
+    #[inline(always)]
+    fn byte(&mut self, buf: &mut [u8; SCRATCH_LEN]) -> bool {
+        let at = self.at;
+        if self.phase >= phase::DONE {
+            return false;
+        }
+        if at >= self.len {
+            return self.slow(reason::INCOMPLETE);
+        }
+        let b = buf[at as usize & SCRATCH_MASK];
+        self.at = at + 1;
+        match self.phase {
+            phase::METHOD => match b {
+                b'A'..=b'Z' => {}
+                b' ' if at > 0 => {
+                    self.method_end = at;
+                    self.phase = phase::TARGET;
+                }
+                _ => return self.slow(reason::METHOD),
+            },
+            phase::TARGET => {
+                if b != b'/' {
+                    return self.slow(reason::TARGET_FORM);
+                }
+                self.path_start = at;
+                self.segment = at + 1;
+                self.phase = phase::PATH;
+            }
+            phase::PATH => match b {
+                b'/' => {
+                    if !self.segment_is_plain(buf, at) || at == self.segment {
+                        return self.slow(reason::PATH_NOT_NORMAL);
+                    }
+                    self.segment = at + 1;
+                    self.dot = 0;
+                }
+                b'.' => self.dot = at,
+                b'?' | b' ' => {
+                    if !self.segment_is_plain(buf, at) {
+                        return self.slow(reason::PATH_NOT_NORMAL);
+                    }
+                    self.path_end = at;
+                    // `HttpRequestHead::file_extension`: after the last dot of the last
+                    // segment, with something before the dot and after it.
+                    if self.dot > self.segment && self.dot + 1 < at {
+                        self.ext_start = self.dot + 1;
+                    }
+                    if b == b'?' {
+                        self.query_start = at + 1;
+                        self.phase = phase::QUERY;
+                    } else {
+                        self.mark = at + 1;
+                        self.phase = phase::VERSION;
+                    }
+                }
+                _ if is_path_byte(b) => {}
+                _ => return self.slow(reason::PATH_BYTES),
+            },
+            phase::QUERY => match b {
+                b' ' => {
+                    self.query_end = at;
+                    self.mark = at + 1;
+                    self.phase = phase::VERSION;
+                }
+                b'#' => return self.slow(reason::QUERY_BYTES),
+                0x21..=0x7e => {}
+                _ => return self.slow(reason::QUERY_BYTES),
+            },
+            phase::VERSION => {
+                const VERSION: &[u8; 10] = b"HTTP/1.1\r\n";
+                let k = (at - self.mark) as usize;
+                let ok = match k {
+                    7 => b == b'0' || b == b'1',
+                    0..=9 => b == VERSION[k],
+                    _ => false,
+                };
+                if !ok {
+                    return self.slow(reason::VERSION);
+                }
+                if k == 9 {
+                    self.phase = phase::LINE;
+                }
+            }
+            phase::LINE => match b {
+                b'\r' => self.phase = phase::FINAL_LF,
+                b' ' | b'\t' => return self.slow(reason::OBS_FOLD),
+                _ if is_name_byte(b) => {
+                    self.mark = at;
+                    self.names = NAME_HOST | NAME_COOKIE;
+                    self.name_byte(0, b);
+                    self.phase = phase::NAME;
+                }
+                _ => return self.slow(reason::HEADER_NAME),
+            },
+            phase::NAME => match b {
+                b':' => {
+                    let name_len = at - self.mark;
+                    self.headers += 1;
+                    if name_len == 4 && self.names & NAME_HOST != 0 {
+                        if self.fields & Self::HOST_FIELD != 0 {
+                            return self.slow(reason::HOST_REPEATED);
+                        }
+                        self.fields |= Self::HOST_FIELD;
+                        self.phase = phase::HOST_SPACE;
+                    } else {
+                        if name_len == 6 && self.names & NAME_COOKIE != 0 {
+                            self.fields |= Self::COOKIE_FIELD;
+                        }
+                        self.phase = phase::VALUE;
+                    }
+                }
+                _ if is_name_byte(b) => self.name_byte(at - self.mark, b),
+                _ => return self.slow(reason::HEADER_NAME),
+            },
+            phase::VALUE => match b {
+                b'\r' => self.phase = phase::VALUE_LF,
+                b'\t' | 0x20..=0x7e => {}
+                _ => return self.slow(reason::HEADER_VALUE),
+            },
+            phase::VALUE_LF => {
+                if b != b'\n' {
+                    return self.slow(reason::LINE_END);
+                }
+                self.phase = phase::LINE;
+            }
+            phase::HOST_SPACE | phase::HOST => {
+                if self.phase == phase::HOST_SPACE {
+                    if b == b' ' || b == b'\t' {
+                        return true;
+                    }
+                    self.host_start = at;
+                    self.phase = phase::HOST;
+                }
+                match b {
+                    b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {}
+                    b'A'..=b'Z' => buf[at as usize & SCRATCH_MASK] = b | 0x20,
+                    b':' | b'\r' => {
+                        if !self.end_host(buf, at) {
+                            return false;
+                        }
+                        self.phase = if b == b':' {
+                            phase::HOST_PORT
+                        } else {
+                            phase::VALUE_LF
+                        };
+                    }
+                    _ => return self.slow(reason::HOST),
+                }
+            }
+            phase::HOST_PORT => match b {
+                b'0'..=b'9' => {}
+                b'\r' => self.phase = phase::VALUE_LF,
+                _ => return self.slow(reason::HOST),
+            },
+            phase::FINAL_LF => {
+                if b != b'\n' {
+                    return self.slow(reason::LINE_END);
+                }
+                if at + 1 != self.len {
+                    return self.slow(reason::TRAILING_BYTES);
+                }
+                self.phase = phase::DONE;
+                return false;
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Narrows the candidate names by the `k`th byte of a header name.
+    #[inline(always)]
+    fn name_byte(&mut self, k: u32, b: u8) {
+        let lower = b | 0x20;
+        let k = k as usize;
+        if k >= 4 || lower != b"host"[k & 3] {
+            self.names &= !NAME_HOST;
+        }
+        if k >= 6 || lower != b"cookie"[k % 6] {
+            self.names &= !NAME_COOKIE;
+        }
+    }
+
+    /// The Host's name ends before `at` (a `:` or the line's CR): cut a trailing dot.
+    #[inline(always)]
+    fn end_host(&mut self, buf: &[u8; SCRATCH_LEN], at: u32) -> bool {
+        let mut end = at;
+        if end == self.host_start {
+            // `Host:` or `Host: :80`: no host, as `host_of` says.
+            self.host_start = 0;
+            self.host_end = 0;
+            return true;
+        }
+        if buf[(end - 1) as usize & SCRATCH_MASK] == b'.' {
+            end -= 1;
+        }
+        if end == self.host_start || end - self.host_start > MAX_HOST_LEN {
+            return self.slow(reason::HOST);
+        }
+        self.host_end = end;
+        true
+    }
+
+    /// The path segment from `self.segment` to `end` is neither `.` nor `..`.
+    #[inline(always)]
+    fn segment_is_plain(&self, buf: &[u8; SCRATCH_LEN], end: u32) -> bool {
+        let start = self.segment;
+        let dot = |i: u32| buf[i as usize & SCRATCH_MASK] == b'.';
+        match end.wrapping_sub(start) {
+            1 => !dot(start),
+            2 => !(dot(start) && dot(start + 1)),
+            _ => true,
+        }
+    }
+}
+
+/// Path bytes that mean themselves to every server: RFC 3986 `pchar` without `%`
+/// (`unreserved`, `sub-delims`, `:` and `@`), and `/`.
+#[inline(always)]
+fn is_path_byte(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\''
+        | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/')
+}
+
+/// Header name bytes the kernel reads: a subset of RFC 9110's `tchar`.
+#[inline(always)]
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Terms per generation of the rule program.
+pub const MAX_TERMS: u32 = 1024;
+/// Texts (host names, paths, extensions, methods) per generation.
+pub const MAX_TEXTS: u32 = 512;
+/// Longest text a term compares; a longer host or path compiles to "unknown".
+pub const MAX_TEXT_LEN: usize = 128;
+/// Deepest the postfix program's stack may grow within a rule: two bits a value in a
+/// `u64`. A rule nested deeper compiles to "unknown".
+pub const MAX_EVAL_DEPTH: u32 = 32;
+/// Pools per generation.
+pub const MAX_KERNEL_POOLS: u32 = 64;
+/// Slots (round robin) and members (hashing) of every pool together, per generation.
+pub const MAX_POOL_SLOTS: u32 = 4096;
+/// Longest round-robin period (one slot a pick): a pool whose weights, divided by their
+/// greatest common divisor, add up to more goes to the slow path.
+pub const MAX_ROUND_ROBIN_SLOTS: u32 = 256;
+/// Most up members of a hashing pool: the kernel scores each in a bounded loop.
+pub const MAX_HASH_MEMBERS: u32 = 32;
+
+/// A text a term compares with a part of the request. Host names and extensions are
+/// stored lower case.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelText {
+    pub len: u32,
+    pub bytes: [u8; MAX_TEXT_LEN],
+}
+
+impl Default for KernelText {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; MAX_TEXT_LEN],
+        }
+    }
+}
+
+impl KernelText {
+    /// `None` when `text` is longer than [`MAX_TEXT_LEN`].
+    pub fn new(text: &[u8]) -> Option<Self> {
+        let mut t = Self::default();
+        t.bytes.get_mut(..text.len())?.copy_from_slice(text);
+        t.len = text.len() as u32;
+        Some(t)
+    }
+}
+
+/// One instruction of the rule program. Leaves push true, false or unknown; `AND`, `OR`
+/// and `NOT` combine in Kleene's logic; `RULE_END` ends a rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelTerm {
+    /// One of the `KernelTerm` constants.
+    pub op: u32,
+    /// The text a comparing leaf uses (an index into the texts), or the pool a
+    /// `RULE_END` chooses.
+    pub arg: u32,
+    /// The rule (its index in `[dispatch]`) a `RULE_END` ends.
+    pub rule: u32,
+}
+
+impl KernelTerm {
+    pub const FALSE: u32 = 0;
+    pub const TRUE: u32 = 1;
+    /// A condition the kernel does not judge (a regex, a header, a service).
+    pub const UNKNOWN: u32 = 2;
+    /// The Host is the text.
+    pub const HOST_EXACT: u32 = 3;
+    /// The Host ends with the text (`.example.com`) and has more before it.
+    pub const HOST_SUFFIX: u32 = 4;
+    pub const PATH_EXACT: u32 = 5;
+    pub const PATH_PREFIX: u32 = 6;
+    /// The extension is the text, ASCII case-insensitively.
+    pub const EXTENSION: u32 = 7;
+    pub const METHOD: u32 = 8;
+    /// False when the request has no Cookie field, else unknown.
+    pub const COOKIE: u32 = 9;
+    /// False when the request has no query, else unknown.
+    pub const QUERY: u32 = 10;
+    pub const AND: u32 = 11;
+    pub const OR: u32 = 12;
+    pub const NOT: u32 = 13;
+    /// Pops the rule's value: true chooses pool `arg`, false goes on to the next rule,
+    /// unknown sends the request to the slow path.
+    pub const RULE_END: u32 = 14;
+
+    /// A leaf that compares a part of the request with a text.
+    pub const fn uses_text(op: u32) -> bool {
+        op >= Self::HOST_EXACT && op <= Self::METHOD
+    }
+}
+
+/// Kleene's three values, two bits each on the evaluation stack.
+const V_FALSE: u64 = 0;
+const V_TRUE: u64 = 1;
+const V_UNKNOWN: u64 = 2;
+
+/// The rule program's run: one term per [`RuleEval::step`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleEval {
+    stack: u64,
+    depth: u32,
+    /// The next term.
+    pub at: u32,
+    /// [`RuleEval::RUNNING`], [`RuleEval::CHOSEN`] or [`RuleEval::SLOW`].
+    pub outcome: u32,
+    /// The pool chosen.
+    pub pool: u32,
+    /// The rule that chose it, or stopped the run; `u32::MAX` for the default pool.
+    pub rule: u32,
+    /// Why the slow path.
+    pub reason: u32,
+}
+
+impl RuleEval {
+    pub const RUNNING: u32 = 0;
+    pub const CHOSEN: u32 = 1;
+    pub const SLOW: u32 = 2;
+
+    pub const fn new() -> Self {
+        Self {
+            stack: 0,
+            depth: 0,
+            at: 0,
+            outcome: Self::RUNNING,
+            pool: 0,
+            rule: u32::MAX,
+            reason: 0,
+        }
+    }
+
+    /// Runs `term` (the program's term number `self.at`), whose text is `text` (any
+    /// text for terms that use none); `false` once the run is over.
+    #[inline(always)]
+    pub fn step(
+        &mut self,
+        scan: &RequestScan,
+        buf: &[u8; SCRATCH_LEN],
+        term: &KernelTerm,
+        text: &KernelText,
+    ) -> bool {
+        if self.outcome != Self::RUNNING {
+            return false;
+        }
+        self.at += 1;
+        let value = match term.op {
+            KernelTerm::FALSE => V_FALSE,
+            KernelTerm::TRUE => V_TRUE,
+            KernelTerm::UNKNOWN => V_UNKNOWN,
+            KernelTerm::HOST_EXACT | KernelTerm::HOST_SUFFIX => {
+                let mode = if term.op == KernelTerm::HOST_EXACT {
+                    Compare::Exact
+                } else {
+                    Compare::Suffix
+                };
+                truth(scan.has_host() && compare(buf, scan.host_start, scan.host_end, text, mode))
+            }
+            KernelTerm::PATH_EXACT => truth(compare(
+                buf,
+                scan.path_start,
+                scan.path_end,
+                text,
+                Compare::Exact,
+            )),
+            KernelTerm::PATH_PREFIX => truth(compare(
+                buf,
+                scan.path_start,
+                scan.path_end,
+                text,
+                Compare::Prefix,
+            )),
+            KernelTerm::EXTENSION => truth(
+                scan.ext_start != 0
+                    && compare(buf, scan.ext_start, scan.path_end, text, Compare::Folded),
+            ),
+            KernelTerm::METHOD => truth(compare(buf, 0, scan.method_end, text, Compare::Exact)),
+            KernelTerm::COOKIE => {
+                if scan.fields & RequestScan::COOKIE_FIELD == 0 {
+                    V_FALSE
+                } else {
+                    V_UNKNOWN
+                }
+            }
+            KernelTerm::QUERY => {
+                if scan.query_start == 0 {
+                    V_FALSE
+                } else {
+                    V_UNKNOWN
+                }
+            }
+            KernelTerm::AND | KernelTerm::OR => {
+                let (Some(b), Some(a)) = (self.pop(), self.pop()) else {
+                    return self.broken();
+                };
+                let and = term.op == KernelTerm::AND;
+                match (a, b) {
+                    (V_FALSE, _) | (_, V_FALSE) if and => V_FALSE,
+                    (V_TRUE, V_TRUE) if and => V_TRUE,
+                    (V_TRUE, _) | (_, V_TRUE) if !and => V_TRUE,
+                    (V_FALSE, V_FALSE) if !and => V_FALSE,
+                    _ => V_UNKNOWN,
+                }
+            }
+            KernelTerm::NOT => match self.pop() {
+                Some(V_TRUE) => V_FALSE,
+                Some(V_FALSE) => V_TRUE,
+                Some(_) => V_UNKNOWN,
+                None => return self.broken(),
+            },
+            KernelTerm::RULE_END => {
+                let value = self.pop();
+                if self.depth != 0 {
+                    return self.broken();
+                }
+                self.rule = term.rule;
+                return match value {
+                    Some(V_TRUE) => {
+                        self.outcome = Self::CHOSEN;
+                        self.pool = term.arg;
+                        false
+                    }
+                    Some(V_FALSE) => {
+                        self.rule = u32::MAX;
+                        true
+                    }
+                    Some(_) => {
+                        self.outcome = Self::SLOW;
+                        self.reason = reason::RULE;
+                        false
+                    }
+                    None => self.broken(),
+                };
+            }
+            _ => return self.broken(),
+        };
+        if self.depth >= MAX_EVAL_DEPTH {
+            return self.broken();
+        }
+        self.stack = (self.stack << 2) | value;
+        self.depth += 1;
+        true
+    }
+
+    /// The program ran out of terms (`terms` of them) without a rule choosing: the
+    /// default pool. A run the terms cut short goes to the slow path.
+    #[inline(always)]
+    pub fn finish(&mut self, terms: u32, default_pool: u32) {
+        if self.outcome == Self::RUNNING {
+            if self.at == terms && self.depth == 0 {
+                self.outcome = Self::CHOSEN;
+                self.pool = default_pool;
+                self.rule = u32::MAX;
+            } else {
+                self.broken();
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) -> Option<u64> {
+        if self.depth == 0 {
+            return None;
+        }
+        let value = self.stack & 3;
+        self.stack >>= 2;
+        self.depth -= 1;
+        Some(value)
+    }
+
+    #[inline(always)]
+    fn broken(&mut self) -> bool {
+        self.outcome = Self::SLOW;
+        self.reason = reason::TABLES;
+        false
+    }
+}
+
+#[inline(always)]
+fn truth(b: bool) -> u64 {
+    if b { V_TRUE } else { V_FALSE }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    Exact,
+    Prefix,
+    /// The request's part ends with the text and is longer.
+    Suffix,
+    /// Exact, the request's bytes lower-cased.
+    Folded,
+}
+
+/// Compares the request's bytes `start..end` with `text`.
+#[inline(always)]
+fn compare(
+    buf: &[u8; SCRATCH_LEN],
+    start: u32,
+    end: u32,
+    text: &KernelText,
+    mode: Compare,
+) -> bool {
+    let have = end.wrapping_sub(start);
+    let want = text.len;
+    if end < start || want as usize > MAX_TEXT_LEN {
+        return false;
+    }
+    let from = match mode {
+        Compare::Exact | Compare::Folded if have != want => return false,
+        Compare::Prefix if have < want => return false,
+        Compare::Suffix if have <= want => return false,
+        Compare::Suffix => end - want,
+        _ => start,
+    };
+    let fold = if mode == Compare::Folded { 0x20 } else { 0 };
+    // The count through `black_box`, bounded again: without it the compiler counts the
+    // loop by the request's length (equal to the text's, for an exact comparison),
+    // which the verifier cannot bound.
+    let count = core::hint::black_box(want) as usize;
+    if count > MAX_TEXT_LEN {
+        return false;
+    }
+    for k in 0..count {
+        let mut b = buf[(from as usize + k) & SCRATCH_MASK];
+        if b.is_ascii_uppercase() {
+            b |= fold;
+        }
+        if b != text.bytes[k] {
+            return false;
+        }
+    }
+    true
+}
+
+/// A pool as the kernel picks from it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelPool {
+    /// One of the `KernelPool` policies.
+    pub policy: u32,
+    /// Why the slow path, for [`KernelPool::SLOW_PATH`].
+    pub reason: u32,
+    /// The pool's first slot in the slots table, and how many it has (0: none up).
+    pub first_slot: u32,
+    pub slots: u32,
+    /// [`KernelPool::STICKY`].
+    pub flags: u32,
+}
+
+impl KernelPool {
+    /// The slow path picks (least connections, LARD, weighted hashing, other keys).
+    pub const SLOW_PATH: u32 = 0;
+    /// `slots` is one period of smooth weighted round robin over the up members.
+    pub const ROUND_ROBIN: u32 = 1;
+    /// Rendezvous hashing of the path over the up members (`slots`).
+    pub const HASH_PATH: u32 = 2;
+    /// ... of the path and the query.
+    pub const HASH_URL: u32 = 3;
+    /// ... of the Host, lower case.
+    pub const HASH_HOST: u32 = 4;
+    /// A sticky pool: a request with a Cookie field goes to the slow path (without one
+    /// the pool's policy picks, as in `baton-dispatch`).
+    pub const STICKY: u32 = 1;
+}
+
+/// One slot of a pool: a back-end (its index in its generation of the back-ends table)
+/// and, for hashing, its rendezvous seed (the hash of its address and port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelSlot {
+    pub backend: u32,
+    pub _pad: u32,
+    pub seed: u64,
+}
+
+/// One generation of the compiled rules: what the terms, pools and slots tables hold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelRuleSet {
+    /// [`KernelRuleSet::ENABLED`] once written.
+    pub flags: u32,
+    pub terms: u32,
+    pub default_pool: u32,
+    /// The daemon's request limits: a head past them goes to the slow path, which
+    /// answers 431.
+    pub max_head_len: u32,
+    pub max_headers: u32,
+}
+
+impl KernelRuleSet {
+    pub const ENABLED: u32 = 1;
+}
+
+/// Which pool part of the request a hashing policy hashes, as offsets (`None`: the key
+/// is missing and the slow path hashes the client's address).
+#[inline(always)]
+pub fn hash_key_range(policy: u32, scan: &RequestScan) -> Option<(u32, u32)> {
+    match policy {
+        KernelPool::HASH_PATH | KernelPool::HASH_URL => Some((scan.path_start, scan.path_end)),
+        KernelPool::HASH_HOST if scan.has_host() => Some((scan.host_start, scan.host_end)),
+        _ => None,
+    }
+}
+
+/// `baton-dispatch`'s URL key: the path's hash mixed with the query's, when there is
+/// a query (even an empty one).
+#[inline(always)]
+pub fn url_hash(path_hash: u64, query_hash: u64) -> u64 {
+    mix64(path_hash ^ query_hash.rotate_left(17))
+}
+
+/// Rendezvous hashing with equal weights (`baton-dispatch`'s `rendezvous` when every
+/// member weighs the same): the member with the highest `mix64(key ^ seed)`, the first
+/// on ties. Feed the up members in the pool's order with [`Rendezvous::offer`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rendezvous {
+    best: Option<(u32, u64)>,
+}
+
+impl Rendezvous {
+    #[inline(always)]
+    pub fn offer(&mut self, key: u64, slot: &KernelSlot) {
+        let h = mix64(key ^ slot.seed);
+        if self.best.is_none_or(|(_, b)| h > b) {
+            self.best = Some((slot.backend, h));
+        }
+    }
+
+    pub fn chosen(&self) -> Option<u32> {
+        self.best.map(|(b, _)| b)
+    }
+}
+
+/// The round-robin slot for the pick whose number is `cursor` (a per-CPU counter).
+#[inline(always)]
+pub fn round_robin_slot(pool: &KernelPool, cursor: u32) -> Option<u32> {
+    if pool.slots == 0 {
+        return None;
+    }
+    Some(pool.first_slot + cursor % pool.slots)
+}
+
+/// Multipliers from the 64-bit murmur3 finaliser and from wyhash's constants.
+const K1: u64 = 0xff51_afd7_ed55_8ccd;
+const K2: u64 = 0xc4ce_b9fe_1a85_ec53;
+const K3: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The murmur3 64-bit finaliser: every input bit affects every output bit. With
+/// [`hash_bytes`], the stable hash `baton-dispatch` hashes keys with, here so that the
+/// kernel picks the same back-end.
+#[inline(always)]
+pub const fn mix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(K1);
+    h ^= h >> 33;
+    h = h.wrapping_mul(K2);
+    h ^= h >> 33;
+    h
+}
+
+/// A stable 64-bit hash of `bytes` (the same across runs, builds and Rust releases, so
+/// a restarted front-end sends each key where it went before): eight bytes at a time,
+/// the tail zero-padded, then [`mix64`]. Pinned by tests; [`HashWalk`] computes it in
+/// steps.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = hash_start(bytes.len() as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = hash_word(h, u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut tail = [0u8; 8];
+        tail[..rest.len()].copy_from_slice(rest);
+        h = hash_word(h, u64::from_le_bytes(tail));
+    }
+    mix64(h)
+}
+
+#[inline(always)]
+const fn hash_start(len: u64) -> u64 {
+    K3 ^ len.wrapping_mul(K1)
+}
+
+#[inline(always)]
+const fn hash_word(h: u64, word: u64) -> u64 {
+    (h ^ mix64(word)).rotate_left(29).wrapping_mul(K3)
+}
+
+/// [`hash_bytes`] of the buffer's bytes `start..end`, eight bytes a step, for
+/// `bpf_loop`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashWalk {
+    h: u64,
+    at: u32,
+    end: u32,
+}
+
+impl HashWalk {
+    #[inline(always)]
+    pub fn new(start: u32, end: u32) -> Self {
+        let end = if end < start { start } else { end };
+        Self {
+            h: hash_start(u64::from(end - start)),
+            at: start,
+            end,
+        }
+    }
+
+    /// Hashes the next eight bytes (fewer at the end); `false` once done.
+    #[inline(always)]
+    pub fn step(&mut self, buf: &[u8; SCRATCH_LEN]) -> bool {
+        if self.at >= self.end {
+            return false;
+        }
+        let mut word = 0u64;
+        for k in 0..8u32 {
+            let i = self.at + k;
+            if i < self.end {
+                word |= u64::from(buf[i as usize & SCRATCH_MASK]) << (8 * k);
+            }
+        }
+        self.h = hash_word(self.h, word);
+        self.at += 8;
+        self.at < self.end
+    }
+
+    pub fn finish(&self) -> u64 {
+        mix64(self.h)
+    }
+}
+
+/// `bpf_loop` iterations that hash a whole buffer.
+pub const MAX_HASH_STEPS: u32 = SCRATCH_LEN as u32 / 8 + 1;
+
+/// What the chosen pool needs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolPick {
+    /// The back-end in this slot (round robin).
+    Slot(u32),
+    /// Rendezvous over the pool's slots of the hash of the buffer's `start..end` (mixed
+    /// with the query's, for [`KernelPool::HASH_URL`] with a query).
+    Hash { start: u32, end: u32, url: bool },
+}
+
+/// The first step of picking from `pool` for the request `scan` read; `cursor` is the
+/// pool's round-robin counter. `Err`: the slow path's reason.
+#[inline(always)]
+pub fn pool_pick(pool: &KernelPool, scan: &RequestScan, cursor: u32) -> Result<PoolPick, u32> {
+    if pool.policy == KernelPool::SLOW_PATH {
+        return Err(pool.reason);
+    }
+    if pool.flags & KernelPool::STICKY != 0 && scan.fields & RequestScan::COOKIE_FIELD != 0 {
+        return Err(reason::STICKY);
+    }
+    if pool.slots == 0 {
+        return Err(reason::POOL_DOWN);
+    }
+    match pool.policy {
+        KernelPool::ROUND_ROBIN => round_robin_slot(pool, cursor)
+            .map(PoolPick::Slot)
+            .ok_or(reason::POOL_DOWN),
+        KernelPool::HASH_PATH | KernelPool::HASH_URL | KernelPool::HASH_HOST => {
+            if pool.slots > MAX_HASH_MEMBERS {
+                return Err(reason::TABLES);
+            }
+            let (start, end) = hash_key_range(pool.policy, scan).ok_or(reason::HASH_KEY)?;
+            Ok(PoolPick::Hash {
+                start,
+                end,
+                url: pool.policy == KernelPool::HASH_URL && scan.query_start != 0,
+            })
+        }
+        _ => Err(reason::TABLES),
+    }
+}
+
+/// One generation of the compiled tables as plain slices: what the daemon writes into
+/// the maps, and what the host's tests run [`decide`] on.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleTables<'a> {
+    pub set: KernelRuleSet,
+    pub terms: &'a [KernelTerm],
+    pub texts: &'a [KernelText],
+    pub pools: &'a [KernelPool],
+    pub slots: &'a [KernelSlot],
+}
+
+/// The kernel's decision for `payload`, the whole payload of a client's first data
+/// segment, by the same steps the XDP program takes (`baton-ebpf`'s
+/// `dispatch::decide_request`), over `tables` in memory. `cursors` holds each pool's
+/// round-robin counter (one CPU's). The back-end is an index into the compiled
+/// back-ends (generation 0).
+pub fn decide(
+    tables: &RuleTables<'_>,
+    payload: &[u8],
+    buf: &mut [u8; SCRATCH_LEN],
+    cursors: &mut [u32],
+) -> KernelDecision {
+    let slow = |reason, rule| KernelDecision {
+        verdict: KernelDecision::SLOW_PATH,
+        backend: 0,
+        rule,
+        reason,
+    };
+    if tables.set.flags & KernelRuleSet::ENABLED == 0 {
+        return slow(reason::OFF, u32::MAX);
+    }
+    let mut scan = RequestScan::new(payload.len());
+    if let Some(dst) = buf.get_mut(..payload.len()) {
+        dst.copy_from_slice(payload);
+    }
+    for _ in 0..MAX_SCAN_STEPS {
+        if !scan.step(buf) {
+            break;
+        }
+    }
+    if let Err(why) = scan.finish(tables.set.max_head_len, tables.set.max_headers) {
+        return slow(why, u32::MAX);
+    }
+    let mut eval = RuleEval::new();
+    let terms = tables.set.terms.min(tables.terms.len() as u32);
+    for term in &tables.terms[..terms as usize] {
+        let text = tables
+            .texts
+            .get(term.arg as usize)
+            .copied()
+            .unwrap_or_default();
+        if !eval.step(&scan, buf, term, &text) {
+            break;
+        }
+    }
+    eval.finish(terms, tables.set.default_pool);
+    if eval.outcome != RuleEval::CHOSEN {
+        return slow(eval.reason, eval.rule);
+    }
+    let Some(pool) = tables.pools.get(eval.pool as usize) else {
+        return slow(reason::TABLES, eval.rule);
+    };
+    let cursor = cursors.get_mut(eval.pool as usize);
+    let count = cursor.as_ref().map_or(0, |c| **c);
+    let backend = match pool_pick(pool, &scan, count) {
+        Err(why) => return slow(why, eval.rule),
+        Ok(PoolPick::Slot(slot)) => {
+            if let Some(c) = cursor {
+                *c = c.wrapping_add(1);
+            }
+            tables.slots.get(slot as usize).map(|s| s.backend)
+        }
+        Ok(PoolPick::Hash { start, end, url }) => {
+            let mut key = walk_hash(buf, start, end);
+            if url {
+                key = url_hash(key, walk_hash(buf, scan.query_start, scan.query_end));
+            }
+            let mut pick = Rendezvous::default();
+            let first = pool.first_slot as usize;
+            for slot in tables.slots.iter().skip(first).take(pool.slots as usize) {
+                pick.offer(key, slot);
+            }
+            pick.chosen()
+        }
+    };
+    match backend {
+        Some(backend) => KernelDecision {
+            verdict: KernelDecision::HAND_OFF,
+            backend,
+            rule: eval.rule,
+            reason: 0,
+        },
+        None => slow(reason::TABLES, eval.rule),
+    }
+}
+
+fn walk_hash(buf: &[u8; SCRATCH_LEN], start: u32, end: u32) -> u64 {
+    let mut walk = HashWalk::new(start, end);
+    for _ in 0..MAX_HASH_STEPS {
+        if !walk.step(buf) {
+            break;
+        }
+    }
+    walk.finish()
+}
+
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]` plain data without padding or pointers.
 unsafe impl aya::Pod for KernelBackend {}
@@ -119,6 +1274,21 @@ unsafe impl aya::Pod for KernelHandoffConfig {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for KernelDecision {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelText {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelTerm {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelPool {}
+#[cfg(feature = "user")]
+// SAFETY: as above (`_pad` is explicit).
+unsafe impl aya::Pod for KernelSlot {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelRuleSet {}
 
 #[cfg(test)]
 mod tests {
@@ -131,5 +1301,191 @@ mod tests {
         assert_eq!(core::mem::size_of::<KernelHandoffConfig>(), 24);
         assert_eq!(core::mem::size_of::<KernelHandoffRecord>(), 16);
         assert_eq!(core::mem::size_of::<KernelHandoffScratch>(), 16 + 2048);
+        assert_eq!(core::mem::size_of::<KernelTerm>(), 12);
+        assert_eq!(core::mem::size_of::<KernelText>(), 4 + MAX_TEXT_LEN);
+        assert_eq!(core::mem::size_of::<KernelPool>(), 20);
+        assert_eq!(core::mem::size_of::<KernelSlot>(), 16);
+        assert_eq!(core::mem::size_of::<KernelRuleSet>(), 20);
+        assert_eq!(core::mem::size_of::<RequestScan>(), 18 * 4);
+        assert_eq!(core::mem::size_of::<RuleEval>(), 32);
+    }
+
+    #[test]
+    fn the_hash_is_pinned() {
+        // Pinned: a change here moves every consistently hashed key to another back-end.
+        assert_eq!(hash_bytes(b""), 0x9ca0_66f1_a4ab_2eea);
+        assert_eq!(hash_bytes(b"/img/logo.svg"), 0x1fce_971a_2581_8fc2);
+        assert_ne!(hash_bytes(b"a"), hash_bytes(b"a\0"));
+        assert_ne!(hash_bytes(b"abcdefgh"), hash_bytes(b"abcdefgh\0"));
+    }
+
+    #[test]
+    fn the_walk_hashes_as_hash_bytes() {
+        let mut buf = [0u8; SCRATCH_LEN];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        for (start, end) in [(0, 0), (3, 4), (5, 13), (1, 17), (100, 1000), (2040, 2048)] {
+            let walked = walk_hash(&buf, start, end);
+            assert_eq!(walked, hash_bytes(&buf[start as usize..end as usize]));
+        }
+    }
+
+    fn scan(head: &[u8]) -> (RequestScan, [u8; SCRATCH_LEN]) {
+        let mut buf = [0u8; SCRATCH_LEN];
+        buf[..head.len()].copy_from_slice(head);
+        let mut scan = RequestScan::new(head.len());
+        for _ in 0..MAX_SCAN_STEPS {
+            if !scan.step(&mut buf) {
+                break;
+            }
+        }
+        (scan, buf)
+    }
+
+    fn part(buf: &[u8], start: u32, end: u32) -> &[u8] {
+        &buf[start as usize..end as usize]
+    }
+
+    #[test]
+    fn reads_a_plain_request() {
+        let (s, buf) = scan(
+            b"GET /img/Logo.PNG?v=3 HTTP/1.1\r\nHost: Shop.Example.COM.:8080\r\n\
+              User-Agent: curl/8.5.0\r\nCookie: a=b\r\n\r\n",
+        );
+        assert_eq!(s.finish(16384, 100), Ok(()));
+        assert_eq!(part(&buf, 0, s.method_end), b"GET");
+        assert_eq!(part(&buf, s.path_start, s.path_end), b"/img/Logo.PNG");
+        assert_eq!(part(&buf, s.ext_start, s.path_end), b"PNG");
+        assert_eq!(part(&buf, s.query_start, s.query_end), b"v=3");
+        assert_eq!(part(&buf, s.host_start, s.host_end), b"shop.example.com");
+        assert_eq!(s.headers, 3);
+        assert_eq!(
+            s.fields,
+            RequestScan::HOST_FIELD | RequestScan::COOKIE_FIELD
+        );
+        assert_eq!(s.finish(16384, 2), Err(reason::LIMITS));
+    }
+
+    #[test]
+    fn what_the_kernel_leaves_to_the_slow_path() {
+        for (head, why) in [
+            (&b""[..], reason::SEGMENT_SIZE),
+            (b"\x16\x03\x01\x02\x00", reason::METHOD),
+            (b"get / HTTP/1.1\r\n\r\n", reason::METHOD),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", reason::TARGET_FORM),
+            (b"GET http://a/ HTTP/1.1\r\n\r\n", reason::TARGET_FORM),
+            (b"GET /%61 HTTP/1.1\r\n\r\n", reason::PATH_BYTES),
+            (b"GET /a\\b HTTP/1.1\r\n\r\n", reason::PATH_BYTES),
+            (b"GET /a#f HTTP/1.1\r\n\r\n", reason::PATH_BYTES),
+            (b"GET //a HTTP/1.1\r\n\r\n", reason::PATH_NOT_NORMAL),
+            (b"GET /a/./b HTTP/1.1\r\n\r\n", reason::PATH_NOT_NORMAL),
+            (b"GET /a/.. HTTP/1.1\r\n\r\n", reason::PATH_NOT_NORMAL),
+            (b"GET /a?x#f HTTP/1.1\r\n\r\n", reason::QUERY_BYTES),
+            (b"GET / HTTP/2.0\r\n\r\n", reason::VERSION),
+            (b"GET / HTTP/1.1\n\n", reason::VERSION),
+            (b"GET / HTTP/1.1\r\nX y: z\r\n\r\n", reason::HEADER_NAME),
+            (b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n", reason::HEADER_VALUE),
+            (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", reason::OBS_FOLD),
+            (b"GET / HTTP/1.1\r\nX: a\n\r\n", reason::HEADER_VALUE),
+            (b"GET / HTTP/1.1\r\nX: a\r\r\n\r\n", reason::LINE_END),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", reason::HOST),
+            (b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", reason::HOST),
+            (b"GET / HTTP/1.1\r\nHost: .\r\n\r\n", reason::HOST),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nhOsT: a\r\n\r\n",
+                reason::HOST_REPEATED,
+            ),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", reason::INCOMPLETE),
+            (b"POST / HTTP/1.1\r\n\r\nbody", reason::TRAILING_BYTES),
+        ] {
+            let (s, _) = scan(head);
+            assert_eq!(
+                s.finish(16384, 100),
+                Err(why),
+                "{:?}",
+                core::str::from_utf8(head)
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_without_a_name_and_http_1_0() {
+        for head in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        ] {
+            let (s, _) = scan(head);
+            assert_eq!(s.finish(16384, 100), Ok(()));
+            assert!(!s.has_host());
+        }
+    }
+
+    fn text(s: &str) -> KernelText {
+        KernelText::new(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rules_run_in_kleene_logic_and_stop_at_an_unknown_rule() {
+        let texts = [
+            KernelText::default(),
+            text(".example.com"),
+            text("/api/"),
+            text("png"),
+        ];
+        let term = |op, arg, rule| KernelTerm { op, arg, rule };
+        // 0: host *.example.com AND NOT cookie -> pool 1
+        // 1: path_prefix /api/ OR cookie        -> pool 2 (unknown with a cookie)
+        // 2: extension png                      -> pool 3
+        let terms = [
+            term(KernelTerm::HOST_SUFFIX, 1, 0),
+            term(KernelTerm::COOKIE, 0, 0),
+            term(KernelTerm::NOT, 0, 0),
+            term(KernelTerm::AND, 0, 0),
+            term(KernelTerm::RULE_END, 1, 0),
+            term(KernelTerm::PATH_PREFIX, 2, 1),
+            term(KernelTerm::COOKIE, 0, 1),
+            term(KernelTerm::OR, 0, 1),
+            term(KernelTerm::RULE_END, 2, 1),
+            term(KernelTerm::EXTENSION, 3, 2),
+            term(KernelTerm::RULE_END, 3, 2),
+        ];
+        let run = |head: &[u8]| {
+            let (s, buf) = scan(head);
+            assert_eq!(s.finish(16384, 100), Ok(()));
+            let mut eval = RuleEval::new();
+            for t in &terms {
+                if !eval.step(&s, &buf, t, &texts[t.arg as usize % texts.len()]) {
+                    break;
+                }
+            }
+            eval.finish(terms.len() as u32, 0);
+            (eval.outcome, eval.pool, eval.rule)
+        };
+        let chosen = RuleEval::CHOSEN;
+        assert_eq!(
+            run(b"GET / HTTP/1.1\r\nHost: www.Example.com\r\n\r\n"),
+            (chosen, 1, 0)
+        );
+        assert_eq!(
+            run(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+            (chosen, 0, u32::MAX)
+        );
+        assert_eq!(
+            run(b"GET /api/x HTTP/1.1\r\nHost: a.example.org\r\nCookie: c=1\r\n\r\n"),
+            (chosen, 2, 1)
+        );
+        // A rule that is unknown for this request stops the run, though a later one matches.
+        assert_eq!(
+            run(b"GET /api/x HTTP/1.1\r\nHost: a.example.com\r\nCookie: c=1\r\n\r\n").0,
+            RuleEval::SLOW
+        );
+        assert_eq!(
+            run(b"GET /x.PNG HTTP/1.1\r\nCookie: c=1\r\n\r\n").0,
+            RuleEval::SLOW
+        );
+        assert_eq!(run(b"GET /x.PNG HTTP/1.1\r\n\r\n"), (chosen, 3, 2));
+        assert_eq!(run(b"GET /.png HTTP/1.1\r\n\r\n"), (chosen, 0, u32::MAX));
     }
 }

@@ -406,6 +406,23 @@ impl Dispatcher {
             .flat_map(|p| p.members.iter().map(|m| (&*p.name, m.addr, m.weight)))
     }
 
+    /// The rules and pools compiled for the front-end's XDP program, with the back-ends'
+    /// health as of the latest input: call again after every health change (active
+    /// checks, passive marking and its back-off running out) and write the result as a
+    /// new generation. `max_head_len` and `max_headers` are the daemon's request limits,
+    /// past which the kernel leaves a request to the slow path (which answers 431).
+    pub fn compile_kernel(&self, max_head_len: usize, max_headers: usize) -> crate::KernelProgram {
+        crate::kernel::compile(
+            &self.rules,
+            &self.pools,
+            &self.servers,
+            self.default_pool,
+            self.now,
+            max_head_len,
+            max_headers,
+        )
+    }
+
     /// The body of the 503 response when a pool has no back-end available.
     pub fn unavailable_body(&self) -> &str {
         &self.unavailable_body

@@ -220,7 +220,7 @@ impl SmoothWeighted {
         }
     }
 
-    fn select(&mut self, c: &Candidates<'_>) -> Option<usize> {
+    pub(crate) fn select(&mut self, c: &Candidates<'_>) -> Option<usize> {
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for i in 0..c.members.len() {

@@ -2,15 +2,95 @@
 //! request head of a client's first data segment, evaluates the rules `baton frontend`
 //! compiled into maps, and picks a back-end of the matched pool, or sends the request
 //! to the slow path, which decides as without the kernel path
-//! (`baton_common::kernel_dispatch`).
+//! (`baton_common::kernel_dispatch`, whose steps this file only runs).
+//!
+//! The compiled tables hold two generations each; `FRONTEND_DISPATCH_ACTIVE` names the
+//! one in force. The daemon writes a whole new generation into the other half, then
+//! flips that one index, so a request (which reads the index once) sees one rule set
+//! whole. The work runs in `bpf_loop` callbacks on a per-CPU scratch value, so the
+//! verifier checks each step once and the stack holds only a pointer to it.
 
-use aya_ebpf::{macros::map, maps::Array, programs::XdpContext};
-use baton_common::kernel_dispatch::{KernelBackend, KernelDecision, MAX_KERNEL_BACKENDS};
+use core::ffi::c_void;
 
-/// The back-ends the compiled pools name, by index; written by the daemon.
+use aya_ebpf::{
+    bindings::xdp_action::XDP_DROP,
+    helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use baton_common::kernel_dispatch::{
+    BACKENDS_PER_GENERATION, HashWalk, KernelBackend, KernelDecision, KernelPool, KernelRuleSet,
+    KernelSlot, KernelTerm, KernelText, MAX_HASH_MEMBERS, MAX_HASH_STEPS, MAX_KERNEL_BACKENDS,
+    MAX_KERNEL_POOLS, MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous,
+    RequestScan, RuleEval, SCRATCH_LEN, pool_pick, reason, url_hash,
+};
+
+/// The back-ends the compiled pools name, by index; written by the daemon. Two
+/// generations of [`BACKENDS_PER_GENERATION`].
 #[map]
 pub static FRONTEND_BACKENDS: Array<KernelBackend> =
     Array::with_max_entries(MAX_KERNEL_BACKENDS, 0);
+
+/// The generation in force (0 or 1): the daemon's one write that swaps rule sets.
+#[map]
+static FRONTEND_DISPATCH_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Each generation's header: enabled, its number of terms, default pool and limits.
+#[map]
+static FRONTEND_RULE_SETS: Array<KernelRuleSet> = Array::with_max_entries(2, 0);
+
+#[map]
+static FRONTEND_RULE_TERMS: Array<KernelTerm> = Array::with_max_entries(2 * MAX_TERMS, 0);
+
+#[map]
+static FRONTEND_RULE_TEXTS: Array<KernelText> = Array::with_max_entries(2 * MAX_TEXTS, 0);
+
+#[map]
+static FRONTEND_POOLS: Array<KernelPool> = Array::with_max_entries(2 * MAX_KERNEL_POOLS, 0);
+
+#[map]
+static FRONTEND_POOL_SLOTS: Array<KernelSlot> = Array::with_max_entries(2 * MAX_POOL_SLOTS, 0);
+
+/// Each pool's round-robin counter, per CPU: no atomics, no contention; each CPU walks
+/// the pool's period on its own.
+#[map]
+static FRONTEND_ROUND_ROBIN: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_KERNEL_POOLS, 0);
+
+/// What one decision works on: too big for the 512-byte stack, and in map memory the
+/// verifier does not track its bytes, so the steps' paths converge.
+#[repr(C)]
+struct Scratch {
+    bytes: [u8; SCRATCH_LEN],
+    scan: RequestScan,
+    eval: RuleEval,
+    hash: HashWalk,
+}
+
+#[map]
+static FRONTEND_DISPATCH_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last decision of `frontend_dispatch_probe`, for the tests (which run it on one
+/// thread at a time, so one entry for every CPU).
+#[map]
+static FRONTEND_DISPATCH_PROBE: Array<KernelDecision> = Array::with_max_entries(1, 0);
+
+/// A `bpf_loop` callback's context, on the caller's stack (the helper wants a stack
+/// pointer): the scratch value and the generation in force.
+#[repr(C)]
+struct Loop {
+    scratch: *mut Scratch,
+    generation: u32,
+}
+
+const fn slow(reason: u32, rule: u32) -> KernelDecision {
+    KernelDecision {
+        verdict: KernelDecision::SLOW_PATH,
+        backend: 0,
+        rule,
+        reason,
+    }
+}
 
 /// The decision for the request whose head is the `payload_len` bytes at
 /// `payload_offset` of the frame (the segment's whole payload).
@@ -20,6 +100,227 @@ pub fn decide_request(
     payload_offset: usize,
     payload_len: usize,
 ) -> KernelDecision {
-    let _ = (ctx, payload_offset, payload_len);
-    KernelDecision::default()
+    let Some(&active) = FRONTEND_DISPATCH_ACTIVE.get(0) else {
+        return slow(reason::OFF, u32::MAX);
+    };
+    let generation = active & 1;
+    let Some(set) = FRONTEND_RULE_SETS.get(generation) else {
+        return slow(reason::OFF, u32::MAX);
+    };
+    if set.flags & KernelRuleSet::ENABLED == 0 {
+        return slow(reason::OFF, u32::MAX);
+    }
+    let (terms, default_pool) = (set.terms, set.default_pool);
+    let (max_head_len, max_headers) = (set.max_head_len, set.max_headers);
+    if payload_len == 0 || payload_len > SCRATCH_LEN {
+        return slow(reason::SEGMENT_SIZE, u32::MAX);
+    }
+    let Some(scratch) = FRONTEND_DISPATCH_SCRATCH.get_ptr_mut(0) else {
+        return slow(reason::LOAD, u32::MAX);
+    };
+    // 1..=SCRATCH_LEN, as the verifier can see.
+    let len = ((payload_len - 1) & (SCRATCH_LEN - 1)) + 1;
+    // SAFETY: `scratch` is this CPU's value, `len` bytes fit its buffer; the kernel
+    // checks the frame's side.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            payload_offset as u32,
+            (*scratch).bytes.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
+    if rc != 0 {
+        return slow(reason::LOAD, u32::MAX);
+    }
+    let mut state = Loop {
+        scratch,
+        generation,
+    };
+    let state_ptr: *mut c_void = (&mut state as *mut Loop).cast();
+    // The scratch value is reached through `scratch` each time, never through a
+    // reference held across a `bpf_loop` call: the callbacks write it behind the
+    // compiler's back, and a live `&mut` would let it keep stale copies.
+    // SAFETY: this CPU's value, alive for the whole run; the callbacks take the `Loop`
+    // passed with them.
+    unsafe {
+        (*scratch).scan = RequestScan::new(len);
+        bpf_loop(MAX_SCAN_STEPS, scan_step as *mut c_void, state_ptr, 0);
+        if let Err(why) = (*scratch).scan.finish(max_head_len, max_headers) {
+            return slow(why, u32::MAX);
+        }
+        if terms > MAX_TERMS {
+            return slow(reason::TABLES, u32::MAX);
+        }
+        (*scratch).eval = RuleEval::new();
+        bpf_loop(terms, eval_step as *mut c_void, state_ptr, 0);
+        (*scratch).eval.finish(terms, default_pool);
+    }
+    // SAFETY: as above.
+    let eval = unsafe { (*scratch).eval };
+    if eval.outcome != RuleEval::CHOSEN {
+        return slow(eval.reason, eval.rule);
+    }
+    match pick_backend(scratch, state_ptr, generation, eval.pool) {
+        Ok(backend) => KernelDecision {
+            verdict: KernelDecision::HAND_OFF,
+            backend,
+            rule: eval.rule,
+            reason: 0,
+        },
+        Err(why) => slow(why, eval.rule),
+    }
+}
+
+/// The chosen pool's back-end, as an index into [`FRONTEND_BACKENDS`].
+#[inline(never)]
+fn pick_backend(
+    scratch: *mut Scratch,
+    state_ptr: *mut c_void,
+    generation: u32,
+    pool_index: u32,
+) -> Result<u32, u32> {
+    if pool_index >= MAX_KERNEL_POOLS {
+        return Err(reason::TABLES);
+    }
+    let pool = *FRONTEND_POOLS
+        .get(generation * MAX_KERNEL_POOLS + pool_index)
+        .ok_or(reason::TABLES)?;
+    let cursor = FRONTEND_ROUND_ROBIN
+        .get_ptr_mut(pool_index)
+        .ok_or(reason::TABLES)?;
+    // SAFETY: this CPU's counter; XDP does not preempt itself on one CPU.
+    let count = unsafe { *cursor };
+    let slots = generation * MAX_POOL_SLOTS;
+    // SAFETY: `decide_request`'s scratch value, as there.
+    let scan = unsafe { (*scratch).scan };
+    let local = match pool_pick(&pool, &scan, count)? {
+        PoolPick::Slot(slot) => {
+            // SAFETY: as above.
+            unsafe { *cursor = count.wrapping_add(1) };
+            let slot = FRONTEND_POOL_SLOTS
+                .get(slots + (slot & (MAX_POOL_SLOTS - 1)))
+                .ok_or(reason::TABLES)?;
+            slot.backend
+        }
+        PoolPick::Hash { start, end, url } => {
+            let mut key = hash_range(scratch, state_ptr, start, end);
+            if url {
+                let query = hash_range(scratch, state_ptr, scan.query_start, scan.query_end);
+                key = url_hash(key, query);
+            }
+            let mut pick = Rendezvous::default();
+            for k in 0..MAX_HASH_MEMBERS {
+                if k >= pool.slots {
+                    break;
+                }
+                let at = (pool.first_slot + k) & (MAX_POOL_SLOTS - 1);
+                let slot = FRONTEND_POOL_SLOTS.get(slots + at).ok_or(reason::TABLES)?;
+                pick.offer(key, slot);
+            }
+            pick.chosen().ok_or(reason::POOL_DOWN)?
+        }
+    };
+    if local >= BACKENDS_PER_GENERATION {
+        return Err(reason::TABLES);
+    }
+    let index = generation * BACKENDS_PER_GENERATION + local;
+    let backend = FRONTEND_BACKENDS.get(index).ok_or(reason::TABLES)?;
+    if backend.flags & KernelBackend::USABLE == 0 {
+        return Err(reason::BACKEND_UNUSABLE);
+    }
+    Ok(index)
+}
+
+/// `hash_bytes` of the scratch buffer's bytes `start..end`, eight a `bpf_loop` step.
+#[inline(always)]
+fn hash_range(scratch: *mut Scratch, state_ptr: *mut c_void, start: u32, end: u32) -> u64 {
+    // SAFETY: as in `decide_request`: through the pointer, before and after the loop.
+    unsafe {
+        (*scratch).hash = HashWalk::new(start, end);
+        bpf_loop(MAX_HASH_STEPS, hash_step as *mut c_void, state_ptr, 0);
+        (*scratch).hash.finish()
+    }
+}
+
+/// One step of the request scan; `bpf_loop` stops at a non-zero return.
+unsafe extern "C" fn scan_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `decide_request` passes its own `Loop`, alive for the whole loop, whose
+    // scratch pointer is this CPU's value.
+    let s = unsafe { &mut *(*ctx.cast::<Loop>()).scratch };
+    if s.scan.step(&mut s.bytes) { 0 } else { 1 }
+}
+
+/// One term of the rule program.
+unsafe extern "C" fn eval_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `scan_step`.
+    let state = unsafe { &*ctx.cast::<Loop>() };
+    let s = unsafe { &mut *state.scratch };
+    let at = s.eval.at;
+    if at >= MAX_TERMS {
+        return 1;
+    }
+    let Some(term) = FRONTEND_RULE_TERMS.get(state.generation * MAX_TERMS + at) else {
+        return 1;
+    };
+    let text_index = if KernelTerm::uses_text(term.op) {
+        term.arg
+    } else {
+        0
+    };
+    let Some(text) = FRONTEND_RULE_TEXTS.get(state.generation * MAX_TEXTS + text_index % MAX_TEXTS)
+    else {
+        return 1;
+    };
+    if s.eval.step(&s.scan, &s.bytes, term, text) {
+        0
+    } else {
+        1
+    }
+}
+
+/// Eight bytes of a hash key.
+unsafe extern "C" fn hash_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `scan_step`.
+    let s = unsafe { &mut *(*ctx.cast::<Loop>()).scratch };
+    if s.hash.step(&s.bytes) { 0 } else { 1 }
+}
+
+/// A test entry point, never attached: runs [`decide_request`] on the frame's TCP
+/// payload (Ethernet, IPv4 with any options, TCP) and leaves the decision in
+/// `FRONTEND_DISPATCH_PROBE`, so that tests run the matcher in the kernel
+/// (`BPF_PROG_TEST_RUN`) without the handoff around it.
+#[xdp]
+pub fn frontend_dispatch_probe(ctx: XdpContext) -> u32 {
+    let decision = probe(&ctx);
+    if let Some(out) = FRONTEND_DISPATCH_PROBE.get_ptr_mut(0) {
+        // SAFETY: the map's one value; the tests run one probe at a time.
+        unsafe { *out = decision };
+    }
+    XDP_DROP
+}
+
+#[inline(never)]
+fn probe(ctx: &XdpContext) -> KernelDecision {
+    let byte = |offset: usize| -> Option<usize> {
+        let mut b = 0u8;
+        // SAFETY: one byte into a local; the kernel checks the frame's side.
+        let rc =
+            unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, (&mut b as *mut u8).cast(), 1) };
+        (rc == 0).then_some(usize::from(b))
+    };
+    const IP: usize = 14;
+    let Some(ihl) = byte(IP) else {
+        return slow(reason::LOAD, u32::MAX);
+    };
+    let tcp = IP + (ihl & 0xf) * 4;
+    let Some(data_offset) = byte(tcp + 12) else {
+        return slow(reason::LOAD, u32::MAX);
+    };
+    let payload = tcp + (data_offset >> 4) * 4;
+    let frame = ctx.data_end() - ctx.data();
+    if frame < payload {
+        return slow(reason::LOAD, u32::MAX);
+    }
+    decide_request(ctx, payload, frame - payload)
 }

@@ -81,6 +81,17 @@ fn describe(mut out: String, d: &baton_dispatch::Dispatcher) -> String {
             .collect();
         let _ = writeln!(out, "  checks:    {}", list(checks));
     }
+    // Where each rule and pool is decided (docs/design.md, "Dispatch in the kernel");
+    // the request limits change nothing here.
+    let limits = baton_proto::request::RequestLimits::default();
+    let kernel = d.compile_kernel(limits.max_head_len, limits.max_headers);
+    let _ = writeln!(out, "  kernel dispatch, in [dispatch] order:");
+    for (i, rule) in kernel.rules.iter().enumerate() {
+        let _ = writeln!(out, "    rule {i} {}: {rule}", rule.name);
+    }
+    for pool in &kernel.pool_placements {
+        let _ = writeln!(out, "    pool {}: {pool}", pool.name);
+    }
     out
 }
 

@@ -78,6 +78,7 @@ pub mod dispatch;
 pub mod fastpath;
 pub mod health;
 pub mod io;
+pub mod kernel_dispatch;
 pub mod metrics;
 
 use std::{

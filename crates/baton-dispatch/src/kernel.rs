@@ -1,0 +1,468 @@
+//! The rules and pools compiled for the front-end's XDP program (issue 19, "Dispatch in
+//! the kernel"): [`KernelProgram`], plain tables of `baton_common::kernel_dispatch`'s
+//! structs that the daemon writes into the program's maps, and a report of which rules
+//! and pools the kernel decides.
+//!
+//! What compiles to what (anything the kernel cannot judge exactly as
+//! [`Dispatcher::decide`] would is "unknown", and a rule unknown for a request sends it
+//! to the slow path; see `baton_common::kernel_dispatch`):
+//!
+//! | condition | in the kernel |
+//! |---|---|
+//! | `host` exact and `*.` wildcard, `path`, `path_prefix`, `extension`, `method` | compared with the request's bytes |
+//! | `sni` | false: the kernel reads plaintext HTTP only |
+//! | `cookie` | false without a Cookie field, else unknown |
+//! | `query` | false without a query, else unknown |
+//! | `path_regex`, `header`, `service` | unknown |
+//! | `all`, `any`, `not` | Kleene's AND, OR, NOT |
+//!
+//! Pools: `round_robin` (a slot array that is one period of the smooth weighted round
+//! robin over the up members) and `consistent_hash` with equal weights on `path`, `url`
+//! or `host` (rendezvous over the up members, the same hash and order as
+//! [`crate::pool::rendezvous`]); a sticky pool only for requests without a Cookie
+//! field. `least_connections`, `lard`, weighted `consistent_hash` (its scores are
+//! floating point) and other hash keys stay in userspace.
+
+use std::{collections::HashMap, fmt, net::SocketAddrV4};
+
+use baton_common::kernel_dispatch::{
+    BACKENDS_PER_GENERATION, KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText,
+    MAX_EVAL_DEPTH, MAX_HASH_MEMBERS, MAX_KERNEL_POOLS, MAX_POOL_SLOTS, MAX_ROUND_ROBIN_SLOTS,
+    MAX_TERMS, MAX_TEXTS, RuleTables, reason,
+};
+use baton_proto::frontend::Instant;
+
+use crate::{
+    dispatcher::{Pool, Rule},
+    matcher::{Condition, HostPattern},
+    pool::{Candidates, HashKey, Policy, Server, SmoothWeighted},
+};
+
+/// The dispatcher's rules and pools as the XDP program reads them. Back-end indexes in
+/// `slots` are into `backends`.
+#[derive(Debug, Clone, Default)]
+pub struct KernelProgram {
+    pub set: KernelRuleSet,
+    pub terms: Vec<KernelTerm>,
+    pub texts: Vec<KernelText>,
+    pub pools: Vec<KernelPool>,
+    pub slots: Vec<KernelSlot>,
+    /// The back-ends the slots name.
+    pub backends: Vec<SocketAddrV4>,
+    /// Where each rule is decided, in `[dispatch]` order.
+    pub rules: Vec<Placement>,
+    /// Where each pool picks its back-end, in the dispatcher's pool order.
+    pub pool_placements: Vec<Placement>,
+}
+
+impl KernelProgram {
+    /// The tables as slices, for `baton_common::kernel_dispatch::decide`.
+    pub fn tables(&self) -> RuleTables<'_> {
+        RuleTables {
+            set: self.set,
+            terms: &self.terms,
+            texts: &self.texts,
+            pools: &self.pools,
+            slots: &self.slots,
+        }
+    }
+}
+
+/// Where a rule (or a pool) is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub name: String,
+    /// What the kernel never judges here: requests that reach this rule go to the slow
+    /// path unless the rest of its condition rules it out.
+    pub userspace: Vec<String>,
+    /// What the kernel judges for some requests only (a cookie rule, for requests
+    /// without a Cookie field).
+    pub unless: Vec<&'static str>,
+    /// For a pool: how the kernel picks.
+    pub how: Option<String>,
+}
+
+impl Placement {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            userspace: Vec::new(),
+            unless: Vec::new(),
+            how: None,
+        }
+    }
+
+    /// Whether the kernel decides every request that reaches it.
+    pub fn in_kernel(&self) -> bool {
+        self.userspace.is_empty() && self.unless.is_empty()
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.userspace.is_empty() {
+            return write!(f, "in userspace: {}", self.userspace.join(", "));
+        }
+        write!(f, "in the kernel")?;
+        if let Some(how) = &self.how {
+            write!(f, " ({how})")?;
+        }
+        if !self.unless.is_empty() {
+            write!(f, ", unless the request has {}", self.unless.join(" or "))?;
+        }
+        Ok(())
+    }
+}
+
+const NO_COOKIE: &str = "a Cookie field";
+const NO_QUERY: &str = "a query";
+
+/// Builds the program; see the module documentation.
+pub(crate) fn compile(
+    rules: &[Rule],
+    pools: &[Pool],
+    servers: &[Server],
+    default_pool: usize,
+    now: Instant,
+    max_head_len: usize,
+    max_headers: usize,
+) -> KernelProgram {
+    let mut out = KernelProgram {
+        texts: vec![KernelText::default()],
+        ..KernelProgram::default()
+    };
+    let mut texts: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut full = false;
+    for (i, rule) in rules.iter().enumerate() {
+        let mut placement = Placement::new(&rule.name);
+        let mut terms = Vec::new();
+        let texts_before = out.texts.len();
+        emit(
+            &rule.condition,
+            &mut terms,
+            &mut out.texts,
+            &mut texts,
+            &mut placement,
+        );
+        terms.push(KernelTerm {
+            op: KernelTerm::RULE_END,
+            arg: rule.pool as u32,
+            rule: i as u32,
+        });
+        let too_deep = max_depth(&terms) > MAX_EVAL_DEPTH;
+        // Room for this rule, and for a two-term stop after it should the next not fit.
+        let too_long = out.terms.len() + terms.len() + 2 > MAX_TERMS as usize;
+        if full || too_deep || too_long || rule.pool >= MAX_KERNEL_POOLS as usize {
+            placement.userspace = vec![if full {
+                "after the kernel's last rule".to_owned()
+            } else if too_deep {
+                format!("nested deeper than {MAX_EVAL_DEPTH}")
+            } else if too_long {
+                format!("past the kernel's {MAX_TERMS} terms")
+            } else {
+                format!("its pool is past the kernel's {MAX_KERNEL_POOLS}")
+            }];
+            placement.unless.clear();
+            if !full {
+                // Every request that reaches this rule goes to the slow path.
+                out.terms.push(KernelTerm {
+                    op: KernelTerm::UNKNOWN,
+                    ..KernelTerm::default()
+                });
+                out.terms.push(KernelTerm {
+                    op: KernelTerm::RULE_END,
+                    arg: 0,
+                    rule: i as u32,
+                });
+                full = true;
+            }
+            // The texts it added are unused, but harmless; keep the table small anyway.
+            if texts_before < out.texts.len() {
+                out.texts.truncate(texts_before);
+                texts.retain(|_, &mut t| (t as usize) < texts_before);
+            }
+        } else {
+            out.terms.extend(terms);
+        }
+        out.rules.push(placement);
+    }
+
+    for pool in pools {
+        let (kernel_pool, placement) = compile_pool(pool, servers, now, &mut out);
+        if out.pools.len() < MAX_KERNEL_POOLS as usize {
+            out.pools.push(kernel_pool);
+        }
+        out.pool_placements.push(placement);
+    }
+    let enabled = default_pool < out.pools.len();
+    out.set = KernelRuleSet {
+        flags: if enabled { KernelRuleSet::ENABLED } else { 0 },
+        terms: out.terms.len() as u32,
+        default_pool: default_pool as u32,
+        max_head_len: u32::try_from(max_head_len).unwrap_or(u32::MAX),
+        max_headers: u32::try_from(max_headers).unwrap_or(u32::MAX),
+    };
+    out
+}
+
+/// The postfix form of `c`, appended to `terms`.
+fn emit(
+    c: &Condition,
+    terms: &mut Vec<KernelTerm>,
+    texts: &mut Vec<KernelText>,
+    index: &mut HashMap<Vec<u8>, u32>,
+    placement: &mut Placement,
+) {
+    let op = |op, arg| KernelTerm { op, arg, rule: 0 };
+    let mut leaf =
+        |terms: &mut Vec<KernelTerm>, kind: u32, text: &[u8], placement: &mut Placement| {
+            let arg = match index.get(text) {
+                Some(&t) => Some(t),
+                None if texts.len() < MAX_TEXTS as usize => KernelText::new(text).map(|t| {
+                    texts.push(t);
+                    let i = (texts.len() - 1) as u32;
+                    index.insert(text.to_vec(), i);
+                    i
+                }),
+                None => None,
+            };
+            match arg {
+                Some(arg) => terms.push(op(kind, arg)),
+                None => {
+                    placement.userspace.push(format!(
+                        "a text over the kernel's bounds ({} bytes, {MAX_TEXTS} texts)",
+                        baton_common::kernel_dispatch::MAX_TEXT_LEN
+                    ));
+                    terms.push(op(KernelTerm::UNKNOWN, 0));
+                }
+            }
+        };
+    // `items` leaves ORed: `host = ["a", "b"]`.
+    fn any_of<T>(
+        terms: &mut Vec<KernelTerm>,
+        items: &[T],
+        placement: &mut Placement,
+        mut one: impl FnMut(&mut Vec<KernelTerm>, &T, &mut Placement),
+    ) {
+        for (k, item) in items.iter().enumerate() {
+            one(terms, item, placement);
+            if k > 0 {
+                terms.push(KernelTerm {
+                    op: KernelTerm::OR,
+                    ..KernelTerm::default()
+                });
+            }
+        }
+        if items.is_empty() {
+            terms.push(KernelTerm::default());
+        }
+    }
+    match c {
+        Condition::Host(patterns) => any_of(terms, patterns, placement, |t, p, pl| match p {
+            HostPattern::Exact(name) => leaf(t, KernelTerm::HOST_EXACT, name.as_bytes(), pl),
+            HostPattern::Subdomain(suffix) => {
+                leaf(t, KernelTerm::HOST_SUFFIX, suffix.as_bytes(), pl)
+            }
+        }),
+        Condition::Sni(_) => terms.push(op(KernelTerm::FALSE, 0)),
+        Condition::PathExact(paths) => any_of(terms, paths, placement, |t, p, pl| {
+            leaf(t, KernelTerm::PATH_EXACT, p.as_bytes(), pl)
+        }),
+        Condition::PathPrefix(paths) => any_of(terms, paths, placement, |t, p, pl| {
+            leaf(t, KernelTerm::PATH_PREFIX, p.as_bytes(), pl)
+        }),
+        Condition::Extension(exts) => any_of(terms, exts, placement, |t, e, pl| {
+            leaf(t, KernelTerm::EXTENSION, e.as_bytes(), pl)
+        }),
+        Condition::Method(methods) => any_of(terms, methods, placement, |t, m, pl| {
+            leaf(t, KernelTerm::METHOD, m.as_bytes(), pl)
+        }),
+        Condition::PathRegex(_) | Condition::Header { .. } | Condition::Service(_) => {
+            let what = match c {
+                Condition::PathRegex(_) => "path_regex",
+                Condition::Header { .. } => "header",
+                _ => "service",
+            };
+            if !placement.userspace.iter().any(|u| u == what) {
+                placement.userspace.push(what.to_owned());
+            }
+            terms.push(op(KernelTerm::UNKNOWN, 0));
+        }
+        Condition::Cookie { .. } => {
+            if !placement.unless.contains(&NO_COOKIE) {
+                placement.unless.push(NO_COOKIE);
+            }
+            terms.push(op(KernelTerm::COOKIE, 0));
+        }
+        Condition::Query { .. } => {
+            if !placement.unless.contains(&NO_QUERY) {
+                placement.unless.push(NO_QUERY);
+            }
+            terms.push(op(KernelTerm::QUERY, 0));
+        }
+        Condition::All(list) | Condition::Any(list) => {
+            let (empty, join) = match c {
+                Condition::All(_) => (KernelTerm::TRUE, KernelTerm::AND),
+                _ => (KernelTerm::FALSE, KernelTerm::OR),
+            };
+            if list.is_empty() {
+                terms.push(op(empty, 0));
+            }
+            for (k, inner) in list.iter().enumerate() {
+                emit(inner, terms, texts, index, placement);
+                if k > 0 {
+                    terms.push(op(join, 0));
+                }
+            }
+        }
+        Condition::Not(inner) => {
+            emit(inner, terms, texts, index, placement);
+            terms.push(op(KernelTerm::NOT, 0));
+        }
+    }
+}
+
+/// The deepest the evaluation stack grows running `terms`.
+fn max_depth(terms: &[KernelTerm]) -> u32 {
+    let (mut depth, mut max) = (0i64, 0i64);
+    for t in terms {
+        depth += match t.op {
+            KernelTerm::AND | KernelTerm::OR | KernelTerm::RULE_END => -1,
+            KernelTerm::NOT => 0,
+            _ => 1,
+        };
+        max = max.max(depth);
+    }
+    max as u32
+}
+
+fn compile_pool(
+    pool: &Pool,
+    servers: &[Server],
+    now: Instant,
+    out: &mut KernelProgram,
+) -> (KernelPool, Placement) {
+    let mut placement = Placement::new(&pool.name);
+    let slow = |placement: &mut Placement, why: String| {
+        placement.userspace.push(why);
+        KernelPool {
+            policy: KernelPool::SLOW_PATH,
+            reason: reason::POOL_POLICY,
+            ..KernelPool::default()
+        }
+    };
+    let flags = if pool.sticky.is_some() {
+        placement.unless.push(NO_COOKIE);
+        KernelPool::STICKY
+    } else {
+        0
+    };
+    let candidates = Candidates {
+        members: &pool.members,
+        servers,
+        now,
+        exclude: &[],
+    };
+    let up: Vec<usize> = (0..pool.members.len())
+        .filter(|&i| candidates.accept(i))
+        .collect();
+    // The back-ends' slots, in pick order (round robin) or pool order (hashing).
+    let (policy, picks): (u32, Vec<usize>) = match &pool.policy {
+        Policy::SmoothWeighted(_) => {
+            let gcd = up.iter().map(|&i| pool.members[i].weight).fold(0, gcd);
+            let period: u64 = up
+                .iter()
+                .map(|&i| u64::from(pool.members[i].weight / gcd.max(1)))
+                .sum();
+            if period > u64::from(MAX_ROUND_ROBIN_SLOTS) {
+                let why = format!(
+                    "round robin whose period (weights over their gcd) is over {MAX_ROUND_ROBIN_SLOTS}"
+                );
+                return (slow(&mut placement, why), placement);
+            }
+            // One period of the dispatcher's own smooth weighted round robin: with
+            // weights scaled by their gcd it picks the same sequence, so the first
+            // `period` picks are a whole period.
+            let mut swrr = SmoothWeighted::new(pool.members.len());
+            let picks = (0..period)
+                .filter_map(|_| swrr.select(&candidates))
+                .collect();
+            placement.how = Some("round robin".to_owned());
+            (KernelPool::ROUND_ROBIN, picks)
+        }
+        Policy::ConsistentHash(key) => {
+            let uniform = pool.members.windows(2).all(|w| w[0].weight == w[1].weight);
+            let policy = match key {
+                HashKey::Path => Some((KernelPool::HASH_PATH, "path")),
+                HashKey::Url => Some((KernelPool::HASH_URL, "url")),
+                HashKey::Host => Some((KernelPool::HASH_HOST, "host")),
+                _ => None,
+            };
+            match policy {
+                _ if !uniform => {
+                    let why = "consistent_hash with unequal weights (floating point)";
+                    return (slow(&mut placement, why.to_owned()), placement);
+                }
+                None => {
+                    let why = "consistent_hash on this hash_key".to_owned();
+                    return (slow(&mut placement, why), placement);
+                }
+                Some(_) if up.len() > MAX_HASH_MEMBERS as usize => {
+                    let why =
+                        format!("consistent_hash over more than {MAX_HASH_MEMBERS} back-ends");
+                    return (slow(&mut placement, why), placement);
+                }
+                Some((policy, key)) => {
+                    placement.how = Some(format!("consistent_hash on the {key}"));
+                    (policy, up)
+                }
+            }
+        }
+        other => {
+            let why = other.name().to_owned();
+            return (slow(&mut placement, why), placement);
+        }
+    };
+    let room = MAX_POOL_SLOTS as usize - out.slots.len().min(MAX_POOL_SLOTS as usize);
+    let backend_index = |addr: SocketAddrV4, backends: &mut Vec<SocketAddrV4>| match backends
+        .iter()
+        .position(|b| *b == addr)
+    {
+        Some(i) => Some(i as u32),
+        None if backends.len() < BACKENDS_PER_GENERATION as usize => {
+            backends.push(addr);
+            Some(backends.len() as u32 - 1)
+        }
+        None => None,
+    };
+    let mut slots = Vec::with_capacity(picks.len());
+    for &i in &picks {
+        let m = &pool.members[i];
+        let Some(backend) = backend_index(m.addr, &mut out.backends) else {
+            let why = format!("past the kernel's {BACKENDS_PER_GENERATION} back-ends");
+            return (slow(&mut placement, why), placement);
+        };
+        slots.push(KernelSlot {
+            backend,
+            _pad: 0,
+            seed: m.seed,
+        });
+    }
+    if slots.len() > room {
+        let why = format!("past the kernel's {MAX_POOL_SLOTS} slots");
+        return (slow(&mut placement, why), placement);
+    }
+    let kernel_pool = KernelPool {
+        policy,
+        reason: 0,
+        first_slot: out.slots.len() as u32,
+        slots: slots.len() as u32,
+        flags,
+    };
+    out.slots.extend(slots);
+    (kernel_pool, placement)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}

@@ -1,0 +1,46 @@
+//! The XDP program's request scan (`baton_common::kernel_dispatch::RequestScan`) against
+//! the protocol core's request parser: whatever the scan accepts, the parser parses to a
+//! head that is the whole segment, with the same method, path (already normal), query,
+//! extension and Host (lower case, without port or trailing dot); and the scan never
+//! reads or panics past its buffer whatever the bytes.
+#![no_main]
+
+use baton_common::kernel_dispatch::{MAX_SCAN_STEPS, RequestScan, SCRATCH_LEN};
+use baton_proto::request::{ClientRequest, RequestLimits, parse_request};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut buf = [0u8; SCRATCH_LEN];
+    let len = data.len().min(SCRATCH_LEN);
+    buf[..len].copy_from_slice(&data[..len]);
+    let mut scan = RequestScan::new(data.len());
+    for _ in 0..MAX_SCAN_STEPS {
+        if !scan.step(&mut buf) {
+            break;
+        }
+    }
+    let limits = RequestLimits::default();
+    if scan
+        .finish(limits.max_head_len as u32, limits.max_headers as u32)
+        .is_err()
+    {
+        return;
+    }
+    let part = |start: u32, end: u32| &buf[start as usize..end as usize];
+    let Ok(Some(ClientRequest::Http(head))) = parse_request(data, &limits) else {
+        panic!("the scan accepts what the parser refuses: {data:02x?}");
+    };
+    assert_eq!(head.head_len, data.len());
+    assert_eq!(head.method.as_bytes(), part(0, scan.method_end));
+    assert_eq!(head.path().as_bytes(), part(scan.path_start, scan.path_end));
+    assert_eq!(head.raw_path(), head.path());
+    let query = (scan.query_start != 0).then(|| part(scan.query_start, scan.query_end));
+    assert_eq!(head.query().map(str::as_bytes), query);
+    let ext = (scan.ext_start != 0).then(|| part(scan.ext_start, scan.path_end));
+    assert_eq!(head.file_extension().map(str::as_bytes), ext);
+    let host = head
+        .host
+        .map(|h| h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase());
+    let scanned = scan.has_host().then(|| part(scan.host_start, scan.host_end));
+    assert_eq!(host.as_deref().map(str::as_bytes), scanned);
+});
