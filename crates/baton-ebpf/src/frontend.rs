@@ -305,6 +305,15 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                 XDP_DROP
             } else {
                 match hand_off_request(&ctx) {
+                    READY => {
+                        if hand_off_routed(&ctx) == HANDED_OFF {
+                            count(stat::HANDED_OFF_IN_KERNEL);
+                            XDP_TX
+                        } else {
+                            count(stat::PASS_REQUEST_TO_SLOW_PATH);
+                            XDP_PASS
+                        }
+                    }
                     HANDED_OFF => {
                         count(stat::HANDED_OFF_IN_KERNEL);
                         XDP_TX
@@ -917,6 +926,8 @@ const HANDED_OFF: u32 = 0;
 const NOT_A_REQUEST: u32 = 1;
 /// A request the kernel leaves to the slow path.
 const TO_SLOW_PATH: u32 = 2;
+/// A request prepared for the matcher (`HANDOFF_WORK`).
+const READY: u32 = 3;
 
 /// Hands off a client's request in the kernel (docs/design.md, "Dispatch in the kernel"):
 /// a data segment of no handed-off flow whose acknowledgement is a valid cookie (XDP
@@ -941,9 +952,6 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
         return NOT_A_REQUEST;
     }
     let Some(cookies) = FRONTEND_SYN_COOKIES.get(0) else {
-        return NOT_A_REQUEST;
-    };
-    let Some(config) = FRONTEND_CONFIG.get(0) else {
         return NOT_A_REQUEST;
     };
     // SAFETY: `bytes_at` checked the bounds; read once onto the stack (`forward` checked
@@ -1017,16 +1025,6 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     if window == 0 {
         return TO_SLOW_PATH;
     }
-    let decision = crate::dispatch::decide_request(ctx, TCP + header_len, payload_len);
-    if decision.verdict != KernelDecision::HAND_OFF {
-        return TO_SLOW_PATH;
-    }
-    let Some(backend) = crate::dispatch::FRONTEND_BACKENDS.get(decision.backend) else {
-        return TO_SLOW_PATH;
-    };
-    if backend.flags & KernelBackend::USABLE == 0 {
-        return TO_SLOW_PATH;
-    }
     // The payload's sum, from the segment's checksum; a partial one (an offloading
     // sender's) goes up, as in `forward_flow`.
     let check = u16::from_be_bytes(tcp_check(&tcp));
@@ -1049,9 +1047,10 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     let work = unsafe { &mut *work };
     work.prime = SynPrime {
         client_addr,
-        backend_addr: backend.addr_be.to_ne_bytes(),
+        // The back-end's, once chosen (`finish_handoff`).
+        backend_addr: [0; 4],
         client_port,
-        backend_port: u16::from_be(backend.port_be),
+        backend_port: 0,
         client_isn,
         window,
         ttl: ip_ttl(&l3),
@@ -1079,9 +1078,9 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
         vip_port_be: u16::from_ne_bytes(tcp_dest(&tcp)),
     };
     work.flow = FrontendFlow {
-        backend_addr_be: backend.addr_be,
-        backend_port_be: backend.port_be,
-        backend_mac: backend.mac,
+        backend_addr_be: 0,
+        backend_port_be: 0,
+        backend_mac: [0; 6],
         client_isn,
         close_state: FrontendFlow::AWAITING_ANSWER,
         isn_f,
@@ -1092,9 +1091,56 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     work.header_len = header_len as u32;
     work.total_len = total_len as u32;
     work.payload_sum = payload_sum_from_checksum(check, pseudo, header_sum);
+    work.payload_offset = (TCP + header_len) as u32;
+    work.payload_len = payload_len as u32;
+    READY
+}
+
+/// The second half of a handoff in the kernel, once the matcher routed the request that
+/// [`hand_off_request`] prepared in `HANDOFF_WORK` (a call of its own from the entry
+/// point, as the matcher is: each chain of calls keeps within the verifier's 512 bytes
+/// of stack).
+#[inline(never)]
+fn finish_handoff(ctx: &XdpContext, decision: &KernelDecision) -> u32 {
+    if decision.verdict != KernelDecision::HAND_OFF {
+        return TO_SLOW_PATH;
+    }
+    let Some(backend) = crate::dispatch::FRONTEND_BACKENDS.get(decision.backend) else {
+        return TO_SLOW_PATH;
+    };
+    if backend.flags & KernelBackend::USABLE == 0 {
+        return TO_SLOW_PATH;
+    }
+    let (Some(kernel), Some(config), Some(work)) = (
+        FRONTEND_KERNEL_HANDOFF.get(0),
+        FRONTEND_CONFIG.get(0),
+        HANDOFF_WORK.get_ptr_mut(0),
+    ) else {
+        return TO_SLOW_PATH;
+    };
+    // SAFETY: a per-CPU map value, this CPU's alone while the program runs; filled by
+    // `hand_off_request` in this run.
+    let work = unsafe { &mut *work };
+    work.prime.backend_addr = backend.addr_be.to_ne_bytes();
+    work.prime.backend_port = u16::from_be(backend.port_be);
+    work.flow.backend_addr_be = backend.addr_be;
+    work.flow.backend_port_be = backend.port_be;
+    work.flow.backend_mac = backend.mac;
     work.rule = decision.rule;
     encode_handoff_option(&kernel.handoff_key, work);
     emit_syn_prime(ctx, &config.interface_mac, work)
+}
+
+/// The matcher's decision on the request [`hand_off_request`] prepared, and the handoff
+/// if it routes it: two calls from here, so that neither adds its stack to the other's.
+#[inline(always)]
+fn hand_off_routed(ctx: &XdpContext) -> u32 {
+    let Some(work) = HANDOFF_WORK.get(0) else {
+        return TO_SLOW_PATH;
+    };
+    let (offset, len) = (work.payload_offset as usize, work.payload_len as usize);
+    let decision = crate::dispatch::decide_request(ctx, offset, len);
+    finish_handoff(ctx, &decision)
 }
 
 /// What [`hand_off_request`] builds for [`emit_syn_prime`], in a per-CPU map value.
@@ -1107,6 +1153,9 @@ struct HandoffWork {
     total_len: u32,
     payload_sum: u16,
     rule: u32,
+    /// Where the request's bytes lie in the frame, for the matcher.
+    payload_offset: u32,
+    payload_len: u32,
 }
 
 #[map]

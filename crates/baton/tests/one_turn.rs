@@ -374,3 +374,50 @@ fn with_one_turn_fast_open_clients_and_long_heads_take_the_slow_path_and_are_ser
         "the long head took the three turns"
     );
 }
+
+/// Dispatch in the kernel (`[tcp] kernel_dispatch`): the requests the example's rules
+/// route in the kernel are handed off by XDP itself (the request segment turned into the
+/// SYN' in place) and never reach the slow path, which adopts each from the ring; the
+/// rest go up and are handed off there. Every request is served, byte-exact.
+#[test]
+fn with_kernel_dispatch_routed_requests_never_reach_the_slow_path() {
+    let config =
+        with_syns_in_xdp_and_one_turn().replacen("[tcp]\n", "[tcp]\nkernel_dispatch = true\n", 1);
+    let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "kernel dispatch")
+        .frontend(&config)
+        .up()
+    else {
+        return;
+    };
+    cluster.assert_fast_path_attached();
+    let connections = 40;
+    for i in 0..connections {
+        let path = ["/img/", "/api/", "/static/", "/files/1K.bin"][i % 4];
+        let (status, _) = get(path);
+        assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
+    }
+    let xdp = support::fastpath_counters(&LAB);
+    let log = cluster.stop_frontend();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    let in_kernel = xdp["handed_off_in_kernel"];
+    let to_slow_path = xdp["pass_request_to_slow_path"];
+    eprintln!(
+        "{connections} connections: handed off in the kernel {in_kernel}, requests to the slow \
+         path {to_slow_path}; core: kernel_handoffs_adopted={} kernel_handoffs_refused={} \
+         packets_received={} syn_cookies_accepted={}",
+        core("kernel_handoffs_adopted"),
+        core("kernel_handoffs_refused"),
+        core("packets_received"),
+        core("syn_cookies_accepted"),
+    );
+    let n = connections as u64;
+    assert!(in_kernel > 0, "no request was handed off in the kernel");
+    assert_eq!(in_kernel + to_slow_path, n, "every request judged once");
+    assert_eq!(core("kernel_handoffs_adopted"), in_kernel);
+    assert_eq!(core("kernel_handoffs_refused"), 0);
+
+    cluster.frontend = Some(cluster.start_frontend());
+    for name in ["1K.bin", "1M.bin"] {
+        support::assert_download_byte_exact(&LAB, VIP, name);
+    }
+}

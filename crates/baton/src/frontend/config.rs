@@ -112,6 +112,10 @@ pub struct TcpTerms {
     /// cookie's terms, without window scaling or SACK). At most
     /// [`MAX_HALF_OPEN_ENTRIES`].
     pub half_open_entries: Option<u32>,
+    /// XDP hands off the requests it can route itself (docs/design.md, "Dispatch in the
+    /// kernel"); needs `one_turn` and `syns_in_xdp`. Off by default while it is being
+    /// built.
+    pub kernel_dispatch: Option<bool>,
 }
 
 /// The most `[tcp] half_open_entries` takes: about 1.5 GiB of kernel memory (96 bytes an
@@ -184,6 +188,8 @@ pub struct Settings {
     pub access_log: Option<PathBuf>,
     /// Entries of the fast path's half-open map (0: off).
     pub half_open_entries: u32,
+    /// `[tcp] kernel_dispatch`.
+    pub kernel_dispatch: bool,
     /// Keys the file sets that this build reads and ignores (a warning at start says
     /// so): `limits.half_closed_idle_timeout_ms`.
     pub ignored_keys: Vec<&'static str>,
@@ -532,6 +538,7 @@ impl FileConfig {
             metrics: self.metrics,
             access_log: self.access_log.map(|p| base.join(p)),
             half_open_entries,
+            kernel_dispatch: t.kernel_dispatch.unwrap_or(false),
             ignored_keys,
         })
     }

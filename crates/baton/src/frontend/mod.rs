@@ -136,10 +136,13 @@ struct DaemonStats {
 /// the kernel"): on when the core hands off in one turn and XDP answers every SYN (the
 /// kernel's handoff starts from its cookie and sends the request in the SYN'); the rules
 /// the kernel can evaluate decide which requests it takes.
-fn kernel_handoff_config(core: &baton_proto::frontend::Config) -> KernelHandoffConfig {
+fn kernel_handoff_config(
+    core: &baton_proto::frontend::Config,
+    kernel_dispatch: bool,
+) -> KernelHandoffConfig {
     KernelHandoffConfig {
         handoff_key: baton_common::siphash::SipKey::from_bytes(core.handoff_key),
-        flags: if core.one_turn && core.every_syn_in_fast_path {
+        flags: if kernel_dispatch && core.one_turn && core.every_syn_in_fast_path {
             KernelHandoffConfig::ENABLED
         } else {
             0
@@ -147,6 +150,21 @@ fn kernel_handoff_config(core: &baton_proto::frontend::Config) -> KernelHandoffC
         // The core's one-turn bound: a SYN' of at most `mss + 40` bytes, 60 of them
         // headers.
         max_payload: u32::from(core.mss).saturating_sub(20),
+    }
+}
+
+/// The kernel dispatch's rules from the dispatcher in force (start, reload, health).
+fn write_kernel_rules(fast: &mut FastPath, fe: &mut FrontEnd<ContentDispatch>) {
+    let limits = fe.config().request_limits();
+    let program = fe
+        .dispatcher_mut()
+        .dispatcher()
+        .compile_kernel(limits.max_head_len, limits.max_headers);
+    if let Err(e) = fast.write_kernel_rules(clock(), &program) {
+        log::warn(
+            "kernel_dispatch_unavailable",
+            &[("error", &format!("{e:#}"))],
+        );
     }
 }
 
@@ -172,6 +190,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         metrics: metrics_addr,
         access_log,
         half_open_entries,
+        kernel_dispatch,
         ignored_keys,
     } = settings;
     for key in ignored_keys {
@@ -237,12 +256,15 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             fe.syn_cookie_config(),
             half_open_entries,
             secret,
-            kernel_handoff_config(fe.config()),
+            kernel_handoff_config(fe.config(), kernel_dispatch),
         ) {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
                 let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
+                if kernel_dispatch {
+                    write_kernel_rules(&mut fast, &mut fe);
+                }
                 // Before the first packet too: with every SYN in the fast path the
                 // program answers from the first one on, not from the loop's first round.
                 fast.steer_syn_cookies(&fe, &mut fp_stats);
@@ -335,6 +357,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     let mut fast_path = Fast {
         path: fast.as_mut(),
         stats: &mut fp_stats,
+        kernel_dispatch,
     };
     let result = event_loop(
         &mut fe,
@@ -515,6 +538,8 @@ impl Ops {
 struct Fast<'a> {
     path: Option<&'a mut FastPath>,
     stats: &'a mut FastPathStats,
+    /// `[tcp] kernel_dispatch`: the kernel's rules are kept up to date.
+    kernel_dispatch: bool,
 }
 
 /// What the loop needs to reload its configuration and to hear from the health checks.
@@ -731,6 +756,12 @@ fn event_loop(
             next_scan = now + ACTIVITY_SCAN;
             if let Some(path) = fast.path.as_deref_mut() {
                 path.scan_activity(fe, now, fast.stats);
+                // Reloads, health verdicts and newly resolved MACs reach the kernel's
+                // rules within a scan. (Rewritten whole each time for now: a few hundred
+                // map writes a second; only on change is left to do.)
+                if fast.kernel_dispatch {
+                    write_kernel_rules(path, fe);
+                }
             }
         }
     }

@@ -193,6 +193,10 @@ struct Installed {
 
 /// The attached program's maps, through their pins.
 pub struct FastPath {
+    /// The loaded object, for the kernel dispatch's tables (`write_kernel_rules`).
+    ebpf: aya::Ebpf,
+    /// The kernel dispatch's generations, once its rules are written.
+    kernel_dispatch: Option<super::kernel_dispatch::KernelDispatch>,
     interface: String,
     flows: HashMap<MapData, FrontendFlowKey, FrontendFlow>,
     /// The flow table again, for the batch reads aya does not offer.
@@ -369,10 +373,13 @@ impl FastPath {
                 Start::Attached
             }
         };
-        // `ebpf` goes now: the link holds the program, the pins hold the maps, and the
-        // maps taken above hold their own descriptors.
+        // `ebpf` stays for the kernel dispatch's tables, which its writer reaches
+        // through it; the link holds the program, the pins hold the maps, and the maps
+        // taken above hold their own descriptors.
         Ok((
             Self {
+                ebpf,
+                kernel_dispatch: None,
                 interface: interface.to_string(),
                 flows,
                 flows_data,
@@ -619,6 +626,30 @@ impl FastPath {
             }
             // Taken by the core's `RequestSent` (`install`) when adopted.
             self.kernel_adopted.remove(&flow);
+        }
+    }
+
+    /// Writes the rules the kernel can evaluate (`Dispatcher::compile_kernel`) with the
+    /// back-ends' MACs as a new generation of the kernel dispatch's tables and puts it
+    /// in force: at start, at every reload and at every health change. A back-end whose
+    /// MAC is not known yet is written unusable (its requests go to the slow path).
+    pub fn write_kernel_rules(
+        &mut self,
+        now: Instant,
+        program: &baton_dispatch::KernelProgram,
+    ) -> anyhow::Result<()> {
+        let (neighbours, interface) = (&mut self.neighbours, &self.interface);
+        let resolve = |ip| neighbours.lookup(now, ip, interface);
+        match &mut self.kernel_dispatch {
+            Some(kernel) => kernel.update(&mut self.ebpf, program, resolve),
+            None => {
+                self.kernel_dispatch = Some(super::kernel_dispatch::KernelDispatch::load(
+                    &mut self.ebpf,
+                    program,
+                    resolve,
+                )?);
+                Ok(())
+            }
         }
     }
 
