@@ -40,7 +40,7 @@ use crate::{
 
 /// The dispatcher's rules and pools as the XDP program reads them. Back-end indexes in
 /// `slots` are into `backends`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelProgram {
     pub set: KernelRuleSet,
     pub terms: Vec<KernelTerm>,

@@ -757,8 +757,7 @@ fn event_loop(
             if let Some(path) = fast.path.as_deref_mut() {
                 path.scan_activity(fe, now, fast.stats);
                 // Reloads, health verdicts and newly resolved MACs reach the kernel's
-                // rules within a scan. (Rewritten whole each time for now: a few hundred
-                // map writes a second; only on change is left to do.)
+                // rules within a scan (a new generation only when something changed).
                 if fast.kernel_dispatch {
                     write_kernel_rules(path, fe);
                 }

@@ -197,6 +197,8 @@ pub struct FastPath {
     ebpf: aya::Ebpf,
     /// The kernel dispatch's generations, once its rules are written.
     kernel_dispatch: Option<super::kernel_dispatch::KernelDispatch>,
+    /// What was last written there: the rules and the back-ends' MACs.
+    kernel_rules_written: Option<(baton_dispatch::KernelProgram, Vec<Option<[u8; 6]>>)>,
     interface: String,
     flows: HashMap<MapData, FrontendFlowKey, FrontendFlow>,
     /// The flow table again, for the batch reads aya does not offer.
@@ -380,6 +382,7 @@ impl FastPath {
             Self {
                 ebpf,
                 kernel_dispatch: None,
+                kernel_rules_written: None,
                 interface: interface.to_string(),
                 flows,
                 flows_data,
@@ -638,19 +641,37 @@ impl FastPath {
         now: Instant,
         program: &baton_dispatch::KernelProgram,
     ) -> anyhow::Result<()> {
-        let (neighbours, interface) = (&mut self.neighbours, &self.interface);
-        let resolve = |ip| neighbours.lookup(now, ip, interface);
-        match &mut self.kernel_dispatch {
-            Some(kernel) => kernel.update(&mut self.ebpf, program, resolve),
-            None => {
-                self.kernel_dispatch = Some(super::kernel_dispatch::KernelDispatch::load(
-                    &mut self.ebpf,
-                    program,
-                    resolve,
-                )?);
-                Ok(())
-            }
+        let macs: Vec<Option<[u8; 6]>> = program
+            .backends
+            .iter()
+            .map(|b| self.neighbours.lookup(now, *b.ip(), &self.interface))
+            .collect();
+        // Written again only when something changed (a reload, a health verdict, a MAC
+        // resolved): the check runs every second.
+        let written = (program, &macs);
+        if self
+            .kernel_rules_written
+            .as_ref()
+            .is_some_and(|(p, m)| (p, m) == written)
+        {
+            return Ok(());
         }
+        let resolve = |ip| {
+            program
+                .backends
+                .iter()
+                .position(|b| *b.ip() == ip)
+                .and_then(|i| macs[i])
+        };
+        let result = match &mut self.kernel_dispatch {
+            Some(kernel) => kernel.update(&mut self.ebpf, program, resolve),
+            None => super::kernel_dispatch::KernelDispatch::load(&mut self.ebpf, program, resolve)
+                .map(|kernel| self.kernel_dispatch = Some(kernel)),
+        };
+        if result.is_ok() {
+            self.kernel_rules_written = Some((program.clone(), macs));
+        }
+        result
     }
 
     /// The descriptor the daemon polls beside its packet socket: readable when the
