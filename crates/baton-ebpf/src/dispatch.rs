@@ -183,7 +183,9 @@ fn pick_backend(
     if pool_index >= MAX_KERNEL_POOLS {
         return Err(reason::TABLES);
     }
-    let pool = *FRONTEND_POOLS
+    // References into the maps and the scratch value, not copies: this frame counts
+    // toward the 512 bytes of stack along `frontend_forward`'s chain of calls.
+    let pool = FRONTEND_POOLS
         .get(generation * MAX_KERNEL_POOLS + pool_index)
         .ok_or(reason::TABLES)?;
     let cursor = FRONTEND_ROUND_ROBIN
@@ -192,9 +194,10 @@ fn pick_backend(
     // SAFETY: this CPU's counter; XDP does not preempt itself on one CPU.
     let count = unsafe { *cursor };
     let slots = generation * MAX_POOL_SLOTS;
-    // SAFETY: `decide_request`'s scratch value, as there.
-    let scan = unsafe { (*scratch).scan };
-    let local = match pool_pick(&pool, &scan, count)? {
+    // SAFETY: `decide_request`'s scratch value, as there; the reference ends before
+    // any `bpf_loop` call.
+    let picked = pool_pick(pool, unsafe { &(*scratch).scan }, count)?;
+    let local = match picked {
         PoolPick::Slot(slot) => {
             // SAFETY: as above.
             unsafe { *cursor = count.wrapping_add(1) };
@@ -206,7 +209,10 @@ fn pick_backend(
         PoolPick::Hash { start, end, url } => {
             let mut key = hash_range(scratch, state_ptr, start, end);
             if url {
-                let query = hash_range(scratch, state_ptr, scan.query_start, scan.query_end);
+                // SAFETY: as above.
+                let (from, to) =
+                    unsafe { ((*scratch).scan.query_start, (*scratch).scan.query_end) };
+                let query = hash_range(scratch, state_ptr, from, to);
                 key = url_hash(key, query);
             }
             let mut pick = Rendezvous::default();
