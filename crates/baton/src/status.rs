@@ -51,6 +51,9 @@ pub struct Handoffs {
     pub completed: u64,
     pub failed: u64,
     pub retries: u64,
+    /// First decisions made in the kernel (the XDP program's handoffs) and in userspace.
+    pub decided_in_kernel: u64,
+    pub decided_in_userspace: u64,
     /// Mean handoff latency in microseconds, if any handoff was timed.
     pub mean_latency_us: Option<u64>,
 }
@@ -204,6 +207,14 @@ pub fn from_page(addr: SocketAddr, page: &str) -> anyhow::Result<Status> {
             ),
             failed: value("baton_frontend_handoffs_total", Some(("result", "failed"))),
             retries: value("baton_frontend_handoff_retries_total", None),
+            decided_in_kernel: value(
+                "baton_frontend_dispatch_decisions_total",
+                Some(("path", "kernel")),
+            ),
+            decided_in_userspace: value(
+                "baton_frontend_dispatch_decisions_total",
+                Some(("path", "userspace")),
+            ),
             mean_latency_us: (count > 0).then(|| (sum / count as f64 * 1e6).round() as u64),
         },
         flow_table,
@@ -246,10 +257,12 @@ impl Status {
         let h = &self.handoffs;
         let _ = writeln!(
             o,
-            "handoffs: {} completed, {} failed, {} retries; mean latency {}",
+            "handoffs: {} completed, {} failed, {} retries; decided {} in the kernel, {} in userspace; mean latency {}",
             h.completed,
             h.failed,
             h.retries,
+            h.decided_in_kernel,
+            h.decided_in_userspace,
             h.mean_latency_us
                 .map_or("-".into(), |us| format!("{us} us"))
         );

@@ -415,6 +415,23 @@ fn with_kernel_dispatch_routed_requests_never_reach_the_slow_path() {
     assert_eq!(in_kernel + to_slow_path, n, "every request judged once");
     assert_eq!(core("kernel_handoffs_adopted"), in_kernel);
     assert_eq!(core("kernel_handoffs_refused"), 0);
+    // The access log and the rule counters still see every request: the core adopted
+    // each kernel handoff and booked it with the dispatcher.
+    let handoffs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event=handoff "))
+        .collect();
+    assert_eq!(
+        handoffs.len() as u64,
+        n,
+        "one handoff line per connection:\n{log}"
+    );
+    assert!(
+        handoffs
+            .iter()
+            .all(|l| !l.contains("rule=-") && l.contains("GET /")),
+        "every handoff line names its request and rule:\n{log}"
+    );
 
     cluster.frontend = Some(cluster.start_frontend());
     for name in ["1K.bin", "1M.bin"] {

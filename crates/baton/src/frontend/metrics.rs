@@ -230,6 +230,21 @@ impl Snapshot {
         .sample("baton_frontend_handoffs_total", &[("result", "started")], c.handoffs_started)
         .sample("baton_frontend_handoffs_total", &[("result", "completed")], c.handoffs_completed)
         .sample("baton_frontend_handoffs_total", &[("result", "failed")], c.backends_exhausted);
+        e.family(
+            "baton_frontend_dispatch_decisions_total",
+            Kind::Counter,
+            "First decisions by where they were made: in the kernel (the XDP program handed the request off itself; docs/design.md, \"Dispatch in the kernel\") or in userspace (the slow path's dispatcher).",
+        )
+        .sample(
+            "baton_frontend_dispatch_decisions_total",
+            &[("path", "kernel")],
+            c.kernel_handoffs_adopted,
+        )
+        .sample(
+            "baton_frontend_dispatch_decisions_total",
+            &[("path", "userspace")],
+            c.handoffs_started.saturating_sub(c.kernel_handoffs_adopted),
+        );
         e.single(
             "baton_frontend_handoff_retries_total",
             Kind::Counter,
