@@ -619,6 +619,7 @@ impl FastPath {
                 stats.notices_short += 1;
                 continue;
             };
+            // Taken by the core's `RequestSent` (`install`), which the adoption emits.
             self.kernel_adopted.insert(flow);
             if fe.adopt_kernel_handoff(now, packet, backend) {
                 stats.kernel_handoffs_adopted += 1;
@@ -627,8 +628,6 @@ impl FastPath {
                 self.kernel_adopted.remove(&flow);
                 let _ = self.flows.remove(&key_of(&flow));
             }
-            // Taken by the core's `RequestSent` (`install`) when adopted.
-            self.kernel_adopted.remove(&flow);
         }
     }
 
