@@ -857,6 +857,7 @@ impl FastPath {
             pins.config(),
             pins.stats(),
             pins.notices(),
+            pins.secret(),
         ])?;
         Ok(Some(flows))
     }
