@@ -103,6 +103,17 @@ impl KernelHandoffConfig {
 /// requires.
 pub const HANDOFF_RING_SIZE: u32 = 1 << 22;
 
+/// Bytes of records in `FRONTEND_HANDOFFS` at which the program wakes the daemon: about
+/// fifty handoffs. Below it the daemon finds them at its next round, at the latest
+/// after `HANDOFF_READ_INTERVAL_MS`.
+pub const HANDOFF_WAKE_BYTES: u64 = 32 * 1024;
+
+/// The longest the daemon leaves records in `FRONTEND_HANDOFFS` unread while it has
+/// nothing else to do: the adoption's delay at a low rate of connections. Nothing
+/// waits on it but the daemon's books (a client's next segment up finds its connection
+/// adopted first).
+pub const HANDOFF_READ_INTERVAL_MS: u64 = 2;
+
 /// The longest IPv4 packet a [`KernelHandoffRecord`] carries: a whole frame of the
 /// front-end's MTU (1500) fits; a longer one is not handed off in the kernel.
 pub const MAX_RECORDED_PACKET: usize = 1536;

@@ -148,7 +148,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        BPF_NOEXIST, BPF_RB_NO_WAKEUP,
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
         xdp_md,
     },
@@ -171,8 +171,8 @@ use baton_common::{
     },
     handoff_option::{HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, MAX_OPTIONS_LEN},
     kernel_dispatch::{
-        HANDOFF_RING_SIZE, KernelBackend, KernelDecision, KernelHandoffConfig, KernelHandoffRecord,
-        KernelHandoffScratch, MAX_RECORDED_PACKET,
+        HANDOFF_RING_SIZE, HANDOFF_WAKE_BYTES, KernelBackend, KernelDecision, KernelHandoffConfig,
+        KernelHandoffRecord, KernelHandoffScratch, MAX_RECORDED_PACKET,
     },
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
@@ -1302,7 +1302,16 @@ fn record_request(ctx: &XdpContext, offset: usize, len: usize, work: &HandoffWor
             total.min(size_of::<KernelHandoffScratch>()),
         )
     };
-    // Default flags: the daemon is woken when it had caught up (an empty ring), so a
-    // busy daemon reads records in batches without a wakeup each.
-    FRONTEND_HANDOFFS.output::<[u8]>(bytes, 0).is_ok()
+    // The daemon is woken only once a batch waits (`HANDOFF_WAKE_BYTES`); it reads the
+    // ring anyway every round, before every packet, and at least every
+    // `HANDOFF_READ_INTERVAL`. A wakeup per record woke it once per connection: a
+    // system call and a context switch each, most of what it then spent per connection.
+    let wake = if FRONTEND_HANDOFFS.query(u64::from(BPF_RB_AVAIL_DATA)) >= HANDOFF_WAKE_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    FRONTEND_HANDOFFS
+        .output::<[u8]>(bytes, u64::from(wake))
+        .is_ok()
 }

@@ -89,7 +89,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use baton_common::kernel_dispatch::KernelHandoffConfig;
+use baton_common::kernel_dispatch::{HANDOFF_READ_INTERVAL_MS, KernelHandoffConfig};
 use baton_proto::{
     frontend::{Event, FrontEnd, HandedOff, Instant, Output},
     wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
@@ -678,11 +678,18 @@ fn event_loop(
         ops.answer(fe, io, fast, services, stats);
 
         let wake = [fe.poll_timeout(), drain_until].into_iter().flatten().min();
+        // With kernel dispatch, the handoffs the program made wake the loop only in
+        // batches (`HANDOFF_WAKE_BYTES`): the rest wait at most this long.
+        let max_sleep = if fast.kernel_dispatch && fast.path.is_some() {
+            Duration::from_millis(HANDOFF_READ_INTERVAL_MS)
+        } else {
+            MAX_SLEEP
+        };
         let sleep = if more_to_read {
             Duration::ZERO
         } else {
-            wake.map_or(MAX_SLEEP, |at| {
-                at.saturating_duration_since(now).min(MAX_SLEEP)
+            wake.map_or(max_sleep, |at| {
+                at.saturating_duration_since(now).min(max_sleep)
             })
         };
         let handoffs_fd = fast.path.as_deref().map(FastPath::handoffs_fd);
