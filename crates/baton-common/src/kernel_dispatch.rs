@@ -30,6 +30,14 @@
 //! past a bound compiles the affected conditions or pools to "slow path", never to a
 //! wrong answer.
 
+use crate::{
+    frontend::FrontendFlow,
+    handoff_option::{HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption},
+    siphash::SipKey,
+    syn_prime::{SynPrime, window_in_syn},
+    syncookie::{Cookie, KeptOptions, SynCookieConfig, decode_ts_options},
+};
+
 /// Entries of the back-ends table (`FRONTEND_BACKENDS`, an array): every back-end of
 /// every pool the kernel may pick, indexed as the compiled pools name them.
 pub const MAX_KERNEL_BACKENDS: u32 = 256;
@@ -92,6 +100,20 @@ pub struct KernelHandoffConfig {
 
 impl KernelHandoffConfig {
     pub const ENABLED: u32 = 1 << 0;
+
+    /// The configuration for a front-end whose handoff key is `handoff_key` and whose
+    /// `[tcp] mss` is `mss`; `enabled` when the daemon hands off in one turn, XDP answers
+    /// every SYN and `[tcp] kernel_dispatch` is on (the handoff in the kernel starts from
+    /// XDP's cookie and sends the request in the SYN').
+    pub fn new(handoff_key: [u8; 16], mss: u16, enabled: bool) -> Self {
+        Self {
+            handoff_key: SipKey::from_bytes(handoff_key),
+            flags: if enabled { Self::ENABLED } else { 0 },
+            // The core's one-turn bound: a SYN' of at most `mss + 40` bytes, 60 of them
+            // headers.
+            max_payload: u32::from(mss).saturating_sub(20),
+        }
+    }
 }
 
 /// Bytes of the ring `FRONTEND_HANDOFFS` in which the program tells the daemon of each
@@ -143,6 +165,170 @@ pub struct KernelHandoffScratch {
     pub record: KernelHandoffRecord,
     /// A power of two, so that a masked length bounds every copy.
     pub packet: [u8; 2048],
+}
+
+/// The client's first data segment as the handoff in the kernel reads it: the fields
+/// [`handoff_terms`] makes the SYN''s terms from (docs/design.md, "The handoff in the
+/// kernel", steps 1 and 2). Addresses in network order, numbers as numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestSegment {
+    pub client_addr: [u8; 4],
+    pub service_addr: [u8; 4],
+    pub client_port: u16,
+    pub service_port: u16,
+    pub seq: u32,
+    /// The acknowledgement: the cookie, plus one.
+    pub ack: u32,
+    /// The TCP flags byte.
+    pub flags: u8,
+    /// The window field, scaled by the client's shift.
+    pub window_field: u16,
+    pub ttl: u8,
+    /// The TSval and TSecr ([`data_segment_timestamps`]).
+    pub timestamps: Option<(u32, u32)>,
+    pub payload_len: u32,
+}
+
+/// What the handoff in the kernel sends and keeps: the SYN''s terms (the back-end's
+/// address, port and the encoded option are filled in once the matcher chose it), the
+/// handoff option's fields, and the flow's table value (back-end to be filled in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandoffTerms {
+    pub prime: SynPrime,
+    pub option: HandoffOption,
+    pub flow: FrontendFlow,
+}
+
+/// Bytes of the one option layout a client's first data segment has besides none:
+/// Linux's NOP, NOP, timestamps.
+pub const LINUX_TIMESTAMPS_LEN: usize = 12;
+
+/// The timestamps of a client's first data segment from its options area (`options`,
+/// the TCP header's bytes past the first 20): `Some(None)` without options,
+/// `Some(Some((tsval, tsecr)))` for Linux's NOP, NOP, timestamps, and `None` for any
+/// other layout, which the slow path judges. A constant layout, not a walk: the walk's
+/// variable offsets are what the verifier refuses in the handoff's frame, and a first
+/// data segment has no other options.
+#[inline(always)]
+pub fn data_segment_timestamps(options: &[u8]) -> Option<Option<(u32, u32)>> {
+    if options.is_empty() {
+        return Some(None);
+    }
+    let o: &[u8; LINUX_TIMESTAMPS_LEN] = options.try_into().ok()?;
+    if o[..4] != [1, 1, 8, 10] {
+        return None;
+    }
+    let (v, e) = (
+        2 + crate::layout::TSOPT_TSVAL,
+        2 + crate::layout::TSOPT_TSECR,
+    );
+    Some(Some((
+        u32::from_be_bytes([o[v], o[v + 1], o[v + 2], o[v + 3]]),
+        u32::from_be_bytes([o[e], o[e + 1], o[e + 2], o[e + 3]]),
+    )))
+}
+
+/// The terms of the SYN' the XDP program sends for `segment`, a request whose cookie
+/// checked as `cookie`, into `terms`: exactly the core's cookie path's
+/// (`on_cookie_ack`) and its one-turn SYN' (`start_handoff`), so that the connection the
+/// core adopts is the one the back-end was told of. `false`, with `terms` unspecified,
+/// for a request the kernel leaves to the slow path: urgent data (the core ignores the
+/// pointer), a cookie whose options wait in the half-open map (the core takes the
+/// entry), a request over `kernel.max_payload` (the core's one-turn bound), or a closed
+/// window (the three turns, as the core's `start_handoff` says why).
+///
+/// Written in place rather than returned: the XDP program builds the terms in a per-CPU
+/// map value, off its 512 bytes of stack.
+#[inline(always)]
+pub fn handoff_terms(
+    kernel: &KernelHandoffConfig,
+    cookies: &SynCookieConfig,
+    cookie: &Cookie,
+    segment: &RequestSegment,
+    terms: &mut HandoffTerms,
+) -> bool {
+    if segment.flags & crate::layout::tcp_flag::URG != 0
+        || cookie.syn_in_map
+        || segment.payload_len > kernel.max_payload
+    {
+        return false;
+    }
+    // As the core's cookie path: timestamps only if still enabled; the TSecr is the
+    // cookie SYN/ACK's TSval, which kept the options.
+    let timestamps = if cookies.flags & SynCookieConfig::TIMESTAMPS != 0 {
+        segment.timestamps
+    } else {
+        None
+    };
+    let kept = match timestamps {
+        Some((_, tsecr)) => decode_ts_options(tsecr),
+        None => KeptOptions::NONE,
+    };
+    let window = window_in_syn(segment.window_field, kept.window_scale);
+    if window == 0 {
+        return false;
+    }
+    let sack = kept.sack && cookies.flags & SynCookieConfig::SACK != 0;
+    let ecn = kept.ecn && cookies.flags & SynCookieConfig::ECN != 0;
+    let client_isn = segment.seq.wrapping_sub(1);
+    let isn_f = segment.ack.wrapping_sub(1);
+    terms.prime = SynPrime {
+        client_addr: segment.client_addr,
+        backend_addr: [0; 4],
+        client_port: segment.client_port,
+        backend_port: 0,
+        client_isn,
+        window,
+        ttl: segment.ttl,
+        ecn,
+        mss: Some(cookie.mss),
+        window_shift: kept.window_scale,
+        sack_permitted: sack,
+        tsval: timestamps.map(|(tsval, _)| tsval),
+        handoff: [0; HANDOFF_OPTION_LEN],
+    };
+    terms.option = HandoffOption::new(
+        isn_f,
+        timestamps.map_or(0, |(_, tsecr)| tsecr),
+        kept.window_scale.map_or(0, |_| cookies.window_shift),
+        if timestamps.is_some() {
+            HandoffOption::TIMESTAMPS
+        } else {
+            0
+        } | if sack { HandoffOption::SACK } else { 0 },
+    );
+    terms.flow = FrontendFlow {
+        backend_addr_be: 0,
+        backend_port_be: 0,
+        backend_mac: [0; 6],
+        client_isn,
+        close_state: FrontendFlow::AWAITING_ANSWER,
+        isn_f,
+        client_next: segment.seq.wrapping_add(segment.payload_len),
+        reserved: 0,
+        last_seen_ns: 0,
+    };
+    true
+}
+
+/// The chosen back-end into `terms` and the handoff option encoded with `key` (the
+/// core's own `HandoffOption::encode`), once the matcher routed the request.
+#[inline(always)]
+pub fn choose_backend(terms: &mut HandoffTerms, key: &SipKey, backend: &KernelBackend) {
+    terms.prime.backend_addr = backend.addr_be.to_ne_bytes();
+    terms.prime.backend_port = u16::from_be(backend.port_be);
+    terms.flow.backend_addr_be = backend.addr_be;
+    terms.flow.backend_port_be = backend.port_be;
+    terms.flow.backend_mac = backend.mac;
+    let p = &terms.prime;
+    let binding = HandoffBinding {
+        client_ip: p.client_addr,
+        client_port: p.client_port,
+        backend_ip: p.backend_addr,
+        backend_port: p.backend_port,
+        client_isn: p.client_isn,
+    };
+    terms.prime.handoff = terms.option.encode(key, &binding);
 }
 
 /// Back-ends per generation of the compiled tables: the back-ends table holds two

@@ -169,24 +169,25 @@ use baton_common::{
         FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES,
         NOTICE_RING_SIZE, decide_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
     },
-    handoff_option::{HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, MAX_OPTIONS_LEN},
+    handoff_option::MAX_OPTIONS_LEN,
     kernel_dispatch::{
-        HANDOFF_RING_SIZE, HANDOFF_WAKE_BYTES, KernelBackend, KernelDecision, KernelHandoffConfig,
-        KernelHandoffRecord, KernelHandoffScratch, MAX_RECORDED_PACKET,
+        HANDOFF_RING_SIZE, HANDOFF_WAKE_BYTES, HandoffTerms, KernelBackend, KernelDecision,
+        KernelHandoffConfig, KernelHandoffRecord, KernelHandoffScratch, LINUX_TIMESTAMPS_LEN,
+        MAX_RECORDED_PACKET, RequestSegment, choose_backend, data_segment_timestamps,
+        handoff_terms,
     },
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
         IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST, TCP_HLEN, TCP_MAX_HLEN,
-        TCP_OPTIONS, TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, eth_source, ip_check, ip_daddr,
-        ip_protocol, ip_saddr, ip_tos, ip_tot_len, ip_ttl, ip_version_ihl, is_fragment, is_ipv4,
-        tcp_ack_seq, tcp_check, tcp_dest,
-        tcp_flag::{ACK, FIN, RST, SYN, URG},
+        TCP_OPTIONS, TcpHeader, eth_source, ip_check, ip_daddr, ip_protocol, ip_saddr, ip_tos,
+        ip_tot_len, ip_ttl, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_check, tcp_dest,
+        tcp_flag::{ACK, FIN, RST, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
     siphash::SipKey,
     syn_prime::{
-        SYN_PRIME_FRAME_HEADERS_LEN, SYN_PRIME_TCP_HLEN, SynPrime, payload_sum_from_checksum,
-        window_in_syn, write_syn_prime_frame_headers,
+        SYN_PRIME_FRAME_HEADERS_LEN, SYN_PRIME_TCP_HLEN, payload_sum_from_checksum,
+        write_syn_prime_frame_headers,
     },
     syncookie::{
         self, HalfOpenSyn, MAX_OPTION_STEPS, OPTIONS_AREA, SYN_ACK_FRAME_LEN, SynAddresses,
@@ -971,11 +972,6 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
         return NOT_A_REQUEST;
     }
     let payload_len = total_len - IPV4_HLEN - header_len;
-    // Urgent data is the slow path's (the core ignores the pointer; so would a back-end
-    // handed an URG-less SYN').
-    if tcp_flags(&tcp) & URG != 0 {
-        return NOT_A_REQUEST;
-    }
     let seq = u32::from_be_bytes(tcp_seq(&tcp));
     let client_isn = seq.wrapping_sub(1);
     let isn_f = u32::from_be_bytes(tcp_ack_seq(&tcp)).wrapping_sub(1);
@@ -1001,30 +997,9 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
         syncookie::CookieCheck::Invalid => return NOT_A_REQUEST,
     };
     // From here on it is a request the kernel could take: anything else is counted.
-    // A client without timestamps whose options wait in the half-open map: the core
-    // takes the entry (one system call it makes anyway).
-    if cookie.syn_in_map || payload_len > kernel.max_payload as usize {
-        return TO_SLOW_PATH;
-    }
     let Some(timestamps) = request_timestamps(ctx, header_len) else {
         return TO_SLOW_PATH;
     };
-    // As the core's cookie path (`on_cookie_ack`): timestamps only if still enabled; the
-    // TSecr is the cookie SYN/ACK's TSval, which kept the options.
-    let timestamps = if cookies.flags & SynCookieConfig::TIMESTAMPS != 0 {
-        timestamps
-    } else {
-        None
-    };
-    let kept = match timestamps {
-        Some((_, tsecr)) => syncookie::decode_ts_options(tsecr),
-        None => syncookie::KeptOptions::NONE,
-    };
-    let window = window_in_syn(u16::from_be_bytes(tcp_window(&tcp)), kept.window_scale);
-    // A closed window takes the three turns (the core's `start_handoff` says why).
-    if window == 0 {
-        return TO_SLOW_PATH;
-    }
     // The payload's sum, from the segment's checksum; a partial one (an offloading
     // sender's) goes up, as in `forward_flow`.
     let check = u16::from_be_bytes(tcp_check(&tcp));
@@ -1036,8 +1011,6 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     let Some(header_sum) = tcp_header_sum(ctx, header_len, [TCP_CHECK / 2, usize::MAX]) else {
         return TO_SLOW_PATH;
     };
-    let sack = kept.sack && cookies.flags & SynCookieConfig::SACK != 0;
-    let ecn = kept.ecn && cookies.flags & SynCookieConfig::ECN != 0;
     let Some(work) = HANDOFF_WORK.get_ptr_mut(0) else {
         return TO_SLOW_PATH;
     };
@@ -1045,48 +1018,29 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     // terms, the flow's key and value are built there, off the stack (the verifier
     // allows 512 bytes along a chain of calls).
     let work = unsafe { &mut *work };
-    work.prime = SynPrime {
+    // The terms, and which requests the kernel leaves to the core, are
+    // `baton_common::kernel_dispatch`'s, the simulation's model's too.
+    let segment = RequestSegment {
         client_addr,
-        // The back-end's, once chosen (`finish_handoff`).
-        backend_addr: [0; 4],
+        service_addr,
         client_port,
-        backend_port: 0,
-        client_isn,
-        window,
+        service_port,
+        seq,
+        ack: u32::from_be_bytes(tcp_ack_seq(&tcp)),
+        flags: tcp_flags(&tcp),
+        window_field: u16::from_be_bytes(tcp_window(&tcp)),
         ttl: ip_ttl(&l3),
-        ecn,
-        mss: Some(cookie.mss),
-        window_shift: kept.window_scale,
-        sack_permitted: sack,
-        tsval: timestamps.map(|(tsval, _)| tsval),
-        handoff: [0; HANDOFF_OPTION_LEN],
+        timestamps,
+        payload_len: payload_len as u32,
     };
-    work.option = HandoffOption::new(
-        isn_f,
-        timestamps.map_or(0, |(_, tsecr)| tsecr),
-        kept.window_scale.map_or(0, |_| cookies.window_shift),
-        if timestamps.is_some() {
-            HandoffOption::TIMESTAMPS
-        } else {
-            0
-        } | if sack { HandoffOption::SACK } else { 0 },
-    );
+    if !handoff_terms(kernel, cookies, &cookie, &segment, &mut work.terms) {
+        return TO_SLOW_PATH;
+    }
     work.key = FrontendFlowKey {
         client_addr_be: u32::from_ne_bytes(client_addr),
         vip_addr_be: u32::from_ne_bytes(service_addr),
         client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
         vip_port_be: u16::from_ne_bytes(tcp_dest(&tcp)),
-    };
-    work.flow = FrontendFlow {
-        backend_addr_be: 0,
-        backend_port_be: 0,
-        backend_mac: [0; 6],
-        client_isn,
-        close_state: FrontendFlow::AWAITING_ANSWER,
-        isn_f,
-        client_next: seq.wrapping_add(payload_len as u32),
-        reserved: 0,
-        last_seen_ns: 0,
     };
     work.header_len = header_len as u32;
     work.total_len = total_len as u32;
@@ -1121,13 +1075,8 @@ fn finish_handoff(ctx: &XdpContext, decision: &KernelDecision) -> u32 {
     // SAFETY: a per-CPU map value, this CPU's alone while the program runs; filled by
     // `hand_off_request` in this run.
     let work = unsafe { &mut *work };
-    work.prime.backend_addr = backend.addr_be.to_ne_bytes();
-    work.prime.backend_port = u16::from_be(backend.port_be);
-    work.flow.backend_addr_be = backend.addr_be;
-    work.flow.backend_port_be = backend.port_be;
-    work.flow.backend_mac = backend.mac;
     work.rule = decision.rule;
-    encode_handoff_option(&kernel.handoff_key, work);
+    encode_handoff_option(&kernel.handoff_key, backend, work);
     emit_syn_prime(ctx, &config.interface_mac, work)
 }
 
@@ -1145,10 +1094,8 @@ fn hand_off_routed(ctx: &XdpContext) -> u32 {
 
 /// What [`hand_off_request`] builds for [`emit_syn_prime`], in a per-CPU map value.
 struct HandoffWork {
-    prime: SynPrime,
-    option: HandoffOption,
+    terms: HandoffTerms,
     key: FrontendFlowKey,
-    flow: FrontendFlow,
     header_len: u32,
     total_len: u32,
     payload_sum: u16,
@@ -1161,19 +1108,12 @@ struct HandoffWork {
 #[map]
 static HANDOFF_WORK: PerCpuArray<HandoffWork> = PerCpuArray::with_max_entries(1, 0);
 
-/// The handoff option into `work.prime` (`HandoffOption::encode`, the core's own); a
-/// frame of its own for the hashing's stack.
+/// The back-end into `work.terms` and the handoff option encoded
+/// (`kernel_dispatch::choose_backend`: `HandoffOption::encode`, the core's own); a frame
+/// of its own for the hashing's stack.
 #[inline(never)]
-fn encode_handoff_option(key: &SipKey, work: &mut HandoffWork) {
-    let p = &work.prime;
-    let binding = HandoffBinding {
-        client_ip: p.client_addr,
-        client_port: p.client_port,
-        backend_ip: p.backend_addr,
-        backend_port: p.backend_port,
-        client_isn: p.client_isn,
-    };
-    work.prime.handoff = work.option.encode(key, &binding);
+fn encode_handoff_option(key: &SipKey, backend: &KernelBackend, work: &mut HandoffWork) {
+    choose_backend(&mut work.terms, key, backend);
 }
 
 /// Turns the request's frame into the SYN' and takes the flow in (see
@@ -1202,7 +1142,7 @@ fn emit_syn_prime(ctx: &XdpContext, our_mac: &[u8; ETH_ALEN], work: &HandoffWork
     // Only a flow not in the table yet: a copy of the request handed off on another CPU
     // a moment ago has its entry, and this one goes up, to the core, which knows it.
     if FRONTEND_FLOWS
-        .insert(work.key, work.flow, u64::from(BPF_NOEXIST))
+        .insert(work.key, work.terms.flow, u64::from(BPF_NOEXIST))
         .is_err()
     {
         // SAFETY: as above.
@@ -1221,39 +1161,29 @@ fn emit_syn_prime(ctx: &XdpContext, our_mac: &[u8; ETH_ALEN], work: &HandoffWork
     // request's headers is read from it any more.
     write_syn_prime_frame_headers(
         unsafe { &mut *frame },
-        &work.flow.backend_mac,
+        &work.terms.flow.backend_mac,
         our_mac,
-        &work.prime,
+        &work.terms.prime,
         payload_len as u16,
         work.payload_sum,
     );
     HANDED_OFF
 }
 
-/// The request segment's TSval and TSecr: `Some(None)` without options, `None` for any
-/// options but the timestamps alone in Linux's layout (NOP, NOP, timestamps: what a
-/// data segment after the handshake carries), which the slow path judges. A constant
-/// layout, not a walk: the walk's variable offsets into the stack are what the verifier
-/// refuses here, and a first data segment has no other options.
+/// The request segment's TSval and TSecr (`kernel_dispatch::data_segment_timestamps`):
+/// `Some(None)` without options, `None` for any layout but NOP, NOP, timestamps, which
+/// the slow path judges. The area is read at one constant length or not at all.
 #[inline(always)]
 fn request_timestamps(ctx: &XdpContext, header_len: usize) -> Option<Option<(u32, u32)>> {
-    const LINUX_TIMESTAMPS: usize = 12;
     if header_len == TCP_HLEN {
-        return Some(None);
+        return data_segment_timestamps(&[]);
     }
-    if header_len != TCP_HLEN + LINUX_TIMESTAMPS {
+    if header_len != TCP_HLEN + LINUX_TIMESTAMPS_LEN {
         return None;
     }
     // SAFETY: bounds checked by `bytes_at`; read once onto the stack.
-    let o = unsafe { bytes_at::<LINUX_TIMESTAMPS>(ctx, TCP + TCP_OPTIONS)?.read_unaligned() };
-    if o[..4] != [1, 1, 8, 10] {
-        return None;
-    }
-    let (v, e) = (2 + TSOPT_TSVAL, 2 + TSOPT_TSECR);
-    Some(Some((
-        u32::from_be_bytes([o[v], o[v + 1], o[v + 2], o[v + 3]]),
-        u32::from_be_bytes([o[e], o[e + 1], o[e + 2], o[e + 3]]),
-    )))
+    let o = unsafe { bytes_at::<LINUX_TIMESTAMPS_LEN>(ctx, TCP + TCP_OPTIONS)?.read_unaligned() };
+    data_segment_timestamps(&o)
 }
 
 /// Tells the daemon of a handoff made here: a [`KernelHandoffRecord`] and the request's
@@ -1275,8 +1205,8 @@ fn record_request(ctx: &XdpContext, offset: usize, len: usize, work: &HandoffWor
     // SAFETY: a per-CPU map value, this CPU's alone while the program runs.
     let scratch = unsafe { &mut *scratch };
     scratch.record = KernelHandoffRecord {
-        backend_addr_be: work.flow.backend_addr_be,
-        backend_port_be: work.flow.backend_port_be,
+        backend_addr_be: work.terms.flow.backend_addr_be,
+        backend_port_be: work.terms.flow.backend_port_be,
         _pad: 0,
         rule: work.rule,
         packet_len: len,

@@ -13,6 +13,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use baton_common::backend::stat;
+use baton_common::kernel_dispatch::reason as kernel_dispatch_reason;
 use baton_common::translate::Translation;
 use baton_proto::frontend::{Config, Event, Feedback, HandoffFailure, ResetReason, StateName};
 
@@ -1495,11 +1496,285 @@ fn window_scales_differ_between_front_end_and_back_end() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The handoff in the kernel (docs/design.md, "The handoff in the kernel"): the modelled
+// XDP program answers the SYN, takes in the handshake's ACK, and hands off the request
+// itself when the compiled rules route it (`RealFront::with_kernel_dispatch`); the core
+// adopts the connection from the ring's record and handles its losses and failures.
+// ---------------------------------------------------------------------------------------
+
+/// The scenario's `[dispatch]`, with `{bN}` standing for back-end N's address.
+fn dispatch_rules(toml: &str, backends: usize) -> baton_dispatch::Dispatcher {
+    let mut text = toml.to_owned();
+    for (i, ip) in sim::world::Addrs::lab(backends).backends.iter().enumerate() {
+        text = text.replace(&format!("{{b{i}}}"), &format!("{ip}:{HTTP_PORT}"));
+    }
+    baton_dispatch::Dispatcher::from_toml(&text).expect("the scenario's rules load")
+}
+
+/// One pool of every back-end, round robin: every plain request is the kernel's.
+fn every_backend_round_robin(backends: usize) -> String {
+    let members: Vec<String> = (0..backends)
+        .map(|i| format!("{{ address = \"{{b{i}}}\" }}"))
+        .collect();
+    format!(
+        "default_pool = \"web\"\n[pools.web]\nbackends = [{}]\n",
+        members.join(", ")
+    )
+}
+
+/// A scenario whose client lays out its timestamps as Linux does, the one layout the
+/// program hands off in the kernel besides none.
+fn kernel_cfg(scenario: &str, seed: u64) -> SimConfig {
+    let mut cfg = SimConfig::new(scenario, seed);
+    cfg.client_linux_timestamps = true;
+    cfg
+}
+
+/// A lab whose front-end hands off in one turn, answers every SYN in XDP and hands off
+/// in the kernel what `rules` route there.
+fn kernel_world(cfg: &SimConfig, rules: &str) -> World {
+    let rules = dispatch_rules(rules, cfg.backends);
+    build_world(cfg, |addrs| {
+        let mut config = RealFront::lab_config(addrs.vip, HTTP_PORT, HANDOFF_KEY, cfg.seed);
+        one_turn_and_every_syn_in_the_fast_path(&mut config);
+        Box::new(RealFront::with_kernel_dispatch(config, rules))
+    })
+}
+
+/// What the modelled program handed off, and sent up with which reasons.
+fn kernel_counts(world: &mut World) -> (u64, Vec<u32>) {
+    let kernel = front(world).kernel.as_ref().expect("kernel dispatch on");
+    (kernel.handed_off, kernel.to_slow_path.clone())
+}
+
+/// Requests routed by the compiled rules to either pool are handed off in the kernel and
+/// served byte-exact by the rule's back-end: the core adopts each (never asked to
+/// dispatch, it books the kernel's choice), and no packet of the connection reaches the
+/// slow path (the core handles the record's request alone) (the SYN answered, the handshake's ACK taken in and the request
+/// handed off in XDP; the answer's proof noticed by the fast path).
+#[test]
+fn kernel_handoff() {
+    const RULES: &str = r#"
+default_pool = "web"
+[pools.web]
+backends = [{ address = "{b0}" }]
+[pools.downloads]
+backends = [{ address = "{b1}" }]
+[[rules]]
+pool = "downloads"
+match = { path_prefix = "/download/" }
+"#;
+    for (i, (path, backend)) in [("/download/1m.bin", 1), ("/index.html", 0)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cfg = kernel_cfg(&format!("handoff in the kernel: {path}"), 110 + i as u64);
+        cfg.backends = 2;
+        cfg.request = http_get(path);
+        let mut world = kernel_world(&cfg, RULES);
+        run_clean(&mut world);
+        assert_eq!(
+            world.backends[backend].server.requests.len(),
+            1,
+            "{path} served by back-end {backend}"
+        );
+        assert_eq!(kernel_counts(&mut world), (1, vec![]));
+        let f = front(&mut world);
+        let expected = SocketAddrV4::new(world_backend(backend), HTTP_PORT);
+        assert_eq!(f.fe.dispatcher_mut().assigned, vec![expected]);
+        assert!(f.dispatch_calls().is_empty(), "the core dispatched nothing");
+        let stats = f.fe.stats().clone();
+        assert_eq!(
+            (
+                stats.kernel_handoffs_adopted,
+                stats.kernel_handoffs_refused,
+                stats.requests_in_syn,
+                stats.syn_primes_sent,
+                stats.packets_received,
+                stats.handoffs_confirmed_by_fast_path,
+            ),
+            // The one packet the core handled is the record's request.
+            (1, 0, 1, 1, 1, 1),
+            "{stats:?}"
+        );
+        assert_eq!(
+            module_counter(&world, backend, stat::IN_SYN_DATA_ACCEPTED),
+            1
+        );
+        run_until_freed(&mut world);
+    }
+}
+
+fn world_backend(i: usize) -> std::net::Ipv4Addr {
+    sim::world::Addrs::lab(i + 1).backends[i]
+}
+
+/// The SYN' the program sent lost on the LAN: the client resends its request, which
+/// finds the flow in the table awaiting its answer and goes up to the core; the core,
+/// which adopted the connection, sends the SYN' again.
+#[test]
+fn kernel_handoff_loss_of_the_syn_prime() {
+    let cfg = kernel_cfg("handoff in the kernel: loss of the SYN'", 112);
+    let mut world = kernel_world(&cfg, &every_backend_round_robin(1));
+    world.net.rules.push(drop_rule(
+        "the kernel's SYN'",
+        NodeId::FrontEnd,
+        NodeId::Backend(0),
+        1,
+        is_syn_prime_with_data,
+    ));
+    run_clean(&mut world);
+    assert_rule_fired(&mut world);
+    assert_eq!(kernel_counts(&mut world), (1, vec![]));
+    let stats = front(&mut world).fe.stats().clone();
+    assert_eq!(
+        (
+            stats.kernel_handoffs_adopted,
+            stats.syn_prime_retransmits,
+            stats.syn_primes_after_silence,
+            stats.backend_timeouts
+        ),
+        (1, 1, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(module_counter(&world, 0, stat::IN_SYN_DATA_ACCEPTED), 1);
+}
+
+/// The back-end's whole answer to a kernel handoff lost on its way to the client: the
+/// client's resent request goes up (its flow awaits the answer), the core's SYN' again
+/// draws the server's SYN/ACK repeat, which the core answers with the ACK' that has the
+/// server send its answer again.
+#[test]
+fn kernel_handoff_loss_of_the_backends_answer() {
+    let mut cfg = kernel_cfg("handoff in the kernel: loss of the answer", 113);
+    cfg.body_len = 1024;
+    let mut world = kernel_world(&cfg, &every_backend_round_robin(1));
+    world.net.rules.push(drop_rule(
+        "the answer",
+        NodeId::Backend(0),
+        NodeId::Client,
+        1,
+        |p| p.payload_len > 0,
+    ));
+    run_clean(&mut world);
+    assert_rule_fired(&mut world);
+    assert_eq!(kernel_counts(&mut world), (1, vec![]));
+    let repeats = u64::from(world.backends[0].host.fast_open.syn_acks_repeated);
+    let stats = front(&mut world).fe.stats().clone();
+    assert_eq!(
+        (
+            stats.kernel_handoffs_adopted,
+            stats.syn_prime_retransmits,
+            stats.syn_ack_repeats_answered,
+            stats.backend_timeouts
+        ),
+        (1, 1, repeats, 0),
+        "{stats:?}"
+    );
+    assert!(repeats >= 1, "the server sent its answer again");
+}
+
+/// The back-end the kernel chose resets the SYN' (nothing listens on it): its module
+/// sends the RST to the front-end, and the core, which adopted the connection, tries
+/// the next back-end the dispatcher gives it; the request is served there.
+#[test]
+fn kernel_handoff_to_a_backend_that_resets_the_syn_prime() {
+    let mut cfg = kernel_cfg("handoff in the kernel: a back-end resets the SYN'", 114);
+    cfg.backends = 2;
+    cfg.refusing_backends = vec![0];
+    let mut world = kernel_world(&cfg, &every_backend_round_robin(2));
+    run_clean(&mut world);
+    assert_eq!(kernel_counts(&mut world), (1, vec![]));
+    assert_eq!(world.backends[1].server.requests.len(), 1);
+    let f = front(&mut world);
+    let (first, second) = (
+        SocketAddrV4::new(world_backend(0), HTTP_PORT),
+        SocketAddrV4::new(world_backend(1), HTTP_PORT),
+    );
+    assert_eq!(f.fe.dispatcher_mut().assigned, vec![first]);
+    let calls = f.dispatch_calls().to_vec();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        (calls[0].excluded.clone(), calls[0].chose),
+        (vec![first], Some(second))
+    );
+    let stats = f.fe.stats().clone();
+    assert_eq!(
+        (
+            stats.kernel_handoffs_adopted,
+            stats.backend_refusals,
+            stats.syn_primes_sent
+        ),
+        (1, 1, 2),
+        "{stats:?}"
+    );
+}
+
+/// A rule the kernel cannot judge (a regular expression) between the plain ones: a
+/// request it might match goes up, and the core decides it as without the kernel path,
+/// to the same back-end the rules give; a request that cannot reach it (another path)
+/// is the kernel's. Both served byte-exact.
+#[test]
+fn kernel_handoff_beside_a_rule_for_the_slow_path() {
+    const RULES: &str = r#"
+default_pool = "web"
+[pools.web]
+backends = [{ address = "{b0}" }]
+[pools.users]
+backends = [{ address = "{b1}" }]
+[[rules]]
+pool = "users"
+match = { path_prefix = "/users/", path_regex = "^/users/[0-9]+$" }
+"#;
+    // The last with the client's timestamps as smoltcp lays them out, a layout the
+    // program leaves to the core (no reason of the matcher's: its own check).
+    for (i, (path, linux, reason, backend)) in [
+        ("/users/42", true, Some(kernel_dispatch_reason::RULE), 1),
+        ("/download/1m.bin", true, None, 0),
+        ("/download/1m.bin", false, Some(0), 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cfg = kernel_cfg(
+            &format!("kernel and slow path: {path}, linux {linux}"),
+            115 + i as u64,
+        );
+        cfg.client_linux_timestamps = linux;
+        cfg.backends = 2;
+        cfg.request = http_get(path);
+        let mut world = kernel_world(&cfg, RULES);
+        run_clean(&mut world);
+        assert_eq!(world.backends[backend].server.requests.len(), 1, "{path}");
+        let (handed_off, up) = kernel_counts(&mut world);
+        let f = front(&mut world);
+        let stats = f.fe.stats().clone();
+        let calls = f.dispatch_calls().len();
+        if reason.is_none() {
+            assert_eq!((handed_off, up, calls), (1, vec![], 0), "{path}");
+            assert_eq!(stats.kernel_handoffs_adopted, 1, "{stats:?}");
+        } else {
+            assert_eq!(
+                (handed_off, up, calls),
+                (0, Vec::from_iter(reason), 1),
+                "{path}"
+            );
+            assert_eq!(
+                (stats.kernel_handoffs_adopted, stats.requests_in_syn),
+                (0, 1),
+                "{stats:?}"
+            );
+        }
+    }
+}
+
 /// N seeds (BATON_SIM_SEEDS, default 1000) at 5% loss with duplication and reordering:
 /// the client receives the response byte-exact and both ends close cleanly, every time,
 /// with the three-turn and the one-turn handoff, each with and without every SYN in the
-/// fast path. The response is 1 MiB, or for half of the one-turn seeds 1 KiB: one segment
-/// with the server's FIN, the whole answer, which a fast-open server sends while still in
+/// fast path, and a third of the one-turn seeds with the handoff in the kernel. The
+/// response is 1 MiB, or for half of the one-turn seeds 1 KiB: one segment with the
+/// server's FIN, the whole answer, which a fast-open server sends while still in
 /// SYN-RECV and whose loss only the server's completed handshake recovers.
 #[test]
 fn many_seeds_at_five_percent_loss() {
@@ -1522,16 +1797,26 @@ fn many_seeds_at_five_percent_loss() {
         // and the handshake's ACK taken in there), the rest with the core's own
         // handshake; every third seed with the request in the SYN' (one turn), so that
         // each pair of settings comes up.
-        let mut world = handoff_world(&cfg, |c| {
-            c.every_syn_in_fast_path = seed % 2 == 1;
-            c.one_turn = one_turn;
-        });
+        // Two thirds of the one-turn seeds with every SYN in the fast path (a third of
+        // the one-turn seeds) with the handoff in the kernel too.
+        let in_kernel = seed % 6 == 3 && (seed / 6) % 3 != 0;
+        cfg.client_linux_timestamps = in_kernel;
+        let mut world = if in_kernel {
+            kernel_world(&cfg, &every_backend_round_robin(cfg.backends))
+        } else {
+            handoff_world(&cfg, |c| {
+                c.every_syn_in_fast_path = seed % 2 == 1;
+                c.one_turn = one_turn;
+            })
+        };
         world
             .net
             .set_loss_everywhere(0.05, 0.01, Duration::from_millis(1));
         run_clean(&mut world);
         let requests_in_syn = front(&mut world).fe.stats().requests_in_syn;
         assert_eq!(requests_in_syn > 0, one_turn, "seed {}", cfg.seed);
+        let adopted = front(&mut world).fe.stats().kernel_handoffs_adopted;
+        assert_eq!(adopted, u64::from(in_kernel), "seed {}", cfg.seed);
         virtual_total += world.now;
     }
     println!(

@@ -36,9 +36,18 @@ use std::time::Duration;
 
 use baton_common::{
     frontend::{ClientSegment, FlowNotice, decide_client_segment},
+    kernel_dispatch::{
+        self, HandoffTerms, KernelBackend, KernelDecision, KernelHandoffConfig, RequestSegment,
+        SCRATCH_LEN,
+    },
+    layout::ETH_HLEN,
+    syn_prime::{
+        SYN_PRIME_FRAME_HEADERS_LEN, payload_sum_from_checksum, write_syn_prime_frame_headers,
+    },
     syncookie::{self, HalfOpenSyn, SynCookieConfig},
-    translate::csum_replace4,
+    translate::{csum_replace4, ones_complement_add, tcp_ipv4_pseudo_header_sum},
 };
+use baton_dispatch::{Dispatcher, KernelProgram};
 use baton_proto::frontend::{
     Backend, Config, Dispatch, Event, Feedback, FlowKey, FrontEnd, HalfOpenSyns, Instant, Output,
     StateName,
@@ -60,27 +69,52 @@ pub struct DispatchCall {
     pub chose: Option<Backend>,
 }
 
-/// A test dispatcher: the first back-end in its list not yet tried; records each call
-/// and the feedback it is given.
+/// A test dispatcher: the first back-end in its list not yet tried, or the scenario's
+/// content-aware dispatcher (`rules`) where it has one; records each call, the feedback
+/// it is given and the kernel's choices it is told of ([`Dispatch::assign`]).
 pub struct SimDispatch {
     pub backends: Vec<Backend>,
     pub calls: Vec<DispatchCall>,
     pub feedback: Vec<Feedback>,
+    /// The scenario's `[dispatch]`: it decides what the core dispatches, and its rules,
+    /// compiled, are what the modelled XDP program's matcher runs.
+    pub rules: Option<Dispatcher>,
+    /// The back-ends of the handoffs the kernel made, as the core booked them.
+    pub assigned: Vec<Backend>,
 }
 
 impl Dispatch for SimDispatch {
-    fn feedback(&mut self, _now: Instant, _flow: &FlowKey, feedback: Feedback) {
+    fn feedback(&mut self, now: Instant, flow: &FlowKey, feedback: Feedback) {
         self.feedback.push(feedback);
+        if let Some(rules) = &mut self.rules {
+            rules.feedback(now, flow, feedback);
+        }
+    }
+
+    fn assign(
+        &mut self,
+        now: Instant,
+        flow: &FlowKey,
+        request: &ClientRequest<'_>,
+        backend: Backend,
+    ) {
+        self.assigned.push(backend);
+        if let Some(rules) = &mut self.rules {
+            Dispatch::assign(rules, now, flow, request, backend);
+        }
     }
 
     fn dispatch(
         &mut self,
-        _now: Instant,
-        _flow: &FlowKey,
+        now: Instant,
+        flow: &FlowKey,
         request: &ClientRequest<'_>,
         exclude: &[Backend],
     ) -> Option<Backend> {
-        let chose = self.backends.iter().copied().find(|b| !exclude.contains(b));
+        let chose = match &mut self.rules {
+            Some(rules) => rules.dispatch(now, flow, request, exclude),
+            None => self.backends.iter().copied().find(|b| !exclude.contains(b)),
+        };
         self.calls.push(DispatchCall {
             host: request.host().map(str::to_owned),
             tls: matches!(request, ClientRequest::Tls(_)),
@@ -140,9 +174,32 @@ impl HalfOpenSyns for SimHalfOpenMap {
 
 /// An input that waits while the node stalls.
 enum Input {
+    /// A record of the handoffs ring: the request segment as it arrived, and the
+    /// back-end the program sent its SYN' to.
+    Handoff(Duration, Vec<u8>, Backend),
     Notice(Duration, Notice, FlowKey),
     Packet(Duration, Vec<u8>),
 }
+
+/// The model of the program's handoff in the kernel (docs/design.md, "The handoff in
+/// the kernel"): its configuration as the daemon writes it, the compiled rules in force,
+/// one CPU's round-robin counters, and what it counted.
+pub struct KernelModel {
+    pub config: KernelHandoffConfig,
+    pub program: KernelProgram,
+    /// When the rules were last compiled: the daemon rewrites them every second.
+    compiled_at: Duration,
+    cursors: Vec<u32>,
+    /// `handed_off_in_kernel`, and `pass_request_to_slow_path` with the matcher's
+    /// reasons (`kernel_dispatch::reason`, zero for the program's own checks).
+    pub handed_off: u64,
+    pub to_slow_path: Vec<u32>,
+    /// Records the core did not adopt (their entries removed, as the daemon does).
+    pub refused: u64,
+}
+
+/// How often the daemon rewrites the kernel's rules (`ACTIVITY_SCAN`).
+const RULES_REWRITTEN_EVERY: Duration = Duration::from_secs(1);
 
 pub struct RealFront {
     pub fe: FrontEnd<SimDispatch>,
@@ -156,6 +213,11 @@ pub struct RealFront {
     /// The modelled program's half-open map, and the entries it wrote.
     pub half_open: SimHalfOpenMap,
     pub half_open_kept: u64,
+    /// The handoff in the kernel, when the scenario turns it on.
+    pub kernel: Option<KernelModel>,
+    /// Flows whose entry the program wrote with its handoff, while the core adopts them:
+    /// its `RequestSent` leaves the entry as it is (the daemon's `kernel_adopted`).
+    kernel_adopted: std::collections::HashSet<(Ipv4Addr, u16)>,
     out: Vec<Vec<u8>>,
     /// While `Some`, the slow path is stalled and its inputs wait here.
     stalled: Option<Vec<Input>>,
@@ -167,6 +229,8 @@ impl RealFront {
             backends,
             calls: Vec::new(),
             feedback: Vec::new(),
+            rules: None,
+            assigned: Vec::new(),
         };
         Self {
             fe: FrontEnd::new(config, dispatch).expect("valid front-end config"),
@@ -177,9 +241,33 @@ impl RealFront {
             handshake_acks_absorbed: 0,
             half_open: SimHalfOpenMap::default(),
             half_open_kept: 0,
+            kernel: None,
+            kernel_adopted: std::collections::HashSet::new(),
             out: Vec::new(),
             stalled: None,
         }
+    }
+
+    /// A front-end whose `rules` decide, and whose fast path hands off in the kernel
+    /// what the rules' compiled form routes (`[tcp] kernel_dispatch`): on, as the daemon
+    /// has it, only if `config` hands off in one turn and answers every SYN in XDP.
+    pub fn with_kernel_dispatch(config: Config, rules: Dispatcher) -> Self {
+        let enabled = config.one_turn && config.every_syn_in_fast_path;
+        let handoff = KernelHandoffConfig::new(config.handoff_key, config.mss, enabled);
+        let limits = config.request_limits();
+        let program = rules.compile_kernel(limits.max_head_len, limits.max_headers);
+        let mut front = Self::new(config, Vec::new());
+        front.fe.dispatcher_mut().rules = Some(rules);
+        front.kernel = Some(KernelModel {
+            config: handoff,
+            cursors: vec![0; program.pools.len()],
+            program,
+            compiled_at: Duration::ZERO,
+            handed_off: 0,
+            to_slow_path: Vec::new(),
+            refused: 0,
+        });
+        front
     }
 
     /// Stops the slow path, as a busy or stopped daemon: from now on its inputs wait.
@@ -204,15 +292,22 @@ impl RealFront {
     pub fn syn_waiting(&self) -> bool {
         self.stalled.iter().flatten().any(|i| match i {
             Input::Packet(_, pkt) => PacketInfo::parse(pkt).is_ok_and(|p| p.has(TcpFlags::SYN)),
-            Input::Notice(..) => false,
+            Input::Notice(..) | Input::Handoff(..) => false,
         })
     }
 
     /// Handles every input that waited, in order, as one round of the daemon's loop,
     /// then applies the round's outputs.
     pub fn resume(&mut self) {
-        for input in self.stalled.take().unwrap_or_default() {
+        let waiting = self.stalled.take().unwrap_or_default();
+        // The handoffs ring first, as the daemon reads it before the notices and before
+        // every packet: all of it was written before anything here is handled.
+        let (handoffs, rest): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|i| matches!(i, Input::Handoff(..)));
+        for input in handoffs.into_iter().chain(rest) {
             match input {
+                Input::Handoff(at, packet, backend) => self.adopt(at, &packet, backend),
                 Input::Notice(at, notice, flow) => self.tell(at, notice, &flow),
                 Input::Packet(at, pkt) => {
                     self.fe
@@ -221,6 +316,26 @@ impl RealFront {
             }
         }
         self.drain();
+    }
+
+    /// The daemon reads a record of the handoffs ring (`note_kernel_handoffs`): the core
+    /// adopts the connection, and a record it refuses has its entry taken out of the
+    /// table, so that nothing is forwarded that no one tracks.
+    fn adopt(&mut self, now: Duration, packet: &[u8], backend: Backend) {
+        let Ok(info) = PacketInfo::parse(packet) else {
+            return;
+        };
+        let key = (info.src, info.sport);
+        self.kernel_adopted.insert(key);
+        let adopted = self.fe.adopt_kernel_handoff(instant(now), packet, backend);
+        // Its `RequestSent` (applied in this drain, or the stalled round's) takes the mark.
+        if !adopted {
+            self.kernel_adopted.remove(&key);
+            self.fast_path.remove(&key);
+            if let Some(kernel) = &mut self.kernel {
+                kernel.refused += 1;
+            }
+        }
     }
 
     fn tell(&mut self, now: Duration, notice: Notice, flow: &FlowKey) {
@@ -277,6 +392,14 @@ impl RealFront {
                 Output::Event(event) => event,
             };
             match &event {
+                Event::RequestSent(h)
+                    if self
+                        .kernel_adopted
+                        .remove(&(*h.flow.client.ip(), h.flow.client.port())) =>
+                {
+                    // The program wrote the entry with its handoff, and may have moved it
+                    // on since: left as it is.
+                }
                 Event::RequestSent(h) => {
                     let entry = FastEntry {
                         backend: *h.backend.ip(),
@@ -421,11 +544,15 @@ impl RealFront {
     /// half-open map if the cookie cannot keep them (no timestamps), and a bare ACK whose
     /// cookie checks is taken in (`handshake_ack_absorbed`). Everything else goes up.
     fn xdp_no_flow(&mut self, now: Duration, pkt: Vec<u8>, info: &PacketInfo) -> Option<Vec<u8>> {
+        // SYN, FIN, RST, ACK: the bits that tell a bare SYN or a bare ACK.
+        let control = info.flags.bits() & 0x17;
+        // A request (the program's `hand_off_request`): handed off in the kernel, or up.
+        if control == 0x10 && info.payload_len > 0 && self.kernel.is_some() {
+            return self.hand_off_in_kernel(now, pkt, info);
+        }
         if !self.fe.wants_syn_cookies(true) {
             return Some(pkt);
         }
-        // SYN, FIN, RST, ACK: the bits that tell a bare SYN or a bare ACK.
-        let control = info.flags.bits() & 0x17;
         let flow =
             syncookie::flow_bytes(info.src.octets(), info.dst.octets(), info.sport, info.dport);
         let now_ns = now.as_nanos() as u64;
@@ -476,6 +603,177 @@ impl RealFront {
             }
         }
         Some(pkt)
+    }
+}
+
+impl RealFront {
+    /// The program's handoff in the kernel (`hand_off_request`, `finish_handoff`,
+    /// `emit_syn_prime` in `baton-ebpf/src/frontend.rs`) on a client data segment of no
+    /// flow, with the program's functions: the cookie's check, the terms
+    /// (`kernel_dispatch::handoff_terms`), the matcher over the compiled rules
+    /// (`kernel_dispatch::decide`), the back-end and the handoff option
+    /// (`kernel_dispatch::choose_backend`), and the SYN''s headers written over the
+    /// request's (`syn_prime`). Then, as the program does, the flow into the table
+    /// awaiting the answer, the record into the ring, the SYN' out; and the daemon reads
+    /// the record before anything else (at once, or when a stalled round resumes).
+    /// Anything the program leaves to the core goes up as it arrived.
+    fn hand_off_in_kernel(
+        &mut self,
+        now: Duration,
+        pkt: Vec<u8>,
+        info: &PacketInfo,
+    ) -> Option<Vec<u8>> {
+        let kernel = self.kernel.as_mut()?;
+        if kernel.config.flags & KernelHandoffConfig::ENABLED == 0 {
+            return Some(pkt);
+        }
+        if now >= kernel.compiled_at + RULES_REWRITTEN_EVERY {
+            // The daemon's rewrite (start, then every scan): health verdicts reach the
+            // kernel's rules within a second.
+            let limits = self.fe.config().request_limits();
+            let rules = self.fe.dispatcher_mut().rules.as_ref()?;
+            kernel.program = rules.compile_kernel(limits.max_head_len, limits.max_headers);
+            kernel.cursors.resize(kernel.program.pools.len(), 0);
+            kernel.compiled_at = now;
+        }
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let header_len = usize::from(pkt[ihl + 12] >> 4) * 4;
+        let cookies = self.fe.syn_cookie_config();
+        let flow =
+            syncookie::flow_bytes(info.src.octets(), info.dst.octets(), info.sport, info.dport);
+        let client_isn = info.seq.wrapping_sub(1);
+        let Some(cookie) = syncookie::check_cookie(
+            &cookies.keys,
+            now.as_nanos() as u64,
+            &flow,
+            client_isn,
+            info.ack.wrapping_sub(1),
+        ) else {
+            // Not a cookie of ours: up, as a segment of no flow.
+            return Some(pkt);
+        };
+        let Some(timestamps) =
+            kernel_dispatch::data_segment_timestamps(&pkt[ihl + 20..ihl + header_len])
+        else {
+            kernel.to_slow_path.push(0);
+            return Some(pkt);
+        };
+        // The payload's sum from the request's checksum (a partial one goes up), as the
+        // program has no loop over the payload.
+        let tcp_len = pkt.len() - ihl;
+        let check = u16::from_be_bytes([pkt[ihl + 16], pkt[ihl + 17]]);
+        let pseudo =
+            tcp_ipv4_pseudo_header_sum(info.src.octets(), info.dst.octets(), tcp_len as u16);
+        if check == pseudo {
+            kernel.to_slow_path.push(0);
+            return Some(pkt);
+        }
+        let header_sum = (0..header_len / 2).filter(|&i| i != 8).fold(0, |sum, i| {
+            ones_complement_add(
+                sum,
+                u16::from_be_bytes([pkt[ihl + 2 * i], pkt[ihl + 2 * i + 1]]),
+            )
+        });
+        let segment = RequestSegment {
+            client_addr: info.src.octets(),
+            service_addr: info.dst.octets(),
+            client_port: info.sport,
+            service_port: info.dport,
+            seq: info.seq,
+            ack: info.ack,
+            flags: pkt[ihl + 13],
+            window_field: info.window,
+            ttl: pkt[8],
+            timestamps,
+            payload_len: info.payload_len as u32,
+        };
+        let mut terms = HandoffTerms {
+            prime: baton_common::syn_prime::SynPrime {
+                client_addr: [0; 4],
+                backend_addr: [0; 4],
+                client_port: 0,
+                backend_port: 0,
+                client_isn: 0,
+                window: 0,
+                ttl: 0,
+                ecn: false,
+                mss: None,
+                window_shift: None,
+                sack_permitted: false,
+                tsval: None,
+                handoff: [0; baton_common::handoff_option::HANDOFF_OPTION_LEN],
+            },
+            option: baton_common::handoff_option::HandoffOption::new(0, 0, 0, 0),
+            flow: Default::default(),
+        };
+        if !kernel_dispatch::handoff_terms(&kernel.config, &cookies, &cookie, &segment, &mut terms)
+        {
+            kernel.to_slow_path.push(0);
+            return Some(pkt);
+        }
+        let payload = &pkt[ihl + header_len..];
+        let mut scratch = [0u8; SCRATCH_LEN];
+        let decision = kernel_dispatch::decide(
+            &kernel.program.tables(),
+            payload,
+            &mut scratch,
+            &mut kernel.cursors,
+        );
+        let chosen = (decision.verdict == KernelDecision::HAND_OFF)
+            .then(|| {
+                kernel
+                    .program
+                    .backends
+                    .get(decision.backend as usize)
+                    .copied()
+            })
+            .flatten();
+        let Some(backend) = chosen else {
+            kernel.to_slow_path.push(decision.reason);
+            return Some(pkt);
+        };
+        // The simulation's LAN carries IPv4 packets: the MACs are the daemon's business.
+        let written = KernelBackend {
+            addr_be: u32::from_ne_bytes(backend.ip().octets()),
+            port_be: backend.port().to_be(),
+            mac: [0; 6],
+            flags: KernelBackend::USABLE,
+        };
+        kernel_dispatch::choose_backend(&mut terms, &kernel.config.handoff_key, &written);
+        kernel.handed_off += 1;
+        // The table (the model's flow table holds no such flow: this is its no-flow
+        // path), then the ring, then the SYN'.
+        let key = (info.src, info.sport);
+        self.fast_path.insert(
+            key,
+            FastEntry {
+                backend: *backend.ip(),
+                awaiting_answer: Some(terms.flow.isn_f),
+                client_next: terms.flow.client_next,
+                last_seen: None,
+                seen_noted: true,
+            },
+        );
+        let mut frame = [0u8; SYN_PRIME_FRAME_HEADERS_LEN];
+        write_syn_prime_frame_headers(
+            &mut frame,
+            &terms.flow.backend_mac,
+            &[0; 6],
+            &terms.prime,
+            payload.len() as u16,
+            payload_sum_from_checksum(check, pseudo, header_sum),
+        );
+        let mut syn_prime = frame[ETH_HLEN..].to_vec();
+        syn_prime.extend_from_slice(payload);
+        self.out.push(syn_prime);
+        match &mut self.stalled {
+            Some(waiting) => waiting.push(Input::Handoff(now, pkt, backend)),
+            None => {
+                self.adopt(now, &pkt, backend);
+                self.drain();
+            }
+        }
+        None
     }
 }
 

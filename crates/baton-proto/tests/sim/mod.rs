@@ -54,6 +54,8 @@ pub struct SimConfig {
     pub backends: usize,
     /// Back-ends that never answer (their index).
     pub silent_backends: Vec<usize>,
+    /// Back-ends with nothing listening: they reset every SYN (their index).
+    pub refusing_backends: Vec<usize>,
     pub request: Vec<u8>,
     /// See [`ClientSpec::parts`].
     pub request_parts: Vec<usize>,
@@ -63,6 +65,8 @@ pub struct SimConfig {
     pub client_timestamps: bool,
     pub server_timestamps: bool,
     pub strip_sack_permitted: bool,
+    /// See [`ClientNode::linux_timestamps`].
+    pub client_linux_timestamps: bool,
     /// Receive buffers; a buffer of 2^(16+n) bytes makes smoltcp announce shift n.
     pub client_rx: usize,
     pub server_rx: usize,
@@ -88,6 +92,7 @@ impl SimConfig {
             seed,
             backends: 1,
             silent_backends: Vec::new(),
+            refusing_backends: Vec::new(),
             request: http_get("/download/1m.bin"),
             request_parts: Vec::new(),
             body_len: 1 << 20,
@@ -95,6 +100,7 @@ impl SimConfig {
             client_timestamps: true,
             server_timestamps: true,
             strip_sack_permitted: false,
+            client_linux_timestamps: false,
             client_rx: 256 * 1024,
             server_rx: 64 * 1024,
             server_tx: 256 * 1024,
@@ -162,6 +168,7 @@ pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontN
         app,
         monitor: ClientMonitor::default(),
         strip_sack_permitted: cfg.strip_sack_permitted,
+        linux_timestamps: cfg.client_linux_timestamps,
     };
 
     let backends = (0..cfg.backends)
@@ -191,6 +198,7 @@ pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontN
                 ),
                 monitor: BackendMonitor::default(),
                 silent: cfg.silent_backends.contains(&i),
+                refusing: cfg.refusing_backends.contains(&i),
                 ingress_drops: Vec::new(),
             }
         })

@@ -202,6 +202,10 @@ pub struct ClientNode {
     /// Strip SACK-permitted from the client's SYN (smoltcp always offers it): a client
     /// without SACK.
     pub strip_sack_permitted: bool,
+    /// Lay out the timestamps of the client's segments after its SYN as Linux does
+    /// (NOP, NOP, timestamps), where smoltcp puts them first and pads with EOLs: the
+    /// one layout the XDP program hands off in the kernel.
+    pub linux_timestamps: bool,
 }
 
 pub struct BackendNode {
@@ -211,6 +215,10 @@ pub struct BackendNode {
     pub monitor: BackendMonitor,
     /// A dead back-end: everything sent to it vanishes.
     pub silent: bool,
+    /// A back-end with nothing listening on the service's port: its TCP answers every
+    /// SYN with a RST (RFC 9293 §3.10.7.1, as Linux does for a closed port), which its
+    /// module sends to the front-end, the handoff not having finished.
+    pub refusing: bool,
     pub ingress_drops: Vec<&'static str>,
 }
 
@@ -317,6 +325,9 @@ impl World {
             if self.client.strip_sack_permitted {
                 pkt = strip_sack_permitted(pkt);
             }
+            if self.client.linux_timestamps {
+                pkt = linux_timestamps(pkt);
+            }
             let info = PacketInfo::parse(&pkt).expect("client packet parses");
             assert_eq!(
                 info.dst, self.addrs.vip,
@@ -412,6 +423,27 @@ impl World {
                                 "seed {} {}: backend{i} ingress produced an invalid packet ({e})",
                                 self.seed, self.scenario
                             ),
+                        }
+                        let info = PacketInfo::parse(&pkt).expect("verified above");
+                        if b.refusing && info.has(baton_proto::wire::TcpFlags::SYN) {
+                            let reset = super::packet::tcp_segment(
+                                (info.dst, info.dport),
+                                (info.src, info.sport),
+                                0,
+                                info.seq.wrapping_add(1 + info.payload_len as u32),
+                                0x14, // RST, ACK
+                                0,
+                                None,
+                                &[],
+                            );
+                            for (to, pkt) in b.module.egress(reset) {
+                                let to = match to {
+                                    EgressTo::FrontEnd => NodeId::FrontEnd,
+                                    EgressTo::Route => self.route_by_dst(&pkt),
+                                };
+                                self.net.send(now, NodeId::Backend(i), to, pkt);
+                            }
+                            return;
                         }
                         b.host.receive(now, pkt);
                     }
@@ -581,6 +613,27 @@ fn strip_sack_permitted(mut pkt: Vec<u8>) -> Vec<u8> {
     let mut seg = TcpSegment::new_checked(&mut pkt[ihl..]).expect("checked");
     if let Ok(Some(span)) = find_option(seg.options_mut(), kind::SACK_PERMITTED) {
         seg.options_mut()[span.start..span.start + span.len].fill(1);
+        seg.fill_checksum(info.src, info.dst);
+    }
+    pkt
+}
+
+/// A client segment's options `[TS, len, TSval, TSecr, EOL, EOL]` (smoltcp's) rewritten
+/// as Linux lays them out, `[NOP, NOP, TS, len, TSval, TSecr]`; checksum refilled.
+fn linux_timestamps(mut pkt: Vec<u8>) -> Vec<u8> {
+    use baton_proto::wire::TcpSegment;
+    let Ok(info) = PacketInfo::parse(&pkt) else {
+        return pkt;
+    };
+    if info.is_syn() {
+        return pkt;
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let mut seg = TcpSegment::new_checked(&mut pkt[ihl..]).expect("checked");
+    let options = seg.options_mut();
+    if options.len() == 12 && options[..2] == [8, 10] && options[10..] == [0, 0] {
+        options.copy_within(..10, 2);
+        options[..2].copy_from_slice(&[1, 1]);
         seg.fill_checksum(info.src, info.dst);
     }
     pkt

@@ -140,17 +140,11 @@ fn kernel_handoff_config(
     core: &baton_proto::frontend::Config,
     kernel_dispatch: bool,
 ) -> KernelHandoffConfig {
-    KernelHandoffConfig {
-        handoff_key: baton_common::siphash::SipKey::from_bytes(core.handoff_key),
-        flags: if kernel_dispatch && core.one_turn && core.every_syn_in_fast_path {
-            KernelHandoffConfig::ENABLED
-        } else {
-            0
-        },
-        // The core's one-turn bound: a SYN' of at most `mss + 40` bytes, 60 of them
-        // headers.
-        max_payload: u32::from(core.mss).saturating_sub(20),
-    }
+    KernelHandoffConfig::new(
+        core.handoff_key,
+        core.mss,
+        kernel_dispatch && core.one_turn && core.every_syn_in_fast_path,
+    )
 }
 
 /// The kernel dispatch's rules from the dispatcher in force (start, reload, health).
