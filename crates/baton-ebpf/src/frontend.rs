@@ -971,11 +971,6 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
         return NOT_A_REQUEST;
     }
     let payload_len = total_len - IPV4_HLEN - header_len;
-    // Urgent data is the slow path's (the core ignores the pointer; so would a back-end
-    // handed an URG-less SYN').
-    if tcp_flags(&tcp) & URG != 0 {
-        return NOT_A_REQUEST;
-    }
     let seq = u32::from_be_bytes(tcp_seq(&tcp));
     let client_isn = seq.wrapping_sub(1);
     let isn_f = u32::from_be_bytes(tcp_ack_seq(&tcp)).wrapping_sub(1);
@@ -1003,7 +998,10 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     // From here on it is a request the kernel could take: anything else is counted.
     // A client without timestamps whose options wait in the half-open map: the core
     // takes the entry (one system call it makes anyway).
-    if cookie.syn_in_map || payload_len > kernel.max_payload as usize {
+    // Urgent data too (the core ignores the pointer; so would a back-end handed an
+    // URG-less SYN'): a request all the same, counted as one.
+    if cookie.syn_in_map || payload_len > kernel.max_payload as usize || tcp_flags(&tcp) & URG != 0
+    {
         return TO_SLOW_PATH;
     }
     let Some(timestamps) = request_timestamps(ctx, header_len) else {
