@@ -9,6 +9,9 @@
 //! of an XDP program transmits nothing (`XDP_TX` is only the verdict returned), so no
 //! network namespace is needed.
 //!
+//! The handoff in the kernel (a request turned into its SYN' here) has tests of its own,
+//! in `xdp_program/handoff.rs`, on the same loaded program.
+//!
 //! Not covered here: the verdicts the program returns only when the packet shrinks under
 //! it between two bounds checks it made itself (`PASS_MALFORMED` from the rewrite's own
 //! checks, after `forward` checked the same lengths), which no input can reach; and a
@@ -61,6 +64,9 @@ const ISN_F: u32 = 0x7000_0000;
 /// The ring's size in the tests: one page, 170 notices of 24 bytes.
 const RING_BYTES: u32 = 4096;
 const RING_NOTICES: usize = 170;
+/// The handoff ring's size in the tests: one page, two records of a 1,400-byte request
+/// (so that a test can fill it).
+const HANDOFF_RING_BYTES: u32 = 4096;
 
 /// The frame's IPv4 header starts here, its TCP header there.
 const IP: usize = 14;
@@ -70,6 +76,8 @@ const TCP: usize = 34;
 struct Program {
     ebpf: Ebpf,
     notices: RingBuf<MapData>,
+    /// `FRONTEND_HANDOFFS`: the handoffs made in the kernel, for the daemon.
+    handoffs: RingBuf<MapData>,
     /// The counters as [`Program::counted`] last read them.
     seen: [u64; stat::COUNT as usize],
 }
@@ -80,6 +88,7 @@ impl Program {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FRONTEND_FLOWS", 1024)
             .map_max_entries("FRONTEND_NOTICES", RING_BYTES)
+            .map_max_entries("FRONTEND_HANDOFFS", HANDOFF_RING_BYTES)
             .load(baton::ebpf::FRONTEND)
             .expect("load object");
         let prog: &mut Xdp = ebpf
@@ -90,9 +99,11 @@ impl Program {
         prog.load()
             .unwrap_or_else(|e| panic!("verifier refused frontend_forward: {e:?}"));
         let notices = RingBuf::try_from(ebpf.take_map("FRONTEND_NOTICES").unwrap()).unwrap();
+        let handoffs = RingBuf::try_from(ebpf.take_map("FRONTEND_HANDOFFS").unwrap()).unwrap();
         let mut program = Self {
             ebpf,
             notices,
+            handoffs,
             seen: [0; stat::COUNT as usize],
         };
         program.configure(FrontendConfig::ENABLED);
@@ -148,6 +159,13 @@ impl Program {
 
     /// Runs the program on `frame`; returns its verdict and the frame as it left.
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let (verdict, out, _) = self.run_timed(frame);
+        (verdict, out)
+    }
+
+    /// [`Program::run`], with the run's time as the kernel measured it (one run, so the
+    /// test-run duration is that run's alone).
+    fn run_timed(&self, frame: &[u8]) -> (u32, Vec<u8>, std::time::Duration) {
         let prog: &Xdp = self
             .ebpf
             .program("frontend_forward")
@@ -163,7 +181,7 @@ impl Program {
             })
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        (result.return_value, out, result.duration)
     }
 
     /// The counters that moved since the last call, by name.
@@ -1228,3 +1246,6 @@ fn a_syn_without_timestamps_keeps_its_options_in_the_half_open_map() {
         assert_eq!(p.half_open(key(CLIENT_PORT)), None);
     });
 }
+
+#[path = "xdp_program/handoff.rs"]
+mod handoff;
