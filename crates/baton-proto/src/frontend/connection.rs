@@ -1650,6 +1650,7 @@ impl<D: Dispatch> FrontEnd<D> {
         conn: &mut Connection,
     ) -> Next {
         if conn.state != State::HandingOff(Phase::RequestSent) {
+            self.stats.backend_answers_out_of_phase += 1;
             return Next::Keep;
         }
         self.stats.handoffs_confirmed_by_fast_path += 1;

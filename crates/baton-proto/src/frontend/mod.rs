@@ -623,6 +623,11 @@ pub struct Stats {
     /// Handoffs the fast path made itself (kernel dispatch), adopted
     /// ([`FrontEnd::adopt_kernel_handoff`]).
     pub kernel_handoffs_adopted: u64,
+    /// The fast path's word that a back-end answered, for a flow the core does not track
+    /// (the caller holds such word for a handoff the fast path made until it adopts it).
+    pub backend_answers_unknown: u64,
+    /// Such word for a connection no longer (or not yet) awaiting its answer.
+    pub backend_answers_out_of_phase: u64,
     /// Such handoffs the core did not come to adopt (the segment judged otherwise: a
     /// connection already on the ports, an incomplete request); the caller drops the fast
     /// path's entry.
@@ -1015,8 +1020,14 @@ impl<D: Dispatch> FrontEnd<D> {
     /// back-end can have sent (see [`Event::RequestSent`]): if the handoff is still
     /// waiting for the back-end's confirmation, it is complete now ([`Event::HandedOff`]
     /// follows). Otherwise nothing changes.
+    /// Whether the core tracks a connection on `flow`.
+    pub fn tracks(&self, flow: &FlowKey) -> bool {
+        self.flows.contains_key(flow)
+    }
+
     pub fn note_backend_answered(&mut self, now: Instant, flow: &FlowKey) {
         let Some(&slot) = self.flows.get(flow) else {
+            self.stats.backend_answers_unknown += 1;
             return;
         };
         let Some(mut conn) = self.take(slot) else {

@@ -91,6 +91,14 @@ pub use pins::{DEFAULT_PIN_DIR, pinned_flow_count};
 use sys::{Neighbours, interface_mac};
 use table::{FlowBatch, write_close_state};
 
+/// How long a notice for a flow the core does not track waits for the record of the
+/// handoff the program made (`FastPath::note_flow_notices`): records lag the notices of
+/// their flow by the time another CPU takes to finish writing one (microseconds, a
+/// scheduling delay of the VM's CPU at worst), so past this the notice named a flow
+/// already freed. Short, so that such a stale notice cannot reach a new connection on
+/// the same ports.
+const PENDING_NOTICE_LIFETIME: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The daemon's fast-path bookkeeping, printed with the other counters at exit.
 #[derive(Debug, Default)]
 pub struct FastPathStats {
@@ -134,6 +142,12 @@ pub struct FastPathStats {
     /// Client RSTs at the expected sequence number the program forwarded, read from its
     /// ring and told to the core.
     pub client_resets_noted: u64,
+    /// Notices for flows the core did not track yet, held for their handoff's record.
+    pub notices_held: u64,
+    /// Of those, flows whose record came and to which they were applied.
+    pub held_notices_applied: u64,
+    /// Held notices dropped unapplied: no record came for their flow.
+    pub notices_of_unknown_flows: u64,
     /// Handoffs the program made itself (kernel dispatch) that the core adopted.
     pub kernel_handoffs_adopted: u64,
     /// Such handoffs the core did not adopt: their flows taken out of the table.
@@ -214,6 +228,11 @@ pub struct FastPath {
     /// Flows the program took in with a handoff it made, whose entry the core's
     /// `RequestSent` must not rewrite.
     kernel_adopted: HashSet<FlowKey>,
+    /// Whether the program hands requests off itself (`[tcp] kernel_dispatch`).
+    kernel_handoffs: bool,
+    /// Notices for flows the core does not track yet, by flow: what they said, and when
+    /// the first came (`note_flow_notices`).
+    pending_notices: StdHashMap<FlowKey, (u32, Instant)>,
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
@@ -391,6 +410,8 @@ impl FastPath {
                 notices,
                 handoffs,
                 kernel_adopted: HashSet::new(),
+                kernel_handoffs: kernel.flags & KernelHandoffConfig::ENABLED != 0,
+                pending_notices: StdHashMap::new(),
                 syn_cookies,
                 syn_cookie_config,
                 half_open,
@@ -571,11 +592,42 @@ impl FastPath {
         now: Instant,
         stats: &mut FastPathStats,
     ) {
+        if !self.pending_notices.is_empty() {
+            self.expire_pending_notices(now, stats);
+        }
         while let Some(record) = self.notices.next() {
             let Some((flow, what)) = parse_notice(&record) else {
                 stats.notices_short += 1;
                 continue;
             };
+            if self.kernel_handoffs && !fe.tracks(&flow) {
+                // A handoff the program made whose record the daemon has not read yet:
+                // the two rings are read one after the other, and a record the consumer
+                // cannot see yet (the ring shows nothing past a record still being
+                // written on another CPU) lets the notices of later segments of its flow
+                // arrive first. Held until the record is adopted (`note_kernel_handoffs`),
+                // or dropped after `PENDING_NOTICE_LIFETIME` if it names no such flow.
+                stats.notices_held += 1;
+                self.pending_notices
+                    .entry(flow)
+                    .and_modify(|(w, _)| *w |= what)
+                    .or_insert((what, now));
+                continue;
+            }
+            Self::apply_notice(fe, now, &flow, what, stats);
+        }
+    }
+
+    /// Tells the core what one notice says of `flow`.
+    fn apply_notice<D: baton_proto::frontend::Dispatch>(
+        fe: &mut FrontEnd<D>,
+        now: Instant,
+        flow: &FlowKey,
+        what: u32,
+        stats: &mut FastPathStats,
+    ) {
+        let flow = *flow;
+        {
             // The answer first: a FIN that also acknowledges the response finds the
             // handoff complete.
             if what & FlowNotice::BACKEND_ANSWERED != 0 {
@@ -596,6 +648,15 @@ impl FastPath {
                 stats.client_resets_noted += 1;
             }
         }
+    }
+
+    /// Drops the notices held for flows no record came for (`note_flow_notices`): after
+    /// `PENDING_NOTICE_LIFETIME` they named a flow the core had already freed.
+    fn expire_pending_notices(&mut self, now: Instant, stats: &mut FastPathStats) {
+        let before = self.pending_notices.len();
+        self.pending_notices
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < PENDING_NOTICE_LIFETIME);
+        stats.notices_of_unknown_flows += (before - self.pending_notices.len()) as u64;
     }
 
     /// Hands the core every handoff the program made itself since the last call (kernel
@@ -623,6 +684,11 @@ impl FastPath {
             self.kernel_adopted.insert(flow);
             if fe.adopt_kernel_handoff(now, packet, backend) {
                 stats.kernel_handoffs_adopted += 1;
+                // Notices that came before the record, in the order they would have had.
+                if let Some((what, _)) = self.pending_notices.remove(&flow) {
+                    stats.held_notices_applied += 1;
+                    Self::apply_notice(fe, now, &flow, what, stats);
+                }
             } else {
                 stats.kernel_handoffs_refused += 1;
                 self.kernel_adopted.remove(&flow);
