@@ -181,7 +181,10 @@ fn with_syns_in_xdp_and_one_turn() -> String {
 /// client gets the cookie's own terms, neither of them.
 #[test]
 fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() {
-    let config = with_syns_in_xdp_and_one_turn();
+    // The slow path's one turn: dispatch in the kernel, which would take its one packet
+    // too, is the next test's.
+    let config =
+        with_syns_in_xdp_and_one_turn().replacen("[tcp]\n", "[tcp]\nkernel_dispatch = false\n", 1);
     let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "one packet per connection")
         .frontend(&config)
         .up()
@@ -415,6 +418,13 @@ fn with_kernel_dispatch_routed_requests_never_reach_the_slow_path() {
     assert_eq!(in_kernel + to_slow_path, n, "every request judged once");
     assert_eq!(core("kernel_handoffs_adopted"), in_kernel);
     assert_eq!(core("kernel_handoffs_refused"), 0);
+    // The slow path received the requests the kernel left to it, and no packet of the
+    // others (a client's retransmission aside).
+    let packets = core("packets_received");
+    assert!(
+        (to_slow_path..=to_slow_path + n / 4).contains(&packets),
+        "{packets} packets reached the slow path; {to_slow_path} requests were left to it"
+    );
     // The access log and the rule counters still see every request: the core adopted
     // each kernel handoff and booked it with the dispatcher.
     let handoffs: Vec<&str> = log

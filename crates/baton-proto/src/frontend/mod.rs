@@ -892,6 +892,13 @@ impl<D: Dispatch> FrontEnd<D> {
     /// options from there.
     pub fn handle_packet_with(&mut self, now: Instant, packet: &[u8], syns: &mut dyn HalfOpenSyns) {
         self.stats.packets_received += 1;
+        self.take_packet(now, packet, syns);
+    }
+
+    /// [`FrontEnd::handle_packet_with`] without counting a packet received: also the
+    /// way in for a request the fast path handed off itself, which the slow path never
+    /// received.
+    fn take_packet(&mut self, now: Instant, packet: &[u8], syns: &mut dyn HalfOpenSyns) {
         let Ok((ip, tcp)) = packet::parse(packet, self.config.checksums) else {
             self.stats.malformed += 1;
             return;
@@ -934,7 +941,7 @@ impl<D: Dispatch> FrontEnd<D> {
             }
         }
         self.kernel_handoff = KernelHandoff::Chosen(backend);
-        self.handle_packet_with(now, packet, &mut NoHalfOpenSyns);
+        self.take_packet(now, packet, &mut NoHalfOpenSyns);
         let adopted = self.kernel_handoff == KernelHandoff::Adopted;
         self.kernel_handoff = KernelHandoff::None;
         if !adopted {
