@@ -17,8 +17,11 @@ use baton_proto::{
 };
 use proptest::prelude::*;
 
+#[path = "support/lab.rs"]
+mod lab;
+use lab::lab_dispatch;
+
 const EXAMPLE: &str = include_str!("../../../examples/dispatch.toml");
-const LAB: &str = include_str!("../../../examples/frontend-lab.toml");
 
 /// Every matcher the kernel judges, every pool it picks from, a rule it cannot judge
 /// in the middle, and sticky, weighted and hashing pools.
@@ -94,31 +97,6 @@ backends = [{ address = "198.18.1.11:80" }]
 pool = "web"
 match = { header = { name = "X-A" } }
 "#;
-
-/// The lab's `[dispatch]` table as a file of its own.
-fn lab_dispatch() -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for line in LAB.lines() {
-        if line.starts_with('[') {
-            inside = line.starts_with("[dispatch") || line.starts_with("[[dispatch");
-            if inside {
-                out.push_str(
-                    &line
-                        .replacen("dispatch.", "", 1)
-                        .replacen("[dispatch]", "", 1),
-                );
-                out.push('\n');
-            }
-            continue;
-        }
-        if inside {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
 
 fn configurations() -> Vec<(&'static str, String)> {
     vec![

@@ -25,9 +25,12 @@ use baton_proto::{
     request::{ClientRequest, RequestLimits, parse_request},
 };
 
+#[path = "../../baton-dispatch/tests/support/lab.rs"]
+mod lab;
+use lab::lab_dispatch;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 const XDP_DROP: u32 = 1;
-const LAB: &str = include_str!("../../../examples/frontend-lab.toml");
 const EXAMPLE: &str = include_str!("../../../examples/dispatch.toml");
 const MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x0b];
 
@@ -40,31 +43,6 @@ fn privileged(test: &str, f: impl FnOnce()) {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     f();
-}
-
-/// The lab's `[dispatch]` table as a file of its own.
-fn lab_dispatch() -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for line in LAB.lines() {
-        if line.starts_with('[') {
-            inside = line.starts_with("[dispatch") || line.starts_with("[[dispatch");
-            if inside {
-                out.push_str(
-                    &line
-                        .replacen("dispatch.", "", 1)
-                        .replacen("[dispatch]", "", 1),
-                );
-                out.push('\n');
-            }
-            continue;
-        }
-        if inside {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// The object with its probe loaded (the verifier's verdict on `decide_request`).

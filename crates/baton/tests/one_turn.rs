@@ -172,6 +172,15 @@ fn with_syns_in_xdp_and_one_turn() -> String {
     config
 }
 
+/// [`with_syns_in_xdp_and_one_turn`], with `[tcp] kernel_dispatch` set to `on`.
+fn with_kernel_dispatch(on: bool) -> String {
+    with_syns_in_xdp_and_one_turn().replacen(
+        "[tcp]\n",
+        &format!("[tcp]\nkernel_dispatch = {on}\n"),
+        1,
+    )
+}
+
 /// Every SYN answered in XDP (`[tcp] syns_in_xdp`) and the request in the SYN'
 /// (`one_turn`), with back-ends that take it (fast open): the front-end's slow path sees
 /// one packet per connection, the request, and the handshake never reaches it. Each

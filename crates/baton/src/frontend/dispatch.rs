@@ -165,6 +165,32 @@ impl ContentDispatch {
     }
 }
 
+impl ContentDispatch {
+    /// Keeps what the log of `flow`'s handoff will say of its request and route, within
+    /// `max_pending` flows.
+    fn remember(
+        &mut self,
+        now: Instant,
+        flow: &FlowKey,
+        request: &ClientRequest<'_>,
+        rule: Arc<str>,
+        pool: Arc<str>,
+    ) {
+        if self.flows.len() < self.max_pending {
+            self.flows.insert(
+                *flow,
+                Flow {
+                    request: summarize(request),
+                    host: request.host().map(cut).unwrap_or_default(),
+                    rule,
+                    pool,
+                    dispatched_at: now,
+                },
+            );
+        }
+    }
+}
+
 impl Dispatch for ContentDispatch {
     fn dispatch(
         &mut self,
@@ -200,17 +226,8 @@ impl Dispatch for ContentDispatch {
                     pool,
                 });
             }
-        } else if self.flows.len() < self.max_pending {
-            self.flows.insert(
-                *flow,
-                Flow {
-                    request: summarize(request),
-                    host: request.host().map(cut).unwrap_or_default(),
-                    rule,
-                    pool,
-                    dispatched_at: now,
-                },
-            );
+        } else {
+            self.remember(now, flow, request, rule, pool);
         }
         choice
     }
@@ -224,18 +241,7 @@ impl Dispatch for ContentDispatch {
     ) {
         Dispatch::assign(&mut self.inner, now, flow, request, backend);
         let (rule, pool) = self.route_names();
-        if self.flows.len() < self.max_pending {
-            self.flows.insert(
-                *flow,
-                Flow {
-                    request: summarize(request),
-                    host: request.host().map(cut).unwrap_or_default(),
-                    rule,
-                    pool,
-                    dispatched_at: now,
-                },
-            );
-        }
+        self.remember(now, flow, request, rule, pool);
     }
 
     fn feedback(&mut self, now: Instant, flow: &FlowKey, feedback: Feedback) {
