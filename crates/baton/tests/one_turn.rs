@@ -192,8 +192,7 @@ fn with_kernel_dispatch(on: bool) -> String {
 fn with_syns_in_xdp_and_one_turn_the_slow_path_sees_one_packet_per_connection() {
     // The slow path's one turn: dispatch in the kernel, which would take its one packet
     // too, is the next test's.
-    let config =
-        with_syns_in_xdp_and_one_turn().replacen("[tcp]\n", "[tcp]\nkernel_dispatch = false\n", 1);
+    let config = with_kernel_dispatch(false);
     let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "one packet per connection")
         .frontend(&config)
         .up()
@@ -393,8 +392,7 @@ fn with_one_turn_fast_open_clients_and_long_heads_take_the_slow_path_and_are_ser
 /// rest go up and are handed off there. Every request is served, byte-exact.
 #[test]
 fn with_kernel_dispatch_routed_requests_never_reach_the_slow_path() {
-    let config =
-        with_syns_in_xdp_and_one_turn().replacen("[tcp]\n", "[tcp]\nkernel_dispatch = true\n", 1);
+    let config = with_kernel_dispatch(true);
     let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "kernel dispatch")
         .frontend(&config)
         .up()
@@ -469,8 +467,7 @@ fn with_kernel_dispatch_routed_requests_never_reach_the_slow_path() {
 /// requests a second to hundreds, and sequential requests failed.
 #[test]
 fn with_kernel_dispatch_under_load_every_request_is_served() {
-    let config =
-        with_syns_in_xdp_and_one_turn().replacen("[tcp]\n", "[tcp]\nkernel_dispatch = true\n", 1);
+    let config = with_kernel_dispatch(true);
     let Some(mut cluster) = support::Cluster::builder(&LAB, &SERIAL, "kernel dispatch, load")
         .frontend(&config)
         .up()
