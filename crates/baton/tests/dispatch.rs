@@ -132,12 +132,15 @@ fn requests_are_routed_by_host_path_and_file_type() {
     ] {
         assert_eq!(backend_for(path, args), want, "{path} {args:?}");
     }
-    // Everything else: round robin over the three.
-    let seen = spread("/", &[], 6);
-    assert_eq!(
-        seen.values().copied().collect::<Vec<_>>(),
-        [2, 2, 2],
-        "{seen:?}"
+    // Everything else: round robin over the three. Decided in the kernel, each CPU walks
+    // the pool's period from its own place (docs/design.md, "Dispatch in the kernel"), so
+    // over 30 requests each back-end gets 10, give or take one per CPU.
+    let seen = spread("/", &[], 30);
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.values().all(|&n| n.abs_diff(10) <= cpus),
+        "round robin over the three: {seen:?}"
     );
     // A request the example routes nowhere else is served, byte-exact.
     support::assert_download_byte_exact(&LAB, VIP, "1M.bin");

@@ -117,9 +117,11 @@ impl HealthChecks {
     }
 
     /// Applies the transitions reported since the last call to `dispatcher`, and logs
-    /// each. Never blocks.
-    pub fn apply(&mut self, dispatcher: &mut Dispatcher) {
+    /// each; whether there was any. Never blocks.
+    pub fn apply(&mut self, dispatcher: &mut Dispatcher) -> bool {
+        let mut applied = false;
         while let Ok(report) = self.reports.try_recv() {
+            applied = true;
             let Some(probe) = self.probes.get_mut(report.probe) else {
                 continue;
             };
@@ -155,6 +157,7 @@ impl HealthChecks {
                 ],
             );
         }
+        applied
     }
 
     /// How many checks run.

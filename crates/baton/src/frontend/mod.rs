@@ -661,14 +661,23 @@ fn event_loop(
         // Between rounds, so that a reload or a health verdict applies to every request
         // of the next round. Both are cheap when there is nothing to do: an atomic swap
         // and a `try_recv`.
-        if control.reload.swap(false, Ordering::Relaxed) {
+        let reloaded = control.reload.swap(false, Ordering::Relaxed);
+        if reloaded {
             control.reload(fe);
             // For log rotation: the file may have been moved away.
             if let Some(a) = &mut ops.access_log {
                 a.reopen();
             }
         }
-        control.health.apply(fe.dispatcher_mut().dispatcher_mut());
+        let health_changed = control.health.apply(fe.dispatcher_mut().dispatcher_mut());
+        // The kernel's rules follow at once, before the next request: a reload or a
+        // health verdict must route new connections the same whichever path decides.
+        if (reloaded || health_changed)
+            && fast.kernel_dispatch
+            && let Some(path) = fast.path.as_deref_mut()
+        {
+            write_kernel_rules(path, fe);
+        }
         ops.answer(fe, io, fast, services, stats);
 
         let wake = [fe.poll_timeout(), drain_until].into_iter().flatten().min();
