@@ -319,6 +319,18 @@ impl FrontendFlow {
     /// request), clears the bit and tells the daemon ([`FlowNotice::BACKEND_ANSWERED`]);
     /// everything else goes up, for the core to hold until the handoff completes.
     pub const AWAITING_ANSWER: u32 = 1 << 31;
+
+    /// Whether a bare SYN with sequence number `syn_seq` on this flow's 4-tuple opens a
+    /// new connection that may replace the flow: its client has closed (its FIN or RST
+    /// was acted on at exactly the expected number, so no blind segment set this: RFC
+    /// 5961), as the daemon recorded in the table, and the SYN is not the old
+    /// connection's own (another ISN). A client that closed second reuses its port at
+    /// once; the core's `time_wait_reused` is the same judgement.
+    #[inline(always)]
+    pub const fn replaced_by_syn(&self, syn_seq: u32) -> bool {
+        self.close_state & (Self::CLIENT_FIN | Self::CLIENT_RESET) != 0
+            && syn_seq != self.client_isn
+    }
 }
 
 /// The one entry of the configuration map, written by `baton frontend` before it
@@ -450,8 +462,15 @@ pub mod stat {
     /// half-open map, no usable back-end, a full ring): passed to the slow path, which
     /// decides as it would without the kernel's dispatch.
     pub const PASS_REQUEST_TO_SLOW_PATH: u32 = 21;
+    /// A bare SYN on the ports of a flow whose client has closed
+    /// ([`super::FrontendFlow::replaced_by_syn`]), while SYNs are answered here: the
+    /// old flow's entry removed, and the SYN answered with a cookie like any other (also
+    /// counted `syn_cookies_sent`), so that the new connection's request can be handed
+    /// off in the kernel. The core frees the old connection when the new one's first
+    /// segment or handoff reaches it.
+    pub const CLOSED_FLOW_REPLACED: u32 = 22;
     /// Number of counters.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -477,6 +496,7 @@ pub mod stat {
         "syn_ack_without_options",
         "handed_off_in_kernel",
         "pass_request_to_slow_path",
+        "closed_flow_replaced",
     ];
 }
 

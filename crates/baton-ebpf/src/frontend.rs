@@ -279,6 +279,8 @@ enum Verdict {
     /// A bare SYN for no handed-off flow: answered with a cookie if cookies are engaged
     /// (`answer_syn`), else up to the slow path like other control segments.
     Syn,
+    /// A bare SYN that replaced a closed flow (its entry removed): as `Syn`.
+    SynOnClosedFlow,
     /// An ACK (no SYN, FIN or RST) of no handed-off flow: taken in if it is the
     /// handshake's answering a cookie (`is_handshake_ack`), else up.
     BareAck,
@@ -291,6 +293,16 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
     match classify(&ctx) {
         // Not IPv4 TCP to VIP:port: not ours, not counted.
         NOT_OURS => XDP_PASS,
+        SYN_ON_CLOSED_FLOW => {
+            count(stat::CLOSED_FLOW_REPLACED);
+            if answer_syn(&ctx).is_some() {
+                count(stat::SYN_COOKIES_SENT);
+                XDP_TX
+            } else {
+                count(stat::PASS_CONTROL);
+                XDP_PASS
+            }
+        }
         BARE_SYN => {
             if answer_syn(&ctx).is_some() {
                 count(stat::SYN_COOKIES_SENT);
@@ -350,6 +362,7 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
 const NOT_OURS: u32 = u32::MAX;
 const BARE_SYN: u32 = u32::MAX - 1;
 const BARE_ACK: u32 = u32::MAX - 2;
+const SYN_ON_CLOSED_FLOW: u32 = u32::MAX - 3;
 const TRANSMIT: u32 = 1 << 31;
 const DROP: u32 = 1 << 30;
 
@@ -365,9 +378,18 @@ fn classify(ctx: &XdpContext) -> u32 {
         Some(Verdict::Transmit(stat)) => TRANSMIT | stat,
         Some(Verdict::Drop(stat)) => DROP | stat,
         Some(Verdict::Syn) => BARE_SYN,
+        Some(Verdict::SynOnClosedFlow) => SYN_ON_CLOSED_FLOW,
         Some(Verdict::BareAck) => BARE_ACK,
         Some(Verdict::Pass(stat)) => stat,
     }
+}
+
+/// Whether SYNs are answered here (`SynCookieConfig::ENGAGED`).
+#[inline(always)]
+fn cookies_engaged() -> bool {
+    FRONTEND_SYN_COOKIES
+        .get(0)
+        .is_some_and(|c| c.flags & SynCookieConfig::ENGAGED != 0)
 }
 
 /// Whether (`addr_be`, `port_be`) is one of the front-end's services; port 0 asks
@@ -451,10 +473,22 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     }
     let flags = tcp_flags(&tcp);
     if flags & SYN != 0 {
-        // A SYN on a handed-off flow's port (a reuse) is the slow path's to judge.
-        if flags & HANDSHAKE_FLAGS == SYN && flow.is_none() {
-            return Some(Verdict::Syn);
+        if flags & HANDSHAKE_FLAGS == SYN {
+            let Some(flow) = flow else {
+                return Some(Verdict::Syn);
+            };
+            // A SYN on the ports of a flow whose client has closed, with another ISN: a
+            // new connection. While SYNs are answered here, its entry goes and the SYN
+            // is answered like any other, so that its request can be handed off here too
+            // (the core frees the old connection when the new one reaches it).
+            // SAFETY: a map value pointer, valid for this program run.
+            let old = unsafe { *flow };
+            if old.replaced_by_syn(u32::from_be_bytes(tcp_seq(&tcp))) && cookies_engaged() {
+                let _ = FRONTEND_FLOWS.remove(key);
+                return Some(Verdict::SynOnClosedFlow);
+            }
         }
+        // Any other SYN on a handed-off flow's port is the slow path's to judge.
         return Some(Verdict::Pass(stat::PASS_CONTROL));
     }
     let Some(flow) = flow else {

@@ -151,6 +151,12 @@ impl Program {
         let _ = map.remove(&key);
     }
 
+    fn has_flow(&self, key: FrontendFlowKey) -> bool {
+        let flows: HashMap<_, FrontendFlowKey, FrontendFlow> =
+            HashMap::try_from(self.ebpf.map("FRONTEND_FLOWS").unwrap()).unwrap();
+        flows.get(&key, 0).is_ok()
+    }
+
     fn flow(&self, key: FrontendFlowKey) -> FrontendFlow {
         let flows: HashMap<_, FrontendFlowKey, FrontendFlow> =
             HashMap::try_from(self.ebpf.map("FRONTEND_FLOWS").unwrap()).unwrap();
@@ -969,6 +975,65 @@ fn expect_answer(
         syncookie::syn_ack_frame(&to, CLIENT_ISN, config.window, &want),
         "the SYN/ACK as the host builds it"
     );
+}
+
+/// A SYN with another ISN on the ports of a flow whose client closed it (its FIN or RST
+/// acted on, as the daemon records in the table) opens a new connection: while SYNs are
+/// answered here, the old entry goes and the SYN is answered with a cookie, so that the
+/// new connection's request can be handed off in the kernel (`FrontendFlow::
+/// replaced_by_syn`). Anything less (an open flow, the old connection's own SYN, SYNs
+/// not answered here) goes up with the entry kept, as before.
+#[test]
+fn a_syn_on_a_flow_its_client_closed_replaces_it_while_syns_are_answered() {
+    privileged("a closed flow replaced", || {
+        let mut p = Program::load();
+        let all = SynCookieConfig::TIMESTAMPS | SynCookieConfig::SACK | SynCookieConfig::ECN;
+        let config = cookie_config(all | SynCookieConfig::ENGAGED);
+        let linux = syn(SYN, linux_syn_options(1460)).bytes();
+        let old_isn = CLIENT_ISN.wrapping_sub(5_000);
+        let old = |close_state| FrontendFlow {
+            client_isn: old_isn,
+            ..entry(8080, close_state)
+        };
+        let k = key(CLIENT_PORT);
+        // SYNs not answered here: up, the entry kept.
+        p.set_syn_cookies(cookie_config(all));
+        p.set_flow(k, old(FrontendFlow::CLIENT_FIN));
+        p.expect_passed(&linux, &[("pass_control", 1)]);
+        assert_eq!(p.flow(k).client_isn, old_isn);
+        p.set_syn_cookies(config);
+        // A client that has not closed (a blind SYN gets the core's challenge): kept.
+        p.set_flow(k, old(0));
+        p.expect_passed(&linux, &[("pass_control", 1)]);
+        assert_eq!(p.flow(k).client_isn, old_isn);
+        // Closed by the back-end's RST only: kept.
+        p.set_flow(k, old(FrontendFlow::BACKEND_RESET));
+        p.expect_passed(&linux, &[("pass_control", 1)]);
+        // The old connection's own SYN again (its ISN): kept.
+        p.set_flow(k, entry(8080, FrontendFlow::CLIENT_FIN));
+        p.expect_passed(&linux, &[("pass_control", 1)]);
+        assert!(p.has_flow(k));
+        // Closed by its client's FIN, or its RST: answered, the entry gone.
+        let options = SynOptions {
+            mss: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+            tsval: Some(4_242),
+            ecn_setup: false,
+        };
+        for close in [FrontendFlow::CLIENT_FIN, FrontendFlow::CLIENT_RESET] {
+            p.set_flow(k, old(close));
+            expect_answer(
+                &mut p,
+                &config,
+                &linux,
+                options,
+                false,
+                &[("syn_cookies_sent", 1), ("closed_flow_replaced", 1)],
+            );
+            assert!(!p.has_flow(k), "the closed flow's entry is gone");
+        }
+    });
 }
 
 #[test]

@@ -400,6 +400,24 @@ fn opens_a_new_connection(conn: &Connection, tcp: &TcpRepr<'_>) -> bool {
 impl<D: Dispatch> FrontEnd<D> {
     // ----- client segments -----
 
+    /// Whether `tcp`, on the 4-tuple of `conn` (handed off and closed, in its grace
+    /// period), is the first segment of a new connection whose SYN the fast path answered
+    /// with a cookie: an ACK without SYN or RST, for another ISN than `conn`'s, whose
+    /// acknowledgement is a valid cookie. Only the client can send it (the cookie is
+    /// keyed and bound to the 4-tuple and ISN), and only after its old connection ended.
+    fn answered_new_connection(&self, now: Instant, conn: &Connection, tcp: &TcpRepr<'_>) -> bool {
+        let client_isn = tcp.seq_number.wrapping_sub(1);
+        self.config.syn_cookies
+            && tcp.flags.contains(TcpFlags::ACK)
+            && !tcp.flags.contains(TcpFlags::SYN)
+            && !tcp.flags.contains(TcpFlags::RST)
+            && client_isn != conn.syn.isn
+            && self
+                .secrets
+                .check_cookie(now, &conn.flow, client_isn, tcp.ack_number.wrapping_sub(1))
+                .is_some()
+    }
+
     pub(super) fn on_client_segment(
         &mut self,
         now: Instant,
@@ -702,6 +720,17 @@ impl<D: Dispatch> FrontEnd<D> {
                 // meet that socket's TIME-WAIT, so the grace period ends here and the SYN
                 // starts a handshake of its own (RFC 9293 section 3.10.7.4).
                 self.stats.time_wait_reused += 1;
+                self.finish(now, conn, Outcome::Closed);
+                Next::Replay
+            }
+            State::TimeWait(_)
+                if conn.handed_off && self.answered_new_connection(now, conn, tcp) =>
+            {
+                // The same, when the fast path answered the new connection's SYN itself
+                // (`FrontendFlow::replaced_by_syn`, the same judgement on the close state
+                // the daemon recorded): its first segment after the handshake, or its
+                // request handed off in the kernel, brings back a cookie for another ISN.
+                self.stats.time_wait_reused_by_fast_path += 1;
                 self.finish(now, conn, Outcome::Closed);
                 Next::Replay
             }

@@ -568,6 +568,9 @@ pub struct Stats {
     /// New SYNs that ended a handed-off connection's grace period early, reusing its
     /// 4-tuple.
     pub time_wait_reused: u64,
+    /// Of those, connections whose SYN the fast path answered (it removed the closed
+    /// flow's entry), found by their first segment's cookie.
+    pub time_wait_reused_by_fast_path: u64,
     /// Connections in their grace period ended early to make room in a full table for a
     /// new client (the one nearest its end each time; see `make_room`).
     pub time_wait_evicted: u64,
@@ -1027,9 +1030,19 @@ impl<D: Dispatch> FrontEnd<D> {
     /// back-end can have sent (see [`Event::RequestSent`]): if the handoff is still
     /// waiting for the back-end's confirmation, it is complete now ([`Event::HandedOff`]
     /// follows). Otherwise nothing changes.
-    /// Whether the core tracks a connection on `flow`.
-    pub fn tracks(&self, flow: &FlowKey) -> bool {
-        self.flows.contains_key(flow)
+    /// Whether the core tracks a connection on `flow` that is not closed (in its grace
+    /// period or closing): what the fast path says of `flow` is then of this connection.
+    /// Of a closed one it can only be of a new connection on the same ports, which the
+    /// fast path answered and handed off itself and the core has not adopted yet.
+    pub fn tracks_open(&self, flow: &FlowKey) -> bool {
+        self.slot_of(flow)
+            .and_then(|slot| self.slots.get(slot as usize)?.as_ref())
+            .is_some_and(|conn| {
+                !matches!(
+                    conn.state_name(),
+                    connection::StateName::TimeWait | connection::StateName::Closing
+                )
+            })
     }
 
     pub fn note_backend_answered(&mut self, now: Instant, flow: &FlowKey) {

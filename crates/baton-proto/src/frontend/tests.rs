@@ -2922,3 +2922,47 @@ fn with_every_syn_in_the_fast_path_the_request_brings_the_cookie() {
     // Off, a table with room answers statefully.
     assert!(!harness().fe.wants_syn_cookies(false));
 }
+
+/// A new connection on the ports of a flow whose client closed, its SYN answered by the
+/// fast path, which removed the closed flow's entry (`FrontendFlow::replaced_by_syn`):
+/// its request brings back a cookie for another ISN, so the old connection ends
+/// (`time_wait_reused_by_fast_path`) and the request is handed off as a new one's. A
+/// segment with another ISN but no valid cookie stays the old connection's.
+#[test]
+fn a_new_connection_answered_by_the_fast_path_replaces_a_closed_one() {
+    let mut h = harness();
+    forwarding(&mut h);
+    let flow = h.flow();
+    let now = h.now;
+    h.fe.note_client_fin(now, &flow);
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    h.drain();
+    h.events();
+    let new_isn = CISN.wrapping_add(100_000);
+    let mut syn = h.syn();
+    syn.seq_number = new_isn;
+    let answer = fast_path_answer(&h, h.now, &syn, false);
+    let (tsv_f, _) = answer.timestamps.expect("timestamps agreed");
+
+    // Not a cookie: the old connection's still, its grace period going on.
+    let forged = h.ack(answer.isn.wrapping_add(7), tsv_f, new_isn + 1, REQUEST);
+    h.client_sends(&forged);
+    assert_eq!(h.state(), Some(StateName::TimeWait));
+    assert_eq!(h.fe.stats().time_wait_reused_by_fast_path, 0);
+    h.drain();
+
+    let request = h.ack(answer.isn, tsv_f, new_isn + 1, REQUEST);
+    h.client_sends(&request);
+    assert_eq!(h.fe.stats().time_wait_reused_by_fast_path, 1);
+    assert_eq!(h.fe.stats().syn_cookies_accepted, 1);
+    let out = h.drain();
+    let syn_prime = out
+        .iter()
+        .find(|p| p.tcp().flags.contains(TcpFlags::SYN))
+        .expect("a SYN' for the new connection");
+    assert_eq!(syn_prime.tcp().seq_number, new_isn);
+    assert!(matches!(
+        h.state(),
+        Some(StateName::HandingOffSynSent | StateName::HandingOffRequestSent)
+    ));
+}

@@ -600,8 +600,9 @@ impl FastPath {
                 stats.notices_short += 1;
                 continue;
             };
-            if self.kernel_handoffs && !fe.tracks(&flow) {
-                // A handoff the program made whose record the daemon has not read yet:
+            if self.kernel_handoffs && !fe.tracks_open(&flow) {
+                // A handoff the program made whose record the daemon has not read yet (on
+                // the ports of no connection, or of a closed one the program replaced):
                 // the two rings are read one after the other, and a record the consumer
                 // cannot see yet (the ring shows nothing past a record still being
                 // written on another CPU) lets the notices of later segments of its flow
@@ -749,7 +750,16 @@ impl FastPath {
     /// Stops forwarding `flow` (it is closed or reset); a flow never installed is a
     /// no-op.
     pub fn remove(&mut self, flow: &FlowKey, stats: &mut FastPathStats) {
-        if self.installed.remove(flow).is_some() && self.flows.remove(&key_of(flow)).is_ok() {
+        if self.installed.remove(flow).is_none() {
+            return;
+        }
+        // The program replaced a closed flow with a new connection on its ports and
+        // handed that one off (`FrontendFlow::replaced_by_syn`): the entry under the key
+        // is the new connection's, which the core is adopting.
+        if self.kernel_adopted.contains(flow) {
+            return;
+        }
+        if self.flows.remove(&key_of(flow)).is_ok() {
             stats.flows_removed += 1;
         }
     }
@@ -763,7 +773,8 @@ impl FastPath {
     /// connections a second, each alive a few seconds, one lookup per flow per scan was
     /// as many system calls as all the installs and removals together, and at the
     /// table's 262,144 flows it would be 262,144 a second. A close state that changed
-    /// is written back from the value just read (one update, not a lookup and an update).
+    /// is written after a fresh lookup of its entry (`write_close_state` says why): about
+    /// one lookup and one update per connection, not one per flow per scan.
     pub fn scan_activity<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
@@ -796,7 +807,7 @@ impl FastPath {
             if let Some(handover) = fe.handover(&flow)
                 && installed.close_state != close_state_of(&handover)
             {
-                write_close_state(&mut self.flows, key, *value, &handover, installed, stats);
+                write_close_state(&mut self.flows, key, &handover, installed, stats);
             }
         }
         self.neighbours.refresh(&self.interface);
@@ -821,10 +832,7 @@ impl FastPath {
             if installed.close_state == close_state_of(&handover) {
                 continue;
             }
-            let key = key_of(flow);
-            if let Ok(value) = self.flows.get(&key, 0) {
-                write_close_state(&mut self.flows, &key, value, &handover, installed, stats);
-            }
+            write_close_state(&mut self.flows, &key_of(flow), &handover, installed, stats);
         }
     }
 

@@ -95,16 +95,28 @@ impl FlowBatch {
     }
 }
 
-/// Writes `handover`'s close state (and client ISN) into `value`, the table's entry for
-/// `key`, for a successor daemon to resume from; `installed` remembers what was written.
+/// Writes `handover`'s close state (and client ISN) into the table's entry for `key`,
+/// for a successor daemon to resume from; `installed` remembers what was written.
+///
+/// The entry is read afresh first, and left alone unless it is still the connection's
+/// (its client ISN): the program replaces a closed flow's entry when its client opens a
+/// new connection on the ports (`FrontendFlow::replaced_by_syn`), and a value read
+/// earlier (the scan's batch) written back would send the new connection to the old
+/// one's back-end. A lookup per change of close state, about one per connection, at
+/// the scan.
 pub(super) fn write_close_state(
     flows: &mut HashMap<MapData, FrontendFlowKey, FrontendFlow>,
     key: &FrontendFlowKey,
-    value: FrontendFlow,
     handover: &Handover,
     installed: &mut Installed,
     stats: &mut FastPathStats,
 ) {
+    let Ok(value) = flows.get(key, 0) else {
+        return;
+    };
+    if value.client_isn != handover.client_isn {
+        return;
+    }
     let value = FrontendFlow {
         close_state: close_state_of(handover),
         client_isn: handover.client_isn,
