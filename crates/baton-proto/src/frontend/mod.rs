@@ -473,6 +473,26 @@ pub struct Handover {
     pub reset: Option<ResetReason>,
 }
 
+impl Handover {
+    /// How far the close has got, as the fast path's table records it
+    /// (`baton_common::frontend::FrontendFlow::close_state`): the daemon writes it for a
+    /// successor, and the program reads it to tell a flow its client closed
+    /// (`FrontendFlow::replaced_by_syn`).
+    pub fn close_state(&self) -> u32 {
+        use baton_common::frontend::FrontendFlow;
+        let mut bits = 0;
+        if self.client_fin {
+            bits |= FrontendFlow::CLIENT_FIN;
+        }
+        match self.reset {
+            None => {}
+            Some(ResetReason::ClientReset) => bits |= FrontendFlow::CLIENT_RESET,
+            Some(_) => bits |= FrontendFlow::BACKEND_RESET,
+        }
+        bits
+    }
+}
+
 /// Why [`FrontEnd::adopt`] refused a connection. Each refusal is also counted in
 /// [`Stats::adoptions_refused`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

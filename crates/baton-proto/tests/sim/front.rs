@@ -35,7 +35,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use baton_common::{
-    frontend::{ClientSegment, FlowNotice, decide_client_segment},
+    frontend::{ClientSegment, FlowNotice, FrontendFlow, decide_client_segment},
     kernel_dispatch::{
         self, HandoffTerms, KernelBackend, KernelDecision, KernelHandoffConfig, RequestSegment,
         SCRATCH_LEN,
@@ -210,6 +210,8 @@ pub struct RealFront {
     /// Cookie SYN/ACKs the modelled program sent, and handshake ACKs it took in.
     pub syn_acks_from_xdp: u64,
     pub handshake_acks_absorbed: u64,
+    /// Closed flows the modelled program replaced with a new connection's SYN.
+    pub closed_flows_replaced: u64,
     /// The modelled program's half-open map, and the entries it wrote.
     pub half_open: SimHalfOpenMap,
     pub half_open_kept: u64,
@@ -239,6 +241,7 @@ impl RealFront {
             fast_path_packets: 0,
             syn_acks_from_xdp: 0,
             handshake_acks_absorbed: 0,
+            closed_flows_replaced: 0,
             half_open: SimHalfOpenMap::default(),
             half_open_kept: 0,
             kernel: None,
@@ -459,6 +462,29 @@ impl RealFront {
             return self.xdp_no_flow(now, pkt, &info);
         };
         if info.has(TcpFlags::SYN) {
+            // A bare SYN with another ISN on a flow whose client closed it, while SYNs
+            // are answered here: the entry goes and the SYN is answered like any other
+            // (the program's `replaced_by_syn`, on the close state the daemon records).
+            let flow = FlowKey {
+                client: SocketAddrV4::new(info.src, info.sport),
+                service: SocketAddrV4::new(info.dst, info.dport),
+            };
+            let bare = info.flags.bits() & 0x17 == TcpFlags::SYN.bits();
+            let replaced = bare
+                && self.fe.wants_syn_cookies(true)
+                && self.fe.handover(&flow).is_some_and(|h| {
+                    FrontendFlow {
+                        close_state: h.close_state(),
+                        client_isn: h.client_isn,
+                        ..FrontendFlow::default()
+                    }
+                    .replaced_by_syn(info.seq)
+                });
+            if replaced {
+                self.fast_path.remove(&key);
+                self.closed_flows_replaced += 1;
+                return self.xdp_no_flow(now, pkt, &info);
+            }
             return Some(pkt);
         }
         let ihl = usize::from(pkt[0] & 0x0f) * 4;

@@ -805,7 +805,7 @@ impl FastPath {
                 stats.activity_noted += 1;
             }
             if let Some(handover) = fe.handover(&flow)
-                && installed.close_state != close_state_of(&handover)
+                && installed.close_state != handover.close_state()
             {
                 write_close_state(&mut self.flows, key, &handover, installed, stats);
             }
@@ -829,7 +829,7 @@ impl FastPath {
             let Some(handover) = fe.handover(flow) else {
                 continue;
             };
-            if installed.close_state == close_state_of(&handover) {
+            if installed.close_state == handover.close_state() {
                 continue;
             }
             write_close_state(&mut self.flows, &key_of(flow), &handover, installed, stats);
@@ -977,22 +977,6 @@ fn handover_of(value: &FrontendFlow) -> Handover {
             None
         },
     }
-}
-
-/// [`FrontendFlow::close_state`] of a handover. A handed-off connection is only ever
-/// reset by its client or its back-end (an idle one is freed, not kept), so any other
-/// reason is recorded as the back-end's.
-fn close_state_of(handover: &Handover) -> u32 {
-    let mut bits = 0;
-    if handover.client_fin {
-        bits |= FrontendFlow::CLIENT_FIN;
-    }
-    match handover.reset {
-        None => {}
-        Some(ResetReason::ClientReset) => bits |= FrontendFlow::CLIENT_RESET,
-        Some(_) => bits |= FrontendFlow::BACKEND_RESET,
-    }
-    bits
 }
 
 fn flow_of(key: &FrontendFlowKey) -> FlowKey {
@@ -1179,7 +1163,7 @@ IP address       HW type     Flags       HW address            Mask     Device
                 backend_addr_be: u32::from_ne_bytes(backend.ip().octets()),
                 backend_port_be: u16::from_ne_bytes(backend.port().to_be_bytes()),
                 client_isn: handover.client_isn,
-                close_state: close_state_of(&handover),
+                close_state: handover.close_state(),
                 client_next: handover.client_next,
                 ..FrontendFlow::default()
             };

@@ -6,7 +6,7 @@ use aya::maps::{HashMap, MapData};
 use baton_common::frontend::{FrontendFlow, FrontendFlowKey};
 use baton_proto::frontend::Handover;
 
-use super::{FastPathStats, Installed, close_state_of};
+use super::{FastPathStats, Installed};
 
 /// The whole flow table, read in batches; the buffers are kept between scans, so a scan
 /// allocates nothing once they have grown to the table's size.
@@ -118,7 +118,7 @@ pub(super) fn write_close_state(
         return;
     }
     let value = FrontendFlow {
-        close_state: close_state_of(handover),
+        close_state: handover.close_state(),
         client_isn: handover.client_isn,
         ..value
     };
