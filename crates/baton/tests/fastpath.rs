@@ -411,7 +411,13 @@ fn client_replies_and_fins_are_forwarded_by_xdp_and_their_flows_still_close() {
     // And every flow closed: none left tracked, each entry removed from the table.
     assert_eq!(core("connections"), 0, "{log}");
     assert_eq!(core("idle_timeouts"), 0, "{log}");
-    assert_eq!(book("flows_removed"), book("flows_installed"), "{log}");
+    // (Removed by the daemon at the close, or by the program when the client's next
+    // connection on the ports came first: `closed_flow_replaced`.)
+    assert_eq!(
+        book("flows_removed") + book("flows_replaced_by_fast_path"),
+        book("flows_installed"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -119,6 +119,9 @@ pub struct FastPathStats {
     pub no_neighbour: u64,
     /// Flows removed after a close or reset.
     pub flows_removed: u64,
+    /// Flows whose entry the program had removed before their close reached the daemon:
+    /// their client opened a new connection on the ports (`closed_flow_replaced`).
+    pub flows_replaced_by_fast_path: u64,
     /// Times the core was told a flow is alive because the fast path forwarded for it.
     pub activity_noted: u64,
     /// Close states written to the table for a successor to resume from.
@@ -756,10 +759,10 @@ impl FastPath {
         // The program replaced a closed flow with a new connection on its ports and
         // handed that one off (`FrontendFlow::replaced_by_syn`): the entry under the key
         // is the new connection's, which the core is adopting.
-        if self.kernel_adopted.contains(flow) {
-            return;
-        }
-        if self.flows.remove(&key_of(flow)).is_ok() {
+        if self.kernel_adopted.contains(flow) || self.flows.remove(&key_of(flow)).is_err() {
+            // Gone already: the program removed it for the new connection's SYN.
+            stats.flows_replaced_by_fast_path += 1;
+        } else {
             stats.flows_removed += 1;
         }
     }
