@@ -463,7 +463,8 @@ pub mod stat {
     /// decides as it would without the kernel's dispatch.
     pub const PASS_REQUEST_TO_SLOW_PATH: u32 = 21;
     /// A bare SYN on the ports of a flow whose client has closed
-    /// ([`super::FrontendFlow::replaced_by_syn`]), while SYNs are answered here: the
+    /// ([`super::FrontendFlow::replaced_by_syn`]), with kernel dispatch on and SYNs
+    /// answered here: the
     /// old flow's entry removed, and the SYN answered with a cookie like any other (also
     /// counted `syn_cookies_sent`), so that the new connection's request can be handed
     /// off in the kernel. The core frees the old connection when the new one's first

@@ -384,12 +384,17 @@ fn classify(ctx: &XdpContext) -> u32 {
     }
 }
 
-/// Whether SYNs are answered here (`SynCookieConfig::ENGAGED`).
+/// Whether a closed flow's SYN is answered here (`SynCookieConfig::ENGAGED`) so that its
+/// request can be handed off in the kernel (`KernelHandoffConfig::ENABLED`): without
+/// kernel dispatch the slow path takes such a connection whole, as before.
 #[inline(always)]
-fn cookies_engaged() -> bool {
+fn replacing_closed_flows() -> bool {
     FRONTEND_SYN_COOKIES
         .get(0)
         .is_some_and(|c| c.flags & SynCookieConfig::ENGAGED != 0)
+        && FRONTEND_KERNEL_HANDOFF
+            .get(0)
+            .is_some_and(|k| k.flags & KernelHandoffConfig::ENABLED != 0)
 }
 
 /// Whether (`addr_be`, `port_be`) is one of the front-end's services; port 0 asks
@@ -478,12 +483,12 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
                 return Some(Verdict::Syn);
             };
             // A SYN on the ports of a flow whose client has closed, with another ISN: a
-            // new connection. While SYNs are answered here, its entry goes and the SYN
+            // new connection. With kernel dispatch and SYNs answered here, its entry goes and the SYN
             // is answered like any other, so that its request can be handed off here too
             // (the core frees the old connection when the new one reaches it).
             // SAFETY: a map value pointer, valid for this program run.
             let old = unsafe { *flow };
-            if old.replaced_by_syn(u32::from_be_bytes(tcp_seq(&tcp))) && cookies_engaged() {
+            if old.replaced_by_syn(u32::from_be_bytes(tcp_seq(&tcp))) && replacing_closed_flows() {
                 let _ = FRONTEND_FLOWS.remove(key);
                 return Some(Verdict::SynOnClosedFlow);
             }

@@ -978,11 +978,11 @@ fn expect_answer(
 }
 
 /// A SYN with another ISN on the ports of a flow whose client closed it (its FIN or RST
-/// acted on, as the daemon records in the table) opens a new connection: while SYNs are
-/// answered here, the old entry goes and the SYN is answered with a cookie, so that the
+/// acted on, as the daemon records in the table) opens a new connection: with kernel
+/// dispatch on and SYNs answered here, the old entry goes and the SYN is answered with a cookie, so that the
 /// new connection's request can be handed off in the kernel (`FrontendFlow::
-/// replaced_by_syn`). Anything less (an open flow, the old connection's own SYN, SYNs
-/// not answered here) goes up with the entry kept, as before.
+/// replaced_by_syn`). Anything less (kernel dispatch off, an open flow, the old
+/// connection's own SYN, SYNs not answered here) goes up with the entry kept, as before.
 #[test]
 fn a_syn_on_a_flow_its_client_closed_replaces_it_while_syns_are_answered() {
     privileged("a closed flow replaced", || {
@@ -996,9 +996,14 @@ fn a_syn_on_a_flow_its_client_closed_replaces_it_while_syns_are_answered() {
             ..entry(8080, close_state)
         };
         let k = key(CLIENT_PORT);
+        // Without kernel dispatch: up, the entry kept (the slow path takes the connection).
+        p.set_syn_cookies(config);
+        p.set_flow(k, old(FrontendFlow::CLIENT_FIN));
+        p.expect_passed(&linux, &[("pass_control", 1)]);
+        assert_eq!(p.flow(k).client_isn, old_isn);
+        p.set_kernel_handoff(baton_common::kernel_dispatch::KernelHandoffConfig::ENABLED);
         // SYNs not answered here: up, the entry kept.
         p.set_syn_cookies(cookie_config(all));
-        p.set_flow(k, old(FrontendFlow::CLIENT_FIN));
         p.expect_passed(&linux, &[("pass_control", 1)]);
         assert_eq!(p.flow(k).client_isn, old_isn);
         p.set_syn_cookies(config);

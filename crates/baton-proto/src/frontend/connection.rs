@@ -730,6 +730,7 @@ impl<D: Dispatch> FrontEnd<D> {
                 // (`FrontendFlow::replaced_by_syn`, the same judgement on the close state
                 // the daemon recorded): its first segment after the handshake, or its
                 // request handed off in the kernel, brings back a cookie for another ISN.
+                self.stats.time_wait_reused += 1;
                 self.stats.time_wait_reused_by_fast_path += 1;
                 self.finish(now, conn, Outcome::Closed);
                 Next::Replay

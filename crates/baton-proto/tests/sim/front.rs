@@ -462,8 +462,8 @@ impl RealFront {
             return self.xdp_no_flow(now, pkt, &info);
         };
         if info.has(TcpFlags::SYN) {
-            // A bare SYN with another ISN on a flow whose client closed it, while SYNs
-            // are answered here: the entry goes and the SYN is answered like any other
+            // A bare SYN with another ISN on a flow whose client closed it, with kernel
+            // dispatch on and SYNs answered here: the entry goes and the SYN is answered like any other
             // (the program's `replaced_by_syn`, on the close state the daemon records).
             let flow = FlowKey {
                 client: SocketAddrV4::new(info.src, info.sport),
@@ -471,6 +471,7 @@ impl RealFront {
             };
             let bare = info.flags.bits() & 0x17 == TcpFlags::SYN.bits();
             let replaced = bare
+                && self.kernel.is_some()
                 && self.fe.wants_syn_cookies(true)
                 && self.fe.handover(&flow).is_some_and(|h| {
                     FrontendFlow {

@@ -167,7 +167,7 @@ impl Handoffs {
 }
 
 impl Program {
-    fn set_kernel_handoff(&mut self, flags: u32) {
+    pub(super) fn set_kernel_handoff(&mut self, flags: u32) {
         let mut map: Array<_, KernelHandoffConfig> =
             Array::try_from(self.ebpf.map_mut("FRONTEND_KERNEL_HANDOFF").unwrap()).unwrap();
         let config = KernelHandoffConfig {
