@@ -293,17 +293,10 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
     match classify(&ctx) {
         // Not IPv4 TCP to VIP:port: not ours, not counted.
         NOT_OURS => XDP_PASS,
-        SYN_ON_CLOSED_FLOW => {
-            count(stat::CLOSED_FLOW_REPLACED);
-            if answer_syn(&ctx).is_some() {
-                count(stat::SYN_COOKIES_SENT);
-                XDP_TX
-            } else {
-                count(stat::PASS_CONTROL);
-                XDP_PASS
+        syn @ (BARE_SYN | SYN_ON_CLOSED_FLOW) => {
+            if syn == SYN_ON_CLOSED_FLOW {
+                count(stat::CLOSED_FLOW_REPLACED);
             }
-        }
-        BARE_SYN => {
             if answer_syn(&ctx).is_some() {
                 count(stat::SYN_COOKIES_SENT);
                 XDP_TX
@@ -326,10 +319,6 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                             count(stat::PASS_REQUEST_TO_SLOW_PATH);
                             XDP_PASS
                         }
-                    }
-                    HANDED_OFF => {
-                        count(stat::HANDED_OFF_IN_KERNEL);
-                        XDP_TX
                     }
                     NOT_A_REQUEST => {
                         count(stat::PASS_NO_FLOW);
@@ -960,7 +949,8 @@ unsafe extern "C" fn options_step(_index: u64, ctx: *mut c_void) -> i64 {
     if state.walk.step(&state.area) { 0 } else { 1 }
 }
 
-/// [`hand_off_request`]'s answers.
+/// The answers of [`hand_off_request`] (`READY`, `NOT_A_REQUEST`, `TO_SLOW_PATH`) and of
+/// [`finish_handoff`] (`HANDED_OFF`, `TO_SLOW_PATH`).
 const HANDED_OFF: u32 = 0;
 /// No request to hand off here: no payload, kernel dispatch off, not a cookie of ours.
 const NOT_A_REQUEST: u32 = 1;

@@ -630,27 +630,24 @@ impl FastPath {
         what: u32,
         stats: &mut FastPathStats,
     ) {
-        let flow = *flow;
-        {
-            // The answer first: a FIN that also acknowledges the response finds the
-            // handoff complete.
-            if what & FlowNotice::BACKEND_ANSWERED != 0 {
-                fe.note_backend_answered(now, &flow);
-                stats.answers_noted += 1;
-            }
-            if what & FlowNotice::CLIENT_FIN != 0 {
-                fe.note_client_fin(now, &flow);
-                stats.client_fins_noted += 1;
-            }
-            if what & FlowNotice::BACKEND_FIN != 0 {
-                // Written only by a program of an older build, before this daemon
-                // replaced it: nothing in the close waits for the back-end's FIN.
-                stats.backend_fin_notices_ignored += 1;
-            }
-            if what & FlowNotice::CLIENT_RST != 0 {
-                fe.note_client_reset(now, &flow);
-                stats.client_resets_noted += 1;
-            }
+        // The answer first: a FIN that also acknowledges the response finds the
+        // handoff complete.
+        if what & FlowNotice::BACKEND_ANSWERED != 0 {
+            fe.note_backend_answered(now, flow);
+            stats.answers_noted += 1;
+        }
+        if what & FlowNotice::CLIENT_FIN != 0 {
+            fe.note_client_fin(now, flow);
+            stats.client_fins_noted += 1;
+        }
+        if what & FlowNotice::BACKEND_FIN != 0 {
+            // Written only by a program of an older build, before this daemon
+            // replaced it: nothing in the close waits for the back-end's FIN.
+            stats.backend_fin_notices_ignored += 1;
+        }
+        if what & FlowNotice::CLIENT_RST != 0 {
+            fe.note_client_reset(now, flow);
+            stats.client_resets_noted += 1;
         }
     }
 
