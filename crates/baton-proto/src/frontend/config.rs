@@ -113,9 +113,10 @@ pub struct Config {
     /// front-end no longer sees, could not shorten it).
     pub idle_timeout: Duration,
     /// Most outputs waiting in [`super::FrontEnd::poll_output`]: a guard for a caller
-    /// that does not drain; drops past it are counted (`Stats::output_overflows`). A
-    /// caller must drain often enough never to reach it, since a dropped
-    /// [`super::Event`] leaves the fast path out of step.
+    /// that does not drain. Packets past it are dropped (`Stats::output_overflows`);
+    /// events are queued all the same and counted (`Stats::events_past_bound`), since a
+    /// dropped [`super::Event`] would leave the fast path out of step. A caller must
+    /// drain often enough never to reach it.
     pub max_pending_outputs: usize,
     /// Whether to verify IPv4 and TCP checksums of incoming packets. `Trust` is for
     /// packets whose checksums the NIC verified, or test fixtures.

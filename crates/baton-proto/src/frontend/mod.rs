@@ -725,8 +725,11 @@ pub struct Stats {
     pub adoptions_refused: u64,
     /// Packets that could not be built (options overflow); never expected.
     pub emit_errors: u64,
-    /// Outputs dropped because the caller did not drain [`FrontEnd::poll_output`].
+    /// Packets not sent because the caller did not drain [`FrontEnd::poll_output`].
     pub output_overflows: u64,
+    /// Events queued past `max_pending_outputs` (never dropped; see
+    /// [`Config::max_pending_outputs`]): a caller that does not drain often enough.
+    pub events_past_bound: u64,
     /// Connections currently tracked.
     pub connections: u64,
     /// Connections currently in SYN-RECEIVED.
@@ -1302,10 +1305,15 @@ impl<D: Dispatch> FrontEnd<D> {
         }));
     }
 
+    /// Queues `event`, past `max_pending_outputs` too (counted in
+    /// `Stats::events_past_bound`): a dropped event would leave the fast path's table out
+    /// of step with the core for good (a flow's entry never removed forwards the next
+    /// connection on its ports to the old back-end), where a dropped packet is only a
+    /// loss TCP repairs. Each event is one connection's change of state, so they are as
+    /// bounded as the work of one call.
     fn emit(&mut self, event: Event) {
         if self.outputs.len() >= self.config.max_pending_outputs {
-            self.stats.output_overflows += 1;
-            return;
+            self.stats.events_past_bound += 1;
         }
         self.outputs.push_back(Output::Event(event));
     }

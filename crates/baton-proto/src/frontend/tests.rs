@@ -2966,3 +2966,34 @@ fn a_new_connection_answered_by_the_fast_path_replaces_a_closed_one() {
         Some(StateName::HandingOffSynSent | StateName::HandingOffRequestSent)
     ));
 }
+
+/// Past `max_pending_outputs` a packet is dropped (TCP repairs the loss) but an event
+/// is queued all the same: a dropped event would leave the fast path's table out of step
+/// with the core for good. Under kernel dispatch the daemon once read thousands of
+/// handoff records in one go, and the lost `Closed` events left entries that forwarded
+/// the next connection on their ports to the old back-end.
+#[test]
+fn events_are_never_dropped_when_the_output_queue_is_full() {
+    let mut h = harness_with(
+        Config {
+            max_pending_outputs: 1,
+            ..config()
+        },
+        vec![B1, B2],
+    );
+    h.client_sends(&h.syn());
+    // The SYN/ACK fills the queue; the caller does not drain it.
+    h.client_sends(&h.syn());
+    assert_eq!(h.fe.stats().output_overflows, 1, "the repeated SYN/ACK");
+    let reset = h.client_seg(TcpFlags::RST, CISN.wrapping_add(1), 0);
+    h.client_sends(&reset);
+    assert_eq!(h.state(), None);
+    let outputs = h.outputs();
+    assert_eq!(outputs.len(), 2);
+    assert!(matches!(outputs[0], Output::Transmit(_)));
+    assert!(
+        matches!(outputs[1], Output::Event(Event::Reset { .. })),
+        "the connection's end is told"
+    );
+    assert_eq!(h.fe.stats().events_past_bound, 1);
+}

@@ -66,6 +66,13 @@ pub struct ContentDispatch {
     pool_names: Box<[Arc<str>]>,
     default_name: Arc<str>,
     flows: HashMap<FlowKey, Flow>,
+    /// What was remembered of connections that ended ([`Feedback::Ended`]) and whose
+    /// end event the daemon has not applied yet ([`ContentDispatch::forget`]). Moved
+    /// out of `flows` at once: within one call of the core, a new connection on the same
+    /// ports can be dispatched after the old one ended (a port reused at once, its
+    /// request handed off in the kernel), and the old one's end must neither take nor
+    /// erase what is remembered of the new one.
+    ended: HashMap<FlowKey, Flow>,
     /// Most flows remembered (set to the connection limit by the daemon); past it a
     /// handoff is logged without request line or latency.
     max_pending: usize,
@@ -84,6 +91,7 @@ impl ContentDispatch {
             pool_names: Box::default(),
             default_name: "default".into(),
             flows: HashMap::new(),
+            ended: HashMap::new(),
             max_pending: 65_536,
             notes: Vec::new(),
             failed: None,
@@ -140,9 +148,10 @@ impl ContentDispatch {
         })
     }
 
-    /// `flow` ended: what was remembered of it, for the log, now forgotten.
+    /// `flow` ended (its end event): what was remembered of it, for the log, now
+    /// forgotten. The connection that ended, not a newer one on the same ports.
     pub fn forget(&mut self, flow: &FlowKey) -> Option<Flow> {
-        self.flows.remove(flow)
+        self.ended.remove(flow).or_else(|| self.flows.remove(flow))
     }
 
     /// Retries and 503s since the last call, for the log.
@@ -152,7 +161,7 @@ impl ContentDispatch {
 
     /// Flows remembered now.
     pub fn remembered(&self) -> usize {
-        self.flows.len()
+        self.flows.len() + self.ended.len()
     }
 
     fn route_names(&self) -> (Arc<str>, Arc<str>) {
@@ -248,7 +257,12 @@ impl Dispatch for ContentDispatch {
         self.inner.feedback(now, flow, feedback);
         match feedback {
             Feedback::Failed { backend, .. } => self.failed = Some((*flow, backend)),
-            Feedback::Ended { .. } => self.failed = None,
+            Feedback::Ended { .. } => {
+                self.failed = None;
+                if let Some(f) = self.flows.remove(flow) {
+                    self.ended.insert(*flow, f);
+                }
+            }
             Feedback::HandedOff { .. } => {}
         }
     }
@@ -378,6 +392,31 @@ mod tests {
         let f = d.forget(&flow(1)).unwrap();
         assert_eq!(f.request, "", "released at the handoff's log");
         assert_eq!(d.remembered(), 0);
+    }
+
+    /// A port reused at once: within one call of the core the old connection ends and
+    /// the new one on the same ports is dispatched, before the daemon applies the old
+    /// one's end. The end's log takes the old connection's memory and leaves the new
+    /// one's for its handoff line.
+    #[test]
+    fn the_end_of_a_connection_leaves_what_is_remembered_of_the_next_on_its_ports() {
+        let mut d = lab();
+        let b = pick(&mut d, flow(1), "GET /img/a.png HTTP/1.1\r\n\r\n", &[]).unwrap();
+        handed_off(&mut d, flow(1), b);
+        d.feedback(
+            Instant::ZERO,
+            &flow(1),
+            Feedback::Ended {
+                handed_off: Some(b),
+                reason: None,
+            },
+        );
+        pick(&mut d, flow(1), "GET /index.html HTTP/1.1\r\n\r\n", &[]).unwrap();
+        let old = d.forget(&flow(1)).unwrap();
+        assert_eq!((&*old.rule, &*old.pool), ("images", "img"));
+        let new = d.take_for_log(&flow(1)).unwrap();
+        assert_eq!(new.request, "GET /index.html HTTP/1.1");
+        assert_eq!(d.remembered(), 1);
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub struct PacketIo {
     rx: OwnedFd,
     tx: OwnedFd,
     buf: Box<[u8]>,
+    /// The length of the last frame [`PacketIo::recv`] returned as a packet, which stays
+    /// in `buf` until the next call ([`PacketIo::last_packet`]).
+    last_len: usize,
     stats: IoStats,
     /// The last send error, for the log (logged once per distinct errno).
     last_send_errno: Option<i32>,
@@ -163,6 +166,7 @@ impl PacketIo {
             rx,
             tx,
             buf: vec![0; RECV_BUFFER_LEN].into_boxed_slice(),
+            last_len: 0,
             stats: IoStats::default(),
             last_send_errno: None,
         })
@@ -215,7 +219,16 @@ impl PacketIo {
         if status & TP_STATUS_CSUMNOTREADY != 0 && complete_tcp_checksum(packet) {
             self.stats.checksums_completed += 1;
         }
+        self.last_len = len;
         Received::Packet(&self.buf[ethernet::HEADER_LEN..len])
+    }
+
+    /// The packet the last [`PacketIo::recv`] returned, again: sending in between does
+    /// not touch it. Empty before the first.
+    pub fn last_packet(&self) -> &[u8] {
+        self.buf
+            .get(ethernet::HEADER_LEN..self.last_len)
+            .unwrap_or_default()
     }
 
     /// Sends one IPv4 packet to `destination`. Failures are counted, never fatal: TCP

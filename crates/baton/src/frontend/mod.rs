@@ -701,10 +701,7 @@ fn event_loop(
         let now = clock();
         // What the fast path did while the loop slept (handoffs it made, client FINs,
         // back-ends' answers), before the timers judge their flows.
-        if let Some(path) = fast.path.as_deref_mut() {
-            path.note_kernel_handoffs(fe, now, fast.stats);
-            path.note_flow_notices(fe, now, fast.stats);
-        }
+        note_fast_path_news(fe, io, fast, now, stats, ops);
         more_to_read = false;
         if readable {
             more_to_read = true;
@@ -715,15 +712,17 @@ fn event_loop(
                             stats.syns_refused_draining += 1;
                             continue;
                         }
-                        // And again for each packet: a SYN reusing the port of a flow
-                        // whose FIN XDP forwarded must meet a core that knows of the FIN
-                        // (`FastPath::note_flow_notices`). The program's half-open map is
-                        // lent to the core for the packet: a client without timestamps
-                        // has its SYN's options there.
+                        // And again for each packet, after it was read: a SYN reusing
+                        // the port of a flow whose FIN XDP forwarded must meet a core
+                        // that knows of the FIN (`FastPath::note_flow_notices`). The
+                        // packet stays in `io`'s buffer meanwhile (the news may send).
+                        // The program's half-open map is lent to the core for the
+                        // packet: a client without timestamps has its SYN's options
+                        // there.
+                        note_fast_path_news(fe, io, fast, now, stats, ops);
+                        let packet = io.last_packet();
                         match fast.path.as_deref_mut() {
                             Some(path) => {
-                                path.note_kernel_handoffs(fe, now, fast.stats);
-                                path.note_flow_notices(fe, now, fast.stats);
                                 let mut syns = path.half_open_syns(fast.stats);
                                 fe.handle_packet_with(now, packet, &mut syns);
                             }
@@ -744,24 +743,7 @@ fn event_loop(
         if let Some(path) = fast.path.as_deref_mut() {
             path.steer_syn_cookies(fe, fast.stats);
         }
-        // Retries and 503s the dispatcher noted, logged before the outputs: a retry that
-        // found no back-end is followed by the connection's reset.
-        for note in fe.dispatcher_mut().drain_notes() {
-            if matches!(note, Note::Retry { .. }) {
-                ops.book.retries += 1;
-            }
-            log_note(note);
-        }
-        // The round's outputs, each applied in full before the next, in the order the
-        // core gives them: that order is the contract between the core and the world
-        // (`baton_proto::frontend`, "The order of outputs is the contract"), and nothing
-        // here reorders or defers any of them.
-        while let Some(output) = fe.poll_output() {
-            match output {
-                Output::Transmit(t) => io.send(t.destination, &t.packet),
-                Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
-            }
-        }
+        apply_outputs(fe, io, fast, now, stats, ops);
         if now >= next_scan {
             next_scan = now + ACTIVITY_SCAN;
             if let Some(path) = fast.path.as_deref_mut() {
@@ -772,6 +754,70 @@ fn event_loop(
                     write_kernel_rules(path, fe);
                 }
             }
+        }
+    }
+}
+
+/// Tells the core what the fast path did since the last call: the handoffs the program
+/// made itself (kernel dispatch), then the notices of what it forwarded (the handoffs'
+/// records first: a notice names a flow whose record came before it). Read in batches
+/// ([`fastpath::NEWS_BATCH`]) with the core's outputs applied after each, so that the
+/// core's bounded output queue never overflows however many the rings hold: a dropped
+/// event would leave the program's table out of step with the core (an entry never
+/// removed forwards the next connection on its ports to the old back-end).
+fn note_fast_path_news(
+    fe: &mut FrontEnd<ContentDispatch>,
+    io: &mut PacketIo,
+    fast: &mut Fast<'_>,
+    now: Instant,
+    stats: &mut DaemonStats,
+    ops: &mut Ops,
+) {
+    loop {
+        let Some(path) = fast.path.as_deref_mut() else {
+            return;
+        };
+        if path.note_kernel_handoffs(fe, now, fast.stats) == 0 {
+            break;
+        }
+        apply_outputs(fe, io, fast, now, stats, ops);
+    }
+    loop {
+        let Some(path) = fast.path.as_deref_mut() else {
+            return;
+        };
+        if path.note_flow_notices(fe, now, fast.stats) == 0 {
+            break;
+        }
+        apply_outputs(fe, io, fast, now, stats, ops);
+    }
+}
+
+/// Applies the core's outputs so far, and logs the dispatcher's notes first.
+fn apply_outputs(
+    fe: &mut FrontEnd<ContentDispatch>,
+    io: &mut PacketIo,
+    fast: &mut Fast<'_>,
+    now: Instant,
+    stats: &mut DaemonStats,
+    ops: &mut Ops,
+) {
+    // Retries and 503s the dispatcher noted, logged before the outputs: a retry that
+    // found no back-end is followed by the connection's reset.
+    for note in fe.dispatcher_mut().drain_notes() {
+        if matches!(note, Note::Retry { .. }) {
+            ops.book.retries += 1;
+        }
+        log_note(note);
+    }
+    // Each output applied in full before the next, in the order the core gives them:
+    // that order is the contract between the core and the world (`baton_proto::frontend`,
+    // "The order of outputs is the contract"), and nothing here reorders or defers any
+    // of them.
+    while let Some(output) = fe.poll_output() {
+        match output {
+            Output::Transmit(t) => io.send(t.destination, &t.packet),
+            Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
         }
     }
 }

@@ -97,6 +97,16 @@ use table::{FlowBatch, write_close_state};
 /// scheduling delay of the VM's CPU at worst), so past this the notice named a flow
 /// already freed. Short, so that such a stale notice cannot reach a new connection on
 /// the same ports.
+/// Most notices or handoff records read in one call ([`FastPath::note_flow_notices`],
+/// [`FastPath::note_kernel_handoffs`]) before the caller applies the core's outputs.
+/// Each may emit a few events (a record: the old connection's end and the new one's
+/// `RequestSent`; a notice: a completed handoff), and the core's output queue holds
+/// `max_pending_outputs` (8192 by default): 256 × 3 stays far below it with the
+/// round's packets' own outputs. Under load a ring holds thousands of records (it wakes
+/// the daemon only every 32 KiB, `HANDOFF_WAKE_BYTES`), and read in one go they would
+/// overflow the queue.
+pub const NEWS_BATCH: usize = 256;
+
 const PENDING_NOTICE_LIFETIME: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The daemon's fast-path bookkeeping, printed with the other counters at exit.
@@ -202,6 +212,10 @@ pub struct Adoption {
 /// A flow the daemon keeps in the table (installed or adopted).
 #[derive(Debug, Clone, Copy)]
 struct Installed {
+    /// The client's ISN of the connection the entry was installed for: with kernel
+    /// dispatch the program may put a newer connection's entry under the same key
+    /// (`FrontendFlow::replaced_by_syn`), which the older one's end must leave alone.
+    client_isn: u32,
     /// The last-seen stamp already reported to the core.
     noted: u64,
     /// The close state last written to the table.
@@ -228,9 +242,10 @@ pub struct FastPath {
     /// The handoffs the program made itself (`FRONTEND_HANDOFFS`, kernel dispatch), read
     /// like the notices, before them.
     handoffs: RingBuf<MapData>,
-    /// Flows the program took in with a handoff it made, whose entry the core's
-    /// `RequestSent` must not rewrite.
-    kernel_adopted: HashSet<FlowKey>,
+    /// Connections (flow and client ISN) the program took in with a handoff it made,
+    /// whose entry the core's `RequestSent` must not rewrite. By ISN: two connections on
+    /// the same ports can be adopted before the first one's `RequestSent` is applied.
+    kernel_adopted: HashSet<(FlowKey, u32)>,
     /// Whether the program hands requests off itself (`[tcp] kernel_dispatch`).
     kernel_handoffs: bool,
     /// Notices for flows the core does not track yet, by flow: what they said, and when
@@ -452,6 +467,7 @@ impl FastPath {
                     self.installed.insert(
                         flow,
                         Installed {
+                            client_isn: value.client_isn,
                             noted: value.last_seen_ns,
                             close_state: value.close_state,
                         },
@@ -493,12 +509,13 @@ impl FastPath {
         awaiting_answer: Option<u32>,
         stats: &mut FastPathStats,
     ) {
-        if self.kernel_adopted.remove(&flow) {
+        if self.kernel_adopted.remove(&(flow, client_isn)) {
             // The program inserted the entry with its handoff, awaiting the answer, and may
             // have moved it on since (`client_next`, the answer's proof): left as it is.
             self.installed.insert(
                 flow,
                 Installed {
+                    client_isn,
                     noted: 0,
                     close_state: 0,
                 },
@@ -539,6 +556,7 @@ impl FastPath {
                     .insert(
                         flow,
                         Installed {
+                            client_isn,
                             noted: 0,
                             close_state: 0,
                         },
@@ -589,16 +607,24 @@ impl FastPath {
     /// before anything that segment causes (the client's next SYN on the port, once its
     /// close is acknowledged) can reach the daemon. With nothing new it reads two
     /// positions from memory shared with the kernel.
+    ///
+    /// Reads at most [`NEWS_BATCH`] notices and returns how many it read: the caller
+    /// applies the core's outputs after each batch (each notice may emit events, and the
+    /// core's output queue is bounded), and calls again until it reads none.
     pub fn note_flow_notices<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
         now: Instant,
         stats: &mut FastPathStats,
-    ) {
+    ) -> usize {
         if !self.pending_notices.is_empty() {
             self.expire_pending_notices(now, stats);
         }
-        while let Some(record) = self.notices.next() {
+        let mut read = 0;
+        while read < NEWS_BATCH
+            && let Some(record) = self.notices.next()
+        {
+            read += 1;
             let Some((flow, what)) = parse_notice(&record) else {
                 stats.notices_short += 1;
                 continue;
@@ -620,6 +646,7 @@ impl FastPath {
             }
             Self::apply_notice(fe, now, &flow, what, stats);
         }
+        read
     }
 
     /// Tells the core what one notice says of `flow`.
@@ -666,23 +693,30 @@ impl FastPath {
     /// handoff) and before any packet, as the notices are. A record the core does not
     /// adopt has its flow taken out of the table, so that nothing is forwarded that no
     /// one tracks.
+    ///
+    /// Reads at most [`NEWS_BATCH`] records and returns how many it read, as
+    /// [`FastPath::note_flow_notices`] does.
     pub fn note_kernel_handoffs<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
         now: Instant,
         stats: &mut FastPathStats,
-    ) {
-        while let Some(record) = self.handoffs.next() {
+    ) -> usize {
+        let mut read = 0;
+        while read < NEWS_BATCH
+            && let Some(record) = self.handoffs.next()
+        {
+            read += 1;
             let Some((backend, packet)) = parse_handoff(&record) else {
                 stats.notices_short += 1;
                 continue;
             };
-            let Some(flow) = packet_flow(packet) else {
+            let Some((flow, client_isn)) = packet_flow(packet) else {
                 stats.notices_short += 1;
                 continue;
             };
             // Taken by the core's `RequestSent` (`install`), which the adoption emits.
-            self.kernel_adopted.insert(flow);
+            self.kernel_adopted.insert((flow, client_isn));
             if fe.adopt_kernel_handoff(now, packet, backend) {
                 stats.kernel_handoffs_adopted += 1;
                 // Notices that came before the record, in the order they would have had.
@@ -692,10 +726,11 @@ impl FastPath {
                 }
             } else {
                 stats.kernel_handoffs_refused += 1;
-                self.kernel_adopted.remove(&flow);
+                self.kernel_adopted.remove(&(flow, client_isn));
                 let _ = self.flows.remove(&key_of(&flow));
             }
         }
+        read
     }
 
     /// Writes the rules the kernel can evaluate (`Dispatcher::compile_kernel`) with the
@@ -750,14 +785,29 @@ impl FastPath {
     /// Stops forwarding `flow` (it is closed or reset); a flow never installed is a
     /// no-op.
     pub fn remove(&mut self, flow: &FlowKey, stats: &mut FastPathStats) {
-        if self.installed.remove(flow).is_none() {
+        let Some(installed) = self.installed.remove(flow) else {
             return;
+        };
+        let key = key_of(flow);
+        // With kernel dispatch the program may have replaced a closed flow with a new
+        // connection on its ports and handed that one off itself
+        // (`FrontendFlow::replaced_by_syn`): the entry under the key is then the new
+        // connection's, which the core adopts or has adopted, and stays. Told apart by
+        // the client's ISN, at the cost of a lookup per close (only with kernel
+        // dispatch). Should the program replace the entry between the lookup and the
+        // removal (a new connection's SYN on the ports), that connection loses its
+        // entry: its segments then reach the core, which installs it again when the
+        // client acknowledges the back-end's answer.
+        if self.kernel_handoffs {
+            match self.flows.get(&key, 0) {
+                Ok(entry) if entry.client_isn == installed.client_isn => {}
+                _ => {
+                    stats.flows_replaced_by_fast_path += 1;
+                    return;
+                }
+            }
         }
-        // The program replaced a closed flow with a new connection on its ports and
-        // handed that one off (`FrontendFlow::replaced_by_syn`): the entry under the key
-        // is the new connection's, which the core is adopting.
-        if self.kernel_adopted.contains(flow) || self.flows.remove(&key_of(flow)).is_err() {
-            // Gone already: the program removed it for the new connection's SYN.
+        if self.flows.remove(&key).is_err() {
             stats.flows_replaced_by_fast_path += 1;
         } else {
             stats.flows_removed += 1;
@@ -1027,9 +1077,10 @@ fn parse_handoff(record: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
     Some((backend, packet))
 }
 
-/// The client-to-service flow of a client's IPv4/TCP packet, read from its headers
-/// (checked again by the core, which parses it whole).
-fn packet_flow(packet: &[u8]) -> Option<FlowKey> {
+/// The client-to-service flow of a client's IPv4/TCP request segment, the first after
+/// the handshake, and the client's ISN (its sequence number less one), read from its
+/// headers (checked again by the core, which parses it whole).
+fn packet_flow(packet: &[u8]) -> Option<(FlowKey, u32)> {
     let ihl = usize::from(packet.first()? & 0x0f) * 4;
     let addr = |at: usize| -> Option<Ipv4Addr> {
         let b: [u8; 4] = packet.get(at..at + 4)?.try_into().ok()?;
@@ -1038,10 +1089,12 @@ fn packet_flow(packet: &[u8]) -> Option<FlowKey> {
     let port = |at: usize| -> Option<u16> {
         Some(u16::from_be_bytes(packet.get(at..at + 2)?.try_into().ok()?))
     };
-    Some(FlowKey {
+    let seq: [u8; 4] = packet.get(ihl + 4..ihl + 8)?.try_into().ok()?;
+    let flow = FlowKey {
         client: SocketAddrV4::new(addr(12)?, port(ihl)?),
         service: SocketAddrV4::new(addr(16)?, port(ihl + 2)?),
-    })
+    };
+    Some((flow, u32::from_be_bytes(seq).wrapping_sub(1)))
 }
 
 fn parse_notice(record: &[u8]) -> Option<(FlowKey, u32)> {
