@@ -31,8 +31,8 @@ pub const DEFAULT_HALF_OPEN_ENTRIES: u32 = 65_536;
 
 /// Bytes of the ring (`BPF_MAP_TYPE_RINGBUF`) in which the program tells the daemon what
 /// it forwarded that the protocol core must know of: one [`FlowNotice`] per segment,
-/// 24 bytes with the ring's 8-byte header, so about 43,000 notices: two per connection
-/// at most, two seconds of connections at the slow path's top rate, time for a
+/// 32 bytes with the ring's 8-byte header (rounded up to 8), so about 32,000 notices:
+/// two per connection at most, over a second of connections at the top rate, time for a
 /// restarted daemon to come and read them. A segment that finds the ring full goes up
 /// to the slow path ([`stat::PASS_RING_FULL`]), which forwards it. A power of two, as the
 /// kernel requires.
@@ -46,6 +46,18 @@ pub const NOTICE_RING_SIZE: u32 = 1 << 20;
 pub struct FlowNotice {
     pub key: FrontendFlowKey,
     pub what: u32,
+    /// The client's ISN of the connection whose entry the segment was forwarded by
+    /// ([`FrontendFlow::client_isn`]): with kernel dispatch two connections on the same
+    /// ports can follow each other faster than the daemon reads, and a notice must be
+    /// applied to the one it is of. Not in the notices of older builds (16 bytes).
+    pub client_isn: u32,
+}
+
+impl FlowNotice {
+    /// The length of a notice written by a build before [`FlowNotice::client_isn`]: the
+    /// ring is pinned, and a daemon may find such notices left by the program it
+    /// replaced.
+    pub const LEN_WITHOUT_ISN: usize = 16;
 }
 
 impl FlowNotice {

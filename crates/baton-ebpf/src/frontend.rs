@@ -592,7 +592,12 @@ fn forward_noticed(
                 // (the completed handoff's) leaves it clear too.
                 unsafe { (*flow).close_state &= !FrontendFlow::AWAITING_ANSWER };
             }
-            notice.write(FlowNotice { key, what });
+            notice.write(FlowNotice {
+                key,
+                what,
+                // SAFETY: a map value pointer, valid for this program run.
+                client_isn: unsafe { (*flow).client_isn },
+            });
             // Committed before `XDP_TX` sends the segment on (module docs).
             notice.submit(u64::from(BPF_RB_NO_WAKEUP));
             Verdict::Transmit(decision.counter)

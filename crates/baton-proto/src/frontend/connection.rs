@@ -183,6 +183,11 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// The client's ISN.
+    pub(crate) fn client_isn(&self) -> u32 {
+        self.syn.isn
+    }
+
     fn new(flow: FlowKey, state: State, syn: ClientSyn, terms: FrontTerms) -> Self {
         Self {
             flow,

@@ -1058,14 +1058,22 @@ impl<D: Dispatch> FrontEnd<D> {
     /// Of a closed one it can only be of a new connection on the same ports, which the
     /// fast path answered and handed off itself and the core has not adopted yet.
     pub fn tracks_open(&self, flow: &FlowKey) -> bool {
+        self.tracks_open_isn(flow).is_some()
+    }
+
+    /// The client's ISN of the connection [`FrontEnd::tracks_open`] finds on `flow`:
+    /// the fast path's notices name it, so that one is applied only to the connection
+    /// it is of.
+    pub fn tracks_open_isn(&self, flow: &FlowKey) -> Option<u32> {
         self.slot_of(flow)
             .and_then(|slot| self.slots.get(slot as usize)?.as_ref())
-            .is_some_and(|conn| {
+            .filter(|conn| {
                 !matches!(
                     conn.state_name(),
                     connection::StateName::TimeWait | connection::StateName::Closing
                 )
             })
+            .map(connection::Connection::client_isn)
     }
 
     pub fn note_backend_answered(&mut self, now: Instant, flow: &FlowKey) {

@@ -113,8 +113,7 @@ pub struct TcpTerms {
     /// [`MAX_HALF_OPEN_ENTRIES`].
     pub half_open_entries: Option<u32>,
     /// XDP hands off the requests it can route itself (docs/design.md, "Dispatch in the
-    /// kernel"); needs `one_turn` and `syns_in_xdp`. Off by default until the whole
-    /// suite passes with it on (the note of issue 19 lists what failed).
+    /// kernel"); in effect with `one_turn` and `syns_in_xdp`. On by default.
     pub kernel_dispatch: Option<bool>,
 }
 
@@ -538,7 +537,7 @@ impl FileConfig {
             metrics: self.metrics,
             access_log: self.access_log.map(|p| base.join(p)),
             half_open_entries,
-            kernel_dispatch: t.kernel_dispatch.unwrap_or(false),
+            kernel_dispatch: t.kernel_dispatch.unwrap_or(true),
             ignored_keys,
         })
     }

@@ -758,13 +758,18 @@ fn event_loop(
     }
 }
 
-/// Tells the core what the fast path did since the last call: the handoffs the program
-/// made itself (kernel dispatch), then the notices of what it forwarded (the handoffs'
-/// records first: a notice names a flow whose record came before it). Read in batches
-/// ([`fastpath::NEWS_BATCH`]) with the core's outputs applied after each, so that the
-/// core's bounded output queue never overflows however many the rings hold: a dropped
-/// event would leave the program's table out of step with the core (an entry never
-/// removed forwards the next connection on its ports to the old back-end).
+/// Tells the core what the fast path did since the last call: the notices of what it
+/// forwarded, every one there is, then a batch of the handoffs the program made itself
+/// (kernel dispatch), and so on until both rings are read, in batches of
+/// [`fastpath::NEWS_BATCH`] with the core's outputs applied after each.
+///
+/// In batches, so that the core's bounded output queue never overflows however much the
+/// rings hold. The notices first, because a record takes a slot of the connection table
+/// which its flow's notices (the answer, the FIN), already in the other ring, give back
+/// at once: the notices of a connection whose record is not read yet are held by its
+/// client ISN and applied right after the record (`FastPath::note_flow_notices`). Read
+/// the other way round, a daemon lagging behind the rings filled a small table with
+/// connections whose clients had long closed, and refused the rest.
 fn note_fast_path_news(
     fe: &mut FrontEnd<ContentDispatch>,
     io: &mut PacketIo,
@@ -774,20 +779,20 @@ fn note_fast_path_news(
     ops: &mut Ops,
 ) {
     loop {
+        loop {
+            let Some(path) = fast.path.as_deref_mut() else {
+                return;
+            };
+            if path.note_flow_notices(fe, now, fast.stats) == 0 {
+                break;
+            }
+            apply_outputs(fe, io, fast, now, stats, ops);
+        }
         let Some(path) = fast.path.as_deref_mut() else {
             return;
         };
         if path.note_kernel_handoffs(fe, now, fast.stats) == 0 {
-            break;
-        }
-        apply_outputs(fe, io, fast, now, stats, ops);
-    }
-    loop {
-        let Some(path) = fast.path.as_deref_mut() else {
             return;
-        };
-        if path.note_flow_notices(fe, now, fast.stats) == 0 {
-            break;
         }
         apply_outputs(fe, io, fast, now, stats, ops);
     }

@@ -91,23 +91,25 @@ pub use pins::{DEFAULT_PIN_DIR, pinned_flow_count};
 use sys::{Neighbours, interface_mac};
 use table::{FlowBatch, write_close_state};
 
-/// How long a notice for a flow the core does not track waits for the record of the
-/// handoff the program made (`FastPath::note_flow_notices`): records lag the notices of
-/// their flow by the time another CPU takes to finish writing one (microseconds, a
-/// scheduling delay of the VM's CPU at worst), so past this the notice named a flow
-/// already freed. Short, so that such a stale notice cannot reach a new connection on
-/// the same ports.
 /// Most notices or handoff records read in one call ([`FastPath::note_flow_notices`],
 /// [`FastPath::note_kernel_handoffs`]) before the caller applies the core's outputs.
 /// Each may emit a few events (a record: the old connection's end and the new one's
 /// `RequestSent`; a notice: a completed handoff), and the core's output queue holds
-/// `max_pending_outputs` (8192 by default): 256 × 3 stays far below it with the
-/// round's packets' own outputs. Under load a ring holds thousands of records (it wakes
-/// the daemon only every 32 KiB, `HANDOFF_WAKE_BYTES`), and read in one go they would
-/// overflow the queue.
-pub const NEWS_BATCH: usize = 256;
+/// `max_pending_outputs` (8192 by default). Under load a ring holds thousands of
+/// records (it wakes the daemon only every 32 KiB, `HANDOFF_WAKE_BYTES`), and read in
+/// one go they would overflow the queue. Small, so that the notices (read before each
+/// batch of records) give back the table's slots as fast as the records take them.
+pub const NEWS_BATCH: usize = 32;
 
-const PENDING_NOTICE_LIFETIME: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a notice held for a connection whose record is still to be read waits
+/// (`FastPath::note_flow_notices`). Held by the connection's client ISN, a notice can
+/// never be applied to another connection, so this only bounds how long one whose
+/// record never comes (its connection freed already) is kept: far longer than the daemon
+/// ever lags behind the rings.
+const PENDING_NOTICE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most notices held at once; past it one is dropped (counted as of an unknown flow).
+const MAX_PENDING_NOTICES: usize = 65_536;
 
 /// The daemon's fast-path bookkeeping, printed with the other counters at exit.
 #[derive(Debug, Default)]
@@ -250,7 +252,7 @@ pub struct FastPath {
     kernel_handoffs: bool,
     /// Notices for flows the core does not track yet, by flow: what they said, and when
     /// the first came (`note_flow_notices`).
-    pending_notices: StdHashMap<FlowKey, (u32, Instant)>,
+    pending_notices: StdHashMap<(FlowKey, u32), (u32, Instant)>,
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
@@ -625,11 +627,21 @@ impl FastPath {
             && let Some(record) = self.notices.next()
         {
             read += 1;
-            let Some((flow, what)) = parse_notice(&record) else {
+            let Some((flow, what, client_isn)) = parse_notice(&record) else {
                 stats.notices_short += 1;
                 continue;
             };
-            if self.kernel_handoffs && !fe.tracks_open(&flow) {
+            let open_isn = fe.tracks_open_isn(&flow);
+            let held_isn = match client_isn {
+                // Of another connection than the core's open one on these ports, or of
+                // none: a connection the program handed off whose record is still to
+                // be read (below).
+                Some(isn) if self.kernel_handoffs && open_isn != Some(isn) => Some(isn),
+                // An older program's notice: of the open connection, if any.
+                None if self.kernel_handoffs && open_isn.is_none() => Some(0),
+                _ => None,
+            };
+            if let Some(isn) = held_isn {
                 // A handoff the program made whose record the daemon has not read yet (on
                 // the ports of no connection, or of a closed one the program replaced):
                 // the two rings are read one after the other, and a record the consumer
@@ -637,9 +649,15 @@ impl FastPath {
                 // written on another CPU) lets the notices of later segments of its flow
                 // arrive first. Held until the record is adopted (`note_kernel_handoffs`),
                 // or dropped after `PENDING_NOTICE_LIFETIME` if it names no such flow.
+                // Keyed by the connection's ISN, so that a notice can only ever be
+                // applied to the connection it is of, however late its record is read.
+                if self.pending_notices.len() >= MAX_PENDING_NOTICES {
+                    stats.notices_of_unknown_flows += 1;
+                    continue;
+                }
                 stats.notices_held += 1;
                 self.pending_notices
-                    .entry(flow)
+                    .entry((flow, isn))
                     .and_modify(|(w, _)| *w |= what)
                     .or_insert((what, now));
                 continue;
@@ -679,7 +697,7 @@ impl FastPath {
     }
 
     /// Drops the notices held for flows no record came for (`note_flow_notices`): after
-    /// `PENDING_NOTICE_LIFETIME` they named a flow the core had already freed.
+    /// `PENDING_NOTICE_LIFETIME` they named a connection the core had already freed.
     fn expire_pending_notices(&mut self, now: Instant, stats: &mut FastPathStats) {
         let before = self.pending_notices.len();
         self.pending_notices
@@ -720,7 +738,7 @@ impl FastPath {
             if fe.adopt_kernel_handoff(now, packet, backend) {
                 stats.kernel_handoffs_adopted += 1;
                 // Notices that came before the record, in the order they would have had.
-                if let Some((what, _)) = self.pending_notices.remove(&flow) {
+                if let Some((what, _)) = self.pending_notices.remove(&(flow, client_isn)) {
                     stats.held_notices_applied += 1;
                     Self::apply_notice(fe, now, &flow, what, stats);
                 }
@@ -1042,8 +1060,6 @@ fn flow_of(key: &FrontendFlowKey) -> FlowKey {
     }
 }
 
-/// The flow and what happened in a ring record: a [`FlowNotice`] as the program wrote
-/// it. `None` if too short.
 /// The local secret a previous daemon on `interface` left pinned under `pin_dir`, if
 /// any: a daemon whose configuration sets no `secret` takes it over rather than drawing
 /// one, so that the cookies XDP gave out across a restart or an upgrade (every SYN, with
@@ -1097,14 +1113,24 @@ fn packet_flow(packet: &[u8]) -> Option<(FlowKey, u32)> {
     Some((flow, u32::from_be_bytes(seq).wrapping_sub(1)))
 }
 
-fn parse_notice(record: &[u8]) -> Option<(FlowKey, u32)> {
-    if record.len() < std::mem::size_of::<FlowNotice>() {
+/// The flow, what happened and the connection's client ISN in a ring record: a
+/// [`FlowNotice`] as the program wrote it, or as an older build wrote it, without the
+/// ISN ([`FlowNotice::LEN_WITHOUT_ISN`]). `None` if too short.
+fn parse_notice(record: &[u8]) -> Option<(FlowKey, u32, Option<u32>)> {
+    let mut bytes = [0u8; size_of::<FlowNotice>()];
+    let len = if record.len() >= bytes.len() {
+        bytes.len()
+    } else if record.len() >= FlowNotice::LEN_WITHOUT_ISN {
+        FlowNotice::LEN_WITHOUT_ISN
+    } else {
         return None;
-    }
-    // SAFETY: the length is checked; `FlowNotice` is `repr(C)` integers (aya `Pod`), any
-    // bytes are a value of it; the ring only aligns records to 8, so read unaligned.
-    let notice = unsafe { record.as_ptr().cast::<FlowNotice>().read_unaligned() };
-    Some((flow_of(&notice.key), notice.what))
+    };
+    bytes[..len].copy_from_slice(&record[..len]);
+    // SAFETY: `FlowNotice` is `repr(C)` integers (aya `Pod`), any bytes are a value of
+    // it; read unaligned from the copy.
+    let notice = unsafe { bytes.as_ptr().cast::<FlowNotice>().read_unaligned() };
+    let client_isn = (len == bytes.len()).then_some(notice.client_isn);
+    Some((flow_of(&notice.key), notice.what, client_isn))
 }
 
 fn key_of(flow: &FlowKey) -> FrontendFlowKey {
@@ -1139,13 +1165,16 @@ IP address       HW type     Flags       HW address            Mask     Device
         let notice = FlowNotice {
             key: key_of(&flow),
             what,
+            client_isn: 0x1234_5678,
         };
-        // SAFETY: `FlowNotice` is `repr(C)`, 16 bytes of integers, no padding.
-        let bytes: [u8; 16] = unsafe { core::mem::transmute(notice) };
-        assert_eq!(parse_notice(&bytes), Some((flow, what)));
+        // SAFETY: `FlowNotice` is `repr(C)`, 20 bytes of integers, no padding.
+        let bytes: [u8; 20] = unsafe { core::mem::transmute(notice) };
+        assert_eq!(parse_notice(&bytes), Some((flow, what, Some(0x1234_5678))));
         // A longer record: the tail is ignored.
-        let padded = [&bytes[..], &[0xee; 8]].concat();
-        assert_eq!(parse_notice(&padded), Some((flow, what)));
+        let padded = [&bytes[..], &[0xee; 4]].concat();
+        assert_eq!(parse_notice(&padded), Some((flow, what, Some(0x1234_5678))));
+        // An older build's notice, without the ISN.
+        assert_eq!(parse_notice(&bytes[..16]), Some((flow, what, None)));
         assert_eq!(parse_notice(&bytes[..15]), None);
     }
 
