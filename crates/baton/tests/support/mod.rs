@@ -174,10 +174,10 @@ impl Drop for Daemon {
         }
         // `BATON_TEST_LOGS=DIR` keeps each daemon's log there (the file's own name),
         // for a failure that needs more than the lines a test prints.
-        if let Some(dir) = std::env::var_os("BATON_TEST_LOGS") {
-            if let Some(name) = self.log.file_name() {
-                let _ = fs::copy(&self.log, std::path::Path::new(&dir).join(name));
-            }
+        if let Some(dir) = std::env::var_os("BATON_TEST_LOGS")
+            && let Some(name) = self.log.file_name()
+        {
+            let _ = fs::copy(&self.log, std::path::Path::new(&dir).join(name));
         }
         let _ = fs::remove_file(&self.log);
     }
