@@ -592,7 +592,11 @@ mod tests {
         assert_eq!(core::mem::offset_of!(FrontendFlow, last_seen_ns), 32);
         assert_eq!(size_of::<FrontendConfig>(), 12);
         assert_eq!(size_of::<FrontendService>(), 8);
-        assert_eq!(size_of::<FlowNotice>(), 16);
+        assert_eq!(size_of::<FlowNotice>(), 20);
+        assert_eq!(
+            core::mem::offset_of!(FlowNotice, client_isn),
+            FlowNotice::LEN_WITHOUT_ISN
+        );
     }
 
     #[test]
