@@ -2300,6 +2300,9 @@ unsafe impl aya::Pod for KernelRuleSet {}
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::{vec, vec::Vec};
+
     use super::*;
 
     #[test]
@@ -2415,6 +2418,170 @@ mod tests {
                 "{:?}",
                 core::str::from_utf8(head)
             );
+        }
+    }
+
+    /// The rule set's cookie names, `(name, separator)`.
+    fn cookie_set(names: &[(&str, Option<&str>)]) -> KernelRuleSet {
+        let mut set = KernelRuleSet::default();
+        for (k, (name, sep)) in names.iter().enumerate() {
+            set.cookie_names[k] =
+                KernelCookieName::new(name.as_bytes(), sep.map(str::as_bytes)).unwrap();
+        }
+        set.cookies = names.len() as u32;
+        set
+    }
+
+    fn walk_cookies(scan: &mut RequestScan, buf: &[u8; SCRATCH_LEN], set: &KernelRuleSet) {
+        let mut walk = CookieWalk::new(scan);
+        for _ in 0..MAX_SCAN_STEPS {
+            if !walk.step(scan, buf, set) {
+                break;
+            }
+        }
+        walk.finish(scan);
+    }
+
+    #[test]
+    fn cookies_are_read_as_the_slow_path_reads_them() {
+        let (mut s, buf) = scan(
+            b"GET / HTTP/1.1\r\nCookie: a=1; sid = x.y.be2 ;flag; JSESSIONID=\r\n\
+              X: sid=no\r\ncookie: sid=second; s id=3; lang=en\r\n\r\n",
+        );
+        assert_eq!(s.finish(16384, 100), Ok(()));
+        assert_eq!(s.cookie_fields, 2);
+        let set = cookie_set(&[
+            ("sid", Some(".")),
+            ("lang", None),
+            ("JSESSIONID", None),
+            ("flag", None),
+        ]);
+        walk_cookies(&mut s, &buf, &set);
+        let value = |k: u32| s.cookie(k).unwrap().map(|(a, b, _)| part(&buf, a, b));
+        let id = |k: u32| s.cookie(k).unwrap().map(|(_, b, i)| part(&buf, i, b));
+        // The first `sid`, trimmed, and what follows its last separator.
+        assert_eq!(value(0), Some(&b"x.y.be2"[..]));
+        assert_eq!(id(0), Some(&b"be2"[..]));
+        // From the second Cookie field; an empty value is a value.
+        assert_eq!(value(1), Some(&b"en"[..]));
+        assert_eq!(id(1), Some(&b"en"[..]));
+        assert_eq!(value(2), Some(&b""[..]));
+        // A pair without `=` is no cookie.
+        assert_eq!(value(3), None);
+
+        // More Cookie fields than the kernel keeps: every cookie unknown.
+        let (mut s, buf) = scan(
+            b"GET / HTTP/1.1\r\nCookie: a=1\r\nCookie: b=1\r\nCookie: c=1\r\n\
+              Cookie: d=1\r\nCookie: sid=1\r\n\r\n",
+        );
+        assert_eq!(s.finish(16384, 100), Ok(()));
+        walk_cookies(&mut s, &buf, &set);
+        assert_eq!(s.cookie(0), None);
+    }
+
+    #[test]
+    fn cookie_names_the_kernel_does_not_look_for() {
+        for (name, sep) in [
+            ("", None),
+            ("a b", None),
+            ("a=b", None),
+            ("a;b", None),
+            ("caf\u{e9}", None),
+            ("sid", Some("::")),
+            ("sid", Some(" ")),
+        ] {
+            assert_eq!(
+                KernelCookieName::new(name.as_bytes(), sep.map(str::as_bytes)),
+                None,
+                "{name:?} {sep:?}"
+            );
+        }
+        assert!(KernelCookieName::new(&[b'a'; MAX_COOKIE_NAME_LEN + 1], None).is_none());
+    }
+
+    /// A one-record ClientHello with these extensions (type, data).
+    fn hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend([7; 32]);
+        body.push(0);
+        body.extend([0, 2, 0x13, 0x01, 1, 0]);
+        let mut ext = Vec::new();
+        for (kind, data) in extensions {
+            ext.extend(kind.to_be_bytes());
+            ext.extend((data.len() as u16).to_be_bytes());
+            ext.extend(data);
+        }
+        body.extend((ext.len() as u16).to_be_bytes());
+        body.extend(ext);
+        let mut out = vec![22, 3, 1];
+        out.extend(((body.len() + 4) as u16).to_be_bytes());
+        out.push(1);
+        out.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        out.extend(body);
+        out
+    }
+
+    fn server_name(names: &[&[u8]]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for n in names {
+            list.push(0);
+            list.extend((n.len() as u16).to_be_bytes());
+            list.extend(*n);
+        }
+        let mut data = (list.len() as u16).to_be_bytes().to_vec();
+        data.extend(list);
+        data
+    }
+
+    fn read_hello(raw: &[u8]) -> (Result<RequestScan, u32>, [u8; SCRATCH_LEN]) {
+        let mut buf = [0u8; SCRATCH_LEN];
+        buf[..raw.len()].copy_from_slice(raw);
+        let mut hello = HelloScan::new(raw.len());
+        for _ in 0..MAX_HELLO_STEPS {
+            if !hello.step(&mut buf) {
+                break;
+            }
+        }
+        (hello.request(&buf, 16384), buf)
+    }
+
+    #[test]
+    fn a_client_hello_is_read_field_by_field() {
+        let alpn = (16, b"\x00\x03\x02h2".to_vec());
+        let raw = hello(&[
+            (43, vec![2, 3, 4]),
+            (0, server_name(&[b"Shop.Example.COM."])),
+            alpn.clone(),
+        ]);
+        let (scan, buf) = read_hello(&raw);
+        let scan = scan.unwrap();
+        assert!(scan.is_tls());
+        assert_eq!(
+            part(&buf, scan.host_start, scan.host_end),
+            b"shop.example.com"
+        );
+        // No server_name: no host.
+        let (scan, _) = read_hello(&hello(&[alpn.clone()]));
+        assert!(!scan.unwrap().has_host());
+        for (raw, why) in [
+            (
+                hello(&[(0, server_name(&[b"a", b"b"]))]),
+                reason::TLS_MALFORMED,
+            ),
+            (hello(&[(0, server_name(&[b"a b"]))]), reason::TLS_MALFORMED),
+            (hello(&[alpn.clone(), alpn.clone()]), reason::TLS_MALFORMED),
+            (
+                hello(&[(16, b"\x00\x03\x02h2\x00".to_vec())]),
+                reason::TLS_MALFORMED,
+            ),
+            (hello(&[(0, server_name(&[b"."]))]), reason::HOST),
+            (raw[..raw.len() - 1].to_vec(), reason::TLS_FRAGMENTED),
+            (
+                [&raw[..], &[23, 3, 3, 0, 1, 0]].concat(),
+                reason::TLS_FRAGMENTED,
+            ),
+        ] {
+            assert_eq!(read_hello(&raw).0.map(|_| ()), Err(why), "{raw:02x?}");
         }
     }
 
