@@ -2561,7 +2561,7 @@ mod tests {
             b"shop.example.com"
         );
         // No server_name: no host.
-        let (scan, _) = read_hello(&hello(&[alpn.clone()]));
+        let (scan, _) = read_hello(&hello(core::slice::from_ref(&alpn)));
         assert!(!scan.unwrap().has_host());
         for (raw, why) in [
             (
