@@ -469,6 +469,11 @@ fn time_per_decision() {
             &b"GET / HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"[..],
             b"GET /img/logo.png HTTP/1.1\r\nHost: img.baton.test\r\nAccept: */*\r\n\r\n",
             b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n",
+            // Sticky by id (the default pool), then a cookie rule and sticky by hash.
+            b"GET / HTTP/1.1\r\nHost: www.example.com\r\nCookie: lang=en; JSESSIONID=9F2C1A.be2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: www.example.com\r\nCookie: session=8f2a61c0d9e7\r\n\r\n",
+            // A ClientHello (no SNI rule here: the default pool).
+            OPENSSL_HELLO,
         ] {
             let (d, per_run) = probe(&ebpf, raw, 10_000);
             println!(
