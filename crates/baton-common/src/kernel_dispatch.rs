@@ -15,16 +15,23 @@
 //!    (nothing to decode, no `//`, no dot segments), `HTTP/1.0` or `HTTP/1.1`, CRLF line
 //!    ends, token header names, printable header values, one Host of host-name bytes
 //!    (lower-cased in place, port and trailing dot cut as `RequestView` does), ending
-//!    with the empty line exactly at the segment's end.
-//! 2. [`RuleEval`]: the rules as one postfix program of [`KernelTerm`]s in `[dispatch]`
+//!    with the empty line exactly at the segment's end. Or, for a segment that starts
+//!    with a TLS handshake record, [`HelloScan`]: a ClientHello whole in one record that
+//!    is the whole segment, read field by field ([`HelloScan::step`], one field a step)
+//!    as `parse_client_hello` reads it, its SNI lower-cased and taken as the host.
+//! 2. [`CookieWalk`], when the request has Cookie fields and the rules or a sticky pool
+//!    read cookies: the cookies the rule set names, found as `RequestView::cookie` finds
+//!    them ([`SCAN_STEP_BYTES`] a step).
+//! 3. [`RuleEval`]: the rules as one postfix program of [`KernelTerm`]s in `[dispatch]`
 //!    order, in three-valued (Kleene) logic: a condition the kernel cannot judge (a
-//!    regex, a header, a cookie of a request that has one) is *unknown*, and a rule whose
+//!    regex, a header, a cookie it does not read) is *unknown*, and a rule whose
 //!    condition is unknown stops the program with the slow path, so a later rule is never
 //!    taken where an earlier one might have matched.
-//! 3. The pool ([`KernelPool`]): round robin over a slot array that is one period of
-//!    nginx's smooth weighted round robin, or rendezvous hashing of the path, URL or Host
-//!    over the pool's members exactly as `baton-dispatch` does it ([`hash_bytes`],
-//!    [`mix64`]: the one definition both use).
+//! 4. The pool ([`KernelPool`]): its sticky cookie first (by id: the id's hash finds the
+//!    member, its bytes confirm it; by hash: rendezvous), then round robin over a slot
+//!    array that is one period of nginx's smooth weighted round robin, or rendezvous
+//!    hashing of the path, URL or Host over the pool's members exactly as
+//!    `baton-dispatch` does it ([`hash_bytes`], [`mix64`]: the one definition both use).
 //!
 //! Every table the program reads is bounded (the `MAX_*` constants); a configuration
 //! past a bound compiles the affected conditions or pools to "slow path", never to a
@@ -381,7 +388,9 @@ pub mod reason {
     pub const RULE: u32 = 19;
     /// The chosen pool's policy does not run in the kernel.
     pub const POOL_POLICY: u32 = 20;
-    /// The chosen pool is sticky and the request has a Cookie field.
+    /// The chosen pool is sticky and the kernel cannot tell which back-end its cookie
+    /// names: a cookie it does not follow and a request with a Cookie field, cookies it
+    /// could not read, or an id whose hash is another id's.
     pub const STICKY: u32 = 21;
     /// No back-end of the chosen pool is up (the slow path answers 503).
     pub const POOL_DOWN: u32 = 22;
