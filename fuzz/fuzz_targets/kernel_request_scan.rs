@@ -1,11 +1,16 @@
 //! The XDP program's request scan (`baton_common::kernel_dispatch::RequestScan`) against
 //! the protocol core's request parser: whatever the scan accepts, the parser parses to a
 //! head that is the whole segment, with the same method, path (already normal), query,
-//! extension and Host (lower case, without port or trailing dot); and the scan never
-//! reads or panics past its buffer whatever the bytes.
+//! extension and Host (lower case, without port or trailing dot), and the cookie walk
+//! (`CookieWalk`) finds the cookies `RequestView::cookie` finds, for names taken from
+//! the input; and neither reads or panics past its buffer whatever the bytes.
 #![no_main]
 
-use baton_common::kernel_dispatch::{MAX_SCAN_STEPS, RequestScan, SCRATCH_LEN};
+use baton_common::kernel_dispatch::{
+    CookieWalk, KernelCookieName, KernelRuleSet, MAX_KERNEL_COOKIES, MAX_SCAN_STEPS, RequestScan,
+    SCRATCH_LEN,
+};
+use baton_dispatch::RequestView;
 use baton_proto::request::{ClientRequest, RequestLimits, parse_request};
 use libfuzzer_sys::fuzz_target;
 
@@ -43,4 +48,46 @@ fuzz_target!(|data: &[u8]| {
         .map(|h| h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase());
     let scanned = scan.has_host().then(|| part(scan.host_start, scan.host_end));
     assert_eq!(host.as_deref().map(str::as_bytes), scanned);
+
+    // Cookie names: the cookies' own (every `name=` the input has), and a few fixed.
+    let mut set = KernelRuleSet::default();
+    let text = String::from_utf8_lossy(data);
+    let names: Vec<&str> = text
+        .split([';', ' ', ':', '\n'])
+        .filter_map(|p| p.split_once('=').map(|(n, _)| n))
+        .chain(["session", "JSESSIONID"])
+        .filter(|n| KernelCookieName::new(n.as_bytes(), None).is_some())
+        .take(MAX_KERNEL_COOKIES)
+        .collect();
+    for (k, name) in names.iter().enumerate() {
+        let separator = (k % 2 == 1).then_some(&b"."[..]);
+        set.cookie_names[k] = KernelCookieName::new(name.as_bytes(), separator).unwrap();
+    }
+    set.cookies = names.len() as u32;
+    let mut scan = scan;
+    let mut walk = CookieWalk::new(&scan);
+    for _ in 0..MAX_SCAN_STEPS {
+        if !walk.step(&mut scan, &buf, &set) {
+            break;
+        }
+    }
+    walk.finish(&mut scan);
+    let request = ClientRequest::Http(head);
+    let view = RequestView::new(&request, None);
+    for (k, name) in names.iter().enumerate() {
+        let Some(found) = scan.cookie(k as u32) else {
+            continue;
+        };
+        let want = view.cookie(name);
+        let got = found.map(|(start, end, _)| part(start, end));
+        assert_eq!(want.map(str::as_bytes), got, "cookie {name}");
+        if let (Some(value), Some((_, end, id))) = (want, found) {
+            let cut = if k % 2 == 1 {
+                value.rsplit_once('.').map_or(value, |(_, id)| id)
+            } else {
+                value
+            };
+            assert_eq!(cut.as_bytes(), part(id, end), "cookie {name}'s id");
+        }
+    }
 });

@@ -15,16 +15,23 @@
 //!    (nothing to decode, no `//`, no dot segments), `HTTP/1.0` or `HTTP/1.1`, CRLF line
 //!    ends, token header names, printable header values, one Host of host-name bytes
 //!    (lower-cased in place, port and trailing dot cut as `RequestView` does), ending
-//!    with the empty line exactly at the segment's end.
-//! 2. [`RuleEval`]: the rules as one postfix program of [`KernelTerm`]s in `[dispatch]`
+//!    with the empty line exactly at the segment's end. Or, for a segment that starts
+//!    with a TLS handshake record, [`HelloScan`]: a ClientHello whole in one record that
+//!    is the whole segment, read field by field ([`HelloScan::step`], one field a step)
+//!    as `parse_client_hello` reads it, its SNI lower-cased and taken as the host.
+//! 2. [`CookieWalk`], when the request has Cookie fields and the rules or a sticky pool
+//!    read cookies: the cookies the rule set names, found as `RequestView::cookie` finds
+//!    them ([`SCAN_STEP_BYTES`] a step).
+//! 3. [`RuleEval`]: the rules as one postfix program of [`KernelTerm`]s in `[dispatch]`
 //!    order, in three-valued (Kleene) logic: a condition the kernel cannot judge (a
-//!    regex, a header, a cookie of a request that has one) is *unknown*, and a rule whose
+//!    regex, a header, a cookie it does not read) is *unknown*, and a rule whose
 //!    condition is unknown stops the program with the slow path, so a later rule is never
 //!    taken where an earlier one might have matched.
-//! 3. The pool ([`KernelPool`]): round robin over a slot array that is one period of
-//!    nginx's smooth weighted round robin, or rendezvous hashing of the path, URL or Host
-//!    over the pool's members exactly as `baton-dispatch` does it ([`hash_bytes`],
-//!    [`mix64`]: the one definition both use).
+//! 4. The pool ([`KernelPool`]): its sticky cookie first (by id: the id's hash finds the
+//!    member, its bytes confirm it; by hash: rendezvous), then round robin over a slot
+//!    array that is one period of nginx's smooth weighted round robin, or rendezvous
+//!    hashing of the path, URL or Host over the pool's members exactly as
+//!    `baton-dispatch` does it ([`hash_bytes`], [`mix64`]: the one definition both use).
 //!
 //! Every table the program reads is bounded (the `MAX_*` constants); a configuration
 //! past a bound compiles the affected conditions or pools to "slow path", never to a
@@ -381,7 +388,9 @@ pub mod reason {
     pub const RULE: u32 = 19;
     /// The chosen pool's policy does not run in the kernel.
     pub const POOL_POLICY: u32 = 20;
-    /// The chosen pool is sticky and the request has a Cookie field.
+    /// The chosen pool is sticky and the kernel cannot tell which back-end its cookie
+    /// names: a cookie it does not follow and a request with a Cookie field, cookies it
+    /// could not read, or an id whose hash is another id's.
     pub const STICKY: u32 = 21;
     /// No back-end of the chosen pool is up (the slow path answers 503).
     pub const POOL_DOWN: u32 = 22;
@@ -393,8 +402,15 @@ pub mod reason {
     /// The consistent-hash key is missing from the request (no Host: the slow path
     /// hashes the client's address instead).
     pub const HASH_KEY: u32 = 25;
+    /// A ClientHello the slow path would refuse or read otherwise: a record or
+    /// handshake header, a length or a vector that does not fit, a repeated extension,
+    /// two host names, a host name of other than visible ASCII.
+    pub const TLS_MALFORMED: u32 = 26;
+    /// The ClientHello is not whole in one TLS record that is the whole segment (a
+    /// hello over several records or segments, or a record with more after it).
+    pub const TLS_FRAGMENTED: u32 = 27;
     /// Most reasons plus one, for counter arrays.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 28;
 }
 
 /// Bytes of the scratch buffer the request is copied into: a power of two, so that
@@ -463,8 +479,23 @@ pub struct RequestScan {
     pub host_end: u32,
     /// Header fields seen.
     pub headers: u32,
-    /// [`RequestScan::HOST_FIELD`], [`RequestScan::COOKIE_FIELD`].
+    /// [`RequestScan::HOST_FIELD`], [`RequestScan::COOKIE_FIELD`],
+    /// [`RequestScan::COOKIES_UNREAD`], [`RequestScan::TLS`].
     pub fields: u32,
+    /// The Cookie fields' values (from after the colon to the CR), the first
+    /// [`MAX_COOKIE_FIELDS`] of them: what [`CookieWalk`] reads.
+    pub cookie_fields: u32,
+    pub cookie_field_start: [u32; MAX_COOKIE_FIELDS],
+    pub cookie_field_end: [u32; MAX_COOKIE_FIELDS],
+    /// The cookies the rule set names ([`KernelRuleSet::cookie_names`]), as
+    /// [`CookieWalk`] found them: bit `k` set when cookie `k` is present, its value
+    /// (trimmed, as `RequestView::cookie` has it) at `cookie_value_start[k]..
+    /// cookie_value_end[k]`, and what follows its last separator (the whole value
+    /// without one) from `cookie_id_start[k]`.
+    pub cookies_found: u32,
+    pub cookie_value_start: [u32; MAX_KERNEL_COOKIES],
+    pub cookie_value_end: [u32; MAX_KERNEL_COOKIES],
+    pub cookie_id_start: [u32; MAX_KERNEL_COOKIES],
 }
 
 impl RequestScan {
@@ -472,6 +503,13 @@ impl RequestScan {
     pub const HOST_FIELD: u32 = 1;
     /// The request has a Cookie field.
     pub const COOKIE_FIELD: u32 = 2;
+    /// The request has more Cookie fields than the kernel reads
+    /// ([`MAX_COOKIE_FIELDS`]), or [`CookieWalk`] did not finish: whether it has a
+    /// cookie is unknown.
+    pub const COOKIES_UNREAD: u32 = 4;
+    /// A TLS ClientHello ([`HelloScan`]): the host is its SNI, and it has no method,
+    /// path, query, headers or cookies.
+    pub const TLS: u32 = 8;
 
     /// A scan of the first `len` bytes of the buffer.
     #[inline(always)]
@@ -495,6 +533,13 @@ impl RequestScan {
             host_end: 0,
             headers: 0,
             fields: 0,
+            cookie_fields: 0,
+            cookie_field_start: [0; MAX_COOKIE_FIELDS],
+            cookie_field_end: [0; MAX_COOKIE_FIELDS],
+            cookies_found: 0,
+            cookie_value_start: [0; MAX_KERNEL_COOKIES],
+            cookie_value_end: [0; MAX_KERNEL_COOKIES],
+            cookie_id_start: [0; MAX_KERNEL_COOKIES],
         };
         if len == 0 || len > SCRATCH_LEN {
             scan.phase = phase::SLOW;
@@ -535,6 +580,31 @@ impl RequestScan {
     #[inline(always)]
     pub fn has_host(&self) -> bool {
         self.host_end > self.host_start
+    }
+
+    /// Whether this is a TLS ClientHello's scan ([`HelloScan::request`]).
+    #[inline(always)]
+    pub fn is_tls(&self) -> bool {
+        self.fields & Self::TLS != 0
+    }
+
+    /// Cookie `k` of the rule set's names: `Some(Some((value_start, value_end,
+    /// id_start)))` when present, `Some(None)` when absent, `None` when the kernel
+    /// cannot tell.
+    #[inline(always)]
+    pub fn cookie(&self, k: u32) -> Option<Option<(u32, u32, u32)>> {
+        if self.fields & Self::COOKIES_UNREAD != 0 || k >= MAX_KERNEL_COOKIES as u32 {
+            return None;
+        }
+        if self.cookies_found & (1 << k) == 0 {
+            return Some(None);
+        }
+        let k = k as usize & (MAX_KERNEL_COOKIES - 1);
+        Some(Some((
+            self.cookie_value_start[k],
+            self.cookie_value_end[k],
+            self.cookie_id_start[k],
+        )))
     }
 
     #[inline(always)]
@@ -650,8 +720,19 @@ impl RequestScan {
                         self.fields |= Self::HOST_FIELD;
                         self.phase = phase::HOST_SPACE;
                     } else {
-                        if name_len == 6 && self.names & NAME_COOKIE != 0 {
+                        let cookie = name_len == 6 && self.names & NAME_COOKIE != 0;
+                        // From here `names` says whether the value is a Cookie field's.
+                        self.names = 0;
+                        if cookie {
                             self.fields |= Self::COOKIE_FIELD;
+                            let k = self.cookie_fields;
+                            if k < MAX_COOKIE_FIELDS as u32 {
+                                self.cookie_field_start[k as usize & (MAX_COOKIE_FIELDS - 1)] =
+                                    at + 1;
+                                self.names = NAME_COOKIE;
+                            } else {
+                                self.fields |= Self::COOKIES_UNREAD;
+                            }
                         }
                         self.phase = phase::VALUE;
                     }
@@ -660,7 +741,14 @@ impl RequestScan {
                 _ => return self.slow(reason::HEADER_NAME),
             },
             phase::VALUE => match b {
-                b'\r' => self.phase = phase::VALUE_LF,
+                b'\r' => {
+                    if self.names & NAME_COOKIE != 0 {
+                        let k = self.cookie_fields;
+                        self.cookie_field_end[k as usize & (MAX_COOKIE_FIELDS - 1)] = at;
+                        self.cookie_fields = k + 1;
+                    }
+                    self.phase = phase::VALUE_LF;
+                }
                 b'\t' | 0x20..=0x7e => {}
                 _ => return self.slow(reason::HEADER_VALUE),
             },
@@ -776,6 +864,581 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
+/// Cookie fields of one request the kernel reads: HTTP/1.1 clients send one (RFC 6265
+/// §5.4); a request with more leaves every cookie unknown.
+pub const MAX_COOKIE_FIELDS: usize = 4;
+/// Distinct cookie names a rule set reads in the kernel (rules' `cookie` conditions and
+/// sticky pools together); the names past it stay in userspace.
+pub const MAX_KERNEL_COOKIES: usize = 4;
+/// Longest cookie name the kernel looks for.
+pub const MAX_COOKIE_NAME_LEN: usize = 64;
+
+/// A cookie name the kernel looks for, and the separator a sticky pool by id cuts its
+/// value at ([`KernelCookieName::NO_SEPARATOR`] without one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCookieName {
+    pub len: u32,
+    /// A byte, or [`KernelCookieName::NO_SEPARATOR`].
+    pub separator: u32,
+    pub bytes: [u8; MAX_COOKIE_NAME_LEN],
+}
+
+impl Default for KernelCookieName {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            separator: Self::NO_SEPARATOR,
+            bytes: [0; MAX_COOKIE_NAME_LEN],
+        }
+    }
+}
+
+impl KernelCookieName {
+    pub const NO_SEPARATOR: u32 = 0x100;
+
+    /// `None` for a name the kernel does not look for: empty, longer than
+    /// [`MAX_COOKIE_NAME_LEN`], or with a byte that is not visible ASCII or is `;` or `=`
+    /// (no pair's trimmed name has one, so the slow path never finds it either, but the
+    /// slow path says so). Likewise a separator that is not one such byte.
+    pub fn new(name: &[u8], separator: Option<&[u8]>) -> Option<Self> {
+        let visible = |b: &u8| (0x21..=0x7e).contains(b) && *b != b';' && *b != b'=';
+        if name.is_empty() || !name.iter().all(visible) {
+            return None;
+        }
+        let separator = match separator {
+            None => Self::NO_SEPARATOR,
+            Some([b]) if visible(b) => u32::from(*b),
+            Some(_) => return None,
+        };
+        let mut n = Self {
+            separator,
+            ..Self::default()
+        };
+        n.bytes.get_mut(..name.len())?.copy_from_slice(name);
+        n.len = name.len() as u32;
+        Some(n)
+    }
+}
+
+mod cookie_phase {
+    /// Before a pair's name (spaces, empty pairs).
+    pub const LEAD: u32 = 0;
+    pub const NAME: u32 = 1;
+    /// Spaces after name bytes: the name's end, unless more name follows.
+    pub const NAME_SPACE: u32 = 2;
+    /// After `=`, before the value's first byte.
+    pub const VALUE_LEAD: u32 = 3;
+    pub const VALUE: u32 = 4;
+}
+
+const NO_POSITION: u32 = u32::MAX;
+
+/// The walk over a request's Cookie fields ([`RequestScan::cookie_fields`]) that finds
+/// the cookies the rule set names, exactly as `baton-dispatch`'s `RequestView::cookie`
+/// does: every Cookie field in order, split at `;`, each pair split at its first `=`
+/// (pairs without one skipped), name and value trimmed of spaces and tabs, names
+/// compared byte for byte, the first pair of a name counting. Results go into the
+/// scan's `cookie_*` fields; [`SCAN_STEP_BYTES`] bytes a step, so [`MAX_SCAN_STEPS`]
+/// steps read any segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CookieWalk {
+    field: u32,
+    at: u32,
+    end: u32,
+    phase: u32,
+    /// Non-zero once every field was read.
+    done: u32,
+    name_len: u32,
+    /// Names (bit `k`: [`KernelRuleSet::cookie_names`]`[k]`) the pair's name read so
+    /// far may be.
+    candidates: u32,
+    value_start: u32,
+    value_end: u32,
+    /// The last separator of each candidate in the value read so far.
+    last_separator: [u32; MAX_KERNEL_COOKIES],
+}
+
+impl CookieWalk {
+    /// A walk over `scan`'s Cookie fields, for the `names` of a rule set.
+    #[inline(always)]
+    pub fn new(scan: &RequestScan) -> Self {
+        Self {
+            field: 0,
+            at: scan.cookie_field_start[0],
+            end: scan.cookie_field_end[0],
+            phase: cookie_phase::LEAD,
+            done: 0,
+            name_len: 0,
+            candidates: 0,
+            value_start: 0,
+            value_end: 0,
+            last_separator: [NO_POSITION; MAX_KERNEL_COOKIES],
+        }
+    }
+
+    /// Reads up to [`SCAN_STEP_BYTES`] bytes; `false` once every field is read.
+    #[inline(always)]
+    pub fn step(
+        &mut self,
+        scan: &mut RequestScan,
+        buf: &[u8; SCRATCH_LEN],
+        set: &KernelRuleSet,
+    ) -> bool {
+        let fields = if scan.cookie_fields < MAX_COOKIE_FIELDS as u32 {
+            scan.cookie_fields
+        } else {
+            MAX_COOKIE_FIELDS as u32
+        };
+        for _ in 0..SCAN_STEP_BYTES {
+            if self.field >= fields {
+                self.done = 1;
+                return false;
+            }
+            if self.at >= self.end {
+                // The field's end ends its last pair.
+                self.end_pair(scan);
+                self.field += 1;
+                let k = self.field as usize & (MAX_COOKIE_FIELDS - 1);
+                self.at = scan.cookie_field_start[k];
+                self.end = scan.cookie_field_end[k];
+                continue;
+            }
+            let at = self.at;
+            self.at = at + 1;
+            let b = buf[at as usize & SCRATCH_MASK];
+            self.byte(scan, set, at, b);
+        }
+        true
+    }
+
+    /// Marks the cookies unknown if the walk did not read every field.
+    #[inline(always)]
+    pub fn finish(&self, scan: &mut RequestScan) {
+        if self.done == 0 {
+            scan.fields |= RequestScan::COOKIES_UNREAD;
+        }
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, scan: &mut RequestScan, set: &KernelRuleSet, at: u32, b: u8) {
+        let space = b == b' ' || b == b'\t';
+        match self.phase {
+            cookie_phase::LEAD => {
+                if space || b == b';' {
+                    return;
+                }
+                self.last_separator = [NO_POSITION; MAX_KERNEL_COOKIES];
+                if b == b'=' {
+                    // An empty name: no name the kernel looks for is empty.
+                    self.candidates = 0;
+                    self.start_value(at);
+                } else {
+                    let names = set.cookies.min(MAX_KERNEL_COOKIES as u32);
+                    self.candidates = (1u32 << names) - 1;
+                    self.name_len = 0;
+                    self.name_byte(set, b);
+                    self.phase = cookie_phase::NAME;
+                }
+            }
+            cookie_phase::NAME | cookie_phase::NAME_SPACE => {
+                if b == b'=' {
+                    for k in 0..MAX_KERNEL_COOKIES {
+                        if set.cookie_names[k].len != self.name_len {
+                            self.candidates &= !(1 << k);
+                        }
+                    }
+                    self.start_value(at);
+                } else if b == b';' {
+                    // A pair without `=`: skipped.
+                    self.phase = cookie_phase::LEAD;
+                } else if space {
+                    self.phase = cookie_phase::NAME_SPACE;
+                } else {
+                    if self.phase == cookie_phase::NAME_SPACE {
+                        // A space inside the name: no name the kernel looks for has one.
+                        self.candidates = 0;
+                    }
+                    self.name_byte(set, b);
+                    self.phase = cookie_phase::NAME;
+                }
+            }
+            cookie_phase::VALUE_LEAD | cookie_phase::VALUE => {
+                if b == b';' {
+                    self.end_pair(scan);
+                } else if !space {
+                    if self.phase == cookie_phase::VALUE_LEAD {
+                        self.value_start = at;
+                        self.phase = cookie_phase::VALUE;
+                    }
+                    self.value_end = at + 1;
+                    for k in 0..MAX_KERNEL_COOKIES {
+                        if set.cookie_names[k].separator == u32::from(b) {
+                            self.last_separator[k] = at;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[inline(always)]
+    fn start_value(&mut self, at: u32) {
+        self.value_start = at + 1;
+        self.value_end = at + 1;
+        self.phase = cookie_phase::VALUE_LEAD;
+    }
+
+    /// The `name_len`th byte of a pair's name narrows the candidates.
+    #[inline(always)]
+    fn name_byte(&mut self, set: &KernelRuleSet, b: u8) {
+        let k = self.name_len;
+        self.name_len = k.saturating_add(1);
+        for c in 0..MAX_KERNEL_COOKIES {
+            let name = &set.cookie_names[c];
+            let same = k < name.len
+                && (k as usize) < MAX_COOKIE_NAME_LEN
+                && name.bytes[k as usize & (MAX_COOKIE_NAME_LEN - 1)] == b;
+            if !same {
+                self.candidates &= !(1 << c);
+            }
+        }
+    }
+
+    /// A pair ends (`;` or the field's end): a candidate it names, not found before,
+    /// is found.
+    #[inline(always)]
+    fn end_pair(&mut self, scan: &mut RequestScan) {
+        let has_value = self.phase == cookie_phase::VALUE_LEAD || self.phase == cookie_phase::VALUE;
+        if has_value {
+            for k in 0..MAX_KERNEL_COOKIES {
+                let bit = 1u32 << k;
+                if self.candidates & bit == 0 || scan.cookies_found & bit != 0 {
+                    continue;
+                }
+                scan.cookies_found |= bit;
+                scan.cookie_value_start[k] = self.value_start;
+                scan.cookie_value_end[k] = self.value_end;
+                scan.cookie_id_start[k] = if self.last_separator[k] == NO_POSITION {
+                    self.value_start
+                } else {
+                    self.last_separator[k] + 1
+                };
+            }
+        }
+        self.candidates = 0;
+        self.phase = cookie_phase::LEAD;
+    }
+}
+
+/// The TLS record content type of a handshake (RFC 8446 §5.1): a segment that starts
+/// with it is read as a ClientHello ([`HelloScan`]), as `parse_request` does.
+pub const TLS_HANDSHAKE: u8 = 22;
+/// RFC 8446 §5.1: a record's fragment is at most 2^14 bytes.
+const TLS_MAX_FRAGMENT: u32 = 1 << 14;
+/// `bpf_loop` iterations that read any ClientHello of one segment: a step reads one
+/// field (two bytes at least: an ALPN name) or [`SCAN_STEP_BYTES`] of the host name.
+pub const MAX_HELLO_STEPS: u32 = SCRATCH_LEN as u32 / 2 + 8;
+
+mod hello_phase {
+    pub const RECORD: u32 = 0;
+    pub const VERSION: u32 = 1;
+    pub const CIPHERS: u32 = 2;
+    pub const COMPRESSION: u32 = 3;
+    pub const EXTENSIONS: u32 = 4;
+    pub const EXTENSION: u32 = 5;
+    pub const SNI_LIST: u32 = 6;
+    pub const SNI_ENTRY: u32 = 7;
+    pub const SNI_NAME: u32 = 8;
+    pub const ALPN_LIST: u32 = 9;
+    pub const ALPN_NAME: u32 = 10;
+    pub const DONE: u32 = 11;
+    pub const SLOW: u32 = 12;
+}
+
+const SEEN_SNI: u32 = 1;
+const SEEN_ALPN: u32 = 2;
+
+/// A TLS ClientHello (RFC 8446 §4.1.2) whole in one record that is the whole segment,
+/// read field by field ([`HelloScan::step`], one field a `bpf_loop` iteration): the
+/// record and handshake headers, the version, random and session id, the cipher
+/// suites, the compression methods and every extension, checked as
+/// `baton_proto::request::parse_client_hello` checks them (the server_name extension's
+/// list and host name, RFC 6066 §3, and the ALPN list, RFC 7301 §3.1, whose errors the
+/// slow path refuses too; one of each). The host name is lower-cased in the buffer.
+/// Anything the slow path would refuse or read otherwise goes to the slow path: it
+/// parses the hello again and decides as without the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HelloScan {
+    at: u32,
+    len: u32,
+    phase: u32,
+    reason: u32,
+    /// The end of the handshake body (the segment's end).
+    end: u32,
+    /// The end of the current extension's data.
+    data_end: u32,
+    seen: u32,
+    /// The SNI host name, when the hello has one (`sni_end` is 0 without).
+    pub sni_start: u32,
+    pub sni_end: u32,
+}
+
+impl HelloScan {
+    /// A scan of the first `len` bytes of the buffer, which start with
+    /// [`TLS_HANDSHAKE`].
+    #[inline(always)]
+    pub const fn new(len: usize) -> Self {
+        let mut scan = Self {
+            at: 0,
+            len: 0,
+            phase: hello_phase::RECORD,
+            reason: 0,
+            end: 0,
+            data_end: 0,
+            seen: 0,
+            sni_start: 0,
+            sni_end: 0,
+        };
+        if len == 0 || len > SCRATCH_LEN {
+            scan.phase = hello_phase::SLOW;
+            scan.reason = reason::SEGMENT_SIZE;
+        } else {
+            scan.len = len as u32;
+        }
+        scan
+    }
+
+    #[inline(always)]
+    fn slow(&mut self, why: u32) -> bool {
+        self.phase = hello_phase::SLOW;
+        self.reason = why;
+        false
+    }
+
+    #[inline(always)]
+    fn malformed(&mut self) -> bool {
+        self.slow(reason::TLS_MALFORMED)
+    }
+
+    /// Reads one field; `false` once the scan is over.
+    #[inline(always)]
+    pub fn step(&mut self, buf: &mut [u8; SCRATCH_LEN]) -> bool {
+        let byte = |i: u32| u32::from(buf[i as usize & SCRATCH_MASK]);
+        let u16_at = |i: u32| byte(i) << 8 | byte(i + 1);
+        let at = self.at;
+        match self.phase {
+            hello_phase::RECORD => {
+                // Record header (5 bytes), handshake header (4).
+                if self.len < 9 {
+                    return self.slow(reason::TLS_FRAGMENTED);
+                }
+                if byte(1) != 3 {
+                    return self.malformed();
+                }
+                let record = u16_at(3);
+                if record == 0 || record > TLS_MAX_FRAGMENT {
+                    return self.malformed();
+                }
+                if byte(5) != 1 {
+                    return self.malformed();
+                }
+                let message = byte(6) << 16 | u16_at(7);
+                if 5 + record != self.len || 4 + message != record {
+                    return self.slow(reason::TLS_FRAGMENTED);
+                }
+                self.at = 9;
+                self.end = self.len;
+                self.phase = hello_phase::VERSION;
+            }
+            hello_phase::VERSION => {
+                // legacy_version, random, legacy_session_id<0..32>.
+                if at + 35 > self.end || byte(at) != 3 {
+                    return self.malformed();
+                }
+                let session = byte(at + 34);
+                self.at = at + 35 + session;
+                if session > 32 || self.at > self.end {
+                    return self.malformed();
+                }
+                self.phase = hello_phase::CIPHERS;
+            }
+            hello_phase::CIPHERS => {
+                if at + 2 > self.end {
+                    return self.malformed();
+                }
+                let n = u16_at(at);
+                self.at = at + 2 + n;
+                if n == 0 || n % 2 != 0 || self.at > self.end {
+                    return self.malformed();
+                }
+                self.phase = hello_phase::COMPRESSION;
+            }
+            hello_phase::COMPRESSION => {
+                if at + 1 > self.end {
+                    return self.malformed();
+                }
+                let n = byte(at);
+                self.at = at + 1 + n;
+                if n == 0 || self.at > self.end {
+                    return self.malformed();
+                }
+                // Without extensions (a TLS 1.2 hello may end here): no SNI.
+                self.phase = if self.at == self.end {
+                    hello_phase::DONE
+                } else {
+                    hello_phase::EXTENSIONS
+                };
+            }
+            hello_phase::EXTENSIONS => {
+                if at + 2 > self.end || at + 2 + u16_at(at) != self.end {
+                    return self.malformed();
+                }
+                self.at = at + 2;
+                self.phase = hello_phase::EXTENSION;
+            }
+            hello_phase::EXTENSION => {
+                if at == self.end {
+                    self.phase = hello_phase::DONE;
+                    return false;
+                }
+                if at + 4 > self.end {
+                    return self.malformed();
+                }
+                let kind = u16_at(at);
+                self.at = at + 4;
+                self.data_end = self.at + u16_at(at + 2);
+                if self.data_end > self.end {
+                    return self.malformed();
+                }
+                // RFC 8446 §4.2: one extension of each type.
+                let seen = match kind {
+                    0 => SEEN_SNI,
+                    16 => SEEN_ALPN,
+                    _ => {
+                        self.at = self.data_end;
+                        return true;
+                    }
+                };
+                if self.seen & seen != 0 {
+                    return self.malformed();
+                }
+                self.seen |= seen;
+                self.phase = if seen == SEEN_SNI {
+                    hello_phase::SNI_LIST
+                } else {
+                    hello_phase::ALPN_LIST
+                };
+            }
+            hello_phase::SNI_LIST | hello_phase::ALPN_LIST => {
+                // The list fills the extension's data exactly; a server_name list is
+                // not empty.
+                if at + 2 > self.data_end {
+                    return self.malformed();
+                }
+                let n = u16_at(at);
+                let sni = self.phase == hello_phase::SNI_LIST;
+                if at + 2 + n != self.data_end || (sni && n == 0) {
+                    return self.malformed();
+                }
+                self.at = at + 2;
+                self.phase = if sni {
+                    hello_phase::SNI_ENTRY
+                } else {
+                    hello_phase::ALPN_NAME
+                };
+            }
+            hello_phase::SNI_ENTRY => {
+                if at >= self.data_end {
+                    self.phase = hello_phase::EXTENSION;
+                    return true;
+                }
+                if byte(at) != 0 {
+                    // RFC 6066 §3: an unknown name_type ends what can be read.
+                    self.at = self.data_end;
+                    self.phase = hello_phase::EXTENSION;
+                    return true;
+                }
+                if at + 3 > self.data_end {
+                    return self.malformed();
+                }
+                let start = at + 3;
+                let end = start + u16_at(at + 1);
+                // One host_name, not empty.
+                if end > self.data_end || end == start || self.sni_end != 0 {
+                    return self.malformed();
+                }
+                self.sni_start = start;
+                self.sni_end = end;
+                self.at = start;
+                self.phase = hello_phase::SNI_NAME;
+            }
+            hello_phase::SNI_NAME => {
+                for _ in 0..SCAN_STEP_BYTES {
+                    let i = self.at;
+                    if i >= self.sni_end {
+                        self.phase = hello_phase::SNI_ENTRY;
+                        return true;
+                    }
+                    let b = buf[i as usize & SCRATCH_MASK];
+                    match b {
+                        b'A'..=b'Z' => buf[i as usize & SCRATCH_MASK] = b | 0x20,
+                        0x21..=0x7e => {}
+                        _ => return self.malformed(),
+                    }
+                    self.at = i + 1;
+                }
+            }
+            hello_phase::ALPN_NAME => {
+                if at >= self.data_end {
+                    self.phase = hello_phase::EXTENSION;
+                    return true;
+                }
+                let n = byte(at);
+                self.at = at + 1 + n;
+                if n == 0 || self.at > self.data_end {
+                    return self.malformed();
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The scan's outcome, as a [`RequestScan`] the rules read (its host the SNI without
+    /// a trailing dot, as `RequestView` has it, and nothing else), or the slow path's
+    /// reason: the hello within `max_head_len` bytes, a host name of at most
+    /// [`MAX_HOST_LEN`] bytes.
+    #[inline(always)]
+    pub fn request(&self, buf: &[u8; SCRATCH_LEN], max_head_len: u32) -> Result<RequestScan, u32> {
+        match self.phase {
+            hello_phase::DONE if self.len > max_head_len => return Err(reason::LIMITS),
+            hello_phase::DONE => {}
+            hello_phase::SLOW => return Err(self.reason),
+            _ => return Err(reason::TLS_FRAGMENTED),
+        }
+        let mut scan = RequestScan::new(self.len as usize);
+        scan.phase = phase::DONE;
+        scan.fields = RequestScan::TLS;
+        if self.sni_end > self.sni_start {
+            let mut end = self.sni_end;
+            // `RequestView` cuts one trailing dot, as for a Host.
+            if buf[(end - 1) as usize & SCRATCH_MASK] == b'.' {
+                end -= 1;
+            }
+            if end == self.sni_start || end - self.sni_start > MAX_HOST_LEN {
+                return Err(reason::HOST);
+            }
+            scan.host_start = self.sni_start;
+            scan.host_end = end;
+        }
+        Ok(scan)
+    }
+}
+
 /// Terms per generation of the rule program.
 pub const MAX_TERMS: u32 = 1024;
 /// Texts (host names, paths, extensions, methods) per generation.
@@ -835,6 +1498,9 @@ pub struct KernelTerm {
     pub arg: u32,
     /// The rule (its index in `[dispatch]`) a `RULE_END` ends.
     pub rule: u32,
+    /// The cookie (an index into [`KernelRuleSet::cookie_names`]) a `COOKIE_PRESENT` or
+    /// `COOKIE_EQUALS` reads.
+    pub cookie: u32,
 }
 
 impl KernelTerm {
@@ -851,7 +1517,8 @@ impl KernelTerm {
     /// The extension is the text, ASCII case-insensitively.
     pub const EXTENSION: u32 = 7;
     pub const METHOD: u32 = 8;
-    /// False when the request has no Cookie field, else unknown.
+    /// False when the request has no Cookie field, else unknown: a cookie whose name the
+    /// kernel does not look for.
     pub const COOKIE: u32 = 9;
     /// False when the request has no query, else unknown.
     pub const QUERY: u32 = 10;
@@ -861,10 +1528,22 @@ impl KernelTerm {
     /// Pops the rule's value: true chooses pool `arg`, false goes on to the next rule,
     /// unknown sends the request to the slow path.
     pub const RULE_END: u32 = 14;
+    /// A TLS ClientHello whose SNI is the text (never for plaintext HTTP).
+    pub const SNI_EXACT: u32 = 15;
+    /// ... whose SNI ends with the text and has more before it.
+    pub const SNI_SUFFIX: u32 = 16;
+    /// The cookie `cookie` is present (unknown when the kernel could not read the
+    /// request's cookies).
+    pub const COOKIE_PRESENT: u32 = 17;
+    /// ... and its value is the text.
+    pub const COOKIE_EQUALS: u32 = 18;
 
     /// A leaf that compares a part of the request with a text.
     pub const fn uses_text(op: u32) -> bool {
-        op >= Self::HOST_EXACT && op <= Self::METHOD
+        (op >= Self::HOST_EXACT && op <= Self::METHOD)
+            || op == Self::SNI_EXACT
+            || op == Self::SNI_SUFFIX
+            || op == Self::COOKIE_EQUALS
     }
 }
 
@@ -926,13 +1605,29 @@ impl RuleEval {
             KernelTerm::FALSE => V_FALSE,
             KernelTerm::TRUE => V_TRUE,
             KernelTerm::UNKNOWN => V_UNKNOWN,
-            KernelTerm::HOST_EXACT | KernelTerm::HOST_SUFFIX => {
-                let mode = if term.op == KernelTerm::HOST_EXACT {
+            KernelTerm::HOST_EXACT
+            | KernelTerm::HOST_SUFFIX
+            | KernelTerm::SNI_EXACT
+            | KernelTerm::SNI_SUFFIX => {
+                let mode = if term.op == KernelTerm::HOST_EXACT || term.op == KernelTerm::SNI_EXACT
+                {
                     Compare::Exact
                 } else {
                     Compare::Suffix
                 };
-                truth(scan.has_host() && compare(buf, scan.host_start, scan.host_end, text, mode))
+                // The host is the SNI for TLS (`RequestView::host`); an SNI is TLS's only.
+                let sni = term.op == KernelTerm::SNI_EXACT || term.op == KernelTerm::SNI_SUFFIX;
+                truth(
+                    (scan.is_tls() || !sni)
+                        && scan.has_host()
+                        && compare(buf, scan.host_start, scan.host_end, text, mode),
+                )
+            }
+            // A ClientHello has no method, path or extension: those are false for it.
+            KernelTerm::PATH_EXACT | KernelTerm::PATH_PREFIX | KernelTerm::METHOD
+                if scan.is_tls() =>
+            {
+                V_FALSE
             }
             KernelTerm::PATH_EXACT => truth(compare(
                 buf,
@@ -958,6 +1653,16 @@ impl RuleEval {
                     V_FALSE
                 } else {
                     V_UNKNOWN
+                }
+            }
+            KernelTerm::COOKIE_PRESENT | KernelTerm::COOKIE_EQUALS => {
+                match scan.cookie(term.cookie) {
+                    None => V_UNKNOWN,
+                    Some(None) => V_FALSE,
+                    Some(Some(_)) if term.op == KernelTerm::COOKIE_PRESENT => V_TRUE,
+                    Some(Some((start, end, _))) => {
+                        truth(compare(buf, start, end, text, Compare::Exact))
+                    }
                 }
             }
             KernelTerm::QUERY => {
@@ -1121,8 +1826,15 @@ pub struct KernelPool {
     /// The pool's first slot in the slots table, and how many it has (0: none up).
     pub first_slot: u32,
     pub slots: u32,
-    /// [`KernelPool::STICKY`].
+    /// [`KernelPool::STICKY`], [`KernelPool::STICKY_BY_ID`], [`KernelPool::STICKY_BY_HASH`].
     pub flags: u32,
+    /// A sticky pool's cookie: an index into [`KernelRuleSet::cookie_names`].
+    pub cookie: u32,
+    /// The sticky pool's own slots, after its policy's: by id, one per up member with
+    /// an id (its id's hash in `seed`, its text in `id_text`); by hash, the up members
+    /// in the pool's order (rendezvous, as `consistent_hash`).
+    pub sticky_first: u32,
+    pub sticky_slots: u32,
 }
 
 impl KernelPool {
@@ -1136,9 +1848,15 @@ impl KernelPool {
     pub const HASH_URL: u32 = 3;
     /// ... of the Host, lower case.
     pub const HASH_HOST: u32 = 4;
-    /// A sticky pool: a request with a Cookie field goes to the slow path (without one
-    /// the pool's policy picks, as in `baton-dispatch`).
+    /// A sticky pool the kernel cannot follow (a cookie name or separator it does not
+    /// read, weighted hashing): a request with a Cookie field goes to the slow path
+    /// (without one the pool's policy picks, as in `baton-dispatch`).
     pub const STICKY: u32 = 1;
+    /// Sticky by id: the cookie's value (after its last separator) names a member by
+    /// its id; an id of no up member leaves the pick to the policy.
+    pub const STICKY_BY_ID: u32 = 2;
+    /// Sticky by hash: the cookie's value is hashed onto the up members.
+    pub const STICKY_BY_HASH: u32 = 4;
 }
 
 /// One slot of a pool: a back-end (its index in its generation of the back-ends table)
@@ -1147,7 +1865,8 @@ impl KernelPool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelSlot {
     pub backend: u32,
-    pub _pad: u32,
+    /// A sticky-by-id slot's id: an index into the texts (0 for other slots).
+    pub id_text: u32,
     pub seed: u64,
 }
 
@@ -1163,6 +1882,10 @@ pub struct KernelRuleSet {
     /// answers 431.
     pub max_head_len: u32,
     pub max_headers: u32,
+    /// The cookies the kernel reads, `cookies` of them (rules' `cookie` conditions and
+    /// sticky pools name them by index).
+    pub cookies: u32,
+    pub cookie_names: [KernelCookieName; MAX_KERNEL_COOKIES],
 }
 
 impl KernelRuleSet {
@@ -1174,7 +1897,10 @@ impl KernelRuleSet {
 #[inline(always)]
 pub fn hash_key_range(policy: u32, scan: &RequestScan) -> Option<(u32, u32)> {
     match policy {
-        KernelPool::HASH_PATH | KernelPool::HASH_URL => Some((scan.path_start, scan.path_end)),
+        // A ClientHello has no path: the slow path hashes the client's address.
+        KernelPool::HASH_PATH | KernelPool::HASH_URL if !scan.is_tls() => {
+            Some((scan.path_start, scan.path_end))
+        }
         KernelPool::HASH_HOST if scan.has_host() => Some((scan.host_start, scan.host_end)),
         _ => None,
     }
@@ -1322,17 +2048,51 @@ pub enum PoolPick {
     /// Rendezvous over the pool's slots of the hash of the buffer's `start..end` (mixed
     /// with the query's, for [`KernelPool::HASH_URL`] with a query).
     Hash { start: u32, end: u32, url: bool },
+    /// Sticky by id: the sticky slot whose id is the buffer's `start..end` (found by
+    /// its hash, then compared whole, [`sticky_id_is`]); with none, the policy picks
+    /// ([`policy_pick`]).
+    StickyId { start: u32, end: u32 },
+    /// Sticky by hash: rendezvous over the sticky slots of the hash of the cookie's
+    /// value, `start..end`.
+    StickyHash { start: u32, end: u32 },
 }
 
 /// The first step of picking from `pool` for the request `scan` read; `cursor` is the
 /// pool's round-robin counter. `Err`: the slow path's reason.
+/// A sticky pool reads its cookie first, as `baton-dispatch` does: present, it picks
+/// by it; absent, the policy picks.
 #[inline(always)]
 pub fn pool_pick(pool: &KernelPool, scan: &RequestScan, cursor: u32) -> Result<PoolPick, u32> {
-    if pool.policy == KernelPool::SLOW_PATH {
-        return Err(pool.reason);
-    }
     if pool.flags & KernelPool::STICKY != 0 && scan.fields & RequestScan::COOKIE_FIELD != 0 {
         return Err(reason::STICKY);
+    }
+    if pool.flags & (KernelPool::STICKY_BY_ID | KernelPool::STICKY_BY_HASH) != 0 {
+        match scan.cookie(pool.cookie) {
+            None => return Err(reason::STICKY),
+            Some(None) => {}
+            Some(Some((start, end, id_start))) => {
+                if pool.sticky_slots > MAX_HASH_MEMBERS {
+                    return Err(reason::TABLES);
+                }
+                return Ok(if pool.flags & KernelPool::STICKY_BY_HASH != 0 {
+                    PoolPick::StickyHash { start, end }
+                } else {
+                    PoolPick::StickyId {
+                        start: id_start,
+                        end,
+                    }
+                });
+            }
+        }
+    }
+    policy_pick(pool, scan, cursor)
+}
+
+/// The pool's policy's first step, stickiness aside.
+#[inline(always)]
+pub fn policy_pick(pool: &KernelPool, scan: &RequestScan, cursor: u32) -> Result<PoolPick, u32> {
+    if pool.policy == KernelPool::SLOW_PATH {
+        return Err(pool.reason);
     }
     if pool.slots == 0 {
         return Err(reason::POOL_DOWN);
@@ -1354,6 +2114,13 @@ pub fn pool_pick(pool: &KernelPool, scan: &RequestScan, cursor: u32) -> Result<P
         }
         _ => Err(reason::TABLES),
     }
+}
+
+/// Whether the id at the buffer's `start..end` is a sticky slot's `id` text: the check
+/// after the id's hash found the slot, so that no two ids are ever taken for one.
+#[inline(always)]
+pub fn sticky_id_is(buf: &[u8; SCRATCH_LEN], start: u32, end: u32, id: &KernelText) -> bool {
+    compare(buf, start, end, id, Compare::Exact)
 }
 
 /// One generation of the compiled tables as plain slices: what the daemon writes into
@@ -1387,17 +2154,39 @@ pub fn decide(
     if tables.set.flags & KernelRuleSet::ENABLED == 0 {
         return slow(reason::OFF, u32::MAX);
     }
-    let mut scan = RequestScan::new(payload.len());
     if let Some(dst) = buf.get_mut(..payload.len()) {
         dst.copy_from_slice(payload);
     }
-    for _ in 0..MAX_SCAN_STEPS {
-        if !scan.step(buf) {
-            break;
+    let read = if payload.first() == Some(&TLS_HANDSHAKE) {
+        let mut hello = HelloScan::new(payload.len());
+        for _ in 0..MAX_HELLO_STEPS {
+            if !hello.step(buf) {
+                break;
+            }
         }
-    }
-    if let Err(why) = scan.finish(tables.set.max_head_len, tables.set.max_headers) {
-        return slow(why, u32::MAX);
+        hello.request(buf, tables.set.max_head_len)
+    } else {
+        let mut scan = RequestScan::new(payload.len());
+        for _ in 0..MAX_SCAN_STEPS {
+            if !scan.step(buf) {
+                break;
+            }
+        }
+        scan.finish(tables.set.max_head_len, tables.set.max_headers)
+            .map(|()| scan)
+    };
+    let mut scan = match read {
+        Ok(scan) => scan,
+        Err(why) => return slow(why, u32::MAX),
+    };
+    if scan.cookie_fields != 0 && tables.set.cookies != 0 {
+        let mut walk = CookieWalk::new(&scan);
+        for _ in 0..MAX_SCAN_STEPS {
+            if !walk.step(&mut scan, buf, &tables.set) {
+                break;
+            }
+        }
+        walk.finish(&mut scan);
     }
     let mut eval = RuleEval::new();
     let terms = tables.set.terms.min(tables.terms.len() as u32);
@@ -1420,7 +2209,23 @@ pub fn decide(
     };
     let cursor = cursors.get_mut(eval.pool as usize);
     let count = cursor.as_ref().map_or(0, |c| **c);
-    let backend = match pool_pick(pool, &scan, count) {
+    let slots_of = |first: u32, n: u32| tables.slots.iter().skip(first as usize).take(n as usize);
+    let mut pick = pool_pick(pool, &scan, count);
+    if let Ok(PoolPick::StickyId { start, end }) = pick {
+        let key = walk_hash(buf, start, end);
+        match slots_of(pool.sticky_first, pool.sticky_slots).find(|s| s.seed == key) {
+            Some(slot) => {
+                let id = tables.texts.get(slot.id_text as usize).copied();
+                if !id.is_some_and(|id| sticky_id_is(buf, start, end, &id)) {
+                    return slow(reason::STICKY, eval.rule);
+                }
+                return hand_off(slot.backend, eval.rule);
+            }
+            // No up member has that id: the policy picks.
+            None => pick = policy_pick(pool, &scan, count),
+        }
+    }
+    let backend = match pick {
         Err(why) => return slow(why, eval.rule),
         Ok(PoolPick::Slot(slot)) => {
             if let Some(c) = cursor {
@@ -1434,21 +2239,36 @@ pub fn decide(
                 key = url_hash(key, walk_hash(buf, scan.query_start, scan.query_end));
             }
             let mut pick = Rendezvous::default();
-            let first = pool.first_slot as usize;
-            for slot in tables.slots.iter().skip(first).take(pool.slots as usize) {
+            for slot in slots_of(pool.first_slot, pool.slots) {
                 pick.offer(key, slot);
             }
             pick.chosen()
         }
+        Ok(PoolPick::StickyHash { start, end }) => {
+            let key = walk_hash(buf, start, end);
+            let mut pick = Rendezvous::default();
+            for slot in slots_of(pool.sticky_first, pool.sticky_slots) {
+                pick.offer(key, slot);
+            }
+            match pick.chosen() {
+                Some(b) => Some(b),
+                None => return slow(reason::POOL_DOWN, eval.rule),
+            }
+        }
+        Ok(PoolPick::StickyId { .. }) => None,
     };
     match backend {
-        Some(backend) => KernelDecision {
-            verdict: KernelDecision::HAND_OFF,
-            backend,
-            rule: eval.rule,
-            reason: 0,
-        },
+        Some(backend) => hand_off(backend, eval.rule),
         None => slow(reason::TABLES, eval.rule),
+    }
+}
+
+fn hand_off(backend: u32, rule: u32) -> KernelDecision {
+    KernelDecision {
+        verdict: KernelDecision::HAND_OFF,
+        backend,
+        rule,
+        reason: 0,
     }
 }
 
@@ -1489,6 +2309,9 @@ unsafe impl aya::Pod for KernelRuleSet {}
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::{vec, vec::Vec};
+
     use super::*;
 
     #[test]
@@ -1498,12 +2321,13 @@ mod tests {
         assert_eq!(core::mem::size_of::<KernelHandoffConfig>(), 24);
         assert_eq!(core::mem::size_of::<KernelHandoffRecord>(), 16);
         assert_eq!(core::mem::size_of::<KernelHandoffScratch>(), 16 + 2048);
-        assert_eq!(core::mem::size_of::<KernelTerm>(), 12);
+        assert_eq!(core::mem::size_of::<KernelTerm>(), 16);
         assert_eq!(core::mem::size_of::<KernelText>(), 4 + MAX_TEXT_LEN);
-        assert_eq!(core::mem::size_of::<KernelPool>(), 20);
+        assert_eq!(core::mem::size_of::<KernelPool>(), 32);
         assert_eq!(core::mem::size_of::<KernelSlot>(), 16);
-        assert_eq!(core::mem::size_of::<KernelRuleSet>(), 20);
-        assert_eq!(core::mem::size_of::<RequestScan>(), 18 * 4);
+        assert_eq!(core::mem::size_of::<KernelRuleSet>(), 24 + 4 * 72);
+        assert_eq!(core::mem::size_of::<KernelCookieName>(), 72);
+        assert_eq!(core::mem::size_of::<RequestScan>(), 40 * 4);
         assert_eq!(core::mem::size_of::<RuleEval>(), 32);
     }
 
@@ -1606,6 +2430,170 @@ mod tests {
         }
     }
 
+    /// The rule set's cookie names, `(name, separator)`.
+    fn cookie_set(names: &[(&str, Option<&str>)]) -> KernelRuleSet {
+        let mut set = KernelRuleSet::default();
+        for (k, (name, sep)) in names.iter().enumerate() {
+            set.cookie_names[k] =
+                KernelCookieName::new(name.as_bytes(), sep.map(str::as_bytes)).unwrap();
+        }
+        set.cookies = names.len() as u32;
+        set
+    }
+
+    fn walk_cookies(scan: &mut RequestScan, buf: &[u8; SCRATCH_LEN], set: &KernelRuleSet) {
+        let mut walk = CookieWalk::new(scan);
+        for _ in 0..MAX_SCAN_STEPS {
+            if !walk.step(scan, buf, set) {
+                break;
+            }
+        }
+        walk.finish(scan);
+    }
+
+    #[test]
+    fn cookies_are_read_as_the_slow_path_reads_them() {
+        let (mut s, buf) = scan(
+            b"GET / HTTP/1.1\r\nCookie: a=1; sid = x.y.be2 ;flag; JSESSIONID=\r\n\
+              X: sid=no\r\ncookie: sid=second; s id=3; lang=en\r\n\r\n",
+        );
+        assert_eq!(s.finish(16384, 100), Ok(()));
+        assert_eq!(s.cookie_fields, 2);
+        let set = cookie_set(&[
+            ("sid", Some(".")),
+            ("lang", None),
+            ("JSESSIONID", None),
+            ("flag", None),
+        ]);
+        walk_cookies(&mut s, &buf, &set);
+        let value = |k: u32| s.cookie(k).unwrap().map(|(a, b, _)| part(&buf, a, b));
+        let id = |k: u32| s.cookie(k).unwrap().map(|(_, b, i)| part(&buf, i, b));
+        // The first `sid`, trimmed, and what follows its last separator.
+        assert_eq!(value(0), Some(&b"x.y.be2"[..]));
+        assert_eq!(id(0), Some(&b"be2"[..]));
+        // From the second Cookie field; an empty value is a value.
+        assert_eq!(value(1), Some(&b"en"[..]));
+        assert_eq!(id(1), Some(&b"en"[..]));
+        assert_eq!(value(2), Some(&b""[..]));
+        // A pair without `=` is no cookie.
+        assert_eq!(value(3), None);
+
+        // More Cookie fields than the kernel keeps: every cookie unknown.
+        let (mut s, buf) = scan(
+            b"GET / HTTP/1.1\r\nCookie: a=1\r\nCookie: b=1\r\nCookie: c=1\r\n\
+              Cookie: d=1\r\nCookie: sid=1\r\n\r\n",
+        );
+        assert_eq!(s.finish(16384, 100), Ok(()));
+        walk_cookies(&mut s, &buf, &set);
+        assert_eq!(s.cookie(0), None);
+    }
+
+    #[test]
+    fn cookie_names_the_kernel_does_not_look_for() {
+        for (name, sep) in [
+            ("", None),
+            ("a b", None),
+            ("a=b", None),
+            ("a;b", None),
+            ("caf\u{e9}", None),
+            ("sid", Some("::")),
+            ("sid", Some(" ")),
+        ] {
+            assert_eq!(
+                KernelCookieName::new(name.as_bytes(), sep.map(str::as_bytes)),
+                None,
+                "{name:?} {sep:?}"
+            );
+        }
+        assert!(KernelCookieName::new(&[b'a'; MAX_COOKIE_NAME_LEN + 1], None).is_none());
+    }
+
+    /// A one-record ClientHello with these extensions (type, data).
+    fn hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend([7; 32]);
+        body.push(0);
+        body.extend([0, 2, 0x13, 0x01, 1, 0]);
+        let mut ext = Vec::new();
+        for (kind, data) in extensions {
+            ext.extend(kind.to_be_bytes());
+            ext.extend((data.len() as u16).to_be_bytes());
+            ext.extend(data);
+        }
+        body.extend((ext.len() as u16).to_be_bytes());
+        body.extend(ext);
+        let mut out = vec![22, 3, 1];
+        out.extend(((body.len() + 4) as u16).to_be_bytes());
+        out.push(1);
+        out.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        out.extend(body);
+        out
+    }
+
+    fn server_name(names: &[&[u8]]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for n in names {
+            list.push(0);
+            list.extend((n.len() as u16).to_be_bytes());
+            list.extend(*n);
+        }
+        let mut data = (list.len() as u16).to_be_bytes().to_vec();
+        data.extend(list);
+        data
+    }
+
+    fn read_hello(raw: &[u8]) -> (Result<RequestScan, u32>, [u8; SCRATCH_LEN]) {
+        let mut buf = [0u8; SCRATCH_LEN];
+        buf[..raw.len()].copy_from_slice(raw);
+        let mut hello = HelloScan::new(raw.len());
+        for _ in 0..MAX_HELLO_STEPS {
+            if !hello.step(&mut buf) {
+                break;
+            }
+        }
+        (hello.request(&buf, 16384), buf)
+    }
+
+    #[test]
+    fn a_client_hello_is_read_field_by_field() {
+        let alpn = (16, b"\x00\x03\x02h2".to_vec());
+        let raw = hello(&[
+            (43, vec![2, 3, 4]),
+            (0, server_name(&[b"Shop.Example.COM."])),
+            alpn.clone(),
+        ]);
+        let (scan, buf) = read_hello(&raw);
+        let scan = scan.unwrap();
+        assert!(scan.is_tls());
+        assert_eq!(
+            part(&buf, scan.host_start, scan.host_end),
+            b"shop.example.com"
+        );
+        // No server_name: no host.
+        let (scan, _) = read_hello(&hello(core::slice::from_ref(&alpn)));
+        assert!(!scan.unwrap().has_host());
+        for (raw, why) in [
+            (
+                hello(&[(0, server_name(&[b"a", b"b"]))]),
+                reason::TLS_MALFORMED,
+            ),
+            (hello(&[(0, server_name(&[b"a b"]))]), reason::TLS_MALFORMED),
+            (hello(&[alpn.clone(), alpn.clone()]), reason::TLS_MALFORMED),
+            (
+                hello(&[(16, b"\x00\x03\x02h2\x00".to_vec())]),
+                reason::TLS_MALFORMED,
+            ),
+            (hello(&[(0, server_name(&[b"."]))]), reason::HOST),
+            (raw[..raw.len() - 1].to_vec(), reason::TLS_FRAGMENTED),
+            (
+                [&raw[..], &[23, 3, 3, 0, 1, 0]].concat(),
+                reason::TLS_FRAGMENTED,
+            ),
+        ] {
+            assert_eq!(read_hello(&raw).0.map(|_| ()), Err(why), "{raw:02x?}");
+        }
+    }
+
     #[test]
     fn hosts_without_a_name_and_http_1_0() {
         for head in [
@@ -1631,7 +2619,12 @@ mod tests {
             text("/api/"),
             text("png"),
         ];
-        let term = |op, arg, rule| KernelTerm { op, arg, rule };
+        let term = |op, arg, rule| KernelTerm {
+            op,
+            arg,
+            rule,
+            cookie: 0,
+        };
         // 0: host *.example.com AND NOT cookie -> pool 1
         // 1: path_prefix /api/ OR cookie        -> pool 2 (unknown with a cookie)
         // 2: extension png                      -> pool 3

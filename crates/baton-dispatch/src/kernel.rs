@@ -9,9 +9,9 @@
 //!
 //! | condition | in the kernel |
 //! |---|---|
-//! | `host` exact and `*.` wildcard, `path`, `path_prefix`, `extension`, `method` | compared with the request's bytes |
-//! | `sni` | false: the kernel reads plaintext HTTP only |
-//! | `cookie` | false without a Cookie field, else unknown |
+//! | `host` exact and `*.` wildcard, `path`, `path_prefix`, `extension`, `method` | compared with the request's bytes (`host` with a ClientHello's SNI) |
+//! | `sni` exact and `*.` wildcard | compared with a ClientHello's SNI; false for HTTP |
+//! | `cookie` present or `equals` | read from the Cookie fields, for up to four cookie names (with the sticky pools'); other names: false without a Cookie field, else unknown |
 //! | `query` | false without a query, else unknown |
 //! | `path_regex`, `header`, `service` | unknown |
 //! | `all`, `any`, `not` | Kleene's AND, OR, NOT |
@@ -19,21 +19,27 @@
 //! Pools: `round_robin` (a slot array that is one period of the smooth weighted round
 //! robin over the up members) and `consistent_hash` with equal weights on `path`, `url`
 //! or `host` (rendezvous over the up members, the same hash and order as
-//! [`crate::pool::rendezvous`]); a sticky pool only for requests without a Cookie
-//! field. `least_connections`, `lard`, weighted `consistent_hash` (its scores are
-//! floating point) and other hash keys stay in userspace.
+//! [`crate::pool::rendezvous`]). `least_connections`, `lard`, weighted
+//! `consistent_hash` (its scores are floating point) and other hash keys stay in
+//! userspace. A sticky pool's cookie is read in the kernel, whatever the policy: `by =
+//! "id"` with no separator or a one-byte one (the id's hash finds the up member's slot,
+//! then the bytes are compared), `by = "hash"` with equal weights (rendezvous over the
+//! up members); a cookie the kernel cannot follow leaves requests with a Cookie field
+//! to the slow path.
 
 use std::{collections::HashMap, fmt, net::SocketAddrV4};
 
 use baton_common::kernel_dispatch::{
-    BACKENDS_PER_GENERATION, KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText,
-    MAX_EVAL_DEPTH, MAX_HASH_MEMBERS, MAX_KERNEL_POOLS, MAX_POOL_SLOTS, MAX_ROUND_ROBIN_SLOTS,
-    MAX_TERMS, MAX_TEXTS, RuleTables, reason,
+    BACKENDS_PER_GENERATION, KernelCookieName, KernelPool, KernelRuleSet, KernelSlot, KernelTerm,
+    KernelText, MAX_EVAL_DEPTH, MAX_HASH_MEMBERS, MAX_KERNEL_COOKIES, MAX_KERNEL_POOLS,
+    MAX_POOL_SLOTS, MAX_ROUND_ROBIN_SLOTS, MAX_TERMS, MAX_TEXTS, RuleTables, reason,
 };
 use baton_proto::frontend::Instant;
 
 use crate::{
+    dispatcher::StickyBy,
     dispatcher::{Pool, Rule},
+    hash::hash_bytes,
     matcher::{Condition, HostPattern},
     pool::{Candidates, HashKey, Policy, Server, SmoothWeighted},
 };
@@ -49,6 +55,8 @@ pub struct KernelProgram {
     pub slots: Vec<KernelSlot>,
     /// The back-ends the slots name.
     pub backends: Vec<SocketAddrV4>,
+    /// The cookies the kernel reads ([`KernelRuleSet::cookie_names`]).
+    pub cookies: Vec<KernelCookieName>,
     /// Where each rule is decided, in `[dispatch]` order.
     pub rules: Vec<Placement>,
     /// Where each pool picks its back-end, in the dispatcher's pool order.
@@ -101,7 +109,12 @@ impl Placement {
 impl fmt::Display for Placement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.userspace.is_empty() {
-            return write!(f, "in userspace: {}", self.userspace.join(", "));
+            write!(f, "in userspace: {}", self.userspace.join(", "))?;
+            if let Some(how) = &self.how {
+                // A pool whose policy is userspace's but whose stickiness is not.
+                write!(f, "; in the kernel: {how}")?;
+            }
+            return Ok(());
         }
         write!(f, "in the kernel")?;
         if let Some(how) = &self.how {
@@ -116,6 +129,35 @@ impl fmt::Display for Placement {
 
 const NO_COOKIE: &str = "a Cookie field";
 const NO_QUERY: &str = "a query";
+
+/// The slot of the cookie `name` the kernel reads (a new one if there is room), for a
+/// sticky pool that cuts it at `separator` (`Some`) or a rule (`None`, any slot of that
+/// name serves); `None` for a cookie the kernel does not read.
+fn cookie_slot(
+    cookies: &mut Vec<KernelCookieName>,
+    name: &str,
+    separator: Option<Option<&str>>,
+) -> Option<u32> {
+    let wanted = KernelCookieName::new(name.as_bytes(), separator.flatten().map(str::as_bytes))?;
+    let same_name = |c: &KernelCookieName| c.len == wanted.len && c.bytes == wanted.bytes;
+    if let Some(k) = cookies.iter().position(|c| {
+        same_name(c)
+            && (separator.is_none()
+                || c.separator == wanted.separator
+                || c.separator == KernelCookieName::NO_SEPARATOR)
+    }) {
+        if separator.is_some() {
+            // A rule's slot (no separator) takes the pool's: rules read the value only.
+            cookies[k].separator = wanted.separator;
+        }
+        return Some(k as u32);
+    }
+    if cookies.len() >= MAX_KERNEL_COOKIES {
+        return None;
+    }
+    cookies.push(wanted);
+    Some(cookies.len() as u32 - 1)
+}
 
 /// Builds the program; see the module documentation.
 pub(crate) fn compile(
@@ -137,17 +179,22 @@ pub(crate) fn compile(
         let mut placement = Placement::new(&rule.name);
         let mut terms = Vec::new();
         let texts_before = out.texts.len();
+        let cookies_before = out.cookies.clone();
         emit(
             &rule.condition,
             &mut terms,
-            &mut out.texts,
-            &mut texts,
+            &mut Tables {
+                texts: &mut out.texts,
+                index: &mut texts,
+                cookies: &mut out.cookies,
+            },
             &mut placement,
         );
         terms.push(KernelTerm {
             op: KernelTerm::RULE_END,
             arg: rule.pool as u32,
             rule: i as u32,
+            cookie: 0,
         });
         let too_deep = max_depth(&terms) > MAX_EVAL_DEPTH;
         // Room for this rule, and for a two-term stop after it should the next not fit.
@@ -173,14 +220,17 @@ pub(crate) fn compile(
                     op: KernelTerm::RULE_END,
                     arg: 0,
                     rule: i as u32,
+                    cookie: 0,
                 });
                 full = true;
             }
-            // The texts it added are unused, but harmless; keep the table small anyway.
+            // The texts and cookies it added are unused, but harmless; keep the tables
+            // small anyway.
             if texts_before < out.texts.len() {
                 out.texts.truncate(texts_before);
                 texts.retain(|_, &mut t| (t as usize) < texts_before);
             }
+            out.cookies = cookies_before;
         } else {
             out.terms.extend(terms);
         }
@@ -188,51 +238,78 @@ pub(crate) fn compile(
     }
 
     for pool in pools {
-        let (kernel_pool, placement) = compile_pool(pool, servers, now, &mut out);
+        let (kernel_pool, placement) = compile_pool(pool, servers, now, &mut out, &mut texts);
         if out.pools.len() < MAX_KERNEL_POOLS as usize {
             out.pools.push(kernel_pool);
         }
         out.pool_placements.push(placement);
     }
     let enabled = default_pool < out.pools.len();
+    let mut cookie_names = [KernelCookieName::default(); MAX_KERNEL_COOKIES];
+    for (slot, name) in cookie_names.iter_mut().zip(&out.cookies) {
+        *slot = *name;
+    }
     out.set = KernelRuleSet {
         flags: if enabled { KernelRuleSet::ENABLED } else { 0 },
         terms: out.terms.len() as u32,
         default_pool: default_pool as u32,
         max_head_len: u32::try_from(max_head_len).unwrap_or(u32::MAX),
         max_headers: u32::try_from(max_headers).unwrap_or(u32::MAX),
+        cookies: out.cookies.len() as u32,
+        cookie_names,
     };
     out
+}
+
+/// The tables a rule's leaves add to.
+struct Tables<'a> {
+    texts: &'a mut Vec<KernelText>,
+    index: &'a mut HashMap<Vec<u8>, u32>,
+    cookies: &'a mut Vec<KernelCookieName>,
+}
+
+impl Tables<'_> {
+    /// The index of `text` in the texts, added if there is room.
+    fn text(&mut self, text: &[u8]) -> Option<u32> {
+        match self.index.get(text) {
+            Some(&t) => Some(t),
+            None if self.texts.len() < MAX_TEXTS as usize => KernelText::new(text).map(|t| {
+                self.texts.push(t);
+                let i = (self.texts.len() - 1) as u32;
+                self.index.insert(text.to_vec(), i);
+                i
+            }),
+            None => None,
+        }
+    }
+}
+
+fn text_over_bounds() -> String {
+    format!(
+        "a text over the kernel's bounds ({} bytes, {MAX_TEXTS} texts)",
+        baton_common::kernel_dispatch::MAX_TEXT_LEN
+    )
 }
 
 /// The postfix form of `c`, appended to `terms`.
 fn emit(
     c: &Condition,
     terms: &mut Vec<KernelTerm>,
-    texts: &mut Vec<KernelText>,
-    index: &mut HashMap<Vec<u8>, u32>,
+    tables: &mut Tables<'_>,
     placement: &mut Placement,
 ) {
-    let op = |op, arg| KernelTerm { op, arg, rule: 0 };
+    let op = |op, arg| KernelTerm {
+        op,
+        arg,
+        rule: 0,
+        cookie: 0,
+    };
     let mut leaf =
         |terms: &mut Vec<KernelTerm>, kind: u32, text: &[u8], placement: &mut Placement| {
-            let arg = match index.get(text) {
-                Some(&t) => Some(t),
-                None if texts.len() < MAX_TEXTS as usize => KernelText::new(text).map(|t| {
-                    texts.push(t);
-                    let i = (texts.len() - 1) as u32;
-                    index.insert(text.to_vec(), i);
-                    i
-                }),
-                None => None,
-            };
-            match arg {
+            match tables.text(text) {
                 Some(arg) => terms.push(op(kind, arg)),
                 None => {
-                    placement.userspace.push(format!(
-                        "a text over the kernel's bounds ({} bytes, {MAX_TEXTS} texts)",
-                        baton_common::kernel_dispatch::MAX_TEXT_LEN
-                    ));
+                    placement.userspace.push(text_over_bounds());
                     terms.push(op(KernelTerm::UNKNOWN, 0));
                 }
             }
@@ -264,7 +341,12 @@ fn emit(
                 leaf(t, KernelTerm::HOST_SUFFIX, suffix.as_bytes(), pl)
             }
         }),
-        Condition::Sni(_) => terms.push(op(KernelTerm::FALSE, 0)),
+        Condition::Sni(patterns) => any_of(terms, patterns, placement, |t, p, pl| match p {
+            HostPattern::Exact(name) => leaf(t, KernelTerm::SNI_EXACT, name.as_bytes(), pl),
+            HostPattern::Subdomain(suffix) => {
+                leaf(t, KernelTerm::SNI_SUFFIX, suffix.as_bytes(), pl)
+            }
+        }),
         Condition::PathExact(paths) => any_of(terms, paths, placement, |t, p, pl| {
             leaf(t, KernelTerm::PATH_EXACT, p.as_bytes(), pl)
         }),
@@ -288,11 +370,34 @@ fn emit(
             }
             terms.push(op(KernelTerm::UNKNOWN, 0));
         }
-        Condition::Cookie { .. } => {
-            if !placement.unless.contains(&NO_COOKIE) {
-                placement.unless.push(NO_COOKIE);
+        Condition::Cookie { name, equals, .. } => {
+            let slot = cookie_slot(tables.cookies, name, None);
+            let value = match equals {
+                Some(v) => tables.text(v.as_bytes()).ok_or(()),
+                None => Ok(0),
+            };
+            match (slot, value) {
+                (Some(cookie), Ok(arg)) => terms.push(KernelTerm {
+                    op: if equals.is_some() {
+                        KernelTerm::COOKIE_EQUALS
+                    } else {
+                        KernelTerm::COOKIE_PRESENT
+                    },
+                    arg,
+                    rule: 0,
+                    cookie,
+                }),
+                (_, Err(())) => {
+                    placement.userspace.push(text_over_bounds());
+                    terms.push(op(KernelTerm::UNKNOWN, 0));
+                }
+                (None, Ok(_)) => {
+                    if !placement.unless.contains(&NO_COOKIE) {
+                        placement.unless.push(NO_COOKIE);
+                    }
+                    terms.push(op(KernelTerm::COOKIE, 0));
+                }
             }
-            terms.push(op(KernelTerm::COOKIE, 0));
         }
         Condition::Query { .. } => {
             if !placement.unless.contains(&NO_QUERY) {
@@ -309,14 +414,14 @@ fn emit(
                 terms.push(op(empty, 0));
             }
             for (k, inner) in list.iter().enumerate() {
-                emit(inner, terms, texts, index, placement);
+                emit(inner, terms, tables, placement);
                 if k > 0 {
                     terms.push(op(join, 0));
                 }
             }
         }
         Condition::Not(inner) => {
-            emit(inner, terms, texts, index, placement);
+            emit(inner, terms, tables, placement);
             terms.push(op(KernelTerm::NOT, 0));
         }
     }
@@ -336,7 +441,126 @@ fn max_depth(terms: &[KernelTerm]) -> u32 {
     max as u32
 }
 
+/// A pool: its policy, then its stickiness, whose slots follow the policy's.
 fn compile_pool(
+    pool: &Pool,
+    servers: &[Server],
+    now: Instant,
+    out: &mut KernelProgram,
+    texts: &mut HashMap<Vec<u8>, u32>,
+) -> (KernelPool, Placement) {
+    let (mut kernel_pool, mut placement) = compile_policy(pool, servers, now, out);
+    let Some(sticky) = &pool.sticky else {
+        return (kernel_pool, placement);
+    };
+    match compile_sticky(pool, sticky, servers, now, out, texts) {
+        Ok((flags, cookie, first, slots)) => {
+            let by = if flags == KernelPool::STICKY_BY_ID {
+                "id"
+            } else {
+                "hash"
+            };
+            let how = format!("sticky by {by} on the cookie {}", sticky.cookie);
+            placement.how = Some(match placement.how.take() {
+                Some(policy) => format!("{policy}; {how}"),
+                None => how,
+            });
+            kernel_pool.flags |= flags;
+            kernel_pool.cookie = cookie;
+            kernel_pool.sticky_first = first;
+            kernel_pool.sticky_slots = slots;
+        }
+        Err(()) => {
+            kernel_pool.flags |= KernelPool::STICKY;
+            placement.unless.push(NO_COOKIE);
+        }
+    }
+    (kernel_pool, placement)
+}
+
+/// A sticky pool's slots (see [`KernelPool::sticky_first`]), its flag and its cookie;
+/// `Err` for stickiness the kernel does not follow.
+fn compile_sticky(
+    pool: &Pool,
+    sticky: &crate::dispatcher::Sticky,
+    servers: &[Server],
+    now: Instant,
+    out: &mut KernelProgram,
+    texts: &mut HashMap<Vec<u8>, u32>,
+) -> Result<(u32, u32, u32, u32), ()> {
+    let candidates = Candidates {
+        members: &pool.members,
+        servers,
+        now,
+        exclude: &[],
+    };
+    let up = (0..pool.members.len()).filter(|&i| candidates.accept(i));
+    let (flags, separator, members): (u32, Option<&str>, Vec<usize>) = match &sticky.by {
+        // An id of a member that is down is no member's here: the policy picks, as in
+        // `Sticky::choose`.
+        StickyBy::Id { separator } => (
+            KernelPool::STICKY_BY_ID,
+            separator.as_deref(),
+            up.filter(|&i| pool.members[i].id.is_some()).collect(),
+        ),
+        // `rendezvous` with unequal weights scores in floating point.
+        StickyBy::Hash if pool.members.windows(2).all(|w| w[0].weight == w[1].weight) => {
+            (KernelPool::STICKY_BY_HASH, None, up.collect())
+        }
+        StickyBy::Hash => return Err(()),
+    };
+    if members.len() > MAX_HASH_MEMBERS as usize
+        || out.slots.len() + members.len() > MAX_POOL_SLOTS as usize
+    {
+        return Err(());
+    }
+    let by_id = flags == KernelPool::STICKY_BY_ID;
+    let cookie =
+        cookie_slot(&mut out.cookies, &sticky.cookie, by_id.then_some(separator)).ok_or(())?;
+    let mut slots = Vec::with_capacity(members.len());
+    for &i in &members {
+        let m = &pool.members[i];
+        let backend = backend_index(m.addr, &mut out.backends).ok_or(())?;
+        let (id_text, seed) = match (&m.id, by_id) {
+            (Some(id), true) => {
+                let mut tables = Tables {
+                    texts: &mut out.texts,
+                    index: texts,
+                    cookies: &mut out.cookies,
+                };
+                (
+                    tables.text(id.as_bytes()).ok_or(())?,
+                    hash_bytes(id.as_bytes()),
+                )
+            }
+            _ => (0, m.seed),
+        };
+        slots.push(KernelSlot {
+            backend,
+            id_text,
+            seed,
+        });
+    }
+    let first = out.slots.len() as u32;
+    let n = slots.len() as u32;
+    out.slots.extend(slots);
+    Ok((flags, cookie, first, n))
+}
+
+/// The index of back-end `addr` in `backends`, added if there is room.
+fn backend_index(addr: SocketAddrV4, backends: &mut Vec<SocketAddrV4>) -> Option<u32> {
+    match backends.iter().position(|b| *b == addr) {
+        Some(i) => Some(i as u32),
+        None if backends.len() < BACKENDS_PER_GENERATION as usize => {
+            backends.push(addr);
+            Some(backends.len() as u32 - 1)
+        }
+        None => None,
+    }
+}
+
+/// A pool's policy, stickiness aside.
+fn compile_policy(
     pool: &Pool,
     servers: &[Server],
     now: Instant,
@@ -350,12 +574,6 @@ fn compile_pool(
             reason: reason::POOL_POLICY,
             ..KernelPool::default()
         }
-    };
-    let flags = if pool.sticky.is_some() {
-        placement.unless.push(NO_COOKIE);
-        KernelPool::STICKY
-    } else {
-        0
     };
     let candidates = Candidates {
         members: &pool.members,
@@ -424,17 +642,6 @@ fn compile_pool(
         }
     };
     let room = MAX_POOL_SLOTS as usize - out.slots.len().min(MAX_POOL_SLOTS as usize);
-    let backend_index = |addr: SocketAddrV4, backends: &mut Vec<SocketAddrV4>| match backends
-        .iter()
-        .position(|b| *b == addr)
-    {
-        Some(i) => Some(i as u32),
-        None if backends.len() < BACKENDS_PER_GENERATION as usize => {
-            backends.push(addr);
-            Some(backends.len() as u32 - 1)
-        }
-        None => None,
-    };
     let mut slots = Vec::with_capacity(picks.len());
     for &i in &picks {
         let m = &pool.members[i];
@@ -444,7 +651,7 @@ fn compile_pool(
         };
         slots.push(KernelSlot {
             backend,
-            _pad: 0,
+            id_text: 0,
             seed: m.seed,
         });
     }
@@ -457,7 +664,7 @@ fn compile_pool(
         reason: 0,
         first_slot: out.slots.len() as u32,
         slots: slots.len() as u32,
-        flags,
+        ..KernelPool::default()
     };
     out.slots.extend(slots);
     (kernel_pool, placement)

@@ -5,15 +5,19 @@
 //! off, the slow path must parse the same request and choose the same rule, the same
 //! pool and, where the pool's policy is deterministic (hashing), the same back-end;
 //! elsewhere the kernel must say "slow path". The plain common requests must be decided
-//! in the kernel, so that a kernel that always says "slow path" fails.
+//! in the kernel, so that a kernel that always says "slow path" fails. Requests with
+//! cookies meet rules on cookies and sticky pools (by id and by hash), where the
+//! back-end is exact too; generated TLS ClientHellos meet SNI and Host rules.
 
 use std::{collections::BTreeMap, net::SocketAddrV4, path::Path};
 
-use baton_common::kernel_dispatch::{KernelDecision, KernelPool, SCRATCH_LEN, decide, reason};
+use baton_common::kernel_dispatch::{
+    KernelDecision, KernelPool, KernelText, SCRATCH_LEN, decide, reason,
+};
 use baton_dispatch::{Decision, Dispatcher, KernelProgram, RequestView, Route};
 use baton_proto::{
     frontend::Instant,
-    request::{ClientRequest, RequestLimits, parse_request},
+    request::{RequestLimits, parse_request},
 };
 use proptest::prelude::*;
 
@@ -47,6 +51,14 @@ backends = [{ address = "198.18.1.11:8080" }, { address = "198.18.1.13:8080" }]
 [pools.sticky]
 backends = [{ address = "198.18.1.14:80", id = "a" }, { address = "198.18.1.15:80", id = "b" }]
 sticky = { cookie = "sid", by = "id" }
+[pools.sessions]
+policy = "least_connections"
+backends = [{ address = "198.18.1.11:80" }, { address = "198.18.1.12:80" }, { address = "198.18.1.13:80" }]
+sticky = { cookie = "session", by = "hash" }
+[pools.jvm]
+policy = "consistent_hash"
+backends = [{ address = "198.18.1.11:80", id = "be1" }, { address = "198.18.1.12:80", id = "be2" }]
+sticky = { cookie = "JSESSIONID", by = "id", separator = "." }
 [pools.least]
 policy = "least_connections"
 backends = [{ address = "198.18.1.16:80" }]
@@ -79,6 +91,18 @@ name = "beta"
 pool = "sticky"
 match = { cookie = { name = "beta" }, path_prefix = "/beta" }
 [[rules]]
+name = "beta-2"
+pool = "sticky"
+match = { cookie = { name = "beta", equals = "2" } }
+[[rules]]
+name = "sessions"
+pool = "sessions"
+match = { cookie = { name = "session" } }
+[[rules]]
+name = "jvm"
+pool = "jvm"
+match = { path_prefix = "/app" }
+[[rules]]
 name = "regex"
 pool = "least"
 match = { path_prefix = "/users/", path_regex = "^/users/[0-9]+$" }
@@ -98,12 +122,46 @@ pool = "web"
 match = { header = { name = "X-A" } }
 "#;
 
+/// TLS services: SNI rules, a Host rule (the SNI is the host), hashing on the host and
+/// on the path (which a ClientHello lacks).
+const TLS: &str = r#"
+default_pool = "by_host"
+[pools.shop]
+backends = [{ address = "198.18.1.11:443" }]
+[pools.api]
+backends = [{ address = "198.18.1.12:443" }, { address = "198.18.1.13:443" }]
+[pools.by_host]
+policy = "consistent_hash"
+hash_key = "host"
+backends = [{ address = "198.18.1.11:443" }, { address = "198.18.1.12:443" }, { address = "198.18.1.13:443" }]
+[pools.by_path]
+policy = "consistent_hash"
+backends = [{ address = "198.18.1.13:443" }, { address = "198.18.1.14:443" }]
+[[rules]]
+name = "shop"
+pool = "shop"
+match = { sni = "shop.example.com" }
+[[rules]]
+name = "api"
+pool = "api"
+match = { sni = ["api.example.com", "*.api.example.com"] }
+[[rules]]
+name = "www"
+pool = "shop"
+match = { host = "www.example.com", not = { path_prefix = "/x" } }
+[[rules]]
+name = "paths"
+pool = "by_path"
+match = { host = "paths.example.com" }
+"#;
+
 fn configurations() -> Vec<(&'static str, String)> {
     vec![
         ("examples/dispatch.toml", EXAMPLE.to_owned()),
         ("examples/frontend-lab.toml", lab_dispatch()),
         ("mixed", MIXED.to_owned()),
         ("header-first", HEADER_FIRST.to_owned()),
+        ("tls", TLS.to_owned()),
     ]
 }
 
@@ -161,11 +219,8 @@ impl Engines {
             Ok(Some(request)) => request,
             other => panic!("the kernel hands off {show:?}, the slow path says {other:?}"),
         };
-        let ClientRequest::Http(head) = &request else {
-            panic!("the kernel hands off TLS {show:?}");
-        };
         assert_eq!(
-            head.head_len,
+            request.head_len(),
             raw.len(),
             "{show:?}: the head is the segment"
         );
@@ -185,10 +240,39 @@ impl Engines {
             "{show:?}: {kernels} and {chosen} in pool {pool}"
         );
         let policy = self.program.pools[pool].policy;
-        if policy != KernelPool::ROUND_ROBIN {
-            assert_eq!(kernels, chosen, "{show:?}: hashing picks one back-end");
+        if policy != KernelPool::ROUND_ROBIN || self.sticky_decides(pool, &view) {
+            assert_eq!(
+                kernels, chosen,
+                "{show:?}: hashing or a cookie picks one back-end"
+            );
         }
         true
+    }
+
+    /// Whether pool `pool`'s stickiness picks for `view` in the kernel (rather than its
+    /// policy): its cookie is present and, by id, names an up member's id.
+    fn sticky_decides(&self, pool: usize, view: &RequestView<'_>) -> bool {
+        let p = &self.program.pools[pool];
+        if p.flags & (KernelPool::STICKY_BY_ID | KernelPool::STICKY_BY_HASH) == 0 {
+            return false;
+        }
+        let name = &self.program.cookies[p.cookie as usize];
+        let name = std::str::from_utf8(&name.bytes[..name.len as usize]).unwrap();
+        let Some(value) = view.cookie(name) else {
+            return false;
+        };
+        if p.flags & KernelPool::STICKY_BY_HASH != 0 {
+            return true;
+        }
+        let separator = self.program.cookies[p.cookie as usize].separator;
+        let id = match char::from_u32(separator) {
+            Some(sep) if separator < 0x100 => value.rsplit_once(sep).map_or(value, |(_, id)| id),
+            _ => value,
+        };
+        let ids = &self.program.slots[p.sticky_first as usize..][..p.sticky_slots as usize];
+        ids.iter().any(|s| {
+            self.program.texts[s.id_text as usize] == KernelText::new(id.as_bytes()).unwrap()
+        })
     }
 }
 
@@ -238,6 +322,7 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         "Host: .\r\n",
         "Host: a\r\nhost: b\r\n",
         "Host: shop.example.com\r\n",
+        "Host: www.example.com\r\n",
     ]);
     let headers = prop::collection::vec(
         prop::sample::select(vec![
@@ -246,6 +331,17 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
             "Cookie: session=1\r\n",
             "Cookie: beta=1; sid=x.b\r\n",
             "cookie: JSESSIONID=abc.be2\r\n",
+            "Cookie: sid=a\r\n",
+            "Cookie: sid=b; sid=a\r\n",
+            "Cookie:  sid = b ;beta= 2\r\n",
+            "Cookie: beta=2\r\n",
+            "Cookie: beta=22;session\r\n",
+            "Cookie: session=\r\n",
+            "Cookie: se ssion=1; JSESSIONID=x.y.be1\r\n",
+            "Cookie: JSESSIONID=abc.be3\r\n",
+            "Cookie: JSESSIONID=be1.\r\n",
+            "Cookie: =x; session=s42\r\n",
+            "Cookie: a=1\r\nCookie: b=2\r\nCookie: c=3\r\nCookie: d=4\r\nCookie: sid=a\r\n",
             "X-Cache-Key: k1\r\n",
             "X-Api-Version: 2\r\n",
             "User-Agent: android\r\n",
@@ -274,8 +370,124 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
+/// A ClientHello, one record (or `records` of them), built field by field with the
+/// knobs a client or an attacker turns: the session id's length, the cipher suites'
+/// length, the SNI (absent, one name, two names, another name type first), ALPN (well
+/// formed, an empty name, twice), extensions before and after, bytes after the record.
+fn client_hello() -> impl Strategy<Value = Vec<u8>> {
+    let sni = prop::sample::select(vec![
+        "shop.example.com",
+        "Shop.Example.COM",
+        "shop.example.com.",
+        "api.example.com",
+        "v2.API.example.com",
+        "api.example.com.evil",
+        "www.example.com",
+        "paths.example.com",
+        "other.example",
+        ".",
+        "a b",
+        "",
+        "caf\u{e9}.example",
+    ]);
+    let names = prop::sample::select(vec![
+        "one",
+        "none",
+        "two",
+        "other-type-first",
+        "other-type-after",
+    ]);
+    let alpn = prop::sample::select(vec![
+        "h2+http/1.1",
+        "none",
+        "empty-name",
+        "twice",
+        "short-list",
+    ]);
+    let session = prop::sample::select(vec![0usize, 32, 33]);
+    let ciphers = prop::sample::select(vec![6usize, 2, 3, 0]);
+    let records = prop::sample::select(vec![1usize, 1, 1, 2]);
+    let after = prop::sample::select(vec![false, false, false, true]);
+    (sni, names, alpn, session, ciphers, records, after).prop_map(
+        |(sni, names, alpn, session, ciphers, records, after)| {
+            let vec16 = |d: &[u8]| {
+                let mut v = (d.len() as u16).to_be_bytes().to_vec();
+                v.extend_from_slice(d);
+                v
+            };
+            let ext = |kind: u16, d: &[u8]| {
+                let mut v = kind.to_be_bytes().to_vec();
+                v.extend(vec16(d));
+                v
+            };
+            let name = |t: u8, n: &[u8]| {
+                let mut v = vec![t];
+                v.extend(vec16(n));
+                v
+            };
+            let mut extensions = ext(43, &[2, 3, 4]);
+            let list = match names {
+                "one" => Some(name(0, sni.as_bytes())),
+                "two" => Some([name(0, sni.as_bytes()), name(0, b"x.example")].concat()),
+                "other-type-first" => Some([name(1, b"zz"), name(0, sni.as_bytes())].concat()),
+                "other-type-after" => Some([name(0, sni.as_bytes()), name(1, b"zz")].concat()),
+                _ => None,
+            };
+            if let Some(list) = list {
+                extensions.extend(ext(0, &vec16(&list)));
+            }
+            let protocols: &[u8] = b"\x02h2\x08http/1.1";
+            match alpn {
+                "h2+http/1.1" => extensions.extend(ext(16, &vec16(protocols))),
+                "empty-name" => extensions.extend(ext(16, &vec16(b"\x02h2\x00"))),
+                "twice" => {
+                    extensions.extend(ext(16, &vec16(protocols)));
+                    extensions.extend(ext(16, &vec16(protocols)));
+                }
+                "short-list" => extensions.extend(ext(16, &vec16(&protocols[..5]))),
+                _ => {}
+            }
+            extensions.extend(ext(10, &[0, 2, 0, 29]));
+            let mut body = vec![3, 3];
+            body.extend([0x5a; 32]);
+            body.push(session as u8);
+            body.extend(vec![0x11; session]);
+            body.extend(vec16(&[0x13, 0x01, 0x13, 0x02, 0xc0, 0x2f][..ciphers]));
+            body.extend([1, 0]);
+            body.extend(vec16(&extensions));
+            let mut message = vec![1];
+            message.extend(&(body.len() as u32).to_be_bytes()[1..]);
+            message.extend(body);
+            let mut out = Vec::new();
+            for fragment in message.chunks(message.len().div_ceil(records)) {
+                out.extend([22, 3, 1]);
+                out.extend(vec16(fragment));
+            }
+            if after {
+                out.extend([23, 3, 3, 0, 1, 0xaa]);
+            }
+            out
+        },
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn the_kernel_reads_client_hellos_as_the_dispatcher_or_leaves_them_to_it(
+        raw in client_hello(),
+        flip in any::<Option<(prop::sample::Index, u8)>>(),
+    ) {
+        let mut raw = raw;
+        if let Some((at, byte)) = flip {
+            let i = at.index(raw.len());
+            raw[i] = byte;
+        }
+        for (_, text) in configurations() {
+            Engines::new(&text).check(&raw);
+        }
+    }
 
     #[test]
     fn the_kernel_decides_as_the_dispatcher_or_leaves_it_to_it(
@@ -293,6 +505,48 @@ proptest! {
     }
 }
 
+/// A ClientHello captured from `openssl s_client -servername shop.example.com -alpn
+/// h2,http/1.1` (OpenSSL 3.0), one record of 340 bytes.
+const OPENSSL_HELLO: &[u8] =
+    include_bytes!("../../baton-proto/src/request/testdata/openssl_client_hello.bin");
+
+/// The captured hello with another SNI, its lengths fixed up.
+fn hello_for(sni: &str) -> Vec<u8> {
+    let old = b"shop.example.com";
+    let at = OPENSSL_HELLO
+        .windows(old.len())
+        .position(|w| w == old)
+        .unwrap();
+    let delta = sni.len() as isize - old.len() as isize;
+    let mut out = OPENSSL_HELLO[..at].to_vec();
+    out.extend(sni.as_bytes());
+    out.extend(&OPENSSL_HELLO[at + old.len()..]);
+    let add = |out: &mut Vec<u8>, i: usize, width: usize| {
+        let mut v = 0isize;
+        for k in 0..width {
+            v = v << 8 | out[i + k] as isize;
+        }
+        let v = (v + delta) as usize;
+        for k in 0..width {
+            out[i + k] = (v >> (8 * (width - 1 - k))) as u8;
+        }
+    };
+    // The record's and the handshake's lengths, the extensions', the server_name
+    // extension's, its list's and its name's.
+    add(&mut out, 3, 2);
+    add(&mut out, 6, 3);
+    let session = out[43] as usize;
+    let ciphers_at = 44 + session;
+    let ciphers = (out[ciphers_at] as usize) << 8 | out[ciphers_at + 1] as usize;
+    let compression_at = ciphers_at + 2 + ciphers;
+    let extensions_at = compression_at + 1 + out[compression_at] as usize;
+    add(&mut out, extensions_at, 2);
+    for i in [at - 9 + 2, at - 5, at - 2] {
+        add(&mut out, i, 2);
+    }
+    out
+}
+
 /// Whatever the fuzzers found for the request parser, if the corpora are here.
 #[test]
 fn the_fuzz_corpora_agree() {
@@ -302,7 +556,14 @@ fn the_fuzz_corpora_agree() {
         .map(|(_, t)| Engines::new(t))
         .collect();
     let mut seen = 0;
-    for dir in ["corpus/http_head", "seeds/http_head"] {
+    for dir in [
+        "corpus/http_head",
+        "seeds/http_head",
+        "corpus/tls_client_hello",
+        "seeds/tls_client_hello",
+        "corpus/kernel_request_scan",
+        "corpus/kernel_client_hello",
+    ] {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
             continue;
         };
@@ -340,6 +601,37 @@ fn plain_requests_are_decided_in_the_kernel() {
     ] {
         assert!(mixed.check(raw.as_bytes()), "{raw:?} went to the slow path");
     }
+    // Cookies: a rule on one, sticky pools by id (with a separator) and by hash.
+    let sessions: Vec<String> = (0..16)
+        .map(|k| format!("GET /app/{k} HTTP/1.1\r\nHost: www.example.com\r\nCookie: a=1; session=s{k}\r\n\r\n"))
+        .collect();
+    for raw in &sessions {
+        assert!(lab.check(raw.as_bytes()), "{raw:?} went to the slow path");
+        assert!(mixed.check(raw.as_bytes()), "{raw:?} went to the slow path");
+    }
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: www.example.com\r\nCookie: JSESSIONID=9F2C1A.be3\r\n\r\n",
+        "GET / HTTP/1.1\r\nCookie: JSESSIONID=x.be7\r\n\r\n",
+        "GET /img/a.png HTTP/1.1\r\nCookie: JSESSIONID=x.be2\r\n\r\n",
+    ] {
+        assert!(lab.check(raw.as_bytes()), "{raw:?} went to the slow path");
+    }
+    for raw in [
+        "GET /beta HTTP/1.1\r\nCookie: beta=1; sid=b\r\n\r\n",
+        "GET / HTTP/1.1\r\nCookie: beta=2\r\n\r\n",
+        "GET /app/1 HTTP/1.1\r\nCookie: JSESSIONID=1.2.be2\r\n\r\n",
+    ] {
+        assert!(mixed.check(raw.as_bytes()), "{raw:?} went to the slow path");
+    }
+    // ClientHellos: SNI rules, a Host rule, hashing on the host.
+    let mut tls = Engines::new(TLS);
+    for hello in [
+        OPENSSL_HELLO.to_vec(),
+        hello_for("api.example.com"),
+        hello_for("V2.api.example.com."),
+    ] {
+        assert!(tls.check(&hello), "a ClientHello went to the slow path");
+    }
     // The example's first rules run in the kernel; after its regex rule, nothing does.
     let mut example = Engines::new(EXAMPLE);
     assert!(example.check(b"GET /a.png HTTP/1.1\r\nHost: shop.example.com\r\n\r\n"));
@@ -359,10 +651,37 @@ fn what_the_kernel_leaves_to_the_slow_path_and_why() {
         (d.verdict, d.reason)
     };
     let slow = KernelDecision::SLOW_PATH;
-    // A cookie rule with a cookie: maybe.
+    // A cookie rule with cookies the kernel cannot read all of: maybe.
     assert_eq!(
-        why("GET /beta HTTP/1.1\r\nCookie: beta=1\r\n\r\n"),
+        why(
+            "GET /beta HTTP/1.1\r\nCookie: a=1\r\nCookie: b=1\r\nCookie: c=1\r\nCookie: d=1\r\nCookie: beta=1\r\n\r\n"
+        ),
         (slow, reason::RULE)
+    );
+    assert_eq!(
+        why("GET /beta HTTP/1.1\r\nCookie: beta=1\r\n\r\n").0,
+        KernelDecision::HAND_OFF
+    );
+    // A ClientHello over two records, or with a name of bytes the slow path refuses.
+    let mut tls = Engines::new(TLS);
+    let mut tls_why = |raw: &[u8]| {
+        let d = decide(&tls.program.tables(), raw, &mut tls.buf, &mut tls.cursors);
+        (d.verdict, d.reason)
+    };
+    let mut two_records = OPENSSL_HELLO[..105].to_vec();
+    two_records[3..5].copy_from_slice(&100u16.to_be_bytes());
+    two_records.extend([22, 3, 1]);
+    two_records.extend(((OPENSSL_HELLO.len() - 105) as u16).to_be_bytes());
+    two_records.extend(&OPENSSL_HELLO[105..]);
+    assert_eq!(tls_why(&two_records), (slow, reason::TLS_FRAGMENTED));
+    assert_eq!(
+        tls_why(&OPENSSL_HELLO[..200]),
+        (slow, reason::TLS_FRAGMENTED)
+    );
+    assert_eq!(tls_why(&hello_for("a b")), (slow, reason::TLS_MALFORMED));
+    assert_eq!(
+        tls_why(&hello_for("paths.example.com")),
+        (slow, reason::HASH_KEY)
     );
     // The regex rule stops the run for every request it might match...
     assert_eq!(why("GET /users/1 HTTP/1.1\r\n\r\n"), (slow, reason::RULE));
@@ -392,8 +711,12 @@ fn what_the_kernel_leaves_to_the_slow_path_and_why() {
     );
     assert_eq!(
         (d.verdict, d.reason),
-        (slow, reason::RULE),
-        "the sessions rule may match"
+        (KernelDecision::HAND_OFF, 0),
+        "the sessions rule does not match; JSESSIONID names be2"
+    );
+    assert_eq!(
+        sticky.program.backends[d.backend as usize],
+        "198.18.1.12:80".parse().unwrap()
     );
 }
 
@@ -462,7 +785,10 @@ fn the_report_says_where_each_rule_runs() {
             "not-get: in the kernel",
             "images: in the kernel",
             "api: in the kernel, unless the request has a query",
-            "beta: in the kernel, unless the request has a Cookie field",
+            "beta: in the kernel",
+            "beta-2: in the kernel",
+            "sessions: in the kernel",
+            "jvm: in the kernel",
             "regex: in userspace: path_regex",
             "after-regex: in the kernel",
         ]
@@ -477,13 +803,13 @@ fn the_report_says_where_each_rule_runs() {
         pools.contains(&"least: in userspace: least_connections".to_owned()),
         "{pools:?}"
     );
-    assert!(
-        pools.contains(
-            &"sticky: in the kernel (round robin), unless the request has a Cookie field"
-                .to_owned()
-        ),
-        "{pools:?}"
-    );
+    for pool in [
+        "sticky: in the kernel (round robin; sticky by id on the cookie sid)",
+        "sessions: in userspace: least_connections; in the kernel: sticky by hash on the cookie session",
+        "jvm: in the kernel (consistent_hash on the path; sticky by id on the cookie JSESSIONID)",
+    ] {
+        assert!(pools.contains(&pool.to_owned()), "{pools:?}");
+    }
     assert!(
         pools.contains(&"by_url: in the kernel (consistent_hash on the url)".to_owned()),
         "{pools:?}"

@@ -20,10 +20,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use baton_common::kernel_dispatch::{
-    BACKENDS_PER_GENERATION, HashWalk, KernelBackend, KernelDecision, KernelPool, KernelRuleSet,
-    KernelSlot, KernelTerm, KernelText, MAX_HASH_MEMBERS, MAX_HASH_STEPS, MAX_KERNEL_BACKENDS,
-    MAX_KERNEL_POOLS, MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous,
-    RequestScan, RuleEval, SCRATCH_LEN, pool_pick, reason, url_hash,
+    BACKENDS_PER_GENERATION, CookieWalk, HashWalk, HelloScan, KernelBackend, KernelDecision,
+    KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText, MAX_HASH_MEMBERS,
+    MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_POOL_SLOTS,
+    MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous, RequestScan, RuleEval, SCRATCH_LEN,
+    TLS_HANDSHAKE, policy_pick, pool_pick, reason, sticky_id_is, url_hash,
 };
 
 /// The back-ends the compiled pools name, by index; written by the daemon. Two
@@ -63,6 +64,8 @@ static FRONTEND_ROUND_ROBIN: PerCpuArray<u32> = PerCpuArray::with_max_entries(MA
 struct Scratch {
     bytes: [u8; SCRATCH_LEN],
     scan: RequestScan,
+    hello: HelloScan,
+    cookies: CookieWalk,
     eval: RuleEval,
     hash: HashWalk,
 }
@@ -112,6 +115,7 @@ pub fn decide_request(
     }
     let (terms, default_pool) = (set.terms, set.default_pool);
     let (max_head_len, max_headers) = (set.max_head_len, set.max_headers);
+    let cookie_names = set.cookies;
     if payload_len == 0 || payload_len > SCRATCH_LEN {
         return slow(reason::SEGMENT_SIZE, u32::MAX);
     }
@@ -144,10 +148,24 @@ pub fn decide_request(
     // SAFETY: this CPU's value, alive for the whole run; the callbacks take the `Loop`
     // passed with them.
     unsafe {
-        (*scratch).scan = RequestScan::new(len);
-        bpf_loop(MAX_SCAN_STEPS, scan_step as *mut c_void, state_ptr, 0);
-        if let Err(why) = (*scratch).scan.finish(max_head_len, max_headers) {
-            return slow(why, u32::MAX);
+        if (*scratch).bytes[0] == TLS_HANDSHAKE {
+            (*scratch).hello = HelloScan::new(len);
+            bpf_loop(MAX_HELLO_STEPS, hello_step as *mut c_void, state_ptr, 0);
+            match (*scratch).hello.request(&(*scratch).bytes, max_head_len) {
+                Ok(scan) => (*scratch).scan = scan,
+                Err(why) => return slow(why, u32::MAX),
+            }
+        } else {
+            (*scratch).scan = RequestScan::new(len);
+            bpf_loop(MAX_SCAN_STEPS, scan_step as *mut c_void, state_ptr, 0);
+            if let Err(why) = (*scratch).scan.finish(max_head_len, max_headers) {
+                return slow(why, u32::MAX);
+            }
+        }
+        if (*scratch).scan.cookie_fields != 0 && cookie_names != 0 {
+            (*scratch).cookies = CookieWalk::new(&(*scratch).scan);
+            bpf_loop(MAX_SCAN_STEPS, cookie_step as *mut c_void, state_ptr, 0);
+            (*scratch).cookies.finish(&mut (*scratch).scan);
         }
         if terms > MAX_TERMS {
             return slow(reason::TABLES, u32::MAX);
@@ -196,7 +214,15 @@ fn pick_backend(
     let slots = generation * MAX_POOL_SLOTS;
     // SAFETY: `decide_request`'s scratch value, as there; the reference ends before
     // any `bpf_loop` call.
-    let picked = pool_pick(pool, unsafe { &(*scratch).scan }, count)?;
+    let mut picked = pool_pick(pool, unsafe { &(*scratch).scan }, count)?;
+    if let PoolPick::StickyId { start, end } = picked {
+        match sticky_by_id(scratch, state_ptr, generation, pool, start, end)? {
+            Some(local) => return usable_backend(generation, local),
+            // No up member has that id: the policy picks.
+            // SAFETY: as above.
+            None => picked = policy_pick(pool, unsafe { &(*scratch).scan }, count)?,
+        }
+    }
     let local = match picked {
         PoolPick::Slot(slot) => {
             // SAFETY: as above.
@@ -226,7 +252,27 @@ fn pick_backend(
             }
             pick.chosen().ok_or(reason::POOL_DOWN)?
         }
+        PoolPick::StickyHash { start, end } => {
+            let key = hash_range(scratch, state_ptr, start, end);
+            let mut pick = Rendezvous::default();
+            for k in 0..MAX_HASH_MEMBERS {
+                if k >= pool.sticky_slots {
+                    break;
+                }
+                let at = (pool.sticky_first + k) & (MAX_POOL_SLOTS - 1);
+                let slot = FRONTEND_POOL_SLOTS.get(slots + at).ok_or(reason::TABLES)?;
+                pick.offer(key, slot);
+            }
+            pick.chosen().ok_or(reason::POOL_DOWN)?
+        }
+        PoolPick::StickyId { .. } => return Err(reason::TABLES),
     };
+    usable_backend(generation, local)
+}
+
+/// The back-end `local` of `generation`, if it may take the connection.
+#[inline(always)]
+fn usable_backend(generation: u32, local: u32) -> Result<u32, u32> {
     if local >= BACKENDS_PER_GENERATION {
         return Err(reason::TABLES);
     }
@@ -236,6 +282,41 @@ fn pick_backend(
         return Err(reason::BACKEND_UNUSABLE);
     }
     Ok(index)
+}
+
+/// The sticky-by-id slot of `pool` whose id is the buffer's `start..end`: the id's
+/// hash finds it, the bytes confirm it. `Ok(None)` when no up member has that id.
+/// Inlined: a call would take six arguments, and BPF calls take five.
+#[inline(always)]
+fn sticky_by_id(
+    scratch: *mut Scratch,
+    state_ptr: *mut c_void,
+    generation: u32,
+    pool: &KernelPool,
+    start: u32,
+    end: u32,
+) -> Result<Option<u32>, u32> {
+    let key = hash_range(scratch, state_ptr, start, end);
+    let slots = generation * MAX_POOL_SLOTS;
+    for k in 0..MAX_HASH_MEMBERS {
+        if k >= pool.sticky_slots {
+            break;
+        }
+        let at = (pool.sticky_first + k) & (MAX_POOL_SLOTS - 1);
+        let slot = FRONTEND_POOL_SLOTS.get(slots + at).ok_or(reason::TABLES)?;
+        if slot.seed != key {
+            continue;
+        }
+        let id = FRONTEND_RULE_TEXTS
+            .get(generation * MAX_TEXTS + slot.id_text % MAX_TEXTS)
+            .ok_or(reason::TABLES)?;
+        // SAFETY: `decide_request`'s scratch value, as there.
+        if !sticky_id_is(unsafe { &(*scratch).bytes }, start, end, id) {
+            return Err(reason::STICKY);
+        }
+        return Ok(Some(slot.backend));
+    }
+    Ok(None)
 }
 
 /// `hash_bytes` of the scratch buffer's bytes `start..end`, eight a `bpf_loop` step.
@@ -255,6 +336,28 @@ unsafe extern "C" fn scan_step(_index: u64, ctx: *mut c_void) -> i64 {
     // scratch pointer is this CPU's value.
     let s = unsafe { &mut *(*ctx.cast::<Loop>()).scratch };
     if s.scan.step(&mut s.bytes) { 0 } else { 1 }
+}
+
+/// One field of a ClientHello.
+unsafe extern "C" fn hello_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `scan_step`.
+    let s = unsafe { &mut *(*ctx.cast::<Loop>()).scratch };
+    if s.hello.step(&mut s.bytes) { 0 } else { 1 }
+}
+
+/// Bytes of the Cookie fields.
+unsafe extern "C" fn cookie_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `scan_step`.
+    let state = unsafe { &*ctx.cast::<Loop>() };
+    let s = unsafe { &mut *state.scratch };
+    let Some(set) = FRONTEND_RULE_SETS.get(state.generation) else {
+        return 1;
+    };
+    if s.cookies.step(&mut s.scan, &s.bytes, set) {
+        0
+    } else {
+        1
+    }
 }
 
 /// One term of the rule program.

@@ -3,8 +3,9 @@
 //! `BPF_PROG_TEST_RUN`) over maps the daemon's writer filled
 //! (`baton::frontend::kernel_dispatch`), against the same steps on the host
 //! (`baton_common::kernel_dispatch::decide`) and against `baton-dispatch` itself, on a
-//! few hundred generated requests. Also: the generation swap, and the probe's time per
-//! run for the lab's configuration (printed, not asserted).
+//! few hundred generated requests (with cookies for the sticky pools and the rules on
+//! cookies) and ClientHellos (for SNI rules). Also: the generation swap, and the probe's
+//! time per run for the lab's configuration (printed, not asserted).
 //!
 //! Needs root (loading programs); without it each test prints why it skipped.
 
@@ -17,12 +18,12 @@ use aya::{
 };
 use baton::frontend::kernel_dispatch::KernelDispatch;
 use baton_common::kernel_dispatch::{
-    BACKENDS_PER_GENERATION, KernelDecision, KernelPool, SCRATCH_LEN, decide, reason,
+    BACKENDS_PER_GENERATION, KernelDecision, KernelPool, KernelText, SCRATCH_LEN, decide, reason,
 };
 use baton_dispatch::{Decision, Dispatcher, KernelProgram, RequestView, Route};
 use baton_proto::{
     frontend::Instant,
-    request::{ClientRequest, RequestLimits, parse_request},
+    request::{RequestLimits, parse_request},
 };
 
 #[path = "../../baton-dispatch/tests/support/lab.rs"]
@@ -33,6 +34,34 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const XDP_DROP: u32 = 1;
 const EXAMPLE: &str = include_str!("../../../examples/dispatch.toml");
 const MAC: [u8; 6] = [0x02, 0xba, 0x70, 0x12, 0x01, 0x0b];
+/// A ClientHello captured from `openssl s_client -servername shop.example.com -alpn
+/// h2,http/1.1` (OpenSSL 3.0), one record of 340 bytes.
+const OPENSSL_HELLO: &[u8] =
+    include_bytes!("../../baton-proto/src/request/testdata/openssl_client_hello.bin");
+/// SNI and Host rules for a TLS service, hashing on the host.
+const TLS: &str = r#"
+default_pool = "by_host"
+[pools.shop]
+backends = [{ address = "198.18.1.11:443" }]
+[pools.api]
+backends = [{ address = "198.18.1.12:443" }, { address = "198.18.1.13:443" }]
+[pools.by_host]
+policy = "consistent_hash"
+hash_key = "host"
+backends = [{ address = "198.18.1.11:443" }, { address = "198.18.1.12:443" }, { address = "198.18.1.13:443" }]
+[[rules]]
+name = "shop"
+pool = "shop"
+match = { sni = "shop.example.com" }
+[[rules]]
+name = "api"
+pool = "api"
+match = { sni = ["api.example.com", "*.api.example.com"] }
+[[rules]]
+name = "www"
+pool = "api"
+match = { host = "www.example.com" }
+"#;
 
 /// Runs `f` as root, serially, or prints why it skipped.
 fn privileged(test: &str, f: impl FnOnce()) {
@@ -117,7 +146,68 @@ impl Requests {
         from[(r >> 33) as usize % from.len()]
     }
 
+    /// The captured ClientHello with another SNI (lengths fixed up), or bent.
+    fn hello(&mut self) -> Vec<u8> {
+        let sni = self.pick(&[
+            "shop.example.com",
+            "SHOP.example.com.",
+            "api.example.com",
+            "v2.Api.example.com",
+            "www.example.com",
+            "other.example",
+            "x.example.com",
+            "bad name",
+        ]);
+        let old = b"shop.example.com";
+        let at = OPENSSL_HELLO
+            .windows(old.len())
+            .position(|w| w == old)
+            .unwrap();
+        let delta = sni.len() as isize - old.len() as isize;
+        let mut out = OPENSSL_HELLO[..at].to_vec();
+        out.extend(sni.as_bytes());
+        out.extend(&OPENSSL_HELLO[at + old.len()..]);
+        let add = |out: &mut Vec<u8>, i: usize, width: usize| {
+            let mut v = 0isize;
+            for k in 0..width {
+                v = v << 8 | out[i + k] as isize;
+            }
+            let v = (v + delta) as usize;
+            for k in 0..width {
+                out[i + k] = (v >> (8 * (width - 1 - k))) as u8;
+            }
+        };
+        // The record's, handshake's, extensions', server_name's, its list's and name's
+        // lengths.
+        add(&mut out, 3, 2);
+        add(&mut out, 6, 3);
+        let ciphers_at = 44 + out[43] as usize;
+        let ciphers = (out[ciphers_at] as usize) << 8 | out[ciphers_at + 1] as usize;
+        let compression_at = ciphers_at + 2 + ciphers;
+        let extensions_at = compression_at + 1 + out[compression_at] as usize;
+        add(&mut out, extensions_at, 2);
+        for i in [at - 7, at - 5, at - 2] {
+            add(&mut out, i, 2);
+        }
+        match self.pick(&["", "", "", "", "truncate", "flip"]) {
+            "truncate" => out.truncate(out.len() / 2),
+            "flip" => {
+                let i = self
+                    .pick(&["1", "5", "44", "120", "300"])
+                    .parse::<usize>()
+                    .unwrap();
+                let len = out.len();
+                out[i % len] ^= 0x41;
+            }
+            _ => {}
+        }
+        out
+    }
+
     fn next(&mut self) -> Vec<u8> {
+        if self.pick(&["http", "http", "http", "tls"]) == "tls" {
+            return self.hello();
+        }
         let method = self.pick(&["GET", "GET", "HEAD", "POST", "DELETE", "get"]);
         let mut path = String::new();
         let depth = self.pick(&["0", "1", "2", "3"]).parse::<usize>().unwrap();
@@ -149,6 +239,10 @@ impl Requests {
                 "User-Agent: curl/8.5.0\r\n",
                 "Accept: */*\r\n",
                 "Cookie: session=1\r\n",
+                "Cookie: a=1; session=s7\r\n",
+                "Cookie: JSESSIONID=9F2C.be3\r\n",
+                "Cookie: JSESSIONID=x.be9; session\r\n",
+                "Cookie:  JSESSIONID = be2 ; x=y\r\n",
                 "X-Cache-Key: k\r\n",
             ]));
         }
@@ -198,7 +292,7 @@ impl Engines {
             return false;
         }
         let request = match parse_request(raw, &RequestLimits::default()) {
-            Ok(Some(request @ ClientRequest::Http(_))) => request,
+            Ok(Some(request)) if request.head_len() == raw.len() => request,
             other => panic!("the kernel hands off {show:?}, the slow path says {other:?}"),
         };
         let view = RequestView::new(&request, None);
@@ -221,7 +315,9 @@ impl Engines {
             self.members[pool].contains(&kernels),
             "{show:?}: {kernels} in pool {pool}"
         );
-        if self.program.pools[pool].policy != KernelPool::ROUND_ROBIN {
+        if self.program.pools[pool].policy != KernelPool::ROUND_ROBIN
+            || self.sticky_decides(pool, &view)
+        {
             assert_eq!(
                 kernel.backend - base,
                 host.backend,
@@ -231,6 +327,33 @@ impl Engines {
         }
         true
     }
+
+    /// Whether pool `pool`'s cookie picks for `view` (rather than its policy): present
+    /// and, by id, the id of an up member.
+    fn sticky_decides(&self, pool: usize, view: &RequestView<'_>) -> bool {
+        let p = &self.program.pools[pool];
+        if p.flags & (KernelPool::STICKY_BY_ID | KernelPool::STICKY_BY_HASH) == 0 {
+            return false;
+        }
+        let cookie = &self.program.cookies[p.cookie as usize];
+        let name = std::str::from_utf8(&cookie.bytes[..cookie.len as usize]).unwrap();
+        let Some(value) = view.cookie(name) else {
+            return false;
+        };
+        if p.flags & KernelPool::STICKY_BY_HASH != 0 {
+            return true;
+        }
+        let id = match char::from_u32(cookie.separator) {
+            Some(sep) if cookie.separator < 0x100 => {
+                value.rsplit_once(sep).map_or(value, |(_, id)| id)
+            }
+            _ => value,
+        };
+        let want = KernelText::new(id.as_bytes()).unwrap();
+        self.program.slots[p.sticky_first as usize..][..p.sticky_slots as usize]
+            .iter()
+            .any(|s| self.program.texts[s.id_text as usize] == want)
+    }
 }
 
 #[test]
@@ -239,20 +362,31 @@ fn the_kernel_decides_as_the_dispatcher() {
         let mut ebpf = load();
         let mut handed_off = 0;
         let mut total = 0;
-        for text in [lab_dispatch(), EXAMPLE.to_owned()] {
+        let (mut hellos, mut tls_in_kernel) = (0, 0);
+        for text in [lab_dispatch(), EXAMPLE.to_owned(), TLS.to_owned()] {
             let mut e = Engines::new(&text);
             let kernel = KernelDispatch::load(&mut ebpf, &e.program, |_| Some(MAC)).unwrap();
             let mut requests = Requests(0x9e37_79b9_7f4a_7c15);
             for _ in 0..300 {
                 let raw = requests.next();
                 let (decision, _) = probe(&ebpf, &raw, 1);
+                let tls = raw[0] == 22;
+                hellos += usize::from(tls);
                 if e.check(&raw, decision, kernel.generation()) {
                     handed_off += 1;
+                    tls_in_kernel += usize::from(tls);
                 }
                 total += 1;
             }
         }
-        println!("{handed_off} of {total} requests decided in the kernel");
+        println!(
+            "{handed_off} of {total} requests decided in the kernel, {tls_in_kernel} of \
+             {hellos} ClientHellos"
+        );
+        assert!(
+            tls_in_kernel > hellos / 4,
+            "the kernel decides the common ClientHellos"
+        );
         assert!(
             handed_off > total / 5,
             "the kernel decides the common requests"
@@ -335,6 +469,11 @@ fn time_per_decision() {
             &b"GET / HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"[..],
             b"GET /img/logo.png HTTP/1.1\r\nHost: img.baton.test\r\nAccept: */*\r\n\r\n",
             b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n",
+            // Sticky by id (the default pool), then a cookie rule and sticky by hash.
+            b"GET / HTTP/1.1\r\nHost: www.example.com\r\nCookie: lang=en; JSESSIONID=9F2C1A.be2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: www.example.com\r\nCookie: session=8f2a61c0d9e7\r\n\r\n",
+            // A ClientHello (no SNI rule here: the default pool).
+            OPENSSL_HELLO,
         ] {
             let (d, per_run) = probe(&ebpf, raw, 10_000);
             println!(

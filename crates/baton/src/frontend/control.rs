@@ -212,6 +212,16 @@ mod tests {
         let out = check(path).unwrap();
         assert!(out.starts_with("OK "), "{out}");
         assert!(out.contains("service 198.18.2.1:80 on eth0"), "{out}");
+        // Where each rule and pool runs: the cookie rule and both sticky pools in the
+        // kernel, the least-connections pool in userspace.
+        for line in [
+            "    rule 4 sessions: in the kernel\n",
+            "    pool all: in the kernel (round robin; sticky by id on the cookie JSESSIONID)\n",
+            "    pool api: in userspace: least_connections\n",
+            "    pool sessions: in the kernel (round robin; sticky by hash on the cookie session)\n",
+        ] {
+            assert!(out.contains(line), "{line:?} in {out}");
+        }
     }
 
     #[test]
