@@ -875,15 +875,8 @@ impl Lab {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // Its own session, so it outlives `baton lab up` and ignores the terminal's signals;
         // `lab down` finds it by namespace.
-        // SAFETY: setsid is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        detach(&mut cmd);
         cmd.spawn()
             .with_context(|| format!("starting the built-in server on {node}"))?;
         Ok(())
@@ -1072,6 +1065,26 @@ fn addr_up(ns: &str, iface: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<
     ])?;
     netns::ip(&["-n", ns, "link", "set", iface, "up"])
 }
+
+/// For a process the lab leaves running: its own session, so it outlives `baton lab up`
+/// and ignores the terminal's signals, and none of this process's descriptors but the
+/// three standard ones. An inherited descriptor would live as long as the daemon: a
+/// caller's `flock` on a lock file, say, held until `lab down`.
+pub(crate) fn detach(cmd: &mut Command) {
+    // SAFETY: setsid and close_range are async-signal-safe system calls that touch no
+    // memory of ours. Marked close-on-exec rather than closed, so that the standard
+    // library's own pipe, which reports a failed exec, still works.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
+}
+
+/// `linux/close_range.h`.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 fn have(program: &str) -> bool {
     std::env::var_os("PATH")

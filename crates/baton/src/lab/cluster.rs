@@ -8,7 +8,6 @@
 
 use std::{
     fs,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -173,13 +172,7 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err);
-    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    super::detach(&mut cmd);
     let child = cmd
         .spawn()
         .with_context(|| format!("starting baton {kind} on {node}"))?;

@@ -91,8 +91,8 @@ pub fn start_bird(lab: &Lab, state: &LabState) -> anyhow::Result<()> {
         let bird = Bird::of(lab, node);
         fs::create_dir_all(bird.config.parent().expect("in the node's folder"))?;
         fs::write(&bird.config, config)?;
-        let status = Command::new("ip")
-            .args(["netns", "exec", &lab.namespace(node), "bird", "-c"])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &lab.namespace(node), "bird", "-c"])
             .arg(&bird.config)
             .arg("-s")
             .arg(&bird.socket)
@@ -100,7 +100,10 @@ pub fn start_bird(lab: &Lab, state: &LabState) -> anyhow::Result<()> {
             .arg(&bird.pid)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        // BIRD forks into the background: nothing of this process must go with it.
+        super::detach(&mut cmd);
+        let status = cmd
             .output()
             .context("running bird (scripts/setup installs bird2)")?;
         if !status.status.success() {
