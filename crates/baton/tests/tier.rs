@@ -7,6 +7,8 @@
 //!   and every one is served.
 //! - A front-end whose daemon is stopped (SIGTERM) withdraws the VIP at its drain: the
 //!   router's route loses it, and every new connection goes to the other, served.
+//! - A front-end whose daemon is killed (SIGKILL: no drain, no exit path) is withdrawn
+//!   all the same: the device its VIP was on goes with the daemon's descriptors.
 //! - A front-end whose link dies (as a machine would) is withdrawn by the router's BFD
 //!   session (not BGP's 3-second hold timer): the router's BIRD says so, and new
 //!   connections are served again through the other. The times are printed; the only
@@ -262,6 +264,35 @@ fn a_dead_frontend_link_is_withdrawn_by_bfd_and_connections_move() {
         "the router's BGP session to fe2 ended by BFD, not by the hold timer:\n{birdc}"
     );
     // At once, no wait: from the withdrawal on, every new connection is fe1's.
+    let before = [handoffs(1), handoffs(2)];
+    assert_all_served(&connections(50));
+    assert_eq!(
+        handoffs_since(before, 50),
+        [50, 0],
+        "every new connection went to fe1"
+    );
+}
+
+#[test]
+fn a_killed_frontend_daemon_takes_its_announcement_with_it() {
+    let Some(_lab) = tier("a_killed_frontend_daemon_takes_its_announcement_with_it") else {
+        return;
+    };
+    assert_eq!(next_hops(), [frontend_addr(1), frontend_addr(2)]);
+    // SIGKILL: no drain, no exit path. The device the VIP was on goes with the daemon's
+    // descriptors, and BIRD withdraws what was on it.
+    // SAFETY: kill(2) on the daemon's process id, read from its namespace just now.
+    unsafe { libc::kill(frontend_pid(2), libc::SIGKILL) };
+    let took = wait_for_next_hops(&[frontend_addr(1)], Duration::from_secs(10));
+    eprintln!(
+        "fe2's daemon killed: the router's route lost it {} ms after SIGKILL",
+        took.as_millis()
+    );
+    let log = frontend_log(2);
+    assert!(
+        !log.contains("state=withdrawn"),
+        "a killed daemon withdraws nothing itself:\n{log}"
+    );
     let before = [handoffs(1), handoffs(2)];
     assert_all_served(&connections(50));
     assert_eq!(
