@@ -9,6 +9,8 @@
 //!   router's route loses it, and every new connection goes to the other, served.
 //! - A front-end whose daemon is killed (SIGKILL: no drain, no exit path) is withdrawn
 //!   all the same: the device its VIP was on goes with the daemon's descriptors.
+//! - A front-end none of whose back-ends is up (its health checks fail) withdraws, and
+//!   announces again when one is back.
 //! - A front-end whose link dies (as a machine would) is withdrawn by the router's BFD
 //!   session (not BGP's 3-second hold timer): the router's BIRD says so, and new
 //!   connections are served again through the other. The times are printed; the only
@@ -66,6 +68,22 @@ fn handoffs_since(before: [usize; 2], n: usize) -> [usize; 2] {
         if since.iter().sum::<usize>() >= n || started.elapsed() > Duration::from_secs(10) {
             return since;
         }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits up to 10 s for front-end `k`'s log to satisfy `done`, or fails with it.
+fn wait_for_frontend_log(k: u8, what: &str, done: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    loop {
+        let log = frontend_log(k);
+        if done(&log) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}:\n{log}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -300,4 +318,36 @@ fn a_killed_frontend_daemon_takes_its_announcement_with_it() {
         [50, 0],
         "every new connection went to fe1"
     );
+}
+
+#[test]
+fn a_frontend_without_a_backend_up_withdraws_until_one_is_back() {
+    let Some(_lab) = tier("a_frontend_without_a_backend_up_withdraws_until_one_is_back") else {
+        return;
+    };
+    let both = [frontend_addr(1), frontend_addr(2)];
+    assert_eq!(next_hops(), both);
+    // fe2 loses its way to every back-end (its health checks and handoffs go nowhere);
+    // fe1 does not. fe2's checks take every back-end down, and it withdraws.
+    let block = "table inet bttier { chain out { type filter hook output priority 0; ip daddr 198.18.1.0/24 tcp dport 80 drop; }; }";
+    ok(&mut in_node(&LAB, "fe2", &["nft", block]));
+    wait_for_next_hops(&[frontend_addr(1)], Duration::from_secs(15));
+    // The daemon's log lines go out at the end of its loop's round: soon, not at once.
+    wait_for_frontend_log(2, "fe2 withdrew for want of a back-end", |log| {
+        log.lines()
+            .any(|l| l.contains("state=withdrawn") && l.contains("reason=no_backend_up"))
+    });
+    let before = [handoffs(1), handoffs(2)];
+    assert_all_served(&connections(20));
+    assert_eq!(handoffs_since(before, 20), [20, 0], "fe1 took them all");
+    // The back-ends are back for fe2: its checks pass again and it announces again.
+    ok(&mut in_node(
+        &LAB,
+        "fe2",
+        &["nft", "delete", "table", "inet", "bttier"],
+    ));
+    wait_for_next_hops(&both, Duration::from_secs(15));
+    wait_for_frontend_log(2, "fe2 announced at the start and again now", |log| {
+        log.matches("state=announced").count() == 2
+    });
 }

@@ -109,7 +109,7 @@ impl Announcer {
     /// is logged and left withdrawn; the next call tries again.
     pub fn update(&mut self, ability: Ability) {
         match ability.withdraw_reason() {
-            Some(reason) => self.withdraw(reason, ability.backends_up),
+            Some(reason) => self.withdraw(reason),
             None if self.device.is_none() => match self.open() {
                 Ok(device) => {
                     self.device = Some(device);
@@ -146,7 +146,7 @@ impl Announcer {
     }
 
     /// Withdraws the VIPs if announced: closing the descriptor removes the device.
-    pub fn withdraw(&mut self, reason: &'static str, backends_up: usize) {
+    pub fn withdraw(&mut self, reason: &'static str) {
         let was = self.device.take().is_some();
         self.reason = reason;
         if was {
@@ -157,7 +157,6 @@ impl Announcer {
                     ("reason", &reason),
                     ("interface", &self.settings.interface),
                     ("vips", &self.vips_label()),
-                    ("backends_up", &backends_up),
                 ],
             );
         }

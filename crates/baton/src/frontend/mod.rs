@@ -375,7 +375,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     );
     // Withdrawn at the drain already; this is for a loop that ended in an error.
     if let Some(a) = &mut ops.announce {
-        a.withdraw("exit", 0);
+        a.withdraw("exit");
     }
     // Whatever the last round left.
     drop(ops);
