@@ -47,9 +47,11 @@ pub const FRONTEND_AS: u32 = 65001;
 /// is never forwarded by IP (`ip_forward` takes only `PACKET_HOST`).
 pub const FRONTEND_GROUP_MAC: &str = "03:ba:70:12:01:00";
 /// BFD's interval (both ways) and detection multiplier: a front-end that stops answering
-/// is declared down after 3 x 100 ms.
-const BFD_INTERVAL_MS: u32 = 100;
-const BFD_MULTIPLIER: u32 = 3;
+/// is declared down after 5 x 200 ms, about a second. Shorter would be possible (BIRD
+/// takes 10 ms), but the lab shares two cores with load generators and other labs, and a
+/// BFD packet late by a scheduler's hiccup must not take a live front-end out.
+const BFD_INTERVAL_MS: u32 = 200;
+const BFD_MULTIPLIER: u32 = 5;
 
 /// The files of a node's BIRD instance, in the node's folder of the lab.
 pub struct Bird {
