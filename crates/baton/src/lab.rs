@@ -846,21 +846,27 @@ impl Lab {
         )?;
         let conf = dir.join("nginx.conf");
         fs::write(&conf, nginx_conf(&node.to_string(), dir, root))?;
-        let ns = self.namespace(node);
-        netns::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "nginx",
-                "-e",
-                &dir.join("logs/error.log").to_string_lossy(),
-                "-c",
-                &conf.to_string_lossy(),
-            ],
-        )
-        .with_context(|| format!("starting nginx on {node}"))
+        // nginx forks into the background: nothing of this process must go with it.
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.namespace(node), "nginx", "-e"])
+            .arg(dir.join("logs/error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        detach(&mut cmd);
+        let out = cmd
+            .output()
+            .with_context(|| format!("starting nginx on {node}: is it installed?"))?;
+        if !out.status.success() {
+            bail!(
+                "starting nginx on {node} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     fn start_builtin(&self, node: Node, root: &Path) -> anyhow::Result<()> {

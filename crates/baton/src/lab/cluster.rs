@@ -242,10 +242,8 @@ mod tests {
         let fe = frontend_config(&lab, &one, Node::Fe);
         assert!(fe.contains("pin_dir = \"/run/t1-lab/fe/bpf\""));
         assert!(fe.contains("metrics = \"127.0.0.1:9180\""));
-        assert!(
-            !fe.contains("[announce]"),
-            "one front-end announces nothing"
-        );
+        let parsed = crate::frontend::config::parse(&fe, Path::new(".")).unwrap();
+        assert_eq!(parsed.announce, None, "one front-end announces nothing");
         let be = backend_config(&lab, &one, 2);
         assert!(be.contains("pin_dir = \"/run/t1-lab/be2/bpf\""));
         assert!(be.contains("frontend_mac = \"02:ba:70:12:01:02\""));
@@ -257,7 +255,8 @@ mod tests {
         let be = backend_config(&lab, &tier, 1);
         assert!(be.contains("frontend_mac = \"03:ba:70:12:01:00\""));
         // Both parse as their daemons would read them.
-        crate::frontend::config::parse(&fe2, Path::new(".")).unwrap();
+        let parsed = crate::frontend::config::parse(&fe2, Path::new(".")).unwrap();
+        assert_eq!(parsed.announce.unwrap().interface, "baton-vip");
         crate::backend::AgentConfig::parse(&be).unwrap();
     }
 }
