@@ -4,6 +4,10 @@
 //!  client ── router ══ LAN bridge (in `lan`) ══ fe, be1 .. beN
 //! ```
 //!
+//! With `--frontends N` (2 to 4) the front-end is a tier, `fe1` .. `feN`, each announcing
+//! the VIP to the router over BGP (module [`tier`]); with `--cluster` the lab also starts
+//! every daemon (module [`cluster`]).
+//!
 //! The addressing plan below is a contract that the tests, the demo and the benchmarks
 //! rely on; the README documents it. All addresses are in the benchmarking range
 //! 198.18.0.0/15 and live only inside namespaces the lab creates. Several labs can run at
@@ -24,12 +28,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{netns, webroot};
 
+pub mod cluster;
+pub mod tier;
+
 pub const DEFAULT_BACKENDS: u8 = 3;
 pub const MAX_BACKENDS: u8 = 32;
+/// One front-end, `fe`, unless `--frontends` asks for a tier.
+pub const DEFAULT_FRONTENDS: u8 = 1;
+/// A tier of at most four front-ends, `fe1` .. `fe4` (198.18.1.2 .. 198.18.1.5), below
+/// the back-ends' addresses.
+pub const MAX_FRONTENDS: u8 = 4;
 /// The lab's name when `BATON_LAB` is unset: namespaces are `baton-client`, `baton-fe`, ...
 pub const DEFAULT_NAME: &str = "baton";
 
-/// The virtual IP: the router sends it to `fe`.
+/// The virtual IP: the router sends it to `fe` (or spreads it over the tier's front-ends
+/// that announce it).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 /// A second virtual IP beside [`VIP`], for a front-end serving several services. `lab up`
 /// leaves it unassigned: whoever uses it adds it on `fe`'s `lo` and routes it to
@@ -55,29 +68,51 @@ pub enum Node {
     Router,
     /// Holds only the LAN bridge; a switch, not a host.
     Lan,
+    /// The one front-end of a lab without a tier.
     Fe,
+    /// Front-end `fe<k>` of a tier, k in 1..=[`MAX_FRONTENDS`].
+    Frontend(u8),
     /// Back-end `be<k>`, k in 1..=32.
     Backend(u8),
 }
 
 impl Node {
-    /// Parses a node name as users type it: `client`, `router`, `lan`, `fe`, `be1`...
-    pub fn parse(name: &str, backends: u8) -> anyhow::Result<Self> {
+    /// Parses a node name as users type it: `client`, `router`, `lan`, `fe` (or `fe1`..
+    /// in a tier), `be1`...
+    pub fn parse(name: &str, backends: u8, frontends: u8) -> anyhow::Result<Self> {
+        let numbered = |prefix: &str, max: u8| {
+            name.strip_prefix(prefix)
+                .and_then(|k| k.parse::<u8>().ok())
+                .filter(|k| (1..=max).contains(k) && name == format!("{prefix}{k}"))
+        };
         let node = match name {
             "client" => Self::Client,
             "router" => Self::Router,
             "lan" => Self::Lan,
-            "fe" => Self::Fe,
-            _ => match name.strip_prefix("be").and_then(|k| k.parse::<u8>().ok()) {
-                Some(k) if (1..=backends).contains(&k) && name == format!("be{k}") => {
-                    Self::Backend(k)
-                }
+            "fe" if frontends == 1 => Self::Fe,
+            _ => match (numbered("fe", frontends), numbered("be", backends)) {
+                (Some(k), _) if frontends > 1 => Self::Frontend(k),
+                (_, Some(k)) => Self::Backend(k),
                 _ => bail!(
-                    "unknown lab node `{name}`; nodes are client, router, lan, fe and be1..be{backends}"
+                    "unknown lab node `{name}`; nodes are client, router, lan, {} and be1..be{backends}",
+                    Self::frontends(frontends)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             },
         };
         Ok(node)
+    }
+
+    /// The front-end nodes of a lab with `frontends` front-ends: `fe` alone, or the tier.
+    pub fn frontends(frontends: u8) -> Vec<Node> {
+        if frontends <= 1 {
+            vec![Self::Fe]
+        } else {
+            (1..=frontends).map(Self::Frontend).collect()
+        }
     }
 
     /// The node's address on the cluster LAN (or the client network, for `client`).
@@ -87,13 +122,16 @@ impl Node {
             Self::Router => Some(ROUTER_LAN_ADDR),
             Self::Lan => None,
             Self::Fe => Some(FE_ADDR),
+            Self::Frontend(k) => Some(frontend_addr(k)),
             Self::Backend(k) => Some(backend_addr(k)),
         }
     }
 
-    /// Every node of a lab with `backends` back-ends, in bring-up order.
-    pub fn all(backends: u8) -> Vec<Node> {
-        let mut nodes = vec![Self::Client, Self::Router, Self::Lan, Self::Fe];
+    /// Every node of a lab with `backends` back-ends and `frontends` front-ends, in
+    /// bring-up order.
+    pub fn all(backends: u8, frontends: u8) -> Vec<Node> {
+        let mut nodes = vec![Self::Client, Self::Router, Self::Lan];
+        nodes.extend(Self::frontends(frontends));
         nodes.extend((1..=backends).map(Self::Backend));
         nodes
     }
@@ -106,9 +144,15 @@ impl fmt::Display for Node {
             Self::Router => f.write_str("router"),
             Self::Lan => f.write_str("lan"),
             Self::Fe => f.write_str("fe"),
+            Self::Frontend(k) => write!(f, "fe{k}"),
             Self::Backend(k) => write!(f, "be{k}"),
         }
     }
+}
+
+/// Front-end k's LAN address in a tier: 198.18.1.(1 + k), so `fe1` has `fe`'s.
+pub const fn frontend_addr(k: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 1, 1 + k)
 }
 
 /// Back-end k's LAN address: 198.18.1.(10 + k).
@@ -140,15 +184,16 @@ pub struct Interface {
     pub role: String,
 }
 
-/// The whole addressing plan of a lab with `backends` back-ends.
-pub fn plan(backends: u8) -> Vec<Interface> {
+/// The whole addressing plan of a lab with `backends` back-ends and `frontends`
+/// front-ends.
+pub fn plan(backends: u8, frontends: u8) -> Vec<Interface> {
     let i = |node: &str, iface: &str, addr: Option<(Ipv4Addr, u8)>, role: &str| Interface {
         node: node.into(),
         iface: iface.into(),
         addr: addr.map(|(a, p)| format!("{a}/{p}")).unwrap_or_default(),
         // Loopback and bridge have no MAC of the plan's own.
         mac: addr
-            .filter(|_| iface != "lo")
+            .filter(|_| iface != "lo" && iface != tier::ANNOUNCE_INTERFACE)
             .map(|(a, _)| mac_for(a))
             .unwrap_or_default(),
         role: role.into(),
@@ -166,31 +211,71 @@ pub fn plan(backends: u8) -> Vec<Interface> {
             Some((ROUTER_CLIENT_ADDR, 24)),
             "router, client side",
         ),
-        i(
-            "router",
-            "eth1",
-            Some((ROUTER_LAN_ADDR, 24)),
-            "router, LAN side; routes the VIP 198.18.2.1/32 via 198.18.1.2",
-        ),
-        i(
-            "lan",
-            "br0",
-            None,
-            "LAN bridge; ports p-router, p-fe, p-be1..p-beN",
-        ),
-        i(
-            "fe",
-            "eth0",
-            Some((FE_ADDR, 24)),
-            "front-end; default via 198.18.1.1",
-        ),
-        i(
-            "fe",
-            "lo",
-            Some((VIP, 32)),
-            "the VIP, owned by the front-end",
-        ),
     ];
+    if frontends <= 1 {
+        plan.extend([
+            i(
+                "router",
+                "eth1",
+                Some((ROUTER_LAN_ADDR, 24)),
+                "router, LAN side; routes the VIP 198.18.2.1/32 via 198.18.1.2",
+            ),
+            i(
+                "lan",
+                "br0",
+                None,
+                "LAN bridge; ports p-router, p-fe, p-be1..p-beN",
+            ),
+            i(
+                "fe",
+                "eth0",
+                Some((FE_ADDR, 24)),
+                "front-end; default via 198.18.1.1",
+            ),
+            i(
+                "fe",
+                "lo",
+                Some((VIP, 32)),
+                "the VIP, owned by the front-end",
+            ),
+        ]);
+    } else {
+        plan.extend([
+            i(
+                "router",
+                "eth1",
+                Some((ROUTER_LAN_ADDR, 24)),
+                "router, LAN side; BGP (AS 65000) with each front-end, BFD; the VIP 198.18.2.1/32 by ECMP over those that announce it",
+            ),
+            i(
+                "lan",
+                "br0",
+                None,
+                "LAN bridge; ports p-router, p-fe1..p-feN, p-be1..p-beN",
+            ),
+        ]);
+        for k in 1..=frontends {
+            let name = format!("fe{k}");
+            plan.push(i(
+                &name,
+                "eth0",
+                Some((frontend_addr(k), 24)),
+                "front-end of the tier, BGP (AS 65001) with 198.18.1.1; default via 198.18.1.1",
+            ));
+            plan.push(i(
+                &name,
+                "lo",
+                Some((VIP, 32)),
+                "the VIP, served by every front-end of the tier",
+            ));
+            plan.push(i(
+                &name,
+                tier::ANNOUNCE_INTERFACE,
+                Some((VIP, 32)),
+                "the VIP again, while the daemon can serve: what BIRD announces",
+            ));
+        }
+    }
     for k in 1..=backends {
         let name = format!("be{k}");
         plan.push(i(
@@ -219,7 +304,34 @@ pub enum ServerKind {
 pub struct LabState {
     pub name: String,
     pub backends: u8,
+    /// 1: the front-end `fe`; more: the tier `fe1` .. `feN` behind BGP and ECMP.
+    #[serde(default = "one_frontend")]
+    pub frontends: u8,
     pub server: ServerKind,
+    /// `lab up --cluster` started the daemons too.
+    #[serde(default)]
+    pub cluster: bool,
+}
+
+fn one_frontend() -> u8 {
+    DEFAULT_FRONTENDS
+}
+
+impl LabState {
+    /// The front-end nodes: `fe`, or `fe1` .. `feN`.
+    pub fn frontend_nodes(&self) -> Vec<Node> {
+        Node::frontends(self.frontends)
+    }
+}
+
+/// What `lab up` makes.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub backends: u8,
+    pub frontends: u8,
+    pub server: ServerKind,
+    /// Start the cluster's daemons as well (module [`cluster`]).
+    pub cluster: bool,
 }
 
 /// A lab, by name. All its namespaces are `<name>-<node>`, its files under `state_dir`.
@@ -282,22 +394,51 @@ impl Lab {
 
     /// Namespaces of this lab that exist now, whatever state the lab is in.
     pub fn existing_namespaces(&self) -> Vec<String> {
-        Node::all(MAX_BACKENDS)
+        // `fe` and the tier's `fe1`..: whichever kind the lab was.
+        Node::all(MAX_BACKENDS, MAX_FRONTENDS)
             .into_iter()
+            .chain([Node::Fe])
             .map(|n| self.namespace(n))
             .filter(|ns| netns::exists(ns))
             .collect()
     }
 
-    /// Brings the lab up. On any failure it removes what it made and reports the cause.
+    /// Brings up a lab with one front-end and no daemons (what the benchmarks use).
     pub fn up(
         &self,
         backends: u8,
         server: ServerKind,
         log: &mut dyn FnMut(&str),
     ) -> anyhow::Result<LabState> {
+        self.up_with(
+            &Setup {
+                backends,
+                frontends: DEFAULT_FRONTENDS,
+                server,
+                cluster: false,
+            },
+            log,
+        )
+    }
+
+    /// Brings the lab up. On any failure it removes what it made and reports the cause.
+    pub fn up_with(&self, setup: &Setup, log: &mut dyn FnMut(&str)) -> anyhow::Result<LabState> {
+        let Setup {
+            backends,
+            frontends,
+            server,
+            cluster,
+        } = *setup;
         if !(1..=MAX_BACKENDS).contains(&backends) {
             bail!("--backends must be between 1 and {MAX_BACKENDS}, not {backends}");
+        }
+        if !(1..=MAX_FRONTENDS).contains(&frontends) {
+            bail!("--frontends must be between 1 and {MAX_FRONTENDS}, not {frontends}");
+        }
+        if frontends > 1 && !have("bird") {
+            bail!(
+                "--frontends {frontends} needs BIRD 2 (`bird`, `birdc`) for BGP between the router and the front-ends; run scripts/setup or `apt-get install bird2`"
+            );
         }
         let left = self.existing_namespaces();
         if !left.is_empty() || self.state_dir().exists() {
@@ -330,9 +471,17 @@ impl Lab {
         let state = LabState {
             name: self.name.clone(),
             backends,
+            frontends,
             server,
+            cluster,
         };
-        match self.try_up(&state, log) {
+        match self.try_up(&state, log).and_then(|()| {
+            if cluster {
+                cluster::start(self, &state, log)
+            } else {
+                Ok(())
+            }
+        }) {
             Ok(()) => Ok(state),
             Err(e) => {
                 log("bring-up failed; removing what was made");
@@ -348,7 +497,7 @@ impl Lab {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::write(self.state_file(), serde_json::to_string_pretty(state)?)?;
 
-        let nodes = Node::all(state.backends);
+        let nodes = Node::all(state.backends, state.frontends);
         for &node in &nodes {
             let ns = self.namespace(node);
             netns::ip(&["netns", "add", &ns])?;
@@ -365,6 +514,10 @@ impl Lab {
                     "net.ipv4.ip_forward=1",
                     "net.ipv4.conf.all.rp_filter=0",
                     "net.ipv4.conf.default.rp_filter=0",
+                    // ECMP over the tier by the 4-tuple (layer 4), not the addresses
+                    // alone: one client's connections spread over the front-ends, and
+                    // each stays on one while the set does not change.
+                    "net.ipv4.fib_multipath_hash_policy=1",
                 ]);
             }
             if matches!(node, Node::Backend(_)) {
@@ -384,8 +537,9 @@ impl Lab {
         // for the lab's own (`lan`). `ip netns exec` gives each command a private /sys, so
         // /sys/fs/bpf would not outlive it; these mounts live in the host's mount
         // namespace, visible to every exec.
-        for node in [Node::Lan, Node::Fe]
+        for node in [Node::Lan]
             .into_iter()
+            .chain(state.frontend_nodes())
             .chain((1..=state.backends).map(Node::Backend))
         {
             mount_bpffs(&self.bpffs(node))?;
@@ -394,7 +548,6 @@ impl Lab {
         let client = self.namespace(Node::Client);
         let router = self.namespace(Node::Router);
         let lan = self.namespace(Node::Lan);
-        let fe = self.namespace(Node::Fe);
 
         // client <-> router, a point-to-point link.
         veth(&client, "eth0", &router, "eth0")?;
@@ -441,27 +594,41 @@ impl Lab {
             addr_up(ns, iface, addr, 24)
         };
         lan_port(&router, "p-router", ROUTER_LAN_ADDR, "eth1")?;
-        lan_port(&fe, "p-fe", FE_ADDR, "eth0")?;
-        self.pass_xdp_tx_to_bridge(&lan)?;
-        netns::ip(&[
-            "-n",
-            &router,
-            "route",
-            "add",
-            &format!("{VIP}/32"),
-            "via",
-            &FE_ADDR.to_string(),
-        ])?;
-        netns::ip(&["-n", &fe, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        netns::ip(&[
-            "-n",
-            &fe,
-            "route",
-            "add",
-            "default",
-            "via",
-            &ROUTER_LAN_ADDR.to_string(),
-        ])?;
+        for node in state.frontend_nodes() {
+            let fe = self.namespace(node);
+            let port = format!("p-{node}");
+            lan_port(
+                &fe,
+                &port,
+                node.addr().expect("a front-end has one"),
+                "eth0",
+            )?;
+            self.pass_xdp_tx_to_bridge_port(&lan, &port)?;
+            netns::ip(&["-n", &fe, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            netns::ip(&[
+                "-n",
+                &fe,
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER_LAN_ADDR.to_string(),
+            ])?;
+        }
+        if state.frontends == 1 {
+            netns::ip(&[
+                "-n",
+                &router,
+                "route",
+                "add",
+                &format!("{VIP}/32"),
+                "via",
+                &FE_ADDR.to_string(),
+            ])?;
+        } else {
+            // The tier: the VIP is routed only where a front-end announces it.
+            tier::start_bird(self, state)?;
+        }
         for k in 1..=state.backends {
             let be = self.namespace(Node::Backend(k));
             lan_port(&be, &format!("p-be{k}"), backend_addr(k), "eth0")?;
@@ -476,8 +643,19 @@ impl Lab {
             ])?;
         }
         log(&format!(
-            "network: client - router - LAN bridge - fe, be1..be{}",
-            state.backends
+            "network: client - router - LAN bridge - {}, be1..be{}{}",
+            state
+                .frontend_nodes()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            state.backends,
+            if state.frontends > 1 {
+                "; BIRD on the router and each front-end (BGP, BFD, ECMP)"
+            } else {
+                ""
+            }
         ));
 
         // A BPF filesystem per front-end and back-end node, for the agents' pins. `ip netns
@@ -541,7 +719,12 @@ impl Lab {
     /// without a fast path and puts it back for Baton's: a veth whose peer runs XDP
     /// loses TSO, which would slow down a front-end that sends, like HAProxy.)
     pub fn pass_xdp_tx_to_bridge(&self, lan: &str) -> anyhow::Result<()> {
-        let pin = self.bpffs(Node::Lan).join("p-fe-xdp");
+        self.pass_xdp_tx_to_bridge_port(lan, "p-fe")
+    }
+
+    /// [`Lab::pass_xdp_tx_to_bridge`] for the bridge port `port` of any front-end.
+    pub fn pass_xdp_tx_to_bridge_port(&self, lan: &str, port: &str) -> anyhow::Result<()> {
+        let pin = self.bpffs(Node::Lan).join(format!("{port}-xdp"));
         netns::run_in(lan, || -> anyhow::Result<()> {
             let mut ebpf =
                 aya::Ebpf::load(crate::ebpf::LAB).context("loading the lab's eBPF object")?;
@@ -551,10 +734,11 @@ impl Lab {
                 .try_into()?;
             prog.load()?;
             let id = prog
-                .attach("p-fe", aya::programs::xdp::XdpMode::Driver)
-                .context("attaching XDP to p-fe")?;
+                .attach(port, aya::programs::xdp::XdpMode::Driver)
+                .with_context(|| format!("attaching XDP to {port}"))?;
             let link: aya::programs::links::FdLink = prog.take_link(id)?.try_into()?;
-            link.pin(&pin).context("pinning p-fe's XDP link")?;
+            link.pin(&pin)
+                .with_context(|| format!("pinning {port}'s XDP link"))?;
             Ok(())
         })?
     }
@@ -662,21 +846,27 @@ impl Lab {
         )?;
         let conf = dir.join("nginx.conf");
         fs::write(&conf, nginx_conf(&node.to_string(), dir, root))?;
-        let ns = self.namespace(node);
-        netns::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "nginx",
-                "-e",
-                &dir.join("logs/error.log").to_string_lossy(),
-                "-c",
-                &conf.to_string_lossy(),
-            ],
-        )
-        .with_context(|| format!("starting nginx on {node}"))
+        // nginx forks into the background: nothing of this process must go with it.
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.namespace(node), "nginx", "-e"])
+            .arg(dir.join("logs/error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        detach(&mut cmd);
+        let out = cmd
+            .output()
+            .with_context(|| format!("starting nginx on {node}: is it installed?"))?;
+        if !out.status.success() {
+            bail!(
+                "starting nginx on {node} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     fn start_builtin(&self, node: Node, root: &Path) -> anyhow::Result<()> {
@@ -691,15 +881,8 @@ impl Lab {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // Its own session, so it outlives `baton lab up` and ignores the terminal's signals;
         // `lab down` finds it by namespace.
-        // SAFETY: setsid is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        detach(&mut cmd);
         cmd.spawn()
             .with_context(|| format!("starting the built-in server on {node}"))?;
         Ok(())
@@ -767,7 +950,7 @@ impl Lab {
     /// Replaces this process with `cmd` run inside `node`'s namespace.
     pub fn exec(&self, node: &str, cmd: &[String]) -> anyhow::Result<std::convert::Infallible> {
         let state = self.state()?;
-        let node = Node::parse(node, state.backends)?;
+        let node = Node::parse(node, state.backends, state.frontends)?;
         if cmd.is_empty() {
             bail!("nothing to run: baton lab exec {node} -- COMMAND [ARGS...]");
         }
@@ -782,7 +965,7 @@ impl Lab {
     /// What is up: nodes, their addresses and processes.
     pub fn status(&self) -> anyhow::Result<Status> {
         let state = self.state()?;
-        let nodes = Node::all(state.backends)
+        let nodes = Node::all(state.backends, state.frontends)
             .into_iter()
             .map(|node| {
                 let ns = self.namespace(node);
@@ -795,9 +978,11 @@ impl Lab {
                 }
             })
             .collect();
+        let vip_next_hops = tier::vip_next_hops(self).unwrap_or_default();
         Ok(Status {
             state,
             vip: VIP.to_string(),
+            vip_next_hops,
             nodes,
         })
     }
@@ -817,6 +1002,9 @@ pub struct Status {
     #[serde(flatten)]
     pub state: LabState,
     pub vip: String,
+    /// Where the router sends the VIP now: one address per front-end that announces it
+    /// (the static route's one in a lab without a tier).
+    pub vip_next_hops: Vec<Ipv4Addr>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -883,6 +1071,26 @@ fn addr_up(ns: &str, iface: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<
     ])?;
     netns::ip(&["-n", ns, "link", "set", iface, "up"])
 }
+
+/// For a process the lab leaves running: its own session, so it outlives `baton lab up`
+/// and ignores the terminal's signals, and none of this process's descriptors but the
+/// three standard ones. An inherited descriptor would live as long as the daemon: a
+/// caller's `flock` on a lock file, say, held until `lab down`.
+pub(crate) fn detach(cmd: &mut Command) {
+    // SAFETY: setsid and close_range are async-signal-safe system calls that touch no
+    // memory of ours. Marked close-on-exec rather than closed, so that the standard
+    // library's own pipe, which reports a failed exec, still works.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
+}
+
+/// `linux/close_range.h`.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 fn have(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -1089,19 +1297,43 @@ mod tests {
 
     #[test]
     fn node_names_round_trip_and_reject_unknowns() {
-        for node in Node::all(32) {
-            assert_eq!(Node::parse(&node.to_string(), 32).unwrap(), node);
+        for frontends in [1, MAX_FRONTENDS] {
+            for node in Node::all(32, frontends) {
+                assert_eq!(Node::parse(&node.to_string(), 32, frontends).unwrap(), node);
+            }
         }
-        for bad in ["be0", "be4", "be01", "be", "host", "BE1", "be+1"] {
-            assert!(Node::parse(bad, 3).is_err(), "{bad} accepted");
+        for bad in [
+            "be0", "be4", "be01", "be", "host", "BE1", "be+1", "fe1", "fe0",
+        ] {
+            assert!(Node::parse(bad, 3, 1).is_err(), "{bad} accepted");
+        }
+        for bad in ["fe", "fe0", "fe3", "fe01"] {
+            assert!(
+                Node::parse(bad, 3, 2).is_err(),
+                "{bad} accepted in a tier of 2"
+            );
         }
     }
 
     #[test]
     fn plan_stays_in_the_benchmarking_range_and_is_unique() {
-        let plan = plan(MAX_BACKENDS);
+        for frontends in [1, MAX_FRONTENDS] {
+            plan_is_unique(frontends);
+        }
+        assert_eq!(backend_addr(32), Ipv4Addr::new(198, 18, 1, 42));
+        assert_eq!(mac_for(backend_addr(1)), "02:ba:70:12:01:0b");
+        assert_eq!(frontend_addr(1), FE_ADDR);
+        assert!(frontend_addr(MAX_FRONTENDS) < backend_addr(1));
+    }
+
+    /// Every address once, but the VIP, which every front-end of a tier holds.
+    fn plan_is_unique(frontends: u8) {
+        let plan = plan(MAX_BACKENDS, frontends);
         let mut seen = std::collections::HashSet::new();
-        for i in plan.iter().filter(|i| !i.addr.is_empty()) {
+        for i in plan
+            .iter()
+            .filter(|i| !i.addr.is_empty() && !i.addr.starts_with(&VIP.to_string()))
+        {
             let addr: Ipv4Addr = i.addr.split('/').next().unwrap().parse().unwrap();
             let [a, b, ..] = addr.octets();
             assert!(
@@ -1110,8 +1342,6 @@ mod tests {
             );
             assert!(seen.insert(addr), "{addr} used twice");
         }
-        assert_eq!(backend_addr(32), Ipv4Addr::new(198, 18, 1, 42));
-        assert_eq!(mac_for(backend_addr(1)), "02:ba:70:12:01:0b");
     }
 
     #[test]

@@ -147,6 +147,15 @@ enum LabCommand {
         /// Web server on the back-ends.
         #[arg(long, value_enum, default_value_t = ServerKind::Auto)]
         server: ServerKind,
+        /// Number of front-ends, 1 to 4: one is `fe`; more are `fe1`..`feN`, each
+        /// announcing the VIP to the router over BGP (BIRD), which spreads connections
+        /// over them by ECMP.
+        #[arg(long, default_value_t = lab::DEFAULT_FRONTENDS)]
+        frontends: u8,
+        /// Also start the cluster: the back-end agent on every back-end and the front-end
+        /// daemon on every front-end, with configurations made for the lab.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Remove every namespace, process and file of the lab (also after a crash).
     Down,
@@ -159,6 +168,8 @@ enum LabCommand {
     Plan {
         #[arg(long, default_value_t = lab::DEFAULT_BACKENDS)]
         backends: u8,
+        #[arg(long, default_value_t = lab::DEFAULT_FRONTENDS)]
+        frontends: u8,
     },
     /// Make every back-end's nginx also serve TLS on port 443, HTTP/2 and HTTP/1.1: by
     /// default each with its own certificate (CN=beK; names beK, its address,
@@ -283,13 +294,33 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
     let lab = Lab::from_env()?;
     let mut log = |line: &str| eprintln!("lab: {line}");
     match cmd {
-        LabCommand::Up { backends, server } => {
-            let state = lab.up(backends, server, &mut log)?;
+        LabCommand::Up {
+            backends,
+            server,
+            frontends,
+            cluster,
+        } => {
+            let state = lab.up_with(
+                &lab::Setup {
+                    backends,
+                    frontends,
+                    server,
+                    cluster,
+                },
+                &mut log,
+            )?;
             eprintln!(
-                "lab: `{}` is up with {} back-ends ({:?} web servers); VIP {}; try `baton lab status`",
+                "lab: `{}` is up with {} back-ends ({:?} web servers) and {} front-end{}{}; VIP {}; try `baton lab status`",
                 state.name,
                 state.backends,
                 state.server,
+                state.frontends,
+                if state.frontends == 1 { "" } else { "s" },
+                if state.cluster {
+                    ", daemons running"
+                } else {
+                    ""
+                },
                 lab::VIP
             );
             Ok(())
@@ -302,8 +333,27 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "lab `{}`: {} back-ends, web server {:?}, VIP {}",
-                status.state.name, status.state.backends, status.state.server, status.vip
+                "lab `{}`: {} back-ends, web server {:?}, {} front-end(s){}, VIP {} via {}",
+                status.state.name,
+                status.state.backends,
+                status.state.server,
+                status.state.frontends,
+                if status.state.cluster {
+                    ", cluster started"
+                } else {
+                    ""
+                },
+                status.vip,
+                if status.vip_next_hops.is_empty() {
+                    "nothing (no front-end announces it)".to_string()
+                } else {
+                    status
+                        .vip_next_hops
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             );
             println!(
                 "{:<8} {:<16} {:<4} {:<14} {:>9}",
@@ -321,9 +371,12 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        LabCommand::Plan { backends } => {
+        LabCommand::Plan {
+            backends,
+            frontends,
+        } => {
             println!("| node | interface | address | MAC | role |\n|---|---|---|---|---|");
-            for i in lab::plan(backends) {
+            for i in lab::plan(backends, frontends) {
                 println!(
                     "| {} | {} | {} | {} | {} |",
                     i.node, i.iface, i.addr, i.mac, i.role

@@ -31,6 +31,16 @@ pub struct Status {
     pub backends: Vec<BackendStatus>,
     pub rules: Vec<RuleHits>,
     pub xdp: BTreeMap<String, u64>,
+    /// `[announce]`: whether the routers are told of the VIPs now.
+    pub announce: Option<Announce>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Announce {
+    pub interface: String,
+    pub announced: bool,
+    /// `serving`, or why the VIPs are withdrawn.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -230,6 +240,14 @@ pub fn from_page(addr: SocketAddr, page: &str) -> anyhow::Result<Status> {
             .into_iter()
             .map(|s| (s.label("outcome").to_string(), s.value as u64))
             .collect(),
+        announce: samples
+            .iter()
+            .find(|s| s.name == "baton_frontend_vip_announced")
+            .map(|s| Announce {
+                interface: s.label("interface").to_string(),
+                announced: s.value >= 1.0,
+                reason: s.label("reason").to_string(),
+            }),
     })
 }
 
@@ -266,6 +284,23 @@ impl Status {
             h.mean_latency_us
                 .map_or("-".into(), |us| format!("{us} us"))
         );
+        if let Some(a) = &self.announce {
+            let _ = writeln!(
+                o,
+                "announce: {} on {}{}",
+                if a.announced {
+                    "VIP announced"
+                } else {
+                    "VIP WITHDRAWN"
+                },
+                a.interface,
+                if a.announced {
+                    String::new()
+                } else {
+                    format!(" ({})", a.reason)
+                }
+            );
+        }
         let _ = writeln!(
             o,
             "\n{:<22} {:<8} {:>7} {:>9}  POOLS (weight)",
@@ -355,6 +390,24 @@ baton_frontend_flow_table_capacity 262144
             "{t}"
         );
         assert!(from_page("127.0.0.1:1".parse().unwrap(), "x 1\n").is_err());
+        assert_eq!(s.announce, None, "no [announce], no line");
+        assert!(!t.contains("announce"), "{t}");
+    }
+
+    #[test]
+    fn the_announcement_is_shown_with_why_it_is_withdrawn() {
+        let page = format!(
+            "{PAGE}baton_frontend_vip_announced{{interface=\"baton-vip\",reason=\"no_backend_up\"}} 0\n"
+        );
+        let s = from_page("127.0.0.1:9180".parse().unwrap(), &page).unwrap();
+        let a = s.announce.as_ref().unwrap();
+        assert!(!a.announced);
+        assert_eq!(a.reason, "no_backend_up");
+        let t = s.table();
+        assert!(
+            t.contains("announce: VIP WITHDRAWN on baton-vip (no_backend_up)"),
+            "{t}"
+        );
     }
 
     #[test]

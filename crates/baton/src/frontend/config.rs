@@ -84,6 +84,24 @@ pub struct FileConfig {
     /// `[dispatch]`: rules, pools, policies, health checks and the 503 body, in the
     /// dispatcher's format (crate `baton-dispatch`).
     pub dispatch: DispatchTable,
+    /// `[announce]`: announce the VIPs to the routers (through the host's routing
+    /// daemon) only while this daemon can serve them. Absent: nothing is announced, as
+    /// for a front-end the routers reach by a static route.
+    pub announce: Option<Announce>,
+}
+
+/// `[announce]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announce {
+    /// The TUN device the daemon holds, with the VIPs on it, while it can serve; the
+    /// routing daemon exports its addresses (`baton-vip` by default).
+    #[serde(default = "default_announce_interface")]
+    pub interface: String,
+}
+
+fn default_announce_interface() -> String {
+    super::announce::DEFAULT_INTERFACE.into()
 }
 
 /// `[tcp]`: what the front-end agrees to in its SYN/ACK, and how it hands off. Absent
@@ -192,6 +210,8 @@ pub struct Settings {
     /// Keys the file sets that this build reads and ignores (a warning at start says
     /// so): `limits.half_closed_idle_timeout_ms`.
     pub ignored_keys: Vec<&'static str>,
+    /// `[announce]`, if present.
+    pub announce: Option<super::announce::AnnounceSettings>,
 }
 
 impl fmt::Debug for Settings {
@@ -404,6 +424,20 @@ impl FileConfig {
                 self.interface
             );
         }
+        let announce = match &self.announce {
+            Some(a) if a.interface.is_empty() || a.interface.len() >= libc::IFNAMSIZ => bail!(
+                "announce.interface: `{}` is not a valid interface name (1 to 15 bytes)",
+                a.interface
+            ),
+            Some(a) if a.interface == self.interface => bail!(
+                "announce.interface: `{}` is the interface clients arrive on; name a device of its own, which the daemon creates (such as `baton-vip`)",
+                a.interface
+            ),
+            Some(a) => Some(super::announce::AnnounceSettings {
+                interface: a.interface.clone(),
+            }),
+            None => None,
+        };
         let services = self.services()?;
         // One parser for the key on both sides (`crate::handoff_key`), so a key file
         // written for the back-ends works here unchanged. A relative key file is taken
@@ -539,6 +573,7 @@ impl FileConfig {
             half_open_entries,
             kernel_dispatch: t.kernel_dispatch.unwrap_or(true),
             ignored_keys,
+            announce,
         })
     }
 }
@@ -631,6 +666,40 @@ mod tests {
             (None, None),
             "both off by default"
         );
+    }
+
+    #[test]
+    fn announce_is_opt_in_and_its_device_is_checked() {
+        assert_eq!(parse(MINIMAL, Path::new(".")).unwrap().announce, None);
+        let on = format!("{MINIMAL}\n[announce]\n");
+        assert_eq!(
+            parse(&on, Path::new(".")).unwrap().announce,
+            Some(crate::frontend::announce::AnnounceSettings {
+                interface: "baton-vip".into()
+            })
+        );
+        let named = format!("{MINIMAL}\n[announce]\ninterface = \"vip0\"\n");
+        assert_eq!(
+            parse(&named, Path::new("."))
+                .unwrap()
+                .announce
+                .unwrap()
+                .interface,
+            "vip0"
+        );
+        for (bad, says) in [
+            ("interface = \"eth0\"", "the interface clients arrive on"),
+            ("interface = \"\"", "not a valid interface name"),
+            (
+                "interface = \"a-name-too-long-for-linux\"",
+                "not a valid interface name",
+            ),
+            ("device = \"vip0\"", "unknown field"),
+        ] {
+            let text = format!("{MINIMAL}\n[announce]\n{bad}\n");
+            let e = err(&text);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

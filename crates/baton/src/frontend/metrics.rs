@@ -104,6 +104,17 @@ pub struct Snapshot {
     pub latency: Histogram,
     pub retries: u64,
     pub access_log: Option<(u64, u64)>,
+    /// `[announce]`'s state, when configured.
+    pub announce: Option<Announcement>,
+}
+
+/// Whether the VIPs are announced now, on which device, and why (not).
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub interface: String,
+    pub announced: bool,
+    /// `serving` while announced, else why not (`draining`, `no_backend_up`, ...).
+    pub reason: &'static str,
 }
 
 /// The loop's end of the scrape channel.
@@ -432,6 +443,18 @@ impl Snapshot {
                 errors,
             );
         }
+        if let Some(a) = &self.announce {
+            e.family(
+                "baton_frontend_vip_announced",
+                Kind::Gauge,
+                "1 while the VIPs are announced to the routers ([announce]: the daemon holds them on its device), else 0; reason says why not (draining, no_backend_up, fast_path_unavailable, announce_failed, starting) or serving.",
+            )
+            .sample(
+                "baton_frontend_vip_announced",
+                &[("interface", &a.interface), ("reason", a.reason)],
+                u64::from(a.announced),
+            );
+        }
         e.finish()
     }
 }
@@ -489,6 +512,11 @@ mod tests {
             latency: book.latency.clone(),
             retries: 0,
             access_log: None,
+            announce: Some(Announcement {
+                interface: "baton-vip".into(),
+                announced: true,
+                reason: "serving",
+            }),
         }
     }
 
@@ -506,6 +534,10 @@ mod tests {
         assert_eq!(
             get("baton_frontend_handoffs_total", ("result", "completed")),
             3.0
+        );
+        assert_eq!(
+            get("baton_frontend_vip_announced", ("interface", "baton-vip")),
+            1.0
         );
         assert_eq!(
             get("baton_frontend_connections", ("state", "handshake")),

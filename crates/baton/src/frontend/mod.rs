@@ -72,6 +72,7 @@
 //! starts and reattaches as above.
 
 pub mod access_log;
+pub mod announce;
 pub mod config;
 pub mod control;
 pub mod dispatch;
@@ -186,6 +187,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         half_open_entries,
         kernel_dispatch,
         ignored_keys,
+        announce,
     } = settings;
     for key in ignored_keys {
         log::warn(
@@ -325,6 +327,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
             (None, false) => "off",
         },
         max_connections,
+        announce: announce.map(|a| announce::Announcer::new(a, services.iter().map(|s| *s.ip()))),
     };
     log::line(
         "ready",
@@ -343,6 +346,12 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
                 &access_log
                     .as_deref()
                     .map_or("off".into(), |p| p.display().to_string()),
+            ),
+            (
+                "announce",
+                &ops.announce
+                    .as_ref()
+                    .map_or("off", announce::Announcer::interface),
             ),
         ],
     );
@@ -364,6 +373,10 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         &mut control,
         &mut ops,
     );
+    // Withdrawn at the drain already; this is for a loop that ended in an error.
+    if let Some(a) = &mut ops.announce {
+        a.withdraw("exit");
+    }
     // Whatever the last round left.
     drop(ops);
 
@@ -479,9 +492,28 @@ struct Ops {
     interface: String,
     fast_path: &'static str,
     max_connections: usize,
+    /// `[announce]`: the VIPs announced while this daemon can serve.
+    announce: Option<announce::Announcer>,
 }
 
 impl Ops {
+    /// Announces or withdraws the VIPs as the daemon's state says ([`announce`]).
+    fn update_announcement(&mut self, fe: &mut FrontEnd<ContentDispatch>, draining: bool) {
+        let Some(announcer) = &mut self.announce else {
+            return;
+        };
+        let d = fe.dispatcher_mut().dispatcher();
+        let backends_up = d
+            .backends()
+            .filter(|&b| d.backend_status(b).is_some_and(|s| s.available))
+            .count();
+        announcer.update(announce::Ability {
+            draining,
+            fast_path_ok: self.fast_path != "unavailable",
+            backends_up,
+        });
+    }
+
     /// Answers the scrapes waiting, if any (between rounds; see [`metrics`]).
     fn answer(
         &self,
@@ -523,6 +555,11 @@ impl Ops {
                 latency: self.book.latency.clone(),
                 retries: self.book.retries,
                 access_log: self.access_log.as_ref().map(|a| (a.lines, a.errors)),
+                announce: self.announce.as_ref().map(|a| metrics::Announcement {
+                    interface: a.interface().to_string(),
+                    announced: a.announced(),
+                    reason: a.reason(),
+                }),
             }
         });
     }
@@ -622,6 +659,9 @@ fn event_loop(
     ops: &mut Ops,
 ) -> anyhow::Result<()> {
     let mut drain_until: Option<Instant> = None;
+    // The announcement is decided in the first round, then again on each health
+    // verdict, reload and activity scan (a failed announcement is retried there).
+    let mut check_announcement = true;
     let mut more_to_read = false;
     let mut next_scan = clock() + ACTIVITY_SCAN;
     // The round's log lines go out together at its end (see `log`); dropped on return,
@@ -636,6 +676,9 @@ fn event_loop(
         let now = clock();
         if drain_until.is_none() && stop.load(Ordering::Relaxed) {
             drain_until = Some(now + drain);
+            // First: the routers send new connections elsewhere while this daemon
+            // finishes its own.
+            ops.update_announcement(fe, true);
             log::line(
                 "draining",
                 &[
@@ -670,6 +713,10 @@ fn event_loop(
             }
         }
         let health_changed = control.health.apply(fe.dispatcher_mut().dispatcher_mut());
+        if check_announcement || reloaded || health_changed {
+            check_announcement = false;
+            ops.update_announcement(fe, drain_until.is_some());
+        }
         // The kernel's rules follow at once, before the next request: a reload or a
         // health verdict must route new connections the same whichever path decides.
         if (reloaded || health_changed)
@@ -746,6 +793,7 @@ fn event_loop(
         apply_outputs(fe, io, fast, now, stats, ops);
         if now >= next_scan {
             next_scan = now + ACTIVITY_SCAN;
+            check_announcement = true;
             if let Some(path) = fast.path.as_deref_mut() {
                 path.scan_activity(fe, now, fast.stats);
                 // Reloads, health verdicts and newly resolved MACs reach the kernel's

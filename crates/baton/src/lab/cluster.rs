@@ -1,0 +1,262 @@
+//! `baton lab up --cluster`: the whole cluster in the lab, so that one command gives a
+//! working VIP. The back-end agent on every back-end and the front-end daemon on every
+//! front-end, each with a configuration made from the examples for this lab and node
+//! (in the node's folder, `backend.toml` or `frontend.toml`, its log beside it), and in
+//! a tier the routing daemons ([`super::tier`]), which `lab up` has started already.
+//! Ready when every daemon says so and, in a tier, the router routes the VIP to every
+//! front-end. `lab down` stops them all with the lab's other processes.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{Lab, LabState, Node, tier};
+
+/// The examples the configurations are made from: one binary carries them, so the
+/// cluster starts from anywhere, not only from a checkout.
+pub const FRONTEND_EXAMPLE: &str = include_str!("../../../../examples/frontend-lab.toml");
+pub const BACKEND_EXAMPLE: &str = include_str!("../../../../examples/backend-lab.toml");
+/// Where each front-end serves its metrics, for `baton status` run in its node.
+pub const FRONTEND_METRICS: &str = "127.0.0.1:9180";
+/// How long the daemons may take to be ready: each loads eBPF programs, and the
+/// verifier takes seconds per program on a busy 2-core machine, for every daemon at once.
+const READY_WITHIN: Duration = Duration::from_secs(90);
+/// How long the BGP sessions may take once every front-end announces: BIRD retries a
+/// connection every second.
+const ROUTED_WITHIN: Duration = Duration::from_secs(30);
+
+/// Back-end `k`'s agent configuration: the example with this lab's pin folder, and in a
+/// tier the front-ends' group MAC for what the module sends the front-end.
+pub fn backend_config(lab: &Lab, state: &LabState, k: u8) -> String {
+    let text = BACKEND_EXAMPLE.replace(
+        "/run/baton-lab/be1/bpf",
+        &lab.bpffs(Node::Backend(k)).display().to_string(),
+    );
+    if state.frontends > 1 {
+        text.replace(
+            &format!("frontend_mac = \"{}\"", super::mac_for(super::FE_ADDR)),
+            &format!(
+                "# The tier's front-ends all receive this multicast MAC (lab/tier.rs).\n\
+                 frontend_mac = \"{}\"",
+                tier::FRONTEND_GROUP_MAC
+            ),
+        )
+    } else {
+        text
+    }
+}
+
+/// A front-end's configuration: the example with this node's pin folder and metrics,
+/// and in a tier an `[announce]` section, so that its BIRD announces the VIP only while
+/// it can serve.
+pub fn frontend_config(lab: &Lab, state: &LabState, node: Node) -> String {
+    let pins = lab.bpffs(node).display().to_string();
+    let mut text = FRONTEND_EXAMPLE.replace(
+        "pin_dir = \"/run/baton-lab/fe/bpf\"",
+        &format!("pin_dir = \"{pins}\"\nmetrics = \"{FRONTEND_METRICS}\""),
+    );
+    if state.frontends > 1 {
+        text.push_str(&format!(
+            "\n# Written by `baton lab up --cluster`: this front-end's BIRD announces the VIP\n\
+             # to the router while the daemon holds it on this device.\n\
+             [announce]\ninterface = \"{}\"\n",
+            tier::ANNOUNCE_INTERFACE
+        ));
+    }
+    text
+}
+
+/// A daemon started here, with the log line that says it is ready.
+struct Started {
+    node: Node,
+    child: Child,
+    log: PathBuf,
+    ready: &'static str,
+}
+
+/// Starts every daemon of the cluster and waits until the VIP works.
+pub fn start(lab: &Lab, state: &LabState, log: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+    let started_at = Instant::now();
+    let mut started = Vec::new();
+    for k in 1..=state.backends {
+        let node = Node::Backend(k);
+        started.push(spawn(
+            lab,
+            node,
+            "backend",
+            &backend_config(lab, state, k),
+            "event=attached ",
+        )?);
+    }
+    for node in state.frontend_nodes() {
+        started.push(spawn(
+            lab,
+            node,
+            "frontend",
+            &frontend_config(lab, state, node),
+            "event=ready",
+        )?);
+    }
+    let deadline = Instant::now() + READY_WITHIN;
+    for daemon in &mut started {
+        wait_ready(daemon, deadline)?;
+    }
+    log(&format!(
+        "cluster: {} back-end agents and {} front-end daemons ready in {:.1} s; logs in {}/NODE/",
+        state.backends,
+        state.frontends,
+        started_at.elapsed().as_secs_f64(),
+        lab.state_dir().display()
+    ));
+    if state.frontends > 1 {
+        let deadline = Instant::now() + ROUTED_WITHIN;
+        let want = state.frontends as usize;
+        loop {
+            let hops = tier::vip_next_hops(lab)?;
+            if hops.len() == want {
+                log(&format!(
+                    "routing: the router sends {} to {} front-ends by ECMP ({})",
+                    super::VIP,
+                    hops.len(),
+                    hops.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the router routes {} to {} of {want} front-ends after {} s: see {}/*/bird.log and {}/*/frontend.log",
+                    super::VIP,
+                    hops.len(),
+                    ROUTED_WITHIN.as_secs(),
+                    lab.state_dir().display(),
+                    lab.state_dir().display()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// Starts `baton KIND --config NODE/KIND.toml` in `node`, in a session of its own (so it
+/// outlives `lab up` and ignores the terminal's signals), its standard error in
+/// `NODE/KIND.log`.
+fn spawn(
+    lab: &Lab,
+    node: Node,
+    kind: &str,
+    config: &str,
+    ready: &'static str,
+) -> anyhow::Result<Started> {
+    let dir = lab.state_dir().join(node.to_string());
+    fs::create_dir_all(&dir)?;
+    let config_path = dir.join(format!("{kind}.toml"));
+    fs::write(&config_path, config)?;
+    let log = dir.join(format!("{kind}.log"));
+    let err = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let exe = std::env::current_exe().context("finding the baton binary")?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.namespace(node)])
+        .arg(exe)
+        .args([kind, "--config"])
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err);
+    super::detach(&mut cmd);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting baton {kind} on {node}"))?;
+    Ok(Started {
+        node,
+        child,
+        log,
+        ready,
+    })
+}
+
+fn wait_ready(daemon: &mut Started, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        let text = fs::read_to_string(&daemon.log).unwrap_or_default();
+        if text.contains(daemon.ready) {
+            return Ok(());
+        }
+        if let Some(status) = daemon.child.try_wait()? {
+            bail!(
+                "the daemon on {} exited ({status}) before it was ready: {}",
+                daemon.node,
+                tail(&daemon.log)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the daemon on {} was not ready within {} s: {}",
+                daemon.node,
+                READY_WITHIN.as_secs(),
+                tail(&daemon.log)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last lines of a log, for an error.
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "{} (last lines: {})",
+        path.display(),
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::ServerKind;
+
+    fn state(frontends: u8) -> LabState {
+        LabState {
+            name: "t1".into(),
+            backends: 3,
+            frontends,
+            server: ServerKind::Nginx,
+            cluster: true,
+        }
+    }
+
+    #[test]
+    fn the_configurations_are_the_examples_made_for_the_node() {
+        let lab = Lab::named("t1").unwrap();
+        let one = state(1);
+        let fe = frontend_config(&lab, &one, Node::Fe);
+        assert!(fe.contains("pin_dir = \"/run/t1-lab/fe/bpf\""));
+        assert!(fe.contains("metrics = \"127.0.0.1:9180\""));
+        let parsed = crate::frontend::config::parse(&fe, Path::new(".")).unwrap();
+        assert_eq!(parsed.announce, None, "one front-end announces nothing");
+        let be = backend_config(&lab, &one, 2);
+        assert!(be.contains("pin_dir = \"/run/t1-lab/be2/bpf\""));
+        assert!(be.contains("frontend_mac = \"02:ba:70:12:01:02\""));
+
+        let tier = state(2);
+        let fe2 = frontend_config(&lab, &tier, Node::Frontend(2));
+        assert!(fe2.contains("pin_dir = \"/run/t1-lab/fe2/bpf\""));
+        assert!(fe2.contains("[announce]\ninterface = \"baton-vip\""));
+        let be = backend_config(&lab, &tier, 1);
+        assert!(be.contains("frontend_mac = \"03:ba:70:12:01:00\""));
+        // Both parse as their daemons would read them.
+        let parsed = crate::frontend::config::parse(&fe2, Path::new(".")).unwrap();
+        assert_eq!(parsed.announce.unwrap().interface, "baton-vip");
+        crate::backend::AgentConfig::parse(&be).unwrap();
+    }
+}
