@@ -276,6 +276,21 @@ mod tests {
     }
 
     #[test]
+    fn the_front_ends_tsvals_never_carry_the_mark() {
+        let keys = crate::syncookie::CookieKeys {
+            cookie1: SipKey { k0: 1, k1: 2 },
+            cookie2: SipKey { k0: 3, k1: 4 },
+            tsval: SipKey { k0: 5, k1: 6 },
+        };
+        for ms in (0..200_000u64).step_by(997) {
+            let tsv = crate::syncookie::tsval(&keys, ms * 1_000_000, &[1; 12]);
+            assert_eq!(stamp_of(tsv), None, "the core's tsv_f at {ms} ms");
+            let cookie = crate::syncookie::encode_ts_options(tsv | 0x8000, Some(7), true, true);
+            assert_eq!(stamp_of(cookie), None, "a cookie's TSval");
+        }
+    }
+
+    #[test]
     fn another_key_fails() {
         let other = SipKey { k0: 1, k1: 2 };
         // One key in 256 could pass by chance: some other key must fail.

@@ -89,7 +89,7 @@ mod table;
 pub use half_open::HalfOpenLookup;
 use half_open::HalfOpenMap;
 use pins::check_pinned_maps;
-pub use pins::{DEFAULT_PIN_DIR, pinned_flow_count};
+pub use pins::{DEFAULT_PIN_DIR, forget_pinned_flows, pinned_flow_count};
 use sys::{Neighbours, interface_mac};
 use table::{FlowBatch, write_close_state};
 
