@@ -320,25 +320,50 @@ mod tests {
                 backend,
             )
         };
-        assert_eq!(judge(tsecr, f.client_port, Some(&entry(&f))), StampVerdict::Forward);
+        assert_eq!(
+            judge(tsecr, f.client_port, Some(&entry(&f))),
+            StampVerdict::Forward
+        );
         assert_eq!(
             judge(front_tsval(tsecr), f.client_port, Some(&entry(&f))),
             StampVerdict::NotAStamp
         );
-        assert_eq!(judge(tsecr, f.client_port, None), StampVerdict::UnknownBackend);
-        let unusable = StampedBackend { flags: 0, ..entry(&f) };
-        assert_eq!(judge(tsecr, f.client_port, Some(&unusable)), StampVerdict::UnknownBackend);
+        assert_eq!(
+            judge(tsecr, f.client_port, None),
+            StampVerdict::UnknownBackend
+        );
+        let unusable = StampedBackend {
+            flags: 0,
+            ..entry(&f)
+        };
+        assert_eq!(
+            judge(tsecr, f.client_port, Some(&unusable)),
+            StampVerdict::UnknownBackend
+        );
         // Another back-end with the same id (another /25): its flows' stamps differ.
-        let twin = StampedFlow { backend_addr: [198, 18, 1, 12 + 128], ..f };
-        assert_eq!(judge(tsecr, f.client_port, Some(&entry(&twin))), StampVerdict::Forged);
+        let twin = StampedFlow {
+            backend_addr: [198, 18, 1, 12 + 128],
+            ..f
+        };
+        assert_eq!(
+            judge(tsecr, f.client_port, Some(&entry(&twin))),
+            StampVerdict::Forged
+        );
         // The id of another back-end: the MAC was made for this one.
         let other_id = tsecr ^ (1 << ID_SHIFT);
-        let other = StampedFlow { backend_addr: [198, 18, 1, 13], ..f };
-        assert_eq!(judge(other_id, f.client_port, Some(&entry(&other))), StampVerdict::Forged);
+        let other = StampedFlow {
+            backend_addr: [198, 18, 1, 13],
+            ..f
+        };
+        assert_eq!(
+            judge(other_id, f.client_port, Some(&entry(&other))),
+            StampVerdict::Forged
+        );
         // The stamp echoed on another connection of the same client.
         assert!(
-            [1, 2, 3].iter().any(|d| judge(tsecr, f.client_port + d, Some(&entry(&f)))
-                == StampVerdict::Forged)
+            [1, 2, 3]
+                .iter()
+                .any(|d| judge(tsecr, f.client_port + d, Some(&entry(&f))) == StampVerdict::Forged)
         );
     }
 

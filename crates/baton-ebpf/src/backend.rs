@@ -563,22 +563,22 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         // The stamp, once per connection (`baton_common::stamp`): kept in the entry for
         // every later segment to the client, and left out of this SYN/ACK', whose TSval
         // the front-end set and the client never sees.
-        let stamp = if config.flags & BackendConfig::STAMPS != 0 && value.translation.has_timestamps()
-        {
-            stamp::stamp(
-                &config.handoff_key,
-                &StampedFlow {
-                    client_addr: seg.daddr,
-                    client_port: u16::from_be_bytes(seg.dport),
-                    vip_addr: config.vip_addr_be.to_ne_bytes(),
-                    vip_port: u16::from_be_bytes(config.vip_port_be.to_ne_bytes()),
-                    backend_addr: seg.saddr,
-                    backend_port: u16::from_be_bytes(seg.sport),
-                },
-            )
-        } else {
-            0
-        };
+        let stamp =
+            if config.flags & BackendConfig::STAMPS != 0 && value.translation.has_timestamps() {
+                stamp::stamp(
+                    &config.handoff_key,
+                    &StampedFlow {
+                        client_addr: seg.daddr,
+                        client_port: u16::from_be_bytes(seg.dport),
+                        vip_addr: config.vip_addr_be.to_ne_bytes(),
+                        vip_port: u16::from_be_bytes(config.vip_port_be.to_ne_bytes()),
+                        backend_addr: seg.saddr,
+                        backend_port: u16::from_be_bytes(seg.sport),
+                    },
+                )
+            } else {
+                0
+            };
         value.translation = value.translation.with_stamp(0);
         // SAFETY: as above; the completed translation serves every later segment. The
         // flags pass untouched (ECE included: the front-end reads the server's answer to

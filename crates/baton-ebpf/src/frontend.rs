@@ -254,7 +254,8 @@ static FRONTEND_SECRET: Array<[u8; 16]> = Array::with_max_entries(1, 0);
 static FRONTEND_STAMP_CONFIG: Array<StampConfig> = Array::with_max_entries(1, 0);
 
 #[map]
-static FRONTEND_STAMP_BACKENDS: Array<StampedBackend> = Array::with_max_entries(stamp::IDS as u32, 0);
+static FRONTEND_STAMP_BACKENDS: Array<StampedBackend> =
+    Array::with_max_entries(stamp::IDS as u32, 0);
 
 #[map]
 static FRONTEND_KERNEL_HANDOFF: Array<KernelHandoffConfig> = Array::with_max_entries(1, 0);
@@ -322,7 +323,13 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
             let learned = learn_by_stamp(&ctx);
             if learned != NOT_STAMPED {
                 count(learned & !(TRANSMIT | DROP));
-                return if learned & TRANSMIT != 0 { XDP_TX } else if learned & DROP != 0 { XDP_DROP } else { XDP_PASS };
+                return if learned & TRANSMIT != 0 {
+                    XDP_TX
+                } else if learned & DROP != 0 {
+                    XDP_DROP
+                } else {
+                    XDP_PASS
+                };
             }
             if is_handshake_ack(&ctx) {
                 count(stat::HANDSHAKE_ACK_ABSORBED);
@@ -418,7 +425,8 @@ fn learn_by_stamp(ctx: &XdpContext) -> u32 {
     let (Some(l3), Some(tcp), Some(ts)) = (
         bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }),
         bytes_at::<TCP_HLEN>(ctx, TCP).map(|p| unsafe { p.read_unaligned() }),
-        bytes_at::<LINUX_TIMESTAMPS_LEN>(ctx, TCP + TCP_HLEN).map(|p| unsafe { p.read_unaligned() }),
+        bytes_at::<LINUX_TIMESTAMPS_LEN>(ctx, TCP + TCP_HLEN)
+            .map(|p| unsafe { p.read_unaligned() }),
     ) else {
         return NOT_STAMPED;
     };

@@ -123,8 +123,7 @@ fn a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp() {
     // The client's next segment echoes the back-end's stamp: the program forwards it
     // and writes the entry again, with no daemon running.
     wait_for_flows(1, Duration::from_secs(2));
-    let learned = support::fastpath_counters(&LAB)["learned_by_stamp"]
-        - before["learned_by_stamp"];
+    let learned = support::fastpath_counters(&LAB)["learned_by_stamp"] - before["learned_by_stamp"];
     assert_eq!(learned, 1, "learned once, then forwarded as any flow");
     let second = cluster.start_frontend();
 
@@ -235,7 +234,10 @@ fn a_forged_tsecr_naming_another_backend_is_dropped_and_counted() {
     };
     assert_eq!(dropped, 3, "every forged stamp dropped and counted");
     let after = support::fastpath_counters(&LAB);
-    assert_eq!(after["learned_by_stamp"], before["learned_by_stamp"], "none learned");
+    assert_eq!(
+        after["learned_by_stamp"], before["learned_by_stamp"],
+        "none learned"
+    );
     assert_eq!(flows(), 0, "no flow learned");
     let log = fe.stop();
     assert_eq!(

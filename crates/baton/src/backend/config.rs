@@ -164,13 +164,19 @@ mod tests {
     fn a_previous_key_is_optional_and_sets_its_flag() {
         let c = AgentConfig::parse(GOOD).unwrap();
         assert_eq!(c.previous_handoff_key, None);
-        assert_eq!(c.map_value().flags, BackendConfig::ENABLED);
+        assert_eq!(
+            c.map_value().flags,
+            BackendConfig::ENABLED | BackendConfig::STAMPS,
+            "stamps by default"
+        );
+        let off = AgentConfig::parse(&format!("{GOOD}\nstamp_timestamps = false\n")).unwrap();
+        assert_eq!(off.map_value().flags, BackendConfig::ENABLED);
         let text = format!("{GOOD}\nprevious_handoff_key = \"ffeeddccbbaa99887766554433221100\"\n");
         let c = AgentConfig::parse(&text).unwrap();
         let v = c.map_value();
         assert_eq!(
             v.flags,
-            BackendConfig::ENABLED | BackendConfig::PREVIOUS_KEY
+            BackendConfig::ENABLED | BackendConfig::PREVIOUS_KEY | BackendConfig::STAMPS
         );
         assert_eq!(
             v.previous_handoff_key,

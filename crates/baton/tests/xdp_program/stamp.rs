@@ -115,7 +115,11 @@ fn a_forged_or_stale_stamp_is_dropped_and_counted() {
         // The stamp of another connection of the same client (its other port).
         let other = stamp::stamped_tsval(0x0bad_0000, backend_stamp(CLIENT_PORT + 1));
         assert_ne!(other, good);
-        p.expect(&echoing(5, b"x", other), XDP_DROP, &[("drop_stamp_forged", 1)]);
+        p.expect(
+            &echoing(5, b"x", other),
+            XDP_DROP,
+            &[("drop_stamp_forged", 1)],
+        );
         // Naming a back-end id the service has none for (one removed, say).
         p.expect(
             &echoing(5, b"x", good ^ (1 << (stamp::ID_SHIFT + 3))),

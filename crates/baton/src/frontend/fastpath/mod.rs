@@ -774,7 +774,7 @@ impl FastPath {
         backends: &[SocketAddrV4],
     ) -> anyhow::Result<()> {
         let mut table = vec![StampedBackend::default(); stamp::IDS];
-        let mut shared = vec![false; stamp::IDS];
+        let mut shared = [false; stamp::IDS];
         let mut seen: Vec<SocketAddrV4> = Vec::new();
         for &b in backends {
             if seen.contains(&b) {
