@@ -3,12 +3,12 @@
 //! client's segments to the back-end the TSecr names, and learns the flow; a forged
 //! stamp is dropped and counted.
 //!
-//! - A 100 MiB download through the VIP while its front-end is killed and the flow's
-//!   entry taken out of the pinned table: what is left is a front-end that never saw
-//!   the flow (its program still attached, no daemon, no entry), as a front-end behind
-//!   ECMP is when the routers move a flow to it. The program learns the flow from the
-//!   client's next segment, the next daemon takes it over, and the download arrives
-//!   byte-exact. Without the stamp the client's segments would go up to a daemon whose
+//! - A 100 MiB download through the VIP while its front-end is killed, the flow's entry
+//!   taken out of the pinned table and a new daemon started, the client's segments held
+//!   back meanwhile: what is left is a front-end that never saw the flow, as a front-end
+//!   behind ECMP is when the routers move a flow to it. The program learns the flow
+//!   from the client's next segment, the daemon's core takes it over from the notice,
+//!   and the download arrives byte-exact. Without the stamp the client's segments would go up to a daemon whose
 //!   core knows nothing of the connection, and the download would fail.
 //! - Client segments naming another back-end than the one that made their stamp (a
 //!   valid mark and id, a MAC that is not the flow's) are dropped and counted, and no
@@ -70,6 +70,26 @@ fn wait_for_flows(n: usize, limit: Duration) {
     }
 }
 
+/// Drops (or stops dropping) everything the client sends to the VIP, in the client's
+/// own output path.
+fn hold_client_segments(hold: bool) {
+    let drop_to_vip = format!("add rule ip hold out ip daddr {VIP} drop");
+    let rules = if hold {
+        vec![
+            "add table ip hold",
+            "add chain ip hold out { type filter hook output priority 0 ; }",
+            drop_to_vip.as_str(),
+        ]
+    } else {
+        vec!["delete table ip hold"]
+    };
+    for rule in rules {
+        let mut args = vec!["lab", "exec", "client", "--", "nft"];
+        args.extend(rule.split(' '));
+        support::ok(&mut baton(&LAB, &args));
+    }
+}
+
 /// Kills the download if the test fails half-way.
 struct Download(Option<Child>);
 
@@ -113,19 +133,24 @@ fn a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp() {
     thread::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed()));
     let before = support::fastpath_counters(&LAB);
 
-    // The front-end as one that never saw the flow: no daemon, no entry.
+    // The front-end as one that never saw the flow: a new daemon, no entry. The client's
+    // segments are held back meanwhile (the back-end's, then its retransmissions, go
+    // on), so that the first one the program sees reaches it with the daemon running.
+    hold_client_segments(true);
     first.kill();
     assert_eq!(
         fastpath::forget_pinned_flows(&pin_dir(), INTERFACE).unwrap(),
         1,
         "the download's flow was in the table"
     );
-    // The client's next segment echoes the back-end's stamp: the program forwards it
-    // and writes the entry again, with no daemon running.
-    wait_for_flows(1, Duration::from_secs(2));
+    let second = cluster.start_frontend();
+    assert_eq!(flows(), 0, "the new daemon found no flow");
+    hold_client_segments(false);
+    // The client's next segment echoes the back-end's stamp: the program forwards it,
+    // writes the entry again and tells the daemon.
+    wait_for_flows(1, Duration::from_secs(10));
     let learned = support::fastpath_counters(&LAB)["learned_by_stamp"] - before["learned_by_stamp"];
     assert_eq!(learned, 1, "learned once, then forwarded as any flow");
-    let second = cluster.start_frontend();
 
     let out = download.0.take().unwrap().wait_with_output().unwrap();
     let took = started.elapsed();
@@ -153,8 +178,18 @@ fn a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp() {
         before["drop_stamp_unknown_backend"]
     );
     assert_eq!(
+        support::logged_number(&log, "fastpath_stats", "flows_learned"),
+        1,
+        "the core took the flow over from the program's notice: {log}"
+    );
+    assert_eq!(
         support::logged_number(&log, "fastpath_stats", "learned_flows_refused"),
         0,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "adopted"),
+        1,
         "{log}"
     );
     assert_eq!(
