@@ -16,7 +16,9 @@
 //!   TSval, window), copies segments to the front-end until the back-end has answered
 //!   (its acknowledgement of the request is in that first answer), and copies a RST to
 //!   it. Never a FIN once the flow is confirmed: the front-end tracks the close from the
-//!   client's side (`frontend_copy` says why).
+//!   client's side (`frontend_copy` says why). With `BackendConfig::STAMPS`, every TSval
+//!   to the client carries the flow's stamp (this back-end's id and a MAC, computed once
+//!   at the SYN/ACK'; `baton_common::stamp`), by which any front-end forwards the flow.
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
 //!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
 //!   address rewrite updates the header checksum incrementally, RFC 1624). Where the

@@ -64,6 +64,17 @@
 //! daemon for seconds), the segment goes up instead (`stat::PASS_RING_FULL`), and the
 //! slow path forwards it.
 //!
+//! # Flows handed off elsewhere: the back-end's stamp
+//!
+//! A client segment of a flow the table misses whose TSecr carries a back-end's stamp
+//! (`baton_common::stamp`: the back-ends write their id and a MAC over the flow into the
+//! low bits of every TSval they send) is forwarded to the back-end it names and the flow
+//! learned, if the stamp verifies under the handoff key (`stat::LEARNED_BY_STAMP`, a
+//! `FlowNotice::LEARNED`); a forged or stale one is dropped (`stat::DROP_STAMP_FORGED`,
+//! `stat::DROP_STAMP_UNKNOWN_BACKEND`). So a flow handed off by another front-end (ECMP
+//! moved it here) or before this one started keeps flowing, with no state shared
+//! (docs/design.md, "Stateless forwarding by the stamp").
+//!
 //! # XDP, not tc: the evidence
 //!
 //! The slow path captures with an `AF_PACKET` socket. Device taps run in
@@ -244,9 +255,6 @@ static FRONTEND_HALF_OPEN: LruHashMap<FrontendFlowKey, HalfOpenSyn> =
 #[map]
 static FRONTEND_SECRET: Array<[u8; 16]> = Array::with_max_entries(1, 0);
 
-// Kernel dispatch (docs/design.md, "Dispatch in the kernel"): the handoff key and the
-// switch, written by every daemon at start (not pinned); the ring of handoffs made here,
-// read by the daemon; the scratch a record is built in.
 // Stateless forwarding by the stamp (docs/design.md, "Stateless forwarding by the
 // stamp"): the key and the back-ends by id, written by every daemon at start and when
 // the back-ends or their MACs change. Not pinned.
@@ -257,6 +265,9 @@ static FRONTEND_STAMP_CONFIG: Array<StampConfig> = Array::with_max_entries(1, 0)
 static FRONTEND_STAMP_BACKENDS: Array<StampedBackend> =
     Array::with_max_entries(stamp::IDS as u32, 0);
 
+// Kernel dispatch (docs/design.md, "Dispatch in the kernel"): the handoff key and the
+// switch, written by every daemon at start (not pinned); the ring of handoffs made here,
+// read by the daemon; the scratch a record is built in.
 #[map]
 static FRONTEND_KERNEL_HANDOFF: Array<KernelHandoffConfig> = Array::with_max_entries(1, 0);
 
