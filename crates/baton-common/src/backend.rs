@@ -446,7 +446,8 @@ pub struct BackendConfig {
     /// Where SYN/ACK's and control copies go: the front-end's MAC on the LAN.
     pub frontend_mac: [u8; 6],
     pub _pad: [u8; 2],
-    /// [`BackendConfig::ENABLED`], [`BackendConfig::PREVIOUS_KEY`].
+    /// [`BackendConfig::ENABLED`], [`BackendConfig::PREVIOUS_KEY`],
+    /// [`BackendConfig::STAMPS`].
     pub flags: u32,
     pub _pad2: u32,
     /// During a key rotation, the key being retired: options it signs are still
@@ -460,6 +461,10 @@ impl BackendConfig {
     pub const ENABLED: u32 = 1 << 0;
     /// `previous_handoff_key` is in use.
     pub const PREVIOUS_KEY: u32 = 1 << 1;
+    /// Stamp the back-end's identity in the TSval of every segment sent to a client
+    /// ([`crate::stamp`]), under `handoff_key`, so that any front-end can forward the
+    /// flow without an entry for it.
+    pub const STAMPS: u32 = 1 << 2;
 }
 
 /// Indexes of the per-CPU counter array: one per outcome of the programs, so that every

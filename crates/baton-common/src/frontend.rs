@@ -78,6 +78,11 @@ impl FlowNotice {
     /// ([`judge_client_segment`]), went to the back-end: the core starts the grace
     /// period.
     pub const CLIENT_RST: u32 = 1 << 3;
+    /// A segment of a flow the table did not have, whose TSecr carried a valid stamp
+    /// of a back-end of the service (`crate::stamp`): forwarded to it and its entry
+    /// written, as for a flow handed off elsewhere. The daemon hands the flow to the
+    /// core (as an adopted one), so that its close and idle time are tracked.
+    pub const LEARNED: u32 = 1 << 4;
 }
 
 /// What a client segment of a handed-off connection does to the front-end's view of the
@@ -482,8 +487,19 @@ pub mod stat {
     /// off in the kernel. The core frees the old connection when the new one's first
     /// segment or handoff reaches it.
     pub const CLOSED_FLOW_REPLACED: u32 = 22;
+    /// A segment of a flow the table did not have whose TSecr named a back-end of the
+    /// service with a valid stamp (`crate::stamp`): forwarded, and the flow learned
+    /// (its entry written, [`super::FlowNotice::LEARNED`] told).
+    pub const LEARNED_BY_STAMP: u32 = 23;
+    /// A stamp whose MAC does not verify for the flow and the back-end it names (a
+    /// client naming another back-end, or echoing a stamp on another flow): dropped,
+    /// never forwarded or learned.
+    pub const DROP_STAMP_FORGED: u32 = 24;
+    /// A stamp naming a back-end id the front-end has no back-end for (one removed
+    /// from the service, or ids shared by two): dropped.
+    pub const DROP_STAMP_UNKNOWN_BACKEND: u32 = 25;
     /// Number of counters.
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 26;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -510,6 +526,9 @@ pub mod stat {
         "handed_off_in_kernel",
         "pass_request_to_slow_path",
         "closed_flow_replaced",
+        "learned_by_stamp",
+        "drop_stamp_forged",
+        "drop_stamp_unknown_backend",
     ];
 }
 

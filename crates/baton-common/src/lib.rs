@@ -14,6 +14,8 @@
 //! - [`handoff_option`]: the authenticated TCP option in the replayed SYN, and the walk
 //!   over a TCP options area that finds and blanks it.
 //! - [`siphash`]: SipHash-2-4, the handoff option's MAC.
+//! - [`stamp`]: the back-end's identity in the TSval, by which any front-end forwards a
+//!   handed-off flow it has no entry for.
 //! - [`syncookie`]: SYN cookies, made by the protocol core and by the fast path alike.
 //! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
 //! - [`layout`]: Ethernet, IPv4 and TCP header offsets, flags and accessors, shared by
@@ -29,6 +31,7 @@ pub mod handoff_option;
 pub mod kernel_dispatch;
 pub mod layout;
 pub mod siphash;
+pub mod stamp;
 pub mod syn_prime;
 pub mod syncookie;
 pub mod tcp_options;

@@ -348,7 +348,9 @@ pub const fn check_cookie_with(hashes: &CookieHashes, client_isn: u32, cookie: u
 /// that TSvals reveal nothing of the host's uptime and differ between connections.
 #[inline(always)]
 pub fn tsval(keys: &CookieKeys, now_ns: u64, flow: &[u8; 12]) -> u32 {
-    ms_clock(now_ns).wrapping_add(siphash24(&keys.tsval, flow) as u32)
+    // Never taken for a back-end's stamp when the client echoes it (`crate::stamp`):
+    // sent once per connection, so the bit cleared costs no monotonicity.
+    crate::stamp::front_tsval(ms_clock(now_ns).wrapping_add(siphash24(&keys.tsval, flow) as u32))
 }
 
 #[inline(always)]
@@ -369,7 +371,8 @@ pub const fn encode_ts_options(tsv: u32, window_scale: Option<u8>, sack: bool, e
     };
     let sack = if sack { TS_OPT_SACK } else { 0 };
     let ecn = if ecn { TS_OPT_ECN } else { 0 };
-    (tsv & !TS_OPT_MASK) | ws | sack | ecn
+    // Never taken for a back-end's stamp, as [`tsval`].
+    crate::stamp::front_tsval((tsv & !TS_OPT_MASK) | ws | sack | ecn)
 }
 
 /// The options [`encode_ts_options`] put in a TSval, read back from the TSecr.
@@ -1007,7 +1010,11 @@ mod tests {
             for sack in [false, true] {
                 for ecn in [false, true] {
                     let ts = encode_ts_options(0xdead_beef, ws, sack, ecn);
-                    assert_eq!(ts & !TS_OPT_MASK, 0xdead_beef & !TS_OPT_MASK);
+                    // The clock's bits, but for the stamp's mark (`crate::stamp`).
+                    assert_eq!(
+                        ts & !TS_OPT_MASK,
+                        crate::stamp::front_tsval(0xdead_beef) & !TS_OPT_MASK
+                    );
                     let want = KeptOptions {
                         window_scale: ws,
                         sack,

@@ -81,8 +81,10 @@ pub struct Translation {
     pub ws_b: u8,
     /// F's window shift, as F announced it to C (clamped to 14).
     pub ws_f: u8,
-    /// Explicit padding so the layout is the same for the kernel and userspace; zero.
-    pub _pad: [u8; 2],
+    /// The flow's stamp ([`crate::stamp`]), written into the low bits of every TSval B
+    /// sends the client; 0 (entries awaiting the SYN/ACK', of older builds, or of a
+    /// module that does not stamp): none. Native byte order.
+    pub stamp: u16,
     /// [`Translation::TIMESTAMPS`], [`Translation::SACK`], [`Translation::AWAITING_SYN_ACK`].
     pub flags: u32,
 }
@@ -105,7 +107,7 @@ impl Translation {
             ts_delta: front.tsval,
             ws_b: 0,
             ws_f: clamp_window_shift(front.window_shift),
-            _pad: [0; 2],
+            stamp: 0,
             flags: (flags & (Self::TIMESTAMPS | Self::SACK)) | Self::AWAITING_SYN_ACK,
         }
     }
@@ -122,7 +124,7 @@ impl Translation {
             ts_delta: ts_delta(self.ts_delta, back.tsval),
             ws_b: clamp_window_shift(back.window_shift),
             ws_f: self.ws_f,
-            _pad: [0; 2],
+            stamp: 0,
             flags: self.flags & !Self::AWAITING_SYN_ACK,
         }
     }
@@ -182,7 +184,19 @@ impl Translation {
     /// (RFC 7323 section 5.3).
     #[inline(always)]
     pub const fn tsval_to_client(self, tsval_b: u32) -> u32 {
-        tsval_b.wrapping_add(self.ts_delta)
+        let tsval = tsval_b.wrapping_add(self.ts_delta);
+        if self.stamp == 0 {
+            tsval
+        } else {
+            // Still monotonic, and never behind B's clock (`crate::stamp`, "The clock").
+            crate::stamp::stamped_tsval(tsval, self.stamp)
+        }
+    }
+
+    /// The translation with `stamp` for the TSvals B sends the client (0: none).
+    #[inline(always)]
+    pub const fn with_stamp(self, stamp: u16) -> Self {
+        Self { stamp, ..self }
     }
 
     /// C→B: C's TSecr (an echo of a translated TSval) back in B's clock, so B's RTT

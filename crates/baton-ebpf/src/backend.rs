@@ -16,7 +16,9 @@
 //!   TSval, window), copies segments to the front-end until the back-end has answered
 //!   (its acknowledgement of the request is in that first answer), and copies a RST to
 //!   it. Never a FIN once the flow is confirmed: the front-end tracks the close from the
-//!   client's side (`frontend_copy` says why).
+//!   client's side (`frontend_copy` says why). With `BackendConfig::STAMPS`, every TSval
+//!   to the client carries the flow's stamp (this back-end's id and a MAC, computed once
+//!   at the SYN/ACK'; `baton_common::stamp`), by which any front-end forwards the flow.
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
 //!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
 //!   address rewrite updates the header checksum incrementally, RFC 1624). Where the
@@ -55,6 +57,7 @@ use baton_common::{
         tcp_flag::{ACK, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
+    stamp::{self, StampedFlow},
     tcp_options::{sack, timestamps, window_shift},
     translate::{ChecksumDiff, SynAckTerms, Translation, csum_replace4},
 };
@@ -559,12 +562,32 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             tsval,
             window_shift: window_shift(options).unwrap_or(0),
         });
+        // The stamp, once per connection (`baton_common::stamp`): kept in the entry for
+        // every later segment to the client, and left out of this SYN/ACK', whose TSval
+        // the front-end set and the client never sees.
+        let stamp =
+            if config.flags & BackendConfig::STAMPS != 0 && value.translation.has_timestamps() {
+                stamp::stamp(
+                    &config.handoff_key,
+                    &StampedFlow {
+                        client_addr: seg.daddr,
+                        client_port: u16::from_be_bytes(seg.dport),
+                        vip_addr: config.vip_addr_be.to_ne_bytes(),
+                        vip_port: u16::from_be_bytes(config.vip_port_be.to_ne_bytes()),
+                        backend_addr: seg.saddr,
+                        backend_port: u16::from_be_bytes(seg.sport),
+                    },
+                )
+            } else {
+                0
+            };
+        value.translation = value.translation.with_stamp(0);
         // SAFETY: as above; the completed translation serves every later segment. The
         // flags pass untouched (ECE included: the front-end reads the server's answer to
         // the ECN request); the entry notes a refusal, written straight to the map so
         // that nothing below depends on it. An absorbed SYN/ACK' has marked it already.
         let absorbed = unsafe {
-            (*flow).translation = value.translation;
+            (*flow).translation = value.translation.with_stamp(stamp);
             (*flow).state |= value.state_after_syn_ack(seg.flags);
             BackendFlow::keeps_syn_ack((*flow).state)
         };

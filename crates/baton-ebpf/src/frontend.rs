@@ -64,6 +64,17 @@
 //! daemon for seconds), the segment goes up instead (`stat::PASS_RING_FULL`), and the
 //! slow path forwards it.
 //!
+//! # Flows handed off elsewhere: the back-end's stamp
+//!
+//! A client segment of a flow the table misses whose TSecr carries a back-end's stamp
+//! (`baton_common::stamp`: the back-ends write their id and a MAC over the flow into the
+//! low bits of every TSval they send) is forwarded to the back-end it names and the flow
+//! learned, if the stamp verifies under the handoff key (`stat::LEARNED_BY_STAMP`, a
+//! `FlowNotice::LEARNED`); a forged or stale one is dropped (`stat::DROP_STAMP_FORGED`,
+//! `stat::DROP_STAMP_UNKNOWN_BACKEND`). So a flow handed off by another front-end (ECMP
+//! moved it here) or before this one started keeps flowing, with no state shared
+//! (docs/design.md, "Stateless forwarding by the stamp").
+//!
 //! # XDP, not tc: the evidence
 //!
 //! The slow path captures with an `AF_PACKET` socket. Device taps run in
@@ -185,6 +196,7 @@ use baton_common::{
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
     siphash::SipKey,
+    stamp::{self, StampConfig, StampVerdict, StampedBackend},
     syn_prime::{
         SYN_PRIME_FRAME_HEADERS_LEN, SYN_PRIME_TCP_HLEN, payload_sum_from_checksum,
         write_syn_prime_frame_headers,
@@ -242,6 +254,16 @@ static FRONTEND_HALF_OPEN: LruHashMap<FrontendFlowKey, HalfOpenSyn> =
 // takes it over, so that cookies this program gave out across the swap still verify.
 #[map]
 static FRONTEND_SECRET: Array<[u8; 16]> = Array::with_max_entries(1, 0);
+
+// Stateless forwarding by the stamp (docs/design.md, "Stateless forwarding by the
+// stamp"): the key and the back-ends by id, written by every daemon at start and when
+// the back-ends or their MACs change. Not pinned.
+#[map]
+static FRONTEND_STAMP_CONFIG: Array<StampConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static FRONTEND_STAMP_BACKENDS: Array<StampedBackend> =
+    Array::with_max_entries(stamp::IDS as u32, 0);
 
 // Kernel dispatch (docs/design.md, "Dispatch in the kernel"): the handoff key and the
 // switch, written by every daemon at start (not pinned); the ring of handoffs made here,
@@ -306,6 +328,20 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
             }
         }
         BARE_ACK => {
+            // A stamp first: a marked TSecr is never the echo of this front-end's own
+            // TSval (`baton_common::stamp`), so no handshake or request is taken for
+            // one, and a flow handed off elsewhere costs no cookie check.
+            let learned = learn_by_stamp(&ctx);
+            if learned != NOT_STAMPED {
+                count(learned & !(TRANSMIT | DROP));
+                return if learned & TRANSMIT != 0 {
+                    XDP_TX
+                } else if learned & DROP != 0 {
+                    XDP_DROP
+                } else {
+                    XDP_PASS
+                };
+            }
             if is_handshake_ack(&ctx) {
                 count(stat::HANDSHAKE_ACK_ABSORBED);
                 XDP_DROP
@@ -370,6 +406,130 @@ fn classify(ctx: &XdpContext) -> u32 {
         Some(Verdict::SynOnClosedFlow) => SYN_ON_CLOSED_FLOW,
         Some(Verdict::BareAck) => BARE_ACK,
         Some(Verdict::Pass(stat)) => stat,
+    }
+}
+
+/// [`learn_by_stamp`]'s answer for a segment whose TSecr is no stamp (or with stamps
+/// off): it goes on as before.
+const NOT_STAMPED: u32 = u32::MAX;
+
+/// A client segment (ACK, no SYN, FIN or RST) of a flow the table misses, judged by its
+/// TSecr (`baton_common::stamp::judge_stamp`; docs/design.md, "Stateless forwarding by
+/// the stamp"): a valid stamp of a back-end of the service has the segment forwarded to
+/// it and the flow learned (its entry written, the daemon told); a forged or stale one
+/// is dropped. Answers `TRANSMIT | stat`, `DROP | stat`, a `stat` to pass up with, or
+/// [`NOT_STAMPED`]. Only the timestamps option at the start of the options area, where
+/// every common client puts it, is read (a constant offset); a segment with another
+/// layout goes on as before. A function of its own, so that the MAC's stack is not
+/// added to `classify`'s.
+#[inline(never)]
+fn learn_by_stamp(ctx: &XdpContext) -> u32 {
+    let (Some(stamps), Some(config)) = (FRONTEND_STAMP_CONFIG.get(0), FRONTEND_CONFIG.get(0))
+    else {
+        return NOT_STAMPED;
+    };
+    if stamps.flags & StampConfig::ENABLED == 0 {
+        return NOT_STAMPED;
+    }
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack (`forward` checked
+    // them to be IPv4 without options, TCP, to the service).
+    let (Some(l3), Some(tcp), Some(ts)) = (
+        bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }),
+        bytes_at::<TCP_HLEN>(ctx, TCP).map(|p| unsafe { p.read_unaligned() }),
+        bytes_at::<LINUX_TIMESTAMPS_LEN>(ctx, TCP + TCP_HLEN)
+            .map(|p| unsafe { p.read_unaligned() }),
+    ) else {
+        return NOT_STAMPED;
+    };
+    let header_len = tcp_header_len(&tcp);
+    if header_len < TCP_HLEN + LINUX_TIMESTAMPS_LEN || ts[..4] != [1, 1, 8, 10] {
+        return NOT_STAMPED;
+    }
+    let tsecr = u32::from_be_bytes([ts[8], ts[9], ts[10], ts[11]]);
+    let Some(stamp) = stamp::stamp_of(tsecr) else {
+        return NOT_STAMPED;
+    };
+    let backend = FRONTEND_STAMP_BACKENDS.get(u32::from(stamp::id_of(stamp)));
+    let client = (ip_saddr(&l3), u16::from_be_bytes(tcp_source(&tcp)));
+    let service = (ip_daddr(&l3), u16::from_be_bytes(tcp_dest(&tcp)));
+    match stamp::judge_stamp(&stamps.key, tsecr, client, service, backend) {
+        StampVerdict::NotAStamp => return NOT_STAMPED,
+        StampVerdict::UnknownBackend => return DROP | stat::DROP_STAMP_UNKNOWN_BACKEND,
+        StampVerdict::Forged => return DROP | stat::DROP_STAMP_FORGED,
+        StampVerdict::Forward => {}
+    }
+    let Some(backend) = backend else {
+        return NOT_STAMPED;
+    };
+    let total_len = usize::from(ip_tot_len(&l3));
+    if total_len < IPV4_HLEN + header_len || ctx.data() + ETH_HLEN + total_len > ctx.data_end() {
+        return stat::PASS_MALFORMED;
+    }
+    let segment = Segment {
+        tcp_len: total_len - IPV4_HLEN,
+        header_len,
+    };
+    let key = FrontendFlowKey {
+        client_addr_be: u32::from_ne_bytes(client.0),
+        vip_addr_be: u32::from_ne_bytes(service.0),
+        client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
+        vip_port_be: u16::from_ne_bytes(tcp_dest(&tcp)),
+    };
+    // The flow as handed off: nothing awaited, the client's next number past this
+    // segment (what it sends is judged against it from now on), no ISN known (a SYN on
+    // its ports is then a new connection, which it is: the client cannot resend an
+    // old one's SYN after data).
+    let learned = FrontendFlow {
+        backend_addr_be: backend.addr_be,
+        backend_port_be: backend.port_be,
+        backend_mac: backend.mac,
+        client_isn: 0,
+        close_state: 0,
+        isn_f: 0,
+        client_next: u32::from_be_bytes(tcp_seq(&tcp))
+            .wrapping_add((segment.tcp_len - header_len) as u32),
+        reserved: 0,
+        last_seen_ns: 0,
+    };
+    // Reserved first: a full ring must leave the table and the segment as they were.
+    let Some(mut notice) = FRONTEND_NOTICES.reserve::<FlowNotice>(0) else {
+        return stat::PASS_RING_FULL;
+    };
+    // Only if no other CPU learned it first; then its entry serves.
+    let fresh = FRONTEND_FLOWS
+        .insert(key, learned, u64::from(BPF_NOEXIST))
+        .is_ok();
+    let Some(flow) = FRONTEND_FLOWS.get_ptr_mut(key) else {
+        notice.discard(u64::from(BPF_RB_NO_WAKEUP));
+        return stat::PASS_NO_FLOW;
+    };
+    match forward_flow(ctx, config, &l3, &tcp, segment, flow) {
+        Verdict::Transmit(_) if fresh => {
+            notice.write(FlowNotice {
+                key,
+                what: FlowNotice::LEARNED,
+                // The learned entry's: no ISN is known of a flow learned by its stamp.
+                client_isn: 0,
+            });
+            // Committed before `XDP_TX` sends the segment on, as every notice.
+            notice.submit(u64::from(BPF_RB_NO_WAKEUP));
+            TRANSMIT | stat::LEARNED_BY_STAMP
+        }
+        Verdict::Transmit(_) => {
+            notice.discard(u64::from(BPF_RB_NO_WAKEUP));
+            TRANSMIT | stat::FORWARDED
+        }
+        other => {
+            notice.discard(u64::from(BPF_RB_NO_WAKEUP));
+            if fresh {
+                // Nothing forwarded, nothing learned: the segment goes up as it came.
+                let _ = FRONTEND_FLOWS.remove(key);
+            }
+            match other {
+                Verdict::Pass(stat) => stat,
+                _ => stat::PASS_MALFORMED,
+            }
+        }
     }
 }
 

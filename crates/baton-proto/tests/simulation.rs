@@ -62,7 +62,7 @@ fn harness_self_test_translation_path_without_front_end() {
             ts_delta: 0xf000_0000,
             ws_b,
             ws_f,
-            _pad: [0; 2],
+            stamp: 0,
             flags: Translation::TIMESTAMPS | Translation::SACK,
         };
         world.backends[0].module.install_flow(key, translation);

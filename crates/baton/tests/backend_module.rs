@@ -24,6 +24,7 @@ use baton_common::{
     backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat},
     handoff_option::{HandoffBinding, HandoffOption},
     siphash::SipKey,
+    stamp::{self, StampedBackend, StampedFlow},
     translate::{SynAckTerms, Translation},
 };
 use baton_proto::wire::{Checksums, TcpFrameRepr};
@@ -230,9 +231,29 @@ fn parse(frame: &[u8]) -> TcpFrameRepr<'_> {
     TcpFrameRepr::parse(frame, Checksums::Verify).expect("valid frame with valid checksums")
 }
 
+/// The stamp the module gives the test flow (`baton_common::stamp`): the agent stamps by
+/// default.
+fn lab_stamp() -> u16 {
+    stamp::stamp(
+        &SipKey::from_bytes(KEY),
+        &StampedFlow {
+            client_addr: CLIENT,
+            client_port: CLIENT_PORT,
+            vip_addr: VIP,
+            vip_port: lab::HTTP_PORT,
+            backend_addr: BACKEND,
+            backend_port: 80,
+        },
+    )
+}
+
 /// The translation the test SYN' and SYN/ACK' make: the front-end's and the back-end's
-/// terms above, timestamps and SACK on.
+/// terms above, timestamps and SACK on, and the flow's stamp.
 fn lab_translation() -> Translation {
+    lab_translation_unstamped().with_stamp(lab_stamp())
+}
+
+fn lab_translation_unstamped() -> Translation {
     Translation::new(
         SynAckTerms {
             isn: ISN_F,
@@ -387,7 +408,29 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
         assert_eq!(p.tcp.seq_number, ISN_F.wrapping_add(1));
         assert_eq!(p.tcp.window_len, expected.window_to_client(1000));
         assert_eq!(p.tcp.window_len, 4000);
-        assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F + 10);
+        // The TSval in the client's clock, stamped: what a front-end that has no entry
+        // for the flow forwards by, once the client echoes it.
+        let tsval = p.tcp.timestamps.unwrap().tsval;
+        assert_eq!(tsval, expected.tsval_to_client(TSV_B + 10));
+        assert!(tsval.wrapping_sub(TSV_F + 10) < stamp::RESOLUTION);
+        assert_eq!(stamp::stamp_of(tsval), Some(lab_stamp()));
+        let named = StampedBackend {
+            addr_be: u32::from_ne_bytes(BACKEND),
+            port_be: 80u16.to_be(),
+            mac: BE_MAC,
+            _pad: [0; 4],
+            flags: StampedBackend::USABLE,
+        };
+        assert_eq!(
+            stamp::judge_stamp(
+                &SipKey::from_bytes(KEY),
+                tsval,
+                (CLIENT, CLIENT_PORT),
+                (VIP, lab::HTTP_PORT),
+                Some(&named),
+            ),
+            stamp::StampVerdict::Forward
+        );
         assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
         assert!(
             module.flow().unwrap().is_confirmed(),
@@ -867,6 +910,7 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
                 (ISN_F, after_request),
                 "in the front-end's terms"
             );
+            assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F, "never stamped");
             assert_eq!(module.stat(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND), repeat);
             assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), repeat);
         }
@@ -890,7 +934,11 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
         let p = parse(&out);
         assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
         assert_eq!(p.tcp.seq_number, ISN_F.wrapping_add(1));
-        assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F + 10);
+        assert_eq!(
+            p.tcp.timestamps.unwrap().tsval,
+            expected.tsval_to_client(TSV_B + 10),
+            "stamped"
+        );
         assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 0);
         // The client's ACK of it (forwarded by the front-end's XDP) is translated.
         let client_ack = Frame {

@@ -10,7 +10,8 @@
 //! network namespace is needed.
 //!
 //! The handoff in the kernel (a request turned into its SYN' here) has tests of its own,
-//! in `xdp_program/handoff.rs`, on the same loaded program.
+//! in `xdp_program/handoff.rs`, on the same loaded program, and so has forwarding by the
+//! back-end's stamp in the TSecr, in `xdp_program/stamp.rs`.
 //!
 //! Not covered here: the verdicts the program returns only when the packet shrinks under
 //! it between two bounds checks it made itself (`PASS_MALFORMED` from the rewrite's own
@@ -1324,3 +1325,5 @@ fn a_syn_without_timestamps_keeps_its_options_in_the_half_open_map() {
 
 #[path = "xdp_program/handoff.rs"]
 mod handoff;
+#[path = "xdp_program/stamp.rs"]
+mod stamp;

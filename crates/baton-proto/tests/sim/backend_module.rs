@@ -44,6 +44,7 @@ use baton_common::layout::{
     tcp_flag::{ACK, SYN},
 };
 use baton_common::siphash::SipKey;
+use baton_common::stamp::{self, StampedFlow};
 use baton_common::tcp_options::{sack, timestamps, window_shift};
 use baton_common::translate::{
     SynAckTerms, Translation, csum_replace2, csum_replace4, csum_replace4_odd,
@@ -388,8 +389,25 @@ impl BackendModule {
                 }),
                 window_shift: window_shift(options).unwrap_or(0),
             };
+            // The stamp, as the egress makes it (`baton_common::stamp`): every later TSval
+            // to the client carries it, so the simulated client's PAWS checks run on
+            // stamped TSvals. The VIP's port is the service's in the simulation.
+            let stamp = stamp::stamp(
+                &self.key,
+                &StampedFlow {
+                    client_addr: key.client_ip.octets(),
+                    client_port: key.client_port,
+                    vip_addr: self.vip.octets(),
+                    vip_port: self.port,
+                    backend_addr: self.addr.octets(),
+                    backend_port: self.port,
+                },
+            );
             let flow = self.flow_mut(key);
             flow.translation = flow.translation.with_backend(terms);
+            if flow.translation.has_timestamps() {
+                flow.translation = flow.translation.with_stamp(stamp);
+            }
             flow.state |= flow.state_after_syn_ack(flags);
             if BackendFlow::keeps_syn_ack(flow.state) {
                 self.counters.count(stat::OUT_SYN_ACK_ABSORBED);
@@ -398,7 +416,13 @@ impl BackendModule {
         }
         let flow = self.flows[&key];
         rewrite_src_addr(&mut pkt, tcp, self.vip);
-        translate_out(&mut pkt, &layout, flow.translation, !syn_ack);
+        // The SYN/ACK' keeps the front-end's TSval (the egress leaves the stamp out).
+        let translation = if syn_ack {
+            flow.translation.with_stamp(0)
+        } else {
+            flow.translation
+        };
+        translate_out(&mut pkt, &layout, translation, !syn_ack);
         if syn_ack {
             // The client already had its SYN/ACK from the front-end.
             self.counters.count(stat::OUT_SYN_ACK_TO_FRONTEND);

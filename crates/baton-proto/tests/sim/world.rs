@@ -86,6 +86,13 @@ pub struct ClientMonitor {
     pub snd_una: Option<u32>,
     /// ACKs kept from smoltcp in its closing states ([`World::stalls_smoltcp_close`]).
     pub closing_acks_withheld: u64,
+    /// The front-end's own bare ACKs (TSval `tsv_f`) that acknowledge nothing the
+    /// client has not had acknowledged, dropped by PAWS as a Linux client would once
+    /// it has seen the back-end's stamped TSvals (`baton_common::stamp`), up to a
+    /// step ahead: the core's acknowledgement of a request at its timer
+    /// (`request_acks_at_timer`) reaching the client after the back-end's answer. Not a
+    /// finding: it tells the client nothing.
+    pub redundant_acks_dropped: u64,
     pub findings: Vec<String>,
 }
 
@@ -183,13 +190,18 @@ impl BackendMonitor {
                 ));
             }
         }
+        // The client echoes stamped TSvals (`baton_common::stamp`), which B's ingress
+        // translates back to at most a resolution step after what B sent, never before:
+        // B's RTT samples may be short by less than the step or discarded, never long.
+        let step = baton_common::stamp::RESOLUTION - 1;
         if let (Some((_, tsecr)), Some(first), Some(last)) =
             (info.timestamps, self.tsval_first, self.tsval_last)
             && info.has(baton_proto::wire::TcpFlags::ACK)
-            && !(seq_le(first, tsecr) && seq_le(tsecr, last))
+            && !(seq_le(first, tsecr) && seq_le(tsecr, last.wrapping_add(step)))
         {
             self.note(format!(
-                "TSecr {tsecr} is not a TSval B sent ({first}..={last}): {info}"
+                "TSecr {tsecr} is not a TSval B sent, nor less than a stamp's step after one \
+                 ({first}..={last}+{step}): {info}"
             ));
         }
     }
@@ -501,6 +513,16 @@ impl World {
         let older_than_recent = m
             .ts_recent
             .is_some_and(|r| seq_lt(tsval, r.wrapping_sub(PAWS_REORDER_SLACK_MS)));
+        if !older_than_syn_ack
+            && older_than_recent
+            && Some(tsval) == m.tsv_f
+            && info.payload_len == 0
+            && info.flags == baton_proto::wire::TcpFlags::ACK
+            && m.snd_una.is_some_and(|una| seq_le(info.ack, una))
+        {
+            m.redundant_acks_dropped += 1;
+            return true;
+        }
         if older_than_syn_ack || older_than_recent {
             m.paws_drops += 1;
             if m.findings.len() < 8 {

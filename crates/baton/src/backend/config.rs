@@ -33,6 +33,7 @@ struct FileConfig {
     pin_dir: Option<PathBuf>,
     gc_interval_ms: Option<u64>,
     metrics: Option<std::net::SocketAddr>,
+    stamp_timestamps: Option<bool>,
 }
 
 /// A checked back-end agent configuration.
@@ -57,6 +58,10 @@ pub struct AgentConfig {
     pub gc_interval: Duration,
     /// Where to serve metrics (`http://ADDRESS/metrics`), if anywhere. Off by default.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Stamp this back-end's identity in the TSvals sent to clients
+    /// (`baton_common::stamp`), so that any front-end forwards its flows without an
+    /// entry for them; on by default.
+    pub stamp_timestamps: bool,
 }
 
 impl AgentConfig {
@@ -100,6 +105,7 @@ impl AgentConfig {
             pin_dir: file.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             gc_interval,
             metrics: file.metrics,
+            stamp_timestamps: file.stamp_timestamps.unwrap_or(true),
         })
     }
 
@@ -108,6 +114,9 @@ impl AgentConfig {
         let mut flags = BackendConfig::ENABLED;
         if self.previous_handoff_key.is_some() {
             flags |= BackendConfig::PREVIOUS_KEY;
+        }
+        if self.stamp_timestamps {
+            flags |= BackendConfig::STAMPS;
         }
         BackendConfig {
             handoff_key: SipKey::from_bytes(self.handoff_key),
@@ -155,13 +164,19 @@ mod tests {
     fn a_previous_key_is_optional_and_sets_its_flag() {
         let c = AgentConfig::parse(GOOD).unwrap();
         assert_eq!(c.previous_handoff_key, None);
-        assert_eq!(c.map_value().flags, BackendConfig::ENABLED);
+        assert_eq!(
+            c.map_value().flags,
+            BackendConfig::ENABLED | BackendConfig::STAMPS,
+            "stamps by default"
+        );
+        let off = AgentConfig::parse(&format!("{GOOD}\nstamp_timestamps = false\n")).unwrap();
+        assert_eq!(off.map_value().flags, BackendConfig::ENABLED);
         let text = format!("{GOOD}\nprevious_handoff_key = \"ffeeddccbbaa99887766554433221100\"\n");
         let c = AgentConfig::parse(&text).unwrap();
         let v = c.map_value();
         assert_eq!(
             v.flags,
-            BackendConfig::ENABLED | BackendConfig::PREVIOUS_KEY
+            BackendConfig::ENABLED | BackendConfig::PREVIOUS_KEY | BackendConfig::STAMPS
         );
         assert_eq!(
             v.previous_handoff_key,

@@ -46,11 +46,16 @@ pub struct FileConfig {
     /// A file holding the handoff key as 32 hex digits (surrounding whitespace ignored);
     /// the alternative to `handoff_key`, so the key need not sit in the config file.
     pub handoff_key_file: Option<PathBuf>,
-    /// The local secret for ISNs, timestamps and SYN cookies, 32 hex digits. When
+    /// The secret for ISNs, timestamps and SYN cookies, 32 hex digits. Front-ends that
+    /// share a VIP behind ECMP set the same one (or `secret_file`), so that each answers
+    /// the handshakes another started (a cookie made by one checks on all). When
     /// absent, the previous daemon's on the interface (pinned with the fast path's maps),
     /// else random: what a single front-end wants, and a restart or an upgrade keeps the
     /// cookies XDP gave out across it valid.
     pub secret: Option<String>,
+    /// A file holding the secret as 32 hex digits (surrounding whitespace ignored), as
+    /// `handoff_key_file` holds the handoff key; the alternative to `secret`.
+    pub secret_file: Option<PathBuf>,
     /// Milliseconds the daemon keeps serving existing connections after SIGTERM/SIGINT
     /// before it exits (it exits earlier when none is left).
     #[serde(default = "default_drain_ms")]
@@ -448,9 +453,15 @@ impl FileConfig {
             key_file.as_deref(),
             "handoff_key",
         )?;
-        let (secret, secret_generated) = match &self.secret {
-            Some(hex) => (crate::handoff_key::parse(hex).context("`secret`")?, false),
-            None => (random_secret().context("secret: generating one")?, true),
+        let (secret, secret_generated) = match (&self.secret, &self.secret_file) {
+            (None, None) => (random_secret().context("secret: generating one")?, true),
+            (hex, file) => {
+                let file = file.as_ref().map(|f| base.join(f));
+                (
+                    crate::handoff_key::load(hex.as_deref(), file.as_deref(), "secret")?,
+                    false,
+                )
+            }
         };
 
         let defaults = ProtoConfig::default();
@@ -841,6 +852,33 @@ mod tests {
         let text = format!("{MINIMAL}\n[limits]\nhalf_closed_idle_timeout_ms = 60000\n");
         let s = parse(&text, Path::new(".")).unwrap();
         assert_eq!(s.ignored_keys, ["limits.half_closed_idle_timeout_ms"]);
+    }
+
+    #[test]
+    fn the_secret_is_shared_from_the_file_or_the_text() {
+        let hex = "0f0e0d0c0b0a09080706050403020100";
+        let from_text = parse(
+            &MINIMAL.replace("vip =", &format!("secret = \"{hex}\"\nvip =")),
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(!from_text.secret_generated);
+        assert_eq!(from_text.proto.secret[0], 0x0f);
+        let dir = std::env::temp_dir().join(format!("baton-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cookie.key"), format!("{hex}\n")).unwrap();
+        let from_file = parse(
+            &MINIMAL.replace("vip =", "secret_file = \"cookie.key\"\nvip ="),
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(from_file.proto.secret, from_text.proto.secret);
+        let both = MINIMAL.replace(
+            "vip =",
+            &format!("secret = \"{hex}\"\nsecret_file = \"cookie.key\"\nvip ="),
+        );
+        assert!(format!("{:#}", parse(&both, &dir).unwrap_err()).contains("set one of"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -163,6 +163,17 @@ fn write_kernel_rules(fast: &mut FastPath, fe: &mut FrontEnd<ContentDispatch>) {
     }
 }
 
+/// The stamp tables (docs/design.md, "Stateless forwarding by the stamp") from the
+/// dispatcher's back-ends in force: at start and at every activity scan, so that a
+/// reload or a newly resolved MAC reaches them within a second.
+fn write_stamps(fast: &mut FastPath, fe: &mut FrontEnd<ContentDispatch>) {
+    let key = fe.config().handoff_key;
+    let backends: Vec<SocketAddrV4> = fe.dispatcher_mut().dispatcher().backends().collect();
+    if let Err(e) = fast.write_stamps(clock(), key, &backends) {
+        log::warn("stamps_unavailable", &[("error", &format!("{e:#}"))]);
+    }
+}
+
 /// Runs the daemon until a stop signal and the drain that follows.
 pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     let settings = config::load(config_path)?;
@@ -258,6 +269,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
                 let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
+                write_stamps(&mut fast, &mut fe);
                 if kernel_dispatch {
                     write_kernel_rules(&mut fast, &mut fe);
                 }
@@ -796,6 +808,7 @@ fn event_loop(
             check_announcement = true;
             if let Some(path) = fast.path.as_deref_mut() {
                 path.scan_activity(fe, now, fast.stats);
+                write_stamps(path, fe);
                 // Reloads, health verdicts and newly resolved MACs reach the kernel's
                 // rules within a scan (a new generation only when something changed).
                 if fast.kernel_dispatch {

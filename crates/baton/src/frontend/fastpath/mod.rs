@@ -72,9 +72,11 @@ use aya::{
 use baton_common::{
     frontend::{FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, stat},
     kernel_dispatch::{KernelHandoffConfig, KernelHandoffRecord},
+    siphash::SipKey,
+    stamp::{self, StampConfig, StampedBackend},
     syncookie::SynCookieConfig,
 };
-use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason};
+use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason, StateName};
 
 use super::log;
 use crate::pins::Pins;
@@ -87,7 +89,7 @@ mod table;
 pub use half_open::HalfOpenLookup;
 use half_open::HalfOpenMap;
 use pins::check_pinned_maps;
-pub use pins::{DEFAULT_PIN_DIR, pinned_flow_count};
+pub use pins::{DEFAULT_PIN_DIR, forget_pinned_flows, pinned_flow_count};
 use sys::{Neighbours, interface_mac};
 use table::{FlowBatch, write_close_state};
 
@@ -179,6 +181,15 @@ pub struct FastPathStats {
     /// Lookups of the half-open map that failed otherwise than by finding no entry;
     /// never expected (the core resets such a connection, as for an entry gone).
     pub half_open_take_failed: u64,
+    /// Flows the program learned by their stamp (`FlowNotice::LEARNED`) that the core
+    /// adopted: handed off by another front-end, or before this daemon started.
+    pub flows_learned: u64,
+    /// Learned flows the core already tracked as handed off (their entry had gone):
+    /// kept.
+    pub learned_flows_known: u64,
+    /// Learned flows the core refused (it tracks the ports' connection before its
+    /// handoff, its table is full, or the entry had gone again): taken out of the table.
+    pub learned_flows_refused: u64,
 }
 
 /// How [`FastPath::start`] found things.
@@ -261,6 +272,9 @@ pub struct FastPath {
     half_open: HalfOpenMap,
     installed: StdHashMap<FlowKey, Installed>,
     neighbours: Neighbours,
+    /// What was last written to the stamp tables (`write_stamps`): the key and each
+    /// id's back-end.
+    stamps_written: Option<([u8; 16], Vec<StampedBackend>)>,
 }
 
 impl FastPath {
@@ -437,6 +451,7 @@ impl FastPath {
                 half_open,
                 installed: StdHashMap::new(),
                 neighbours: Neighbours::default(),
+                stamps_written: None,
             },
             start,
         ))
@@ -631,6 +646,15 @@ impl FastPath {
                 stats.notices_short += 1;
                 continue;
             };
+            let what = if what & FlowNotice::LEARNED != 0 {
+                Self::learn(&mut self.flows, &mut self.installed, fe, now, flow, stats);
+                what & !FlowNotice::LEARNED
+            } else {
+                what
+            };
+            if what == 0 {
+                continue;
+            }
             let open_isn = fe.tracks_open_isn(&flow);
             let held_isn = match client_isn {
                 // Of another connection than the core's open one on these ports, or of
@@ -665,6 +689,149 @@ impl FastPath {
             Self::apply_notice(fe, now, &flow, what, stats);
         }
         read
+    }
+
+    /// A flow the program learned by its stamp (docs/design.md, "Stateless forwarding by
+    /// the stamp"): handed to the core as a flow handed off elsewhere (`FrontEnd::adopt`,
+    /// as a restarted daemon's pinned flows are), so that its close and idle time are
+    /// tracked and its entry removed in the end. A flow the core already tracks as
+    /// handed off keeps its entry; one it tracks before its handoff (a client echoing an
+    /// old connection's stamp on a new one's ports) or refuses is taken out again.
+    fn learn<D: baton_proto::frontend::Dispatch>(
+        flows: &mut HashMap<MapData, FrontendFlowKey, FrontendFlow>,
+        installed_flows: &mut StdHashMap<FlowKey, Installed>,
+        fe: &mut FrontEnd<D>,
+        now: Instant,
+        flow: FlowKey,
+        stats: &mut FastPathStats,
+    ) {
+        let key = key_of(&flow);
+        let Ok(value) = flows.get(&key, 0) else {
+            // Gone already (a SYN replaced it): nothing to track.
+            stats.learned_flows_refused += 1;
+            return;
+        };
+        let installed = Installed {
+            client_isn: value.client_isn,
+            noted: value.last_seen_ns,
+            close_state: value.close_state,
+        };
+        match fe.adopt(now, flow, handover_of(&value)) {
+            Ok(()) => {
+                stats.flows_learned += 1;
+                installed_flows.insert(flow, installed);
+            }
+            Err(_)
+                if matches!(
+                    fe.connection_state(&flow),
+                    Some(StateName::Forwarding | StateName::TimeWait)
+                ) =>
+            {
+                // The entry becomes the core's connection's again (its ISN, which the
+                // program could not know), so that its end removes it.
+                stats.learned_flows_known += 1;
+                let isn = installed_flows
+                    .get(&flow)
+                    .map_or(value.client_isn, |i| i.client_isn);
+                let _ = flows.insert(
+                    key,
+                    FrontendFlow {
+                        client_isn: isn,
+                        ..value
+                    },
+                    0,
+                );
+                installed_flows.insert(
+                    flow,
+                    Installed {
+                        client_isn: isn,
+                        ..installed
+                    },
+                );
+            }
+            Err(e) => {
+                stats.learned_flows_refused += 1;
+                let _ = flows.remove(&key);
+                log::warn(
+                    "learned_flow_refused",
+                    &[("client", &flow.client), ("reason", &e)],
+                );
+            }
+        }
+    }
+
+    /// Writes the stamp tables (docs/design.md, "Stateless forwarding by the stamp"):
+    /// the handoff key, and each back-end under its id (`baton_common::stamp::backend_id`)
+    /// with its MAC, so that the program forwards a flow it has no entry for to the
+    /// back-end its client's TSecr names. A back-end whose MAC is not known yet, or
+    /// whose id another back-end shares, is left out (such flows go to the slow path, as
+    /// without stamps). Written again only when something changed; the daemon calls it
+    /// at start and at every activity scan.
+    pub fn write_stamps(
+        &mut self,
+        now: Instant,
+        key: [u8; 16],
+        backends: &[SocketAddrV4],
+    ) -> anyhow::Result<()> {
+        let mut table = vec![StampedBackend::default(); stamp::IDS];
+        let mut shared = [false; stamp::IDS];
+        let mut seen: Vec<SocketAddrV4> = Vec::new();
+        for &b in backends {
+            if seen.contains(&b) {
+                continue;
+            }
+            seen.push(b);
+            let id = usize::from(stamp::backend_id(b.ip().octets()));
+            if table[id].flags != 0 || shared[id] {
+                shared[id] = true;
+                table[id] = StampedBackend::default();
+                continue;
+            }
+            let Some(mac) = self.neighbours.lookup(now, *b.ip(), &self.interface) else {
+                continue;
+            };
+            table[id] = StampedBackend {
+                addr_be: u32::from_ne_bytes(b.ip().octets()),
+                port_be: u16::from_ne_bytes(b.port().to_be_bytes()),
+                mac,
+                _pad: [0; 4],
+                flags: StampedBackend::USABLE,
+            };
+        }
+        if self
+            .stamps_written
+            .as_ref()
+            .is_some_and(|(k, t)| *k == key && *t == table)
+        {
+            return Ok(());
+        }
+        for (id, _) in shared.iter().enumerate().filter(|(_, s)| **s) {
+            log::warn("stamp_id_shared", &[("id", &id)]);
+        }
+        let mut entries: Array<_, StampedBackend> = Array::try_from(
+            self.ebpf
+                .map_mut("FRONTEND_STAMP_BACKENDS")
+                .context("map FRONTEND_STAMP_BACKENDS missing")?,
+        )?;
+        for (id, entry) in table.iter().enumerate() {
+            entries.set(id as u32, *entry, 0)?;
+        }
+        let mut config: Array<_, StampConfig> = Array::try_from(
+            self.ebpf
+                .map_mut("FRONTEND_STAMP_CONFIG")
+                .context("map FRONTEND_STAMP_CONFIG missing")?,
+        )?;
+        config.set(
+            0,
+            StampConfig {
+                key: SipKey::from_bytes(key),
+                flags: StampConfig::ENABLED,
+                _pad: 0,
+            },
+            0,
+        )?;
+        self.stamps_written = Some((key, table));
+        Ok(())
     }
 
     /// Tells the core what one notice says of `flow`.

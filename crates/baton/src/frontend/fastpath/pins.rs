@@ -22,6 +22,22 @@ pub fn pinned_flow_count(pin_dir: &Path, interface: &str) -> anyhow::Result<usiz
     Ok(flows.keys().filter(Result::is_ok).count())
 }
 
+/// Removes every flow from the pinned table, as a front-end that never saw them would
+/// be (tests of forwarding by the stamp, docs/design.md, "Stateless forwarding by the
+/// stamp"); how many there were.
+pub fn forget_pinned_flows(pin_dir: &Path, interface: &str) -> anyhow::Result<usize> {
+    let path = Pins::frontend(pin_dir, interface).flows();
+    let map = MapData::from_pin(&path)
+        .with_context(|| format!("{} not found: no front-end pinned there", path.display()))?;
+    let mut flows: HashMap<_, FrontendFlowKey, FrontendFlow> =
+        HashMap::try_from(Map::HashMap(map))?;
+    let keys: Vec<FrontendFlowKey> = flows.keys().filter_map(Result::ok).collect();
+    for key in &keys {
+        flows.remove(key)?;
+    }
+    Ok(keys.len())
+}
+
 /// Checks the pins a previous daemon left: a flow table of another layout is refused
 /// (its flows cannot be carried over); a configuration or counter map of another shape is
 /// replaced (the one is rewritten at every start, the other only counts).
