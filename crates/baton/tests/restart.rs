@@ -20,7 +20,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Stdio},
+    process::Stdio,
     sync::Mutex,
     thread,
     time::{Duration, Instant},
@@ -129,27 +129,6 @@ fn nft_table_in_fe() -> bool {
     .contains("table inet baton_fe")
 }
 
-/// Kills the download if the test fails half-way.
-struct Download(Option<Child>);
-
-impl Drop for Download {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn expected_sha256(name: &str) -> String {
-    let sums = std::fs::read_to_string(format!("/run/{LAB}-lab/be1/www/files/SHA256SUMS")).unwrap();
-    sums.lines()
-        .find(|l| l.ends_with(&format!(" {name}")))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS: {sums}"))
-        .to_string()
-}
-
 /// The whole scenario: download, stop or kill the daemon in the middle, start another,
 /// check what it adopted, that the download arrived whole, that the close was tracked,
 /// and that `--detach` leaves nothing behind.
@@ -173,7 +152,7 @@ fn restart_mid_download(test: &str, stop: Stop) {
 
     let fetch = format!("curl -sS --limit-rate {RATE} http://{VIP}/files/100M.bin | sha256sum");
     let started = Instant::now();
-    let mut download = Download(Some(
+    let mut download = support::Download(Some(
         baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
             .stdout(Stdio::piped())
             .spawn()
@@ -259,7 +238,7 @@ fn restart_mid_download(test: &str, stop: Stop) {
             .split_whitespace()
             .next()
             .unwrap_or(""),
-        expected_sha256("100M.bin"),
+        support::expected_sha256(&LAB, "100M.bin"),
         "the 100 MiB that spanned the restart arrived byte-exact"
     );
     // The client's FIN went through the new daemon's XDP program, which told the daemon

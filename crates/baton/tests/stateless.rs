@@ -19,7 +19,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Stdio},
+    process::Stdio,
     sync::Mutex,
     thread,
     time::{Duration, Instant},
@@ -90,27 +90,6 @@ fn hold_client_segments(hold: bool) {
     }
 }
 
-/// Kills the download if the test fails half-way.
-struct Download(Option<Child>);
-
-impl Drop for Download {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn expected_sha256(name: &str) -> String {
-    let sums = std::fs::read_to_string(format!("/run/{LAB}-lab/be1/www/files/SHA256SUMS")).unwrap();
-    sums.lines()
-        .find(|l| l.ends_with(&format!(" {name}")))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS: {sums}"))
-        .to_string()
-}
-
 #[test]
 fn a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp() {
     let Some(cluster) = cluster("a front-end without the flow's entry") else {
@@ -123,7 +102,7 @@ fn a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp() {
          http://{VIP}/files/100M.bin | sha256sum"
     );
     let started = Instant::now();
-    let mut download = Download(Some(
+    let mut download = support::Download(Some(
         baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
             .stdout(Stdio::piped())
             .spawn()
@@ -160,7 +139,7 @@ fn a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp() {
             .split_whitespace()
             .next()
             .unwrap_or(""),
-        expected_sha256("100M.bin"),
+        support::expected_sha256(&LAB, "100M.bin"),
         "the 100 MiB arrived byte-exact through a front-end that had to learn the flow"
     );
     // The next daemon took the learned flow over (from the table at its start, or from

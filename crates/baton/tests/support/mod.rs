@@ -814,3 +814,25 @@ pub fn socket_download(lab: &str, addr: Ipv4Addr, path: &str, host: &str) -> Soc
         status: words[3..].join(" "),
     }
 }
+
+/// A child process (a long download) killed if the test fails half-way.
+pub struct Download(pub Option<std::process::Child>);
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The SHA-256 of the lab's file `files/NAME`, as its `SHA256SUMS` lists it.
+pub fn expected_sha256(lab: &str, name: &str) -> String {
+    let sums = fs::read_to_string(format!("/run/{lab}-lab/be1/www/files/SHA256SUMS")).unwrap();
+    sums.lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS: {sums}"))
+        .to_string()
+}
