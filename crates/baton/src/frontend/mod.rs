@@ -91,6 +91,7 @@ use std::{
 
 use anyhow::Context as _;
 use baton_common::kernel_dispatch::{HANDOFF_READ_INTERVAL_MS, KernelHandoffConfig};
+use baton_common::syncookie::SynCookieConfig;
 use baton_proto::{
     frontend::{Event, FrontEnd, HandedOff, Instant, Output},
     wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
@@ -256,11 +257,18 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     let mut io = PacketIo::open(&interface, &services)?;
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
+        // Engaged from the attach on when XDP answers every SYN: adopting a previous
+        // daemon's flows takes seconds with many, and SYNs left to the slow path
+        // meanwhile would wait for the loop (`programs_replaced_under_load_...`).
+        let mut syn_cookies = fe.syn_cookie_config();
+        if fe.wants_syn_cookies(false) {
+            syn_cookies.flags |= SynCookieConfig::ENGAGED;
+        }
         match FastPath::start(
             &interface,
             &services,
             &pin_dir,
-            fe.syn_cookie_config(),
+            syn_cookies,
             half_open_entries,
             secret,
             kernel_handoff_config(fe.config(), kernel_dispatch),
@@ -392,10 +400,18 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
     // Whatever the last round left.
     drop(ops);
 
-    // The close states as they stand, for the next daemon to resume from.
+    // The close states as they stand, for the next daemon to resume from. SYNs answered
+    // in XDP stay so across a swap (the next daemon takes over the pinned secret, and
+    // a client's request that finds no daemon is resent to it): left to the slow path,
+    // they would wait for the next daemon's programs to load and verify, seconds of it,
+    // and a client's SYN would go unanswered past its first retransmission
+    // (`programs_replaced_under_load_without_errors`). Cookies engaged only for a flood
+    // are released: the next daemon judges its own table.
     if let Some(fast) = &mut fast {
         fast.record_close_states(&fe, &mut fp_stats);
-        fast.set_syn_cookies(false);
+        if !(fe.config().syn_cookies && fe.config().every_syn_in_fast_path) {
+            fast.set_syn_cookies(false);
+        }
     }
     log::counters("frontend_stats", fe.stats());
     log::counters("io_stats", io.stats());

@@ -282,8 +282,9 @@ impl FastPath {
     /// `pin_dir`, or, when a previous daemon's pins are there, loads the program against
     /// the pinned maps and replaces the one in the pinned link. Either way the
     /// configuration is (re)written before the new program sees a packet.
-    /// `syn_cookies` is the core's ([`FrontEnd::syn_cookie_config`]), written with
-    /// `ENGAGED` clear; [`FastPath::steer_syn_cookies`] sets and clears it.
+    /// `syn_cookies` is the core's ([`FrontEnd::syn_cookie_config`]), with `ENGAGED` set
+    /// by the caller when XDP is to answer every SYN from the attach on;
+    /// [`FastPath::steer_syn_cookies`] sets and clears it from then on.
     /// `half_open_entries` sizes the half-open map (`[tcp] half_open_entries`); 0 turns it
     /// off (`HALF_OPEN` clear: a client without timestamps gets the cookie's terms).
     pub fn start(
@@ -352,8 +353,9 @@ impl FastPath {
         } else {
             0
         };
+        // `ENGAGED` as the caller asks: set from the start when XDP answers every SYN.
         let syn_cookie_config = SynCookieConfig {
-            flags: (syn_cookies.flags & !SynCookieConfig::ENGAGED) | half_open,
+            flags: syn_cookies.flags | half_open,
             ..syn_cookies
         };
         let half_open = match ebpf
@@ -1106,8 +1108,9 @@ impl FastPath {
         }
     }
 
-    /// Sets or clears `ENGAGED`. At exit the daemon clears it: with no daemon to take
-    /// the cookie ACKs, SYNs are better left to the next one.
+    /// Sets or clears `ENGAGED`. At exit the daemon clears it unless XDP answers every
+    /// SYN (`[tcp] syns_in_xdp`): cookies engaged for a flood are the next daemon's to
+    /// judge, but SYNs answered in XDP stay so across a swap.
     pub fn set_syn_cookies(&mut self, engaged: bool) {
         let mut config = self.syn_cookie_config;
         if engaged {
