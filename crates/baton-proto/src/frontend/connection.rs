@@ -188,6 +188,12 @@ impl Connection {
         self.syn.isn
     }
 
+    /// Whether the request went to the current back-end: in the SYN', or after its
+    /// SYN/ACK'.
+    fn request_out(&self) -> bool {
+        self.request_in_syn || self.state == State::HandingOff(Phase::RequestSent)
+    }
+
     fn new(flow: FlowKey, state: State, syn: ClientSyn, terms: FrontTerms) -> Self {
         Self {
             flow,
@@ -1243,6 +1249,33 @@ impl<D: Dispatch> FrontEnd<D> {
             // Translated by the back-end's egress: its seq is isn_f, and it acknowledges
             // the client's SYN (and, in a one-turn handoff, perhaps the request with it).
             let syn_acked = conn.syn.isn.wrapping_add(1);
+            match syn_ack_sender(conn, tcp) {
+                SynAckSender::Current => {}
+                SynAckSender::Earlier(index) => {
+                    // A back-end given up, whose server (which may have the request)
+                    // still repeats its SYN/ACK': taken for the current one's, it would
+                    // confirm a handoff the current back-end may never have had the
+                    // request for, and the client's resends would go to it, not as a
+                    // SYN', for ever. It gets a reset again (the first may be lost).
+                    self.stats.earlier_backend_syn_acks += 1;
+                    if let Some(Some(earlier)) = conn.tried.get(index) {
+                        self.send_resets(conn, *earlier, true);
+                    }
+                    return Next::Keep;
+                }
+                SynAckSender::Unknown if self.acknowledges_request_in_syn(conn, tcp) => {
+                    // No echo to tell the current back-end's repeat from an earlier
+                    // one's (a client without timestamps): the current back-end's server
+                    // gets its ACK' (harmless to a server without the connection), the
+                    // earlier ones their resets again, and the handoff waits for the
+                    // client's acknowledgement of the answer.
+                    self.stats.unattributed_syn_acks += 1;
+                    self.answer_backend_syn_ack(conn, tcp);
+                    self.reset_earlier_candidates(conn);
+                    return Next::Keep;
+                }
+                SynAckSender::Unknown => {}
+            }
             if self.acknowledges_request_in_syn(conn, tcp) {
                 // The back-end has the request: a repeat of the SYN/ACK' its module
                 // absorbed, or a module that copies every SYN/ACK'. Its server waits in
@@ -1385,6 +1418,15 @@ impl<D: Dispatch> FrontEnd<D> {
             // confirmed by an earlier repeat whose ACK' the network lost, or by the
             // client's acknowledgement of the answer, lost between the fast path and the
             // server; the answer, or its retransmissions, may never reach the client.
+            // Unless the server is one given up before this back-end was chosen: it
+            // gets a reset again, and the current one nothing.
+            if let SynAckSender::Earlier(index) = syn_ack_sender(conn, tcp) {
+                self.stats.earlier_backend_syn_acks += 1;
+                if let Some(Some(earlier)) = conn.tried.get(index) {
+                    self.send_resets(conn, *earlier, true);
+                }
+                return Next::Keep;
+            }
             conn.last_heard = now;
             self.answer_backend_syn_ack(conn, tcp);
             return Next::Keep;
@@ -1640,7 +1682,9 @@ impl<D: Dispatch> FrontEnd<D> {
                 .feedback(now, &conn.flow, Feedback::Failed { backend, cause });
         }
         // Lets the failed back-end drop whatever half-open state it has.
-        self.send_backend_reset(conn);
+        if let Some(backend) = conn.backend() {
+            self.send_resets(conn, backend, conn.request_out());
+        }
         let tried = usize::from(conn.candidates);
         if tried >= usize::from(self.config.max_candidates) {
             self.stats.backends_exhausted += 1;
@@ -1843,8 +1887,10 @@ impl<D: Dispatch> FrontEnd<D> {
             );
             self.send_to_client(&conn.flow, &rst);
         }
-        if matches!(conn.state, State::HandingOff(_)) {
-            self.send_backend_reset(conn);
+        if matches!(conn.state, State::HandingOff(_))
+            && let Some(backend) = conn.backend()
+        {
+            self.send_resets(conn, backend, conn.request_out());
         }
         Next::Free
     }
@@ -2082,7 +2128,9 @@ impl<D: Dispatch> FrontEnd<D> {
             mss: conn.syn.mss,
             window_shift: conn.syn.window_scale,
             sack_permitted: terms.sack,
-            tsval: terms.timestamps.then_some(conn.syn.tsval),
+            tsval: terms
+                .timestamps
+                .then(|| syn_prime_tsval(conn, usize::from(conn.candidates.saturating_sub(1)))),
             handoff: encoded,
         };
         let payload: &[u8] = if with_request { &conn.request } else { &[] };
@@ -2179,16 +2227,38 @@ impl<D: Dispatch> FrontEnd<D> {
         }
     }
 
-    /// A RST for the back-end's half-open or embryonic connection: in its window, since
-    /// its `rcv_nxt` is the client's ISN + 1 until the request arrives.
-    fn send_backend_reset(&mut self, conn: &Connection) {
-        let Some(backend) = conn.backend() else {
-            return;
-        };
+    /// Resets for a back-end that failed (or failed earlier, and still repeats its
+    /// SYN/ACK'), at each sequence number its server may be waiting at: the SYN''s end
+    /// (a SYN' whose data the server did not take, or before the request went out) and
+    /// the request's end, where a server that took the request waits. Linux acts on a RST
+    /// only at exactly the next sequence number it expects (RFC 5961 §3.2; a listener's
+    /// request sock on any in its window): one at the SYN''s end alone, all that was sent
+    /// before, was dropped by a fast-open server that had taken the request, which went on
+    /// repeating its SYN/ACK' for a minute. The other of the two is dropped: out of the
+    /// window, or meeting no connection. `request_out`: the request may have reached the
+    /// back-end (otherwise the first is enough).
+    fn send_resets(&mut self, conn: &Connection, backend: Backend, request_out: bool) {
+        let syn_end = conn.syn.isn.wrapping_add(1);
+        self.send_backend_reset(conn, backend, syn_end);
+        if request_out && conn.rcv_nxt != syn_end {
+            self.send_backend_reset(conn, backend, conn.rcv_nxt);
+        }
+    }
+
+    /// [`Self::send_resets`] to every back-end tried before the current one.
+    fn reset_earlier_candidates(&mut self, conn: &Connection) {
+        let earlier = usize::from(conn.candidates.saturating_sub(1));
+        for backend in conn.tried[..earlier.min(MAX_CANDIDATES)].iter().flatten() {
+            self.send_resets(conn, *backend, true);
+        }
+    }
+
+    /// One RST to `backend` from the client's address and port, at `seq`.
+    fn send_backend_reset(&mut self, conn: &Connection, backend: Backend, seq: u32) {
         let rst = bare_segment(
             conn.flow.client.port(),
             backend.port(),
-            conn.syn.isn.wrapping_add(1),
+            seq,
             0,
             TcpFlags::RST,
             0,
@@ -2196,6 +2266,47 @@ impl<D: Dispatch> FrontEnd<D> {
         let packet = packet::build(*conn.flow.client.ip(), *backend.ip(), conn.syn.ttl, &rst);
         self.transmit(packet);
     }
+}
+
+/// Which of the back-ends tried sent a SYN/ACK'. The egress gives every back-end's the
+/// VIP's address and the front-end's ISN, and a one-turn server's acknowledges the same
+/// request, so only its echo tells: each candidate's SYN' carries a TSval of its own
+/// ([`syn_prime_tsval`]), which its server echoes in every SYN/ACK it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SynAckSender {
+    /// The current candidate's (the only one's, if no other was tried).
+    Current,
+    /// The candidate at this index of `tried`, given up since.
+    Earlier(usize),
+    /// After a change of candidate, a SYN/ACK' without an echo (a client without
+    /// timestamps), or echoing none of our SYN''s TSvals.
+    Unknown,
+}
+
+fn syn_ack_sender(conn: &Connection, tcp: &TcpRepr<'_>) -> SynAckSender {
+    if conn.candidates <= 1 {
+        return SynAckSender::Current;
+    }
+    let Some(ts) = tcp.timestamps.filter(|_| conn.terms.timestamps) else {
+        return SynAckSender::Unknown;
+    };
+    let current = usize::from(conn.candidates) - 1;
+    match (0..=current).find(|&index| syn_prime_tsval(conn, index) == ts.tsecr) {
+        Some(index) if index == current => SynAckSender::Current,
+        Some(index) => SynAckSender::Earlier(index),
+        None => SynAckSender::Unknown,
+    }
+}
+
+/// The TSval of the SYN' to the candidate at `index` of `tried`: the client's (its
+/// request's, after a cookie) for the first, as the kernel's SYN' carries it, and one
+/// tick less for each later one, so that every candidate's SYN/ACK' names it by its echo
+/// ([`syn_ack_sender`]). Older, never newer, than the client's own: the back-end's PAWS
+/// check compares the client's next segments with it (RFC 7323 §5), and a TSval one
+/// tick older only makes the client's first RTT sample from the back-end's echo that
+/// tick longer.
+fn syn_prime_tsval(conn: &Connection, index: usize) -> u32 {
+    conn.syn.tsval.wrapping_sub(index as u32)
 }
 
 #[cfg(test)]

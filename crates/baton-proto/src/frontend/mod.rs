@@ -671,6 +671,15 @@ pub struct Stats {
     /// SYN') answered with the client's ACK', which completes the server's handshake so
     /// that it sends its answer again if that was lost.
     pub syn_ack_repeats_answered: u64,
+    /// SYN/ACK's from a back-end given up earlier in the same handoff, told by their echo
+    /// of that back-end's SYN''s TSval: its server took the request after all and repeats
+    /// its SYN/ACK'. Answered with resets, never taken for the current back-end's.
+    pub earlier_backend_syn_acks: u64,
+    /// SYN/ACK's acknowledging a one-turn request after a change of back-end, without an
+    /// echo to tell whose (a client without timestamps): answered with the ACK' to the
+    /// current back-end and resets to the earlier ones, and not taken as proof that the
+    /// current back-end has the request.
+    pub unattributed_syn_acks: u64,
     /// ACK' and request retransmissions.
     pub request_retransmits: u64,
     /// Dispatched requests the front-end acknowledged itself, at the handoff's first

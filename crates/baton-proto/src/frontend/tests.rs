@@ -2416,9 +2416,14 @@ fn the_dispatcher_is_told_what_became_of_each_backend_it_chose() {
         0,
     ));
     let refused_at = h.now;
-    // B2 takes it.
+    // B2 takes it. Its server echoes its own SYN''s TSval, one tick below B1's.
     h.now += Duration::from_millis(1);
-    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    let mut syn_ack = h.backend_syn_ack(isn_f, tsv_f);
+    syn_ack.timestamps = Some(TcpTimestamps {
+        tsval: tsv_f,
+        tsecr: CTSVAL - 1,
+    });
+    h.backend_sends(syn_ack);
     h.backend_sends(h.confirmation(isn_f));
     let handed_off_at = h.now;
     assert_eq!(h.state(), Some(StateName::Forwarding));
@@ -2569,13 +2574,29 @@ fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candida
             Output::Event(e) => format!("{e:?}").chars().take(11).collect(),
         })
         .collect();
-    assert_eq!(sent.len(), 3, "{sent:?}");
-    assert!(
-        sent[0].contains("RST") && sent[0].ends_with(&B1.ip().to_string()),
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    // Two resets for B1: at the SYN''s end, and at the request's, where a server that
+    // took the request with the SYN' waits (and drops any other, RFC 5961).
+    for rst in &sent[..2] {
+        assert!(
+            rst.contains("RST") && rst.ends_with(&B1.ip().to_string()),
+            "{sent:?}"
+        );
+    }
+    let reset_seqs: Vec<u32> = outputs[..2]
+        .iter()
+        .map(|o| match o {
+            Output::Transmit(t) => tcp_of(t).seq_number,
+            Output::Event(_) => 0,
+        })
+        .collect();
+    assert_eq!(
+        reset_seqs,
+        [CISN + 1, CISN + 1 + REQUEST.len() as u32],
         "{sent:?}"
     );
-    assert!(sent[1].starts_with("RequestSent"), "{sent:?}");
-    assert!(sent[2].ends_with(&B2.ip().to_string()), "{sent:?}");
+    assert!(sent[2].starts_with("RequestSent"), "{sent:?}");
+    assert!(sent[3].ends_with(&B2.ip().to_string()), "{sent:?}");
     assert_eq!(h.fe.stats().syn_prime_retransmits, 3);
     assert_eq!(h.fe.stats().backend_timeouts, 1);
     assert_eq!(
@@ -2585,6 +2606,60 @@ fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candida
             cause: HandoffFailure::Silent
         })
     );
+}
+
+/// After a change of back-end, a one-turn SYN/ACK' that echoes the first back-end's SYN'
+/// is that back-end's (its server took the request and repeats its SYN/ACK'), whatever
+/// it acknowledges: it gets resets, and the handoff to the second is not confirmed. The
+/// second's own, echoing its SYN''s TSval (one tick below), confirms.
+#[test]
+fn one_turn_an_earlier_backends_syn_ack_confirms_nothing() {
+    let mut h = one_turn();
+    let (isn_f, tsv_f, _) = request_in_syn(&mut h);
+    let resend = h.ack(isn_f, tsv_f, CISN + 1, REQUEST);
+    for _ in 0..4 {
+        h.now += Duration::from_millis(300);
+        h.client_sends(&resend);
+    }
+    let to_b2 = h.drain();
+    let syn_prime = to_b2.last().expect("the SYN' to B2");
+    assert_eq!(syn_prime.ip().dst_addr, *B2.ip());
+    let b2_tsval = syn_prime.tcp().timestamps.expect("timestamps").tsval;
+    assert_eq!(b2_tsval, CTSVAL - 1);
+    let request_end = CISN + 1 + REQUEST.len() as u32;
+    let syn_ack_echoing = |tsecr| {
+        let mut t = bare_segment(
+            0,
+            0,
+            isn_f,
+            request_end,
+            TcpFlags::SYN | TcpFlags::ACK,
+            65_160,
+        );
+        t.timestamps = Some(TcpTimestamps {
+            tsval: tsv_f + 7_000,
+            tsecr,
+        });
+        t
+    };
+    h.backend_sends(syn_ack_echoing(CTSVAL));
+    let out = h.drain();
+    assert_eq!(out.len(), 2, "two resets for B1");
+    for rst in &out {
+        assert_eq!(rst.ip().dst_addr, *B1.ip());
+        assert!(rst.tcp().flags.contains(TcpFlags::RST));
+    }
+    assert_eq!(out[1].tcp().seq_number, request_end);
+    assert_eq!(h.state(), Some(StateName::HandingOffRequestSent));
+    assert_eq!(h.fe.stats().earlier_backend_syn_acks, 1);
+    assert!(!h.events().iter().any(|e| matches!(e, Event::HandedOff(_))));
+    // B2's own: the ACK' to B2, and the handoff done.
+    h.backend_sends(syn_ack_echoing(b2_tsval));
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "the ACK'");
+    assert_eq!(out[0].ip().dst_addr, *B2.ip());
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    assert_eq!(h.fe.stats().handoffs_completed, 1);
 }
 
 /// Only the client's own resend of its request (the whole of it, at its numbers) moves a

@@ -32,11 +32,14 @@
 //!     `tcp_synack_retries` + 1), each with a fresh TSval. Answers to repeated SYNs and
 //!     to out-of-window segments without data share one limit, one per 500 ms
 //!     (`tcp_invalid_ratelimit`, the request sock's `last_oow_ack_time`); a segment
-//!     with data is always answered (`tcp_oow_rate_limited`).
+//!     with data is always answered (`tcp_oow_rate_limited`);
+//!   - a RST ends the child only at exactly its next expected sequence number, past the
+//!     SYN's data (`tcp_validate_incoming`, RFC 5961 §3.2); any other is dropped.
 //!
 //! Where it differs from Linux: the held retransmissions go out at once when the
 //! handshake completes, where Linux may wait for its retransmission timer; a repeated
-//! SYN after the handshake draws no challenge ACK (RFC 5961 §4); and the socket is not
+//! SYN after the handshake, or a RST in the window but not at its next expected number,
+//! draws no challenge ACK (RFC 5961 §3.2, §4); and the socket is not
 //! dropped after the last SYN/ACK. With `enabled` off it stands for a back-end without
 //! fast open (`tcp_fastopen = 1`, or a listener made before the sysctl): every packet
 //! goes to smoltcp as it is, which acknowledges only the SYN.
@@ -123,6 +126,10 @@ pub struct FastOpen {
     pub retransmissions_held: u32,
     /// Client segments out of a child's window, dropped (and answered).
     pub out_of_window: u32,
+    /// RSTs not at a child's next expected sequence number, dropped.
+    pub resets_ignored: u32,
+    /// RSTs at it, which ended the child.
+    pub resets_taken: u32,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -140,6 +147,8 @@ impl FastOpen {
             syns_with_data_taken: 0,
             retransmissions_held: 0,
             out_of_window: 0,
+            resets_ignored: 0,
+            resets_taken: 0,
         }
     }
 
@@ -210,6 +219,15 @@ impl FastOpen {
             return Some(pkt);
         };
         if info.is_rst() {
+            // Linux's fast-open child is a full socket in SYN-RECV: a RST ends it only at
+            // exactly the next sequence number it expects, past the SYN's data
+            // (`tcp_validate_incoming`, RFC 5961 §3.2); one out of the window is dropped,
+            // one in it draws a challenge ACK (not modelled: dropped too).
+            if info.seq != rcv_nxt {
+                self.resets_ignored += 1;
+                return None;
+            }
+            self.resets_taken += 1;
             self.children.remove(&key);
             return Some(pkt);
         }

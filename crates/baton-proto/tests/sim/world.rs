@@ -96,9 +96,12 @@ pub struct ClientMonitor {
     pub findings: Vec<String>,
 }
 
-/// TSvals within this many ticks below the newest are taken as reordering, not as a
-/// clock that went backwards.
-pub const PAWS_REORDER_SLACK_MS: u32 = 2_000;
+/// TSvals within this many ticks below the newest are accepted: Linux's
+/// `TCP_PAWS_WINDOW` (`tcp_paws_check`), which allows for a segment reordered within one
+/// tick and nothing more. (It was 2 s, which hid such drops: a back-end given up whose
+/// reset it ignored answered the client after the next one had, with stamped TSvals
+/// seconds apart.)
+pub const PAWS_REORDER_SLACK_MS: u32 = 1;
 
 /// What the back-end-side monitor checks after ingress translation, against what the
 /// back-end's TCP itself sent (before egress translation): every ACK, SACK edge and TSecr
