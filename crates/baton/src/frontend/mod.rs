@@ -282,7 +282,19 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
                     write_kernel_rules(&mut fast, &mut fe);
                 }
                 // Before the first packet too: with every SYN in the fast path the
-                // program answers from the first one on, not from the loop's first round.
+                // program answers from the first one on, not from the loop's first round
+                // (engaged at the attach already: told as an engagement is).
+                if fast.syn_cookies_engaged() {
+                    fp_stats.syn_cookies_engaged += 1;
+                    log::line(
+                        "syn_cookies",
+                        &[
+                            ("state", &"engaged"),
+                            ("half_open", &fe.stats().half_open),
+                            ("connections", &fe.connection_count()),
+                        ],
+                    );
+                }
                 fast.steer_syn_cookies(&fe, &mut fp_stats);
                 log::line(
                     "fastpath",

@@ -1108,6 +1108,11 @@ impl FastPath {
         }
     }
 
+    /// Whether XDP answers SYNs with cookies now (`ENGAGED`).
+    pub fn syn_cookies_engaged(&self) -> bool {
+        self.syn_cookie_config.flags & SynCookieConfig::ENGAGED != 0
+    }
+
     /// Sets or clears `ENGAGED`. At exit the daemon clears it unless XDP answers every
     /// SYN (`[tcp] syns_in_xdp`): cookies engaged for a flood are the next daemon's to
     /// judge, but SYNs answered in XDP stay so across a swap.
