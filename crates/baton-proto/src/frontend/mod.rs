@@ -1058,21 +1058,11 @@ impl<D: Dispatch> FrontEnd<D> {
         self.put(slot, conn);
     }
 
-    /// The fast path forwarded a client segment of `flow` acknowledging data only its
-    /// back-end can have sent (see [`Event::RequestSent`]): if the handoff is still
-    /// waiting for the back-end's confirmation, it is complete now ([`Event::HandedOff`]
-    /// follows). Otherwise nothing changes.
-    /// Whether the core tracks a connection on `flow` that is not closed (in its grace
-    /// period or closing): what the fast path says of `flow` is then of this connection.
-    /// Of a closed one it can only be of a new connection on the same ports, which the
-    /// fast path answered and handed off itself and the core has not adopted yet.
-    pub fn tracks_open(&self, flow: &FlowKey) -> bool {
-        self.tracks_open_isn(flow).is_some()
-    }
-
-    /// The client's ISN of the connection [`FrontEnd::tracks_open`] finds on `flow`:
-    /// the fast path's notices name it, so that one is applied only to the connection
-    /// it is of.
+    /// The client's ISN of the connection the core tracks on `flow`, if it is not closed
+    /// (in its grace period or closing). The fast path's notices name the connection's
+    /// ISN, so that one is applied only to the connection it is of; one of no open
+    /// connection is of a new connection on the same ports, which the fast path answered
+    /// and handed off itself and the core has not adopted yet.
     pub fn tracks_open_isn(&self, flow: &FlowKey) -> Option<u32> {
         self.slot_of(flow)
             .and_then(|slot| self.slots.get(slot as usize)?.as_ref())
@@ -1085,6 +1075,10 @@ impl<D: Dispatch> FrontEnd<D> {
             .map(connection::Connection::client_isn)
     }
 
+    /// The fast path forwarded a client segment of `flow` acknowledging data only its
+    /// back-end can have sent (see [`Event::RequestSent`]): if the handoff is still
+    /// waiting for the back-end's confirmation, it is complete now ([`Event::HandedOff`]
+    /// follows). Otherwise nothing changes.
     pub fn note_backend_answered(&mut self, now: Instant, flow: &FlowKey) {
         let Some(&slot) = self.flows.get(flow) else {
             self.stats.backend_answers_unknown += 1;

@@ -657,15 +657,21 @@ impl FastPath {
             if what == 0 {
                 continue;
             }
-            let open_isn = fe.tracks_open_isn(&flow);
-            let held_isn = match client_isn {
-                // Of another connection than the core's open one on these ports, or of
-                // none: a connection the program handed off whose record is still to
-                // be read (below).
-                Some(isn) if self.kernel_handoffs && open_isn != Some(isn) => Some(isn),
-                // An older program's notice: of the open connection, if any.
-                None if self.kernel_handoffs && open_isn.is_none() => Some(0),
-                _ => None,
+            // Without kernel dispatch every notice is of the core's connection: only the
+            // program's own handoffs can come before the core knows of them.
+            let held_isn = if self.kernel_handoffs {
+                let open_isn = fe.tracks_open_isn(&flow);
+                match client_isn {
+                    // Of another connection than the core's open one on these ports, or
+                    // of none: a connection the program handed off whose record is
+                    // still to be read (below).
+                    Some(isn) if open_isn != Some(isn) => Some(isn),
+                    // An older program's notice: of the open connection, if any.
+                    None if open_isn.is_none() => Some(0),
+                    _ => None,
+                }
+            } else {
+                None
             };
             if let Some(isn) = held_isn {
                 // A handoff the program made whose record the daemon has not read yet (on
