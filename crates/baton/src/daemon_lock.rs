@@ -17,6 +17,13 @@
 //! checks, once it holds the lock, that the path still names the file it locked, and
 //! otherwise starts over ([`DaemonLock::acquire_in`]).
 //!
+//! Taking over ([`DaemonLock::take_over`], `baton frontend --take-over`): an upgrade
+//! that starts the next daemon while the running one serves. The contender sends the
+//! holder named in the lock file SIGTERM (it drains and exits, as when an operator stops
+//! it) and waits for the lock, a bounded time; the caller does its slow preparation
+//! (loading and verifying eBPF programs) before, so that the time no daemon runs is the
+//! holder's drain and the rest of the start, not seconds in the verifier.
+//!
 //! Keys: the lab's namespaces share the host's `/run` (and `lab exec` enters only the
 //! network namespace), so a key made of the interface alone would make `fe` in one lab
 //! refuse `fe` in another. A lock is therefore keyed by what actually conflicts: the
@@ -120,6 +127,27 @@ impl Holder {
     }
 }
 
+/// Whom a take-over stopped, and how long it waited for the locks.
+#[derive(Debug, Clone, Copy)]
+pub struct TakenOver {
+    /// The previous holder, sent SIGTERM.
+    pub pid: u32,
+    /// From the first attempt to the last lock taken: the holder's drain and exit.
+    pub waited: Duration,
+}
+
+/// A take-over under way: its bound, and the holder signalled so far.
+struct TakingOver {
+    deadline: Instant,
+    within: Duration,
+    started: Instant,
+    signalled: Option<u32>,
+}
+
+/// How often a take-over looks whether the holder has let go: short, since every
+/// millisecond of it no daemon serves.
+const TAKE_OVER_POLL: Duration = Duration::from_millis(2);
+
 /// The locks a daemon holds for its whole life: released when dropped (or when the
 /// process dies), their files removed first.
 #[derive(Debug)]
@@ -135,17 +163,59 @@ impl DaemonLock {
 
     /// [`DaemonLock::acquire`] with the lock files in `dir`.
     pub fn acquire_in(dir: &Path, claims: &[Claim], holder: &Holder) -> anyhow::Result<Self> {
+        Ok(Self::acquire_with(dir, claims, holder, None)?.0)
+    }
+
+    /// Takes every claim in [`RUN_DIR`]; a daemon that holds one is sent SIGTERM and
+    /// waited for, at most `within` in all (then the start fails, naming it). Says whom
+    /// it waited for and how long, if anyone.
+    pub fn take_over(
+        claims: &[Claim],
+        holder: &Holder,
+        within: Duration,
+    ) -> anyhow::Result<(Self, Option<TakenOver>)> {
+        Self::acquire_with(Path::new(RUN_DIR), claims, holder, Some(within))
+    }
+
+    /// [`DaemonLock::take_over`] with the lock files in `dir`.
+    pub fn take_over_in(
+        dir: &Path,
+        claims: &[Claim],
+        holder: &Holder,
+        within: Duration,
+    ) -> anyhow::Result<(Self, Option<TakenOver>)> {
+        Self::acquire_with(dir, claims, holder, Some(within))
+    }
+
+    fn acquire_with(
+        dir: &Path,
+        claims: &[Claim],
+        holder: &Holder,
+        take_over: Option<Duration>,
+    ) -> anyhow::Result<(Self, Option<TakenOver>)> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut lock = Self { held: Vec::new() };
+        let mut taking_over = take_over.map(|within| TakingOver {
+            deadline: Instant::now() + within,
+            within,
+            started: Instant::now(),
+            signalled: None,
+        });
         for claim in claims {
             let path = dir.join(&claim.file);
-            let mut file = take(&path, claim, holder)?;
+            let mut file = take(&path, claim, holder, taking_over.as_mut())?;
             file.set_len(0)
                 .and_then(|()| file.write_all(holder.record().as_bytes()))
                 .with_context(|| format!("writing {}", path.display()))?;
             lock.held.push((path, file));
         }
-        Ok(lock)
+        let taken = taking_over.and_then(|t| {
+            Some(TakenOver {
+                pid: t.signalled?,
+                waited: t.started.elapsed(),
+            })
+        });
+        Ok((lock, taken))
     }
 
     /// The lock files held.
@@ -193,8 +263,14 @@ pub fn remove_unheld(dir: &Path, matches: impl Fn(&str) -> bool) -> usize {
     removed
 }
 
-/// Opens and locks `path`, retrying while a departing holder swaps the file under it.
-fn take(path: &Path, claim: &Claim, holder: &Holder) -> anyhow::Result<File> {
+/// Opens and locks `path`, retrying while a departing holder swaps the file under it;
+/// when `taking_over`, stopping the holder and waiting for it rather than refusing.
+fn take(
+    path: &Path,
+    claim: &Claim,
+    holder: &Holder,
+    mut taking_over: Option<&mut TakingOver>,
+) -> anyhow::Result<File> {
     loop {
         let file = OpenOptions::new()
             .read(true)
@@ -209,7 +285,14 @@ fn take(path: &Path, claim: &Claim, holder: &Holder) -> anyhow::Result<File> {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => return Err(refusal(file, path, claim, holder)),
+                Some(libc::EWOULDBLOCK) => match taking_over.as_deref_mut() {
+                    None => return Err(refusal(file, path, claim, holder)),
+                    Some(t) => {
+                        stop_holder(file, path, claim, holder, t)?;
+                        thread::sleep(TAKE_OVER_POLL);
+                        continue;
+                    }
+                },
                 _ => return Err(e).with_context(|| format!("locking {}", path.display())),
             }
         }
@@ -222,8 +305,9 @@ fn take(path: &Path, claim: &Claim, holder: &Holder) -> anyhow::Result<File> {
     }
 }
 
-/// The error for a lock held by another daemon, naming it from the file's record.
-fn refusal(mut file: File, path: &Path, claim: &Claim, holder: &Holder) -> anyhow::Error {
+/// A held lock file's record (waiting a moment for a holder that has just taken it to
+/// write it), as a lookup of its fields (`?` for a missing one).
+fn holder_record(mut file: File) -> impl Fn(&str) -> String {
     let deadline = Instant::now() + HOLDER_WRITE_WAIT;
     let mut record = String::new();
     loop {
@@ -234,13 +318,70 @@ fn refusal(mut file: File, path: &Path, claim: &Claim, holder: &Holder) -> anyho
         }
         thread::sleep(Duration::from_millis(10));
     }
-    let field = |key: &str| {
+    move |key: &str| {
         record
             .lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
             .unwrap_or("?")
             .to_string()
+    }
+}
+
+/// One round of a take-over on a held lock: the holder is sent SIGTERM (once), and the
+/// start fails if it still holds the lock past the bound, or cannot be signalled.
+fn stop_holder(
+    file: File,
+    path: &Path,
+    claim: &Claim,
+    holder: &Holder,
+    t: &mut TakingOver,
+) -> anyhow::Result<()> {
+    let field = holder_record(file);
+    let pid = field("pid");
+    let context = || {
+        format!(
+            "taking over from the baton {} with pid {pid} ({}, lock {})",
+            field("role"),
+            claim.what,
+            path.display()
+        )
     };
+    let Ok(pid_n) = pid.parse::<u32>() else {
+        return Err(anyhow::anyhow!("the lock file names no pid")).with_context(context);
+    };
+    if pid_n == std::process::id() {
+        return Err(anyhow::anyhow!("this process holds it already")).with_context(context);
+    }
+    if t.signalled != Some(pid_n) {
+        // SAFETY: kill(2) with a pid read from the lock its holder still holds (the lock
+        // is released only when the holder's descriptors close, so it is alive); no
+        // memory is passed.
+        if unsafe { libc::kill(pid_n as libc::pid_t, libc::SIGTERM) } != 0 {
+            return Err(io::Error::last_os_error()).with_context(context);
+        }
+        t.signalled = Some(pid_n);
+    }
+    if Instant::now() > t.deadline {
+        return Err(anyhow::anyhow!(
+            "it was sent SIGTERM and still holds the lock {:?} later (a drain longer than that, or a daemon that does not stop); the running daemon is left as it is",
+            t.within
+        ))
+        .with_context(context)
+        .with_context(|| {
+            format!(
+                "refusing to start baton {} for {} ({})",
+                holder.role,
+                holder.interface,
+                holder.config.display()
+            )
+        });
+    }
+    Ok(())
+}
+
+/// The error for a lock held by another daemon, naming it from the file's record.
+fn refusal(file: File, path: &Path, claim: &Claim, holder: &Holder) -> anyhow::Error {
+    let field = holder_record(file);
     let harm = match holder.role {
         "frontend" => {
             "Starting beside it would replace its XDP program, configuration map and \
@@ -365,6 +506,102 @@ mod tests {
         assert!(d.join("other.lock").exists(), "not matched");
         assert!(d.join("held.lock").exists(), "held");
         drop(held);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// A real holder in another process: flock(1) on `file` (`-o`: the lock is its
+    /// alone, not `sleep`'s), with SIGTERM ignored if `deaf`; returned once it holds the
+    /// lock, its pid written as a daemon's record.
+    fn holder_process(file: &Path, deaf: bool) -> std::process::Child {
+        let trap = if deaf { "trap '' TERM; " } else { "" };
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{trap}exec flock -o {} sleep 30", file.display()))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let probe = File::open(file);
+            // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+            let free = probe.as_ref().is_ok_and(|f| unsafe {
+                libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0
+            });
+            drop(probe);
+            if !free && fs::metadata(file).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "flock(1) never took {file:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+        fs::write(file, format!("pid={}\nrole=frontend\n", child.id())).unwrap();
+        child
+    }
+
+    #[test]
+    fn a_take_over_stops_the_holder_and_waits_for_its_lock() {
+        let d = dir("takeover");
+        fs::create_dir_all(&d).unwrap();
+        let mut running = holder_process(&d.join("a.lock"), false);
+        let (lock, taken) = DaemonLock::take_over_in(
+            &d,
+            &[claim("a.lock")],
+            &holder("/new"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let taken = taken.expect("a holder was stopped");
+        assert_eq!(taken.pid, running.id());
+        let status = running.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM),
+            "the holder was sent SIGTERM"
+        );
+        let record = fs::read_to_string(d.join("a.lock")).unwrap();
+        assert!(
+            record.starts_with(&format!("pid={}\n", std::process::id())),
+            "{record}"
+        );
+        drop(lock);
+        // Nobody holds it now: a take-over takes it at once and stops no one.
+        let (_lock, taken) =
+            DaemonLock::take_over_in(&d, &[claim("a.lock")], &holder("/x"), Duration::ZERO)
+                .unwrap();
+        assert!(taken.is_none());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_holder_that_does_not_stop_fails_the_take_over_and_is_left_running() {
+        let d = dir("deaf");
+        fs::create_dir_all(&d).unwrap();
+        let mut running = holder_process(&d.join("a.lock"), true);
+        let e = DaemonLock::take_over_in(
+            &d,
+            &[claim("a.lock")],
+            &holder("/new"),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("still holds the lock"), "{text}");
+        assert!(text.contains(&format!("pid {}", running.id())), "{text}");
+        assert!(running.try_wait().unwrap().is_none(), "left running");
+        running.kill().unwrap();
+        running.wait().unwrap();
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_take_over_of_its_own_lock_is_refused() {
+        let d = dir("self");
+        let _held = DaemonLock::acquire_in(&d, &[claim("a.lock")], &holder("/a")).unwrap();
+        let e = DaemonLock::take_over_in(&d, &[claim("a.lock")], &holder("/b"), Duration::ZERO)
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("this process holds it already"),
+            "{e:#}"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -40,6 +40,12 @@ enum Command {
         /// path's pinned program, link and flow table, and the nftables table) and exit.
         #[arg(long)]
         detach: bool,
+        /// Upgrade in place: load and verify this build's eBPF program while the
+        /// running daemon serves, then send it SIGTERM, wait for its drain and exit
+        /// (the configuration's drain plus 10 s at most), and take over its flows. Without
+        /// it, a start beside a running daemon is refused.
+        #[arg(long, conflicts_with = "detach")]
+        take_over: bool,
     },
     /// Check a front-end configuration file as `baton frontend` would read it: prints OK
     /// and what it holds (rules, pools, back-ends, health checks), or the error with its
@@ -221,7 +227,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
         Command::Backend { config, detach } => baton::backend::run(&config, detach),
-        Command::Frontend { config, detach } => baton::frontend::run(&config, detach),
+        Command::Frontend {
+            config,
+            detach,
+            take_over,
+        } => baton::frontend::run(&config, detach, take_over),
         Command::Check { config } => {
             print!("{}", baton::frontend::control::check(&config)?);
             Ok(())

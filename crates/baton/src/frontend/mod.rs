@@ -117,6 +117,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// timers: far below any sensible idle timeout, and a map lookup per installed flow.
 const ACTIVITY_SCAN: Duration = Duration::from_secs(1);
 
+/// How long `--take-over` waits for the running daemon beyond this configuration's
+/// drain: the running daemon may drain longer (its own configuration), and its exit
+/// writes the close state of every flow for this one to resume.
+const TAKE_OVER_MARGIN: Duration = Duration::from_secs(10);
+
 /// The daemon's own counters (the core's and the I/O layer's are separate).
 #[derive(Debug, Default)]
 struct DaemonStats {
@@ -176,14 +181,41 @@ fn write_stamps(fast: &mut FastPath, fe: &mut FrontEnd<ContentDispatch>) {
 }
 
 /// Runs the daemon until a stop signal and the drain that follows.
-pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
+pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<()> {
     let settings = config::load(config_path)?;
-    // Before anything is touched, and held to the end of the drain (and of `--detach`,
-    // which must not pull the pins from under a running daemon).
-    let _lock = lock(config_path, &settings.interface, &settings.pin_dir)?;
     if detach {
+        // Held to the end of `--detach`, which must not pull the pins from under a
+        // running daemon.
+        let _lock = lock(config_path, &settings.interface, &settings.pin_dir, None)?;
         return detach_all(&settings.interface, &settings.pin_dir);
     }
+    // The fast path's program loaded and verified before anything shared is touched:
+    // seconds in the verifier, during which a daemon being taken over still serves, and
+    // no packet waits in a socket opened too early. A plain start takes the locks first,
+    // so that a refusal is immediate.
+    let prepare = |settings: &config::Settings| {
+        settings.fast_path.then(|| {
+            FastPath::prepare(
+                &settings.interface,
+                &settings.pin_dir,
+                settings.half_open_entries,
+            )
+        })
+    };
+    let (_lock, prepared) = if take_over {
+        let prepared = prepare(&settings);
+        let within = settings.drain + TAKE_OVER_MARGIN;
+        let lock = lock(
+            config_path,
+            &settings.interface,
+            &settings.pin_dir,
+            Some(within),
+        )?;
+        (lock, prepared)
+    } else {
+        let lock = lock(config_path, &settings.interface, &settings.pin_dir, None)?;
+        (lock, prepare(&settings))
+    };
     let config::Settings {
         interface,
         services,
@@ -196,7 +228,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         pin_dir,
         metrics: metrics_addr,
         access_log,
-        half_open_entries,
+        half_open_entries: _,
         kernel_dispatch,
         ignored_keys,
         announce,
@@ -264,15 +296,18 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
         if fe.wants_syn_cookies(false) {
             syn_cookies.flags |= SynCookieConfig::ENGAGED;
         }
-        match FastPath::start(
-            &interface,
-            &services,
-            &pin_dir,
-            syn_cookies,
-            half_open_entries,
-            secret,
-            kernel_handoff_config(fe.config(), kernel_dispatch),
-        ) {
+        match prepared
+            .expect("prepared when fast_path is on")
+            .and_then(|prepared| {
+                FastPath::start(
+                    prepared,
+                    &interface,
+                    &services,
+                    syn_cookies,
+                    secret,
+                    kernel_handoff_config(fe.config(), kernel_dispatch),
+                )
+            }) {
             Ok((mut fast, start)) => {
                 // Before the first packet: the flows a previous daemon handed off are
                 // this one's to track from now on.
@@ -468,10 +503,13 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<()> {
 /// nftables table `inet baton_fe` has one fixed name, and the interface's XDP program is
 /// one), and the fast path's pins'. A second daemon that would touch either refuses to
 /// start, naming the running one.
+/// With `take_over` (`--take-over`), a running daemon that holds them is sent SIGTERM
+/// and waited for, at most that long.
 fn lock(
     config_path: &Path,
     interface: &str,
     pin_dir: &Path,
+    take_over: Option<Duration>,
 ) -> anyhow::Result<crate::daemon_lock::DaemonLock> {
     use crate::daemon_lock::{Claim, DaemonLock, Holder};
     let claims = [
@@ -484,14 +522,26 @@ fn lock(
         )?,
         Claim::pins(crate::pins::Pins::frontend(pin_dir, interface).dir())?,
     ];
-    DaemonLock::acquire(
-        &claims,
-        &Holder {
-            role: "frontend",
-            config: config_path.to_path_buf(),
-            interface: interface.to_string(),
-        },
-    )
+    let holder = Holder {
+        role: "frontend",
+        config: config_path.to_path_buf(),
+        interface: interface.to_string(),
+    };
+    let Some(within) = take_over else {
+        return DaemonLock::acquire(&claims, &holder);
+    };
+    let (lock, taken) = DaemonLock::take_over(&claims, &holder, within)?;
+    match taken {
+        Some(taken) => log::line(
+            "took_over",
+            &[
+                ("pid", &taken.pid),
+                ("waited_ms", &taken.waited.as_millis()),
+            ],
+        ),
+        None => log::line("took_over", &[("pid", &"none"), ("waited_ms", &0)]),
+    }
+    Ok(lock)
 }
 
 /// `--detach`: removes the fast path's pins (detaching the program first, so that no

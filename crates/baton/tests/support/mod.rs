@@ -142,10 +142,17 @@ impl Daemon {
     }
 
     /// SIGTERM, wait for a successful exit (at most 15 s), and return the whole log.
-    pub fn stop(mut self) -> String {
-        let mut child = self.child.take().unwrap();
+    pub fn stop(self) -> String {
+        let pid = self.child.as_ref().unwrap().id();
         // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        self.exited()
+    }
+
+    /// Waits for a successful exit that something else asked for (a take-over's
+    /// SIGTERM; at most 15 s), and returns the whole log.
+    pub fn exited(mut self) -> String {
+        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -172,12 +179,21 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // `BATON_TEST_LOGS=DIR` keeps each daemon's log there (the file's own name),
-        // for a failure that needs more than the lines a test prints.
+        // `BATON_TEST_LOGS=DIR` keeps each daemon's log there (the file's own name, then
+        // `.1`, `.2`, ... for the daemons that follow on the same node: an upgrade's or a
+        // restart's predecessor), for a failure that needs more than the lines a test
+        // prints.
         if let Some(dir) = std::env::var_os("BATON_TEST_LOGS")
             && let Some(name) = self.log.file_name()
         {
-            let _ = fs::copy(&self.log, std::path::Path::new(&dir).join(name));
+            let dir = std::path::Path::new(&dir);
+            let mut kept = dir.join(name);
+            let mut next = 1;
+            while kept.exists() {
+                kept = dir.join(format!("{}.{next}", name.to_string_lossy()));
+                next += 1;
+            }
+            let _ = fs::copy(&self.log, kept);
         }
         let _ = fs::remove_file(&self.log);
     }
@@ -249,6 +265,23 @@ pub fn start_frontend(lab: &str, name: &str, text: &str) -> Daemon {
         lab,
         "fe",
         &["frontend", "--config", path.to_str().unwrap()],
+        "event=ready",
+    )
+}
+
+/// [`start_frontend`] with `--take-over`: started while the daemon it replaces runs,
+/// ready once that one has drained and exited.
+pub fn take_over_frontend(lab: &str, name: &str, text: &str) -> Daemon {
+    let path = config_file(lab, name, &frontend_pins_in(lab, text));
+    Daemon::start(
+        lab,
+        "fe",
+        &[
+            "frontend",
+            "--config",
+            path.to_str().unwrap(),
+            "--take-over",
+        ],
         "event=ready",
     )
 }
@@ -496,7 +529,14 @@ impl Daemon {
         ready: &str,
         within: Duration,
     ) -> Self {
-        let log = PathBuf::from(format!("/run/{lab}-lab/{node}-{}.log", args[0]));
+        // A second daemon on the node while the first still runs (a take-over) writes a
+        // log of its own.
+        let mut log = PathBuf::from(format!("/run/{lab}-lab/{node}-{}.log", args[0]));
+        let mut next = 1;
+        while log.exists() {
+            log = PathBuf::from(format!("/run/{lab}-lab/{node}-{}.{next}.log", args[0]));
+            next += 1;
+        }
         let mut all = vec!["lab", "exec", node, "--", env!("CARGO_BIN_EXE_baton")];
         all.extend_from_slice(args);
         let child = baton(lab, &all)

@@ -24,8 +24,8 @@
 //! and handed-off flows go on forwarding, whether a daemon runs or not. The services and
 //! SYN-cookie maps are not pinned: each daemon writes its own; nor is the half-open map
 //! (handshakes under way are not carried over; see [`FastPath::half_open_syns`]). At start,
-//! [`FastPath::start`] finds the pins (or makes them): it loads this build's program
-//! against the pinned maps, rewrites the configuration and replaces the program in the
+//! [`FastPath::prepare`] finds the pins (or makes them) and loads this build's program
+//! against the pinned maps; [`FastPath::start`] rewrites the configuration and replaces the program in the
 //! existing link atomically (`BPF_LINK_UPDATE`), so not a packet is lost;
 //! [`FastPath::adopt_pinned`] then hands every flow found in the table to the protocol
 //! core ([`FrontEnd::adopt`]), which goes on tracking it (FINs, RSTs, the notices left
@@ -235,6 +235,14 @@ struct Installed {
     close_state: u32,
 }
 
+/// The fast path loaded and verified, not yet attached ([`FastPath::prepare`]).
+pub struct Prepared {
+    ebpf: aya::Ebpf,
+    pins: Pins,
+    mac: [u8; 6],
+    half_open_entries: u32,
+}
+
 /// The attached program's maps, through their pins.
 pub struct FastPath {
     /// The loaded object, for the kernel dispatch's tables (`write_kernel_rules`).
@@ -278,44 +286,72 @@ pub struct FastPath {
 }
 
 impl FastPath {
-    /// Attaches the program to `interface` with its maps and link pinned under
-    /// `pin_dir`, or, when a previous daemon's pins are there, loads the program against
-    /// the pinned maps and replaces the one in the pinned link. Either way the
-    /// configuration is (re)written before the new program sees a packet.
-    /// `syn_cookies` is the core's ([`FrontEnd::syn_cookie_config`]), with `ENGAGED` set
-    /// by the caller when XDP is to answer every SYN from the attach on;
-    /// [`FastPath::steer_syn_cookies`] sets and clears it from then on.
+    /// Loads the embedded object against the maps pinned under `pin_dir` (made and
+    /// pinned if missing) and has the kernel verify the program, writing nothing a
+    /// running daemon reads and attaching nothing: the slow part of a start (seconds in
+    /// the verifier), which `baton frontend --take-over` does while the daemon it
+    /// replaces still serves. [`FastPath::start`] does the rest.
     /// `half_open_entries` sizes the half-open map (`[tcp] half_open_entries`); 0 turns it
     /// off (`HALF_OPEN` clear: a client without timestamps gets the cookie's terms).
-    pub fn start(
+    pub fn prepare(
         interface: &str,
-        services: &[SocketAddrV4],
         pin_dir: &Path,
-        syn_cookies: SynCookieConfig,
         half_open_entries: u32,
-        secret: [u8; 16],
-        kernel: KernelHandoffConfig,
-    ) -> anyhow::Result<(Self, Start)> {
+    ) -> anyhow::Result<Prepared> {
         let mac = interface_mac(interface)?;
         crate::pins::require_bpffs(pin_dir)?;
         let pins = Pins::frontend(pin_dir, interface);
         fs::create_dir_all(pins.dir())
             .with_context(|| format!("creating {}", pins.dir().display()))?;
         check_pinned_maps(&pins)?;
-        let (flows_pin, config_pin, stats_pin) = (pins.flows(), pins.config(), pins.stats());
-        let notices_pin = pins.notices();
         // Maps already pinned are reused as they are (flows and all); missing ones are
         // made and pinned.
         let mut ebpf = EbpfLoader::new()
-            .map_pin_path("FRONTEND_FLOWS", flows_pin.as_path())
-            .map_pin_path("FRONTEND_CONFIG", config_pin.as_path())
-            .map_pin_path("FRONTEND_STATS", stats_pin.as_path())
-            .map_pin_path("FRONTEND_NOTICES", notices_pin.as_path())
+            .map_pin_path("FRONTEND_FLOWS", pins.flows().as_path())
+            .map_pin_path("FRONTEND_CONFIG", pins.config().as_path())
+            .map_pin_path("FRONTEND_STATS", pins.stats().as_path())
+            .map_pin_path("FRONTEND_NOTICES", pins.notices().as_path())
             .map_pin_path("FRONTEND_SECRET", pins.secret().as_path())
             // A map has at least one entry; off, the program never writes it.
             .map_max_entries("FRONTEND_HALF_OPEN", half_open_entries.max(1))
             .load(crate::ebpf::FRONTEND)
             .context("loading the fast path's eBPF object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("frontend_forward")
+            .context("program frontend_forward missing")?
+            .try_into()?;
+        prog.load()
+            .context("loading frontend_forward (the verifier's log follows)")?;
+        Ok(Prepared {
+            ebpf,
+            pins,
+            mac,
+            half_open_entries,
+        })
+    }
+
+    /// Attaches the [prepared](FastPath::prepare) program to `interface` with its maps
+    /// and link pinned under `pin_dir`, or, when a previous daemon's pins are there,
+    /// replaces the program in the pinned link. Either way the configuration is
+    /// (re)written before the new program sees a packet.
+    /// `syn_cookies` is the core's ([`FrontEnd::syn_cookie_config`]), with `ENGAGED` set
+    /// by the caller when XDP is to answer every SYN from the attach on;
+    /// [`FastPath::steer_syn_cookies`] sets and clears it from then on.
+    pub fn start(
+        prepared: Prepared,
+        interface: &str,
+        services: &[SocketAddrV4],
+        syn_cookies: SynCookieConfig,
+        secret: [u8; 16],
+        kernel: KernelHandoffConfig,
+    ) -> anyhow::Result<(Self, Start)> {
+        let Prepared {
+            mut ebpf,
+            pins,
+            mac,
+            half_open_entries,
+        } = prepared;
+        let flows_pin = pins.flows();
         // The configuration goes in before the (new) program can see a packet.
         let mut config: Array<_, FrontendConfig> = Array::try_from(
             ebpf.map_mut("FRONTEND_CONFIG")
@@ -399,8 +435,6 @@ impl FastPath {
             .program_mut("frontend_forward")
             .context("program frontend_forward missing")?
             .try_into()?;
-        prog.load()
-            .context("loading frontend_forward (the verifier's log follows)")?;
         let link_pin = pins.xdp_link();
         let start = match PinnedLink::from_pin(&link_pin) {
             Ok(pinned) => {
