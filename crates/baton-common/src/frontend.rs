@@ -337,6 +337,24 @@ impl FrontendFlow {
     /// everything else goes up, for the core to hold until the handoff completes.
     pub const AWAITING_ANSWER: u32 = 1 << 31;
 
+    /// The close state a notice records (`FlowNotice::CLIENT_FIN` → [`Self::CLIENT_FIN`],
+    /// `FlowNotice::CLIENT_RST` → [`Self::CLIENT_RESET`]; nothing else closes). The
+    /// program ORs it into the entry as it sends the notice: the core reaches the same
+    /// judgement from that notice (the same segment, at exactly the expected number), so
+    /// the daemon need not write it back (a lookup and an update per connection, system
+    /// calls both), and a SYN reusing the ports meets the closed entry at once.
+    #[inline(always)]
+    pub const fn close_state_noticed(notice: u32) -> u32 {
+        let mut state = 0;
+        if notice & FlowNotice::CLIENT_FIN != 0 {
+            state |= Self::CLIENT_FIN;
+        }
+        if notice & FlowNotice::CLIENT_RST != 0 {
+            state |= Self::CLIENT_RESET;
+        }
+        state
+    }
+
     /// Whether a bare SYN with sequence number `syn_seq` on this flow's 4-tuple opens a
     /// new connection that may replace the flow: its client has closed (its FIN or RST
     /// was acted on at exactly the expected number, so no blind segment set this: RFC
@@ -596,6 +614,37 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_notice_records_the_close_the_core_will_judge_from_it() {
+        assert_eq!(
+            FrontendFlow::close_state_noticed(FlowNotice::CLIENT_FIN),
+            FrontendFlow::CLIENT_FIN
+        );
+        assert_eq!(
+            FrontendFlow::close_state_noticed(FlowNotice::CLIENT_RST),
+            FrontendFlow::CLIENT_RESET
+        );
+        assert_eq!(
+            FrontendFlow::close_state_noticed(
+                FlowNotice::CLIENT_FIN | FlowNotice::BACKEND_ANSWERED
+            ),
+            FrontendFlow::CLIENT_FIN
+        );
+        assert_eq!(
+            FrontendFlow::close_state_noticed(FlowNotice::BACKEND_ANSWERED),
+            0
+        );
+        assert_eq!(FrontendFlow::close_state_noticed(FlowNotice::LEARNED), 0);
+        // What it records is what makes a SYN with another ISN a new connection.
+        let closed = FrontendFlow {
+            close_state: FrontendFlow::close_state_noticed(FlowNotice::CLIENT_FIN),
+            client_isn: 7,
+            ..FrontendFlow::default()
+        };
+        assert!(closed.replaced_by_syn(8));
+        assert!(!closed.replaced_by_syn(7));
+    }
     use super::*;
     use crate::translate::{ones_complement_sum, tcp_ipv4_pseudo_header_sum};
     use core::mem::size_of;

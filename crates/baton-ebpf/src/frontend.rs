@@ -214,7 +214,8 @@ use baton_common::{
 // program outlive the daemon, so handed-off flows keep forwarding across its restart,
 // and a newer program replaces this one in the link against the same maps. The flow
 // value's `client_isn` and `close_state` are the daemon's; of them this program only
-// reads and clears `close_state`'s `AWAITING_ANSWER`.
+// reads and clears `close_state`'s `AWAITING_ANSWER`, and sets the close a notice tells
+// (`FrontendFlow::close_state_noticed`).
 #[map]
 static FRONTEND_FLOWS: HashMap<FrontendFlowKey, FrontendFlow> =
     HashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
@@ -751,6 +752,13 @@ fn forward_noticed(
                 // only ever clear the same bit; the daemon's next write of the value
                 // (the completed handoff's) leaves it clear too.
                 unsafe { (*flow).close_state &= !FrontendFlow::AWAITING_ANSWER };
+            }
+            let closed = FrontendFlow::close_state_noticed(what);
+            if closed != 0 {
+                // The close the core will record from this notice, recorded here at once
+                // (`close_state_noticed` says why). SAFETY: as above; racing CPUs only
+                // ever set the same bits.
+                unsafe { (*flow).close_state |= closed };
             }
             notice.write(FlowNotice {
                 key,

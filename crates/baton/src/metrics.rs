@@ -306,7 +306,30 @@ pub fn serve(
     name: &str,
     render: impl Fn() -> Result<String, String> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
+    serve_after(addr, name, Duration::ZERO, render)
+}
+
+/// [`serve`], waiting up to `patience` for the address while it is in use: a daemon
+/// taking over (`baton frontend --take-over`) holds the locks as soon as its predecessor
+/// releases them, a moment before that process has exited and closed its own listener.
+pub fn serve_after(
+    addr: SocketAddr,
+    name: &str,
+    patience: Duration,
+    render: impl Fn() -> Result<String, String> + Send + 'static,
+) -> anyhow::Result<SocketAddr> {
+    let deadline = std::time::Instant::now() + patience;
+    let listener = loop {
+        match TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            other => break other.with_context(|| format!("metrics: binding {addr}"))?,
+        }
+    };
     let bound = listener.local_addr()?;
     thread::Builder::new()
         .name(name.into())

@@ -168,8 +168,13 @@ fn programs_replaced_under_load_without_errors() {
         .map(|k| Some(agent(k, "event=attached ")))
         .collect();
     // The example's drain (5 s): it ends as soon as every connection is handed off.
-    let text = support::frontend_config(&LAB);
+    // With its metrics endpoint on, which the new daemon must bind as the old one exits.
+    let text = support::frontend_config(&LAB).replace(
+        "# metrics = \"127.0.0.1:9180\"",
+        "metrics = \"127.0.0.1:9180\"",
+    );
     assert!(text.contains("drain_ms = 5000"), "the example changed");
+    assert!(text.contains("\nmetrics = "), "the example changed");
     let mut frontend = support::start_frontend(&LAB, "fe-upgrade", &text);
     let fe_link = format!("{}/frontend-eth0/link_xdp", support::frontend_pin_dir(&LAB));
     let be_link = |k: usize, hook: &str| format!("/run/{}-lab/be{k}/bpf/eth0/link_{hook}", &*LAB);
@@ -216,6 +221,21 @@ fn programs_replaced_under_load_without_errors() {
     assert!(old_log.contains(" event=draining "), "{old_log}");
     let log = frontend.log_text();
     assert!(log.contains("state=reattached"), "{log}");
+    assert!(log.contains("metrics=127.0.0.1:9180"), "{log}");
+    let status = support::stdout(&mut support::in_node(
+        &LAB,
+        "fe",
+        &[
+            env!("CARGO_BIN_EXE_baton"),
+            "status",
+            "--metrics",
+            "127.0.0.1:9180",
+        ],
+    ));
+    assert!(
+        status.contains("198.18.2.1"),
+        "baton status after the take-over:\n{status}"
+    );
     let waited: u64 = support::logged(&log, "took_over", "waited_ms")
         .parse()
         .unwrap();

@@ -672,6 +672,7 @@ fn client_fins_and_rsts_are_acted_on_only_at_client_next() {
         p.expect(&early, XDP_TX, &[("forwarded_fin_ignored", 1)]);
         assert_eq!(p.flow(key(CLIENT_PORT)).client_next, CLIENT_NEXT);
         assert_eq!(p.notices(), []);
+        assert_eq!(p.flow(key(CLIENT_PORT)).close_state, 0, "no blind close");
 
         // The FIN behind the client's last data, at exactly client_next once the data
         // is counted: forwarded and noticed, client_next past the FIN.
@@ -681,6 +682,11 @@ fn client_fins_and_rsts_are_acted_on_only_at_client_next() {
         assert_eq!(p.notices(), [notice(FlowNotice::CLIENT_FIN)]);
         let next = CLIENT_NEXT.wrapping_add(5);
         assert_eq!(p.flow(key(CLIENT_PORT)).client_next, next);
+        // Recorded in the entry as the notice went: the daemon need not write it.
+        assert_eq!(
+            p.flow(key(CLIENT_PORT)).close_state,
+            FrontendFlow::CLIENT_FIN
+        );
         // The same FIN again (a retransmission): already counted, not acted on.
         p.expect(&last, XDP_TX, &[("forwarded_fin_ignored", 1)]);
         assert_eq!(p.flow(key(CLIENT_PORT)).client_next, next);
@@ -692,6 +698,10 @@ fn client_fins_and_rsts_are_acted_on_only_at_client_next() {
         assert_eq!(out, rewritten(&rst, BACKEND_PORT));
         assert_eq!(p.notices(), [notice(FlowNotice::CLIENT_RST)]);
         assert_eq!(p.flow(key(CLIENT_PORT)).client_next, next);
+        assert_eq!(
+            p.flow(key(CLIENT_PORT)).close_state,
+            FrontendFlow::CLIENT_FIN | FrontendFlow::CLIENT_RESET
+        );
         // Its header-only checksum must hold like any other's.
         let mut bad = rst.clone();
         bad[TCP + 17] ^= 0x80;
@@ -761,7 +771,8 @@ fn a_flow_awaiting_the_answer_forwards_only_the_proof() {
         assert_eq!(p.notices(), []);
 
         // The proof carried by the client's FIN (a quick client's last segment): both
-        // told at once, counted as the FIN; other close-state bits are left alone.
+        // told at once, counted as the FIN, and recorded; other close-state bits are
+        // left alone.
         let state = FrontendFlow::AWAITING_ANSWER | FrontendFlow::CLIENT_RESET;
         p.set_flow(key(CLIENT_PORT), entry(BACKEND_PORT, state));
         let mut fin = client(CLIENT_NEXT, FIN | ACK, b"");
@@ -776,7 +787,10 @@ fn a_flow_awaiting_the_answer_forwards_only_the_proof() {
             )]
         );
         let flow = p.flow(key(CLIENT_PORT));
-        assert_eq!(flow.close_state, FrontendFlow::CLIENT_RESET);
+        assert_eq!(
+            flow.close_state,
+            FrontendFlow::CLIENT_RESET | FrontendFlow::CLIENT_FIN
+        );
         assert_eq!(flow.client_next, CLIENT_NEXT.wrapping_add(1));
 
         // A proof with a wrong header-only checksum: up, nothing told, mark kept.

@@ -135,10 +135,12 @@ impl Requests {
 
 /// Starts the metrics server on `addr`; the loop answers through the returned
 /// [`Requests`].
-pub fn start(addr: SocketAddr) -> anyhow::Result<(Requests, SocketAddr)> {
+/// `patience`: how long to wait for the address while a predecessor's listener still
+/// holds it ([`crate::metrics::serve_after`]).
+pub fn start(addr: SocketAddr, patience: Duration) -> anyhow::Result<(Requests, SocketAddr)> {
     let (tx, rx) = mpsc::channel::<SyncSender<Snapshot>>();
     let tx: Sender<_> = tx;
-    let bound = crate::metrics::serve(addr, "baton-metrics", move || {
+    let bound = crate::metrics::serve_after(addr, "baton-metrics", patience, move || {
         let (reply, answer) = mpsc::sync_channel(1);
         tx.send(reply)
             .map_err(|_| "the front-end's loop has stopped".to_string())?;

@@ -122,6 +122,10 @@ const ACTIVITY_SCAN: Duration = Duration::from_secs(1);
 /// writes the close state of every flow for this one to resume.
 const TAKE_OVER_MARGIN: Duration = Duration::from_secs(10);
 
+/// How long a daemon taking over waits for its metrics address, which its predecessor
+/// closes only as its process exits, just after it has released the locks.
+const TAKE_OVER_PORT_WAIT: Duration = Duration::from_secs(2);
+
 /// The daemon's own counters (the core's and the I/O layer's are separate).
 #[derive(Debug, Default)]
 struct DaemonStats {
@@ -280,7 +284,16 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         .as_deref()
         .map(access_log::AccessLog::open)
         .transpose()?;
-    let metrics_server = metrics_addr.map(metrics::start).transpose()?;
+    // Taking over, the predecessor's listener may hold the address for the moment it
+    // takes to exit after releasing its locks.
+    let patience = if take_over {
+        TAKE_OVER_PORT_WAIT
+    } else {
+        Duration::ZERO
+    };
+    let metrics_server = metrics_addr
+        .map(|addr| metrics::start(addr, patience))
+        .transpose()?;
 
     // Filter first: from here on the host's TCP never answers VIP:port; a SYN that
     // arrives before the capture socket is open is dropped and retransmitted by the

@@ -1042,16 +1042,19 @@ impl FastPath {
     }
 
     /// Tells the core about every flow the program forwarded for since the last scan,
-    /// and records in the table every close state that changed since the last scan
-    /// ([`FastPath::record_close_states`]).
+    /// and records in the table every close state the program did not record itself
+    /// (it records the client's FIN and RST as it tells of them; a back-end's reset, or
+    /// a close the core judged from a segment it forwarded itself, is the daemon's to
+    /// write).
     ///
     /// The table is read whole in batches (`BPF_MAP_LOOKUP_BATCH`, a system call per
     /// [`FlowBatch::CHUNK`] flows) rather than with a lookup per flow: at 8,000 new
     /// connections a second, each alive a few seconds, one lookup per flow per scan was
     /// as many system calls as all the installs and removals together, and at the
-    /// table's 262,144 flows it would be 262,144 a second. A close state that changed
-    /// is written after a fresh lookup of its entry (`write_close_state` says why): about
-    /// one lookup and one update per connection, not one per flow per scan.
+    /// table's 262,144 flows it would be 262,144 a second. A close state to write is
+    /// written after a fresh lookup of its entry (`write_close_state` says why); with the
+    /// program recording the client's close itself, that is rare, where it was a lookup
+    /// and an update per connection.
     pub fn scan_activity<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
@@ -1081,8 +1084,10 @@ impl FastPath {
                 fe.note_activity(now, &flow, Instant::from_nanos(value.last_seen_ns));
                 stats.activity_noted += 1;
             }
+            // Against the entry as read: the program records the client's FIN and RST
+            // itself, so that only what the core judges otherwise is written.
             if let Some(handover) = fe.handover(&flow)
-                && installed.close_state != handover.close_state()
+                && needs_close_state(value, &handover)
             {
                 write_close_state(&mut self.flows, key, &handover, installed, stats);
             }
@@ -1090,9 +1095,10 @@ impl FastPath {
         self.neighbours.refresh(&self.interface);
     }
 
-    /// Writes into the table the close state of every flow whose state in the core
-    /// changed since it was last written, for a successor daemon to resume from. Called
-    /// every scan and at exit.
+    /// Writes into the table the close state of every flow whose entry says otherwise
+    /// than the core, for a successor daemon to resume from. Called at exit.
+    ///
+    /// Checked against the table itself (batch reads), as the scan does.
     ///
     /// A read-modify-write of the whole value: a `last_seen_ns` the program stores in
     /// between is overwritten with the one read, which only delays the core's next
@@ -1102,6 +1108,21 @@ impl FastPath {
         fe: &FrontEnd<D>,
         stats: &mut FastPathStats,
     ) {
+        if self.batch.read_all(&self.flows_data).is_ok() {
+            for (key, value) in self.batch.keys.iter().zip(&self.batch.values) {
+                let flow = flow_of(key);
+                let (Some(installed), Some(handover)) =
+                    (self.installed.get_mut(&flow), fe.handover(&flow))
+                else {
+                    continue;
+                };
+                if needs_close_state(value, &handover) {
+                    write_close_state(&mut self.flows, key, &handover, installed, stats);
+                }
+            }
+            return;
+        }
+        stats.batch_read_errors += 1;
         for (flow, installed) in &mut self.installed {
             let Some(handover) = fe.handover(flow) else {
                 continue;
@@ -1260,6 +1281,17 @@ fn handover_of(value: &FrontendFlow) -> Handover {
             None
         },
     }
+}
+
+/// Whether `value`, a flow's entry as read from the table, says less or other of the
+/// connection's close than the core (`handover`), so that the daemon must write it: the
+/// program records the client's FIN and RST itself as it tells of them
+/// (`FrontendFlow::close_state_noticed`); a back-end's reset, or a close the core judged
+/// from a segment that reached it another way, is the daemon's to record. An entry of
+/// another connection on the same ports (another client ISN) is not this one's.
+fn needs_close_state(value: &FrontendFlow, handover: &Handover) -> bool {
+    value.client_isn == handover.client_isn
+        && value.close_state & !FrontendFlow::AWAITING_ANSWER != handover.close_state()
 }
 
 fn flow_of(key: &FrontendFlowKey) -> FlowKey {
@@ -1472,5 +1504,43 @@ IP address       HW type     Flags       HW address            Mask     Device
             };
             assert_eq!(handover_of(&older), handover);
         }
+    }
+
+    #[test]
+    fn the_daemon_writes_only_the_close_the_program_did_not_record() {
+        let handover = |client_fin, reset| Handover {
+            backend: "198.18.1.12:80".parse().unwrap(),
+            client_isn: 77,
+            client_next: 1000,
+            client_fin,
+            reset,
+        };
+        let entry = |close_state, client_isn| FrontendFlow {
+            client_isn,
+            close_state,
+            ..FrontendFlow::default()
+        };
+        let fin = FrontendFlow::close_state_noticed(FlowNotice::CLIENT_FIN);
+        let rst = FrontendFlow::close_state_noticed(FlowNotice::CLIENT_RST);
+        // The client's FIN and RST, recorded by the program as it told of them.
+        assert!(!needs_close_state(&entry(fin, 77), &handover(true, None)));
+        assert!(!needs_close_state(
+            &entry(rst, 77),
+            &handover(false, Some(ResetReason::ClientReset))
+        ));
+        // An open connection, awaiting its answer or not.
+        assert!(!needs_close_state(&entry(0, 77), &handover(false, None)));
+        assert!(!needs_close_state(
+            &entry(FrontendFlow::AWAITING_ANSWER, 77),
+            &handover(false, None)
+        ));
+        // What only the core knows: a back-end's reset; a FIN the program never told of.
+        assert!(needs_close_state(
+            &entry(0, 77),
+            &handover(false, Some(ResetReason::BackendReset))
+        ));
+        assert!(needs_close_state(&entry(0, 77), &handover(true, None)));
+        // Another connection's entry on the same ports is left alone.
+        assert!(!needs_close_state(&entry(0, 78), &handover(true, None)));
     }
 }
