@@ -155,7 +155,12 @@ impl Module {
         let mut config: Array<_, BackendConfig> =
             Array::try_from(ebpf.map_mut("BACKEND_CONFIG").unwrap()).unwrap();
         config.set(0, agent_config().map_value(), 0).unwrap();
-        for name in ["backend_ingress", "backend_syn", "backend_egress"] {
+        for name in [
+            "backend_ingress",
+            "backend_syn",
+            "backend_icmp",
+            "backend_egress",
+        ] {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.load()
                 .unwrap_or_else(|e| panic!("verifier refused {name}: {e:?}"));
@@ -1012,7 +1017,12 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
 fn verifier_figures() {
     privileged("verifier figures", || {
         let module = Module::load();
-        for name in ["backend_ingress", "backend_syn", "backend_egress"] {
+        for name in [
+            "backend_ingress",
+            "backend_syn",
+            "backend_icmp",
+            "backend_egress",
+        ] {
             let prog: &SchedClassifier = module.ebpf.program(name).unwrap().try_into().unwrap();
             let walked = prog.info().unwrap().verified_instruction_count();
             eprintln!("verifier: {name} walked {walked:?} instructions");
