@@ -19,6 +19,11 @@
 //!   client's side (`frontend_copy` says why). With `BackendConfig::STAMPS`, every TSval
 //!   to the client carries the flow's stamp (this back-end's id and a MAC, computed once
 //!   at the SYN/ACK'; `baton_common::stamp`), by which any front-end forwards the flow.
+//! - ICMP: an ICMPv4 "fragmentation needed" the front-end forwarded (a router's error
+//!   about a response segment, sent to the VIP) goes from the ingress by tail call to
+//!   `backend_icmp`, which puts its quote back in the server's terms (source, sequence
+//!   number, checksums), so that the kernel lowers its path MTU towards the client
+//!   (docs/design.md, "ICMP errors and path MTU").
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
 //!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
 //!   address rewrite updates the header checksum incrementally, RFC 1624). Where the

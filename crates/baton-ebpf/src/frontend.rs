@@ -75,6 +75,14 @@
 //! moved it here) or before this one started keeps flowing, with no state shared
 //! (docs/design.md, "Stateless forwarding by the stamp").
 //!
+//! # ICMP errors to a VIP
+//!
+//! A router's "fragmentation needed" about a segment a back-end sent as the VIP's comes
+//! here; it goes to the back-end of the flow its quote names, as a client segment would
+//! (`icmp_to_vip`, `stat::FORWARDED_ICMP`), and the back-end's module puts the quote in
+//! its server's terms. Quotes of no flow and malformed errors are dropped and counted;
+//! other ICMP goes up as before (docs/design.md, "ICMP errors and path MTU").
+//!
 //! # XDP, not tc: the evidence
 //!
 //! The slow path captures with an `AF_PACKET` socket. Device taps run in

@@ -1406,3 +1406,20 @@ fn a_frag_needed_to_the_vip_goes_to_the_flows_backend() {
         p.expect_passed(&error(8, &sent), &[]);
     });
 }
+
+/// The verifier's figure for the program (`verified_insns` from the kernel: the
+/// instructions it walked, of its million), printed for docs/design.md's "Limits".
+#[test]
+fn verifier_figures() {
+    privileged("verifier figures", || {
+        let p = Program::load();
+        let prog: &Xdp = p
+            .ebpf
+            .program("frontend_forward")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let walked = prog.info().unwrap().verified_instruction_count();
+        eprintln!("verifier: frontend_forward walked {walked:?} instructions");
+    });
+}
