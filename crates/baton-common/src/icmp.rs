@@ -263,12 +263,13 @@ pub const fn quoted_segment_v4(error: &FragNeededV4, tcp: &QuotedTcp) -> QuotedS
     }
 }
 
+/// A "fragmentation needed" error and the segment it quotes ([`parse_icmpv4`]).
+pub type FragNeededQuoteV4 = (FragNeededV4, QuotedSegment<[u8; 4]>);
+
 /// Both steps over one IPv4 datagram (`packet`, from its header's first byte), for
 /// userspace, the tests and the fuzz target: `Ok(None)` for [`Icmpv4Message::Other`],
 /// and any datagram shorter than [`ICMPV4_HEAD_LEN`] that is not "fragmentation needed".
-pub fn parse_icmpv4(
-    packet: &[u8],
-) -> Result<Option<(FragNeededV4, QuotedSegment<[u8; 4]>)>, IcmpError> {
+pub fn parse_icmpv4(packet: &[u8]) -> Result<Option<FragNeededQuoteV4>, IcmpError> {
     let Some(head) = packet.first_chunk::<ICMPV4_HEAD_LEN>() else {
         // Too short for the view: an error only if it claims to be one.
         let claims = packet.len() > ICMP + ICMP_CODE
