@@ -551,8 +551,22 @@ pub mod stat {
     /// `OUT_SYN_ACK_TO_FRONTEND`), the proof that the server has the request and its
     /// call for the client's ACK, which the front-end sends.
     pub const OUT_SYN_ACK_REPEAT_TO_FRONTEND: u32 = 25;
+    /// An ICMP "fragmentation needed" the front-end forwarded for a handed-off flow, its
+    /// quote rewritten into the server's terms (`crate::icmp::quote_to_backend_v4`) and
+    /// passed up: the kernel lowers the path MTU towards the client.
+    pub const IN_ICMP_TRANSLATED: u32 = 26;
+    /// An ICMP "fragmentation needed" quoting a segment from the VIP of no flow in the
+    /// table (or one still awaiting its SYN/ACK'): passed untouched; the kernel finds no
+    /// socket for a quote from the VIP and drops it.
+    pub const IN_ICMP_NOT_HANDED_OFF: u32 = 27;
+    /// An ICMP "fragmentation needed" whose quote is malformed or unreadable: passed
+    /// untouched, for the kernel to judge as it would without the module.
+    pub const IN_ICMP_MALFORMED: u32 = 28;
+    /// An ICMP error the ingress could not hand to its ICMP program (the slot
+    /// [`super::ingress_program::ICMP`] empty): passed untouched, untranslated.
+    pub const IN_ICMP_UNCHECKED: u32 = 29;
     /// Number of counters.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 30;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -582,6 +596,10 @@ pub mod stat {
         "out_syn_ack_absorbed",
         "out_syn_ack_repeat_dropped",
         "out_syn_ack_repeat_to_frontend",
+        "in_icmp_translated",
+        "in_icmp_not_handed_off",
+        "in_icmp_malformed",
+        "in_icmp_unchecked",
     ];
 }
 
@@ -600,6 +618,9 @@ pub mod ingress_program {
     /// `backend_syn`: a SYN to the service port. Verifies a handoff option,
     /// records the flow and blanks the option; passes a plain SYN untouched.
     pub const SYN: u32 = 0;
+    /// `backend_icmp`: an ICMPv4 "fragmentation needed" the front-end forwarded
+    /// (`crate::icmp`). Rewrites its quote into the server's terms.
+    pub const ICMP: u32 = 1;
     /// Slots in the map: room for programs later builds add, without reshaping the
     /// pinned map (a prog array loses its programs when its last pin and descriptor go).
     pub const SLOTS: u32 = 4;

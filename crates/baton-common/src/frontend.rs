@@ -516,8 +516,19 @@ pub mod stat {
     /// A stamp naming a back-end id the front-end has no back-end for (one removed
     /// from the service, or ids shared by two): dropped.
     pub const DROP_STAMP_UNKNOWN_BACKEND: u32 = 25;
+    /// An ICMP "fragmentation needed" to a VIP whose quote names a handed-off flow
+    /// (`crate::icmp`): sent on unchanged to the flow's back-end, its destination and
+    /// MACs rewritten as a client segment's (docs/design.md, "ICMP errors and path MTU").
+    pub const FORWARDED_ICMP: u32 = 26;
+    /// An ICMP "fragmentation needed" to a VIP quoting no flow in the table: dropped
+    /// (no back-end to tell; the front-end's own stack has no socket for it either).
+    pub const DROP_ICMP_NO_FLOW: u32 = 27;
+    /// An ICMP "fragmentation needed" to a VIP that is malformed (truncated quote, a
+    /// quote that is no IPv4, fragments, a quoted source other than the VIP;
+    /// `crate::icmp::IcmpError`): dropped.
+    pub const DROP_ICMP_MALFORMED: u32 = 28;
     /// Number of counters.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 29;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -547,6 +558,9 @@ pub mod stat {
         "learned_by_stamp",
         "drop_stamp_forged",
         "drop_stamp_unknown_backend",
+        "forwarded_icmp",
+        "drop_icmp_no_flow",
+        "drop_icmp_malformed",
     ];
 }
 

@@ -18,6 +18,8 @@
 //!   handed-off flow it has no entry for.
 //! - [`syncookie`]: SYN cookies, made by the protocol core and by the fast path alike.
 //! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
+//! - [`icmp`]: ICMP errors to a VIP (path MTU): the wire view, the flow they quote,
+//!   and the quote's rewrite into the server's terms.
 //! - [`layout`]: Ethernet, IPv4 and TCP header offsets, flags and accessors, shared by
 //!   both eBPF programs and the cookie SYN/ACK frame writer.
 //! - [`backend`]: the back-end module's flow table, configuration and counters.
@@ -28,6 +30,7 @@ pub mod backend;
 pub mod counter;
 pub mod frontend;
 pub mod handoff_option;
+pub mod icmp;
 pub mod kernel_dispatch;
 pub mod layout;
 pub mod siphash;

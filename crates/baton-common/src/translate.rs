@@ -161,6 +161,15 @@ impl Translation {
         ack_c.wrapping_sub(self.seq_delta)
     }
 
+    /// C→B: a sequence number of B's stream as the client knows it, back in B's terms:
+    /// the inverse of [`Translation::seq_to_client`]. For the sequence number an ICMP
+    /// error quotes (`crate::icmp`), which must fall within the server's
+    /// `snd_una..snd_nxt` for its kernel to act on the error.
+    #[inline(always)]
+    pub const fn seq_to_backend(self, seq_c: u32) -> u32 {
+        seq_c.wrapping_sub(self.seq_delta)
+    }
+
     /// C→B: one SACK edge in B's terms. SACK blocks from C name B's data in the sequence
     /// space C knows (RFC 2018 section 3), so each edge moves exactly like an `ack`.
     #[inline(always)]

@@ -19,6 +19,11 @@
 //!   client's side (`frontend_copy` says why). With `BackendConfig::STAMPS`, every TSval
 //!   to the client carries the flow's stamp (this back-end's id and a MAC, computed once
 //!   at the SYN/ACK'; `baton_common::stamp`), by which any front-end forwards the flow.
+//! - ICMP: an ICMPv4 "fragmentation needed" the front-end forwarded (a router's error
+//!   about a response segment, sent to the VIP) goes from the ingress by tail call to
+//!   `backend_icmp`, which puts its quote back in the server's terms (source, sequence
+//!   number, checksums), so that the kernel lowers its path MTU towards the client
+//!   (docs/design.md, "ICMP errors and path MTU").
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
 //!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
 //!   address rewrite updates the header checksum incrementally, RFC 1624). Where the
@@ -47,6 +52,11 @@ use baton_common::{
     handoff_option::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
         find_handoff_option,
+    },
+    icmp::{
+        Endpoint, ICMP, ICMP_CHECK, ICMP_CODE, ICMP_TYPE, IPPROTO_ICMP, Icmpv4Head, Icmpv4Message,
+        QUOTED_IP, QUOTED_TCP_LEN, QuoteRewriteV4, QuotedTcp, is_frag_needed, parse_icmpv4_head,
+        quote_to_backend_v4, quoted_segment_v4,
     },
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, EthIpv4, IP_CHECK, IP_SADDR, IP_TOS, IP_TOT_LEN, IPPROTO_TCP,
@@ -91,6 +101,14 @@ pub fn backend_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn backend_syn(ctx: TcContext) -> i32 {
     finish(syn(&ctx))
+}
+
+/// The ICMP error path, reached only by tail call from `backend_ingress`
+/// ([`ingress_program::ICMP`]): a program of its own, so that the ingress's verifier
+/// budget is not spent on it.
+#[classifier]
+pub fn backend_icmp(ctx: TcContext) -> i32 {
+    finish(icmp_error(&ctx))
 }
 
 #[classifier]
@@ -233,9 +251,12 @@ fn load_options(ctx: &TcContext, seg: &Segment, buf: &mut OptionsBuf) -> Result<
 
 fn ingress(ctx: &TcContext) -> Option<Verdict> {
     let config = config()?;
-    let seg = match parse(ctx)? {
-        Ok(seg) => seg,
-        Err(()) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
+    let seg = match parse(ctx) {
+        Some(Ok(seg)) => seg,
+        Some(Err(())) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
+        // Not TCP (or a fragment): only an ICMP error is looked at further, after the
+        // TCP path, which pays nothing for it.
+        None => return icmp_error_in(ctx),
     };
     if u16::from_ne_bytes(seg.dport) != config.service_port_be {
         return None;
@@ -270,6 +291,115 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
         Ok(()) => Verdict::Pass(stat::IN_TRANSLATED),
         Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
     })
+}
+
+/// An ICMPv4 "fragmentation needed" goes on in `backend_icmp` by tail call
+/// ([`ingress_program::ICMP`]); other ICMP, and anything else not TCP, is not ours.
+/// Should the slot be empty, the error passes untouched, its quote untranslated (the
+/// kernel finds no socket for it and drops it), counted. Inlined: the kernel allows a
+/// tail call only from a function returning `int`.
+#[inline(always)]
+fn icmp_error_in(ctx: &TcContext) -> Option<Verdict> {
+    let l3: EthIpv4 = ctx.load(ETH_DEST).ok()?;
+    if !is_ipv4(&l3) || ip_protocol(&l3) != IPPROTO_ICMP {
+        return None;
+    }
+    let icmp: [u8; 2] = ctx
+        .load(ETH_HLEN + ip_header_len(ip_version_ihl(&l3)))
+        .ok()?;
+    if !is_frag_needed(icmp[ICMP_TYPE], icmp[ICMP_CODE]) {
+        return None;
+    }
+    // SAFETY: the context is the one the kernel passed this program, as the helper
+    // needs; nothing here runs after a successful call.
+    unsafe { BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::ICMP) };
+    Some(Verdict::Pass(stat::IN_ICMP_UNCHECKED))
+}
+
+/// `backend_icmp`: an ICMPv4 "fragmentation needed" the front-end forwarded for a
+/// handed-off flow (docs/design.md, "ICMP errors and path MTU"), read again (the entry
+/// program passes nothing but the packet) with the shared view (`baton_common::icmp`).
+/// Its quote names the segment as the client's path saw it: from the VIP, in the
+/// front-end's sequence space. The kernel's `tcp_v4_err` looks the socket up by the
+/// quoted addresses and ports and acts only on a quoted sequence number within
+/// `snd_una..snd_nxt`, so the quote is put back into the terms of the segment the
+/// server sent (`quote_to_backend_v4`: source address and port, sequence number, the
+/// quoted IPv4 header's checksum and the ICMP checksum); then the kernel lowers the
+/// route's MTU towards the client and the server retransmits smaller. An error about
+/// no handed-off flow passes untouched (the kernel judges it as it would without the
+/// module: one from the VIP finds no socket), counted; so does a malformed one.
+fn icmp_error(ctx: &TcContext) -> Option<Verdict> {
+    let config = config()?;
+    let l3: EthIpv4 = ctx.load(ETH_DEST).ok()?;
+    if !is_ipv4(&l3) || ip_protocol(&l3) != IPPROTO_ICMP {
+        return None;
+    }
+    let Ok(head) = ctx.load::<Icmpv4Head>(ETH_HLEN) else {
+        return Some(Verdict::Pass(stat::IN_ICMP_MALFORMED));
+    };
+    let available = (ctx.len() as usize).saturating_sub(ETH_HLEN);
+    let error = match parse_icmpv4_head(&head, available) {
+        Ok(Icmpv4Message::FragNeeded(error)) => error,
+        Ok(Icmpv4Message::Other) => return None,
+        Err(_) => return Some(Verdict::Pass(stat::IN_ICMP_MALFORMED)),
+    };
+    // At most 88 bytes in (`parse_icmpv4_head`); the mask keeps that bound in sight of
+    // the verifier.
+    let quoted_tcp = (ETH_HLEN + error.quoted_tcp) & 0x7f;
+    let Ok(tcp) = ctx.load::<QuotedTcp>(quoted_tcp) else {
+        return Some(Verdict::Pass(stat::IN_ICMP_MALFORMED));
+    };
+    let quote = quoted_segment_v4(&error, &tcp);
+    // About a segment from another address or port (the server's own direct clients):
+    // not ours.
+    if u32::from_ne_bytes(quote.vip.addr) != config.vip_addr_be
+        || u16::from_ne_bytes(quote.vip.port.to_be_bytes()) != config.vip_port_be
+    {
+        return None;
+    }
+    // The front-end sent the error on to this host's address, as a client segment.
+    let backend = Endpoint {
+        addr: error.destination,
+        port: u16::from_be_bytes(config.service_port_be.to_ne_bytes()),
+    };
+    // SAFETY: a map value pointer, valid for this program run; copied out at once.
+    let Some(flow) = BACKEND_FLOWS
+        .get_ptr(quote.backend_flow_key(backend))
+        .map(|flow| unsafe { *flow })
+    else {
+        return Some(Verdict::Pass(stat::IN_ICMP_NOT_HANDED_OFF));
+    };
+    if flow.translation.is_awaiting_syn_ack() {
+        // The server has sent the client nothing yet: nothing to translate with.
+        return Some(Verdict::Pass(stat::IN_ICMP_NOT_HANDED_OFF));
+    }
+    let r = quote_to_backend_v4(&head, &tcp, backend, &flow.translation);
+    Some(match write_quote(ctx, quoted_tcp, &r) {
+        Ok(()) => Verdict::Pass(stat::IN_ICMP_TRANSLATED),
+        Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
+    })
+}
+
+/// Writes [`quote_to_backend_v4`]'s fields into the packet, its headers pulled into the
+/// linear area first if they are not there. The ICMP checksum written makes up for
+/// every other change, so the message's sum, and with it a `CHECKSUM_COMPLETE` skb's
+/// `csum`, stays as it arrived.
+#[inline(always)]
+fn write_quote(ctx: &TcContext, quoted_tcp: usize, r: &QuoteRewriteV4) -> Result<(), ()> {
+    let end = quoted_tcp + QUOTED_TCP_LEN;
+    if ctx.data() + end > ctx.data_end() {
+        ctx.pull_data(end as u32).map_err(|_| ())?;
+    }
+    let quoted_ip = ETH_HLEN + QUOTED_IP;
+    // SAFETY: `packet_mut` checked every field lies inside the packet's linear data.
+    unsafe {
+        *packet_mut::<[u8; 4]>(ctx, quoted_ip + IP_SADDR)? = r.quoted_saddr;
+        *packet_mut::<[u8; 2]>(ctx, quoted_ip + IP_CHECK)? = r.quoted_ip_check;
+        *packet_mut::<[u8; 2]>(ctx, quoted_tcp + TCP_SOURCE)? = r.quoted_sport;
+        *packet_mut::<[u8; 4]>(ctx, quoted_tcp + TCP_SEQ)? = r.quoted_seq;
+        *packet_mut::<[u8; 2]>(ctx, ETH_HLEN + ICMP + ICMP_CHECK)? = r.icmp_check;
+    }
+    Ok(())
 }
 
 /// The flow key of a client segment (source: the client).

@@ -75,6 +75,14 @@
 //! moved it here) or before this one started keeps flowing, with no state shared
 //! (docs/design.md, "Stateless forwarding by the stamp").
 //!
+//! # ICMP errors to a VIP
+//!
+//! A router's "fragmentation needed" about a segment a back-end sent as the VIP's comes
+//! here; it goes to the back-end of the flow its quote names, as a client segment would
+//! (`icmp_to_vip`, `stat::FORWARDED_ICMP`), and the back-end's module puts the quote in
+//! its server's terms. Quotes of no flow and malformed errors are dropped and counted;
+//! other ICMP goes up as before (docs/design.md, "ICMP errors and path MTU").
+//!
 //! # XDP, not tc: the evidence
 //!
 //! The slow path captures with an `AF_PACKET` socket. Device taps run in
@@ -181,6 +189,10 @@ use baton_common::{
         NOTICE_RING_SIZE, decide_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
+    icmp::{
+        ICMP_CODE, ICMP_HLEN, ICMP_TYPE, ICMPV4_HEAD_LEN, IPPROTO_ICMP, Icmpv4Message,
+        QUOTED_TCP_LEN, QuotedTcp, is_frag_needed, parse_icmpv4_head, quoted_segment_v4,
+    },
     kernel_dispatch::{
         HANDOFF_RING_SIZE, HANDOFF_WAKE_BYTES, HandoffTerms, KernelBackend, KernelDecision,
         KernelHandoffConfig, KernelHandoffRecord, KernelHandoffScratch, LINUX_TIMESTAMPS_LEN,
@@ -314,8 +326,19 @@ enum Verdict {
 #[xdp]
 pub fn frontend_forward(ctx: XdpContext) -> u32 {
     match classify(&ctx) {
-        // Not IPv4 TCP to VIP:port: not ours, not counted.
-        NOT_OURS => XDP_PASS,
+        // Not IPv4 TCP to VIP:port: not ours, not counted, unless it is an ICMP error
+        // about a handed-off flow (asked only here, so that TCP pays nothing for it).
+        NOT_OURS => match icmp_to_vip(&ctx) {
+            NOT_OURS => XDP_PASS,
+            transmit if transmit & TRANSMIT != 0 => {
+                count(transmit & !TRANSMIT);
+                XDP_TX
+            }
+            drop => {
+                count(drop & !DROP);
+                XDP_DROP
+            }
+        },
         syn @ (BARE_SYN | SYN_ON_CLOSED_FLOW) => {
             if syn == SYN_ON_CLOSED_FLOW {
                 count(stat::CLOSED_FLOW_REPLACED);
@@ -408,6 +431,97 @@ fn classify(ctx: &XdpContext) -> u32 {
         Some(Verdict::BareAck) => BARE_ACK,
         Some(Verdict::Pass(stat)) => stat,
     }
+}
+
+/// An ICMPv4 "fragmentation needed" to a VIP (docs/design.md, "ICMP errors and path
+/// MTU"): the flow its quote names (`baton_common::icmp`) is looked up by the key its
+/// client segments are forwarded by, and the error goes to that flow's back-end
+/// unchanged but for what a client segment has rewritten (the MACs, the destination
+/// address and the IPv4 header checksum; the ICMP message, which no checksum here
+/// covers, untouched): the back-end's module puts the quote into its server's terms.
+/// Answers `TRANSMIT | stat`, `DROP | stat` (a quote of no flow in the table, or a
+/// malformed error), or [`NOT_OURS`] for anything else, which passes up as before: other
+/// ICMP to a VIP (an echo request, which the front-end's own stack answers; other
+/// unreachables, which it drops, having no socket for them). Nothing is ever answered
+/// here. The ICMP checksum is not verified: the back-end's kernel does (`icmp_rcv`), and
+/// the module's update keeps a wrong one wrong. A function of its own, reached only by
+/// what `classify` found not ours, so that the TCP path is the same as without it.
+#[inline(never)]
+fn icmp_to_vip(ctx: &XdpContext) -> u32 {
+    let Some(config) = FRONTEND_CONFIG.get(0) else {
+        return NOT_OURS;
+    };
+    if config.flags & FrontendConfig::ENABLED == 0 {
+        return NOT_OURS;
+    }
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
+    let (Some(l3), Some(icmp)) = (
+        bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }),
+        bytes_at::<ICMP_HLEN>(ctx, ETH_IPV4_LEN).map(|p| unsafe { p.read_unaligned() }),
+    ) else {
+        return NOT_OURS;
+    };
+    if !is_ipv4(&l3)
+        || ip_protocol(&l3) != IPPROTO_ICMP
+        || !is_frag_needed(icmp[ICMP_TYPE], icmp[ICMP_CODE])
+        || !is_service(u32::from_ne_bytes(ip_daddr(&l3)), 0)
+    {
+        return NOT_OURS;
+    }
+    // SAFETY: as above.
+    let Some(head) =
+        bytes_at::<ICMPV4_HEAD_LEN>(ctx, ETH_HLEN).map(|p| unsafe { p.read_unaligned() })
+    else {
+        return DROP | stat::DROP_ICMP_MALFORMED;
+    };
+    let available = ctx.data_end() - ctx.data() - ETH_HLEN;
+    let error = match parse_icmpv4_head(&head, available) {
+        Ok(Icmpv4Message::FragNeeded(error)) if error.quotes_its_destination() => error,
+        Ok(Icmpv4Message::Other) => return NOT_OURS,
+        Ok(Icmpv4Message::FragNeeded(_)) => return DROP | stat::DROP_ICMP_MALFORMED,
+        Err(_) => return DROP | stat::DROP_ICMP_MALFORMED,
+    };
+    let mut tcp: QuotedTcp = [0; QUOTED_TCP_LEN];
+    // A power of two less one: the verifier's bound on the offset (the quoted header
+    // ends at most 88 bytes in, which `parse_icmpv4_head` checked the datagram holds).
+    let at = ((ETH_HLEN + error.quoted_tcp) as u32) & 0x7f;
+    // SAFETY: `tcp` holds the 8 bytes asked for; the kernel checks the packet side.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, at, tcp.as_mut_ptr().cast(), QUOTED_TCP_LEN as u32) }
+        != 0
+    {
+        return DROP | stat::DROP_ICMP_MALFORMED;
+    }
+    let key = quoted_segment_v4(&error, &tcp).frontend_flow_key();
+    let Some(flow) = FRONTEND_FLOWS.get_ptr(key) else {
+        return DROP | stat::DROP_ICMP_NO_FLOW;
+    };
+    // SAFETY: a map value pointer, valid for this program run; copied out at once.
+    let target = unsafe { *flow };
+    let daddr = ip_daddr(&l3);
+    let new_daddr = target.backend_addr_be.to_ne_bytes();
+    let check = csum_replace4(
+        u16::from_be_bytes(ip_check(&l3)),
+        u32::from_be_bytes(daddr),
+        u32::from_be_bytes(new_daddr),
+    );
+    let (Some(eth), Some(check_at), Some(daddr_at)) = (
+        bytes_at::<{ 2 * ETH_ALEN }>(ctx, ETH_DEST),
+        bytes_at::<2>(ctx, ETH_HLEN + IP_CHECK),
+        bytes_at::<4>(ctx, ETH_HLEN + IP_DADDR),
+    ) else {
+        return DROP | stat::DROP_ICMP_MALFORMED;
+    };
+    let m = target.backend_mac;
+    let s = config.interface_mac;
+    // SAFETY: every pointer was bounds-checked by `bytes_at`; XDP owns the buffer.
+    unsafe {
+        eth.write_unaligned([
+            m[0], m[1], m[2], m[3], m[4], m[5], s[0], s[1], s[2], s[3], s[4], s[5],
+        ]);
+        check_at.write_unaligned(check.to_be_bytes());
+        daddr_at.write_unaligned(new_daddr);
+    }
+    TRANSMIT | stat::FORWARDED_ICMP
 }
 
 /// [`learn_by_stamp`]'s answer for a segment whose TSecr is no stamp (or with stamps

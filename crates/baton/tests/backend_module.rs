@@ -155,7 +155,12 @@ impl Module {
         let mut config: Array<_, BackendConfig> =
             Array::try_from(ebpf.map_mut("BACKEND_CONFIG").unwrap()).unwrap();
         config.set(0, agent_config().map_value(), 0).unwrap();
-        for name in ["backend_ingress", "backend_syn", "backend_egress"] {
+        for name in [
+            "backend_ingress",
+            "backend_syn",
+            "backend_icmp",
+            "backend_egress",
+        ] {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.load()
                 .unwrap_or_else(|e| panic!("verifier refused {name}: {e:?}"));
@@ -1012,10 +1017,128 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
 fn verifier_figures() {
     privileged("verifier figures", || {
         let module = Module::load();
-        for name in ["backend_ingress", "backend_syn", "backend_egress"] {
+        for name in [
+            "backend_ingress",
+            "backend_syn",
+            "backend_icmp",
+            "backend_egress",
+        ] {
             let prog: &SchedClassifier = module.ebpf.program(name).unwrap().try_into().unwrap();
             let walked = prog.info().unwrap().verified_instruction_count();
             eprintln!("verifier: {name} walked {walked:?} instructions");
         }
+    });
+}
+
+/// An ICMP "fragmentation needed" the front-end forwarded (its destination this
+/// back-end, its quote as the router saw the segment: from the VIP, in the front-end's
+/// sequence space) reaches the ICMP program by tail call, which puts the quote back in
+/// the server's terms (source address and port, sequence number: what `tcp_v4_err`
+/// looks the socket up by and checks against `snd_una..snd_nxt`), with both checksums
+/// whole. An error about no flow, or with the program's slot empty, passes untouched and
+/// counted; other ICMP passes uncounted.
+#[test]
+fn a_forwarded_frag_needed_quotes_the_servers_segment() {
+    privileged("ICMP", || {
+        let mut module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        assert_eq!(
+            module.run("backend_egress", &plain_syn_ack().bytes()).0,
+            TC_ACT_PIPE
+        );
+        let t = module.flow().expect("the flow").translation;
+        // A full-sized segment of the response, 300 kB in, as the client's path saw it.
+        let server_seq = ISN_B.wrapping_add(1 + 300_000);
+        let seen = Frame {
+            src_mac: BE_MAC,
+            dst_mac: ROUTER_MAC,
+            src: (VIP, lab::HTTP_PORT),
+            dst: (CLIENT, CLIENT_PORT),
+            seq: t.seq_to_client(server_seq),
+            ack: CLIENT_ISN + 100,
+            flags: 0x10,
+            window: 500,
+            options: ts_option(77, 5555),
+            payload: vec![0x5a; 1448],
+        };
+        let router = lab::ROUTER_LAN_ADDR.octets();
+        let forwarded = |quoted, seen: &Frame| {
+            support::frag_needed(FE_MAC, BE_MAC, router, BACKEND, 1000, seen, quoted)
+        };
+        for quoted in [8, 32] {
+            let before = module.stat(stat::IN_ICMP_TRANSLATED);
+            let (verdict, out) = module.run("backend_ingress", &forwarded(quoted, &seen));
+            assert_eq!(verdict, TC_ACT_PIPE);
+            assert_eq!(module.stat(stat::IN_ICMP_TRANSLATED), before + 1);
+            // What the server sent, quoted as the router would have had it come from
+            // this host.
+            let sent = Frame {
+                src: (BACKEND, 80),
+                seq: server_seq,
+                ..seen.clone()
+            };
+            let mut want = forwarded(quoted, &sent);
+            // The quoted TCP checksum stays as the client's path saw it.
+            if quoted >= 18 {
+                want[14 + 28 + 20 + 16..14 + 28 + 20 + 18]
+                    .copy_from_slice(&forwarded(quoted, &seen)[14 + 28 + 20 + 16..][..2]);
+                let icmp = &mut want[14 + 20..];
+                icmp[2..4].copy_from_slice(&[0, 0]);
+                let check = !baton_common::translate::ones_complement_sum(icmp);
+                icmp[2..4].copy_from_slice(&check.to_be_bytes());
+            }
+            assert_eq!(out, want, "{quoted} quoted bytes");
+        }
+        // About a flow the table does not have: untouched, counted.
+        let other = Frame {
+            dst: (CLIENT, CLIENT_PORT + 1),
+            ..seen.clone()
+        };
+        let unknown = forwarded(8, &other);
+        assert_eq!(
+            module.run("backend_ingress", &unknown),
+            (TC_ACT_PIPE, unknown)
+        );
+        assert_eq!(module.stat(stat::IN_ICMP_NOT_HANDED_OFF), 1);
+        // About the server's own direct traffic (from its own address): not ours.
+        let direct = forwarded(
+            8,
+            &Frame {
+                src: (BACKEND, 80),
+                ..seen.clone()
+            },
+        );
+        assert_eq!(
+            module.run("backend_ingress", &direct),
+            (TC_ACT_PIPE, direct)
+        );
+        // A quote cut short: untouched, counted.
+        let mut short = forwarded(8, &seen);
+        short.truncate(short.len() - 4);
+        let total = (short.len() - 14) as u16;
+        short[16..18].copy_from_slice(&total.to_be_bytes());
+        short[24..26].copy_from_slice(&[0, 0]);
+        let check = !baton_common::translate::ones_complement_sum(&short[14..34]);
+        short[24..26].copy_from_slice(&check.to_be_bytes());
+        assert_eq!(module.run("backend_ingress", &short), (TC_ACT_PIPE, short));
+        assert_eq!(module.stat(stat::IN_ICMP_MALFORMED), 1);
+        // An echo request: not ours, uncounted.
+        let mut echo = forwarded(8, &seen);
+        echo[14 + 20] = 8;
+        echo[14 + 21] = 0;
+        assert_eq!(module.run("backend_ingress", &echo), (TC_ACT_PIPE, echo));
+        assert_eq!(module.stat(stat::IN_ICMP_UNCHECKED), 0);
+
+        // The ICMP program's slot empty: the error passes as it came, counted.
+        let mut slots: ProgramArray<_> =
+            ProgramArray::try_from(module.ebpf.map_mut("BACKEND_INGRESS_PROGRAMS").unwrap())
+                .unwrap();
+        slots.clear_index(&ingress_program::ICMP).unwrap();
+        let error = forwarded(8, &seen);
+        assert_eq!(module.run("backend_ingress", &error), (TC_ACT_PIPE, error));
+        assert_eq!(module.stat(stat::IN_ICMP_UNCHECKED), 1);
+        assert_eq!(module.stat(stat::IN_ICMP_TRANSLATED), 2);
     });
 }

@@ -1341,3 +1341,99 @@ fn a_syn_without_timestamps_keeps_its_options_in_the_half_open_map() {
 mod handoff;
 #[path = "xdp_program/stamp.rs"]
 mod stamp;
+
+/// A router's "fragmentation needed" to the VIP about a segment a back-end sent as the
+/// VIP's goes to that flow's back-end, found by the quote's 4-tuple (the client the
+/// quoted destination), rewritten as a client segment is (MACs, destination, the IPv4
+/// header's checksum) and the ICMP message untouched; an error quoting no flow, or
+/// malformed, is dropped and counted; other ICMP to the VIP passes up uncounted, as
+/// before, and nothing is answered.
+#[test]
+fn a_frag_needed_to_the_vip_goes_to_the_flows_backend() {
+    privileged("ICMP", || {
+        let mut p = Program::load();
+        p.set_flow(key(CLIENT_PORT), entry(BACKEND_PORT, 0));
+        let router = [198, 18, 1, 1];
+        let sent = Frame {
+            payload: vec![0x5a; 1448],
+            ..backend_copy(ACK, b"")
+        };
+        let error = |quoted, segment: &Frame| {
+            support::frag_needed(ROUTER_MAC, FE_MAC, router, VIP, 1000, segment, quoted)
+        };
+        for quoted in [8, 20, 576 - 28] {
+            let frame = error(quoted, &sent);
+            let out = p.expect(&frame, XDP_TX, &[("forwarded_icmp", 1)]);
+            let mut want = frame.clone();
+            want[..6].copy_from_slice(&BE_MAC);
+            want[6..12].copy_from_slice(&FE_MAC);
+            want[IP + 16..IP + 20].copy_from_slice(&BACKEND);
+            fix_ip_checksum(&mut want, 20);
+            assert_eq!(out, want, "{quoted} quoted bytes");
+        }
+        assert_eq!(
+            p.flow(key(CLIENT_PORT)).last_seen_ns,
+            0,
+            "no client activity"
+        );
+
+        // About no flow in the table: dropped, counted.
+        let other = Frame {
+            dst: (CLIENT, CLIENT_PORT + 1),
+            ..sent.clone()
+        };
+        p.expect(&error(8, &other), XDP_DROP, &[("drop_icmp_no_flow", 1)]);
+        // Malformed: the quote cut short of the sequence number, a quote from another
+        // address than the VIP, a fragment.
+        let mut short = error(8, &sent);
+        short.truncate(short.len() - 2);
+        let total = (short.len() - IP) as u16;
+        short[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        fix_ip_checksum(&mut short, 20);
+        p.expect(&short, XDP_DROP, &[("drop_icmp_malformed", 1)]);
+        let elsewhere = Frame {
+            src: ([198, 18, 2, 2], SERVICE_PORT),
+            ..sent.clone()
+        };
+        p.expect(
+            &error(8, &elsewhere),
+            XDP_DROP,
+            &[("drop_icmp_malformed", 1)],
+        );
+        let fragment = with_fragment_field(error(8, &sent), 0x2000);
+        p.expect(&fragment, XDP_DROP, &[("drop_icmp_malformed", 1)]);
+
+        // Other ICMP to the VIP (an echo request; a port unreachable), and an error to
+        // another address: up, uncounted, untouched.
+        let mut echo = error(8, &sent);
+        echo[TCP] = 8;
+        echo[TCP + 1] = 0;
+        p.expect_passed(&echo, &[]);
+        let mut unreachable = error(8, &sent);
+        unreachable[TCP + 1] = 3;
+        p.expect_passed(&unreachable, &[]);
+        let elsewhere =
+            support::frag_needed(ROUTER_MAC, FE_MAC, router, [198, 18, 1, 2], 1000, &sent, 8);
+        p.expect_passed(&elsewhere, &[]);
+        // Disabled: up, uncounted.
+        p.configure(0);
+        p.expect_passed(&error(8, &sent), &[]);
+    });
+}
+
+/// The verifier's figure for the program (`verified_insns` from the kernel: the
+/// instructions it walked, of its million), printed for docs/design.md's "Limits".
+#[test]
+fn verifier_figures() {
+    privileged("verifier figures", || {
+        let p = Program::load();
+        let prog: &Xdp = p
+            .ebpf
+            .program("frontend_forward")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let walked = prog.info().unwrap().verified_instruction_count();
+        eprintln!("verifier: frontend_forward walked {walked:?} instructions");
+    });
+}

@@ -212,7 +212,7 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
         ("backend_egress", TcAttachType::Egress),
         ("backend_ingress", TcAttachType::Ingress),
     ];
-    for name in ["backend_syn", HOOKS[0].0, HOOKS[1].0] {
+    for name in ["backend_syn", "backend_icmp", HOOKS[0].0, HOOKS[1].0] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?
@@ -276,8 +276,9 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
     })
 }
 
-/// Puts the loaded `backend_syn` of `ebpf` in its slot of the ingress's program
-/// array ([`ingress_program::SYN`]) and returns its id. The update is one atomic store
+/// Puts the loaded `backend_syn` and `backend_icmp` of `ebpf` in their slots of the
+/// ingress's program array ([`ingress_program::SYN`], [`ingress_program::ICMP`]) and
+/// returns the SYN' program's id. The update is one atomic store
 /// per slot: a tail call meets the program that was there or this one. `ebpf` must have
 /// loaded the program; the array is the one the object's ingress uses (the pinned one,
 /// for the agent).
@@ -295,6 +296,18 @@ pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
     slots
         .set(ingress_program::SYN, &fd, 0)
         .context("putting backend_syn in the ingress's program array")?;
+    let icmp: &SchedClassifier = ebpf
+        .program("backend_icmp")
+        .context("program backend_icmp missing")?
+        .try_into()?;
+    let icmp = icmp.fd()?.try_clone()?;
+    let mut slots: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut("BACKEND_INGRESS_PROGRAMS")
+            .context("map BACKEND_INGRESS_PROGRAMS missing")?,
+    )?;
+    slots
+        .set(ingress_program::ICMP, &icmp, 0)
+        .context("putting backend_icmp in the ingress's program array")?;
     Ok(id)
 }
 

@@ -420,6 +420,43 @@ impl Frame {
     }
 }
 
+/// An ICMPv4 "fragmentation needed" (type 3, code 4) from `router` to `to` in an
+/// Ethernet frame from `src_mac` to `dst_mac`, announcing `mtu` and quoting
+/// `quoted_tcp` bytes (8 at least, as RFC 792 asks; Linux quotes all it can) of
+/// `offending`'s IPv4 packet, as a router sends it about a segment too big for its
+/// next hop. Checksums right.
+pub fn frag_needed(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    router: [u8; 4],
+    to: [u8; 4],
+    mtu: u16,
+    offending: &Frame,
+    quoted_tcp: usize,
+) -> Vec<u8> {
+    use baton_common::translate::ones_complement_sum;
+    let quote = offending.ip_packet();
+    let quote = &quote[..(20 + quoted_tcp).min(quote.len())];
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let check = !ones_complement_sum(&icmp);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let mut ip = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&router);
+    ip.extend_from_slice(&to);
+    let check = !ones_complement_sum(&ip);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
 /// Sends a hand-made IPv4 packet from inside lab namespace `ns` through a raw socket
 /// (the kernel routes it and resolves the next hop, nothing else).
 pub fn send_raw(ns: &str, packet: &[u8]) {
