@@ -290,6 +290,26 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
+/// Baton's handoffs and those the kernel decided, from its front-end's exit log: the
+/// core's `handoffs_completed` (`event=frontend_stats`) and the program's
+/// `handed_off_in_kernel` (`event=fastpath_counters`, absent without the fast path).
+pub fn decisions_from_exit_log(log: &str) -> Option<super::report::Decisions> {
+    let value = |event: &str, key: &str| -> Option<u64> {
+        log.lines()
+            .filter(|l| l.contains(&format!(" event={event} ")))
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            })?
+            .parse()
+            .ok()
+    };
+    Some(super::report::Decisions {
+        handoffs: value("frontend_stats", "handoffs_completed")?,
+        in_kernel: value("fastpath_counters", "handed_off_in_kernel").unwrap_or(0),
+    })
+}
+
 #[cfg(test)]
 mod frame_tests {
     use super::*;
@@ -310,6 +330,30 @@ mod frame_tests {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn decisions_are_read_from_the_front_ends_exit_log() {
+        let log = "ts=1 level=info event=ready interface=eth0\n\
+                   ts=2 level=info event=frontend_stats packets_received=9 handoffs_completed=120 handoffs_started=121\n\
+                   ts=2 level=info event=fastpath_counters forwarded=50 handed_off_in_kernel=100 pass_control=3\n";
+        assert_eq!(
+            decisions_from_exit_log(log),
+            Some(super::super::report::Decisions {
+                handoffs: 120,
+                in_kernel: 100
+            })
+        );
+        // Without the fast path: every handoff the daemon's.
+        let slow = "ts=2 level=info event=frontend_stats handoffs_completed=7\n";
+        assert_eq!(
+            decisions_from_exit_log(slow),
+            Some(super::super::report::Decisions {
+                handoffs: 7,
+                in_kernel: 0
+            })
+        );
+        assert_eq!(decisions_from_exit_log("no stats"), None);
+    }
     use super::*;
 
     const WRK_CLEAN: &str = "Running 3s test @ http://198.18.2.1/files/1K.bin

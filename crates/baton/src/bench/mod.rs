@@ -282,8 +282,8 @@ impl Bench<'_> {
         let running = Running::start(system, self.lab, self.files, self.baton)?;
         let result = self.workloads(&running, round);
         let stopped = running.stop(self.lab, self.files, self.baton);
-        let sample = result?;
-        stopped?;
+        let mut sample = result?;
+        sample.decisions = stopped?;
         Ok(sample)
     }
 
@@ -328,6 +328,7 @@ impl Bench<'_> {
             large,
             large_cpu,
             ttfb_ms,
+            decisions: None,
         })
     }
 

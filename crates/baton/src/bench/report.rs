@@ -78,6 +78,17 @@ pub struct Sample {
     pub large_cpu: Option<Cpu>,
     /// Median time to first byte over the round's sequential requests.
     pub ttfb_ms: f64,
+    /// Baton's front-end: its handoffs over the whole turn, and how many of them the
+    /// kernel decided (from its exit log).
+    pub decisions: Option<Decisions>,
+}
+
+/// Handoffs a Baton front-end made, and how many of them XDP decided and made itself
+/// (kernel dispatch); the rest went up to the daemon.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Decisions {
+    pub handoffs: u64,
+    pub in_kernel: u64,
 }
 
 /// Frames sent on the lab's LAN (out of the bridge's ports) and on the client's link
@@ -150,6 +161,8 @@ pub struct Summary {
     /// Frames per request during (a): on the LAN, and on the client's link.
     pub lan_frames_per_request_close: Option<Spread>,
     pub client_frames_per_request_close: Option<Spread>,
+    /// Baton's handoffs over every round and workload, and those the kernel decided.
+    pub decisions: Option<Decisions>,
 }
 
 /// A CPU figure per unit of work, with its parts (medians of each, over the rounds, so
@@ -276,6 +289,13 @@ pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
                 client_frames_per_request_close: host_spread(&s, |x| {
                     Some(x.close_frames.client_link as f64 / x.close.requests as f64)
                 }),
+                decisions: s
+                    .iter()
+                    .filter_map(|x| x.decisions)
+                    .reduce(|a, b| Decisions {
+                        handoffs: a.handoffs + b.handoffs,
+                        in_kernel: a.in_kernel + b.in_kernel,
+                    }),
             })
         })
         .collect()
@@ -527,6 +547,22 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
          its process, its eBPF programs, the softirq work of its packets on every hop, and \
          for Baton the back-end module. See docs/benchmarks.md, (d).\n",
     );
+    for s in summary {
+        if let Some(d) = s.decisions {
+            let _ = writeln!(
+                md,
+                "\n{}'s handoffs decided in the kernel, over every round and workload: {} of {} ({:.1}%); the rest the daemon decided.",
+                s.system.name(),
+                d.in_kernel,
+                d.handoffs,
+                if d.handoffs == 0 {
+                    0.0
+                } else {
+                    100.0 * d.in_kernel as f64 / d.handoffs as f64
+                }
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\n### (e) Time to first byte (`curl`, {} sequential requests, each on a new connection)\n\n\
@@ -706,6 +742,7 @@ mod tests {
             },
             large_cpu: cpu,
             ttfb_ms: 1000.0 / rps,
+            decisions: None,
         }
     }
 

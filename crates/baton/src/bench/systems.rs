@@ -430,9 +430,19 @@ impl Running {
 
     /// Stops every process, Baton's front-end first, and removes what Baton leaves in
     /// place for a successor (pins, links, nftables table), then checks `fe` is bare.
-    pub fn stop(mut self, lab: &Lab, files: &Files, baton: &Path) -> anyhow::Result<()> {
+    /// Returns the handoffs Baton's front-end counted at its exit.
+    pub fn stop(
+        mut self,
+        lab: &Lab,
+        files: &Files,
+        baton: &Path,
+    ) -> anyhow::Result<Option<super::report::Decisions>> {
+        let mut decisions = None;
         if let Some(fe) = self.frontend.take() {
-            fe.stop()?;
+            let log = fe.stop()?;
+            if self.system == System::Baton {
+                decisions = super::measure::decisions_from_exit_log(&log);
+            }
         }
         if self.system == System::Baton {
             let cfg = files.frontend_config();
@@ -464,7 +474,7 @@ impl Running {
                 self.system.name()
             );
         }
-        Ok(())
+        Ok(decisions)
     }
 }
 

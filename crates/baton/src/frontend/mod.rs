@@ -468,6 +468,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     // (`programs_replaced_under_load_without_errors`). Cookies engaged only for a flood
     // are released: the next daemon judges its own table.
     if let Some(fast) = &mut fast {
+        fast.flush_removals(&mut fp_stats);
         fast.record_close_states(&fe, &mut fp_stats);
         if !(fe.config().syn_cookies && fe.config().every_syn_in_fast_path) {
             fast.set_syn_cookies(false);
@@ -970,12 +971,18 @@ fn apply_outputs(
     // Each output applied in full before the next, in the order the core gives them:
     // that order is the contract between the core and the world (`baton_proto::frontend`,
     // "The order of outputs is the contract"), and nothing here reorders or defers any
-    // of them.
+    // of them but the deletion of closed flows' entries, all in one system call after
+    // the batch (`FastPath::flush_removals`): an entry that outlives its connection by
+    // a batch only forwards to its back-end what it would have reset anyway, and an
+    // entry written again meanwhile is kept.
     while let Some(output) = fe.poll_output() {
         match output {
             Output::Transmit(t) => io.send(t.destination, &t.packet),
             Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
         }
+    }
+    if let Some(path) = fast.path.as_deref_mut() {
+        path.flush_removals(fast.stats);
     }
 }
 

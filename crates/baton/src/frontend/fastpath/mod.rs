@@ -91,7 +91,7 @@ use half_open::HalfOpenMap;
 use pins::check_pinned_maps;
 pub use pins::{DEFAULT_PIN_DIR, forget_pinned_flows, pinned_flow_count};
 use sys::{Neighbours, interface_mac};
-use table::{FlowBatch, write_close_state};
+use table::{FlowBatch, delete_all, write_close_state};
 
 /// Most notices or handoff records read in one call ([`FastPath::note_flow_notices`],
 /// [`FastPath::note_kernel_handoffs`]) before the caller applies the core's outputs.
@@ -140,6 +140,11 @@ pub struct FastPathStats {
     pub activity_noted: u64,
     /// Close states written to the table for a successor to resume from.
     pub close_states_recorded: u64,
+    /// System calls that deleted closed flows' entries (`BPF_MAP_DELETE_BATCH`), each
+    /// for all the flows a batch of the core's outputs closed.
+    pub removal_batches: u64,
+    /// Entries a failed batch delete left in the table.
+    pub removals_failed: u64,
     /// Whole-table reads of the activity scan (one per second).
     pub batch_reads: u64,
     /// Scans whose batch read the kernel refused (activity not noted for that scan).
@@ -279,6 +284,9 @@ pub struct FastPath {
     /// core takes through [`FastPath::half_open_syns`].
     half_open: HalfOpenMap,
     installed: StdHashMap<FlowKey, Installed>,
+    /// Entries of closed flows to delete, all in one system call at the end of the
+    /// round's outputs ([`FastPath::flush_removals`]).
+    removals: Vec<FrontendFlowKey>,
     neighbours: Neighbours,
     /// What was last written to the stamp tables (`write_stamps`): the key and each
     /// id's back-end.
@@ -486,6 +494,7 @@ impl FastPath {
                 syn_cookie_config,
                 half_open,
                 installed: StdHashMap::new(),
+                removals: Vec::new(),
                 neighbours: Neighbours::default(),
                 stamps_written: None,
             },
@@ -600,6 +609,7 @@ impl FastPath {
             reserved: 0,
             last_seen_ns: 0,
         };
+        self.keep(&key_of(&flow));
         match self.flows.insert(key_of(&flow), value, 0) {
             Ok(()) => {
                 // A flow taken in awaiting its answer is updated, not inserted, when the
@@ -1010,34 +1020,65 @@ impl FastPath {
     }
 
     /// Stops forwarding `flow` (it is closed or reset); a flow never installed is a
-    /// no-op.
+    /// no-op. The entry goes at [`FastPath::flush_removals`], with the others of the
+    /// round: a delete per connection was a system call per connection, and a lookup
+    /// before it (below) another.
     pub fn remove(&mut self, flow: &FlowKey, stats: &mut FastPathStats) {
         let Some(installed) = self.installed.remove(flow) else {
             return;
         };
-        let key = key_of(flow);
         // With kernel dispatch the program may have replaced a closed flow with a new
         // connection on its ports and handed that one off itself
         // (`FrontendFlow::replaced_by_syn`): the entry under the key is then the new
-        // connection's, which the core adopts or has adopted, and stays. Told apart by
-        // the client's ISN, at the cost of a lookup per close (only with kernel
-        // dispatch). Should the program replace the entry between the lookup and the
-        // removal (a new connection's SYN on the ports), that connection loses its
-        // entry: its segments then reach the core, which installs it again when the
-        // client acknowledges the back-end's answer.
-        if self.kernel_handoffs {
-            match self.flows.get(&key, 0) {
-                Ok(entry) if entry.client_isn == installed.client_isn => {}
-                _ => {
-                    stats.flows_replaced_by_fast_path += 1;
-                    return;
-                }
+        // connection's, which stays. The core ends the old connection when the new one's
+        // record reaches it, before the new one's `RequestSent`, so the record is among
+        // those adopted and not yet installed (`kernel_adopted`, a round's worth). Should
+        // the program replace the entry after that (a new connection's SYN on the ports
+        // before the removal is flushed), that connection loses its entry: its segments
+        // then reach the core, which installs it again when the client acknowledges the
+        // back-end's answer, and its stamp finds it meanwhile.
+        if self.kernel_handoffs
+            && self
+                .kernel_adopted
+                .iter()
+                .any(|&(f, isn)| f == *flow && isn != installed.client_isn)
+        {
+            stats.flows_replaced_by_fast_path += 1;
+            return;
+        }
+        self.removals.push(key_of(flow));
+    }
+
+    /// Deletes the entries [`FastPath::remove`] queued, in one system call. Called after
+    /// each batch of the core's outputs, so that an entry outlives its connection's end
+    /// by that batch at most; an entry installed again meanwhile is not deleted
+    /// ([`FastPath::keep`]).
+    pub fn flush_removals(&mut self, stats: &mut FastPathStats) {
+        if self.removals.is_empty() {
+            return;
+        }
+        match delete_all(&self.flows_data, &self.removals) {
+            Ok(deleted) => {
+                stats.flows_removed += deleted.removed as u64;
+                stats.flows_replaced_by_fast_path += deleted.missing as u64;
+                stats.removal_batches += 1;
+            }
+            Err(e) => {
+                // Not expected (batch deletes exist since Linux 5.6); the entries stay
+                // until the idle scan's next look, and the program forwards them to
+                // their back-end meanwhile, which resets what it no longer knows.
+                stats.removals_failed += self.removals.len() as u64;
+                log::warn("fastpath_delete_failed", &[("error", &e)]);
             }
         }
-        if self.flows.remove(&key).is_err() {
-            stats.flows_replaced_by_fast_path += 1;
-        } else {
-            stats.flows_removed += 1;
+        self.removals.clear();
+    }
+
+    /// An entry about to be written for `key`: a removal of the key still queued (a
+    /// connection that ended on these ports in the same batch) must not delete it.
+    fn keep(&mut self, key: &FrontendFlowKey) {
+        if !self.removals.is_empty() {
+            self.removals.retain(|k| k != key);
         }
     }
 

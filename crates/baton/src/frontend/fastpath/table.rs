@@ -1,6 +1,6 @@
 //! The flow table beyond what aya offers: whole-table reads in batches
-//! (`BPF_MAP_LOOKUP_BATCH`), and the close-state writes that keep the program's own
-//! fields.
+//! (`BPF_MAP_LOOKUP_BATCH`), deletes in batches (`BPF_MAP_DELETE_BATCH`), and the
+//! close-state writes that keep the program's own fields.
 
 use aya::maps::{HashMap, MapData};
 use baton_common::frontend::{FrontendFlow, FrontendFlowKey};
@@ -95,6 +95,59 @@ impl FlowBatch {
     }
 }
 
+/// `BPF_MAP_DELETE_BATCH` (`enum bpf_cmd`).
+const DELETE_BATCH: libc::c_long = 27;
+
+/// What [`delete_all`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Deleted {
+    /// Entries removed.
+    pub(super) removed: usize,
+    /// Keys with no entry (replaced or removed by the program meanwhile).
+    pub(super) missing: usize,
+}
+
+/// Deletes every key of `keys` from `map` in one system call, more only past a key
+/// already gone: the kernel's walk stops at the first key it cannot delete
+/// (`generic_map_delete_batch`, `count` saying how many went before it), which is then
+/// skipped and the rest sent again.
+pub(super) fn delete_all(map: &MapData, keys: &[FrontendFlowKey]) -> std::io::Result<Deleted> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd() as u32;
+    let mut done = Deleted::default();
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let mut attr = BatchAttr {
+            keys: rest.as_ptr() as u64,
+            count: rest.len() as u32,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points at `count` keys, alive for the call; the kernel only
+        // reads them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                DELETE_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let deleted = (attr.count as usize).min(rest.len());
+        done.removed += deleted;
+        if rc == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+        done.missing += 1;
+        rest = &rest[(deleted + 1).min(rest.len())..];
+    }
+    Ok(done)
+}
+
 /// Writes `handover`'s close state (and client ISN) into the table's entry for `key`,
 /// for a successor daemon to resume from; `installed` remembers what was written.
 ///
@@ -131,3 +184,124 @@ pub(super) fn write_close_state(
 
 /// `BPF_EXIST` (`linux/bpf.h`): update an element only if it exists.
 pub(super) const BPF_EXIST: u64 = 2;
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    use super::*;
+
+    /// `BPF_MAP_CREATE` and `BPF_MAP_UPDATE_ELEM` (`enum bpf_cmd`).
+    const MAP_CREATE: libc::c_long = 0;
+    const UPDATE_ELEM: libc::c_long = 2;
+
+    /// A hash map shaped as the flow table, made with the bare system call (this test
+    /// needs no object file), or `None` when not root.
+    fn flow_table() -> Option<MapData> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED delete_all: needs root to make a BPF map");
+            return None;
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct CreateAttr {
+            map_type: u32,
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            map_flags: u32,
+        }
+        let mut attr = CreateAttr {
+            map_type: 1, // BPF_MAP_TYPE_HASH
+            key_size: size_of::<FrontendFlowKey>() as u32,
+            value_size: size_of::<FrontendFlow>() as u32,
+            max_entries: 64,
+            map_flags: 0,
+        };
+        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_MAP_CREATE.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                MAP_CREATE,
+                &raw mut attr,
+                size_of::<CreateAttr>(),
+            )
+        };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Some(MapData::from_fd(fd).unwrap())
+    }
+
+    fn put(map: &MapData, key: &FrontendFlowKey) {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        #[repr(C)]
+        struct ElemAttr {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let value = FrontendFlow::default();
+        let mut attr = ElemAttr {
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            _pad: 0,
+            key: std::ptr::from_ref(key) as u64,
+            value: std::ptr::from_ref(&value) as u64,
+            flags: 0,
+        };
+        // SAFETY: `attr` points at a key and a value of the map's sizes, alive for the
+        // call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                UPDATE_ELEM,
+                &raw mut attr,
+                size_of::<ElemAttr>(),
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+
+    fn key(port: u16) -> FrontendFlowKey {
+        FrontendFlowKey {
+            client_addr_be: u32::from_ne_bytes([198, 18, 0, 2]),
+            vip_addr_be: u32::from_ne_bytes([198, 18, 2, 1]),
+            client_port_be: port.to_be(),
+            vip_port_be: 80u16.to_be(),
+        }
+    }
+
+    #[test]
+    fn a_batch_delete_goes_on_past_a_key_already_gone() {
+        let Some(map) = flow_table() else { return };
+        for port in [1, 2, 3, 4] {
+            put(&map, &key(port));
+        }
+        // 9 and 10 were never there (replaced by the program, say): the kernel's walk
+        // stops at each, and the rest is sent again.
+        let keys = [key(1), key(9), key(2), key(10), key(3)];
+        let done = delete_all(&map, &keys).unwrap();
+        assert_eq!(
+            done,
+            Deleted {
+                removed: 3,
+                missing: 2
+            }
+        );
+        let mut left = FlowBatch::default();
+        left.read_all(&map).unwrap();
+        assert_eq!(left.keys, [key(4)], "only the key not asked for is left");
+        assert_eq!(delete_all(&map, &[]).unwrap(), Deleted::default());
+        let last = delete_all(&map, &[key(9), key(4)]).unwrap();
+        assert_eq!(
+            last,
+            Deleted {
+                removed: 1,
+                missing: 1
+            }
+        );
+    }
+}
