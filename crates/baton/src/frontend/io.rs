@@ -126,6 +126,9 @@ pub struct IoStats {
     pub send_busy: u64,
     /// Packets the kernel refused (no route, too big, ...).
     pub send_errors: u64,
+    /// Times the interface went down under the receive socket (`ENETDOWN`): its frames
+    /// stop until the interface is up again, when the socket takes them again by itself.
+    pub interface_down: u64,
 }
 
 /// The two sockets and the receive buffer.
@@ -224,6 +227,38 @@ impl PacketIo {
         }
         self.last_len = len;
         Received::Packet(&self.buf[ethernet::HEADER_LEN..len])
+    }
+
+    /// Takes the error the kernel left on the receive socket, after `poll` said
+    /// `POLLERR` (`SO_ERROR` reads and clears it). The interface going down is one
+    /// (`ENETDOWN`, from the kernel's `packet_notifier`): counted and answered
+    /// `Ok(true)`, since the socket, bound to the interface, takes frames again once it
+    /// is up (a link that flaps, or a front-end cut off and back, must not lose its
+    /// daemon). `Ok(false)`: no error was pending. Any other is returned.
+    pub fn take_rx_error(&mut self) -> io::Result<bool> {
+        let mut err: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are valid for the option's size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&raw mut err).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match err {
+            0 => Ok(false),
+            libc::ENETDOWN => {
+                self.stats.interface_down += 1;
+                Ok(true)
+            }
+            other => Err(io::Error::from_raw_os_error(other)),
+        }
     }
 
     /// The packet the last [`PacketIo::recv`] returned, again: sending in between does
