@@ -817,6 +817,17 @@ fn event_loop(
             }
         }
         let health_changed = control.health.apply(fe.dispatcher_mut().dispatcher_mut());
+        // The stamps' back-ends before the announcement: once the routers send this
+        // front-end flows it never saw, it must know every back-end their stamps name,
+        // and the checks that just found a back-end up have resolved its MAC. (A link
+        // back up after a flap had its neighbours flushed: waiting for the next scan
+        // would drop the moved flows' segments as of an unknown back-end for up to a
+        // second, and their senders' backoff makes that a stall of seconds.)
+        if (reloaded || health_changed)
+            && let Some(path) = fast.path.as_deref_mut()
+        {
+            write_stamps(path, fe);
+        }
         if check_announcement || reloaded || health_changed {
             check_announcement = false;
             ops.update_announcement(fe, drain_until.is_some());
