@@ -279,12 +279,42 @@ impl Load {
         }
     }
 
-    /// Whether every download is still running: the changes a test makes must fall
-    /// within them.
-    fn downloads_running(&mut self) -> bool {
+    /// The downloads that have ended already (their ports and exit statuses): the
+    /// changes a test makes and its checks must fall within them.
+    fn downloads_ended(&mut self) -> Vec<String> {
         self.downloads
             .iter_mut()
-            .all(|d| d.0.as_mut().unwrap().try_wait().unwrap().is_none())
+            .zip(DOWNLOAD_PORTS)
+            .filter_map(|(d, port)| {
+                let status = d.0.as_mut().unwrap().try_wait().unwrap()?;
+                Some(format!("port {port}: {status}"))
+            })
+            .collect()
+    }
+
+    /// The client's connections to the VIP that received nothing over two seconds,
+    /// with how many were watched: a connection the move broke without a reset
+    /// (its segments dropped or sent where nobody knows it) stalls, which wrk does not
+    /// count (it counts a timeout only for a response that comes, late). Every live
+    /// connection of this load receives many times a second: keep-alive ones thousands
+    /// of responses, downloads megabytes.
+    fn stalled_connections(&self) -> (Vec<String>, usize) {
+        let first = received_by_connection();
+        thread::sleep(Duration::from_secs(2));
+        let second = received_by_connection();
+        let watched: Vec<&(String, u64)> = second
+            .iter()
+            .filter(|(c, _)| first.iter().any(|(f, _)| f == c))
+            .collect();
+        let stalled = watched
+            .iter()
+            .filter(|(c, bytes)| first.iter().any(|(f, before)| f == c && before == bytes))
+            .map(|(c, bytes)| {
+                let details = connection_details(c);
+                format!("{c} at {bytes} bytes: {details}")
+            })
+            .collect();
+        (stalled, watched.len())
     }
 
     /// Waits for everything to end: wrk's reports (keep-alive, close) and each
@@ -319,6 +349,43 @@ impl Load {
         let close = report(self.close);
         (keep_alive, close, downloads)
     }
+}
+
+/// `ss -ti`'s line about the client's connection from `local`, for a failure's message.
+fn connection_details(local: &str) -> String {
+    let port = local.rsplit(':').next().unwrap_or("0");
+    let filter = format!("dst {VIP} and sport = :{port}");
+    stdout(&mut in_node(&LAB, "client", &["ss", "-tinH", &filter]))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Each established connection from the client to the VIP (its local address and
+/// port) with the bytes it has received (`ss -ti`'s `bytes_received`).
+fn received_by_connection() -> Vec<(String, u64)> {
+    let filter = format!("dst {VIP} and dport = :80");
+    let out = stdout(&mut in_node(
+        &LAB,
+        "client",
+        &["ss", "-tinH", "state", "established", &filter],
+    ));
+    // One line per socket (addresses), then one of its details.
+    let mut connections = Vec::new();
+    let mut local = None;
+    for line in out.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            local = line.split_whitespace().nth(2).map(str::to_owned);
+        } else if let Some(local) = local.take() {
+            let received = line
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("bytes_received:"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            connections.push((local, received));
+        }
+    }
+    connections
 }
 
 /// New connections opened one after another in the client, each one request with half a
@@ -366,6 +433,44 @@ fn recovery(attempts: &[(f64, String)], died: f64) -> (usize, Option<f64>) {
     (failed, served_from)
 }
 
+/// What each front-end's fast path counted (its non-zero counters) and its daemon's
+/// warnings: what a failing run needs to say why.
+fn frontends_said(frontends: u8) -> String {
+    let mut out = String::new();
+    for k in 1..=frontends {
+        let mut counted: Vec<String> = counters(k)
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        counted.sort();
+        let warnings: Vec<String> = frontend_log(k)
+            .lines()
+            .filter(|l| l.contains("level=warn") || l.contains("level=error"))
+            .map(|l| l.chars().take(200).collect())
+            .collect();
+        out.push_str(&format!(
+            "fe{k}: {}\n  warnings: {warnings:#?}\n",
+            counted.join(", ")
+        ));
+    }
+    out
+}
+
+/// No front-end dropped a moved flow's segment for its stamp: forged (another key, a
+/// corrupted stamp) or naming a back-end it did not know (its MAC not resolved yet).
+fn assert_no_stamp_dropped(frontends: &[u8], all: u8) {
+    for &k in frontends {
+        let c = counters(k);
+        assert_eq!(
+            (c["drop_stamp_forged"], c["drop_stamp_unknown_backend"]),
+            (0, 0),
+            "fe{k} dropped segments by their stamps (forged, unknown back-end):\n{}",
+            frontends_said(all)
+        );
+    }
+}
+
 fn wrk_line(what: &str, r: &WrkReport) -> String {
     format!(
         "{what}: {} requests, p50 {:.1} ms, p99 {:.1} ms, socket errors {:?} (connect, read, write, timeout), non-2xx {}",
@@ -373,12 +478,13 @@ fn wrk_line(what: &str, r: &WrkReport) -> String {
     )
 }
 
-fn assert_downloads_byte_exact(downloads: &[Result<(), String>]) {
+fn assert_downloads_byte_exact(downloads: &[Result<(), String>], frontends: u8) {
     let failed: Vec<&String> = downloads.iter().filter_map(|d| d.as_ref().err()).collect();
     assert!(
         failed.is_empty(),
-        "{} of 4 downloads broke: {failed:#?}",
-        failed.len()
+        "{} of 4 downloads broke: {failed:#?}\n{}",
+        failed.len(),
+        frontends_said(frontends)
     );
 }
 
@@ -389,8 +495,8 @@ fn a_frontend_that_dies_under_load_breaks_no_connection() {
         return;
     };
     wait_for_next_hops(&[1, 2], Duration::from_secs(10));
-    // 100 MiB at 10 MiB/s: 10 s, the death at 3 s, room for the recovery after it.
-    let mut load = Load::start(12, "10M");
+    // 100 MiB at 8 MiB/s: 12.5 s, the death at 3 s, the stall check over by 9 s.
+    let mut load = Load::start(14, "8M");
     let started = Instant::now();
     // The front-end to kill: the one with more of the downloads (each went to one by the
     // router's hash of its 4-tuple), so that at least two must move.
@@ -402,12 +508,22 @@ fn a_frontend_that_dies_under_load_breaks_no_connection() {
     thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
     let probe = Probe::start(7);
     thread::sleep(Duration::from_secs(1));
+    let ended = load.downloads_ended();
     assert!(
-        load.downloads_running(),
-        "the downloads ended before the death"
+        ended.is_empty(),
+        "downloads ended before the death: {ended:?}"
     );
     let died = die(victim);
     let withdrawn = wait_for_next_hops(&[survivor], Duration::from_secs(10));
+    // Every moved flow has had its retransmission through the survivor by now (the
+    // client's backoff after a second of losses is well under 2 s).
+    thread::sleep(Duration::from_secs(2));
+    let (stalled, watched) = load.stalled_connections();
+    let ended = load.downloads_ended();
+    assert!(
+        ended.is_empty(),
+        "downloads ended before the stall check (broken, or faster than their rate): {ended:?}"
+    );
     let attempts = probe.finish();
     let (keep_alive, close, downloads) = load.finish();
     let (failed, served_from) = recovery(&attempts, died);
@@ -416,12 +532,14 @@ fn a_frontend_that_dies_under_load_breaks_no_connection() {
     eprintln!(
         "fe{victim} died (link down, daemons killed) with {} of the 4 downloads; the router's \
          route lost it after {} ms\n\
+         {} connections watched after the move, stalled: {stalled:?}\n\
          new connections: {failed} of {} begun after the death failed; all served again from \
          {} after the death\n\
          fe{survivor} learned {learned} flows by the stamp (drop_stamp_forged {}, \
          drop_stamp_unknown_backend {})\n{}\n{}",
         on(victim),
         withdrawn.as_millis(),
+        watched,
         attempts.iter().filter(|(t, _)| *t >= died).count(),
         served_from.map_or("never".into(), |s| format!("{:.0} ms", s * 1e3)),
         after["drop_stamp_forged"] - before["drop_stamp_forged"],
@@ -429,13 +547,19 @@ fn a_frontend_that_dies_under_load_breaks_no_connection() {
         wrk_line("wrk keep-alive, 8 connections", &keep_alive),
         wrk_line("wrk Connection: close, 2 connections", &close),
     );
-    assert_downloads_byte_exact(&downloads);
+    assert_downloads_byte_exact(&downloads, 2);
+    assert!(
+        stalled.is_empty(),
+        "connections stalled: {stalled:?}\n{}",
+        frontends_said(2)
+    );
     assert_eq!(
         keep_alive.errors(),
         0,
         "{}",
         wrk_line("keep-alive connections broke", &keep_alive)
     );
+    assert_no_stamp_dropped(&[survivor], 2);
     let served_from = served_from.expect("the probe's last new connection failed");
     assert!(
         served_from < 5.0,
@@ -479,9 +603,13 @@ fn a_frontend_back_and_a_third_joining_break_no_connection() {
         fe3_log.contains(" event=interface_down ") && !fe3_log.contains(" event=exit "),
         "fe3's daemon saw its link go and stayed:\n{fe3_log}"
     );
+    thread::sleep(Duration::from_secs(2));
+    let (stalled, watched) = load.stalled_connections();
+    let ended = load.downloads_ended();
     assert!(
-        load.downloads_running(),
-        "the downloads ended before fe3 joined ({fe3_at:?}): too slow a machine for this test's rates"
+        ended.is_empty(),
+        "downloads ended before fe3 joined ({fe3_at:?}) and the stall check (broken, or a \
+         machine too slow for this test's rates): {ended:?}"
     );
     let (keep_alive, close, downloads) = load.finish();
     let learned = |k: u8, since: &std::collections::HashMap<&str, u64>| {
@@ -495,7 +623,8 @@ fn a_frontend_back_and_a_third_joining_break_no_connection() {
     eprintln!(
         "fe2 back: routed to {} ms after its daemon was ready, {fe2_at:?} into the load; \
          fe3's link up: routed to after {} ms, {fe3_at:?} into the load\n\
-         flows learned by the stamp as they moved: fe1 {}, fe2 {}, fe3 {}\n{}\n{}",
+         flows learned by the stamp as they moved: fe1 {}, fe2 {}, fe3 {}\n\
+         {watched} connections watched after the moves, stalled: {stalled:?}\n{}\n{}",
         back.as_millis(),
         joined.as_millis(),
         moved[0],
@@ -504,7 +633,12 @@ fn a_frontend_back_and_a_third_joining_break_no_connection() {
         wrk_line("wrk keep-alive, 8 connections", &keep_alive),
         wrk_line("wrk Connection: close, 2 connections", &close),
     );
-    assert_downloads_byte_exact(&downloads);
+    assert_downloads_byte_exact(&downloads, 3);
+    assert!(
+        stalled.is_empty(),
+        "connections stalled: {stalled:?}\n{}",
+        frontends_said(3)
+    );
     assert_eq!(
         keep_alive.errors(),
         0,
@@ -517,6 +651,7 @@ fn a_frontend_back_and_a_third_joining_break_no_connection() {
         "{}",
         wrk_line("new connections broke", &close)
     );
+    assert_no_stamp_dropped(&[1, 2, 3], 3);
     // Twelve long flows (8 keep-alive, 4 downloads), each moving with a chance of about
     // a half when fe2 joins: none moving at all would mean no re-hash, and nothing tested.
     assert!(
