@@ -102,8 +102,12 @@ fn node_dir(k: u8) -> String {
     format!("/run/{}-lab/fe{k}", &*LAB)
 }
 
+/// Front-end `k`'s daemon's log: the one `lab up` started, then the one [`come_back`]
+/// started, if any.
 fn frontend_log(k: u8) -> String {
-    std::fs::read_to_string(format!("{}/frontend.log", node_dir(k))).unwrap_or_default()
+    let first = std::fs::read_to_string(format!("{}/frontend.log", node_dir(k)));
+    let again = std::fs::read_to_string(format!("/run/{}-lab/fe{k}-frontend.log", &*LAB));
+    first.unwrap_or_default() + &again.unwrap_or_default()
 }
 
 /// Front-end `k`'s fast-path counters (its pinned array outlives the daemon).
@@ -292,26 +296,33 @@ impl Load {
             .collect()
     }
 
-    /// The client's connections to the VIP that received nothing over two seconds,
-    /// with how many were watched: a connection the move broke without a reset
-    /// (its segments dropped or sent where nobody knows it) stalls, which wrk does not
-    /// count (it counts a timeout only for a response that comes, late). Every live
-    /// connection of this load receives many times a second: keep-alive ones thousands
-    /// of responses, downloads megabytes.
+    /// The client's connections to the VIP that received nothing over two seconds
+    /// while their application waited for data, with how many were watched: a
+    /// connection the move broke without a reset (its segments dropped or sent where
+    /// nobody knows it) stalls, which wrk does not count (it counts a timeout only for
+    /// a response that comes, late). Every live connection of this load receives many
+    /// times a second: keep-alive ones thousands of responses, downloads megabytes,
+    /// except a download whose curl sleeps to keep its rate, with its receive queue
+    /// full and its window closed: data waiting for the application (`Recv-Q`) is no
+    /// stall of the network, and `--speed-time` catches a download that stalls longer.
     fn stalled_connections(&self) -> (Vec<String>, usize) {
         let first = received_by_connection();
         thread::sleep(Duration::from_secs(2));
         let second = received_by_connection();
-        let watched: Vec<&(String, u64)> = second
+        let watched: Vec<&Socket> = second
             .iter()
-            .filter(|(c, _)| first.iter().any(|(f, _)| f == c))
+            .filter(|c| first.iter().any(|f| f.local == c.local))
             .collect();
         let stalled = watched
             .iter()
-            .filter(|(c, bytes)| first.iter().any(|(f, before)| f == c && before == bytes))
-            .map(|(c, bytes)| {
-                let details = connection_details(c);
-                format!("{c} at {bytes} bytes: {details}")
+            .filter(|c| {
+                first.iter().any(|f| {
+                    f.local == c.local && f.received == c.received && f.queued == 0 && c.queued == 0
+                })
+            })
+            .map(|c| {
+                let details = connection_details(&c.local);
+                format!("{} at {} bytes: {details}", c.local, c.received)
             })
             .collect();
         (stalled, watched.len())
@@ -361,28 +372,42 @@ fn connection_details(local: &str) -> String {
         .join(" ")
 }
 
-/// Each established connection from the client to the VIP (its local address and
-/// port) with the bytes it has received (`ss -ti`'s `bytes_received`).
-fn received_by_connection() -> Vec<(String, u64)> {
+/// One of the client's connections to the VIP, as `ss -ti` shows it.
+struct Socket {
+    /// Its local address and port.
+    local: String,
+    /// `bytes_received`.
+    received: u64,
+    /// `Recv-Q`: received, not yet read by the application.
+    queued: u64,
+}
+
+/// Each established connection from the client to the VIP.
+fn received_by_connection() -> Vec<Socket> {
     let filter = format!("dst {VIP} and dport = :80");
     let out = stdout(&mut in_node(
         &LAB,
         "client",
         &["ss", "-tinH", "state", "established", &filter],
     ));
-    // One line per socket (addresses), then one of its details.
+    // One line per socket (Recv-Q, Send-Q, addresses), then one of its details.
     let mut connections = Vec::new();
-    let mut local = None;
+    let mut socket = None;
     for line in out.lines() {
         if !line.starts_with(char::is_whitespace) {
-            local = line.split_whitespace().nth(2).map(str::to_owned);
-        } else if let Some(local) = local.take() {
-            let received = line
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            socket = fields.get(2).map(|local| Socket {
+                local: (*local).to_owned(),
+                received: 0,
+                queued: fields[0].parse().unwrap_or(0),
+            });
+        } else if let Some(mut s) = socket.take() {
+            s.received = line
                 .split_whitespace()
                 .find_map(|kv| kv.strip_prefix("bytes_received:"))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            connections.push((local, received));
+            connections.push(s);
         }
     }
     connections
@@ -444,13 +469,39 @@ fn frontends_said(frontends: u8) -> String {
             .map(|(name, n)| format!("{name} {n}"))
             .collect();
         counted.sort();
+        // The core's counters of segments it could not place (strays, cookies that did
+        // not check), from the daemon's metrics, if it runs.
+        let metrics = in_node(
+            &LAB,
+            &format!("fe{k}"),
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                &format!("http://{}/metrics", baton::lab::cluster::FRONTEND_METRICS),
+            ],
+        )
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+        let core: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("baton_frontend_core_events_total")
+                    && ["stray", "cookie", "unacceptable", "lost"]
+                        .iter()
+                        .any(|w| l.contains(w))
+                    && !l.ends_with(" 0")
+            })
+            .collect();
         let warnings: Vec<String> = frontend_log(k)
             .lines()
             .filter(|l| l.contains("level=warn") || l.contains("level=error"))
             .map(|l| l.chars().take(200).collect())
             .collect();
         out.push_str(&format!(
-            "fe{k}: {}\n  warnings: {warnings:#?}\n",
+            "fe{k}: {}\n  core: {core:?}\n  warnings: {warnings:#?}\n",
             counted.join(", ")
         ));
     }
