@@ -295,13 +295,18 @@ mod tests {
         assert!(fe2.contains("[announce]\ninterface = \"baton-vip\""));
         assert!(fe2.contains("secret_file = \"/run/t1-lab/frontend-secret.key\""));
         assert!(
-            !fe.contains("secret_file"),
+            !fe.contains("\nsecret_file = "),
             "one front-end keeps a secret of its own"
         );
         let be = backend_config(&lab, &tier, 1);
         assert!(be.contains("frontend_mac = \"03:ba:70:12:01:00\""));
-        // Both parse as their daemons would read them.
-        let parsed = crate::frontend::config::parse(&fe2, Path::new(".")).unwrap();
+        // Both parse as their daemons would read them (the secret inline: `start`
+        // writes its file, which a unit test does not).
+        let inline = fe2.replace(
+            "secret_file = \"/run/t1-lab/frontend-secret.key\"",
+            "secret = \"000102030405060708090a0b0c0d0e0f\"",
+        );
+        let parsed = crate::frontend::config::parse(&inline, Path::new(".")).unwrap();
         assert_eq!(parsed.announce.unwrap().interface, "baton-vip");
         crate::backend::AgentConfig::parse(&be).unwrap();
     }
