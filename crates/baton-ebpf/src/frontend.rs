@@ -464,6 +464,7 @@ fn icmp_to_vip(ctx: &XdpContext) -> u32 {
     };
     if !is_ipv4(&l3)
         || ip_protocol(&l3) != IPPROTO_ICMP
+        || !addressed_to(eth_dest(&l3), config.interface_mac)
         || !is_frag_needed(icmp[ICMP_TYPE], icmp[ICMP_CODE])
         || !is_service(u32::from_ne_bytes(ip_daddr(&l3)), 0)
     {
