@@ -101,6 +101,32 @@ pub const fn eth_source(f: &EthIpv4) -> [u8; ETH_ALEN] {
     [f[s], f[s + 1], f[s + 2], f[s + 3], f[s + 4], f[s + 5]]
 }
 
+/// The frame's Ethernet destination.
+#[inline(always)]
+pub const fn eth_dest(f: &EthIpv4) -> [u8; ETH_ALEN] {
+    let d = ETH_DEST;
+    [f[d], f[d + 1], f[d + 2], f[d + 3], f[d + 4], f[d + 5]]
+}
+
+/// Whether a frame to `dest` is for an interface whose address is `own`: sent to it, or
+/// to a group (multicast or broadcast: the first byte's low bit, IEEE 802 §8.2; a tier's
+/// back-ends send to one). A frame to another host's address reaches an interface only
+/// when a switch floods it (the address unknown to it, as a dead host's is once its port
+/// went down) or the interface takes every frame (promiscuous, a veth); the host's stack
+/// drops it (`PACKET_OTHERHOST`), and so must a front-end, or a dead front-end's
+/// segments would be served by another before the routers move them, and two live
+/// front-ends would each act on a flooded one.
+#[inline(always)]
+pub const fn addressed_to(dest: [u8; ETH_ALEN], own: [u8; ETH_ALEN]) -> bool {
+    dest[0] & 1 != 0
+        || (dest[0] == own[0]
+            && dest[1] == own[1]
+            && dest[2] == own[2]
+            && dest[3] == own[3]
+            && dest[4] == own[4]
+            && dest[5] == own[5])
+}
+
 /// Whether the frame's EtherType is IPv4.
 #[inline(always)]
 pub fn is_ipv4(f: &EthIpv4) -> bool {
@@ -219,6 +245,27 @@ pub const fn tcp_check(h: &TcpHeader) -> [u8; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_is_for_its_own_address_and_groups_never_another_hosts() {
+        let own = [0x02, 0xba, 0x70, 0x12, 0x01, 0x02];
+        assert!(addressed_to(own, own));
+        assert!(addressed_to([0xff; 6], own), "broadcast");
+        assert!(
+            addressed_to([0x03, 0xba, 0x70, 0x12, 0x01, 0x00], own),
+            "a tier's group MAC"
+        );
+        let other = [0x02, 0xba, 0x70, 0x12, 0x01, 0x03];
+        assert!(!addressed_to(other, own), "another front-end's");
+        for byte in 0..6 {
+            let mut near = own;
+            near[byte] ^= 0x40;
+            assert!(!addressed_to(near, own), "differs in byte {byte}");
+        }
+        let mut f: EthIpv4 = [0; ETH_IPV4_LEN];
+        f[ETH_DEST..ETH_DEST + 6].copy_from_slice(&own);
+        assert_eq!(eth_dest(&f), own);
+    }
 
     #[test]
     fn accessors_read_the_fields_of_a_known_segment() {

@@ -202,8 +202,9 @@ use baton_common::{
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
         IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST, TCP_HLEN, TCP_MAX_HLEN,
-        TCP_OPTIONS, TcpHeader, eth_source, ip_check, ip_daddr, ip_protocol, ip_saddr, ip_tos,
-        ip_tot_len, ip_ttl, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_check, tcp_dest,
+        TCP_OPTIONS, TcpHeader, addressed_to, eth_dest, eth_source, ip_check, ip_daddr,
+        ip_protocol, ip_saddr, ip_tos, ip_tot_len, ip_ttl, ip_version_ihl, is_fragment, is_ipv4,
+        tcp_ack_seq, tcp_check, tcp_dest,
         tcp_flag::{ACK, FIN, RST, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
@@ -463,6 +464,7 @@ fn icmp_to_vip(ctx: &XdpContext) -> u32 {
     };
     if !is_ipv4(&l3)
         || ip_protocol(&l3) != IPPROTO_ICMP
+        || !addressed_to(eth_dest(&l3), config.interface_mac)
         || !is_frag_needed(icmp[ICMP_TYPE], icmp[ICMP_CODE])
         || !is_service(u32::from_ne_bytes(ip_daddr(&l3)), 0)
     {
@@ -701,6 +703,11 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
     let l3 = unsafe { bytes_at::<TCP>(ctx, 0)?.read_unaligned() };
     if !is_ipv4(&l3) || ip_protocol(&l3) != IPPROTO_TCP {
+        return None;
+    }
+    // Another host's frame (a dead front-end's, flooded by the switch): the stack drops
+    // it, and nothing here may act on it (`addressed_to`).
+    if !addressed_to(eth_dest(&l3), config.interface_mac) {
         return None;
     }
     let daddr = u32::from_ne_bytes(ip_daddr(&l3));

@@ -440,6 +440,24 @@ fn packets_not_to_a_service_pass_uncounted() {
         p.expect_passed(&data, &[]);
         p.configure(FrontendConfig::ENABLED);
         p.expect(&data, XDP_TX, &[("forwarded", 1)]);
+
+        // To another host's MAC (another front-end's, flooded by the switch once its
+        // port went down): passes uncounted, for the stack to drop, even a handed-off
+        // flow's segment or a SYN; to a group MAC it is this front-end's.
+        let next = p.flow(key(CLIENT_PORT)).client_next;
+        let mut flooded = client(next, ACK | PSH, b"GET / HTTP/1.1\r\n\r\n");
+        flooded.dst_mac = [0x02, 0xba, 0x70, 0x12, 0x01, 0x03];
+        p.expect_passed(&flooded.bytes(), &[]);
+        let mut syn = client(CLIENT_ISN, SYN, b"");
+        syn.dst_mac = flooded.dst_mac;
+        p.expect_passed(&syn.bytes(), &[]);
+        assert_eq!(
+            p.flow(key(CLIENT_PORT)).client_next,
+            next,
+            "nothing acted on"
+        );
+        flooded.dst_mac = [0xff; 6];
+        p.expect(&flooded.bytes(), XDP_TX, &[("forwarded", 1)]);
     });
 }
 

@@ -8,7 +8,9 @@
 //! addressed to the client but sent to this host's MAC). Outgoing frames are ignored
 //! (`PACKET_IGNORE_OUTGOING`, and the filter checks the packet type too): the daemon's own
 //! transmissions to clients come *from* VIP:port and would otherwise come back as if a
-//! back-end had sent them. One buffer is reused for every frame.
+//! back-end had sent them. Frames to another host's MAC (`PACKET_OTHERHOST`: flooded by a
+//! switch, or on a veth, which takes every frame) are ignored too, as the host's stack
+//! ignores them. One buffer is reused for every frame.
 //!
 //! **Why `AF_PACKET` and not `AF_XDP`.** Measured, not assumed: under `Connection:
 //! close` load (one handoff per request, the slow path's worst case) `perf record` of
@@ -66,6 +68,7 @@ const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_OUTGOING: u32 = 4;
+const PACKET_OTHERHOST: u32 = 3;
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 
 /// `struct tpacket_auxdata` (`linux/if_packet.h`).
@@ -123,6 +126,9 @@ pub struct IoStats {
     pub send_busy: u64,
     /// Packets the kernel refused (no route, too big, ...).
     pub send_errors: u64,
+    /// Times the interface went down under the receive socket (`ENETDOWN`): its frames
+    /// stop until the interface is up again, when the socket takes them again by itself.
+    pub interface_down: u64,
 }
 
 /// The two sockets and the receive buffer.
@@ -221,6 +227,38 @@ impl PacketIo {
         }
         self.last_len = len;
         Received::Packet(&self.buf[ethernet::HEADER_LEN..len])
+    }
+
+    /// Takes the error the kernel left on the receive socket, after `poll` said
+    /// `POLLERR` (`SO_ERROR` reads and clears it). The interface going down is one
+    /// (`ENETDOWN`, from the kernel's `packet_notifier`): counted and answered
+    /// `Ok(true)`, since the socket, bound to the interface, takes frames again once it
+    /// is up (a link that flaps, or a front-end cut off and back, must not lose its
+    /// daemon). `Ok(false)`: no error was pending. Any other is returned.
+    pub fn take_rx_error(&mut self) -> io::Result<bool> {
+        let mut err: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are valid for the option's size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&raw mut err).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match err {
+            0 => Ok(false),
+            libc::ENETDOWN => {
+                self.stats.interface_down += 1;
+                Ok(true)
+            }
+            other => Err(io::Error::from_raw_os_error(other)),
+        }
     }
 
     /// The packet the last [`PacketIo::recv`] returned, again: sending in between does
@@ -483,22 +521,24 @@ fn service_filter(services: &[SocketAddrV4]) -> Vec<libc::sock_filter> {
     const ACCEPT: u32 = u32::MAX;
     let pkttype = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
     let mut prog = vec![
-        // 0: packet type (ancillary): drop our own outgoing frames.
+        // 0: packet type (ancillary): drop our own outgoing frames, and frames to
+        // another host's MAC (`baton_common::layout::addressed_to` says why).
         stmt(BPF_LD | BPF_W | BPF_ABS, pkttype),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OUTGOING, 8, 0),
-        // 2: EtherType IPv4.
+        jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OUTGOING, 9, 0),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OTHERHOST, 8, 0),
+        // 3: EtherType IPv4.
         stmt(BPF_LD | BPF_H | BPF_ABS, 12),
         jump(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 6),
-        // 4: protocol TCP.
+        // 5: protocol TCP.
         stmt(BPF_LD | BPF_B | BPF_ABS, ETH + 9),
         jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 4),
-        // 6: no fragment offset (ports are only in the first fragment).
+        // 7: no fragment offset (ports are only in the first fragment).
         stmt(BPF_LD | BPF_H | BPF_ABS, ETH + 6),
         jump(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, 2, 0),
-        // 8: X = IPv4 header length; over the drop below to the services.
+        // 9: X = IPv4 header length; over the drop below to the services.
         stmt(BPF_LDX | BPF_B | BPF_MSH, ETH),
         stmt(BPF_JMP | BPF_JA, 1),
-        // 10: drop.
+        // 11: drop.
         stmt(BPF_RET | BPF_K, 0),
     ];
     for service in services {
@@ -684,6 +724,11 @@ mod tests {
             run(&prog, &frame(vip, 80, client, 4000, 6), PACKET_OUTGOING),
             0,
             "our own"
+        );
+        assert_eq!(
+            run(&prog, &frame(client, 4000, vip, 80, 6), PACKET_OTHERHOST),
+            0,
+            "to another host's MAC"
         );
         assert_eq!(
             run(&prog, &frame(client, 4000, vip, 22, 6), 0),

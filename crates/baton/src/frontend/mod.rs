@@ -817,6 +817,17 @@ fn event_loop(
             }
         }
         let health_changed = control.health.apply(fe.dispatcher_mut().dispatcher_mut());
+        // The stamps' back-ends before the announcement: once the routers send this
+        // front-end flows it never saw, it must know every back-end their stamps name,
+        // and the checks that just found a back-end up have resolved its MAC. (A link
+        // back up after a flap had its neighbours flushed: waiting for the next scan
+        // would drop the moved flows' segments as of an unknown back-end for up to a
+        // second, and their senders' backoff makes that a stall of seconds.)
+        if (reloaded || health_changed)
+            && let Some(path) = fast.path.as_deref_mut()
+        {
+            write_stamps(path, fe);
+        }
         if check_announcement || reloaded || health_changed {
             check_announcement = false;
             ops.update_announcement(fe, drain_until.is_some());
@@ -847,7 +858,21 @@ fn event_loop(
             })
         };
         let handoffs_fd = fast.path.as_deref().map(FastPath::handoffs_fd);
-        let readable = wait_readable(io.rx_fd(), handoffs_fd, sleep)?;
+        let readable = match wait_readable(io.rx_fd(), handoffs_fd, sleep)? {
+            Readiness::Readable => true,
+            Readiness::Quiet => false,
+            Readiness::Failed => {
+                if io.take_rx_error().context("the capture socket failed")? {
+                    // Frames come again when it is up; the health checks judge the
+                    // back-ends meanwhile, and the announcement follows them.
+                    log::warn(
+                        "interface_down",
+                        &[("resumes", &"when the interface is up")],
+                    );
+                }
+                false
+            }
+        };
 
         let now = clock();
         // What the fast path did while the loop slept (handoffs it made, client FINs,
@@ -1218,13 +1243,22 @@ fn clock() -> Instant {
     Instant::from_nanos(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
+/// What [`wait_readable`] found on the packet socket.
+enum Readiness {
+    Readable,
+    /// Nothing to read: the time ran out, a signal came, or only the handoffs' ring woke.
+    Quiet,
+    /// An error is pending on it (`POLLERR`): [`PacketIo::take_rx_error`] says which.
+    Failed,
+}
+
 /// Waits up to `timeout` for `fd` to be readable. A signal ends the wait early (and
 /// reads as "not readable"), so the loop sees a stop request at once.
 fn wait_readable(
     fd: std::os::fd::RawFd,
     handoffs: Option<std::os::fd::RawFd>,
     timeout: Duration,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Readiness> {
     let mut pfds = [
         libc::pollfd {
             fd,
@@ -1248,14 +1282,20 @@ fn wait_readable(
     if n < 0 {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
+            return Ok(Readiness::Quiet);
         }
         return Err(err).context("poll");
     }
-    if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+    if pfd.revents & libc::POLLNVAL != 0 {
         anyhow::bail!("capture socket failed (poll revents {:#x})", pfd.revents);
     }
-    Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
+    Ok(if pfd.revents & libc::POLLERR != 0 {
+        Readiness::Failed
+    } else if n > 0 && pfd.revents & libc::POLLIN != 0 {
+        Readiness::Readable
+    } else {
+        Readiness::Quiet
+    })
 }
 
 #[cfg(test)]

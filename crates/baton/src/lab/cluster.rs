@@ -52,9 +52,15 @@ pub fn backend_config(lab: &Lab, state: &LabState, k: u8) -> String {
     }
 }
 
+/// Where a tier's front-ends read the secret they share (ISNs, `tsv_f`, SYN cookies):
+/// written by [`start`], random for each lab.
+pub fn shared_secret_file(lab: &Lab) -> PathBuf {
+    lab.state_dir().join("frontend-secret.key")
+}
+
 /// A front-end's configuration: the example with this node's pin folder and metrics,
-/// and in a tier an `[announce]` section, so that its BIRD announces the VIP only while
-/// it can serve.
+/// and in a tier the secret the front-ends share and an `[announce]` section, so that
+/// its BIRD announces the VIP only while it can serve.
 pub fn frontend_config(lab: &Lab, state: &LabState, node: Node) -> String {
     let pins = lab.bpffs(node).display().to_string();
     let mut text = FRONTEND_EXAMPLE.replace(
@@ -62,6 +68,17 @@ pub fn frontend_config(lab: &Lab, state: &LabState, node: Node) -> String {
         &format!("pin_dir = \"{pins}\"\nmetrics = \"{FRONTEND_METRICS}\""),
     );
     if state.frontends > 1 {
+        // One secret for the tier: a handshake the routers move to another front-end
+        // half-way (a front-end gone or added) completes there by its cookie, where a
+        // secret of its own would have the other reset it (docs/design.md, "The
+        // front-end tier").
+        text = text.replace(
+            "# secret = \"...\"",
+            &format!(
+                "secret_file = \"{}\"\n# secret = \"...\"",
+                shared_secret_file(lab).display()
+            ),
+        );
         text.push_str(&format!(
             "\n# Written by `baton lab up --cluster`: this front-end's BIRD announces the VIP\n\
              # to the router while the daemon holds it on this device.\n\
@@ -83,6 +100,9 @@ struct Started {
 /// Starts every daemon of the cluster and waits until the VIP works.
 pub fn start(lab: &Lab, state: &LabState, log: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
     let started_at = Instant::now();
+    if state.frontends > 1 {
+        write_shared_secret(&shared_secret_file(lab))?;
+    }
     let mut started = Vec::new();
     for k in 1..=state.backends {
         let node = Node::Backend(k);
@@ -144,6 +164,27 @@ pub fn start(lab: &Lab, state: &LabState, log: &mut dyn FnMut(&str)) -> anyhow::
             thread::sleep(Duration::from_millis(100));
         }
     }
+    Ok(())
+}
+
+/// Writes 16 random bytes as 32 hex digits, readable by root only, as a real host keeps
+/// it (docs/operations.md, "Several front-ends").
+fn write_shared_secret(path: &Path) -> anyhow::Result<()> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let mut secret = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .context("reading /dev/urandom for the front-ends' secret")?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    fs::create_dir_all(path.parent().expect("in the lab's folder"))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())?;
     Ok(())
 }
 
@@ -252,10 +293,20 @@ mod tests {
         let fe2 = frontend_config(&lab, &tier, Node::Frontend(2));
         assert!(fe2.contains("pin_dir = \"/run/t1-lab/fe2/bpf\""));
         assert!(fe2.contains("[announce]\ninterface = \"baton-vip\""));
+        assert!(fe2.contains("secret_file = \"/run/t1-lab/frontend-secret.key\""));
+        assert!(
+            !fe.contains("\nsecret_file = "),
+            "one front-end keeps a secret of its own"
+        );
         let be = backend_config(&lab, &tier, 1);
         assert!(be.contains("frontend_mac = \"03:ba:70:12:01:00\""));
-        // Both parse as their daemons would read them.
-        let parsed = crate::frontend::config::parse(&fe2, Path::new(".")).unwrap();
+        // Both parse as their daemons would read them (the secret inline: `start`
+        // writes its file, which a unit test does not).
+        let inline = fe2.replace(
+            "secret_file = \"/run/t1-lab/frontend-secret.key\"",
+            "secret = \"000102030405060708090a0b0c0d0e0f\"",
+        );
+        let parsed = crate::frontend::config::parse(&inline, Path::new(".")).unwrap();
         assert_eq!(parsed.announce.unwrap().interface, "baton-vip");
         crate::backend::AgentConfig::parse(&be).unwrap();
     }

@@ -632,8 +632,13 @@ pub fn logged_number(log: &str, event: &str, key: &str) -> u64 {
 /// The front-end fast path's counters in `lab` (its pinned per-CPU array, summed over
 /// CPUs), by name; the daemon's `fastpath_counters` line gives the same at its exit.
 pub fn fastpath_counters(lab: &str) -> std::collections::HashMap<&'static str, u64> {
+    fastpath_counters_in(&frontend_pin_dir(lab))
+}
+
+/// [`fastpath_counters`] of the front-end whose pin folder is `pin_dir` (one of a tier's).
+pub fn fastpath_counters_in(pin_dir: &str) -> std::collections::HashMap<&'static str, u64> {
     use aya::maps::{Map, MapData, PerCpuArray};
-    let path = format!("{}/frontend-eth0/stats", frontend_pin_dir(lab));
+    let path = format!("{pin_dir}/frontend-eth0/stats");
     let map = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
     baton_common::frontend::stat::NAMES
