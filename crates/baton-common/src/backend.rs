@@ -191,9 +191,23 @@ impl BackendFlow {
     /// It is sound because the client completed its handshake (with the front-end)
     /// before it sent the request the SYN' carried. Once per flow: only the first
     /// SYN/ACK' is kept; a second ACK would be a duplicate ACK, harmless to Linux.
+    ///
+    /// Only with [`BackendConfig::COMPLETE_HANDSHAKE`] in `config_flags`, off by default:
+    /// a server so established sends its answer again to the client on its own timer,
+    /// and if the front-end has meanwhile given this back-end up as silent (every proof
+    /// lost) and its resets are lost too, that answer reaches the client beside the next
+    /// back-end's, whose handoff the client's acknowledgement of it then confirms
+    /// (docs/design.md, "The one-turn handoff"). The front-end must first tell which
+    /// back-end's data the client acknowledges.
     #[inline(always)]
-    pub const fn completes_handshake(state: u32, translation: Translation) -> bool {
-        Self::keeps_syn_ack(state) && translation.client_window() != 0
+    pub const fn completes_handshake(
+        config_flags: u32,
+        state: u32,
+        translation: Translation,
+    ) -> bool {
+        config_flags & BackendConfig::COMPLETE_HANDSHAKE != 0
+            && Self::keeps_syn_ack(state)
+            && translation.client_window() != 0
     }
 
     /// The client's handshake-completing ACK of the SYN/ACK' `syn_ack`, in the client's
@@ -690,6 +704,10 @@ impl BackendConfig {
     /// ([`crate::stamp`]), under `handoff_key`, so that any front-end can forward the
     /// flow without an entry for it.
     pub const STAMPS: u32 = 1 << 2;
+    /// Complete the server's handshake of a one-turn handoff locally
+    /// ([`BackendFlow::completes_handshake`]); `complete_handshake` in the agent's
+    /// configuration, off by default.
+    pub const COMPLETE_HANDSHAKE: u32 = 1 << 3;
 }
 
 /// Indexes of the per-CPU counter array: one per outcome of the programs, so that every
@@ -1040,7 +1058,11 @@ mod tests {
         for i in 0..4 {
             let fate = flow.syn_ack_fate(request_acked);
             flow.state |= fate.marks();
-            if BackendFlow::completes_handshake(flow.state, flow.translation) {
+            if BackendFlow::completes_handshake(
+                BackendConfig::COMPLETE_HANDSHAKE,
+                flow.state,
+                flow.translation,
+            ) {
                 made += 1;
                 flow.state |= BackendFlow::HANDSHAKE_COMPLETED;
             }
@@ -1083,7 +1105,24 @@ mod tests {
         // Without a window (an entry of an older build) the server stays in SYN-RECV.
         let old = BackendFlow::new(t.with_client_window(0), isn, 0x02, 57);
         let state = old.state | SynAckFate::Absorbed.marks();
-        assert!(!BackendFlow::completes_handshake(state, old.translation));
+        assert!(!BackendFlow::completes_handshake(
+            BackendConfig::COMPLETE_HANDSHAKE,
+            state,
+            old.translation
+        ));
+        // Nor without the agent's setting.
+        let absorbed =
+            flow.state & !BackendFlow::SYN_ACK_REPEATED & !BackendFlow::HANDSHAKE_COMPLETED;
+        assert!(!BackendFlow::completes_handshake(
+            0,
+            absorbed,
+            flow.translation
+        ));
+        assert!(BackendFlow::completes_handshake(
+            BackendConfig::COMPLETE_HANDSHAKE,
+            absorbed,
+            flow.translation
+        ));
         // Before the completion a repeated SYN' goes to the server.
         assert!(!old.answers_repeated_syn());
     }

@@ -826,7 +826,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             // SYN/ACK from the front-end, and the front-end needs none (docs/design.md,
             // "The one-turn handoff"). And the client's ACK of it, which the client
             // cannot send, is made of it here (`BackendFlow::completes_handshake`).
-            if BackendFlow::completes_handshake(state, value.translation) {
+            if BackendFlow::completes_handshake(config.flags, state, value.translation) {
                 // In a program of its own (`backend_local_ack`), which does not return
                 // and whose verdict is this one's: inline, it took this program past the
                 // verifier's million instructions. With its slot empty the server stays
@@ -889,7 +889,7 @@ fn local_ack(ctx: &TcContext) -> Option<Verdict> {
     };
     // SAFETY: a map value pointer, valid for this program run.
     let value = unsafe { *flow };
-    if !BackendFlow::completes_handshake(value.state, value.translation)
+    if !BackendFlow::completes_handshake(config.flags, value.state, value.translation)
         || value.answers_repeated_syn()
     {
         return Some(ABSORBED);

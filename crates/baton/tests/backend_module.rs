@@ -60,7 +60,7 @@ const WS_B: u8 = 9;
 fn agent_config() -> AgentConfig {
     AgentConfig::parse(&format!(
         "interface = \"eth0\"\nvip = \"{}:{}\"\nfrontend_mac = \"{}\"\n\
-         handoff_key = \"{}\"\n",
+         handoff_key = \"{}\"\ncomplete_handshake = true\n",
         lab::VIP,
         lab::HTTP_PORT,
         lab::mac_for(lab::FE_ADDR),
