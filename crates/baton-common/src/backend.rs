@@ -5,12 +5,20 @@
 //! the kernel's logic rather than a copy of it: [`admit_syn`] for a SYN,
 //! [`client_segment_fate`] and [`BackendFlow::drops`] for the ingress's other segments,
 //! [`BackendFlow::syn_ack_fate`] and [`BackendFlow::keeps_syn_ack`] for a SYN/ACK',
-//! [`server_segment_fate`] and [`frontend_copy`] for the egress's other segments.
+//! [`BackendFlow::completes_handshake`] and [`BackendFlow::local_ack`] for the client's
+//! ACK the egress makes of an absorbed one, [`BackendFlow::answers_repeated_syn`] and
+//! [`SynAckProof`] for a SYN' repeated after that, [`server_segment_fate`] and
+//! [`frontend_copy`] for the egress's other segments.
 
 // ECN-Echo and Congestion Window Reduced, in the TCP header's flags (RFC 3168 §6.1).
+use crate::handoff_option::{HANDOFF_OPTION_KIND, HANDOFF_OPTION_LEN};
 use crate::layout::tcp_flag::{ACK, CWR as TCP_CWR, ECE as TCP_ECE, RST, SYN};
+use crate::layout::{
+    IP_CHECK, IP_DADDR, IP_SADDR, IP_TOT_LEN, IPV4_HLEN, TCP_ACK_SEQ, TCP_CHECK, TCP_DEST,
+    TCP_FLAGS, TCP_HLEN, TCP_MAX_HLEN, TCP_SEQ, TCP_SOURCE, TCP_URG_PTR, TSOPT_TSECR, TSOPT_TSVAL,
+};
 use crate::siphash::SipKey;
-use crate::translate::Translation;
+use crate::translate::{Translation, ones_complement_add, tcp_ipv4_pseudo_header_sum};
 
 /// Default number of flow-table entries. An entry costs 104 bytes as the kernel accounts
 /// it (key 12 + value 24 + LRU hash element overhead; `bpftool map show` memlock), all
@@ -71,6 +79,12 @@ impl BackendFlow {
     /// back-end) and the server's call for the client's ACK, which the front-end sends
     /// in the client's name ([`SynAckFate::RepeatToFrontend`]).
     pub const SYN_ACK_REPEATED: u32 = 1 << 4;
+    /// The egress completed the server's handshake itself: with the first SYN/ACK' that
+    /// acknowledged the request (the one absorbed), it made the client's ACK and fed it
+    /// to the ingress ([`BackendFlow::local_ack`]), so that the server is established
+    /// at once and sends a lost answer again on its own retransmission timer. A SYN'
+    /// repeated after that is answered for the server ([`BackendFlow::answers_repeated_syn`]).
+    pub const HANDSHAKE_COMPLETED: u32 = 1 << 5;
     /// Where [`BackendFlow::syn_data_len`] sits in `state`.
     const SYN_DATA_SHIFT: u32 = 16;
 
@@ -161,6 +175,83 @@ impl BackendFlow {
         self.state | (granted & !agreed)
     }
 
+    /// Whether the egress completes the server's handshake with the SYN/ACK' just
+    /// recorded (the entry's `state` and `translation` once it is): the first that
+    /// acknowledges the request ([`BackendFlow::keeps_syn_ack`]), of an entry that knows
+    /// the window the client's ACK announces ([`Translation::client_window`]; entries of
+    /// older builds do not, and keep the server in SYN-RECV as those builds did).
+    ///
+    /// Linux's fast-open child in SYN-RECV sends its answer once and then nothing but
+    /// its SYN/ACK until a client segment completes its handshake (`tcp_retransmit_timer`
+    /// calls only `tcp_fastopen_synack_timer` while the child has its request sock), and
+    /// the client, whose SYN/ACK was the front-end's, never answers the server's: an
+    /// answer lost whole would wait for the front-end to answer one of the server's
+    /// repeats, each of which, or its answer, the network can lose too (six repeats
+    /// over 63 s). Completed here, the server retransmits the answer on its own timer.
+    /// It is sound because the client completed its handshake (with the front-end)
+    /// before it sent the request the SYN' carried. Once per flow: only the first
+    /// SYN/ACK' is kept; a second ACK would be a duplicate ACK, harmless to Linux.
+    ///
+    /// Only with [`BackendConfig::COMPLETE_HANDSHAKE`] in `config_flags`, off by default:
+    /// a server so established sends its answer again to the client on its own timer,
+    /// and if the front-end has meanwhile given this back-end up as silent (every proof
+    /// lost) and its resets are lost too, that answer reaches the client beside the next
+    /// back-end's, whose handoff the client's acknowledgement of it then confirms
+    /// (docs/design.md, "The one-turn handoff"). The front-end must first tell which
+    /// back-end's data the client acknowledges.
+    #[inline(always)]
+    pub const fn completes_handshake(
+        config_flags: u32,
+        state: u32,
+        translation: Translation,
+    ) -> bool {
+        config_flags & BackendConfig::COMPLETE_HANDSHAKE != 0
+            && Self::keeps_syn_ack(state)
+            && translation.client_window() != 0
+    }
+
+    /// The client's handshake-completing ACK of the SYN/ACK' `syn_ack`, in the client's
+    /// terms (the ingress translates it as it does every client segment): at the
+    /// request's end, acknowledging the server's SYN, announcing the window the SYN'
+    /// announced, with the client's TSval of the SYN' (which the SYN/ACK' echoes, so the
+    /// server's PAWS check takes it) and an echo of the SYN/ACK''s TSval.
+    ///
+    /// The server's first RTT sample, from its SYN/ACK to this ACK, is then a few
+    /// microseconds (Linux takes it from the SYN/ACK's send time,
+    /// `tcp_synack_rtt_meas`); its retransmission timeout is floored at 200 ms
+    /// (`TCP_RTO_MIN`) and later samples, of the client's own ACKs, correct the
+    /// estimate.
+    #[inline(always)]
+    pub const fn local_ack(&self, syn_ack: SynAckSeen) -> LocalAck {
+        let t = self.translation;
+        LocalAck {
+            seq: syn_ack.ack,
+            ack: t.seq_to_client(syn_ack.seq).wrapping_add(1),
+            window: t.client_window(),
+            tsval: syn_ack.tsecr,
+            tsecr: t.with_stamp(0).tsval_to_client(syn_ack.tsval),
+        }
+    }
+
+    /// Whether the SYN' program answers a repeated SYN' of this entry's connection
+    /// itself ([`SynAckProof`]) rather than pass it to the server: once the egress has
+    /// completed the server's handshake ([`BackendFlow::HANDSHAKE_COMPLETED`]).
+    ///
+    /// The front-end sends the SYN' again when the client resends its request (nothing
+    /// has acknowledged it), and a SYN/ACK' that acknowledges the request is how it
+    /// learns that this back-end has it: a back-end that answers none of its
+    /// `handoff_retries` SYN''s is given up as dead. A server in SYN-RECV gave that
+    /// proof itself (it repeats its SYN/ACK on a repeated SYN); an established one
+    /// answers a SYN with a challenge ACK to the client (RFC 5961 section 4.2,
+    /// rate-limited), which the front-end never sees. The entry says what the server's
+    /// SYN/ACK said (it acknowledged the request), so the proof is made from it, at
+    /// once and whatever the server's rate limits. Before the completion the SYN' goes
+    /// to the server as it always did, and its repeated SYN/ACK' is the proof.
+    #[inline(always)]
+    pub const fn answers_repeated_syn(&self) -> bool {
+        self.state & Self::HANDSHAKE_COMPLETED != 0
+    }
+
     /// Whether ingress drops a client segment whose IPv4 TOS byte is `tos`: a CE mark
     /// (ECN field `0b11`) on a connection whose server refused the ECN the client was
     /// granted. The server would ignore the mark, and the client, which reacts to loss,
@@ -191,6 +282,154 @@ impl BackendFlow {
 
     pub const fn is_confirmed(&self) -> bool {
         self.state & Self::CONFIRMED != 0
+    }
+}
+
+/// What the egress reads of a server's SYN/ACK' to make the client's ACK
+/// ([`BackendFlow::local_ack`]), in the server's terms, as sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynAckSeen {
+    /// `isn_b`.
+    pub seq: u32,
+    /// The client's ISN + 1 + the request's length.
+    pub ack: u32,
+    /// The server's TSval and its echo of the SYN''s (0 without timestamps).
+    pub tsval: u32,
+    pub tsecr: u32,
+}
+
+/// The fields of the client's handshake-completing ACK ([`BackendFlow::local_ack`]):
+/// a pure ACK from the client's address and port to the back-end's, in the client's
+/// terms. The timestamps go only where the SYN/ACK' had them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalAck {
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    pub tsval: u32,
+    pub tsecr: u32,
+}
+
+/// Room for the IPv4 header (without options) and the TCP header of a SYN' that
+/// [`SynAckProof::write`] turns into a SYN/ACK'.
+pub const SYN_ACK_PROOF_ROOM: usize = IPV4_HLEN + TCP_MAX_HLEN;
+
+/// The SYN/ACK' the SYN' program sends the front-end for the server, in answer to a
+/// SYN' repeated once the server's handshake was completed locally
+/// ([`BackendFlow::answers_repeated_syn`]): what the server's own repeat looked like
+/// after the egress (from the VIP, `seq = isn_f`, acknowledging the request,
+/// `TSval = tsv_f`, echoing the SYN''s TSval, which tells the front-end which of its
+/// candidates answers), made from the SYN' itself and its verified option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynAckProof {
+    /// From the SYN''s handoff option.
+    pub isn_f: u32,
+    pub tsv_f: u32,
+    /// The request's length, as the entry recorded it from the first SYN'
+    /// ([`BackendFlow::syn_data_len`]): what the server's SYN/ACK' acknowledged.
+    pub request_len: u32,
+    /// The VIP's address and port, in network order as in the packet.
+    pub vip_addr: [u8; 4],
+    pub vip_port: [u8; 2],
+}
+
+impl SynAckProof {
+    /// Rewrites `headers`, a SYN''s IPv4 header (20 bytes, no options) and its TCP header
+    /// of `tcp_len` bytes in the front-end's layout (`crate::syn_prime`: 40 bytes of
+    /// options, each at its constant offset, so that every write here is at one, as the
+    /// verifier wants of writes to the stack), into the SYN/ACK' without data: addresses
+    /// and ports swapped (the source the VIP's), the acknowledgement past the request,
+    /// SYN and ACK alone, the handoff option blanked to NOPs, the timestamps the
+    /// front-end's TSval and the SYN''s echoed, and both checksums computed afresh (a
+    /// received SYN' has complete ones, and its data goes). The other options are the
+    /// SYN''s (the client's agreed terms), which the front-end reads only of a first
+    /// SYN/ACK'. Returns the IPv4 total length, or `None` for a SYN' of another layout.
+    #[inline(always)]
+    pub fn write(&self, headers: &mut [u8; SYN_ACK_PROOF_ROOM], tcp_len: usize) -> Option<u16> {
+        use crate::syn_prime::SYN_PRIME_TCP_HLEN;
+        const TCP: usize = IPV4_HLEN;
+        const OPTIONS: usize = TCP + TCP_HLEN;
+        /// Where the SYN' layout puts the timestamps and the handoff option.
+        const TIMESTAMPS: usize = OPTIONS + 4 + 2;
+        const HANDOFF: usize = OPTIONS + SYN_PRIME_TCP_HLEN - TCP_HLEN - HANDOFF_OPTION_LEN;
+        if tcp_len != SYN_PRIME_TCP_HLEN
+            || headers[HANDOFF..HANDOFF + 2] != [HANDOFF_OPTION_KIND, HANDOFF_OPTION_LEN as u8]
+        {
+            return None;
+        }
+        let timestamps = match headers[TIMESTAMPS..TIMESTAMPS + 2] {
+            [8, 10] => true,
+            [NOP, NOP] => false,
+            _ => return None,
+        };
+        let client = read4(headers, IP_SADDR);
+        write4(headers, IP_SADDR, self.vip_addr);
+        write4(headers, IP_DADDR, client);
+        let total = (IPV4_HLEN + tcp_len) as u16;
+        write2(headers, IP_TOT_LEN, total.to_be_bytes());
+        let client_port = read2(headers, TCP + TCP_SOURCE);
+        write2(headers, TCP + TCP_SOURCE, self.vip_port);
+        write2(headers, TCP + TCP_DEST, client_port);
+        let client_isn = u32::from_be_bytes(read4(headers, TCP + TCP_SEQ));
+        write4(headers, TCP + TCP_SEQ, self.isn_f.to_be_bytes());
+        let ack = client_isn.wrapping_add(1).wrapping_add(self.request_len);
+        write4(headers, TCP + TCP_ACK_SEQ, ack.to_be_bytes());
+        headers[TCP + TCP_FLAGS] = SYN | ACK;
+        write2(headers, TCP + TCP_URG_PTR, [0; 2]);
+        for byte in &mut headers[HANDOFF..HANDOFF + HANDOFF_OPTION_LEN] {
+            *byte = NOP;
+        }
+        if timestamps {
+            let client_tsval = read4(headers, TIMESTAMPS + TSOPT_TSVAL);
+            write4(headers, TIMESTAMPS + TSOPT_TSVAL, self.tsv_f.to_be_bytes());
+            write4(headers, TIMESTAMPS + TSOPT_TSECR, client_tsval);
+        }
+        write2(headers, IP_CHECK, [0; 2]);
+        let mut ip_sum = 0;
+        for word in 0..IPV4_HLEN / 2 {
+            ip_sum = ones_complement_add(ip_sum, u16::from_be_bytes(read2(headers, 2 * word)));
+        }
+        write2(headers, IP_CHECK, (!ip_sum).to_be_bytes());
+        write2(headers, TCP + TCP_CHECK, [0; 2]);
+        let mut sum = tcp_ipv4_pseudo_header_sum(self.vip_addr, client, tcp_len as u16);
+        for word in 0..SYN_PRIME_TCP_HLEN / 2 {
+            sum = ones_complement_add(sum, u16::from_be_bytes(read2(headers, TCP + 2 * word)));
+        }
+        write2(headers, TCP + TCP_CHECK, (!sum).to_be_bytes());
+        Some(total)
+    }
+}
+
+/// The NOP option (RFC 9293 section 3.2).
+const NOP: u8 = 1;
+
+#[inline(always)]
+fn read2<const N: usize>(bytes: &[u8; N], at: usize) -> [u8; 2] {
+    match bytes.get(at..at + 2) {
+        Some(&[a, b]) => [a, b],
+        _ => [0; 2],
+    }
+}
+
+#[inline(always)]
+fn read4<const N: usize>(bytes: &[u8; N], at: usize) -> [u8; 4] {
+    match bytes.get(at..at + 4) {
+        Some(&[a, b, c, d]) => [a, b, c, d],
+        _ => [0; 4],
+    }
+}
+
+#[inline(always)]
+fn write2<const N: usize>(bytes: &mut [u8; N], at: usize, value: [u8; 2]) {
+    if let Some(field) = bytes.get_mut(at..at + 2) {
+        field.copy_from_slice(&value);
+    }
+}
+
+#[inline(always)]
+fn write4<const N: usize>(bytes: &mut [u8; N], at: usize, value: [u8; 4]) {
+    if let Some(field) = bytes.get_mut(at..at + 4) {
+        field.copy_from_slice(&value);
     }
 }
 
@@ -465,6 +704,10 @@ impl BackendConfig {
     /// ([`crate::stamp`]), under `handoff_key`, so that any front-end can forward the
     /// flow without an entry for it.
     pub const STAMPS: u32 = 1 << 2;
+    /// Complete the server's handshake of a one-turn handoff locally
+    /// ([`BackendFlow::completes_handshake`]); `complete_handshake` in the agent's
+    /// configuration, off by default.
+    pub const COMPLETE_HANDSHAKE: u32 = 1 << 3;
 }
 
 /// Indexes of the per-CPU counter array: one per outcome of the programs, so that every
@@ -565,8 +808,18 @@ pub mod stat {
     /// An ICMP error the ingress could not hand to its ICMP program (the slot
     /// [`super::ingress_program::ICMP`] empty): passed untouched, untranslated.
     pub const IN_ICMP_UNCHECKED: u32 = 29;
+    /// An absorbed SYN/ACK' of which the egress made the client's ACK and fed it to the
+    /// ingress, completing the server's handshake
+    /// ([`super::BackendFlow::completes_handshake`]). Its shortfall against
+    /// [`OUT_SYN_ACK_ABSORBED`] (the clone refused, an entry of an older build) left
+    /// those servers in SYN-RECV, as before.
+    pub const OUT_HANDSHAKE_COMPLETED: u32 = 30;
+    /// A SYN' repeated after the server's handshake was completed locally: answered with
+    /// a SYN/ACK' to the front-end made from it ([`super::SynAckProof`]), the proof that
+    /// this back-end has the request, and kept from the server.
+    pub const IN_SYN_REPEAT_ANSWERED: u32 = 31;
     /// Number of counters.
-    pub const COUNT: u32 = 30;
+    pub const COUNT: u32 = 32;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -600,6 +853,8 @@ pub mod stat {
         "in_icmp_not_handed_off",
         "in_icmp_malformed",
         "in_icmp_unchecked",
+        "out_handshake_completed",
+        "in_syn_repeat_answered",
     ];
 }
 
@@ -621,6 +876,20 @@ pub mod ingress_program {
     /// `backend_icmp`: an ICMPv4 "fragmentation needed" the front-end forwarded
     /// (`crate::icmp`). Rewrites its quote into the server's terms.
     pub const ICMP: u32 = 1;
+    /// `backend_repeated_syn`: a SYN' of a flow whose server's handshake the egress
+    /// completed ([`super::BackendFlow::answers_repeated_syn`]), reached only from
+    /// `backend_syn` once its option has verified, with `isn_f` and `tsv_f` in the
+    /// packet's control block (`cb[0]`, `cb[1]`): answered with a SYN/ACK' to the
+    /// front-end ([`super::SynAckProof`]). Empty, the SYN' goes to the server as before
+    /// (which answers it with a challenge ACK to the client).
+    pub const REPEATED_SYN: u32 = 2;
+    /// `backend_local_ack`: a SYN/ACK' the egress absorbs whose entry calls for the
+    /// server's handshake to be completed ([`super::BackendFlow::completes_handshake`]),
+    /// reached by tail call from `backend_egress` (the one slot an egress program uses;
+    /// the array is the module's, whichever hook calls): makes the client's ACK
+    /// ([`super::BackendFlow::local_ack`]), feeds it to the ingress and drops the
+    /// SYN/ACK'. Empty, the SYN/ACK' is dropped alone and the server stays in SYN-RECV.
+    pub const LOCAL_ACK: u32 = 3;
     /// Slots in the map: room for programs later builds add, without reshaping the
     /// pinned map (a prog array loses its programs when its last pin and descriptor go).
     pub const SLOTS: u32 = 4;
@@ -765,6 +1034,193 @@ mod tests {
         for fate in [SynAckFate::ToFrontend, SynAckFate::OtherConnection] {
             assert_eq!(fate.marks(), 0, "{fate:?} leaves the entry as it is");
         }
+    }
+
+    #[test]
+    fn only_the_first_syn_ack_acknowledging_the_request_completes_the_handshake() {
+        let isn = 4000;
+        let front = SynAckTerms {
+            isn: 7000,
+            tsval: 50_000,
+            window_shift: 7,
+        };
+        let t =
+            Translation::awaiting_syn_ack(front, Translation::TIMESTAMPS).with_client_window(502);
+        let mut flow = BackendFlow::new(t, isn, 0x02, 57);
+        let request_acked = isn.wrapping_add(58);
+        flow.translation = flow.translation.with_backend(SynAckTerms {
+            isn: 3000,
+            tsval: 20_000,
+            window_shift: 9,
+        });
+        assert_eq!(flow.translation.client_window(), 502, "kept by the terms");
+        let mut made = 0;
+        for i in 0..4 {
+            let fate = flow.syn_ack_fate(request_acked);
+            flow.state |= fate.marks();
+            if BackendFlow::completes_handshake(
+                BackendConfig::COMPLETE_HANDSHAKE,
+                flow.state,
+                flow.translation,
+            ) {
+                made += 1;
+                flow.state |= BackendFlow::HANDSHAKE_COMPLETED;
+            }
+            assert_eq!(made, 1, "SYN/ACK' {i}");
+            assert!(flow.answers_repeated_syn());
+        }
+        // The ACK, in the client's terms: the ingress takes it back to the server's.
+        let ack = flow.local_ack(SynAckSeen {
+            seq: 3000,
+            ack: request_acked,
+            tsval: 20_000,
+            tsecr: 900,
+        });
+        assert_eq!(
+            ack,
+            LocalAck {
+                seq: request_acked,
+                ack: 7001,
+                window: 502,
+                tsval: 900,
+                tsecr: 50_000,
+            }
+        );
+        assert_eq!(flow.translation.ack_to_backend(ack.ack), 3001);
+        assert_eq!(flow.translation.tsecr_to_backend(ack.tsecr), 20_000);
+        // The stamp leaves the echo alone: the server must get its own TSval back.
+        let stamped = BackendFlow {
+            translation: flow.translation.with_stamp(0x1234),
+            ..flow
+        };
+        assert_eq!(
+            stamped
+                .local_ack(SynAckSeen {
+                    tsval: 20_000,
+                    ..SynAckSeen::default()
+                })
+                .tsecr,
+            50_000
+        );
+        // Without a window (an entry of an older build) the server stays in SYN-RECV.
+        let old = BackendFlow::new(t.with_client_window(0), isn, 0x02, 57);
+        let state = old.state | SynAckFate::Absorbed.marks();
+        assert!(!BackendFlow::completes_handshake(
+            BackendConfig::COMPLETE_HANDSHAKE,
+            state,
+            old.translation
+        ));
+        // Nor without the agent's setting.
+        let absorbed =
+            flow.state & !BackendFlow::SYN_ACK_REPEATED & !BackendFlow::HANDSHAKE_COMPLETED;
+        assert!(!BackendFlow::completes_handshake(
+            0,
+            absorbed,
+            flow.translation
+        ));
+        assert!(BackendFlow::completes_handshake(
+            BackendConfig::COMPLETE_HANDSHAKE,
+            absorbed,
+            flow.translation
+        ));
+        // Before the completion a repeated SYN' goes to the server.
+        assert!(!old.answers_repeated_syn());
+    }
+
+    #[test]
+    fn the_client_window_survives_the_translation_flags() {
+        let t = Translation::awaiting_syn_ack(SynAckTerms::default(), Translation::SACK)
+            .with_client_window(0xffff);
+        assert!(t.has_sack() && !t.has_timestamps() && t.is_awaiting_syn_ack());
+        assert_eq!(t.with_client_window(3).client_window(), 3);
+        assert_eq!(crate::translate::client_ack_window(64_256, Some(7)), 502);
+        assert_eq!(crate::translate::client_ack_window(65_535, Some(7)), 511);
+        assert_eq!(
+            crate::translate::client_ack_window(65_535, Some(20)),
+            3,
+            "14 at most"
+        );
+        assert_eq!(crate::translate::client_ack_window(8_000, None), 8_000);
+    }
+
+    #[test]
+    fn a_syn_ack_proof_is_made_of_the_repeated_syn_prime() {
+        use crate::handoff_option::{HandoffBinding, HandoffOption};
+        use crate::translate::ones_complement_sum;
+        let (client, backend, vip) = ([198, 19, 0, 10], [198, 18, 1, 11], [198, 18, 0, 100]);
+        let isn_c = u32::MAX - 3; // the acknowledgement wraps
+        let option = HandoffOption::new(7000, 50_000, 7, HandoffOption::TIMESTAMPS).encode(
+            &SipKey::from_bytes([7; 16]),
+            &HandoffBinding {
+                client_ip: client,
+                client_port: 40_000,
+                backend_ip: backend,
+                backend_port: 8080,
+                client_isn: isn_c,
+            },
+        );
+        // IPv4, then TCP with MSS, SACK-permitted, timestamps (TSval 900), NOP, window
+        // scale 7 and the handoff option: 40 bytes of options.
+        let mut headers = [0u8; SYN_ACK_PROOF_ROOM];
+        headers[..20].copy_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 19, 0, 10, 198, 18, 1, 11,
+        ]);
+        headers[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+        headers[22..24].copy_from_slice(&8080u16.to_be_bytes());
+        headers[24..28].copy_from_slice(&isn_c.to_be_bytes());
+        headers[32] = 15 << 4;
+        headers[33] = SYN;
+        headers[34..36].copy_from_slice(&64_256u16.to_be_bytes());
+        headers[38] = 0xff; // an urgent pointer left over
+        headers[40..60].copy_from_slice(&[
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 3, 132, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
+        headers[60..80].copy_from_slice(&option);
+        let proof = SynAckProof {
+            isn_f: 7000,
+            tsv_f: 50_000,
+            request_len: 93,
+            vip_addr: vip,
+            vip_port: 80u16.to_be_bytes(),
+        };
+        assert_eq!(
+            proof.write(&mut headers.clone(), 56),
+            None,
+            "another layout"
+        );
+        let mut no_option = headers;
+        no_option[60] = NOP;
+        assert_eq!(proof.write(&mut no_option, 60), None, "no handoff option");
+        assert_eq!(proof.write(&mut headers, 60), Some(80));
+        assert_eq!(!ones_complement_sum(&headers[..20]), 0, "IPv4 checksum");
+        let pseudo = tcp_ipv4_pseudo_header_sum(vip, client, 60);
+        assert_eq!(
+            !ones_complement_add(pseudo, ones_complement_sum(&headers[20..80])),
+            0,
+            "TCP checksum"
+        );
+        assert_eq!(&headers[2..4], &80u16.to_be_bytes());
+        assert_eq!(
+            (&headers[12..16], &headers[16..20]),
+            (&vip[..], &client[..])
+        );
+        assert_eq!(&headers[20..22], &80u16.to_be_bytes());
+        assert_eq!(&headers[22..24], &40_000u16.to_be_bytes());
+        assert_eq!(&headers[24..28], &7000u32.to_be_bytes());
+        assert_eq!(
+            &headers[28..32],
+            &90u32.to_be_bytes(),
+            "isn_c + 1 + 93, wrapped"
+        );
+        assert_eq!((headers[33], &headers[38..40]), (SYN | ACK, &[0u8, 0][..]));
+        assert_eq!(&headers[48..52], &50_000u32.to_be_bytes(), "TSval = tsv_f");
+        assert_eq!(
+            &headers[52..56],
+            &900u32.to_be_bytes(),
+            "TSecr = the SYN''s"
+        );
+        assert_eq!(&headers[60..80], &[NOP; 20], "the option blanked");
+        assert_eq!(&headers[40..48], &[2, 4, 0x05, 0xb4, 4, 2, 8, 10]);
     }
 
     #[test]

@@ -39,6 +39,28 @@ pub const SYN_PRIME_HEADERS_LEN: usize = IPV4_HLEN + SYN_PRIME_TCP_HLEN;
 /// The headers with Ethernet's, as the XDP program writes them.
 pub const SYN_PRIME_FRAME_HEADERS_LEN: usize = ETH_HLEN + SYN_PRIME_HEADERS_LEN;
 
+/// Where the window scale option (after its NOP) lies in the SYN''s options area.
+pub const SYN_PRIME_WINDOW_SCALE_AT: usize = 4 + 2 + 10;
+
+/// The client's window shift as a SYN' of this layout announces it, read at its constant
+/// offset, as a program with no instructions to spare for a walk of the options can:
+/// `Some(Some(shift))`; `Some(None)` for four NOPs (the client offered no scaling); `None`
+/// for anything else, a SYN' of another layout, whose shift is unknown.
+#[inline(always)]
+pub const fn syn_prime_window_shift(options: &[u8; SYN_PRIME_OPTIONS_LEN]) -> Option<Option<u8>> {
+    const AT: usize = SYN_PRIME_WINDOW_SCALE_AT;
+    match [
+        options[AT],
+        options[AT + 1],
+        options[AT + 2],
+        options[AT + 3],
+    ] {
+        [1, 3, 3, shift] => Some(Some(shift)),
+        [1, 1, 1, 1] => Some(None),
+        _ => None,
+    }
+}
+
 /// What a SYN' says: the client's side of the handshake it completed with the
 /// front-end, replayed to the back-end, and the handoff option that vouches for the
 /// front-end's side.
@@ -81,7 +103,7 @@ pub fn write_syn_prime_headers(
     const MSS: usize = TCP + TCP_OPTIONS;
     const SACK_PERMITTED: usize = MSS + 4;
     const TIMESTAMPS: usize = SACK_PERMITTED + 2;
-    const WINDOW_SCALE: usize = TIMESTAMPS + 10;
+    const WINDOW_SCALE: usize = TCP + TCP_OPTIONS + SYN_PRIME_WINDOW_SCALE_AT;
     const HANDOFF: usize = WINDOW_SCALE + 4;
     let total = (SYN_PRIME_HEADERS_LEN as u16).wrapping_add(payload_len);
     let total = total.to_be_bytes();
@@ -306,6 +328,26 @@ mod tests {
         assert!(options[..20].iter().all(|&b| b == 1));
         assert_eq!(&options[20..], &p.handoff);
         assert_eq!(out[IPV4_HLEN + TCP_DOFF + 1], SYN);
+    }
+
+    #[test]
+    fn the_window_shift_is_read_back_at_its_constant_offset() {
+        let options = |p: &SynPrime| -> [u8; SYN_PRIME_OPTIONS_LEN] {
+            let out = whole(p, b"x");
+            *out[IPV4_HLEN + TCP_HLEN..SYN_PRIME_HEADERS_LEN]
+                .first_chunk()
+                .unwrap()
+        };
+        let mut p = example();
+        for shift in [Some(7), Some(0), None] {
+            p.window_shift = shift;
+            assert_eq!(syn_prime_window_shift(&options(&p)), Some(shift));
+        }
+        // Another layout (an MSS option where the shift should be) is not read.
+        let mut other = options(&p);
+        other[SYN_PRIME_WINDOW_SCALE_AT..SYN_PRIME_WINDOW_SCALE_AT + 4]
+            .copy_from_slice(&[2, 4, 5, 0xb4]);
+        assert_eq!(syn_prime_window_shift(&other), None);
     }
 
     #[test]

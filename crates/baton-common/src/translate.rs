@@ -85,7 +85,11 @@ pub struct Translation {
     /// sends the client; 0 (entries awaiting the SYN/ACK', of older builds, or of a
     /// module that does not stamp): none. Native byte order.
     pub stamp: u16,
-    /// [`Translation::TIMESTAMPS`], [`Translation::SACK`], [`Translation::AWAITING_SYN_ACK`].
+    /// [`Translation::TIMESTAMPS`], [`Translation::SACK`], [`Translation::AWAITING_SYN_ACK`]
+    /// in the low bits; bits 16..32 hold the window field of the client's ACK the
+    /// back-end's egress makes to complete its server's handshake
+    /// ([`Translation::client_window`]), in what was unused, so that pinned tables keep
+    /// their layout.
     pub flags: u32,
 }
 
@@ -97,6 +101,9 @@ impl Translation {
     pub const SACK: u32 = 1 << 1;
     /// B's SYN/ACK' has not been seen yet: the deltas still hold `isn_f` and `tsv_f`.
     pub const AWAITING_SYN_ACK: u32 = 1 << 2;
+
+    /// Where [`Translation::client_window`] sits in `flags`.
+    const CLIENT_WINDOW_SHIFT: u32 = 16;
 
     /// The entry B's ingress stores when it accepts a SYN' whose handoff option announced
     /// the front-end's terms `front` and the negotiated `flags`
@@ -133,6 +140,24 @@ impl Translation {
     /// announced `back`, in one step (for the front-end and the tests).
     pub const fn new(front: SynAckTerms, back: SynAckTerms, flags: u32) -> Self {
         Self::awaiting_syn_ack(front, flags).with_backend(back)
+    }
+
+    /// The translation with `window`, a window field in the client's scale, for the
+    /// client's handshake-completing ACK ([`crate::backend::LocalAck`]); the flags that
+    /// say how to translate are kept.
+    pub const fn with_client_window(self, window: u16) -> Self {
+        Self {
+            flags: (self.flags & 0xffff) | ((window as u32) << Self::CLIENT_WINDOW_SHIFT),
+            ..self
+        }
+    }
+
+    /// The window field the client's handshake-completing ACK announces: what the
+    /// SYN' announced (in bytes, a SYN's window is never scaled) in the client's scale
+    /// ([`client_ack_window`]). 0: none known (a SYN' without data, an entry of an older
+    /// build), and no such ACK is made.
+    pub const fn client_window(self) -> u16 {
+        (self.flags >> Self::CLIENT_WINDOW_SHIFT) as u16
     }
 
     pub const fn has_timestamps(self) -> bool {
@@ -223,6 +248,21 @@ impl Translation {
     #[inline(always)]
     pub const fn window_to_client(self, window_b: u16) -> u16 {
         rescale_window(window_b, self.ws_b, self.ws_f)
+    }
+}
+
+/// The window field, in the client's scale, of an ACK that announces what a SYN' with
+/// window field `syn_window` and window scale option `client_shift` announced: a SYN's
+/// window is bytes (RFC 7323 section 2.2), an ACK's is shifted, so the bytes are rounded
+/// down to the client's scale, never grown. The front-end's SYN' carries the window the
+/// client sent with its request, saturated at 65,535 bytes, which Linux's fast-open child
+/// takes as its send window (`tcp_fastopen_create_child`); announcing the same again
+/// leaves the server's send window where the SYN' put it.
+#[inline(always)]
+pub const fn client_ack_window(syn_window: u16, client_shift: Option<u8>) -> u16 {
+    match client_shift {
+        Some(shift) => syn_window >> clamp_window_shift(shift),
+        None => syn_window,
     }
 }
 

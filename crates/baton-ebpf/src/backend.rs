@@ -37,8 +37,10 @@
 //! whose headers are all we touch.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_PSEUDO_HDR, TC_ACT_PIPE, TC_ACT_SHOT},
-    helpers::bpf_skb_load_bytes,
+    bindings::{
+        BPF_ANY, BPF_F_INGRESS, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_PIPE, TC_ACT_SHOT,
+    },
+    helpers::{bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_store_bytes},
     macros::{classifier, map},
     maps::{Array, LruHashMap, PerCpuArray, ProgramArray},
     programs::TcContext,
@@ -46,8 +48,9 @@ use aya_ebpf::{
 use baton_common::{
     backend::{
         BackendConfig, BackendFlow, BackendFlowKey, ClientSegmentFate, DEFAULT_FLOW_TABLE_SIZE,
-        HandoffOptionCheck, ServerSegmentFate, SynAckFate, SynAdmission, Verdict, admit_syn, ce,
-        client_segment_fate, frontend_copy, ingress_program, is_syn, server_segment_fate, stat,
+        HandoffOptionCheck, LocalAck, SYN_ACK_PROOF_ROOM, ServerSegmentFate, SynAckFate,
+        SynAckProof, SynAckSeen, SynAdmission, Verdict, admit_syn, ce, client_segment_fate,
+        frontend_copy, ingress_program, is_syn, server_segment_fate, stat,
     },
     handoff_option::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
@@ -59,17 +62,18 @@ use baton_common::{
         quote_to_backend_v4, quoted_segment_v4,
     },
     layout::{
-        ETH_ALEN, ETH_DEST, ETH_HLEN, EthIpv4, IP_CHECK, IP_SADDR, IP_TOS, IP_TOT_LEN, IPPROTO_TCP,
-        IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK, TCP_HLEN, TCP_OPTIONS, TCP_SEQ,
-        TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, ip_check, ip_daddr,
-        ip_header_len, ip_protocol, ip_saddr, ip_tot_len, ip_version, ip_version_ihl, is_fragment,
-        is_ipv4, tcp_ack_seq, tcp_dest,
+        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_SOURCE, EthIpv4, IP_CHECK, IP_DADDR, IP_SADDR, IP_TOS,
+        IP_TOT_LEN, IPPROTO_TCP, IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK,
+        TCP_DOFF, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL,
+        TcpHeader, ip_check, ip_daddr, ip_header_len, ip_protocol, ip_saddr, ip_tot_len,
+        ip_version, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_dest,
         tcp_flag::{ACK, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
     stamp::{self, StampedFlow},
+    syn_prime::syn_prime_window_shift,
     tcp_options::{sack, timestamps, window_shift},
-    translate::{ChecksumDiff, SynAckTerms, Translation, csum_replace4},
+    translate::{ChecksumDiff, SynAckTerms, Translation, client_ack_window, csum_replace4},
 };
 
 // Not pinned here: `baton backend` pins them under its own directory (so restarts reuse
@@ -109,6 +113,20 @@ pub fn backend_syn(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn backend_icmp(ctx: TcContext) -> i32 {
     finish(icmp_error(&ctx))
+}
+
+/// A SYN' repeated once the server's handshake was completed locally, reached only by
+/// tail call from `backend_syn` once its option verified ([`ingress_program::REPEATED_SYN`]).
+#[classifier]
+pub fn backend_repeated_syn(ctx: TcContext) -> i32 {
+    finish(repeated_syn(&ctx))
+}
+
+/// The client's ACK made of an absorbed SYN/ACK', reached only by tail call from
+/// `backend_egress` ([`ingress_program::LOCAL_ACK`]).
+#[classifier]
+pub fn backend_local_ack(ctx: TcContext) -> i32 {
+    finish(local_ack(&ctx))
 }
 
 #[classifier]
@@ -265,9 +283,15 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
         // A SYN (a SYN', or a direct client's) goes on in `backend_syn`: the tail
         // call does not return when the slot holds a program. Its verdict is that
         // program's, its counters too.
+        // The window the client's ACK will announce, should the egress complete the
+        // server's handshake, goes along in the control block (see `client_window`).
         // SAFETY: the context is the one the kernel passed this program, as the helper
-        // needs; nothing here runs after a successful call.
-        unsafe { BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::SYN) };
+        // needs (`cb` is the programs' scratch space); nothing here runs after a
+        // successful call.
+        unsafe {
+            (*ctx.skb.skb).cb[CB_CLIENT_WINDOW] = client_window(ctx, &seg);
+            BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::SYN)
+        };
         // Unchecked, a SYN may still not bring data to the server (see `syn`).
         return Some(admit_syn(HandoffOptionCheck::Unchecked, seg.payload_len as u32).verdict());
     }
@@ -513,12 +537,29 @@ fn ingress_syn(
     // SAFETY: the value is read once and copied; no reference outlives the lookup.
     let same = unsafe { BACKEND_FLOWS.get(key) }
         .is_some_and(|flow| flow.is_same_connection(binding.client_isn));
+    if same && completed_here(key, binding.client_isn) != 0 {
+        // The server's handshake was completed here (`BackendFlow::answers_repeated_syn`):
+        // it would answer the SYN with a challenge ACK to the client, so the SYN/ACK'
+        // the front-end needs as proof is made for it, in a program of its own (this one
+        // has no stack to spare), which does not return; with its slot empty the SYN'
+        // goes to the server as before. The option's terms go in the control block,
+        // which the tail call keeps.
+        // SAFETY: the context pointer the kernel passed in; `cb` is the program's
+        // scratch space, read only by the program called next.
+        unsafe {
+            (*ctx.skb.skb).cb[0] = option.isn_f();
+            (*ctx.skb.skb).cb[1] = option.tsv_f();
+            BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::REPEATED_SYN)
+        };
+    }
     if !same
         && BACKEND_FLOWS
             .insert(
                 key,
                 BackendFlow::new(
-                    option.translation(),
+                    option
+                        .translation()
+                        .with_client_window(passed_client_window(ctx)),
                     binding.client_isn,
                     seg.flags,
                     syn_data_len(ctx, seg) as u16,
@@ -551,6 +592,61 @@ fn ingress_syn(
         count(stat::IN_SYN_DATA_ACCEPTED);
     }
     admission.verdict()
+}
+
+/// 1 if the entry of `key` is of the connection `client_isn` and its server's handshake
+/// was completed by the egress (`BackendFlow::answers_repeated_syn`), else 0.
+///
+/// Out of line (a BPF subprogram, returning an integer as one must) and given only the
+/// key and a scalar, like [`client_window`]: inlined, the two took the SYN' program's
+/// stack, with the option's verification's, past the 512 bytes the verifier allows a
+/// call chain.
+#[inline(never)]
+fn completed_here(key: &BackendFlowKey, client_isn: u32) -> u32 {
+    // SAFETY: the value is read once; no reference outlives the lookup.
+    let completed = unsafe { BACKEND_FLOWS.get(key) }
+        .is_some_and(|flow| flow.is_same_connection(client_isn) && flow.answers_repeated_syn());
+    u32::from(completed)
+}
+
+/// Marks [`CB_CLIENT_WINDOW`] as written by this build's `backend_ingress`: the control
+/// block is not cleared before tc runs, and an entry program of an older build (a live
+/// upgrade) writes nothing there.
+const CLIENT_WINDOW_WRITTEN: u32 = 0xb7_0000;
+/// The control block word in which `backend_ingress` hands `backend_syn` the window
+/// field the client's handshake-completing ACK will announce.
+const CB_CLIENT_WINDOW: usize = 2;
+
+/// The window field the client's handshake-completing ACK will announce, should the
+/// egress make it ([`Translation::client_window`]): the SYN''s window field in the
+/// client's scale, its shift read at its constant offset in the SYN'
+/// (`baton_common::syn_prime`). Worked out by `backend_ingress` before its tail call and
+/// handed over in the control block: in the SYN' program, a walk of the options took it
+/// past the verifier's million instructions, and even this read past the 512 bytes of
+/// stack it and the option's verification may use together. 0, and no such ACK, for a
+/// SYN' of another layout.
+#[inline(always)]
+fn client_window(ctx: &TcContext, seg: &Segment) -> u32 {
+    let Ok(options) = ctx.load::<[u8; MAX_OPTIONS_LEN]>(seg.tcp + TCP_OPTIONS) else {
+        return CLIENT_WINDOW_WRITTEN;
+    };
+    let window = match syn_prime_window_shift(&options) {
+        Some(shift) => client_ack_window(u16::from_be_bytes(seg.window), shift),
+        None => 0,
+    };
+    CLIENT_WINDOW_WRITTEN | u32::from(window)
+}
+
+/// What [`client_window`] handed over, or 0 if the entry program did not write it.
+#[inline(always)]
+fn passed_client_window(ctx: &TcContext) -> u16 {
+    // SAFETY: the context pointer the kernel passed in.
+    let word = unsafe { (*ctx.skb.skb).cb[CB_CLIENT_WINDOW] };
+    if word & 0xffff_0000 == CLIENT_WINDOW_WRITTEN {
+        word as u16
+    } else {
+        0
+    }
 }
 
 /// Whether the packet's IPv4 ECN field is CE (RFC 3168 §5). The TOS byte is read here
@@ -716,18 +812,29 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         // flags pass untouched (ECE included: the front-end reads the server's answer to
         // the ECN request); the entry notes a refusal, written straight to the map so
         // that nothing below depends on it. An absorbed SYN/ACK' has marked it already.
-        let absorbed = unsafe {
+        let state = unsafe {
             (*flow).translation = value.translation.with_stamp(stamp);
             (*flow).state |= value.state_after_syn_ack(seg.flags);
-            BackendFlow::keeps_syn_ack((*flow).state)
+            (*flow).state
         };
+        let absorbed = BackendFlow::keeps_syn_ack(state);
         if absorbed {
             // The server took the request with the SYN' (one-turn handoff): the
             // SYN/ACK' stays here; the flow is confirmed, so that nothing but a RST is
             // copied to the front-end, which learns of the handoff from the client's
             // acknowledgement of the answer (noticed by its XDP). The client had its
             // SYN/ACK from the front-end, and the front-end needs none (docs/design.md,
-            // "The one-turn handoff").
+            // "The one-turn handoff"). And the client's ACK of it, which the client
+            // cannot send, is made of it here (`BackendFlow::completes_handshake`).
+            if BackendFlow::completes_handshake(config.flags, state, value.translation) {
+                // In a program of its own (`backend_local_ack`), which does not return
+                // and whose verdict is this one's: inline, it took this program past the
+                // verifier's million instructions. With its slot empty the server stays
+                // in SYN-RECV and repeats its SYN/ACK', which goes to the front-end, as
+                // without the completion.
+                // SAFETY: the context the kernel passed this program, as the helper needs.
+                unsafe { BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::LOCAL_ACK) };
+            }
             return Some(Verdict::Drop(stat::OUT_SYN_ACK_ABSORBED));
         }
     }
@@ -753,6 +860,217 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         count(counter);
     }
     Some(Verdict::Pass(stat::OUT_TRANSLATED))
+}
+
+/// `backend_local_ack`: the absorbed SYN/ACK' parsed again and its entry looked up again
+/// (the egress passes nothing but the packet), the client's ACK made of it and fed to
+/// the ingress ([`complete_handshake`]) if the entry still calls for it
+/// (`BackendFlow::completes_handshake`, not yet done), and the SYN/ACK' dropped as the
+/// egress would have.
+fn local_ack(ctx: &TcContext) -> Option<Verdict> {
+    const ABSORBED: Verdict = Verdict::Drop(stat::OUT_SYN_ACK_ABSORBED);
+    let config = config()?;
+    let Some(Ok(seg)) = parse(ctx) else {
+        return Some(ABSORBED);
+    };
+    if u16::from_ne_bytes(seg.sport) != config.service_port_be
+        || seg.flags & (SYN | ACK) != SYN | ACK
+    {
+        return Some(ABSORBED);
+    }
+    let key = BackendFlowKey {
+        client_addr_be: u32::from_ne_bytes(seg.daddr),
+        backend_addr_be: u32::from_ne_bytes(seg.saddr),
+        client_port_be: u16::from_ne_bytes(seg.dport),
+        backend_port_be: u16::from_ne_bytes(seg.sport),
+    };
+    let Some(flow) = BACKEND_FLOWS.get_ptr_mut(key) else {
+        return Some(ABSORBED);
+    };
+    // SAFETY: a map value pointer, valid for this program run.
+    let value = unsafe { *flow };
+    if !BackendFlow::completes_handshake(config.flags, value.state, value.translation)
+        || value.answers_repeated_syn()
+    {
+        return Some(ABSORBED);
+    }
+    let mut options_buf: OptionsBuf = [0; 60];
+    if load_options(ctx, &seg, &mut options_buf).is_err() {
+        return Some(ABSORBED);
+    }
+    let options = opts(&options_buf);
+    let ts = timestamps(options);
+    let (tsval, tsecr) = match ts {
+        Some(ts) => match (
+            field4(options, ts + TSOPT_TSVAL),
+            field4(options, ts + TSOPT_TSECR),
+        ) {
+            (Ok(tsval), Ok(tsecr)) => (u32::from_be_bytes(tsval), u32::from_be_bytes(tsecr)),
+            _ => return Some(ABSORBED),
+        },
+        None => (0, 0),
+    };
+    let ack = value.local_ack(SynAckSeen {
+        seq: u32::from_be_bytes(seg.seq),
+        ack: u32::from_be_bytes(seg.ack),
+        tsval,
+        tsecr,
+    });
+    if complete_handshake(ctx, &seg, &ack, ts).is_ok() {
+        // SAFETY: as above.
+        unsafe { (*flow).state |= BackendFlow::HANDSHAKE_COMPLETED };
+        count(stat::OUT_HANDSHAKE_COMPLETED);
+    }
+    Some(ABSORBED)
+}
+
+/// Turns the absorbed SYN/ACK' (dropped after this) into the client's ACK `ack` and
+/// feeds a clone of it to this interface's ingress (`BPF_F_INGRESS`, as Katran and
+/// Cilium reflect packets), where `backend_ingress` translates it like any client
+/// segment and the server's TCP completes its handshake. Addresses, ports and MACs are
+/// swapped, which leaves both checksums as they were (one's-complement sums commute,
+/// the pseudo-header's too); the fields that change go through [`Rewrite`], right for a
+/// `CHECKSUM_PARTIAL` SYN/ACK' as for a complete one. The SYN/ACK''s other options
+/// (MSS, window scale, SACK-permitted) stay: Linux reads them only on a SYN
+/// (`tcp_parse_options`). The destination MAC becomes this interface's own, or the
+/// stack would take the clone for another host's.
+#[inline(always)]
+fn complete_handshake(
+    ctx: &TcContext,
+    seg: &Segment,
+    ack: &LocalAck,
+    ts: Option<usize>,
+) -> Result<(), ()> {
+    let doff: [u8; 2] = ctx.load(seg.tcp + TCP_DOFF).map_err(|_| ())?;
+    let mut rewrite = Rewrite::new(ctx, seg);
+    rewrite.field4(seg.tcp + TCP_SEQ, seg.seq, ack.seq.to_be_bytes())?;
+    rewrite.field4(seg.tcp + TCP_ACK_SEQ, seg.ack, ack.ack.to_be_bytes())?;
+    rewrite.field2(seg.tcp + TCP_DOFF, doff, [doff[0], ACK])?;
+    rewrite.field2(seg.tcp + TCP_WINDOW, seg.window, ack.window.to_be_bytes())?;
+    if let Some(ts) = ts {
+        let at = seg.tcp + TCP_OPTIONS + ts;
+        let tsval: [u8; 4] = ctx.load(at + TSOPT_TSVAL).map_err(|_| ())?;
+        let tsecr: [u8; 4] = ctx.load(at + TSOPT_TSECR).map_err(|_| ())?;
+        rewrite.field4(at + TSOPT_TSVAL, tsval, ack.tsval.to_be_bytes())?;
+        rewrite.field4(at + TSOPT_TSECR, tsecr, ack.tsecr.to_be_bytes())?;
+    }
+    rewrite.finish()?;
+    let macs: [u8; 2 * ETH_ALEN] = ctx.load(ETH_DEST).map_err(|_| ())?;
+    let ports: [u8; 4] = ctx.load(seg.tcp + TCP_SOURCE).map_err(|_| ())?;
+    // SAFETY: `packet_mut` checked each field lies inside the packet's linear data.
+    unsafe {
+        *packet_mut::<[u8; 4]>(ctx, ETH_HLEN + IP_SADDR)? = seg.daddr;
+        *packet_mut::<[u8; 4]>(ctx, ETH_HLEN + IP_DADDR)? = seg.saddr;
+        *packet_mut::<[u8; 4]>(ctx, seg.tcp + TCP_SOURCE)? =
+            [ports[2], ports[3], ports[0], ports[1]];
+        *packet_mut::<[u8; 2 * ETH_ALEN]>(ctx, ETH_DEST)? = [
+            macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2],
+            macs[3], macs[4], macs[5],
+        ];
+    }
+    // SAFETY: the context pointer the kernel passed in.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    ctx.clone_redirect(ifindex, u64::from(BPF_F_INGRESS))
+        .map_err(|_| ())
+}
+
+/// `backend_repeated_syn`: the SYN' parsed again and its entry looked up again (the
+/// entry program passes nothing but the packet and, from `backend_syn`, the verified
+/// option's `isn_f` and `tsv_f` in `cb`), then turned into the SYN/ACK' the server's
+/// repeat would have been ([`SynAckProof`]), sent to the front-end, and dropped: the
+/// server, established, has nothing to learn from it.
+fn repeated_syn(ctx: &TcContext) -> Option<Verdict> {
+    let config = config()?;
+    let seg = match parse(ctx)? {
+        Ok(seg) => seg,
+        Err(()) => return Some(Verdict::Drop(stat::IN_MALFORMED)),
+    };
+    if u16::from_ne_bytes(seg.dport) != config.service_port_be || !is_syn(seg.flags) {
+        return None;
+    }
+    // SAFETY: the value is read once and copied.
+    let flow = unsafe { BACKEND_FLOWS.get(flow_key_in(&seg)) }.copied();
+    let Some(flow) = flow
+        .filter(|f| f.is_same_connection(u32::from_be_bytes(seg.seq)) && f.answers_repeated_syn())
+    else {
+        return Some(Verdict::Drop(stat::REWRITE_FAILED));
+    };
+    // A SYN' has no IP options (the front-end builds it), which the proof's layout
+    // relies on.
+    if seg.tcp != ETH_HLEN + IPV4_HLEN {
+        return Some(Verdict::Drop(stat::IN_MALFORMED));
+    }
+    let tcp_len = TCP_HLEN + seg.options_len;
+    let len = ((IPV4_HLEN + tcp_len) as u32) & 0x7f;
+    if len as usize > SYN_ACK_PROOF_ROOM || (len as usize) < IPV4_HLEN + TCP_HLEN {
+        return Some(Verdict::Drop(stat::IN_MALFORMED));
+    }
+    let mut headers = [0u8; SYN_ACK_PROOF_ROOM];
+    // SAFETY: `headers` holds SYN_ACK_PROOF_ROOM >= len bytes; the kernel checks the
+    // packet side.
+    if unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            ETH_HLEN as u32,
+            headers.as_mut_ptr().cast(),
+            len,
+        )
+    } != 0
+    {
+        return Some(Verdict::Drop(stat::REWRITE_FAILED));
+    }
+    // SAFETY: the context pointer the kernel passed in; `backend_syn` wrote the two
+    // words before its tail call.
+    let (isn_f, tsv_f) = unsafe { ((*ctx.skb.skb).cb[0], (*ctx.skb.skb).cb[1]) };
+    let proof = SynAckProof {
+        isn_f,
+        tsv_f,
+        request_len: flow.syn_data_len(),
+        vip_addr: config.vip_addr_be.to_ne_bytes(),
+        vip_port: config.vip_port_be.to_ne_bytes(),
+    };
+    if proof.write(&mut headers, tcp_len).is_none() {
+        return Some(Verdict::Drop(stat::IN_MALFORMED));
+    }
+    Some(match send_proof(ctx, &config, &headers, len) {
+        Ok(()) => Verdict::Drop(stat::IN_SYN_REPEAT_ANSWERED),
+        Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
+    })
+}
+
+/// The SYN' cut to its headers, which become `headers` (`len` bytes from the IPv4
+/// header), from this interface to the front-end's MAC, and a clone of it sent out of
+/// the interface (the egress passes it: its source is the VIP).
+#[inline(always)]
+fn send_proof(
+    ctx: &TcContext,
+    config: &BackendConfig,
+    headers: &[u8; SYN_ACK_PROOF_ROOM],
+    len: u32,
+) -> Result<(), ()> {
+    let own: [u8; ETH_ALEN] = ctx.load(ETH_DEST).map_err(|_| ())?;
+    // SAFETY: the context pointer the kernel passed in; `headers` holds at least `len`
+    // bytes (checked by the caller against its size).
+    unsafe {
+        if bpf_skb_change_tail(ctx.skb.skb.cast(), ETH_HLEN as u32 + len, 0) != 0 {
+            return Err(());
+        }
+        if bpf_skb_store_bytes(
+            ctx.skb.skb.cast(),
+            ETH_HLEN as u32,
+            headers.as_ptr().cast(),
+            len,
+            u64::from(BPF_F_RECOMPUTE_CSUM),
+        ) != 0
+        {
+            return Err(());
+        }
+    }
+    ctx.store(ETH_SOURCE, &own, 0).map_err(|_| ())?;
+    set_dst_mac(ctx, config.frontend_mac)?;
+    // SAFETY: the context pointer the kernel passed in.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    ctx.clone_redirect(ifindex, 0).map_err(|_| ())
 }
 
 /// B→C: source VIP, seq, TSval and (except on SYN) the window into the client's terms.

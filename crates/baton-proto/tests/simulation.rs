@@ -1115,6 +1115,130 @@ fn one_turn_the_whole_answer_lost_on_its_way_to_the_client() {
     }
 }
 
+/// The hole the back-end's own completion of its server's handshake closes (one
+/// connection in 10,000 to 30,000 at 10% loss on the LAN; a seed in 5,000 at 20% here):
+/// the whole answer lost on its way to the client, and then, once one of the server's
+/// SYN/ACK' repeats has confirmed the handoff, every later one, and every ACK' the
+/// front-end answers them with, lost too. A fast-open server in
+/// SYN-RECV sends nothing else again, so without the completion the client hears
+/// nothing for ever (checked below with the module's `complete_handshake` off). With
+/// it, the egress makes the client's ACK of the absorbed SYN/ACK' at once: the server is
+/// established, never repeats its SYN/ACK, and sends the answer again on its own
+/// retransmission timer; the SYN''s the client's resends draw are answered by the
+/// module (its proofs lost here too), and the client's acknowledgement of the answer
+/// confirms the handoff.
+#[test]
+fn one_turn_the_answer_and_every_repeat_lost_the_backend_completes_the_handshake() {
+    let rules = |w: &mut World| {
+        w.net.rules.push(drop_rule(
+            "the answer",
+            NodeId::Backend(0),
+            NodeId::Client,
+            1,
+            |p| p.payload_len > 0,
+        ));
+        // The first reaches the front-end, which confirms the handoff: the client's
+        // resends then go to the server, which, in SYN-RECV, drops them and silences
+        // the client with a bare ACK.
+        w.net.rules.push(DropRule::new(
+            "every SYN/ACK' to the front-end but the first",
+            NodeId::Backend(0),
+            Some(NodeId::FrontEnd),
+            2,
+            u32::MAX,
+            |p| p.is_syn_ack(),
+        ));
+        w.net.rules.push(DropRule::new(
+            "every ACK' to the back-end",
+            NodeId::FrontEnd,
+            Some(NodeId::Backend(0)),
+            1,
+            u32::MAX,
+            |p| p.is_pure_ack(),
+        ));
+    };
+    for complete in [true, false] {
+        for mut world in one_turn_worlds(
+            &format!("one-turn: the answer and every repeat lost, completed here {complete}"),
+            102,
+            |c| {
+                c.body_len = 1024;
+                c.backend_complete_handshake = complete;
+            },
+            rules,
+        ) {
+            if !complete {
+                // The hole: nothing ever reaches the client.
+                let result = world.run(LIMIT, |w| w.clean_finish());
+                assert!(result.is_err(), "the scenario no longer shows the hole");
+                assert!(world.client.app.received.is_empty());
+                assert!(world.backends[0].host.fast_open.syn_acks_repeated >= 6);
+                let stats = front(&mut world).fe.stats().clone();
+                assert_eq!(
+                    (stats.handoffs_completed, stats.backend_timeouts),
+                    (1, 0),
+                    "confirmed, and the client waits for ever: {stats:?}"
+                );
+                continue;
+            }
+            run_clean(&mut world);
+            assert_eq!(world.net.rules[0].dropped, 1, "the answer lost once");
+            let m = world.backends[0].module.counters;
+            assert_eq!(
+                (
+                    m.get(stat::OUT_SYN_ACK_ABSORBED),
+                    m.get(stat::OUT_HANDSHAKE_COMPLETED),
+                    m.get(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND)
+                ),
+                (1, 1, 0),
+                "{m:?}"
+            );
+            assert_eq!(world.backends[0].host.fast_open.syn_acks_repeated, 0);
+            assert!(m.get(stat::IN_SYN_REPEAT_ANSWERED) >= 1, "{m:?}");
+            let stats = front(&mut world).fe.stats().clone();
+            assert_eq!(stats.backend_timeouts, 0, "{stats:?}");
+        }
+    }
+}
+
+/// A slow application with the handshake completed here: the server, established,
+/// would answer the SYN's of the client's resends with challenge ACKs to the client,
+/// which the front-end never sees; the module answers each itself with the SYN/ACK' the
+/// server's repeat would have been, so that the front-end keeps this live back-end and
+/// confirms the handoff (it answers the proof with its ACK', a duplicate the server
+/// ignores).
+#[test]
+fn one_turn_a_slow_server_with_the_handshake_completed_here_is_kept() {
+    for mut world in one_turn_worlds(
+        "one-turn: a slow server, completed here",
+        104,
+        |c| {
+            c.response_delay = Duration::from_secs(10);
+            c.backend_complete_handshake = true;
+        },
+        |_| {},
+    ) {
+        run_clean(&mut world);
+        let m = world.backends[0].module.counters;
+        assert_eq!(m.get(stat::OUT_HANDSHAKE_COMPLETED), 1, "{m:?}");
+        assert_eq!(m.get(stat::OUT_SYN_ACK_REPEAT_TO_FRONTEND), 0, "{m:?}");
+        let proofs = m.get(stat::IN_SYN_REPEAT_ANSWERED);
+        assert!(proofs >= 1, "{m:?}");
+        assert_eq!(world.backends[0].host.fast_open.syn_acks_repeated, 0);
+        assert_eq!(
+            world.backends[0].server.requests.len(),
+            1,
+            "the request once"
+        );
+        let stats = front(&mut world).fe.stats().clone();
+        assert_eq!(
+            (stats.backend_timeouts, stats.syn_ack_repeats_answered),
+            (0, 1),
+            "confirmed by the module's proof: {stats:?}"
+        );
+    }
+}
+
 /// The SYN'+data lost, and then the client's resends for a while: the front-end hears
 /// nothing for its quiet period, which is no proof that the back-end has the request
 /// (here it has nothing). The front-end sends the SYN' again itself, and waits for a

@@ -4,8 +4,9 @@
 /// The per-interface traffic counter (`traffic_in`, `traffic_out`, map `TRAFFIC`).
 pub static COUNTER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-counter"));
 
-/// The back-end module (`backend_ingress`, `backend_egress`, and `backend_syn`,
-/// which the ingress tail-calls; maps `BACKEND_FLOWS`, `BACKEND_CONFIG`, `BACKEND_STATS`,
+/// The back-end module (`backend_ingress`, `backend_egress`, and `backend_syn` and
+/// `backend_repeated_syn`, which the ingress tail-calls, and `backend_local_ack`, which
+/// the egress does; maps `BACKEND_FLOWS`, `BACKEND_CONFIG`, `BACKEND_STATS`,
 /// `BACKEND_INGRESS_PROGRAMS`).
 pub static BACKEND: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baton-backend"));
 

@@ -27,7 +27,7 @@ use baton_common::{
     stamp::{self, StampedBackend, StampedFlow},
     translate::{SynAckTerms, Translation},
 };
-use baton_proto::wire::{Checksums, TcpFrameRepr};
+use baton_proto::wire::{Checksums, TcpFlags, TcpFrameRepr};
 use support::Frame;
 
 mod support;
@@ -60,7 +60,7 @@ const WS_B: u8 = 9;
 fn agent_config() -> AgentConfig {
     AgentConfig::parse(&format!(
         "interface = \"eth0\"\nvip = \"{}:{}\"\nfrontend_mac = \"{}\"\n\
-         handoff_key = \"{}\"\n",
+         handoff_key = \"{}\"\ncomplete_handshake = true\n",
         lab::VIP,
         lab::HTTP_PORT,
         lab::mac_for(lab::FE_ADDR),
@@ -159,6 +159,8 @@ impl Module {
             "backend_ingress",
             "backend_syn",
             "backend_icmp",
+            "backend_repeated_syn",
+            "backend_local_ack",
             "backend_egress",
         ] {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
@@ -252,6 +254,10 @@ fn lab_stamp() -> u16 {
     )
 }
 
+/// The window field the client's ACK announces if the egress completes the server's
+/// handshake: the test SYN''s 64,240 bytes at the client's shift 7.
+const CLIENT_WINDOW: u16 = 64240 >> 7;
+
 /// The translation the test SYN' and SYN/ACK' make: the front-end's and the back-end's
 /// terms above, timestamps and SACK on, and the flow's stamp.
 fn lab_translation() -> Translation {
@@ -272,6 +278,7 @@ fn lab_translation_unstamped() -> Translation {
         },
         Translation::TIMESTAMPS | Translation::SACK,
     )
+    .with_client_window(CLIENT_WINDOW)
 }
 
 #[test]
@@ -291,7 +298,12 @@ fn handoff_syn_is_verified_recorded_and_blanked() {
         assert_eq!(parsed.tcp.timestamps.unwrap().tsval, 5555);
         assert_eq!(parsed.tcp.window_scale, Some(7));
         let flow = module.flow().expect("flow recorded");
-        assert_eq!(flow.translation, handoff_option().translation());
+        assert_eq!(
+            flow.translation,
+            handoff_option()
+                .translation()
+                .with_client_window(CLIENT_WINDOW)
+        );
         assert!(flow.translation.is_awaiting_syn_ack());
     });
 }
@@ -889,7 +901,7 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
 
         let module = Module::load();
         assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
-        let (verdict, _) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
+        let (verdict, ack) = module.run("backend_egress", &syn_ack_acking(after_request).bytes());
         assert_eq!(verdict, TC_ACT_SHOT, "absorbed");
         assert_eq!(module.stat(stat::OUT_SYN_ACK_ABSORBED), 1);
         assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 0);
@@ -897,8 +909,79 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
         assert_eq!(flow.translation, expected);
         assert_eq!(
             flow.state & 0xffff,
-            BackendFlow::SYN_ACK_ABSORBED | BackendFlow::CONFIRMED
+            BackendFlow::SYN_ACK_ABSORBED
+                | BackendFlow::CONFIRMED
+                | BackendFlow::HANDSHAKE_COMPLETED
         );
+        // Of the absorbed SYN/ACK' the egress made the client's ACK, in the client's
+        // terms, and fed a clone to the ingress (what the run returns is what was cloned):
+        // the ingress takes it to the server's, which completes its handshake.
+        assert_eq!(module.stat(stat::OUT_HANDSHAKE_COMPLETED), 1);
+        assert_eq!(&ack[..12], &[BE_MAC, ROUTER_MAC].concat(), "to this host");
+        let p = parse(&ack);
+        assert_eq!(
+            (
+                p.ipv4.src_addr,
+                p.tcp.src_port,
+                p.ipv4.dst_addr,
+                p.tcp.dst_port
+            ),
+            (
+                Ipv4Addr::from(CLIENT),
+                CLIENT_PORT,
+                Ipv4Addr::from(BACKEND),
+                80
+            )
+        );
+        assert_eq!(
+            (p.tcp.seq_number, p.tcp.ack_number, p.tcp.window_len),
+            (after_request, ISN_F.wrapping_add(1), CLIENT_WINDOW)
+        );
+        assert_eq!(p.tcp.flags, TcpFlags::ACK);
+        let ts = p.tcp.timestamps.unwrap();
+        assert_eq!(
+            (ts.tsval, ts.tsecr),
+            (5555, TSV_F),
+            "the SYN''s, the SYN/ACK''s"
+        );
+        let (verdict, ack) = module.run("backend_ingress", &ack);
+        assert_eq!(verdict, TC_ACT_PIPE);
+        let p = parse(&ack);
+        assert_eq!(p.tcp.ack_number, ISN_B + 1, "the server's SYN acknowledged");
+        assert_eq!(p.tcp.timestamps.unwrap().tsecr, TSV_B);
+        // The front-end sends the SYN' again (the client resent its request): answered
+        // here with the SYN/ACK' the server in SYN-RECV would have repeated, the proof
+        // that this back-end has the request; the server, established, never sees it.
+        let (verdict, proof) = module.run("backend_ingress", &syn);
+        assert_eq!(verdict, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::IN_SYN_REPEAT_ANSWERED), 1);
+        assert_eq!(&proof[..12], &[FE_MAC, BE_MAC].concat(), "to the front-end");
+        let p = parse(&proof);
+        assert_eq!(
+            (
+                p.ipv4.src_addr,
+                p.tcp.src_port,
+                p.ipv4.dst_addr,
+                p.tcp.dst_port
+            ),
+            (Ipv4Addr::from(VIP), 80, Ipv4Addr::from(CLIENT), CLIENT_PORT)
+        );
+        assert_eq!(
+            (p.tcp.seq_number, p.tcp.ack_number, p.tcp.flags),
+            (ISN_F, after_request, TcpFlags::SYN | TcpFlags::ACK)
+        );
+        let ts = p.tcp.timestamps.unwrap();
+        assert_eq!(
+            (ts.tsval, ts.tsecr),
+            (TSV_F, 5555),
+            "the echo names this back-end"
+        );
+        assert!(p.tcp.payload.is_empty(), "the request stays here");
+        assert!(
+            p.tcp.unknown_options.find(254).is_none(),
+            "the handoff option blanked"
+        );
+        assert_eq!(module.flow().unwrap(), flow, "the entry as it was");
         // Retransmitted (the client resent its request, the front-end its SYN', or the
         // server's timer): every repeat goes to the front-end, translated, the proof the
         // server has the request and its call for the client's ACK, which only the
@@ -1021,6 +1104,8 @@ fn verifier_figures() {
             "backend_ingress",
             "backend_syn",
             "backend_icmp",
+            "backend_repeated_syn",
+            "backend_local_ack",
             "backend_egress",
         ] {
             let prog: &SchedClassifier = module.ebpf.program(name).unwrap().try_into().unwrap();

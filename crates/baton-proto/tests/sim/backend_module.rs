@@ -11,8 +11,15 @@
 //! - the ingress on other client segments: [`client_segment_fate`], then
 //!   [`BackendFlow::drops`] for a CE mark;
 //! - the egress: [`BackendFlow::syn_ack_fate`] and [`SynAckFate::marks`] for a SYN/ACK',
-//!   [`BackendFlow::keeps_syn_ack`] once its terms are recorded, [`server_segment_fate`]
-//!   for every other segment and [`frontend_copy`] for the copies to the front-end.
+//!   [`BackendFlow::keeps_syn_ack`] once its terms are recorded,
+//!   [`BackendFlow::completes_handshake`] and [`BackendFlow::local_ack`] for the client's
+//!   ACK made of an absorbed one (`backend_local_ack`, fed to the ingress:
+//!   [`EgressTo::OwnIngress`]), [`server_segment_fate`] for every other segment and
+//!   [`frontend_copy`] for the copies to the front-end;
+//! - a SYN' repeated once that ACK was made: [`BackendFlow::answers_repeated_syn`] and
+//!   [`SynAckProof::write`] (`backend_repeated_syn`), the SYN/ACK' it makes going to the
+//!   front-end ([`BackendModule::to_frontend`]); the window the ACK announces, from the
+//!   SYN' as `backend_ingress` reads it ([`syn_prime_window_shift`], [`client_ack_window`]).
 //!
 //! What is left here is what the programs do with kernel helpers: reading and writing the
 //! fields, the map (a `HashMap`, no LRU), the redirect to the front-end
@@ -29,9 +36,9 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use baton_common::backend::{
-    BackendFlow, ClientSegmentFate, HandoffOptionCheck, ServerSegmentFate, SynAckFate,
-    SynAdmission, Verdict, admit_syn, client_segment_fate, frontend_copy, is_syn,
-    server_segment_fate, stat,
+    BackendFlow, ClientSegmentFate, HandoffOptionCheck, SYN_ACK_PROOF_ROOM, ServerSegmentFate,
+    SynAckFate, SynAckProof, SynAckSeen, SynAdmission, Verdict, admit_syn, client_segment_fate,
+    frontend_copy, is_syn, server_segment_fate, stat,
 };
 use baton_common::handoff_option::{
     HandoffBinding, HandoffOption, HandoffOptionError, blank_option, find_handoff_option,
@@ -45,9 +52,10 @@ use baton_common::layout::{
 };
 use baton_common::siphash::SipKey;
 use baton_common::stamp::{self, StampedFlow};
+use baton_common::syn_prime::{SYN_PRIME_OPTIONS_LEN, syn_prime_window_shift};
 use baton_common::tcp_options::{sack, timestamps, window_shift};
 use baton_common::translate::{
-    SynAckTerms, Translation, csum_replace2, csum_replace4, csum_replace4_odd,
+    SynAckTerms, Translation, client_ack_window, csum_replace2, csum_replace4, csum_replace4_odd,
 };
 
 /// A flow as the back-end sees it: the client's address and port (the back-end's own
@@ -93,6 +101,9 @@ pub enum EgressTo {
     Route,
     /// Redirected to the front-end (at L2 in the lab).
     FrontEnd,
+    /// Fed to this host's own ingress (`bpf_clone_redirect` with `BPF_F_INGRESS`): the
+    /// client's ACK the egress makes to complete the server's handshake.
+    OwnIngress,
 }
 
 pub struct BackendModule {
@@ -104,6 +115,11 @@ pub struct BackendModule {
     port: u16,
     flows: HashMap<FlowKey, BackendFlow>,
     pub counters: ModuleCounters,
+    /// The configuration map's flags (`BackendConfig`): `COMPLETE_HANDSHAKE` or not.
+    pub config_flags: u32,
+    /// What the ingress sent the front-end (the SYN/ACK' answering a repeated SYN'),
+    /// for the world to take.
+    pub to_frontend: Vec<Vec<u8>>,
 }
 
 /// Offsets of one IPv4/TCP packet, proved in bounds.
@@ -210,6 +226,8 @@ impl BackendModule {
             port,
             flows: HashMap::new(),
             counters: ModuleCounters([0; stat::COUNT as usize]),
+            config_flags: 0,
+            to_frontend: Vec::new(),
         }
     }
 
@@ -301,13 +319,29 @@ impl BackendModule {
         let admission = admit_syn(HandoffOptionCheck::Verified, data_len);
         // A repeated SYN' of the same connection keeps its entry (which may be complete
         // already); a new connection on the same ports replaces it.
-        if !self
+        let same = self
             .flows
             .get(&key)
-            .is_some_and(|flow| flow.is_same_connection(client_isn))
+            .filter(|flow| flow.is_same_connection(client_isn))
+            .copied();
+        if let Some(flow) = same
+            && flow.answers_repeated_syn()
         {
+            // `backend_repeated_syn`: the server's handshake was completed here; the
+            // SYN/ACK' its repeat would have been goes to the front-end instead.
+            return self.answer_repeated_syn(pkt, layout, flow, option.isn_f(), option.tsv_f());
+        }
+        if same.is_none() {
+            // `backend_ingress` reads the shift at its constant offset in the SYN'.
+            let client_window = pkt[options.clone()]
+                .first_chunk::<SYN_PRIME_OPTIONS_LEN>()
+                .filter(|_| options.len() == SYN_PRIME_OPTIONS_LEN)
+                .and_then(syn_prime_window_shift)
+                .map_or(0, |shift| {
+                    client_ack_window(be16(pkt, tcp + TCP_WINDOW), shift)
+                });
             let flow = BackendFlow::new(
-                option.translation(),
+                option.translation().with_client_window(client_window),
                 client_isn,
                 pkt[tcp + TCP_FLAGS],
                 data_len as u16,
@@ -325,6 +359,79 @@ impl BackendModule {
             self.counters.count(stat::IN_SYN_DATA_ACCEPTED);
         }
         admission.verdict()
+    }
+
+    /// `backend_repeated_syn`: the SYN' cut to its headers and made the SYN/ACK' for the
+    /// front-end ([`SynAckProof`]); the SYN' itself dropped.
+    fn answer_repeated_syn(
+        &mut self,
+        pkt: &[u8],
+        layout: &Layout,
+        flow: BackendFlow,
+        isn_f: u32,
+        tsv_f: u32,
+    ) -> Verdict {
+        if layout.tcp != IPV4_HLEN {
+            return Verdict::Drop(stat::IN_MALFORMED);
+        }
+        let tcp_len = layout.tcp_header_len;
+        let mut headers = [0u8; SYN_ACK_PROOF_ROOM];
+        headers[..IPV4_HLEN + tcp_len].copy_from_slice(&pkt[..IPV4_HLEN + tcp_len]);
+        let proof = SynAckProof {
+            isn_f,
+            tsv_f,
+            request_len: flow.syn_data_len(),
+            vip_addr: self.vip.octets(),
+            vip_port: self.port.to_be_bytes(),
+        };
+        let Some(total) = proof.write(&mut headers, tcp_len) else {
+            return Verdict::Drop(stat::IN_MALFORMED);
+        };
+        self.to_frontend
+            .push(headers[..usize::from(total)].to_vec());
+        Verdict::Drop(stat::IN_SYN_REPEAT_ANSWERED)
+    }
+
+    /// `backend_local_ack`: the absorbed SYN/ACK' turned into the client's ACK
+    /// ([`BackendFlow::local_ack`]), addresses and ports swapped (which leaves the
+    /// checksums as they were), the changed fields' checksum updated as the program's
+    /// `Rewrite` does.
+    fn local_ack(&mut self, mut pkt: Vec<u8>, layout: &Layout, key: FlowKey) -> Option<Vec<u8>> {
+        let flow = self.flows[&key];
+        if !BackendFlow::completes_handshake(self.config_flags, flow.state, flow.translation)
+            || flow.answers_repeated_syn()
+        {
+            return None;
+        }
+        let tcp = layout.tcp;
+        let ts = timestamps(&pkt[layout.options()]).map(|ts| layout.options().start + ts);
+        let ack = flow.local_ack(SynAckSeen {
+            seq: be32(&pkt, tcp + TCP_SEQ),
+            ack: be32(&pkt, tcp + TCP_ACK_SEQ),
+            tsval: ts.map_or(0, |at| be32(&pkt, at + TSOPT_TSVAL)),
+            tsecr: ts.map_or(0, |at| be32(&pkt, at + TSOPT_TSECR)),
+        });
+        rewrite32(&mut pkt, tcp, tcp + TCP_SEQ, ack.seq);
+        rewrite32(&mut pkt, tcp, tcp + TCP_ACK_SEQ, ack.ack);
+        let doff_flags = be16(&pkt, tcp + TCP_DOFF);
+        let new = (doff_flags & 0xff00) | u16::from(ACK);
+        let check = csum_replace2(be16(&pkt, tcp + TCP_CHECK), doff_flags, new);
+        pkt[tcp + TCP_DOFF..tcp + TCP_DOFF + 2].copy_from_slice(&new.to_be_bytes());
+        pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&check.to_be_bytes());
+        rewrite_window(&mut pkt, tcp, ack.window);
+        if let Some(at) = ts {
+            rewrite32(&mut pkt, tcp, at + TSOPT_TSVAL, ack.tsval);
+            rewrite32(&mut pkt, tcp, at + TSOPT_TSECR, ack.tsecr);
+        }
+        let (src, dst) = (addr(&pkt, IP_SADDR), addr(&pkt, IP_DADDR));
+        pkt[IP_SADDR..IP_SADDR + 4].copy_from_slice(&dst.octets());
+        pkt[IP_DADDR..IP_DADDR + 4].copy_from_slice(&src.octets());
+        let (sport, dport) = (be16(&pkt, tcp + TCP_SOURCE), be16(&pkt, tcp + TCP_DEST));
+        pkt[tcp + TCP_SOURCE..tcp + TCP_SOURCE + 2].copy_from_slice(&dport.to_be_bytes());
+        pkt[tcp + TCP_DEST..tcp + TCP_DEST + 2].copy_from_slice(&sport.to_be_bytes());
+        self.flow_mut(key).state |= BackendFlow::HANDSHAKE_COMPLETED;
+        self.counters.count(stat::OUT_HANDSHAKE_COMPLETED);
+        Some(pkt)
     }
 
     /// `backend_egress`, on a packet the back-end's TCP sends: where the packet (and any
@@ -403,6 +510,7 @@ impl BackendModule {
                     backend_port: self.port,
                 },
             );
+            let config_flags = self.config_flags;
             let flow = self.flow_mut(key);
             flow.translation = flow.translation.with_backend(terms);
             if flow.translation.has_timestamps() {
@@ -410,8 +518,14 @@ impl BackendModule {
             }
             flow.state |= flow.state_after_syn_ack(flags);
             if BackendFlow::keeps_syn_ack(flow.state) {
+                let completes =
+                    BackendFlow::completes_handshake(config_flags, flow.state, flow.translation);
                 self.counters.count(stat::OUT_SYN_ACK_ABSORBED);
-                return Vec::new();
+                return if completes && let Some(ack) = self.local_ack(pkt, &layout, key) {
+                    vec![(EgressTo::OwnIngress, ack)]
+                } else {
+                    Vec::new()
+                };
             }
         }
         let flow = self.flows[&key];

@@ -36,10 +36,16 @@
 //!   - a RST ends the child only at exactly its next expected sequence number, past the
 //!     SYN's data (`tcp_validate_incoming`, RFC 5961 §3.2); any other is dropped.
 //!
+//! Once established, a repeated SYN draws a challenge ACK (RFC 5961 §4.2,
+//! `tcp_send_challenge_ack`), at most one per 500 ms, at the latest numbers smoltcp sent;
+//! the back-end module keeps the front-end's repeated SYN''s from a server whose
+//! handshake it completed, so only a server established otherwise meets them.
+//!
 //! Where it differs from Linux: the held retransmissions go out at once when the
-//! handshake completes, where Linux may wait for its retransmission timer; a repeated
-//! SYN after the handshake, or a RST in the window but not at its next expected number,
-//! draws no challenge ACK (RFC 5961 §3.2, §4); and the socket is not
+//! handshake completes, where Linux may wait for its retransmission timer; a RST in the
+//! window but not at its next expected number draws no challenge ACK (RFC 5961 §3.2);
+//! a segment of an established connection reaches smoltcp without the stand-in's
+//! checks; and the socket is not
 //! dropped after the last SYN/ACK. With `enabled` off it stands for a back-end without
 //! fast open (`tcp_fastopen = 1`, or a listener made before the sysctl): every packet
 //! goes to smoltcp as it is, which acknowledges only the SYN.
@@ -106,8 +112,16 @@ enum ChildState {
         /// smoltcp's retransmissions, held back until the handshake completes.
         held: Vec<Vec<u8>>,
     },
-    /// The client acknowledged the SYN/ACK.
-    Established,
+    /// The client acknowledged the SYN/ACK (or the back-end module did, for it).
+    Established {
+        /// Past the last byte (or FIN) smoltcp has sent, and the acknowledgement and
+        /// window field of its latest segment: what a challenge ACK carries.
+        snd_nxt: u32,
+        rcv_nxt: u32,
+        window: u16,
+        /// When a SYN was last answered with a challenge ACK.
+        last_answer: Option<Duration>,
+    },
 }
 
 /// The kernel's fast-open server path for one host; see the module's docs.
@@ -130,6 +144,8 @@ pub struct FastOpen {
     pub resets_ignored: u32,
     /// RSTs at it, which ended the child.
     pub resets_taken: u32,
+    /// Challenge ACKs answering a repeated SYN on an established connection.
+    pub challenge_acks: u32,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -149,6 +165,7 @@ impl FastOpen {
             out_of_window: 0,
             resets_ignored: 0,
             resets_taken: 0,
+            challenge_acks: 0,
         }
     }
 
@@ -186,19 +203,45 @@ impl FastOpen {
                 self.syns_with_data_taken += 1;
                 return Some(bare);
             }
-            // A repeated SYN: in SYN-RECV the SYN/ACK again (its data thrown away);
-            // otherwise nothing (smoltcp has it, or the handshake is done).
+            // A repeated SYN: in SYN-RECV the SYN/ACK again (its data thrown away); on an
+            // established socket a challenge ACK (RFC 5961 section 4.2: out of the window,
+            // `tcp_validate_incoming` sends one, `tcp_send_challenge_ack`), under the same
+            // per-socket limit; before the SYN/ACK nothing (smoltcp has it).
             let child = self.children.get_mut(&key).expect("found above");
-            if let ChildState::SynReceived {
-                syn_ack,
-                last_answer,
-                ..
-            } = &mut child.state
-                && last_answer.is_none_or(|at| now.saturating_sub(at) >= OUT_OF_WINDOW_RATE_LIMIT)
-            {
-                *last_answer = Some(now);
-                self.to_wire.push(with_tsval(syn_ack, tsval));
-                self.syn_acks_repeated += 1;
+            let ts_recent = child.tsval;
+            match &mut child.state {
+                ChildState::SynReceived {
+                    syn_ack,
+                    last_answer,
+                    ..
+                } if last_answer
+                    .is_none_or(|at| now.saturating_sub(at) >= OUT_OF_WINDOW_RATE_LIMIT) =>
+                {
+                    *last_answer = Some(now);
+                    self.to_wire.push(with_tsval(syn_ack, tsval));
+                    self.syn_acks_repeated += 1;
+                }
+                ChildState::Established {
+                    snd_nxt,
+                    rcv_nxt,
+                    window,
+                    last_answer,
+                } if last_answer
+                    .is_none_or(|at| now.saturating_sub(at) >= OUT_OF_WINDOW_RATE_LIMIT) =>
+                {
+                    *last_answer = Some(now);
+                    self.to_wire.push(data_segment(
+                        (info.dst, info.dport),
+                        (info.src, info.sport),
+                        *snd_nxt,
+                        *rcv_nxt,
+                        *window,
+                        ts_recent.map(|client| (tsval, client)),
+                        &[],
+                    ));
+                    self.challenge_acks += 1;
+                }
+                _ => {}
             }
             return None;
         }
@@ -262,7 +305,12 @@ impl FastOpen {
             for segment in held.drain(..) {
                 self.to_wire.push(with_tsval(&segment, tsval));
             }
-            child.state = ChildState::Established;
+            child.state = ChildState::Established {
+                snd_nxt: *snd_nxt,
+                rcv_nxt,
+                window: *window,
+                last_answer: None,
+            };
         }
         Some(pkt)
     }
@@ -279,6 +327,23 @@ impl FastOpen {
         let Some(child) = self.children.get_mut(&(info.dst, info.dport)) else {
             return Some(pkt);
         };
+        if let ChildState::Established {
+            snd_nxt,
+            rcv_nxt,
+            window,
+            ..
+        } = &mut child.state
+        {
+            let end = info.seq.wrapping_add(info.seq_len());
+            if seq_lt(*snd_nxt, end) {
+                *snd_nxt = end;
+            }
+            if info.has(TcpFlags::ACK) && seq_lt(*rcv_nxt, info.ack) {
+                *rcv_nxt = info.ack;
+            }
+            *window = info.window;
+            return Some(pkt);
+        }
         if let ChildState::SynReceived {
             ack_of_data_owed,
             snd_nxt,

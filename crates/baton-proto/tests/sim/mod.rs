@@ -81,6 +81,9 @@ pub struct SimConfig {
     /// listener, as the lab sets them up), through [`fast_open`]; off, they acknowledge
     /// only the SYN.
     pub backend_fast_open: bool,
+    /// The back-end modules complete their servers' handshakes themselves
+    /// (`complete_handshake` in the agent's configuration, off by default).
+    pub backend_complete_handshake: bool,
     /// How long the back-ends' application takes to answer a request.
     pub response_delay: Duration,
 }
@@ -108,6 +111,7 @@ impl SimConfig {
             wan_delay: Duration::from_millis(5),
             lan_delay: Duration::from_micros(100),
             backend_fast_open: true,
+            backend_complete_handshake: false,
             response_delay: Duration::ZERO,
         }
     }
@@ -190,12 +194,19 @@ pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontN
             BackendNode {
                 host,
                 server,
-                module: backend_module::BackendModule::new(
-                    HANDOFF_KEY,
-                    addrs.backends[i],
-                    addrs.vip,
-                    HTTP_PORT,
-                ),
+                module: {
+                    let mut module = backend_module::BackendModule::new(
+                        HANDOFF_KEY,
+                        addrs.backends[i],
+                        addrs.vip,
+                        HTTP_PORT,
+                    );
+                    if cfg.backend_complete_handshake {
+                        module.config_flags |=
+                            baton_common::backend::BackendConfig::COMPLETE_HANDSHAKE;
+                    }
+                    module
+                },
                 monitor: BackendMonitor::default(),
                 silent: cfg.silent_backends.contains(&i),
                 refusing: cfg.refusing_backends.contains(&i),

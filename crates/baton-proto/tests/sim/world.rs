@@ -389,6 +389,11 @@ impl World {
                 let to = match to {
                     EgressTo::FrontEnd => NodeId::FrontEnd,
                     EgressTo::Route => self.route_by_dst(&pkt),
+                    EgressTo::OwnIngress => {
+                        // The host's own backlog, not the network: nothing loses it.
+                        self.deliver(NodeId::Backend(i), NodeId::Backend(i), pkt);
+                        continue;
+                    }
                 };
                 self.net.send(now, NodeId::Backend(i), to, pkt);
             }
@@ -430,7 +435,14 @@ impl World {
                 if b.silent {
                     return;
                 }
-                match b.module.ingress(&mut pkt) {
+                let verdict = b.module.ingress(&mut pkt);
+                // What the ingress sent the front-end itself (a repeated SYN''s answer).
+                for answer in std::mem::take(&mut b.module.to_frontend) {
+                    self.net
+                        .send(now, NodeId::Backend(i), NodeId::FrontEnd, answer);
+                }
+                let b = &mut self.backends[i];
+                match verdict {
                     None | Some(Verdict::Pass(_)) => {
                         match PacketInfo::parse_verified(&pkt) {
                             Ok(info) => b.monitor.received(&info),
@@ -454,7 +466,9 @@ impl World {
                             for (to, pkt) in b.module.egress(reset) {
                                 let to = match to {
                                     EgressTo::FrontEnd => NodeId::FrontEnd,
-                                    EgressTo::Route => self.route_by_dst(&pkt),
+                                    EgressTo::Route | EgressTo::OwnIngress => {
+                                        self.route_by_dst(&pkt)
+                                    }
                                 };
                                 self.net.send(now, NodeId::Backend(i), to, pkt);
                             }

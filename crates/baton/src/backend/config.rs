@@ -34,6 +34,7 @@ struct FileConfig {
     gc_interval_ms: Option<u64>,
     metrics: Option<std::net::SocketAddr>,
     stamp_timestamps: Option<bool>,
+    complete_handshake: Option<bool>,
 }
 
 /// A checked back-end agent configuration.
@@ -62,6 +63,10 @@ pub struct AgentConfig {
     /// (`baton_common::stamp`), so that any front-end forwards its flows without an
     /// entry for them; on by default.
     pub stamp_timestamps: bool,
+    /// Complete the server's handshake of a one-turn handoff here rather than wait for
+    /// the front-end's ACK' (`baton_common::backend::BackendFlow::completes_handshake`,
+    /// which says why it is off by default).
+    pub complete_handshake: bool,
 }
 
 impl AgentConfig {
@@ -106,6 +111,7 @@ impl AgentConfig {
             gc_interval,
             metrics: file.metrics,
             stamp_timestamps: file.stamp_timestamps.unwrap_or(true),
+            complete_handshake: file.complete_handshake.unwrap_or(false),
         })
     }
 
@@ -117,6 +123,9 @@ impl AgentConfig {
         }
         if self.stamp_timestamps {
             flags |= BackendConfig::STAMPS;
+        }
+        if self.complete_handshake {
+            flags |= BackendConfig::COMPLETE_HANDSHAKE;
         }
         BackendConfig {
             handoff_key: SipKey::from_bytes(self.handoff_key),

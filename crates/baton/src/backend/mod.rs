@@ -212,7 +212,14 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
         ("backend_egress", TcAttachType::Egress),
         ("backend_ingress", TcAttachType::Ingress),
     ];
-    for name in ["backend_syn", "backend_icmp", HOOKS[0].0, HOOKS[1].0] {
+    for name in [
+        "backend_syn",
+        "backend_icmp",
+        "backend_repeated_syn",
+        "backend_local_ack",
+        HOOKS[0].0,
+        HOOKS[1].0,
+    ] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?
@@ -276,38 +283,36 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
     })
 }
 
-/// Puts the loaded `backend_syn` and `backend_icmp` of `ebpf` in their slots of the
-/// ingress's program array ([`ingress_program::SYN`], [`ingress_program::ICMP`]) and
-/// returns the SYN' program's id. The update is one atomic store
-/// per slot: a tail call meets the program that was there or this one. `ebpf` must have
-/// loaded the program; the array is the one the object's ingress uses (the pinned one,
-/// for the agent).
+/// Puts the loaded `backend_local_ack`, `backend_repeated_syn`, `backend_icmp` and
+/// `backend_syn` of `ebpf` in their slots of the module's program array
+/// ([`ingress_program::LOCAL_ACK`], [`ingress_program::REPEATED_SYN`],
+/// [`ingress_program::ICMP`], [`ingress_program::SYN`]), in that order, so that the SYN'
+/// program never calls an empty slot it could fill, and returns `backend_syn`'s id. Each
+/// update is one atomic store: a tail call meets the program that was there or this one.
+/// `ebpf` must have loaded the programs; the array is the one the object's ingress uses
+/// (the pinned one, for the agent).
 pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
-    let prog: &SchedClassifier = ebpf
-        .program("backend_syn")
-        .context("program backend_syn missing")?
-        .try_into()?;
-    let fd = prog.fd()?.try_clone()?;
-    let id = prog.info()?.id();
-    let mut slots: ProgramArray<_> = ProgramArray::try_from(
-        ebpf.map_mut("BACKEND_INGRESS_PROGRAMS")
-            .context("map BACKEND_INGRESS_PROGRAMS missing")?,
-    )?;
-    slots
-        .set(ingress_program::SYN, &fd, 0)
-        .context("putting backend_syn in the ingress's program array")?;
-    let icmp: &SchedClassifier = ebpf
-        .program("backend_icmp")
-        .context("program backend_icmp missing")?
-        .try_into()?;
-    let icmp = icmp.fd()?.try_clone()?;
-    let mut slots: ProgramArray<_> = ProgramArray::try_from(
-        ebpf.map_mut("BACKEND_INGRESS_PROGRAMS")
-            .context("map BACKEND_INGRESS_PROGRAMS missing")?,
-    )?;
-    slots
-        .set(ingress_program::ICMP, &icmp, 0)
-        .context("putting backend_icmp in the ingress's program array")?;
+    let mut id = 0;
+    for (name, slot) in [
+        ("backend_local_ack", ingress_program::LOCAL_ACK),
+        ("backend_repeated_syn", ingress_program::REPEATED_SYN),
+        ("backend_icmp", ingress_program::ICMP),
+        ("backend_syn", ingress_program::SYN),
+    ] {
+        let prog: &SchedClassifier = ebpf
+            .program(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        let fd = prog.fd()?.try_clone()?;
+        id = prog.info()?.id();
+        let mut slots: ProgramArray<_> = ProgramArray::try_from(
+            ebpf.map_mut("BACKEND_INGRESS_PROGRAMS")
+                .context("map BACKEND_INGRESS_PROGRAMS missing")?,
+        )?;
+        slots
+            .set(slot, &fd, 0)
+            .with_context(|| format!("putting {name} in the ingress's program array"))?;
+    }
     Ok(id)
 }
 
