@@ -42,8 +42,10 @@ enum Command {
         detach: bool,
         /// Upgrade in place: load and verify this build's eBPF program while the
         /// running daemon serves, then send it SIGTERM, wait for its drain and exit
-        /// (the configuration's drain plus 10 s at most), and take over its flows. Without
-        /// it, a start beside a running daemon is refused.
+        /// (the configuration's drain plus 10 s at most), and take over its flows. If the
+        /// program does not load, or the running daemon does not exit in time, it exits
+        /// with 1 and the running daemon keeps serving. Without it, a start beside a
+        /// running daemon is refused.
         #[arg(long, conflicts_with = "detach")]
         take_over: bool,
     },

@@ -208,6 +208,14 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     };
     let (_lock, prepared) = if take_over {
         let prepared = prepare(&settings);
+        // A running daemon is not replaced by one that could not load its program: a
+        // plain start runs on without the fast path (slower, correct), but an upgrade
+        // that would make things worse stops here, the running daemon untouched.
+        if let Some(Err(e)) = &prepared {
+            anyhow::bail!(
+                "not taking over: the fast path's program did not load, and the running daemon keeps serving: {e:#}"
+            );
+        }
         let within = settings.drain + TAKE_OVER_MARGIN;
         let lock = lock(
             config_path,
