@@ -534,31 +534,13 @@ impl<D: Dispatch> FrontEnd<D> {
             ttl: ip.ttl,
         };
         let timestamps = agreed.timestamps.is_some();
-        // With cookies on, the ISN and TSval are the cookie's even though this answer
-        // keeps state: the request may reach another front-end sharing the secret (the
-        // routers moved the connection between its SYN/ACK and its request, a front-end
-        // dying, coming back or joining), which can only complete a handshake its cookie
-        // describes. Without timestamps the cookie is marked, as for options kept in the
-        // half-open map: another front-end resets the connection rather than take it with
-        // a window shift it cannot know; this one has it in its state.
-        let (isn_f, tsv_f) = if self.config.syn_cookies {
-            let answer = syncookie::cookie_syn_ack(
-                &self.syn_cookie_config(),
-                now.as_nanos(),
-                &flow.to_bytes(),
-                tcp.seq_number,
-                &syn_options(ip, tcp),
-                !timestamps,
-            );
-            (answer.isn, answer.timestamps.map_or(0, |(tsv, _)| tsv))
-        } else if timestamps {
-            (self.secrets.isn(now, &flow), self.secrets.tsval(now, &flow))
-        } else {
-            (self.secrets.isn(now, &flow), 0)
-        };
         let terms = FrontTerms {
-            isn_f,
-            tsv_f,
+            isn_f: self.secrets.isn(now, &flow),
+            tsv_f: if timestamps {
+                self.secrets.tsval(now, &flow)
+            } else {
+                0
+            },
             ws_f: agreed.window_shift,
             timestamps,
             sack: agreed.sack,
