@@ -458,9 +458,9 @@ fn recovery(attempts: &[(f64, String)], died: f64) -> (usize, Option<f64>) {
     (failed, served_from)
 }
 
-/// Front-end `k`'s core counter `name` from its daemon's metrics (0 if none answers).
-fn core_counter(k: u8, name: &str) -> u64 {
-    let metrics = in_node(
+/// Front-end `k`'s metrics page, empty if its daemon does not answer.
+fn metrics(k: u8) -> String {
+    in_node(
         &LAB,
         &format!("fe{k}"),
         &[
@@ -473,7 +473,12 @@ fn core_counter(k: u8, name: &str) -> u64 {
     )
     .output()
     .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    .unwrap_or_default();
+    .unwrap_or_default()
+}
+
+/// Front-end `k`'s core counter `name` from its daemon's metrics (0 if none answers).
+fn core_counter(k: u8, name: &str) -> u64 {
+    let metrics = metrics(k);
     let prefix = format!("baton_frontend_core_events_total{{counter=\"{name}\"}} ");
     metrics
         .lines()
@@ -505,20 +510,7 @@ fn frontends_said(frontends: u8) -> String {
         counted.sort();
         // The core's counters of segments it could not place (strays, cookies that did
         // not check), from the daemon's metrics, if it runs.
-        let metrics = in_node(
-            &LAB,
-            &format!("fe{k}"),
-            &[
-                "curl",
-                "-s",
-                "-m",
-                "2",
-                &format!("http://{}/metrics", baton::lab::cluster::FRONTEND_METRICS),
-            ],
-        )
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+        let metrics = metrics(k);
         let core: Vec<&str> = metrics
             .lines()
             .filter(|l| {

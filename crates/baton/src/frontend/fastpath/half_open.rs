@@ -3,28 +3,18 @@
 //! (`baton_common::syncookie`, "Clients without timestamps"), which the protocol core
 //! takes at the client's first data segment through [`HalfOpenSyns`].
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
-
 use aya::maps::MapData;
 use baton_common::{frontend::FrontendFlowKey, syncookie::HalfOpenSyn};
 use baton_proto::frontend::{FlowKey, HalfOpenSyns};
 
-use super::{FastPathStats, key_of};
+use super::{
+    FastPathStats, key_of,
+    sys::{ElemAttr, bpf, map_fd},
+};
 
 /// The map (`FRONTEND_HALF_OPEN`), through its descriptor.
 pub(super) struct HalfOpenMap {
     map: MapData,
-}
-
-/// `struct bpf_attr` for the element commands (`linux/bpf.h`): map, key, value, flags.
-#[repr(C)]
-#[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
 }
 
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (`enum bpf_cmd`; hash maps since Linux 5.14).
@@ -40,28 +30,17 @@ impl HalfOpenMap {
     fn take(&self, key: &FrontendFlowKey) -> std::io::Result<Option<HalfOpenSyn>> {
         let mut value = HalfOpenSyn::default();
         let mut attr = ElemAttr {
-            map_fd: self.map.fd().as_fd().as_raw_fd() as u32,
+            map_fd: map_fd(&self.map),
             key: std::ptr::from_ref(key) as u64,
             value: (&raw mut value) as u64,
             ..ElemAttr::default()
         };
         // SAFETY: `attr` points at the key and at room for one value of the map's value
         // size (`HalfOpenSyn`, the program's own type), alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                LOOKUP_AND_DELETE_ELEM,
-                &raw mut attr,
-                size_of::<ElemAttr>(),
-            )
-        };
-        if rc == 0 {
-            return Ok(Some(value));
-        }
-        let error = std::io::Error::last_os_error();
-        match error.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(error),
+        match unsafe { bpf(LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+            Ok(()) => Ok(Some(value)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

@@ -236,8 +236,6 @@ struct Installed {
     client_isn: u32,
     /// The last-seen stamp already reported to the core.
     noted: u64,
-    /// The close state last written to the table.
-    close_state: u32,
 }
 
 /// The fast path loaded and verified, not yet attached ([`FastPath::prepare`]).
@@ -531,7 +529,6 @@ impl FastPath {
                         Installed {
                             client_isn: value.client_isn,
                             noted: value.last_seen_ns,
-                            close_state: value.close_state,
                         },
                     );
                 }
@@ -579,7 +576,6 @@ impl FastPath {
                 Installed {
                     client_isn,
                     noted: 0,
-                    close_state: 0,
                 },
             );
             stats.flows_installed += 1;
@@ -621,7 +617,6 @@ impl FastPath {
                         Installed {
                             client_isn,
                             noted: 0,
-                            close_state: 0,
                         },
                     )
                     .is_none();
@@ -766,7 +761,6 @@ impl FastPath {
         let installed = Installed {
             client_isn: value.client_isn,
             noted: value.last_seen_ns,
-            close_state: value.close_state,
         };
         match fe.adopt(now, flow, handover_of(&value)) {
             Ok(()) => {
@@ -1130,7 +1124,7 @@ impl FastPath {
             if let Some(handover) = fe.handover(&flow)
                 && needs_close_state(value, &handover)
             {
-                write_close_state(&mut self.flows, key, &handover, installed, stats);
+                write_close_state(&mut self.flows, key, &handover, stats);
             }
         }
         self.neighbours.refresh(&self.interface);
@@ -1152,26 +1146,25 @@ impl FastPath {
         if self.batch.read_all(&self.flows_data).is_ok() {
             for (key, value) in self.batch.keys.iter().zip(&self.batch.values) {
                 let flow = flow_of(key);
-                let (Some(installed), Some(handover)) =
-                    (self.installed.get_mut(&flow), fe.handover(&flow))
-                else {
+                if !self.installed.contains_key(&flow) {
                     continue;
-                };
-                if needs_close_state(value, &handover) {
-                    write_close_state(&mut self.flows, key, &handover, installed, stats);
+                }
+                if let Some(handover) = fe.handover(&flow)
+                    && needs_close_state(value, &handover)
+                {
+                    write_close_state(&mut self.flows, key, &handover, stats);
                 }
             }
             return;
         }
         stats.batch_read_errors += 1;
-        for (flow, installed) in &mut self.installed {
-            let Some(handover) = fe.handover(flow) else {
-                continue;
-            };
-            if installed.close_state == handover.close_state() {
-                continue;
+        // A lookup per closing flow instead (`write_close_state` reads its entry).
+        for flow in self.installed.keys() {
+            if let Some(handover) = fe.handover(flow)
+                && handover.close_state() != 0
+            {
+                write_close_state(&mut self.flows, &key_of(flow), &handover, stats);
             }
-            write_close_state(&mut self.flows, &key_of(flow), &handover, installed, stats);
         }
     }
 
@@ -1330,7 +1323,7 @@ fn handover_of(value: &FrontendFlow) -> Handover {
 /// (`FrontendFlow::close_state_noticed`); a back-end's reset, or a close the core judged
 /// from a segment that reached it another way, is the daemon's to record. An entry of
 /// another connection on the same ports (another client ISN) is not this one's.
-fn needs_close_state(value: &FrontendFlow, handover: &Handover) -> bool {
+pub(super) fn needs_close_state(value: &FrontendFlow, handover: &Handover) -> bool {
     value.client_isn == handover.client_isn
         && value.close_state & !FrontendFlow::AWAITING_ANSWER != handover.close_state()
 }

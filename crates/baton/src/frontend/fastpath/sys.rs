@@ -117,3 +117,38 @@ pub(super) fn parse_arp_table<'a>(
         Some((ip, out))
     })
 }
+
+/// `struct bpf_attr` for the `BPF_MAP_*_ELEM` commands (`linux/bpf.h`).
+#[repr(C)]
+#[derive(Default)]
+pub(super) struct ElemAttr {
+    pub(super) map_fd: u32,
+    pub(super) _pad: u32,
+    pub(super) key: u64,
+    pub(super) value: u64,
+    pub(super) flags: u64,
+}
+
+/// A map's descriptor as `bpf(2)`'s attributes take it.
+pub(super) fn map_fd(map: &aya::maps::MapData) -> u32 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    map.fd().as_fd().as_raw_fd() as u32
+}
+
+/// `bpf(2)` with command `cmd` and `attr`, that command's part of `union bpf_attr`, for
+/// what aya does not offer (batch reads and deletes, lookup-and-delete on a hash).
+///
+/// # Safety
+///
+/// Every pointer in `attr` must be valid, for the call, for what `cmd` reads or writes
+/// through it.
+pub(super) unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
+    // SAFETY: `attr` is a live, exclusive `A` of the size passed; its pointers are the
+    // caller's promise.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<A>()) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

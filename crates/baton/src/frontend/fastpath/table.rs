@@ -6,7 +6,10 @@ use aya::maps::{HashMap, MapData};
 use baton_common::frontend::{FrontendFlow, FrontendFlowKey};
 use baton_proto::frontend::Handover;
 
-use super::{FastPathStats, Installed};
+use super::{
+    FastPathStats, needs_close_state,
+    sys::{bpf, map_fd},
+};
 
 /// The whole flow table, read in batches; the buffers are kept between scans, so a scan
 /// allocates nothing once they have grown to the table's size.
@@ -41,10 +44,9 @@ impl FlowBatch {
     /// still returned; `ENOSPC` (a bucket with more entries than asked for) doubles the
     /// chunk.
     pub(super) fn read_all(&mut self, map: &MapData) -> std::io::Result<()> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
         self.keys.clear();
         self.values.clear();
-        let fd = map.fd().as_fd().as_raw_fd() as u32;
+        let fd = map_fd(map);
         let mut chunk = Self::CHUNK;
         let (mut token_in, mut token_out) = (0u32, 0u32);
         let mut first = true;
@@ -63,16 +65,8 @@ impl FlowBatch {
             };
             // SAFETY: `attr` points at buffers with room for `count` keys and values,
             // and at the two tokens, all alive for the call.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    Self::LOOKUP_BATCH,
-                    &raw mut attr,
-                    size_of::<BatchAttr>(),
-                )
-            };
+            let error = unsafe { bpf(Self::LOOKUP_BATCH, &mut attr) }.err();
             let got = (attr.count as usize).min(chunk);
-            let error = (rc < 0).then(std::io::Error::last_os_error);
             match error.as_ref().and_then(std::io::Error::raw_os_error) {
                 Some(libc::ENOSPC) if got == 0 => {
                     self.keys.truncate(start);
@@ -112,8 +106,7 @@ pub(super) struct Deleted {
 /// (`generic_map_delete_batch`, `count` saying how many went before it), which is then
 /// skipped and the rest sent again.
 pub(super) fn delete_all(map: &MapData, keys: &[FrontendFlowKey]) -> std::io::Result<Deleted> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-    let fd = map.fd().as_fd().as_raw_fd() as u32;
+    let fd = map_fd(map);
     let mut done = Deleted::default();
     let mut rest = keys;
     while !rest.is_empty() {
@@ -125,22 +118,13 @@ pub(super) fn delete_all(map: &MapData, keys: &[FrontendFlowKey]) -> std::io::Re
         };
         // SAFETY: `attr` points at `count` keys, alive for the call; the kernel only
         // reads them.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                DELETE_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
+        let result = unsafe { bpf(DELETE_BATCH, &mut attr) };
         let deleted = (attr.count as usize).min(rest.len());
         done.removed += deleted;
-        if rc == 0 {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
+        match result {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
         }
         done.missing += 1;
         rest = &rest[(deleted + 1).min(rest.len())..];
@@ -149,25 +133,25 @@ pub(super) fn delete_all(map: &MapData, keys: &[FrontendFlowKey]) -> std::io::Re
 }
 
 /// Writes `handover`'s close state (and client ISN) into the table's entry for `key`,
-/// for a successor daemon to resume from; `installed` remembers what was written.
+/// for a successor daemon to resume from, if the entry says otherwise
+/// ([`needs_close_state`]).
 ///
 /// The entry is read afresh first, and left alone unless it is still the connection's
 /// (its client ISN): the program replaces a closed flow's entry when its client opens a
 /// new connection on the ports (`FrontendFlow::replaced_by_syn`), and a value read
 /// earlier (the scan's batch) written back would send the new connection to the old
-/// one's back-end. A lookup per change of close state, about one per connection, at
-/// the scan.
+/// one's back-end. A lookup per close state to write: rare, the program recording the
+/// client's FIN and RST itself.
 pub(super) fn write_close_state(
     flows: &mut HashMap<MapData, FrontendFlowKey, FrontendFlow>,
     key: &FrontendFlowKey,
     handover: &Handover,
-    installed: &mut Installed,
     stats: &mut FastPathStats,
 ) {
     let Ok(value) = flows.get(key, 0) else {
         return;
     };
-    if value.client_isn != handover.client_isn {
+    if !needs_close_state(&value, handover) {
         return;
     }
     let value = FrontendFlow {
@@ -177,7 +161,6 @@ pub(super) fn write_close_state(
     };
     // BPF_EXIST: never re-create an entry removed meanwhile.
     if flows.insert(key, value, BPF_EXIST).is_ok() {
-        installed.close_state = value.close_state;
         stats.close_states_recorded += 1;
     }
 }
@@ -189,6 +172,7 @@ pub(super) const BPF_EXIST: u64 = 2;
 mod tests {
     use std::os::fd::{FromRawFd as _, OwnedFd};
 
+    use super::super::sys::ElemAttr;
     use super::*;
 
     /// `BPF_MAP_CREATE` and `BPF_MAP_UPDATE_ELEM` (`enum bpf_cmd`).
@@ -219,7 +203,8 @@ mod tests {
             max_entries: 64,
             map_flags: 0,
         };
-        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_MAP_CREATE.
+        // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_MAP_CREATE, and
+        // holds no pointer. (Not through `bpf`: this command answers a descriptor.)
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -235,34 +220,16 @@ mod tests {
     }
 
     fn put(map: &MapData, key: &FrontendFlowKey) {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        #[repr(C)]
-        struct ElemAttr {
-            map_fd: u32,
-            _pad: u32,
-            key: u64,
-            value: u64,
-            flags: u64,
-        }
         let value = FrontendFlow::default();
         let mut attr = ElemAttr {
-            map_fd: map.fd().as_fd().as_raw_fd() as u32,
-            _pad: 0,
+            map_fd: map_fd(map),
             key: std::ptr::from_ref(key) as u64,
             value: std::ptr::from_ref(&value) as u64,
-            flags: 0,
+            ..ElemAttr::default()
         };
         // SAFETY: `attr` points at a key and a value of the map's sizes, alive for the
         // call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                UPDATE_ELEM,
-                &raw mut attr,
-                size_of::<ElemAttr>(),
-            )
-        };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        unsafe { bpf(UPDATE_ELEM, &mut attr) }.unwrap();
     }
 
     fn key(port: u16) -> FrontendFlowKey {
