@@ -192,13 +192,13 @@ impl BackendFlow {
     /// before it sent the request the SYN' carried. Once per flow: only the first
     /// SYN/ACK' is kept; a second ACK would be a duplicate ACK, harmless to Linux.
     ///
-    /// Only with [`BackendConfig::COMPLETE_HANDSHAKE`] in `config_flags`, off by default:
-    /// a server so established sends its answer again to the client on its own timer,
-    /// and if the front-end has meanwhile given this back-end up as silent (every proof
-    /// lost) and its resets are lost too, that answer reaches the client beside the next
-    /// back-end's, whose handoff the client's acknowledgement of it then confirms
-    /// (docs/design.md, "The one-turn handoff"). The front-end must first tell which
-    /// back-end's data the client acknowledges.
+    /// Only with [`BackendConfig::COMPLETE_HANDSHAKE`] in `config_flags` (on by default,
+    /// `complete_handshake` in the agent's configuration). A server so established
+    /// sends its answer to the client on its own timer, even if the front-end has
+    /// meanwhile given this back-end up as silent (every proof lost) and its resets are
+    /// lost too; the front-end then tells whose answer the client acknowledges by the
+    /// stamp its TSecr echoes, and takes this back-end back (docs/design.md, "The answer
+    /// names its back-end").
     #[inline(always)]
     pub const fn completes_handshake(
         config_flags: u32,

@@ -174,6 +174,77 @@ pub struct ClientSegment {
     pub flags: u8,
     /// The payload's length, the FIN not counted.
     pub payload_len: u32,
+    /// What its TSecr says of the back-end whose answer it acknowledges ([`Echo`]);
+    /// read only while the flow awaits the answer.
+    pub echo: Echo,
+}
+
+/// What a client segment's TSecr says of whose TSval it echoes (docs/design.md, "The
+/// answer names its back-end"). A back-end module stamps its id into every TSval it
+/// sends (`crate::stamp`), so the client's acknowledgement of an answer names the
+/// back-end that sent it: with the back-ends completing their servers' handshakes, a
+/// back-end given up (its answer late, the front-end's resets of it lost) can still
+/// answer the client while the next one is tried, and its answer must not be taken for
+/// the next one's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    /// No timestamps, or the echo of a TSval without the stamp's mark: names no one.
+    Unstamped,
+    /// A stamp naming this back-end id (its MAC unchecked here: the core checks it).
+    Stamp(u8),
+    /// Options the fast path does not read (not the timestamps option first): the core
+    /// judges.
+    Unread,
+}
+
+impl Echo {
+    /// The echo of a segment whose options area starts with `options` (at least the
+    /// first [`crate::kernel_dispatch::LINUX_TIMESTAMPS_LEN`] bytes of it, or all of a
+    /// shorter one): none; the timestamps option first, after two NOPs (Linux, the BSDs
+    /// and Windows, SACK blocks after it) or without them (smaller stacks, smoltcp); or
+    /// anything else.
+    #[inline(always)]
+    pub fn of_options(options: &[u8]) -> Self {
+        if options.is_empty() {
+            return Echo::Unstamped;
+        }
+        match options {
+            [1, 1, 8, 10, _, _, _, _, a, b, c, d, ..] | [8, 10, _, _, _, _, a, b, c, d, ..] => {
+                Self::of_tsecr(u32::from_be_bytes([*a, *b, *c, *d]))
+            }
+            _ => Echo::Unread,
+        }
+    }
+
+    /// The echo of a segment whose TSecr is `tsecr`.
+    #[inline(always)]
+    pub const fn of_tsecr(tsecr: u32) -> Self {
+        match crate::stamp::stamp_of(tsecr) {
+            Some(stamp) => Echo::Stamp(crate::stamp::id_of(stamp)),
+            None => Echo::Unstamped,
+        }
+    }
+
+    /// Whether an acknowledgement with this echo may be the answer of the back-end
+    /// whose id is `backend_id`: unstamped (a client without timestamps, a back-end that
+    /// does not stamp), or stamped with that id.
+    #[inline(always)]
+    pub const fn may_name(self, backend_id: u8) -> bool {
+        match self {
+            Echo::Unstamped => true,
+            Echo::Stamp(id) => id == backend_id,
+            Echo::Unread => false,
+        }
+    }
+}
+
+/// A flow awaiting the back-end's answer, as the fast path checks a proof of it: the
+/// front-end's ISN (what the proof must acknowledge data past) and the id
+/// (`crate::stamp::backend_id`) of the back-end the entry names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AwaitedAnswer {
+    pub isn_f: u32,
+    pub backend_id: u8,
 }
 
 /// What the fast path does with a client segment of a flow in its table, before any
@@ -207,8 +278,10 @@ pub struct ClientSegmentDecision {
 /// - the segment is judged against `client_next` ([`judge_client_segment`]): only a FIN
 ///   or RST at exactly the expected number is told to the core;
 /// - while the entry awaits the answer, only a segment acknowledging data past
-///   `isn_f + 1` ([`acknowledges_backend_data`]) is forwarded, and told as the proof;
-///   any other is held, counted towards `client_next` all the same;
+///   `isn_f + 1` ([`acknowledges_backend_data`]) whose echo may name the entry's
+///   back-end ([`Echo::may_name`]) is forwarded, and told as the proof; any other is
+///   held, counted towards `client_next` all the same (the core then tells whose answer
+///   a stamp names);
 /// - the counter names the most telling of what the segment did: an exact FIN, an exact
 ///   RST, the proof, a FIN or RST not acted on, else a plain forward.
 ///
@@ -217,15 +290,18 @@ pub struct ClientSegmentDecision {
 #[inline(always)]
 pub const fn decide_client_segment(
     client_next: u32,
-    awaiting_answer: Option<u32>,
+    awaiting_answer: Option<AwaitedAnswer>,
     segment: ClientSegment,
 ) -> ClientSegmentDecision {
     let fin = segment.flags & FIN != 0;
     let rst = segment.flags & RST != 0;
     let judged = judge_client_segment(client_next, segment.seq, segment.payload_len, fin, rst);
     let mut notice = judged.close;
-    if let Some(isn_f) = awaiting_answer {
-        if segment.flags & ACK == 0 || !acknowledges_backend_data(isn_f, segment.ack) {
+    if let Some(awaited) = awaiting_answer {
+        if segment.flags & ACK == 0
+            || !acknowledges_backend_data(awaited.isn_f, segment.ack)
+            || !segment.echo.may_name(awaited.backend_id)
+        {
             return ClientSegmentDecision {
                 client_next: judged.client_next,
                 hold: true,
@@ -773,8 +849,13 @@ mod tests {
             ack,
             flags,
             payload_len,
+            echo: Echo::Unstamped,
         };
-        let decide = |awaiting, s| {
+        let decide = |awaiting: Option<u32>, s| {
+            let awaiting = awaiting.map(|isn_f| AwaitedAnswer {
+                isn_f,
+                backend_id: 11,
+            });
             let d = decide_client_segment(next, awaiting, s);
             (d.client_next, d.hold, d.notice, d.counter)
         };
@@ -852,6 +933,55 @@ mod tests {
                 stat::FORWARDED_ANSWER
             )
         );
+        // The proof names its back-end: the entry's id, or none; another id, or options
+        // not read, go up for the core to tell whose answer it is.
+        let echoed = |echo| ClientSegment {
+            echo,
+            ..seg(next, answer, ACK, 0)
+        };
+        for (echo, proof) in [
+            (Echo::Stamp(11), true),
+            (Echo::Unstamped, true),
+            (Echo::Stamp(12), false),
+            (Echo::Unread, false),
+        ] {
+            assert_eq!(decide(Some(isn_f), echoed(echo)).1, !proof, "{echo:?}");
+            assert!(!decide(None, echoed(echo)).1, "handed off: {echo:?}");
+        }
+    }
+
+    #[test]
+    fn an_echo_is_read_from_the_timestamps_option_first() {
+        extern crate std;
+        let stamped = crate::stamp::stamped_tsval(
+            0x1234_0000,
+            crate::stamp::MARK | (5 << crate::stamp::ID_SHIFT) | 0x42,
+        );
+        let ts = |tsecr: u32| {
+            let mut o = std::vec![1, 1, 8, 10, 0, 0, 0, 9];
+            o.extend_from_slice(&tsecr.to_be_bytes());
+            o
+        };
+        assert_eq!(Echo::of_options(&[]), Echo::Unstamped);
+        assert_eq!(Echo::of_options(&ts(stamped)), Echo::Stamp(5));
+        // With SACK blocks after it, as Linux sends.
+        let mut sack = ts(stamped);
+        sack.extend_from_slice(&[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        assert_eq!(Echo::of_options(&sack), Echo::Stamp(5));
+        // A front-end's own TSval: never marked.
+        assert_eq!(
+            Echo::of_options(&ts(crate::stamp::front_tsval(u32::MAX))),
+            Echo::Unstamped
+        );
+        // Without the NOPs, EOLs after it.
+        let mut bare = ts(stamped)[2..].to_vec();
+        bare.extend_from_slice(&[0, 0]);
+        assert_eq!(Echo::of_options(&bare), Echo::Stamp(5));
+        // Another layout, or too short to hold the option.
+        assert_eq!(Echo::of_options(&[1, 1, 4, 2]), Echo::Unread);
+        assert_eq!(Echo::of_options(&ts(stamped)[..8]), Echo::Unread);
+        assert!(Echo::Unstamped.may_name(3) && Echo::Stamp(3).may_name(3));
+        assert!(!Echo::Stamp(4).may_name(3) && !Echo::Unread.may_name(3));
     }
 
     #[test]
@@ -941,14 +1071,19 @@ mod tests {
                 flags: u8,
                 payload_len in 0u32..65_536,
                 awaiting: Option<u32>,
+                stamp: Option<u8>,
+                backend_id in 0u8..128,
             ) {
                 use crate::layout::tcp_flag::{ACK, FIN, RST};
-                let segment = ClientSegment { seq, ack, flags, payload_len };
-                let d = decide_client_segment(next, awaiting, segment);
+                let echo = stamp.map_or(Echo::Unstamped, |id| Echo::Stamp(id & 0x7f));
+                let segment = ClientSegment { seq, ack, flags, payload_len, echo };
+                let awaited = awaiting.map(|isn_f| AwaitedAnswer { isn_f, backend_id });
+                let d = decide_client_segment(next, awaited, segment);
                 let judged =
                     judge_client_segment(next, seq, payload_len, flags & FIN != 0, flags & RST != 0);
                 prop_assert_eq!(d.client_next, judged.client_next);
                 let proof = flags & ACK != 0
+                    && echo.may_name(backend_id)
                     && awaiting.is_some_and(|isn_f| acknowledges_backend_data(isn_f, ack));
                 prop_assert_eq!(d.hold, awaiting.is_some() && !proof);
                 if d.hold {

@@ -184,9 +184,10 @@ use aya_ebpf::{
 };
 use baton_common::{
     frontend::{
-        ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_HALF_OPEN_ENTRIES,
-        FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, MAX_SERVICES,
-        NOTICE_RING_SIZE, decide_client_segment, redirected_tcp_checksum, stat, tcp_checksum,
+        AwaitedAnswer, ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE,
+        DEFAULT_HALF_OPEN_ENTRIES, Echo, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
+        FrontendService, MAX_SERVICES, NOTICE_RING_SIZE, decide_client_segment,
+        redirected_tcp_checksum, stat, tcp_checksum,
     },
     handoff_option::MAX_OPTIONS_LEN,
     icmp::{
@@ -526,6 +527,25 @@ fn icmp_to_vip(ctx: &XdpContext) -> u32 {
     TRANSMIT | stat::FORWARDED_ICMP
 }
 
+/// What a client segment's TSecr says of whose answer it acknowledges
+/// (`baton_common::frontend::Echo`), read only for a flow awaiting the answer: the
+/// timestamps option at the start of the options area, where every common client puts
+/// it (a constant offset), or no options; any other layout is left to the core.
+#[inline(always)]
+fn client_echo(ctx: &XdpContext, header_len: usize) -> Echo {
+    if header_len == TCP_HLEN {
+        return Echo::of_options(&[]);
+    }
+    if header_len < TCP_HLEN + LINUX_TIMESTAMPS_LEN {
+        return Echo::Unread;
+    }
+    match bytes_at::<LINUX_TIMESTAMPS_LEN>(ctx, TCP + TCP_HLEN) {
+        // SAFETY: `bytes_at` checked the bounds.
+        Some(p) => Echo::of_options(&unsafe { p.read_unaligned() }),
+        None => Echo::Unread,
+    }
+}
+
 /// [`learn_by_stamp`]'s answer for a segment whose TSecr is no stamp (or with stamps
 /// off): it goes on as before.
 const NOT_STAMPED: u32 = u32::MAX;
@@ -798,10 +818,16 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
     // runs too): judged by its sequence number, only a FIN or RST at exactly the number
     // expected is told to the core (module docs), and while the flow awaits the answer
     // only the proof of one goes on.
-    let awaiting_answer = if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
-        Some(isn_f)
+    let (awaiting_answer, echo) = if close_state & FrontendFlow::AWAITING_ANSWER != 0 {
+        // SAFETY: as above.
+        let backend_addr = unsafe { (*flow).backend_addr_be };
+        let awaited = AwaitedAnswer {
+            isn_f,
+            backend_id: stamp::backend_id(backend_addr.to_ne_bytes()),
+        };
+        (Some(awaited), client_echo(ctx, header_len))
     } else {
-        None
+        (None, Echo::Unread)
     };
     let decision = decide_client_segment(
         client_next,
@@ -811,6 +837,7 @@ fn forward(ctx: &XdpContext) -> Option<Verdict> {
             ack: u32::from_be_bytes(tcp_ack_seq(&tcp)),
             flags,
             payload_len: (segment.tcp_len - header_len) as u32,
+            echo,
         },
     );
     if decision.hold {

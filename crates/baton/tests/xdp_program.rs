@@ -788,6 +788,26 @@ fn a_flow_awaiting_the_answer_forwards_only_the_proof() {
         p.expect(&answer, XDP_TX, &[("forwarded", 1)]);
         assert_eq!(p.notices(), []);
 
+        // The proof names its back-end by the stamp its TSecr echoes: another back-end's
+        // answer (one given up, answering late) goes up for the core to judge, the
+        // entry's is the proof. Only the id is read here; the core checks the MAC.
+        use baton_common::stamp as echo;
+        p.set_flow(key(CLIENT_PORT), awaiting);
+        let stamped = |id: u8| {
+            let mut seg = client(CLIENT_NEXT, ACK, b"");
+            seg.ack = ISN_F.wrapping_add(2);
+            let stamp = u32::from(echo::MARK) | u32::from(id) << echo::ID_SHIFT | 0x5a;
+            seg.options = timestamps(77, 0x0123_0000 | stamp);
+            seg.bytes()
+        };
+        let ours = echo::backend_id(BACKEND);
+        p.expect_passed(&stamped(ours ^ 1), &[("pass_awaiting_answer", 1)]);
+        assert_eq!(p.notices(), []);
+        let flow = p.flow(key(CLIENT_PORT));
+        assert_eq!(flow.close_state, FrontendFlow::AWAITING_ANSWER);
+        p.expect(&stamped(ours), XDP_TX, &[("forwarded_answer", 1)]);
+        assert_eq!(p.notices(), [notice(FlowNotice::BACKEND_ANSWERED)]);
+
         // The proof carried by the client's FIN (a quick client's last segment): both
         // told at once, counted as the FIN, and recorded; other close-state bits are
         // left alone.

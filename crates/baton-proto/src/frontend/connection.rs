@@ -5,6 +5,7 @@ use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
 use baton_common::{
     frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
     handoff_option::{HandoffBinding, HandoffOption},
+    stamp::{self, StampedFlow},
     syn_prime::{
         SYN_PRIME_HEADERS_LEN, SynPrime, payload_sum, window_in_syn, write_syn_prime_headers,
     },
@@ -1087,9 +1088,64 @@ impl<D: Dispatch> FrontEnd<D> {
             conn.ack_owed = false;
         }
         if acks_backend_data && phase == Phase::RequestSent {
+            match self.answer_sender(conn, tcp) {
+                AnswerSender::Current => {}
+                AnswerSender::Unverified => self.stats.unverified_answer_echoes += 1,
+                AnswerSender::Earlier(index) => {
+                    self.stats.earlier_backend_answers += 1;
+                    self.take_earlier_backend(conn, index);
+                }
+            }
             return self.complete_handoff(now, slot, conn, false);
         }
         Next::Keep
+    }
+
+    /// Whose answer a client segment acknowledging back-end data acknowledges, by the
+    /// stamp its TSecr echoes (docs/design.md, "The answer names its back-end"): the
+    /// back-end tried whose id the stamp names and for whose flow its MAC checks.
+    fn answer_sender(&self, conn: &Connection, tcp: &TcpRepr<'_>) -> AnswerSender {
+        let current = usize::from(conn.candidates.saturating_sub(1));
+        if current == 0 {
+            return AnswerSender::Current;
+        }
+        let Some(stamp) = tcp
+            .timestamps
+            .filter(|_| conn.terms.timestamps)
+            .and_then(|ts| stamp::stamp_of(ts.tsecr))
+        else {
+            return AnswerSender::Current;
+        };
+        let named = conn.tried.iter().enumerate().find_map(|(index, backend)| {
+            let backend = (*backend)?;
+            let flow = StampedFlow {
+                client_addr: conn.flow.client.ip().octets(),
+                client_port: conn.flow.client.port(),
+                vip_addr: conn.flow.service.ip().octets(),
+                vip_port: conn.flow.service.port(),
+                backend_addr: backend.ip().octets(),
+                backend_port: backend.port(),
+            };
+            (stamp::id_of(stamp) == stamp::backend_id(flow.backend_addr)
+                && stamp::verify(&self.secrets.handoff, &flow, stamp))
+            .then_some(index)
+        });
+        match named {
+            Some(index) if index == current => AnswerSender::Current,
+            Some(index) => AnswerSender::Earlier(index),
+            None => AnswerSender::Unverified,
+        }
+    }
+
+    /// The back-end tried at `index` answered the client: it becomes the current one,
+    /// and the one tried since (which may have the request too) gets resets. The
+    /// candidates after it are forgotten, which only the attribution of their late
+    /// SYN/ACK''s needed, and those now draw resets ([`syn_ack_sender`]).
+    fn take_earlier_backend(&mut self, conn: &mut Connection, index: usize) {
+        if let Some(current) = conn.backend() {
+            self.send_resets(conn, current, conn.request_out());
+        }
+        conn.candidates = (index + 1) as u8;
     }
 
     /// Client segments of a handed-off flow that still reach the slow path (before the
@@ -2268,6 +2324,19 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 }
 
+/// Which of the back-ends tried sent the answer a client acknowledges
+/// ([`FrontEnd::answer_sender`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnswerSender {
+    /// The current candidate's, or no stamp to tell (a client without timestamps, a
+    /// back-end that does not stamp).
+    Current,
+    /// The candidate at this index of `tried`, given up since.
+    Earlier(usize),
+    /// A stamp that checks for none of the back-ends tried: taken as the current one's.
+    Unverified,
+}
+
 /// Which of the back-ends tried sent a SYN/ACK'. The egress gives every back-end's the
 /// VIP's address and the front-end's ISN, and a one-turn server's acknowledges the same
 /// request, so only its echo tells: each candidate's SYN' carries a TSval of its own
@@ -2291,7 +2360,10 @@ fn syn_ack_sender(conn: &Connection, tcp: &TcpRepr<'_>) -> SynAckSender {
         return SynAckSender::Unknown;
     };
     let current = usize::from(conn.candidates) - 1;
-    match (0..=current).find(|&index| syn_prime_tsval(conn, index) == ts.tsecr) {
+    // Every back-end tried, the ones after the current too: an earlier back-end taken
+    // back for its answer ([`FrontEnd::take_earlier_backend`]) leaves them behind it.
+    let tried = conn.tried.iter().take_while(|b| b.is_some()).count();
+    match (0..tried.max(current + 1)).find(|&index| syn_prime_tsval(conn, index) == ts.tsecr) {
         Some(index) if index == current => SynAckSender::Current,
         Some(index) => SynAckSender::Earlier(index),
         None => SynAckSender::Unknown,

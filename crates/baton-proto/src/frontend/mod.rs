@@ -680,6 +680,17 @@ pub struct Stats {
     /// current back-end and resets to the earlier ones, and not taken as proof that the
     /// current back-end has the request.
     pub unattributed_syn_acks: u64,
+    /// Client acknowledgements of an answer whose echo names (by a stamp that checks) a
+    /// back-end given up earlier in the same handoff: its server, its handshake
+    /// completed by its module, answered the client after all. That back-end becomes
+    /// the connection's, and the one tried since gets resets (docs/design.md, "The
+    /// answer names its back-end").
+    pub earlier_backend_answers: u64,
+    /// Client acknowledgements of an answer whose echo is marked as a stamp that checks
+    /// for none of the back-ends tried: taken as the current back-end's proof, as an
+    /// unstamped one is (a back-end that does not stamp sends TSvals with the mark's
+    /// bit set half the time).
+    pub unverified_answer_echoes: u64,
     /// ACK' and request retransmissions.
     pub request_retransmits: u64,
     /// Dispatched requests the front-end acknowledged itself, at the handoff's first

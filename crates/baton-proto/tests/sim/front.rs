@@ -35,12 +35,15 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use baton_common::{
-    frontend::{ClientSegment, FlowNotice, FrontendFlow, decide_client_segment},
+    frontend::{
+        AwaitedAnswer, ClientSegment, Echo, FlowNotice, FrontendFlow, decide_client_segment,
+    },
     kernel_dispatch::{
         self, HandoffTerms, KernelBackend, KernelDecision, KernelHandoffConfig, RequestSegment,
         SCRATCH_LEN,
     },
     layout::ETH_HLEN,
+    stamp,
     syn_prime::{
         SYN_PRIME_FRAME_HEADERS_LEN, payload_sum_from_checksum, write_syn_prime_frame_headers,
     },
@@ -491,14 +494,19 @@ impl RealFront {
         let ihl = usize::from(pkt[0] & 0x0f) * 4;
         // The program's own decision (the simulation's segments carry complete
         // checksums and the ring never fills, so every segment not held is forwarded).
+        let doff = usize::from(pkt[ihl + 12] >> 4) * 4;
         let decision = decide_client_segment(
             entry.client_next,
-            entry.awaiting_answer,
+            entry.awaiting_answer.map(|isn_f| AwaitedAnswer {
+                isn_f,
+                backend_id: stamp::backend_id(entry.backend.octets()),
+            }),
             ClientSegment {
                 seq: info.seq,
                 ack: info.ack,
                 flags: pkt[ihl + 13],
                 payload_len: info.payload_len as u32,
+                echo: Echo::of_options(&pkt[ihl + 20..ihl + doff]),
             },
         );
         if let Some(e) = self.fast_path.get_mut(&key) {

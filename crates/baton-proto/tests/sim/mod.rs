@@ -82,7 +82,7 @@ pub struct SimConfig {
     /// only the SYN.
     pub backend_fast_open: bool,
     /// The back-end modules complete their servers' handshakes themselves
-    /// (`complete_handshake` in the agent's configuration, off by default).
+    /// (`complete_handshake` in the agent's configuration, on by default).
     pub backend_complete_handshake: bool,
     /// How long the back-ends' application takes to answer a request.
     pub response_delay: Duration,
@@ -111,7 +111,7 @@ impl SimConfig {
             wan_delay: Duration::from_millis(5),
             lan_delay: Duration::from_micros(100),
             backend_fast_open: true,
-            backend_complete_handshake: false,
+            backend_complete_handshake: true,
             response_delay: Duration::ZERO,
         }
     }

@@ -64,8 +64,8 @@ pub struct AgentConfig {
     /// entry for them; on by default.
     pub stamp_timestamps: bool,
     /// Complete the server's handshake of a one-turn handoff here rather than wait for
-    /// the front-end's ACK' (`baton_common::backend::BackendFlow::completes_handshake`,
-    /// which says why it is off by default).
+    /// the front-end's ACK' (`baton_common::backend::BackendFlow::completes_handshake`);
+    /// on by default.
     pub complete_handshake: bool,
 }
 
@@ -111,7 +111,7 @@ impl AgentConfig {
             gc_interval,
             metrics: file.metrics,
             stamp_timestamps: file.stamp_timestamps.unwrap_or(true),
-            complete_handshake: file.complete_handshake.unwrap_or(false),
+            complete_handshake: file.complete_handshake.unwrap_or(true),
         })
     }
 
@@ -175,17 +175,23 @@ mod tests {
         assert_eq!(c.previous_handoff_key, None);
         assert_eq!(
             c.map_value().flags,
-            BackendConfig::ENABLED | BackendConfig::STAMPS,
-            "stamps by default"
+            BackendConfig::ENABLED | BackendConfig::STAMPS | BackendConfig::COMPLETE_HANDSHAKE,
+            "stamps and the handshake completed here by default"
         );
-        let off = AgentConfig::parse(&format!("{GOOD}\nstamp_timestamps = false\n")).unwrap();
+        let off = AgentConfig::parse(&format!(
+            "{GOOD}\nstamp_timestamps = false\ncomplete_handshake = false\n"
+        ))
+        .unwrap();
         assert_eq!(off.map_value().flags, BackendConfig::ENABLED);
         let text = format!("{GOOD}\nprevious_handoff_key = \"ffeeddccbbaa99887766554433221100\"\n");
         let c = AgentConfig::parse(&text).unwrap();
         let v = c.map_value();
         assert_eq!(
             v.flags,
-            BackendConfig::ENABLED | BackendConfig::PREVIOUS_KEY | BackendConfig::STAMPS
+            BackendConfig::ENABLED
+                | BackendConfig::PREVIOUS_KEY
+                | BackendConfig::STAMPS
+                | BackendConfig::COMPLETE_HANDSHAKE
         );
         assert_eq!(
             v.previous_handoff_key,

@@ -136,9 +136,7 @@ pub struct TcpTerms {
     /// [`MAX_HALF_OPEN_ENTRIES`].
     pub half_open_entries: Option<u32>,
     /// XDP hands off the requests it can route itself (docs/design.md, "Dispatch in the
-    /// kernel"); in effect with `one_turn` and `syns_in_xdp`. Off by default until the
-    /// lab's 10% loss test passes with it on every time (docs/design.md, "A connection in
-    /// 20,000 at 10% loss").
+    /// kernel"); in effect with `one_turn` and `syns_in_xdp`. On by default.
     pub kernel_dispatch: Option<bool>,
 }
 
@@ -584,7 +582,7 @@ impl FileConfig {
             metrics: self.metrics,
             access_log: self.access_log.map(|p| base.join(p)),
             half_open_entries,
-            kernel_dispatch: t.kernel_dispatch.unwrap_or(false),
+            kernel_dispatch: t.kernel_dispatch.unwrap_or(true),
             ignored_keys,
             announce,
         })
