@@ -571,7 +571,8 @@ pub mod stat {
     /// Such a request the program did not hand off (a rule the kernel cannot evaluate,
     /// a head over one segment, a client without timestamps whose options wait in the
     /// half-open map, no usable back-end, a full ring): passed to the slow path, which
-    /// decides as it would without the kernel's dispatch.
+    /// decides as it would without the kernel's dispatch. Each is counted once more under
+    /// its reason (`crate::kernel_dispatch::reason`) in a map of its own.
     pub const PASS_REQUEST_TO_SLOW_PATH: u32 = 21;
     /// A bare SYN on the ports of a flow whose client has closed
     /// ([`super::FrontendFlow::replaced_by_syn`]), with kernel dispatch on and SYNs

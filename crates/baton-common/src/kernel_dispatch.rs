@@ -238,11 +238,11 @@ pub fn data_segment_timestamps(options: &[u8]) -> Option<Option<(u32, u32)>> {
 /// The terms of the SYN' the XDP program sends for `segment`, a request whose cookie
 /// checked as `cookie`, into `terms`: exactly the core's cookie path's
 /// (`on_cookie_ack`) and its one-turn SYN' (`start_handoff`), so that the connection the
-/// core adopts is the one the back-end was told of. `false`, with `terms` unspecified,
-/// for a request the kernel leaves to the slow path: urgent data (the core ignores the
-/// pointer), a cookie whose options wait in the half-open map (the core takes the
-/// entry), a request over `kernel.max_payload` (the core's one-turn bound), or a closed
-/// window (the three turns, as the core's `start_handoff` says why).
+/// core adopts is the one the back-end was told of. `Err` with the [`reason`], `terms`
+/// unspecified, for a request the kernel leaves to the slow path: urgent data (the core
+/// ignores the pointer), a cookie whose options wait in the half-open map (the core
+/// takes the entry), a request over `kernel.max_payload` (the core's one-turn bound), or
+/// a closed window (the three turns, as the core's `start_handoff` says why).
 ///
 /// Written in place rather than returned: the XDP program builds the terms in a per-CPU
 /// map value, off its 512 bytes of stack.
@@ -253,12 +253,15 @@ pub fn handoff_terms(
     cookie: &Cookie,
     segment: &RequestSegment,
     terms: &mut HandoffTerms,
-) -> bool {
-    if segment.flags & crate::layout::tcp_flag::URG != 0
-        || cookie.syn_in_map
-        || segment.payload_len > kernel.max_payload
-    {
-        return false;
+) -> Result<(), u32> {
+    if segment.flags & crate::layout::tcp_flag::URG != 0 {
+        return Err(reason::URGENT);
+    }
+    if cookie.syn_in_map {
+        return Err(reason::HALF_OPEN_OPTIONS);
+    }
+    if segment.payload_len > kernel.max_payload {
+        return Err(reason::OVER_MSS);
     }
     // As the core's cookie path: timestamps only if still enabled; the TSecr is the
     // cookie SYN/ACK's TSval, which kept the options.
@@ -273,7 +276,7 @@ pub fn handoff_terms(
     };
     let window = window_in_syn(segment.window_field, kept.window_scale);
     if window == 0 {
-        return false;
+        return Err(reason::ZERO_WINDOW);
     }
     let sack = kept.sack && cookies.flags & SynCookieConfig::SACK != 0;
     let ecn = kept.ecn && cookies.flags & SynCookieConfig::ECN != 0;
@@ -315,7 +318,7 @@ pub fn handoff_terms(
         reserved: 0,
         last_seen_ns: 0,
     };
-    true
+    Ok(())
 }
 
 /// The chosen back-end into `terms` and the handoff option encoded with `key` (the
@@ -342,13 +345,17 @@ pub fn choose_backend(terms: &mut HandoffTerms, key: &SipKey, backend: &KernelBa
 /// generations, so that a reload writes one while requests read the other.
 pub const BACKENDS_PER_GENERATION: u32 = MAX_KERNEL_BACKENDS / 2;
 
-/// Why a request went to the slow path: [`KernelDecision::reason`]. Zero for a hand-off.
+/// Why a request went to the slow path: [`KernelDecision::reason`] (1 to 27, the
+/// matcher's), or the handoff's own checks around it (28 on). Zero for a hand-off. The
+/// XDP program counts each request it passes up (`stat::PASS_REQUEST_TO_SLOW_PATH`) once
+/// under its reason, in the per-CPU array `FRONTEND_SLOW_PATH_REASONS`, which the daemon
+/// exports by [`reason::NAMES`].
 pub mod reason {
     /// Kernel dispatch is off, or the daemon has written no rules yet.
     pub const OFF: u32 = 1;
     /// The segment is empty or longer than the scratch buffer ([`super::SCRATCH_LEN`]).
     pub const SEGMENT_SIZE: u32 = 2;
-    /// The payload could not be copied out of the frame.
+    /// The payload (or the TCP header, for its sum) could not be read from the frame.
     pub const LOAD: u32 = 3;
     /// The method is not upper-case letters followed by one space (TLS, HTTP/2's
     /// preface, lower-case or exotic methods, garbage).
@@ -394,8 +401,8 @@ pub mod reason {
     pub const STICKY: u32 = 21;
     /// No back-end of the chosen pool is up (the slow path answers 503).
     pub const POOL_DOWN: u32 = 22;
-    /// A compiled table is inconsistent (an index past its map): never for tables the
-    /// daemon wrote.
+    /// A compiled table is inconsistent (an index past its map), or a lookup of a
+    /// one-entry map failed: never for tables the daemon wrote.
     pub const TABLES: u32 = 23;
     /// The chosen back-end has no resolved MAC, or may take no new connection.
     pub const BACKEND_UNUSABLE: u32 = 24;
@@ -409,8 +416,78 @@ pub mod reason {
     /// The ClientHello is not whole in one TLS record that is the whole segment (a
     /// hello over several records or segments, or a record with more after it).
     pub const TLS_FRAGMENTED: u32 = 27;
+
+    // The handoff's own checks, around the matcher (`baton-ebpf`'s `frontend.rs` and
+    // [`super::handoff_terms`]): the request may be one the matcher would route, but
+    // the SYN' cannot be built or sent here.
+
+    /// TCP options other than none or Linux's NOP, NOP, timestamps: the slow path reads
+    /// any layout.
+    pub const TCP_OPTIONS: u32 = 28;
+    /// The checksum field holds the partial (pseudo-header) sum a checksum-offloading
+    /// sender leaves, from which the payload's sum cannot be recovered.
+    pub const PARTIAL_CHECKSUM: u32 = 29;
+    /// The segment has the urgent flag.
+    pub const URGENT: u32 = 30;
+    /// The cookie says the client's SYN options wait in the half-open map (a client
+    /// without timestamps), which only the protocol core takes.
+    pub const HALF_OPEN_OPTIONS: u32 = 31;
+    /// The request is longer than one SYN' may carry (`[tcp] mss` less 20 bytes).
+    pub const OVER_MSS: u32 = 32;
+    /// The client's window is zero.
+    pub const ZERO_WINDOW: u32 = 33;
+    /// The flow table refused the flow: full, or the flow is there already (a copy of
+    /// the request handed off on another CPU a moment before).
+    pub const FLOW_TABLE: u32 = 34;
+    /// The ring of handoffs for the daemon is full (no daemon has read it for a while),
+    /// or the request is too long to record there.
+    pub const HANDOFF_RING_FULL: u32 = 35;
+    /// The frame could not grow to the SYN''s headers.
+    pub const FRAME: u32 = 36;
     /// Most reasons plus one, for counter arrays.
-    pub const COUNT: u32 = 28;
+    pub const COUNT: u32 = 37;
+
+    /// Reason names, by reason, for metrics and `baton status`; index 0 is no reason (a
+    /// hand-off) and is never counted.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "none",
+        "off",
+        "segment_size",
+        "load",
+        "method",
+        "target_form",
+        "path_bytes",
+        "path_not_normal",
+        "query_bytes",
+        "version",
+        "header_name",
+        "header_value",
+        "obs_fold",
+        "line_end",
+        "host",
+        "host_repeated",
+        "incomplete",
+        "trailing_bytes",
+        "limits",
+        "rule",
+        "pool_policy",
+        "sticky",
+        "pool_down",
+        "tables",
+        "backend_unusable",
+        "hash_key",
+        "tls_malformed",
+        "tls_fragmented",
+        "tcp_options",
+        "partial_checksum",
+        "urgent",
+        "half_open_options",
+        "over_mss",
+        "zero_window",
+        "flow_table",
+        "handoff_ring_full",
+        "frame",
+    ];
 }
 
 /// Bytes of the scratch buffer the request is copied into: a power of two, so that
@@ -2329,6 +2406,34 @@ mod tests {
         assert_eq!(core::mem::size_of::<KernelCookieName>(), 72);
         assert_eq!(core::mem::size_of::<RequestScan>(), 40 * 4);
         assert_eq!(core::mem::size_of::<RuleEval>(), 32);
+    }
+
+    /// The reasons' names label metrics: one per reason from 1 to `COUNT - 1`, unique,
+    /// lower-case words, each in its constant's place (checked at both ends and at a
+    /// few between, so that a reason added without its name shifts a checked one).
+    #[test]
+    fn reason_names_are_unique_and_cover_every_reason() {
+        let names = &reason::NAMES[1..];
+        assert_eq!(names.len(), reason::COUNT as usize - 1);
+        for (i, a) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(a), "{a} twice");
+            assert!(
+                !a.is_empty() && a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{a:?}"
+            );
+            assert_ne!(*a, reason::NAMES[0], "index 0 is no reason");
+        }
+        for (r, name) in [
+            (reason::OFF, "off"),
+            (reason::PATH_BYTES, "path_bytes"),
+            (reason::INCOMPLETE, "incomplete"),
+            (reason::TLS_FRAGMENTED, "tls_fragmented"),
+            (reason::TCP_OPTIONS, "tcp_options"),
+            (reason::FRAME, "frame"),
+        ] {
+            assert_eq!(reason::NAMES[r as usize], name);
+        }
+        assert_eq!(reason::FRAME, reason::COUNT - 1, "the last reason");
     }
 
     #[test]

@@ -198,7 +198,7 @@ use baton_common::{
         HANDOFF_RING_SIZE, HANDOFF_WAKE_BYTES, HandoffTerms, KernelBackend, KernelDecision,
         KernelHandoffConfig, KernelHandoffRecord, KernelHandoffScratch, LINUX_TIMESTAMPS_LEN,
         MAX_RECORDED_PACKET, RequestSegment, choose_backend, data_segment_timestamps,
-        handoff_terms,
+        handoff_terms, reason,
     },
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
@@ -292,6 +292,14 @@ static FRONTEND_HANDOFFS: RingBuf = RingBuf::with_byte_size(HANDOFF_RING_SIZE, 0
 #[map]
 static HANDOFF_SCRATCH: PerCpuArray<KernelHandoffScratch> = PerCpuArray::with_max_entries(1, 0);
 
+// Why each request counted `stat::PASS_REQUEST_TO_SLOW_PATH` went up, by
+// `kernel_dispatch::reason` (one count each, so the reasons add up to that counter).
+// Pinned beside `FRONTEND_STATS`, and counting as long: a map of its own, so that the
+// stats map keeps its shape across an upgrade.
+#[map]
+static FRONTEND_SLOW_PATH_REASONS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(reason::COUNT, 0);
+
 /// The TCP header's offset when the IPv4 header has no options (the only case forwarded).
 const TCP: usize = ETH_IPV4_LEN;
 const TCP_MAX_WORDS: usize = TCP_MAX_HLEN / 2;
@@ -373,23 +381,18 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                 XDP_DROP
             } else {
                 match hand_off_request(&ctx) {
-                    READY => {
-                        if hand_off_routed(&ctx) == HANDED_OFF {
+                    READY => match hand_off_routed(&ctx) {
+                        HANDED_OFF => {
                             count(stat::HANDED_OFF_IN_KERNEL);
                             XDP_TX
-                        } else {
-                            count(stat::PASS_REQUEST_TO_SLOW_PATH);
-                            XDP_PASS
                         }
-                    }
+                        slow => to_slow_path(slow),
+                    },
                     NOT_A_REQUEST => {
                         count(stat::PASS_NO_FLOW);
                         XDP_PASS
                     }
-                    _ => {
-                        count(stat::PASS_REQUEST_TO_SLOW_PATH);
-                        XDP_PASS
-                    }
+                    slow => to_slow_path(slow),
                 }
             }
         }
@@ -702,6 +705,18 @@ fn count(stat: u32) {
         // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
         unsafe { *counter += 1 };
     }
+}
+
+/// A request the kernel leaves to the slow path (`answer`: [`TO_SLOW_PATH`] with the
+/// reason): counted, and its reason, then passed up as it arrived.
+#[inline(always)]
+fn to_slow_path(answer: u32) -> u32 {
+    count(stat::PASS_REQUEST_TO_SLOW_PATH);
+    if let Some(counter) = FRONTEND_SLOW_PATH_REASONS.get_ptr_mut(answer & !TO_SLOW_PATH) {
+        // SAFETY: as in `count`.
+        unsafe { *counter += 1 };
+    }
+    XDP_PASS
 }
 
 /// A pointer to `N` bytes at `offset`, if the packet holds them.
@@ -1270,13 +1285,14 @@ unsafe extern "C" fn options_step(_index: u64, ctx: *mut c_void) -> i64 {
     if state.walk.step(&state.area) { 0 } else { 1 }
 }
 
-/// The answers of [`hand_off_request`] (`READY`, `NOT_A_REQUEST`, `TO_SLOW_PATH`) and of
-/// [`finish_handoff`] (`HANDED_OFF`, `TO_SLOW_PATH`).
+/// The answers of [`hand_off_request`] (`READY`, `NOT_A_REQUEST`, `TO_SLOW_PATH | why`)
+/// and of [`finish_handoff`] (`HANDED_OFF`, `TO_SLOW_PATH | why`).
 const HANDED_OFF: u32 = 0;
 /// No request to hand off here: no payload, kernel dispatch off, not a cookie of ours.
 const NOT_A_REQUEST: u32 = 1;
-/// A request the kernel leaves to the slow path.
-const TO_SLOW_PATH: u32 = 2;
+/// A request the kernel leaves to the slow path, or'd with why (a
+/// `kernel_dispatch::reason`, counted by [`to_slow_path`]).
+const TO_SLOW_PATH: u32 = 1 << 31;
 /// A request prepared for the matcher (`HANDOFF_WORK`).
 const READY: u32 = 3;
 
@@ -1348,7 +1364,7 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     };
     // From here on it is a request the kernel could take: anything else is counted.
     let Some(timestamps) = request_timestamps(ctx, header_len) else {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::TCP_OPTIONS;
     };
     // The payload's sum, from the segment's checksum; a partial one (an offloading
     // sender's) goes up, as in `forward_flow`.
@@ -1356,13 +1372,13 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
     let pseudo =
         tcp_ipv4_pseudo_header_sum(client_addr, service_addr, (total_len - IPV4_HLEN) as u16);
     if check == pseudo {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::PARTIAL_CHECKSUM;
     }
     let Some(header_sum) = tcp_header_sum(ctx, header_len, [TCP_CHECK / 2, usize::MAX]) else {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::LOAD;
     };
     let Some(work) = HANDOFF_WORK.get_ptr_mut(0) else {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::TABLES;
     };
     // SAFETY: a per-CPU map value, this CPU's alone while the program runs. The SYN''s
     // terms, the flow's key and value are built there, off the stack (the verifier
@@ -1383,8 +1399,8 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
         timestamps,
         payload_len: payload_len as u32,
     };
-    if !handoff_terms(kernel, cookies, &cookie, &segment, &mut work.terms) {
-        return TO_SLOW_PATH;
+    if let Err(why) = handoff_terms(kernel, cookies, &cookie, &segment, &mut work.terms) {
+        return TO_SLOW_PATH | why;
     }
     work.key = FrontendFlowKey {
         client_addr_be: u32::from_ne_bytes(client_addr),
@@ -1407,20 +1423,20 @@ fn hand_off_request(ctx: &XdpContext) -> u32 {
 #[inline(never)]
 fn finish_handoff(ctx: &XdpContext, decision: &KernelDecision) -> u32 {
     if decision.verdict != KernelDecision::HAND_OFF {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | decision.reason;
     }
     let Some(backend) = crate::dispatch::FRONTEND_BACKENDS.get(decision.backend) else {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::TABLES;
     };
     if backend.flags & KernelBackend::USABLE == 0 {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::BACKEND_UNUSABLE;
     }
     let (Some(kernel), Some(config), Some(work)) = (
         FRONTEND_KERNEL_HANDOFF.get(0),
         FRONTEND_CONFIG.get(0),
         HANDOFF_WORK.get_ptr_mut(0),
     ) else {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::TABLES;
     };
     // SAFETY: a per-CPU map value, this CPU's alone while the program runs; filled by
     // `hand_off_request` in this run.
@@ -1435,7 +1451,7 @@ fn finish_handoff(ctx: &XdpContext, decision: &KernelDecision) -> u32 {
 #[inline(always)]
 fn hand_off_routed(ctx: &XdpContext) -> u32 {
     let Some(work) = HANDOFF_WORK.get(0) else {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::TABLES;
     };
     let (offset, len) = (work.payload_offset as usize, work.payload_len as usize);
     let decision = crate::dispatch::decide_request(ctx, offset, len);
@@ -1467,14 +1483,15 @@ fn encode_handoff_option(key: &SipKey, backend: &KernelBackend, work: &mut Hando
 }
 
 /// Turns the request's frame into the SYN' and takes the flow in (see
-/// [`hand_off_request`]): `HANDED_OFF`, or `TO_SLOW_PATH` with the frame as it arrived.
+/// [`hand_off_request`]): `HANDED_OFF`, or `TO_SLOW_PATH | why` with the frame as it
+/// arrived.
 #[inline(never)]
 fn emit_syn_prime(ctx: &XdpContext, our_mac: &[u8; ETH_ALEN], work: &HandoffWork) -> u32 {
     let header_len = work.header_len as usize;
     let total_len = work.total_len as usize;
     if !(TCP_HLEN..=SYN_PRIME_TCP_HLEN).contains(&header_len) || total_len <= IPV4_HLEN + header_len
     {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::FRAME;
     }
     let payload_len = total_len - IPV4_HLEN - header_len;
     // The SYN''s header is longer than the request's (60 bytes of TCP header against
@@ -1482,12 +1499,12 @@ fn emit_syn_prime(ctx: &XdpContext, our_mac: &[u8; ETH_ALEN], work: &HandoffWork
     let grow = (SYN_PRIME_TCP_HLEN - header_len) as i32;
     // SAFETY: the context pointer is the program's own.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::FRAME;
     }
     let Some(frame) = bytes_at::<SYN_PRIME_FRAME_HEADERS_LEN>(ctx, 0) else {
         // SAFETY: as above; gives back what was just taken.
         unsafe { bpf_xdp_adjust_head(ctx.ctx, grow) };
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::FRAME;
     };
     // Only a flow not in the table yet: a copy of the request handed off on another CPU
     // a moment ago has its entry, and this one goes up, to the core, which knows it.
@@ -1497,7 +1514,7 @@ fn emit_syn_prime(ctx: &XdpContext, our_mac: &[u8; ETH_ALEN], work: &HandoffWork
     {
         // SAFETY: as above.
         unsafe { bpf_xdp_adjust_head(ctx.ctx, grow) };
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::FLOW_TABLE;
     }
     // The daemon's record last: once it is in the ring, the handoff is made. The request
     // segment as it arrived now starts `grow` bytes into the frame.
@@ -1505,7 +1522,7 @@ fn emit_syn_prime(ctx: &XdpContext, our_mac: &[u8; ETH_ALEN], work: &HandoffWork
         let _ = FRONTEND_FLOWS.remove(work.key);
         // SAFETY: as above.
         unsafe { bpf_xdp_adjust_head(ctx.ctx, grow) };
-        return TO_SLOW_PATH;
+        return TO_SLOW_PATH | reason::HANDOFF_RING_FULL;
     }
     // SAFETY: bounds checked by `bytes_at`; XDP owns the buffer, and nothing of the
     // request's headers is read from it any more.

@@ -2091,11 +2091,16 @@ pool = "users"
 match = { path_prefix = "/users/", path_regex = "^/users/[0-9]+$" }
 "#;
     // The last with the client's timestamps as smoltcp lays them out, a layout the
-    // program leaves to the core (no reason of the matcher's: its own check).
+    // program leaves to the core (not the matcher's reason: the handoff's own check).
     for (i, (path, linux, reason, backend)) in [
         ("/users/42", true, Some(kernel_dispatch_reason::RULE), 1),
         ("/download/1m.bin", true, None, 0),
-        ("/download/1m.bin", false, Some(0), 0),
+        (
+            "/download/1m.bin",
+            false,
+            Some(kernel_dispatch_reason::TCP_OPTIONS),
+            0,
+        ),
     ]
     .into_iter()
     .enumerate()

@@ -62,6 +62,12 @@ impl Pins {
         self.dir.join("stats")
     }
 
+    /// The front-end's per-CPU counts of the requests its XDP program left to the slow
+    /// path, by reason (`baton_common::kernel_dispatch::reason`).
+    pub fn slow_path_reasons(&self) -> PathBuf {
+        self.dir.join("slow_path_reasons")
+    }
+
     /// A back-end's program array: the programs its ingress tail-calls.
     pub fn ingress_programs(&self) -> PathBuf {
         self.dir.join("ingress_programs")

@@ -66,7 +66,20 @@ pub struct Handoffs {
     pub decided_in_userspace: u64,
     /// Mean handoff latency in microseconds, if any handoff was timed.
     pub mean_latency_us: Option<u64>,
+    /// Why the XDP program left requests to userspace: the reasons that counted any,
+    /// most first (`baton_frontend_kernel_dispatch_slow_path_total`).
+    pub kernel_slow_path: Vec<SlowPathReason>,
 }
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SlowPathReason {
+    /// A `baton_common::kernel_dispatch::reason` name (`rule`, `path_bytes`, ...).
+    pub reason: String,
+    pub requests: u64,
+}
+
+/// Reasons the table shows: the JSON has them all.
+const TOP_REASONS: usize = 5;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FlowTable {
@@ -185,6 +198,17 @@ pub fn from_page(addr: SocketAddr, page: &str) -> anyhow::Result<Status> {
             });
         }
     }
+    let mut kernel_slow_path: Vec<SlowPathReason> =
+        by("baton_frontend_kernel_dispatch_slow_path_total", "reason")
+            .into_iter()
+            .filter(|s| s.value >= 1.0)
+            .map(|s| SlowPathReason {
+                reason: s.label("reason").to_string(),
+                requests: s.value as u64,
+            })
+            .collect();
+    // Most first; a stable sort keeps the page's (the reasons') order among equals.
+    kernel_slow_path.sort_by_key(|r| std::cmp::Reverse(r.requests));
     let flow_table = samples
         .iter()
         .any(|s| s.name == "baton_frontend_flow_table_capacity")
@@ -226,6 +250,7 @@ pub fn from_page(addr: SocketAddr, page: &str) -> anyhow::Result<Status> {
                 Some(("path", "userspace")),
             ),
             mean_latency_us: (count > 0).then(|| (sum / count as f64 * 1e6).round() as u64),
+            kernel_slow_path,
         },
         flow_table,
         backends,
@@ -284,6 +309,26 @@ impl Status {
             h.mean_latency_us
                 .map_or("-".into(), |us| format!("{us} us"))
         );
+        if !h.kernel_slow_path.is_empty() {
+            let top: Vec<String> = h
+                .kernel_slow_path
+                .iter()
+                .take(TOP_REASONS)
+                .map(|r| format!("{}={}", r.reason, r.requests))
+                .collect();
+            let rest = &h.kernel_slow_path[top.len()..];
+            let more = if rest.is_empty() {
+                String::new()
+            } else {
+                let requests: u64 = rest.iter().map(|r| r.requests).sum();
+                format!(" (+{} more reasons, {requests} requests)", rest.len())
+            };
+            let _ = writeln!(
+                o,
+                "left to userspace by the kernel: {}{more}",
+                top.join(" ")
+            );
+        }
         if let Some(a) = &self.announce {
             let _ = writeln!(
                 o,
@@ -392,6 +437,65 @@ baton_frontend_flow_table_capacity 262144
         assert!(from_page("127.0.0.1:1".parse().unwrap(), "x 1\n").is_err());
         assert_eq!(s.announce, None, "no [announce], no line");
         assert!(!t.contains("announce"), "{t}");
+    }
+
+    /// Why the kernel left requests to userspace: the non-zero reasons, most first, the
+    /// table's line the top five with what the rest add up to; none counted, no line.
+    #[test]
+    fn the_kernels_reasons_for_the_slow_path_are_shown_most_first() {
+        let t = from_page("127.0.0.1:9180".parse().unwrap(), PAGE)
+            .unwrap()
+            .table();
+        assert!(!t.contains("left to userspace"), "{t}");
+        let mut page = String::from(PAGE);
+        page.push_str("baton_frontend_dispatch_decisions_total{path=\"kernel\"} 90\n");
+        page.push_str("baton_frontend_dispatch_decisions_total{path=\"userspace\"} 48\n");
+        for (reason, n) in [
+            ("off", 0),
+            ("method", 1),
+            ("path_bytes", 5),
+            ("incomplete", 2),
+            ("rule", 30),
+            ("tcp_options", 0),
+            ("sticky", 3),
+            ("over_mss", 1),
+            ("tls_fragmented", 6),
+        ] {
+            page.push_str(&format!(
+                "baton_frontend_kernel_dispatch_slow_path_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+        let s = from_page("127.0.0.1:9180".parse().unwrap(), &page).unwrap();
+        let got: Vec<(&str, u64)> = s
+            .handoffs
+            .kernel_slow_path
+            .iter()
+            .map(|r| (r.reason.as_str(), r.requests))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("rule", 30),
+                ("tls_fragmented", 6),
+                ("path_bytes", 5),
+                ("sticky", 3),
+                ("incomplete", 2),
+                ("method", 1),
+                ("over_mss", 1)
+            ]
+        );
+        let t = s.table();
+        assert!(
+            t.contains("decided 90 in the kernel, 48 in userspace"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "left to userspace by the kernel: rule=30 tls_fragmented=6 path_bytes=5 sticky=3 \
+                 incomplete=2 (+2 more reasons, 2 requests)\n"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

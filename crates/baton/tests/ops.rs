@@ -235,6 +235,27 @@ fn metrics_status_and_access_log_follow_the_requests() {
         value(&m, "baton_frontend_flow_table_capacity", None),
         262_144
     );
+    // Every request the XDP program left to the slow path is counted once by why, read
+    // from the pinned map: every reason has its sample, and they add up.
+    let reasons: Vec<&Sample> = m
+        .iter()
+        .filter(|s| s.name == "baton_frontend_kernel_dispatch_slow_path_total")
+        .collect();
+    assert_eq!(
+        reasons.len(),
+        baton_common::kernel_dispatch::reason::COUNT as usize - 1,
+        "one sample per reason"
+    );
+    let left_to_userspace: u64 = reasons.iter().map(|s| s.value as u64).sum();
+    assert_eq!(
+        left_to_userspace,
+        value(
+            &m,
+            "baton_frontend_xdp_packets_total",
+            Some(("outcome", "pass_request_to_slow_path"))
+        ),
+        "the reasons add up to the requests passed up"
+    );
     assert!(
         value(
             &m,
@@ -314,6 +335,11 @@ fn metrics_status_and_access_log_follow_the_requests() {
         ],
     ));
     eprintln!("baton status:\n{table}");
+    assert_eq!(
+        table.contains("left to userspace by the kernel: "),
+        left_to_userspace > 0,
+        "the reasons' line when the kernel left any request to userspace: {table}"
+    );
     assert!(
         table.contains(&format!("handoffs: {n} completed, 0 failed")),
         "{table}"

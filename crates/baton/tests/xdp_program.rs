@@ -31,6 +31,7 @@ use baton_common::{
         FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService,
         judge_client_segment, stat,
     },
+    kernel_dispatch::reason,
     siphash::SipKey,
     syncookie::{
         self, Cookie, CookieKeys, HalfOpenSyn, SYN_ACK_FRAME_LEN, SynAddresses, SynCookieConfig,
@@ -83,6 +84,8 @@ struct Program {
     handoffs: RingBuf<MapData>,
     /// The counters as [`Program::counted`] last read them.
     seen: [u64; stat::COUNT as usize],
+    /// The slow path's reasons as [`Program::reasons_counted`] last read them.
+    seen_reasons: [u64; reason::COUNT as usize],
 }
 
 impl Program {
@@ -108,6 +111,7 @@ impl Program {
             notices,
             handoffs,
             seen: [0; stat::COUNT as usize],
+            seen_reasons: [0; reason::COUNT as usize],
         };
         program.configure(FrontendConfig::ENABLED);
         let mut services: HashMap<_, FrontendService, u32> =
@@ -203,6 +207,22 @@ impl Program {
             if now != self.seen[i] {
                 moved.push((*name, now - self.seen[i]));
                 self.seen[i] = now;
+            }
+        }
+        moved
+    }
+
+    /// The reasons (`FRONTEND_SLOW_PATH_REASONS`) that moved since the last call, by
+    /// name; index 0 (no reason) too, should the program ever count it.
+    fn reasons_counted(&mut self) -> Vec<(&'static str, u64)> {
+        let counts: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("FRONTEND_SLOW_PATH_REASONS").unwrap()).unwrap();
+        let mut moved = Vec::new();
+        for (i, name) in reason::NAMES.iter().enumerate() {
+            let now: u64 = counts.get(&(i as u32), 0).unwrap().iter().sum();
+            if now != self.seen_reasons[i] {
+                moved.push((*name, now - self.seen_reasons[i]));
+                self.seen_reasons[i] = now;
             }
         }
         moved

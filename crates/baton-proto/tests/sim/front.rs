@@ -193,8 +193,8 @@ pub struct KernelModel {
     /// When the rules were last compiled: the daemon rewrites them every second.
     compiled_at: Duration,
     cursors: Vec<u32>,
-    /// `handed_off_in_kernel`, and `pass_request_to_slow_path` with the matcher's
-    /// reasons (`kernel_dispatch::reason`, zero for the program's own checks).
+    /// `handed_off_in_kernel`, and `pass_request_to_slow_path` with its reasons
+    /// (`kernel_dispatch::reason`: the matcher's and the handoff's own checks').
     pub handed_off: u64,
     pub to_slow_path: Vec<u32>,
     /// Records the core did not adopt (their entries removed, as the daemon does).
@@ -690,7 +690,9 @@ impl RealFront {
         let Some(timestamps) =
             kernel_dispatch::data_segment_timestamps(&pkt[ihl + 20..ihl + header_len])
         else {
-            kernel.to_slow_path.push(0);
+            kernel
+                .to_slow_path
+                .push(kernel_dispatch::reason::TCP_OPTIONS);
             return Some(pkt);
         };
         // The payload's sum from the request's checksum (a partial one goes up), as the
@@ -700,7 +702,9 @@ impl RealFront {
         let pseudo =
             tcp_ipv4_pseudo_header_sum(info.src.octets(), info.dst.octets(), tcp_len as u16);
         if check == pseudo {
-            kernel.to_slow_path.push(0);
+            kernel
+                .to_slow_path
+                .push(kernel_dispatch::reason::PARTIAL_CHECKSUM);
             return Some(pkt);
         }
         let header_sum = (0..header_len / 2).filter(|&i| i != 8).fold(0, |sum, i| {
@@ -741,9 +745,10 @@ impl RealFront {
             option: baton_common::handoff_option::HandoffOption::new(0, 0, 0, 0),
             flow: Default::default(),
         };
-        if !kernel_dispatch::handoff_terms(&kernel.config, &cookies, &cookie, &segment, &mut terms)
+        if let Err(why) =
+            kernel_dispatch::handoff_terms(&kernel.config, &cookies, &cookie, &segment, &mut terms)
         {
-            kernel.to_slow_path.push(0);
+            kernel.to_slow_path.push(why);
             return Some(pkt);
         }
         let payload = &pkt[ihl + header_len..];

@@ -93,6 +93,9 @@ pub struct Snapshot {
     pub fast_path_book: Vec<(String, String)>,
     /// XDP outcome counters, by name (empty without the fast path).
     pub xdp: Vec<(&'static str, u64)>,
+    /// Requests the XDP program left to the slow path, by reason (empty without the
+    /// fast path).
+    pub kernel_slow_path: Vec<(&'static str, u64)>,
     /// Flows in the XDP table that this daemon installed or adopted, and its capacity.
     pub flow_table: Option<(usize, u32)>,
     pub rules: Vec<(String, u64)>,
@@ -374,6 +377,20 @@ impl Snapshot {
                 );
             }
         }
+        if !self.kernel_slow_path.is_empty() {
+            e.family(
+                "baton_frontend_kernel_dispatch_slow_path_total",
+                Kind::Counter,
+                "Requests the XDP program left to the slow path instead of handing them off itself, by reason (each once; they add up to baton_frontend_xdp_packets_total{outcome=\"pass_request_to_slow_path\"}; pinned: they outlive daemons).",
+            );
+            for (reason, n) in &self.kernel_slow_path {
+                e.sample(
+                    "baton_frontend_kernel_dispatch_slow_path_total",
+                    &[("reason", reason)],
+                    *n,
+                );
+            }
+        }
         if let Some((entries, capacity)) = self.flow_table {
             e.single(
                 "baton_frontend_flow_table_entries",
@@ -505,6 +522,7 @@ mod tests {
             daemon: vec![("rounds".into(), "9".into())],
             fast_path_book: vec![],
             xdp: vec![("forwarded", 12)],
+            kernel_slow_path: vec![("path_bytes", 2), ("rule", 0)],
             flow_table: Some((2, 262_144)),
             rules,
             default_hits: 4,
@@ -589,6 +607,21 @@ mod tests {
         );
         assert_eq!(
             get(
+                "baton_frontend_kernel_dispatch_slow_path_total",
+                ("reason", "path_bytes")
+            ),
+            2.0
+        );
+        assert_eq!(
+            get(
+                "baton_frontend_kernel_dispatch_slow_path_total",
+                ("reason", "rule")
+            ),
+            0.0,
+            "every reason, zeros too, so that rates start from a sample"
+        );
+        assert_eq!(
+            get(
                 "baton_frontend_handoff_latency_seconds_bucket",
                 ("le", "0.0005")
             ),
@@ -610,6 +643,7 @@ mod tests {
         for name in [
             "baton_frontend_flow_table_capacity",
             "baton_frontend_core_events_total",
+            "baton_frontend_kernel_dispatch_slow_path_total",
         ] {
             assert_eq!(
                 page.matches(&format!("# TYPE {name} ")).count(),

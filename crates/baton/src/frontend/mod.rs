@@ -658,6 +658,11 @@ impl Ops {
                     .as_deref()
                     .map(FastPath::counters)
                     .unwrap_or_default(),
+                kernel_slow_path: fast
+                    .path
+                    .as_deref()
+                    .map(FastPath::slow_path_reasons)
+                    .unwrap_or_default(),
                 flow_table: fast.path.as_deref().map(FastPath::flow_table),
                 rules,
                 default_hits: d.default_hits(),

@@ -137,19 +137,33 @@ impl Handoffs {
     }
 
     /// Runs `frame`, asserting that it went up as it arrived, counted as a request left
-    /// to the slow path, with no flow taken in and no record written.
+    /// to the slow path and once under `why` (a `kernel_dispatch::reason`), with no flow
+    /// taken in and no record written.
     #[track_caller]
-    fn expect_to_slow_path(&mut self, frame: &Frame) {
+    fn expect_to_slow_path(&mut self, frame: &Frame, why: u32) {
         self.p
             .expect_passed(&frame.bytes(), &[("pass_request_to_slow_path", 1)]);
+        self.expect_reason(why);
         assert_eq!(self.p.try_flow(key(frame.src.1)), None, "no flow taken in");
         assert_eq!(self.p.handoffs(), [], "no record");
     }
 
-    /// [`Handoffs::expect_to_slow_path`] for a segment that is no request of ours.
+    /// That the last run counted `why` once and no other reason.
+    #[track_caller]
+    fn expect_reason(&mut self, why: u32) {
+        assert_eq!(
+            self.p.reasons_counted(),
+            [(reason::NAMES[why as usize], 1)],
+            "the reason counted"
+        );
+    }
+
+    /// [`Handoffs::expect_to_slow_path`] for a segment that is no request of ours: no
+    /// reason counted either.
     #[track_caller]
     fn expect_no_request(&mut self, frame: &Frame) {
         self.p.expect_passed(&frame.bytes(), &[("pass_no_flow", 1)]);
+        assert_eq!(self.p.reasons_counted(), [], "no reason counted");
         assert_eq!(self.p.try_flow(key(frame.src.1)), None, "no flow taken in");
         assert_eq!(self.p.handoffs(), [], "no record");
     }
@@ -161,6 +175,7 @@ impl Handoffs {
         let out = self
             .p
             .expect(&frame.bytes(), XDP_TX, &[("handed_off_in_kernel", 1)]);
+        assert_eq!(self.p.reasons_counted(), [], "no reason counted");
         assert_eq!(&out[IP + 16..IP + 20], BACKEND, "to the back-end");
         out
     }
@@ -448,7 +463,7 @@ fn requests_the_kernel_leaves_to_the_slow_path_go_up_as_they_arrived() {
         };
 
         // A rule the kernel leaves to userspace: a least-connections pool.
-        h.expect_to_slow_path(&h.linux_request(next_port(), API));
+        h.expect_to_slow_path(&h.linux_request(next_port(), API), reason::POOL_POLICY);
         h.expect_handed_off(&h.linux_request(next_port(), PAGE));
 
         // Over `max_payload`, by one byte; at it, handed off.
@@ -456,32 +471,32 @@ fn requests_the_kernel_leaves_to_the_slow_path_go_up_as_they_arrived() {
         h.expect_handed_off(&h.linux_request(next_port(), &at_most));
         h.p.handoffs();
         let over = padded_page(MAX_PAYLOAD as usize + 1);
-        h.expect_to_slow_path(&h.linux_request(next_port(), &over));
+        h.expect_to_slow_path(&h.linux_request(next_port(), &over), reason::OVER_MSS);
 
         // A cookie marked for the half-open map: the core takes the entry.
         let port = next_port();
         let marked = request(port, h.cookie(port, 1460, true), vec![], PAGE);
-        h.expect_to_slow_path(&marked);
+        h.expect_to_slow_path(&marked, reason::HALF_OPEN_OPTIONS);
 
         // Options in another layout: a SACK block where the timestamps would be, and the
         // timestamps before their NOPs (both 12 bytes, as Linux's own layout).
         let port = next_port();
         let mut sack = h.linux_request(port, PAGE);
         sack.options = vec![1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2];
-        h.expect_to_slow_path(&sack);
+        h.expect_to_slow_path(&sack, reason::TCP_OPTIONS);
         let mut moved = h.linux_request(next_port(), PAGE);
         moved.options.rotate_left(2);
         assert_eq!(&moved.options[..2], [8, 10]);
-        h.expect_to_slow_path(&moved);
+        h.expect_to_slow_path(&moved, reason::TCP_OPTIONS);
         // Timestamps alone, with a MSS option before them.
         let mut more = h.linux_request(next_port(), PAGE);
         more.options.splice(0..0, [2, 4, 5, 0xb4]);
-        h.expect_to_slow_path(&more);
+        h.expect_to_slow_path(&more, reason::TCP_OPTIONS);
 
         // A zero window (a window of 1 is handed off).
         let mut closed = h.bare_request(next_port(), PAGE);
         closed.window = 0;
-        h.expect_to_slow_path(&closed);
+        h.expect_to_slow_path(&closed, reason::ZERO_WINDOW);
         let mut one = h.bare_request(next_port(), PAGE);
         one.window = 1;
         h.expect_handed_off(&one);
@@ -490,18 +505,22 @@ fn requests_the_kernel_leaves_to_the_slow_path_go_up_as_they_arrived() {
         // Urgent data.
         let mut urgent = h.linux_request(next_port(), PAGE);
         urgent.flags |= URG;
-        h.expect_to_slow_path(&urgent);
+        h.expect_to_slow_path(&urgent, reason::URGENT);
 
         // The partial sum a checksum-offloading sender leaves: the payload's sum cannot
         // be recovered from it.
         let partial = with_partial_checksum(h.linux_request(next_port(), PAGE).bytes());
         h.p.expect_passed(&partial, &[("pass_request_to_slow_path", 1)]);
+        h.expect_reason(reason::PARTIAL_CHECKSUM);
         assert_eq!(h.p.handoffs(), []);
 
         // A back-end whose MAC is unresolved is written unusable.
         let compiled = compiled(&h.dispatcher);
         h.rules.update(&mut h.p.ebpf, &compiled, |_| None).unwrap();
-        h.expect_to_slow_path(&h.linux_request(next_port(), PAGE));
+        h.expect_to_slow_path(
+            &h.linux_request(next_port(), PAGE),
+            reason::BACKEND_UNUSABLE,
+        );
         h.rules
             .update(&mut h.p.ebpf, &compiled, |_| Some(BE_MAC))
             .unwrap();
@@ -509,7 +528,64 @@ fn requests_the_kernel_leaves_to_the_slow_path_go_up_as_they_arrived() {
         h.p.handoffs();
         // Kernel dispatch off in the rules (the daemon's `disable`).
         h.rules.disable(&mut h.p.ebpf).unwrap();
-        h.expect_to_slow_path(&h.linux_request(next_port(), PAGE));
+        h.expect_to_slow_path(&h.linux_request(next_port(), PAGE), reason::OFF);
+    });
+}
+
+/// Why a request went up is counted once, under its reason alone
+/// (`FRONTEND_SLOW_PATH_REASONS`, which the daemon exports as
+/// `baton_frontend_kernel_dispatch_slow_path_total`): requests that differ from a routed
+/// one in one thing each, the matcher's reasons (a percent-encoded path, a lower-case
+/// method, a head without its empty line, a rule's pool whose policy stays in
+/// userspace) and the handoff's own (options in another layout), each twice, so that
+/// each count is seen to move by one per request and no other with it.
+#[test]
+fn each_request_to_the_slow_path_counts_its_reason_once() {
+    privileged("slow-path reasons", || {
+        let mut h = Handoffs::load();
+        let mut port = CLIENT_PORT;
+        let mut next_port = || {
+            port += 1;
+            port
+        };
+        let encoded = b"GET /%70ages/index.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+        let lower = b"get /pages/index.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+        let incomplete = b"GET /pages/index.html HTTP/1.1\r\nHost: www.example.com\r\n";
+        for round in 0..2 {
+            for (payload, why) in [
+                (&encoded[..], reason::PATH_BYTES),
+                (&lower[..], reason::METHOD),
+                (&incomplete[..], reason::INCOMPLETE),
+                (API, reason::POOL_POLICY),
+            ] {
+                h.expect_to_slow_path(&h.linux_request(next_port(), payload), why);
+            }
+            let mut sack = h.linux_request(next_port(), PAGE);
+            sack.options = vec![1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+            h.expect_to_slow_path(&sack, reason::TCP_OPTIONS);
+            // The same request whole and plain is handed off, counting no reason.
+            h.expect_handed_off(&h.linux_request(next_port(), PAGE));
+            assert_eq!(h.p.handoffs().len(), 1, "round {round}");
+        }
+        // The totals, as the daemon sums them: two of each, nothing else.
+        let counts: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(h.p.ebpf.map("FRONTEND_SLOW_PATH_REASONS").unwrap()).unwrap();
+        let totals: Vec<(&str, u64)> = reason::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, counts.get(&(i as u32), 0).unwrap().iter().sum()))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("method", 2),
+                ("path_bytes", 2),
+                ("incomplete", 2),
+                ("pool_policy", 2),
+                ("tcp_options", 2)
+            ]
+        );
     });
 }
 
@@ -537,7 +613,7 @@ fn a_full_table_or_ring_undoes_the_handoff() {
             h.p.set_flow(key(port), entry(BACKEND_PORT, 0));
         }
         let request = h.linux_request(CLIENT_PORT, PAGE);
-        h.expect_to_slow_path(&request);
+        h.expect_to_slow_path(&request, reason::FLOW_TABLE);
         h.p.forget_flow(key(others[0]));
         h.expect_handed_off(&request);
         assert_eq!(h.p.handoffs(), [record_of(&request, PAGES_RULE)]);
@@ -553,6 +629,7 @@ fn a_full_table_or_ring_undoes_the_handoff() {
         h.expect_handed_off(&second);
         let third = h.linux_request(CLIENT_PORT + 3, &long);
         h.p.expect_passed(&third.bytes(), &[("pass_request_to_slow_path", 1)]);
+        h.expect_reason(reason::HANDOFF_RING_FULL);
         assert_eq!(
             h.p.try_flow(key(CLIENT_PORT + 3)),
             None,

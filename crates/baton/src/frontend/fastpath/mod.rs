@@ -19,7 +19,8 @@
 //! through `XDP_TX`, which would corrupt the complete checksums the program writes.
 //!
 //! **Lifetime: pinned.** The maps and the XDP link are pinned in
-//! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `notices`, `link_xdp`),
+//! `<pin_dir>/frontend-<interface>/` (`flows`, `config`, `stats`, `slow_path_reasons`,
+//! `notices`, `secret`, `link_xdp`),
 //! so they outlive the daemon: while the link's pin exists the program stays attached
 //! and handed-off flows go on forwarding, whether a daemon runs or not. The services and
 //! SYN-cookie maps are not pinned: each daemon writes its own; nor is the half-open map
@@ -71,7 +72,7 @@ use aya::{
 };
 use baton_common::{
     frontend::{FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, stat},
-    kernel_dispatch::{KernelHandoffConfig, KernelHandoffRecord},
+    kernel_dispatch::{KernelHandoffConfig, KernelHandoffRecord, reason},
     siphash::SipKey,
     stamp::{self, StampConfig, StampedBackend},
     syncookie::SynCookieConfig,
@@ -260,6 +261,8 @@ pub struct FastPath {
     flows_data: MapData,
     batch: FlowBatch,
     stats: PerCpuArray<MapData, u64>,
+    /// `FRONTEND_SLOW_PATH_REASONS`: why the program left requests to the slow path.
+    slow_path_reasons: PerCpuArray<MapData, u64>,
     /// What the program forwarded that the core must know of (`FRONTEND_NOTICES`), read
     /// through its shared pages: checking it costs two loads, no system call.
     notices: RingBuf<MapData>,
@@ -316,6 +319,10 @@ impl FastPath {
             .map_pin_path("FRONTEND_FLOWS", pins.flows().as_path())
             .map_pin_path("FRONTEND_CONFIG", pins.config().as_path())
             .map_pin_path("FRONTEND_STATS", pins.stats().as_path())
+            .map_pin_path(
+                "FRONTEND_SLOW_PATH_REASONS",
+                pins.slow_path_reasons().as_path(),
+            )
             .map_pin_path("FRONTEND_NOTICES", pins.notices().as_path())
             .map_pin_path("FRONTEND_SECRET", pins.secret().as_path())
             // A map has at least one entry; off, the program never writes it.
@@ -422,6 +429,10 @@ impl FastPath {
             ebpf.take_map("FRONTEND_STATS")
                 .context("map FRONTEND_STATS missing")?,
         )?;
+        let slow_path_reasons = PerCpuArray::try_from(
+            ebpf.take_map("FRONTEND_SLOW_PATH_REASONS")
+                .context("map FRONTEND_SLOW_PATH_REASONS missing")?,
+        )?;
         let notices = RingBuf::try_from(
             ebpf.take_map("FRONTEND_NOTICES")
                 .context("map FRONTEND_NOTICES missing")?,
@@ -483,6 +494,7 @@ impl FastPath {
                 flows_data,
                 batch: FlowBatch::default(),
                 stats,
+                slow_path_reasons,
                 notices,
                 handoffs,
                 kernel_adopted: HashSet::new(),
@@ -1236,17 +1248,14 @@ impl FastPath {
     /// The program's counters summed over CPUs, by name (since the maps were made: the
     /// pinned counters outlive daemons).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        stat::NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let total = self
-                    .stats
-                    .get(&(i as u32), 0)
-                    .map_or(0, |per_cpu| per_cpu.iter().sum());
-                (*name, total)
-            })
-            .collect()
+        summed(&self.stats, &stat::NAMES, 0)
+    }
+
+    /// The requests the program left to the slow path, summed over CPUs, by reason
+    /// (`baton_common::kernel_dispatch::reason::NAMES`, every reason but 0, which is
+    /// none); pinned like [`FastPath::counters`].
+    pub fn slow_path_reasons(&self) -> Vec<(&'static str, u64)> {
+        summed(&self.slow_path_reasons, &reason::NAMES, 1)
     }
 
     /// Removes the pins of `interface` under `pin_dir`: the program detaches (its link
@@ -1268,11 +1277,32 @@ impl FastPath {
             pins.flows(),
             pins.config(),
             pins.stats(),
+            pins.slow_path_reasons(),
             pins.notices(),
             pins.secret(),
         ])?;
         Ok(Some(flows))
     }
+}
+
+/// The counters of `map` from index `first` on, summed over CPUs and named by `names`
+/// (a counter that cannot be read counts 0).
+fn summed(
+    map: &PerCpuArray<MapData, u64>,
+    names: &[&'static str],
+    first: usize,
+) -> Vec<(&'static str, u64)> {
+    names
+        .iter()
+        .enumerate()
+        .skip(first)
+        .map(|(i, name)| {
+            let total = map
+                .get(&(i as u32), 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum());
+            (*name, total)
+        })
+        .collect()
 }
 
 /// The services map's keys for `services`: each (VIP, port), and (VIP, 0) for each VIP,

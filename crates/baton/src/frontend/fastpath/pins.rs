@@ -5,7 +5,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use aya::maps::{HashMap, Map, MapData};
-use baton_common::frontend::{FrontendConfig, FrontendFlow, FrontendFlowKey, stat};
+use baton_common::{
+    frontend::{FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
+    kernel_dispatch::reason,
+};
 
 use crate::pins::Pins;
 
@@ -49,5 +52,6 @@ pub(super) fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
         "baton frontend --config FILE --detach",
     )?;
     crate::pins::replace_reshaped(&pins.config(), size_of::<FrontendConfig>(), 1)?;
-    crate::pins::replace_reshaped(&pins.stats(), size_of::<u64>(), stat::COUNT)
+    crate::pins::replace_reshaped(&pins.stats(), size_of::<u64>(), stat::COUNT)?;
+    crate::pins::replace_reshaped(&pins.slow_path_reasons(), size_of::<u64>(), reason::COUNT)
 }
