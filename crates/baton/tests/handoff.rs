@@ -461,8 +461,10 @@ fn client_retransmissions() -> u64 {
 
 /// A client that reuses its port at once (it closed second, as with `Connection:
 /// close`) while its old flow is still in the fast path's table is served without
-/// resending anything: its SYN goes up to the core, which ends the old connection and
-/// answers, and the old entry is gone before that SYN/ACK leaves. When the entry's
+/// resending anything: its SYN meets the closed entry in XDP, which replaces it and
+/// answers with a cookie (`closed_flow_replaced`, the default with SYNs and dispatch in
+/// the kernel), or goes up to the core, which ends the old connection and answers, and
+/// the old entry is gone before that SYN/ACK leaves. When the entry's
 /// removal waited for the end of the core's batch of outputs, the client's ACK and
 /// request, sent the moment the SYN/ACK arrived, met the old entry and went to the old
 /// back-end; the request was resent 200 ms later (wrk `Connection: close` saw a p99 of
@@ -470,9 +472,27 @@ fn client_retransmissions() -> u64 {
 /// retransmission is that.
 #[test]
 fn a_client_reusing_its_port_at_once_resends_nothing() {
-    let Some(_cluster) = cluster("port reused at once") else {
-        return;
-    };
+    // The defaults (SYNs answered in XDP, which replaces the closed entry itself), and
+    // SYNs to the core (whose removal of the entry must go before its SYN/ACK).
+    let to_the_core = support::frontend_config(&LAB).replace(
+        "[tcp]\n",
+        "[tcp]\nsyns_in_xdp = false\nkernel_dispatch = false\n",
+    );
+    for (setting, config) in [
+        ("defaults", support::frontend_config(&LAB)),
+        ("SYNs to the core", to_the_core),
+    ] {
+        let Some(_cluster) = Cluster::builder(&LAB, &SERIAL, "port reused at once")
+            .frontend(&config)
+            .up()
+        else {
+            return;
+        };
+        port_reused_at_once(setting);
+    }
+}
+
+fn port_reused_at_once(setting: &str) {
     let xdp_before = support::fastpath_counters(&LAB);
     let before = client_retransmissions();
     let rounds = 20;
@@ -484,12 +504,15 @@ fn a_client_reusing_its_port_at_once_resends_nothing() {
     let resent = client_retransmissions() - before;
     let xdp = support::fastpath_counters(&LAB);
     let up = xdp["pass_control"] - xdp_before["pass_control"];
+    let replaced = xdp["closed_flow_replaced"] - xdp_before["closed_flow_replaced"];
     eprintln!(
-        "{rounds} requests from one port: {up} SYNs went up to the core, {resent} retransmissions"
+        "{setting}: {rounds} requests from one port: {up} SYNs went up to the core, \
+         {replaced} replaced their port's closed flow in XDP, {resent} retransmissions"
     );
+    let met = if setting == "defaults" { replaced } else { up };
     assert!(
-        up >= 1,
-        "no SYN met its port's old flow: the test tests nothing"
+        met >= 1,
+        "{setting}: no SYN met its port's old flow where expected: the test tests nothing"
     );
     assert_eq!(
         resent, 0,
