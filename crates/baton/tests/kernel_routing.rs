@@ -263,13 +263,17 @@ match = {{ host = "www.baton.test" }}
 /// | C | be2 be3 be1 | p1: be3 | p0: be2 |
 ///
 /// So /img/ is served by be1 or be3 and /static/ by be2 or be3, whichever set is in
-/// force; half of one set and half of another is not. One set's rules over the next
-/// one's back-end table (the tables the writer fills first) sends /img/ to be2 or
+/// force; half of one set and half of another is not. One set's rules over another
+/// one's back-end table (the table the writer fills first) sends /img/ to be2 or
 /// /static/ to be1 in four of the six pairs, and B lists its rules in the other order,
 /// so that A's or C's terms over B's texts test one path's prefix for the other's.
 /// Three sets, not two: a generation is rewritten every other flip, and with two sets
-/// it would always be rewritten with what it already held, so a writer that broke the
-/// swap would change nothing a request could see.
+/// it would always be rewritten with what it already held, so a writer that flipped
+/// before writing would change nothing a request could see.
+///
+/// Checked by breaking the writer (`KernelDispatch::update`): writing into the live
+/// generation, or flipping before writing, each sent hundreds of requests to a back-end
+/// no set names for their path in one run of this test.
 fn rule_set(k: usize) -> String {
     let be = |n: u8| backend_at(n, HTTP_PORT);
     let (pools, rules) = match k % 3 {
@@ -493,6 +497,9 @@ fn reloads_under_load_swap_whole_rule_sets() {
     assert!(!wrk.contains("Non-2xx"), "{wrk}");
     let mut served = std::collections::HashMap::<(&str, &str), u64>::new();
     let mut counted = 0;
+    // Responses from a back-end no rule set names for their path: half of one set and
+    // half of another.
+    let mut strays = 0;
     for line in wrk.lines().filter_map(|l| l.strip_prefix("served ")) {
         let [path, status, backend, n] = line.split(' ').collect::<Vec<_>>()[..] else {
             panic!("{line}");
@@ -501,12 +508,15 @@ fn reloads_under_load_swap_whole_rule_sets() {
         counted += n;
         assert_eq!(status, "200", "{line}");
         let allowed = ALLOWED.iter().find(|(p, _)| *p == path).unwrap().1;
-        assert!(
-            allowed.contains(&backend),
-            "{n} requests for {path} served by {backend}, which no rule set sends them to:\n{wrk}"
-        );
+        if !allowed.contains(&backend) {
+            strays += n;
+        }
         *served.entry((path, backend)).or_default() += n;
     }
+    assert_eq!(
+        strays, 0,
+        "requests served by a back-end no rule set sends their path to:\n{wrk}"
+    );
     assert_eq!(counted, requests, "every response counted:\n{wrk}");
     // Every set was in force while requests came: each path met both its back-ends.
     for (path, backends) in ALLOWED {
