@@ -133,7 +133,9 @@ impl KernelDispatch {
             ..program.set
         };
         write(ebpf, "FRONTEND_RULE_SETS", next, [set])?;
-        // The one write that puts the new rule set in force.
+        // The one write that puts the new rule set in force, after every table of its
+        // generation (the lab test `kernel_routing::reloads_under_load_swap_whole_rule_sets`
+        // catches a flip before them, or tables written into the live generation).
         write(ebpf, "FRONTEND_DISPATCH_ACTIVE", 0, [next])?;
         self.generation = next;
         Ok(())

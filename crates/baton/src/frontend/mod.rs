@@ -159,13 +159,17 @@ fn kernel_handoff_config(
 }
 
 /// The kernel dispatch's rules from the dispatcher in force (start, reload, health).
-fn write_kernel_rules(fast: &mut FastPath, fe: &mut FrontEnd<ContentDispatch>) {
+fn write_kernel_rules(
+    fast: &mut FastPath,
+    fe: &mut FrontEnd<ContentDispatch>,
+    stats: &mut FastPathStats,
+) {
     let limits = fe.config().request_limits();
     let program = fe
         .dispatcher_mut()
         .dispatcher()
         .compile_kernel(limits.max_head_len, limits.max_headers);
-    if let Err(e) = fast.write_kernel_rules(clock(), &program) {
+    if let Err(e) = fast.write_kernel_rules(clock(), &program, stats) {
         log::warn(
             "kernel_dispatch_unavailable",
             &[("error", &format!("{e:#}"))],
@@ -335,7 +339,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
                 let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
                 write_stamps(&mut fast, &mut fe);
                 if kernel_dispatch {
-                    write_kernel_rules(&mut fast, &mut fe);
+                    write_kernel_rules(&mut fast, &mut fe, &mut fp_stats);
                 }
                 // Before the first packet too: with every SYN in the fast path the
                 // program answers from the first one on, not from the loop's first round
@@ -851,7 +855,7 @@ fn event_loop(
             && fast.kernel_dispatch
             && let Some(path) = fast.path.as_deref_mut()
         {
-            write_kernel_rules(path, fe);
+            write_kernel_rules(path, fe, fast.stats);
         }
         ops.answer(fe, io, fast, services, stats);
 
@@ -942,7 +946,7 @@ fn event_loop(
                 // Reloads, health verdicts and newly resolved MACs reach the kernel's
                 // rules within a scan (a new generation only when something changed).
                 if fast.kernel_dispatch {
-                    write_kernel_rules(path, fe);
+                    write_kernel_rules(path, fe, fast.stats);
                 }
             }
         }

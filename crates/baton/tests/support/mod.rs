@@ -141,6 +141,12 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The file its log goes to, for a test that follows it as it grows rather than
+    /// reading it whole each time (a loaded daemon logs a line per connection).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
     /// SIGTERM, wait for a successful exit (at most 15 s), and return the whole log.
     pub fn stop(self) -> String {
         let pid = self.child.as_ref().unwrap().id();

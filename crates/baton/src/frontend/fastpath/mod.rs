@@ -196,6 +196,11 @@ pub struct FastPathStats {
     /// Learned flows the core refused (it tracks the ports' connection before its
     /// handoff, its table is full, or the entry had gone again): taken out of the table.
     pub learned_flows_refused: u64,
+    /// Generations of the kernel dispatch's rules written and put in force (the index
+    /// flipped): at start, then at each reload, health change or newly resolved MAC that
+    /// changed the compiled rules. A reload that does not move it did not reach the
+    /// kernel (`kernel_dispatch_unavailable` says why).
+    pub kernel_rule_generations: u64,
 }
 
 /// How [`FastPath::start`] found things.
@@ -984,6 +989,7 @@ impl FastPath {
         &mut self,
         now: Instant,
         program: &baton_dispatch::KernelProgram,
+        stats: &mut FastPathStats,
     ) -> anyhow::Result<()> {
         let macs: Vec<Option<[u8; 6]>> = program
             .backends
@@ -1013,6 +1019,7 @@ impl FastPath {
                 .map(|kernel| self.kernel_dispatch = Some(kernel)),
         };
         if result.is_ok() {
+            stats.kernel_rule_generations += 1;
             self.kernel_rules_written = Some((program.clone(), macs));
         }
         result
