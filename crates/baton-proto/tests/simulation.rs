@@ -912,6 +912,13 @@ fn given_up_worlds(scenario: &str, seed: u64, lose_resets: bool, complete: bool)
     worlds
 }
 
+/// The first back-end's first segment with data to the client (its answer), lost.
+fn the_answer_lost() -> DropRule {
+    drop_rule("the answer", NodeId::Backend(0), NodeId::Client, 1, |p| {
+        p.payload_len > 0
+    })
+}
+
 /// Runs until the client has its answer and both ends closed; checks the monitors (more
 /// than one back-end had the request, so not `handoff_invariants`).
 fn run_to_the_answer(world: &mut World) {
@@ -1128,13 +1135,7 @@ fn one_turn_a_repeated_syn_prime_is_harmless_at_every_stage() {
 fn one_turn_the_whole_answer_lost_on_its_way_to_the_client() {
     for lose_first_ack_prime in [false, true] {
         let rules = |w: &mut World| {
-            w.net.rules.push(drop_rule(
-                "the answer",
-                NodeId::Backend(0),
-                NodeId::Client,
-                1,
-                |p| p.payload_len > 0,
-            ));
+            w.net.rules.push(the_answer_lost());
             if lose_first_ack_prime {
                 // The front-end's only bare ACK to the back-end acknowledging the
                 // back-end's SYN at the request's end.
@@ -1187,15 +1188,7 @@ fn one_turn_the_whole_answer_lost_on_its_way_to_the_client() {
         "one-turn: the whole answer lost, completed here",
         94,
         |c| c.body_len = 1024,
-        |w| {
-            w.net.rules.push(drop_rule(
-                "the answer",
-                NodeId::Backend(0),
-                NodeId::Client,
-                1,
-                |p| p.payload_len > 0,
-            ))
-        },
+        |w| w.net.rules.push(the_answer_lost()),
     ) {
         run_clean(&mut world);
         assert_rule_fired(&mut world);
@@ -1229,13 +1222,7 @@ fn one_turn_the_whole_answer_lost_on_its_way_to_the_client() {
 #[test]
 fn one_turn_the_answer_and_every_repeat_lost_the_backend_completes_the_handshake() {
     let rules = |w: &mut World| {
-        w.net.rules.push(drop_rule(
-            "the answer",
-            NodeId::Backend(0),
-            NodeId::Client,
-            1,
-            |p| p.payload_len > 0,
-        ));
+        w.net.rules.push(the_answer_lost());
         // The first reaches the front-end, which confirms the handoff: the client's
         // resends then go to the server, which, in SYN-RECV, drops them and silences
         // the client with a bare ACK.
@@ -2013,13 +2000,7 @@ fn kernel_handoff_loss_of_the_backends_answer() {
     // server sends the answer again itself (`one_turn_the_whole_answer_lost_on_its_way_to_the_client`).
     cfg.backend_complete_handshake = false;
     let mut world = kernel_world(&cfg, &every_backend_round_robin(1));
-    world.net.rules.push(drop_rule(
-        "the answer",
-        NodeId::Backend(0),
-        NodeId::Client,
-        1,
-        |p| p.payload_len > 0,
-    ));
+    world.net.rules.push(the_answer_lost());
     run_clean(&mut world);
     assert_rule_fired(&mut world);
     assert_eq!(kernel_counts(&mut world), (1, vec![]));

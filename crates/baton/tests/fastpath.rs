@@ -279,10 +279,7 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
     // One connection, one request after another, for 3 s.
     let out = wrk(&["-t1", "-c1", "-d3s", &format!("http://{VIP}/")]);
     let grew = grown(&before, &fastpath_counters());
-    let requests: u64 = out
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.parse().ok())
+    let requests = baton::bench::measure::wrk_request_count(&out)
         .unwrap_or_else(|| panic!("no request count from wrk:\n{out}"));
     eprintln!(
         "wrk -c1: {requests} requests in {:.1?}; fast-path counters grew by {grew:?}",

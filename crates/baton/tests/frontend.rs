@@ -318,3 +318,61 @@ fn frontend_resets_the_client_when_no_backend_answers() {
     );
     assert_eq!(fe_host_tcp_resets() - rsts_before, 0, "no host RST");
 }
+
+/// The client's MSS towards the VIP, as its kernel settled it from the SYN/ACK
+/// (`TCP_MAXSEG` once connected: the front-end's announced MSS less the timestamps
+/// option's 12 bytes, which the lab's clients use).
+fn client_mss() -> u32 {
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('{VIP}', {HTTP_PORT}), timeout=5)\n\
+         print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))"
+    );
+    let out = ok(&mut support::in_node(
+        &LAB,
+        "client",
+        &["python3", "-c", &script],
+    ));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("TCP_MAXSEG: {e}: {out:?}"))
+}
+
+/// The MSS follows the front-end's interface MTU (issue 21, item 4): with `eth0` at
+/// 1400 bytes, the SYN/ACK announces 1360, whether `[tcp] mss` is unset or asks for
+/// more (then lowered, and logged); a client taking 1460 at its word would send
+/// 1500-byte frames the interface drops.
+#[test]
+fn the_mss_follows_the_interfaces_mtu() {
+    let Some(_lab) = lab_up("mss from the MTU") else {
+        return;
+    };
+    ok(&mut support::in_node(
+        &LAB,
+        "fe",
+        &["ip", "link", "set", "eth0", "mtu", "1400"],
+    ));
+    let unset = LAB_CONFIG.to_string();
+    assert!(
+        !unset.contains("\nmss ="),
+        "the example leaves tcp.mss unset"
+    );
+    let asked = LAB_CONFIG.replace("[tcp]\n", "[tcp]\nmss = 1460\n");
+    for (name, config, lowered) in [("mss-unset", unset, false), ("mss-1460", asked, true)] {
+        let fe = start_frontend(name, &config);
+        let log = fe.log_text();
+        assert_eq!(
+            support::logged(&log, "ready", "mss"),
+            "1360",
+            "{name}: {log}"
+        );
+        assert_eq!(
+            log.contains(" event=mss_lowered "),
+            lowered,
+            "{name}: {log}"
+        );
+        assert_eq!(client_mss(), 1360 - 12, "{name}");
+        drop(fe);
+    }
+}

@@ -483,11 +483,7 @@ fn reloads_under_load_swap_whole_rule_sets() {
     let log = cluster.stop_frontend();
     let generations = support::logged_number(&log, "fastpath_stats", "kernel_rule_generations");
 
-    let requests: u64 = wrk
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    let requests = baton::bench::measure::wrk_request_count(&wrk)
         .unwrap_or_else(|| panic!("no request count in {wrk}"));
     eprintln!(
         "{wrk}\n{requests} requests in {took:?}, {kernel} handed off in the kernel, \

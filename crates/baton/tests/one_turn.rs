@@ -534,11 +534,7 @@ fn with_kernel_dispatch_under_load_every_request_is_served() {
     // itself once the client's FIN closed that flow (`closed_flow_replaced`), so most
     // connections are still handed off in the kernel. (Left to the slow path, only about
     // a quarter were.)
-    let requests: u64 = wrk
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    let requests = baton::bench::measure::wrk_request_count(&wrk)
         .unwrap_or_else(|| panic!("no request count in {wrk}"));
     assert!(xdp["closed_flow_replaced"] > 0, "{xdp:?}");
     assert!(

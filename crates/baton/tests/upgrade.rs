@@ -137,9 +137,7 @@ fn assert_clean(name: &str, run: Reaped) -> u64 {
         !text.contains("Non-2xx or 3xx responses:"),
         "{name}: failed responses across the upgrade:\n{text}"
     );
-    text.lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+    baton::bench::measure::wrk_request_count(&text)
         .unwrap_or_else(|| panic!("{name}: no request count:\n{text}"))
 }
 

@@ -29,6 +29,15 @@ impl WrkReport {
     }
 }
 
+/// The number of requests wrk made, from its summary line (`123 requests in 5.00s,
+/// 45.6MB read`); `None` without one.
+pub fn wrk_request_count(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+}
+
 /// Reads wrk's report. Every figure the benchmark uses must be there; error lines are
 /// optional (wrk prints them only when there were errors).
 pub fn parse_wrk(output: &str) -> anyhow::Result<WrkReport> {
@@ -43,11 +52,7 @@ pub fn parse_wrk(output: &str) -> anyhow::Result<WrkReport> {
             .and_then(|l| l.split_whitespace().nth(1))
             .with_context(|| format!("no `{prefix}` line in wrk's output:\n{output}"))
     };
-    let requests = output
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    let requests = wrk_request_count(output)
         .with_context(|| format!("no request count in wrk's output:\n{output}"))?;
     let per_second = second_field("Requests/sec:")?
         .parse()

@@ -140,6 +140,51 @@ pub struct TcpTerms {
     pub kernel_dispatch: Option<bool>,
 }
 
+/// Bytes of an IPv4 header and a TCP header, both without options: what an MSS leaves
+/// out of the MTU (RFC 9293 §3.7.1, RFC 879). IPv6's 40-byte header will make it 60.
+pub const IPV4_TCP_HEADERS: u32 = 40;
+
+/// The MSS the front-end announces in its SYN/ACKs (the core's and the XDP program's
+/// cookies alike) and sizes its SYN''s by, for an interface whose MTU is `mtu`: the
+/// largest segment a client's frame can carry to it, `mtu - 40`, unless `[tcp] mss`
+/// (`configured`) asks for less. A configured MSS the MTU cannot carry is lowered to it
+/// (`lowered_from`), since a client taking it at its word would send frames the
+/// interface drops: a black hole for every large request. The back-ends share the
+/// front-end's LAN, and so its MTU: client segments reach them through it.
+pub fn mss_within_mtu(mtu: u32, configured: Option<u16>) -> anyhow::Result<MssWithinMtu> {
+    let fits = mtu.saturating_sub(IPV4_TCP_HEADERS);
+    let fits = u16::try_from(fits).unwrap_or(u16::MAX);
+    if fits < baton_proto::frontend::config::MIN_MSS {
+        bail!(
+            "the interface's MTU of {mtu} bytes leaves an MSS of {fits}, under the {} \
+             every IPv4 host must accept (RFC 9293 §3.7.1)",
+            baton_proto::frontend::config::MIN_MSS
+        );
+    }
+    Ok(match configured {
+        Some(mss) if mss > fits => MssWithinMtu {
+            mss: fits,
+            lowered_from: Some(mss),
+        },
+        Some(mss) => MssWithinMtu {
+            mss,
+            lowered_from: None,
+        },
+        None => MssWithinMtu {
+            mss: fits,
+            lowered_from: None,
+        },
+    })
+}
+
+/// [`mss_within_mtu`]'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MssWithinMtu {
+    pub mss: u16,
+    /// The configured MSS, when the MTU could not carry it.
+    pub lowered_from: Option<u16>,
+}
+
 /// The most `[tcp] half_open_entries` takes: about 1.5 GiB of kernel memory (96 bytes an
 /// entry), which the map preallocates; past it a start would fail in the kernel rather
 /// than here.
@@ -212,6 +257,9 @@ pub struct Settings {
     pub half_open_entries: u32,
     /// `[tcp] kernel_dispatch`.
     pub kernel_dispatch: bool,
+    /// `[tcp] mss` as the file sets it: `None` takes the interface's MTU's
+    /// ([`mss_within_mtu`]), and a value the MTU cannot carry is lowered to it.
+    pub configured_mss: Option<u16>,
     /// Keys the file sets that this build reads and ignores (a warning at start says
     /// so): `limits.half_closed_idle_timeout_ms`.
     pub ignored_keys: Vec<&'static str>,
@@ -583,6 +631,7 @@ impl FileConfig {
             access_log: self.access_log.map(|p| base.join(p)),
             half_open_entries,
             kernel_dispatch: t.kernel_dispatch.unwrap_or(true),
+            configured_mss: t.mss,
             ignored_keys,
             announce,
         })
@@ -969,5 +1018,36 @@ mod tests {
         let s = parse(&text, &dir).unwrap();
         assert_eq!(s.proto.handoff_key[0], 0xff);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_mss_follows_the_interfaces_mtu() {
+        let m = |mtu, configured| mss_within_mtu(mtu, configured).unwrap();
+        // Unset: what the MTU carries (Ethernet, a tunnel's 1400, jumbo frames).
+        assert_eq!(m(1500, None).mss, 1460);
+        assert_eq!(m(1400, None).mss, 1360);
+        assert_eq!(m(9000, None).mss, 8960);
+        // Set: kept when it fits, lowered (and said) when it does not.
+        assert_eq!(
+            m(1500, Some(1200)),
+            MssWithinMtu {
+                mss: 1200,
+                lowered_from: None
+            }
+        );
+        assert_eq!(
+            m(1400, Some(1460)),
+            MssWithinMtu {
+                mss: 1360,
+                lowered_from: Some(1460)
+            }
+        );
+        // A loopback's 65,536, and an MTU past what 16 bits of MSS hold.
+        assert_eq!(m(65_536, None).mss, 65_496);
+        assert_eq!(m(u32::MAX, None).mss, u16::MAX);
+        // Under IPv4's minimum: refused with the reason.
+        let e = format!("{:#}", mss_within_mtu(500, None).unwrap_err());
+        assert!(e.contains("MTU of 500") && e.contains("536"), "{e}");
+        assert_eq!(m(576, None).mss, 536);
     }
 }

@@ -246,9 +246,30 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         access_log,
         half_open_entries: _,
         kernel_dispatch,
+        configured_mss,
         ignored_keys,
         announce,
     } = settings;
+    // The MSS from the interface's MTU, read in this network namespace: what clients may
+    // send in one frame, here and on to the back-ends on the same LAN.
+    let mtu = fastpath::interface_mtu(&interface)?;
+    let mss = config::mss_within_mtu(mtu, configured_mss).context("tcp.mss")?;
+    if let Some(configured) = mss.lowered_from {
+        log::warn(
+            "mss_lowered",
+            &[
+                ("configured", &configured),
+                ("interface", &interface),
+                ("mtu", &mtu),
+                ("mss", &mss.mss),
+                (
+                    "reason",
+                    &"a client sending segments of the configured size would send frames the interface drops",
+                ),
+            ],
+        );
+    }
+    proto.mss = mss.mss;
     for key in ignored_keys {
         log::warn(
             "config_key_ignored",
@@ -428,6 +449,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
             ("service", &services_label(&services)),
             ("dispatch", &routes),
             ("max_connections", &max_connections),
+            ("mss", &mss.mss),
             ("drain_ms", &drain.as_millis()),
             ("secret", &secret_source),
             ("nft_table", &format!("inet {}", io::NFT_TABLE)),

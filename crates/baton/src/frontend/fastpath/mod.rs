@@ -85,6 +85,7 @@ use crate::pins::Pins;
 mod half_open;
 mod pins;
 mod sys;
+pub use sys::interface_mtu;
 mod table;
 
 pub use half_open::HalfOpenLookup;

@@ -56,10 +56,31 @@ impl Neighbours {
 /// The interface's MAC (`SIOCGIFHWADDR`: asks the kernel of this network namespace,
 /// unlike `/sys`, which shows the namespace it was mounted in).
 pub(super) fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
+    let req = interface_request(interface, libc::SIOCGIFHWADDR, "the MAC")?;
+    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(std::array::from_fn(|i| data[i] as u8))
+}
+
+/// The interface's MTU (`SIOCGIFMTU`, in this network namespace as above).
+pub fn interface_mtu(interface: &str) -> anyhow::Result<u32> {
+    let req = interface_request(interface, libc::SIOCGIFMTU, "the MTU")?;
+    // SAFETY: SIOCGIFMTU filled the MTU member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).with_context(|| format!("{interface} reports an MTU of {mtu}"))
+}
+
+/// One `ifreq` ioctl (`request`) about `interface`, answered; `what` names it in errors.
+fn interface_request(
+    interface: &str,
+    request: libc::Ioctl,
+    what: &str,
+) -> anyhow::Result<libc::ifreq> {
     // SAFETY: plain socket creation; the descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket for SIOCGIFHWADDR");
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("socket for reading {what} of {interface}"));
     }
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -73,20 +94,12 @@ pub(super) fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: `req` is a valid ifreq with a NUL-terminated name.
-    let rc = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::SIOCGIFHWADDR,
-            &mut req,
-        )
-    };
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), request, &mut req) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("reading the MAC of {interface}"));
+            .with_context(|| format!("reading {what} of {interface}"));
     }
-    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
-    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-    Ok(std::array::from_fn(|i| data[i] as u8))
+    Ok(req)
 }
 
 /// `ATF_COM` (`linux/if_arp.h`): the entry is resolved.
