@@ -127,6 +127,11 @@ enum Command {
         /// `--baton-tcp syns_in_xdp=true`; checked like any configuration.
         #[arg(long = "baton-tcp", value_name = "KEY=VALUE")]
         baton_tcp: Vec<String>,
+        /// Also measure Baton through a tier of this many front-ends (2 to 4) behind BGP
+        /// and ECMP, on a second lab, as the system "Baton xN"; 1 (the default) runs the
+        /// single front-end alone.
+        #[arg(long, default_value_t = 1)]
+        frontends: u8,
     },
     /// Count packets and bytes on an interface with an eBPF tc program until Ctrl-C,
     /// SIGTERM or --seconds, then print the totals.
@@ -273,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             haproxy_http_reuse,
             baton_tcp,
+            frontends,
         } => {
             let mut plan = if quick {
                 baton::bench::Plan::quick()
@@ -291,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => Err(anyhow::anyhow!("--baton-tcp {kv:?}: expected KEY=VALUE")),
                 })
                 .collect::<anyhow::Result<_>>()?;
+            plan.frontends = baton::bench::check_frontends(frontends)?;
             baton::bench::run(&plan, quick, &out)
         }
         Command::Counter {

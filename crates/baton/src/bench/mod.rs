@@ -19,6 +19,15 @@
 //! `results.md`, `results.json`, and `bench.png` (gnuplot) in the output folder. The lab
 //! is taken down at the end, after an error, and after Ctrl-C or SIGTERM.
 //!
+//! With `--frontends N` (2 to 4) each round also measures "Baton xN": the same Baton
+//! through a tier of N front-ends, each announcing the VIP over BGP to the router, which
+//! spreads flows over them by ECMP. The tier needs a lab of its own (`fe1` .. `feN`,
+//! BIRD on the router and on each front-end), so the run brings up a second lab beside
+//! the first, `<lab>-tier`, for that system alone; the workloads, tools and back-ends
+//! are the same, and direct's figures from the first lab are the ratios' base
+//! (docs/benchmarks.md, "Method"). The report adds the tier against one front-end, its
+//! CPU per front-end, and how its handoffs spread over the front-ends.
+//!
 //! Direct goes to `be2` while the balancers send the measured path to `be1`: a client
 //! that reaches one back-end both directly and through the VIP reuses ports on the same
 //! back-end 4-tuples with timestamps from two different clocks (Linux offsets TSval per
@@ -77,6 +86,31 @@ pub struct Plan {
     /// (`--baton-tcp`), e.g. `syns_in_xdp = true`: how a setting's cost is measured
     /// against the same run's peers.
     pub baton_tcp: Vec<String>,
+    /// Front-ends of the tier measured beside the single one (`--frontends`): 1 runs no
+    /// tier; 2 to 4 add the system "Baton xN" on a lab of its own.
+    #[serde(skip_serializing_if = "one_frontend")]
+    pub frontends: u8,
+}
+
+fn one_frontend(n: &u8) -> bool {
+    *n == 1
+}
+
+/// `--frontends`: 1 (no tier, the default) up to the lab's largest tier.
+pub fn check_frontends(n: u8) -> anyhow::Result<u8> {
+    if !(1..=lab::MAX_FRONTENDS).contains(&n) {
+        bail!(
+            "--frontends must be between 1 and {} (1: the single front-end alone; 2 to {}: also Baton through a tier of that many), not {n}",
+            lab::MAX_FRONTENDS,
+            lab::MAX_FRONTENDS
+        );
+    }
+    Ok(n)
+}
+
+/// The tier's lab beside the bench's lab `name`.
+pub fn tier_lab_name(name: &str) -> String {
+    format!("{name}-tier")
 }
 
 /// HAProxy's `http-reuse` setting for the bench.
@@ -109,6 +143,7 @@ impl Plan {
             ttfb_requests: 200,
             haproxy_http_reuse: vec![HttpReuse::Always, HttpReuse::Never],
             baton_tcp: Vec::new(),
+            frontends: 1,
         }
     }
 
@@ -146,18 +181,33 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
     if plan.rounds == 0 || plan.duration_s == 0 {
         bail!("--rounds and --duration must be at least 1");
     }
+    check_frontends(plan.frontends)?;
+    if plan.frontends > 1 && !have("bird") {
+        bail!(
+            "--frontends {} needs BIRD 2 (`bird`) for the tier's BGP; run scripts/setup (Debian package bird2)",
+            plan.frontends
+        );
+    }
     let stop = crate::signals::stop_flag()?;
     let name = std::env::var("BATON_LAB").unwrap_or_else(|_| DEFAULT_LAB.into());
     let lab = Lab::named(&name)?;
+    let tier_lab = if plan.frontends > 1 {
+        Some(Lab::named(&tier_lab_name(&name)).context("the tier's lab")?)
+    } else {
+        None
+    };
     let mut log = |line: &str| eprintln!("bench: lab: {line}");
-    if !lab.existing_namespaces().is_empty() || lab.state_dir().exists() {
-        if name != DEFAULT_LAB {
-            bail!(
-                "lab `{name}` is up; the bench brings up its own: unset BATON_LAB or take it down (`BATON_LAB={name} baton lab down`)"
-            );
+    for l in std::iter::once(&lab).chain(&tier_lab) {
+        if !l.existing_namespaces().is_empty() || l.state_dir().exists() {
+            if name != DEFAULT_LAB {
+                bail!(
+                    "lab `{0}` is up; the bench brings up its own: unset BATON_LAB or take it down (`BATON_LAB={0} baton lab down`)",
+                    l.name
+                );
+            }
+            // Remains of an interrupted bench.
+            l.down(&mut log)?;
         }
-        // Remains of an interrupted bench.
-        lab.down(&mut log)?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let baton = std::env::current_exe().context("finding the baton binary")?;
@@ -167,6 +217,7 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
         .unwrap_or_default()
         .as_secs();
     let mut meta = machine(&name, quick, started)?;
+    meta.tier_lab = tier_lab.as_ref().map(|l| l.name.clone());
     eprintln!(
         "bench: {} on {} CPUs ({:.0}% busy before start, load {}): {} round(s), {} s per wrk workload",
         meta.mode,
@@ -193,16 +244,41 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
             .context("the bench's HAProxy configuration")?;
     }
 
+    // The tier's lab, up beside the first for the whole run: bringing it up takes
+    // seconds, and idle it costs the first lab's systems nothing but BFD's packets.
+    let tier_guard = tier_lab.as_ref().map(LabDown);
+    let tier_files = match &tier_lab {
+        Some(tier) => {
+            tier.up_with(
+                &lab::Setup {
+                    backends: systems::BACKENDS,
+                    frontends: plan.frontends,
+                    server: ServerKind::Nginx,
+                    cluster: false,
+                },
+                &mut log,
+            )?;
+            let files = Files::write_tier(tier, plan.frontends, &plan.baton_tcp)?;
+            for &node in &files.frontends {
+                crate::frontend::control::check(&files.frontend_config_of(node))
+                    .with_context(|| format!("the bench's configuration of {node}"))?;
+            }
+            Some(files)
+        }
+        None => None,
+    };
+
     let bench = Bench {
         lab: &lab,
         files: &files,
+        tier: tier_lab.as_ref().zip(tier_files.as_ref()),
         baton: &baton,
         plan,
         stop,
     };
     let mut samples = Vec::new();
     for round in 1..=plan.rounds {
-        for system in System::all(&plan.haproxy_http_reuse) {
+        for system in System::all(&plan.haproxy_http_reuse, plan.frontends) {
             bench.check_stop()?;
             eprintln!("bench: round {round}/{}: {}", plan.rounds, system.name());
             let sample = bench
@@ -219,6 +295,7 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
             samples.push(sample);
         }
     }
+    drop(tier_guard);
     drop(guard);
     meta.loadavg_after = loadavg();
 
@@ -260,9 +337,13 @@ impl Drop for LabDown<'_> {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Bench<'a> {
+    /// The lab the system being measured runs on, and its files.
     lab: &'a Lab,
     files: &'a Files,
+    /// The tier's lab and files, with `--frontends` 2 and more.
+    tier: Option<(&'a Lab, &'a Files)>,
     baton: &'a Path,
     plan: &'a Plan,
     stop: &'static AtomicBool,
@@ -279,11 +360,28 @@ impl Bench<'_> {
     /// One system's turn in a round: start it, check it routes as configured, warm up,
     /// measure, stop it completely (also after a failure).
     fn measure(&self, system: System, round: u32) -> anyhow::Result<Sample> {
+        let on = match (system.on_tier(), self.tier) {
+            (false, _) => *self,
+            (true, Some((lab, files))) => Bench {
+                lab,
+                files,
+                ..*self
+            },
+            (true, None) => bail!("{} without the tier's lab", system.name()),
+        };
+        on.run_turn(system, round)
+    }
+
+    fn run_turn(&self, system: System, round: u32) -> anyhow::Result<Sample> {
         let running = Running::start(system, self.lab, self.files, self.baton)?;
         let result = self.workloads(&running, round);
         let stopped = running.stop(self.lab, self.files, self.baton);
         let mut sample = result?;
-        sample.decisions = stopped?;
+        let decisions = stopped?;
+        sample.decisions = decisions.iter().copied().reduce(|a, b| a + b);
+        if decisions.len() > 1 {
+            sample.decisions_per_frontend = decisions;
+        }
         Ok(sample)
     }
 
@@ -294,24 +392,28 @@ impl Bench<'_> {
         self.check_route(&small, backend)?;
         let p = self.plan;
         self.wrk(&small, false, p.warm_up_s)?;
-        let pid = running.frontend.as_ref().map(systems::Daemon::pid);
+        let fes: Vec<(Node, u32)> = running
+            .frontends
+            .iter()
+            .map(|d| (d.node, d.pid()))
+            .collect();
 
-        let (before, host_before, frames_before) = (self.cpu(pid)?, host()?, self.frames()?);
+        let (before, host_before, frames_before) = (self.cpu(&fes)?, host()?, self.frames()?);
         let close = self.wrk(&small, true, p.duration_s)?;
         let close_host = host_cpu(host()?.since(host_before));
-        let close_cpu = self.cpu(pid)?.since(before);
+        let (close_cpu, close_cpu_per_frontend) = spent(&self.cpu(&fes)?, &before);
         let close_frames = self.frames()?.since(frames_before);
         self.check_stop()?;
 
-        let (before, host_before) = (self.cpu(pid)?, host()?);
+        let (before, host_before) = (self.cpu(&fes)?, host()?);
         let keep_alive = self.wrk(&small, false, p.duration_s)?;
         let keep_alive_host = host_cpu(host()?.since(host_before));
-        let keep_alive_cpu = self.cpu(pid)?.since(before);
+        let (keep_alive_cpu, keep_alive_cpu_per_frontend) = spent(&self.cpu(&fes)?, &before);
         self.check_stop()?;
 
-        let before = self.cpu(pid)?;
+        let before = self.cpu(&fes)?;
         let large = self.large(&large)?;
-        let large_cpu = self.cpu(pid)?.since(before);
+        let (large_cpu, large_cpu_per_frontend) = spent(&self.cpu(&fes)?, &before);
         self.check_stop()?;
 
         let ttfb_ms = self.ttfb(&small)?;
@@ -329,6 +431,10 @@ impl Bench<'_> {
             large_cpu,
             ttfb_ms,
             decisions: None,
+            close_cpu_per_frontend,
+            keep_alive_cpu_per_frontend,
+            large_cpu_per_frontend,
+            decisions_per_frontend: Vec::new(),
         })
     }
 
@@ -511,11 +617,17 @@ impl Bench<'_> {
         })
     }
 
-    /// The front-end's CPU so far: its process's ticks and its programs' run time.
-    fn cpu(&self, pid: Option<u32>) -> anyhow::Result<CpuNow> {
-        let Some(pid) = pid else {
-            return Ok(CpuNow::default());
-        };
+    /// Each front-end's CPU so far (none for direct).
+    fn cpu(&self, frontends: &[(Node, u32)]) -> anyhow::Result<Vec<CpuNow>> {
+        frontends
+            .iter()
+            .map(|&(node, pid)| self.cpu_of(node, pid))
+            .collect()
+    }
+
+    /// A front-end's CPU so far: its process's ticks and its programs' run time in its
+    /// node.
+    fn cpu_of(&self, node: Node, pid: u32) -> anyhow::Result<CpuNow> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("front-end process {pid} is gone"))?;
         let ticks = measure::parse_proc_stat(&stat)?;
@@ -527,12 +639,7 @@ impl Bench<'_> {
                 run_ns += measure::parse_schedstat(&text)?;
             }
         }
-        let net = systems::output_in(
-            self.lab,
-            Node::Fe,
-            Path::new("bpftool"),
-            &["-j", "net", "show"],
-        )?;
+        let net = systems::output_in(self.lab, node, Path::new("bpftool"), &["-j", "net", "show"])?;
         let mut bpf = ProgRunTime::default();
         for id in measure::parse_net_show(&net)? {
             let out = Command::new("bpftool")
@@ -570,7 +677,19 @@ fn host_cpu(spent: measure::HostTicks) -> Option<HostCpu> {
     })
 }
 
-/// A reading of the front-end's CPU counters.
+/// What the front-ends spent between two readings: in all, and each when there are
+/// several (a tier).
+fn spent(after: &[CpuNow], before: &[CpuNow]) -> (Option<Cpu>, Vec<Cpu>) {
+    let each: Vec<Cpu> = after
+        .iter()
+        .zip(before)
+        .filter_map(|(a, b)| a.since(*b))
+        .collect();
+    let all = each.iter().copied().reduce(|a, b| a + b);
+    (all, if each.len() > 1 { each } else { Vec::new() })
+}
+
+/// A reading of a front-end's CPU counters.
 #[derive(Clone, Copy, Default)]
 struct CpuNow {
     present: bool,
@@ -702,6 +821,7 @@ fn machine(lab: &str, quick: bool, started: u64) -> anyhow::Result<Meta> {
             format!("baton {}", env!("CARGO_PKG_VERSION")),
         ],
         lab: lab.into(),
+        tier_lab: None,
         mode: if quick { "quick".into() } else { "full".into() },
     })
 }
@@ -722,4 +842,27 @@ fn have(program: &str) -> bool {
             .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
             .any(|dir| dir.join(program).is_file())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontends_are_one_to_the_labs_largest_tier() {
+        for n in 1..=lab::MAX_FRONTENDS {
+            assert_eq!(check_frontends(n).unwrap(), n);
+        }
+        for n in [0, lab::MAX_FRONTENDS + 1] {
+            let e = check_frontends(n).unwrap_err().to_string();
+            assert!(
+                e.contains("--frontends must be between 1 and 4")
+                    && e.contains(&format!("not {n}")),
+                "{e}"
+            );
+        }
+        assert_eq!(Plan::full().frontends, 1, "no tier unless asked");
+        // The tier's lab name stays within a lab name's 24 characters.
+        Lab::named(&tier_lab_name(DEFAULT_LAB)).unwrap();
+    }
 }

@@ -33,6 +33,20 @@ impl Cpu {
     }
 }
 
+/// Several front-ends' time together: a tier's.
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+    fn add(self, o: Cpu) -> Cpu {
+        Cpu {
+            process_s: self.process_s + o.process_s,
+            user_s: self.user_s + o.user_s,
+            system_s: self.system_s + o.system_s,
+            bpf_s: self.bpf_s + o.bpf_s,
+            bpf_runs: self.bpf_runs + o.bpf_runs,
+        }
+    }
+}
+
 /// What the whole host spent during a run (every namespace shares its CPUs).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct HostCpu {
@@ -79,8 +93,19 @@ pub struct Sample {
     /// Median time to first byte over the round's sequential requests.
     pub ttfb_ms: f64,
     /// Baton's front-end: its handoffs over the whole turn, and how many of them the
-    /// kernel decided (from its exit log).
+    /// kernel decided (from its exit log); a tier's, all its front-ends' together.
     pub decisions: Option<Decisions>,
+    /// A tier's front-ends each, in the tier's order (`fe1` first): their shares of
+    /// `close_cpu`, `keep_alive_cpu`, `large_cpu` and `decisions`. Empty for one
+    /// front-end or none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub close_cpu_per_frontend: Vec<Cpu>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keep_alive_cpu_per_frontend: Vec<Cpu>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub large_cpu_per_frontend: Vec<Cpu>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decisions_per_frontend: Vec<Decisions>,
 }
 
 /// Handoffs a Baton front-end made, and how many of them XDP decided and made itself
@@ -89,6 +114,17 @@ pub struct Sample {
 pub struct Decisions {
     pub handoffs: u64,
     pub in_kernel: u64,
+}
+
+/// Several turns' or front-ends' handoffs together.
+impl std::ops::Add for Decisions {
+    type Output = Decisions;
+    fn add(self, o: Decisions) -> Decisions {
+        Decisions {
+            handoffs: self.handoffs + o.handoffs,
+            in_kernel: self.in_kernel + o.in_kernel,
+        }
+    }
 }
 
 /// Frames sent on the lab's LAN (out of the bridge's ports) and on the client's link
@@ -163,6 +199,66 @@ pub struct Summary {
     pub client_frames_per_request_close: Option<Spread>,
     /// Baton's handoffs over every round and workload, and those the kernel decided.
     pub decisions: Option<Decisions>,
+    /// A tier's front-ends each (`fe1` first); empty for one front-end or none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_frontend: Vec<FrontendSummary>,
+}
+
+/// One front-end of a tier over the rounds: its CPU per unit of the whole tier's work
+/// (so that the front-ends' figures add up to the tier's), and its handoffs.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrontendSummary {
+    /// The node: `fe1` .. `feN`.
+    pub node: String,
+    pub cpu_us_per_request_close: Option<CpuPer>,
+    pub cpu_us_per_request_keep_alive: Option<CpuPer>,
+    pub cpu_ms_per_gb: Option<CpuPer>,
+    /// Its handoffs over every round and workload, and those the kernel decided.
+    pub decisions: Option<Decisions>,
+}
+
+/// Each front-end of a tier over the rounds `s`; empty unless the samples have
+/// per-front-end figures.
+fn per_frontend(s: &[&Sample]) -> Vec<FrontendSummary> {
+    let n = s
+        .iter()
+        .map(|x| x.close_cpu_per_frontend.len())
+        .max()
+        .unwrap_or(0);
+    (0..n)
+        .map(|i| {
+            let per = |cpu: fn(&Sample) -> &[Cpu], work: fn(&Sample) -> f64, scale: f64| {
+                CpuPer::of(
+                    &s.iter()
+                        .map(|x| (cpu(x).get(i).copied(), work(x)))
+                        .collect::<Vec<_>>(),
+                    scale,
+                )
+            };
+            FrontendSummary {
+                node: format!("fe{}", i + 1),
+                cpu_us_per_request_close: per(
+                    |x| &x.close_cpu_per_frontend,
+                    |x| x.close.requests as f64,
+                    1e6,
+                ),
+                cpu_us_per_request_keep_alive: per(
+                    |x| &x.keep_alive_cpu_per_frontend,
+                    |x| x.keep_alive.requests as f64,
+                    1e6,
+                ),
+                cpu_ms_per_gb: per(
+                    |x| &x.large_cpu_per_frontend,
+                    |x| x.large.bytes as f64 / 1e9,
+                    1e3,
+                ),
+                decisions: s
+                    .iter()
+                    .filter_map(|x| x.decisions_per_frontend.get(i).copied())
+                    .reduce(|a, b| a + b),
+            }
+        })
+        .collect()
 }
 
 /// A CPU figure per unit of work, with its parts (medians of each, over the rounds, so
@@ -289,13 +385,8 @@ pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
                 client_frames_per_request_close: host_spread(&s, |x| {
                     Some(x.close_frames.client_link as f64 / x.close.requests as f64)
                 }),
-                decisions: s
-                    .iter()
-                    .filter_map(|x| x.decisions)
-                    .reduce(|a, b| Decisions {
-                        handoffs: a.handoffs + b.handoffs,
-                        in_kernel: a.in_kernel + b.in_kernel,
-                    }),
+                decisions: s.iter().filter_map(|x| x.decisions).reduce(|a, b| a + b),
+                per_frontend: per_frontend(&s),
             })
         })
         .collect()
@@ -328,6 +419,9 @@ pub struct Meta {
     pub loadavg_after: String,
     pub versions: Vec<String>,
     pub lab: String,
+    /// The second lab, of the tier's front-ends, with `--frontends` 2 and more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_lab: Option<String>,
     pub mode: String,
 }
 
@@ -401,6 +495,18 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         super::systems::DIRECT_BACKEND,
         super::systems::BALANCED_BACKEND,
     );
+    if let (Some(tier_lab), Some(tier)) =
+        (&meta.tier_lab, summary.iter().find(|s| s.system.on_tier()))
+    {
+        let _ = writeln!(
+            md,
+            "{}: Baton through a tier of {} front-ends, each announcing the VIP over BGP to the \
+             router, which spreads flows over them by ECMP; on a second lab, `{tier_lab}`, alike \
+             but for the tier (docs/benchmarks.md, \"Method\").\n",
+            tier.system.name(),
+            plan.frontends,
+        );
+    }
     for (title, close) in [
         (
             format!(
@@ -581,7 +687,159 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
             spread(s.ttfb_ms, 3)
         );
     }
+    tier_section(&mut md, plan, summary);
     md
+}
+
+/// The tier against one front-end: each workload's figure and ratios, the CPU of each
+/// front-end, how the handoffs spread over them, and what was lost. Nothing without a
+/// tier in the run.
+fn tier_section(md: &mut String, plan: &Plan, summary: &[Summary]) {
+    let (Some(tier), Some(one)) = (
+        summary.iter().find(|s| s.system.on_tier()),
+        summary.iter().find(|s| s.system == System::Baton),
+    ) else {
+        return;
+    };
+    let direct = summary.iter().find(|s| s.system == System::Direct);
+    let name = tier.system.name();
+    let _ = writeln!(
+        md,
+        "\n### {name} against one front-end\n\n\
+         | workload | Baton | {name} | vs Baton | vs direct | errors, {name} |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    let whole = "0 (a failure stops the run)";
+    let rows: [(&str, Figure, usize, String); 4] = [
+        (
+            "(a) req/s",
+            |s| s.close_rps.median,
+            0,
+            tier.close_errors.to_string(),
+        ),
+        (
+            "(b) req/s",
+            |s| s.keep_alive_rps.median,
+            0,
+            tier.keep_alive_errors.to_string(),
+        ),
+        ("(c) Gbit/s", |s| s.large_gbit_s.median, 2, whole.into()),
+        (
+            "(e) ms to first byte",
+            |s| s.ttfb_ms.median,
+            3,
+            whole.into(),
+        ),
+    ];
+    for (workload, figure, decimals, errors) in rows {
+        let _ = writeln!(
+            md,
+            "| {workload} | {:.decimals$} | {:.decimals$} | {} | {} | {errors} |",
+            figure(one),
+            figure(tier),
+            ratio(figure(tier), Some(figure(one))),
+            ratio(figure(tier), direct.map(figure)),
+        );
+    }
+    let cpu_row = |workload: &str, one: Option<f64>, tier: Option<f64>| {
+        let show = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+        format!(
+            "| {workload} | {} | {} | {} | | |\n",
+            show(one),
+            show(tier),
+            tier.map_or_else(|| "-".into(), |t| ratio(t, one))
+        )
+    };
+    md.push_str(&cpu_row(
+        "(d) front-end CPU, µs per request, (a)",
+        one.cpu_us_per_request_close.map(|c| c.total.median),
+        tier.cpu_us_per_request_close.map(|c| c.total.median),
+    ));
+    md.push_str(&cpu_row(
+        "(d) host CPU added over direct, µs per request, (a)",
+        one.host_us_added_close.map(|a| a.median),
+        tier.host_us_added_close.map(|a| a.median),
+    ));
+    let _ = writeln!(
+        md,
+        "\nNothing lost through {name}: {} socket errors and non-2xx answers in (a) and (b) \
+         over {} round{}; each of the {} 100 MiB transfers arrived whole and each of the {} \
+         first-byte requests was answered 200 (the bench stops at the first that is not).",
+        tier.close_errors + tier.keep_alive_errors,
+        tier.rounds,
+        if tier.rounds == 1 { "" } else { "s" },
+        tier.rounds as u64 * u64::from(plan.large_transfers),
+        tier.rounds as u64 * u64::from(plan.ttfb_requests),
+    );
+    let _ = writeln!(
+        md,
+        "\n#### (d) {name}: CPU per front-end, and how the flows spread over them\n\n\
+         | front-end | µs per request, (a) | user / sys / eBPF | µs per request, (b) | ms per GB, (c) | handoffs | share | in the kernel |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let handoffs = tier.decisions.map_or(0, |d| d.handoffs);
+    let row = |label: &str,
+               close: Option<CpuPer>,
+               keep_alive: Option<CpuPer>,
+               large: Option<CpuPer>,
+               decisions: Option<Decisions>,
+               of: u64| {
+        let cpu = |c: Option<CpuPer>| c.map_or_else(|| "-".into(), |c| spread(c.total, 1));
+        let share = |n: u64, of: u64| {
+            if of == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", 100.0 * n as f64 / of as f64)
+            }
+        };
+        format!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cpu(close),
+            close.map_or_else(
+                || "-".into(),
+                |c| format!("{:.1} / {:.1} / {:.1}", c.user, c.system, c.bpf)
+            ),
+            cpu(keep_alive),
+            cpu(large),
+            decisions.map_or_else(|| "-".into(), |d| d.handoffs.to_string()),
+            decisions.map_or_else(|| "-".into(), |d| share(d.handoffs, of)),
+            decisions.map_or_else(|| "-".into(), |d| share(d.in_kernel, d.handoffs)),
+        )
+    };
+    for f in &tier.per_frontend {
+        md.push_str(&row(
+            &f.node,
+            f.cpu_us_per_request_close,
+            f.cpu_us_per_request_keep_alive,
+            f.cpu_ms_per_gb,
+            f.decisions,
+            handoffs,
+        ));
+    }
+    md.push_str(&row(
+        &format!("{name}, all"),
+        tier.cpu_us_per_request_close,
+        tier.cpu_us_per_request_keep_alive,
+        tier.cpu_ms_per_gb,
+        tier.decisions,
+        handoffs,
+    ));
+    md.push_str(&row(
+        "Baton, one front-end",
+        one.cpu_us_per_request_close,
+        one.cpu_us_per_request_keep_alive,
+        one.cpu_ms_per_gb,
+        one.decisions,
+        one.decisions.map_or(0, |d| d.handoffs),
+    ));
+    md.push_str(
+        "\nEach front-end's CPU (its daemon's process time and its eBPF programs' run time in \
+         its node) is divided by all the requests or bytes the tier served, so the front-ends' \
+         figures add up to the tier's (medians per row, so nearly). Handoffs: each front-end's \
+         `handoffs_completed` from its exit log, over every round and workload (warm-up and \
+         (e) included); the share is of the tier's, as the router's ECMP hash spread the \
+         flows.\n",
+    );
 }
 
 /// A throughput figure of a system's summary.
@@ -743,6 +1001,130 @@ mod tests {
             large_cpu: cpu,
             ttfb_ms: 1000.0 / rps,
             decisions: None,
+            close_cpu_per_frontend: Vec::new(),
+            keep_alive_cpu_per_frontend: Vec::new(),
+            large_cpu_per_frontend: Vec::new(),
+            decisions_per_frontend: Vec::new(),
+        }
+    }
+
+    /// A tier's sample: `cpu_s` per front-end, `handoffs` each.
+    fn tier_sample(round: u32, rps: f64, cpu_s: [f64; 2], handoffs: [u64; 2]) -> Sample {
+        let mut x = sample(System::BatonTier(2), round, rps, None);
+        let each: Vec<Cpu> = cpu_s
+            .iter()
+            .map(|&s| Cpu {
+                process_s: s * 0.75,
+                user_s: s / 2.0,
+                system_s: s / 4.0,
+                bpf_s: s / 4.0,
+                bpf_runs: 1,
+            })
+            .collect();
+        let all = each.iter().copied().reduce(|a, b| a + b);
+        x.close_cpu = all;
+        x.keep_alive_cpu = all;
+        x.large_cpu = all;
+        x.close_cpu_per_frontend = each.clone();
+        x.keep_alive_cpu_per_frontend = each.clone();
+        x.large_cpu_per_frontend = each;
+        x.decisions_per_frontend = handoffs
+            .iter()
+            .map(|&h| Decisions {
+                handoffs: h,
+                in_kernel: h,
+            })
+            .collect();
+        x.decisions = x
+            .decisions_per_frontend
+            .iter()
+            .copied()
+            .reduce(|a, b| a + b);
+        x
+    }
+
+    #[test]
+    fn a_tier_is_held_against_one_front_end_and_split_per_front_end() {
+        let mut one = sample(System::Baton, 1, 1800.0, Some(0.36));
+        one.decisions = Some(Decisions {
+            handoffs: 1000,
+            in_kernel: 1000,
+        });
+        let mut tier = tier_sample(1, 1620.0, [0.1, 0.3], [300, 700]);
+        tier.close.socket_errors = 2;
+        let samples = vec![sample(System::Direct, 1, 2000.0, None), one, tier];
+        let summary = summarize(&samples);
+        let t = &summary[2];
+        assert_eq!(t.per_frontend.len(), 2);
+        // fe2's 0.3 s over the tier's 16,200 requests, not over its own share.
+        let fe2 = t.per_frontend[1].cpu_us_per_request_close.unwrap();
+        assert!((fe2.total.median - 0.3 / 16_200.0 * 1e6).abs() < 1e-9);
+        let meta = Meta {
+            tier_lab: Some("baton-bench-tier".into()),
+            ..Meta::default()
+        };
+        let plan = Plan {
+            frontends: 2,
+            ..Plan::quick()
+        };
+        let md = markdown(&meta, &plan, &summary);
+        assert!(
+            md.contains("Baton x2: Baton through a tier of 2 front-ends"),
+            "{md}"
+        );
+        assert!(md.contains("on a second lab, `baton-bench-tier`"), "{md}");
+        // The usual tables carry the tier as a system of its own.
+        assert!(md.contains("| Baton x2 | 1620 | 0.81 |"), "{md}");
+        assert!(md.contains("### Baton x2 against one front-end"), "{md}");
+        assert!(
+            md.contains("| (a) req/s | 1800 | 1620 | 0.90 | 0.81 | 2 |"),
+            "ratios to one front-end and to direct, the tier's errors: {md}"
+        );
+        assert!(
+            md.contains("Nothing lost through Baton x2: 2 socket errors"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| fe1 | 6.2 | 3.1 / 1.5 / 1.5 |"),
+            "fe1's 0.1 s over 16,200 requests: {md}"
+        );
+        assert!(md.contains("| 300 | 30.0% | 100.0% |"), "fe1's share: {md}");
+        assert!(md.contains("| 700 | 70.0% | 100.0% |"), "fe2's share: {md}");
+        assert!(
+            md.contains("| Baton x2, all | 24.7 |"),
+            "the front-ends together: {md}"
+        );
+        assert!(
+            md.contains("| Baton, one front-end | 20.0 |"),
+            "one front-end beside them: {md}"
+        );
+        let data = chart_data(&summary);
+        assert!(
+            data.starts_with("workload direct Baton Baton x2\n"),
+            "{data}"
+        );
+    }
+
+    #[test]
+    fn without_a_tier_the_report_has_no_tier_section() {
+        let samples = vec![
+            sample(System::Direct, 1, 2000.0, None),
+            sample(System::Baton, 1, 1800.0, Some(0.36)),
+        ];
+        let summary = summarize(&samples);
+        assert!(summary.iter().all(|s| s.per_frontend.is_empty()));
+        let md = markdown(&Meta::default(), &Plan::quick(), &summary);
+        assert!(!md.contains("against one front-end"), "{md}");
+        assert!(!md.contains("a tier of"), "{md}");
+        let json = serde_json::to_string(&Report {
+            meta: &Meta::default(),
+            plan: &Plan::quick(),
+            summary: &summary,
+            samples: &samples,
+        })
+        .unwrap();
+        for absent in ["per_frontend", "tier_lab", "\"frontends\""] {
+            assert!(!json.contains(absent), "{absent} in {json}");
         }
     }
 

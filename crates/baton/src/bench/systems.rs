@@ -1,5 +1,7 @@
-//! The three systems the benchmark compares, how each is started and stopped on the
-//! lab, and their configurations: the same content switching for HAProxy and Baton.
+//! The systems the benchmark compares, how each is started and stopped on the lab, and
+//! their configurations: the same content switching for HAProxy and Baton. With
+//! `--frontends N` one more, Baton through a tier of N front-ends, runs on a second lab
+//! of its own (docs/benchmarks.md, "Method").
 //!
 //! Only one runs at a time. Baton's front-end takes VIP:80 with an nftables table and an
 //! XDP program, HAProxy binds a socket on it: they would fight over the same packets. So
@@ -44,15 +46,24 @@ pub enum System {
     Haproxy(super::HttpReuse),
     /// `baton frontend` in `fe` and `baton backend` on every back-end.
     Baton,
+    /// `baton frontend` on each of the tier lab's `fe1` .. `feN` (N = 2 to 4), each
+    /// announcing the VIP to the router over BGP, which spreads flows over them by ECMP;
+    /// `baton backend` on every back-end, sending to the tier's group MAC.
+    #[serde(rename = "baton_tier")]
+    BatonTier(u8),
 }
 
 impl System {
     /// The systems a run compares, in the order each round runs them: direct, HAProxy
-    /// with each `http-reuse` setting asked for, Baton.
-    pub fn all(reuse: &[super::HttpReuse]) -> Vec<System> {
+    /// with each `http-reuse` setting asked for, Baton, and with `frontends` above one
+    /// Baton through that many front-ends.
+    pub fn all(reuse: &[super::HttpReuse], frontends: u8) -> Vec<System> {
         let mut all = vec![System::Direct];
         all.extend(reuse.iter().map(|&r| System::Haproxy(r)));
         all.push(System::Baton);
+        if frontends > 1 {
+            all.push(System::BatonTier(frontends));
+        }
         all
     }
 
@@ -62,14 +73,29 @@ impl System {
             System::Haproxy(super::HttpReuse::Always) => "HAProxy (always)",
             System::Haproxy(super::HttpReuse::Never) => "HAProxy (never)",
             System::Baton => "Baton",
+            System::BatonTier(2) => "Baton x2",
+            System::BatonTier(3) => "Baton x3",
+            System::BatonTier(_) => "Baton x4",
         }
+    }
+
+    /// The lab it runs on: the tier's own, or the one every other system shares.
+    pub fn on_tier(self) -> bool {
+        matches!(self, System::BatonTier(_))
+    }
+
+    /// Baton's daemons run for it (one front-end or a tier).
+    pub fn is_baton(self) -> bool {
+        matches!(self, System::Baton | System::BatonTier(_))
     }
 
     /// The address the client sends to, and the back-end that must answer.
     pub fn target(self) -> (std::net::Ipv4Addr, u8) {
         match self {
             System::Direct => (lab::backend_addr(DIRECT_BACKEND), DIRECT_BACKEND),
-            System::Haproxy(_) | System::Baton => (lab::VIP, BALANCED_BACKEND),
+            System::Haproxy(_) | System::Baton | System::BatonTier(_) => {
+                (lab::VIP, BALANCED_BACKEND)
+            }
         }
     }
 }
@@ -77,6 +103,8 @@ impl System {
 /// The bench's files in the lab's folder (removed with the lab).
 pub struct Files {
     pub dir: PathBuf,
+    /// The nodes Baton's front-end runs on in this lab: `fe`, or the tier's.
+    pub frontends: Vec<Node>,
 }
 
 impl Files {
@@ -85,21 +113,58 @@ impl Files {
         reuse: &[super::HttpReuse],
         baton_tcp: &[String],
     ) -> anyhow::Result<Self> {
-        let dir = lab.state_dir().join("bench");
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = Self { dir };
+        let files = Self::create(lab, vec![Node::Fe])?;
         fs::write(files.frontend_config(), frontend_config(lab, baton_tcp))?;
         for &r in reuse {
             fs::write(files.haproxy_config(r), haproxy_config(r))?;
         }
         for k in 1..=BACKENDS {
-            fs::write(files.backend_config(k), backend_config(lab, k))?;
+            fs::write(
+                files.backend_config(k),
+                backend_config(lab, k, &lab::mac_for(lab::FE_ADDR)),
+            )?;
         }
         Ok(files)
     }
 
+    /// The files of the tier lab's Baton: each front-end's configuration (the same as
+    /// the single front-end's, with the secret the tier shares and `[announce]`), the
+    /// secret itself, and the back-ends' (sending to the front-ends' group MAC).
+    pub fn write_tier(lab: &Lab, frontends: u8, baton_tcp: &[String]) -> anyhow::Result<Self> {
+        let files = Self::create(lab, Node::frontends(frontends))?;
+        let secret = lab::cluster::shared_secret_file(lab);
+        lab::cluster::write_shared_secret(&secret)?;
+        for &node in &files.frontends {
+            fs::write(
+                files.frontend_config_of(node),
+                tier_frontend_config(lab, node, baton_tcp, &secret),
+            )?;
+        }
+        for k in 1..=BACKENDS {
+            fs::write(
+                files.backend_config(k),
+                backend_config(lab, k, lab::tier::FRONTEND_GROUP_MAC),
+            )?;
+        }
+        Ok(files)
+    }
+
+    fn create(lab: &Lab, frontends: Vec<Node>) -> anyhow::Result<Self> {
+        let dir = lab.state_dir().join("bench");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir, frontends })
+    }
+
     pub fn frontend_config(&self) -> PathBuf {
-        self.dir.join("frontend.toml")
+        self.frontend_config_of(Node::Fe)
+    }
+    /// Front-end `node`'s configuration: `frontend.toml` for `fe`, `frontend-feK.toml`
+    /// for the tier's.
+    pub fn frontend_config_of(&self, node: Node) -> PathBuf {
+        match node {
+            Node::Fe => self.dir.join("frontend.toml"),
+            other => self.dir.join(format!("frontend-{other}.toml")),
+        }
     }
     pub fn haproxy_config(&self, reuse: super::HttpReuse) -> PathBuf {
         self.dir.join(format!("haproxy-{}.cfg", reuse.as_str()))
@@ -126,6 +191,29 @@ pub const RULES: [(&str, &str, u8); 4] = [
 /// checks (HAProxy gets none either), a short drain so that stopping takes half a
 /// second, [`RULES`], and `tcp` (`key = value` lines) as its `[tcp]` table.
 pub fn frontend_config(lab: &Lab, tcp: &[String]) -> String {
+    frontend_config_on(lab, Node::Fe, tcp, "")
+}
+
+/// A tier front-end's configuration: [`frontend_config`] on `node`, with the secret the
+/// tier shares (a handshake the router moves to another front-end completes there by
+/// its cookie) and `[announce]`, so that the router sends it flows only while it can
+/// serve them, as `baton lab up --cluster` configures a tier (lab/cluster.rs).
+pub fn tier_frontend_config(lab: &Lab, node: Node, tcp: &[String], secret: &Path) -> String {
+    let mut text = frontend_config_on(
+        lab,
+        node,
+        tcp,
+        &format!("secret_file = \"{}\"\n", secret.display()),
+    );
+    text += &format!(
+        "\n[announce]\ninterface = \"{}\"\n",
+        lab::tier::ANNOUNCE_INTERFACE
+    );
+    text
+}
+
+/// [`frontend_config`] for front-end `node`, with `top` (top-level keys) after its own.
+fn frontend_config_on(lab: &Lab, node: Node, tcp: &[String], top: &str) -> String {
     let mut text = format!(
         r#"# Written by `baton bench`; HAProxy's configuration beside it switches the same way.
 interface = "eth0"
@@ -135,7 +223,7 @@ handoff_key = "{key}"
 drain_ms = 500
 fast_path = true
 pin_dir = "{pins}"
-
+{top}
 [dispatch]
 default_pool = "all"
 
@@ -146,7 +234,7 @@ backends = [{all}]
         vip = lab::VIP,
         port = lab::HTTP_PORT,
         key = HANDOFF_KEY,
-        pins = lab.bpffs(Node::Fe).display(),
+        pins = lab.bpffs(node).display(),
         all = (1..=BACKENDS)
             .map(|k| format!(
                 r#"{{ address = "{}:{}" }}"#,
@@ -177,13 +265,13 @@ backends = [{all}]
 /// The lab's handoff key (the example configurations').
 const HANDOFF_KEY: &str = "0123456789abcdef0123456789abcdef";
 
-/// The example back-end configuration with back-end `k`'s pin folder in `lab`.
-pub fn backend_config(lab: &Lab, k: u8) -> String {
+/// The example back-end configuration with back-end `k`'s pin folder in `lab`, sending
+/// what its module sends the front-end to `frontend_mac` (`fe`'s, or a tier's group MAC).
+pub fn backend_config(lab: &Lab, k: u8, frontend_mac: &str) -> String {
     format!(
-        "# Written by `baton bench`.\ninterface = \"eth0\"\nvip = \"{}:{}\"\nfrontend_mac = \"{}\"\nhandoff_key = \"{HANDOFF_KEY}\"\npin_dir = \"{}\"\n",
+        "# Written by `baton bench`.\ninterface = \"eth0\"\nvip = \"{}:{}\"\nfrontend_mac = \"{frontend_mac}\"\nhandoff_key = \"{HANDOFF_KEY}\"\npin_dir = \"{}\"\n",
         lab::VIP,
         lab::HTTP_PORT,
-        lab::mac_for(lab::FE_ADDR),
         lab.bpffs(Node::Backend(k)).display()
     )
 }
@@ -246,6 +334,8 @@ frontend vip
 /// A process running in a lab node, its standard error in a log file; killed on drop
 /// if not stopped.
 pub struct Daemon {
+    /// Where it runs.
+    pub node: Node,
     name: String,
     /// What asks it to finish: SIGTERM for Baton's daemons; SIGUSR1 for HAProxy, whose
     /// soft stop exits 0 once its connections are done (SIGTERM kills it outright).
@@ -278,6 +368,7 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("starting {name} in {node}"))?;
         let mut daemon = Self {
+            node,
             name: name.into(),
             stop_signal: if name == "haproxy" {
                 libc::SIGUSR1
@@ -363,26 +454,31 @@ impl Drop for Daemon {
     }
 }
 
-/// A system while it runs: its processes, the front-end's first.
+/// A system while it runs: its processes, the front-ends' first.
 pub struct Running {
     pub system: System,
-    /// HAProxy, or `baton frontend`: whose CPU time is the front-end's.
-    pub frontend: Option<Daemon>,
+    /// HAProxy, or `baton frontend` on `fe` or on each of the tier's front-ends: whose
+    /// CPU time is the front-end's. Empty for direct.
+    pub frontends: Vec<Daemon>,
     backends: Vec<Daemon>,
 }
+
+/// How long the router may take to route the VIP to every front-end of the tier once
+/// each is ready: BIRD retries a BGP connection every second (as lab/cluster.rs waits).
+const ROUTED_WITHIN: Duration = Duration::from_secs(30);
 
 impl Running {
     pub fn start(system: System, lab: &Lab, files: &Files, baton: &Path) -> anyhow::Result<Self> {
         let mut running = Self {
             system,
-            frontend: None,
+            frontends: Vec::new(),
             backends: Vec::new(),
         };
         match system {
             System::Direct => {}
             System::Haproxy(reuse) => {
                 let cfg = files.haproxy_config(reuse);
-                running.frontend = Some(Daemon::start(
+                running.frontends.push(Daemon::start(
                     lab,
                     files,
                     Node::Fe,
@@ -392,8 +488,10 @@ impl Running {
                     None,
                 )?);
             }
-            System::Baton => {
-                bridge_pass(lab, true)?;
+            System::Baton | System::BatonTier(_) => {
+                if system == System::Baton {
+                    bridge_pass(lab, true)?;
+                }
                 for k in 1..=BACKENDS {
                     let cfg = files.backend_config(k);
                     running.backends.push(Daemon::start(
@@ -406,52 +504,70 @@ impl Running {
                         Some("event=attached "),
                     )?);
                 }
-                let cfg = files.frontend_config();
-                let fe = Daemon::start(
-                    lab,
-                    files,
-                    Node::Fe,
-                    "frontend",
-                    baton,
-                    &["frontend", "--config", path_str(&cfg)?],
-                    Some("event=ready"),
-                )?;
-                if !fe.log_text().contains("fast_path=xdp") {
-                    bail!(
-                        "Baton's fast path did not attach; the figures would be the slow path's:\n{}",
-                        fe.log_text()
-                    );
+                for &node in &files.frontends {
+                    let cfg = files.frontend_config_of(node);
+                    let name = if node == Node::Fe {
+                        "frontend".to_owned()
+                    } else {
+                        format!("{node}-frontend")
+                    };
+                    let fe = Daemon::start(
+                        lab,
+                        files,
+                        node,
+                        &name,
+                        baton,
+                        &["frontend", "--config", path_str(&cfg)?],
+                        Some("event=ready"),
+                    )?;
+                    if !fe.log_text().contains("fast_path=xdp") {
+                        bail!(
+                            "Baton's fast path did not attach on {node}; the figures would be the slow path's:\n{}",
+                            fe.log_text()
+                        );
+                    }
+                    running.frontends.push(fe);
                 }
-                running.frontend = Some(fe);
+                if let System::BatonTier(n) = system {
+                    wait_for_every_frontend_routed(lab, n)?;
+                }
             }
         }
         Ok(running)
     }
 
-    /// Stops every process, Baton's front-end first, and removes what Baton leaves in
-    /// place for a successor (pins, links, nftables table), then checks `fe` is bare.
-    /// Returns the handoffs Baton's front-end counted at its exit.
+    /// Stops every process, the front-ends first, and removes what Baton leaves in place
+    /// for a successor (pins, links, nftables table), then checks each front-end's node
+    /// is bare. Returns the handoffs each of Baton's front-ends counted at its exit, in
+    /// the order of `frontends` (none for other systems).
     pub fn stop(
         mut self,
         lab: &Lab,
         files: &Files,
         baton: &Path,
-    ) -> anyhow::Result<Option<super::report::Decisions>> {
-        let mut decisions = None;
-        if let Some(fe) = self.frontend.take() {
+    ) -> anyhow::Result<Vec<super::report::Decisions>> {
+        let mut decisions = Vec::new();
+        let baton_ran = self.system.is_baton();
+        let nodes: Vec<Node> = self.frontends.iter().map(|d| d.node).collect();
+        for fe in std::mem::take(&mut self.frontends) {
+            let node = fe.node;
             let log = fe.stop()?;
-            if self.system == System::Baton {
-                decisions = super::measure::decisions_from_exit_log(&log);
+            if baton_ran {
+                decisions.push(super::measure::decisions_from_exit_log(&log).with_context(
+                    || format!("no handoff counts in the exit log of {node}'s front-end"),
+                )?);
             }
         }
-        if self.system == System::Baton {
-            let cfg = files.frontend_config();
-            run_in(
-                lab,
-                Node::Fe,
-                baton,
-                &["frontend", "--config", path_str(&cfg)?, "--detach"],
-            )?;
+        if baton_ran {
+            for &node in &nodes {
+                let cfg = files.frontend_config_of(node);
+                run_in(
+                    lab,
+                    node,
+                    baton,
+                    &["frontend", "--config", path_str(&cfg)?, "--detach"],
+                )?;
+            }
         }
         for (k, be) in (1..=BACKENDS).zip(std::mem::take(&mut self.backends)) {
             be.stop()?;
@@ -466,15 +582,37 @@ impl Running {
         if self.system == System::Baton {
             bridge_pass(lab, false)?;
         }
-        let tables = output_in(lab, Node::Fe, Path::new("nft"), &["list", "tables"])?;
-        let programs = output_in(lab, Node::Fe, Path::new("bpftool"), &["-j", "net", "show"])?;
-        if tables.contains("baton") || !super::measure::parse_net_show(&programs)?.is_empty() {
-            bail!(
-                "{} left state on fe: nft tables `{tables}`, programs {programs}",
-                self.system.name()
-            );
+        for &node in &files.frontends {
+            let tables = output_in(lab, node, Path::new("nft"), &["list", "tables"])?;
+            let programs = output_in(lab, node, Path::new("bpftool"), &["-j", "net", "show"])?;
+            if tables.contains("baton") || !super::measure::parse_net_show(&programs)?.is_empty() {
+                bail!(
+                    "{} left state on {node}: nft tables `{tables}`, programs {programs}",
+                    self.system.name()
+                );
+            }
         }
         Ok(decisions)
+    }
+}
+
+/// Waits until the router routes the VIP to all `n` front-ends: each announces it once
+/// ready, and BGP takes a moment to carry it.
+fn wait_for_every_frontend_routed(lab: &Lab, n: u8) -> anyhow::Result<()> {
+    let deadline = Instant::now() + ROUTED_WITHIN;
+    loop {
+        let hops = lab::tier::vip_next_hops(lab)?;
+        if hops.len() == usize::from(n) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the router routes {} to {hops:?}, not to all {n} front-ends, {ROUTED_WITHIN:?} after they were ready; see {}/*/bird.log",
+                lab::VIP,
+                lab.state_dir().display()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -547,7 +685,11 @@ mod tests {
         let baton = crate::frontend::config::parse(&frontend_config(&lab, &[]), Path::new("/"));
         assert!(baton.is_ok(), "{baton:?}");
         for k in 1..=BACKENDS {
-            let agent = crate::backend::AgentConfig::parse(&backend_config(&lab, k));
+            let agent = crate::backend::AgentConfig::parse(&backend_config(
+                &lab,
+                k,
+                &lab::mac_for(lab::FE_ADDR),
+            ));
             assert!(agent.is_ok(), "{agent:?}");
         }
         let haproxy = haproxy_config(crate::bench::HttpReuse::Always);
@@ -562,6 +704,54 @@ mod tests {
         assert!(
             haproxy.contains("option splice-request") && haproxy.contains("option splice-response")
         );
+    }
+
+    #[test]
+    fn a_tier_runs_the_same_baton_on_every_front_end_and_announces() {
+        let lab = Lab::named("t").unwrap();
+        assert_eq!(
+            System::all(&[crate::bench::HttpReuse::Never], 1),
+            [
+                System::Direct,
+                System::Haproxy(crate::bench::HttpReuse::Never),
+                System::Baton
+            ]
+        );
+        assert_eq!(
+            System::all(&[], 3),
+            [System::Direct, System::Baton, System::BatonTier(3)]
+        );
+        assert_eq!(System::BatonTier(2).name(), "Baton x2");
+        assert_eq!(System::BatonTier(2).target(), System::Baton.target());
+        let one = frontend_config(&lab, &["kernel_dispatch = true".into()]);
+        let fe2 = tier_frontend_config(
+            &lab,
+            Node::Frontend(2),
+            &["kernel_dispatch = true".into()],
+            Path::new("/run/t-lab/frontend-secret.key"),
+        );
+        assert!(fe2.contains("pin_dir = \"/run/t-lab/fe2/bpf\"\nsecret_file = "));
+        assert!(
+            fe2.ends_with("\n[announce]\ninterface = \"baton-vip\"\n"),
+            "{fe2}"
+        );
+        // The rest is the single front-end's, rules and `[tcp]` alike.
+        let rest = |c: &str| {
+            c[c.find("[dispatch]").unwrap()..]
+                .replace("\n[announce]\ninterface = \"baton-vip\"\n", "")
+        };
+        assert_eq!(rest(&fe2), rest(&one));
+        // It parses as the daemon reads it (the secret inline: the file is written at
+        // run time).
+        let inline = fe2.replace(
+            "secret_file = \"/run/t-lab/frontend-secret.key\"",
+            "secret = \"000102030405060708090a0b0c0d0e0f\"",
+        );
+        let parsed = crate::frontend::config::parse(&inline, Path::new("/")).unwrap();
+        assert_eq!(parsed.announce.unwrap().interface, "baton-vip");
+        let be = backend_config(&lab, 1, lab::tier::FRONTEND_GROUP_MAC);
+        assert!(be.contains("frontend_mac = \"03:ba:70:12:01:00\""));
+        crate::backend::AgentConfig::parse(&be).unwrap();
     }
 
     #[test]

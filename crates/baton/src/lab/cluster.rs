@@ -169,7 +169,7 @@ pub fn start(lab: &Lab, state: &LabState, log: &mut dyn FnMut(&str)) -> anyhow::
 
 /// Writes 16 random bytes as 32 hex digits, readable by root only, as a real host keeps
 /// it (docs/operations.md, "Several front-ends").
-fn write_shared_secret(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_shared_secret(path: &Path) -> anyhow::Result<()> {
     use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
     let mut secret = [0u8; 16];
     fs::File::open("/dev/urandom")
