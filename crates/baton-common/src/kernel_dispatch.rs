@@ -9,7 +9,8 @@
 //! without the kernel path. The pieces, in the order a request meets them:
 //!
 //! 1. [`RequestScan`]: the request head, copied into a [`SCRATCH_LEN`]-byte buffer, read
-//!    byte by byte ([`RequestScan::step`] reads [`SCAN_STEP_BYTES`]). It accepts only a
+//!    a run of plain bytes at a time and byte by byte between them ([`RequestScan::step`]
+//!    reads [`SCAN_STEP_MOVES`] bytes through its state machine). It accepts only a
 //!    head `baton_proto::request::parse_request` parses to the same method, path, Host and
 //!    extension: an upper-case method, an origin-form path that is already normal
 //!    (nothing to decode, no `//`, no dot segments), `HTTP/1.0` or `HTTP/1.1`, CRLF line
@@ -498,8 +499,13 @@ const SCRATCH_MASK: usize = SCRATCH_LEN - 1;
 /// Bytes one [`RequestScan::step`] reads at most: enough that a common request takes a
 /// handful of `bpf_loop` iterations, few enough that the verifier checks the step cheaply.
 pub const SCAN_STEP_BYTES: u32 = 16;
-/// `bpf_loop` iterations that scan a whole buffer.
-pub const MAX_SCAN_STEPS: u32 = SCRATCH_LEN as u32 / SCAN_STEP_BYTES + 1;
+/// Bytes one [`RequestScan::step`] reads through its state machine, each after the
+/// run of plain bytes before it: so at least this many a step, most of a short head in
+/// one. Fewer than [`SCAN_STEP_BYTES`]: the verifier walks the runs' loop for each.
+pub const SCAN_STEP_MOVES: u32 = 8;
+/// `bpf_loop` iterations that scan a whole buffer (or walk its cookies).
+pub const MAX_SCAN_STEPS: u32 = SCRATCH_LEN as u32 / SCAN_STEP_MOVES + 1;
+const _: () = assert!(SCAN_STEP_MOVES <= SCAN_STEP_BYTES);
 /// Longest host, as `baton-dispatch` hashes it on the stack.
 pub const MAX_HOST_LEN: u32 = 255;
 
@@ -610,13 +616,13 @@ impl RequestScan {
         }
     }
 
-    /// Reads [`SCAN_STEP_BYTES`] bytes through the state machine, each after the run of
+    /// Reads [`SCAN_STEP_MOVES`] bytes through the state machine, each after the run of
     /// plain bytes before it (at most [`PLAIN_RUN`] of them, see
     /// [`RequestScan::skip_plain`]); `false` once the scan is over (the head's end, or a
     /// reason for the slow path). Lower-cases the Host in `buf`.
     #[inline(always)]
     pub fn step(&mut self, buf: &mut [u8; SCRATCH_LEN]) -> bool {
-        for _ in 0..SCAN_STEP_BYTES {
+        for _ in 0..SCAN_STEP_MOVES {
             self.skip_plain(buf);
             if !self.byte(buf) {
                 return false;
@@ -1677,7 +1683,7 @@ impl HelloScan {
 pub const MAX_TERMS: u32 = 1024;
 /// Terms one `bpf_loop` step of the XDP program runs: a term is a few dozen
 /// instructions, so a step per term spent as much on the step as on the term.
-pub const TERMS_PER_STEP: u32 = 8;
+pub const TERMS_PER_STEP: u32 = 4;
 /// `bpf_loop` iterations that run `terms` terms.
 #[inline(always)]
 pub const fn eval_steps(terms: u32) -> u32 {
