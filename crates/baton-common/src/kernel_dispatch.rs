@@ -2648,6 +2648,112 @@ mod tests {
         (scan, buf)
     }
 
+    /// The scan byte by byte, without the runs `step` skips.
+    fn scan_by_bytes(head: &[u8]) -> (RequestScan, [u8; SCRATCH_LEN]) {
+        let mut buf = [0u8; SCRATCH_LEN];
+        buf[..head.len()].copy_from_slice(head);
+        let mut scan = RequestScan::new(head.len());
+        for _ in 0..SCRATCH_LEN + 1 {
+            if !scan.byte(&mut buf) {
+                break;
+            }
+        }
+        (scan, buf)
+    }
+
+    /// The runs `step` steps over change nothing a byte-by-byte scan would: the same
+    /// state at the end (every field, the internal ones too) and the same buffer, for
+    /// heads that run through every phase, cut and bent at every byte.
+    #[test]
+    fn skipped_runs_end_where_the_byte_by_byte_scan_ends() {
+        let heads: [&[u8]; 6] = [
+            b"GET /static/app.js?v=3&x=%41 HTTP/1.1\r\nHost: WWW.Example.com.:8080\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\tx\r\nCookie: a=1; JSESSIONID=9F2C1A.be2\r\nAccept: */*\r\n\r\n",
+            b"POST /a/b/../c/./d.tar.gz?q#frag HTTP/1.0\r\nhost:x\r\nX-Long-Header-Name_1: v\r\n\r\n",
+            b"GET //x HTTP/1.1\r\n\r\n",
+            b"GET /img/logo.png HTTP/1.2\r\nHost: img.baton.test\r\n\r\n",
+            b"GET /a HTTP/1.1\n\r\n\r\n",
+            b"DELETE /users/123?debug HTTP/1.1\r\nCookie:  JSESSIONID = be2 ; x=y\r\n \r\n\r\n",
+        ];
+        let mut tried = 0;
+        for head in heads {
+            for cut in 1..=head.len() {
+                for bend in [
+                    None,
+                    Some(0x00),
+                    Some(b' '),
+                    Some(b'.'),
+                    Some(b'/'),
+                    Some(0x80),
+                ] {
+                    let mut bent = head[..cut].to_vec();
+                    if let Some(b) = bend {
+                        let at = (cut * 7) % bent.len();
+                        bent[at] = b;
+                    }
+                    let (skipping, skipped_buf) = scan(&bent);
+                    let (stepping, stepped_buf) = scan_by_bytes(&bent);
+                    assert_eq!(skipping, stepping, "{bent:?}");
+                    assert!(skipped_buf[..] == stepped_buf[..]);
+                    tried += 1;
+                }
+            }
+        }
+        assert!(tried > 1000);
+    }
+
+    /// A state started in place over a used one is a new one: the scratch value's
+    /// states are reused by every request on the CPU.
+    #[test]
+    fn a_state_started_over_a_used_one_is_new() {
+        let (mut used, buf) = scan(b"GET /a HTTP/1.1\r\nHost: a\r\nCookie: x=1\r\n\r\n");
+        used.start(20);
+        let fresh = RequestScan {
+            len: 20,
+            phase: phase::METHOD,
+            ..RequestScan::default()
+        };
+        assert_eq!(used, fresh);
+
+        let (scan, _) = scan(b"GET / HTTP/1.1\r\nCookie: x=1\r\n\r\n");
+        let mut walk = CookieWalk::default();
+        walk.field = 3;
+        walk.candidates = 7;
+        walk.done = 1;
+        walk.start(&scan);
+        let mut fresh = CookieWalk {
+            at: scan.cookie_field_start[0],
+            end: scan.cookie_field_end[0],
+            phase: cookie_phase::LEAD,
+            ..CookieWalk::default()
+        };
+        fresh.last_separator = [NO_POSITION; MAX_KERNEL_COOKIES];
+        assert_eq!(walk, fresh);
+
+        let mut eval = RuleEval {
+            stack: 9,
+            depth: 2,
+            at: 5,
+            outcome: RuleEval::SLOW,
+            pool: 3,
+            rule: 1,
+            reason: 4,
+        };
+        eval.start();
+        assert_eq!(eval, RuleEval::new());
+
+        let mut hello = HelloScan::new(300);
+        for _ in 0..4 {
+            hello.step(&mut buf.clone());
+        }
+        hello.start(30);
+        let fresh = HelloScan {
+            len: 30,
+            phase: hello_phase::RECORD,
+            ..HelloScan::default()
+        };
+        assert_eq!(hello, fresh);
+    }
+
     fn part(buf: &[u8], start: u32, end: u32) -> &[u8] {
         &buf[start as usize..end as usize]
     }
