@@ -1008,7 +1008,7 @@ unsafe impl PlainWords for RuleEval {}
 /// are not merged back into that `memset`.
 #[inline(always)]
 fn zero_words<T: PlainWords>(value: &mut T) {
-    const { assert!(core::mem::size_of::<T>() % 4 == 0 && core::mem::align_of::<T>() >= 4) };
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(4) && core::mem::align_of::<T>() >= 4) };
     let words = (value as *mut T).cast::<u32>();
     for i in 0..core::mem::size_of::<T>() / 4 {
         // SAFETY: word `i` lies within `value` and is aligned (the assertion above), and
@@ -2715,10 +2715,12 @@ mod tests {
         assert_eq!(used, fresh);
 
         let (scan, _) = scan(b"GET / HTTP/1.1\r\nCookie: x=1\r\n\r\n");
-        let mut walk = CookieWalk::default();
-        walk.field = 3;
-        walk.candidates = 7;
-        walk.done = 1;
+        let mut walk = CookieWalk {
+            field: 3,
+            candidates: 7,
+            done: 1,
+            ..CookieWalk::default()
+        };
         walk.start(&scan);
         let mut fresh = CookieWalk {
             at: scan.cookie_field_start[0],
