@@ -484,6 +484,13 @@ fn time_per_decision() {
         let e = Engines::new(&lab_dispatch());
         let mut kernel = KernelDispatch::load(&mut ebpf, &e.program, |_| Some(MAC)).unwrap();
         let scan_only = e.dispatcher.compile_kernel(1, 1);
+        let prog: &Xdp = ebpf
+            .program("frontend_dispatch_probe")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let walked = prog.info().unwrap().verified_instruction_count();
+        println!("verifier: frontend_dispatch_probe walked {walked:?} instructions");
         let (empty, _) = probe(&ebpf, b"", 1);
         assert_eq!(empty.reason, reason::SEGMENT_SIZE);
         let run = |ebpf: &Ebpf, raw: &[u8]| probe(ebpf, raw, REPEAT).1.as_nanos();
