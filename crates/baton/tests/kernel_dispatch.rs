@@ -4,8 +4,9 @@
 //! (`baton::frontend::kernel_dispatch`), against the same steps on the host
 //! (`baton_common::kernel_dispatch::decide`) and against `baton-dispatch` itself, on a
 //! few hundred generated requests (with cookies for the sticky pools and the rules on
-//! cookies) and ClientHellos (for SNI rules). Also: the generation swap, and the probe's
-//! time per run for the lab's configuration (printed, not asserted).
+//! cookies) and ClientHellos (for SNI rules). Also: the generation swap, rule programs of
+//! every length against the terms the program runs per step, and the probe's time per
+//! run for the lab's configuration, split into its parts (printed, not asserted).
 //!
 //! Needs root (loading programs); without it each test prints why it skipped.
 
@@ -415,6 +416,54 @@ fn a_back_end_without_a_mac_and_a_disabled_rule_set_go_to_the_slow_path() {
             (d.verdict, d.reason),
             (KernelDecision::SLOW_PATH, reason::OFF)
         );
+    });
+}
+
+/// The XDP program runs the rule program several terms a `bpf_loop` step
+/// (`TERMS_PER_STEP`): a program of any length, not only of whole steps, runs to its
+/// end and no further, its last rule and the default pool chosen as the dispatcher
+/// chooses them.
+#[test]
+fn a_rule_program_of_any_length_runs_to_its_end() {
+    privileged("lengths", || {
+        let mut ebpf = load();
+        let mut kernel: Option<KernelDispatch> = None;
+        for rules in 1..=4 {
+            for negated in [false, true] {
+                let mut text = String::from(
+                    "default_pool = \"a\"\n[pools.a]\nbackends = [{ address = \"198.18.1.11:80\" }]\n\
+                     [pools.b]\nbackends = [{ address = \"198.18.1.12:80\" }]\n",
+                );
+                if negated {
+                    // Three terms: `/` NOT RULE_END, never true.
+                    text.push_str(
+                        "[[rules]]\npool = \"b\"\nmatch = { not = { path_prefix = \"/\" } }\n",
+                    );
+                }
+                for i in 0..rules {
+                    text.push_str(&format!(
+                        "[[rules]]\npool = \"b\"\nmatch = {{ path_prefix = \"/p{i}/\" }}\n"
+                    ));
+                }
+                let mut e = Engines::new(&text);
+                let terms = e.program.terms.len();
+                match kernel.as_mut() {
+                    None => {
+                        kernel = Some(
+                            KernelDispatch::load(&mut ebpf, &e.program, |_| Some(MAC)).unwrap(),
+                        )
+                    }
+                    Some(k) => k.update(&mut ebpf, &e.program, |_| Some(MAC)).unwrap(),
+                }
+                let generation = kernel.as_ref().unwrap().generation();
+                let last = format!("GET /p{}/x HTTP/1.1\r\n\r\n", rules - 1);
+                for raw in [&b"GET /none HTTP/1.1\r\n\r\n"[..], last.as_bytes()] {
+                    let (d, _) = probe(&ebpf, raw, 1);
+                    assert_eq!(d.verdict, KernelDecision::HAND_OFF, "{terms} terms: {d:?}");
+                    assert!(e.check(raw, d, generation), "{terms} terms");
+                }
+            }
+        }
     });
 }
 
