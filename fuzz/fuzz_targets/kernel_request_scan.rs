@@ -3,7 +3,8 @@
 //! head that is the whole segment, with the same method, path (already normal), query,
 //! extension and Host (lower case, without port or trailing dot), and the cookie walk
 //! (`CookieWalk`) finds the cookies `RequestView::cookie` finds, for names taken from
-//! the input; and neither reads or panics past its buffer whatever the bytes.
+//! the input; and neither reads or panics past its buffer whatever the bytes. The scan's
+//! runs of plain bytes (`RequestScan::step`) end where a scan byte by byte ends.
 #![no_main]
 
 use baton_common::kernel_dispatch::{
@@ -18,12 +19,23 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = [0u8; SCRATCH_LEN];
     let len = data.len().min(SCRATCH_LEN);
     buf[..len].copy_from_slice(&data[..len]);
+    let mut by_bytes = buf;
     let mut scan = RequestScan::new(data.len());
     for _ in 0..MAX_SCAN_STEPS {
         if !scan.step(&mut buf) {
             break;
         }
     }
+    // The runs the scan steps over change nothing: the same state and buffer as byte by
+    // byte.
+    let mut one_by_one = RequestScan::new(data.len());
+    for _ in 0..=SCRATCH_LEN {
+        if !one_by_one.step_one_byte(&mut by_bytes) {
+            break;
+        }
+    }
+    assert_eq!(scan, one_by_one, "the runs skipped: {data:02x?}");
+    assert!(buf[..] == by_bytes[..]);
     let limits = RequestLimits::default();
     if scan
         .finish(limits.max_head_len as u32, limits.max_headers as u32)

@@ -9,7 +9,8 @@
 //! without the kernel path. The pieces, in the order a request meets them:
 //!
 //! 1. [`RequestScan`]: the request head, copied into a [`SCRATCH_LEN`]-byte buffer, read
-//!    byte by byte ([`RequestScan::step`] reads [`SCAN_STEP_BYTES`]). It accepts only a
+//!    a run of plain bytes at a time and byte by byte between them ([`RequestScan::step`]
+//!    reads [`SCAN_STEP_MOVES`] bytes through its state machine). It accepts only a
 //!    head `baton_proto::request::parse_request` parses to the same method, path, Host and
 //!    extension: an upper-case method, an origin-form path that is already normal
 //!    (nothing to decode, no `//`, no dot segments), `HTTP/1.0` or `HTTP/1.1`, CRLF line
@@ -498,8 +499,13 @@ const SCRATCH_MASK: usize = SCRATCH_LEN - 1;
 /// Bytes one [`RequestScan::step`] reads at most: enough that a common request takes a
 /// handful of `bpf_loop` iterations, few enough that the verifier checks the step cheaply.
 pub const SCAN_STEP_BYTES: u32 = 16;
-/// `bpf_loop` iterations that scan a whole buffer.
-pub const MAX_SCAN_STEPS: u32 = SCRATCH_LEN as u32 / SCAN_STEP_BYTES + 1;
+/// Bytes one [`RequestScan::step`] reads through its state machine, each after the
+/// run of plain bytes before it: so at least this many a step, most of a short head in
+/// one. Fewer than [`SCAN_STEP_BYTES`]: the verifier walks the runs' loop for each.
+pub const SCAN_STEP_MOVES: u32 = 8;
+/// `bpf_loop` iterations that scan a whole buffer (or walk its cookies).
+pub const MAX_SCAN_STEPS: u32 = SCRATCH_LEN as u32 / SCAN_STEP_MOVES + 1;
+const _: () = assert!(SCAN_STEP_MOVES <= SCAN_STEP_BYTES);
 /// Longest host, as `baton-dispatch` hashes it on the stack.
 pub const MAX_HOST_LEN: u32 = 255;
 
@@ -590,53 +596,115 @@ impl RequestScan {
 
     /// A scan of the first `len` bytes of the buffer.
     #[inline(always)]
-    pub const fn new(len: usize) -> Self {
-        let mut scan = Self {
-            at: 0,
-            len: 0,
-            phase: phase::METHOD,
-            reason: 0,
-            mark: 0,
-            names: 0,
-            method_end: 0,
-            path_start: 0,
-            path_end: 0,
-            query_start: 0,
-            query_end: 0,
-            segment: 0,
-            dot: 0,
-            ext_start: 0,
-            host_start: 0,
-            host_end: 0,
-            headers: 0,
-            fields: 0,
-            cookie_fields: 0,
-            cookie_field_start: [0; MAX_COOKIE_FIELDS],
-            cookie_field_end: [0; MAX_COOKIE_FIELDS],
-            cookies_found: 0,
-            cookie_value_start: [0; MAX_KERNEL_COOKIES],
-            cookie_value_end: [0; MAX_KERNEL_COOKIES],
-            cookie_id_start: [0; MAX_KERNEL_COOKIES],
-        };
-        if len == 0 || len > SCRATCH_LEN {
-            scan.phase = phase::SLOW;
-            scan.reason = reason::SEGMENT_SIZE;
-        } else {
-            scan.len = len as u32;
-        }
+    pub fn new(len: usize) -> Self {
+        let mut scan = Self::default();
+        scan.start(len);
         scan
     }
 
-    /// Reads up to [`SCAN_STEP_BYTES`] bytes; `false` once the scan is over (the head's
-    /// end, or a reason for the slow path). Lower-cases the Host in `buf`.
+    /// Makes this value a new scan of the first `len` bytes, in place (see
+    /// [`zero_words`]).
+    #[inline(always)]
+    pub fn start(&mut self, len: usize) {
+        zero_words(self);
+        self.phase = phase::METHOD;
+        if len == 0 || len > SCRATCH_LEN {
+            self.phase = phase::SLOW;
+            self.reason = reason::SEGMENT_SIZE;
+        } else {
+            self.len = len as u32;
+        }
+    }
+
+    /// Reads [`SCAN_STEP_MOVES`] bytes through the state machine, each after the run of
+    /// plain bytes before it (at most [`PLAIN_RUN`] of them, see
+    /// [`RequestScan::skip_plain`]); `false` once the scan is over (the head's end, or a
+    /// reason for the slow path). Lower-cases the Host in `buf`.
     #[inline(always)]
     pub fn step(&mut self, buf: &mut [u8; SCRATCH_LEN]) -> bool {
-        for _ in 0..SCAN_STEP_BYTES {
+        for _ in 0..SCAN_STEP_MOVES {
+            self.skip_plain(buf);
             if !self.byte(buf) {
                 return false;
             }
         }
         true
+    }
+
+    /// Reads one byte through the state machine, without the runs [`RequestScan::step`]
+    /// steps over: what that must come to, for the tests and the fuzz target.
+    #[doc(hidden)]
+    pub fn step_one_byte(&mut self, buf: &mut [u8; SCRATCH_LEN]) -> bool {
+        self.byte(buf)
+    }
+
+    /// Steps over the bytes ahead that [`RequestScan::byte`] would read without changing
+    /// anything but the position: in a header value, printable bytes and tabs; in a
+    /// query, printable bytes but `#`; in a path, path bytes but `/` and `.`; in a
+    /// header name that can no longer be Host or Cookie, name bytes; in a Host, its
+    /// lower-case bytes; and the whole `HTTP/1.x` CRLF at once. Most of a head is such
+    /// runs, and a byte of a run costs a few instructions here against the state
+    /// machine's dispatch on its phase; the byte that ends a run, and every byte of the
+    /// other phases, go through `byte` as before, so the outcome is the same.
+    #[inline(always)]
+    fn skip_plain(&mut self, buf: &[u8; SCRATCH_LEN]) {
+        // SAFETY: a read of a field through a valid reference; from memory for the
+        // verifier, as `position`.
+        let phase = unsafe { core::ptr::read_volatile(&self.phase) };
+        let len = self.len;
+        let mut at = self.position();
+        let class = match phase {
+            phase::VALUE => PLAIN_VALUE,
+            phase::QUERY => PLAIN_QUERY,
+            phase::PATH => PLAIN_PATH,
+            phase::NAME if self.names == 0 => PLAIN_NAME,
+            phase::HOST => PLAIN_HOST,
+            phase::VERSION if at == self.mark && at + 10 <= len => {
+                if is_version(buf, at) {
+                    self.at = at + 10;
+                    self.phase = phase::LINE;
+                }
+                return;
+            }
+            _ => return,
+        };
+        // Eight bytes at a time while all eight are plain, then byte by byte. The
+        // position goes through memory after each advance (`position`), so that the
+        // verifier sees one path per loop, not one per length of run.
+        for _ in 0..PLAIN_RUN / 8 {
+            if at + 8 > len {
+                break;
+            }
+            let mut plain = 1 << class;
+            for k in 0..8 {
+                plain &= PLAIN_BYTES[usize::from(buf[(at as usize + k) & SCRATCH_MASK])];
+            }
+            if plain == 0 {
+                break;
+            }
+            self.at = at + 8;
+            at = self.position();
+        }
+        for _ in 0..7 {
+            if at >= len
+                || PLAIN_BYTES[usize::from(buf[at as usize & SCRATCH_MASK])] & 1 << class == 0
+            {
+                break;
+            }
+            self.at = at + 1;
+            at = self.position();
+        }
+    }
+
+    /// The position, read from memory: in the XDP program the scan lives in map memory,
+    /// whose bytes the verifier does not track, so the run's end reaches `byte` as an
+    /// unknown number and the verifier's paths after each run of every length converge
+    /// (kept in a register, the position stayed exact and each length made a path of
+    /// its own, past the verifier's budget).
+    #[inline(always)]
+    fn position(&self) -> u32 {
+        // SAFETY: a read of a field through a valid reference.
+        unsafe { core::ptr::read_volatile(&self.at) }
     }
 
     /// The scan's outcome: `Ok` when the head is complete, ends at the segment's end and
@@ -694,7 +762,7 @@ impl RequestScan {
     /// One byte of the head.
     #[inline(always)]
     fn byte(&mut self, buf: &mut [u8; SCRATCH_LEN]) -> bool {
-        let at = self.at;
+        let at = self.position();
         if self.phase >= phase::DONE {
             return false;
         }
@@ -925,10 +993,98 @@ impl RequestScan {
     }
 }
 
+/// The scratch states that [`zero_words`] may clear: `repr(C)`, of `u32` and `u64`
+/// fields only, so that all-zero bytes are a value of the type.
+///
+/// # Safety
+/// Only for such types.
+unsafe trait PlainWords: Sized {}
+// SAFETY: each is `repr(C)` with `u32`, `u64` and arrays of `u32` fields only.
+unsafe impl PlainWords for RequestScan {}
+// SAFETY: as above.
+unsafe impl PlainWords for CookieWalk {}
+// SAFETY: as above.
+unsafe impl PlainWords for HelloScan {}
+// SAFETY: as above.
+unsafe impl PlainWords for RuleEval {}
+
+/// Writes zero over `value` four bytes at a time. A new scan state built as a value and
+/// assigned into the XDP program's scratch made the compiler clear it with `memset`,
+/// which for BPF is a loop storing one byte per iteration: 152 of them for a
+/// [`RequestScan`], about a quarter of a whole decision. Volatile, so that the stores
+/// are not merged back into that `memset`.
+#[inline(always)]
+fn zero_words<T: PlainWords>(value: &mut T) {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(4) && core::mem::align_of::<T>() >= 4) };
+    let words = (value as *mut T).cast::<u32>();
+    for i in 0..core::mem::size_of::<T>() / 4 {
+        // SAFETY: word `i` lies within `value` and is aligned (the assertion above), and
+        // all-zero bytes are a value of `T` (`PlainWords`).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+}
+
+/// Bytes [`RequestScan::skip_plain`] steps over at most at once: about a long header
+/// value's, so that one run covers it and the verifier still checks the loop cheaply.
+pub const PLAIN_RUN: u32 = 64;
+
+/// The runs of plain bytes [`RequestScan::skip_plain`] knows, by phase.
+const PLAIN_VALUE: u32 = 0;
+const PLAIN_QUERY: u32 = 1;
+const PLAIN_PATH: u32 = 2;
+const PLAIN_NAME: u32 = 3;
+const PLAIN_HOST: u32 = 4;
+
+/// For each byte, the classes of runs it belongs to (bit `class`): what
+/// [`RequestScan::byte`] steps over without a change in each phase (a header value's
+/// printable bytes and tab; a query's printable bytes but `#`; a path's bytes but `/`
+/// and `.`; a header name's; a Host's lower-case ones). One table lookup a byte.
+static PLAIN_BYTES: [u8; 256] = plain_bytes();
+
+const fn plain_bytes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut classes = 0;
+        if b == b'\t' || (b >= 0x20 && b <= 0x7e) {
+            classes |= 1 << PLAIN_VALUE;
+        }
+        if b >= 0x21 && b <= 0x7e && b != b'#' {
+            classes |= 1 << PLAIN_QUERY;
+        }
+        if is_path_byte(b) && b != b'/' && b != b'.' {
+            classes |= 1 << PLAIN_PATH;
+        }
+        if is_name_byte(b) {
+            classes |= 1 << PLAIN_NAME;
+        }
+        if matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_') {
+            classes |= 1 << PLAIN_HOST;
+        }
+        table[i] = classes;
+        i += 1;
+    }
+    table
+}
+
+/// Whether the ten bytes at `at` are `HTTP/1.1` or `HTTP/1.0` and CRLF, as the
+/// version phase reads them one by one.
+#[inline(always)]
+fn is_version(buf: &[u8; SCRATCH_LEN], at: u32) -> bool {
+    const VERSION: &[u8; 10] = b"HTTP/1.1\r\n";
+    let mut same = true;
+    for (k, want) in VERSION.iter().enumerate() {
+        let b = buf[(at as usize + k) & SCRATCH_MASK];
+        same &= b == *want || (k == 7 && b == b'0');
+    }
+    same
+}
+
 /// Path bytes that mean themselves to every server: RFC 3986 `pchar` without `%`
 /// (`unreserved`, `sub-delims`, `:` and `@`), and `/`.
 #[inline(always)]
-fn is_path_byte(b: u8) -> bool {
+const fn is_path_byte(b: u8) -> bool {
     matches!(b,
         b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
         | b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\''
@@ -937,7 +1093,7 @@ fn is_path_byte(b: u8) -> bool {
 
 /// Header name bytes the kernel reads: a subset of RFC 9110's `tchar`.
 #[inline(always)]
-fn is_name_byte(b: u8) -> bool {
+const fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
@@ -1041,17 +1197,20 @@ impl CookieWalk {
     /// A walk over `scan`'s Cookie fields, for the `names` of a rule set.
     #[inline(always)]
     pub fn new(scan: &RequestScan) -> Self {
-        Self {
-            field: 0,
-            at: scan.cookie_field_start[0],
-            end: scan.cookie_field_end[0],
-            phase: cookie_phase::LEAD,
-            done: 0,
-            name_len: 0,
-            candidates: 0,
-            value_start: 0,
-            value_end: 0,
-            last_separator: [NO_POSITION; MAX_KERNEL_COOKIES],
+        let mut walk = Self::default();
+        walk.start(scan);
+        walk
+    }
+
+    /// Makes this value a new walk over `scan`'s Cookie fields, in place.
+    #[inline(always)]
+    pub fn start(&mut self, scan: &RequestScan) {
+        zero_words(self);
+        self.at = scan.cookie_field_start[0];
+        self.end = scan.cookie_field_end[0];
+        self.phase = cookie_phase::LEAD;
+        for separator in &mut self.last_separator {
+            *separator = NO_POSITION;
         }
     }
 
@@ -1268,25 +1427,23 @@ impl HelloScan {
     /// A scan of the first `len` bytes of the buffer, which start with
     /// [`TLS_HANDSHAKE`].
     #[inline(always)]
-    pub const fn new(len: usize) -> Self {
-        let mut scan = Self {
-            at: 0,
-            len: 0,
-            phase: hello_phase::RECORD,
-            reason: 0,
-            end: 0,
-            data_end: 0,
-            seen: 0,
-            sni_start: 0,
-            sni_end: 0,
-        };
-        if len == 0 || len > SCRATCH_LEN {
-            scan.phase = hello_phase::SLOW;
-            scan.reason = reason::SEGMENT_SIZE;
-        } else {
-            scan.len = len as u32;
-        }
+    pub fn new(len: usize) -> Self {
+        let mut scan = Self::default();
+        scan.start(len);
         scan
+    }
+
+    /// Makes this value a new scan of the first `len` bytes, in place.
+    #[inline(always)]
+    pub fn start(&mut self, len: usize) {
+        zero_words(self);
+        self.phase = hello_phase::RECORD;
+        if len == 0 || len > SCRATCH_LEN {
+            self.phase = hello_phase::SLOW;
+            self.reason = reason::SEGMENT_SIZE;
+        } else {
+            self.len = len as u32;
+        }
     }
 
     #[inline(always)]
@@ -1491,13 +1648,26 @@ impl HelloScan {
     /// [`MAX_HOST_LEN`] bytes.
     #[inline(always)]
     pub fn request(&self, buf: &[u8; SCRATCH_LEN], max_head_len: u32) -> Result<RequestScan, u32> {
+        let mut scan = RequestScan::default();
+        self.request_into(buf, max_head_len, &mut scan)?;
+        Ok(scan)
+    }
+
+    /// [`HelloScan::request`], written into `scan` in place.
+    #[inline(always)]
+    pub fn request_into(
+        &self,
+        buf: &[u8; SCRATCH_LEN],
+        max_head_len: u32,
+        scan: &mut RequestScan,
+    ) -> Result<(), u32> {
         match self.phase {
             hello_phase::DONE if self.len > max_head_len => return Err(reason::LIMITS),
             hello_phase::DONE => {}
             hello_phase::SLOW => return Err(self.reason),
             _ => return Err(reason::TLS_FRAGMENTED),
         }
-        let mut scan = RequestScan::new(self.len as usize);
+        scan.start(self.len as usize);
         scan.phase = phase::DONE;
         scan.fields = RequestScan::TLS;
         if self.sni_end > self.sni_start {
@@ -1512,12 +1682,20 @@ impl HelloScan {
             scan.host_start = self.sni_start;
             scan.host_end = end;
         }
-        Ok(scan)
+        Ok(())
     }
 }
 
 /// Terms per generation of the rule program.
 pub const MAX_TERMS: u32 = 1024;
+/// Terms one `bpf_loop` step of the XDP program runs: a term is a few dozen
+/// instructions, so a step per term spent as much on the step as on the term.
+pub const TERMS_PER_STEP: u32 = 4;
+/// `bpf_loop` iterations that run `terms` terms.
+#[inline(always)]
+pub const fn eval_steps(terms: u32) -> u32 {
+    terms.div_ceil(TERMS_PER_STEP)
+}
 /// Texts (host names, paths, extensions, methods) per generation.
 pub const MAX_TEXTS: u32 = 512;
 /// Longest text a term compares; a longer host or path compiles to "unknown".
@@ -1662,6 +1840,14 @@ impl RuleEval {
             rule: u32::MAX,
             reason: 0,
         }
+    }
+
+    /// Makes this value [`RuleEval::new`], in place.
+    #[inline(always)]
+    pub fn start(&mut self) {
+        zero_words(self);
+        self.outcome = Self::RUNNING;
+        self.rule = u32::MAX;
     }
 
     /// Runs `term` (the program's term number `self.at`), whose text is `text` (any
@@ -2467,6 +2653,114 @@ mod tests {
             }
         }
         (scan, buf)
+    }
+
+    /// The scan byte by byte, without the runs `step` skips.
+    fn scan_by_bytes(head: &[u8]) -> (RequestScan, [u8; SCRATCH_LEN]) {
+        let mut buf = [0u8; SCRATCH_LEN];
+        buf[..head.len()].copy_from_slice(head);
+        let mut scan = RequestScan::new(head.len());
+        for _ in 0..SCRATCH_LEN + 1 {
+            if !scan.step_one_byte(&mut buf) {
+                break;
+            }
+        }
+        (scan, buf)
+    }
+
+    /// The runs `step` steps over change nothing a byte-by-byte scan would: the same
+    /// state at the end (every field, the internal ones too) and the same buffer, for
+    /// heads that run through every phase, cut and bent at every byte.
+    #[test]
+    fn skipped_runs_end_where_the_byte_by_byte_scan_ends() {
+        let heads: [&[u8]; 6] = [
+            b"GET /static/app.js?v=3&x=%41 HTTP/1.1\r\nHost: WWW.Example.com.:8080\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\tx\r\nCookie: a=1; JSESSIONID=9F2C1A.be2\r\nAccept: */*\r\n\r\n",
+            b"POST /a/b/../c/./d.tar.gz?q#frag HTTP/1.0\r\nhost:x\r\nX-Long-Header-Name_1: v\r\n\r\n",
+            b"GET //x HTTP/1.1\r\n\r\n",
+            b"GET /img/logo.png HTTP/1.2\r\nHost: img.baton.test\r\n\r\n",
+            b"GET /a HTTP/1.1\n\r\n\r\n",
+            b"DELETE /users/123?debug HTTP/1.1\r\nCookie:  JSESSIONID = be2 ; x=y\r\n \r\n\r\n",
+        ];
+        let mut tried = 0;
+        for head in heads {
+            for cut in 1..=head.len() {
+                for bend in [
+                    None,
+                    Some(0x00),
+                    Some(b' '),
+                    Some(b'.'),
+                    Some(b'/'),
+                    Some(0x80),
+                ] {
+                    let mut bent = head[..cut].to_vec();
+                    if let Some(b) = bend {
+                        let at = (cut * 7) % bent.len();
+                        bent[at] = b;
+                    }
+                    let (skipping, skipped_buf) = scan(&bent);
+                    let (stepping, stepped_buf) = scan_by_bytes(&bent);
+                    assert_eq!(skipping, stepping, "{bent:?}");
+                    assert!(skipped_buf[..] == stepped_buf[..]);
+                    tried += 1;
+                }
+            }
+        }
+        assert!(tried > 1000);
+    }
+
+    /// A state started in place over a used one is a new one: the scratch value's
+    /// states are reused by every request on the CPU.
+    #[test]
+    fn a_state_started_over_a_used_one_is_new() {
+        let (mut used, buf) = scan(b"GET /a HTTP/1.1\r\nHost: a\r\nCookie: x=1\r\n\r\n");
+        used.start(20);
+        let fresh = RequestScan {
+            len: 20,
+            phase: phase::METHOD,
+            ..RequestScan::default()
+        };
+        assert_eq!(used, fresh);
+
+        let (scan, _) = scan(b"GET / HTTP/1.1\r\nCookie: x=1\r\n\r\n");
+        let mut walk = CookieWalk {
+            field: 3,
+            candidates: 7,
+            done: 1,
+            ..CookieWalk::default()
+        };
+        walk.start(&scan);
+        let mut fresh = CookieWalk {
+            at: scan.cookie_field_start[0],
+            end: scan.cookie_field_end[0],
+            phase: cookie_phase::LEAD,
+            ..CookieWalk::default()
+        };
+        fresh.last_separator = [NO_POSITION; MAX_KERNEL_COOKIES];
+        assert_eq!(walk, fresh);
+
+        let mut eval = RuleEval {
+            stack: 9,
+            depth: 2,
+            at: 5,
+            outcome: RuleEval::SLOW,
+            pool: 3,
+            rule: 1,
+            reason: 4,
+        };
+        eval.start();
+        assert_eq!(eval, RuleEval::new());
+
+        let mut hello = HelloScan::new(300);
+        for _ in 0..4 {
+            hello.step(&mut buf.clone());
+        }
+        hello.start(30);
+        let fresh = HelloScan {
+            len: 30,
+            phase: hello_phase::RECORD,
+            ..HelloScan::default()
+        };
+        assert_eq!(hello, fresh);
     }
 
     fn part(buf: &[u8], start: u32, end: u32) -> &[u8] {

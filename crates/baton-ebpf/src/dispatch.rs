@@ -24,7 +24,8 @@ use baton_common::kernel_dispatch::{
     KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText, MAX_HASH_MEMBERS,
     MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_POOL_SLOTS,
     MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous, RequestScan, RuleEval, SCRATCH_LEN,
-    TLS_HANDSHAKE, policy_pick, pool_pick, reason, sticky_id_is, url_hash,
+    TERMS_PER_STEP, TLS_HANDSHAKE, eval_steps, policy_pick, pool_pick, reason, sticky_id_is,
+    url_hash,
 };
 
 /// The back-ends the compiled pools name, by index; written by the daemon. Two
@@ -84,6 +85,8 @@ static FRONTEND_DISPATCH_PROBE: Array<KernelDecision> = Array::with_max_entries(
 struct Loop {
     scratch: *mut Scratch,
     generation: u32,
+    /// The rule program's length.
+    terms: u32,
 }
 
 const fn slow(reason: u32, rule: u32) -> KernelDecision {
@@ -140,6 +143,7 @@ pub fn decide_request(
     let mut state = Loop {
         scratch,
         generation,
+        terms,
     };
     let state_ptr: *mut c_void = (&mut state as *mut Loop).cast();
     // The scratch value is reached through `scratch` each time, never through a
@@ -149,29 +153,30 @@ pub fn decide_request(
     // passed with them.
     unsafe {
         if (*scratch).bytes[0] == TLS_HANDSHAKE {
-            (*scratch).hello = HelloScan::new(len);
+            (*scratch).hello.start(len);
             bpf_loop(MAX_HELLO_STEPS, hello_step as *mut c_void, state_ptr, 0);
-            match (*scratch).hello.request(&(*scratch).bytes, max_head_len) {
-                Ok(scan) => (*scratch).scan = scan,
-                Err(why) => return slow(why, u32::MAX),
+            let s = &mut *scratch;
+            if let Err(why) = s.hello.request_into(&s.bytes, max_head_len, &mut s.scan) {
+                return slow(why, u32::MAX);
             }
         } else {
-            (*scratch).scan = RequestScan::new(len);
+            (*scratch).scan.start(len);
             bpf_loop(MAX_SCAN_STEPS, scan_step as *mut c_void, state_ptr, 0);
             if let Err(why) = (*scratch).scan.finish(max_head_len, max_headers) {
                 return slow(why, u32::MAX);
             }
         }
         if (*scratch).scan.cookie_fields != 0 && cookie_names != 0 {
-            (*scratch).cookies = CookieWalk::new(&(*scratch).scan);
+            let s = &mut *scratch;
+            s.cookies.start(&s.scan);
             bpf_loop(MAX_SCAN_STEPS, cookie_step as *mut c_void, state_ptr, 0);
             (*scratch).cookies.finish(&mut (*scratch).scan);
         }
         if terms > MAX_TERMS {
             return slow(reason::TABLES, u32::MAX);
         }
-        (*scratch).eval = RuleEval::new();
-        bpf_loop(terms, eval_step as *mut c_void, state_ptr, 0);
+        (*scratch).eval.start();
+        bpf_loop(eval_steps(terms), eval_step as *mut c_void, state_ptr, 0);
         (*scratch).eval.finish(terms, default_pool);
     }
     // SAFETY: as above.
@@ -360,32 +365,34 @@ unsafe extern "C" fn cookie_step(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// One term of the rule program.
+/// [`TERMS_PER_STEP`] terms of the rule program, fewer at its end.
 unsafe extern "C" fn eval_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: as in `scan_step`.
     let state = unsafe { &*ctx.cast::<Loop>() };
     let s = unsafe { &mut *state.scratch };
-    let at = s.eval.at;
-    if at >= MAX_TERMS {
-        return 1;
+    for _ in 0..TERMS_PER_STEP {
+        let at = s.eval.at;
+        if at >= state.terms || at >= MAX_TERMS {
+            return 1;
+        }
+        let Some(term) = FRONTEND_RULE_TERMS.get(state.generation * MAX_TERMS + at) else {
+            return 1;
+        };
+        let text_index = if KernelTerm::uses_text(term.op) {
+            term.arg
+        } else {
+            0
+        };
+        let Some(text) =
+            FRONTEND_RULE_TEXTS.get(state.generation * MAX_TEXTS + text_index % MAX_TEXTS)
+        else {
+            return 1;
+        };
+        if !s.eval.step(&s.scan, &s.bytes, term, text) {
+            return 1;
+        }
     }
-    let Some(term) = FRONTEND_RULE_TERMS.get(state.generation * MAX_TERMS + at) else {
-        return 1;
-    };
-    let text_index = if KernelTerm::uses_text(term.op) {
-        term.arg
-    } else {
-        0
-    };
-    let Some(text) = FRONTEND_RULE_TEXTS.get(state.generation * MAX_TEXTS + text_index % MAX_TEXTS)
-    else {
-        return 1;
-    };
-    if s.eval.step(&s.scan, &s.bytes, term, text) {
-        0
-    } else {
-        1
-    }
+    0
 }
 
 /// Eight bytes of a hash key.

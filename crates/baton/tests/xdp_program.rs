@@ -1397,6 +1397,8 @@ fn a_syn_without_timestamps_keeps_its_options_in_the_half_open_map() {
 
 #[path = "xdp_program/handoff.rs"]
 mod handoff;
+#[path = "../../baton-dispatch/tests/support/lab.rs"]
+mod lab;
 #[path = "xdp_program/stamp.rs"]
 mod stamp;
 

@@ -15,7 +15,7 @@
 use baton::frontend::kernel_dispatch::KernelDispatch;
 use baton_common::{
     handoff_option::{HandoffBinding, HandoffOption, find_handoff_option},
-    kernel_dispatch::{KernelHandoffConfig, KernelHandoffRecord},
+    kernel_dispatch::{KernelDecision, KernelHandoffConfig, KernelHandoffRecord},
     syn_prime::{self, SYN_PRIME_FRAME_HEADERS_LEN, SynPrime, write_syn_prime_frame_headers},
 };
 use baton_dispatch::Dispatcher;
@@ -678,7 +678,8 @@ fn segments_that_are_no_request_of_ours_go_up_as_before() {
 /// run on the frame the previous run rewrote), the flow a handoff leaves removed between
 /// runs. A handoff's record wakes the ring's reader when the reader had caught up (an
 /// empty ring: a self-interrupt for the wakeup, within the run) and not while records
-/// wait, as under load: both are shown. For docs/design.md's figures and the issue's.
+/// wait, as under load: both are shown. Then the lab's rules, each request's whole run
+/// beside its dispatch alone. For docs/design.md's figures and the issue's.
 #[test]
 fn time_per_run() {
     privileged("time", || {
@@ -709,7 +710,78 @@ fn time_per_run() {
         let data = client(CLIENT_NEXT, ACK | PSH, PAGE).bytes();
         let what = "a handed-off flow's segment forwarded";
         time_runs(&mut h, what, &data, XDP_TX, None);
+        h.p.forget_flow(key(CLIENT_PORT));
+        // The lab's rules (examples/frontend-lab.toml): each request's whole run, handed
+        // off, beside its decision alone (`frontend_dispatch_probe` on the same frame,
+        // in the same object, so on the same maps), timed the same way.
+        let lab = Dispatcher::from_toml(&super::lab::lab_dispatch()).unwrap();
+        h.rules
+            .update(&mut h.p.ebpf, &compiled(&lab), |_| Some(BE_MAC))
+            .unwrap();
+        let prog: &mut Xdp =
+            h.p.ebpf
+                .program_mut("frontend_dispatch_probe")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        prog.load()
+            .expect("the verifier's verdict on frontend_dispatch_probe");
+        for payload in LAB_REQUESTS {
+            let frame = h.linux_request(CLIENT_PORT, payload).bytes();
+            let size = payload.len();
+            h.p.reasons_counted();
+            let (verdict, _, _) = h.p.run_timed(&frame);
+            assert_eq!(verdict, XDP_TX, "{size} bytes: {:?}", h.p.reasons_counted());
+            h.p.forget_flow(key(CLIENT_PORT));
+            h.p.handoffs();
+            let what = format!("the lab's rules, {size}-byte request handed off");
+            // The ring read after each run: the test's ring holds fewer than a batch of
+            // the browser request's records.
+            let whole = time_runs(&mut h, &what, &frame, XDP_TX, Some(Ring::Read));
+            let alone = time_probe(&h, &frame);
+            eprintln!(
+                "  its dispatch alone (the probe): median {alone} ns; the rest of the run \
+                 about {} ns",
+                whole.saturating_sub(alone)
+            );
+        }
     });
+}
+
+/// Requests of the lab's kinds: routed by a rule on the path, by Host, to the default
+/// pool by round robin, by a sticky cookie; a browser's.
+const LAB_REQUESTS: [&[u8]; 4] = [
+    b"GET /img/logo.png HTTP/1.1\r\nHost: img.baton.test\r\nAccept: */*\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: www.example.com\r\nCookie: lang=en; JSESSIONID=9F2C1A.be2\r\n\r\n",
+    b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n",
+];
+
+/// The median of [`RUNS`] single runs of the dispatch probe on `frame`, which must hand
+/// off.
+fn time_probe(h: &Handoffs, frame: &[u8]) -> u64 {
+    let prog: &Xdp =
+        h.p.ebpf
+            .program("frontend_dispatch_probe")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        times.push(result.duration.as_nanos() as u64);
+    }
+    let decisions: Array<_, KernelDecision> =
+        Array::try_from(h.p.ebpf.map("FRONTEND_DISPATCH_PROBE").unwrap()).unwrap();
+    let d = decisions.get(&0, 0).unwrap();
+    assert_eq!(d.verdict, KernelDecision::HAND_OFF, "the probe hands off");
+    times.sort_unstable();
+    times[RUNS / 2]
 }
 
 /// How a timed handoff finds the ring of records.
@@ -724,11 +796,19 @@ enum Ring {
 /// Records read at once while timing: fewer than the test ring holds.
 const BATCH: usize = 16;
 
+/// Single runs timed at once.
+const RUNS: usize = 2_000;
+
 /// Runs `frame` [`RUNS`] times, one run per test run, each expected to end in
 /// `verdict`, and prints the times; `handoff`: each run hands the request off (its flow
-/// removed before the next) and finds the ring so.
-fn time_runs(h: &mut Handoffs, what: &str, frame: &[u8], verdict: u32, handoff: Option<Ring>) {
-    const RUNS: usize = 2_000;
+/// removed before the next) and finds the ring so. Returns the median.
+fn time_runs(
+    h: &mut Handoffs,
+    what: &str,
+    frame: &[u8],
+    verdict: u32,
+    handoff: Option<Ring>,
+) -> u64 {
     let mut times = Vec::with_capacity(RUNS);
     for run in 0..RUNS {
         let (got, _, time) = h.p.run_timed(frame);
@@ -758,4 +838,5 @@ fn time_runs(h: &mut Handoffs, what: &str, frame: &[u8], verdict: u32, handoff: 
         times[n / 10],
         times[n * 9 / 10],
     );
+    times[n / 2]
 }
