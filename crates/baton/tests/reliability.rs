@@ -127,7 +127,9 @@ fn content_length(head: &str) -> Result<usize, String> {
 }
 
 /// `workers` clients in `client`, each making requests one after another until `count`
-/// requests in all have been made, `until` has passed or `stop` is set.
+/// requests in all have been made, `until` has passed or `stop` is set. Each outcome's
+/// `at` counts from `epoch`, the caller's clock (the clients start a little later, in
+/// the namespace's thread).
 fn load(
     path: &str,
     workers: usize,
@@ -135,6 +137,7 @@ fn load(
     until: Duration,
     timeout: Duration,
     stop: Arc<AtomicBool>,
+    epoch: Instant,
 ) -> Vec<Outcome> {
     let ns = format!("{LAB}-client");
     let path = path.to_owned();
@@ -153,7 +156,7 @@ fn load(
                             let begun = Instant::now();
                             let result = one_request(&path, timeout);
                             outcomes.push(Outcome {
-                                at: started.elapsed(),
+                                at: epoch.elapsed(),
                                 took: begun.elapsed(),
                                 result,
                             });
@@ -177,8 +180,9 @@ fn load_in_background(
     workers: usize,
     until: Duration,
     stop: Arc<AtomicBool>,
+    epoch: Instant,
 ) -> thread::JoinHandle<Vec<Outcome>> {
-    thread::spawn(move || load(path, workers, usize::MAX, until, LONG, stop))
+    thread::spawn(move || load(path, workers, usize::MAX, until, LONG, stop, epoch))
 }
 
 /// The clients' timeout (module docs).
@@ -378,6 +382,7 @@ fn loss_on_the_lan(test: &str, tcp: &str) {
             Duration::from_secs(3600),
             LOSS_TIMEOUT,
             Arc::new(AtomicBool::new(false)),
+            Instant::now(),
         );
         let took = started.elapsed();
         let dropped = loss_drops();
@@ -658,6 +663,7 @@ fn a_table_full_of_grace_periods_still_takes_new_clients() {
         Duration::from_secs(120),
         Duration::from_secs(10),
         Arc::new(AtomicBool::new(false)),
+        Instant::now(),
     );
     let s = summarize(&outcomes);
     let log = cluster.stop_frontend();
@@ -719,10 +725,19 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
             &format!("http://{VIP}/files/100M.bin"),
         ],
     );
-    // New connections round robin over the three, all along.
+    // New connections round robin over the three, all along. Four clients: eight, with
+    // every handoff in the kernel, kept the host's two CPUs saturated (about 8,700
+    // connections a second), and the health check's own thread then reported be1 down
+    // 4.5 to 10 s after the kill instead of within fall x interval + timeout.
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let clients = load_in_background("/files/1K.bin", 8, Duration::from_secs(12), stop.clone());
+    let clients = load_in_background(
+        "/files/1K.bin",
+        4,
+        Duration::from_secs(12),
+        stop.clone(),
+        started,
+    );
     thread::sleep(Duration::from_secs(3));
 
     let nginx = pids_named("be1", "nginx");
@@ -777,14 +792,13 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
         .collect();
     let after_ok = after.iter().filter(|o| o.result.is_ok()).count();
     let log = cluster.stop_frontend();
-    for line in log
-        .lines()
-        .filter(|l| l.contains("event=handoff_retry") || l.contains("event=reset"))
-    {
+    for line in log.lines().filter(|l| {
+        l.contains("event=handoff_retry") || l.contains("event=reset") || l.contains("event=health")
+    }) {
         eprintln!("{line}");
     }
     eprintln!(
-        "back-end be1 killed (nginx SIGKILL, agent left) {:.1} s into 12 s of 8 clients:\n\
+        "back-end be1 killed (nginx SIGKILL, agent left) {:.1} s into 12 s of 4 clients:\n\
          requests {} (after the kill {}, served {after_ok}), failed {} {:?}, by back-end {:?}, slowest {:.2} s;\n\
          health check took be1 down {:?} after the kill; handoff retries after the kill {} (the last {:.2} s after);\n\
          the held download ended {:.2} s after the kill: curl exit {:?} {held_said:?} {}",
@@ -826,7 +840,7 @@ fn a_dead_backend_is_avoided_and_its_clients_are_not_left_hanging() {
         &s.failed[..s.failed.len().min(5)]
     );
     assert!(
-        s.failed.len() <= 8,
+        s.failed.len() <= 4,
         "at most one per client: {:?}",
         s.failed
     );
@@ -1063,6 +1077,7 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
         16,
         Duration::from_secs(seconds).saturating_sub(Duration::from_millis(300)),
         stop,
+        Instant::now(),
     );
     let mut rss_max = rss_before;
     while !clients.is_finished() {
@@ -1083,6 +1098,7 @@ fn a_syn_flood_leaves_clients_served_and_memory_bounded() {
         LONG,
         LONG,
         Arc::new(AtomicBool::new(false)),
+        Instant::now(),
     );
     let xdp = support::fastpath_counters(&LAB);
     let xdp_cookies = xdp["syn_cookies_sent"] - xdp_before["syn_cookies_sent"];
