@@ -623,7 +623,7 @@ impl FastPath {
             reserved: 0,
             last_seen_ns: 0,
         };
-        self.keep(&key_of(&flow));
+        self.keep(&key_of(&flow), stats);
         match self.flows.insert(key_of(&flow), value, 0) {
             Ok(()) => {
                 // A flow taken in awaiting its answer is updated, not inserted, when the
@@ -1089,10 +1089,14 @@ impl FastPath {
     }
 
     /// An entry about to be written for `key`: a removal of the key still queued (a
-    /// connection that ended on these ports in the same batch) must not delete it.
-    fn keep(&mut self, key: &FrontendFlowKey) {
+    /// connection that ended on these ports in the same batch) must not delete it. The
+    /// ended connection's entry goes all the same, overwritten by this write: counted as
+    /// removed, so that every entry installed is counted once as removed or replaced.
+    fn keep(&mut self, key: &FrontendFlowKey, stats: &mut FastPathStats) {
         if !self.removals.is_empty() {
+            let queued = self.removals.len();
             self.removals.retain(|k| k != key);
+            stats.flows_removed += (queued - self.removals.len()) as u64;
         }
     }
 
