@@ -2363,7 +2363,7 @@ fn syn_ack_sender(conn: &Connection, tcp: &TcpRepr<'_>) -> SynAckSender {
     // Every back-end tried, the ones after the current too: an earlier back-end taken
     // back for its answer ([`FrontEnd::take_earlier_backend`]) leaves them behind it.
     let tried = conn.tried.iter().take_while(|b| b.is_some()).count();
-    match (0..tried.max(current + 1)).find(|&index| syn_prime_tsval(conn, index) == ts.tsecr) {
+    match (0..tried).find(|&index| syn_prime_tsval(conn, index) == ts.tsecr) {
         Some(index) if index == current => SynAckSender::Current,
         Some(index) => SynAckSender::Earlier(index),
         None => SynAckSender::Unknown,
