@@ -9,13 +9,14 @@
 //! every daemon (module [`cluster`]).
 //!
 //! The addressing plan below is a contract that the tests, the demo and the benchmarks
-//! rely on; the README documents it. All addresses are in the benchmarking range
-//! 198.18.0.0/15 and live only inside namespaces the lab creates. Several labs can run at
-//! once under different names (`BATON_LAB`): same addresses, separate namespaces.
+//! rely on; the README documents it. All addresses are in the benchmarking ranges
+//! 198.18.0.0/15 and, with `--ipv6`, 2001:2::/48 (RFC 5180), and live only inside
+//! namespaces the lab creates. Several labs can run at once under different names
+//! (`BATON_LAB`): same addresses, separate namespaces.
 
 use std::{
     fmt, fs,
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -160,6 +161,22 @@ pub const fn backend_addr(k: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1, 10 + k)
 }
 
+/// The IPv6 address beside an IPv4 address of the plan, for a lab up with `--ipv6`:
+/// 198.18.N.H becomes 2001:2:0:N::H (hex), in the IPv6 benchmarking range 2001:2::/48
+/// (RFC 5180), each IPv4 /24 of the plan a /64 of its own. One rule for every node, so
+/// that whoever knows a node's IPv4 address knows its IPv6 one.
+pub const fn v6_for(addr: Ipv4Addr) -> Ipv6Addr {
+    let [_, _, net, host] = addr.octets();
+    Ipv6Addr::new(0x2001, 0x2, 0, net as u16, 0, 0, 0, host as u16)
+}
+
+/// The prefix length of every IPv6 link of the plan.
+pub const V6_PREFIX: u8 = 64;
+
+/// The VIP's IPv6 address, with `--ipv6` (routed to `fe` like [`VIP`]; the front-end
+/// serves IPv4 only for now, so its kernel answers what reaches it).
+pub const VIP6: Ipv6Addr = v6_for(VIP);
+
 /// A MAC address derived from an IPv4 address (locally administered, `02:ba:70:` then
 /// the address's last three bytes), so a capture shows who is who without a lookup.
 pub fn mac_for(addr: Ipv4Addr) -> String {
@@ -180,6 +197,8 @@ pub struct Interface {
     pub iface: String,
     /// `addr/prefix`, or empty for a bridge port.
     pub addr: String,
+    /// The IPv6 address beside it with `lab up --ipv6` ([`v6_for`]), or empty.
+    pub addr6: String,
     pub mac: String,
     pub role: String,
 }
@@ -191,6 +210,14 @@ pub fn plan(backends: u8, frontends: u8) -> Vec<Interface> {
         node: node.into(),
         iface: iface.into(),
         addr: addr.map(|(a, p)| format!("{a}/{p}")).unwrap_or_default(),
+        addr6: addr
+            // The tier's BGP carries IPv4 only: `--ipv6` takes one front-end.
+            .filter(|_| frontends <= 1)
+            .map(|(a, p)| {
+                let p6 = if p == 32 { 128 } else { V6_PREFIX };
+                format!("{}/{p6}", v6_for(a))
+            })
+            .unwrap_or_default(),
         // Loopback and bridge have no MAC of the plan's own.
         mac: addr
             .filter(|_| iface != "lo" && iface != tier::ANNOUNCE_INTERFACE)
@@ -311,6 +338,9 @@ pub struct LabState {
     /// `lab up --cluster` started the daemons too.
     #[serde(default)]
     pub cluster: bool,
+    /// `lab up --ipv6`: every node has its IPv6 address beside its IPv4 one ([`v6_for`]).
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 fn one_frontend() -> u8 {
@@ -332,6 +362,8 @@ pub struct Setup {
     pub server: ServerKind,
     /// Start the cluster's daemons as well (module [`cluster`]).
     pub cluster: bool,
+    /// IPv6 beside IPv4 ([`v6_for`]); off, IPv6 is disabled in every namespace.
+    pub ipv6: bool,
 }
 
 /// A lab, by name. All its namespaces are `<name>-<node>`, its files under `state_dir`.
@@ -416,6 +448,7 @@ impl Lab {
                 frontends: DEFAULT_FRONTENDS,
                 server,
                 cluster: false,
+                ipv6: false,
             },
             log,
         )
@@ -428,12 +461,18 @@ impl Lab {
             frontends,
             server,
             cluster,
+            ipv6,
         } = *setup;
         if !(1..=MAX_BACKENDS).contains(&backends) {
             bail!("--backends must be between 1 and {MAX_BACKENDS}, not {backends}");
         }
         if !(1..=MAX_FRONTENDS).contains(&frontends) {
             bail!("--frontends must be between 1 and {MAX_FRONTENDS}, not {frontends}");
+        }
+        if ipv6 && frontends > 1 {
+            bail!(
+                "--ipv6 takes one front-end for now: the tier's BGP sessions and ECMP route carry IPv4 only"
+            );
         }
         if frontends > 1 && !have("bird") {
             bail!(
@@ -468,12 +507,18 @@ impl Lab {
             }
             other => other,
         };
+        if ipv6 && server == ServerKind::Builtin {
+            bail!(
+                "--ipv6 needs nginx on the back-ends (the built-in server listens on IPv4 only); run scripts/setup"
+            );
+        }
         let state = LabState {
             name: self.name.clone(),
             backends,
             frontends,
             server,
             cluster,
+            ipv6,
         };
         match self.try_up(&state, log).and_then(|()| {
             if cluster {
@@ -502,11 +547,22 @@ impl Lab {
             let ns = self.namespace(node);
             netns::ip(&["netns", "add", &ns])?;
             netns::ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            // IPv6 off: the lab is IPv4, and router solicitations would muddy packet counts.
-            let mut sysctls = vec![
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ];
+            // IPv6 off unless asked for: router solicitations, neighbour discovery and
+            // MLD reports would muddy packet counts. On, the addresses are static
+            // (no autoconfiguration, no router advertisements taken).
+            let mut sysctls = if state.ipv6 {
+                vec![
+                    "net.ipv6.conf.all.accept_ra=0",
+                    "net.ipv6.conf.default.accept_ra=0",
+                    "net.ipv6.conf.all.autoconf=0",
+                    "net.ipv6.conf.default.autoconf=0",
+                ]
+            } else {
+                vec![
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ]
+            };
             if node == Node::Router {
                 // The router forwards, and sees the VIP as a source address on the LAN side
                 // when back-ends answer clients directly: loose reverse-path checks.
@@ -519,6 +575,9 @@ impl Lab {
                     // each stays on one while the set does not change.
                     "net.ipv4.fib_multipath_hash_policy=1",
                 ]);
+                if state.ipv6 {
+                    sysctls.push("net.ipv6.conf.all.forwarding=1");
+                }
             }
             if matches!(node, Node::Backend(_)) {
                 // One-turn handoffs: the server takes the SYN''s request with TCP Fast
@@ -642,8 +701,11 @@ impl Lab {
                 &ROUTER_LAN_ADDR.to_string(),
             ])?;
         }
+        if state.ipv6 {
+            self.add_ipv6(state)?;
+        }
         log(&format!(
-            "network: client - router - LAN bridge - {}, be1..be{}{}",
+            "network: client - router - LAN bridge - {}, be1..be{}{}{}",
             state
                 .frontend_nodes()
                 .iter()
@@ -653,6 +715,11 @@ impl Lab {
             state.backends,
             if state.frontends > 1 {
                 "; BIRD on the router and each front-end (BGP, BFD, ECMP)"
+            } else {
+                ""
+            },
+            if state.ipv6 {
+                "; IPv6 beside IPv4 (2001:2::/48)"
             } else {
                 ""
             }
@@ -670,7 +737,7 @@ impl Lab {
             webroot::write_site(&root, &node.to_string(), backend_addr(k), &data, &sums)?;
             match state.server {
                 ServerKind::Builtin => self.start_builtin(node, &root)?,
-                _ => self.start_nginx(node, &root)?,
+                _ => self.start_nginx(node, &root, state.ipv6)?,
             }
         }
         let kind = if state.server == ServerKind::Builtin {
@@ -683,10 +750,16 @@ impl Lab {
             state.backends
         ));
 
-        // Ready when the client can open a connection to every back-end through the router.
+        // Ready when the client can open a connection to every back-end through the router
+        // (over both families with `--ipv6`).
         let deadline = Instant::now() + Duration::from_secs(10);
-        for k in 1..=state.backends {
-            let target = SocketAddr::from((backend_addr(k), HTTP_PORT));
+        let targets = (1..=state.backends).flat_map(|k| {
+            let v4 = IpAddr::from(backend_addr(k));
+            let v6 = state.ipv6.then(|| IpAddr::from(v6_for(backend_addr(k))));
+            [Some((k, v4)), v6.map(|a| (k, a))].into_iter().flatten()
+        });
+        for (k, addr) in targets {
+            let target = SocketAddr::from((addr, HTTP_PORT));
             let ok = netns::run_in(&client, || {
                 loop {
                     if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
@@ -709,6 +782,56 @@ impl Lab {
             "ready in {:.1} s",
             started.elapsed().as_secs_f64()
         ));
+        Ok(())
+    }
+
+    /// `--ipv6`: every interface's IPv6 address beside its IPv4 one ([`v6_for`]), and
+    /// the same routes: the client's and the LAN's default via the router, the VIP's via
+    /// `fe`. Addresses skip duplicate address detection (the plan makes them unique), so
+    /// they are usable at once.
+    fn add_ipv6(&self, state: &LabState) -> anyhow::Result<()> {
+        let add = |node: Node, iface: &str, v4: Ipv4Addr, prefix: u8| {
+            netns::ip(&[
+                "-n",
+                &self.namespace(node),
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/{prefix}", v6_for(v4)),
+                "dev",
+                iface,
+                "nodad",
+            ])
+        };
+        let route = |node: Node, to: &str, via: Ipv4Addr| {
+            netns::ip(&[
+                "-n",
+                &self.namespace(node),
+                "-6",
+                "route",
+                "add",
+                to,
+                "via",
+                &v6_for(via).to_string(),
+            ])
+        };
+        add(Node::Client, "eth0", CLIENT_ADDR, V6_PREFIX)?;
+        route(Node::Client, "default", ROUTER_CLIENT_ADDR)?;
+        add(
+            Node::Router,
+            ROUTER_CLIENT_LINK,
+            ROUTER_CLIENT_ADDR,
+            V6_PREFIX,
+        )?;
+        add(Node::Router, "eth1", ROUTER_LAN_ADDR, V6_PREFIX)?;
+        add(Node::Fe, "eth0", FE_ADDR, V6_PREFIX)?;
+        add(Node::Fe, "lo", VIP, 128)?;
+        route(Node::Fe, "default", ROUTER_LAN_ADDR)?;
+        route(Node::Router, &format!("{VIP6}/128"), FE_ADDR)?;
+        for k in 1..=state.backends {
+            add(Node::Backend(k), "eth0", backend_addr(k), V6_PREFIX)?;
+            route(Node::Backend(k), "default", ROUTER_LAN_ADDR)?;
+        }
         Ok(())
     }
 
@@ -831,7 +954,7 @@ impl Lab {
         Ok(trust)
     }
 
-    fn start_nginx(&self, node: Node, root: &Path) -> anyhow::Result<()> {
+    fn start_nginx(&self, node: Node, root: &Path, ipv6: bool) -> anyhow::Result<()> {
         let dir = root.parent().expect("www has a parent");
         for sub in ["tmp", "logs", "conf.d"] {
             fs::create_dir_all(dir.join(sub))?;
@@ -845,7 +968,7 @@ impl Lab {
             <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
         )?;
         let conf = dir.join("nginx.conf");
-        fs::write(&conf, nginx_conf(&node.to_string(), dir, root))?;
+        fs::write(&conf, nginx_conf(&node.to_string(), dir, root, ipv6))?;
         // nginx forks into the background: nothing of this process must go with it.
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.namespace(node), "nginx", "-e"])
@@ -1106,9 +1229,15 @@ pub fn require_root() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nginx_conf(node: &str, dir: &Path, root: &Path) -> String {
+fn nginx_conf(node: &str, dir: &Path, root: &Path, ipv6: bool) -> String {
     let d = dir.display();
     let r = root.display();
+    // The same listener on IPv6 with `--ipv6` (nginx makes `[::]` IPv6-only).
+    let listen6 = if ipv6 {
+        format!("\n        listen [::]:{HTTP_PORT} reuseport backlog=4096 fastopen=256;")
+    } else {
+        String::new()
+    };
     format!(
         r#"# Generated by `baton lab up` for {node}; removed by `baton lab down`.
 daemon on;
@@ -1134,7 +1263,7 @@ http {{
     keepalive_requests 100000;
     server {{
         # fastopen: the one-turn handoff's request, carried by the SYN', taken at once.
-        listen {HTTP_PORT} reuseport backlog=4096 fastopen=256;
+        listen {HTTP_PORT} reuseport backlog=4096 fastopen=256;{listen6}
         server_name _;
         root {r};
         index index.html index.json;
@@ -1342,6 +1471,36 @@ mod tests {
             );
             assert!(seen.insert(addr), "{addr} used twice");
         }
+        // The IPv6 plan: beside each IPv4 address of a lab with one front-end (the
+        // tier's BGP carries IPv4 only), in 2001:2::/48, unique.
+        let mut seen6 = std::collections::HashSet::new();
+        for i in plan.iter().filter(|i| !i.addr.is_empty()) {
+            if frontends > 1 {
+                assert_eq!(i.addr6, "", "{i:?}");
+                continue;
+            }
+            let addr: Ipv4Addr = i.addr.split('/').next().unwrap().parse().unwrap();
+            let addr6: Ipv6Addr = i.addr6.split('/').next().unwrap().parse().unwrap();
+            assert_eq!(addr6, v6_for(addr));
+            let [a, b, c, ..] = addr6.segments();
+            assert_eq!((a, b, c), (0x2001, 2, 0), "{addr6} outside 2001:2::/48");
+            if !i.addr.starts_with(&VIP.to_string()) {
+                assert!(seen6.insert(addr6), "{addr6} used twice");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_follow_the_ipv4_plan() {
+        assert_eq!(
+            v6_for(CLIENT_ADDR),
+            "2001:2::2".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            v6_for(backend_addr(32)),
+            "2001:2:0:1::2a".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(VIP6, "2001:2:0:2::1".parse::<Ipv6Addr>().unwrap());
     }
 
     #[test]

@@ -169,6 +169,11 @@ enum LabCommand {
         /// daemon on every front-end, with configurations made for the lab.
         #[arg(long)]
         cluster: bool,
+        /// Give every node its IPv6 address (2001:2::/48) beside its IPv4 one; without
+        /// it IPv6 is off in the lab, so that packet counts are IPv4's alone. One
+        /// front-end only, and nginx back-ends.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Remove every namespace, process and file of the lab (also after a crash).
     Down,
@@ -318,6 +323,7 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             server,
             frontends,
             cluster,
+            ipv6,
         } => {
             let state = lab.up_with(
                 &lab::Setup {
@@ -325,11 +331,12 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
                     frontends,
                     server,
                     cluster,
+                    ipv6,
                 },
                 &mut log,
             )?;
             eprintln!(
-                "lab: `{}` is up with {} back-ends ({:?} web servers) and {} front-end{}{}; VIP {}; try `baton lab status`",
+                "lab: `{}` is up with {} back-ends ({:?} web servers) and {} front-end{}{}; VIP {}{}; try `baton lab status`",
                 state.name,
                 state.backends,
                 state.server,
@@ -340,7 +347,12 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
                 } else {
                     ""
                 },
-                lab::VIP
+                lab::VIP,
+                if state.ipv6 {
+                    format!(" and {}", lab::VIP6)
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }
@@ -394,11 +406,13 @@ fn run_lab(cmd: LabCommand) -> anyhow::Result<()> {
             backends,
             frontends,
         } => {
-            println!("| node | interface | address | MAC | role |\n|---|---|---|---|---|");
+            println!(
+                "| node | interface | address | IPv6 (`--ipv6`) | MAC | role |\n|---|---|---|---|---|---|"
+            );
             for i in lab::plan(backends, frontends) {
                 println!(
-                    "| {} | {} | {} | {} | {} |",
-                    i.node, i.iface, i.addr, i.mac, i.role
+                    "| {} | {} | {} | {} | {} | {} |",
+                    i.node, i.iface, i.addr, i.addr6, i.mac, i.role
                 );
             }
             Ok(())

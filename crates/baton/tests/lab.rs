@@ -10,7 +10,7 @@ use std::{
     sync::Mutex,
 };
 
-use baton::lab::{VIP, backend_addr};
+use baton::lab::{VIP, VIP6, backend_addr, v6_for};
 use serde_json::Value;
 use support::{LabGuard, ok, stdout};
 
@@ -144,6 +144,60 @@ fn lab_comes_up_serves_each_backend_through_the_router_and_goes_down_clean() {
     // A second `down` has nothing to do and says so.
     let out = ok(&mut baton(&["lab", "down"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to remove"));
+}
+
+#[test]
+fn lab_with_ipv6_serves_each_backend_over_both_families() {
+    let Some(_guard) = lab_guard("lab with IPv6") else {
+        return;
+    };
+    fails_with(
+        &mut baton(&["lab", "up", "--ipv6", "--frontends", "2"]),
+        "one front-end",
+    );
+    fails_with(
+        &mut baton(&["lab", "up", "--ipv6", "--server", "builtin"]),
+        "needs nginx",
+    );
+    assert_fully_down();
+
+    // Without `--ipv6`, IPv6 is off in the lab: no packet counts of its own.
+    ok(&mut baton(&["lab", "up", "--backends", "1"]));
+    let off = stdout(&mut baton(&[
+        "lab",
+        "exec",
+        "client",
+        "--",
+        "sysctl",
+        "-n",
+        "net.ipv6.conf.all.disable_ipv6",
+    ]));
+    assert_eq!(off.trim(), "1");
+    ok(&mut baton(&["lab", "down"]));
+
+    ok(&mut baton(&["lab", "up", "--backends", "2", "--ipv6"]));
+    for k in [1, 2] {
+        // The same site over both families, from the same nginx.
+        let v6 = v6_for(backend_addr(k));
+        let page = curl(&["-i", "-6", &format!("http://[{v6}]/")]);
+        assert!(page.contains(&format!("X-Baton-Backend: be{k}")), "{page}");
+        let page = curl(&["-i", &format!("http://{}/", backend_addr(k))]);
+        assert!(page.contains(&format!("X-Baton-Backend: be{k}")), "{page}");
+    }
+    // The router sends the VIP's IPv6 address to the front-end too.
+    ok(&mut baton(&[
+        "lab",
+        "exec",
+        "client",
+        "--",
+        "ping",
+        "-6",
+        "-c1",
+        "-W2",
+        &VIP6.to_string(),
+    ]));
+    ok(&mut baton(&["lab", "down"]));
+    assert_fully_down();
 }
 
 #[test]

@@ -255,6 +255,7 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
                     frontends: plan.frontends,
                     server: ServerKind::Nginx,
                     cluster: false,
+                    ipv6: false,
                 },
                 &mut log,
             )?;

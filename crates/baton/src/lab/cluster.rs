@@ -273,6 +273,7 @@ mod tests {
             frontends,
             server: ServerKind::Nginx,
             cluster: true,
+            ipv6: false,
         }
     }
 
