@@ -906,12 +906,17 @@ impl Lab {
                 format!(
                     "# Written by `baton lab tls` for {node}.\n\
                      server {{\n    listen {HTTPS_PORT} ssl http2 reuseport backlog=4096;\n    \
-                     server_name _;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+                     {listen6}server_name _;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
                      root {};\n    index index.html index.json;\n    \
                      add_header X-Baton-Backend {node} always;\n}}\n",
                     cert.display(),
                     key.display(),
-                    root.display()
+                    root.display(),
+                    listen6 = if state.ipv6 {
+                        format!("listen [::]:{HTTPS_PORT} ssl http2 reuseport backlog=4096;\n    ")
+                    } else {
+                        String::new()
+                    },
                 ),
             )?;
             netns::run(
