@@ -11,6 +11,9 @@
 //!   all the same: the device its VIP was on goes with the daemon's descriptors.
 //! - A front-end none of whose back-ends is up (its health checks fail) withdraws, and
 //!   announces again when one is back.
+//! - A handshake made with one front-end and finished with the other (its request sent
+//!   there) is handed off by the other: every SYN is answered by a cookie under the
+//!   secret the tier shares.
 //! - A front-end whose link dies (as a machine would) is withdrawn by the router's BFD
 //!   session (not BGP's 3-second hold timer): the router's BIRD says so, and new
 //!   connections are served again through the other. The times are printed; the only
@@ -350,4 +353,94 @@ fn a_frontend_without_a_backend_up_withdraws_until_one_is_back() {
     wait_for_frontend_log(2, "fe2 announced at the start and again now", |log| {
         log.matches("state=announced").count() == 2
     });
+}
+
+/// Sends the VIP through one front-end only, `fe<k>`, by a policy-routing rule on the
+/// router ahead of the main table, where BIRD keeps the ECMP route: the routers' view
+/// moving every flow at once, as a change of the tier does to some of them, without the
+/// time BGP and BFD take. `None` takes the rule away.
+fn route_vip_only_through(k: Option<u8>) {
+    let router = |args: &[&str]| ok(&mut in_node(&LAB, "router", args));
+    let vip = format!("{VIP}/32");
+    match k {
+        Some(k) => {
+            router(&[
+                "ip",
+                "route",
+                "replace",
+                &vip,
+                "via",
+                &frontend_addr(k).to_string(),
+                "table",
+                "101",
+            ]);
+            // `ip rule add` twice would add two rules: only once.
+            let rules = stdout(&mut in_node(&LAB, "router", &["ip", "rule", "show"]));
+            if !rules.contains("lookup 101") {
+                router(&[
+                    "ip", "rule", "add", "to", &vip, "lookup", "101", "priority", "100",
+                ]);
+            }
+        }
+        None => {
+            router(&["ip", "rule", "del", "to", &vip, "lookup", "101"]);
+            router(&["ip", "route", "flush", "table", "101"]);
+        }
+    }
+}
+
+#[test]
+fn a_handshake_moved_half_way_completes_on_the_other_frontend() {
+    let Some(_lab) = tier("a_handshake_moved_half_way_completes_on_the_other_frontend") else {
+        return;
+    };
+    use std::io::{Read as _, Write as _};
+    const CONNECTIONS: usize = 20;
+    // Every handshake with fe1 (every SYN answered in XDP, by a SYN cookie under the
+    // secret the tier shares) ...
+    route_vip_only_through(Some(1));
+    let client = format!("{}-client", &*LAB);
+    let streams = baton::netns::run_in(&client, || {
+        (0..CONNECTIONS)
+            .map(|_| {
+                std::net::TcpStream::connect_timeout(&(VIP, 80).into(), Duration::from_secs(2))
+            })
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    let mut streams: Vec<std::net::TcpStream> = streams
+        .into_iter()
+        .map(|s| s.expect("handshake through fe1"))
+        .collect();
+    // ... and every request, the handshake's third segment riding with it, to fe2,
+    // which never saw those SYNs: it checks the cookie as fe1 would have, and hands
+    // the connection off.
+    route_vip_only_through(Some(2));
+    let before = [handoffs(1), handoffs(2)];
+    let mut failed = Vec::new();
+    for (i, s) in streams.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = Vec::new();
+        let outcome = s
+            .write_all(b"GET / HTTP/1.1\r\nHost: baton.test\r\nConnection: close\r\n\r\n")
+            .and_then(|()| s.read_to_end(&mut answer));
+        let head = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
+        if outcome.is_err() || !head.starts_with("HTTP/1.1 200") {
+            failed.push(format!("connection {i}: {outcome:?} {head:?}"));
+        }
+    }
+    route_vip_only_through(None);
+    let per_frontend = handoffs_since(before, CONNECTIONS);
+    eprintln!(
+        "{CONNECTIONS} handshakes with fe1, their requests to fe2: {} failed; handoffs fe1 {}, fe2 {}",
+        failed.len(),
+        per_frontend[0],
+        per_frontend[1]
+    );
+    assert!(failed.is_empty(), "requests not served: {failed:#?}");
+    assert_eq!(
+        per_frontend,
+        [0, CONNECTIONS],
+        "fe2 handed off every connection whose handshake was fe1's"
+    );
 }
