@@ -121,10 +121,7 @@ impl LeastLoaded {
     /// The candidate picked, `None` if none was offered.
     #[inline(always)]
     pub fn chosen(&self) -> Option<u32> {
-        match self.best {
-            Some((i, _, _)) => Some(i),
-            None => None,
-        }
+        self.best.map(|(i, _, _)| i)
     }
 }
 
