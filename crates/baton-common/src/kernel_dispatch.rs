@@ -62,11 +62,67 @@ pub struct KernelBackend {
     /// [`KernelBackend::USABLE`] when the daemon has written a resolved MAC and the
     /// back-end may take new connections; otherwise a decision naming it goes up to the
     /// slow path.
-    pub flags: u32,
+    pub flags: u16,
+    /// Where the back-end's connections are counted (`FRONTEND_BACKEND_OPENED`,
+    /// `FRONTEND_BACKEND_BOOKED`): a slot the daemon gives each back-end's address for
+    /// its whole life, the same in every generation, since a connection outlives the
+    /// rule set it was decided by.
+    pub load_slot: u16,
 }
 
 impl KernelBackend {
-    pub const USABLE: u32 = 1 << 0;
+    pub const USABLE: u16 = 1 << 0;
+}
+
+/// Slots of the connection counts (`FRONTEND_BACKEND_OPENED`, `FRONTEND_BACKEND_BOOKED`):
+/// one per back-end address a daemon has known.
+pub const MAX_LOAD_SLOTS: u32 = MAX_KERNEL_BACKENDS;
+
+/// A back-end's active connections, the figure least connections (and LARD) compare,
+/// from the two counts both engines read: `opened`, the handoffs the XDP program made to
+/// it (it adds one, atomically, at each), and `booked`, the daemon's books, which only
+/// the daemon writes: connections it counted (confirmed handoffs, its own and the
+/// kernel's it adopted) less those that ended, less every kernel handoff it has read the
+/// record of (from then on that connection is in its books). Both wrap, as `u64`; the
+/// sum is the count, read as signed and clamped at zero (the daemon may read a record a
+/// moment before the kernel's increment shows).
+#[inline(always)]
+pub const fn backend_load(opened: u64, booked: u64) -> u32 {
+    let n = opened.wrapping_add(booked) as i64;
+    if n <= 0 {
+        0
+    } else if n >= u32::MAX as i64 {
+        u32::MAX
+    } else {
+        n as u32
+    }
+}
+
+/// Weighted least connections, the pick both engines make (`baton-dispatch`'s
+/// `LeastConnections`, the XDP program's least-connections pools): offered the
+/// candidates in order from a rotating start, it keeps the first with the fewest active
+/// connections per unit of weight, compared as `load_a * weight_b < load_b * weight_a`
+/// (no division). The first of equals wins, so the rotation breaks ties.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeastLoaded {
+    best: Option<(u32, u64, u64)>,
+}
+
+impl LeastLoaded {
+    /// Offers candidate `index` with `load` active connections and `weight`.
+    #[inline(always)]
+    pub fn offer(&mut self, index: u32, load: u32, weight: u32) {
+        let (load, weight) = (u64::from(load), u64::from(weight));
+        if self.best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
+            self.best = Some((index, load, weight));
+        }
+    }
+
+    /// The candidate picked, `None` if none was offered.
+    #[inline(always)]
+    pub fn chosen(&self) -> Option<u32> {
+        self.best.map(|(i, _, _)| i)
+    }
 }
 
 /// The matcher's answer for one request.
@@ -2101,7 +2157,7 @@ pub struct KernelPool {
 }
 
 impl KernelPool {
-    /// The slow path picks (least connections, LARD, weighted hashing, other keys).
+    /// The slow path picks (LARD, weighted hashing, other keys).
     pub const SLOW_PATH: u32 = 0;
     /// `slots` is one period of smooth weighted round robin over the up members.
     pub const ROUND_ROBIN: u32 = 1;
@@ -2111,6 +2167,10 @@ impl KernelPool {
     pub const HASH_URL: u32 = 3;
     /// ... of the Host, lower case.
     pub const HASH_HOST: u32 = 4;
+    /// Weighted least connections over the up members (`slots`, each slot's `seed`
+    /// its member's weight), from the connection counts ([`backend_load`],
+    /// [`LeastLoaded`]); ties go to the first from a per-CPU rotating start.
+    pub const LEAST_CONNECTIONS: u32 = 5;
     /// A sticky pool the kernel cannot follow (a cookie name or separator it does not
     /// read, weighted hashing): a request with a Cookie field goes to the slow path
     /// (without one the pool's policy picks, as in `baton-dispatch`).
@@ -2130,6 +2190,8 @@ pub struct KernelSlot {
     pub backend: u32,
     /// A sticky-by-id slot's id: an index into the texts (0 for other slots).
     pub id_text: u32,
+    /// Hashing: the member's rendezvous seed; sticky by id: its id's hash; least
+    /// connections: its weight.
     pub seed: u64,
 }
 
@@ -2318,6 +2380,9 @@ pub enum PoolPick {
     /// Sticky by hash: rendezvous over the sticky slots of the hash of the cookie's
     /// value, `start..end`.
     StickyHash { start: u32, end: u32 },
+    /// Least connections over the pool's slots, offered from slot `start` on (the
+    /// pool's counter, so that ties rotate), wrapping.
+    Least { start: u32 },
 }
 
 /// The first step of picking from `pool` for the request `scan` read; `cursor` is the
@@ -2364,6 +2429,14 @@ pub fn policy_pick(pool: &KernelPool, scan: &RequestScan, cursor: u32) -> Result
         KernelPool::ROUND_ROBIN => round_robin_slot(pool, cursor)
             .map(PoolPick::Slot)
             .ok_or(reason::POOL_DOWN),
+        KernelPool::LEAST_CONNECTIONS => {
+            if pool.slots > MAX_HASH_MEMBERS {
+                return Err(reason::TABLES);
+            }
+            Ok(PoolPick::Least {
+                start: cursor % pool.slots,
+            })
+        }
         KernelPool::HASH_PATH | KernelPool::HASH_URL | KernelPool::HASH_HOST => {
             if pool.slots > MAX_HASH_MEMBERS {
                 return Err(reason::TABLES);
@@ -2395,6 +2468,9 @@ pub struct RuleTables<'a> {
     pub texts: &'a [KernelText],
     pub pools: &'a [KernelPool],
     pub slots: &'a [KernelSlot],
+    /// Active connections per back-end (by its index in the compiled back-ends), as
+    /// [`backend_load`] reads them from the counts; a back-end past the end has none.
+    pub loads: &'a [u32],
 }
 
 /// The kernel's decision for `payload`, the whole payload of a client's first data
@@ -2495,6 +2571,21 @@ pub fn decide(
                 *c = c.wrapping_add(1);
             }
             tables.slots.get(slot as usize).map(|s| s.backend)
+        }
+        Ok(PoolPick::Least { start }) => {
+            if let Some(c) = cursor {
+                *c = c.wrapping_add(1);
+            }
+            let mut pick = LeastLoaded::default();
+            for k in 0..pool.slots {
+                let at = pool.first_slot + (start + k) % pool.slots;
+                let Some(slot) = tables.slots.get(at as usize) else {
+                    return slow(reason::TABLES, eval.rule);
+                };
+                let load = tables.loads.get(slot.backend as usize).copied();
+                pick.offer(slot.backend, load.unwrap_or(0), slot.seed as u32);
+            }
+            pick.chosen()
         }
         Ok(PoolPick::Hash { start, end, url }) => {
             let mut key = walk_hash(buf, start, end);

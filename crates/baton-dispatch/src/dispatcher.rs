@@ -291,7 +291,7 @@ impl Dispatcher {
     pub fn on_handed_off(&mut self, backend: Backend) {
         let initial = self.health.backoff;
         if let Some(s) = self.server_mut(backend) {
-            s.active = s.active.saturating_add(1);
+            s.booked += 1;
             s.consecutive_failures = 0;
             s.retry_at = None;
             s.next_backoff = initial;
@@ -301,8 +301,40 @@ impl Dispatcher {
     /// A handed-off connection to `backend` closed.
     pub fn on_closed(&mut self, backend: Backend) {
         if let Some(s) = self.server_mut(backend) {
-            s.active = s.active.saturating_sub(1);
+            s.booked -= 1;
         }
+    }
+
+    /// The daemon read the record of a handoff the XDP program made to `backend`, which
+    /// the program counted in its own count (`kernel_opened`): the connection leaves
+    /// that count for these books, where the core's feedback counts it from its
+    /// confirmation to its end like any other (`on_handed_off`, `on_closed`), whether
+    /// the core adopts it or not. (docs/design.md, "Least connections in the kernel".)
+    pub fn on_kernel_handoff(&mut self, backend: Backend) {
+        if let Some(s) = self.server_mut(backend) {
+            s.booked -= 1;
+        }
+    }
+
+    /// The XDP program's count of its handoffs to `backend`, as just read.
+    pub fn set_kernel_opened(&mut self, backend: Backend, opened: u64) {
+        if let Some(s) = self.server_mut(backend) {
+            s.kernel_opened = opened;
+        }
+    }
+
+    /// Every back-end with its books ([`Dispatcher::on_kernel_handoff`]), as the daemon
+    /// writes them for the XDP program (`u64`, wrapping, added to the kernel's count).
+    pub fn booked_connections(&self) -> impl Iterator<Item = (Backend, u64)> + '_ {
+        self.servers.iter().map(|s| (s.addr, s.booked as u64))
+    }
+
+    /// Whether a pool picks by the connection counts (least connections or LARD): only
+    /// then need the daemon keep the kernel's figures fresh for each decision.
+    pub fn uses_connection_counts(&self) -> bool {
+        self.pools
+            .iter()
+            .any(|p| matches!(p.policy, Policy::LeastConnections(_) | Policy::Lard(_)))
     }
 
     /// A handoff to `backend` failed at `now` (it stayed silent or reset). After
@@ -335,7 +367,8 @@ impl Dispatcher {
                 continue;
             };
             let o = &old.servers[i];
-            s.active = o.active;
+            s.booked = o.booked;
+            s.kernel_opened = o.kernel_opened;
             s.consecutive_failures = o.consecutive_failures;
             s.retry_at = o.retry_at;
             s.next_backoff = o.next_backoff.clamp(min, max);
@@ -363,7 +396,7 @@ impl Dispatcher {
             available: s.is_available(self.now),
             consecutive_failures: s.consecutive_failures,
             retry_at: s.retry_at.filter(|&t| t > self.now),
-            active: s.active,
+            active: s.active(),
         })
     }
 

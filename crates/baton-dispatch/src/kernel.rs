@@ -19,7 +19,9 @@
 //! Pools: `round_robin` (a slot array that is one period of the smooth weighted round
 //! robin over the up members) and `consistent_hash` with equal weights on `path`, `url`
 //! or `host` (rendezvous over the up members, the same hash and order as
-//! [`crate::pool::rendezvous`]). `least_connections`, `lard`, weighted
+//! [`crate::pool::rendezvous`]), and `least_connections` over the up members (their
+//! weights in the slots; the counts from the maps both engines read,
+//! `baton_common::kernel_dispatch::backend_load`). `lard`, weighted
 //! `consistent_hash` (its scores are floating point) and other hash keys stay in
 //! userspace. A sticky pool's cookie is read in the kernel, whatever the policy: `by =
 //! "id"` with no separator or a one-byte one (the id's hash finds the up member's slot,
@@ -72,6 +74,7 @@ impl KernelProgram {
             texts: &self.texts,
             pools: &self.pools,
             slots: &self.slots,
+            loads: &[],
         }
     }
 }
@@ -636,6 +639,14 @@ fn compile_policy(
                 }
             }
         }
+        Policy::LeastConnections(_) => {
+            if up.len() > MAX_HASH_MEMBERS as usize {
+                let why = format!("least_connections over more than {MAX_HASH_MEMBERS} back-ends");
+                return (slow(&mut placement, why), placement);
+            }
+            placement.how = Some("least connections".to_owned());
+            (KernelPool::LEAST_CONNECTIONS, up)
+        }
         other => {
             let why = other.name().to_owned();
             return (slow(&mut placement, why), placement);
@@ -652,7 +663,11 @@ fn compile_policy(
         slots.push(KernelSlot {
             backend,
             id_text: 0,
-            seed: m.seed,
+            seed: if policy == KernelPool::LEAST_CONNECTIONS {
+                u64::from(m.weight)
+            } else {
+                m.seed
+            },
         });
     }
     if slots.len() > room {

@@ -10,6 +10,7 @@
 
 use std::{net::SocketAddrV4, time::Duration};
 
+use baton_common::kernel_dispatch::{LeastLoaded, backend_load};
 use baton_proto::frontend::{Backend, Instant};
 
 use crate::{hash, view::RequestView};
@@ -27,8 +28,14 @@ pub(crate) struct Server {
     pub(crate) retry_at: Option<Instant>,
     /// The back-off the next passive marking will use.
     pub(crate) next_backoff: Duration,
-    /// Connections handed off and not yet closed.
-    pub(crate) active: u32,
+    /// The daemon's books of this back-end's connections: confirmed handoffs less
+    /// closes, less the kernel's handoffs whose records were read (which the kernel
+    /// counts in `kernel_opened` until then). Signed: with the kernel's handoffs taken
+    /// over it may be below zero while `kernel_opened` is above.
+    pub(crate) booked: i64,
+    /// The handoffs the XDP program made to it, as last read from its count (zero
+    /// without dispatch in the kernel).
+    pub(crate) kernel_opened: u64,
 }
 
 impl Server {
@@ -39,8 +46,16 @@ impl Server {
             consecutive_failures: 0,
             retry_at: None,
             next_backoff: backoff,
-            active: 0,
+            booked: 0,
+            kernel_opened: 0,
         }
+    }
+
+    /// Connections handed off and not yet closed, by whichever engine: the figure both
+    /// engines compare (`baton_common::kernel_dispatch::backend_load`).
+    #[inline]
+    pub(crate) fn active(&self) -> u32 {
+        backend_load(self.kernel_opened, self.booked as u64)
     }
 
     /// May it take a new connection at `now`?
@@ -103,7 +118,7 @@ impl Candidates<'_> {
     /// Member `i`'s server's active connections.
     #[inline]
     pub(crate) fn load(&self, i: usize) -> u32 {
-        self.servers[self.members[i].server].active
+        self.servers[self.members[i].server].active()
     }
 }
 
@@ -255,18 +270,17 @@ impl LeastConnections {
         let n = c.members.len();
         let start = self.next % n.max(1);
         self.next = self.next.wrapping_add(1);
-        let mut best: Option<(usize, u64, u64)> = None;
+        // The kernel's pick (`baton_common::kernel_dispatch`), so that both engines
+        // pick alike from the same counts.
+        let mut best = LeastLoaded::default();
         for k in 0..n {
             let i = (start + k) % n;
             if !c.accept(i) {
                 continue;
             }
-            let (load, weight) = (u64::from(c.load(i)), u64::from(c.members[i].weight));
-            if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
-                best = Some((i, load, weight));
-            }
+            best.offer(i as u32, c.load(i), c.members[i].weight);
         }
-        best.map(|(i, _, _)| i)
+        best.chosen().map(|i| i as usize)
     }
 }
 
@@ -520,15 +534,15 @@ mod tests {
     fn least_connections_by_weight() {
         let (m, mut s) = setup(&[1, 3, 1]);
         // 2/1, 5/3, 1/1: the last is least loaded per unit of weight.
-        s[0].active = 2;
-        s[1].active = 5;
-        s[2].active = 1;
+        s[0].booked = 2;
+        s[1].booked = 5;
+        s[2].booked = 1;
         let mut p = LeastConnections::default();
         for _ in 0..3 {
             assert_eq!(p.select(&cands(&m, &s, &[])), Some(2));
         }
         // 2/1, 5/3, 2/1: now the heavy one (5/3 < 2).
-        s[2].active = 2;
+        s[2].booked = 2;
         assert_eq!(p.select(&cands(&m, &s, &[])), Some(1));
         assert_eq!(
             p.select(&cands(&m, &s, &[be(2)])).map(|i| i != 1),
@@ -536,7 +550,7 @@ mod tests {
         );
         // Ties rotate.
         for srv in &mut s {
-            srv.active = 0;
+            srv.booked = 0;
         }
         let mut seen: Vec<_> = (0..3)
             .map(|_| p.select(&cands(&m, &s, &[])).unwrap())
@@ -570,13 +584,13 @@ mod tests {
         let first = lard.select(&cands(&m, &s, &[]), target).unwrap();
         assert_eq!(lard.server_set(target), 1 << first);
         // Under T_high it stays, however loaded the others are not.
-        s[first].active = 65;
+        s[first].booked = 65;
         assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(first));
         // Past T_high with an idle node (< T_low) elsewhere: a new node joins the set.
-        s[first].active = 66;
+        s[first].booked = 66;
         let other = (first + 1) % 3;
-        s[other].active = 10;
-        s[(first + 2) % 3].active = 30;
+        s[other].booked = 10;
+        s[(first + 2) % 3].booked = 30;
         assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(other));
         assert_eq!(lard.server_set(target), (1 << first) | (1 << other));
         // Both in the set serve it, the least loaded first.
@@ -589,10 +603,10 @@ mod tests {
         let mut lard = Lard::new(HashKey::Path, 25, 65, Duration::from_secs(20), 64);
         let target = hash::hash_bytes(b"/x");
         let first = lard.select(&cands(&m, &s, &[]), target).unwrap();
-        s[first].active = 129;
-        s[1 - first].active = 100;
+        s[first].booked = 129;
+        s[1 - first].booked = 100;
         assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(first));
-        s[first].active = 130;
+        s[first].booked = 130;
         assert_eq!(lard.select(&cands(&m, &s, &[]), target), Some(1 - first));
     }
 
@@ -602,7 +616,7 @@ mod tests {
         let mut lard = Lard::new(HashKey::Path, 25, 65, Duration::from_secs(20), 64);
         let target = hash::hash_bytes(b"/y");
         let first = lard.select(&cands(&m, &s, &[]), target).unwrap();
-        s[first].active = 200;
+        s[first].booked = 200;
         let second = lard.select(&cands(&m, &s, &[]), target).unwrap();
         assert_eq!(lard.server_set(target).count_ones(), 2);
         let later = Candidates {

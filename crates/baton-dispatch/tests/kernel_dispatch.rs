@@ -12,7 +12,7 @@
 use std::{collections::BTreeMap, net::SocketAddrV4, path::Path};
 
 use baton_common::kernel_dispatch::{
-    KernelDecision, KernelPool, KernelText, SCRATCH_LEN, decide, reason,
+    KernelDecision, KernelPool, KernelText, RuleTables, SCRATCH_LEN, decide, reason,
 };
 use baton_dispatch::{Decision, Dispatcher, KernelProgram, RequestView, Route};
 use baton_proto::{
@@ -202,8 +202,12 @@ impl Engines {
     /// Both engines' answers for `raw`; panics where they disagree. `true` when the
     /// kernel decided.
     fn check(&mut self, raw: &[u8]) -> bool {
+        let loads = self.loads();
         let kernel = decide(
-            &self.program.tables(),
+            &RuleTables {
+                loads: &loads,
+                ..self.program.tables()
+            },
             raw,
             &mut self.buf,
             &mut self.cursors,
@@ -247,6 +251,16 @@ impl Engines {
             );
         }
         true
+    }
+
+    /// The compiled back-ends' active connections as the dispatcher counts them: what
+    /// the kernel reads from the counts both engines share.
+    fn loads(&self) -> Vec<u32> {
+        self.program
+            .backends
+            .iter()
+            .map(|b| self.dispatcher.backend_status(*b).map_or(0, |s| s.active))
+            .collect()
     }
 
     /// Whether pool `pool`'s stickiness picks for `view` in the kernel (rather than its
@@ -694,9 +708,10 @@ fn what_the_kernel_leaves_to_the_slow_path_and_why() {
         why("GET /docs/a HTTP/1.1\r\n\r\n"),
         (slow, reason::POOL_POLICY)
     );
+    // Least connections runs in the kernel, from the shared counts.
     assert_eq!(
         why("DELETE /x HTTP/1.1\r\n\r\n"),
-        (slow, reason::POOL_POLICY)
+        (KernelDecision::HAND_OFF, 0)
     );
     assert_eq!(
         why("GET / HTTP/1.1\r\nHost: static.example.com\r\n\r\n").0,
@@ -736,6 +751,83 @@ fn round_robin_follows_the_smooth_weighted_sequence() {
         };
         assert_eq!(e.program.backends[kernel.backend as usize], chosen);
     }
+}
+
+/// Least connections: from the same counts both engines pick the same back-end, the
+/// kernel's from the loads it reads (`RuleTables::loads`, from the shared counts), the
+/// dispatcher's from its books and the kernel's count it last read. Both rotate their
+/// starting point one member per pick, so ties too go the same way while every member
+/// is up. The counts move between picks as connections open (in either engine) and
+/// close.
+#[test]
+fn least_connections_picks_alike_from_the_same_counts() {
+    const LEAST: &str = r#"
+default_pool = "least"
+[pools.least]
+policy = "least_connections"
+backends = [
+    { address = "198.18.1.11:80" },
+    { address = "198.18.1.12:80", weight = 3 },
+    { address = "198.18.1.13:80" },
+    { address = "198.18.1.14:80", weight = 2 },
+]
+"#;
+    let mut e = Engines::new(LEAST);
+    assert_eq!(e.program.pools[0].policy, KernelPool::LEAST_CONNECTIONS);
+    let backends = e.program.backends.clone();
+    let raw = b"GET /x HTTP/1.1\r\n\r\n";
+    let request = parse_request(raw, &RequestLimits::default())
+        .unwrap()
+        .unwrap();
+    let view = RequestView::new(&request, None);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut kernel_opened = vec![0u64; backends.len()];
+    let mut picks = BTreeMap::new();
+    for _ in 0..400 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let b = (rng % backends.len() as u64) as usize;
+        match (rng >> 8) % 4 {
+            // The kernel handed one off: its count, then the record read.
+            0 => {
+                kernel_opened[b] += 1;
+                e.dispatcher
+                    .set_kernel_opened(backends[b], kernel_opened[b]);
+                if rng & 0x1000 != 0 {
+                    e.dispatcher.on_kernel_handoff(backends[b]);
+                    e.dispatcher.on_handed_off(backends[b]);
+                }
+            }
+            1 => e.dispatcher.on_handed_off(backends[b]),
+            2 if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
+                e.dispatcher.on_closed(backends[b])
+            }
+            _ => {}
+        }
+        let loads = e.loads();
+        let kernel = decide(
+            &RuleTables {
+                loads: &loads,
+                ..e.program.tables()
+            },
+            raw,
+            &mut e.buf,
+            &mut e.cursors,
+        );
+        assert_eq!(kernel.verdict, KernelDecision::HAND_OFF);
+        let Decision::Backend(chosen) = e.dispatcher.decide(Instant::ZERO, &view, &[]) else {
+            panic!("no back-end");
+        };
+        let kernels = backends[kernel.backend as usize];
+        assert_eq!(kernels, chosen, "loads {loads:?}");
+        *picks.entry(chosen).or_insert(0) += 1;
+    }
+    assert_eq!(
+        picks.len(),
+        backends.len(),
+        "every back-end picked: {picks:?}"
+    );
 }
 
 /// Down back-ends leave the compiled pools, and a pool with none up goes to the slow
@@ -800,12 +892,13 @@ fn the_report_says_where_each_rule_runs() {
         .map(|p| format!("{}: {p}", p.name))
         .collect();
     assert!(
-        pools.contains(&"least: in userspace: least_connections".to_owned()),
+        pools.contains(&"least: in the kernel (least connections)".to_owned()),
         "{pools:?}"
     );
     for pool in [
         "sticky: in the kernel (round robin; sticky by id on the cookie sid)",
-        "sessions: in userspace: least_connections; in the kernel: sticky by hash on the cookie session",
+        "sessions: in the kernel (least connections; sticky by hash on the cookie session)",
+        "weighted_hash: in userspace: consistent_hash with unequal weights (floating point)",
         "jvm: in the kernel (consistent_hash on the path; sticky by id on the cookie JSESSIONID)",
     ] {
         assert!(pools.contains(&pool.to_owned()), "{pools:?}");

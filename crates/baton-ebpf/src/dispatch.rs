@@ -10,7 +10,7 @@
 //! whole. The work runs in `bpf_loop` callbacks on a per-CPU scratch value, so the
 //! verifier checks each step once and the stack holds only a pointer to it.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
 use aya_ebpf::{
     bindings::xdp_action::XDP_DROP,
@@ -21,11 +21,11 @@ use aya_ebpf::{
 };
 use baton_common::kernel_dispatch::{
     BACKENDS_PER_GENERATION, CookieWalk, HashWalk, HelloScan, KernelBackend, KernelDecision,
-    KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText, MAX_HASH_MEMBERS,
-    MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_POOL_SLOTS,
-    MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous, RequestScan, RuleEval, SCRATCH_LEN,
-    TERMS_PER_STEP, TLS_HANDSHAKE, eval_steps, policy_pick, pool_pick, reason, sticky_id_is,
-    url_hash,
+    KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText, LeastLoaded, MAX_HASH_MEMBERS,
+    MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_LOAD_SLOTS,
+    MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous, RequestScan,
+    RuleEval, SCRATCH_LEN, TERMS_PER_STEP, TLS_HANDSHAKE, backend_load, eval_steps, policy_pick,
+    pool_pick, reason, sticky_id_is, url_hash,
 };
 
 /// The back-ends the compiled pools name, by index; written by the daemon. Two
@@ -58,6 +58,52 @@ static FRONTEND_POOL_SLOTS: Array<KernelSlot> = Array::with_max_entries(2 * MAX_
 /// the pool's period on its own.
 #[map]
 static FRONTEND_ROUND_ROBIN: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_KERNEL_POOLS, 0);
+
+/// `BPF_F_MMAPABLE`: the daemon maps the connection counts into its memory and reads
+/// and writes them without a system call.
+const MMAPABLE: u32 = 1 << 10;
+
+/// The handoffs this program made to each back-end (by its `load_slot`), added to
+/// atomically at each (`count_handoff`): the kernel's half of the connection counts
+/// least connections picks by (`kernel_dispatch::backend_load`). Written by this
+/// program only.
+#[map]
+pub static FRONTEND_BACKEND_OPENED: Array<u64> = Array::with_max_entries(MAX_LOAD_SLOTS, MMAPABLE);
+
+/// The daemon's half: its books of each back-end's connections
+/// (`Dispatcher::booked_connections`), written by the daemon only, read here.
+#[map]
+static FRONTEND_BACKEND_BOOKED: Array<u64> = Array::with_max_entries(MAX_LOAD_SLOTS, MMAPABLE);
+
+/// One more handoff to the back-end whose count is `load_slot`, made in this run.
+#[inline(always)]
+pub fn count_handoff(load_slot: u16) {
+    if let Some(opened) = FRONTEND_BACKEND_OPENED.get_ptr_mut(u32::from(load_slot)) {
+        // SAFETY: a value of the map, aligned, alive for the program's run; other CPUs
+        // add to it at once, hence the atomic add (BPF's `lock xadd`: the target offers
+        // no `fetch_add` on `AtomicU64`, the intrinsic compiles to the instruction).
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(opened, 1)
+        };
+    }
+}
+
+/// The active connections of the back-end `backend` (by [`backend_load`]).
+#[inline(always)]
+fn load_of(backend: &KernelBackend) -> u32 {
+    let slot = u32::from(backend.load_slot);
+    let opened = FRONTEND_BACKEND_OPENED.get_ptr(slot);
+    let booked = FRONTEND_BACKEND_BOOKED.get(slot);
+    match (opened, booked) {
+        // SAFETY: as in `count_handoff`. A volatile read, one aligned 8-byte load, which
+        // no other CPU's add tears (the target cannot select an atomic load for
+        // `--cpu generic`).
+        (Some(opened), Some(&booked)) => {
+            backend_load(unsafe { core::ptr::read_volatile(opened) }, booked)
+        }
+        _ => 0,
+    }
+}
 
 /// What one decision works on: too big for the 512-byte stack, and in map memory the
 /// verifier does not track its bytes, so the steps' paths converge.
@@ -267,6 +313,24 @@ fn pick_backend(
                 let at = (pool.sticky_first + k) & (MAX_POOL_SLOTS - 1);
                 let slot = FRONTEND_POOL_SLOTS.get(slots + at).ok_or(reason::TABLES)?;
                 pick.offer(key, slot);
+            }
+            pick.chosen().ok_or(reason::POOL_DOWN)?
+        }
+        PoolPick::Least { start } => {
+            // SAFETY: as above.
+            unsafe { *cursor = count.wrapping_add(1) };
+            let backends = generation * BACKENDS_PER_GENERATION;
+            let mut pick = LeastLoaded::default();
+            for k in 0..MAX_HASH_MEMBERS {
+                if k >= pool.slots {
+                    break;
+                }
+                let at = (pool.first_slot + (start + k) % pool.slots) & (MAX_POOL_SLOTS - 1);
+                let slot = FRONTEND_POOL_SLOTS.get(slots + at).ok_or(reason::TABLES)?;
+                let backend = FRONTEND_BACKENDS
+                    .get(backends + slot.backend % BACKENDS_PER_GENERATION)
+                    .ok_or(reason::TABLES)?;
+                pick.offer(slot.backend, load_of(backend), slot.seed as u32);
             }
             pick.chosen().ok_or(reason::POOL_DOWN)?
         }

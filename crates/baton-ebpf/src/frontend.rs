@@ -1443,7 +1443,13 @@ fn finish_handoff(ctx: &XdpContext, decision: &KernelDecision) -> u32 {
     let work = unsafe { &mut *work };
     work.rule = decision.rule;
     encode_handoff_option(&kernel.handoff_key, backend, work);
-    emit_syn_prime(ctx, &config.interface_mac, work)
+    let done = emit_syn_prime(ctx, &config.interface_mac, work);
+    if done == HANDED_OFF {
+        // Counted with the record that tells the daemon of it, which takes the
+        // connection into its own books when it reads it.
+        crate::dispatch::count_handoff(backend.load_slot);
+    }
+    done
 }
 
 /// The matcher's decision on the request [`hand_off_request`] prepared, and the handoff

@@ -316,7 +316,12 @@ impl Engines {
             self.members[pool].contains(&kernels),
             "{show:?}: {kernels} in pool {pool}"
         );
-        if self.program.pools[pool].policy != KernelPool::ROUND_ROBIN
+        // Round robin and least connections turn per-CPU counters the host's steps do
+        // not share (least connections: the starting point of its ties, all of them
+        // here, every count zero); `least_connections_picks_by_the_counts_in_the_maps`
+        // checks its picks from counts.
+        let policy = self.program.pools[pool].policy;
+        if (policy != KernelPool::ROUND_ROBIN && policy != KernelPool::LEAST_CONNECTIONS)
             || self.sticky_decides(pool, &view)
         {
             assert_eq!(
@@ -503,6 +508,105 @@ fn a_reload_swaps_the_rule_set_whole() {
                 "round {round}"
             );
         }
+    });
+}
+
+/// Least connections in the kernel picks by the counts the two engines share: the
+/// program's own count of its handoffs (`FRONTEND_BACKEND_OPENED`, written here as the
+/// program would) plus the daemon's books (`FRONTEND_BACKEND_BOOKED`, written by the
+/// daemon's writer through its mapping, `KernelDispatch::sync_loads`, from the
+/// dispatcher's). For random counts, the probe's pick is the dispatcher's where one
+/// back-end has the fewest connections per unit of weight, and one of the fewest where
+/// several tie (each engine breaks ties from its own rotating start).
+#[test]
+fn least_connections_picks_by_the_counts_in_the_maps() {
+    privileged("least connections", || {
+        let mut ebpf = load();
+        let mut e = Engines::new(
+            r#"
+default_pool = "least"
+[pools.least]
+policy = "least_connections"
+backends = [
+    { address = "198.18.1.11:80" },
+    { address = "198.18.1.12:80", weight = 3 },
+    { address = "198.18.1.13:80" },
+    { address = "198.18.1.14:80", weight = 2 },
+]
+"#,
+        );
+        let mut kernel = KernelDispatch::load(&mut ebpf, &e.program, |_| Some(MAC)).unwrap();
+        let backends = e.program.backends.clone();
+        let weights = [1u64, 3, 1, 2];
+        let base = kernel.generation() * BACKENDS_PER_GENERATION;
+        let slots: Vec<u32> = {
+            let table: Array<_, baton_common::kernel_dispatch::KernelBackend> =
+                Array::try_from(ebpf.map("FRONTEND_BACKENDS").unwrap()).unwrap();
+            (0..backends.len() as u32)
+                .map(|i| u32::from(table.get(&(base + i), 0).unwrap().load_slot))
+                .collect()
+        };
+        let raw = b"GET /x HTTP/1.1\r\n\r\n";
+        let request = parse_request(raw, &RequestLimits::default())
+            .unwrap()
+            .unwrap();
+        let view = RequestView::new(&request, None);
+        let mut opened = vec![0u64; backends.len()];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut exact, mut tied) = (0, 0);
+        for _ in 0..200 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let b = (rng % backends.len() as u64) as usize;
+            // The program hands one off (its count), the daemon reads the record (its
+            // books take the connection from the count), or confirms, or a close.
+            match (rng >> 8) % 4 {
+                0 => opened[b] += 1 + (rng >> 20) % 3,
+                1 if opened[b] > 0 => e.dispatcher.on_kernel_handoff(backends[b]),
+                2 => e.dispatcher.on_handed_off(backends[b]),
+                _ if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
+                    e.dispatcher.on_closed(backends[b])
+                }
+                _ => {}
+            }
+            {
+                let mut map: Array<_, u64> =
+                    Array::try_from(ebpf.map_mut("FRONTEND_BACKEND_OPENED").unwrap()).unwrap();
+                map.set(slots[b], opened[b], 0).unwrap();
+            }
+            kernel.sync_loads(&mut e.dispatcher);
+            let loads: Vec<u64> = backends
+                .iter()
+                .map(|b| u64::from(e.dispatcher.backend_status(*b).unwrap().active))
+                .collect();
+            let fewest = (0..loads.len())
+                .filter(|&i| {
+                    (0..loads.len()).all(|j| loads[i] * weights[j] <= loads[j] * weights[i])
+                })
+                .map(|i| backends[i])
+                .collect::<Vec<_>>();
+            let (d, _) = probe(&ebpf, raw, 1);
+            assert_eq!(
+                d.verdict,
+                KernelDecision::HAND_OFF,
+                "loads {loads:?}: {d:?}"
+            );
+            let kernels = backends[(d.backend - base) as usize];
+            let Decision::Backend(chosen) = e.dispatcher.decide(Instant::ZERO, &view, &[]) else {
+                panic!("no back-end");
+            };
+            assert!(fewest.contains(&chosen), "the dispatcher, loads {loads:?}");
+            assert!(fewest.contains(&kernels), "the kernel, loads {loads:?}");
+            if fewest.len() == 1 {
+                assert_eq!(kernels, chosen, "loads {loads:?}");
+                exact += 1;
+            } else {
+                tied += 1;
+            }
+        }
+        println!("{exact} picks with one least-loaded back-end, {tied} among ties");
+        assert!(exact > 50, "the counts decided most picks");
     });
 }
 

@@ -164,6 +164,37 @@ fn http_routing_by_host_path_type_and_cookie_is_the_same_in_the_kernel_and_the_s
     reload(&cluster, &with_slow_path_forced(&config));
     let slow = route_all(&requests, false);
     assert_eq!(kernel, slow, "the kernel and the slow path route alike");
+
+    // Least connections runs in the kernel too: the api pool over the three back-ends,
+    // each request handed off by the program, by the counts both engines share (a
+    // closed connection stays counted through its grace period, so sequential requests
+    // meet unequal counts and go round the three).
+    let api = "[dispatch.pools.api]\npolicy = \"least_connections\"\nbackends = [\n    { address = \"198.18.1.11:80\" },\n    { address = \"198.18.1.12:80\" },\n    { address = \"198.18.1.13:80\" },\n]\n";
+    let at = config.find("[dispatch.pools.api]").unwrap();
+    let end = at + config[at..].find("\n\n").unwrap() + 1;
+    reload(
+        &cluster,
+        &format!("{}{api}{}", &config[..at], &config[end..]),
+    );
+    // The daemon logs the reload a moment before it writes the kernel's new rules (the
+    // next step of its round): requests until one is decided in the kernel.
+    for _ in 0..100 {
+        let before = in_kernel();
+        support::curl(&LAB, &["-o", "/dev/null", &format!("http://{VIP}/api/")]);
+        if in_kernel() > before {
+            break;
+        }
+    }
+    let api_requests: Vec<_> = (0..6)
+        .map(|_| get("least connections", "/api/", &[]))
+        .collect();
+    let spread = route_all(&api_requests, true);
+    for be in ["be1", "be2", "be3"] {
+        assert!(
+            spread.iter().any(|b| b == be),
+            "{be} takes its share: {spread:?}"
+        );
+    }
 }
 
 #[test]

@@ -778,6 +778,7 @@ impl RealFront {
             port_be: backend.port().to_be(),
             mac: [0; 6],
             flags: KernelBackend::USABLE,
+            load_slot: 0,
         };
         kernel_dispatch::choose_backend(&mut terms, &kernel.config.handoff_key, &written);
         kernel.handed_off += 1;

@@ -213,11 +213,11 @@ mod tests {
         assert!(out.starts_with("OK "), "{out}");
         assert!(out.contains("service 198.18.2.1:80 on eth0"), "{out}");
         // Where each rule and pool runs: the cookie rule and both sticky pools in the
-        // kernel, the least-connections pool in userspace.
+        // kernel, the least-connections pool too (from the counts both engines share).
         for line in [
             "    rule 4 sessions: in the kernel\n",
             "    pool all: in the kernel (round robin; sticky by id on the cookie JSESSIONID)\n",
-            "    pool api: in userspace: least_connections\n",
+            "    pool api: in the kernel (least connections)\n",
             "    pool sessions: in the kernel (round robin; sticky by hash on the cookie session)\n",
         ] {
             assert!(out.contains(line), "{line:?} in {out}");

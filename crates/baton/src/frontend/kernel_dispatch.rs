@@ -24,7 +24,13 @@
 //! kernel.update(&mut ebpf, &dispatcher.compile_kernel(..), |ip| neighbours.mac(ip))?;
 //! ```
 
-use std::net::Ipv4Addr;
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -33,15 +39,17 @@ use aya::{
 };
 use baton_common::kernel_dispatch::{
     BACKENDS_PER_GENERATION, KernelBackend, KernelPool, KernelRuleSet, KernelSlot, KernelTerm,
-    KernelText, MAX_KERNEL_POOLS, MAX_POOL_SLOTS, MAX_TERMS, MAX_TEXTS,
+    KernelText, MAX_KERNEL_POOLS, MAX_LOAD_SLOTS, MAX_POOL_SLOTS, MAX_TERMS, MAX_TEXTS,
 };
-use baton_dispatch::KernelProgram;
+use baton_dispatch::{Dispatcher, KernelProgram};
 
 /// The dispatch maps of a loaded `baton-frontend` object, and which generation is in
 /// force.
 #[derive(Debug)]
 pub struct KernelDispatch {
     generation: u32,
+    /// The back-ends' connection counts, shared with the program.
+    loads: BackendLoads,
 }
 
 impl KernelDispatch {
@@ -55,7 +63,8 @@ impl KernelDispatch {
     ) -> anyhow::Result<Self> {
         let active: Array<_, u32> = array(ebpf, "FRONTEND_DISPATCH_ACTIVE")?;
         let generation = active.get(&0, 0).context("read FRONTEND_DISPATCH_ACTIVE")? & 1;
-        let mut this = Self { generation };
+        let loads = BackendLoads::map(ebpf)?;
+        let mut this = Self { generation, loads };
         this.update(ebpf, program, resolve_mac)?;
         Ok(this)
     }
@@ -82,20 +91,25 @@ impl KernelDispatch {
                 && program.slots.len() <= MAX_POOL_SLOTS as usize,
             "the compiled rules exceed the kernel's tables"
         );
+        let loads = &mut self.loads;
         let backends = (0..BACKENDS_PER_GENERATION as usize).map(|i| {
             let Some(addr) = program.backends.get(i) else {
                 return KernelBackend::default();
             };
             let mac = resolve_mac(*addr.ip());
+            // A back-end with no count (past every slot a daemon has) is not counted
+            // right by the kernel: its requests go up.
+            let load_slot = loads.slot(*addr);
             KernelBackend {
                 addr_be: u32::from(*addr.ip()).to_be(),
                 port_be: addr.port().to_be(),
                 mac: mac.unwrap_or_default(),
-                flags: if mac.is_some() {
+                flags: if mac.is_some() && load_slot.is_some() {
                     KernelBackend::USABLE
                 } else {
                     0
                 },
+                load_slot: load_slot.unwrap_or(0),
             }
         });
         write(
@@ -141,6 +155,13 @@ impl KernelDispatch {
         Ok(())
     }
 
+    /// Brings the connection counts both engines pick by up to date: the dispatcher
+    /// takes in the program's count of its handoffs to each back-end, and the program
+    /// the dispatcher's books ([`BackendLoads::sync`]).
+    pub fn sync_loads(&mut self, dispatcher: &mut Dispatcher) {
+        self.loads.sync(dispatcher);
+    }
+
     /// Turns dispatch in the kernel off: every request goes to the slow path.
     pub fn disable(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
         let next = self.generation ^ 1;
@@ -172,4 +193,121 @@ fn write<T: Pod>(
             .with_context(|| format!("write {name}[{index}]"))?;
     }
     Ok(())
+}
+
+/// The back-ends' connection counts, shared with the XDP program through the memory of
+/// two arrays the daemon maps (`BPF_F_MMAPABLE`), so that reading and writing them
+/// costs no system call: `FRONTEND_BACKEND_OPENED`, the program's count of its
+/// handoffs to each back-end (it adds to it atomically; read here), and
+/// `FRONTEND_BACKEND_BOOKED`, the dispatcher's books (`Dispatcher::booked_connections`,
+/// written here only). Each engine writes its own array only, so no increment of one is
+/// lost to the other's read-modify-write; the count is their sum
+/// (`baton_common::kernel_dispatch::backend_load`).
+///
+/// Indexed by a slot each back-end's address gets the first time it is seen, kept for
+/// the daemon's life (the maps are not pinned: a new daemon starts from zero, and counts
+/// the connections it adopts by the core's feedback).
+#[derive(Debug)]
+pub struct BackendLoads {
+    opened: Shared,
+    booked: Shared,
+    slots: HashMap<SocketAddrV4, u16>,
+    /// Reused by [`BackendLoads::sync`], so that it allocates nothing.
+    books: Vec<(SocketAddrV4, u64)>,
+}
+
+/// One mapped array of [`MAX_LOAD_SLOTS`] `u64`s.
+#[derive(Debug)]
+struct Shared {
+    base: NonNull<AtomicU64>,
+    len: usize,
+}
+
+impl Shared {
+    fn map(ebpf: &Ebpf, name: &str, writable: bool) -> anyhow::Result<Self> {
+        let Some(aya::maps::Map::Array(data)) = ebpf.map(name) else {
+            anyhow::bail!("the object has no array {name}");
+        };
+        let len = MAX_LOAD_SLOTS as usize * size_of::<u64>();
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        // SAFETY: a new shared mapping of the map's own pages (the kernel checks that
+        // the map is mmapable and `len` within it); nothing else is mapped over.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("mmap {name}"));
+        }
+        let base = NonNull::new(base.cast()).context("mmap gave a null address")?;
+        Ok(Self { base, len })
+    }
+
+    fn at(&self, slot: u16) -> &AtomicU64 {
+        let slot = usize::from(slot).min(MAX_LOAD_SLOTS as usize - 1);
+        // SAFETY: within the mapping (`slot` bounded above), aligned (page-aligned base,
+        // 8-byte values), alive while `self` is; the program touches it atomically.
+        unsafe { self.base.add(slot).as_ref() }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `Shared::map`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+// SAFETY: the mapping is plain shared memory, touched only through atomics.
+unsafe impl Send for Shared {}
+
+impl BackendLoads {
+    fn map(ebpf: &Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            opened: Shared::map(ebpf, "FRONTEND_BACKEND_OPENED", false)?,
+            booked: Shared::map(ebpf, "FRONTEND_BACKEND_BOOKED", true)?,
+            slots: HashMap::new(),
+            books: Vec::new(),
+        })
+    }
+
+    /// The slot of `addr`'s counts, a new one the first time; `None` once every slot
+    /// is taken.
+    fn slot(&mut self, addr: SocketAddrV4) -> Option<u16> {
+        if let Some(&slot) = self.slots.get(&addr) {
+            return Some(slot);
+        }
+        let slot = u16::try_from(self.slots.len())
+            .ok()
+            .filter(|&s| u32::from(s) < MAX_LOAD_SLOTS)?;
+        // A fresh slot's count is zero (the maps are this daemon's own), and the
+        // program hands nothing off to it before a generation naming it is written.
+        self.slots.insert(addr, slot);
+        Some(slot)
+    }
+
+    /// The program's count of its handoffs into the dispatcher
+    /// (`Dispatcher::set_kernel_opened`), and the dispatcher's books into the program's
+    /// array, for every back-end the dispatcher lists. A few loads and stores per
+    /// back-end: called before each decision the daemon makes where a pool picks by
+    /// the counts, and after each batch of the core's outputs.
+    pub fn sync(&mut self, dispatcher: &mut Dispatcher) {
+        self.books.clear();
+        self.books.extend(dispatcher.booked_connections());
+        for k in 0..self.books.len() {
+            let (addr, booked) = self.books[k];
+            let Some(slot) = self.slot(addr) else {
+                continue;
+            };
+            self.booked.at(slot).store(booked, Ordering::Relaxed);
+            let opened = self.opened.at(slot).load(Ordering::Relaxed);
+            dispatcher.set_kernel_opened(addr, opened);
+        }
+    }
 }

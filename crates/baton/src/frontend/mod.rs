@@ -995,6 +995,13 @@ fn note_fast_path_news(
     stats: &mut DaemonStats,
     ops: &mut Ops,
 ) {
+    // The program's latest counts before the daemon decides on the next packet's
+    // request, where a pool picks by them (least connections).
+    if let Some(path) = fast.path.as_deref_mut()
+        && fe.dispatcher_mut().dispatcher().uses_connection_counts()
+    {
+        path.sync_backend_loads(fe.dispatcher_mut().dispatcher_mut());
+    }
     loop {
         loop {
             let Some(path) = fast.path.as_deref_mut() else {
@@ -1054,6 +1061,8 @@ fn apply_outputs(
     }
     if let Some(path) = fast.path.as_deref_mut() {
         path.flush_removals(fast.stats);
+        // The closes and handoffs just booked reach the program's counts.
+        path.sync_backend_loads(fe.dispatcher_mut().dispatcher_mut());
     }
 }
 

@@ -77,7 +77,9 @@ use baton_common::{
     stamp::{self, StampConfig, StampedBackend},
     syncookie::SynCookieConfig,
 };
-use baton_proto::frontend::{FlowKey, FrontEnd, Handover, Instant, ResetReason, StateName};
+use baton_proto::frontend::{
+    Backend, FlowKey, FrontEnd, Handover, Instant, ResetReason, StateName,
+};
 
 use super::log;
 use crate::pins::Pins;
@@ -279,6 +281,10 @@ pub struct FastPath {
     /// whose entry the core's `RequestSent` must not rewrite. By ISN: two connections on
     /// the same ports can be adopted before the first one's `RequestSent` is applied.
     kernel_adopted: HashSet<(FlowKey, u32)>,
+    /// The back-ends of the handoffs the program made whose records were read since the
+    /// last [`FastPath::sync_backend_loads`]: each leaves the program's count for the
+    /// dispatcher's books there.
+    kernel_records: Vec<Backend>,
     /// Whether the program hands requests off itself (`[tcp] kernel_dispatch`).
     kernel_handoffs: bool,
     /// Notices for flows the core does not track yet, by flow: what they said, and when
@@ -504,6 +510,7 @@ impl FastPath {
                 notices,
                 handoffs,
                 kernel_adopted: HashSet::new(),
+                kernel_records: Vec::new(),
                 kernel_handoffs: kernel.flags & KernelHandoffConfig::ENABLED != 0,
                 pending_notices: StdHashMap::new(),
                 syn_cookies,
@@ -960,6 +967,8 @@ impl FastPath {
                 stats.notices_short += 1;
                 continue;
             };
+            // Counted by the program whatever becomes of it (`count_handoff`).
+            self.kernel_records.push(backend);
             let Some((flow, client_isn)) = packet_flow(packet) else {
                 stats.notices_short += 1;
                 continue;
@@ -1024,6 +1033,20 @@ impl FastPath {
             self.kernel_rules_written = Some((program.clone(), macs));
         }
         result
+    }
+
+    /// Brings the connection counts both engines pick by up to date (docs/design.md,
+    /// "Least connections in the kernel"): the handoffs whose records were read move
+    /// from the program's count to the dispatcher's books
+    /// (`Dispatcher::on_kernel_handoff`), then the two are exchanged through the shared
+    /// arrays (`BackendLoads::sync`). No system call.
+    pub fn sync_backend_loads(&mut self, dispatcher: &mut baton_dispatch::Dispatcher) {
+        for backend in self.kernel_records.drain(..) {
+            dispatcher.on_kernel_handoff(backend);
+        }
+        if let Some(kernel) = &mut self.kernel_dispatch {
+            kernel.sync_loads(dispatcher);
+        }
     }
 
     /// The descriptor the daemon polls beside its packet socket: readable when the
