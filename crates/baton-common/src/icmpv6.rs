@@ -493,6 +493,18 @@ mod tests {
                 Err(Icmpv6Error::Truncated),
                 "{len} bytes"
             );
+            // The view alone, as a program calls it, bounds what it names by itself:
+            // nothing after it checks the quoted TCP bytes lie within the message.
+            let message = &good[40..len];
+            let read = |at: usize| message.get(at..).and_then(|b| b.first_chunk()).copied();
+            let mut head = [0; ICMPV6_HEAD_LEN];
+            let n = message.len().min(ICMPV6_HEAD_LEN);
+            head[..n].copy_from_slice(&message[..n]);
+            assert_eq!(
+                parse_packet_too_big(&head, VIP, message.len(), read),
+                Err(Icmpv6Error::Truncated),
+                "the view over {len} bytes"
+            );
         }
         // A payload length past the frame.
         assert_eq!(

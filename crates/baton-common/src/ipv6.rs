@@ -672,6 +672,20 @@ mod tests {
         let mut v4 = p.clone();
         v4[0] = 0x45;
         assert_eq!(ipv6_upper_layer_of(&v4), Err(Ipv6Error::NotIpv6(4)));
+        // A payload length that ends inside a header the frame holds in full (the rest
+        // is Ethernet padding, or another packet's bytes): refused without a read past it.
+        for (kind, bytes) in [
+            (HOP_BY_HOP, extension(TCP, 8)),
+            (FRAGMENT, fragment(TCP, 0, false)),
+        ] {
+            let mut short = packet(&[(kind, bytes)]);
+            short[IP6_PAYLOAD_LEN..IP6_PAYLOAD_LEN + 2].copy_from_slice(&4u16.to_be_bytes());
+            let h = short.first_chunk::<IPV6_HLEN>().unwrap();
+            let walked = ipv6_upper_layer(h, short.len(), |at| {
+                panic!("read at {at}, past the payload's end at 44")
+            });
+            assert_eq!(walked, Err(Ipv6Error::Truncated), "{kind}");
+        }
         // Ethernet padding after the payload is not read as a header.
         let mut padded = packet(&[]);
         padded.extend_from_slice(&[0; 6]);
