@@ -55,9 +55,10 @@ pub type Icmpv6Head = [u8; ICMPV6_HEAD_LEN];
 /// An ICMPv6 "packet too big" about a TCP segment ([`parse_packet_too_big`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketTooBig {
-    /// The next-hop link's MTU. Linux takes no path MTU below 1,280 (`ip6_update_pmtu`
-    /// via `rt6_do_update_pmtu` clamps to `IPV6_MIN_MTU`), so a smaller one cannot push
-    /// the back-end's segments below IPv6's minimum.
+    /// The next-hop link's MTU. Linux takes no path MTU below 1,280
+    /// (`__ip6_rt_update_pmtu`, net/ipv6/route.c, raises a smaller one to
+    /// `IPV6_MIN_MTU`), so a smaller one cannot push the back-end's segments below IPv6's
+    /// minimum.
     pub mtu: u32,
     /// The error's destination, as the caller read it from the outer header: the VIP at
     /// the front-end, the back-end's own address once forwarded.
