@@ -20,6 +20,9 @@
 //! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
 //! - [`icmp`]: ICMP errors to a VIP (path MTU): the wire view, the flow they quote,
 //!   and the quote's rewrite into the server's terms.
+//! - [`ipv6`]: the IPv6 header, the bounded walk over its extension headers, the
+//!   pseudo-header sum and 128-bit address rewrites, the MSS an MTU leaves.
+//! - [`icmpv6`]: ICMPv6 "packet too big" to a VIP, as [`icmp`] is for ICMPv4.
 //! - [`layout`]: Ethernet, IPv4 and TCP header offsets, flags and accessors, shared by
 //!   both eBPF programs and the cookie SYN/ACK frame writer.
 //! - [`backend`]: the back-end module's flow table, configuration and counters.
@@ -31,6 +34,8 @@ pub mod counter;
 pub mod frontend;
 pub mod handoff_option;
 pub mod icmp;
+pub mod icmpv6;
+pub mod ipv6;
 pub mod kernel_dispatch;
 pub mod layout;
 pub mod siphash;

@@ -1,25 +1,31 @@
-//! Packet layer: checked parsing and building of Ethernet II, IPv4 and TCP.
+//! Packet layer: checked parsing and building of Ethernet II, IPv4, IPv6 and TCP.
 //!
 //! Shaped like smoltcp's `wire/`: each protocol has
-//! - a zero-copy view over a buffer ([`EthernetFrame`], [`Ipv4Packet`], [`TcpSegment`]),
+//! - a zero-copy view over a buffer ([`EthernetFrame`], [`Ipv4Packet`], [`Ipv6Packet`],
+//!   [`TcpSegment`]),
 //!   built with `new_checked`, after which no accessor can panic, because `new_checked`
 //!   has proved every fixed field and every length field lies inside the buffer;
-//! - a parsed representation ([`EthernetRepr`], [`Ipv4Repr`], [`TcpRepr`]) with `parse`
+//! - a parsed representation ([`EthernetRepr`], [`Ipv4Repr`], [`Ipv6Repr`], [`TcpRepr`])
+//!   with `parse`
 //!   (from a view, validating what the view does not: checksums, fragments, options) and
 //!   `emit` (into a caller-provided buffer, returning the length written).
 //!
 //! [`TcpFrameRepr`] does the three layers at once for the front-end's slow path, which
-//! only ever deals in Ethernet + IPv4 + TCP frames.
+//! only ever deals in Ethernet + IPv4 + TCP frames so far; TCP's checksum is
+//! family-generic ([`checksum::PseudoHeader`]), so a segment parses and emits over either
+//! family.
 //!
 //! Everything here treats its input as hostile: any byte string gives a value or a
 //! [`WireError`], never a panic (the `wire_packet` fuzz target checks it).
 
 pub mod ethernet;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 
 pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use tcp::{
     RawTcpOption, SackBlock, TcpFlags, TcpOption, TcpOptionIter, TcpRepr, TcpSegment,
     TcpTimestamps, UnknownTcpOptions,
@@ -58,6 +64,33 @@ pub enum WireError {
         /// Whether the MF flag was set.
         more: bool,
     },
+    /// An IPv6 header whose version field is not 6.
+    #[error("not an IPv6 header: version {0}")]
+    BadIpv6Version(u8),
+    /// An IPv6 packet with a fragment header (RFC 8200 §4.5): as for IPv4, the TCP header
+    /// may be in another fragment, and Baton does not reassemble.
+    #[error(
+        "IPv6 fragment (offset {offset}, more fragments {more}, identification {identification:#x})"
+    )]
+    Ipv6Fragment {
+        /// Fragment offset in 8-byte units.
+        offset: u16,
+        /// Whether the M flag was set.
+        more: bool,
+        /// The fragment header's identification.
+        identification: u32,
+    },
+    /// An IPv6 extension header the walk does not cross (AH, ESP, No Next Header, a
+    /// routing header with segments left, hop-by-hop options other than first, an
+    /// unknown one), by its Next Header value.
+    #[error("IPv6 extension header {kind} not crossed")]
+    Ipv6ExtensionHeader {
+        /// Its Next Header value.
+        kind: u8,
+    },
+    /// More extension headers than `baton_common::ipv6::MAX_EXTENSION_HEADERS`.
+    #[error("too many IPv6 extension headers")]
+    TooManyIpv6ExtensionHeaders,
     /// A frame whose EtherType is not IPv4.
     #[error("not an IPv4 frame: EtherType {0:#06x}")]
     NotIpv4(u16),
@@ -110,7 +143,7 @@ pub enum Checksums {
 /// The Internet checksum (RFC 1071): the ones' complement of the ones' complement sum of
 /// 16-bit big-endian words.
 pub mod checksum {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// Adds `data` to a running 32-bit ones' complement accumulator. An odd trailing
     /// byte is padded with a zero byte on the right (RFC 1071 §4.1).
@@ -152,6 +185,38 @@ pub mod checksum {
         sum = accumulate(sum, &dst.octets());
         sum = add(sum, u32::from(protocol));
         add(sum, u32::from(length))
+    }
+
+    /// The accumulator after the IPv6 pseudo-header (RFC 8200 §8.1): source,
+    /// destination, the upper-layer length as 32 bits, three zero bytes, Next Header.
+    pub fn ipv6_pseudo_header(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, length: u32) -> u32 {
+        let mut sum = accumulate(0, &src.octets());
+        sum = accumulate(sum, &dst.octets());
+        sum = add(sum, length >> 16);
+        sum = add(sum, length & 0xffff);
+        add(sum, u32::from(protocol))
+    }
+
+    /// An address family whose pseudo-header an upper-layer checksum covers: what makes
+    /// TCP's checksum, and so [`super::TcpSegment`] and [`super::TcpRepr`], work over
+    /// either family.
+    pub trait PseudoHeader: Copy {
+        /// The accumulator after the pseudo-header for an upper-layer packet of `length`
+        /// bytes from `src` to `dst`. A length the family cannot carry gives a sum that
+        /// verifies nowhere, the right answer for an impossible packet.
+        fn pseudo_header(src: Self, dst: Self, protocol: u8, length: usize) -> u32;
+    }
+
+    impl PseudoHeader for Ipv4Addr {
+        fn pseudo_header(src: Self, dst: Self, protocol: u8, length: usize) -> u32 {
+            ipv4_pseudo_header(src, dst, protocol, length as u16)
+        }
+    }
+
+    impl PseudoHeader for Ipv6Addr {
+        fn pseudo_header(src: Self, dst: Self, protocol: u8, length: usize) -> u32 {
+            ipv6_pseudo_header(src, dst, protocol, length as u32)
+        }
     }
 }
 

@@ -21,9 +21,9 @@
 //! option included, is kept as raw bytes ([`UnknownTcpOptions`]) so that a client's SYN
 //! can be replayed to a back-end without losing anything.
 
-use std::{fmt, net::Ipv4Addr, ops};
+use std::{fmt, ops};
 
-use super::{Checksums, WireError, be16, be32, checksum, ensure_room};
+use super::{Checksums, WireError, be16, be32, checksum, checksum::PseudoHeader, ensure_room};
 
 /// Source port.
 const SRC_PORT: usize = 0;
@@ -570,9 +570,9 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         &self.buf()[self.header_len()..]
     }
 
-    /// Whether the checksum over the IPv4 pseudo-header, header and payload verifies
-    /// (RFC 9293 §3.1).
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    /// Whether the checksum over the pseudo-header, header and payload verifies
+    /// (RFC 9293 §3.1; over IPv6, RFC 8200 §8.1).
+    pub fn verify_checksum<A: PseudoHeader>(&self, src: A, dst: A) -> bool {
         let buf = self.buf();
         checksum::finish(checksum::accumulate(
             pseudo_header(src, dst, buf.len()),
@@ -639,7 +639,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
     }
 
     /// Recomputes the checksum for a segment travelling from `src` to `dst`.
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    pub fn fill_checksum<A: PseudoHeader>(&mut self, src: A, dst: A) {
         let buf = self.buf_mut();
         buf[CHECKSUM..CHECKSUM + 2].copy_from_slice(&[0, 0]);
         let sum = checksum::finish(checksum::accumulate(
@@ -650,11 +650,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
     }
 }
 
-/// The pseudo-header sum for a TCP segment of `len` bytes (RFC 9293 §3.1). A segment
-/// inside an IPv4 packet is under 64 KiB; a longer buffer gets a checksum that does not
-/// verify anywhere, which is the right answer for an impossible segment.
-fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> u32 {
-    checksum::ipv4_pseudo_header(src, dst, 6, len as u16)
+/// The pseudo-header sum for a TCP segment of `len` bytes (RFC 9293 §3.1, RFC 8200 §8.1)
+/// in the family of `src` and `dst`. A segment inside an IPv4 packet is under 64 KiB; a
+/// longer buffer gets a checksum that does not verify anywhere, which is the right answer
+/// for an impossible segment.
+fn pseudo_header<A: PseudoHeader>(src: A, dst: A, len: usize) -> u32 {
+    A::pseudo_header(src, dst, 6, len)
 }
 
 /// A TCP segment, parsed, with its options decoded.
@@ -725,10 +726,10 @@ impl TcpRepr<'static> {
 
 impl<'a> TcpRepr<'a> {
     /// Validates a checked segment sent from `src` to `dst` and decodes it.
-    pub fn parse(
+    pub fn parse<A: PseudoHeader>(
         segment: &TcpSegment<&'a [u8]>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: A,
+        dst: A,
         checksums: Checksums,
     ) -> Result<Self, WireError> {
         if checksums == Checksums::Verify && !segment.verify_checksum(src, dst) {
@@ -885,7 +886,12 @@ impl<'a> TcpRepr<'a> {
 
     /// Writes the segment at the start of `buf`, checksum computed for `src` to `dst`, and
     /// returns its length.
-    pub fn emit(&self, src: Ipv4Addr, dst: Ipv4Addr, buf: &mut [u8]) -> Result<usize, WireError> {
+    pub fn emit<A: PseudoHeader>(
+        &self,
+        src: A,
+        dst: A,
+        buf: &mut [u8],
+    ) -> Result<usize, WireError> {
         let header_len = self.header_len();
         if header_len - HEADER_LEN > MAX_OPTIONS_LEN {
             return Err(WireError::TcpOptionsTooLong(header_len - HEADER_LEN));
@@ -912,6 +918,8 @@ impl<'a> TcpRepr<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
