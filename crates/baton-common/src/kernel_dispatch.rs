@@ -1795,6 +1795,43 @@ impl KernelText {
         t.len = text.len() as u32;
         Some(t)
     }
+
+    /// The values of a set term (`EXTENSION_IN`, `METHOD_IN`), one [`SET_WORD`] each,
+    /// zero-padded; `None` unless there are at most [`MAX_SET_VALUES`], each a
+    /// [`set_value`].
+    pub fn set<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Self> {
+        let mut t = Self::default();
+        for (k, value) in values.into_iter().enumerate() {
+            if k >= MAX_SET_VALUES || !set_value(value) {
+                return None;
+            }
+            t.bytes[k * SET_WORD..][..value.len()].copy_from_slice(value);
+            t.len = ((k + 1) * SET_WORD) as u32;
+        }
+        Some(t)
+    }
+}
+
+/// Bytes of one value of a set term: a value is compared as one little-endian word.
+pub const SET_WORD: usize = 8;
+/// Values one set term holds.
+pub const MAX_SET_VALUES: usize = MAX_TEXT_LEN / SET_WORD;
+
+/// Whether `value` can be a set term's: 1 to [`SET_WORD`] bytes, none zero (the
+/// padding), so that two values are equal exactly when their words are. Others stay
+/// leaves of their own.
+pub const fn set_value(value: &[u8]) -> bool {
+    if value.is_empty() || value.len() > SET_WORD {
+        return false;
+    }
+    let mut k = 0;
+    while k < value.len() {
+        if value[k] == 0 {
+            return false;
+        }
+        k += 1;
+    }
+    true
 }
 
 /// One instruction of the rule program. Leaves push true, false or unknown; `AND`, `OR`
@@ -1848,6 +1885,12 @@ impl KernelTerm {
     pub const COOKIE_PRESENT: u32 = 17;
     /// ... and its value is the text.
     pub const COOKIE_EQUALS: u32 = 18;
+    /// The extension is one of the text's values ([`KernelText::set`]), ASCII
+    /// case-insensitively: one term for `extension = ["png", "jpg", ...]`, where a leaf
+    /// per value and an `OR` between each two cost a term each.
+    pub const EXTENSION_IN: u32 = 19;
+    /// The method is one of the text's values.
+    pub const METHOD_IN: u32 = 20;
 
     /// A leaf that compares a part of the request with a text.
     pub const fn uses_text(op: u32) -> bool {
@@ -1855,6 +1898,8 @@ impl KernelTerm {
             || op == Self::SNI_EXACT
             || op == Self::SNI_SUFFIX
             || op == Self::COOKIE_EQUALS
+            || op == Self::EXTENSION_IN
+            || op == Self::METHOD_IN
     }
 }
 
@@ -1943,7 +1988,10 @@ impl RuleEval {
                 )
             }
             // A ClientHello has no method, path or extension: those are false for it.
-            KernelTerm::PATH_EXACT | KernelTerm::PATH_PREFIX | KernelTerm::METHOD
+            KernelTerm::PATH_EXACT
+            | KernelTerm::PATH_PREFIX
+            | KernelTerm::METHOD
+            | KernelTerm::METHOD_IN
                 if scan.is_tls() =>
             {
                 V_FALSE
@@ -1967,6 +2015,10 @@ impl RuleEval {
                     && compare(buf, scan.ext_start, scan.path_end, text, Compare::Folded),
             ),
             KernelTerm::METHOD => truth(compare(buf, 0, scan.method_end, text, Compare::Exact)),
+            KernelTerm::EXTENSION_IN => {
+                truth(scan.ext_start != 0 && in_set(buf, scan.ext_start, scan.path_end, text, 0x20))
+            }
+            KernelTerm::METHOD_IN => truth(in_set(buf, 0, scan.method_end, text, 0)),
             KernelTerm::COOKIE => {
                 if scan.fields & RequestScan::COOKIE_FIELD == 0 {
                     V_FALSE
@@ -2132,6 +2184,44 @@ fn compare(
         }
     }
     true
+}
+
+/// Whether the request's bytes `start..end` (upper-case letters or-ed with `fold`) are
+/// one of the set's values: the bytes as one word, compared with each value's word.
+#[inline(always)]
+fn in_set(buf: &[u8; SCRATCH_LEN], start: u32, end: u32, set: &KernelText, fold: u8) -> bool {
+    let have = end.wrapping_sub(start);
+    if end < start || have == 0 || have as usize > SET_WORD {
+        return false;
+    }
+    let mut word = 0u64;
+    for k in 0..SET_WORD {
+        if k as u32 >= have {
+            break;
+        }
+        let mut b = buf[(start as usize + k) & SCRATCH_MASK];
+        if b == 0 {
+            // The values' padding: no value has it (the scan lets none through anyway).
+            return false;
+        }
+        if b.is_ascii_uppercase() {
+            b |= fold;
+        }
+        word |= u64::from(b) << (8 * k);
+    }
+    for k in 0..MAX_SET_VALUES {
+        if (k * SET_WORD) as u32 >= set.len {
+            break;
+        }
+        let value = &set.bytes[k * SET_WORD..][..SET_WORD];
+        let value = u64::from_le_bytes([
+            value[0], value[1], value[2], value[3], value[4], value[5], value[6], value[7],
+        ]);
+        if value == word {
+            return true;
+        }
+    }
+    false
 }
 
 /// A pool as the kernel picks from it.
