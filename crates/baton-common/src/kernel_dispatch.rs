@@ -1835,20 +1835,24 @@ pub const fn set_value(value: &[u8]) -> bool {
 }
 
 /// One instruction of the rule program. Leaves push true, false or unknown; `AND`, `OR`
-/// and `NOT` combine in Kleene's logic; `RULE_END` ends a rule.
+/// and `NOT` combine in Kleene's logic; `RULE_END`, or a term marked
+/// [`KernelTerm::ENDS_RULE`], ends a rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelTerm {
-    /// One of the `KernelTerm` constants.
+    /// One of the `KernelTerm` constants, with [`KernelTerm::ENDS_RULE`] or not.
     pub op: u32,
     /// The text a comparing leaf uses (an index into the texts), or the pool a
     /// `RULE_END` chooses.
     pub arg: u32,
-    /// The rule (its index in `[dispatch]`) a `RULE_END` ends.
+    /// The rule (its index in `[dispatch]`) a `RULE_END` or a term that
+    /// [`KernelTerm::ENDS_RULE`] ends.
     pub rule: u32,
     /// The cookie (an index into [`KernelRuleSet::cookie_names`]) a `COOKIE_PRESENT` or
     /// `COOKIE_EQUALS` reads.
     pub cookie: u32,
+    /// The pool a term that [`KernelTerm::ENDS_RULE`] chooses.
+    pub pool: u32,
 }
 
 impl KernelTerm {
@@ -1891,9 +1895,16 @@ impl KernelTerm {
     pub const EXTENSION_IN: u32 = 19;
     /// The method is one of the text's values.
     pub const METHOD_IN: u32 = 20;
+    /// Or-ed into a term's `op`: once the term has pushed its value, the rule ends as
+    /// at a `RULE_END` choosing `pool`. Every rule's last term carries it, so that the
+    /// `RULE_END` of its own, a term a rule like the others, costs nothing: a rule of
+    /// one condition is one term.
+    pub const ENDS_RULE: u32 = 1 << 8;
 
-    /// A leaf that compares a part of the request with a text.
+    /// A leaf that compares a part of the request with a text ([`KernelTerm::ENDS_RULE`]
+    /// or not).
     pub const fn uses_text(op: u32) -> bool {
+        let op = op & !Self::ENDS_RULE;
         (op >= Self::HOST_EXACT && op <= Self::METHOD)
             || op == Self::SNI_EXACT
             || op == Self::SNI_SUFFIX
@@ -1965,7 +1976,9 @@ impl RuleEval {
             return false;
         }
         self.at += 1;
-        let value = match term.op {
+        // The kind of term, whether or not it ends its rule.
+        let op = term.op & !KernelTerm::ENDS_RULE;
+        let value = match op {
             KernelTerm::FALSE => V_FALSE,
             KernelTerm::TRUE => V_TRUE,
             KernelTerm::UNKNOWN => V_UNKNOWN,
@@ -1973,14 +1986,13 @@ impl RuleEval {
             | KernelTerm::HOST_SUFFIX
             | KernelTerm::SNI_EXACT
             | KernelTerm::SNI_SUFFIX => {
-                let mode = if term.op == KernelTerm::HOST_EXACT || term.op == KernelTerm::SNI_EXACT
-                {
+                let mode = if op == KernelTerm::HOST_EXACT || op == KernelTerm::SNI_EXACT {
                     Compare::Exact
                 } else {
                     Compare::Suffix
                 };
                 // The host is the SNI for TLS (`RequestView::host`); an SNI is TLS's only.
-                let sni = term.op == KernelTerm::SNI_EXACT || term.op == KernelTerm::SNI_SUFFIX;
+                let sni = op == KernelTerm::SNI_EXACT || op == KernelTerm::SNI_SUFFIX;
                 truth(
                     (scan.is_tls() || !sni)
                         && scan.has_host()
@@ -2030,7 +2042,7 @@ impl RuleEval {
                 match scan.cookie(term.cookie) {
                     None => V_UNKNOWN,
                     Some(None) => V_FALSE,
-                    Some(Some(_)) if term.op == KernelTerm::COOKIE_PRESENT => V_TRUE,
+                    Some(Some(_)) if op == KernelTerm::COOKIE_PRESENT => V_TRUE,
                     Some(Some((start, end, _))) => {
                         truth(compare(buf, start, end, text, Compare::Exact))
                     }
@@ -2047,7 +2059,7 @@ impl RuleEval {
                 let (Some(b), Some(a)) = (self.pop(), self.pop()) else {
                     return self.broken();
                 };
-                let and = term.op == KernelTerm::AND;
+                let and = op == KernelTerm::AND;
                 match (a, b) {
                     (V_FALSE, _) | (_, V_FALSE) if and => V_FALSE,
                     (V_TRUE, V_TRUE) if and => V_TRUE,
@@ -2062,30 +2074,7 @@ impl RuleEval {
                 Some(_) => V_UNKNOWN,
                 None => return self.broken(),
             },
-            KernelTerm::RULE_END => {
-                let value = self.pop();
-                if self.depth != 0 {
-                    return self.broken();
-                }
-                self.rule = term.rule;
-                return match value {
-                    Some(V_TRUE) => {
-                        self.outcome = Self::CHOSEN;
-                        self.pool = term.arg;
-                        false
-                    }
-                    Some(V_FALSE) => {
-                        self.rule = u32::MAX;
-                        true
-                    }
-                    Some(_) => {
-                        self.outcome = Self::SLOW;
-                        self.reason = reason::RULE;
-                        false
-                    }
-                    None => self.broken(),
-                };
-            }
+            KernelTerm::RULE_END => return self.end_rule(term.rule, term.arg),
             _ => return self.broken(),
         };
         if self.depth >= MAX_EVAL_DEPTH {
@@ -2093,7 +2082,38 @@ impl RuleEval {
         }
         self.stack = (self.stack << 2) | value;
         self.depth += 1;
+        if term.op & KernelTerm::ENDS_RULE != 0 {
+            return self.end_rule(term.rule, term.pool);
+        }
         true
+    }
+
+    /// The end of rule `rule`: its value popped, true chooses `pool`, false goes on to
+    /// the next rule, unknown sends the request to the slow path.
+    #[inline(always)]
+    fn end_rule(&mut self, rule: u32, pool: u32) -> bool {
+        let value = self.pop();
+        if self.depth != 0 {
+            return self.broken();
+        }
+        self.rule = rule;
+        match value {
+            Some(V_TRUE) => {
+                self.outcome = Self::CHOSEN;
+                self.pool = pool;
+                false
+            }
+            Some(V_FALSE) => {
+                self.rule = u32::MAX;
+                true
+            }
+            Some(_) => {
+                self.outcome = Self::SLOW;
+                self.reason = reason::RULE;
+                false
+            }
+            None => self.broken(),
+        }
     }
 
     /// The program ran out of terms (`terms` of them) without a rule choosing: the
@@ -2765,7 +2785,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<KernelHandoffConfig>(), 24);
         assert_eq!(core::mem::size_of::<KernelHandoffRecord>(), 16);
         assert_eq!(core::mem::size_of::<KernelHandoffScratch>(), 16 + 2048);
-        assert_eq!(core::mem::size_of::<KernelTerm>(), 16);
+        assert_eq!(core::mem::size_of::<KernelTerm>(), 20);
         assert_eq!(core::mem::size_of::<KernelText>(), 4 + MAX_TEXT_LEN);
         assert_eq!(core::mem::size_of::<KernelPool>(), 32);
         assert_eq!(core::mem::size_of::<KernelSlot>(), 16);
@@ -3204,6 +3224,7 @@ mod tests {
             arg,
             rule,
             cookie: 0,
+            pool: 0,
         };
         // 0: host *.example.com AND NOT cookie -> pool 1
         // 1: path_prefix /api/ OR cookie        -> pool 2 (unknown with a cookie)

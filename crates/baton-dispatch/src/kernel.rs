@@ -194,15 +194,16 @@ pub(crate) fn compile(
             },
             &mut placement,
         );
-        terms.push(KernelTerm {
-            op: KernelTerm::RULE_END,
-            arg: rule.pool as u32,
-            rule: i as u32,
-            cookie: 0,
-        });
+        // The condition's last term ends the rule: a `RULE_END` of its own would be a
+        // term more to run.
+        if let Some(last) = terms.last_mut() {
+            last.op |= KernelTerm::ENDS_RULE;
+            last.rule = i as u32;
+            last.pool = rule.pool as u32;
+        }
         let too_deep = max_depth(&terms) > MAX_EVAL_DEPTH;
-        // Room for this rule, and for a two-term stop after it should the next not fit.
-        let too_long = out.terms.len() + terms.len() + 2 > MAX_TERMS as usize;
+        // Room for this rule, and for a one-term stop after it should the next not fit.
+        let too_long = out.terms.len() + terms.len() + 1 > MAX_TERMS as usize;
         if full || too_deep || too_long || rule.pool >= MAX_KERNEL_POOLS as usize {
             placement.userspace = vec![if full {
                 "after the kernel's last rule".to_owned()
@@ -217,14 +218,9 @@ pub(crate) fn compile(
             if !full {
                 // Every request that reaches this rule goes to the slow path.
                 out.terms.push(KernelTerm {
-                    op: KernelTerm::UNKNOWN,
-                    ..KernelTerm::default()
-                });
-                out.terms.push(KernelTerm {
-                    op: KernelTerm::RULE_END,
-                    arg: 0,
+                    op: KernelTerm::UNKNOWN | KernelTerm::ENDS_RULE,
                     rule: i as u32,
-                    cookie: 0,
+                    ..KernelTerm::default()
                 });
                 full = true;
             }
@@ -315,8 +311,7 @@ fn emit(
     let op = |op, arg| KernelTerm {
         op,
         arg,
-        rule: 0,
-        cookie: 0,
+        ..KernelTerm::default()
     };
     let mut leaf =
         |terms: &mut Vec<KernelTerm>, kind: u32, text: &[u8], placement: &mut Placement| {
@@ -406,8 +401,8 @@ fn emit(
                         KernelTerm::COOKIE_PRESENT
                     },
                     arg,
-                    rule: 0,
                     cookie,
+                    ..KernelTerm::default()
                 }),
                 (_, Err(())) => {
                     placement.userspace.push(text_over_bounds());
@@ -499,8 +494,7 @@ fn any_value(
                 KernelTerm::UNKNOWN
             },
             arg: arg.unwrap_or(0),
-            rule: 0,
-            cookie: 0,
+            ..KernelTerm::default()
         });
         if k > 0 {
             terms.push(KernelTerm {
@@ -518,12 +512,15 @@ fn any_value(
 fn max_depth(terms: &[KernelTerm]) -> u32 {
     let (mut depth, mut max) = (0i64, 0i64);
     for t in terms {
-        depth += match t.op {
+        depth += match t.op & !KernelTerm::ENDS_RULE {
             KernelTerm::AND | KernelTerm::OR | KernelTerm::RULE_END => -1,
             KernelTerm::NOT => 0,
             _ => 1,
         };
         max = max.max(depth);
+        if t.op & KernelTerm::ENDS_RULE != 0 {
+            depth -= 1;
+        }
     }
     max as u32
 }

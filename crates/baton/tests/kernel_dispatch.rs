@@ -440,7 +440,7 @@ fn a_rule_program_of_any_length_runs_to_its_end() {
                      [pools.b]\nbackends = [{ address = \"198.18.1.12:80\" }]\n",
                 );
                 if negated {
-                    // Three terms: `/` NOT RULE_END, never true.
+                    // Two terms: `/`, then NOT ending the rule: never true.
                     text.push_str(
                         "[[rules]]\npool = \"b\"\nmatch = { not = { path_prefix = \"/\" } }\n",
                     );
