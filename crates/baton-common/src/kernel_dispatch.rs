@@ -1425,6 +1425,10 @@ impl CookieWalk {
     }
 }
 
+/// Extensions a ClientHello scan's step walks over, at most (it stops at server_name
+/// and ALPN, which it reads).
+pub const EXTENSIONS_PER_STEP: u32 = 8;
+
 /// The TLS record content type of a handshake (RFC 8446 §5.1): a segment that starts
 /// with it is read as a ClientHello ([`HelloScan`]), as `parse_request` does.
 pub const TLS_HANDSHAKE: u8 = 22;
@@ -1591,28 +1595,38 @@ impl HelloScan {
                 self.phase = hello_phase::EXTENSION;
             }
             hello_phase::EXTENSION => {
-                if at == self.end {
-                    self.phase = hello_phase::DONE;
-                    return false;
-                }
-                if at + 4 > self.end {
-                    return self.malformed();
-                }
-                let kind = u16_at(at);
-                self.at = at + 4;
-                self.data_end = self.at + u16_at(at + 2);
-                if self.data_end > self.end {
-                    return self.malformed();
-                }
-                // RFC 8446 §4.2: one extension of each type.
-                let seen = match kind {
-                    0 => SEEN_SNI,
-                    16 => SEEN_ALPN,
-                    _ => {
-                        self.at = self.data_end;
-                        return true;
+                // The extensions the scan only steps over, several a step: a hello has a
+                // dozen or more, and a step's own cost was most of each one's.
+                let mut at = at;
+                let mut kind = None;
+                for _ in 0..EXTENSIONS_PER_STEP {
+                    if at == self.end {
+                        self.at = at;
+                        self.phase = hello_phase::DONE;
+                        return false;
                     }
+                    if at + 4 > self.end {
+                        return self.malformed();
+                    }
+                    let data_end = at + 4 + u16_at(at + 2);
+                    if data_end > self.end {
+                        return self.malformed();
+                    }
+                    let this = u16_at(at);
+                    if this == 0 || this == 16 {
+                        self.at = at + 4;
+                        self.data_end = data_end;
+                        kind = Some(this);
+                        break;
+                    }
+                    at = data_end;
+                }
+                let Some(kind) = kind else {
+                    self.at = at;
+                    return true;
                 };
+                // RFC 8446 §4.2: one extension of each type.
+                let seen = if kind == 0 { SEEN_SNI } else { SEEN_ALPN };
                 if self.seen & seen != 0 {
                     return self.malformed();
                 }
