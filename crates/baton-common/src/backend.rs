@@ -573,16 +573,25 @@ pub enum ClientSegmentFate {
     Translate,
 }
 
-/// The ingress's decision on a client segment (not a SYN, [`is_syn`]) by its flow's
-/// entry, `None` if it has none: a segment of no handed-off flow passes untouched (a
-/// direct client's); one of a flow whose SYN/ACK' has not left is dropped, since there is
-/// nothing to translate it with (the front-end retransmits); any other is translated.
+/// The ingress's decision on a client segment (not a SYN, [`is_syn`]) with TCP flags
+/// `flags` by its flow's entry, `None` if it has none: a segment of no handed-off flow
+/// passes untouched (a direct client's); one of a flow whose SYN/ACK' has not left is
+/// dropped, since there is nothing to translate it with (the front-end retransmits),
+/// except a RST without ACK, which has nothing to translate: the front-end's reset of a
+/// SYN' it gave up, or whose handoff in the kernel its core refused, sent as soon as it
+/// knows, often before the server has answered. Passed, it meets the server's own check
+/// of its sequence number (RFC 5961 §3.2); dropped, it left the server holding the
+/// request and answering a client no one forwards for. Any other is translated.
 #[inline(always)]
-pub const fn client_segment_fate(flow: Option<&BackendFlow>) -> ClientSegmentFate {
+pub const fn client_segment_fate(flow: Option<&BackendFlow>, flags: u8) -> ClientSegmentFate {
     match flow {
         None => ClientSegmentFate::Verdict(Verdict::Pass(stat::IN_NOT_HANDED_OFF)),
         Some(flow) if flow.translation.is_awaiting_syn_ack() => {
-            ClientSegmentFate::Verdict(Verdict::Drop(stat::IN_BEFORE_SYN_ACK))
+            ClientSegmentFate::Verdict(if flags & RST != 0 && flags & ACK == 0 {
+                Verdict::Pass(stat::IN_RESET_BEFORE_SYN_ACK)
+            } else {
+                Verdict::Drop(stat::IN_BEFORE_SYN_ACK)
+            })
         }
         Some(_) => ClientSegmentFate::Translate,
     }
@@ -818,8 +827,12 @@ pub mod stat {
     /// a SYN/ACK' to the front-end made from it ([`super::SynAckProof`]), the proof that
     /// this back-end has the request, and kept from the server.
     pub const IN_SYN_REPEAT_ANSWERED: u32 = 31;
+    /// A client RST without ACK for a flow whose SYN/ACK' has not left (the front-end's
+    /// reset of a SYN' it gave up or did not adopt): passed untouched, for the server's
+    /// TCP to judge by its sequence number ([`super::client_segment_fate`]).
+    pub const IN_RESET_BEFORE_SYN_ACK: u32 = 32;
     /// Number of counters.
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 33;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -855,6 +868,7 @@ pub mod stat {
         "in_icmp_unchecked",
         "out_handshake_completed",
         "in_syn_repeat_answered",
+        "in_reset_before_syn_ack",
     ];
 }
 
@@ -1264,15 +1278,29 @@ mod tests {
         let complete = BackendFlow::new(Translation::new(terms, terms, 0), 1, SYN, 0);
         let pass = |s| ClientSegmentFate::Verdict(Verdict::Pass(s));
         let drop = |s| ClientSegmentFate::Verdict(Verdict::Drop(s));
-        assert_eq!(client_segment_fate(None), pass(stat::IN_NOT_HANDED_OFF));
         assert_eq!(
-            client_segment_fate(Some(&awaiting)),
+            client_segment_fate(None, ACK),
+            pass(stat::IN_NOT_HANDED_OFF)
+        );
+        assert_eq!(
+            client_segment_fate(Some(&awaiting), ACK),
             drop(stat::IN_BEFORE_SYN_ACK)
         );
+        // A RST has nothing to translate, unless it acknowledges something.
         assert_eq!(
-            client_segment_fate(Some(&complete)),
-            ClientSegmentFate::Translate
+            client_segment_fate(Some(&awaiting), RST),
+            pass(stat::IN_RESET_BEFORE_SYN_ACK)
         );
+        assert_eq!(
+            client_segment_fate(Some(&awaiting), RST | ACK),
+            drop(stat::IN_BEFORE_SYN_ACK)
+        );
+        for flags in [ACK, RST, RST | ACK] {
+            assert_eq!(
+                client_segment_fate(Some(&complete), flags),
+                ClientSegmentFate::Translate
+            );
+        }
         // The server's segments: before the SYN/ACK' only a RST goes anywhere.
         for (flags, fate) in [
             (ACK, ServerSegmentFate::Drop(stat::OUT_BEFORE_SYN_ACK)),

@@ -34,7 +34,8 @@ use std::{collections::HashMap, fmt, net::SocketAddrV4};
 use baton_common::kernel_dispatch::{
     BACKENDS_PER_GENERATION, KernelCookieName, KernelPool, KernelRuleSet, KernelSlot, KernelTerm,
     KernelText, MAX_EVAL_DEPTH, MAX_HASH_MEMBERS, MAX_KERNEL_COOKIES, MAX_KERNEL_POOLS,
-    MAX_POOL_SLOTS, MAX_ROUND_ROBIN_SLOTS, MAX_TERMS, MAX_TEXTS, RuleTables, reason,
+    MAX_POOL_SLOTS, MAX_ROUND_ROBIN_SLOTS, MAX_SET_VALUES, MAX_TERMS, MAX_TEXTS, RuleTables,
+    reason, set_value,
 };
 use baton_proto::frontend::Instant;
 
@@ -193,15 +194,16 @@ pub(crate) fn compile(
             },
             &mut placement,
         );
-        terms.push(KernelTerm {
-            op: KernelTerm::RULE_END,
-            arg: rule.pool as u32,
-            rule: i as u32,
-            cookie: 0,
-        });
+        // The condition's last term ends the rule: a `RULE_END` of its own would be a
+        // term more to run.
+        if let Some(last) = terms.last_mut() {
+            last.op |= KernelTerm::ENDS_RULE;
+            last.rule = i as u32;
+            last.pool = rule.pool as u32;
+        }
         let too_deep = max_depth(&terms) > MAX_EVAL_DEPTH;
-        // Room for this rule, and for a two-term stop after it should the next not fit.
-        let too_long = out.terms.len() + terms.len() + 2 > MAX_TERMS as usize;
+        // Room for this rule, and for a one-term stop after it should the next not fit.
+        let too_long = out.terms.len() + terms.len() + 1 > MAX_TERMS as usize;
         if full || too_deep || too_long || rule.pool >= MAX_KERNEL_POOLS as usize {
             placement.userspace = vec![if full {
                 "after the kernel's last rule".to_owned()
@@ -216,14 +218,9 @@ pub(crate) fn compile(
             if !full {
                 // Every request that reaches this rule goes to the slow path.
                 out.terms.push(KernelTerm {
-                    op: KernelTerm::UNKNOWN,
-                    ..KernelTerm::default()
-                });
-                out.terms.push(KernelTerm {
-                    op: KernelTerm::RULE_END,
-                    arg: 0,
+                    op: KernelTerm::UNKNOWN | KernelTerm::ENDS_RULE,
                     rule: i as u32,
-                    cookie: 0,
+                    ..KernelTerm::default()
                 });
                 full = true;
             }
@@ -273,6 +270,16 @@ struct Tables<'a> {
 
 impl Tables<'_> {
     /// The index of `text` in the texts, added if there is room.
+    /// The index of a set term's text of `values` ([`KernelText::set`]), added if there
+    /// is room.
+    fn set(&mut self, values: &[&[u8]]) -> Option<u32> {
+        if self.texts.len() >= MAX_TEXTS as usize {
+            return None;
+        }
+        self.texts.push(KernelText::set(values.iter().copied())?);
+        Some(self.texts.len() as u32 - 1)
+    }
+
     fn text(&mut self, text: &[u8]) -> Option<u32> {
         match self.index.get(text) {
             Some(&t) => Some(t),
@@ -304,8 +311,7 @@ fn emit(
     let op = |op, arg| KernelTerm {
         op,
         arg,
-        rule: 0,
-        cookie: 0,
+        ..KernelTerm::default()
     };
     let mut leaf =
         |terms: &mut Vec<KernelTerm>, kind: u32, text: &[u8], placement: &mut Placement| {
@@ -356,12 +362,20 @@ fn emit(
         Condition::PathPrefix(paths) => any_of(terms, paths, placement, |t, p, pl| {
             leaf(t, KernelTerm::PATH_PREFIX, p.as_bytes(), pl)
         }),
-        Condition::Extension(exts) => any_of(terms, exts, placement, |t, e, pl| {
-            leaf(t, KernelTerm::EXTENSION, e.as_bytes(), pl)
-        }),
-        Condition::Method(methods) => any_of(terms, methods, placement, |t, m, pl| {
-            leaf(t, KernelTerm::METHOD, m.as_bytes(), pl)
-        }),
+        Condition::Extension(exts) => any_value(
+            terms,
+            tables,
+            placement,
+            exts,
+            (KernelTerm::EXTENSION, KernelTerm::EXTENSION_IN),
+        ),
+        Condition::Method(methods) => any_value(
+            terms,
+            tables,
+            placement,
+            methods,
+            (KernelTerm::METHOD, KernelTerm::METHOD_IN),
+        ),
         Condition::PathRegex(_) | Condition::Header { .. } | Condition::Service(_) => {
             let what = match c {
                 Condition::PathRegex(_) => "path_regex",
@@ -387,8 +401,8 @@ fn emit(
                         KernelTerm::COOKIE_PRESENT
                     },
                     arg,
-                    rule: 0,
                     cookie,
+                    ..KernelTerm::default()
                 }),
                 (_, Err(())) => {
                     placement.userspace.push(text_over_bounds());
@@ -430,16 +444,83 @@ fn emit(
     }
 }
 
+/// `values` ORed, as a condition on one part of the request (`leaf` compares one value,
+/// `set` several): the values that fit a set term ([`set_value`]) in set terms of at
+/// most [`MAX_SET_VALUES`], the others leaves of their own. A single short value stays a
+/// leaf: a set of one costs as much. A set is one term where a leaf per value and an
+/// `OR` between each two cost a term each.
+fn any_value(
+    terms: &mut Vec<KernelTerm>,
+    tables: &mut Tables<'_>,
+    placement: &mut Placement,
+    values: &[Box<str>],
+    (leaf, set): (u32, u32),
+) {
+    let short: Vec<&[u8]> = values
+        .iter()
+        .map(|v| v.as_bytes())
+        .filter(|v| set_value(v))
+        .collect();
+    let mut items: Vec<(u32, Option<u32>)> = Vec::new();
+    let mut leaves: Vec<&[u8]> = Vec::new();
+    if short.len() >= 2 {
+        for chunk in short.chunks(MAX_SET_VALUES) {
+            match tables.set(chunk) {
+                Some(arg) => items.push((set, Some(arg))),
+                None => leaves.extend(chunk),
+            }
+        }
+        leaves.extend(
+            values
+                .iter()
+                .map(|v| v.as_bytes())
+                .filter(|v| !set_value(v)),
+        );
+    } else {
+        leaves.extend(values.iter().map(|v| v.as_bytes()));
+    }
+    for value in leaves {
+        let arg = tables.text(value);
+        if arg.is_none() {
+            placement.userspace.push(text_over_bounds());
+        }
+        items.push((leaf, arg));
+    }
+    for (k, &(op, arg)) in items.iter().enumerate() {
+        terms.push(KernelTerm {
+            op: if arg.is_some() {
+                op
+            } else {
+                KernelTerm::UNKNOWN
+            },
+            arg: arg.unwrap_or(0),
+            ..KernelTerm::default()
+        });
+        if k > 0 {
+            terms.push(KernelTerm {
+                op: KernelTerm::OR,
+                ..KernelTerm::default()
+            });
+        }
+    }
+    if items.is_empty() {
+        terms.push(KernelTerm::default());
+    }
+}
+
 /// The deepest the evaluation stack grows running `terms`.
 fn max_depth(terms: &[KernelTerm]) -> u32 {
     let (mut depth, mut max) = (0i64, 0i64);
     for t in terms {
-        depth += match t.op {
+        depth += match t.op & !KernelTerm::ENDS_RULE {
             KernelTerm::AND | KernelTerm::OR | KernelTerm::RULE_END => -1,
             KernelTerm::NOT => 0,
             _ => 1,
         };
         max = max.max(depth);
+        if t.op & KernelTerm::ENDS_RULE != 0 {
+            depth -= 1;
+        }
     }
     max as u32
 }

@@ -81,7 +81,7 @@ match = { not = { method = ["GET", "HEAD", "POST"] } }
 [[rules]]
 name = "images"
 pool = "by_path"
-match = { extension = ["png", "svg"], method = "GET" }
+match = { extension = ["png", "svg", "jpeg", "javascript"], method = "GET" }
 [[rules]]
 name = "api"
 pool = "by_url"
@@ -304,6 +304,9 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         "v",
         "a.png",
         "logo.SVG",
+        "photo.JPeg",
+        "x.JavaScript",
+        "x.javascripts",
         "x.css",
         "app.js",
         ".hidden",

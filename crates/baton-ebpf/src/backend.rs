@@ -298,7 +298,7 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
     let key = flow_key_in(&seg);
     // SAFETY: a map value pointer, valid for this program run; copied out at once.
     let value = BACKEND_FLOWS.get_ptr(key).map(|flow| unsafe { *flow });
-    if let ClientSegmentFate::Verdict(verdict) = client_segment_fate(value.as_ref()) {
+    if let ClientSegmentFate::Verdict(verdict) = client_segment_fate(value.as_ref(), seg.flags) {
         return Some(verdict);
     }
     // Only a flow in the table is translated.

@@ -1957,6 +1957,91 @@ fn world_backend(i: usize) -> std::net::Ipv4Addr {
     sim::world::Addrs::lab(i + 1).backends[i]
 }
 
+/// The core's connection table full (one slot, a connected client's) when the daemon
+/// reads the program's record: the core does not adopt the handoff, whose SYN' brought
+/// the request to the first back-end. The core resets that back-end, at the SYN''s end
+/// and the request's (`refused_handoffs_reset`), and the daemon takes the flow out of
+/// the table; the client's resent request is handed off in the kernel again, to the next
+/// back-end, until a slot is free (the filler's request timeout), and is served once.
+/// Without the resets the first back-end's fast-open server kept the request, completed
+/// its handshake (the module's completion) and answered a client whose segments no one
+/// forwarded any more, so that the client read part of an answer and stalled.
+#[test]
+fn a_refused_kernel_handoff_resets_the_backend() {
+    let mut cfg = kernel_cfg("handoff in the kernel: refused, the table full", 114);
+    cfg.backends = 2;
+    let rules = dispatch_rules(&every_backend_round_robin(2), cfg.backends);
+    let mut world = build_world(&cfg, |addrs| {
+        let mut config = RealFront::lab_config(addrs.vip, HTTP_PORT, HANDOFF_KEY, cfg.seed);
+        one_turn_and_every_syn_in_the_fast_path(&mut config);
+        config.max_connections = 1;
+        Box::new(RealFront::with_kernel_dispatch(config, rules))
+    });
+    // The one slot: a client on another port that completed its handshake with a cookie
+    // and has sent nothing since.
+    let (client, vip, now) = (world.addrs.client, world.addrs.vip, world.now);
+    let f = front(&mut world);
+    let (port, isn) = (1, 7u32);
+    let flow = baton_common::syncookie::flow_bytes(client.octets(), vip.octets(), port, HTTP_PORT);
+    let options = baton_common::syncookie::SynOptions {
+        mss: Some(1460),
+        ..Default::default()
+    };
+    let answer = baton_common::syncookie::cookie_syn_ack(
+        &f.fe.syn_cookie_config(),
+        sim::front::instant(now).as_nanos(),
+        &flow,
+        isn,
+        &options,
+        false,
+    );
+    let ack = sim::packet::tcp_segment(
+        (client, port),
+        (vip, HTTP_PORT),
+        isn + 1,
+        answer.isn + 1,
+        0x10,
+        1000,
+        None,
+        &[],
+    );
+    f.fe.handle_packet(sim::front::instant(now), &ack);
+    assert_eq!(f.fe.connection_count(), 1, "the filler holds the one slot");
+
+    run_clean(&mut world);
+    let f = front(&mut world);
+    let stats = f.fe.stats().clone();
+    let refused = f.kernel.as_ref().expect("kernel dispatch on").refused;
+    // The client's request resent at each of its RTOs while the filler held the slot.
+    assert!(refused >= 2, "{refused} refused");
+    assert_eq!(
+        (
+            stats.kernel_handoffs_refused,
+            stats.refused_handoffs_reset,
+            stats.cookie_acks_dropped_table_full,
+            stats.kernel_handoffs_adopted,
+        ),
+        (refused, refused, refused, 1),
+        "{stats:?}"
+    );
+    // Every refused handoff's server reset, often before it had answered (the module
+    // lets such a RST through), and the request served once, by the adopted handoff's
+    // back-end alone.
+    let served: Vec<usize> = world
+        .backends
+        .iter()
+        .map(|b| b.server.requests.len())
+        .collect();
+    assert_eq!(served.iter().sum::<usize>(), 1, "served once: {served:?}");
+    let resets: u64 = (0..cfg.backends)
+        .map(|i| module_counter(&world, i, stat::IN_RESET_BEFORE_SYN_ACK))
+        .sum();
+    assert!(
+        resets >= refused,
+        "{resets} resets passed for {refused} refusals"
+    );
+}
+
 /// The SYN' the program sent lost on the LAN: the client resends its request, which
 /// finds the flow in the table awaiting its answer and goes up to the core; the core,
 /// which adopted the connection, sends the SYN' again.

@@ -686,6 +686,54 @@ fn a_syn_ack_for_another_connection_on_the_ports_removes_the_stale_entry() {
     });
 }
 
+/// Before the server's SYN/ACK' has left, a client segment has nothing to be translated
+/// with and is dropped (the front-end sends it again), but a RST without ACK has
+/// nothing to translate: the front-end's reset of a SYN' it gave up, or whose handoff in
+/// the kernel its core did not adopt, sent as soon as it knows and often before the
+/// server has answered. It passes untouched (`in_reset_before_syn_ack`), for the
+/// server's TCP to judge by its sequence number; a RST with ACK is dropped as before.
+#[test]
+fn before_the_syn_ack_only_a_bare_reset_passes() {
+    privileged("reset before the SYN/ACK'", || {
+        let module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        assert!(module.flow().unwrap().translation.is_awaiting_syn_ack());
+        let segment = |flags, ack| Frame {
+            src_mac: FE_MAC,
+            dst_mac: BE_MAC,
+            src: (CLIENT, CLIENT_PORT),
+            dst: (BACKEND, 80),
+            seq: CLIENT_ISN + 1,
+            ack,
+            flags,
+            window: 0,
+            options: vec![],
+            payload: vec![],
+        };
+        for (flags, ack, verdict) in [
+            (0x10, ISN_F.wrapping_add(1), TC_ACT_SHOT),
+            (0x14, ISN_F.wrapping_add(1), TC_ACT_SHOT),
+            (0x04, 0, TC_ACT_PIPE),
+        ] {
+            let frame = segment(flags, ack).bytes();
+            let (got, out) = module.run("backend_ingress", &frame);
+            assert_eq!(got, verdict, "flags {flags:#x}");
+            if verdict == TC_ACT_PIPE {
+                assert_eq!(out, frame, "untouched");
+            }
+        }
+        assert_eq!(
+            (
+                module.stat(stat::IN_BEFORE_SYN_ACK),
+                module.stat(stat::IN_RESET_BEFORE_SYN_ACK)
+            ),
+            (2, 1)
+        );
+    });
+}
+
 /// `frame` with its IPv4 TOS byte set to `tos` and the header checksum made right again.
 fn with_tos(mut frame: Vec<u8>, tos: u8) -> Vec<u8> {
     frame[15] = tos;

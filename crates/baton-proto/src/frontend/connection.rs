@@ -1,6 +1,11 @@
 //! Per-connection state and the rules each state applies to segments and timers.
 
-use std::{collections::VecDeque, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::Arc,
+    time::Duration,
+};
 
 use baton_common::{
     frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
@@ -19,7 +24,7 @@ use super::{
     Handover, Instant, KernelHandoff, ResetReason,
 };
 use crate::request::{ClientRequest, parse_request};
-use crate::wire::{Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
+use crate::wire::{Checksums, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
 
 /// Where a connection is, as [`FrontEnd::connection_state`] reports it.
 ///
@@ -2311,16 +2316,57 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// One RST to `backend` from the client's address and port, at `seq`.
     fn send_backend_reset(&mut self, conn: &Connection, backend: Backend, seq: u32) {
-        let rst = bare_segment(
-            conn.flow.client.port(),
-            backend.port(),
-            seq,
-            0,
-            TcpFlags::RST,
-            0,
-        );
-        let packet = packet::build(*conn.flow.client.ip(), *backend.ip(), conn.syn.ttl, &rst);
+        self.reset_backend_at(conn.flow.client, conn.syn.ttl, backend, seq);
+    }
+
+    /// One RST to `backend` from `client`, at `seq`: no ACK, since the front-end never
+    /// learns the server's ISN (RFC 9293 §3.10.7.3 accepts a RST on its sequence number
+    /// alone; RFC 5961 §3.2 wants it exact).
+    fn reset_backend_at(&mut self, client: SocketAddrV4, ttl: u8, backend: Backend, seq: u32) {
+        let rst = bare_segment(client.port(), backend.port(), seq, 0, TcpFlags::RST, 0);
+        let packet = packet::build(*client.ip(), *backend.ip(), ttl, &rst);
         self.transmit(packet);
+    }
+
+    /// The back-end of a handoff the fast path made and the core did not adopt
+    /// ([`FrontEnd::adopt_kernel_handoff`]: the table full, the cookie no longer good,
+    /// another connection tracked on the ports, a request the core parses otherwise,
+    /// not a service of this configuration). The program's SYN' brought the server the
+    /// request, so it holds a half-open connection, or a fast-open child that took the
+    /// request, that no one will complete or close: reset, at the SYN''s end and at the
+    /// request's end, as [`Self::send_resets`] does for a back-end given up. The SYN'
+    /// carried the client's ISN (`kernel_dispatch::handoff_terms`: `client_isn` is the
+    /// request's sequence number less one, the flow's `client_next` past the request),
+    /// so both numbers come from the request segment. Not when the core tracks a
+    /// connection on the ports with that same client ISN: its back-ends are the core's
+    /// to reset, and one of them may be this one, serving it.
+    pub(super) fn reset_refused_handoff(&mut self, packet: &[u8], backend: Backend) {
+        // Checksums trusted: the record is the program's copy of a segment it checked,
+        // and a reset that finds no connection changes nothing.
+        let Ok((ip, tcp)) = packet::parse(packet, Checksums::Trust) else {
+            return;
+        };
+        let flow = FlowKey {
+            client: SocketAddrV4::new(ip.src_addr, tcp.src_port),
+            service: SocketAddrV4::new(ip.dst_addr, tcp.dst_port),
+        };
+        let client_isn = tcp.seq_number.wrapping_sub(1);
+        let tracked = self.flows.get(&flow).is_some_and(|&slot| {
+            self.slots
+                .get(slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|conn| conn.syn.isn == client_isn)
+        });
+        if tracked {
+            return;
+        }
+        self.stats.refused_handoffs_reset += 1;
+        let syn_end = tcp.seq_number;
+        let request_end = syn_end.wrapping_add(tcp.payload.len() as u32);
+        self.reset_backend_at(flow.client, ip.ttl, backend, syn_end);
+        if request_end != syn_end {
+            self.reset_backend_at(flow.client, ip.ttl, backend, request_end);
+        }
     }
 }
 

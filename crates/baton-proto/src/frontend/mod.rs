@@ -655,6 +655,10 @@ pub struct Stats {
     /// connection already on the ports, an incomplete request); the caller drops the fast
     /// path's entry.
     pub kernel_handoffs_refused: u64,
+    /// Of those, handoffs whose back-end was sent resets: the fast path's SYN' had
+    /// brought it the request, and its server would otherwise hold the half-open
+    /// connection, repeating its SYN/ACK', until its own timers gave up.
+    pub refused_handoffs_reset: u64,
     /// One-turn handoffs whose back-end took only the SYN (its SYN/ACK' acknowledged no
     /// data): the request went after it, as in the three-turn handoff.
     pub requests_after_syn_ack: u64,
@@ -992,6 +996,7 @@ impl<D: Dispatch> FrontEnd<D> {
         self.kernel_handoff = KernelHandoff::None;
         if !adopted {
             self.stats.kernel_handoffs_refused += 1;
+            self.reset_refused_handoff(packet, backend);
         }
         adopted
     }

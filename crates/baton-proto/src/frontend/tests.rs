@@ -3072,3 +3072,82 @@ fn events_are_never_dropped_when_the_output_queue_is_full() {
     );
     assert_eq!(h.fe.stats().events_past_bound, 1);
 }
+
+/// A handoff the fast path made that the core does not adopt (here the table is full:
+/// one slot, taken by a client connected) leaves the back-end with
+/// the program's SYN' and the request: the core resets it, from the client's address
+/// at the SYN''s end and at the request's end, the two numbers a server that took the
+/// SYN', or the SYN' and the request, waits at (RFC 5961 §3.2). A record for a
+/// connection the core tracks with the same client ISN resets nothing: that
+/// connection's back-ends are its own to reset.
+#[test]
+fn a_refused_kernel_handoff_resets_its_backend() {
+    let mut h = harness_with(
+        Config {
+            one_turn: true,
+            max_connections: 1,
+            ..config()
+        },
+        vec![B1, B2],
+    );
+    // The one slot: a client connected, its request not yet sent.
+    h.handshake();
+    assert_eq!(h.fe.connection_count(), 1);
+    let tracked_port = h.port;
+    h.port += 1;
+    let answer = fast_path_cookie(&h, h.now);
+    let (tsv_f, _) = answer.timestamps.expect("timestamps agreed");
+    let request = h.ack(answer.isn, tsv_f, CISN + 1, REQUEST);
+    let record = build(CLIENT, VIP, 64, &request).unwrap();
+    let now = h.now;
+    assert!(!h.fe.adopt_kernel_handoff(now, &record, B2));
+    let resets = h.drain();
+    let at: Vec<_> = resets
+        .iter()
+        .map(|out| {
+            let (ip, tcp) = (out.ip(), out.tcp());
+            assert_eq!((ip.src_addr, ip.dst_addr), (CLIENT, *B2.ip()));
+            assert_eq!((tcp.src_port, tcp.dst_port), (h.port, B2.port()));
+            assert_eq!(tcp.flags, TcpFlags::RST);
+            tcp.seq_number
+        })
+        .collect();
+    assert_eq!(
+        at,
+        vec![CISN + 1, CISN + 1 + REQUEST.len() as u32],
+        "the SYN''s end and the request's"
+    );
+    let stats = h.fe.stats().clone();
+    assert_eq!(
+        (
+            stats.cookie_acks_dropped_table_full,
+            stats.kernel_handoffs_refused,
+            stats.refused_handoffs_reset,
+        ),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+
+    // The tracked connection's own ports and ISN: not adopted, and no reset.
+    h.port = tracked_port;
+    let answer = fast_path_cookie(&h, h.now);
+    let (tsv_f, _) = answer.timestamps.expect("timestamps agreed");
+    let record = build(
+        CLIENT,
+        VIP,
+        64,
+        &h.ack(answer.isn, tsv_f, CISN + 1, REQUEST),
+    )
+    .unwrap();
+    assert!(!h.fe.adopt_kernel_handoff(now, &record, B2));
+    assert!(
+        h.drain().iter().all(|out| out.ip().dst_addr != *B2.ip()),
+        "nothing to the back-end"
+    );
+    let stats = h.fe.stats().clone();
+    assert_eq!(
+        (stats.kernel_handoffs_refused, stats.refused_handoffs_reset),
+        (2, 1),
+        "{stats:?}"
+    );
+}

@@ -270,7 +270,7 @@ impl BackendModule {
             let verdict = self.syn(pkt, &layout, key);
             return Some(self.finish(verdict));
         }
-        let flow = match client_segment_fate(self.flows.get(&key)) {
+        let flow = match client_segment_fate(self.flows.get(&key), flags) {
             ClientSegmentFate::Verdict(verdict) => return Some(self.finish(verdict)),
             ClientSegmentFate::Translate => self.flows[&key],
         };

@@ -34,7 +34,8 @@
 //!     (`tcp_invalid_ratelimit`, the request sock's `last_oow_ack_time`); a segment
 //!     with data is always answered (`tcp_oow_rate_limited`);
 //!   - a RST ends the child only at exactly its next expected sequence number, past the
-//!     SYN's data (`tcp_validate_incoming`, RFC 5961 §3.2); any other is dropped.
+//!     SYN's data (`tcp_validate_incoming`, RFC 5961 §3.2), also one that arrives before
+//!     smoltcp's SYN/ACK has come out; any other is dropped.
 //!
 //! Once established, a repeated SYN draws a challenge ACK (RFC 5961 §4.2,
 //! `tcp_send_challenge_ack`), at most one per 500 ms, at the latest numbers smoltcp sent;
@@ -250,6 +251,25 @@ impl FastOpen {
         };
         let rcv_nxt = child.rcv_nxt();
         let ts_recent = child.tsval;
+        if info.is_rst() && matches!(child.state, ChildState::SynGiven) {
+            // Linux makes the child in SYN-RECV as the SYN arrives, the data taken: a RST
+            // before smoltcp's SYN/ACK came out meets the same rule as after it (below).
+            // Taken, it goes to smoltcp at smoltcp's own next number (it has the bare SYN
+            // only), and the child is gone: a SYN again with the same ISN is a new
+            // connection, as for Linux once the RST freed its child.
+            if info.seq != rcv_nxt {
+                self.resets_ignored += 1;
+                return None;
+            }
+            self.resets_taken += 1;
+            let client_isn = child.client_isn;
+            self.children.remove(&key);
+            let mut pkt = pkt;
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            pkt[ihl + 4..ihl + 8].copy_from_slice(&client_isn.wrapping_add(1).to_be_bytes());
+            fill_checksums(&mut pkt);
+            return Some(pkt);
+        }
         let ChildState::SynReceived {
             isn_b,
             window,
