@@ -76,6 +76,8 @@ impl KernelProgram {
             pools: &self.pools,
             slots: &self.slots,
             loads: &[],
+            lard_sets: &[],
+            now: 0,
         }
     }
 }
@@ -728,9 +730,30 @@ fn compile_policy(
             placement.how = Some("least connections".to_owned());
             (KernelPool::LEAST_CONNECTIONS, up)
         }
-        other => {
-            let why = other.name().to_owned();
-            return (slow(&mut placement, why), placement);
+        Policy::Lard(lard) => {
+            let policy = match lard.target {
+                HashKey::Path => Some((KernelPool::LARD_PATH, "path")),
+                HashKey::Url => Some((KernelPool::LARD_URL, "url")),
+                HashKey::Host => Some((KernelPool::LARD_HOST, "host")),
+                _ => None,
+            };
+            match policy {
+                None => {
+                    let why = "lard on this target".to_owned();
+                    return (slow(&mut placement, why), placement);
+                }
+                Some(_) if pool.members.len() > MAX_HASH_MEMBERS as usize => {
+                    let why = format!("lard over more than {MAX_HASH_MEMBERS} back-ends");
+                    return (slow(&mut placement, why), placement);
+                }
+                Some((policy, key)) => {
+                    placement.how = Some(format!(
+                        "lard on the {key}; a request that changes a server set in userspace"
+                    ));
+                    // Every member, up or not: a set names members by their index.
+                    (policy, (0..pool.members.len()).collect())
+                }
+            }
         }
     };
     let room = MAX_POOL_SLOTS as usize - out.slots.len().min(MAX_POOL_SLOTS as usize);
@@ -744,10 +767,12 @@ fn compile_policy(
         slots.push(KernelSlot {
             backend,
             id_text: 0,
-            seed: if policy == KernelPool::LEAST_CONNECTIONS {
-                u64::from(m.weight)
-            } else {
-                m.seed
+            seed: match policy {
+                KernelPool::LEAST_CONNECTIONS => u64::from(m.weight),
+                KernelPool::LARD_PATH | KernelPool::LARD_URL | KernelPool::LARD_HOST => {
+                    u64::from(candidates.accept(i))
+                }
+                _ => m.seed,
             },
         });
     }
@@ -755,11 +780,18 @@ fn compile_policy(
         let why = format!("past the kernel's {MAX_POOL_SLOTS} slots");
         return (slow(&mut placement, why), placement);
     }
+    let (lard_low, lard_high, lard_targets) = match &pool.policy {
+        Policy::Lard(lard) => (lard.low, lard.high, lard.targets()),
+        _ => (0, 0, 0),
+    };
     let kernel_pool = KernelPool {
         policy,
         reason: 0,
         first_slot: out.slots.len() as u32,
         slots: slots.len() as u32,
+        lard_low,
+        lard_high,
+        lard_targets,
         ..KernelPool::default()
     };
     out.slots.extend(slots);
