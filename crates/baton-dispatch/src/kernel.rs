@@ -21,9 +21,11 @@
 //! or `host` (rendezvous over the up members, the same hash and order as
 //! [`crate::pool::rendezvous`]), and `least_connections` over the up members (their
 //! weights in the slots; the counts from the maps both engines read,
-//! `baton_common::kernel_dispatch::backend_load`). `lard`, weighted
-//! `consistent_hash` (its scores are floating point) and other hash keys stay in
-//! userspace. A sticky pool's cookie is read in the kernel, whatever the policy: `by =
+//! `baton_common::kernel_dispatch::backend_load`), and `lard` on `path`, `url` or
+//! `host` over at most 32 members (every member a slot, the server sets in a map the
+//! daemon writes from `Lard`; a request that would change a set goes to
+//! the slow path). Weighted `consistent_hash` (its scores are floating point) and other
+//! hash keys stay in userspace. A sticky pool's cookie is read in the kernel, whatever the policy: `by =
 //! "id"` with no separator or a one-byte one (the id's hash finds the up member's slot,
 //! then the bytes are compared), `by = "hash"` with equal weights (rendezvous over the
 //! up members); a cookie the kernel cannot follow leaves requests with a Cookie field
