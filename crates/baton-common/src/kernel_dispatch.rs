@@ -3071,10 +3071,11 @@ mod tests {
             (reason::TLS_FRAGMENTED, "tls_fragmented"),
             (reason::TCP_OPTIONS, "tcp_options"),
             (reason::FRAME, "frame"),
+            (reason::LARD_SET, "lard_set"),
         ] {
             assert_eq!(reason::NAMES[r as usize], name);
         }
-        assert_eq!(reason::FRAME, reason::COUNT - 1, "the last reason");
+        assert_eq!(reason::LARD_SET, reason::COUNT - 1, "the last reason");
     }
 
     #[test]
