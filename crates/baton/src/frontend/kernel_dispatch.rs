@@ -58,6 +58,9 @@ pub struct KernelDispatch {
     /// The LARD sets written into each generation (`FRONTEND_LARD_SETS`' keys), deleted
     /// when that generation is written again.
     lard_keys: [HashSet<KernelLardKey>; 2],
+    /// Reused by [`KernelDispatch::write_lard_changes`], so that it allocates nothing
+    /// once grown.
+    lard_changes: Vec<(KernelLardKey, KernelLardSet)>,
 }
 
 impl KernelDispatch {
@@ -87,6 +90,7 @@ impl KernelDispatch {
             generation,
             loads,
             lard_keys: Default::default(),
+            lard_changes: Vec::new(),
         };
         this.update_with_sets(ebpf, program, lard_sets, resolve_mac)?;
         Ok(this)
@@ -219,18 +223,27 @@ impl KernelDispatch {
         ebpf: &mut Ebpf,
         dispatcher: &mut Dispatcher,
     ) -> anyhow::Result<()> {
-        let mut sets = lard_map(ebpf)?;
         let generation = self.generation;
-        let keys = &mut self.lard_keys[generation as usize];
+        let changes = &mut self.lard_changes;
+        changes.clear();
         dispatcher.take_lard_changes(|pool, slot, set| {
             if pool < MAX_KERNEL_POOLS {
                 let key = KernelLardKey {
                     pool: generation * MAX_KERNEL_POOLS + pool,
                     slot,
                 };
-                write_lard(&mut sets, keys, key, set);
+                changes.push((key, set));
             }
         });
+        // Most packets change no set: then not even the map is looked up.
+        if self.lard_changes.is_empty() {
+            return Ok(());
+        }
+        let mut sets = lard_map(ebpf)?;
+        let keys = &mut self.lard_keys[generation as usize];
+        for &(key, set) in &self.lard_changes {
+            write_lard(&mut sets, keys, key, set);
+        }
         Ok(())
     }
 
