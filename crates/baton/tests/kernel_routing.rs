@@ -80,6 +80,19 @@ fn reload(cluster: &Cluster, text: &str) {
     });
 }
 
+/// Requests the program left to the slow path for `reason` so far (its pinned per-CPU
+/// array of reasons, summed over CPUs).
+fn slow_path_for(reason: u32) -> u64 {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    let path = format!(
+        "{}/frontend-eth0/slow_path_reasons",
+        support::frontend_pin_dir(&LAB)
+    );
+    let map = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let reasons: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
+    reasons.get(&reason, 0).unwrap().iter().sum()
+}
+
 /// Requests handed off in the kernel so far.
 fn in_kernel() -> u64 {
     support::fastpath_counters(&LAB)["handed_off_in_kernel"]
@@ -201,7 +214,8 @@ fn http_routing_by_host_path_type_and_cookie_is_the_same_in_the_kernel_and_the_s
         &cluster,
         &format!("{}{lard}{}", &config[..at], &config[end..]),
     );
-    let (mut up, mut kernel) = (0, 0);
+    let (mut up, mut kernel) = (0u64, 0u64);
+    let lard_set_before = slow_path_for(baton_common::kernel_dispatch::reason::LARD_SET);
     for target in ["/api/a", "/api/b", "/api/c", "/api/d"] {
         let first = route_all(&[get("lard, a new target", target, &[])], false);
         up += 1;
@@ -209,7 +223,7 @@ fn http_routing_by_host_path_type_and_cookie_is_the_same_in_the_kernel_and_the_s
             .map(|_| get("lard, its set made", target, &[]))
             .collect();
         let then = route_all(&next, true);
-        kernel += then.len();
+        kernel += then.len() as u64;
         assert!(
             then.iter().all(|b| *b == first[0]),
             "{target}: {first:?} then {then:?}"
@@ -218,6 +232,11 @@ fn http_routing_by_host_path_type_and_cookie_is_the_same_in_the_kernel_and_the_s
     eprintln!(
         "lard: {kernel} of {} requests decided in the kernel",
         kernel + up
+    );
+    assert_eq!(
+        slow_path_for(baton_common::kernel_dispatch::reason::LARD_SET) - lard_set_before,
+        up,
+        "each target's first request went up as a set change"
     );
 }
 
