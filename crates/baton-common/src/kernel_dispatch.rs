@@ -125,6 +125,157 @@ impl LeastLoaded {
     }
 }
 
+/// Where a LARD pool's server set for one target slot is kept
+/// (`FRONTEND_LARD_SETS`, a hash map the daemon writes): the pool, by its index in its
+/// generation's pools table (`generation * MAX_KERNEL_POOLS + pool`), and the slot,
+/// the target hash's low bits ([`lard_set_key`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KernelLardKey {
+    pub pool: u32,
+    pub slot: u32,
+}
+
+/// One slot of a LARD pool's target table, as `baton-dispatch`'s `Lard` keeps it: the
+/// target it holds (its full hash: a slot is shared by every target whose hash has its
+/// low bits), the server set (a mask of member indices) and when the set may shrink.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLardSet {
+    pub target: u64,
+    pub servers: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds (the daemon's clock, `bpf_ktime_get_ns`'s) of the
+    /// set's last change plus the pool's `shrink_after`: after it a set of two or more
+    /// whose members' loads differ loses its most loaded one.
+    pub shrink_at: u64,
+}
+
+/// Entries of `FRONTEND_LARD_SETS`, both generations together: the target slots the
+/// LARD pools have used (the map holds only those, and the slow path decides a target
+/// whose write found it full).
+pub const MAX_LARD_SETS: u32 = 1 << 17;
+
+/// The key of `target`'s set in pool `pool` of `generation`, whose table has `targets`
+/// slots (a power of two).
+#[inline(always)]
+pub const fn lard_set_key(generation: u32, pool: u32, target: u64, targets: u32) -> KernelLardKey {
+    KernelLardKey {
+        pool: generation * MAX_KERNEL_POOLS + pool,
+        slot: (target as u32) & targets.wrapping_sub(1),
+    }
+}
+
+/// The member LARD's "least loaded" search starts from for `target` among `members`,
+/// so that new targets spread over idle members instead of piling onto the first.
+#[inline(always)]
+pub const fn lard_start(target: u64, members: u32) -> u32 {
+    if members == 0 {
+        0
+    } else {
+        (target % members as u64) as u32
+    }
+}
+
+/// Whether LARD sends a target away from its set's least loaded member `load`: over
+/// `high` while some member is under `low`, or at twice `high` in any case (Pai et al.
+/// 1998, figure 4).
+#[inline(always)]
+pub const fn lard_overloaded(load: u32, under_low: bool, high: u32) -> bool {
+    (load > high && under_low) || load as u64 >= 2 * high as u64
+}
+
+/// One pass over a LARD pool's members for one target, the pass both engines make
+/// (`baton-dispatch`'s `Lard::select`, the XDP program's LARD pools): offered every
+/// member in order from [`lard_start`], wrapping, it keeps the least loaded up member
+/// and the least loaded live one (up and in the target's set), each the first of
+/// equals, the most a live one has, and whether some up member is under `low_load`.
+/// [`LardScan::read_only`] then answers where `Lard::select` would pick without
+/// changing the set, and sends the rest up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LardScan {
+    under_low: bool,
+    /// The least loaded up member and its load.
+    least: Option<(u32, u32)>,
+    /// The least loaded live member and its load.
+    least_live: Option<(u32, u32)>,
+    most_live: u32,
+}
+
+impl LardScan {
+    /// Offers member `index`, with `load` active connections: `up` if it may take the
+    /// connection, `in_set` if the target's set names it.
+    #[inline(always)]
+    pub fn offer(&mut self, index: u32, up: bool, in_set: bool, load: u32, low: u32) {
+        if !up {
+            return;
+        }
+        self.under_low |= load < low;
+        if self.least.is_none_or(|(_, l)| load < l) {
+            self.least = Some((index, load));
+        }
+        if in_set {
+            if self.least_live.is_none_or(|(_, l)| load < l) {
+                self.least_live = Some((index, load));
+            }
+            self.most_live = self.most_live.max(load);
+        }
+    }
+
+    /// The least loaded up member (LARD's choice for a new member), `None` if none is up.
+    #[inline(always)]
+    pub fn least(&self) -> Option<(u32, u32)> {
+        self.least
+    }
+
+    /// The least loaded live member, `None` if no member of the set is up.
+    #[inline(always)]
+    pub fn least_live(&self) -> Option<(u32, u32)> {
+        self.least_live
+    }
+
+    /// Whether some up member has fewer than `low` active connections.
+    #[inline(always)]
+    pub fn under_low(&self) -> bool {
+        self.under_low
+    }
+
+    /// The member `Lard::select` picks for `target` at `now` (nanoseconds) from `set`
+    /// (the slot's entry, `None` when the slot has none), when it would pick without
+    /// changing the set; otherwise [`reason::LARD_SET`] (or [`reason::POOL_DOWN`]
+    /// when no member is up, where it answers nothing). The cases that change a set:
+    /// the slot holds another target or none; no member of the set is up; the least
+    /// loaded live member is overloaded ([`lard_overloaded`]) and the least loaded up
+    /// member is not in the set; a set of two or more, past its `shrink_at`, whose
+    /// most loaded live member has more than the least. (Overloaded with the least
+    /// loaded up member already in the set, that member is the least loaded live one,
+    /// the first of equals in the same order, and nothing changes.)
+    #[inline(always)]
+    pub fn read_only(
+        &self,
+        set: Option<&KernelLardSet>,
+        target: u64,
+        high: u32,
+        now: u64,
+    ) -> Result<u32, u32> {
+        let Some((least, _)) = self.least else {
+            return Err(reason::POOL_DOWN);
+        };
+        let Some(set) = set.filter(|s| s.target == target) else {
+            return Err(reason::LARD_SET);
+        };
+        let Some((n, load)) = self.least_live else {
+            return Err(reason::LARD_SET);
+        };
+        if lard_overloaded(load, self.under_low, high) && least != n {
+            return Err(reason::LARD_SET);
+        }
+        if set.servers.count_ones() > 1 && self.most_live > load && now > set.shrink_at {
+            return Err(reason::LARD_SET);
+        }
+        Ok(n)
+    }
+}
+
 /// The matcher's answer for one request.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -501,8 +652,12 @@ pub mod reason {
     pub const HANDOFF_RING_FULL: u32 = 35;
     /// The frame could not grow to the SYN''s headers.
     pub const FRAME: u32 = 36;
+    /// A LARD pool's pick would change its target's server set (a new target, a set
+    /// whose members are all down, a member added under load, a shrink due): the
+    /// daemon's `Lard` decides and writes the changed set back for the next request.
+    pub const LARD_SET: u32 = 37;
     /// Most reasons plus one, for counter arrays.
-    pub const COUNT: u32 = 37;
+    pub const COUNT: u32 = 38;
 
     /// Reason names, by reason, for metrics and `baton status`; index 0 is no reason (a
     /// hand-off) and is never counted.
@@ -544,6 +699,7 @@ pub mod reason {
         "flow_table",
         "handoff_ring_full",
         "frame",
+        "lard_set",
     ];
 }
 
@@ -2280,6 +2436,13 @@ pub struct KernelPool {
     /// in the pool's order (rendezvous, as `consistent_hash`).
     pub sticky_first: u32,
     pub sticky_slots: u32,
+    /// LARD: the thresholds in active connections (`low_load`, `high_load`).
+    pub lard_low: u32,
+    pub lard_high: u32,
+    /// LARD: the target table's size, a power of two (a target's slot is its hash's low
+    /// bits, as in `baton-dispatch`'s `Lard`).
+    pub lard_targets: u32,
+    pub _pad: u32,
 }
 
 impl KernelPool {
@@ -2297,6 +2460,15 @@ impl KernelPool {
     /// its member's weight), from the connection counts ([`backend_load`],
     /// [`LeastLoaded`]); ties go to the first from a per-CPU rotating start.
     pub const LEAST_CONNECTIONS: u32 = 5;
+    /// LARD with replication on the path's hash (`baton-dispatch`'s `Lard`, read-only:
+    /// [`LardScan`]): `slots` are every member in the pool's order, up or not (a slot's
+    /// `seed` is 1 for an up member, 0 for one that is down), since a server set names
+    /// members by their index; the sets are in `FRONTEND_LARD_SETS`.
+    pub const LARD_PATH: u32 = 6;
+    /// ... on the path and the query's.
+    pub const LARD_URL: u32 = 7;
+    /// ... on the Host's, lower case.
+    pub const LARD_HOST: u32 = 8;
     /// A sticky pool the kernel cannot follow (a cookie name or separator it does not
     /// read, weighted hashing): a request with a Cookie field goes to the slow path
     /// (without one the pool's policy picks, as in `baton-dispatch`).
@@ -2347,6 +2519,13 @@ impl KernelRuleSet {
 /// is missing and the slow path hashes the client's address).
 #[inline(always)]
 pub fn hash_key_range(policy: u32, scan: &RequestScan) -> Option<(u32, u32)> {
+    // A LARD pool's target is the same key as hashing's.
+    let policy = match policy {
+        KernelPool::LARD_PATH => KernelPool::HASH_PATH,
+        KernelPool::LARD_URL => KernelPool::HASH_URL,
+        KernelPool::LARD_HOST => KernelPool::HASH_HOST,
+        other => other,
+    };
     match policy {
         // A ClientHello has no path: the slow path hashes the client's address.
         KernelPool::HASH_PATH | KernelPool::HASH_URL if !scan.is_tls() => {
@@ -2509,6 +2688,10 @@ pub enum PoolPick {
     /// Least connections over the pool's slots, offered from slot `start` on (the
     /// pool's counter, so that ties rotate), wrapping.
     Least { start: u32 },
+    /// LARD: the target is the hash of the buffer's `start..end` (mixed with the
+    /// query's when `url`); its set is looked up ([`lard_set_key`]) and the members
+    /// offered to a [`LardScan`] from [`lard_start`] on.
+    Lard { start: u32, end: u32, url: bool },
 }
 
 /// The first step of picking from `pool` for the request `scan` read; `cursor` is the
@@ -2574,6 +2757,17 @@ pub fn policy_pick(pool: &KernelPool, scan: &RequestScan, cursor: u32) -> Result
                 url: pool.policy == KernelPool::HASH_URL && scan.query_start != 0,
             })
         }
+        KernelPool::LARD_PATH | KernelPool::LARD_URL | KernelPool::LARD_HOST => {
+            if pool.slots > MAX_HASH_MEMBERS || !pool.lard_targets.is_power_of_two() {
+                return Err(reason::TABLES);
+            }
+            let (start, end) = hash_key_range(pool.policy, scan).ok_or(reason::HASH_KEY)?;
+            Ok(PoolPick::Lard {
+                start,
+                end,
+                url: pool.policy == KernelPool::LARD_URL && scan.query_start != 0,
+            })
+        }
         _ => Err(reason::TABLES),
     }
 }
@@ -2597,6 +2791,11 @@ pub struct RuleTables<'a> {
     /// Active connections per back-end (by its index in the compiled back-ends), as
     /// [`backend_load`] reads them from the counts; a back-end past the end has none.
     pub loads: &'a [u32],
+    /// The LARD pools' server sets, as `FRONTEND_LARD_SETS` holds them (generation 0).
+    pub lard_sets: &'a [(KernelLardKey, KernelLardSet)],
+    /// The time, for LARD's shrink: `CLOCK_MONOTONIC` nanoseconds, as the daemon's
+    /// `Instant`.
+    pub now: u64,
 }
 
 /// The kernel's decision for `payload`, the whole payload of a client's first data
@@ -2735,6 +2934,37 @@ pub fn decide(
                 None => return slow(reason::POOL_DOWN, eval.rule),
             }
         }
+        Ok(PoolPick::Lard { start, end, url }) => {
+            let mut target = walk_hash(buf, start, end);
+            if url {
+                target = url_hash(target, walk_hash(buf, scan.query_start, scan.query_end));
+            }
+            let key = lard_set_key(0, eval.pool, target, pool.lard_targets);
+            let set = tables
+                .lard_sets
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, s)| s);
+            let servers = set.map_or(0, |s| s.servers);
+            let first = lard_start(target, pool.slots);
+            let mut pass = LardScan::default();
+            for k in 0..pool.slots {
+                let i = (first + k) % pool.slots;
+                let Some(slot) = tables.slots.get((pool.first_slot + i) as usize) else {
+                    return slow(reason::TABLES, eval.rule);
+                };
+                let load = tables.loads.get(slot.backend as usize).copied();
+                let in_set = i < 64 && servers & (1 << i) != 0;
+                pass.offer(i, slot.seed != 0, in_set, load.unwrap_or(0), pool.lard_low);
+            }
+            match pass.read_only(set, target, pool.lard_high, tables.now) {
+                Ok(i) => tables
+                    .slots
+                    .get((pool.first_slot + i) as usize)
+                    .map(|s| s.backend),
+                Err(why) => return slow(why, eval.rule),
+            }
+        }
         Ok(PoolPick::StickyId { .. }) => None,
     };
     match backend {
@@ -2786,6 +3016,12 @@ unsafe impl aya::Pod for KernelSlot {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for KernelRuleSet {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelLardKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelLardSet {}
 
 #[cfg(test)]
 mod tests {
@@ -2803,7 +3039,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<KernelHandoffScratch>(), 16 + 2048);
         assert_eq!(core::mem::size_of::<KernelTerm>(), 20);
         assert_eq!(core::mem::size_of::<KernelText>(), 4 + MAX_TEXT_LEN);
-        assert_eq!(core::mem::size_of::<KernelPool>(), 32);
+        assert_eq!(core::mem::size_of::<KernelPool>(), 48);
+        assert_eq!(core::mem::size_of::<KernelLardKey>(), 8);
+        assert_eq!(core::mem::size_of::<KernelLardSet>(), 24);
         assert_eq!(core::mem::size_of::<KernelSlot>(), 16);
         assert_eq!(core::mem::size_of::<KernelRuleSet>(), 24 + 4 * 72);
         assert_eq!(core::mem::size_of::<KernelCookieName>(), 72);
@@ -2833,10 +3071,11 @@ mod tests {
             (reason::TLS_FRAGMENTED, "tls_fragmented"),
             (reason::TCP_OPTIONS, "tcp_options"),
             (reason::FRAME, "frame"),
+            (reason::LARD_SET, "lard_set"),
         ] {
             assert_eq!(reason::NAMES[r as usize], name);
         }
-        assert_eq!(reason::FRAME, reason::COUNT - 1, "the last reason");
+        assert_eq!(reason::LARD_SET, reason::COUNT - 1, "the last reason");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use baton_common::kernel_dispatch::KernelLardSet;
 use baton_proto::{
     frontend::{Backend, Dispatch, Feedback, FlowKey, Instant},
     request::ClientRequest,
@@ -454,6 +455,32 @@ impl Dispatcher {
             max_head_len,
             max_headers,
         )
+    }
+
+    /// Gives `write` each LARD server set that changed since the last call: the pool's
+    /// index (as [`Dispatcher::compile_kernel`] numbers the pools), the slot, and the
+    /// set as the XDP program reads it (`FRONTEND_LARD_SETS`). The daemon calls it after
+    /// each packet and each batch of the core's outputs, so that the kernel's copy
+    /// follows every change before the next request the daemon reads.
+    pub fn take_lard_changes(&mut self, mut write: impl FnMut(u32, u32, KernelLardSet)) {
+        for (p, pool) in self.pools.iter_mut().enumerate() {
+            if let Policy::Lard(lard) = &mut pool.policy {
+                lard.take_changes(|slot, set| write(p as u32, slot, set));
+            }
+        }
+    }
+
+    /// Every LARD server set, by pool and slot, for a new generation of the kernel's
+    /// tables (a reload starts with empty sets; a health change keeps them).
+    pub fn lard_sets(&self) -> impl Iterator<Item = (u32, u32, KernelLardSet)> + '_ {
+        self.pools
+            .iter()
+            .enumerate()
+            .filter_map(|(p, pool)| match &pool.policy {
+                Policy::Lard(lard) => Some((p as u32, lard)),
+                _ => None,
+            })
+            .flat_map(|(p, lard)| lard.sets().map(move |(slot, set)| (p, slot, set)))
     }
 
     /// The body of the 503 response when a pool has no back-end available.

@@ -21,9 +21,11 @@
 //! or `host` (rendezvous over the up members, the same hash and order as
 //! [`crate::pool::rendezvous`]), and `least_connections` over the up members (their
 //! weights in the slots; the counts from the maps both engines read,
-//! `baton_common::kernel_dispatch::backend_load`). `lard`, weighted
-//! `consistent_hash` (its scores are floating point) and other hash keys stay in
-//! userspace. A sticky pool's cookie is read in the kernel, whatever the policy: `by =
+//! `baton_common::kernel_dispatch::backend_load`), and `lard` on `path`, `url` or
+//! `host` over at most 32 members (every member a slot, the server sets in a map the
+//! daemon writes from `Lard`; a request that would change a set goes to
+//! the slow path). Weighted `consistent_hash` (its scores are floating point) and other
+//! hash keys stay in userspace. A sticky pool's cookie is read in the kernel, whatever the policy: `by =
 //! "id"` with no separator or a one-byte one (the id's hash finds the up member's slot,
 //! then the bytes are compared), `by = "hash"` with equal weights (rendezvous over the
 //! up members); a cookie the kernel cannot follow leaves requests with a Cookie field
@@ -76,6 +78,8 @@ impl KernelProgram {
             pools: &self.pools,
             slots: &self.slots,
             loads: &[],
+            lard_sets: &[],
+            now: 0,
         }
     }
 }
@@ -728,9 +732,30 @@ fn compile_policy(
             placement.how = Some("least connections".to_owned());
             (KernelPool::LEAST_CONNECTIONS, up)
         }
-        other => {
-            let why = other.name().to_owned();
-            return (slow(&mut placement, why), placement);
+        Policy::Lard(lard) => {
+            let policy = match lard.target {
+                HashKey::Path => Some((KernelPool::LARD_PATH, "path")),
+                HashKey::Url => Some((KernelPool::LARD_URL, "url")),
+                HashKey::Host => Some((KernelPool::LARD_HOST, "host")),
+                _ => None,
+            };
+            match policy {
+                None => {
+                    let why = "lard on this target".to_owned();
+                    return (slow(&mut placement, why), placement);
+                }
+                Some(_) if pool.members.len() > MAX_HASH_MEMBERS as usize => {
+                    let why = format!("lard over more than {MAX_HASH_MEMBERS} back-ends");
+                    return (slow(&mut placement, why), placement);
+                }
+                Some((policy, key)) => {
+                    placement.how = Some(format!(
+                        "lard on the {key}; a request that changes a server set in userspace"
+                    ));
+                    // Every member, up or not: a set names members by their index.
+                    (policy, (0..pool.members.len()).collect())
+                }
+            }
         }
     };
     let room = MAX_POOL_SLOTS as usize - out.slots.len().min(MAX_POOL_SLOTS as usize);
@@ -744,10 +769,12 @@ fn compile_policy(
         slots.push(KernelSlot {
             backend,
             id_text: 0,
-            seed: if policy == KernelPool::LEAST_CONNECTIONS {
-                u64::from(m.weight)
-            } else {
-                m.seed
+            seed: match policy {
+                KernelPool::LEAST_CONNECTIONS => u64::from(m.weight),
+                KernelPool::LARD_PATH | KernelPool::LARD_URL | KernelPool::LARD_HOST => {
+                    u64::from(candidates.accept(i))
+                }
+                _ => m.seed,
             },
         });
     }
@@ -755,11 +782,18 @@ fn compile_policy(
         let why = format!("past the kernel's {MAX_POOL_SLOTS} slots");
         return (slow(&mut placement, why), placement);
     }
+    let (lard_low, lard_high, lard_targets) = match &pool.policy {
+        Policy::Lard(lard) => (lard.low, lard.high, lard.targets()),
+        _ => (0, 0, 0),
+    };
     let kernel_pool = KernelPool {
         policy,
         reason: 0,
         first_slot: out.slots.len() as u32,
         slots: slots.len() as u32,
+        lard_low,
+        lard_high,
+        lard_targets,
         ..KernelPool::default()
     };
     out.slots.extend(slots);

@@ -10,7 +10,9 @@
 
 use std::{net::SocketAddrV4, time::Duration};
 
-use baton_common::kernel_dispatch::{LeastLoaded, backend_load};
+use baton_common::kernel_dispatch::{
+    KernelLardSet, LardScan, LeastLoaded, backend_load, lard_overloaded, lard_start,
+};
 use baton_proto::frontend::{Backend, Instant};
 
 use crate::{hash, view::RequestView};
@@ -358,6 +360,10 @@ pub(crate) struct Lard {
     /// K: a set that has not changed for this long loses its most loaded node.
     pub(crate) shrink_after: Duration,
     slots: Box<[LardSlot]>,
+    /// The slots whose sets changed, for the kernel's copy (`FRONTEND_LARD_SETS`).
+    changed: Vec<u32>,
+    /// More changed than `changed` holds: every slot is written again.
+    all_changed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -370,6 +376,10 @@ struct LardSlot {
 impl Lard {
     /// At most this many members: sets are `u64` masks.
     pub(crate) const MAX_MEMBERS: usize = 64;
+    /// Changed slots kept for the daemon between two of its takes (it takes them after
+    /// each packet): bounded, so that a dispatcher without dispatch in the kernel,
+    /// whose changes nobody takes, does not grow.
+    pub(crate) const MAX_CHANGES: usize = 256;
 
     pub(crate) fn new(
         target: HashKey,
@@ -385,6 +395,8 @@ impl Lard {
             high,
             shrink_after,
             slots: vec![LardSlot::default(); size].into(),
+            changed: Vec::with_capacity(Self::MAX_CHANGES),
+            all_changed: false,
         }
     }
 
@@ -404,31 +416,76 @@ impl Lard {
         (target as usize) & (self.slots.len() - 1)
     }
 
-    fn select(&mut self, c: &Candidates<'_>, target: u64) -> Option<usize> {
-        let n_members = c.members.len();
-        let mut accepted = 0u64;
-        let mut under_low = false;
-        for i in 0..n_members {
-            if c.accept(i) {
-                accepted |= 1 << i;
-                under_low |= c.load(i) < self.low;
-            }
-        }
-        if accepted == 0 {
-            return None;
-        }
-        let start = (target % n_members as u64) as usize;
-        let least_in = |mask: u64| -> usize {
-            let mut best = usize::MAX;
-            for k in 0..n_members {
-                let i = (start + k) % n_members;
-                if mask & (1 << i) != 0 && (best == usize::MAX || c.load(i) < c.load(best)) {
-                    best = i;
+    /// Gives `write` each slot whose set changed since the last take, with its set as
+    /// the kernel reads it; every slot that holds a set when more than
+    /// [`Lard::MAX_CHANGES`] changed in between.
+    pub(crate) fn take_changes(&mut self, mut write: impl FnMut(u32, KernelLardSet)) {
+        if std::mem::take(&mut self.all_changed) {
+            self.changed.clear();
+            for i in 0..self.slots.len() {
+                if self.slots[i].servers != 0 {
+                    write(i as u32, self.kernel_set(i));
                 }
             }
-            best
-        };
+            return;
+        }
+        for k in 0..self.changed.len() {
+            let i = self.changed[k] as usize;
+            write(i as u32, self.kernel_set(i));
+        }
+        self.changed.clear();
+    }
+
+    /// Every slot that holds a set, for a new generation of the kernel's tables.
+    pub(crate) fn sets(&self) -> impl Iterator<Item = (u32, KernelLardSet)> + '_ {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].servers != 0)
+            .map(|i| (i as u32, self.kernel_set(i)))
+    }
+
+    /// The table's size, a power of two.
+    pub(crate) fn targets(&self) -> u32 {
+        u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Slot `i` as the XDP program reads it.
+    fn kernel_set(&self, i: usize) -> KernelLardSet {
+        let slot = &self.slots[i];
+        let shrink_after = u64::try_from(self.shrink_after.as_nanos()).unwrap_or(u64::MAX);
+        KernelLardSet {
+            target: slot.target,
+            servers: slot.servers,
+            shrink_at: slot.last_change.as_nanos().saturating_add(shrink_after),
+        }
+    }
+
+    fn note_change(&mut self, index: usize) {
+        if self.changed.len() < Self::MAX_CHANGES {
+            self.changed.push(index as u32);
+        } else {
+            self.all_changed = true;
+        }
+    }
+
+    pub(crate) fn select(&mut self, c: &Candidates<'_>, target: u64) -> Option<usize> {
+        let n_members = c.members.len();
         let index = self.slot_index(target);
+        // A slot holding another target holds no set for this one.
+        let servers = match self.slots[index] {
+            s if s.target == target => s.servers,
+            _ => 0,
+        };
+        // The pass the kernel makes (`baton_common::kernel_dispatch::LardScan`), so that
+        // both engines pick alike from the same counts where the set stays as it is.
+        let start = lard_start(target, n_members as u32) as usize;
+        let mut pass = LardScan::default();
+        for k in 0..n_members {
+            let i = (start + k) % n_members;
+            let in_set = servers & (1 << i) != 0;
+            pass.offer(i as u32, c.accept(i), in_set, c.load(i), self.low);
+        }
+        let (least, _) = pass.least()?;
+        let least = least as usize;
         let slot = &mut self.slots[index];
         if slot.target != target {
             *slot = LardSlot {
@@ -436,41 +493,43 @@ impl Lard {
                 ..LardSlot::default()
             };
         }
-        let live = slot.servers & accepted;
         let chosen;
         let mut changed = false;
-        if live == 0 {
-            chosen = least_in(accepted);
-            slot.servers = 1 << chosen;
-            changed = true;
-        } else {
-            let mut n = least_in(live);
-            let mut m = n;
-            for i in 0..n_members {
-                if live & (1 << i) != 0 && c.load(i) > c.load(m) {
-                    m = i;
-                }
-            }
-            let load = c.load(n);
-            if (load > self.high && under_low) || load >= 2 * self.high {
-                let p = least_in(accepted);
-                if slot.servers & (1 << p) == 0 {
-                    slot.servers |= 1 << p;
-                    changed = true;
-                }
-                n = p;
-            }
-            if slot.servers.count_ones() > 1
-                && m != n
-                && c.now.saturating_duration_since(slot.last_change) > self.shrink_after
-            {
-                slot.servers &= !(1 << m);
+        match pass.least_live() {
+            None => {
+                chosen = least;
+                slot.servers = 1 << chosen;
                 changed = true;
             }
-            chosen = n;
+            Some((n, load)) => {
+                let mut n = n as usize;
+                let live = slot.servers;
+                let mut m = n;
+                for i in 0..n_members {
+                    if live & (1 << i) != 0 && c.accept(i) && c.load(i) > c.load(m) {
+                        m = i;
+                    }
+                }
+                if lard_overloaded(load, pass.under_low(), self.high) {
+                    if slot.servers & (1 << least) == 0 {
+                        slot.servers |= 1 << least;
+                        changed = true;
+                    }
+                    n = least;
+                }
+                if slot.servers.count_ones() > 1
+                    && m != n
+                    && c.now.saturating_duration_since(slot.last_change) > self.shrink_after
+                {
+                    slot.servers &= !(1 << m);
+                    changed = true;
+                }
+                chosen = n;
+            }
         }
         if changed {
             slot.last_change = c.now;
+            self.note_change(index);
         }
         Some(chosen)
     }
@@ -639,5 +698,107 @@ mod tests {
         assert_eq!(lard.server_set(target), 1 << (1 - first));
         s[1 - first].admin_up = false;
         assert_eq!(lard.select(&cands(&m, &s, &[]), target), None);
+    }
+
+    /// The kernel's read-only LARD pick (`LardScan::read_only`, from the set as the
+    /// daemon writes it for the XDP program) against `Lard::select` over generated
+    /// states: members up or down, loads around the thresholds, sets with down members,
+    /// slots holding another target, shrinks due or not. Wherever `select` leaves the
+    /// slot as it was, the kernel picks the same member (or answers "pool down" where
+    /// `select` has none); wherever `select` changes the slot, the kernel says
+    /// `LARD_SET`. Each kind of change occurs, so none goes unchecked.
+    #[test]
+    fn lard_read_only_pick_is_select_wherever_select_changes_nothing() {
+        use baton_common::kernel_dispatch::{lard_set_key, reason};
+
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let (low, high) = (3, 6);
+        let (mut same, mut new_target, mut added, mut shrunk, mut reassigned, mut down) =
+            (0, 0, 0, 0, 0, 0);
+        for _ in 0..20_000 {
+            let n = 1 + next(6) as usize;
+            let (m, mut s) = setup(&vec![1; n]);
+            for server in &mut s {
+                server.admin_up = next(5) != 0;
+                server.booked = next(2 * high as u64 + 3) as i64;
+            }
+            let mut lard = Lard::new(HashKey::Path, low, high, Duration::from_secs(20), 8);
+            let target = next(64);
+            let index = lard.slot_index(target);
+            // The slot: empty, this target's set, or another target's.
+            let holder = match next(4) {
+                0 => 0,
+                1 => target ^ 8,
+                _ => target,
+            };
+            lard.slots[index] = LardSlot {
+                target: holder,
+                servers: next(1 << n),
+                last_change: Instant::from_nanos(next(40) * 1_000_000_000),
+            };
+            let now = Instant::from_nanos(next(80) * 1_000_000_000);
+            let before = lard.slots[index];
+            // What the XDP program reads: the slot's entry, if the daemon wrote one.
+            let set = (before.servers != 0).then(|| lard.kernel_set(index));
+            assert_eq!(lard_set_key(0, 0, target, 8).slot as usize, index);
+            let c = Candidates {
+                members: &m,
+                servers: &s,
+                now,
+                exclude: &[],
+            };
+            let mut pass = LardScan::default();
+            let start = lard_start(target, n as u32) as usize;
+            for k in 0..n {
+                let i = (start + k) % n;
+                let in_set = set.is_some_and(|set| set.servers & (1 << i) != 0);
+                pass.offer(i as u32, c.accept(i), in_set, c.load(i), low);
+            }
+            let kernel = pass.read_only(set.as_ref(), target, high, now.as_nanos());
+            let chosen = lard.select(&c, target);
+            let after = lard.slots[index];
+            let unchanged = after.target == before.target
+                && after.servers == before.servers
+                && after.last_change == before.last_change;
+            if unchanged {
+                match chosen {
+                    Some(i) => assert_eq!(kernel, Ok(i as u32), "{before:?} at {now:?}"),
+                    None => assert_eq!(kernel, Err(reason::POOL_DOWN)),
+                }
+                if chosen.is_some() {
+                    same += 1;
+                } else {
+                    down += 1;
+                }
+                continue;
+            }
+            assert_eq!(kernel, Err(reason::LARD_SET), "{before:?} -> {after:?}");
+            let live = before.servers & (0..n).filter(|&i| c.accept(i)).fold(0, |a, i| a | 1 << i);
+            if before.target != target || before.servers == 0 {
+                new_target += 1;
+            } else if live == 0 {
+                reassigned += 1;
+            } else if after.servers & !before.servers != 0 {
+                added += 1;
+            } else {
+                shrunk += 1;
+            }
+        }
+        for (what, count) in [
+            ("unchanged", same),
+            ("pool down", down),
+            ("new target", new_target),
+            ("set down", reassigned),
+            ("member added", added),
+            ("shrunk", shrunk),
+        ] {
+            assert!(count > 100, "only {count} cases of {what}");
+        }
     }
 }

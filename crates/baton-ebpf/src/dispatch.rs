@@ -14,18 +14,19 @@ use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
 use aya_ebpf::{
     bindings::xdp_action::XDP_DROP,
-    helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_ktime_get_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use baton_common::kernel_dispatch::{
     BACKENDS_PER_GENERATION, CookieWalk, HashWalk, HelloScan, KernelBackend, KernelDecision,
-    KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText, LeastLoaded, MAX_HASH_MEMBERS,
-    MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_LOAD_SLOTS,
-    MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous, RequestScan,
-    RuleEval, SCRATCH_LEN, TERMS_PER_STEP, TLS_HANDSHAKE, backend_load, eval_steps, policy_pick,
-    pool_pick, reason, sticky_id_is, url_hash,
+    KernelLardKey, KernelLardSet, KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText,
+    LardScan, LeastLoaded, MAX_HASH_MEMBERS, MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS,
+    MAX_KERNEL_POOLS, MAX_LARD_SETS, MAX_LOAD_SLOTS, MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS,
+    MAX_TEXTS, PoolPick, Rendezvous, RequestScan, RuleEval, SCRATCH_LEN, TERMS_PER_STEP,
+    TLS_HANDSHAKE, backend_load, eval_steps, lard_set_key, lard_start, policy_pick, pool_pick,
+    reason, sticky_id_is, url_hash,
 };
 
 /// The back-ends the compiled pools name, by index; written by the daemon. Two
@@ -75,6 +76,19 @@ pub static FRONTEND_BACKEND_OPENED: Array<u64> = Array::with_max_entries(MAX_LOA
 #[map]
 static FRONTEND_BACKEND_BOOKED: Array<u64> = Array::with_max_entries(MAX_LOAD_SLOTS, MMAPABLE);
 
+/// `BPF_F_NO_PREALLOC`: an update links a new element and frees the old one after an
+/// RCU grace period, so a reader sees a LARD set whole, old or new, never a half-written
+/// one (a preallocated element can be reused by a concurrent update while read).
+const NO_PREALLOC: u32 = 1;
+
+/// The LARD pools' server sets, by generation, pool and target slot
+/// (`kernel_dispatch::lard_set_key`): written by the daemon after each change its
+/// `Lard` makes, read here. A target whose slot has no entry, or another target's,
+/// goes to the slow path, which makes its set.
+#[map]
+static FRONTEND_LARD_SETS: HashMap<KernelLardKey, KernelLardSet> =
+    HashMap::with_max_entries(MAX_LARD_SETS, NO_PREALLOC);
+
 /// One more handoff to the back-end whose count is `load_slot`, made in this run.
 #[inline(always)]
 pub fn count_handoff(load_slot: u16) {
@@ -115,6 +129,22 @@ struct Scratch {
     cookies: CookieWalk,
     eval: RuleEval,
     hash: HashWalk,
+    lard: LardWalk,
+}
+
+/// A LARD pool's pass over its members ([`LardScan`]), one member a `bpf_loop` step.
+#[repr(C)]
+struct LardWalk {
+    pass: LardScan,
+    /// The target's set (0 without one).
+    servers: u64,
+    first_slot: u32,
+    members: u32,
+    /// The first member offered (`lard_start`).
+    start: u32,
+    low: u32,
+    /// A table was missing an entry: the slow path decides.
+    broken: u32,
 }
 
 #[map]
@@ -334,6 +364,49 @@ fn pick_backend(
             }
             pick.chosen().ok_or(reason::POOL_DOWN)?
         }
+        PoolPick::Lard { start, end, url } => {
+            let mut target = hash_range(scratch, state_ptr, start, end);
+            if url {
+                // SAFETY: as above.
+                let (from, to) =
+                    unsafe { ((*scratch).scan.query_start, (*scratch).scan.query_end) };
+                let query = hash_range(scratch, state_ptr, from, to);
+                target = url_hash(target, query);
+            }
+            let key = lard_set_key(generation, pool_index, target, pool.lard_targets);
+            // SAFETY: a value of the map, read under the program's RCU read lock; the
+            // daemon replaces entries whole (`NO_PREALLOC`).
+            let set = unsafe { FRONTEND_LARD_SETS.get(key) };
+            // One member a `bpf_loop` step, the pass in the scratch value: unrolled,
+            // the verifier would walk every combination of the pass's branches over
+            // 32 members, past its million instructions.
+            // SAFETY: `decide_request`'s scratch value, as there; written before the
+            // loop, read after it, through the pointer.
+            let pass = unsafe {
+                (*scratch).lard = LardWalk {
+                    pass: LardScan::default(),
+                    servers: set.map_or(0, |s| s.servers),
+                    first_slot: pool.first_slot,
+                    members: pool.slots,
+                    start: lard_start(target, pool.slots),
+                    low: pool.lard_low,
+                    broken: 0,
+                };
+                bpf_loop(MAX_HASH_MEMBERS, lard_step as *mut c_void, state_ptr, 0);
+                if (*scratch).lard.broken != 0 {
+                    return Err(reason::TABLES);
+                }
+                (*scratch).lard.pass
+            };
+            // SAFETY: a helper without arguments.
+            let now = unsafe { bpf_ktime_get_ns() };
+            let member = pass.read_only(set, target, pool.lard_high, now)?;
+            let at = (pool.first_slot + member) & (MAX_POOL_SLOTS - 1);
+            FRONTEND_POOL_SLOTS
+                .get(slots + at)
+                .ok_or(reason::TABLES)?
+                .backend
+        }
         PoolPick::StickyId { .. } => return Err(reason::TABLES),
     };
     usable_backend(generation, local)
@@ -464,6 +537,34 @@ unsafe extern "C" fn hash_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: as in `scan_step`.
     let s = unsafe { &mut *(*ctx.cast::<Loop>()).scratch };
     if s.hash.step(&s.bytes) { 0 } else { 1 }
+}
+
+/// One member of a LARD pool, offered to the pass.
+unsafe extern "C" fn lard_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `scan_step`.
+    let state = unsafe { &*ctx.cast::<Loop>() };
+    let s = unsafe { &mut *state.scratch };
+    let walk = &mut s.lard;
+    let k = index as u32;
+    if k >= walk.members || walk.members > MAX_HASH_MEMBERS {
+        return 1;
+    }
+    let i = (walk.start + k) % walk.members;
+    let at = (walk.first_slot + i) & (MAX_POOL_SLOTS - 1);
+    let Some(slot) = FRONTEND_POOL_SLOTS.get(state.generation * MAX_POOL_SLOTS + at) else {
+        walk.broken = 1;
+        return 1;
+    };
+    let backends = state.generation * BACKENDS_PER_GENERATION;
+    let Some(backend) = FRONTEND_BACKENDS.get(backends + slot.backend % BACKENDS_PER_GENERATION)
+    else {
+        walk.broken = 1;
+        return 1;
+    };
+    let in_set = walk.servers & (1 << (i & 63)) != 0;
+    walk.pass
+        .offer(i, slot.seed != 0, in_set, load_of(backend), walk.low);
+    0
 }
 
 /// A test entry point, never attached: runs [`decide_request`] on the frame's TCP

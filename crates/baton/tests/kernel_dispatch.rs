@@ -19,7 +19,8 @@ use aya::{
 };
 use baton::frontend::kernel_dispatch::KernelDispatch;
 use baton_common::kernel_dispatch::{
-    BACKENDS_PER_GENERATION, KernelDecision, KernelPool, KernelText, SCRATCH_LEN, decide, reason,
+    BACKENDS_PER_GENERATION, KernelDecision, KernelLardKey, KernelPool, KernelText, RuleTables,
+    SCRATCH_LEN, decide, reason,
 };
 use baton_dispatch::{Decision, Dispatcher, KernelProgram, RequestView, Route};
 use baton_proto::{
@@ -607,6 +608,173 @@ backends = [
         }
         println!("{exact} picks with one least-loaded back-end, {tied} among ties");
         assert!(exact > 50, "the counts decided most picks");
+    });
+}
+
+/// `CLOCK_MONOTONIC`, the daemon's clock and `bpf_ktime_get_ns`'s.
+fn monotonic() -> Instant {
+    // SAFETY: all-zero is a valid timespec, and clock_gettime writes one.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is writable.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Instant::from_nanos(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// LARD in the kernel: the probe reads the target's server set from
+/// `FRONTEND_LARD_SETS` (written by the daemon's writer from the dispatcher's `Lard`,
+/// `KernelDispatch::write_lard_changes`) and the loads from the counts' maps. Over
+/// random targets and counts, each request the probe hands off goes to the back-end
+/// the dispatcher picks, and the dispatcher changes no set for it; each it sends up
+/// with `lard_set`, the dispatcher changes a set for, and the change is written for the
+/// next. The host's steps (`decide`) agree with the probe throughout. Two pools: one
+/// whose sets never shrink in the test's time (they grow under load), one on the URL
+/// whose sets may shrink at once (`shrink_after_ms = 0`: a member added under load
+/// replaces the old one in the same pick). A shrink due on a set of two is left to the
+/// unit test over generated times (`pool::tests::lard_read_only_pick_is_select_…`):
+/// here the kernel's clock and the dispatcher's are read moments apart, and a
+/// `shrink_at` between them would fail the test for no fault.
+#[test]
+fn lard_picks_by_the_sets_in_the_maps_and_sends_set_changes_up() {
+    privileged("lard", || {
+        let mut ebpf = load();
+        let mut e = Engines::new(
+            r#"
+default_pool = "grow"
+[pools.grow]
+policy = "lard"
+lard = { low_load = 2, high_load = 4, shrink_after_ms = 3600000, targets = 64 }
+backends = [
+    { address = "198.18.1.11:80" },
+    { address = "198.18.1.12:80" },
+    { address = "198.18.1.13:80" },
+    { address = "198.18.1.14:80" },
+]
+[pools.shrink]
+policy = "lard"
+lard = { target = "url", low_load = 2, high_load = 4, shrink_after_ms = 0, targets = 64 }
+backends = [
+    { address = "198.18.1.11:80" },
+    { address = "198.18.1.12:80" },
+    { address = "198.18.1.13:80" },
+]
+[[rules]]
+name = "shrink"
+pool = "shrink"
+match = { path_prefix = "/s/" }
+"#,
+        );
+        assert!(
+            e.program.pool_placements.iter().all(|p| p.in_kernel()),
+            "{:?}",
+            e.program.pool_placements
+        );
+        let mut kernel = KernelDispatch::load(&mut ebpf, &e.program, |_| Some(MAC)).unwrap();
+        let backends = e.program.backends.clone();
+        let base = kernel.generation() * BACKENDS_PER_GENERATION;
+        let slots: Vec<u32> = {
+            let table: Array<_, baton_common::kernel_dispatch::KernelBackend> =
+                Array::try_from(ebpf.map("FRONTEND_BACKENDS").unwrap()).unwrap();
+            (0..backends.len() as u32)
+                .map(|i| u32::from(table.get(&(base + i), 0).unwrap().load_slot))
+                .collect()
+        };
+        let targets = [
+            "/a", "/b", "/c", "/d", "/e", "/s/a", "/s/b?q=1", "/s/c", "/s/d?x",
+        ];
+        let mut opened = vec![0u64; backends.len()];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut in_kernel, mut changed) = (0, 0);
+        let mut buf = Box::new([0u8; SCRATCH_LEN]);
+        let mut cursors = vec![0; e.program.pools.len()];
+        for _ in 0..600 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let b = (rng % backends.len() as u64) as usize;
+            // Loads around the thresholds: handoffs by either engine, and closes.
+            match (rng >> 8) % 4 {
+                0 => opened[b] += 1 + (rng >> 20) % 3,
+                1 if opened[b] > 0 => e.dispatcher.on_kernel_handoff(backends[b]),
+                2 => e.dispatcher.on_handed_off(backends[b]),
+                _ if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
+                    e.dispatcher.on_closed(backends[b])
+                }
+                _ => {}
+            }
+            {
+                let mut map: Array<_, u64> =
+                    Array::try_from(ebpf.map_mut("FRONTEND_BACKEND_OPENED").unwrap()).unwrap();
+                map.set(slots[b], opened[b], 0).unwrap();
+            }
+            kernel.sync_loads(&mut e.dispatcher);
+            let target = targets[((rng >> 32) % targets.len() as u64) as usize];
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: lard.example\r\n\r\n");
+            let (d, _) = probe(&ebpf, raw.as_bytes(), 1);
+            let loads: Vec<u32> = backends
+                .iter()
+                .map(|b| e.dispatcher.backend_status(*b).unwrap().active)
+                .collect();
+            let sets: Vec<_> = e.dispatcher.lard_sets().collect();
+            let lard_sets: Vec<_> = sets
+                .iter()
+                .map(|&(pool, slot, set)| (KernelLardKey { pool, slot }, set))
+                .collect();
+            let host = decide(
+                &RuleTables {
+                    loads: &loads,
+                    lard_sets: &lard_sets,
+                    now: monotonic().as_nanos(),
+                    ..e.program.tables()
+                },
+                raw.as_bytes(),
+                &mut buf,
+                &mut cursors,
+            );
+            // The host's back-ends are generation 0's.
+            let probed = if d.verdict == KernelDecision::HAND_OFF {
+                d.backend - base
+            } else {
+                d.backend
+            };
+            assert_eq!(
+                (d.verdict, d.reason, probed),
+                (host.verdict, host.reason, host.backend),
+                "{target}, loads {loads:?}: the probe and the host's steps"
+            );
+            let request = parse_request(raw.as_bytes(), &RequestLimits::default())
+                .unwrap()
+                .unwrap();
+            let view = RequestView::new(&request, None);
+            let Decision::Backend(chosen) = e.dispatcher.decide(monotonic(), &view, &[]) else {
+                panic!("no back-end");
+            };
+            let after: Vec<_> = e.dispatcher.lard_sets().collect();
+            let set_changed = after != sets;
+            if d.verdict == KernelDecision::HAND_OFF {
+                assert!(
+                    !set_changed,
+                    "{target}, loads {loads:?}: the kernel picked, LARD changed its set"
+                );
+                assert_eq!(
+                    backends[(d.backend - base) as usize],
+                    chosen,
+                    "{target}, loads {loads:?}"
+                );
+                in_kernel += 1;
+            } else {
+                assert_eq!(d.reason, reason::LARD_SET, "{target}, loads {loads:?}");
+                assert!(
+                    set_changed,
+                    "{target}, loads {loads:?}: sent up, LARD kept its set"
+                );
+                changed += 1;
+            }
+            kernel
+                .write_lard_changes(&mut ebpf, &mut e.dispatcher)
+                .unwrap();
+        }
+        println!("{in_kernel} picks in the kernel, {changed} set changes sent up");
+        assert!(in_kernel > 200 && changed > 30, "both kinds of pick occur");
     });
 }
 

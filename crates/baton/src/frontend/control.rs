@@ -234,6 +234,9 @@ mod tests {
         assert!(out.starts_with("OK "), "{out}");
         assert!(out.contains("a [dispatch] body"), "{out}");
         assert!(out.contains("  pools:"), "{out}");
+        // LARD in the kernel, but for the requests that change a server set.
+        let lard = "    pool docs: in the kernel (lard on the path; a request that changes a server set in userspace)\n";
+        assert!(out.contains(lard), "{out}");
 
         let dir = std::env::temp_dir().join(format!("baton-check-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();

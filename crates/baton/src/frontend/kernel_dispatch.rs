@@ -19,13 +19,17 @@
 //! ```ignore
 //! let limits = config.request_limits();
 //! let program = dispatcher.compile_kernel(limits.max_head_len, limits.max_headers);
-//! let mut kernel = KernelDispatch::load(&mut ebpf, &program, |ip| neighbours.mac(ip))?;
+//! let sets = dispatcher.lard_sets();
+//! let mut kernel = KernelDispatch::load_with_sets(&mut ebpf, &program, sets, |ip| neighbours.mac(ip))?;
 //! // on reload or a health transition:
-//! kernel.update(&mut ebpf, &dispatcher.compile_kernel(..), |ip| neighbours.mac(ip))?;
+//! let program = dispatcher.compile_kernel(..);
+//! kernel.update_with_sets(&mut ebpf, &program, dispatcher.lard_sets(), |ip| neighbours.mac(ip))?;
+//! // after each packet and batch of outputs, the LARD sets the slow path changed:
+//! kernel.write_lard_changes(&mut ebpf, &mut dispatcher)?;
 //! ```
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
@@ -35,11 +39,12 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf, Pod,
-    maps::{Array, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData},
 };
 use baton_common::kernel_dispatch::{
-    BACKENDS_PER_GENERATION, KernelBackend, KernelPool, KernelRuleSet, KernelSlot, KernelTerm,
-    KernelText, MAX_KERNEL_POOLS, MAX_LOAD_SLOTS, MAX_POOL_SLOTS, MAX_TERMS, MAX_TEXTS,
+    BACKENDS_PER_GENERATION, KernelBackend, KernelLardKey, KernelLardSet, KernelPool,
+    KernelRuleSet, KernelSlot, KernelTerm, KernelText, MAX_KERNEL_POOLS, MAX_LOAD_SLOTS,
+    MAX_POOL_SLOTS, MAX_TERMS, MAX_TEXTS,
 };
 use baton_dispatch::{Dispatcher, KernelProgram};
 
@@ -50,6 +55,12 @@ pub struct KernelDispatch {
     generation: u32,
     /// The back-ends' connection counts, shared with the program.
     loads: BackendLoads,
+    /// The LARD sets written into each generation (`FRONTEND_LARD_SETS`' keys), deleted
+    /// when that generation is written again.
+    lard_keys: [HashSet<KernelLardKey>; 2],
+    /// Reused by [`KernelDispatch::write_lard_changes`], so that it allocates nothing
+    /// once grown.
+    lard_changes: Vec<(KernelLardKey, KernelLardSet)>,
 }
 
 impl KernelDispatch {
@@ -61,11 +72,27 @@ impl KernelDispatch {
         program: &KernelProgram,
         resolve_mac: impl FnMut(Ipv4Addr) -> Option<[u8; 6]>,
     ) -> anyhow::Result<Self> {
+        Self::load_with_sets(ebpf, program, [], resolve_mac)
+    }
+
+    /// [`KernelDispatch::load`] with the LARD pools' server sets
+    /// (`Dispatcher::lard_sets`).
+    pub fn load_with_sets(
+        ebpf: &mut Ebpf,
+        program: &KernelProgram,
+        lard_sets: impl IntoIterator<Item = (u32, u32, KernelLardSet)>,
+        resolve_mac: impl FnMut(Ipv4Addr) -> Option<[u8; 6]>,
+    ) -> anyhow::Result<Self> {
         let active: Array<_, u32> = array(ebpf, "FRONTEND_DISPATCH_ACTIVE")?;
         let generation = active.get(&0, 0).context("read FRONTEND_DISPATCH_ACTIVE")? & 1;
         let loads = BackendLoads::map(ebpf)?;
-        let mut this = Self { generation, loads };
-        this.update(ebpf, program, resolve_mac)?;
+        let mut this = Self {
+            generation,
+            loads,
+            lard_keys: Default::default(),
+            lard_changes: Vec::new(),
+        };
+        this.update_with_sets(ebpf, program, lard_sets, resolve_mac)?;
         Ok(this)
     }
 
@@ -74,11 +101,24 @@ impl KernelDispatch {
         self.generation
     }
 
-    /// Writes `program` into the generation not in force, then flips to it.
+    /// Writes `program` into the generation not in force, then flips to it; its LARD
+    /// pools start with no server sets.
     pub fn update(
         &mut self,
         ebpf: &mut Ebpf,
         program: &KernelProgram,
+        resolve_mac: impl FnMut(Ipv4Addr) -> Option<[u8; 6]>,
+    ) -> anyhow::Result<()> {
+        self.update_with_sets(ebpf, program, [], resolve_mac)
+    }
+
+    /// Writes `program` into the generation not in force, with the LARD pools' server
+    /// sets (`Dispatcher::lard_sets`: pool, slot, set), then flips to it.
+    pub fn update_with_sets(
+        &mut self,
+        ebpf: &mut Ebpf,
+        program: &KernelProgram,
+        lard_sets: impl IntoIterator<Item = (u32, u32, KernelLardSet)>,
         mut resolve_mac: impl FnMut(Ipv4Addr) -> Option<[u8; 6]>,
     ) -> anyhow::Result<()> {
         let next = self.generation ^ 1;
@@ -142,6 +182,22 @@ impl KernelDispatch {
             next * MAX_POOL_SLOTS,
             program.slots.iter().copied(),
         )?;
+        // The generation's LARD sets: those of two updates ago go, the dispatcher's
+        // current ones come (a reload's dispatcher starts with none).
+        let mut sets = lard_map(ebpf)?;
+        for key in self.lard_keys[next as usize].drain() {
+            // Gone already is as good.
+            let _ = sets.remove(&key);
+        }
+        for (pool, slot, set) in lard_sets {
+            if pool < MAX_KERNEL_POOLS {
+                let key = KernelLardKey {
+                    pool: next * MAX_KERNEL_POOLS + pool,
+                    slot,
+                };
+                write_lard(&mut sets, &mut self.lard_keys[next as usize], key, set);
+            }
+        }
         let set = KernelRuleSet {
             flags: if enabled { KernelRuleSet::ENABLED } else { 0 },
             ..program.set
@@ -152,6 +208,42 @@ impl KernelDispatch {
         // catches a flip before them, or tables written into the live generation).
         write(ebpf, "FRONTEND_DISPATCH_ACTIVE", 0, [next])?;
         self.generation = next;
+        Ok(())
+    }
+
+    /// Writes the LARD sets the dispatcher changed since the last call
+    /// (`Dispatcher::take_lard_changes`) into the generation in force: one system call
+    /// per changed set, and none when nothing changed. Called after each packet the
+    /// daemon handles and each batch of the core's outputs, so that a set the slow path
+    /// made is in the kernel before the daemon reads the next packet; meanwhile the
+    /// kernel sends that target's requests up (its copy holds no set for it, or one
+    /// whose pick would change it), and the slow path decides them as the kernel will.
+    pub fn write_lard_changes(
+        &mut self,
+        ebpf: &mut Ebpf,
+        dispatcher: &mut Dispatcher,
+    ) -> anyhow::Result<()> {
+        let generation = self.generation;
+        let changes = &mut self.lard_changes;
+        changes.clear();
+        dispatcher.take_lard_changes(|pool, slot, set| {
+            if pool < MAX_KERNEL_POOLS {
+                let key = KernelLardKey {
+                    pool: generation * MAX_KERNEL_POOLS + pool,
+                    slot,
+                };
+                changes.push((key, set));
+            }
+        });
+        // Most packets change no set: then not even the map is looked up.
+        if self.lard_changes.is_empty() {
+            return Ok(());
+        }
+        let mut sets = lard_map(ebpf)?;
+        let keys = &mut self.lard_keys[generation as usize];
+        for &(key, set) in &self.lard_changes {
+            write_lard(&mut sets, keys, key, set);
+        }
         Ok(())
     }
 
@@ -177,6 +269,32 @@ fn array<'a, T: Pod>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<Array<&'a
         .map_mut(name)
         .with_context(|| format!("the object has no map {name}"))?;
     Array::try_from(map).with_context(|| format!("{name} is not an array of that value"))
+}
+
+fn lard_map(
+    ebpf: &mut Ebpf,
+) -> anyhow::Result<BpfHashMap<&mut MapData, KernelLardKey, KernelLardSet>> {
+    let map = ebpf
+        .map_mut("FRONTEND_LARD_SETS")
+        .context("the object has no map FRONTEND_LARD_SETS")?;
+    BpfHashMap::try_from(map).context("FRONTEND_LARD_SETS is not a hash map of LARD sets")
+}
+
+/// Writes one LARD set. A set that cannot be written (the map full) is removed
+/// instead: without an entry the kernel sends its target's requests up, which is
+/// slower but never a pick the dispatcher would not make, as a stale set could be.
+fn write_lard(
+    sets: &mut BpfHashMap<&mut MapData, KernelLardKey, KernelLardSet>,
+    keys: &mut HashSet<KernelLardKey>,
+    key: KernelLardKey,
+    set: KernelLardSet,
+) {
+    if sets.insert(key, set, 0).is_ok() {
+        keys.insert(key);
+    } else {
+        let _ = sets.remove(&key);
+        keys.remove(&key);
+    }
 }
 
 /// Writes `values` from index `first` on.

@@ -158,18 +158,19 @@ fn kernel_handoff_config(
     )
 }
 
-/// The kernel dispatch's rules from the dispatcher in force (start, reload, health).
+/// The kernel dispatch's rules from the dispatcher in force (start, reload, health),
+/// with its LARD sets; `reloaded`: a new dispatcher, written even if its rules compile
+/// alike (`FastPath::write_kernel_rules`).
 fn write_kernel_rules(
     fast: &mut FastPath,
     fe: &mut FrontEnd<ContentDispatch>,
+    reloaded: bool,
     stats: &mut FastPathStats,
 ) {
     let limits = fe.config().request_limits();
-    let program = fe
-        .dispatcher_mut()
-        .dispatcher()
-        .compile_kernel(limits.max_head_len, limits.max_headers);
-    if let Err(e) = fast.write_kernel_rules(clock(), &program, stats) {
+    let dispatcher = fe.dispatcher_mut().dispatcher();
+    let program = dispatcher.compile_kernel(limits.max_head_len, limits.max_headers);
+    if let Err(e) = fast.write_kernel_rules(clock(), dispatcher, &program, reloaded, stats) {
         log::warn(
             "kernel_dispatch_unavailable",
             &[("error", &format!("{e:#}"))],
@@ -360,7 +361,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
                 let adoption = fast.adopt_pinned(&mut fe, clock(), &mut fp_stats);
                 write_stamps(&mut fast, &mut fe);
                 if kernel_dispatch {
-                    write_kernel_rules(&mut fast, &mut fe, &mut fp_stats);
+                    write_kernel_rules(&mut fast, &mut fe, false, &mut fp_stats);
                 }
                 // Before the first packet too: with every SYN in the fast path the
                 // program answers from the first one on, not from the loop's first round
@@ -734,7 +735,11 @@ impl Control {
     /// replace the running ones. Anything else that changed is reported as needing a
     /// restart and keeps its running value. An invalid file changes nothing and the log
     /// says why.
-    fn reload(&mut self, fe: &mut FrontEnd<ContentDispatch>) {
+    ///
+    /// Returns what the `reloaded` line says, for the caller to log once the reload is
+    /// in force everywhere (the kernel's rules written): a client that sends a request
+    /// on seeing the line must meet the new rules whichever path decides it.
+    fn reload(&mut self, fe: &mut FrontEnd<ContentDispatch>) -> Option<Reloaded> {
         let path = self.config_path.display();
         let settings = match config::load(&self.config_path) {
             Ok(s) => s,
@@ -747,7 +752,7 @@ impl Control {
                         ("effect", &"the configuration in force stays"),
                     ],
                 );
-                return;
+                return None;
             }
         };
         let restart = self.restart_only.changes(&settings.restart_only);
@@ -758,7 +763,7 @@ impl Control {
                 "reload_failed",
                 &[("config", &path), ("error", &format!("{e}"))],
             );
-            return;
+            return None;
         }
         fe.dispatcher_mut().replace(settings.dispatcher);
         match health::HealthChecks::start(fe.dispatcher_mut().dispatcher()) {
@@ -766,19 +771,38 @@ impl Control {
             // The old checks go on; they report by back-end address.
             Err(e) => log::error("health_checks_failed", &[("error", &format!("{e:#}"))]),
         }
+        Some(Reloaded {
+            config: path.to_string(),
+            summary,
+            health_checks: self.health.len(),
+            restart,
+        })
+    }
+}
+
+/// A reload in force, to be logged ([`Control::reload`]).
+struct Reloaded {
+    config: String,
+    summary: String,
+    health_checks: usize,
+    restart: Vec<String>,
+}
+
+impl Reloaded {
+    fn log(&self) {
         log::line(
             "reloaded",
             &[
-                ("config", &path),
-                ("dispatch", &summary),
-                ("health_checks", &self.health.len()),
+                ("config", &self.config),
+                ("dispatch", &self.summary),
+                ("health_checks", &self.health_checks),
             ],
         );
-        if !restart.is_empty() {
+        if !self.restart.is_empty() {
             log::warn(
                 "reload_needs_restart",
                 &[
-                    ("fields", &restart.join(",")),
+                    ("fields", &self.restart.join(",")),
                     ("effect", &"these keep their running values until a restart"),
                 ],
             );
@@ -847,14 +871,15 @@ fn event_loop(
         // Between rounds, so that a reload or a health verdict applies to every request
         // of the next round. Both are cheap when there is nothing to do: an atomic swap
         // and a `try_recv`.
-        let reloaded = control.reload.swap(false, Ordering::Relaxed);
-        if reloaded {
-            control.reload(fe);
+        let mut reload_in_force = None;
+        if control.reload.swap(false, Ordering::Relaxed) {
+            reload_in_force = control.reload(fe);
             // For log rotation: the file may have been moved away.
             if let Some(a) = &mut ops.access_log {
                 a.reopen();
             }
         }
+        let reloaded = reload_in_force.is_some();
         let health_changed = control.health.apply(fe.dispatcher_mut().dispatcher_mut());
         // The stamps' back-ends before the announcement: once the routers send this
         // front-end flows it never saw, it must know every back-end their stamps name,
@@ -877,7 +902,11 @@ fn event_loop(
             && fast.kernel_dispatch
             && let Some(path) = fast.path.as_deref_mut()
         {
-            write_kernel_rules(path, fe, fast.stats);
+            write_kernel_rules(path, fe, reloaded, fast.stats);
+        }
+        // Only now: every path decides by the new configuration.
+        if let Some(reload) = reload_in_force {
+            reload.log();
         }
         ops.answer(fe, io, fast, services, stats);
 
@@ -940,6 +969,9 @@ fn event_loop(
                             Some(path) => {
                                 let mut syns = path.half_open_syns(fast.stats);
                                 fe.handle_packet_with(now, packet, &mut syns);
+                                // A LARD set this packet's request changed reaches the
+                                // kernel before the next packet is read.
+                                path.write_lard_changes(fe.dispatcher_mut().dispatcher_mut());
                             }
                             None => fe.handle_packet(now, packet),
                         }
@@ -968,7 +1000,7 @@ fn event_loop(
                 // Reloads, health verdicts and newly resolved MACs reach the kernel's
                 // rules within a scan (a new generation only when something changed).
                 if fast.kernel_dispatch {
-                    write_kernel_rules(path, fe, fast.stats);
+                    write_kernel_rules(path, fe, false, fast.stats);
                 }
             }
         }
@@ -1061,8 +1093,10 @@ fn apply_outputs(
     }
     if let Some(path) = fast.path.as_deref_mut() {
         path.flush_removals(fast.stats);
-        // The closes and handoffs just booked reach the program's counts.
+        // The closes and handoffs just booked reach the program's counts, and the LARD
+        // sets retries and timeouts changed its copy of them.
         path.sync_backend_loads(fe.dispatcher_mut().dispatcher_mut());
+        path.write_lard_changes(fe.dispatcher_mut().dispatcher_mut());
     }
 }
 

@@ -27,10 +27,10 @@ use super::*;
 const HANDOFF_KEY: SipKey = SipKey::from_bytes(*b"handoff-key-0001");
 /// `[tcp] mss` 1460 less 20, as the daemon writes it.
 const MAX_PAYLOAD: u32 = 1440;
-/// Rule 0 sends `/api/` to a LARD pool, which the kernel leaves to the slow path (a
-/// least-connections pool it now picks from itself); rule 1 sends `/pages/` to a
-/// round-robin pool of one back-end (`BACKEND`, on a port other than the service's),
-/// which the kernel routes; the default is that pool.
+/// Rule 0 sends `/api/` to a pool hashing on the client's address, which the kernel
+/// leaves to the slow path (it picks from least-connections and LARD pools itself); rule
+/// 1 sends `/pages/` to a round-robin pool of one back-end (`BACKEND`, on a port other
+/// than the service's), which the kernel routes; the default is that pool.
 const DISPATCH: &str = r#"
 default_pool = "web"
 
@@ -39,7 +39,8 @@ policy = "round_robin"
 backends = [{ address = "198.18.1.11:8080" }]
 
 [pools.api]
-policy = "lard"
+policy = "consistent_hash"
+hash_key = "client_address"
 backends = [{ address = "198.18.1.12:80" }]
 
 [[rules]]
@@ -463,7 +464,7 @@ fn requests_the_kernel_leaves_to_the_slow_path_go_up_as_they_arrived() {
             port
         };
 
-        // A rule the kernel leaves to userspace: a LARD pool.
+        // A rule the kernel leaves to userspace: a pool hashing on the client's address.
         h.expect_to_slow_path(&h.linux_request(next_port(), API), reason::POOL_POLICY);
         h.expect_handed_off(&h.linux_request(next_port(), PAGE));
 
@@ -703,7 +704,7 @@ fn time_per_run() {
         let what = format!("handed off, no options, {size}-byte request, records waiting");
         time_runs(&mut h, &what, &bare, XDP_TX, Some(Ring::Waiting));
         let api = h.linux_request(CLIENT_PORT, API).bytes();
-        let what = "a request to the slow path (a LARD rule)";
+        let what = "a request to the slow path (a rule whose pool hashes on the client's address)";
         time_runs(&mut h, what, &api, XDP_PASS, None);
         let syn = syn(SYN, linux_syn_options(1460)).bytes();
         time_runs(&mut h, "a SYN answered with a cookie", &syn, XDP_TX, None);

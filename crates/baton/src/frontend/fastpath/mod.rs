@@ -995,10 +995,17 @@ impl FastPath {
     /// back-ends' MACs as a new generation of the kernel dispatch's tables and puts it
     /// in force: at start, at every reload and at every health change. A back-end whose
     /// MAC is not known yet is written unusable (its requests go to the slow path).
+    ///
+    /// With the rules go the LARD pools' server sets (`Dispatcher::lard_sets`). `fresh`
+    /// (a reload: a new dispatcher, whose sets start empty) writes a new generation even
+    /// when the rules compiled alike, so that no set of the old dispatcher's stays in
+    /// force.
     pub fn write_kernel_rules(
         &mut self,
         now: Instant,
+        dispatcher: &baton_dispatch::Dispatcher,
         program: &baton_dispatch::KernelProgram,
+        fresh: bool,
         stats: &mut FastPathStats,
     ) -> anyhow::Result<()> {
         let macs: Vec<Option<[u8; 6]>> = program
@@ -1009,10 +1016,11 @@ impl FastPath {
         // Written again only when something changed (a reload, a health verdict, a MAC
         // resolved): the check runs every second.
         let written = (program, &macs);
-        if self
-            .kernel_rules_written
-            .as_ref()
-            .is_some_and(|(p, m)| (p, m) == written)
+        if !fresh
+            && self
+                .kernel_rules_written
+                .as_ref()
+                .is_some_and(|(p, m)| (p, m) == written)
         {
             return Ok(());
         }
@@ -1023,16 +1031,35 @@ impl FastPath {
                 .position(|b| *b.ip() == ip)
                 .and_then(|i| macs[i])
         };
+        let lard_sets = dispatcher.lard_sets();
         let result = match &mut self.kernel_dispatch {
-            Some(kernel) => kernel.update(&mut self.ebpf, program, resolve),
-            None => super::kernel_dispatch::KernelDispatch::load(&mut self.ebpf, program, resolve)
-                .map(|kernel| self.kernel_dispatch = Some(kernel)),
+            Some(kernel) => kernel.update_with_sets(&mut self.ebpf, program, lard_sets, resolve),
+            None => super::kernel_dispatch::KernelDispatch::load_with_sets(
+                &mut self.ebpf,
+                program,
+                lard_sets,
+                resolve,
+            )
+            .map(|kernel| self.kernel_dispatch = Some(kernel)),
         };
         if result.is_ok() {
             stats.kernel_rule_generations += 1;
             self.kernel_rules_written = Some((program.clone(), macs));
         }
         result
+    }
+
+    /// The LARD sets the dispatcher changed, into the kernel's copy
+    /// (`KernelDispatch::write_lard_changes`); without dispatch in the kernel they are
+    /// only taken, so that the dispatcher keeps no list of them.
+    pub fn write_lard_changes(&mut self, dispatcher: &mut baton_dispatch::Dispatcher) {
+        let Some(kernel) = &mut self.kernel_dispatch else {
+            dispatcher.take_lard_changes(|_, _, _| {});
+            return;
+        };
+        if let Err(e) = kernel.write_lard_changes(&mut self.ebpf, dispatcher) {
+            log::warn("lard_sets_unwritten", &[("error", &format!("{e:#}"))]);
+        }
     }
 
     /// Brings the connection counts both engines pick by up to date (docs/design.md,
