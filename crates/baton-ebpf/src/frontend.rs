@@ -800,13 +800,11 @@ fn learn_by_claim(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: bounds-checked by `bytes_at`; XDP owns the buffer.
     unsafe { proto.write_unaligned(ETH_P_IP) };
-    // SAFETY: as above; read again after the resize.
-    let (Some(l3), Some(tcp)) = (
-        bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }),
-        bytes_at::<TCP_HLEN>(ctx, TCP).map(|p| unsafe { p.read_unaligned() }),
-    ) else {
-        return DROP | stat::DROP_CLAIM_MALFORMED;
-    };
+    // The headers as they now are (the copies read before the resize, which left them
+    // in place): reading them again gave a program the verifier refused.
+    let mut l3 = head;
+    l3[ETH_PROTO] = ETH_P_IP[0];
+    l3[ETH_PROTO + 1] = ETH_P_IP[1];
     match learn(ctx, config, &l3, &tcp, &backend, stat::LEARNED_BY_CLAIM) {
         transmit if transmit & TRANSMIT != 0 => transmit,
         // Nothing forwarded: a segment the slow path would only probe for again.

@@ -2627,7 +2627,7 @@ fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candida
         .iter()
         .map(|o| match o {
             Output::Transmit(t) => tcp_of(t).seq_number,
-            Output::Event(_) => 0,
+            Output::Event(_) | Output::Probe(_) => 0,
         })
         .collect();
     assert_eq!(
