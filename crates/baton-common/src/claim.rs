@@ -31,8 +31,8 @@
 
 use crate::{
     layout::{
-        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_PROTO, ETH_SOURCE, EthIpv4, IPPROTO_TCP,
-        IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_HLEN, ip_protocol, ip_tot_len, ip_version_ihl,
+        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_PROTO, ETH_SOURCE, EthIpv4, IPPROTO_TCP, IPV4_HLEN,
+        IPV4_VERSION_IHL_NO_OPTIONS, TCP_HLEN, ip_protocol, ip_tot_len, ip_version_ihl,
         is_fragment,
     },
     siphash::SipKey,
@@ -320,7 +320,10 @@ mod tests {
         let at = trailer_offset(&head(&frame), frame.len()).unwrap();
         assert_eq!(at, ETH_HLEN + 40);
         let t = Trailer::from_bytes(frame[at..].try_into().unwrap());
-        assert_eq!((t.backend_addr, t.backend_port, t.stamp), (BACKEND.0, BACKEND.1, 0));
+        assert_eq!(
+            (t.backend_addr, t.backend_port, t.stamp),
+            (BACKEND.0, BACKEND.1, 0)
+        );
         // Padding after the trailer is allowed and ignored.
         assert_eq!(trailer_offset(&head(&frame), frame.len() + 6), Ok(at));
         // A link's padding after the packet is not carried into the probe.
@@ -330,7 +333,10 @@ mod tests {
         let len = write_probe(&mut again, [0; 6], [0; 6], BACKEND, &padded).unwrap();
         assert_eq!(len, frame.len());
         assert_eq!(again[ETH_HLEN..len], frame[ETH_HLEN..]);
-        assert_eq!(write_probe(&mut again, [0; 6], [0; 6], BACKEND, &padded[..39]), None);
+        assert_eq!(
+            write_probe(&mut again, [0; 6], [0; 6], BACKEND, &padded[..39]),
+            None
+        );
     }
 
     #[test]

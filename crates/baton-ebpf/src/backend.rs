@@ -24,6 +24,10 @@
 //!   `backend_icmp`, which puts its quote back in the server's terms (source, sequence
 //!   number, checksums), so that the kernel lowers its path MTU towards the client
 //!   (docs/design.md, "ICMP errors and path MTU").
+//! - probes: a front-end's probe (`baton_common::claim`, EtherType 0x88B5) goes by the
+//!   same tail call to `backend_icmp`, which claims a flow this module holds (the frame
+//!   sent back to the prober as 0x88B6 with the flow's stamp) and drops every other
+//!   probe, counted (docs/design.md, "Clients without timestamps: probe and claim").
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
 //!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
 //!   address rewrite updates the header checksum incrementally, RFC 1624). Where the
@@ -63,11 +67,12 @@ use baton_common::{
         quote_to_backend_v4, quoted_segment_v4,
     },
     layout::{
-        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_PROTO, ETH_SOURCE, EthIpv4, IP_CHECK, IP_DADDR, IP_SADDR, IP_TOS,
-        IP_TOT_LEN, IPPROTO_TCP, IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK,
-        TCP_DOFF, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL,
-        TcpHeader, ip_check, ip_daddr, ip_header_len, ip_protocol, ip_saddr, ip_tot_len,
-        ip_version, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_dest,
+        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_PROTO, ETH_SOURCE, EthIpv4, IP_CHECK,
+        IP_DADDR, IP_SADDR, IP_TOS, IP_TOT_LEN, IPPROTO_TCP, IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN,
+        TCP_ACK_SEQ, TCP_CHECK, TCP_DOFF, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW,
+        TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, ip_check, ip_daddr, ip_header_len, ip_protocol,
+        ip_saddr, ip_tot_len, ip_version, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq,
+        tcp_dest,
         tcp_flag::{ACK, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
@@ -472,7 +477,9 @@ fn claim(ctx: &TcContext, config: &BackendConfig, head: &EthIpv4) -> Verdict {
     };
     // SAFETY: the context pointer the kernel passed in.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if ctx.store(ETH_DEST, &claim::claim_ethernet(&eth), 0).is_err()
+    if ctx
+        .store(ETH_DEST, &claim::claim_ethernet(&eth), 0)
+        .is_err()
         || ctx
             .store(at + claim::TRAILER_STAMP, &trailer.stamp.to_be_bytes(), 0)
             .is_err()

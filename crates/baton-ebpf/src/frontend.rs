@@ -75,6 +75,13 @@
 //! moved it here) or before this one started keeps flowing, with no state shared
 //! (docs/design.md, "Stateless forwarding by the stamp").
 //!
+//! A client without timestamps carries no stamp: its segments go up, the core probes
+//! the back-ends for the flow, and the one that holds it answers with a claim (EtherType
+//! 0x88B6, `baton_common::claim`) that this program judges like a stamp: the flow is
+//! learned (`stat::LEARNED_BY_CLAIM`) and the segment inside forwarded, or the claim
+//! dropped (`stat::DROP_CLAIM_FORGED` and its kin; docs/design.md, "Clients without
+//! timestamps: probe and claim").
+//!
 //! # ICMP errors to a VIP
 //!
 //! A router's "fragmentation needed" about a segment a back-end sent as the VIP's comes
@@ -183,13 +190,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use baton_common::{
+    claim,
     frontend::{
         AwaitedAnswer, ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE,
         DEFAULT_HALF_OPEN_ENTRIES, Echo, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
         FrontendService, MAX_SERVICES, NOTICE_RING_SIZE, decide_client_segment,
         redirected_tcp_checksum, stat, tcp_checksum,
     },
-    claim,
     handoff_option::MAX_OPTIONS_LEN,
     icmp::{
         ICMP_CODE, ICMP_HLEN, ICMP_TYPE, ICMPV4_HEAD_LEN, IPPROTO_ICMP, Icmpv4Message,
@@ -202,11 +209,11 @@ use baton_common::{
         handoff_terms, reason,
     },
     layout::{
-        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_P_IP, ETH_PROTO, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
-        IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST, TCP_HLEN, TCP_MAX_HLEN,
-        TCP_OPTIONS, TcpHeader, addressed_to, eth_dest, eth_source, ip_check, ip_daddr,
-        ip_protocol, ip_saddr, ip_tos, ip_tot_len, ip_ttl, ip_version_ihl, is_fragment, is_ipv4,
-        tcp_ack_seq, tcp_check, tcp_dest,
+        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_P_IP, ETH_PROTO, EthIpv4, IP_CHECK,
+        IP_DADDR, IPPROTO_TCP, IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST,
+        TCP_HLEN, TCP_MAX_HLEN, TCP_OPTIONS, TcpHeader, addressed_to, eth_dest, eth_source,
+        ip_check, ip_daddr, ip_protocol, ip_saddr, ip_tos, ip_tot_len, ip_ttl, ip_version_ihl,
+        is_fragment, is_ipv4, tcp_ack_seq, tcp_check, tcp_dest,
         tcp_flag::{ACK, FIN, RST, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },

@@ -1322,7 +1322,10 @@ fn a_probe_of_a_held_flow_is_claimed_and_others_are_dropped() {
 
         let asked = probe(CLIENT_PORT, BACKEND);
         let (verdict, claimed) = module.run("backend_ingress", &asked);
-        assert_eq!(verdict, TC_ACT_SHOT, "the probe ends here; its clone went out");
+        assert_eq!(
+            verdict, TC_ACT_SHOT,
+            "the probe ends here; its clone went out"
+        );
         assert_eq!(module.stat(stat::PROBE_CLAIMED), 1);
         // Back to the prober, from this back-end, the packet unchanged, the stamp in.
         assert_eq!(claimed.len(), asked.len());
@@ -1332,7 +1335,11 @@ fn a_probe_of_a_held_flow_is_claimed_and_others_are_dropped() {
         let trailer_at = claimed.len() - claim::TRAILER_LEN;
         assert_eq!(claimed[14..trailer_at], asked[14..trailer_at]);
         let trailer = claim::Trailer::from_bytes(claimed[trailer_at..].try_into().unwrap());
-        assert_eq!(trailer.stamp, lab_stamp(), "the stamp the egress writes in TSvals");
+        assert_eq!(
+            trailer.stamp,
+            lab_stamp(),
+            "the stamp the egress writes in TSvals"
+        );
         let entry = StampedBackend {
             addr_be: u32::from_ne_bytes(BACKEND),
             port_be: u16::from_ne_bytes(80u16.to_be_bytes()),
@@ -1353,7 +1360,10 @@ fn a_probe_of_a_held_flow_is_claimed_and_others_are_dropped() {
 
         // Another connection of the client, or the flow under another back-end's
         // address: not held here.
-        for other in [probe(CLIENT_PORT + 1, BACKEND), probe(CLIENT_PORT, [198, 18, 1, 12])] {
+        for other in [
+            probe(CLIENT_PORT + 1, BACKEND),
+            probe(CLIENT_PORT, [198, 18, 1, 12]),
+        ] {
             assert_eq!(module.run("backend_ingress", &other).0, TC_ACT_SHOT);
         }
         assert_eq!(module.stat(stat::PROBE_NOT_HELD), 3);

@@ -399,7 +399,10 @@ fn a_moved_flow_of_a_client_without_timestamps_is_claimed_by_its_backend() {
         support::logged_number(log, "io_stats", "probe_frames_sent") > probes,
         "{log}"
     );
-    assert_eq!(support::logged_number(log, "io_stats", "probe_send_errors"), 0);
+    assert_eq!(
+        support::logged_number(log, "io_stats", "probe_send_errors"),
+        0
+    );
     assert_eq!(
         support::logged_number(log, "fastpath_stats", "flows_learned"),
         1,
@@ -419,7 +422,10 @@ fn a_moved_flow_of_a_client_without_timestamps_is_claimed_by_its_backend() {
 #[test]
 fn without_the_probe_a_moved_flow_of_a_client_without_timestamps_fails() {
     let text = support::frontend_config(&LAB).replacen("[tcp]\n", "[tcp]\nprobe_rate = 0\n", 1);
-    assert!(text.contains("probe_rate = 0"), "the example has a [tcp] table");
+    assert!(
+        text.contains("probe_rate = 0"),
+        "the example has a [tcp] table"
+    );
     let Some(moved) = move_a_download_without_timestamps("no probe", &text) else {
         return;
     };

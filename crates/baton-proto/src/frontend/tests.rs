@@ -1643,10 +1643,16 @@ fn stray_segments_without_timestamps_are_probed_within_the_rate() {
     let ack = h.client_seg(TcpFlags::ACK, 5, 1234);
     let sent = build(CLIENT, VIP, 64, &ack).unwrap();
     h.client_sends(&ack);
-    assert!(h.drain().is_empty(), "no reset for a flow a back-end may hold");
+    assert!(
+        h.drain().is_empty(),
+        "no reset for a flow a back-end may hold"
+    );
     assert_eq!(h.probes, vec![sent]);
     // With timestamps (an unmarked TSecr: no stamp), reset as before.
-    h.client_sends(&with_timestamps(h.client_seg(TcpFlags::ACK, 5, 1234), Some((1, 2))));
+    h.client_sends(&with_timestamps(
+        h.client_seg(TcpFlags::ACK, 5, 1234),
+        Some((1, 2)),
+    ));
     assert_eq!(h.drain()[0].tcp().flags, TcpFlags::RST);
     // The second second's worth: one more, then the rate is spent.
     h.client_sends(&h.client_seg(TcpFlags::ACK | TcpFlags::PSH, 5, 1234));

@@ -554,9 +554,11 @@ impl FileConfig {
             every_syn_in_fast_path: t
                 .syns_in_xdp
                 .unwrap_or(self.fast_path && t.syn_cookies.unwrap_or(defaults.syn_cookies)),
-            probe_rate: t
-                .probe_rate
-                .unwrap_or(if self.fast_path { DEFAULT_PROBE_RATE } else { 0 }),
+            probe_rate: t.probe_rate.unwrap_or(if self.fast_path {
+                DEFAULT_PROBE_RATE
+            } else {
+                0
+            }),
             max_request_len: l.max_request_len.unwrap_or(defaults.max_request_len),
             max_headers: l.max_headers.unwrap_or(defaults.max_headers),
             max_connections: l.max_connections.unwrap_or(defaults.max_connections),

@@ -194,7 +194,11 @@ fn a_valid_claim_is_learned_and_its_segment_forwarded() {
         let mut padded = claim.clone();
         padded.extend_from_slice(&[0; 6]);
         let out = p.expect(&padded, XDP_TX, &[("learned_by_claim", 1)]);
-        assert_eq!(out, rewritten(&segment, BACKEND_PORT), "the segment, as forwarded");
+        assert_eq!(
+            out,
+            rewritten(&segment, BACKEND_PORT),
+            "the segment, as forwarded"
+        );
         assert_eq!(
             p.notices(),
             [FlowNotice {
@@ -262,11 +266,7 @@ fn a_forged_or_malformed_claim_is_dropped_and_counted() {
         p.expect_passed(&elsewhere, &[]);
         // Stamps off: no back-end is known by id.
         p.set_stamps(0);
-        p.expect(
-            &claim,
-            XDP_DROP,
-            &[("drop_claim_unknown_backend", 1)],
-        );
+        p.expect(&claim, XDP_DROP, &[("drop_claim_unknown_backend", 1)]);
         assert!(!p.has_flow(key(CLIENT_PORT)));
     });
 }

@@ -854,7 +854,10 @@ impl FastPath {
         };
         let mut frame = [0u8; 1514 + baton_common::claim::TRAILER_LEN];
         let mut sent = 0;
-        for backend in table.iter().filter(|b| b.flags & StampedBackend::USABLE != 0) {
+        for backend in table
+            .iter()
+            .filter(|b| b.flags & StampedBackend::USABLE != 0)
+        {
             let target = (
                 backend.addr_be.to_ne_bytes(),
                 u16::from_be_bytes(backend.port_be.to_ne_bytes()),
