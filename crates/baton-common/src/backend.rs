@@ -831,8 +831,17 @@ pub mod stat {
     /// reset of a SYN' it gave up or did not adopt): passed untouched, for the server's
     /// TCP to judge by its sequence number ([`super::client_segment_fate`]).
     pub const IN_RESET_BEFORE_SYN_ACK: u32 = 32;
+    /// A probe (`crate::claim`) for a flow this back-end holds: turned into a claim,
+    /// the flow's stamp in its trailer, and sent back to the front-end that asked.
+    pub const PROBE_CLAIMED: u32 = 33;
+    /// A probe for a flow this back-end does not hold: dropped, never passed to the
+    /// stack (whose reset would end the connection another back-end holds).
+    pub const PROBE_NOT_HELD: u32 = 34;
+    /// A probe that is malformed (`crate::claim::FrameError`) or could not be turned
+    /// around (the ICMP slot of an older build, a failed rewrite): dropped.
+    pub const PROBE_MALFORMED: u32 = 35;
     /// Number of counters.
-    pub const COUNT: u32 = 33;
+    pub const COUNT: u32 = 36;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -869,6 +878,9 @@ pub mod stat {
         "out_handshake_completed",
         "in_syn_repeat_answered",
         "in_reset_before_syn_ack",
+        "probe_claimed",
+        "probe_not_held",
+        "probe_malformed",
     ];
 }
 

@@ -604,8 +604,21 @@ pub mod stat {
     /// quote that is no IPv4, fragments, a quoted source other than the VIP;
     /// `crate::icmp::IcmpError`): dropped.
     pub const DROP_ICMP_MALFORMED: u32 = 28;
+    /// A back-end's claim (`crate::claim`) of a flow the slow path probed for, whose
+    /// stamp verified: the flow learned as by [`LEARNED_BY_STAMP`] and the probed
+    /// segment forwarded to that back-end.
+    pub const LEARNED_BY_CLAIM: u32 = 29;
+    /// A claim whose stamp does not verify for the flow it carries (or carries none):
+    /// dropped.
+    pub const DROP_CLAIM_FORGED: u32 = 30;
+    /// A claim naming a back-end id the stamp table has no back-end for: dropped.
+    pub const DROP_CLAIM_UNKNOWN_BACKEND: u32 = 31;
+    /// A claim that is malformed (`crate::claim::FrameError`), to a service this
+    /// front-end does not have, or that could not be turned back into the segment:
+    /// dropped.
+    pub const DROP_CLAIM_MALFORMED: u32 = 32;
     /// Number of counters.
-    pub const COUNT: u32 = 29;
+    pub const COUNT: u32 = 33;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -638,6 +651,10 @@ pub mod stat {
         "forwarded_icmp",
         "drop_icmp_no_flow",
         "drop_icmp_malformed",
+        "learned_by_claim",
+        "drop_claim_forged",
+        "drop_claim_unknown_backend",
+        "drop_claim_malformed",
     ];
 }
 

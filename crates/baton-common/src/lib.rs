@@ -16,6 +16,8 @@
 //! - [`siphash`]: SipHash-2-4, the handoff option's MAC.
 //! - [`stamp`]: the back-end's identity in the TSval, by which any front-end forwards a
 //!   handed-off flow it has no entry for.
+//! - [`claim`]: probes and claims, by which a front-end finds the back-end of a flow
+//!   whose client sends no timestamps.
 //! - [`syncookie`]: SYN cookies, made by the protocol core and by the fast path alike.
 //! - [`tcp_options`]: where timestamps, SACK blocks and window scale lie in an options area.
 //! - [`icmp`]: ICMP errors to a VIP (path MTU): the wire view, the flow they quote,
@@ -30,6 +32,7 @@
 #![no_std]
 
 pub mod backend;
+pub mod claim;
 pub mod counter;
 pub mod frontend;
 pub mod handoff_option;

@@ -24,6 +24,10 @@
 //!   `backend_icmp`, which puts its quote back in the server's terms (source, sequence
 //!   number, checksums), so that the kernel lowers its path MTU towards the client
 //!   (docs/design.md, "ICMP errors and path MTU").
+//! - probes: a front-end's probe (`baton_common::claim`, EtherType 0x88B5) goes by the
+//!   same tail call to `backend_icmp`, which claims a flow this module holds (the frame
+//!   sent back to the prober as 0x88B6 with the flow's stamp) and drops every other
+//!   probe, counted (docs/design.md, "Clients without timestamps: probe and claim").
 //! - ECN: TCP flags pass untouched both ways (the SYN''s ECE and CWR reach the server,
 //!   the SYN/ACK''s ECE the front-end), and no program writes the IPv4 ECN field (the
 //!   address rewrite updates the header checksum incrementally, RFC 1624). Where the
@@ -52,6 +56,7 @@ use baton_common::{
         SynAckProof, SynAckSeen, SynAdmission, Verdict, admit_syn, ce, client_segment_fate,
         frontend_copy, ingress_program, is_syn, server_segment_fate, stat,
     },
+    claim::{self, ETH_P_PROBE, Trailer},
     handoff_option::{
         HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
         find_handoff_option,
@@ -62,11 +67,12 @@ use baton_common::{
         quote_to_backend_v4, quoted_segment_v4,
     },
     layout::{
-        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_SOURCE, EthIpv4, IP_CHECK, IP_DADDR, IP_SADDR, IP_TOS,
-        IP_TOT_LEN, IPPROTO_TCP, IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK,
-        TCP_DOFF, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL,
-        TcpHeader, ip_check, ip_daddr, ip_header_len, ip_protocol, ip_saddr, ip_tot_len,
-        ip_version, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq, tcp_dest,
+        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_PROTO, ETH_SOURCE, EthIpv4, IP_CHECK,
+        IP_DADDR, IP_SADDR, IP_TOS, IP_TOT_LEN, IPPROTO_TCP, IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN,
+        TCP_ACK_SEQ, TCP_CHECK, TCP_DOFF, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW,
+        TSOPT_TSECR, TSOPT_TSVAL, TcpHeader, ip_check, ip_daddr, ip_header_len, ip_protocol,
+        ip_saddr, ip_tot_len, ip_version, ip_version_ihl, is_fragment, is_ipv4, tcp_ack_seq,
+        tcp_dest,
         tcp_flag::{ACK, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
@@ -325,6 +331,14 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
 #[inline(always)]
 fn icmp_error_in(ctx: &TcContext) -> Option<Verdict> {
     let l3: EthIpv4 = ctx.load(ETH_DEST).ok()?;
+    if is_probe(&l3) {
+        // A front-end's probe goes the same way (`claim`): the slot's program is the
+        // module's path for what is not TCP, so that the ingress pays nothing for it.
+        // SAFETY: as below.
+        unsafe { BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::ICMP) };
+        // Never to the stack, which would drop it anyway (no handler), but counted.
+        return Some(Verdict::Drop(stat::PROBE_MALFORMED));
+    }
     if !is_ipv4(&l3) || ip_protocol(&l3) != IPPROTO_ICMP {
         return None;
     }
@@ -355,6 +369,9 @@ fn icmp_error_in(ctx: &TcContext) -> Option<Verdict> {
 fn icmp_error(ctx: &TcContext) -> Option<Verdict> {
     let config = config()?;
     let l3: EthIpv4 = ctx.load(ETH_DEST).ok()?;
+    if is_probe(&l3) {
+        return Some(claim(ctx, &config, &l3));
+    }
     if !is_ipv4(&l3) || ip_protocol(&l3) != IPPROTO_ICMP {
         return None;
     }
@@ -402,6 +419,76 @@ fn icmp_error(ctx: &TcContext) -> Option<Verdict> {
         Ok(()) => Verdict::Pass(stat::IN_ICMP_TRANSLATED),
         Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
     })
+}
+
+/// Whether the frame is a front-end's probe (`baton_common::claim`).
+#[inline(always)]
+fn is_probe(l3: &EthIpv4) -> bool {
+    [l3[ETH_PROTO], l3[ETH_PROTO + 1]] == ETH_P_PROBE
+}
+
+/// A front-end's probe (docs/design.md, "Clients without timestamps: probe and claim"):
+/// a client segment of a flow that front-end does not know, its IPv4 packet unchanged,
+/// and a trailer naming this back-end's address and port. A flow this module holds
+/// (established: its SYN/ACK' seen) is claimed: the frame goes back to the prober's MAC
+/// as a claim, the stamp the egress gives the flow in its trailer
+/// (`baton_common::claim::claim_stamp`), out of this interface; the original is
+/// dropped. A flow it does not hold, and anything malformed, is dropped and counted:
+/// never passed up, where the stack has no handler for the EtherType and, were the
+/// packet ever delivered as IPv4, would reset a connection another back-end holds.
+/// The trailer is written in place: the probe brings its room, so no resize is needed.
+#[inline(always)]
+fn claim(ctx: &TcContext, config: &BackendConfig, head: &EthIpv4) -> Verdict {
+    let Ok(at) = claim::trailer_offset(head, ctx.len() as usize) else {
+        return Verdict::Drop(stat::PROBE_MALFORMED);
+    };
+    // At most 1500 bytes in: the mask keeps a bound in sight of the verifier.
+    let at = at & 0x7ff;
+    let (Ok(tcp), Ok(raw)) = (
+        ctx.load::<TcpHeader>(ETH_IPV4_LEN),
+        ctx.load::<[u8; claim::TRAILER_LEN]>(at),
+    ) else {
+        return Verdict::Drop(stat::PROBE_MALFORMED);
+    };
+    let mut trailer = Trailer::from_bytes(&raw);
+    let client = (ip_saddr(head), u16::from_be_bytes(tcp_source(&tcp)));
+    let service = (ip_daddr(head), u16::from_be_bytes(tcp_dest(&tcp)));
+    if u32::from_ne_bytes(service.0) != config.vip_addr_be
+        || tcp_dest(&tcp) != config.vip_port_be.to_ne_bytes()
+    {
+        return Verdict::Drop(stat::PROBE_NOT_HELD);
+    }
+    let key = BackendFlowKey {
+        client_addr_be: u32::from_ne_bytes(client.0),
+        backend_addr_be: u32::from_ne_bytes(trailer.backend_addr),
+        client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
+        backend_port_be: u16::from_ne_bytes(trailer.backend_port.to_be_bytes()),
+    };
+    // SAFETY: a map value pointer, valid for this program run; read at once.
+    let held = BACKEND_FLOWS
+        .get_ptr(key)
+        .is_some_and(|flow| unsafe { !(*flow).translation.is_awaiting_syn_ack() });
+    if !held {
+        return Verdict::Drop(stat::PROBE_NOT_HELD);
+    }
+    trailer.stamp = claim::claim_stamp(&config.handoff_key, client, service, &trailer);
+    let Ok(eth) = ctx.load::<[u8; ETH_HLEN]>(ETH_DEST) else {
+        return Verdict::Drop(stat::PROBE_MALFORMED);
+    };
+    // SAFETY: the context pointer the kernel passed in.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if ctx
+        .store(ETH_DEST, &claim::claim_ethernet(&eth), 0)
+        .is_err()
+        || ctx
+            .store(at + claim::TRAILER_STAMP, &trailer.stamp.to_be_bytes(), 0)
+            .is_err()
+        || ctx.clone_redirect(ifindex, 0).is_err()
+    {
+        return Verdict::Drop(stat::PROBE_MALFORMED);
+    }
+    // The clone went out as the claim; the probe itself ends here.
+    Verdict::Drop(stat::PROBE_CLAIMED)
 }
 
 /// Writes [`quote_to_backend_v4`]'s fields into the packet, its headers pulled into the

@@ -75,6 +75,13 @@
 //! moved it here) or before this one started keeps flowing, with no state shared
 //! (docs/design.md, "Stateless forwarding by the stamp").
 //!
+//! A client without timestamps carries no stamp: its segments go up, the core probes
+//! the back-ends for the flow, and the one that holds it answers with a claim (EtherType
+//! 0x88B6, `baton_common::claim`) that this program judges like a stamp: the flow is
+//! learned (`stat::LEARNED_BY_CLAIM`) and the segment inside forwarded, or the claim
+//! dropped (`stat::DROP_CLAIM_FORGED` and its kin; docs/design.md, "Clients without
+//! timestamps: probe and claim").
+//!
 //! # ICMP errors to a VIP
 //!
 //! A router's "fragmentation needed" about a segment a back-end sent as the VIP's comes
@@ -183,6 +190,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use baton_common::{
+    claim,
     frontend::{
         AwaitedAnswer, ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE,
         DEFAULT_HALF_OPEN_ENTRIES, Echo, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
@@ -201,11 +209,11 @@ use baton_common::{
         handoff_terms, reason,
     },
     layout::{
-        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, EthIpv4, IP_CHECK, IP_DADDR, IPPROTO_TCP,
-        IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST, TCP_HLEN, TCP_MAX_HLEN,
-        TCP_OPTIONS, TcpHeader, addressed_to, eth_dest, eth_source, ip_check, ip_daddr,
-        ip_protocol, ip_saddr, ip_tos, ip_tot_len, ip_ttl, ip_version_ihl, is_fragment, is_ipv4,
-        tcp_ack_seq, tcp_check, tcp_dest,
+        ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_P_IP, ETH_PROTO, EthIpv4, IP_CHECK,
+        IP_DADDR, IPPROTO_TCP, IPV4_HLEN, IPV4_VERSION_IHL_NO_OPTIONS, TCP_CHECK, TCP_DEST,
+        TCP_HLEN, TCP_MAX_HLEN, TCP_OPTIONS, TcpHeader, addressed_to, eth_dest, eth_source,
+        ip_check, ip_daddr, ip_protocol, ip_saddr, ip_tos, ip_tot_len, ip_ttl, ip_version_ihl,
+        is_fragment, is_ipv4, tcp_ack_seq, tcp_check, tcp_dest,
         tcp_flag::{ACK, FIN, RST, SYN},
         tcp_flags, tcp_header_len, tcp_seq, tcp_source, tcp_window,
     },
@@ -338,15 +346,29 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
     match classify(&ctx) {
         // Not IPv4 TCP to VIP:port: not ours, not counted, unless it is an ICMP error
         // about a handed-off flow (asked only here, so that TCP pays nothing for it).
-        NOT_OURS => match icmp_to_vip(&ctx) {
-            NOT_OURS => XDP_PASS,
+        NOT_OURS => match learn_by_claim(&ctx) {
+            NOT_A_CLAIM => match icmp_to_vip(&ctx) {
+                NOT_OURS => XDP_PASS,
+                transmit if transmit & TRANSMIT != 0 => {
+                    count(transmit & !TRANSMIT);
+                    XDP_TX
+                }
+                drop => {
+                    count(drop & !DROP);
+                    XDP_DROP
+                }
+            },
             transmit if transmit & TRANSMIT != 0 => {
                 count(transmit & !TRANSMIT);
                 XDP_TX
             }
-            drop => {
+            drop if drop & DROP != 0 => {
                 count(drop & !DROP);
                 XDP_DROP
+            }
+            pass => {
+                count(pass);
+                XDP_PASS
             }
         },
         syn @ (BARE_SYN | SYN_ON_CLOSED_FLOW) => {
@@ -601,7 +623,27 @@ fn learn_by_stamp(ctx: &XdpContext) -> u32 {
     let Some(backend) = backend else {
         return NOT_STAMPED;
     };
-    let total_len = usize::from(ip_tot_len(&l3));
+    learn(ctx, config, &l3, &tcp, backend, stat::LEARNED_BY_STAMP)
+}
+
+/// Learns a flow whose back-end a verified stamp named (`backend`, from the stamp
+/// table): its entry written, the daemon told, and the segment forwarded as any
+/// handed-off flow's. Answers `TRANSMIT | learned_stat` for a flow learned here,
+/// `TRANSMIT | stat::FORWARDED` for one another CPU learned first, or a `stat` to pass
+/// up with, the segment and the table as they were.
+#[inline(always)]
+fn learn(
+    ctx: &XdpContext,
+    config: &FrontendConfig,
+    l3: &EthIpv4,
+    tcp: &TcpHeader,
+    backend: &StampedBackend,
+    learned_stat: u32,
+) -> u32 {
+    let header_len = tcp_header_len(tcp);
+    let client = (ip_saddr(l3), u16::from_be_bytes(tcp_source(tcp)));
+    let service = (ip_daddr(l3), u16::from_be_bytes(tcp_dest(tcp)));
+    let total_len = usize::from(ip_tot_len(l3));
     if total_len < IPV4_HLEN + header_len || ctx.data() + ETH_HLEN + total_len > ctx.data_end() {
         return stat::PASS_MALFORMED;
     }
@@ -612,8 +654,8 @@ fn learn_by_stamp(ctx: &XdpContext) -> u32 {
     let key = FrontendFlowKey {
         client_addr_be: u32::from_ne_bytes(client.0),
         vip_addr_be: u32::from_ne_bytes(service.0),
-        client_port_be: u16::from_ne_bytes(tcp_source(&tcp)),
-        vip_port_be: u16::from_ne_bytes(tcp_dest(&tcp)),
+        client_port_be: u16::from_ne_bytes(tcp_source(tcp)),
+        vip_port_be: u16::from_ne_bytes(tcp_dest(tcp)),
     };
     // The flow as handed off: nothing awaited, the client's next number past this
     // segment (what it sends is judged against it from now on), no ISN known (a SYN on
@@ -626,7 +668,7 @@ fn learn_by_stamp(ctx: &XdpContext) -> u32 {
         client_isn: 0,
         close_state: 0,
         isn_f: 0,
-        client_next: u32::from_be_bytes(tcp_seq(&tcp))
+        client_next: u32::from_be_bytes(tcp_seq(tcp))
             .wrapping_add((segment.tcp_len - header_len) as u32),
         reserved: 0,
         last_seen_ns: 0,
@@ -643,7 +685,7 @@ fn learn_by_stamp(ctx: &XdpContext) -> u32 {
         notice.discard(u64::from(BPF_RB_NO_WAKEUP));
         return stat::PASS_NO_FLOW;
     };
-    match forward_flow(ctx, config, &l3, &tcp, segment, flow) {
+    match forward_flow(ctx, config, l3, tcp, segment, flow) {
         Verdict::Transmit(_) if fresh => {
             notice.write(FlowNotice {
                 key,
@@ -653,7 +695,7 @@ fn learn_by_stamp(ctx: &XdpContext) -> u32 {
             });
             // Committed before `XDP_TX` sends the segment on, as every notice.
             notice.submit(u64::from(BPF_RB_NO_WAKEUP));
-            TRANSMIT | stat::LEARNED_BY_STAMP
+            TRANSMIT | learned_stat
         }
         Verdict::Transmit(_) => {
             notice.discard(u64::from(BPF_RB_NO_WAKEUP));
@@ -670,6 +712,110 @@ fn learn_by_stamp(ctx: &XdpContext) -> u32 {
                 _ => stat::PASS_MALFORMED,
             }
         }
+    }
+}
+
+/// [`learn_by_claim`]'s answer for a frame that is no claim to this front-end: it goes
+/// on as before.
+const NOT_A_CLAIM: u32 = u32::MAX;
+
+/// A back-end's claim (`baton_common::claim`; docs/design.md, "Clients without
+/// timestamps: probe and claim"): the answer to a probe the slow path sent for a client
+/// segment of a flow nobody here knew, whose client sends no timestamps. Its stamp is
+/// judged as a TSecr's is (`claim::judge_claim`); a valid one has the flow learned as
+/// [`learn_by_stamp`] learns it, and the segment inside (the trailer cut, IPv4's
+/// EtherType restored) forwarded to the back-end the stamp table names. A forged or
+/// malformed claim, or one naming no back-end here, is dropped and counted. Answers
+/// `TRANSMIT | stat`, `DROP | stat`, a `stat` to pass up with, or [`NOT_A_CLAIM`]
+/// (another EtherType, or a claim to another host's MAC, passed up untouched as any
+/// such frame). A function of its own, reached only by what `classify` found not
+/// ours, so that the TCP path is the same as without it.
+#[inline(never)]
+fn learn_by_claim(ctx: &XdpContext) -> u32 {
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
+    let Some(head) = bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }) else {
+        return NOT_A_CLAIM;
+    };
+    if [head[ETH_PROTO], head[ETH_PROTO + 1]] != claim::ETH_P_CLAIM {
+        return NOT_A_CLAIM;
+    }
+    let (Some(stamps), Some(config)) = (FRONTEND_STAMP_CONFIG.get(0), FRONTEND_CONFIG.get(0))
+    else {
+        return NOT_A_CLAIM;
+    };
+    if config.flags & FrontendConfig::ENABLED == 0
+        || !addressed_to(eth_dest(&head), config.interface_mac)
+    {
+        return NOT_A_CLAIM;
+    }
+    let len = ctx.data_end() - ctx.data();
+    let Ok(at) = claim::trailer_offset(&head, len) else {
+        return DROP | stat::DROP_CLAIM_MALFORMED;
+    };
+    let mut raw = [0u8; claim::TRAILER_LEN];
+    // A power of two less one: the verifier's bound on the offset (`trailer_offset`
+    // checked the frame holds the trailer there).
+    let at = at & 0xffff;
+    // SAFETY: `raw` holds the bytes asked for; the kernel checks the packet side.
+    if unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            at as u32,
+            raw.as_mut_ptr().cast(),
+            claim::TRAILER_LEN as u32,
+        )
+    } != 0
+    {
+        return DROP | stat::DROP_CLAIM_MALFORMED;
+    }
+    let trailer = claim::Trailer::from_bytes(&raw);
+    // SAFETY: as above.
+    let Some(tcp) = bytes_at::<TCP_HLEN>(ctx, TCP).map(|p| unsafe { p.read_unaligned() }) else {
+        return DROP | stat::DROP_CLAIM_MALFORMED;
+    };
+    let client = (ip_saddr(&head), u16::from_be_bytes(tcp_source(&tcp)));
+    let service = (ip_daddr(&head), u16::from_be_bytes(tcp_dest(&tcp)));
+    if !is_service(
+        u32::from_ne_bytes(service.0),
+        u16::from_ne_bytes(tcp_dest(&tcp)),
+    ) {
+        return DROP | stat::DROP_CLAIM_MALFORMED;
+    }
+    let backend = if stamps.flags & StampConfig::ENABLED != 0 {
+        FRONTEND_STAMP_BACKENDS.get(u32::from(stamp::id_of(trailer.stamp)))
+    } else {
+        None
+    };
+    match claim::judge_claim(&stamps.key, &trailer, client, service, backend) {
+        StampVerdict::Forward => {}
+        StampVerdict::UnknownBackend => return DROP | stat::DROP_CLAIM_UNKNOWN_BACKEND,
+        StampVerdict::Forged | StampVerdict::NotAStamp => return DROP | stat::DROP_CLAIM_FORGED,
+    }
+    let Some(backend) = backend else {
+        return DROP | stat::DROP_CLAIM_UNKNOWN_BACKEND;
+    };
+    let backend = *backend;
+    // The client's segment again: the trailer (and any padding after it) cut, the
+    // EtherType IPv4's.
+    let cut = (len - at) as i32;
+    // SAFETY: the context pointer the kernel passed in; shrinking only.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -cut) } != 0 {
+        return DROP | stat::DROP_CLAIM_MALFORMED;
+    }
+    let Some(proto) = bytes_at::<2>(ctx, ETH_PROTO) else {
+        return DROP | stat::DROP_CLAIM_MALFORMED;
+    };
+    // SAFETY: bounds-checked by `bytes_at`; XDP owns the buffer.
+    unsafe { proto.write_unaligned(ETH_P_IP) };
+    // The headers as they now are (the copies read before the resize, which left them
+    // in place): reading them again gave a program the verifier refused.
+    let mut l3 = head;
+    l3[ETH_PROTO] = ETH_P_IP[0];
+    l3[ETH_PROTO + 1] = ETH_P_IP[1];
+    match learn(ctx, config, &l3, &tcp, &backend, stat::LEARNED_BY_CLAIM) {
+        transmit if transmit & TRANSMIT != 0 => transmit,
+        // Nothing forwarded: a segment the slow path would only probe for again.
+        _ => DROP | stat::DROP_CLAIM_MALFORMED,
     }
 }
 

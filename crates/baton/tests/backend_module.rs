@@ -22,6 +22,7 @@ use aya::{
 use baton::{backend::AgentConfig, lab, netns};
 use baton_common::{
     backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat},
+    claim,
     handoff_option::{HandoffBinding, HandoffOption},
     siphash::SipKey,
     stamp::{self, StampedBackend, StampedFlow},
@@ -1273,5 +1274,105 @@ fn a_forwarded_frag_needed_quotes_the_servers_segment() {
         assert_eq!(module.run("backend_ingress", &error), (TC_ACT_PIPE, error));
         assert_eq!(module.stat(stat::IN_ICMP_UNCHECKED), 1);
         assert_eq!(module.stat(stat::IN_ICMP_TRANSLATED), 2);
+    });
+}
+
+/// A front-end's probe (`baton_common::claim`) of a client segment without timestamps:
+/// the packet as the client sent it, to this back-end's MAC, the trailer naming
+/// (`backend`, 80).
+fn probe(client_port: u16, backend: [u8; 4]) -> Vec<u8> {
+    let segment = Frame {
+        src_mac: FE_MAC,
+        dst_mac: BE_MAC,
+        src: (CLIENT, client_port),
+        dst: (VIP, lab::HTTP_PORT),
+        seq: CLIENT_ISN + 100,
+        ack: ISN_F.wrapping_add(5_001),
+        flags: 0x10,
+        window: 500,
+        options: Vec::new(),
+        payload: Vec::new(),
+    }
+    .bytes();
+    let mut out = vec![0u8; segment.len() + claim::TRAILER_LEN];
+    let len = claim::write_probe(&mut out, FE_MAC, BE_MAC, (backend, 80), &segment[14..]).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// Issue 20, item 4 (docs/design.md, "Clients without timestamps: probe and claim"): a
+/// probe of a flow the module holds comes back as a claim to the prober, carrying the
+/// stamp the front-end's judgement accepts; a probe of any other flow, or a malformed
+/// one, is dropped and counted, never passed to the stack.
+#[test]
+fn a_probe_of_a_held_flow_is_claimed_and_others_are_dropped() {
+    privileged("claim", || {
+        let module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        // A probe before the server's SYN/ACK': nothing to claim yet.
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let early = probe(CLIENT_PORT, BACKEND);
+        assert_eq!(module.run("backend_ingress", &early).0, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::PROBE_NOT_HELD), 1);
+        assert_eq!(
+            module.run("backend_egress", &plain_syn_ack().bytes()).0,
+            TC_ACT_PIPE
+        );
+
+        let asked = probe(CLIENT_PORT, BACKEND);
+        let (verdict, claimed) = module.run("backend_ingress", &asked);
+        assert_eq!(
+            verdict, TC_ACT_SHOT,
+            "the probe ends here; its clone went out"
+        );
+        assert_eq!(module.stat(stat::PROBE_CLAIMED), 1);
+        // Back to the prober, from this back-end, the packet unchanged, the stamp in.
+        assert_eq!(claimed.len(), asked.len());
+        assert_eq!(claimed[..6], FE_MAC);
+        assert_eq!(claimed[6..12], BE_MAC);
+        assert_eq!(claimed[12..14], claim::ETH_P_CLAIM);
+        let trailer_at = claimed.len() - claim::TRAILER_LEN;
+        assert_eq!(claimed[14..trailer_at], asked[14..trailer_at]);
+        let trailer = claim::Trailer::from_bytes(claimed[trailer_at..].try_into().unwrap());
+        assert_eq!(
+            trailer.stamp,
+            lab_stamp(),
+            "the stamp the egress writes in TSvals"
+        );
+        let entry = StampedBackend {
+            addr_be: u32::from_ne_bytes(BACKEND),
+            port_be: u16::from_ne_bytes(80u16.to_be_bytes()),
+            mac: BE_MAC,
+            _pad: [0; 4],
+            flags: StampedBackend::USABLE,
+        };
+        assert_eq!(
+            claim::judge_claim(
+                &key,
+                &trailer,
+                (CLIENT, CLIENT_PORT),
+                (VIP, lab::HTTP_PORT),
+                Some(&entry)
+            ),
+            stamp::StampVerdict::Forward
+        );
+
+        // Another connection of the client, or the flow under another back-end's
+        // address: not held here.
+        for other in [
+            probe(CLIENT_PORT + 1, BACKEND),
+            probe(CLIENT_PORT, [198, 18, 1, 12]),
+        ] {
+            assert_eq!(module.run("backend_ingress", &other).0, TC_ACT_SHOT);
+        }
+        assert_eq!(module.stat(stat::PROBE_NOT_HELD), 3);
+        // Cut short of its trailer.
+        assert_eq!(
+            module.run("backend_ingress", &asked[..asked.len() - 1]).0,
+            TC_ACT_SHOT
+        );
+        assert_eq!(module.stat(stat::PROBE_MALFORMED), 1);
+        assert_eq!(module.stat(stat::PROBE_CLAIMED), 1);
     });
 }

@@ -10,6 +10,10 @@
 //!   from the client's next segment, the daemon's core takes it over from the notice,
 //!   and the download arrives byte-exact. Without the stamp the client's segments would go up to a daemon whose
 //!   core knows nothing of the connection, and the download would fail.
+//! - The same move with the client's timestamps off (`net.ipv4.tcp_timestamps=0`): no
+//!   stamp to forward by, so the core probes the back-ends and the one that holds the
+//!   flow claims it (docs/design.md, "Clients without timestamps: probe and claim");
+//!   the download arrives byte-exact. With `[tcp] probe_rate = 0` it stalls.
 //! - Client segments naming another back-end than the one that made their stamp (a
 //!   valid mark and id, a MAC that is not the flow's) are dropped and counted, and no
 //!   flow is learned.
@@ -42,9 +46,12 @@ const INTERFACE: &str = "eth0";
 const RATE: &str = "20M";
 
 fn cluster(test: &str) -> Option<Cluster> {
-    let text = support::frontend_config(&LAB);
+    cluster_with(test, &support::frontend_config(&LAB))
+}
+
+fn cluster_with(test: &str, text: &str) -> Option<Cluster> {
     Cluster::builder(&LAB, &SERIAL, test)
-        .frontend_named("fe-stateless", &text)
+        .frontend_named("fe-stateless", text)
         .frontend_not_started()
         .up()
 }
@@ -258,5 +265,180 @@ fn a_forged_tsecr_naming_another_backend_is_dropped_and_counted() {
         support::logged_number(&log, "frontend_stats", "stray_segments"),
         0,
         "nothing went up to the slow path either: {log}"
+    );
+}
+
+/// What became of a download moved to a front-end that never saw it, with the client's
+/// timestamps off.
+struct MovedWithoutTimestamps {
+    /// The download's exit and its digest.
+    out: std::process::Output,
+    /// The digest the file has.
+    expected: String,
+    /// From the client's segments let through to the new daemon to the flow learned
+    /// (`None`: not learned within 15 s).
+    to_claim: Option<Duration>,
+    /// The new daemon's log, stopped.
+    log: String,
+    /// The fast path's counters moved meanwhile.
+    learned_by_claim: u64,
+    learned_by_stamp: u64,
+}
+
+/// The move of `a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp`,
+/// for a client that sends no timestamps: the front-end's daemon killed, the flow's
+/// entry removed, a new daemon started (with `text`), the client's segments held back
+/// meanwhile. Returns `None` when the test is skipped.
+fn move_a_download_without_timestamps(test: &str, text: &str) -> Option<MovedWithoutTimestamps> {
+    let cluster = cluster_with(test, text)?;
+    support::ok(&mut baton(
+        &LAB,
+        &[
+            "lab",
+            "exec",
+            "client",
+            "--",
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_timestamps=0",
+        ],
+    ));
+    let first = cluster.start_frontend();
+    let fetch = format!(
+        "curl -sS --limit-rate {RATE} --speed-limit 1 --speed-time 20 \
+         http://{VIP}/files/100M.bin | sha256sum"
+    );
+    let started = Instant::now();
+    let mut download = support::Download(Some(
+        baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_for_flows(1, Duration::from_secs(5));
+    thread::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed()));
+    let before = support::fastpath_counters(&LAB);
+    hold_client_segments(true);
+    first.kill();
+    assert_eq!(
+        fastpath::forget_pinned_flows(&pin_dir(), INTERFACE).unwrap(),
+        1,
+        "the download's flow was in the table"
+    );
+    let second = cluster.start_frontend();
+    assert_eq!(flows(), 0, "the new daemon found no flow");
+    let moved = Instant::now();
+    hold_client_segments(false);
+    // The client's next segment carries no stamp: the core probes, the back-end claims,
+    // the program learns the flow.
+    let to_claim = loop {
+        if flows() == 1 {
+            break Some(moved.elapsed());
+        }
+        if moved.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let out = download.0.take().unwrap().wait_with_output().unwrap();
+    if to_claim.is_some() {
+        // The daemon took the learned flow over, tracked its close and removed it.
+        wait_for_flows(0, Duration::from_secs(45));
+    }
+    let log = second.stop();
+    let after = support::fastpath_counters(&LAB);
+    Some(MovedWithoutTimestamps {
+        out,
+        expected: support::expected_sha256(&LAB, "100M.bin"),
+        to_claim,
+        log,
+        learned_by_claim: after["learned_by_claim"] - before["learned_by_claim"],
+        learned_by_stamp: after["learned_by_stamp"] - before["learned_by_stamp"],
+    })
+}
+
+fn digest(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Issue 20, item 4: a client without timestamps echoes no stamp; its moved flow is
+/// found by the probe and the back-end's claim, and the download arrives byte-exact.
+#[test]
+fn a_moved_flow_of_a_client_without_timestamps_is_claimed_by_its_backend() {
+    let Some(moved) = move_a_download_without_timestamps(
+        "a client without timestamps",
+        &support::frontend_config(&LAB),
+    ) else {
+        return;
+    };
+    let log = &moved.log;
+    let probes = support::logged_number(log, "frontend_stats", "probes_sent");
+    eprintln!(
+        "move to claim {:?}; probes_sent {probes}, probe_frames_sent {}, learned_by_claim {}",
+        moved.to_claim,
+        support::logged_number(log, "io_stats", "probe_frames_sent"),
+        moved.learned_by_claim,
+    );
+    assert!(moved.to_claim.is_some(), "the flow was learned: {log}");
+    assert!(moved.out.status.success(), "the download failed");
+    assert_eq!(
+        digest(&moved.out),
+        moved.expected,
+        "the 100 MiB arrived byte-exact through a front-end that probed for the flow"
+    );
+    assert_eq!(moved.learned_by_claim, 1, "learned once, by the claim");
+    assert_eq!(moved.learned_by_stamp, 0, "no stamp without timestamps");
+    assert!(probes >= 1, "the core probed: {log}");
+    // A frame to each back-end of the stamp table for each probe (the lab's pools
+    // have several).
+    assert!(
+        support::logged_number(log, "io_stats", "probe_frames_sent") > probes,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(log, "io_stats", "probe_send_errors"),
+        0
+    );
+    assert_eq!(
+        support::logged_number(log, "fastpath_stats", "flows_learned"),
+        1,
+        "the core took the flow over from the program's notice: {log}"
+    );
+    assert_eq!(
+        support::logged_number(log, "frontend_stats", "probes_over_limit"),
+        0,
+        "{log}"
+    );
+}
+
+/// The same move with the probe off (`[tcp] probe_rate = 0`): the mechanism's absence
+/// shown to matter. The new front-end's core knows nothing of the flow and no back-end
+/// is asked: the client's segments are dropped (the XDP program's cookies engaged) or
+/// reset, and the download fails.
+#[test]
+fn without_the_probe_a_moved_flow_of_a_client_without_timestamps_fails() {
+    let text = support::frontend_config(&LAB).replacen("[tcp]\n", "[tcp]\nprobe_rate = 0\n", 1);
+    assert!(
+        text.contains("probe_rate = 0"),
+        "the example has a [tcp] table"
+    );
+    let Some(moved) = move_a_download_without_timestamps("no probe", &text) else {
+        return;
+    };
+    eprintln!("without the probe: learned {:?}", moved.to_claim);
+    assert_eq!(moved.to_claim, None, "nothing learned the flow");
+    assert_eq!(moved.learned_by_claim, 0);
+    assert_ne!(
+        digest(&moved.out),
+        moved.expected,
+        "the download did not complete"
+    );
+    assert_eq!(
+        support::logged_number(&moved.log, "frontend_stats", "probes_sent"),
+        0
     );
 }

@@ -123,6 +123,12 @@ pub struct Config {
     pub checksums: Checksums,
     /// TTL of packets the front-end originates.
     pub ttl: u8,
+    /// Probes a second at most ([`super::Output::Probe`]; docs/design.md, "Clients
+    /// without timestamps: probe and claim"): a client segment without timestamps of a
+    /// flow no one here knows, which is no cookie's ACK, is sent to the back-ends to
+    /// claim rather than reset. 0 (the default here; the daemon's is 1,000) keeps the
+    /// reset.
+    pub probe_rate: u32,
 }
 
 impl Default for Config {
@@ -158,6 +164,7 @@ impl Default for Config {
             max_pending_outputs: 8192,
             checksums: Checksums::Verify,
             ttl: 64,
+            probe_rate: 0,
         }
     }
 }

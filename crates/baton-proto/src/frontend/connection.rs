@@ -495,6 +495,26 @@ impl<D: Dispatch> FrontEnd<D> {
             return;
         }
         self.stats.stray_segments += 1;
+        if flags.contains(TcpFlags::ACK)
+            && !flags.contains(TcpFlags::SYN)
+            && tcp.timestamps.is_none()
+            && self.probes.enabled()
+        {
+            // No stamp to forward it by: perhaps a flow the routers moved here from
+            // another front-end, whose client sends no timestamps. The back-end that
+            // holds it claims it to the fast path; a reset would end it.
+            if self.outputs.len() >= self.config.max_pending_outputs {
+                self.stats.output_overflows += 1;
+            } else if raw.len() <= baton_common::claim::MAX_PROBED_PACKET
+                && self.probes.take(now.as_nanos())
+            {
+                self.stats.probes_sent += 1;
+                self.outputs.push_back(super::Output::Probe(raw.to_vec()));
+            } else {
+                self.stats.probes_over_limit += 1;
+            }
+            return;
+        }
         if self.config.every_syn_in_fast_path && flags.contains(TcpFlags::ACK) {
             // Every connection starts from a cookie, which only a segment at the
             // client's ISN + 1 brings back: one past a lost first segment (the client's

@@ -367,6 +367,13 @@ pub enum HandoffFailure {
 pub enum Output {
     /// Send a packet.
     Transmit(Transmit),
+    /// Ask every back-end whether it holds the flow of this client segment (the IPv4
+    /// packet as it arrived, checksums complete): a segment without timestamps of a flow
+    /// the core does not know, which is no cookie's ACK ([`Config::probe_rate`];
+    /// `baton_common::claim`). The caller sends it to each back-end as a probe frame;
+    /// the one that holds the flow claims it to the fast path, which learns the flow and
+    /// forwards the segment. Nothing comes back to the core.
+    Probe(Vec<u8>),
     /// Change the fast path's flow table (and learn of a connection's end).
     Event(Event),
 }
@@ -578,6 +585,12 @@ pub struct Stats {
     pub stray_segments: u64,
     /// RSTs sent in answer to stray segments (RFC 9293 §3.10.7.1).
     pub stray_resets_sent: u64,
+    /// Client segments without timestamps of no known flow sent to the back-ends to
+    /// claim ([`Output::Probe`]) instead of being reset.
+    pub probes_sent: u64,
+    /// Such segments dropped unanswered because the probes' rate was spent (not reset:
+    /// the flow may be live on a back-end).
+    pub probes_over_limit: u64,
     /// Stray ACKs dropped unanswered because every connection starts from a cookie
     /// ([`Config::every_syn_in_fast_path`]): one past a lost first segment fails the
     /// cookie's check but belongs to a live connection.
@@ -784,6 +797,8 @@ pub struct FrontEnd<D> {
     responses: connection::Responses,
     /// Set only during [`FrontEnd::adopt_kernel_handoff`].
     kernel_handoff: KernelHandoff,
+    /// The probes' rate limit ([`Config::probe_rate`]).
+    probes: baton_common::claim::ProbeBudget,
 }
 
 impl<D: Dispatch> FrontEnd<D> {
@@ -793,7 +808,6 @@ impl<D: Dispatch> FrontEnd<D> {
         let secrets = Secrets::new(config.secret, config.handoff_key);
         let flows = HashMap::with_hasher(secrets.flow_hasher());
         Ok(Self {
-            config,
             dispatcher,
             secrets,
             slots: Vec::new(),
@@ -807,6 +821,8 @@ impl<D: Dispatch> FrontEnd<D> {
             time_wait: 0,
             responses: connection::Responses::new(),
             kernel_handoff: KernelHandoff::None,
+            probes: baton_common::claim::ProbeBudget::new(config.probe_rate),
+            config,
         })
     }
 

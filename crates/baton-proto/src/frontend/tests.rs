@@ -7,7 +7,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use baton_common::handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption};
 use baton_common::siphash::SipKey;
 
-use super::packet::{bare_segment, build, parse};
+use super::packet::{bare_segment, build, parse, with_timestamps};
 use super::*;
 use crate::wire::{Checksums, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
 
@@ -64,6 +64,7 @@ struct Harness {
     /// look at one kind at a time (`drain`, `events`); `outputs` sees the stream whole.
     transmits: Vec<Out>,
     events: Vec<Event>,
+    probes: Vec<Vec<u8>>,
 }
 
 fn harness_with(config: Config, backends: Vec<Backend>) -> Harness {
@@ -79,6 +80,7 @@ fn harness_with(config: Config, backends: Vec<Backend>) -> Harness {
         .unwrap(),
         transmits: Vec::new(),
         events: Vec::new(),
+        probes: Vec::new(),
         now: Instant::from_nanos(1_000_000_000_000),
         port: CPORT,
     }
@@ -137,6 +139,7 @@ impl Harness {
                     self.transmits.push(Out { bytes: t.packet });
                 }
                 Output::Event(e) => self.events.push(e),
+                Output::Probe(p) => self.probes.push(p),
             }
         }
     }
@@ -1623,6 +1626,47 @@ fn stray_segments_are_reset_and_stray_resets_ignored() {
     assert_eq!(h.fe.stats().stray_backend_segments, 1);
 }
 
+/// A client segment without timestamps of a flow no one here knows may be a flow the
+/// routers moved here whose client sends no stamp: with `probe_rate`, it goes to the
+/// back-ends as a probe (the packet unchanged) and is not reset; one with timestamps is
+/// reset as before; past the rate, dropped and counted, never reset (docs/design.md,
+/// "Clients without timestamps: probe and claim").
+#[test]
+fn stray_segments_without_timestamps_are_probed_within_the_rate() {
+    let mut h = harness_with(
+        Config {
+            probe_rate: 2,
+            ..config()
+        },
+        vec![B1],
+    );
+    let ack = h.client_seg(TcpFlags::ACK, 5, 1234);
+    let sent = build(CLIENT, VIP, 64, &ack).unwrap();
+    h.client_sends(&ack);
+    assert!(
+        h.drain().is_empty(),
+        "no reset for a flow a back-end may hold"
+    );
+    assert_eq!(h.probes, vec![sent]);
+    // With timestamps (an unmarked TSecr: no stamp), reset as before.
+    h.client_sends(&with_timestamps(
+        h.client_seg(TcpFlags::ACK, 5, 1234),
+        Some((1, 2)),
+    ));
+    assert_eq!(h.drain()[0].tcp().flags, TcpFlags::RST);
+    // The second second's worth: one more, then the rate is spent.
+    h.client_sends(&h.client_seg(TcpFlags::ACK | TcpFlags::PSH, 5, 1234));
+    h.client_sends(&h.client_seg(TcpFlags::ACK, 6, 1234));
+    assert!(h.drain().is_empty());
+    let stats = h.fe.stats();
+    assert_eq!((stats.probes_sent, stats.probes_over_limit), (2, 1));
+    assert_eq!(h.probes.len(), 2);
+    // A second later, the bucket has refilled.
+    h.now += Duration::from_secs(1);
+    h.client_sends(&h.client_seg(TcpFlags::ACK, 7, 1234));
+    assert_eq!(h.fe.stats().probes_sent, 3);
+}
+
 #[test]
 fn connection_table_is_bounded() {
     let mut h = harness_with(
@@ -2297,6 +2341,7 @@ fn apply_in_order(outputs: &[Output]) -> (Vec<FlowKey>, Vec<(Ipv4Addr, Vec<FlowK
             Output::Event(Event::Closed { flow, .. } | Event::Reset { flow, .. }) => {
                 table.retain(|f| f != flow);
             }
+            Output::Probe(_) => {}
         }
     }
     (table, sent)
@@ -2572,6 +2617,7 @@ fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candida
         .map(|o| match o {
             Output::Transmit(t) => format!("{:?} to {}", tcp_of(t).flags, t.destination),
             Output::Event(e) => format!("{e:?}").chars().take(11).collect(),
+            Output::Probe(_) => "probe".into(),
         })
         .collect();
     assert_eq!(sent.len(), 4, "{sent:?}");
@@ -2587,7 +2633,7 @@ fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candida
         .iter()
         .map(|o| match o {
             Output::Transmit(t) => tcp_of(t).seq_number,
-            Output::Event(_) => 0,
+            Output::Event(_) | Output::Probe(_) => 0,
         })
         .collect();
     assert_eq!(

@@ -396,6 +396,9 @@ impl RealFront {
                     continue;
                 }
                 Output::Event(event) => event,
+                // The simulation's front-ends are not probed across (its clients all
+                // send timestamps, and its cores keep the reset: `probe_rate` 0).
+                Output::Probe(_) => continue,
             };
             match &event {
                 Event::RequestSent(h)

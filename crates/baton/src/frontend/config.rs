@@ -138,7 +138,19 @@ pub struct TcpTerms {
     /// XDP hands off the requests it can route itself (docs/design.md, "Dispatch in the
     /// kernel"); in effect with `one_turn` and `syns_in_xdp`. On by default.
     pub kernel_dispatch: Option<bool>,
+    /// Probes a second at most for client segments without timestamps of flows this
+    /// front-end does not know (docs/design.md, "Clients without timestamps: probe and
+    /// claim"); see the core's `Config::probe_rate`. 1,000 by default with the fast
+    /// path (whose XDP program takes the back-ends' claims), 0 (off: such segments are
+    /// reset, as before) without it.
+    pub probe_rate: Option<u32>,
 }
+
+/// `[tcp] probe_rate` with the fast path, when not set: a thousand probe rounds a second
+/// moves a tier's worth of clients without timestamps within seconds, and bounds what
+/// random ACKs to a VIP can make the LAN carry to a thousand frames a second per
+/// back-end.
+pub const DEFAULT_PROBE_RATE: u32 = 1000;
 
 /// Bytes of an IPv4 header and a TCP header, both without options: what an MSS leaves
 /// out of the MTU (RFC 9293 §3.7.1, RFC 879). IPv6's 40-byte header will make it 60.
@@ -542,6 +554,11 @@ impl FileConfig {
             every_syn_in_fast_path: t
                 .syns_in_xdp
                 .unwrap_or(self.fast_path && t.syn_cookies.unwrap_or(defaults.syn_cookies)),
+            probe_rate: t.probe_rate.unwrap_or(if self.fast_path {
+                DEFAULT_PROBE_RATE
+            } else {
+                0
+            }),
             max_request_len: l.max_request_len.unwrap_or(defaults.max_request_len),
             max_headers: l.max_headers.unwrap_or(defaults.max_headers),
             max_connections: l.max_connections.unwrap_or(defaults.max_connections),

@@ -126,6 +126,11 @@ pub struct IoStats {
     pub send_busy: u64,
     /// Packets the kernel refused (no route, too big, ...).
     pub send_errors: u64,
+    /// Probe frames sent to back-ends (`baton_common::claim`): one per back-end for
+    /// each of the core's probes.
+    pub probe_frames_sent: u64,
+    /// Probe frames the kernel refused or had no room for.
+    pub probe_send_errors: u64,
     /// Times the interface went down under the receive socket (`ENETDOWN`): its frames
     /// stop until the interface is up again, when the socket takes them again by itself.
     pub interface_down: u64,
@@ -142,6 +147,8 @@ pub struct PacketIo {
     stats: IoStats,
     /// The last send error, for the log (logged once per distinct errno).
     last_send_errno: Option<i32>,
+    /// The interface's index, for frames sent through the packet socket.
+    ifindex: u32,
 }
 
 /// What [`PacketIo::recv`] found.
@@ -175,6 +182,7 @@ impl PacketIo {
             last_len: 0,
             stats: IoStats::default(),
             last_send_errno: None,
+            ifindex,
         })
     }
 
@@ -308,6 +316,39 @@ impl PacketIo {
                     );
                 }
             }
+        }
+    }
+
+    /// Sends one whole Ethernet frame (a probe: `baton_common::claim`) out of the
+    /// interface through the packet socket, which sends what it is given, link header
+    /// included. Whether the kernel took it; failures are counted, never fatal (the
+    /// client retransmits, and the core probes again).
+    pub fn send_frame(&mut self, frame: &[u8]) -> bool {
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = self.ifindex as i32;
+        sll.sll_halen = 6;
+        if let Some(dest) = frame.get(..6) {
+            sll.sll_addr[..6].copy_from_slice(dest);
+        }
+        // SAFETY: `frame` and `sll` are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                self.rx.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const sll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if n >= 0 {
+            self.stats.probe_frames_sent += 1;
+            true
+        } else {
+            self.stats.probe_send_errors += 1;
+            false
         }
     }
 

@@ -1089,6 +1089,14 @@ fn apply_outputs(
                 io.send(t.destination, &t.packet);
             }
             Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
+            // Without the fast path no program takes the claims: the core probes only
+            // with it (`[tcp] probe_rate`), so nothing is sent here otherwise.
+            Output::Probe(packet) => {
+                if let Some(path) = fast.path.as_deref_mut() {
+                    path.flush_removals(fast.stats);
+                    path.send_probes(io, &packet);
+                }
+            }
         }
     }
     if let Some(path) = fast.path.as_deref_mut() {

@@ -5,7 +5,10 @@
 //! dropped and counted if not. The stamps are made here with the back-end module's own
 //! function (`baton_common::stamp::stamp`).
 
-use baton_common::stamp::{self, StampConfig, StampedBackend, StampedFlow};
+use baton_common::{
+    claim,
+    stamp::{self, StampConfig, StampedBackend, StampedFlow},
+};
 
 use super::*;
 
@@ -143,6 +146,127 @@ fn a_forged_or_stale_stamp_is_dropped_and_counted() {
         // Stamps off: a valid one goes up too.
         p.set_stamps(0);
         p.expect_passed(&echoing(5, b"x", good), &[("pass_no_flow", 1)]);
+        assert!(!p.has_flow(key(CLIENT_PORT)));
+    });
+}
+
+/// The claim `BACKEND`'s module answers a probe of `client_frame` with, as it reaches
+/// the front-end (`baton_common::claim`): the client's IPv4 packet unchanged, from the
+/// back-end's MAC to the prober's, EtherType 0x88B6, the trailer holding `stamp`.
+fn claim_frame(client_frame: &[u8], stamp: u16) -> Vec<u8> {
+    let mut out = vec![0u8; client_frame.len() + claim::TRAILER_LEN];
+    let len = claim::write_probe(
+        &mut out,
+        FE_MAC,
+        BE_MAC,
+        (BACKEND, BACKEND_PORT),
+        &client_frame[IP..],
+    )
+    .unwrap();
+    out.truncate(len);
+    let eth: [u8; 14] = out[..14].try_into().unwrap();
+    out[..14].copy_from_slice(&claim::claim_ethernet(&eth));
+    let at = out.len() - claim::TRAILER_LEN + claim::TRAILER_STAMP;
+    out[at..at + 2].copy_from_slice(&stamp.to_be_bytes());
+    out
+}
+
+/// A client segment without timestamps: what a probe carries.
+fn without_timestamps(seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = client(seq, ACK | PSH, payload);
+    frame.options = Vec::new();
+    frame.bytes()
+}
+
+/// Issue 20, item 4: a back-end's claim of a flow whose client sends no timestamps has
+/// the flow learned and the segment inside forwarded, as a stamped TSecr would (docs/
+/// design.md, "Clients without timestamps: probe and claim").
+#[test]
+fn a_valid_claim_is_learned_and_its_segment_forwarded() {
+    privileged("claim learned", || {
+        let mut p = Program::load();
+        p.set_stamps(StampConfig::ENABLED);
+        let seq = 0x1234_5678;
+        let request = b"GET /more HTTP/1.1\r\nHost: x\r\n\r\n";
+        let segment = without_timestamps(seq, request);
+        let claim = claim_frame(&segment, backend_stamp(CLIENT_PORT));
+        // With padding after the trailer, as a short frame may have.
+        let mut padded = claim.clone();
+        padded.extend_from_slice(&[0; 6]);
+        let out = p.expect(&padded, XDP_TX, &[("learned_by_claim", 1)]);
+        assert_eq!(
+            out,
+            rewritten(&segment, BACKEND_PORT),
+            "the segment, as forwarded"
+        );
+        assert_eq!(
+            p.notices(),
+            [FlowNotice {
+                client_isn: 0,
+                ..notice(FlowNotice::LEARNED)
+            }]
+        );
+        assert_eq!(
+            p.flow(key(CLIENT_PORT)).client_next,
+            seq + request.len() as u32
+        );
+        // The client's next segment takes the usual path.
+        let next = without_timestamps(seq + request.len() as u32, b"");
+        let out = p.expect(&next, XDP_TX, &[("forwarded", 1)]);
+        assert_eq!(out, rewritten(&next, BACKEND_PORT));
+        // A second claim of the flow (a slower CPU's, a repeated probe): forwarded,
+        // told to nobody.
+        p.expect(&claim, XDP_TX, &[("forwarded", 1)]);
+        assert_eq!(p.notices(), []);
+    });
+}
+
+#[test]
+fn a_forged_or_malformed_claim_is_dropped_and_counted() {
+    privileged("claim forged", || {
+        let mut p = Program::load();
+        p.set_stamps(StampConfig::ENABLED);
+        let segment = without_timestamps(5, b"x");
+        let good = backend_stamp(CLIENT_PORT);
+        for bit in 0..8 {
+            p.expect(
+                &claim_frame(&segment, good ^ (1 << bit)),
+                XDP_DROP,
+                &[("drop_claim_forged", 1)],
+            );
+        }
+        // Another flow's stamp, and none at all.
+        p.expect(
+            &claim_frame(&segment, backend_stamp(CLIENT_PORT + 1)),
+            XDP_DROP,
+            &[("drop_claim_forged", 1)],
+        );
+        p.expect(
+            &claim_frame(&segment, 0),
+            XDP_DROP,
+            &[("drop_claim_forged", 1)],
+        );
+        p.expect(
+            &claim_frame(&segment, good ^ (1 << (stamp::ID_SHIFT + 3))),
+            XDP_DROP,
+            &[("drop_claim_unknown_backend", 1)],
+        );
+        // Cut short of its trailer.
+        let claim = claim_frame(&segment, good);
+        p.expect(
+            &claim[..claim.len() - 1],
+            XDP_DROP,
+            &[("drop_claim_malformed", 1)],
+        );
+        assert!(!p.has_flow(key(CLIENT_PORT)), "never learned");
+        assert_eq!(p.notices(), [], "never told");
+        // To another host's MAC (flooded): not ours, up untouched and uncounted.
+        let mut elsewhere = claim.clone();
+        elsewhere[..6].copy_from_slice(&ROUTER_MAC);
+        p.expect_passed(&elsewhere, &[]);
+        // Stamps off: no back-end is known by id.
+        p.set_stamps(0);
+        p.expect(&claim, XDP_DROP, &[("drop_claim_unknown_backend", 1)]);
         assert!(!p.has_flow(key(CLIENT_PORT)));
     });
 }

@@ -304,6 +304,8 @@ pub struct FastPath {
     /// What was last written to the stamp tables (`write_stamps`): the key and each
     /// id's back-end.
     stamps_written: Option<([u8; 16], Vec<StampedBackend>)>,
+    /// The interface's MAC: where the back-ends' claims come back to.
+    mac: [u8; 6],
 }
 
 impl FastPath {
@@ -520,6 +522,7 @@ impl FastPath {
                 removals: Vec::new(),
                 neighbours: Neighbours::default(),
                 stamps_written: None,
+                mac,
             },
             start,
         ))
@@ -838,6 +841,39 @@ impl FastPath {
     /// whose id another back-end shares, is left out (such flows go to the slow path, as
     /// without stamps). Written again only when something changed; the daemon calls it
     /// at start and at every activity scan.
+    /// Sends `packet` (a client's IPv4 packet, as the core's `Output::Probe` gives it)
+    /// to every back-end of the stamp table as a probe frame (`baton_common::claim`;
+    /// docs/design.md, "Clients without timestamps: probe and claim"): the one that
+    /// holds the flow claims it to this interface's program, which learns the flow and
+    /// forwards the segment. The stamp table's back-ends, because a claim is judged
+    /// against it: one not in it (its MAC unresolved, its id shared) could not be
+    /// learned anyway. Answers the frames sent.
+    pub fn send_probes(&self, io: &mut super::io::PacketIo, packet: &[u8]) -> usize {
+        let Some((_, table)) = &self.stamps_written else {
+            return 0;
+        };
+        let mut frame = [0u8; 1514 + baton_common::claim::TRAILER_LEN];
+        let mut sent = 0;
+        for backend in table
+            .iter()
+            .filter(|b| b.flags & StampedBackend::USABLE != 0)
+        {
+            let target = (
+                backend.addr_be.to_ne_bytes(),
+                u16::from_be_bytes(backend.port_be.to_ne_bytes()),
+            );
+            let Some(len) =
+                baton_common::claim::write_probe(&mut frame, self.mac, backend.mac, target, packet)
+            else {
+                continue;
+            };
+            if io.send_frame(&frame[..len]) {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     pub fn write_stamps(
         &mut self,
         now: Instant,
