@@ -19,6 +19,9 @@
 //!   the issue asks, so that a busy machine does not fail it). The `Connection: close`
 //!   errors are printed: a new connection whose SYN went to the dead front-end before
 //!   the withdrawal has nobody to answer it, and wrk counts its timeout.
+//! - The same death with the client's timestamps off (`net.ipv4.tcp_timestamps=0`):
+//!   no stamp, so the survivor's core probes the back-ends for each moved flow and
+//!   learns it from the holder's claim; the same checks hold.
 //! - With three front-ends, one dead (as above) and the third's link down, so that fe1
 //!   serves alone, under the load: the dead one comes back (as after a reboot: nothing
 //!   pinned, its BIRD and daemon started again, its link up), then the third's link comes
@@ -487,10 +490,11 @@ fn core_counter(k: u8, name: &str) -> u64 {
 }
 
 /// Stalled connections (as [`Load::stalled_connections`] describes them) that never got
-/// past the handshake: nothing received, nothing but the SYN acknowledged. A handshake a
-/// front-end's core answered with state (its cookies released, as they are when no
-/// flood is on) cannot be completed by another front-end, so one the routers move
-/// half-way is lost (docs/design.md, "The front-end tier": open).
+/// past the handshake: nothing received, nothing but the SYN acknowledged. Every SYN is
+/// answered in XDP by a cookie under the tier's shared secret, which any front-end
+/// checks; but a client without timestamps whose SYN offered options has them kept in
+/// the answering front-end's half-open map, and such a handshake moved half-way is
+/// lost (docs/design.md, "The front-end tier", "A handshake moved half-way").
 fn lost_handshakes(stalled: &[String]) -> (Vec<&String>, Vec<&String>) {
     stalled
         .iter()
@@ -567,10 +571,46 @@ fn assert_downloads_byte_exact(downloads: &[Result<(), String>], frontends: u8) 
 
 #[test]
 fn a_frontend_that_dies_under_load_breaks_no_connection() {
-    let test = "a_frontend_that_dies_under_load_breaks_no_connection";
+    frontend_dies_under_load(
+        "a_frontend_that_dies_under_load_breaks_no_connection",
+        Timestamps::On,
+    );
+}
+
+/// The same death with every client connection without timestamps: no stamp to learn
+/// a moved flow by, so the survivor's core probes the back-ends and learns it from the
+/// holder's claim (docs/design.md, "Clients without timestamps: probe and claim").
+#[test]
+fn a_frontend_that_dies_under_load_of_clients_without_timestamps_breaks_no_connection() {
+    frontend_dies_under_load(
+        "a_frontend_that_dies_under_load_of_clients_without_timestamps_breaks_no_connection",
+        Timestamps::Off,
+    );
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timestamps {
+    On,
+    /// The client's `net.ipv4.tcp_timestamps=0`: its SYNs offer none (RFC 7323).
+    Off,
+}
+
+/// The survivor's flows learned from the dead front-end, by the stamp or the claim.
+fn learned(c: &std::collections::HashMap<&'static str, u64>) -> u64 {
+    c["learned_by_stamp"] + c["learned_by_claim"]
+}
+
+fn frontend_dies_under_load(test: &str, timestamps: Timestamps) {
     let Some(_lab) = tier(test, 2) else {
         return;
     };
+    if timestamps == Timestamps::Off {
+        ok(&mut in_node(
+            &LAB,
+            "client",
+            &["sysctl", "-q", "-w", "net.ipv4.tcp_timestamps=0"],
+        ));
+    }
     wait_for_next_hops(&[1, 2], Duration::from_secs(10));
     // 100 MiB at 8 MiB/s: 12.5 s, the death at 3 s, the stall check over by 9 s.
     let mut load = Load::start(14, "8M");
@@ -605,20 +645,22 @@ fn a_frontend_that_dies_under_load_breaks_no_connection() {
     let (keep_alive, close, downloads) = load.finish();
     let (failed, served_from) = recovery(&attempts, died);
     let after = counters(survivor);
-    let learned = after["learned_by_stamp"] - before["learned_by_stamp"];
+    let learned = learned(&after) - learned(&before);
     eprintln!(
-        "fe{victim} died (link down, daemons killed) with {} of the 4 downloads; the router's \
-         route lost it after {} ms\n\
+        "timestamps {timestamps:?}: fe{victim} died (link down, daemons killed) with {} of the \
+         4 downloads; the router's route lost it after {} ms\n\
          {} connections watched after the move, stalled (lost handshakes included): {stalled:?}\n\
          new connections: {failed} of {} begun after the death failed; all served again from \
          {} after the death\n\
-         fe{survivor} learned {learned} flows by the stamp (drop_stamp_forged {}, \
-         drop_stamp_unknown_backend {})\n{}\n{}",
+         fe{survivor} learned {learned} flows ({} by the stamp, {} by a claim; \
+         drop_stamp_forged {}, drop_stamp_unknown_backend {})\n{}\n{}",
         on(victim),
         withdrawn.as_millis(),
         watched,
         attempts.iter().filter(|(t, _)| *t >= died).count(),
         served_from.map_or("never".into(), |s| format!("{:.0} ms", s * 1e3)),
+        after["learned_by_stamp"] - before["learned_by_stamp"],
+        after["learned_by_claim"] - before["learned_by_claim"],
         after["drop_stamp_forged"] - before["drop_stamp_forged"],
         after["drop_stamp_unknown_backend"] - before["drop_stamp_unknown_backend"],
         wrk_line("wrk keep-alive, 8 connections", &keep_alive),
