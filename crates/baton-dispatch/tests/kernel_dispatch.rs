@@ -367,6 +367,9 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         "Host: a b\r\n",
         "Host:\r\n",
         "Host: .\r\n",
+        // A wildcard's suffix alone, which the wildcard does not take.
+        "Host: .cdn.example.com\r\n",
+        "Host: .baton.test\r\n",
         "Host: a\r\nhost: b\r\n",
         "Host: shop.example.com\r\n",
         "Host: www.example.com\r\n",
