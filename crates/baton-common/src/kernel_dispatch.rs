@@ -2473,9 +2473,10 @@ fn in_set(buf: &[u8; SCRATCH_LEN], start: u32, end: u32, set: &KernelText, fold:
 /// ([`KernelText::list`]); a partial entry is a suffix (`suffix`, hosts: the part
 /// longer than it) or a prefix (paths). An entry whose length cannot fit is passed over
 /// without a byte compared (most, for a request the list does not name); the others
-/// are compared byte by byte up to the first difference. A call of its own, as
-/// [`in_set`].
-#[inline(never)]
+/// are compared byte by byte up to the first difference. Inlined into each term of a
+/// step: as a call of its own (as [`in_set`] is) it cost about 15 ns more a list, and
+/// the verifier walked 2,900 instructions more.
+#[inline(always)]
 fn in_list(buf: &[u8; SCRATCH_LEN], start: u32, end: u32, list: &KernelText, suffix: bool) -> bool {
     if end < start {
         return false;
