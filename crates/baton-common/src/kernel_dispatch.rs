@@ -2758,12 +2758,15 @@ impl HashWalk {
         if self.at >= self.end {
             return false;
         }
+        // Eight bytes read whatever the end, then those past it cleared: no branch a
+        // byte.
         let mut word = 0u64;
         for k in 0..8u32 {
-            let i = self.at + k;
-            if i < self.end {
-                word |= u64::from(buf[i as usize & SCRATCH_MASK]) << (8 * k);
-            }
+            word |= u64::from(buf[(self.at + k) as usize & SCRATCH_MASK]) << (8 * k);
+        }
+        let left = self.end - self.at;
+        if left < 8 {
+            word &= (1u64 << (8 * left)) - 1;
         }
         self.h = hash_word(self.h, word);
         self.at += 8;
@@ -2777,6 +2780,10 @@ impl HashWalk {
 
 /// `bpf_loop` iterations that hash a whole buffer.
 pub const MAX_HASH_STEPS: u32 = SCRATCH_LEN as u32 / 8 + 1;
+/// Steps of [`HashWalk`] the XDP program runs in line before it turns to `bpf_loop`:
+/// a key of up to 32 bytes (most paths and hosts) is hashed without a loop's call per
+/// step.
+pub const HASH_STEPS_INLINE: u32 = 4;
 
 /// What the chosen pool needs next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
