@@ -9,8 +9,8 @@
 //!
 //! | condition | in the kernel |
 //! |---|---|
-//! | `host` exact and `*.` wildcard, `path`, `path_prefix`, `extension`, `method` | compared with the request's bytes (`host` with a ClientHello's SNI) |
-//! | `sni` exact and `*.` wildcard | compared with a ClientHello's SNI; false for HTTP |
+//! | `host` exact and `*.` wildcard, `path`, `path_prefix`, `extension`, `method` | compared with the request's bytes (`host` with a ClientHello's SNI); a list one term (up to four hosts or paths of up to 31 bytes, sixteen extensions or methods of up to eight) |
+//! | `sni` exact and `*.` wildcard | compared with a ClientHello's SNI (a list one term); false for HTTP |
 //! | `cookie` present or `equals` | read from the Cookie fields, for up to four cookie names (with the sticky pools'); other names: false without a Cookie field, else unknown |
 //! | `query` | false without a query, else unknown |
 //! | `path_regex`, `header`, `service` | unknown |
