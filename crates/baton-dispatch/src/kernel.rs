@@ -9,8 +9,8 @@
 //!
 //! | condition | in the kernel |
 //! |---|---|
-//! | `host` exact and `*.` wildcard, `path`, `path_prefix`, `extension`, `method` | compared with the request's bytes (`host` with a ClientHello's SNI) |
-//! | `sni` exact and `*.` wildcard | compared with a ClientHello's SNI; false for HTTP |
+//! | `host` exact and `*.` wildcard, `path`, `path_prefix`, `extension`, `method` | compared with the request's bytes (`host` with a ClientHello's SNI); a list one term (up to four hosts or paths of up to 31 bytes, sixteen extensions or methods of up to eight) |
+//! | `sni` exact and `*.` wildcard | compared with a ClientHello's SNI (a list one term); false for HTTP |
 //! | `cookie` present or `equals` | read from the Cookie fields, for up to four cookie names (with the sticky pools'); other names: false without a Cookie field, else unknown |
 //! | `query` | false without a query, else unknown |
 //! | `path_regex`, `header`, `service` | unknown |
@@ -284,6 +284,16 @@ impl Tables<'_> {
         Some(self.texts.len() as u32 - 1)
     }
 
+    /// The index of a list term's text of `entries` ([`KernelText::list`]), added if
+    /// there is room.
+    fn list(&mut self, entries: &[(&[u8], bool)]) -> Option<u32> {
+        if self.texts.len() >= MAX_TEXTS as usize {
+            return None;
+        }
+        self.texts.push(KernelText::list(entries.iter().copied())?);
+        Some(self.texts.len() as u32 - 1)
+    }
+
     fn text(&mut self, text: &[u8]) -> Option<u32> {
         match self.index.get(text) {
             Some(&t) => Some(t),
@@ -317,55 +327,41 @@ fn emit(
         arg,
         ..KernelTerm::default()
     };
-    let mut leaf =
-        |terms: &mut Vec<KernelTerm>, kind: u32, text: &[u8], placement: &mut Placement| {
-            match tables.text(text) {
-                Some(arg) => terms.push(op(kind, arg)),
-                None => {
-                    placement.userspace.push(text_over_bounds());
-                    terms.push(op(KernelTerm::UNKNOWN, 0));
-                }
-            }
-        };
-    // `items` leaves ORed: `host = ["a", "b"]`.
-    fn any_of<T>(
-        terms: &mut Vec<KernelTerm>,
-        items: &[T],
-        placement: &mut Placement,
-        mut one: impl FnMut(&mut Vec<KernelTerm>, &T, &mut Placement),
-    ) {
-        for (k, item) in items.iter().enumerate() {
-            one(terms, item, placement);
-            if k > 0 {
-                terms.push(KernelTerm {
-                    op: KernelTerm::OR,
-                    ..KernelTerm::default()
-                });
-            }
-        }
-        if items.is_empty() {
-            terms.push(KernelTerm::default());
-        }
-    }
     match c {
-        Condition::Host(patterns) => any_of(terms, patterns, placement, |t, p, pl| match p {
-            HostPattern::Exact(name) => leaf(t, KernelTerm::HOST_EXACT, name.as_bytes(), pl),
-            HostPattern::Subdomain(suffix) => {
-                leaf(t, KernelTerm::HOST_SUFFIX, suffix.as_bytes(), pl)
-            }
-        }),
-        Condition::Sni(patterns) => any_of(terms, patterns, placement, |t, p, pl| match p {
-            HostPattern::Exact(name) => leaf(t, KernelTerm::SNI_EXACT, name.as_bytes(), pl),
-            HostPattern::Subdomain(suffix) => {
-                leaf(t, KernelTerm::SNI_SUFFIX, suffix.as_bytes(), pl)
-            }
-        }),
-        Condition::PathExact(paths) => any_of(terms, paths, placement, |t, p, pl| {
-            leaf(t, KernelTerm::PATH_EXACT, p.as_bytes(), pl)
-        }),
-        Condition::PathPrefix(paths) => any_of(terms, paths, placement, |t, p, pl| {
-            leaf(t, KernelTerm::PATH_PREFIX, p.as_bytes(), pl)
-        }),
+        Condition::Host(patterns) | Condition::Sni(patterns) => {
+            let entries: Vec<(&[u8], bool)> = patterns
+                .iter()
+                .map(|p| match p {
+                    HostPattern::Exact(name) => (name.as_bytes(), false),
+                    HostPattern::Subdomain(suffix) => (suffix.as_bytes(), true),
+                })
+                .collect();
+            let ops = if matches!(c, Condition::Host(_)) {
+                [
+                    KernelTerm::HOST_EXACT,
+                    KernelTerm::HOST_SUFFIX,
+                    KernelTerm::HOST_IN,
+                ]
+            } else {
+                [
+                    KernelTerm::SNI_EXACT,
+                    KernelTerm::SNI_SUFFIX,
+                    KernelTerm::SNI_IN,
+                ]
+            };
+            any_entry(terms, tables, placement, &entries, ops);
+        }
+        Condition::PathExact(paths) | Condition::PathPrefix(paths) => {
+            let prefix = matches!(c, Condition::PathPrefix(_));
+            let entries: Vec<(&[u8], bool)> =
+                paths.iter().map(|p| (p.as_bytes(), prefix)).collect();
+            let ops = [
+                KernelTerm::PATH_EXACT,
+                KernelTerm::PATH_PREFIX,
+                KernelTerm::PATH_IN,
+            ];
+            any_entry(terms, tables, placement, &entries, ops);
+        }
         Condition::Extension(exts) => any_value(
             terms,
             tables,
@@ -448,6 +444,82 @@ fn emit(
     }
 }
 
+/// `entries` ORed, each a text and whether it is partial (a host suffix, a path
+/// prefix), as a condition on the host, the SNI or the path: list terms
+/// ([`KernelText::list`], `ops[2]`) of up to eight entries that fit one text, a leaf
+/// (`ops[0]` whole, `ops[1]` partial) for an entry too long for a list. A single entry
+/// stays a leaf: a list of one costs more.
+fn any_entry(
+    terms: &mut Vec<KernelTerm>,
+    tables: &mut Tables<'_>,
+    placement: &mut Placement,
+    entries: &[(&[u8], bool)],
+    [whole, partial, list]: [u32; 3],
+) {
+    let mut items: Vec<(u32, Option<u32>)> = Vec::new();
+    let mut leaves: Vec<(&[u8], bool)> = Vec::new();
+    if entries.len() >= 2 {
+        // Greedily, in order: each list takes entries while they fit.
+        let mut chunks: Vec<Vec<(&[u8], bool)>> = vec![Vec::new()];
+        for &entry in entries {
+            let chunk = chunks.last_mut().expect("one chunk at least");
+            chunk.push(entry);
+            if KernelText::list(chunk.iter().copied()).is_none() {
+                chunk.pop();
+                if KernelText::list([entry]).is_some() {
+                    chunks.push(vec![entry]);
+                } else {
+                    leaves.push(entry);
+                }
+            }
+        }
+        for chunk in chunks {
+            match chunk.len() {
+                0 => {}
+                1 => leaves.push(chunk[0]),
+                _ => match tables.list(&chunk) {
+                    Some(arg) => items.push((list, Some(arg))),
+                    None => leaves.extend(chunk),
+                },
+            }
+        }
+    } else {
+        leaves.extend(entries.iter().copied());
+    }
+    for (text, is_partial) in leaves {
+        let arg = tables.text(text);
+        if arg.is_none() {
+            placement.userspace.push(text_over_bounds());
+        }
+        items.push((if is_partial { partial } else { whole }, arg));
+    }
+    push_ored(terms, &items);
+}
+
+/// Terms `(op, text)` ORed; an item without a text is unknown; none is false.
+fn push_ored(terms: &mut Vec<KernelTerm>, items: &[(u32, Option<u32>)]) {
+    for (k, &(op, arg)) in items.iter().enumerate() {
+        terms.push(KernelTerm {
+            op: if arg.is_some() {
+                op
+            } else {
+                KernelTerm::UNKNOWN
+            },
+            arg: arg.unwrap_or(0),
+            ..KernelTerm::default()
+        });
+        if k > 0 {
+            terms.push(KernelTerm {
+                op: KernelTerm::OR,
+                ..KernelTerm::default()
+            });
+        }
+    }
+    if items.is_empty() {
+        terms.push(KernelTerm::default());
+    }
+}
+
 /// `values` ORed, as a condition on one part of the request (`leaf` compares one value,
 /// `set` several): the values that fit a set term ([`set_value`]) in set terms of at
 /// most [`MAX_SET_VALUES`], the others leaves of their own. A single short value stays a
@@ -490,26 +562,7 @@ fn any_value(
         }
         items.push((leaf, arg));
     }
-    for (k, &(op, arg)) in items.iter().enumerate() {
-        terms.push(KernelTerm {
-            op: if arg.is_some() {
-                op
-            } else {
-                KernelTerm::UNKNOWN
-            },
-            arg: arg.unwrap_or(0),
-            ..KernelTerm::default()
-        });
-        if k > 0 {
-            terms.push(KernelTerm {
-                op: KernelTerm::OR,
-                ..KernelTerm::default()
-            });
-        }
-    }
-    if items.is_empty() {
-        terms.push(KernelTerm::default());
-    }
+    push_ored(terms, &items);
 }
 
 /// The deepest the evaluation stack grows running `terms`.

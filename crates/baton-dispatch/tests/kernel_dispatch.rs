@@ -155,6 +155,35 @@ pool = "by_path"
 match = { host = "paths.example.com" }
 "#;
 
+/// Lists of hosts, SNIs and paths, exact and partial, as list terms: more entries than
+/// one list holds, an entry too long for a list (a leaf of its own), entries that are
+/// suffixes or prefixes of each other, and a list's bytes past an entry.
+const LISTS: &str = r#"
+default_pool = "web"
+[pools.web]
+backends = [{ address = "198.18.1.11:80" }]
+[pools.a]
+backends = [{ address = "198.18.1.12:80" }]
+[pools.b]
+backends = [{ address = "198.18.1.13:80" }]
+[[rules]]
+name = "sni"
+pool = "b"
+match = { sni = ["api.example.com", "*.example.com", "www.example.com", "other.example", "x.y"] }
+[[rules]]
+name = "hosts-and-prefixes"
+pool = "a"
+match = { host = ["www.example.com", "*.cdn.example.com", "*.a-name-of-more-than-thirty-one-bytes.example.com", "img.baton.test", "shop.example.com", "*.baton.test"], path_prefix = ["/img", "/static/", "/docs/", "/api/", "/beta"] }
+[[rules]]
+name = "paths"
+pool = "b"
+match = { path = ["/healthz", "/v", "/", "/a.png", "/static/app.js/"] }
+[[rules]]
+name = "hosts-but-not"
+pool = "a"
+match = { host = ["static.example.com", "cdn.example.com", "*.example.com"], not = { path = ["/img", "/img/"] } }
+"#;
+
 fn configurations() -> Vec<(&'static str, String)> {
     vec![
         ("examples/dispatch.toml", EXAMPLE.to_owned()),
@@ -162,6 +191,7 @@ fn configurations() -> Vec<(&'static str, String)> {
         ("mixed", MIXED.to_owned()),
         ("header-first", HEADER_FIRST.to_owned()),
         ("tls", TLS.to_owned()),
+        ("lists", LISTS.to_owned()),
     ]
 }
 
@@ -337,6 +367,9 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         "Host: a b\r\n",
         "Host:\r\n",
         "Host: .\r\n",
+        // A wildcard's suffix alone, which the wildcard does not take.
+        "Host: .cdn.example.com\r\n",
+        "Host: .baton.test\r\n",
         "Host: a\r\nhost: b\r\n",
         "Host: shop.example.com\r\n",
         "Host: www.example.com\r\n",
@@ -604,6 +637,34 @@ const COMMON: &[&str] = &[
 ];
 
 #[test]
+fn host_sni_and_path_lists_are_list_terms() {
+    use baton_common::kernel_dispatch::KernelTerm;
+    let count = |text: &str, op: u32| {
+        let e = Engines::new(text);
+        e.program
+            .terms
+            .iter()
+            .filter(|t| t.op & !KernelTerm::ENDS_RULE == op)
+            .count()
+    };
+    // The example's `sni`, `host` and `path_prefix` lists of two: a term each.
+    assert_eq!(count(EXAMPLE, KernelTerm::SNI_IN), 1);
+    assert_eq!(count(EXAMPLE, KernelTerm::HOST_IN), 1);
+    assert_eq!(count(EXAMPLE, KernelTerm::PATH_IN), 1);
+    assert_eq!(Engines::new(EXAMPLE).program.terms.len(), 25);
+    // Five SNIs: a list of four and a leaf. Six hosts, one too long for a list: a list
+    // of the other first four and two leaves; three hosts, a list. Five path prefixes,
+    // five paths: a list of four and a leaf each; two paths, a list.
+    assert_eq!(count(LISTS, KernelTerm::SNI_IN), 1);
+    assert_eq!(count(LISTS, KernelTerm::SNI_EXACT), 1);
+    assert_eq!(count(LISTS, KernelTerm::HOST_IN), 2);
+    assert_eq!(count(LISTS, KernelTerm::HOST_SUFFIX), 2);
+    assert_eq!(count(LISTS, KernelTerm::PATH_IN), 3);
+    assert_eq!(count(LISTS, KernelTerm::PATH_PREFIX), 1);
+    assert_eq!(count(LISTS, KernelTerm::PATH_EXACT), 1);
+}
+
+#[test]
 fn plain_requests_are_decided_in_the_kernel() {
     let mut lab = Engines::new(&lab_dispatch());
     for raw in COMMON {
@@ -648,6 +709,30 @@ fn plain_requests_are_decided_in_the_kernel() {
         hello_for("V2.api.example.com."),
     ] {
         assert!(tls.check(&hello), "a ClientHello went to the slow path");
+    }
+    // Lists of hosts, SNIs and paths: each rule's requests, and a request past them.
+    let mut lists = Engines::new(LISTS);
+    for hello in [
+        hello_for("api.example.com"),
+        hello_for("a.b.example.com"),
+        hello_for("x.y"),
+        hello_for("example.com"),
+    ] {
+        assert!(lists.check(&hello), "a ClientHello went to the slow path");
+    }
+    for raw in [
+        "GET /img/a.png HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+        "GET /api/ HTTP/1.1\r\nHost: x.cdn.example.com\r\n\r\n",
+        "GET /betas HTTP/1.1\r\nHost: q.baton.test\r\n\r\n",
+        "GET /docs/a HTTP/1.1\r\nHost: x.a-name-of-more-than-thirty-one-bytes.example.com\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+        "GET /static/app.js/ HTTP/1.1\r\n\r\n",
+        "GET /v HTTP/1.1\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: cdn.example.com\r\n\r\n",
+        "GET /img HTTP/1.1\r\nHost: cdn.example.com\r\n\r\n",
+        "GET /im HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    ] {
+        assert!(lists.check(raw.as_bytes()), "{raw:?} went to the slow path");
     }
     // The example's first rules run in the kernel; after its regex rule, nothing does.
     let mut example = Engines::new(EXAMPLE);

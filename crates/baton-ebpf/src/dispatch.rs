@@ -20,13 +20,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use baton_common::kernel_dispatch::{
-    BACKENDS_PER_GENERATION, CookieWalk, HashWalk, HelloScan, KernelBackend, KernelDecision,
-    KernelLardKey, KernelLardSet, KernelPool, KernelRuleSet, KernelSlot, KernelTerm, KernelText,
-    LardScan, LeastLoaded, MAX_HASH_MEMBERS, MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS,
-    MAX_KERNEL_POOLS, MAX_LARD_SETS, MAX_LOAD_SLOTS, MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS,
-    MAX_TEXTS, PoolPick, Rendezvous, RequestScan, RuleEval, SCRATCH_LEN, TERMS_PER_STEP,
-    TLS_HANDSHAKE, backend_load, eval_steps, lard_set_key, lard_start, policy_pick, pool_pick,
-    reason, sticky_id_is, url_hash,
+    BACKENDS_PER_GENERATION, CookieWalk, HASH_STEPS_INLINE, HashWalk, HelloScan, KernelBackend,
+    KernelDecision, KernelLardKey, KernelLardSet, KernelPool, KernelRuleSet, KernelSlot,
+    KernelTerm, KernelText, LardScan, LeastLoaded, MAX_HASH_MEMBERS, MAX_HASH_STEPS,
+    MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_LARD_SETS, MAX_LOAD_SLOTS,
+    MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous, RequestScan,
+    RuleEval, SCRATCH_LEN, TERMS_PER_STEP, TLS_HANDSHAKE, backend_load, eval_steps, lard_set_key,
+    lard_start, policy_pick, pool_pick, reason, sticky_id_is, url_hash,
 };
 
 /// The back-ends the compiled pools name, by index; written by the daemon. Two
@@ -461,13 +461,24 @@ fn sticky_by_id(
     Ok(None)
 }
 
-/// `hash_bytes` of the scratch buffer's bytes `start..end`, eight a `bpf_loop` step.
+/// `hash_bytes` of the scratch buffer's bytes `start..end`, eight a step: the first
+/// [`HASH_STEPS_INLINE`] in line, the rest (a key over 32 bytes) a `bpf_loop` step each.
 #[inline(always)]
 fn hash_range(scratch: *mut Scratch, state_ptr: *mut c_void, start: u32, end: u32) -> u64 {
     // SAFETY: as in `decide_request`: through the pointer, before and after the loop.
     unsafe {
         (*scratch).hash = HashWalk::new(start, end);
-        bpf_loop(MAX_HASH_STEPS, hash_step as *mut c_void, state_ptr, 0);
+        let mut more = true;
+        for _ in 0..HASH_STEPS_INLINE {
+            let s = &mut *scratch;
+            if !s.hash.step(&s.bytes) {
+                more = false;
+                break;
+            }
+        }
+        if more {
+            bpf_loop(MAX_HASH_STEPS, hash_step as *mut c_void, state_ptr, 0);
+        }
         (*scratch).hash.finish()
     }
 }

@@ -65,6 +65,33 @@ pool = "api"
 match = { host = "www.example.com" }
 "#;
 
+/// Lists of SNIs, hosts and paths (list terms), and pools hashing the path and the URL,
+/// whose keys the program hashes in line up to 32 bytes and in `bpf_loop` steps past.
+const LISTS: &str = r#"
+default_pool = "by_path"
+[pools.by_path]
+policy = "consistent_hash"
+backends = [{ address = "198.18.1.11:80" }, { address = "198.18.1.12:80" }, { address = "198.18.1.13:80" }]
+[pools.by_url]
+policy = "consistent_hash"
+hash_key = "url"
+backends = [{ address = "198.18.1.11:80" }, { address = "198.18.1.12:80" }, { address = "198.18.1.13:80" }]
+[pools.a]
+backends = [{ address = "198.18.1.12:80" }]
+[[rules]]
+name = "sni"
+pool = "a"
+match = { sni = ["api.example.com", "*.example.com", "other.example"] }
+[[rules]]
+name = "hosts"
+pool = "by_url"
+match = { host = ["img.baton.test", "*.cdn.example.com", "static.example.com", "*.img.baton.test"], path_prefix = ["/img", "/static/", "/api/"] }
+[[rules]]
+name = "paths"
+pool = "a"
+match = { path = ["/healthz", "/", "/x.css/a.png"] }
+"#;
+
 /// Runs `f` as root, serially, or prints why it skipped.
 fn privileged(test: &str, f: impl FnOnce()) {
     // SAFETY: geteuid has no preconditions.
@@ -216,8 +243,26 @@ impl Requests {
         for _ in 0..depth {
             path.push('/');
             path.push_str(self.pick(&[
-                "img", "api", "static", "docs", "users", "123", "a.png", "logo.SVG", "x.css",
-                "app.js", ".hidden", "healthz", "..", ".", "", "%61pi", "files", "a.txt",
+                "img",
+                "api",
+                "static",
+                "docs",
+                "users",
+                "123",
+                "a.png",
+                "logo.SVG",
+                "x.css",
+                "app.js",
+                ".hidden",
+                "healthz",
+                "..",
+                ".",
+                "",
+                "%61pi",
+                "files",
+                "a.txt",
+                // Paths over the 32 bytes a hash key is hashed in line.
+                "a-segment-of-thirty-bytes-long",
             ]));
         }
         if path.is_empty() {
@@ -370,7 +415,12 @@ fn the_kernel_decides_as_the_dispatcher() {
         let mut handed_off = 0;
         let mut total = 0;
         let (mut hellos, mut tls_in_kernel) = (0, 0);
-        for text in [lab_dispatch(), EXAMPLE.to_owned(), TLS.to_owned()] {
+        for text in [
+            lab_dispatch(),
+            EXAMPLE.to_owned(),
+            TLS.to_owned(),
+            LISTS.to_owned(),
+        ] {
             let mut e = Engines::new(&text);
             let kernel = KernelDispatch::load(&mut ebpf, &e.program, |_| Some(MAC)).unwrap();
             let mut requests = Requests(0x9e37_79b9_7f4a_7c15);
