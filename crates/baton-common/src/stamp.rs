@@ -367,12 +367,39 @@ mod tests {
         );
     }
 
+    /// A stamp carried over to another flow passes as often as an 8-bit MAC lets it,
+    /// one try in 256: over every other client port of one flow, a fixed key and flow
+    /// (so the count is the same every run; a property test drawing two flows failed
+    /// one run in about 250 by chance), between half and twice that.
+    #[test]
+    fn a_stamp_passes_for_another_flow_one_time_in_256() {
+        let f = flow();
+        let s = stamp(&KEY, &f);
+        let passed = (0..=u16::MAX)
+            .filter(|&p| p != f.client_port)
+            .filter(|&p| {
+                verify(
+                    &KEY,
+                    &StampedFlow {
+                        client_port: p,
+                        ..f
+                    },
+                    s,
+                )
+            })
+            .count();
+        assert!(
+            (128..=512).contains(&passed),
+            "{passed} of 65,535 other ports"
+        );
+    }
+
     proptest! {
-        /// A stamp verifies for its own flow, and a flipped bit fails; of two other
-        /// flows, both passing would be a chance of one in 65,536.
+        /// A stamp verifies for its own flow, and a flipped bit fails. (Another flow
+        /// passing is a matter of chance, one in 256: counted, not drawn, below.)
         #[test]
-        fn a_flipped_bit_or_another_flow_fails(
-            client_port: u16, backend_last in 0u8..=255, bit in 0u32..16, other_port: u16,
+        fn a_flipped_bit_fails(
+            client_port: u16, backend_last in 0u8..=255, bit in 0u32..16,
         ) {
             let mut f = flow();
             f.client_port = client_port;
@@ -380,12 +407,6 @@ mod tests {
             let s = stamp(&KEY, &f);
             prop_assert!(verify(&KEY, &f, s));
             prop_assert!(!verify(&KEY, &f, s ^ (1 << bit)));
-            if other_port != client_port {
-                let g = StampedFlow { client_port: other_port, ..f };
-                let h = StampedFlow { client_port: other_port ^ 1, ..f };
-                // Two other flows both passing by chance: one in 65,536.
-                prop_assert!(h == f || !(verify(&KEY, &g, s) && verify(&KEY, &h, s)));
-            }
         }
 
         /// Consecutive TSvals of a connection stay monotonic once stamped (the client's
