@@ -562,6 +562,50 @@ fn a_reload_swaps_the_rule_set_whole() {
     });
 }
 
+/// The slot of each back-end of `kernel`'s generation in the arrays of connection
+/// counts the two engines share (`KernelBackend::load_slot`).
+fn load_slots(ebpf: &Ebpf, kernel: &KernelDispatch, backends: usize) -> Vec<u32> {
+    let base = kernel.generation() * BACKENDS_PER_GENERATION;
+    let table: Array<_, baton_common::kernel_dispatch::KernelBackend> =
+        Array::try_from(ebpf.map("FRONTEND_BACKENDS").unwrap()).unwrap();
+    (0..backends as u32)
+        .map(|i| u32::from(table.get(&(base + i), 0).unwrap().load_slot))
+        .collect()
+}
+
+/// One step of connection churn on a back-end drawn at random (xorshift `rng`): the
+/// program hands one off (its count, written into its map as the program would), the
+/// daemon reads the record (its books take the connection from the count), confirms one,
+/// or one closes; then the two engines' counts are exchanged.
+fn churn(
+    rng: &mut u64,
+    opened: &mut [u64],
+    backends: &[SocketAddrV4],
+    slots: &[u32],
+    e: &mut Engines,
+    ebpf: &mut Ebpf,
+    kernel: &mut KernelDispatch,
+) {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let r = *rng;
+    let b = (r % backends.len() as u64) as usize;
+    match (r >> 8) % 4 {
+        0 => opened[b] += 1 + (r >> 20) % 3,
+        1 if opened[b] > 0 => e.dispatcher.on_kernel_handoff(backends[b]),
+        2 => e.dispatcher.on_handed_off(backends[b]),
+        _ if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
+            e.dispatcher.on_closed(backends[b])
+        }
+        _ => {}
+    }
+    let mut map: Array<_, u64> =
+        Array::try_from(ebpf.map_mut("FRONTEND_BACKEND_OPENED").unwrap()).unwrap();
+    map.set(slots[b], opened[b], 0).unwrap();
+    kernel.sync_loads(&mut e.dispatcher);
+}
+
 /// Least connections in the kernel picks by the counts the two engines share: the
 /// program's own count of its handoffs (`FRONTEND_BACKEND_OPENED`, written here as the
 /// program would) plus the daemon's books (`FRONTEND_BACKEND_BOOKED`, written by the
@@ -590,13 +634,7 @@ backends = [
         let backends = e.program.backends.clone();
         let weights = [1u64, 3, 1, 2];
         let base = kernel.generation() * BACKENDS_PER_GENERATION;
-        let slots: Vec<u32> = {
-            let table: Array<_, baton_common::kernel_dispatch::KernelBackend> =
-                Array::try_from(ebpf.map("FRONTEND_BACKENDS").unwrap()).unwrap();
-            (0..backends.len() as u32)
-                .map(|i| u32::from(table.get(&(base + i), 0).unwrap().load_slot))
-                .collect()
-        };
+        let slots = load_slots(&ebpf, &kernel, backends.len());
         let raw = b"GET /x HTTP/1.1\r\n\r\n";
         let request = parse_request(raw, &RequestLimits::default())
             .unwrap()
@@ -606,27 +644,15 @@ backends = [
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let (mut exact, mut tied) = (0, 0);
         for _ in 0..200 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let b = (rng % backends.len() as u64) as usize;
-            // The program hands one off (its count), the daemon reads the record (its
-            // books take the connection from the count), or confirms, or a close.
-            match (rng >> 8) % 4 {
-                0 => opened[b] += 1 + (rng >> 20) % 3,
-                1 if opened[b] > 0 => e.dispatcher.on_kernel_handoff(backends[b]),
-                2 => e.dispatcher.on_handed_off(backends[b]),
-                _ if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
-                    e.dispatcher.on_closed(backends[b])
-                }
-                _ => {}
-            }
-            {
-                let mut map: Array<_, u64> =
-                    Array::try_from(ebpf.map_mut("FRONTEND_BACKEND_OPENED").unwrap()).unwrap();
-                map.set(slots[b], opened[b], 0).unwrap();
-            }
-            kernel.sync_loads(&mut e.dispatcher);
+            churn(
+                &mut rng,
+                &mut opened,
+                &backends,
+                &slots,
+                &mut e,
+                &mut ebpf,
+                &mut kernel,
+            );
             let loads: Vec<u64> = backends
                 .iter()
                 .map(|b| u64::from(e.dispatcher.backend_status(*b).unwrap().active))
@@ -721,13 +747,7 @@ match = { path_prefix = "/s/" }
         let mut kernel = KernelDispatch::load(&mut ebpf, &e.program, |_| Some(MAC)).unwrap();
         let backends = e.program.backends.clone();
         let base = kernel.generation() * BACKENDS_PER_GENERATION;
-        let slots: Vec<u32> = {
-            let table: Array<_, baton_common::kernel_dispatch::KernelBackend> =
-                Array::try_from(ebpf.map("FRONTEND_BACKENDS").unwrap()).unwrap();
-            (0..backends.len() as u32)
-                .map(|i| u32::from(table.get(&(base + i), 0).unwrap().load_slot))
-                .collect()
-        };
+        let slots = load_slots(&ebpf, &kernel, backends.len());
         let targets = [
             "/a", "/b", "/c", "/d", "/e", "/s/a", "/s/b?q=1", "/s/c", "/s/d?x",
         ];
@@ -737,26 +757,15 @@ match = { path_prefix = "/s/" }
         let mut buf = Box::new([0u8; SCRATCH_LEN]);
         let mut cursors = vec![0; e.program.pools.len()];
         for _ in 0..600 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let b = (rng % backends.len() as u64) as usize;
-            // Loads around the thresholds: handoffs by either engine, and closes.
-            match (rng >> 8) % 4 {
-                0 => opened[b] += 1 + (rng >> 20) % 3,
-                1 if opened[b] > 0 => e.dispatcher.on_kernel_handoff(backends[b]),
-                2 => e.dispatcher.on_handed_off(backends[b]),
-                _ if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
-                    e.dispatcher.on_closed(backends[b])
-                }
-                _ => {}
-            }
-            {
-                let mut map: Array<_, u64> =
-                    Array::try_from(ebpf.map_mut("FRONTEND_BACKEND_OPENED").unwrap()).unwrap();
-                map.set(slots[b], opened[b], 0).unwrap();
-            }
-            kernel.sync_loads(&mut e.dispatcher);
+            churn(
+                &mut rng,
+                &mut opened,
+                &backends,
+                &slots,
+                &mut e,
+                &mut ebpf,
+                &mut kernel,
+            );
             let target = targets[((rng >> 32) % targets.len() as u64) as usize];
             let raw = format!("GET {target} HTTP/1.1\r\nHost: lard.example\r\n\r\n");
             let (d, _) = probe(&ebpf, raw.as_bytes(), 1);
