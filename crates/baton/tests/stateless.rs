@@ -99,87 +99,56 @@ fn hold_client_segments(hold: bool) {
 
 #[test]
 fn a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp() {
-    let Some(cluster) = cluster("a front-end without the flow's entry") else {
+    let Some(moved) = move_a_download(
+        "a front-end without the flow's entry",
+        &support::frontend_config(&LAB),
+        Timestamps::On,
+    ) else {
         return;
     };
-    let first = cluster.start_frontend();
-    // A stalled transfer fails within 20 s rather than hanging the test.
-    let fetch = format!(
-        "curl -sS --limit-rate {RATE} --speed-limit 1 --speed-time 20 \
-         http://{VIP}/files/100M.bin | sha256sum"
+    let log = &moved.log;
+    eprintln!(
+        "download took {:?}; move to learning {:?}; learned_by_stamp {}, drop_stamp_forged {}",
+        moved.took,
+        moved.to_learn,
+        moved.after["learned_by_stamp"],
+        moved.after["drop_stamp_forged"]
     );
-    let started = Instant::now();
-    let mut download = support::Download(Some(
-        baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    wait_for_flows(1, Duration::from_secs(5));
-    thread::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed()));
-    let before = support::fastpath_counters(&LAB);
-
-    // The front-end as one that never saw the flow: a new daemon, no entry. The client's
-    // segments are held back meanwhile (the back-end's, then its retransmissions, go
-    // on), so that the first one the program sees reaches it with the daemon running.
-    hold_client_segments(true);
-    first.kill();
-    assert_eq!(
-        fastpath::forget_pinned_flows(&pin_dir(), INTERFACE).unwrap(),
-        1,
-        "the download's flow was in the table"
-    );
-    let second = cluster.start_frontend();
-    assert_eq!(flows(), 0, "the new daemon found no flow");
-    hold_client_segments(false);
     // The client's next segment echoes the back-end's stamp: the program forwards it,
     // writes the entry again and tells the daemon.
-    wait_for_flows(1, Duration::from_secs(10));
-    let learned = support::fastpath_counters(&LAB)["learned_by_stamp"] - before["learned_by_stamp"];
-    assert_eq!(learned, 1, "learned once, then forwarded as any flow");
-
-    let out = download.0.take().unwrap().wait_with_output().unwrap();
-    let took = started.elapsed();
-    assert!(out.status.success(), "the download failed");
+    assert!(moved.to_learn.is_some(), "the flow was learned: {log}");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or(""),
-        support::expected_sha256(&LAB, "100M.bin"),
+        moved.learned("learned_by_stamp"),
+        1,
+        "learned once, then forwarded as any flow"
+    );
+    assert!(moved.out.status.success(), "the download failed");
+    assert_eq!(
+        digest(&moved.out),
+        moved.expected,
         "the 100 MiB arrived byte-exact through a front-end that had to learn the flow"
     );
+    assert_eq!(moved.learned("drop_stamp_forged"), 0);
+    assert_eq!(moved.learned("drop_stamp_unknown_backend"), 0);
     // The next daemon took the learned flow over (from the table at its start, or from
     // the notice), tracked its close and removed it.
-    wait_for_flows(0, Duration::from_secs(45));
-    let log = second.stop();
-    let counters = support::fastpath_counters(&LAB);
-    eprintln!(
-        "download took {took:?}; learned_by_stamp {}, drop_stamp_forged {}",
-        counters["learned_by_stamp"], counters["drop_stamp_forged"]
-    );
-    assert_eq!(counters["drop_stamp_forged"], before["drop_stamp_forged"]);
     assert_eq!(
-        counters["drop_stamp_unknown_backend"],
-        before["drop_stamp_unknown_backend"]
-    );
-    assert_eq!(
-        support::logged_number(&log, "fastpath_stats", "flows_learned"),
+        support::logged_number(log, "fastpath_stats", "flows_learned"),
         1,
         "the core took the flow over from the program's notice: {log}"
     );
     assert_eq!(
-        support::logged_number(&log, "fastpath_stats", "learned_flows_refused"),
+        support::logged_number(log, "fastpath_stats", "learned_flows_refused"),
         0,
         "{log}"
     );
     assert_eq!(
-        support::logged_number(&log, "frontend_stats", "adopted"),
+        support::logged_number(log, "frontend_stats", "adopted"),
         1,
         "{log}"
     );
     assert_eq!(
-        support::logged_number(&log, "frontend_stats", "stray_segments"),
+        support::logged_number(log, "frontend_stats", "stray_segments"),
         0,
         "{log}"
     );
@@ -268,42 +237,62 @@ fn a_forged_tsecr_naming_another_backend_is_dropped_and_counted() {
     );
 }
 
-/// What became of a download moved to a front-end that never saw it, with the client's
-/// timestamps off.
-struct MovedWithoutTimestamps {
-    /// The download's exit and its digest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timestamps {
+    On,
+    /// The client's `net.ipv4.tcp_timestamps=0`: no stamp to echo.
+    Off,
+}
+
+/// What became of a download moved to a front-end that never saw it.
+struct Moved {
+    /// The download's exit and its digest, and how long it took.
     out: std::process::Output,
+    took: Duration,
     /// The digest the file has.
     expected: String,
     /// From the client's segments let through to the new daemon to the flow learned
     /// (`None`: not learned within 15 s).
-    to_claim: Option<Duration>,
+    to_learn: Option<Duration>,
     /// The new daemon's log, stopped.
     log: String,
-    /// The fast path's counters moved meanwhile.
-    learned_by_claim: u64,
-    learned_by_stamp: u64,
+    /// The fast path's counters before the move and at the end.
+    before: std::collections::HashMap<&'static str, u64>,
+    after: std::collections::HashMap<&'static str, u64>,
 }
 
-/// The move of `a_frontend_that_never_saw_a_flow_forwards_it_by_the_backends_stamp`,
-/// for a client that sends no timestamps: the front-end's daemon killed, the flow's
-/// entry removed, a new daemon started (with `text`), the client's segments held back
-/// meanwhile. Returns `None` when the test is skipped.
-fn move_a_download_without_timestamps(test: &str, text: &str) -> Option<MovedWithoutTimestamps> {
+impl Moved {
+    /// How much a fast-path counter moved from the move on.
+    fn learned(&self, counter: &str) -> u64 {
+        self.after[counter] - self.before[counter]
+    }
+}
+
+/// A 100 MiB download through the VIP moved to a front-end that never saw it: the
+/// front-end's daemon killed, the flow's entry removed, a new daemon started (with
+/// `text`), the client's segments held back meanwhile (the back-end's, then its
+/// retransmissions, go on), so that the first one the program sees reaches it with the
+/// new daemon running. With timestamps, the client's next segment echoes the back-end's
+/// stamp; without, the core probes, the back-end claims, the program learns the flow.
+/// Returns `None` when the test is skipped.
+fn move_a_download(test: &str, text: &str, timestamps: Timestamps) -> Option<Moved> {
     let cluster = cluster_with(test, text)?;
-    support::ok(&mut baton(
-        &LAB,
-        &[
-            "lab",
-            "exec",
-            "client",
-            "--",
-            "sysctl",
-            "-qw",
-            "net.ipv4.tcp_timestamps=0",
-        ],
-    ));
+    if timestamps == Timestamps::Off {
+        support::ok(&mut baton(
+            &LAB,
+            &[
+                "lab",
+                "exec",
+                "client",
+                "--",
+                "sysctl",
+                "-qw",
+                "net.ipv4.tcp_timestamps=0",
+            ],
+        ));
+    }
     let first = cluster.start_frontend();
+    // A stalled transfer fails within 20 s rather than hanging the test.
     let fetch = format!(
         "curl -sS --limit-rate {RATE} --speed-limit 1 --speed-time 20 \
          http://{VIP}/files/100M.bin | sha256sum"
@@ -329,9 +318,7 @@ fn move_a_download_without_timestamps(test: &str, text: &str) -> Option<MovedWit
     assert_eq!(flows(), 0, "the new daemon found no flow");
     let moved = Instant::now();
     hold_client_segments(false);
-    // The client's next segment carries no stamp: the core probes, the back-end claims,
-    // the program learns the flow.
-    let to_claim = loop {
+    let to_learn = loop {
         if flows() == 1 {
             break Some(moved.elapsed());
         }
@@ -341,19 +328,20 @@ fn move_a_download_without_timestamps(test: &str, text: &str) -> Option<MovedWit
         thread::sleep(Duration::from_millis(10));
     };
     let out = download.0.take().unwrap().wait_with_output().unwrap();
-    if to_claim.is_some() {
+    let took = started.elapsed();
+    if to_learn.is_some() {
         // The daemon took the learned flow over, tracked its close and removed it.
         wait_for_flows(0, Duration::from_secs(45));
     }
     let log = second.stop();
-    let after = support::fastpath_counters(&LAB);
-    Some(MovedWithoutTimestamps {
+    Some(Moved {
         out,
+        took,
         expected: support::expected_sha256(&LAB, "100M.bin"),
-        to_claim,
+        to_learn,
         log,
-        learned_by_claim: after["learned_by_claim"] - before["learned_by_claim"],
-        learned_by_stamp: after["learned_by_stamp"] - before["learned_by_stamp"],
+        before,
+        after: support::fastpath_counters(&LAB),
     })
 }
 
@@ -369,9 +357,10 @@ fn digest(out: &std::process::Output) -> String {
 /// found by the probe and the back-end's claim, and the download arrives byte-exact.
 #[test]
 fn a_moved_flow_of_a_client_without_timestamps_is_claimed_by_its_backend() {
-    let Some(moved) = move_a_download_without_timestamps(
+    let Some(moved) = move_a_download(
         "a client without timestamps",
         &support::frontend_config(&LAB),
+        Timestamps::Off,
     ) else {
         return;
     };
@@ -379,19 +368,27 @@ fn a_moved_flow_of_a_client_without_timestamps_is_claimed_by_its_backend() {
     let probes = support::logged_number(log, "frontend_stats", "probes_sent");
     eprintln!(
         "move to claim {:?}; probes_sent {probes}, probe_frames_sent {}, learned_by_claim {}",
-        moved.to_claim,
+        moved.to_learn,
         support::logged_number(log, "io_stats", "probe_frames_sent"),
-        moved.learned_by_claim,
+        moved.learned("learned_by_claim"),
     );
-    assert!(moved.to_claim.is_some(), "the flow was learned: {log}");
+    assert!(moved.to_learn.is_some(), "the flow was learned: {log}");
     assert!(moved.out.status.success(), "the download failed");
     assert_eq!(
         digest(&moved.out),
         moved.expected,
         "the 100 MiB arrived byte-exact through a front-end that probed for the flow"
     );
-    assert_eq!(moved.learned_by_claim, 1, "learned once, by the claim");
-    assert_eq!(moved.learned_by_stamp, 0, "no stamp without timestamps");
+    assert_eq!(
+        moved.learned("learned_by_claim"),
+        1,
+        "learned once, by the claim"
+    );
+    assert_eq!(
+        moved.learned("learned_by_stamp"),
+        0,
+        "no stamp without timestamps"
+    );
     assert!(probes >= 1, "the core probed: {log}");
     // A frame to each back-end of the stamp table for each probe (the lab's pools
     // have several).
@@ -426,12 +423,12 @@ fn without_the_probe_a_moved_flow_of_a_client_without_timestamps_fails() {
         text.contains("probe_rate = 0"),
         "the example has a [tcp] table"
     );
-    let Some(moved) = move_a_download_without_timestamps("no probe", &text) else {
+    let Some(moved) = move_a_download("no probe", &text, Timestamps::Off) else {
         return;
     };
-    eprintln!("without the probe: learned {:?}", moved.to_claim);
-    assert_eq!(moved.to_claim, None, "nothing learned the flow");
-    assert_eq!(moved.learned_by_claim, 0);
+    eprintln!("without the probe: learned {:?}", moved.to_learn);
+    assert_eq!(moved.to_learn, None, "nothing learned the flow");
+    assert_eq!(moved.learned("learned_by_claim"), 0);
     assert_ne!(
         digest(&moved.out),
         moved.expected,
