@@ -423,11 +423,16 @@ fn health_checks_take_a_stopped_backend_out_and_all_down_gives_the_503() {
         health_says(log, 2, "down")
     });
     eprintln!("be2 marked down {took:?} after its nginx stopped");
+    // Round robin over be1 and be3. The kernel keeps one cursor per CPU (as Katran and
+    // Cilium do: no shared counter on the packet path), so six requests split 3/3 only
+    // if they all meet one CPU; each CPU alternates, so each of the two gets at least
+    // one (one CPU sees three or more of the six).
     let seen = spread("/", &[], 6);
-    assert_eq!(
-        seen,
-        BTreeMap::from([("be1".into(), 3), ("be3".into(), 3)]),
-        "new connections avoid be2"
+    assert_eq!(seen.get("be2"), None, "new connections avoid be2: {seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 6, "{seen:?}");
+    assert!(
+        seen.get("be1").is_some_and(|&n| n > 0) && seen.get("be3").is_some_and(|&n| n > 0),
+        "both be1 and be3 take connections: {seen:?}"
     );
     // The active check, not a failed handoff, kept them away: nothing was retried.
     assert!(!daemon.log_text().contains("event=handoff_retry"));
