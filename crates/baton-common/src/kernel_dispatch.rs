@@ -3636,20 +3636,30 @@ mod tests {
             b"GET / HTTP/1.1\r\nCookie: beta = 1 ; debug\r\nCookie: debug=;beta=0123456789abcdefXYZ\r\n\r\n",
             b"GET / HTTP/1.1\r\nCookie: averyveryverylongcookienamethatnothingreads=0123456789012345678901234567890123456789; session=s7\r\n\r\n",
         ];
-        let set = cookie_set(&[
-            ("JSESSIONID", Some(".")),
-            ("session", Some("x")),
-            ("beta", None),
-            ("debug", Some("-")),
-        ]);
-        for head in heads {
+        // With a separator that is a letter, and without: a value's letters are a run
+        // only without.
+        let sets = [
+            cookie_set(&[
+                ("JSESSIONID", Some(".")),
+                ("session", Some("x")),
+                ("beta", None),
+                ("debug", Some("-")),
+            ]),
+            cookie_set(&[
+                ("JSESSIONID", Some(".")),
+                ("session", None),
+                ("beta", None),
+                ("debug", Some("-")),
+            ]),
+        ];
+        for (head, set) in heads.iter().flat_map(|h| sets.iter().map(move |s| (*h, s))) {
             let (mut runs, buf) = scan(head);
             assert_eq!(runs.finish(16384, 100), Ok(()));
             let mut by_byte = runs;
-            walk_cookies(&mut runs, &buf, &set);
+            walk_cookies(&mut runs, &buf, set);
             let mut walk = CookieWalk::new(&by_byte);
             for _ in 0..MAX_COOKIE_STEPS {
-                if !walk.step_byte_by_byte(&mut by_byte, &buf, &set) {
+                if !walk.step_byte_by_byte(&mut by_byte, &buf, set) {
                     break;
                 }
             }
@@ -3657,6 +3667,14 @@ mod tests {
             assert_eq!(runs, by_byte, "{:?}", core::str::from_utf8(head));
             assert_ne!(runs.cookies_found, 0, "{:?}", core::str::from_utf8(head));
         }
+
+        // Two names with the same first eight bytes: eight bytes at once only with one
+        // name left.
+        let set = cookie_set(&[("sessionAB", None), ("sessionCD", None)]);
+        let (mut s, buf) = scan(b"GET / HTTP/1.1\r\nCookie: sessionAB=1\r\n\r\n");
+        assert_eq!(s.finish(16384, 100), Ok(()));
+        walk_cookies(&mut s, &buf, &set);
+        assert_eq!(s.cookies_found, 1);
     }
 
     #[test]
