@@ -8,7 +8,7 @@
 #![no_main]
 
 use baton_common::kernel_dispatch::{
-    CookieWalk, KernelCookieName, KernelRuleSet, MAX_KERNEL_COOKIES, MAX_SCAN_STEPS, RequestScan,
+    CookieWalk, KernelCookieName, KernelRuleSet, MAX_KERNEL_COOKIES, MAX_COOKIE_STEPS, MAX_SCAN_STEPS, RequestScan,
     SCRATCH_LEN,
 };
 use baton_dispatch::RequestView;
@@ -72,18 +72,34 @@ fuzz_target!(|data: &[u8]| {
         .take(MAX_KERNEL_COOKIES)
         .collect();
     for (k, name) in names.iter().enumerate() {
-        let separator = (k % 2 == 1).then_some(&b"."[..]);
+        // `.` (a value's punctuation) and `x` (a letter, which the walk's runs of a
+        // value's letters must stop at).
+        let separator = match k {
+            1 => Some(&b"."[..]),
+            3 => Some(&b"x"[..]),
+            _ => None,
+        };
         set.cookie_names[k] = KernelCookieName::new(name.as_bytes(), separator).unwrap();
     }
     set.cookies = names.len() as u32;
     let mut scan = scan;
+    let mut by_byte = scan;
     let mut walk = CookieWalk::new(&scan);
-    for _ in 0..MAX_SCAN_STEPS {
+    for _ in 0..MAX_COOKIE_STEPS {
         if !walk.step(&mut scan, &buf, &set) {
             break;
         }
     }
     walk.finish(&mut scan);
+    // The walk's runs end where a walk byte by byte ends: the same cookies found.
+    let mut walk = CookieWalk::new(&by_byte);
+    for _ in 0..MAX_COOKIE_STEPS {
+        if !walk.step_byte_by_byte(&mut by_byte, &buf, &set) {
+            break;
+        }
+    }
+    walk.finish(&mut by_byte);
+    assert_eq!(scan, by_byte, "the cookie walk's runs");
     let request = ClientRequest::Http(head);
     let view = RequestView::new(&request, None);
     for (k, name) in names.iter().enumerate() {
@@ -94,10 +110,10 @@ fuzz_target!(|data: &[u8]| {
         let got = found.map(|(start, end, _)| part(start, end));
         assert_eq!(want.map(str::as_bytes), got, "cookie {name}");
         if let (Some(value), Some((_, end, id))) = (want, found) {
-            let cut = if k % 2 == 1 {
-                value.rsplit_once('.').map_or(value, |(_, id)| id)
-            } else {
-                value
+            let cut = match k {
+                1 => value.rsplit_once('.').map_or(value, |(_, id)| id),
+                3 => value.rsplit_once('x').map_or(value, |(_, id)| id),
+                _ => value,
             };
             assert_eq!(cut.as_bytes(), part(id, end), "cookie {name}'s id");
         }

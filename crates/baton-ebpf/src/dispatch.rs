@@ -22,11 +22,11 @@ use aya_ebpf::{
 use baton_common::kernel_dispatch::{
     BACKENDS_PER_GENERATION, CookieWalk, HASH_STEPS_INLINE, HashWalk, HelloScan, KernelBackend,
     KernelDecision, KernelLardKey, KernelLardSet, KernelPool, KernelRuleSet, KernelSlot,
-    KernelTerm, KernelText, LardScan, LeastLoaded, MAX_HASH_MEMBERS, MAX_HASH_STEPS,
-    MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_LARD_SETS, MAX_LOAD_SLOTS,
-    MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous, RequestScan,
-    RuleEval, SCRATCH_LEN, TERMS_PER_STEP, TLS_HANDSHAKE, backend_load, eval_steps, lard_set_key,
-    lard_start, policy_pick, pool_pick, reason, sticky_id_is, url_hash,
+    KernelTerm, KernelText, LardScan, LeastLoaded, MAX_COOKIE_STEPS, MAX_HASH_MEMBERS,
+    MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_LARD_SETS,
+    MAX_LOAD_SLOTS, MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous,
+    RequestScan, RuleEval, SCRATCH_LEN, TERMS_PER_STEP, TLS_HANDSHAKE, backend_load, eval_steps,
+    lard_set_key, lard_start, policy_pick, pool_pick, reason, sticky_id_is, url_hash,
 };
 
 /// The back-ends the compiled pools name, by index; written by the daemon. Two
@@ -245,7 +245,7 @@ pub fn decide_request(
         if (*scratch).scan.cookie_fields != 0 && cookie_names != 0 {
             let s = &mut *scratch;
             s.cookies.start(&s.scan);
-            bpf_loop(MAX_SCAN_STEPS, cookie_step as *mut c_void, state_ptr, 0);
+            bpf_loop(MAX_COOKIE_STEPS, cookie_step as *mut c_void, state_ptr, 0);
             (*scratch).cookies.finish(&mut (*scratch).scan);
         }
         if terms > MAX_TERMS {

@@ -853,7 +853,7 @@ const TIMED: [&[u8]; 6] = [
 /// the kernel decides, in order, then one that reaches the `path_regex` rule, which
 /// sends every request reaching it to the slow path (the kernel's work is then only to
 /// say so).
-const TIMED_EXAMPLE: [&[u8]; 7] = [
+const TIMED_EXAMPLE: [&[u8]; 8] = [
     // tls-shop, by SNI: the first rule.
     OPENSSL_HELLO,
     // static-host: the second rule; its pool hashes the path.
@@ -866,6 +866,9 @@ const TIMED_EXAMPLE: [&[u8]; 7] = [
     b"GET /healthz HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
     // ... sticky by id on JSESSIONID.
     b"GET /healthz HTTP/1.1\r\nHost: www.example.com\r\nCookie: lang=en; JSESSIONID=9F2C1A.be2\r\n\r\n",
+    // ... a Cookie field naming no cookie the rules read: the walk's cost without the
+    // sticky pick's.
+    b"GET /healthz HTTP/1.1\r\nHost: www.example.com\r\nCookie: lang=en; theme=dark-blue\r\n\r\n",
     // curl's: every rule up to the regex, then the slow path.
     b"GET / HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
 ];
