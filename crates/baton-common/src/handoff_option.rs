@@ -62,6 +62,19 @@
 //! bytes 20..32  option bytes 0..12: kind, length, isn_f, tsv_f, ws_f, flags
 //! ```
 //!
+//! An IPv6 SYN' carries the same 20 option bytes; only the tagged message differs, since
+//! it binds 16-byte addresses. Its domain label is "BTN2", so a message of one family can
+//! never be read as one of the other, and it is 56 bytes long:
+//!
+//! ```text
+//! bytes  0..4   "BTN2"
+//! bytes  4..20  client IPv6 address
+//! bytes 20..36  back-end IPv6 address
+//! bytes 36..40  client port, back-end port, big-endian
+//! bytes 40..44  the client's ISN, big-endian
+//! bytes 44..56  option bytes 0..12, as for IPv4
+//! ```
+//!
 //! Binding the tag to the addresses, ports and the client's ISN makes an option copied
 //! onto another connection fail verification; a forged or altered option fails too. The
 //! same SYN' sent again on the same connection verifies, as it must: that is the
@@ -86,11 +99,18 @@ pub const OPTION_EOL: u8 = 0;
 /// No-operation, one byte of padding (RFC 9293 section 3.2).
 pub const OPTION_NOP: u8 = 1;
 
-/// The layout's version and domain label, the first bytes of the tagged message.
+/// The layout's version and domain label, the first bytes of the tagged message of an
+/// IPv4 SYN'.
 const TAG_DOMAIN: [u8; 4] = *b"BTN1";
 
-/// Length of the message the tag covers.
+/// Length of the message the tag covers for an IPv4 SYN'.
 const TAGGED_LEN: usize = 32;
+
+/// The domain label of an IPv6 SYN''s tagged message.
+const TAG_DOMAIN_V6: [u8; 4] = *b"BTN2";
+
+/// Length of the message the tag covers for an IPv6 SYN'.
+const TAGGED_LEN_V6: usize = 56;
 
 /// Why a handoff option, or the options area around it, was rejected. Each variant is a
 /// separate counter in the back-end's ingress.
@@ -126,17 +146,92 @@ pub enum HandoffOptionError {
 }
 
 /// What the handoff tag is bound to: the connection's addresses and ports, and the
-/// client's ISN, all as the back-end sees them in the SYN'.
+/// client's ISN, all as the back-end sees them in the SYN'. `A` is the address in network
+/// byte order: `[u8; 4]` for IPv4 (the default), `[u8; 16]` for IPv6
+/// ([`HandoffBindingV6`]); each family has its own tagged message ([`BindingAddress`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HandoffBinding {
-    /// The client's IPv4 address, the SYN''s source address, in network byte order.
-    pub client_ip: [u8; 4],
+pub struct HandoffBinding<A = [u8; 4]> {
+    /// The client's address, the SYN''s source address.
+    pub client_ip: A,
     pub client_port: u16,
-    /// The back-end's IPv4 address, the SYN''s destination address, in network order.
-    pub backend_ip: [u8; 4],
+    /// The back-end's address, the SYN''s destination address.
+    pub backend_ip: A,
     pub backend_port: u16,
     /// The client's initial sequence number, the SYN''s `seq`.
     pub client_isn: u32,
+}
+
+/// The binding of an IPv6 SYN'.
+pub type HandoffBindingV6 = HandoffBinding<[u8; 16]>;
+
+/// An address a handoff tag can bind: IPv4's 4 bytes or IPv6's 16, each with its own
+/// domain label and message layout (module documentation, "Authentication"). Sealed: the
+/// two layouts are the wire format.
+pub trait BindingAddress: Copy + sealed::Sealed {
+    /// The SipHash-2-4 tag over the family's domain label, the binding and the option's
+    /// first 12 bytes.
+    fn tag(key: &SipKey, binding: &HandoffBinding<Self>, fields: &[u8; 12]) -> u64;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for [u8; 4] {}
+    impl Sealed for [u8; 16] {}
+}
+
+impl BindingAddress for [u8; 4] {
+    #[inline(always)]
+    fn tag(key: &SipKey, binding: &HandoffBinding<Self>, fields: &[u8; 12]) -> u64 {
+        let [d0, d1, d2, d3] = TAG_DOMAIN;
+        let [c0, c1, c2, c3] = binding.client_ip;
+        let [b0, b1, b2, b3] = binding.backend_ip;
+        let [cp0, cp1] = binding.client_port.to_be_bytes();
+        let [bp0, bp1] = binding.backend_port.to_be_bytes();
+        let [n0, n1, n2, n3] = binding.client_isn.to_be_bytes();
+        let [k, l, i0, i1, i2, i3, t0, t1, t2, t3, w, f] = *fields;
+        let message: [u8; TAGGED_LEN] = [
+            d0, d1, d2, d3, c0, c1, c2, c3, b0, b1, b2, b3, cp0, cp1, bp0, bp1, n0, n1, n2, n3, k,
+            l, i0, i1, i2, i3, t0, t1, t2, t3, w, f,
+        ];
+        siphash24(key, &message)
+    }
+}
+
+impl BindingAddress for [u8; 16] {
+    #[inline(always)]
+    fn tag(key: &SipKey, binding: &HandoffBinding<Self>, fields: &[u8; 12]) -> u64 {
+        // Written field by field at fixed offsets (no slice copies), as the IPv4 message
+        // is, so that the eBPF programs see constant offsets only.
+        let mut message = [0u8; TAGGED_LEN_V6];
+        let mut i = 0;
+        while i < 4 {
+            message[i] = TAG_DOMAIN_V6[i];
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 16 {
+            message[4 + i] = binding.client_ip[i];
+            message[20 + i] = binding.backend_ip[i];
+            i += 1;
+        }
+        let [cp0, cp1] = binding.client_port.to_be_bytes();
+        let [bp0, bp1] = binding.backend_port.to_be_bytes();
+        let [n0, n1, n2, n3] = binding.client_isn.to_be_bytes();
+        message[36] = cp0;
+        message[37] = cp1;
+        message[38] = bp0;
+        message[39] = bp1;
+        message[40] = n0;
+        message[41] = n1;
+        message[42] = n2;
+        message[43] = n3;
+        let mut i = 0;
+        while i < 12 {
+            message[44 + i] = fields[i];
+            i += 1;
+        }
+        siphash24(key, &message)
+    }
 }
 
 /// The contents of a handoff option: the front-end's side of the handshake the client
@@ -238,9 +333,13 @@ impl HandoffOption {
     }
 
     /// The option as the front-end writes it into the SYN'.
-    pub fn encode(&self, key: &SipKey, binding: &HandoffBinding) -> [u8; HANDOFF_OPTION_LEN] {
+    pub fn encode<A: BindingAddress>(
+        &self,
+        key: &SipKey,
+        binding: &HandoffBinding<A>,
+    ) -> [u8; HANDOFF_OPTION_LEN] {
         let fields = self.fields();
-        let [g0, g1, g2, g3, g4, g5, g6, g7] = tag(key, binding, &fields).to_le_bytes();
+        let [g0, g1, g2, g3, g4, g5, g6, g7] = A::tag(key, binding, &fields).to_le_bytes();
         let [k, l, i0, i1, i2, i3, t0, t1, t2, t3, w, f] = fields;
         [
             k, l, i0, i1, i2, i3, t0, t1, t2, t3, w, f, g0, g1, g2, g3, g4, g5, g6, g7,
@@ -255,10 +354,10 @@ impl HandoffOption {
     /// option counts as [`HandoffOptionError::BadTag`], and only an authentic option from
     /// a front-end of another version reaches [`HandoffOptionError::BadWindowScale`] or
     /// [`HandoffOptionError::ReservedFlags`].
-    pub fn parse_and_verify(
+    pub fn parse_and_verify<A: BindingAddress>(
         bytes: &[u8],
         key: &SipKey,
-        binding: &HandoffBinding,
+        binding: &HandoffBinding<A>,
     ) -> Result<Self, HandoffOptionError> {
         let (&kind, rest) = bytes.split_first().ok_or(HandoffOptionError::Truncated)?;
         if kind != HANDOFF_OPTION_KIND {
@@ -299,7 +398,7 @@ impl HandoffOption {
         let carried = u64::from_le_bytes([g0, g1, g2, g3, g4, g5, g6, g7]);
         // A single 64-bit comparison: no early exit byte by byte that could leak, through
         // timing, how much of a guessed tag was right.
-        if carried != tag(key, binding, &fields) {
+        if carried != A::tag(key, binding, &fields) {
             return Err(HandoffOptionError::BadTag);
         }
         if w > MAX_WINDOW_SHIFT {
@@ -315,23 +414,6 @@ impl HandoffOption {
             flags: f,
         })
     }
-}
-
-/// The SipHash-2-4 tag over the domain label, the binding and the option's fields; see
-/// the module documentation for the message layout.
-fn tag(key: &SipKey, binding: &HandoffBinding, fields: &[u8; 12]) -> u64 {
-    let [d0, d1, d2, d3] = TAG_DOMAIN;
-    let [c0, c1, c2, c3] = binding.client_ip;
-    let [b0, b1, b2, b3] = binding.backend_ip;
-    let [cp0, cp1] = binding.client_port.to_be_bytes();
-    let [bp0, bp1] = binding.backend_port.to_be_bytes();
-    let [n0, n1, n2, n3] = binding.client_isn.to_be_bytes();
-    let [k, l, i0, i1, i2, i3, t0, t1, t2, t3, w, f] = *fields;
-    let message: [u8; TAGGED_LEN] = [
-        d0, d1, d2, d3, c0, c1, c2, c3, b0, b1, b2, b3, cp0, cp1, bp0, bp1, n0, n1, n2, n3, k, l,
-        i0, i1, i2, i3, t0, t1, t2, t3, w, f,
-    ];
-    siphash24(key, &message)
 }
 
 /// Where an option lies in a TCP options area: `start` is its kind byte's offset from the
@@ -440,8 +522,10 @@ pub fn blank_option(
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use crate::translate::{ones_complement_add, ones_complement_sum, tcp_ipv4_pseudo_header_sum};
+    use std::vec::Vec;
 
     const KEY: SipKey = SipKey::from_bytes(*b"0123456789abcdef");
 
@@ -553,6 +637,83 @@ mod tests {
         }
     }
 
+    const BINDING_V6: HandoffBindingV6 = HandoffBinding {
+        client_ip: [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a],
+        client_port: 40_000,
+        backend_ip: [0x20, 0x01, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b],
+        backend_port: 80,
+        client_isn: 0x1234_5678,
+    };
+
+    /// The IPv6 message: an independent SipHash of the documented 56-byte layout.
+    #[test]
+    fn an_ipv6_tag_covers_the_documented_message() {
+        let option = sample();
+        let bytes = option.encode(&KEY, &BINDING_V6);
+        assert_eq!(bytes[..12], option.fields());
+        let mut message = Vec::new();
+        message.extend_from_slice(b"BTN2");
+        message.extend_from_slice(&BINDING_V6.client_ip);
+        message.extend_from_slice(&BINDING_V6.backend_ip);
+        message.extend_from_slice(&40_000u16.to_be_bytes());
+        message.extend_from_slice(&80u16.to_be_bytes());
+        message.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        message.extend_from_slice(&option.fields());
+        let message: [u8; TAGGED_LEN_V6] = message.try_into().unwrap();
+        assert_eq!(bytes[12..], siphash24(&KEY, &message).to_le_bytes());
+        assert_eq!(
+            HandoffOption::parse_and_verify(&bytes, &KEY, &BINDING_V6),
+            Ok(option)
+        );
+    }
+
+    /// Every byte of either IPv6 address is bound, and an option made for one family never
+    /// verifies for the other, even for an IPv4-mapped address (RFC 4291 §2.5.5.2).
+    #[test]
+    fn an_ipv6_option_is_bound_to_every_address_byte_and_to_its_family() {
+        let bytes = sample().encode(&KEY, &BINDING_V6);
+        for i in 0..16 {
+            for side in 0..2 {
+                let mut other = BINDING_V6;
+                let address = if side == 0 {
+                    &mut other.client_ip
+                } else {
+                    &mut other.backend_ip
+                };
+                address[i] ^= 1;
+                assert_eq!(
+                    HandoffOption::parse_and_verify(&bytes, &KEY, &other),
+                    Err(HandoffOptionError::BadTag),
+                    "byte {i} of side {side}"
+                );
+            }
+        }
+        let mapped = |v4: [u8; 4]| {
+            let mut a = [0u8; 16];
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..].copy_from_slice(&v4);
+            a
+        };
+        let as_v6 = HandoffBinding {
+            client_ip: mapped(BINDING.client_ip),
+            backend_ip: mapped(BINDING.backend_ip),
+            client_port: BINDING.client_port,
+            backend_port: BINDING.backend_port,
+            client_isn: BINDING.client_isn,
+        };
+        let v4_option = sample().encode(&KEY, &BINDING);
+        assert_eq!(
+            HandoffOption::parse_and_verify(&v4_option, &KEY, &as_v6),
+            Err(HandoffOptionError::BadTag)
+        );
+        let v6_option = sample().encode(&KEY, &as_v6);
+        assert_eq!(
+            HandoffOption::parse_and_verify(&v6_option, &KEY, &BINDING),
+            Err(HandoffOptionError::BadTag)
+        );
+    }
+
     #[test]
     fn rejects_truncated_options() {
         let bytes = sample().encode(&KEY, &BINDING);
@@ -587,7 +748,7 @@ mod tests {
             fields[11] = flags;
             let mut bytes = [0u8; HANDOFF_OPTION_LEN];
             bytes[..12].copy_from_slice(&fields);
-            bytes[12..].copy_from_slice(&tag(&KEY, &BINDING, &fields).to_le_bytes());
+            bytes[12..].copy_from_slice(&<[u8; 4]>::tag(&KEY, &BINDING, &fields).to_le_bytes());
             bytes
         };
         assert_eq!(parse(&with(15, 0)), Err(HandoffOptionError::BadWindowScale));

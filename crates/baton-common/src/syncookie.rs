@@ -53,6 +53,14 @@
 //! SYN (from the spoofed address, the SYN/ACK going there) finds in the map is what that
 //! SYN said, nothing more.
 //!
+//! # IPv6
+//!
+//! An IPv6 flow is hashed over its 36 bytes ([`flow_bytes_v6`]: both 16-byte addresses and
+//! the ports) and its MSS index names one of Linux's IPv6 values ([`MSS_TABLE_V6`],
+//! `msstab` in net/ipv6/syncookies.c: the minimum MTU of 1,280 and the common 1,480,
+//! 1,500 and 9,000, less 60 bytes of headers). The flow's type picks both
+//! ([`CookieFlow`]), so a cookie made for one family never checks for the other's flow.
+//!
 //! Everything is SipHash-2-4 ([`crate::siphash`]) over fixed-length messages, so the eBPF
 //! program runs exactly the host's code, without loops the verifier cannot bound.
 
@@ -67,8 +75,12 @@ use crate::{
     translate::ones_complement_add,
 };
 
-/// MSS values a cookie can carry, smallest first (Linux `msstab`, net/ipv4/syncookies.c).
+/// MSS values an IPv4 cookie can carry, smallest first (Linux `msstab`,
+/// net/ipv4/syncookies.c).
 pub const MSS_TABLE: [u16; 4] = [536, 1300, 1440, 1460];
+/// MSS values an IPv6 cookie can carry, smallest first (Linux `msstab`,
+/// net/ipv6/syncookies.c): MTUs of 1,280, 1,480, 1,500 and 9,000 less 60.
+pub const MSS_TABLE_V6: [u16; 4] = [1220, 1420, 1440, 8940];
 /// The MSS assumed when a SYN has no MSS option (RFC 9293 §3.7.1).
 pub const DEFAULT_MSS: u16 = 536;
 
@@ -153,6 +165,99 @@ pub const fn flow_bytes(
     ]
 }
 
+/// The 36 bytes the keyed hashes cover for an IPv6 flow: client address, service address,
+/// client port, service port, each in network order.
+#[inline(always)]
+pub const fn flow_bytes_v6(
+    client_addr: [u8; 16],
+    service_addr: [u8; 16],
+    client_port: u16,
+    service_port: u16,
+) -> [u8; 36] {
+    let mut flow = [0u8; 36];
+    let mut i = 0;
+    while i < 16 {
+        flow[i] = client_addr[i];
+        flow[16 + i] = service_addr[i];
+        i += 1;
+    }
+    let [cp0, cp1] = client_port.to_be_bytes();
+    let [sp0, sp1] = service_port.to_be_bytes();
+    flow[32] = cp0;
+    flow[33] = cp1;
+    flow[34] = sp0;
+    flow[35] = sp1;
+    flow
+}
+
+/// A flow's bytes as the cookie hashes take them: [`flow_bytes`] for IPv4 (12 bytes) or
+/// [`flow_bytes_v6`] for IPv6 (36). Sealed: the layouts are what both engines hash.
+pub trait CookieFlow: sealed::Sealed {
+    /// The MSS values the family's cookies carry.
+    const MSS_TABLE: [u16; 4];
+    /// SipHash-2-4 of the flow's bytes under `key` (`H1`, the TSval offset).
+    fn hash(&self, key: &SipKey) -> u64;
+    /// `H2`: SipHash-2-4 of the flow's bytes, the minute and the client's ISN.
+    fn hash_with(&self, key: &SipKey, minute: u32, client_isn: u32) -> u64;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for [u8; 12] {}
+    impl Sealed for [u8; 36] {}
+}
+
+impl CookieFlow for [u8; 12] {
+    const MSS_TABLE: [u16; 4] = MSS_TABLE;
+
+    #[inline(always)]
+    fn hash(&self, key: &SipKey) -> u64 {
+        siphash24(key, self)
+    }
+
+    #[inline(always)]
+    fn hash_with(&self, key: &SipKey, minute: u32, client_isn: u32) -> u64 {
+        let flow = self;
+        let m = minute.to_be_bytes();
+        let i = client_isn.to_be_bytes();
+        let msg = [
+            flow[0], flow[1], flow[2], flow[3], flow[4], flow[5], flow[6], flow[7], flow[8],
+            flow[9], flow[10], flow[11], m[0], m[1], m[2], m[3], i[0], i[1], i[2], i[3],
+        ];
+        siphash24(key, &msg)
+    }
+}
+
+impl CookieFlow for [u8; 36] {
+    const MSS_TABLE: [u16; 4] = MSS_TABLE_V6;
+
+    #[inline(always)]
+    fn hash(&self, key: &SipKey) -> u64 {
+        siphash24(key, self)
+    }
+
+    #[inline(always)]
+    fn hash_with(&self, key: &SipKey, minute: u32, client_isn: u32) -> u64 {
+        let mut msg = [0u8; 44];
+        let mut i = 0;
+        while i < 36 {
+            msg[i] = self[i];
+            i += 1;
+        }
+        let [m0, m1, m2, m3] = minute.to_be_bytes();
+        let [i0, i1, i2, i3] = client_isn.to_be_bytes();
+        msg[36] = m0;
+        msg[37] = m1;
+        msg[38] = m2;
+        msg[39] = m3;
+        msg[40] = i0;
+        msg[41] = i1;
+        msg[42] = i2;
+        msg[43] = i3;
+        siphash24(key, &msg)
+    }
+}
+
 /// The cookie minute of a `CLOCK_MONOTONIC` reading.
 #[inline(always)]
 pub const fn cookie_minute(now_ns: u64) -> u32 {
@@ -162,11 +267,17 @@ pub const fn cookie_minute(now_ns: u64) -> u32 {
 /// Index into [`MSS_TABLE`] of the largest entry not above `mss` (0 below 536).
 #[inline(always)]
 pub const fn mss_index(mss: u16) -> u32 {
-    if mss >= MSS_TABLE[3] {
+    mss_index_in(&MSS_TABLE, mss)
+}
+
+/// Index into `table` of the largest entry not above `mss` (0 below the first).
+#[inline(always)]
+pub const fn mss_index_in(table: &[u16; 4], mss: u16) -> u32 {
+    if mss >= table[3] {
         3
-    } else if mss >= MSS_TABLE[2] {
+    } else if mss >= table[2] {
         2
-    } else if mss >= MSS_TABLE[1] {
+    } else if mss >= table[1] {
         1
     } else {
         0
@@ -174,21 +285,15 @@ pub const fn mss_index(mss: u16) -> u32 {
 }
 
 #[inline(always)]
-fn h1(keys: &CookieKeys, flow: &[u8; 12]) -> u32 {
-    siphash24(&keys.cookie1, flow) as u32
+fn h1<F: CookieFlow>(keys: &CookieKeys, flow: &F) -> u32 {
+    flow.hash(&keys.cookie1) as u32
 }
 
 /// Unlike Linux, the client's ISN is also hashed here, not only added: otherwise an ACK
 /// whose `seq` is off by `k` would pass with the MSS index moved by `k`.
 #[inline(always)]
-fn h2(keys: &CookieKeys, flow: &[u8; 12], minute: u32, client_isn: u32) -> u32 {
-    let m = minute.to_be_bytes();
-    let i = client_isn.to_be_bytes();
-    let msg = [
-        flow[0], flow[1], flow[2], flow[3], flow[4], flow[5], flow[6], flow[7], flow[8], flow[9],
-        flow[10], flow[11], m[0], m[1], m[2], m[3], i[0], i[1], i[2], i[3],
-    ];
-    siphash24(&keys.cookie2, &msg) as u32
+fn h2<F: CookieFlow>(keys: &CookieKeys, flow: &F, minute: u32, client_isn: u32) -> u32 {
+    flow.hash_with(&keys.cookie2, minute, client_isn) as u32
 }
 
 /// The keyed hashes a cookie SYN/ACK needs, computed before anything that depends on the
@@ -200,14 +305,16 @@ pub struct CookieHashes {
     h1: u32,
     h2: u32,
     tsval_offset: u32,
+    /// The flow's family's MSS values ([`CookieFlow::MSS_TABLE`]).
+    mss_table: [u16; 4],
 }
 
 /// [`CookieHashes`] for a SYN with `client_isn` on `flow` at `now_ns`.
 #[inline(always)]
-pub fn cookie_hashes(
+pub fn cookie_hashes<F: CookieFlow>(
     keys: &CookieKeys,
     now_ns: u64,
-    flow: &[u8; 12],
+    flow: &F,
     client_isn: u32,
 ) -> CookieHashes {
     let minute = cookie_minute(now_ns);
@@ -215,19 +322,20 @@ pub fn cookie_hashes(
         minute,
         h1: h1(keys, flow),
         h2: h2(keys, flow, minute, client_isn),
-        tsval_offset: siphash24(&keys.tsval, flow) as u32,
+        tsval_offset: flow.hash(&keys.tsval) as u32,
+        mss_table: F::MSS_TABLE,
     }
 }
 
-/// The cookie ISN from its hashes, for a SYN whose MSS rounds down to
-/// `MSS_TABLE[mss_index(mss)]`, marked if its options are in the half-open map
+/// The cookie ISN from its hashes, for a SYN whose MSS rounds down to one of the
+/// family's MSS values, marked if its options are in the half-open map
 /// (`syn_in_map`).
 #[inline(always)]
 pub const fn cookie_isn(hashes: &CookieHashes, client_isn: u32, mss: u16, syn_in_map: bool) -> u32 {
     let index = if syn_in_map {
-        mss_index(mss) | INDEX_SYN_IN_MAP
+        mss_index_in(&hashes.mss_table, mss) | INDEX_SYN_IN_MAP
     } else {
-        mss_index(mss)
+        mss_index_in(&hashes.mss_table, mss)
     };
     hashes
         .h1
@@ -239,10 +347,10 @@ pub const fn cookie_isn(hashes: &CookieHashes, client_isn: u32, mss: u16, syn_in
 /// The cookie ISN for a SYN with `client_isn` on `flow` at `now_ns` whose MSS rounds
 /// down to `MSS_TABLE[mss_index(mss)]`, marked if its options are in the half-open map.
 #[inline(always)]
-pub fn make_cookie(
+pub fn make_cookie<F: CookieFlow>(
     keys: &CookieKeys,
     now_ns: u64,
-    flow: &[u8; 12],
+    flow: &F,
     client_isn: u32,
     mss: u16,
     syn_in_map: bool,
@@ -258,7 +366,8 @@ pub fn make_cookie(
 /// What a valid cookie says of the SYN it answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cookie {
-    /// The client's MSS, rounded down to one of [`MSS_TABLE`].
+    /// The client's MSS, rounded down to one of the family's MSS values ([`MSS_TABLE`],
+    /// [`MSS_TABLE_V6`]).
     pub mss: u16,
     /// The SYN's options are in the fast path's half-open map ([`HalfOpenSyn`]), not in
     /// the TSval: the SYN/ACK agreed to window scaling, SACK or ECN with a client
@@ -269,10 +378,10 @@ pub struct Cookie {
 /// What a valid, fresh `cookie` (the ACK's `ack - 1`) says for a client whose ISN was
 /// `client_isn` (the ACK's `seq - 1`), or `None`. As Linux's `__cookie_v4_check`.
 #[inline(always)]
-pub fn check_cookie(
+pub fn check_cookie<F: CookieFlow>(
     keys: &CookieKeys,
     now_ns: u64,
-    flow: &[u8; 12],
+    flow: &F,
     client_isn: u32,
     cookie: u32,
 ) -> Option<Cookie> {
@@ -336,7 +445,7 @@ pub const fn check_cookie_with(hashes: &CookieHashes, client_isn: u32, cookie: u
     let index = diff.wrapping_sub(hashes.h2) & COOKIE_MASK;
     if index <= MAX_INDEX {
         CookieCheck::Valid(Cookie {
-            mss: MSS_TABLE[(index & 3) as usize],
+            mss: hashes.mss_table[(index & 3) as usize],
             syn_in_map: index & INDEX_SYN_IN_MAP != 0,
         })
     } else {
@@ -347,10 +456,10 @@ pub const fn check_cookie_with(hashes: &CookieHashes, client_isn: u32, cookie: u
 /// `tsv_f`: a per-connection random offset plus a 1 ms clock (RFC 7323 §5.4, §7.1), so
 /// that TSvals reveal nothing of the host's uptime and differ between connections.
 #[inline(always)]
-pub fn tsval(keys: &CookieKeys, now_ns: u64, flow: &[u8; 12]) -> u32 {
+pub fn tsval<F: CookieFlow>(keys: &CookieKeys, now_ns: u64, flow: &F) -> u32 {
     // Never taken for a back-end's stamp when the client echoes it (`crate::stamp`):
     // sent once per connection, so the bit cleared costs no monotonicity.
-    crate::stamp::front_tsval(ms_clock(now_ns).wrapping_add(siphash24(&keys.tsval, flow) as u32))
+    crate::stamp::front_tsval(ms_clock(now_ns).wrapping_add(flow.hash(&keys.tsval) as u32))
 }
 
 #[inline(always)]
@@ -991,6 +1100,59 @@ mod tests {
             assert_eq!(check_cookie(&k, t0, &FLOW, 43, c), None, "other ISN");
             assert_eq!(check_cookie(&keys(8), t0, &FLOW, 42, c), None, "other key");
         }
+    }
+
+    const CLIENT_V6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    const VIP_V6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a];
+    const FLOW_V6: [u8; 36] = flow_bytes_v6(CLIENT_V6, VIP_V6, 1000, 80);
+
+    /// An IPv6 cookie carries IPv6's MSS values and depends on every byte of the flow.
+    #[test]
+    fn an_ipv6_cookie_round_trips_its_own_mss_values() {
+        let k = keys(7);
+        let t0 = 5 * COOKIE_MINUTE_NANOS + 1;
+        for (mss, want) in [
+            (1440, 1440),
+            (1430, 1420),
+            (9000, 8940),
+            (1280, 1220),
+            (100, 1220),
+        ] {
+            for marked in [false, true] {
+                let c = make_cookie(&k, t0, &FLOW_V6, 42, mss, marked);
+                let found = Cookie {
+                    mss: want,
+                    syn_in_map: marked,
+                };
+                assert_eq!(check_cookie(&k, t0, &FLOW_V6, 42, c), Some(found));
+                assert_eq!(
+                    check_cookie(&k, t0 + 61_000_000_000, &FLOW_V6, 42, c),
+                    Some(found)
+                );
+                assert_eq!(
+                    check_cookie(&k, t0 + 121_000_000_000, &FLOW_V6, 42, c),
+                    None
+                );
+                assert_eq!(check_cookie(&k, t0, &FLOW_V6, 43, c), None, "other ISN");
+                for i in 0..36 {
+                    let mut other = FLOW_V6;
+                    other[i] ^= 0x80;
+                    assert_eq!(check_cookie(&k, t0, &other, 42, c), None, "byte {i}");
+                }
+            }
+        }
+        assert_eq!(
+            FLOW_V6[32..],
+            [0x03, 0xe8, 0, 80],
+            "ports after the addresses"
+        );
+        assert_eq!(FLOW_V6[..16], CLIENT_V6);
+        assert_eq!(FLOW_V6[16..32], VIP_V6);
+        assert_ne!(
+            tsval(&k, t0, &FLOW_V6),
+            tsval(&k, t0, &flow_bytes_v6(CLIENT_V6, VIP_V6, 1001, 80)),
+            "the TSval offset is per flow"
+        );
     }
 
     #[test]
