@@ -180,7 +180,6 @@ mod sealed {
 }
 
 impl BindingAddress for [u8; 4] {
-    #[inline(always)]
     fn tag(key: &SipKey, binding: &HandoffBinding<Self>, fields: &[u8; 12]) -> u64 {
         let [d0, d1, d2, d3] = TAG_DOMAIN;
         let [c0, c1, c2, c3] = binding.client_ip;
@@ -198,7 +197,6 @@ impl BindingAddress for [u8; 4] {
 }
 
 impl BindingAddress for [u8; 16] {
-    #[inline(always)]
     fn tag(key: &SipKey, binding: &HandoffBinding<Self>, fields: &[u8; 12]) -> u64 {
         // Written field by field at fixed offsets (no slice copies), as the IPv4 message
         // is, so that the eBPF programs see constant offsets only.

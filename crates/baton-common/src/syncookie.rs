@@ -305,8 +305,6 @@ pub struct CookieHashes {
     h1: u32,
     h2: u32,
     tsval_offset: u32,
-    /// The flow's family's MSS values ([`CookieFlow::MSS_TABLE`]).
-    mss_table: [u16; 4],
 }
 
 /// [`CookieHashes`] for a SYN with `client_isn` on `flow` at `now_ns`.
@@ -323,19 +321,32 @@ pub fn cookie_hashes<F: CookieFlow>(
         h1: h1(keys, flow),
         h2: h2(keys, flow, minute, client_isn),
         tsval_offset: flow.hash(&keys.tsval) as u32,
-        mss_table: F::MSS_TABLE,
     }
 }
 
-/// The cookie ISN from its hashes, for a SYN whose MSS rounds down to one of the
-/// family's MSS values, marked if its options are in the half-open map
+/// The cookie ISN from its hashes, for an IPv4 SYN whose MSS rounds down to
+/// `MSS_TABLE[mss_index(mss)]`, marked if its options are in the half-open map
 /// (`syn_in_map`).
 #[inline(always)]
 pub const fn cookie_isn(hashes: &CookieHashes, client_isn: u32, mss: u16, syn_in_map: bool) -> u32 {
+    cookie_isn_in(hashes, client_isn, mss, syn_in_map, &MSS_TABLE)
+}
+
+/// [`cookie_isn`] for a family whose MSS values are `table` ([`CookieFlow::MSS_TABLE`]).
+/// The table is an argument rather than a field of [`CookieHashes`], whose size the XDP
+/// program's stack budget feels.
+#[inline(always)]
+pub const fn cookie_isn_in(
+    hashes: &CookieHashes,
+    client_isn: u32,
+    mss: u16,
+    syn_in_map: bool,
+    table: &[u16; 4],
+) -> u32 {
     let index = if syn_in_map {
-        mss_index_in(&hashes.mss_table, mss) | INDEX_SYN_IN_MAP
+        mss_index_in(table, mss) | INDEX_SYN_IN_MAP
     } else {
-        mss_index_in(&hashes.mss_table, mss)
+        mss_index_in(table, mss)
     };
     hashes
         .h1
@@ -355,11 +366,12 @@ pub fn make_cookie<F: CookieFlow>(
     mss: u16,
     syn_in_map: bool,
 ) -> u32 {
-    cookie_isn(
+    cookie_isn_in(
         &cookie_hashes(keys, now_ns, flow, client_isn),
         client_isn,
         mss,
         syn_in_map,
+        &F::MSS_TABLE,
     )
 }
 
@@ -385,13 +397,14 @@ pub fn check_cookie<F: CookieFlow>(
     client_isn: u32,
     cookie: u32,
 ) -> Option<Cookie> {
-    match check_cookie_with(
+    match check_cookie_with_in(
         &cookie_hashes(keys, now_ns, flow, client_isn),
         client_isn,
         cookie,
+        &F::MSS_TABLE,
     ) {
         CookieCheck::Valid(found) => Some(found),
-        CookieCheck::MinutesOld(age) => check_cookie_with(
+        CookieCheck::MinutesOld(age) => check_cookie_with_in(
             &cookie_hashes(
                 keys,
                 now_ns.wrapping_sub(u64::from(age) * COOKIE_MINUTE_NANOS),
@@ -400,6 +413,7 @@ pub fn check_cookie<F: CookieFlow>(
             ),
             client_isn,
             cookie,
+            &F::MSS_TABLE,
         )
         .valid(),
         CookieCheck::Invalid => None,
@@ -434,6 +448,17 @@ impl CookieCheck {
 /// its SYN answers, and calls it again for an older minute only when asked.
 #[inline(always)]
 pub const fn check_cookie_with(hashes: &CookieHashes, client_isn: u32, cookie: u32) -> CookieCheck {
+    check_cookie_with_in(hashes, client_isn, cookie, &MSS_TABLE)
+}
+
+/// [`check_cookie_with`] for a family whose MSS values are `table`.
+#[inline(always)]
+pub const fn check_cookie_with_in(
+    hashes: &CookieHashes,
+    client_isn: u32,
+    cookie: u32,
+    table: &[u16; 4],
+) -> CookieCheck {
     let diff = cookie.wrapping_sub(hashes.h1).wrapping_sub(client_isn);
     let age = hashes.minute.wrapping_sub(diff >> COOKIE_BITS) & (u32::MAX >> COOKIE_BITS);
     if age >= MAX_COOKIE_AGE {
@@ -445,7 +470,7 @@ pub const fn check_cookie_with(hashes: &CookieHashes, client_isn: u32, cookie: u
     let index = diff.wrapping_sub(hashes.h2) & COOKIE_MASK;
     if index <= MAX_INDEX {
         CookieCheck::Valid(Cookie {
-            mss: hashes.mss_table[(index & 3) as usize],
+            mss: table[(index & 3) as usize],
             syn_in_map: index & INDEX_SYN_IN_MAP != 0,
         })
     } else {
