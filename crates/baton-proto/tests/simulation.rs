@@ -10,7 +10,7 @@
 
 mod sim;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use baton_common::backend::stat;
@@ -95,11 +95,7 @@ fn handoff_world(cfg: &SimConfig, tweak: impl FnOnce(&mut Config)) -> World {
     build_world(cfg, |addrs| {
         let mut config = RealFront::lab_config(addrs.vip, HTTP_PORT, HANDOFF_KEY, cfg.seed);
         tweak(&mut config);
-        let backends = addrs
-            .backends
-            .iter()
-            .map(|b| SocketAddrV4::new(*b, HTTP_PORT))
-            .collect();
+        let backends = addrs.backends.iter().map(|b| sock(*b, HTTP_PORT)).collect();
         Box::new(RealFront::new(config, backends))
     })
 }
@@ -419,10 +415,7 @@ fn a_front_end_that_stalls_a_round_leaves_no_entry_behind() {
     assert_eq!(stats.handoffs_confirmed_by_fast_path, 1, "{stats:?}");
     assert_eq!(stats.time_wait_reused, 1, "{stats:?}");
     assert_eq!(
-        f.state_of(
-            SocketAddrV4::new(key.0, key.1),
-            SocketAddrV4::new(vip, HTTP_PORT)
-        ),
+        f.state_of(sock(key.0, key.1), sock(vip, HTTP_PORT)),
         Some(StateName::SynReceived),
         "the new connection is being answered"
     );
@@ -818,8 +811,8 @@ fn one_turn_a_silent_backend_is_replaced_by_another() {
         |_| {},
     ) {
         run_clean(&mut world);
-        let b0 = SocketAddrV4::new(world.addrs.backends[0], HTTP_PORT);
-        let b1 = SocketAddrV4::new(world.addrs.backends[1], HTTP_PORT);
+        let b0 = sock(world.addrs.backends[0], HTTP_PORT);
+        let b1 = sock(world.addrs.backends[1], HTTP_PORT);
         let calls = front(&mut world).dispatch_calls().to_vec();
         assert_eq!(calls.len(), 2, "{calls:?}");
         assert_eq!((calls[0].chose, calls[1].chose), (Some(b0), Some(b1)));
@@ -1582,8 +1575,8 @@ fn silent_backend_is_replaced_by_another() {
     cfg.silent_backends = vec![0];
     let mut world = handoff_world(&cfg, |_| {});
     run_clean(&mut world);
-    let b0 = SocketAddrV4::new(world.addrs.backends[0], HTTP_PORT);
-    let b1 = SocketAddrV4::new(world.addrs.backends[1], HTTP_PORT);
+    let b0 = sock(world.addrs.backends[0], HTTP_PORT);
+    let b1 = sock(world.addrs.backends[1], HTTP_PORT);
     let calls = front(&mut world).dispatch_calls().to_vec();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(calls[0].chose, Some(b0));
@@ -1625,8 +1618,8 @@ fn client_reset_mid_handoff() {
         PacketInfo::is_syn_ack,
     ));
     let result = world.run(LIMIT, |w| {
-        let client = SocketAddrV4::new(w.addrs.client, w.client.app.spec.port);
-        let service = SocketAddrV4::new(w.addrs.vip, HTTP_PORT);
+        let client = sock(w.addrs.client, w.client.app.spec.port);
+        let service = sock(w.addrs.vip, HTTP_PORT);
         if !w.client.app.aborted
             && front(w).state_of(client, service) == Some(StateName::HandingOffSynSent)
         {
@@ -1927,7 +1920,7 @@ match = { path_prefix = "/download/" }
         );
         assert_eq!(kernel_counts(&mut world), (1, vec![]));
         let f = front(&mut world);
-        let expected = SocketAddrV4::new(world_backend(backend), HTTP_PORT);
+        let expected = sock(world_backend(backend), HTTP_PORT);
         assert_eq!(f.fe.dispatcher_mut().assigned, vec![expected]);
         assert!(f.dispatch_calls().is_empty(), "the core dispatched nothing");
         let stats = f.fe.stats().clone();
@@ -1951,6 +1944,11 @@ match = { path_prefix = "/download/" }
         );
         run_until_freed(&mut world);
     }
+}
+
+/// A socket address of the world's family.
+fn sock(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
 }
 
 fn world_backend(i: usize) -> std::net::Ipv4Addr {
@@ -2118,8 +2116,8 @@ fn kernel_handoff_to_a_backend_that_resets_the_syn_prime() {
     assert_eq!(world.backends[1].server.requests.len(), 1);
     let f = front(&mut world);
     let (first, second) = (
-        SocketAddrV4::new(world_backend(0), HTTP_PORT),
-        SocketAddrV4::new(world_backend(1), HTTP_PORT),
+        sock(world_backend(0), HTTP_PORT),
+        sock(world_backend(1), HTTP_PORT),
     );
     assert_eq!(f.fe.dispatcher_mut().assigned, vec![first]);
     let calls = f.dispatch_calls().to_vec();

@@ -31,7 +31,15 @@
 //! handled all in one round when the node resumes, before one drain.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// An IPv4 address of the simulation's IPv4 world.
+fn v4(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) => panic!("an IPv6 address in the IPv4 world: {ip}"),
+    }
+}
 use std::time::Duration;
 
 use baton_common::{
@@ -367,7 +375,7 @@ impl RealFront {
         secret[..8].copy_from_slice(&seed.to_le_bytes());
         secret[8..].copy_from_slice(&(!seed).to_le_bytes());
         Config {
-            services: vec![SocketAddrV4::new(vip, port)],
+            services: vec![SocketAddrV4::new(vip, port).into()],
             secret,
             handoff_key: key,
             ..Config::default()
@@ -378,7 +386,7 @@ impl RealFront {
         &self.fe.dispatcher_mut().calls
     }
 
-    pub fn state_of(&self, client: SocketAddrV4, service: SocketAddrV4) -> Option<StateName> {
+    pub fn state_of(&self, client: SocketAddr, service: SocketAddr) -> Option<StateName> {
         self.fe.connection_state(&FlowKey { client, service })
     }
 
@@ -404,34 +412,34 @@ impl RealFront {
                 Event::RequestSent(h)
                     if self
                         .kernel_adopted
-                        .remove(&(*h.flow.client.ip(), h.flow.client.port())) =>
+                        .remove(&(v4(h.flow.client.ip()), h.flow.client.port())) =>
                 {
                     // The program wrote the entry with its handoff, and may have moved it
                     // on since: left as it is.
                 }
                 Event::RequestSent(h) => {
                     let entry = FastEntry {
-                        backend: *h.backend.ip(),
+                        backend: v4(h.backend.ip()),
                         awaiting_answer: Some(h.isn_f),
                         client_next: h.client_next,
                         last_seen: None,
                         seen_noted: true,
                     };
                     self.fast_path
-                        .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
+                        .insert((v4(h.flow.client.ip()), h.flow.client.port()), entry);
                 }
                 Event::HandedOff(h)
                     if h.confirmed_by_fast_path
                         && self
                             .fast_path
-                            .contains_key(&(*h.flow.client.ip(), h.flow.client.port())) =>
+                            .contains_key(&(v4(h.flow.client.ip()), h.flow.client.port())) =>
                 {
                     // As the daemon does: the program cleared its entry's wait itself, and
                     // the entry stays as it is.
                 }
                 Event::HandedOff(h) => {
                     // As the daemon does: the later of the core's number and the entry's.
-                    let key = (*h.flow.client.ip(), h.flow.client.port());
+                    let key = (v4(h.flow.client.ip()), h.flow.client.port());
                     let old = self.fast_path.get(&key);
                     let client_next = match old {
                         Some(e) if (e.client_next.wrapping_sub(h.client_next) as i32) > 0 => {
@@ -440,18 +448,18 @@ impl RealFront {
                         _ => h.client_next,
                     };
                     let entry = FastEntry {
-                        backend: *h.backend.ip(),
+                        backend: v4(h.backend.ip()),
                         awaiting_answer: None,
                         client_next,
                         last_seen: old.and_then(|e| e.last_seen),
                         seen_noted: old.is_none_or(|e| e.seen_noted),
                     };
                     self.fast_path
-                        .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
+                        .insert((v4(h.flow.client.ip()), h.flow.client.port()), entry);
                 }
                 Event::Closed { flow, .. } | Event::Reset { flow, .. } => {
                     self.fast_path
-                        .remove(&(*flow.client.ip(), flow.client.port()));
+                        .remove(&(v4(flow.client.ip()), flow.client.port()));
                 }
             }
             self.events.push(event);
@@ -472,8 +480,8 @@ impl RealFront {
             // dispatch on and SYNs answered here: the entry goes and the SYN is answered like any other
             // (the program's `replaced_by_syn`, on the close state the daemon records).
             let flow = FlowKey {
-                client: SocketAddrV4::new(info.src, info.sport),
-                service: SocketAddrV4::new(info.dst, info.dport),
+                client: SocketAddrV4::new(info.src, info.sport).into(),
+                service: SocketAddrV4::new(info.dst, info.dport).into(),
             };
             let bare = info.flags.bits() & 0x17 == TcpFlags::SYN.bits();
             let replaced = bare
@@ -524,8 +532,8 @@ impl RealFront {
         }
         let backend = entry.backend;
         let flow = FlowKey {
-            client: SocketAddrV4::new(info.src, info.sport),
-            service: SocketAddrV4::new(info.dst, info.dport),
+            client: SocketAddrV4::new(info.src, info.sport).into(),
+            service: SocketAddrV4::new(info.dst, info.dport).into(),
         };
         // Told in the order the daemon reads one notice's bits.
         if decision.notice & FlowNotice::BACKEND_ANSWERED != 0 {
@@ -569,7 +577,7 @@ impl RealFront {
             };
             entry.seen_noted = true;
             let flow = FlowKey {
-                client: SocketAddrV4::new(ip, port),
+                client: SocketAddrV4::new(ip, port).into(),
                 service,
             };
             self.fe.note_activity(instant(now), &flow, instant(seen));
@@ -609,8 +617,8 @@ impl RealFront {
             let syn_in_map = agreed.need_the_half_open_map();
             if syn_in_map {
                 let key = FlowKey {
-                    client: SocketAddrV4::new(info.src, info.sport),
-                    service: SocketAddrV4::new(info.dst, info.dport),
+                    client: SocketAddrV4::new(info.src, info.sport).into(),
+                    service: SocketAddrV4::new(info.dst, info.dport).into(),
                 };
                 let entry = HalfOpenSyn::new(info.seq, info.window, &options, &agreed);
                 self.half_open.0.insert(key, entry);
@@ -811,9 +819,9 @@ impl RealFront {
         syn_prime.extend_from_slice(payload);
         self.out.push(syn_prime);
         match &mut self.stalled {
-            Some(waiting) => waiting.push(Input::Handoff(now, pkt, backend)),
+            Some(waiting) => waiting.push(Input::Handoff(now, pkt, backend.into())),
             None => {
-                self.adopt(now, &pkt, backend);
+                self.adopt(now, &pkt, backend.into());
                 self.drain();
             }
         }
