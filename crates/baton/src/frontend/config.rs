@@ -15,7 +15,7 @@
 
 use std::{
     fmt,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -534,7 +534,7 @@ impl FileConfig {
             Vec::new()
         };
         let proto = ProtoConfig {
-            services: services.clone(),
+            services: services.iter().copied().map(SocketAddr::V4).collect(),
             secret,
             handoff_key,
             mss: t.mss.unwrap_or(defaults.mss),
@@ -791,7 +791,8 @@ mod tests {
             .map(|a| a.parse().unwrap())
             .collect();
         assert_eq!(s.services, want);
-        assert_eq!(s.proto.services, want, "the core serves them all");
+        let want_core: Vec<SocketAddr> = want.iter().copied().map(SocketAddr::V4).collect();
+        assert_eq!(s.proto.services, want_core, "the core serves them all");
         let with_port =
             MINIMAL.replace("vip = \"198.18.2.1\"", "vip = \"198.18.2.1\"\nport = 8080");
         assert_eq!(
