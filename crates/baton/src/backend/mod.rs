@@ -32,7 +32,10 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use baton_common::backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat};
+use baton_common::backend::{
+    BackendConfig, BackendConfigV6, BackendFlow, BackendFlowKey, BackendFlowKeyV6, ingress_program,
+    ipv6_program, stat,
+};
 
 pub use config::AgentConfig;
 
@@ -217,6 +220,9 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
         "backend_icmp",
         "backend_repeated_syn",
         "backend_local_ack",
+        "backend_ingress_v6",
+        "backend_syn_v6",
+        "backend_egress_v6",
         HOOKS[0].0,
         HOOKS[1].0,
     ] {
@@ -292,6 +298,15 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
 /// `ebpf` must have loaded the programs; the array is the one the object's ingress uses
 /// (the pinned one, for the agent).
 pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
+    // The IPv6 programs first: the IPv4 entry programs hand IPv6 frames to them, the
+    // IPv6 ingress its SYNs to its SYN' program, which must be in place before it.
+    for (name, slot) in [
+        ("backend_egress_v6", ipv6_program::EGRESS),
+        ("backend_syn_v6", ipv6_program::SYN),
+        ("backend_ingress_v6", ipv6_program::INGRESS),
+    ] {
+        put_program(ebpf, name, "BACKEND_V6_PROGRAMS", slot)?;
+    }
     let mut id = 0;
     for (name, slot) in [
         ("backend_local_ack", ingress_program::LOCAL_ACK),
@@ -299,20 +314,26 @@ pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
         ("backend_icmp", ingress_program::ICMP),
         ("backend_syn", ingress_program::SYN),
     ] {
-        let prog: &SchedClassifier = ebpf
-            .program(name)
-            .with_context(|| format!("program {name} missing"))?
-            .try_into()?;
-        let fd = prog.fd()?.try_clone()?;
-        id = prog.info()?.id();
-        let mut slots: ProgramArray<_> = ProgramArray::try_from(
-            ebpf.map_mut("BACKEND_INGRESS_PROGRAMS")
-                .context("map BACKEND_INGRESS_PROGRAMS missing")?,
-        )?;
-        slots
-            .set(slot, &fd, 0)
-            .with_context(|| format!("putting {name} in the ingress's program array"))?;
+        id = put_program(ebpf, name, "BACKEND_INGRESS_PROGRAMS", slot)?;
     }
+    Ok(id)
+}
+
+/// Puts the loaded program `name` in `slot` of the program array `map`; returns its id.
+fn put_program(ebpf: &mut Ebpf, name: &str, map: &str, slot: u32) -> anyhow::Result<u32> {
+    let prog: &SchedClassifier = ebpf
+        .program(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()?;
+    let fd = prog.fd()?.try_clone()?;
+    let id = prog.info()?.id();
+    let mut slots: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut(map)
+            .with_context(|| format!("map {map} missing"))?,
+    )?;
+    slots
+        .set(slot, &fd, 0)
+        .with_context(|| format!("putting {name} in the program array {map}"))?;
     Ok(id)
 }
 
