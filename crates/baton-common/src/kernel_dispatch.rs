@@ -3791,7 +3791,10 @@ mod tests {
         assert_eq!(find(b"node-0002"), Some(None));
         // An id with a zero byte has no word: it would look like `be2`'s.
         assert_eq!(sticky_id_word(b"be2\0"), None);
-        assert_eq!(sticky_id_word(b"ABCDEFGHIJ"), Some(u64::from_le_bytes(*b"ABCDEFGH")));
+        assert_eq!(
+            sticky_id_word(b"ABCDEFGHIJ"),
+            Some(u64::from_le_bytes(*b"ABCDEFGH"))
+        );
     }
 
     #[test]
