@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     set.cookies = names.len() as u32;
     let mut scan = scan;
     let mut by_byte = scan;
-    let mut walk = CookieWalk::new(&scan);
+    let mut walk = CookieWalk::new(&scan, &set);
     for _ in 0..MAX_COOKIE_STEPS {
         if !walk.step(&mut scan, &buf, &set) {
             break;
@@ -92,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
     }
     walk.finish(&mut scan);
     // The walk's runs end where a walk byte by byte ends: the same cookies found.
-    let mut walk = CookieWalk::new(&by_byte);
+    let mut walk = CookieWalk::new(&by_byte, &set);
     for _ in 0..MAX_COOKIE_STEPS {
         if !walk.step_byte_by_byte(&mut by_byte, &buf, &set) {
             break;

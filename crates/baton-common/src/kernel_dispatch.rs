@@ -28,8 +28,9 @@
 //!    regex, a header, a cookie it does not read) is *unknown*, and a rule whose
 //!    condition is unknown stops the program with the slow path, so a later rule is never
 //!    taken where an earlier one might have matched.
-//! 4. The pool ([`KernelPool`]): its sticky cookie first (by id: the id's hash finds the
-//!    member, its bytes confirm it; by hash: rendezvous), then round robin over a slot
+//! 4. The pool ([`KernelPool`]): its sticky cookie first (by id: the id's first eight
+//!    bytes, one word, find the member, and confirm it unless the id is longer,
+//!    [`StickyId`]; by hash: rendezvous), then round robin over a slot
 //!    array that is one period of nginx's smooth weighted round robin, or rendezvous
 //!    hashing of the path, URL or Host over the pool's members exactly as
 //!    `baton-dispatch` does it ([`hash_bytes`], [`mix64`]: the one definition both use).
@@ -871,7 +872,7 @@ impl RequestScan {
         // verifier, as `position`.
         let phase = unsafe { core::ptr::read_volatile(&self.phase) };
         let len = self.len;
-        let mut at = self.position();
+        let at = self.position();
         let class = match phase {
             phase::VALUE => PLAIN_VALUE,
             phase::QUERY => PLAIN_QUERY,
@@ -887,32 +888,7 @@ impl RequestScan {
             }
             _ => return,
         };
-        // Eight bytes at a time while all eight are plain, then byte by byte. The
-        // position goes through memory after each advance (`position`), so that the
-        // verifier sees one path per loop, not one per length of run.
-        for _ in 0..PLAIN_RUN / 8 {
-            if at + 8 > len {
-                break;
-            }
-            let mut plain = 1 << class;
-            for k in 0..8 {
-                plain &= PLAIN_BYTES[usize::from(buf[(at as usize + k) & SCRATCH_MASK])];
-            }
-            if plain == 0 {
-                break;
-            }
-            self.at = at + 8;
-            at = self.position();
-        }
-        for _ in 0..7 {
-            if at >= len
-                || PLAIN_BYTES[usize::from(buf[at as usize & SCRATCH_MASK])] & 1 << class == 0
-            {
-                break;
-            }
-            self.at = at + 1;
-            at = self.position();
-        }
+        skip_run(buf, &mut self.at, len, class);
     }
 
     /// The position, read from memory: in the XDP program the scan lives in map memory,
@@ -1247,6 +1223,43 @@ fn zero_words<T: PlainWords>(value: &mut T) {
 /// value's, so that one run covers it and the verifier still checks the loop cheaply.
 pub const PLAIN_RUN: u32 = 64;
 
+/// Steps the position `at` over the bytes of `class` ([`PLAIN_BYTES`]) ahead of it, up to
+/// `end`: eight at a time while all eight are, then one by one, [`PLAIN_RUN`] and seven
+/// more at most; returns where the run ends. The one run of both [`RequestScan`]'s and
+/// [`CookieWalk`]'s `skip_plain`. The position goes through memory after each advance
+/// (read back volatile; in the XDP program it lives in map memory, whose bytes the
+/// verifier does not track), so that the verifier sees one path per loop, not one per
+/// length of run.
+#[inline(always)]
+fn skip_run(buf: &[u8; SCRATCH_LEN], at: &mut u32, end: u32, class: u32) -> u32 {
+    // SAFETY (each volatile read): a read through a valid reference.
+    let mut pos = unsafe { core::ptr::read_volatile(at) };
+    for _ in 0..PLAIN_RUN / 8 {
+        if pos + 8 > end {
+            break;
+        }
+        let mut plain = 1 << class;
+        for k in 0..8 {
+            plain &= PLAIN_BYTES[usize::from(buf[(pos as usize + k) & SCRATCH_MASK])];
+        }
+        if plain == 0 {
+            break;
+        }
+        *at = pos + 8;
+        pos = unsafe { core::ptr::read_volatile(at) };
+    }
+    for _ in 0..7 {
+        if pos >= end
+            || PLAIN_BYTES[usize::from(buf[pos as usize & SCRATCH_MASK])] & 1 << class == 0
+        {
+            break;
+        }
+        *at = pos + 1;
+        pos = unsafe { core::ptr::read_volatile(at) };
+    }
+    pos
+}
+
 /// The runs of plain bytes [`RequestScan::skip_plain`] knows, by phase.
 const PLAIN_VALUE: u32 = 0;
 const PLAIN_QUERY: u32 = 1;
@@ -1339,6 +1352,9 @@ pub const MAX_COOKIE_FIELDS: usize = 4;
 pub const MAX_KERNEL_COOKIES: usize = 4;
 /// Longest cookie name the kernel looks for.
 pub const MAX_COOKIE_NAME_LEN: usize = 64;
+/// Words of a cookie name [`CookieWalk::skip_plain`] compares in one run: the rest of
+/// a name of up to 17 bytes (the first byte is read alone, narrowing the names).
+const NAME_RUN_WORDS: u32 = 2;
 
 /// A cookie name the kernel looks for, and the separator a sticky pool by id cuts its
 /// value at ([`KernelCookieName::NO_SEPARATOR`] without one).
@@ -1426,25 +1442,36 @@ pub struct CookieWalk {
     value_end: u32,
     /// The last separator of each candidate in the value read so far.
     last_separator: [u32; MAX_KERNEL_COOKIES],
+    /// The class of a value's runs ([`CookieWalk::skip_plain`]): its letters and digits,
+    /// or none (0) when a name's separator is one; the rule set's, found once a walk.
+    value_run: u32,
 }
 
 impl CookieWalk {
-    /// A walk over `scan`'s Cookie fields, for the `names` of a rule set.
+    /// A walk over `scan`'s Cookie fields, for the cookie names of `set`.
     #[inline(always)]
-    pub fn new(scan: &RequestScan) -> Self {
+    pub fn new(scan: &RequestScan, set: &KernelRuleSet) -> Self {
         let mut walk = Self::default();
-        walk.start(scan);
+        walk.start(scan, set);
         walk
     }
 
-    /// Makes this value a new walk over `scan`'s Cookie fields, in place.
+    /// Makes this value a new walk over `scan`'s Cookie fields, for the cookie names of
+    /// `set`, in place.
     #[inline(always)]
-    pub fn start(&mut self, scan: &RequestScan) {
+    pub fn start(&mut self, scan: &RequestScan, set: &KernelRuleSet) {
         zero_words(self);
         self.at = scan.cookie_field_start[0];
         self.end = scan.cookie_field_end[0];
         self.phase = cookie_phase::LEAD;
         self.forget_separators();
+        // A separator that is a letter or digit ends a run of them: then no run.
+        let mut letters = 1u8 << PLAIN_COOKIE_VALUE;
+        for name in &set.cookie_names {
+            letters &= !PLAIN_BYTES[name.separator as usize & 0xff]
+                | if name.separator < 0x100 { 0 } else { 0xff };
+        }
+        self.value_run = u32::from(letters);
     }
 
     /// Makes up to [`COOKIE_STEP_MOVES`] moves; `false` once every field is read.
@@ -1482,6 +1509,11 @@ impl CookieWalk {
             self.at = at + 1;
             let b = buf[at as usize & SCRATCH_MASK];
             self.byte(scan, set, at, b);
+        }
+        // The last field read in the step's last move: over now, not a step later.
+        if self.field >= fields {
+            self.done = 1;
+            return false;
         }
         true
     }
@@ -1523,10 +1555,12 @@ impl CookieWalk {
     /// the pair may be, everything up to
     /// the next `;` (the pair's end; its `=` and spaces no longer matter); in a value,
     /// letters and digits (unless a name's separator is one), which only move the
-    /// value's end; and, in a name that is one name's only, eight bytes at once when
-    /// they are that name's next eight. The walk read every byte through its state
-    /// machine, about 5.5 ns a byte, most of a request's cookie time; the bytes that
-    /// end a run go through `byte` as before, so the outcome is the same.
+    /// value's end; and, in a name that is one name's only, the rest of that name, up
+    /// to eight bytes compared at once, when the bytes ahead are it (then the byte after
+    /// them is the pair's `=`, or what tells it is another name). The walk read every
+    /// byte through its state machine, about 5.5 ns a byte, most of a request's cookie
+    /// time; the bytes that end a run go through `byte` as before, so the outcome is the
+    /// same.
     #[inline(always)]
     fn skip_plain(&mut self, buf: &[u8; SCRATCH_LEN], set: &KernelRuleSet) {
         // SAFETY: a read of a field through a valid reference; from memory for the
@@ -1534,21 +1568,17 @@ impl CookieWalk {
         let phase = unsafe { core::ptr::read_volatile(&self.phase) };
         let candidates = self.candidates;
         let end = self.end;
-        let mut at = self.position();
+        let at = self.position();
         let class = if phase == cookie_phase::LEAD {
             PLAIN_COOKIE_LEAD
         } else if candidates == 0 {
             PLAIN_COOKIE_PAIR
         } else if phase == cookie_phase::VALUE || phase == cookie_phase::VALUE_LEAD {
-            // A separator that is a letter or digit ends a run of them: then none.
-            let mut letters = 1 << PLAIN_COOKIE_VALUE;
-            for name in &set.cookie_names {
-                letters &= !PLAIN_BYTES[name.separator as usize & 0xff]
-                    | if name.separator < 0x100 { 0 } else { 0xff };
-            }
+            let letters = self.value_run;
             if letters == 0
                 || at >= end
-                || PLAIN_BYTES[usize::from(buf[at as usize & SCRATCH_MASK])] & letters == 0
+                || u32::from(PLAIN_BYTES[usize::from(buf[at as usize & SCRATCH_MASK])]) & letters
+                    == 0
             {
                 return;
             }
@@ -1559,52 +1589,35 @@ impl CookieWalk {
             }
             PLAIN_COOKIE_VALUE
         } else if phase == cookie_phase::NAME && candidates & (candidates - 1) == 0 {
-            // One name left: its next eight bytes at once.
+            // One name left: the rest of it, eight bytes at a time.
             let name =
                 &set.cookie_names[candidates.trailing_zeros() as usize & (MAX_KERNEL_COOKIES - 1)];
-            let k = self.name_len;
-            if k + 8 > name.len || k as usize + 8 > MAX_COOKIE_NAME_LEN || at + 8 > end {
-                return;
-            }
-            let mut same = true;
-            for i in 0..8 {
-                same &= buf[(at as usize + i) & SCRATCH_MASK]
-                    == name.bytes[(k as usize + i) & (MAX_COOKIE_NAME_LEN - 1)];
-            }
-            if same {
-                self.name_len = k + 8;
-                self.at = at + 8;
+            for _ in 0..NAME_RUN_WORDS {
+                // From memory, as the position: a length the compiler carried from the
+                // last turn let it drop the index's mask, and the verifier could not
+                // bound the read.
+                // SAFETY: a read of a field through a valid reference.
+                let k = unsafe { core::ptr::read_volatile(&self.name_len) };
+                let at = self.position();
+                // Eight bytes of the name read from `k`, those past its end masked off:
+                // within its bytes (a name's last seven are read byte by byte).
+                if k >= name.len || k as usize + 8 > MAX_COOKIE_NAME_LEN {
+                    return;
+                }
+                let n = if name.len - k < 8 { name.len - k } else { 8 };
+                if at + n > end || word_at(buf, at, n) != word_at(&name.bytes, k, n) {
+                    return;
+                }
+                self.name_len = k + n;
+                self.at = at + n;
             }
             return;
         } else {
             return;
         };
-        let from = at;
-        for _ in 0..PLAIN_RUN / 8 {
-            if at + 8 > end {
-                break;
-            }
-            let mut plain = 1 << class;
-            for k in 0..8 {
-                plain &= PLAIN_BYTES[usize::from(buf[(at as usize + k) & SCRATCH_MASK])];
-            }
-            if plain == 0 {
-                break;
-            }
-            self.at = at + 8;
-            at = self.position();
-        }
-        for _ in 0..7 {
-            if at >= end
-                || PLAIN_BYTES[usize::from(buf[at as usize & SCRATCH_MASK])] & 1 << class == 0
-            {
-                break;
-            }
-            self.at = at + 1;
-            at = self.position();
-        }
-        if class == PLAIN_COOKIE_VALUE && at != from {
-            self.value_end = at;
+        let to = skip_run(buf, &mut self.at, end, class);
+        if class == PLAIN_COOKIE_VALUE && to != at {
+            self.value_end = to;
         }
     }
 
@@ -2706,8 +2719,9 @@ pub struct KernelPool {
     /// A sticky pool's cookie: an index into [`KernelRuleSet::cookie_names`].
     pub cookie: u32,
     /// The sticky pool's own slots, after its policy's: by id, one per up member with
-    /// an id (its id's hash in `seed`, its text in `id_text`); by hash, the up members
-    /// in the pool's order (rendezvous, as `consistent_hash`).
+    /// an id (its id's first eight bytes in `seed`, [`sticky_id_word`], its text in
+    /// `id_text`); by hash, the up members in the pool's order (rendezvous, as
+    /// `consistent_hash`).
     pub sticky_first: u32,
     pub sticky_slots: u32,
     /// LARD: the thresholds in active connections (`low_load`, `high_load`).
@@ -2762,8 +2776,8 @@ pub struct KernelSlot {
     pub backend: u32,
     /// A sticky-by-id slot's id: an index into the texts (0 for other slots).
     pub id_text: u32,
-    /// Hashing: the member's rendezvous seed; sticky by id: its id's hash; least
-    /// connections: its weight.
+    /// Hashing: the member's rendezvous seed; sticky by id: its id's first eight bytes
+    /// ([`sticky_id_word`]); least connections: its weight.
     pub seed: u64,
 }
 
@@ -2924,17 +2938,7 @@ impl HashWalk {
         if self.at >= self.end {
             return false;
         }
-        // Eight bytes read whatever the end, then those past it cleared: no branch a
-        // byte.
-        let mut word = 0u64;
-        for k in 0..8u32 {
-            word |= u64::from(buf[(self.at + k) as usize & SCRATCH_MASK]) << (8 * k);
-        }
-        let left = self.end - self.at;
-        if left < 8 {
-            word &= (1u64 << (8 * left)) - 1;
-        }
-        self.h = hash_word(self.h, word);
+        self.h = hash_word(self.h, word_at(buf, self.at, self.end - self.at));
         self.at += 8;
         self.at < self.end
     }
@@ -2959,9 +2963,8 @@ pub enum PoolPick {
     /// Rendezvous over the pool's slots of the hash of the buffer's `start..end` (mixed
     /// with the query's, for [`KernelPool::HASH_URL`] with a query).
     Hash { start: u32, end: u32, url: bool },
-    /// Sticky by id: the sticky slot whose id is the buffer's `start..end` (found by
-    /// its hash, then compared whole, [`sticky_id_is`]); with none, the policy picks
-    /// ([`policy_pick`]).
+    /// Sticky by id: the sticky slot whose id is the buffer's `start..end`
+    /// ([`StickyId`]); with none, the policy picks ([`policy_pick`]).
     StickyId { start: u32, end: u32 },
     /// Sticky by hash: rendezvous over the sticky slots of the hash of the cookie's
     /// value, `start..end`.
@@ -3053,11 +3056,82 @@ pub fn policy_pick(pool: &KernelPool, scan: &RequestScan, cursor: u32) -> Result
     }
 }
 
-/// Whether the id at the buffer's `start..end` is a sticky slot's `id` text: the check
-/// after the id's hash found the slot, so that no two ids are ever taken for one.
+/// A sticky-by-id slot's word ([`KernelSlot::seed`]): the id's first eight bytes, little
+/// endian, zero-padded. `None` for an id with a zero byte, which no request's cookie
+/// has (the scan lets none into a header) and which would look like a shorter id's
+/// padding: its member is left out of the slots, and an id it names is never found,
+/// as in `baton-dispatch`.
+pub fn sticky_id_word(id: &[u8]) -> Option<u64> {
+    if id.contains(&0) {
+        return None;
+    }
+    let mut word = [0u8; 8];
+    let n = id.len().min(8);
+    word[..n].copy_from_slice(&id[..n]);
+    Some(u64::from_le_bytes(word))
+}
+
+/// The id a sticky-by-id cookie names, the buffer's `start..end`, as the pool's sticky
+/// slots are searched for it: a slot whose word ([`sticky_id_word`]) is not the id's
+/// first eight bytes is not its member, one compare each; one whose word is, is its
+/// member when the id is shorter than eight bytes (neither has a zero byte, so the
+/// padding says where each ends: equal words are equal ids), and else when its text is
+/// the id byte for byte ([`StickyId::is`]); when it is not (two ids of eight bytes or
+/// more that begin alike), the slow path picks. Exact, never a hash: no collision can
+/// take one id for another. Both engines search the slots so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StickyId {
+    start: u32,
+    end: u32,
+    word: u64,
+}
+
+impl StickyId {
+    #[inline(always)]
+    pub fn new(buf: &[u8; SCRATCH_LEN], start: u32, end: u32) -> Self {
+        let end = if end < start { start } else { end };
+        Self {
+            start,
+            end,
+            word: word_at(buf, start, end - start),
+        }
+    }
+
+    /// Whether `slot` may be the id's: its word is the id's first eight bytes.
+    #[inline(always)]
+    pub fn may_be(&self, slot: &KernelSlot) -> bool {
+        slot.seed == self.word
+    }
+
+    /// Whether a slot that [`StickyId::may_be`] the id's is: the id is whole in the word,
+    /// without the slot's text read.
+    #[inline(always)]
+    pub fn is_whole_word(&self) -> bool {
+        self.end - self.start < 8
+    }
+
+    /// Whether the id is `text`, byte for byte: for a slot the id may be
+    /// ([`StickyId::may_be`]) when the word does not hold it whole.
+    #[inline(always)]
+    pub fn is(&self, buf: &[u8; SCRATCH_LEN], text: &KernelText) -> bool {
+        compare(buf, self.start, self.end, text, Compare::Exact)
+    }
+}
+
+/// The buffer's `left` bytes from `at` (at most eight) as one little-endian word,
+/// zero-padded: eight bytes read whatever `left`, then those past it cleared, so no
+/// branch a byte.
 #[inline(always)]
-pub fn sticky_id_is(buf: &[u8; SCRATCH_LEN], start: u32, end: u32, id: &KernelText) -> bool {
-    compare(buf, start, end, id, Compare::Exact)
+fn word_at<const N: usize>(buf: &[u8; N], at: u32, left: u32) -> u64 {
+    const { assert!(N.is_power_of_two()) };
+    let mut word = 0u64;
+    for k in 0..8u32 {
+        word |= u64::from(buf[(at + k) as usize & (N - 1)]) << (8 * k);
+    }
+    if left < 8 {
+        word &= (1u64 << (8 * left)) - 1;
+    }
+    word
 }
 
 /// One generation of the compiled tables as plain slices: what the daemon writes into
@@ -3125,7 +3199,7 @@ pub fn decide(
         Err(why) => return slow(why, u32::MAX),
     };
     if scan.cookie_fields != 0 && tables.set.cookies != 0 {
-        let mut walk = CookieWalk::new(&scan);
+        let mut walk = CookieWalk::new(&scan, &tables.set);
         for _ in 0..MAX_COOKIE_STEPS {
             if !walk.step(&mut scan, buf, &tables.set) {
                 break;
@@ -3157,12 +3231,14 @@ pub fn decide(
     let slots_of = |first: u32, n: u32| tables.slots.iter().skip(first as usize).take(n as usize);
     let mut pick = pool_pick(pool, &scan, count);
     if let Ok(PoolPick::StickyId { start, end }) = pick {
-        let key = walk_hash(buf, start, end);
-        match slots_of(pool.sticky_first, pool.sticky_slots).find(|s| s.seed == key) {
+        let id = StickyId::new(buf, start, end);
+        match slots_of(pool.sticky_first, pool.sticky_slots).find(|s| id.may_be(s)) {
             Some(slot) => {
-                let id = tables.texts.get(slot.id_text as usize).copied();
-                if !id.is_some_and(|id| sticky_id_is(buf, start, end, &id)) {
-                    return slow(reason::STICKY, eval.rule);
+                if !id.is_whole_word() {
+                    let text = tables.texts.get(slot.id_text as usize);
+                    if !text.is_some_and(|text| id.is(buf, text)) {
+                        return slow(reason::STICKY, eval.rule);
+                    }
                 }
                 return hand_off(slot.backend, eval.rule);
             }
@@ -3465,11 +3541,12 @@ mod tests {
             done: 1,
             ..CookieWalk::default()
         };
-        walk.start(&scan);
+        walk.start(&scan, &KernelRuleSet::default());
         let mut fresh = CookieWalk {
             at: scan.cookie_field_start[0],
             end: scan.cookie_field_end[0],
             phase: cookie_phase::LEAD,
+            value_run: 1 << PLAIN_COOKIE_VALUE,
             ..CookieWalk::default()
         };
         fresh.last_separator = [NO_POSITION; MAX_KERNEL_COOKIES];
@@ -3578,7 +3655,7 @@ mod tests {
     }
 
     fn walk_cookies(scan: &mut RequestScan, buf: &[u8; SCRATCH_LEN], set: &KernelRuleSet) {
-        let mut walk = CookieWalk::new(scan);
+        let mut walk = CookieWalk::new(scan, set);
         for _ in 0..MAX_COOKIE_STEPS {
             if !walk.step(scan, buf, set) {
                 break;
@@ -3657,7 +3734,7 @@ mod tests {
             assert_eq!(runs.finish(16384, 100), Ok(()));
             let mut by_byte = runs;
             walk_cookies(&mut runs, &buf, set);
-            let mut walk = CookieWalk::new(&by_byte);
+            let mut walk = CookieWalk::new(&by_byte, set);
             for _ in 0..MAX_COOKIE_STEPS {
                 if !walk.step_byte_by_byte(&mut by_byte, &buf, set) {
                     break;
@@ -3675,6 +3752,49 @@ mod tests {
         assert_eq!(s.finish(16384, 100), Ok(()));
         walk_cookies(&mut s, &buf, &set);
         assert_eq!(s.cookies_found, 1);
+    }
+
+    /// A sticky id is found by its first eight bytes and confirmed by its text only when
+    /// the word does not hold it whole: never one id taken for another, whatever they
+    /// share.
+    #[test]
+    fn a_sticky_id_is_its_slots_word_and_text_exactly() {
+        let ids: [&[u8]; 3] = [b"be2", b"be20", b"node-0001"];
+        let slots: Vec<(KernelSlot, KernelText)> = ids
+            .iter()
+            .map(|id| {
+                let seed = sticky_id_word(id).unwrap();
+                let slot = KernelSlot {
+                    seed,
+                    ..KernelSlot::default()
+                };
+                (slot, KernelText::new(id).unwrap())
+            })
+            .collect();
+        // Which slot the request's id is, as `decide` and the XDP program search.
+        let find = |request: &[u8]| -> Option<Option<usize>> {
+            let mut buf = [b'x'; SCRATCH_LEN];
+            buf[100..][..request.len()].copy_from_slice(request);
+            let id = StickyId::new(&buf, 100, 100 + request.len() as u32);
+            let k = slots.iter().position(|(slot, _)| id.may_be(slot))?;
+            Some((id.is_whole_word() || id.is(&buf, &slots[k].1)).then_some(k))
+        };
+        assert_eq!(find(b"be2"), Some(Some(0)));
+        assert_eq!(find(b"be20"), Some(Some(1)));
+        assert_eq!(find(b"node-0001"), Some(Some(2)));
+        // Bytes after the id (the buffer's `x`) are not the id's.
+        assert_eq!(find(b"be"), None);
+        assert_eq!(find(b""), None);
+        // Eight bytes that begin a longer id are not it; nor is a longer id that
+        // begins alike (then the slow path picks).
+        assert_eq!(find(b"node-000"), Some(None));
+        assert_eq!(find(b"node-0002"), Some(None));
+        // An id with a zero byte has no word: it would look like `be2`'s.
+        assert_eq!(sticky_id_word(b"be2\0"), None);
+        assert_eq!(
+            sticky_id_word(b"ABCDEFGHIJ"),
+            Some(u64::from_le_bytes(*b"ABCDEFGH"))
+        );
     }
 
     #[test]

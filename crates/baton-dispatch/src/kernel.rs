@@ -26,8 +26,8 @@
 //! daemon writes from `Lard`; a request that would change a set goes to
 //! the slow path). Weighted `consistent_hash` (its scores are floating point) and other
 //! hash keys stay in userspace. A sticky pool's cookie is read in the kernel, whatever the policy: `by =
-//! "id"` with no separator or a one-byte one (the id's hash finds the up member's slot,
-//! then the bytes are compared), `by = "hash"` with equal weights (rendezvous over the
+//! "id"` with no separator or a one-byte one (the id's first eight bytes, one word,
+//! find the up member's slot; a longer id's bytes are then compared), `by = "hash"` with equal weights (rendezvous over the
 //! up members); a cookie the kernel cannot follow leaves requests with a Cookie field
 //! to the slow path.
 
@@ -41,14 +41,13 @@ use baton_common::kernel_dispatch::{
     BACKENDS_PER_GENERATION, KernelCookieName, KernelPool, KernelRuleSet, KernelSlot, KernelTerm,
     KernelText, MAX_EVAL_DEPTH, MAX_HASH_MEMBERS, MAX_KERNEL_COOKIES, MAX_KERNEL_POOLS,
     MAX_POOL_SLOTS, MAX_ROUND_ROBIN_SLOTS, MAX_SET_VALUES, MAX_TERMS, MAX_TEXTS, RuleTables,
-    reason, set_value,
+    reason, set_value, sticky_id_word,
 };
 use baton_proto::frontend::Instant;
 
 use crate::{
     dispatcher::StickyBy,
     dispatcher::{Pool, Rule},
-    hash::hash_bytes,
     matcher::{Condition, HostPattern},
     pool::{Candidates, HashKey, Policy, Server, SmoothWeighted},
 };
@@ -669,15 +668,17 @@ fn compile_sticky(
         let backend = backend_index(m.addr, &mut out.backends).ok_or(())?;
         let (id_text, seed) = match (&m.id, by_id) {
             (Some(id), true) => {
+                // An id with a zero byte names no request's member (no cookie has one):
+                // its member is left out, as if it had no id.
+                let Some(word) = sticky_id_word(id.as_bytes()) else {
+                    continue;
+                };
                 let mut tables = Tables {
                     texts: &mut out.texts,
                     index: texts,
                     cookies: &mut out.cookies,
                 };
-                (
-                    tables.text(id.as_bytes()).ok_or(())?,
-                    hash_bytes(id.as_bytes()),
-                )
+                (tables.text(id.as_bytes()).ok_or(())?, word)
             }
             _ => (0, m.seed),
         };

@@ -25,8 +25,8 @@ use baton_common::kernel_dispatch::{
     KernelTerm, KernelText, LardScan, LeastLoaded, MAX_COOKIE_STEPS, MAX_HASH_MEMBERS,
     MAX_HASH_STEPS, MAX_HELLO_STEPS, MAX_KERNEL_BACKENDS, MAX_KERNEL_POOLS, MAX_LARD_SETS,
     MAX_LOAD_SLOTS, MAX_POOL_SLOTS, MAX_SCAN_STEPS, MAX_TERMS, MAX_TEXTS, PoolPick, Rendezvous,
-    RequestScan, RuleEval, SCRATCH_LEN, TERMS_PER_STEP, TLS_HANDSHAKE, backend_load, eval_steps,
-    lard_set_key, lard_start, policy_pick, pool_pick, reason, sticky_id_is, url_hash,
+    RequestScan, RuleEval, SCRATCH_LEN, StickyId, TERMS_PER_STEP, TLS_HANDSHAKE, backend_load,
+    eval_steps, lard_set_key, lard_start, policy_pick, pool_pick, reason, url_hash,
 };
 
 /// The back-ends the compiled pools name, by index; written by the daemon. Two
@@ -244,7 +244,7 @@ pub fn decide_request(
         }
         if (*scratch).scan.cookie_fields != 0 && cookie_names != 0 {
             let s = &mut *scratch;
-            s.cookies.start(&s.scan);
+            s.cookies.start(&s.scan, set);
             bpf_loop(MAX_COOKIE_STEPS, cookie_step as *mut c_void, state_ptr, 0);
             (*scratch).cookies.finish(&mut (*scratch).scan);
         }
@@ -297,7 +297,7 @@ fn pick_backend(
     // any `bpf_loop` call.
     let mut picked = pool_pick(pool, unsafe { &(*scratch).scan }, count)?;
     if let PoolPick::StickyId { start, end } = picked {
-        match sticky_by_id(scratch, state_ptr, generation, pool, start, end)? {
+        match sticky_by_id(scratch, generation, pool, start, end)? {
             Some(local) => return usable_backend(generation, local),
             // No up member has that id: the policy picks.
             // SAFETY: as above.
@@ -426,19 +426,25 @@ fn usable_backend(generation: u32, local: u32) -> Result<u32, u32> {
     Ok(index)
 }
 
-/// The sticky-by-id slot of `pool` whose id is the buffer's `start..end`: the id's
-/// hash finds it, the bytes confirm it. `Ok(None)` when no up member has that id.
-/// Inlined: a call would take six arguments, and BPF calls take five.
+/// The sticky-by-id slot of `pool` whose id is the buffer's `start..end`
+/// ([`StickyId`]: one word compared a slot, the text read only for an id of eight bytes
+/// or more). `Ok(None)` when no up member has that id; the slow path's reason when the
+/// first slot whose word is the id's has a longer text that is not the id (the loop
+/// goes on after no comparison of bytes, or the verifier walks each of its 32 turns
+/// with and without one). Inlined: a call would take six arguments, and BPF calls take
+/// five.
 #[inline(always)]
 fn sticky_by_id(
     scratch: *mut Scratch,
-    state_ptr: *mut c_void,
     generation: u32,
     pool: &KernelPool,
     start: u32,
     end: u32,
 ) -> Result<Option<u32>, u32> {
-    let key = hash_range(scratch, state_ptr, start, end);
+    // SAFETY: `decide_request`'s scratch value, as there; no `bpf_loop` call while
+    // the reference lives.
+    let buf = unsafe { &(*scratch).bytes };
+    let id = StickyId::new(buf, start, end);
     let slots = generation * MAX_POOL_SLOTS;
     for k in 0..MAX_HASH_MEMBERS {
         if k >= pool.sticky_slots {
@@ -446,15 +452,16 @@ fn sticky_by_id(
         }
         let at = (pool.sticky_first + k) & (MAX_POOL_SLOTS - 1);
         let slot = FRONTEND_POOL_SLOTS.get(slots + at).ok_or(reason::TABLES)?;
-        if slot.seed != key {
+        if !id.may_be(slot) {
             continue;
         }
-        let id = FRONTEND_RULE_TEXTS
-            .get(generation * MAX_TEXTS + slot.id_text % MAX_TEXTS)
-            .ok_or(reason::TABLES)?;
-        // SAFETY: `decide_request`'s scratch value, as there.
-        if !sticky_id_is(unsafe { &(*scratch).bytes }, start, end, id) {
-            return Err(reason::STICKY);
+        if !id.is_whole_word() {
+            let text = FRONTEND_RULE_TEXTS
+                .get(generation * MAX_TEXTS + slot.id_text % MAX_TEXTS)
+                .ok_or(reason::TABLES)?;
+            if !id.is(buf, text) {
+                return Err(reason::STICKY);
+            }
         }
         return Ok(Some(slot.backend));
     }
