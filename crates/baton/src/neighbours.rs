@@ -472,6 +472,7 @@ mod tests {
     /// 198.18.1.12 INCOMPLETE (no `NDA_LLADDR`), 2001:2:0:1::b STALE and the kernel's own
     /// ff02::16 NOARP (MLD's multicast group); then `NLMSG_DONE`. Each entry carries
     /// `NDA_DST`, `NDA_LLADDR` (if any), `NDA_PROBES` and `NDA_CACHEINFO`.
+    #[rustfmt::skip] // 16 bytes a line, as the capture printed them
     const CAPTURED: [u8; 336] = [
         0x4c, 0x00, 0x00, 0x00, 0x1c, 0x00, 0x22, 0x00, 0xe5, 0x2f, 0x17, 0x6b, 0x57, 0x4d, 0x00, 0x00,
         0x02, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x03, 0x08, 0x00, 0x01, 0x00,
@@ -528,10 +529,7 @@ mod tests {
         };
         assert_eq!(
             found,
-            [
-                want("198.18.1.11", mac()),
-                want("2001:2:0:1::b", mac()),
-            ],
+            [want("198.18.1.11", mac()), want("2001:2:0:1::b", mac())],
             "the INCOMPLETE entry and the kernel's NOARP one are left out"
         );
         let (status, found) = collect(&CAPTURED, 2);
@@ -590,17 +588,13 @@ mod tests {
         assert_eq!(collect(&error(0), NBR0).0, Ok(DumpStatus::Done));
         assert_eq!(
             collect(&error(-libc::EPERM), NBR0).0,
-            Err(NeighbourError::Kernel {
-                errno: libc::EPERM
-            })
+            Err(NeighbourError::Kernel { errno: libc::EPERM })
         );
         let mut done = CAPTURED[DONE].to_vec();
         done[NLMSG_HDRLEN..].copy_from_slice(&(-libc::EINTR).to_ne_bytes());
         assert_eq!(
             collect(&done, NBR0).0,
-            Err(NeighbourError::Kernel {
-                errno: libc::EINTR
-            })
+            Err(NeighbourError::Kernel { errno: libc::EINTR })
         );
         // An old kernel's DONE without a status.
         let mut bare = CAPTURED[DONE][..NLMSG_HDRLEN].to_vec();
@@ -729,7 +723,9 @@ mod tests {
         assert!(found.contains(&want("198.18.9.2", 2)), "{found:?}");
         assert!(found.contains(&want("2001:2:0:9::2", 3)), "{found:?}");
         assert!(
-            !found.iter().any(|n| n.addr == "198.18.9.3".parse::<IpAddr>().unwrap()),
+            !found
+                .iter()
+                .any(|n| n.addr == "198.18.9.3".parse::<IpAddr>().unwrap()),
             "nbr1's entry: {found:?}"
         );
     }

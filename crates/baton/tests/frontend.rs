@@ -168,6 +168,71 @@ fn frontend_completes_the_client_handshake_itself_and_keeps_the_host_tcp_out() {
     assert_eq!(code, Some(7), "VIP:81 refused by the host: {err}");
 }
 
+/// `vip6` beside `vip`, in a lab up with `--ipv6`: the daemon guards the IPv6 VIP:80 (the
+/// host's TCP never resets an IPv6 client), its capture takes the client's IPv6 SYNs up
+/// to the protocol core, which serves IPv4 only for now and counts them as malformed,
+/// and IPv4 is served as without it.
+#[test]
+fn an_ipv6_vip_is_guarded_and_captured_beside_the_ipv4_one() {
+    let Some(_lab) = support::lab_guard(&LAB, &SERIAL, "frontend vip6") else {
+        return;
+    };
+    ok(&mut baton(&["lab", "up", "--ipv6", "--backends", "3"]));
+    let vip6 = baton::lab::VIP6;
+    let config = LAB_CONFIG.replacen("\nport = 80", &format!("\nvip6 = \"{vip6}\"\nport = 80"), 1);
+    assert!(
+        config.contains("vip6"),
+        "the example's `port = 80` line moved"
+    );
+    let rsts_before = fe_host_tcp_resets();
+    let daemon = start_frontend("vip6", &config);
+    let table = String::from_utf8(
+        ok(&mut baton(&[
+            "lab", "exec", "fe", "--", "nft", "list", "table", "inet", "baton_fe",
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        table.contains(&format!("ip6 daddr {vip6} tcp dport 80")) && table.contains("ip daddr"),
+        "a rule for each family: {table}"
+    );
+    let ns = format!("{LAB}-client");
+    let (v6, v4) = baton::netns::run_in(&ns, move || {
+        let connect = |to: SocketAddr| {
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.kind())
+        };
+        let v6 = connect(SocketAddr::from((vip6, HTTP_PORT))).map(drop);
+        let v4 = connect(SocketAddr::from((VIP, HTTP_PORT))).map(drop);
+        (v6, v4)
+    })
+    .expect("enter the client namespace");
+    assert_eq!(
+        v6,
+        Err(ErrorKind::TimedOut),
+        "neither answered by the core yet nor reset by the host"
+    );
+    assert_eq!(
+        v4,
+        Ok(()),
+        "the front-end completes IPv4 handshakes as before"
+    );
+    let log = daemon.stop();
+    eprintln!("{log}");
+    assert!(log.contains("event=ipv6_services"), "said at start");
+    // The first SYN and its retransmission after a second, at least.
+    assert!(
+        support::logged_number(&log, "frontend_stats", "malformed") >= 2,
+        "the IPv6 SYNs reached the core and were counted"
+    );
+    assert!(support::logged_number(&log, "frontend_stats", "handshakes_completed") >= 1);
+    assert_eq!(
+        fe_host_tcp_resets() - rsts_before,
+        0,
+        "the host's TCP answered neither family's VIP:80"
+    );
+}
+
 #[test]
 fn frontend_answers_400_to_garbage() {
     let Some(_lab) = lab_up("frontend 400") else {

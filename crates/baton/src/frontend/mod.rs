@@ -236,6 +236,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     let config::Settings {
         interface,
         services,
+        services6,
         drain,
         secret_generated,
         mut proto,
@@ -332,8 +333,23 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     // Filter first: from here on the host's TCP never answers VIP:port; a SYN that
     // arrives before the capture socket is open is dropped and retransmitted by the
     // client, rather than reset by the host.
-    HostTcpFilter::install(&services)?;
-    let mut io = PacketIo::open(&interface, &services)?;
+    HostTcpFilter::install(&services, &services6)?;
+    let mut io = PacketIo::open(&interface, &services, &services6)?;
+    if !services6.is_empty() {
+        // The capture and the nftables table take them; the protocol core, IPv4 only
+        // until it speaks IPv6, counts what arrives for them as malformed.
+        let list: Vec<String> = services6.iter().map(ToString::to_string).collect();
+        log::line(
+            "ipv6_services",
+            &[
+                ("services", &list.join(",")),
+                (
+                    "served",
+                    &"captured and guarded; the core drops them (IPv4 only)",
+                ),
+            ],
+        );
+    }
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
         // Engaged from the attach on when XDP answers every SYN: adopting a previous

@@ -241,7 +241,8 @@ mod tests {
     #[test]
     fn reading_a_table_without_neighbours_leaves_both_empty_and_keeps_the_socket() {
         let mut n = Neighbours::default();
-        n.macs.insert("198.18.1.11".parse().unwrap(), [2, 0, 0, 0, 0, 4]);
+        n.macs
+            .insert("198.18.1.11".parse().unwrap(), [2, 0, 0, 0, 0, 4]);
         n.refresh("lo");
         assert!(n.macs.is_empty() && n.macs6.is_empty());
         assert_eq!(n.ifindex, Some(1));
