@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
-    net::SocketAddrV4,
+    net::SocketAddr,
     ops::Range,
     time::Duration,
 };
@@ -193,7 +193,7 @@ enum PolicyName {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackendFile {
-    address: SocketAddrV4,
+    address: SocketAddr,
     #[serde(default = "one")]
     weight: u32,
     id: Option<String>,
@@ -398,10 +398,10 @@ fn compile(file: FileConfig, lines: &Lines<'_>) -> Result<Dispatcher, ConfigErro
     let global_check = file.health.check();
 
     let mut servers: Vec<Server> = Vec::new();
-    let mut server_index: HashMap<SocketAddrV4, usize> = HashMap::new();
+    let mut server_index: HashMap<SocketAddr, usize> = HashMap::new();
     let mut pools = Vec::with_capacity(file.pools.len());
     let mut pool_index = HashMap::new();
-    let mut checks: Vec<(SocketAddrV4, HealthCheck)> = Vec::new();
+    let mut checks: Vec<(SocketAddr, HealthCheck)> = Vec::new();
     for (name, spanned) in &file.pools {
         let line = lines.of(spanned.span());
         let field = format!("pools.{name}");
@@ -645,7 +645,7 @@ fn compile_pool(
     lines: &Lines<'_>,
     backoff: Duration,
     servers: &mut Vec<Server>,
-    server_index: &mut HashMap<SocketAddrV4, usize>,
+    server_index: &mut HashMap<SocketAddr, usize>,
 ) -> Result<Pool, ConfigError> {
     if p.backends.is_empty() {
         return Err(ConfigError::EmptyPool {
@@ -879,7 +879,14 @@ fn compile_match(
                 let port = port.parse::<u16>().ok().filter(|&p| p != 0);
                 let vip = match vip {
                     "*" => Some(None),
-                    v => v.parse::<std::net::Ipv4Addr>().ok().map(Some),
+                    // An IPv6 VIP in brackets, as in a socket address (RFC 3986 §3.2.2).
+                    v => v
+                        .strip_prefix('[')
+                        .and_then(|v| v.strip_suffix(']'))
+                        .unwrap_or(v)
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(Some),
                 };
                 match (vip, port) {
                     (Some(vip), Some(port)) => Ok((vip, port)),

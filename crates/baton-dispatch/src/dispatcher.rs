@@ -244,6 +244,10 @@ impl Dispatcher {
             servers: &self.servers,
             now: self.now,
             exclude,
+            // A client's family picks the back-ends of that family: a pool with none
+            // up is, for this client, a pool with no healthy back-end (503, counted in
+            // `unavailable`).
+            client_ipv6: view.client.map(|ip| ip.is_ipv6()),
         };
         let chosen = pool
             .sticky
@@ -551,14 +555,14 @@ impl Dispatch for Dispatcher {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
     use baton_proto::request::{RequestLimits, parse_request};
 
     use super::*;
 
     fn be(k: u8) -> Backend {
-        SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10 + k), 80)
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10 + k), 80).into()
     }
 
     fn flow() -> FlowKey {
@@ -622,6 +626,94 @@ mod tests {
         pool = "hashed"
         match = { path_prefix = "/app/" }
     "#;
+
+    /// Pools of both families: rules are family-blind, a client's family picks the
+    /// back-ends of that family, and a pool with none of it is a pool with no healthy
+    /// back-end for that client (counted in `unavailable`).
+    const BOTH_FAMILIES: &str = r#"
+        default_pool = "mixed"
+        [pools.mixed]
+        backends = [
+            { address = "198.18.1.11:80" },
+            { address = "[2001:2:0:1::11]:80" },
+            { address = "198.18.1.12:80" },
+            { address = "[2001:2:0:1::12]:80" },
+        ]
+        [pools.hashed]
+        policy = "consistent_hash"
+        hash_key = "client_address"
+        backends = [
+            { address = "[2001:2:0:1::11]:80" },
+            { address = "198.18.1.11:80" },
+            { address = "[2001:2:0:1::12]:80" },
+        ]
+        [pools.v4]
+        backends = [{ address = "198.18.1.11:80" }]
+        [[rules]]
+        pool = "v4"
+        match = { path_prefix = "/v4/" }
+        [[rules]]
+        pool = "hashed"
+        match = { service = ["[2001:2:0:2::1]:443", "198.18.2.1:443"] }
+    "#;
+
+    fn flow_v6(service_port: u16) -> FlowKey {
+        FlowKey {
+            client: "[2001:2::2]:40000".parse().unwrap(),
+            service: SocketAddr::new("2001:2:0:2::1".parse().unwrap(), service_port),
+        }
+    }
+
+    fn pick_for(d: &mut Dispatcher, flow: &FlowKey, raw: &str) -> Option<Backend> {
+        let request = parse_request(raw.as_bytes(), &RequestLimits::default())
+            .unwrap()
+            .unwrap();
+        let now = d.now;
+        d.dispatch(now, flow, &request, &[])
+    }
+
+    #[test]
+    fn a_clients_family_picks_the_backends_of_that_family() {
+        let mut d = Dispatcher::from_toml(BOTH_FAMILIES).unwrap();
+        let v6: Vec<_> = (0..4)
+            .map(|_| pick_for(&mut d, &flow_v6(80), &get("/")).unwrap())
+            .collect();
+        assert!(v6.iter().all(SocketAddr::is_ipv6), "{v6:?}");
+        assert_ne!(v6[0], v6[1], "round robin over the IPv6 members");
+        let v4: Vec<_> = (0..4)
+            .map(|_| pick(&mut d, &get("/"), &[]).unwrap())
+            .collect();
+        assert!(v4.iter().all(SocketAddr::is_ipv4), "{v4:?}");
+        // A rule on an IPv6 service, and hashing on an IPv6 client's address.
+        let hashed = pick_for(&mut d, &flow_v6(443), &get("/")).unwrap();
+        assert!(hashed.is_ipv6());
+        assert_eq!(pick_for(&mut d, &flow_v6(443), &get("/")), Some(hashed));
+        // A pool with no IPv6 member: none for an IPv6 client, as if all were down.
+        assert_eq!(d.unavailable_count(), 0);
+        assert_eq!(pick_for(&mut d, &flow_v6(80), &get("/v4/x")), None);
+        assert_eq!(d.unavailable_count(), 1);
+        assert!(pick(&mut d, &get("/v4/x"), &[]).is_some_and(|b| b.is_ipv4()));
+    }
+
+    /// The kernel's dispatch is IPv4's: a pool with an IPv6 member picks in userspace
+    /// (`pool_policy`), the others compile as before.
+    #[test]
+    fn a_pool_with_ipv6_members_picks_in_userspace() {
+        let d = Dispatcher::from_toml(BOTH_FAMILIES).unwrap();
+        let program = d.compile_kernel(16_384, 64);
+        let placement = |name: &str| {
+            program
+                .pool_placements
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(placement("mixed").userspace, ["IPv6 back-ends"]);
+        assert_eq!(placement("hashed").userspace, ["IPv6 back-ends"]);
+        assert!(placement("v4").userspace.is_empty());
+        assert_eq!(program.backends.len(), 1, "{:?}", program.backends);
+    }
 
     #[test]
     fn first_match_wins_and_hits_are_counted() {

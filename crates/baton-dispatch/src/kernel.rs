@@ -31,7 +31,11 @@
 //! up members); a cookie the kernel cannot follow leaves requests with a Cookie field
 //! to the slow path.
 
-use std::{collections::HashMap, fmt, net::SocketAddrV4};
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{SocketAddr, SocketAddrV4},
+};
 
 use baton_common::kernel_dispatch::{
     BACKENDS_PER_GENERATION, KernelCookieName, KernelPool, KernelRuleSet, KernelSlot, KernelTerm,
@@ -634,6 +638,7 @@ fn compile_sticky(
         servers,
         now,
         exclude: &[],
+        client_ipv6: None,
     };
     let up = (0..pool.members.len()).filter(|&i| candidates.accept(i));
     let (flags, separator, members): (u32, Option<&str>, Vec<usize>) = match &sticky.by {
@@ -689,7 +694,11 @@ fn compile_sticky(
 }
 
 /// The index of back-end `addr` in `backends`, added if there is room.
-fn backend_index(addr: SocketAddrV4, backends: &mut Vec<SocketAddrV4>) -> Option<u32> {
+/// `None` for an IPv6 back-end too: the XDP program's tables are IPv4's.
+fn backend_index(addr: SocketAddr, backends: &mut Vec<SocketAddrV4>) -> Option<u32> {
+    let SocketAddr::V4(addr) = addr else {
+        return None;
+    };
     match backends.iter().position(|b| *b == addr) {
         Some(i) => Some(i as u32),
         None if backends.len() < BACKENDS_PER_GENERATION as usize => {
@@ -716,11 +725,18 @@ fn compile_policy(
             ..KernelPool::default()
         }
     };
+    // The XDP program's dispatch is IPv4's (its back-end table holds IPv4 addresses,
+    // and an IPv6 client never reaches it): a pool with an IPv6 member picks in
+    // userspace, for both families, so that one pool is never split between engines.
+    if pool.members.iter().any(|m| m.addr.is_ipv6()) {
+        return (slow(&mut placement, "IPv6 back-ends".into()), placement);
+    }
     let candidates = Candidates {
         members: &pool.members,
         servers,
         now,
         exclude: &[],
+        client_ipv6: None,
     };
     let up: Vec<usize> = (0..pool.members.len())
         .filter(|&i| candidates.accept(i))

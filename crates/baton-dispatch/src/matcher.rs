@@ -294,7 +294,7 @@ pub(crate) enum Condition {
     /// The regular expression finds a match in the path (anchor it with `^`/`$`).
     PathRegex(PathRegex),
     /// The connection's virtual service is one of these: a VIP (`None`: any) and port.
-    Service(Box<[(Option<std::net::Ipv4Addr>, u16)]>),
+    Service(Box<[(Option<std::net::IpAddr>, u16)]>),
     /// The file extension is one of these, ASCII case-insensitively (stored lower case).
     Extension(Box<[Box<str>]>),
     /// The method is one of these (methods are case-sensitive, RFC 9110 §9.1).
@@ -345,7 +345,7 @@ impl Condition {
             Self::Service(services) => view.service.is_some_and(|s| {
                 services
                     .iter()
-                    .any(|&(vip, port)| s.port() == port && vip.is_none_or(|v| v == *s.ip()))
+                    .any(|&(vip, port)| s.port() == port && vip.is_none_or(|v| v == s.ip()))
             }),
             Self::Extension(exts) => view
                 .extension

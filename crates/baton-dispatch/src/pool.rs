@@ -8,7 +8,7 @@
 //! robin's current weights, LARD's server sets), so selection takes `&mut self` on a
 //! single-threaded dispatcher instead of atomics behind `&self`.
 
-use std::{net::SocketAddrV4, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use baton_common::kernel_dispatch::{
     KernelLardSet, LardScan, LeastLoaded, backend_load, lard_overloaded, lard_start,
@@ -93,20 +93,36 @@ impl Member {
     }
 }
 
-fn address_seed(addr: SocketAddrV4) -> u64 {
-    let mut bytes = [0u8; 6];
-    bytes[..4].copy_from_slice(&addr.ip().octets());
-    bytes[4..].copy_from_slice(&addr.port().to_be_bytes());
-    hash::hash_bytes(&bytes)
+/// A member's hash seed from its address and port: IPv4's six bytes as before (the
+/// rendezvous scores of IPv4 pools do not move), IPv6's eighteen.
+fn address_seed(addr: SocketAddr) -> u64 {
+    match addr {
+        SocketAddr::V4(addr) => {
+            let mut bytes = [0u8; 6];
+            bytes[..4].copy_from_slice(&addr.ip().octets());
+            bytes[4..].copy_from_slice(&addr.port().to_be_bytes());
+            hash::hash_bytes(&bytes)
+        }
+        SocketAddr::V6(addr) => {
+            let mut bytes = [0u8; 18];
+            bytes[..16].copy_from_slice(&addr.ip().octets());
+            bytes[16..].copy_from_slice(&addr.port().to_be_bytes());
+            hash::hash_bytes(&bytes)
+        }
+    }
 }
 
 /// The back-ends one decision may use: a pool's members, the servers' state, the
-/// time, and those already tried.
+/// time, those already tried, and the client's family.
 pub(crate) struct Candidates<'s> {
     pub(crate) members: &'s [Member],
     pub(crate) servers: &'s [Server],
     pub(crate) now: Instant,
     pub(crate) exclude: &'s [Backend],
+    /// `Some(true)` for an IPv6 client, `Some(false)` for IPv4: only members of that
+    /// family are candidates, since a connection never mixes families. `None` (no
+    /// client known: the kernel's compilation) takes every member.
+    pub(crate) client_ipv6: Option<bool>,
 }
 
 impl Candidates<'_> {
@@ -114,7 +130,9 @@ impl Candidates<'_> {
     #[inline]
     pub(crate) fn accept(&self, i: usize) -> bool {
         let m = &self.members[i];
-        self.servers[m.server].is_available(self.now) && !self.exclude.contains(&m.addr)
+        self.servers[m.server].is_available(self.now)
+            && !self.exclude.contains(&m.addr)
+            && self.client_ipv6.is_none_or(|v6| m.addr.is_ipv6() == v6)
     }
 
     /// Member `i`'s server's active connections.
@@ -133,7 +151,7 @@ pub(crate) enum HashKey {
     Url,
     /// The Host (or SNI).
     Host,
-    /// The client's IPv4 address.
+    /// The client's address.
     ClientAddress,
     /// The first value of this header field (name stored lower case).
     Header(Box<str>),
@@ -184,8 +202,10 @@ impl HashKey {
 }
 
 fn client_hash(view: &RequestView<'_>) -> u64 {
-    view.client
-        .map_or(0, |ip| hash::mix64(u64::from(u32::from(ip)) ^ 0x5bd1_e995))
+    view.client.map_or(0, |ip| match ip {
+        std::net::IpAddr::V4(ip) => hash::mix64(u64::from(u32::from(ip)) ^ 0x5bd1_e995),
+        std::net::IpAddr::V6(ip) => hash::hash_bytes(&ip.octets()),
+    })
 }
 
 /// How a pool chooses among its accepted members.
@@ -537,12 +557,12 @@ impl Lard {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     use super::*;
 
     fn be(k: u8) -> Backend {
-        SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10 + k), 80)
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10 + k), 80).into()
     }
 
     fn setup(weights: &[u32]) -> (Vec<Member>, Vec<Server>) {
@@ -563,6 +583,7 @@ mod tests {
             servers: s,
             now: Instant::ZERO,
             exclude,
+            client_ipv6: None,
         }
     }
 
@@ -752,6 +773,7 @@ mod tests {
                 servers: &s,
                 now,
                 exclude: &[],
+                client_ipv6: None,
             };
             let mut pass = LardScan::default();
             let start = lard_start(target, n as u32) as usize;

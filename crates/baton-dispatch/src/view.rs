@@ -1,6 +1,6 @@
 //! [`RequestView`]: what the rules look at, borrowed from the parsed request.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use baton_proto::{
     frontend::FlowKey,
@@ -30,15 +30,15 @@ pub struct RequestView<'a> {
     /// Every HTTP header field in order; empty for TLS.
     pub headers: &'a [HttpHeader<'a>],
     /// The client's address, the hash key of last resort.
-    pub client: Option<Ipv4Addr>,
+    pub client: Option<IpAddr>,
     /// The virtual service (VIP and port) the client connected to, for rules on it.
-    pub service: Option<SocketAddrV4>,
+    pub service: Option<SocketAddr>,
 }
 
 impl<'a> RequestView<'a> {
     /// The view of a parsed request; `flow` supplies the client address.
     pub fn new(request: &'a ClientRequest<'a>, flow: Option<&FlowKey>) -> Self {
-        let client = flow.map(|f| *f.client.ip());
+        let client = flow.map(|f| f.client.ip());
         let service = flow.map(|f| f.service);
         match request {
             ClientRequest::Http(head) => Self {

@@ -8,7 +8,7 @@ use baton_proto::frontend::{Backend, Instant};
 use proptest::prelude::*;
 
 fn be(k: usize) -> Backend {
-    SocketAddrV4::new([198, 18, 1, 10 + k as u8].into(), 80)
+    SocketAddrV4::new([198, 18, 1, 10 + k as u8].into(), 80).into()
 }
 
 /// A dispatcher whose default pool hashes the path over `weights.len()` back-ends.

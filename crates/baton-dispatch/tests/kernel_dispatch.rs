@@ -9,7 +9,7 @@
 //! cookies meet rules on cookies and sticky pools (by id and by hash), where the
 //! back-end is exact too; generated TLS ClientHellos meet SNI and Host rules.
 
-use std::{collections::BTreeMap, net::SocketAddrV4, path::Path};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use baton_common::kernel_dispatch::{
     KernelDecision, KernelPool, KernelText, RuleTables, SCRATCH_LEN, decide, reason,
@@ -202,7 +202,7 @@ struct Engines {
     cursors: Vec<u32>,
     buf: Box<[u8; SCRATCH_LEN]>,
     /// Each pool's members, by the dispatcher's pool index.
-    members: Vec<Vec<SocketAddrV4>>,
+    members: Vec<Vec<SocketAddr>>,
 }
 
 impl Engines {
@@ -215,7 +215,7 @@ impl Engines {
         let limits = RequestLimits::default();
         let program = dispatcher.compile_kernel(limits.max_head_len, limits.max_headers);
         let names: Vec<String> = dispatcher.pools().map(|(n, _)| n.to_owned()).collect();
-        let mut by_name: BTreeMap<&str, Vec<SocketAddrV4>> = BTreeMap::new();
+        let mut by_name: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
         for (pool, backend, _) in dispatcher.pool_members() {
             by_name.entry(pool).or_default().push(backend);
         }
@@ -268,7 +268,7 @@ impl Engines {
             panic!("the kernel hands off {show:?}, the dispatcher has no back-end up");
         };
         let pool = self.dispatcher.last_route().1;
-        let kernels = self.program.backends[kernel.backend as usize];
+        let kernels = SocketAddr::V4(self.program.backends[kernel.backend as usize]);
         assert!(
             self.members[pool].contains(&kernels) && self.members[pool].contains(&chosen),
             "{show:?}: {kernels} and {chosen} in pool {pool}"
@@ -289,7 +289,11 @@ impl Engines {
         self.program
             .backends
             .iter()
-            .map(|b| self.dispatcher.backend_status(*b).map_or(0, |s| s.active))
+            .map(|b| {
+                self.dispatcher
+                    .backend_status(SocketAddr::V4(*b))
+                    .map_or(0, |s| s.active)
+            })
             .collect()
     }
 
@@ -837,7 +841,10 @@ fn round_robin_follows_the_smooth_weighted_sequence() {
         let Decision::Backend(chosen) = e.dispatcher.decide(Instant::ZERO, &view, &[]) else {
             panic!("no back-end");
         };
-        assert_eq!(e.program.backends[kernel.backend as usize], chosen);
+        assert_eq!(
+            SocketAddr::V4(e.program.backends[kernel.backend as usize]),
+            chosen
+        );
     }
 }
 
@@ -881,15 +888,21 @@ backends = [
             0 => {
                 kernel_opened[b] += 1;
                 e.dispatcher
-                    .set_kernel_opened(backends[b], kernel_opened[b]);
+                    .set_kernel_opened(backends[b].into(), kernel_opened[b]);
                 if rng & 0x1000 != 0 {
-                    e.dispatcher.on_kernel_handoff(backends[b]);
-                    e.dispatcher.on_handed_off(backends[b]);
+                    e.dispatcher.on_kernel_handoff(backends[b].into());
+                    e.dispatcher.on_handed_off(backends[b].into());
                 }
             }
-            1 => e.dispatcher.on_handed_off(backends[b]),
-            2 if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
-                e.dispatcher.on_closed(backends[b])
+            1 => e.dispatcher.on_handed_off(backends[b].into()),
+            2 if e
+                .dispatcher
+                .backend_status(backends[b].into())
+                .unwrap()
+                .active
+                > 0 =>
+            {
+                e.dispatcher.on_closed(backends[b].into())
             }
             _ => {}
         }
@@ -908,7 +921,7 @@ backends = [
             panic!("no back-end");
         };
         let kernels = backends[kernel.backend as usize];
-        assert_eq!(kernels, chosen, "loads {loads:?}");
+        assert_eq!(SocketAddr::V4(kernels), chosen, "loads {loads:?}");
         *picks.entry(chosen).or_insert(0) += 1;
     }
     assert_eq!(

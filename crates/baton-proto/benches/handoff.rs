@@ -37,7 +37,7 @@ impl Dispatch for One {
         _: &ClientRequest<'_>,
         _: &[Backend],
     ) -> Option<Backend> {
-        Some(BACKEND)
+        Some(BACKEND.into())
     }
 }
 
@@ -146,7 +146,7 @@ fn transmits(fe: &mut FrontEnd<One>) -> usize {
 
 fn config() -> Config {
     Config {
-        services: vec![SocketAddrV4::new(VIP, 80)],
+        services: vec![SocketAddrV4::new(VIP, 80).into()],
         secret: [1; 16],
         handoff_key: [2; 16],
         max_connections: BATCH as usize,

@@ -10,7 +10,11 @@
 //!
 //! Needs root (loading programs); without it each test prints why it skipped.
 
-use std::{collections::BTreeMap, net::SocketAddrV4, sync::Mutex};
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, SocketAddrV4},
+    sync::Mutex,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -302,7 +306,7 @@ impl Requests {
 struct Engines {
     dispatcher: Dispatcher,
     program: KernelProgram,
-    members: Vec<Vec<SocketAddrV4>>,
+    members: Vec<Vec<SocketAddr>>,
 }
 
 impl Engines {
@@ -311,7 +315,7 @@ impl Engines {
         let limits = RequestLimits::default();
         let program = dispatcher.compile_kernel(limits.max_head_len, limits.max_headers);
         let names: Vec<String> = dispatcher.pools().map(|(n, _)| n.to_owned()).collect();
-        let mut by_name: BTreeMap<&str, Vec<SocketAddrV4>> = BTreeMap::new();
+        let mut by_name: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
         for (pool, backend, _) in dispatcher.pool_members() {
             by_name.entry(pool).or_default().push(backend);
         }
@@ -357,7 +361,7 @@ impl Engines {
             kernel.backend >= base,
             "{show:?}: a back-end of generation {generation}"
         );
-        let kernels = self.program.backends[(kernel.backend - base) as usize];
+        let kernels = SocketAddr::V4(self.program.backends[(kernel.backend - base) as usize]);
         assert!(
             self.members[pool].contains(&kernels),
             "{show:?}: {kernels} in pool {pool}"
@@ -593,10 +597,16 @@ fn churn(
     let b = (r % backends.len() as u64) as usize;
     match (r >> 8) % 4 {
         0 => opened[b] += 1 + (r >> 20) % 3,
-        1 if opened[b] > 0 => e.dispatcher.on_kernel_handoff(backends[b]),
-        2 => e.dispatcher.on_handed_off(backends[b]),
-        _ if e.dispatcher.backend_status(backends[b]).unwrap().active > 0 => {
-            e.dispatcher.on_closed(backends[b])
+        1 if opened[b] > 0 => e.dispatcher.on_kernel_handoff(backends[b].into()),
+        2 => e.dispatcher.on_handed_off(backends[b].into()),
+        _ if e
+            .dispatcher
+            .backend_status(backends[b].into())
+            .unwrap()
+            .active
+            > 0 =>
+        {
+            e.dispatcher.on_closed(backends[b].into())
         }
         _ => {}
     }
@@ -655,13 +665,13 @@ backends = [
             );
             let loads: Vec<u64> = backends
                 .iter()
-                .map(|b| u64::from(e.dispatcher.backend_status(*b).unwrap().active))
+                .map(|b| u64::from(e.dispatcher.backend_status((*b).into()).unwrap().active))
                 .collect();
             let fewest = (0..loads.len())
                 .filter(|&i| {
                     (0..loads.len()).all(|j| loads[i] * weights[j] <= loads[j] * weights[i])
                 })
-                .map(|i| backends[i])
+                .map(|i| SocketAddr::V4(backends[i]))
                 .collect::<Vec<_>>();
             let (d, _) = probe(&ebpf, raw, 1);
             assert_eq!(
@@ -669,7 +679,7 @@ backends = [
                 KernelDecision::HAND_OFF,
                 "loads {loads:?}: {d:?}"
             );
-            let kernels = backends[(d.backend - base) as usize];
+            let kernels = SocketAddr::V4(backends[(d.backend - base) as usize]);
             let Decision::Backend(chosen) = e.dispatcher.decide(Instant::ZERO, &view, &[]) else {
                 panic!("no back-end");
             };
@@ -771,7 +781,7 @@ match = { path_prefix = "/s/" }
             let (d, _) = probe(&ebpf, raw.as_bytes(), 1);
             let loads: Vec<u32> = backends
                 .iter()
-                .map(|b| e.dispatcher.backend_status(*b).unwrap().active)
+                .map(|b| e.dispatcher.backend_status((*b).into()).unwrap().active)
                 .collect();
             let sets: Vec<_> = e.dispatcher.lard_sets().collect();
             let lard_sets: Vec<_> = sets
@@ -815,7 +825,7 @@ match = { path_prefix = "/s/" }
                     "{target}, loads {loads:?}: the kernel picked, LARD changed its set"
                 );
                 assert_eq!(
-                    backends[(d.backend - base) as usize],
+                    SocketAddr::V4(backends[(d.backend - base) as usize]),
                     chosen,
                     "{target}, loads {loads:?}"
                 );

@@ -1,6 +1,6 @@
 //! What the operator decides: services, TCP terms, limits, timers and secrets.
 
-use std::{net::SocketAddrV4, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use crate::request::{DEFAULT_MAX_HEAD_LEN, MAX_HEADERS, RequestLimits};
 use crate::wire::Checksums;
@@ -18,8 +18,9 @@ pub const MIN_MSS: u16 = 536;
 #[derive(Clone)]
 pub struct Config {
     /// The virtual services (VIP and port) whose connections the front-end handles.
-    /// A packet to anything else is dropped and counted.
-    pub services: Vec<SocketAddrV4>,
+    /// A packet to anything else is dropped and counted. IPv4 and IPv6 alike: a
+    /// client's family picks the VIP addresses (and back-ends) of that family.
+    pub services: Vec<SocketAddr>,
     /// Local secret for ISNs (RFC 6528), timestamp offsets (RFC 7323 §7.1), SYN cookies
     /// (RFC 4987 §3.6) and the flow table's hash. Random at start-up, never shared. A
     /// restart with a new secret invalidates outstanding cookies, nothing else.
@@ -27,8 +28,9 @@ pub struct Config {
     /// The key shared with the back-ends for the handoff option's tag
     /// ([`baton_common::handoff_option`]).
     pub handoff_key: [u8; 16],
-    /// Largest MSS the front-end announces; the SYN/ACK carries the smaller of this and
-    /// the client's (RFC 9293 §3.7.1).
+    /// Largest MSS the front-end announces to IPv4 clients; the SYN/ACK carries the
+    /// smaller of this and the client's (RFC 9293 §3.7.1). IPv6 clients get 20 bytes
+    /// less ([`Config::mss_for`]): the same MTU carries IPv6's 40-byte header.
     pub mss: u16,
     /// `ws_f`: the window-scale shift announced to clients that offer window scaling
     /// (RFC 7323 §2). At most 14.
@@ -191,6 +193,17 @@ impl Config {
             return Err(ConfigError::Connections(self.max_connections));
         }
         Ok(())
+    }
+
+    /// The largest MSS announced to a client of the family `ipv6` says: [`Config::mss`]
+    /// for IPv4, 20 bytes less for IPv6, whose fixed header is 40 bytes to IPv4's 20
+    /// (`baton_common::ipv6::ipv6_mss`: the MTU less 60), never below [`MIN_MSS`].
+    pub fn mss_for(&self, ipv6: bool) -> u16 {
+        if ipv6 {
+            self.mss.saturating_sub(20).max(MIN_MSS)
+        } else {
+            self.mss
+        }
     }
 
     /// The request parser's limits.

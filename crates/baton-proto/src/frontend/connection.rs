@@ -2,14 +2,14 @@
 
 use std::{
     collections::VecDeque,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
 
 use baton_common::{
     frontend::{FlowNotice, acknowledges_backend_data, judge_client_segment},
-    handoff_option::{HandoffBinding, HandoffOption},
+    handoff_option::{HandoffBinding, HandoffBindingV6, HandoffOption},
     stamp::{self, StampedFlow},
     syn_prime::{
         SYN_PRIME_HEADERS_LEN, SynPrime, payload_sum, window_in_syn, write_syn_prime_headers,
@@ -20,11 +20,11 @@ use baton_common::{
 use super::config::{MAX_CANDIDATES, MIN_MSS};
 use super::packet::{self, bare_segment, seq_le, seq_lt, with_timestamps};
 use super::{
-    Backend, Dispatch, Event, Feedback, FlowKey, FrontEnd, HalfOpenSyns, HandedOff, HandoffFailure,
-    Handover, Instant, KernelHandoff, ResetReason,
+    Backend, Dispatch, Event, Feedback, FlowBytes, FlowKey, FrontEnd, HalfOpenSyns, HandedOff,
+    HandoffFailure, Handover, Instant, KernelHandoff, ResetReason, SynCookieConfig,
 };
 use crate::request::{ClientRequest, parse_request};
-use crate::wire::{Checksums, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
+use crate::wire::{Checksums, IpRepr, TcpFlags, TcpRepr, TcpTimestamps};
 
 /// Where a connection is, as [`FrontEnd::connection_state`] reports it.
 ///
@@ -383,12 +383,12 @@ fn unavailable_response(body: &[u8]) -> Vec<u8> {
 
 /// Whether the client's SYN asks for ECN in a way a server grants: the one definition the
 /// fast path's cookie SYN/ACKs use too.
-fn ecn_setup(ip: &Ipv4Repr, tcp: &TcpRepr<'_>) -> bool {
-    syncookie::ecn_setup_syn(tcp.flags.bits() as u8, ip.dscp_ecn)
+fn ecn_setup(ip: &IpRepr, tcp: &TcpRepr<'_>) -> bool {
+    syncookie::ecn_setup_syn(tcp.flags.bits() as u8, ip.dscp_ecn())
 }
 
 /// The client's SYN as the choice of options ([`syncookie::agreed_options`]) reads it.
-fn syn_options(ip: &Ipv4Repr, tcp: &TcpRepr<'_>) -> SynOptions {
+fn syn_options(ip: &IpRepr, tcp: &TcpRepr<'_>) -> SynOptions {
     SynOptions {
         mss: tcp.max_seg_size,
         window_scale: tcp.window_scale,
@@ -439,7 +439,7 @@ impl<D: Dispatch> FrontEnd<D> {
         &mut self,
         now: Instant,
         flow: FlowKey,
-        ip: &Ipv4Repr,
+        ip: &IpRepr,
         tcp: &TcpRepr<'_>,
         raw: &[u8],
         syns: &mut dyn HalfOpenSyns,
@@ -472,7 +472,7 @@ impl<D: Dispatch> FrontEnd<D> {
         &mut self,
         now: Instant,
         flow: FlowKey,
-        ip: &Ipv4Repr,
+        ip: &IpRepr,
         tcp: &TcpRepr<'_>,
         raw: &[u8],
         syns: &mut dyn HalfOpenSyns,
@@ -528,7 +528,7 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     /// A SYN for a new connection (docs/design.md, "Packet walk", step 1).
-    fn on_syn(&mut self, now: Instant, flow: FlowKey, ip: &Ipv4Repr, tcp: &TcpRepr<'_>) {
+    fn on_syn(&mut self, now: Instant, flow: FlowKey, ip: &IpRepr, tcp: &TcpRepr<'_>) {
         self.stats.syns_received += 1;
         // Data in a SYN (TCP Fast Open, RFC 7413) is not acknowledged; the client sends
         // it again after the handshake (RFC 7413 §4.2.2: fall back to a regular
@@ -557,7 +557,7 @@ impl<D: Dispatch> FrontEnd<D> {
             mss: tcp.max_seg_size,
             window_scale: tcp.window_scale,
             tsval: tcp.timestamps.map_or(0, |ts| ts.tsval),
-            ttl: ip.ttl,
+            ttl: ip.ttl(),
         };
         let timestamps = agreed.timestamps.is_some();
         let terms = FrontTerms {
@@ -583,13 +583,7 @@ impl<D: Dispatch> FrontEnd<D> {
 
     /// A stateless SYN/ACK whose ISN is a SYN cookie (RFC 4987 §3.6); see
     /// [`super::cookie`] for what it keeps of the SYN.
-    fn send_cookie_syn_ack(
-        &mut self,
-        now: Instant,
-        flow: FlowKey,
-        ip: &Ipv4Repr,
-        tcp: &TcpRepr<'_>,
-    ) {
+    fn send_cookie_syn_ack(&mut self, now: Instant, flow: FlowKey, ip: &IpRepr, tcp: &TcpRepr<'_>) {
         // The same decisions as the fast path's cookie SYN/ACKs: one definition. The core
         // keeps no half-open map of its own: a client without timestamps gets the
         // cookie's terms here (the XDP program's answers, with its map, are the common
@@ -601,14 +595,34 @@ impl<D: Dispatch> FrontEnd<D> {
         {
             self.stats.syn_cookies_without_options += 1;
         }
-        let answer = syncookie::cookie_syn_ack(
-            &config,
-            now.as_nanos(),
-            &flow.to_bytes(),
-            tcp.seq_number,
-            &options,
-            false,
-        );
+        let answer = match flow.to_bytes() {
+            FlowBytes::V4(bytes) => syncookie::cookie_syn_ack(
+                &config,
+                now.as_nanos(),
+                &bytes,
+                tcp.seq_number,
+                &options,
+                false,
+            ),
+            // IPv6: the 36-byte flow, whose hashes carry Linux's IPv6 MSS table, and the
+            // MSS an IPv6 client is announced (`Config::mss_for`).
+            FlowBytes::V6(bytes) => {
+                let config = SynCookieConfig {
+                    max_mss: self.config.mss_for(true),
+                    ..config
+                };
+                let hashes =
+                    syncookie::cookie_hashes(&config.keys, now.as_nanos(), &bytes, tcp.seq_number);
+                syncookie::cookie_syn_ack_with(
+                    &config,
+                    &hashes,
+                    now.as_nanos(),
+                    tcp.seq_number,
+                    &options,
+                    false,
+                )
+            }
+        };
         let syn = ClientSyn {
             isn: tcp.seq_number,
             window: tcp.window_len,
@@ -616,7 +630,7 @@ impl<D: Dispatch> FrontEnd<D> {
             mss: Some(tcp.max_seg_size.unwrap_or(MIN_MSS)),
             window_scale: tcp.window_scale,
             tsval: tcp.timestamps.map_or(0, |ts| ts.tsval),
-            ttl: ip.ttl,
+            ttl: ip.ttl(),
         };
         let terms = FrontTerms {
             isn_f: answer.isn,
@@ -650,7 +664,7 @@ impl<D: Dispatch> FrontEnd<D> {
         &mut self,
         now: Instant,
         flow: FlowKey,
-        ip: &Ipv4Repr,
+        ip: &IpRepr,
         tcp: &TcpRepr<'_>,
         raw: &[u8],
         syns: &mut dyn HalfOpenSyns,
@@ -708,7 +722,7 @@ impl<D: Dispatch> FrontEnd<D> {
             mss: Some(mss),
             window_scale,
             tsval: timestamps.map_or(0, |ts| ts.tsval),
-            ttl: ip.ttl,
+            ttl: ip.ttl(),
         };
         let terms = FrontTerms {
             isn_f,
@@ -1038,6 +1052,18 @@ impl<D: Dispatch> FrontEnd<D> {
             || conn.request.len() >= self.config.max_request_len
     }
 
+    /// The dispatcher's `choice`, unless it is of the other family than the client's
+    /// (counted): a connection never mixes families, so such a back-end is no back-end.
+    fn of_clients_family(&mut self, flow: &FlowKey, choice: Option<Backend>) -> Option<Backend> {
+        match choice {
+            Some(backend) if !flow.same_family(&backend) => {
+                self.stats.backend_family_mismatches += 1;
+                None
+            }
+            choice => choice,
+        }
+    }
+
     /// Parses the buffer and, when the head is complete, dispatches it.
     fn decide(&mut self, now: Instant, conn: &Connection) -> Decision {
         let limits = self.config.request_limits();
@@ -1053,7 +1079,10 @@ impl<D: Dispatch> FrontEnd<D> {
                         self.dispatcher.assign(now, &conn.flow, &request, backend);
                         Some(backend)
                     }
-                    _ => self.dispatcher.dispatch(now, &conn.flow, &request, &[]),
+                    _ => {
+                        let choice = self.dispatcher.dispatch(now, &conn.flow, &request, &[]);
+                        self.of_clients_family(&conn.flow, choice)
+                    }
                 },
             },
             Err(error) => Decision::Refused(error.http_status()),
@@ -1141,14 +1170,25 @@ impl<D: Dispatch> FrontEnd<D> {
         else {
             return AnswerSender::Current;
         };
+        // The stamp's MAC binds IPv4 addresses (`baton_common::stamp`); IPv6 back-ends
+        // do not stamp yet, so an IPv6 answer is the current back-end's, as an unstamped
+        // one is.
+        let (IpAddr::V4(client_ip), IpAddr::V4(vip)) =
+            (conn.flow.client.ip(), conn.flow.service.ip())
+        else {
+            return AnswerSender::Current;
+        };
         let named = conn.tried.iter().enumerate().find_map(|(index, backend)| {
             let backend = (*backend)?;
+            let IpAddr::V4(backend_ip) = backend.ip() else {
+                return None;
+            };
             let flow = StampedFlow {
-                client_addr: conn.flow.client.ip().octets(),
+                client_addr: client_ip.octets(),
                 client_port: conn.flow.client.port(),
-                vip_addr: conn.flow.service.ip().octets(),
+                vip_addr: vip.octets(),
                 vip_port: conn.flow.service.port(),
-                backend_addr: backend.ip().octets(),
+                backend_addr: backend_ip.octets(),
                 backend_port: backend.port(),
             };
             (stamp::id_of(stamp) == stamp::backend_id(flow.backend_addr)
@@ -1472,8 +1512,8 @@ impl<D: Dispatch> FrontEnd<D> {
         });
         let ack_prime = with_timestamps(ack_prime, ts);
         let packet = packet::build(
-            *conn.flow.client.ip(),
-            *backend.ip(),
+            conn.flow.client.ip(),
+            backend.ip(),
             conn.syn.ttl,
             &ack_prime,
         );
@@ -1657,6 +1697,8 @@ impl<D: Dispatch> FrontEnd<D> {
             Some(None)
         } else if one_turn {
             self.syn_prime(conn, true)
+                // The MTU: the IPv4 MSS and 40 bytes of headers, which is also the IPv6
+                // MSS (20 less) and 60.
                 .filter(|p| p.len() <= usize::from(self.config.mss) + 40)
                 .map(Some)
         } else {
@@ -1771,14 +1813,17 @@ impl<D: Dispatch> FrontEnd<D> {
             self.stats.backends_exhausted += 1;
             return self.abort_after_backend(now, conn);
         }
-        let mut exclude = [Backend::new(Ipv4Addr::UNSPECIFIED, 0); MAX_CANDIDATES];
+        let mut exclude = [Backend::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0); MAX_CANDIDATES];
         for (slot, backend) in exclude.iter_mut().zip(conn.tried.iter().flatten()) {
             *slot = *backend;
         }
         let exclude = &exclude[..tried];
         let limits = self.config.request_limits();
         let choice = match parse_request(&conn.request, &limits) {
-            Ok(Some(request)) => self.dispatcher.dispatch(now, &conn.flow, &request, exclude),
+            Ok(Some(request)) => {
+                let choice = self.dispatcher.dispatch(now, &conn.flow, &request, exclude);
+                self.of_clients_family(&conn.flow, choice)
+            }
             _ => None,
         };
         match choice {
@@ -2029,7 +2074,7 @@ impl<D: Dispatch> FrontEnd<D> {
     }
 
     fn send_to_client(&mut self, flow: &FlowKey, tcp: &TcpRepr<'_>) {
-        let packet = packet::build(*flow.service.ip(), *flow.client.ip(), self.config.ttl, tcp);
+        let packet = packet::build(flow.service.ip(), flow.client.ip(), self.config.ttl, tcp);
         self.transmit(packet);
     }
 
@@ -2071,10 +2116,9 @@ impl<D: Dispatch> FrontEnd<D> {
         // timestamps only if offered, echoing its TSval (RFC 7323 §3.2), ECN only if
         // asked: ECE and not CWR (RFC 3168 §6.1.1), the SYN' then asking the back-end
         // for it in the client's name (`Config::ecn`).
-        tcp.max_seg_size = Some(
-            syn.mss
-                .map_or(self.config.mss, |mss| mss.clamp(MIN_MSS, self.config.mss)),
-        );
+        tcp.max_seg_size = Some(syn.mss.map_or(self.config.mss_for(flow.is_ipv6()), |mss| {
+            mss.clamp(MIN_MSS, self.config.mss_for(flow.is_ipv6()))
+        }));
         tcp.window_scale = terms.ws_f;
         tcp.sack_permitted = terms.sack;
         if terms.timestamps {
@@ -2179,14 +2223,39 @@ impl<D: Dispatch> FrontEnd<D> {
             flags |= HandoffOption::SACK;
         }
         let option = HandoffOption::new(terms.isn_f, terms.tsv_f, terms.ws_f.unwrap_or(0), flags);
-        let binding = HandoffBinding {
-            client_ip: conn.flow.client.ip().octets(),
-            client_port: conn.flow.client.port(),
-            backend_ip: backend.ip().octets(),
-            backend_port: backend.port(),
-            client_isn: conn.syn.isn,
+        // The tag binds both addresses: IPv4's 32-byte message, or IPv6's ("BTN2", 56
+        // bytes), with the option's bytes the same on the wire either way.
+        let encoded = match (conn.flow.client.ip(), backend.ip()) {
+            (IpAddr::V4(client), IpAddr::V4(backend_ip)) => option.encode(
+                &self.secrets.handoff,
+                &HandoffBinding {
+                    client_ip: client.octets(),
+                    client_port: conn.flow.client.port(),
+                    backend_ip: backend_ip.octets(),
+                    backend_port: backend.port(),
+                    client_isn: conn.syn.isn,
+                },
+            ),
+            (IpAddr::V6(client), IpAddr::V6(backend_ip)) => option.encode(
+                &self.secrets.handoff,
+                &HandoffBindingV6 {
+                    client_ip: client.octets(),
+                    client_port: conn.flow.client.port(),
+                    backend_ip: backend_ip.octets(),
+                    backend_port: backend.port(),
+                    client_isn: conn.syn.isn,
+                },
+            ),
+            // Never chosen (`of_clients_family`); nothing to send.
+            _ => {
+                self.stats.emit_errors += 1;
+                return None;
+            }
         };
-        let encoded = option.encode(&self.secrets.handoff, &binding);
+        let v4 = |ip: IpAddr| match ip {
+            IpAddr::V4(ip) => ip.octets(),
+            IpAddr::V6(_) => [0; 4],
+        };
         // With the request, the client's window as it sent the request: the back-end
         // answers at once, sending into it (see `start_handoff`). A bare SYN''s window
         // is replaced by the ACK''s.
@@ -2198,8 +2267,9 @@ impl<D: Dispatch> FrontEnd<D> {
         // The layout the XDP program writes for the handoffs decided in the kernel
         // (`baton_common::syn_prime`), so a back-end sees one SYN' whichever path sent it.
         let prime = SynPrime {
-            client_addr: conn.flow.client.ip().octets(),
-            backend_addr: backend.ip().octets(),
+            // IPv6's SYN' is this one's segment behind an IPv6 header (below).
+            client_addr: v4(conn.flow.client.ip()),
+            backend_addr: v4(backend.ip()),
             client_port: conn.flow.client.port(),
             backend_port: backend.port(),
             client_isn: conn.syn.isn,
@@ -2225,7 +2295,20 @@ impl<D: Dispatch> FrontEnd<D> {
         if let Ok(headers) = <&mut [u8; SYN_PRIME_HEADERS_LEN]>::try_from(headers) {
             write_syn_prime_headers(headers, &prime, payload_len, payload_sum(payload));
         }
-        Some(packet)
+        match (conn.flow.client.ip(), backend.ip()) {
+            // One layout of the segment for both families: the IPv4 SYN''s TCP header
+            // and payload, its checksum made again over IPv6's pseudo-header.
+            (IpAddr::V6(client), IpAddr::V6(backend_ip)) => {
+                match packet::reframe_v6(&packet, client, backend_ip, conn.syn.ttl) {
+                    Ok(packet) => Some(packet),
+                    Err(_) => {
+                        self.stats.emit_errors += 1;
+                        None
+                    }
+                }
+            }
+            _ => Some(packet),
+        }
     }
 
     /// The client's ACK' and its buffered bytes, replayed to the back-end in the
@@ -2261,8 +2344,8 @@ impl<D: Dispatch> FrontEnd<D> {
             conn.client_window,
         );
         let ack_prime = with_timestamps(ack_prime, ts);
-        let client = *conn.flow.client.ip();
-        let packet = packet::build(client, *backend.ip(), conn.syn.ttl, &ack_prime);
+        let client = conn.flow.client.ip();
+        let packet = packet::build(client, backend.ip(), conn.syn.ttl, &ack_prime);
         self.transmit(packet);
     }
 
@@ -2277,12 +2360,13 @@ impl<D: Dispatch> FrontEnd<D> {
         ts: Option<(u32, u32)>,
     ) {
         let src_port = conn.flow.client.port();
-        let client = *conn.flow.client.ip();
+        let client = conn.flow.client.ip();
         // Segments no larger than the back-end's MSS less the timestamp option. The
         // back-end's initial receive window (64 KiB on Linux) exceeds the request limit,
         // so all are sent at once.
         let overhead = if ts.is_some() { 12 } else { 0 };
-        let segment = usize::from(conn.backend_mss.min(self.config.mss)) - overhead;
+        let mss = self.config.mss_for(conn.flow.is_ipv6());
+        let segment = usize::from(conn.backend_mss.min(mss)) - overhead;
         let chunks = conn.request.chunks(segment.max(1));
         let count = chunks.len();
         let mut seq = first;
@@ -2302,7 +2386,7 @@ impl<D: Dispatch> FrontEnd<D> {
             );
             tcp.payload = chunk;
             let tcp = with_timestamps(tcp, ts);
-            let packet = packet::build(client, *backend.ip(), conn.syn.ttl, &tcp);
+            let packet = packet::build(client, backend.ip(), conn.syn.ttl, &tcp);
             self.transmit(packet);
             seq = seq.wrapping_add(chunk.len() as u32);
         }
@@ -2342,9 +2426,9 @@ impl<D: Dispatch> FrontEnd<D> {
     /// One RST to `backend` from `client`, at `seq`: no ACK, since the front-end never
     /// learns the server's ISN (RFC 9293 §3.10.7.3 accepts a RST on its sequence number
     /// alone; RFC 5961 §3.2 wants it exact).
-    fn reset_backend_at(&mut self, client: SocketAddrV4, ttl: u8, backend: Backend, seq: u32) {
+    fn reset_backend_at(&mut self, client: SocketAddr, ttl: u8, backend: Backend, seq: u32) {
         let rst = bare_segment(client.port(), backend.port(), seq, 0, TcpFlags::RST, 0);
-        let packet = packet::build(*client.ip(), *backend.ip(), ttl, &rst);
+        let packet = packet::build(client.ip(), backend.ip(), ttl, &rst);
         self.transmit(packet);
     }
 
@@ -2367,8 +2451,8 @@ impl<D: Dispatch> FrontEnd<D> {
             return;
         };
         let flow = FlowKey {
-            client: SocketAddrV4::new(ip.src_addr, tcp.src_port),
-            service: SocketAddrV4::new(ip.dst_addr, tcp.dst_port),
+            client: SocketAddr::new(ip.src_addr(), tcp.src_port),
+            service: SocketAddr::new(ip.dst_addr(), tcp.dst_port),
         };
         let client_isn = tcp.seq_number.wrapping_sub(1);
         let tracked = self.flows.get(&flow).is_some_and(|&slot| {
@@ -2383,9 +2467,9 @@ impl<D: Dispatch> FrontEnd<D> {
         self.stats.refused_handoffs_reset += 1;
         let syn_end = tcp.seq_number;
         let request_end = syn_end.wrapping_add(tcp.payload.len() as u32);
-        self.reset_backend_at(flow.client, ip.ttl, backend, syn_end);
+        self.reset_backend_at(flow.client, ip.ttl(), backend, syn_end);
         if request_end != syn_end {
-            self.reset_backend_at(flow.client, ip.ttl, backend, request_end);
+            self.reset_backend_at(flow.client, ip.ttl(), backend, request_end);
         }
     }
 }

@@ -16,7 +16,7 @@ use baton_common::{
     syncookie::{self, Cookie, CookieKeys},
 };
 
-use super::{FlowKey, Instant};
+use super::{FlowBytes, FlowKey, Instant};
 
 /// The sub-keys derived from [`super::Config::secret`].
 #[derive(Clone)]
@@ -63,13 +63,20 @@ impl Secrets {
     /// 4-microsecond clock and `F` SipHash-2-4.
     pub fn isn(&self, now: Instant, flow: &FlowKey) -> u32 {
         let m = (now.as_nanos() / 4_000) as u32;
-        m.wrapping_add(siphash24(&self.isn, &flow.to_bytes()) as u32)
+        let f = match flow.to_bytes() {
+            FlowBytes::V4(bytes) => siphash24(&self.isn, &bytes),
+            FlowBytes::V6(bytes) => siphash24(&self.isn, &bytes),
+        };
+        m.wrapping_add(f as u32)
     }
 
     /// `tsv_f`: a per-connection random offset plus a 1 ms clock (RFC 7323 §5.4, §7.1),
     /// so that TSvals reveal nothing of the host's uptime and differ between connections.
     pub fn tsval(&self, now: Instant, flow: &FlowKey) -> u32 {
-        syncookie::tsval(&self.cookies, now.as_nanos(), &flow.to_bytes())
+        match flow.to_bytes() {
+            FlowBytes::V4(bytes) => syncookie::tsval(&self.cookies, now.as_nanos(), &bytes),
+            FlowBytes::V6(bytes) => syncookie::tsval(&self.cookies, now.as_nanos(), &bytes),
+        }
     }
 
     /// The keys cookies and TSvals are made with, for the fast path.
@@ -86,13 +93,16 @@ impl Secrets {
         client_isn: u32,
         cookie: u32,
     ) -> Option<Cookie> {
-        syncookie::check_cookie(
-            &self.cookies,
-            now.as_nanos(),
-            &flow.to_bytes(),
-            client_isn,
-            cookie,
-        )
+        let now = now.as_nanos();
+        match flow.to_bytes() {
+            FlowBytes::V4(bytes) => {
+                syncookie::check_cookie(&self.cookies, now, &bytes, client_isn, cookie)
+            }
+            // The IPv6 flow's hashes carry IPv6's MSS table (`MSS_TABLE_V6`).
+            FlowBytes::V6(bytes) => {
+                syncookie::check_cookie(&self.cookies, now, &bytes, client_isn, cookie)
+            }
+        }
     }
 
     /// A keyed hasher for the flow table: deterministic for a given secret, and
@@ -112,30 +122,37 @@ impl BuildHasher for FlowHashBuilder {
     fn build_hasher(&self) -> FlowHasher {
         FlowHasher {
             key: self.0,
-            buf: [0; 16],
+            buf: [0; FLOW_HASH_INPUT],
             len: 0,
         }
     }
 }
 
-/// SipHash-2-4 over the (at most 16) bytes a [`FlowKey`] writes. Longer input is folded
-/// in by xor, which no caller produces.
+/// The most a [`FlowKey`] writes: an IPv6 flow's 36 bytes.
+const FLOW_HASH_INPUT: usize = 36;
+
+/// SipHash-2-4 over the bytes a [`FlowKey`] writes: an IPv4 flow's 12 (hashed as 16,
+/// zero-padded), an IPv6 flow's 36. Longer input is folded in by xor, which no caller
+/// produces.
 pub(crate) struct FlowHasher {
     key: SipKey,
-    buf: [u8; 16],
+    buf: [u8; FLOW_HASH_INPUT],
     len: usize,
 }
 
 impl Hasher for FlowHasher {
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.buf[self.len % 16] ^= b;
+            self.buf[self.len % FLOW_HASH_INPUT] ^= b;
             self.len += 1;
         }
     }
 
     fn finish(&self) -> u64 {
-        siphash24(&self.key, &self.buf)
+        match self.buf.first_chunk::<16>() {
+            Some(short) if self.len <= 16 => siphash24(&self.key, short),
+            _ => siphash24(&self.key, &self.buf),
+        }
     }
 }
 
@@ -146,10 +163,10 @@ mod tests {
     use super::*;
 
     fn flow(port: u16) -> FlowKey {
-        FlowKey {
-            client: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), port),
-            service: SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10), 80),
-        }
+        FlowKey::v4(
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), port),
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10), 80),
+        )
     }
 
     #[test]

@@ -170,7 +170,7 @@ mod tests;
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
 pub use config::{Config, ConfigError, MAX_CANDIDATES};
@@ -184,7 +184,10 @@ use cookie::{FlowHashBuilder, Secrets};
 pub use baton_common::syncookie::{HalfOpenSyn, SynCookieConfig};
 
 /// The bound the size test holds the per-connection state to, in bytes (heap excluded).
-pub const CONNECTION_SIZE_BOUND: usize = 256;
+/// 384 since the addresses became family-generic: a `SocketAddr` is 32 bytes to
+/// `SocketAddrV4`'s 6, and a connection holds six (its flow's two and the candidates
+/// tried), 148 bytes more per slot (9.7 MB more at 65,536 connections).
+pub const CONNECTION_SIZE_BOUND: usize = 384;
 
 /// The longest 503 body [`FrontEnd::set_unavailable_body`] takes: the response goes out
 /// as one segment, so with its head (about 150 bytes) and IPv4 and TCP headers it stays
@@ -196,34 +199,78 @@ pub const MAX_UNAVAILABLE_BODY: usize = 1024;
 /// enough that a SYN to a table full of live connections costs little.
 const EVICTION_SCAN: usize = 256;
 
-/// A back-end: the address and port the handed-off connection goes to.
-pub type Backend = SocketAddrV4;
+/// A back-end: the address and port the handed-off connection goes to. Of the client's
+/// family: a connection never mixes families, and a back-end of the other family is
+/// never chosen for it (counted in [`Stats::backend_family_mismatches`] if a dispatcher
+/// offers one).
+pub type Backend = SocketAddr;
 
-/// One client connection to one virtual service, as the client names it.
+/// One client connection to one virtual service, as the client names it. Both addresses
+/// are of one family (the packet's), IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     /// The client's address and port.
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// The virtual service (VIP and port) the client connected to.
-    pub service: SocketAddrV4,
+    pub service: SocketAddr,
+}
+
+/// The bytes the keyed hashes cover for a flow: `baton_common::syncookie::flow_bytes`
+/// (IPv4, 12 bytes) or `flow_bytes_v6` (IPv6, 36), the layouts the fast path hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlowBytes {
+    V4([u8; 12]),
+    V6([u8; 36]),
 }
 
 impl FlowKey {
-    /// The 12 bytes the keyed hashes cover: client address, service address, client
-    /// port, service port, in network order.
-    pub(crate) fn to_bytes(self) -> [u8; 12] {
-        let mut b = [0; 12];
-        b[..4].copy_from_slice(&self.client.ip().octets());
-        b[4..8].copy_from_slice(&self.service.ip().octets());
-        b[8..10].copy_from_slice(&self.client.port().to_be_bytes());
-        b[10..].copy_from_slice(&self.service.port().to_be_bytes());
-        b
+    /// An IPv4 flow (the daemon's fast-path tables, which are IPv4's).
+    pub fn v4(client: std::net::SocketAddrV4, service: std::net::SocketAddrV4) -> Self {
+        Self {
+            client: client.into(),
+            service: service.into(),
+        }
+    }
+
+    /// Whether the flow is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.client.is_ipv6()
+    }
+
+    /// Whether `backend` is of the flow's family, the only kind it may be handed to.
+    pub fn same_family(&self, backend: &Backend) -> bool {
+        self.client.is_ipv6() == backend.is_ipv6()
+    }
+
+    /// The bytes the keyed hashes cover: client address, service address, client port,
+    /// service port, in network order. A flow's two addresses are of one family; were
+    /// they not (no packet makes such a key), the IPv4 one is mapped into IPv6.
+    pub(crate) fn to_bytes(self) -> FlowBytes {
+        use baton_common::syncookie::{flow_bytes, flow_bytes_v6};
+        let (cport, sport) = (self.client.port(), self.service.port());
+        match (self.client.ip(), self.service.ip()) {
+            (IpAddr::V4(c), IpAddr::V4(s)) => {
+                FlowBytes::V4(flow_bytes(c.octets(), s.octets(), cport, sport))
+            }
+            (c, s) => FlowBytes::V6(flow_bytes_v6(v6_octets(c), v6_octets(s), cport, sport)),
+        }
+    }
+}
+
+/// An address's 16 bytes: IPv6's own, IPv4's mapped (RFC 4291 §2.5.5.2).
+fn v6_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
     }
 }
 
 impl std::hash::Hash for FlowKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write(&self.to_bytes());
+        match self.to_bytes() {
+            FlowBytes::V4(b) => state.write(&b),
+            FlowBytes::V6(b) => state.write(&b),
+        }
     }
 }
 
@@ -378,13 +425,13 @@ pub enum Output {
     Event(Event),
 }
 
-/// An IPv4 packet to send.
+/// An IP packet to send, of the connection's family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Where it goes: the client (packets from the VIP) or a back-end. Equal to the
     /// packet's destination address.
-    pub destination: Ipv4Addr,
-    /// The whole IPv4 packet, checksums filled in.
+    pub destination: IpAddr,
+    /// The whole IPv4 or IPv6 packet, checksums filled in.
     pub packet: Vec<u8>,
 }
 
@@ -513,6 +560,9 @@ pub enum AdoptError {
     /// The flow's service is not one of [`Config::services`].
     #[error("not a configured service")]
     NotAService,
+    /// The back-end is of the other family than the flow: a connection never mixes them.
+    #[error("the back-end's address family is not the client's")]
+    FamilyMismatch,
 }
 
 /// Why a connection was reset or abandoned.
@@ -547,8 +597,19 @@ pub enum ResetReason {
 pub struct Stats {
     /// Packets given to `handle_packet`.
     pub packets_received: u64,
-    /// Packets that did not parse as IPv4 + TCP (truncated, bad checksum, fragment...).
+    /// Packets that did not parse as IPv4 or IPv6 + TCP (truncated, bad checksum,
+    /// fragment, an IPv6 extension header not crossed...).
     pub malformed: u64,
+    /// Of those, IPv6 packets with a fragment header: the TCP header may be in another
+    /// fragment, and the front-end does not reassemble (as for IPv4's fragments).
+    pub ipv6_fragments: u64,
+    /// Of those, IPv6 packets whose extension headers the walk does not cross (a routing
+    /// header with segments left, AH, ESP, no next header, unknown, too many).
+    pub ipv6_extension_headers_refused: u64,
+    /// Back-ends of the other family than the client's: offered by the dispatcher
+    /// (taken as no back-end), by the fast path ([`FrontEnd::adopt_kernel_handoff`],
+    /// refused) or in a [`Handover`] ([`AdoptError::FamilyMismatch`]).
+    pub backend_family_mismatches: u64,
     /// Packets neither to nor from a configured service.
     pub not_for_service: u64,
     /// Client SYNs received for unknown flows.
@@ -965,12 +1026,23 @@ impl<D: Dispatch> FrontEnd<D> {
     /// way in for a request the fast path handed off itself, which the slow path never
     /// received.
     fn take_packet(&mut self, now: Instant, packet: &[u8], syns: &mut dyn HalfOpenSyns) {
-        let Ok((ip, tcp)) = packet::parse(packet, self.config.checksums) else {
-            self.stats.malformed += 1;
-            return;
+        let (ip, tcp) = match packet::parse(packet, self.config.checksums) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.stats.malformed += 1;
+                match error {
+                    crate::wire::WireError::Ipv6Fragment { .. } => self.stats.ipv6_fragments += 1,
+                    crate::wire::WireError::Ipv6ExtensionHeader { .. }
+                    | crate::wire::WireError::TooManyIpv6ExtensionHeaders => {
+                        self.stats.ipv6_extension_headers_refused += 1;
+                    }
+                    _ => {}
+                }
+                return;
+            }
         };
-        let dst = SocketAddrV4::new(ip.dst_addr, tcp.dst_port);
-        let src = SocketAddrV4::new(ip.src_addr, tcp.src_port);
+        let dst = SocketAddr::new(ip.dst_addr(), tcp.dst_port);
+        let src = SocketAddr::new(ip.src_addr(), tcp.src_port);
         if self.config.services.contains(&dst) {
             let flow = FlowKey {
                 client: src,
@@ -1005,6 +1077,14 @@ impl<D: Dispatch> FrontEnd<D> {
             fn take(&mut self, _: &FlowKey) -> Option<HalfOpenSyn> {
                 None
             }
+        }
+        // The fast path hands a client to a back-end of its own family; one of the other
+        // would be a bug there, refused here rather than mixing families.
+        let client_is_v6 = packet.first().map(|b| b >> 4) == Some(6);
+        if client_is_v6 != backend.is_ipv6() {
+            self.stats.backend_family_mismatches += 1;
+            self.stats.kernel_handoffs_refused += 1;
+            return false;
         }
         self.kernel_handoff = KernelHandoff::Chosen(backend);
         self.take_packet(now, packet, &mut NoHalfOpenSyns);
@@ -1150,6 +1230,9 @@ impl<D: Dispatch> FrontEnd<D> {
     ) -> Result<(), AdoptError> {
         let refused = if !self.config.services.contains(&flow.service) {
             Some(AdoptError::NotAService)
+        } else if !flow.same_family(&handover.backend) {
+            self.stats.backend_family_mismatches += 1;
+            Some(AdoptError::FamilyMismatch)
         } else if self.flows.contains_key(&flow) {
             Some(AdoptError::Exists)
         } else {
@@ -1338,10 +1421,18 @@ impl<D: Dispatch> FrontEnd<D> {
             self.stats.output_overflows += 1;
             return;
         }
-        // The destination address is bytes 16..20 of the header `build` wrote.
-        let destination = packet.get(16..20).map_or(Ipv4Addr::UNSPECIFIED, |d| {
-            Ipv4Addr::new(d[0], d[1], d[2], d[3])
-        });
+        // The destination address is bytes 16..20 of the IPv4 header `build` wrote,
+        // 24..40 of the IPv6 one.
+        let destination = match packet.first().map(|b| b >> 4) {
+            Some(6) => packet
+                .get(24..40)
+                .and_then(|d| <[u8; 16]>::try_from(d).ok())
+                .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), IpAddr::from),
+            _ => packet
+                .get(16..20)
+                .and_then(|d| <[u8; 4]>::try_from(d).ok())
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::from),
+        };
         self.outputs.push_back(Output::Transmit(Transmit {
             destination,
             packet,

@@ -2,20 +2,43 @@
 //! representations, one test per rule of docs/design.md's "Packet walk" that the state
 //! machine implements.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    time::Duration,
+};
 
 use baton_common::handoff_option::{HANDOFF_OPTION_KIND, HandoffBinding, HandoffOption};
 use baton_common::siphash::SipKey;
 
 use super::packet::{bare_segment, build, parse, with_timestamps};
 use super::*;
-use crate::wire::{Checksums, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps};
+use crate::wire::{Checksums, IpRepr, Ipv4Repr, Ipv6Repr, TcpFlags, TcpRepr, TcpTimestamps};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
-const SERVICE: SocketAddrV4 = SocketAddrV4::new(VIP, 80);
-const B1: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 1), 8080);
-const B2: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 2), 8080);
+const SERVICE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(VIP, 80));
+const B1: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 1), 8080));
+const B2: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 2), 8080));
+/// The IPv6 twins, in the lab's plan (2001:2:0:N::H beside 198.18.N.H).
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 10);
+const SERVICE6: SocketAddr = SocketAddr::V6(SocketAddrV6::new(VIP6, 80, 0, 0));
+const B1_6: SocketAddr = SocketAddr::V6(SocketAddrV6::new(
+    Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1),
+    8080,
+    0,
+    0,
+));
+/// [`B1_6`]'s address.
+const B1_6_IP: &Ipv6Addr = &Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
+const B2_6: SocketAddr = SocketAddr::V6(SocketAddrV6::new(
+    Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 2),
+    8080,
+    0,
+    0,
+));
+const B1_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+const B2_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 const CPORT: u16 = 40_000;
 const CISN: u32 = 0xfff0_0000;
 const CTSVAL: u32 = 1_000;
@@ -60,6 +83,10 @@ struct Harness {
     fe: FrontEnd<Pool>,
     now: Instant,
     port: u16,
+    /// The client's and the VIP's addresses: IPv4's by default, IPv6's in
+    /// [`harness_v6`].
+    client_ip: IpAddr,
+    vip: IpAddr,
     /// Outputs taken from the core but not yet looked at, split by kind for tests that
     /// look at one kind at a time (`drain`, `events`); `outputs` sees the stream whole.
     transmits: Vec<Out>,
@@ -83,11 +110,30 @@ fn harness_with(config: Config, backends: Vec<Backend>) -> Harness {
         probes: Vec::new(),
         now: Instant::from_nanos(1_000_000_000_000),
         port: CPORT,
+        client_ip: CLIENT.into(),
+        vip: VIP.into(),
     }
 }
 
 fn harness() -> Harness {
     harness_with(config(), vec![B1, B2])
+}
+
+/// A front-end with an IPv6 service (beside the IPv4 one) and IPv6 back-ends, the
+/// client IPv6.
+fn harness_v6_with(backends: Vec<Backend>) -> Harness {
+    let config = Config {
+        services: vec![SERVICE, SERVICE6],
+        ..config()
+    };
+    let mut h = harness_with(config, backends);
+    h.client_ip = CLIENT6.into();
+    h.vip = VIP6.into();
+    h
+}
+
+fn harness_v6() -> Harness {
+    harness_v6_with(vec![B1_6, B2_6])
 }
 
 /// A parsed outgoing packet, owning its bytes.
@@ -97,6 +143,18 @@ struct Out {
 
 impl Out {
     fn ip(&self) -> Ipv4Repr {
+        match parse(&self.bytes, Checksums::Verify).unwrap().0 {
+            IpRepr::V4(ip) => ip,
+            IpRepr::V6(ip) => panic!("an IPv6 packet: {ip:?}"),
+        }
+    }
+    fn ip6(&self) -> Ipv6Repr {
+        match parse(&self.bytes, Checksums::Verify).unwrap().0 {
+            IpRepr::V6(ip) => ip,
+            IpRepr::V4(ip) => panic!("an IPv4 packet: {ip:?}"),
+        }
+    }
+    fn ip_any(&self) -> IpRepr {
         parse(&self.bytes, Checksums::Verify).unwrap().0
     }
     fn tcp(&self) -> TcpRepr<'_> {
@@ -107,8 +165,8 @@ impl Out {
 impl Harness {
     fn flow(&self) -> FlowKey {
         FlowKey {
-            client: SocketAddrV4::new(CLIENT, self.port),
-            service: SERVICE,
+            client: SocketAddr::new(self.client_ip, self.port),
+            service: SocketAddr::new(self.vip, 80),
         }
     }
 
@@ -117,7 +175,7 @@ impl Harness {
     }
 
     fn client_sends(&mut self, tcp: &TcpRepr<'_>) {
-        let packet = build(CLIENT, VIP, 64, tcp).unwrap();
+        let packet = build(self.client_ip, self.vip, 64, tcp).unwrap();
         self.fe.handle_packet(self.now, &packet);
     }
 
@@ -125,7 +183,7 @@ impl Harness {
     fn backend_sends(&mut self, mut tcp: TcpRepr<'_>) {
         tcp.src_port = 80;
         tcp.dst_port = self.port;
-        let packet = build(VIP, CLIENT, 64, &tcp).unwrap();
+        let packet = build(self.vip, self.client_ip, 64, &tcp).unwrap();
         self.fe.handle_packet(self.now, &packet);
     }
 
@@ -135,7 +193,7 @@ impl Harness {
             match output {
                 Output::Transmit(t) => {
                     let ip = parse(&t.packet, Checksums::Verify).unwrap().0;
-                    assert_eq!(t.destination, ip.dst_addr);
+                    assert_eq!(t.destination, ip.dst_addr());
                     self.transmits.push(Out { bytes: t.packet });
                 }
                 Output::Event(e) => self.events.push(e),
@@ -233,7 +291,10 @@ impl Harness {
             "the SYN' to the back-end; the back-end acknowledges the request"
         );
         let syn_prime = out.pop().unwrap();
-        assert_eq!(syn_prime.ip().dst_addr, *B1.ip());
+        assert_eq!(
+            syn_prime.ip_any().dst_addr(),
+            self.fe.dispatcher_mut().backends[0].ip()
+        );
         (isn_f, tsv_f, syn_prime)
     }
 
@@ -419,7 +480,7 @@ fn ecn_is_granted_only_when_enabled_and_asked_for_by_a_not_ect_syn() {
         cases.push((name, h));
     }
     let mut h = harness();
-    let mut packet = build(CLIENT, VIP, 64, &ecn_setup_syn(&h)).unwrap();
+    let mut packet = build(CLIENT.into(), VIP.into(), 64, &ecn_setup_syn(&h)).unwrap();
     packet[1] = 0b10; // the TOS byte: ECT(0)
     crate::wire::Ipv4Packet::new_checked(&mut packet[..])
         .unwrap()
@@ -510,7 +571,7 @@ fn request_split_over_segments_is_buffered_then_handed_off() {
     );
     let syn_prime = &out[0];
     assert_eq!(syn_prime.ip().src_addr, CLIENT);
-    assert_eq!(syn_prime.ip().dst_addr, *B1.ip());
+    assert_eq!(syn_prime.ip().dst_addr, B1_IP);
     let tcp = syn_prime.tcp();
     assert_eq!(tcp.flags, TcpFlags::SYN);
     assert_eq!((tcp.src_port, tcp.dst_port), (CPORT, B1.port()));
@@ -525,7 +586,7 @@ fn request_split_over_segments_is_buffered_then_handed_off() {
     let binding = HandoffBinding {
         client_ip: CLIENT.octets(),
         client_port: CPORT,
-        backend_ip: B1.ip().octets(),
+        backend_ip: B1_IP.octets(),
         backend_port: B1.port(),
         client_isn: CISN,
     };
@@ -681,7 +742,7 @@ fn handoff_happy_path_then_forwarding_then_close() {
     assert_eq!(out[0].tcp().payload, REQUEST);
     for o in &out {
         assert_eq!(o.ip().src_addr, CLIENT);
-        assert_eq!(o.ip().dst_addr, *B1.ip());
+        assert_eq!(o.ip().dst_addr, B1_IP);
         let tcp = o.tcp();
         assert_eq!(tcp.dst_port, B1.port());
         assert_eq!(tcp.ack_number, isn_f + 1, "in the client's terms");
@@ -720,7 +781,7 @@ fn handoff_happy_path_then_forwarding_then_close() {
     let fin_at = h.now;
     let out = h.drain();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     assert_eq!(out[0].tcp().dst_port, B1.port());
     assert_eq!(out[0].tcp().ack_number, isn_f + 1 + 5000, "unchanged");
     assert_eq!(h.state(), Some(StateName::TimeWait));
@@ -846,7 +907,7 @@ fn a_client_that_closes_first_keeps_its_flow_while_the_server_sends() {
         h.client_sends(&h.ack(isn_f, tsv_f, seq + 1, &[]));
         let out = h.drain();
         assert_eq!(out.len(), 1, "forwarded");
-        assert_eq!(out[0].ip().dst_addr, *B1.ip());
+        assert_eq!(out[0].ip().dst_addr, B1_IP);
     }
     assert!(h.events().is_empty(), "the flow stays in the fast path");
     assert!(h.fe.stats().time_wait_extended >= 3);
@@ -939,7 +1000,7 @@ fn lost_syn_prime_is_retransmitted_with_back_off() {
         let out: Vec<_> = h
             .drain()
             .into_iter()
-            .filter(|o| o.ip().dst_addr == *B1.ip())
+            .filter(|o| o.ip().dst_addr == B1_IP)
             .collect();
         if rto_ms < 1600 {
             assert_eq!(out.len(), 1);
@@ -959,12 +1020,12 @@ fn the_request_is_acknowledged_by_the_backend_or_at_the_handoffs_first_timer() {
     h.backend_sends(h.confirmation(isn_f));
     let out = h.drain();
     assert!(
-        out.iter().all(|o| o.ip().dst_addr == *B1.ip()),
+        out.iter().all(|o| o.ip().dst_addr == B1_IP),
         "nothing to the client: {}",
         out.len()
     );
     h.advance_to_timer();
-    assert!(h.drain().iter().all(|o| o.ip().dst_addr == *B1.ip()));
+    assert!(h.drain().iter().all(|o| o.ip().dst_addr == B1_IP));
     assert_eq!(h.fe.stats().request_acks_at_timer, 0);
 
     // A slow back-end: the first timer acknowledges the request, once.
@@ -993,7 +1054,7 @@ fn lost_ack_prime_is_repeated_on_a_repeated_syn_ack() {
     assert_eq!(h.drain().len(), 1, "the request (the ACK') again");
     h.advance_to_timer();
     let out = h.drain();
-    let to_backend = out.iter().filter(|o| o.ip().dst_addr == *B1.ip()).count();
+    let to_backend = out.iter().filter(|o| o.ip().dst_addr == B1_IP).count();
     assert_eq!(to_backend, 1, "and at the timer");
     assert_eq!(out.len(), 2, "with the request's owed ACK to the client");
     assert_eq!(h.fe.stats().request_retransmits, 1);
@@ -1011,9 +1072,9 @@ fn silent_backend_then_next_candidate_then_reset() {
     let out = h.drain();
     assert_eq!(out.len(), 2, "RST to B1, SYN' to B2");
     assert!(out[0].tcp().flags.contains(TcpFlags::RST));
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     assert_eq!(out[1].tcp().flags, TcpFlags::SYN);
-    assert_eq!(out[1].ip().dst_addr, *B2.ip());
+    assert_eq!(out[1].ip().dst_addr, B2_IP);
     assert_eq!(h.fe.dispatcher_mut().calls, 2);
     for _ in 0..4 {
         h.advance_to_timer();
@@ -1023,7 +1084,7 @@ fn silent_backend_then_next_candidate_then_reset() {
     assert!(last[0].tcp().flags.contains(TcpFlags::RST));
     assert_eq!(last[0].ip().dst_addr, CLIENT, "the client is reset last");
     assert!(last[1].tcp().flags.contains(TcpFlags::RST));
-    assert_eq!(last[1].ip().dst_addr, *B2.ip());
+    assert_eq!(last[1].ip().dst_addr, B2_IP);
     assert_eq!(h.state(), None);
     assert!(matches!(
         h.events()[..],
@@ -1049,7 +1110,7 @@ fn backend_reset_moves_to_the_next_candidate_at_once() {
         0,
     ));
     let out = h.drain();
-    assert_eq!(out.last().unwrap().ip().dst_addr, *B2.ip());
+    assert_eq!(out.last().unwrap().ip().dst_addr, B2_IP);
     assert_eq!(h.fe.stats().backend_refusals, 1);
 }
 
@@ -1064,7 +1125,7 @@ fn client_reset_mid_handoff_frees_everything() {
     assert!(out[0].tcp().flags.contains(TcpFlags::RST));
     assert_eq!(
         out[0].ip().dst_addr,
-        *B1.ip(),
+        B1_IP,
         "the back-end drops its state too"
     );
     assert_eq!(h.state(), None);
@@ -1098,7 +1159,7 @@ fn client_data_during_handoff_is_held_and_flushed_in_order() {
     let out = h.drain();
     let payloads: Vec<_> = out.iter().map(|o| o.tcp().payload.to_vec()).collect();
     assert_eq!(payloads, [b"body-1".to_vec(), b"body-2".to_vec()]);
-    assert!(out.iter().all(|o| o.ip().dst_addr == *B1.ip()));
+    assert!(out.iter().all(|o| o.ip().dst_addr == B1_IP));
     assert_eq!(h.fe.stats().packets_queued, 2);
 }
 
@@ -1314,8 +1375,8 @@ fn fast_path_answer(
         &h.fe.syn_cookie_config(),
         now.as_nanos(),
         &baton_common::syncookie::flow_bytes(
-            flow.client.ip().octets(),
-            flow.service.ip().octets(),
+            CLIENT.octets(),
+            VIP.octets(),
             flow.client.port(),
             flow.service.port(),
         ),
@@ -1384,7 +1445,13 @@ fn a_client_without_timestamps_keeps_its_options_through_the_half_open_map() {
     let syn = syn_without_timestamps(&h);
     let mut map = HalfOpenMap::default();
     let isn_f = answer_into_the_map(&h, &syn, &mut map);
-    let packet = build(CLIENT, VIP, 64, &request_without_timestamps(&h, isn_f)).unwrap();
+    let packet = build(
+        CLIENT.into(),
+        VIP.into(),
+        64,
+        &request_without_timestamps(&h, isn_f),
+    )
+    .unwrap();
     h.fe.handle_packet_with(h.now, &packet, &mut map);
     assert!(map.0.is_empty(), "the entry is taken");
     let stats = h.fe.stats().clone();
@@ -1411,7 +1478,13 @@ fn a_marked_cookie_whose_entry_is_gone_is_reset() {
     let isn_f = answer_into_the_map(&h, &syn, &mut map);
     // Evicted: the client's window shift is known nowhere.
     map.0.clear();
-    let packet = build(CLIENT, VIP, 64, &request_without_timestamps(&h, isn_f)).unwrap();
+    let packet = build(
+        CLIENT.into(),
+        VIP.into(),
+        64,
+        &request_without_timestamps(&h, isn_f),
+    )
+    .unwrap();
     h.fe.handle_packet_with(h.now, &packet, &mut map);
     let out = h.drain();
     assert_eq!(out.len(), 1, "the reset, and no SYN'");
@@ -1446,7 +1519,13 @@ fn a_marked_cookie_whose_entry_is_gone_is_reset() {
     // An unmarked cookie of the same SYN never asks the map.
     answer_into_the_map(&h, &syn, &mut map);
     let plain = fast_path_answer(&h, h.now, &syn, false);
-    let packet = build(CLIENT, VIP, 64, &request_without_timestamps(&h, plain.isn)).unwrap();
+    let packet = build(
+        CLIENT.into(),
+        VIP.into(),
+        64,
+        &request_without_timestamps(&h, plain.isn),
+    )
+    .unwrap();
     h.fe.handle_packet_with(h.now, &packet, &mut map);
     assert_eq!(map.0.len(), 1, "left to the LRU");
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
@@ -1479,7 +1558,10 @@ fn a_cookie_the_fast_path_made_is_taken_by_the_core() {
     let frame = baton_common::syncookie::syn_ack_frame(&addresses, CISN, 16_384, &answer);
     assert_eq!(frame[..12], [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
     let (ip, sa) = parse(&frame[14..], Checksums::Verify).expect("checksums verify");
-    assert_eq!((ip.src_addr, ip.dst_addr, ip.ttl), (VIP, CLIENT, 64));
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr(), ip.ttl()),
+        (VIP.into(), CLIENT.into(), 64)
+    );
     assert_eq!((sa.src_port, sa.dst_port), (SERVICE.port(), CPORT));
     assert_eq!(sa.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!((sa.seq_number, sa.ack_number), (answer.isn, CISN + 1));
@@ -1600,11 +1682,17 @@ fn malformed_and_foreign_packets_are_counted_drops() {
     let mut h = harness();
     h.fe.handle_packet(h.now, b"");
     h.fe.handle_packet(h.now, &[0x45; 40]);
-    let mut packet = build(CLIENT, VIP, 64, &h.syn()).unwrap();
+    let mut packet = build(CLIENT.into(), VIP.into(), 64, &h.syn()).unwrap();
     packet[30] ^= 0xff; // corrupt the TCP checksum's coverage
     h.fe.handle_packet(h.now, &packet);
     assert_eq!(h.fe.stats().malformed, 3);
-    let other = build(CLIENT, Ipv4Addr::new(198, 18, 9, 9), 64, &h.syn()).unwrap();
+    let other = build(
+        CLIENT.into(),
+        Ipv4Addr::new(198, 18, 9, 9).into(),
+        64,
+        &h.syn(),
+    )
+    .unwrap();
     h.fe.handle_packet(h.now, &other);
     assert_eq!(h.fe.stats().not_for_service, 1);
     assert!(h.drain().is_empty());
@@ -1641,7 +1729,7 @@ fn stray_segments_without_timestamps_are_probed_within_the_rate() {
         vec![B1],
     );
     let ack = h.client_seg(TcpFlags::ACK, 5, 1234);
-    let sent = build(CLIENT, VIP, 64, &ack).unwrap();
+    let sent = build(CLIENT.into(), VIP.into(), 64, &ack).unwrap();
     h.client_sends(&ack);
     assert!(
         h.drain().is_empty(),
@@ -1708,7 +1796,7 @@ fn a_new_syn_on_a_closed_handed_off_flow_starts_a_new_connection() {
     h.client_sends(&h.syn());
     let out = h.drain();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     assert_eq!(h.state(), Some(StateName::TimeWait));
     // ...but a SYN with a new ISN is a new connection: the old one is closed at once and
     // the front-end answers the handshake itself, instead of forwarding the SYN to the
@@ -1834,7 +1922,7 @@ fn a_new_syn_on_a_live_handed_off_flow_is_forwarded() {
     h.client_sends(&h.next_connection_syn());
     let out = h.drain();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     assert_eq!(h.state(), Some(StateName::Forwarding));
     assert_eq!(h.fe.stats().time_wait_reused, 0);
 }
@@ -1874,7 +1962,7 @@ fn an_adopted_flow_forwards_the_clients_fin_and_closes_after_its_grace_period() 
     let out = h.drain();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].ip().src_addr, CLIENT);
-    assert_eq!(out[0].ip().dst_addr, *B2.ip());
+    assert_eq!(out[0].ip().dst_addr, B2_IP);
     let tcp = out[0].tcp();
     assert_eq!(tcp.dst_port, B2.port());
     assert_eq!((tcp.seq_number, tcp.ack_number), (seq, 777), "unchanged");
@@ -1970,7 +2058,7 @@ fn adoption_is_refused_for_a_tracked_flow_a_full_table_or_another_service() {
         "the first adoption stands"
     );
     let other = FlowKey {
-        client: SocketAddrV4::new(CLIENT, CPORT + 1),
+        client: SocketAddrV4::new(CLIENT, CPORT + 1).into(),
         service: SERVICE,
     };
     assert_eq!(
@@ -1979,7 +2067,7 @@ fn adoption_is_refused_for_a_tracked_flow_a_full_table_or_another_service() {
     );
     let elsewhere = FlowKey {
         client: other.client,
-        service: SocketAddrV4::new(VIP, 443),
+        service: SocketAddrV4::new(VIP, 443).into(),
     };
     assert_eq!(
         h.fe.adopt(h.now, elsewhere, handover(B1)),
@@ -2005,7 +2093,7 @@ fn an_adopted_closed_flow_keeps_its_grace_period_and_its_isn() {
     h.client_sends(&h.syn());
     let out = h.drain();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     // ...a new ISN is a new connection, answered by the front-end itself.
     h.client_sends(&h.next_connection_syn());
     let out = h.drain();
@@ -2181,7 +2269,7 @@ fn blind_resets_fins_and_syns_after_the_handoff_change_nothing() {
             h.client_sends(&h.client_seg(blind, far, isn_f + 1));
             let out = h.drain();
             assert_eq!(out.len(), 1, "{blind:?}: forwarded");
-            assert_eq!(out[0].ip().dst_addr, *B1.ip());
+            assert_eq!(out[0].ip().dst_addr, B1_IP);
             if then_syn {
                 h.client_sends(&h.next_connection_syn());
                 let out = h.drain();
@@ -2190,7 +2278,7 @@ fn blind_resets_fins_and_syns_after_the_handoff_change_nothing() {
                     1,
                     "the SYN goes to the back-end, which answers it"
                 );
-                assert_eq!(out[0].ip().dst_addr, *B1.ip());
+                assert_eq!(out[0].ip().dst_addr, B1_IP);
             }
             assert_eq!(
                 h.state(),
@@ -2327,7 +2415,7 @@ fn a_syn_with_fin_is_dropped_and_counted() {
 
 /// What a caller applying the stream in order does to the fast path's flow table: the
 /// flows it holds at the end, and for each transmit the flows held when it went out.
-fn apply_in_order(outputs: &[Output]) -> (Vec<FlowKey>, Vec<(Ipv4Addr, Vec<FlowKey>)>) {
+fn apply_in_order(outputs: &[Output]) -> (Vec<FlowKey>, Vec<(IpAddr, Vec<FlowKey>)>) {
     let mut table = Vec::new();
     let mut sent = Vec::new();
     for output in outputs {
@@ -2359,7 +2447,7 @@ fn the_fast_path_takes_a_flow_in_before_its_request_and_forwards_after_the_held_
     assert!(
         matches!(
             &outputs[..],
-            [Output::Event(Event::RequestSent(_)), Output::Transmit(t)] if t.destination == *B1.ip()
+            [Output::Event(Event::RequestSent(_)), Output::Transmit(t)] if t.destination == B1.ip()
         ),
         "{outputs:?}"
     );
@@ -2370,7 +2458,7 @@ fn the_fast_path_takes_a_flow_in_before_its_request_and_forwards_after_the_held_
     assert!(
         matches!(
             &outputs[..],
-            [Output::Transmit(held), Output::Event(Event::HandedOff(_))] if held.destination == *B1.ip()
+            [Output::Transmit(held), Output::Event(Event::HandedOff(_))] if held.destination == B1.ip()
         ),
         "{outputs:?}"
     );
@@ -2576,7 +2664,7 @@ fn one_turn_the_request_rides_in_the_syn_prime() {
         panic!("{outputs:?}");
     };
     assert_eq!((sent.backend, sent.isn_f), (B1, isn_f));
-    assert_eq!(syn.destination, *B1.ip());
+    assert_eq!(syn.destination, B1.ip());
     let tcp = tcp_of(syn);
     assert!(tcp.flags.contains(TcpFlags::SYN) && !tcp.flags.contains(TcpFlags::ACK));
     assert_eq!(tcp.seq_number, CISN, "the client's ISN");
@@ -2607,7 +2695,7 @@ fn one_turn_the_clients_retransmissions_drive_the_syn_prime_and_the_next_candida
         h.client_sends(&resend);
         let out = h.drain();
         assert_eq!(out.len(), 1, "the SYN' again, nothing to the client");
-        assert_eq!(out[0].ip().dst_addr, *B1.ip());
+        assert_eq!(out[0].ip().dst_addr, B1_IP);
         assert_eq!(out[0].tcp().payload, REQUEST);
     }
     h.client_sends(&resend);
@@ -2669,7 +2757,7 @@ fn one_turn_an_earlier_backends_syn_ack_confirms_nothing() {
     }
     let to_b2 = h.drain();
     let syn_prime = to_b2.last().expect("the SYN' to B2");
-    assert_eq!(syn_prime.ip().dst_addr, *B2.ip());
+    assert_eq!(syn_prime.ip().dst_addr, B2_IP);
     let b2_tsval = syn_prime.tcp().timestamps.expect("timestamps").tsval;
     assert_eq!(b2_tsval, CTSVAL - 1);
     let request_end = CISN + 1 + REQUEST.len() as u32;
@@ -2692,7 +2780,7 @@ fn one_turn_an_earlier_backends_syn_ack_confirms_nothing() {
     let out = h.drain();
     assert_eq!(out.len(), 2, "two resets for B1");
     for rst in &out {
-        assert_eq!(rst.ip().dst_addr, *B1.ip());
+        assert_eq!(rst.ip().dst_addr, B1_IP);
         assert!(rst.tcp().flags.contains(TcpFlags::RST));
     }
     assert_eq!(out[1].tcp().seq_number, request_end);
@@ -2703,7 +2791,7 @@ fn one_turn_an_earlier_backends_syn_ack_confirms_nothing() {
     h.backend_sends(syn_ack_echoing(b2_tsval));
     let out = h.drain();
     assert_eq!(out.len(), 1, "the ACK'");
-    assert_eq!(out[0].ip().dst_addr, *B2.ip());
+    assert_eq!(out[0].ip().dst_addr, B2_IP);
     assert_eq!(h.state(), Some(StateName::Forwarding));
     assert_eq!(h.fe.stats().handoffs_completed, 1);
 }
@@ -2759,7 +2847,7 @@ fn one_turn_silence_sends_the_syn_prime_again() {
     h.advance_to_timer();
     let out = h.drain();
     assert_eq!(out.len(), 1, "the SYN' again");
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     assert!(out[0].tcp().flags.contains(TcpFlags::SYN));
     assert_eq!(out[0].tcp().payload, REQUEST);
     assert!(h.events().is_empty(), "not handed off");
@@ -2791,7 +2879,7 @@ fn one_turn_silence_sends_the_syn_prime_again() {
     h.advance_to_timer();
     let out = h.drain();
     assert!(
-        out.last().is_some_and(|o| o.ip().dst_addr == *B2.ip()),
+        out.last().is_some_and(|o| o.ip().dst_addr == B2_IP),
         "the next candidate"
     );
     assert_eq!(h.fe.stats().backend_timeouts, 1);
@@ -2832,7 +2920,7 @@ fn one_turn_a_syn_ack_prime_says_whether_the_backend_took_the_request() {
     h.backend_sends(took);
     let out = h.drain();
     assert_eq!(out.len(), 1, "the ACK', nothing to the client");
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     assert!(matches!(h.events()[..], [Event::HandedOff(_)]));
 }
 
@@ -2863,7 +2951,7 @@ fn one_turn_every_syn_ack_prime_that_acknowledges_the_request_draws_the_clients_
             let out = h.drain();
             assert_eq!(out.len(), 1, "repeat {repeat}: {confirmed_first}");
             assert_eq!(out[0].ip().src_addr, CLIENT, "in the client's name");
-            assert_eq!(out[0].ip().dst_addr, *B1.ip());
+            assert_eq!(out[0].ip().dst_addr, B1_IP);
             let ack = out[0].tcp();
             assert_eq!(ack.flags, TcpFlags::ACK);
             assert_eq!((ack.src_port, ack.dst_port), (h.port, B1.port()));
@@ -2916,7 +3004,7 @@ fn one_turn_a_refusal_moves_to_the_next_candidate() {
     ));
     let out = h.drain();
     let last = out.last().unwrap();
-    assert_eq!(last.ip().dst_addr, *B2.ip());
+    assert_eq!(last.ip().dst_addr, B2_IP);
     assert_eq!(last.tcp().payload, REQUEST);
     assert_eq!(h.fe.stats().backend_refusals, 1);
 }
@@ -3027,7 +3115,7 @@ fn with_every_syn_in_the_fast_path_the_request_brings_the_cookie() {
     h.client_sends(&request);
     let out = h.drain();
     assert_eq!(out.len(), 1, "the SYN', and nothing to the client");
-    assert_eq!(out[0].ip().dst_addr, *B1.ip());
+    assert_eq!(out[0].ip().dst_addr, B1_IP);
     assert!(out[0].tcp().flags.contains(TcpFlags::SYN));
     assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
     let stats = h.fe.stats();
@@ -3144,7 +3232,7 @@ fn a_refused_kernel_handoff_resets_its_backend() {
     let answer = fast_path_cookie(&h, h.now);
     let (tsv_f, _) = answer.timestamps.expect("timestamps agreed");
     let request = h.ack(answer.isn, tsv_f, CISN + 1, REQUEST);
-    let record = build(CLIENT, VIP, 64, &request).unwrap();
+    let record = build(CLIENT.into(), VIP.into(), 64, &request).unwrap();
     let now = h.now;
     assert!(!h.fe.adopt_kernel_handoff(now, &record, B2));
     let resets = h.drain();
@@ -3152,7 +3240,7 @@ fn a_refused_kernel_handoff_resets_its_backend() {
         .iter()
         .map(|out| {
             let (ip, tcp) = (out.ip(), out.tcp());
-            assert_eq!((ip.src_addr, ip.dst_addr), (CLIENT, *B2.ip()));
+            assert_eq!((ip.src_addr, ip.dst_addr), (CLIENT, B2_IP));
             assert_eq!((tcp.src_port, tcp.dst_port), (h.port, B2.port()));
             assert_eq!(tcp.flags, TcpFlags::RST);
             tcp.seq_number
@@ -3179,15 +3267,15 @@ fn a_refused_kernel_handoff_resets_its_backend() {
     let answer = fast_path_cookie(&h, h.now);
     let (tsv_f, _) = answer.timestamps.expect("timestamps agreed");
     let record = build(
-        CLIENT,
-        VIP,
+        CLIENT.into(),
+        VIP.into(),
         64,
         &h.ack(answer.isn, tsv_f, CISN + 1, REQUEST),
     )
     .unwrap();
     assert!(!h.fe.adopt_kernel_handoff(now, &record, B2));
     assert!(
-        h.drain().iter().all(|out| out.ip().dst_addr != *B2.ip()),
+        h.drain().iter().all(|out| out.ip().dst_addr != B2_IP),
         "nothing to the back-end"
     );
     let stats = h.fe.stats().clone();
@@ -3195,5 +3283,255 @@ fn a_refused_kernel_handoff_resets_its_backend() {
         (stats.kernel_handoffs_refused, stats.refused_handoffs_reset),
         (2, 1),
         "{stats:?}"
+    );
+}
+
+// ----- IPv6: the same core over the other family -----
+
+/// The handshake and the handoff over IPv6: the SYN/ACK from the IPv6 VIP announcing
+/// 20 bytes less MSS than IPv4's for the same MTU, the SYN' from the client's IPv6
+/// address to the IPv6 back-end with the handoff option bound to both 16-byte addresses
+/// (`HandoffBindingV6`), the request in the client's terms, the handoff confirmed.
+#[test]
+fn an_ipv6_client_is_handed_off_to_an_ipv6_backend() {
+    let mut h = harness_v6();
+    let mut syn = h.syn();
+    syn.max_seg_size = Some(9000);
+    h.client_sends(&syn);
+    let out = h.drain_one();
+    let ip = out.ip6();
+    assert_eq!(
+        (ip.src_addr, ip.dst_addr, ip.hop_limit),
+        (VIP6, CLIENT6, 64)
+    );
+    let sa = out.tcp();
+    assert_eq!(sa.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(
+        sa.max_seg_size,
+        Some(baton_common::ipv6::ipv6_mss(1500)),
+        "1,440: the IPv6 MSS of the MTU whose IPv4 MSS is configured"
+    );
+    let (isn_f, tsv_f) = (sa.seq_number, sa.timestamps.unwrap().tsval);
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, &[]));
+    assert!(h.drain().is_empty());
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    let syn_prime = h.drain_one();
+    let ip = syn_prime.ip6();
+    assert_eq!((ip.src_addr, ip.dst_addr), (CLIENT6, *B1_6_IP));
+    assert_eq!(ip.traffic_class, 0, "Not-ECT, as every SYN");
+    let tcp = syn_prime.tcp();
+    assert_eq!(tcp.flags, TcpFlags::SYN);
+    assert_eq!((tcp.src_port, tcp.seq_number), (CPORT, CISN));
+    let raw = tcp.unknown_options.find(HANDOFF_OPTION_KIND).unwrap();
+    let mut bytes = vec![HANDOFF_OPTION_KIND, 20];
+    bytes.extend_from_slice(raw.data);
+    let key = SipKey::from_bytes(HANDOFF_KEY);
+    let binding = baton_common::handoff_option::HandoffBindingV6 {
+        client_ip: CLIENT6.octets(),
+        client_port: CPORT,
+        backend_ip: B1_6_IP.octets(),
+        backend_port: B1_6.port(),
+        client_isn: CISN,
+    };
+    let option = HandoffOption::parse_and_verify(&bytes, &key, &binding).unwrap();
+    assert_eq!(
+        (option.isn_f(), option.tsv_f(), option.ws_f()),
+        (isn_f, tsv_f, 7)
+    );
+    // Bound to the addresses: another client address, or IPv4's layout, fails.
+    let other = baton_common::handoff_option::HandoffBindingV6 {
+        client_ip: VIP6.octets(),
+        ..binding
+    };
+    assert!(HandoffOption::parse_and_verify(&bytes, &key, &other).is_err());
+    let v4 = HandoffBinding {
+        client_ip: [0; 4],
+        client_port: CPORT,
+        backend_ip: [0; 4],
+        backend_port: B1_6.port(),
+        client_isn: CISN,
+    };
+    assert!(HandoffOption::parse_and_verify(&bytes, &key, &v4).is_err());
+
+    h.backend_sends(h.backend_syn_ack(isn_f, tsv_f));
+    let out = h.drain_one();
+    assert_eq!(out.ip6().dst_addr, *B1_6_IP);
+    assert_eq!(out.tcp().payload, REQUEST);
+    assert!(matches!(&h.events()[..], [Event::RequestSent(sent)] if sent.backend == B1_6));
+    h.backend_sends(h.confirmation(isn_f));
+    let events = h.events();
+    let [Event::HandedOff(handoff)] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert_eq!((handoff.flow, handoff.backend), (h.flow(), B1_6));
+    assert_eq!(h.state(), Some(StateName::Forwarding));
+    // A late client segment is forwarded to the back-end, its checksum made again.
+    let seq = CISN + 1 + REQUEST.len() as u32;
+    h.client_sends(&h.ack(isn_f, tsv_f, seq, b"more"));
+    let out = h.drain_one();
+    assert_eq!(
+        (out.ip6().src_addr, out.ip6().dst_addr),
+        (CLIENT6, *B1_6_IP)
+    );
+    assert_eq!(out.tcp().dst_port, B1_6.port());
+    assert_eq!(h.fe.stats().malformed, 0);
+}
+
+/// The IPv6 SYN' is the IPv4 SYN''s segment behind an IPv6 header: one layout of the
+/// options for both families, so that a back-end's module reads both alike.
+#[test]
+fn the_ipv6_syn_prime_has_the_ipv4_layout_of_options() {
+    let mut v4 = harness();
+    let (_, _, syn4) = v4.up_to_syn_prime();
+    let mut v6 = harness_v6();
+    let (_, _, syn6) = v6.up_to_syn_prime();
+    let (tcp4, tcp6) = (&syn4.bytes[20..], &syn6.bytes[40..]);
+    assert_eq!(tcp4.len(), tcp6.len());
+    // Ports, sequence numbers, offset, flags, window, then the options up to the
+    // handoff option's kind and length; its contents (isn_f and tsv_f, keyed on the
+    // flow, and the tag, bound to the addresses) and the checksum (over the
+    // pseudo-header) differ with the addresses.
+    assert_eq!(tcp4[..16], tcp6[..16]);
+    let handoff = tcp4.len() - 20;
+    assert_eq!(tcp4[20..handoff + 2], tcp6[20..handoff + 2]);
+    assert_eq!(tcp6[handoff..handoff + 2], [HANDOFF_OPTION_KIND, 20]);
+}
+
+/// SYN cookies over IPv6: the 36-byte flow and Linux's IPv6 MSS table, the cookie
+/// checked by the shared function, the connection rebuilt from the cookie's ACK.
+#[test]
+fn ipv6_syn_cookies_use_the_ipv6_flow_and_mss_table() {
+    let mut h = harness_v6_with(vec![B1_6]);
+    h.fe = FrontEnd::new(
+        Config {
+            max_half_open: 0,
+            services: vec![SERVICE6],
+            ..config()
+        },
+        Pool {
+            backends: vec![B1_6],
+            calls: 0,
+            feedback: Vec::new(),
+        },
+    )
+    .unwrap();
+    let mut syn = h.syn();
+    syn.max_seg_size = Some(1430);
+    h.client_sends(&syn);
+    let out = h.drain_one();
+    let sa = out.tcp();
+    assert_eq!(h.fe.connection_count(), 0, "no state for a cookie");
+    assert_eq!(h.fe.stats().syn_cookies_sent, 1);
+    assert_eq!(sa.max_seg_size, Some(1430));
+    let cookie = sa.seq_number;
+    let flow = baton_common::syncookie::flow_bytes_v6(
+        CLIENT6.octets(),
+        VIP6.octets(),
+        CPORT,
+        SERVICE6.port(),
+    );
+    let found = baton_common::syncookie::check_cookie(
+        &h.fe.syn_cookie_config().keys,
+        h.now.as_nanos(),
+        &flow,
+        CISN,
+        cookie,
+    )
+    .expect("the IPv6 flow's cookie");
+    assert_eq!(found.mss, 1420, "rounded down in MSS_TABLE_V6");
+    // IPv4's 12-byte flow of the same ports does not check.
+    let v4 = baton_common::syncookie::flow_bytes([0; 4], [0; 4], CPORT, 80);
+    assert!(
+        baton_common::syncookie::check_cookie(
+            &h.fe.syn_cookie_config().keys,
+            h.now.as_nanos(),
+            &v4,
+            CISN,
+            cookie
+        )
+        .is_none()
+    );
+    let tsv_f = sa.timestamps.unwrap().tsval;
+    h.client_sends(&h.ack(cookie, tsv_f, CISN + 1, REQUEST));
+    assert_eq!(h.fe.stats().syn_cookies_accepted, 1);
+    assert_eq!(h.state(), Some(StateName::HandingOffSynSent));
+    let syn_prime = h.drain_one();
+    assert_eq!(syn_prime.ip6().dst_addr, *B1_6_IP);
+    assert_eq!(syn_prime.tcp().max_seg_size, Some(1420));
+}
+
+/// An IPv6 packet with extension headers: a destination options header is crossed, a
+/// fragment or a routing header with segments left is a counted drop, as IPv4's
+/// fragments are, and nothing is answered.
+#[test]
+fn ipv6_fragments_and_routing_headers_are_counted_drops() {
+    let mut h = harness_v6();
+    let plain = build(CLIENT6.into(), VIP6.into(), 64, &h.syn()).unwrap();
+    let with_header = |next_header: u8, header: [u8; 8]| {
+        let mut p = plain[..40].to_vec();
+        p[6] = next_header;
+        p.extend_from_slice(&header);
+        p.extend_from_slice(&plain[40..]);
+        let len = (p.len() - 40) as u16;
+        p[4..6].copy_from_slice(&len.to_be_bytes());
+        p
+    };
+    // A fragment header (44): first fragment, more to come.
+    h.fe.handle_packet(h.now, &with_header(44, [6, 0, 0, 1, 0, 0, 0, 7]));
+    // A routing header (43), type 4, one segment left.
+    h.fe.handle_packet(h.now, &with_header(43, [6, 0, 4, 1, 0, 0, 0, 0]));
+    let stats = h.fe.stats().clone();
+    assert_eq!(
+        (
+            stats.malformed,
+            stats.ipv6_fragments,
+            stats.ipv6_extension_headers_refused
+        ),
+        (2, 1, 1)
+    );
+    assert!(h.drain().is_empty());
+    assert_eq!(h.fe.connection_count(), 0);
+    // Destination options (60), crossed: the SYN is answered.
+    h.fe.handle_packet(h.now, &with_header(60, [6, 0, 1, 4, 0, 0, 0, 0]));
+    assert_eq!(h.drain_one().tcp().flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(h.fe.stats().malformed, 2);
+}
+
+/// A back-end of the other family is never used: the dispatcher's offer of one is no
+/// back-end (503, counted), the fast path's is refused, and so is a handover's.
+#[test]
+fn a_backend_of_the_other_family_is_refused() {
+    let mut h = harness_v6_with(vec![B1]);
+    let (isn_f, tsv_f) = h.handshake();
+    h.client_sends(&h.ack(isn_f, tsv_f, CISN + 1, REQUEST));
+    let out = h.drain_one();
+    assert!(out.tcp().payload.starts_with(b"HTTP/1.1 503 "));
+    assert_eq!(out.ip6().dst_addr, CLIENT6);
+    assert_eq!(h.fe.stats().backend_family_mismatches, 1);
+    assert_eq!(h.fe.stats().no_backend, 1);
+
+    let flow = FlowKey {
+        client: SocketAddr::new(CLIENT6.into(), CPORT + 1),
+        service: SERVICE6,
+    };
+    let now = h.now;
+    assert_eq!(
+        h.fe.adopt(now, flow, handover(B1)),
+        Err(AdoptError::FamilyMismatch)
+    );
+    assert_eq!(h.fe.adopt(now, flow, handover(B1_6)), Ok(()));
+
+    let record = build(
+        CLIENT6.into(),
+        VIP6.into(),
+        64,
+        &h.ack(isn_f, tsv_f, CISN + 1, REQUEST),
+    )
+    .unwrap();
+    assert!(!h.fe.adopt_kernel_handoff(now, &record, B1));
+    assert_eq!(h.fe.stats().backend_family_mismatches, 3);
+    assert!(
+        h.drain().is_empty(),
+        "nothing sent to a back-end of the other family"
     );
 }

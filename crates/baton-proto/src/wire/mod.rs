@@ -112,6 +112,10 @@ pub enum WireError {
     /// Options that do not fit the 40 bytes a TCP header has room for (RFC 9293 §3.1).
     #[error("TCP options need {0} bytes, at most 40 fit")]
     TcpOptionsTooLong(usize),
+    /// A packet asked for from an address of one family to one of the other: no such
+    /// packet exists, and a connection never mixes families.
+    #[error("source and destination addresses of different families")]
+    MixedFamilies,
     /// A packet that would exceed IPv4's 65,535-byte total length.
     #[error("IPv4 packet of {0} bytes exceeds 65535")]
     PacketTooLong(usize),
@@ -216,6 +220,53 @@ pub mod checksum {
     impl PseudoHeader for Ipv6Addr {
         fn pseudo_header(src: Self, dst: Self, protocol: u8, length: usize) -> u32 {
             ipv6_pseudo_header(src, dst, protocol, length as u32)
+        }
+    }
+}
+
+/// An IP header of either family, parsed: what the protocol core reads of a packet's
+/// network layer. A connection never mixes families, so both addresses are of the one
+/// variant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpRepr {
+    /// IPv4 (options, if any, not kept).
+    V4(Ipv4Repr),
+    /// IPv6 (extension headers crossed, not kept).
+    V6(Ipv6Repr),
+}
+
+impl IpRepr {
+    /// The source address.
+    pub fn src_addr(&self) -> std::net::IpAddr {
+        match self {
+            Self::V4(ip) => ip.src_addr.into(),
+            Self::V6(ip) => ip.src_addr.into(),
+        }
+    }
+
+    /// The destination address.
+    pub fn dst_addr(&self) -> std::net::IpAddr {
+        match self {
+            Self::V4(ip) => ip.dst_addr.into(),
+            Self::V6(ip) => ip.dst_addr.into(),
+        }
+    }
+
+    /// The TTL, or IPv6's hop limit: the same field for what Baton does with it (a
+    /// client's, replayed to the back-end).
+    pub fn ttl(&self) -> u8 {
+        match self {
+            Self::V4(ip) => ip.ttl,
+            Self::V6(ip) => ip.hop_limit,
+        }
+    }
+
+    /// The DSCP and ECN bits: IPv4's type of service, IPv6's traffic class (RFC 8200 §7
+    /// makes them the same bits).
+    pub fn dscp_ecn(&self) -> u8 {
+        match self {
+            Self::V4(ip) => ip.dscp_ecn,
+            Self::V6(ip) => ip.traffic_class,
         }
     }
 }

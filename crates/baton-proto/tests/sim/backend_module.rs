@@ -33,7 +33,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use baton_common::backend::{
     BackendFlow, ClientSegmentFate, HandoffOptionCheck, SYN_ACK_PROOF_ROOM, ServerSegmentFate,
@@ -41,15 +41,18 @@ use baton_common::backend::{
     frontend_copy, is_syn, server_segment_fate, stat,
 };
 use baton_common::handoff_option::{
-    HandoffBinding, HandoffOption, HandoffOptionError, blank_option, find_handoff_option,
+    HandoffBinding, HandoffBindingV6, HandoffOption, HandoffOptionError, blank_option,
+    find_handoff_option,
 };
+use baton_common::ipv6::csum_replace16;
 use baton_common::layout::{
-    IP_CHECK, IP_DADDR, IP_PROTOCOL, IP_SADDR, IP_TOS, IP_TOT_LEN, IPPROTO_TCP, IPV4_HLEN,
-    SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK, TCP_DEST, TCP_DOFF, TCP_FLAGS, TCP_HLEN,
-    TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR, TSOPT_TSVAL, ip_header_len,
-    ip_version,
+    IP_CHECK, IP_SADDR, IPV4_HLEN, SACKOPT_EDGES, SEQ_LEN, TCP_ACK_SEQ, TCP_CHECK, TCP_DEST,
+    TCP_DOFF, TCP_FLAGS, TCP_HLEN, TCP_OPTIONS, TCP_SEQ, TCP_SOURCE, TCP_WINDOW, TSOPT_TSECR,
+    TSOPT_TSVAL,
     tcp_flag::{ACK, SYN},
 };
+
+use super::packet::{dscp_ecn, dst_addr, fill_checksums, ip_bounds, src_addr, write_addr};
 use baton_common::siphash::SipKey;
 use baton_common::stamp::{self, StampedFlow};
 use baton_common::syn_prime::{SYN_PRIME_OPTIONS_LEN, syn_prime_window_shift};
@@ -62,7 +65,7 @@ use baton_common::translate::{
 /// address and the service port are fixed per module).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub client_ip: Ipv4Addr,
+    pub client_ip: IpAddr,
     pub client_port: u16,
 }
 
@@ -108,9 +111,9 @@ pub enum EgressTo {
 
 pub struct BackendModule {
     key: SipKey,
-    /// The back-end's own address.
-    addr: Ipv4Addr,
-    vip: Ipv4Addr,
+    /// The back-end's own address, and the VIP: of the world's family.
+    addr: IpAddr,
+    vip: IpAddr,
     /// The service port the back-end's server listens on.
     port: u16,
     flows: HashMap<FlowKey, BackendFlow>,
@@ -122,7 +125,9 @@ pub struct BackendModule {
     pub to_frontend: Vec<Vec<u8>>,
 }
 
-/// Offsets of one IPv4/TCP packet, proved in bounds.
+/// Offsets of one IPv4 or IPv6 TCP packet, proved in bounds (the simulation's IPv6
+/// packets carry no extension headers; the module's IPv6 path is to walk them as the
+/// front-end does).
 struct Layout {
     /// Start of the TCP header.
     tcp: usize,
@@ -136,19 +141,14 @@ impl Layout {
     /// Checks the lengths the rewrite relies on; anything else is passed untouched by the
     /// caller (the kernel drops what its TCP cannot parse).
     fn of(pkt: &[u8]) -> Option<Self> {
-        let ihl = ip_header_len(*pkt.first()?);
-        if ip_version(*pkt.first()?) != 4
-            || ihl < IPV4_HLEN
-            || pkt.len() < ihl + TCP_HLEN
-            || *pkt.get(IP_PROTOCOL)? != IPPROTO_TCP
-        {
+        let (ihl, total) = ip_bounds(pkt)?;
+        if pkt.len() < ihl + TCP_HLEN {
             return None;
         }
         let tcp_header_len = usize::from(pkt[ihl + TCP_DOFF] >> 4) * 4;
         if tcp_header_len < TCP_HLEN || pkt.len() < ihl + tcp_header_len {
             return None;
         }
-        let total = usize::from(be16(pkt, IP_TOT_LEN));
         Some(Self {
             tcp: ihl,
             tcp_header_len,
@@ -167,10 +167,6 @@ fn be16(pkt: &[u8], at: usize) -> u16 {
 
 fn be32(pkt: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([pkt[at], pkt[at + 1], pkt[at + 2], pkt[at + 3]])
-}
-
-fn addr(pkt: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(pkt[at], pkt[at + 1], pkt[at + 2], pkt[at + 3])
 }
 
 /// Rewrites the 32-bit field at `at` (absolute offset, inside the TCP header at `tcp`)
@@ -205,20 +201,30 @@ fn rewrite_window(pkt: &mut [u8], tcp: usize, new: u16) {
 
 /// Rewrites the source address: the IPv4 header checksum and, through the pseudo-header,
 /// the TCP checksum (`bpf_l3_csum_replace` and `bpf_l4_csum_replace` with
-/// `BPF_F_PSEUDO_HDR` in tc). The VIP's port is the service port in the simulation, so
+/// `BPF_F_PSEUDO_HDR` in tc); for IPv6, TCP's alone, by `csum_replace16`'s diff (IPv6
+/// has no header checksum). The VIP's port is the service port in the simulation, so
 /// the source port stays.
-fn rewrite_src_addr(pkt: &mut [u8], tcp: usize, new: Ipv4Addr) {
-    let old = u32::from(addr(pkt, IP_SADDR));
-    let new = u32::from(new);
-    let ip_check = csum_replace4(be16(pkt, IP_CHECK), old, new);
-    let tcp_check = csum_replace4(be16(pkt, tcp + TCP_CHECK), old, new);
-    pkt[IP_SADDR..IP_SADDR + 4].copy_from_slice(&new.to_be_bytes());
-    pkt[IP_CHECK..IP_CHECK + 2].copy_from_slice(&ip_check.to_be_bytes());
-    pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&tcp_check.to_be_bytes());
+fn rewrite_src_addr(pkt: &mut [u8], tcp: usize, new: IpAddr) {
+    match (src_addr(pkt), new) {
+        (IpAddr::V4(old), IpAddr::V4(new)) => {
+            let (old, new) = (u32::from(old), u32::from(new));
+            let ip_check = csum_replace4(be16(pkt, IP_CHECK), old, new);
+            let tcp_check = csum_replace4(be16(pkt, tcp + TCP_CHECK), old, new);
+            pkt[IP_SADDR..IP_SADDR + 4].copy_from_slice(&new.to_be_bytes());
+            pkt[IP_CHECK..IP_CHECK + 2].copy_from_slice(&ip_check.to_be_bytes());
+            pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&tcp_check.to_be_bytes());
+        }
+        (IpAddr::V6(old), IpAddr::V6(new)) => {
+            let check = csum_replace16(be16(pkt, tcp + TCP_CHECK), &old.octets(), &new.octets());
+            write_addr(pkt, false, IpAddr::V6(new));
+            pkt[tcp + TCP_CHECK..tcp + TCP_CHECK + 2].copy_from_slice(&check.to_be_bytes());
+        }
+        _ => panic!("a packet of one family rewritten to the other"),
+    }
 }
 
 impl BackendModule {
-    pub fn new(key: [u8; 16], addr: Ipv4Addr, vip: Ipv4Addr, port: u16) -> Self {
+    pub fn new(key: [u8; 16], addr: IpAddr, vip: IpAddr, port: u16) -> Self {
         Self {
             key: SipKey::from_bytes(key),
             addr,
@@ -261,7 +267,7 @@ impl BackendModule {
             return None;
         }
         let key = FlowKey {
-            client_ip: addr(pkt, IP_SADDR),
+            client_ip: src_addr(pkt),
             client_port: be16(pkt, tcp + TCP_SOURCE),
         };
         let flags = pkt[tcp + TCP_FLAGS];
@@ -275,7 +281,7 @@ impl BackendModule {
             ClientSegmentFate::Translate => self.flows[&key],
         };
         translate_in(pkt, &layout, flow.translation, flags);
-        let verdict = if flow.drops(pkt[IP_TOS]) {
+        let verdict = if flow.drops(dscp_ecn(pkt)) {
             Verdict::Drop(stat::IN_CE_DROPPED)
         } else {
             Verdict::Pass(stat::IN_TRANSLATED)
@@ -296,18 +302,34 @@ impl BackendModule {
             Err(_) => return admit_syn(HandoffOptionCheck::Unreadable, data_len).verdict(),
         };
         let client_isn = be32(pkt, tcp + TCP_SEQ);
-        let binding = HandoffBinding {
-            client_ip: key.client_ip.octets(),
-            client_port: key.client_port,
-            backend_ip: self.addr.octets(),
-            backend_port: self.port,
-            client_isn,
+        // The tag's message by family: IPv4's, or IPv6's `HandoffBindingV6` ("BTN2").
+        let option_bytes = &pkt[options.start + span.start..options.end];
+        let verified = match (key.client_ip, self.addr) {
+            (IpAddr::V4(client), IpAddr::V4(backend)) => HandoffOption::parse_and_verify(
+                option_bytes,
+                &self.key,
+                &HandoffBinding {
+                    client_ip: client.octets(),
+                    client_port: key.client_port,
+                    backend_ip: backend.octets(),
+                    backend_port: self.port,
+                    client_isn,
+                },
+            ),
+            (IpAddr::V6(client), IpAddr::V6(backend)) => HandoffOption::parse_and_verify(
+                option_bytes,
+                &self.key,
+                &HandoffBindingV6 {
+                    client_ip: client.octets(),
+                    client_port: key.client_port,
+                    backend_ip: backend.octets(),
+                    backend_port: self.port,
+                    client_isn,
+                },
+            ),
+            _ => Err(HandoffOptionError::BadTag),
         };
-        let check = match HandoffOption::parse_and_verify(
-            &pkt[options.start + span.start..options.end],
-            &self.key,
-            &binding,
-        ) {
+        let check = match verified {
             Ok(option) => Ok(option),
             Err(HandoffOptionError::BadTag) => Err(HandoffOptionCheck::BadTag),
             Err(_) => Err(HandoffOptionCheck::BadOption),
@@ -371,24 +393,53 @@ impl BackendModule {
         isn_f: u32,
         tsv_f: u32,
     ) -> Verdict {
-        if layout.tcp != IPV4_HLEN {
-            return Verdict::Drop(stat::IN_MALFORMED);
-        }
         let tcp_len = layout.tcp_header_len;
         let mut headers = [0u8; SYN_ACK_PROOF_ROOM];
-        headers[..IPV4_HLEN + tcp_len].copy_from_slice(&pkt[..IPV4_HLEN + tcp_len]);
+        let ipv6 = pkt[0] >> 4 == 6;
+        if ipv6 {
+            // `SynAckProof` writes IPv4's headers: the model's IPv6 answer is the same
+            // segment behind an IPv6 header (what the module's IPv6 path is to send),
+            // made from an IPv4 shape with no addresses, its checksum made again.
+            headers[0] = 0x45;
+            headers[IPV4_HLEN..IPV4_HLEN + tcp_len]
+                .copy_from_slice(&pkt[layout.tcp..layout.tcp + tcp_len]);
+        } else {
+            if layout.tcp != IPV4_HLEN {
+                return Verdict::Drop(stat::IN_MALFORMED);
+            }
+            headers[..IPV4_HLEN + tcp_len].copy_from_slice(&pkt[..IPV4_HLEN + tcp_len]);
+        }
+        let vip_addr = match self.vip {
+            IpAddr::V4(vip) => vip.octets(),
+            IpAddr::V6(_) => [0; 4],
+        };
         let proof = SynAckProof {
             isn_f,
             tsv_f,
             request_len: flow.syn_data_len(),
-            vip_addr: self.vip.octets(),
+            vip_addr,
             vip_port: self.port.to_be_bytes(),
         };
         let Some(total) = proof.write(&mut headers, tcp_len) else {
             return Verdict::Drop(stat::IN_MALFORMED);
         };
-        self.to_frontend
-            .push(headers[..usize::from(total)].to_vec());
+        let answer = &headers[..usize::from(total)];
+        let answer = if ipv6 {
+            let segment = &answer[IPV4_HLEN..];
+            let mut v6 = vec![0u8; 40 + segment.len()];
+            v6[0] = 0x60;
+            v6[4..6].copy_from_slice(&(segment.len() as u16).to_be_bytes());
+            v6[6] = 6;
+            v6[7] = pkt[7];
+            write_addr(&mut v6, false, self.vip);
+            write_addr(&mut v6, true, src_addr(pkt));
+            v6[40..].copy_from_slice(segment);
+            fill_checksums(&mut v6);
+            v6
+        } else {
+            answer.to_vec()
+        };
+        self.to_frontend.push(answer);
         Verdict::Drop(stat::IN_SYN_REPEAT_ANSWERED)
     }
 
@@ -423,9 +474,9 @@ impl BackendModule {
             rewrite32(&mut pkt, tcp, at + TSOPT_TSVAL, ack.tsval);
             rewrite32(&mut pkt, tcp, at + TSOPT_TSECR, ack.tsecr);
         }
-        let (src, dst) = (addr(&pkt, IP_SADDR), addr(&pkt, IP_DADDR));
-        pkt[IP_SADDR..IP_SADDR + 4].copy_from_slice(&dst.octets());
-        pkt[IP_DADDR..IP_DADDR + 4].copy_from_slice(&src.octets());
+        let (src, dst) = (src_addr(&pkt), dst_addr(&pkt));
+        write_addr(&mut pkt, false, dst);
+        write_addr(&mut pkt, true, src);
         let (sport, dport) = (be16(&pkt, tcp + TCP_SOURCE), be16(&pkt, tcp + TCP_DEST));
         pkt[tcp + TCP_SOURCE..tcp + TCP_SOURCE + 2].copy_from_slice(&dport.to_be_bytes());
         pkt[tcp + TCP_DEST..tcp + TCP_DEST + 2].copy_from_slice(&sport.to_be_bytes());
@@ -442,11 +493,11 @@ impl BackendModule {
             return vec![(EgressTo::Route, pkt)];
         };
         let tcp = layout.tcp;
-        if be16(&pkt, tcp + TCP_SOURCE) != self.port || addr(&pkt, IP_SADDR) == self.vip {
+        if be16(&pkt, tcp + TCP_SOURCE) != self.port || src_addr(&pkt) == self.vip {
             return vec![(EgressTo::Route, pkt)];
         }
         let key = FlowKey {
-            client_ip: addr(&pkt, IP_DADDR),
+            client_ip: dst_addr(&pkt),
             client_port: be16(&pkt, tcp + TCP_DEST),
         };
         let Some(&flow) = self.flows.get(&key) else {
@@ -499,21 +550,27 @@ impl BackendModule {
             // The stamp, as the egress makes it (`baton_common::stamp`): every later TSval
             // to the client carries it, so the simulated client's PAWS checks run on
             // stamped TSvals. The VIP's port is the service's in the simulation.
-            let stamp = stamp::stamp(
-                &self.key,
-                &StampedFlow {
-                    client_addr: key.client_ip.octets(),
-                    client_port: key.client_port,
-                    vip_addr: self.vip.octets(),
-                    vip_port: self.port,
-                    backend_addr: self.addr.octets(),
-                    backend_port: self.port,
-                },
-            );
+            // The stamp binds IPv4 addresses (`baton_common::stamp`): an IPv6 back-end
+            // does not stamp yet (0 leaves the TSvals as translated), and the core takes
+            // an unstamped answer as the current back-end's.
+            let stamp = match (key.client_ip, self.vip, self.addr) {
+                (IpAddr::V4(client), IpAddr::V4(vip), IpAddr::V4(backend)) => stamp::stamp(
+                    &self.key,
+                    &StampedFlow {
+                        client_addr: client.octets(),
+                        client_port: key.client_port,
+                        vip_addr: vip.octets(),
+                        vip_port: self.port,
+                        backend_addr: backend.octets(),
+                        backend_port: self.port,
+                    },
+                ),
+                _ => 0,
+            };
             let config_flags = self.config_flags;
             let flow = self.flow_mut(key);
             flow.translation = flow.translation.with_backend(terms);
-            if flow.translation.has_timestamps() {
+            if flow.translation.has_timestamps() && stamp != 0 {
                 flow.translation = flow.translation.with_stamp(stamp);
             }
             flow.state |= flow.state_after_syn_ack(flags);

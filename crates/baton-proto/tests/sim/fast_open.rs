@@ -52,12 +52,12 @@
 //! goes to smoltcp as it is, which acknowledges only the SYN.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use baton_proto::wire::TcpFlags;
 
-use super::packet::{PacketInfo, fill_checksums};
+use super::packet::{PacketInfo, fill_checksums, ip_bounds};
 
 /// Linux's first SYN/ACK retransmission timeout (`TCP_TIMEOUT_INIT`).
 const SYN_ACK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -128,7 +128,7 @@ enum ChildState {
 /// The kernel's fast-open server path for one host; see the module's docs.
 pub struct FastOpen {
     pub enabled: bool,
-    children: HashMap<(Ipv4Addr, u16), Child>,
+    children: HashMap<(IpAddr, u16), Child>,
     /// Segments for smoltcp that the stand-in made (the completing ACK with the data).
     pub to_smoltcp: Vec<Vec<u8>>,
     /// Segments the stand-in sends itself (the SYN/ACK again), as the kernel does.
@@ -265,7 +265,7 @@ impl FastOpen {
             let client_isn = child.client_isn;
             self.children.remove(&key);
             let mut pkt = pkt;
-            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let ihl = tcp_start(&pkt);
             pkt[ihl + 4..ihl + 8].copy_from_slice(&client_isn.wrapping_add(1).to_be_bytes());
             fill_checksums(&mut pkt);
             return Some(pkt);
@@ -395,7 +395,7 @@ impl FastOpen {
         {
             return Some(pkt);
         }
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let ihl = tcp_start(&pkt);
         let ack = info.ack.wrapping_add(child.data.len() as u32);
         pkt[ihl + 8..ihl + 12].copy_from_slice(&ack.to_be_bytes());
         fill_checksums(&mut pkt);
@@ -466,13 +466,22 @@ impl FastOpen {
     }
 }
 
-/// A SYN's headers alone (its IPv4 total length cut, checksums filled) and its data.
+/// Where the TCP header of a packet the network verified starts.
+fn tcp_start(pkt: &[u8]) -> usize {
+    ip_bounds(pkt).map_or(20, |(tcp, _)| tcp)
+}
+
+/// A SYN's headers alone (its IPv4 total length or IPv6 payload length cut, checksums
+/// filled) and its data.
 fn split_syn(pkt: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let (ihl, total) = ip_bounds(pkt).expect("a verified packet");
     let headers = ihl + usize::from(pkt[ihl + 12] >> 4) * 4;
-    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
     let mut bare = pkt[..headers].to_vec();
-    bare[2..4].copy_from_slice(&(headers as u16).to_be_bytes());
+    if pkt[0] >> 4 == 6 {
+        bare[4..6].copy_from_slice(&((headers - ihl) as u16).to_be_bytes());
+    } else {
+        bare[2..4].copy_from_slice(&(headers as u16).to_be_bytes());
+    }
     fill_checksums(&mut bare);
     (bare, pkt[headers..total].to_vec())
 }
@@ -481,7 +490,7 @@ fn split_syn(pkt: &[u8]) -> (Vec<u8>, Vec<u8>) {
 /// (if it has timestamps) set to `tsval`.
 fn with_tsval(segment: &[u8], tsval: u32) -> Vec<u8> {
     let mut pkt = segment.to_vec();
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let ihl = tcp_start(&pkt);
     let end = ihl + usize::from(pkt[ihl + 12] >> 4) * 4;
     let options = ihl + 20..end;
     if let Some(ts) = baton_common::tcp_options::timestamps(&pkt[options.clone()]) {
@@ -492,12 +501,12 @@ fn with_tsval(segment: &[u8], tsval: u32) -> Vec<u8> {
     pkt
 }
 
-/// An IPv4 TCP segment with ACK (and PSH if it carries data) from `from` to `to`
+/// A TCP segment with ACK (and PSH if it carries data) from `from` to `to`
 /// carrying `data`, with the timestamps option if `timestamps` (TSval, TSecr) is given;
 /// checksums filled.
 fn data_segment(
-    from: (Ipv4Addr, u16),
-    to: (Ipv4Addr, u16),
+    from: (IpAddr, u16),
+    to: (IpAddr, u16),
     seq: u32,
     ack: u32,
     window: u16,

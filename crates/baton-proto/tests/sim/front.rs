@@ -31,7 +31,22 @@
 //! handled all in one round when the node resumes, before one drain.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
+
+use baton_common::ipv6::csum_replace16;
+
+/// An address's bytes as the stamp's back-end id takes them: IPv4's four, or the last
+/// four of an IPv6 address (IPv6 back-ends do not stamp yet, so no echo names one; the
+/// id only has to be some back-end's).
+fn id_bytes(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(ip) => ip.octets(),
+        IpAddr::V6(ip) => {
+            let o = ip.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    }
+}
 use std::time::Duration;
 
 use baton_common::{
@@ -59,7 +74,7 @@ use baton_proto::request::ClientRequest;
 use baton_proto::wire::TcpFlags;
 
 use super::net::NodeId;
-use super::packet::PacketInfo;
+use super::packet::{PacketInfo, ip_bounds, write_addr};
 use super::world::FrontNode;
 
 /// What the dispatcher was asked.
@@ -143,7 +158,7 @@ fn duration(at: Instant) -> Duration {
 /// An entry of the modelled XDP table.
 #[derive(Clone, Copy, Debug)]
 pub struct FastEntry {
-    pub backend: Ipv4Addr,
+    pub backend: IpAddr,
     /// While the core waits for the back-end's confirmation: the front-end's ISN, past
     /// which a client segment must acknowledge data to be forwarded.
     pub awaiting_answer: Option<u32>,
@@ -207,7 +222,7 @@ const RULES_REWRITTEN_EVERY: Duration = Duration::from_secs(1);
 pub struct RealFront {
     pub fe: FrontEnd<SimDispatch>,
     /// The XDP forwarding table: client (address, port) -> its entry.
-    pub fast_path: HashMap<(Ipv4Addr, u16), FastEntry>,
+    pub fast_path: HashMap<(IpAddr, u16), FastEntry>,
     pub events: Vec<Event>,
     pub fast_path_packets: u64,
     /// Cookie SYN/ACKs the modelled program sent, and handshake ACKs it took in.
@@ -222,7 +237,7 @@ pub struct RealFront {
     pub kernel: Option<KernelModel>,
     /// Flows whose entry the program wrote with its handoff, while the core adopts them:
     /// its `RequestSent` leaves the entry as it is (the daemon's `kernel_adopted`).
-    kernel_adopted: std::collections::HashSet<(Ipv4Addr, u16)>,
+    kernel_adopted: std::collections::HashSet<(IpAddr, u16)>,
     out: Vec<Vec<u8>>,
     /// While `Some`, the slow path is stalled and its inputs wait here.
     stalled: Option<Vec<Input>>,
@@ -362,12 +377,12 @@ impl RealFront {
     }
 
     /// The default configuration for the lab: one service, secrets from the seed.
-    pub fn lab_config(vip: Ipv4Addr, port: u16, key: [u8; 16], seed: u64) -> Config {
+    pub fn lab_config(vip: IpAddr, port: u16, key: [u8; 16], seed: u64) -> Config {
         let mut secret = [0u8; 16];
         secret[..8].copy_from_slice(&seed.to_le_bytes());
         secret[8..].copy_from_slice(&(!seed).to_le_bytes());
         Config {
-            services: vec![SocketAddrV4::new(vip, port)],
+            services: vec![SocketAddr::new(vip, port)],
             secret,
             handoff_key: key,
             ..Config::default()
@@ -378,7 +393,7 @@ impl RealFront {
         &self.fe.dispatcher_mut().calls
     }
 
-    pub fn state_of(&self, client: SocketAddrV4, service: SocketAddrV4) -> Option<StateName> {
+    pub fn state_of(&self, client: SocketAddr, service: SocketAddr) -> Option<StateName> {
         self.fe.connection_state(&FlowKey { client, service })
     }
 
@@ -404,34 +419,34 @@ impl RealFront {
                 Event::RequestSent(h)
                     if self
                         .kernel_adopted
-                        .remove(&(*h.flow.client.ip(), h.flow.client.port())) =>
+                        .remove(&(h.flow.client.ip(), h.flow.client.port())) =>
                 {
                     // The program wrote the entry with its handoff, and may have moved it
                     // on since: left as it is.
                 }
                 Event::RequestSent(h) => {
                     let entry = FastEntry {
-                        backend: *h.backend.ip(),
+                        backend: h.backend.ip(),
                         awaiting_answer: Some(h.isn_f),
                         client_next: h.client_next,
                         last_seen: None,
                         seen_noted: true,
                     };
                     self.fast_path
-                        .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
+                        .insert((h.flow.client.ip(), h.flow.client.port()), entry);
                 }
                 Event::HandedOff(h)
                     if h.confirmed_by_fast_path
                         && self
                             .fast_path
-                            .contains_key(&(*h.flow.client.ip(), h.flow.client.port())) =>
+                            .contains_key(&(h.flow.client.ip(), h.flow.client.port())) =>
                 {
                     // As the daemon does: the program cleared its entry's wait itself, and
                     // the entry stays as it is.
                 }
                 Event::HandedOff(h) => {
                     // As the daemon does: the later of the core's number and the entry's.
-                    let key = (*h.flow.client.ip(), h.flow.client.port());
+                    let key = (h.flow.client.ip(), h.flow.client.port());
                     let old = self.fast_path.get(&key);
                     let client_next = match old {
                         Some(e) if (e.client_next.wrapping_sub(h.client_next) as i32) > 0 => {
@@ -440,18 +455,18 @@ impl RealFront {
                         _ => h.client_next,
                     };
                     let entry = FastEntry {
-                        backend: *h.backend.ip(),
+                        backend: h.backend.ip(),
                         awaiting_answer: None,
                         client_next,
                         last_seen: old.and_then(|e| e.last_seen),
                         seen_noted: old.is_none_or(|e| e.seen_noted),
                     };
                     self.fast_path
-                        .insert((*h.flow.client.ip(), h.flow.client.port()), entry);
+                        .insert((h.flow.client.ip(), h.flow.client.port()), entry);
                 }
                 Event::Closed { flow, .. } | Event::Reset { flow, .. } => {
                     self.fast_path
-                        .remove(&(*flow.client.ip(), flow.client.port()));
+                        .remove(&(flow.client.ip(), flow.client.port()));
                 }
             }
             self.events.push(event);
@@ -472,8 +487,8 @@ impl RealFront {
             // dispatch on and SYNs answered here: the entry goes and the SYN is answered like any other
             // (the program's `replaced_by_syn`, on the close state the daemon records).
             let flow = FlowKey {
-                client: SocketAddrV4::new(info.src, info.sport),
-                service: SocketAddrV4::new(info.dst, info.dport),
+                client: SocketAddr::new(info.src, info.sport),
+                service: SocketAddr::new(info.dst, info.dport),
             };
             let bare = info.flags.bits() & 0x17 == TcpFlags::SYN.bits();
             let replaced = bare
@@ -494,7 +509,7 @@ impl RealFront {
             }
             return Some(pkt);
         }
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let (ihl, _) = ip_bounds(&pkt)?;
         // The program's own decision (the simulation's segments carry complete
         // checksums and the ring never fills, so every segment not held is forwarded).
         let doff = usize::from(pkt[ihl + 12] >> 4) * 4;
@@ -502,7 +517,7 @@ impl RealFront {
             entry.client_next,
             entry.awaiting_answer.map(|isn_f| AwaitedAnswer {
                 isn_f,
-                backend_id: stamp::backend_id(entry.backend.octets()),
+                backend_id: stamp::backend_id(id_bytes(entry.backend)),
             }),
             ClientSegment {
                 seq: info.seq,
@@ -524,8 +539,8 @@ impl RealFront {
         }
         let backend = entry.backend;
         let flow = FlowKey {
-            client: SocketAddrV4::new(info.src, info.sport),
-            service: SocketAddrV4::new(info.dst, info.dport),
+            client: SocketAddr::new(info.src, info.sport),
+            service: SocketAddr::new(info.dst, info.dport),
         };
         // Told in the order the daemon reads one notice's bits.
         if decision.notice & FlowNotice::BACKEND_ANSWERED != 0 {
@@ -543,13 +558,24 @@ impl RealFront {
         if decision.notice != 0 && !self.is_stalled() {
             self.drain();
         }
-        let old = u32::from(info.dst);
-        let new = u32::from(backend);
-        let ip_check = u16::from_be_bytes([pkt[10], pkt[11]]);
         let tcp_check = u16::from_be_bytes([pkt[ihl + 16], pkt[ihl + 17]]);
-        pkt[10..12].copy_from_slice(&csum_replace4(ip_check, old, new).to_be_bytes());
-        pkt[ihl + 16..ihl + 18].copy_from_slice(&csum_replace4(tcp_check, old, new).to_be_bytes());
-        pkt[16..20].copy_from_slice(&backend.octets());
+        match (info.dst, backend) {
+            (IpAddr::V4(old), IpAddr::V4(new)) => {
+                let (old, new) = (u32::from(old), u32::from(new));
+                let ip_check = u16::from_be_bytes([pkt[10], pkt[11]]);
+                pkt[10..12].copy_from_slice(&csum_replace4(ip_check, old, new).to_be_bytes());
+                pkt[ihl + 16..ihl + 18]
+                    .copy_from_slice(&csum_replace4(tcp_check, old, new).to_be_bytes());
+            }
+            // IPv6: no header checksum; TCP's covers the address (`csum_replace16`, the
+            // update the program's IPv6 path is to make).
+            (IpAddr::V6(old), IpAddr::V6(new)) => {
+                let check = csum_replace16(tcp_check, &old.octets(), &new.octets());
+                pkt[ihl + 16..ihl + 18].copy_from_slice(&check.to_be_bytes());
+            }
+            _ => panic!("a flow of one family forwarded to the other: {info}"),
+        }
+        write_addr(&mut pkt, true, backend);
         self.fast_path_packets += 1;
         self.out.push(pkt);
         None
@@ -569,7 +595,7 @@ impl RealFront {
             };
             entry.seen_noted = true;
             let flow = FlowKey {
-                client: SocketAddrV4::new(ip, port),
+                client: SocketAddr::new(ip, port),
                 service,
             };
             self.fe.note_activity(instant(now), &flow, instant(seen));
@@ -582,6 +608,15 @@ impl RealFront {
     /// half-open map if the cookie cannot keep them (no timestamps), and a bare ACK whose
     /// cookie checks is taken in (`handshake_ack_absorbed`). Everything else goes up.
     fn xdp_no_flow(&mut self, now: Duration, pkt: Vec<u8>, info: &PacketInfo) -> Option<Vec<u8>> {
+        // The program's SYN cookies and its handoff in the kernel are IPv4's (the IPv6
+        // path is the XDP program's own step): an IPv6 segment of no flow goes up, where
+        // the core answers it, with its own cookies if engaged.
+        if info.src.is_ipv6() {
+            return Some(pkt);
+        }
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (info.src, info.dst) else {
+            return Some(pkt);
+        };
         // SYN, FIN, RST, ACK: the bits that tell a bare SYN or a bare ACK.
         let control = info.flags.bits() & 0x17;
         // A request (the program's `hand_off_request`): handed off in the kernel, or up.
@@ -591,8 +626,7 @@ impl RealFront {
         if !self.fe.wants_syn_cookies(true) {
             return Some(pkt);
         }
-        let flow =
-            syncookie::flow_bytes(info.src.octets(), info.dst.octets(), info.sport, info.dport);
+        let flow = syncookie::flow_bytes(src.octets(), dst.octets(), info.sport, info.dport);
         let now_ns = now.as_nanos() as u64;
         // As the daemon writes it with a half-open map.
         let mut config = self.fe.syn_cookie_config();
@@ -609,8 +643,8 @@ impl RealFront {
             let syn_in_map = agreed.need_the_half_open_map();
             if syn_in_map {
                 let key = FlowKey {
-                    client: SocketAddrV4::new(info.src, info.sport),
-                    service: SocketAddrV4::new(info.dst, info.dport),
+                    client: SocketAddr::new(info.src, info.sport),
+                    service: SocketAddr::new(info.dst, info.dport),
                 };
                 let entry = HalfOpenSyn::new(info.seq, info.window, &options, &agreed);
                 self.half_open.0.insert(key, entry);
@@ -621,8 +655,8 @@ impl RealFront {
             let to = syncookie::SynAddresses {
                 client_mac: [0; 6],
                 our_mac: [0; 6],
-                client_addr: info.src.octets(),
-                service_addr: info.dst.octets(),
+                client_addr: src.octets(),
+                service_addr: dst.octets(),
                 client_port: info.sport,
                 service_port: info.dport,
             };
@@ -674,11 +708,13 @@ impl RealFront {
             kernel.cursors.resize(kernel.program.pools.len(), 0);
             kernel.compiled_at = now;
         }
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (info.src, info.dst) else {
+            return Some(pkt);
+        };
         let ihl = usize::from(pkt[0] & 0x0f) * 4;
         let header_len = usize::from(pkt[ihl + 12] >> 4) * 4;
         let cookies = self.fe.syn_cookie_config();
-        let flow =
-            syncookie::flow_bytes(info.src.octets(), info.dst.octets(), info.sport, info.dport);
+        let flow = syncookie::flow_bytes(src.octets(), dst.octets(), info.sport, info.dport);
         let client_isn = info.seq.wrapping_sub(1);
         let Some(cookie) = syncookie::check_cookie(
             &cookies.keys,
@@ -702,8 +738,7 @@ impl RealFront {
         // program has no loop over the payload.
         let tcp_len = pkt.len() - ihl;
         let check = u16::from_be_bytes([pkt[ihl + 16], pkt[ihl + 17]]);
-        let pseudo =
-            tcp_ipv4_pseudo_header_sum(info.src.octets(), info.dst.octets(), tcp_len as u16);
+        let pseudo = tcp_ipv4_pseudo_header_sum(src.octets(), dst.octets(), tcp_len as u16);
         if check == pseudo {
             kernel
                 .to_slow_path
@@ -717,8 +752,8 @@ impl RealFront {
             )
         });
         let segment = RequestSegment {
-            client_addr: info.src.octets(),
-            service_addr: info.dst.octets(),
+            client_addr: src.octets(),
+            service_addr: dst.octets(),
             client_port: info.sport,
             service_port: info.dport,
             seq: info.seq,
@@ -791,7 +826,7 @@ impl RealFront {
         self.fast_path.insert(
             key,
             FastEntry {
-                backend: *backend.ip(),
+                backend: IpAddr::V4(*backend.ip()),
                 awaiting_answer: Some(terms.flow.isn_f),
                 client_next: terms.flow.client_next,
                 last_seen: None,
@@ -811,9 +846,9 @@ impl RealFront {
         syn_prime.extend_from_slice(payload);
         self.out.push(syn_prime);
         match &mut self.stalled {
-            Some(waiting) => waiting.push(Input::Handoff(now, pkt, backend)),
+            Some(waiting) => waiting.push(Input::Handoff(now, pkt, backend.into())),
             None => {
-                self.adopt(now, &pkt, backend);
+                self.adopt(now, &pkt, backend.into());
                 self.drain();
             }
         }

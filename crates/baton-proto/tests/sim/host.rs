@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -99,20 +99,33 @@ pub struct TcpHost {
 }
 
 impl TcpHost {
-    pub fn new(addr: Ipv4Addr, gateway: Ipv4Addr, rng: &mut SimRng, ts_offset: u32) -> Self {
+    pub fn new(addr: IpAddr, gateway: IpAddr, rng: &mut SimRng, ts_offset: u32) -> Self {
         let mut device = SimDevice::default();
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = rng.next_u64();
         let mut iface = Interface::new(config, &mut device, smol_now(Duration::ZERO));
         iface.update_ip_addrs(|addrs| {
             addrs
-                .push(IpCidr::new(addr.into(), 24))
+                .push(IpCidr::new(
+                    addr.into(),
+                    if addr.is_ipv6() { 64 } else { 24 },
+                ))
                 .expect("one address fits");
         });
-        iface
-            .routes_mut()
-            .add_default_ipv4_route(gateway)
-            .expect("one route fits");
+        match gateway {
+            IpAddr::V4(gateway) => {
+                iface
+                    .routes_mut()
+                    .add_default_ipv4_route(gateway)
+                    .expect("one route fits");
+            }
+            IpAddr::V6(gateway) => {
+                iface
+                    .routes_mut()
+                    .add_default_ipv6_route(gateway)
+                    .expect("one route fits");
+            }
+        }
         Self {
             iface,
             device,
@@ -276,7 +289,7 @@ pub struct ClientApp {
 }
 
 impl ClientApp {
-    pub fn connect(host: &mut TcpHost, spec: ClientSpec, vip: Ipv4Addr, port: u16) -> Self {
+    pub fn connect(host: &mut TcpHost, spec: ClientSpec, vip: IpAddr, port: u16) -> Self {
         let handle = host.add_socket(spec.rx_buffer, spec.tx_buffer, spec.timestamps);
         let cx = host.iface.context();
         host.sockets

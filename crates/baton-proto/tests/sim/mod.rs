@@ -28,8 +28,52 @@ use std::time::Duration;
 
 use host::{ClientApp, ClientSpec, Expect, ServerApp, ServerSpec, TcpHost, response_for};
 use net::{LinkFaults, Network, NodeId};
+use packet::Family;
 use rng::SimRng;
 use world::{Addrs, BackendMonitor, BackendNode, ClientMonitor, ClientNode, FrontNode, World};
+
+std::thread_local! {
+    /// The family of the scenario running on this thread ([`over_both_families`]): what
+    /// [`SimConfig::new`] builds its world in. Each test runs on a thread of its own.
+    static FAMILY: std::cell::Cell<Family> = const { std::cell::Cell::new(Family::V4) };
+}
+
+/// Runs `scenario` over IPv4, then over IPv6: every world it builds (through
+/// [`SimConfig::new`]) is of the family of the run. A failure names the family.
+/// `BATON_SIM_FAMILIES=v4` (or `v6`) runs one of them, to time or debug it alone.
+pub fn over_both_families(scenario: impl Fn()) {
+    let chosen = std::env::var("BATON_SIM_FAMILIES").unwrap_or_default();
+    let families = match chosen.as_str() {
+        "v4" => &[Family::V4][..],
+        "v6" => &[Family::V6][..],
+        _ => &[Family::V4, Family::V6][..],
+    };
+    for &family in families {
+        FAMILY.set(family);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&scenario));
+        FAMILY.set(Family::V4);
+        if let Err(panic) = run {
+            eprintln!("the scenario failed over {family:?}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// The family of the scenario running on this thread.
+pub fn current_family() -> Family {
+    FAMILY.get()
+}
+
+/// Runs `scenario` over IPv4 only, for `why` (a part that has no IPv6 path yet); not at
+/// all with `BATON_SIM_FAMILIES=v6`.
+pub fn over_ipv4_only(why: &str, scenario: impl Fn()) {
+    if std::env::var("BATON_SIM_FAMILIES").is_ok_and(|f| f == "v6") {
+        println!("IPv4 only: {why}");
+        return;
+    }
+    FAMILY.set(Family::V4);
+    scenario();
+}
 
 /// The key the front-end and back-ends share for the handoff option's tag.
 pub const HANDOFF_KEY: [u8; 16] = *b"baton-sim-key-01";
@@ -86,6 +130,8 @@ pub struct SimConfig {
     pub backend_complete_handshake: bool,
     /// How long the back-ends' application takes to answer a request.
     pub response_delay: Duration,
+    /// The world's address family: every host, the VIP and every back-end of it.
+    pub family: Family,
 }
 
 impl SimConfig {
@@ -113,6 +159,7 @@ impl SimConfig {
             backend_fast_open: true,
             backend_complete_handshake: true,
             response_delay: Duration::ZERO,
+            family: FAMILY.get(),
         }
     }
 
@@ -131,7 +178,7 @@ impl SimConfig {
 /// Builds the lab for `cfg`; `front` makes the front-end node from the addresses.
 pub fn build_world(cfg: &SimConfig, front: impl FnOnce(&Addrs) -> Box<dyn FrontNode>) -> World {
     let mut rng = SimRng::new(cfg.seed);
-    let addrs = Addrs::lab(cfg.backends);
+    let addrs = Addrs::lab_in(cfg.family, cfg.backends);
     let mut net = Network::new(rng.fork(), LinkFaults::clean(cfg.lan_delay));
     for hop in [
         (NodeId::Client, NodeId::FrontEnd),

@@ -1,16 +1,104 @@
-//! A parsed summary of one IPv4/TCP packet, for routing, fault rules, monitors and the
+//! A parsed summary of one IPv4 or IPv6 TCP packet, for routing, fault rules, monitors and the
 //! trace printed when a scenario fails. Parsing goes through `baton_proto::wire`;
 //! [`PacketInfo::parse_verified`] also checks both checksums, which every hop of the
 //! simulated network does, so an incremental update that went wrong fails the scenario
 //! at the hop that carried it.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use baton_common::handoff_option::{HANDOFF_OPTION_KIND, find_handoff_option};
 use baton_proto::wire::{
-    Checksums, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpRepr, TcpSegment, WireError,
+    Checksums, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpFlags, TcpRepr,
+    TcpSegment, WireError,
 };
+
+/// The simulation's address family: every scenario runs over both, a world being all of
+/// one (a connection never mixes families).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Where a packet's TCP header starts and its IP packet ends, by its version: IPv4's
+/// IHL and total length, or IPv6's fixed header (the simulation's hosts and the core
+/// send no extension headers) and payload length. `None` for anything else.
+pub fn ip_bounds(pkt: &[u8]) -> Option<(usize, usize)> {
+    match pkt.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(pkt[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*pkt.get(2)?, *pkt.get(3)?]));
+            (ihl >= 20 && total >= ihl && total <= pkt.len() && pkt.get(9) == Some(&6))
+                .then_some((ihl, total))
+        }
+        6 => {
+            let payload = usize::from(u16::from_be_bytes([*pkt.get(4)?, *pkt.get(5)?]));
+            (pkt.len() >= 40 + payload && pkt.get(6) == Some(&6)).then_some((40, 40 + payload))
+        }
+        _ => None,
+    }
+}
+
+/// The source address of an IPv4 or IPv6 packet (its version checked by the caller).
+pub fn src_addr(pkt: &[u8]) -> IpAddr {
+    if pkt[0] >> 4 == 6 {
+        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).unwrap()))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]))
+    }
+}
+
+/// The destination address, as [`src_addr`].
+pub fn dst_addr(pkt: &[u8]) -> IpAddr {
+    if pkt[0] >> 4 == 6 {
+        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[24..40]).unwrap()))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]))
+    }
+}
+
+/// Writes `addr` as the packet's source (`dst: false`) or destination, no checksum
+/// touched: the caller's.
+pub fn write_addr(pkt: &mut [u8], dst: bool, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(a) => {
+            let at = if dst { 16 } else { 12 };
+            pkt[at..at + 4].copy_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            let at = if dst { 24 } else { 8 };
+            pkt[at..at + 16].copy_from_slice(&a.octets());
+        }
+    }
+}
+
+/// The DSCP and ECN bits: IPv4's type of service, IPv6's traffic class.
+pub fn dscp_ecn(pkt: &[u8]) -> u8 {
+    if pkt[0] >> 4 == 6 {
+        (pkt[0] << 4) | (pkt[1] >> 4)
+    } else {
+        pkt[1]
+    }
+}
+
+/// The unfolded sum of the TCP pseudo-header of a segment of `len` bytes between the
+/// packet's addresses, in its family (RFC 9293 §3.1, RFC 8200 §8.1).
+fn pseudo_sum(pkt: &[u8], len: usize) -> u64 {
+    if pkt[0] >> 4 == 6 {
+        let mut pseudo = [0u8; 40];
+        pseudo[..32].copy_from_slice(&pkt[8..40]);
+        pseudo[32..36].copy_from_slice(&(len as u32).to_be_bytes());
+        pseudo[39] = 6;
+        sum_words(&pseudo)
+    } else {
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&pkt[12..20]);
+        pseudo[9] = 6;
+        pseudo[10..].copy_from_slice(&(len as u16).to_be_bytes());
+        sum_words(&pseudo)
+    }
+}
 
 /// TCP option kinds the harness looks for (RFC 9293 section 3.2, RFC 7323, RFC 2018).
 pub mod kind {
@@ -22,8 +110,8 @@ pub mod kind {
 /// What the harness needs to know of a packet, copied out so it can be kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketInfo {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
@@ -42,44 +130,54 @@ pub struct PacketInfo {
 }
 
 impl PacketInfo {
-    /// Parses an IPv4 packet carrying TCP and verifies both checksums: what every hop of
+    /// Parses an IPv4 or IPv6 packet carrying TCP and verifies its checksums (IPv4's
+    /// header checksum, and TCP's over the family's pseudo-header): what every hop of
     /// the network does to every packet.
     pub fn parse_verified(bytes: &[u8]) -> Result<Self, WireError> {
         let info = Self::parse(bytes)?;
-        let ihl = usize::from(bytes[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
-        if fold(sum_words(&bytes[..ihl])) != 0xffff {
+        let (tcp, total) = ip_bounds(bytes).ok_or(WireError::BadTcpHeaderLength(0))?;
+        if bytes[0] >> 4 == 4 && fold(sum_words(&bytes[..tcp])) != 0xffff {
             return Err(WireError::BadIpChecksum);
         }
-        let segment = &bytes[ihl..total];
-        let mut pseudo = [0u8; 12];
-        pseudo[..4].copy_from_slice(&info.src.octets());
-        pseudo[4..8].copy_from_slice(&info.dst.octets());
-        pseudo[9] = 6;
-        pseudo[10..].copy_from_slice(&(segment.len() as u16).to_be_bytes());
-        if fold(sum_words(&pseudo) + sum_words(segment)) != 0xffff {
+        let segment = &bytes[tcp..total];
+        if fold(pseudo_sum(bytes, segment.len()) + sum_words(segment)) != 0xffff {
             return Err(WireError::BadTcpChecksum);
         }
         Ok(info)
     }
 
-    /// Parses an IPv4 packet carrying TCP, without looking at checksums (for packets the
-    /// network has already verified).
+    /// Parses an IPv4 or IPv6 packet carrying TCP, without looking at checksums (for
+    /// packets the network has already verified).
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        let ip = Ipv4Packet::new_checked(bytes)?;
-        let ipv4 = Ipv4Repr::parse(&ip, Checksums::Trust)?;
-        if ipv4.protocol != IpProtocol::Tcp {
-            return Err(WireError::NotTcp(ipv4.protocol.into()));
-        }
-        let seg = TcpSegment::new_checked(ip.payload())?;
-        let tcp = TcpRepr::parse(&seg, ipv4.src_addr, ipv4.dst_addr, Checksums::Trust)?;
+        let (src, dst, segment) = if bytes.first().map(|b| b >> 4) == Some(6) {
+            let ip = Ipv6Packet::new_checked(bytes)?;
+            let (ipv6, offset) = Ipv6Repr::parse(&ip)?;
+            if ipv6.next_header != IpProtocol::Tcp {
+                return Err(WireError::NotTcp(ipv6.next_header.into()));
+            }
+            let seg = TcpSegment::new_checked(ip.into_upper_layer_payload(offset))?;
+            (IpAddr::V6(ipv6.src_addr), IpAddr::V6(ipv6.dst_addr), seg)
+        } else {
+            let ip = Ipv4Packet::new_checked(bytes)?;
+            let ipv4 = Ipv4Repr::parse(&ip, Checksums::Trust)?;
+            if ipv4.protocol != IpProtocol::Tcp {
+                return Err(WireError::NotTcp(ipv4.protocol.into()));
+            }
+            let seg = TcpSegment::new_checked(ip.into_payload())?;
+            (IpAddr::V4(ipv4.src_addr), IpAddr::V4(ipv4.dst_addr), seg)
+        };
+        let tcp = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => TcpRepr::parse(&segment, s, d, Checksums::Trust)?,
+            (IpAddr::V6(s), IpAddr::V6(d)) => TcpRepr::parse(&segment, s, d, Checksums::Trust)?,
+            _ => unreachable!("one header, one family"),
+        };
         let mut sack = [None; 4];
         for (slot, block) in sack.iter_mut().zip(tcp.sack_blocks.iter()) {
             *slot = block.map(|b| (b.left, b.right));
         }
         Ok(Self {
-            src: ipv4.src_addr,
-            dst: ipv4.dst_addr,
+            src,
+            dst,
             sport: tcp.src_port,
             dport: tcp.dst_port,
             seq: tcp.seq_number,
@@ -92,7 +190,7 @@ impl PacketInfo {
             mss: tcp.max_seg_size,
             timestamps: tcp.timestamps.map(|t| (t.tsval, t.tsecr)),
             sack,
-            handoff_option: matches!(find_handoff_option(seg.options()), Ok(Some(_)))
+            handoff_option: matches!(find_handoff_option(segment.options()), Ok(Some(_)))
                 || tcp.unknown_options.find(HANDOFF_OPTION_KIND).is_some(),
         })
     }
@@ -154,27 +252,23 @@ fn sum_words(data: &[u8]) -> u64 {
     sum + (v >> 32) + (v & 0xffff_ffff)
 }
 
-/// Fills in the IPv4 header checksum and the TCP checksum of `pkt` (for the smoltcp
-/// devices, faster than smoltcp's own in an unoptimized build).
+/// Fills in the IPv4 header checksum (IPv6 has none) and the TCP checksum of `pkt` (for
+/// the smoltcp devices, faster than smoltcp's own in an unoptimized build).
 pub fn fill_checksums(pkt: &mut [u8]) {
-    if pkt.len() < 20 || pkt[0] >> 4 != 4 || pkt[9] != 6 {
+    let Some((tcp, total)) = ip_bounds(pkt) else {
+        return;
+    };
+    if total < tcp + 20 {
         return;
     }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]])).min(pkt.len());
-    if total < ihl + 20 {
-        return;
+    if pkt[0] >> 4 == 4 {
+        pkt[10..12].fill(0);
+        let ip = !fold(sum_words(&pkt[..tcp]));
+        pkt[10..12].copy_from_slice(&ip.to_be_bytes());
     }
-    pkt[10..12].fill(0);
-    let ip = !fold(sum_words(&pkt[..ihl]));
-    pkt[10..12].copy_from_slice(&ip.to_be_bytes());
-    let mut pseudo = [0u8; 12];
-    pseudo[..8].copy_from_slice(&pkt[12..20]);
-    pseudo[9] = 6;
-    pseudo[10..].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
-    pkt[ihl + 16..ihl + 18].fill(0);
-    let tcp = !fold(sum_words(&pseudo) + sum_words(&pkt[ihl..total]));
-    pkt[ihl + 16..ihl + 18].copy_from_slice(&tcp.to_be_bytes());
+    pkt[tcp + 16..tcp + 18].fill(0);
+    let sum = !fold(pseudo_sum(pkt, total - tcp) + sum_words(&pkt[tcp..total]));
+    pkt[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
 }
 
 fn fold(mut sum: u64) -> u16 {
@@ -229,14 +323,15 @@ impl fmt::Display for PacketInfo {
     }
 }
 
-/// An IPv4 TCP segment from `from` to `to` with the given numbers, flags (the TCP
-/// header's byte 13) and window, the timestamps option if `timestamps` (TSval, TSecr) is
-/// given, carrying `data`; checksums filled. What the simulation's own senders (the
-/// fast-open stand-in, forged segments) put on the wire.
+/// A TCP segment from `from` to `to` (IPv4 with DF, or IPv6, by the addresses' family)
+/// with the given numbers, flags (the TCP header's byte 13) and window, the timestamps
+/// option if `timestamps` (TSval, TSecr) is given, carrying `data`; checksums filled.
+/// What the simulation's own senders (the fast-open stand-in, forged segments) put on
+/// the wire.
 #[allow(clippy::too_many_arguments, reason = "one argument per header field")]
 pub fn tcp_segment(
-    from: (Ipv4Addr, u16),
-    to: (Ipv4Addr, u16),
+    from: (IpAddr, u16),
+    to: (IpAddr, u16),
     seq: u32,
     ack: u32,
     flags: u8,
@@ -244,28 +339,37 @@ pub fn tcp_segment(
     timestamps: Option<(u32, u32)>,
     data: &[u8],
 ) -> Vec<u8> {
+    let ip = if from.0.is_ipv6() { 40 } else { 20 };
     let options_len = if timestamps.is_some() { 12 } else { 0 };
-    let header = 40 + options_len;
+    let header = ip + 20 + options_len;
     let total = header + data.len();
     let mut pkt = vec![0u8; total];
-    pkt[0] = 0x45;
-    pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    pkt[6] = 0x40; // DF
-    pkt[8] = 64;
-    pkt[9] = 6;
-    pkt[12..16].copy_from_slice(&from.0.octets());
-    pkt[16..20].copy_from_slice(&to.0.octets());
-    pkt[20..22].copy_from_slice(&from.1.to_be_bytes());
-    pkt[22..24].copy_from_slice(&to.1.to_be_bytes());
-    pkt[24..28].copy_from_slice(&seq.to_be_bytes());
-    pkt[28..32].copy_from_slice(&ack.to_be_bytes());
-    pkt[32] = (((20 + options_len) / 4) << 4) as u8;
-    pkt[33] = flags;
-    pkt[34..36].copy_from_slice(&window.to_be_bytes());
+    if from.0.is_ipv6() {
+        pkt[0] = 0x60;
+        pkt[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+        pkt[6] = 6;
+        pkt[7] = 64;
+    } else {
+        pkt[0] = 0x45;
+        pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        pkt[6] = 0x40; // DF
+        pkt[8] = 64;
+        pkt[9] = 6;
+    }
+    write_addr(&mut pkt, false, from.0);
+    write_addr(&mut pkt, true, to.0);
+    let t = ip;
+    pkt[t..t + 2].copy_from_slice(&from.1.to_be_bytes());
+    pkt[t + 2..t + 4].copy_from_slice(&to.1.to_be_bytes());
+    pkt[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+    pkt[t + 8..t + 12].copy_from_slice(&ack.to_be_bytes());
+    pkt[t + 12] = (((20 + options_len) / 4) << 4) as u8;
+    pkt[t + 13] = flags;
+    pkt[t + 14..t + 16].copy_from_slice(&window.to_be_bytes());
     if let Some((tsval, tsecr)) = timestamps {
-        pkt[40..44].copy_from_slice(&[1, 1, 8, 10]);
-        pkt[44..48].copy_from_slice(&tsval.to_be_bytes());
-        pkt[48..52].copy_from_slice(&tsecr.to_be_bytes());
+        pkt[t + 20..t + 24].copy_from_slice(&[1, 1, 8, 10]);
+        pkt[t + 24..t + 28].copy_from_slice(&tsval.to_be_bytes());
+        pkt[t + 28..t + 32].copy_from_slice(&tsecr.to_be_bytes());
     }
     pkt[header..].copy_from_slice(data);
     fill_checksums(&mut pkt);

@@ -13,19 +13,19 @@
 //!
 //! Checksums here are recomputed in full: this code is scaffolding, not under test.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use baton_common::handoff_option::find_option;
-use baton_proto::wire::{Ipv4Packet, TcpSegment};
+use baton_proto::wire::TcpSegment;
 
 use super::net::NodeId;
-use super::packet::{PacketInfo, kind};
+use super::packet::{PacketInfo, fill_checksums, ip_bounds, kind, write_addr};
 use super::world::FrontNode;
 
 pub struct StandInFront {
-    pub vip: Ipv4Addr,
-    pub backend: Ipv4Addr,
+    pub vip: IpAddr,
+    pub backend: IpAddr,
     pub ws_f: u8,
     out: Vec<Vec<u8>>,
     pub forwarded: u64,
@@ -34,7 +34,7 @@ pub struct StandInFront {
 }
 
 impl StandInFront {
-    pub fn new(vip: Ipv4Addr, backend: Ipv4Addr, ws_f: u8) -> Self {
+    pub fn new(vip: IpAddr, backend: IpAddr, ws_f: u8) -> Self {
         Self {
             vip,
             backend,
@@ -47,19 +47,18 @@ impl StandInFront {
     }
 }
 
-/// Rewrites the addresses of an IPv4/TCP packet and recomputes both checksums.
-fn readdress(mut pkt: Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr, ws: Option<u8>) -> Vec<u8> {
-    let mut ip = Ipv4Packet::new_checked(&mut pkt[..]).expect("valid packet");
-    ip.set_src_addr(src);
-    ip.set_dst_addr(dst);
-    ip.fill_checksum();
-    let mut seg = TcpSegment::new_checked(ip.payload_mut()).expect("valid segment");
+/// Rewrites the addresses of an IPv4 or IPv6 TCP packet and recomputes the checksums.
+fn readdress(mut pkt: Vec<u8>, src: IpAddr, dst: IpAddr, ws: Option<u8>) -> Vec<u8> {
+    write_addr(&mut pkt, false, src);
+    write_addr(&mut pkt, true, dst);
+    let (tcp, total) = ip_bounds(&pkt).expect("valid packet");
+    let mut seg = TcpSegment::new_checked(&mut pkt[tcp..total]).expect("valid segment");
     if let Some(ws) = ws
         && let Ok(Some(span)) = find_option(seg.options_mut(), kind::WINDOW_SCALE)
     {
         seg.options_mut()[span.start + 2] = ws;
     }
-    seg.fill_checksum(src, dst);
+    fill_checksums(&mut pkt);
     pkt
 }
 

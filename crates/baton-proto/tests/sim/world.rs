@@ -12,7 +12,7 @@
 //! findings, the last packets) when the virtual-time limit or the step limit is reached.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use smoltcp::socket::tcp;
@@ -22,32 +22,69 @@ use baton_common::backend::{Verdict, stat};
 use super::backend_module::{BackendModule, EgressTo, FlowKey};
 use super::host::{ClientApp, ServerApp, TcpHost};
 use super::net::{Network, NodeId};
-use super::packet::{PacketInfo, kind};
+use super::packet::{Family, PacketInfo, kind};
 
-/// The lab's addresses, in the benchmarking range 198.18.0.0/15 (docs/design.md, "The lab").
+/// The lab's addresses, in the benchmarking range 198.18.0.0/15, or their IPv6 twins in
+/// 2001:2::/48 (docs/design.md, "The lab": 2001:2:0:N::H beside 198.18.N.H).
 #[derive(Clone, Debug)]
 pub struct Addrs {
-    pub client: Ipv4Addr,
-    pub client_gw: Ipv4Addr,
-    pub vip: Ipv4Addr,
-    pub front: Ipv4Addr,
-    pub lan_gw: Ipv4Addr,
-    pub backends: Vec<Ipv4Addr>,
+    pub client: IpAddr,
+    pub client_gw: IpAddr,
+    pub vip: IpAddr,
+    pub front: IpAddr,
+    pub lan_gw: IpAddr,
+    pub backends: Vec<IpAddr>,
 }
 
 impl Addrs {
-    pub fn lab(backends: usize) -> Self {
+    /// The lab in `family`.
+    pub fn lab_in(family: Family, backends: usize) -> Self {
+        let v4 = Self::lab_v4(backends);
+        match family {
+            Family::V4 => v4,
+            Family::V6 => Self {
+                client: v6_twin(v4.client),
+                client_gw: v6_twin(v4.client_gw),
+                vip: v6_twin(v4.vip),
+                front: v6_twin(v4.front),
+                lan_gw: v6_twin(v4.lan_gw),
+                backends: v4.backends.into_iter().map(v6_twin).collect(),
+            },
+        }
+    }
+
+    fn lab_v4(backends: usize) -> Self {
+        let ip = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
         Self {
-            client: Ipv4Addr::new(198, 19, 0, 10),
-            client_gw: Ipv4Addr::new(198, 19, 0, 1),
-            vip: Ipv4Addr::new(198, 18, 0, 100),
-            front: Ipv4Addr::new(198, 18, 1, 2),
-            lan_gw: Ipv4Addr::new(198, 18, 1, 1),
+            client: ip(198, 19, 0, 10),
+            client_gw: ip(198, 19, 0, 1),
+            vip: ip(198, 18, 0, 100),
+            front: ip(198, 18, 1, 2),
+            lan_gw: ip(198, 18, 1, 1),
             backends: (0..backends)
-                .map(|i| Ipv4Addr::new(198, 18, 1, 11 + i as u8))
+                .map(|i| ip(198, 18, 1, 11 + i as u8))
                 .collect(),
         }
     }
+}
+
+/// 198.N.M.H's twin: 2001:2:N-18:M::H (the lab's `v6_for`, with the client's 198.19
+/// network as 2001:2:1:M::H).
+fn v6_twin(ip: IpAddr) -> IpAddr {
+    let IpAddr::V4(ip) = ip else {
+        return ip;
+    };
+    let [_, n, m, h] = ip.octets();
+    IpAddr::V6(Ipv6Addr::new(
+        0x2001,
+        2,
+        u16::from(n - 18),
+        u16::from(m),
+        0,
+        0,
+        0,
+        u16::from(h),
+    ))
 }
 
 /// The front-end's place in the simulation: the real state machine, or the harness
@@ -628,11 +665,15 @@ fn clamp_mss(mut pkt: Vec<u8>) -> Vec<u8> {
     if !info.has(baton_proto::wire::TcpFlags::SYN) || info.mss.is_none_or(|m| m <= MSS_CLAMP) {
         return pkt;
     }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let (ihl, _) = super::packet::ip_bounds(&pkt).expect("checked");
+    let mut changed = false;
     let mut seg = TcpSegment::new_checked(&mut pkt[ihl..]).expect("checked");
     if let Ok(Some(span)) = find_option(seg.options_mut(), kind::MSS) {
         seg.options_mut()[span.start + 2..span.start + 4].copy_from_slice(&MSS_CLAMP.to_be_bytes());
-        seg.fill_checksum(info.src, info.dst);
+        changed = true;
+    }
+    if changed {
+        super::packet::fill_checksums(&mut pkt);
     }
     pkt
 }
@@ -648,11 +689,15 @@ fn strip_sack_permitted(mut pkt: Vec<u8>) -> Vec<u8> {
     if !info.is_syn() {
         return pkt;
     }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let (ihl, _) = super::packet::ip_bounds(&pkt).expect("checked");
+    let mut changed = false;
     let mut seg = TcpSegment::new_checked(&mut pkt[ihl..]).expect("checked");
     if let Ok(Some(span)) = find_option(seg.options_mut(), kind::SACK_PERMITTED) {
         seg.options_mut()[span.start..span.start + span.len].fill(1);
-        seg.fill_checksum(info.src, info.dst);
+        changed = true;
+    }
+    if changed {
+        super::packet::fill_checksums(&mut pkt);
     }
     pkt
 }
@@ -667,13 +712,17 @@ fn linux_timestamps(mut pkt: Vec<u8>) -> Vec<u8> {
     if info.is_syn() {
         return pkt;
     }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let (ihl, _) = super::packet::ip_bounds(&pkt).expect("checked");
+    let mut changed = false;
     let mut seg = TcpSegment::new_checked(&mut pkt[ihl..]).expect("checked");
     let options = seg.options_mut();
     if options.len() == 12 && options[..2] == [8, 10] && options[10..] == [0, 0] {
         options.copy_within(..10, 2);
         options[..2].copy_from_slice(&[1, 1]);
-        seg.fill_checksum(info.src, info.dst);
+        changed = true;
+    }
+    if changed {
+        super::packet::fill_checksums(&mut pkt);
     }
     pkt
 }

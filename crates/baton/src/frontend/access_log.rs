@@ -21,7 +21,7 @@ use std::{
     fmt::Write as _,
     fs::{File, OpenOptions},
     io::Write as _,
-    net::SocketAddrV4,
+    net::SocketAddr,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
@@ -35,13 +35,13 @@ use super::log;
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
     pub time: SystemTime,
-    pub client: SocketAddrV4,
-    pub service: SocketAddrV4,
+    pub client: SocketAddr,
+    pub service: SocketAddr,
     pub request: &'a str,
     pub host: &'a str,
     pub rule: &'a str,
     pub pool: &'a str,
-    pub backend: SocketAddrV4,
+    pub backend: SocketAddr,
     pub candidate: u8,
     pub latency_us: Option<u64>,
 }

@@ -15,7 +15,7 @@
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -254,7 +254,7 @@ pub struct Settings {
     /// The virtual services (VIP and port), at least one.
     pub services: Vec<SocketAddrV4>,
     /// The IPv6 services (`vip6`, or `[VIP6]:PORT` in `services`), possibly none. Only the
-    /// nftables table and the capture take them (the protocol core is IPv4 only).
+    /// nftables table and the capture take them, and the protocol core beside the IPv4 ones.
     pub services6: Vec<SocketAddrV6>,
     /// How long to keep serving after a stop signal.
     pub drain: Duration,
@@ -617,7 +617,13 @@ impl FileConfig {
             Vec::new()
         };
         let proto = ProtoConfig {
-            services: services.clone(),
+            // The core serves both families: a connection is of its service's family.
+            services: services
+                .iter()
+                .copied()
+                .map(SocketAddr::V4)
+                .chain(services6.iter().copied().map(SocketAddr::V6))
+                .collect(),
             secret,
             handoff_key,
             mss: t.mss.unwrap_or(defaults.mss),
@@ -874,8 +880,12 @@ mod tests {
         assert_eq!(s.services, ["198.18.2.1:8080".parse().unwrap()]);
         assert_eq!(s.services6, ["[2001:2:0:1::a]:8080".parse().unwrap()]);
         assert_eq!(
-            s.proto.services, s.services,
-            "the core gets the IPv4 services alone"
+            s.proto.services,
+            [
+                "198.18.2.1:8080".parse::<SocketAddr>().unwrap(),
+                "[2001:2:0:1::a]:8080".parse().unwrap()
+            ],
+            "the core serves both families"
         );
         assert!(parse(MINIMAL, Path::new(".")).unwrap().services6.is_empty());
         let listed = parse(
@@ -972,7 +982,8 @@ mod tests {
             .map(|a| a.parse().unwrap())
             .collect();
         assert_eq!(s.services, want);
-        assert_eq!(s.proto.services, want, "the core serves them all");
+        let want_core: Vec<SocketAddr> = want.iter().copied().map(SocketAddr::V4).collect();
+        assert_eq!(s.proto.services, want_core, "the core serves them all");
         let with_port =
             MINIMAL.replace("vip = \"198.18.2.1\"", "vip = \"198.18.2.1\"\nport = 8080");
         assert_eq!(

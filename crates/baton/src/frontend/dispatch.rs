@@ -308,8 +308,8 @@ mod tests {
 
     use super::*;
 
-    fn be(k: u8) -> SocketAddrV4 {
-        SocketAddrV4::new(std::net::Ipv4Addr::new(198, 18, 1, 10 + k), 80)
+    fn be(k: u8) -> std::net::SocketAddr {
+        SocketAddrV4::new(std::net::Ipv4Addr::new(198, 18, 1, 10 + k), 80).into()
     }
 
     const LAB: &str = r#"
@@ -331,7 +331,7 @@ mod tests {
 
     fn flow(port: u16) -> FlowKey {
         FlowKey {
-            client: SocketAddrV4::new([198, 18, 0, 2].into(), port),
+            client: SocketAddrV4::new([198, 18, 0, 2].into(), port).into(),
             service: "198.18.2.1:80".parse().unwrap(),
         }
     }

@@ -202,7 +202,7 @@ fn run_check(
     reports: &Sender<Report>,
     stop: &Stop,
 ) {
-    let target = SocketAddr::from((*backend.ip(), check.port.unwrap_or(backend.port())));
+    let target = SocketAddr::from((backend.ip(), check.port.unwrap_or(backend.port())));
     let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: baton-health-check\r\nConnection: close\r\n\r\n",
         check.path,
@@ -398,10 +398,7 @@ mod tests {
              [pools.p]\nbackends = [{{ address = \"{addr}\" }}]\n"
         ))
         .unwrap();
-        let backend = match addr {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!(),
-        };
+        let backend = addr;
         let mut checks = HealthChecks::start(&d).unwrap();
         assert_eq!(checks.len(), 1);
         let mut seen = Vec::new();

@@ -30,7 +30,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
@@ -139,7 +139,7 @@ impl KernelDispatch {
             let mac = resolve_mac(*addr.ip());
             // A back-end with no count (past every slot a daemon has) is not counted
             // right by the kernel: its requests go up.
-            let load_slot = loads.slot(*addr);
+            let load_slot = loads.slot((*addr).into());
             KernelBackend {
                 addr_be: u32::from(*addr.ip()).to_be(),
                 port_be: addr.port().to_be(),
@@ -331,7 +331,7 @@ pub struct BackendLoads {
     booked: Shared,
     slots: HashMap<SocketAddrV4, u16>,
     /// Reused by [`BackendLoads::sync`], so that it allocates nothing.
-    books: Vec<(SocketAddrV4, u64)>,
+    books: Vec<(SocketAddr, u64)>,
 }
 
 /// One mapped array of [`MAX_LOAD_SLOTS`] `u64`s.
@@ -397,7 +397,11 @@ impl BackendLoads {
 
     /// The slot of `addr`'s counts, a new one the first time; `None` once every slot
     /// is taken.
-    fn slot(&mut self, addr: SocketAddrV4) -> Option<u16> {
+    fn slot(&mut self, addr: SocketAddr) -> Option<u16> {
+        // The program's counts are of IPv4 back-ends: its dispatch is IPv4's.
+        let SocketAddr::V4(addr) = addr else {
+            return None;
+        };
         if let Some(&slot) = self.slots.get(&addr) {
             return Some(slot);
         }

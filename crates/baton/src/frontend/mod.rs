@@ -83,7 +83,7 @@ pub mod kernel_dispatch;
 pub mod metrics;
 
 use std::{
-    net::SocketAddrV4,
+    net::{IpAddr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -183,7 +183,16 @@ fn write_kernel_rules(
 /// reload or a newly resolved MAC reaches them within a second.
 fn write_stamps(fast: &mut FastPath, fe: &mut FrontEnd<ContentDispatch>) {
     let key = fe.config().handoff_key;
-    let backends: Vec<SocketAddrV4> = fe.dispatcher_mut().dispatcher().backends().collect();
+    // The stamp tables are IPv4's (`baton_common::stamp`).
+    let backends: Vec<SocketAddrV4> = fe
+        .dispatcher_mut()
+        .dispatcher()
+        .backends()
+        .filter_map(|b| match b {
+            SocketAddr::V4(b) => Some(b),
+            SocketAddr::V6(_) => None,
+        })
+        .collect();
     if let Err(e) = fast.write_stamps(clock(), key, &backends) {
         log::warn("stamps_unavailable", &[("error", &format!("{e:#}"))]);
     }
@@ -1102,7 +1111,11 @@ fn apply_outputs(
                 if let Some(path) = fast.path.as_deref_mut() {
                     path.flush_removals(fast.stats);
                 }
-                io.send(t.destination, &t.packet);
+                // The daemon's core sees IPv4 alone (its capture is `ETH_P_IP`, its
+                // services IPv4), so it sends IPv4 alone; the raw socket is IPv4's.
+                if let IpAddr::V4(destination) = t.destination {
+                    io.send(destination, &t.packet);
+                }
             }
             Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
             // Without the fast path no program takes the claims: the core probes only
