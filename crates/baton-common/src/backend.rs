@@ -36,6 +36,19 @@ pub struct BackendFlowKey {
     pub backend_port_be: u16,
 }
 
+/// [`BackendFlowKey`]'s IPv6 twin, the key of the IPv6 flow table (a map of its own, so
+/// that the IPv4 table keeps the layout pinned tables have; docs/design.md, "IPv6: the
+/// plan"): the addresses as the packet holds them, ports in network byte order. 36 bytes,
+/// no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendFlowKeyV6 {
+    pub client_addr: [u8; 16],
+    pub backend_addr: [u8; 16],
+    pub client_port_be: u16,
+    pub backend_port_be: u16,
+}
+
 /// A flow-table value: how to translate, and where the handoff stands.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -719,6 +732,43 @@ impl BackendConfig {
     pub const COMPLETE_HANDSHAKE: u32 = 1 << 3;
 }
 
+/// The IPv6 part of the configuration, in a map of its own (`BACKEND_CONFIG_V6`) so that
+/// [`BackendConfig`] keeps its pinned layout: the VIP's IPv6 address the back-end answers
+/// IPv6 clients as. The port, key, service port and front-end MAC are
+/// [`BackendConfig`]'s, shared by both families. Without [`BackendConfigV6::ENABLED`]
+/// the programs pass every IPv6 packet untouched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendConfigV6 {
+    pub vip_addr: [u8; 16],
+    /// [`BackendConfigV6::ENABLED`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+impl BackendConfigV6 {
+    /// `vip_addr` holds the VIP's IPv6 address: the IPv6 path is on.
+    pub const ENABLED: u32 = 1 << 0;
+}
+
+/// What the programs do with the first fragment of an IPv6 TCP segment to (ingress) or
+/// from (egress) the service port, `held` telling whether its flow is a handed-off one:
+/// the module translates no fragment (the TCP header is in this one, but the options and
+/// the checksum's data are spread over all), so one of a handed-off flow is dropped and
+/// counted (`stat`: [`stat::IN_IPV6_FRAGMENT`] or [`stat::OUT_IPV6_FRAGMENT`]), which TCP
+/// repairs as a loss; Linux's TCP, doing path MTU discovery, never sends one. Any other
+/// fragment, and a later fragment (whose ports nothing can read), passes untouched
+/// (`None`, uncounted: not the module's), as do packets the extension-header walk refuses
+/// (AH, ESP, a routing header with segments left, unknown or too many headers).
+#[inline(always)]
+pub const fn ipv6_fragment_fate(held: bool, stat: u32) -> Option<Verdict> {
+    if held {
+        Some(Verdict::Drop(stat))
+    } else {
+        None
+    }
+}
+
 /// Indexes of the per-CPU counter array: one per outcome of the programs, so that every
 /// packet they touch or refuse is accounted for.
 pub mod stat {
@@ -840,8 +890,14 @@ pub mod stat {
     /// A probe that is malformed (`crate::claim::FrameError`) or could not be turned
     /// around (the ICMP slot of an older build, a failed rewrite): dropped.
     pub const PROBE_MALFORMED: u32 = 35;
+    /// The first fragment of an IPv6 segment to the service port of a handed-off flow:
+    /// dropped ([`super::ipv6_fragment_fate`]).
+    pub const IN_IPV6_FRAGMENT: u32 = 36;
+    /// The first fragment of an IPv6 segment from the service port of a handed-off flow:
+    /// dropped ([`super::ipv6_fragment_fate`]).
+    pub const OUT_IPV6_FRAGMENT: u32 = 37;
     /// Number of counters.
-    pub const COUNT: u32 = 36;
+    pub const COUNT: u32 = 38;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -881,6 +937,8 @@ pub mod stat {
         "probe_claimed",
         "probe_not_held",
         "probe_malformed",
+        "in_ipv6_fragment",
+        "out_ipv6_fragment",
     ];
 }
 
@@ -921,12 +979,31 @@ pub mod ingress_program {
     pub const SLOTS: u32 = 4;
 }
 
+/// Slots of the IPv6 program array (`BACKEND_V6_PROGRAMS`, a map of its own so that the
+/// pinned [`ingress_program`] array keeps its shape): the IPv6 paths, each a program of
+/// its own reached by tail call, so that each has its own verifier budget (the IPv4
+/// ingress and egress have no room for a second family inline) and IPv4 pays nothing for
+/// them. Like [`ingress_program`], an entry program passes nothing but the packet.
+pub mod ipv6_program {
+    /// `backend_ingress_v6`: an IPv6 frame on ingress, from `backend_ingress`.
+    pub const INGRESS: u32 = 0;
+    /// `backend_syn_v6`: an IPv6 SYN to the service port, from `backend_ingress_v6`.
+    pub const SYN: u32 = 1;
+    /// `backend_egress_v6`: an IPv6 frame on egress, from `backend_egress`.
+    pub const EGRESS: u32 = 2;
+    /// Slots in the map, with room for the IPv6 programs later builds add (ICMPv6, the
+    /// handshake completed here).
+    pub const SLOTS: u32 = 8;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `#[repr(C)]`, integers only, padding explicit (checked by the size tests).
     unsafe impl aya::Pod for super::BackendFlowKey {}
     unsafe impl aya::Pod for super::BackendFlow {}
     unsafe impl aya::Pod for super::BackendConfig {}
+    unsafe impl aya::Pod for super::BackendFlowKeyV6 {}
+    unsafe impl aya::Pod for super::BackendConfigV6 {}
 }
 
 #[cfg(test)]
@@ -1377,6 +1454,17 @@ mod tests {
         assert_eq!(size_of::<BackendFlowKey>(), 12);
         assert_eq!(size_of::<BackendFlow>(), 24);
         assert_eq!(size_of::<BackendConfig>(), 56);
+        assert_eq!(size_of::<BackendFlowKeyV6>(), 36);
+        assert_eq!(size_of::<BackendConfigV6>(), 24);
+    }
+
+    #[test]
+    fn only_a_handed_off_flows_ipv6_fragment_is_dropped() {
+        assert_eq!(
+            ipv6_fragment_fate(true, stat::IN_IPV6_FRAGMENT),
+            Some(Verdict::Drop(stat::IN_IPV6_FRAGMENT))
+        );
+        assert_eq!(ipv6_fragment_fate(false, stat::OUT_IPV6_FRAGMENT), None);
     }
 
     #[test]

@@ -51,20 +51,25 @@ use aya_ebpf::{
 };
 use baton_common::{
     backend::{
-        BackendConfig, BackendFlow, BackendFlowKey, ClientSegmentFate, DEFAULT_FLOW_TABLE_SIZE,
-        HandoffOptionCheck, LocalAck, SYN_ACK_PROOF_ROOM, ServerSegmentFate, SynAckFate,
-        SynAckProof, SynAckSeen, SynAdmission, Verdict, admit_syn, ce, client_segment_fate,
-        frontend_copy, ingress_program, is_syn, server_segment_fate, stat,
+        BackendConfig, BackendConfigV6, BackendFlow, BackendFlowKey, BackendFlowKeyV6,
+        ClientSegmentFate, DEFAULT_FLOW_TABLE_SIZE, HandoffOptionCheck, LocalAck,
+        SYN_ACK_PROOF_ROOM, ServerSegmentFate, SynAckFate, SynAckProof, SynAckSeen, SynAdmission,
+        Verdict, admit_syn, ce, client_segment_fate, frontend_copy, ingress_program,
+        ipv6_fragment_fate, ipv6_program, is_syn, server_segment_fate, stat,
     },
     claim::{self, ETH_P_PROBE, Trailer},
     handoff_option::{
-        HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError, MAX_OPTIONS_LEN,
-        find_handoff_option,
+        BindingAddress, HANDOFF_OPTION_LEN, HandoffBinding, HandoffOption, HandoffOptionError,
+        MAX_OPTIONS_LEN, find_handoff_option,
     },
     icmp::{
         Endpoint, ICMP, ICMP_CHECK, ICMP_CODE, ICMP_TYPE, IPPROTO_ICMP, Icmpv4Head, Icmpv4Message,
         QUOTED_IP, QUOTED_TCP_LEN, QuoteRewriteV4, QuotedTcp, is_frag_needed, parse_icmpv4_head,
         quote_to_backend_v4, quoted_segment_v4,
+    },
+    ipv6::{
+        ETH_IPV6_LEN, ETH_P_IPV6, FRAGMENT_HLEN, IP6_DADDR, IP6_PAYLOAD_LEN, IP6_SADDR, IPV6_HLEN,
+        Ipv6Header, Ipv6Payload, ipv6_upper_layer,
     },
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_PROTO, ETH_SOURCE, EthIpv4, IP_CHECK,
@@ -91,6 +96,24 @@ static BACKEND_FLOWS: LruHashMap<BackendFlowKey, BackendFlow> =
 #[map]
 static BACKEND_CONFIG: Array<BackendConfig> = Array::with_max_entries(1, 0);
 
+/// The IPv6 flow table, [`BACKEND_FLOWS`]'s twin keyed by 16-byte addresses (its own map,
+/// so that the IPv4 table keeps its pinned layout), sized with it by the agent.
+#[map]
+static BACKEND_FLOWS_V6: LruHashMap<BackendFlowKeyV6, BackendFlow> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// The VIP's IPv6 address ([`BackendConfigV6`]); IPv6 is passed untouched until the agent
+/// enables it.
+#[map]
+static BACKEND_CONFIG_V6: Array<BackendConfigV6> = Array::with_max_entries(1, 0);
+
+/// The IPv6 programs, by [`ipv6_program`] slot: reached by tail call from the IPv4 entry
+/// programs on EtherType 0x86DD, so that each IPv6 path has a verifier budget of its
+/// own (the IPv4 ones leave no room for a second family inline, docs/design.md
+/// "Limits"), and IPv4 pays nothing for them.
+#[map]
+static BACKEND_V6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(ipv6_program::SLOTS, 0);
+
 #[map]
 static BACKEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
@@ -110,7 +133,7 @@ pub fn backend_ingress(ctx: TcContext) -> i32 {
 /// ([`ingress_program::SYN`]).
 #[classifier]
 pub fn backend_syn(ctx: TcContext) -> i32 {
-    finish(syn(&ctx))
+    finish(syn::<V4>(&ctx))
 }
 
 /// The ICMP error path, reached only by tail call from `backend_ingress`
@@ -140,6 +163,27 @@ pub fn backend_egress(ctx: TcContext) -> i32 {
     finish(egress(&ctx))
 }
 
+/// The IPv6 ingress, reached only by tail call from `backend_ingress`
+/// ([`ipv6_program::INGRESS`]): the same path as IPv4's, over [`V6`].
+#[classifier]
+pub fn backend_ingress_v6(ctx: TcContext) -> i32 {
+    finish(ingress_v6(&ctx))
+}
+
+/// The IPv6 SYN' path, reached only by tail call from `backend_ingress_v6`
+/// ([`ipv6_program::SYN`]).
+#[classifier]
+pub fn backend_syn_v6(ctx: TcContext) -> i32 {
+    finish(syn::<V6>(&ctx))
+}
+
+/// The IPv6 egress, reached only by tail call from `backend_egress`
+/// ([`ipv6_program::EGRESS`]).
+#[classifier]
+pub fn backend_egress_v6(ctx: TcContext) -> i32 {
+    finish(egress_v6(&ctx))
+}
+
 #[inline(always)]
 fn finish(verdict: Option<Verdict>) -> i32 {
     match verdict {
@@ -165,12 +209,13 @@ fn count(stat: u32) {
     }
 }
 
-/// The headers a program needs, read with two loads (Ethernet and the fixed IPv4 header,
-/// then the fixed TCP header): helper calls are most of a packet's cost here.
-struct Segment {
+/// The headers a program needs, read with two loads (Ethernet and the fixed IP header,
+/// then the fixed TCP header): helper calls are most of a packet's cost here. `A` is the
+/// family's address ([`Family::Addr`]).
+struct Segment<A> {
     tcp: usize,
-    saddr: [u8; 4],
-    daddr: [u8; 4],
+    saddr: A,
+    daddr: A,
     sport: [u8; 2],
     dport: [u8; 2],
     seq: [u8; 4],
@@ -180,11 +225,15 @@ struct Segment {
     flags: u8,
     options_len: usize,
     payload_len: usize,
+    /// The first fragment of an IPv6 segment (its TCP header behind a fragment header):
+    /// never translated ([`ipv6_fragment_fate`]). Always false for IPv4, whose
+    /// fragments [`V4::parse`] does not take.
+    fragment: bool,
 }
 
 /// Reads Ethernet, IPv4 and TCP headers. `None`: not IPv4 TCP, or a fragment.
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Option<Result<Segment, ()>> {
+fn parse_v4(ctx: &TcContext) -> Option<Result<Segment<[u8; 4]>, ()>> {
     let l3: EthIpv4 = ctx.load(ETH_DEST).ok()?;
     if !is_ipv4(&l3) {
         return None;
@@ -224,12 +273,349 @@ fn parse(ctx: &TcContext) -> Option<Result<Segment, ()>> {
         // GSO super-packets carry the whole length here (or 0 with BIG TCP, where the
         // saturating subtraction gives 0 and only the "has payload" hint is lost).
         payload_len: total_len.saturating_sub(ihl + header_len),
+        fragment: false,
     }))
+}
+
+/// The farthest an IPv6 TCP header can start from the frame's first byte: the fixed
+/// header, four extension headers of at most 2,048 bytes and a fragment header
+/// (`baton_common::ipv6::walk_extension_headers`), within the mask [`parse_v6`] applies.
+const IPV6_TCP_MASK: usize = 0x3fff;
+
+/// Reads Ethernet, IPv6 (walking the extension headers, `baton_common::ipv6`) and TCP
+/// headers. `None`: not IPv6 TCP, a later fragment, or a header the walk refuses or
+/// cannot cross (AH, ESP, a routing header with segments left, unknown or too many
+/// headers, a truncated chain): none of them can be told to be a handed-off flow's, and
+/// the kernel judges them as it would without the module. A first fragment carrying TCP
+/// is read (its TCP header follows the fragment header) and marked, so that the caller
+/// can tell whether it is a handed-off flow's ([`ipv6_fragment_fate`]).
+#[inline(always)]
+fn parse_v6(ctx: &TcContext) -> Option<Result<Segment<[u8; 16]>, ()>> {
+    let l3: [u8; ETH_IPV6_LEN] = ctx.load(ETH_DEST).ok()?;
+    if [l3[ETH_PROTO], l3[ETH_PROTO + 1]] != ETH_P_IPV6 {
+        return None;
+    }
+    let ip: &Ipv6Header = l3[ETH_HLEN..].first_chunk()?;
+    let available = (ctx.len() as usize).saturating_sub(ETH_HLEN);
+    // The last header the walk read: a fragment header names what follows it.
+    let mut last = (0usize, [0u8; 8]);
+    let walk = ipv6_upper_layer(ip, available, |at| {
+        let peek = ctx.load::<[u8; 8]>(ETH_HLEN + at).ok()?;
+        last = (at, peek);
+        Some(peek)
+    });
+    let (at, fragment) = match walk {
+        Ok(Ipv6Payload::Upper { protocol, offset }) if protocol == IPPROTO_TCP => (offset, false),
+        Ok(Ipv6Payload::Fragment { offset: 0, .. }) if last.1[0] == IPPROTO_TCP => {
+            (last.0 + FRAGMENT_HLEN, true)
+        }
+        _ => return None,
+    };
+    let tcp = (ETH_HLEN + opaque(ctx, at)) & IPV6_TCP_MASK;
+    let Ok(h) = ctx.load::<TcpHeader>(tcp) else {
+        return Some(Err(()));
+    };
+    let header_len = tcp_header_len(&h);
+    if header_len < TCP_HLEN {
+        return Some(Err(()));
+    }
+    let total_len = usize::from(u16::from_be_bytes([
+        l3[ETH_HLEN + IP6_PAYLOAD_LEN],
+        l3[ETH_HLEN + IP6_PAYLOAD_LEN + 1],
+    ])) + IPV6_HLEN;
+    Some(Ok(Segment {
+        tcp,
+        saddr: *l3[ETH_HLEN + IP6_SADDR..].first_chunk()?,
+        daddr: *l3[ETH_HLEN + IP6_DADDR..].first_chunk()?,
+        sport: tcp_source(&h),
+        dport: tcp_dest(&h),
+        seq: tcp_seq(&h),
+        ack: tcp_ack_seq(&h),
+        window: tcp_window(&h),
+        ip_check: [0; 2],
+        flags: tcp_flags(&h),
+        options_len: header_len - TCP_HLEN,
+        payload_len: total_len.saturating_sub(tcp - ETH_HLEN + header_len),
+        fragment,
+    }))
+}
+
+/// The control block word [`opaque`] passes a value through.
+const CB_SCRATCH: usize = 3;
+
+/// `value`, passed through the packet's control block so that the verifier knows only
+/// that it is a 32-bit number: the TCP header's offset after the extension-header walk
+/// is a different known range on each of the walk's paths (no header, one, two, ...),
+/// and the verifier, which prunes a path only where an earlier one covered its ranges,
+/// would walk everything after it once per path (five times the IPv4 path's
+/// instructions). Masked by the caller, it is one range on every path.
+#[inline(always)]
+fn opaque(ctx: &TcContext, value: usize) -> usize {
+    // SAFETY: the context pointer the kernel passed in; `cb` is the programs' scratch
+    // space, and this word is read back at once. Volatile, so that the compiler keeps the
+    // store and the load.
+    unsafe {
+        let word = core::ptr::addr_of_mut!((*ctx.skb.skb).cb[CB_SCRATCH]);
+        core::ptr::write_volatile(word, value as u32);
+        core::ptr::read_volatile(word) as usize
+    }
+}
+
+/// What differs between the families on the TCP path: the headers, the flow table, the
+/// VIP, the source rewrite and the program array a SYN goes on through. Everything else
+/// (the translation, the decisions, the option's blanking) is the same code, generic over
+/// this.
+trait Family {
+    /// The address, as the packet holds it: `[u8; 4]` or `[u8; 16]`.
+    type Addr: BindingAddress + PartialEq;
+    /// The flow table's key.
+    type Key: 'static;
+    /// Whether this family's flows may have the server's handshake completed here
+    /// (`backend_local_ack`) and answer a repeated SYN' (`backend_repeated_syn`): both
+    /// IPv4 only so far, their programs building IPv4 headers. Without them an IPv6
+    /// one-turn handoff's server stays in SYN-RECV until the front-end's ACK', as with
+    /// `complete_handshake` off.
+    const LOCAL_HANDSHAKE: bool;
+    fn parse(ctx: &TcContext) -> Option<Result<Segment<Self::Addr>, ()>>;
+    fn flows() -> &'static LruHashMap<Self::Key, BackendFlow>;
+    fn key(
+        client: Self::Addr,
+        client_port: [u8; 2],
+        backend: Self::Addr,
+        backend_port: [u8; 2],
+    ) -> Self::Key;
+    /// The VIP's address in this family, `None` where the agent has not enabled it.
+    fn vip(config: &BackendConfig) -> Option<Self::Addr>;
+    /// The packet's length from the IP header's first byte, as its header says.
+    fn ip_len(ctx: &TcContext) -> Option<usize>;
+    /// The ECN field's byte (IPv4's TOS, IPv6's traffic class).
+    fn tos(ctx: &TcContext) -> Option<u8>;
+    /// The source address becomes the VIP (see the implementations).
+    fn source_to_vip(ctx: &TcContext, seg: &Segment<Self::Addr>, vip: Self::Addr)
+    -> Result<(), ()>;
+    /// The flow's stamp (`baton_common::stamp`), 0 for none.
+    fn stamp(config: &BackendConfig, vip: Self::Addr, seg: &Segment<Self::Addr>) -> u16;
+    /// Tail-calls the family's SYN' program; returns only if its slot is empty.
+    fn tail_call_syn(ctx: &TcContext);
+}
+
+struct V4;
+struct V6;
+
+impl Family for V4 {
+    type Addr = [u8; 4];
+    type Key = BackendFlowKey;
+    const LOCAL_HANDSHAKE: bool = true;
+
+    #[inline(always)]
+    fn parse(ctx: &TcContext) -> Option<Result<Segment<[u8; 4]>, ()>> {
+        parse_v4(ctx)
+    }
+
+    #[inline(always)]
+    fn flows() -> &'static LruHashMap<BackendFlowKey, BackendFlow> {
+        &BACKEND_FLOWS
+    }
+
+    #[inline(always)]
+    fn key(
+        client: [u8; 4],
+        client_port: [u8; 2],
+        backend: [u8; 4],
+        backend_port: [u8; 2],
+    ) -> BackendFlowKey {
+        BackendFlowKey {
+            client_addr_be: u32::from_ne_bytes(client),
+            backend_addr_be: u32::from_ne_bytes(backend),
+            client_port_be: u16::from_ne_bytes(client_port),
+            backend_port_be: u16::from_ne_bytes(backend_port),
+        }
+    }
+
+    #[inline(always)]
+    fn vip(config: &BackendConfig) -> Option<[u8; 4]> {
+        Some(config.vip_addr_be.to_ne_bytes())
+    }
+
+    #[inline(always)]
+    fn ip_len(ctx: &TcContext) -> Option<usize> {
+        let total: [u8; 2] = ctx.load(ETH_HLEN + IP_TOT_LEN).ok()?;
+        Some(usize::from(u16::from_be_bytes(total)))
+    }
+
+    #[inline(always)]
+    fn tos(ctx: &TcContext) -> Option<u8> {
+        ctx.load::<u8>(ETH_HLEN + IP_TOS).ok()
+    }
+
+    /// The IPv4 header checksum is always complete, so it is updated in place; the TCP
+    /// checksum covers the address through the pseudo-header, which only the kernel's
+    /// helper updates right for both complete and `CHECKSUM_PARTIAL` packets.
+    #[inline(always)]
+    fn source_to_vip(ctx: &TcContext, seg: &Segment<[u8; 4]>, vip: [u8; 4]) -> Result<(), ()> {
+        if vip == seg.saddr {
+            return Ok(());
+        }
+        let check = csum_replace4(
+            u16::from_be_bytes(seg.ip_check),
+            u32::from_be_bytes(seg.saddr),
+            u32::from_be_bytes(vip),
+        );
+        // SAFETY: `packet_mut` checked both fields lie inside the packet's linear data.
+        unsafe {
+            *packet_mut::<[u8; 4]>(ctx, ETH_HLEN + IP_SADDR)? = vip;
+            *packet_mut::<[u8; 2]>(ctx, ETH_HLEN + IP_CHECK)? = check.to_be_bytes();
+        }
+        ctx.l4_csum_replace(
+            seg.tcp + TCP_CHECK,
+            u64::from(u32::from_ne_bytes(seg.saddr)),
+            u64::from(u32::from_ne_bytes(vip)),
+            u64::from(BPF_F_PSEUDO_HDR) | 4,
+        )
+        .map_err(|_| ())
+    }
+
+    #[inline(always)]
+    fn stamp(config: &BackendConfig, vip: [u8; 4], seg: &Segment<[u8; 4]>) -> u16 {
+        stamp::stamp(
+            &config.handoff_key,
+            &StampedFlow {
+                client_addr: seg.daddr,
+                client_port: u16::from_be_bytes(seg.dport),
+                vip_addr: vip,
+                vip_port: u16::from_be_bytes(config.vip_port_be.to_ne_bytes()),
+                backend_addr: seg.saddr,
+                backend_port: u16::from_be_bytes(seg.sport),
+            },
+        )
+    }
+
+    #[inline(always)]
+    fn tail_call_syn(ctx: &TcContext) {
+        // SAFETY: the context the kernel passed this program; nothing runs after a
+        // successful call.
+        unsafe {
+            BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::SYN);
+        }
+    }
+}
+
+impl Family for V6 {
+    type Addr = [u8; 16];
+    type Key = BackendFlowKeyV6;
+    const LOCAL_HANDSHAKE: bool = false;
+
+    #[inline(always)]
+    fn parse(ctx: &TcContext) -> Option<Result<Segment<[u8; 16]>, ()>> {
+        parse_v6(ctx)
+    }
+
+    #[inline(always)]
+    fn flows() -> &'static LruHashMap<BackendFlowKeyV6, BackendFlow> {
+        &BACKEND_FLOWS_V6
+    }
+
+    #[inline(always)]
+    fn key(
+        client: [u8; 16],
+        client_port: [u8; 2],
+        backend: [u8; 16],
+        backend_port: [u8; 2],
+    ) -> BackendFlowKeyV6 {
+        BackendFlowKeyV6 {
+            client_addr: client,
+            backend_addr: backend,
+            client_port_be: u16::from_ne_bytes(client_port),
+            backend_port_be: u16::from_ne_bytes(backend_port),
+        }
+    }
+
+    #[inline(always)]
+    fn vip(_config: &BackendConfig) -> Option<[u8; 16]> {
+        let v6 = BACKEND_CONFIG_V6.get(0)?;
+        (v6.flags & BackendConfigV6::ENABLED != 0).then_some(v6.vip_addr)
+    }
+
+    #[inline(always)]
+    fn ip_len(ctx: &TcContext) -> Option<usize> {
+        let payload: [u8; 2] = ctx.load(ETH_HLEN + IP6_PAYLOAD_LEN).ok()?;
+        Some(usize::from(u16::from_be_bytes(payload)) + IPV6_HLEN)
+    }
+
+    /// The traffic class, which straddles the first two bytes (RFC 8200 §3), laid out as
+    /// IPv4's TOS (RFC 3168 §5).
+    #[inline(always)]
+    fn tos(ctx: &TcContext) -> Option<u8> {
+        let head: [u8; 2] = ctx.load(ETH_HLEN).ok()?;
+        Some((head[0] << 4) | (head[1] >> 4))
+    }
+
+    /// IPv6 has no header checksum (RFC 8200 §3): the address is written and the TCP
+    /// checksum, which covers it through the pseudo-header (§8.1), updated by the
+    /// difference of its eight words (`ChecksumDiff::address16`) in one helper call,
+    /// flagged as a pseudo-header change so that a `CHECKSUM_PARTIAL` packet's field (the
+    /// pseudo-header's sum) is updated too, as Cilium's IPv6 source rewrite does. Egress
+    /// only: an egress skb is never `CHECKSUM_COMPLETE`, whose `csum` the helper would
+    /// also adjust (kernels before `BPF_F_IPV6` wrongly so for IPv6).
+    #[inline(always)]
+    fn source_to_vip(ctx: &TcContext, seg: &Segment<[u8; 16]>, vip: [u8; 16]) -> Result<(), ()> {
+        if vip == seg.saddr {
+            return Ok(());
+        }
+        // SAFETY: `packet_mut` checked the field lies inside the packet's linear data.
+        unsafe { *packet_mut::<[u8; 16]>(ctx, ETH_HLEN + IP6_SADDR)? = vip };
+        let diff = ChecksumDiff::new().address16(&seg.saddr, &vip);
+        ctx.l4_csum_replace(
+            seg.tcp + TCP_CHECK,
+            0,
+            u64::from(diff.as_wsum()),
+            u64::from(BPF_F_PSEUDO_HDR),
+        )
+        .map_err(|_| ())
+    }
+
+    /// None yet: the stamp's MAC binds IPv4 addresses (`baton_common::stamp`), and the
+    /// front-end forwards no IPv6 flow by stamp.
+    #[inline(always)]
+    fn stamp(_config: &BackendConfig, _vip: [u8; 16], _seg: &Segment<[u8; 16]>) -> u16 {
+        0
+    }
+
+    #[inline(always)]
+    fn tail_call_syn(ctx: &TcContext) {
+        // SAFETY: as for IPv4.
+        unsafe {
+            BACKEND_V6_PROGRAMS.tail_call(ctx, ipv6_program::SYN);
+        }
+    }
+}
+
+/// Hands an IPv6 frame to the family's program in `slot` of [`BACKEND_V6_PROGRAMS`]
+/// (which does not return); anything else, or with the slot empty, is not ours.
+#[inline(always)]
+fn to_ipv6_program(ctx: &TcContext, slot: u32) -> Option<Verdict> {
+    let proto: [u8; 2] = ctx.load(ETH_PROTO).ok()?;
+    if proto == ETH_P_IPV6 {
+        // SAFETY: the context the kernel passed this program; nothing runs after a
+        // successful call.
+        unsafe {
+            BACKEND_V6_PROGRAMS.tail_call(ctx, slot);
+        }
+    }
+    None
 }
 
 #[inline(always)]
 fn config() -> Option<BackendConfig> {
-    let config = *BACKEND_CONFIG.get(0)?;
+    config_in_map().copied()
+}
+
+/// The configuration where it lies in its map, not copied: the SYN' program's stack has
+/// no room for a copy beside the IPv6 binding's (the map value stays valid for the
+/// program's run).
+#[inline(always)]
+fn config_in_map() -> Option<&'static BackendConfig> {
+    let config = BACKEND_CONFIG.get(0)?;
     (config.flags & BackendConfig::ENABLED != 0).then_some(config)
 }
 
@@ -247,7 +633,7 @@ fn opts(buf: &OptionsBuf) -> &[u8; MAX_OPTIONS_LEN] {
 /// zero, which reads as End of Option List, so callers walk the whole fixed buffer: every
 /// index is then checked against a constant, which the verifier can follow.
 #[inline(always)]
-fn load_options(ctx: &TcContext, seg: &Segment, buf: &mut OptionsBuf) -> Result<usize, ()> {
+fn load_options<A>(ctx: &TcContext, seg: &Segment<A>, buf: &mut OptionsBuf) -> Result<usize, ()> {
     // Options are whole 32-bit words; the mask gives the verifier the bound it needs for
     // a variable-length load (at most 60, which the buffer has room for, so the bound
     // holds even where the compiler moves the 40-byte check below).
@@ -275,15 +661,42 @@ fn load_options(ctx: &TcContext, seg: &Segment, buf: &mut OptionsBuf) -> Result<
 
 fn ingress(ctx: &TcContext) -> Option<Verdict> {
     let config = config()?;
-    let seg = match parse(ctx) {
+    let seg = match parse_v4(ctx) {
         Some(Ok(seg)) => seg,
         Some(Err(())) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
-        // Not TCP (or a fragment): only an ICMP error is looked at further, after the
-        // TCP path, which pays nothing for it.
+        // Not TCP (or a fragment): only an ICMP error (or IPv6) is looked at further,
+        // after the TCP path, which pays nothing for it.
         None => return icmp_error_in(ctx),
     };
+    ingress_segment::<V4>(ctx, &config, &seg)
+}
+
+/// `backend_ingress_v6`: the IPv6 frame `backend_ingress` handed over, parsed
+/// ([`parse_v6`]), on the same path as IPv4's.
+fn ingress_v6(ctx: &TcContext) -> Option<Verdict> {
+    let config = config()?;
+    V6::vip(&config)?;
+    let seg = match parse_v6(ctx)? {
+        Ok(seg) => seg,
+        Err(()) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
+    };
+    ingress_segment::<V6>(ctx, &config, &seg)
+}
+
+/// A client segment of either family: a SYN goes on to the family's SYN' program, any
+/// other is translated by its flow's entry ([`client_segment_fate`]).
+#[inline(always)]
+fn ingress_segment<F: Family>(
+    ctx: &TcContext,
+    config: &BackendConfig,
+    seg: &Segment<F::Addr>,
+) -> Option<Verdict> {
     if u16::from_ne_bytes(seg.dport) != config.service_port_be {
         return None;
+    }
+    if seg.fragment {
+        let held = F::flows().get_ptr(flow_key_in::<F>(seg)).is_some();
+        return ipv6_fragment_fate(held, stat::IN_IPV6_FRAGMENT);
     }
     if is_syn(seg.flags) {
         // A SYN (a SYN', or a direct client's) goes on in `backend_syn`: the tail
@@ -294,26 +707,24 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
         // SAFETY: the context is the one the kernel passed this program, as the helper
         // needs (`cb` is the programs' scratch space); nothing here runs after a
         // successful call.
-        unsafe {
-            (*ctx.skb.skb).cb[CB_CLIENT_WINDOW] = client_window(ctx, &seg);
-            BACKEND_INGRESS_PROGRAMS.tail_call(ctx, ingress_program::SYN)
-        };
+        unsafe { (*ctx.skb.skb).cb[CB_CLIENT_WINDOW] = client_window(ctx, seg) };
+        F::tail_call_syn(ctx);
         // Unchecked, a SYN may still not bring data to the server (see `syn`).
         return Some(admit_syn(HandoffOptionCheck::Unchecked, seg.payload_len as u32).verdict());
     }
-    let key = flow_key_in(&seg);
+    let key = flow_key_in::<F>(seg);
     // SAFETY: a map value pointer, valid for this program run; copied out at once.
-    let value = BACKEND_FLOWS.get_ptr(key).map(|flow| unsafe { *flow });
+    let value = F::flows().get_ptr(key).map(|flow| unsafe { *flow });
     if let ClientSegmentFate::Verdict(verdict) = client_segment_fate(value.as_ref(), seg.flags) {
         return Some(verdict);
     }
     // Only a flow in the table is translated.
     let value = value?;
-    Some(match translate_in(ctx, &seg, &value.translation) {
+    Some(match translate_in(ctx, seg, &value.translation) {
         // Decided last, after the rewrite: with this branch before it, the verifier
         // walked the rewrite on more paths than its million instructions allow. The TOS
         // byte is read only for a flow that refused ECN (`BackendFlow::drops`).
-        Ok(()) if value.refuses_ecn() && ce_marked(ctx) => {
+        Ok(()) if value.refuses_ecn() && ce_marked::<F>(ctx) => {
             // A congestion mark the server would ignore: a loss instead
             // (`BackendFlow::drops`).
             Verdict::Drop(stat::IN_CE_DROPPED)
@@ -331,6 +742,10 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
 #[inline(always)]
 fn icmp_error_in(ctx: &TcContext) -> Option<Verdict> {
     let l3: EthIpv4 = ctx.load(ETH_DEST).ok()?;
+    if [l3[ETH_PROTO], l3[ETH_PROTO + 1]] == ETH_P_IPV6 {
+        // IPv6 goes on in `backend_ingress_v6` (with its slot empty, untouched).
+        return to_ipv6_program(ctx, ipv6_program::INGRESS);
+    }
     if is_probe(&l3) {
         // A front-end's probe goes the same way (`claim`): the slot's program is the
         // module's path for what is not TCP, so that the ingress pays nothing for it.
@@ -515,28 +930,25 @@ fn write_quote(ctx: &TcContext, quoted_tcp: usize, r: &QuoteRewriteV4) -> Result
 
 /// The flow key of a client segment (source: the client).
 #[inline(always)]
-fn flow_key_in(seg: &Segment) -> BackendFlowKey {
-    BackendFlowKey {
-        client_addr_be: u32::from_ne_bytes(seg.saddr),
-        backend_addr_be: u32::from_ne_bytes(seg.daddr),
-        client_port_be: u16::from_ne_bytes(seg.sport),
-        backend_port_be: u16::from_ne_bytes(seg.dport),
-    }
+fn flow_key_in<F: Family>(seg: &Segment<F::Addr>) -> F::Key {
+    F::key(seg.saddr, seg.sport, seg.daddr, seg.dport)
 }
 
 /// `backend_syn`: the packet parsed again (the entry program passes nothing
 /// else, see [`ingress_program`]) and its checks repeated, so that the program decides
 /// soundly on whatever reaches it, then [`ingress_syn`].
-fn syn(ctx: &TcContext) -> Option<Verdict> {
-    let config = config()?;
-    let seg = match parse(ctx)? {
+fn syn<F: Family>(ctx: &TcContext) -> Option<Verdict> {
+    let config = config_in_map()?;
+    F::vip(config)?;
+    let seg = match F::parse(ctx)? {
         Ok(seg) => seg,
         Err(()) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
     };
-    if u16::from_ne_bytes(seg.dport) != config.service_port_be || !is_syn(seg.flags) {
+    if u16::from_ne_bytes(seg.dport) != config.service_port_be || !is_syn(seg.flags) || seg.fragment
+    {
         return None;
     }
-    Some(ingress_syn(ctx, &config, &seg, &flow_key_in(&seg)))
+    Some(ingress_syn::<F>(ctx, config, &seg))
 }
 
 /// A SYN whose handoff option is not verified (`check` says why): passed or dropped as
@@ -546,8 +958,12 @@ fn syn(ctx: &TcContext) -> Option<Verdict> {
 /// (docs/one-turn-handoff-notes.md, "Security"). Decided on each such path before the
 /// option is verified.
 #[inline(always)]
-fn unverified(ctx: &TcContext, seg: &Segment, check: HandoffOptionCheck) -> Verdict {
-    admit_syn(check, syn_data_len(ctx, seg) as u32).verdict()
+fn unverified<F: Family>(
+    ctx: &TcContext,
+    seg: &Segment<F::Addr>,
+    check: HandoffOptionCheck,
+) -> Verdict {
+    admit_syn(check, syn_data_len::<F>(ctx, seg) as u32).verdict()
 }
 
 /// The length of a SYN's data, from the IPv4 total length read again: kept in
@@ -555,31 +971,46 @@ fn unverified(ctx: &TcContext, seg: &Segment, check: HandoffOptionCheck) -> Verd
 /// stack that the verifier's 512 (for it and `parse_and_verify` together) no longer had.
 /// An unreadable length counts as data, so that it is dropped rather than passed.
 #[inline(always)]
-fn syn_data_len(ctx: &TcContext, seg: &Segment) -> usize {
-    match ctx.load::<[u8; 2]>(ETH_HLEN + IP_TOT_LEN) {
-        Ok(total) => usize::from(u16::from_be_bytes(total))
-            .saturating_sub(seg.tcp - ETH_HLEN + TCP_HLEN + seg.options_len),
-        Err(_) => 1,
+fn syn_data_len<F: Family>(ctx: &TcContext, seg: &Segment<F::Addr>) -> usize {
+    match F::ip_len(ctx) {
+        Some(total) => total.saturating_sub(seg.tcp - ETH_HLEN + TCP_HLEN + seg.options_len),
+        None => 1,
     }
 }
 
 #[inline(always)]
-fn ingress_syn(
+fn ingress_syn<F: Family>(
     ctx: &TcContext,
     config: &BackendConfig,
-    seg: &Segment,
-    key: &BackendFlowKey,
+    seg: &Segment<F::Addr>,
 ) -> Verdict {
-    let mut options_buf: OptionsBuf = [0; 60];
-    let Ok(len) = load_options(ctx, seg, &mut options_buf) else {
-        return unverified(ctx, seg, HandoffOptionCheck::Unreadable);
-    };
-    let options = opts(&options_buf);
-    let span = match find_handoff_option(options) {
-        Ok(Some(span)) => span,
-        Ok(None) => return unverified(ctx, seg, HandoffOptionCheck::Absent),
-        // An area we cannot walk is the kernel's to judge unless it claims to be ours.
-        Err(_) => return unverified(ctx, seg, HandoffOptionCheck::Unreadable),
+    // The option's 20 bytes, copied out of the options area, which is not kept across
+    // the verification: the SYN' program's stack has no room for both beside the IPv6
+    // binding. An option shorter than 20 bytes where the area ends is malformed, as the
+    // verification would find it.
+    let (option_bytes, start) = {
+        let mut options_buf: OptionsBuf = [0; 60];
+        let Ok(len) = load_options(ctx, seg, &mut options_buf) else {
+            return unverified::<F>(ctx, seg, HandoffOptionCheck::Unreadable);
+        };
+        let options = opts(&options_buf);
+        let span = match find_handoff_option(options) {
+            Ok(Some(span)) => span,
+            Ok(None) => return unverified::<F>(ctx, seg, HandoffOptionCheck::Absent),
+            // An area we cannot walk is the kernel's to judge unless it claims to be ours.
+            Err(_) => return unverified::<F>(ctx, seg, HandoffOptionCheck::Unreadable),
+        };
+        if span.start + span.len > len {
+            // Runs past the options area into our zero padding: truncated.
+            return unverified::<F>(ctx, seg, HandoffOptionCheck::Unreadable);
+        }
+        let Some(&bytes) = options
+            .get(span.start..)
+            .and_then(|s| s.first_chunk::<HANDOFF_OPTION_LEN>())
+        else {
+            return admit_syn(HandoffOptionCheck::BadOption, 0).verdict();
+        };
+        (bytes, span.start)
     };
     let seq = seg.seq;
     let binding = HandoffBinding {
@@ -589,26 +1020,21 @@ fn ingress_syn(
         backend_port: u16::from_be_bytes(seg.dport),
         client_isn: u32::from_be_bytes(seq),
     };
-    if span.start + span.len > len {
-        // Runs past the options area into our zero padding: truncated.
-        return unverified(ctx, seg, HandoffOptionCheck::Unreadable);
-    }
-    let Some(option_bytes) = options.get(span.start..) else {
-        return admit_syn(HandoffOptionCheck::BadOption, 0).verdict();
-    };
     // During a key rotation, the key being retired is tried when the current one fails.
-    // The key is chosen first, by value, and the option verified once with it, so that
-    // the verifier follows one path from here on, whichever key it was.
-    let tag_key = if config.flags & BackendConfig::PREVIOUS_KEY != 0
+    // The key is chosen first and the option verified once with it. A reference into the
+    // configuration map, not a copy: the SYN' program's stack has no room for the copy
+    // beside the IPv6 binding (the verifier walks the verification once per key instead).
+    let previous = config.flags & BackendConfig::PREVIOUS_KEY != 0
         && matches!(
-            HandoffOption::parse_and_verify(option_bytes, &config.handoff_key, &binding),
+            HandoffOption::parse_and_verify(&option_bytes, &config.handoff_key, &binding),
             Err(HandoffOptionError::BadTag)
-        ) {
-        config.previous_handoff_key
+        );
+    let tag_key = if previous {
+        &config.previous_handoff_key
     } else {
-        config.handoff_key
+        &config.handoff_key
     };
-    let option = match HandoffOption::parse_and_verify(option_bytes, &tag_key, &binding) {
+    let option = match HandoffOption::parse_and_verify(&option_bytes, tag_key, &binding) {
         Ok(option) => option,
         // Dropped whatever they carry: data plays no part in the decision.
         Err(HandoffOptionError::BadTag) => {
@@ -616,15 +1042,18 @@ fn ingress_syn(
         }
         Err(_) => return admit_syn(HandoffOptionCheck::BadOption, 0).verdict(),
     };
-    if tag_key != config.handoff_key {
+    if previous {
         count(stat::IN_SYN_PREVIOUS_KEY);
     }
+    // Made now, not before the verification, whose stack it would share (the IPv6 key is
+    // 36 bytes).
+    let key = &flow_key_in::<F>(seg);
     // A repeated SYN' of the same connection keeps its entry (which may be complete
     // already); a new connection on the same ports replaces it.
     // SAFETY: the value is read once and copied; no reference outlives the lookup.
-    let same = unsafe { BACKEND_FLOWS.get(key) }
+    let same = unsafe { F::flows().get(key) }
         .is_some_and(|flow| flow.is_same_connection(binding.client_isn));
-    if same && completed_here(key, binding.client_isn) != 0 {
+    if F::LOCAL_HANDSHAKE && same && completed_here::<F>(key, binding.client_isn) != 0 {
         // The server's handshake was completed here (`BackendFlow::answers_repeated_syn`):
         // it would answer the SYN with a challenge ACK to the client, so the SYN/ACK'
         // the front-end needs as proof is made for it, in a program of its own (this one
@@ -640,7 +1069,7 @@ fn ingress_syn(
         };
     }
     if !same
-        && BACKEND_FLOWS
+        && F::flows()
             .insert(
                 key,
                 BackendFlow::new(
@@ -649,7 +1078,7 @@ fn ingress_syn(
                         .with_client_window(passed_client_window(ctx)),
                     binding.client_isn,
                     seg.flags,
-                    syn_data_len(ctx, seg) as u16,
+                    syn_data_len::<F>(ctx, seg) as u16,
                 ),
                 u64::from(BPF_ANY),
             )
@@ -659,10 +1088,13 @@ fn ingress_syn(
     }
     // The server must see a plain SYN: NOPs in place of the option, checksum fixed.
     let mut rewrite = Rewrite::new(ctx, seg);
-    let at = seg.tcp + TCP_OPTIONS + span.start;
+    let at = seg.tcp + TCP_OPTIONS + start;
     for chunk in 0..HANDOFF_OPTION_LEN / 4 {
-        let i = span.start + chunk * 4;
-        let Some(&old) = options.get(i..i + 4).and_then(|s| s.first_chunk::<4>()) else {
+        let i = chunk * 4;
+        let Some(&old) = option_bytes
+            .get(i..i + 4)
+            .and_then(|s| s.first_chunk::<4>())
+        else {
             return Verdict::Drop(stat::REWRITE_FAILED);
         };
         if rewrite.field4(at + chunk * 4, old, [1; 4]).is_err() {
@@ -674,7 +1106,10 @@ fn ingress_syn(
     }
     // Decided here, at the end, so that nothing more is kept on the stack across the
     // option's verification (see `syn_data_len`).
-    let admission = admit_syn(HandoffOptionCheck::Verified, syn_data_len(ctx, seg) as u32);
+    let admission = admit_syn(
+        HandoffOptionCheck::Verified,
+        syn_data_len::<F>(ctx, seg) as u32,
+    );
     if let SynAdmission::Accept { with_data: true } = admission {
         count(stat::IN_SYN_DATA_ACCEPTED);
     }
@@ -689,9 +1124,9 @@ fn ingress_syn(
 /// stack, with the option's verification's, past the 512 bytes the verifier allows a
 /// call chain.
 #[inline(never)]
-fn completed_here(key: &BackendFlowKey, client_isn: u32) -> u32 {
+fn completed_here<F: Family>(key: &F::Key, client_isn: u32) -> u32 {
     // SAFETY: the value is read once; no reference outlives the lookup.
-    let completed = unsafe { BACKEND_FLOWS.get(key) }
+    let completed = unsafe { F::flows().get(key) }
         .is_some_and(|flow| flow.is_same_connection(client_isn) && flow.answers_repeated_syn());
     u32::from(completed)
 }
@@ -713,7 +1148,7 @@ const CB_CLIENT_WINDOW: usize = 2;
 /// stack it and the option's verification may use together. 0, and no such ACK, for a
 /// SYN' of another layout.
 #[inline(always)]
-fn client_window(ctx: &TcContext, seg: &Segment) -> u32 {
+fn client_window<A>(ctx: &TcContext, seg: &Segment<A>) -> u32 {
     let Ok(options) = ctx.load::<[u8; MAX_OPTIONS_LEN]>(seg.tcp + TCP_OPTIONS) else {
         return CLIENT_WINDOW_WRITTEN;
     };
@@ -736,16 +1171,16 @@ fn passed_client_window(ctx: &TcContext) -> u16 {
     }
 }
 
-/// Whether the packet's IPv4 ECN field is CE (RFC 3168 §5). The TOS byte is read here
-/// and never written by either program.
+/// Whether the packet's ECN field is CE (RFC 3168 §5). The TOS byte (IPv6's traffic
+/// class) is read here and never written by either program.
 #[inline(always)]
-fn ce_marked(ctx: &TcContext) -> bool {
-    ctx.load::<u8>(ETH_HLEN + IP_TOS).is_ok_and(ce)
+fn ce_marked<F: Family>(ctx: &TcContext) -> bool {
+    F::tos(ctx).is_some_and(ce)
 }
 
 /// C→B: ack, SACK edges and TSecr into the back-end's terms.
 #[inline(always)]
-fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), ()> {
+fn translate_in<A>(ctx: &TcContext, seg: &Segment<A>, t: &Translation) -> Result<(), ()> {
     let mut rewrite = Rewrite::new(ctx, seg);
     if seg.flags & ACK != 0 {
         let new = t.ack_to_backend(u32::from_be_bytes(seg.ack)).to_be_bytes();
@@ -784,23 +1219,46 @@ fn translate_in(ctx: &TcContext, seg: &Segment, t: &Translation) -> Result<(), (
 
 fn egress(ctx: &TcContext) -> Option<Verdict> {
     let config = config()?;
-    let seg = match parse(ctx)? {
+    // Not IPv4 TCP: IPv6 goes on in `backend_egress_v6`.
+    let Some(parsed) = parse_v4(ctx) else {
+        return to_ipv6_program(ctx, ipv6_program::EGRESS);
+    };
+    let seg = match parsed {
         Ok(seg) => seg,
         Err(()) => return Some(Verdict::Pass(stat::OUT_MALFORMED)),
     };
+    egress_segment::<V4>(ctx, &config, &seg)
+}
+
+/// `backend_egress_v6`: the IPv6 frame `backend_egress` handed over, on the same path as
+/// IPv4's.
+fn egress_v6(ctx: &TcContext) -> Option<Verdict> {
+    let config = config()?;
+    let seg = match parse_v6(ctx)? {
+        Ok(seg) => seg,
+        Err(()) => return Some(Verdict::Pass(stat::OUT_MALFORMED)),
+    };
+    egress_segment::<V6>(ctx, &config, &seg)
+}
+
+/// A server segment of either family.
+#[inline(always)]
+fn egress_segment<F: Family>(
+    ctx: &TcContext,
+    config: &BackendConfig,
+    seg: &Segment<F::Addr>,
+) -> Option<Verdict> {
+    let vip = F::vip(config)?;
     // Our own copies to the front-end pass here again, already from the VIP: not counted.
-    if u16::from_ne_bytes(seg.sport) != config.service_port_be
-        || u32::from_ne_bytes(seg.saddr) == config.vip_addr_be
-    {
+    if u16::from_ne_bytes(seg.sport) != config.service_port_be || seg.saddr == vip {
         return None;
     }
-    let key = BackendFlowKey {
-        client_addr_be: u32::from_ne_bytes(seg.daddr),
-        backend_addr_be: u32::from_ne_bytes(seg.saddr),
-        client_port_be: u16::from_ne_bytes(seg.dport),
-        backend_port_be: u16::from_ne_bytes(seg.sport),
-    };
-    let Some(flow) = BACKEND_FLOWS.get_ptr_mut(key) else {
+    let key = F::key(seg.daddr, seg.dport, seg.saddr, seg.sport);
+    if seg.fragment {
+        let held = F::flows().get_ptr(&key).is_some();
+        return ipv6_fragment_fate(held, stat::OUT_IPV6_FRAGMENT);
+    }
+    let Some(flow) = F::flows().get_ptr_mut(&key) else {
         return Some(Verdict::Pass(stat::OUT_NOT_HANDED_OFF));
     };
     // SAFETY: a map value pointer, valid for this program run.
@@ -833,7 +1291,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
                 // address. Taken for the old connection, its SYN/ACK would go to the
                 // front-end and the client would never connect. Entries of older builds
                 // (`client_isn` 0) cannot tell, and keep the old behaviour.
-                let _ = BACKEND_FLOWS.remove(key);
+                let _ = F::flows().remove(&key);
                 return Some(Verdict::Pass(stat::OUT_STALE_FLOW_REMOVED));
             }
         }
@@ -846,7 +1304,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             // front-end must learn of it to try another back-end.
             ServerSegmentFate::ControlToFrontend => {
                 return Some(
-                    match to_frontend_addresses(ctx, &seg, &config)
+                    match to_frontend_addresses::<F>(ctx, seg, config, vip)
                         .and_then(|()| set_dst_mac(ctx, config.frontend_mac))
                     {
                         Ok(()) => Verdict::Pass(stat::OUT_CONTROL_TO_FRONTEND),
@@ -857,7 +1315,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         }
     }
     let mut options_buf: OptionsBuf = [0; 60];
-    if load_options(ctx, &seg, &mut options_buf).is_err() {
+    if load_options(ctx, seg, &mut options_buf).is_err() {
         return Some(Verdict::Drop(stat::REWRITE_FAILED));
     }
     let options = opts(&options_buf);
@@ -880,17 +1338,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
         // the front-end set and the client never sees.
         let stamp =
             if config.flags & BackendConfig::STAMPS != 0 && value.translation.has_timestamps() {
-                stamp::stamp(
-                    &config.handoff_key,
-                    &StampedFlow {
-                        client_addr: seg.daddr,
-                        client_port: u16::from_be_bytes(seg.dport),
-                        vip_addr: config.vip_addr_be.to_ne_bytes(),
-                        vip_port: u16::from_be_bytes(config.vip_port_be.to_ne_bytes()),
-                        backend_addr: seg.saddr,
-                        backend_port: u16::from_be_bytes(seg.sport),
-                    },
-                )
+                F::stamp(config, vip, seg)
             } else {
                 0
             };
@@ -913,7 +1361,9 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             // SYN/ACK from the front-end, and the front-end needs none (docs/design.md,
             // "The one-turn handoff"). And the client's ACK of it, which the client
             // cannot send, is made of it here (`BackendFlow::completes_handshake`).
-            if BackendFlow::completes_handshake(config.flags, state, value.translation) {
+            if F::LOCAL_HANDSHAKE
+                && BackendFlow::completes_handshake(config.flags, state, value.translation)
+            {
                 // In a program of its own (`backend_local_ack`), which does not return
                 // and whose verdict is this one's: inline, it took this program past the
                 // verifier's million instructions. With its slot empty the server stays
@@ -925,7 +1375,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
             return Some(Verdict::Drop(stat::OUT_SYN_ACK_ABSORBED));
         }
     }
-    if translate_out(ctx, &seg, &config, &value.translation, options, syn_ack).is_err() {
+    if translate_out::<F>(ctx, seg, config, vip, &value.translation, options, syn_ack).is_err() {
         return Some(Verdict::Drop(stat::REWRITE_FAILED));
     }
     if syn_ack {
@@ -957,7 +1407,7 @@ fn egress(ctx: &TcContext) -> Option<Verdict> {
 fn local_ack(ctx: &TcContext) -> Option<Verdict> {
     const ABSORBED: Verdict = Verdict::Drop(stat::OUT_SYN_ACK_ABSORBED);
     let config = config()?;
-    let Some(Ok(seg)) = parse(ctx) else {
+    let Some(Ok(seg)) = parse_v4(ctx) else {
         return Some(ABSORBED);
     };
     if u16::from_ne_bytes(seg.sport) != config.service_port_be
@@ -1024,7 +1474,7 @@ fn local_ack(ctx: &TcContext) -> Option<Verdict> {
 #[inline(always)]
 fn complete_handshake(
     ctx: &TcContext,
-    seg: &Segment,
+    seg: &Segment<[u8; 4]>,
     ack: &LocalAck,
     ts: Option<usize>,
 ) -> Result<(), ()> {
@@ -1068,7 +1518,7 @@ fn complete_handshake(
 /// server, established, has nothing to learn from it.
 fn repeated_syn(ctx: &TcContext) -> Option<Verdict> {
     let config = config()?;
-    let seg = match parse(ctx)? {
+    let seg = match parse_v4(ctx)? {
         Ok(seg) => seg,
         Err(()) => return Some(Verdict::Drop(stat::IN_MALFORMED)),
     };
@@ -1076,7 +1526,7 @@ fn repeated_syn(ctx: &TcContext) -> Option<Verdict> {
         return None;
     }
     // SAFETY: the value is read once and copied.
-    let flow = unsafe { BACKEND_FLOWS.get(flow_key_in(&seg)) }.copied();
+    let flow = unsafe { BACKEND_FLOWS.get(flow_key_in::<V4>(&seg)) }.copied();
     let Some(flow) = flow
         .filter(|f| f.is_same_connection(u32::from_be_bytes(seg.seq)) && f.answers_repeated_syn())
     else {
@@ -1162,10 +1612,11 @@ fn send_proof(
 
 /// B→C: source VIP, seq, TSval and (except on SYN) the window into the client's terms.
 #[inline(always)]
-fn translate_out(
+fn translate_out<F: Family>(
     ctx: &TcContext,
-    seg: &Segment,
+    seg: &Segment<F::Addr>,
     config: &BackendConfig,
+    vip: F::Addr,
     t: &Translation,
     options: &[u8; MAX_OPTIONS_LEN],
     syn: bool,
@@ -1189,36 +1640,7 @@ fn translate_out(
     }
     rewrite.port_to_vip(config)?;
     rewrite.finish()?;
-    source_to_vip(ctx, seg, config)
-}
-
-/// The source address becomes the VIP: the client only ever talks to the VIP. The IPv4
-/// header checksum is always complete, so it is updated in place; the TCP checksum covers
-/// the address through the pseudo-header, which only the kernel's helper updates right
-/// for both complete and `CHECKSUM_PARTIAL` packets.
-#[inline(always)]
-fn source_to_vip(ctx: &TcContext, seg: &Segment, config: &BackendConfig) -> Result<(), ()> {
-    let vip = config.vip_addr_be.to_ne_bytes();
-    if vip == seg.saddr {
-        return Ok(());
-    }
-    let check = csum_replace4(
-        u16::from_be_bytes(seg.ip_check),
-        u32::from_be_bytes(seg.saddr),
-        u32::from_be_bytes(vip),
-    );
-    // SAFETY: `packet_mut` checked both fields lie inside the packet's linear data.
-    unsafe {
-        *packet_mut::<[u8; 4]>(ctx, ETH_HLEN + IP_SADDR)? = vip;
-        *packet_mut::<[u8; 2]>(ctx, ETH_HLEN + IP_CHECK)? = check.to_be_bytes();
-    }
-    ctx.l4_csum_replace(
-        seg.tcp + TCP_CHECK,
-        u64::from(u32::from_ne_bytes(seg.saddr)),
-        u64::from(u32::from_ne_bytes(vip)),
-        u64::from(BPF_F_PSEUDO_HDR) | 4,
-    )
-    .map_err(|_| ())
+    F::source_to_vip(ctx, seg, vip)
 }
 
 /// The source port becomes the VIP's, when they differ, as part of a [`Rewrite`].
@@ -1233,11 +1655,16 @@ impl Rewrite<'_> {
 
 /// The addresses and port a control segment needs to reach the front-end as the VIP's.
 #[inline(always)]
-fn to_frontend_addresses(ctx: &TcContext, seg: &Segment, config: &BackendConfig) -> Result<(), ()> {
+fn to_frontend_addresses<F: Family>(
+    ctx: &TcContext,
+    seg: &Segment<F::Addr>,
+    config: &BackendConfig,
+    vip: F::Addr,
+) -> Result<(), ()> {
     let mut rewrite = Rewrite::new(ctx, seg);
     rewrite.port_to_vip(config)?;
     rewrite.finish()?;
-    source_to_vip(ctx, seg, config)
+    F::source_to_vip(ctx, seg, vip)
 }
 
 #[inline(always)]
@@ -1306,7 +1733,7 @@ struct Rewrite<'a> {
 
 impl<'a> Rewrite<'a> {
     #[inline(always)]
-    fn new(ctx: &'a TcContext, seg: &Segment) -> Self {
+    fn new<A>(ctx: &'a TcContext, seg: &Segment<A>) -> Self {
         let headers = seg.tcp + TCP_OPTIONS + seg.options_len;
         let linear = if ctx.data() + headers <= ctx.data_end() {
             Ok(())

@@ -9,7 +9,7 @@
 //! anywhere.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     process::{Command, Stdio},
     sync::Mutex,
 };
@@ -21,14 +21,20 @@ use aya::{
 };
 use baton::{backend::AgentConfig, lab, netns};
 use baton_common::{
-    backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat},
+    backend::{
+        BackendConfig, BackendConfigV6, BackendFlow, BackendFlowKey, BackendFlowKeyV6,
+        ingress_program, stat,
+    },
     claim,
-    handoff_option::{HandoffBinding, HandoffOption},
+    handoff_option::{HandoffBinding, HandoffBindingV6, HandoffOption},
     siphash::SipKey,
     stamp::{self, StampedBackend, StampedFlow},
     translate::{SynAckTerms, Translation},
 };
-use baton_proto::wire::{Checksums, TcpFlags, TcpFrameRepr};
+use baton_proto::wire::{
+    Checksums, EtherType, EthernetFrame, EthernetRepr, Ipv6Packet, Ipv6Repr, TcpFlags,
+    TcpFrameRepr, TcpRepr, TcpSegment,
+};
 use support::Frame;
 
 mod support;
@@ -60,10 +66,11 @@ const WS_B: u8 = 9;
 
 fn agent_config() -> AgentConfig {
     AgentConfig::parse(&format!(
-        "interface = \"eth0\"\nvip = \"{}:{}\"\nfrontend_mac = \"{}\"\n\
+        "interface = \"eth0\"\nvip = \"{}:{}\"\nvip6 = \"{}\"\nfrontend_mac = \"{}\"\n\
          handoff_key = \"{}\"\ncomplete_handshake = true\n",
         lab::VIP,
         lab::HTTP_PORT,
+        lab::VIP6,
         lab::mac_for(lab::FE_ADDR),
         KEY.iter().map(|b| format!("{b:02x}")).collect::<String>()
     ))
@@ -147,6 +154,153 @@ struct Module {
     ebpf: Ebpf,
 }
 
+/// Every program of the object, each checked by the verifier on load.
+const PROGRAMS: [&str; 9] = [
+    "backend_ingress",
+    "backend_syn",
+    "backend_icmp",
+    "backend_repeated_syn",
+    "backend_local_ack",
+    "backend_egress",
+    "backend_ingress_v6",
+    "backend_syn_v6",
+    "backend_egress_v6",
+];
+
+/// The address family a test's frames are of: the handoff, translation, copy and close
+/// tests run over both, the same frames built as IPv4 or IPv6 ([`Family::frame`]) with
+/// the lab's IPv6 plan (`lab::v6_for`), and both kinds of output read back the same way
+/// ([`Family::parse`]). The programs must treat them alike but for the headers, the flow
+/// table and the tag's binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// The lab's IPv6 address beside an IPv4 one.
+fn v6(addr: [u8; 4]) -> [u8; 16] {
+    lab::v6_for(Ipv4Addr::from(addr)).octets()
+}
+
+/// An output frame's source address and TCP segment, checksums verified.
+struct Parsed<'a> {
+    src: IpAddr,
+    tcp: TcpRepr<'a>,
+}
+
+impl Family {
+    /// The IP header's length in the test's frames (no options, no extension headers).
+    fn ip_len(self) -> usize {
+        match self {
+            Family::V4 => 20,
+            Family::V6 => 40,
+        }
+    }
+
+    /// The frame as this family: IPv4 as built, or the same Ethernet and TCP over an
+    /// IPv6 header (addresses `lab::v6_for` the IPv4 ones), with `extension` (whole
+    /// extension headers, the first's Next Header given) between them.
+    fn frame_with(self, frame: &Frame, extension: Option<(u8, &[u8])>) -> Vec<u8> {
+        let v4 = frame.bytes();
+        if self == Family::V4 {
+            return v4;
+        }
+        let mut tcp = v4[34..].to_vec();
+        tcp[16..18].copy_from_slice(&[0, 0]);
+        let (src, dst) = (v6(frame.src.0), v6(frame.dst.0));
+        let sum = baton_common::translate::ones_complement_sum(&tcp);
+        let pseudo = baton_common::ipv6::tcp_ipv6_pseudo_header_sum(&src, &dst, tcp.len() as u32);
+        let check = !baton_common::translate::ones_complement_add(sum, pseudo);
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        let (next, ext) = extension.unwrap_or((6, &[]));
+        let mut f = v4[..12].to_vec();
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((ext.len() + tcp.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[next, 64]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(ext);
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    fn frame(self, frame: &Frame) -> Vec<u8> {
+        self.frame_with(frame, None)
+    }
+
+    /// The VIP in this family.
+    fn vip(self) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::from(VIP),
+            Family::V6 => IpAddr::from(v6(VIP)),
+        }
+    }
+
+    /// A frame the programs sent, parsed with its checksums verified.
+    fn parse(self, frame: &[u8]) -> Parsed<'_> {
+        match self {
+            Family::V4 => {
+                let p = parse(frame);
+                Parsed {
+                    src: IpAddr::V4(p.ipv4.src_addr),
+                    tcp: p.tcp,
+                }
+            }
+            Family::V6 => {
+                let eth = EthernetFrame::new_checked(frame).unwrap();
+                assert_eq!(EthernetRepr::parse(&eth).ethertype, EtherType::Ipv6);
+                let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+                let (repr, at) = Ipv6Repr::parse(&ip).unwrap();
+                let end = 14 + 40 + ip.payload_len();
+                let seg = TcpSegment::new_checked(&frame[14 + at..end]).unwrap();
+                let tcp = TcpRepr::parse(&seg, repr.src_addr, repr.dst_addr, Checksums::Verify)
+                    .expect("a valid segment with a valid checksum");
+                Parsed {
+                    src: IpAddr::V6(repr.src_addr),
+                    tcp,
+                }
+            }
+        }
+    }
+
+    /// The handoff option the front-end signs for the test flow to `backend`, bound to
+    /// this family's addresses (the IPv6 tag's own layout, "BTN2").
+    fn option(self, key: &SipKey, backend: [u8; 4]) -> [u8; 20] {
+        self.option_as(self, key, backend)
+    }
+
+    /// The option signed as `signed_as` binds: for a frame of this family, a tag over
+    /// the other family's binding must not verify.
+    fn option_as(self, signed_as: Family, key: &SipKey, backend: [u8; 4]) -> [u8; 20] {
+        let _ = self;
+        match signed_as {
+            Family::V4 => handoff_option().encode(key, &binding(backend)),
+            Family::V6 => handoff_option().encode(
+                key,
+                &HandoffBindingV6 {
+                    client_ip: v6(CLIENT),
+                    client_port: CLIENT_PORT,
+                    backend_ip: v6(backend),
+                    backend_port: 80,
+                    client_isn: CLIENT_ISN,
+                },
+            ),
+        }
+    }
+
+    /// The translation the test flow gets: no stamp over IPv6 (the stamp binds IPv4
+    /// addresses; `backend_egress_v6` gives none).
+    fn translation(self) -> Translation {
+        match self {
+            Family::V4 => lab_translation(),
+            Family::V6 => lab_translation_unstamped(),
+        }
+    }
+}
+
 impl Module {
     fn load() -> Self {
         let mut ebpf = EbpfLoader::new()
@@ -156,14 +310,10 @@ impl Module {
         let mut config: Array<_, BackendConfig> =
             Array::try_from(ebpf.map_mut("BACKEND_CONFIG").unwrap()).unwrap();
         config.set(0, agent_config().map_value(), 0).unwrap();
-        for name in [
-            "backend_ingress",
-            "backend_syn",
-            "backend_icmp",
-            "backend_repeated_syn",
-            "backend_local_ack",
-            "backend_egress",
-        ] {
+        let mut config_v6: Array<_, BackendConfigV6> =
+            Array::try_from(ebpf.map_mut("BACKEND_CONFIG_V6").unwrap()).unwrap();
+        config_v6.set(0, agent_config().map_value_v6(), 0).unwrap();
+        for name in PROGRAMS {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.load()
                 .unwrap_or_else(|e| panic!("verifier refused {name}: {e:?}"));
@@ -193,6 +343,24 @@ impl Module {
         let stats: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map("BACKEND_STATS").unwrap()).unwrap();
         stats.get(&index, 0).unwrap().iter().sum()
+    }
+
+    /// The test flow's entry in `family`'s table.
+    fn flow_of(&self, family: Family) -> Option<BackendFlow> {
+        match family {
+            Family::V4 => self.flow(),
+            Family::V6 => {
+                let flows: HashMap<_, BackendFlowKeyV6, BackendFlow> =
+                    HashMap::try_from(self.ebpf.map("BACKEND_FLOWS_V6").unwrap()).unwrap();
+                let key = BackendFlowKeyV6 {
+                    client_addr: v6(CLIENT),
+                    backend_addr: v6(BACKEND),
+                    client_port_be: u16::from_ne_bytes(CLIENT_PORT.to_be_bytes()),
+                    backend_port_be: u16::from_ne_bytes(80u16.to_be_bytes()),
+                };
+                flows.get(&key, 0).ok()
+            }
+        }
     }
 
     fn flow(&self) -> Option<BackendFlow> {
@@ -284,21 +452,36 @@ fn lab_translation_unstamped() -> Translation {
 
 #[test]
 fn handoff_syn_is_verified_recorded_and_blanked() {
-    privileged("handoff SYN", || {
+    for family in FAMILIES {
+        privileged("handoff SYN", || handoff_syn(family));
+    }
+}
+
+fn handoff_syn(family: Family) {
+    {
         let module = Module::load();
-        let option = handoff_option().encode(&SipKey::from_bytes(KEY), &binding(BACKEND));
-        let input = syn_prime(option).bytes();
+        let option = family.option(&SipKey::from_bytes(KEY), BACKEND);
+        let input = family.frame(&syn_prime(option));
         let (verdict, out) = module.run("backend_ingress", &input);
-        assert_eq!(verdict, TC_ACT_PIPE);
-        assert_eq!(module.stat(stat::IN_SYN_ACCEPTED), 1);
+        assert_eq!(verdict, TC_ACT_PIPE, "{family:?}");
+        assert_eq!(module.stat(stat::IN_SYN_ACCEPTED), 1, "{family:?}");
         // Only the option changed (to NOPs), and the checksum still verifies.
-        let tcp_options = 14 + 20 + 20;
+        let tcp_options = 14 + family.ip_len() + 20;
         assert_eq!(&out[tcp_options + 20..tcp_options + 40], &[1u8; 20]);
         assert_eq!(&out[..tcp_options - 4], &input[..tcp_options - 4]);
-        let parsed = parse(&out);
+        let parsed = family.parse(&out);
         assert_eq!(parsed.tcp.timestamps.unwrap().tsval, 5555);
         assert_eq!(parsed.tcp.window_scale, Some(7));
-        let flow = module.flow().expect("flow recorded");
+        let other = match family {
+            Family::V4 => Family::V6,
+            Family::V6 => Family::V4,
+        };
+        assert_eq!(
+            module.flow_of(other),
+            None,
+            "the other family's table untouched"
+        );
+        let flow = module.flow_of(family).expect("flow recorded");
         assert_eq!(
             flow.translation,
             handoff_option()
@@ -306,32 +489,54 @@ fn handoff_syn_is_verified_recorded_and_blanked() {
                 .with_client_window(CLIENT_WINDOW)
         );
         assert!(flow.translation.is_awaiting_syn_ack());
-    });
+    }
 }
 
 #[test]
 fn forged_or_replayed_handoff_syns_are_dropped_and_counted() {
-    privileged("forged SYN", || {
+    for family in FAMILIES {
+        privileged("forged SYN", || forged_syns(family));
+    }
+}
+
+fn forged_syns(family: Family) {
+    {
         let module = Module::load();
         let key = SipKey::from_bytes(KEY);
-        let mut forged = handoff_option().encode(&key, &binding(BACKEND));
+        let mut forged = family.option(&key, BACKEND);
         forged[19] ^= 1;
-        let (verdict, _) = module.run("backend_ingress", &syn_prime(forged).bytes());
-        assert_eq!(verdict, TC_ACT_SHOT);
+        let (verdict, _) = module.run("backend_ingress", &family.frame(&syn_prime(forged)));
+        assert_eq!(verdict, TC_ACT_SHOT, "{family:?}");
         // Signed for another back-end: the tag binds the destination.
-        let elsewhere = handoff_option().encode(&key, &binding(lab::backend_addr(2).octets()));
-        let (verdict, _) = module.run("backend_ingress", &syn_prime(elsewhere).bytes());
+        let elsewhere = family.option(&key, lab::backend_addr(2).octets());
+        let (verdict, _) = module.run("backend_ingress", &family.frame(&syn_prime(elsewhere)));
         assert_eq!(verdict, TC_ACT_SHOT);
         // Signed with another key.
-        let other_key = handoff_option().encode(&SipKey::from_bytes([7; 16]), &binding(BACKEND));
-        let (verdict, _) = module.run("backend_ingress", &syn_prime(other_key).bytes());
+        let other_key = family.option(&SipKey::from_bytes([7; 16]), BACKEND);
+        let (verdict, _) = module.run("backend_ingress", &family.frame(&syn_prime(other_key)));
         assert_eq!(verdict, TC_ACT_SHOT);
-        assert_eq!(module.stat(stat::IN_SYN_BAD_TAG), 3);
-        assert_eq!(module.flow(), None, "nothing recorded for a forged SYN");
+        // Signed over the other family's binding (the IPv4 tag on an IPv6 SYN', and the
+        // reverse): each family's tag has its own message.
+        let other = match family {
+            Family::V4 => Family::V6,
+            Family::V6 => Family::V4,
+        };
+        let crossed = family.option_as(other, &key, BACKEND);
+        let (verdict, _) = module.run("backend_ingress", &family.frame(&syn_prime(crossed)));
+        assert_eq!(
+            verdict, TC_ACT_SHOT,
+            "a tag over the other family's binding"
+        );
+        assert_eq!(module.stat(stat::IN_SYN_BAD_TAG), 4);
+        assert_eq!(
+            module.flow_of(family),
+            None,
+            "nothing recorded for a forged SYN"
+        );
         // A truncated option (length byte says 20, area ends early) is malformed.
-        let mut truncated = syn_prime(handoff_option().encode(&key, &binding(BACKEND)));
+        let mut truncated = syn_prime(family.option(&key, BACKEND));
         truncated.options.truncate(36);
-        let (verdict, _) = module.run("backend_ingress", &truncated.bytes());
+        let (verdict, _) = module.run("backend_ingress", &family.frame(&truncated));
         assert_eq!(
             verdict, TC_ACT_PIPE,
             "an options area the kernel will judge itself"
@@ -340,36 +545,42 @@ fn forged_or_replayed_handoff_syns_are_dropped_and_counted() {
         // A plain SYN (a direct client) passes untouched.
         let mut plain = syn_prime([1; 20]);
         plain.options.truncate(20);
-        let input = plain.bytes();
+        let input = family.frame(&plain);
         let (verdict, out) = module.run("backend_ingress", &input);
         assert_eq!((verdict, out), (TC_ACT_PIPE, input));
         assert_eq!(module.stat(stat::IN_SYN_PLAIN), 1);
-    });
+    }
 }
 
 #[test]
 fn a_whole_connection_is_translated_as_the_host_functions_say() {
-    privileged("translation", || {
+    for family in FAMILIES {
+        privileged("translation", || whole_connection(family));
+    }
+}
+
+fn whole_connection(family: Family) {
+    {
         let module = Module::load();
         let key = SipKey::from_bytes(KEY);
         let (verdict, _) = module.run(
             "backend_ingress",
-            &syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes(),
+            &family.frame(&syn_prime(family.option(&key, BACKEND))),
         );
         assert_eq!(verdict, TC_ACT_PIPE);
 
         // B's SYN/ACK': to the front-end, in the front-end's terms.
         let syn_ack = syn_ack_acking(CLIENT_ISN + 1);
-        let (verdict, out) = module.run("backend_egress", &syn_ack.bytes());
+        let (verdict, out) = module.run("backend_egress", &family.frame(&syn_ack));
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(&out[..6], &FE_MAC, "the SYN/ACK' goes to the front-end");
-        let p = parse(&out);
-        assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
+        let p = family.parse(&out);
+        assert_eq!(p.src, family.vip());
         assert_eq!(p.tcp.seq_number, ISN_F);
         assert_eq!(p.tcp.timestamps.unwrap().tsval, TSV_F);
         assert_eq!(p.tcp.window_len, 65160, "a SYN's window is never scaled");
-        let expected = lab_translation();
-        assert_eq!(module.flow().unwrap().translation, expected);
+        let expected = family.translation();
+        assert_eq!(module.flow_of(family).unwrap().translation, expected);
         assert_eq!(module.stat(stat::OUT_SYN_ACK_TO_FRONTEND), 1);
 
         // A client segment: ack, TSecr and SACK edges into B's terms (crossing 2^32).
@@ -389,9 +600,9 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
             options,
             payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         };
-        let (verdict, out) = module.run("backend_ingress", &client_ack.bytes());
+        let (verdict, out) = module.run("backend_ingress", &family.frame(&client_ack));
         assert_eq!(verdict, TC_ACT_PIPE);
-        let p = parse(&out);
+        let p = family.parse(&out);
         assert_eq!(
             p.tcp.ack_number,
             expected.ack_to_backend(ISN_F.wrapping_add(201))
@@ -412,15 +623,15 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
             ts_option(TSV_B + 10, 77),
             vec![b'x'; 100],
         );
-        let (verdict, out) = module.run("backend_egress", &response.bytes());
+        let (verdict, out) = module.run("backend_egress", &family.frame(&response));
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(
             &out[..6],
             &ROUTER_MAC,
             "the original goes to the client's next hop"
         );
-        let p = parse(&out);
-        assert_eq!(p.ipv4.src_addr, Ipv4Addr::from(VIP));
+        let p = family.parse(&out);
+        assert_eq!(p.src, family.vip());
         assert_eq!(p.tcp.src_port, 80);
         assert_eq!(p.tcp.seq_number, expected.seq_to_client(ISN_B + 1));
         assert_eq!(p.tcp.seq_number, ISN_F.wrapping_add(1));
@@ -430,8 +641,13 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
         // for the flow forwards by, once the client echoes it.
         let tsval = p.tcp.timestamps.unwrap().tsval;
         assert_eq!(tsval, expected.tsval_to_client(TSV_B + 10));
+        if family == Family::V6 {
+            assert_eq!(tsval, TSV_F + 10, "no stamp over IPv6");
+        }
         assert!(tsval.wrapping_sub(TSV_F + 10) < stamp::RESOLUTION);
-        assert_eq!(stamp::stamp_of(tsval), Some(lab_stamp()));
+        if family == Family::V4 {
+            assert_eq!(stamp::stamp_of(tsval), Some(lab_stamp()));
+        }
         let named = StampedBackend {
             addr_be: u32::from_ne_bytes(BACKEND),
             port_be: 80u16.to_be(),
@@ -439,35 +655,35 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
             _pad: [0; 4],
             flags: StampedBackend::USABLE,
         };
-        assert_eq!(
-            stamp::judge_stamp(
-                &SipKey::from_bytes(KEY),
-                tsval,
-                (CLIENT, CLIENT_PORT),
-                (VIP, lab::HTTP_PORT),
-                Some(&named),
-            ),
-            stamp::StampVerdict::Forward
+        assert!(
+            family == Family::V6
+                || stamp::judge_stamp(
+                    &SipKey::from_bytes(KEY),
+                    tsval,
+                    (CLIENT, CLIENT_PORT),
+                    (VIP, lab::HTTP_PORT),
+                    Some(&named),
+                ) == stamp::StampVerdict::Forward
         );
         assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
         assert!(
-            module.flow().unwrap().is_confirmed(),
+            module.flow_of(family).unwrap().is_confirmed(),
             "the first answer confirms the handoff"
         );
 
         // Once confirmed, only a RST still goes to the front-end: not more data, and
         // not the FIN (the front-end tracks the close from the client's side).
-        let (_, _) = module.run("backend_egress", &response.bytes());
+        let (_, _) = module.run("backend_egress", &family.frame(&response));
         assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
         let fin = Frame {
             flags: 0x11,
             payload: vec![],
             ..response.clone()
         };
-        let (verdict, out) = module.run("backend_egress", &fin.bytes());
+        let (verdict, out) = module.run("backend_egress", &family.frame(&fin));
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(&out[..6], &ROUTER_MAC, "the FIN goes to the client");
-        assert_eq!(parse(&out).tcp.seq_number, ISN_F.wrapping_add(1));
+        assert_eq!(family.parse(&out).tcp.seq_number, ISN_F.wrapping_add(1));
         assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 0, "no FIN copy");
         assert_eq!(module.stat(stat::OUT_COPY_TO_FRONTEND), 1);
         let rst = Frame {
@@ -475,13 +691,13 @@ fn a_whole_connection_is_translated_as_the_host_functions_say() {
             payload: vec![],
             ..response
         };
-        let (verdict, out) = module.run("backend_egress", &rst.bytes());
+        let (verdict, out) = module.run("backend_egress", &family.frame(&rst));
         assert_eq!(verdict, TC_ACT_PIPE);
         assert_eq!(&out[..6], &ROUTER_MAC, "the original goes to the client");
         assert_eq!(module.stat(stat::OUT_CONTROL_TO_FRONTEND), 1, "a RST copy");
         assert_eq!(module.stat(stat::OUT_TRANSLATED), 4);
         assert_eq!(module.stat(stat::REWRITE_FAILED), 0);
-    });
+    }
 }
 
 /// The SYN' path runs in `backend_syn`, which the ingress reaches by tail call through
@@ -695,12 +911,24 @@ fn a_syn_ack_for_another_connection_on_the_ports_removes_the_stale_entry() {
 /// server's TCP to judge by its sequence number; a RST with ACK is dropped as before.
 #[test]
 fn before_the_syn_ack_only_a_bare_reset_passes() {
-    privileged("reset before the SYN/ACK'", || {
+    for family in FAMILIES {
+        privileged("reset before the SYN/ACK'", || reset_before_syn_ack(family));
+    }
+}
+
+fn reset_before_syn_ack(family: Family) {
+    {
         let module = Module::load();
         let key = SipKey::from_bytes(KEY);
-        let syn = syn_prime(handoff_option().encode(&key, &binding(BACKEND))).bytes();
+        let syn = family.frame(&syn_prime(family.option(&key, BACKEND)));
         assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
-        assert!(module.flow().unwrap().translation.is_awaiting_syn_ack());
+        assert!(
+            module
+                .flow_of(family)
+                .unwrap()
+                .translation
+                .is_awaiting_syn_ack()
+        );
         let segment = |flags, ack| Frame {
             src_mac: FE_MAC,
             dst_mac: BE_MAC,
@@ -718,7 +946,7 @@ fn before_the_syn_ack_only_a_bare_reset_passes() {
             (0x14, ISN_F.wrapping_add(1), TC_ACT_SHOT),
             (0x04, 0, TC_ACT_PIPE),
         ] {
-            let frame = segment(flags, ack).bytes();
+            let frame = family.frame(&segment(flags, ack));
             let (got, out) = module.run("backend_ingress", &frame);
             assert_eq!(got, verdict, "flags {flags:#x}");
             if verdict == TC_ACT_PIPE {
@@ -732,6 +960,72 @@ fn before_the_syn_ack_only_a_bare_reset_passes() {
             ),
             (2, 1)
         );
+    }
+}
+
+/// IPv6 extension headers the walk crosses (destination options) do not hide a
+/// handed-off flow's segment, which is translated; the first fragment of one is dropped
+/// and counted (`ipv6_fragment_fate`) on either side, since nothing translates a
+/// fragment; a fragment of no handed-off flow, and a header the walk refuses (AH), pass
+/// untouched and uncounted.
+#[test]
+fn ipv6_extension_headers_are_crossed_and_fragments_of_handed_off_flows_dropped() {
+    privileged("IPv6 extension headers", || {
+        let module = Module::load();
+        let family = Family::V6;
+        let key = SipKey::from_bytes(KEY);
+        let syn = family.frame(&syn_prime(family.option(&key, BACKEND)));
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let syn_ack = family.frame(&syn_ack_acking(CLIENT_ISN + 1));
+        assert_eq!(module.run("backend_egress", &syn_ack).0, TC_ACT_PIPE);
+        let client_ack = Frame {
+            src_mac: FE_MAC,
+            dst_mac: BE_MAC,
+            src: (CLIENT, CLIENT_PORT),
+            dst: (BACKEND, 80),
+            seq: CLIENT_ISN + 1,
+            ack: ISN_F.wrapping_add(1),
+            flags: 0x10,
+            window: 502,
+            options: vec![],
+            payload: vec![],
+        };
+        // Destination options (8 bytes: Next Header TCP, length 0, a PadN of 4).
+        let dest_opts: &[u8] = &[6, 0, 1, 4, 0, 0, 0, 0];
+        let frame = family.frame_with(&client_ack, Some((60, dest_opts)));
+        let (verdict, out) = module.run("backend_ingress", &frame);
+        assert_eq!(verdict, TC_ACT_PIPE);
+        assert_eq!(module.stat(stat::IN_TRANSLATED), 1);
+        assert_eq!(family.parse(&out).tcp.ack_number, ISN_B + 1);
+        // A first fragment (offset 0, M set) of the flow, both ways: dropped, counted.
+        let fragment: &[u8] = &[6, 0, 0, 1, 0, 0, 0, 7];
+        let frame = family.frame_with(&client_ack, Some((44, fragment)));
+        assert_eq!(module.run("backend_ingress", &frame).0, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::IN_IPV6_FRAGMENT), 1);
+        let answer = server_segment(ISN_B + 1, CLIENT_ISN + 1, 0x10, 100, vec![], vec![]);
+        let frame = family.frame_with(&answer, Some((44, fragment)));
+        assert_eq!(module.run("backend_egress", &frame).0, TC_ACT_SHOT);
+        assert_eq!(module.stat(stat::OUT_IPV6_FRAGMENT), 1);
+        // Of another client port: not a handed-off flow, untouched and uncounted; so is
+        // a later fragment of the flow and an AH (neither names its ports).
+        let stranger = Frame {
+            src: (CLIENT, CLIENT_PORT + 1),
+            ..client_ack.clone()
+        };
+        let later: &[u8] = &[6, 0, 0, 8, 0, 0, 0, 7];
+        let ah: &[u8] = &[6, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1];
+        for frame in [
+            family.frame_with(&stranger, Some((44, fragment))),
+            family.frame_with(&client_ack, Some((44, later))),
+            family.frame_with(&client_ack, Some((51, ah))),
+        ] {
+            assert_eq!(
+                module.run("backend_ingress", &frame),
+                (TC_ACT_PIPE, frame.clone())
+            );
+        }
+        assert_eq!(module.stat(stat::IN_IPV6_FRAGMENT), 1);
+        assert_eq!(module.stat(stat::IN_NOT_HANDED_OFF), 0);
     });
 }
 
@@ -1149,14 +1443,7 @@ fn a_syn_ack_acknowledging_the_request_stays_on_the_backend_and_one_acking_the_s
 fn verifier_figures() {
     privileged("verifier figures", || {
         let module = Module::load();
-        for name in [
-            "backend_ingress",
-            "backend_syn",
-            "backend_icmp",
-            "backend_repeated_syn",
-            "backend_local_ack",
-            "backend_egress",
-        ] {
+        for name in PROGRAMS {
             let prog: &SchedClassifier = module.ebpf.program(name).unwrap().try_into().unwrap();
             let walked = prog.info().unwrap().verified_instruction_count();
             eprintln!("verifier: {name} walked {walked:?} instructions");

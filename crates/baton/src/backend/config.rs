@@ -2,14 +2,14 @@
 //! every error names its field.
 
 use std::{
-    net::SocketAddrV4,
+    net::{Ipv6Addr, SocketAddrV4},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use baton_common::{
-    backend::{BackendConfig, DEFAULT_FLOW_TABLE_SIZE},
+    backend::{BackendConfig, BackendConfigV6, DEFAULT_FLOW_TABLE_SIZE},
     siphash::SipKey,
 };
 use serde::Deserialize;
@@ -23,6 +23,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/baton/backend";
 struct FileConfig {
     interface: String,
     vip: SocketAddrV4,
+    vip6: Option<Ipv6Addr>,
     service_port: Option<u16>,
     frontend_mac: String,
     handoff_key: Option<String>,
@@ -44,6 +45,9 @@ pub struct AgentConfig {
     pub interface: String,
     /// The virtual service the back-end answers as.
     pub vip: SocketAddrV4,
+    /// The VIP's IPv6 address, if the service is offered over IPv6 too (the same port):
+    /// the IPv6 path of the programs is off without it.
+    pub vip6: Option<Ipv6Addr>,
     /// The local port the server listens on; the VIP's port unless set.
     pub service_port: u16,
     /// The front-end's MAC on the LAN, where SYN/ACK's and control copies go.
@@ -92,6 +96,7 @@ impl AgentConfig {
         Ok(Self {
             interface: file.interface,
             vip: file.vip,
+            vip6: file.vip6,
             service_port: file.service_port.unwrap_or(file.vip.port()),
             frontend_mac: parse_mac(&file.frontend_mac).context("`frontend_mac`")?,
             handoff_key: crate::handoff_key::load(
@@ -137,6 +142,22 @@ impl AgentConfig {
             _pad: [0; 2],
             flags,
             _pad2: 0,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The value of the programs' IPv6 configuration map: the VIP's IPv6 address, or the
+    /// IPv6 path off.
+    pub fn map_value_v6(&self) -> BackendConfigV6 {
+        BackendConfigV6 {
+            vip_addr: self.vip6.map_or([0; 16], |a| a.octets()),
+            flags: if self.vip6.is_some() {
+                BackendConfigV6::ENABLED
+            } else {
+                0
+            },
+            _pad: 0,
         }
     }
 }
@@ -211,6 +232,18 @@ mod tests {
         let v = c.map_value();
         assert_eq!(v.vip_addr_be.to_ne_bytes(), [198, 18, 2, 1]);
         assert_eq!(v.service_port_be.to_ne_bytes(), [0, 80]);
+        assert_eq!(c.vip6, None);
+        assert_eq!(c.map_value_v6(), BackendConfigV6::default(), "IPv6 off");
+        let c = AgentConfig::parse(&format!("{GOOD}\nvip6 = \"2001:2:0:2::1\"\n")).unwrap();
+        let v6 = c.map_value_v6();
+        assert_eq!(v6.flags, BackendConfigV6::ENABLED);
+        assert_eq!(
+            v6.vip_addr,
+            "2001:2:0:2::1".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        let bad = format!("{GOOD}\nvip6 = \"198.18.2.1\"\n");
+        let e = format!("{:#}", AgentConfig::parse(&bad).unwrap_err());
+        assert!(e.contains("vip6"), "{e}");
     }
 
     #[test]

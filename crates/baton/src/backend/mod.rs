@@ -3,8 +3,9 @@
 //! the flow table against the kernel's socket table.
 //!
 //! Pins live in `<pin_dir>/<interface>/`: `flows`, `config`, `stats`, `ingress_programs`
-//! (maps: the last is the program array the ingress tail-calls its SYN' program through)
-//! and `link_ingress`, `link_egress` (tcx links). While the link pins exist the programs stay
+//! (maps: the last is the program array the ingress tail-calls its SYN' program through),
+//! their IPv6 twins `flows_v6`, `config_v6` and `ipv6_programs` (the programs the IPv4
+//! entry programs hand IPv6 frames to), and `link_ingress`, `link_egress` (tcx links). While the link pins exist the programs stay
 //! attached whether or not the agent runs, so an agent restart disturbs no connection:
 //! it finds the pins, loads its own build of the programs against the pinned maps and
 //! swaps them into the pinned links atomically (`BPF_LINK_UPDATE`): starting a new build
@@ -19,7 +20,7 @@ pub mod sockdiag;
 use std::{
     collections::HashSet,
     fs,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -32,7 +33,10 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use baton_common::backend::{BackendConfig, BackendFlow, BackendFlowKey, ingress_program, stat};
+use baton_common::backend::{
+    BackendConfig, BackendConfigV6, BackendFlow, BackendFlowKey, BackendFlowKeyV6, ingress_program,
+    ipv6_program, stat,
+};
 
 pub use config::AgentConfig;
 
@@ -60,12 +64,32 @@ pub enum Start {
     Reattached { old: ProgramIds, new: ProgramIds },
 }
 
+/// The IPv6 maps' pins, beside the IPv4 ones ([`Pins::backend`]).
+struct V6Pins {
+    flows: PathBuf,
+    config: PathBuf,
+    programs: PathBuf,
+}
+
+impl V6Pins {
+    fn of(pins: &Pins) -> Self {
+        Self {
+            flows: pins.dir().join("flows_v6"),
+            config: pins.dir().join("config_v6"),
+            programs: pins.dir().join("ipv6_programs"),
+        }
+    }
+}
+
 /// The attached back-end module's maps, through their pins.
 pub struct BackendModule {
     flows: HashMap<MapData, BackendFlowKey, BackendFlow>,
+    /// The IPv6 flow table; `None` when opened beside a module of a build without one.
+    flows_v6: Option<HashMap<MapData, BackendFlowKeyV6, BackendFlow>>,
     stats: PerCpuArray<MapData, u64>,
     /// Flows found without a socket at the last sweep: removed if still so at the next.
     suspects: HashSet<BackendFlowKey>,
+    suspects_v6: HashSet<BackendFlowKeyV6>,
 }
 
 impl BackendModule {
@@ -82,10 +106,15 @@ impl BackendModule {
         config_map
             .set(0, config.map_value(), 0)
             .context("writing the configuration map")?;
+        let v6 = V6Pins::of(&pins);
         let module = Self {
             flows: HashMap::try_from(Map::LruHashMap(MapData::from_pin(pins.flows())?))?,
+            flows_v6: Some(HashMap::try_from(Map::LruHashMap(MapData::from_pin(
+                &v6.flows,
+            )?))?),
             stats: PerCpuArray::try_from(Map::PerCpuArray(MapData::from_pin(pins.stats())?))?,
             suspects: HashSet::new(),
+            suspects_v6: HashSet::new(),
         };
         Ok((module, start))
     }
@@ -103,10 +132,17 @@ impl BackendModule {
                 )
             })
         };
+        let flows_v6 = match MapData::from_pin(V6Pins::of(&pins).flows) {
+            Ok(map) => Some(HashMap::try_from(Map::LruHashMap(map))?),
+            // A module of a build before IPv6.
+            Err(_) => None,
+        };
         Ok(Self {
             flows: HashMap::try_from(Map::LruHashMap(open(pins.flows())?))?,
+            flows_v6,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins.stats())?))?,
             suspects: HashSet::new(),
+            suspects_v6: HashSet::new(),
         })
     }
 
@@ -123,11 +159,15 @@ impl BackendModule {
                 drop(link.unpin().context("unpinning a link")?);
             }
         }
+        let v6 = V6Pins::of(&pins);
         pins.remove(&[
             pins.flows(),
             pins.config(),
             pins.stats(),
             pins.ingress_programs(),
+            v6.flows,
+            v6.config,
+            v6.programs,
         ])?;
         Ok(true)
     }
@@ -141,47 +181,90 @@ impl BackendModule {
         Ok(out)
     }
 
-    /// Entries in the flow table now.
+    /// Entries in the flow tables now, both families.
     pub fn flow_count(&self) -> usize {
         self.flows.keys().filter(Result::is_ok).count()
+            + self
+                .flows_v6
+                .as_ref()
+                .map_or(0, |flows| flows.keys().filter(Result::is_ok).count())
     }
 
-    /// One garbage-collection sweep against the live connections of the service port:
-    /// an entry without a socket is removed if it had none at the previous sweep either.
+    /// One garbage-collection sweep of both flow tables against the live connections of
+    /// the service port (both families, [`sockdiag::SockDiag::tcp_connections`]): an
+    /// entry without a socket is removed if it had none at the previous sweep either.
     /// Returns (entries kept, entries removed).
     pub fn collect_garbage(&mut self, live: &HashSet<sockdiag::TcpConnection>) -> (usize, usize) {
-        let keys: Vec<BackendFlowKey> = self.flows.keys().filter_map(Result::ok).collect();
-        let mut suspects = HashSet::new();
-        let mut removed = 0;
-        for key in &keys {
-            if live.contains(&connection_of(key)) {
-                continue;
-            }
-            if self.suspects.contains(key) {
-                if self.flows.remove(key).is_ok() {
-                    removed += 1;
-                }
-            } else {
-                suspects.insert(*key);
-            }
-        }
-        self.suspects = suspects;
-        (keys.len() - removed, removed)
+        let (kept, removed) = sweep(&mut self.flows, &mut self.suspects, live);
+        let Some(flows_v6) = self.flows_v6.as_mut() else {
+            return (kept, removed);
+        };
+        let (kept_v6, removed_v6) = sweep(flows_v6, &mut self.suspects_v6, live);
+        (kept + kept_v6, removed + removed_v6)
     }
 }
 
-/// The socket-table view of a flow: local is the back-end's end.
-fn connection_of(key: &BackendFlowKey) -> sockdiag::TcpConnection {
-    let addr = |be: u32, port_be: u16| {
-        SocketAddrV4::new(
-            Ipv4Addr::from(be.to_ne_bytes()),
-            u16::from_be_bytes(port_be.to_ne_bytes()),
-        )
-    };
-    sockdiag::TcpConnection {
-        local: addr(key.backend_addr_be, key.backend_port_be),
-        remote: addr(key.client_addr_be, key.client_port_be),
+/// A flow-table key of either family: the socket-table view of its flow.
+trait FlowKey: aya::Pod + Eq + std::hash::Hash {
+    /// Local is the back-end's end.
+    fn connection(&self) -> sockdiag::TcpConnection;
+}
+
+impl FlowKey for BackendFlowKey {
+    fn connection(&self) -> sockdiag::TcpConnection {
+        let addr = |be: u32, port_be: u16| {
+            SocketAddr::new(
+                Ipv4Addr::from(be.to_ne_bytes()).into(),
+                u16::from_be_bytes(port_be.to_ne_bytes()),
+            )
+        };
+        sockdiag::TcpConnection {
+            local: addr(self.backend_addr_be, self.backend_port_be),
+            remote: addr(self.client_addr_be, self.client_port_be),
+        }
     }
+}
+
+impl FlowKey for BackendFlowKeyV6 {
+    fn connection(&self) -> sockdiag::TcpConnection {
+        let addr = |a: [u8; 16], port_be: u16| {
+            SocketAddr::new(
+                Ipv6Addr::from(a).into(),
+                u16::from_be_bytes(port_be.to_ne_bytes()),
+            )
+        };
+        sockdiag::TcpConnection {
+            local: addr(self.backend_addr, self.backend_port_be),
+            remote: addr(self.client_addr, self.client_port_be),
+        }
+    }
+}
+
+/// [`BackendModule::collect_garbage`] over one table: its entries without a socket in
+/// `live` are removed if in `suspects` (the last sweep's), the others become the new
+/// suspects. Returns (entries kept, entries removed).
+fn sweep<K: FlowKey>(
+    flows: &mut HashMap<MapData, K, BackendFlow>,
+    suspects: &mut HashSet<K>,
+    live: &HashSet<sockdiag::TcpConnection>,
+) -> (usize, usize) {
+    let keys: Vec<K> = flows.keys().filter_map(Result::ok).collect();
+    let mut next = HashSet::new();
+    let mut removed = 0;
+    for key in &keys {
+        if live.contains(&key.connection()) {
+            continue;
+        }
+        if suspects.contains(key) {
+            if flows.remove(key).is_ok() {
+                removed += 1;
+            }
+        } else {
+            next.insert(*key);
+        }
+    }
+    *suspects = next;
+    (keys.len() - removed, removed)
 }
 
 /// Loads the object with its maps pinned (reusing pinned maps a previous agent left),
@@ -194,12 +277,17 @@ fn connection_of(key: &BackendFlowKey) -> sockdiag::TcpConnection {
 fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
     let (flows, cfg, stats) = (pins.flows(), pins.config(), pins.stats());
     let programs = pins.ingress_programs();
+    let v6 = V6Pins::of(pins);
     let mut ebpf = EbpfLoader::new()
         .map_pin_path("BACKEND_FLOWS", flows.as_path())
         .map_pin_path("BACKEND_CONFIG", cfg.as_path())
         .map_pin_path("BACKEND_STATS", stats.as_path())
         .map_pin_path("BACKEND_INGRESS_PROGRAMS", programs.as_path())
+        .map_pin_path("BACKEND_FLOWS_V6", v6.flows.as_path())
+        .map_pin_path("BACKEND_CONFIG_V6", v6.config.as_path())
+        .map_pin_path("BACKEND_V6_PROGRAMS", v6.programs.as_path())
         .map_max_entries("BACKEND_FLOWS", config.flow_table_size)
+        .map_max_entries("BACKEND_FLOWS_V6", config.flow_table_size)
         .load(crate::ebpf::BACKEND)
         .context("loading the back-end module's eBPF object")?;
     // The configuration goes in before the programs can see a packet.
@@ -208,6 +296,11 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
             .context("map BACKEND_CONFIG missing")?,
     )?;
     config_map.set(0, config.map_value(), 0)?;
+    let mut config_v6: Array<_, BackendConfigV6> = Array::try_from(
+        ebpf.map_mut("BACKEND_CONFIG_V6")
+            .context("map BACKEND_CONFIG_V6 missing")?,
+    )?;
+    config_v6.set(0, config.map_value_v6(), 0)?;
     const HOOKS: [(&str, TcAttachType); 2] = [
         ("backend_egress", TcAttachType::Egress),
         ("backend_ingress", TcAttachType::Ingress),
@@ -217,6 +310,9 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
         "backend_icmp",
         "backend_repeated_syn",
         "backend_local_ack",
+        "backend_ingress_v6",
+        "backend_syn_v6",
+        "backend_egress_v6",
         HOOKS[0].0,
         HOOKS[1].0,
     ] {
@@ -292,6 +388,15 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
 /// `ebpf` must have loaded the programs; the array is the one the object's ingress uses
 /// (the pinned one, for the agent).
 pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
+    // The IPv6 programs first: the IPv4 entry programs hand IPv6 frames to them, the
+    // IPv6 ingress its SYNs to its SYN' program, which must be in place before it.
+    for (name, slot) in [
+        ("backend_egress_v6", ipv6_program::EGRESS),
+        ("backend_syn_v6", ipv6_program::SYN),
+        ("backend_ingress_v6", ipv6_program::INGRESS),
+    ] {
+        put_program(ebpf, name, "BACKEND_V6_PROGRAMS", slot)?;
+    }
     let mut id = 0;
     for (name, slot) in [
         ("backend_local_ack", ingress_program::LOCAL_ACK),
@@ -299,20 +404,26 @@ pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
         ("backend_icmp", ingress_program::ICMP),
         ("backend_syn", ingress_program::SYN),
     ] {
-        let prog: &SchedClassifier = ebpf
-            .program(name)
-            .with_context(|| format!("program {name} missing"))?
-            .try_into()?;
-        let fd = prog.fd()?.try_clone()?;
-        id = prog.info()?.id();
-        let mut slots: ProgramArray<_> = ProgramArray::try_from(
-            ebpf.map_mut("BACKEND_INGRESS_PROGRAMS")
-                .context("map BACKEND_INGRESS_PROGRAMS missing")?,
-        )?;
-        slots
-            .set(slot, &fd, 0)
-            .with_context(|| format!("putting {name} in the ingress's program array"))?;
+        id = put_program(ebpf, name, "BACKEND_INGRESS_PROGRAMS", slot)?;
     }
+    Ok(id)
+}
+
+/// Puts the loaded program `name` in `slot` of the program array `map`; returns its id.
+fn put_program(ebpf: &mut Ebpf, name: &str, map: &str, slot: u32) -> anyhow::Result<u32> {
+    let prog: &SchedClassifier = ebpf
+        .program(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()?;
+    let fd = prog.fd()?.try_clone()?;
+    let id = prog.info()?.id();
+    let mut slots: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut(map)
+            .with_context(|| format!("map {map} missing"))?,
+    )?;
+    slots
+        .set(slot, &fd, 0)
+        .with_context(|| format!("putting {name} in the program array {map}"))?;
     Ok(id)
 }
 
@@ -323,7 +434,16 @@ pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
 /// unpinned, so that the loader makes one this build's programs fit, and an upgrade that
 /// changes them stays live (a program still running keeps its own).
 fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
+    let v6 = V6Pins::of(pins);
     crate::pins::replace_reshaped(&pins.config(), size_of::<BackendConfig>(), 1)?;
+    crate::pins::replace_reshaped(&v6.config, size_of::<BackendConfigV6>(), 1)?;
+    crate::pins::replace_reshaped(&v6.programs, size_of::<u32>(), ipv6_program::SLOTS)?;
+    crate::pins::require_shape(
+        &v6.flows,
+        size_of::<BackendFlowKeyV6>(),
+        size_of::<BackendFlow>(),
+        "baton backend --config FILE --detach",
+    )?;
     crate::pins::replace_reshaped(&pins.stats(), size_of::<u64>(), stat::COUNT)?;
     // Unpinned, a program array is emptied at once (the kernel clears one no pin or
     // descriptor holds), so a running ingress passes SYNs unchecked until it is replaced
@@ -470,6 +590,12 @@ pub fn run(path: &Path, detach: bool) -> anyhow::Result<()> {
             ("ingress_syn", &ingress_syn),
             ("service_port", &config.service_port),
             ("vip", &config.vip),
+            (
+                "vip6",
+                &config
+                    .vip6
+                    .map_or_else(|| "none".to_string(), |a| a.to_string()),
+            ),
             ("pins", &pins.dir().display()),
             ("flows", &module.flow_count()),
         ],

@@ -18,16 +18,18 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// One TCP connection as the kernel's socket table names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TcpConnection {
-    /// Our end: the address and port the socket is bound to.
-    pub local: SocketAddrV4,
+    /// Our end: the address and port the socket is bound to. IPv4 for an IPv4
+    /// connection, including one a dual-stack IPv6 socket holds (IPv4-mapped in the
+    /// kernel); IPv6 for a native IPv6 one.
+    pub local: SocketAddr,
     /// The peer's end.
-    pub remote: SocketAddrV4,
+    pub remote: SocketAddr,
 }
 
 /// What [`parse_dump`] saw at the end of one received datagram.
@@ -473,16 +475,15 @@ fn parse_inet_diag_msg(
     let dport = read_u16_be(id, SOCKID_DPORT).ok_or(truncated)?;
     let src = read_16(id, SOCKID_SRC).ok_or(truncated)?;
     let dst = read_16(id, SOCKID_DST).ok_or(truncated)?;
-    let (local, remote) = match i32::from(family) {
-        libc::AF_INET => (ipv4_prefix(src), ipv4_prefix(dst)),
+    let (local, remote): (IpAddr, IpAddr) = match i32::from(family) {
+        libc::AF_INET => (ipv4_prefix(src).into(), ipv4_prefix(dst).into()),
         libc::AF_INET6 => {
-            // Only IPv4 connections on dual-stack sockets; native IPv6 ones are not ours.
-            match (
-                Ipv6Addr::from(src).to_ipv4_mapped(),
-                Ipv6Addr::from(dst).to_ipv4_mapped(),
-            ) {
-                (Some(local), Some(remote)) => (local, remote),
-                _ => return Ok(None),
+            // IPv4 connections on dual-stack sockets are IPv4's (the module's IPv4 flow
+            // table holds them); the rest are native IPv6, the IPv6 table's.
+            let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+            match (src.to_ipv4_mapped(), dst.to_ipv4_mapped()) {
+                (Some(local), Some(remote)) => (local.into(), remote.into()),
+                _ => (src.into(), dst.into()),
             }
         }
         _ => return Err(DiagError::UnexpectedFamily(family)),
@@ -493,8 +494,8 @@ fn parse_inet_diag_msg(
         return Ok(None);
     }
     Ok(Some(TcpConnection {
-        local: SocketAddrV4::new(local, sport),
-        remote: SocketAddrV4::new(remote, dport),
+        local: SocketAddr::new(local, sport),
+        remote: SocketAddr::new(remote, dport),
     }))
 }
 
@@ -526,7 +527,7 @@ fn read_16(buf: &[u8], at: usize) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{TcpListener, TcpStream};
+    use std::net::{SocketAddrV4, TcpListener, TcpStream};
 
     const PORT: u16 = 8080;
 
@@ -585,6 +586,14 @@ mod tests {
         SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, a), port)
     }
 
+    /// The connection between two IPv4 ends.
+    fn v4(local: SocketAddrV4, remote: SocketAddrV4) -> TcpConnection {
+        TcpConnection {
+            local: local.into(),
+            remote: remote.into(),
+        }
+    }
+
     #[test]
     fn done_ends_the_dump() {
         let mut out = HashSet::new();
@@ -612,14 +621,8 @@ mod tests {
         let mut out = HashSet::new();
         assert_eq!(parse_dump(&buf, PORT, &mut out), Ok(DumpStatus::Done));
         let want: HashSet<_> = [
-            TcpConnection {
-                local: addr(1, PORT),
-                remote: addr(2, 40000),
-            },
-            TcpConnection {
-                local: addr(1, PORT),
-                remote: addr(3, 40001),
-            },
+            v4(addr(1, PORT), addr(2, 40000)),
+            v4(addr(1, PORT), addr(3, 40001)),
         ]
         .into();
         assert_eq!(out, want);
@@ -645,7 +648,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_mapped_sockets_count_and_native_ipv6_do_not() {
+    fn ipv4_mapped_sockets_count_as_ipv4_and_native_ipv6_as_ipv6() {
         let mut mapped = socket_msg(1, addr(1, PORT), addr(2, 40000));
         let mut native = mapped.clone();
         for (msg, local, remote) in [
@@ -667,10 +670,13 @@ mod tests {
             parse_dump(&[mapped, native].concat(), PORT, &mut out),
             Ok(DumpStatus::More)
         );
-        let want: HashSet<_> = [TcpConnection {
-            local: addr(1, PORT),
-            remote: addr(2, 40000),
-        }]
+        let want: HashSet<_> = [
+            v4(addr(1, PORT), addr(2, 40000)),
+            TcpConnection {
+                local: SocketAddr::new(Ipv6Addr::LOCALHOST.into(), PORT),
+                remote: SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 40000),
+            },
+        ]
         .into();
         assert_eq!(out, want);
     }
@@ -788,7 +794,7 @@ mod tests {
                 panic!("IPv4 client has a non-IPv4 address");
             };
             assert!(
-                found.contains(&TcpConnection { local, remote }),
+                found.contains(&v4(local, remote)),
                 "{remote} missing from {found:?}"
             );
         }
@@ -822,9 +828,25 @@ mod tests {
             panic!("IPv4 client has a non-IPv4 address");
         };
         let found = tcp_connections(port).unwrap();
+        let want = v4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), remote);
+        assert!(found.contains(&want), "{want:?} missing from {found:?}");
+    }
+
+    /// A native IPv6 connection is reported with its IPv6 ends: the module's IPv6 flow
+    /// table is collected against it.
+    #[test]
+    fn finds_native_ipv6_connections() {
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            eprintln!("skipped: no IPv6 loopback on this host");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect(("::1", port)).unwrap();
+        let _server = listener.accept().unwrap();
+        let found = tcp_connections(port).unwrap();
         let want = TcpConnection {
-            local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
-            remote,
+            local: SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+            remote: client.local_addr().unwrap(),
         };
         assert!(found.contains(&want), "{want:?} missing from {found:?}");
     }
@@ -836,10 +858,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let mut diag = SockDiag::open().unwrap();
         let mut out = HashSet::new();
-        let stale = TcpConnection {
-            local: addr(1, 1),
-            remote: addr(2, 2),
-        };
+        let stale = v4(addr(1, 1), addr(2, 2));
         out.insert(stale);
         diag.tcp_connections(port, &mut out).unwrap();
         assert!(!out.contains(&stale), "{out:?}");
@@ -850,6 +869,6 @@ mod tests {
             panic!("IPv4 client has a non-IPv4 address");
         };
         let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        assert!(out.contains(&TcpConnection { local, remote }), "{out:?}");
+        assert!(out.contains(&v4(local, remote)), "{out:?}");
     }
 }
