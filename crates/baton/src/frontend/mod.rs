@@ -94,7 +94,7 @@ use baton_common::kernel_dispatch::{HANDOFF_READ_INTERVAL_MS, KernelHandoffConfi
 use baton_common::syncookie::SynCookieConfig;
 use baton_proto::{
     frontend::{Event, FrontEnd, HandedOff, Instant, Output},
-    wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
+    wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags, TcpSegment},
 };
 
 use crate::log;
@@ -261,6 +261,9 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         ignored_keys,
         announce,
     } = settings;
+    // Every service the core serves, IPv4 ones first: the drain's test of new
+    // connections, the logs' and the metrics' label.
+    let all_services = proto.services.clone();
     // The MSS from the interface's MTU, read in this network namespace: what clients may
     // send in one frame, here and on to the back-ends on the same LAN.
     let mtu = fastpath::interface_mtu(&interface)?;
@@ -345,17 +348,15 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     HostTcpFilter::install(&services, &services6)?;
     let mut io = PacketIo::open(&interface, &services, &services6)?;
     if !services6.is_empty() {
-        // The capture and the nftables table take them; the protocol core, IPv4 only
-        // until it speaks IPv6, counts what arrives for them as malformed.
+        // The capture, the nftables table and the core take them; the XDP program's
+        // flow table is IPv4's until its IPv6 path, so the slow path forwards the
+        // client's segments of IPv6 connections after their handoff.
         let list: Vec<String> = services6.iter().map(ToString::to_string).collect();
         log::line(
             "ipv6_services",
             &[
                 ("services", &list.join(",")),
-                (
-                    "served",
-                    &"captured and guarded; the core drops them (IPv4 only)",
-                ),
+                ("forwarded_by", &"slow path"),
             ],
         );
     }
@@ -472,7 +473,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         "ready",
         &[
             ("interface", &interface),
-            ("service", &services_label(&services)),
+            ("service", &services_label(&all_services)),
             ("dispatch", &routes),
             ("max_connections", &max_connections),
             ("mss", &mss.mss),
@@ -506,7 +507,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         &mut fe,
         &mut io,
         &mut fast_path,
-        &services,
+        &all_services,
         drain,
         stop,
         &mut stats,
@@ -684,7 +685,7 @@ impl Ops {
         fe: &mut FrontEnd<ContentDispatch>,
         io: &mut PacketIo,
         fast: &Fast<'_>,
-        services: &[SocketAddrV4],
+        services: &[SocketAddr],
         stats: &DaemonStats,
     ) {
         let Some(requests) = &self.requests else {
@@ -843,7 +844,7 @@ fn event_loop(
     fe: &mut FrontEnd<ContentDispatch>,
     io: &mut PacketIo,
     fast: &mut Fast<'_>,
-    services: &[SocketAddrV4],
+    services: &[SocketAddr],
     drain: Duration,
     stop: &AtomicBool,
     stats: &mut DaemonStats,
@@ -1111,11 +1112,11 @@ fn apply_outputs(
                 if let Some(path) = fast.path.as_deref_mut() {
                     path.flush_removals(fast.stats);
                 }
-                // The daemon's core sees IPv4 alone (its capture is `ETH_P_IP`, its
-                // services IPv4), so it sends IPv4 alone; the raw socket is IPv4's.
-                if let IpAddr::V4(destination) = t.destination {
-                    io.send(destination, &t.packet);
-                }
+                // Of the connection's family: IPv4 through the raw IPv4 socket, IPv6
+                // (only with IPv6 services, whose capture alone brings IPv6 to the
+                // core) through the raw IPv6 socket; the kernel routes either and
+                // resolves the neighbour.
+                io.send(t.destination, &t.packet);
             }
             Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
             // Without the fast path no program takes the claims: the core probes only
@@ -1331,25 +1332,49 @@ fn log_note(note: Note) {
 }
 
 /// Whether `packet` opens a new connection to one of the services: a client SYN
-/// without ACK.
-fn is_client_syn(packet: &[u8], services: &[SocketAddrV4]) -> bool {
-    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
-        return false;
+/// without ACK, over either family (an IPv6 one's TCP header found past any extension
+/// headers, as the core finds it).
+fn is_client_syn(packet: &[u8], services: &[SocketAddr]) -> bool {
+    let (dst, segment): (IpAddr, &[u8]) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+                return false;
+            };
+            if ip.protocol() != IpProtocol::Tcp || ip.is_fragment() {
+                return false;
+            }
+            let Some(segment) = packet.get(ip.header_len()..ip.total_len()) else {
+                return false;
+            };
+            (ip.dst_addr().into(), segment)
+        }
+        Some(6) => {
+            let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+                return false;
+            };
+            let Ok((IpProtocol::Tcp, start)) = ip.upper_layer() else {
+                return false;
+            };
+            let end = 40 + ip.payload_len();
+            let Some(segment) = packet.get(start..end) else {
+                return false;
+            };
+            (ip.dst_addr().into(), segment)
+        }
+        _ => return false,
     };
-    if ip.protocol() != IpProtocol::Tcp || ip.is_fragment() {
-        return false;
-    }
-    let Ok(tcp) = TcpSegment::new_checked(ip.payload()) else {
+    let Ok(tcp) = TcpSegment::new_checked(segment) else {
         return false;
     };
     let flags = tcp.flags();
-    services.contains(&SocketAddrV4::new(ip.dst_addr(), tcp.dst_port()))
+    services.contains(&SocketAddr::new(dst, tcp.dst_port()))
         && flags.contains(TcpFlags::SYN)
         && !flags.contains(TcpFlags::ACK)
 }
 
-/// The services as one label for logs and metrics: `VIP:PORT`, comma-separated.
-pub fn services_label(services: &[SocketAddrV4]) -> String {
+/// The services as one label for logs and metrics: `VIP:PORT` (`[VIP6]:PORT` for IPv6
+/// ones), comma-separated.
+pub fn services_label<S: std::fmt::Display>(services: &[S]) -> String {
     let mut label = String::new();
     for (i, service) in services.iter().enumerate() {
         if i > 0 {
@@ -1430,7 +1455,7 @@ mod tests {
 
     #[test]
     fn client_syns_are_told_apart() {
-        let service: SocketAddrV4 = "198.18.2.1:80".parse().unwrap();
+        let service: SocketAddr = "198.18.2.1:80".parse().unwrap();
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
         p[2..4].copy_from_slice(&40u16.to_be_bytes());
@@ -1447,6 +1472,35 @@ mod tests {
         p[22..24].copy_from_slice(&81u16.to_be_bytes());
         assert!(!is_client_syn(&p, &[service]));
         assert!(!is_client_syn(&p[..30], &[service]));
+    }
+
+    #[test]
+    fn client_syns_over_ipv6_are_told_apart() {
+        let service: SocketAddr = "[2001:2:0:2::1]:80".parse().unwrap();
+        let services = [service, "198.18.2.1:80".parse().unwrap()];
+        let mut p = vec![0u8; 60];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&20u16.to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&"2001:2::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(
+            &"2001:2:0:2::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p[42..44].copy_from_slice(&80u16.to_be_bytes());
+        p[52] = 5 << 4;
+        p[53] = 0x02; // SYN
+        assert!(is_client_syn(&p, &services));
+        assert!(!is_client_syn(&p, &services[1..]), "an IPv4 service only");
+        p[53] = 0x12; // SYN+ACK
+        assert!(!is_client_syn(&p, &services));
+        p[53] = 0x02;
+        p[42..44].copy_from_slice(&81u16.to_be_bytes());
+        assert!(!is_client_syn(&p, &services));
+        assert!(!is_client_syn(&p[..50], &services));
     }
 
     #[test]
