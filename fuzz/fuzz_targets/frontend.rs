@@ -2,25 +2,31 @@
 //! panics, tables stay within their configured bounds, and once every timer has run out
 //! no connection is left behind.
 //!
-//! Random bytes would almost never form a valid IPv4/TCP packet, so each step is built
-//! from the input's fields (who sends, flags, seq/ack, options, payload) and checksums are
-//! trusted; one op in eight feeds raw bytes instead, for the parser paths.
+//! Random bytes would almost never form a valid IPv4 or IPv6 TCP packet, so each step is
+//! built from the input's fields (who sends, over which family, flags, seq/ack, options,
+//! payload) and checksums are trusted; one op in eight feeds raw bytes instead, for the
+//! parser paths.
 #![no_main]
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use baton_proto::frontend::{Config, Dispatch, FlowKey, FrontEnd, Instant};
 use baton_proto::request::ClientRequest;
 use baton_proto::wire::{
-    Checksums, IpProtocol, Ipv4Repr, TcpFlags, TcpRepr, TcpTimestamps, UnknownTcpOptions, ipv4,
+    Checksums, IpProtocol, Ipv4Repr, Ipv6Repr, TcpFlags, TcpRepr, TcpTimestamps,
+    UnknownTcpOptions, ipv4, ipv6,
 };
 use libfuzzer_sys::fuzz_target;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
-const BACKENDS: [SocketAddrV4; 2] = [
-    SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 11), 80),
-    SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 80),
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 1));
+const VIP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1));
+/// Two back-ends of each family.
+const BACKENDS: [SocketAddr; 4] = [
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 11)), 80),
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 11)), 80),
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 12)), 80),
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 12)), 80),
 ];
 const MAX_CONNECTIONS: usize = 8;
 
@@ -53,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     // explored.
     let settings = data.first().copied().unwrap_or(0);
     let config = Config {
-        services: vec![SocketAddrV4::new(VIP, 80)],
+        services: vec![SocketAddr::new(VIP, 80), SocketAddr::new(VIP6, 80)],
         max_connections: MAX_CONNECTIONS,
         max_half_open: 4,
         max_request_len: 512,
@@ -107,18 +113,24 @@ fuzz_target!(|data: &[u8]| {
     );
 });
 
-/// Picks the first back-end not yet tried, so retries walk the candidates.
+/// Picks the first back-end not yet tried, so retries walk the candidates: of the
+/// client's family, except for clients on odd ports, which are offered the other
+/// family's first (the core refuses it as no back-end).
 struct FirstFree;
 
 impl Dispatch for FirstFree {
     fn dispatch(
         &mut self,
         _now: Instant,
-        _flow: &FlowKey,
+        flow: &FlowKey,
         _request: &ClientRequest<'_>,
-        exclude: &[SocketAddrV4],
-    ) -> Option<SocketAddrV4> {
-        BACKENDS.iter().copied().find(|b| !exclude.contains(b))
+        exclude: &[SocketAddr],
+    ) -> Option<SocketAddr> {
+        let wrong_family = flow.client.port() % 2 == 1;
+        BACKENDS
+            .iter()
+            .copied()
+            .find(|b| !exclude.contains(b) && (flow.same_family(b) != wrong_family))
     }
 }
 
@@ -126,19 +138,23 @@ fn drain<D: Dispatch>(front_end: &mut FrontEnd<D>) {
     while front_end.poll_output().is_some() {}
 }
 
-/// One TCP segment from a client (one of four) to the VIP, or from a back-end's egress
-/// (source VIP, as the back-end module sends its copies).
+/// One TCP segment from a client (one of four, over IPv4 or IPv6) to the VIP of its
+/// family, or from a back-end's egress (source VIP, as the back-end module sends its
+/// copies).
 fn build_packet(input: &mut Input<'_>, op: u8) -> Vec<u8> {
     let who = input.u8();
-    let client = SocketAddrV4::new(
-        Ipv4Addr::new(198, 18, 0, 2 + (who & 3)),
-        40_000 + u16::from(who & 3),
-    );
+    let (client_ip, vip) = if who & 0x40 != 0 {
+        let ip = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2 + u16::from(who & 3));
+        (IpAddr::V6(ip), VIP6)
+    } else {
+        (IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2 + (who & 3))), VIP)
+    };
+    let client = SocketAddr::new(client_ip, 40_000 + u16::from(who & 3));
     let from_backend = who & 0x80 != 0;
     let (src, dst) = if from_backend {
-        (SocketAddrV4::new(VIP, 80), client)
+        (SocketAddr::new(vip, 80), client)
     } else {
-        (client, SocketAddrV4::new(VIP, 80))
+        (client, SocketAddr::new(vip, 80))
     };
     let flags = TcpFlags::from_bits(u16::from(input.u8()));
     let seq = input.u32();
@@ -167,23 +183,39 @@ fn build_packet(input: &mut Input<'_>, op: u8) -> Vec<u8> {
         unknown_options: UnknownTcpOptions::new(),
         payload: &payload,
     };
-    let ip = Ipv4Repr {
-        src_addr: *src.ip(),
-        dst_addr: *dst.ip(),
-        protocol: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        ttl: 64,
-        ident: 0,
-        dont_frag: true,
-        dscp_ecn: 0,
+    let built = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => {
+            let ip = Ipv4Repr {
+                src_addr,
+                dst_addr,
+                protocol: IpProtocol::Tcp,
+                payload_len: tcp.buffer_len(),
+                ttl: 64,
+                ident: 0,
+                dont_frag: true,
+                dscp_ecn: 0,
+            };
+            let mut buf = vec![0; ipv4::HEADER_LEN + tcp.buffer_len()];
+            ip.emit(&mut buf)
+                .and_then(|_| tcp.emit(src_addr, dst_addr, &mut buf[ipv4::HEADER_LEN..]))
+                .map(|_| buf)
+        }
+        (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => {
+            let ip = Ipv6Repr {
+                src_addr,
+                dst_addr,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.buffer_len(),
+                hop_limit: 64,
+                traffic_class: 0,
+                flow_label: 0,
+            };
+            let mut buf = vec![0; ipv6::HEADER_LEN + tcp.buffer_len()];
+            ip.emit(&mut buf)
+                .and_then(|_| tcp.emit(src_addr, dst_addr, &mut buf[ipv6::HEADER_LEN..]))
+                .map(|_| buf)
+        }
+        _ => unreachable!("one family per packet"),
     };
-    let mut buf = vec![0; ipv4::HEADER_LEN + tcp.buffer_len()];
-    if ip.emit(&mut buf).is_err()
-        || tcp
-            .emit(*src.ip(), *dst.ip(), &mut buf[ipv4::HEADER_LEN..])
-            .is_err()
-    {
-        buf.clear();
-    }
-    buf
+    built.unwrap_or_default()
 }
