@@ -9,6 +9,8 @@
 //! connection ([`FrontendFlow::client_isn`], [`FrontendFlow::close_state`]).
 
 use crate::{
+    icmp::QuotedSegment,
+    ipv6::{Ipv6Address, csum_replace16},
     layout::tcp_flag::{ACK, FIN, RST},
     translate::{csum_replace2, csum_replace4},
 };
@@ -475,6 +477,94 @@ pub struct FrontendService {
     pub _pad: u16,
 }
 
+/// The IPv6 twin of [`FrontendFlowKey`] (docs/design.md, "IPv6: the plan"): the key of
+/// the IPv6 flow table, a map of its own so that the pinned IPv4 table keeps its layout.
+/// Addresses as the packet carries them; ports in network byte order, as in the IPv4
+/// key. 36 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FrontendFlowKeyV6 {
+    pub client_addr: Ipv6Address,
+    pub vip_addr: Ipv6Address,
+    pub client_port_be: u16,
+    pub vip_port_be: u16,
+}
+
+impl FrontendFlowKeyV6 {
+    /// The key of the connection a "packet too big" quotes (`crate::icmpv6`): the quoted
+    /// destination is the client, the quoted source the service, as
+    /// `QuotedSegment::frontend_flow_key` is for IPv4.
+    #[inline(always)]
+    pub const fn of_quote(quote: &QuotedSegment<Ipv6Address>) -> Self {
+        Self {
+            client_addr: quote.client.addr,
+            vip_addr: quote.vip.addr,
+            client_port_be: u16::from_ne_bytes(quote.client.port.to_be_bytes()),
+            vip_port_be: u16::from_ne_bytes(quote.vip.port.to_be_bytes()),
+        }
+    }
+}
+
+/// The IPv6 twin of [`FrontendFlow`]: the same fields, the same meaning and the same
+/// close-state bits (`FrontendFlow::CLIENT_FIN`, ..., `FrontendFlow::AWAITING_ANSWER`),
+/// with the back-end's 16-byte address.
+///
+/// Layout (48 bytes, no implicit padding, pinned by a test): back-end address (0..16),
+/// port (16..18), MAC (18..24), `client_isn` (24..28), `close_state` (28..32), `isn_f`
+/// (32..36), `client_next` (36..40), `last_seen_ns` (40..48).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrontendFlowV6 {
+    pub backend_addr: Ipv6Address,
+    pub backend_port_be: u16,
+    pub backend_mac: [u8; 6],
+    pub client_isn: u32,
+    pub close_state: u32,
+    pub isn_f: u32,
+    pub client_next: u32,
+    pub last_seen_ns: u64,
+}
+
+impl FrontendFlowV6 {
+    /// The id its back-end is known by in stamps (`crate::stamp::backend_id`): the low 7
+    /// bits of the address, its last byte's for IPv6 as for IPv4.
+    #[inline(always)]
+    pub const fn backend_id(&self) -> u8 {
+        let a = &self.backend_addr;
+        crate::stamp::backend_id([a[12], a[13], a[14], a[15]])
+    }
+}
+
+/// The IPv6 twin of [`FrontendService`]: a VIP6 and port, or port 0 for "is this a VIP6
+/// at all", the key of the IPv6 services map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FrontendServiceV6 {
+    pub vip_addr: Ipv6Address,
+    pub vip_port_be: u16,
+    pub _pad: u16,
+}
+
+/// The IPv6 twin of [`FlowNotice`], in a ring of its own (`FRONTEND_NOTICES_V6`): the
+/// IPv4 ring's readers tell its records apart by length alone (16 or 20 bytes), so an
+/// IPv6 record there would read as a wrong IPv4 notice to a daemon of an older build.
+/// The `what` bits are [`FlowNotice`]'s. 44 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowNoticeV6 {
+    pub key: FrontendFlowKeyV6,
+    pub what: u32,
+    pub client_isn: u32,
+}
+
+/// The slots of `FRONTEND_PROGRAMS`, the program array `frontend_forward` tail-calls.
+pub mod frontend_program {
+    /// `frontend_forward_v6`: an IPv6 frame (EtherType 0x86DD).
+    pub const IPV6: u32 = 0;
+    /// The array's size: room for more without a reshaped map.
+    pub const SLOTS: u32 = 4;
+}
+
 /// Indexes of the per-CPU counter array: one per outcome, so that every packet to the
 /// service that the program sees is accounted for. Packets not to VIP:port are passed
 /// without a count (a parse and no map access).
@@ -494,9 +584,10 @@ pub mod stat {
     /// `baton-ebpf/src/frontend.rs`). Zero behind a real wire, which carries complete
     /// checksums only.
     pub const PASS_PARTIAL_CHECKSUM: u32 = 3;
-    /// An IPv4 header with options: passed to the slow path.
+    /// An IPv4 header with options, or TCP after IPv6 extension headers (the TCP header
+    /// then at no constant offset): passed to the slow path.
     pub const PASS_UNUSUAL_IP: u32 = 4;
-    /// A truncated or malformed IPv4/TCP header: passed for the kernel to judge.
+    /// A truncated or malformed IPv4/IPv6/TCP header: passed for the kernel to judge.
     pub const PASS_MALFORMED: u32 = 5;
     /// A header-only segment whose TCP checksum is neither complete and right nor the
     /// partial (pseudo-header) sum an offloading sender leaves: passed to the slow path,
@@ -617,8 +708,24 @@ pub mod stat {
     /// front-end does not have, or that could not be turned back into the segment:
     /// dropped.
     pub const DROP_CLAIM_MALFORMED: u32 = 32;
+    /// An IPv6 fragment (a fragment header first after the fixed header and any
+    /// extension headers crossed) to a VIP: dropped, as IPv4's are ([`DROP_FRAGMENT`]).
+    pub const DROP_IPV6_FRAGMENT: u32 = 33;
+    /// An IPv6 packet to a VIP with an Authentication Header or an Encapsulating Security
+    /// Payload: IPsec, which Baton does not terminate. Dropped.
+    pub const DROP_IPV6_IPSEC: u32 = 34;
+    /// An IPv6 packet to a VIP with a routing header whose segments left is not zero: the
+    /// VIP would be a waypoint and the TCP checksum covers the final destination. Dropped.
+    pub const DROP_IPV6_ROUTING: u32 = 35;
+    /// An IPv6 packet to a VIP with an extension header the walk does not cross
+    /// (Mobility, HIP, Shim6, the experimental values), No Next Header, or a hop-by-hop
+    /// header other than first (`crate::ipv6::walk_extension_headers`). Dropped.
+    pub const DROP_IPV6_EXTENSION: u32 = 36;
+    /// An IPv6 packet to a VIP with more extension headers than
+    /// `crate::ipv6::MAX_EXTENSION_HEADERS` before its upper layer. Dropped.
+    pub const DROP_IPV6_TOO_MANY_EXTENSIONS: u32 = 37;
     /// Number of counters.
-    pub const COUNT: u32 = 33;
+    pub const COUNT: u32 = 38;
 
     /// Counter names, by index, for logs and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -655,6 +762,11 @@ pub mod stat {
         "drop_claim_forged",
         "drop_claim_unknown_backend",
         "drop_claim_malformed",
+        "drop_ipv6_fragment",
+        "drop_ipv6_ipsec",
+        "drop_ipv6_routing",
+        "drop_ipv6_extension",
+        "drop_ipv6_too_many_extensions",
     ];
 }
 
@@ -710,6 +822,29 @@ pub const fn redirected_tcp_checksum(
     }
 }
 
+/// [`redirected_tcp_checksum`] for IPv6: `pseudo` is the arriving segment's IPv6
+/// pseudo-header sum (`crate::ipv6::tcp_ipv6_pseudo_header_sum`), and the destination
+/// address's change enters by [`csum_replace16`], RFC 1624's equation over its eight
+/// words. IPv6 has no header checksum, so this is the rewrite's only checksum. `None`
+/// for the partial sum a `CHECKSUM_PARTIAL` sender leaves (`tcp_v6_send_check`).
+#[inline(always)]
+pub const fn redirected_tcp_checksum_v6(
+    check: u16,
+    pseudo: u16,
+    from: (&Ipv6Address, u16),
+    to: (&Ipv6Address, u16),
+) -> Option<u16> {
+    if check == pseudo {
+        return None;
+    }
+    let check = csum_replace16(check, from.0, to.0);
+    if from.1 == to.1 {
+        Some(check)
+    } else {
+        Some(csum_replace2(check, from.1, to.1))
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `#[repr(C)]`, integers only, padding explicit (checked by the size tests).
@@ -718,6 +853,10 @@ mod pod {
     unsafe impl aya::Pod for super::FrontendConfig {}
     unsafe impl aya::Pod for super::FrontendService {}
     unsafe impl aya::Pod for super::FlowNotice {}
+    unsafe impl aya::Pod for super::FrontendFlowKeyV6 {}
+    unsafe impl aya::Pod for super::FrontendFlowV6 {}
+    unsafe impl aya::Pod for super::FrontendServiceV6 {}
+    unsafe impl aya::Pod for super::FlowNoticeV6 {}
 }
 
 #[cfg(test)]
@@ -769,10 +908,57 @@ mod tests {
         assert_eq!(size_of::<FrontendConfig>(), 12);
         assert_eq!(size_of::<FrontendService>(), 8);
         assert_eq!(size_of::<FlowNotice>(), 20);
+        assert_eq!(size_of::<FrontendFlowKeyV6>(), 36);
+        assert_eq!(size_of::<FrontendFlowV6>(), 48);
+        assert_eq!(core::mem::offset_of!(FrontendFlowV6, backend_port_be), 16);
+        assert_eq!(core::mem::offset_of!(FrontendFlowV6, backend_mac), 18);
+        assert_eq!(core::mem::offset_of!(FrontendFlowV6, client_isn), 24);
+        assert_eq!(core::mem::offset_of!(FrontendFlowV6, close_state), 28);
+        assert_eq!(core::mem::offset_of!(FrontendFlowV6, isn_f), 32);
+        assert_eq!(core::mem::offset_of!(FrontendFlowV6, client_next), 36);
+        assert_eq!(core::mem::offset_of!(FrontendFlowV6, last_seen_ns), 40);
+        assert_eq!(size_of::<FrontendServiceV6>(), 20);
+        assert_eq!(size_of::<FlowNoticeV6>(), 44);
         assert_eq!(
             core::mem::offset_of!(FlowNotice, client_isn),
             FlowNotice::LEN_WITHOUT_ISN
         );
+    }
+
+    /// The IPv6 redirect's incremental checksum equals a recomputation over the new
+    /// pseudo-header, with and without a port change, and refuses the partial sum.
+    #[test]
+    fn an_ipv6_redirect_checksum_equals_a_recomputation() {
+        use crate::ipv6::tcp_ipv6_pseudo_header_sum;
+        let client = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        let vip = [0x20, 1, 0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let backend = [0x20, 1, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0xfe, 0xdc, 0, 11];
+        let mut segment = [0u8; 27];
+        for (i, b) in segment.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(5);
+        }
+        for (old_port, new_port) in [(80u16, 8080u16), (80, 80)] {
+            segment[2..4].copy_from_slice(&old_port.to_be_bytes());
+            segment[16..18].copy_from_slice(&[0, 0]);
+            let len = segment.len() as u32;
+            let check = |seg: &[u8], dst| {
+                let pseudo = tcp_ipv6_pseudo_header_sum(&client, dst, len);
+                !crate::translate::ones_complement_add(pseudo, ones_complement_sum(seg))
+            };
+            let old = check(&segment, &vip);
+            let mut moved = segment;
+            moved[2..4].copy_from_slice(&new_port.to_be_bytes());
+            let want = check(&moved, &backend);
+            let pseudo = tcp_ipv6_pseudo_header_sum(&client, &vip, len);
+            assert_eq!(
+                redirected_tcp_checksum_v6(old, pseudo, (&vip, old_port), (&backend, new_port)),
+                Some(want)
+            );
+            assert_eq!(
+                redirected_tcp_checksum_v6(pseudo, pseudo, (&vip, old_port), (&backend, new_port)),
+                None
+            );
+        }
     }
 
     #[test]

@@ -169,6 +169,11 @@
 //! Only IPv4 headers without options are forwarded (the TCP header is then at a constant
 //! offset, which keeps every packet access a constant the verifier follows); the rest
 //! goes up, counted.
+//!
+//! # IPv6
+//!
+//! An IPv6 frame goes to `frontend_forward_v6` (`frontend_v6.rs`) by tail call, asked
+//! only once `classify` found the frame not IPv4's, so IPv4 TCP pays nothing for it.
 
 use core::ffi::c_void;
 
@@ -186,11 +191,12 @@ use aya_ebpf::{
         },
     },
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use baton_common::{
     claim,
+    frontend::frontend_program,
     frontend::{
         AwaitedAnswer, ClientSegment, ClientSegmentDecision, DEFAULT_FLOW_TABLE_SIZE,
         DEFAULT_HALF_OPEN_ENTRIES, Echo, FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey,
@@ -202,6 +208,7 @@ use baton_common::{
         ICMP_CODE, ICMP_HLEN, ICMP_TYPE, ICMPV4_HEAD_LEN, IPPROTO_ICMP, Icmpv4Message,
         QUOTED_TCP_LEN, QuotedTcp, is_frag_needed, parse_icmpv4_head, quoted_segment_v4,
     },
+    ipv6::ETH_P_IPV6,
     kernel_dispatch::{
         HANDOFF_RING_SIZE, HANDOFF_WAKE_BYTES, HandoffTerms, KernelBackend, KernelDecision,
         KernelHandoffConfig, KernelHandoffRecord, KernelHandoffScratch, LINUX_TIMESTAMPS_LEN,
@@ -243,7 +250,7 @@ static FRONTEND_FLOWS: HashMap<FrontendFlowKey, FrontendFlow> =
     HashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 #[map]
-static FRONTEND_CONFIG: Array<FrontendConfig> = Array::with_max_entries(1, 0);
+pub(crate) static FRONTEND_CONFIG: Array<FrontendConfig> = Array::with_max_entries(1, 0);
 
 // The virtual services, (VIP, port) and (VIP, 0) for each VIP: rewritten by every
 // daemon at start, before its program sees a packet.
@@ -269,6 +276,17 @@ static FRONTEND_SYN_COOKIES: Array<SynCookieConfig> = Array::with_max_entries(1,
 // segment; the LRU evicts the rest (floods, clients that never send). Sized by the
 // daemon (`[tcp] half_open_entries`). Not pinned: like the core's own half-open
 // connections, the handshakes under way at a restart are not carried over.
+/// The cookie hashes of the SYN `answer_syn` is answering and the time they were made
+/// at (`hash_syn_for_answer`), off its stack frame.
+#[map]
+static SYN_HASHES: PerCpuArray<SynHashes> = PerCpuArray::with_max_entries(1, 0);
+
+#[derive(Clone, Copy)]
+struct SynHashes {
+    hashes: syncookie::CookieHashes,
+    now: u64,
+}
+
 #[map]
 static FRONTEND_HALF_OPEN: LruHashMap<FrontendFlowKey, HalfOpenSyn> =
     LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
@@ -304,6 +322,12 @@ static HANDOFF_SCRATCH: PerCpuArray<KernelHandoffScratch> = PerCpuArray::with_ma
 // `kernel_dispatch::reason` (one count each, so the reasons add up to that counter).
 // Pinned beside `FRONTEND_STATS`, and counting as long: a map of its own, so that the
 // stats map keeps its shape across an upgrade.
+// The programs `frontend_forward` tail-calls (`frontend_program`): the IPv6 path, a
+// program of its own so that it has a verifier budget of its own. Filled by `baton
+// frontend` after it loads the programs; not pinned (every daemon fills its own).
+#[map]
+static FRONTEND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(frontend_program::SLOTS, 0);
+
 #[map]
 static FRONTEND_SLOW_PATH_REASONS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(reason::COUNT, 0);
@@ -344,6 +368,14 @@ enum Verdict {
 #[xdp]
 pub fn frontend_forward(ctx: XdpContext) -> u32 {
     match classify(&ctx) {
+        // An IPv6 frame: the IPv6 program's (`frontend_v6.rs`), by tail call, asked only
+        // here so that IPv4 TCP pays nothing for it; with no program in the slot, up
+        // untouched, as before IPv6 was built.
+        NOT_OURS if is_ipv6(&ctx) => {
+            // SAFETY: the context is the program's own; a tail call that fails returns.
+            unsafe { FRONTEND_PROGRAMS.tail_call(&ctx, frontend_program::IPV6) };
+            XDP_PASS
+        }
         // Not IPv4 TCP to VIP:port: not ours, not counted, unless it is an ICMP error
         // about a handed-off flow (asked only here, so that TCP pays nothing for it).
         NOT_OURS => match learn_by_claim(&ctx) {
@@ -375,7 +407,7 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
             if syn == SYN_ON_CLOSED_FLOW {
                 count(stat::CLOSED_FLOW_REPLACED);
             }
-            if answer_syn(&ctx).is_some() {
+            if hash_syn_for_answer(&ctx) && answer_syn(&ctx).is_some() {
                 count(stat::SYN_COOKIES_SENT);
                 XDP_TX
             } else {
@@ -433,14 +465,21 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Whether the frame's EtherType is IPv6's.
+#[inline(always)]
+fn is_ipv6(ctx: &XdpContext) -> bool {
+    // SAFETY: `bytes_at` checked the bounds.
+    bytes_at::<2>(ctx, ETH_PROTO).is_some_and(|p| unsafe { p.read_unaligned() } == ETH_P_IPV6)
+}
+
 /// [`classify`]'s answers besides a `stat` index to pass up with, or one to transmit
 /// with (`TRANSMIT | stat`) or drop with (`DROP | stat`); matched before those.
-const NOT_OURS: u32 = u32::MAX;
+pub(crate) const NOT_OURS: u32 = u32::MAX;
 const BARE_SYN: u32 = u32::MAX - 1;
 const BARE_ACK: u32 = u32::MAX - 2;
 const SYN_ON_CLOSED_FLOW: u32 = u32::MAX - 3;
-const TRANSMIT: u32 = 1 << 31;
-const DROP: u32 = 1 << 30;
+pub(crate) const TRANSMIT: u32 = 1 << 31;
+pub(crate) const DROP: u32 = 1 << 30;
 
 /// [`forward`] as a plain number across a BPF-to-BPF call: an enum with a payload
 /// returned from a function that is not inlined leaves the payload's register undefined
@@ -846,7 +885,7 @@ fn is_service(addr_be: u32, port_be: u16) -> bool {
 }
 
 #[inline(always)]
-fn count(stat: u32) {
+pub(crate) fn count(stat: u32) {
     if let Some(counter) = FRONTEND_STATS.get_ptr_mut(stat) {
         // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
         unsafe { *counter += 1 };
@@ -867,7 +906,7 @@ fn to_slow_path(answer: u32) -> u32 {
 
 /// A pointer to `N` bytes at `offset`, if the packet holds them.
 #[inline(always)]
-fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*mut [u8; N]> {
+pub(crate) fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*mut [u8; N]> {
     let start = ctx.data();
     if start + offset + N > ctx.data_end() {
         return None;
@@ -1234,17 +1273,11 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
     if ones_complement_add(pseudo, words) != 0xffff && check != pseudo {
         return None;
     }
-    let flow = syncookie::flow_bytes(
-        to.client_addr,
-        to.service_addr,
-        to.client_port,
-        to.service_port,
-    );
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // Hashing before the walk over the options: the verifier then checks the hashing
-    // once, not once per way the walk ends.
-    let hashes = hash_syn(&cookies.keys, now, &flow, client_isn);
+    // The hashes `hash_syn_for_answer` made of this SYN, before the walk over the
+    // options: the verifier then checks the hashing once, not once per way the walk
+    // ends.
+    let made = SYN_HASHES.get(0)?;
+    let (hashes, now) = (&made.hashes, made.now);
     let mut options = syn_options(ctx.ctx, header_len - TCP_HLEN)?;
     // ECN is asked for in the header, not the options (RFC 3168 §6.1.1).
     options.ecn_setup = syncookie::ecn_setup_syn(tcp_flags(&tcp), ip_tos(&l3));
@@ -1278,7 +1311,7 @@ fn answer_syn(ctx: &XdpContext) -> Option<()> {
             ),
         );
     let answer =
-        syncookie::cookie_syn_ack_with(cookies, &hashes, now, client_isn, &options, syn_in_map);
+        syncookie::cookie_syn_ack_with(cookies, hashes, now, client_isn, &options, syn_in_map);
     let out = bytes_at::<SYN_ACK_FRAME_LEN>(ctx, 0)?;
     // SAFETY: bounds checked by `bytes_at`; XDP owns the buffer, and nothing of the SYN
     // is read from it any more.
@@ -1373,6 +1406,43 @@ fn hash_syn(
     client_isn: u32,
 ) -> syncookie::CookieHashes {
     syncookie::cookie_hashes(keys, now, flow, client_isn)
+}
+
+/// The cookie's hashes of a bare SYN `answer_syn` is to answer, made now and kept in
+/// `SYN_HASHES` for it; `false` (nothing made) while cookies are not engaged. Called from
+/// the entry point before `answer_syn` rather than from it: with the hashing in its chain
+/// of calls, `answer_syn`'s frame, the hashing's and SipHash's passed the verifier's 512
+/// bytes once the hashes carried their family's MSS values.
+#[inline(never)]
+fn hash_syn_for_answer(ctx: &XdpContext) -> bool {
+    let Some(cookies) = FRONTEND_SYN_COOKIES.get(0) else {
+        return false;
+    };
+    if cookies.flags & SynCookieConfig::ENGAGED == 0 {
+        return false;
+    }
+    // SAFETY: `bytes_at` checked the bounds; read once onto the stack (`forward` checked
+    // them to be IPv4 without options, TCP, to the service).
+    let (Some(l3), Some(tcp), Some(slot)) = (
+        bytes_at::<TCP>(ctx, 0).map(|p| unsafe { p.read_unaligned() }),
+        bytes_at::<TCP_HLEN>(ctx, TCP).map(|p| unsafe { p.read_unaligned() }),
+        SYN_HASHES.get_ptr_mut(0),
+    ) else {
+        return false;
+    };
+    let flow = syncookie::flow_bytes(
+        ip_saddr(&l3),
+        ip_daddr(&l3),
+        u16::from_be_bytes(tcp_source(&tcp)),
+        u16::from_be_bytes(tcp_dest(&tcp)),
+    );
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let hashes =
+        syncookie::cookie_hashes(&cookies.keys, now, &flow, u32::from_be_bytes(tcp_seq(&tcp)));
+    // SAFETY: this CPU's slot, read only by this program run's `answer_syn`.
+    unsafe { slot.write(SynHashes { hashes, now }) };
+    true
 }
 
 /// The options of a SYN whose options area is `len` bytes: copied onto the stack in one

@@ -93,6 +93,8 @@ impl Program {
     fn load() -> Self {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FRONTEND_FLOWS", 1024)
+            .map_max_entries("FRONTEND_FLOWS_V6", 1024)
+            .map_max_entries("FRONTEND_NOTICES_V6", RING_BYTES)
             .map_max_entries("FRONTEND_NOTICES", RING_BYTES)
             .map_max_entries("FRONTEND_HANDOFFS", HANDOFF_RING_BYTES)
             .load(baton::ebpf::FRONTEND)
@@ -104,6 +106,7 @@ impl Program {
             .unwrap();
         prog.load()
             .unwrap_or_else(|e| panic!("verifier refused frontend_forward: {e:?}"));
+        ipv6::load_ipv6_program(&mut ebpf);
         let notices = RingBuf::try_from(ebpf.take_map("FRONTEND_NOTICES").unwrap()).unwrap();
         let handoffs = RingBuf::try_from(ebpf.take_map("FRONTEND_HANDOFFS").unwrap()).unwrap();
         let mut program = Self {
@@ -119,6 +122,7 @@ impl Program {
         for port in [SERVICE_PORT, 0] {
             services.insert(service(VIP, port), 1, 0).unwrap();
         }
+        ipv6::add_services(&mut program);
         program
     }
 
@@ -1397,6 +1401,8 @@ fn a_syn_without_timestamps_keeps_its_options_in_the_half_open_map() {
 
 #[path = "xdp_program/handoff.rs"]
 mod handoff;
+#[path = "xdp_program/ipv6.rs"]
+mod ipv6;
 #[path = "../../baton-dispatch/tests/support/lab.rs"]
 mod lab;
 #[path = "xdp_program/stamp.rs"]
@@ -1495,5 +1501,13 @@ fn verifier_figures() {
             .unwrap();
         let walked = prog.info().unwrap().verified_instruction_count();
         eprintln!("verifier: frontend_forward walked {walked:?} instructions");
+        let prog: &Xdp = p
+            .ebpf
+            .program("frontend_forward_v6")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let walked = prog.info().unwrap().verified_instruction_count();
+        eprintln!("verifier: frontend_forward_v6 walked {walked:?} instructions");
     });
 }

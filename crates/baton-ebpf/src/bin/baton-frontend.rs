@@ -9,4 +9,6 @@
 mod dispatch;
 #[path = "../frontend.rs"]
 mod frontend;
+#[path = "../frontend_v6.rs"]
+mod frontend_v6;
 include!("../runtime.rs");

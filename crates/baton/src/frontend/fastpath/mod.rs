@@ -56,7 +56,7 @@
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
     fs,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddrV4, SocketAddrV6},
     path::Path,
 };
 
@@ -89,6 +89,7 @@ mod pins;
 mod sys;
 pub use sys::interface_mtu;
 mod table;
+mod v6;
 
 pub use half_open::HalfOpenLookup;
 use half_open::HalfOpenMap;
@@ -96,6 +97,7 @@ use pins::check_pinned_maps;
 pub use pins::{DEFAULT_PIN_DIR, forget_pinned_flows, pinned_flow_count};
 use sys::{Neighbours, interface_mac};
 use table::{FlowBatch, delete_all, write_close_state};
+pub use v6::FastPathV6;
 
 /// Most notices or handoff records read in one call ([`FastPath::note_flow_notices`],
 /// [`FastPath::note_kernel_handoffs`]) before the caller applies the core's outputs.
@@ -255,6 +257,14 @@ pub struct Prepared {
     half_open_entries: u32,
 }
 
+impl Prepared {
+    /// Writes the IPv6 services (VIP6 and port) the program forwards for, before
+    /// [`FastPath::start`] attaches it; IPv6 to any other address passes up untouched.
+    pub fn write_services_v6(&mut self, services: &[SocketAddrV6]) -> anyhow::Result<()> {
+        v6::write_services(&mut self.ebpf, services)
+    }
+}
+
 /// The attached program's maps, through their pins.
 pub struct FastPath {
     /// The loaded object, for the kernel dispatch's tables (`write_kernel_rules`).
@@ -306,6 +316,8 @@ pub struct FastPath {
     stamps_written: Option<([u8; 16], Vec<StampedBackend>)>,
     /// The interface's MAC: where the back-ends' claims come back to.
     mac: [u8; 6],
+    /// The IPv6 flow table and notices ring.
+    v6: FastPathV6,
 }
 
 impl FastPath {
@@ -339,6 +351,10 @@ impl FastPath {
             )
             .map_pin_path("FRONTEND_NOTICES", pins.notices().as_path())
             .map_pin_path("FRONTEND_SECRET", pins.secret().as_path())
+            // IPv6's, pinned beside IPv4's: made and pinned when an older build's pin set
+            // lacks them, the IPv4 maps adopted as ever.
+            .map_pin_path("FRONTEND_FLOWS_V6", v6::flows_pin(&pins).as_path())
+            .map_pin_path("FRONTEND_NOTICES_V6", v6::notices_pin(&pins).as_path())
             // A map has at least one entry; off, the program never writes it.
             .map_max_entries("FRONTEND_HALF_OPEN", half_open_entries.max(1))
             .load(crate::ebpf::FRONTEND)
@@ -349,6 +365,7 @@ impl FastPath {
             .try_into()?;
         prog.load()
             .context("loading frontend_forward (the verifier's log follows)")?;
+        v6::load_program(&mut ebpf)?;
         Ok(Prepared {
             ebpf,
             pins,
@@ -462,6 +479,9 @@ impl FastPath {
                 .context("map FRONTEND_KERNEL_HANDOFF missing")?,
         )?;
         kernel_config.set(0, kernel, 0)?;
+        // The IPv6 path in its slot before the program can see a frame.
+        v6::fill_programs(&mut ebpf)?;
+        let v6 = FastPathV6::take(&mut ebpf)?;
         let prog: &mut Xdp = ebpf
             .program_mut("frontend_forward")
             .context("program frontend_forward missing")?
@@ -523,6 +543,7 @@ impl FastPath {
                 neighbours: Neighbours::default(),
                 stamps_written: None,
                 mac,
+                v6,
             },
             start,
         ))
@@ -667,6 +688,11 @@ impl FastPath {
                 );
             }
         }
+    }
+
+    /// The IPv6 flow table and its notices, for the core's IPv6 handoffs.
+    pub fn v6(&mut self) -> &mut FastPathV6 {
+        &mut self.v6
     }
 
     /// Whether `flow` has an entry the daemon put in the table (or adopted).
@@ -1382,6 +1408,8 @@ impl FastPath {
             pins.slow_path_reasons(),
             pins.notices(),
             pins.secret(),
+            v6::flows_pin(&pins),
+            v6::notices_pin(&pins),
         ])?;
         Ok(Some(flows))
     }

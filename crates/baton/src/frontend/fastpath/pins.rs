@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use aya::maps::{HashMap, Map, MapData};
 use baton_common::{
-    frontend::{FrontendConfig, FrontendFlow, FrontendFlowKey, stat},
+    frontend::{
+        FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendFlowKeyV6, FrontendFlowV6, stat,
+    },
     kernel_dispatch::reason,
 };
 
@@ -49,6 +51,12 @@ pub(super) fn check_pinned_maps(pins: &Pins) -> anyhow::Result<()> {
         &pins.flows(),
         size_of::<FrontendFlowKey>(),
         size_of::<FrontendFlow>(),
+        "baton frontend --config FILE --detach",
+    )?;
+    crate::pins::require_shape(
+        &super::v6::flows_pin(pins),
+        size_of::<FrontendFlowKeyV6>(),
+        size_of::<FrontendFlowV6>(),
         "baton frontend --config FILE --detach",
     )?;
     crate::pins::replace_reshaped(&pins.config(), size_of::<FrontendConfig>(), 1)?;

@@ -1,0 +1,249 @@
+//! The IPv6 fast path's maps and program (docs/design.md, "IPv6: the plan"): the IPv6
+//! flow table (`FRONTEND_FLOWS_V6`) and its notices ring (`FRONTEND_NOTICES_V6`), pinned
+//! beside the IPv4 ones (`flows_v6`, `notices_v6`), the VIP6 services map, and
+//! `frontend_forward_v6`, which `frontend_forward` tail-calls for IPv6 frames
+//! (`FRONTEND_PROGRAMS`).
+//!
+//! The pins are new: a daemon that finds an older build's pin set (no `flows_v6`) has the
+//! loader make and pin them, and adopts the IPv4 flows as before; the IPv4 maps keep
+//! their layouts. The protocol core does not hand IPv6 connections off yet: this is what
+//! it will call when it does ([`FastPathV6::install`], [`FastPathV6::remove`],
+//! [`FastPathV6::read_notices`]). Until then the IPv6 table holds only what a caller
+//! writes, and the program forwards only those flows.
+
+use std::{net::SocketAddrV6, path::PathBuf};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, ProgramArray, RingBuf},
+    programs::Xdp,
+};
+use baton_common::frontend::{
+    FlowNoticeV6, FrontendFlow, FrontendFlowKeyV6, FrontendFlowV6, FrontendServiceV6,
+    frontend_program,
+};
+
+use crate::pins::Pins;
+
+/// Where the IPv6 flow table is pinned, beside the IPv4 one.
+pub(super) fn flows_pin(pins: &Pins) -> PathBuf {
+    pins.dir().join("flows_v6")
+}
+
+/// Where the IPv6 notices ring is pinned, beside the IPv4 one.
+pub(super) fn notices_pin(pins: &Pins) -> PathBuf {
+    pins.dir().join("notices_v6")
+}
+
+/// Has the kernel verify `frontend_forward_v6` (the object loaded by the caller).
+pub(super) fn load_program(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let prog: &mut Xdp = ebpf
+        .program_mut("frontend_forward_v6")
+        .context("program frontend_forward_v6 missing")?
+        .try_into()?;
+    prog.load()
+        .context("loading frontend_forward_v6 (the verifier's log follows)")
+}
+
+/// Puts the loaded `frontend_forward_v6` in its slot of `frontend_forward`'s program
+/// array, so that IPv6 frames reach it; before the program is attached, so that it
+/// serves IPv6 from the first packet. One atomic store.
+pub fn fill_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let prog: &Xdp = ebpf
+        .program("frontend_forward_v6")
+        .context("program frontend_forward_v6 missing")?
+        .try_into()?;
+    let fd = prog.fd()?.try_clone()?;
+    let mut slots: ProgramArray<_> = ProgramArray::try_from(
+        ebpf.map_mut("FRONTEND_PROGRAMS")
+            .context("map FRONTEND_PROGRAMS missing")?,
+    )?;
+    slots
+        .set(frontend_program::IPV6, &fd, 0)
+        .context("putting frontend_forward_v6 in the program array")
+}
+
+/// The IPv6 services map's keys: (VIP6, port) for each service and (VIP6, 0) for each
+/// address, as [`super::service_keys`] for IPv4.
+pub fn service_keys(services: &[SocketAddrV6]) -> Vec<FrontendServiceV6> {
+    let mut keys: Vec<FrontendServiceV6> = Vec::new();
+    for service in services {
+        for port in [service.port(), 0] {
+            let key = FrontendServiceV6 {
+                vip_addr: service.ip().octets(),
+                vip_port_be: u16::from_ne_bytes(port.to_be_bytes()),
+                _pad: 0,
+            };
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys
+}
+
+/// Writes the IPv6 services (`FRONTEND_SERVICES_V6`, the program's own map, not pinned).
+pub fn write_services(ebpf: &mut Ebpf, services: &[SocketAddrV6]) -> anyhow::Result<()> {
+    let mut map: HashMap<_, FrontendServiceV6, u32> = HashMap::try_from(
+        ebpf.map_mut("FRONTEND_SERVICES_V6")
+            .context("map FRONTEND_SERVICES_V6 missing")?,
+    )?;
+    for key in service_keys(services) {
+        map.insert(key, 1, 0)
+            .context("writing the IPv6 services map")?;
+    }
+    Ok(())
+}
+
+/// The IPv6 flow table's key of the connection from `client` to `service`.
+pub fn key_of(client: SocketAddrV6, service: SocketAddrV6) -> FrontendFlowKeyV6 {
+    FrontendFlowKeyV6 {
+        client_addr: client.ip().octets(),
+        vip_addr: service.ip().octets(),
+        client_port_be: u16::from_ne_bytes(client.port().to_be_bytes()),
+        vip_port_be: u16::from_ne_bytes(service.port().to_be_bytes()),
+    }
+}
+
+/// A handed-off IPv6 connection's entry, as [`super::FastPath::install`] writes an IPv4
+/// one: to `backend` (whose MAC the caller resolved), the client's ISN, its next
+/// sequence number, and the front-end's ISN while the flow awaits the back-end's answer.
+pub fn flow_value(
+    backend: SocketAddrV6,
+    backend_mac: [u8; 6],
+    client_isn: u32,
+    client_next: u32,
+    awaiting_answer: Option<u32>,
+) -> FrontendFlowV6 {
+    FrontendFlowV6 {
+        backend_addr: backend.ip().octets(),
+        backend_port_be: u16::from_ne_bytes(backend.port().to_be_bytes()),
+        backend_mac,
+        client_isn,
+        close_state: if awaiting_answer.is_some() {
+            FrontendFlow::AWAITING_ANSWER
+        } else {
+            0
+        },
+        isn_f: awaiting_answer.unwrap_or(0),
+        client_next,
+        last_seen_ns: 0,
+    }
+}
+
+/// The IPv6 flow table and notices ring, through their pins.
+pub struct FastPathV6 {
+    flows: HashMap<MapData, FrontendFlowKeyV6, FrontendFlowV6>,
+    notices: RingBuf<MapData>,
+}
+
+impl FastPathV6 {
+    /// Takes the IPv6 maps out of the loaded object.
+    pub(super) fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            flows: HashMap::try_from(
+                ebpf.take_map("FRONTEND_FLOWS_V6")
+                    .context("map FRONTEND_FLOWS_V6 missing")?,
+            )?,
+            notices: RingBuf::try_from(
+                ebpf.take_map("FRONTEND_NOTICES_V6")
+                    .context("map FRONTEND_NOTICES_V6 missing")?,
+            )?,
+        })
+    }
+
+    /// Has the program forward the connection from `client` to `service` to `backend`
+    /// ([`flow_value`]). An entry already there keeps the later `client_next` of its own
+    /// and `client_next` (the program may have seen further), as for IPv4.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the flow's handoff terms, each needed, as FastPath::install's"
+    )]
+    pub fn install(
+        &mut self,
+        client: SocketAddrV6,
+        service: SocketAddrV6,
+        backend: SocketAddrV6,
+        backend_mac: [u8; 6],
+        client_isn: u32,
+        client_next: u32,
+        awaiting_answer: Option<u32>,
+    ) -> anyhow::Result<()> {
+        let key = key_of(client, service);
+        let client_next = match self.flows.get(&key, 0) {
+            Ok(seen) if (seen.client_next.wrapping_sub(client_next) as i32) > 0 => seen.client_next,
+            _ => client_next,
+        };
+        let value = flow_value(
+            backend,
+            backend_mac,
+            client_isn,
+            client_next,
+            awaiting_answer,
+        );
+        self.flows
+            .insert(key, value, 0)
+            .with_context(|| format!("writing the IPv6 flow of {client}"))
+    }
+
+    /// The entry of the connection from `client` to `service`, if any.
+    pub fn flow(&self, client: SocketAddrV6, service: SocketAddrV6) -> Option<FrontendFlowV6> {
+        self.flows.get(&key_of(client, service), 0).ok()
+    }
+
+    /// Stops forwarding the connection from `client` to `service`; whether it had an
+    /// entry.
+    pub fn remove(&mut self, client: SocketAddrV6, service: SocketAddrV6) -> bool {
+        self.flows.remove(&key_of(client, service)).is_ok()
+    }
+
+    /// Hands `apply` each notice the program wrote of an IPv6 flow, at most `max`;
+    /// returns how many it read. Records shorter than a notice are skipped.
+    pub fn read_notices(&mut self, max: usize, mut apply: impl FnMut(FlowNoticeV6)) -> usize {
+        let mut read = 0;
+        while read < max
+            && let Some(record) = self.notices.next()
+        {
+            read += 1;
+            if record.len() < size_of::<FlowNoticeV6>() {
+                continue;
+            }
+            // SAFETY: `FlowNoticeV6` is `repr(C)` integers and bytes (aya `Pod`); the
+            // length is checked; read unaligned.
+            apply(unsafe { record.as_ptr().cast::<FlowNoticeV6>().read_unaligned() });
+        }
+        read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_keys_and_services_are_in_network_order() {
+        let client: SocketAddrV6 = "[2001:2::2]:40000".parse().unwrap();
+        let service: SocketAddrV6 = "[2001:2:0:2::1]:80".parse().unwrap();
+        let key = key_of(client, service);
+        assert_eq!(key.client_addr, client.ip().octets());
+        assert_eq!(key.vip_addr, service.ip().octets());
+        assert_eq!(key.client_port_be.to_ne_bytes(), 40_000u16.to_be_bytes());
+        assert_eq!(key.vip_port_be.to_ne_bytes(), 80u16.to_be_bytes());
+        let other: SocketAddrV6 = "[2001:2:0:2::1]:443".parse().unwrap();
+        let keys = service_keys(&[service, other]);
+        assert_eq!(keys.len(), 3, "(VIP6, 80), (VIP6, 0), (VIP6, 443)");
+        assert_eq!(keys[1].vip_port_be, 0);
+        let backend: SocketAddrV6 = "[2001:2:0:1::b]:8080".parse().unwrap();
+        let value = flow_value(backend, [2, 0, 0, 0, 0, 0xb], 7, 8, Some(9));
+        assert_eq!(value.backend_addr, backend.ip().octets());
+        assert_eq!(value.backend_port_be.to_ne_bytes(), 8080u16.to_be_bytes());
+        assert_eq!(value.close_state, FrontendFlow::AWAITING_ANSWER);
+        assert_eq!(
+            (value.client_isn, value.client_next, value.isn_f),
+            (7, 8, 9)
+        );
+        assert_eq!(value.backend_id(), 0xb);
+        assert_eq!(flow_value(backend, [0; 6], 7, 8, None).close_state, 0);
+    }
+}
