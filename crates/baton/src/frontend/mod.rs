@@ -371,7 +371,10 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         }
         match prepared
             .expect("prepared when fast_path is on")
-            .and_then(|prepared| {
+            .and_then(|mut prepared| {
+                // The IPv6 services the program's IPv6 path forwards for: written
+                // before the attach, so that it serves them from the first frame.
+                prepared.write_services_v6(&services6)?;
                 FastPath::start(
                     prepared,
                     &interface,
@@ -1065,7 +1068,11 @@ fn note_fast_path_news(
             let Some(path) = fast.path.as_deref_mut() else {
                 return;
             };
-            if path.note_flow_notices(fe, now, fast.stats) == 0 {
+            // Both rings: IPv4's, then IPv6's (each of its own flows; no order
+            // between the families matters, a connection being of one).
+            let read = path.note_flow_notices(fe, now, fast.stats)
+                + path.note_flow_notices_v6(fe, now, fast.stats);
+            if read == 0 {
                 break;
             }
             apply_outputs(fe, io, fast, now, stats, ops);
@@ -1151,8 +1158,21 @@ fn on_event(
     match event {
         Event::RequestSent(h) => {
             // Taken in awaiting the answer: XDP forwards nothing of the flow until a
-            // client segment acknowledges data only the back-end can have sent.
-            if let Some(path) = fast.path.as_deref_mut() {
+            // client segment acknowledges data only the back-end can have sent. An IPv6
+            // flow goes to the program's IPv6 table.
+            if let Some(path) = fast.path.as_deref_mut()
+                && h.flow.client.is_ipv6()
+            {
+                path.install_v6(
+                    now,
+                    h.flow,
+                    h.backend,
+                    h.client_isn,
+                    h.client_next,
+                    Some(h.isn_f),
+                    fast.stats,
+                );
+            } else if let Some(path) = fast.path.as_deref_mut() {
                 path.install(
                     now,
                     h.flow,
@@ -1174,7 +1194,7 @@ fn on_event(
             reason,
         } => {
             if let Some(path) = fast.path.as_deref_mut() {
-                path.remove(&flow, fast.stats);
+                remove_flow(path, &flow, fast.stats);
             }
             stats.resets_logged += 1;
             let remembered = fe.dispatcher_mut().forget(&flow);
@@ -1199,11 +1219,24 @@ fn on_event(
         }
         Event::Closed { flow, .. } => {
             if let Some(path) = fast.path.as_deref_mut() {
-                path.remove(&flow, fast.stats);
+                remove_flow(path, &flow, fast.stats);
             }
             // A clean close is the normal end: counted by the core, not logged per flow.
             fe.dispatcher_mut().forget(&flow);
         }
+    }
+}
+
+/// Takes `flow`'s entry out of the fast path's table of its family.
+fn remove_flow(
+    path: &mut FastPath,
+    flow: &baton_proto::frontend::FlowKey,
+    stats: &mut FastPathStats,
+) {
+    if flow.client.is_ipv6() {
+        path.remove_v6(flow, stats);
+    } else {
+        path.remove(flow, stats);
     }
 }
 
@@ -1228,7 +1261,20 @@ fn on_handed_off(
     } = handoff;
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
-        if confirmed_by_fast_path && path.is_installed(&flow) {
+        if flow.client.is_ipv6() {
+            // The IPv6 table's entry, taken in awaiting the answer or not: written
+            // again without the wait (`FastPathV6::install` keeps the program's
+            // later `client_next`).
+            path.install_v6(
+                now,
+                flow,
+                backend,
+                client_isn,
+                client_next,
+                None,
+                fast.stats,
+            );
+        } else if confirmed_by_fast_path && path.is_installed(&flow) {
             // The program saw the answer and cleared its entry's wait itself: the entry
             // taken in with the request already forwards, and rewriting it would cost
             // a read and a write (the read to keep the program's `client_next`).

@@ -88,6 +88,7 @@ mod half_open;
 mod pins;
 mod sys;
 pub use sys::interface_mtu;
+mod handoff_v6;
 mod table;
 mod v6;
 
