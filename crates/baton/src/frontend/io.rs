@@ -1593,10 +1593,10 @@ mod tests {
     }
 
     /// What the capture hands up for an IPv6 service reaches a protocol core that serves
-    /// IPv4 only: it counts the packet and drops it, sending nothing and keeping no
-    /// connection (never a panic).
+    /// it (the configuration gives the core `vip6`): the SYN is answered with a SYN/ACK
+    /// over IPv6, to the client, for `PacketIo::send` to take to the raw IPv6 socket.
     #[test]
-    fn the_ipv4_core_counts_and_drops_what_ipv6_capture_hands_it() {
+    fn the_core_answers_what_ipv6_capture_hands_it() {
         let text = r#"
             interface = "eth0"
             vip = "198.18.2.1"
@@ -1620,13 +1620,15 @@ mod tests {
         fe.handle_packet(now, &packet);
         let stats = fe.stats();
         assert_eq!(stats.packets_received, 1);
-        assert_eq!(
-            stats.malformed + stats.not_for_service,
-            1,
-            "counted as a packet the core cannot use"
-        );
-        assert!(fe.poll_output().is_none(), "nothing sent");
-        assert_eq!(fe.connection_count(), 0);
+        assert_eq!(stats.malformed + stats.not_for_service, 0);
+        let Some(baton_proto::frontend::Output::Transmit(t)) = fe.poll_output() else {
+            panic!("a SYN/ACK");
+        };
+        assert_eq!(t.destination, client6);
+        let answer = Ipv6Packet::new_checked(&t.packet[..]).unwrap();
+        assert_eq!(IpAddr::V6(answer.src_addr()), vip6);
+        assert_eq!(IpAddr::V6(answer.dst_addr()), client6);
+        assert_eq!(fe.connection_count(), 1);
     }
 
     #[test]
