@@ -52,7 +52,7 @@ use baton_common::{
     },
     ipv6::{
         ETH_IPV6_LEN, EXTENSION_PEEK_LEN, IP6_DADDR, IP6_PAYLOAD_LEN, IP6_SADDR, IPV6_ALEN,
-        IPV6_HLEN, Ipv6Address, Ipv6Error, Ipv6Payload, ipv6_daddr, ipv6_payload_len,
+        IPV6_HLEN, Ipv6Address, Ipv6Error, Ipv6Header, Ipv6Payload, ipv6_daddr, ipv6_payload_len,
         ipv6_upper_layer, ipv6_version, next_header, tcp_ipv6_pseudo_header_sum,
     },
     kernel_dispatch::LINUX_TIMESTAMPS_LEN,
@@ -138,6 +138,14 @@ fn peek(ctx: &XdpContext, offset: usize) -> Option<[u8; EXTENSION_PEEK_LEN]> {
     (loaded == 0).then_some(out)
 }
 
+/// The frame's Ethernet and fixed IPv6 headers, if it holds them: one bounds check, the
+/// fields read at constant offsets from the pointer. (An `Option` of each field's bytes,
+/// zipped, had the compiler read the payload of a `None`, which the verifier refused.)
+#[inline(always)]
+fn fixed_header(ctx: &XdpContext) -> Option<*const u8> {
+    bytes_at::<ETH_IPV6_LEN>(ctx, 0).map(|p| p as *const u8)
+}
+
 /// Whether (`addr`, `port_be`) is one of the front-end's IPv6 services; port 0 asks
 /// whether `addr` is a VIP6 at all.
 #[inline(always)]
@@ -174,12 +182,15 @@ fn walk_v6(ctx: &XdpContext) -> u32 {
     if config.flags & FrontendConfig::ENABLED == 0 {
         return NOT_OURS;
     }
-    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
-    let (Some(eth), Some(h)) = (
-        bytes_at::<ETH_ALEN>(ctx, ETH_DEST).map(|p| unsafe { p.read_unaligned() }),
-        bytes_at::<IPV6_HLEN>(ctx, ETH_HLEN).map(|p| unsafe { p.read_unaligned() }),
-    ) else {
+    let Some(headers) = fixed_header(ctx) else {
         return NOT_OURS;
+    };
+    // SAFETY: `fixed_header` checked the frame holds both; read once onto the stack.
+    let (eth, h): ([u8; ETH_ALEN], Ipv6Header) = unsafe {
+        (
+            headers.cast::<[u8; ETH_ALEN]>().read_unaligned(),
+            headers.add(ETH_HLEN).cast::<Ipv6Header>().read_unaligned(),
+        )
     };
     // Another host's frame (`addressed_to`), or no IPv6 header: not ours.
     if !addressed_to(eth, config.interface_mac) || ipv6_version(&h) != 6 {
@@ -226,18 +237,23 @@ fn tcp_v6(ctx: &XdpContext) -> u32 {
     let Some(config) = FRONTEND_CONFIG.get(0) else {
         return NOT_OURS;
     };
-    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
-    let (Some(payload_len), Some(client_addr), Some(vip_addr)) = (
-        bytes_at::<2>(ctx, ETH_HLEN + IP6_PAYLOAD_LEN).map(|p| unsafe { p.read_unaligned() }),
-        bytes_at::<IPV6_ALEN>(ctx, ETH_HLEN + IP6_SADDR).map(|p| unsafe { p.read_unaligned() }),
-        bytes_at::<IPV6_ALEN>(ctx, ETH_HLEN + IP6_DADDR).map(|p| unsafe { p.read_unaligned() }),
-    ) else {
+    let Some(headers) = fixed_header(ctx) else {
         return NOT_OURS;
     };
-    // SAFETY: as above.
-    let Some(tcp) = bytes_at::<TCP_HLEN>(ctx, TCP6).map(|p| unsafe { p.read_unaligned() }) else {
+    // SAFETY: `fixed_header` checked the frame holds them; read once onto the stack.
+    let (payload_len, client_addr, vip_addr): ([u8; 2], Ipv6Address, Ipv6Address) = unsafe {
+        let h = headers.add(ETH_HLEN);
+        (
+            h.add(IP6_PAYLOAD_LEN).cast::<[u8; 2]>().read_unaligned(),
+            h.add(IP6_SADDR).cast::<Ipv6Address>().read_unaligned(),
+            h.add(IP6_DADDR).cast::<Ipv6Address>().read_unaligned(),
+        )
+    };
+    let Some(tcp) = bytes_at::<TCP_HLEN>(ctx, TCP6) else {
         return if_to_a_vip(&vip_addr, stat::PASS_MALFORMED);
     };
+    // SAFETY: `bytes_at` checked the bounds.
+    let tcp: TcpHeader = unsafe { tcp.read_unaligned() };
     let key = FrontendFlowKeyV6 {
         client_addr,
         vip_addr,
@@ -474,22 +490,26 @@ fn icmpv6_to_vip(ctx: &XdpContext) -> u32 {
     let Some(config) = FRONTEND_CONFIG.get(0) else {
         return NOT_OURS;
     };
-    // SAFETY: `bytes_at` checked the bounds; read once onto the stack.
-    let (Some(h), Some(kind)) = (
-        bytes_at::<IPV6_HLEN>(ctx, ETH_HLEN).map(|p| unsafe { p.read_unaligned() }),
-        bytes_at::<1>(ctx, TCP6 + ICMPV6_TYPE).map(|p| unsafe { p.read_unaligned() }),
-    ) else {
+    let (Some(headers), Some(kind)) = (fixed_header(ctx), bytes_at::<1>(ctx, TCP6 + ICMPV6_TYPE))
+    else {
         return NOT_OURS;
+    };
+    // SAFETY: `fixed_header` and `bytes_at` checked the frame holds them; read once.
+    let (h, kind): (Ipv6Header, [u8; 1]) = unsafe {
+        (
+            headers.add(ETH_HLEN).cast::<Ipv6Header>().read_unaligned(),
+            kind.read_unaligned(),
+        )
     };
     let daddr = ipv6_daddr(&h);
     if kind[0] != ICMPV6_PACKET_TOO_BIG || !is_service_v6(&daddr, 0) {
         return NOT_OURS;
     }
-    // SAFETY: as above.
-    let Some(head) = bytes_at::<ICMPV6_HEAD_LEN>(ctx, TCP6).map(|p| unsafe { p.read_unaligned() })
-    else {
+    let Some(head) = bytes_at::<ICMPV6_HEAD_LEN>(ctx, TCP6) else {
         return DROP | stat::DROP_ICMP_MALFORMED;
     };
+    // SAFETY: `bytes_at` checked the bounds.
+    let head: [u8; ICMPV6_HEAD_LEN] = unsafe { head.read_unaligned() };
     // The message's length: the payload length, which the walk checked the frame holds.
     let available = usize::from(ipv6_payload_len(&h));
     let error = match parse_packet_too_big(&head, daddr, available, |at| peek(ctx, TCP6 + at)) {
