@@ -118,6 +118,33 @@ pub fn lab_up(
     Some(guard)
 }
 
+/// [`lab_up`] over `family`: with [`Family::V6`], `lab up --ipv6`.
+pub fn lab_up_over(
+    lab: &'static str,
+    serial: &'static Mutex<()>,
+    test: &str,
+    backends: u8,
+    family: Family,
+) -> Option<LabGuard> {
+    let guard = lab_guard(lab, serial, &format!("{test} over {family}"))?;
+    let n = backends.to_string();
+    let mut up = vec!["lab", "up", "--backends", &n];
+    if family == Family::V6 {
+        up.push("--ipv6");
+    }
+    ok(&mut baton(lab, &up));
+    Some(guard)
+}
+
+/// The front-end configuration `text` as it serves `family`: as it is for IPv4, with
+/// `vip6` and the back-ends' IPv6 twins for IPv6 (`baton::lab::cluster::frontend_ipv6`).
+pub fn frontend_config_over(text: &str, family: Family) -> String {
+    match family {
+        Family::V4 => text.to_owned(),
+        Family::V6 => baton::lab::cluster::frontend_ipv6(text),
+    }
+}
+
 /// A `baton` daemon running inside a lab node, its standard error kept in a file; killed
 /// on drop if not stopped.
 pub struct Daemon {
