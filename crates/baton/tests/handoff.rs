@@ -177,6 +177,8 @@ fn downloads_arrive_byte_exact(family: Family) {
     let Some(cluster) = cluster_over("100 MiB downloads", family) else {
         return;
     };
+    cluster.assert_fast_path_attached();
+    let forwarded_before = support::fastpath_counters(&LAB)["forwarded"];
     // Each alone, as the issue asks: no timestamps, no SACK, no window scaling, then all
     // on (the default).
     for sysctl in ["tcp_timestamps", "tcp_sack", "tcp_window_scaling", ""] {
@@ -228,6 +230,13 @@ fn downloads_arrive_byte_exact(family: Family) {
     assert!(
         translated > 1000,
         "the back-ends' egress translated the responses: {translated}"
+    );
+    // The client's ACKs of 400 MiB (thousands, as GRO merges them) went through XDP, of either
+    // family: the fast path's table has each download's flow.
+    let forwarded = support::fastpath_counters(&LAB)["forwarded"] - forwarded_before;
+    assert!(
+        forwarded > 1_000,
+        "XDP forwarded the client's segments over {family}: {forwarded}"
     );
 }
 

@@ -348,17 +348,10 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     HostTcpFilter::install(&services, &services6)?;
     let mut io = PacketIo::open(&interface, &services, &services6)?;
     if !services6.is_empty() {
-        // The capture, the nftables table and the core take them; the XDP program's
-        // flow table is IPv4's until its IPv6 path, so the slow path forwards the
-        // client's segments of IPv6 connections after their handoff.
+        // The capture, the nftables table, the core and the XDP program's IPv6 path
+        // take them.
         let list: Vec<String> = services6.iter().map(ToString::to_string).collect();
-        log::line(
-            "ipv6_services",
-            &[
-                ("services", &list.join(",")),
-                ("forwarded_by", &"slow path"),
-            ],
-        );
+        log::line("ipv6_services", &[("services", &list.join(","))]);
     }
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
