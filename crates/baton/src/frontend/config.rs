@@ -37,8 +37,8 @@ pub struct FileConfig {
     /// error that points at `vip6`.
     pub vip: Option<IpAddr>,
     /// The service's IPv6 address beside `vip`, on the same port: an address of this
-    /// host too. For now the nftables table and the capture take it; the protocol core
-    /// serves IPv4 only and counts what arrives for it as malformed.
+    /// host too, served as `vip` is (guarded, captured, handed off to the pools'
+    /// back-ends of IPv6, forwarded by the XDP program's IPv6 path).
     pub vip6: Option<IpAddr>,
     /// The one service's TCP port on `vip` (default 80). Only the services' ports are
     /// taken from the host's TCP.
@@ -493,8 +493,8 @@ impl RestartOnly {
 impl FileConfig {
     /// The services as written: `vip` (and `vip6`, and `port`), or `services`; never
     /// both, at least one IPv4 service, no repeats, ports 1..=65535, at most
-    /// `MAX_SERVICES` of each family. IPv6 services apart: the protocol core takes the
-    /// IPv4 ones alone.
+    /// `MAX_SERVICES` of each family, each family apart (the core takes both; the IPv4
+    /// fast path's tables, the stamps and the kernel's dispatch the IPv4 ones).
     fn services(&self) -> anyhow::Result<(Vec<SocketAddrV4>, Vec<SocketAddrV6>)> {
         if let Some(vip) = self.vip
             && !vip.is_ipv4()
@@ -526,10 +526,9 @@ impl FileConfig {
                 both.extend(vip6.map(|v6| SocketAddr::new(v6.into(), port)));
                 both
             }
-            (None, None) if vip6.is_some() => bail!(
-                "vip: missing; an IPv6 `vip6` is served beside an IPv4 `vip` for now (the \
-                 protocol core takes IPv4 only)"
-            ),
+            (None, None) if vip6.is_some() => {
+                bail!("vip: missing; an IPv6 `vip6` is served beside an IPv4 `vip` for now")
+            }
             (None, None) => bail!("vip: missing (or `services = [\"VIP:PORT\", ...]`)"),
         };
         let mut services = Vec::new();
@@ -544,7 +543,7 @@ impl FileConfig {
         if services.is_empty() && !services6.is_empty() {
             bail!(
                 "services: at least one IPv4 \"VIP:PORT\"; IPv6 services are served beside \
-                 IPv4 ones for now (the protocol core takes IPv4 only)"
+                 IPv4 ones for now"
             );
         }
         if services.is_empty() {

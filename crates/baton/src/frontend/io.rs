@@ -19,7 +19,7 @@
 //! options header, which the core walks and, for a fragment, drops and counts) and from
 //! them (back-ends' copies, TCP right after the fixed header: a back-end's kernel adds no
 //! extension header). They go up to the core through the same `handle_packet` as IPv4
-//! ones; a core that speaks IPv4 only counts each as `malformed` and drops it. Without
+//! ones, and the core serves them (its IPv6 transmits go out the raw IPv6 socket). Without
 //! IPv6 services, the socket and its filter are what they were, instruction for
 //! instruction.
 //!
