@@ -173,8 +173,8 @@ pub const fn v6_for(addr: Ipv4Addr) -> Ipv6Addr {
 /// The prefix length of every IPv6 link of the plan.
 pub const V6_PREFIX: u8 = 64;
 
-/// The VIP's IPv6 address, with `--ipv6` (routed to `fe` like [`VIP`]; the front-end
-/// serves IPv4 only for now, so its kernel answers what reaches it).
+/// The VIP's IPv6 address, with `--ipv6` (routed to `fe` like [`VIP`]; the cluster's
+/// front-end serves it as `vip6` and each agent answers as it: [`cluster::frontend_ipv6`]).
 pub const VIP6: Ipv6Addr = v6_for(VIP);
 
 /// A MAC address derived from an IPv4 address (locally administered, `02:ba:70:` then

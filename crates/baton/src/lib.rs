@@ -15,6 +15,7 @@ pub mod handoff_key;
 pub mod lab;
 pub mod log;
 pub mod metrics;
+pub mod neighbours;
 pub mod netns;
 pub mod pins;
 pub mod signals;

@@ -22,7 +22,7 @@ use std::{
 };
 
 use baton::lab::{HTTP_PORT, VIP};
-use support::{LabGuard, ok};
+use support::{Family, LabGuard, ok};
 
 mod support;
 
@@ -77,11 +77,20 @@ fn curl(args: &[&str]) -> (Option<i32>, String, String) {
 /// Connects from the client's namespace with the kernel's TCP, sends `request`, and
 /// reads until EOF, a reset or `timeout`. Returns what was read and how it ended.
 fn exchange(request: &[u8], timeout: Duration) -> (Vec<u8>, std::io::Result<()>, Duration) {
+    exchange_over(Family::V4, request, timeout)
+}
+
+/// [`exchange`] with the VIP of `family`.
+fn exchange_over(
+    family: Family,
+    request: &[u8],
+    timeout: Duration,
+) -> (Vec<u8>, std::io::Result<()>, Duration) {
     let ns = format!("{LAB}-client");
     let request = request.to_vec();
     baton::netns::run_in(&ns, move || {
         let started = Instant::now();
-        let target = SocketAddr::from((VIP, HTTP_PORT));
+        let target = SocketAddr::from((family.vip(), HTTP_PORT));
         let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
             .expect("the front-end completes the handshake");
         stream.set_read_timeout(Some(timeout)).unwrap();
@@ -168,14 +177,93 @@ fn frontend_completes_the_client_handshake_itself_and_keeps_the_host_tcp_out() {
     assert_eq!(code, Some(7), "VIP:81 refused by the host: {err}");
 }
 
+/// `vip6` beside `vip`, in a lab up with `--ipv6`: the daemon guards the IPv6 VIP:80 (the
+/// host's TCP never resets an IPv6 client), its capture takes the client's IPv6 SYNs up
+/// to the protocol core, which completes the handshake over IPv6 (its SYN/ACK out the
+/// raw IPv6 socket), and IPv4 is served as without it.
+#[test]
+fn an_ipv6_vip_is_guarded_and_captured_beside_the_ipv4_one() {
+    let Some(_lab) = support::lab_guard(&LAB, &SERIAL, "frontend vip6") else {
+        return;
+    };
+    ok(&mut baton(&["lab", "up", "--ipv6", "--backends", "3"]));
+    let vip6 = baton::lab::VIP6;
+    let config = LAB_CONFIG.replacen("\nport = 80", &format!("\nvip6 = \"{vip6}\"\nport = 80"), 1);
+    assert!(
+        config.contains("vip6"),
+        "the example's `port = 80` line moved"
+    );
+    let rsts_before = fe_host_tcp_resets();
+    let daemon = start_frontend("vip6", &config);
+    let table = String::from_utf8(
+        ok(&mut baton(&[
+            "lab", "exec", "fe", "--", "nft", "list", "table", "inet", "baton_fe",
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        table.contains(&format!("ip6 daddr {vip6} tcp dport 80")) && table.contains("ip daddr"),
+        "a rule for each family: {table}"
+    );
+    let ns = format!("{LAB}-client");
+    let (v6, v4) = baton::netns::run_in(&ns, move || {
+        let connect = |to: SocketAddr| {
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.kind())
+        };
+        let v6 = connect(SocketAddr::from((vip6, HTTP_PORT))).map(drop);
+        let v4 = connect(SocketAddr::from((VIP, HTTP_PORT))).map(drop);
+        (v6, v4)
+    })
+    .expect("enter the client namespace");
+    assert_eq!(v6, Ok(()), "the front-end completes IPv6 handshakes");
+    assert_eq!(
+        v4,
+        Ok(()),
+        "the front-end completes IPv4 handshakes as before"
+    );
+    let log = daemon.stop();
+    eprintln!("{log}");
+    assert!(log.contains("event=ipv6_services"), "said at start");
+    assert_eq!(
+        support::logged_number(&log, "frontend_stats", "malformed"),
+        0
+    );
+    assert!(
+        support::logged_number(&log, "frontend_stats", "handshakes_completed") >= 2,
+        "one handshake of each family"
+    );
+    assert_eq!(
+        fe_host_tcp_resets() - rsts_before,
+        0,
+        "the host's TCP answered neither family's VIP:80"
+    );
+}
+
 #[test]
 fn frontend_answers_400_to_garbage() {
-    let Some(_lab) = lab_up("frontend 400") else {
+    answers_400_to_garbage(Family::V4);
+}
+
+#[test]
+fn frontend_answers_400_to_garbage_over_ipv6() {
+    answers_400_to_garbage(Family::V6);
+}
+
+fn answers_400_to_garbage(family: Family) {
+    let Some(_lab) = support::lab_up_over(&LAB, &SERIAL, "frontend 400", 3, family) else {
         return;
     };
     let rsts_before = fe_host_tcp_resets();
-    let daemon = start_frontend("garbage", LAB_CONFIG);
-    let (got, end, _) = exchange(b"\x01\x02\x03 not http\r\n\r\n", Duration::from_secs(5));
+    let daemon = start_frontend(
+        "garbage",
+        &support::frontend_config_over(LAB_CONFIG, family),
+    );
+    let (got, end, _) = exchange_over(
+        family,
+        b"\x01\x02\x03 not http\r\n\r\n",
+        Duration::from_secs(5),
+    );
     let text = String::from_utf8_lossy(&got);
     assert!(end.is_ok(), "a clean close after the response: {end:?}");
     assert!(text.starts_with("HTTP/1.1 400 "), "got: {text:?}");
@@ -189,7 +277,8 @@ fn frontend_answers_400_to_garbage() {
         "3",
         "-X",
         "@@",
-        &format!("http://{VIP}/"),
+        family.curl_flag(),
+        &family.url("/"),
     ]);
     assert_eq!(code, "400", "curl -X @@: {err}");
     let log = daemon.stop();
@@ -225,11 +314,24 @@ fn frontend_answers_431_to_an_oversized_request_head() {
 
 #[test]
 fn frontend_answers_431_with_window_scaling() {
-    let Some(_lab) = lab_up("frontend 431, window scaling") else {
+    answers_431_with_window_scaling(Family::V4);
+}
+
+#[test]
+fn frontend_answers_431_with_window_scaling_over_ipv6() {
+    answers_431_with_window_scaling(Family::V6);
+}
+
+fn answers_431_with_window_scaling(family: Family) {
+    let Some(_lab) = support::lab_up_over(&LAB, &SERIAL, "frontend 431, window scaling", 3, family)
+    else {
         return;
     };
-    let daemon = start_frontend("oversized-ws", LAB_CONFIG);
-    assert_431();
+    let daemon = start_frontend(
+        "oversized-ws",
+        &support::frontend_config_over(LAB_CONFIG, family),
+    );
+    assert_431_over(family);
     let log = daemon.stop();
     assert_eq!(
         support::logged_number(&log, "frontend_stats", "responses_431"),
@@ -240,6 +342,11 @@ fn frontend_answers_431_with_window_scaling() {
 
 /// 17,000 bytes of one header field, from curl: over the 16 KiB limit.
 fn assert_431() {
+    assert_431_over(Family::V4);
+}
+
+/// [`assert_431`] to the VIP of `family`.
+fn assert_431_over(family: Family) {
     let big = format!("X-Big: {}", "a".repeat(17_000));
     let started = Instant::now();
     let (exit, code, err) = curl(&[
@@ -251,7 +358,8 @@ fn assert_431() {
         "5",
         "-H",
         &big,
-        &format!("http://{VIP}/"),
+        family.curl_flag(),
+        &family.url("/"),
     ]);
     assert_eq!(code, "431", "exit {exit:?}: {err}");
     assert!(

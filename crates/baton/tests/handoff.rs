@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use baton::backend::{AgentConfig, BackendModule};
 use baton::lab::{CLIENT_ADDR, HTTP_PORT, ROUTER_LAN_ADDR, VIP, backend_addr};
 use baton_common::backend::stat;
-use support::{Cluster, Daemon, Frame, baton, nstat, send_raw, stdout};
+use support::{Cluster, Daemon, Family, Frame, baton, nstat, send_raw, stdout};
 
 mod support;
 
@@ -21,13 +21,17 @@ fn curl(args: &[&str]) -> String {
     support::curl(&LAB, args)
 }
 
-fn assert_download_byte_exact(name: &str) {
-    support::assert_download_byte_exact(&LAB, VIP, name);
-}
-
 /// The lab with three back-ends, each with its agent, and the front-end.
 fn cluster(test: &str) -> Option<Cluster> {
     cluster_with(test, "")
+}
+
+/// [`cluster`] over `family`: with IPv6, the lab up with `--ipv6` and the VIP's IPv6
+/// address served beside the IPv4 one.
+fn cluster_over(test: &str, family: Family) -> Option<Cluster> {
+    Cluster::builder(&LAB, &SERIAL, &format!("{test} over {family}"))
+        .family(family)
+        .up()
 }
 
 /// [`cluster`] with `extra` appended to every back-end's configuration.
@@ -54,21 +58,93 @@ impl Cluster {
 
 #[test]
 fn requests_land_on_the_backend_their_path_names() {
-    let Some(cluster) = cluster("routing by path") else {
+    requests_land_by_the_rules(Family::V4);
+}
+
+#[test]
+fn requests_land_on_the_backend_their_path_names_over_ipv6() {
+    requests_land_by_the_rules(Family::V6);
+}
+
+/// curl over `family` with `args`, then the URL.
+fn curl_over(family: Family, args: &[&str], url: &str) -> String {
+    let mut all = vec![family.curl_flag()];
+    all.extend_from_slice(args);
+    all.push(url);
+    curl(&all)
+}
+
+/// The rules (path, Host, file type) send each request to its back-end, over `family`,
+/// and the body through the VIP is byte for byte the back-end's own (fetched from it
+/// directly, over the same family), with `Connection: close` and on one kept-alive
+/// connection; the default pool spreads the rest over all three.
+fn requests_land_by_the_rules(family: Family) {
+    let Some(cluster) = cluster_over("routing by the rules", family) else {
         return;
     };
-    for (path, backend) in [("/img/", "be1"), ("/api/", "be2"), ("/static/", "be3")] {
-        let head = curl(&["-D", "-", "-o", "/dev/null", &format!("http://{VIP}{path}")]);
-        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-        assert!(
-            head.contains(&format!("X-Baton-Backend: {backend}")),
-            "{path}: {head}"
-        );
+    let direct = |k: u8, path: &str| {
+        let addr = backend_addr(k);
+        let host = match family {
+            Family::V4 => addr.to_string(),
+            Family::V6 => format!("[{}]", baton::lab::v6_for(addr)),
+        };
+        curl_over(family, &[], &format!("http://{host}{path}"))
+    };
+    let cases: [(&str, Option<&str>, u8); 6] = [
+        ("/img/", None, 1),
+        ("/api/", None, 2),
+        ("/static/", None, 3),
+        ("/", Some("img.baton.test"), 1),
+        ("/img/logo.svg", None, 1),
+        ("/static/app.css", None, 3),
+    ];
+    for (path, host, k) in cases {
+        let host_header = host.map(|h| format!("Host: {h}"));
+        let mut args = vec!["-D", "-"];
+        if let Some(h) = &host_header {
+            args.extend(["-H", h]);
+        }
+        let close = [args.as_slice(), &["-H", "Connection: close"]].concat();
+        for args in [&args, &close] {
+            let out = curl_over(family, args, &family.url(path));
+            let (head, body) = out.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.starts_with("HTTP/1.1 200"),
+                "{path} over {family}: {head}"
+            );
+            assert!(
+                head.contains(&format!("X-Baton-Backend: be{k}")),
+                "{path} {host:?} over {family}: {head}"
+            );
+            assert_eq!(
+                body,
+                direct(k, path),
+                "{path} over {family}: the back-end's bytes"
+            );
+        }
     }
+    // Kept alive: two requests on one connection (curl reuses it: one connect in all),
+    // both answered by the back-end the first was handed to.
+    let mut all = vec![
+        family.curl_flag(),
+        "-w",
+        "%{http_code} %{num_connects}\n",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+    ];
+    let (a, b) = (family.url("/api/"), family.url("/api/status.json"));
+    all.extend([a.as_str(), b.as_str()]);
+    let two = curl(&all);
+    assert_eq!(
+        two, "200 1\n200 0\n",
+        "two requests on one connection over {family}"
+    );
     // The default route spreads the rest over all three.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..6 {
-        let head = curl(&["-D", "-", "-o", "/dev/null", &format!("http://{VIP}/")]);
+        let head = curl_over(family, &["-D", "-", "-o", "/dev/null"], &family.url("/"));
         let backend = head
             .lines()
             .find_map(|l| l.strip_prefix("X-Baton-Backend: "))
@@ -86,9 +162,23 @@ fn requests_land_on_the_backend_their_path_names() {
 
 #[test]
 fn downloads_arrive_byte_exact_whatever_the_client_negotiates() {
-    let Some(cluster) = cluster("100 MiB downloads") else {
+    downloads_arrive_byte_exact(Family::V4);
+}
+
+#[test]
+fn downloads_arrive_byte_exact_whatever_the_client_negotiates_over_ipv6() {
+    downloads_arrive_byte_exact(Family::V6);
+}
+
+/// 100 MiB downloads over `family`, byte-exact, without a checksum error or a
+/// retransmission on the lab's clean links, whatever TCP options the client offers
+/// (the `net.ipv4.tcp_*` switches are TCP's, both families').
+fn downloads_arrive_byte_exact(family: Family) {
+    let Some(cluster) = cluster_over("100 MiB downloads", family) else {
         return;
     };
+    cluster.assert_fast_path_attached();
+    let forwarded_before = support::fastpath_counters(&LAB)["forwarded"];
     // Each alone, as the issue asks: no timestamps, no SACK, no window scaling, then all
     // on (the default).
     for sysctl in ["tcp_timestamps", "tcp_sack", "tcp_window_scaling", ""] {
@@ -108,7 +198,7 @@ fn downloads_arrive_byte_exact_whatever_the_client_negotiates() {
         }
         let csum_errors = nstat(&LAB, "client", "TcpInCsumErrors");
         let retransmits = nstat(&LAB, "client", "TcpRetransSegs");
-        assert_download_byte_exact("100M.bin");
+        support::assert_download_byte_exact_over(&LAB, family, "100M.bin");
         assert_eq!(
             nstat(&LAB, "client", "TcpInCsumErrors"),
             csum_errors,
@@ -140,6 +230,13 @@ fn downloads_arrive_byte_exact_whatever_the_client_negotiates() {
     assert!(
         translated > 1000,
         "the back-ends' egress translated the responses: {translated}"
+    );
+    // The client's ACKs of 400 MiB (thousands, as GRO merges them) went through XDP, of either
+    // family: the fast path's table has each download's flow.
+    let forwarded = support::fastpath_counters(&LAB)["forwarded"] - forwarded_before;
+    assert!(
+        forwarded > 1_000,
+        "XDP forwarded the client's segments over {family}: {forwarded}"
     );
 }
 

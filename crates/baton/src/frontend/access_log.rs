@@ -238,6 +238,21 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_clients_address_is_in_brackets_before_its_port() {
+        let mut e = entry(UNIX_EPOCH);
+        e.client = "[2001:2::2]:40312".parse().unwrap();
+        e.service = "[2001:2:0:2::1]:80".parse().unwrap();
+        e.backend = "[2001:2:0:1::c]:80".parse().unwrap();
+        let mut out = String::new();
+        format_line(&mut out, &e);
+        assert!(
+            out.contains(" client=[2001:2::2]:40312 service=[2001:2:0:2::1]:80 "),
+            "{out}"
+        );
+        assert!(out.contains(" backend=[2001:2:0:1::c]:80 "), "{out}");
+    }
+
+    #[test]
     fn dates_are_right_across_leap_years() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));

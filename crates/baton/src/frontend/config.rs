@@ -15,7 +15,7 @@
 
 use std::{
     fmt,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -31,16 +31,22 @@ use serde::Deserialize;
 pub struct FileConfig {
     /// The interface clients' packets (and back-ends' control copies) arrive on.
     pub interface: String,
-    /// The virtual IP of a front-end with one service; it must be an address of this
-    /// host (e.g. on `lo`) so that the kernel routes and ARPs for it. `services` instead
-    /// for several.
-    pub vip: Option<Ipv4Addr>,
+    /// The virtual IP (IPv4) of a front-end with one service; it must be an address of
+    /// this host (e.g. on `lo`) so that the kernel routes and ARPs for it. `services`
+    /// instead for several. Read as either family so that an IPv6 address here gets an
+    /// error that points at `vip6`.
+    pub vip: Option<IpAddr>,
+    /// The service's IPv6 address beside `vip`, on the same port: an address of this
+    /// host too, served as `vip` is (guarded, captured, handed off to the pools'
+    /// back-ends of IPv6, forwarded by the XDP program's IPv6 path).
+    pub vip6: Option<IpAddr>,
     /// The one service's TCP port on `vip` (default 80). Only the services' ports are
     /// taken from the host's TCP.
     pub port: Option<u16>,
     /// Several virtual services, `"VIP:PORT"` each (HTTP and HTTPS on one VIP, more than
-    /// one VIP): one daemon and one XDP program serve them all. Instead of `vip`/`port`.
-    pub services: Option<Vec<SocketAddrV4>>,
+    /// one VIP), IPv6 ones written `"[VIP6]:PORT"`: one daemon and one XDP program serve
+    /// them all. Instead of `vip`/`vip6`/`port`.
+    pub services: Option<Vec<SocketAddr>>,
     /// The key shared with the back-ends for the handoff option's tag: 32 hex digits.
     pub handoff_key: Option<String>,
     /// A file holding the handoff key as 32 hex digits (surrounding whitespace ignored);
@@ -247,6 +253,9 @@ pub struct Settings {
     pub interface: String,
     /// The virtual services (VIP and port), at least one.
     pub services: Vec<SocketAddrV4>,
+    /// The IPv6 services (`vip6`, or `[VIP6]:PORT` in `services`), possibly none. Only the
+    /// nftables table and the capture take them, and the protocol core beside the IPv4 ones.
+    pub services6: Vec<SocketAddrV6>,
     /// How long to keep serving after a stop signal.
     pub drain: Duration,
     /// Whether the secret was generated (logged, never printed).
@@ -285,11 +294,44 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("interface", &self.interface)
             .field("services", &self.services)
+            .field("services6", &self.services6)
             .field("drain", &self.drain)
             .field("dispatch", &Summary(&self.dispatcher).to_string())
             .field("fast_path", &self.fast_path)
             .finish_non_exhaustive()
     }
+}
+
+/// The IPv6 services' own checks: unicast addresses (`vip6` or a `services` entry names
+/// an address of this host, not `::`, a multicast group or an IPv4-mapped address,
+/// whose traffic arrives as IPv4), ports 1..=65535, no repeats, at most `MAX_SERVICES`.
+fn check_ipv6_services(services6: &[SocketAddrV6]) -> anyhow::Result<()> {
+    let max = baton_common::frontend::MAX_SERVICES as usize;
+    if services6.len() > max {
+        bail!(
+            "services: {} IPv6 services given, at most {max}",
+            services6.len()
+        );
+    }
+    for (i, service) in services6.iter().enumerate() {
+        let ip: &Ipv6Addr = service.ip();
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+            bail!("vip6: {ip} is not a unicast address another host can reach");
+        }
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            bail!("vip6: {ip} is an IPv4-mapped address; give {v4} as `vip`");
+        }
+        if service.scope_id() != 0 || service.flowinfo() != 0 {
+            bail!("services: {service}: no scope or flow label on a service address");
+        }
+        if service.port() == 0 {
+            bail!("services: {service}: the port must be 1..=65535");
+        }
+        if services6[..i].contains(service) {
+            bail!("services: {service} given twice");
+        }
+    }
+    Ok(())
 }
 
 /// Reads and checks `path`.
@@ -334,7 +376,7 @@ fn check_unavailable_body(dispatcher: &Dispatcher, field: &str) -> anyhow::Resul
 /// not TOML at all (the caller's parse then says where).
 pub fn is_dispatch_body(text: &str) -> Option<bool> {
     let table: toml::Table = toml::from_str(text).ok()?;
-    let daemon = ["interface", "vip", "dispatch"]
+    let daemon = ["interface", "vip", "vip6", "dispatch"]
         .iter()
         .any(|k| table.contains_key(*k));
     let dispatcher = ["default_pool", "pools", "rules"]
@@ -449,21 +491,61 @@ impl RestartOnly {
 }
 
 impl FileConfig {
-    /// The services as written: `vip` (and `port`), or `services`; never both, at least
-    /// one, no repeats, ports 1..=65535, at most `MAX_SERVICES`.
-    fn services(&self) -> anyhow::Result<Vec<SocketAddrV4>> {
-        let services = match (&self.services, self.vip) {
+    /// The services as written: `vip` (and `vip6`, and `port`), or `services`; never
+    /// both, at least one IPv4 service, no repeats, ports 1..=65535, at most
+    /// `MAX_SERVICES` of each family, each family apart (the core takes both; the IPv4
+    /// fast path's tables, the stamps and the kernel's dispatch the IPv4 ones).
+    fn services(&self) -> anyhow::Result<(Vec<SocketAddrV4>, Vec<SocketAddrV6>)> {
+        if let Some(vip) = self.vip
+            && !vip.is_ipv4()
+        {
+            bail!("vip: {vip} is an IPv6 address; give it as `vip6`, beside an IPv4 `vip`");
+        }
+        let vip6 = match self.vip6 {
+            Some(IpAddr::V4(v4)) => {
+                bail!("vip6: {v4} is an IPv4 address; it belongs in `vip`")
+            }
+            Some(IpAddr::V6(v6)) => Some(v6),
+            None => None,
+        };
+        let written = match (&self.services, self.vip) {
             (Some(_), Some(_)) => {
                 bail!("services: give either `vip` (and `port`) or `services`, not both")
+            }
+            (Some(_), None) if vip6.is_some() => {
+                bail!("vip6: with `services`, list the IPv6 services there (\"[VIP6]:PORT\")")
             }
             (Some(_), None) if self.port.is_some() => {
                 bail!("port: with `services`, each service names its port (\"VIP:PORT\")")
             }
             (Some(list), None) => list.clone(),
             (None, Some(_)) if self.port == Some(0) => bail!("port: must be 1..=65535"),
-            (None, Some(vip)) => vec![SocketAddrV4::new(vip, self.port.unwrap_or(DEFAULT_PORT))],
+            (None, Some(vip)) => {
+                let port = self.port.unwrap_or(DEFAULT_PORT);
+                let mut both = vec![SocketAddr::new(vip, port)];
+                both.extend(vip6.map(|v6| SocketAddr::new(v6.into(), port)));
+                both
+            }
+            (None, None) if vip6.is_some() => {
+                bail!("vip: missing; an IPv6 `vip6` is served beside an IPv4 `vip` for now")
+            }
             (None, None) => bail!("vip: missing (or `services = [\"VIP:PORT\", ...]`)"),
         };
+        let mut services = Vec::new();
+        let mut services6 = Vec::new();
+        for service in written {
+            match service {
+                SocketAddr::V4(v4) => services.push(v4),
+                SocketAddr::V6(v6) => services6.push(v6),
+            }
+        }
+        check_ipv6_services(&services6)?;
+        if services.is_empty() && !services6.is_empty() {
+            bail!(
+                "services: at least one IPv4 \"VIP:PORT\"; IPv6 services are served beside \
+                 IPv4 ones for now"
+            );
+        }
         if services.is_empty() {
             bail!("services: at least one \"VIP:PORT\"");
         }
@@ -479,7 +561,7 @@ impl FileConfig {
                 bail!("services: {service} given twice");
             }
         }
-        Ok(services)
+        Ok((services, services6))
     }
 
     fn check(self, text: &str, base: &Path) -> anyhow::Result<Settings> {
@@ -503,7 +585,7 @@ impl FileConfig {
             }),
             None => None,
         };
-        let services = self.services()?;
+        let (services, services6) = self.services()?;
         // One parser for the key on both sides (`crate::handoff_key`), so a key file
         // written for the back-ends works here unchanged. A relative key file is taken
         // from the configuration file's directory.
@@ -534,7 +616,13 @@ impl FileConfig {
             Vec::new()
         };
         let proto = ProtoConfig {
-            services: services.iter().copied().map(SocketAddr::V4).collect(),
+            // The core serves both families: a connection is of its service's family.
+            services: services
+                .iter()
+                .copied()
+                .map(SocketAddr::V4)
+                .chain(services6.iter().copied().map(SocketAddr::V6))
+                .collect(),
             secret,
             handoff_key,
             mss: t.mss.unwrap_or(defaults.mss),
@@ -635,6 +723,7 @@ impl FileConfig {
         Ok(Settings {
             interface: self.interface,
             services,
+            services6,
             drain: Duration::from_millis(self.drain_ms),
             secret_generated,
             proto,
@@ -776,6 +865,107 @@ mod tests {
             let text = format!("{MINIMAL}\n[announce]\n{bad}\n");
             let e = err(&text);
             assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_vip_is_served_beside_the_ipv4_one_and_mistakes_are_named() {
+        let vip = |lines: &str| MINIMAL.replace("vip = \"198.18.2.1\"", lines);
+        let s = parse(
+            &vip("vip = \"198.18.2.1\"\nvip6 = \"2001:2:0:1::a\"\nport = 8080"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(s.services, ["198.18.2.1:8080".parse().unwrap()]);
+        assert_eq!(s.services6, ["[2001:2:0:1::a]:8080".parse().unwrap()]);
+        assert_eq!(
+            s.proto.services,
+            [
+                "198.18.2.1:8080".parse::<SocketAddr>().unwrap(),
+                "[2001:2:0:1::a]:8080".parse().unwrap()
+            ],
+            "the core serves both families"
+        );
+        assert!(parse(MINIMAL, Path::new(".")).unwrap().services6.is_empty());
+        let listed = parse(
+            &vip("services = [\"198.18.2.1:80\", \"[2001:2:0:1::a]:80\", \"[2001:2:0:1::a]:443\"]"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(listed.services, ["198.18.2.1:80".parse().unwrap()]);
+        assert_eq!(
+            listed.services6,
+            [
+                "[2001:2:0:1::a]:80".parse::<SocketAddrV6>().unwrap(),
+                "[2001:2:0:1::a]:443".parse().unwrap()
+            ]
+        );
+        // A reload cannot change it.
+        let old = parse(MINIMAL, Path::new(".")).unwrap().restart_only;
+        let new = parse(
+            &vip("vip = \"198.18.2.1\"\nvip6 = \"2001:2:0:1::a\""),
+            Path::new("."),
+        )
+        .unwrap()
+        .restart_only;
+        assert_eq!(old.changes(&new), ["vip6"]);
+        for (lines, says) in [
+            (
+                "vip = \"2001:2:0:1::a\"",
+                "vip: 2001:2:0:1::a is an IPv6 address; give it as `vip6`",
+            ),
+            (
+                "vip = \"198.18.2.1\"\nvip6 = \"198.18.2.2\"",
+                "vip6: 198.18.2.2 is an IPv4 address; it belongs in `vip`",
+            ),
+            (
+                "vip6 = \"2001:2:0:1::a\"",
+                "vip: missing; an IPv6 `vip6` is served beside an IPv4 `vip`",
+            ),
+            (
+                "vip = \"198.18.2.1\"\nvip6 = \"::\"",
+                "vip6: :: is not a unicast address",
+            ),
+            (
+                "vip = \"198.18.2.1\"\nvip6 = \"ff02::1\"",
+                "not a unicast address",
+            ),
+            (
+                "vip = \"198.18.2.1\"\nvip6 = \"::1\"",
+                "not a unicast address",
+            ),
+            (
+                "vip = \"198.18.2.1\"\nvip6 = \"::ffff:198.18.2.2\"",
+                "IPv4-mapped address; give 198.18.2.2 as `vip`",
+            ),
+            (
+                "vip = \"198.18.2.1\"\nvip6 = \"2001:2:0:1::a\"\nport = 0",
+                "1..=65535",
+            ),
+            (
+                "vip = \"198.18.2.1\"\nvip6 = \"2001:2:0:1::zz\"",
+                "line 4: invalid IP address syntax",
+            ),
+            (
+                "services = [\"198.18.2.1:80\"]\nvip6 = \"2001:2:0:1::a\"",
+                "vip6: with `services`, list the IPv6 services there",
+            ),
+            ("services = [\"[2001:2:0:1::a]:80\"]", "at least one IPv4"),
+            (
+                "services = [\"198.18.2.1:80\", \"[2001:2:0:1::a]:80\", \"[2001:2:0:1::a]:80\"]",
+                "[2001:2:0:1::a]:80 given twice",
+            ),
+            (
+                "services = [\"198.18.2.1:80\", \"[2001:2:0:1::a]:0\"]",
+                "1..=65535",
+            ),
+            (
+                "services = [\"198.18.2.1:80\", \"[fe80::1%2]:80\"]",
+                "no scope",
+            ),
+        ] {
+            let e = err(&vip(lines));
+            assert!(e.contains(says), "{lines}: {e}");
         }
     }
 

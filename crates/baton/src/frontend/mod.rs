@@ -94,7 +94,7 @@ use baton_common::kernel_dispatch::{HANDOFF_READ_INTERVAL_MS, KernelHandoffConfi
 use baton_common::syncookie::SynCookieConfig;
 use baton_proto::{
     frontend::{Event, FrontEnd, HandedOff, Instant, Output},
-    wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpSegment},
+    wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags, TcpSegment},
 };
 
 use crate::log;
@@ -245,6 +245,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     let config::Settings {
         interface,
         services,
+        services6,
         drain,
         secret_generated,
         mut proto,
@@ -260,6 +261,9 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         ignored_keys,
         announce,
     } = settings;
+    // Every service the core serves, IPv4 ones first: the drain's test of new
+    // connections, the logs' and the metrics' label.
+    let all_services = proto.services.clone();
     // The MSS from the interface's MTU, read in this network namespace: what clients may
     // send in one frame, here and on to the back-ends on the same LAN.
     let mtu = fastpath::interface_mtu(&interface)?;
@@ -341,8 +345,14 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
     // Filter first: from here on the host's TCP never answers VIP:port; a SYN that
     // arrives before the capture socket is open is dropped and retransmitted by the
     // client, rather than reset by the host.
-    HostTcpFilter::install(&services)?;
-    let mut io = PacketIo::open(&interface, &services)?;
+    HostTcpFilter::install(&services, &services6)?;
+    let mut io = PacketIo::open(&interface, &services, &services6)?;
+    if !services6.is_empty() {
+        // The capture, the nftables table, the core and the XDP program's IPv6 path
+        // take them.
+        let list: Vec<String> = services6.iter().map(ToString::to_string).collect();
+        log::line("ipv6_services", &[("services", &list.join(","))]);
+    }
     let mut fp_stats = FastPathStats::default();
     let mut fast = if fast_path {
         // Engaged from the attach on when XDP answers every SYN: adopting a previous
@@ -354,7 +364,10 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         }
         match prepared
             .expect("prepared when fast_path is on")
-            .and_then(|prepared| {
+            .and_then(|mut prepared| {
+                // The IPv6 services the program's IPv6 path forwards for: written
+                // before the attach, so that it serves them from the first frame.
+                prepared.write_services_v6(&services6)?;
                 FastPath::start(
                     prepared,
                     &interface,
@@ -456,7 +469,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         "ready",
         &[
             ("interface", &interface),
-            ("service", &services_label(&services)),
+            ("service", &services_label(&all_services)),
             ("dispatch", &routes),
             ("max_connections", &max_connections),
             ("mss", &mss.mss),
@@ -490,7 +503,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
         &mut fe,
         &mut io,
         &mut fast_path,
-        &services,
+        &all_services,
         drain,
         stop,
         &mut stats,
@@ -668,7 +681,7 @@ impl Ops {
         fe: &mut FrontEnd<ContentDispatch>,
         io: &mut PacketIo,
         fast: &Fast<'_>,
-        services: &[SocketAddrV4],
+        services: &[SocketAddr],
         stats: &DaemonStats,
     ) {
         let Some(requests) = &self.requests else {
@@ -827,7 +840,7 @@ fn event_loop(
     fe: &mut FrontEnd<ContentDispatch>,
     io: &mut PacketIo,
     fast: &mut Fast<'_>,
-    services: &[SocketAddrV4],
+    services: &[SocketAddr],
     drain: Duration,
     stop: &AtomicBool,
     stats: &mut DaemonStats,
@@ -1048,7 +1061,11 @@ fn note_fast_path_news(
             let Some(path) = fast.path.as_deref_mut() else {
                 return;
             };
-            if path.note_flow_notices(fe, now, fast.stats) == 0 {
+            // Both rings: IPv4's, then IPv6's (each of its own flows; no order
+            // between the families matters, a connection being of one).
+            let read = path.note_flow_notices(fe, now, fast.stats)
+                + path.note_flow_notices_v6(fe, now, fast.stats);
+            if read == 0 {
                 break;
             }
             apply_outputs(fe, io, fast, now, stats, ops);
@@ -1095,11 +1112,11 @@ fn apply_outputs(
                 if let Some(path) = fast.path.as_deref_mut() {
                     path.flush_removals(fast.stats);
                 }
-                // The daemon's core sees IPv4 alone (its capture is `ETH_P_IP`, its
-                // services IPv4), so it sends IPv4 alone; the raw socket is IPv4's.
-                if let IpAddr::V4(destination) = t.destination {
-                    io.send(destination, &t.packet);
-                }
+                // Of the connection's family: IPv4 through the raw IPv4 socket, IPv6
+                // (only with IPv6 services, whose capture alone brings IPv6 to the
+                // core) through the raw IPv6 socket; the kernel routes either and
+                // resolves the neighbour.
+                io.send(t.destination, &t.packet);
             }
             Output::Event(event) => on_event(fe, fast, now, event, stats, ops),
             // Without the fast path no program takes the claims: the core probes only
@@ -1134,8 +1151,21 @@ fn on_event(
     match event {
         Event::RequestSent(h) => {
             // Taken in awaiting the answer: XDP forwards nothing of the flow until a
-            // client segment acknowledges data only the back-end can have sent.
-            if let Some(path) = fast.path.as_deref_mut() {
+            // client segment acknowledges data only the back-end can have sent. An IPv6
+            // flow goes to the program's IPv6 table.
+            if let Some(path) = fast.path.as_deref_mut()
+                && h.flow.client.is_ipv6()
+            {
+                path.install_v6(
+                    now,
+                    h.flow,
+                    h.backend,
+                    h.client_isn,
+                    h.client_next,
+                    Some(h.isn_f),
+                    fast.stats,
+                );
+            } else if let Some(path) = fast.path.as_deref_mut() {
                 path.install(
                     now,
                     h.flow,
@@ -1157,7 +1187,7 @@ fn on_event(
             reason,
         } => {
             if let Some(path) = fast.path.as_deref_mut() {
-                path.remove(&flow, fast.stats);
+                remove_flow(path, &flow, fast.stats);
             }
             stats.resets_logged += 1;
             let remembered = fe.dispatcher_mut().forget(&flow);
@@ -1182,11 +1212,24 @@ fn on_event(
         }
         Event::Closed { flow, .. } => {
             if let Some(path) = fast.path.as_deref_mut() {
-                path.remove(&flow, fast.stats);
+                remove_flow(path, &flow, fast.stats);
             }
             // A clean close is the normal end: counted by the core, not logged per flow.
             fe.dispatcher_mut().forget(&flow);
         }
+    }
+}
+
+/// Takes `flow`'s entry out of the fast path's table of its family.
+fn remove_flow(
+    path: &mut FastPath,
+    flow: &baton_proto::frontend::FlowKey,
+    stats: &mut FastPathStats,
+) {
+    if flow.client.is_ipv6() {
+        path.remove_v6(flow, stats);
+    } else {
+        path.remove(flow, stats);
     }
 }
 
@@ -1211,7 +1254,20 @@ fn on_handed_off(
     } = handoff;
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
-        if confirmed_by_fast_path && path.is_installed(&flow) {
+        if flow.client.is_ipv6() {
+            // The IPv6 table's entry, taken in awaiting the answer or not: written
+            // again without the wait (`FastPathV6::install` keeps the program's
+            // later `client_next`).
+            path.install_v6(
+                now,
+                flow,
+                backend,
+                client_isn,
+                client_next,
+                None,
+                fast.stats,
+            );
+        } else if confirmed_by_fast_path && path.is_installed(&flow) {
             // The program saw the answer and cleared its entry's wait itself: the entry
             // taken in with the request already forwards, and rewriting it would cost
             // a read and a write (the read to keep the program's `client_next`).
@@ -1315,25 +1371,49 @@ fn log_note(note: Note) {
 }
 
 /// Whether `packet` opens a new connection to one of the services: a client SYN
-/// without ACK.
-fn is_client_syn(packet: &[u8], services: &[SocketAddrV4]) -> bool {
-    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
-        return false;
+/// without ACK, over either family (an IPv6 one's TCP header found past any extension
+/// headers, as the core finds it).
+fn is_client_syn(packet: &[u8], services: &[SocketAddr]) -> bool {
+    let (dst, segment): (IpAddr, &[u8]) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+                return false;
+            };
+            if ip.protocol() != IpProtocol::Tcp || ip.is_fragment() {
+                return false;
+            }
+            let Some(segment) = packet.get(ip.header_len()..ip.total_len()) else {
+                return false;
+            };
+            (ip.dst_addr().into(), segment)
+        }
+        Some(6) => {
+            let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+                return false;
+            };
+            let Ok((IpProtocol::Tcp, start)) = ip.upper_layer() else {
+                return false;
+            };
+            let end = 40 + ip.payload_len();
+            let Some(segment) = packet.get(start..end) else {
+                return false;
+            };
+            (ip.dst_addr().into(), segment)
+        }
+        _ => return false,
     };
-    if ip.protocol() != IpProtocol::Tcp || ip.is_fragment() {
-        return false;
-    }
-    let Ok(tcp) = TcpSegment::new_checked(ip.payload()) else {
+    let Ok(tcp) = TcpSegment::new_checked(segment) else {
         return false;
     };
     let flags = tcp.flags();
-    services.contains(&SocketAddrV4::new(ip.dst_addr(), tcp.dst_port()))
+    services.contains(&SocketAddr::new(dst, tcp.dst_port()))
         && flags.contains(TcpFlags::SYN)
         && !flags.contains(TcpFlags::ACK)
 }
 
-/// The services as one label for logs and metrics: `VIP:PORT`, comma-separated.
-pub fn services_label(services: &[SocketAddrV4]) -> String {
+/// The services as one label for logs and metrics: `VIP:PORT` (`[VIP6]:PORT` for IPv6
+/// ones), comma-separated.
+pub fn services_label<S: std::fmt::Display>(services: &[S]) -> String {
     let mut label = String::new();
     for (i, service) in services.iter().enumerate() {
         if i > 0 {
@@ -1414,7 +1494,7 @@ mod tests {
 
     #[test]
     fn client_syns_are_told_apart() {
-        let service: SocketAddrV4 = "198.18.2.1:80".parse().unwrap();
+        let service: SocketAddr = "198.18.2.1:80".parse().unwrap();
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
         p[2..4].copy_from_slice(&40u16.to_be_bytes());
@@ -1431,6 +1511,35 @@ mod tests {
         p[22..24].copy_from_slice(&81u16.to_be_bytes());
         assert!(!is_client_syn(&p, &[service]));
         assert!(!is_client_syn(&p[..30], &[service]));
+    }
+
+    #[test]
+    fn client_syns_over_ipv6_are_told_apart() {
+        let service: SocketAddr = "[2001:2:0:2::1]:80".parse().unwrap();
+        let services = [service, "198.18.2.1:80".parse().unwrap()];
+        let mut p = vec![0u8; 60];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&20u16.to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&"2001:2::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(
+            &"2001:2:0:2::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p[42..44].copy_from_slice(&80u16.to_be_bytes());
+        p[52] = 5 << 4;
+        p[53] = 0x02; // SYN
+        assert!(is_client_syn(&p, &services));
+        assert!(!is_client_syn(&p, &services[1..]), "an IPv4 service only");
+        p[53] = 0x12; // SYN+ACK
+        assert!(!is_client_syn(&p, &services));
+        p[53] = 0x02;
+        p[42..44].copy_from_slice(&81u16.to_be_bytes());
+        assert!(!is_client_syn(&p, &services));
+        assert!(!is_client_syn(&p[..50], &services));
     }
 
     #[test]

@@ -34,10 +34,13 @@ const ROUTED_WITHIN: Duration = Duration::from_secs(30);
 /// Back-end `k`'s agent configuration: the example with this lab's pin folder, and in a
 /// tier the front-ends' group MAC for what the module sends the front-end.
 pub fn backend_config(lab: &Lab, state: &LabState, k: u8) -> String {
-    let text = BACKEND_EXAMPLE.replace(
+    let mut text = BACKEND_EXAMPLE.replace(
         "/run/baton-lab/be1/bpf",
         &lab.bpffs(Node::Backend(k)).display().to_string(),
     );
+    if state.ipv6 {
+        text = backend_ipv6(&text);
+    }
     if state.frontends > 1 {
         text.replace(
             &format!("frontend_mac = \"{}\"", super::mac_for(super::FE_ADDR)),
@@ -67,6 +70,9 @@ pub fn frontend_config(lab: &Lab, state: &LabState, node: Node) -> String {
         "pin_dir = \"/run/baton-lab/fe/bpf\"",
         &format!("pin_dir = \"{pins}\"\nmetrics = \"{FRONTEND_METRICS}\""),
     );
+    if state.ipv6 {
+        text = frontend_ipv6(&text);
+    }
     if state.frontends > 1 {
         // One secret for the tier: a handshake the routers move to another front-end
         // half-way (a front-end gone or added) completes there by its cookie, where a
@@ -87,6 +93,74 @@ pub fn frontend_config(lab: &Lab, state: &LabState, node: Node) -> String {
         ));
     }
     text
+}
+
+/// A back-end agent's configuration (the example's, or one made from it) for a lab up
+/// with `--ipv6`: the VIP's IPv6 address ([`super::VIP6`]) beside its IPv4 one, so that
+/// the module hands off IPv6 flows too. `text` must name the lab's VIP on a `vip = `
+/// line of its own, as the example does; otherwise it is returned as it is.
+pub fn backend_ipv6(text: &str) -> String {
+    let vip = format!("vip = \"{}:", super::VIP);
+    let Some(start) = text.find(&vip) else {
+        return text.to_owned();
+    };
+    let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+    format!(
+        "{}\nvip6 = \"{}\"{}",
+        &text[..end],
+        super::VIP6,
+        &text[end..]
+    )
+}
+
+/// A front-end's configuration (the example's, or one made from it) for a lab up with
+/// `--ipv6`: `vip6` ([`super::VIP6`]) beside the `vip = ` line naming the lab's VIP,
+/// and in every pool each lab back-end's IPv6 twin ([`super::v6_for`], same port)
+/// listed after it: the dispatcher picks only back-ends of the client's family, so an
+/// IPv6 client needs IPv6 members. A twin has the member's other keys but its `id`
+/// (ids are unique): `id = "be1"` becomes `id = "be1-v6"`, so a sticky `by = "id"`
+/// cookie names the IPv4 member alone and an IPv6 client with it goes by the pool's
+/// policy. A pool with an IPv6 member is picked in userspace, not by the kernel's
+/// dispatch (docs/design.md, "IPv6: the plan").
+pub fn frontend_ipv6(text: &str) -> String {
+    const ADDRESS: &str = "{ address = \"";
+    let line = format!("vip = \"{}\"", super::VIP);
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut rest = text;
+    if let Some(at) = rest.find(&line) {
+        let end = at + line.len();
+        out.push_str(&rest[..end]);
+        out.push_str(&format!("\nvip6 = \"{}\"", super::VIP6));
+        rest = &rest[end..];
+    }
+    while let Some(at) = rest.find(ADDRESS) {
+        let Some(close) = rest[at..].find('}').map(|n| at + n + 1) else {
+            break;
+        };
+        let member = &rest[at..close];
+        out.push_str(&rest[..close]);
+        rest = &rest[close..];
+        let quoted = &member[ADDRESS.len()..];
+        let Some(addr) = quoted
+            .split('"')
+            .next()
+            .and_then(|a| a.parse::<std::net::SocketAddrV4>().ok())
+        else {
+            continue;
+        };
+        let twin_addr = std::net::SocketAddrV6::new(super::v6_for(*addr.ip()), addr.port(), 0, 0);
+        let mut twin = member.replacen(&addr.to_string(), &twin_addr.to_string(), 1);
+        if let Some(id_at) = twin.find("id = \"") {
+            let value = id_at + "id = \"".len();
+            if let Some(n) = twin[value..].find('"') {
+                twin.insert_str(value + n, "-v6");
+            }
+        }
+        out.push_str(", ");
+        out.push_str(&twin);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A daemon started here, with the log line that says it is ready.
@@ -310,5 +384,45 @@ mod tests {
         let parsed = crate::frontend::config::parse(&inline, Path::new(".")).unwrap();
         assert_eq!(parsed.announce.unwrap().interface, "baton-vip");
         crate::backend::AgentConfig::parse(&be).unwrap();
+    }
+
+    #[test]
+    fn with_ipv6_the_front_end_serves_vip6_and_every_pool_has_the_twins() {
+        let lab = Lab::named("t1").unwrap();
+        let mut v6 = state(1);
+        v6.ipv6 = true;
+        let fe = frontend_config(&lab, &v6, Node::Fe);
+        assert!(fe.contains("\nvip6 = \"2001:2:0:2::1\""), "{fe}");
+        assert!(fe.contains(
+            "{ address = \"198.18.1.11:80\", id = \"be1\" }, \
+             { address = \"[2001:2:0:1::b]:80\", id = \"be1-v6\" },"
+        ));
+        assert!(
+            fe.contains("[{ address = \"198.18.1.12:80\" }, { address = \"[2001:2:0:1::c]:80\" }]")
+        );
+        let parsed = crate::frontend::config::parse(&fe, Path::new(".")).unwrap();
+        assert_eq!(
+            parsed.services6,
+            ["[2001:2:0:2::1]:80"
+                .parse::<std::net::SocketAddrV6>()
+                .unwrap()]
+        );
+        let backends: Vec<_> = parsed.dispatcher.backends().collect();
+        assert_eq!(backends.len(), 6, "{backends:?}");
+        for k in 11..=13u8 {
+            let v6 = std::net::SocketAddr::from((super::super::v6_for([198, 18, 1, k].into()), 80));
+            assert!(backends.contains(&v6), "{v6} in {backends:?}");
+        }
+        let be = backend_config(&lab, &v6, 2);
+        assert!(
+            be.contains("vip = \"198.18.2.1:80\"\nvip6 = \"2001:2:0:2::1\"\n"),
+            "{be}"
+        );
+        let agent = crate::backend::AgentConfig::parse(&be).unwrap();
+        assert_eq!(agent.vip6, Some("2001:2:0:2::1".parse().unwrap()));
+        // Without `--ipv6`, the examples as they are.
+        let fe4 = frontend_config(&lab, &state(1), Node::Fe);
+        assert!(!fe4.contains("\nvip6") && !fe4.contains("{ address = \"["));
+        assert!(!backend_config(&lab, &state(1), 2).contains("\nvip6"));
     }
 }

@@ -118,6 +118,33 @@ pub fn lab_up(
     Some(guard)
 }
 
+/// [`lab_up`] over `family`: with [`Family::V6`], `lab up --ipv6`.
+pub fn lab_up_over(
+    lab: &'static str,
+    serial: &'static Mutex<()>,
+    test: &str,
+    backends: u8,
+    family: Family,
+) -> Option<LabGuard> {
+    let guard = lab_guard(lab, serial, &format!("{test} over {family}"))?;
+    let n = backends.to_string();
+    let mut up = vec!["lab", "up", "--backends", &n];
+    if family == Family::V6 {
+        up.push("--ipv6");
+    }
+    ok(&mut baton(lab, &up));
+    Some(guard)
+}
+
+/// The front-end configuration `text` as it serves `family`: as it is for IPv4, with
+/// `vip6` and the back-ends' IPv6 twins for IPv6 (`baton::lab::cluster::frontend_ipv6`).
+pub fn frontend_config_over(text: &str, family: Family) -> String {
+    match family {
+        Family::V4 => text.to_owned(),
+        Family::V6 => baton::lab::cluster::frontend_ipv6(text),
+    }
+}
+
 /// A `baton` daemon running inside a lab node, its standard error kept in a file; killed
 /// on drop if not stopped.
 pub struct Daemon {
@@ -654,6 +681,79 @@ pub fn fastpath_counters_in(pin_dir: &str) -> std::collections::HashMap<&'static
         .collect()
 }
 
+/// The address family a lab test runs over: the same test, parameterised, for IPv4 and
+/// for IPv6 (`baton lab up --ipv6`, the front-end serving `vip6` and every agent
+/// answering as it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The VIP of this family.
+    pub fn vip(self) -> std::net::IpAddr {
+        match self {
+            Self::V4 => VIP.into(),
+            Self::V6 => baton::lab::VIP6.into(),
+        }
+    }
+
+    /// The VIP as a URL's host: `198.18.2.1`, `[2001:2:0:2::1]`.
+    pub fn vip_host(self) -> String {
+        match self {
+            Self::V4 => VIP.to_string(),
+            Self::V6 => format!("[{}]", baton::lab::VIP6),
+        }
+    }
+
+    /// `http://VIP{path}`.
+    pub fn url(self, path: &str) -> String {
+        format!("http://{}{path}", self.vip_host())
+    }
+
+    /// curl's flag for the family: `-4` or `-6`.
+    pub fn curl_flag(self) -> &'static str {
+        match self {
+            Self::V4 => "-4",
+            Self::V6 => "-6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        })
+    }
+}
+
+/// Downloads `URL_BASE/files/NAME` (`URL_BASE` as [`Family::url`] makes it) on `client`
+/// and checks it against the back-ends' published SHA256SUMS, over `family`.
+pub fn assert_download_byte_exact_over(lab: &str, family: Family, name: &str) {
+    let flag = family.curl_flag();
+    let sums = curl(lab, &[flag, &family.url("/files/SHA256SUMS")]);
+    let fetch = format!(
+        "curl {flag} -sS -m 60 '{}' | sha256sum",
+        family.url(&format!("/files/{name}"))
+    );
+    let got = stdout(&mut baton(
+        lab,
+        &["lab", "exec", "client", "--", "sh", "-c", &fetch],
+    ));
+    let want = sums
+        .lines()
+        .find(|l| l.ends_with(&format!(" {name}")))
+        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS: {sums}"));
+    assert_eq!(
+        got.split_whitespace().next(),
+        want.split_whitespace().next(),
+        "{name} over {family}"
+    );
+}
+
 /// Back-end `k`'s address and `port`, as configurations name it (`198.18.1.11:80`).
 pub fn backend_at(k: u8, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(backend_addr(k), port)
@@ -675,6 +775,7 @@ pub struct ClusterBuilder<'a> {
     frontend_name: &'a str,
     frontend: Option<String>,
     start_frontend: bool,
+    family: Family,
 }
 
 /// Which agents a [`ClusterBuilder`] starts.
@@ -718,6 +819,7 @@ impl Cluster {
             frontend_name: "fe",
             frontend: None,
             start_frontend: true,
+            family: Family::V4,
         }
     }
 
@@ -760,6 +862,15 @@ impl<'a> ClusterBuilder<'a> {
     /// How many back-ends the lab has (3 unless told).
     pub fn backends(mut self, n: u8) -> Self {
         self.backends = n;
+        self
+    }
+
+    /// The family the test runs over: with [`Family::V6`] the lab is up with `--ipv6`,
+    /// every agent answers as the VIP's IPv6 address too and the front-end serves it
+    /// (`baton::lab::cluster::{backend_ipv6, frontend_ipv6}`, as `lab up --cluster`
+    /// writes them).
+    pub fn family(mut self, family: Family) -> Self {
+        self.family = family;
         self
     }
 
@@ -807,9 +918,25 @@ impl<'a> ClusterBuilder<'a> {
 
     /// Brings it all up, or `None` (with the reason printed) when not root.
     pub fn up(self) -> Option<Cluster> {
-        let guard = lab_up(self.lab, self.serial, self.test, self.backends)?;
+        let guard = lab_guard(self.lab, self.serial, self.test)?;
+        let mut up = vec!["lab", "up", "--backends"];
+        let n = self.backends.to_string();
+        up.push(&n);
+        if self.family == Family::V6 {
+            up.push("--ipv6");
+        }
+        ok(&mut baton(self.lab, &up));
+        let family = self.family;
         let backends = match self.agents {
-            Agents::Example(extra) => start_backends(self.lab, self.backends.into(), &extra),
+            Agents::Example(extra) => (1..=self.backends.into())
+                .map(|k| {
+                    let mut text = backend_config(self.lab, k) + &extra;
+                    if family == Family::V6 {
+                        text = baton::lab::cluster::backend_ipv6(&text);
+                    }
+                    start_agent(self.lab, k, &format!("be{k}"), &text)
+                })
+                .collect(),
             Agents::AnsweringAs(agents) => start_agents_answering_as(self.lab, agents),
         };
         let tls_ca = self.tls.map(|certs| {
@@ -821,11 +948,14 @@ impl<'a> ClusterBuilder<'a> {
         if let Some(step) = self.before_frontend {
             step();
         }
-        let text = self.frontend.as_deref().unwrap_or(FRONTEND_CONFIG);
+        let mut text = self.frontend.unwrap_or_else(|| FRONTEND_CONFIG.to_owned());
+        if family == Family::V6 {
+            text = baton::lab::cluster::frontend_ipv6(&text);
+        }
         let frontend_config = config_file(
             self.lab,
             self.frontend_name,
-            &frontend_pins_in(self.lab, text),
+            &frontend_pins_in(self.lab, &text),
         );
         let mut cluster = Cluster {
             frontend: None,

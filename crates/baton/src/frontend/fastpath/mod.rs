@@ -88,6 +88,7 @@ mod half_open;
 mod pins;
 mod sys;
 pub use sys::interface_mtu;
+mod handoff_v6;
 mod table;
 mod v6;
 
@@ -1598,15 +1599,7 @@ fn key_of(flow: &FlowKey) -> FrontendFlowKey {
 
 #[cfg(test)]
 mod tests {
-    use super::sys::parse_arp_table;
     use super::*;
-
-    const TABLE: &str = "\
-IP address       HW type     Flags       HW address            Mask     Device
-198.18.1.11      0x1         0x2         02:ba:70:12:01:0b     *        eth0
-198.18.1.12      0x1         0x0         00:00:00:00:00:00     *        eth0
-198.18.1.13      0x1         0x2         02:ba:70:12:01:0d     *        eth1
-";
 
     #[test]
     fn a_notice_reads_back_as_the_flow_and_news_the_program_wrote() {
@@ -1630,39 +1623,6 @@ IP address       HW type     Flags       HW address            Mask     Device
         // An older build's notice, without the ISN.
         assert_eq!(parse_notice(&bytes[..16]), Some((flow, what, None)));
         assert_eq!(parse_notice(&bytes[..15]), None);
-    }
-
-    #[test]
-    fn neighbours_are_found_only_when_resolved_on_the_interface() {
-        let found: Vec<_> = parse_arp_table(TABLE, "eth0").collect();
-        assert_eq!(
-            found,
-            [(
-                "198.18.1.11".parse().unwrap(),
-                [0x02, 0xba, 0x70, 0x12, 0x01, 0x0b]
-            )]
-        );
-        assert_eq!(parse_arp_table(TABLE, "eth1").count(), 1);
-        assert_eq!(parse_arp_table(TABLE, "eth2").count(), 0);
-    }
-
-    #[test]
-    fn a_missing_neighbour_rereads_the_table_at_most_every_interval() {
-        let mut n = Neighbours::default();
-        let t0 = Instant::from_nanos(1_000_000_000);
-        let nowhere: Ipv4Addr = "198.18.1.99".parse().unwrap();
-        // `lo` has no resolved entries: every read finds nothing.
-        assert_eq!(n.lookup(t0, nowhere, "lo"), None);
-        assert_eq!(n.last_miss_read, Some(t0));
-        let soon = t0 + Neighbours::MISS_REREAD / 2;
-        assert_eq!(n.lookup(soon, nowhere, "lo"), None);
-        assert_eq!(n.last_miss_read, Some(t0), "re-read within the interval");
-        let later = t0 + Neighbours::MISS_REREAD;
-        assert_eq!(n.lookup(later, nowhere, "lo"), None);
-        assert_eq!(n.last_miss_read, Some(later));
-        // A cached MAC is answered without a read.
-        n.macs.insert(nowhere, [2, 0, 0, 0, 0, 1]);
-        assert_eq!(n.lookup(later, nowhere, "lo"), Some([2, 0, 0, 0, 0, 1]));
     }
 
     #[test]
