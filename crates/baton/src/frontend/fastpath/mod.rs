@@ -117,6 +117,13 @@ pub const NEWS_BATCH: usize = 32;
 /// ever lags behind the rings.
 const PENDING_NOTICE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often the held notices are swept for expired ones. A sweep walks every held
+/// notice; made at each batch of notices, as it once was, a daemon lagging behind the
+/// rings (thousands held) spent its time sweeping rather than reading the records that
+/// would release them, and fell further behind: quadratic. A notice then lives at most
+/// this much past its lifetime.
+const PENDING_NOTICE_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Most notices held at once; past it one is dropped (counted as of an unknown flow).
 const MAX_PENDING_NOTICES: usize = 65_536;
 
@@ -301,6 +308,8 @@ pub struct FastPath {
     /// Notices for flows the core does not track yet, by flow: what they said, and when
     /// the first came (`note_flow_notices`).
     pending_notices: StdHashMap<(FlowKey, u32), (u32, Instant)>,
+    /// When the held notices were last swept ([`PENDING_NOTICE_SWEEP`]).
+    pending_swept_at: Option<Instant>,
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
@@ -536,6 +545,7 @@ impl FastPath {
                 kernel_records: Vec::new(),
                 kernel_handoffs: kernel.flags & KernelHandoffConfig::ENABLED != 0,
                 pending_notices: StdHashMap::new(),
+                pending_swept_at: None,
                 syn_cookies,
                 syn_cookie_config,
                 half_open,
@@ -734,7 +744,12 @@ impl FastPath {
         now: Instant,
         stats: &mut FastPathStats,
     ) -> usize {
-        if !self.pending_notices.is_empty() {
+        if !self.pending_notices.is_empty()
+            && self
+                .pending_swept_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= PENDING_NOTICE_SWEEP)
+        {
+            self.pending_swept_at = Some(now);
             self.expire_pending_notices(now, stats);
         }
         let mut read = 0;
