@@ -10,7 +10,7 @@ use std::{process::Command, sync::Mutex};
 
 use baton::lab::{HTTP_PORT, VIP};
 use serde_json::Value;
-use support::{Cluster, FRONTEND_CONFIG, backend_at, baton, nstat, stdout};
+use support::{Cluster, FRONTEND_CONFIG, Family, backend_at, baton, nstat, stdout};
 
 mod support;
 
@@ -329,6 +329,57 @@ fn keep_alive_requests_are_forwarded_by_xdp() {
     assert!(book("batch_reads") >= 1, "{log}");
     assert_eq!(book("batch_read_errors"), 0, "{log}");
     assert!(book("activity_noted") >= 1, "{log}");
+}
+
+/// An IPv6 connection whose client segments the XDP program forwards stays alive to the
+/// core: the once-a-second activity scan reads the IPv6 flow table as it reads the IPv4
+/// one. With an idle timeout of 1.5 s, one keep-alive connection runs 5 s; were the scan
+/// blind to the IPv6 table, the core would time the connection out as idle while XDP
+/// carries it, remove its entry and leave the client's next segments to a core that no
+/// longer knows it.
+#[test]
+fn an_ipv6_connection_forwarded_by_xdp_is_alive_to_the_core() {
+    let config = FRONTEND_CONFIG.replace("[limits]\n", "[limits]\nidle_timeout_ms = 1500\n");
+    assert_ne!(config, FRONTEND_CONFIG, "the example has no [limits]");
+    let Some(mut cluster) = Cluster::builder(&LAB, &SERIAL, "IPv6 activity scan")
+        .frontend(&config)
+        .family(Family::V6)
+        .up()
+    else {
+        return;
+    };
+    cluster.assert_fast_path_attached();
+    let before = fastpath_counters();
+    let out = wrk(&["-t1", "-c1", "-d5s", &Family::V6.url("/")]);
+    let grew = grown(&before, &fastpath_counters());
+    let requests = baton::bench::measure::wrk_request_count(&out)
+        .unwrap_or_else(|| panic!("no request count from wrk:\n{out}"));
+    let log = cluster.stop_frontend();
+    let core = |key| support::logged_number(&log, "frontend_stats", key);
+    let book = |key| support::logged_number(&log, "fastpath_stats", key);
+    eprintln!(
+        "wrk -c1 over IPv6: {requests} requests; XDP forwarded {}; activity noted {}; idle \
+         timeouts {}",
+        grew["forwarded"],
+        book("activity_noted"),
+        core("idle_timeouts"),
+    );
+    assert!(
+        !out.contains("Non-2xx") && !out.contains("Socket errors"),
+        "{out}"
+    );
+    assert!(
+        requests >= 1000,
+        "a keep-alive run of 5 s made {requests} requests"
+    );
+    // Nearly every request after the first went through XDP's IPv6 path.
+    assert!(
+        grew["forwarded"] * 100 >= requests * 99,
+        "{requests}: {grew:?}"
+    );
+    assert_eq!(core("idle_timeouts"), 0, "{log}");
+    // A scan a second for 5 s, each seeing the connection forwarding.
+    assert!(book("activity_noted") >= 3, "{log}");
 }
 
 /// The fast path takes each flow in as its request goes to the back-end, and forwards the

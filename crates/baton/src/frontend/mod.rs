@@ -1018,6 +1018,7 @@ fn event_loop(
             check_announcement = true;
             if let Some(path) = fast.path.as_deref_mut() {
                 path.scan_activity(fe, now, fast.stats);
+                path.scan_activity_v6(fe, now, fast.stats);
                 write_stamps(path, fe);
                 // Reloads, health verdicts and newly resolved MACs reach the kernel's
                 // rules within a scan (a new generation only when something changed).

@@ -7,13 +7,13 @@
 //! Narrower than IPv4's, on purpose and for now: the program's IPv6 path makes no
 //! handoff of its own (kernel dispatch is IPv4's) and learns no flow by a stamp (the
 //! stamp binds IPv4 addresses), so every IPv6 entry is the core's, and a notice is
-//! always of the core's connection on its ports. The activity scan reads the IPv4 table
-//! only: an IPv6 flow the program forwards is idle to the core until its close, and is
-//! freed after `limits.idle_timeout_ms` of no slow-path packet (an hour by default).
+//! always of the core's connection on its ports. The activity scan reads the IPv6 table
+//! beside the IPv4 one ([`FastPath::scan_activity_v6`]), so a flow the program forwards
+//! is alive to the core as long as its client sends.
 
 use std::net::{SocketAddr, SocketAddrV6};
 
-use baton_common::frontend::FlowNoticeV6;
+use baton_common::frontend::{FlowNoticeV6, FrontendFlowKeyV6};
 use baton_proto::frontend::{Backend, FlowKey, FrontEnd, Instant};
 
 use super::{FastPath, FastPathStats, NEWS_BATCH};
@@ -29,7 +29,11 @@ fn v6_ends(flow: &FlowKey) -> Option<(SocketAddrV6, SocketAddrV6)> {
 
 /// The core's flow of an IPv6 notice's key.
 fn flow_of_notice(notice: &FlowNoticeV6) -> FlowKey {
-    let key = &notice.key;
+    flow_of_key(&notice.key)
+}
+
+/// The core's flow of an IPv6 table key.
+fn flow_of_key(key: &FrontendFlowKeyV6) -> FlowKey {
     FlowKey {
         client: SocketAddrV6::new(
             key.client_addr.into(),
@@ -117,6 +121,25 @@ impl FastPath {
         if self.v6.remove(client, service) {
             stats.flows_removed += 1;
         }
+    }
+
+    /// [`FastPath::scan_activity`] of the IPv6 table: each flow the program forwarded a
+    /// segment of is alive to the core at that segment's time (`FrontEnd::note_activity`
+    /// keeps the latest, so a stamp told twice changes nothing), which pushes back its
+    /// idle timeout and, once its client has closed, the end of its grace period. Without
+    /// it an IPv6 connection the program forwards would look idle to the core and be
+    /// freed, its entry with it, after `limits.idle_timeout_ms`.
+    pub fn scan_activity_v6<D: baton_proto::frontend::Dispatch>(
+        &mut self,
+        fe: &mut FrontEnd<D>,
+        now: Instant,
+        stats: &mut FastPathStats,
+    ) {
+        self.v6
+            .for_each_forwarded_since_last_scan(now.as_nanos(), |key, last_seen_ns| {
+                fe.note_activity(now, &flow_of_key(key), Instant::from_nanos(last_seen_ns));
+                stats.activity_noted += 1;
+            });
     }
 
     /// [`FastPath::note_flow_notices`] of the IPv6 ring: the answers, FINs and RSTs the

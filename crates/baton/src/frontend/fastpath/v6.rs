@@ -8,7 +8,7 @@
 //! loader make and pin them, and adopts the IPv4 flows as before; the IPv4 maps keep
 //! their layouts. The protocol core does not hand IPv6 connections off yet: this is what
 //! it will call when it does ([`FastPathV6::install`], [`FastPathV6::remove`],
-//! [`FastPathV6::read_notices`]). Until then the IPv6 table holds only what a caller
+//! [`FastPathV6::read_notices`], [`FastPathV6::for_each_forwarded_since_last_scan`]). Until then the IPv6 table holds only what a caller
 //! writes, and the program forwards only those flows.
 
 use std::{net::SocketAddrV6, path::PathBuf};
@@ -136,7 +136,16 @@ pub fn flow_value(
 pub struct FastPathV6 {
     flows: HashMap<MapData, FrontendFlowKeyV6, FrontendFlowV6>,
     notices: RingBuf<MapData>,
+    /// The `CLOCK_MONOTONIC` time of the last activity scan, in nanoseconds: stamps
+    /// before it were told then ([`FastPathV6::for_each_forwarded_since_last_scan`]).
+    scanned_ns: u64,
 }
+
+/// How far before the last scan a stamp is told again: the program stamps with the
+/// coarse clock (`bpf_ktime_get_coarse_ns`, a scheduler tick behind at most, 4 ms at
+/// 250 Hz), so a segment forwarded just after a scan may carry a stamp just before it.
+/// Telling a stamp twice changes nothing (`FrontEnd::note_activity` keeps the latest).
+const COARSE_CLOCK_SLACK_NS: u64 = 20_000_000;
 
 impl FastPathV6 {
     /// Takes the IPv6 maps out of the loaded object.
@@ -150,6 +159,7 @@ impl FastPathV6 {
                 ebpf.take_map("FRONTEND_NOTICES_V6")
                     .context("map FRONTEND_NOTICES_V6 missing")?,
             )?,
+            scanned_ns: 0,
         })
     }
 
@@ -196,6 +206,32 @@ impl FastPathV6 {
     /// entry.
     pub fn remove(&mut self, client: SocketAddrV6, service: SocketAddrV6) -> bool {
         self.flows.remove(&key_of(client, service)).is_ok()
+    }
+
+    /// Hands `seen` the key and stamp (`last_seen_ns`) of each IPv6 flow the program
+    /// forwarded a segment of since the last scan, for the activity scan; `now_ns` is
+    /// this scan's time. Entry by entry (a key walk and a lookup each): IPv6 flows are
+    /// the slow path's handoffs only, few beside IPv4's batch-read table, until the
+    /// program's IPv6 path makes handoffs of its own. A walk the kernel cuts short (an
+    /// entry removed under it) ends the scan early; the next scan reads the rest, since
+    /// it starts from this one's time.
+    pub fn for_each_forwarded_since_last_scan(
+        &mut self,
+        now_ns: u64,
+        mut seen: impl FnMut(&FrontendFlowKeyV6, u64),
+    ) {
+        let since = self.scanned_ns.saturating_sub(COARSE_CLOCK_SLACK_NS);
+        for entry in self.flows.iter() {
+            let Ok((key, value)) = entry else {
+                return;
+            };
+            // Zero: installed and never forwarded since (the program stamps each
+            // segment it forwards).
+            if value.last_seen_ns != 0 && value.last_seen_ns > since {
+                seen(&key, value.last_seen_ns);
+            }
+        }
+        self.scanned_ns = now_ns;
     }
 
     /// Hands `apply` each notice the program wrote of an IPv6 flow, at most `max`;
