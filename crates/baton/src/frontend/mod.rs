@@ -1035,6 +1035,15 @@ fn event_loop(
 /// (kernel dispatch), and so on until both rings are read, in batches of
 /// [`fastpath::NEWS_BATCH`] with the core's outputs applied after each.
 ///
+/// Bounded: at most a full ring's worth from each ring per call
+/// ([`fastpath::NOTICES_IN_A_FULL_RING`], [`fastpath::RECORDS_IN_A_FULL_RING`]). That is
+/// every notice and record that was in the rings when the call began, all the ordering
+/// needs (what the program wrote before a packet reached the daemon is read before the
+/// packet); read "until empty", a program writing faster than the daemon reads (a flood
+/// of new connections handed off in the kernel) kept the daemon here for as long as the
+/// flood lasted, and the packets of the slow path, its timers and its control socket
+/// waited (seen in CI as requests unanswered for 30 s).
+///
 /// In batches, so that the core's bounded output queue never overflows however much the
 /// rings hold. The notices first, because a record takes a slot of the connection table
 /// which its flow's notices (the answer, the FIN), already in the other ring, give back
@@ -1057,8 +1066,11 @@ fn note_fast_path_news(
     {
         path.sync_backend_loads(fe.dispatcher_mut().dispatcher_mut());
     }
+    // Per ring; the IPv6 notices are read with the IPv4 ones, so theirs is doubled.
+    let mut notices_left = 2 * fastpath::NOTICES_IN_A_FULL_RING;
+    let mut records_left = fastpath::RECORDS_IN_A_FULL_RING;
     loop {
-        loop {
+        while notices_left > 0 {
             let Some(path) = fast.path.as_deref_mut() else {
                 return;
             };
@@ -1069,14 +1081,20 @@ fn note_fast_path_news(
             if read == 0 {
                 break;
             }
+            notices_left = notices_left.saturating_sub(read);
             apply_outputs(fe, io, fast, now, stats, ops);
         }
         let Some(path) = fast.path.as_deref_mut() else {
             return;
         };
-        if path.note_kernel_handoffs(fe, now, fast.stats) == 0 {
+        if records_left == 0 {
             return;
         }
+        let read = path.note_kernel_handoffs(fe, now, fast.stats);
+        if read == 0 {
+            return;
+        }
+        records_left = records_left.saturating_sub(read);
         apply_outputs(fe, io, fast, now, stats, ops);
     }
 }

@@ -71,8 +71,11 @@ use aya::{
     },
 };
 use baton_common::{
-    frontend::{FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService, stat},
-    kernel_dispatch::{KernelHandoffConfig, KernelHandoffRecord, reason},
+    frontend::{
+        FlowNotice, FrontendConfig, FrontendFlow, FrontendFlowKey, FrontendService,
+        NOTICE_RING_SIZE, stat,
+    },
+    kernel_dispatch::{HANDOFF_RING_SIZE, KernelHandoffConfig, KernelHandoffRecord, reason},
     siphash::SipKey,
     stamp::{self, StampConfig, StampedBackend},
     syncookie::SynCookieConfig,
@@ -110,12 +113,32 @@ pub use v6::FastPathV6;
 /// batch of records) give back the table's slots as fast as the records take them.
 pub const NEWS_BATCH: usize = 32;
 
-/// How long a notice held for a connection whose record is still to be read waits
-/// (`FastPath::note_flow_notices`). Held by the connection's client ISN, a notice can
-/// never be applied to another connection, so this only bounds how long one whose
-/// record never comes (its connection freed already) is kept: far longer than the daemon
-/// ever lags behind the rings.
+/// Most notices one ring can hold (`NOTICE_RING_SIZE`; the smallest, an IPv4
+/// [`FlowNotice`], takes 32 bytes with the ring's header and alignment). Reading this many
+/// from a ring reads every notice that was in it when the reading began.
+pub const NOTICES_IN_A_FULL_RING: usize = NOTICE_RING_SIZE as usize / 32;
+
+/// Most handoff records the ring can hold (`HANDOFF_RING_SIZE`; the smallest is 64 bytes:
+/// the ring's 8-byte header, a [`KernelHandoffRecord`] and a 40-byte IPv4 and TCP header).
+pub const RECORDS_IN_A_FULL_RING: usize = HANDOFF_RING_SIZE as usize / 64;
+
+/// How long a notice held for a connection whose record is still to be read waits at
+/// least (`FastPath::note_flow_notices`). Held by the connection's client ISN, a notice
+/// can never be applied to another connection, so this only bounds how long one whose
+/// record never comes (its connection freed already) is kept.
+///
+/// Time alone cannot tell a record that never comes from one the daemon has not reached:
+/// a daemon behind the rings (a debug build under `wrk`, seen in CI) read notices seconds
+/// before their records, dropped them after 2 s, and lost the client FINs they carried.
+/// So a held notice is dropped only once the records ring has also been read to its end
+/// at least [`RECORD_COMMIT_GRACE`] after the notice was read: its record, written before
+/// it, would have been read by then.
 const PENDING_NOTICE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long after a notice is read the records ring must still be read to its end before
+/// the notice counts as of no record. A record another CPU is still writing hides the
+/// ring past it for the few microseconds the program takes to commit it; this is ample.
+const RECORD_COMMIT_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How often the held notices are swept for expired ones. A sweep walks every held
 /// notice; made at each batch of notices, as it once was, a daemon lagging behind the
@@ -126,6 +149,15 @@ const PENDING_NOTICE_SWEEP: std::time::Duration = std::time::Duration::from_mill
 
 /// Most notices held at once; past it one is dropped (counted as of an unknown flow).
 const MAX_PENDING_NOTICES: usize = 65_536;
+
+/// Whether a notice held since `held_at` names a connection whose record will never come:
+/// it has waited [`PENDING_NOTICE_LIFETIME`], and the records ring was read to its end
+/// (at `drained_at`) long enough after the notice ([`RECORD_COMMIT_GRACE`]) that its
+/// record, written before it, would have been read.
+fn notice_has_no_record(held_at: Instant, now: Instant, drained_at: Instant) -> bool {
+    now.saturating_duration_since(held_at) >= PENDING_NOTICE_LIFETIME
+        && drained_at.saturating_duration_since(held_at) >= RECORD_COMMIT_GRACE
+}
 
 /// The daemon's fast-path bookkeeping, printed with the other counters at exit.
 #[derive(Debug, Default)]
@@ -310,6 +342,9 @@ pub struct FastPath {
     pending_notices: StdHashMap<(FlowKey, u32), (u32, Instant)>,
     /// When the held notices were last swept ([`PENDING_NOTICE_SWEEP`]).
     pending_swept_at: Option<Instant>,
+    /// When `handoffs` was last read to its end (`note_kernel_handoffs`): a held notice
+    /// read well before it has no record coming ([`PENDING_NOTICE_LIFETIME`]).
+    handoffs_drained_at: Option<Instant>,
     syn_cookies: Array<MapData, SynCookieConfig>,
     /// What `syn_cookies` holds (`ENGAGED` included).
     syn_cookie_config: SynCookieConfig,
@@ -546,6 +581,7 @@ impl FastPath {
                 kernel_handoffs: kernel.flags & KernelHandoffConfig::ENABLED != 0,
                 pending_notices: StdHashMap::new(),
                 pending_swept_at: None,
+                handoffs_drained_at: None,
                 syn_cookies,
                 syn_cookie_config,
                 half_open,
@@ -1016,12 +1052,16 @@ impl FastPath {
         }
     }
 
-    /// Drops the notices held for flows no record came for (`note_flow_notices`): after
-    /// `PENDING_NOTICE_LIFETIME` they named a connection the core had already freed.
+    /// Drops the notices held for flows no record came for (`note_flow_notices`): past
+    /// `PENDING_NOTICE_LIFETIME`, and with the records ring read to its end since (by
+    /// `RECORD_COMMIT_GRACE`), they named a connection the core had already freed.
     fn expire_pending_notices(&mut self, now: Instant, stats: &mut FastPathStats) {
+        let Some(drained_at) = self.handoffs_drained_at else {
+            return;
+        };
         let before = self.pending_notices.len();
         self.pending_notices
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < PENDING_NOTICE_LIFETIME);
+            .retain(|_, (_, at)| !notice_has_no_record(*at, now, drained_at));
         stats.notices_of_unknown_flows += (before - self.pending_notices.len()) as u64;
     }
 
@@ -1069,6 +1109,10 @@ impl FastPath {
                 self.kernel_adopted.remove(&(flow, client_isn));
                 let _ = self.flows.remove(&key_of(&flow));
             }
+        }
+        if read < NEWS_BATCH {
+            // The ring had nothing more: every record written before now is read.
+            self.handoffs_drained_at = Some(now);
         }
         read
     }
@@ -1638,6 +1682,21 @@ mod tests {
         // An older build's notice, without the ISN.
         assert_eq!(parse_notice(&bytes[..16]), Some((flow, what, None)));
         assert_eq!(parse_notice(&bytes[..15]), None);
+    }
+
+    #[test]
+    fn a_held_notice_is_dropped_only_once_the_records_ring_was_read_past_it() {
+        let held = Instant::from_nanos(1_000_000_000);
+        let later = |ms| held + std::time::Duration::from_millis(ms);
+        // A daemon seconds behind: the ring not read to its end since the notice came.
+        assert!(!notice_has_no_record(held, later(10_000), held));
+        assert!(!notice_has_no_record(held, later(10_000), later(50)));
+        // Read to its end well after the notice: no record is coming, once its lifetime is
+        // over and not before.
+        assert!(notice_has_no_record(held, later(2_000), later(100)));
+        assert!(!notice_has_no_record(held, later(1_999), later(100)));
+        // A drain before the notice says nothing of its record.
+        assert!(!notice_has_no_record(later(500), later(10_000), held));
     }
 
     #[test]
