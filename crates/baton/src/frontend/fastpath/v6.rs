@@ -384,4 +384,45 @@ mod tests {
         assert_eq!(value.backend_id(), 0xb);
         assert_eq!(flow_value(backend, [0; 6], 7, 8, None).close_state, 0);
     }
+
+    #[test]
+    fn a_pinned_ipv6_entry_reads_back_as_the_flow_and_handover_written() {
+        let client: SocketAddrV6 = "[2001:2::2]:40000".parse().unwrap();
+        let service: SocketAddrV6 = "[2001:2:0:2::1]:80".parse().unwrap();
+        let flow = flow_of(&key_of(client, service));
+        assert_eq!(flow.client, std::net::SocketAddr::V6(client));
+        assert_eq!(flow.service, std::net::SocketAddr::V6(service));
+        let backend: SocketAddrV6 = "[2001:2:0:1::b]:8080".parse().unwrap();
+        // Taken in awaiting the answer, then the client's FIN recorded by the program:
+        // adopted with the FIN, the wait being the program's alone.
+        let mut value = flow_value(backend, [2, 0, 0, 0, 0, 0xb], 7, 8, Some(9));
+        value.close_state |= FrontendFlow::close_state_noticed(
+            baton_common::frontend::FlowNotice::CLIENT_FIN,
+        );
+        let handover = handover_of(&value);
+        assert_eq!(handover.backend, std::net::SocketAddr::V6(backend));
+        assert_eq!((handover.client_isn, handover.client_next), (7, 8));
+        assert!(handover.client_fin);
+        assert_eq!(handover.reset, None);
+        assert_eq!(handover.close_state(), FrontendFlow::CLIENT_FIN);
+        // The entry says what the core says: nothing to write back.
+        assert!(!super::super::close_state_differs(
+            value.client_isn,
+            value.close_state,
+            &handover
+        ));
+        // A back-end's reset the core saw is not in the entry: written back, unless the
+        // entry is another connection's (another client ISN).
+        let reset = Handover {
+            reset: Some(baton_proto::frontend::ResetReason::BackendReset),
+            ..handover
+        };
+        assert!(super::super::close_state_differs(7, value.close_state, &reset));
+        assert!(!super::super::close_state_differs(70, value.close_state, &reset));
+        let value = FrontendFlowV6 {
+            close_state: reset.close_state(),
+            ..value
+        };
+        assert_eq!(handover_of(&value).reset, reset.reset);
+    }
 }
