@@ -1572,7 +1572,6 @@ fn bad_input(family: Family) {
     assert!(
         support::curl(&LAB, &[family.curl_flag(), &family.url("/img/")]).contains("backend=be1")
     );
-
     thread::sleep(Duration::from_secs(2));
     let log = cluster.stop_frontend();
     let draining = log

@@ -396,9 +396,8 @@ mod tests {
         // Taken in awaiting the answer, then the client's FIN recorded by the program:
         // adopted with the FIN, the wait being the program's alone.
         let mut value = flow_value(backend, [2, 0, 0, 0, 0, 0xb], 7, 8, Some(9));
-        value.close_state |= FrontendFlow::close_state_noticed(
-            baton_common::frontend::FlowNotice::CLIENT_FIN,
-        );
+        value.close_state |=
+            FrontendFlow::close_state_noticed(baton_common::frontend::FlowNotice::CLIENT_FIN);
         let handover = handover_of(&value);
         assert_eq!(handover.backend, std::net::SocketAddr::V6(backend));
         assert_eq!((handover.client_isn, handover.client_next), (7, 8));
@@ -417,8 +416,16 @@ mod tests {
             reset: Some(baton_proto::frontend::ResetReason::BackendReset),
             ..handover
         };
-        assert!(super::super::close_state_differs(7, value.close_state, &reset));
-        assert!(!super::super::close_state_differs(70, value.close_state, &reset));
+        assert!(super::super::close_state_differs(
+            7,
+            value.close_state,
+            &reset
+        ));
+        assert!(!super::super::close_state_differs(
+            70,
+            value.close_state,
+            &reset
+        ));
         let value = FrontendFlowV6 {
             close_state: reset.close_state(),
             ..value
