@@ -8,7 +8,8 @@
 //! adopted as open and stay for the idle timeout). Once stopped by SIGTERM (after a short
 //! drain: the close state is written at exit), once killed with SIGKILL (a crash: it was
 //! written within the second); each time `--detach` then leaves no pin and no nftables
-//! table.
+//! table. Each over IPv4 and over IPv6 (`support::Family`): an IPv6 connection's flow is
+//! in the IPv6 table (`flows_v6`), pinned, adopted and closed the same way.
 //!
 //! Beside the restarts, the lock that keeps a second daemon off a running one's
 //! interface, pins and nftables table: a second `baton frontend` (or `baton backend`)
@@ -28,7 +29,7 @@ use std::{
 
 use baton::frontend::fastpath;
 use baton::lab::VIP;
-use support::{Cluster, Daemon, baton, nstat, stdout};
+use support::{Cluster, Daemon, Family, baton, nstat, stdout};
 
 mod support;
 
@@ -49,9 +50,9 @@ enum Stop {
     Kill,
 }
 
-/// The lab with three back-ends and their agents; the front-end's configuration
-/// written, the front-end not started.
-fn cluster(test: &str) -> Option<Cluster> {
+/// The lab with three back-ends and their agents, serving `family`; the front-end's
+/// configuration written, the front-end not started.
+fn cluster(test: &str, family: Family) -> Option<Cluster> {
     // A short drain, so that SIGTERM ends the daemon in the middle of the download, and
     // a short grace period, so that closed flows leave the table soon after they end (but
     // longer than the drain, so that the short request's is still there at the stop).
@@ -71,6 +72,7 @@ fn cluster(test: &str) -> Option<Cluster> {
         "the example sets pin_dir"
     );
     Cluster::builder(&LAB, &SERIAL, test)
+        .family(family)
         .frontend_named("fe-restart", &text)
         .frontend_not_started()
         .up()
@@ -82,8 +84,13 @@ fn pin_dir() -> PathBuf {
 }
 
 impl Cluster {
-    fn flows(&self) -> usize {
-        fastpath::pinned_flow_count(&pin_dir(), INTERFACE).expect("the pinned flow table")
+    /// Flows in the pinned table of `family`'s connections (`flows` or `flows_v6`).
+    fn flows(&self, family: Family) -> usize {
+        match family {
+            Family::V4 => fastpath::pinned_flow_count(&pin_dir(), INTERFACE),
+            Family::V6 => fastpath::pinned_flow_count_v6(&pin_dir(), INTERFACE),
+        }
+        .expect("the pinned flow table")
     }
 
     fn pins(&self) -> PathBuf {
@@ -92,11 +99,12 @@ impl Cluster {
             .to_path_buf()
     }
 
-    /// Waits up to `limit` for the pinned flow table to hold `n` flows; how long it took.
-    fn wait_for_flows(&self, n: usize, limit: Duration) -> Duration {
+    /// Waits up to `limit` for `family`'s pinned flow table to hold `n` flows; how long
+    /// it took.
+    fn wait_for_flows(&self, family: Family, n: usize, limit: Duration) -> Duration {
         let started = Instant::now();
         loop {
-            let flows = self.flows();
+            let flows = self.flows(family);
             if flows == n {
                 return started.elapsed();
             }
@@ -131,12 +139,17 @@ fn nft_table_in_fe() -> bool {
     .contains("table inet baton_fe")
 }
 
-/// The whole scenario: download, stop or kill the daemon in the middle, start another,
-/// check what it adopted, that the download arrived whole, that the close was tracked,
-/// and that `--detach` leaves nothing behind.
-fn restart_mid_download(test: &str, stop: Stop) {
-    let Some(cluster) = cluster(test) else {
+/// The whole scenario over `family`: download, stop or kill the daemon in the middle,
+/// start another, check what it adopted, that the download arrived whole, that the close
+/// was tracked, and that `--detach` leaves nothing behind.
+fn restart_mid_download(test: &str, stop: Stop, family: Family) {
+    let Some(cluster) = cluster(test, family) else {
         return;
+    };
+    // The table the other family's connections would be in: empty throughout.
+    let other = match family {
+        Family::V4 => Family::V6,
+        Family::V6 => Family::V4,
     };
     let first = cluster.start_frontend();
     let log = first.log_text();
@@ -152,7 +165,11 @@ fn restart_mid_download(test: &str, stop: Stop) {
     );
     let host_resets = nstat(&LAB, "fe", "TcpOutRsts");
 
-    let fetch = format!("curl -sS --limit-rate {RATE} http://{VIP}/files/100M.bin | sha256sum");
+    let fetch = format!(
+        "curl {} -sS --limit-rate {RATE} '{}' | sha256sum",
+        family.curl_flag(),
+        family.url("/files/100M.bin")
+    );
     let started = Instant::now();
     let mut download = support::Download(Some(
         baton(&LAB, &["lab", "exec", "client", "--", "sh", "-c", &fetch])
@@ -160,14 +177,19 @@ fn restart_mid_download(test: &str, stop: Stop) {
             .spawn()
             .unwrap(),
     ));
-    cluster.wait_for_flows(1, Duration::from_secs(5));
+    cluster.wait_for_flows(family, 1, Duration::from_secs(5));
     thread::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed()));
     // A short request, closed at once: its flow waits out its 3 s grace in the table.
     support::curl(
         &LAB,
-        &["-o", "/dev/null", &format!("http://{VIP}/files/1K.bin")],
+        &[
+            family.curl_flag(),
+            "-o",
+            "/dev/null",
+            &family.url("/files/1K.bin"),
+        ],
     );
-    cluster.wait_for_flows(2, Duration::from_secs(2));
+    cluster.wait_for_flows(family, 2, Duration::from_secs(2));
     thread::sleep(Duration::from_millis(200));
     if let Stop::Kill = stop {
         // No exit path: the close state must already be in the table, which the daemon
@@ -198,7 +220,8 @@ fn restart_mid_download(test: &str, stop: Stop) {
     }
     // The gap: no daemon. The pins and the host filter hold the connection.
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(cluster.flows(), 2, "the flows outlive the daemon");
+    assert_eq!(cluster.flows(family), 2, "the flows outlive the daemon");
+    assert_eq!(cluster.flows(other), 0, "each in its family's table");
     assert!(nft_table_in_fe(), "the nftables table outlives the daemon");
     let second = cluster.start_frontend();
     let gap = stopping.elapsed();
@@ -208,7 +231,7 @@ fn restart_mid_download(test: &str, stop: Stop) {
     );
     let log = second.log_text();
     eprintln!(
-        "{stop:?}: daemon gone after {stopped_after:?}, the next one ready {gap:?} after the stop; {}",
+        "{stop:?} over {family}: daemon gone after {stopped_after:?}, the next one ready {gap:?} after the stop; {}",
         log.lines()
             .find(|l| l.contains(" event=fastpath "))
             .unwrap_or("")
@@ -221,6 +244,11 @@ fn restart_mid_download(test: &str, stop: Stop) {
     assert_eq!(
         support::logged_number(&log, "fastpath", "flows"),
         2,
+        "{log}"
+    );
+    assert_eq!(
+        support::logged_number(&log, "fastpath", "flows_ipv6"),
+        if family == Family::V6 { 2 } else { 0 },
         "{log}"
     );
     assert_eq!(
@@ -252,9 +280,11 @@ fn restart_mid_download(test: &str, stop: Stop) {
     // close and freed the flow once the client had been quiet for its 3 s grace period;
     // the short request's flow went after the grace period it was adopted into: the
     // table is empty again.
-    let emptied = cluster.wait_for_flows(0, Duration::from_secs(10));
+    let emptied = cluster.wait_for_flows(family, 0, Duration::from_secs(10));
     assert_eq!(active_connections(), 0, "and uncounted as they end");
-    eprintln!("{stop:?}: download took {took:?}; table empty {emptied:?} after it ended");
+    eprintln!(
+        "{stop:?} over {family}: download took {took:?}; table empty {emptied:?} after it ended"
+    );
     assert_eq!(
         nstat(&LAB, "fe", "TcpOutRsts"),
         host_resets,
@@ -327,12 +357,22 @@ fn restart_mid_download(test: &str, stop: Stop) {
 
 #[test]
 fn a_frontend_stopped_mid_download_hands_its_flow_to_the_next() {
-    restart_mid_download("restart after SIGTERM", Stop::Term);
+    restart_mid_download("restart after SIGTERM", Stop::Term, Family::V4);
+}
+
+#[test]
+fn a_frontend_stopped_mid_download_hands_its_flow_to_the_next_over_ipv6() {
+    restart_mid_download("restart after SIGTERM", Stop::Term, Family::V6);
 }
 
 #[test]
 fn a_frontend_killed_mid_download_hands_its_flow_to_the_next() {
-    restart_mid_download("restart after SIGKILL", Stop::Kill);
+    restart_mid_download("restart after SIGKILL", Stop::Kill, Family::V4);
+}
+
+#[test]
+fn a_frontend_killed_mid_download_hands_its_flow_to_the_next_over_ipv6() {
+    restart_mid_download("restart after SIGKILL", Stop::Kill, Family::V6);
 }
 
 /// Ten requests from `client`, each on a new connection, spread over the four pools'
@@ -391,9 +431,10 @@ fn second_daemon_refused(node: &str, args: &[&str]) -> String {
 
 #[test]
 fn a_second_daemon_is_refused_and_a_killed_ones_successor_starts() {
-    let Some(mut cluster) =
-        cluster("a_second_daemon_is_refused_and_a_killed_ones_successor_starts")
-    else {
+    let Some(mut cluster) = cluster(
+        "a_second_daemon_is_refused_and_a_killed_ones_successor_starts",
+        Family::V4,
+    ) else {
         return;
     };
     // The example as it is: no `metrics` address, whose bind would refuse a second

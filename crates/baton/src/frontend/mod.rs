@@ -57,8 +57,9 @@
 //! atomically, rewrites the configuration, replaces the nftables table atomically, and
 //! has the protocol core adopt every flow in the table ([`FrontEnd::adopt`]): their
 //! slow-path packets are forwarded, their closes tracked and their entries removed when
-//! they end. It logs `fastpath` with `state=attached` or `state=reattached` and the
-//! flows found and adopted. Connections that were not handed off yet (handshake,
+//! they end, IPv4's and IPv6's alike. It logs `fastpath` with `state=attached` or
+//! `state=reattached` and the flows found (`flows`, of them `flows_ipv6` in the IPv6
+//! table) and adopted. Connections that were not handed off yet (handshake,
 //! request, handoff under way) are lost in a restart; the drain is there to let them
 //! finish first. `baton frontend --config FILE --detach` removes the pins (detaching the
 //! program) and the nftables table, for good: run it with no daemon running.
@@ -412,6 +413,7 @@ pub fn run(config_path: &Path, detach: bool, take_over: bool) -> anyhow::Result<
                                 .display(),
                         ),
                         ("flows", &adoption.found),
+                        ("flows_ipv6", &adoption.found_ipv6),
                         ("adopted", &adoption.adopted),
                         ("refused", &adoption.refused),
                     ],

@@ -98,7 +98,7 @@ mod v6;
 pub use half_open::HalfOpenLookup;
 use half_open::HalfOpenMap;
 use pins::check_pinned_maps;
-pub use pins::{DEFAULT_PIN_DIR, forget_pinned_flows, pinned_flow_count};
+pub use pins::{DEFAULT_PIN_DIR, forget_pinned_flows, pinned_flow_count, pinned_flow_count_v6};
 use sys::{Neighbours, interface_mac};
 use table::{FlowBatch, delete_all, write_close_state};
 pub use v6::FastPathV6;
@@ -267,11 +267,13 @@ impl std::fmt::Display for Start {
     }
 }
 
-/// What [`FastPath::adopt_pinned`] did with the flows it found.
+/// What [`FastPath::adopt_pinned`] did with the flows it found, in both tables.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Adoption {
-    /// Flows in the pinned table.
+    /// Flows in the pinned tables, IPv4's and IPv6's.
     pub found: usize,
+    /// Of those, the IPv6 table's (`flows_v6`).
+    pub found_ipv6: usize,
     /// Adopted by the core.
     pub adopted: usize,
     /// Refused by the core, and removed from the table.
@@ -596,11 +598,12 @@ impl FastPath {
         ))
     }
 
-    /// Hands every flow in the (pinned) table to the core, as a connection handed off by
-    /// a previous daemon; flows the core refuses are removed from the table, so nothing
-    /// is forwarded that no one tracks. Call once, right after [`FastPath::start`] and
-    /// before the first packet. The core tells its dispatcher of each flow it takes, so
-    /// that least-connections and LARD count it as its back-end's.
+    /// Hands every flow in the (pinned) tables, IPv4's and IPv6's, to the core, as a
+    /// connection handed off by a previous daemon; flows the core refuses are removed
+    /// from their table, so nothing is forwarded that no one tracks. Call once, right
+    /// after [`FastPath::start`] and before the first packet. The core tells its
+    /// dispatcher of each flow it takes, so that least-connections and LARD count it as
+    /// its back-end's.
     pub fn adopt_pinned<D: baton_proto::frontend::Dispatch>(
         &mut self,
         fe: &mut FrontEnd<D>,
@@ -631,6 +634,25 @@ impl FastPath {
                 Err(e) => {
                     adoption.refused += 1;
                     let _ = self.flows.remove(&key);
+                    log::warn(
+                        "fastpath_adopt_refused",
+                        &[("client", &flow.client), ("reason", &e)],
+                    );
+                }
+            }
+        }
+        // IPv6's: the activity scan and the removals find an IPv6 flow by its key in its
+        // table, so nothing is kept beside the core's connection (`installed` is IPv4's).
+        let found_ipv6 = self.v6.pinned();
+        adoption.found += found_ipv6.len();
+        adoption.found_ipv6 = found_ipv6.len();
+        for (key, value) in found_ipv6 {
+            let flow = v6::flow_of(&key);
+            match fe.adopt(now, flow, v6::handover_of(&value)) {
+                Ok(()) => adoption.adopted += 1,
+                Err(e) => {
+                    adoption.refused += 1;
+                    self.v6.forget(&key);
                     log::warn(
                         "fastpath_adopt_refused",
                         &[("client", &flow.client), ("reason", &e)],
@@ -1280,7 +1302,8 @@ impl FastPath {
     /// and records in the table every close state the program did not record itself
     /// (it records the client's FIN and RST as it tells of them; a back-end's reset, or
     /// a close the core judged from a segment it forwarded itself, is the daemon's to
-    /// write).
+    /// write), in the IPv6 table too ([`FastPathV6::record_close_states`]; its activity
+    /// is `scan_activity_v6`'s).
     ///
     /// The table is read whole in batches (`BPF_MAP_LOOKUP_BATCH`, a system call per
     /// [`FlowBatch::CHUNK`] flows) rather than with a lookup per flow: at 8,000 new
@@ -1296,6 +1319,8 @@ impl FastPath {
         now: Instant,
         stats: &mut FastPathStats,
     ) {
+        // IPv6's table first, entry by entry (its flows are few, and its own read).
+        self.v6.record_close_states(fe, stats);
         if let Err(e) = self.batch.read_all(&self.flows_data) {
             // Batch reads of hash maps exist since Linux 5.6 (this build needs 6.1), so
             // this is not expected; the next scan tries again.
@@ -1330,8 +1355,9 @@ impl FastPath {
         self.neighbours.refresh(&self.interface);
     }
 
-    /// Writes into the table the close state of every flow whose entry says otherwise
-    /// than the core, for a successor daemon to resume from. Called at exit.
+    /// Writes into the tables (IPv4's and IPv6's) the close state of every flow whose
+    /// entry says otherwise than the core, for a successor daemon to resume from.
+    /// Called at exit.
     ///
     /// Checked against the table itself (batch reads), as the scan does.
     ///
@@ -1343,6 +1369,7 @@ impl FastPath {
         fe: &FrontEnd<D>,
         stats: &mut FastPathStats,
     ) {
+        self.v6.record_close_states(fe, stats);
         if self.batch.read_all(&self.flows_data).is_ok() {
             for (key, value) in self.batch.keys.iter().zip(&self.batch.values) {
                 let flow = flow_of(key);
@@ -1455,7 +1482,9 @@ impl FastPath {
         if !pins.dir().exists() {
             return Ok(None);
         }
-        let flows = pinned_flow_count(pin_dir, interface).unwrap_or(0);
+        // Both tables' (an older build's pins have no IPv6 one).
+        let flows = pinned_flow_count(pin_dir, interface).unwrap_or(0)
+            + pinned_flow_count_v6(pin_dir, interface).unwrap_or(0);
         if let Ok(link) = PinnedLink::from_pin(pins.xdp_link()) {
             // Unpinning and dropping the last descriptor detaches the program.
             drop(link.unpin().context("unpinning the XDP link")?);
@@ -1516,15 +1545,30 @@ fn service_keys(services: &[SocketAddrV4]) -> Vec<FrontendService> {
 
 /// The core's view of a pinned flow.
 fn handover_of(value: &FrontendFlow) -> Handover {
-    let close = value.close_state;
-    Handover {
-        backend: SocketAddrV4::new(
+    handover_from(
+        SocketAddrV4::new(
             Ipv4Addr::from(value.backend_addr_be.to_ne_bytes()),
             u16::from_be_bytes(value.backend_port_be.to_ne_bytes()),
         )
         .into(),
-        client_isn: value.client_isn,
-        client_next: value.client_next,
+        value.client_isn,
+        value.client_next,
+        value.close_state,
+    )
+}
+
+/// The core's view of a pinned flow of either family, from its entry's fields (the IPv4
+/// and IPv6 entries share them but for the back-end's address).
+pub(super) fn handover_from(
+    backend: std::net::SocketAddr,
+    client_isn: u32,
+    client_next: u32,
+    close: u32,
+) -> Handover {
+    Handover {
+        backend,
+        client_isn,
+        client_next,
         // `BACKEND_FIN`, which daemons of older builds wrote, means nothing now: the
         // close waits for the client alone.
         client_fin: close & FrontendFlow::CLIENT_FIN != 0,
@@ -1545,8 +1589,13 @@ fn handover_of(value: &FrontendFlow) -> Handover {
 /// from a segment that reached it another way, is the daemon's to record. An entry of
 /// another connection on the same ports (another client ISN) is not this one's.
 pub(super) fn needs_close_state(value: &FrontendFlow, handover: &Handover) -> bool {
-    value.client_isn == handover.client_isn
-        && value.close_state & !FrontendFlow::AWAITING_ANSWER != handover.close_state()
+    close_state_differs(value.client_isn, value.close_state, handover)
+}
+
+/// [`needs_close_state`] from an entry's client ISN and close state, of either family.
+pub(super) fn close_state_differs(client_isn: u32, close_state: u32, handover: &Handover) -> bool {
+    client_isn == handover.client_isn
+        && close_state & !FrontendFlow::AWAITING_ANSWER != handover.close_state()
 }
 
 fn flow_of(key: &FrontendFlowKey) -> FlowKey {

@@ -27,6 +27,17 @@ pub fn pinned_flow_count(pin_dir: &Path, interface: &str) -> anyhow::Result<usiz
     Ok(flows.keys().filter(Result::is_ok).count())
 }
 
+/// Entries in the pinned IPv6 flow table (`flows_v6`) of `interface` under `pin_dir`, as
+/// [`pinned_flow_count`] for IPv4's.
+pub fn pinned_flow_count_v6(pin_dir: &Path, interface: &str) -> anyhow::Result<usize> {
+    let path = super::v6::flows_pin(&Pins::frontend(pin_dir, interface));
+    let map = MapData::from_pin(&path)
+        .with_context(|| format!("{} not found: no front-end pinned there", path.display()))?;
+    let flows: HashMap<_, FrontendFlowKeyV6, FrontendFlowV6> =
+        HashMap::try_from(Map::HashMap(map))?;
+    Ok(flows.keys().filter(Result::is_ok).count())
+}
+
 /// Removes every flow from the pinned table, as a front-end that never saw them would
 /// be (tests of forwarding by the stamp, docs/design.md, "Stateless forwarding by the
 /// stamp"); how many there were.

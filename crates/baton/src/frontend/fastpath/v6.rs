@@ -6,7 +6,9 @@
 //!
 //! The pins are new: a daemon that finds an older build's pin set (no `flows_v6`) has the
 //! loader make and pin them, and adopts the IPv4 flows as before; the IPv4 maps keep
-//! their layouts. The protocol core does not hand IPv6 connections off yet: this is what
+//! their layouts. A restarted daemon adopts the IPv6 flows it finds as it does the IPv4
+//! ones ([`FastPathV6::pinned`], `FastPath::adopt_pinned`), and keeps their close
+//! states in their entries for the next ([`FastPathV6::record_close_states`]). The protocol core does not hand IPv6 connections off yet: this is what
 //! it will call when it does ([`FastPathV6::install`], [`FastPathV6::remove`],
 //! [`FastPathV6::read_notices`], [`FastPathV6::for_each_forwarded_since_last_scan`]). Until then the IPv6 table holds only what a caller
 //! writes, and the program forwards only those flows.
@@ -23,6 +25,7 @@ use baton_common::frontend::{
     FlowNoticeV6, FrontendFlow, FrontendFlowKeyV6, FrontendFlowV6, FrontendServiceV6,
     frontend_program,
 };
+use baton_proto::frontend::{Dispatch, FlowKey, FrontEnd, Handover};
 
 use crate::pins::Pins;
 
@@ -106,6 +109,33 @@ pub fn key_of(client: SocketAddrV6, service: SocketAddrV6) -> FrontendFlowKeyV6 
     }
 }
 
+/// The core's flow of an IPv6 table key: [`key_of`] read back.
+pub(super) fn flow_of(key: &FrontendFlowKeyV6) -> FlowKey {
+    let end = |addr: [u8; 16], port_be: u16| {
+        SocketAddrV6::new(addr.into(), u16::from_be_bytes(port_be.to_ne_bytes()), 0, 0).into()
+    };
+    FlowKey {
+        client: end(key.client_addr, key.client_port_be),
+        service: end(key.vip_addr, key.vip_port_be),
+    }
+}
+
+/// The core's view of a pinned IPv6 flow, as `super::handover_of` gives an IPv4 one's.
+pub(super) fn handover_of(value: &FrontendFlowV6) -> Handover {
+    super::handover_from(
+        SocketAddrV6::new(
+            value.backend_addr.into(),
+            u16::from_be_bytes(value.backend_port_be.to_ne_bytes()),
+            0,
+            0,
+        )
+        .into(),
+        value.client_isn,
+        value.client_next,
+        value.close_state,
+    )
+}
+
 /// A handed-off IPv6 connection's entry, as [`super::FastPath::install`] writes an IPv4
 /// one: to `backend` (whose MAC the caller resolved), the client's ISN, its next
 /// sequence number, and the front-end's ISN while the flow awaits the back-end's answer.
@@ -181,20 +211,92 @@ impl FastPathV6 {
         awaiting_answer: Option<u32>,
     ) -> anyhow::Result<()> {
         let key = key_of(client, service);
-        let client_next = match self.flows.get(&key, 0) {
-            Ok(seen) if (seen.client_next.wrapping_sub(client_next) as i32) > 0 => seen.client_next,
+        let seen = self
+            .flows
+            .get(&key, 0)
+            .ok()
+            .filter(|seen| seen.client_isn == client_isn);
+        let client_next = match seen {
+            Some(seen) if (seen.client_next.wrapping_sub(client_next) as i32) > 0 => {
+                seen.client_next
+            }
             _ => client_next,
         };
-        let value = flow_value(
+        let mut value = flow_value(
             backend,
             backend_mac,
             client_isn,
             client_next,
             awaiting_answer,
         );
+        // The close the program recorded in the connection's entry (its client's FIN or
+        // RST, told in the same round as the answer, say) stays: a successor adopting the
+        // entry must see it, whether or not this daemon lives to write it back.
+        if let Some(seen) = seen {
+            value.close_state |= seen.close_state & !FrontendFlow::AWAITING_ANSWER;
+        }
         self.flows
             .insert(key, value, 0)
             .with_context(|| format!("writing the IPv6 flow of {client}"))
+    }
+
+    /// Every flow in the (pinned) table, for a starting daemon to adopt: collected
+    /// first, since deleting while walking a BPF hash map restarts the walk.
+    pub fn pinned(&self) -> Vec<(FrontendFlowKeyV6, FrontendFlowV6)> {
+        self.flows.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Takes `key`'s entry out of the table (a flow the core refused to adopt).
+    pub(super) fn forget(&mut self, key: &FrontendFlowKeyV6) {
+        let _ = self.flows.remove(key);
+    }
+
+    /// Writes into the table the close state of every flow whose entry says otherwise
+    /// than the core (`super::close_state_differs`: a back-end's reset, or a close the
+    /// core judged from a segment that reached it in the slow path; the program records
+    /// the client's FIN and RST itself), for a successor daemon to resume from: called
+    /// by the activity scan each second, so that even a killed daemon's successor frees
+    /// a closed flow after its grace period and not at the idle timeout, and at exit.
+    /// Each write follows a fresh lookup and is made only while the entry is still the
+    /// connection's (its client ISN) and exists (`BPF_EXIST`), as IPv4's
+    /// (`super::table::write_close_state` says why).
+    pub fn record_close_states<D: Dispatch>(
+        &mut self,
+        fe: &FrontEnd<D>,
+        stats: &mut super::FastPathStats,
+    ) {
+        let differs = |key: &FrontendFlowKeyV6, value: &FrontendFlowV6| {
+            let handover = fe.handover(&flow_of(key))?;
+            super::close_state_differs(value.client_isn, value.close_state, &handover)
+                .then_some(handover)
+        };
+        // Collected first: few IPv6 flows (the slow path's handoffs), and the walk is
+        // left undisturbed by the writes.
+        let to_write: Vec<(FrontendFlowKeyV6, Handover)> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(key, value)| Some((key, differs(&key, &value)?)))
+            .collect();
+        for (key, handover) in to_write {
+            let Ok(value) = self.flows.get(&key, 0) else {
+                continue;
+            };
+            if !super::close_state_differs(value.client_isn, value.close_state, &handover) {
+                continue;
+            }
+            let value = FrontendFlowV6 {
+                close_state: handover.close_state(),
+                ..value
+            };
+            if self
+                .flows
+                .insert(key, value, super::table::BPF_EXIST)
+                .is_ok()
+            {
+                stats.close_states_recorded += 1;
+            }
+        }
     }
 
     /// The entry of the connection from `client` to `service`, if any.
@@ -281,5 +383,53 @@ mod tests {
         );
         assert_eq!(value.backend_id(), 0xb);
         assert_eq!(flow_value(backend, [0; 6], 7, 8, None).close_state, 0);
+    }
+
+    #[test]
+    fn a_pinned_ipv6_entry_reads_back_as_the_flow_and_handover_written() {
+        let client: SocketAddrV6 = "[2001:2::2]:40000".parse().unwrap();
+        let service: SocketAddrV6 = "[2001:2:0:2::1]:80".parse().unwrap();
+        let flow = flow_of(&key_of(client, service));
+        assert_eq!(flow.client, std::net::SocketAddr::V6(client));
+        assert_eq!(flow.service, std::net::SocketAddr::V6(service));
+        let backend: SocketAddrV6 = "[2001:2:0:1::b]:8080".parse().unwrap();
+        // Taken in awaiting the answer, then the client's FIN recorded by the program:
+        // adopted with the FIN, the wait being the program's alone.
+        let mut value = flow_value(backend, [2, 0, 0, 0, 0, 0xb], 7, 8, Some(9));
+        value.close_state |=
+            FrontendFlow::close_state_noticed(baton_common::frontend::FlowNotice::CLIENT_FIN);
+        let handover = handover_of(&value);
+        assert_eq!(handover.backend, std::net::SocketAddr::V6(backend));
+        assert_eq!((handover.client_isn, handover.client_next), (7, 8));
+        assert!(handover.client_fin);
+        assert_eq!(handover.reset, None);
+        assert_eq!(handover.close_state(), FrontendFlow::CLIENT_FIN);
+        // The entry says what the core says: nothing to write back.
+        assert!(!super::super::close_state_differs(
+            value.client_isn,
+            value.close_state,
+            &handover
+        ));
+        // A back-end's reset the core saw is not in the entry: written back, unless the
+        // entry is another connection's (another client ISN).
+        let reset = Handover {
+            reset: Some(baton_proto::frontend::ResetReason::BackendReset),
+            ..handover
+        };
+        assert!(super::super::close_state_differs(
+            7,
+            value.close_state,
+            &reset
+        ));
+        assert!(!super::super::close_state_differs(
+            70,
+            value.close_state,
+            &reset
+        ));
+        let value = FrontendFlowV6 {
+            close_state: reset.close_state(),
+            ..value
+        };
+        assert_eq!(handover_of(&value).reset, reset.reset);
     }
 }
