@@ -2,10 +2,18 @@
 //! it accepts is an entry of the requested interface with an address of either family.
 //!
 //! The module is included by path because `baton` builds eBPF in its build script; that
-//! is why `neighbours.rs` depends on nothing but `std` and `libc`.
+//! is why `neighbours.rs` depends on nothing but `std`, `libc` and `netlink.rs` (included
+//! beside it, as the `crate::netlink` it names).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../../crates/baton/src/netlink.rs"]
+#[expect(
+    dead_code,
+    reason = "only the message and attribute walks are fuzzed, not the socket"
+)]
+mod netlink;
 
 #[path = "../../crates/baton/src/neighbours.rs"]
 #[expect(

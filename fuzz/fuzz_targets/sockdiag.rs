@@ -2,12 +2,20 @@
 //! is a connection on the requested port.
 //!
 //! The module is included by path because `baton` builds eBPF in its build script; that
-//! is why `sockdiag.rs` depends on nothing but `std` and `libc`.
+//! is why `sockdiag.rs` depends on nothing but `std`, `libc` and `netlink.rs` (included
+//! beside it, as the `crate::netlink` it names).
 #![no_main]
 
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../../crates/baton/src/netlink.rs"]
+#[expect(
+    dead_code,
+    reason = "only the message and attribute walks are fuzzed, not the socket"
+)]
+mod netlink;
 
 #[path = "../../crates/baton/src/backend/sockdiag.rs"]
 #[expect(

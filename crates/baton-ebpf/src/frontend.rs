@@ -390,18 +390,7 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                     XDP_DROP
                 }
             },
-            transmit if transmit & TRANSMIT != 0 => {
-                count(transmit & !TRANSMIT);
-                XDP_TX
-            }
-            drop if drop & DROP != 0 => {
-                count(drop & !DROP);
-                XDP_DROP
-            }
-            pass => {
-                count(pass);
-                XDP_PASS
-            }
+            claimed => act(claimed),
         },
         syn @ (BARE_SYN | SYN_ON_CLOSED_FLOW) => {
             if syn == SYN_ON_CLOSED_FLOW {
@@ -450,6 +439,15 @@ pub fn frontend_forward(ctx: XdpContext) -> u32 {
                 }
             }
         }
+        answer => act(answer),
+    }
+}
+
+/// The XDP action of a coded answer (`TRANSMIT | stat`, `DROP | stat`, or a `stat` to
+/// pass up with), its `stat` counted: how both entry points, IPv4's and IPv6's, end.
+#[inline(always)]
+pub(crate) fn act(answer: u32) -> u32 {
+    match answer {
         transmit if transmit & TRANSMIT != 0 => {
             count(transmit & !TRANSMIT);
             XDP_TX

@@ -29,10 +29,7 @@
 //! (`icmpv6_to_vip`), as IPv4's "fragmentation needed" does.
 
 use aya_ebpf::{
-    bindings::{
-        BPF_RB_NO_WAKEUP,
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    },
+    bindings::{BPF_RB_NO_WAKEUP, xdp_action::XDP_PASS},
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{HashMap, RingBuf},
@@ -65,7 +62,7 @@ use baton_common::{
     translate::ones_complement_add,
 };
 
-use crate::frontend::{DROP, FRONTEND_CONFIG, NOT_OURS, TRANSMIT, bytes_at, count};
+use crate::frontend::{DROP, FRONTEND_CONFIG, NOT_OURS, TRANSMIT, act, bytes_at};
 
 // The IPv6 flow table, the twin of `FRONTEND_FLOWS` (pinned beside it by `baton
 // frontend`, as `FRONTEND_FLOWS_V6`); the daemon writes entries, this program reads them,
@@ -104,18 +101,7 @@ pub fn frontend_forward_v6(ctx: XdpContext) -> u32 {
     };
     match answer {
         NOT_OURS => XDP_PASS,
-        transmit if transmit & TRANSMIT != 0 => {
-            count(transmit & !TRANSMIT);
-            XDP_TX
-        }
-        drop if drop & DROP != 0 => {
-            count(drop & !DROP);
-            XDP_DROP
-        }
-        pass => {
-            count(pass);
-            XDP_PASS
-        }
+        answer => act(answer),
     }
 }
 

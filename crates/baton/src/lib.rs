@@ -16,6 +16,7 @@ pub mod lab;
 pub mod log;
 pub mod metrics;
 pub mod neighbours;
+pub mod netlink;
 pub mod netns;
 pub mod pins;
 pub mod signals;

@@ -3,22 +3,24 @@
 //! `/proc/net/arp` (IPv4 only) cannot. The front-end reads back-ends' MACs from it.
 //!
 //! This module only reads the table; it must never change it (no `RTM_NEWNEIGH`), and it
-//! depends on nothing but `std` and `libc`, because the fuzz crate includes this file by
-//! path to fuzz [`parse_dump`] without building `baton` (as it does `sockdiag.rs`).
+//! depends on nothing but `std`, `libc` and [`crate::netlink`] (the socket, the message
+//! and attribute walks it shares with `backend::sockdiag`), because the fuzz crate
+//! includes these files by path to fuzz [`parse_dump`] without building `baton`.
 //!
 //! The wire layouts mirrored here, as byte offsets rather than Rust structs so that a
 //! reply is only ever read through bounds-checked slices:
-//! - [`struct nlmsghdr`, `struct nlmsgerr`](https://github.com/torvalds/linux/blob/master/include/uapi/linux/netlink.h)
 //! - [`struct ndmsg`, `NDA_*`, `NUD_*`](https://github.com/torvalds/linux/blob/master/include/uapi/linux/neighbour.h)
 //! - [`struct rtattr`, `RTM_*`](https://github.com/torvalds/linux/blob/master/include/uapi/linux/rtnetlink.h)
 //!
-//! Netlink header and `ndmsg` fields are in host byte order; `NDA_DST` holds the address
+//! `ndmsg` fields are in host byte order; `NDA_DST` holds the address
 //! in network byte order.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub use crate::netlink::DumpStatus;
+use crate::netlink::{self, Fault, NLMSG_HDRLEN, read_u16_ne, read_u32_ne};
 
 /// One resolved entry of the neighbour table: an address on the link and its MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,15 +29,6 @@ pub struct Neighbour {
     pub addr: IpAddr,
     /// Its Ethernet address.
     pub mac: [u8; 6],
-}
-
-/// What [`parse_dump`] saw at the end of one received datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DumpStatus {
-    /// The dump continues in a later datagram.
-    More,
-    /// The kernel sent `NLMSG_DONE` (or a bare acknowledgement): the dump is complete.
-    Done,
 }
 
 /// Why a neighbour dump's reply could not be used.
@@ -65,8 +58,6 @@ pub enum NeighbourError {
         /// The datagram's real length.
         len: usize,
     },
-    /// The dump went on for more datagrams than [`MAX_DATAGRAMS`].
-    TooLong,
 }
 
 impl fmt::Display for NeighbourError {
@@ -88,15 +79,23 @@ impl fmt::Display for NeighbourError {
                 f,
                 "neighbour datagram of {len} bytes exceeds the receive buffer"
             ),
-            Self::TooLong => write!(
-                f,
-                "neighbour dump longer than {MAX_DATAGRAMS} datagrams; abandoned"
-            ),
         }
     }
 }
 
 impl std::error::Error for NeighbourError {}
+
+impl From<Fault> for NeighbourError {
+    fn from(fault: Fault) -> Self {
+        match fault {
+            Fault::Truncated { offset } => Self::Truncated { offset },
+            Fault::BadLength { offset, len } => Self::BadLength { offset, len },
+            Fault::Kernel { errno } => Self::Kernel { errno },
+            Fault::UnexpectedType(ty) => Self::UnexpectedType(ty),
+            Fault::DatagramTooLarge { len } => Self::DatagramTooLarge { len },
+        }
+    }
+}
 
 impl From<NeighbourError> for io::Error {
     fn from(err: NeighbourError) -> Self {
@@ -107,45 +106,20 @@ impl From<NeighbourError> for io::Error {
     }
 }
 
-// --- include/uapi/linux/netlink.h -------------------------------------------------------
-
-/// `sizeof(struct nlmsghdr)`: `u32 len, u16 type, u16 flags, u32 seq, u32 pid`.
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_LEN: usize = 0;
-const NLMSG_TYPE: usize = 4;
-const NLMSG_FLAGS: usize = 6;
-const NLMSG_SEQ: usize = 8;
-/// Every netlink message and attribute starts on a 4-byte boundary (`NLMSG_ALIGNTO`,
-/// `RTA_ALIGNTO`).
-const ALIGNTO: usize = 4;
-
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-
-const NLM_F_REQUEST: u16 = 0x01;
-/// `NLM_F_ROOT | NLM_F_MATCH`.
-const NLM_F_DUMP: u16 = 0x300;
-
 // --- include/uapi/linux/rtnetlink.h, neighbour.h ----------------------------------------
 
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
 
 /// `struct ndmsg`: `u8 family, u8 pad1, u16 pad2, s32 ifindex, u16 state, u8 flags,
-/// u8 type`; attributes follow.
+/// u8 type`; attributes (`struct rtattr`) follow.
 const NDM_FAMILY: usize = 0;
 const NDM_IFINDEX: usize = 4;
 const NDM_STATE: usize = 8;
 const NDMSG_LEN: usize = 12;
 
-/// `struct rtattr`: `u16 len, u16 type`, then the value.
-const RTA_HDRLEN: usize = 4;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
-/// The attribute type's low 14 bits; the top two are `NLA_F_NESTED` and
-/// `NLA_F_NET_BYTEORDER`.
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// The states taken: `NUD_VALID` (`NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE |
 /// NUD_PROBE | NUD_STALE | NUD_DELAY`, those with a usable link-layer address) less
@@ -156,11 +130,6 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 /// back-end. `NUD_INCOMPLETE` and `NUD_FAILED` entries carry no address (or a stale one).
 pub const NUD_RESOLVED: u16 = 0x80 | 0x02 | 0x10 | 0x04 | 0x08;
 
-/// Receive buffer size. The kernel sizes each dump datagram from the reader's buffer,
-/// capped at 32 KiB (`netlink_recvmsg`, net/netlink/af_netlink.c), so this holds any
-/// datagram it sends.
-const RECV_BUF_LEN: usize = 32 * 1024;
-
 /// At most this many datagrams in one dump (about 250,000 entries at ~130 bytes each,
 /// far more than `gc_thresh3`'s default of 1,024 per family): a bound on the read, so a
 /// kernel that never says `NLMSG_DONE` cannot keep the daemon's loop here.
@@ -168,54 +137,23 @@ pub const MAX_DATAGRAMS: usize = 1024;
 
 /// How long one `recv` may wait. The kernel answers at once; this only keeps a broken
 /// exchange from hanging the daemon.
-const RECV_TIMEOUT_MS: libc::suseconds_t = 500_000;
+const RECV_TIMEOUT: libc::timeval = libc::timeval {
+    tv_sec: 0,
+    tv_usec: 500_000,
+};
 
 /// An rtnetlink socket with its receive buffer, opened once and asked at each refresh.
 #[derive(Debug)]
 pub struct NeighbourTable {
-    fd: OwnedFd,
-    buf: Vec<u8>,
-    seq: u32,
+    socket: netlink::Socket,
 }
 
 impl NeighbourTable {
     /// Opens the rtnetlink socket in the caller's network namespace. Reading the
     /// neighbour table needs no privilege.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: RECV_TIMEOUT_MS,
-        };
-        // SAFETY: `timeout` is a valid timeval and the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const timeout).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Self {
-            fd,
-            buf: vec![0; RECV_BUF_LEN],
-            seq: 0,
+            socket: netlink::Socket::open(libc::NETLINK_ROUTE, RECV_TIMEOUT, "neighbour dump")?,
         })
     }
 
@@ -223,92 +161,10 @@ impl NeighbourTable {
     /// interface `ifindex` with an Ethernet address. On an error, entries already given
     /// stay given; the caller decides what a partial read is worth.
     pub fn dump(&mut self, ifindex: u32, mut found: impl FnMut(Neighbour)) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        self.send(&dump_request(self.seq))?;
-        for _ in 0..MAX_DATAGRAMS {
-            let len = self.recv()?;
-            let datagram = self
-                .buf
-                .get(..len)
-                .ok_or(NeighbourError::DatagramTooLarge { len })?;
-            if parse_dump(datagram, self.seq, ifindex, &mut found)? == DumpStatus::Done {
-                return Ok(());
-            }
-        }
-        Err(NeighbourError::TooLong.into())
-    }
-
-    fn send(&self, request: &[u8]) -> io::Result<()> {
-        // SAFETY: all-zero is a valid sockaddr_nl; nl_pid 0 addresses the kernel.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        loop {
-            // SAFETY: `request` and `kernel` are valid for the lengths passed.
-            let sent = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    request.as_ptr().cast(),
-                    request.len(),
-                    0,
-                    (&raw const kernel).cast(),
-                    size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            match usize::try_from(sent) {
-                Ok(n) if n == request.len() => return Ok(()),
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "short send of the neighbour dump request",
-                    ));
-                }
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Receives one datagram into `self.buf`, returning its full length, which exceeds
-    /// the buffer if the kernel had to cut it.
-    fn recv(&mut self) -> io::Result<usize> {
-        loop {
-            // SAFETY: `self.buf` is valid for writes of its length. MSG_TRUNC makes
-            // netlink return the datagram's real length, so truncation is detectable.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            match usize::try_from(n) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "empty neighbour datagram",
-                    ));
-                }
-                Ok(n) => return Ok(n),
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    match err.kind() {
-                        io::ErrorKind::Interrupted => {}
-                        io::ErrorKind::WouldBlock => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "kernel did not finish the neighbour dump",
-                            ));
-                        }
-                        _ => return Err(err),
-                    }
-                }
-            }
-        }
+        self.socket
+            .dump(dump_request, Some(MAX_DATAGRAMS), |datagram, seq| {
+                parse_dump(datagram, seq, ifindex, &mut found)
+            })
     }
 }
 
@@ -317,12 +173,8 @@ impl NeighbourTable {
 /// under `NETLINK_GET_STRICT_CHK`, and the reply carries it either way.
 fn dump_request(seq: u32) -> [u8; NLMSG_HDRLEN + NDMSG_LEN] {
     let mut msg = [0; NLMSG_HDRLEN + NDMSG_LEN];
-    msg[NLMSG_LEN..NLMSG_LEN + 4]
-        .copy_from_slice(&((NLMSG_HDRLEN + NDMSG_LEN) as u32).to_ne_bytes());
-    msg[NLMSG_TYPE..NLMSG_TYPE + 2].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    msg[NLMSG_FLAGS..NLMSG_FLAGS + 2].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    msg[NLMSG_SEQ..NLMSG_SEQ + 4].copy_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid 0: the kernel fills in our port id. ndm_family 0: AF_UNSPEC.
+    netlink::write_dump_header(&mut msg, RTM_GETNEIGH, seq);
+    // ndm_family 0: AF_UNSPEC.
     msg
 }
 
@@ -339,59 +191,18 @@ pub fn parse_dump(
     ifindex: u32,
     found: &mut impl FnMut(Neighbour),
 ) -> Result<DumpStatus, NeighbourError> {
-    let mut offset = 0;
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let truncated = NeighbourError::Truncated { offset };
-        let header = rest.get(..NLMSG_HDRLEN).ok_or(truncated)?;
-        let len = read_u32_ne(header, NLMSG_LEN).ok_or(truncated)?;
-        let ty = read_u16_ne(header, NLMSG_TYPE).ok_or(truncated)?;
-        let msg_seq = read_u32_ne(header, NLMSG_SEQ).ok_or(truncated)?;
-        let msg_len = usize::try_from(len).map_err(|_| truncated)?;
-        if msg_len < NLMSG_HDRLEN {
-            return Err(NeighbourError::BadLength { offset, len });
+    netlink::walk(buf, |message| {
+        if message.seq != seq {
+            return Ok(None);
         }
-        let payload = rest.get(NLMSG_HDRLEN..msg_len).ok_or(truncated)?;
-        if msg_seq == seq {
-            match ty {
-                RTM_NEWNEIGH => {
-                    if let Some(neighbour) = parse_ndmsg(payload, ifindex, offset)? {
-                        found(neighbour);
-                    }
-                }
-                NLMSG_DONE => {
-                    // A dump's DONE carries the dump's own status as an int
-                    // (`netlink_dump_done`); older kernels may leave it out.
-                    return match read_i32_ne(payload, 0) {
-                        Some(status) if status < 0 => Err(NeighbourError::Kernel {
-                            errno: status.saturating_neg(),
-                        }),
-                        _ => Ok(DumpStatus::Done),
-                    };
-                }
-                NLMSG_ERROR => {
-                    // `struct nlmsgerr`: int error, then the offending request's header.
-                    let status = read_i32_ne(payload, 0).ok_or(truncated)?;
-                    return match status {
-                        0 => Ok(DumpStatus::Done),
-                        _ => Err(NeighbourError::Kernel {
-                            errno: status.saturating_neg(),
-                        }),
-                    };
-                }
-                NLMSG_NOOP => {}
-                other => return Err(NeighbourError::UnexpectedType(other)),
+        if message.ty == RTM_NEWNEIGH {
+            if let Some(neighbour) = parse_ndmsg(message.payload, ifindex, message.offset)? {
+                found(neighbour);
             }
+            return Ok(None);
         }
-        // The last message of a datagram may lack its alignment padding.
-        let step = msg_len
-            .checked_next_multiple_of(ALIGNTO)
-            .unwrap_or(msg_len)
-            .min(rest.len());
-        rest = rest.get(step..).unwrap_or_default();
-        offset += step;
-    }
-    Ok(DumpStatus::More)
+        Ok(netlink::control(message)?)
+    })
 }
 
 /// Reads one `RTM_NEWNEIGH` payload (`struct ndmsg` and its attributes): the entry, if
@@ -408,22 +219,12 @@ fn parse_ndmsg(
     let state = read_u16_ne(ndmsg, NDM_STATE).ok_or(truncated)?;
     let mut dst = None;
     let mut lladdr = None;
-    let mut attrs = payload.get(NDMSG_LEN..).unwrap_or_default();
-    while !attrs.is_empty() {
-        let len = usize::from(read_u16_ne(attrs, 0).ok_or(truncated)?);
-        let ty = read_u16_ne(attrs, 2).ok_or(truncated)? & NLA_TYPE_MASK;
-        if len < RTA_HDRLEN {
-            return Err(truncated);
-        }
-        let value = attrs.get(RTA_HDRLEN..len).ok_or(truncated)?;
-        match ty {
-            NDA_DST => dst = Some(value),
-            NDA_LLADDR => lladdr = Some(value),
-            _ => {}
-        }
-        let step = len.next_multiple_of(ALIGNTO).min(attrs.len());
-        attrs = attrs.get(step..).unwrap_or_default();
-    }
+    let attrs = payload.get(NDMSG_LEN..).unwrap_or_default();
+    netlink::for_each_attribute(attrs, offset, |ty, value| match ty {
+        NDA_DST => dst = Some(value),
+        NDA_LLADDR => lladdr = Some(value),
+        _ => {}
+    })?;
     if index != ifindex || state & NUD_RESOLVED == 0 {
         return Ok(None);
     }
@@ -447,21 +248,10 @@ fn parse_ndmsg(
     Ok(Some(Neighbour { addr, mac }))
 }
 
-fn read_u16_ne(buf: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn read_u32_ne(buf: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn read_i32_ne(buf: &[u8], at: usize) -> Option<i32> {
-    Some(i32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NLMSG_ERROR, NLMSG_FLAGS, NLMSG_LEN, NLMSG_SEQ, NLMSG_TYPE};
 
     /// The dump's sequence number and the interface, as captured below.
     const SEQ: u32 = 0x6b17_2fe5;
@@ -516,7 +306,6 @@ mod tests {
     fn layout_sizes_match_uapi() {
         assert_eq!(NLMSG_HDRLEN, size_of::<libc::nlmsghdr>());
         assert_eq!(NDMSG_LEN, 12, "sizeof(struct ndmsg)");
-        assert_eq!(RTA_HDRLEN, 4, "sizeof(struct rtattr)");
     }
 
     #[test]

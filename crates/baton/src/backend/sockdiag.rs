@@ -3,23 +3,25 @@
 //! entries (issue 4).
 //!
 //! This module only reads the socket table; it must never change it (no
-//! `SOCK_DESTROY`), and it depends on nothing but `std` and `libc`, because the fuzz
-//! crate includes this file by path to fuzz [`parse_dump`] without building `baton`.
+//! `SOCK_DESTROY`), and it depends on nothing but `std`, `libc` and [`crate::netlink`]
+//! (the socket and the message walk it shares with [`crate::neighbours`]), because the
+//! fuzz crate includes these files by path to fuzz [`parse_dump`] without building
+//! `baton`.
 //!
 //! The wire layouts mirrored here, as byte offsets rather than Rust structs so that a
 //! reply is only ever read through bounds-checked slices:
-//! - [`struct nlmsghdr` and `struct nlmsgerr`](https://github.com/torvalds/linux/blob/master/include/uapi/linux/netlink.h)
 //! - [`struct sock_diag_req`, `SOCK_DIAG_BY_FAMILY`](https://github.com/torvalds/linux/blob/master/include/uapi/linux/sock_diag.h)
 //! - [`struct inet_diag_sockid`, `struct inet_diag_req_v2`, `struct inet_diag_msg`](https://github.com/torvalds/linux/blob/master/include/uapi/linux/inet_diag.h)
 //!
-//! Netlink header fields are in host byte order; the `inet_diag_sockid` ports and
-//! addresses are in network byte order.
+//! The `inet_diag_sockid` ports and addresses are in network byte order.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub use crate::netlink::DumpStatus;
+use crate::netlink::{self, Fault, NLMSG_HDRLEN};
 
 /// One TCP connection as the kernel's socket table names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,15 +32,6 @@ pub struct TcpConnection {
     pub local: SocketAddr,
     /// The peer's end.
     pub remote: SocketAddr,
-}
-
-/// What [`parse_dump`] saw at the end of one received datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DumpStatus {
-    /// The dump continues in a later datagram.
-    More,
-    /// The kernel sent `NLMSG_DONE` (or a bare acknowledgement): the dump is complete.
-    Done,
 }
 
 /// Why a sock_diag reply could not be used.
@@ -106,6 +99,18 @@ impl fmt::Display for DiagError {
 
 impl std::error::Error for DiagError {}
 
+impl From<Fault> for DiagError {
+    fn from(fault: Fault) -> Self {
+        match fault {
+            Fault::Truncated { offset } => Self::Truncated { offset },
+            Fault::BadLength { offset, len } => Self::BadLength { offset, len },
+            Fault::Kernel { errno } => Self::Kernel { errno },
+            Fault::UnexpectedType(ty) => Self::UnexpectedType(ty),
+            Fault::DatagramTooLarge { len } => Self::DatagramTooLarge { len },
+        }
+    }
+}
+
 impl From<DiagError> for io::Error {
     fn from(err: DiagError) -> Self {
         match err {
@@ -118,23 +123,7 @@ impl From<DiagError> for io::Error {
 
 // --- include/uapi/linux/netlink.h -------------------------------------------------------
 
-/// `sizeof(struct nlmsghdr)`: `u32 len, u16 type, u16 flags, u32 seq, u32 pid`.
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_LEN: usize = 0;
-const NLMSG_TYPE: usize = 4;
-const NLMSG_FLAGS: usize = 6;
-const NLMSG_SEQ: usize = 8;
-/// Every netlink message starts on a 4-byte boundary (`NLMSG_ALIGNTO`).
-const NLMSG_ALIGNTO: usize = 4;
-
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-
-const NLM_F_REQUEST: u16 = 0x01;
 const NLM_F_DUMP_INTR: u16 = 0x10;
-/// `NLM_F_ROOT | NLM_F_MATCH`.
-const NLM_F_DUMP: u16 = 0x300;
 
 // --- include/uapi/linux/sock_diag.h -----------------------------------------------------
 
@@ -177,14 +166,12 @@ const ALL_BUT_LISTEN: u32 = !(1 << TCP_LISTEN);
 /// `INET_DIAG_NOCOOKIE`: the request names no particular socket.
 const NOCOOKIE: [u8; 8] = [0xff; 8];
 
-/// Receive buffer size. The kernel sizes each dump datagram from the reader's recent
-/// buffer sizes, capped at 32 KiB (`netlink_recvmsg`, net/netlink/af_netlink.c), so this
-/// holds any datagram it sends us.
-const RECV_BUF_LEN: usize = 32 * 1024;
-
 /// How long one `recv` may wait. The kernel answers at once; this only keeps a broken
 /// exchange from hanging the agent's collector forever.
-const RECV_TIMEOUT_SECS: libc::time_t = 5;
+const RECV_TIMEOUT: libc::timeval = libc::timeval {
+    tv_sec: 5,
+    tv_usec: 0,
+};
 
 /// Every IPv4 TCP connection in the current network namespace whose local port is
 /// `local_port`, in every state except `LISTEN` (so `SYN_RECV` request sockets and
@@ -205,48 +192,14 @@ pub fn tcp_connections(local_port: u16) -> io::Result<HashSet<TcpConnection>> {
 
 /// A sock_diag netlink socket with its receive buffer, for callers that ask repeatedly.
 pub struct SockDiag {
-    fd: OwnedFd,
-    buf: Vec<u8>,
-    seq: u32,
+    socket: netlink::Socket,
 }
 
 impl SockDiag {
     /// Opens the netlink socket in the caller's network namespace. Needs no privilege.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                libc::NETLINK_SOCK_DIAG,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let timeout = libc::timeval {
-            tv_sec: RECV_TIMEOUT_SECS,
-            tv_usec: 0,
-        };
-        // SAFETY: `timeout` is a valid timeval and the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const timeout).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Self {
-            fd,
-            buf: vec![0; RECV_BUF_LEN],
-            seq: 0,
+            socket: netlink::Socket::open(libc::NETLINK_SOCK_DIAG, RECV_TIMEOUT, "sock_diag dump")?,
         })
     }
 
@@ -266,98 +219,19 @@ impl SockDiag {
         }
     }
 
-    /// Runs one `SOCK_DIAG_BY_FAMILY` dump for `family` and collects its replies.
+    /// Runs one `SOCK_DIAG_BY_FAMILY` dump for `family` and collects its replies, as
+    /// many datagrams as the kernel sends (a busy host's socket table has no bound).
     fn dump(
         &mut self,
         family: u8,
         local_port: u16,
         out: &mut HashSet<TcpConnection>,
     ) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        self.send(&dump_request(family, local_port, self.seq))?;
-        loop {
-            let len = self.recv()?;
-            let datagram = self
-                .buf
-                .get(..len)
-                .ok_or(DiagError::DatagramTooLarge { len })?;
-            if parse_dump(datagram, local_port, out)? == DumpStatus::Done {
-                return Ok(());
-            }
-        }
-    }
-
-    fn send(&self, request: &[u8]) -> io::Result<()> {
-        // SAFETY: all-zero is a valid sockaddr_nl; nl_pid 0 addresses the kernel.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        loop {
-            // SAFETY: `request` and `kernel` are valid for the lengths passed.
-            let sent = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    request.as_ptr().cast(),
-                    request.len(),
-                    0,
-                    (&raw const kernel).cast(),
-                    size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            match usize::try_from(sent) {
-                Ok(n) if n == request.len() => return Ok(()),
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "short send of sock_diag request",
-                    ));
-                }
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Receives one datagram into `self.buf`, returning its full length, which exceeds
-    /// the buffer if the kernel had to cut it.
-    fn recv(&mut self) -> io::Result<usize> {
-        loop {
-            // SAFETY: `self.buf` is valid for writes of its length. MSG_TRUNC makes
-            // netlink return the datagram's real length, so truncation is detectable.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            match usize::try_from(n) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "empty sock_diag datagram",
-                    ));
-                }
-                Ok(n) => return Ok(n),
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    match err.kind() {
-                        io::ErrorKind::Interrupted => {}
-                        io::ErrorKind::WouldBlock => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "kernel did not finish the sock_diag dump",
-                            ));
-                        }
-                        _ => return Err(err),
-                    }
-                }
-            }
-        }
+        self.socket.dump(
+            |seq| dump_request(family, local_port, seq),
+            None,
+            |datagram, _seq| parse_dump(datagram, local_port, out),
+        )
     }
 }
 
@@ -369,14 +243,8 @@ impl SockDiag {
 /// only; [`parse_dump`] filters on the port itself.
 fn dump_request(family: u8, local_port: u16, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
     let mut msg = [0; NLMSG_HDRLEN + REQ_LEN];
-    let (header, req) = msg.split_at_mut(NLMSG_HDRLEN);
-    header[NLMSG_LEN..NLMSG_LEN + 4]
-        .copy_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
-    header[NLMSG_TYPE..NLMSG_TYPE + 2].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    header[NLMSG_FLAGS..NLMSG_FLAGS + 2]
-        .copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    header[NLMSG_SEQ..NLMSG_SEQ + 4].copy_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid stays 0: the kernel fills in our port id.
+    netlink::write_dump_header(&mut msg, SOCK_DIAG_BY_FAMILY, seq);
+    let req = &mut msg[NLMSG_HDRLEN..];
     req[REQ_FAMILY] = family;
     req[REQ_PROTOCOL] = libc::IPPROTO_TCP as u8;
     req[REQ_STATES..REQ_STATES + 4].copy_from_slice(&ALL_BUT_LISTEN.to_ne_bytes());
@@ -398,65 +266,20 @@ pub fn parse_dump(
     local_port: u16,
     out: &mut HashSet<TcpConnection>,
 ) -> Result<DumpStatus, DiagError> {
-    let mut offset = 0;
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let header = rest
-            .get(..NLMSG_HDRLEN)
-            .ok_or(DiagError::Truncated { offset })?;
-        let len = read_u32_ne(header, NLMSG_LEN).ok_or(DiagError::Truncated { offset })?;
-        let ty = read_u16_ne(header, NLMSG_TYPE).ok_or(DiagError::Truncated { offset })?;
-        let flags = read_u16_ne(header, NLMSG_FLAGS).ok_or(DiagError::Truncated { offset })?;
-        let msg_len = usize::try_from(len).map_err(|_| DiagError::Truncated { offset })?;
-        if msg_len < NLMSG_HDRLEN {
-            return Err(DiagError::BadLength { offset, len });
-        }
-        let payload = rest
-            .get(NLMSG_HDRLEN..msg_len)
-            .ok_or(DiagError::Truncated { offset })?;
-        if flags & NLM_F_DUMP_INTR != 0 {
+    netlink::walk(buf, |message| {
+        // Checked first, whatever the message: a dump the kernel flags as inconsistent
+        // is never taken as complete.
+        if message.flags & NLM_F_DUMP_INTR != 0 {
             return Err(DiagError::Interrupted);
         }
-        match ty {
-            SOCK_DIAG_BY_FAMILY => {
-                if let Some(conn) = parse_inet_diag_msg(payload, offset, local_port)? {
-                    out.insert(conn);
-                }
+        if message.ty == SOCK_DIAG_BY_FAMILY {
+            if let Some(conn) = parse_inet_diag_msg(message.payload, message.offset, local_port)? {
+                out.insert(conn);
             }
-            NLMSG_DONE => {
-                // A dump's DONE carries the dump's own status as an int
-                // (`netlink_dump_done`); older kernels may leave it out.
-                return match read_i32_ne(payload, 0) {
-                    Some(status) if status < 0 => Err(DiagError::Kernel {
-                        errno: status.saturating_neg(),
-                    }),
-                    _ => Ok(DumpStatus::Done),
-                };
-            }
-            NLMSG_ERROR => {
-                // `struct nlmsgerr`: int error, then the offending request's header.
-                let status = read_i32_ne(payload, 0).ok_or(DiagError::Truncated { offset })?;
-                // Zero is an acknowledgement: nothing else follows it, so waiting for
-                // more would hang.
-                return match status {
-                    0 => Ok(DumpStatus::Done),
-                    _ => Err(DiagError::Kernel {
-                        errno: status.saturating_neg(),
-                    }),
-                };
-            }
-            NLMSG_NOOP => {}
-            other => return Err(DiagError::UnexpectedType(other)),
+            return Ok(None);
         }
-        // The last message of a datagram may lack its alignment padding.
-        let step = msg_len
-            .checked_next_multiple_of(NLMSG_ALIGNTO)
-            .unwrap_or(msg_len)
-            .min(rest.len());
-        rest = rest.get(step..).unwrap_or_default();
-        offset += step;
-    }
-    Ok(DumpStatus::More)
+        Ok(netlink::control(message)?)
+    })
 }
 
 /// Reads one `struct inet_diag_msg`, returning the connection if it is one the caller
@@ -504,20 +327,8 @@ fn ipv4_prefix(addr: [u8; 16]) -> Ipv4Addr {
     Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])
 }
 
-fn read_u16_ne(buf: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
-}
-
 fn read_u16_be(buf: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(buf.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn read_u32_ne(buf: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn read_i32_ne(buf: &[u8], at: usize) -> Option<i32> {
-    Some(i32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
 }
 
 fn read_16(buf: &[u8], at: usize) -> Option<[u8; 16]> {
@@ -527,6 +338,10 @@ fn read_16(buf: &[u8], at: usize) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{
+        NLMSG_DONE, NLMSG_ERROR, NLMSG_FLAGS, NLMSG_LEN, NLMSG_NOOP, NLMSG_TYPE, read_u16_ne,
+        read_u32_ne,
+    };
     use std::net::{SocketAddrV4, TcpListener, TcpStream};
 
     const PORT: u16 = 8080;

@@ -355,18 +355,7 @@ impl PacketIo {
         if let Some(dest) = frame.get(..6) {
             sll.sll_addr[..6].copy_from_slice(dest);
         }
-        // SAFETY: `frame` and `sll` are valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                self.rx.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const sll).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n >= 0 {
+        if send_raw(&self.rx, &sll, frame).is_ok() {
             self.stats.probe_frames_sent += 1;
             true
         } else {
@@ -403,22 +392,7 @@ fn send_v4(tx: &OwnedFd, destination: Ipv4Addr, packet: &[u8]) -> io::Result<()>
     let mut addr: libc::sockaddr_in = unsafe { mem::zeroed() };
     addr.sin_family = libc::AF_INET as libc::sa_family_t;
     addr.sin_addr.s_addr = u32::from_ne_bytes(destination.octets());
-    // SAFETY: `packet` and `addr` are valid for the lengths given.
-    let n = unsafe {
-        libc::sendto(
-            tx.as_raw_fd(),
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (&raw const addr).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if n >= 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    send_raw(tx, &addr, packet)
 }
 
 /// `sendto` of one IPv6 packet on the raw IPv6 socket. The port stays 0: on a raw socket
@@ -428,6 +402,13 @@ fn send_v6(tx: &OwnedFd, destination: Ipv6Addr, packet: &[u8]) -> io::Result<()>
     let mut addr: libc::sockaddr_in6 = unsafe { mem::zeroed() };
     addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
     addr.sin6_addr.s6_addr = destination.octets();
+    send_raw(tx, &addr, packet)
+}
+
+/// `sendto` of one packet (or frame) on a raw socket, to `addr`: the `sockaddr_in`,
+/// `sockaddr_in6` or `sockaddr_ll` of the socket's family, which the kernel reads by
+/// its `sa_family`.
+fn send_raw<A>(tx: &OwnedFd, addr: &A, packet: &[u8]) -> io::Result<()> {
     // SAFETY: `packet` and `addr` are valid for the lengths given.
     let n = unsafe {
         libc::sendto(
@@ -435,8 +416,8 @@ fn send_v6(tx: &OwnedFd, destination: Ipv6Addr, packet: &[u8]) -> io::Result<()>
             packet.as_ptr().cast(),
             packet.len(),
             0,
-            (&raw const addr).cast(),
-            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            (addr as *const A).cast(),
+            mem::size_of::<A>() as libc::socklen_t,
         )
     };
     if n >= 0 {
@@ -609,19 +590,7 @@ fn open_capture(
 }
 
 fn open_raw_ipv4() -> anyhow::Result<OwnedFd> {
-    // SAFETY: plain socket(2).
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error()).context("socket(AF_INET, SOCK_RAW)");
-    }
-    // SAFETY: `fd` is a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = open_raw(libc::AF_INET).context("socket(AF_INET, SOCK_RAW)")?;
     // IPPROTO_RAW implies it (raw(7)); said explicitly, since the packets' source
     // addresses must go out as built.
     setsockopt(
@@ -636,23 +605,28 @@ fn open_raw_ipv4() -> anyhow::Result<OwnedFd> {
 }
 
 fn open_raw_ipv6() -> anyhow::Result<OwnedFd> {
+    let fd = open_raw(libc::AF_INET6).context("socket(AF_INET6, SOCK_RAW)")?;
+    // IPPROTO_RAW implies the header is included (`inet6_create`); there is no
+    // IPV6_HDRINCL to say so on the kernels older than 4.5 this would otherwise refuse.
+    grow_buffer(fd.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF).context("SO_SNDBUF")?;
+    Ok(fd)
+}
+
+/// A non-blocking `IPPROTO_RAW` socket of `family`, for sending packets built whole.
+fn open_raw(family: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2).
     let fd = unsafe {
         libc::socket(
-            libc::AF_INET6,
+            family,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             libc::IPPROTO_RAW,
         )
     };
     if fd < 0 {
-        return Err(io::Error::last_os_error()).context("socket(AF_INET6, SOCK_RAW)");
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // IPPROTO_RAW implies the header is included (`inet6_create`); there is no
-    // IPV6_HDRINCL to say so on the kernels older than 4.5 this would otherwise refuse.
-    grow_buffer(fd.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF).context("SO_SNDBUF")?;
-    Ok(fd)
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 // Classic BPF (linux/filter.h): opcode classes and modes used below.

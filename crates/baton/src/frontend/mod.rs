@@ -1174,20 +1174,9 @@ fn on_event(
             // Taken in awaiting the answer: XDP forwards nothing of the flow until a
             // client segment acknowledges data only the back-end can have sent. An IPv6
             // flow goes to the program's IPv6 table.
-            if let Some(path) = fast.path.as_deref_mut()
-                && h.flow.client.is_ipv6()
-            {
-                path.install_v6(
-                    now,
-                    h.flow,
-                    h.backend,
-                    h.client_isn,
-                    h.client_next,
-                    Some(h.isn_f),
-                    fast.stats,
-                );
-            } else if let Some(path) = fast.path.as_deref_mut() {
-                path.install(
+            if let Some(path) = fast.path.as_deref_mut() {
+                install_flow(
+                    path,
                     now,
                     h.flow,
                     h.backend,
@@ -1242,6 +1231,44 @@ fn on_event(
 }
 
 /// Takes `flow`'s entry out of the fast path's table of its family.
+/// [`FastPath::install`] or [`FastPath::install_v6`], by `flow`'s family.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the flow's handoff terms, each needed, as FastPath::install's"
+)]
+fn install_flow(
+    path: &mut FastPath,
+    now: Instant,
+    flow: baton_proto::frontend::FlowKey,
+    backend: baton_proto::frontend::Backend,
+    client_isn: u32,
+    client_next: u32,
+    awaiting_answer: Option<u32>,
+    stats: &mut FastPathStats,
+) {
+    if flow.client.is_ipv6() {
+        path.install_v6(
+            now,
+            flow,
+            backend,
+            client_isn,
+            client_next,
+            awaiting_answer,
+            stats,
+        );
+    } else {
+        path.install(
+            now,
+            flow,
+            backend,
+            client_isn,
+            client_next,
+            awaiting_answer,
+            stats,
+        );
+    }
+}
+
 fn remove_flow(
     path: &mut FastPath,
     flow: &baton_proto::frontend::FlowKey,
@@ -1275,26 +1302,17 @@ fn on_handed_off(
     } = handoff;
     *ops.book.handoffs.entry(backend).or_default() += 1;
     if let Some(path) = fast.path.as_deref_mut() {
-        if flow.client.is_ipv6() {
-            // The IPv6 table's entry, taken in awaiting the answer or not: written
-            // again without the wait (`FastPathV6::install` keeps the program's
-            // later `client_next`).
-            path.install_v6(
-                now,
-                flow,
-                backend,
-                client_isn,
-                client_next,
-                None,
-                fast.stats,
-            );
-        } else if confirmed_by_fast_path && path.is_installed(&flow) {
+        if confirmed_by_fast_path && !flow.client.is_ipv6() && path.is_installed(&flow) {
             // The program saw the answer and cleared its entry's wait itself: the entry
             // taken in with the request already forwards, and rewriting it would cost
             // a read and a write (the read to keep the program's `client_next`).
             fast.stats.confirmed_in_place += 1;
         } else {
-            path.install(
+            // An IPv6 entry, taken in awaiting the answer or not, is always written
+            // again without the wait (`FastPathV6::install` keeps the program's later
+            // `client_next`).
+            install_flow(
+                path,
                 now,
                 flow,
                 backend,

@@ -16,8 +16,7 @@ use std::net::{SocketAddr, SocketAddrV6};
 use baton_common::frontend::{FlowNoticeV6, FrontendFlowKeyV6};
 use baton_proto::frontend::{Backend, FlowKey, FrontEnd, Instant};
 
-use super::{FastPath, FastPathStats, NEWS_BATCH};
-use crate::frontend::log;
+use super::{FastPath, FastPathStats, NEWS_BATCH, count_install};
 
 /// Both ends of an IPv6 flow, or `None` for one of another family.
 fn v6_ends(flow: &FlowKey) -> Option<(SocketAddrV6, SocketAddrV6)> {
@@ -75,16 +74,11 @@ impl FastPath {
         let (Some((client, service)), SocketAddr::V6(backend)) = (v6_ends(&flow), backend) else {
             return;
         };
-        let Some(mac) = self.neighbours.lookup(now, *backend.ip(), &self.interface) else {
-            stats.no_neighbour += 1;
-            log::warn(
-                "fastpath_no_neighbour",
-                &[("client", &flow.client), ("backend", &backend)],
-            );
+        let Some(mac) = self.backend_mac(now, &flow, backend.into(), stats) else {
             return;
         };
         let fresh = self.v6.flow(client, service).is_none();
-        match self.v6.install(
+        let written = self.v6.install(
             client,
             service,
             backend,
@@ -92,23 +86,8 @@ impl FastPath {
             client_isn,
             client_next,
             awaiting_answer,
-        ) {
-            Ok(()) => {
-                if fresh {
-                    stats.flows_installed += 1;
-                }
-                if awaiting_answer.is_some() {
-                    stats.flows_awaiting_answer += 1;
-                }
-            }
-            Err(e) => {
-                stats.install_failed += 1;
-                log::warn(
-                    "fastpath_install_failed",
-                    &[("client", &flow.client), ("error", &format!("{e:#}"))],
-                );
-            }
-        }
+        );
+        count_install(written, || fresh, awaiting_answer, &flow, stats);
     }
 
     /// [`FastPath::remove`] of an IPv6 flow: its entry goes at once (one system call; the

@@ -704,12 +704,7 @@ impl FastPath {
             stats.flows_awaiting_answer += 1;
             return;
         }
-        let Some(mac) = self.neighbours.lookup(now, *backend.ip(), &self.interface) else {
-            stats.no_neighbour += 1;
-            log::warn(
-                "fastpath_no_neighbour",
-                &[("client", &flow.client), ("backend", &backend)],
-            );
+        let Some(mac) = self.backend_mac(now, &flow, backend.into(), stats) else {
             return;
         };
         let value = FrontendFlow {
@@ -728,35 +723,42 @@ impl FastPath {
             last_seen_ns: 0,
         };
         self.keep(&key_of(&flow), stats);
-        match self.flows.insert(key_of(&flow), value, 0) {
-            Ok(()) => {
-                // A flow taken in awaiting its answer is updated, not inserted, when the
-                // handoff completes.
-                let inserted = self
-                    .installed
-                    .insert(
-                        flow,
-                        Installed {
-                            client_isn,
-                            noted: 0,
-                        },
-                    )
-                    .is_none();
-                if inserted {
-                    stats.flows_installed += 1;
-                }
-                if awaiting_answer.is_some() {
-                    stats.flows_awaiting_answer += 1;
-                }
-            }
-            Err(e) => {
-                stats.install_failed += 1;
-                log::warn(
-                    "fastpath_install_failed",
-                    &[("client", &flow.client), ("error", &e)],
-                );
-            }
+        let written = self.flows.insert(key_of(&flow), value, 0);
+        let fresh = || {
+            // A flow taken in awaiting its answer is updated, not inserted, when the
+            // handoff completes.
+            self.installed
+                .insert(
+                    flow,
+                    Installed {
+                        client_isn,
+                        noted: 0,
+                    },
+                )
+                .is_none()
+        };
+        count_install(written, fresh, awaiting_answer, &flow, stats);
+    }
+
+    /// The MAC of `flow`'s `backend` (either family) from the neighbour table, or `None`,
+    /// counted and told, if the kernel has none: the flow stays on the slow path, whose
+    /// packets the kernel routes (and resolves) itself.
+    fn backend_mac(
+        &mut self,
+        now: Instant,
+        flow: &FlowKey,
+        backend: std::net::SocketAddr,
+        stats: &mut FastPathStats,
+    ) -> Option<[u8; 6]> {
+        let mac = self.neighbours.lookup(now, backend.ip(), &self.interface);
+        if mac.is_none() {
+            stats.no_neighbour += 1;
+            log::warn(
+                "fastpath_no_neighbour",
+                &[("client", &flow.client), ("backend", &backend)],
+            );
         }
+        mac
     }
 
     /// The IPv6 flow table and its notices, for the core's IPv6 handoffs.
@@ -1693,6 +1695,36 @@ pub(crate) fn ipv4_octets(ip: std::net::IpAddr) -> [u8; 4] {
     match ip {
         std::net::IpAddr::V4(ip) => ip.octets(),
         std::net::IpAddr::V6(_) => [0; 4],
+    }
+}
+
+/// Counts an install's write to either family's flow table (`written`): on success a
+/// flow installed if `fresh` says the daemon had no entry for it before, and one awaiting
+/// its answer with `awaiting_answer`; on failure, counted and told, the flow stays on the
+/// slow path.
+fn count_install<E: std::fmt::Display>(
+    written: Result<(), E>,
+    fresh: impl FnOnce() -> bool,
+    awaiting_answer: Option<u32>,
+    flow: &FlowKey,
+    stats: &mut FastPathStats,
+) {
+    match written {
+        Ok(()) => {
+            if fresh() {
+                stats.flows_installed += 1;
+            }
+            if awaiting_answer.is_some() {
+                stats.flows_awaiting_answer += 1;
+            }
+        }
+        Err(e) => {
+            stats.install_failed += 1;
+            log::warn(
+                "fastpath_install_failed",
+                &[("client", &flow.client), ("error", &format!("{e:#}"))],
+            );
+        }
     }
 }
 
