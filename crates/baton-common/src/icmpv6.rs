@@ -624,6 +624,17 @@ mod tests {
                 let (error, seg) = parse_icmpv6(&out).unwrap().unwrap();
                 assert!(error.quotes_its_destination());
                 assert_eq!(seg.vip, backend);
+                // The back-end's key of the flow: the client's end, and its own.
+                let (_, quoted) = parse_icmpv6(&packet).unwrap().unwrap();
+                assert_eq!(
+                    quoted.backend_flow_key(backend),
+                    BackendFlowKeyV6 {
+                        client_addr: CLIENT,
+                        backend_addr: BACKEND,
+                        client_port_be: u16::from_ne_bytes(40_000u16.to_be_bytes()),
+                        backend_port_be: u16::from_ne_bytes(8080u16.to_be_bytes()),
+                    }
+                );
                 assert_eq!(seg.seq, server_seq);
                 assert_eq!(
                     seg.client,
