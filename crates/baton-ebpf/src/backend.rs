@@ -23,7 +23,9 @@
 //!   about a response segment, sent to the VIP) goes from the ingress by tail call to
 //!   `backend_icmp`, which puts its quote back in the server's terms (source, sequence
 //!   number, checksums), so that the kernel lowers its path MTU towards the client
-//!   (docs/design.md, "ICMP errors and path MTU").
+//!   (docs/design.md, "ICMP errors and path MTU"). Its IPv6 twin: an ICMPv6 "packet too
+//!   big" goes from `backend_ingress_v6` by tail call to `backend_icmp_v6`, which does
+//!   the same with `quote_to_backend_v6`.
 //! - probes: a front-end's probe (`baton_common::claim`, EtherType 0x88B5) goes by the
 //!   same tail call to `backend_icmp`, which claims a flow this module holds (the frame
 //!   sent back to the prober as 0x88B6 with the flow's stamp) and drops every other
