@@ -853,19 +853,22 @@ pub mod stat {
     /// `OUT_SYN_ACK_TO_FRONTEND`), the proof that the server has the request and its
     /// call for the client's ACK, which the front-end sends.
     pub const OUT_SYN_ACK_REPEAT_TO_FRONTEND: u32 = 25;
-    /// An ICMP "fragmentation needed" the front-end forwarded for a handed-off flow, its
-    /// quote rewritten into the server's terms (`crate::icmp::quote_to_backend_v4`) and
+    /// An ICMP "fragmentation needed" (or ICMPv6 "packet too big") the front-end
+    /// forwarded for a handed-off flow, its quote rewritten into the server's terms
+    /// (`crate::icmp::quote_to_backend_v4`, `crate::icmpv6::quote_to_backend_v6`) and
     /// passed up: the kernel lowers the path MTU towards the client.
     pub const IN_ICMP_TRANSLATED: u32 = 26;
-    /// An ICMP "fragmentation needed" quoting a segment from the VIP of no flow in the
-    /// table (or one still awaiting its SYN/ACK'): passed untouched; the kernel finds no
-    /// socket for a quote from the VIP and drops it.
+    /// An ICMP "fragmentation needed" (or ICMPv6 "packet too big") quoting a segment
+    /// from the VIP of no flow in the table (or one still awaiting its SYN/ACK'): passed
+    /// untouched; the kernel finds no socket for a quote from the VIP and drops it.
     pub const IN_ICMP_NOT_HANDED_OFF: u32 = 27;
-    /// An ICMP "fragmentation needed" whose quote is malformed or unreadable: passed
-    /// untouched, for the kernel to judge as it would without the module.
+    /// An ICMP "fragmentation needed" (or ICMPv6 "packet too big") whose quote is
+    /// malformed or unreadable: passed untouched, for the kernel to judge as it would
+    /// without the module.
     pub const IN_ICMP_MALFORMED: u32 = 28;
     /// An ICMP error the ingress could not hand to its ICMP program (the slot
-    /// [`super::ingress_program::ICMP`] empty): passed untouched, untranslated.
+    /// [`super::ingress_program::ICMP`], or [`super::ipv6_program::ICMP`] for an ICMPv6
+    /// "packet too big", empty): passed untouched, untranslated.
     pub const IN_ICMP_UNCHECKED: u32 = 29;
     /// An absorbed SYN/ACK' of which the egress made the client's ACK and fed it to the
     /// ingress, completing the server's handshake
@@ -991,7 +994,11 @@ pub mod ipv6_program {
     pub const SYN: u32 = 1;
     /// `backend_egress_v6`: an IPv6 frame on egress, from `backend_egress`.
     pub const EGRESS: u32 = 2;
-    /// Slots in the map, with room for the IPv6 programs later builds add (ICMPv6, the
+    /// `backend_icmp_v6`: an ICMPv6 "packet too big" right after the fixed header, from
+    /// `backend_ingress_v6` (`crate::icmpv6`). Rewrites its quote into the server's
+    /// terms, as [`super::ingress_program::ICMP`]'s program does ICMPv4's.
+    pub const ICMP: u32 = 3;
+    /// Slots in the map, with room for the IPv6 programs later builds add (the
     /// handshake completed here).
     pub const SLOTS: u32 = 8;
 }

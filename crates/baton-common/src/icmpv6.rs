@@ -24,6 +24,7 @@
 //! ICMPv6 checksum alone.
 
 use crate::{
+    backend::BackendFlowKeyV6,
     icmp::{Endpoint, QUOTED_TCP_LEN, QuotedSegment, QuotedTcp},
     ipv6::{
         EXTENSION_PEEK_LEN, IP6_DADDR, IP6_NEXT_HEADER, IP6_SADDR, IPV6_ALEN, IPV6_HLEN,
@@ -211,6 +212,22 @@ pub const fn quoted_segment_v6(
             tcp[TCP_SEQ + 2],
             tcp[TCP_SEQ + 3],
         ]),
+    }
+}
+
+impl QuotedSegment<Ipv6Address> {
+    /// The back-end's IPv6 flow key of the connection (`BACKEND_FLOWS_V6`), as IPv4's
+    /// `backend_flow_key` gives the IPv4 one: `backend` is the back-end's own
+    /// address (the forwarded error's destination, which the front-end set as it does a
+    /// client segment's) and the port its server listens on.
+    #[inline(always)]
+    pub const fn backend_flow_key(&self, backend: Endpoint<Ipv6Address>) -> BackendFlowKeyV6 {
+        BackendFlowKeyV6 {
+            client_addr: self.client.addr,
+            backend_addr: backend.addr,
+            client_port_be: u16::from_ne_bytes(self.client.port.to_be_bytes()),
+            backend_port_be: u16::from_ne_bytes(backend.port.to_be_bytes()),
+        }
     }
 }
 
@@ -607,6 +624,17 @@ mod tests {
                 let (error, seg) = parse_icmpv6(&out).unwrap().unwrap();
                 assert!(error.quotes_its_destination());
                 assert_eq!(seg.vip, backend);
+                // The back-end's key of the flow: the client's end, and its own.
+                let (_, quoted) = parse_icmpv6(&packet).unwrap().unwrap();
+                assert_eq!(
+                    quoted.backend_flow_key(backend),
+                    BackendFlowKeyV6 {
+                        client_addr: CLIENT,
+                        backend_addr: BACKEND,
+                        client_port_be: u16::from_ne_bytes(40_000u16.to_be_bytes()),
+                        backend_port_be: u16::from_ne_bytes(8080u16.to_be_bytes()),
+                    }
+                );
                 assert_eq!(seg.seq, server_seq);
                 assert_eq!(
                     seg.client,

@@ -23,7 +23,9 @@
 //!   about a response segment, sent to the VIP) goes from the ingress by tail call to
 //!   `backend_icmp`, which puts its quote back in the server's terms (source, sequence
 //!   number, checksums), so that the kernel lowers its path MTU towards the client
-//!   (docs/design.md, "ICMP errors and path MTU").
+//!   (docs/design.md, "ICMP errors and path MTU"). Its IPv6 twin: an ICMPv6 "packet too
+//!   big" goes from `backend_ingress_v6` by tail call to `backend_icmp_v6`, which does
+//!   the same with `quote_to_backend_v6`.
 //! - probes: a front-end's probe (`baton_common::claim`, EtherType 0x88B5) goes by the
 //!   same tail call to `backend_icmp`, which claims a flow this module holds (the frame
 //!   sent back to the prober as 0x88B6 with the flow's stamp) and drops every other
@@ -67,9 +69,15 @@ use baton_common::{
         QUOTED_IP, QUOTED_TCP_LEN, QuoteRewriteV4, QuotedTcp, is_frag_needed, parse_icmpv4_head,
         quote_to_backend_v4, quoted_segment_v4,
     },
+    icmpv6::{
+        ICMPV6_CHECK, ICMPV6_HEAD_LEN, ICMPV6_PACKET_TOO_BIG, ICMPV6_TYPE, Icmpv6Head,
+        Icmpv6Message, QUOTED_IPV6, QuoteRewriteV6, parse_packet_too_big, quote_to_backend_v6,
+        quoted_segment_v6,
+    },
     ipv6::{
-        ETH_IPV6_LEN, ETH_P_IPV6, FRAGMENT_HLEN, IP6_DADDR, IP6_PAYLOAD_LEN, IP6_SADDR, IPV6_HLEN,
-        Ipv6Header, Ipv6Payload, ipv6_upper_layer,
+        ETH_IPV6_LEN, ETH_P_IPV6, EXTENSION_PEEK_LEN, FRAGMENT_HLEN, IP6_DADDR, IP6_NEXT_HEADER,
+        IP6_PAYLOAD_LEN, IP6_SADDR, IPV6_HLEN, Ipv6Address, Ipv6Header, Ipv6Payload,
+        ipv6_upper_layer, next_header,
     },
     layout::{
         ETH_ALEN, ETH_DEST, ETH_HLEN, ETH_IPV4_LEN, ETH_PROTO, ETH_SOURCE, EthIpv4, IP_CHECK,
@@ -116,6 +124,19 @@ static BACKEND_V6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(ipv6_p
 
 #[map]
 static BACKEND_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// The frame's first bytes as `backend_icmp_v6` reads them: Ethernet, the fixed IPv6
+/// header, the ICMPv6 header and the quoted fixed header.
+const ICMPV6_FRAME_HEAD_LEN: usize = ETH_IPV6_LEN + ICMPV6_HEAD_LEN;
+
+/// `backend_icmp_v6`'s copy of the frame's first [`ICMPV6_FRAME_HEAD_LEN`] bytes, loaded
+/// here in one helper call rather than onto the stack, as Cilium and Katran keep large
+/// per-packet state: with them on the stack the program needed all of its 512 bytes
+/// (LLVM refused it at 520). Per CPU, so a program run has it to itself (tc programs run
+/// with preemption off); not pinned: it holds nothing between runs.
+#[map]
+static ICMPV6_SCRATCH: PerCpuArray<[u8; ICMPV6_FRAME_HEAD_LEN]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// The programs the ingress tail-calls, by [`ingress_program`] slot. The agent pins it
 /// and fills it before it attaches the ingress; a prog array is emptied by the kernel
@@ -182,6 +203,14 @@ pub fn backend_syn_v6(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn backend_egress_v6(ctx: TcContext) -> i32 {
     finish(egress_v6(&ctx))
+}
+
+/// The ICMPv6 "packet too big" path, reached only by tail call from
+/// `backend_ingress_v6` ([`ipv6_program::ICMP`]): `backend_icmp`'s twin, a program of
+/// its own so that neither the IPv6 ingress's budget nor its stack is spent on it.
+#[classifier]
+pub fn backend_icmp_v6(ctx: TcContext) -> i32 {
+    finish(icmpv6_error(&ctx))
 }
 
 #[inline(always)]
@@ -676,11 +705,153 @@ fn ingress(ctx: &TcContext) -> Option<Verdict> {
 fn ingress_v6(ctx: &TcContext) -> Option<Verdict> {
     let config = config()?;
     V6::vip(&config)?;
-    let seg = match parse_v6(ctx)? {
-        Ok(seg) => seg,
-        Err(()) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
+    let seg = match parse_v6(ctx) {
+        Some(Ok(seg)) => seg,
+        Some(Err(())) => return Some(Verdict::Pass(stat::IN_MALFORMED)),
+        // Not TCP: only a "packet too big" is looked at further, as IPv4's ICMP is.
+        None => return icmpv6_error_in(ctx),
     };
     ingress_segment::<V6>(ctx, &config, &seg)
+}
+
+/// An ICMPv6 "packet too big" right after the fixed header goes on in `backend_icmp_v6`
+/// by tail call ([`ipv6_program::ICMP`]); other ICMPv6 (neighbour discovery, echo), and
+/// ICMPv6 behind extension headers, is not ours: a router's error carries none, and the
+/// front-end forwards no other (`frontend_forward_v6`). With the slot empty the error
+/// passes untouched, counted, as IPv4's does ([`icmp_error_in`]). Inlined: the kernel
+/// allows a tail call only from a function returning `int`.
+#[inline(always)]
+fn icmpv6_error_in(ctx: &TcContext) -> Option<Verdict> {
+    let next: [u8; 1] = ctx.load(ETH_HLEN + IP6_NEXT_HEADER).ok()?;
+    if next[0] != next_header::ICMPV6 {
+        return None;
+    }
+    let kind: [u8; 1] = ctx.load(ETH_IPV6_LEN + ICMPV6_TYPE).ok()?;
+    if kind[0] != ICMPV6_PACKET_TOO_BIG {
+        return None;
+    }
+    // SAFETY: the context is the one the kernel passed this program, as the helper
+    // needs; nothing here runs after a successful call.
+    unsafe { BACKEND_V6_PROGRAMS.tail_call(ctx, ipv6_program::ICMP) };
+    Some(Verdict::Pass(stat::IN_ICMP_UNCHECKED))
+}
+
+/// `backend_icmp_v6`: an ICMPv6 "packet too big" the front-end forwarded for a
+/// handed-off IPv6 flow, `icmp_error`'s twin (docs/design.md, "ICMP errors and path
+/// MTU"), read again with the shared view (`baton_common::icmpv6`). The quote names the
+/// segment as the client's path saw it (from VIP6, in the front-end's sequence space);
+/// Linux's `tcp_v6_err` looks the socket up by the quoted addresses and ports and drops
+/// an error whose quoted sequence number is not within `snd_una..snd_nxt`, so the quote
+/// is put back into the terms of the segment the server sent (`quote_to_backend_v6`:
+/// source address and port, sequence number, and the ICMPv6 checksum, the only one: IPv6
+/// has no header checksum). The kernel then lowers the route's MTU towards the client.
+/// An error about no handed-off flow passes untouched (one from VIP6 finds no socket),
+/// counted; so does a malformed one; one about the server's own traffic is not ours.
+///
+/// Only ICMPv6 right after the fixed header, at constant offsets (what
+/// `icmpv6_error_in` hands over): no outer walk, and nothing copied that a pointer into
+/// its map can give (the configuration, the flow's translation), which keeps the stack
+/// within the verifier's 512 bytes where a copy of `icmp_error` with the outer walk did
+/// not fit.
+fn icmpv6_error(ctx: &TcContext) -> Option<Verdict> {
+    let config = config_in_map()?;
+    // Where it lies in its map, not copied (see below).
+    let v6 = BACKEND_CONFIG_V6.get(0)?;
+    if v6.flags & BackendConfigV6::ENABLED == 0 {
+        return None;
+    }
+    let scratch = ICMPV6_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU slot holds `ICMPV6_FRAME_HEAD_LEN` bytes; the kernel checks
+    // the packet side. The slot is this run's alone (see `ICMPV6_SCRATCH`).
+    let loaded = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            ETH_DEST as u32,
+            scratch.cast(),
+            ICMPV6_FRAME_HEAD_LEN as u32,
+        )
+    };
+    if loaded != 0 {
+        // Shorter than a "packet too big" quoting anything: not ours unless it is one.
+        let kind: [u8; 1] = ctx.load(ETH_IPV6_LEN + ICMPV6_TYPE).ok()?;
+        return (kind[0] == ICMPV6_PACKET_TOO_BIG)
+            .then_some(Verdict::Pass(stat::IN_ICMP_MALFORMED));
+    }
+    // SAFETY: as above; read in place, never copied.
+    let frame: &[u8; ICMPV6_FRAME_HEAD_LEN] = unsafe { &*scratch };
+    let (l3, head) = frame.split_first_chunk::<ETH_IPV6_LEN>()?;
+    let head: &Icmpv6Head = head.first_chunk()?;
+    if [l3[ETH_PROTO], l3[ETH_PROTO + 1]] != ETH_P_IPV6
+        || l3[ETH_HLEN + IP6_NEXT_HEADER] != next_header::ICMPV6
+    {
+        return None;
+    }
+    // The message's length: the payload length, within the frame.
+    let payload = u16::from_be_bytes([
+        l3[ETH_HLEN + IP6_PAYLOAD_LEN],
+        l3[ETH_HLEN + IP6_PAYLOAD_LEN + 1],
+    ]);
+    let available = usize::from(payload).min((ctx.len() as usize).saturating_sub(ETH_IPV6_LEN));
+    let destination: Ipv6Address = *l3[ETH_HLEN + IP6_DADDR..].first_chunk()?;
+    let read = |at: usize| ctx.load::<[u8; EXTENSION_PEEK_LEN]>(ETH_IPV6_LEN + at).ok();
+    let error = match parse_packet_too_big(head, destination, available, read) {
+        Ok(Icmpv6Message::PacketTooBig(error)) => error,
+        Ok(Icmpv6Message::Other) => return None,
+        Err(_) => return Some(Verdict::Pass(stat::IN_ICMP_MALFORMED)),
+    };
+    // Within the frame (the view checked it against `available`); one range on every
+    // path of the quote's walk for the verifier, as in `parse_v6`.
+    let quoted_tcp = (ETH_IPV6_LEN + opaque(ctx, error.quoted_tcp)) & IPV6_TCP_MASK;
+    let Ok(tcp) = ctx.load::<QuotedTcp>(quoted_tcp) else {
+        return Some(Verdict::Pass(stat::IN_ICMP_MALFORMED));
+    };
+    let quote = quoted_segment_v6(&error, &tcp);
+    // About a segment from another address or port (the server's own direct clients):
+    // not ours.
+    if quote.vip.addr != v6.vip_addr
+        || u16::from_ne_bytes(quote.vip.port.to_be_bytes()) != config.vip_port_be
+    {
+        return None;
+    }
+    // The front-end sent the error on to this host's address, as a client segment.
+    let backend = Endpoint {
+        addr: error.destination,
+        port: u16::from_be_bytes(config.service_port_be.to_ne_bytes()),
+    };
+    let Some(flow) = BACKEND_FLOWS_V6.get_ptr(quote.backend_flow_key(backend)) else {
+        return Some(Verdict::Pass(stat::IN_ICMP_NOT_HANDED_OFF));
+    };
+    // SAFETY: a map value pointer, valid for this program run; read in place.
+    let translation = unsafe { &(*flow).translation };
+    if translation.is_awaiting_syn_ack() {
+        // The server has sent the client nothing yet: nothing to translate with.
+        return Some(Verdict::Pass(stat::IN_ICMP_NOT_HANDED_OFF));
+    }
+    let r = quote_to_backend_v6(head, &tcp, backend, translation);
+    Some(match write_quote_v6(ctx, quoted_tcp, &r) {
+        Ok(()) => Verdict::Pass(stat::IN_ICMP_TRANSLATED),
+        Err(()) => Verdict::Drop(stat::REWRITE_FAILED),
+    })
+}
+
+/// Writes [`quote_to_backend_v6`]'s fields into the packet, as [`write_quote`] does
+/// IPv4's: the ICMPv6 checksum written makes up for every other change, so the
+/// message's sum, and a `CHECKSUM_COMPLETE` skb's `csum`, stays as it arrived.
+#[inline(always)]
+fn write_quote_v6(ctx: &TcContext, quoted_tcp: usize, r: &QuoteRewriteV6) -> Result<(), ()> {
+    let end = quoted_tcp + QUOTED_TCP_LEN;
+    if ctx.data() + end > ctx.data_end() {
+        ctx.pull_data(end as u32).map_err(|_| ())?;
+    }
+    let icmp = ETH_IPV6_LEN;
+    // SAFETY: `packet_mut` checked every field lies inside the packet's linear data.
+    unsafe {
+        *packet_mut::<Ipv6Address>(ctx, icmp + QUOTED_IPV6 + IP6_SADDR)? = r.quoted_saddr;
+        *packet_mut::<[u8; 2]>(ctx, quoted_tcp + TCP_SOURCE)? = r.quoted_sport;
+        *packet_mut::<[u8; 4]>(ctx, quoted_tcp + TCP_SEQ)? = r.quoted_seq;
+        *packet_mut::<[u8; 2]>(ctx, icmp + ICMPV6_CHECK)? = r.icmp_check;
+    }
+    Ok(())
 }
 
 /// A client segment of either family: a SYN goes on to the family's SYN' program, any

@@ -23,7 +23,7 @@ use baton::{backend::AgentConfig, lab, netns};
 use baton_common::{
     backend::{
         BackendConfig, BackendConfigV6, BackendFlow, BackendFlowKey, BackendFlowKeyV6,
-        ingress_program, stat,
+        ingress_program, ipv6_program, stat,
     },
     claim,
     handoff_option::{HandoffBinding, HandoffBindingV6, HandoffOption},
@@ -155,7 +155,7 @@ struct Module {
 }
 
 /// Every program of the object, each checked by the verifier on load.
-const PROGRAMS: [&str; 9] = [
+const PROGRAMS: [&str; 10] = [
     "backend_ingress",
     "backend_syn",
     "backend_icmp",
@@ -164,6 +164,7 @@ const PROGRAMS: [&str; 9] = [
     "backend_egress",
     "backend_ingress_v6",
     "backend_syn_v6",
+    "backend_icmp_v6",
     "backend_egress_v6",
 ];
 
@@ -1557,6 +1558,162 @@ fn a_forwarded_frag_needed_quotes_the_servers_segment() {
             ProgramArray::try_from(module.ebpf.map_mut("BACKEND_INGRESS_PROGRAMS").unwrap())
                 .unwrap();
         slots.clear_index(&ingress_program::ICMP).unwrap();
+        let error = forwarded(8, &seen);
+        assert_eq!(module.run("backend_ingress", &error), (TC_ACT_PIPE, error));
+        assert_eq!(module.stat(stat::IN_ICMP_UNCHECKED), 1);
+        assert_eq!(module.stat(stat::IN_ICMP_TRANSLATED), 2);
+    });
+}
+
+/// An ICMPv6 "packet too big" from `router` to `to` (RFC 4443 §3.2) quoting the IPv6
+/// packet of `offending` (a whole frame, as [`Family::frame`] builds it) up to its TCP
+/// header's first `quoted_tcp` bytes, with its checksum over the pseudo-header; in a
+/// frame from the front-end to this back-end, as the front-end forwards it.
+fn packet_too_big(
+    router: [u8; 16],
+    to: [u8; 16],
+    mtu: u32,
+    offending: &[u8],
+    quoted_tcp: usize,
+) -> Vec<u8> {
+    let quote = &offending[14..];
+    let quote = &quote[..(40 + quoted_tcp).min(quote.len())];
+    let mut icmp = vec![2, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let check = icmpv6_checksum(&router, &to, &icmp);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let mut f = BE_MAC.to_vec();
+    f.extend_from_slice(&FE_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&router);
+    f.extend_from_slice(&to);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// The ICMPv6 checksum of `message` (its checksum field taken as zero) from `src` to
+/// `dst`, computed whole (RFC 4443 §2.3).
+fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], message: &[u8]) -> u16 {
+    use baton_common::translate::{ones_complement_add, ones_complement_sum};
+    let mut zeroed = message.to_vec();
+    zeroed[2..4].copy_from_slice(&[0, 0]);
+    let pseudo = baton_common::ipv6::ipv6_pseudo_header_sum(src, dst, zeroed.len() as u32, 58);
+    !ones_complement_add(pseudo, ones_complement_sum(&zeroed))
+}
+
+/// An ICMPv6 "packet too big" the front-end forwarded for an IPv6 flow (its destination
+/// this back-end's IPv6 address, its quote from VIP6 in the front-end's sequence space)
+/// reaches `backend_icmp_v6` by tail call from the IPv6 ingress, which puts the quote
+/// back in the server's terms (source address and port, sequence number: what
+/// `tcp_v6_err` looks the socket up by and checks against `snd_una..snd_nxt`) with the
+/// ICMPv6 checksum whole; the output is compared byte for byte with the error the router
+/// would have sent about the server's own segment. An error about no flow, a short one,
+/// or with the program's slot empty passes untouched and counted, as IPv4's; one about
+/// the server's own traffic and other ICMPv6 pass uncounted.
+#[test]
+fn a_forwarded_packet_too_big_quotes_the_servers_segment() {
+    privileged("ICMPv6", || {
+        let mut module = Module::load();
+        let key = SipKey::from_bytes(KEY);
+        let v6f = Family::V6;
+        let syn = v6f.frame(&syn_prime(v6f.option(&key, BACKEND)));
+        assert_eq!(module.run("backend_ingress", &syn).0, TC_ACT_PIPE);
+        let syn_ack = v6f.frame(&plain_syn_ack());
+        assert_eq!(module.run("backend_egress", &syn_ack).0, TC_ACT_PIPE);
+        let t = module.flow_of(v6f).expect("the IPv6 flow").translation;
+        assert!(module.flow().is_none(), "never in the IPv4 table");
+        // A full-sized segment of the response, 300 kB in, as the client's path saw it.
+        let server_seq = ISN_B.wrapping_add(1 + 300_000);
+        let seen = Frame {
+            src_mac: BE_MAC,
+            dst_mac: ROUTER_MAC,
+            src: (VIP, lab::HTTP_PORT),
+            dst: (CLIENT, CLIENT_PORT),
+            seq: t.seq_to_client(server_seq),
+            ack: CLIENT_ISN + 100,
+            flags: 0x10,
+            window: 500,
+            options: ts_option(77, 5555),
+            payload: vec![0x5a; 1428],
+        };
+        let router = v6(lab::ROUTER_LAN_ADDR.octets());
+        let forwarded = |quoted, seen: &Frame| {
+            packet_too_big(router, v6(BACKEND), 1280, &v6f.frame(seen), quoted)
+        };
+        for quoted in [8, 32] {
+            let before = module.stat(stat::IN_ICMP_TRANSLATED);
+            let (verdict, out) = module.run("backend_ingress", &forwarded(quoted, &seen));
+            assert_eq!(verdict, TC_ACT_PIPE);
+            assert_eq!(module.stat(stat::IN_ICMP_TRANSLATED), before + 1);
+            // What the server sent, quoted as the router would have had it come from
+            // this host.
+            let sent = Frame {
+                src: (BACKEND, 80),
+                seq: server_seq,
+                ..seen.clone()
+            };
+            let mut want = forwarded(quoted, &sent);
+            // The quoted TCP checksum stays as the client's path saw it.
+            if quoted >= 18 {
+                let at = 14 + 40 + 8 + 40 + 16;
+                want[at..at + 2].copy_from_slice(&forwarded(quoted, &seen)[at..at + 2]);
+                let check = icmpv6_checksum(&router, &v6(BACKEND), &want[54..]);
+                want[56..58].copy_from_slice(&check.to_be_bytes());
+            }
+            assert_eq!(out, want, "{quoted} quoted bytes");
+            // And the checksum the program wrote verifies on its own.
+            assert_eq!(
+                icmpv6_checksum(&router, &v6(BACKEND), &out[54..]).to_be_bytes(),
+                [out[56], out[57]],
+                "{quoted} quoted bytes: the ICMPv6 checksum"
+            );
+        }
+        // About a flow the table does not have: untouched, counted.
+        let other = Frame {
+            dst: (CLIENT, CLIENT_PORT + 1),
+            ..seen.clone()
+        };
+        let unknown = forwarded(8, &other);
+        assert_eq!(
+            module.run("backend_ingress", &unknown),
+            (TC_ACT_PIPE, unknown)
+        );
+        assert_eq!(module.stat(stat::IN_ICMP_NOT_HANDED_OFF), 1);
+        // About the server's own direct traffic (from its own address): not ours.
+        let direct = forwarded(
+            8,
+            &Frame {
+                src: (BACKEND, 80),
+                ..seen.clone()
+            },
+        );
+        assert_eq!(
+            module.run("backend_ingress", &direct),
+            (TC_ACT_PIPE, direct)
+        );
+        // A quote cut short of the sequence number: untouched, counted.
+        let mut short = forwarded(8, &seen);
+        short.truncate(short.len() - 4);
+        let payload = (short.len() - 54) as u16;
+        short[18..20].copy_from_slice(&payload.to_be_bytes());
+        let check = icmpv6_checksum(&router, &v6(BACKEND), &short[54..]);
+        short[56..58].copy_from_slice(&check.to_be_bytes());
+        assert_eq!(module.run("backend_ingress", &short), (TC_ACT_PIPE, short));
+        assert_eq!(module.stat(stat::IN_ICMP_MALFORMED), 1);
+        // An echo request: not ours, uncounted.
+        let mut echo = forwarded(8, &seen);
+        echo[54] = 128;
+        assert_eq!(module.run("backend_ingress", &echo), (TC_ACT_PIPE, echo));
+        assert_eq!(module.stat(stat::IN_ICMP_UNCHECKED), 0);
+        assert_eq!(module.stat(stat::IN_ICMP_TRANSLATED), 2);
+
+        // The ICMPv6 program's slot empty: the error passes as it came, counted.
+        let mut slots: ProgramArray<_> =
+            ProgramArray::try_from(module.ebpf.map_mut("BACKEND_V6_PROGRAMS").unwrap()).unwrap();
+        slots.clear_index(&ipv6_program::ICMP).unwrap();
         let error = forwarded(8, &seen);
         assert_eq!(module.run("backend_ingress", &error), (TC_ACT_PIPE, error));
         assert_eq!(module.stat(stat::IN_ICMP_UNCHECKED), 1);

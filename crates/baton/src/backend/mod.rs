@@ -312,6 +312,7 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
         "backend_local_ack",
         "backend_ingress_v6",
         "backend_syn_v6",
+        "backend_icmp_v6",
         "backend_egress_v6",
         HOOKS[0].0,
         HOOKS[1].0,
@@ -383,16 +384,19 @@ fn attach(config: &AgentConfig, pins: &Pins) -> anyhow::Result<Start> {
 /// `backend_syn` of `ebpf` in their slots of the module's program array
 /// ([`ingress_program::LOCAL_ACK`], [`ingress_program::REPEATED_SYN`],
 /// [`ingress_program::ICMP`], [`ingress_program::SYN`]), in that order, so that the SYN'
-/// program never calls an empty slot it could fill, and returns `backend_syn`'s id. Each
+/// program never calls an empty slot it could fill, after the IPv6 programs in theirs
+/// of `BACKEND_V6_PROGRAMS` ([`ipv6_program`]), and returns `backend_syn`'s id. Each
 /// update is one atomic store: a tail call meets the program that was there or this one.
 /// `ebpf` must have loaded the programs; the array is the one the object's ingress uses
 /// (the pinned one, for the agent).
 pub fn fill_ingress_programs(ebpf: &mut Ebpf) -> anyhow::Result<u32> {
     // The IPv6 programs first: the IPv4 entry programs hand IPv6 frames to them, the
-    // IPv6 ingress its SYNs to its SYN' program, which must be in place before it.
+    // IPv6 ingress its SYNs and "packet too big" errors to its SYN' and ICMPv6
+    // programs, which must be in place before it.
     for (name, slot) in [
         ("backend_egress_v6", ipv6_program::EGRESS),
         ("backend_syn_v6", ipv6_program::SYN),
+        ("backend_icmp_v6", ipv6_program::ICMP),
         ("backend_ingress_v6", ipv6_program::INGRESS),
     ] {
         put_program(ebpf, name, "BACKEND_V6_PROGRAMS", slot)?;
