@@ -340,7 +340,8 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for round in 1..=plan.rounds {
         // Each system over each family in turn: a system's IPv6 figures are taken
-        // minutes from its IPv4 ones, so that drifts of the machine touch both alike.
+        // right after its IPv4 ones, so that slow drifts of the machine touch both
+        // alike.
         let turns = System::all(&plan.haproxy_http_reuse, plan.frontends)
             .into_iter()
             .flat_map(|system| {
