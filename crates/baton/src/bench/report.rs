@@ -705,8 +705,12 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         if let Some(d) = s.decisions {
             let _ = writeln!(
                 md,
-                "\n{}'s handoffs decided in the kernel, over every round and workload: {} of {} ({:.1}%); the rest the daemon decided.",
-                s.label(),
+                "\n{}'s handoffs{} decided in the kernel, over every round and workload: {} of {} ({:.1}%); the rest the daemon decided.",
+                s.system.name(),
+                match s.family {
+                    Family::V4 => "",
+                    Family::V6 => " over IPv6",
+                },
                 d.in_kernel,
                 d.handoffs,
                 if d.handoffs == 0 {
