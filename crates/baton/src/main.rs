@@ -132,6 +132,11 @@ enum Command {
         /// single front-end alone.
         #[arg(long, default_value_t = 1)]
         frontends: u8,
+        /// The address families every system is measured over, one or both
+        /// (comma-separated): `v4,v6` brings the lab up with IPv6 too and runs each
+        /// system over IPv6 right after IPv4 (the tier over IPv4 alone).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "v4")]
+        family: Vec<baton::bench::Family>,
     },
     /// Count packets and bytes on an interface with an eBPF tc program until Ctrl-C,
     /// SIGTERM or --seconds, then print the totals.
@@ -284,6 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             haproxy_http_reuse,
             baton_tcp,
             frontends,
+            family,
         } => {
             let mut plan = if quick {
                 baton::bench::Plan::quick()
@@ -303,6 +309,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<_>>()?;
             plan.frontends = baton::bench::check_frontends(frontends)?;
+            plan.families = family;
+            plan.families.sort_unstable();
+            plan.families.dedup();
             baton::bench::run(&plan, quick, &out)
         }
         Command::Counter {

@@ -28,6 +28,15 @@
 //! (docs/benchmarks.md, "Method"). The report adds the tier against one front-end, its
 //! CPU per front-end, and how its handoffs spread over the front-ends.
 //!
+//! With `--family v4,v6` every system but the tier also runs over IPv6, in the same
+//! round, right after its IPv4 turn: the lab comes up with `--ipv6` (2001:2::/48 beside
+//! 198.18.0.0/15), the client sends to the VIP's or `be2`'s IPv6 address, HAProxy binds
+//! the VIP's IPv6 address and opens IPv6 connections to the back-ends' IPv6 addresses,
+//! and Baton serves `vip6` with each pool's IPv6 twins (the configuration `baton lab up
+//! --ipv6 --cluster` writes). Ratios are to direct over the same family, and the report
+//! holds each system's IPv6 figures against its IPv4 ones. The tier's BGP carries IPv4
+//! only, so "Baton xN" runs over IPv4 alone.
+//!
 //! Direct goes to `be2` while the balancers send the measured path to `be1`: a client
 //! that reaches one back-end both directly and through the VIP reuses ports on the same
 //! back-end 4-tuples with timestamps from two different clocks (Linux offsets TSval per
@@ -40,6 +49,7 @@ pub mod systems;
 
 use std::{
     io::Read as _,
+    net::IpAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
@@ -61,6 +71,9 @@ pub const DEFAULT_LAB: &str = "baton-bench";
 const SMALL: &str = "/files/1K.bin";
 const LARGE: &str = "/files/100M.bin";
 const LARGE_BYTES: u64 = 100 << 20;
+/// curl's flags on every call: silent but for errors, and no URL globbing (`-g`), so
+/// that an IPv6 host's brackets are an address, not a character range.
+const CURL_FLAGS: &str = "-sSg";
 
 /// What a run does.
 #[derive(Clone, Debug, Serialize)]
@@ -90,6 +103,9 @@ pub struct Plan {
     /// tier; 2 to 4 add the system "Baton xN" on a lab of its own.
     #[serde(skip_serializing_if = "one_frontend")]
     pub frontends: u8,
+    /// The address families every system is measured over (`--family`), in the order
+    /// each system's turns run them: IPv4 alone by default.
+    pub families: Vec<Family>,
 }
 
 fn one_frontend(n: &u8) -> bool {
@@ -130,6 +146,31 @@ impl HttpReuse {
     }
 }
 
+/// An address family the bench measures every system over (`--family`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+
+    /// `addr` as the host of a URL: an IPv6 address in brackets (RFC 3986 §3.2.2).
+    pub fn url_host(addr: IpAddr) -> String {
+        match addr {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        }
+    }
+}
+
 impl Plan {
     /// The full run: about 20 s of wrk per system and round.
     pub fn full() -> Self {
@@ -144,6 +185,7 @@ impl Plan {
             haproxy_http_reuse: vec![HttpReuse::Always, HttpReuse::Never],
             baton_tcp: Vec::new(),
             frontends: 1,
+            families: vec![Family::V4],
         }
     }
 
@@ -233,15 +275,33 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
     let _stats = BpfStats::enable()?;
 
     let guard = LabDown(&lab);
-    lab.up(systems::BACKENDS, ServerKind::Nginx, &mut log)?;
-    let files = Files::write(&lab, &plan.haproxy_http_reuse, &plan.baton_tcp)?;
+    // IPv6 only when measured: off, the lab disables it in every namespace, so that
+    // neighbour discovery and the like add nothing to IPv4's frame counts.
+    lab.up_with(
+        &lab::Setup {
+            backends: systems::BACKENDS,
+            frontends: 1,
+            server: ServerKind::Nginx,
+            cluster: false,
+            ipv6: plan.families.contains(&Family::V6),
+        },
+        &mut log,
+    )?;
+    let files = Files::write(
+        &lab,
+        &plan.haproxy_http_reuse,
+        &plan.baton_tcp,
+        &plan.families,
+    )?;
     systems::bridge_pass(&lab, false)?;
-    crate::frontend::control::check(&files.frontend_config())
-        .context("the bench's front-end configuration")?;
-    for &reuse in &plan.haproxy_http_reuse {
-        let cfg = files.haproxy_config(reuse);
-        crate::netns::run("haproxy", &["-c", "-q", "-f", &cfg.to_string_lossy()])
-            .context("the bench's HAProxy configuration")?;
+    for &family in &plan.families {
+        crate::frontend::control::check(&files.frontend_config_over(family))
+            .with_context(|| format!("the bench's front-end configuration, {}", family.name()))?;
+        for &reuse in &plan.haproxy_http_reuse {
+            let cfg = files.haproxy_config(reuse, family);
+            crate::netns::run("haproxy", &["-c", "-q", "-f", &cfg.to_string_lossy()])
+                .with_context(|| format!("the bench's HAProxy configuration, {}", family.name()))?;
+        }
     }
 
     // The tier's lab, up beside the first for the whole run: bringing it up takes
@@ -279,12 +339,24 @@ pub fn run(plan: &Plan, quick: bool, out: &Path) -> anyhow::Result<()> {
     };
     let mut samples = Vec::new();
     for round in 1..=plan.rounds {
-        for system in System::all(&plan.haproxy_http_reuse, plan.frontends) {
+        // Each system over each family in turn: a system's IPv6 figures are taken
+        // right after its IPv4 ones, so that slow drifts of the machine touch both
+        // alike.
+        let turns = System::all(&plan.haproxy_http_reuse, plan.frontends)
+            .into_iter()
+            .flat_map(|system| {
+                plan.families
+                    .iter()
+                    .filter(move |&&f| system.runs_over(f))
+                    .map(move |&f| (system, f))
+            });
+        for (system, family) in turns {
             bench.check_stop()?;
-            eprintln!("bench: round {round}/{}: {}", plan.rounds, system.name());
+            let label = report::label(system, family);
+            eprintln!("bench: round {round}/{}: {label}", plan.rounds);
             let sample = bench
-                .measure(system, round)
-                .with_context(|| format!("round {round}, {}", system.name()))?;
+                .measure(system, family, round)
+                .with_context(|| format!("round {round}, {label}"))?;
             eprintln!(
                 "bench:   (a) {:.0} req/s p99 {:.2} ms, (b) {:.0} req/s, (c) {:.2} Gbit/s, (e) TTFB {:.3} ms",
                 sample.close.per_second,
@@ -360,7 +432,7 @@ impl Bench<'_> {
 
     /// One system's turn in a round: start it, check it routes as configured, warm up,
     /// measure, stop it completely (also after a failure).
-    fn measure(&self, system: System, round: u32) -> anyhow::Result<Sample> {
+    fn measure(&self, system: System, family: Family, round: u32) -> anyhow::Result<Sample> {
         let on = match (system.on_tier(), self.tier) {
             (false, _) => *self,
             (true, Some((lab, files))) => Bench {
@@ -370,11 +442,11 @@ impl Bench<'_> {
             },
             (true, None) => bail!("{} without the tier's lab", system.name()),
         };
-        on.run_turn(system, round)
+        on.run_turn(system, family, round)
     }
 
-    fn run_turn(&self, system: System, round: u32) -> anyhow::Result<Sample> {
-        let running = Running::start(system, self.lab, self.files, self.baton)?;
+    fn run_turn(&self, system: System, family: Family, round: u32) -> anyhow::Result<Sample> {
+        let running = Running::start(system, family, self.lab, self.files, self.baton)?;
         let result = self.workloads(&running, round);
         let stopped = running.stop(self.lab, self.files, self.baton);
         let mut sample = result?;
@@ -387,9 +459,10 @@ impl Bench<'_> {
     }
 
     fn workloads(&self, running: &Running, round: u32) -> anyhow::Result<Sample> {
-        let (addr, backend) = running.system.target();
-        let small = format!("http://{addr}{SMALL}");
-        let large = format!("http://{addr}{LARGE}");
+        let (addr, backend) = running.system.target(running.family);
+        let url_host = Family::url_host(addr);
+        let small = format!("http://{url_host}{SMALL}");
+        let large = format!("http://{url_host}{LARGE}");
         self.check_route(&small, backend)?;
         let p = self.plan;
         self.wrk(&small, false, p.warm_up_s)?;
@@ -420,6 +493,7 @@ impl Bench<'_> {
         let ttfb_ms = self.ttfb(&small)?;
         Ok(Sample {
             system: running.system,
+            family: running.family,
             round,
             close,
             close_cpu,
@@ -447,7 +521,7 @@ impl Bench<'_> {
         loop {
             let head = self.client(
                 "curl",
-                &["-sS", "-m", "5", "-D", "-", "-o", "/dev/null", url],
+                &[CURL_FLAGS, "-m", "5", "-D", "-", "-o", "/dev/null", url],
                 Duration::from_secs(10),
             );
             match head {
@@ -484,7 +558,7 @@ impl Bench<'_> {
 
     /// Workload (c): sequential transfers of the 100 MiB object, on one connection.
     fn large(&self, url: &str) -> anyhow::Result<Large> {
-        let mut args = vec!["-sS", "-m", "120", "-w", CURL_WRITE_OUT];
+        let mut args = vec![CURL_FLAGS, "-m", "120", "-w", CURL_WRITE_OUT];
         for _ in 0..self.plan.large_transfers {
             args.extend(["-o", "/dev/null", url]);
         }
@@ -511,7 +585,7 @@ impl Bench<'_> {
     /// a balancer, its connection set-up and choice of back-end.
     fn ttfb(&self, url: &str) -> anyhow::Result<f64> {
         let mut args = vec![
-            "-sS",
+            CURL_FLAGS,
             "-m",
             "10",
             "-H",

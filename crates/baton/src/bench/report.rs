@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{
-    HttpReuse, Plan,
+    Family, HttpReuse, Plan,
     measure::{WrkReport, median},
     systems::System,
 };
@@ -79,6 +79,9 @@ impl Large {
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
     pub system: System,
+    /// The family of every connection in the turn: the client's and, through HAProxy,
+    /// the back-end's.
+    pub family: Family,
     pub round: u32,
     pub close: WrkReport,
     pub close_cpu: Option<Cpu>,
@@ -167,6 +170,7 @@ impl Spread {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub system: System,
+    pub family: Family,
     pub rounds: usize,
     pub close_rps: Spread,
     pub close_p50_ms: Spread,
@@ -299,6 +303,21 @@ impl CpuPer {
     }
 }
 
+/// A system's name in the report over `family`: as it always was for IPv4, with
+/// ", IPv6" for IPv6.
+pub fn label(system: System, family: Family) -> String {
+    match family {
+        Family::V4 => system.name().to_owned(),
+        Family::V6 => format!("{}, IPv6", system.name()),
+    }
+}
+
+impl Summary {
+    pub fn label(&self) -> String {
+        label(self.system, self.family)
+    }
+}
+
 /// The host's busy CPU per request of (a) in one round, in µs.
 fn host_us_close(x: &Sample) -> Option<f64> {
     x.close_host
@@ -306,29 +325,36 @@ fn host_us_close(x: &Sample) -> Option<f64> {
 }
 
 pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
-    // Systems in the order the rounds ran them.
-    let mut systems: Vec<System> = Vec::new();
+    // Systems in the order the rounds ran them, IPv4's before IPv6's, so that each
+    // family's rows read as one table.
+    let mut systems: Vec<(System, Family)> = Vec::new();
     for x in samples {
-        if !systems.contains(&x.system) {
-            systems.push(x.system);
+        if !systems.contains(&(x.system, x.family)) {
+            systems.push((x.system, x.family));
         }
     }
-    // Direct's host CPU per request in each round: what a system adds is measured
-    // against the same round's direct, minutes apart rather than the whole run.
-    let direct_host = |round: u32| {
+    systems.sort_by_key(|&(_, family)| family);
+    // Direct's host CPU per request in each round, over each family: what a system adds
+    // is measured against the same round's direct over the same family, minutes apart
+    // rather than the whole run.
+    let direct_host = |round: u32, family: Family| {
         samples
             .iter()
-            .find(|d| d.system == System::Direct && d.round == round)
+            .find(|d| d.system == System::Direct && d.round == round && d.family == family)
             .and_then(host_us_close)
     };
     systems
         .into_iter()
-        .filter_map(|system| {
-            let s: Vec<&Sample> = samples.iter().filter(|s| s.system == system).collect();
+        .filter_map(|(system, family)| {
+            let s: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.system == system && s.family == family)
+                .collect();
             let spread =
                 |f: fn(&Sample) -> f64| Spread::of(&s.iter().map(|x| f(x)).collect::<Vec<_>>());
             Some(Summary {
                 system,
+                family,
                 rounds: s.len(),
                 close_rps: spread(|x| x.close.per_second)?,
                 close_p50_ms: spread(|x| x.close.p50_ms)?,
@@ -343,7 +369,9 @@ pub fn summarize(samples: &[Sample]) -> Vec<Summary> {
                     .then(|| {
                         Spread::of(
                             &s.iter()
-                                .filter_map(|x| Some(host_us_close(x)? - direct_host(x.round)?))
+                                .filter_map(|x| {
+                                    Some(host_us_close(x)? - direct_host(x.round, family)?)
+                                })
                                 .filter(|v| v.is_finite())
                                 .collect::<Vec<_>>(),
                         )
@@ -455,20 +483,34 @@ fn spread(s: Spread, decimals: usize) -> String {
 
 /// The markdown tables, one per workload, under a header naming machine and run.
 pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
-    let direct = summary.iter().find(|s| s.system == System::Direct);
+    // Each row's ratios are to direct over the row's family.
+    let direct_of = |family: Family| {
+        summary
+            .iter()
+            .find(|s| s.system == System::Direct && s.family == family)
+    };
     // The proxy Baton's cost per connection is held against: HAProxy opening a back-end
-    // connection per client connection, as a handoff does, when the run measured it.
-    let haproxy = [HttpReuse::Never, HttpReuse::Always]
-        .into_iter()
-        .find_map(|r| summary.iter().find(|s| s.system == System::Haproxy(r)));
-    let haproxy_name = haproxy.map_or("HAProxy", |h| h.system.name());
+    // connection per client connection, as a handoff does, when the run measured it
+    // (over the row's family).
+    let haproxy_of = |family: Family| {
+        [HttpReuse::Never, HttpReuse::Always]
+            .into_iter()
+            .find_map(|r| {
+                summary
+                    .iter()
+                    .find(|s| s.system == System::Haproxy(r) && s.family == family)
+            })
+    };
+    let haproxy_name = haproxy_of(Family::V4)
+        .or_else(|| haproxy_of(Family::V6))
+        .map_or("HAProxy", |h| h.system.name());
     let mut md = String::new();
     let _ = writeln!(
         md,
         "Baton bench, {}: {} ({} round{} of {} s per wrk workload, HAProxy `http-reuse {}`, Baton `[tcp]` {}), lab `{}`.\n\
          Machine: {}, {} CPUs, {:.0} GiB, Linux {}; {:.0}% busy before the run, load {} before, {} after.\n\
          Medians over rounds (range in brackets); ratios are to direct, the client straight to a back-end \
-         (be{}; HAProxy and Baton send the measured path to be{}).\n",
+         (be{}; HAProxy and Baton send the measured path to be{}){}.\n",
         meta.date,
         meta.mode,
         plan.rounds,
@@ -494,6 +536,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         meta.loadavg_after,
         super::systems::DIRECT_BACKEND,
         super::systems::BALANCED_BACKEND,
+        families_note(plan),
     );
     if let (Some(tier_lab), Some(tier)) =
         (&meta.tier_lab, summary.iter().find(|s| s.system.on_tier()))
@@ -529,6 +572,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
              |---|---:|---:|---:|---:|---:|---:|---:|"
         );
         for s in summary {
+            let direct = direct_of(s.family);
             let (rps, p50, p99, errors, d, host_us, host_pct) = if close {
                 (
                     s.close_rps,
@@ -553,7 +597,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {:.2} | {:.2} | {errors} | {} | {} |",
-                s.system.name(),
+                s.label(),
                 spread(rps, 0),
                 ratio(rps.median, d),
                 p50.median,
@@ -577,7 +621,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} |",
-                    s.system.name(),
+                    s.label(),
                     s.lan_frames_per_request_close
                         .map_or_else(|| "-".into(), |f| spread(f, 1)),
                     s.client_frames_per_request_close
@@ -597,9 +641,12 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         let _ = writeln!(
             md,
             "| {} | {} | {} |",
-            s.system.name(),
+            s.label(),
             spread(s.large_gbit_s, 2),
-            ratio(s.large_gbit_s.median, direct.map(|d| d.large_gbit_s.median))
+            ratio(
+                s.large_gbit_s.median,
+                direct_of(s.family).map(|d| d.large_gbit_s.median)
+            )
         );
     }
     let _ = writeln!(
@@ -613,9 +660,10 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
     };
     for s in summary {
         if s.system == System::Direct {
-            let _ = writeln!(md, "| direct | no front-end | | | | | | |");
+            let _ = writeln!(md, "| {} | no front-end | | | | | | |", s.label());
             continue;
         }
+        let haproxy = haproxy_of(s.family);
         let parts = s.cpu_us_per_request_close.map_or_else(
             || "-".into(),
             |c| format!("{:.1} / {:.1} / {:.1}", c.user, c.system, c.bpf),
@@ -637,7 +685,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         let _ = writeln!(
             md,
             "| {} | {} | {parts} | {vs} | {} | {added_vs} | {} | {} |",
-            s.system.name(),
+            s.label(),
             cpu(s.cpu_us_per_request_close, 1),
             s.host_us_added_close
                 .map_or_else(|| "-".into(), |a| spread(a, 1)),
@@ -657,8 +705,12 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         if let Some(d) = s.decisions {
             let _ = writeln!(
                 md,
-                "\n{}'s handoffs decided in the kernel, over every round and workload: {} of {} ({:.1}%); the rest the daemon decided.",
+                "\n{}'s handoffs{} decided in the kernel, over every round and workload: {} of {} ({:.1}%); the rest the daemon decided.",
                 s.system.name(),
+                match s.family {
+                    Family::V4 => "",
+                    Family::V6 => " over IPv6",
+                },
                 d.in_kernel,
                 d.handoffs,
                 if d.handoffs == 0 {
@@ -676,32 +728,133 @@ pub fn markdown(meta: &Meta, plan: &Plan, summary: &[Summary]) -> String {
         plan.ttfb_requests
     );
     for s in summary {
-        let added = direct.map_or_else(
+        let added = direct_of(s.family).map_or_else(
             || "-".into(),
             |d| format!("{:+.0}", (s.ttfb_ms.median - d.ttfb_ms.median) * 1000.0),
         );
-        let _ = writeln!(
-            md,
-            "| {} | {} | {added} |",
-            s.system.name(),
-            spread(s.ttfb_ms, 3)
-        );
+        let _ = writeln!(md, "| {} | {} | {added} |", s.label(), spread(s.ttfb_ms, 3));
     }
+    families_section(&mut md, summary);
     tier_section(&mut md, plan, summary);
     md
+}
+
+/// What the header says of the families measured: nothing for IPv4 alone, as before.
+fn families_note(plan: &Plan) -> String {
+    if plan.families == [Family::V4] {
+        return String::new();
+    }
+    let names: Vec<&str> = plan.families.iter().map(|f| f.name()).collect();
+    format!(
+        "; over {}, each system's turns one after the other in every round, ratios to \
+         direct over the same family, rows marked IPv6 over IPv6 and the others over IPv4 \
+         (the tier's over IPv4 alone: its BGP carries IPv4 only)",
+        names.join(" and ")
+    )
+}
+
+/// Each system's IPv6 figures beside its IPv4 ones, with both families' ratios to
+/// direct and IPv6's over IPv4's. Nothing unless the run measured both.
+fn families_section(md: &mut String, summary: &[Summary]) {
+    let over = |system: System, family: Family| {
+        summary
+            .iter()
+            .find(|s| s.system == system && s.family == family)
+    };
+    let pairs: Vec<(&Summary, &Summary)> = summary
+        .iter()
+        .filter(|s| s.family == Family::V4)
+        .filter_map(|v4| Some((v4, over(v4.system, Family::V6)?)))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let direct = |family: Family| over(System::Direct, family);
+    let _ = writeln!(
+        md,
+        "\n### IPv6 beside IPv4\n\n\
+         | workload | system | IPv4 | vs direct | IPv6 | vs direct | IPv6 / IPv4 |\n\
+         |---|---|---:|---:|---:|---:|---:|"
+    );
+    type Of = fn(&Summary) -> Option<f64>;
+    // (workload, figure, decimals, whether direct has it and ratios to it mean
+    // something).
+    let rows: [(&str, Of, usize, bool); 8] = [
+        ("(a) req/s", |s| Some(s.close_rps.median), 0, true),
+        ("(a) p99 ms", |s| Some(s.close_p99_ms.median), 2, false),
+        ("(b) req/s", |s| Some(s.keep_alive_rps.median), 0, true),
+        ("(c) Gbit/s", |s| Some(s.large_gbit_s.median), 2, true),
+        (
+            "(d) front-end CPU, µs per request, (a)",
+            |s| s.cpu_us_per_request_close.map(|c| c.total.median),
+            1,
+            false,
+        ),
+        (
+            "(d) host CPU added over direct, µs per request, (a)",
+            |s| s.host_us_added_close.map(|a| a.median),
+            1,
+            false,
+        ),
+        (
+            "(d) ms per GB, (c)",
+            |s| s.cpu_ms_per_gb.map(|c| c.total.median),
+            1,
+            false,
+        ),
+        ("(e) ms to first byte", |s| Some(s.ttfb_ms.median), 3, false),
+    ];
+    for (workload, figure, decimals, to_direct) in rows {
+        for &(v4, v6) in &pairs {
+            let (Some(a), Some(b)) = (figure(v4), figure(v6)) else {
+                continue;
+            };
+            let vs = |family: Family, value: f64| {
+                if to_direct {
+                    ratio(value, direct(family).and_then(figure))
+                } else {
+                    "-".to_owned()
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {workload} | {} | {a:.decimals$} | {} | {b:.decimals$} | {} | {} |",
+                v4.system.name(),
+                vs(Family::V4, a),
+                vs(Family::V6, b),
+                ratio(b, Some(a)),
+            );
+        }
+    }
+    let errors: u64 = pairs
+        .iter()
+        .map(|(_, v6)| v6.close_errors + v6.keep_alive_errors)
+        .sum();
+    let _ = writeln!(
+        md,
+        "\nOver IPv6: {errors} socket errors and non-2xx answers in (a) and (b), all systems \
+         together; every 100 MiB transfer arrived whole and every first-byte request was \
+         answered 200 (the bench stops at the first that is not)."
+    );
 }
 
 /// The tier against one front-end: each workload's figure and ratios, the CPU of each
 /// front-end, how the handoffs spread over them, and what was lost. Nothing without a
 /// tier in the run.
 fn tier_section(md: &mut String, plan: &Plan, summary: &[Summary]) {
+    // The tier runs over IPv4 alone: it is held against IPv4's one front-end and direct.
+    let over_ipv4 = |system: System| {
+        summary
+            .iter()
+            .find(|s| s.system == system && s.family == Family::V4)
+    };
     let (Some(tier), Some(one)) = (
         summary.iter().find(|s| s.system.on_tier()),
-        summary.iter().find(|s| s.system == System::Baton),
+        over_ipv4(System::Baton),
     ) else {
         return;
     };
-    let direct = summary.iter().find(|s| s.system == System::Direct);
+    let direct = over_ipv4(System::Direct);
     let name = tier.system.name();
     let _ = writeln!(
         md,
@@ -852,22 +1005,24 @@ const CHARTED: [(&str, Figure); 3] = [
     ("\"(c) 100 MiB\"", |s| s.large_gbit_s.median),
 ];
 
-/// `figure` of `s` over direct's, or 0 without direct.
+/// `figure` of `s` over direct's over the same family, or 0 without it.
 fn ratio_to_direct(summary: &[Summary], s: &Summary, figure: Figure) -> f64 {
     summary
         .iter()
-        .find(|d| d.system == System::Direct)
+        .find(|d| d.system == System::Direct && d.family == s.family)
         .map_or(0.0, |d| {
             let d = figure(d);
             if d > 0.0 { figure(s) / d } else { 0.0 }
         })
 }
 
-/// gnuplot's data: one row per workload, one column per system, ratios to direct.
+/// gnuplot's data: one row per workload, one column per system (and family), ratios
+/// to direct. The column heads are quoted: names hold spaces, and gnuplot splits an
+/// unquoted head at each.
 pub fn chart_data(summary: &[Summary]) -> String {
     let mut data = String::from("workload");
     for s in summary {
-        let _ = write!(data, " {}", s.system.name());
+        let _ = write!(data, " \"{}\"", s.label());
     }
     data.push('\n');
     for (label, figure) in CHARTED {
@@ -982,6 +1137,7 @@ mod tests {
         });
         Sample {
             system,
+            family: Family::V4,
             round,
             close: wrk.clone(),
             close_cpu: cpu,
@@ -1100,7 +1256,7 @@ mod tests {
         );
         let data = chart_data(&summary);
         assert!(
-            data.starts_with("workload direct Baton Baton x2\n"),
+            data.starts_with("workload \"direct\" \"Baton\" \"Baton x2\"\n"),
             "{data}"
         );
     }
@@ -1116,6 +1272,8 @@ mod tests {
         let md = markdown(&Meta::default(), &Plan::quick(), &summary);
         assert!(!md.contains("against one front-end"), "{md}");
         assert!(!md.contains("a tier of"), "{md}");
+        // Nor, over IPv4 alone, anything of IPv6.
+        assert!(!md.contains("IPv6"), "{md}");
         let json = serde_json::to_string(&Report {
             meta: &Meta::default(),
             plan: &Plan::quick(),
@@ -1126,6 +1284,77 @@ mod tests {
         for absent in ["per_frontend", "tier_lab", "\"frontends\""] {
             assert!(!json.contains(absent), "{absent} in {json}");
         }
+    }
+
+    /// `sample` over `family`, with the host busy `host_us` per request of (a).
+    fn sample_over(system: System, family: Family, rps: f64, host_us: f64) -> Sample {
+        let mut x = sample(system, 1, rps, (system != System::Direct).then_some(0.36));
+        x.family = family;
+        x.close_host = Some(HostCpu {
+            busy_s: host_us * x.close.requests as f64 / 1e6,
+            busy_share: 0.95,
+        });
+        x
+    }
+
+    #[test]
+    fn over_both_families_each_is_held_against_its_own_direct_and_ipv6_beside_ipv4() {
+        // In the order a round runs them: each system over IPv4, then over IPv6.
+        let samples = vec![
+            sample_over(System::Direct, Family::V4, 2000.0, 190.0),
+            sample_over(System::Direct, Family::V6, 1000.0, 250.0),
+            sample_over(System::Baton, Family::V4, 1800.0, 200.0),
+            sample_over(System::Baton, Family::V6, 900.0, 300.0),
+        ];
+        let summary = summarize(&samples);
+        let order: Vec<String> = summary.iter().map(Summary::label).collect();
+        assert_eq!(
+            order,
+            ["direct", "Baton", "direct, IPv6", "Baton, IPv6"],
+            "IPv4's rows, then IPv6's"
+        );
+        // What IPv6's Baton adds is over IPv6's direct in the same round: 300 - 250.
+        let added = summary[3].host_us_added_close.unwrap().median;
+        assert!((added - 50.0).abs() < 1e-6, "{added}");
+        let plan = Plan {
+            families: vec![Family::V4, Family::V6],
+            ..Plan::quick()
+        };
+        let md = markdown(&Meta::default(), &plan, &summary);
+        assert!(md.contains("over IPv4 and IPv6"), "{md}");
+        assert!(md.contains("| Baton | 1800 | 0.90 |"), "{md}");
+        assert!(
+            md.contains("| Baton, IPv6 | 900 | 0.90 |"),
+            "ratio to IPv6's direct: {md}"
+        );
+        assert!(md.contains("| direct, IPv6 | no front-end |"), "{md}");
+        assert!(md.contains("### IPv6 beside IPv4"), "{md}");
+        assert!(
+            md.contains("| (a) req/s | direct | 2000 | 1.00 | 1000 | 1.00 | 0.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| (a) req/s | Baton | 1800 | 0.90 | 900 | 0.90 | 0.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| (d) host CPU added over direct, µs per request, (a) | Baton | 10.0 | - | 50.0 | - | 5.00 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("Over IPv6: 0 socket errors"), "{md}");
+        let data = chart_data(&summary);
+        assert!(
+            data.starts_with("workload \"direct\" \"Baton\" \"direct, IPv6\" \"Baton, IPv6\"\n"),
+            "{data}"
+        );
+        assert!(
+            data.contains("\"(a) close, 1 KiB\" 1.000 0.900 1.000 0.900\n"),
+            "{data}"
+        );
+        let json = serde_json::to_string(&summary[3]).unwrap();
+        assert!(json.contains("\"family\":\"v6\""), "{json}");
     }
 
     #[test]
@@ -1155,7 +1384,10 @@ mod tests {
             "frames per request: {md}"
         );
         let data = chart_data(&summary);
-        assert!(data.starts_with("workload direct Baton\n"), "{data}");
+        assert!(
+            data.starts_with("workload \"direct\" \"Baton\"\n"),
+            "{data}"
+        );
         assert!(
             data.contains("\"(b) keep-alive, 1 KiB\" 1.000 0.900\n"),
             "{data}"

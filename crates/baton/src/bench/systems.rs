@@ -8,9 +8,18 @@
 //! a system is stopped completely (Baton: daemons stopped, then `--detach` for the
 //! front-end's pins and nftables table and for each back-end's module) before the next
 //! one starts, and the benchmark checks that nothing of Baton is left on `fe`.
+//!
+//! Over IPv6 (`--family v6`) each system has configurations of its own: HAProxy binds
+//! the VIP's IPv6 address and its servers are the back-ends' IPv6 addresses (the whole
+//! path IPv6, as through Baton), and Baton's front-end and agents have what `baton lab
+//! up --ipv6 --cluster` gives them (`vip6`, each pool's IPv6 twins). The IPv4 turns keep
+//! the IPv4 configurations unchanged: a pool with an IPv6 member is picked in userspace
+//! rather than by the kernel's dispatch (docs/design.md, "IPv6: the plan"), which would
+//! change what the IPv4 figures measure.
 
 use std::{
     fs::{self, File},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -20,6 +29,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+use super::Family;
 use crate::lab::{self, Lab, Node};
 
 /// Back-ends in the bench lab: one per content rule, as in the example configuration.
@@ -89,14 +99,30 @@ impl System {
         matches!(self, System::Baton | System::BatonTier(_))
     }
 
-    /// The address the client sends to, and the back-end that must answer.
-    pub fn target(self) -> (std::net::Ipv4Addr, u8) {
-        match self {
+    /// Whether it can be measured over `family`: all but the tier, whose BGP sessions
+    /// and ECMP route carry IPv4 only (`baton lab up --ipv6` takes one front-end).
+    pub fn runs_over(self, family: Family) -> bool {
+        family == Family::V4 || !self.on_tier()
+    }
+
+    /// The address the client sends to over `family`, and the back-end that must
+    /// answer.
+    pub fn target(self, family: Family) -> (IpAddr, u8) {
+        let (v4, backend) = match self {
             System::Direct => (lab::backend_addr(DIRECT_BACKEND), DIRECT_BACKEND),
             System::Haproxy(_) | System::Baton | System::BatonTier(_) => {
                 (lab::VIP, BALANCED_BACKEND)
             }
-        }
+        };
+        (address(v4, family), backend)
+    }
+}
+
+/// The lab's address `v4` over `family`: itself, or its IPv6 twin ([`lab::v6_for`]).
+fn address(v4: Ipv4Addr, family: Family) -> IpAddr {
+    match family {
+        Family::V4 => v4.into(),
+        Family::V6 => lab::v6_for(v4).into(),
     }
 }
 
@@ -108,21 +134,30 @@ pub struct Files {
 }
 
 impl Files {
+    /// The single front-end lab's files, for each of `families`.
     pub fn write(
         lab: &Lab,
         reuse: &[super::HttpReuse],
         baton_tcp: &[String],
+        families: &[Family],
     ) -> anyhow::Result<Self> {
         let files = Self::create(lab, vec![Node::Fe])?;
-        fs::write(files.frontend_config(), frontend_config(lab, baton_tcp))?;
-        for &r in reuse {
-            fs::write(files.haproxy_config(r), haproxy_config(r))?;
-        }
-        for k in 1..=BACKENDS {
+        let frontend = frontend_config(lab, baton_tcp);
+        for &family in families {
             fs::write(
-                files.backend_config(k),
-                backend_config(lab, k, &lab::mac_for(lab::FE_ADDR)),
+                files.frontend_config_over(family),
+                over_family(&frontend, family, lab::cluster::frontend_ipv6),
             )?;
+            for &r in reuse {
+                fs::write(files.haproxy_config(r, family), haproxy_config(r, family))?;
+            }
+            for k in 1..=BACKENDS {
+                let backend = backend_config(lab, k, &lab::mac_for(lab::FE_ADDR));
+                fs::write(
+                    files.backend_config_over(k, family),
+                    over_family(&backend, family, lab::cluster::backend_ipv6),
+                )?;
+            }
         }
         Ok(files)
     }
@@ -158,6 +193,21 @@ impl Files {
     pub fn frontend_config(&self) -> PathBuf {
         self.frontend_config_of(Node::Fe)
     }
+    /// `fe`'s configuration for the turns over `family`: `frontend.toml` for IPv4,
+    /// `frontend-v6.toml` (with `vip6` and the pools' IPv6 twins) for IPv6.
+    pub fn frontend_config_over(&self, family: Family) -> PathBuf {
+        match family {
+            Family::V4 => self.frontend_config(),
+            Family::V6 => self.dir.join("frontend-v6.toml"),
+        }
+    }
+    /// Front-end `node`'s configuration over `family` (a tier's: IPv4 only).
+    fn frontend_config_of_over(&self, node: Node, family: Family) -> PathBuf {
+        match node {
+            Node::Fe => self.frontend_config_over(family),
+            other => self.frontend_config_of(other),
+        }
+    }
     /// Front-end `node`'s configuration: `frontend.toml` for `fe`, `frontend-feK.toml`
     /// for the tier's.
     pub fn frontend_config_of(&self, node: Node) -> PathBuf {
@@ -166,14 +216,42 @@ impl Files {
             other => self.dir.join(format!("frontend-{other}.toml")),
         }
     }
-    pub fn haproxy_config(&self, reuse: super::HttpReuse) -> PathBuf {
-        self.dir.join(format!("haproxy-{}.cfg", reuse.as_str()))
+    pub fn haproxy_config(&self, reuse: super::HttpReuse, family: Family) -> PathBuf {
+        self.dir.join(format!(
+            "haproxy-{}{}.cfg",
+            reuse.as_str(),
+            file_suffix(family)
+        ))
     }
     pub fn backend_config(&self, k: u8) -> PathBuf {
         self.dir.join(format!("be{k}.toml"))
     }
+    /// Back-end `k`'s agent configuration over `family` (IPv6: with `vip6`).
+    pub fn backend_config_over(&self, k: u8, family: Family) -> PathBuf {
+        self.dir.join(format!("be{k}{}.toml", file_suffix(family)))
+    }
     fn log(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
+    }
+}
+
+/// What a file written for `family` has at the end of its name: nothing for IPv4 (the
+/// names of runs before IPv6), `-v6` for IPv6.
+fn file_suffix(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "",
+        Family::V6 => "-v6",
+    }
+}
+
+/// A Baton configuration `text` (for IPv4) made for `family`: as it is, or through
+/// `to_ipv6`, the lab's own transform (`lab::cluster::frontend_ipv6` or
+/// `backend_ipv6`), so that the bench's IPv6 Baton is the one `baton lab up --ipv6
+/// --cluster` runs.
+fn over_family(text: &str, family: Family, to_ipv6: fn(&str) -> String) -> String {
+    match family {
+        Family::V4 => text.to_owned(),
+        Family::V6 => to_ipv6(text),
     }
 }
 
@@ -277,20 +355,18 @@ pub fn backend_config(lab: &Lab, k: u8, frontend_mac: &str) -> String {
 }
 
 /// HAProxy with the same switching as Baton and the settings that make it fastest here:
+/// over `family`, bound to the VIP's address of that family and connecting to the
+/// back-ends' addresses of that family;
 /// splicing both ways, one thread per core, server-side keep-alive reused across client
 /// connections (`http-reuse always`: every request here is an idempotent GET; `reuse`
 /// can say `never`, one back-end connection per client connection as with a handoff),
 /// no logging, no health checks. `maxconn` stays within the lab's file-descriptor limit
 /// (HAProxy needs two descriptors per connection), far above the 32 connections used.
-pub fn haproxy_config(reuse: super::HttpReuse) -> String {
+pub fn haproxy_config(reuse: super::HttpReuse, family: Family) -> String {
     let threads = thread::available_parallelism().map_or(2, |n| n.get());
-    let server = |k: u8| {
-        format!(
-            "    server be{k} {}:{}\n",
-            lab::backend_addr(k),
-            lab::HTTP_PORT
-        )
-    };
+    // `SocketAddr`'s form, `[v6]:port` for IPv6, is HAProxy's too.
+    let at = |v4: Ipv4Addr| SocketAddr::new(address(v4, family), lab::HTTP_PORT);
+    let server = |k: u8| format!("    server be{k} {}\n", at(lab::backend_addr(k)));
     let mut text = format!(
         "# Written by `baton bench`: the content switching of Baton's frontend.toml beside it.
 global
@@ -309,10 +385,9 @@ defaults
     timeout http-request 10s
     timeout http-keep-alive 10s
 frontend vip
-    bind {vip}:{port}
+    bind {vip}
 ",
-        vip = lab::VIP,
-        port = lab::HTTP_PORT,
+        vip = at(lab::VIP),
         reuse = reuse.as_str()
     );
     for (name, prefix, _) in RULES {
@@ -457,6 +532,8 @@ impl Drop for Daemon {
 /// A system while it runs: its processes, the front-ends' first.
 pub struct Running {
     pub system: System,
+    /// The family its clients and back-end connections use.
+    pub family: Family,
     /// HAProxy, or `baton frontend` on `fe` or on each of the tier's front-ends: whose
     /// CPU time is the front-end's. Empty for direct.
     pub frontends: Vec<Daemon>,
@@ -468,16 +545,23 @@ pub struct Running {
 const ROUTED_WITHIN: Duration = Duration::from_secs(30);
 
 impl Running {
-    pub fn start(system: System, lab: &Lab, files: &Files, baton: &Path) -> anyhow::Result<Self> {
+    pub fn start(
+        system: System,
+        family: Family,
+        lab: &Lab,
+        files: &Files,
+        baton: &Path,
+    ) -> anyhow::Result<Self> {
         let mut running = Self {
             system,
+            family,
             frontends: Vec::new(),
             backends: Vec::new(),
         };
         match system {
             System::Direct => {}
             System::Haproxy(reuse) => {
-                let cfg = files.haproxy_config(reuse);
+                let cfg = files.haproxy_config(reuse, family);
                 running.frontends.push(Daemon::start(
                     lab,
                     files,
@@ -493,7 +577,7 @@ impl Running {
                     bridge_pass(lab, true)?;
                 }
                 for k in 1..=BACKENDS {
-                    let cfg = files.backend_config(k);
+                    let cfg = files.backend_config_over(k, family);
                     running.backends.push(Daemon::start(
                         lab,
                         files,
@@ -505,7 +589,7 @@ impl Running {
                     )?);
                 }
                 for &node in &files.frontends {
-                    let cfg = files.frontend_config_of(node);
+                    let cfg = files.frontend_config_of_over(node, family);
                     let name = if node == Node::Fe {
                         "frontend".to_owned()
                     } else {
@@ -560,7 +644,7 @@ impl Running {
         }
         if baton_ran {
             for &node in &nodes {
-                let cfg = files.frontend_config_of(node);
+                let cfg = files.frontend_config_of_over(node, self.family);
                 run_in(
                     lab,
                     node,
@@ -571,7 +655,7 @@ impl Running {
         }
         for (k, be) in (1..=BACKENDS).zip(std::mem::take(&mut self.backends)) {
             be.stop()?;
-            let cfg = files.backend_config(k);
+            let cfg = files.backend_config_over(k, self.family);
             run_in(
                 lab,
                 Node::Backend(k),
@@ -692,9 +776,13 @@ mod tests {
             ));
             assert!(agent.is_ok(), "{agent:?}");
         }
-        let haproxy = haproxy_config(crate::bench::HttpReuse::Always);
+        let haproxy = haproxy_config(crate::bench::HttpReuse::Always, Family::V4);
         assert!(haproxy.contains("    http-reuse always\n"));
-        assert!(haproxy_config(crate::bench::HttpReuse::Never).contains("    http-reuse never\n"));
+        assert!(haproxy.contains("    bind 198.18.2.1:80\n"), "{haproxy}");
+        assert!(
+            haproxy_config(crate::bench::HttpReuse::Never, Family::V4)
+                .contains("    http-reuse never\n")
+        );
         for (name, prefix, k) in RULES {
             assert!(haproxy.contains(&format!("acl {name} path_beg {prefix}\n")));
             assert!(haproxy.contains(&format!(
@@ -722,7 +810,14 @@ mod tests {
             [System::Direct, System::Baton, System::BatonTier(3)]
         );
         assert_eq!(System::BatonTier(2).name(), "Baton x2");
-        assert_eq!(System::BatonTier(2).target(), System::Baton.target());
+        assert_eq!(
+            System::BatonTier(2).target(Family::V4),
+            System::Baton.target(Family::V4)
+        );
+        assert!(
+            !System::BatonTier(2).runs_over(Family::V6),
+            "IPv4's BGP alone"
+        );
         let one = frontend_config(&lab, &["kernel_dispatch = true".into()]);
         let fe2 = tier_frontend_config(
             &lab,
@@ -755,12 +850,101 @@ mod tests {
     }
 
     #[test]
-    fn direct_avoids_the_balanced_backend() {
-        assert_ne!(System::Direct.target().1, System::Baton.target().1);
+    fn over_ipv6_every_system_uses_the_labs_ipv6_addresses() {
+        let lab = Lab::named("t").unwrap();
+        let v6 = |a: &str| a.parse::<IpAddr>().unwrap();
         assert_eq!(
-            System::Haproxy(crate::bench::HttpReuse::Never).target(),
-            System::Baton.target()
+            System::Direct.target(Family::V6),
+            (v6("2001:2:0:1::c"), DIRECT_BACKEND)
         );
+        assert_eq!(
+            System::Baton.target(Family::V6),
+            (lab::VIP6.into(), BALANCED_BACKEND)
+        );
+        assert_eq!(
+            System::Baton.target(Family::V4),
+            (lab::VIP.into(), BALANCED_BACKEND)
+        );
+        // HAProxy over IPv6 end to end: bound to VIP6, IPv6 connections to the
+        // back-ends, nothing of IPv4.
+        let haproxy = haproxy_config(crate::bench::HttpReuse::Never, Family::V6);
+        assert!(
+            haproxy.contains("    bind [2001:2:0:2::1]:80\n"),
+            "{haproxy}"
+        );
+        assert!(
+            haproxy.contains("backend files\n    server be1 [2001:2:0:1::b]:80\n"),
+            "{haproxy}"
+        );
+        assert!(!haproxy.contains("198.18."), "{haproxy}");
+        // Baton's front-end over IPv6 serves vip6 and has each member's twin; over IPv4
+        // it is the IPv4 configuration unchanged, no pool with an IPv6 member, so the
+        // kernel's dispatch still decides.
+        let v4 = frontend_config(&lab, &[]);
+        assert_eq!(
+            over_family(&v4, Family::V4, lab::cluster::frontend_ipv6),
+            v4
+        );
+        assert!(!v4.contains("2001:2:"), "{v4}");
+        let text = over_family(&v4, Family::V6, lab::cluster::frontend_ipv6);
+        let parsed = crate::frontend::config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(
+            parsed.services6,
+            [std::net::SocketAddrV6::new(lab::VIP6, lab::HTTP_PORT, 0, 0)],
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "backends = [{ address = \"198.18.1.11:80\" }, { address = \"[2001:2:0:1::b]:80\" }]"
+            ),
+            "{text}"
+        );
+        let be = over_family(
+            &backend_config(&lab, 1, &lab::mac_for(lab::FE_ADDR)),
+            Family::V6,
+            lab::cluster::backend_ipv6,
+        );
+        let agent = crate::backend::AgentConfig::parse(&be).unwrap();
+        assert_eq!(agent.vip6, Some(lab::VIP6), "{be}");
+        // Each family's files by name; IPv4's as before IPv6.
+        let files = Files {
+            dir: PathBuf::from("/b"),
+            frontends: vec![Node::Fe],
+        };
+        assert_eq!(
+            files.frontend_config_over(Family::V4),
+            Path::new("/b/frontend.toml")
+        );
+        assert_eq!(
+            files.frontend_config_over(Family::V6),
+            Path::new("/b/frontend-v6.toml")
+        );
+        assert_eq!(
+            files.haproxy_config(crate::bench::HttpReuse::Always, Family::V6),
+            Path::new("/b/haproxy-always-v6.cfg")
+        );
+        assert_eq!(
+            files.backend_config_over(2, Family::V4),
+            files.backend_config(2)
+        );
+        assert_eq!(
+            files.backend_config_over(2, Family::V6),
+            Path::new("/b/be2-v6.toml")
+        );
+    }
+
+    #[test]
+    fn direct_avoids_the_balanced_backend() {
+        for family in [Family::V4, Family::V6] {
+            assert_ne!(
+                System::Direct.target(family).1,
+                System::Baton.target(family).1
+            );
+            assert_eq!(
+                System::Haproxy(crate::bench::HttpReuse::Never).target(family),
+                System::Baton.target(family)
+            );
+        }
         assert_eq!(
             RULES.iter().find(|r| r.0 == "files").unwrap().2,
             BALANCED_BACKEND
