@@ -3504,10 +3504,15 @@ mod tests {
                     Some(b'.'),
                     Some(b'/'),
                     Some(0x80),
+                    Some(0x7f),
+                    Some(0x1f),
+                    Some(b'\t'),
                 ] {
                     let mut bent = head[..cut].to_vec();
                     if let Some(b) = bend {
-                        let at = (cut * 7) % bent.len();
+                        // Anywhere in the head, the cut's last byte past the cut (a
+                        // position modulo the cut's length would bend only byte 0).
+                        let at = ((cut * 37) % head.len()).min(cut - 1);
                         bent[at] = b;
                     }
                     let (skipping, skipped_buf) = scan(&bent);
